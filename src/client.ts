@@ -1,0 +1,331 @@
+/**
+ * The `Pgq` class: the composition root. It owns (or borrows) the pool, the
+ * one LISTEN connection, the typed Kysely handle and the hot-path statements,
+ * and hands them to the enqueuer, workers and inspection methods.
+ */
+import pg from 'pg';
+import { Kysely, PostgresDialect, sql } from 'kysely';
+import { resolvePgqOptions, resolveWorkerOptions, type PgqOptions, type ResolvedPgqOptions, type WorkerOptions } from './config.js';
+import { defaultLogger, type Logger } from './core/logger.js';
+import { systemClock, type Clock } from './core/clock.js';
+import { JobNotFoundError, PgqError, ValidationError, WaitTimeoutError } from './core/errors.js';
+import { isFinalState, JOB_STATES, type JobRecord, type JobState } from './core/types.js';
+import { sleep } from './core/sleep.js';
+import { executorFor, pgExecutor, type DbHandle, type SqlExecutor } from './db/executor.js';
+import { createStatements, type HotStatements } from './db/statements.js';
+import type { PgqDatabase } from './db/tables.js';
+import { toJobRecord, type JobRow } from './db/rows.js';
+import { migrate, type MigrateResult } from './db/migrate.js';
+import { Listener } from './notify/listener.js';
+import { channelNames, type ChannelNames } from './notify/channels.js';
+import { Enqueuer, type EnqueueManyOptions, type EnqueueOptions } from './enqueue.js';
+import { TaskRegistry, type AnyTask, type TaskInput, type TaskResult } from './task.js';
+import { Worker } from './worker/worker.js';
+
+/** Filters of `listJobs`. */
+export interface ListJobsFilter {
+  state?: JobState;
+  queue?: string;
+  task?: string;
+  /** At most this many, newest first. Default 50, at most 1,000. */
+  limit?: number;
+}
+
+/** Per queue: jobs by state, and the oldest due job still waiting. */
+export interface QueueStats {
+  queue: string;
+  counts: Record<JobState, number>;
+  /** `run_at` of the oldest job that is due and not yet claimed. */
+  oldestWaitingRunAt: Date | null;
+}
+
+const ID = /^[0-9]{1,19}$/;
+
+export class Pgq {
+  /** Typed Kysely handle on pgq's schema, for your own inspection queries. */
+  readonly kysely: Kysely<PgqDatabase>;
+  readonly schema: string;
+  readonly tasks: TaskRegistry;
+  readonly logger: Logger;
+  readonly #options: ResolvedPgqOptions;
+  readonly #pool: pg.Pool;
+  readonly #ownsPool: boolean;
+  readonly #db: SqlExecutor;
+  readonly #statements: HotStatements;
+  readonly #channels: ChannelNames;
+  readonly #listener: Listener;
+  readonly #enqueuer: Enqueuer;
+  readonly #clock: Clock;
+  readonly #workers = new Set<Worker>();
+  #closed = false;
+
+  /**
+   * @example
+   * const pgq = new Pgq({ connectionString: process.env.DATABASE_URL, tasks: [sendEmail] });
+   * await pgq.migrate();
+   */
+  constructor(options: PgqOptions) {
+    this.#options = resolvePgqOptions(options);
+    const o = this.#options;
+    this.schema = o.schema;
+    this.logger = o.logger ?? defaultLogger();
+    this.#clock = o.clock ?? systemClock;
+    this.tasks = new TaskRegistry(o.tasks);
+    this.#ownsPool = !o.pool;
+    this.#pool = o.pool ?? new pg.Pool({ connectionString: o.connectionString, max: o.poolSize, keepAlive: true });
+    if (this.#ownsPool) {
+      this.#pool.on('error', (err) => this.logger.warn({ err }, `pgq pool connection error: ${err.message}`));
+    }
+    this.kysely = new Kysely<PgqDatabase>({ dialect: new PostgresDialect({ pool: this.#pool }) }).withSchema(o.schema);
+    this.#db = pgExecutor(this.#pool, o.preparedStatements);
+    this.#statements = createStatements(o.schema);
+    this.#channels = channelNames(o.schema);
+    const listenConfig: pg.ClientConfig = o.pool ? { ...o.pool.options } : { connectionString: o.connectionString };
+    this.#listener = new Listener({ ...listenConfig, keepAlive: true }, this.logger);
+    this.#enqueuer = new Enqueuer(this.#statements, (db) => this.#executor(db), o.maxPayloadBytes);
+  }
+
+  /** Creates or upgrades pgq's tables in its schema. Safe to run from several processes at once. */
+  async migrate(): Promise<MigrateResult> {
+    this.#assertOpen();
+    return migrate(this.#pool, this.schema, this.logger);
+  }
+
+  /**
+   * Validates the payload with the task's schema and inserts one job. With
+   * `db`, the insert joins your transaction. Resolves to the new job (or, for a
+   * `uniqueKey` that matches a live job, to that job).
+   *
+   * @example
+   * await client.query('BEGIN');
+   * const job = await pgq.enqueue(sendEmail, { to: 'a@b.c' }, { db: client, delayMs: 60_000 });
+   * await client.query('COMMIT'); // the job exists from here on
+   */
+  async enqueue<T extends AnyTask>(task: T, payload: TaskInput<T>, options?: EnqueueOptions): Promise<JobRecord<TaskInput<T>, TaskResult<T>>> {
+    this.#assertOpen();
+    return (await this.#enqueuer.enqueue(task, payload, options)) as JobRecord<TaskInput<T>, TaskResult<T>>;
+  }
+
+  /**
+   * Validates every payload, then inserts all jobs in one statement; one bad
+   * payload writes nothing and the error names its index. Resolves to one job
+   * per payload, in order.
+   */
+  async enqueueMany<T extends AnyTask>(
+    task: T,
+    payloads: readonly TaskInput<T>[],
+    options?: EnqueueManyOptions,
+  ): Promise<JobRecord<TaskInput<T>, TaskResult<T>>[]> {
+    this.#assertOpen();
+    return (await this.#enqueuer.enqueueMany(task, payloads, options)) as JobRecord<TaskInput<T>, TaskResult<T>>[];
+  }
+
+  /**
+   * A worker for this instance's tasks. Call `start()` on it.
+   *
+   * @example
+   * const worker = pgq.worker({ concurrency: 10, queues: ['default', 'emails'] });
+   * await worker.start();
+   */
+  worker(options: WorkerOptions = {}): Worker {
+    this.#assertOpen();
+    if (this.tasks.size === 0) {
+      throw new ValidationError('tasks', 'this Pgq has no tasks to run; pass tasks: [...] to new Pgq()');
+    }
+    const worker = new Worker(resolveWorkerOptions(options, this.tasks.names().map((n) => this.tasks.get(n)!)), {
+      db: this.#db,
+      kysely: this.kysely,
+      statements: this.#statements,
+      listener: this.#listener,
+      channels: this.#channels,
+      tasks: this.tasks,
+      logger: this.logger,
+      clock: this.#clock,
+      maxResultBytes: this.#options.maxPayloadBytes,
+    });
+    this.#workers.add(worker);
+    return worker;
+  }
+
+  /** The job, or null if there is none with this id. */
+  async getJob<Payload = unknown, Result = unknown>(id: string): Promise<JobRecord<Payload, Result> | null> {
+    this.#assertOpen();
+    const row = await this.kysely.selectFrom('jobs').selectAll().where('id', '=', parseId(id)).executeTakeFirst();
+    return row ? toJobRecord<Payload, Result>(row as unknown as JobRow) : null;
+  }
+
+  /**
+   * Resolves when the job reaches `succeeded`, `failed` or `cancelled`, woken
+   * by NOTIFY. Rejects with `WaitTimeoutError` after `timeoutMs` (default: no
+   * limit) and with `JobNotFoundError` if the job does not exist.
+   */
+  async waitForJob<Payload = unknown, Result = unknown>(
+    id: string,
+    options: { timeoutMs?: number; signal?: AbortSignal } = {},
+  ): Promise<JobRecord<Payload, Result>> {
+    this.#assertOpen();
+    parseId(id);
+    const deadline = options.timeoutMs === undefined ? Infinity : this.#clock.monotonicMs() + options.timeoutMs;
+    const wake = new AbortController();
+    let woken = false;
+    const unsubscribe = await this.#listener.subscribe(this.#channels.done, (payload) => {
+      if (payload === '*' || payload.split(',').includes(id)) {
+        woken = true;
+        wake.abort();
+      }
+    });
+    try {
+      await this.#listener.ready();
+      for (;;) {
+        const job = await this.getJob<Payload, Result>(id);
+        if (!job) throw new JobNotFoundError(id);
+        if (isFinalState(job.state)) return job;
+        options.signal?.throwIfAborted();
+        const left = deadline - this.#clock.monotonicMs();
+        if (left <= 0) throw new WaitTimeoutError(id, options.timeoutMs ?? 0, job.state);
+        // NOTIFY wakes us; the slow poll only covers a listener that is reconnecting.
+        const signals = [wake.signal, ...(options.signal ? [options.signal] : [])];
+        if (!woken) await sleep(Math.min(left, this.#listener.connected ? 5_000 : 250), AbortSignal.any(signals));
+        woken = false;
+      }
+    } finally {
+      await unsubscribe();
+    }
+  }
+
+  /**
+   * Cancels a job. A queued job never runs; a running job's `ctx.signal`
+   * aborts and the job ends `cancelled`. A finished job is left as it is.
+   * Resolves to the job after the change.
+   */
+  async cancelJob(id: string): Promise<JobRecord> {
+    this.#assertOpen();
+    const jobId = parseId(id);
+    const row = await this.kysely.transaction().execute(async (trx) => {
+      const before = await trx.selectFrom('jobs').select(['state']).where('id', '=', jobId).forUpdate().executeTakeFirst();
+      if (!before) return undefined;
+      if (isFinalState(before.state)) {
+        return trx.selectFrom('jobs').selectAll().where('id', '=', jobId).executeTakeFirstOrThrow();
+      }
+      const after = await trx
+        .updateTable('jobs')
+        .set({ state: 'cancelled', finished_at: sql`now()` })
+        .where('id', '=', jobId)
+        .returningAll()
+        .executeTakeFirstOrThrow();
+      if (before.state === 'running') await sql`SELECT pg_notify(${this.#channels.cancel}, ${jobId})`.execute(trx);
+      await sql`SELECT pg_notify(${this.#channels.done}, ${jobId})`.execute(trx);
+      return after;
+    });
+    if (!row) throw new JobNotFoundError(jobId);
+    return toJobRecord(row as unknown as JobRow);
+  }
+
+  /**
+   * Runs a `failed`, `cancelled`, `retryable` or `scheduled` job again now,
+   * with at least one more attempt allowed. Resolves to the job after the change.
+   */
+  async retryJob(id: string): Promise<JobRecord> {
+    this.#assertOpen();
+    const jobId = parseId(id);
+    const row = await this.kysely.transaction().execute(async (trx) => {
+      const before = await trx.selectFrom('jobs').select(['state', 'queue']).where('id', '=', jobId).forUpdate().executeTakeFirst();
+      if (!before) throw new JobNotFoundError(jobId);
+      if (!['failed', 'cancelled', 'retryable', 'scheduled'].includes(before.state)) {
+        throw new PgqError('PGQ_NOT_RETRYABLE', `job ${jobId} is ${before.state}; only failed, cancelled, retryable or scheduled jobs can be retried`);
+      }
+      const after = await trx
+        .updateTable('jobs')
+        .set({
+          state: 'available',
+          run_at: sql`now()`,
+          finished_at: null,
+          max_attempts: sql`greatest(max_attempts, attempts + 1)`,
+        })
+        .where('id', '=', jobId)
+        .returningAll()
+        .executeTakeFirstOrThrow();
+      await sql`SELECT pg_notify(${this.#channels.jobs}, ${before.queue})`.execute(trx);
+      return after;
+    });
+    return toJobRecord(row as unknown as JobRow);
+  }
+
+  /** Jobs, newest first, filtered by state, queue and task. */
+  async listJobs(filter: ListJobsFilter = {}): Promise<JobRecord[]> {
+    this.#assertOpen();
+    if (filter.state !== undefined && !JOB_STATES.includes(filter.state)) {
+      throw new ValidationError('state', `must be one of ${JOB_STATES.join(', ')}`);
+    }
+    const limit = filter.limit ?? 50;
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1_000) throw new ValidationError('limit', 'must be an integer from 1 to 1000');
+    let query = this.kysely.selectFrom('jobs').selectAll().orderBy('id', 'desc').limit(limit);
+    if (filter.state) query = query.where('state', '=', filter.state);
+    if (filter.queue) query = query.where('queue', '=', filter.queue);
+    if (filter.task) query = query.where('task', '=', filter.task);
+    const rows = await query.execute();
+    return rows.map((r) => toJobRecord(r as unknown as JobRow));
+  }
+
+  /** Per queue: counts by state and the oldest waiting due job. */
+  async stats(): Promise<QueueStats[]> {
+    this.#assertOpen();
+    const rows = await this.kysely
+      .selectFrom('jobs')
+      .select((eb) => [
+        'queue',
+        'state',
+        eb.fn.countAll<string>().as('count'),
+        eb.fn
+          .min<Date | null>(sql<Date>`CASE WHEN state IN ('available', 'scheduled', 'retryable') AND run_at <= now() THEN run_at END`)
+          .as('oldest'),
+      ])
+      .groupBy(['queue', 'state'])
+      .orderBy('queue')
+      .execute();
+    const byQueue = new Map<string, QueueStats>();
+    for (const row of rows) {
+      let stats = byQueue.get(row.queue);
+      if (!stats) {
+        stats = {
+          queue: row.queue,
+          counts: Object.fromEntries(JOB_STATES.map((s) => [s, 0])) as Record<JobState, number>,
+          oldestWaitingRunAt: null,
+        };
+        byQueue.set(row.queue, stats);
+      }
+      stats.counts[row.state] = Number(row.count);
+      const oldest = row.oldest as Date | null;
+      if (oldest && (!stats.oldestWaitingRunAt || oldest < stats.oldestWaitingRunAt)) stats.oldestWaitingRunAt = oldest;
+    }
+    return [...byQueue.values()];
+  }
+
+  /**
+   * Stops every worker made by this instance (gracefully), closes the
+   * listener, and ends the pool if pgq created it.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await Promise.all([...this.#workers].map((w) => w.stop()));
+    await this.#listener.close();
+    if (this.#ownsPool) await this.kysely.destroy();
+  }
+
+  #executor(db: DbHandle | undefined): SqlExecutor {
+    return db === undefined ? this.#db : executorFor(db);
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new PgqError('PGQ_CLOSED', 'this Pgq instance was closed');
+  }
+}
+
+function parseId(id: unknown): string {
+  if (typeof id === 'number' && Number.isSafeInteger(id) && id > 0) return String(id);
+  if (typeof id !== 'string' || !ID.test(id)) {
+    throw new ValidationError('id', `${JSON.stringify(id)} is not a job id (a string of digits)`);
+  }
+  return id;
+}

@@ -1,0 +1,160 @@
+/**
+ * pgq's options, validated with zod at construction, with every default in
+ * this one file. Validated options are frozen.
+ */
+import { z } from 'zod';
+import type pg from 'pg';
+import type { Logger } from './core/logger.js';
+import type { Clock } from './core/clock.js';
+import type { AnyTask } from './task.js';
+import { nameSchema, zodToValidationError } from './task.js';
+import { ValidationError } from './core/errors.js';
+import { validateSchemaName } from './db/identifiers.js';
+
+/** Options of `new Pgq(...)`. Give `connectionString` or `pool`. */
+export interface PgqOptions {
+  /** A PostgreSQL URL; pgq makes and owns its pool. */
+  connectionString?: string;
+  /** Your own pool; pgq uses it and leaves it open on `close()`. */
+  pool?: pg.Pool;
+  /** Schema of pgq's tables. Default `pgq`. */
+  schema?: string;
+  /** Tasks this instance enqueues and its workers run. */
+  tasks?: readonly AnyTask[];
+  /** A pino (or compatible) logger. Default: JSON on stderr at `warn` (PGQ_LOG_LEVEL overrides). */
+  logger?: Logger;
+  /** Largest payload accepted, as JSON bytes. Default 1 MiB. */
+  maxPayloadBytes?: number;
+  /** Connections in the pool pgq makes from `connectionString`. Default 10. */
+  poolSize?: number;
+  /** Prepare hot-path statements (off for PgBouncer in transaction mode before 1.21). Default true. */
+  preparedStatements?: boolean;
+  /** Time source; tests may pass their own. */
+  clock?: Clock;
+}
+
+export const DEFAULTS = Object.freeze({
+  schema: 'pgq',
+  maxPayloadBytes: 1024 * 1024,
+  poolSize: 10,
+  concurrency: 10,
+  heartbeatMs: 5_000,
+  rescueAfterMs: 30_000,
+  pollIntervalMs: 1_000,
+  shutdownGraceMs: 10_000,
+  maxClaimBatch: 100,
+});
+
+const pgqOptionsSchema = z.object({
+  connectionString: z.string().min(1).optional(),
+  schema: z.string().default(DEFAULTS.schema),
+  maxPayloadBytes: z.number().int().min(1).max(256 * 1024 * 1024).default(DEFAULTS.maxPayloadBytes),
+  poolSize: z.number().int().min(1).max(1000).default(DEFAULTS.poolSize),
+  preparedStatements: z.boolean().default(true),
+});
+
+export interface ResolvedPgqOptions {
+  readonly connectionString: string | undefined;
+  readonly pool: pg.Pool | undefined;
+  readonly schema: string;
+  readonly tasks: readonly AnyTask[];
+  readonly logger: Logger | undefined;
+  readonly maxPayloadBytes: number;
+  readonly poolSize: number;
+  readonly preparedStatements: boolean;
+  readonly clock: Clock | undefined;
+}
+
+export function resolvePgqOptions(options: PgqOptions): ResolvedPgqOptions {
+  if (options === null || typeof options !== 'object') {
+    throw new ValidationError('options', 'new Pgq() expects an options object with connectionString or pool');
+  }
+  const parsed = pgqOptionsSchema.safeParse(options);
+  if (!parsed.success) throw zodToValidationError(parsed.error, 'options');
+  if (!options.connectionString && !options.pool) {
+    throw new ValidationError('options', 'give connectionString or pool');
+  }
+  if (options.tasks !== undefined && !Array.isArray(options.tasks)) {
+    throw new ValidationError('options.tasks', 'must be an array of tasks made by defineTask');
+  }
+  return Object.freeze({
+    connectionString: parsed.data.connectionString,
+    pool: options.pool,
+    schema: validateSchemaName(parsed.data.schema),
+    tasks: Object.freeze([...(options.tasks ?? [])]),
+    logger: options.logger,
+    maxPayloadBytes: parsed.data.maxPayloadBytes,
+    poolSize: parsed.data.poolSize,
+    preparedStatements: parsed.data.preparedStatements,
+    clock: options.clock,
+  });
+}
+
+/** Options of `pgq.worker(...)`. */
+export interface WorkerOptions {
+  /** Jobs run at once. Default 10. */
+  concurrency?: number;
+  /** Queues served. Default: the queues of this instance's tasks. */
+  queues?: readonly string[];
+  /** Heartbeat period. Default 5 s. */
+  heartbeatMs?: number;
+  /** A worker silent this long is dead: its jobs are rescued and it loses leadership. Default 30 s. */
+  rescueAfterMs?: number;
+  /** Poll period when no NOTIFY arrives. Default 1 s. */
+  pollIntervalMs?: number;
+  /** How long `stop()` waits for running handlers before aborting them. Default 10 s. */
+  shutdownGraceMs?: number;
+  /** Take part in leader election and run maintenance when elected. Default true. */
+  leader?: boolean;
+  /** Most jobs claimed in one statement. Default min(concurrency, 100). */
+  maxClaimBatch?: number;
+  /** Worker id (unique among live workers). Default: host, pid and a random suffix. */
+  id?: string;
+}
+
+const workerOptionsSchema = z
+  .object({
+    concurrency: z.number().int().min(1).max(10_000).default(DEFAULTS.concurrency),
+    queues: z.array(nameSchema).min(1, 'must name at least one queue').optional(),
+    heartbeatMs: z.number().int().min(10).max(3_600_000).default(DEFAULTS.heartbeatMs),
+    rescueAfterMs: z.number().int().min(30).max(86_400_000).default(DEFAULTS.rescueAfterMs),
+    pollIntervalMs: z.number().int().min(10).max(3_600_000).default(DEFAULTS.pollIntervalMs),
+    shutdownGraceMs: z.number().int().min(0).max(86_400_000).default(DEFAULTS.shutdownGraceMs),
+    leader: z.boolean().default(true),
+    maxClaimBatch: z.number().int().min(1).max(10_000).optional(),
+    id: nameSchema.optional(),
+  })
+  .refine((o) => o.rescueAfterMs >= 2 * o.heartbeatMs, {
+    message: 'must be at least twice heartbeatMs, or live workers would be rescued',
+    path: ['rescueAfterMs'],
+  });
+
+export interface ResolvedWorkerOptions {
+  readonly concurrency: number;
+  readonly queues: readonly string[];
+  readonly heartbeatMs: number;
+  readonly rescueAfterMs: number;
+  readonly pollIntervalMs: number;
+  readonly shutdownGraceMs: number;
+  readonly leader: boolean;
+  readonly maxClaimBatch: number;
+  readonly id: string | undefined;
+}
+
+export function resolveWorkerOptions(options: WorkerOptions, tasks: readonly AnyTask[]): ResolvedWorkerOptions {
+  const parsed = workerOptionsSchema.safeParse(options ?? {});
+  if (!parsed.success) throw zodToValidationError(parsed.error, 'worker');
+  const o = parsed.data;
+  const queues = o.queues ?? [...new Set(tasks.map((t) => t.queue).concat(tasks.length ? [] : ['default']))];
+  return Object.freeze({
+    concurrency: o.concurrency,
+    queues: Object.freeze([...new Set(queues)]),
+    heartbeatMs: o.heartbeatMs,
+    rescueAfterMs: o.rescueAfterMs,
+    pollIntervalMs: o.pollIntervalMs,
+    shutdownGraceMs: o.shutdownGraceMs,
+    leader: o.leader,
+    maxClaimBatch: o.maxClaimBatch ?? Math.min(o.concurrency, DEFAULTS.maxClaimBatch),
+    id: o.id,
+  });
+}

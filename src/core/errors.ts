@@ -1,0 +1,115 @@
+/**
+ * Every error pgq throws on purpose is a `PgqError` with a stable `code`, so
+ * callers can branch on `err.code` instead of parsing messages.
+ */
+export class PgqError extends Error {
+  readonly code: string;
+
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'PgqError';
+    this.code = code;
+  }
+}
+
+/** Input that pgq refuses: a payload that fails its schema, a bad option. Nothing was written. */
+export class ValidationError extends PgqError {
+  /** Where the bad value sits, e.g. `payload[3].to` or `options.priority`. */
+  readonly field: string;
+
+  constructor(field: string, message: string, options?: { cause?: unknown }) {
+    super('PGQ_VALIDATION', `${field}: ${message}`, options);
+    this.name = 'ValidationError';
+    this.field = field;
+  }
+}
+
+/** A job id that names no job. */
+export class JobNotFoundError extends PgqError {
+  constructor(id: string) {
+    super('PGQ_JOB_NOT_FOUND', `job ${id} does not exist (it may have been pruned)`);
+    this.name = 'JobNotFoundError';
+  }
+}
+
+/** `waitForJob` gave up before the job reached a final state. */
+export class WaitTimeoutError extends PgqError {
+  constructor(id: string, timeoutMs: number, state: string) {
+    super('PGQ_WAIT_TIMEOUT', `job ${id} is still ${state} after ${timeoutMs} ms`);
+    this.name = 'WaitTimeoutError';
+  }
+}
+
+/**
+ * Thrown by a handler to fail its job at once, without further attempts:
+ * the job goes to `failed` (the dead-letter set) with this message.
+ *
+ * @example
+ * if (!user) throw new PermanentError(`user ${payload.userId} was deleted`);
+ */
+export class PermanentError extends PgqError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('PGQ_PERMANENT', message, options);
+    this.name = 'PermanentError';
+  }
+}
+
+/**
+ * Thrown by a handler (or by `ctx.snooze(ms)`) to run the job again later
+ * without counting the attempt as a failure.
+ */
+export class SnoozeError extends PgqError {
+  readonly delayMs: number;
+
+  constructor(delayMs: number) {
+    if (!Number.isFinite(delayMs) || delayMs < 0) {
+      throw new ValidationError('snooze.delayMs', `must be a finite number >= 0, got ${String(delayMs)}`);
+    }
+    super('PGQ_SNOOZE', `snoozed for ${delayMs} ms`);
+    this.name = 'SnoozeError';
+    this.delayMs = delayMs;
+  }
+}
+
+/** The reason on `ctx.signal` when a job ran past its `timeoutMs`. */
+export class JobTimeoutError extends PgqError {
+  constructor(timeoutMs: number) {
+    super('PGQ_TIMEOUT', `job timed out after ${timeoutMs} ms`);
+    this.name = 'JobTimeoutError';
+  }
+}
+
+/** The reason on `ctx.signal` when the job was cancelled with `cancelJob`. */
+export class JobCancelledError extends PgqError {
+  constructor(id: string) {
+    super('PGQ_CANCELLED', `job ${id} was cancelled`);
+    this.name = 'JobCancelledError';
+  }
+}
+
+/** The reason on `ctx.signal` when the worker stops before the handler finished. */
+export class WorkerShutdownError extends PgqError {
+  constructor() {
+    super('PGQ_SHUTDOWN', 'the worker shut down before the handler finished; the job will run again');
+    this.name = 'WorkerShutdownError';
+  }
+}
+
+/** The reason on `ctx.signal` when this worker's lease on the job was lost (it was rescued elsewhere). */
+export class LeaseLostError extends PgqError {
+  constructor() {
+    super('PGQ_LEASE_LOST', 'this worker missed its heartbeat deadline and its jobs were rescued; the result will be discarded');
+    this.name = 'LeaseLostError';
+  }
+}
+
+/** A message for any thrown value, never `[object Object]`. */
+export function errorMessage(err: unknown): string {
+  if (err instanceof Error) return err.message || err.name;
+  if (typeof err === 'string') return err;
+  try {
+    return JSON.stringify(err) ?? String(err);
+  } catch {
+    return String(err);
+  }
+}

@@ -1,0 +1,69 @@
+/**
+ * The states of a job, the same words in the API and in the `state` column.
+ *
+ * - `scheduled`: waits for `run_at`.
+ * - `available`: may be claimed now.
+ * - `running`: claimed by a worker.
+ * - `retryable`: failed an attempt, waits for its backoff (`run_at`).
+ * - `succeeded`, `failed`, `cancelled`: final.
+ * - `blocked`: waits on other jobs.
+ */
+export type JobState =
+  | 'scheduled'
+  | 'available'
+  | 'running'
+  | 'retryable'
+  | 'succeeded'
+  | 'failed'
+  | 'cancelled'
+  | 'blocked';
+
+export const JOB_STATES: readonly JobState[] = [
+  'scheduled',
+  'available',
+  'running',
+  'retryable',
+  'succeeded',
+  'failed',
+  'cancelled',
+  'blocked',
+];
+
+export const FINAL_STATES: readonly JobState[] = ['succeeded', 'failed', 'cancelled'];
+
+/** A JSON value as stored in a `jsonb` column. */
+export type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
+
+/** One entry per failed attempt. */
+export interface JobErrorEntry {
+  attempt: number;
+  message: string;
+  stack?: string;
+  /** ISO-8601 time of the failure. */
+  at: string;
+}
+
+/** A job as stored in `<schema>.jobs`. */
+export interface JobRecord<Payload = unknown, Result = unknown> {
+  id: string;
+  task: string;
+  queue: string;
+  state: JobState;
+  payload: Payload;
+  priority: number;
+  attempts: number;
+  maxAttempts: number;
+  runAt: Date;
+  createdAt: Date;
+  startedAt: Date | null;
+  finishedAt: Date | null;
+  result: Result | null;
+  errors: JobErrorEntry[];
+  uniqueKey: string | null;
+  workerId: string | null;
+  timeoutMs: number | null;
+}
+
+export function isFinalState(state: JobState): boolean {
+  return FINAL_STATES.includes(state);
+}

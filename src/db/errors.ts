@@ -1,0 +1,13 @@
+/**
+ * Whether a database error is about the connection (worth retrying the same
+ * statement once the database answers again) rather than the statement.
+ */
+export function isConnectionError(err: unknown): boolean {
+  if (err === null || typeof err !== 'object') return false;
+  const code = (err as { code?: unknown }).code;
+  if (typeof code !== 'string') return true; // socket errors, timeouts, "Connection terminated"
+  if (/^(ECONN|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENOTFOUND|EAI_AGAIN)/.test(code)) return true;
+  // 08: connection exception; 57P01-57P03: admin shutdown, crash shutdown, cannot connect now;
+  // 53300: too many connections; 40001/40P01: serialization failure / deadlock (retry is safe).
+  return code.startsWith('08') || /^57P0[1-3]$/.test(code) || code === '53300' || code === '40001' || code === '40P01';
+}

@@ -1,0 +1,48 @@
+/**
+ * Applies the migrations in `migrations/` with node-pg-migrate, inside the
+ * configured schema (created if missing), recording them in
+ * `<schema>.pgq_migrations`. Several processes may migrate at once: they queue
+ * on node-pg-migrate's advisory lock and the later ones find nothing to do.
+ */
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type pg from 'pg';
+import { runner } from 'node-pg-migrate';
+import type { Logger } from '../core/logger.js';
+
+/** The package's own migrations folder, wherever pgq is installed. */
+export const MIGRATIONS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../migrations');
+
+export interface MigrateResult {
+  /** Names of the migrations this call applied (empty when up to date). */
+  applied: string[];
+}
+
+export async function migrate(pool: pg.Pool, schema: string, logger: Logger): Promise<MigrateResult> {
+  const client = await pool.connect();
+  try {
+    const ran = await runner({
+      dbClient: client,
+      dir: MIGRATIONS_DIR,
+      direction: 'up',
+      count: Infinity,
+      schema,
+      createSchema: true,
+      migrationsSchema: schema,
+      createMigrationsSchema: true,
+      migrationsTable: 'pgq_migrations',
+      singleTransaction: true,
+      checkOrder: true,
+      advisoryLockMode: 'wait',
+      logger: {
+        debug: () => undefined,
+        info: (msg: string) => logger.debug({}, msg),
+        warn: (msg: string) => logger.warn({}, msg),
+        error: (msg: string) => logger.error({}, msg),
+      },
+    });
+    return { applied: ran.map((m) => m.name) };
+  } finally {
+    client.release();
+  }
+}

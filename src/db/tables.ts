@@ -1,0 +1,59 @@
+import type { ColumnType, Generated } from 'kysely';
+import type { JobErrorEntry, JobState } from '../core/types.js';
+
+/**
+ * Kysely table types for pgq's tables, so applications can query them
+ * type-safely:
+ *
+ * @example
+ * const db = new Kysely<PgqDatabase>({ dialect }).withSchema('pgq');
+ * const failed = await db.selectFrom('jobs').selectAll().where('state', '=', 'failed').execute();
+ */
+export interface PgqDatabase {
+  jobs: JobsTable;
+  workers: WorkersTable;
+  leader: LeaderTable;
+}
+
+type Timestamp = ColumnType<Date, Date | string, Date | string>;
+
+export interface JobsTable {
+  /** int8; pg returns it as a string. */
+  id: ColumnType<string, string | number | bigint | undefined, never>;
+  task: string;
+  queue: Generated<string>;
+  state: Generated<JobState>;
+  payload: ColumnType<unknown, string, string>;
+  priority: Generated<number>;
+  attempts: Generated<number>;
+  max_attempts: Generated<number>;
+  run_at: Generated<Timestamp>;
+  created_at: Generated<Timestamp>;
+  started_at: Timestamp | null;
+  finished_at: Timestamp | null;
+  result: ColumnType<unknown, string | null, string | null>;
+  errors: ColumnType<JobErrorEntry[], string | undefined, string>;
+  unique_key: string | null;
+  worker_id: string | null;
+  timeout_ms: number | null;
+  backoff_base_ms: number | null;
+  backoff_max_ms: number | null;
+}
+
+export interface WorkersTable {
+  id: string;
+  hostname: string;
+  pid: number;
+  queues: string[];
+  concurrency: number;
+  started_at: Generated<Timestamp>;
+  last_heartbeat_at: Generated<Timestamp>;
+}
+
+export interface LeaderTable {
+  name: string;
+  leader_id: string;
+  term: ColumnType<string, string | number, string | number>;
+  elected_at: Timestamp;
+  expires_at: Timestamp;
+}

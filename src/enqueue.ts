@@ -1,0 +1,159 @@
+/**
+ * Enqueue: validate every payload and option first, then insert all jobs in
+ * one statement on the caller's executor (their transaction, or pgq's pool).
+ * A bad payload anywhere in a batch throws before anything is written.
+ */
+import { z } from 'zod';
+import type { AnyTask, Task, TaskInput } from './task.js';
+import { nameSchema, zodToValidationError } from './task.js';
+import { ValidationError } from './core/errors.js';
+import { toJsonText } from './core/json.js';
+import type { JobRecord } from './core/types.js';
+import type { BackoffOptions } from './core/backoff.js';
+import type { DbHandle, SqlExecutor } from './db/executor.js';
+import type { HotStatements, InsertJobsParams } from './db/statements.js';
+import { toJobRecord, type JobRow } from './db/rows.js';
+
+/** Per-job options of `enqueue`; each overrides the task's own. */
+export interface EnqueueOptions {
+  /** Earliest run time. Mutually exclusive with `delayMs`. */
+  runAt?: Date;
+  /** Run no sooner than this many ms from now (database clock). */
+  delayMs?: number;
+  priority?: number;
+  queue?: string;
+  maxAttempts?: number;
+  /** With the task, unique among live jobs: a second enqueue returns the live job instead. */
+  uniqueKey?: string;
+  timeoutMs?: number;
+  backoff?: Partial<BackoffOptions>;
+  /** Your transaction: a `pg` client inside BEGIN or a Kysely transaction. The job commits or rolls back with it. */
+  db?: DbHandle;
+}
+
+/** Options of `enqueueMany`: the same for every job of the batch. */
+export type EnqueueManyOptions = EnqueueOptions;
+
+const int32 = z.number().int().min(-2_147_483_648).max(2_147_483_647);
+const optionsSchema = z.object({
+  runAt: z
+    .date({ error: 'must be a Date' })
+    .refine((d) => !Number.isNaN(d.getTime()), 'must be a valid Date')
+    .optional(),
+  delayMs: z.number().finite().min(0).max(1e13).optional(),
+  priority: int32.optional(),
+  queue: nameSchema.optional(),
+  maxAttempts: z.number().int().min(1).max(1_000_000).optional(),
+  uniqueKey: z.string().min(1).max(1_000).refine((s) => !s.includes('\u0000'), 'must not contain \\u0000').optional(),
+  timeoutMs: z.number().int().min(1).max(2_147_483_647).optional(),
+  backoff: z
+    .object({
+      baseMs: z.number().int().min(0).max(2_147_483_647).optional(),
+      maxMs: z.number().int().min(0).max(2_147_483_647).optional(),
+    })
+    .optional(),
+});
+
+type ParsedOptions = z.output<typeof optionsSchema>;
+
+export class Enqueuer {
+  constructor(
+    private readonly statements: HotStatements,
+    private readonly executorFor: (db: DbHandle | undefined) => SqlExecutor,
+    private readonly maxPayloadBytes: number,
+  ) {}
+
+  async enqueue<T extends AnyTask>(task: T, payload: TaskInput<T>, options: EnqueueOptions = {}): Promise<JobRecord> {
+    const [job] = await this.#insert(task, [payload], options, 'payload');
+    return job!;
+  }
+
+  async enqueueMany<T extends AnyTask>(
+    task: T,
+    payloads: readonly TaskInput<T>[],
+    options: EnqueueManyOptions = {},
+  ): Promise<JobRecord[]> {
+    if (!Array.isArray(payloads)) throw new ValidationError('payloads', 'must be an array');
+    if (payloads.length === 0) return [];
+    return this.#insert(task, payloads, options, null);
+  }
+
+  async #insert(task: AnyTask, payloads: readonly unknown[], rawOptions: EnqueueOptions, single: string | null): Promise<JobRecord[]> {
+    assertTask(task);
+    const options = parseOptions(rawOptions);
+    const texts = payloads.map((payload, i) => {
+      const field = single ?? `payload[${i}]`;
+      const parsed = task.schema.safeParse(payload);
+      if (!parsed.success) throw zodToValidationError(parsed.error, field);
+      return toJsonText(parsed.data, field, this.maxPayloadBytes);
+    });
+    const db = this.executorFor(rawOptions.db);
+    const params = buildParams(task, texts, options);
+    const rows = await this.statements.insertJobs(db, params);
+    if (options.uniqueKey === undefined) return rows.sort(byId).map((r) => toJobRecord(r));
+    return this.#resolveUnique(db, task, params, rows, options.uniqueKey);
+  }
+
+  /**
+   * With a unique key, every payload of the call shares one key, so the call
+   * yields one live job: the inserted one, or the one that already held the
+   * key. If that one finished between the insert and the lookup, insert again.
+   */
+  async #resolveUnique(db: SqlExecutor, task: AnyTask, params: InsertJobsParams, rows: JobRow[], key: string): Promise<JobRecord[]> {
+    for (let round = 0; round < 5; round += 1) {
+      const row = rows[0] ?? (await this.statements.getLiveByUniqueKey(db, { tasks: [task.name], uniqueKeys: [key] }))[0];
+      if (row) return params.tasks.map(() => toJobRecord(row));
+      rows = await this.statements.insertJobs(db, firstOnly(params));
+    }
+    throw new ValidationError('uniqueKey', `could not settle a live job for ${JSON.stringify(key)}: it keeps finishing; try again`);
+  }
+}
+
+function assertTask(task: unknown): asserts task is Task {
+  if (task === null || typeof task !== 'object' || typeof (task as Task).name !== 'string' || !(task as Task).schema) {
+    throw new ValidationError('task', 'must be a task made by defineTask');
+  }
+}
+
+function parseOptions(options: EnqueueOptions): ParsedOptions {
+  if (options === null || typeof options !== 'object') throw new ValidationError('options', 'must be an object');
+  const { db: _db, ...rest } = options;
+  const parsed = optionsSchema.safeParse(rest);
+  if (!parsed.success) throw zodToValidationError(parsed.error, 'options');
+  if (parsed.data.runAt !== undefined && parsed.data.delayMs !== undefined) {
+    throw new ValidationError('options', 'give runAt or delayMs, not both');
+  }
+  return parsed.data;
+}
+
+function buildParams(task: AnyTask, payloads: string[], o: ParsedOptions): InsertJobsParams {
+  const fill = <V>(value: V): V[] => payloads.map(() => value);
+  return {
+    tasks: fill(task.name),
+    queues: fill(o.queue ?? task.queue),
+    payloads,
+    priorities: fill(o.priority ?? task.priority),
+    maxAttempts: fill(o.maxAttempts ?? task.maxAttempts),
+    runAts: fill(o.runAt ?? null),
+    delaysMs: fill(o.delayMs ?? 0),
+    uniqueKeys: fill(o.uniqueKey ?? null),
+    timeoutsMs: fill(o.timeoutMs ?? null),
+    backoffBasesMs: fill(o.backoff?.baseMs ?? null),
+    backoffMaxesMs: fill(o.backoff?.maxMs ?? null),
+  };
+}
+
+function firstOnly(p: InsertJobsParams): InsertJobsParams {
+  const one = <V>(values: V[]): V[] => values.slice(0, 1);
+  return {
+    tasks: one(p.tasks), queues: one(p.queues), payloads: one(p.payloads), priorities: one(p.priorities),
+    maxAttempts: one(p.maxAttempts), runAts: one(p.runAts), delaysMs: one(p.delaysMs), uniqueKeys: one(p.uniqueKeys),
+    timeoutsMs: one(p.timeoutsMs), backoffBasesMs: one(p.backoffBasesMs), backoffMaxesMs: one(p.backoffMaxesMs),
+  };
+}
+
+function byId(a: JobRow, b: JobRow): number {
+  const x = BigInt(a.id);
+  const y = BigInt(b.id);
+  return x < y ? -1 : x > y ? 1 : 0;
+}

@@ -1,0 +1,32 @@
+/**
+ * pgq: a background job queue for Node.js that needs nothing but PostgreSQL.
+ * This file is the public surface; everything else is internal.
+ */
+export { Pgq } from './client.js';
+export type { ListJobsFilter, QueueStats } from './client.js';
+export { defineTask } from './task.js';
+export type { AnyTask, JobContext, Task, TaskInput, TaskOptions, TaskResult } from './task.js';
+export type { EnqueueManyOptions, EnqueueOptions } from './enqueue.js';
+export type { PgqOptions, WorkerOptions } from './config.js';
+export { DEFAULTS } from './config.js';
+export { Worker } from './worker/worker.js';
+export type { JobErrorEntry, JobRecord, JobState, Json } from './core/types.js';
+export { JOB_STATES, FINAL_STATES } from './core/types.js';
+export type { BackoffOptions } from './core/backoff.js';
+export type { Logger } from './core/logger.js';
+export type { Clock } from './core/clock.js';
+export type { DbHandle, KyselyQueryable, PgQueryable } from './db/executor.js';
+export type { PgqDatabase, JobsTable, WorkersTable, LeaderTable } from './db/tables.js';
+export type { MigrateResult } from './db/migrate.js';
+export {
+  PgqError,
+  ValidationError,
+  JobNotFoundError,
+  WaitTimeoutError,
+  PermanentError,
+  SnoozeError,
+  JobTimeoutError,
+  JobCancelledError,
+  WorkerShutdownError,
+  LeaseLostError,
+} from './core/errors.js';

@@ -1,0 +1,133 @@
+/**
+ * Leader election by a lease row (`<schema>.leader`, name 'maintenance').
+ *
+ * States: follower ⇄ leader.
+ * - A follower tries every `heartbeatMs` to take the lease: it succeeds when
+ *   no row exists or the row's `expires_at` has passed (database clock).
+ * - The leader renews every `heartbeatMs`, pushing `expires_at` to
+ *   now + `rescueAfterMs`. Each change of hands bumps `term`.
+ * - Trust window: the lease the leader last renewed cannot end before
+ *   (local time just before that renewal was sent) + `rescueAfterMs`. The
+ *   leader steps down locally one `heartbeatMs` before that instant if no
+ *   renewal has succeeded since, so it never acts on a lease that may have
+ *   passed to another worker. Only the row decides; no session-level locks,
+ *   so it works behind a transaction-pooling PgBouncer.
+ * - On stop the leader deletes its row so a successor need not wait.
+ *
+ * Leader-only services start when leadership is gained and stop when it is
+ * lost; they never ask "am I leader?" on each tick.
+ */
+import { sql, type Kysely } from 'kysely';
+import type { Logger } from '../core/logger.js';
+import type { Clock } from '../core/clock.js';
+import { LoopService, type Service } from '../core/service.js';
+import { Waker } from '../core/sleep.js';
+import { errorMessage } from '../core/errors.js';
+import type { PgqDatabase } from '../db/tables.js';
+
+export interface LeaderConfig {
+  workerId: string;
+  heartbeatMs: number;
+  /** Lease length. */
+  rescueAfterMs: number;
+}
+
+const LEASE = 'maintenance';
+
+export class LeaderElector extends LoopService {
+  #leader = false;
+  #term: string | null = null;
+  /** Local monotonic instant after which the lease may have passed elsewhere. */
+  #trustUntil = 0;
+  readonly #waker = new Waker();
+
+  constructor(
+    private readonly config: LeaderConfig,
+    private readonly db: Kysely<PgqDatabase>,
+    private readonly services: readonly Service[],
+    private readonly clock: Clock,
+    logger: Logger,
+  ) {
+    super('leader', logger);
+  }
+
+  get isLeader(): boolean {
+    return this.#leader;
+  }
+
+  get term(): string | null {
+    return this.#term;
+  }
+
+  override async stop(): Promise<void> {
+    await super.stop();
+    if (this.#leader) {
+      await this.#stepDown('stopping');
+      await this.db
+        .deleteFrom('leader')
+        .where('name', '=', LEASE)
+        .where('leader_id', '=', this.config.workerId)
+        .execute()
+        .catch((err: unknown) => this.logger.warn({ err }, `pgq could not release leadership: ${errorMessage(err)}`));
+    }
+  }
+
+  protected async run(signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      const sentAt = this.clock.monotonicMs();
+      try {
+        const won = await this.#attempt();
+        if (won) {
+          this.#trustUntil = sentAt + this.config.rescueAfterMs - this.config.heartbeatMs;
+          if (!this.#leader) await this.#becomeLeader();
+        } else if (this.#leader) {
+          await this.#stepDown('lease held by another worker');
+        }
+      } catch (err) {
+        this.logger.warn({ err }, `pgq leader election failed: ${errorMessage(err)}`);
+      }
+      if (this.#leader && this.clock.monotonicMs() >= this.#trustUntil) {
+        await this.#stepDown('could not renew the lease in time');
+      }
+      const untilDeadline = this.#leader ? this.#trustUntil - this.clock.monotonicMs() : Infinity;
+      await this.#waker.wait(Math.max(0, Math.min(this.config.heartbeatMs, untilDeadline)), signal);
+    }
+  }
+
+  /** Takes or renews the lease; true when this worker holds it afterwards. */
+  async #attempt(): Promise<boolean> {
+    const me = this.config.workerId;
+    const expires = sql<Date>`now() + ${this.config.rescueAfterMs} * interval '1 millisecond'`;
+    const row = await this.db
+      .insertInto('leader')
+      .values({ name: LEASE, leader_id: me, term: 1, elected_at: sql`now()`, expires_at: expires })
+      .onConflict((oc) =>
+        oc
+          .column('name')
+          .doUpdateSet({
+            leader_id: me,
+            term: sql`CASE WHEN leader.leader_id = ${me} THEN leader.term ELSE leader.term + 1 END`,
+            elected_at: sql`CASE WHEN leader.leader_id = ${me} THEN leader.elected_at ELSE now() END`,
+            expires_at: expires,
+          })
+          .where((eb) => eb.or([eb('leader.leader_id', '=', me), eb('leader.expires_at', '<', sql<Date>`now()`)])),
+      )
+      .returning(['term'])
+      .executeTakeFirst();
+    if (row) this.#term = String(row.term);
+    return row !== undefined;
+  }
+
+  async #becomeLeader(): Promise<void> {
+    this.#leader = true;
+    this.logger.info({ workerId: this.config.workerId, term: this.#term }, 'pgq worker became leader');
+    for (const service of this.services) await service.start();
+  }
+
+  async #stepDown(why: string): Promise<void> {
+    if (!this.#leader) return;
+    this.#leader = false;
+    this.logger.info({ workerId: this.config.workerId, why }, `pgq worker stepped down as leader: ${why}`);
+    for (const service of [...this.services].reverse()) await service.stop();
+  }
+}

@@ -1,0 +1,48 @@
+/**
+ * The rescuer (leader only) retries the running jobs of workers that have not
+ * heartbeated for `rescueAfterMs`, however long the jobs themselves may run,
+ * and removes those workers' rows. Runs every `min(heartbeatMs, rescueAfterMs / 4)`.
+ */
+import type { Logger } from '../core/logger.js';
+import { LoopService } from '../core/service.js';
+import { sleep } from '../core/sleep.js';
+import { errorMessage } from '../core/errors.js';
+import type { SqlExecutor } from '../db/executor.js';
+import type { HotStatements } from '../db/statements.js';
+
+export interface RescuerConfig {
+  rescueAfterMs: number;
+  intervalMs: number;
+}
+
+export class Rescuer extends LoopService {
+  constructor(
+    private readonly config: RescuerConfig,
+    private readonly db: SqlExecutor,
+    private readonly statements: HotStatements,
+    logger: Logger,
+  ) {
+    super('rescuer', logger);
+  }
+
+  /** One pass; returns the rescued jobs. */
+  async rescueOnce(): Promise<{ id: string; state: string; worker_id: string }[]> {
+    const rescued = await this.statements.rescueJobs(this.db, { rescueAfterMs: this.config.rescueAfterMs });
+    if (rescued.length > 0) {
+      const workers = [...new Set(rescued.map((r) => r.worker_id))];
+      this.logger.warn({ jobs: rescued.map((r) => r.id), workers }, `pgq rescued ${rescued.length} job(s) of silent worker(s)`);
+    }
+    return rescued;
+  }
+
+  protected async run(signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      try {
+        await this.rescueOnce();
+      } catch (err) {
+        this.logger.warn({ err }, `pgq rescuer pass failed: ${errorMessage(err)}`);
+      }
+      await sleep(this.config.intervalMs, signal);
+    }
+  }
+}

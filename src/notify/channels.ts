@@ -1,0 +1,20 @@
+/**
+ * NOTIFY channels of one schema. The `jobs` channel name is also written in
+ * the first migration's trigger ('pgq:' || schema || ':jobs'): keep them equal.
+ */
+export interface ChannelNames {
+  /** Due jobs were inserted or made available; payload: the queue name. */
+  jobs: string;
+  /** Jobs reached a final state; payload: comma-separated ids, or '*'. */
+  done: string;
+  /** A running job was cancelled; payload: its id. */
+  cancel: string;
+}
+
+export function channelNames(schema: string): ChannelNames {
+  return {
+    jobs: `pgq:${schema}:jobs`,
+    done: `pgq:${schema}:done`,
+    cancel: `pgq:${schema}:cancel`,
+  };
+}

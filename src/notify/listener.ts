@@ -1,0 +1,139 @@
+/**
+ * The one LISTEN connection of a `Pgq` instance, multiplexed over channels.
+ *
+ * States: idle (no subscription) → connecting → listening → (connection lost)
+ * → connecting … → closed. While connecting it retries with a capped backoff.
+ * After every (re)connect it LISTENs on all subscribed channels and then calls
+ * the `onConnect` hooks, so producers re-poll for what they may have missed:
+ * NOTIFY is only a latency hint, never the sole source of truth.
+ */
+import pg from 'pg';
+import type { Logger } from '../core/logger.js';
+import { errorMessage } from '../core/errors.js';
+import { quoteIdent } from '../db/identifiers.js';
+import { sleep } from '../core/sleep.js';
+
+export type NotificationHandler = (payload: string) => void;
+
+export class Listener {
+  readonly #config: pg.ClientConfig;
+  readonly #logger: Logger;
+  readonly #handlers = new Map<string, Set<NotificationHandler>>();
+  readonly #connectHooks = new Set<() => void>();
+  #client: pg.Client | undefined;
+  #loop: Promise<void> | undefined;
+  #closing = new AbortController();
+  #connected = false;
+  #connectedWaiters: (() => void)[] = [];
+
+  constructor(config: pg.ClientConfig, logger: Logger) {
+    this.#config = config;
+    this.#logger = logger;
+  }
+
+  get connected(): boolean {
+    return this.#connected;
+  }
+
+  /** Subscribes to a channel; returns the unsubscribe function. Starts the connection on first use. */
+  async subscribe(channel: string, handler: NotificationHandler): Promise<() => Promise<void>> {
+    let set = this.#handlers.get(channel);
+    const isNew = !set;
+    if (!set) {
+      set = new Set();
+      this.#handlers.set(channel, set);
+    }
+    set.add(handler);
+    this.#ensureLoop();
+    if (isNew && this.#client && this.#connected) {
+      await this.#client.query(`LISTEN ${quoteIdent(channel)}`).catch(() => {
+        // The connection dropped; the reconnect LISTENs on every channel again.
+      });
+    }
+    return async () => {
+      set.delete(handler);
+      if (set.size === 0 && this.#handlers.get(channel) === set) {
+        this.#handlers.delete(channel);
+        if (this.#client && this.#connected) {
+          await this.#client.query(`UNLISTEN ${quoteIdent(channel)}`).catch(() => undefined);
+        }
+      }
+    };
+  }
+
+  /** Called after each successful (re)connect; returns the removal function. */
+  onConnect(hook: () => void): () => void {
+    this.#connectHooks.add(hook);
+    return () => this.#connectHooks.delete(hook);
+  }
+
+  /** Resolves once the connection is listening (or the listener closes). */
+  async ready(): Promise<void> {
+    this.#ensureLoop();
+    if (this.#connected || this.#closing.signal.aborted) return;
+    await new Promise<void>((resolve) => this.#connectedWaiters.push(resolve));
+  }
+
+  async close(): Promise<void> {
+    this.#closing.abort();
+    this.#connectedWaiters.splice(0).forEach((resolve) => resolve());
+    const client = this.#client;
+    this.#client = undefined;
+    if (client) await client.end().catch(() => undefined);
+    await this.#loop;
+  }
+
+  #ensureLoop(): void {
+    if (!this.#loop && !this.#closing.signal.aborted) this.#loop = this.#run();
+  }
+
+  async #run(): Promise<void> {
+    let failures = 0;
+    const signal = this.#closing.signal;
+    while (!signal.aborted) {
+      const client = new pg.Client(this.#config);
+      let lost!: () => void;
+      const connectionLost = new Promise<void>((resolve) => (lost = resolve));
+      client.on('error', (err) => {
+        this.#logger.warn({ err }, `pgq listener connection error: ${errorMessage(err)}`);
+        lost();
+      });
+      client.on('end', () => lost());
+      client.on('notification', (msg) => this.#dispatch(msg.channel, msg.payload ?? ''));
+      try {
+        await client.connect();
+        this.#client = client;
+        for (const channel of this.#handlers.keys()) await client.query(`LISTEN ${quoteIdent(channel)}`);
+        if (signal.aborted) break;
+        this.#connected = true;
+        failures = 0;
+        this.#connectedWaiters.splice(0).forEach((resolve) => resolve());
+        for (const hook of this.#connectHooks) hook();
+        await Promise.race([connectionLost, new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }))]);
+      } catch (err) {
+        if (!signal.aborted) {
+          this.#logger.warn({ err }, `pgq listener could not connect: ${errorMessage(err)}`);
+        }
+      }
+      this.#connected = false;
+      if (this.#client === client) this.#client = undefined;
+      await client.end().catch(() => undefined);
+      if (signal.aborted) break;
+      failures += 1;
+      await sleep(Math.min(5_000, 100 * 2 ** Math.min(failures, 6)), signal);
+    }
+    this.#connected = false;
+  }
+
+  #dispatch(channel: string, payload: string): void {
+    const handlers = this.#handlers.get(channel);
+    if (!handlers) return;
+    for (const handler of handlers) {
+      try {
+        handler(payload);
+      } catch (err) {
+        this.#logger.error({ err, channel }, `pgq notification handler threw: ${errorMessage(err)}`);
+      }
+    }
+  }
+}

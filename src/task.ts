@@ -1,0 +1,179 @@
+import { z } from 'zod';
+import type { BackoffOptions } from './core/backoff.js';
+import { ValidationError } from './core/errors.js';
+import type { JobRecord } from './core/types.js';
+import type { Logger } from './core/logger.js';
+
+/** What a handler gets besides its payload. */
+export interface JobContext<Payload = unknown> {
+  /** The job as claimed (state `running`, attempts already counted). */
+  job: JobRecord<Payload>;
+  /** 1 for the first attempt. */
+  attempt: number;
+  /** Aborts on timeout, cancelJob, worker shutdown or a lost lease; `signal.reason` says which. */
+  signal: AbortSignal;
+  /** Logger bound to this job (job id, task, attempt). */
+  logger: Logger;
+  /** Ends this attempt and runs the job again after `delayMs`, without counting a failure. */
+  snooze(delayMs: number): never;
+}
+
+/** The options of `defineTask`. */
+export interface TaskOptions<Schema extends z.ZodType, Result> {
+  /** Unique per application; stored in `jobs.task`. */
+  name: string;
+  /** Validates payloads at enqueue and again before the handler runs. */
+  schema: Schema;
+  /** Queue for this task's jobs unless the enqueue says otherwise. Default `default`. */
+  queue?: string;
+  /** Higher runs first. Default 0. */
+  priority?: number;
+  /** Attempts before the job fails for good. Default 25. */
+  maxAttempts?: number;
+  /** Exponential, jittered backoff between attempts. Default 1 s doubling up to 1 h. */
+  backoff?: Partial<BackoffOptions>;
+  /** Time the handler may take before its signal aborts and the attempt fails. Default: no limit. */
+  timeoutMs?: number;
+  /** Runs the job. Its return value (JSON) is stored as the job's result. */
+  handler(payload: z.output<Schema>, ctx: JobContext<z.output<Schema>>): Promise<Result> | Result;
+}
+
+/** A task as returned by `defineTask`, frozen. */
+export interface Task<Schema extends z.ZodType = z.ZodType, Result = unknown> {
+  readonly name: string;
+  readonly schema: Schema;
+  readonly queue: string;
+  readonly priority: number;
+  readonly maxAttempts: number;
+  readonly backoff: Readonly<BackoffOptions>;
+  readonly timeoutMs: number | null;
+  // Method syntax on purpose: it keeps every Task assignable to AnyTask.
+  handler(payload: z.output<Schema>, ctx: JobContext<z.output<Schema>>): Promise<Result> | Result;
+}
+
+/** Any task, whatever its payload and result types. */
+export type AnyTask = Task<z.ZodType, unknown>;
+
+/** The payload type a task accepts at enqueue (its schema's input). */
+export type TaskInput<T> = T extends Task<infer S, unknown> ? z.input<S> : never;
+
+/** The result type a task's handler resolves to. */
+export type TaskResult<T> = T extends Task<z.ZodType, infer R> ? Awaited<R> : never;
+
+export const NAME_LIMIT = 200;
+
+/** A name for a task or queue: 1–200 characters, no control characters. */
+export const nameSchema = z
+  .string()
+  .min(1, 'must not be empty')
+  .max(NAME_LIMIT, `must be at most ${NAME_LIMIT} characters`)
+  // eslint-disable-next-line no-control-regex
+  .refine((s) => !/[\u0000-\u001f\u007f]/.test(s), 'must not contain control characters');
+
+const taskOptionsSchema = z.object({
+  name: nameSchema,
+  queue: nameSchema.default('default'),
+  priority: z.number().int().min(-2_147_483_648).max(2_147_483_647).default(0),
+  maxAttempts: z.number().int().min(1).max(1_000_000).default(25),
+  backoff: z
+    .object({
+      baseMs: z.number().int().min(0).max(2_147_483_647).default(1_000),
+      maxMs: z.number().int().min(0).max(2_147_483_647).default(3_600_000),
+    })
+    .default({ baseMs: 1_000, maxMs: 3_600_000 }),
+  timeoutMs: z.number().int().min(1).max(2_147_483_647).nullable().default(null),
+});
+
+/**
+ * Defines a task: a name, a zod schema for its payload, and a handler.
+ *
+ * @example
+ * export const sendEmail = defineTask({
+ *   name: 'send-email',
+ *   schema: z.object({ to: z.string().email() }),
+ *   queue: 'emails',
+ *   maxAttempts: 5,
+ *   async handler(payload, ctx) {
+ *     await mailer.send(payload.to, { signal: ctx.signal });
+ *     return { sent: true };
+ *   },
+ * });
+ */
+export function defineTask<Schema extends z.ZodType, Result>(options: TaskOptions<Schema, Result>): Task<Schema, Result> {
+  if (options === null || typeof options !== 'object') {
+    throw new ValidationError('defineTask', 'expects an options object');
+  }
+  const parsed = taskOptionsSchema.safeParse({
+    name: options.name,
+    queue: options.queue,
+    priority: options.priority,
+    maxAttempts: options.maxAttempts,
+    backoff: options.backoff,
+    timeoutMs: options.timeoutMs,
+  });
+  if (!parsed.success) throw zodToValidationError(parsed.error, 'task');
+  if (!(options.schema instanceof z.ZodType)) {
+    throw new ValidationError(`task ${options.name}.schema`, 'must be a zod schema');
+  }
+  if (typeof options.handler !== 'function') {
+    throw new ValidationError(`task ${options.name}.handler`, 'must be a function');
+  }
+  return Object.freeze({
+    name: parsed.data.name,
+    schema: options.schema,
+    queue: parsed.data.queue,
+    priority: parsed.data.priority,
+    maxAttempts: parsed.data.maxAttempts,
+    backoff: Object.freeze({ ...parsed.data.backoff }),
+    timeoutMs: parsed.data.timeoutMs,
+    handler: options.handler,
+  });
+}
+
+export function isTask(value: unknown): value is AnyTask {
+  if (value === null || typeof value !== 'object') return false;
+  const v = value as Partial<Task>;
+  return typeof v.name === 'string' && typeof v.handler === 'function' && v.schema instanceof z.ZodType;
+}
+
+/** Tasks by name; a second task with the same name is an error. */
+export class TaskRegistry {
+  readonly #tasks = new Map<string, AnyTask>();
+
+  constructor(tasks: readonly AnyTask[] = []) {
+    for (const task of tasks) this.add(task);
+  }
+
+  add(task: AnyTask): void {
+    if (!isTask(task)) throw new ValidationError('tasks', 'every entry must be a task made by defineTask');
+    const existing = this.#tasks.get(task.name);
+    if (existing && existing !== task) {
+      throw new ValidationError('tasks', `two different tasks are named ${JSON.stringify(task.name)}`);
+    }
+    this.#tasks.set(task.name, task);
+  }
+
+  get(name: string): AnyTask | undefined {
+    return this.#tasks.get(name);
+  }
+
+  names(): string[] {
+    return [...this.#tasks.keys()];
+  }
+
+  get size(): number {
+    return this.#tasks.size;
+  }
+}
+
+/** Turns a zod error into a ValidationError naming the first bad field under `prefix`. */
+export function zodToValidationError(error: z.ZodError, prefix: string): ValidationError {
+  const issue = error.issues[0];
+  if (!issue) return new ValidationError(prefix, 'is invalid');
+  const field = issue.path.reduce<string>(
+    (acc, key) => (typeof key === 'number' ? `${acc}[${key}]` : `${acc}.${String(key)}`),
+    prefix,
+  );
+  const more = error.issues.length > 1 ? ` (and ${error.issues.length - 1} more issue${error.issues.length > 2 ? 's' : ''})` : '';
+  return new ValidationError(field, `${issue.message}${more}`, { cause: error });
+}

@@ -1,0 +1,124 @@
+/**
+ * The producer claims due jobs and hands them to the executor.
+ *
+ * It claims only when slots are free, at most `maxClaimBatch` at a time, with
+ * one SKIP LOCKED statement. It claims again at once while claims come back
+ * full (there is more), and otherwise sleeps until woken by: a NOTIFY for one
+ * of its queues, a freed slot while work is known to be waiting, the listener
+ * reconnecting, the next scheduled `run_at`, or the poll interval.
+ *
+ * A claim whose reply is lost (connection dropped after commit) would leave
+ * rows marked running for this worker that it never received; after any
+ * failed claim the producer gives such orphans back before claiming again.
+ */
+import type { Logger } from '../core/logger.js';
+import type { Clock } from '../core/clock.js';
+import { LoopService } from '../core/service.js';
+import { Waker, sleep } from '../core/sleep.js';
+import { errorMessage } from '../core/errors.js';
+import type { SqlExecutor } from '../db/executor.js';
+import type { HotStatements } from '../db/statements.js';
+import { toClaimedJob } from '../db/rows.js';
+import type { Executor } from './executor.js';
+
+export interface ProducerConfig {
+  workerId: string;
+  queues: readonly string[];
+  tasks: readonly string[];
+  maxClaimBatch: number;
+  pollIntervalMs: number;
+}
+
+export class Producer extends LoopService {
+  readonly #waker = new Waker();
+  /** True while claims suggest more due jobs are waiting. */
+  #moreWaiting = true;
+  #needsReconcile = false;
+  #offSlotFree: (() => void) | undefined;
+
+  constructor(
+    private readonly config: ProducerConfig,
+    private readonly db: SqlExecutor,
+    private readonly statements: HotStatements,
+    private readonly executor: Executor,
+    private readonly clock: Clock,
+    logger: Logger,
+  ) {
+    super('producer', logger);
+  }
+
+  /** Something may be due now (a NOTIFY, a reconnect, a test). */
+  wake(): void {
+    this.#moreWaiting = true;
+    this.#waker.wake();
+  }
+
+  override async start(): Promise<void> {
+    this.#offSlotFree ??= this.executor.onSlotFree(() => {
+      if (this.#moreWaiting) this.#waker.wake();
+    });
+    await super.start();
+  }
+
+  override async stop(): Promise<void> {
+    await super.stop();
+    this.#offSlotFree?.();
+    this.#offSlotFree = undefined;
+  }
+
+  protected async run(signal: AbortSignal): Promise<void> {
+    let failures = 0;
+    while (!signal.aborted) {
+      const free = this.executor.freeSlots;
+      if (free <= 0 || !this.#moreWaiting) {
+        await this.#waker.wait(free <= 0 ? this.config.pollIntervalMs : await this.#idleWaitMs(), signal);
+        if (free > 0) this.#moreWaiting = true; // a poll, a timer or a wake: look again
+        continue;
+      }
+      try {
+        if (this.#needsReconcile) await this.#releaseOrphans();
+        const limit = Math.min(free, this.config.maxClaimBatch);
+        const rows = await this.statements.claimJobs(this.db, {
+          queues: [...this.config.queues],
+          tasks: [...this.config.tasks],
+          limit,
+          workerId: this.config.workerId,
+        });
+        failures = 0;
+        // Jobs claimed while stopping still run: stop() drains the executor.
+        for (const row of rows) this.executor.run(toClaimedJob(row));
+        if (rows.length < limit) this.#moreWaiting = false;
+      } catch (err) {
+        failures += 1;
+        this.#needsReconcile = true;
+        if (failures === 1 || failures % 20 === 0) {
+          this.logger.warn({ err }, `pgq could not claim jobs, retrying: ${errorMessage(err)}`);
+        }
+        await sleep(Math.min(this.config.pollIntervalMs, 50 * 2 ** Math.min(failures, 6)), signal);
+      }
+    }
+  }
+
+  /** How long to sleep when idle: until the next scheduled job is due, at most the poll interval. */
+  async #idleWaitMs(): Promise<number> {
+    try {
+      const next = await this.statements.nextRunAt(this.db, { queues: [...this.config.queues], tasks: [...this.config.tasks] });
+      if (!next) return this.config.pollIntervalMs;
+      const inMs = next.getTime() - this.clock.now().getTime();
+      return Math.max(0, Math.min(this.config.pollIntervalMs, inMs + 1));
+    } catch {
+      return this.config.pollIntervalMs;
+    }
+  }
+
+  async #releaseOrphans(): Promise<void> {
+    const released = await this.statements.releaseOrphans(this.db, {
+      workerId: this.config.workerId,
+      heldIds: this.executor.heldIds(),
+    });
+    this.#needsReconcile = false;
+    if (released.length > 0) {
+      this.logger.warn({ jobs: released.map((r) => r.id) }, `pgq gave back ${released.length} job(s) whose claim reply was lost`);
+    }
+  }
+}

@@ -1,0 +1,57 @@
+/**
+ * Finds the PostgreSQL the tests run against, in this order:
+ * 1. PGQ_TEST_DATABASE_URL or DATABASE_URL;
+ * 2. a testcontainers PostgreSQL when a Docker engine answers;
+ * 3. an embedded PostgreSQL in a temporary directory.
+ * Every test file then works in a schema of its own.
+ */
+import type { TestProject } from 'vitest/node';
+import { startEmbedded, type EmbeddedServer } from './embedded.js';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    databaseUrl: string;
+    databaseKind: string;
+  }
+}
+
+let embedded: EmbeddedServer | undefined;
+let container: { stop(): Promise<unknown> } | undefined;
+
+async function dockerAnswers(): Promise<boolean> {
+  try {
+    const { getContainerRuntimeClient } = await import('testcontainers');
+    const client = await Promise.race([
+      getContainerRuntimeClient(),
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('timeout')), 5_000)),
+    ]);
+    return Boolean(client);
+  } catch {
+    return false;
+  }
+}
+
+export async function setup(project: TestProject): Promise<void> {
+  const given = process.env.PGQ_TEST_DATABASE_URL ?? process.env.DATABASE_URL;
+  if (given) {
+    project.provide('databaseUrl', given);
+    project.provide('databaseKind', 'given');
+    return;
+  }
+  if (process.env.PGQ_TEST_NO_DOCKER !== '1' && (await dockerAnswers())) {
+    const { PostgreSqlContainer } = await import('@testcontainers/postgresql');
+    const started = await new PostgreSqlContainer('postgres:16-alpine').withCommand(['postgres', '-c', 'max_connections=300']).start();
+    container = started;
+    project.provide('databaseUrl', started.getConnectionUri());
+    project.provide('databaseKind', 'container');
+    return;
+  }
+  embedded = await startEmbedded('test');
+  project.provide('databaseUrl', embedded.url);
+  project.provide('databaseKind', 'embedded');
+}
+
+export async function teardown(): Promise<void> {
+  await embedded?.stop();
+  await container?.stop();
+}

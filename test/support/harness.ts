@@ -1,0 +1,80 @@
+/**
+ * Per-file test helpers: a schema of its own on the shared test database, Pgq
+ * instances that are all closed after the file, and waits on events, never
+ * on fixed sleeps.
+ */
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { afterAll, inject } from 'vitest';
+import { Pgq, type PgqOptions } from '../../src/index.js';
+
+export const databaseUrl = (): string => inject('databaseUrl');
+
+export function withAppName(url: string, name: string): string {
+  const u = new URL(url);
+  u.searchParams.set('application_name', name);
+  return u.toString();
+}
+
+export interface TestContext {
+  schema: string;
+  url: string;
+  /** An admin pool (not pgq's) for assertions and fault injection. */
+  admin: pg.Pool;
+  /** A Pgq on this file's schema, closed after the file. */
+  pgq(options?: Partial<PgqOptions>): Pgq;
+  /** Migrated Pgq. */
+  migrated(options?: Partial<PgqOptions>): Promise<Pgq>;
+}
+
+/** Call once at the top of a test file. */
+export function useTestSchema(label: string): TestContext {
+  const schema = `t_${label.replace(/[^a-z0-9_]/gi, '_').toLowerCase()}_${randomBytes(3).toString('hex')}`;
+  const url = withAppName(databaseUrl(), `pgq_${schema}`);
+  const admin = new pg.Pool({ connectionString: databaseUrl(), max: 4 });
+  admin.on('error', () => undefined);
+  const instances: Pgq[] = [];
+  afterAll(async () => {
+    await Promise.all(instances.map((p) => p.close()));
+    await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => undefined);
+    await admin.end();
+  });
+  const ctx: TestContext = {
+    schema,
+    url,
+    admin,
+    pgq(options = {}) {
+      const instance = new Pgq({ connectionString: url, schema, ...options });
+      instances.push(instance);
+      return instance;
+    },
+    async migrated(options = {}) {
+      const instance = ctx.pgq(options);
+      await instance.migrate();
+      return instance;
+    },
+  };
+  return ctx;
+}
+
+/** Resolves when `check` returns a truthy value; polls (for database state) every `everyMs`. */
+export async function until<T>(check: () => Promise<T> | T, options: { timeoutMs?: number; everyMs?: number; what?: string } = {}): Promise<NonNullable<T>> {
+  const deadline = Date.now() + (options.timeoutMs ?? 20_000);
+  for (;;) {
+    const value = await check();
+    if (value) return value as NonNullable<T>;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${options.what ?? 'condition'}`);
+    await new Promise((r) => setTimeout(r, options.everyMs ?? 25));
+  }
+}
+
+/** A promise with its resolve function, for handlers that signal tests. */
+export function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T) => void; reject: (err: unknown) => void } {
+  let resolve!: (value: T) => void;
+  let reject!: (err: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
