@@ -10,6 +10,7 @@ export type { EnqueueManyOptions, EnqueueOptions } from './enqueue.js';
 export type { PgqOptions, WorkerOptions } from './config.js';
 export { DEFAULTS } from './config.js';
 export { Worker } from './worker/worker.js';
+export type { WorkerEvents } from './worker/executor.js';
 export type { JobErrorEntry, JobRecord, JobState, Json } from './core/types.js';
 export { JOB_STATES, FINAL_STATES } from './core/types.js';
 export type { BackoffOptions } from './core/backoff.js';

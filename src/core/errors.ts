@@ -113,3 +113,21 @@ export function errorMessage(err: unknown): string {
     return String(err);
   }
 }
+
+/**
+ * Brand checks by `code` rather than `instanceof`, so errors thrown by a
+ * second copy of pgq (a tasks module importing its own) are still understood.
+ */
+export function hasCode(err: unknown, code: string): err is PgqError {
+  return err instanceof Error && (err as { code?: unknown }).code === code;
+}
+
+export function isPermanentError(err: unknown): boolean {
+  return hasCode(err, 'PGQ_PERMANENT');
+}
+
+export function snoozeDelay(err: unknown): number | null {
+  if (!hasCode(err, 'PGQ_SNOOZE')) return null;
+  const delay = (err as { delayMs?: unknown }).delayMs;
+  return typeof delay === 'number' && Number.isFinite(delay) && delay >= 0 ? delay : null;
+}

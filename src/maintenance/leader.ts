@@ -120,14 +120,14 @@ export class LeaderElector extends LoopService {
 
   async #becomeLeader(): Promise<void> {
     this.#leader = true;
-    this.logger.info({ workerId: this.config.workerId, term: this.#term }, 'pgq worker became leader');
+    this.logger.info({ term: this.#term }, 'pgq worker became leader');
     for (const service of this.services) await service.start();
   }
 
   async #stepDown(why: string): Promise<void> {
     if (!this.#leader) return;
     this.#leader = false;
-    this.logger.info({ workerId: this.config.workerId, why }, `pgq worker stepped down as leader: ${why}`);
+    this.logger.info({ why }, `pgq worker stepped down as leader: ${why}`);
     for (const service of [...this.services].reverse()) await service.stop();
   }
 }

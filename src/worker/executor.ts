@@ -17,13 +17,26 @@ import {
   SnoozeError,
   WorkerShutdownError,
   errorMessage,
+  isPermanentError,
+  snoozeDelay,
 } from '../core/errors.js';
 import { backoffDelayMs } from '../core/backoff.js';
 import { toJsonText } from '../core/json.js';
-import type { JobErrorEntry } from '../core/types.js';
+import type { EventEmitter } from 'node:events';
+import type { JobErrorEntry, JobRecord } from '../core/types.js';
 import type { ClaimedJob } from '../db/rows.js';
 import type { AnyTask, JobContext, TaskRegistry } from '../task.js';
 import type { Completer, Outcome } from './completer.js';
+
+/** Events a worker emits about the jobs it runs. */
+export interface WorkerEvents {
+  /** A claimed job's handler is about to run. */
+  'job:start': [job: JobRecord];
+  /** The handler returned; its result is being recorded. */
+  'job:success': [job: JobRecord, durationMs: number];
+  /** The attempt failed; `retry` says whether another attempt will follow. */
+  'job:failure': [job: JobRecord, error: unknown, durationMs: number, retry: boolean];
+}
 
 interface RunningJob {
   job: ClaimedJob;
@@ -44,6 +57,7 @@ export class Executor {
     private readonly logger: Logger,
     private readonly clock: Clock,
     private readonly maxResultBytes: number,
+    private readonly events: EventEmitter<WorkerEvents>,
   ) {}
 
   get freeSlots(): number {
@@ -106,9 +120,17 @@ export class Executor {
   }
 
   async #pipeline(job: ClaimedJob, controller: AbortController): Promise<void> {
-    let outcome: Outcome | null;
+    let outcome: Outcome | null = null;
+    const startedAt = this.clock.monotonicMs();
     try {
+      this.#emit('job:start', job);
       outcome = await this.#attempt(job, controller);
+      const ms = this.clock.monotonicMs() - startedAt;
+      if (outcome?.kind === 'complete') this.#emit('job:success', job, ms);
+      if (outcome?.kind === 'fail') {
+        const retry = !outcome.permanent && job.attempts < job.maxAttempts;
+        this.#emit('job:failure', job, JSON.parse(outcome.error) as JobErrorEntry, ms, retry);
+      }
     } finally {
       this.#running.delete(job.id);
       if (this.#running.size === 0) this.#idleWaiters.splice(0).forEach((w) => w());
@@ -118,6 +140,14 @@ export class Executor {
       if (outcome) await this.completer.record(outcome);
     } finally {
       this.#held.delete(job.id);
+    }
+  }
+
+  #emit<K extends keyof WorkerEvents>(event: K, ...args: WorkerEvents[K]): void {
+    try {
+      (this.events.emit as (e: K, ...a: WorkerEvents[K]) => boolean)(event, ...args);
+    } catch (err) {
+      this.logger.error({ err, event }, `a pgq ${event} listener threw: ${errorMessage(err)}`);
     }
   }
 
@@ -164,8 +194,9 @@ export class Executor {
       if (reason instanceof WorkerShutdownError) {
         return { kind: 'snooze', id: job.id, attempt: job.attempts, delayMs: 0, note: this.#errorEntry(job, reason) };
       }
-      if (reason instanceof SnoozeError) {
-        return { kind: 'snooze', id: job.id, attempt: job.attempts, delayMs: reason.delayMs, note: null };
+      const snoozeMs = snoozeDelay(reason);
+      if (snoozeMs !== null) {
+        return { kind: 'snooze', id: job.id, attempt: job.attempts, delayMs: snoozeMs, note: null };
       }
       return this.#failure(job, task, reason);
     } finally {
@@ -174,12 +205,11 @@ export class Executor {
   }
 
   #failure(job: ClaimedJob, task: AnyTask | null, err: unknown): Outcome {
-    const permanent = err instanceof PermanentError;
+    const permanent = isPermanentError(err);
     const backoff = {
       baseMs: job.backoffBaseMs ?? task?.backoff.baseMs ?? 1_000,
       maxMs: job.backoffMaxMs ?? task?.backoff.maxMs ?? 3_600_000,
     };
-    this.logger.info({ jobId: job.id, task: job.task, attempt: job.attempts, permanent }, `job ${job.id} failed: ${errorMessage(err)}`);
     return {
       kind: 'fail',
       id: job.id,

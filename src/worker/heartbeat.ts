@@ -45,7 +45,7 @@ export class Heartbeat extends LoopService {
         if (failing) this.logger.info({}, 'pgq heartbeat recovered');
         failing = false;
         if (inserted) {
-          this.logger.warn({ workerId: this.config.workerId }, 'pgq worker missed its heartbeat deadline; its running jobs were rescued elsewhere');
+          this.logger.warn({}, 'pgq worker missed its heartbeat deadline; its running jobs were rescued elsewhere');
           this.onLeaseLost();
         }
       } catch (err) {

@@ -10,6 +10,7 @@
  * worker row. A second stop() while one is under way joins it.
  */
 import os from 'node:os';
+import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import type { Logger } from '../core/logger.js';
@@ -24,7 +25,7 @@ import type { Listener } from '../notify/listener.js';
 import type { ChannelNames } from '../notify/channels.js';
 import type { TaskRegistry } from '../task.js';
 import { Completer } from './completer.js';
-import { Executor } from './executor.js';
+import { Executor, type WorkerEvents } from './executor.js';
 import { Producer } from './producer.js';
 import { Heartbeat } from './heartbeat.js';
 import { LeaderElector } from '../maintenance/leader.js';
@@ -46,7 +47,7 @@ export interface WorkerDeps {
 
 type WorkerState = 'idle' | 'starting' | 'running' | 'stopping' | 'stopped';
 
-export class Worker {
+export class Worker extends EventEmitter<WorkerEvents> {
   /** This worker's id, as written in `jobs.worker_id` and `workers.id`. */
   readonly id: string;
   readonly options: ResolvedWorkerOptions;
@@ -64,12 +65,13 @@ export class Worker {
   #unsubscribe: (() => Promise<void>)[] = [];
 
   constructor(options: ResolvedWorkerOptions, deps: WorkerDeps) {
+    super();
     this.options = options;
     this.#deps = deps;
     this.id = options.id ?? `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
     this.#logger = deps.logger.child({ workerId: this.id });
     this.#completer = new Completer(deps.db, deps.statements, this.#logger, () => deps.clock.monotonicMs());
-    this.#executor = new Executor(options.concurrency, deps.tasks, this.#completer, this.#logger, deps.clock, deps.maxResultBytes);
+    this.#executor = new Executor(options.concurrency, deps.tasks, this.#completer, this.#logger, deps.clock, deps.maxResultBytes, this);
     this.#producer = new Producer(
       {
         workerId: this.id,

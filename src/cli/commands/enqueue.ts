@@ -1,0 +1,65 @@
+import type { Command } from 'commander';
+import { z } from 'zod';
+import type { CliRuntime } from '../main.js';
+import { loadTasks } from '../load-tasks.js';
+import { parseDate, parseIntOption, parseJson } from '../options.js';
+import { json } from '../format.js';
+import { defineTask, type AnyTask } from '../../task.js';
+import { ValidationError } from '../../core/errors.js';
+
+export function registerEnqueue(program: Command, rt: CliRuntime): void {
+  program
+    .command('enqueue <task>')
+    .description('enqueue one job; with --tasks the payload is validated by the task schema')
+    .option('--payload <json>', 'the payload as JSON', parseJson('--payload'), {})
+    .option('--tasks <module>', 'tasks module, to validate the payload and use the task defaults')
+    .option('--queue <name>', 'queue (default: the task queue, or "default")')
+    .option('--priority <n>', 'higher runs first', parseIntOption('--priority', -2_147_483_648, 2_147_483_647))
+    .option('--delay-ms <ms>', 'run no sooner than this many ms from now', parseIntOption('--delay-ms', 0, Number.MAX_SAFE_INTEGER))
+    .option('--run-at <iso>', 'run no sooner than this time', parseDate('--run-at'))
+    .option('--max-attempts <n>', 'attempts before failing for good', parseIntOption('--max-attempts', 1, 1_000_000))
+    .option('--unique-key <key>', 'return the live job with this key instead of adding another')
+    .option('--wait', 'wait for the job to finish and print it')
+    .option('--timeout-ms <ms>', 'with --wait: give up after this long', parseIntOption('--timeout-ms', 1, 86_400_000))
+    .action(async (taskName: string, opts: EnqueueCommandOptions) => {
+      let task: AnyTask;
+      if (opts.tasks) {
+        const found = (await loadTasks(opts.tasks)).find((t) => t.name === taskName);
+        if (!found) throw new ValidationError('task', `module ${opts.tasks} has no task named ${JSON.stringify(taskName)}`);
+        task = found;
+      } else {
+        task = defineTask({ name: taskName, schema: z.unknown(), handler: () => undefined });
+      }
+      const pgq = await rt.open([task]);
+      try {
+        const job = await pgq.enqueue(task, opts.payload, {
+          queue: opts.queue,
+          priority: opts.priority,
+          delayMs: opts.delayMs,
+          runAt: opts.runAt,
+          maxAttempts: opts.maxAttempts,
+          uniqueKey: opts.uniqueKey,
+        });
+        if (opts.wait) {
+          rt.out(json(await pgq.waitForJob(job.id, { timeoutMs: opts.timeoutMs })));
+        } else {
+          rt.out(rt.json ? json(job) : `enqueued job ${job.id} (${job.task}, queue ${job.queue}, ${job.state})`);
+        }
+      } finally {
+        await pgq.close();
+      }
+    });
+}
+
+interface EnqueueCommandOptions {
+  payload: unknown;
+  tasks?: string;
+  queue?: string;
+  priority?: number;
+  delayMs?: number;
+  runAt?: Date;
+  maxAttempts?: number;
+  uniqueKey?: string;
+  wait?: boolean;
+  timeoutMs?: number;
+}

@@ -1,0 +1,17 @@
+import type { Command } from 'commander';
+import type { CliRuntime } from '../main.js';
+
+export function registerMigrate(program: Command, rt: CliRuntime): void {
+  program
+    .command('migrate')
+    .description("create or upgrade pgq's tables in the schema")
+    .action(async () => {
+      const pgq = await rt.open([], { migrate: false });
+      try {
+        const { applied } = await pgq.migrate();
+        rt.out(applied.length ? `applied ${applied.join(', ')} in schema ${pgq.schema}` : `schema ${pgq.schema} is up to date`);
+      } finally {
+        await pgq.close();
+      }
+    });
+}

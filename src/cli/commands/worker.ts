@@ -1,0 +1,86 @@
+import type { Command } from 'commander';
+import type { CliRuntime } from '../main.js';
+import { loadTasks } from '../load-tasks.js';
+import { parseIntOption, parseList } from '../options.js';
+import type { Worker } from '../../worker/worker.js';
+import type { Logger } from '../../core/logger.js';
+
+export function registerWorker(program: Command, rt: CliRuntime): void {
+  program
+    .command('worker')
+    .description('run a worker for the tasks of a module until SIGTERM/SIGINT (a second signal stops at once)')
+    .requiredOption('--tasks <module>', 'module whose exports are task definitions (.js or .ts)')
+    .option('--concurrency <n>', 'jobs run at once', parseIntOption('--concurrency', 1, 10_000), 10)
+    .option('--queues <a,b>', 'queues to serve (default: the queues of the tasks)', parseList)
+    .option('--no-leader', 'never take leadership (no maintenance in this process)')
+    .option('--heartbeat-ms <ms>', 'heartbeat period', parseIntOption('--heartbeat-ms', 10, 3_600_000))
+    .option('--rescue-after-ms <ms>', 'a worker silent this long is dead', parseIntOption('--rescue-after-ms', 30, 86_400_000))
+    .option('--shutdown-grace-ms <ms>', 'how long a stop waits for running jobs', parseIntOption('--shutdown-grace-ms', 0, 86_400_000))
+    .action(async (opts: WorkerCommandOptions) => {
+      const tasks = await loadTasks(opts.tasks);
+      const pgq = await rt.open(tasks);
+      const worker = pgq.worker({
+        concurrency: opts.concurrency,
+        queues: opts.queues,
+        leader: opts.leader,
+        heartbeatMs: opts.heartbeatMs,
+        rescueAfterMs: opts.rescueAfterMs,
+        shutdownGraceMs: opts.shutdownGraceMs,
+      });
+      logJobEvents(worker, rt.logger);
+      const stopped = stopOnSignals(worker, rt.logger);
+      await worker.start();
+      rt.logger.info({ workerId: worker.id, tasks: tasks.map((t) => t.name) }, `worker ${worker.id} running; Ctrl-C to stop`);
+      await stopped;
+      await pgq.close();
+    });
+}
+
+interface WorkerCommandOptions {
+  tasks: string;
+  concurrency: number;
+  queues?: string[];
+  leader: boolean;
+  heartbeatMs?: number;
+  rescueAfterMs?: number;
+  shutdownGraceMs?: number;
+}
+
+/** Logs each job's start and end at info (never payloads or results). */
+export function logJobEvents(worker: Worker, logger: Logger): void {
+  worker.on('job:start', (job) => logger.debug({ jobId: job.id, task: job.task, attempt: job.attempts }, `job ${job.id} ${job.task} started`));
+  worker.on('job:success', (job, ms) =>
+    logger.info({ jobId: job.id, task: job.task, attempt: job.attempts, ms: Math.round(ms) }, `job ${job.id} ${job.task} succeeded`),
+  );
+  worker.on('job:failure', (job, error, ms, retry) => {
+    const message = (error as { message?: string }).message ?? String(error);
+    logger.warn(
+      { jobId: job.id, task: job.task, attempt: job.attempts, ms: Math.round(ms), retry },
+      `job ${job.id} ${job.task} failed (attempt ${job.attempts}/${job.maxAttempts}${retry ? ', will retry' : ', no retry left'}): ${message}`,
+    );
+  });
+}
+
+/** First SIGTERM/SIGINT: graceful stop. Second: hard stop. Resolves when the worker has stopped. */
+export function stopOnSignals(worker: Worker, logger: Logger): Promise<void> {
+  return new Promise((resolve) => {
+    let signals = 0;
+    const onSignal = (signal: NodeJS.Signals): void => {
+      signals += 1;
+      if (signals === 1) {
+        logger.info({ signal }, `${signal}: finishing running jobs (send again to stop at once)`);
+        void worker.stop().then(done);
+      } else {
+        logger.warn({ signal }, `${signal} again: stopping now; running jobs go back to the queue`);
+        void worker.hardStop().then(done);
+      }
+    };
+    const done = (): void => {
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      resolve();
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+}

@@ -1,0 +1,73 @@
+/**
+ * What every command shares: the global options, the logger, and a Pgq built
+ * from --database-url, DATABASE_URL, or the embedded PostgreSQL.
+ */
+import { pino } from 'pino';
+import pretty from 'pino-pretty';
+import pg from 'pg';
+import { Pgq } from '../client.js';
+import type { AnyTask } from '../task.js';
+import type { Logger } from '../core/logger.js';
+import { PgqError } from '../core/errors.js';
+import { validateSchemaName } from '../db/identifiers.js';
+import { ensureEmbedded } from './embedded.js';
+
+export interface GlobalOptions {
+  schema: string;
+  databaseUrl?: string;
+  logLevel: string;
+}
+
+export function makeLogger(level: string): Logger {
+  if (process.stderr.isTTY) {
+    return pino({ name: 'pgq', level }, pretty({ colorize: true, destination: 2, translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname,name' }));
+  }
+  return pino({ name: 'pgq', level }, pino.destination(2));
+}
+
+/** Set when this process started the embedded server (the demo stops it again). */
+export const embeddedState = { startedHere: false };
+
+/** The database URL to use, starting the embedded server when none is configured. */
+export async function resolveDatabaseUrl(opts: GlobalOptions, logger: Logger): Promise<string> {
+  const url = opts.databaseUrl ?? process.env.DATABASE_URL;
+  if (url) return url;
+  const info = await ensureEmbedded();
+  if (info.started) embeddedState.startedHere = true;
+  const how = info.started ? 'started' : 'reusing';
+  process.stderr.write(`pgq: no --database-url or DATABASE_URL; ${how} embedded PostgreSQL (data in ./.pgq) at ${info.url}\n`);
+  logger.debug({ url: info.url }, 'embedded PostgreSQL');
+  return info.url;
+}
+
+/** A connected, migrated Pgq; fails with a clear message when the database cannot be reached. */
+export async function openPgq(opts: GlobalOptions, logger: Logger, tasks: AnyTask[] = [], options: { migrate?: boolean } = {}): Promise<Pgq> {
+  validateSchemaName(opts.schema);
+  const url = await resolveDatabaseUrl(opts, logger);
+  await checkReachable(url);
+  const pgq = new Pgq({ connectionString: url, schema: opts.schema, tasks, logger });
+  if (options.migrate !== false) await pgq.migrate();
+  return pgq;
+}
+
+async function checkReachable(url: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 10_000 });
+  try {
+    await client.connect();
+    await client.query('SELECT 1');
+  } catch (err) {
+    throw new PgqError('PGQ_UNREACHABLE', `cannot reach PostgreSQL at ${redact(url)}: ${err instanceof Error ? err.message : String(err)}`);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+export function redact(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(unparseable URL)';
+  }
+}

