@@ -53,7 +53,7 @@ export class Completer {
   async flush(giveUpAfterMs = Infinity): Promise<void> {
     this.#giveUpAt = this.monotonicMs() + giveUpAfterMs;
     while (this.#pending.length > 0 || this.#flushing) {
-      this.#schedule();
+      if (!this.#flushing) this.#startDrain();
       await this.#flushing;
     }
   }
@@ -68,11 +68,14 @@ export class Completer {
     // setImmediate lets the outcomes of one tick share a statement.
     setImmediate(() => {
       this.#scheduled = false;
-      if (this.#flushing || this.#pending.length === 0) return;
-      this.#flushing = this.#drain().finally(() => {
-        this.#flushing = undefined;
-        if (this.#pending.length > 0) this.#schedule();
-      });
+      if (!this.#flushing && this.#pending.length > 0) this.#startDrain();
+    });
+  }
+
+  #startDrain(): void {
+    this.#flushing = this.#drain().finally(() => {
+      this.#flushing = undefined;
+      if (this.#pending.length > 0) this.#schedule();
     });
   }
 

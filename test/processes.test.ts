@@ -1,0 +1,118 @@
+/**
+ * Workers as real processes: several over one queue, kill -9 mid-job, and
+ * SIGTERM drains.
+ */
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { defineTask } from '../src/index.js';
+import { useTestSchema } from './support/harness.js';
+import { spawnWorker } from './support/processes.js';
+import { createLedger, overlappingRuns } from './support/ledger.js';
+
+const ctx = useTestSchema('processes');
+
+// The same name and schema as the fixture's task, so this process can enqueue for it.
+const ledgerTask = defineTask({
+  name: 'ledger',
+  schema: z.object({ sleepMs: z.number().int().min(0), firstAttemptSleepMs: z.number().int().min(0).optional(), n: z.number().int().optional() }),
+  maxAttempts: 10,
+  handler: () => undefined,
+});
+
+const env = (extra: Record<string, string> = {}): Record<string, string> => ({
+  PGQ_URL: ctx.url,
+  PGQ_SCHEMA: ctx.schema,
+  ...extra,
+});
+
+async function setup() {
+  const pgq = await ctx.migrated({ tasks: [ledgerTask] });
+  await createLedger(ctx.admin, ctx.schema);
+  await ctx.admin.query(`TRUNCATE "${ctx.schema}".ledger`);
+  return pgq;
+}
+
+describe('worker processes', () => {
+  it('three processes drain one queue and never start a job twice', async () => {
+    const pgq = await setup();
+    const workers = [0, 1, 2].map(() => spawnWorker(env({ PGQ_CONCURRENCY: '4' })));
+    await Promise.all(workers.map((w) => w.waitFor((e) => e.event === 'ready')));
+    const jobs = await pgq.enqueueMany(
+      ledgerTask,
+      Array.from({ length: 300 }, (_, n) => ({ sleepMs: 2, n })),
+    );
+    for (const job of jobs) expect((await pgq.waitForJob(job.id, { timeoutMs: 60_000 })).state).toBe('succeeded');
+    const { rows } = await ctx.admin.query<{ runs: string; jobs: string; pids: string; retries: string }>(
+      `SELECT count(*) AS runs, count(DISTINCT job_id) AS jobs, count(DISTINCT pid) AS pids,
+              count(*) FILTER (WHERE attempt > 1) AS retries FROM "${ctx.schema}".ledger`,
+    );
+    expect(rows[0]).toMatchObject({ runs: '300', jobs: '300', retries: '0' });
+    expect(Number(rows[0]!.pids)).toBeGreaterThan(1);
+    for (const w of workers) w.child.kill('SIGTERM');
+    await Promise.all(workers.map((w) => w.exited));
+  });
+
+  it('rescues the job of a worker killed with SIGKILL mid-job', async () => {
+    const pgq = await setup();
+    const a = spawnWorker(env({ PGQ_RESCUE_AFTER_MS: '1500', PGQ_HEARTBEAT_MS: '200' }));
+    await a.waitFor((e) => e.event === 'ready');
+    const job = await pgq.enqueue(ledgerTask, { sleepMs: 10, firstAttemptSleepMs: 600_000 });
+    await a.waitFor((e) => e.event === 'job-start' && e.id === job.id);
+    const b = spawnWorker(env({ PGQ_RESCUE_AFTER_MS: '1500', PGQ_HEARTBEAT_MS: '200' }));
+    await b.waitFor((e) => e.event === 'ready');
+    a.child.kill('SIGKILL');
+    await a.exited;
+    const { rows: killed } = await ctx.admin.query<{ now: Date }>('SELECT clock_timestamp() AS now');
+    await ctx.admin.query(`UPDATE "${ctx.schema}".ledger SET finished_at = $1 WHERE pid = $2 AND finished_at IS NULL`, [killed[0]!.now, a.pid]);
+
+    const done = await pgq.waitForJob(job.id, { timeoutMs: 30_000 });
+    expect(done.state).toBe('succeeded');
+    expect(done.attempts).toBe(2);
+    expect(done.errors).toHaveLength(1);
+    expect(done.errors[0]!.message).toMatch(/rescued: worker .* stopped heartbeating/);
+    expect(done.result).toEqual({ pid: b.pid });
+    expect(await overlappingRuns(ctx.admin, ctx.schema)).toBe(0);
+    b.child.kill('SIGTERM');
+    await b.exited;
+  });
+
+  it('drains on SIGTERM: the running job finishes once, nothing new is claimed', async () => {
+    const pgq = await setup();
+    const w = spawnWorker(env({ PGQ_CONCURRENCY: '1' }));
+    await w.waitFor((e) => e.event === 'ready');
+    const running = await pgq.enqueue(ledgerTask, { sleepMs: 1_500 });
+    await w.waitFor((e) => e.event === 'job-start' && e.id === running.id);
+    const waiting = await pgq.enqueue(ledgerTask, { sleepMs: 0 });
+    w.child.kill('SIGTERM');
+    expect(await w.exited).toBe(0);
+    const done = await pgq.getJob(running.id);
+    expect(done).toMatchObject({ state: 'succeeded', attempts: 1 });
+    expect((await pgq.getJob(waiting.id))?.state).toBe('available');
+    const { rows } = await ctx.admin.query(`SELECT * FROM "${ctx.schema}".ledger WHERE job_id = $1`, [running.id]);
+    expect(rows).toHaveLength(1);
+    expect(rows[0].finished_at).not.toBeNull();
+    expect(await pgq.stats()).toEqual([expect.objectContaining({ queue: 'default' })]);
+    const { rows: workers } = await ctx.admin.query(`SELECT id FROM "${ctx.schema}".workers`);
+    expect(workers).toEqual([]);
+  });
+
+  it('a second SIGTERM stops at once and puts the running job back without using up an attempt', async () => {
+    const pgq = await setup();
+    const w = spawnWorker(env({ PGQ_CONCURRENCY: '1', PGQ_GRACE_MS: '60000' }));
+    await w.waitFor((e) => e.event === 'ready');
+    const job = await pgq.enqueue(ledgerTask, { sleepMs: 0, firstAttemptSleepMs: 600_000 });
+    await w.waitFor((e) => e.event === 'job-start' && e.id === job.id);
+    w.child.kill('SIGTERM');
+    await w.waitFor((e) => e.event === 'stopping');
+    w.child.kill('SIGTERM');
+    expect(await w.exited).toBe(0);
+    const after = await pgq.getJob(job.id);
+    expect(after).toMatchObject({ state: 'scheduled', attempts: 1, maxAttempts: 11 });
+    expect(after!.errors[0]!.message).toMatch(/shut down/);
+    const next = spawnWorker(env());
+    const done = await pgq.waitForJob(job.id, { timeoutMs: 30_000 });
+    expect(done).toMatchObject({ state: 'succeeded', attempts: 2 });
+    next.child.kill('SIGTERM');
+    await next.exited;
+  });
+});

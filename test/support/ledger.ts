@@ -1,0 +1,17 @@
+import type pg from 'pg';
+
+/** The table the fixture's `ledger` task writes one row per attempt into. */
+export async function createLedger(admin: pg.Pool, schema: string): Promise<void> {
+  await admin.query(`CREATE TABLE IF NOT EXISTS "${schema}".ledger (
+    job_id bigint NOT NULL, attempt int NOT NULL, pid int NOT NULL,
+    started_at timestamptz NOT NULL, finished_at timestamptz)`);
+}
+
+/** Pairs of ledger rows of the same job whose run intervals overlap (an unfinished row runs forever). */
+export async function overlappingRuns(admin: pg.Pool, schema: string): Promise<number> {
+  const { rows } = await admin.query<{ n: string }>(`
+    SELECT count(*) AS n FROM "${schema}".ledger a JOIN "${schema}".ledger b
+      ON a.job_id = b.job_id AND (a.attempt, a.pid) < (b.attempt, b.pid)
+     WHERE a.started_at < coalesce(b.finished_at, 'infinity') AND b.started_at < coalesce(a.finished_at, 'infinity')`);
+  return Number(rows[0]!.n);
+}

@@ -1,0 +1,74 @@
+/**
+ * Worker processes for tests: spawned with tsx, read as JSON-line events,
+ * killed by pid. Every process a test starts is killed after the file.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import readline from 'node:readline';
+import { afterAll } from 'vitest';
+
+export interface WorkerProcess {
+  child: ChildProcess;
+  pid: number;
+  events: Record<string, unknown>[];
+  /** Resolves with the first event matching `predicate` (past or future). */
+  waitFor(predicate: (e: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
+  exited: Promise<number | null>;
+  stderr(): string;
+}
+
+const started = new Set<ChildProcess>();
+afterAll(() => {
+  for (const child of started) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+});
+
+export const FIXTURE = path.resolve(import.meta.dirname, '../fixtures/worker-process.ts');
+
+export function spawnWorker(env: Record<string, string>, script = FIXTURE): WorkerProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', script], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  started.add(child);
+  const events: Record<string, unknown>[] = [];
+  const waiters: { predicate: (e: Record<string, unknown>) => boolean; resolve: (e: Record<string, unknown>) => void }[] = [];
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  readline.createInterface({ input: child.stdout! }).on('line', (line) => {
+    let event: Record<string, unknown>;
+    try {
+      event = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      return;
+    }
+    events.push(event);
+    for (const w of [...waiters]) {
+      if (w.predicate(event)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(event);
+      }
+    }
+  });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return {
+    child,
+    pid: child.pid!,
+    events,
+    exited,
+    stderr: () => err,
+    waitFor(predicate, timeoutMs = 30_000) {
+      const found = events.find(predicate);
+      if (found) return Promise.resolve(found);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`worker ${child.pid} did not report the awaited event; stderr:\n${err}`)), timeoutMs);
+        waiters.push({
+          predicate,
+          resolve: (e) => {
+            clearTimeout(timer);
+            resolve(e);
+          },
+        });
+      });
+    },
+  };
+}
