@@ -9,5 +9,6 @@ export default defineConfig({
     pool: 'forks',
     maxWorkers: 2,
     fileParallelism: true,
+    env: { PGQ_LOG_LEVEL: process.env.PGQ_LOG_LEVEL ?? 'error' },
   },
 });

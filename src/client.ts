@@ -8,7 +8,7 @@ import { Kysely, PostgresDialect, sql } from 'kysely';
 import { resolvePgqOptions, resolveWorkerOptions, type PgqOptions, type ResolvedPgqOptions, type WorkerOptions } from './config.js';
 import { defaultLogger, type Logger } from './core/logger.js';
 import { systemClock, type Clock } from './core/clock.js';
-import { JobNotFoundError, PgqError, ValidationError, WaitTimeoutError } from './core/errors.js';
+import { JobNotFoundError, PgqError, ValidationError, WaitTimeoutError, errorSummary } from './core/errors.js';
 import { isFinalState, JOB_STATES, type JobRecord, type JobState } from './core/types.js';
 import { sleep } from './core/sleep.js';
 import { executorFor, pgExecutor, type DbHandle, type SqlExecutor } from './db/executor.js';
@@ -74,7 +74,7 @@ export class Pgq {
     this.#ownsPool = !o.pool;
     this.#pool = o.pool ?? new pg.Pool({ connectionString: o.connectionString, max: o.poolSize, keepAlive: true });
     if (this.#ownsPool) {
-      this.#pool.on('error', (err) => this.logger.warn({ err }, `pgq pool connection error: ${err.message}`));
+      this.#pool.on('error', (err) => this.logger.warn({ err: errorSummary(err) }, `pgq pool connection error: ${err.message}`));
     }
     this.kysely = new Kysely<PgqDatabase>({ dialect: new PostgresDialect({ pool: this.#pool }) }).withSchema(o.schema);
     this.#db = pgExecutor(this.#pool, o.preparedStatements);

@@ -90,3 +90,193 @@ describe('worker', () => {
     expect(worker.runningJobs).toBe(0);
   });
 });
+
+describe('worker behaviour', () => {
+  it('snoozes without counting a failure', async () => {
+    const seen: number[] = [];
+    const snoozer = defineTask({
+      name: 'snoozer',
+      schema: z.object({}),
+      maxAttempts: 1,
+      handler: (_p, c) => {
+        seen.push(c.attempt);
+        if (seen.length === 1) c.snooze(50);
+        return 'woke';
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [snoozer] });
+    const worker = pgq.worker({ pollIntervalMs: 20 });
+    await worker.start();
+    const job = await pgq.enqueue(snoozer, {});
+    const done = await pgq.waitForJob(job.id, { timeoutMs: 10_000 });
+    expect(done).toMatchObject({ state: 'succeeded', result: 'woke', errors: [] });
+    expect(seen).toEqual([1, 2]);
+    await worker.stop();
+  });
+
+  it('aborts a handler past its timeout and retries it', async () => {
+    const reasons: string[] = [];
+    const slow = defineTask({
+      name: 'slow-timeout',
+      schema: z.object({}),
+      timeoutMs: 50,
+      maxAttempts: 2,
+      backoff: { baseMs: 1, maxMs: 1 },
+      handler: async (_p, c) => {
+        await new Promise((resolve) => c.signal.addEventListener('abort', resolve));
+        reasons.push((c.signal.reason as Error).name);
+        return 'too late';
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [slow] });
+    const worker = pgq.worker({ pollIntervalMs: 20 });
+    await worker.start();
+    const job = await pgq.enqueue(slow, {});
+    const done = await pgq.waitForJob(job.id, { timeoutMs: 10_000 });
+    expect(done.state).toBe('failed');
+    expect(done.errors.map((e) => e.message)).toEqual(['job timed out after 50 ms', 'job timed out after 50 ms']);
+    expect(reasons).toEqual(['JobTimeoutError', 'JobTimeoutError']);
+    await worker.stop();
+  });
+
+  it('cancels a queued job before it runs, and retryJob runs it again', async () => {
+    let runs = 0;
+    const counted = defineTask({ name: 'counted', schema: z.object({}), handler: () => ++runs });
+    const pgq = await ctx.migrated({ tasks: [counted] });
+    const job = await pgq.enqueue(counted, {}, { delayMs: 60_000 });
+    const cancelled = await pgq.cancelJob(job.id);
+    expect(cancelled.state).toBe('cancelled');
+    expect(cancelled.finishedAt).toBeInstanceOf(Date);
+    const worker = pgq.worker({ pollIntervalMs: 20 });
+    await worker.start();
+    const probe = await pgq.enqueue(counted, {});
+    await pgq.waitForJob(probe.id, { timeoutMs: 10_000 });
+    expect(runs).toBe(1);
+    expect((await pgq.getJob(job.id))?.state).toBe('cancelled');
+    const retried = await pgq.retryJob(job.id);
+    expect(retried.state).toBe('available');
+    const done = await pgq.waitForJob(job.id, { timeoutMs: 10_000 });
+    expect(done).toMatchObject({ state: 'succeeded', result: 2 });
+    await expect(pgq.retryJob(job.id)).rejects.toThrow(/succeeded; only failed/);
+    await worker.stop();
+  });
+
+  it('retryJob gives a failed job another attempt', async () => {
+    let fail = true;
+    const once = defineTask({
+      name: 'fails-until-fixed',
+      schema: z.object({}),
+      maxAttempts: 1,
+      handler: () => {
+        if (fail) throw new Error('broken');
+        return 'fixed';
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [once] });
+    const worker = pgq.worker({ pollIntervalMs: 20 });
+    await worker.start();
+    const job = await pgq.enqueue(once, {});
+    expect((await pgq.waitForJob(job.id, { timeoutMs: 10_000 })).state).toBe('failed');
+    fail = false;
+    await pgq.retryJob(job.id);
+    const done = await pgq.waitForJob(job.id, { timeoutMs: 10_000 });
+    expect(done).toMatchObject({ state: 'succeeded', attempts: 2, maxAttempts: 2, result: 'fixed' });
+    await worker.stop();
+  });
+
+  it('runs due jobs by priority, then run_at, then id', async () => {
+    const order: number[] = [];
+    const ordered = defineTask({ name: 'ordered', schema: z.object({ n: z.number() }), handler: ({ n }) => void order.push(n) });
+    const pgq = await ctx.migrated({ tasks: [ordered] });
+    const past = (ms: number): Date => new Date(Date.now() - ms);
+    await pgq.enqueue(ordered, { n: 4 }, { priority: 0, runAt: past(1_000) });
+    await pgq.enqueue(ordered, { n: 5 }, { priority: 0, runAt: past(1_000) });
+    await pgq.enqueue(ordered, { n: 3 }, { priority: 0, runAt: past(5_000) });
+    await pgq.enqueue(ordered, { n: 1 }, { priority: 10 });
+    await pgq.enqueue(ordered, { n: 2 }, { priority: 5 });
+    const future = await pgq.enqueue(ordered, { n: 6 }, { priority: 100, delayMs: 300 });
+    const worker = pgq.worker({ concurrency: 1, maxClaimBatch: 1 });
+    await worker.start();
+    await pgq.waitForJob(future.id, { timeoutMs: 10_000 });
+    expect(order).toEqual([1, 2, 3, 4, 5, 6]);
+    await worker.stop();
+  });
+
+  it('fails a job whose stored payload no longer validates, and goes on', async () => {
+    const strict = defineTask({ name: 'strict', schema: z.object({ n: z.number() }), handler: ({ n }) => n * 2 });
+    const pgq = await ctx.migrated({ tasks: [strict] });
+    await ctx.admin.query(`INSERT INTO "${ctx.schema}".jobs (task, payload) VALUES ('strict', '{"n":"seven"}')`);
+    const { rows } = await ctx.admin.query<{ id: string }>(`SELECT id FROM "${ctx.schema}".jobs WHERE task = 'strict'`);
+    const worker = pgq.worker();
+    await worker.start();
+    const bad = await pgq.waitForJob(rows[0]!.id, { timeoutMs: 10_000 });
+    expect(bad.state).toBe('failed');
+    expect(bad.attempts).toBe(1);
+    expect(bad.errors[0]!.message).toMatch(/stored payload no longer matches the schema of task strict: payload\.n/);
+    const good = await pgq.enqueue(strict, { n: 21 });
+    expect((await pgq.waitForJob(good.id, { timeoutMs: 10_000 })).result).toBe(42);
+    await worker.stop();
+  });
+
+  it('leaves jobs of tasks it does not know for a worker that does', async () => {
+    const known = defineTask({ name: 'known', schema: z.object({}), handler: () => 'k' });
+    const other = defineTask({ name: 'deployed-later', schema: z.object({}), handler: () => 'later' });
+    const oldPgq = await ctx.migrated({ tasks: [known] });
+    const newPgq = ctx.pgq({ tasks: [known, other] });
+    const stranger = await newPgq.enqueue(other, {});
+    const worker = oldPgq.worker({ pollIntervalMs: 20 });
+    await worker.start();
+    const probe = await oldPgq.enqueue(known, {});
+    await oldPgq.waitForJob(probe.id, { timeoutMs: 10_000 });
+    expect((await oldPgq.getJob(stranger.id))?.state).toBe('available');
+    const newWorker = newPgq.worker({ pollIntervalMs: 20 });
+    await newWorker.start();
+    expect((await newPgq.waitForJob(stranger.id, { timeoutMs: 10_000 })).result).toBe('later');
+    await worker.stop();
+    await newWorker.stop();
+  });
+
+  it('waitForJob rejects after its timeout and for unknown ids', async () => {
+    const idle = defineTask({ name: 'idle', schema: z.object({}), handler: () => undefined });
+    const pgq = await ctx.migrated({ tasks: [idle] });
+    const job = await pgq.enqueue(idle, {}, { delayMs: 60_000 });
+    await expect(pgq.waitForJob(job.id, { timeoutMs: 100 })).rejects.toThrow(/still scheduled after 100 ms/);
+    await expect(pgq.waitForJob('999999999', { timeoutMs: 100 })).rejects.toThrow(/does not exist/);
+    await expect(pgq.getJob('1; DROP TABLE x')).rejects.toThrow(/not a job id/);
+  });
+
+  it('rejects the late completion of an attempt that was rescued and re-claimed (fencing)', async () => {
+    const release = deferred();
+    const firstStarted = deferred();
+    const fenced = defineTask({
+      name: 'fenced',
+      schema: z.object({}),
+      backoff: { baseMs: 1, maxMs: 1 },
+      handler: async (_p, c) => {
+        if (c.attempt === 1) {
+          firstStarted.resolve();
+          await release.promise;
+          return 'from the first attempt';
+        }
+        return 'from the second attempt';
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [fenced] });
+    // A heartbeats once at start and then not for a minute: it is "paused".
+    const a = pgq.worker({ leader: false, heartbeatMs: 60_000, rescueAfterMs: 120_000, pollIntervalMs: 20 });
+    await a.start();
+    const job = await pgq.enqueue(fenced, {});
+    await firstStarted.promise;
+    // B leads with a short lease: it finds A silent and rescues the job, then runs it itself.
+    const b = pgq.worker({ heartbeatMs: 50, rescueAfterMs: 300, pollIntervalMs: 20 });
+    await b.start();
+    const done = await pgq.waitForJob(job.id, { timeoutMs: 10_000 });
+    expect(done).toMatchObject({ state: 'succeeded', attempts: 2, result: 'from the second attempt' });
+    release.resolve();
+    await a.stop();
+    const after = await pgq.getJob(job.id);
+    expect(after?.result).toBe('from the second attempt');
+    expect(after?.finishedAt).toEqual(done.finishedAt);
+    await b.stop();
+  });
+});

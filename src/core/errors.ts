@@ -131,3 +131,12 @@ export function snoozeDelay(err: unknown): number | null {
   const delay = (err as { delayMs?: unknown }).delayMs;
   return typeof delay === 'number' && Number.isFinite(delay) && delay >= 0 ? delay : null;
 }
+
+/** A small loggable view of an error: never the pg client or socket some errors carry. */
+export function errorSummary(err: unknown): { message: string; code?: string; name?: string; stack?: string } {
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code;
+    return { name: err.name, message: err.message, ...(typeof code === 'string' ? { code } : {}), ...(err.stack ? { stack: err.stack } : {}) };
+  }
+  return { message: errorMessage(err) };
+}

@@ -1,5 +1,5 @@
 import type { Logger } from './logger.js';
-import { errorMessage } from './errors.js';
+import { errorMessage, errorSummary } from './errors.js';
 
 /** Anything with a lifecycle: `start()` is idempotent, `stop()` resolves when its loop has exited. */
 export interface Service {
@@ -30,7 +30,7 @@ export abstract class LoopService implements Service {
     const controller = new AbortController();
     this.#controller = controller;
     this.#loop = this.run(controller.signal).catch((err: unknown) => {
-      this.logger.error({ err, service: this.name }, `${this.name} stopped on an error: ${errorMessage(err)}`);
+      this.logger.error({ err: errorSummary(err), service: this.name }, `${this.name} stopped on an error: ${errorMessage(err)}`);
     });
   }
 

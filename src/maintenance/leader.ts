@@ -22,7 +22,7 @@ import type { Logger } from '../core/logger.js';
 import type { Clock } from '../core/clock.js';
 import { LoopService, type Service } from '../core/service.js';
 import { Waker } from '../core/sleep.js';
-import { errorMessage } from '../core/errors.js';
+import { errorMessage, errorSummary } from '../core/errors.js';
 import type { PgqDatabase } from '../db/tables.js';
 
 export interface LeaderConfig {
@@ -68,7 +68,7 @@ export class LeaderElector extends LoopService {
         .where('name', '=', LEASE)
         .where('leader_id', '=', this.config.workerId)
         .execute()
-        .catch((err: unknown) => this.logger.warn({ err }, `pgq could not release leadership: ${errorMessage(err)}`));
+        .catch((err: unknown) => this.logger.warn({ err: errorSummary(err) }, `pgq could not release leadership: ${errorMessage(err)}`));
     }
   }
 
@@ -84,7 +84,7 @@ export class LeaderElector extends LoopService {
           await this.#stepDown('lease held by another worker');
         }
       } catch (err) {
-        this.logger.warn({ err }, `pgq leader election failed: ${errorMessage(err)}`);
+        this.logger.warn({ err: errorSummary(err) }, `pgq leader election failed: ${errorMessage(err)}`);
       }
       if (this.#leader && this.clock.monotonicMs() >= this.#trustUntil) {
         await this.#stepDown('could not renew the lease in time');

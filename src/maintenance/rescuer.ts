@@ -6,7 +6,7 @@
 import type { Logger } from '../core/logger.js';
 import { LoopService } from '../core/service.js';
 import { sleep } from '../core/sleep.js';
-import { errorMessage } from '../core/errors.js';
+import { errorMessage, errorSummary } from '../core/errors.js';
 import type { SqlExecutor } from '../db/executor.js';
 import type { HotStatements } from '../db/statements.js';
 
@@ -40,7 +40,7 @@ export class Rescuer extends LoopService {
       try {
         await this.rescueOnce();
       } catch (err) {
-        this.logger.warn({ err }, `pgq rescuer pass failed: ${errorMessage(err)}`);
+        this.logger.warn({ err: errorSummary(err) }, `pgq rescuer pass failed: ${errorMessage(err)}`);
       }
       await sleep(this.config.intervalMs, signal);
     }

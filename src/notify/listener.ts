@@ -9,7 +9,7 @@
  */
 import pg from 'pg';
 import type { Logger } from '../core/logger.js';
-import { errorMessage } from '../core/errors.js';
+import { errorMessage, errorSummary } from '../core/errors.js';
 import { quoteIdent } from '../db/identifiers.js';
 import { sleep } from '../core/sleep.js';
 
@@ -95,7 +95,7 @@ export class Listener {
       let lost!: () => void;
       const connectionLost = new Promise<void>((resolve) => (lost = resolve));
       client.on('error', (err) => {
-        this.#logger.warn({ err }, `pgq listener connection error: ${errorMessage(err)}`);
+        this.#logger.warn({ err: errorSummary(err) }, `pgq listener connection error: ${errorMessage(err)}`);
         lost();
       });
       client.on('end', () => lost());
@@ -112,7 +112,7 @@ export class Listener {
         await Promise.race([connectionLost, new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }))]);
       } catch (err) {
         if (!signal.aborted) {
-          this.#logger.warn({ err }, `pgq listener could not connect: ${errorMessage(err)}`);
+          this.#logger.warn({ err: errorSummary(err) }, `pgq listener could not connect: ${errorMessage(err)}`);
         }
       }
       this.#connected = false;
@@ -132,7 +132,7 @@ export class Listener {
       try {
         handler(payload);
       } catch (err) {
-        this.#logger.error({ err, channel }, `pgq notification handler threw: ${errorMessage(err)}`);
+        this.#logger.error({ err: errorSummary(err), channel }, `pgq notification handler threw: ${errorMessage(err)}`);
       }
     }
   }

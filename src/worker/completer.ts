@@ -10,7 +10,7 @@
  * attempt), so a retry after a lost reply changes nothing twice.
  */
 import type { Logger } from '../core/logger.js';
-import { errorMessage } from '../core/errors.js';
+import { errorMessage, errorSummary } from '../core/errors.js';
 import { sleep } from '../core/sleep.js';
 import type { SqlExecutor } from '../db/executor.js';
 import type { HotStatements } from '../db/statements.js';
@@ -100,17 +100,17 @@ export class Completer {
             for (const one of batch) await this.#write([one]);
             return;
           }
-          this.logger.error({ err, jobId: batch[0]?.outcome.id }, `pgq could not record a job outcome: ${errorMessage(err)}`);
+          this.logger.error({ err: errorSummary(err), jobId: batch[0]?.outcome.id }, `pgq could not record a job outcome: ${errorMessage(err)}`);
           batch.forEach((p) => p.resolve());
           return;
         }
         if (this.monotonicMs() >= this.#giveUpAt) {
-          this.logger.error({ err, jobs: batch.length }, 'pgq gave up recording job outcomes; the rescuer will retry those jobs');
+          this.logger.error({ err: errorSummary(err), jobs: batch.length }, 'pgq gave up recording job outcomes; the rescuer will retry those jobs');
           batch.forEach((p) => p.resolve());
           return;
         }
         if (failures === 1 || failures % 20 === 0) {
-          this.logger.warn({ err, jobs: batch.length }, `pgq will retry recording job outcomes: ${errorMessage(err)}`);
+          this.logger.warn({ err: errorSummary(err), jobs: batch.length }, `pgq will retry recording job outcomes: ${errorMessage(err)}`);
         }
         await sleep(Math.min(2_000, 50 * 2 ** Math.min(failures, 6)));
       }

@@ -18,8 +18,7 @@ import {
   WorkerShutdownError,
   errorMessage,
   isPermanentError,
-  snoozeDelay,
-} from '../core/errors.js';
+  snoozeDelay, errorSummary } from '../core/errors.js';
 import { backoffDelayMs } from '../core/backoff.js';
 import { toJsonText } from '../core/json.js';
 import type { EventEmitter } from 'node:events';
@@ -86,7 +85,7 @@ export class Executor {
     const entry: RunningJob = { job, controller, settled: Promise.resolve() };
     this.#running.set(job.id, entry);
     entry.settled = this.#pipeline(job, controller).catch((err: unknown) => {
-      this.logger.error({ err, jobId: job.id }, `pgq executor failed on job ${job.id}: ${errorMessage(err)}`);
+      this.logger.error({ err: errorSummary(err), jobId: job.id }, `pgq executor failed on job ${job.id}: ${errorMessage(err)}`);
     });
   }
 
@@ -147,7 +146,7 @@ export class Executor {
     try {
       (this.events.emit as (e: K, ...a: WorkerEvents[K]) => boolean)(event, ...args);
     } catch (err) {
-      this.logger.error({ err, event }, `a pgq ${event} listener threw: ${errorMessage(err)}`);
+      this.logger.error({ err: errorSummary(err), event }, `a pgq ${event} listener threw: ${errorMessage(err)}`);
     }
   }
 

@@ -8,7 +8,7 @@ import os from 'node:os';
 import type { Logger } from '../core/logger.js';
 import { LoopService } from '../core/service.js';
 import { sleep } from '../core/sleep.js';
-import { errorMessage } from '../core/errors.js';
+import { errorMessage, errorSummary } from '../core/errors.js';
 import type { SqlExecutor } from '../db/executor.js';
 import type { HotStatements } from '../db/statements.js';
 
@@ -49,7 +49,7 @@ export class Heartbeat extends LoopService {
           this.onLeaseLost();
         }
       } catch (err) {
-        if (!failing) this.logger.warn({ err }, `pgq heartbeat failed: ${errorMessage(err)}`);
+        if (!failing) this.logger.warn({ err: errorSummary(err) }, `pgq heartbeat failed: ${errorMessage(err)}`);
         failing = true;
       }
     }

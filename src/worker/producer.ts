@@ -15,7 +15,7 @@ import type { Logger } from '../core/logger.js';
 import type { Clock } from '../core/clock.js';
 import { LoopService } from '../core/service.js';
 import { Waker, sleep } from '../core/sleep.js';
-import { errorMessage } from '../core/errors.js';
+import { errorMessage, errorSummary } from '../core/errors.js';
 import type { SqlExecutor } from '../db/executor.js';
 import type { HotStatements } from '../db/statements.js';
 import { toClaimedJob } from '../db/rows.js';
@@ -92,7 +92,7 @@ export class Producer extends LoopService {
         failures += 1;
         this.#needsReconcile = true;
         if (failures === 1 || failures % 20 === 0) {
-          this.logger.warn({ err }, `pgq could not claim jobs, retrying: ${errorMessage(err)}`);
+          this.logger.warn({ err: errorSummary(err) }, `pgq could not claim jobs, retrying: ${errorMessage(err)}`);
         }
         await sleep(Math.min(this.config.pollIntervalMs, 50 * 2 ** Math.min(failures, 6)), signal);
       }

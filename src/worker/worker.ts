@@ -16,7 +16,7 @@ import type { Kysely } from 'kysely';
 import type { Logger } from '../core/logger.js';
 import type { Clock } from '../core/clock.js';
 import type { Service } from '../core/service.js';
-import { JobCancelledError, LeaseLostError, WorkerShutdownError, errorMessage } from '../core/errors.js';
+import { JobCancelledError, LeaseLostError, WorkerShutdownError, errorMessage, errorSummary } from '../core/errors.js';
 import type { ResolvedWorkerOptions } from '../config.js';
 import type { SqlExecutor } from '../db/executor.js';
 import type { HotStatements } from '../db/statements.js';
@@ -202,7 +202,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       .deleteFrom('workers')
       .where('id', '=', this.id)
       .execute()
-      .catch((err: unknown) => this.#logger.warn({ err }, `pgq could not deregister the worker: ${errorMessage(err)}`));
+      .catch((err: unknown) => this.#logger.warn({ err: errorSummary(err) }, `pgq could not deregister the worker: ${errorMessage(err)}`));
     this.#state = 'stopped';
     this.#logger.info({}, 'pgq worker stopped');
   }

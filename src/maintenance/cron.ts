@@ -1,0 +1,151 @@
+/**
+ * When a schedule fires: a cron expression in an IANA time zone (through
+ * cron-parser), or a fixed interval. Both become a `TickSource`, a sequence of
+ * instants that the scheduler walks one tick at a time.
+ *
+ * Daylight saving, as cron-parser resolves it when stepping from one tick to
+ * the next (the scheduler always steps from the schedule's stored next tick):
+ * - Spring forward: a wall-clock time inside the skipped hour fires once, one
+ *   gap later (a daily 02:30 in Europe/Rome fires at 03:30 CEST that day).
+ *   Expressions that match every hour simply have no ticks in the gap.
+ * - Fall back: an expression with a fixed hour fires at the first occurrence
+ *   of the repeated wall-clock time only; one whose hour field matches every
+ *   hour (`0 * * * *`, `*\/15 * * * *`) fires in both passes of the hour, so
+ *   it keeps its real-time spacing.
+ *
+ * Intervals (`every: '5m'`) are aligned to the Unix epoch: a 5-minute
+ * schedule fires at :00, :05, :10 … UTC, whenever it was created, so its ticks
+ * are the same on every host and across restarts.
+ */
+import { CronExpressionParser, type CronExpression } from 'cron-parser';
+import { ValidationError } from '../core/errors.js';
+
+/** The instants a schedule fires at. */
+export interface TickSource {
+  /** The first tick strictly after `after`. */
+  next(after: Date): Date;
+  /** Up to `count` ticks strictly before `before`, oldest first. */
+  before(before: Date, count: number): Date[];
+}
+
+export const MIN_EVERY_MS = 1_000;
+export const MAX_EVERY_MS = 366 * 86_400_000;
+
+const MACROS = new Set([
+  '@yearly', '@annually', '@monthly', '@weekly', '@daily', '@hourly', '@minutely', '@secondly', '@weekdays', '@weekends',
+]);
+
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/**
+ * The canonical IANA name of a time zone (`europe/rome` → `Europe/Rome`), or a
+ * ValidationError naming `field`.
+ */
+export function parseTimeZone(timezone: unknown, field = 'timezone'): string {
+  if (typeof timezone !== 'string' || timezone.trim() === '') {
+    throw new ValidationError(field, 'must be an IANA time zone name such as "Europe/Rome" or "UTC"');
+  }
+  let canonical: string;
+  try {
+    canonical = new Intl.DateTimeFormat('en-US', { timeZone: timezone }).resolvedOptions().timeZone;
+  } catch {
+    throw new ValidationError(field, `${JSON.stringify(timezone)} is not a known IANA time zone (e.g. "Europe/Rome", "America/New_York", "UTC")`);
+  }
+  try {
+    CronExpressionParser.parse('0 0 * * *', { tz: canonical, currentDate: new Date(0) }).next();
+  } catch {
+    throw new ValidationError(field, `${JSON.stringify(timezone)} is not a time zone cron schedules support; use an IANA name such as "Europe/Rome"`);
+  }
+  return canonical;
+}
+
+/**
+ * Checks a cron expression: 5 fields (minute precision), 6 fields (the first
+ * is seconds) or a macro such as `@daily`. Returns it trimmed, with single
+ * spaces between fields.
+ */
+export function parseCron(expression: unknown, timezone: string, field = 'cron'): string {
+  if (typeof expression !== 'string') throw new ValidationError(field, 'must be a cron expression string such as "0 2 * * *"');
+  const fields = expression.trim().split(/\s+/).filter(Boolean);
+  const normalised = fields.join(' ');
+  if (fields.length === 1 && fields[0]!.startsWith('@')) {
+    if (!MACROS.has(fields[0]!.toLowerCase())) {
+      throw new ValidationError(field, `${JSON.stringify(expression)} is not a known macro (${[...MACROS].join(', ')})`);
+    }
+  } else if (fields.length !== 5 && fields.length !== 6) {
+    throw new ValidationError(
+      field,
+      `${JSON.stringify(expression)} has ${fields.length} field(s); give 5 (minute hour day-of-month month day-of-week) or 6 (with seconds first)`,
+    );
+  }
+  try {
+    CronExpressionParser.parse(normalised, { tz: timezone, currentDate: new Date(0) }).next();
+  } catch (err) {
+    throw new ValidationError(field, `${JSON.stringify(expression)} is not a valid cron expression: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  return normalised;
+}
+
+/** Parses `every`: milliseconds, or a duration such as `30s`, `5m`, `1h30m`, `1d`. At least 1 s. */
+export function parseEvery(every: unknown, field = 'every'): number {
+  let ms: number;
+  if (typeof every === 'number') {
+    ms = every;
+  } else if (typeof every === 'string' && /^\s*(\d+\s*(ms|s|m|h|d)\s*)+$/i.test(every)) {
+    ms = 0;
+    for (const [, amount, unit] of every.matchAll(/(\d+)\s*(ms|s|m|h|d)/gi)) ms += Number(amount) * UNIT_MS[unit!.toLowerCase()]!;
+  } else {
+    throw new ValidationError(field, `${JSON.stringify(every)} is not a duration; use milliseconds or e.g. "30s", "5m", "1h30m", "1d"`);
+  }
+  if (!Number.isSafeInteger(ms) || ms < MIN_EVERY_MS || ms > MAX_EVERY_MS) {
+    throw new ValidationError(field, `must be a whole number of milliseconds from ${MIN_EVERY_MS} (1s) to ${MAX_EVERY_MS} (366d), got ${String(every)}`);
+  }
+  return ms;
+}
+
+/** `300000` → `5m`, `5400000` → `1h30m`: the shortest duration text for an interval. */
+export function formatEvery(ms: number): string {
+  let left = ms;
+  let out = '';
+  for (const [unit, size] of [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000], ['s', 1_000], ['ms', 1]] as const) {
+    if (left >= size) {
+      out += `${Math.floor(left / size)}${unit}`;
+      left %= size;
+    }
+  }
+  return out || '0ms';
+}
+
+/** Ticks of a cron expression in a time zone. */
+export function cronTicks(expression: string, timezone: string): TickSource {
+  const at = (date: Date): CronExpression => CronExpressionParser.parse(expression, { tz: timezone, currentDate: date });
+  return {
+    next: (after) => at(after).next().toDate(),
+    before(before, count) {
+      const iterator = at(before);
+      const out: Date[] = [];
+      for (let i = 0; i < count; i += 1) out.push(iterator.prev().toDate());
+      return out.reverse();
+    },
+  };
+}
+
+/** Ticks every `everyMs`, aligned to the Unix epoch. */
+export function intervalTicks(everyMs: number): TickSource {
+  return {
+    next: (after) => new Date((Math.floor(after.getTime() / everyMs) + 1) * everyMs),
+    before(before, count) {
+      const last = Math.ceil(before.getTime() / everyMs) - 1;
+      const out: Date[] = [];
+      for (let k = Math.max(0, last - count + 1); k <= last; k += 1) out.push(new Date(k * everyMs));
+      return out;
+    },
+  };
+}
+
+/** The tick source of a stored schedule: `cron` + `timezone`, or `every_ms`. */
+export function ticksOf(timing: { cron: string | null; timezone: string; every_ms: string | number | null }): TickSource {
+  if (timing.cron !== null) return cronTicks(timing.cron, timing.timezone);
+  if (timing.every_ms !== null) return intervalTicks(Number(timing.every_ms));
+  throw new ValidationError('schedule', 'has neither cron nor every');
+}

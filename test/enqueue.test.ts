@@ -1,0 +1,186 @@
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import pg from 'pg';
+import { Kysely, PostgresDialect } from 'kysely';
+import { defineTask, ValidationError, type PgqDatabase } from '../src/index.js';
+import { useTestSchema } from './support/harness.js';
+
+const ctx = useTestSchema('enqueue');
+
+const email = defineTask({
+  name: 'email',
+  schema: z.object({ to: z.string().email(), n: z.number().int().optional() }),
+  queue: 'emails',
+  priority: 3,
+  maxAttempts: 7,
+  handler: () => undefined,
+});
+
+async function count(where = 'true'): Promise<number> {
+  const { rows } = await ctx.admin.query<{ n: string }>(`SELECT count(*) AS n FROM "${ctx.schema}".jobs WHERE ${where}`);
+  return Number(rows[0]!.n);
+}
+
+describe('enqueue', () => {
+  it('writes a job with the task defaults and returns its record', async () => {
+    const pgq = await ctx.migrated({ tasks: [email] });
+    const job = await pgq.enqueue(email, { to: 'a@b.co' });
+    expect(job).toMatchObject({
+      task: 'email',
+      queue: 'emails',
+      state: 'available',
+      payload: { to: 'a@b.co' },
+      priority: 3,
+      attempts: 0,
+      maxAttempts: 7,
+      result: null,
+      errors: [],
+    });
+    expect(typeof job.id).toBe('string');
+    expect(await pgq.getJob(job.id)).toEqual(job);
+  });
+
+  it('per-job options override the task and a future runAt makes it scheduled', async () => {
+    const pgq = await ctx.migrated({ tasks: [email] });
+    const runAt = new Date(Date.now() + 3_600_000);
+    const job = await pgq.enqueue(email, { to: 'a@b.co' }, { runAt, priority: -1, queue: 'slow', maxAttempts: 2 });
+    expect(job).toMatchObject({ state: 'scheduled', priority: -1, queue: 'slow', maxAttempts: 2 });
+    expect(job.runAt.getTime()).toBe(runAt.getTime());
+    const delayed = await pgq.enqueue(email, { to: 'a@b.co' }, { delayMs: 60_000 });
+    expect(delayed.state).toBe('scheduled');
+    expect(delayed.runAt.getTime() - delayed.createdAt.getTime()).toBeGreaterThanOrEqual(59_000);
+  });
+
+  it('joins a pg transaction: rollback leaves no job, commit keeps it', async () => {
+    const pgq = await ctx.migrated({ tasks: [email] });
+    const client = new pg.Client({ connectionString: ctx.url });
+    await client.connect();
+    try {
+      await client.query('BEGIN');
+      const rolledBack = await pgq.enqueue(email, { to: 'x@y.co' }, { db: client });
+      expect(await pgq.getJob(rolledBack.id)).toBeNull(); // not visible outside yet
+      await client.query('ROLLBACK');
+      expect(await pgq.getJob(rolledBack.id)).toBeNull();
+
+      await client.query('BEGIN');
+      const committed = await pgq.enqueueMany(email, [{ to: 'p@q.co' }, { to: 'r@s.co' }], { db: client });
+      await client.query('COMMIT');
+      expect((await pgq.getJob(committed[1]!.id))?.payload).toEqual({ to: 'r@s.co' });
+    } finally {
+      await client.end();
+    }
+  });
+
+  it('joins a Kysely transaction', async () => {
+    const pgq = await ctx.migrated({ tasks: [email] });
+    const db = new Kysely<PgqDatabase>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: ctx.url, max: 2 }) }) });
+    try {
+      let inside = '';
+      await expect(
+        db.transaction().execute(async (trx) => {
+          inside = (await pgq.enqueue(email, { to: 'k@y.co' }, { db: trx })).id;
+          throw new Error('roll back');
+        }),
+      ).rejects.toThrow('roll back');
+      expect(await pgq.getJob(inside)).toBeNull();
+      const kept = await db.transaction().execute((trx) => pgq.enqueue(email, { to: 'k@y.co' }, { db: trx }));
+      expect((await pgq.getJob(kept.id))?.state).toBe('available');
+    } finally {
+      await db.destroy();
+    }
+  });
+
+  it('rejects a bad payload with the schema message and writes nothing', async () => {
+    const pgq = await ctx.migrated({ tasks: [email] });
+    const before = await count();
+    await expect(pgq.enqueue(email, { to: 'not-an-email' })).rejects.toThrow(ValidationError);
+    await expect(pgq.enqueue(email, { to: 'not-an-email' })).rejects.toThrow(/^payload\.to: /);
+    const err = await pgq
+      .enqueueMany(email, [{ to: 'ok@ok.co' }, { to: 'ok2@ok.co' }, { to: 'a@b.co', n: 1.5 }])
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ValidationError);
+    expect((err as ValidationError).field).toBe('payload[2].n');
+    expect(await count()).toBe(before);
+  });
+
+  it('rejects values PostgreSQL or JSON would mangle, naming the field', async () => {
+    const loose = defineTask({ name: 'loose', schema: z.unknown(), handler: () => undefined });
+    const pgq = await ctx.migrated({ tasks: [loose], maxPayloadBytes: 1_000 });
+    const before = await count();
+    await expect(pgq.enqueue(loose, { a: 'x\u0000y' })).rejects.toThrow(/payload\.a: contains \\u0000/);
+    await expect(pgq.enqueue(loose, { big: 'x'.repeat(2_000) })).rejects.toThrow(/over the limit of 1000 bytes/);
+    await expect(pgq.enqueue(loose, { n: 10n })).rejects.toThrow(/payload\.n: is a BigInt/);
+    const cyclic: Record<string, unknown> = {};
+    cyclic.self = cyclic;
+    await expect(pgq.enqueue(loose, cyclic)).rejects.toThrow(/cycle/);
+    await expect(pgq.enqueue(loose, {}, { runAt: new Date('nope') })).rejects.toThrow(/options\.runAt/);
+    await expect(pgq.enqueue(loose, {}, { delayMs: -1 })).rejects.toThrow(/options\.delayMs/);
+    await expect(pgq.enqueue(loose, {}, { priority: 1.5 })).rejects.toThrow(/options\.priority/);
+    await expect(pgq.enqueue(loose, {}, { maxAttempts: 0 })).rejects.toThrow(/options\.maxAttempts/);
+    await expect(pgq.enqueue(loose, {}, { queue: '' })).rejects.toThrow(/options\.queue/);
+    await expect(pgq.enqueue(loose, {}, { delayMs: 5, runAt: new Date() })).rejects.toThrow(/runAt or delayMs/);
+    expect(await count()).toBe(before);
+  });
+
+  it('treats quotes, semicolons and unicode in names as plain data', async () => {
+    const odd = defineTask({ name: `it's"; DROP TABLE jobs; --ü`, schema: z.object({}), handler: () => undefined });
+    const pgq = await ctx.migrated({ tasks: [odd] });
+    const job = await pgq.enqueue(odd, {}, { queue: `q'"; SELECT 1; -- 🚀` });
+    expect(await pgq.getJob(job.id)).toMatchObject({ task: odd.name, queue: `q'"; SELECT 1; -- 🚀` });
+  });
+
+  it('returns the live job for a repeated uniqueKey, and a new one once it finished', async () => {
+    const pgq = await ctx.migrated({ tasks: [email] });
+    const first = await pgq.enqueue(email, { to: 'u@u.co' }, { uniqueKey: 'user:1' });
+    const again = await pgq.enqueue(email, { to: 'other@u.co' }, { uniqueKey: 'user:1' });
+    expect(again.id).toBe(first.id);
+    expect(again.payload).toEqual({ to: 'u@u.co' });
+    const many = await pgq.enqueueMany(email, [{ to: 'a@u.co' }, { to: 'b@u.co' }], { uniqueKey: 'user:1' });
+    expect(many.map((j) => j.id)).toEqual([first.id, first.id]);
+    await pgq.cancelJob(first.id);
+    const fresh = await pgq.enqueue(email, { to: 'u@u.co' }, { uniqueKey: 'user:1' });
+    expect(fresh.id).not.toBe(first.id);
+  });
+
+  it('concurrent enqueues with one uniqueKey make exactly one live job', async () => {
+    const pgq = await ctx.migrated({ tasks: [email] });
+    const jobs = await Promise.all(Array.from({ length: 10 }, () => pgq.enqueue(email, { to: 'c@c.co' }, { uniqueKey: 'race' })));
+    expect(new Set(jobs.map((j) => j.id)).size).toBe(1);
+    expect(await count(`unique_key = 'race'`)).toBe(1);
+  });
+
+  it('enqueueMany returns one record per payload, in order', async () => {
+    const pgq = await ctx.migrated({ tasks: [email] });
+    const payloads = Array.from({ length: 500 }, (_, n) => ({ to: `n${n}@x.co`, n }));
+    const jobs = await pgq.enqueueMany(email, payloads);
+    expect(jobs.map((j) => (j.payload as { n: number }).n)).toEqual(payloads.map((p) => p.n));
+    expect(await pgq.enqueueMany(email, [])).toEqual([]);
+  });
+
+  it('sends one NOTIFY at commit, not before, and none on rollback', async () => {
+    const pgq = await ctx.migrated({ tasks: [email] });
+    const listener = new pg.Client({ connectionString: ctx.url });
+    await listener.connect();
+    const got: string[] = [];
+    listener.on('notification', (n) => got.push(n.payload ?? ''));
+    await listener.query(`LISTEN "pgq:${ctx.schema}:jobs"`);
+    const client = new pg.Client({ connectionString: ctx.url });
+    await client.connect();
+    try {
+      await client.query('BEGIN');
+      await pgq.enqueueMany(email, [{ to: 'a@a.co' }, { to: 'b@a.co' }], { db: client });
+      await client.query('ROLLBACK');
+      await client.query('BEGIN');
+      await pgq.enqueueMany(email, [{ to: 'a@a.co' }, { to: 'b@a.co' }], { db: client });
+      await pgq.enqueue(email, { to: 'c@a.co' }, { db: client, delayMs: 60_000 }); // future: no notify
+      await listener.query('SELECT 1');
+      expect(got).toEqual([]);
+      await client.query('COMMIT');
+      await listener.query('SELECT 1'); // a round trip after the commit delivers the notification
+      expect(got).toEqual(['emails']);
+    } finally {
+      await client.end();
+      await listener.end();
+    }
+  });
+});

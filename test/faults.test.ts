@@ -1,0 +1,100 @@
+/**
+ * Connection faults: pgq's backends killed with pg_terminate_backend while
+ * jobs run, and a PostgreSQL restart (on a server of this file's own).
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import pg from 'pg';
+import { Pgq, defineTask } from '../src/index.js';
+import { useTestSchema, withAppName } from './support/harness.js';
+import { startEmbedded, type EmbeddedServer } from './support/embedded.js';
+
+const ctx = useTestSchema('faults');
+
+function countingTask(runs: Map<string, number>, sleepMs: number) {
+  return defineTask({
+    name: 'counted',
+    schema: z.object({ n: z.number() }),
+    backoff: { baseMs: 10, maxMs: 50 },
+    handler: async (_p, c) => {
+      runs.set(c.job.id, (runs.get(c.job.id) ?? 0) + 1);
+      await new Promise((r) => setTimeout(r, sleepMs));
+      return c.job.id;
+    },
+  });
+}
+
+describe('connection faults', () => {
+  it('finishes every job while its connections are terminated again and again', async () => {
+    const runs = new Map<string, number>();
+    const task = countingTask(runs, 5);
+    const pgq = await ctx.migrated({ tasks: [task] });
+    const worker = pgq.worker({ concurrency: 8, pollIntervalMs: 50, heartbeatMs: 100, rescueAfterMs: 5_000 });
+    await worker.start();
+    const jobs = await pgq.enqueueMany(task, Array.from({ length: 400 }, (_, n) => ({ n })));
+    let kills = 0;
+    let stop = false;
+    const killer = (async () => {
+      while (!stop) {
+        const { rowCount } = await ctx.admin.query(
+          `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()`,
+          [`pgq_${ctx.schema}`],
+        );
+        kills += rowCount ?? 0;
+        await new Promise((r) => setTimeout(r, 150));
+      }
+    })();
+    try {
+      const waiter = new Pgq({ connectionString: ctx.admin.options.connectionString!, schema: ctx.schema, tasks: [task] });
+      try {
+        for (const job of jobs) expect((await waiter.waitForJob(job.id, { timeoutMs: 60_000 })).state).toBe('succeeded');
+      } finally {
+        await waiter.close();
+      }
+    } finally {
+      stop = true;
+      await killer;
+    }
+    expect(kills).toBeGreaterThan(0);
+    expect(runs.size).toBe(400);
+    await worker.stop();
+  });
+});
+
+describe('PostgreSQL restart', () => {
+  let server: EmbeddedServer | undefined;
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  it('keeps working across a restart: every job completes, new jobs are picked up after it', async () => {
+    server = await startEmbedded('restart');
+    const url = withAppName(server.url, 'pgq_restart');
+    const runs = new Map<string, number>();
+    const task = countingTask(runs, 20);
+    const pgq = new Pgq({ connectionString: url, tasks: [task] });
+    try {
+      await pgq.migrate();
+      const worker = pgq.worker({ concurrency: 4, pollIntervalMs: 100, heartbeatMs: 100, rescueAfterMs: 10_000 });
+      await worker.start();
+      const jobs = await pgq.enqueueMany(task, Array.from({ length: 100 }, (_, n) => ({ n })));
+      const admin = new pg.Client({ connectionString: server.url });
+      await admin.connect();
+      // Restart once some but not all jobs are done.
+      for (;;) {
+        const { rows } = await admin.query<{ n: string }>(`SELECT count(*) AS n FROM pgq.jobs WHERE state = 'succeeded'`);
+        if (Number(rows[0]!.n) >= 10) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await admin.end().catch(() => undefined);
+      await server.restart();
+      for (const job of jobs) expect((await pgq.waitForJob(job.id, { timeoutMs: 60_000 })).state).toBe('succeeded');
+      const late = await pgq.enqueue(task, { n: 1000 });
+      expect((await pgq.waitForJob(late.id, { timeoutMs: 30_000 })).state).toBe('succeeded');
+      expect(runs.size).toBe(101);
+      await worker.stop();
+    } finally {
+      await pgq.close();
+    }
+  });
+});
