@@ -5,7 +5,15 @@
  */
 import pg from 'pg';
 import { Kysely, PostgresDialect, sql } from 'kysely';
-import { resolvePgqOptions, resolveWorkerOptions, type PgqOptions, type ResolvedPgqOptions, type WorkerOptions } from './config.js';
+import {
+  DEFAULTS,
+  resolvePgqOptions,
+  resolveWorkerOptions,
+  type PgqOptions,
+  type ResolvedPgqOptions,
+  type ResolvedWorkerOptions,
+  type WorkerOptions,
+} from './config.js';
 import { defaultLogger, type Logger } from './core/logger.js';
 import { systemClock, type Clock } from './core/clock.js';
 import { JobNotFoundError, PgqError, ValidationError, WaitTimeoutError, errorSummary } from './core/errors.js';
@@ -21,6 +29,16 @@ import { channelNames, type ChannelNames } from './notify/channels.js';
 import { Enqueuer, type EnqueueManyOptions, type EnqueueOptions } from './enqueue.js';
 import { TaskRegistry, type AnyTask, type TaskInput, type TaskResult } from './task.js';
 import { Worker } from './worker/worker.js';
+import type { Service } from './core/service.js';
+import { Scheduler } from './maintenance/scheduler.js';
+import { Pruner } from './maintenance/pruner.js';
+import {
+  ScheduleStore,
+  resolveDeclaredSchedules,
+  resolveSchedule,
+  type ScheduleOptions,
+  type ScheduleRecord,
+} from './schedules.js';
 
 /** Filters of `listJobs`. */
 export interface ListJobsFilter {
@@ -56,6 +74,7 @@ export class Pgq {
   readonly #listener: Listener;
   readonly #enqueuer: Enqueuer;
   readonly #clock: Clock;
+  readonly #schedules: ScheduleStore;
   readonly #workers = new Set<Worker>();
   #closed = false;
 
@@ -83,6 +102,7 @@ export class Pgq {
     const listenConfig: pg.ClientConfig = o.pool ? { ...o.pool.options } : { connectionString: o.connectionString };
     this.#listener = new Listener({ ...listenConfig, keepAlive: true }, this.logger);
     this.#enqueuer = new Enqueuer(this.#statements, (db) => this.#executor(db), o.maxPayloadBytes);
+    this.#schedules = new ScheduleStore({ kysely: this.kysely, statements: this.#statements, clock: this.#clock, schema: o.schema });
   }
 
   /** Creates or upgrades pgq's tables in its schema. Safe to run from several processes at once. */
@@ -132,7 +152,11 @@ export class Pgq {
     if (this.tasks.size === 0) {
       throw new ValidationError('tasks', 'this Pgq has no tasks to run; pass tasks: [...] to new Pgq()');
     }
-    const worker = new Worker(resolveWorkerOptions(options, this.tasks.names().map((n) => this.tasks.get(n)!)), {
+    const resolved = resolveWorkerOptions(options, this.tasks.names().map((n) => this.tasks.get(n)!));
+    const declared = options.schedules === undefined
+      ? undefined
+      : resolveDeclaredSchedules(options.schedules, this.tasks, this.#options.maxPayloadBytes);
+    const worker = new Worker(resolved, {
       db: this.#db,
       kysely: this.kysely,
       statements: this.#statements,
@@ -142,6 +166,8 @@ export class Pgq {
       logger: this.logger,
       clock: this.#clock,
       maxResultBytes: this.#options.maxPayloadBytes,
+      leaderServices: this.#leaderServices(resolved),
+      syncSchedules: declared && (() => this.#schedules.syncDeclared(declared)),
     });
     this.#workers.add(worker);
     return worker;
@@ -302,6 +328,78 @@ export class Pgq {
   }
 
   /**
+   * Saves a periodic job, by name: creates it, or updates the schedule of
+   * that name. The cron expression, time zone, interval and payload are
+   * validated first; a bad one throws a ValidationError and writes nothing.
+   * Saving with an unchanged timing keeps the next tick where it was.
+   *
+   * @example
+   * await pgq.schedule({ name: 'nightly', cron: '0 2 * * *', timezone: 'Europe/Rome',
+   *                      task: sendEmail, payload: { to: 'ops@x.y' } });
+   * await pgq.schedule({ name: 'refresh', every: '5m', task: 'refresh-cache' });
+   */
+  async schedule<T extends AnyTask>(options: ScheduleOptions<T>): Promise<ScheduleRecord> {
+    this.#assertOpen();
+    const resolved = resolveSchedule(options as ScheduleOptions, this.tasks, this.#options.maxPayloadBytes);
+    return this.#schedules.upsert(resolved);
+  }
+
+  /**
+   * Deletes a schedule; resolves to false when there was none. Jobs it
+   * already made are left alone.
+   *
+   * @example
+   * await pgq.unschedule('nightly');
+   */
+  async unschedule(name: string): Promise<boolean> {
+    this.#assertOpen();
+    return this.#schedules.remove(name);
+  }
+
+  /** The schedule of this name, or null. */
+  async getSchedule(name: string): Promise<ScheduleRecord | null> {
+    this.#assertOpen();
+    return this.#schedules.get(name);
+  }
+
+  /** Every schedule, by name. */
+  async listSchedules(): Promise<ScheduleRecord[]> {
+    this.#assertOpen();
+    return this.#schedules.list();
+  }
+
+  /**
+   * Stops a schedule from firing until `resumeSchedule`. Rejects with
+   * ScheduleNotFoundError for an unknown name.
+   *
+   * @example
+   * await pgq.pauseSchedule('nightly');
+   */
+  async pauseSchedule(name: string): Promise<ScheduleRecord> {
+    this.#assertOpen();
+    return this.#schedules.pause(name);
+  }
+
+  /** Lets a paused schedule fire again, from its first tick after now (ticks inside the pause are not caught up). */
+  async resumeSchedule(name: string): Promise<ScheduleRecord> {
+    this.#assertOpen();
+    return this.#schedules.resume(name);
+  }
+
+  /**
+   * Enqueues one job of the schedule now ("run now"), paused or not,
+   * without moving its next tick. Resolves to the job.
+   *
+   * @example
+   * const job = await pgq.runSchedule('nightly');
+   * await pgq.waitForJob(job.id);
+   */
+  async runSchedule(name: string): Promise<JobRecord> {
+    this.#assertOpen();
+    return this.#schedules.runNow(name);
+  }
+
+  /**
    * Stops every worker made by this instance (gracefully), closes the
    * listener, and ends the pool if pgq created it.
    */
@@ -310,7 +408,28 @@ export class Pgq {
     this.#closed = true;
     await Promise.all([...this.#workers].map((w) => w.stop()));
     await this.#listener.close();
-    if (this.#ownsPool) await this.kysely.destroy();
+    if (this.#ownsPool) {
+      // Kysely ends the pool only if it ever used it; end it here otherwise.
+      await this.kysely.destroy();
+      if (!this.#pool.ended) await this.#pool.end();
+    }
+  }
+
+  /** The maintenance a worker runs besides the rescuer while it leads: the scheduler, and the pruner unless retention is off. */
+  #leaderServices(options: ResolvedWorkerOptions): Service[] {
+    const scheduler = new Scheduler(
+      { maxSleepMs: DEFAULTS.schedule.schedulerMaxSleepMs },
+      {
+        kysely: this.kysely,
+        statements: this.#statements,
+        clock: this.#clock,
+        logger: this.logger,
+        listener: this.#listener,
+        schema: this.schema,
+      },
+    );
+    if (!options.retention) return [scheduler];
+    return [scheduler, new Pruner(options.retention, this.kysely, this.#clock, this.logger)];
   }
 
   #executor(db: DbHandle | undefined): SqlExecutor {

@@ -1,0 +1,121 @@
+/**
+ * The `pgq` command end to end, as the built binary (npm test builds first).
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { Pgq } from '../src/index.js';
+import { useTestSchema } from './support/harness.js';
+
+const ctx = useTestSchema('cli');
+const root = path.resolve(import.meta.dirname, '..');
+const bin = path.join(root, 'dist/cli/main.js');
+const tasks = path.join(root, 'examples/tasks.ts');
+
+function pgq(args: string[], options: { env?: Record<string, string | undefined>; cwd?: string } = {}) {
+  const env: Record<string, string | undefined> = { ...process.env, DATABASE_URL: ctx.url, PGQ_LOG_LEVEL: 'warn', ...options.env };
+  for (const [k, v] of Object.entries(env)) if (v === undefined) delete env[k];
+  const r = spawnSync(process.execPath, [bin, '--schema', ctx.schema, ...args], {
+    env: env as NodeJS.ProcessEnv,
+    cwd: options.cwd ?? root,
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('pgq CLI', () => {
+  it('migrates, enqueues, lists, shows stats, runs a worker, retries and cancels', async () => {
+    expect(pgq(['migrate'])).toMatchObject({ code: 0, stdout: expect.stringMatching(/applied .*jobs/) });
+    expect(pgq(['migrate']).stdout).toMatch(/up to date/);
+
+    const added = pgq(['--json', 'enqueue', 'send-email', '--tasks', tasks, '--payload', '{"to":"ada@example.com","subject":"hi"}']);
+    expect(added.code).toBe(0);
+    const job = JSON.parse(added.stdout) as { id: string; state: string; queue: string };
+    expect(job).toMatchObject({ state: 'available', queue: 'emails' });
+
+    const bad = pgq(['enqueue', 'send-email', '--tasks', tasks, '--payload', '{"to":"nope","subject":"hi"}']);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/payload\.to: /);
+
+    const list = pgq(['jobs', 'list', '--state', 'available']);
+    expect(list.code).toBe(0);
+    expect(list.stdout).toMatch(new RegExp(`^${job.id}\\s+send-email\\s+emails\\s+available`, 'm'));
+    expect(pgq(['stats']).stdout).toMatch(/^emails\s+0\s+1\s/m);
+
+    const worker = spawn(process.execPath, [bin, '--schema', ctx.schema, 'worker', '--tasks', tasks, '--concurrency', '2'], {
+      env: { ...process.env, DATABASE_URL: ctx.url, PGQ_LOG_LEVEL: 'info' },
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let logs = '';
+    worker.stderr.on('data', (d: Buffer) => (logs += d.toString()));
+    const client = new Pgq({ connectionString: ctx.url, schema: ctx.schema });
+    try {
+      const done = await client.waitForJob(job.id, { timeoutMs: 30_000 });
+      expect(done).toMatchObject({ state: 'succeeded', result: { to: 'ada@example.com' } });
+      const exited = new Promise<number | null>((resolve) => worker.on('exit', resolve));
+      worker.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      expect(logs).toMatch(/succeeded/);
+      expect(logs).not.toMatch(/ada@example\.com/); // payloads and results stay out of the logs
+    } finally {
+      if (worker.exitCode === null) worker.kill('SIGKILL');
+      await client.close();
+    }
+
+    const shown = pgq(['jobs', 'show', job.id]);
+    expect(JSON.parse(shown.stdout)).toMatchObject({ id: job.id, state: 'succeeded' });
+    expect(pgq(['retry', job.id])).toMatchObject({ code: 1, stderr: expect.stringMatching(/only failed/) });
+    const later = JSON.parse(pgq(['--json', 'enqueue', 'anything', '--delay-ms', '600000']).stdout) as { id: string; state: string };
+    expect(later.state).toBe('scheduled');
+    expect(pgq(['cancel', later.id]).stdout).toMatch(/is cancelled/);
+    expect(pgq(['retry', later.id]).stdout).toMatch(/is available again/);
+  });
+
+  it('exits non-zero with a clear message on bad flags, bad modules and unreachable databases', () => {
+    const flag = pgq(['worker', '--tasks', tasks, '--concurrency', 'lots']);
+    expect(flag.code).toBe(1);
+    expect(flag.stderr).toMatch(/--concurrency must be a whole number/);
+    const empty = pgq(['worker', '--tasks', path.join(root, 'test/fixtures/no-tasks.ts')]);
+    expect(empty.code).toBe(1);
+    expect(empty.stderr).toMatch(/exports no task/);
+    const down = pgq(['stats'], { env: { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/postgres' } });
+    expect(down.code).toBe(1);
+    expect(down.stderr).toMatch(/cannot reach PostgreSQL at postgres:\/\/postgres@127\.0\.0\.1:1\/postgres/);
+    const schema = pgq(['--schema', 'bad-name;', 'stats']);
+    expect(schema.code).toBe(1);
+    expect(schema.stderr).toMatch(/schema: "bad-name;" is not a plain identifier/);
+    const state = pgq(['jobs', 'list', '--state', 'done']);
+    expect(state.code).toBe(1);
+    expect(state.stderr).toMatch(/--state must be one of/);
+  });
+});
+
+describe('zero-setup start', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgq-zero-'));
+  fs.chmodSync(dir, 0o755);
+  afterAll(() => {
+    spawnSync(process.execPath, [bin, 'db', 'stop'], { cwd: dir, encoding: 'utf8' });
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('runs the demo on an embedded PostgreSQL when no database is configured', () => {
+    const demo = pgq(['demo', '--tasks', tasks], { cwd: dir, env: { DATABASE_URL: undefined, PGQ_TEST_DATABASE_URL: undefined } });
+    expect(demo.stderr).toMatch(/started embedded PostgreSQL \(data in \.\/\.pgq\) at postgres:\/\//);
+    expect(demo.code).toBe(0);
+    expect(demo.stdout).toMatch(/call-flaky-api\s+succeeded\s+2/);
+    expect(demo.stdout).toMatch(/build-report\s+succeeded\s+1/);
+    expect(demo.stdout).toMatch(/All 6 jobs reached a final state/);
+    expect(fs.existsSync(path.join(dir, '.pgq/data/PG_VERSION'))).toBe(true);
+
+    // The next command starts it again from the same data; a second one reuses it.
+    const first = pgq(['jobs', 'list'], { cwd: dir, env: { DATABASE_URL: undefined } });
+    expect(first.stdout).toMatch(/build-report/);
+    const second = pgq(['stats'], { cwd: dir, env: { DATABASE_URL: undefined } });
+    expect(second.stderr).toMatch(/reusing embedded PostgreSQL/);
+    expect(pgq(['db', 'stop'], { cwd: dir }).stdout).toMatch(/stopped/);
+  });
+});
