@@ -1,0 +1,135 @@
+/**
+ * Hostile input, property-based: whatever is thrown at the public API, pgq
+ * either stores it faithfully or refuses it with a PgqError naming the field —
+ * and a refusal writes nothing. SQL never interprets a value.
+ */
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { z } from 'zod';
+import { Pgq, PgqError, ValidationError, defineTask } from '../src/index.js';
+import { useTestSchema } from './support/harness.js';
+
+const ctx = useTestSchema('hostile');
+const loose = defineTask({ name: 'loose', schema: z.unknown(), handler: () => undefined });
+
+async function jobCount(): Promise<number> {
+  const { rows } = await ctx.admin.query<{ n: string }>(`SELECT count(*) AS n FROM "${ctx.schema}".jobs`);
+  return Number(rows[0]!.n);
+}
+
+function hasNul(value: unknown): boolean {
+  if (typeof value === 'string') return value.includes('\u0000');
+  if (Array.isArray(value)) return value.some(hasNul);
+  if (value && typeof value === 'object') return Object.entries(value).some(([k, v]) => k.includes('\u0000') || hasNul(v));
+  return false;
+}
+
+describe('hostile input', () => {
+  it('stores any JSON payload faithfully or refuses it naming the field, writing nothing', async () => {
+    const pgq = await ctx.migrated({ tasks: [loose], maxPayloadBytes: 4_096 });
+    await fc.assert(
+      fc.asyncProperty(fc.jsonValue({ maxDepth: 4 }), fc.boolean(), async (value, addNul) => {
+        const payload = addNul ? { evil: `a\u0000b`, value } : value;
+        const before = await jobCount();
+        try {
+          const job = await pgq.enqueue(loose, payload);
+          expect(hasNul(payload)).toBe(false);
+          const stored = await pgq.getJob(job.id);
+          // jsonb normalises -0 to 0 and drops nothing else that JSON can carry.
+          expect(stored!.payload).toEqual(JSON.parse(JSON.stringify(payload ?? null)));
+        } catch (err) {
+          expect(err).toBeInstanceOf(ValidationError);
+          expect((err as ValidationError).field).toMatch(/^payload/);
+          expect(await jobCount()).toBe(before);
+        }
+      }),
+      { numRuns: 150 },
+    );
+  });
+
+  it('refuses nesting deeper than 1,000 levels and accepts 1,000', async () => {
+    const pgq = await ctx.migrated({ tasks: [loose], maxPayloadBytes: 1_000_000 });
+    const nest = (depth: number): unknown => {
+      let v: unknown = 'leaf';
+      for (let i = 0; i < depth; i += 1) v = i % 2 ? [v] : { v };
+      return v;
+    };
+    const before = await jobCount();
+    await expect(pgq.enqueue(loose, nest(5_000))).rejects.toThrow(/nests deeper than 1000 levels/);
+    expect(await jobCount()).toBe(before);
+    const ok = await pgq.enqueue(loose, nest(1_000));
+    expect((await pgq.getJob(ok.id))!.payload).toEqual(nest(1_000));
+  });
+
+  it('refuses bad options with a ValidationError naming the option, writing nothing', async () => {
+    const pgq = await ctx.migrated({ tasks: [loose] });
+    const badNumber = fc.oneof(
+      fc.constant(Number.NaN),
+      fc.constant(Number.POSITIVE_INFINITY),
+      fc.double({ min: -1e6, max: -0.001, noNaN: true }),
+      fc.double({ min: 0.001, max: 1e6, noNaN: true }).filter((d) => !Number.isInteger(d)),
+    );
+    const badOption = fc.oneof(
+      badNumber.map((v) => ['priority', v.toString() === 'NaN' || !Number.isFinite(v) ? v : v + 0.5] as const),
+      badNumber.map((v) => ['maxAttempts', v] as const),
+      badNumber.filter((v) => Number.isNaN(v) || !Number.isFinite(v) || v < 0).map((v) => ['delayMs', v] as const),
+      badNumber.map((v) => ['timeoutMs', v] as const),
+      fc.constantFrom(new Date('invalid'), 'tomorrow', 12).map((v) => ['runAt', v] as const),
+      fc.constantFrom('', 'x'.repeat(201), 'tab\there', 'nul\u0000').map((v) => ['queue', v] as const),
+    );
+    await fc.assert(
+      fc.asyncProperty(badOption, async ([key, value]) => {
+        const before = await jobCount();
+        const err = await pgq.enqueue(loose, {}, { [key]: value } as never).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(ValidationError);
+        expect((err as ValidationError).field).toBe(`options.${key}`);
+        expect(await jobCount()).toBe(before);
+      }),
+      { numRuns: 100 },
+    );
+  });
+
+  it('keeps task and queue names with quotes, semicolons and unicode as plain data', async () => {
+    const pgq = await ctx.migrated({ tasks: [loose] });
+    const name = fc.string({ minLength: 1, maxLength: 40, unit: 'grapheme' }).filter((s) => !/[\u0000-\u001f\u007f]/.test(s));
+    await fc.assert(
+      fc.asyncProperty(name, name, async (taskName, queue) => {
+        const task = defineTask({ name: `${taskName}';--`, schema: z.object({}), handler: () => undefined });
+        const job = await pgq.enqueue(task, {}, { queue: `"${queue}"; DROP TABLE jobs;` });
+        const stored = await pgq.getJob(job.id);
+        expect(stored).toMatchObject({ task: `${taskName}';--`, queue: `"${queue}"; DROP TABLE jobs;` });
+      }),
+      { numRuns: 60 },
+    );
+  });
+
+  it('refuses schema names that are not plain identifiers before touching the database', () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(
+          fc.string().filter((s) => !/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(s)),
+          fc.constantFrom('pgq"; DROP SCHEMA public; --', 'a-b', '1abc', 'x'.repeat(64), 'sch ema', 'ü'),
+        ),
+        (schema) => {
+          expect(() => new Pgq({ connectionString: ctx.url, schema })).toThrow(/schema: .* is not a plain identifier/);
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  it('refuses malformed job ids for every id-taking method', async () => {
+    const pgq = await ctx.migrated({ tasks: [loose] });
+    const badId = fc.oneof(fc.string().filter((s) => !/^[0-9]{1,19}$/.test(s)), fc.constantFrom('1 OR 1=1', '-1', '1e3', '99999999999999999999'));
+    await fc.assert(
+      fc.asyncProperty(badId, async (id) => {
+        for (const call of [pgq.getJob(id), pgq.cancelJob(id), pgq.retryJob(id), pgq.waitForJob(id, { timeoutMs: 1 })]) {
+          const err = await call.then(() => null, (e: unknown) => e);
+          expect(err).toBeInstanceOf(PgqError);
+          expect((err as ValidationError).field).toBe('id');
+        }
+      }),
+      { numRuns: 50 },
+    );
+  });
+});
