@@ -10,6 +10,7 @@ import type { AnyTask } from './task.js';
 import { nameSchema, zodToValidationError } from './task.js';
 import { ValidationError } from './core/errors.js';
 import { validateSchemaName } from './db/identifiers.js';
+import type { ScheduleOptions } from './schedules.js';
 
 /** Options of `new Pgq(...)`. Give `connectionString` or `pool`. */
 export interface PgqOptions {
@@ -43,6 +44,24 @@ export const DEFAULTS = Object.freeze({
   pollIntervalMs: 1_000,
   shutdownGraceMs: 10_000,
   maxClaimBatch: 100,
+  /** Retention of finished jobs, enforced by the leader's pruner. */
+  retention: Object.freeze({
+    succeededMs: 86_400_000,
+    failedMs: 7 * 86_400_000,
+    cancelledMs: 7 * 86_400_000,
+    batchSize: 1_000,
+    intervalMs: 60_000,
+    maxBatchesPerPass: 100,
+  }),
+  /** Defaults of `pgq.schedule(...)` and declared schedules. */
+  schedule: Object.freeze({
+    timezone: 'UTC',
+    catchUp: 'skip' as const,
+    catchUpLimit: 100,
+    misfireGraceMs: 60_000,
+    /** The scheduler sleeps at most this long when nothing is due. */
+    schedulerMaxSleepMs: 5_000,
+  }),
 });
 
 const pgqOptionsSchema = z.object({
@@ -110,7 +129,50 @@ export interface WorkerOptions {
   maxClaimBatch?: number;
   /** Worker id (unique among live workers). Default: host, pid and a random suffix. */
   id?: string;
+  /**
+   * Schedules declared in code, upserted when the worker starts. A schedule
+   * declared by an earlier start and missing from this list is disabled (not
+   * deleted). Omit to leave declared schedules alone.
+   */
+  schedules?: readonly ScheduleOptions[];
+  /** Retention of finished jobs, pruned by the leader; `false` keeps them forever. */
+  retention?: RetentionOptions | false;
 }
+
+/** How long finished jobs are kept. Each age is in ms after `finished_at`; `null` keeps that state forever. */
+export interface RetentionOptions {
+  /** Default 1 day. */
+  succeededMs?: number | null;
+  /** Default 7 days. */
+  failedMs?: number | null;
+  /** Default 7 days. */
+  cancelledMs?: number | null;
+  /** Most rows one DELETE removes. Default 1,000. */
+  batchSize?: number;
+  /** Pause between pruning passes. Default 1 minute. */
+  intervalMs?: number;
+}
+
+export interface ResolvedRetention {
+  readonly succeededMs: number | null;
+  readonly failedMs: number | null;
+  readonly cancelledMs: number | null;
+  readonly batchSize: number;
+  readonly intervalMs: number;
+  readonly maxBatchesPerPass: number;
+}
+
+const retentionAge = z.number().int().min(0).max(100 * 365 * 86_400_000).nullable();
+const retentionSchema = z.union([
+  z.literal(false),
+  z.object({
+    succeededMs: retentionAge.default(DEFAULTS.retention.succeededMs),
+    failedMs: retentionAge.default(DEFAULTS.retention.failedMs),
+    cancelledMs: retentionAge.default(DEFAULTS.retention.cancelledMs),
+    batchSize: z.number().int().min(1).max(100_000).default(DEFAULTS.retention.batchSize),
+    intervalMs: z.number().int().min(10).max(86_400_000).default(DEFAULTS.retention.intervalMs),
+  }),
+]);
 
 const workerOptionsSchema = z
   .object({
@@ -123,6 +185,7 @@ const workerOptionsSchema = z
     leader: z.boolean().default(true),
     maxClaimBatch: z.number().int().min(1).max(10_000).optional(),
     id: nameSchema.optional(),
+    retention: retentionSchema.prefault({}),
   })
   .refine((o) => o.rescueAfterMs >= 2 * o.heartbeatMs, {
     message: 'must be at least twice heartbeatMs, or live workers would be rescued',
@@ -139,6 +202,8 @@ export interface ResolvedWorkerOptions {
   readonly leader: boolean;
   readonly maxClaimBatch: number;
   readonly id: string | undefined;
+  /** Null when retention is off. */
+  readonly retention: ResolvedRetention | null;
 }
 
 export function resolveWorkerOptions(options: WorkerOptions, tasks: readonly AnyTask[]): ResolvedWorkerOptions {
@@ -156,5 +221,6 @@ export function resolveWorkerOptions(options: WorkerOptions, tasks: readonly Any
     leader: o.leader,
     maxClaimBatch: o.maxClaimBatch ?? Math.min(o.concurrency, DEFAULTS.maxClaimBatch),
     id: o.id,
+    retention: o.retention === false ? null : Object.freeze({ ...o.retention, maxBatchesPerPass: DEFAULTS.retention.maxBatchesPerPass }),
   });
 }

@@ -7,7 +7,9 @@ export type { ListJobsFilter, QueueStats } from './client.js';
 export { defineTask } from './task.js';
 export type { AnyTask, JobContext, Task, TaskInput, TaskOptions, TaskResult } from './task.js';
 export type { EnqueueManyOptions, EnqueueOptions } from './enqueue.js';
-export type { PgqOptions, WorkerOptions } from './config.js';
+export type { PgqOptions, WorkerOptions, RetentionOptions } from './config.js';
+export { ScheduleNotFoundError } from './schedules.js';
+export type { CatchUpPolicy, ScheduleOptions, ScheduleRecord } from './schedules.js';
 export { DEFAULTS } from './config.js';
 export { Worker } from './worker/worker.js';
 export type { WorkerEvents } from './worker/executor.js';
@@ -17,7 +19,7 @@ export type { BackoffOptions } from './core/backoff.js';
 export type { Logger } from './core/logger.js';
 export type { Clock } from './core/clock.js';
 export type { DbHandle, KyselyQueryable, PgQueryable } from './db/executor.js';
-export type { PgqDatabase, JobsTable, WorkersTable, LeaderTable } from './db/tables.js';
+export type { PgqDatabase, JobsTable, WorkersTable, LeaderTable, SchedulesTable } from './db/tables.js';
 export type { MigrateResult } from './db/migrate.js';
 export {
   PgqError,

@@ -16,6 +16,7 @@ import { registerEnqueue } from './commands/enqueue.js';
 import { registerJobs } from './commands/jobs.js';
 import { registerDb } from './commands/db.js';
 import { registerDemo } from './commands/demo.js';
+import { registerSchedules } from './commands/schedules.js';
 
 /** What commands get from the program: output, logger, and a Pgq from the global options. */
 export interface CliRuntime {
@@ -55,6 +56,7 @@ export function buildProgram(): Command {
   registerJobs(program, rt);
   registerDb(program, rt);
   registerDemo(program, rt);
+  registerSchedules(program, rt);
   return program;
 }
 

@@ -13,6 +13,7 @@ export interface PgqDatabase {
   jobs: JobsTable;
   workers: WorkersTable;
   leader: LeaderTable;
+  schedules: SchedulesTable;
 }
 
 type Timestamp = ColumnType<Date, Date | string, Date | string>;
@@ -56,4 +57,29 @@ export interface LeaderTable {
   term: ColumnType<string, string | number, string | number>;
   elected_at: Timestamp;
   expires_at: Timestamp;
+}
+
+export interface SchedulesTable {
+  name: string;
+  task: string;
+  payload: ColumnType<unknown, string, string>;
+  cron: string | null;
+  timezone: Generated<string>;
+  /** int8; pg returns it as a string. */
+  every_ms: ColumnType<string | null, number | string | null, number | string | null>;
+  queue: Generated<string>;
+  priority: Generated<number>;
+  max_attempts: Generated<number>;
+  catch_up: Generated<'skip' | 'once' | 'all'>;
+  catch_up_limit: Generated<number>;
+  misfire_grace_ms: Generated<number>;
+  paused: Generated<boolean>;
+  enabled: Generated<boolean>;
+  declared: Generated<boolean>;
+  next_run_at: Timestamp;
+  last_run_at: Timestamp | null;
+  /** int8; pg returns it as a string. */
+  last_job_id: ColumnType<string | null, string | number | null, string | number | null>;
+  created_at: ColumnType<Date, Date | string | undefined, Date | string>;
+  updated_at: ColumnType<Date, Date | string | undefined, Date | string>;
 }

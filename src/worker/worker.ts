@@ -43,6 +43,8 @@ export interface WorkerDeps {
   maxResultBytes: number;
   /** Extra leader-only services (scheduler, pruner) started while this worker leads. */
   leaderServices?: readonly Service[];
+  /** Saves the schedules declared in code; runs first in `start()`, which rejects if it fails. */
+  syncSchedules?: () => Promise<void>;
 }
 
 type WorkerState = 'idle' | 'starting' | 'running' | 'stopping' | 'stopped';
@@ -147,6 +149,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.#state = 'starting';
     const { listener, channels, tasks } = this.#deps;
     const queues = new Set(this.options.queues);
+    await this.#deps.syncSchedules?.();
     await this.#heartbeat.register();
     this.#unsubscribe.push(
       await listener.subscribe(channels.jobs, (queue) => {

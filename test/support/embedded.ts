@@ -30,7 +30,7 @@ export async function freePort(): Promise<number> {
   });
 }
 
-export async function startEmbedded(label: string): Promise<EmbeddedServer> {
+export async function startEmbedded(label: string, flags: string[] = []): Promise<EmbeddedServer> {
   const port = await freePort();
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), `pgq-${label}-`));
   fs.rmSync(dataDir, { recursive: true, force: true });
@@ -42,7 +42,7 @@ export async function startEmbedded(label: string): Promise<EmbeddedServer> {
       password: 'postgres',
       persistent: true,
       createPostgresUser: true,
-      postgresFlags: ['-c', 'max_connections=300', '-c', 'fsync=on'],
+      postgresFlags: ['-c', 'max_connections=300', '-c', 'fsync=on', ...flags],
       onLog: () => undefined,
       onError: () => undefined,
     });

@@ -1,0 +1,168 @@
+import type { Command } from 'commander';
+import { InvalidArgumentError } from 'commander';
+import { z } from 'zod';
+import type { CliRuntime } from '../main.js';
+import { loadTasks } from '../load-tasks.js';
+import { parseIntOption, parseJson } from '../options.js';
+import { json, table } from '../format.js';
+import { defineTask, type AnyTask } from '../../task.js';
+import { ValidationError } from '../../core/errors.js';
+import { ScheduleNotFoundError, type CatchUpPolicy, type ScheduleRecord } from '../../schedules.js';
+
+const POLICIES: readonly CatchUpPolicy[] = ['skip', 'once', 'all'];
+
+function parsePolicy(value: string): CatchUpPolicy {
+  if (!(POLICIES as readonly string[]).includes(value)) {
+    throw new InvalidArgumentError(`--catch-up must be one of ${POLICIES.join(', ')}, got ${JSON.stringify(value)}`);
+  }
+  return value as CatchUpPolicy;
+}
+
+function status(s: ScheduleRecord): string {
+  return !s.enabled ? 'disabled' : s.paused ? 'paused' : 'active';
+}
+
+const HEADERS = ['name', 'task', 'when', 'status', 'next_run_at', 'last_run_at', 'last_job', 'catch_up'];
+
+function scheduleRow(s: ScheduleRecord): string[] {
+  return [
+    s.name,
+    s.task,
+    s.cron !== null ? `${s.cron} (${s.timezone})` : `every ${s.every}`,
+    status(s),
+    s.nextRunAt.toISOString(),
+    s.lastRunAt?.toISOString() ?? '',
+    s.lastJobId ?? '',
+    s.catchUp === 'all' ? `all (≤${s.catchUpLimit})` : s.catchUp,
+  ];
+}
+
+export function registerSchedules(program: Command, rt: CliRuntime): void {
+  const schedules = program.command('schedules').description('periodic jobs: list, add, remove, pause, resume, run now');
+
+  schedules
+    .command('list', { isDefault: true })
+    .description('list schedules with their next and last runs')
+    .action(async () => {
+      const pgq = await rt.open();
+      try {
+        const list = await pgq.listSchedules();
+        rt.out(rt.json ? json(list) : list.length ? table(HEADERS, list.map(scheduleRow)) : 'no schedules');
+      } finally {
+        await pgq.close();
+      }
+    });
+
+  schedules
+    .command('add <name>')
+    .description('create or update a schedule (by name); give --cron or --every')
+    .requiredOption('--task <name>', 'task of the jobs')
+    .option('--cron <expr>', 'cron expression: 5 fields, or 6 with seconds first (e.g. "0 2 * * *")')
+    .option('--timezone <zone>', 'IANA time zone of the cron expression (default UTC)')
+    .option('--every <duration>', 'fixed interval instead of cron, e.g. 30s, 5m, 1h30m')
+    .option('--payload <json>', 'payload of every job, as JSON', parseJson('--payload'), {})
+    .option('--tasks <module>', 'tasks module, to validate the payload and use the task defaults')
+    .option('--queue <name>', 'queue of the jobs (default: the task queue, or "default")')
+    .option('--priority <n>', 'higher runs first', parseIntOption('--priority', -2_147_483_648, 2_147_483_647))
+    .option('--max-attempts <n>', 'attempts of each job', parseIntOption('--max-attempts', 1, 1_000_000))
+    .option('--catch-up <policy>', 'missed ticks: skip (default), once, all', parsePolicy)
+    .option('--catch-up-limit <n>', 'with --catch-up all: most missed ticks fired', parseIntOption('--catch-up-limit', 1, 1_000))
+    .option('--misfire-grace-ms <ms>', 'a tick this late still fires on time (default 60000)', parseIntOption('--misfire-grace-ms', 1_000, 7 * 86_400_000))
+    .action(async (name: string, opts: AddOptions) => {
+      let task: AnyTask;
+      if (opts.tasks) {
+        const found = (await loadTasks(opts.tasks)).find((t) => t.name === opts.task);
+        if (!found) throw new ValidationError('task', `module ${opts.tasks} has no task named ${JSON.stringify(opts.task)}`);
+        task = found;
+      } else {
+        task = defineTask({ name: opts.task, schema: z.unknown(), handler: () => undefined });
+      }
+      const pgq = await rt.open([task]);
+      try {
+        const saved = await pgq.schedule({
+          name,
+          task,
+          payload: opts.payload,
+          cron: opts.cron,
+          timezone: opts.timezone,
+          every: opts.every,
+          queue: opts.queue,
+          priority: opts.priority,
+          maxAttempts: opts.maxAttempts,
+          catchUp: opts.catchUp,
+          catchUpLimit: opts.catchUpLimit,
+          misfireGraceMs: opts.misfireGraceMs,
+        });
+        rt.out(rt.json ? json(saved) : `saved schedule ${saved.name}; next run at ${saved.nextRunAt.toISOString()}`);
+      } finally {
+        await pgq.close();
+      }
+    });
+
+  schedules
+    .command('remove <name>')
+    .description('delete a schedule (jobs it already made stay)')
+    .action(async (name: string) => {
+      const pgq = await rt.open();
+      try {
+        if (!(await pgq.unschedule(name))) throw new ScheduleNotFoundError(name);
+        rt.out(`removed schedule ${name}`);
+      } finally {
+        await pgq.close();
+      }
+    });
+
+  schedules
+    .command('pause <name>')
+    .description('stop a schedule from firing until resumed')
+    .action(async (name: string) => {
+      const pgq = await rt.open();
+      try {
+        const s = await pgq.pauseSchedule(name);
+        rt.out(rt.json ? json(s) : `paused schedule ${s.name}`);
+      } finally {
+        await pgq.close();
+      }
+    });
+
+  schedules
+    .command('resume <name>')
+    .description('let a paused schedule fire again, from its next tick')
+    .action(async (name: string) => {
+      const pgq = await rt.open();
+      try {
+        const s = await pgq.resumeSchedule(name);
+        rt.out(rt.json ? json(s) : `resumed schedule ${s.name}; next run at ${s.nextRunAt.toISOString()}`);
+      } finally {
+        await pgq.close();
+      }
+    });
+
+  schedules
+    .command('run <name>')
+    .description('enqueue one job of the schedule now, without moving its next tick')
+    .action(async (name: string) => {
+      const pgq = await rt.open();
+      try {
+        const job = await pgq.runSchedule(name);
+        rt.out(rt.json ? json(job) : `enqueued job ${job.id} (${job.task}, queue ${job.queue}) for schedule ${name}`);
+      } finally {
+        await pgq.close();
+      }
+    });
+}
+
+interface AddOptions {
+  task: string;
+  cron?: string;
+  timezone?: string;
+  every?: string;
+  payload: unknown;
+  tasks?: string;
+  queue?: string;
+  priority?: number;
+  maxAttempts?: number;
+  catchUp?: CatchUpPolicy;
+  catchUpLimit?: number;
+  misfireGraceMs?: number;
+}

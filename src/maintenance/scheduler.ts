@@ -1,0 +1,290 @@
+/**
+ * The scheduler (leader only) turns due schedule ticks into jobs.
+ *
+ * Invariant — each tick fires at most once, and a fired tick is never lost:
+ * a schedule is fired in one transaction that locks its row (`FOR UPDATE
+ * SKIP LOCKED`, and only while `next_run_at <= now`), inserts the jobs of its
+ * due ticks (unique key `schedule:<name>:<tick ISO time>`, `run_at` = the
+ * tick) and moves `next_run_at` past them. Two leaders at a failover cannot
+ * both fire a tick: the second one either skips the locked row or, once the
+ * first commits, no longer finds it due. A crash before the commit rolls the
+ * jobs back together with the advance, so the next leader fires the tick.
+ *
+ * Lateness: a tick found due at most `misfire_grace_ms` after its time is on
+ * time and always fires. Older ticks were missed (every worker down, or a
+ * leader gap longer than the grace) and follow the schedule's `catch_up`:
+ * `skip` drops them, `once` fires the latest of them, `all` fires each, at
+ * most `catch_up_limit` (the latest ones).
+ *
+ * Loop: fire what is due, then sleep until the earliest `next_run_at` (at
+ * most `maxSleepMs`), woken early by the `schedules` NOTIFY that pgq sends
+ * whenever a schedule is saved, paused or resumed.
+ */
+import type { Kysely } from 'kysely';
+import type { Logger } from '../core/logger.js';
+import type { Clock } from '../core/clock.js';
+import { LoopService } from '../core/service.js';
+import { Waker } from '../core/sleep.js';
+import { errorMessage, errorSummary } from '../core/errors.js';
+import { kyselyExecutor } from '../db/executor.js';
+import type { HotStatements } from '../db/statements.js';
+import type { PgqDatabase } from '../db/tables.js';
+import type { Listener } from '../notify/listener.js';
+import { ticksOf, type TickSource } from './cron.js';
+
+export type CatchUpPolicy = 'skip' | 'once' | 'all';
+
+/** Most jobs one schedule makes in one pass. */
+export const MAX_TICKS_PER_PASS = 1_000;
+/** Most ticks walked one by one before jumping straight to the grace window. */
+const WALK_LIMIT = 2_000;
+/** Schedules fetched per round of a pass. */
+const DUE_BATCH = 100;
+
+/** The NOTIFY channel that wakes the scheduler when schedules change. */
+export function schedulesChannel(schema: string): string {
+  return `pgq:${schema}:schedules`;
+}
+
+/** The unique key of the job a schedule makes for one tick. */
+export function tickUniqueKey(schedule: string, tick: Date): string {
+  return `schedule:${schedule}:${tick.toISOString()}`;
+}
+
+export interface TickPolicy {
+  nextRunAt: Date;
+  catchUp: CatchUpPolicy;
+  catchUpLimit: number;
+  misfireGraceMs: number;
+}
+
+export interface TickPlan {
+  /** Ticks to fire now, oldest first. */
+  fire: Date[];
+  /** The schedule's next tick: strictly after `now`. */
+  next: Date;
+  /** Whether missed ticks were dropped (by the policy or its limit). */
+  dropped: boolean;
+}
+
+/** Which of a schedule's due ticks fire at `now`, and its next tick. Pure. */
+export function planTicks(ticks: TickSource, policy: TickPolicy, now: Date): TickPlan {
+  const nowMs = now.getTime();
+  const lateBefore = nowMs - policy.misfireGraceMs;
+  const due: Date[] = [];
+  let t = policy.nextRunAt;
+  while (t.getTime() <= nowMs && due.length < WALK_LIMIT) {
+    due.push(t);
+    t = ticks.next(t);
+  }
+  let missed: Date[];
+  let onTime: Date[];
+  let next: Date;
+  let walkedAll: boolean;
+  if (t.getTime() <= nowMs) {
+    // Too many due ticks to walk (a long outage of a frequent schedule): take
+    // the missed ticks the policy wants from just before the grace window,
+    // then walk the window itself.
+    const wanted = policy.catchUp === 'all' ? policy.catchUpLimit : policy.catchUp === 'once' ? 1 : 0;
+    missed = wanted > 0 ? ticks.before(new Date(lateBefore), wanted).filter((d) => d.getTime() >= policy.nextRunAt.getTime()) : [];
+    onTime = [];
+    for (let u = ticks.next(new Date(lateBefore - 1)); u.getTime() <= nowMs && onTime.length < WALK_LIMIT; u = ticks.next(u)) {
+      onTime.push(u);
+    }
+    next = ticks.next(now);
+    walkedAll = false;
+  } else {
+    missed = due.filter((d) => d.getTime() < lateBefore);
+    onTime = due.filter((d) => d.getTime() >= lateBefore);
+    next = t;
+    walkedAll = true;
+  }
+  const chosen = policy.catchUp === 'all' ? missed.slice(-policy.catchUpLimit) : policy.catchUp === 'once' ? missed.slice(-1) : [];
+  const fire = [...chosen, ...onTime];
+  const dropped = !walkedAll || chosen.length < missed.length || fire.length > MAX_TICKS_PER_PASS;
+  return { fire: fire.slice(-MAX_TICKS_PER_PASS), next, dropped };
+}
+
+export interface SchedulerConfig {
+  /** Longest sleep when nothing is due: how late a schedule edited with plain SQL is noticed. */
+  maxSleepMs: number;
+}
+
+export interface SchedulerDeps {
+  kysely: Kysely<PgqDatabase>;
+  statements: HotStatements;
+  clock: Clock;
+  logger: Logger;
+  /** When given, NOTIFYs on `schedulesChannel(schema)` wake the loop early. */
+  listener?: Listener;
+  schema: string;
+}
+
+/** One tick turned into a job. */
+export interface FiredTick {
+  schedule: string;
+  tick: Date;
+  /** The job made for the tick (or the live job that already held its key). */
+  jobId: string | null;
+}
+
+export interface SchedulerPass {
+  fired: FiredTick[];
+  /** Schedules whose firing failed this pass (logged; retried next pass). */
+  failed: number;
+  /** The earliest next tick of an active schedule, or null when there is none. */
+  nextAt: Date | null;
+}
+
+export class Scheduler extends LoopService {
+  readonly #waker = new Waker();
+  #unsubscribe: (() => Promise<void>) | undefined;
+
+  constructor(
+    private readonly config: SchedulerConfig,
+    private readonly deps: SchedulerDeps,
+  ) {
+    super('scheduler', deps.logger);
+  }
+
+  override async start(): Promise<void> {
+    if (this.running) return;
+    if (this.deps.listener && !this.#unsubscribe) {
+      this.#unsubscribe = await this.deps.listener.subscribe(schedulesChannel(this.deps.schema), () => this.#waker.wake());
+    }
+    await super.start();
+  }
+
+  override async stop(): Promise<void> {
+    await super.stop();
+    const unsubscribe = this.#unsubscribe;
+    this.#unsubscribe = undefined;
+    await unsubscribe?.();
+  }
+
+  /** Wakes the loop to look for due schedules now. */
+  wake(): void {
+    this.#waker.wake();
+  }
+
+  /** One pass at `clock.now()`: fires every due schedule. */
+  async runOnce(): Promise<SchedulerPass> {
+    const { kysely, clock } = this.deps;
+    const now = clock.now();
+    const fired: FiredTick[] = [];
+    const seen = new Set<string>();
+    let failed = 0;
+    for (;;) {
+      const due = await kysely
+        .selectFrom('schedules')
+        .select('name')
+        .where('enabled', '=', true)
+        .where('paused', '=', false)
+        .where('next_run_at', '<=', now)
+        .orderBy('next_run_at')
+        .limit(DUE_BATCH)
+        .execute();
+      const todo = due.map((r) => r.name).filter((name) => !seen.has(name));
+      for (const name of todo) {
+        seen.add(name);
+        try {
+          fired.push(...(await this.#fire(name, now)));
+        } catch (err) {
+          failed += 1;
+          this.logger.warn({ err: errorSummary(err), schedule: name }, `pgq could not fire schedule ${name}: ${errorMessage(err)}`);
+        }
+      }
+      if (due.length < DUE_BATCH || todo.length === 0) break;
+    }
+    const next = await kysely
+      .selectFrom('schedules')
+      .select((eb) => eb.fn.min('next_run_at').as('next'))
+      .where('enabled', '=', true)
+      .where('paused', '=', false)
+      .executeTakeFirst();
+    const nextAt = (next?.next as Date | null | undefined) ?? null;
+    return { fired, failed, nextAt };
+  }
+
+  protected async run(signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      let waitMs = this.config.maxSleepMs;
+      try {
+        const pass = await this.runOnce();
+        if (pass.nextAt) waitMs = Math.min(waitMs, Math.max(0, pass.nextAt.getTime() - this.deps.clock.now().getTime()));
+        // A schedule that cannot fire stays due; do not spin on it.
+        if (pass.failed > 0) waitMs = Math.max(waitMs, Math.min(1_000, this.config.maxSleepMs));
+      } catch (err) {
+        this.logger.warn({ err: errorSummary(err) }, `pgq scheduler pass failed: ${errorMessage(err)}`);
+        waitMs = Math.min(1_000, this.config.maxSleepMs);
+      }
+      await this.#waker.wait(waitMs, signal);
+    }
+  }
+
+  /** Fires one schedule's due ticks and advances it, in one transaction. */
+  async #fire(name: string, now: Date): Promise<FiredTick[]> {
+    const { kysely, statements } = this.deps;
+    return kysely.transaction().execute(async (trx) => {
+      const row = await trx
+        .selectFrom('schedules')
+        .selectAll()
+        .where('name', '=', name)
+        .where('enabled', '=', true)
+        .where('paused', '=', false)
+        .where('next_run_at', '<=', now)
+        .forUpdate()
+        .skipLocked()
+        .executeTakeFirst();
+      if (!row) return []; // another leader has it, or it changed since the listing
+      const plan = planTicks(
+        ticksOf(row),
+        { nextRunAt: row.next_run_at, catchUp: row.catch_up, catchUpLimit: row.catch_up_limit, misfireGraceMs: row.misfire_grace_ms },
+        now,
+      );
+      if (plan.dropped) {
+        this.logger.warn(
+          { schedule: name, catchUp: row.catch_up, from: row.next_run_at, next: plan.next },
+          `pgq schedule ${name} missed ticks; catch-up policy ${row.catch_up} fires ${plan.fire.length} job(s) now`,
+        );
+      }
+      const fired: FiredTick[] = [];
+      if (plan.fire.length > 0) {
+        const db = kyselyExecutor(trx);
+        const keys = plan.fire.map((tick) => tickUniqueKey(name, tick));
+        const fill = <V>(value: V): V[] => plan.fire.map(() => value);
+        const inserted = await statements.insertJobs(db, {
+          tasks: fill(row.task),
+          queues: fill(row.queue),
+          payloads: fill(JSON.stringify(row.payload)),
+          priorities: fill(row.priority),
+          maxAttempts: fill(row.max_attempts),
+          runAts: plan.fire,
+          delaysMs: fill(0),
+          uniqueKeys: keys,
+          timeoutsMs: fill(null),
+          backoffBasesMs: fill(null),
+          backoffMaxesMs: fill(null),
+        });
+        const byKey = new Map(inserted.map((job) => [job.unique_key, String(job.id)]));
+        const missing = keys.filter((key) => !byKey.has(key));
+        if (missing.length > 0) {
+          // A live job already held the key (enqueued by hand with it): that job stands for the tick.
+          const live = await statements.getLiveByUniqueKey(db, { tasks: missing.map(() => row.task), uniqueKeys: missing });
+          for (const job of live) byKey.set(job.unique_key, String(job.id));
+        }
+        plan.fire.forEach((tick, i) => fired.push({ schedule: name, tick, jobId: byKey.get(keys[i]!) ?? null }));
+      }
+      const last = fired.at(-1);
+      await trx
+        .updateTable('schedules')
+        .set({
+          next_run_at: plan.next,
+          ...(last ? { last_run_at: last.tick, last_job_id: last.jobId } : {}),
+        })
+        .where('name', '=', name)
+        .execute();
+      return fired;
+    });
+  }
+}

@@ -1,0 +1,390 @@
+/**
+ * Schedules as the API and the CLI see them: validation (cron, time zone,
+ * interval, payload — all before anything is written), the upsert with the
+ * rules that keep a schedule's next tick stable across redeploys, pause,
+ * resume, run-now, and the sync of schedules declared in worker code.
+ *
+ * Upsert rule: saving a schedule whose timing (cron, time zone, interval) is
+ * unchanged keeps its `next_run_at`, so redeploying never shifts or repeats a
+ * tick; a new timing, a new schedule, or re-enabling a disabled one starts
+ * from the first tick after now. A resume also starts from the first tick
+ * after now: ticks that fell in the pause are not caught up.
+ */
+import { sql, type Kysely, type Selectable } from 'kysely';
+import { z } from 'zod';
+import { DEFAULTS } from './config.js';
+import type { Clock } from './core/clock.js';
+import { PgqError, ValidationError } from './core/errors.js';
+import { toJsonText } from './core/json.js';
+import type { JobRecord } from './core/types.js';
+import { kyselyExecutor } from './db/executor.js';
+import { toJobRecord } from './db/rows.js';
+import type { HotStatements } from './db/statements.js';
+import type { PgqDatabase, SchedulesTable } from './db/tables.js';
+import { formatEvery, parseCron, parseEvery, parseTimeZone, ticksOf } from './maintenance/cron.js';
+import { MAX_TICKS_PER_PASS, schedulesChannel, type CatchUpPolicy } from './maintenance/scheduler.js';
+import { isTask, nameSchema, zodToValidationError, type AnyTask, type TaskInput, type TaskRegistry } from './task.js';
+
+export type { CatchUpPolicy } from './maintenance/scheduler.js';
+
+/** Options of `pgq.schedule(...)`, and of each entry of a worker's `schedules`. Give `cron` or `every`. */
+export interface ScheduleOptions<T extends AnyTask = AnyTask> {
+  /** Unique; saving the same name again updates that schedule. */
+  name: string;
+  /** The task to run: a task from defineTask, or the name of one of this Pgq's tasks. */
+  task: T | string;
+  /** The payload of every job, validated by the task schema now. Default `{}`. */
+  payload?: TaskInput<T>;
+  /** Cron expression: 5 fields, or 6 with seconds first, or a macro such as `@daily`. */
+  cron?: string;
+  /** IANA time zone the cron expression is read in. Default `UTC`. Cron only. */
+  timezone?: string;
+  /** A fixed interval instead of cron: ms, or `'30s'`, `'5m'`, `'1h30m'`, `'1d'`. Ticks are aligned to the Unix epoch. */
+  every?: string | number;
+  /** Queue of the jobs. Default: the task's. */
+  queue?: string;
+  /** Priority of the jobs. Default: the task's. */
+  priority?: number;
+  /** Attempts of each job. Default: the task's. */
+  maxAttempts?: number;
+  /** What to do with ticks missed by more than `misfireGraceMs`. Default `skip`. */
+  catchUp?: CatchUpPolicy;
+  /** With `catchUp: 'all'`: the most missed ticks fired (the latest). Default 100, at most 1,000. */
+  catchUpLimit?: number;
+  /** A tick fired at most this late still counts as on time. Default 60 s, at least 1 s. */
+  misfireGraceMs?: number;
+}
+
+/** A row of `<schema>.schedules`. */
+export interface ScheduleRecord {
+  name: string;
+  task: string;
+  payload: unknown;
+  cron: string | null;
+  timezone: string;
+  /** The interval as text (`5m`), or null for a cron schedule. */
+  every: string | null;
+  everyMs: number | null;
+  queue: string;
+  priority: number;
+  maxAttempts: number;
+  catchUp: CatchUpPolicy;
+  catchUpLimit: number;
+  misfireGraceMs: number;
+  /** Paused by an operator. */
+  paused: boolean;
+  /** False when it was declared in worker code and no longer is. */
+  enabled: boolean;
+  /** Declared in a worker's `schedules` option (rather than saved with `schedule()`). */
+  declared: boolean;
+  nextRunAt: Date;
+  lastRunAt: Date | null;
+  lastJobId: string | null;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+/** No schedule has this name. */
+export class ScheduleNotFoundError extends PgqError {
+  constructor(name: string) {
+    super('PGQ_SCHEDULE_NOT_FOUND', `schedule ${JSON.stringify(name)} does not exist; see pgq.listSchedules() or \`pgq schedules list\``);
+    this.name = 'ScheduleNotFoundError';
+  }
+}
+
+/** A schedule that passed validation: what gets written. */
+export interface ResolvedSchedule {
+  readonly name: string;
+  readonly task: string;
+  readonly payloadText: string;
+  readonly cron: string | null;
+  readonly timezone: string;
+  readonly everyMs: number | null;
+  readonly queue: string;
+  readonly priority: number;
+  readonly maxAttempts: number;
+  readonly catchUp: CatchUpPolicy;
+  readonly catchUpLimit: number;
+  readonly misfireGraceMs: number;
+}
+
+const int32 = z.number().int().min(-2_147_483_648).max(2_147_483_647);
+const optionsSchema = z.object({
+  name: nameSchema,
+  queue: nameSchema.optional(),
+  priority: int32.optional(),
+  maxAttempts: z.number().int().min(1).max(1_000_000).optional(),
+  catchUp: z.enum(['skip', 'once', 'all']).default(DEFAULTS.schedule.catchUp),
+  catchUpLimit: z.number().int().min(1).max(MAX_TICKS_PER_PASS).default(DEFAULTS.schedule.catchUpLimit),
+  // At least a second: a scheduler pass is always a few ms late, and a tick must not count as missed for that.
+  misfireGraceMs: z.number().int().min(1_000).max(7 * 86_400_000).default(DEFAULTS.schedule.misfireGraceMs),
+});
+
+/**
+ * Validates schedule options; throws a ValidationError naming the field
+ * (under `prefix`, e.g. `schedules[2].`) and writes nothing.
+ */
+export function resolveSchedule(options: ScheduleOptions, tasks: TaskRegistry, maxPayloadBytes: number, prefix = ''): ResolvedSchedule {
+  if (options === null || typeof options !== 'object') throw new ValidationError(prefix ? prefix.replace(/\.$/, '') : 'schedule', 'must be an object');
+  const parsed = optionsSchema.safeParse(options);
+  if (!parsed.success) throw zodToValidationError(parsed.error, prefix.replace(/\.$/, '') || 'schedule');
+  const o = parsed.data;
+  const field = (name: string): string => `${prefix}${name}`;
+  const task = resolveTask(options.task, tasks, field('task'));
+  let cron: string | null = null;
+  let everyMs: number | null = null;
+  let timezone: string = DEFAULTS.schedule.timezone;
+  if (options.cron !== undefined && options.every !== undefined) throw new ValidationError(field('every'), 'give cron or every, not both');
+  if (options.cron !== undefined) {
+    timezone = parseTimeZone(options.timezone ?? DEFAULTS.schedule.timezone, field('timezone'));
+    cron = parseCron(options.cron, timezone, field('cron'));
+  } else if (options.every !== undefined) {
+    if (options.timezone !== undefined) throw new ValidationError(field('timezone'), 'applies to cron schedules only; intervals are aligned to UTC');
+    everyMs = parseEvery(options.every, field('every'));
+  } else {
+    throw new ValidationError(field('cron'), 'give cron (e.g. "0 2 * * *") or every (e.g. "5m")');
+  }
+  const payload = task.schema.safeParse(options.payload === undefined ? {} : options.payload);
+  if (!payload.success) throw zodToValidationError(payload.error, field('payload'));
+  return Object.freeze({
+    name: o.name,
+    task: task.name,
+    payloadText: toJsonText(payload.data, field('payload'), maxPayloadBytes),
+    cron,
+    timezone,
+    everyMs,
+    queue: o.queue ?? task.queue,
+    priority: o.priority ?? task.priority,
+    maxAttempts: o.maxAttempts ?? task.maxAttempts,
+    catchUp: o.catchUp,
+    catchUpLimit: o.catchUpLimit,
+    misfireGraceMs: o.misfireGraceMs,
+  });
+}
+
+/** Validates a worker's declared schedules; names must be unique. */
+export function resolveDeclaredSchedules(list: readonly ScheduleOptions[], tasks: TaskRegistry, maxPayloadBytes: number): ResolvedSchedule[] {
+  if (!Array.isArray(list)) throw new ValidationError('worker.schedules', 'must be an array of schedule options');
+  const resolved = list.map((options, i) => resolveSchedule(options, tasks, maxPayloadBytes, `worker.schedules[${i}].`));
+  const names = new Set<string>();
+  resolved.forEach((s, i) => {
+    if (names.has(s.name)) throw new ValidationError(`worker.schedules[${i}].name`, `${JSON.stringify(s.name)} is declared twice`);
+    names.add(s.name);
+  });
+  return resolved;
+}
+
+function resolveTask(task: unknown, tasks: TaskRegistry, field: string): AnyTask {
+  if (typeof task === 'string') {
+    const found = tasks.get(task);
+    if (!found) throw new ValidationError(field, `no task named ${JSON.stringify(task)} in this Pgq; pass the task object, or add it to tasks: [...]`);
+    return found;
+  }
+  if (!isTask(task)) throw new ValidationError(field, 'must be a task made by defineTask, or the name of one');
+  return task;
+}
+
+export function toScheduleRecord(row: Selectable<SchedulesTable>): ScheduleRecord {
+  const everyMs = row.every_ms === null ? null : Number(row.every_ms);
+  return {
+    name: row.name,
+    task: row.task,
+    payload: row.payload,
+    cron: row.cron,
+    timezone: row.timezone,
+    every: everyMs === null ? null : formatEvery(everyMs),
+    everyMs,
+    queue: row.queue,
+    priority: row.priority,
+    maxAttempts: row.max_attempts,
+    catchUp: row.catch_up,
+    catchUpLimit: row.catch_up_limit,
+    misfireGraceMs: row.misfire_grace_ms,
+    paused: row.paused,
+    enabled: row.enabled,
+    declared: row.declared,
+    nextRunAt: row.next_run_at,
+    lastRunAt: row.last_run_at,
+    lastJobId: row.last_job_id === null ? null : String(row.last_job_id),
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+  };
+}
+
+export interface ScheduleStoreDeps {
+  kysely: Kysely<PgqDatabase>;
+  statements: HotStatements;
+  clock: Clock;
+  schema: string;
+}
+
+type Trx = Kysely<PgqDatabase>;
+
+/** The schedules table behind Pgq's schedule methods. */
+export class ScheduleStore {
+  readonly #channel: string;
+
+  constructor(private readonly deps: ScheduleStoreDeps) {
+    this.#channel = schedulesChannel(deps.schema);
+  }
+
+  /** Inserts or updates one schedule. */
+  async upsert(schedule: ResolvedSchedule): Promise<ScheduleRecord> {
+    return this.deps.kysely.transaction().execute(async (trx) => {
+      const row = await this.#upsert(trx, schedule, false);
+      await this.#notify(trx, schedule.name);
+      return row;
+    });
+  }
+
+  /**
+   * Upserts a worker's declared schedules and disables the declared ones
+   * missing from the list, in one transaction (rows locked in name order).
+   */
+  async syncDeclared(list: readonly ResolvedSchedule[]): Promise<void> {
+    await this.deps.kysely.transaction().execute(async (trx) => {
+      for (const schedule of [...list].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
+        await this.#upsert(trx, schedule, true);
+      }
+      let disable = trx
+        .updateTable('schedules')
+        .set({ enabled: false, updated_at: sql`now()` })
+        .where('declared', '=', true)
+        .where('enabled', '=', true);
+      if (list.length > 0) disable = disable.where('name', 'not in', list.map((s) => s.name));
+      await disable.execute();
+      await this.#notify(trx, '*');
+    });
+  }
+
+  /** Deletes a schedule; true when it existed. Jobs it already made stay. */
+  async remove(name: string): Promise<boolean> {
+    const row = await this.deps.kysely.deleteFrom('schedules').where('name', '=', name).returning('name').executeTakeFirst();
+    return row !== undefined;
+  }
+
+  async get(name: string): Promise<ScheduleRecord | null> {
+    const row = await this.deps.kysely.selectFrom('schedules').selectAll().where('name', '=', name).executeTakeFirst();
+    return row ? toScheduleRecord(row) : null;
+  }
+
+  async list(): Promise<ScheduleRecord[]> {
+    const rows = await this.deps.kysely.selectFrom('schedules').selectAll().orderBy('name').execute();
+    return rows.map(toScheduleRecord);
+  }
+
+  async pause(name: string): Promise<ScheduleRecord> {
+    return this.deps.kysely.transaction().execute(async (trx) => {
+      const row = await trx
+        .updateTable('schedules')
+        .set({ paused: true, updated_at: sql`now()` })
+        .where('name', '=', name)
+        .returningAll()
+        .executeTakeFirst();
+      if (!row) throw new ScheduleNotFoundError(name);
+      await this.#notify(trx, name);
+      return toScheduleRecord(row);
+    });
+  }
+
+  /** Unpauses; the next tick is the first one after now (ticks inside the pause are not caught up). */
+  async resume(name: string): Promise<ScheduleRecord> {
+    return this.deps.kysely.transaction().execute(async (trx) => {
+      const row = await trx.selectFrom('schedules').selectAll().where('name', '=', name).forUpdate().executeTakeFirst();
+      if (!row) throw new ScheduleNotFoundError(name);
+      if (!row.paused) return toScheduleRecord(row);
+      const updated = await trx
+        .updateTable('schedules')
+        .set({ paused: false, next_run_at: ticksOf(row).next(this.deps.clock.now()), updated_at: sql`now()` })
+        .where('name', '=', name)
+        .returningAll()
+        .executeTakeFirstOrThrow();
+      await this.#notify(trx, name);
+      return toScheduleRecord(updated);
+    });
+  }
+
+  /**
+   * Inserts one job for the schedule now, whatever its state (paused or
+   * disabled included), without moving its next tick.
+   */
+  async runNow(name: string): Promise<JobRecord> {
+    return this.deps.kysely.transaction().execute(async (trx) => {
+      const row = await trx.selectFrom('schedules').selectAll().where('name', '=', name).forUpdate().executeTakeFirst();
+      if (!row) throw new ScheduleNotFoundError(name);
+      const now = this.deps.clock.now();
+      const db = kyselyExecutor(trx);
+      const key = `schedule:${name}:run:${now.toISOString()}`;
+      const [inserted] = await this.deps.statements.insertJobs(db, {
+        tasks: [row.task],
+        queues: [row.queue],
+        payloads: [JSON.stringify(row.payload)],
+        priorities: [row.priority],
+        maxAttempts: [row.max_attempts],
+        runAts: [null],
+        delaysMs: [0],
+        uniqueKeys: [key],
+        timeoutsMs: [null],
+        backoffBasesMs: [null],
+        backoffMaxesMs: [null],
+      });
+      const job = inserted ?? (await this.deps.statements.getLiveByUniqueKey(db, { tasks: [row.task], uniqueKeys: [key] }))[0];
+      if (!job) throw new PgqError('PGQ_SCHEDULE_RUN', `could not run schedule ${JSON.stringify(name)} now: its job finished at once; try again`);
+      await trx.updateTable('schedules').set({ last_run_at: now, last_job_id: job.id }).where('name', '=', name).execute();
+      return toJobRecord(job);
+    });
+  }
+
+  async #upsert(trx: Trx, s: ResolvedSchedule, declared: boolean): Promise<ScheduleRecord> {
+    const next = ticksOf({ cron: s.cron, timezone: s.timezone, every_ms: s.everyMs }).next(this.deps.clock.now());
+    const row = await trx
+      .insertInto('schedules')
+      .values({
+        name: s.name,
+        task: s.task,
+        payload: s.payloadText,
+        cron: s.cron,
+        timezone: s.timezone,
+        every_ms: s.everyMs,
+        queue: s.queue,
+        priority: s.priority,
+        max_attempts: s.maxAttempts,
+        catch_up: s.catchUp,
+        catch_up_limit: s.catchUpLimit,
+        misfire_grace_ms: s.misfireGraceMs,
+        declared,
+        enabled: true,
+        next_run_at: next,
+      })
+      .onConflict((oc) =>
+        oc.column('name').doUpdateSet((eb) => ({
+          task: eb.ref('excluded.task'),
+          payload: eb.ref('excluded.payload'),
+          cron: eb.ref('excluded.cron'),
+          timezone: eb.ref('excluded.timezone'),
+          every_ms: eb.ref('excluded.every_ms'),
+          queue: eb.ref('excluded.queue'),
+          priority: eb.ref('excluded.priority'),
+          max_attempts: eb.ref('excluded.max_attempts'),
+          catch_up: eb.ref('excluded.catch_up'),
+          catch_up_limit: eb.ref('excluded.catch_up_limit'),
+          misfire_grace_ms: eb.ref('excluded.misfire_grace_ms'),
+          declared: eb.ref('excluded.declared'),
+          enabled: true,
+          next_run_at: sql<Date>`CASE WHEN schedules.enabled
+                                       AND schedules.cron IS NOT DISTINCT FROM excluded.cron
+                                       AND schedules.timezone = excluded.timezone
+                                       AND schedules.every_ms IS NOT DISTINCT FROM excluded.every_ms
+                                  THEN schedules.next_run_at ELSE excluded.next_run_at END`,
+          updated_at: sql`now()`,
+        })),
+      )
+      .returningAll()
+      .executeTakeFirstOrThrow();
+    return toScheduleRecord(row);
+  }
+
+  async #notify(trx: Trx, name: string): Promise<void> {
+    await sql`SELECT pg_notify(${this.#channel}, ${name})`.execute(trx);
+  }
+}

@@ -1,0 +1,63 @@
+/**
+ * `pgq schedules list|add|remove|pause|resume|run`, run from source with tsx.
+ */
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { useTestSchema } from './support/harness.js';
+
+const ctx = useTestSchema('schedules_cli');
+const root = path.resolve(import.meta.dirname, '..');
+const main = path.join(root, 'src/cli/main.ts');
+const tasks = path.join(root, 'examples/tasks.ts');
+
+function pgq(...args: string[]): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', main, '--database-url', ctx.url, '--schema', ctx.schema, ...args], {
+    env: { ...process.env, PGQ_LOG_LEVEL: 'warn' },
+    cwd: root,
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+const rows = async (): Promise<unknown[]> => (await ctx.admin.query(`SELECT * FROM "${ctx.schema}".schedules ORDER BY name`)).rows;
+
+describe('pgq schedules', () => {
+  it('adds, lists, pauses, resumes, runs and removes; bad input exits 1 and writes nothing', async () => {
+    const added = pgq(
+      '--json', 'schedules', 'add', 'digest', '--task', 'send-email', '--tasks', tasks,
+      '--cron', '0 8 * * 1-5', '--timezone', 'America/New_York', '--payload', '{"to":"team@example.com","subject":"digest"}',
+    );
+    expect(added.stderr).toBe('');
+    expect(JSON.parse(added.stdout)).toMatchObject({ name: 'digest', task: 'send-email', queue: 'emails', cron: '0 8 * * 1-5', timezone: 'America/New_York' });
+    expect(pgq('schedules', 'add', 'sweep', '--task', 'sweep', '--every', '5m', '--catch-up', 'all', '--catch-up-limit', '3')).toMatchObject({ code: 0 });
+    const before = await rows();
+
+    const badCron = pgq('schedules', 'add', 'digest', '--task', 'send-email', '--cron', '0 25 * * *');
+    expect(badCron.code).toBe(1);
+    expect(badCron.stderr).toMatch(/cron: "0 25 \* \* \*" is not a valid cron expression/);
+    const badZone = pgq('schedules', 'add', 'digest', '--task', 'send-email', '--cron', '0 8 * * *', '--timezone', 'Europe/Atlantis');
+    expect(badZone.stderr).toMatch(/timezone: "Europe\/Atlantis" is not a known IANA time zone/);
+    const badPayload = pgq('schedules', 'add', 'digest', '--task', 'send-email', '--tasks', tasks, '--cron', '0 8 * * *', '--payload', '{"to":"nobody"}');
+    expect(badPayload.code).toBe(1);
+    expect(badPayload.stderr).toMatch(/payload\.to/);
+    expect(await rows()).toEqual(before);
+
+    expect(pgq('schedules', 'pause', 'sweep').stdout).toMatch(/paused schedule sweep/);
+    const list = pgq('schedules', 'list');
+    expect(list.stdout).toMatch(/digest\s+send-email\s+0 8 \* \* 1-5 \(America\/New_York\)\s+active/);
+    expect(list.stdout).toMatch(/sweep\s+sweep\s+every 5m\s+paused/);
+    expect(pgq('schedules', 'resume', 'sweep').stdout).toMatch(/resumed schedule sweep; next run at/);
+
+    const run = pgq('--json', 'schedules', 'run', 'digest');
+    const job = JSON.parse(run.stdout) as { id: string; task: string; payload: unknown; state: string };
+    expect(job).toMatchObject({ task: 'send-email', state: 'available', payload: { to: 'team@example.com', subject: 'digest' } });
+
+    expect(pgq('schedules', 'remove', 'sweep').stdout).toMatch(/removed schedule sweep/);
+    const again = pgq('schedules', 'remove', 'sweep');
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/schedule "sweep" does not exist/);
+    expect((await rows()).map((r) => (r as { name: string }).name)).toEqual(['digest']);
+  });
+});

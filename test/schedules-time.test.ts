@@ -1,0 +1,211 @@
+/**
+ * Schedules against time, with a clock the test moves: daylight-saving days
+ * in Europe/Rome and America/New_York, each catch-up policy, two leaders
+ * firing at once, and a failure between the insert and the advance.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { defineTask, type Pgq } from '../src/index.js';
+import { tickUniqueKey } from '../src/maintenance/scheduler.js';
+import { useTestSchema } from './support/harness.js';
+import { jobsOf, localTime, manualClock, manualScheduler, runUntil } from './support/schedules.js';
+
+const ctx = useTestSchema('schedules_time');
+
+const report = defineTask({ name: 'report', schema: z.object({ kind: z.string() }), handler: () => undefined });
+
+afterEach(async () => {
+  await ctx.admin.query(`DELETE FROM "${ctx.schema}".schedules`).catch(() => undefined);
+  await ctx.admin.query(`DELETE FROM "${ctx.schema}".jobs`).catch(() => undefined);
+});
+
+async function setup(start: string) {
+  const clock = manualClock(start);
+  const pgq = await ctx.migrated({ tasks: [report], clock });
+  return { clock, pgq, scheduler: manualScheduler(pgq, clock) };
+}
+
+async function localTicks(pgq: Pgq, schedule: string, timeZone: string): Promise<string[]> {
+  return (await jobsOf(ctx.admin, pgq.schema, schedule)).map((j) => localTime(j.run_at, timeZone));
+}
+
+/** Hours between consecutive jobs. */
+function gapsInHours(runAts: Date[]): number[] {
+  return runAts.slice(1).map((d, i) => (d.getTime() - runAts[i]!.getTime()) / 3_600_000);
+}
+
+describe('daylight saving', () => {
+  it('Europe/Rome spring forward: 02:30 fires once at 03:30 CEST; the day has 23 hourly ticks', async () => {
+    const { clock, pgq, scheduler } = await setup('2025-03-28T22:00:00Z');
+    await pgq.schedule({ name: 'rome-0230', cron: '30 2 * * *', timezone: 'Europe/Rome', task: report, payload: { kind: 'daily' } });
+    await pgq.schedule({ name: 'rome-hourly', cron: '0 * * * *', timezone: 'Europe/Rome', task: report, payload: { kind: 'hourly' } });
+    await runUntil(scheduler, clock, '2025-03-31T21:59:59Z');
+
+    expect(await localTicks(pgq, 'rome-0230', 'Europe/Rome')).toEqual(['2025-03-29 02:30', '2025-03-30 03:30', '2025-03-31 02:30']);
+    expect((await jobsOf(ctx.admin, pgq.schema, 'rome-0230')).map((j) => j.run_at.toISOString())).toEqual([
+      '2025-03-29T01:30:00.000Z',
+      '2025-03-30T01:30:00.000Z',
+      '2025-03-31T00:30:00.000Z',
+    ]);
+    const hourly = await localTicks(pgq, 'rome-hourly', 'Europe/Rome');
+    const onTheDay = hourly.filter((t) => t.startsWith('2025-03-30'));
+    expect(onTheDay).toHaveLength(23);
+    expect(onTheDay.some((t) => t.startsWith('2025-03-30 02:'))).toBe(false);
+    expect(new Set(hourly).size).toBe(hourly.length);
+  });
+
+  it('Europe/Rome fall back: 02:30 fires once (first pass); hourly fires in both passes of the repeated hour', async () => {
+    const { clock, pgq, scheduler } = await setup('2025-10-24T22:00:00Z');
+    await pgq.schedule({ name: 'rome-0230', cron: '30 2 * * *', timezone: 'Europe/Rome', task: report, payload: { kind: 'daily' } });
+    await pgq.schedule({ name: 'rome-hourly', cron: '0 * * * *', timezone: 'Europe/Rome', task: report, payload: { kind: 'hourly' } });
+    await runUntil(scheduler, clock, '2025-10-27T22:59:59Z');
+
+    expect((await jobsOf(ctx.admin, pgq.schema, 'rome-0230')).map((j) => j.run_at.toISOString())).toEqual([
+      '2025-10-25T00:30:00.000Z', // 02:30 CEST
+      '2025-10-26T00:30:00.000Z', // 02:30 CEST, the first of the two 02:30s
+      '2025-10-27T01:30:00.000Z', // 02:30 CET
+    ]);
+    const hourly = await jobsOf(ctx.admin, pgq.schema, 'rome-hourly');
+    const onTheDay = hourly.filter((j) => localTime(j.run_at, 'Europe/Rome').startsWith('2025-10-26'));
+    expect(onTheDay).toHaveLength(25);
+    expect(onTheDay.filter((j) => localTime(j.run_at, 'Europe/Rome') === '2025-10-26 02:00')).toHaveLength(2);
+    expect(new Set(gapsInHours(hourly.map((j) => j.run_at)))).toEqual(new Set([1]));
+  });
+
+  it('America/New_York spring forward: 02:30 fires once at 03:30 EDT', async () => {
+    const { clock, pgq, scheduler } = await setup('2025-03-08T04:00:00Z');
+    await pgq.schedule({ name: 'ny-0230', cron: '30 2 * * *', timezone: 'America/New_York', task: report, payload: { kind: 'daily' } });
+    await pgq.schedule({ name: 'ny-hourly', cron: '0 * * * *', timezone: 'America/New_York', task: report, payload: { kind: 'hourly' } });
+    await runUntil(scheduler, clock, '2025-03-11T03:59:59Z');
+
+    expect(await localTicks(pgq, 'ny-0230', 'America/New_York')).toEqual(['2025-03-08 02:30', '2025-03-09 03:30', '2025-03-10 02:30']);
+    const onTheDay = (await localTicks(pgq, 'ny-hourly', 'America/New_York')).filter((t) => t.startsWith('2025-03-09'));
+    expect(onTheDay).toHaveLength(23);
+  });
+
+  it('America/New_York fall back: 01:30 fires once, at 01:30 EDT; the day has 25 hourly ticks an hour apart', async () => {
+    const { clock, pgq, scheduler } = await setup('2025-11-01T04:00:00Z');
+    await pgq.schedule({ name: 'ny-0130', cron: '30 1 * * *', timezone: 'America/New_York', task: report, payload: { kind: 'daily' } });
+    await pgq.schedule({ name: 'ny-hourly', cron: '0 * * * *', timezone: 'America/New_York', task: report, payload: { kind: 'hourly' } });
+    await runUntil(scheduler, clock, '2025-11-04T04:59:59Z');
+
+    expect((await jobsOf(ctx.admin, pgq.schema, 'ny-0130')).map((j) => j.run_at.toISOString())).toEqual([
+      '2025-11-01T05:30:00.000Z',
+      '2025-11-02T05:30:00.000Z', // 01:30 EDT; not again at 01:30 EST (06:30Z)
+      '2025-11-03T06:30:00.000Z',
+    ]);
+    const hourly = await jobsOf(ctx.admin, pgq.schema, 'ny-hourly');
+    expect(hourly.filter((j) => localTime(j.run_at, 'America/New_York').startsWith('2025-11-02'))).toHaveLength(25);
+    expect(new Set(gapsInHours(hourly.map((j) => j.run_at)))).toEqual(new Set([1]));
+  });
+
+  it('intervals ignore daylight saving: every 1h stays an hour apart across the Rome change', async () => {
+    const { clock, pgq, scheduler } = await setup('2025-03-29T21:30:00Z');
+    await pgq.schedule({ name: 'hourly-interval', every: '1h', task: report, payload: { kind: 'interval' } });
+    await runUntil(scheduler, clock, '2025-03-30T21:59:59Z');
+    const jobs = await jobsOf(ctx.admin, pgq.schema, 'hourly-interval');
+    expect(jobs).toHaveLength(24);
+    expect(new Set(gapsInHours(jobs.map((j) => j.run_at)))).toEqual(new Set([1]));
+    expect(jobs.every((j) => j.run_at.getUTCMinutes() === 0 && j.run_at.getUTCSeconds() === 0)).toBe(true);
+  });
+});
+
+describe('missed ticks', () => {
+  it('applies each catch-up policy after an outage, and fires late-but-in-grace ticks under every policy', async () => {
+    const { clock, pgq, scheduler } = await setup('2025-01-01T00:00:00Z');
+    const base = { cron: '0 * * * *', task: report, payload: { kind: 'catch-up' } };
+    await pgq.schedule({ ...base, name: 'skip' });
+    await pgq.schedule({ ...base, name: 'once', catchUp: 'once' });
+    await pgq.schedule({ ...base, name: 'all-3', catchUp: 'all', catchUpLimit: 3 });
+    await pgq.schedule({ name: 'all', every: '1h', task: report, payload: { kind: 'catch-up' }, catchUp: 'all' });
+
+    // Every worker down from 00:00 to 10:30: ticks 01:00 … 10:00 were missed.
+    clock.set('2025-01-01T10:30:00Z');
+    await scheduler.runOnce();
+    const hours = async (name: string) => (await jobsOf(ctx.admin, pgq.schema, name)).map((j) => j.run_at.getUTCHours());
+    expect(await hours('skip')).toEqual([]);
+    expect(await hours('once')).toEqual([10]);
+    expect(await hours('all-3')).toEqual([8, 9, 10]);
+    expect(await hours('all')).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    for (const s of await pgq.listSchedules()) expect(s.nextRunAt.toISOString()).toBe('2025-01-01T11:00:00.000Z');
+
+    // 30 s late is within the default 60 s grace: on time for every policy.
+    clock.set('2025-01-01T11:00:30Z');
+    await scheduler.runOnce();
+    expect(await hours('skip')).toEqual([11]);
+    expect(await hours('once')).toEqual([10, 11]);
+    expect(await hours('all-3')).toEqual([8, 9, 10, 11]);
+
+    // A missed tick next to an on-time one: `once` fires both, `skip` only the on-time one.
+    clock.set('2025-01-01T13:00:10Z');
+    await scheduler.runOnce();
+    expect(await hours('skip')).toEqual([11, 13]);
+    expect(await hours('once')).toEqual([10, 11, 12, 13]);
+    const skip = await pgq.getSchedule('skip');
+    expect(skip).toMatchObject({ lastRunAt: new Date('2025-01-01T13:00:00Z'), nextRunAt: new Date('2025-01-01T14:00:00Z') });
+    const last = (await jobsOf(ctx.admin, pgq.schema, 'skip')).at(-1)!;
+    expect(skip!.lastJobId).toBe(last.id);
+    expect(last.unique_key).toBe(tickUniqueKey('skip', new Date('2025-01-01T13:00:00Z')));
+  });
+
+  it('a long outage of a one-second schedule fires the grace window plus the bounded catch-up, without walking every tick', async () => {
+    const { clock, pgq, scheduler } = await setup('2025-01-01T00:00:00.500Z');
+    await pgq.schedule({ name: 'secondly', cron: '* * * * * *', task: report, payload: { kind: 's' }, catchUp: 'all', catchUpLimit: 5 });
+    await pgq.schedule({ name: 'secondly-skip', every: '1s', task: report, payload: { kind: 's' }, misfireGraceMs: 10_000 });
+    clock.set('2025-01-03T00:00:00.500Z'); // two days, 172,800 ticks
+    const pass = await scheduler.runOnce();
+    const all = await jobsOf(ctx.admin, pgq.schema, 'secondly');
+    expect(all).toHaveLength(5 + 60);
+    expect(all[0]!.run_at.toISOString()).toBe('2025-01-02T23:58:56.000Z');
+    expect(all.at(-1)!.run_at.toISOString()).toBe('2025-01-03T00:00:00.000Z');
+    expect(await jobsOf(ctx.admin, pgq.schema, 'secondly-skip')).toHaveLength(10);
+    expect(pass.nextAt?.toISOString()).toBe('2025-01-03T00:00:01.000Z');
+  });
+});
+
+describe('exactly once per tick', () => {
+  it('two leaders passing at the same instants never double a tick', async () => {
+    const clock = manualClock('2025-06-01T00:00:00Z');
+    const a = await ctx.migrated({ tasks: [report], clock });
+    const b = ctx.pgq({ tasks: [report], clock });
+    await a.schedule({ name: 'race', every: '1s', task: report, payload: { kind: 'race' }, catchUp: 'all' });
+    await a.schedule({ name: 'race-cron', cron: '*/2 * * * * *', task: report, payload: { kind: 'race' } });
+    const one = manualScheduler(a, clock);
+    const two = manualScheduler(b, clock);
+    for (let i = 0; i < 40; i += 1) {
+      clock.advance(250 + ((i * 7919) % 1_000)); // irregular steps, sometimes several ticks at once
+      await Promise.all([one.runOnce(), two.runOnce(), one.runOnce()]);
+    }
+    const end = clock.now().getTime();
+    const jobs = await jobsOf(ctx.admin, a.schema, 'race');
+    const expected = Math.floor(end / 1000) - Math.floor(new Date('2025-06-01T00:00:00Z').getTime() / 1000);
+    expect(jobs).toHaveLength(expected);
+    expect(new Set(jobs.map((j) => j.unique_key)).size).toBe(jobs.length);
+    const cron = await jobsOf(ctx.admin, a.schema, 'race-cron');
+    expect(new Set(cron.map((j) => j.run_at.getTime())).size).toBe(cron.length);
+    expect(cron.length).toBe(Math.floor(expected / 2));
+  });
+
+  it('a failure after the insert rolls the tick back with the advance; the next pass fires it once', async () => {
+    const { clock, pgq, scheduler } = await setup('2025-02-01T00:00:00Z');
+    await pgq.schedule({ name: 'fragile', every: '1m', task: report, payload: { kind: 'f' } });
+    await ctx.admin.query(`
+      CREATE FUNCTION "${ctx.schema}".fail_advance() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN RAISE EXCEPTION 'injected failure while advancing %', NEW.name; END $$;
+      CREATE TRIGGER fail_advance BEFORE UPDATE OF next_run_at ON "${ctx.schema}".schedules
+        FOR EACH ROW EXECUTE FUNCTION "${ctx.schema}".fail_advance();`);
+    try {
+      clock.set('2025-02-01T00:01:00Z');
+      const failed = await scheduler.runOnce();
+      expect(failed).toMatchObject({ failed: 1, fired: [] });
+      expect(await jobsOf(ctx.admin, pgq.schema, 'fragile')).toHaveLength(0);
+      expect((await pgq.getSchedule('fragile'))!.nextRunAt.toISOString()).toBe('2025-02-01T00:01:00.000Z');
+    } finally {
+      await ctx.admin.query(`DROP TRIGGER fail_advance ON "${ctx.schema}".schedules; DROP FUNCTION "${ctx.schema}".fail_advance()`);
+    }
+    const ok = await scheduler.runOnce();
+    expect(ok.fired.map((f) => f.tick.toISOString())).toEqual(['2025-02-01T00:01:00.000Z']);
+    expect(await jobsOf(ctx.admin, pgq.schema, 'fragile')).toHaveLength(1);
+    expect((await pgq.getSchedule('fragile'))!.nextRunAt.toISOString()).toBe('2025-02-01T00:02:00.000Z');
+  });
+});
