@@ -92,9 +92,13 @@ export class Pgq {
     this.tasks = new TaskRegistry(o.tasks);
     this.#ownsPool = !o.pool;
     this.#pool = o.pool ?? new pg.Pool({ connectionString: o.connectionString, max: o.poolSize, keepAlive: true });
-    if (this.#ownsPool) {
-      this.#pool.on('error', (err) => this.logger.warn({ err: errorSummary(err) }, `pgq pool connection error: ${err.message}`));
-    }
+    const onConnectionError = (err: Error): void =>
+      this.logger.warn({ err: errorSummary(err) }, `pgq pool connection error: ${err.message}`);
+    if (this.#ownsPool) this.#pool.on('error', onConnectionError);
+    // pg emits 'error' on a checked-out client that has no query running (a
+    // terminated backend between two statements of a transaction); without a
+    // listener that would crash the process. The query itself still fails.
+    this.#pool.on('connect', (client) => client.on('error', onConnectionError));
     this.kysely = new Kysely<PgqDatabase>({ dialect: new PostgresDialect({ pool: this.#pool }) }).withSchema(o.schema);
     this.#db = pgExecutor(this.#pool, o.preparedStatements);
     this.#statements = createStatements(o.schema);

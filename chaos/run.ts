@@ -1,0 +1,388 @@
+/**
+ * The chaos run: `npm run chaos -- --duration 60`.
+ *
+ * Several worker processes serve one queue on a PostgreSQL of the run's own
+ * (embedded, so it can be restarted) while a producer enqueues continuously
+ * and handlers write one ledger row per attempt. Faults are injected at
+ * random: kill -9 of a worker (restarted), pg_terminate_backend of pgq's
+ * connections, a PostgreSQL restart, a session idle in a transaction, and the
+ * connection limit nearly exhausted. After each fault a probe job measures
+ * the time to full recovery (fault → probe succeeded).
+ *
+ * At the end it checks, and prints: every committed job reached a final
+ * state (none lost); no job ran twice at the same time; how many ran more than
+ * once and why; the longest recovery per fault. Exit status 1 if a job was
+ * lost or ran twice at once.
+ *
+ * Options: --duration SECONDS (default 60), --workers N (3), --rate JOBS/S
+ * (150), --out DIR (chaos/results; '-' for none), --seed N.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { z } from 'zod';
+import { Pgq, defineTask } from '../src/index.js';
+import { startEmbedded, type EmbeddedServer } from '../test/support/embedded.js';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const FIXTURE = path.resolve(HERE, '../test/fixtures/worker-process.ts');
+const APP = 'pgq-chaos';
+const MAX_CONNECTIONS = 80;
+
+const { values: args } = parseArgs({
+  options: {
+    duration: { type: 'string', default: '60' },
+    workers: { type: 'string', default: '3' },
+    rate: { type: 'string', default: '150' },
+    out: { type: 'string', default: path.join(HERE, 'results') },
+    seed: { type: 'string' },
+  },
+});
+const durationMs = Number(args.duration) * 1000;
+const workerCount = Number(args.workers);
+const rate = Number(args.rate);
+if (!(durationMs > 0) || !(workerCount > 0) || !(rate > 0)) {
+  console.error('chaos: --duration, --workers and --rate must be positive numbers');
+  process.exit(2);
+}
+let seed = Number(args.seed ?? Date.now() % 2 ** 31);
+const random = (): number => {
+  // mulberry32: a reproducible run for a given --seed
+  seed = (seed + 0x6d2b79f5) | 0;
+  let t = seed;
+  t = Math.imul(t ^ (t >>> 15), t | 1);
+  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+};
+const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const log = (msg: string): void => void process.stderr.write(`[chaos ${new Date().toISOString().slice(11, 23)}] ${msg}\n`);
+
+const ledgerTask = defineTask({
+  name: 'ledger',
+  schema: z.object({ sleepMs: z.number().int().min(0), firstAttemptSleepMs: z.number().int().min(0).optional(), n: z.number().int().optional() }),
+  maxAttempts: 10,
+  handler: () => undefined,
+});
+
+interface WorkerHandle {
+  child: ChildProcess;
+  pid: number;
+  ready: Promise<void>;
+}
+
+const FAULTS = ['kill-worker', 'terminate-backends', 'restart-postgres', 'idle-in-transaction', 'exhaust-connections'] as const;
+type Fault = (typeof FAULTS)[number];
+
+async function main(): Promise<void> {
+  const server: EmbeddedServer = await startEmbedded('chaos', ['-c', `max_connections=${MAX_CONNECTIONS}`]);
+  const url = withApp(server.url, APP);
+  const admin = new pg.Pool({ connectionString: server.url, max: 3 });
+  admin.on('error', () => undefined);
+  const pgq = new Pgq({ connectionString: url, tasks: [ledgerTask], poolSize: 4 });
+  const workers: WorkerHandle[] = [];
+  const killedAt = new Map<number, Date>();
+  const committed = new Set<string>();
+  const ambiguous = new Set<number>(); // batches whose COMMIT outcome is unknown
+  const recovery = new Map<Fault, number[]>();
+  const faultsRun: { fault: Fault; at: string }[] = [];
+  try {
+    await pgq.migrate();
+    await admin.query(`CREATE TABLE pgq.ledger (job_id bigint NOT NULL, attempt int NOT NULL, pid int NOT NULL,
+                       started_at timestamptz NOT NULL, finished_at timestamptz)`);
+    const spawnWorker = (): WorkerHandle => {
+      const child = spawn(process.execPath, ['--import', 'tsx', FIXTURE], {
+        env: {
+          ...process.env,
+          PGQ_URL: url,
+          PGQ_SCHEMA: 'pgq',
+          PGQ_CONCURRENCY: '8',
+          PGQ_HEARTBEAT_MS: '250',
+          PGQ_RESCUE_AFTER_MS: '4000',
+          PGQ_POLL_MS: '250',
+          PGQ_LOG_LEVEL: 'silent',
+        },
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      const ready = new Promise<void>((resolve) => {
+        readline.createInterface({ input: child.stdout! }).on('line', (line) => {
+          if (line.includes('"ready"')) resolve();
+        });
+      });
+      return { child, pid: child.pid!, ready };
+    };
+    await admin.end();
+    for (let i = 0; i < workerCount; i += 1) workers.push(spawnWorker());
+    await Promise.all(workers.map((w) => w.ready));
+    log(`${workerCount} workers ready on ${server.url}; running ${durationMs / 1000}s with seed ${args.seed ?? 'random'}`);
+
+    // The producer: small transactions of 1–10 jobs at about `rate` jobs/s.
+    let producing = true;
+    let batchNo = 0;
+    const producer = (async () => {
+      const client = new pg.Pool({ connectionString: url, max: 2 });
+      client.on('error', () => undefined);
+      while (producing) {
+        const size = 1 + Math.floor(random() * 10);
+        const batch = batchNo++;
+        let conn: pg.PoolClient | undefined;
+        let ids: string[] = [];
+        try {
+          conn = await client.connect();
+          conn.on('error', () => undefined);
+          await conn.query('BEGIN');
+          const jobs = await pgq.enqueueMany(
+            ledgerTask,
+            Array.from({ length: size }, () => ({ sleepMs: Math.floor(random() * 40) })),
+            { db: conn },
+          );
+          ids = jobs.map((j) => j.id);
+        } catch {
+          await conn?.query('ROLLBACK').catch(() => undefined);
+          conn?.release(true);
+          await sleep(50);
+          continue;
+        }
+        try {
+          await conn.query('COMMIT');
+          ids.forEach((id) => committed.add(id));
+          conn.release();
+        } catch {
+          ambiguous.add(batch);
+          ids.forEach((id) => unknownIds.add(id));
+          conn.release(true);
+        }
+        await sleep((size / rate) * 1000);
+      }
+      await client.end();
+    })();
+    const unknownIds = new Set<string>();
+
+    // Faults until the duration is over.
+    const queue: Fault[] = [];
+    const started = Date.now();
+    while (Date.now() - started < durationMs) {
+      await sleep(2_000 + random() * 4_000);
+      if (Date.now() - started >= durationMs) break;
+      // Every fault in turn, each round in a new random order.
+      if (queue.length === 0) queue.push(...[...FAULTS].sort(() => random() - 0.5));
+      const fault = queue.shift()!;
+      const at = new Date();
+      faultsRun.push({ fault, at: at.toISOString() });
+      log(`fault: ${fault}`);
+      const done = inject(fault);
+      const probe = measureRecovery(pgq, at);
+      const stranded = await done;
+      const ms = Math.max(await probe, await finalAfter(stranded, at));
+      recovery.set(fault, [...(recovery.get(fault) ?? []), ms]);
+      log(`  recovered in ${ms} ms`);
+    }
+
+    /** Injects a fault; returns the ids of jobs it stranded (running on a killed worker). */
+    async function inject(fault: Fault): Promise<string[]> {
+      switch (fault) {
+        case 'kill-worker': {
+          const victim = pick(workers);
+          const { rows: running } = await adminQuery<{ id: string }>(
+            `SELECT id FROM pgq.jobs WHERE state = 'running' AND worker_id LIKE $1`,
+            [`%:${victim.pid}:%`],
+          );
+          victim.child.kill('SIGKILL');
+          await new Promise((r) => victim.child.once('exit', r));
+          killedAt.set(victim.pid, (await adminQuery<{ now: Date }>('SELECT clock_timestamp() AS now')).rows[0]!.now);
+          const replacement = spawnWorker();
+          workers[workers.indexOf(victim)] = replacement;
+          await replacement.ready;
+          return running.map((r) => r.id);
+        }
+        case 'terminate-backends':
+          await adminQuery(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`, [APP]);
+          return [];
+        case 'restart-postgres':
+          await server.restart();
+          return [];
+        case 'idle-in-transaction': {
+          const c = new pg.Client({ connectionString: server.url });
+          await c.connect();
+          await c.query('BEGIN; SELECT count(*) FROM pgq.jobs');
+          await sleep(3_000);
+          await c.query('ROLLBACK');
+          await c.end();
+          return [];
+        }
+        case 'exhaust-connections': {
+          const { rows } = await adminQuery<{ n: string }>(`SELECT count(*) AS n FROM pg_stat_activity`);
+          const hold = Math.max(0, MAX_CONNECTIONS - Number(rows[0]!.n) - 6);
+          const clients: pg.Client[] = [];
+          for (let i = 0; i < hold; i += 1) {
+            const c = new pg.Client({ connectionString: server.url });
+            c.on('error', () => undefined);
+            await c.connect().then(() => clients.push(c), () => undefined);
+          }
+          await sleep(2_000);
+          await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
+          return [];
+        }
+      }
+    }
+
+    /** ms from the fault until every stranded job is final again (0 when none). */
+    async function finalAfter(ids: string[], at: Date): Promise<number> {
+      if (ids.length === 0) return 0;
+      for (const id of ids) await pgq.waitForJob(id, { timeoutMs: 120_000 }).catch(() => undefined);
+      return Date.now() - at.getTime();
+    }
+
+    // After a restart the admin pool was ended; queries go through a fresh one.
+    async function adminQuery<R extends pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<pg.QueryResult<R>> {
+      const c = new pg.Client({ connectionString: server.url });
+      await c.connect();
+      try {
+        return await c.query<R>(text, values);
+      } finally {
+        await c.end();
+      }
+    }
+
+    producing = false;
+    await producer;
+    log(`producer stopped: ${committed.size} jobs committed, ${unknownIds.size} in ${ambiguous.size} batches with an unknown commit outcome`);
+
+    // Every committed job must reach a final state.
+    const deadline = Date.now() + 180_000;
+    let pending = Infinity;
+    while (Date.now() < deadline) {
+      const { rows } = await adminQuery<{ n: string }>(
+        `SELECT count(*) AS n FROM pgq.jobs WHERE id = ANY($1::bigint[]) AND state NOT IN ('succeeded', 'failed', 'cancelled')`,
+        [[...committed]],
+      );
+      pending = Number(rows[0]!.n);
+      if (pending === 0) break;
+      await sleep(500);
+    }
+    for (const w of workers) w.child.kill('SIGTERM');
+    await Promise.all(workers.map((w) => new Promise((r) => (w.child.exitCode !== null ? r(null) : w.child.once('exit', r)))));
+
+    for (const [pid, at] of killedAt) {
+      await adminQuery(`UPDATE pgq.ledger SET finished_at = $1 WHERE pid = $2 AND finished_at IS NULL`, [at, pid]);
+    }
+    const states = await adminQuery<{ state: string; n: string }>(
+      `SELECT state, count(*) AS n FROM pgq.jobs WHERE id = ANY($1::bigint[]) GROUP BY state`,
+      [[...committed]],
+    );
+    const lost = (
+      await adminQuery<{ n: string }>(
+        `SELECT count(*) AS n FROM unnest($1::bigint[]) AS c(id) WHERE NOT EXISTS
+           (SELECT 1 FROM pgq.jobs j WHERE j.id = c.id AND j.state IN ('succeeded', 'failed', 'cancelled'))`,
+        [[...committed]],
+      )
+    ).rows[0]!.n;
+    const overlaps = (
+      await adminQuery<{ n: string }>(`
+        SELECT count(*) AS n FROM pgq.ledger a JOIN pgq.ledger b
+          ON a.job_id = b.job_id AND (a.attempt, a.pid, a.started_at) < (b.attempt, b.pid, b.started_at)
+         WHERE a.started_at < coalesce(b.finished_at, 'infinity') AND b.started_at < coalesce(a.finished_at, 'infinity')`)
+    ).rows[0]!.n;
+    const reruns = await adminQuery<{ reason: string; n: string }>(`
+      SELECT CASE WHEN j.errors::text LIKE '%rescued: worker%' THEN 'worker presumed dead (rescued)'
+                  WHEN j.errors::text LIKE '%shut down%' THEN 'worker shut down mid-job'
+                  WHEN jsonb_array_length(j.errors) > 0 THEN 'handler error'
+                  ELSE 'outcome not recorded before a crash' END AS reason,
+             count(*) AS n
+        FROM (SELECT job_id FROM pgq.ledger GROUP BY job_id HAVING count(*) > 1) r
+        JOIN pgq.jobs j ON j.id = r.job_id GROUP BY 1 ORDER BY 2 DESC`);
+    const unknownFound = (
+      await adminQuery<{ n: string; final: string }>(
+        `SELECT count(*) AS n, count(*) FILTER (WHERE state IN ('succeeded', 'failed', 'cancelled')) AS final
+           FROM pgq.jobs WHERE id = ANY($1::bigint[])`,
+        [[...unknownIds]],
+      )
+    ).rows[0]!;
+
+    const summary = {
+      seed: args.seed ?? null,
+      durationS: durationMs / 1000,
+      workers: workerCount,
+      postgres: (await adminQuery<{ server_version: string }>('SHOW server_version')).rows[0]!.server_version,
+      jobsCommitted: committed.size,
+      finalStates: Object.fromEntries(states.rows.map((r) => [r.state, Number(r.n)])),
+      lost: Number(lost),
+      ranTwiceAtOnce: Number(overlaps),
+      reruns: Object.fromEntries(reruns.rows.map((r) => [r.reason, Number(r.n)])),
+      ambiguousCommits: { jobs: unknownIds.size, committedAfterAll: Number(unknownFound.n), final: Number(unknownFound.final) },
+      faults: Object.fromEntries(
+        FAULTS.map((f) => {
+          const list = recovery.get(f) ?? [];
+          return [f, { count: list.length, maxRecoveryMs: list.length ? Math.max(...list) : null }];
+        }),
+      ),
+      longestRecoveryMs: Math.max(0, ...[...recovery.values()].flat()),
+    };
+    const ok = summary.lost === 0 && summary.ranTwiceAtOnce === 0 && pending === 0 && summary.ambiguousCommits.committedAfterAll === summary.ambiguousCommits.final;
+    const markdown = toMarkdown(summary, ok);
+    process.stdout.write(`${markdown}\n`);
+    if (args.out !== '-') {
+      fs.mkdirSync(args.out!, { recursive: true });
+      const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+      fs.writeFileSync(path.join(args.out!, `chaos-${stamp}.json`), JSON.stringify({ ...summary, faultsRun, ok }, null, 2));
+      fs.writeFileSync(path.join(args.out!, `chaos-${stamp}.md`), markdown);
+    }
+    process.exitCode = ok ? 0 : 1;
+  } finally {
+    for (const w of workers) if (w.child.exitCode === null) w.child.kill('SIGKILL');
+    await pgq.close().catch(() => undefined);
+    await admin.end().catch(() => undefined);
+    await server.stop();
+  }
+}
+
+function withApp(url: string, name: string): string {
+  const u = new URL(url);
+  u.searchParams.set('application_name', name);
+  return u.toString();
+}
+
+/** Enqueues a probe right after a fault and returns ms from the fault until it succeeded. */
+async function measureRecovery(pgq: Pgq, faultAt: Date): Promise<number> {
+  const deadline = Date.now() + 120_000;
+  while (Date.now() < deadline) {
+    try {
+      const probe = await pgq.enqueue(ledgerTask, { sleepMs: 0 });
+      await pgq.waitForJob(probe.id, { timeoutMs: Math.max(1, deadline - Date.now()) });
+      return Date.now() - faultAt.getTime();
+    } catch {
+      await sleep(100);
+    }
+  }
+  return Date.now() - faultAt.getTime();
+}
+
+function toMarkdown(s: Record<string, unknown> & { faults: Record<string, { count: number; maxRecoveryMs: number | null }> }, ok: boolean): string {
+  const lines = [
+    `## Chaos run: ${ok ? 'PASS' : 'FAIL'}`,
+    '',
+    `PostgreSQL ${String(s.postgres)} (embedded), ${String(s.workers)} worker processes × concurrency 8, ${String(s.durationS)} s of faults, ${os.cpus().length} cores.`,
+    '',
+    '| check | result |',
+    '|---|---|',
+    `| jobs committed by the producer | ${String(s.jobsCommitted)} |`,
+    `| final states | ${JSON.stringify(s.finalStates)} |`,
+    `| committed jobs lost | ${String(s.lost)} |`,
+    `| jobs that ran twice at the same time | ${String(s.ranTwiceAtOnce)} |`,
+    `| jobs run more than once (at-least-once), by reason | ${JSON.stringify(s.reruns)} |`,
+    `| enqueues whose COMMIT reply was lost | ${JSON.stringify(s.ambiguousCommits)} |`,
+    `| longest fault-to-recovery time | ${String(s.longestRecoveryMs)} ms |`,
+    '',
+    '| fault | injected | longest recovery |',
+    '|---|---|---|',
+    ...Object.entries(s.faults).map(([f, v]) => `| ${f} | ${v.count} | ${v.maxRecoveryMs === null ? '—' : `${v.maxRecoveryMs} ms`} |`),
+  ];
+  return lines.join('\n');
+}
+
+await main();
