@@ -24,6 +24,7 @@ import { createStatements, type HotStatements } from './db/statements.js';
 import type { PgqDatabase } from './db/tables.js';
 import { toJobRecord, type JobRow } from './db/rows.js';
 import { migrate, type MigrateResult } from './db/migrate.js';
+import { setupRoles, type RolesOptions } from './roles.js';
 import { Listener } from './notify/listener.js';
 import { channelNames, type ChannelNames } from './notify/channels.js';
 import { Enqueuer, type EnqueueManyOptions, type EnqueueOptions } from './enqueue.js';
@@ -113,6 +114,21 @@ export class Pgq {
   async migrate(): Promise<MigrateResult> {
     this.#assertOpen();
     return migrate(this.#pool, this.schema, this.logger);
+  }
+
+  /**
+   * Creates (if missing) and grants least-privilege roles: an enqueuer that
+   * can only add jobs and read its own, and a worker that can run workers but
+   * not change the schema. Run as the owner of pgq's tables; re-run after
+   * migrations that add tables. Grant the roles to your login roles.
+   *
+   * @example
+   * await pgq.setupRoles({ enqueuer: 'app_enqueue', worker: 'app_worker' });
+   * // then, as an admin: GRANT app_enqueue TO web; GRANT app_worker TO jobs;
+   */
+  async setupRoles(options: RolesOptions): Promise<void> {
+    this.#assertOpen();
+    await setupRoles(this.#pool, this.schema, options);
   }
 
   /**

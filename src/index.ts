@@ -21,6 +21,8 @@ export type { Clock } from './core/clock.js';
 export type { DbHandle, KyselyQueryable, PgQueryable } from './db/executor.js';
 export type { PgqDatabase, JobsTable, WorkersTable, LeaderTable, SchedulesTable } from './db/tables.js';
 export type { MigrateResult } from './db/migrate.js';
+export type { RolesOptions } from './roles.js';
+export { rolesSql } from './roles.js';
 export {
   PgqError,
   ValidationError,

@@ -16,12 +16,15 @@ import { registerEnqueue } from './commands/enqueue.js';
 import { registerJobs } from './commands/jobs.js';
 import { registerDb } from './commands/db.js';
 import { registerDemo } from './commands/demo.js';
+import { registerRoles } from './commands/roles.js';
 import { registerSchedules } from './commands/schedules.js';
 
 /** What commands get from the program: output, logger, and a Pgq from the global options. */
 export interface CliRuntime {
   readonly logger: Logger;
   readonly json: boolean;
+  /** The --schema option. */
+  schema(): string;
   out(text: string): void;
   open(tasks?: AnyTask[], options?: { migrate?: boolean }): Promise<Pgq>;
 }
@@ -47,6 +50,7 @@ export function buildProgram(): Command {
     get json() {
       return Boolean(globals().json);
     },
+    schema: () => globals().schema,
     out: (text: string) => void process.stdout.write(`${text}\n`),
     open: (tasks = [], options = {}) => openPgq(globals(), rt.logger, tasks, options),
   };
@@ -56,6 +60,7 @@ export function buildProgram(): Command {
   registerJobs(program, rt);
   registerDb(program, rt);
   registerDemo(program, rt);
+  registerRoles(program, rt);
   registerSchedules(program, rt);
   return program;
 }

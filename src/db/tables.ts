@@ -39,6 +39,8 @@ export interface JobsTable {
   timeout_ms: number | null;
   backoff_base_ms: number | null;
   backoff_max_ms: number | null;
+  /** regrole of the role that enqueued the job (text form in queries). */
+  created_by: ColumnType<string, never, never>;
 }
 
 export interface WorkersTable {

@@ -1,0 +1,26 @@
+import type { Command } from 'commander';
+import type { CliRuntime } from '../main.js';
+import { rolesSql } from '../../roles.js';
+
+export function registerRoles(program: Command, rt: CliRuntime): void {
+  program
+    .command('roles')
+    .description('create least-privilege roles: an enqueue-only role and a worker role (run as the owner of the tables)')
+    .option('--enqueuer <role>', 'role that may only add jobs and read its own')
+    .option('--worker <role>', 'role that may run workers but not change the schema')
+    .option('--print', 'print the SQL instead of running it')
+    .action(async (opts: { enqueuer?: string; worker?: string; print?: boolean }) => {
+      const roles = { enqueuer: opts.enqueuer, worker: opts.worker };
+      if (opts.print) {
+        rt.out(rolesSql(rt.schema(), roles).map((s) => `${s};`).join('\n'));
+        return;
+      }
+      const pgq = await rt.open();
+      try {
+        await pgq.setupRoles(roles);
+        rt.out(`roles ready in schema ${pgq.schema}: ${[opts.enqueuer && `enqueuer ${opts.enqueuer}`, opts.worker && `worker ${opts.worker}`].filter(Boolean).join(', ')}`);
+      } finally {
+        await pgq.close();
+      }
+    });
+}

@@ -1,0 +1,95 @@
+/**
+ * Least privilege: the enqueuer role can add jobs and read back its own, and
+ * nothing more; the worker role can run a worker end to end but not change
+ * the schema.
+ */
+import { randomBytes } from 'node:crypto';
+import { afterAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import pg from 'pg';
+import { Pgq, defineTask } from '../src/index.js';
+import { useTestSchema } from './support/harness.js';
+
+const ctx = useTestSchema('roles');
+const suffix = randomBytes(3).toString('hex');
+const enqueuer = `pgq_test_enq_${suffix}`;
+const worker = `pgq_test_wrk_${suffix}`;
+const login = { enq: `${enqueuer}_login`, wrk: `${worker}_login` };
+
+const echo = defineTask({ name: 'echo', schema: z.object({ secret: z.string() }), handler: (p) => ({ seen: p.secret.length }) });
+
+function urlAs(user: string): string {
+  const u = new URL(ctx.url);
+  u.username = user;
+  u.password = 'pw';
+  return u.toString();
+}
+
+afterAll(async () => {
+  for (const role of [login.enq, login.wrk, enqueuer, worker]) {
+    await ctx.admin.query(`DROP OWNED BY "${role}" CASCADE`).catch(() => undefined);
+    await ctx.admin.query(`DROP ROLE IF EXISTS "${role}"`).catch(() => undefined);
+  }
+});
+
+describe('least-privilege roles', () => {
+  it('an enqueuer adds jobs and reads only its own; a worker runs them; neither can do more', async () => {
+    const owner = await ctx.migrated({ tasks: [echo] });
+    await owner.setupRoles({ enqueuer, worker });
+    await owner.setupRoles({ enqueuer, worker }); // idempotent
+    await ctx.admin.query(`CREATE ROLE "${login.enq}" LOGIN PASSWORD 'pw' IN ROLE "${enqueuer}"`);
+    await ctx.admin.query(`CREATE ROLE "${login.wrk}" LOGIN PASSWORD 'pw' IN ROLE "${worker}"`);
+
+    const ownersJob = await owner.enqueue(echo, { secret: 'owner-only' });
+
+    const app = new Pgq({ connectionString: urlAs(login.enq), schema: ctx.schema, tasks: [echo] });
+    const jobs = new Pgq({ connectionString: urlAs(login.wrk), schema: ctx.schema, tasks: [echo] });
+    try {
+      const mine = await app.enqueue(echo, { secret: 'abc' });
+      expect(mine.payload).toEqual({ secret: 'abc' });
+      expect((await app.getJob(mine.id))?.state).toBe('available');
+      expect(await app.getJob(ownersJob.id)).toBeNull(); // cannot read others' payloads
+      expect(await app.listJobs()).toHaveLength(1);
+      await expect(app.cancelJob(mine.id)).rejects.toThrow(/permission denied/);
+      const raw = new pg.Client({ connectionString: urlAs(login.enq) });
+      await raw.connect();
+      try {
+        await expect(raw.query(`UPDATE "${ctx.schema}".jobs SET state = 'succeeded'`)).rejects.toThrow(/permission denied/);
+        await expect(raw.query(`DELETE FROM "${ctx.schema}".jobs`)).rejects.toThrow(/permission denied/);
+        await expect(raw.query(`SELECT * FROM "${ctx.schema}".workers`)).rejects.toThrow(/permission denied/);
+        await expect(raw.query(`INSERT INTO "${ctx.schema}".jobs (task, state) VALUES ('echo', 'succeeded')`)).rejects.toThrow(
+          /row-level security/,
+        );
+      } finally {
+        await raw.end();
+      }
+
+      const w = jobs.worker({ heartbeatMs: 50, rescueAfterMs: 500, pollIntervalMs: 20 });
+      await w.start();
+      expect(await jobs.waitForJob(mine.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded', result: { seen: 3 } });
+      expect(await jobs.waitForJob(ownersJob.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded' });
+      expect(await app.getJob(mine.id)).toMatchObject({ state: 'succeeded', result: { seen: 3 } });
+      await w.stop();
+
+      const rawWorker = new pg.Client({ connectionString: urlAs(login.wrk) });
+      await rawWorker.connect();
+      try {
+        await expect(rawWorker.query(`DROP TABLE "${ctx.schema}".jobs`)).rejects.toThrow(/must be owner/);
+        await expect(rawWorker.query(`ALTER TABLE "${ctx.schema}".jobs ADD COLUMN x int`)).rejects.toThrow(/must be owner/);
+        await expect(rawWorker.query(`CREATE TABLE "${ctx.schema}".evil (x int)`)).rejects.toThrow(/permission denied/);
+        await expect(rawWorker.query(`DELETE FROM "${ctx.schema}".pgq_migrations`)).rejects.toThrow(/permission denied/);
+      } finally {
+        await rawWorker.end();
+      }
+    } finally {
+      await app.close();
+      await jobs.close();
+    }
+  });
+
+  it('refuses role names that are not plain identifiers', async () => {
+    const owner = await ctx.migrated({ tasks: [echo] });
+    await expect(owner.setupRoles({ enqueuer: 'x"; DROP ROLE postgres; --' })).rejects.toThrow(/roles\.enqueuer: .* is not a plain identifier/);
+    await expect(owner.setupRoles({})).rejects.toThrow(/name an enqueuer role/);
+  });
+});
