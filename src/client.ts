@@ -104,8 +104,12 @@ export class Pgq {
     this.#db = pgExecutor(this.#pool, o.preparedStatements);
     this.#statements = createStatements(o.schema);
     this.#channels = channelNames(o.schema);
-    const listenConfig: pg.ClientConfig = o.pool ? { ...o.pool.options } : { connectionString: o.connectionString };
-    this.#listener = new Listener({ ...listenConfig, keepAlive: true }, this.logger);
+    const listenConfig: pg.ClientConfig = o.listenConnectionString
+      ? { connectionString: o.listenConnectionString }
+      : o.pool
+        ? { ...o.pool.options }
+        : { connectionString: o.connectionString };
+    this.#listener = new Listener(o.listen ? { ...listenConfig, keepAlive: true } : null, this.logger);
     this.#enqueuer = new Enqueuer(this.#statements, (db) => this.#executor(db), o.maxPayloadBytes);
     this.#schedules = new ScheduleStore({ kysely: this.kysely, statements: this.#statements, clock: this.#clock, schema: o.schema });
   }

@@ -32,6 +32,14 @@ export interface PgqOptions {
   preparedStatements?: boolean;
   /** Time source; tests may pass their own. */
   clock?: Clock;
+  /**
+   * Where the one LISTEN connection goes. Default: the same server as the
+   * pool. Behind a transaction-pooling PgBouncer, point this at PostgreSQL
+   * directly (LISTEN needs a session).
+   */
+  listenConnectionString?: string;
+  /** False: no LISTEN at all; workers and waitForJob poll. Default true. */
+  listen?: boolean;
 }
 
 export const DEFAULTS = Object.freeze({
@@ -70,6 +78,8 @@ const pgqOptionsSchema = z.object({
   maxPayloadBytes: z.number().int().min(1).max(256 * 1024 * 1024).default(DEFAULTS.maxPayloadBytes),
   poolSize: z.number().int().min(1).max(1000).default(DEFAULTS.poolSize),
   preparedStatements: z.boolean().default(true),
+  listenConnectionString: z.string().min(1).optional(),
+  listen: z.boolean().default(true),
 });
 
 export interface ResolvedPgqOptions {
@@ -82,6 +92,8 @@ export interface ResolvedPgqOptions {
   readonly poolSize: number;
   readonly preparedStatements: boolean;
   readonly clock: Clock | undefined;
+  readonly listenConnectionString: string | undefined;
+  readonly listen: boolean;
 }
 
 export function resolvePgqOptions(options: PgqOptions): ResolvedPgqOptions {
@@ -106,6 +118,8 @@ export function resolvePgqOptions(options: PgqOptions): ResolvedPgqOptions {
     poolSize: parsed.data.poolSize,
     preparedStatements: parsed.data.preparedStatements,
     clock: options.clock,
+    listenConnectionString: parsed.data.listenConnectionString,
+    listen: parsed.data.listen,
   });
 }
 

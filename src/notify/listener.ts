@@ -6,6 +6,10 @@
  * After every (re)connect it LISTENs on all subscribed channels and then calls
  * the `onConnect` hooks, so producers re-poll for what they may have missed:
  * NOTIFY is only a latency hint, never the sole source of truth.
+ *
+ * Constructed with a null config (poll-only mode, `listen: false`), it never
+ * connects: subscriptions are kept but never called, and `ready()` resolves
+ * at once.
  */
 import pg from 'pg';
 import type { Logger } from '../core/logger.js';
@@ -16,7 +20,7 @@ import { sleep } from '../core/sleep.js';
 export type NotificationHandler = (payload: string) => void;
 
 export class Listener {
-  readonly #config: pg.ClientConfig;
+  readonly #config: pg.ClientConfig | null;
   readonly #logger: Logger;
   readonly #handlers = new Map<string, Set<NotificationHandler>>();
   readonly #connectHooks = new Set<() => void>();
@@ -26,7 +30,7 @@ export class Listener {
   #connected = false;
   #connectedWaiters: (() => void)[] = [];
 
-  constructor(config: pg.ClientConfig, logger: Logger) {
+  constructor(config: pg.ClientConfig | null, logger: Logger) {
     this.#config = config;
     this.#logger = logger;
   }
@@ -70,7 +74,7 @@ export class Listener {
   /** Resolves once the connection is listening (or the listener closes). */
   async ready(): Promise<void> {
     this.#ensureLoop();
-    if (this.#connected || this.#closing.signal.aborted) return;
+    if (!this.#config || this.#connected || this.#closing.signal.aborted) return;
     await new Promise<void>((resolve) => this.#connectedWaiters.push(resolve));
   }
 
@@ -83,15 +87,20 @@ export class Listener {
     await this.#loop;
   }
 
-  #ensureLoop(): void {
-    if (!this.#loop && !this.#closing.signal.aborted) this.#loop = this.#run();
+  /** False in poll-only mode. */
+  get enabled(): boolean {
+    return this.#config !== null;
   }
 
-  async #run(): Promise<void> {
+  #ensureLoop(): void {
+    if (!this.#loop && this.#config && !this.#closing.signal.aborted) this.#loop = this.#run(this.#config);
+  }
+
+  async #run(config: pg.ClientConfig): Promise<void> {
     let failures = 0;
     const signal = this.#closing.signal;
     while (!signal.aborted) {
-      const client = new pg.Client(this.#config);
+      const client = new pg.Client(config);
       let lost!: () => void;
       const connectionLost = new Promise<void>((resolve) => (lost = resolve));
       client.on('error', (err) => {
