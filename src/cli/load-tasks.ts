@@ -1,8 +1,9 @@
 import path from 'node:path';
 import fs from 'node:fs';
 import { pathToFileURL } from 'node:url';
-import { PgqError } from '../core/errors.js';
-import { isTask, type AnyTask } from '../task.js';
+import { z } from 'zod';
+import { PgqError, ValidationError } from '../core/errors.js';
+import { defineTask, isTask, type AnyTask } from '../task.js';
 
 /**
  * Loads a tasks module: its named exports that are tasks, or a default export
@@ -37,4 +38,16 @@ export async function loadTasks(modulePath: string): Promise<AnyTask[]> {
     );
   }
   return [...found.values()];
+}
+
+/**
+ * The task named `name`: from `modulePath` when given (so its schema
+ * validates payloads and its defaults apply), else a stand-in that accepts
+ * any JSON payload with the default options.
+ */
+export async function resolveTask(name: string, modulePath: string | undefined): Promise<AnyTask> {
+  if (!modulePath) return defineTask({ name, schema: z.unknown(), handler: () => undefined });
+  const found = (await loadTasks(modulePath)).find((t) => t.name === name);
+  if (!found) throw new ValidationError('task', `module ${modulePath} has no task named ${JSON.stringify(name)}`);
+  return found;
 }

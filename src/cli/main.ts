@@ -27,6 +27,8 @@ export interface CliRuntime {
   schema(): string;
   out(text: string): void;
   open(tasks?: AnyTask[], options?: { migrate?: boolean }): Promise<Pgq>;
+  /** Opens a Pgq, runs `fn` with it, and closes it whatever happens. */
+  using<T>(fn: (pgq: Pgq) => Promise<T>, options?: { tasks?: AnyTask[]; migrate?: boolean }): Promise<T>;
 }
 
 export function buildProgram(): Command {
@@ -53,6 +55,14 @@ export function buildProgram(): Command {
     schema: () => globals().schema,
     out: (text: string) => void process.stdout.write(`${text}\n`),
     open: (tasks = [], options = {}) => openPgq(globals(), rt.logger, tasks, options),
+    async using(fn, options = {}) {
+      const pgq = await rt.open(options.tasks, { migrate: options.migrate });
+      try {
+        return await fn(pgq);
+      } finally {
+        await pgq.close();
+      }
+    },
   };
   registerMigrate(program, rt);
   registerWorker(program, rt);

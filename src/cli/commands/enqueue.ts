@@ -1,11 +1,8 @@
 import type { Command } from 'commander';
-import { z } from 'zod';
 import type { CliRuntime } from '../main.js';
-import { loadTasks } from '../load-tasks.js';
+import { resolveTask } from '../load-tasks.js';
 import { parseDate, parseIntOption, parseJson } from '../options.js';
 import { json } from '../format.js';
-import { defineTask, type AnyTask } from '../../task.js';
-import { ValidationError } from '../../core/errors.js';
 
 export function registerEnqueue(program: Command, rt: CliRuntime): void {
   program
@@ -22,16 +19,8 @@ export function registerEnqueue(program: Command, rt: CliRuntime): void {
     .option('--wait', 'wait for the job to finish and print it')
     .option('--timeout-ms <ms>', 'with --wait: give up after this long', parseIntOption('--timeout-ms', 1, 86_400_000))
     .action(async (taskName: string, opts: EnqueueCommandOptions) => {
-      let task: AnyTask;
-      if (opts.tasks) {
-        const found = (await loadTasks(opts.tasks)).find((t) => t.name === taskName);
-        if (!found) throw new ValidationError('task', `module ${opts.tasks} has no task named ${JSON.stringify(taskName)}`);
-        task = found;
-      } else {
-        task = defineTask({ name: taskName, schema: z.unknown(), handler: () => undefined });
-      }
-      const pgq = await rt.open([task]);
-      try {
+      const task = await resolveTask(taskName, opts.tasks);
+      await rt.using(async (pgq) => {
         const job = await pgq.enqueue(task, opts.payload, {
           queue: opts.queue,
           priority: opts.priority,
@@ -45,9 +34,7 @@ export function registerEnqueue(program: Command, rt: CliRuntime): void {
         } else {
           rt.out(rt.json ? json(job) : `enqueued job ${job.id} (${job.task}, queue ${job.queue}, ${job.state})`);
         }
-      } finally {
-        await pgq.close();
-      }
+      }, { tasks: [task] });
     });
 }
 

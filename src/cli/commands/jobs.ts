@@ -23,60 +23,47 @@ export function registerJobs(program: Command, rt: CliRuntime): void {
     .option('--task <name>', 'only this task')
     .option('--limit <n>', 'at most this many', parseIntOption('--limit', 1, 1_000), 50)
     .action(async (opts: { state?: JobState; queue?: string; task?: string; limit: number }) => {
-      const pgq = await rt.open();
-      try {
+      await rt.using(async (pgq) => {
         const list = await pgq.listJobs(opts);
         rt.out(rt.json ? json(list) : list.length ? table(JOB_HEADERS, list.map(jobRow)) : 'no jobs');
-      } finally {
-        await pgq.close();
-      }
+      });
     });
   jobs
     .command('show <id>')
     .description('show one job with its payload, result and errors')
     .action(async (id: string) => {
-      const pgq = await rt.open();
-      try {
+      await rt.using(async (pgq) => {
         const job = await pgq.getJob(id);
         if (!job) throw new JobNotFoundError(id);
         rt.out(json(job));
-      } finally {
-        await pgq.close();
-      }
+      });
     });
 
   program
     .command('retry <id>')
     .description('run a failed, cancelled, retryable or scheduled job again now')
     .action(async (id: string) => {
-      const pgq = await rt.open();
-      try {
+      await rt.using(async (pgq) => {
         const job = await pgq.retryJob(id);
         rt.out(rt.json ? json(job) : `job ${job.id} is ${job.state} again (attempts ${job.attempts}/${job.maxAttempts})`);
-      } finally {
-        await pgq.close();
-      }
+      });
     });
 
   program
     .command('cancel <id>')
     .description('cancel a job: queued jobs never run, running ones are aborted')
     .action(async (id: string) => {
-      const pgq = await rt.open();
-      try {
+      await rt.using(async (pgq) => {
         const job = await pgq.cancelJob(id);
         rt.out(rt.json ? json(job) : `job ${job.id} is ${job.state}`);
-      } finally {
-        await pgq.close();
-      }
+      });
     });
 
   program
     .command('stats')
     .description('jobs per queue and state, and the oldest waiting job')
     .action(async () => {
-      const pgq = await rt.open();
-      try {
+      await rt.using(async (pgq) => {
         const stats = await pgq.stats();
         if (rt.json) return rt.out(json(stats));
         if (stats.length === 0) return rt.out('no jobs');
@@ -92,8 +79,6 @@ export function registerJobs(program: Command, rt: CliRuntime): void {
             ]),
           ),
         );
-      } finally {
-        await pgq.close();
-      }
+      });
     });
 }

@@ -6,12 +6,9 @@ export function registerMigrate(program: Command, rt: CliRuntime): void {
     .command('migrate')
     .description("create or upgrade pgq's tables in the schema")
     .action(async () => {
-      const pgq = await rt.open([], { migrate: false });
-      try {
+      await rt.using(async (pgq) => {
         const { applied } = await pgq.migrate();
         rt.out(applied.length ? `applied ${applied.join(', ')} in schema ${pgq.schema}` : `schema ${pgq.schema} is up to date`);
-      } finally {
-        await pgq.close();
-      }
+      }, { migrate: false });
     });
 }

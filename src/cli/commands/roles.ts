@@ -15,12 +15,9 @@ export function registerRoles(program: Command, rt: CliRuntime): void {
         rt.out(rolesSql(rt.schema(), roles).map((s) => `${s};`).join('\n'));
         return;
       }
-      const pgq = await rt.open();
-      try {
+      await rt.using(async (pgq) => {
         await pgq.setupRoles(roles);
         rt.out(`roles ready in schema ${pgq.schema}: ${[opts.enqueuer && `enqueuer ${opts.enqueuer}`, opts.worker && `worker ${opts.worker}`].filter(Boolean).join(', ')}`);
-      } finally {
-        await pgq.close();
-      }
+      });
     });
 }

@@ -1,12 +1,9 @@
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
-import { z } from 'zod';
 import type { CliRuntime } from '../main.js';
-import { loadTasks } from '../load-tasks.js';
+import { resolveTask } from '../load-tasks.js';
 import { parseIntOption, parseJson } from '../options.js';
 import { json, table } from '../format.js';
-import { defineTask, type AnyTask } from '../../task.js';
-import { ValidationError } from '../../core/errors.js';
 import { ScheduleNotFoundError, type CatchUpPolicy, type ScheduleRecord } from '../../schedules.js';
 
 const POLICIES: readonly CatchUpPolicy[] = ['skip', 'once', 'all'];
@@ -44,13 +41,10 @@ export function registerSchedules(program: Command, rt: CliRuntime): void {
     .command('list', { isDefault: true })
     .description('list schedules with their next and last runs')
     .action(async () => {
-      const pgq = await rt.open();
-      try {
+      await rt.using(async (pgq) => {
         const list = await pgq.listSchedules();
         rt.out(rt.json ? json(list) : list.length ? table(HEADERS, list.map(scheduleRow)) : 'no schedules');
-      } finally {
-        await pgq.close();
-      }
+      });
     });
 
   schedules
@@ -69,16 +63,8 @@ export function registerSchedules(program: Command, rt: CliRuntime): void {
     .option('--catch-up-limit <n>', 'with --catch-up all: most missed ticks fired', parseIntOption('--catch-up-limit', 1, 1_000))
     .option('--misfire-grace-ms <ms>', 'a tick this late still fires on time (default 60000)', parseIntOption('--misfire-grace-ms', 1_000, 7 * 86_400_000))
     .action(async (name: string, opts: AddOptions) => {
-      let task: AnyTask;
-      if (opts.tasks) {
-        const found = (await loadTasks(opts.tasks)).find((t) => t.name === opts.task);
-        if (!found) throw new ValidationError('task', `module ${opts.tasks} has no task named ${JSON.stringify(opts.task)}`);
-        task = found;
-      } else {
-        task = defineTask({ name: opts.task, schema: z.unknown(), handler: () => undefined });
-      }
-      const pgq = await rt.open([task]);
-      try {
+      const task = await resolveTask(opts.task, opts.tasks);
+      await rt.using(async (pgq) => {
         const saved = await pgq.schedule({
           name,
           task,
@@ -94,61 +80,47 @@ export function registerSchedules(program: Command, rt: CliRuntime): void {
           misfireGraceMs: opts.misfireGraceMs,
         });
         rt.out(rt.json ? json(saved) : `saved schedule ${saved.name}; next run at ${saved.nextRunAt.toISOString()}`);
-      } finally {
-        await pgq.close();
-      }
+      }, { tasks: [task] });
     });
 
   schedules
     .command('remove <name>')
     .description('delete a schedule (jobs it already made stay)')
     .action(async (name: string) => {
-      const pgq = await rt.open();
-      try {
+      await rt.using(async (pgq) => {
         if (!(await pgq.unschedule(name))) throw new ScheduleNotFoundError(name);
         rt.out(`removed schedule ${name}`);
-      } finally {
-        await pgq.close();
-      }
+      });
     });
 
   schedules
     .command('pause <name>')
     .description('stop a schedule from firing until resumed')
     .action(async (name: string) => {
-      const pgq = await rt.open();
-      try {
+      await rt.using(async (pgq) => {
         const s = await pgq.pauseSchedule(name);
         rt.out(rt.json ? json(s) : `paused schedule ${s.name}`);
-      } finally {
-        await pgq.close();
-      }
+      });
     });
 
   schedules
     .command('resume <name>')
     .description('let a paused schedule fire again, from its next tick')
     .action(async (name: string) => {
-      const pgq = await rt.open();
-      try {
+      await rt.using(async (pgq) => {
         const s = await pgq.resumeSchedule(name);
         rt.out(rt.json ? json(s) : `resumed schedule ${s.name}; next run at ${s.nextRunAt.toISOString()}`);
-      } finally {
-        await pgq.close();
-      }
+      });
     });
 
   schedules
     .command('run <name>')
     .description('enqueue one job of the schedule now, without moving its next tick')
     .action(async (name: string) => {
-      const pgq = await rt.open();
-      try {
+      await rt.using(async (pgq) => {
         const job = await pgq.runSchedule(name);
         rt.out(rt.json ? json(job) : `enqueued job ${job.id} (${job.task}, queue ${job.queue}) for schedule ${name}`);
-      } finally {
-        await pgq.close();
-      }
+      });
     });
 }
 
