@@ -12,6 +12,8 @@ export { ScheduleNotFoundError } from './schedules.js';
 export type { CatchUpPolicy, ScheduleOptions, ScheduleRecord } from './schedules.js';
 export { DEFAULTS } from './config.js';
 export { Worker } from './worker/worker.js';
+export { PgqMetrics } from './metrics.js';
+export type { MetricsOptions } from './metrics.js';
 export type { WorkerEvents } from './worker/executor.js';
 export type { JobErrorEntry, JobRecord, JobState, Json } from './core/types.js';
 export { JOB_STATES, FINAL_STATES } from './core/types.js';
