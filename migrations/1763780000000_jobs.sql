@@ -46,12 +46,13 @@ COMMENT ON COLUMN jobs.timeout_ms IS 'Per-job handler timeout; null means the ta
 COMMENT ON COLUMN jobs.backoff_base_ms IS 'Per-job backoff base; null means the task''s backoff.';
 COMMENT ON COLUMN jobs.backoff_max_ms IS 'Per-job backoff cap; null means the task''s backoff.';
 
--- The claim: due jobs of a queue in priority order. Partial, so finished rows
--- never weigh on it.
+-- The claim: available jobs of a queue in priority order. Partial, so neither
+-- finished nor future rows weigh on it: a claim reads only what it takes.
 CREATE INDEX jobs_claim_idx ON jobs (queue, priority DESC, run_at, id)
-  WHERE state IN ('available', 'scheduled', 'retryable');
+  WHERE state = 'available';
 
--- The producer's timer for the next job that becomes due.
+-- Future jobs by due time: producers promote due ones to available, and set
+-- their timer for the next.
 CREATE INDEX jobs_future_idx ON jobs (run_at) WHERE state IN ('scheduled', 'retryable');
 
 -- Live-job uniqueness for uniqueKey.

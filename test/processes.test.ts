@@ -107,7 +107,7 @@ describe('worker processes', () => {
     w.child.kill('SIGTERM');
     expect(await w.exited).toBe(0);
     const after = await pgq.getJob(job.id);
-    expect(after).toMatchObject({ state: 'scheduled', attempts: 1, maxAttempts: 11 });
+    expect(after).toMatchObject({ state: 'available', attempts: 1, maxAttempts: 11 });
     expect(after!.errors[0]!.message).toMatch(/shut down/);
     const next = spawnWorker(env());
     const done = await pgq.waitForJob(job.id, { timeoutMs: 30_000 });

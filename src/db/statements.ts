@@ -39,6 +39,12 @@ export interface ClaimJobsParams {
   tasks: string[];
   limit: number;
   workerId: string;
+}
+
+export interface PromoteDueParams {
+  queues: string[];
+  /** Most jobs made available in one statement. */
+  limit: number;
   now?: Date | null;
 }
 
@@ -128,22 +134,41 @@ export function createStatements(schema: string) {
         ON j.task = k.task AND j.unique_key = k.unique_key
      WHERE j.state IN ${liveStates}`;
 
+  // The claim reads only `available` rows, per queue in index order (a
+  // LATERAL scan per queue keeps `ORDER BY ... LIMIT` on the index even for
+  // several queues), so its cost does not grow with the jobs waiting.
   const claimJobs = `
     WITH picked AS MATERIALIZED (
-      SELECT id FROM ${jobs}
-       WHERE state IN ('available', 'scheduled', 'retryable')
-         AND queue = ANY($1::text[])
-         AND task = ANY($2::text[])
-         AND run_at <= coalesce($5::timestamptz, now())
-       ORDER BY priority DESC, run_at, id
-       LIMIT $3
-       FOR UPDATE SKIP LOCKED
+      SELECT c.id FROM unnest($1::text[]) AS q(queue)
+      CROSS JOIN LATERAL (
+        SELECT id, priority, run_at FROM ${jobs}
+         WHERE state = 'available' AND queue = q.queue AND task = ANY($2::text[])
+         ORDER BY priority DESC, run_at, id
+         LIMIT $3
+         FOR UPDATE SKIP LOCKED
+      ) AS c
+      ORDER BY c.priority DESC, c.run_at, c.id
+      LIMIT $3
     )
     UPDATE ${jobs} j
        SET state = 'running', attempts = j.attempts + 1, started_at = now(), worker_id = $4
       FROM picked
      WHERE j.id = picked.id
     RETURNING ${jcols}`;
+
+  // Scheduled and retryable jobs whose time has come become available.
+  const promoteDue = `
+    WITH promoted AS (
+      UPDATE ${jobs} SET state = 'available'
+       WHERE id IN (SELECT id FROM ${jobs}
+                     WHERE state IN ('scheduled', 'retryable') AND run_at <= coalesce($2::timestamptz, now())
+                       AND queue = ANY($1::text[])
+                     ORDER BY run_at
+                     LIMIT $3
+                     FOR UPDATE SKIP LOCKED)
+      RETURNING 1
+    )
+    SELECT count(*)::int AS n FROM promoted`;
 
   const nextRunAt = `
     SELECT run_at FROM ${jobs}
@@ -180,7 +205,8 @@ export function createStatements(schema: string) {
   // and the guard above stays a sound fence.
   const snoozeJobs = `
     UPDATE ${jobs} j
-       SET state = 'scheduled', run_at = now() + v.delay_ms * interval '1 millisecond',
+       SET state = CASE WHEN v.delay_ms <= 0 THEN 'available' ELSE 'scheduled' END,
+           run_at = now() + v.delay_ms * interval '1 millisecond',
            max_attempts = j.max_attempts + 1,
            errors = CASE WHEN v.note IS NULL THEN j.errors ELSE j.errors || jsonb_build_array(v.note) END
       FROM unnest($1::bigint[], $2::int[], $3::float8[], $4::jsonb[]) AS v(id, attempt, delay_ms, note)
@@ -198,7 +224,7 @@ export function createStatements(schema: string) {
       RETURNING id
     ), rescued AS (
       UPDATE ${jobs} j
-         SET state = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'retryable' END,
+         SET state = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'available' END,
              run_at = now(),
              finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
              errors = j.errors || jsonb_build_array(jsonb_build_object(
@@ -255,8 +281,14 @@ export function createStatements(schema: string) {
       return db.query<JobRow>({
         name: name('claim'),
         text: claimJobs,
-        values: [p.queues, p.tasks, p.limit, p.workerId, p.now ?? null],
+        values: [p.queues, p.tasks, p.limit, p.workerId],
       });
+    },
+
+    /** JobPromoteDue: scheduled and retryable jobs that are due become available; returns how many. */
+    async promoteDue(db: SqlExecutor, p: PromoteDueParams): Promise<number> {
+      const rows = await db.query<{ n: number }>({ name: name('promote_due'), text: promoteDue, values: [p.queues, p.now ?? null, p.limit] });
+      return rows[0]?.n ?? 0;
     },
 
     /** JobNextRunAt: when the earliest scheduled or retryable job of these queues becomes due. */

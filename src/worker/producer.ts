@@ -7,6 +7,10 @@
  * of its queues, a freed slot while work is known to be waiting, the listener
  * reconnecting, the next scheduled `run_at`, or the poll interval.
  *
+ * Claims read only `available` jobs. Scheduled and retryable jobs are made
+ * available ("promoted") by the producer itself when the next one is due and
+ * at least every poll interval, in one statement.
+ *
  * A claim whose reply is lost (connection dropped after commit) would leave
  * rows marked running for this worker that it never received; after any
  * failed claim the producer gives such orphans back before claiming again.
@@ -21,6 +25,8 @@ import type { HotStatements } from '../db/statements.js';
 import { toClaimedJob } from '../db/rows.js';
 import type { Executor } from './executor.js';
 
+const PROMOTE_BATCH = 1_000;
+
 export interface ProducerConfig {
   workerId: string;
   queues: readonly string[];
@@ -34,6 +40,8 @@ export class Producer extends LoopService {
   /** True while claims suggest more due jobs are waiting. */
   #moreWaiting = true;
   #needsReconcile = false;
+  /** Monotonic time of the next promotion of due scheduled/retryable jobs. */
+  #promoteAt = 0;
   #offSlotFree: (() => void) | undefined;
 
   constructor(
@@ -77,6 +85,7 @@ export class Producer extends LoopService {
       }
       try {
         if (this.#needsReconcile) await this.#releaseOrphans();
+        if (this.clock.monotonicMs() >= this.#promoteAt) await this.#promote();
         const limit = Math.min(free, this.config.maxClaimBatch);
         const rows = await this.statements.claimJobs(this.db, {
           queues: [...this.config.queues],
@@ -104,11 +113,19 @@ export class Producer extends LoopService {
     try {
       const next = await this.statements.nextRunAt(this.db, { queues: [...this.config.queues], tasks: [...this.config.tasks] });
       if (!next) return this.config.pollIntervalMs;
-      const inMs = next.getTime() - this.clock.now().getTime();
-      return Math.max(0, Math.min(this.config.pollIntervalMs, inMs + 1));
+      const inMs = Math.max(0, next.getTime() - this.clock.now().getTime() + 1);
+      this.#promoteAt = Math.min(this.#promoteAt, this.clock.monotonicMs() + inMs);
+      return Math.min(this.config.pollIntervalMs, inMs);
     } catch {
       return this.config.pollIntervalMs;
     }
+  }
+
+  async #promote(): Promise<void> {
+    const promoted = await this.statements.promoteDue(this.db, { queues: [...this.config.queues], limit: PROMOTE_BATCH });
+    // A full batch means more are due: promote again before the next claim.
+    this.#promoteAt = promoted >= PROMOTE_BATCH ? 0 : this.clock.monotonicMs() + this.config.pollIntervalMs;
+    if (promoted > 0) this.#moreWaiting = true;
   }
 
   async #releaseOrphans(): Promise<void> {
