@@ -40,6 +40,8 @@ import {
   type ScheduleOptions,
   type ScheduleRecord,
 } from './schedules.js';
+import type { Flow } from './workflow/flow.js';
+import { WorkflowStore, type EnqueueWorkflowOptions, type WorkflowRecord } from './workflow/store.js';
 
 /** Filters of `listJobs`. */
 export interface ListJobsFilter {
@@ -76,6 +78,7 @@ export class Pgq {
   readonly #enqueuer: Enqueuer;
   readonly #clock: Clock;
   readonly #schedules: ScheduleStore;
+  readonly #workflows: WorkflowStore;
   readonly #workers = new Set<Worker>();
   #closed = false;
 
@@ -112,6 +115,15 @@ export class Pgq {
     this.#listener = new Listener(o.listen ? { ...listenConfig, keepAlive: true } : null, this.logger);
     this.#enqueuer = new Enqueuer(this.#statements, (db) => this.#executor(db), o.maxPayloadBytes);
     this.#schedules = new ScheduleStore({ kysely: this.kysely, statements: this.#statements, clock: this.#clock, schema: o.schema });
+    this.#workflows = new WorkflowStore({
+      kysely: this.kysely,
+      schema: o.schema,
+      listener: this.#listener,
+      channels: this.#channels,
+      clock: this.#clock,
+      maxPayloadBytes: o.maxPayloadBytes,
+      executorFor: (db) => this.#executor(db),
+    });
   }
 
   /** Creates or upgrades pgq's tables in its schema. Safe to run from several processes at once. */
@@ -274,6 +286,9 @@ export class Pgq {
   /**
    * Runs a `failed`, `cancelled`, `retryable` or `scheduled` job again now,
    * with at least one more attempt allowed. Resolves to the job after the change.
+   * Retrying a failed workflow step resumes the workflow: the steps cancelled
+   * because of it wait on it again. A step cancelled because another failed
+   * cannot be retried itself (the error names the step to retry).
    */
   async retryJob(id: string): Promise<JobRecord> {
     this.#assertOpen();
@@ -284,6 +299,7 @@ export class Pgq {
       if (!['failed', 'cancelled', 'retryable', 'scheduled'].includes(before.state)) {
         throw new PgqError('PGQ_NOT_RETRYABLE', `job ${jobId} is ${before.state}; only failed, cancelled, retryable or scheduled jobs can be retried`);
       }
+      await this.#workflows.prepareRetry(trx, jobId);
       const after = await trx
         .updateTable('jobs')
         .set({
@@ -299,6 +315,68 @@ export class Pgq {
       return after;
     });
     return toJobRecord(row as unknown as JobRow);
+  }
+
+  /**
+   * Validates a whole workflow (chain, group, chord, after) and inserts it in
+   * one statement: every job, tagged with the workflow's id, and every
+   * dependency. With `db`, it joins your transaction: all of it commits or
+   * none of it. Jobs that wait on others start `blocked`. Resolves to the
+   * workflow, typed by its result.
+   *
+   * @example
+   * const wf = await pgq.enqueueWorkflow(
+   *   chord(group(ids.map((id) => step(resize, { id }))), step(zipAll)),
+   *   { name: 'thumbnails', db: trx },
+   * );
+   */
+  async enqueueWorkflow<Out>(flow: Flow<unknown, Out, boolean>, options?: EnqueueWorkflowOptions): Promise<WorkflowRecord<Out>> {
+    this.#assertOpen();
+    return this.#workflows.enqueue(flow, options);
+  }
+
+  /**
+   * The workflow with every job, its overall state and (once its last steps
+   * succeeded) its result; null if there is none with this id.
+   *
+   * @example
+   * const wf = await pgq.getWorkflow(id);
+   * console.log(wf?.state, wf?.steps.map((s) => `${s.step}: ${s.state}`));
+   */
+  async getWorkflow<Out = unknown>(workflow: string | WorkflowRecord<Out>): Promise<WorkflowRecord<Out> | null> {
+    this.#assertOpen();
+    return this.#workflows.get<Out>(workflow);
+  }
+
+  /**
+   * Resolves when no job of the workflow is left to run (`succeeded`,
+   * `failed` or `cancelled`), woken by NOTIFY. Rejects with
+   * `WaitTimeoutError` after `timeoutMs` and `WorkflowNotFoundError` for an
+   * unknown id. Pass the record `enqueueWorkflow` returned to keep its type.
+   *
+   * @example
+   * const done = await pgq.waitForWorkflow(wf, { timeoutMs: 60_000 });
+   * if (done.state === 'succeeded') use(done.result);
+   */
+  async waitForWorkflow<Out = unknown>(
+    workflow: string | WorkflowRecord<Out>,
+    options: { timeoutMs?: number; signal?: AbortSignal } = {},
+  ): Promise<WorkflowRecord<Out>> {
+    this.#assertOpen();
+    return this.#workflows.wait<Out>(workflow, options);
+  }
+
+  /**
+   * Cancels every job of the workflow not yet finished: queued and blocked
+   * ones never run, running ones see `ctx.signal` abort. Resolves to the
+   * workflow after the change.
+   *
+   * @example
+   * await pgq.cancelWorkflow(wf.id);
+   */
+  async cancelWorkflow(workflow: string | WorkflowRecord): Promise<WorkflowRecord> {
+    this.#assertOpen();
+    return this.#workflows.cancel(workflow);
   }
 
   /** Jobs, newest first, filtered by state, queue and task. */

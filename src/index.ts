@@ -10,18 +10,44 @@ export type { EnqueueManyOptions, EnqueueOptions } from './enqueue.js';
 export type { PgqOptions, WorkerOptions, RetentionOptions } from './config.js';
 export { ScheduleNotFoundError } from './schedules.js';
 export type { CatchUpPolicy, ScheduleOptions, ScheduleRecord } from './schedules.js';
+export { chain, chord, group, step, stepOutcome, stepFailureSchema } from './workflow/flow.js';
+export type {
+  AnyFlow,
+  Chain,
+  Flow,
+  FlowInput,
+  FlowResult,
+  FromOutcomes,
+  Group,
+  ParentFailurePolicy,
+  SingleFlow,
+  Step,
+  StepOptions,
+  StepOutcome,
+} from './workflow/flow.js';
+export { WorkflowNotFoundError } from './workflow/store.js';
+export type { EnqueueWorkflowOptions, WorkflowRecord, WorkflowState, WorkflowStepRecord } from './workflow/store.js';
+export { MAX_WORKFLOW_STEPS } from './workflow/compile.js';
 export { DEFAULTS } from './config.js';
 export { Worker } from './worker/worker.js';
 export { PgqMetrics } from './metrics.js';
 export type { MetricsOptions } from './metrics.js';
 export type { WorkerEvents } from './worker/executor.js';
-export type { JobErrorEntry, JobRecord, JobState, Json } from './core/types.js';
+export type { JobErrorEntry, JobRecord, JobState, Json, StepFailure } from './core/types.js';
 export { JOB_STATES, FINAL_STATES } from './core/types.js';
 export type { BackoffOptions } from './core/backoff.js';
 export type { Logger } from './core/logger.js';
 export type { Clock } from './core/clock.js';
 export type { DbHandle, KyselyQueryable, PgQueryable } from './db/executor.js';
-export type { PgqDatabase, JobsTable, WorkersTable, LeaderTable, SchedulesTable } from './db/tables.js';
+export type {
+  PgqDatabase,
+  JobsTable,
+  WorkersTable,
+  LeaderTable,
+  SchedulesTable,
+  WorkflowsTable,
+  JobDependenciesTable,
+} from './db/tables.js';
 export type { MigrateResult } from './db/migrate.js';
 export type { RolesOptions } from './roles.js';
 export { rolesSql } from './roles.js';

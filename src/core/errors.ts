@@ -32,10 +32,10 @@ export class JobNotFoundError extends PgqError {
   }
 }
 
-/** `waitForJob` gave up before the job reached a final state. */
+/** `waitForJob` (or `waitForWorkflow`) gave up before the job (workflow) reached a final state. */
 export class WaitTimeoutError extends PgqError {
-  constructor(id: string, timeoutMs: number, state: string) {
-    super('PGQ_WAIT_TIMEOUT', `job ${id} is still ${state} after ${timeoutMs} ms`);
+  constructor(id: string, timeoutMs: number, state: string, what: 'job' | 'workflow' = 'job') {
+    super('PGQ_WAIT_TIMEOUT', `${what} ${id} is still ${state} after ${timeoutMs} ms`);
     this.name = 'WaitTimeoutError';
   }
 }

@@ -41,6 +41,19 @@ export interface JobErrorEntry {
   stack?: string;
   /** ISO-8601 time of the failure. */
   at: string;
+  /** Workflows: on a job cancelled because a step it depends on failed or was cancelled, the step that failed first. */
+  failedStep?: StepFailure;
+}
+
+/** A workflow step that failed or was cancelled, as its dependents see it. */
+export interface StepFailure {
+  /** The step's name within its workflow. */
+  step: string;
+  jobId: string;
+  task: string;
+  state: 'failed' | 'cancelled';
+  /** The step's last error message. */
+  message: string;
 }
 
 /** A job as stored in `<schema>.jobs`. */

@@ -14,6 +14,8 @@ export interface PgqDatabase {
   workers: WorkersTable;
   leader: LeaderTable;
   schedules: SchedulesTable;
+  workflows: WorkflowsTable;
+  job_dependencies: JobDependenciesTable;
 }
 
 type Timestamp = ColumnType<Date, Date | string, Date | string>;
@@ -41,6 +43,18 @@ export interface JobsTable {
   backoff_max_ms: number | null;
   /** regrole of the role that enqueued the job (text form in queries). */
   created_by: ColumnType<string, never, never>;
+  /** Workflows: the workflow's id (int8, as a string); null outside workflows. */
+  workflow_id: ColumnType<string | null, string | number | null | undefined, string | number | null>;
+  /** Workflows: the step's name, unique within its workflow. */
+  workflow_step: string | null;
+  /** Workflows: parents not yet settled; the job leaves `blocked` at 0. */
+  pending_parents: number | null;
+  /** Workflows: what a parent's failure does to this job. */
+  on_parent_failure: 'cancel' | 'run' | null;
+  /** Workflows: how the payload is made from the parents when the job unblocks. */
+  pass_results: 'none' | 'one' | 'list' | null;
+  /** Workflows: the parent (int8, as a string) whose failure or cancellation cancelled this job. */
+  cancelled_by: ColumnType<string | null, string | number | null | undefined, string | number | null>;
 }
 
 export interface WorkersTable {
@@ -84,4 +98,23 @@ export interface SchedulesTable {
   last_job_id: ColumnType<string | null, string | number | null, string | number | null>;
   created_at: ColumnType<Date, Date | string | undefined, Date | string>;
   updated_at: ColumnType<Date, Date | string | undefined, Date | string>;
+}
+
+export interface WorkflowsTable {
+  /** int8; pg returns it as a string. */
+  id: ColumnType<string, string | number | bigint | undefined, never>;
+  name: string;
+  /** int8[]; pg returns the ids as strings. */
+  output_job_ids: ColumnType<string[], (string | number)[], (string | number)[]>;
+  output_is_list: boolean;
+  created_at: ColumnType<Date, Date | string | undefined, Date | string>;
+}
+
+export interface JobDependenciesTable {
+  /** int8; pg returns it as a string. */
+  child_id: ColumnType<string, string | number, string | number>;
+  /** int8; pg returns it as a string. */
+  parent_id: ColumnType<string, string | number, string | number>;
+  /** Index of the parent's result in the child's input; null when the parent only orders the child. */
+  position: number | null;
 }

@@ -4,9 +4,10 @@
  * state's retention, in batches of at most `batchSize` rows per statement
  * (each its own short transaction, rows taken with SKIP LOCKED), so it never
  * holds many locks or bloats one transaction. Jobs in any other state are
- * never touched, however old. One pass deletes until a batch comes back short
- * or `maxBatchesPerPass` is reached; passes run every `intervalMs`, the first
- * one when leadership is gained.
+ * never touched, however old. A workflow's jobs are pruned only once all of
+ * them have expired, and then together. One pass deletes until a batch comes
+ * back short or `maxBatchesPerPass` is reached; passes run every
+ * `intervalMs`, the first one when leadership is gained.
  */
 import type { Kysely } from 'kysely';
 import type { Logger } from '../core/logger.js';
@@ -57,9 +58,27 @@ export class Pruner extends LoopService {
       .deleteFrom('jobs')
       .where('id', 'in', (eb) =>
         eb
-          .selectFrom('jobs')
-          .select('id')
-          .where((w) => w.or(rules.map(([state, ms]) => w.and([w('state', '=', state), w('finished_at', '<', new Date(now - ms))]))))
+          .selectFrom('jobs as j')
+          .select('j.id')
+          .where((w) => w.or(rules.map(([state, ms]) => w.and([w('j.state', '=', state), w('j.finished_at', '<', new Date(now - ms))]))))
+          // A workflow's jobs go together, once every one of them has expired:
+          // until then a retry may still resume it from the results it kept.
+          .where((w) =>
+            w.or([
+              w('j.workflow_id', 'is', null),
+              w.not(
+                w.exists(
+                  w
+                    .selectFrom('jobs as o')
+                    .select('o.id')
+                    .whereRef('o.workflow_id', '=', 'j.workflow_id')
+                    .where((x) =>
+                      x.not(x.or(rules.map(([state, ms]) => x.and([x('o.state', '=', state), x('o.finished_at', '<', new Date(now - ms))])))),
+                    ),
+                ),
+              ),
+            ]),
+          )
           .limit(this.config.batchSize)
           .forUpdate()
           .skipLocked(),

@@ -1,0 +1,258 @@
+/**
+ * Turns a flow (steps, chains, groups, `after` edges) into the rows of one
+ * workflow: its steps in topological order, each with its parents, where
+ * its input comes from, and its validated payload and options. Everything is
+ * checked here, before anything is written; errors name the step.
+ *
+ * Placement: a chain places each part after the previous one's exits; a
+ * group places every member after the same upstream, and its exits are the
+ * members' exits in order. A step's input is, first match wins:
+ * 1. its own payload (its parents only order it);
+ * 2. the list of its `after(...)` dependencies' results (a step placed before
+ *    it in a chain only orders it);
+ * 3. what runs before it: one result, or the list of a group's results.
+ */
+import { z } from 'zod';
+import { ValidationError } from '../core/errors.js';
+import { toJsonText } from '../core/json.js';
+import { isTask, nameSchema, zodToValidationError, type AnyTask } from '../task.js';
+import type { AnyFlow, ParentFailurePolicy, StepSpec } from './flow.js';
+
+/** Most steps one workflow may have. */
+export const MAX_WORKFLOW_STEPS = 50_000;
+
+export interface CompiledParent {
+  /** Index of the parent in `CompiledWorkflow.steps`. */
+  index: number;
+  /** Index of its result in the input; null when it only orders the step. */
+  position: number | null;
+}
+
+export interface CompiledStep {
+  name: string;
+  task: string;
+  queue: string;
+  /** JSON text: the payload, or `null` for an input made from the parents when the step unblocks. */
+  payloadText: string;
+  priority: number;
+  maxAttempts: number;
+  timeoutMs: number | null;
+  backoffBaseMs: number | null;
+  backoffMaxMs: number | null;
+  parents: CompiledParent[];
+  /** Null for a step without parents. */
+  passResults: 'none' | 'one' | 'list' | null;
+  onParentFailure: ParentFailurePolicy | null;
+}
+
+export interface CompiledWorkflow {
+  name: string;
+  /** Parents always come before their children. */
+  steps: CompiledStep[];
+  /** Steps whose results make the workflow's result. */
+  outputs: number[];
+  /** True when the result is the list of the outputs' results. */
+  outputIsList: boolean;
+}
+
+interface Placement {
+  exits: number[];
+  many: boolean;
+}
+
+interface Placed {
+  spec: StepSpec;
+  /** Exits of what runs before it. */
+  upstream: number[];
+  upstreamMany: boolean;
+  /** Exits of its `after(...)` dependencies, in order. */
+  after: number[];
+}
+
+const int32 = z.number().int().min(-2_147_483_648).max(2_147_483_647);
+const stepOptionsSchema = z.object({
+  queue: nameSchema.optional(),
+  priority: int32.optional(),
+  maxAttempts: z.number().int().min(1).max(1_000_000).optional(),
+  timeoutMs: z.number().int().min(1).max(2_147_483_647).optional(),
+  backoff: z
+    .object({
+      baseMs: z.number().int().min(0).max(2_147_483_647).optional(),
+      maxMs: z.number().int().min(0).max(2_147_483_647).optional(),
+    })
+    .optional(),
+}).strict();
+
+/** Validates a flow and lays it out as workflow rows. Throws a ValidationError naming the bad step or field. */
+export function compileWorkflow(flow: unknown, options: { name?: string | undefined; maxPayloadBytes: number }): CompiledWorkflow {
+  const layout = new Layout();
+  const root = layout.place(flow, null, 'workflow');
+  layout.resolveAfter();
+  const placed = layout.placed;
+  const names = stepNames(placed);
+  const parents = placed.map((p, i) => parentsOf(p, names[i]!));
+  const order = topologicalOrder(parents, names);
+  const indexOf = new Map(order.map((placedIndex, i) => [placedIndex, i]));
+  const steps = order.map((i) => {
+    const p = placed[i]!;
+    const field = `steps[${JSON.stringify(names[i]!)}]`;
+    const task = p.spec.task;
+    const o = parseStepOptions(p.spec.options, `${field}.options`);
+    const mine = parents[i]!.list.map((parent) => ({ index: indexOf.get(parent.index)!, position: parent.position }));
+    if (p.spec.onParentFailure !== 'cancel' && p.spec.onParentFailure !== 'run') {
+      throw new ValidationError(`${field}.onParentFailure`, 'must be "cancel" or "run"');
+    }
+    return {
+      name: names[i]!,
+      task: task.name,
+      queue: o.queue ?? task.queue,
+      payloadText: p.spec.hasPayload ? payloadText(task, p.spec.payload, `${field}.payload`, options.maxPayloadBytes) : 'null',
+      priority: o.priority ?? task.priority,
+      maxAttempts: o.maxAttempts ?? task.maxAttempts,
+      timeoutMs: o.timeoutMs ?? null,
+      backoffBaseMs: o.backoff?.baseMs ?? null,
+      backoffMaxMs: o.backoff?.maxMs ?? null,
+      parents: mine,
+      passResults: mine.length === 0 ? null : parents[i]!.pass,
+      onParentFailure: mine.length === 0 ? null : p.spec.onParentFailure,
+    } satisfies CompiledStep;
+  });
+  const name = options.name ?? placed[0]!.spec.task.name;
+  const parsedName = nameSchema.safeParse(name);
+  if (!parsedName.success) throw zodToValidationError(parsedName.error, 'options.name');
+  return { name, steps, outputs: root.exits.map((i) => indexOf.get(i)!), outputIsList: root.many };
+}
+
+/** The placement passes: the tree first, then the `after` edges. */
+class Layout {
+  readonly placed: Placed[] = [];
+  readonly #byFlow = new Map<object, Placement>();
+
+  place(flow: unknown, upstream: Placement | null, path: string): Placement {
+    if (flow === null || typeof flow !== 'object' || !('kind' in flow)) {
+      throw new ValidationError(path, 'must be a step(), chain(), group() or chord()');
+    }
+    if (this.#byFlow.has(flow)) {
+      throw new ValidationError(path, 'this step (or chain, or group) object appears twice in the workflow; call step() again for a second job');
+    }
+    const f = flow as AnyFlow & { spec?: StepSpec; parts?: readonly unknown[]; members?: readonly unknown[] };
+    let placement: Placement;
+    if (f.kind === 'step' && f.spec) {
+      if (!isTask(f.spec.task)) throw new ValidationError(`${path}.task`, 'must be a task made by defineTask');
+      if (this.placed.length >= MAX_WORKFLOW_STEPS) {
+        throw new ValidationError('workflow', `has more than ${MAX_WORKFLOW_STEPS} steps; split it into several workflows`);
+      }
+      this.placed.push({ spec: f.spec, upstream: upstream?.exits ?? [], upstreamMany: upstream?.many ?? false, after: [] });
+      placement = { exits: [this.placed.length - 1], many: false };
+    } else if (f.kind === 'chain' && Array.isArray(f.parts)) {
+      if (f.parts.length === 0) throw new ValidationError(path, 'chain() needs at least one step');
+      let current = upstream;
+      f.parts.forEach((part, i) => (current = this.place(part, current, `${path}.chain[${i}]`)));
+      placement = current!;
+    } else if (f.kind === 'group' && Array.isArray(f.members)) {
+      if (f.members.length === 0) throw new ValidationError(path, 'group() needs at least one member');
+      const exits: number[] = [];
+      f.members.forEach((member, i) => {
+        const inner = this.place(member, upstream, `${path}.group[${i}]`);
+        if (inner.many) {
+          throw new ValidationError(`${path}.group[${i}]`, 'ends in a group; a group member must end in one step (wrap it: chord(innerGroup, step(...)))');
+        }
+        exits.push(...inner.exits);
+      });
+      placement = { exits, many: true };
+    } else {
+      throw new ValidationError(path, 'must be a step(), chain(), group() or chord()');
+    }
+    this.#byFlow.set(flow, placement);
+    return placement;
+  }
+
+  /** Links every `after(...)` dependency, placing the ones the tree does not hold as roots of their own. */
+  resolveAfter(): void {
+    for (let i = 0; i < this.placed.length; i += 1) {
+      const p = this.placed[i]!;
+      const seen = new Set<number>();
+      p.spec.after.forEach((dep, j) => {
+        const path = `steps[${i}].after[${j}]`;
+        const placement = (dep !== null && typeof dep === 'object' && this.#byFlow.get(dep)) || this.place(dep, null, path);
+        if (placement.many) throw new ValidationError(path, 'ends in a group; after() takes flows that end in one step (use chord)');
+        const exit = placement.exits[0]!;
+        if (seen.has(exit)) throw new ValidationError(path, 'names the same dependency twice');
+        if (exit === i) throw new ValidationError(path, 'a step cannot run after itself');
+        seen.add(exit);
+        p.after.push(exit);
+      });
+    }
+  }
+}
+
+/** Given names, else the task's name — `task#n` (1-based, in placement order) when the task has several unnamed steps. */
+function stepNames(placed: readonly Placed[]): string[] {
+  const unnamed = new Map<string, number>();
+  for (const p of placed) if (p.spec.name === undefined) unnamed.set(p.spec.task.name, (unnamed.get(p.spec.task.name) ?? 0) + 1);
+  const seen = new Map<string, number>();
+  const names = placed.map((p, i) => {
+    if (p.spec.name !== undefined) {
+      const parsed = nameSchema.safeParse(p.spec.name);
+      if (!parsed.success) throw zodToValidationError(parsed.error, `steps[${i}].name`);
+      return parsed.data;
+    }
+    const task = p.spec.task.name;
+    if (unnamed.get(task) === 1) return task;
+    const n = (seen.get(task) ?? 0) + 1;
+    seen.set(task, n);
+    return `${task}#${n}`;
+  });
+  const used = new Set<string>();
+  for (const name of names) {
+    if (used.has(name)) throw new ValidationError(`steps[${JSON.stringify(name)}]`, 'two steps have this name; step names must be unique within a workflow');
+    used.add(name);
+  }
+  return names;
+}
+
+/** A step's parents (placement indices) and how its input is made. */
+function parentsOf(p: Placed, name: string): { list: CompiledParent[]; pass: 'none' | 'one' | 'list' } {
+  const gate = (indices: number[], skip: number[] = []): CompiledParent[] =>
+    indices.filter((i) => !skip.includes(i)).map((index) => ({ index, position: null }));
+  const inputs = (indices: number[]): CompiledParent[] => indices.map((index, position) => ({ index, position }));
+  if (p.spec.hasPayload) return { list: gate([...new Set([...p.upstream, ...p.after])]), pass: 'none' };
+  if (p.after.length > 0) return { list: [...inputs(p.after), ...gate(p.upstream, p.after)], pass: 'list' };
+  if (p.upstream.length > 0) return { list: inputs(p.upstream), pass: p.upstreamMany ? 'list' : 'one' };
+  throw new ValidationError(
+    `steps[${JSON.stringify(name)}]`,
+    'has no payload and nothing before it to take its input from; give step(task, payload), or place it after another step',
+  );
+}
+
+/** Kahn's algorithm, ties broken by placement order; a cycle (through after()) is an error naming its steps. */
+function topologicalOrder(parents: readonly { list: CompiledParent[] }[], names: readonly string[]): number[] {
+  const waiting = parents.map((p) => p.list.length);
+  const children: number[][] = parents.map(() => []);
+  parents.forEach((p, child) => p.list.forEach((parent) => children[parent.index]!.push(child)));
+  const order: number[] = [];
+  for (let i = 0; i < waiting.length; i += 1) if (waiting[i] === 0) order.push(i);
+  for (let k = 0; k < order.length; k += 1) {
+    for (const child of children[order[k]!]!) {
+      waiting[child]! -= 1;
+      if (waiting[child] === 0) order.push(child);
+    }
+  }
+  if (order.length < parents.length) {
+    const stuck = names.filter((_, i) => waiting[i]! > 0);
+    throw new ValidationError('workflow', `steps ${stuck.map((n) => JSON.stringify(n)).join(', ')} wait on each other (a cycle through after())`);
+  }
+  return order;
+}
+
+function parseStepOptions(options: unknown, field: string): z.output<typeof stepOptionsSchema> {
+  const parsed = stepOptionsSchema.safeParse(options ?? {});
+  if (!parsed.success) throw zodToValidationError(parsed.error, field);
+  return parsed.data;
+}
+
+function payloadText(task: AnyTask, payload: unknown, field: string, maxPayloadBytes: number): string {
+  const parsed = task.schema.safeParse(payload);
+  if (!parsed.success) throw zodToValidationError(parsed.error, field);
+  return toJsonText(parsed.data, field, maxPayloadBytes);
+}

@@ -1,0 +1,377 @@
+/**
+ * Workflows in the database: the atomic insert (one statement: the workflow
+ * row, every job, every dependency edge — so it is all there or not at all,
+ * on pgq's pool or inside the caller's transaction), reading a workflow back
+ * with its overall state, waiting for it, cancelling it, and the rule that
+ * keeps retryJob from running a step whose inputs never arrived.
+ *
+ * Unblocking, failure propagation and resuming after a retry are not here:
+ * the `jobs_workflow_state` trigger (migrations/…_workflows.sql) does them in
+ * the transaction that changes the parent, so the worker's hot path is the
+ * same for workflow and ordinary jobs.
+ */
+import { sql, type Compilable, type Kysely, type Selectable } from 'kysely';
+import { z } from 'zod';
+import type { Clock } from '../core/clock.js';
+import { PgqError, ValidationError, WaitTimeoutError } from '../core/errors.js';
+import { Waker } from '../core/sleep.js';
+import { FINAL_STATES, JOB_STATES, type JobRecord, type JobState, type StepFailure } from '../core/types.js';
+import type { DbHandle, SqlExecutor } from '../db/executor.js';
+import { quoteIdent } from '../db/identifiers.js';
+import { toJobRecord, type JobRow } from '../db/rows.js';
+import type { JobsTable, PgqDatabase, WorkflowsTable } from '../db/tables.js';
+import type { ChannelNames } from '../notify/channels.js';
+import type { Listener } from '../notify/listener.js';
+import { nameSchema, zodToValidationError } from '../task.js';
+import { compileWorkflow, type CompiledWorkflow } from './compile.js';
+import type { Flow } from './flow.js';
+
+/** Options of `enqueueWorkflow`. */
+export interface EnqueueWorkflowOptions {
+  /** Shown in `workflows.name`; default: the task of the first step. */
+  name?: string;
+  /** Your transaction: a `pg` client inside BEGIN or a Kysely transaction. The whole workflow commits or rolls back with it. */
+  db?: DbHandle;
+}
+
+/**
+ * A workflow's overall state: `running` while any job is not final, then
+ * `succeeded` (every job succeeded), `failed` (some job failed) or
+ * `cancelled` (none failed, some were cancelled).
+ */
+export type WorkflowState = 'running' | 'succeeded' | 'failed' | 'cancelled';
+
+/** One job of a workflow. */
+export interface WorkflowStepRecord extends JobRecord {
+  /** The step's name, unique within the workflow. */
+  step: string;
+  workflowId: string;
+  /** Ids of the jobs it waits on: its input parents in input order, then those that only order it. */
+  dependsOn: string[];
+  /** Parents not yet settled (0 once it left `blocked`). */
+  pendingParents: number;
+  /** What a parent's failure does to it; null for a step without parents. */
+  onParentFailure: 'cancel' | 'run' | null;
+  /** The parent whose failure or cancellation cancelled it, if that is why it is cancelled. */
+  cancelledBy: string | null;
+}
+
+/** A workflow and its jobs. */
+export interface WorkflowRecord<Out = unknown> {
+  id: string;
+  name: string;
+  state: WorkflowState;
+  createdAt: Date;
+  /** When its last job finished, once the workflow is no longer running. */
+  finishedAt: Date | null;
+  /** The workflow's result (the last step's, or the list of a final group's) once those jobs succeeded; null before. */
+  result: Out | null;
+  /** Jobs by state. */
+  counts: Record<JobState, number>;
+  /** Every job of the workflow, parents before children. */
+  steps: WorkflowStepRecord[];
+}
+
+/** No workflow has this id (it may have been pruned with its last job). */
+export class WorkflowNotFoundError extends PgqError {
+  constructor(id: string) {
+    super('PGQ_WORKFLOW_NOT_FOUND', `workflow ${id} does not exist (it may have been pruned with its last job)`);
+    this.name = 'WorkflowNotFoundError';
+  }
+}
+
+export interface WorkflowStoreDeps {
+  kysely: Kysely<PgqDatabase>;
+  schema: string;
+  listener: Listener;
+  channels: ChannelNames;
+  clock: Clock;
+  maxPayloadBytes: number;
+  executorFor(db: DbHandle | undefined): SqlExecutor;
+}
+
+type StepRow = Selectable<JobsTable> & { depends_on: string[] };
+
+const enqueueOptionsSchema = z.object({ name: nameSchema.optional() }).strict();
+const ID = /^[0-9]{1,19}$/;
+const LIVE: readonly JobState[] = JOB_STATES.filter((s) => !FINAL_STATES.includes(s));
+
+/** Behind Pgq's workflow methods. */
+export class WorkflowStore {
+  constructor(private readonly deps: WorkflowStoreDeps) {}
+
+  async enqueue<Out>(flow: Flow<unknown, Out, boolean>, options: EnqueueWorkflowOptions = {}): Promise<WorkflowRecord<Out>> {
+    if (options === null || typeof options !== 'object') throw new ValidationError('options', 'must be an object');
+    const { db: handle, ...rest } = options;
+    const parsed = enqueueOptionsSchema.safeParse(rest);
+    if (!parsed.success) throw zodToValidationError(parsed.error, 'options');
+    const compiled = compileWorkflow(flow, { name: parsed.data.name, maxPayloadBytes: this.deps.maxPayloadBytes });
+    const db = this.deps.executorFor(handle);
+    const [row] = await run(db, this.#insert(compiled));
+    const record = await this.#load(db, row!.id);
+    return record as WorkflowRecord<Out>;
+  }
+
+  async get<Out>(id: unknown): Promise<WorkflowRecord<Out> | null> {
+    return (await this.#load(this.deps.executorFor(undefined), parseWorkflowId(id))) as WorkflowRecord<Out> | null;
+  }
+
+  /** Resolves once the workflow is no longer running; NOTIFY on the `done` channel wakes it. */
+  async wait<Out>(id: unknown, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<WorkflowRecord<Out>> {
+    const workflowId = parseWorkflowId(id);
+    const { listener, channels, clock } = this.deps;
+    const deadline = options.timeoutMs === undefined ? Infinity : clock.monotonicMs() + options.timeoutMs;
+    const first = await this.get<Out>(workflowId);
+    if (!first) throw new WorkflowNotFoundError(workflowId);
+    const jobIds = new Set(first.steps.map((s) => s.id));
+    // A Waker, not a one-shot signal: a long workflow wakes us many times.
+    const waker = new Waker();
+    const unsubscribe = await listener.subscribe(channels.done, (payload) => {
+      if (payload === '*' || payload.split(',').some((jobId) => jobIds.has(jobId))) waker.wake();
+    });
+    try {
+      await listener.ready();
+      for (;;) {
+        // A cheap look first: a big workflow wakes us once per completed batch.
+        if (!(await this.#hasLiveJobs(workflowId))) {
+          const workflow = await this.get<Out>(workflowId);
+          if (!workflow) throw new WorkflowNotFoundError(workflowId);
+          if (workflow.state !== 'running') return workflow;
+        }
+        options.signal?.throwIfAborted();
+        const left = deadline - clock.monotonicMs();
+        if (left <= 0) throw new WaitTimeoutError(workflowId, options.timeoutMs ?? 0, 'running', 'workflow');
+        // NOTIFY wakes us; the slow poll only covers a listener that is reconnecting (or off).
+        await waker.wait(Math.min(left, listener.connected ? 5_000 : 250), options.signal);
+      }
+    } finally {
+      await unsubscribe();
+    }
+  }
+
+  async #hasLiveJobs(workflowId: string): Promise<boolean> {
+    const row = await this.deps.kysely
+      .selectFrom('jobs')
+      .select('id')
+      .where('workflow_id', '=', workflowId)
+      .where('state', 'in', [...LIVE])
+      .limit(1)
+      .executeTakeFirst();
+    return row !== undefined;
+  }
+
+  /**
+   * Cancels every job of the workflow that is not final, in one transaction
+   * (rows locked in id order); running handlers' signals abort.
+   */
+  async cancel(id: unknown): Promise<WorkflowRecord> {
+    const workflowId = parseWorkflowId(id);
+    await this.deps.kysely.transaction().execute(async (trx) => {
+      const workflow = await trx.selectFrom('workflows').select('id').where('id', '=', workflowId).executeTakeFirst();
+      if (!workflow) throw new WorkflowNotFoundError(workflowId);
+      const live = await trx
+        .selectFrom('jobs')
+        .select(['id', 'state'])
+        .where('workflow_id', '=', workflowId)
+        .where('state', 'in', [...LIVE])
+        .orderBy('id')
+        .forUpdate()
+        .execute();
+      if (live.length === 0) return;
+      const ids = live.map((j) => j.id);
+      await trx
+        .updateTable('jobs')
+        .set({ state: 'cancelled', finished_at: sql`now()` })
+        .where(sql<boolean>`id = ANY(${ids}::bigint[])`)
+        .execute();
+      for (const job of live.filter((j) => j.state === 'running')) {
+        await sql`SELECT pg_notify(${this.deps.channels.cancel}, ${job.id})`.execute(trx);
+      }
+      for (const chunk of chunkIds(ids)) await sql`SELECT pg_notify(${this.deps.channels.done}, ${chunk})`.execute(trx);
+    });
+    return (await this.get(workflowId))!;
+  }
+
+  /**
+   * Runs inside retryJob's transaction, before the job is made available.
+   * Refuses (PGQ_NOT_RETRYABLE, naming the step to retry instead) a workflow
+   * job cancelled because a step it depends on failed — retrying that step
+   * resumes the workflow — and one whose parents have not all succeeded (or,
+   * for a run-anyway step, finished), since its input does not exist yet. A
+   * job that never ran gets its input built from its parents now: it may
+   * have been cancelled while it was still blocked.
+   */
+  async prepareRetry(trx: Kysely<PgqDatabase>, jobId: string): Promise<void> {
+    const job = await trx
+      .selectFrom('jobs')
+      .select(['workflow_id', 'workflow_step', 'cancelled_by', 'errors', 'on_parent_failure', 'pass_results', 'attempts'])
+      .where('id', '=', jobId)
+      .executeTakeFirst();
+    if (!job || job.workflow_id === null || job.pass_results === null) return;
+    const me = `job ${jobId} (step ${JSON.stringify(job.workflow_step)})`;
+    if (job.cancelled_by !== null) {
+      const failed: StepFailure | undefined = job.errors.at(-1)?.failedStep;
+      const cause = failed ?? { step: '?', jobId: String(job.cancelled_by), state: 'failed' };
+      throw new PgqError(
+        'PGQ_NOT_RETRYABLE',
+        `${me} was cancelled because step ${JSON.stringify(cause.step)} (job ${cause.jobId}) ${cause.state === 'failed' ? 'failed' : 'was cancelled'}; retry job ${cause.jobId} and the workflow resumes from there`,
+      );
+    }
+    const waiting = await trx
+      .selectFrom('job_dependencies as d')
+      .innerJoin('jobs as p', 'p.id', 'd.parent_id')
+      .select(['p.id', 'p.workflow_step', 'p.state'])
+      .where('d.child_id', '=', jobId)
+      .where((eb) => (job.on_parent_failure === 'run' ? eb('p.state', 'in', [...LIVE]) : eb('p.state', '<>', 'succeeded')))
+      .orderBy('p.id')
+      .execute();
+    if (waiting.length > 0) {
+      const list = waiting.map((p) => `${JSON.stringify(p.workflow_step)} (job ${p.id}, ${p.state})`).join(', ');
+      const verb = job.on_parent_failure === 'run' ? 'finished' : 'succeeded';
+      throw new PgqError('PGQ_NOT_RETRYABLE', `${me} waits on steps that have not ${verb}: ${list}; it can be retried once they have`);
+    }
+    if (job.attempts === 0 && job.pass_results !== 'none') {
+      await trx
+        .updateTable('jobs')
+        .set({ payload: sql`${sql.id(this.deps.schema, 'workflow_job_input')}(${jobId}::bigint)` })
+        .where('id', '=', jobId)
+        .execute();
+    }
+  }
+
+  /** The workflow row, its jobs and its dependency edges, in one statement. */
+  #insert(c: CompiledWorkflow): Compilable<{ id: string }> {
+    const { schema } = this.deps;
+    const jobs = sql.id(schema, 'jobs');
+    const steps = c.steps;
+    const col = <V>(pick: (s: (typeof steps)[number]) => V): V[] => steps.map(pick);
+    const edges = steps.flatMap((s, child) => s.parents.map((p) => ({ child: child + 1, parent: p.index + 1, position: p.position })));
+    // Ids are drawn first and handed out in ascending order along the
+    // topological order of the steps, so a parent's id is always smaller than
+    // its children's: the trigger relies on it when it revives a workflow.
+    const query = sql<{ id: string }>`
+      WITH ids AS MATERIALIZED (
+        SELECT row_number() OVER (ORDER BY s.id) AS ord, s.id
+          FROM (SELECT nextval(pg_get_serial_sequence(${`${quoteIdent(schema)}.jobs`}, 'id')) AS id
+                  FROM generate_series(1, ${steps.length}::int)) AS s
+      ), wf AS (
+        INSERT INTO ${sql.id(schema, 'workflows')} (name, output_job_ids, output_is_list)
+        SELECT ${c.name}::text,
+               ARRAY(SELECT ids.id FROM unnest(${c.outputs.map((i) => i + 1)}::int[]) WITH ORDINALITY AS o(ord, k)
+                       JOIN ids ON ids.ord = o.ord ORDER BY o.k),
+               ${c.outputIsList}::boolean
+        RETURNING id
+      ), inserted AS (
+        INSERT INTO ${jobs} (id, task, queue, payload, priority, max_attempts, state, timeout_ms, backoff_base_ms,
+                             backoff_max_ms, workflow_id, workflow_step, pending_parents, on_parent_failure, pass_results)
+        SELECT ids.id, u.task, u.queue, u.payload, u.priority, u.max_attempts,
+               CASE WHEN u.pending > 0 THEN 'blocked' ELSE 'available' END,
+               u.timeout_ms, u.backoff_base_ms, u.backoff_max_ms, wf.id, u.step, u.pending, u.on_parent_failure, u.pass_results
+          FROM unnest(${col((s) => s.name)}::text[], ${col((s) => s.task)}::text[], ${col((s) => s.queue)}::text[],
+                      ${col((s) => s.payloadText)}::jsonb[], ${col((s) => s.priority)}::int[], ${col((s) => s.maxAttempts)}::int[],
+                      ${col((s) => s.timeoutMs)}::int[], ${col((s) => s.backoffBaseMs)}::int[], ${col((s) => s.backoffMaxMs)}::int[],
+                      ${col((s) => s.parents.length)}::int[], ${col((s) => s.onParentFailure)}::text[], ${col((s) => s.passResults)}::text[])
+               WITH ORDINALITY AS u(step, task, queue, payload, priority, max_attempts, timeout_ms, backoff_base_ms,
+                                    backoff_max_ms, pending, on_parent_failure, pass_results, ord)
+          JOIN ids ON ids.ord = u.ord
+         CROSS JOIN wf
+         ORDER BY u.ord
+        RETURNING 1
+      ), linked AS (
+        INSERT INTO ${sql.id(schema, 'job_dependencies')} (child_id, parent_id, position)
+        SELECT c.id, p.id, e.position
+          FROM unnest(${edges.map((e) => e.child)}::int[], ${edges.map((e) => e.parent)}::int[], ${edges.map((e) => e.position)}::int[])
+               AS e(child, parent, position)
+          JOIN ids c ON c.ord = e.child
+          JOIN ids p ON p.ord = e.parent
+        RETURNING 1
+      )
+      SELECT wf.id::text AS id, (SELECT count(*) FROM inserted) AS jobs, (SELECT count(*) FROM linked) AS edges FROM wf`;
+    return { compile: () => query.compile(this.deps.kysely) };
+  }
+
+  async #load(db: SqlExecutor, id: string): Promise<WorkflowRecord | null> {
+    const { kysely } = this.deps;
+    const [workflow] = await run(db, kysely.selectFrom('workflows').selectAll().where('id', '=', id));
+    if (!workflow) return null;
+    const rows = await run(
+      db,
+      kysely
+        .selectFrom('jobs as j')
+        .leftJoin('job_dependencies as d', 'd.child_id', 'j.id')
+        .selectAll('j')
+        .select(
+          sql<string[]>`coalesce(array_agg(d.parent_id::text ORDER BY d.position NULLS LAST, d.parent_id)
+                          FILTER (WHERE d.parent_id IS NOT NULL), '{}')`.as('depends_on'),
+        )
+        .where('j.workflow_id', '=', id)
+        .groupBy('j.id')
+        .orderBy('j.id'),
+    );
+    return toWorkflowRecord(workflow, rows as StepRow[]);
+  }
+}
+
+function run<R>(db: SqlExecutor, query: Compilable<R>): Promise<R[]> {
+  const compiled = query.compile();
+  return db.query<R>({ text: compiled.sql, values: [...compiled.parameters] });
+}
+
+export function parseWorkflowId(id: unknown): string {
+  const value = id !== null && typeof id === 'object' && 'id' in id ? (id as { id: unknown }).id : id;
+  if (typeof value === 'number' && Number.isSafeInteger(value) && value > 0) return String(value);
+  if (typeof value !== 'string' || !ID.test(value)) {
+    throw new ValidationError('workflowId', `${JSON.stringify(value)} is not a workflow id (a string of digits)`);
+  }
+  return value;
+}
+
+function toWorkflowRecord(workflow: Selectable<WorkflowsTable>, rows: StepRow[]): WorkflowRecord {
+  const steps = rows.map(toStepRecord);
+  const counts = Object.fromEntries(JOB_STATES.map((s) => [s, 0])) as Record<JobState, number>;
+  for (const s of steps) counts[s.state] += 1;
+  const live = LIVE.some((s) => counts[s] > 0);
+  const state: WorkflowState = live ? 'running' : counts.failed > 0 ? 'failed' : counts.cancelled > 0 ? 'cancelled' : 'succeeded';
+  const byId = new Map(steps.map((s) => [s.id, s]));
+  const outputs = workflow.output_job_ids.map((jobId) => byId.get(String(jobId)));
+  const done = outputs.every((s) => s?.state === 'succeeded');
+  const results = outputs.map((s) => s?.result ?? null);
+  const finished = steps.map((s) => s.finishedAt?.getTime() ?? 0);
+  return {
+    id: String(workflow.id),
+    name: workflow.name,
+    state,
+    createdAt: workflow.created_at,
+    finishedAt: live || steps.length === 0 ? null : new Date(Math.max(...finished)),
+    result: done ? (workflow.output_is_list ? results : results[0] ?? null) : null,
+    counts,
+    steps,
+  };
+}
+
+function toStepRecord(row: StepRow): WorkflowStepRecord {
+  return {
+    ...toJobRecord(row as unknown as JobRow),
+    step: row.workflow_step ?? '',
+    workflowId: String(row.workflow_id),
+    dependsOn: row.depends_on,
+    pendingParents: row.pending_parents ?? 0,
+    onParentFailure: row.on_parent_failure,
+    cancelledBy: row.cancelled_by === null ? null : String(row.cancelled_by),
+  };
+}
+
+/** Comma-joined ids in NOTIFY-sized pieces. */
+function chunkIds(ids: string[]): string[] {
+  const chunks: string[] = [];
+  let current = '';
+  for (const id of ids) {
+    if (current.length + id.length + 1 > 7_000) {
+      chunks.push(current);
+      current = '';
+    }
+    current = current ? `${current},${id}` : id;
+  }
+  if (current) chunks.push(current);
+  return chunks;
+}

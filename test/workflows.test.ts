@@ -1,0 +1,454 @@
+/**
+ * Workflows on one in-process worker: each primitive, compositions, results
+ * passed in order, failure and cancellation propagation, resuming by retry,
+ * atomic enqueue in the caller's transaction, validation, two parents
+ * settling at once, and retention.
+ */
+import { setTimeout as wait } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import {
+  chain,
+  chord,
+  defineTask,
+  group,
+  PermanentError,
+  step,
+  stepOutcome,
+  ValidationError,
+  type Pgq,
+  type Worker,
+} from '../src/index.js';
+import { Pruner } from '../src/maintenance/pruner.js';
+import { deferred, until, useTestSchema } from './support/harness.js';
+
+const ctx = useTestSchema('workflows');
+
+const add = defineTask({ name: 'add', schema: z.object({ a: z.number(), b: z.number() }), handler: ({ a, b }) => a + b });
+const double = defineTask({
+  name: 'double',
+  schema: z.number(),
+  handler: (n) => n * 2,
+});
+const toText = defineTask({ name: 'to-text', schema: z.number(), handler: (n) => `n=${n}` });
+const sum = defineTask({ name: 'sum', schema: z.array(z.number()), handler: (ns) => ns.reduce((a, b) => a + b, 0) });
+const collect = defineTask({ name: 'collect', schema: z.array(z.unknown()), handler: (xs) => xs });
+const label = defineTask({ name: 'label', schema: z.object({ text: z.string() }), handler: ({ text }) => text });
+/** Fails for good on its first attempt, succeeds (n + 1) after a retry. */
+const flaky = defineTask({
+  name: 'flaky',
+  schema: z.number(),
+  maxAttempts: 1,
+  handler: (n, c) => {
+    if (c.attempt === 1) throw new PermanentError(`flaky refuses ${n}`);
+    return n + 1;
+  },
+});
+const report = defineTask({
+  name: 'report',
+  schema: z.array(stepOutcome(z.unknown())),
+  handler: (outcomes) => outcomes.map((o) => (o.ok ? `ok:${o.value}` : `failed:${o.error.step}:${o.error.message}`)),
+});
+const started = new Map<string, () => void>();
+const hang = defineTask({
+  name: 'hang',
+  schema: z.object({ tag: z.string() }),
+  handler: async ({ tag }, c) => {
+    started.get(tag)?.();
+    await wait(600_000, undefined, { signal: c.signal });
+  },
+});
+// Tasks no worker here runs: the tests settle their jobs by hand.
+const manual = defineTask({ name: 'manual', schema: z.object({ n: z.number() }), handler: ({ n }) => n });
+const manualSum = defineTask({ name: 'manual-sum', schema: z.array(z.number()), handler: () => 0 });
+const manualInc = defineTask({ name: 'manual-inc', schema: z.number(), handler: (n) => n + 1 });
+const manualReport = defineTask({ name: 'manual-report', schema: z.array(stepOutcome(z.number())), handler: () => 0 });
+
+const tasks = [add, double, toText, sum, collect, label, flaky, report, hang];
+let pgq: Pgq;
+let worker: Worker;
+
+beforeAll(async () => {
+  pgq = await ctx.migrated({ tasks: [...tasks, manual, manualSum, manualInc, manualReport] });
+  // The worker runs on a Pgq without the manual tasks, so it leaves their jobs alone.
+  worker = ctx.pgq({ tasks }).worker({ concurrency: 20, pollIntervalMs: 100 });
+  await worker.start();
+});
+
+afterAll(async () => {
+  await worker.stop();
+});
+
+const jobsOf = async (workflowId: string) =>
+  (
+    await ctx.admin.query<{ id: string; state: string; workflow_step: string; workflow_id: string }>(
+      `SELECT id::text, state, workflow_step, workflow_id::text FROM "${ctx.schema}".jobs WHERE workflow_id = $1 ORDER BY id`,
+      [workflowId],
+    )
+  ).rows;
+
+describe('primitives', () => {
+  it('chain: each step gets the previous result; the workflow result is the last one', async () => {
+    // Inside a transaction, so the record shows the workflow as inserted, before any worker sees it.
+    const client = await ctx.admin.connect();
+    await client.query('BEGIN');
+    const wf = await pgq.enqueueWorkflow(chain(step(add, { a: 2, b: 3 }), step(double), step(toText)), { name: 'arith', db: client });
+    await client.query('COMMIT');
+    client.release();
+    expect(wf).toMatchObject({ name: 'arith', state: 'running', result: null });
+    expect(wf.steps.map((s) => [s.step, s.state, s.dependsOn.length])).toEqual([
+      ['add', 'available', 0],
+      ['double', 'blocked', 1],
+      ['to-text', 'blocked', 1],
+    ]);
+    expect(wf.steps[1]!.payload).toBeNull();
+    const done = await pgq.waitForWorkflow(wf, { timeoutMs: 20_000 });
+    const text: string | null = done.result;
+    expect(text).toBe('n=10');
+    expect(done.state).toBe('succeeded');
+    expect(done.finishedAt).toBeInstanceOf(Date);
+    expect(done.steps.map((s) => s.payload)).toEqual([{ a: 2, b: 3 }, 5, 10]);
+    expect(done.steps.map((s) => s.dependsOn)).toEqual([[], [done.steps[0]!.id], [done.steps[1]!.id]]);
+    // The workflow id is on every job.
+    expect((await jobsOf(wf.id)).every((j) => j.workflow_id === wf.id)).toBe(true);
+  });
+
+  it('group: members run in parallel; the result lists theirs in member order', async () => {
+    const wf = await pgq.enqueueWorkflow(group([step(add, { a: 1, b: 1 }), step(label, { text: 'x' }), step(add, { a: 5, b: 5 })]));
+    expect(wf.steps.every((s) => s.dependsOn.length === 0 && s.state !== 'blocked')).toBe(true);
+    expect(wf.steps.map((s) => s.step)).toEqual(['add#1', 'label', 'add#2']);
+    const done = await pgq.waitForWorkflow(wf, { timeoutMs: 20_000 });
+    const result: [number, string, number] | null = done.result;
+    expect(result).toEqual([2, 'x', 10]);
+  });
+
+  it('chord: the callback runs once, after every member, with their results in member order', async () => {
+    const members = Array.from({ length: 25 }, (_, i) => chain(step(add, { a: i, b: 0 }), step(double)));
+    const wf = await pgq.enqueueWorkflow(chord(group(members), step(collect)));
+    const done = await pgq.waitForWorkflow(wf, { timeoutMs: 20_000 });
+    expect(done.state).toBe('succeeded');
+    expect(done.result).toEqual(Array.from({ length: 25 }, (_, i) => i * 2));
+    const callback = done.steps.at(-1)!;
+    expect(callback).toMatchObject({ step: 'collect', attempts: 1, pendingParents: 0 });
+    expect(callback.dependsOn).toEqual(done.steps.filter((s) => s.task === 'double').map((s) => s.id));
+  });
+
+  it('chord: members finishing in reverse order still give their results in member order', async () => {
+    const wf = await pgq.enqueueWorkflow(chord(group([1, 2, 3, 4, 5].map((n) => step(manual, { n }))), step(manualSum)));
+    const members = wf.steps.slice(0, 5).reverse();
+    for (const [i, member] of members.entries()) {
+      await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = 'succeeded', result = $2::jsonb, finished_at = now() WHERE id = $1`, [
+        member.id,
+        String(member.payload && (member.payload as { n: number }).n * 100),
+      ]);
+      expect((await pgq.getJob(wf.steps[5]!.id))!.state).toBe(i < 4 ? 'blocked' : 'available');
+    }
+    expect((await pgq.getJob(wf.steps[5]!.id))!.payload).toEqual([100, 200, 300, 400, 500]);
+    await pgq.cancelWorkflow(wf.id);
+  });
+
+  it('after (dependsOn): a graph that is no chain of groups; payload steps are only ordered', async () => {
+    const a = step(add, { a: 1, b: 2 }).named('a');
+    const b = step(add, { a: 10, b: 20 }).named('b');
+    const onlyA = step(double).named('double-a');
+    const both = step(sum).named('both').after(a, b);
+    // `late` has its own payload: it waits for `both` but does not take its result.
+    const late = step(label, { text: 'after both' }).named('late');
+    const wf = await pgq.enqueueWorkflow(group([chain(a, onlyA), chain(both, late)]));
+    expect(wf.steps.map((s) => s.step)).toEqual(['a', 'b', 'double-a', 'both', 'late']);
+    const done = await pgq.waitForWorkflow(wf, { timeoutMs: 20_000 });
+    const get = (name: string) => done.steps.find((s) => s.step === name)!;
+    expect(get('double-a').result).toBe(6);
+    expect(get('both')).toMatchObject({ payload: [3, 30], result: 33 });
+    expect(get('late')).toMatchObject({ payload: { text: 'after both' }, result: 'after both' });
+    expect(get('late').startedAt!.getTime()).toBeGreaterThanOrEqual(get('both').finishedAt!.getTime());
+    expect(done.result).toEqual([6, 'after both']);
+  });
+});
+
+describe('compositions', () => {
+  it('a chain containing a group hands the group results to the next step', async () => {
+    const wf = await pgq.enqueueWorkflow(chain(step(add, { a: 1, b: 2 }), group([step(double), step(toText)]), step(collect)));
+    const done = await pgq.waitForWorkflow(wf, { timeoutMs: 20_000 });
+    expect(done.result).toEqual([6, 'n=3']);
+  });
+
+  it('a chord inside a chain, and a chain ending in a group', async () => {
+    const inner = chord(group([step(double), step(double).with({ priority: 5 })]), step(sum));
+    const wf = await pgq.enqueueWorkflow(chain(step(add, { a: 2, b: 2 }), inner, step(double), group([step(toText), step(double)])));
+    const done = await pgq.waitForWorkflow(wf, { timeoutMs: 20_000 });
+    // 4 → [8, 8] → 16 → 32 → ['n=32', 64]
+    const result: [string, number] | null = done.result;
+    expect(result).toEqual(['n=32', 64]);
+    expect(done.steps.find((s) => s.priority === 5)).toBeDefined();
+  });
+});
+
+describe('failure', () => {
+  it('cancels what depends on a failed step, naming it; a run-anyway step gets the failure', async () => {
+    const wf = await pgq.enqueueWorkflow(
+      chord(
+        group([
+          chain(step(add, { a: 1, b: 1 }), step(flaky).named('flaky-step'), step(double), step(toText)),
+          step(add, { a: 4, b: 4 }),
+        ]),
+        step(report).onParentFailure('run'),
+      ),
+    );
+    const done = await pgq.waitForWorkflow(wf, { timeoutMs: 20_000 });
+    expect(done.state).toBe('failed');
+    const get = (name: string) => done.steps.find((s) => s.step === name)!;
+    expect(get('flaky-step')).toMatchObject({ state: 'failed' });
+    for (const name of ['double', 'to-text']) {
+      const s = get(name);
+      expect(s.state).toBe('cancelled');
+      expect(s.errors.at(-1)!.message).toBe(
+        `cancelled: step "flaky-step" (job ${get('flaky-step').id}, task flaky) failed: flaky refuses 2`,
+      );
+      expect(s.errors.at(-1)!.failedStep).toMatchObject({ step: 'flaky-step', jobId: get('flaky-step').id, state: 'failed' });
+    }
+    expect(get('double').cancelledBy).toBe(get('flaky-step').id);
+    expect(get('to-text').cancelledBy).toBe(get('double').id);
+    expect(get('report')).toMatchObject({ state: 'succeeded', attempts: 1 });
+    expect(get('report').result).toEqual([
+      'failed:to-text:' + get('to-text').errors.at(-1)!.message,
+      'ok:8',
+    ]);
+  });
+
+  it('retrying the failed step resumes the workflow; its cancelled dependents cannot be retried on their own', async () => {
+    const wf = await pgq.enqueueWorkflow(chain(step(add, { a: 1, b: 1 }), step(flaky), step(double), group([step(toText), step(double)])));
+    const failed = await pgq.waitForWorkflow(wf, { timeoutMs: 20_000 });
+    expect(failed.steps.map((s) => s.state)).toEqual(['succeeded', 'failed', 'cancelled', 'cancelled', 'cancelled']);
+    const flakyJob = failed.steps[1]!;
+    await expect(pgq.retryJob(failed.steps[3]!.id)).rejects.toThrow(
+      new RegExp(`step "flaky" \\(job ${flakyJob.id}\\) failed; retry job ${flakyJob.id}`),
+    );
+    await pgq.retryJob(flakyJob.id);
+    // The worker may already be running the resumed steps: nothing is cancelled or failed any more.
+    const resumed = await pgq.getWorkflow(wf);
+    expect(resumed!.steps.filter((s) => s.state === 'cancelled' || s.state === 'failed')).toEqual([]);
+    const done = await pgq.waitForWorkflow(wf, { timeoutMs: 20_000 });
+    expect(done.state).toBe('succeeded');
+    expect(done.result).toEqual(['n=6', 12]);
+    expect(done.steps.every((s) => s.cancelledBy === null)).toBe(true);
+  });
+
+  it('a retried step whose dependent still has another failed parent leaves it cancelled, now naming that parent', async () => {
+    const g = await pgq.enqueueWorkflow(chord(group([step(manual, { n: 1 }), step(manual, { n: 2 })]), step(manualSum)));
+    const [p1, p2, child] = g.steps;
+    const fail = (id: string) =>
+      ctx.admin.query(
+        `UPDATE "${ctx.schema}".jobs SET state = 'failed', finished_at = now(),
+                errors = jsonb_build_array(jsonb_build_object('attempt', 1, 'message', 'broke ' || id, 'at', now())) WHERE id = $1`,
+        [id],
+      );
+    await fail(p1!.id);
+    await fail(p2!.id);
+    const state = async (id: string) => (await pgq.getJob(id))!;
+    expect(await state(child!.id)).toMatchObject({ state: 'cancelled' });
+    await pgq.retryJob(p1!.id);
+    let c = (await pgq.getWorkflow(g))!.steps[2]!;
+    expect(c).toMatchObject({ state: 'cancelled', cancelledBy: p2!.id });
+    expect(c.errors.at(-1)!.message).toMatch(/step "manual#2" .* failed: broke/);
+    await pgq.retryJob(p2!.id);
+    c = (await pgq.getWorkflow(g))!.steps[2]!;
+    expect(c).toMatchObject({ state: 'blocked', cancelledBy: null, pendingParents: 2 });
+    await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = 'succeeded', result = to_jsonb(id), finished_at = now() WHERE id = ANY($1)`, [
+      [p1!.id, p2!.id],
+    ]);
+    c = (await pgq.getWorkflow(g))!.steps[2]!;
+    expect(c).toMatchObject({ state: 'available', pendingParents: 0, payload: [Number(p1!.id), Number(p2!.id)] });
+    await pgq.cancelWorkflow(g.id);
+  });
+});
+
+describe('resuming by hand-settled jobs', () => {
+  const finish = (ids: string[], state: 'succeeded' | 'failed', result = 'to_jsonb(id)') =>
+    ctx.admin.query(
+      `UPDATE "${ctx.schema}".jobs SET state = $2, finished_at = now(), result = CASE WHEN $2 = 'succeeded' THEN ${result} END,
+              errors = CASE WHEN $2 = 'failed' THEN jsonb_build_array(jsonb_build_object('attempt', 1, 'message', 'broke', 'at', now())) ELSE errors END
+        WHERE id = ANY($1)`,
+      [ids, state],
+    );
+
+  it('a retry revives a diamond of cancelled steps in order, and counts a retried parent again for a run-anyway step', async () => {
+    // a → (b, c) → d; e runs after a and x even if they fail.
+    const a = step(manual, { n: 1 });
+    const x = step(manual, { n: 2 }).named('x');
+    const e = step(manualReport).onParentFailure('run').named('e').after(a, x);
+    const wf = await pgq.enqueueWorkflow(group([chain(a, group([step(manualInc).named('b'), step(manualInc).named('c')]), step(manualSum).named('d')), e]));
+    const id = (name: string) => wf.steps.find((s) => s.step === name)!.id;
+    const byName = async () =>
+      Object.fromEntries((await pgq.getWorkflow(wf.id))!.steps.map((s) => [s.step, [s.state, s.pendingParents]]));
+    await finish([id('manual')], 'failed');
+    expect(await byName()).toEqual({
+      manual: ['failed', 0], b: ['cancelled', 1], c: ['cancelled', 1], d: ['cancelled', 2], e: ['blocked', 1], x: ['available', 0],
+    });
+    await pgq.retryJob(id('manual'));
+    expect(await byName()).toEqual({
+      manual: ['available', 0], b: ['blocked', 1], c: ['blocked', 1], d: ['blocked', 2], e: ['blocked', 2], x: ['available', 0],
+    });
+    await finish([id('manual')], 'succeeded', `'5'::jsonb`);
+    expect((await pgq.getJob(id('b')))!.payload).toBe(5);
+    await finish([id('b'), id('c'), id('x')], 'succeeded');
+    expect(await pgq.getJob(id('d'))).toMatchObject({ state: 'available', payload: [Number(id('b')), Number(id('c'))] });
+    expect(await pgq.getJob(id('e'))).toMatchObject({ state: 'available', payload: [{ ok: true, value: 5 }, { ok: true, value: Number(id('x')) }] });
+    await pgq.cancelWorkflow(wf.id);
+  });
+
+  it('a step cancelled while blocked gets its input built when it is retried after its parent succeeded', async () => {
+    const wf = await pgq.enqueueWorkflow(chain(step(manual, { n: 1 }), step(manualInc), step(manualInc)));
+    const [first, second] = wf.steps.map((s) => s.id);
+    // Cancelled while blocked; its parent still runs: the error says what it waits on.
+    await pgq.cancelJob(second!);
+    await expect(pgq.retryJob(second!)).rejects.toThrow(/waits on steps that have not succeeded: "manual" \(job \d+, available\)/);
+    await finish([first!], 'succeeded', `'41'::jsonb`);
+    const retried = await pgq.retryJob(second!);
+    expect(retried).toMatchObject({ state: 'available', payload: 41 });
+    await pgq.cancelWorkflow(wf.id);
+  });
+});
+
+describe('cancellation', () => {
+  it('cancelWorkflow cancels every unfinished job, aborting the running one', async () => {
+    const running = deferred();
+    started.set('cw', running.resolve);
+    const wf = await pgq.enqueueWorkflow(chain(step(add, { a: 1, b: 1 }), group([step(hang, { tag: 'cw' }), step(double)]), step(collect)));
+    await running.promise;
+    const cancelled = await pgq.cancelWorkflow(wf.id);
+    expect(cancelled.state).toBe('cancelled');
+    expect(cancelled.steps.map((s) => s.state)).toEqual(['succeeded', 'cancelled', expect.stringMatching(/succeeded|cancelled/), 'cancelled']);
+    expect(cancelled.result).toBeNull();
+    // The aborted handler writes nothing over the cancellation.
+    await until(async () => worker.runningJobs === 0, { what: 'the hanging handler to stop' });
+    expect((await pgq.getJob(cancelled.steps[1]!.id))!.state).toBe('cancelled');
+    expect((await pgq.waitForWorkflow(wf.id)).state).toBe('cancelled');
+  });
+
+  it('cancelJob on one step cancels its dependents, naming it', async () => {
+    const wf = await pgq.enqueueWorkflow(chain(step(manual, { n: 1 }), step(double), step(double)));
+    await pgq.cancelJob(wf.steps[0]!.id);
+    const after = (await pgq.getWorkflow(wf.id))!;
+    expect(after.state).toBe('cancelled');
+    expect(after.steps.map((s) => s.state)).toEqual(['cancelled', 'cancelled', 'cancelled']);
+    expect(after.steps[2]!.errors[0]!.message).toBe(`cancelled: step "manual" (job ${wf.steps[0]!.id}, task manual) was cancelled`);
+  });
+});
+
+describe('atomic enqueue', () => {
+  it('a workflow in a rolled-back transaction leaves no job, edge or workflow row', async () => {
+    const count = async () =>
+      (
+        await ctx.admin.query<{ jobs: string; workflows: string; edges: string }>(
+          `SELECT (SELECT count(*) FROM "${ctx.schema}".jobs) AS jobs, (SELECT count(*) FROM "${ctx.schema}".workflows) AS workflows,
+                  (SELECT count(*) FROM "${ctx.schema}".job_dependencies) AS edges`,
+        )
+      ).rows[0]!;
+    const before = await count();
+    const client = await ctx.admin.connect();
+    try {
+      await client.query('BEGIN');
+      const wf = await pgq.enqueueWorkflow(chord(group([step(manual, { n: 1 }), step(manual, { n: 2 })]), step(manualSum)), { db: client });
+      expect(wf.steps).toHaveLength(3);
+      await client.query('ROLLBACK');
+    } finally {
+      client.release();
+    }
+    expect(await count()).toEqual(before);
+    expect(await pgq.getWorkflow('999999999')).toBeNull();
+  });
+
+  it('joins a Kysely transaction and commits with it', async () => {
+    const id = await pgq.kysely.transaction().execute(async (trx) => {
+      const wf = await pgq.enqueueWorkflow(chain(step(manual, { n: 1 }), step(double)), { db: trx });
+      expect(await ctx.admin.query(`SELECT 1 FROM "${ctx.schema}".workflows WHERE id = $1`, [wf.id])).toMatchObject({ rowCount: 0 });
+      return wf.id;
+    });
+    expect((await pgq.getWorkflow(id))!.steps).toHaveLength(2);
+    await pgq.cancelWorkflow(id);
+  });
+
+  it('bad input throws a ValidationError naming the step, and writes nothing', async () => {
+    const before = (await ctx.admin.query(`SELECT count(*) AS n FROM "${ctx.schema}".jobs`)).rows[0].n;
+    const cases: [() => Promise<unknown>, RegExp][] = [
+      [() => pgq.enqueueWorkflow(chain(step(add, { a: 1, b: 2 }), step(label, { text: 5 as unknown as string }))), /steps\["label"\]\.payload\.text/],
+      [() => pgq.enqueueWorkflow(group([step(add, { a: 1, b: 1 }).named('x'), step(label, { text: 'a' }).named('x')])), /steps\["x"\]: two steps/],
+      [() => pgq.enqueueWorkflow(chain(step(add, { a: 1, b: 1 }), step(double).with({ priority: 1.5 }))), /steps\["double"\]\.options\.priority/],
+      [() => pgq.enqueueWorkflow(step(double) as never), /steps\["double"\]: has no payload and nothing before it/],
+      [() => pgq.enqueueWorkflow(group([]) as never), /group\(\) needs at least one member/],
+      [() => pgq.enqueueWorkflow(group([group([step(add, { a: 1, b: 1 })])] as never) as never), /a group member must end in one step/],
+      [() => pgq.enqueueWorkflow({ kind: 'nope' } as never), /must be a step\(\), chain\(\), group\(\) or chord\(\)/],
+      [() => pgq.enqueueWorkflow(step(add, { a: 1, b: 1 }), { name: '' }), /options\.name/],
+    ];
+    const repeated = step(add, { a: 1, b: 1 });
+    cases.push([() => pgq.enqueueWorkflow(group([repeated, repeated])), /appears twice/]);
+    // A cycle through after(): x runs after y, which the chain places after x.
+    const y = step(double).named('y');
+    const x = step(sum).named('x').after(y);
+    cases.push([() => pgq.enqueueWorkflow(chain(x, y)), /steps "x", "y" wait on each other/]);
+    for (const [run, message] of cases) {
+      const err = await run().then(() => null, (e: unknown) => e);
+      expect(err, String(message)).toBeInstanceOf(ValidationError);
+      expect((err as Error).message).toMatch(message);
+    }
+    expect((await ctx.admin.query(`SELECT count(*) AS n FROM "${ctx.schema}".jobs`)).rows[0].n).toBe(before);
+  });
+});
+
+describe('settling', () => {
+  it('two parents finishing at once in two transactions unblock the child exactly once, with both results', async () => {
+    const wf = await pgq.enqueueWorkflow(chord(group([step(manual, { n: 1 }), step(manual, { n: 2 })]), step(manualSum)));
+    const [a, b, child] = wf.steps.map((s) => s.id);
+    const t1 = await ctx.admin.connect();
+    const t2 = await ctx.admin.connect();
+    try {
+      const finish = `UPDATE "${ctx.schema}".jobs SET state = 'succeeded', result = $2::jsonb, finished_at = now() WHERE id = $1`;
+      await t1.query('BEGIN');
+      await t2.query('BEGIN');
+      await t1.query(finish, [a, '10']);
+      const pid2 = (await t2.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+      const second = t2.query(finish, [b, '20']);
+      // t2's trigger waits on the child's row lock, held by t1's decrement.
+      await until(async () => {
+        const { rows } = await ctx.admin.query(`SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1`, [pid2]);
+        return rows[0]?.wait_event_type === 'Lock';
+      }, { what: 'the second parent to wait on the child lock' });
+      await t1.query('COMMIT');
+      await second;
+      await t2.query('COMMIT');
+    } finally {
+      t1.release();
+      t2.release();
+    }
+    const settled = (await pgq.getJob(child!))!;
+    expect(settled).toMatchObject({ state: 'available', payload: [10, 20] });
+    const { rows } = await ctx.admin.query(`SELECT pending_parents FROM "${ctx.schema}".jobs WHERE id = $1`, [child]);
+    expect(rows[0].pending_parents).toBe(0);
+    await pgq.cancelWorkflow(wf.id);
+  });
+
+  it('keeps a workflow from the pruner until all its jobs expired, then prunes jobs, edges and workflow together', async () => {
+    const wf = await pgq.enqueueWorkflow(chord(group([step(manual, { n: 1 })]), step(manualSum)));
+    const loose = await pgq.enqueue(manual, { n: 9 });
+    await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = 'succeeded', finished_at = now(), result = '1' WHERE id = ANY($1)`, [
+      [wf.steps[0]!.id, loose.id],
+    ]);
+    const later = { now: () => new Date(Date.now() + 3_600_000), monotonicMs: () => performance.now() };
+    const pruner = new Pruner(
+      { succeededMs: 1_000, failedMs: 1_000, cancelledMs: 1_000, batchSize: 1_000, intervalMs: 60_000, maxBatchesPerPass: 100 },
+      pgq.kysely,
+      later,
+      pgq.logger,
+    );
+    await pruner.pruneOnce();
+    expect(await pgq.getJob(loose.id)).toBeNull();
+    expect((await pgq.getWorkflow(wf.id))!.steps).toHaveLength(2);
+    await pgq.cancelWorkflow(wf.id);
+    await pruner.pruneOnce();
+    expect(await pgq.getWorkflow(wf.id)).toBeNull();
+    const left = await ctx.admin.query(`SELECT 1 FROM "${ctx.schema}".job_dependencies WHERE child_id = $1`, [wf.steps[1]!.id]);
+    expect(left.rowCount).toBe(0);
+    expect(await jobsOf(wf.id)).toEqual([]);
+  });
+});

@@ -1,0 +1,84 @@
+/**
+ * Type-level tests of workflows, checked by `tsc --noEmit` (never run: the
+ * file is not a *.test.ts). Every `@ts-expect-error` line must fail to
+ * compile, so a loosened type shows up as "unused @ts-expect-error".
+ */
+import { z } from 'zod';
+import { chain, chord, defineTask, group, step, stepOutcome, type FlowResult, type Pgq, type WorkflowRecord } from '../src/index.js';
+
+declare const pgq: Pgq;
+
+const fetchUser = defineTask({
+  name: 'fetch-user',
+  schema: z.object({ id: z.number() }),
+  handler: ({ id }) => ({ id, email: `${id}@example.com` }),
+});
+const render = defineTask({
+  name: 'render',
+  schema: z.object({ id: z.number(), email: z.string() }),
+  handler: ({ email }) => `Hello ${email}`,
+});
+const send = defineTask({ name: 'send', schema: z.string(), handler: (body) => ({ sent: body.length > 0 }) });
+const shout = defineTask({ name: 'shout', schema: z.string(), handler: (s) => s.toUpperCase() });
+const count = defineTask({ name: 'count', schema: z.array(z.number()), handler: (ns) => ns.length });
+const square = defineTask({ name: 'square', schema: z.object({ n: z.number() }), handler: ({ n }) => n * n });
+const pair = defineTask({ name: 'pair', schema: z.tuple([z.number(), z.string()]), handler: ([n, s]) => `${s}${n}` });
+const tolerant = defineTask({ name: 'tolerant', schema: z.array(stepOutcome(z.number())), handler: (os) => os.filter((o) => o.ok).length });
+const tolerantOne = defineTask({ name: 'tolerant-one', schema: stepOutcome(z.string()), handler: (o) => (o.ok ? o.value : o.error.step) });
+
+export async function typeTests(): Promise<void> {
+  // chain: each input is the previous result; the workflow result is the last.
+  const wf = await pgq.enqueueWorkflow(chain(step(fetchUser, { id: 1 }), step(render), step(send)));
+  const sent: { sent: boolean } | null = wf.result;
+  const again: WorkflowRecord<{ sent: boolean }> = await pgq.waitForWorkflow(wf);
+  void sent;
+  void again;
+
+  // @ts-expect-error render's input is {id, email}, not send's string
+  chain(step(fetchUser, { id: 1 }), step(send));
+  // @ts-expect-error the first step has no payload and nothing before it
+  await pgq.enqueueWorkflow(chain(step(render), step(send)));
+  // @ts-expect-error a payload must match the task schema
+  step(fetchUser, { id: 'one' });
+  // @ts-expect-error the result of send is not a number
+  const wrong: number | null = (await pgq.enqueueWorkflow(chain(step(fetchUser, { id: 1 }), step(render), step(send)))).result;
+  void wrong;
+
+  // group: results in member order, as a tuple; a mapped list gives an array.
+  const g = group([step(square, { n: 2 }), step(fetchUser, { id: 3 })]);
+  const gr: [number, { id: number; email: string }] = null as unknown as FlowResult<typeof g>;
+  void gr;
+  const squares = group([1, 2, 3].map((n) => step(square, { n })));
+  await pgq.enqueueWorkflow(chord(squares, step(count)));
+  await pgq.enqueueWorkflow(chord([step(square, { n: 1 }), step(shout, 'x')], step(pair).named('p')));
+  // @ts-expect-error the callback gets number[], not strings
+  chord(squares, step(send));
+  // @ts-expect-error the tuple is [number, {…}], pair wants [number, string]
+  chord(g, step(pair));
+  // @ts-expect-error a chord's header must be a group
+  chord(step(square, { n: 1 }), step(count));
+  // @ts-expect-error groups do not nest: wrap the inner one in a chord
+  group([squares]);
+
+  // A group's members all get the previous result.
+  await pgq.enqueueWorkflow(chain(step(fetchUser, { id: 1 }), group([step(render), step(render)]), step(count).named('n').after(step(square, { n: 1 }))));
+  // @ts-expect-error a member of this group cannot take fetchUser's result
+  chain(step(fetchUser, { id: 1 }), group([step(render), step(send)]));
+
+  // after(): the input is the list of the dependencies' results.
+  const a = step(square, { n: 2 });
+  const b = step(shout, 'hi');
+  await pgq.enqueueWorkflow(step(pair).after(a, b));
+  // @ts-expect-error pair wants [number, string], the deps give [string, number]
+  step(pair).after(b, a);
+  // @ts-expect-error after() takes flows ending in one step
+  step(count).after(squares);
+
+  // onParentFailure('run'): the task takes outcomes; the flow still accepts plain results.
+  await pgq.enqueueWorkflow(chord(squares, step(tolerant).onParentFailure('run')));
+  await pgq.enqueueWorkflow(chain(step(fetchUser, { id: 1 }), step(render), step(tolerantOne).onParentFailure('run')));
+  // @ts-expect-error without 'run' the task would get bare numbers, not outcomes
+  chord(squares, step(tolerant));
+  // @ts-expect-error outcomes of strings do not accept numbers
+  chain(step(square, { n: 1 }), step(tolerantOne).onParentFailure('run'));
+}
