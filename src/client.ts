@@ -18,7 +18,7 @@ import { defaultLogger, type Logger } from './core/logger.js';
 import { systemClock, type Clock } from './core/clock.js';
 import { JobNotFoundError, PgqError, ValidationError, WaitTimeoutError, errorSummary } from './core/errors.js';
 import { isFinalState, JOB_STATES, type JobRecord, type JobState } from './core/types.js';
-import { sleep } from './core/sleep.js';
+import { Waker } from './core/sleep.js';
 import { executorFor, pgExecutor, type DbHandle, type SqlExecutor } from './db/executor.js';
 import { createStatements, type HotStatements } from './db/statements.js';
 import type { PgqDatabase } from './db/tables.js';
@@ -228,13 +228,9 @@ export class Pgq {
     this.#assertOpen();
     parseId(id);
     const deadline = options.timeoutMs === undefined ? Infinity : this.#clock.monotonicMs() + options.timeoutMs;
-    const wake = new AbortController();
-    let woken = false;
+    const waker = new Waker();
     const unsubscribe = await this.#listener.subscribe(this.#channels.done, (payload) => {
-      if (payload === '*' || payload.split(',').includes(id)) {
-        woken = true;
-        wake.abort();
-      }
+      if (payload === '*' || payload.split(',').includes(id)) waker.wake();
     });
     try {
       await this.#listener.ready();
@@ -245,10 +241,8 @@ export class Pgq {
         options.signal?.throwIfAborted();
         const left = deadline - this.#clock.monotonicMs();
         if (left <= 0) throw new WaitTimeoutError(id, options.timeoutMs ?? 0, job.state);
-        // NOTIFY wakes us; the slow poll only covers a listener that is reconnecting.
-        const signals = [wake.signal, ...(options.signal ? [options.signal] : [])];
-        if (!woken) await sleep(Math.min(left, this.#listener.connected ? 5_000 : 250), AbortSignal.any(signals));
-        woken = false;
+        // NOTIFY wakes us; the slow poll only covers a listener that is reconnecting (or poll-only mode).
+        await waker.wait(Math.min(left, this.#listener.connected ? 5_000 : 250), options.signal);
       }
     } finally {
       await unsubscribe();
