@@ -63,7 +63,7 @@ CREATE UNIQUE INDEX jobs_unique_key_idx ON jobs (task, unique_key)
 CREATE INDEX jobs_running_idx ON jobs (worker_id) WHERE state = 'running';
 
 -- Inspection and retention: finished jobs by time.
-CREATE INDEX jobs_finished_idx ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX jobs_finished_idx ON jobs USING brin (finished_at) WHERE finished_at IS NOT NULL;
 
 -- Wake workers at commit when due jobs were inserted: one NOTIFY per queue per
 -- statement, whoever inserted (pgq, or plain SQL). Postgres delivers it only if

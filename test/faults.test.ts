@@ -67,7 +67,8 @@ describe('PostgreSQL restart', () => {
     await server?.stop();
   });
 
-  it('keeps working across a restart: every job completes, new jobs are picked up after it', async () => {
+  for (const mode of ['restart', 'crash'] as const) it(`keeps working across a ${mode === 'crash' ? 'crash (immediate shutdown)' : 'restart'}: every job completes, new jobs are picked up after it`, async () => {
+    await server?.stop();
     server = await startEmbedded('restart');
     const url = withAppName(server.url, 'pgq_restart');
     const runs = new Map<string, number>();
@@ -87,7 +88,8 @@ describe('PostgreSQL restart', () => {
         await new Promise((r) => setTimeout(r, 20));
       }
       await admin.end().catch(() => undefined);
-      await server.restart();
+      if (mode === 'crash') await server.crash();
+      else await server.restart();
       for (const job of jobs) expect((await pgq.waitForJob(job.id, { timeoutMs: 60_000 })).state).toBe('succeeded');
       const late = await pgq.enqueue(task, { n: 1000 });
       expect((await pgq.waitForJob(late.id, { timeoutMs: 30_000 })).state).toBe('succeeded');

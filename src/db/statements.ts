@@ -175,12 +175,19 @@ export function createStatements(schema: string) {
      WHERE state IN ('scheduled', 'retryable') AND queue = ANY($1::text[]) AND task = ANY($2::text[])
      ORDER BY run_at LIMIT 1`;
 
+  // Outcomes commit without waiting for the WAL flush (synchronous_commit
+  // off for this statement's transaction only): if PostgreSQL crashes before
+  // the flush, the job is still running for a worker that believes it done;
+  // that worker gives it back (releaseOrphans) and it runs again —
+  // at-least-once, as promised. Claims and enqueues stay durable.
   const completeJobs = `
-    WITH done AS (
+    WITH async AS (SELECT set_config('synchronous_commit', 'off', true)),
+    done AS (
       UPDATE ${jobs} j
          SET state = 'succeeded', finished_at = now(), result = v.result
         FROM unnest($1::bigint[], $2::int[], $3::jsonb[]) AS v(id, attempt, result)
        WHERE j.id = v.id AND j.state = 'running' AND j.attempts = v.attempt
+        AND (SELECT count(*) FROM async) = 1
       RETURNING j.id
     )
     ${notifyDone('done')}`;

@@ -61,9 +61,28 @@ export class Producer extends LoopService {
     this.#waker.wake();
   }
 
+  /**
+   * The database connection was re-established (possibly after a PostgreSQL
+   * restart, which can undo outcomes that were committed without a flush):
+   * give back any job still marked running for this worker that it no longer
+   * holds, then claim.
+   */
+  reconnected(): void {
+    this.#needsReconcile = true;
+    this.wake();
+  }
+
   override async start(): Promise<void> {
+    // Slots freed in one turn of the event loop (a batch of quick jobs ends
+    // together) make one claim, not one claim each.
+    let pending = false;
     this.#offSlotFree ??= this.executor.onSlotFree(() => {
-      if (this.#moreWaiting) this.#waker.wake();
+      if (!this.#moreWaiting || pending) return;
+      pending = true;
+      setImmediate(() => {
+        pending = false;
+        this.#waker.wake();
+      });
     });
     await super.start();
   }

@@ -159,7 +159,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         this.#executor.abort(id, new JobCancelledError(id));
       }),
     );
-    const offConnect = listener.onConnect(() => this.#producer.wake());
+    const offConnect = listener.onConnect(() => this.#producer.reconnected());
     this.#unsubscribe.push(async () => void offConnect());
     await listener.ready();
     await this.#heartbeat.start();

@@ -15,6 +15,8 @@ export interface EmbeddedServer {
   stop(): Promise<void>;
   /** Stops the server (fast shutdown) and starts it again on the same port and data. */
   restart(): Promise<void>;
+  /** Immediate shutdown (SIGQUIT: no checkpoint, unflushed commits lost), then start again with crash recovery. */
+  crash(): Promise<void>;
   pg: EmbeddedPostgres;
 }
 
@@ -60,6 +62,14 @@ export async function startEmbedded(label: string, flags: string[] = []): Promis
     },
     async restart() {
       await server.pg.stop();
+      pg = make();
+      server.pg = pg;
+      await pg.start();
+    },
+    async crash() {
+      const pid = Number(fs.readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+      process.kill(pid, 'SIGQUIT');
+      while (fs.existsSync(path.join(dataDir, 'postmaster.pid'))) await new Promise((r) => setTimeout(r, 50));
       pg = make();
       server.pg = pg;
       await pg.start();
