@@ -127,6 +127,7 @@ async function main(): Promise<void> {
     const producer = (async () => {
       const client = new pg.Pool({ connectionString: url, max: 2 });
       client.on('error', () => undefined);
+      client.on('connect', (c) => c.on('error', () => undefined));
       while (producing) {
         const size = 1 + Math.floor(random() * 10);
         const batch = batchNo++;
@@ -134,7 +135,6 @@ async function main(): Promise<void> {
         let ids: string[] = [];
         try {
           conn = await client.connect();
-          conn.on('error', () => undefined);
           await conn.query('BEGIN');
           const jobs = await pgq.enqueueMany(
             ledgerTask,

@@ -70,6 +70,12 @@ CREATE INDEX jobs_finished_idx ON jobs USING brin (finished_at) WHERE finished_a
 -- the transaction commits.
 CREATE FUNCTION jobs_notify_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+  -- pgq's own enqueuer turns this off for a transaction (and notifies after
+  -- commit, once for a burst of enqueues) so concurrent enqueues do not queue
+  -- up on NOTIFY's commit lock.
+  IF current_setting('pgq.skip_notify', true) = 'on' THEN
+    RETURN NULL;
+  END IF;
   PERFORM pg_notify('pgq:' || TG_TABLE_SCHEMA || ':jobs', q.queue)
     FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'available') AS q;
   RETURN NULL;

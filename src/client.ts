@@ -16,7 +16,7 @@ import {
 } from './config.js';
 import { defaultLogger, type Logger } from './core/logger.js';
 import { systemClock, type Clock } from './core/clock.js';
-import { JobNotFoundError, PgqError, ValidationError, WaitTimeoutError, errorSummary } from './core/errors.js';
+import { JobNotFoundError, PgqError, ValidationError, WaitTimeoutError, errorMessage, errorSummary } from './core/errors.js';
 import { isFinalState, JOB_STATES, type JobRecord, type JobState } from './core/types.js';
 import { Waker } from './core/sleep.js';
 import { executorFor, pgExecutor, type DbHandle, type SqlExecutor } from './db/executor.js';
@@ -113,7 +113,9 @@ export class Pgq {
         ? { ...o.pool.options }
         : { connectionString: o.connectionString };
     this.#listener = new Listener(o.listen ? { ...listenConfig, keepAlive: true } : null, this.logger);
-    this.#enqueuer = new Enqueuer(this.#statements, (db) => this.#executor(db), o.maxPayloadBytes);
+    this.#enqueuer = new Enqueuer(this.#statements, (db) => this.#executor(db), o.maxPayloadBytes, (err) =>
+      this.logger.warn({ err: errorSummary(err) }, `pgq could not notify workers (they will poll): ${errorMessage(err)}`),
+    );
     this.#schedules = new ScheduleStore({ kysely: this.kysely, statements: this.#statements, clock: this.#clock, schema: o.schema });
     this.#workflows = new WorkflowStore({
       kysely: this.kysely,
@@ -503,6 +505,7 @@ export class Pgq {
     if (this.#closed) return;
     this.#closed = true;
     await Promise.all([...this.#workers].map((w) => w.stop()));
+    await this.#enqueuer.flush();
     await this.#listener.close();
     if (this.#ownsPool) {
       // Kysely ends the pool only if it ever used it; end it here otherwise.

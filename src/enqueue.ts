@@ -56,12 +56,30 @@ const optionsSchema = z.object({
 
 type ParsedOptions = z.output<typeof optionsSchema>;
 
+/**
+ * NOTIFY at commit takes a database-wide lock, so enqueues that each notify
+ * commit one after another. An enqueue on pgq's pool that starts while no
+ * other is in flight notifies in its own statement (lowest latency); one that
+ * overlaps others inserts quietly, and after it commits a single NOTIFY per
+ * burst wakes the workers (`#notifyAfterCommit`). Enqueues in the caller's
+ * transaction always notify in-statement, delivered at the caller's commit.
+ */
 export class Enqueuer {
+  #inFlight = 0;
+  readonly #toNotify = new Set<string>();
+  #notifying: Promise<void> | undefined;
+
   constructor(
     private readonly statements: HotStatements,
     private readonly executorFor: (db: DbHandle | undefined) => SqlExecutor,
     private readonly maxPayloadBytes: number,
+    private readonly onNotifyError: (err: unknown) => void = () => undefined,
   ) {}
+
+  /** Resolves once every NOTIFY owed for committed enqueues has been sent. */
+  async flush(): Promise<void> {
+    while (this.#notifying) await this.#notifying;
+  }
 
   async enqueue<T extends AnyTask>(task: T, payload: TaskInput<T>, options: EnqueueOptions = {}): Promise<JobRecord> {
     const [job] = await this.#insert(task, [payload], options, 'payload');
@@ -89,9 +107,35 @@ export class Enqueuer {
     });
     const db = this.executorFor(rawOptions.db);
     const params = buildParams(task, texts, options);
-    const rows = await this.statements.insertJobs(db, params);
+    const rows = await this.#insertRows(db, params, rawOptions.db === undefined);
     if (options.uniqueKey === undefined) return rows.sort(byId).map((r) => toJobRecord(r));
     return this.#resolveUnique(db, task, params, rows, options.uniqueKey);
+  }
+
+  async #insertRows(db: SqlExecutor, params: InsertJobsParams, autocommit: boolean): Promise<JobRow[]> {
+    if (!autocommit) return this.statements.insertJobs(db, params);
+    const quiet = this.#inFlight > 0;
+    this.#inFlight += 1;
+    try {
+      if (!quiet) return await this.statements.insertJobs(db, params);
+      const rows = await this.statements.insertJobsQuiet(db, params);
+      this.#notifyAfterCommit(db, rows);
+      return rows;
+    } finally {
+      this.#inFlight -= 1;
+    }
+  }
+
+  #notifyAfterCommit(db: SqlExecutor, rows: JobRow[]): void {
+    for (const row of rows) if (row.state === 'available') this.#toNotify.add(row.queue);
+    if (this.#toNotify.size === 0 || this.#notifying) return;
+    this.#notifying = (async () => {
+      while (this.#toNotify.size > 0) {
+        const queues = [...this.#toNotify];
+        this.#toNotify.clear();
+        await this.statements.notifyQueues(db, queues).catch(this.onNotifyError);
+      }
+    })().finally(() => (this.#notifying = undefined));
   }
 
   /**

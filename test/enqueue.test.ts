@@ -183,4 +183,17 @@ describe('enqueue', () => {
       await listener.end();
     }
   });
+
+  it('wakes workers for concurrent enqueues that skip their own NOTIFY (no polling needed)', async () => {
+    const quick = defineTask({ name: 'quick', schema: z.object({ n: z.number() }), handler: ({ n }) => n });
+    const pgq = await ctx.migrated({ tasks: [quick] });
+    // A poll interval of an hour: only NOTIFY can wake this worker.
+    const worker = pgq.worker({ concurrency: 4, pollIntervalMs: 3_600_000 });
+    await worker.start();
+    for (let round = 0; round < 3; round += 1) {
+      const jobs = await Promise.all(Array.from({ length: 25 }, (_, n) => pgq.enqueue(quick, { n })));
+      for (const job of jobs) expect((await pgq.waitForJob(job.id, { timeoutMs: 15_000 })).state).toBe('succeeded');
+    }
+    await worker.stop();
+  });
 });

@@ -194,7 +194,7 @@ describe('worker behaviour', () => {
     await pgq.enqueue(ordered, { n: 3 }, { priority: 0, runAt: past(5_000) });
     await pgq.enqueue(ordered, { n: 1 }, { priority: 10 });
     await pgq.enqueue(ordered, { n: 2 }, { priority: 5 });
-    const future = await pgq.enqueue(ordered, { n: 6 }, { priority: 100, delayMs: 300 });
+    const future = await pgq.enqueue(ordered, { n: 6 }, { priority: 100, delayMs: 1_500 });
     const worker = pgq.worker({ concurrency: 1, maxClaimBatch: 1 });
     await worker.start();
     await pgq.waitForJob(future.id, { timeoutMs: 10_000 });
@@ -268,7 +268,7 @@ describe('worker behaviour', () => {
     const job = await pgq.enqueue(fenced, {});
     await firstStarted.promise;
     // B leads with a short lease: it finds A silent and rescues the job, then runs it itself.
-    const b = pgq.worker({ heartbeatMs: 50, rescueAfterMs: 300, pollIntervalMs: 20 });
+    const b = pgq.worker({ heartbeatMs: 100, rescueAfterMs: 1_000, pollIntervalMs: 20 });
     await b.start();
     const done = await pgq.waitForJob(job.id, { timeoutMs: 10_000 });
     expect(done).toMatchObject({ state: 'succeeded', attempts: 2, result: 'from the second attempt' });

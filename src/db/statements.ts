@@ -114,7 +114,7 @@ export function createStatements(schema: string) {
     `SELECT pg_notify('${channels.done}', CASE WHEN sum(length(id::text) + 1) <= 7000
         THEN string_agg(id::text, ',') ELSE '*' END) FROM ${from} HAVING count(*) > 0`;
 
-  const insertJobs = `
+  const insertSelect = (where: string): string => `
     INSERT INTO ${jobs} (task, queue, payload, priority, max_attempts, run_at, state, unique_key,
                          timeout_ms, backoff_base_ms, backoff_max_ms)
     SELECT t.task, t.queue, t.payload, t.priority, t.max_attempts, t.at,
@@ -125,8 +125,24 @@ export function createStatements(schema: string) {
                           $7::float8[], $8::text[], $9::int[], $10::int[], $11::int[])
                 AS u(task, queue, payload, priority, max_attempts, run_at, delay_ms, unique_key,
                      timeout_ms, backoff_base_ms, backoff_max_ms)) AS t
-    ON CONFLICT (task, unique_key) WHERE unique_key IS NOT NULL AND state IN ${liveStates} DO NOTHING
+    ${where}
+    ON CONFLICT (task, unique_key) WHERE unique_key IS NOT NULL AND state IN ${liveStates} DO NOTHING`;
+
+  // The insert trigger sends NOTIFY at commit for due jobs.
+  const insertJobs = `${insertSelect('')}
     RETURNING ${cols}`;
+
+  // The same insert with the trigger's NOTIFY switched off for this
+  // transaction: NOTIFY takes a database-wide lock at commit, so concurrent
+  // enqueues that each notify commit one at a time. The enqueuer sends one
+  // NOTIFY for a burst of these after they commit.
+  const insertJobsQuiet = `
+    WITH quiet AS (SELECT set_config('pgq.skip_notify', 'on', true)),
+    ins AS (${insertSelect('WHERE (SELECT count(*) FROM quiet) = 1')}
+      RETURNING ${cols})
+    SELECT * FROM ins`;
+
+  const notifyQueues = `SELECT pg_notify('${channels.jobs}', q) FROM unnest($1::text[]) AS q`;
 
   const getLiveByUniqueKey = `
     SELECT ${jcols}
@@ -276,6 +292,23 @@ export function createStatements(schema: string) {
           p.uniqueKeys, p.timeoutsMs, p.backoffBasesMs, p.backoffMaxesMs,
         ],
       });
+    },
+
+    /** JobInsertManyQuiet: as insertJobs, without the NOTIFY (the caller notifies after commit). */
+    insertJobsQuiet(db: SqlExecutor, p: InsertJobsParams): Promise<JobRow[]> {
+      return db.query<JobRow>({
+        name: name('insert_jobs_quiet'),
+        text: insertJobsQuiet,
+        values: [
+          p.tasks, p.queues, p.payloads, p.priorities, p.maxAttempts, p.runAts, p.delaysMs,
+          p.uniqueKeys, p.timeoutsMs, p.backoffBasesMs, p.backoffMaxesMs,
+        ],
+      });
+    },
+
+    /** JobsNotify: wakes the workers of these queues. */
+    async notifyQueues(db: SqlExecutor, queues: string[]): Promise<void> {
+      await db.query({ name: name('notify_queues'), text: notifyQueues, values: [queues] });
     },
 
     /** JobGetLiveByUniqueKey: the live jobs holding these (task, unique_key) pairs. */
