@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { defineTask, PermanentError } from '../src/index.js';
-import { deferred, useTestSchema } from './support/harness.js';
+import { deferred, until, useTestSchema } from './support/harness.js';
 
 const ctx = useTestSchema('worker');
 
@@ -278,5 +278,40 @@ describe('worker behaviour', () => {
     expect(after?.result).toBe('from the second attempt');
     expect(after?.finishedAt).toEqual(done.finishedAt);
     await b.stop();
+  });
+
+  it('prefetches quick jobs; a cancelled prefetched job never runs, and a stop gives the others back', async () => {
+    const gate = deferred();
+    const ran: string[] = [];
+    const quick = defineTask({
+      name: 'prefetched',
+      schema: z.object({ hold: z.boolean() }),
+      handler: async ({ hold }, c) => {
+        ran.push(c.job.id);
+        if (hold) await gate.promise;
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [quick] });
+    const worker = pgq.worker({ concurrency: 2, pollIntervalMs: 20 });
+    await worker.start();
+    for (const j of await pgq.enqueueMany(quick, Array.from({ length: 5 }, () => ({ hold: false })))) {
+      await pgq.waitForJob(j.id, { timeoutMs: 10_000 });
+    }
+    const held = await pgq.enqueueMany(quick, [{ hold: true }, { hold: true }]);
+    await until(() => held.every((j) => ran.includes(j.id)), { what: 'both slots busy' });
+    const [b, c] = await pgq.enqueueMany(quick, [{ hold: false }, { hold: false }]);
+    // Both are claimed into the local buffer while the slots stay busy.
+    await until(async () => (await pgq.getJob(c!.id))?.state === 'running', { what: 'prefetch' });
+    expect((await pgq.getJob(b!.id))?.state).toBe('running');
+    expect(ran).not.toContain(b!.id);
+    await pgq.cancelJob(b!.id);
+    const stopping = worker.stop();
+    await until(async () => (await pgq.getJob(c!.id))?.state === 'available', { what: 'prefetched job given back' });
+    gate.resolve();
+    await stopping;
+    expect(ran).not.toContain(b!.id);
+    expect(ran).not.toContain(c!.id);
+    expect(await pgq.getJob(c!.id)).toMatchObject({ state: 'available', attempts: 0 });
+    expect((await pgq.getJob(b!.id))?.state).toBe('cancelled');
   });
 });

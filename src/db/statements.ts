@@ -274,6 +274,13 @@ export function createStatements(schema: string) {
      WHERE state = 'running' AND worker_id = $1 AND id <> ALL($2::bigint[])
     RETURNING id`;
 
+  // Prefetched jobs a stopping worker never started: available again, the
+  // attempt given back (no handler ran).
+  const releaseUnstarted = `
+    UPDATE ${jobs}
+       SET state = 'available', attempts = attempts - 1, run_at = now()
+     WHERE id = ANY($2::bigint[]) AND state = 'running' AND worker_id = $1`;
+
   const heartbeat = `
     INSERT INTO ${workers} (id, hostname, pid, queues, concurrency)
     VALUES ($1, $2, $3, $4::text[], $5)
@@ -364,6 +371,11 @@ export function createStatements(schema: string) {
     /** JobReleaseOrphans: gives back running rows of this worker that it does not hold. */
     releaseOrphans(db: SqlExecutor, p: ReleaseOrphansParams): Promise<{ id: string }[]> {
       return db.query({ name: name('release_orphans'), text: releaseOrphans, values: [p.workerId, p.heldIds] });
+    },
+
+    /** JobReleaseUnstarted: gives back prefetched jobs this worker never started. */
+    async releaseUnstarted(db: SqlExecutor, p: { workerId: string; ids: string[] }): Promise<void> {
+      await db.query({ name: name('release_unstarted'), text: releaseUnstarted, values: [p.workerId, p.ids] });
     },
 
     /** WorkerHeartbeat: registers the worker or renews its lease; `inserted` is true when the row was missing. */

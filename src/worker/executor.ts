@@ -48,6 +48,7 @@ export class Executor {
   readonly #held = new Set<string>();
   readonly #slotListeners = new Set<() => void>();
   #idleWaiters: (() => void)[] = [];
+  #avgMs: number | null = null;
 
   constructor(
     private readonly concurrency: number,
@@ -61,6 +62,11 @@ export class Executor {
 
   get freeSlots(): number {
     return this.concurrency - this.#running.size;
+  }
+
+  /** Moving average of recent handler times, or null before the first job. */
+  get averageDurationMs(): number | null {
+    return this.#avgMs;
   }
 
   get runningCount(): number {
@@ -125,6 +131,7 @@ export class Executor {
       this.#emit('job:start', job);
       outcome = await this.#attempt(job, controller);
       const ms = this.clock.monotonicMs() - startedAt;
+      this.#avgMs = this.#avgMs === null ? ms : this.#avgMs * 0.9 + ms * 0.1;
       if (outcome?.kind === 'complete') this.#emit('job:success', job, ms);
       if (outcome?.kind === 'fail') {
         const retry = !outcome.permanent && job.attempts < job.maxAttempts;

@@ -11,6 +11,13 @@
  * available ("promoted") by the producer itself when the next one is due and
  * at least every poll interval, in one statement.
  *
+ * Prefetch: while recent jobs are quick (an average under 50 ms), the
+ * producer claims up to `concurrency` jobs ahead into a local buffer, so the
+ * next claim's round trip overlaps the running jobs. The buffer starts jobs as
+ * slots free; slow jobs turn prefetch off so no job waits behind them while
+ * another worker is idle. Buffered jobs count as held; a stop, a cancel or a
+ * lost lease gives them back or drops them.
+ *
  * A claim whose reply is lost (connection dropped after commit) would leave
  * rows marked running for this worker that it never received; after any
  * failed claim the producer gives such orphans back before claiming again.
@@ -22,13 +29,16 @@ import { Waker, sleep } from '../core/sleep.js';
 import { errorMessage, errorSummary } from '../core/errors.js';
 import type { SqlExecutor } from '../db/executor.js';
 import type { HotStatements } from '../db/statements.js';
-import { toClaimedJob } from '../db/rows.js';
+import { toClaimedJob, type ClaimedJob } from '../db/rows.js';
 import type { Executor } from './executor.js';
 
 const PROMOTE_BATCH = 1_000;
+/** Prefetch only while jobs average less than this. */
+const PREFETCH_BELOW_MS = 50;
 
 export interface ProducerConfig {
   workerId: string;
+  concurrency: number;
   queues: readonly string[];
   tasks: readonly string[];
   maxClaimBatch: number;
@@ -42,6 +52,9 @@ export class Producer extends LoopService {
   #needsReconcile = false;
   /** Monotonic time of the next promotion of due scheduled/retryable jobs. */
   #promoteAt = 0;
+  /** Claimed jobs not yet started (prefetch). */
+  #buffer: ClaimedJob[] = [];
+  #draining = false;
   #offSlotFree: (() => void) | undefined;
 
   constructor(
@@ -77,6 +90,7 @@ export class Producer extends LoopService {
     // together) make one claim, not one claim each.
     let pending = false;
     this.#offSlotFree ??= this.executor.onSlotFree(() => {
+      this.#dispatch();
       if (!this.#moreWaiting || pending) return;
       pending = true;
       setImmediate(() => {
@@ -88,15 +102,60 @@ export class Producer extends LoopService {
   }
 
   override async stop(): Promise<void> {
+    this.#draining = true;
     await super.stop();
     this.#offSlotFree?.();
     this.#offSlotFree = undefined;
+    await this.#releaseBuffered();
+  }
+
+  /** Ids of claimed jobs waiting in the local buffer. */
+  bufferedIds(): string[] {
+    return this.#buffer.map((j) => j.id);
+  }
+
+  /** Drops a buffered job (it was cancelled); true when it was buffered. */
+  dropBuffered(id: string): boolean {
+    const i = this.#buffer.findIndex((j) => j.id === id);
+    if (i < 0) return false;
+    this.#buffer.splice(i, 1);
+    return true;
+  }
+
+  /** Drops every buffered job (the lease was lost: they were rescued elsewhere). */
+  dropAllBuffered(): void {
+    this.#buffer = [];
+  }
+
+  /** Starts buffered jobs while slots are free. */
+  #dispatch(): void {
+    if (this.#draining) return;
+    while (this.#buffer.length > 0 && this.executor.freeSlots > 0) this.executor.run(this.#buffer.shift()!);
+  }
+
+  /** How many jobs to keep claimed ahead of the free slots. */
+  #prefetch(): number {
+    const avg = this.executor.averageDurationMs;
+    return avg !== null && avg < PREFETCH_BELOW_MS ? this.config.concurrency : 0;
+  }
+
+  /** Gives buffered (never started) jobs back: available again, attempt not counted. */
+  async #releaseBuffered(): Promise<void> {
+    const ids = this.bufferedIds();
+    this.#buffer = [];
+    if (ids.length === 0) return;
+    try {
+      await this.statements.releaseUnstarted(this.db, { workerId: this.config.workerId, ids });
+    } catch (err) {
+      this.logger.warn({ err: errorSummary(err), jobs: ids.length }, `pgq could not give back prefetched jobs; they will be rescued: ${errorMessage(err)}`);
+    }
   }
 
   protected async run(signal: AbortSignal): Promise<void> {
     let failures = 0;
     while (!signal.aborted) {
-      const free = this.executor.freeSlots;
+      this.#dispatch();
+      const free = this.executor.freeSlots + this.#prefetch() - this.#buffer.length;
       if (free <= 0 || !this.#moreWaiting) {
         await this.#waker.wait(free <= 0 ? this.config.pollIntervalMs : await this.#idleWaitMs(), signal);
         if (free > 0) this.#moreWaiting = true; // a poll, a timer or a wake: look again
@@ -113,8 +172,8 @@ export class Producer extends LoopService {
           workerId: this.config.workerId,
         });
         failures = 0;
-        // Jobs claimed while stopping still run: stop() drains the executor.
-        for (const row of rows) this.executor.run(toClaimedJob(row));
+        for (const row of rows) this.#buffer.push(toClaimedJob(row));
+        this.#dispatch();
         if (rows.length < limit) this.#moreWaiting = false;
       } catch (err) {
         failures += 1;
@@ -150,7 +209,7 @@ export class Producer extends LoopService {
   async #releaseOrphans(): Promise<void> {
     const released = await this.statements.releaseOrphans(this.db, {
       workerId: this.config.workerId,
-      heldIds: this.executor.heldIds(),
+      heldIds: [...this.executor.heldIds(), ...this.bufferedIds()],
     });
     this.#needsReconcile = false;
     if (released.length > 0) {

@@ -77,6 +77,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.#producer = new Producer(
       {
         workerId: this.id,
+        concurrency: options.concurrency,
         queues: options.queues,
         tasks: deps.tasks.names(),
         maxClaimBatch: options.maxClaimBatch,
@@ -92,7 +93,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
       { workerId: this.id, queues: options.queues, concurrency: options.concurrency, heartbeatMs: options.heartbeatMs },
       deps.db,
       deps.statements,
-      () => this.#executor.abortAll(new LeaseLostError()),
+      () => {
+        this.#producer.dropAllBuffered();
+        this.#executor.abortAll(new LeaseLostError());
+      },
       this.#logger,
     );
     this.#rescuer = new Rescuer(
@@ -156,7 +160,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         if (queues.has(queue)) this.#producer.wake();
       }),
       await listener.subscribe(channels.cancel, (id) => {
-        this.#executor.abort(id, new JobCancelledError(id));
+        if (!this.#producer.dropBuffered(id)) this.#executor.abort(id, new JobCancelledError(id));
       }),
     );
     const offConnect = listener.onConnect(() => this.#producer.reconnected());
