@@ -35,16 +35,12 @@ export interface EnqueueOptions {
 export type EnqueueManyOptions = EnqueueOptions;
 
 const int32 = z.number().int().min(-2_147_483_648).max(2_147_483_647);
-const optionsSchema = z.object({
-  runAt: z
-    .date({ error: 'must be a Date' })
-    .refine((d) => !Number.isNaN(d.getTime()), 'must be a valid Date')
-    .optional(),
-  delayMs: z.number().finite().min(0).max(1e13).optional(),
-  priority: int32.optional(),
+
+/** Per-job options shared by enqueue and workflow steps. */
+export const jobOptionsShape = {
   queue: nameSchema.optional(),
+  priority: int32.optional(),
   maxAttempts: z.number().int().min(1).max(1_000_000).optional(),
-  uniqueKey: z.string().min(1).max(1_000).refine((s) => !s.includes('\u0000'), 'must not contain \\u0000').optional(),
   timeoutMs: z.number().int().min(1).max(2_147_483_647).optional(),
   backoff: z
     .object({
@@ -52,6 +48,16 @@ const optionsSchema = z.object({
       maxMs: z.number().int().min(0).max(2_147_483_647).optional(),
     })
     .optional(),
+};
+
+const optionsSchema = z.object({
+  ...jobOptionsShape,
+  runAt: z
+    .date({ error: 'must be a Date' })
+    .refine((d) => !Number.isNaN(d.getTime()), 'must be a valid Date')
+    .optional(),
+  delayMs: z.number().finite().min(0).max(1e13).optional(),
+  uniqueKey: z.string().min(1).max(1_000).refine((s) => !s.includes('\u0000'), 'must not contain \\u0000').optional(),
 });
 
 type ParsedOptions = z.output<typeof optionsSchema>;

@@ -33,7 +33,6 @@ export class PgqMetrics {
   readonly registry: Registry;
   readonly #finished: Counter<'task' | 'queue' | 'outcome'>;
   readonly #duration: Histogram<'task' | 'queue'>;
-  readonly #running: Gauge<'worker'>;
   readonly #workers = new Set<Worker>();
 
   constructor(pgq: Pgq, options: MetricsOptions = {}) {
@@ -54,7 +53,7 @@ export class PgqMetrics {
       registers,
     });
     const workers = this.#workers;
-    this.#running = new Gauge({
+    new Gauge({
       name: `${prefix}jobs_running`,
       help: 'Handlers running now, per worker.',
       labelNames: ['worker'] as const,

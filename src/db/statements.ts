@@ -100,6 +100,13 @@ export interface RescuedJob {
 
 export type HotStatements = ReturnType<typeof createStatements>;
 
+function insertValues(p: InsertJobsParams): unknown[] {
+  return [
+    p.tasks, p.queues, p.payloads, p.priorities, p.maxAttempts, p.runAts, p.delaysMs,
+    p.uniqueKeys, p.timeoutsMs, p.backoffBasesMs, p.backoffMaxesMs,
+  ];
+}
+
 /** The named statements for one schema. Built once per `Pgq`. */
 export function createStatements(schema: string) {
   const s = quoteIdent(schema);
@@ -152,7 +159,13 @@ export function createStatements(schema: string) {
 
   // The claim reads only `available` rows, per queue in index order (a
   // LATERAL scan per queue keeps `ORDER BY ... LIMIT` on the index even for
-  // several queues), so its cost does not grow with the jobs waiting.
+  // several queues), so its cost does not grow with the jobs waiting. The
+  // update finds the picked rows by `id = ANY(ARRAY(...))`: a join there can
+  // turn, under a generic plan, into a hash join over the whole table.
+  //
+  // Writes that end an attempt look rows up the same way (`id = ANY($1)`)
+  // and test `(state = 'running') IS TRUE`, which no partial index matches,
+  // so the planner cannot prefer the running-jobs index full of dead entries.
   const claimJobs = `
     WITH picked AS MATERIALIZED (
       SELECT c.id FROM unnest($1::text[]) AS q(queue)
@@ -168,8 +181,7 @@ export function createStatements(schema: string) {
     )
     UPDATE ${jobs} j
        SET state = 'running', attempts = j.attempts + 1, started_at = now(), worker_id = $4
-      FROM picked
-     WHERE j.id = picked.id
+     WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING ${jcols}`;
 
   // Scheduled and retryable jobs whose time has come become available.
@@ -202,7 +214,7 @@ export function createStatements(schema: string) {
       UPDATE ${jobs} j
          SET state = 'succeeded', finished_at = now(), result = v.result
         FROM unnest($1::bigint[], $2::int[], $3::jsonb[]) AS v(id, attempt, result)
-       WHERE j.id = v.id AND j.state = 'running' AND j.attempts = v.attempt
+       WHERE j.id = ANY($1::bigint[]) AND j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
         AND (SELECT count(*) FROM async) = 1
       RETURNING j.id
     )
@@ -218,7 +230,7 @@ export function createStatements(schema: string) {
              errors = j.errors || jsonb_build_array(v.error)
         FROM unnest($1::bigint[], $2::int[], $3::jsonb[], $4::float8[], $5::bool[])
           AS v(id, attempt, error, delay_ms, permanent)
-       WHERE j.id = v.id AND j.state = 'running' AND j.attempts = v.attempt
+       WHERE j.id = ANY($1::bigint[]) AND j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
       RETURNING j.id, j.state
     ), final AS (SELECT id FROM done WHERE state = 'failed')
     ${notifyDone('final')}`;
@@ -233,7 +245,7 @@ export function createStatements(schema: string) {
            max_attempts = j.max_attempts + 1,
            errors = CASE WHEN v.note IS NULL THEN j.errors ELSE j.errors || jsonb_build_array(v.note) END
       FROM unnest($1::bigint[], $2::int[], $3::float8[], $4::jsonb[]) AS v(id, attempt, delay_ms, note)
-     WHERE j.id = v.id AND j.state = 'running' AND j.attempts = v.attempt
+     WHERE j.id = ANY($1::bigint[]) AND j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
     RETURNING j.id`;
 
   // Jobs of workers silent for rescueAfterMs: retried (the attempt they were
@@ -291,26 +303,12 @@ export function createStatements(schema: string) {
   return {
     /** JobInsertMany: inserts jobs, skipping those whose unique key matches a live job. */
     insertJobs(db: SqlExecutor, p: InsertJobsParams): Promise<JobRow[]> {
-      return db.query<JobRow>({
-        name: name('insert_jobs'),
-        text: insertJobs,
-        values: [
-          p.tasks, p.queues, p.payloads, p.priorities, p.maxAttempts, p.runAts, p.delaysMs,
-          p.uniqueKeys, p.timeoutsMs, p.backoffBasesMs, p.backoffMaxesMs,
-        ],
-      });
+      return db.query<JobRow>({ name: name('insert_jobs'), text: insertJobs, values: insertValues(p) });
     },
 
     /** JobInsertManyQuiet: as insertJobs, without the NOTIFY (the caller notifies after commit). */
     insertJobsQuiet(db: SqlExecutor, p: InsertJobsParams): Promise<JobRow[]> {
-      return db.query<JobRow>({
-        name: name('insert_jobs_quiet'),
-        text: insertJobsQuiet,
-        values: [
-          p.tasks, p.queues, p.payloads, p.priorities, p.maxAttempts, p.runAts, p.delaysMs,
-          p.uniqueKeys, p.timeoutsMs, p.backoffBasesMs, p.backoffMaxesMs,
-        ],
-      });
+      return db.query<JobRow>({ name: name('insert_jobs_quiet'), text: insertJobsQuiet, values: insertValues(p) });
     },
 
     /** JobsNotify: wakes the workers of these queues. */

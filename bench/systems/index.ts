@@ -1,0 +1,25 @@
+/**
+ * Every system the harness knows, by name, in the order reports list them.
+ * Loaded lazily, so a worker process holds only its own system's library and
+ * its memory (RSS) is that system's alone.
+ */
+import type { System } from '../lib/types.js';
+
+const LOADERS: Record<string, () => Promise<System>> = {
+  pgq: async () => (await import('./pgq.js')).pgqSystem,
+  floor: async () => (await import('./floor.js')).floorSystem,
+  'graphile-worker': async () => (await import('./graphile-worker.js')).graphileWorkerSystem,
+  'graphile-worker-tuned': async () => (await import('./graphile-worker.js')).graphileWorkerTunedSystem,
+  'pg-boss': async () => (await import('./pg-boss.js')).pgBossSystem,
+  'pg-boss-tuned': async () => (await import('./pg-boss.js')).pgBossTunedSystem,
+  bullmq: async () => (await import('./bullmq.js')).bullmqSystem,
+  'bullmq-pg': async () => (await import('./bullmq.js')).bullmqPgSystem,
+};
+
+export const SYSTEM_NAMES: readonly string[] = Object.keys(LOADERS);
+
+export async function loadSystem(name: string): Promise<System> {
+  const load = LOADERS[name];
+  if (!load) throw new Error(`unknown system ${JSON.stringify(name)}; known: ${SYSTEM_NAMES.join(', ')}`);
+  return load();
+}
