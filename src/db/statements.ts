@@ -163,9 +163,9 @@ export function createStatements(schema: string) {
   // update finds the picked rows by `id = ANY(ARRAY(...))`: a join there can
   // turn, under a generic plan, into a hash join over the whole table.
   //
-  // Writes that end an attempt look rows up the same way (`id = ANY($1)`)
-  // and test `(state = 'running') IS TRUE`, which no partial index matches,
-  // so the planner cannot prefer the running-jobs index full of dead entries.
+  // Writes that end an attempt test `(state = 'running') IS TRUE`, which no
+  // partial index matches, so the planner cannot prefer the running-jobs
+  // index (full of dead entries between vacuums) over the primary key.
   const claimJobs = `
     WITH picked AS MATERIALIZED (
       SELECT c.id FROM unnest($1::text[]) AS q(queue)
@@ -214,7 +214,7 @@ export function createStatements(schema: string) {
       UPDATE ${jobs} j
          SET state = 'succeeded', finished_at = now(), result = v.result
         FROM unnest($1::bigint[], $2::int[], $3::jsonb[]) AS v(id, attempt, result)
-       WHERE j.id = ANY($1::bigint[]) AND j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
+       WHERE j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
         AND (SELECT count(*) FROM async) = 1
       RETURNING j.id
     )
@@ -230,7 +230,7 @@ export function createStatements(schema: string) {
              errors = j.errors || jsonb_build_array(v.error)
         FROM unnest($1::bigint[], $2::int[], $3::jsonb[], $4::float8[], $5::bool[])
           AS v(id, attempt, error, delay_ms, permanent)
-       WHERE j.id = ANY($1::bigint[]) AND j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
+       WHERE j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
       RETURNING j.id, j.state
     ), final AS (SELECT id FROM done WHERE state = 'failed')
     ${notifyDone('final')}`;
@@ -245,7 +245,7 @@ export function createStatements(schema: string) {
            max_attempts = j.max_attempts + 1,
            errors = CASE WHEN v.note IS NULL THEN j.errors ELSE j.errors || jsonb_build_array(v.note) END
       FROM unnest($1::bigint[], $2::int[], $3::float8[], $4::jsonb[]) AS v(id, attempt, delay_ms, note)
-     WHERE j.id = ANY($1::bigint[]) AND j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
+     WHERE j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
     RETURNING j.id`;
 
   // Jobs of workers silent for rescueAfterMs: retried (the attempt they were
