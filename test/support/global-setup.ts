@@ -5,8 +5,11 @@
  * 3. an embedded PostgreSQL in a temporary directory.
  * Every test file then works in a schema of its own.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import readline from 'node:readline';
 import type { TestProject } from 'vitest/node';
-import { startEmbedded, type EmbeddedServer } from './embedded.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -15,7 +18,7 @@ declare module 'vitest' {
   }
 }
 
-let embedded: EmbeddedServer | undefined;
+let embedded: { child: ChildProcess; dataDir: string } | undefined;
 let container: { stop(): Promise<unknown> } | undefined;
 
 async function dockerAnswers(): Promise<boolean> {
@@ -46,12 +49,27 @@ export async function setup(project: TestProject): Promise<void> {
     project.provide('databaseKind', 'container');
     return;
   }
-  embedded = await startEmbedded('test');
-  project.provide('databaseUrl', embedded.url);
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'embedded-server.ts'), 'test'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const ready = await new Promise<{ url: string; dataDir: string }>((resolve, reject) => {
+    readline.createInterface({ input: child.stdout! }).once('line', (line) => resolve(JSON.parse(line) as { url: string; dataDir: string }));
+    child.once('exit', (code) => reject(new Error(`the embedded PostgreSQL for the tests exited (${code}) before it was ready`)));
+  });
+  embedded = { child, dataDir: ready.dataDir };
+  project.provide('databaseUrl', ready.url);
   project.provide('databaseKind', 'embedded');
 }
 
 export async function teardown(): Promise<void> {
-  await embedded?.stop();
+  if (embedded) {
+    const { child, dataDir } = embedded;
+    if (child.exitCode === null) {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      await exited;
+    }
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }
   await container?.stop();
 }
