@@ -175,12 +175,16 @@ export class Executor {
     }
     const timeoutMs = job.timeoutMs ?? task.timeoutMs;
     const timer = timeoutMs ? setTimeout(() => controller.abort(new JobTimeoutError(timeoutMs)), timeoutMs) : undefined;
-    const logger = this.logger.child({ jobId: job.id, task: job.task, attempt: job.attempts });
+    const parent = this.logger;
+    let logger: Logger | undefined;
     const ctx: JobContext = {
       job: { ...job, payload: parsed.data },
       attempt: job.attempts,
       signal: controller.signal,
-      logger,
+      // Made on first use: most handlers never log, and this runs per job.
+      get logger(): Logger {
+        return (logger ??= parent.child({ jobId: job.id, task: job.task, attempt: job.attempts }));
+      },
       snooze(delayMs: number): never {
         throw new SnoozeError(delayMs);
       },
