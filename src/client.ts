@@ -18,12 +18,13 @@ import { defaultLogger, type Logger } from './core/logger.js';
 import { systemClock, type Clock } from './core/clock.js';
 import { JobNotFoundError, PgqError, ValidationError, WaitTimeoutError, errorMessage, errorSummary } from './core/errors.js';
 import { isFinalState, JOB_STATES, type JobRecord, type JobState } from './core/types.js';
-import { Waker } from './core/sleep.js';
+import { waitUntilDone } from './notify/wait.js';
 import { executorFor, pgExecutor, type DbHandle, type SqlExecutor } from './db/executor.js';
 import { createStatements, type HotStatements } from './db/statements.js';
 import type { PgqDatabase } from './db/tables.js';
 import { toJobRecord, type JobRow } from './db/rows.js';
 import { migrate, type MigrateResult } from './db/migrate.js';
+import { checkSchemaVersion } from './db/schema-version.js';
 import { setupRoles, type RolesOptions } from './roles.js';
 import { Listener } from './notify/listener.js';
 import { channelNames, type ChannelNames } from './notify/channels.js';
@@ -135,6 +136,20 @@ export class Pgq {
   }
 
   /**
+   * Checks, read-only, that pgq's schema has every migration this version
+   * needs. Rejects with a `PgqError` (code `PGQ_SCHEMA_NOT_READY`) that says
+   * to run `pgq migrate` when the schema is missing or behind. Workers run
+   * this at start; only `migrate()` changes the schema.
+   *
+   * @example
+   * await pgq.checkSchema(); // throws: schema pgq is at version …, this pgq needs …: run pgq migrate
+   */
+  async checkSchema(): Promise<void> {
+    this.#assertOpen();
+    await checkSchemaVersion(this.#db, this.schema);
+  }
+
+  /**
    * Creates (if missing) and grants least-privilege roles: an enqueuer that
    * can only add jobs and read its own, and a worker that can run workers but
    * not change the schema. Run as the owner of pgq's tables; re-run after
@@ -206,6 +221,8 @@ export class Pgq {
       maxResultBytes: this.#options.maxPayloadBytes,
       leaderServices: this.#leaderServices(resolved),
       syncSchedules: declared && (() => this.#schedules.syncDeclared(declared)),
+      checkSchema: () => this.checkSchema(),
+      leaseConnection: this.#leaseConnection(resolved),
     });
     this.#workers.add(worker);
     return worker;
@@ -229,26 +246,21 @@ export class Pgq {
   ): Promise<JobRecord<Payload, Result>> {
     this.#assertOpen();
     parseId(id);
-    const deadline = options.timeoutMs === undefined ? Infinity : this.#clock.monotonicMs() + options.timeoutMs;
-    const waker = new Waker();
-    const unsubscribe = await this.#listener.subscribe(this.#channels.done, (payload) => {
-      if (payload === '*' || payload.split(',').includes(id)) waker.wake();
-    });
-    try {
-      await this.#listener.ready();
-      for (;;) {
-        const job = await this.getJob<Payload, Result>(id);
-        if (!job) throw new JobNotFoundError(id);
-        if (isFinalState(job.state)) return job;
-        options.signal?.throwIfAborted();
-        const left = deadline - this.#clock.monotonicMs();
-        if (left <= 0) throw new WaitTimeoutError(id, options.timeoutMs ?? 0, job.state);
-        // NOTIFY wakes us; the slow poll only covers a listener that is reconnecting (or poll-only mode).
-        await waker.wait(Math.min(left, this.#listener.connected ? 5_000 : 250), options.signal);
-      }
-    } finally {
-      await unsubscribe();
-    }
+    return waitUntilDone(
+      { listener: this.#listener, clock: this.#clock },
+      {
+        channel: this.#channels.done,
+        wakesOn: (payload) => payload === '*' || payload.split(',').includes(id),
+        look: async () => {
+          const job = await this.getJob<Payload, Result>(id);
+          if (!job) throw new JobNotFoundError(id);
+          return isFinalState(job.state) ? { done: true, value: job } : { done: false, state: job.state };
+        },
+        timeoutMs: options.timeoutMs,
+        signal: options.signal,
+        timeoutError: (state) => new WaitTimeoutError(id, options.timeoutMs ?? 0, state),
+      },
+    );
   }
 
   /**
@@ -529,6 +541,19 @@ export class Pgq {
     );
     if (!options.retention) return [scheduler];
     return [scheduler, new Pruner(options.retention, this.kysely, this.#clock, this.logger)];
+  }
+
+  /** Connection settings for a worker's lease thread: the pool's, with time limits a heartbeat can afford. */
+  #leaseConnection(worker: ResolvedWorkerOptions): pg.ClientConfig {
+    const o = this.#options;
+    const base: pg.ClientConfig = o.pool ? { ...(o.pool.options as pg.ClientConfig) } : { connectionString: o.connectionString };
+    const limitMs = Math.max(1_000, worker.heartbeatMs);
+    return {
+      ...base,
+      keepAlive: true,
+      connectionTimeoutMillis: limitMs,
+      query_timeout: limitMs,
+    };
   }
 
   #executor(db: DbHandle | undefined): SqlExecutor {

@@ -51,6 +51,8 @@ export const DEFAULTS = Object.freeze({
   rescueAfterMs: 30_000,
   pollIntervalMs: 1_000,
   shutdownGraceMs: 10_000,
+  abortGraceMs: 5_000,
+  stallWarnMs: 5_000,
   maxClaimBatch: 100,
   /** Retention of finished jobs, enforced by the leader's pruner. */
   retention: Object.freeze({
@@ -135,8 +137,26 @@ export interface WorkerOptions {
   rescueAfterMs?: number;
   /** Poll period when no NOTIFY arrives. Default 1 s. */
   pollIntervalMs?: number;
-  /** How long `stop()` waits for running handlers before aborting them. Default 10 s. */
+  /**
+   * How long `stop()` waits for running handlers before signalling them.
+   * Handlers keep their jobs until they settle, however long that takes.
+   * Default 10 s.
+   */
   shutdownGraceMs?: number;
+  /**
+   * How long a handler may take to settle after its signal fired (timeout,
+   * cancel, shutdown) before it is reported stuck. A stuck handler keeps its
+   * slot and its job. Default 5 s.
+   */
+  abortGraceMs?: number;
+  /**
+   * End the process (exit code 70) once a handler has been stuck this long,
+   * so a supervisor restarts it and the job is rescued when the lease
+   * expires. Default: never.
+   */
+  exitOnStuckMs?: number | null;
+  /** Warn when the event loop has not answered for this long (a handler computing on the main thread). Default 5 s. */
+  stallWarnMs?: number;
   /** Take part in leader election and run maintenance when elected. Default true. */
   leader?: boolean;
   /** Most jobs claimed in one statement. Default min(concurrency, 100). */
@@ -196,6 +216,9 @@ const workerOptionsSchema = z
     rescueAfterMs: z.number().int().min(30).max(86_400_000).default(DEFAULTS.rescueAfterMs),
     pollIntervalMs: z.number().int().min(10).max(3_600_000).default(DEFAULTS.pollIntervalMs),
     shutdownGraceMs: z.number().int().min(0).max(86_400_000).default(DEFAULTS.shutdownGraceMs),
+    abortGraceMs: z.number().int().min(0).max(86_400_000).default(DEFAULTS.abortGraceMs),
+    exitOnStuckMs: z.number().int().min(0).max(86_400_000).nullable().default(null),
+    stallWarnMs: z.number().int().min(100).max(86_400_000).default(DEFAULTS.stallWarnMs),
     leader: z.boolean().default(true),
     maxClaimBatch: z.number().int().min(1).max(10_000).optional(),
     id: nameSchema.optional(),
@@ -213,6 +236,9 @@ export interface ResolvedWorkerOptions {
   readonly rescueAfterMs: number;
   readonly pollIntervalMs: number;
   readonly shutdownGraceMs: number;
+  readonly abortGraceMs: number;
+  readonly exitOnStuckMs: number | null;
+  readonly stallWarnMs: number;
   readonly leader: boolean;
   readonly maxClaimBatch: number;
   readonly id: string | undefined;
@@ -232,6 +258,9 @@ export function resolveWorkerOptions(options: WorkerOptions, tasks: readonly Any
     rescueAfterMs: o.rescueAfterMs,
     pollIntervalMs: o.pollIntervalMs,
     shutdownGraceMs: o.shutdownGraceMs,
+    abortGraceMs: o.abortGraceMs,
+    exitOnStuckMs: o.exitOnStuckMs,
+    stallWarnMs: o.stallWarnMs,
     leader: o.leader,
     maxClaimBatch: o.maxClaimBatch ?? Math.min(o.concurrency, DEFAULTS.maxClaimBatch),
     id: o.id,

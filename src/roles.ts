@@ -62,6 +62,7 @@ export function rolesSql(schema: string, options: RolesOptions): string[] {
       `GRANT USAGE ON SCHEMA ${s} TO ${r}`,
       `GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA ${s} TO ${r}`,
       `REVOKE ALL ON ${s}.pgq_migrations FROM ${r}`,
+      `GRANT SELECT ON ${s}.pgq_migrations TO ${r}`,
       `GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA ${s} TO ${r}`,
       `DROP POLICY IF EXISTS ${policy} ON ${s}.jobs`,
       `CREATE POLICY ${policy} ON ${s}.jobs AS PERMISSIVE FOR ALL TO ${r} USING (true) WITH CHECK (true)`,

@@ -262,12 +262,14 @@ describe('worker behaviour', () => {
       },
     });
     const pgq = await ctx.migrated({ tasks: [fenced] });
-    // A heartbeats once at start and then not for a minute: it is "paused".
+    // A renews its lease once at start and then not for a minute.
     const a = pgq.worker({ leader: false, heartbeatMs: 60_000, rescueAfterMs: 120_000, pollIntervalMs: 20 });
     await a.start();
     const job = await pgq.enqueue(fenced, {});
     await firstStarted.promise;
-    // B leads with a short lease: it finds A silent and rescues the job, then runs it itself.
+    // A's lease runs out (as if A had been silent for its rescueAfterMs).
+    await ctx.admin.query(`UPDATE "${ctx.schema}".workers SET lease_expires_at = now() - interval '1 second' WHERE id = $1`, [a.id]);
+    // B leads: it finds A's lease expired and rescues the job, then runs it itself.
     const b = pgq.worker({ heartbeatMs: 100, rescueAfterMs: 1_000, pollIntervalMs: 20 });
     await b.start();
     const done = await pgq.waitForJob(job.id, { timeoutMs: 10_000 });

@@ -40,13 +40,26 @@ export async function resolveDatabaseUrl(opts: GlobalOptions, logger: Logger): P
   return info.url;
 }
 
-/** A connected, migrated Pgq; fails with a clear message when the database cannot be reached. */
-export async function openPgq(opts: GlobalOptions, logger: Logger, tasks: AnyTask[] = [], options: { migrate?: boolean } = {}): Promise<Pgq> {
+/**
+ * What a command does with the schema before it runs: `check` (the default)
+ * verifies read-only that it is migrated; only `pgq migrate` (`none`, it
+ * migrates itself) and the demo (`migrate`) change it.
+ */
+export type SchemaPreparation = 'check' | 'migrate' | 'none';
+
+/** A connected Pgq on a ready schema; fails with a clear message when the database cannot be reached or the schema is not migrated. */
+export async function openPgq(opts: GlobalOptions, logger: Logger, tasks: AnyTask[] = [], options: { schema?: SchemaPreparation } = {}): Promise<Pgq> {
   validateSchemaName(opts.schema);
   const url = await resolveDatabaseUrl(opts, logger);
   await checkReachable(url);
   const pgq = new Pgq({ connectionString: url, schema: opts.schema, tasks, logger });
-  if (options.migrate !== false) await pgq.migrate();
+  try {
+    if (options.schema === 'migrate') await pgq.migrate();
+    else if (options.schema !== 'none') await pgq.checkSchema();
+  } catch (err) {
+    await pgq.close();
+    throw err;
+  }
   return pgq;
 }
 

@@ -9,7 +9,7 @@ import type { Pgq } from '../client.js';
 import type { AnyTask } from '../task.js';
 import type { Logger } from '../core/logger.js';
 import { PgqError } from '../core/errors.js';
-import { makeLogger, openPgq, type GlobalOptions } from './context.js';
+import { makeLogger, openPgq, type GlobalOptions, type SchemaPreparation } from './context.js';
 import { registerMigrate } from './commands/migrate.js';
 import { registerWorker } from './commands/worker.js';
 import { registerEnqueue } from './commands/enqueue.js';
@@ -26,9 +26,9 @@ export interface CliRuntime {
   /** The --schema option. */
   schema(): string;
   out(text: string): void;
-  open(tasks?: AnyTask[], options?: { migrate?: boolean }): Promise<Pgq>;
+  open(tasks?: AnyTask[], options?: { schema?: SchemaPreparation }): Promise<Pgq>;
   /** Opens a Pgq, runs `fn` with it, and closes it whatever happens. */
-  using<T>(fn: (pgq: Pgq) => Promise<T>, options?: { tasks?: AnyTask[]; migrate?: boolean }): Promise<T>;
+  using<T>(fn: (pgq: Pgq) => Promise<T>, options?: { tasks?: AnyTask[]; schema?: SchemaPreparation }): Promise<T>;
 }
 
 export function buildProgram(): Command {
@@ -56,7 +56,7 @@ export function buildProgram(): Command {
     out: (text: string) => void process.stdout.write(`${text}\n`),
     open: (tasks = [], options = {}) => openPgq(globals(), rt.logger, tasks, options),
     async using(fn, options = {}) {
-      const pgq = await rt.open(options.tasks, { migrate: options.migrate });
+      const pgq = await rt.open(options.tasks, { schema: options.schema });
       try {
         return await fn(pgq);
       } finally {

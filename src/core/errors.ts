@@ -98,7 +98,7 @@ export class WorkerShutdownError extends PgqError {
 /** The reason on `ctx.signal` when this worker's lease on the job was lost (it was rescued elsewhere). */
 export class LeaseLostError extends PgqError {
   constructor() {
-    super('PGQ_LEASE_LOST', 'this worker missed its heartbeat deadline and its jobs were rescued; the result will be discarded');
+    super('PGQ_LEASE_LOST', 'this worker\'s lease expired and the job was rescued from it; this attempt\'s outcome will be discarded');
     this.name = 'LeaseLostError';
   }
 }

@@ -5,7 +5,12 @@
 export function isConnectionError(err: unknown): boolean {
   if (err === null || typeof err !== 'object') return false;
   const code = (err as { code?: unknown }).code;
-  if (typeof code !== 'string') return true; // socket errors, timeouts, "Connection terminated"
+  if (typeof code !== 'string') {
+    // pg's own connection failures carry no code; a programming error
+    // (TypeError, RangeError, …) is not a connection error.
+    const message = err instanceof Error ? err.message : '';
+    return /connection|terminated|timeout|timed out|socket|not queryable|ECONN|EPIPE/i.test(message);
+  }
   if (/^(ECONN|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENOTFOUND|EAI_AGAIN)/.test(code)) return true;
   // 08: connection exception; 57P01-57P03: admin shutdown, crash shutdown, cannot connect now;
   // 53300: too many connections; 40001/40P01: serialization failure / deadlock (retry is safe).

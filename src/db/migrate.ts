@@ -4,14 +4,13 @@
  * `<schema>.pgq_migrations`. Several processes may migrate at once: they queue
  * on node-pg-migrate's advisory lock and the later ones find nothing to do.
  */
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
 import { runner } from 'node-pg-migrate';
 import type { Logger } from '../core/logger.js';
 
-/** The package's own migrations folder, wherever pgq is installed. */
-export const MIGRATIONS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../migrations');
+import { MIGRATIONS_DIR } from './schema-version.js';
+
+export { MIGRATIONS_DIR };
 
 export interface MigrateResult {
   /** Names of the migrations this call applied (empty when up to date). */

@@ -6,7 +6,11 @@
  * Invariants the statements keep:
  * - A claim counts the attempt in the same statement that marks the job
  *   running, and takes rows with FOR UPDATE SKIP LOCKED so two workers never
- *   claim the same job.
+ *   claim the same job. It succeeds only for a worker whose lease
+ *   (`workers.lease_expires_at`) is live, and locks only the rows it takes.
+ * - A worker's lease is written by that worker alone, from its own
+ *   rescueAfterMs; the rescuer takes attempts away only from workers whose
+ *   lease has passed, in the same statement that removes their row.
  * - Every write that ends an attempt (complete, fail, snooze, requeue) is
  *   guarded by `state = 'running' AND attempts = <the attempt>`: a late finish
  *   never overwrites a job that was rescued, re-claimed or cancelled since.
@@ -15,7 +19,7 @@
  */
 import { quoteIdent } from './identifiers.js';
 import { JOB_COLUMNS, type JobRow } from './rows.js';
-import type { SqlExecutor } from './executor.js';
+import type { SqlExecutor, Statement } from './executor.js';
 import { channelNames } from '../notify/channels.js';
 
 export interface InsertJobsParams {
@@ -35,6 +39,7 @@ export interface InsertJobsParams {
 }
 
 export interface ClaimJobsParams {
+  /** One queue uses JobClaim, several JobClaimMany. */
   queues: string[];
   tasks: string[];
   limit: number;
@@ -75,7 +80,8 @@ export interface SnoozeJobsParams {
 }
 
 export interface RescueJobsParams {
-  rescueAfterMs: number;
+  /** Lease of workers from pgq versions that did not write `lease_expires_at`. */
+  legacyRescueAfterMs: number;
   now?: Date | null;
 }
 
@@ -84,18 +90,40 @@ export interface ReleaseOrphansParams {
   heldIds: string[];
 }
 
-export interface HeartbeatParams {
+export interface RegisterWorkerParams {
   workerId: string;
   hostname: string;
   pid: number;
   queues: string[];
   concurrency: number;
+  rescueAfterMs: number;
+}
+
+export interface RenewLeaseParams {
+  workerId: string;
+  stuckJobs: number;
+  loopLagMs: number;
+}
+
+export interface AdoptJobsParams {
+  /** The id the worker registered under after losing its lease. */
+  workerId: string;
+  /** The id whose lease was lost. */
+  formerWorkerId: string;
+  ids: string[];
+  attempts: number[];
 }
 
 export interface RescuedJob {
   id: string;
   state: string;
   worker_id: string;
+}
+
+/** What an outcome statement changed: the ids it wrote (and, for failures, the state each ended in). */
+export interface WrittenOutcome {
+  id: string;
+  state: string;
 }
 
 export type HotStatements = ReturnType<typeof createStatements>;
@@ -157,32 +185,53 @@ export function createStatements(schema: string) {
         ON j.task = k.task AND j.unique_key = k.unique_key
      WHERE j.state IN ${liveStates}`;
 
-  // The claim reads only `available` rows, per queue in index order (a
-  // LATERAL scan per queue keeps `ORDER BY ... LIMIT` on the index even for
-  // several queues), so its cost does not grow with the jobs waiting. The
+  // The claim reads only `available` rows in index order, so its cost does
+  // not grow with the jobs waiting. It takes rows only while the claiming
+  // worker's lease is live (one InitPlan: a lost lease scans nothing). The
   // update finds the picked rows by `id = ANY(ARRAY(...))`: a join there can
   // turn, under a generic plan, into a hash join over the whole table.
   //
   // Writes that end an attempt test `(state = 'running') IS TRUE`, which no
   // partial index matches, so the planner cannot prefer the running-jobs
   // index (full of dead entries between vacuums) over the primary key.
-  const claimJobs = `
-    WITH picked AS MATERIALIZED (
-      SELECT c.id FROM unnest($1::text[]) AS q(queue)
-      CROSS JOIN LATERAL (
-        SELECT id, priority, run_at FROM ${jobs}
-         WHERE state = 'available' AND queue = q.queue AND task = ANY($2::text[])
-         ORDER BY priority DESC, run_at, id
-         LIMIT $3
-         FOR UPDATE SKIP LOCKED
-      ) AS c
-      ORDER BY c.priority DESC, c.run_at, c.id
-      LIMIT $3
-    )
+  const leaseLive = `EXISTS (SELECT 1 FROM ${workers} WHERE id = $4 AND lease_expires_at > now())`;
+  const claimUpdate = `
     UPDATE ${jobs} j
        SET state = 'running', attempts = j.attempts + 1, started_at = now(), worker_id = $4
      WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING ${jcols}`;
+
+  // One queue: lock straight off the claim index, exactly the rows taken.
+  const claimJobs = `
+    WITH picked AS MATERIALIZED (
+      SELECT id FROM ${jobs}
+       WHERE state = 'available' AND queue = $1 AND task = ANY($2::text[]) AND ${leaseLive}
+       ORDER BY priority DESC, run_at, id
+       LIMIT $3
+       FOR UPDATE SKIP LOCKED
+    )${claimUpdate}`;
+
+  // Several queues: read each queue's head in index order without locking
+  // (a LATERAL scan per queue keeps ORDER BY ... LIMIT on the index), then
+  // lock in global order and stop at the limit, so rows of other queues that
+  // this claim will not take stay claimable by every other worker.
+  const claimJobsMany = `
+    WITH candidates AS MATERIALIZED (
+      SELECT c.id FROM unnest($1::text[]) AS q(queue)
+      CROSS JOIN LATERAL (
+        SELECT id FROM ${jobs}
+         WHERE state = 'available' AND queue = q.queue AND task = ANY($2::text[])
+         ORDER BY priority DESC, run_at, id
+         LIMIT $3
+      ) AS c
+      WHERE ${leaseLive}
+    ), picked AS MATERIALIZED (
+      SELECT id FROM ${jobs}
+       WHERE id = ANY(ARRAY(SELECT id FROM candidates)) AND state = 'available'
+       ORDER BY priority DESC, run_at, id
+       LIMIT $3
+       FOR UPDATE SKIP LOCKED
+    )${claimUpdate}`;
 
   // Scheduled and retryable jobs whose time has come become available.
   const promoteDue = `
@@ -217,8 +266,8 @@ export function createStatements(schema: string) {
        WHERE j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
         AND (SELECT count(*) FROM async) = 1
       RETURNING j.id
-    )
-    ${notifyDone('done')}`;
+    ), notified AS (${notifyDone('done')})
+    SELECT id::text AS id, 'succeeded' AS state FROM done, (SELECT count(*) FROM notified) AS n`;
 
   const failJobs = `
     WITH done AS (
@@ -232,8 +281,8 @@ export function createStatements(schema: string) {
           AS v(id, attempt, error, delay_ms, permanent)
        WHERE j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
       RETURNING j.id, j.state
-    ), final AS (SELECT id FROM done WHERE state = 'failed')
-    ${notifyDone('final')}`;
+    ), notified AS (${notifyDone(`(SELECT id FROM done WHERE state = 'failed') AS f`)})
+    SELECT id::text AS id, state FROM done, (SELECT count(*) FROM notified) AS n`;
 
   // A snooze (and a requeue at shutdown) gives the attempt back by raising
   // max_attempts instead of lowering attempts, so attempt numbers only grow
@@ -246,17 +295,20 @@ export function createStatements(schema: string) {
            errors = CASE WHEN v.note IS NULL THEN j.errors ELSE j.errors || jsonb_build_array(v.note) END
       FROM unnest($1::bigint[], $2::int[], $3::float8[], $4::jsonb[]) AS v(id, attempt, delay_ms, note)
      WHERE j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
-    RETURNING j.id`;
+    RETURNING j.id::text AS id, j.state`;
 
-  // Jobs of workers silent for rescueAfterMs: retried (the attempt they were
-  // in is counted) or failed when none is left. The dead workers' rows go in
-  // the same statement. A running job whose worker row is missing altogether
-  // is rescued too.
+  // Jobs of workers whose lease has passed: retried (the attempt they were
+  // in is counted) or failed when none is left. Each lease was written by
+  // its worker from its own rescueAfterMs; the rescuer's settings play no
+  // part (except for rows of pgq versions before leases: $1). The dead
+  // workers' rows go in the same statement, so a heartbeat either renews a
+  // lease before this runs or finds the row gone after. A running job whose
+  // worker row is missing altogether is rescued too.
   const rescueJobs = `
     WITH dead AS (
       DELETE FROM ${workers}
-       WHERE last_heartbeat_at < coalesce($2::timestamptz, now()) - $1 * interval '1 millisecond'
-      RETURNING id
+       WHERE coalesce(lease_expires_at, last_heartbeat_at + $1 * interval '1 millisecond') < coalesce($2::timestamptz, now())
+      RETURNING id, coalesce(rescue_after_ms, $1) AS rescue_after_ms
     ), rescued AS (
       UPDATE ${jobs} j
          SET state = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'available' END,
@@ -264,8 +316,10 @@ export function createStatements(schema: string) {
              finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
              errors = j.errors || jsonb_build_array(jsonb_build_object(
                'attempt', j.attempts,
-               'message', 'rescued: worker ' || coalesce(j.worker_id, '(none)') || ' stopped heartbeating for '
-                          || $1 || ' ms while running this job',
+               'message', 'rescued: the lease of worker ' || coalesce(j.worker_id, '(none)') || ' expired (no heartbeat for '
+                          || coalesce((SELECT d.rescue_after_ms FROM dead d WHERE d.id = j.worker_id)::text || ' ms, its rescueAfterMs',
+                                      'a while: its row is gone')
+                          || ') while it ran this job',
                'at', now()))
        WHERE j.state = 'running'
          AND (j.worker_id IS NULL
@@ -293,12 +347,32 @@ export function createStatements(schema: string) {
        SET state = 'available', attempts = attempts - 1, run_at = now()
      WHERE id = ANY($2::bigint[]) AND state = 'running' AND worker_id = $1`;
 
-  const heartbeat = `
-    INSERT INTO ${workers} (id, hostname, pid, queues, concurrency)
-    VALUES ($1, $2, $3, $4::text[], $5)
-    ON CONFLICT (id) DO UPDATE SET last_heartbeat_at = now(), queues = EXCLUDED.queues,
-                                   concurrency = EXCLUDED.concurrency
-    RETURNING (xmax = 0) AS inserted`;
+  // A worker registers once per lease; an id whose row exists is refused
+  // (two live workers never share an id, and a lost lease is never quietly
+  // re-taken: the worker registers under a new id and adopts what is still
+  // its own).
+  const registerWorker = `
+    INSERT INTO ${workers} (id, hostname, pid, queues, concurrency, rescue_after_ms, lease_expires_at)
+    VALUES ($1, $2, $3, $4::text[], $5, $6::int, now() + $6::int * interval '1 millisecond')
+    ON CONFLICT (id) DO NOTHING
+    RETURNING lease_expires_at`;
+
+  // Renews the lease from the worker's own rescueAfterMs. No row: the lease
+  // was lost (the rescuer removed it).
+  const renewLease = `
+    UPDATE ${workers}
+       SET last_heartbeat_at = now(), lease_expires_at = now() + rescue_after_ms * interval '1 millisecond',
+           stuck_jobs = $2, loop_lag_ms = $3
+     WHERE id = $1
+    RETURNING lease_expires_at`;
+
+  // After a lost lease: the attempts still running under the old id, in the
+  // same attempt, move to the new id; the others were rescued.
+  const adoptJobs = `
+    UPDATE ${jobs} j SET worker_id = $1
+      FROM unnest($3::bigint[], $4::int[]) AS v(id, attempt)
+     WHERE j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt AND j.worker_id = $2
+    RETURNING j.id::text AS id`;
 
   return {
     /** JobInsertMany: inserts jobs, skipping those whose unique key matches a live job. */
@@ -321,13 +395,15 @@ export function createStatements(schema: string) {
       return db.query<JobRow>({ name: name('live_by_key'), text: getLiveByUniqueKey, values: [p.tasks, p.uniqueKeys] });
     },
 
-    /** JobClaim: marks up to `limit` due jobs running for this worker and counts the attempt. */
+    /**
+     * JobClaim / JobClaimMany: marks up to `limit` due jobs running for this
+     * worker and counts the attempt, while the worker's lease is live.
+     */
     claimJobs(db: SqlExecutor, p: ClaimJobsParams): Promise<JobRow[]> {
-      return db.query<JobRow>({
-        name: name('claim'),
-        text: claimJobs,
-        values: [p.queues, p.tasks, p.limit, p.workerId],
-      });
+      if (p.queues.length === 1) {
+        return db.query<JobRow>({ name: name('claim'), text: claimJobs, values: [p.queues[0], p.tasks, p.limit, p.workerId] });
+      }
+      return db.query<JobRow>({ name: name('claim_many'), text: claimJobsMany, values: [p.queues, p.tasks, p.limit, p.workerId] });
     },
 
     /** JobPromoteDue: scheduled and retryable jobs that are due become available; returns how many. */
@@ -343,13 +419,13 @@ export function createStatements(schema: string) {
     },
 
     /** JobCompleteMany: succeeded, with the result, for jobs still running in that attempt. */
-    async completeJobs(db: SqlExecutor, p: CompleteJobsParams): Promise<void> {
-      await db.query({ name: name('complete'), text: completeJobs, values: [p.ids, p.attempts, p.results] });
+    completeJobs(db: SqlExecutor, p: CompleteJobsParams): Promise<WrittenOutcome[]> {
+      return db.query<WrittenOutcome>({ name: name('complete'), text: completeJobs, values: [p.ids, p.attempts, p.results] });
     },
 
     /** JobFailMany: retryable after the delay, or failed when permanent or out of attempts. */
-    async failJobs(db: SqlExecutor, p: FailJobsParams): Promise<void> {
-      await db.query({
+    failJobs(db: SqlExecutor, p: FailJobsParams): Promise<WrittenOutcome[]> {
+      return db.query<WrittenOutcome>({
         name: name('fail'),
         text: failJobs,
         values: [p.ids, p.attempts, p.errors, p.delaysMs, p.permanent],
@@ -357,13 +433,13 @@ export function createStatements(schema: string) {
     },
 
     /** JobSnoozeMany: due again after the delay; the attempt does not count. */
-    async snoozeJobs(db: SqlExecutor, p: SnoozeJobsParams): Promise<void> {
-      await db.query({ name: name('snooze'), text: snoozeJobs, values: [p.ids, p.attempts, p.delaysMs, p.notes] });
+    snoozeJobs(db: SqlExecutor, p: SnoozeJobsParams): Promise<WrittenOutcome[]> {
+      return db.query<WrittenOutcome>({ name: name('snooze'), text: snoozeJobs, values: [p.ids, p.attempts, p.delaysMs, p.notes] });
     },
 
-    /** JobRescue: retries or fails the running jobs of workers silent for rescueAfterMs. */
+    /** JobRescue: retries or fails the running jobs of workers whose lease has passed. */
     rescueJobs(db: SqlExecutor, p: RescueJobsParams): Promise<RescuedJob[]> {
-      return db.query<RescuedJob>({ name: name('rescue'), text: rescueJobs, values: [p.rescueAfterMs, p.now ?? null] });
+      return db.query<RescuedJob>({ name: name('rescue'), text: rescueJobs, values: [p.legacyRescueAfterMs, p.now ?? null] });
     },
 
     /** JobReleaseOrphans: gives back running rows of this worker that it does not hold. */
@@ -376,14 +452,28 @@ export function createStatements(schema: string) {
       await db.query({ name: name('release_unstarted'), text: releaseUnstarted, values: [p.workerId, p.ids] });
     },
 
-    /** WorkerHeartbeat: registers the worker or renews its lease; `inserted` is true when the row was missing. */
-    async heartbeat(db: SqlExecutor, p: HeartbeatParams): Promise<{ inserted: boolean }> {
-      const rows = await db.query<{ inserted: boolean }>({
-        name: name('heartbeat'),
-        text: heartbeat,
-        values: [p.workerId, p.hostname, p.pid, p.queues, p.concurrency],
+    /** WorkerRegister: a new lease for this id; null when the id is already registered. */
+    async registerWorker(db: SqlExecutor, p: RegisterWorkerParams): Promise<Date | null> {
+      const rows = await db.query<{ lease_expires_at: Date }>({
+        name: name('register_worker'),
+        text: registerWorker,
+        values: [p.workerId, p.hostname, p.pid, p.queues, p.concurrency, p.rescueAfterMs],
       });
-      return rows[0] ?? { inserted: false };
+      return rows[0]?.lease_expires_at ?? null;
+    },
+
+    /** WorkerRenewLease: pushes the lease out by the worker's rescueAfterMs; null when the lease was lost. */
+    renewLeaseStatement(p: RenewLeaseParams): Statement {
+      return { text: renewLease, values: [p.workerId, p.stuckJobs, p.loopLagMs] };
+    },
+
+    /** JobAdopt: moves still-owned attempts from a lost lease's id to the new one; returns the ids moved. */
+    adoptJobs(db: SqlExecutor, p: AdoptJobsParams): Promise<{ id: string }[]> {
+      return db.query<{ id: string }>({
+        name: name('adopt_jobs'),
+        text: adoptJobs,
+        values: [p.workerId, p.formerWorkerId, p.ids, p.attempts],
+      });
     },
   };
 }

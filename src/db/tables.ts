@@ -65,6 +65,14 @@ export interface WorkersTable {
   concurrency: number;
   started_at: Generated<Timestamp>;
   last_heartbeat_at: Generated<Timestamp>;
+  /** The worker's own rescueAfterMs. */
+  rescue_after_ms: number | null;
+  /** The worker's lease: renewed at every heartbeat; once past, its attempts are rescued. */
+  lease_expires_at: Timestamp | null;
+  /** Handlers that did not settle within their grace after their signal fired. */
+  stuck_jobs: Generated<number>;
+  /** How long the main event loop had been blocked at the last heartbeat. */
+  loop_lag_ms: Generated<number>;
 }
 
 export interface LeaderTable {

@@ -1,7 +1,9 @@
 /**
- * The rescuer (leader only) retries the running jobs of workers that have not
- * heartbeated for `rescueAfterMs`, however long the jobs themselves may run,
- * and removes those workers' rows. Runs every `min(heartbeatMs, rescueAfterMs / 4)`.
+ * The rescuer (leader only) retries the running jobs of workers whose lease
+ * has passed, however long the jobs themselves may run, and removes those
+ * workers' rows. Each worker writes its own lease from its own
+ * rescueAfterMs; this leader's `rescueAfterMs` applies only to workers of pgq
+ * versions that wrote no lease. Runs every `min(heartbeatMs, rescueAfterMs / 4)`.
  */
 import type { Logger } from '../core/logger.js';
 import { LoopService } from '../core/service.js';
@@ -25,9 +27,9 @@ export class Rescuer extends LoopService {
     super('rescuer', logger);
   }
 
-  /** One pass; returns the rescued jobs. */
-  async rescueOnce(): Promise<{ id: string; state: string; worker_id: string }[]> {
-    const rescued = await this.statements.rescueJobs(this.db, { rescueAfterMs: this.config.rescueAfterMs });
+  /** One pass; returns the rescued jobs. `now` moves the database's clock for tests. */
+  async rescueOnce(now?: Date): Promise<{ id: string; state: string; worker_id: string }[]> {
+    const rescued = await this.statements.rescueJobs(this.db, { legacyRescueAfterMs: this.config.rescueAfterMs, now: now ?? null });
     if (rescued.length > 0) {
       const workers = [...new Set(rescued.map((r) => r.worker_id))];
       this.logger.warn({ jobs: rescued.map((r) => r.id), workers }, `pgq rescued ${rescued.length} job(s) of silent worker(s)`);

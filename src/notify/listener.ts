@@ -71,11 +71,22 @@ export class Listener {
     return () => this.#connectHooks.delete(hook);
   }
 
-  /** Resolves once the connection is listening (or the listener closes). */
-  async ready(): Promise<void> {
+  /**
+   * Resolves once the connection is listening (or the listener closes), or
+   * after `timeoutMs`; resolves to whether it is listening. Callers that
+   * must not hang on a database that is down pass a timeout and poll.
+   */
+  async ready(timeoutMs = Infinity): Promise<boolean> {
     this.#ensureLoop();
-    if (!this.#config || this.#connected || this.#closing.signal.aborted) return;
-    await new Promise<void>((resolve) => this.#connectedWaiters.push(resolve));
+    if (!this.#config) return false;
+    if (this.#connected || this.#closing.signal.aborted) return this.#connected;
+    let timer: NodeJS.Timeout | undefined;
+    await new Promise<void>((resolve) => {
+      this.#connectedWaiters.push(resolve);
+      if (Number.isFinite(timeoutMs)) timer = setTimeout(resolve, Math.max(0, timeoutMs));
+    });
+    clearTimeout(timer);
+    return this.#connected;
   }
 
   async close(): Promise<void> {

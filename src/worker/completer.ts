@@ -1,19 +1,28 @@
 /**
  * The completer writes the outcome of attempts: succeeded, failed/retryable,
  * snoozed. Outcomes queue up while a write is in flight and go out together,
- * one statement per kind, so at high throughput a statement carries hundreds
- * of jobs. Each outcome's promise resolves once it is written (or dropped).
+ * one statement per kind (rows in id order, so batches that touch the same
+ * workflow parents lock them in the same order), so at high throughput a
+ * statement carries hundreds of jobs. Each outcome's promise resolves with
+ * what happened to it: written (and the state it left), discarded (the guard
+ * found the job no longer running in that attempt) or not recorded.
  *
  * Connection errors keep the batch and retry with a capped backoff until the
- * database answers; a statement error splits the batch so one bad row cannot
- * hold the others back. Every statement is guarded (still running, same
- * attempt), so a retry after a lost reply changes nothing twice.
+ * database answers. Any other error is the statement's: the batch is split
+ * so one bad row cannot hold the others back, a success whose result cannot
+ * be stored is recorded as a failure saying why, and what still cannot be
+ * written is logged once and left to the rescuer — never retried in a loop.
+ * Every statement is guarded (still running, same attempt), so a retry after
+ * a lost reply changes nothing twice.
+ *
+ * Backlog: while writes fail or more than `maxBacklog` outcomes wait, the
+ * completer is `backlogged` and the producer stops claiming.
  */
 import type { Logger } from '../core/logger.js';
 import { errorMessage, errorSummary } from '../core/errors.js';
 import { sleep } from '../core/sleep.js';
 import type { SqlExecutor } from '../db/executor.js';
-import type { HotStatements } from '../db/statements.js';
+import type { HotStatements, WrittenOutcome } from '../db/statements.js';
 import { isConnectionError } from '../db/errors.js';
 
 export type Outcome =
@@ -21,32 +30,54 @@ export type Outcome =
   | { kind: 'fail'; id: string; attempt: number; error: string; delayMs: number; permanent: boolean }
   | { kind: 'snooze'; id: string; attempt: number; delayMs: number; note: string | null };
 
+/** What became of one outcome. */
+export type RecordResult =
+  | { status: 'written'; state: string }
+  | { status: 'discarded' }
+  | { status: 'not-recorded' };
+
 interface Pending {
   outcome: Outcome;
-  resolve: () => void;
+  resolve: (result: RecordResult) => void;
 }
 
 const MAX_BATCH = 1_000;
+const NOT_RECORDED: RecordResult = Object.freeze({ status: 'not-recorded' });
+const DISCARDED: RecordResult = Object.freeze({ status: 'discarded' });
 
 export class Completer {
   #pending: Pending[] = [];
   #flushing: Promise<void> | undefined;
   #scheduled = false;
   #giveUpAt = Infinity;
+  #failing = false;
+  readonly #drainedListeners = new Set<() => void>();
 
   constructor(
     private readonly db: SqlExecutor,
     private readonly statements: HotStatements,
     private readonly logger: Logger,
     private readonly monotonicMs: () => number,
+    private readonly maxBacklog = 10_000,
   ) {}
 
-  /** Queues an outcome; resolves when it is written. */
-  record(outcome: Outcome): Promise<void> {
+  /** Queues an outcome; resolves with what became of it. */
+  record(outcome: Outcome): Promise<RecordResult> {
     return new Promise((resolve) => {
       this.#pending.push({ outcome, resolve });
       this.#schedule();
     });
+  }
+
+  /** True while writes fail or too many outcomes wait: claim nothing more until it clears. */
+  get backlogged(): boolean {
+    return this.#failing || this.#pending.length >= this.maxBacklog;
+  }
+
+  /** Called when a backlog clears. */
+  onDrained(listener: () => void): () => void {
+    this.#drainedListeners.add(listener);
+    return () => this.#drainedListeners.delete(listener);
   }
 
   /** Writes everything queued. After `giveUpAfterMs` of failing writes, drops what is left (the rescuer will retry those jobs). */
@@ -56,10 +87,6 @@ export class Completer {
       if (!this.#flushing) this.#startDrain();
       await this.#flushing;
     }
-  }
-
-  get size(): number {
-    return this.#pending.length;
   }
 
   #schedule(): void {
@@ -81,8 +108,10 @@ export class Completer {
 
   async #drain(): Promise<void> {
     while (this.#pending.length > 0) {
+      const wasBacklogged = this.backlogged;
       const batch = this.#pending.splice(0, MAX_BATCH);
       await this.#write(batch);
+      if (wasBacklogged && !this.backlogged) this.#drainedListeners.forEach((listener) => listener());
     }
   }
 
@@ -90,23 +119,29 @@ export class Completer {
     let failures = 0;
     for (;;) {
       try {
-        await this.#writeOnce(batch.map((p) => p.outcome));
-        batch.forEach((p) => p.resolve());
+        const written = await this.#writeOnce(batch.map((p) => p.outcome));
+        for (const p of batch) {
+          const state = written.get(p.outcome.id);
+          p.resolve(state === undefined ? DISCARDED : { status: 'written', state });
+        }
+        if (this.#failing) this.logger.info({}, 'pgq is recording job outcomes again');
+        this.#failing = false;
         return;
       } catch (err) {
         failures += 1;
         if (!isConnectionError(err)) {
+          this.#failing = false;
           if (batch.length > 1) {
             for (const one of batch) await this.#write([one]);
             return;
           }
-          this.logger.error({ err: errorSummary(err), jobId: batch[0]?.outcome.id }, `pgq could not record a job outcome: ${errorMessage(err)}`);
-          batch.forEach((p) => p.resolve());
+          await this.#writeInstead(batch[0]!, err);
           return;
         }
+        this.#failing = true;
         if (this.monotonicMs() >= this.#giveUpAt) {
           this.logger.error({ err: errorSummary(err), jobs: batch.length }, 'pgq gave up recording job outcomes; the rescuer will retry those jobs');
-          batch.forEach((p) => p.resolve());
+          batch.forEach((p) => p.resolve(NOT_RECORDED));
           return;
         }
         if (failures === 1 || failures % 20 === 0) {
@@ -117,11 +152,40 @@ export class Completer {
     }
   }
 
-  async #writeOnce(outcomes: Outcome[]): Promise<void> {
+  /**
+   * One outcome the database refused (not a connection error): logged once.
+   * A success or snooze becomes a failure that says why; a failure is
+   * retried once as a bare message. What still fails is left to the rescuer.
+   */
+  async #writeInstead(pending: Pending, err: unknown): Promise<void> {
+    const { outcome } = pending;
+    this.logger.error({ err: errorSummary(err), jobId: outcome.id }, `pgq could not record the ${outcome.kind} of job ${outcome.id}: ${errorMessage(err)}`);
+    const message = `pgq could not record this attempt's ${outcome.kind}: ${errorMessage(err)}`.slice(0, 2_000);
+    const fallback: Outcome = {
+      kind: 'fail',
+      id: outcome.id,
+      attempt: outcome.attempt,
+      error: JSON.stringify({ attempt: outcome.attempt, message, at: new Date().toISOString() }),
+      delayMs: outcome.kind === 'fail' ? outcome.delayMs : 1_000,
+      permanent: outcome.kind === 'fail' ? outcome.permanent : false,
+    };
+    try {
+      const written = await this.#writeOnce([fallback]);
+      const state = written.get(outcome.id);
+      pending.resolve(state === undefined ? DISCARDED : { status: 'written', state });
+    } catch (again) {
+      this.logger.error({ err: errorSummary(again), jobId: outcome.id }, `pgq could not record any outcome for job ${outcome.id}; the rescuer will retry it once this worker stops: ${errorMessage(again)}`);
+      pending.resolve(NOT_RECORDED);
+    }
+  }
+
+  /** Writes the outcomes; returns id → state for each row a guarded statement changed. */
+  async #writeOnce(unsorted: Outcome[]): Promise<Map<string, string>> {
+    const outcomes = [...unsorted].sort((a, b) => compareIds(a.id, b.id));
     const complete = outcomes.filter((o): o is Extract<Outcome, { kind: 'complete' }> => o.kind === 'complete');
     const fail = outcomes.filter((o): o is Extract<Outcome, { kind: 'fail' }> => o.kind === 'fail');
     const snooze = outcomes.filter((o): o is Extract<Outcome, { kind: 'snooze' }> => o.kind === 'snooze');
-    const writes: Promise<void>[] = [];
+    const writes: Promise<WrittenOutcome[]>[] = [];
     if (complete.length > 0) {
       writes.push(
         this.statements.completeJobs(this.db, {
@@ -155,5 +219,13 @@ export class Completer {
     const results = await Promise.allSettled(writes);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
+    const written = new Map<string, string>();
+    for (const r of results) if (r.status === 'fulfilled') for (const row of r.value) written.set(String(row.id), row.state);
+    return written;
   }
+}
+
+/** Numeric order of job ids (strings of digits). */
+function compareIds(a: string, b: string): number {
+  return a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
 }

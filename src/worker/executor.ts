@@ -1,12 +1,29 @@
 /**
- * The executor runs claimed jobs under the concurrency limit. Each job goes
- * through one pipeline: resolve task → validate payload → start timeout →
- * run handler (raced against its AbortSignal) → hand the outcome to the
- * completer. A slot frees when the handler settles or its signal aborts (a
- * handler that ignores its signal cannot pin a slot); the job stays "held"
- * until its outcome is written, which is what the producer's orphan check
- * relies on.
+ * The executor runs claimed jobs under the concurrency limit: one attempt per
+ * claimed job, owned by this worker from the claim until its outcome is
+ * written.
+ *
+ * Ownership of an attempt, as this file keeps it:
+ * - It starts when the producer hands over a claimed job (`run`): the job
+ *   takes a slot and is "held".
+ * - The pipeline (resolve task → start listeners → validate payload → start
+ *   timeout → run handler → serialise result) turns whatever happens into
+ *   exactly one `Outcome`: complete, fail or snooze (a give-back). Anything
+ *   thrown anywhere, including by a schema's transform or a `job:start`
+ *   listener, is a failure of that attempt.
+ * - A signal (timeout, cancel, shutdown, lost lease) asks the handler to
+ *   stop; it does not end the attempt. The slot and the job stay held until
+ *   the handler's promise settles, so a handler that ignores its signal never
+ *   runs beside its own retry. One that has not settled `abortGraceMs` after
+ *   its signal is *stuck*: reported (log, `job:stuck`, `stuckCount`), still
+ *   held; with `exitOnStuckMs`, the process exits once a handler has been
+ *   stuck that long, so a supervisor restarts it and the job is rescued.
+ * - The outcome goes to the completer, whose write is guarded by
+ *   `state = 'running' AND attempts = n`. Events report what was written:
+ *   `job:success` / `job:failure` only when the guarded write changed the
+ *   row, `job:discarded` when it did not (the job was cancelled or rescued).
  */
+import type { EventEmitter } from 'node:events';
 import type { Logger } from '../core/logger.js';
 import type { Clock } from '../core/clock.js';
 import {
@@ -17,51 +34,70 @@ import {
   SnoozeError,
   WorkerShutdownError,
   errorMessage,
+  errorSummary,
   isPermanentError,
-  snoozeDelay, errorSummary } from '../core/errors.js';
+  snoozeDelay,
+} from '../core/errors.js';
 import { backoffDelayMs } from '../core/backoff.js';
 import { toJsonText } from '../core/json.js';
-import type { EventEmitter } from 'node:events';
 import type { JobErrorEntry, JobRecord } from '../core/types.js';
 import type { ClaimedJob } from '../db/rows.js';
 import type { AnyTask, JobContext, TaskRegistry } from '../task.js';
-import type { Completer, Outcome } from './completer.js';
+import type { Completer, Outcome, RecordResult } from './completer.js';
 
-/** Events a worker emits about the jobs it runs. */
+/** Events a worker emits about the jobs it runs: each reports what was written, not what was attempted. */
 export interface WorkerEvents {
-  /** A claimed job's handler is about to run. */
+  /** A claimed job's handler is about to run. A listener that throws fails the attempt. */
   'job:start': [job: JobRecord];
-  /** The handler returned; its result is being recorded. */
+  /** The attempt's success was written: the job is `succeeded`. */
   'job:success': [job: JobRecord, durationMs: number];
-  /** The attempt failed; `retry` says whether another attempt will follow. */
+  /** The attempt's failure was written; `retry` says whether the job is `retryable` (true) or `failed`. */
   'job:failure': [job: JobRecord, error: unknown, durationMs: number, retry: boolean];
+  /** The attempt's outcome was not written: the job was cancelled, or rescued from this worker, meanwhile. */
+  'job:discarded': [job: JobRecord, outcome: Outcome['kind'], reason: string];
+  /** A handler did not settle `abortGraceMs` after its signal; it keeps its slot and its job. */
+  'job:stuck': [job: JobRecord, reason: string, sinceSignalMs: number];
+  /** The event loop was blocked for `lagMs` (reported once it answers again), with the tasks that were running. */
+  'loop:stall': [lagMs: number, tasks: Record<string, number>];
 }
 
-interface RunningJob {
+export interface ExecutorConfig {
+  concurrency: number;
+  maxResultBytes: number;
+  /** How long a handler may take to settle after its signal before it counts as stuck. */
+  abortGraceMs: number;
+  /** Exit the process once a handler has been stuck this long; null never. */
+  exitOnStuckMs: number | null;
+}
+
+interface RunningAttempt {
   job: ClaimedJob;
   controller: AbortController;
   settled: Promise<void>;
+  stuck: boolean;
+  timers: NodeJS.Timeout[];
 }
 
 export class Executor {
-  readonly #running = new Map<string, RunningJob>();
-  readonly #held = new Set<string>();
+  readonly #running = new Map<string, RunningAttempt>();
+  readonly #held = new Map<string, number>();
   readonly #slotListeners = new Set<() => void>();
   #idleWaiters: (() => void)[] = [];
   #avgMs: number | null = null;
+  #stuck = 0;
 
   constructor(
-    private readonly concurrency: number,
+    private readonly config: ExecutorConfig,
     private readonly tasks: TaskRegistry,
     private readonly completer: Completer,
     private readonly logger: Logger,
     private readonly clock: Clock,
-    private readonly maxResultBytes: number,
     private readonly events: EventEmitter<WorkerEvents>,
+    private readonly exit: (code: number) => void = (code) => process.exit(code),
   ) {}
 
   get freeSlots(): number {
-    return this.concurrency - this.#running.size;
+    return this.config.concurrency - this.#running.size;
   }
 
   /** Moving average of recent handler times, or null before the first job. */
@@ -69,13 +105,31 @@ export class Executor {
     return this.#avgMs;
   }
 
+  /** Handlers running now, stuck ones included. */
   get runningCount(): number {
     return this.#running.size;
   }
 
-  /** Ids of jobs claimed by this worker whose outcome is not yet written. */
+  /** Handlers that have not settled within `abortGraceMs` of their signal. */
+  get stuckCount(): number {
+    return this.#stuck;
+  }
+
+  /** Tasks of the running handlers, with how many of each: for stall reports. */
+  runningTasks(): Record<string, number> {
+    const counts: Record<string, number> = {};
+    for (const { job } of this.#running.values()) counts[job.task] = (counts[job.task] ?? 0) + 1;
+    return counts;
+  }
+
+  /** Attempts this worker owns whose outcome is not yet written: id → attempt number. */
+  heldAttempts(): Map<string, number> {
+    return new Map(this.#held);
+  }
+
+  /** Ids of attempts this worker owns whose outcome is not yet written. */
   heldIds(): string[] {
-    return [...this.#held];
+    return [...this.#held.keys()];
   }
 
   /** Called whenever a slot frees. */
@@ -87,15 +141,14 @@ export class Executor {
   /** Starts a claimed job. The caller has checked there is a free slot. */
   run(job: ClaimedJob): void {
     const controller = new AbortController();
-    this.#held.add(job.id);
-    const entry: RunningJob = { job, controller, settled: Promise.resolve() };
+    this.#held.set(job.id, job.attempts);
+    const entry: RunningAttempt = { job, controller, settled: Promise.resolve(), stuck: false, timers: [] };
     this.#running.set(job.id, entry);
-    entry.settled = this.#pipeline(job, controller).catch((err: unknown) => {
-      this.logger.error({ err: errorSummary(err), jobId: job.id }, `pgq executor failed on job ${job.id}: ${errorMessage(err)}`);
-    });
+    controller.signal.addEventListener('abort', () => this.#watchAfterSignal(entry), { once: true });
+    entry.settled = this.#pipeline(entry);
   }
 
-  /** Aborts one running job's signal (cancelJob). */
+  /** Signals one running job (cancelJob). The attempt stays held until its handler settles. */
   abort(id: string, reason: Error): boolean {
     const entry = this.#running.get(id);
     if (!entry) return false;
@@ -103,7 +156,7 @@ export class Executor {
     return true;
   }
 
-  /** Aborts every running job's signal. */
+  /** Signals every running job. */
   abortAll(reason: Error): void {
     for (const entry of this.#running.values()) entry.controller.abort(reason);
   }
@@ -119,34 +172,58 @@ export class Executor {
     return result;
   }
 
-  /** Resolves when every handler has settled and every outcome is handed to the completer. */
+  /** Resolves when every handler has settled and every outcome is written (or given up on). */
   async settled(): Promise<void> {
-    await Promise.all([...this.#running.values()].map((e) => e.settled));
+    while (this.#running.size > 0 || this.#held.size > 0) {
+      await Promise.all([...this.#running.values()].map((e) => e.settled));
+      if (this.#running.size === 0 && this.#held.size > 0) await new Promise((resolve) => setImmediate(resolve));
+    }
   }
 
-  async #pipeline(job: ClaimedJob, controller: AbortController): Promise<void> {
-    let outcome: Outcome | null = null;
+  async #pipeline(entry: RunningAttempt): Promise<void> {
+    const { job } = entry;
     const startedAt = this.clock.monotonicMs();
+    let outcome: Outcome;
     try {
-      this.#emit('job:start', job);
-      outcome = await this.#attempt(job, controller);
-      const ms = this.clock.monotonicMs() - startedAt;
-      this.#avgMs = this.#avgMs === null ? ms : this.#avgMs * 0.9 + ms * 0.1;
-      if (outcome?.kind === 'complete') this.#emit('job:success', job, ms);
-      if (outcome?.kind === 'fail') {
-        const retry = !outcome.permanent && job.attempts < job.maxAttempts;
-        this.#emit('job:failure', job, JSON.parse(outcome.error) as JobErrorEntry, ms, retry);
-      }
-    } finally {
-      this.#running.delete(job.id);
-      if (this.#running.size === 0) this.#idleWaiters.splice(0).forEach((w) => w());
-      for (const listener of this.#slotListeners) listener();
+      outcome = await this.#attempt(entry);
+    } catch (err) {
+      // #attempt turns every error into an outcome; this is the last guard.
+      outcome = this.#failure(job, this.tasks.get(job.task) ?? null, err);
     }
+    const ms = this.clock.monotonicMs() - startedAt;
+    this.#avgMs = this.#avgMs === null ? ms : this.#avgMs * 0.9 + ms * 0.1;
+    this.#release(entry);
+    let written: RecordResult;
     try {
-      if (outcome) await this.completer.record(outcome);
+      written = await this.completer.record(outcome);
     } finally {
       this.#held.delete(job.id);
     }
+    this.#report(job, outcome, written, ms);
+  }
+
+  /** Frees the slot: the handler has settled. */
+  #release(entry: RunningAttempt): void {
+    for (const timer of entry.timers) clearTimeout(timer);
+    if (entry.stuck) {
+      this.#stuck -= 1;
+      this.logger.warn({ jobId: entry.job.id, task: entry.job.task }, `pgq job ${entry.job.id} (${entry.job.task}) settled after being stuck`);
+    }
+    this.#running.delete(entry.job.id);
+    if (this.#running.size === 0) this.#idleWaiters.splice(0).forEach((w) => w());
+    for (const listener of this.#slotListeners) listener();
+  }
+
+  #report(job: ClaimedJob, outcome: Outcome, written: RecordResult, ms: number): void {
+    if (written.status === 'discarded') {
+      const reason = 'the job was cancelled or rescued from this worker before its outcome was written';
+      this.logger.info({ jobId: job.id, task: job.task, attempt: job.attempts, outcome: outcome.kind }, `pgq discarded the ${outcome.kind} of job ${job.id}: ${reason}`);
+      this.#emit('job:discarded', job, outcome.kind, reason);
+      return;
+    }
+    if (written.status !== 'written') return; // not recorded: the completer logged it; the rescuer will retry the job
+    if (outcome.kind === 'complete') this.#emit('job:success', job, ms);
+    if (outcome.kind === 'fail') this.#emit('job:failure', job, JSON.parse(outcome.error) as JobErrorEntry, ms, written.state === 'retryable');
   }
 
   #emit<K extends keyof WorkerEvents>(event: K, ...args: WorkerEvents[K]): void {
@@ -157,30 +234,80 @@ export class Executor {
     }
   }
 
-  /** Runs one attempt and says what to record, or null when nothing is to be written. */
-  async #attempt(job: ClaimedJob, controller: AbortController): Promise<Outcome | null> {
+  /** Runs one attempt and says what to record; never throws. */
+  async #attempt(entry: RunningAttempt): Promise<Outcome> {
+    const { job, controller } = entry;
     const task = this.tasks.get(job.task);
     if (!task) {
       return this.#failure(job, null, new PermanentError(`no task named ${JSON.stringify(job.task)} is registered in this worker`));
     }
-    const parsed = task.schema.safeParse(job.payload);
-    if (!parsed.success) {
-      const first = parsed.error.issues[0];
-      const where = first?.path.length ? `payload.${first.path.join('.')}` : 'payload';
-      return this.#failure(
-        job,
-        task,
-        new PermanentError(`stored payload no longer matches the schema of task ${job.task}: ${where}: ${first?.message ?? 'invalid'}`),
-      );
+    try {
+      (this.events.emit as (e: 'job:start', job: JobRecord) => boolean)('job:start', job);
+    } catch (err) {
+      return this.#failure(job, task, new Error(`a job:start listener threw: ${errorMessage(err)}`, { cause: err }));
+    }
+    let payload: unknown;
+    try {
+      const parsed = task.schema.safeParse(job.payload);
+      if (!parsed.success) {
+        const first = parsed.error.issues[0];
+        const where = first?.path.length ? `payload.${first.path.join('.')}` : 'payload';
+        return this.#failure(
+          job,
+          task,
+          new PermanentError(`stored payload no longer matches the schema of task ${job.task}: ${where}: ${first?.message ?? 'invalid'}`),
+        );
+      }
+      payload = parsed.data;
+    } catch (err) {
+      return this.#failure(job, task, new PermanentError(`the schema of task ${job.task} threw on the stored payload: ${errorMessage(err)}`, { cause: err }));
     }
     const timeoutMs = job.timeoutMs ?? task.timeoutMs;
-    const timer = timeoutMs ? setTimeout(() => controller.abort(new JobTimeoutError(timeoutMs)), timeoutMs) : undefined;
+    if (timeoutMs) entry.timers.push(setTimeout(() => controller.abort(new JobTimeoutError(timeoutMs)), timeoutMs));
+    let settled: { ok: true; value: unknown } | { ok: false; error: unknown };
+    try {
+      settled = { ok: true, value: await task.handler(payload, this.#context(job, payload, controller.signal)) };
+    } catch (err) {
+      settled = { ok: false, error: err };
+    }
+    return this.#decide(job, task, controller.signal, settled);
+  }
+
+  /** The outcome of a settled handler, given why (if at all) its signal fired. */
+  #decide(
+    job: ClaimedJob,
+    task: AnyTask,
+    signal: AbortSignal,
+    settled: { ok: true; value: unknown } | { ok: false; error: unknown },
+  ): Outcome {
+    const reason: unknown = signal.aborted ? signal.reason : undefined;
+    // Cancelled or rescued: the guarded write will be discarded, but the
+    // attempt still ends with one outcome like every other.
+    if (reason instanceof JobCancelledError || reason instanceof LeaseLostError) return this.#failure(job, task, reason);
+    // Past its time limit the attempt fails, however the handler ended.
+    if (reason instanceof JobTimeoutError) return this.#failure(job, task, reason);
+    if (!settled.ok) {
+      if (reason instanceof WorkerShutdownError) {
+        return { kind: 'snooze', id: job.id, attempt: job.attempts, delayMs: 0, note: this.#errorEntry(job, reason) };
+      }
+      const snoozeMs = snoozeDelay(settled.error);
+      if (snoozeMs !== null) return { kind: 'snooze', id: job.id, attempt: job.attempts, delayMs: snoozeMs, note: null };
+      return this.#failure(job, task, settled.error);
+    }
+    try {
+      return { kind: 'complete', id: job.id, attempt: job.attempts, result: toJsonText(settled.value, 'result', this.config.maxResultBytes) };
+    } catch (err) {
+      return this.#failure(job, task, err);
+    }
+  }
+
+  #context(job: ClaimedJob, payload: unknown, signal: AbortSignal): JobContext {
     const parent = this.logger;
     let logger: Logger | undefined;
-    const ctx: JobContext = {
-      job: { ...job, payload: parsed.data },
+    return {
+      job: { ...job, payload },
       attempt: job.attempts,
-      signal: controller.signal,
+      signal,
       // Made on first use: most handlers never log, and this runs per job.
       get logger(): Logger {
         return (logger ??= parent.child({ jobId: job.id, task: job.task, attempt: job.attempts }));
@@ -189,33 +316,42 @@ export class Executor {
         throw new SnoozeError(delayMs);
       },
     };
-    try {
-      const result = await raceAbort(Promise.resolve().then(() => task.handler(parsed.data, ctx)), controller.signal);
-      let resultJson: string;
-      try {
-        resultJson = toJsonText(result, 'result', this.maxResultBytes);
-      } catch (err) {
-        return this.#failure(job, task, err);
-      }
-      return { kind: 'complete', id: job.id, attempt: job.attempts, result: resultJson };
-    } catch (err) {
-      const reason: unknown = controller.signal.aborted ? controller.signal.reason : err;
-      if (reason instanceof JobCancelledError || reason instanceof LeaseLostError) return null;
-      if (reason instanceof WorkerShutdownError) {
-        return { kind: 'snooze', id: job.id, attempt: job.attempts, delayMs: 0, note: this.#errorEntry(job, reason) };
-      }
-      const snoozeMs = snoozeDelay(reason);
-      if (snoozeMs !== null) {
-        return { kind: 'snooze', id: job.id, attempt: job.attempts, delayMs: snoozeMs, note: null };
-      }
-      return this.#failure(job, task, reason);
-    } finally {
-      clearTimeout(timer);
+  }
+
+  /** After a signal: a handler not settled within the grace is stuck; optionally the process exits later. */
+  #watchAfterSignal(entry: RunningAttempt): void {
+    if (!this.#running.has(entry.job.id)) return;
+    const signalledAt = this.clock.monotonicMs();
+    const reason = errorMessage(entry.controller.signal.reason);
+    entry.timers.push(
+      setTimeout(() => {
+        if (this.#running.get(entry.job.id) !== entry) return;
+        entry.stuck = true;
+        this.#stuck += 1;
+        const since = Math.round(this.clock.monotonicMs() - signalledAt);
+        this.logger.warn(
+          { jobId: entry.job.id, task: entry.job.task, attempt: entry.job.attempts, sinceSignalMs: since },
+          `pgq job ${entry.job.id} (${entry.job.task}) is stuck: its handler has not settled ${since} ms after its signal (${reason}); it keeps its slot and its job`,
+        );
+        this.#emit('job:stuck', entry.job, reason, since);
+      }, this.config.abortGraceMs).unref(),
+    );
+    const exitAfter = this.config.exitOnStuckMs;
+    if (exitAfter !== null) {
+      entry.timers.push(
+        setTimeout(() => {
+          if (this.#running.get(entry.job.id) !== entry) return;
+          this.logger.error(
+            { jobId: entry.job.id, task: entry.job.task },
+            `pgq is exiting: job ${entry.job.id} (${entry.job.task}) has been stuck for ${exitAfter} ms (exitOnStuckMs); it will be rescued once this worker's lease expires`,
+          );
+          this.exit(70);
+        }, this.config.abortGraceMs + exitAfter).unref(),
+      );
     }
   }
 
   #failure(job: ClaimedJob, task: AnyTask | null, err: unknown): Outcome {
-    const permanent = isPermanentError(err);
     const backoff = {
       baseMs: job.backoffBaseMs ?? task?.backoff.baseMs ?? 1_000,
       maxMs: job.backoffMaxMs ?? task?.backoff.maxMs ?? 3_600_000,
@@ -226,7 +362,7 @@ export class Executor {
       attempt: job.attempts,
       error: this.#errorEntry(job, err),
       delayMs: backoffDelayMs(job.attempts, backoff),
-      permanent,
+      permanent: isPermanentError(err),
     };
   }
 
@@ -239,23 +375,4 @@ export class Executor {
     if (err instanceof Error && err.stack) entry.stack = err.stack.replaceAll('\u0000', '\\0').slice(0, 10_000);
     return JSON.stringify(entry);
   }
-}
-
-/** The handler's promise, or a rejection with the signal's reason as soon as it aborts. */
-function raceAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    work.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (err: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(err);
-      },
-    );
-  });
 }

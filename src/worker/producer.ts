@@ -21,6 +21,11 @@
  * A claim whose reply is lost (connection dropped after commit) would leave
  * rows marked running for this worker that it never received; after any
  * failed claim the producer gives such orphans back before claiming again.
+ *
+ * It claims nothing while the worker's lease is not trusted (lost, or not
+ * renewed for most of rescueAfterMs) or while the completer is backlogged
+ * (outcomes cannot be written): work it could not own or finish stays in
+ * the queue for other workers.
  */
 import type { Logger } from '../core/logger.js';
 import type { Clock } from '../core/clock.js';
@@ -31,13 +36,14 @@ import type { SqlExecutor } from '../db/executor.js';
 import type { HotStatements } from '../db/statements.js';
 import { toClaimedJob, type ClaimedJob } from '../db/rows.js';
 import type { Executor } from './executor.js';
+import type { Completer } from './completer.js';
+import type { Lease } from './lease.js';
 
 const PROMOTE_BATCH = 1_000;
 /** Prefetch only while jobs average less than this. */
 const PREFETCH_BELOW_MS = 50;
 
 export interface ProducerConfig {
-  workerId: string;
   concurrency: number;
   queues: readonly string[];
   tasks: readonly string[];
@@ -59,13 +65,16 @@ export class Producer extends LoopService {
 
   constructor(
     private readonly config: ProducerConfig,
+    private readonly lease: Lease,
     private readonly db: SqlExecutor,
     private readonly statements: HotStatements,
     private readonly executor: Executor,
+    private readonly completer: Completer,
     private readonly clock: Clock,
     logger: Logger,
   ) {
     super('producer', logger);
+    completer.onDrained(() => this.wake());
   }
 
   /** Something may be due now (a NOTIFY, a reconnect, a test). */
@@ -122,9 +131,9 @@ export class Producer extends LoopService {
     return true;
   }
 
-  /** Drops every buffered job (the lease was lost: they were rescued elsewhere). */
-  dropAllBuffered(): void {
-    this.#buffer = [];
+  /** Buffered jobs: id → attempt number. */
+  bufferedAttempts(): Map<string, number> {
+    return new Map(this.#buffer.map((j) => [j.id, j.attempts]));
   }
 
   /** Starts buffered jobs while slots are free. */
@@ -145,7 +154,7 @@ export class Producer extends LoopService {
     this.#buffer = [];
     if (ids.length === 0) return;
     try {
-      await this.statements.releaseUnstarted(this.db, { workerId: this.config.workerId, ids });
+      await this.statements.releaseUnstarted(this.db, { workerId: this.lease.workerId, ids });
     } catch (err) {
       this.logger.warn({ err: errorSummary(err), jobs: ids.length }, `pgq could not give back prefetched jobs; they will be rescued: ${errorMessage(err)}`);
     }
@@ -156,6 +165,10 @@ export class Producer extends LoopService {
     while (!signal.aborted) {
       this.#dispatch();
       const free = this.executor.freeSlots + this.#prefetch() - this.#buffer.length;
+      if (!this.lease.trusted || this.completer.backlogged) {
+        await this.#waker.wait(Math.min(this.config.pollIntervalMs, 250), signal);
+        continue;
+      }
       if (free <= 0 || !this.#moreWaiting) {
         await this.#waker.wait(free <= 0 ? this.config.pollIntervalMs : await this.#idleWaitMs(), signal);
         if (free > 0) this.#moreWaiting = true; // a poll, a timer or a wake: look again
@@ -169,7 +182,7 @@ export class Producer extends LoopService {
           queues: [...this.config.queues],
           tasks: [...this.config.tasks],
           limit,
-          workerId: this.config.workerId,
+          workerId: this.lease.workerId,
         });
         failures = 0;
         for (const row of rows) this.#buffer.push(toClaimedJob(row));
@@ -208,7 +221,7 @@ export class Producer extends LoopService {
 
   async #releaseOrphans(): Promise<void> {
     const released = await this.statements.releaseOrphans(this.db, {
-      workerId: this.config.workerId,
+      workerId: this.lease.workerId,
       heldIds: [...this.executor.heldIds(), ...this.bufferedIds()],
     });
     this.#needsReconcile = false;

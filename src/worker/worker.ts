@@ -1,13 +1,21 @@
 /**
- * A worker: heartbeat → producer → executor → completer, plus leader
- * election with the maintenance services it runs while elected.
+ * A worker: lease → producer → executor → completer, plus leader election
+ * with the maintenance services it runs while elected.
  *
- * start(): register the worker row, subscribe to NOTIFY (jobs, cancel), start
- * the heartbeat, the producer and the election.
+ * start(): check the schema version (read-only), register the worker's
+ * lease, subscribe to NOTIFY (jobs, cancel), start renewing the lease (off
+ * the main thread), the producer and the election.
  * stop(): stop claiming; wait up to `shutdownGraceMs` for running handlers;
- * abort the rest (their jobs go back to the queue at once, the attempt not
- * counted against them); flush the completer; resign leadership; remove the
- * worker row. A second stop() while one is under way joins it.
+ * signal the rest; wait until every handler has settled (the lease is
+ * renewed meanwhile: a handler that ignores its signal keeps its job, and is
+ * reported stuck); write every outcome (a handler stopped by the shutdown
+ * gives its job back, the attempt not counted); resign leadership; remove
+ * the worker row. A second stop() while one is under way joins it.
+ *
+ * A lost lease (the rescuer removed the row): stop claiming, register under a
+ * new id, adopt the attempts still this worker's (same job, same attempt,
+ * still running under the old id), signal only the handlers whose attempts
+ * were rescued, claim again.
  */
 import os from 'node:os';
 import { EventEmitter } from 'node:events';
@@ -17,6 +25,7 @@ import type { Logger } from '../core/logger.js';
 import type { Clock } from '../core/clock.js';
 import type { Service } from '../core/service.js';
 import { JobCancelledError, LeaseLostError, WorkerShutdownError, errorMessage, errorSummary } from '../core/errors.js';
+import { sleep } from '../core/sleep.js';
 import type { ResolvedWorkerOptions } from '../config.js';
 import type { SqlExecutor } from '../db/executor.js';
 import type { HotStatements } from '../db/statements.js';
@@ -27,7 +36,8 @@ import type { TaskRegistry } from '../task.js';
 import { Completer } from './completer.js';
 import { Executor, type WorkerEvents } from './executor.js';
 import { Producer } from './producer.js';
-import { Heartbeat } from './heartbeat.js';
+import { Lease } from './lease.js';
+import type pg from 'pg';
 import { LeaderElector } from '../maintenance/leader.js';
 import { Rescuer } from '../maintenance/rescuer.js';
 
@@ -45,60 +55,97 @@ export interface WorkerDeps {
   leaderServices?: readonly Service[];
   /** Saves the schedules declared in code; runs first in `start()`, which rejects if it fails. */
   syncSchedules?: () => Promise<void>;
+  /** Checks (read-only) that the schema is migrated to this pgq's version; rejects when it is not. */
+  checkSchema: () => Promise<void>;
+  /** Connection settings for the lease thread; null renews on the main thread. */
+  leaseConnection: pg.ClientConfig | null;
+  /** Ends the process (exitOnStuckMs). */
+  exit?: (code: number) => void;
 }
 
 type WorkerState = 'idle' | 'starting' | 'running' | 'stopping' | 'stopped';
 
 export class Worker extends EventEmitter<WorkerEvents> {
-  /** This worker's id, as written in `jobs.worker_id` and `workers.id`. */
-  readonly id: string;
   readonly options: ResolvedWorkerOptions;
   readonly #deps: WorkerDeps;
   readonly #logger: Logger;
   readonly #completer: Completer;
   readonly #executor: Executor;
   readonly #producer: Producer;
-  readonly #heartbeat: Heartbeat;
+  readonly #lease: Lease;
   readonly #leader: LeaderElector | undefined;
   readonly #rescuer: Rescuer;
   #state: WorkerState = 'idle';
   #starting: Promise<void> | undefined;
   #stopping: Promise<void> | undefined;
   #unsubscribe: (() => Promise<void>)[] = [];
+  #reconciling: Promise<void> | undefined;
+  #loopLagMs = 0;
+  #stallTasks: Record<string, number> = {};
 
   constructor(options: ResolvedWorkerOptions, deps: WorkerDeps) {
     super();
     this.options = options;
     this.#deps = deps;
-    this.id = options.id ?? `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
-    this.#logger = deps.logger.child({ workerId: this.id });
-    this.#completer = new Completer(deps.db, deps.statements, this.#logger, () => deps.clock.monotonicMs());
-    this.#executor = new Executor(options.concurrency, deps.tasks, this.#completer, this.#logger, deps.clock, deps.maxResultBytes, this);
+    const baseId = options.id ?? `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+    this.#logger = deps.logger.child({ workerId: baseId });
+    this.#completer = new Completer(deps.db, deps.statements, this.#logger, () => deps.clock.monotonicMs(), Math.max(1_000, options.concurrency * 10));
+    this.#lease = new Lease(
+      {
+        workerId: baseId,
+        queues: options.queues,
+        concurrency: options.concurrency,
+        heartbeatMs: options.heartbeatMs,
+        rescueAfterMs: options.rescueAfterMs,
+        stallWarnMs: options.stallWarnMs,
+        connection: deps.leaseConnection,
+      },
+      deps.db,
+      deps.statements,
+      this.#logger,
+      {
+        lost: (formerId) => this.#onLeaseLost(formerId),
+        stall: (lagMs, tasks, ended) => this.#onStall(lagMs, tasks, ended),
+      },
+    );
+    this.#executor = new Executor(
+      {
+        concurrency: options.concurrency,
+        maxResultBytes: deps.maxResultBytes,
+        abortGraceMs: options.abortGraceMs,
+        exitOnStuckMs: options.exitOnStuckMs,
+      },
+      deps.tasks,
+      this.#completer,
+      this.#logger,
+      deps.clock,
+      this,
+      deps.exit,
+    );
     this.#producer = new Producer(
       {
-        workerId: this.id,
         concurrency: options.concurrency,
         queues: options.queues,
         tasks: deps.tasks.names(),
         maxClaimBatch: options.maxClaimBatch,
         pollIntervalMs: options.pollIntervalMs,
       },
+      this.#lease,
       deps.db,
       deps.statements,
       this.#executor,
+      this.#completer,
       deps.clock,
       this.#logger,
     );
-    this.#heartbeat = new Heartbeat(
-      { workerId: this.id, queues: options.queues, concurrency: options.concurrency, heartbeatMs: options.heartbeatMs },
-      deps.db,
-      deps.statements,
-      () => {
-        this.#producer.dropAllBuffered();
-        this.#executor.abortAll(new LeaseLostError());
-      },
-      this.#logger,
-    );
+    // Keep the lease row and the stall report up to date as handlers start, settle and get stuck.
+    const report = (): void => {
+      this.#lease.setStuck(this.#executor.stuckCount);
+      this.#lease.reportRunning(() => this.#executor.runningTasks());
+    };
+    this.on('job:start', report);
+    this.on('job:stuck', report);
+    this.#executor.onSlotFree(report);
     this.#rescuer = new Rescuer(
       { rescueAfterMs: options.rescueAfterMs, intervalMs: Math.max(10, Math.min(options.heartbeatMs, options.rescueAfterMs / 4)) },
       deps.db,
@@ -107,13 +154,31 @@ export class Worker extends EventEmitter<WorkerEvents> {
     );
     if (options.leader) {
       this.#leader = new LeaderElector(
-        { workerId: this.id, heartbeatMs: options.heartbeatMs, rescueAfterMs: options.rescueAfterMs },
+        { workerId: baseId, heartbeatMs: options.heartbeatMs, rescueAfterMs: options.rescueAfterMs },
         deps.kysely,
         [this.#rescuer, ...(deps.leaderServices ?? [])],
         deps.clock,
         this.#logger,
       );
     }
+  }
+
+  /**
+   * This worker's id, as written in `jobs.worker_id` and `workers.id`. After
+   * a lost lease the worker registers again as `<id>~2`, `<id>~3`, …
+   */
+  get id(): string {
+    return this.#lease.workerId;
+  }
+
+  /** Handlers that did not settle within `abortGraceMs` after their signal; they keep their slots. */
+  get stuckJobs(): number {
+    return this.#executor.stuckCount;
+  }
+
+  /** How long the event loop was blocked in the last stall reported (0 when none). */
+  get eventLoopLagMs(): number {
+    return this.#loopLagMs;
   }
 
   /** `idle`, `starting`, `running`, `stopping` or `stopped`. */
@@ -153,8 +218,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.#state = 'starting';
     const { listener, channels, tasks } = this.#deps;
     const queues = new Set(this.options.queues);
+    await this.#deps.checkSchema();
     await this.#deps.syncSchedules?.();
-    await this.#heartbeat.register();
+    await this.#lease.register();
     this.#unsubscribe.push(
       await listener.subscribe(channels.jobs, (queue) => {
         if (queues.has(queue)) this.#producer.wake();
@@ -165,8 +231,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
     );
     const offConnect = listener.onConnect(() => this.#producer.reconnected());
     this.#unsubscribe.push(async () => void offConnect());
-    await listener.ready();
-    await this.#heartbeat.start();
+    // Listening is a latency hint: start without it rather than wait for it.
+    await listener.ready(this.options.pollIntervalMs);
+    this.#lease.start();
     await this.#producer.start();
     await this.#leader?.start();
     this.#state = 'running';
@@ -197,17 +264,19 @@ export class Worker extends EventEmitter<WorkerEvents> {
     await this.#producer.stop();
     const idle = await this.#executor.waitIdle(graceMs);
     if (!idle) {
-      this.#logger.warn({ running: this.#executor.runningCount }, 'pgq shutdown grace period over; aborting running jobs');
+      this.#logger.warn({ running: this.#executor.runningCount }, 'pgq shutdown grace period over; signalling running jobs');
       this.#executor.abortAll(new WorkerShutdownError());
     }
+    // Held until every handler settles: the lease is renewed meanwhile.
     await this.#executor.settled();
     await this.#completer.flush(Math.max(5_000, this.options.rescueAfterMs));
+    await this.#reconciling;
     await this.#leader?.stop();
-    await this.#heartbeat.stop();
+    await this.#lease.stop();
     await this.#teardownSubscriptions();
     await this.#deps.kysely
       .deleteFrom('workers')
-      .where('id', '=', this.id)
+      .where('id', '=', this.#lease.workerId)
       .execute()
       .catch((err: unknown) => this.#logger.warn({ err: errorSummary(err) }, `pgq could not deregister the worker: ${errorMessage(err)}`));
     this.#state = 'stopped';
@@ -215,13 +284,64 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   /**
-   * Stops at once: aborts running handlers (their jobs are requeued), no
-   * grace period. Also cuts short a graceful stop already under way.
+   * Stops without a grace period: signals running handlers at once (their
+   * jobs are given back when they settle). Also cuts short a graceful stop
+   * already under way. Like `stop()`, it resolves only once every handler
+   * has settled: a job is never given to another worker while its handler
+   * still runs here.
    */
   hardStop(): Promise<void> {
     const stopping = this.stop({ graceMs: 0 });
     this.#executor.abortAll(new WorkerShutdownError());
     return stopping;
+  }
+
+  #onLeaseLost(formerId: string): void {
+    this.#logger.warn({ formerId }, `pgq worker ${formerId} lost its lease (it was silent for its rescueAfterMs); registering again`);
+    this.#reconciling = this.#reconcile(formerId).finally(() => {
+      this.#reconciling = undefined;
+      this.#producer.wake();
+    });
+  }
+
+  /** Registers again and keeps exactly the attempts that were not rescued. */
+  async #reconcile(formerId: string): Promise<void> {
+    for (let failures = 0; this.#state !== 'stopped'; failures += 1) {
+      try {
+        const workerId = await this.#lease.reregister();
+        const held = new Map([...this.#executor.heldAttempts(), ...this.#producer.bufferedAttempts()]);
+        const adopted = held.size === 0
+          ? new Set<string>()
+          : new Set((await this.#deps.statements.adoptJobs(this.#deps.db, {
+              workerId,
+              formerWorkerId: formerId,
+              ids: [...held.keys()],
+              attempts: [...held.values()],
+            })).map((r) => r.id));
+        const rescued = [...held.keys()].filter((id) => !adopted.has(id));
+        for (const id of rescued) if (!this.#producer.dropBuffered(id)) this.#executor.abort(id, new LeaseLostError());
+        this.#logger.warn(
+          { workerId, kept: adopted.size, rescued },
+          `pgq worker registered again as ${workerId}: kept ${adopted.size} attempt(s), ${rescued.length} had been rescued`,
+        );
+        return;
+      } catch (err) {
+        if (failures === 0 || failures % 20 === 0) {
+          this.#logger.warn({ err: errorSummary(err) }, `pgq could not register the worker again, retrying: ${errorMessage(err)}`);
+        }
+        await sleep(Math.min(this.options.heartbeatMs, 100 * 2 ** Math.min(failures, 6)));
+      }
+    }
+  }
+
+  #onStall(lagMs: number, tasks: Record<string, number>, ended: boolean): void {
+    this.#loopLagMs = lagMs;
+    if (!ended) {
+      this.#stallTasks = tasks; // the lease thread logged it while the loop was blocked
+      return;
+    }
+    this.#logger.warn({ lagMs, tasks: this.#stallTasks }, `pgq worker's event loop was blocked for ${lagMs} ms; CPU-bound handlers belong in a sandbox`);
+    this.emit('loop:stall', lagMs, this.#stallTasks);
   }
 
   async #teardownSubscriptions(): Promise<void> {

@@ -14,7 +14,7 @@ import { sql, type Compilable, type Kysely, type Selectable } from 'kysely';
 import { z } from 'zod';
 import type { Clock } from '../core/clock.js';
 import { PgqError, ValidationError, WaitTimeoutError } from '../core/errors.js';
-import { Waker } from '../core/sleep.js';
+import { waitUntilDone } from '../notify/wait.js';
 import { FINAL_STATES, JOB_STATES, type JobRecord, type JobState, type StepFailure } from '../core/types.js';
 import type { DbHandle, SqlExecutor } from '../db/executor.js';
 import { quoteIdent } from '../db/identifiers.js';
@@ -120,33 +120,26 @@ export class WorkflowStore {
   async wait<Out>(id: unknown, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<WorkflowRecord<Out>> {
     const workflowId = parseWorkflowId(id);
     const { listener, channels, clock } = this.deps;
-    const deadline = options.timeoutMs === undefined ? Infinity : clock.monotonicMs() + options.timeoutMs;
     const first = await this.get<Out>(workflowId);
     if (!first) throw new WorkflowNotFoundError(workflowId);
     const jobIds = new Set(first.steps.map((s) => s.id));
-    // A Waker, not a one-shot signal: a long workflow wakes us many times.
-    const waker = new Waker();
-    const unsubscribe = await listener.subscribe(channels.done, (payload) => {
-      if (payload === '*' || payload.split(',').some((jobId) => jobIds.has(jobId))) waker.wake();
-    });
-    try {
-      await listener.ready();
-      for (;;) {
+    return waitUntilDone(
+      { listener, clock },
+      {
+        channel: channels.done,
+        wakesOn: (payload) => payload === '*' || payload.split(',').some((jobId) => jobIds.has(jobId)),
         // A cheap look first: a big workflow wakes us once per completed batch.
-        if (!(await this.#hasLiveJobs(workflowId))) {
+        look: async () => {
+          if (await this.#hasLiveJobs(workflowId)) return { done: false, state: 'running' };
           const workflow = await this.get<Out>(workflowId);
           if (!workflow) throw new WorkflowNotFoundError(workflowId);
-          if (workflow.state !== 'running') return workflow;
-        }
-        options.signal?.throwIfAborted();
-        const left = deadline - clock.monotonicMs();
-        if (left <= 0) throw new WaitTimeoutError(workflowId, options.timeoutMs ?? 0, 'running', 'workflow');
-        // NOTIFY wakes us; the slow poll only covers a listener that is reconnecting (or off).
-        await waker.wait(Math.min(left, listener.connected ? 5_000 : 250), options.signal);
-      }
-    } finally {
-      await unsubscribe();
-    }
+          return workflow.state === 'running' ? { done: false, state: 'running' } : { done: true, value: workflow };
+        },
+        timeoutMs: options.timeoutMs,
+        signal: options.signal,
+        timeoutError: (state) => new WaitTimeoutError(workflowId, options.timeoutMs ?? 0, state, 'workflow'),
+      },
+    );
   }
 
   async #hasLiveJobs(workflowId: string): Promise<boolean> {

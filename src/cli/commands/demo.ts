@@ -20,7 +20,7 @@ export function registerDemo(program: Command, rt: CliRuntime): void {
     .action(async (opts: { tasks: string }) => {
       const tasks = await loadTasks(opts.tasks);
       const enqueueDemo = await loadEnqueueDemo(opts.tasks);
-      const pgq = await rt.open(tasks);
+      const pgq = await rt.open(tasks, { schema: 'migrate' });
       try {
         const worker = pgq.worker({ concurrency: 4, pollIntervalMs: 200 });
         logJobEvents(worker, rt.logger);

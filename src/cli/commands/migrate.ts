@@ -9,6 +9,6 @@ export function registerMigrate(program: Command, rt: CliRuntime): void {
       await rt.using(async (pgq) => {
         const { applied } = await pgq.migrate();
         rt.out(applied.length ? `applied ${applied.join(', ')} in schema ${pgq.schema}` : `schema ${pgq.schema} is up to date`);
-      }, { migrate: false });
+      }, { schema: 'none' });
     });
 }

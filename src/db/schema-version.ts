@@ -1,0 +1,59 @@
+/**
+ * The read-only schema check every entry point but `migrate` makes: it reads
+ * which migrations `<schema>.pgq_migrations` records and compares them with
+ * the ones this pgq ships, changing nothing. A schema that is missing or
+ * behind is an error that says to run `pgq migrate`; one ahead of this pgq
+ * (a newer version migrated it, as in a rolling deploy) is accepted.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PgqError } from '../core/errors.js';
+import type { SqlExecutor } from './executor.js';
+import { quoteIdent } from './identifiers.js';
+
+/** The package's own migrations folder, wherever pgq is installed. */
+export const MIGRATIONS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../migrations');
+
+let shipped: string[] | undefined;
+
+/** Names of the migrations this pgq ships (file names without extension), oldest first. */
+export function shippedMigrations(): string[] {
+  shipped ??= fs
+    .readdirSync(MIGRATIONS_DIR)
+    .filter((f) => /^\d+_.+\.(sql|js|cjs|mjs)$/.test(f))
+    .map((f) => f.replace(/\.(sql|js|cjs|mjs)$/, ''))
+    .sort();
+  return shipped;
+}
+
+/** A schema that is absent or older than this pgq. */
+export class SchemaNotReadyError extends PgqError {
+  constructor(message: string) {
+    super('PGQ_SCHEMA_NOT_READY', message);
+    this.name = 'SchemaNotReadyError';
+  }
+}
+
+/** Resolves when `schema` has every migration this pgq ships; rejects with SchemaNotReadyError otherwise. */
+export async function checkSchemaVersion(db: SqlExecutor, schema: string): Promise<void> {
+  const table = `${quoteIdent(schema)}.pgq_migrations`;
+  const [found] = await db.query<{ present: boolean }>({ text: 'SELECT to_regclass($1) IS NOT NULL AS present', values: [table] });
+  const needed = shippedMigrations();
+  const latest = version(needed[needed.length - 1]);
+  if (!found?.present) {
+    throw new SchemaNotReadyError(`schema ${schema} is not migrated (this pgq needs version ${latest}): run pgq migrate (or pgq.migrate())`);
+  }
+  const rows = await db.query<{ name: string }>({ text: `SELECT name FROM ${table}`, values: [] });
+  const applied = new Set(rows.map((r) => r.name));
+  const missing = needed.filter((name) => !applied.has(name));
+  if (missing.length === 0) return;
+  const at = [...applied].sort().at(-1);
+  throw new SchemaNotReadyError(
+    `schema ${schema} is at version ${at ? version(at) : 'none'}, this pgq needs ${latest} (missing: ${missing.join(', ')}): run pgq migrate (or pgq.migrate())`,
+  );
+}
+
+function version(name: string | undefined): string {
+  return name?.split('_')[0] ?? 'none';
+}

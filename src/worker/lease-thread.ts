@@ -1,0 +1,157 @@
+/**
+ * The lease renewer: the loop that keeps a worker's lease alive, run on a
+ * thread of its own so that a handler blocking the main event loop for
+ * minutes does not cost the worker its lease while its process lives.
+ *
+ * `leaseThreadMain` is shipped to the thread as source text (it must not use
+ * anything from this module's scope: everything arrives as arguments), so
+ * the same code runs from `dist/` and from TypeScript sources.
+ *
+ * Protocol. Shared memory (Float64Array): [LAST_RENEW] the monotonic time at
+ * which the last successful renewal was sent, written by the thread; [MAIN_TICK]
+ * the main loop's last tick, written by the main thread every `tickMs`;
+ * [STUCK] the stuck handler count, written by the main thread.
+ * Messages to the thread: `renew-as` (a new worker id after a lost lease),
+ * `running` (the running tasks, for stall reports), `stop`. From the thread:
+ * `lost` (the row is gone: stop claiming, re-register), `failing` /
+ * `recovered` (renewals fail / work again), `stall` / `stall-end` (the main
+ * loop stopped answering for `stallWarnMs`, and how long it was out),
+ * `stopped`.
+ */
+import type pg from 'pg';
+import type { MessagePort } from 'node:worker_threads';
+
+/** Slots of the shared Float64Array. */
+export const SLOTS = Object.freeze({ lastRenew: 0, mainTick: 1, stuck: 2 });
+export const SHARED_SLOTS = 3;
+
+export interface LeaseThreadData {
+  connection: pg.ClientConfig;
+  renewText: string;
+  workerId: string;
+  heartbeatMs: number;
+  stallWarnMs: number;
+  tickMs: number;
+  shared: SharedArrayBuffer;
+  slots: typeof SLOTS;
+  pid: number;
+  hostname: string;
+}
+
+export type ToLeaseThread =
+  | { type: 'renew-as'; workerId: string }
+  | { type: 'running'; tasks: Record<string, number> }
+  | { type: 'stop' };
+
+export type FromLeaseThread =
+  | { type: 'lost'; workerId: string }
+  | { type: 'failing'; message: string }
+  | { type: 'recovered' }
+  | { type: 'stall'; lagMs: number; tasks: Record<string, number> }
+  | { type: 'stall-end'; lagMs: number }
+  | { type: 'stopped' };
+
+interface LeaseThreadDeps {
+  pg: typeof import('pg').default;
+  port: MessagePort;
+  data: LeaseThreadData;
+  writeStderr: (line: string) => void;
+}
+
+/** The renewal loop. Runs on the lease thread (or, in fallback, on the main thread). */
+export async function leaseThreadMain({ pg, port, data, writeStderr }: LeaseThreadDeps): Promise<void> {
+  const shared = new Float64Array(data.shared);
+  const monotonicMs = (): number => Number(process.hrtime.bigint()) / 1e6;
+  let workerId = data.workerId;
+  let client: InstanceType<typeof pg.Client> | null = null;
+  let lost = false;
+  let failing = false;
+  let stopping = false;
+  let tasks: Record<string, number> = {};
+  let stallStartedLag = 0;
+  let stallMaxLag = 0;
+  let wake: (() => void) | null = null;
+  const send = (message: FromLeaseThread): void => port.postMessage(message);
+  port.on('message', (message: ToLeaseThread) => {
+    if (message.type === 'renew-as') {
+      workerId = message.workerId;
+      lost = false;
+    } else if (message.type === 'running') {
+      tasks = message.tasks;
+      return;
+    } else {
+      stopping = true;
+    }
+    wake?.();
+  });
+  const checkMs = Math.max(10, Math.min(data.heartbeatMs, data.stallWarnMs / 2, 1_000));
+  let nextRenewAt = 0;
+  while (!stopping) {
+    const lag = Math.max(0, monotonicMs() - shared[data.slots.mainTick]! - data.tickMs);
+    if (lag >= data.stallWarnMs) {
+      if (stallStartedLag === 0) {
+        stallStartedLag = lag;
+        const running = Object.entries(tasks).map(([task, n]) => `${task} ×${n}`).join(', ') || 'no jobs';
+        writeStderr(
+          `${JSON.stringify({
+            level: 40,
+            time: Date.now(),
+            pid: data.pid,
+            hostname: data.hostname,
+            name: 'pgq',
+            workerId,
+            lagMs: Math.round(lag),
+            tasks,
+            msg: `pgq worker's event loop has been blocked for ${Math.round(lag)} ms (running: ${running}); its lease is still renewed, but its other jobs wait. Run CPU-bound handlers in a sandbox.`,
+          })}\n`,
+        );
+        send({ type: 'stall', lagMs: Math.round(lag), tasks });
+      }
+      stallMaxLag = Math.max(stallMaxLag, lag);
+    } else if (stallStartedLag > 0) {
+      send({ type: 'stall-end', lagMs: Math.round(stallMaxLag + data.tickMs) });
+      stallStartedLag = 0;
+      stallMaxLag = 0;
+    }
+    if (!lost && monotonicMs() >= nextRenewAt) {
+      const sentAt = monotonicMs();
+      try {
+        if (!client) {
+          const fresh = new pg.Client(data.connection);
+          fresh.on('error', () => undefined);
+          client = fresh;
+          await fresh.connect();
+        }
+        const result = await client.query({ text: data.renewText, values: [workerId, shared[data.slots.stuck], Math.round(lag)] });
+        if (result.rowCount === 0) {
+          lost = true;
+          send({ type: 'lost', workerId });
+        } else {
+          shared[data.slots.lastRenew] = sentAt;
+          if (failing) send({ type: 'recovered' });
+          failing = false;
+        }
+      } catch (err) {
+        const broken = client;
+        client = null;
+        void broken?.end().catch(() => undefined);
+        if (!failing) send({ type: 'failing', message: err instanceof Error ? err.message : String(err) });
+        failing = true;
+      }
+      nextRenewAt = sentAt + (failing ? Math.min(data.heartbeatMs, 500) : data.heartbeatMs);
+    }
+    if (stopping) break;
+    const waitMs = Math.max(1, Math.min(checkMs, nextRenewAt - monotonicMs()));
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, waitMs);
+      function done(): void {
+        clearTimeout(timer);
+        wake = null;
+        resolve();
+      }
+      wake = done;
+    });
+  }
+  await client?.end().catch(() => undefined);
+  send({ type: 'stopped' });
+}

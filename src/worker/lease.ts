@@ -1,0 +1,287 @@
+/**
+ * A worker's lease: its `workers` row, whose `lease_expires_at` the worker
+ * alone renews from its own `rescueAfterMs`. The lease is what makes the
+ * attempts a worker claimed its own: claims succeed only while it is live,
+ * and the rescuer takes attempts away only once it has passed.
+ *
+ * States: unregistered → registered (renewed every `heartbeatMs` by the lease
+ * thread) → lost (the rescuer removed the row: the worker stops claiming,
+ * registers under a new id and adopts the attempts still its own) →
+ * registered … → stopped.
+ *
+ * Renewal runs on a thread of its own with its own connection (see
+ * lease-thread.ts), so a handler that blocks the main event loop does not
+ * cost the lease while the process lives; the same thread reports stalls of
+ * the main loop. Where the connection settings cannot be handed to a thread
+ * (a password callback, say), renewal runs on the main thread instead, with
+ * a warning.
+ *
+ * Trust window: the main thread claims only while `trusted`: the last
+ * renewal that succeeded was sent less than `rescueAfterMs - heartbeatMs`
+ * ago, so the lease the database holds outlives any claim sent now by at
+ * least a heartbeat.
+ */
+import os from 'node:os';
+import { createRequire } from 'node:module';
+import { MessageChannel, Worker as Thread } from 'node:worker_threads';
+import fs from 'node:fs';
+import pg from 'pg';
+import type { Logger } from '../core/logger.js';
+import { PgqError } from '../core/errors.js';
+import type { SqlExecutor } from '../db/executor.js';
+import type { HotStatements } from '../db/statements.js';
+import {
+  SHARED_SLOTS,
+  SLOTS,
+  leaseThreadMain,
+  type FromLeaseThread,
+  type LeaseThreadData,
+  type ToLeaseThread,
+} from './lease-thread.js';
+
+export interface LeaseConfig {
+  /** The id asked for; a re-registration after a lost lease appends `~2`, `~3`, … */
+  workerId: string;
+  queues: readonly string[];
+  concurrency: number;
+  heartbeatMs: number;
+  rescueAfterMs: number;
+  /** Warn when the main event loop has not answered for this long. */
+  stallWarnMs: number;
+  /** Connection for the renewal thread; null renews on the main thread. */
+  connection: pg.ClientConfig | null;
+}
+
+export interface LeaseEvents {
+  /** The lease was lost: the row is gone, its attempts may have been rescued. */
+  lost(formerWorkerId: string): void;
+  /** The main loop stopped answering (reported once it answers again), or came back after `lagMs`. */
+  stall(lagMs: number, tasks: Record<string, number>, ended: boolean): void;
+}
+
+const TICK_MS = 100;
+const monotonicMs = (): number => Number(process.hrtime.bigint()) / 1e6;
+
+export class Lease {
+  readonly #shared = new Float64Array(new SharedArrayBuffer(SHARED_SLOTS * Float64Array.BYTES_PER_ELEMENT));
+  #workerId: string;
+  #incarnation = 1;
+  #lost = false;
+  #renewalsFailing = false;
+  #port: { postMessage(message: ToLeaseThread): void } | undefined;
+  #thread: Thread | undefined;
+  #threadExited: Promise<void> | undefined;
+  #inProcess: Promise<void> | undefined;
+  #stopped: Promise<void> | undefined;
+  #tick: NodeJS.Timeout | undefined;
+  #lastRunningPost = 0;
+  #runningPostTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly config: LeaseConfig,
+    private readonly db: SqlExecutor,
+    private readonly statements: HotStatements,
+    private readonly logger: Logger,
+    private readonly events: LeaseEvents,
+  ) {
+    this.#workerId = config.workerId;
+  }
+
+  /** The id this worker is registered under now (it changes after a lost lease). */
+  get workerId(): string {
+    return this.#workerId;
+  }
+
+  /** Whether a claim sent now is covered by the lease with a heartbeat to spare. */
+  get trusted(): boolean {
+    if (this.#lost) return false;
+    return monotonicMs() < this.#shared[SLOTS.lastRenew]! + this.config.rescueAfterMs - this.config.heartbeatMs;
+  }
+
+  /** Whether the last renewal failed (the database did not answer). */
+  get renewalsFailing(): boolean {
+    return this.#renewalsFailing;
+  }
+
+  /** Milliseconds since the last successful renewal was sent. */
+  get sinceRenewalMs(): number {
+    return monotonicMs() - this.#shared[SLOTS.lastRenew]!;
+  }
+
+  /** Registers the worker row (the first lease). Throws if the id is taken. */
+  async register(): Promise<void> {
+    const sentAt = monotonicMs();
+    const expires = await this.statements.registerWorker(this.db, {
+      workerId: this.#workerId,
+      hostname: os.hostname(),
+      pid: process.pid,
+      queues: [...this.config.queues],
+      concurrency: this.config.concurrency,
+      rescueAfterMs: this.config.rescueAfterMs,
+    });
+    if (!expires) {
+      throw new PgqError(
+        'PGQ_WORKER_ID_TAKEN',
+        `worker id ${JSON.stringify(this.#workerId)} is already registered: two live workers cannot share an id (a stopped worker's row is removed once its lease expires)`,
+      );
+    }
+    this.#shared[SLOTS.lastRenew] = sentAt;
+    this.#lost = false;
+  }
+
+  /** Starts renewing (on the lease thread). */
+  start(): void {
+    if (this.#port) return;
+    this.#shared[SLOTS.mainTick] = monotonicMs();
+    this.#tick = setInterval(() => (this.#shared[SLOTS.mainTick] = monotonicMs()), TICK_MS);
+    this.#tick.unref();
+    const data: LeaseThreadData = {
+      connection: this.config.connection ?? {},
+      renewText: this.statements.renewLeaseStatement({ workerId: '', stuckJobs: 0, loopLagMs: 0 }).text,
+      workerId: this.#workerId,
+      heartbeatMs: this.config.heartbeatMs,
+      stallWarnMs: this.config.stallWarnMs,
+      tickMs: TICK_MS,
+      shared: this.#shared.buffer as SharedArrayBuffer,
+      slots: SLOTS,
+      pid: process.pid,
+      hostname: os.hostname(),
+    };
+    const onMessage = (message: FromLeaseThread): void => this.#onMessage(message);
+    const threadable = this.config.connection && transferable(this.config.connection);
+    if (threadable) {
+      this.#spawnThread(data, onMessage);
+      return;
+    }
+    if (this.config.connection) {
+      this.logger.warn({}, 'pgq renews this worker\'s lease on the main thread (its connection settings cannot be passed to a thread): a handler that blocks the event loop for rescueAfterMs loses the lease');
+    }
+    const channel = new MessageChannel();
+    channel.port1.on('message', onMessage);
+    channel.port1.unref();
+    this.#port = channel.port1;
+    this.#inProcess = leaseThreadMain({
+      pg,
+      port: channel.port2,
+      data: { ...data, connection: this.config.connection ?? {}, stallWarnMs: Number.MAX_SAFE_INTEGER },
+      writeStderr: (line) => fs.writeSync(2, line),
+    }).finally(() => channel.port2.close());
+  }
+
+  /** Runs the renewal loop on a thread; a thread that dies is replaced while the lease is wanted. */
+  #spawnThread(data: LeaseThreadData, onMessage: (message: FromLeaseThread) => void): void {
+    const pgPath = createRequire(import.meta.url).resolve('pg');
+    const source = `
+      var __name = (f) => f;
+      const { parentPort, workerData } = require('node:worker_threads');
+      (${leaseThreadMain.toString()})({
+        pg: require(${JSON.stringify(pgPath)}),
+        port: parentPort,
+        data: workerData,
+        writeStderr: (line) => require('node:fs').writeSync(2, line),
+      }).catch((err) => { require('node:fs').writeSync(2, 'pgq lease thread failed: ' + (err && err.stack || err) + '\\n'); process.exit(1); });`;
+    const thread = new Thread(source, { eval: true, workerData: data, stdout: false, stderr: false });
+    thread.unref();
+    thread.on('message', onMessage);
+    thread.on('error', (err) => this.logger.error({ err: err.message }, `pgq lease thread failed: ${err.message}`));
+    this.#threadExited = new Promise<void>((resolve) => thread.once('exit', () => resolve()));
+    this.#thread = thread;
+    this.#port = thread;
+    thread.once('exit', (code) => {
+      if (this.#stopped || this.#thread !== thread) return;
+      this.logger.error({ code }, `pgq lease thread exited (${code}); starting another`);
+      setTimeout(() => {
+        if (!this.#stopped && this.#thread === thread) this.#spawnThread({ ...data, workerId: this.#workerId }, onMessage);
+      }, 100).unref();
+    });
+  }
+
+  /** After a lost lease: registers under a new id; returns it. The caller adopts what is still its own. */
+  async reregister(): Promise<string> {
+    this.#incarnation += 1;
+    this.#workerId = `${this.config.workerId}~${this.#incarnation}`;
+    await this.register();
+    this.#port?.postMessage({ type: 'renew-as', workerId: this.#workerId });
+    return this.#workerId;
+  }
+
+  /** The stuck handler count, written into the lease row at the next renewal. */
+  setStuck(count: number): void {
+    this.#shared[SLOTS.stuck] = count;
+  }
+
+  /** The running tasks, for the thread's stall report; posted at most every 250 ms. */
+  reportRunning(tasks: () => Record<string, number>): void {
+    if (!this.#port || this.#runningPostTimer) return;
+    const wait = Math.max(0, this.#lastRunningPost + 250 - monotonicMs());
+    this.#runningPostTimer = setTimeout(() => {
+      this.#runningPostTimer = undefined;
+      this.#lastRunningPost = monotonicMs();
+      this.#port?.postMessage({ type: 'running', tasks: tasks() });
+    }, wait);
+    this.#runningPostTimer.unref();
+  }
+
+  /** Stops renewing; resolves once the renewer has closed its connection. */
+  stop(): Promise<void> {
+    this.#stopped ??= this.#stop();
+    return this.#stopped;
+  }
+
+  async #stop(): Promise<void> {
+    clearInterval(this.#tick);
+    clearTimeout(this.#runningPostTimer);
+    const port = this.#port;
+    if (!port) return;
+    const thread = this.#thread;
+    if (thread) {
+      const exited = this.#threadExited!;
+      const stopped = new Promise<void>((resolve) => thread.on('message', (m: FromLeaseThread) => m.type === 'stopped' && resolve()));
+      port.postMessage({ type: 'stop' });
+      const timer = setTimeout(() => void thread.terminate(), 5_000);
+      await Promise.race([stopped, exited]);
+      clearTimeout(timer);
+      await thread.terminate();
+    } else {
+      port.postMessage({ type: 'stop' });
+      await this.#inProcess;
+    }
+    this.#port = undefined;
+  }
+
+  #onMessage(message: FromLeaseThread): void {
+    switch (message.type) {
+      case 'lost':
+        if (message.workerId !== this.#workerId || this.#lost) return;
+        this.#lost = true;
+        this.events.lost(message.workerId);
+        return;
+      case 'failing':
+        this.#renewalsFailing = true;
+        this.logger.warn({}, `pgq could not renew the worker's lease: ${message.message}`);
+        return;
+      case 'recovered':
+        this.#renewalsFailing = false;
+        this.logger.info({}, 'pgq renews the worker\'s lease again');
+        return;
+      case 'stall':
+        this.events.stall(message.lagMs, message.tasks, false);
+        return;
+      case 'stall-end':
+        this.events.stall(message.lagMs, {}, true);
+        return;
+      case 'stopped':
+        return;
+    }
+  }
+}
+
+/** Whether connection settings survive the trip to a thread (no functions, no sockets). */
+function transferable(config: pg.ClientConfig): boolean {
+  try {
+    structuredClone(config);
+    return true;
+  } catch {
+    return false;
+  }
+}
