@@ -32,7 +32,7 @@ export type Outcome =
 
 /** What became of one outcome. */
 export type RecordResult =
-  | { status: 'written'; state: string }
+  | { status: 'written'; state: string; outcome: Outcome }
   | { status: 'discarded' }
   | { status: 'not-recorded' };
 
@@ -122,7 +122,7 @@ export class Completer {
         const written = await this.#writeOnce(batch.map((p) => p.outcome));
         for (const p of batch) {
           const state = written.get(p.outcome.id);
-          p.resolve(state === undefined ? DISCARDED : { status: 'written', state });
+          p.resolve(state === undefined ? DISCARDED : { status: 'written', state, outcome: p.outcome });
         }
         if (this.#failing) this.logger.info({}, 'pgq is recording job outcomes again');
         this.#failing = false;
@@ -172,7 +172,7 @@ export class Completer {
     try {
       const written = await this.#writeOnce([fallback]);
       const state = written.get(outcome.id);
-      pending.resolve(state === undefined ? DISCARDED : { status: 'written', state });
+      pending.resolve(state === undefined ? DISCARDED : { status: 'written', state, outcome: fallback });
     } catch (again) {
       this.logger.error({ err: errorSummary(again), jobId: outcome.id }, `pgq could not record any outcome for job ${outcome.id}; the rescuer will retry it once this worker stops: ${errorMessage(again)}`);
       pending.resolve(NOT_RECORDED);

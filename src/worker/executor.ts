@@ -222,8 +222,9 @@ export class Executor {
       return;
     }
     if (written.status !== 'written') return; // not recorded: the completer logged it; the rescuer will retry the job
-    if (outcome.kind === 'complete') this.#emit('job:success', job, ms);
-    if (outcome.kind === 'fail') this.#emit('job:failure', job, JSON.parse(outcome.error) as JobErrorEntry, ms, written.state === 'retryable');
+    const recorded = written.outcome; // a refused success is recorded as a failure instead
+    if (recorded.kind === 'complete') this.#emit('job:success', job, ms);
+    if (recorded.kind === 'fail') this.#emit('job:failure', job, JSON.parse(recorded.error) as JobErrorEntry, ms, written.state === 'retryable');
   }
 
   #emit<K extends keyof WorkerEvents>(event: K, ...args: WorkerEvents[K]): void {

@@ -11,12 +11,16 @@
  * which the last successful renewal was sent, written by the thread; [MAIN_TICK]
  * the main loop's last tick, written by the main thread every `tickMs`;
  * [STUCK] the stuck handler count, written by the main thread.
- * Messages to the thread: `renew-as` (a new worker id after a lost lease),
+ * The thread starts with no id and renews nothing until told `renew-as`
+ * (right after the main thread registers the row), so a slow thread start
+ * never leaves a registered lease unrenewed.
+ * Messages to the thread: `renew-as` (the worker id to renew: the first one,
+ * or a new one after a lost lease),
  * `running` (the running tasks, for stall reports), `stop`. From the thread:
  * `lost` (the row is gone: stop claiming, re-register), `failing` /
  * `recovered` (renewals fail / work again), `stall` / `stall-end` (the main
  * loop stopped answering for `stallWarnMs`, and how long it was out),
- * `stopped`.
+ * `ready` (started), `stopped`.
  */
 import type pg from 'pg';
 import type { MessagePort } from 'node:worker_threads';
@@ -44,6 +48,7 @@ export type ToLeaseThread =
   | { type: 'stop' };
 
 export type FromLeaseThread =
+  | { type: 'ready' }
   | { type: 'lost'; workerId: string }
   | { type: 'failing'; message: string }
   | { type: 'recovered' }
@@ -76,6 +81,7 @@ export async function leaseThreadMain({ pg, port, data, writeStderr }: LeaseThre
     if (message.type === 'renew-as') {
       workerId = message.workerId;
       lost = false;
+      nextRenewAt = 0;
     } else if (message.type === 'running') {
       tasks = message.tasks;
       return;
@@ -86,6 +92,7 @@ export async function leaseThreadMain({ pg, port, data, writeStderr }: LeaseThre
   });
   const checkMs = Math.max(10, Math.min(data.heartbeatMs, data.stallWarnMs / 2, 1_000));
   let nextRenewAt = 0;
+  send({ type: 'ready' });
   while (!stopping) {
     const lag = Math.max(0, monotonicMs() - shared[data.slots.mainTick]! - data.tickMs);
     if (lag >= data.stallWarnMs) {
@@ -113,7 +120,7 @@ export async function leaseThreadMain({ pg, port, data, writeStderr }: LeaseThre
       stallStartedLag = 0;
       stallMaxLag = 0;
     }
-    if (!lost && monotonicMs() >= nextRenewAt) {
+    if (workerId !== '' && !lost && monotonicMs() >= nextRenewAt) {
       const sentAt = monotonicMs();
       try {
         if (!client) {

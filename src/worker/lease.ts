@@ -108,7 +108,7 @@ export class Lease {
     return monotonicMs() - this.#shared[SLOTS.lastRenew]!;
   }
 
-  /** Registers the worker row (the first lease). Throws if the id is taken. */
+  /** Registers the worker row (the first lease) and hands it to the renewer. Throws if the id is taken. */
   async register(): Promise<void> {
     const sentAt = monotonicMs();
     const expires = await this.statements.registerWorker(this.db, {
@@ -127,10 +127,11 @@ export class Lease {
     }
     this.#shared[SLOTS.lastRenew] = sentAt;
     this.#lost = false;
+    this.#port?.postMessage({ type: 'renew-as', workerId: this.#workerId });
   }
 
-  /** Starts renewing (on the lease thread). */
-  start(): void {
+  /** Starts the renewer (on the lease thread); it renews from `register()` on. Resolves once it runs. */
+  async start(): Promise<void> {
     if (this.#port) return;
     this.#shared[SLOTS.mainTick] = monotonicMs();
     this.#tick = setInterval(() => (this.#shared[SLOTS.mainTick] = monotonicMs()), TICK_MS);
@@ -138,7 +139,7 @@ export class Lease {
     const data: LeaseThreadData = {
       connection: this.config.connection ?? {},
       renewText: this.statements.renewLeaseStatement({ workerId: '', stuckJobs: 0, loopLagMs: 0 }).text,
-      workerId: this.#workerId,
+      workerId: '',
       heartbeatMs: this.config.heartbeatMs,
       stallWarnMs: this.config.stallWarnMs,
       tickMs: TICK_MS,
@@ -147,10 +148,16 @@ export class Lease {
       pid: process.pid,
       hostname: os.hostname(),
     };
-    const onMessage = (message: FromLeaseThread): void => this.#onMessage(message);
+    let ready!: () => void;
+    const started = new Promise<void>((resolve) => (ready = resolve));
+    const onMessage = (message: FromLeaseThread): void => {
+      if (message.type === 'ready') ready();
+      this.#onMessage(message);
+    };
     const threadable = this.config.connection && transferable(this.config.connection);
     if (threadable) {
       this.#spawnThread(data, onMessage);
+      await Promise.race([started, this.#threadExited]);
       return;
     }
     if (this.config.connection) {
@@ -166,6 +173,7 @@ export class Lease {
       data: { ...data, connection: this.config.connection ?? {}, stallWarnMs: Number.MAX_SAFE_INTEGER },
       writeStderr: (line) => fs.writeSync(2, line),
     }).finally(() => channel.port2.close());
+    await started;
   }
 
   /** Runs the renewal loop on a thread; a thread that dies is replaced while the lease is wanted. */
@@ -180,7 +188,8 @@ export class Lease {
         data: workerData,
         writeStderr: (line) => require('node:fs').writeSync(2, line),
       }).catch((err) => { require('node:fs').writeSync(2, 'pgq lease thread failed: ' + (err && err.stack || err) + '\\n'); process.exit(1); });`;
-    const thread = new Thread(source, { eval: true, workerData: data, stdout: false, stderr: false });
+    // No inherited loader flags (such as --import tsx): the source is plain JavaScript, and the thread must start fast.
+    const thread = new Thread(source, { eval: true, workerData: data, execArgv: [], stdout: false, stderr: false });
     thread.unref();
     thread.on('message', onMessage);
     thread.on('error', (err) => this.logger.error({ err: err.message }, `pgq lease thread failed: ${err.message}`));
@@ -191,7 +200,9 @@ export class Lease {
       if (this.#stopped || this.#thread !== thread) return;
       this.logger.error({ code }, `pgq lease thread exited (${code}); starting another`);
       setTimeout(() => {
-        if (!this.#stopped && this.#thread === thread) this.#spawnThread({ ...data, workerId: this.#workerId }, onMessage);
+        if (this.#stopped || this.#thread !== thread) return;
+        this.#spawnThread(data, onMessage);
+        this.#port?.postMessage({ type: 'renew-as', workerId: this.#workerId });
       }, 100).unref();
     });
   }
@@ -201,7 +212,6 @@ export class Lease {
     this.#incarnation += 1;
     this.#workerId = `${this.config.workerId}~${this.#incarnation}`;
     await this.register();
-    this.#port?.postMessage({ type: 'renew-as', workerId: this.#workerId });
     return this.#workerId;
   }
 
@@ -210,15 +220,21 @@ export class Lease {
     this.#shared[SLOTS.stuck] = count;
   }
 
-  /** The running tasks, for the thread's stall report; posted at most every 250 ms. */
+  /**
+   * The running tasks, for the thread's stall report; posted at once (a
+   * handler that blocks the loop blocks it right after it starts), then at
+   * most every 250 ms.
+   */
   reportRunning(tasks: () => Record<string, number>): void {
     if (!this.#port || this.#runningPostTimer) return;
-    const wait = Math.max(0, this.#lastRunningPost + 250 - monotonicMs());
-    this.#runningPostTimer = setTimeout(() => {
+    const post = (): void => {
       this.#runningPostTimer = undefined;
       this.#lastRunningPost = monotonicMs();
       this.#port?.postMessage({ type: 'running', tasks: tasks() });
-    }, wait);
+    };
+    const wait = this.#lastRunningPost + 250 - monotonicMs();
+    if (wait <= 0) return post();
+    this.#runningPostTimer = setTimeout(post, wait);
     this.#runningPostTimer.unref();
   }
 
@@ -270,6 +286,7 @@ export class Lease {
       case 'stall-end':
         this.events.stall(message.lagMs, {}, true);
         return;
+      case 'ready':
       case 'stopped':
         return;
     }

@@ -207,6 +207,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
     this.#starting ??= this.#start().catch(async (err: unknown) => {
       this.#starting = undefined;
+      await this.#lease.stop();
       await this.#teardownSubscriptions();
       this.#state = 'idle';
       throw err;
@@ -220,6 +221,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const queues = new Set(this.options.queues);
     await this.#deps.checkSchema();
     await this.#deps.syncSchedules?.();
+    await this.#lease.start();
     await this.#lease.register();
     this.#unsubscribe.push(
       await listener.subscribe(channels.jobs, (queue) => {
@@ -233,7 +235,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.#unsubscribe.push(async () => void offConnect());
     // Listening is a latency hint: start without it rather than wait for it.
     await listener.ready(this.options.pollIntervalMs);
-    this.#lease.start();
     await this.#producer.start();
     await this.#leader?.start();
     this.#state = 'running';

@@ -1,0 +1,352 @@
+/**
+ * Attempt ownership: one owner per running attempt, one outcome on every
+ * path. Each test here failed on pgq before attempts had owners.
+ */
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { defineTask, JobTimeoutError, LeaseLostError, type JobRecord } from '../src/index.js';
+import { createStatements } from '../src/db/statements.js';
+import { pgExecutor } from '../src/db/executor.js';
+import { deferred, until, useTestSchema } from './support/harness.js';
+import { spawnWorker } from './support/processes.js';
+import { createLedger, overlappingRuns } from './support/ledger.js';
+
+const ctx = useTestSchema('ownership');
+
+interface Run {
+  attempt: number;
+  start: number;
+  end: number | null;
+}
+
+/** No two runs overlap in time. */
+function overlaps(runs: Run[]): number {
+  let n = 0;
+  for (const a of runs) for (const b of runs) {
+    if (a !== b && a.start < b.start && b.start < (a.end ?? Infinity)) n += 1;
+  }
+  return n;
+}
+
+describe('a handler that ignores its signal', () => {
+  it('keeps its slot and its job past its timeout: its retry never overlaps it', async () => {
+    const runs: Run[] = [];
+    const stubborn = defineTask({
+      name: 'stubborn',
+      schema: z.object({}),
+      timeoutMs: 100,
+      maxAttempts: 3,
+      backoff: { baseMs: 1, maxMs: 1 },
+      handler: async (_p, c) => {
+        const run: Run = { attempt: c.attempt, start: performance.now(), end: null };
+        runs.push(run);
+        await new Promise((r) => setTimeout(r, 600)); // ignores c.signal
+        run.end = performance.now();
+        return 'late';
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [stubborn] });
+    const worker = pgq.worker({ concurrency: 1, pollIntervalMs: 20, abortGraceMs: 200 });
+    const stuck: string[] = [];
+    worker.on('job:stuck', (job) => stuck.push(job.id));
+    await worker.start();
+    const job = await pgq.enqueue(stubborn, {});
+    const done = await pgq.waitForJob(job.id, { timeoutMs: 20_000 });
+    expect(done.state).toBe('failed');
+    expect(done.attempts).toBe(3);
+    expect(done.errors.map((e) => e.message)).toEqual(Array(3).fill('job timed out after 100 ms'));
+    expect(runs).toHaveLength(3);
+    expect(overlaps(runs)).toBe(0);
+    expect(stuck).toEqual([job.id, job.id, job.id]);
+    expect(worker.stuckJobs).toBe(0);
+    await worker.stop();
+  });
+
+  it('hardStop signals it but resolves only once it settled, and gives its job back', async () => {
+    const started = deferred();
+    let ended = false;
+    const slow = defineTask({
+      name: 'slow-ignorer',
+      schema: z.object({}),
+      handler: async () => {
+        started.resolve();
+        await new Promise((r) => setTimeout(r, 400));
+        ended = true;
+        throw new Error('stopped late');
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [slow] });
+    const worker = pgq.worker({ concurrency: 1, pollIntervalMs: 20 });
+    await worker.start();
+    const job = await pgq.enqueue(slow, {});
+    await started.promise;
+    await worker.hardStop();
+    expect(ended).toBe(true);
+    const after = await pgq.getJob(job.id);
+    // Given back: available again, the attempt not counted against it.
+    expect(after).toMatchObject({ state: 'available', attempts: 1, maxAttempts: 26 });
+  });
+});
+
+describe('one outcome on every path', () => {
+  it('a schema transform that throws fails the attempt with its message', async () => {
+    const parsing = defineTask({
+      name: 'parsing',
+      schema: z.object({ raw: z.string() }).transform((p) => JSON.parse(p.raw) as unknown),
+      maxAttempts: 3,
+      handler: () => 'never',
+    });
+    const pgq = await ctx.migrated({ tasks: [parsing] });
+    await ctx.admin.query(`INSERT INTO "${ctx.schema}".jobs (task, payload) VALUES ('parsing', '{"raw":"not json"}')`);
+    const { rows } = await ctx.admin.query<{ id: string }>(`SELECT id FROM "${ctx.schema}".jobs WHERE task = 'parsing'`);
+    const worker = pgq.worker({ pollIntervalMs: 20 });
+    await worker.start();
+    const failed = await pgq.waitForJob(rows[0]!.id, { timeoutMs: 10_000 });
+    expect(failed.state).toBe('failed');
+    expect(failed.errors).toHaveLength(1);
+    expect(failed.errors[0]!.message).toMatch(/the schema of task parsing threw on the stored payload: .*JSON/);
+    await worker.stop();
+  });
+
+  it('a job:start listener that throws fails that attempt; the worker goes on', async () => {
+    const plain = defineTask({ name: 'plain', schema: z.object({ n: z.number() }), maxAttempts: 1, handler: ({ n }) => n });
+    const pgq = await ctx.migrated({ tasks: [plain] });
+    const worker = pgq.worker({ pollIntervalMs: 20 });
+    worker.on('job:start', (job) => {
+      if ((job.payload as { n: number }).n === 1) throw new Error('listener broke');
+    });
+    await worker.start();
+    const [bad, good] = await pgq.enqueueMany(plain, [{ n: 1 }, { n: 2 }]);
+    expect((await pgq.waitForJob(bad!.id, { timeoutMs: 10_000 })).errors[0]!.message).toMatch(/job:start listener threw: listener broke/);
+    expect((await pgq.waitForJob(good!.id, { timeoutMs: 10_000 })).result).toBe(2);
+    await worker.stop();
+  });
+
+  it('an outcome the database refuses is recorded as a failure once, not retried in a loop', async () => {
+    const poison = defineTask({ name: 'poison', schema: z.object({ poison: z.boolean() }), maxAttempts: 1, handler: () => 'ok' });
+    const pgq = await ctx.migrated({ tasks: [poison] });
+    await ctx.admin.query(`
+      CREATE FUNCTION "${ctx.schema}".refuse_success() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN RAISE EXCEPTION 'successes of poison jobs are refused'; END $$;
+      CREATE TRIGGER refuse_success BEFORE UPDATE ON "${ctx.schema}".jobs FOR EACH ROW
+        WHEN (NEW.state = 'succeeded' AND (NEW.payload->>'poison')::boolean) EXECUTE FUNCTION "${ctx.schema}".refuse_success();`);
+    const worker = pgq.worker({ pollIntervalMs: 20 });
+    const successes: string[] = [];
+    worker.on('job:success', (job) => successes.push(job.id));
+    await worker.start();
+    const [bad, good] = await pgq.enqueueMany(poison, [{ poison: true }, { poison: false }]);
+    const failed = await pgq.waitForJob(bad!.id, { timeoutMs: 10_000 });
+    expect(failed.state).toBe('failed');
+    expect(failed.errors[0]!.message).toMatch(/could not record this attempt's complete: successes of poison jobs are refused/);
+    expect((await pgq.waitForJob(good!.id, { timeoutMs: 10_000 })).state).toBe('succeeded');
+    expect(successes).toEqual([good!.id]);
+    await worker.stop();
+    await ctx.admin.query(`DROP TRIGGER refuse_success ON "${ctx.schema}".jobs`);
+  });
+});
+
+describe('leases', () => {
+  it('a lease lost between a claim and the next renewal strands no job: the worker registers again and keeps what is still its own', async () => {
+    const gate = deferred();
+    const signals: unknown[] = [];
+    const held = defineTask({
+      name: 'held',
+      schema: z.object({ wait: z.boolean() }),
+      backoff: { baseMs: 1, maxMs: 1 },
+      handler: async ({ wait }, c) => {
+        if (wait && c.attempt === 1) {
+          await new Promise<void>((resolve) => {
+            c.signal.addEventListener('abort', () => {
+              signals.push(c.signal.reason);
+              resolve();
+            });
+            void gate.promise.then(resolve);
+          });
+          if (c.signal.aborted) throw c.signal.reason;
+        }
+        return c.attempt;
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [held] });
+    // A renews every 300 ms; B only leads (it serves another queue) and rescues.
+    const a = pgq.worker({ leader: false, heartbeatMs: 300, rescueAfterMs: 60_000, pollIntervalMs: 20 });
+    await a.start();
+    const firstId = a.id;
+    const j1 = await pgq.enqueue(held, { wait: true });
+    await until(async () => (await pgq.getJob(j1.id))?.state === 'running');
+    // A's lease runs out; B's rescuer takes J1 and removes A's row before A renews.
+    await ctx.admin.query(`UPDATE "${ctx.schema}".workers SET lease_expires_at = now() - interval '1 second' WHERE id = $1`, [firstId]);
+    const b = pgq.worker({ queues: ['elsewhere'], heartbeatMs: 50, rescueAfterMs: 1_000 });
+    await b.start();
+    await until(async () => (await ctx.admin.query(`SELECT 1 FROM "${ctx.schema}".workers WHERE id = $1`, [firstId])).rowCount === 0);
+    // A claim now, before A notices, must not take J2 under the dead lease.
+    const j2 = await pgq.enqueue(held, { wait: false });
+    const done2 = await pgq.waitForJob(j2.id, { timeoutMs: 10_000 });
+    expect(done2.state).toBe('succeeded');
+    expect(done2.workerId).toBe(`${firstId}~2`);
+    const done1 = await pgq.waitForJob(j1.id, { timeoutMs: 10_000 });
+    expect(done1).toMatchObject({ state: 'succeeded', attempts: 2, result: 2 });
+    expect(signals).toHaveLength(1);
+    expect(signals[0]).toBeInstanceOf(LeaseLostError);
+    expect(a.id).toBe(`${firstId}~2`);
+    const running = await ctx.admin.query(`SELECT id FROM "${ctx.schema}".jobs WHERE state = 'running'`);
+    expect(running.rowCount).toBe(0);
+    gate.resolve();
+    await a.stop();
+    await b.stop();
+  });
+
+  it('the rescuer honours each worker\'s own rescueAfterMs, not the leader\'s', async () => {
+    const gate = deferred();
+    const started = deferred();
+    const long = defineTask({
+      name: 'long',
+      schema: z.object({}),
+      handler: async () => {
+        started.resolve();
+        await gate.promise;
+        return 'kept';
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [long] });
+    // A: a long lease, renewed rarely. B: leads with a short one and rescues often.
+    const a = pgq.worker({ leader: false, heartbeatMs: 2_000, rescueAfterMs: 120_000, pollIntervalMs: 20 });
+    await a.start();
+    const job = await pgq.enqueue(long, {});
+    await started.promise;
+    const b = pgq.worker({ queues: ['elsewhere'], heartbeatMs: 50, rescueAfterMs: 500 });
+    await b.start();
+    await until(() => b.isLeader);
+    // Many rescue passes, each long past the leader's own 500 ms.
+    await new Promise((r) => setTimeout(r, 2_500));
+    expect((await pgq.getJob(job.id))?.state).toBe('running');
+    gate.resolve();
+    expect(await pgq.waitForJob(job.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded', attempts: 1, result: 'kept' });
+    await a.stop();
+    await b.stop();
+  });
+
+  it('a claim over several queues locks only the rows it takes', async () => {
+    const q = defineTask({ name: 'multi', schema: z.object({ q: z.string() }), handler: () => undefined });
+    const pgq = await ctx.migrated({ tasks: [q] });
+    const queues = ['q1', 'q2', 'q3', 'q4'];
+    for (const queue of queues) await pgq.enqueueMany(q, [{ q: queue }, { q: queue }], { queue });
+    const statements = createStatements(ctx.schema);
+    const holder = await ctx.admin.connect();
+    try {
+      await statements.registerWorker(pgExecutor(holder), {
+        workerId: 'multi-claimer', hostname: 'h', pid: 1, queues, concurrency: 2, rescueAfterMs: 60_000,
+      });
+      await holder.query('BEGIN');
+      const claimed = await statements.claimJobs(pgExecutor(holder), { queues, tasks: ['multi'], limit: 2, workerId: 'multi-claimer' });
+      expect(claimed).toHaveLength(2);
+      // While that claim is uncommitted, every other row is still claimable.
+      const other = await ctx.admin.connect();
+      try {
+        await other.query('BEGIN');
+        const free = await other.query(`SELECT id FROM "${ctx.schema}".jobs WHERE state = 'available' AND task = 'multi' FOR UPDATE SKIP LOCKED`);
+        expect(free.rowCount).toBe(6);
+        await other.query('ROLLBACK');
+      } finally {
+        other.release();
+      }
+      await holder.query('ROLLBACK');
+    } finally {
+      holder.release();
+    }
+  });
+});
+
+describe('waits and start keep their time limits while the listener is down', () => {
+  it('waitForJob times out on time and worker.start() resolves when LISTEN cannot connect', async () => {
+    const idle = defineTask({ name: 'idle', schema: z.object({}), handler: () => 'done' });
+    await ctx.migrated({ tasks: [idle] });
+    const pgq = ctx.pgq({ tasks: [idle], listenConnectionString: 'postgres://pgq@127.0.0.1:9/nowhere' });
+    const job = await pgq.enqueue(idle, {}, { delayMs: 60_000 });
+    const t0 = performance.now();
+    await expect(pgq.waitForJob(job.id, { timeoutMs: 500 })).rejects.toThrow(/still scheduled after 500 ms/);
+    expect(performance.now() - t0).toBeLessThan(10_000);
+    const worker = pgq.worker({ pollIntervalMs: 50 });
+    await worker.start(); // polls instead of waiting for LISTEN
+    const now = await pgq.enqueue(idle, {});
+    expect((await pgq.waitForJob(now.id, { timeoutMs: 10_000 })).result).toBe('done');
+    await worker.stop();
+  });
+});
+
+describe('schema version', () => {
+  it('a worker refuses to start on a schema that is not migrated, and changes nothing', async () => {
+    const t = defineTask({ name: 't', schema: z.object({}), handler: () => undefined });
+    const pgq = ctx.pgq({ tasks: [t], schema: `${ctx.schema}_unmigrated` });
+    await expect(pgq.worker().start()).rejects.toThrow(/schema .*_unmigrated is not migrated .*run pgq migrate/);
+    const { rowCount } = await ctx.admin.query(`SELECT 1 FROM pg_namespace WHERE nspname = $1`, [`${ctx.schema}_unmigrated`]);
+    expect(rowCount).toBe(0);
+  });
+
+  it('a worker refuses a schema that is behind this pgq, naming both versions', async () => {
+    const t = defineTask({ name: 't2', schema: z.object({}), handler: () => undefined });
+    const pgq = await ctx.migrated({ tasks: [t] });
+    const { rows } = await ctx.admin.query<{ name: string }>(`SELECT name FROM "${ctx.schema}".pgq_migrations ORDER BY name DESC LIMIT 1`);
+    await ctx.admin.query(`DELETE FROM "${ctx.schema}".pgq_migrations WHERE name = $1`, [rows[0]!.name]);
+    try {
+      await expect(pgq.worker().start()).rejects.toThrow(/is at version \d+, this pgq needs \d+ .*run pgq migrate/);
+    } finally {
+      await ctx.admin.query(`INSERT INTO "${ctx.schema}".pgq_migrations (name, run_on) VALUES ($1, now())`, [rows[0]!.name]);
+    }
+  });
+});
+
+describe('worker processes', () => {
+  const hog = defineTask({
+    name: 'hog',
+    schema: z.object({ ms: z.number().int().min(0), mode: z.enum(['block', 'ignore-abort']) }),
+    maxAttempts: 5,
+    handler: () => undefined,
+  });
+  const env = (extra: Record<string, string> = {}): Record<string, string> => ({
+    PGQ_URL: ctx.url,
+    PGQ_SCHEMA: ctx.schema,
+    PGQ_HEARTBEAT_MS: '500',
+    PGQ_RESCUE_AFTER_MS: '2000',
+    PGQ_POLL_MS: '100',
+    ...extra,
+  });
+
+  it('a handler computing on the main thread for 3× rescueAfterMs runs once and succeeds; no success is reported for a discarded attempt', async () => {
+    const pgq = await ctx.migrated({ tasks: [hog] });
+    await createLedger(ctx.admin, ctx.schema);
+    await ctx.admin.query(`TRUNCATE "${ctx.schema}".ledger`);
+    const workers = [spawnWorker(env()), spawnWorker(env())];
+    await Promise.all(workers.map((w) => w.waitFor((e) => e.event === 'ready')));
+    const job = await pgq.enqueue(hog, { ms: 6_000, mode: 'block' });
+    const done: JobRecord = await pgq.waitForJob(job.id, { timeoutMs: 60_000 });
+    expect(done).toMatchObject({ state: 'succeeded', attempts: 1, errors: [] });
+    const { rows } = await ctx.admin.query(`SELECT attempt, pid FROM "${ctx.schema}".ledger WHERE job_id = $1`, [job.id]);
+    expect(rows).toHaveLength(1);
+    expect(await overlappingRuns(ctx.admin, ctx.schema)).toBe(0);
+    for (const w of workers) w.child.kill('SIGTERM');
+    await Promise.all(workers.map((w) => w.exited));
+    const events = workers.flatMap((w) => w.events).filter((e) => e.id === job.id);
+    expect(events.filter((e) => e.event === 'success')).toHaveLength(1);
+    expect(events.filter((e) => e.event === 'discarded')).toHaveLength(0);
+    // The blocked worker's stall was reported while it was blocked, off the main thread.
+    expect(workers.some((w) => /event loop has been blocked for \d+ ms \(running: hog ×1\)/.test(w.stderr()))).toBe(true);
+  });
+
+  it('a handler ignoring its timeout is held, reported stuck, and never overlaps its retry across processes', async () => {
+    const pgq = await ctx.migrated({ tasks: [hog] });
+    await createLedger(ctx.admin, ctx.schema);
+    await ctx.admin.query(`TRUNCATE "${ctx.schema}".ledger`);
+    const workers = [0, 1].map(() => spawnWorker(env({ PGQ_HOG_TIMEOUT_MS: '200', PGQ_ABORT_GRACE_MS: '200', PGQ_CONCURRENCY: '1' })));
+    await Promise.all(workers.map((w) => w.waitFor((e) => e.event === 'ready')));
+    const job = await pgq.enqueue(hog, { ms: 1_500, mode: 'ignore-abort' }, { maxAttempts: 2 });
+    const done = await pgq.waitForJob(job.id, { timeoutMs: 60_000 });
+    expect(done.state).toBe('failed');
+    expect(done.errors.map((e) => e.message)).toEqual([new JobTimeoutError(200).message, new JobTimeoutError(200).message]);
+    expect(await overlappingRuns(ctx.admin, ctx.schema)).toBe(0);
+    const events = workers.flatMap((w) => w.events).filter((e) => e.id === job.id);
+    expect(events.filter((e) => e.event === 'stuck')).toHaveLength(2);
+    for (const w of workers) w.child.kill('SIGTERM');
+    await Promise.all(workers.map((w) => w.exited));
+  });
+});
