@@ -34,6 +34,7 @@ import type { Listener } from '../notify/listener.js';
 import type { ChannelNames } from '../notify/channels.js';
 import type { TaskRegistry } from '../task.js';
 import { Completer } from './completer.js';
+import type { MiddlewareChain } from '../middleware.js';
 import { Executor, type WorkerEvents } from './executor.js';
 import { Producer } from './producer.js';
 import { Lease } from './lease.js';
@@ -51,6 +52,8 @@ export interface WorkerDeps {
   logger: Logger;
   clock: Clock;
   maxResultBytes: number;
+  /** Middleware wrapping each attempt's handler. */
+  middleware?: MiddlewareChain;
   /** Extra leader-only services (scheduler, pruner) started while this worker leads. */
   leaderServices?: readonly Service[];
   /** Saves the schedules declared in code; runs first in `start()`, which rejects if it fails. */
@@ -121,6 +124,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       deps.clock,
       this,
       deps.exit,
+      deps.middleware,
     );
     this.#producer = new Producer(
       {
