@@ -30,6 +30,7 @@ export type { EnqueueWorkflowOptions, WorkflowRecord, WorkflowState, WorkflowSte
 export { MAX_WORKFLOW_STEPS } from './workflow/compile.js';
 export { DEFAULTS } from './config.js';
 export { Worker } from './worker/worker.js';
+export type { HealthCheck, WorkerHealth } from './worker/health.js';
 export type { AttemptNext, EnqueueCall, EnqueueNext, Middleware, PendingJob } from './middleware.js';
 export { MAX_META_BYTES } from './middleware.js';
 export type { WorkerEvents } from './worker/executor.js';
