@@ -5,7 +5,7 @@
  *
  * - Counted in this process: jobs enqueued (through the middleware this class
  *   adds to the Pgq), attempts finished, handler time, time waited, schedule
- *   lag (in the leader), running handlers, event-loop delay.
+ *   lag (in the leader), running and stuck handlers, event-loop delay.
  * - Read from the database: live jobs per queue and state and the oldest due
  *   job waiting — computed at most once per `statsMaxAgeMs` for the whole
  *   schema (see db/live-stats.ts), so scraping every worker stays cheap.
@@ -96,6 +96,17 @@ export class PgqMetrics {
         let running = 0;
         for (const w of workers) running += w.runningJobs;
         this.set({ host }, running);
+      },
+    });
+    new Gauge({
+      name: `${prefix}jobs_stuck`,
+      help: 'Handlers of the observed workers of this process that did not settle within their grace after their signal (timeout, cancel, shutdown).',
+      labelNames: ['host'] as const,
+      registers,
+      collect() {
+        let stuck = 0;
+        for (const w of workers) stuck += w.stuckJobs;
+        this.set({ host }, stuck);
       },
     });
     const loop = this.#loop;

@@ -33,11 +33,15 @@ describe('health checks', () => {
       return { status: res.status, body: (await res.json()) as WorkerHealth };
     };
     try {
-      const ready = await get('/readyz');
-      expect(ready.status).toBe(200);
+      // Ready once the worker runs and its LISTEN connection is up.
+      const ready = await until(async () => {
+        const r = await get('/readyz');
+        return r.status === 200 ? r : null;
+      }, { timeoutMs: 30_000, everyMs: 100, what: '/readyz to turn 200 after start' });
       expect(ready.body.ready).toBe(true);
       expect(ready.body.checks).toMatchObject({ database: { ok: true }, lease: { ok: true }, listener: { ok: true }, worker: { ok: true } });
-      expect((await get('/healthz')).status).toBe(200);
+      const live = await get('/healthz');
+      expect(live.status, JSON.stringify(live.body)).toBe(200);
       expect((await fetch(`${base}/metrics`)).status).toBe(200);
 
       await server.halt();
@@ -48,7 +52,8 @@ describe('health checks', () => {
       expect(down.body.ready).toBe(false);
       expect(down.body.checks.database.ok).toBe(false);
       expect(down.body.checks.database.message).toMatch(/database unreachable/);
-      expect((await get('/healthz')).status).toBe(200);
+      const stillLive = await get('/healthz');
+      expect(stillLive.status, JSON.stringify(stillLive.body)).toBe(200);
 
       await server.resume();
       const up = await until(async () => {

@@ -51,6 +51,7 @@ describe('Prometheus metrics', () => {
     expect(value(text, 'pgq_queue_jobs{queue="later",state="scheduled"}')).toBe(1);
     expect(text).not.toMatch(/pgq_queue_jobs\{[^}]*state="(succeeded|failed)"/);
     expect(value(text, 'pgq_jobs_running{host="box-1"}')).toBe(0);
+    expect(value(text, 'pgq_jobs_stuck{host="box-1"}')).toBe(0);
     expect(text).toMatch(/pgq_event_loop_lag_seconds\{host="box-1",stat="max"\} [0-9.e-]+/);
     metrics.close();
   });

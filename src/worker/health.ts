@@ -4,7 +4,7 @@
  * - live: the event loop is not stalled (its longest delay since the
  *   previous check stays under the given limit).
  * - ready: the worker is running, the database answers, the worker's lease
- *   (its `workers` row) was renewed within `rescueAfterMs`, and the LISTEN
+ *   (`workers.lease_expires_at`) has not expired, and the LISTEN
  *   connection is up (or the worker polls only).
  *
  * Each check carries a message saying what is wrong. The database probe is
@@ -82,19 +82,21 @@ export class HealthProbe {
     try {
       const query = this.kysely
         .selectFrom('workers')
-        .select(sql<number>`(extract(epoch FROM now() - last_heartbeat_at) * 1000)::float8`.as('age_ms'))
+        .select(
+          sql<number>`(extract(epoch FROM coalesce(lease_expires_at, last_heartbeat_at + ${this.config.rescueAfterMs} * interval '1 millisecond') - now()) * 1000)::float8`.as('left_ms'),
+        )
         .where('id', '=', this.config.workerId)
         .execute();
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
       });
       const rows = await Promise.race([query, timeout]);
-      const age = rows[0]?.age_ms;
-      const lease: HealthCheck = age === undefined
+      const left = rows[0]?.left_ms;
+      const lease: HealthCheck = left === undefined
         ? { ok: false, message: 'this worker has no workers row: its lease expired and its jobs were rescued' }
-        : age <= this.config.rescueAfterMs
+        : left > 0
           ? { ok: true }
-          : { ok: false, message: `lease last renewed ${Math.round(age)} ms ago (limit ${this.config.rescueAfterMs} ms)` };
+          : { ok: false, message: `lease expired ${Math.round(-left)} ms ago (not renewed within rescueAfterMs ${this.config.rescueAfterMs} ms)` };
       return { database: { ok: true }, lease };
     } catch (err) {
       return {

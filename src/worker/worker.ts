@@ -206,7 +206,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * Liveness and readiness, with a message for each failed check: `live`
    * (event loop not stalled for more than `maxEventLoopDelayMs`, default 5 s,
    * since the previous call) and `ready` (running, database reachable, lease
-   * renewed within rescueAfterMs, LISTEN connected). Serve it from your own
+   * not expired, LISTEN connected). Serve it from your own
    * /healthz and /readyz, or use `pgq worker --metrics-port`.
    *
    * @example
