@@ -29,6 +29,7 @@ import { setupRoles, type RolesOptions } from './roles.js';
 import { Listener } from './notify/listener.js';
 import { channelNames, type ChannelNames } from './notify/channels.js';
 import { Enqueuer, type EnqueueManyOptions, type EnqueueOptions } from './enqueue.js';
+import { MiddlewareChain, type Middleware } from './middleware.js';
 import { TaskRegistry, type AnyTask, type TaskInput, type TaskResult } from './task.js';
 import { Worker } from './worker/worker.js';
 import type { Service } from './core/service.js';
@@ -81,6 +82,7 @@ export class Pgq {
   readonly #schedules: ScheduleStore;
   readonly #workflows: WorkflowStore;
   readonly #workers = new Set<Worker>();
+  readonly #middleware: MiddlewareChain;
   #closed = false;
 
   /**
@@ -114,10 +116,17 @@ export class Pgq {
         ? { ...o.pool.options }
         : { connectionString: o.connectionString };
     this.#listener = new Listener(o.listen ? { ...listenConfig, keepAlive: true } : null, this.logger);
-    this.#enqueuer = new Enqueuer(this.#statements, (db) => this.#executor(db), o.maxPayloadBytes, (err) =>
+    this.#middleware = new MiddlewareChain(o.middleware);
+    this.#enqueuer = new Enqueuer(this.#statements, (db) => this.#executor(db), o.maxPayloadBytes, this.#middleware, (err) =>
       this.logger.warn({ err: errorSummary(err) }, `pgq could not notify workers (they will poll): ${errorMessage(err)}`),
     );
-    this.#schedules = new ScheduleStore({ kysely: this.kysely, statements: this.#statements, clock: this.#clock, schema: o.schema });
+    this.#schedules = new ScheduleStore({
+      kysely: this.kysely,
+      statements: this.#statements,
+      clock: this.#clock,
+      schema: o.schema,
+      middleware: this.#middleware,
+    });
     this.#workflows = new WorkflowStore({
       kysely: this.kysely,
       schema: o.schema,
@@ -125,8 +134,22 @@ export class Pgq {
       channels: this.#channels,
       clock: this.#clock,
       maxPayloadBytes: o.maxPayloadBytes,
+      middleware: this.#middleware,
       executorFor: (db) => this.#executor(db),
     });
+  }
+
+  /**
+   * Adds a middleware after those given to `new Pgq()` (innermost so far). It
+   * wraps the enqueues and attempts that start from now on.
+   *
+   * @example
+   * pgq.use({ async enqueue(call, next) { for (const j of call.jobs) j.meta.tenant = tenantId(); return next(); } });
+   */
+  use(middleware: Middleware): this {
+    this.#assertOpen();
+    this.#middleware.add(middleware);
+    return this;
   }
 
   /** Creates or upgrades pgq's tables in its schema. Safe to run from several processes at once. */
@@ -219,6 +242,7 @@ export class Pgq {
       logger: this.logger,
       clock: this.#clock,
       maxResultBytes: this.#options.maxPayloadBytes,
+      middleware: this.#middleware,
       leaderServices: this.#leaderServices(resolved),
       syncSchedules: declared && (() => this.#schedules.syncDeclared(declared)),
       checkSchema: () => this.checkSchema(),
@@ -537,6 +561,7 @@ export class Pgq {
         logger: this.logger,
         listener: this.#listener,
         schema: this.schema,
+        middleware: this.#middleware,
       },
     );
     if (!options.retention) return [scheduler];

@@ -11,6 +11,7 @@ import { nameSchema, zodToValidationError } from './task.js';
 import { ValidationError } from './core/errors.js';
 import { validateSchemaName } from './db/identifiers.js';
 import type { ScheduleOptions } from './schedules.js';
+import type { Middleware } from './middleware.js';
 
 /** Options of `new Pgq(...)`. Give `connectionString` or `pool`. */
 export interface PgqOptions {
@@ -40,6 +41,11 @@ export interface PgqOptions {
   listenConnectionString?: string;
   /** False: no LISTEN at all; workers and waitForJob poll. Default true. */
   listen?: boolean;
+  /**
+   * Functions wrapping every enqueue and every attempt (see `Middleware`);
+   * the first is the outermost. Tracing: `middleware: [await tracing()]` from `pgq/otel`.
+   */
+  middleware?: readonly Middleware[];
 }
 
 export const DEFAULTS = Object.freeze({
@@ -96,6 +102,7 @@ export interface ResolvedPgqOptions {
   readonly clock: Clock | undefined;
   readonly listenConnectionString: string | undefined;
   readonly listen: boolean;
+  readonly middleware: readonly Middleware[];
 }
 
 export function resolvePgqOptions(options: PgqOptions): ResolvedPgqOptions {
@@ -110,6 +117,9 @@ export function resolvePgqOptions(options: PgqOptions): ResolvedPgqOptions {
   if (options.tasks !== undefined && !Array.isArray(options.tasks)) {
     throw new ValidationError('options.tasks', 'must be an array of tasks made by defineTask');
   }
+  if (options.middleware !== undefined && !Array.isArray(options.middleware)) {
+    throw new ValidationError('options.middleware', 'must be an array of middleware objects');
+  }
   return Object.freeze({
     connectionString: parsed.data.connectionString,
     pool: options.pool,
@@ -122,6 +132,7 @@ export function resolvePgqOptions(options: PgqOptions): ResolvedPgqOptions {
     clock: options.clock,
     listenConnectionString: parsed.data.listenConnectionString,
     listen: parsed.data.listen,
+    middleware: Object.freeze([...(options.middleware ?? [])]),
   });
 }
 

@@ -6,13 +6,14 @@
 import { z } from 'zod';
 import type { AnyTask, Task, TaskInput } from './task.js';
 import { nameSchema, zodToValidationError } from './task.js';
-import { ValidationError } from './core/errors.js';
+import { PgqError, ValidationError } from './core/errors.js';
 import { toJsonText } from './core/json.js';
-import type { JobRecord } from './core/types.js';
+import type { JobMeta, JobRecord } from './core/types.js';
 import type { BackoffOptions } from './core/backoff.js';
 import type { DbHandle, SqlExecutor } from './db/executor.js';
 import type { HotStatements, InsertJobsParams } from './db/statements.js';
 import { toJobRecord, type JobRow } from './db/rows.js';
+import { metaText, type EnqueueCall, type MiddlewareChain, type PendingJob } from './middleware.js';
 
 /** Per-job options of `enqueue`; each overrides the task's own. */
 export interface EnqueueOptions {
@@ -27,6 +28,12 @@ export interface EnqueueOptions {
   uniqueKey?: string;
   timeoutMs?: number;
   backoff?: Partial<BackoffOptions>;
+  /**
+   * Metadata stored in `jobs.meta` (a JSON object, at most 64 KiB) and read
+   * back in `ctx.job.meta` and `getJob`: request ids, tenant ids. Middleware
+   * may add to it (tracing stores the trace context here).
+   */
+  meta?: JobMeta;
   /** Your transaction: a `pg` client inside BEGIN or a Kysely transaction. The job commits or rolls back with it. */
   db?: DbHandle;
 }
@@ -79,6 +86,7 @@ export class Enqueuer {
     private readonly statements: HotStatements,
     private readonly executorFor: (db: DbHandle | undefined) => SqlExecutor,
     private readonly maxPayloadBytes: number,
+    private readonly middleware: MiddlewareChain,
     private readonly onNotifyError: (err: unknown) => void = () => undefined,
   ) {}
 
@@ -105,17 +113,32 @@ export class Enqueuer {
   async #insert(task: AnyTask, payloads: readonly unknown[], rawOptions: EnqueueOptions, single: string | null): Promise<JobRecord[]> {
     assertTask(task);
     const options = parseOptions(rawOptions);
-    const texts = payloads.map((payload, i) => {
+    const meta = rawOptions.meta === undefined ? '{}' : metaText(rawOptions.meta, 'options.meta');
+    const queue = options.queue ?? task.queue;
+    const texts: string[] = [];
+    const jobs: PendingJob[] = payloads.map((payload, i) => {
       const field = single ?? `payload[${i}]`;
       const parsed = task.schema.safeParse(payload);
       if (!parsed.success) throw zodToValidationError(parsed.error, field);
-      return toJsonText(parsed.data, field, this.maxPayloadBytes);
+      texts.push(toJsonText(parsed.data, field, this.maxPayloadBytes));
+      return { task: task.name, queue, payload: parsed.data, meta: JSON.parse(meta) as JobMeta };
     });
-    const db = this.executorFor(rawOptions.db);
-    const params = buildParams(task, texts, options);
-    const rows = await this.#insertRows(db, params, rawOptions.db === undefined);
-    if (options.uniqueKey === undefined) return rows.sort(byId).map((r) => toJobRecord(r));
-    return this.#resolveUnique(db, task, params, rows, options.uniqueKey);
+    const call: EnqueueCall = { kind: single === null ? 'enqueueMany' : 'enqueue', jobs };
+    let records: JobRecord[] | undefined;
+    await this.middleware.enqueue(call, async () => {
+      const metas = this.middleware.wrapsEnqueues
+        ? jobs.map((job, i) => metaText(job.meta, single === null ? `meta[${i}]` : 'meta'))
+        : jobs.map(() => meta);
+      const db = this.executorFor(rawOptions.db);
+      const params = buildParams(task, texts, metas, options);
+      const rows = await this.#insertRows(db, params, rawOptions.db === undefined);
+      records = options.uniqueKey === undefined
+        ? rows.sort(byId).map((r) => toJobRecord(r))
+        : await this.#resolveUnique(db, task, params, rows, options.uniqueKey);
+      return records.map((r) => r.id);
+    });
+    if (!records) throw new PgqError('PGQ_MIDDLEWARE', 'enqueue middleware returned without writing the jobs');
+    return records;
   }
 
   async #insertRows(db: SqlExecutor, params: InsertJobsParams, autocommit: boolean): Promise<JobRow[]> {
@@ -167,7 +190,7 @@ function assertTask(task: unknown): asserts task is Task {
 
 function parseOptions(options: EnqueueOptions): ParsedOptions {
   if (options === null || typeof options !== 'object') throw new ValidationError('options', 'must be an object');
-  const { db: _db, ...rest } = options;
+  const { db: _db, meta: _meta, ...rest } = options;
   const parsed = optionsSchema.safeParse(rest);
   if (!parsed.success) throw zodToValidationError(parsed.error, 'options');
   if (parsed.data.runAt !== undefined && parsed.data.delayMs !== undefined) {
@@ -176,7 +199,7 @@ function parseOptions(options: EnqueueOptions): ParsedOptions {
   return parsed.data;
 }
 
-function buildParams(task: AnyTask, payloads: string[], o: ParsedOptions): InsertJobsParams {
+function buildParams(task: AnyTask, payloads: string[], metas: string[], o: ParsedOptions): InsertJobsParams {
   const fill = <V>(value: V): V[] => payloads.map(() => value);
   return {
     tasks: fill(task.name),
@@ -190,6 +213,7 @@ function buildParams(task: AnyTask, payloads: string[], o: ParsedOptions): Inser
     timeoutsMs: fill(o.timeoutMs ?? null),
     backoffBasesMs: fill(o.backoff?.baseMs ?? null),
     backoffMaxesMs: fill(o.backoff?.maxMs ?? null),
+    metas,
   };
 }
 
@@ -199,6 +223,7 @@ function firstOnly(p: InsertJobsParams): InsertJobsParams {
     tasks: one(p.tasks), queues: one(p.queues), payloads: one(p.payloads), priorities: one(p.priorities),
     maxAttempts: one(p.maxAttempts), runAts: one(p.runAts), delaysMs: one(p.delaysMs), uniqueKeys: one(p.uniqueKeys),
     timeoutsMs: one(p.timeoutsMs), backoffBasesMs: one(p.backoffBasesMs), backoffMaxesMs: one(p.backoffMaxesMs),
+    metas: one(p.metas),
   };
 }
 

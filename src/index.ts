@@ -30,10 +30,11 @@ export type { EnqueueWorkflowOptions, WorkflowRecord, WorkflowState, WorkflowSte
 export { MAX_WORKFLOW_STEPS } from './workflow/compile.js';
 export { DEFAULTS } from './config.js';
 export { Worker } from './worker/worker.js';
-export { PgqMetrics } from './metrics.js';
-export type { MetricsOptions } from './metrics.js';
+export type { HealthCheck, WorkerHealth } from './worker/health.js';
+export type { AttemptNext, EnqueueCall, EnqueueNext, Middleware, PendingJob } from './middleware.js';
+export { MAX_META_BYTES } from './middleware.js';
 export type { WorkerEvents } from './worker/executor.js';
-export type { JobErrorEntry, JobRecord, JobState, Json, StepFailure } from './core/types.js';
+export type { JobErrorEntry, JobMeta, JobRecord, JobState, Json, StepFailure } from './core/types.js';
 export { JOB_STATES, FINAL_STATES } from './core/types.js';
 export type { BackoffOptions } from './core/backoff.js';
 export type { Logger } from './core/logger.js';
@@ -47,6 +48,7 @@ export type {
   SchedulesTable,
   WorkflowsTable,
   JobDependenciesTable,
+  StatsCacheTable,
 } from './db/tables.js';
 export type { MigrateResult } from './db/migrate.js';
 export type { RolesOptions } from './roles.js';

@@ -1,44 +1,71 @@
 /**
- * Prometheus metrics for workers, with prom-client:
+ * Prometheus metrics for pgq, with prom-client (`pgq/metrics`; `import 'pgq'`
+ * does not load prom-client). Every metric, its labels and its meaning are
+ * listed in the README's "Metrics" section.
  *
- * - `pgq_jobs_finished_total{task,queue,outcome}`: attempts ended, by outcome
- *   (`succeeded`, `failed` — no attempt left, `retried`).
- * - `pgq_job_duration_seconds{task,queue}`: handler time of each attempt.
- * - `pgq_jobs_running{worker}`: handlers running now.
- * - `pgq_queue_jobs{queue,state}` and `pgq_queue_oldest_waiting_seconds{queue}`:
- *   read from the database when scraped (one grouped query), so any process
- *   can export them.
+ * - Counted in this process: jobs enqueued (through the middleware this class
+ *   adds to the Pgq), attempts finished, handler time, time waited, schedule
+ *   lag (in the leader), running and stuck handlers, event-loop delay.
+ * - Read from the database: live jobs per queue and state and the oldest due
+ *   job waiting — computed at most once per `statsMaxAgeMs` for the whole
+ *   schema (see db/live-stats.ts), so scraping every worker stays cheap.
  *
  * @example
- * import { Registry } from 'prom-client';
- * const registry = new Registry();
- * const metrics = new PgqMetrics(pgq, { registry });
+ * import { PgqMetrics } from 'pgq/metrics';
+ * const metrics = new PgqMetrics(pgq);
  * metrics.observe(worker);
- * // serve `await registry.metrics()` at /metrics
+ * // serve `await metrics.registry.metrics()` at /metrics
  */
+import os from 'node:os';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Pgq } from './client.js';
 import type { Worker } from './worker/worker.js';
+import { EventLoopMonitor } from './core/event-loop.js';
+import { LiveStatsReader, type LiveStats } from './db/live-stats.js';
+import type { Middleware } from './middleware.js';
 
 export interface MetricsOptions {
   /** Where to register. Default: a new Registry (see `registry`). */
   registry?: Registry;
   /** Prefix of every metric name. Default `pgq_`. */
   prefix?: string;
-  /** Export queue depth gauges read from the database at scrape time. Default true. */
+  /** Export the gauges read from the database. Default true (needs read and write access to `stats_cache`: the owner or the worker role). */
   queueGauges?: boolean;
+  /** How old the shared database reading may be before a scrape refreshes it. Default 10 s. */
+  statsMaxAgeMs?: number;
+  /** Value of the `host` label of per-process metrics: stable across restarts. Default: the host name. */
+  host?: string;
 }
+
+const SECONDS = [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300];
+const WAIT_SECONDS = [0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1_800, 3_600, 21_600];
 
 export class PgqMetrics {
   readonly registry: Registry;
   readonly #finished: Counter<'task' | 'queue' | 'outcome'>;
   readonly #duration: Histogram<'task' | 'queue'>;
+  readonly #wait: Histogram<'task' | 'queue'>;
   readonly #workers = new Set<Worker>();
+  readonly #loop = new EventLoopMonitor();
 
   constructor(pgq: Pgq, options: MetricsOptions = {}) {
     this.registry = options.registry ?? new Registry();
     const prefix = options.prefix ?? 'pgq_';
+    const host = options.host ?? os.hostname();
     const registers = [this.registry];
+    const enqueued = new Counter({
+      name: `${prefix}jobs_enqueued_total`,
+      help: 'Jobs written by enqueues of this process (enqueue, enqueueMany, workflows, schedule ticks), by task and queue.',
+      labelNames: ['task', 'queue'] as const,
+      registers,
+    });
+    const scheduleLag = new Histogram({
+      name: `${prefix}schedule_lag_seconds`,
+      help: 'How late each schedule tick was enqueued after its due time (observed by the leader).',
+      labelNames: ['schedule'] as const,
+      buckets: SECONDS,
+      registers,
+    });
     this.#finished = new Counter({
       name: `${prefix}jobs_finished_total`,
       help: 'Job attempts that ended, by outcome (succeeded, retried, failed).',
@@ -49,53 +76,74 @@ export class PgqMetrics {
       name: `${prefix}job_duration_seconds`,
       help: 'Handler time of each job attempt.',
       labelNames: ['task', 'queue'] as const,
-      buckets: [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300],
+      buckets: SECONDS,
+      registers,
+    });
+    this.#wait = new Histogram({
+      name: `${prefix}job_wait_seconds`,
+      help: 'Time each attempt waited in its queue: from run_at (due) to started_at (claimed).',
+      labelNames: ['task', 'queue'] as const,
+      buckets: WAIT_SECONDS,
       registers,
     });
     const workers = this.#workers;
     new Gauge({
       name: `${prefix}jobs_running`,
-      help: 'Handlers running now, per worker.',
-      labelNames: ['worker'] as const,
+      help: 'Handlers running now in the observed workers of this process.',
+      labelNames: ['host'] as const,
       registers,
       collect() {
-        this.reset();
-        for (const w of workers) this.set({ worker: w.id }, w.runningJobs);
+        let running = 0;
+        for (const w of workers) running += w.runningJobs;
+        this.set({ host }, running);
       },
     });
-    if (options.queueGauges !== false) {
-      let stats: ReturnType<Pgq['stats']> | undefined;
-      // One query serves both gauges of a scrape.
-      const read = (): ReturnType<Pgq['stats']> => (stats ??= pgq.stats().finally(() => setImmediate(() => (stats = undefined))));
-      new Gauge({
-        name: `${prefix}queue_jobs`,
-        help: 'Jobs per queue and state.',
-        labelNames: ['queue', 'state'] as const,
-        registers,
-        async collect() {
-          this.reset();
-          for (const q of await read()) for (const [state, n] of Object.entries(q.counts)) this.set({ queue: q.queue, state }, n);
-        },
-      });
-      new Gauge({
-        name: `${prefix}queue_oldest_waiting_seconds`,
-        help: 'Age of the oldest due job not yet claimed, per queue.',
-        labelNames: ['queue'] as const,
-        registers,
-        async collect() {
-          this.reset();
-          const now = Date.now();
-          for (const q of await read()) {
-            this.set({ queue: q.queue }, q.oldestWaitingRunAt ? Math.max(0, (now - q.oldestWaitingRunAt.getTime()) / 1000) : 0);
-          }
-        },
-      });
-    }
+    new Gauge({
+      name: `${prefix}jobs_stuck`,
+      help: 'Handlers of the observed workers of this process that did not settle within their grace after their signal (timeout, cancel, shutdown).',
+      labelNames: ['host'] as const,
+      registers,
+      collect() {
+        let stuck = 0;
+        for (const w of workers) stuck += w.stuckJobs;
+        this.set({ host }, stuck);
+      },
+    });
+    const loop = this.#loop;
+    new Gauge({
+      name: `${prefix}event_loop_lag_seconds`,
+      help: 'Event-loop delay of this process since the previous scrape (p50, p99, max).',
+      labelNames: ['host', 'stat'] as const,
+      registers,
+      collect() {
+        const d = loop.take();
+        this.set({ host, stat: 'p50' }, d.p50Ms / 1000);
+        this.set({ host, stat: 'p99' }, d.p99Ms / 1000);
+        this.set({ host, stat: 'max' }, d.maxMs / 1000);
+      },
+    });
+    const counting: Middleware = {
+      name: 'metrics',
+      async enqueue(call, next) {
+        const ids = await next();
+        const now = Date.now();
+        for (const job of call.jobs) {
+          enqueued.inc({ task: job.task, queue: job.queue });
+          if (job.schedule) scheduleLag.observe({ schedule: job.schedule.name }, Math.max(0, now - job.schedule.tick.getTime()) / 1000);
+        }
+        return ids;
+      },
+    };
+    pgq.use(counting);
+    if (options.queueGauges !== false) this.#queueGauges(pgq, prefix, options.statsMaxAgeMs ?? 10_000);
   }
 
-  /** Counts this worker's jobs from now on. */
+  /** Counts this worker's attempts and running handlers from now on. */
   observe(worker: Worker): void {
     this.#workers.add(worker);
+    worker.on('job:start', (job) => {
+      if (job.startedAt) this.#wait.observe({ task: job.task, queue: job.queue }, Math.max(0, job.startedAt.getTime() - job.runAt.getTime()) / 1000);
+    });
     worker.on('job:success', (job, ms) => {
       this.#finished.inc({ task: job.task, queue: job.queue, outcome: 'succeeded' });
       this.#duration.observe({ task: job.task, queue: job.queue }, ms / 1000);
@@ -103,6 +151,53 @@ export class PgqMetrics {
     worker.on('job:failure', (job, _error, ms, retry) => {
       this.#finished.inc({ task: job.task, queue: job.queue, outcome: retry ? 'retried' : 'failed' });
       this.#duration.observe({ task: job.task, queue: job.queue }, ms / 1000);
+    });
+  }
+
+  /** Stops the event-loop sampler. */
+  close(): void {
+    this.#loop.stop();
+  }
+
+  #queueGauges(pgq: Pgq, prefix: string, maxAgeMs: number): void {
+    const reader = new LiveStatsReader(pgq.kysely, pgq.schema, maxAgeMs);
+    const registers = [this.registry];
+    let reading: Promise<LiveStats> | undefined;
+    // One read serves every gauge of a scrape.
+    const read = (): Promise<LiveStats> => (reading ??= reader.read().finally(() => setImmediate(() => (reading = undefined))));
+    new Gauge({
+      name: `${prefix}queue_jobs`,
+      help: 'Live jobs per queue and state (scheduled, available, running, retryable, blocked), read from the database.',
+      labelNames: ['queue', 'state'] as const,
+      registers,
+      async collect() {
+        const stats = await read();
+        this.reset();
+        for (const q of stats.queues) for (const [state, n] of Object.entries(q.counts)) this.set({ queue: q.queue, state }, n);
+      },
+    });
+    new Gauge({
+      name: `${prefix}queue_oldest_waiting_seconds`,
+      help: 'Age of the oldest job that is due and not yet claimed, per queue (0 when none), read from the database.',
+      labelNames: ['queue'] as const,
+      registers,
+      async collect() {
+        const stats = await read();
+        this.reset();
+        const at = stats.computedAt.getTime();
+        for (const q of stats.queues) {
+          this.set({ queue: q.queue }, q.oldestWaitingRunAt ? Math.max(0, (at - Date.parse(q.oldestWaitingRunAt)) / 1000) : 0);
+        }
+      },
+    });
+    new Gauge({
+      name: `${prefix}stats_age_seconds`,
+      help: 'Age of the shared database reading behind the queue gauges (at most about statsMaxAgeMs).',
+      registers,
+      async collect() {
+        const stats = await read();
+        this.set(Math.max(0, (Date.now() - stats.computedAt.getTime()) / 1000));
+      },
     });
   }
 }

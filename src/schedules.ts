@@ -18,7 +18,8 @@ import { PgqError, ValidationError } from './core/errors.js';
 import { toJsonText } from './core/json.js';
 import type { JobRecord } from './core/types.js';
 import { kyselyExecutor } from './db/executor.js';
-import { toJobRecord } from './db/rows.js';
+import { toJobRecord, type JobRow } from './db/rows.js';
+import { metaText, type MiddlewareChain, type PendingJob } from './middleware.js';
 import type { HotStatements } from './db/statements.js';
 import type { PgqDatabase, SchedulesTable } from './db/tables.js';
 import { formatEvery, parseCron, parseEvery, parseTimeZone, ticksOf } from './maintenance/cron.js';
@@ -216,6 +217,8 @@ export interface ScheduleStoreDeps {
   statements: HotStatements;
   clock: Clock;
   schema: string;
+  /** Enqueue middleware: a run-now job goes through it (kind `schedule`). */
+  middleware: MiddlewareChain;
 }
 
 type Trx = Kysely<PgqDatabase>;
@@ -315,18 +318,24 @@ export class ScheduleStore {
       const now = this.deps.clock.now();
       const db = kyselyExecutor(trx);
       const key = `schedule:${name}:run:${now.toISOString()}`;
-      const [inserted] = await this.deps.statements.insertJobs(db, {
-        tasks: [row.task],
-        queues: [row.queue],
-        payloads: [JSON.stringify(row.payload)],
-        priorities: [row.priority],
-        maxAttempts: [row.max_attempts],
-        runAts: [null],
-        delaysMs: [0],
-        uniqueKeys: [key],
-        timeoutsMs: [null],
-        backoffBasesMs: [null],
-        backoffMaxesMs: [null],
+      const pending: PendingJob = { task: row.task, queue: row.queue, payload: row.payload, meta: {}, schedule: { name, tick: now } };
+      let inserted: JobRow | undefined;
+      await this.deps.middleware.enqueue({ kind: 'schedule', jobs: [pending] }, async () => {
+        [inserted] = await this.deps.statements.insertJobs(db, {
+          tasks: [row.task],
+          queues: [row.queue],
+          payloads: [JSON.stringify(row.payload)],
+          priorities: [row.priority],
+          maxAttempts: [row.max_attempts],
+          runAts: [null],
+          delaysMs: [0],
+          uniqueKeys: [key],
+          timeoutsMs: [null],
+          backoffBasesMs: [null],
+          backoffMaxesMs: [null],
+          metas: [metaText(pending.meta, 'meta')],
+        });
+        return inserted ? [String(inserted.id)] : [];
       });
       const job = inserted ?? (await this.deps.statements.getLiveByUniqueKey(db, { tasks: [row.task], uniqueKeys: [key] }))[0];
       if (!job) throw new PgqError('PGQ_SCHEDULE_RUN', `could not run schedule ${JSON.stringify(name)} now: its job finished at once; try again`);

@@ -1,38 +1,121 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { PgqMetrics, PermanentError, defineTask } from '../src/index.js';
+import { PermanentError, defineTask } from '../src/index.js';
+import { PgqMetrics } from '../src/metrics.js';
+import { liveStatsQuery } from '../src/db/live-stats.js';
 import { useTestSchema } from './support/harness.js';
 
 const ctx = useTestSchema('metrics');
 
+const work = defineTask({
+  name: 'work',
+  schema: z.object({ fail: z.boolean() }),
+  queue: 'm',
+  maxAttempts: 1,
+  handler: ({ fail }) => {
+    if (fail) throw new PermanentError('no');
+    return 1;
+  },
+});
+
+function value(text: string, series: string): number {
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  if (!line) throw new Error(`no series ${series} in:\n${text}`);
+  return Number(line.slice(series.length + 1));
+}
+
 describe('Prometheus metrics', () => {
-  it('counts outcomes and durations per task and reads queue depth at scrape time', async () => {
-    const work = defineTask({
-      name: 'work',
-      schema: z.object({ fail: z.boolean() }),
-      queue: 'm',
-      maxAttempts: 1,
-      handler: ({ fail }) => {
-        if (fail) throw new PermanentError('no');
-        return 1;
-      },
-    });
+  it('counts enqueues, outcomes, durations and waits per task, and reads live queue depth', async () => {
     const pgq = await ctx.migrated({ tasks: [work] });
-    const metrics = new PgqMetrics(pgq);
-    const waiting = await pgq.enqueue(work, { fail: false }, { queue: 'later', delayMs: 60_000 });
-    const worker = pgq.worker({ queues: ['m'] });
+    const metrics = new PgqMetrics(pgq, { host: 'box-1' });
+    await pgq.enqueue(work, { fail: false }, { queue: 'later', delayMs: 60_000 });
+    // Due a minute before the worker starts: each waits at least 60 s. Delayed ones wait from their run_at only.
+    const late = await pgq.enqueueMany(work, [{ fail: false }, { fail: false }], { runAt: new Date(Date.now() - 120_000) });
+    const delayed = await pgq.enqueueMany(work, [{ fail: false }, { fail: true }], { delayMs: 300 });
+    const worker = pgq.worker({ queues: ['m'], pollIntervalMs: 50 });
     metrics.observe(worker);
     await worker.start();
-    const jobs = await pgq.enqueueMany(work, [{ fail: false }, { fail: false }, { fail: true }]);
-    for (const j of jobs) await pgq.waitForJob(j.id, { timeoutMs: 10_000 });
-    const text = await metrics.registry.metrics();
-    expect(text).toMatch(/pgq_jobs_finished_total\{task="work",queue="m",outcome="succeeded"\} 2/);
-    expect(text).toMatch(/pgq_jobs_finished_total\{task="work",queue="m",outcome="failed"\} 1/);
-    expect(text).toMatch(/pgq_job_duration_seconds_count\{task="work",queue="m"\} 3/);
-    expect(text).toMatch(/pgq_queue_jobs\{queue="later",state="scheduled"\} 1/);
-    expect(text).toMatch(/pgq_queue_jobs\{queue="m",state="succeeded"\} 2/);
-    expect(text).toMatch(new RegExp(`pgq_jobs_running\\{worker="${worker.id}"\\} 0`));
-    expect(waiting.state).toBe('scheduled');
+    for (const j of [...late, ...delayed]) await pgq.waitForJob(j.id, { timeoutMs: 10_000 });
     await worker.stop();
+    const text = await metrics.registry.metrics();
+    expect(value(text, 'pgq_jobs_enqueued_total{task="work",queue="m"}')).toBe(4);
+    expect(value(text, 'pgq_jobs_enqueued_total{task="work",queue="later"}')).toBe(1);
+    expect(value(text, 'pgq_jobs_finished_total{task="work",queue="m",outcome="succeeded"}')).toBe(3);
+    expect(value(text, 'pgq_jobs_finished_total{task="work",queue="m",outcome="failed"}')).toBe(1);
+    expect(value(text, 'pgq_job_duration_seconds_count{task="work",queue="m"}')).toBe(4);
+    expect(value(text, 'pgq_job_wait_seconds_count{task="work",queue="m"}')).toBe(4);
+    expect(value(text, 'pgq_job_wait_seconds_bucket{le="60",task="work",queue="m"}')).toBe(2);
+    expect(value(text, 'pgq_job_wait_seconds_bucket{le="300",task="work",queue="m"}')).toBe(4);
+    expect(value(text, 'pgq_queue_jobs{queue="later",state="scheduled"}')).toBe(1);
+    expect(text).not.toMatch(/pgq_queue_jobs\{[^}]*state="(succeeded|failed)"/);
+    expect(value(text, 'pgq_jobs_running{host="box-1"}')).toBe(0);
+    expect(value(text, 'pgq_jobs_stuck{host="box-1"}')).toBe(0);
+    expect(text).toMatch(/pgq_event_loop_lag_seconds\{host="box-1",stat="max"\} [0-9.e-]+/);
+    metrics.close();
+  });
+
+  it('observes how late schedule ticks fire', async () => {
+    const pgq = await ctx.migrated({ tasks: [work] });
+    const metrics = new PgqMetrics(pgq, { queueGauges: false });
+    await pgq.schedule({ name: 'often', every: '1h', task: work, payload: { fail: false } });
+    await pgq.runSchedule('often');
+    const text = await metrics.registry.metrics();
+    expect(value(text, 'pgq_schedule_lag_seconds_count{schedule="often"}')).toBe(1);
+    metrics.close();
+  });
+
+  it('computes the database gauges once per interval for every worker of the schema', async () => {
+    const first = await ctx.migrated({ tasks: [work] });
+    const second = ctx.pgq({ tasks: [work] });
+    const a = new PgqMetrics(first, { statsMaxAgeMs: 3_600_000 });
+    const b = new PgqMetrics(second, { statsMaxAgeMs: 3_600_000 });
+    const computedAt = async (): Promise<string> =>
+      (await ctx.admin.query<{ t: string }>(`SELECT computed_at::text AS t FROM "${ctx.schema}".stats_cache WHERE name = 'queues'`)).rows[0]!.t;
+    await a.registry.metrics();
+    const at = await computedAt();
+    await first.enqueue(work, { fail: false }, { delayMs: 60_000 });
+    await b.registry.metrics();
+    await a.registry.metrics();
+    expect(await computedAt()).toBe(at);
+    const fresh = new PgqMetrics(second, { statsMaxAgeMs: 0 });
+    await fresh.registry.metrics();
+    expect(await computedAt()).not.toBe(at);
+    for (const m of [a, b, fresh]) m.close();
+  });
+
+  it('reads live states through indexes, never scanning 1,000,000 finished jobs', async () => {
+    const pgq = await ctx.migrated({ tasks: [work] });
+    await ctx.admin.query(
+      `INSERT INTO "${ctx.schema}".jobs (task, queue, state, finished_at)
+       SELECT 'work', 'q' || (g % 10), 'succeeded', now() FROM generate_series(1, 1000000) AS g`,
+    );
+    await pgq.enqueueMany(work, [{ fail: false }, { fail: false }], { delayMs: 60_000 });
+    await ctx.admin.query(`ANALYZE "${ctx.schema}".jobs`);
+    const { rows } = await ctx.admin.query<{ 'QUERY PLAN': string }>(`EXPLAIN ${liveStatsQuery(ctx.schema)}`);
+    const plan = rows.map((r) => r['QUERY PLAN']).join('\n');
+    expect(plan).not.toMatch(/Seq Scan/);
+    expect(plan).toMatch(/Index/);
+  }, 120_000);
+
+  it("import 'pgq' loads neither prom-client nor @opentelemetry/api", () => {
+    const dist = path.resolve(import.meta.dirname, '../dist');
+    const seen = new Set<string>();
+    const external = new Set<string>();
+    const visit = (file: string): void => {
+      if (seen.has(file)) return;
+      seen.add(file);
+      const source = fs.readFileSync(file, 'utf8');
+      // Static imports only: a dynamic import() loads nothing until called.
+      for (const m of source.matchAll(/^(?:import|export)\s[^;]*?from\s+'([^']+)'|^import\s+'([^']+)'/gm)) {
+        const spec = (m[1] ?? m[2])!;
+        if (spec.startsWith('.')) visit(path.resolve(path.dirname(file), spec));
+        else external.add(spec);
+      }
+    };
+    visit(path.join(dist, 'index.js'));
+    expect(seen.size).toBeGreaterThan(10);
+    expect([...external].filter((s) => s.startsWith('prom-client') || s.startsWith('@opentelemetry'))).toEqual([]);
   });
 });

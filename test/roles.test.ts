@@ -8,6 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import pg from 'pg';
 import { Pgq, defineTask } from '../src/index.js';
+import { PgqMetrics } from '../src/metrics.js';
 import { useTestSchema } from './support/harness.js';
 
 const ctx = useTestSchema('roles');
@@ -45,8 +46,9 @@ describe('least-privilege roles', () => {
     const app = new Pgq({ connectionString: urlAs(login.enq), schema: ctx.schema, tasks: [echo] });
     const jobs = new Pgq({ connectionString: urlAs(login.wrk), schema: ctx.schema, tasks: [echo] });
     try {
-      const mine = await app.enqueue(echo, { secret: 'abc' });
+      const mine = await app.enqueue(echo, { secret: 'abc' }, { meta: { requestId: 'r-1' } });
       expect(mine.payload).toEqual({ secret: 'abc' });
+      expect(mine.meta).toEqual({ requestId: 'r-1' });
       expect((await app.getJob(mine.id))?.state).toBe('available');
       expect(await app.getJob(ownersJob.id)).toBeNull(); // cannot read others' payloads
       expect(await app.listJobs()).toHaveLength(1);
@@ -57,6 +59,7 @@ describe('least-privilege roles', () => {
         await expect(raw.query(`UPDATE "${ctx.schema}".jobs SET state = 'succeeded'`)).rejects.toThrow(/permission denied/);
         await expect(raw.query(`DELETE FROM "${ctx.schema}".jobs`)).rejects.toThrow(/permission denied/);
         await expect(raw.query(`SELECT * FROM "${ctx.schema}".workers`)).rejects.toThrow(/permission denied/);
+        await expect(raw.query(`SELECT * FROM "${ctx.schema}".stats_cache`)).rejects.toThrow(/permission denied/);
         await expect(raw.query(`INSERT INTO "${ctx.schema}".jobs (task, state) VALUES ('echo', 'succeeded')`)).rejects.toThrow(
           /row-level security/,
         );
@@ -69,6 +72,10 @@ describe('least-privilege roles', () => {
       expect(await jobs.waitForJob(mine.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded', result: { seen: 3 } });
       expect(await jobs.waitForJob(ownersJob.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded' });
       expect(await app.getJob(mine.id)).toMatchObject({ state: 'succeeded', result: { seen: 3 } });
+      // The worker role reads and refreshes the shared gauges' reading.
+      const metrics = new PgqMetrics(jobs, { statsMaxAgeMs: 0 });
+      expect(await metrics.registry.metrics()).toMatch(/pgq_stats_age_seconds/);
+      metrics.close();
       await w.stop();
 
       const rawWorker = new pg.Client({ connectionString: urlAs(login.wrk) });

@@ -34,6 +34,9 @@ export const FINAL_STATES: readonly JobState[] = ['succeeded', 'failed', 'cancel
 /** A JSON value as stored in a `jsonb` column. */
 export type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
 
+/** Metadata of a job (`jobs.meta`): a JSON object written at enqueue by the `meta` option and by middleware. */
+export type JobMeta = { [key: string]: Json };
+
 /** One entry per failed attempt. */
 export interface JobErrorEntry {
   attempt: number;
@@ -75,6 +78,8 @@ export interface JobRecord<Payload = unknown, Result = unknown> {
   uniqueKey: string | null;
   workerId: string | null;
   timeoutMs: number | null;
+  /** Metadata written at enqueue (the `meta` option and middleware, e.g. trace context); `{}` when none. */
+  meta: JobMeta;
 }
 
 export function isFinalState(state: JobState): boolean {

@@ -1,4 +1,4 @@
-import type { JobErrorEntry, JobRecord, JobState } from '../core/types.js';
+import type { JobErrorEntry, JobMeta, JobRecord, JobState } from '../core/types.js';
 
 /** A `jobs` row as pg returns it. */
 export interface JobRow {
@@ -21,6 +21,7 @@ export interface JobRow {
   timeout_ms: number | null;
   backoff_base_ms: number | null;
   backoff_max_ms: number | null;
+  meta: JobMeta | null;
 }
 
 /** The column list every statement that returns whole jobs selects, in one place. */
@@ -44,6 +45,7 @@ export const JOB_COLUMNS = [
   'timeout_ms',
   'backoff_base_ms',
   'backoff_max_ms',
+  'meta',
 ] as const;
 
 export function toJobRecord<Payload = unknown, Result = unknown>(row: JobRow): JobRecord<Payload, Result> {
@@ -65,6 +67,7 @@ export function toJobRecord<Payload = unknown, Result = unknown>(row: JobRow): J
     uniqueKey: row.unique_key,
     workerId: row.worker_id,
     timeoutMs: row.timeout_ms,
+    meta: row.meta ?? {},
   };
 }
 

@@ -36,6 +36,8 @@ export interface InsertJobsParams {
   timeoutsMs: (number | null)[];
   backoffBasesMs: (number | null)[];
   backoffMaxesMs: (number | null)[];
+  /** JSON text of each job's metadata object. */
+  metas: string[];
 }
 
 export interface ClaimJobsParams {
@@ -131,7 +133,7 @@ export type HotStatements = ReturnType<typeof createStatements>;
 function insertValues(p: InsertJobsParams): unknown[] {
   return [
     p.tasks, p.queues, p.payloads, p.priorities, p.maxAttempts, p.runAts, p.delaysMs,
-    p.uniqueKeys, p.timeoutsMs, p.backoffBasesMs, p.backoffMaxesMs,
+    p.uniqueKeys, p.timeoutsMs, p.backoffBasesMs, p.backoffMaxesMs, p.metas,
   ];
 }
 
@@ -151,15 +153,15 @@ export function createStatements(schema: string) {
 
   const insertSelect = (where: string): string => `
     INSERT INTO ${jobs} (task, queue, payload, priority, max_attempts, run_at, state, unique_key,
-                         timeout_ms, backoff_base_ms, backoff_max_ms)
+                         timeout_ms, backoff_base_ms, backoff_max_ms, meta)
     SELECT t.task, t.queue, t.payload, t.priority, t.max_attempts, t.at,
            CASE WHEN t.at <= now() THEN 'available' ELSE 'scheduled' END,
-           t.unique_key, t.timeout_ms, t.backoff_base_ms, t.backoff_max_ms
+           t.unique_key, t.timeout_ms, t.backoff_base_ms, t.backoff_max_ms, t.meta
       FROM (SELECT u.*, coalesce(u.run_at, now() + u.delay_ms * interval '1 millisecond') AS at
               FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::int[], $5::int[], $6::timestamptz[],
-                          $7::float8[], $8::text[], $9::int[], $10::int[], $11::int[])
+                          $7::float8[], $8::text[], $9::int[], $10::int[], $11::int[], $12::jsonb[])
                 AS u(task, queue, payload, priority, max_attempts, run_at, delay_ms, unique_key,
-                     timeout_ms, backoff_base_ms, backoff_max_ms)) AS t
+                     timeout_ms, backoff_base_ms, backoff_max_ms, meta)) AS t
     ${where}
     ON CONFLICT (task, unique_key) WHERE unique_key IS NOT NULL AND state IN ${liveStates} DO NOTHING`;
 

@@ -1,5 +1,5 @@
 import type { ColumnType, Generated } from 'kysely';
-import type { JobErrorEntry, JobState } from '../core/types.js';
+import type { JobErrorEntry, JobMeta, JobState } from '../core/types.js';
 
 /**
  * Kysely table types for pgq's tables, so applications can query them
@@ -16,6 +16,7 @@ export interface PgqDatabase {
   schedules: SchedulesTable;
   workflows: WorkflowsTable;
   job_dependencies: JobDependenciesTable;
+  stats_cache: StatsCacheTable;
 }
 
 type Timestamp = ColumnType<Date, Date | string, Date | string>;
@@ -41,6 +42,8 @@ export interface JobsTable {
   timeout_ms: number | null;
   backoff_base_ms: number | null;
   backoff_max_ms: number | null;
+  /** Metadata written at enqueue (JSON object). */
+  meta: ColumnType<JobMeta, string | undefined, string>;
   /** regrole of the role that enqueued the job (text form in queries). */
   created_by: ColumnType<string, never, never>;
   /** Workflows: the workflow's id (int8, as a string); null outside workflows. */
@@ -125,4 +128,10 @@ export interface JobDependenciesTable {
   parent_id: ColumnType<string, string | number, string | number>;
   /** Index of the parent's result in the child's input; null when the parent only orders the child. */
   position: number | null;
+}
+
+export interface StatsCacheTable {
+  name: string;
+  computed_at: Timestamp;
+  data: ColumnType<unknown, string, string>;
 }

@@ -28,6 +28,7 @@ import { Waker } from '../core/sleep.js';
 import { errorMessage, errorSummary } from '../core/errors.js';
 import { kyselyExecutor } from '../db/executor.js';
 import type { HotStatements } from '../db/statements.js';
+import { metaText, type MiddlewareChain, type PendingJob } from '../middleware.js';
 import type { PgqDatabase } from '../db/tables.js';
 import type { Listener } from '../notify/listener.js';
 import { ticksOf, type TickSource } from './cron.js';
@@ -118,6 +119,8 @@ export interface SchedulerDeps {
   /** When given, NOTIFYs on `schedulesChannel(schema)` wake the loop early. */
   listener?: Listener;
   schema: string;
+  /** Enqueue middleware: each tick's jobs go through it (kind `schedule`). */
+  middleware?: MiddlewareChain;
 }
 
 /** One tick turned into a job. */
@@ -253,19 +256,28 @@ export class Scheduler extends LoopService {
         const db = kyselyExecutor(trx);
         const keys = plan.fire.map((tick) => tickUniqueKey(name, tick));
         const fill = <V>(value: V): V[] => plan.fire.map(() => value);
-        const inserted = await statements.insertJobs(db, {
-          tasks: fill(row.task),
-          queues: fill(row.queue),
-          payloads: fill(JSON.stringify(row.payload)),
-          priorities: fill(row.priority),
-          maxAttempts: fill(row.max_attempts),
-          runAts: plan.fire,
-          delaysMs: fill(0),
-          uniqueKeys: keys,
-          timeoutsMs: fill(null),
-          backoffBasesMs: fill(null),
-          backoffMaxesMs: fill(null),
-        });
+        const jobs: PendingJob[] = plan.fire.map((tick) => ({
+          task: row.task, queue: row.queue, payload: row.payload, meta: {}, schedule: { name, tick },
+        }));
+        let inserted: Awaited<ReturnType<HotStatements['insertJobs']>> = [];
+        const write = async (): Promise<string[]> => {
+          inserted = await statements.insertJobs(db, {
+            tasks: fill(row.task),
+            queues: fill(row.queue),
+            payloads: fill(JSON.stringify(row.payload)),
+            priorities: fill(row.priority),
+            maxAttempts: fill(row.max_attempts),
+            runAts: plan.fire,
+            delaysMs: fill(0),
+            uniqueKeys: keys,
+            timeoutsMs: fill(null),
+            backoffBasesMs: fill(null),
+            backoffMaxesMs: fill(null),
+            metas: jobs.map((job, i) => metaText(job.meta, `meta[${i}]`)),
+          });
+          return inserted.map((job) => String(job.id));
+        };
+        await (this.deps.middleware ? this.deps.middleware.enqueue({ kind: 'schedule', jobs }, write) : write());
         const byKey = new Map(inserted.map((job) => [job.unique_key, String(job.id)]));
         const missing = keys.filter((key) => !byKey.has(key));
         if (missing.length > 0) {

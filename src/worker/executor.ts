@@ -44,6 +44,7 @@ import type { JobErrorEntry, JobRecord } from '../core/types.js';
 import type { ClaimedJob } from '../db/rows.js';
 import type { AnyTask, JobContext, TaskRegistry } from '../task.js';
 import type { Completer, Outcome, RecordResult } from './completer.js';
+import { MiddlewareChain } from '../middleware.js';
 
 /** Events a worker emits about the jobs it runs: each reports what was written, not what was attempted. */
 export interface WorkerEvents {
@@ -94,6 +95,7 @@ export class Executor {
     private readonly clock: Clock,
     private readonly events: EventEmitter<WorkerEvents>,
     private readonly exit: (code: number) => void = (code) => process.exit(code),
+    private readonly middleware: MiddlewareChain = new MiddlewareChain(),
   ) {}
 
   get freeSlots(): number {
@@ -267,7 +269,8 @@ export class Executor {
     if (timeoutMs) entry.timers.push(setTimeout(() => controller.abort(new JobTimeoutError(timeoutMs)), timeoutMs));
     let settled: { ok: true; value: unknown } | { ok: false; error: unknown };
     try {
-      settled = { ok: true, value: await task.handler(payload, this.#context(job, payload, controller.signal)) };
+      const ctx = this.#context(job, payload, controller.signal);
+      settled = { ok: true, value: await this.middleware.attempt(ctx, () => Promise.resolve().then(() => task.handler(payload, ctx))) };
     } catch (err) {
       settled = { ok: false, error: err };
     }

@@ -34,6 +34,8 @@ import type { Listener } from '../notify/listener.js';
 import type { ChannelNames } from '../notify/channels.js';
 import type { TaskRegistry } from '../task.js';
 import { Completer } from './completer.js';
+import { HealthProbe, type WorkerHealth } from './health.js';
+import type { MiddlewareChain } from '../middleware.js';
 import { Executor, type WorkerEvents } from './executor.js';
 import { Producer } from './producer.js';
 import { Lease } from './lease.js';
@@ -51,6 +53,8 @@ export interface WorkerDeps {
   logger: Logger;
   clock: Clock;
   maxResultBytes: number;
+  /** Middleware wrapping each attempt's handler. */
+  middleware?: MiddlewareChain;
   /** Extra leader-only services (scheduler, pruner) started while this worker leads. */
   leaderServices?: readonly Service[];
   /** Saves the schedules declared in code; runs first in `start()`, which rejects if it fails. */
@@ -82,6 +86,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   #reconciling: Promise<void> | undefined;
   #loopLagMs = 0;
   #stallTasks: Record<string, number> = {};
+  #health: HealthProbe | undefined;
 
   constructor(options: ResolvedWorkerOptions, deps: WorkerDeps) {
     super();
@@ -121,6 +126,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       deps.clock,
       this,
       deps.exit,
+      deps.middleware,
     );
     this.#producer = new Producer(
       {
@@ -194,6 +200,27 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /** Jobs whose handlers are running now. */
   get runningJobs(): number {
     return this.#executor.runningCount;
+  }
+
+  /**
+   * Liveness and readiness, with a message for each failed check: `live`
+   * (event loop not stalled for more than `maxEventLoopDelayMs`, default 5 s,
+   * since the previous call) and `ready` (running, database reachable, lease
+   * not expired, LISTEN connected). Serve it from your own
+   * /healthz and /readyz, or use `pgq worker --metrics-port`.
+   *
+   * @example
+   * const h = await worker.health();
+   * res.writeHead(h.ready ? 200 : 503).end(JSON.stringify(h));
+   */
+  health(options: { maxEventLoopDelayMs?: number } = {}): Promise<WorkerHealth> {
+    this.#health ??= new HealthProbe(
+      { workerId: this.id, heartbeatMs: this.options.heartbeatMs, rescueAfterMs: this.options.rescueAfterMs },
+      this.#deps.kysely,
+      this.#deps.listener,
+      () => this.#state,
+    );
+    return this.#health.check(options.maxEventLoopDelayMs ?? 5_000);
   }
 
   /**
@@ -281,6 +308,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       .execute()
       .catch((err: unknown) => this.#logger.warn({ err: errorSummary(err) }, `pgq could not deregister the worker: ${errorMessage(err)}`));
     this.#state = 'stopped';
+    this.#health?.stop();
     this.#logger.info({}, 'pgq worker stopped');
   }
 

@@ -15,7 +15,7 @@ import { z } from 'zod';
 import type { Clock } from '../core/clock.js';
 import { PgqError, ValidationError, WaitTimeoutError } from '../core/errors.js';
 import { waitUntilDone } from '../notify/wait.js';
-import { FINAL_STATES, JOB_STATES, type JobRecord, type JobState, type StepFailure } from '../core/types.js';
+import { FINAL_STATES, JOB_STATES, type JobMeta, type JobRecord, type JobState, type StepFailure } from '../core/types.js';
 import type { DbHandle, SqlExecutor } from '../db/executor.js';
 import { quoteIdent } from '../db/identifiers.js';
 import { toJobRecord, type JobRow } from '../db/rows.js';
@@ -24,12 +24,15 @@ import type { ChannelNames } from '../notify/channels.js';
 import type { Listener } from '../notify/listener.js';
 import { nameSchema, zodToValidationError } from '../task.js';
 import { compileWorkflow, type CompiledWorkflow } from './compile.js';
+import { metaText, type MiddlewareChain, type PendingJob } from '../middleware.js';
 import type { Flow } from './flow.js';
 
 /** Options of `enqueueWorkflow`. */
 export interface EnqueueWorkflowOptions {
   /** Shown in `workflows.name`; default: the task of the first step. */
   name?: string;
+  /** Metadata stored in `jobs.meta` of every step (a JSON object, at most 64 KiB); middleware may add to it. */
+  meta?: JobMeta;
   /** Your transaction: a `pg` client inside BEGIN or a Kysely transaction. The whole workflow commits or rolls back with it. */
   db?: DbHandle;
 }
@@ -87,6 +90,7 @@ export interface WorkflowStoreDeps {
   channels: ChannelNames;
   clock: Clock;
   maxPayloadBytes: number;
+  middleware: MiddlewareChain;
   executorFor(db: DbHandle | undefined): SqlExecutor;
 }
 
@@ -102,14 +106,23 @@ export class WorkflowStore {
 
   async enqueue<Out>(flow: Flow<unknown, Out, boolean>, options: EnqueueWorkflowOptions = {}): Promise<WorkflowRecord<Out>> {
     if (options === null || typeof options !== 'object') throw new ValidationError('options', 'must be an object');
-    const { db: handle, ...rest } = options;
+    const { db: handle, meta: rawMeta, ...rest } = options;
     const parsed = enqueueOptionsSchema.safeParse(rest);
     if (!parsed.success) throw zodToValidationError(parsed.error, 'options');
+    const meta = rawMeta === undefined ? '{}' : metaText(rawMeta, 'options.meta');
     const compiled = compileWorkflow(flow, { name: parsed.data.name, maxPayloadBytes: this.deps.maxPayloadBytes });
     const db = this.deps.executorFor(handle);
-    const [row] = await run(db, this.#insert(compiled));
-    const record = await this.#load(db, row!.id);
-    return record as WorkflowRecord<Out>;
+    const { middleware } = this.deps;
+    const jobs: PendingJob[] = compiled.steps.map((s) => pendingStep(s, JSON.parse(meta) as JobMeta));
+    let record: WorkflowRecord | null = null;
+    await middleware.enqueue({ kind: 'workflow', jobs }, async () => {
+      const metas = middleware.wrapsEnqueues ? jobs.map((j, i) => metaText(j.meta, `steps[${i}].meta`)) : jobs.map(() => meta);
+      const [row] = await run(db, this.#insert(compiled, metas));
+      record = await this.#load(db, row!.id);
+      const ids = new Map(record!.steps.map((s) => [s.step, s.id]));
+      return compiled.steps.map((s) => ids.get(s.name)!);
+    });
+    return record as unknown as WorkflowRecord<Out>;
   }
 
   async get<Out>(id: unknown): Promise<WorkflowRecord<Out> | null> {
@@ -233,7 +246,7 @@ export class WorkflowStore {
   }
 
   /** The workflow row, its jobs and its dependency edges, in one statement. */
-  #insert(c: CompiledWorkflow): Compilable<{ id: string }> {
+  #insert(c: CompiledWorkflow, metas: string[]): Compilable<{ id: string }> {
     const { schema } = this.deps;
     const jobs = sql.id(schema, 'jobs');
     const steps = c.steps;
@@ -256,16 +269,17 @@ export class WorkflowStore {
         RETURNING id
       ), inserted AS (
         INSERT INTO ${jobs} (id, task, queue, payload, priority, max_attempts, state, timeout_ms, backoff_base_ms,
-                             backoff_max_ms, workflow_id, workflow_step, pending_parents, on_parent_failure, pass_results)
+                             backoff_max_ms, workflow_id, workflow_step, pending_parents, on_parent_failure, pass_results, meta)
         SELECT ids.id, u.task, u.queue, u.payload, u.priority, u.max_attempts,
                CASE WHEN u.pending > 0 THEN 'blocked' ELSE 'available' END,
-               u.timeout_ms, u.backoff_base_ms, u.backoff_max_ms, wf.id, u.step, u.pending, u.on_parent_failure, u.pass_results
+               u.timeout_ms, u.backoff_base_ms, u.backoff_max_ms, wf.id, u.step, u.pending, u.on_parent_failure, u.pass_results, u.meta
           FROM unnest(${col((s) => s.name)}::text[], ${col((s) => s.task)}::text[], ${col((s) => s.queue)}::text[],
                       ${col((s) => s.payloadText)}::jsonb[], ${col((s) => s.priority)}::int[], ${col((s) => s.maxAttempts)}::int[],
                       ${col((s) => s.timeoutMs)}::int[], ${col((s) => s.backoffBaseMs)}::int[], ${col((s) => s.backoffMaxMs)}::int[],
-                      ${col((s) => s.parents.length)}::int[], ${col((s) => s.onParentFailure)}::text[], ${col((s) => s.passResults)}::text[])
+                      ${col((s) => s.parents.length)}::int[], ${col((s) => s.onParentFailure)}::text[], ${col((s) => s.passResults)}::text[],
+                      ${metas}::jsonb[])
                WITH ORDINALITY AS u(step, task, queue, payload, priority, max_attempts, timeout_ms, backoff_base_ms,
-                                    backoff_max_ms, pending, on_parent_failure, pass_results, ord)
+                                    backoff_max_ms, pending, on_parent_failure, pass_results, meta, ord)
           JOIN ids ON ids.ord = u.ord
          CROSS JOIN wf
          ORDER BY u.ord
@@ -367,4 +381,23 @@ function chunkIds(ids: string[]): string[] {
   }
   if (current) chunks.push(current);
   return chunks;
+}
+
+/** A workflow step as enqueue middleware sees it; the payload is parsed only if a middleware reads it. */
+function pendingStep(step: CompiledWorkflow['steps'][number], meta: JobMeta): PendingJob {
+  let payload: unknown;
+  let parsed = false;
+  return {
+    task: step.task,
+    queue: step.queue,
+    step: step.name,
+    meta,
+    get payload(): unknown {
+      if (!parsed) {
+        payload = JSON.parse(step.payloadText);
+        parsed = true;
+      }
+      return payload;
+    },
+  };
 }

@@ -15,6 +15,10 @@ export interface EmbeddedServer {
   stop(): Promise<void>;
   /** Stops the server (fast shutdown) and starts it again on the same port and data. */
   restart(): Promise<void>;
+  /** Stops the server (fast shutdown), keeping its data and port for `resume()`. */
+  halt(): Promise<void>;
+  /** Starts a server stopped by `halt()` again. */
+  resume(): Promise<void>;
   /** Immediate shutdown (SIGQUIT: no checkpoint, unflushed commits lost), then start again with crash recovery. */
   crash(): Promise<void>;
   pg: EmbeddedPostgres;
@@ -62,6 +66,14 @@ export async function startEmbedded(label: string, flags: string[] = []): Promis
     },
     async restart() {
       await server.pg.stop();
+      pg = make();
+      server.pg = pg;
+      await pg.start();
+    },
+    async halt() {
+      await server.pg.stop();
+    },
+    async resume() {
       pg = make();
       server.pg = pg;
       await pg.start();

@@ -1,11 +1,9 @@
-import http from 'node:http';
 import type { Command } from 'commander';
 import type { CliRuntime } from '../main.js';
 import { loadTasks } from '../load-tasks.js';
 import { parseIntOption, parseList } from '../options.js';
 import type { Worker } from '../../worker/worker.js';
-import type { Pgq } from '../../client.js';
-import { PgqMetrics } from '../../metrics.js';
+import { serveWorkerEndpoints } from '../worker-server.js';
 import type { Logger } from '../../core/logger.js';
 
 export function registerWorker(program: Command, rt: CliRuntime): void {
@@ -19,7 +17,7 @@ export function registerWorker(program: Command, rt: CliRuntime): void {
     .option('--heartbeat-ms <ms>', 'heartbeat period', parseIntOption('--heartbeat-ms', 10, 3_600_000))
     .option('--rescue-after-ms <ms>', 'a worker silent this long is dead', parseIntOption('--rescue-after-ms', 30, 86_400_000))
     .option('--shutdown-grace-ms <ms>', 'how long a stop waits for running jobs', parseIntOption('--shutdown-grace-ms', 0, 86_400_000))
-    .option('--metrics-port <port>', 'serve Prometheus metrics at http://127.0.0.1:<port>/metrics', parseIntOption('--metrics-port', 1, 65_535))
+    .option('--metrics-port <port>', 'serve Prometheus metrics at http://127.0.0.1:<port>/metrics, liveness at /healthz, readiness at /readyz', parseIntOption('--metrics-port', 1, 65_535))
     .option('--metrics-host <host>', 'address the metrics server listens on', '127.0.0.1')
     .action(async (opts: WorkerCommandOptions) => {
       const tasks = await loadTasks(opts.tasks);
@@ -33,35 +31,18 @@ export function registerWorker(program: Command, rt: CliRuntime): void {
         shutdownGraceMs: opts.shutdownGraceMs,
       });
       logJobEvents(worker, rt.logger);
-      const metricsServer = opts.metricsPort ? await serveMetrics(pgq, worker, opts.metricsHost, opts.metricsPort) : undefined;
+      const metricsServer = opts.metricsPort ? await serveWorkerEndpoints(pgq, worker, opts.metricsHost, opts.metricsPort) : undefined;
       const stopped = stopOnSignals(worker, rt.logger);
       await worker.start();
       rt.logger.info({ workerId: worker.id, tasks: tasks.map((t) => t.name) }, `worker ${worker.id} running; Ctrl-C to stop`);
-      if (metricsServer) rt.logger.info({}, `metrics at http://${opts.metricsHost}:${opts.metricsPort}/metrics`);
+      if (metricsServer) {
+        const base = `http://${opts.metricsHost}:${opts.metricsPort}`;
+        rt.logger.info({}, `metrics at ${base}/metrics, health at ${base}/healthz and ${base}/readyz`);
+      }
       await stopped;
-      metricsServer?.close();
+      await metricsServer?.close();
       await pgq.close();
     });
-}
-
-async function serveMetrics(pgq: Pgq, worker: Worker, host: string, port: number): Promise<http.Server> {
-  const metrics = new PgqMetrics(pgq);
-  metrics.observe(worker);
-  const server = http.createServer((req, res) => {
-    if (req.url !== '/metrics') {
-      res.writeHead(404).end('not found; try /metrics\n');
-      return;
-    }
-    metrics.registry.metrics().then(
-      (body) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(body),
-      (err: unknown) => res.writeHead(500).end(`${err instanceof Error ? err.message : String(err)}\n`),
-    );
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => resolve());
-  });
-  return server;
 }
 
 interface WorkerCommandOptions {

@@ -1,0 +1,48 @@
+/**
+ * The HTTP endpoints of `pgq worker --metrics-port`: Prometheus metrics at
+ * /metrics, liveness at /healthz and readiness at /readyz (200 or 503 with
+ * the JSON of `worker.health()`, naming what is wrong).
+ */
+import http from 'node:http';
+import type { Pgq } from '../client.js';
+import type { Worker } from '../worker/worker.js';
+import { PgqMetrics } from '../metrics.js';
+
+export interface WorkerServer {
+  server: http.Server;
+  metrics: PgqMetrics;
+  close(): Promise<void>;
+}
+
+/** Starts the server; resolves once it listens. Port 0 picks a free port (see `server.address()`). */
+export async function serveWorkerEndpoints(pgq: Pgq, worker: Worker, host: string, port: number): Promise<WorkerServer> {
+  const metrics = new PgqMetrics(pgq);
+  metrics.observe(worker);
+  const fail = (res: http.ServerResponse, err: unknown): void =>
+    void res.writeHead(500, { 'content-type': 'text/plain' }).end(`${err instanceof Error ? err.message : String(err)}\n`);
+  const server = http.createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/metrics') {
+      metrics.registry.metrics().then((body) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(body), (err: unknown) => fail(res, err));
+    } else if (path === '/healthz' || path === '/readyz') {
+      worker.health().then((health) => {
+        const ok = path === '/healthz' ? health.live : health.ready;
+        res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' }).end(`${JSON.stringify(health)}\n`);
+      }, (err: unknown) => fail(res, err));
+    } else {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found; try /metrics, /healthz or /readyz\n');
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  return {
+    server,
+    metrics,
+    async close() {
+      metrics.close();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}

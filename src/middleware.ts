@@ -1,0 +1,157 @@
+/**
+ * Middleware: functions that wrap every enqueue and every attempt, registered
+ * with `new Pgq({ middleware: [...] })` (or `pgq.use(...)`).
+ *
+ * - `enqueue(call, next)` sees the jobs about to be written (`enqueue`,
+ *   `enqueueMany`, a workflow, a schedule's tick) and may amend their `meta`.
+ *   `next()` writes them and resolves to their ids, in order. A middleware
+ *   that throws, or never calls `next()`, refuses the enqueue: nothing is
+ *   written and the caller gets the error.
+ * - `attempt(ctx, next)` runs around the handler of each attempt, with the
+ *   job and its context; `next()` runs the handler (and the middleware after
+ *   this one) and resolves to its result. An error thrown here is a failure
+ *   of that attempt, exactly like one thrown by the handler.
+ *
+ * The first middleware of the list is the outermost: it runs first and
+ * finishes last.
+ */
+import { PgqError, ValidationError } from './core/errors.js';
+import { toJsonText } from './core/json.js';
+import type { JobMeta } from './core/types.js';
+import type { JobContext } from './task.js';
+
+/** Largest `meta` accepted, as JSON bytes, after middleware has run. */
+export const MAX_META_BYTES = 64 * 1024;
+
+/** A job about to be inserted, as enqueue middleware sees it. */
+export interface PendingJob {
+  readonly task: string;
+  readonly queue: string;
+  /** The payload as validated by the task's schema. */
+  readonly payload: unknown;
+  /** What will be stored in `jobs.meta`: change or add keys here. Must stay a JSON object. */
+  meta: JobMeta;
+  /** For a schedule's job: the schedule and the tick it stands for. */
+  readonly schedule?: { readonly name: string; readonly tick: Date };
+  /** For a workflow's job: the step's name. */
+  readonly step?: string;
+}
+
+/** What one enqueue is about to write. */
+export interface EnqueueCall {
+  /** Which API wrote the jobs: one `enqueue`, an `enqueueMany`, a workflow, or a schedule firing (or run now). */
+  readonly kind: 'enqueue' | 'enqueueMany' | 'workflow' | 'schedule';
+  readonly jobs: readonly PendingJob[];
+}
+
+/** Runs the rest of the enqueue chain and the insert; resolves to the jobs' ids, in the order of `call.jobs`. */
+export type EnqueueNext = () => Promise<string[]>;
+
+/** Runs the rest of the attempt chain and the handler; resolves to the handler's result. */
+export type AttemptNext = () => Promise<unknown>;
+
+/**
+ * A middleware: either hook may be left out.
+ *
+ * @example
+ * const requestIds: Middleware = {
+ *   name: 'request-id',
+ *   async enqueue(call, next) {
+ *     for (const job of call.jobs) job.meta.requestId ??= currentRequestId();
+ *     return next();
+ *   },
+ *   async attempt(ctx, next) {
+ *     return withRequestId(String(ctx.job.meta.requestId ?? ''), next);
+ *   },
+ * };
+ * const pgq = new Pgq({ connectionString, tasks, middleware: [requestIds] });
+ */
+export interface Middleware {
+  /** Shown in errors. */
+  readonly name?: string;
+  /** Wraps an enqueue: amend `call.jobs[i].meta`, then return `next()`. */
+  enqueue?(call: EnqueueCall, next: EnqueueNext): Promise<string[]>;
+  /** Wraps one attempt's handler: return (or transform) `next()`. */
+  attempt?(ctx: JobContext, next: AttemptNext): Promise<unknown>;
+}
+
+/** The registered middleware of one `Pgq`, composed. */
+export class MiddlewareChain {
+  readonly #enqueue: Middleware[] = [];
+  readonly #attempt: Middleware[] = [];
+
+  constructor(list: readonly Middleware[] = []) {
+    for (const m of list) this.add(m);
+  }
+
+  /** Appends a middleware (innermost so far). */
+  add(middleware: Middleware): void {
+    checkMiddleware(middleware);
+    if (middleware.enqueue) this.#enqueue.push(middleware);
+    if (middleware.attempt) this.#attempt.push(middleware);
+  }
+
+  /** True when some middleware wraps enqueues. */
+  get wrapsEnqueues(): boolean {
+    return this.#enqueue.length > 0;
+  }
+
+  /** True when some middleware wraps attempts (the executor skips the chain otherwise). */
+  get wrapsAttempts(): boolean {
+    return this.#attempt.length > 0;
+  }
+
+  /**
+   * Runs the enqueue middleware around `write`, which inserts the jobs (reading
+   * their `meta` then) and returns their ids. Rejects if a middleware throws or
+   * returns without the jobs having been written.
+   */
+  async enqueue(call: EnqueueCall, write: EnqueueNext): Promise<string[]> {
+    if (this.#enqueue.length === 0) return write();
+    let written = false;
+    const step = (i: number): Promise<string[]> => {
+      const m = this.#enqueue[i];
+      if (!m) {
+        if (written) return Promise.reject(new PgqError('PGQ_MIDDLEWARE', 'an enqueue middleware called next() twice'));
+        written = true;
+        return write();
+      }
+      return Promise.resolve().then(() => m.enqueue!(call, () => step(i + 1)));
+    };
+    const ids = await step(0);
+    if (!written) {
+      throw new PgqError('PGQ_MIDDLEWARE', `enqueue middleware ${label(this.#enqueue)} returned without calling next(): nothing was enqueued`);
+    }
+    return ids;
+  }
+
+  /** Runs the attempt middleware around `handler`. */
+  attempt(ctx: JobContext, handler: AttemptNext): Promise<unknown> {
+    if (this.#attempt.length === 0) return handler();
+    const step = (i: number): Promise<unknown> => {
+      const m = this.#attempt[i];
+      return m ? Promise.resolve().then(() => m.attempt!(ctx, () => step(i + 1))) : handler();
+    };
+    return step(0);
+  }
+}
+
+/** `meta` as JSON text for the insert, or a ValidationError naming `field`: a plain JSON object within MAX_META_BYTES. */
+export function metaText(meta: unknown, field: string): string {
+  if (meta === null || typeof meta !== 'object' || Array.isArray(meta) || (Object.getPrototypeOf(meta) !== Object.prototype && Object.getPrototypeOf(meta) !== null)) {
+    throw new ValidationError(field, 'must be a plain JSON object, e.g. { requestId: "r-1" }');
+  }
+  return toJsonText(meta, field, MAX_META_BYTES);
+}
+
+function checkMiddleware(m: unknown): asserts m is Middleware {
+  if (m === null || typeof m !== 'object') throw new ValidationError('middleware', 'each middleware must be an object with enqueue and/or attempt functions');
+  const { enqueue, attempt } = m as Middleware;
+  if (enqueue !== undefined && typeof enqueue !== 'function') throw new ValidationError('middleware.enqueue', 'must be a function');
+  if (attempt !== undefined && typeof attempt !== 'function') throw new ValidationError('middleware.attempt', 'must be a function');
+  if (!enqueue && !attempt) throw new ValidationError('middleware', 'a middleware needs an enqueue or an attempt function');
+}
+
+function label(list: Middleware[]): string {
+  return list.map((m, i) => m.name ?? `#${i}`).join(' → ');
+}

@@ -1,0 +1,167 @@
+/**
+ * OpenTelemetry tracing for pgq, as a middleware (`pgq/otel`).
+ *
+ * - Each enqueue call (one `enqueue`, one `enqueueMany`, one workflow, one
+ *   schedule tick) is one PRODUCER span `send <queue>`, a child of the span
+ *   active at the call. Its W3C trace context is stored in every job's
+ *   `meta` (`traceparent`, and `tracestate` when there is one).
+ * - Each attempt is one CONSUMER span `process <queue>` that links to that
+ *   context (or, with `propagation: 'child'`, is its child), ended when the
+ *   handler settles: status ERROR and an exception event when it throws.
+ *   The handler runs with the span active, so its own spans nest under it.
+ * - A schedule's jobs are enqueued by the leader outside any request: their
+ *   `send` span starts a trace of its own. Workflow steps all carry the
+ *   context of the workflow's `send` span.
+ *
+ * `@opentelemetry/api` is an optional peer dependency, loaded by `tracing()`
+ * with a dynamic import: `import 'pgq'` never loads it. Without an SDK
+ * registered, the API's no-op tracer makes the spans free.
+ *
+ * @example
+ * import { tracing } from 'pgq/otel';
+ * const pgq = new Pgq({ connectionString, tasks, middleware: [await tracing()] });
+ */
+import type { Attributes, Link, Span, SpanContext, Tracer } from '@opentelemetry/api';
+import { JobCancelledError, LeaseLostError, PgqError, ValidationError, WorkerShutdownError, isPermanentError, snoozeDelay } from './core/errors.js';
+import type { JobMeta } from './core/types.js';
+import type { EnqueueCall, Middleware } from './middleware.js';
+import type { JobContext } from './task.js';
+
+/** Options of `tracing()`. */
+export interface TracingOptions {
+  /**
+   * How a `process` span relates to the `send` span of its enqueue: `link`
+   * (default: a new trace with a link, as the messaging conventions advise
+   * for work that may run much later) or `child` (the same trace).
+   */
+  propagation?: 'link' | 'child';
+  /** Tracer name. Default `pgq`. */
+  tracerName?: string;
+  /** A tracer to use instead of the global provider's. */
+  tracer?: Tracer;
+}
+
+type Api = typeof import('@opentelemetry/api');
+
+const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
+
+/**
+ * A middleware that traces enqueues and attempts with the global (or given)
+ * OpenTelemetry tracer. Rejects with a clear error if `@opentelemetry/api`
+ * is not installed.
+ */
+export async function tracing(options: TracingOptions = {}): Promise<Middleware> {
+  const propagation = options.propagation ?? 'link';
+  if (propagation !== 'link' && propagation !== 'child') {
+    throw new ValidationError('tracing.propagation', `must be 'link' or 'child', got ${JSON.stringify(propagation)}`);
+  }
+  let api: Api;
+  try {
+    api = await import('@opentelemetry/api');
+  } catch {
+    throw new PgqError('PGQ_OTEL_MISSING', 'pgq tracing needs the @opentelemetry/api package: npm install @opentelemetry/api');
+  }
+  const tracer = (): Tracer => options.tracer ?? api.trace.getTracer(options.tracerName ?? 'pgq');
+  return {
+    name: 'opentelemetry',
+    enqueue: (call, next) => {
+      const queues = [...new Set(call.jobs.map((j) => j.queue))];
+      const attributes: Attributes = {
+        'messaging.system': 'pgq',
+        'messaging.operation.type': 'send',
+        'messaging.operation.name': 'send',
+        'messaging.destination.name': queues.join(','),
+        'messaging.pgq.enqueue.kind': call.kind,
+        'messaging.pgq.task': [...new Set(call.jobs.map((j) => j.task))].join(','),
+      };
+      if (call.jobs.length !== 1) attributes['messaging.batch.message_count'] = call.jobs.length;
+      const schedule = call.jobs[0]?.schedule;
+      if (schedule) attributes['messaging.pgq.schedule'] = schedule.name;
+      // A schedule's tick belongs to no request: it starts its own trace.
+      const parent = call.kind === 'schedule' ? api.ROOT_CONTEXT : api.context.active();
+      return tracer().startActiveSpan(`send ${queues.join(',')}`, { kind: api.SpanKind.PRODUCER, attributes }, parent, async (span) => {
+        try {
+          injectContext(span.spanContext(), call);
+          const ids = await next();
+          if (ids.length === 1) span.setAttribute('messaging.message.id', ids[0]!);
+          return ids;
+        } catch (err) {
+          fail(api, span, err);
+          throw err;
+        } finally {
+          span.end();
+        }
+      });
+    },
+    attempt: (ctx, next) => {
+      const { job } = ctx;
+      const remote = extractContext(api, job.meta);
+      const links: Link[] = remote && propagation === 'link' ? [{ context: remote }] : [];
+      const parent = remote && propagation === 'child' ? api.trace.setSpanContext(api.ROOT_CONTEXT, remote) : api.ROOT_CONTEXT;
+      const attributes: Attributes = {
+        'messaging.system': 'pgq',
+        'messaging.operation.type': 'process',
+        'messaging.operation.name': 'process',
+        'messaging.destination.name': job.queue,
+        'messaging.message.id': job.id,
+        'messaging.pgq.task': job.task,
+        'messaging.pgq.attempt': ctx.attempt,
+        'messaging.pgq.max_attempts': job.maxAttempts,
+      };
+      return tracer().startActiveSpan(`process ${job.queue}`, { kind: api.SpanKind.CONSUMER, attributes, links }, parent, async (span) => {
+        try {
+          const result = await next();
+          span.setAttribute('messaging.pgq.outcome', 'succeeded');
+          return result;
+        } catch (err) {
+          const outcome = outcomeOf(err, ctx);
+          span.setAttribute('messaging.pgq.outcome', outcome);
+          if (outcome !== 'snoozed') fail(api, span, err);
+          throw err;
+        } finally {
+          span.end();
+        }
+      });
+    },
+  };
+}
+
+/** What a thrown error makes of the attempt, as the executor will record it. */
+function outcomeOf(err: unknown, ctx: JobContext): string {
+  const reason: unknown = ctx.signal.aborted ? ctx.signal.reason : err;
+  if (reason instanceof JobCancelledError) return 'cancelled';
+  if (reason instanceof LeaseLostError) return 'lease_lost';
+  if (reason instanceof WorkerShutdownError) return 'requeued';
+  if (snoozeDelay(reason) !== null) return 'snoozed';
+  return !isPermanentError(reason) && ctx.attempt < ctx.job.maxAttempts ? 'retried' : 'failed';
+}
+
+function fail(api: Api, span: Span, err: unknown): void {
+  span.recordException(err instanceof Error ? err : String(err));
+  span.setStatus({ code: api.SpanStatusCode.ERROR, message: err instanceof Error ? err.message : String(err) });
+}
+
+/** Writes the span's W3C trace context into each job's meta. */
+function injectContext(sc: SpanContext, call: EnqueueCall): void {
+  const traceparent = `00-${sc.traceId}-${sc.spanId}-${(sc.traceFlags & 0xff).toString(16).padStart(2, '0')}`;
+  const tracestate = sc.traceState?.serialize();
+  for (const job of call.jobs) {
+    job.meta.traceparent = traceparent;
+    if (tracestate) job.meta.tracestate = tracestate;
+    else delete job.meta.tracestate;
+  }
+}
+
+/** The enqueue's span context from a job's meta, or undefined when there is none (or it is malformed). */
+function extractContext(api: Api, meta: JobMeta): SpanContext | undefined {
+  const match = typeof meta.traceparent === 'string' ? TRACEPARENT.exec(meta.traceparent) : null;
+  if (!match) return undefined;
+  const context: SpanContext = {
+    traceId: match[1]!,
+    spanId: match[2]!,
+    traceFlags: parseInt(match[3]!, 16),
+    isRemote: true,
+  };
+  if (typeof meta.tracestate === 'string') context.traceState = api.createTraceState(meta.tracestate);
+  return api.trace.isSpanContextValid(context) ? context : undefined;
+}

@@ -1,0 +1,110 @@
+/**
+ * A worker's health, for liveness and readiness probes.
+ *
+ * - live: the event loop is not stalled (its longest delay since the
+ *   previous check stays under the given limit).
+ * - ready: the worker is running, the database answers, the worker's lease
+ *   (`workers.lease_expires_at`) has not expired, and the LISTEN
+ *   connection is up (or the worker polls only).
+ *
+ * Each check carries a message saying what is wrong. The database probe is
+ * one indexed read of the worker's own row, bounded by a timeout, so a probe
+ * never hangs on a database that does not answer.
+ */
+import type { Kysely } from 'kysely';
+import { sql } from 'kysely';
+import { errorMessage } from '../core/errors.js';
+import { EventLoopMonitor } from '../core/event-loop.js';
+import type { PgqDatabase } from '../db/tables.js';
+import type { Listener } from '../notify/listener.js';
+
+/** One check: ok, or a message naming what is wrong. */
+export interface HealthCheck {
+  ok: boolean;
+  message?: string;
+}
+
+/** What `worker.health()` resolves to. */
+export interface WorkerHealth {
+  /** For a liveness probe: the process is alive and its event loop not stalled. */
+  live: boolean;
+  /** For a readiness probe: every check below is ok. */
+  ready: boolean;
+  checks: {
+    eventLoop: HealthCheck;
+    worker: HealthCheck;
+    database: HealthCheck;
+    lease: HealthCheck;
+    listener: HealthCheck;
+  };
+}
+
+export interface HealthProbeConfig {
+  workerId: string;
+  heartbeatMs: number;
+  rescueAfterMs: number;
+}
+
+export class HealthProbe {
+  readonly #loop = new EventLoopMonitor();
+
+  constructor(
+    private readonly config: HealthProbeConfig,
+    private readonly kysely: Kysely<PgqDatabase>,
+    private readonly listener: Listener,
+    private readonly state: () => string,
+  ) {}
+
+  /** Runs every check; `maxEventLoopDelayMs` is the longest event-loop delay since the previous check still counted as live. */
+  async check(maxEventLoopDelayMs: number): Promise<WorkerHealth> {
+    const { maxMs } = this.#loop.take();
+    const eventLoop: HealthCheck = maxMs <= maxEventLoopDelayMs
+      ? { ok: true }
+      : { ok: false, message: `event loop stalled for ${Math.round(maxMs)} ms (limit ${maxEventLoopDelayMs} ms)` };
+    const state = this.state();
+    const worker: HealthCheck = state === 'running' ? { ok: true } : { ok: false, message: `worker is ${state}` };
+    const listener: HealthCheck = !this.listener.enabled
+      ? { ok: true, message: 'poll-only mode (listen: false)' }
+      : this.listener.connected ? { ok: true } : { ok: false, message: 'LISTEN connection is down (reconnecting; workers poll meanwhile)' };
+    const { database, lease } = await this.#probeDatabase();
+    const checks = { eventLoop, worker, database, lease, listener };
+    return { live: eventLoop.ok, ready: worker.ok && database.ok && lease.ok && listener.ok, checks };
+  }
+
+  /** Stops the event-loop sampler. */
+  stop(): void {
+    this.#loop.stop();
+  }
+
+  async #probeDatabase(): Promise<{ database: HealthCheck; lease: HealthCheck }> {
+    const timeoutMs = Math.max(1_000, this.config.heartbeatMs);
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const query = this.kysely
+        .selectFrom('workers')
+        .select(
+          sql<number>`(extract(epoch FROM coalesce(lease_expires_at, last_heartbeat_at + ${this.config.rescueAfterMs} * interval '1 millisecond') - now()) * 1000)::float8`.as('left_ms'),
+        )
+        .where('id', '=', this.config.workerId)
+        .execute();
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+      });
+      const rows = await Promise.race([query, timeout]);
+      const left = rows[0]?.left_ms;
+      const lease: HealthCheck = left === undefined
+        ? { ok: false, message: 'this worker has no workers row: its lease expired and its jobs were rescued' }
+        : left > 0
+          ? { ok: true }
+          : { ok: false, message: `lease expired ${Math.round(-left)} ms ago (not renewed within rescueAfterMs ${this.config.rescueAfterMs} ms)` };
+      return { database: { ok: true }, lease };
+    } catch (err) {
+      return {
+        database: { ok: false, message: `database unreachable: ${errorMessage(err)}` },
+        lease: { ok: false, message: 'unknown: the database is unreachable' },
+      };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}

@@ -1,0 +1,73 @@
+/**
+ * Health checks: worker.health() and the /healthz and /readyz endpoints of
+ * `pgq worker --metrics-port`, across a PostgreSQL outage (on a server of
+ * this file's own, so stopping it affects no other test).
+ */
+import type { AddressInfo } from 'node:net';
+import { afterAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { Pgq, defineTask, type WorkerHealth } from '../src/index.js';
+import { serveWorkerEndpoints } from '../src/cli/worker-server.js';
+import { until, withAppName } from './support/harness.js';
+import { startEmbedded, type EmbeddedServer } from './support/embedded.js';
+
+const noop = defineTask({ name: 'noop', schema: z.object({}), handler: () => null });
+
+describe('health checks', () => {
+  let server: EmbeddedServer | undefined;
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  it('/readyz turns 503 within two heartbeats of PostgreSQL stopping and 200 after it returns; /healthz stays 200', async () => {
+    server = await startEmbedded('health');
+    const heartbeatMs = 1_000;
+    const pgq = new Pgq({ connectionString: withAppName(server.url, 'pgq_health'), tasks: [noop] });
+    await pgq.migrate();
+    const worker = pgq.worker({ heartbeatMs, rescueAfterMs: 60_000, pollIntervalMs: 100 });
+    await worker.start();
+    const endpoints = await serveWorkerEndpoints(pgq, worker, '127.0.0.1', 0);
+    const base = `http://127.0.0.1:${(endpoints.server.address() as AddressInfo).port}`;
+    const get = async (path: string): Promise<{ status: number; body: WorkerHealth }> => {
+      const res = await fetch(`${base}${path}`);
+      return { status: res.status, body: (await res.json()) as WorkerHealth };
+    };
+    try {
+      // Ready once the worker runs and its LISTEN connection is up.
+      const ready = await until(async () => {
+        const r = await get('/readyz');
+        return r.status === 200 ? r : null;
+      }, { timeoutMs: 30_000, everyMs: 100, what: '/readyz to turn 200 after start' });
+      expect(ready.body.ready).toBe(true);
+      expect(ready.body.checks).toMatchObject({ database: { ok: true }, lease: { ok: true }, listener: { ok: true }, worker: { ok: true } });
+      const live = await get('/healthz');
+      expect(live.status, JSON.stringify(live.body)).toBe(200);
+      expect((await fetch(`${base}/metrics`)).status).toBe(200);
+
+      await server.halt();
+      const down = await until(async () => {
+        const r = await get('/readyz');
+        return r.status === 503 ? r : null;
+      }, { timeoutMs: 2 * heartbeatMs, everyMs: 50, what: '/readyz to turn 503' });
+      expect(down.body.ready).toBe(false);
+      expect(down.body.checks.database.ok).toBe(false);
+      expect(down.body.checks.database.message).toMatch(/database unreachable/);
+      const stillLive = await get('/healthz');
+      expect(stillLive.status, JSON.stringify(stillLive.body)).toBe(200);
+
+      await server.resume();
+      const up = await until(async () => {
+        const r = await get('/readyz');
+        return r.status === 200 ? r : null;
+      }, { timeoutMs: 30_000, everyMs: 100, what: '/readyz to turn 200 again' });
+      expect(up.body.checks.listener.ok).toBe(true);
+    } finally {
+      await endpoints.close();
+      await worker.stop();
+      await pgq.close();
+    }
+    const stopped = await worker.health();
+    expect(stopped.ready).toBe(false);
+    expect(stopped.checks.worker.message).toBe('worker is stopped');
+  }, 90_000);
+});

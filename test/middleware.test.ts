@@ -1,0 +1,157 @@
+/**
+ * Job metadata (`jobs.meta`) and the middleware API: order, amending meta,
+ * errors refusing an enqueue (nothing written) and failing an attempt.
+ */
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { defineTask, chain, step, type JobContext, type Middleware, ValidationError } from '../src/index.js';
+import { useTestSchema } from './support/harness.js';
+
+const ctx = useTestSchema('middleware');
+
+const echo = defineTask({
+  name: 'echo',
+  schema: z.object({ n: z.number() }),
+  queue: 'mw',
+  maxAttempts: 1,
+  handler: (payload, c) => ({ n: payload.n, meta: c.job.meta }),
+});
+
+async function count(task = 'echo'): Promise<number> {
+  const { rows } = await ctx.admin.query<{ n: number }>(`SELECT count(*)::int AS n FROM "${ctx.schema}".jobs WHERE task = $1`, [task]);
+  return rows[0]!.n;
+}
+
+describe('job meta', () => {
+  it('stores meta from the enqueue option, readable in getJob and ctx.job.meta', async () => {
+    const pgq = await ctx.migrated({ tasks: [echo] });
+    const job = await pgq.enqueue(echo, { n: 1 }, { meta: { requestId: 'r-1', tenant: 42 } });
+    expect(job.meta).toEqual({ requestId: 'r-1', tenant: 42 });
+    expect((await pgq.getJob(job.id))!.meta).toEqual({ requestId: 'r-1', tenant: 42 });
+    const plain = await pgq.enqueue(echo, { n: 2 });
+    expect(plain.meta).toEqual({});
+    const worker = pgq.worker({ queues: ['mw'], pollIntervalMs: 50 });
+    await worker.start();
+    const done = await pgq.waitForJob(job.id, { timeoutMs: 10_000 });
+    expect(done.result).toEqual({ n: 1, meta: { requestId: 'r-1', tenant: 42 } });
+    await worker.stop();
+  });
+
+  it('rejects meta that is not a JSON object, or too large, and writes nothing', async () => {
+    const pgq = await ctx.migrated({ tasks: [echo] });
+    const before = await count();
+    const bad: unknown[] = [[1, 2], 'text', null, new Date(), { big: 'x'.repeat(70_000) }, { n: Number.NaN }];
+    for (const meta of bad) {
+      await expect(pgq.enqueue(echo, { n: 1 }, { meta: meta as never })).rejects.toThrow(ValidationError);
+    }
+    await expect(pgq.enqueue(echo, { n: 1 }, { meta: [1] as never })).rejects.toThrow(/options\.meta.*plain JSON object/);
+    await expect(pgq.enqueue(echo, { n: 1 }, { meta: { big: 'x'.repeat(70_000) } })).rejects.toThrow(/options\.meta.*over the limit/);
+    expect(await count()).toBe(before);
+  });
+});
+
+describe('middleware', () => {
+  it('runs enqueue and attempt hooks in order, first outermost, and lets enqueue middleware amend meta', async () => {
+    const order: string[] = [];
+    const mw = (name: string): Middleware => ({
+      name,
+      async enqueue(call, next) {
+        order.push(`${name}:enqueue:before:${call.kind}:${call.jobs.length}`);
+        for (const job of call.jobs) job.meta[name] = true;
+        const ids = await next();
+        order.push(`${name}:enqueue:after:${ids.length}`);
+        return ids;
+      },
+      async attempt(c: JobContext, next) {
+        order.push(`${name}:attempt:before:${c.attempt}`);
+        const result = await next();
+        order.push(`${name}:attempt:after`);
+        return result;
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [echo], middleware: [mw('a'), mw('b')] });
+    const jobs = await pgq.enqueueMany(echo, [{ n: 1 }, { n: 2 }], { meta: { requestId: 'r' } });
+    expect(order).toEqual(['a:enqueue:before:enqueueMany:2', 'b:enqueue:before:enqueueMany:2', 'b:enqueue:after:2', 'a:enqueue:after:2']);
+    expect(jobs.map((j) => j.meta)).toEqual([
+      { requestId: 'r', a: true, b: true },
+      { requestId: 'r', a: true, b: true },
+    ]);
+    order.length = 0;
+    const worker = pgq.worker({ queues: ['mw'], concurrency: 1, pollIntervalMs: 50 });
+    await worker.start();
+    const done = await pgq.waitForJob(jobs[0]!.id, { timeoutMs: 10_000 });
+    await pgq.waitForJob(jobs[1]!.id, { timeoutMs: 10_000 });
+    await worker.stop();
+    expect(order.slice(0, 4)).toEqual(['a:attempt:before:1', 'b:attempt:before:1', 'b:attempt:after', 'a:attempt:after']);
+    expect(done.result).toEqual({ n: 1, meta: { requestId: 'r', a: true, b: true } });
+  });
+
+  it('an error in enqueue middleware refuses the enqueue and writes nothing; skipping next() is an error too', async () => {
+    const pgq = await ctx.migrated({ tasks: [echo] });
+    pgq.use({
+      async enqueue(call, next) {
+        if (call.jobs.some((j) => j.meta.deny === true)) throw new Error('denied by policy');
+        if (call.jobs.some((j) => j.meta.skip === true)) return [];
+        return next();
+      },
+    });
+    const before = await count();
+    await expect(pgq.enqueue(echo, { n: 1 }, { meta: { deny: true } })).rejects.toThrow('denied by policy');
+    await expect(pgq.enqueueMany(echo, [{ n: 1 }, { n: 2 }], { meta: { skip: true } })).rejects.toThrow(/without calling next\(\)/);
+    expect(await count()).toBe(before);
+    const ok = await pgq.enqueue(echo, { n: 3 });
+    expect(await count()).toBe(before + 1);
+    expect(ok.meta).toEqual({});
+  });
+
+  it('meta made invalid by middleware is refused with a clear error', async () => {
+    const pgq = await ctx.migrated({
+      tasks: [echo],
+      middleware: [{ async enqueue(call, next) { for (const j of call.jobs) j.meta = [1] as never; return next(); } }],
+    });
+    const before = await count();
+    await expect(pgq.enqueue(echo, { n: 1 })).rejects.toThrow(/meta: must be a plain JSON object/);
+    expect(await count()).toBe(before);
+  });
+
+  it('an error in attempt middleware fails that attempt like a handler error', async () => {
+    const pgq = await ctx.migrated({
+      tasks: [echo],
+      middleware: [{ name: 'guard', async attempt(c, next) { if (c.job.meta.block === true) throw new Error('blocked by guard'); return next(); } }],
+    });
+    const worker = pgq.worker({ queues: ['mw'], pollIntervalMs: 50 });
+    await worker.start();
+    const blocked = await pgq.enqueue(echo, { n: 1 }, { meta: { block: true } });
+    const fine = await pgq.enqueue(echo, { n: 2 });
+    const failed = await pgq.waitForJob(blocked.id, { timeoutMs: 10_000 });
+    expect(failed.state).toBe('failed');
+    expect(failed.errors[0]!.message).toBe('blocked by guard');
+    expect((await pgq.waitForJob(fine.id, { timeoutMs: 10_000 })).state).toBe('succeeded');
+    await worker.stop();
+  });
+
+  it('sees workflow steps and schedule ticks as one call each', async () => {
+    const calls: { kind: string; steps: (string | undefined)[]; schedule?: string }[] = [];
+    const pgq = await ctx.migrated({
+      tasks: [echo],
+      middleware: [{
+        async enqueue(call, next) {
+          calls.push({ kind: call.kind, steps: call.jobs.map((j) => j.step), schedule: call.jobs[0]?.schedule?.name });
+          for (const j of call.jobs) j.meta.seen = call.kind;
+          return next();
+        },
+      }],
+    });
+    const wf = await pgq.enqueueWorkflow(chain(step(echo, { n: 1 }).named('one'), step(echo, { n: 2 }).named('two')), { meta: { requestId: 'w' } });
+    expect(calls[0]).toEqual({ kind: 'workflow', steps: ['one', 'two'], schedule: undefined });
+    for (const s of wf.steps) expect((await pgq.getJob(s.id))!.meta).toEqual({ requestId: 'w', seen: 'workflow' });
+    await pgq.schedule({ name: 'tick', every: '1h', task: echo, payload: { n: 3 } });
+    const ran = await pgq.runSchedule('tick');
+    expect(calls[1]).toMatchObject({ kind: 'schedule', schedule: 'tick' });
+    expect(ran.meta).toEqual({ seen: 'schedule' });
+  });
+
+  it('refuses a middleware without hooks', async () => {
+    expect(() => ctx.pgq({ middleware: [{} as Middleware] })).toThrow(/needs an enqueue or an attempt function/);
+  });
+});
