@@ -44,6 +44,7 @@ import type { JobErrorEntry, JobRecord } from '../core/types.js';
 import type { ClaimedJob } from '../db/rows.js';
 import type { AnyTask, JobContext, TaskRegistry } from '../task.js';
 import type { Completer, Outcome, RecordResult } from './completer.js';
+import type { SandboxRunner } from '../sandbox/sandbox-runner.js';
 
 /** Events a worker emits about the jobs it runs: each reports what was written, not what was attempted. */
 export interface WorkerEvents {
@@ -68,6 +69,8 @@ export interface ExecutorConfig {
   abortGraceMs: number;
   /** Exit the process once a handler has been stuck this long; null never. */
   exitOnStuckMs: number | null;
+  /** Runs sandboxed tasks' handlers in their threads or processes (terminated `sandbox.terminateGraceMs` after a signal). */
+  sandbox?: SandboxRunner;
 }
 
 interface RunningAttempt {
@@ -266,7 +269,9 @@ export class Executor {
     if (timeoutMs) entry.timers.push(setTimeout(() => controller.abort(new JobTimeoutError(timeoutMs)), timeoutMs));
     let settled: { ok: true; value: unknown } | { ok: false; error: unknown };
     try {
-      settled = { ok: true, value: await task.handler(payload, this.#context(job, payload, controller.signal)) };
+      const ctx = this.#context(job, payload, controller.signal);
+      const { sandbox } = this.config;
+      settled = { ok: true, value: await (task.sandbox && sandbox ? sandbox.run(task.sandbox, payload, ctx) : task.handler(payload, ctx)) };
     } catch (err) {
       settled = { ok: false, error: err };
     }
@@ -285,7 +290,8 @@ export class Executor {
     // attempt still ends with one outcome like every other.
     if (reason instanceof JobCancelledError || reason instanceof LeaseLostError) return this.#failure(job, task, reason);
     // Past its time limit the attempt fails, however the handler ended.
-    if (reason instanceof JobTimeoutError) return this.#failure(job, task, reason);
+    // A JobTimeoutError of the handler's own (a terminated sandbox) says more than the signal's.
+    if (reason instanceof JobTimeoutError) return this.#failure(job, task, !settled.ok && settled.error instanceof JobTimeoutError ? settled.error : reason);
     if (!settled.ok) {
       if (reason instanceof WorkerShutdownError) {
         return { kind: 'snooze', id: job.id, attempt: job.attempts, delayMs: 0, note: this.#errorEntry(job, reason) };
