@@ -193,7 +193,8 @@ export interface SandboxWorkerOptions {
   /**
    * After a sandboxed handler's signal aborts (timeout, cancel, shutdown),
    * how long it may take to settle before its thread or process is
-   * terminated. Default 2 s.
+   * terminated. Keep it below `abortGraceMs`, after which a handler counts as
+   * stuck. Default 2 s.
    */
   terminateGraceMs?: number;
   /**

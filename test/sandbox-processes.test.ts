@@ -17,10 +17,10 @@ describe('sandboxed jobs across worker processes', () => {
   it('a job computing longer than rescueAfterMs runs once', async () => {
     const pgq = await ctx.migrated({ tasks: [sandboxedLedgerTask] });
     await createLedger(ctx.admin, ctx.schema);
-    const env = { PGQ_URL: ctx.url, PGQ_SCHEMA: ctx.schema, PGQ_RESCUE_AFTER_MS: '1500', PGQ_HEARTBEAT_MS: '200' };
+    const env = { PGQ_URL: ctx.url, PGQ_SCHEMA: ctx.schema, PGQ_RESCUE_AFTER_MS: '3000', PGQ_HEARTBEAT_MS: '300' };
     const workers = [spawnWorker(env, SCRIPT), spawnWorker(env, SCRIPT)];
     await Promise.all(workers.map((w) => w.waitFor((e) => e.event === 'ready', 60_000)));
-    const job = await pgq.enqueue(sandboxedLedgerTask, { ms: 5_000 });
+    const job = await pgq.enqueue(sandboxedLedgerTask, { ms: 8_000 });
     const done = await pgq.waitForJob(job.id, { timeoutMs: 90_000 });
     expect([done.state, done.attempts, done.errors]).toEqual(['succeeded', 1, []]);
     const { rows } = await ctx.admin.query<{ attempt: number; pid: number; finished: boolean }>(
@@ -32,5 +32,5 @@ describe('sandboxed jobs across worker processes', () => {
     expect(await overlappingRuns(ctx.admin, ctx.schema)).toBe(0);
     for (const w of workers) w.child.kill('SIGTERM');
     expect(await Promise.all(workers.map((w) => w.exited))).toEqual([0, 0]);
-  });
+  }, 180_000);
 });
