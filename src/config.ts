@@ -2,6 +2,8 @@
  * pgq's options, validated with zod at construction, with every default in
  * this one file. Validated options are frozen.
  */
+import os from 'node:os';
+import type { ResourceLimits } from 'node:worker_threads';
 import { z } from 'zod';
 import type pg from 'pg';
 import type { Logger } from './core/logger.js';
@@ -60,6 +62,8 @@ export const DEFAULTS = Object.freeze({
   abortGraceMs: 5_000,
   stallWarnMs: 5_000,
   maxClaimBatch: 100,
+  /** Sandboxed handlers: the grace between forwarding an abort and terminating the thread or process. */
+  sandboxTerminateGraceMs: 2_000,
   /** Retention of finished jobs, enforced by the leader's pruner. */
   retention: Object.freeze({
     succeededMs: 86_400_000,
@@ -182,6 +186,42 @@ export interface WorkerOptions {
   schedules?: readonly ScheduleOptions[];
   /** Retention of finished jobs, pruned by the leader; `false` keeps them forever. */
   retention?: RetentionOptions | false;
+  /**
+   * Pools for sandboxed tasks (`defineTask({ sandbox })`), apart from
+   * `concurrency`: a sandboxed job takes one of the `concurrency` slots and
+   * then waits for a thread or process of its pool, keeping its slot while
+   * it waits.
+   */
+  sandbox?: SandboxWorkerOptions;
+}
+
+/** The sandbox pools of a worker. */
+export interface SandboxWorkerOptions {
+  /** Most sandbox threads at once. Default: the number of cores (`os.availableParallelism()`). */
+  threads?: number;
+  /** Most sandbox child processes at once. Default: the number of cores. */
+  processes?: number;
+  /**
+   * After a sandboxed handler's signal aborts (timeout, cancel, shutdown),
+   * how long it may take to settle before its thread or process is
+   * terminated. Keep it below `abortGraceMs`, after which a handler counts as
+   * stuck. Default 2 s.
+   */
+  terminateGraceMs?: number;
+  /**
+   * Memory limits of each sandbox thread (worker_threads `resourceLimits`);
+   * a child process gets `maxOldGenerationSizeMb` as `--max-old-space-size`.
+   * Default: Node's.
+   */
+  resourceLimits?: Pick<ResourceLimits, 'maxOldGenerationSizeMb' | 'maxYoungGenerationSizeMb' | 'stackSizeMb'>;
+}
+
+/** A worker's sandbox options, validated. */
+export interface ResolvedSandboxOptions {
+  readonly threads: number;
+  readonly processes: number;
+  readonly terminateGraceMs: number;
+  readonly resourceLimits: ResourceLimits | undefined;
 }
 
 /** How long finished jobs are kept. Each age is in ms after `finished_at`; `null` keeps that state forever. */
@@ -234,6 +274,22 @@ const workerOptionsSchema = z
     maxClaimBatch: z.number().int().min(1).max(10_000).optional(),
     id: nameSchema.optional(),
     retention: retentionSchema.prefault({}),
+    sandbox: z
+      .object({
+        threads: z.number().int().min(1).max(1_024).optional(),
+        processes: z.number().int().min(1).max(1_024).optional(),
+        terminateGraceMs: z.number().int().min(0).max(3_600_000).default(DEFAULTS.sandboxTerminateGraceMs),
+        resourceLimits: z
+          .object({
+            maxOldGenerationSizeMb: z.number().int().min(1).optional(),
+            maxYoungGenerationSizeMb: z.number().int().min(1).optional(),
+            stackSizeMb: z.number().int().min(1).optional(),
+          })
+          .strict()
+          .optional(),
+      })
+      .strict()
+      .prefault({}),
   })
   .refine((o) => o.rescueAfterMs >= 2 * o.heartbeatMs, {
     message: 'must be at least twice heartbeatMs, or live workers would be rescued',
@@ -255,6 +311,7 @@ export interface ResolvedWorkerOptions {
   readonly id: string | undefined;
   /** Null when retention is off. */
   readonly retention: ResolvedRetention | null;
+  readonly sandbox: ResolvedSandboxOptions;
 }
 
 export function resolveWorkerOptions(options: WorkerOptions, tasks: readonly AnyTask[]): ResolvedWorkerOptions {
@@ -276,5 +333,11 @@ export function resolveWorkerOptions(options: WorkerOptions, tasks: readonly Any
     maxClaimBatch: o.maxClaimBatch ?? Math.min(o.concurrency, DEFAULTS.maxClaimBatch),
     id: o.id,
     retention: o.retention === false ? null : Object.freeze({ ...o.retention, maxBatchesPerPass: DEFAULTS.retention.maxBatchesPerPass }),
+    sandbox: Object.freeze({
+      threads: o.sandbox.threads ?? os.availableParallelism(),
+      processes: o.sandbox.processes ?? os.availableParallelism(),
+      terminateGraceMs: o.sandbox.terminateGraceMs,
+      resourceLimits: o.sandbox.resourceLimits ? Object.freeze({ ...o.sandbox.resourceLimits }) : undefined,
+    }),
   });
 }

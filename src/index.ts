@@ -5,9 +5,11 @@
 export { Pgq } from './client.js';
 export type { ListJobsFilter, QueueStats } from './client.js';
 export { defineTask } from './task.js';
-export type { AnyTask, JobContext, Task, TaskInput, TaskOptions, TaskResult } from './task.js';
+export type { AnyTask, JobContext, SandboxTaskOptions, Task, TaskBaseOptions, TaskInput, TaskOptions, TaskResult } from './task.js';
+export { defineSandboxHandler, sandboxed } from './sandbox/handler.js';
+export type { SandboxContext, SandboxHandler, SandboxKind, SandboxOptions } from './sandbox/handler.js';
 export type { EnqueueManyOptions, EnqueueOptions } from './enqueue.js';
-export type { PgqOptions, WorkerOptions, RetentionOptions } from './config.js';
+export type { PgqOptions, WorkerOptions, RetentionOptions, SandboxWorkerOptions } from './config.js';
 export { ScheduleNotFoundError } from './schedules.js';
 export type { CatchUpPolicy, ScheduleOptions, ScheduleRecord } from './schedules.js';
 export { chain, chord, group, step, stepOutcome, stepFailureSchema } from './workflow/flow.js';
@@ -64,4 +66,5 @@ export {
   JobCancelledError,
   WorkerShutdownError,
   LeaseLostError,
+  SandboxCrashedError,
 } from './core/errors.js';

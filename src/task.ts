@@ -1,8 +1,12 @@
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
 import type { BackoffOptions } from './core/backoff.js';
 import { ValidationError } from './core/errors.js';
 import type { JobRecord } from './core/types.js';
 import type { Logger } from './core/logger.js';
+import type { ResolvedSandbox, SandboxKind, SandboxOptions } from './sandbox/handler.js';
+import { loadSandboxHandler } from './sandbox/sandbox-entry.js';
 
 /** What a handler gets besides its payload. */
 export interface JobContext<Payload = unknown> {
@@ -18,8 +22,8 @@ export interface JobContext<Payload = unknown> {
   snooze(delayMs: number): never;
 }
 
-/** The options of `defineTask`. */
-export interface TaskOptions<Schema extends z.ZodType, Result> {
+/** The options of `defineTask` that every task has. */
+export interface TaskBaseOptions<Schema extends z.ZodType> {
   /** Unique per application; stored in `jobs.task`. */
   name: string;
   /** Validates payloads at enqueue and again before the handler runs. */
@@ -32,10 +36,26 @@ export interface TaskOptions<Schema extends z.ZodType, Result> {
   maxAttempts?: number;
   /** Exponential, jittered backoff between attempts. Default 1 s doubling up to 1 h. */
   backoff?: Partial<BackoffOptions>;
-  /** Time the handler may take before its signal aborts and the attempt fails. Default: no limit. */
+  /**
+   * Time the handler may take before its signal aborts and the attempt fails.
+   * A sandboxed handler that does not stop then is terminated after the
+   * worker's `sandbox.terminateGraceMs`. Default: no limit.
+   */
   timeoutMs?: number;
+}
+
+/** The options of `defineTask` for a handler that runs on the worker's main thread. */
+export interface TaskOptions<Schema extends z.ZodType, Result> extends TaskBaseOptions<Schema> {
   /** Runs the job. Its return value (JSON) is stored as the job's result. */
   handler(payload: z.output<Schema>, ctx: JobContext<z.output<Schema>>): Promise<Result> | Result;
+  sandbox?: never;
+}
+
+/** The options of `defineTask` for a handler that runs in a worker thread or a child process. */
+export interface SandboxTaskOptions<Schema extends z.ZodType, Result> extends TaskBaseOptions<Schema> {
+  /** The module holding the handler, and where it runs. See `sandboxed()` to carry the handler's types. */
+  sandbox: SandboxOptions<z.output<Schema>, Result>;
+  handler?: never;
 }
 
 /** A task as returned by `defineTask`, frozen. */
@@ -47,6 +67,8 @@ export interface Task<Schema extends z.ZodType = z.ZodType, Result = unknown> {
   readonly maxAttempts: number;
   readonly backoff: Readonly<BackoffOptions>;
   readonly timeoutMs: number | null;
+  /** Where the handler runs when it is sandboxed; null: on the worker's main thread. */
+  readonly sandbox: ResolvedSandbox | null;
   // Method syntax on purpose: it keeps every Task assignable to AnyTask.
   handler(payload: z.output<Schema>, ctx: JobContext<z.output<Schema>>): Promise<Result> | Result;
 }
@@ -84,6 +106,14 @@ const taskOptionsSchema = z.object({
   timeoutMs: z.number().int().min(1).max(2_147_483_647).nullable().default(null),
 });
 
+const sandboxSchema = z
+  .object({
+    module: z.union([z.instanceof(URL), z.string().min(1)]),
+    kind: z.enum(['thread', 'process']).default('thread'),
+    export: z.string().min(1).optional(),
+  })
+  .strict();
+
 /**
  * Defines a task: a name, a zod schema for its payload, and a handler.
  *
@@ -98,8 +128,23 @@ const taskOptionsSchema = z.object({
  *     return { sent: true };
  *   },
  * });
+ *
+ * A CPU-bound handler can run in a worker thread or a child process instead:
+ * give `sandbox` (the module holding the handler) in place of `handler`.
+ *
+ * @example
+ * import type resizeHandler from './resize.job.js';
+ * export const resize = defineTask({
+ *   name: 'resize',
+ *   schema: resizeSchema,
+ *   sandbox: sandboxed<typeof resizeHandler>({ module: new URL('./resize.job.js', import.meta.url) }),
+ * });
  */
-export function defineTask<Schema extends z.ZodType, Result>(options: TaskOptions<Schema, Result>): Task<Schema, Result> {
+export function defineTask<Schema extends z.ZodType, Result>(options: TaskOptions<Schema, Result>): Task<Schema, Result>;
+export function defineTask<Schema extends z.ZodType, Result>(options: SandboxTaskOptions<Schema, Result>): Task<Schema, Result>;
+export function defineTask<Schema extends z.ZodType, Result>(
+  options: TaskOptions<Schema, Result> | SandboxTaskOptions<Schema, Result>,
+): Task<Schema, Result> {
   if (options === null || typeof options !== 'object') {
     throw new ValidationError('defineTask', 'expects an options object');
   }
@@ -115,8 +160,12 @@ export function defineTask<Schema extends z.ZodType, Result>(options: TaskOption
   if (!(options.schema instanceof z.ZodType)) {
     throw new ValidationError(`task ${options.name}.schema`, 'must be a zod schema');
   }
-  if (typeof options.handler !== 'function') {
-    throw new ValidationError(`task ${options.name}.handler`, 'must be a function');
+  const sandbox = options.sandbox === undefined ? null : resolveSandbox(options.name, options.sandbox);
+  if (sandbox && options.handler !== undefined) {
+    throw new ValidationError(`task ${options.name}.handler`, 'give handler or sandbox, not both (a sandboxed handler lives in its module)');
+  }
+  if (!sandbox && typeof options.handler !== 'function') {
+    throw new ValidationError(`task ${options.name}.handler`, 'must be a function (or give sandbox: { module } for a handler in a worker thread or process)');
   }
   return Object.freeze({
     name: parsed.data.name,
@@ -126,8 +175,34 @@ export function defineTask<Schema extends z.ZodType, Result>(options: TaskOption
     maxAttempts: parsed.data.maxAttempts,
     backoff: Object.freeze({ ...parsed.data.backoff }),
     timeoutMs: parsed.data.timeoutMs,
-    handler: options.handler,
+    sandbox,
+    handler: sandbox ? inProcess<Schema, Result>(sandbox) : options.handler!,
   });
+}
+
+function resolveSandbox(name: string, options: SandboxOptions<never, unknown>): ResolvedSandbox {
+  const parsed = sandboxSchema.safeParse(options);
+  if (!parsed.success) throw zodToValidationError(parsed.error, `task ${name}.sandbox`);
+  const { module, kind, export: exportName } = parsed.data;
+  let url: URL;
+  if (module instanceof URL) url = module;
+  else if (path.isAbsolute(module)) url = pathToFileURL(module);
+  else if (module.startsWith('file:')) url = new URL(module);
+  else throw new ValidationError(`task ${name}.sandbox.module`, `must be a file URL or an absolute path, got ${JSON.stringify(module)}; write new URL('./handler.js', import.meta.url)`);
+  if (url.protocol !== 'file:') throw new ValidationError(`task ${name}.sandbox.module`, `must be a file: URL, got ${url.protocol}`);
+  return Object.freeze({ module: url.href, kind: kind satisfies SandboxKind, export: exportName ?? null });
+}
+
+/**
+ * A sandboxed task's `handler` outside a worker (a test calling it, say):
+ * loads the module in this process and calls its handler directly, without
+ * isolation. Workers run it in the sandbox instead.
+ */
+function inProcess<Schema extends z.ZodType, Result>(sandbox: ResolvedSandbox): Task<Schema, Result>['handler'] {
+  return async (payload, ctx) => {
+    const handler = await loadSandboxHandler(sandbox.module, sandbox.export);
+    return (await handler(payload, ctx as JobContext)) as Result;
+  };
 }
 
 export function isTask(value: unknown): value is AnyTask {

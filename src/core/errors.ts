@@ -71,11 +71,31 @@ export class SnoozeError extends PgqError {
   }
 }
 
-/** The reason on `ctx.signal` when a job ran past its `timeoutMs`. */
+/**
+ * The reason on `ctx.signal` when a job ran past its `timeoutMs`; also the
+ * error of a sandboxed attempt whose thread or process was terminated after
+ * it (then `detail` says so).
+ */
 export class JobTimeoutError extends PgqError {
-  constructor(timeoutMs: number) {
-    super('PGQ_TIMEOUT', `job timed out after ${timeoutMs} ms`);
+  readonly timeoutMs: number;
+
+  constructor(timeoutMs: number, detail?: string) {
+    super('PGQ_TIMEOUT', `job timed out after ${timeoutMs} ms${detail ? `; ${detail}` : ''}`);
     this.name = 'JobTimeoutError';
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/**
+ * A sandboxed attempt whose thread or process died under it (out of memory,
+ * `process.exit()`, a signal, an uncaught error): the message says how. Only
+ * that attempt fails; the job is retried as usual and the pool replaces the
+ * sandbox.
+ */
+export class SandboxCrashedError extends PgqError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('PGQ_SANDBOX_CRASHED', message, options);
+    this.name = 'SandboxCrashedError';
   }
 }
 

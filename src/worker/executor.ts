@@ -45,6 +45,7 @@ import type { ClaimedJob } from '../db/rows.js';
 import type { AnyTask, JobContext, TaskRegistry } from '../task.js';
 import type { Completer, Outcome, RecordResult } from './completer.js';
 import { MiddlewareChain } from '../middleware.js';
+import type { SandboxRunner } from '../sandbox/sandbox-runner.js';
 
 /** Events a worker emits about the jobs it runs: each reports what was written, not what was attempted. */
 export interface WorkerEvents {
@@ -69,6 +70,8 @@ export interface ExecutorConfig {
   abortGraceMs: number;
   /** Exit the process once a handler has been stuck this long; null never. */
   exitOnStuckMs: number | null;
+  /** Runs sandboxed tasks' handlers in their threads or processes (terminated `sandbox.terminateGraceMs` after a signal). */
+  sandbox?: SandboxRunner;
 }
 
 interface RunningAttempt {
@@ -270,7 +273,10 @@ export class Executor {
     let settled: { ok: true; value: unknown } | { ok: false; error: unknown };
     try {
       const ctx = this.#context(job, payload, controller.signal);
-      settled = { ok: true, value: await this.middleware.attempt(ctx, () => Promise.resolve().then(() => task.handler(payload, ctx))) };
+      const { sandbox } = this.config;
+      const handle = (): Promise<unknown> =>
+        Promise.resolve().then(() => (task.sandbox && sandbox ? sandbox.run(task.sandbox, payload, ctx) : task.handler(payload, ctx)));
+      settled = { ok: true, value: await this.middleware.attempt(ctx, handle) };
     } catch (err) {
       settled = { ok: false, error: err };
     }
@@ -289,7 +295,8 @@ export class Executor {
     // attempt still ends with one outcome like every other.
     if (reason instanceof JobCancelledError || reason instanceof LeaseLostError) return this.#failure(job, task, reason);
     // Past its time limit the attempt fails, however the handler ended.
-    if (reason instanceof JobTimeoutError) return this.#failure(job, task, reason);
+    // A JobTimeoutError of the handler's own (a terminated sandbox) says more than the signal's.
+    if (reason instanceof JobTimeoutError) return this.#failure(job, task, !settled.ok && settled.error instanceof JobTimeoutError ? settled.error : reason);
     if (!settled.ok) {
       if (reason instanceof WorkerShutdownError) {
         return { kind: 'snooze', id: job.id, attempt: job.attempts, delayMs: 0, note: this.#errorEntry(job, reason) };

@@ -42,6 +42,7 @@ import { Lease } from './lease.js';
 import type pg from 'pg';
 import { LeaderElector } from '../maintenance/leader.js';
 import { Rescuer } from '../maintenance/rescuer.js';
+import { SandboxRunner } from '../sandbox/sandbox-runner.js';
 
 export interface WorkerDeps {
   db: SqlExecutor;
@@ -79,6 +80,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   readonly #lease: Lease;
   readonly #leader: LeaderElector | undefined;
   readonly #rescuer: Rescuer;
+  readonly #sandbox: SandboxRunner;
   #state: WorkerState = 'idle';
   #starting: Promise<void> | undefined;
   #stopping: Promise<void> | undefined;
@@ -113,12 +115,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
         stall: (lagMs, tasks, ended) => this.#onStall(lagMs, tasks, ended),
       },
     );
+    this.#sandbox = new SandboxRunner(options.sandbox, deps.tasks);
     this.#executor = new Executor(
       {
         concurrency: options.concurrency,
         maxResultBytes: deps.maxResultBytes,
         abortGraceMs: options.abortGraceMs,
         exitOnStuckMs: options.exitOnStuckMs,
+        sandbox: this.#sandbox,
       },
       deps.tasks,
       this.#completer,
@@ -297,6 +301,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
     // Held until every handler settles: the lease is renewed meanwhile.
     await this.#executor.settled();
+    await this.#sandbox.close();
     await this.#completer.flush(Math.max(5_000, this.options.rescueAfterMs));
     await this.#reconciling;
     await this.#leader?.stop();

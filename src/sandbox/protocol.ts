@@ -1,0 +1,112 @@
+/**
+ * What travels between a worker and its sandboxes, the same for threads
+ * (a MessagePort per attempt) and child processes (IPC with structured
+ * clone): one request in, events while the handler runs (log lines), one
+ * reply out; one message the other way (abort). Errors travel as plain
+ * objects and keep their `code`, so `PermanentError` and `ctx.snooze()`
+ * mean the same inside a sandbox as outside.
+ */
+import type { JobRecord } from '../core/types.js';
+
+/** One attempt to run in a sandbox. */
+export interface SandboxRequest {
+  /** The handler module, a file URL. */
+  module: string;
+  /** The export holding the handler; null: default, else `handler`. */
+  exportName: string | null;
+  /** Validated payload. */
+  payload: unknown;
+  job: JobRecord;
+  attempt: number;
+}
+
+/** How an attempt ended inside its sandbox. The result is JSON text, already checked. */
+export type SandboxReply = { ok: true; resultJson: string } | { ok: false; error: SerializedError };
+
+/** An error as it crosses the boundary. */
+export interface SerializedError {
+  name: string;
+  message: string;
+  stack?: string;
+  code?: string;
+  delayMs?: number;
+}
+
+export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
+
+/** Sandbox → worker while the handler runs. */
+export type SandboxEvent = { type: 'started' } | { type: 'log'; level: LogLevel; obj: Record<string, unknown>; msg?: string };
+
+/** Worker → sandbox while the handler runs. */
+export interface AbortMessage {
+  type: 'abort';
+  reason: SerializedError;
+}
+
+/** Child process protocol: the request and the abort in, events and the reply out. */
+export type ToChild = { type: 'run'; request: SandboxRequest } | AbortMessage;
+export type FromChild = SandboxEvent | { type: 'done'; reply: SandboxReply };
+
+/** What a pool hands back for one attempt. */
+export interface SandboxAttempt {
+  /** The reply; rejects with SandboxCrashedError or SandboxStopped. */
+  readonly done: Promise<SandboxReply>;
+  /** Forwards an abort into the running handler; an attempt still queued is dropped at once (SandboxStopped, not started). */
+  abort(reason: SerializedError): void;
+  /** Terminates the thread or process running this attempt (SandboxStopped, started). */
+  terminate(): void;
+}
+
+/** Event callbacks of one attempt. */
+export interface SandboxListener {
+  log(level: LogLevel, obj: Record<string, unknown>, msg: string | undefined): void;
+}
+
+/** A pool of threads or processes. */
+export interface SandboxPool {
+  run(request: SandboxRequest, listener: SandboxListener): SandboxAttempt;
+  /** Terminates every sandbox; queued attempts reject. */
+  close(): Promise<void>;
+}
+
+/** An attempt ended because the worker ended it: dropped from the queue, or its sandbox terminated. */
+export class SandboxStopped extends Error {
+  constructor(readonly started: boolean) {
+    super(started ? 'the sandbox was terminated' : 'the attempt was dropped before it started');
+    this.name = 'SandboxStopped';
+  }
+}
+
+/** An error thrown inside a sandbox, as seen by the worker (or an abort reason, as seen inside). */
+export class RemoteError extends Error {
+  readonly code: string | undefined;
+  readonly delayMs: number | undefined;
+
+  constructor(serialized: SerializedError) {
+    super(serialized.message);
+    this.name = serialized.name;
+    this.code = serialized.code;
+    this.delayMs = serialized.delayMs;
+    if (serialized.stack) this.stack = serialized.stack;
+  }
+}
+
+export function serializeError(err: unknown): SerializedError {
+  if (!(err instanceof Error)) return { name: 'Error', message: typeof err === 'string' ? err : safeJson(err) };
+  const { code, delayMs } = err as { code?: unknown; delayMs?: unknown };
+  return {
+    name: err.name,
+    message: err.message,
+    ...(err.stack ? { stack: err.stack } : {}),
+    ...(typeof code === 'string' ? { code } : {}),
+    ...(typeof delayMs === 'number' ? { delayMs } : {}),
+  };
+}
+
+function safeJson(value: unknown): string {
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}

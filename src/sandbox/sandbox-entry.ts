@@ -1,0 +1,104 @@
+/**
+ * Runs one attempt inside a sandbox (thread or child process): loads the
+ * handler module once per sandbox, builds the handler's context, calls it,
+ * and turns whatever happens into a reply. Nothing here throws: every
+ * failure becomes `{ ok: false }`, so only a dying sandbox rejects.
+ */
+import fs from 'node:fs';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { SnoozeError } from '../core/errors.js';
+import { toJsonText } from '../core/json.js';
+import type { Logger } from '../core/logger.js';
+import type { SandboxContext, SandboxHandler } from './handler.js';
+import { serializeError, type LogLevel, type SandboxEvent, type SandboxReply, type SandboxRequest } from './protocol.js';
+
+type AnyHandler = SandboxHandler<unknown, unknown>;
+
+const handlers = new Map<string, Promise<AnyHandler>>();
+
+/** The handler `exportName` (default: `default`, else `handler`) of `module`, loaded once per thread or process. */
+export function loadSandboxHandler(module: string, exportName: string | null): Promise<AnyHandler> {
+  const key = `${module}#${exportName ?? ''}`;
+  let loading = handlers.get(key);
+  if (!loading) {
+    loading = importHandler(module, exportName);
+    handlers.set(key, loading);
+    loading.catch(() => handlers.delete(key));
+  }
+  return loading;
+}
+
+async function importHandler(module: string, exportName: string | null): Promise<AnyHandler> {
+  const file = sourceFile(fileURLToPath(module));
+  let mod: Record<string, unknown>;
+  try {
+    if (/\.[mc]?tsx?$/.test(file)) {
+      const { tsImport } = await import('tsx/esm/api');
+      mod = (await tsImport(pathToFileURL(file).href, import.meta.url)) as Record<string, unknown>;
+    } else {
+      mod = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
+    }
+  } catch (err) {
+    throw new Error(`could not load sandbox module ${module}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
+  const found = exportName ? mod[exportName] : typeof mod.default === 'function' ? mod.default : mod.handler;
+  if (typeof found !== 'function') {
+    const wanted = exportName ? `an export named ${JSON.stringify(exportName)}` : 'a default export or an export named "handler"';
+    throw new Error(`sandbox module ${module} has no handler: it needs ${wanted} that is a function`);
+  }
+  return found as AnyHandler;
+}
+
+/** `x.js` that does not exist but whose `x.ts` does (a TypeScript source run through tsx): the `.ts`. */
+export function sourceFile(file: string): string {
+  if (fs.existsSync(file)) return file;
+  const ts = file.replace(/\.(m|c)?js$/, '.$1ts');
+  return ts !== file && fs.existsSync(ts) ? ts : file;
+}
+
+/** Runs the request's handler under `signal`, sending log lines through `send`. */
+export async function runAttempt(request: SandboxRequest, signal: AbortSignal, send: (event: SandboxEvent) => void): Promise<SandboxReply> {
+  try {
+    const handler = await loadSandboxHandler(request.module, request.exportName);
+    const ctx: SandboxContext = {
+      job: { ...request.job, payload: request.payload },
+      attempt: request.attempt,
+      signal,
+      logger: forwardingLogger(send, {}),
+      snooze(delayMs: number): never {
+        throw new SnoozeError(delayMs);
+      },
+    };
+    const result = await handler(request.payload, ctx);
+    return { ok: true, resultJson: toJsonText(result, 'result', Number.MAX_SAFE_INTEGER) };
+  } catch (err) {
+    return { ok: false, error: serializeError(err) };
+  }
+}
+
+/** A Logger whose lines go to the worker, which writes them with the job's own logger. Not a logger of its own. */
+function forwardingLogger(send: (event: SandboxEvent) => void, bindings: Record<string, unknown>): Logger {
+  const at =
+    (level: LogLevel) =>
+    (obj: object, msg?: string): void => {
+      send({ type: 'log', level, obj: plain({ ...bindings, ...obj }), ...(msg === undefined ? {} : { msg }) });
+    };
+  return {
+    error: at('error'),
+    warn: at('warn'),
+    info: at('info'),
+    debug: at('debug'),
+    child: (more) => forwardingLogger(send, { ...bindings, ...more }),
+  };
+}
+
+/** A log object as JSON data (errors as their message and stack), so it can cross any boundary. */
+function plain(obj: Record<string, unknown>): Record<string, unknown> {
+  try {
+    return JSON.parse(
+      JSON.stringify(obj, (_key, value: unknown) => (value instanceof Error ? serializeError(value) : typeof value === 'bigint' ? String(value) : value)),
+    ) as Record<string, unknown>;
+  } catch (err) {
+    return { logObjectDropped: `not serialisable: ${err instanceof Error ? err.message : String(err)}` };
+  }
+}

@@ -1,0 +1,95 @@
+/**
+ * Runs sandboxed handlers for one worker: the executor calls `run` where it
+ * would call `task.handler`. The pools (threads, processes) are the
+ * worker's, made on the first sandboxed job and closed by `close()` when the
+ * worker stops.
+ *
+ * One attempt: queued in its pool (its executor slot stays taken meanwhile)
+ * → runs in a thread or process → settles with the handler's result or
+ * error. When `ctx.signal` aborts (timeout, cancel, shutdown, lost lease) the
+ * abort is forwarded into the sandbox; a handler that has not settled
+ * `terminateGraceMs` later has its thread or process terminated, and the
+ * attempt rejects with a JobTimeoutError saying so (for a timeout) or the
+ * signal's own reason. So the promise `run` returns always settles, and only
+ * once the handler has stopped running.
+ */
+import fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { JobTimeoutError, SandboxCrashedError, ValidationError } from '../core/errors.js';
+import type { ResolvedSandboxOptions } from '../config.js';
+import type { JobContext, TaskRegistry } from '../task.js';
+import type { ResolvedSandbox } from './handler.js';
+import { ProcessPool } from './process-pool.js';
+import { RemoteError, SandboxStopped, serializeError, type SandboxPool, type SandboxReply } from './protocol.js';
+import { sourceFile } from './sandbox-entry.js';
+import { ThreadPool } from './thread-pool.js';
+
+export class SandboxRunner {
+  readonly #options: ResolvedSandboxOptions;
+  #threads: ThreadPool | undefined;
+  #processes: ProcessPool | undefined;
+  #closed = false;
+
+  /** Throws a ValidationError naming the first sandboxed task whose module file does not exist. */
+  constructor(options: ResolvedSandboxOptions, tasks: TaskRegistry) {
+    this.#options = options;
+    for (const name of tasks.names()) {
+      const sandbox = tasks.get(name)?.sandbox;
+      if (sandbox && !fs.existsSync(sourceFile(fileURLToPath(sandbox.module)))) {
+        throw new ValidationError(`task ${name}.sandbox.module`, `${fileURLToPath(sandbox.module)} does not exist`);
+      }
+    }
+  }
+
+  /** Runs a sandboxed task's handler in its pool; resolves with the handler's result. */
+  async run(sandbox: ResolvedSandbox, payload: unknown, ctx: JobContext): Promise<unknown> {
+    const { signal } = ctx;
+    if (signal.aborted) throw signal.reason;
+    const attempt = this.#pool(sandbox.kind).run(
+      { module: sandbox.module, exportName: sandbox.export, payload, job: ctx.job, attempt: ctx.attempt },
+      { log: (level, obj, msg) => ctx.logger[level](obj, msg) },
+    );
+    let killTimer: NodeJS.Timeout | undefined;
+    const onAbort = (): void => {
+      attempt.abort(serializeError(signal.reason));
+      killTimer = setTimeout(() => attempt.terminate(), this.#options.terminateGraceMs);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    let reply: SandboxReply;
+    try {
+      reply = await attempt.done;
+    } catch (err) {
+      if (!(err instanceof SandboxStopped)) throw err;
+      if (!err.started) throw signal.aborted ? signal.reason : new SandboxCrashedError('the sandbox pool closed before the attempt started');
+      throw this.#terminated(sandbox.kind, signal.reason);
+    } finally {
+      clearTimeout(killTimer);
+      signal.removeEventListener('abort', onAbort);
+    }
+    if (!reply.ok) throw new RemoteError(reply.error);
+    return JSON.parse(reply.resultJson) as unknown;
+  }
+
+  /** Terminates every sandbox of this worker. Call after the executor has settled. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    const pools: (SandboxPool | undefined)[] = [this.#threads, this.#processes];
+    this.#threads = undefined;
+    this.#processes = undefined;
+    await Promise.all(pools.map((pool) => pool?.close()));
+  }
+
+  #pool(kind: ResolvedSandbox['kind']): SandboxPool {
+    if (this.#closed) throw new SandboxCrashedError('the worker is stopping: its sandboxes are closed');
+    const { threads, processes, resourceLimits } = this.#options;
+    if (kind === 'thread') return (this.#threads ??= new ThreadPool({ size: threads, resourceLimits }));
+    return (this.#processes ??= new ProcessPool({ size: processes, maxOldGenerationSizeMb: resourceLimits?.maxOldGenerationSizeMb }));
+  }
+
+  #terminated(kind: ResolvedSandbox['kind'], reason: unknown): unknown {
+    const what = `the handler did not stop within ${this.#options.terminateGraceMs} ms, so its ${kind} was terminated`;
+    if (reason instanceof JobTimeoutError) return new JobTimeoutError(reason.timeoutMs, what);
+    if (reason !== undefined) return reason;
+    return new SandboxCrashedError(`the worker stopped: ${what}`);
+  }
+}

@@ -1,0 +1,90 @@
+/**
+ * Sandbox threads: a piscina pool running thread-entry in each thread, one
+ * attempt per thread at a time. Each attempt gets a MessageChannel: the
+ * thread says when the handler starts and sends its log lines; the worker
+ * sends the abort. Terminating an attempt aborts its piscina task, which
+ * terminates the thread running it; piscina starts a new thread for the
+ * next task. A thread that dies (process.exit, out of memory under
+ * `resourceLimits`, an uncaught error) rejects only the task it ran.
+ */
+import { MessageChannel, type ResourceLimits } from 'node:worker_threads';
+import { Piscina } from 'piscina';
+import { SandboxCrashedError } from '../core/errors.js';
+import type { ThreadTask } from './thread-entry.js';
+import {
+  SandboxStopped,
+  type SandboxAttempt,
+  type SandboxEvent,
+  type SandboxListener,
+  type SandboxPool,
+  type SandboxReply,
+  type SandboxRequest,
+  type SerializedError,
+} from './protocol.js';
+
+/** Idle threads above none exit after this long. */
+const IDLE_TIMEOUT_MS = 30_000;
+
+export interface ThreadPoolOptions {
+  size: number;
+  resourceLimits: ResourceLimits | undefined;
+}
+
+export class ThreadPool implements SandboxPool {
+  readonly #piscina: Piscina;
+
+  constructor(options: ThreadPoolOptions) {
+    // From compiled output the entry is plain JS; from TypeScript sources a bootstrap loads it through tsx.
+    const fromSource = import.meta.url.endsWith('.ts');
+    this.#piscina = new Piscina({
+      filename: new URL(fromSource ? './thread-bootstrap.mjs' : './thread-entry.js', import.meta.url).href,
+      minThreads: 0,
+      maxThreads: options.size,
+      idleTimeout: IDLE_TIMEOUT_MS,
+      concurrentTasksPerWorker: 1,
+      ...(options.resourceLimits ? { resourceLimits: options.resourceLimits } : {}),
+    });
+  }
+
+  run(request: SandboxRequest, listener: SandboxListener): SandboxAttempt {
+    const { port1, port2 } = new MessageChannel();
+    const kill = new AbortController();
+    let started = false;
+    port1.on('message', (event: SandboxEvent) => {
+      if (event.type === 'started') started = true;
+      else listener.log(event.level, event.obj, event.msg);
+    });
+    const task: ThreadTask = { request, port: port2 };
+    const done = (this.#piscina.run(task, { transferList: [port2], signal: kill.signal }) as Promise<SandboxReply>)
+      .catch((err: unknown) => {
+        if (kill.signal.aborted) throw new SandboxStopped(started);
+        throw crashError(err, request);
+      })
+      .finally(() => port1.close());
+    return {
+      done,
+      abort(reason: SerializedError): void {
+        if (started) port1.postMessage({ type: 'abort', reason });
+        else kill.abort();
+      },
+      terminate(): void {
+        kill.abort();
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.#piscina.destroy();
+  }
+}
+
+function crashError(err: unknown, request: SandboxRequest): SandboxCrashedError {
+  const message = err instanceof Error ? err.message : String(err);
+  const code = (err as { code?: unknown } | null)?.code;
+  const where = `the sandbox thread running job ${request.job.id}`;
+  if (code === 'ERR_WORKER_OUT_OF_MEMORY') {
+    return new SandboxCrashedError(`${where} ran out of memory (${message}); raise the worker's sandbox.resourceLimits`, { cause: err });
+  }
+  if (/exited with code/.test(message)) return new SandboxCrashedError(`${where} ${message.replace(/^worker /, '')} (process.exit() in the handler?)`, { cause: err });
+  return new SandboxCrashedError(`${where} crashed: ${message}`, { cause: err });
+}

@@ -1,0 +1,225 @@
+/**
+ * Sandboxed handlers in real worker threads and child processes: results,
+ * errors, logs, the abort forwarded in, hard time limits, crash isolation,
+ * I/O jobs flowing beside a CPU-bound one, and shutdown.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { defineTask, ValidationError, type Logger, type SandboxKind } from '../src/index.js';
+import { computeTask, echoTask, misbehaveTask } from './fixtures/sandbox/tasks.js';
+import { deferred, until, useTestSchema } from './support/harness.js';
+
+const ctx = useTestSchema('sandbox');
+
+interface Line {
+  level: string;
+  obj: Record<string, unknown>;
+  msg: string | undefined;
+}
+
+/** A Logger that keeps every line, and calls `onLine` for each. */
+function captureLogger(lines: Line[], onLine: (line: Line) => void = () => undefined, bindings: Record<string, unknown> = {}): Logger {
+  const at = (level: string) => (obj: object, msg?: string) => {
+    const line = { level, obj: { ...bindings, ...obj }, msg };
+    lines.push(line);
+    onLine(line);
+  };
+  return {
+    error: at('error'),
+    warn: at('warn'),
+    info: at('info'),
+    debug: at('debug'),
+    child: (more) => captureLogger(lines, onLine, { ...bindings, ...more }),
+  };
+}
+
+const io = defineTask({
+  name: 'io',
+  schema: z.object({ n: z.number() }),
+  handler: async ({ n }) => {
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    return n;
+  },
+});
+
+describe.each<SandboxKind>(['thread', 'process'])('sandboxed %s', (kind) => {
+  it('runs the handler away from the worker, with its result, errors and log lines', async () => {
+    const lines: Line[] = [];
+    const echo = echoTask(kind);
+    const pgq = await ctx.migrated({ tasks: [echo], logger: captureLogger(lines) });
+    const worker = pgq.worker({ concurrency: 4, pollIntervalMs: 50, sandbox: { threads: 1, processes: 1 } });
+    await worker.start();
+    const [ok, plain, permanent] = await pgq.enqueueMany(echo, [{ text: 'hi' }, { text: 'a', fail: 'plain' }, { text: 'b', fail: 'permanent' }]);
+    const done = await pgq.waitForJob(ok!.id, { timeoutMs: 30_000 });
+    expect(done.state).toBe('succeeded');
+    const result = done.result as { text: string; pid: number; threadId: number; jobId: string; attempt: number; at: string };
+    expect(result).toMatchObject({ text: 'HI', jobId: ok!.id, attempt: 1, at: '1970-01-01T00:00:00.000Z' });
+    if (kind === 'thread') expect([result.pid, result.threadId === 0]).toEqual([process.pid, false]);
+    else expect(result.pid).not.toBe(process.pid);
+
+    const failed = await pgq.waitForJob(plain!.id, { timeoutMs: 30_000 });
+    expect([failed.state, failed.errors[0]?.message]).toEqual(['failed', 'plain failure of a']);
+    expect(failed.errors[0]?.stack).toContain('handlers.ts');
+    const dead = await pgq.waitForJob(permanent!.id, { timeoutMs: 30_000 });
+    expect([dead.state, dead.errors[0]?.message]).toEqual(['failed', 'permanent failure of b']);
+    await worker.stop();
+  });
+
+  it('forwards the abort into the handler: one that stops on its signal is not terminated', async () => {
+    const lines: Line[] = [];
+    const started = deferred();
+    const sawAbort = deferred<Line>();
+    const task = misbehaveTask('forward', kind);
+    const logger = captureLogger(lines, (line) => {
+      if (line.msg === 'misbehave started') started.resolve();
+      if (line.msg === 'saw the abort') sawAbort.resolve(line);
+    });
+    const pgq = await ctx.migrated({ tasks: [task], logger });
+    const worker = pgq.worker({ pollIntervalMs: 50, sandbox: { terminateGraceMs: 60_000 } });
+    await worker.start();
+    const job = await pgq.enqueue(task, { firstAttempt: 'wait-for-abort' });
+    await started.promise;
+    await pgq.cancelJob(job.id);
+    const line = await sawAbort.promise;
+    expect(line.obj).toMatchObject({ reason: 'PGQ_CANCELLED', jobId: job.id, attempt: 1 });
+    expect((await pgq.waitForJob(job.id, { timeoutMs: 30_000 })).state).toBe('cancelled');
+    await worker.stop();
+  });
+
+  it('terminates a busy loop past its timeout; the next attempt runs', async () => {
+    // The timeout counts from the claim, start-up of a fresh thread or process included: leave room for it.
+    const task = misbehaveTask('spin', kind, 10_000);
+    const pgq = await ctx.migrated({ tasks: [task] });
+    const worker = pgq.worker({ pollIntervalMs: 50, sandbox: { threads: 1, processes: 1, terminateGraceMs: 200 } });
+    await worker.start();
+    const job = await pgq.enqueue(task, { firstAttempt: 'spin' });
+    const done = await pgq.waitForJob(job.id, { timeoutMs: 60_000 });
+    expect([done.state, done.attempts, done.errors.length]).toEqual(['succeeded', 2, 1]);
+    expect(done.errors[0]?.message).toBe(
+      `job timed out after 10000 ms; the handler did not stop within 200 ms, so its ${kind} was terminated`,
+    );
+    await worker.stop();
+  });
+
+  it('fails only the attempt whose sandbox exits or runs out of memory; other jobs finish, the worker goes on', async () => {
+    const task = misbehaveTask('crash', kind);
+    const pgq = await ctx.migrated({ tasks: [task, io] });
+    const worker = pgq.worker({
+      concurrency: 8,
+      pollIntervalMs: 50,
+      sandbox: { threads: 2, processes: 2, resourceLimits: { maxOldGenerationSizeMb: 64 } },
+    });
+    await worker.start();
+    const [exits, ooms] = await pgq.enqueueMany(task, [{ firstAttempt: 'exit' }, { firstAttempt: 'oom' }]);
+    const ios = await pgq.enqueueMany(io, Array.from({ length: 20 }, (_, n) => ({ n })));
+    const exited = await pgq.waitForJob(exits!.id, { timeoutMs: 60_000 });
+    const oom = await pgq.waitForJob(ooms!.id, { timeoutMs: 60_000 });
+    for (const job of ios) expect((await pgq.waitForJob(job.id, { timeoutMs: 30_000 })).state).toBe('succeeded');
+    expect([exited.state, exited.attempts, oom.state, oom.attempts]).toEqual(['succeeded', 2, 'succeeded', 2]);
+    if (kind === 'thread') {
+      expect(exited.errors[0]?.message).toMatch(/^the sandbox thread running job \d+ exited with code: 1 \(process\.exit\(\) in the handler\?\)$/);
+      expect(oom.errors[0]?.message).toMatch(/^the sandbox thread running job \d+ ran out of memory \(.*memory limit.*\)/);
+    } else {
+      expect(exited.errors[0]?.message).toMatch(/^the sandbox process \d+ running job \d+ exited with code 1 \(process\.exit\(\) in the handler\?\)$/);
+      expect(oom.errors[0]?.message).toMatch(/^the sandbox process \d+ running job \d+ was killed by SIGABRT \(out of memory.*heap out of memory/);
+    }
+    expect(worker.state).toBe('running');
+    const after = await pgq.enqueue(task, { firstAttempt: 'ok' });
+    expect((await pgq.waitForJob(after.id, { timeoutMs: 30_000 })).state).toBe('succeeded');
+    await worker.stop();
+  });
+});
+
+describe('sandbox beside I/O jobs', () => {
+  it('keeps I/O jobs flowing while a sandboxed job computes', async () => {
+    const lines: Line[] = [];
+    const started = deferred();
+    const compute = computeTask('thread');
+    const logger = captureLogger(lines, (line) => line.msg === 'compute started' && started.resolve());
+    const pgq = await ctx.migrated({ tasks: [compute, io], logger });
+    const worker = pgq.worker({ concurrency: 10, pollIntervalMs: 50, sandbox: { threads: 1 } });
+    await worker.start();
+    // Computes at least 3 s, and then until the test says stop: on the main
+    // thread it would hold up the I/O jobs, which would never finish.
+    const stopFile = path.join(os.tmpdir(), `pgq-sandbox-stop-${process.pid}-${Date.now()}`);
+    const cpu = await pgq.enqueue(compute, { ms: 3_000, stopFile });
+    await started.promise;
+    const ios = await pgq.enqueueMany(io, Array.from({ length: 30 }, (_, n) => ({ n })));
+    const waits: number[] = [];
+    for (const job of ios) {
+      const done = await pgq.waitForJob(job.id, { timeoutMs: 30_000 });
+      expect(done.state).toBe('succeeded');
+      waits.push(done.startedAt!.getTime() - done.createdAt.getTime());
+    }
+    expect((await pgq.getJob(cpu.id))?.state).toBe('running');
+    fs.writeFileSync(stopFile, '');
+    try {
+      const done = await pgq.waitForJob(cpu.id, { timeoutMs: 90_000 });
+      expect(done.state).toBe('succeeded');
+      expect(done.result).toMatchObject({ stoppedBy: 'done', pid: process.pid });
+    } finally {
+      fs.rmSync(stopFile, { force: true });
+    }
+    console.log(`I/O start latency beside a computing sandbox: max ${Math.max(...waits)} ms over ${waits.length} jobs`);
+    await worker.stop();
+  });
+});
+
+describe('sandbox lifecycle', () => {
+  it('stop() aborts, then terminates a sandbox that does not stop; no child process outlives the worker', async () => {
+    const lines: Line[] = [];
+    const started = deferred<Line>();
+    const task = misbehaveTask('shutdown', 'process');
+    const logger = captureLogger(lines, (line) => line.msg === 'misbehave started' && started.resolve(line));
+    const pgq = await ctx.migrated({ tasks: [task], logger });
+    const worker = pgq.worker({ pollIntervalMs: 50, shutdownGraceMs: 100, sandbox: { processes: 1, terminateGraceMs: 100 } });
+    await worker.start();
+    const job = await pgq.enqueue(task, { firstAttempt: 'spin' });
+    const pid = (await started.promise).obj.pid as number;
+    expect(pid).not.toBe(process.pid);
+    await worker.stop();
+    expect(() => process.kill(pid, 0)).toThrow(/ESRCH/);
+    const after = await pgq.getJob(job.id);
+    expect(after?.state).toBe('available');
+    expect(after?.errors.at(-1)?.message).toMatch(/worker shut down/);
+  });
+
+  it('refuses a worker whose sandboxed task names a module that does not exist', async () => {
+    const missing = defineTask({
+      name: 'missing',
+      schema: z.object({}),
+      sandbox: { module: new URL('./fixtures/sandbox/nowhere.js', import.meta.url) },
+    });
+    const pgq = await ctx.migrated({ tasks: [missing] });
+    expect(() => pgq.worker()).toThrow(ValidationError);
+    expect(() => pgq.worker()).toThrow(/task missing\.sandbox\.module: .*nowhere\.js does not exist/);
+  });
+
+  it('rejects bad sandbox options at defineTask', () => {
+    const base = { name: 'bad', schema: z.object({}) };
+    expect(() => defineTask({ ...base, sandbox: { module: './relative.js' } })).toThrow(/sandbox\.module: must be a file URL or an absolute path/);
+    expect(() => defineTask({ ...base, sandbox: { module: new URL('https://example.com/x.js') } })).toThrow(/must be a file: URL/);
+    // @ts-expect-error kind is thread or process
+    expect(() => defineTask({ ...base, sandbox: { module: '/x.js', kind: 'fiber' } })).toThrow(/task bad\.sandbox\.kind/);
+    // @ts-expect-error a sandboxed task has no handler of its own
+    expect(() => defineTask({ ...base, sandbox: { module: '/x.js' }, handler: () => 1 })).toThrow(/give handler or sandbox, not both/);
+  });
+
+  it("a sandboxed task's handler called outside a worker runs the module in-process", async () => {
+    const echo = echoTask('thread');
+    const controller = new AbortController();
+    const result = await echo.handler({ text: 'direct' }, {
+      job: { id: '1' } as never,
+      attempt: 1,
+      signal: controller.signal,
+      logger: captureLogger([]),
+      snooze: () => {
+        throw new Error('no');
+      },
+    });
+    expect(result).toMatchObject({ text: 'DIRECT', pid: process.pid, jobId: '1' });
+  });
+});
