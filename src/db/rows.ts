@@ -1,4 +1,4 @@
-import type { JobErrorEntry, JobRecord, JobState } from '../core/types.js';
+import type { JobErrorEntry, JobProgress, JobRecord, JobState } from '../core/types.js';
 
 /** A `jobs` row as pg returns it. */
 export interface JobRow {
@@ -21,6 +21,11 @@ export interface JobRow {
   timeout_ms: number | null;
   backoff_base_ms: number | null;
   backoff_max_ms: number | null;
+  /** Not in JOB_COLUMNS (the hot path does not read them): absent on claimed jobs. */
+  progress?: unknown;
+  progress_at?: Date | null;
+  workflow_id?: string | null;
+  workflow_step?: string | null;
 }
 
 /** The column list every statement that returns whole jobs selects, in one place. */
@@ -65,6 +70,10 @@ export function toJobRecord<Payload = unknown, Result = unknown>(row: JobRow): J
     uniqueKey: row.unique_key,
     workerId: row.worker_id,
     timeoutMs: row.timeout_ms,
+    progress: (row.progress ?? null) as JobProgress | null,
+    progressAt: row.progress_at ?? null,
+    workflowId: row.workflow_id == null ? null : String(row.workflow_id),
+    workflowStep: row.workflow_step ?? null,
   };
 }
 

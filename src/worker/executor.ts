@@ -44,6 +44,7 @@ import type { JobErrorEntry, JobRecord } from '../core/types.js';
 import type { ClaimedJob } from '../db/rows.js';
 import type { AnyTask, JobContext, TaskRegistry } from '../task.js';
 import type { Completer, Outcome, RecordResult } from './completer.js';
+import type { ProgressWriter } from './progress.js';
 
 /** Events a worker emits about the jobs it runs: each reports what was written, not what was attempted. */
 export interface WorkerEvents {
@@ -68,6 +69,8 @@ export interface ExecutorConfig {
   abortGraceMs: number;
   /** Exit the process once a handler has been stuck this long; null never. */
   exitOnStuckMs: number | null;
+  /** Writes `ctx.progress` reports. */
+  progress: ProgressWriter;
 }
 
 interface RunningAttempt {
@@ -315,6 +318,7 @@ export class Executor {
       snooze(delayMs: number): never {
         throw new SnoozeError(delayMs);
       },
+      progress: this.config.progress.reporter(job.id, job.attempts),
     };
   }
 

@@ -36,6 +36,7 @@ import type { TaskRegistry } from '../task.js';
 import { Completer } from './completer.js';
 import { Executor, type WorkerEvents } from './executor.js';
 import { Producer } from './producer.js';
+import type { ProgressWriter } from './progress.js';
 import { Lease } from './lease.js';
 import type pg from 'pg';
 import { LeaderElector } from '../maintenance/leader.js';
@@ -51,6 +52,8 @@ export interface WorkerDeps {
   logger: Logger;
   clock: Clock;
   maxResultBytes: number;
+  /** Writes `ctx.progress` reports. */
+  progress: ProgressWriter;
   /** Extra leader-only services (scheduler, pruner) started while this worker leads. */
   leaderServices?: readonly Service[];
   /** Saves the schedules declared in code; runs first in `start()`, which rejects if it fails. */
@@ -114,6 +117,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         maxResultBytes: deps.maxResultBytes,
         abortGraceMs: options.abortGraceMs,
         exitOnStuckMs: options.exitOnStuckMs,
+        progress: deps.progress,
       },
       deps.tasks,
       this.#completer,
