@@ -89,7 +89,7 @@ export async function queueSnapshot(kysely: Kysely<PgqDatabase>, schema: string)
   };
 }
 
-export async function throughputSeries(kysely: Kysely<PgqDatabase>, range: SeriesRange, queue?: string): Promise<ThroughputSeries> {
+export async function throughputSeries(kysely: Kysely<PgqDatabase>, schema: string, range: SeriesRange, queue?: string): Promise<ThroughputSeries> {
   const bucketSeconds = range === 'hour' ? 60 : 1_800;
   const buckets = range === 'hour' ? 60 : 48;
   const span = bucketSeconds * buckets;
@@ -102,7 +102,7 @@ export async function throughputSeries(kysely: Kysely<PgqDatabase>, range: Serie
            avg(extract(epoch from j.started_at - j.run_at))::float8 AS wait,
            b.now_bucket
       FROM bounds b
-      JOIN ${sql.table('jobs')} j
+      JOIN ${sql.id(schema, 'jobs')} j
         ON j.finished_at >= b.now_bucket - make_interval(secs => ${span - bucketSeconds})
        AND j.state IN ('succeeded', 'failed', 'cancelled')
        AND (${queue ?? null}::text IS NULL OR j.queue = ${queue ?? null})

@@ -140,7 +140,7 @@ export class WorkflowStore {
       .select(['w.id', 'w.name', 'w.created_at'])
       .select(
         sql<Record<string, string> | null>`(SELECT jsonb_object_agg(s.state, s.n) FROM (
-            SELECT state, count(*) AS n FROM ${sql.table('jobs')} WHERE workflow_id = w.id GROUP BY state) s)`.as('counts'),
+            SELECT state, count(*) AS n FROM ${sql.id(this.deps.schema, 'jobs')} WHERE workflow_id = w.id GROUP BY state) s)`.as('counts'),
       )
       .orderBy('w.id', 'desc')
       .limit(limit);
