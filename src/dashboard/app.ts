@@ -7,6 +7,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { Hono, type Context } from 'hono';
 import { basicAuth } from 'hono/basic-auth';
+import { HTTPException } from 'hono/http-exception';
 import { errorMessage, errorSummary } from '../core/errors.js';
 import { queueSnapshot, throughputSeries } from '../inspection/queue-stats.js';
 import { apiRoutes, statusOf } from './api.js';
@@ -66,6 +67,7 @@ export function buildConsoleApp(o: ResolvedDashboardOptions): ConsoleApp {
     return next();
   });
   app.onError((err, c) => {
+    if (err instanceof HTTPException) return err.getResponse(); // basic auth's 401
     const status = statusOf(err);
     if (status === 500) pgq.logger.error({ err: errorSummary(err) }, `pgq console: ${errorMessage(err)}`);
     const message = status === 500 ? 'internal error (see the server log)' : errorMessage(err);
