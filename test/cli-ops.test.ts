@@ -48,7 +48,7 @@ beforeAll(async () => {
   await worker.stop();
 });
 
-describe('pgq operator commands', () => {
+describe('pgq operator commands', { timeout: 180_000 }, () => {
   it('lists with --payload and pages with --before', () => {
     const byPayload = pgq(['jobs', 'list', '--payload', '{"to":"b@x.y"}']);
     expect(byPayload.code).toBe(0);
