@@ -17,12 +17,15 @@ import {
 import { defaultLogger, type Logger } from './core/logger.js';
 import { systemClock, type Clock } from './core/clock.js';
 import { JobNotFoundError, PgqError, ValidationError, WaitTimeoutError, errorMessage, errorSummary } from './core/errors.js';
+import { JobStore } from './jobs/job-store.js';
+import { parseJobId, type JobFilter, type ListJobsFilter } from './jobs/job-filter.js';
+import { ProgressWriter } from './worker/progress.js';
+import { listWorkers, type WorkerInfo } from './inspection/workers.js';
 import { isFinalState, JOB_STATES, type JobRecord, type JobState } from './core/types.js';
 import { waitUntilDone } from './notify/wait.js';
 import { executorFor, pgExecutor, type DbHandle, type SqlExecutor } from './db/executor.js';
 import { createStatements, type HotStatements } from './db/statements.js';
 import type { PgqDatabase } from './db/tables.js';
-import { toJobRecord, type JobRow } from './db/rows.js';
 import { migrate, type MigrateResult } from './db/migrate.js';
 import { checkSchemaVersion } from './db/schema-version.js';
 import { setupRoles, type RolesOptions } from './roles.js';
@@ -43,16 +46,7 @@ import {
   type ScheduleRecord,
 } from './schedules.js';
 import type { Flow } from './workflow/flow.js';
-import { WorkflowStore, type EnqueueWorkflowOptions, type WorkflowRecord } from './workflow/store.js';
-
-/** Filters of `listJobs`. */
-export interface ListJobsFilter {
-  state?: JobState;
-  queue?: string;
-  task?: string;
-  /** At most this many, newest first. Default 50, at most 1,000. */
-  limit?: number;
-}
+import { WorkflowStore, type EnqueueWorkflowOptions, type ListWorkflowsFilter, type WorkflowRecord, type WorkflowSummary } from './workflow/store.js';
 
 /** Per queue: jobs by state, and the oldest due job still waiting. */
 export interface QueueStats {
@@ -61,8 +55,6 @@ export interface QueueStats {
   /** `run_at` of the oldest job that is due and not yet claimed. */
   oldestWaitingRunAt: Date | null;
 }
-
-const ID = /^[0-9]{1,19}$/;
 
 export class Pgq {
   /** Typed Kysely handle on pgq's schema, for your own inspection queries. */
@@ -81,6 +73,8 @@ export class Pgq {
   readonly #clock: Clock;
   readonly #schedules: ScheduleStore;
   readonly #workflows: WorkflowStore;
+  readonly #jobs: JobStore;
+  readonly #progress: ProgressWriter;
   readonly #workers = new Set<Worker>();
   readonly #middleware: MiddlewareChain;
   #closed = false;
@@ -137,6 +131,8 @@ export class Pgq {
       middleware: this.#middleware,
       executorFor: (db) => this.#executor(db),
     });
+    this.#jobs = new JobStore({ kysely: this.kysely, channels: this.#channels, workflows: this.#workflows });
+    this.#progress = new ProgressWriter(this.#db, o.schema, this.logger);
   }
 
   /**
@@ -243,6 +239,7 @@ export class Pgq {
       clock: this.#clock,
       maxResultBytes: this.#options.maxPayloadBytes,
       middleware: this.#middleware,
+      progress: this.#progress,
       leaderServices: this.#leaderServices(resolved),
       syncSchedules: declared && (() => this.#schedules.syncDeclared(declared)),
       checkSchema: () => this.checkSchema(),
@@ -252,11 +249,10 @@ export class Pgq {
     return worker;
   }
 
-  /** The job, or null if there is none with this id. */
+  /** The job (with its progress and workflow), or null if there is none with this id. */
   async getJob<Payload = unknown, Result = unknown>(id: string): Promise<JobRecord<Payload, Result> | null> {
     this.#assertOpen();
-    const row = await this.kysely.selectFrom('jobs').selectAll().where('id', '=', parseId(id)).executeTakeFirst();
-    return row ? toJobRecord<Payload, Result>(row as unknown as JobRow) : null;
+    return this.#jobs.get<Payload, Result>(id);
   }
 
   /**
@@ -269,7 +265,7 @@ export class Pgq {
     options: { timeoutMs?: number; signal?: AbortSignal } = {},
   ): Promise<JobRecord<Payload, Result>> {
     this.#assertOpen();
-    parseId(id);
+    parseJobId(id);
     return waitUntilDone(
       { listener: this.#listener, clock: this.#clock },
       {
@@ -294,25 +290,7 @@ export class Pgq {
    */
   async cancelJob(id: string): Promise<JobRecord> {
     this.#assertOpen();
-    const jobId = parseId(id);
-    const row = await this.kysely.transaction().execute(async (trx) => {
-      const before = await trx.selectFrom('jobs').select(['state']).where('id', '=', jobId).forUpdate().executeTakeFirst();
-      if (!before) return undefined;
-      if (isFinalState(before.state)) {
-        return trx.selectFrom('jobs').selectAll().where('id', '=', jobId).executeTakeFirstOrThrow();
-      }
-      const after = await trx
-        .updateTable('jobs')
-        .set({ state: 'cancelled', finished_at: sql`now()` })
-        .where('id', '=', jobId)
-        .returningAll()
-        .executeTakeFirstOrThrow();
-      if (before.state === 'running') await sql`SELECT pg_notify(${this.#channels.cancel}, ${jobId})`.execute(trx);
-      await sql`SELECT pg_notify(${this.#channels.done}, ${jobId})`.execute(trx);
-      return after;
-    });
-    if (!row) throw new JobNotFoundError(jobId);
-    return toJobRecord(row as unknown as JobRow);
+    return this.#jobs.cancel(id);
   }
 
   /**
@@ -324,29 +302,89 @@ export class Pgq {
    */
   async retryJob(id: string): Promise<JobRecord> {
     this.#assertOpen();
-    const jobId = parseId(id);
-    const row = await this.kysely.transaction().execute(async (trx) => {
-      const before = await trx.selectFrom('jobs').select(['state', 'queue']).where('id', '=', jobId).forUpdate().executeTakeFirst();
-      if (!before) throw new JobNotFoundError(jobId);
-      if (!['failed', 'cancelled', 'retryable', 'scheduled'].includes(before.state)) {
-        throw new PgqError('PGQ_NOT_RETRYABLE', `job ${jobId} is ${before.state}; only failed, cancelled, retryable or scheduled jobs can be retried`);
-      }
-      await this.#workflows.prepareRetry(trx, jobId);
-      const after = await trx
-        .updateTable('jobs')
-        .set({
-          state: 'available',
-          run_at: sql`now()`,
-          finished_at: null,
-          max_attempts: sql`greatest(max_attempts, attempts + 1)`,
-        })
-        .where('id', '=', jobId)
-        .returningAll()
-        .executeTakeFirstOrThrow();
-      await sql`SELECT pg_notify(${this.#channels.jobs}, ${before.queue})`.execute(trx);
-      return after;
-    });
-    return toJobRecord(row as unknown as JobRow);
+    return this.#jobs.retry(id);
+  }
+
+  /**
+   * Deletes a job that is not running (cancel a running one first); resolves
+   * to false when there is none. A workflow step's dependents stop waiting on it.
+   *
+   * @example
+   * await pgq.deleteJob(job.id);
+   */
+  async deleteJob(id: string): Promise<boolean> {
+    this.#assertOpen();
+    return this.#jobs.delete(id);
+  }
+
+  /**
+   * Retries every job the filter matches that `retryJob` would retry
+   * (failed, cancelled, retryable, scheduled), in batches; resolves to how
+   * many were retried.
+   *
+   * @example
+   * const n = await pgq.retryJobs({ state: 'failed', queue: 'emails', since: new Date(Date.now() - 3_600_000) });
+   */
+  async retryJobs(filter: JobFilter): Promise<number> {
+    this.#assertOpen();
+    return this.#jobs.retryMany(filter);
+  }
+
+  /**
+   * Cancels every job the filter matches that is not final (running handlers
+   * see `ctx.signal` abort); resolves to how many were cancelled.
+   *
+   * @example
+   * await pgq.cancelJobs({ queue: 'emails', payload: { contains: { campaign: 'spring' } } });
+   */
+  async cancelJobs(filter: JobFilter): Promise<number> {
+    this.#assertOpen();
+    return this.#jobs.cancelMany(filter);
+  }
+
+  /**
+   * Deletes every job the filter matches that is not running; resolves to how many were deleted.
+   *
+   * @example
+   * await pgq.deleteJobs({ state: 'cancelled', until: new Date('2026-01-01') });
+   */
+  async deleteJobs(filter: JobFilter): Promise<number> {
+    this.#assertOpen();
+    return this.#jobs.deleteMany(filter);
+  }
+
+  /**
+   * How many jobs the filter matches; with `max`, counting stops there.
+   *
+   * @example
+   * const failed = await pgq.countJobs({ state: 'failed', queue: 'emails' });
+   */
+  async countJobs(filter: JobFilter = {}, options: { max?: number } = {}): Promise<number> {
+    this.#assertOpen();
+    return this.#jobs.count(filter, options.max);
+  }
+
+  /**
+   * Live workers: queues, concurrency, jobs running now, heartbeat age, and which one leads.
+   *
+   * @example
+   * for (const w of await pgq.listWorkers()) console.log(w.id, w.runningJobs, w.isLeader);
+   */
+  async listWorkers(): Promise<WorkerInfo[]> {
+    this.#assertOpen();
+    return listWorkers(this.kysely);
+  }
+
+  /**
+   * Workflows, newest first, with their jobs counted by state (no steps; `getWorkflow` has them).
+   *
+   * @example
+   * const page = await pgq.listWorkflows({ limit: 20 });
+   * const next = await pgq.listWorkflows({ limit: 20, before: page.at(-1)?.id });
+   */
+  async listWorkflows(filter: ListWorkflowsFilter = {}): Promise<WorkflowSummary[]> {
+    this.#assertOpen();
+    return this.#workflows.list(filter);
   }
 
   /**
@@ -411,20 +449,18 @@ export class Pgq {
     return this.#workflows.cancel(workflow);
   }
 
-  /** Jobs, newest first, filtered by state, queue and task. */
+  /**
+   * Jobs, newest first, filtered by state, queue, task, enqueue time, and
+   * payload, result or error (JSON containment or text). Page with `before`:
+   * the last id of the previous page.
+   *
+   * @example
+   * const page = await pgq.listJobs({ state: 'failed', payload: { contains: { to: 'a@b.co' } }, limit: 50 });
+   * const next = await pgq.listJobs({ state: 'failed', before: page.at(-1)?.id });
+   */
   async listJobs(filter: ListJobsFilter = {}): Promise<JobRecord[]> {
     this.#assertOpen();
-    if (filter.state !== undefined && !JOB_STATES.includes(filter.state)) {
-      throw new ValidationError('state', `must be one of ${JOB_STATES.join(', ')}`);
-    }
-    const limit = filter.limit ?? 50;
-    if (!Number.isInteger(limit) || limit < 1 || limit > 1_000) throw new ValidationError('limit', 'must be an integer from 1 to 1000');
-    let query = this.kysely.selectFrom('jobs').selectAll().orderBy('id', 'desc').limit(limit);
-    if (filter.state) query = query.where('state', '=', filter.state);
-    if (filter.queue) query = query.where('queue', '=', filter.queue);
-    if (filter.task) query = query.where('task', '=', filter.task);
-    const rows = await query.execute();
-    return rows.map((r) => toJobRecord(r as unknown as JobRow));
+    return this.#jobs.list(filter);
   }
 
   /** Per queue: counts by state and the oldest waiting due job. */
@@ -588,12 +624,4 @@ export class Pgq {
   #assertOpen(): void {
     if (this.#closed) throw new PgqError('PGQ_CLOSED', 'this Pgq instance was closed');
   }
-}
-
-function parseId(id: unknown): string {
-  if (typeof id === 'number' && Number.isSafeInteger(id) && id > 0) return String(id);
-  if (typeof id !== 'string' || !ID.test(id)) {
-    throw new ValidationError('id', `${JSON.stringify(id)} is not a job id (a string of digits)`);
-  }
-  return id;
 }

@@ -3,7 +3,9 @@
  * This file is the public surface; everything else is internal.
  */
 export { Pgq } from './client.js';
-export type { ListJobsFilter, QueueStats } from './client.js';
+export type { QueueStats } from './client.js';
+export type { JobFilter, JsonMatch, ListJobsFilter } from './jobs/job-filter.js';
+export type { WorkerInfo } from './inspection/workers.js';
 export { defineTask } from './task.js';
 export type { AnyTask, JobContext, SandboxTaskOptions, Task, TaskBaseOptions, TaskInput, TaskOptions, TaskResult } from './task.js';
 export { defineSandboxHandler, sandboxed } from './sandbox/handler.js';
@@ -28,7 +30,14 @@ export type {
   StepOutcome,
 } from './workflow/flow.js';
 export { WorkflowNotFoundError } from './workflow/store.js';
-export type { EnqueueWorkflowOptions, WorkflowRecord, WorkflowState, WorkflowStepRecord } from './workflow/store.js';
+export type {
+  EnqueueWorkflowOptions,
+  ListWorkflowsFilter,
+  WorkflowRecord,
+  WorkflowState,
+  WorkflowStepRecord,
+  WorkflowSummary,
+} from './workflow/store.js';
 export { MAX_WORKFLOW_STEPS } from './workflow/compile.js';
 export { DEFAULTS } from './config.js';
 export { Worker } from './worker/worker.js';
@@ -36,7 +45,7 @@ export type { HealthCheck, WorkerHealth } from './worker/health.js';
 export type { AttemptNext, EnqueueCall, EnqueueNext, Middleware, PendingJob } from './middleware.js';
 export { MAX_META_BYTES } from './middleware.js';
 export type { WorkerEvents } from './worker/executor.js';
-export type { JobErrorEntry, JobMeta, JobRecord, JobState, Json, StepFailure } from './core/types.js';
+export type { JobErrorEntry, JobMeta, JobProgress, JobRecord, JobState, Json, StepFailure } from './core/types.js';
 export { JOB_STATES, FINAL_STATES } from './core/types.js';
 export type { BackoffOptions } from './core/backoff.js';
 export type { Logger } from './core/logger.js';

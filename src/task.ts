@@ -3,7 +3,7 @@ import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
 import type { BackoffOptions } from './core/backoff.js';
 import { ValidationError } from './core/errors.js';
-import type { JobRecord } from './core/types.js';
+import type { JobProgress, JobRecord } from './core/types.js';
 import type { Logger } from './core/logger.js';
 import type { ResolvedSandbox, SandboxKind, SandboxOptions } from './sandbox/handler.js';
 import { loadSandboxHandler } from './sandbox/sandbox-entry.js';
@@ -20,6 +20,16 @@ export interface JobContext<Payload = unknown> {
   logger: Logger;
   /** Ends this attempt and runs the job again after `delayMs`, without counting a failure. */
   snooze(delayMs: number): never;
+  /**
+   * Reports how far the job got: a number from 0 to 100, or a small JSON
+   * object (at most 4 KiB). Stored in `jobs.progress` (a few writes a second
+   * at most; the last value is always written) and shown by `getJob`, the
+   * console and `pgq jobs show`. Await it to know the value is saved.
+   *
+   * @example
+   * for (const [i, file] of files.entries()) { await resize(file); void ctx.progress({ done: i + 1, of: files.length }); }
+   */
+  progress(value: JobProgress): Promise<void>;
 }
 
 /** The options of `defineTask` that every task has. */

@@ -66,7 +66,7 @@ describe('pgq CLI', () => {
       await client.close();
     }
 
-    const shown = pgq(['jobs', 'show', job.id]);
+    const shown = pgq(['--json', 'jobs', 'show', job.id]);
     expect(JSON.parse(shown.stdout)).toMatchObject({ id: job.id, state: 'succeeded' });
     expect(pgq(['retry', job.id])).toMatchObject({ code: 1, stderr: expect.stringMatching(/only failed/) });
     const later = JSON.parse(pgq(['--json', 'enqueue', 'anything', '--delay-ms', '600000']).stdout) as { id: string; state: string };

@@ -214,6 +214,7 @@ describe('sandbox lifecycle', () => {
     const result = await echo.handler({ text: 'direct' }, {
       job: { id: '1' } as never,
       attempt: 1,
+      progress: async () => undefined,
       signal: controller.signal,
       logger: captureLogger([]),
       snooze: () => {

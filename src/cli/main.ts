@@ -18,6 +18,10 @@ import { registerDb } from './commands/db.js';
 import { registerDemo } from './commands/demo.js';
 import { registerRoles } from './commands/roles.js';
 import { registerSchedules } from './commands/schedules.js';
+import { registerJobActions } from './commands/job-actions.js';
+import { registerWorkers } from './commands/workers.js';
+import { registerWorkflows } from './commands/workflows.js';
+import { registerDashboard } from './commands/dashboard.js';
 
 /** What commands get from the program: output, logger, and a Pgq from the global options. */
 export interface CliRuntime {
@@ -72,6 +76,10 @@ export function buildProgram(): Command {
   registerDemo(program, rt);
   registerRoles(program, rt);
   registerSchedules(program, rt);
+  registerJobActions(program, rt);
+  registerWorkers(program, rt);
+  registerWorkflows(program, rt);
+  registerDashboard(program, rt);
   return program;
 }
 

@@ -80,7 +80,18 @@ export interface JobRecord<Payload = unknown, Result = unknown> {
   timeoutMs: number | null;
   /** Metadata written at enqueue (the `meta` option and middleware, e.g. trace context); `{}` when none. */
   meta: JobMeta;
+  /** Last value the handler reported with `ctx.progress`; null if never. */
+  progress: JobProgress | null;
+  /** When `progress` was written; older than `startedAt` means an earlier attempt reported it. */
+  progressAt: Date | null;
+  /** The workflow the job belongs to; null outside workflows. */
+  workflowId: string | null;
+  /** Its step name within that workflow. */
+  workflowStep: string | null;
 }
+
+/** What `ctx.progress` takes: a percentage from 0 to 100, or a small JSON object (e.g. `{ done: 3, of: 10 }`). */
+export type JobProgress = number | { [key: string]: Json };
 
 export function isFinalState(state: JobState): boolean {
   return FINAL_STATES.includes(state);

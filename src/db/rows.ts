@@ -1,4 +1,4 @@
-import type { JobErrorEntry, JobMeta, JobRecord, JobState } from '../core/types.js';
+import type { JobErrorEntry, JobMeta, JobProgress, JobRecord, JobState } from '../core/types.js';
 
 /** A `jobs` row as pg returns it. */
 export interface JobRow {
@@ -22,6 +22,11 @@ export interface JobRow {
   backoff_base_ms: number | null;
   backoff_max_ms: number | null;
   meta: JobMeta | null;
+  /** Not in JOB_COLUMNS (the hot path does not read them): absent on claimed jobs. */
+  progress?: unknown;
+  progress_at?: Date | null;
+  workflow_id?: string | null;
+  workflow_step?: string | null;
 }
 
 /** The column list every statement that returns whole jobs selects, in one place. */
@@ -68,6 +73,10 @@ export function toJobRecord<Payload = unknown, Result = unknown>(row: JobRow): J
     workerId: row.worker_id,
     timeoutMs: row.timeout_ms,
     meta: row.meta ?? {},
+    progress: (row.progress ?? null) as JobProgress | null,
+    progressAt: row.progress_at ?? null,
+    workflowId: row.workflow_id == null ? null : String(row.workflow_id),
+    workflowStep: row.workflow_step ?? null,
   };
 }
 

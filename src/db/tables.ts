@@ -58,6 +58,10 @@ export interface JobsTable {
   pass_results: 'none' | 'one' | 'list' | null;
   /** Workflows: the parent (int8, as a string) whose failure or cancellation cancelled this job. */
   cancelled_by: ColumnType<string | null, string | number | null | undefined, string | number | null>;
+  /** Last `ctx.progress` value: a number 0–100 or a small JSON object. */
+  progress: ColumnType<unknown, string | null | undefined, string | null>;
+  /** When progress was last written. */
+  progress_at: Timestamp | null;
 }
 
 export interface WorkersTable {

@@ -46,6 +46,7 @@ import type { AnyTask, JobContext, TaskRegistry } from '../task.js';
 import type { Completer, Outcome, RecordResult } from './completer.js';
 import { MiddlewareChain } from '../middleware.js';
 import type { SandboxRunner } from '../sandbox/sandbox-runner.js';
+import type { ProgressWriter } from './progress.js';
 
 /** Events a worker emits about the jobs it runs: each reports what was written, not what was attempted. */
 export interface WorkerEvents {
@@ -72,6 +73,8 @@ export interface ExecutorConfig {
   exitOnStuckMs: number | null;
   /** Runs sandboxed tasks' handlers in their threads or processes (terminated `sandbox.terminateGraceMs` after a signal). */
   sandbox?: SandboxRunner;
+  /** Writes `ctx.progress` reports. */
+  progress: ProgressWriter;
 }
 
 interface RunningAttempt {
@@ -326,6 +329,7 @@ export class Executor {
       snooze(delayMs: number): never {
         throw new SnoozeError(delayMs);
       },
+      progress: this.config.progress.reporter(job.id, job.attempts),
     };
   }
 

@@ -38,6 +38,7 @@ import { HealthProbe, type WorkerHealth } from './health.js';
 import type { MiddlewareChain } from '../middleware.js';
 import { Executor, type WorkerEvents } from './executor.js';
 import { Producer } from './producer.js';
+import type { ProgressWriter } from './progress.js';
 import { Lease } from './lease.js';
 import type pg from 'pg';
 import { LeaderElector } from '../maintenance/leader.js';
@@ -56,6 +57,8 @@ export interface WorkerDeps {
   maxResultBytes: number;
   /** Middleware wrapping each attempt's handler. */
   middleware?: MiddlewareChain;
+  /** Writes `ctx.progress` reports. */
+  progress: ProgressWriter;
   /** Extra leader-only services (scheduler, pruner) started while this worker leads. */
   leaderServices?: readonly Service[];
   /** Saves the schedules declared in code; runs first in `start()`, which rejects if it fails. */
@@ -123,6 +126,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         abortGraceMs: options.abortGraceMs,
         exitOnStuckMs: options.exitOnStuckMs,
         sandbox: this.#sandbox,
+        progress: deps.progress,
       },
       deps.tasks,
       this.#completer,

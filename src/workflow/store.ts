@@ -75,6 +75,26 @@ export interface WorkflowRecord<Out = unknown> {
   steps: WorkflowStepRecord[];
 }
 
+/** A workflow without its steps, as `listWorkflows` returns it. */
+export interface WorkflowSummary {
+  id: string;
+  name: string;
+  state: WorkflowState;
+  createdAt: Date;
+  /** Jobs by state. */
+  counts: Record<JobState, number>;
+  /** Jobs in all. */
+  total: number;
+}
+
+/** Filters of `listWorkflows`. */
+export interface ListWorkflowsFilter {
+  /** Only workflows with a smaller id (the last id of the previous page). */
+  before?: string;
+  /** At most this many, newest first. Default 50, at most 500. */
+  limit?: number;
+}
+
 /** No workflow has this id (it may have been pruned with its last job). */
 export class WorkflowNotFoundError extends PgqError {
   constructor(id: string) {
@@ -123,6 +143,33 @@ export class WorkflowStore {
       return compiled.steps.map((s) => ids.get(s.name)!);
     });
     return record as unknown as WorkflowRecord<Out>;
+  }
+
+  async list(filter: ListWorkflowsFilter = {}): Promise<WorkflowSummary[]> {
+    const limit = filter.limit ?? 50;
+    if (!Number.isInteger(limit) || limit < 1 || limit > 500) throw new ValidationError('limit', 'must be an integer from 1 to 500');
+    let query = this.deps.kysely
+      .selectFrom('workflows as w')
+      .select(['w.id', 'w.name', 'w.created_at'])
+      .select(
+        sql<Record<string, string> | null>`(SELECT jsonb_object_agg(s.state, s.n) FROM (
+            SELECT state, count(*) AS n FROM ${sql.id(this.deps.schema, 'jobs')} WHERE workflow_id = w.id GROUP BY state) s)`.as('counts'),
+      )
+      .orderBy('w.id', 'desc')
+      .limit(limit);
+    if (filter.before !== undefined) query = query.where('w.id', '<', parseWorkflowId(filter.before));
+    const rows = await query.execute();
+    return rows.map((row) => {
+      const counts = Object.fromEntries(JOB_STATES.map((s) => [s, Number(row.counts?.[s] ?? 0)])) as Record<JobState, number>;
+      return {
+        id: String(row.id),
+        name: row.name,
+        state: workflowStateOf(counts),
+        createdAt: row.created_at,
+        counts,
+        total: Object.values(counts).reduce((a, b) => a + b, 0),
+      };
+    });
   }
 
   async get<Out>(id: unknown): Promise<WorkflowRecord<Out> | null> {
@@ -333,12 +380,17 @@ export function parseWorkflowId(id: unknown): string {
   return value;
 }
 
+/** A workflow's state from its jobs' states: running while any is live, then failed, cancelled or succeeded. */
+function workflowStateOf(counts: Record<JobState, number>): WorkflowState {
+  const live = LIVE.some((s) => counts[s] > 0);
+  return live ? 'running' : counts.failed > 0 ? 'failed' : counts.cancelled > 0 ? 'cancelled' : 'succeeded';
+}
+
 function toWorkflowRecord(workflow: Selectable<WorkflowsTable>, rows: StepRow[]): WorkflowRecord {
   const steps = rows.map(toStepRecord);
   const counts = Object.fromEntries(JOB_STATES.map((s) => [s, 0])) as Record<JobState, number>;
   for (const s of steps) counts[s.state] += 1;
-  const live = LIVE.some((s) => counts[s] > 0);
-  const state: WorkflowState = live ? 'running' : counts.failed > 0 ? 'failed' : counts.cancelled > 0 ? 'cancelled' : 'succeeded';
+  const state = workflowStateOf(counts);
   const byId = new Map(steps.map((s) => [s.id, s]));
   const outputs = workflow.output_job_ids.map((jobId) => byId.get(String(jobId)));
   const done = outputs.every((s) => s?.state === 'succeeded');
@@ -349,7 +401,7 @@ function toWorkflowRecord(workflow: Selectable<WorkflowsTable>, rows: StepRow[])
     name: workflow.name,
     state,
     createdAt: workflow.created_at,
-    finishedAt: live || steps.length === 0 ? null : new Date(Math.max(...finished)),
+    finishedAt: state === 'running' || steps.length === 0 ? null : new Date(Math.max(...finished)),
     result: done ? (workflow.output_is_list ? results : results[0] ?? null) : null,
     counts,
     steps,

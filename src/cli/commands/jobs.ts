@@ -1,63 +1,57 @@
 import type { Command } from 'commander';
-import { InvalidArgumentError } from 'commander';
 import type { CliRuntime } from '../main.js';
 import { parseIntOption } from '../options.js';
 import { JOB_HEADERS, jobRow, json, table } from '../format.js';
-import { JOB_STATES, type JobState } from '../../core/types.js';
-import { JobNotFoundError } from '../../core/errors.js';
-
-function parseState(value: string): JobState {
-  if (!(JOB_STATES as readonly string[]).includes(value)) {
-    throw new InvalidArgumentError(`--state must be one of ${JOB_STATES.join(', ')}, got ${JSON.stringify(value)}`);
-  }
-  return value as JobState;
-}
+import { JobNotFoundError, PgqError } from '../../core/errors.js';
+import { addJobFilterOptions, hasFilter, toJobFilter, type JobFilterFlags } from '../job-filter-options.js';
+import { jobText } from '../job-text.js';
+import { JOB_STATES as JOB_STATES_ORDER } from '../../core/types.js';
 
 export function registerJobs(program: Command, rt: CliRuntime): void {
-  const jobs = program.command('jobs').description('inspect jobs');
-  jobs
-    .command('list', { isDefault: true })
-    .description('list jobs, newest first')
-    .option('--state <state>', `one of ${JOB_STATES.join(', ')}`, parseState)
-    .option('--queue <name>', 'only this queue')
-    .option('--task <name>', 'only this task')
+  const jobs = program.command('jobs').description('inspect and delete jobs');
+  addJobFilterOptions(
+    jobs
+      .command('list', { isDefault: true })
+      .description('list jobs, newest first; page with --before <last id of the previous page>'),
+  )
+    .option('--before <id>', 'only jobs with a smaller id (the next page)')
     .option('--limit <n>', 'at most this many', parseIntOption('--limit', 1, 1_000), 50)
-    .action(async (opts: { state?: JobState; queue?: string; task?: string; limit: number }) => {
+    .action(async (opts: JobFilterFlags & { before?: string; limit: number }) => {
       await rt.using(async (pgq) => {
-        const list = await pgq.listJobs(opts);
-        rt.out(rt.json ? json(list) : list.length ? table(JOB_HEADERS, list.map(jobRow)) : 'no jobs');
+        const list = await pgq.listJobs({ ...toJobFilter(opts), before: opts.before, limit: opts.limit });
+        if (rt.json) return rt.out(json(list));
+        if (list.length === 0) return rt.out('no jobs');
+        const more = list.length === opts.limit ? `\nnext page: --before ${list.at(-1)!.id}` : '';
+        rt.out(table(JOB_HEADERS, list.map(jobRow)) + more);
       });
     });
   jobs
     .command('show <id>')
-    .description('show one job with its payload, result and errors')
+    .description('show one job: payload, result, progress, every error with its stack (--json for JSON)')
     .action(async (id: string) => {
       await rt.using(async (pgq) => {
         const job = await pgq.getJob(id);
         if (!job) throw new JobNotFoundError(id);
-        rt.out(json(job));
+        rt.out(rt.json ? json(job) : jobText(job));
       });
     });
-
-  program
-    .command('retry <id>')
-    .description('run a failed, cancelled, retryable or scheduled job again now')
-    .action(async (id: string) => {
-      await rt.using(async (pgq) => {
-        const job = await pgq.retryJob(id);
-        rt.out(rt.json ? json(job) : `job ${job.id} is ${job.state} again (attempts ${job.attempts}/${job.maxAttempts})`);
-      });
+  addJobFilterOptions(
+    jobs
+      .command('delete [id]')
+      .description('delete one job, or every job matching the filter flags (never running ones); prints how many'),
+  ).action(async (id: string | undefined, opts: JobFilterFlags) => {
+    const filter = toJobFilter(opts);
+    await rt.using(async (pgq) => {
+      if (id !== undefined) {
+        if (hasFilter(filter)) throw new PgqError('PGQ_USAGE', 'give a job id or filter flags, not both');
+        if (!(await pgq.deleteJob(id))) throw new JobNotFoundError(id);
+        return rt.out(rt.json ? json({ deleted: 1 }) : `deleted job ${id}`);
+      }
+      if (!hasFilter(filter)) throw new PgqError('PGQ_USAGE', 'give a job id, or filter flags (e.g. --state cancelled --until 7d) to delete every matching job');
+      const n = await pgq.deleteJobs(filter);
+      rt.out(rt.json ? json({ deleted: n }) : `deleted ${n} job${n === 1 ? '' : 's'}`);
     });
-
-  program
-    .command('cancel <id>')
-    .description('cancel a job: queued jobs never run, running ones are aborted')
-    .action(async (id: string) => {
-      await rt.using(async (pgq) => {
-        const job = await pgq.cancelJob(id);
-        rt.out(rt.json ? json(job) : `job ${job.id} is ${job.state}`);
-      });
-    });
+  });
 
   program
     .command('stats')
@@ -68,13 +62,12 @@ export function registerJobs(program: Command, rt: CliRuntime): void {
         if (rt.json) return rt.out(json(stats));
         if (stats.length === 0) return rt.out('no jobs');
         const now = Date.now();
-        const states = JOB_STATES;
         rt.out(
           table(
-            ['queue', ...states, 'oldest_waiting'],
+            ['queue', ...JOB_STATES_ORDER, 'oldest_waiting'],
             stats.map((s) => [
               s.queue,
-              ...states.map((st) => String(s.counts[st])),
+              ...JOB_STATES_ORDER.map((st) => String(s.counts[st])),
               s.oldestWaitingRunAt ? `${((now - s.oldestWaitingRunAt.getTime()) / 1000).toFixed(1)}s` : '',
             ]),
           ),

@@ -1,0 +1,65 @@
+/** `pgq dashboard`: the operations console on its own HTTP server until SIGTERM/SIGINT. */
+import http from 'node:http';
+import type { Command } from 'commander';
+import type { CliRuntime } from '../main.js';
+import { parseIntOption } from '../options.js';
+import { PgqError } from '../../core/errors.js';
+
+interface DashboardCommandOptions {
+  port: number;
+  host: string;
+  basePath: string;
+  readOnly?: boolean;
+  basicAuth?: string;
+  hidePayloads?: boolean;
+}
+
+export function registerDashboard(program: Command, rt: CliRuntime): void {
+  program
+    .command('dashboard')
+    .description('serve the operations console (jobs, workflows, schedules, queues, workers) until Ctrl-C')
+    .option('--port <port>', 'port to listen on (0 picks a free one)', parseIntOption('--port', 0, 65_535), 4100)
+    .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .option('--base-path <path>', 'serve under this path, e.g. /admin/jobs', '/')
+    .option('--read-only', 'hide every action and refuse every change (403)')
+    .option('--basic-auth <user:password>', 'require HTTP basic auth (or set PGQ_DASHBOARD_AUTH=user:password)')
+    .option('--hide-payloads', 'never show or search payloads and results')
+    .action(async (opts: DashboardCommandOptions) => {
+      const { createDashboard, parseBasicAuth } = await import('../../dashboard/index.js');
+      const auth = opts.basicAuth ?? process.env.PGQ_DASHBOARD_AUTH;
+      const pgq = await rt.open();
+      try {
+        const dashboard = createDashboard({
+          pgq,
+          basePath: opts.basePath,
+          readOnly: Boolean(opts.readOnly),
+          hidePayloads: Boolean(opts.hidePayloads),
+          basicAuth: auth ? parseBasicAuth(auth) : undefined,
+        });
+        const server = http.createServer((req, res) => dashboard.node(req, res));
+        await new Promise<void>((resolve, reject) => {
+          server.once('error', (err) => reject(new PgqError('PGQ_LISTEN', `cannot listen on ${opts.host}:${opts.port}: ${err.message}`)));
+          server.listen(opts.port, opts.host, resolve);
+        });
+        const address = server.address();
+        const port = typeof address === 'object' && address ? address.port : opts.port;
+        const host = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
+        const notes = [opts.readOnly ? 'read-only' : '', auth ? 'basic auth on' : '', opts.hidePayloads ? 'payloads hidden' : ''].filter(Boolean);
+        rt.logger.info({}, `pgq console at http://${host}:${port}${dashboard.basePath || ''}/${notes.length ? ` (${notes.join(', ')})` : ''}; Ctrl-C to stop`);
+        await new Promise<void>((resolve) => {
+          const stop = (): void => {
+            process.off('SIGINT', stop);
+            process.off('SIGTERM', stop);
+            resolve();
+          };
+          process.on('SIGINT', stop);
+          process.on('SIGTERM', stop);
+        });
+        await dashboard.close();
+        server.closeAllConnections();
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+      } finally {
+        await pgq.close();
+      }
+    });
+}

@@ -1,0 +1,50 @@
+/** `pgq retry` and `pgq cancel`: one job by id, or every job the filter flags match (prints how many). */
+import type { Command } from 'commander';
+import type { CliRuntime } from '../main.js';
+import { json } from '../format.js';
+import { PgqError } from '../../core/errors.js';
+import { addJobFilterOptions, hasFilter, toJobFilter, type JobFilterFlags } from '../job-filter-options.js';
+
+export function registerJobActions(program: Command, rt: CliRuntime): void {
+  addJobFilterOptions(
+    program
+      .command('retry [id]')
+      .description('run a failed, cancelled, retryable or scheduled job again now; with filter flags instead of an id, every such job that matches (e.g. --state failed --queue emails --since 1h)'),
+  ).action(async (id: string | undefined, opts: JobFilterFlags) => {
+    await rt.using(async (pgq) => {
+      const filter = toJobFilter(opts);
+      if (id === undefined) {
+        requireFilter(filter, 'retry');
+        const n = await pgq.retryJobs(filter);
+        return rt.out(rt.json ? json({ retried: n }) : `retried ${n} job${n === 1 ? '' : 's'}`);
+      }
+      if (hasFilter(filter)) throw new PgqError('PGQ_USAGE', 'give a job id or filter flags, not both');
+      const job = await pgq.retryJob(id);
+      rt.out(rt.json ? json(job) : `job ${job.id} is ${job.state} again (attempts ${job.attempts}/${job.maxAttempts})`);
+    });
+  });
+
+  addJobFilterOptions(
+    program
+      .command('cancel [id]')
+      .description('cancel a job (queued ones never run, running ones are aborted); with filter flags instead of an id, every matching job not yet finished'),
+  ).action(async (id: string | undefined, opts: JobFilterFlags) => {
+    await rt.using(async (pgq) => {
+      const filter = toJobFilter(opts);
+      if (id === undefined) {
+        requireFilter(filter, 'cancel');
+        const n = await pgq.cancelJobs(filter);
+        return rt.out(rt.json ? json({ cancelled: n }) : `cancelled ${n} job${n === 1 ? '' : 's'}`);
+      }
+      if (hasFilter(filter)) throw new PgqError('PGQ_USAGE', 'give a job id or filter flags, not both');
+      const job = await pgq.cancelJob(id);
+      rt.out(rt.json ? json(job) : `job ${job.id} is ${job.state}`);
+    });
+  });
+}
+
+function requireFilter(filter: object, verb: string): void {
+  if (!hasFilter(filter)) {
+    throw new PgqError('PGQ_USAGE', `give a job id, or filter flags (e.g. --state failed --queue emails --since 1h) to ${verb} every matching job`);
+  }
+}

@@ -1,0 +1,29 @@
+import type { Command } from 'commander';
+import type { CliRuntime } from '../main.js';
+import { json, table } from '../format.js';
+
+export function registerWorkers(program: Command, rt: CliRuntime): void {
+  program
+    .command('workers')
+    .description('live workers: queues, concurrency, running jobs, heartbeat age, and the leader')
+    .action(async () => {
+      await rt.using(async (pgq) => {
+        const workers = await pgq.listWorkers();
+        if (rt.json) return rt.out(json(workers));
+        if (workers.length === 0) return rt.out('no workers');
+        rt.out(
+          table(
+            ['id', 'queues', 'running', 'heartbeat', 'started', 'leader'],
+            workers.map((w) => [
+              w.id,
+              w.queues.join(','),
+              `${w.runningJobs}/${w.concurrency}`,
+              `${w.heartbeatAgeSeconds.toFixed(1)}s ago`,
+              w.startedAt.toISOString(),
+              w.isLeader ? 'leader' : '',
+            ]),
+          ),
+        );
+      });
+    });
+}

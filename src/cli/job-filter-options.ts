@@ -1,0 +1,81 @@
+/**
+ * The job filter flags shared by `pgq jobs list`, `pgq retry`, `pgq cancel`
+ * and `pgq jobs delete`, and their translation into a JobFilter.
+ */
+import { InvalidArgumentError, type Command } from 'commander';
+import { JOB_STATES, type JobState } from '../core/types.js';
+import { parseEvery } from '../maintenance/cron.js';
+import { parseJsonMatch, type JobFilter, type JsonMatch } from '../jobs/job-filter.js';
+
+/** The flags as commander parses them. */
+export interface JobFilterFlags {
+  state?: JobState[];
+  queue?: string;
+  task?: string;
+  since?: Date;
+  until?: Date;
+  payload?: JsonMatch;
+  result?: JsonMatch;
+  error?: JsonMatch;
+  workflow?: string;
+}
+
+function parseStates(value: string): JobState[] {
+  const states = value.split(',').map((s) => s.trim()).filter(Boolean);
+  for (const state of states) {
+    if (!(JOB_STATES as readonly string[]).includes(state)) {
+      throw new InvalidArgumentError(`--state must be one of ${JOB_STATES.join(', ')} (or several, comma-separated), got ${JSON.stringify(state)}`);
+    }
+  }
+  if (states.length === 0) throw new InvalidArgumentError('--state must name a state');
+  return states as JobState[];
+}
+
+/** A time as a duration back from now ("1h", "30m", "2d") or a date ("2026-12-01T10:00Z"). */
+export function parseTimeAgo(flag: string): (value: string) => Date {
+  return (value: string) => {
+    if (/^\s*(\d+\s*(ms|s|m|h|d)\s*)+$/i.test(value)) {
+      try {
+        return new Date(Date.now() - parseEvery(value, flag));
+      } catch (err) {
+        throw new InvalidArgumentError(err instanceof Error ? err.message : String(err));
+      }
+    }
+    const date = new Date(value);
+    if (Number.isNaN(date.getTime())) throw new InvalidArgumentError(`${flag} must be a duration back from now (e.g. 1h, 30m, 2d) or a date, got ${JSON.stringify(value)}`);
+    return date;
+  };
+}
+
+/** Adds the filter flags to a command. */
+export function addJobFilterOptions(command: Command): Command {
+  return command
+    .option('--state <states>', `one or more of ${JOB_STATES.join(', ')}, comma-separated`, parseStates)
+    .option('--queue <name>', 'only this queue')
+    .option('--task <name>', 'only this task')
+    .option('--since <when>', 'enqueued at or after: a duration back from now (1h, 30m, 2d) or a date', parseTimeAgo('--since'))
+    .option('--until <when>', 'enqueued before: a duration back from now or a date', parseTimeAgo('--until'))
+    .option('--payload <json|text>', 'payload contains this JSON (e.g. \'{"to":"a@b.co"}\'), or this text', parseJsonMatch)
+    .option('--result <json|text>', 'result contains this JSON, or this text', parseJsonMatch)
+    .option('--error <json|text>', 'an error message or stack contains this text (or the errors contain this JSON)', parseJsonMatch)
+    .option('--workflow <id>', 'only jobs of this workflow');
+}
+
+export function toJobFilter(flags: JobFilterFlags): JobFilter {
+  const filter: JobFilter = {};
+  if (flags.state) filter.state = flags.state.length === 1 ? flags.state[0]! : flags.state;
+  if (flags.queue !== undefined) filter.queue = flags.queue;
+  if (flags.task !== undefined) filter.task = flags.task;
+  if (flags.since) filter.since = flags.since;
+  if (flags.until) filter.until = flags.until;
+  if (flags.payload) filter.payload = flags.payload;
+  if (flags.result) filter.result = flags.result;
+  if (flags.error) filter.error = flags.error;
+  if (flags.workflow !== undefined) filter.workflowId = flags.workflow;
+  return filter;
+}
+
+/** Whether any filter flag was given (bulk actions refuse to act on every job by accident). */
+export function hasFilter(filter: JobFilter): boolean {
+  return Object.keys(filter).length > 0;
+}

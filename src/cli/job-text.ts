@@ -1,0 +1,83 @@
+/**
+ * `pgq jobs show` and `pgq workflows show` for a person at a terminal: a job
+ * as labelled lines, its payload, result and every attempt's error with its
+ * stack; a workflow as a tree of its steps with their states.
+ */
+import type { JobRecord } from '../core/types.js';
+import type { WorkflowRecord, WorkflowStepRecord } from '../workflow/store.js';
+
+function when(date: Date | null, now: Date): string {
+  if (!date) return '';
+  const s = Math.round((now.getTime() - date.getTime()) / 1000);
+  const ago = Math.abs(s) < 90 ? `${Math.abs(s)}s` : Math.abs(s) < 5_400 ? `${Math.round(Math.abs(s) / 60)}m` : `${Math.round(Math.abs(s) / 3_600)}h`;
+  return `${date.toISOString()} (${s >= 0 ? `${ago} ago` : `in ${ago}`})`;
+}
+
+function block(title: string, value: unknown): string[] {
+  const text = JSON.stringify(value, null, 2) ?? 'null';
+  return [title, ...text.split('\n').map((line) => `  ${line}`)];
+}
+
+/** A job's progress as text: "45%" or its JSON. */
+export function progressText(job: JobRecord): string {
+  if (job.progress === null) return '';
+  const text = typeof job.progress === 'number' ? `${job.progress}%` : JSON.stringify(job.progress);
+  const stale = job.progressAt && job.startedAt && job.progressAt < job.startedAt ? ' (from an earlier attempt)' : '';
+  return text + stale;
+}
+
+export function jobText(job: JobRecord, now = new Date()): string {
+  const rows: [string, string][] = [
+    ['task', job.task],
+    ['queue', job.queue],
+    ['state', job.state],
+    ['attempts', `${job.attempts}/${job.maxAttempts}`],
+    ['priority', String(job.priority)],
+    ['created', when(job.createdAt, now)],
+    ['run at', when(job.runAt, now)],
+    ['started', when(job.startedAt, now)],
+    ['finished', when(job.finishedAt, now)],
+    ['worker', job.workerId ?? ''],
+    ['progress', progressText(job)],
+    ['workflow', job.workflowId ? `${job.workflowId} (step ${job.workflowStep ?? '?'})` : ''],
+    ['unique key', job.uniqueKey ?? ''],
+  ];
+  const lines = [`job ${job.id}`, ...rows.filter(([, v]) => v !== '').map(([k, v]) => `  ${k.padEnd(10)}  ${v}`), ''];
+  lines.push(...block('payload', job.payload));
+  if (job.result !== null) lines.push(...block('result', job.result));
+  if (job.errors.length > 0) {
+    lines.push('errors');
+    for (const e of job.errors) {
+      lines.push(`  attempt ${e.attempt} at ${e.at}: ${e.message.split('\n')[0]}`);
+      const stack = e.stack ?? e.message;
+      for (const line of stack.split('\n').slice(1)) lines.push(`    ${line.trim()}`);
+    }
+  }
+  return lines.join('\n');
+}
+
+export function workflowTree(workflow: WorkflowRecord): string {
+  const steps = new Map(workflow.steps.map((s) => [s.id, s]));
+  const children = new Map<string, WorkflowStepRecord[]>();
+  const roots: WorkflowStepRecord[] = [];
+  for (const step of workflow.steps) {
+    // Drawn under its first parent; other parents are named beside it.
+    const parent = step.dependsOn.find((id) => steps.has(id));
+    if (parent === undefined) roots.push(step);
+    else children.set(parent, [...(children.get(parent) ?? []), step]);
+  }
+  const label = (s: WorkflowStepRecord): string => {
+    const also = s.dependsOn.slice(1).map((id) => steps.get(id)?.step ?? id);
+    return `${s.step} [${s.state}] job ${s.id} (${s.task})${also.length ? ` also after ${also.join(', ')}` : ''}`;
+  };
+  const lines = [`workflow ${workflow.id} ${workflow.name} [${workflow.state}]`];
+  const walk = (list: WorkflowStepRecord[], prefix: string): void => {
+    list.forEach((s, i) => {
+      const last = i === list.length - 1;
+      lines.push(`${prefix}${last ? '└─ ' : '├─ '}${label(s)}`);
+      walk(children.get(s.id) ?? [], `${prefix}${last ? '   ' : '│  '}`);
+    });
+  };
+  walk(roots, '');
+  return lines.join('\n');
+}

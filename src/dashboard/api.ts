@@ -1,0 +1,137 @@
+/**
+ * The console's JSON API, under `<base>/api`. The pages use it for every
+ * action and live update; scripts can too (send the token from
+ * `GET api/csrf` in `X-Pgq-Csrf` with every POST).
+ *
+ * Bulk endpoints take the same filter query string as `GET api/jobs` and
+ * refuse an empty filter, so no request acts on every job by accident.
+ */
+import { Hono } from 'hono';
+import { streamSSE } from 'hono/streaming';
+import { JobNotFoundError, ValidationError } from '../core/errors.js';
+import type { JobState } from '../core/types.js';
+import { CANCELLABLE_STATES, RETRYABLE_STATES } from '../jobs/job-store.js';
+import { JOB_STATES } from '../core/types.js';
+import type { JobFilter } from '../jobs/job-filter.js';
+import { ScheduleNotFoundError } from '../schedules.js';
+import { WorkflowNotFoundError } from '../workflow/store.js';
+import type { LiveFeed } from './live.js';
+import type { ResolvedDashboardOptions } from './options.js';
+import { filterFromQuery, hasFilterParams, listFromQuery } from './query.js';
+import { consoleJob } from './serialize.js';
+
+export type BulkAction = 'retry' | 'cancel' | 'delete';
+const BULK_STATES: Record<BulkAction, readonly JobState[]> = {
+  retry: RETRYABLE_STATES,
+  cancel: CANCELLABLE_STATES,
+  delete: JOB_STATES.filter((s) => s !== 'running'),
+};
+
+/** The filter narrowed to the states a bulk action changes. */
+export function forAction(filter: JobFilter, action: BulkAction): JobFilter {
+  const allowed = BULK_STATES[action];
+  const given = filter.state === undefined ? allowed : (Array.isArray(filter.state) ? filter.state : [filter.state]).filter((s) => allowed.includes(s));
+  return { ...filter, state: given.length ? [...given] : [] };
+}
+
+function parseAction(value: string): BulkAction {
+  if (value === 'retry' || value === 'cancel' || value === 'delete') return value;
+  throw new ValidationError('action', 'must be retry, cancel or delete');
+}
+
+export function apiRoutes(o: ResolvedDashboardOptions, live: LiveFeed, csrfToken: string, streams: Set<AbortController>): Hono {
+  const { pgq, hidePayloads } = o;
+  const api = new Hono();
+  const query = (url: string): URLSearchParams => new URL(url).searchParams;
+
+  api.get('/csrf', (c) => c.json({ token: csrfToken }));
+  api.get('/overview', async (c) => c.json(await live.snapshot()));
+  api.get('/queues', async (c) => c.json((await live.snapshot()).queues));
+  api.get('/series', async (c) => {
+    const range = c.req.query('range') ?? 'hour';
+    if (range !== 'hour' && range !== 'day') throw new ValidationError('range', 'must be hour or day');
+    return c.json(await live.series(range, c.req.query('queue') || undefined));
+  });
+
+  api.get('/jobs', async (c) => {
+    const filter = listFromQuery(query(c.req.url), hidePayloads);
+    const limit = filter.limit ?? 50;
+    const jobs = await pgq.listJobs({ ...filter, limit });
+    return c.json({ jobs: jobs.map((j) => consoleJob(j, hidePayloads)), next: jobs.length === limit ? jobs.at(-1)!.id : null });
+  });
+  api.get('/jobs/count', async (c) => {
+    const filter = filterFromQuery(query(c.req.url), hidePayloads);
+    const action = c.req.query('action');
+    const scoped = action ? forAction(filter, parseAction(action)) : filter;
+    const count = Array.isArray(scoped.state) && scoped.state.length === 0 ? 0 : await pgq.countJobs(scoped);
+    return c.json({ count });
+  });
+  api.get('/jobs/:id{[0-9]+}', async (c) => {
+    const job = await pgq.getJob(c.req.param('id'));
+    if (!job) throw new JobNotFoundError(c.req.param('id'));
+    return c.json(consoleJob(job, hidePayloads));
+  });
+  api.post('/jobs/:id{[0-9]+}/retry', async (c) => c.json(consoleJob(await pgq.retryJob(c.req.param('id')), hidePayloads)));
+  api.post('/jobs/:id{[0-9]+}/cancel', async (c) => c.json(consoleJob(await pgq.cancelJob(c.req.param('id')), hidePayloads)));
+  api.post('/jobs/:id{[0-9]+}/delete', async (c) => {
+    if (!(await pgq.deleteJob(c.req.param('id')))) throw new JobNotFoundError(c.req.param('id'));
+    return c.json({ deleted: true });
+  });
+  api.post('/jobs/:action{retry|cancel|delete}', async (c) => {
+    const params = query(c.req.url);
+    if (!hasFilterParams(params)) throw new ValidationError('filter', 'a bulk action needs at least one filter (state, queue, task, since, until, payload, result, error, workflow)');
+    const filter = filterFromQuery(params, hidePayloads);
+    const action = parseAction(c.req.param('action'));
+    const count = action === 'retry' ? await pgq.retryJobs(filter) : action === 'cancel' ? await pgq.cancelJobs(filter) : await pgq.deleteJobs(filter);
+    return c.json({ action, count });
+  });
+
+  api.get('/schedules', async (c) => c.json(await pgq.listSchedules()));
+  api.post('/schedules/:name/pause', async (c) => c.json(await pgq.pauseSchedule(c.req.param('name'))));
+  api.post('/schedules/:name/resume', async (c) => c.json(await pgq.resumeSchedule(c.req.param('name'))));
+  api.post('/schedules/:name/run', async (c) => c.json(consoleJob(await pgq.runSchedule(c.req.param('name')), hidePayloads)));
+
+  api.get('/workflows', async (c) => {
+    const before = c.req.query('before') || undefined;
+    const limit = c.req.query('limit');
+    if (limit !== undefined && !/^\d+$/.test(limit)) throw new ValidationError('limit', 'must be a whole number');
+    return c.json(await pgq.listWorkflows({ before, limit: limit === undefined ? undefined : Number(limit) }));
+  });
+  api.get('/workflows/:id{[0-9]+}', async (c) => {
+    const workflow = await pgq.getWorkflow(c.req.param('id'));
+    if (!workflow) throw new WorkflowNotFoundError(c.req.param('id'));
+    return c.json(hidePayloads ? { ...workflow, result: null, steps: workflow.steps.map((s) => ({ ...s, payload: null, result: null })) } : workflow);
+  });
+  api.get('/workers', async (c) => c.json(await pgq.listWorkers()));
+
+  api.get('/events', (c) =>
+    streamSSE(c, async (stream) => {
+      const controller = new AbortController();
+      streams.add(controller);
+      let id = 0;
+      const send = (data: unknown): void => void stream.writeSSE({ event: 'snapshot', id: String(++id), data: JSON.stringify(data) }).catch(() => controller.abort());
+      const unsubscribe = live.subscribe(send);
+      stream.onAbort(() => controller.abort());
+      try {
+        send(await live.snapshot());
+        await new Promise<void>((resolve) => {
+          if (controller.signal.aborted) return resolve();
+          controller.signal.addEventListener('abort', () => resolve(), { once: true });
+        });
+      } finally {
+        unsubscribe();
+        streams.delete(controller);
+      }
+    }),
+  );
+  return api;
+}
+
+/** HTTP status for an error the API or a page ran into. */
+export function statusOf(err: unknown): 400 | 404 | 409 | 500 {
+  if (err instanceof ValidationError) return 400;
+  if (err instanceof JobNotFoundError || err instanceof WorkflowNotFoundError || err instanceof ScheduleNotFoundError) return 404;
+  const code = (err as { code?: unknown } | null)?.code;
+  if (code === 'PGQ_NOT_RETRYABLE' || code === 'PGQ_JOB_RUNNING') return 409;
+  return 500;
+}

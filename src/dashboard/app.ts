@@ -1,0 +1,110 @@
+/**
+ * The console as one Hono app under its base path: security first (basic
+ * auth, then read-only and CSRF for anything that is not GET or HEAD), then
+ * the assets, the JSON API and the pages. Both `fetch` and the Node handler
+ * in index.ts run this one app.
+ */
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { Hono, type Context } from 'hono';
+import { basicAuth } from 'hono/basic-auth';
+import { HTTPException } from 'hono/http-exception';
+import { errorMessage, errorSummary } from '../core/errors.js';
+import { queueSnapshot, throughputSeries } from '../inspection/queue-stats.js';
+import { apiRoutes, statusOf } from './api.js';
+import { consoleClient } from './assets/client.js';
+import { CONSOLE_CSS, FAVICON_SVG } from './assets/styles.js';
+import { html } from './html.js';
+import { LiveFeed } from './live.js';
+import type { ResolvedDashboardOptions } from './options.js';
+import type { PageContext } from './pages/components.js';
+import { jobPage } from './pages/job.js';
+import { jobsPage } from './pages/jobs.js';
+import { layout, type Page } from './pages/layout.js';
+import { overviewPage } from './pages/overview.js';
+import { queuesPage } from './pages/queues.js';
+import { schedulesPage } from './pages/schedules.js';
+import { workersPage } from './pages/workers.js';
+import { workflowPage, workflowsPage } from './pages/workflows.js';
+
+const CLIENT_JS = `(${consoleClient.toString()})();\n`;
+
+/** The app, and what must be closed with it. */
+export interface ConsoleApp {
+  app: Hono;
+  live: LiveFeed;
+  streams: Set<AbortController>;
+}
+
+function sameSecret(given: string, expected: string): boolean {
+  const a = Buffer.from(given);
+  const b = Buffer.from(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+export function buildConsoleApp(o: ResolvedDashboardOptions): ConsoleApp {
+  const { pgq } = o;
+  const csrfToken = createHmac('sha256', o.secret).update('pgq-dashboard-csrf').digest('base64url');
+  const live = new LiveFeed(
+    () => queueSnapshot(pgq.kysely, pgq.schema),
+    (range, queue) => throughputSeries(pgq.kysely, pgq.schema, range, queue),
+    o.pollIntervalMs,
+    (err) => pgq.logger.warn({}, `pgq console could not read its live snapshot: ${errorMessage(err)}`),
+  );
+  const streams = new Set<AbortController>();
+  const app = new Hono({ strict: false }).basePath(o.basePath || '/');
+
+  if (o.basicAuth) {
+    const { username, password } = o.basicAuth;
+    app.use('*', basicAuth({ username, password, realm: 'pgq console' }));
+  }
+  app.use('*', async (c, next) => {
+    const method = c.req.method;
+    if (method === 'GET' || method === 'HEAD') return next();
+    if (o.readOnly) return c.json({ error: { code: 'PGQ_READ_ONLY', message: 'this console is read-only' } }, 403);
+    if (!sameSecret(c.req.header('x-pgq-csrf') ?? '', csrfToken)) {
+      return c.json({ error: { code: 'PGQ_CSRF', message: 'missing or wrong X-Pgq-Csrf header (GET api/csrf gives the token)' } }, 403);
+    }
+    return next();
+  });
+  app.onError((err, c) => {
+    if (err instanceof HTTPException) return err.getResponse(); // basic auth's 401
+    const status = statusOf(err);
+    if (status === 500) pgq.logger.error({ err: errorSummary(err) }, `pgq console: ${errorMessage(err)}`);
+    const message = status === 500 ? 'internal error (see the server log)' : errorMessage(err);
+    const code = (err as { code?: unknown }).code;
+    if (c.req.path.startsWith(`${o.basePath}/api/`)) return c.json({ error: { code: typeof code === 'string' ? code : 'PGQ_ERROR', message } }, status);
+    return c.html(html`<!doctype html><title>pgq: ${status}</title><p>${message}</p><p><a href="${o.basePath}/">Back to the console</a></p>`.value, status);
+  });
+
+  const cache = { 'Cache-Control': 'public, max-age=300' };
+  app.get('/assets/console.js', (c) => c.body(CLIENT_JS, 200, { 'Content-Type': 'text/javascript; charset=utf-8', ...cache }));
+  app.get('/assets/console.css', (c) => c.body(CONSOLE_CSS, 200, { 'Content-Type': 'text/css; charset=utf-8', ...cache }));
+  app.get('/assets/favicon.svg', (c) => c.body(FAVICON_SVG, 200, { 'Content-Type': 'image/svg+xml', ...cache }));
+  app.route('/api', apiRoutes(o, live, csrfToken, streams));
+
+  const context = (c: Context): PageContext => ({
+    base: o.basePath,
+    readOnly: o.readOnly,
+    hidePayloads: o.hidePayloads,
+    csrfToken,
+    query: new URL(c.req.url).searchParams,
+  });
+  const page = (render: (ctx: PageContext, c: Context) => Promise<Page>) => async (c: Context) => {
+    const ctx = context(c);
+    const result = await render(ctx, c);
+    c.header('Cache-Control', 'no-store');
+    c.header('X-Frame-Options', 'DENY');
+    c.header('Content-Security-Policy', "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'");
+    if (c.req.header('x-pgq-fragment') === '1') return c.html(result.region.value);
+    return c.html(layout(ctx, result, pgq.schema).value);
+  };
+  app.get('/', page(async (ctx) => overviewPage(ctx, live, (await pgq.listWorkers()).length)));
+  app.get('/jobs', page((ctx) => jobsPage(ctx, pgq)));
+  app.get('/jobs/:id{[0-9]+}', page((ctx, c) => jobPage(ctx, pgq, c.req.param('id') ?? '')));
+  app.get('/workflows', page((ctx) => workflowsPage(ctx, pgq)));
+  app.get('/workflows/:id{[0-9]+}', page((ctx, c) => workflowPage(ctx, pgq, c.req.param('id') ?? '')));
+  app.get('/schedules', page((ctx) => schedulesPage(ctx, pgq)));
+  app.get('/queues', page((ctx) => queuesPage(ctx, live)));
+  app.get('/workers', page((ctx) => workersPage(ctx, pgq)));
+  return { app, live, streams };
+}

@@ -1,0 +1,140 @@
+/// <reference lib="dom" />
+/**
+ * The console's browser script, served as `assets/console.js`: the source of
+ * `consoleClient` is sent as it is, so it must stay self-contained (no
+ * imports, nothing from this module's scope).
+ *
+ * - Times: `<time data-local>` in the viewer's zone, `<time data-ago>` as an age.
+ * - Live: one EventSource on `api/events`; each snapshot refreshes the page's
+ *   live region when it changed (`data-live="change"`) or every time (`tick`).
+ * - Actions: `button[data-post]` confirms in a dialog (after fetching a count
+ *   for bulk actions), POSTs with the CSRF token, reports the outcome.
+ */
+export function consoleClient(): void {
+  const meta = (name: string): string => document.querySelector<HTMLMetaElement>(`meta[name="${name}"]`)?.content ?? '';
+  const base = meta('pgq-base');
+  const csrf = meta('pgq-csrf');
+  const region = document.getElementById('live');
+  const flashBox = document.getElementById('flash');
+  const status = document.getElementById('live-status');
+  const dialog = document.getElementById('confirm') as HTMLDialogElement | null;
+
+  function ago(seconds: number): string {
+    const s = Math.abs(seconds);
+    const text = s < 1 ? 'now' : s < 90 ? `${Math.round(s)}s` : s < 5_400 ? `${Math.round(s / 60)}m` : s < 172_800 ? `${Math.round(s / 3_600)}h` : `${Math.round(s / 86_400)}d`;
+    if (text === 'now') return 'just now';
+    return seconds >= 0 ? `${text} ago` : `in ${text}`;
+  }
+
+  function formatTimes(root: ParentNode): void {
+    root.querySelectorAll<HTMLTimeElement>('time[data-local]').forEach((el) => {
+      const d = new Date(el.dateTime);
+      el.textContent = d.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
+      el.title = `${el.dateTime} (${Intl.DateTimeFormat().resolvedOptions().timeZone})`;
+    });
+    root.querySelectorAll<HTMLTimeElement>('time[data-ago]').forEach((el) => {
+      el.textContent = ago((Date.now() - new Date(el.dateTime).getTime()) / 1000);
+      el.title = new Date(el.dateTime).toLocaleString();
+    });
+  }
+
+  let flashTimer: number | undefined;
+  function flash(text: string, tone: 'ok' | 'error'): void {
+    if (!flashBox) return;
+    flashBox.textContent = text;
+    flashBox.className = `show ${tone}`;
+    window.clearTimeout(flashTimer);
+    flashTimer = window.setTimeout(() => (flashBox.className = ''), 8_000);
+  }
+
+  let refreshing = false;
+  async function refresh(): Promise<void> {
+    if (!region || refreshing || document.hidden || dialog?.open) return;
+    refreshing = true;
+    try {
+      const res = await fetch(location.href, { headers: { 'X-Pgq-Fragment': '1' } });
+      if (res.ok) {
+        region.innerHTML = await res.text();
+        formatTimes(region);
+      }
+    } finally {
+      refreshing = false;
+    }
+  }
+
+  function ask(message: string): Promise<boolean> {
+    if (!dialog) return Promise.resolve(window.confirm(message));
+    dialog.querySelector('.message')!.textContent = message;
+    return new Promise((resolve) => {
+      dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok'), { once: true });
+      dialog.returnValue = '';
+      dialog.showModal();
+    });
+  }
+
+  function describe(body: unknown): string {
+    const b = body as { action?: string; count?: number; deleted?: boolean; state?: string; id?: string; paused?: boolean; name?: string } | null;
+    if (b && typeof b.count === 'number' && b.action) {
+      const verb = b.action === 'retry' ? 'Retried' : b.action === 'cancel' ? 'Cancelled' : 'Deleted';
+      return `${verb} ${b.count} job${b.count === 1 ? '' : 's'}.`;
+    }
+    if (b?.deleted) return 'Deleted.';
+    if (b && typeof b.paused === 'boolean' && b.name) return `Schedule ${b.name} is ${b.paused ? 'paused' : 'active'}.`;
+    if (b?.id && b.state) return `Job ${b.id} is ${b.state}.`;
+    return 'Done.';
+  }
+
+  async function act(button: HTMLButtonElement): Promise<void> {
+    let message = button.dataset.confirm ?? '';
+    if (button.dataset.count) {
+      const res = await fetch(button.dataset.count);
+      const body = (await res.json()) as { count?: number; error?: { message: string } };
+      if (!res.ok) return flash(body.error?.message ?? `Request failed (${res.status})`, 'error');
+      if (!body.count) return flash('No jobs match, so there is nothing to do.', 'ok');
+      message = message.replace('{count}', body.count.toLocaleString());
+    }
+    if (message && !(await ask(message))) return;
+    button.disabled = true;
+    try {
+      const res = await fetch(button.dataset.post!, { method: 'POST', headers: { 'X-Pgq-Csrf': csrf, 'Content-Type': 'application/json' }, body: '{}' });
+      const body = (await res.json().catch(() => null)) as { error?: { message: string } } | null;
+      if (!res.ok) return flash(body?.error?.message ?? `Request failed (${res.status})`, 'error');
+      flash(describe(body), 'ok');
+      if (button.dataset.after) location.href = button.dataset.after;
+      else await refresh();
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  document.addEventListener('click', (event) => {
+    const button = (event.target as Element | null)?.closest<HTMLButtonElement>('button[data-post]');
+    if (!button) return;
+    event.preventDefault();
+    act(button).catch((err: unknown) => flash(String(err), 'error'));
+  });
+
+  formatTimes(document);
+  window.setInterval(() => formatTimes(document), 5_000);
+
+  const mode = region?.dataset.live ?? 'none';
+  let lastKey: string | null = null;
+  const events = new EventSource(`${base}/api/events`);
+  events.addEventListener('snapshot', (event) => {
+    if (status) {
+      status.textContent = 'live';
+      status.className = 'pill live-dot on';
+    }
+    const snapshot = JSON.parse((event as MessageEvent<string>).data) as { queues: unknown };
+    const key = JSON.stringify(snapshot.queues);
+    const changed = lastKey !== null && key !== lastKey;
+    lastKey = key;
+    if (mode === 'tick' || (mode === 'change' && changed)) void refresh();
+  });
+  events.addEventListener('error', () => {
+    if (status) {
+      status.textContent = 'reconnecting…';
+      status.className = 'pill live-dot off';
+    }
+  });
+}

@@ -1,0 +1,82 @@
+/**
+ * The console's live data, shared by every viewer: one snapshot query per
+ * interval however many pages are open. While at least one event stream is
+ * subscribed, a timer reads the snapshot every `intervalMs` and pushes it to
+ * all of them; API reads in between get the cached one. Chart series are
+ * cached the same way, for longer.
+ */
+import type { OverviewSnapshot, SeriesRange, ThroughputSeries } from '../inspection/queue-stats.js';
+
+type Listener = (snapshot: OverviewSnapshot) => void;
+
+export class LiveFeed {
+  readonly #listeners = new Set<Listener>();
+  #cached: { at: number; value: Promise<OverviewSnapshot> } | null = null;
+  readonly #series = new Map<string, { at: number; value: Promise<ThroughputSeries> }>();
+  #timer: NodeJS.Timeout | null = null;
+  #closed = false;
+
+  constructor(
+    private readonly loadSnapshot: () => Promise<OverviewSnapshot>,
+    private readonly loadSeries: (range: SeriesRange, queue?: string) => Promise<ThroughputSeries>,
+    private readonly intervalMs: number,
+    private readonly onError: (err: unknown) => void,
+  ) {}
+
+  /** The latest snapshot, read now only if the cached one is older than the interval. */
+  snapshot(): Promise<OverviewSnapshot> {
+    const now = performance.now();
+    if (!this.#cached || now - this.#cached.at >= this.intervalMs) {
+      const value = this.loadSnapshot();
+      value.catch(() => (this.#cached = null));
+      this.#cached = { at: now, value };
+    }
+    return this.#cached.value;
+  }
+
+  /** Throughput series, cached for ten intervals (at least 10 s). */
+  series(range: SeriesRange, queue?: string): Promise<ThroughputSeries> {
+    const key = `${range}\u0000${queue ?? ''}`;
+    const now = performance.now();
+    const hit = this.#series.get(key);
+    if (hit && now - hit.at < Math.max(10_000, this.intervalMs * 10)) return hit.value;
+    const value = this.loadSeries(range, queue);
+    value.catch(() => this.#series.delete(key));
+    if (this.#series.size > 100) this.#series.clear();
+    this.#series.set(key, { at: now, value });
+    return value;
+  }
+
+  /** Calls `listener` with every new snapshot until the returned function is called. */
+  subscribe(listener: Listener): () => void {
+    this.#listeners.add(listener);
+    if (!this.#timer && !this.#closed) this.#timer = setInterval(() => void this.#tick(), this.intervalMs);
+    return () => {
+      this.#listeners.delete(listener);
+      if (this.#listeners.size === 0 && this.#timer) {
+        clearInterval(this.#timer);
+        this.#timer = null;
+      }
+    };
+  }
+
+  get subscribers(): number {
+    return this.#listeners.size;
+  }
+
+  close(): void {
+    this.#closed = true;
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = null;
+    this.#listeners.clear();
+  }
+
+  async #tick(): Promise<void> {
+    try {
+      const snapshot = await this.snapshot();
+      for (const listener of this.#listeners) listener(snapshot);
+    } catch (err) {
+      this.onError(err);
+    }
+  }
+}

@@ -1,0 +1,74 @@
+/** The console's options, checked once at construction; all defaults here. */
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+import { ValidationError } from '../core/errors.js';
+import { zodToValidationError } from '../task.js';
+import type { Pgq } from '../client.js';
+
+/** Options of `createDashboard`. */
+export interface DashboardOptions {
+  /** The Pgq the console reads and acts through (its schema is the one shown). */
+  pgq: Pgq;
+  /** Path the console is served under, e.g. `/admin/jobs`. Default `/`. */
+  basePath?: string;
+  /** Hide every action and refuse every state-changing request with 403. Default false. */
+  readOnly?: boolean;
+  /** Require HTTP basic auth with these credentials (401 without them). */
+  basicAuth?: { username: string; password: string };
+  /** Never show or search payloads and results (for payloads that hold personal data). Default false. */
+  hidePayloads?: boolean;
+  /** How often the one shared live snapshot is read while anyone watches. Default 2,000 ms. */
+  pollIntervalMs?: number;
+  /** Secret the CSRF token is derived from. Default: random for this process. */
+  secret?: string;
+}
+
+export interface ResolvedDashboardOptions {
+  pgq: Pgq;
+  /** Always starts with `/` and ends without one (`''` for the root). */
+  basePath: string;
+  readOnly: boolean;
+  basicAuth: { username: string; password: string } | null;
+  hidePayloads: boolean;
+  pollIntervalMs: number;
+  secret: string;
+}
+
+const schema = z
+  .object({
+    basePath: z
+      .string()
+      .regex(/^\/[A-Za-z0-9._~\-/]*$/, 'must be a path such as / or /admin/jobs')
+      .default('/'),
+    readOnly: z.boolean().default(false),
+    basicAuth: z.object({ username: z.string().min(1).refine((u) => !u.includes(':'), 'must not contain ":"'), password: z.string().min(1) }).optional(),
+    hidePayloads: z.boolean().default(false),
+    pollIntervalMs: z.number().int().min(200).max(60_000).default(2_000),
+    secret: z.string().min(16).optional(),
+  })
+  .strict();
+
+export function resolveDashboardOptions(options: DashboardOptions): ResolvedDashboardOptions {
+  if (options === null || typeof options !== 'object') throw new ValidationError('dashboard', 'expects an options object');
+  const { pgq, ...rest } = options;
+  if (!pgq || typeof pgq.listJobs !== 'function') throw new ValidationError('dashboard.pgq', 'must be a Pgq instance');
+  const parsed = schema.safeParse(rest);
+  if (!parsed.success) throw zodToValidationError(parsed.error, 'dashboard');
+  const o = parsed.data;
+  return Object.freeze({
+    pgq,
+    basePath: o.basePath.replace(/\/+$/, ''),
+    readOnly: o.readOnly,
+    basicAuth: o.basicAuth ?? null,
+    hidePayloads: o.hidePayloads,
+    pollIntervalMs: o.pollIntervalMs,
+    secret: o.secret ?? randomBytes(32).toString('hex'),
+  });
+}
+
+/** Reads `user:password` (the --basic-auth flag, PGQ_DASHBOARD_AUTH). */
+export function parseBasicAuth(value: string): { username: string; password: string } {
+  const at = value.indexOf(':');
+  if (at < 1 || at === value.length - 1) throw new ValidationError('basicAuth', 'must be user:password');
+  return { username: value.slice(0, at), password: value.slice(at + 1) };
+}

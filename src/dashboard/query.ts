@@ -1,0 +1,69 @@
+/** Job filters from a query string: the console's filter form, its links and the JSON API read them the same way. */
+import { ValidationError } from '../core/errors.js';
+import { JOB_STATES, type JobState } from '../core/types.js';
+import { parseEvery } from '../maintenance/cron.js';
+import { parseJsonMatch, type JobFilter, type ListJobsFilter } from '../jobs/job-filter.js';
+
+const FILTER_KEYS = ['state', 'queue', 'task', 'since', 'until', 'payload', 'result', 'error', 'workflow'] as const;
+
+function time(key: string, value: string): Date {
+  if (/^\s*(\d+\s*(ms|s|m|h|d)\s*)+$/i.test(value)) return new Date(Date.now() - parseEvery(value, key));
+  const date = new Date(value);
+  if (Number.isNaN(date.getTime())) throw new ValidationError(key, `must be a duration back from now (1h, 30m, 2d) or a date, got ${JSON.stringify(value)}`);
+  return date;
+}
+
+/** The filter in `params`; empty values are ignored. With `hidePayloads`, payload and result searches are refused. */
+export function filterFromQuery(params: URLSearchParams, hidePayloads: boolean): JobFilter {
+  const get = (key: string): string | undefined => {
+    const value = params.get(key)?.trim();
+    return value ? value : undefined;
+  };
+  const filter: JobFilter = {};
+  const states = params.getAll('state').flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
+  for (const state of states) {
+    if (!(JOB_STATES as readonly string[]).includes(state)) throw new ValidationError('state', `must be one of ${JOB_STATES.join(', ')}, got ${JSON.stringify(state)}`);
+  }
+  if (states.length) filter.state = states.length === 1 ? (states[0] as JobState) : (states as JobState[]);
+  const queue = get('queue');
+  const task = get('task');
+  const since = get('since');
+  const until = get('until');
+  const workflow = get('workflow');
+  if (queue) filter.queue = queue;
+  if (task) filter.task = task;
+  if (since) filter.since = time('since', since);
+  if (until) filter.until = time('until', until);
+  if (workflow) filter.workflowId = workflow;
+  for (const key of ['payload', 'result', 'error'] as const) {
+    const value = get(key);
+    if (!value) continue;
+    if (hidePayloads && key !== 'error') throw new ValidationError(key, 'payloads and results are hidden in this console, so they cannot be searched');
+    filter[key] = parseJsonMatch(value);
+  }
+  return filter;
+}
+
+/** The filter plus `before` and `limit`. */
+export function listFromQuery(params: URLSearchParams, hidePayloads: boolean): ListJobsFilter {
+  const filter: ListJobsFilter = filterFromQuery(params, hidePayloads);
+  const before = params.get('before')?.trim();
+  const limit = params.get('limit')?.trim();
+  if (before) filter.before = before;
+  if (limit) {
+    if (!/^\d+$/.test(limit)) throw new ValidationError('limit', `must be a whole number, got ${JSON.stringify(limit)}`);
+    filter.limit = Number(limit);
+  }
+  return filter;
+}
+
+/** The filter's own query-string entries (for links that keep it). */
+export function filterParams(params: URLSearchParams): URLSearchParams {
+  const out = new URLSearchParams();
+  for (const key of FILTER_KEYS) for (const value of params.getAll(key)) if (value.trim()) out.append(key, value);
+  return out;
+}
+
+export function hasFilterParams(params: URLSearchParams): boolean {
+  return [...filterParams(params).keys()].length > 0;
+}

@@ -1,0 +1,144 @@
+/**
+ * What the console's overview reads, kept cheap enough to run every few
+ * seconds on a large table:
+ *
+ * - `queueSnapshot`: per queue, jobs by state for every state but
+ *   `succeeded` (an index-only walk of the partial `jobs_state_queue_idx`,
+ *   which leaves succeeded rows out), the oldest due waiting job, and the
+ *   planner's estimate of the whole table. Succeeded jobs are counted by
+ *   time window in `throughputSeries` instead of all-time.
+ * - `throughputSeries`: finished jobs per bucket (succeeded, failed,
+ *   cancelled) and the mean wait from due (`run_at`) to start, over the last
+ *   hour (1-minute buckets) or day (30-minute buckets), read through the BRIN
+ *   index on `finished_at`.
+ */
+import { sql, type Kysely } from 'kysely';
+import { JOB_STATES, type JobState } from '../core/types.js';
+import type { PgqDatabase } from '../db/tables.js';
+
+/** One queue's live picture. */
+export interface QueueSnapshot {
+  queue: string;
+  /** Jobs by state; `succeeded` is always 0 here (see `throughputSeries`). */
+  counts: Record<JobState, number>;
+  /** `run_at` of the oldest due job not yet claimed. */
+  oldestWaitingRunAt: Date | null;
+}
+
+/** The overview: every queue, and an estimate of the table's size. */
+export interface OverviewSnapshot {
+  queues: QueueSnapshot[];
+  /** Planner estimate of rows in `jobs` (from the last ANALYZE), not an exact count. */
+  estimatedJobs: number;
+  /** Database time of the snapshot. */
+  at: Date;
+}
+
+/** Range of a throughput series. */
+export type SeriesRange = 'hour' | 'day';
+
+/** One time bucket. */
+export interface SeriesPoint {
+  at: Date;
+  succeeded: number;
+  failed: number;
+  cancelled: number;
+  /** Mean seconds from due to start of the jobs finished in the bucket; null when none finished. */
+  meanWaitSeconds: number | null;
+}
+
+export interface ThroughputSeries {
+  range: SeriesRange;
+  bucketSeconds: number;
+  points: SeriesPoint[];
+}
+
+const zeroCounts = (): Record<JobState, number> => Object.fromEntries(JOB_STATES.map((s) => [s, 0])) as Record<JobState, number>;
+
+export async function queueSnapshot(kysely: Kysely<PgqDatabase>, schema: string): Promise<OverviewSnapshot> {
+  const [rows, oldest, meta] = await Promise.all([
+    kysely
+      .selectFrom('jobs')
+      .select((eb) => ['queue', 'state', eb.fn.countAll<string>().as('n')])
+      .where('state', '<>', 'succeeded')
+      .groupBy(['state', 'queue'])
+      .execute(),
+    kysely
+      .selectFrom('jobs')
+      .select((eb) => ['queue', eb.fn.min<Date>('run_at').as('oldest')])
+      .where('state', '=', 'available')
+      .groupBy('queue')
+      .execute(),
+    sql<{ estimate: number; at: Date }>`
+      SELECT greatest(reltuples, 0)::float8 AS estimate, now() AS at FROM pg_class
+       WHERE oid = to_regclass(${`${quote(schema)}.jobs`})`.execute(kysely),
+  ]);
+  const byQueue = new Map<string, QueueSnapshot>();
+  const get = (queue: string): QueueSnapshot => {
+    let q = byQueue.get(queue);
+    if (!q) byQueue.set(queue, (q = { queue, counts: zeroCounts(), oldestWaitingRunAt: null }));
+    return q;
+  };
+  for (const row of rows) get(row.queue).counts[row.state] = Number(row.n);
+  for (const row of oldest) get(row.queue).oldestWaitingRunAt = row.oldest;
+  const first = meta.rows[0];
+  return {
+    queues: [...byQueue.values()].sort((a, b) => a.queue.localeCompare(b.queue)),
+    estimatedJobs: Math.round(Number(first?.estimate ?? 0)),
+    at: first?.at ?? new Date(),
+  };
+}
+
+export async function throughputSeries(kysely: Kysely<PgqDatabase>, schema: string, range: SeriesRange, queue?: string): Promise<ThroughputSeries> {
+  const bucketSeconds = range === 'hour' ? 60 : 1_800;
+  const buckets = range === 'hour' ? 60 : 48;
+  const span = bucketSeconds * buckets;
+  const result = await sql<{ bucket: Date; state: JobState; n: string; wait: number | null; now_bucket: Date }>`
+    WITH bounds AS (
+      SELECT date_bin(make_interval(secs => ${bucketSeconds}), now(), timestamptz '2000-01-01') AS now_bucket
+    )
+    SELECT date_bin(make_interval(secs => ${bucketSeconds}), j.finished_at, timestamptz '2000-01-01') AS bucket,
+           j.state, count(*) AS n,
+           avg(extract(epoch from j.started_at - j.run_at))::float8 AS wait,
+           b.now_bucket
+      FROM bounds b
+      JOIN ${sql.id(schema, 'jobs')} j
+        ON j.finished_at >= b.now_bucket - make_interval(secs => ${span - bucketSeconds})
+       AND j.state IN ('succeeded', 'failed', 'cancelled')
+       AND (${queue ?? null}::text IS NULL OR j.queue = ${queue ?? null})
+     GROUP BY 1, 2, b.now_bucket`.execute(kysely);
+  const nowBucket = result.rows[0]?.now_bucket ?? floorTo(new Date(), bucketSeconds);
+  const start = nowBucket.getTime() - (buckets - 1) * bucketSeconds * 1_000;
+  const points: (SeriesPoint & { waitSum: number; waitN: number })[] = Array.from({ length: buckets }, (_, i) => ({
+    at: new Date(start + i * bucketSeconds * 1_000),
+    succeeded: 0,
+    failed: 0,
+    cancelled: 0,
+    meanWaitSeconds: null,
+    waitSum: 0,
+    waitN: 0,
+  }));
+  for (const row of result.rows) {
+    const point = points[Math.round((row.bucket.getTime() - start) / (bucketSeconds * 1_000))];
+    if (!point || !(row.state === 'succeeded' || row.state === 'failed' || row.state === 'cancelled')) continue;
+    const n = Number(row.n);
+    point[row.state] += n;
+    if (row.wait !== null && row.state !== 'cancelled') {
+      point.waitSum += Number(row.wait) * n;
+      point.waitN += n;
+    }
+  }
+  return {
+    range,
+    bucketSeconds,
+    points: points.map(({ waitSum, waitN, ...p }) => ({ ...p, meanWaitSeconds: waitN ? Math.max(0, waitSum / waitN) : null })),
+  };
+}
+
+function floorTo(date: Date, seconds: number): Date {
+  return new Date(Math.floor(date.getTime() / (seconds * 1_000)) * seconds * 1_000);
+}
+
+function quote(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}

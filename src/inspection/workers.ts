@@ -1,0 +1,57 @@
+/**
+ * Live workers as an operator sees them: the `workers` rows, how many jobs
+ * each holds now (from the running-jobs index), and which one holds the
+ * maintenance lease.
+ */
+import { sql, type Kysely } from 'kysely';
+import type { PgqDatabase } from '../db/tables.js';
+
+/** One live worker. */
+export interface WorkerInfo {
+  id: string;
+  hostname: string;
+  pid: number;
+  queues: string[];
+  concurrency: number;
+  startedAt: Date;
+  lastHeartbeatAt: Date;
+  /** Seconds since the last heartbeat, by the database's clock. */
+  heartbeatAgeSeconds: number;
+  /** Jobs in state `running` held by this worker. */
+  runningJobs: number;
+  /** Whether it holds the maintenance lease (rescuer, scheduler, pruner) now. */
+  isLeader: boolean;
+}
+
+/** Every registered worker, longest-running first. */
+export async function listWorkers(kysely: Kysely<PgqDatabase>): Promise<WorkerInfo[]> {
+  const [workers, running, leader] = await Promise.all([
+    kysely
+      .selectFrom('workers')
+      .selectAll()
+      .select(sql<number>`extract(epoch from now() - last_heartbeat_at)::float8`.as('age'))
+      .orderBy('started_at')
+      .orderBy('id')
+      .execute(),
+    kysely
+      .selectFrom('jobs')
+      .select((eb) => ['worker_id', eb.fn.countAll<string>().as('n')])
+      .where('state', '=', 'running')
+      .groupBy('worker_id')
+      .execute(),
+    kysely.selectFrom('leader').select('leader_id').where('name', '=', 'maintenance').where('expires_at', '>', sql<Date>`now()`).executeTakeFirst(),
+  ]);
+  const byWorker = new Map(running.map((r) => [r.worker_id, Number(r.n)]));
+  return workers.map((w) => ({
+    id: w.id,
+    hostname: w.hostname,
+    pid: w.pid,
+    queues: w.queues,
+    concurrency: w.concurrency,
+    startedAt: w.started_at as unknown as Date,
+    lastHeartbeatAt: w.last_heartbeat_at as unknown as Date,
+    heartbeatAgeSeconds: Math.max(0, Number(w.age)),
+    runningJobs: byWorker.get(w.id) ?? 0,
+    isLeader: leader?.leader_id === w.id,
+  }));
+}

@@ -1,0 +1,124 @@
+/**
+ * Which jobs an inspection or a bulk action is about: one filter shape for
+ * `listJobs`, `countJobs`, the bulk `retryJobs`/`cancelJobs`/`deleteJobs`,
+ * the console and the CLI, validated in one place and turned into one SQL
+ * condition.
+ */
+import { sql, type Expression, type ExpressionBuilder, type SqlBool } from 'kysely';
+import { ValidationError } from '../core/errors.js';
+import { JOB_STATES, type JobState, type Json } from '../core/types.js';
+import type { PgqDatabase } from '../db/tables.js';
+
+/**
+ * A match on a JSON column: `{ contains }` is JSON containment (`@>`: every
+ * key and value given is in the column, e.g. `{ to: 'a@b.co' }`), `{ text }`
+ * a case-insensitive substring of the column's JSON text.
+ */
+export type JsonMatch = { contains: Json } | { text: string };
+
+/** Which jobs. Every field narrows; an empty filter means every job. */
+export interface JobFilter {
+  /** One state or several. */
+  state?: JobState | readonly JobState[];
+  queue?: string;
+  task?: string;
+  /** Enqueued (`created_at`) at or after this time. */
+  since?: Date;
+  /** Enqueued before this time. */
+  until?: Date;
+  /** On the payload. */
+  payload?: JsonMatch;
+  /** On the result. */
+  result?: JsonMatch;
+  /** On the errors (`{ text }` searches messages and stacks; `{ contains }` matches e.g. `[{ "attempt": 3 }]`). */
+  error?: JsonMatch;
+  /** Only jobs of this workflow. */
+  workflowId?: string;
+}
+
+/** Filters of `listJobs`: a JobFilter plus keyset paging. */
+export interface ListJobsFilter extends JobFilter {
+  /** Only jobs with a smaller id: pass the last id of a page to get the next one. */
+  before?: string;
+  /** At most this many, newest first. Default 50, at most 1,000. */
+  limit?: number;
+}
+
+const ID = /^[0-9]{1,19}$/;
+
+/** A job id as a string of digits, or a ValidationError naming `field`. */
+export function parseJobId(id: unknown, field = 'id'): string {
+  if (typeof id === 'number' && Number.isSafeInteger(id) && id > 0) return String(id);
+  if (typeof id !== 'string' || !ID.test(id)) {
+    throw new ValidationError(field, `${JSON.stringify(id)} is not a job id (a string of digits)`);
+  }
+  return id;
+}
+
+/** The filter checked field by field; throws a ValidationError naming the first bad one. */
+export function validateJobFilter(filter: JobFilter): JobFilter {
+  if (filter === null || typeof filter !== 'object') throw new ValidationError('filter', 'must be an object');
+  const states = filter.state === undefined ? [] : Array.isArray(filter.state) ? filter.state : [filter.state];
+  for (const state of states) {
+    if (!JOB_STATES.includes(state as JobState)) throw new ValidationError('state', `must be one of ${JOB_STATES.join(', ')}, got ${JSON.stringify(state)}`);
+  }
+  for (const key of ['queue', 'task'] as const) {
+    const value = filter[key];
+    if (value !== undefined && (typeof value !== 'string' || value.length === 0)) throw new ValidationError(key, 'must be a non-empty string');
+  }
+  for (const key of ['since', 'until'] as const) {
+    const value = filter[key];
+    if (value !== undefined && (!(value instanceof Date) || Number.isNaN(value.getTime()))) throw new ValidationError(key, 'must be a valid Date');
+  }
+  for (const key of ['payload', 'result', 'error'] as const) {
+    const match = filter[key];
+    if (match === undefined) continue;
+    if (match === null || typeof match !== 'object') throw new ValidationError(key, 'must be { contains: <json> } or { text: <string> }');
+    if ('text' in match) {
+      if (typeof match.text !== 'string' || match.text.length === 0) throw new ValidationError(`${key}.text`, 'must be a non-empty string');
+    } else if (!('contains' in match) || match.contains === undefined) {
+      throw new ValidationError(key, 'must be { contains: <json> } or { text: <string> }');
+    }
+  }
+  if (filter.workflowId !== undefined) parseJobId(filter.workflowId, 'workflowId');
+  return filter;
+}
+
+/** Reads a JSON match from a command line or query string: JSON objects and arrays are containment, anything else is text. */
+export function parseJsonMatch(value: string): JsonMatch {
+  const trimmed = value.trim();
+  if (trimmed.startsWith('{') || trimmed.startsWith('[')) {
+    try {
+      return { contains: JSON.parse(trimmed) as Json };
+    } catch {
+      // not JSON after all: search it as text
+    }
+  }
+  return { text: value };
+}
+
+/** The filter as one SQL condition on `jobs`. */
+export function jobFilterCondition(eb: ExpressionBuilder<PgqDatabase, 'jobs'>, filter: JobFilter): Expression<SqlBool> {
+  const and: Expression<SqlBool>[] = [];
+  if (filter.state !== undefined) {
+    const states = Array.isArray(filter.state) ? [...filter.state] : [filter.state as JobState];
+    and.push(states.length === 1 ? eb('state', '=', states[0]!) : eb('state', 'in', states));
+  }
+  if (filter.queue !== undefined) and.push(eb('queue', '=', filter.queue));
+  if (filter.task !== undefined) and.push(eb('task', '=', filter.task));
+  if (filter.since !== undefined) and.push(sql<SqlBool>`created_at >= ${filter.since}`);
+  if (filter.until !== undefined) and.push(sql<SqlBool>`created_at < ${filter.until}`);
+  if (filter.workflowId !== undefined) and.push(eb('workflow_id', '=', filter.workflowId));
+  const columns = { payload: 'payload', result: 'result', error: 'errors' } as const;
+  for (const key of ['payload', 'result', 'error'] as const) {
+    const match = filter[key];
+    if (match === undefined) continue;
+    const column = sql.ref(columns[key]);
+    and.push(
+      'text' in match
+        ? sql<SqlBool>`strpos(lower(${column}::text), lower(${match.text})) > 0`
+        : sql<SqlBool>`${column} @> ${JSON.stringify(match.contains)}::jsonb`,
+    );
+  }
+  return eb.and(and);
+}

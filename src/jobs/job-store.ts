@@ -1,0 +1,211 @@
+/**
+ * Jobs as an operator sees them: read one, list with filters and keyset
+ * paging, count, and act on one job or on every job a filter matches
+ * (retry, cancel, delete). The worker's hot path is elsewhere (db/statements);
+ * everything here is Kysely.
+ *
+ * Bulk actions walk the matching jobs newest first in batches of
+ * `BULK_BATCH`, one transaction per batch with the batch's rows locked, so a
+ * million-row retry neither holds one huge transaction nor misses rows; each
+ * batch applies the same rule as the single action (a running job is
+ * cancelled through its signal, a workflow step is retried only where
+ * `retryJob` would retry it, a running job is never deleted). They resolve to
+ * how many jobs they changed.
+ */
+import { sql, type Kysely, type Transaction } from 'kysely';
+import { JobNotFoundError, PgqError } from '../core/errors.js';
+import { FINAL_STATES, JOB_STATES, isFinalState, type JobRecord, type JobState } from '../core/types.js';
+import { ValidationError } from '../core/errors.js';
+import { toJobRecord, type JobRow } from '../db/rows.js';
+import type { PgqDatabase } from '../db/tables.js';
+import type { ChannelNames } from '../notify/channels.js';
+import type { WorkflowStore } from '../workflow/store.js';
+import { jobFilterCondition, parseJobId, validateJobFilter, type JobFilter, type ListJobsFilter } from './job-filter.js';
+
+/** States `retryJob` accepts. */
+export const RETRYABLE_STATES: readonly JobState[] = ['failed', 'cancelled', 'retryable', 'scheduled'];
+/** States `cancelJob` changes (every state that is not final). */
+export const CANCELLABLE_STATES: readonly JobState[] = JOB_STATES.filter((s) => !FINAL_STATES.includes(s));
+/** Rows per transaction of a bulk action. */
+export const BULK_BATCH = 500;
+
+export interface JobStoreDeps {
+  kysely: Kysely<PgqDatabase>;
+  channels: ChannelNames;
+  workflows: WorkflowStore;
+}
+
+type Trx = Transaction<PgqDatabase>;
+
+/** Behind Pgq's job inspection and job actions. */
+export class JobStore {
+  constructor(private readonly deps: JobStoreDeps) {}
+
+  async get<Payload = unknown, Result = unknown>(id: string): Promise<JobRecord<Payload, Result> | null> {
+    const row = await this.deps.kysely.selectFrom('jobs').selectAll().where('id', '=', parseJobId(id)).executeTakeFirst();
+    return row ? toJobRecord<Payload, Result>(row as unknown as JobRow) : null;
+  }
+
+  async list(filter: ListJobsFilter = {}): Promise<JobRecord[]> {
+    validateJobFilter(filter);
+    const limit = filter.limit ?? 50;
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1_000) throw new ValidationError('limit', 'must be an integer from 1 to 1000');
+    let query = this.deps.kysely
+      .selectFrom('jobs')
+      .selectAll()
+      .where((eb) => jobFilterCondition(eb, filter))
+      .orderBy('id', 'desc')
+      .limit(limit);
+    if (filter.before !== undefined) query = query.where('id', '<', parseJobId(filter.before, 'before'));
+    const rows = await query.execute();
+    return rows.map((r) => toJobRecord(r as unknown as JobRow));
+  }
+
+  /** How many jobs match; with `max`, counting stops there (the answer is then at most `max`). */
+  async count(filter: JobFilter = {}, max?: number): Promise<number> {
+    validateJobFilter(filter);
+    if (max !== undefined && (!Number.isInteger(max) || max < 1)) throw new ValidationError('max', 'must be a positive integer');
+    const matching = this.deps.kysely
+      .selectFrom('jobs')
+      .select(sql<number>`1`.as('one'))
+      .where((eb) => jobFilterCondition(eb, filter));
+    const row = await this.deps.kysely
+      .selectFrom((max === undefined ? matching : matching.limit(max)).as('m'))
+      .select((eb) => eb.fn.countAll<string>().as('n'))
+      .executeTakeFirstOrThrow();
+    return Number(row.n);
+  }
+
+  async cancel(id: string): Promise<JobRecord> {
+    const jobId = parseJobId(id);
+    const row = await this.deps.kysely.transaction().execute(async (trx) => {
+      const before = await trx.selectFrom('jobs').select(['state']).where('id', '=', jobId).forUpdate().executeTakeFirst();
+      if (!before) return undefined;
+      if (!isFinalState(before.state)) await this.#cancelLocked(trx, [{ id: jobId, state: before.state }]);
+      return trx.selectFrom('jobs').selectAll().where('id', '=', jobId).executeTakeFirstOrThrow();
+    });
+    if (!row) throw new JobNotFoundError(jobId);
+    return toJobRecord(row as unknown as JobRow);
+  }
+
+  async retry(id: string): Promise<JobRecord> {
+    const jobId = parseJobId(id);
+    const row = await this.deps.kysely.transaction().execute(async (trx) => {
+      const before = await trx.selectFrom('jobs').select(['state', 'queue']).where('id', '=', jobId).forUpdate().executeTakeFirst();
+      if (!before) throw new JobNotFoundError(jobId);
+      if (!RETRYABLE_STATES.includes(before.state)) {
+        throw new PgqError('PGQ_NOT_RETRYABLE', `job ${jobId} is ${before.state}; only failed, cancelled, retryable or scheduled jobs can be retried`);
+      }
+      await this.deps.workflows.prepareRetry(trx, jobId);
+      await this.#makeAvailable(trx, [jobId], [before.queue]);
+      return trx.selectFrom('jobs').selectAll().where('id', '=', jobId).executeTakeFirstOrThrow();
+    });
+    return toJobRecord(row as unknown as JobRow);
+  }
+
+  /** Deletes a job that is not running; false when there is none. */
+  async delete(id: string): Promise<boolean> {
+    const jobId = parseJobId(id);
+    return this.deps.kysely.transaction().execute(async (trx) => {
+      const before = await trx.selectFrom('jobs').select(['state']).where('id', '=', jobId).forUpdate().executeTakeFirst();
+      if (!before) return false;
+      if (before.state === 'running') {
+        throw new PgqError('PGQ_JOB_RUNNING', `job ${jobId} is running; cancel it first (its handler is told through ctx.signal), then delete it`);
+      }
+      await trx.deleteFrom('jobs').where('id', '=', jobId).execute();
+      return true;
+    });
+  }
+
+  /** Retries every matching failed, cancelled, retryable or scheduled job; workflow steps that retryJob would refuse are skipped. */
+  async retryMany(filter: JobFilter): Promise<number> {
+    return this.#bulk(filter, RETRYABLE_STATES, async (trx, rows) => {
+      const ids: string[] = [];
+      for (const row of rows) {
+        if (row.workflow_id !== null) {
+          try {
+            await this.deps.workflows.prepareRetry(trx, row.id);
+          } catch (err) {
+            if (err instanceof PgqError && err.code === 'PGQ_NOT_RETRYABLE') continue;
+            throw err;
+          }
+        }
+        ids.push(row.id);
+      }
+      await this.#makeAvailable(trx, ids, rows.filter((r) => ids.includes(r.id)).map((r) => r.queue));
+      return ids.length;
+    });
+  }
+
+  /** Cancels every matching job that is not final; running handlers see their signal abort. */
+  async cancelMany(filter: JobFilter): Promise<number> {
+    return this.#bulk(filter, CANCELLABLE_STATES, async (trx, rows) => {
+      await this.#cancelLocked(trx, rows);
+      return rows.length;
+    });
+  }
+
+  /** Deletes every matching job that is not running. */
+  async deleteMany(filter: JobFilter): Promise<number> {
+    return this.#bulk(filter, JOB_STATES.filter((s) => s !== 'running'), async (trx, rows) => {
+      const ids = rows.map((r) => r.id);
+      await trx.deleteFrom('jobs').where(sql<boolean>`id = ANY(${ids}::bigint[])`).execute();
+      return ids.length;
+    });
+  }
+
+  /** Walks the matching jobs in `states` newest first, a locked batch per transaction, and sums what `apply` changed. */
+  async #bulk(
+    filter: JobFilter,
+    states: readonly JobState[],
+    apply: (trx: Trx, rows: { id: string; state: JobState; queue: string; workflow_id: string | null }[]) => Promise<number>,
+  ): Promise<number> {
+    validateJobFilter(filter);
+    const wanted = filter.state === undefined ? states : (Array.isArray(filter.state) ? filter.state : [filter.state]).filter((s) => states.includes(s));
+    if (wanted.length === 0) return 0;
+    let cursor: string | null = null;
+    let total = 0;
+    for (;;) {
+      const after: string | null = cursor;
+      const { changed, last, full } = await this.deps.kysely.transaction().execute(async (trx) => {
+        let query = trx
+          .selectFrom('jobs')
+          .select(['id', 'state', 'queue', 'workflow_id'])
+          .where((eb) => jobFilterCondition(eb, { ...filter, state: wanted }))
+          .orderBy('id', 'desc')
+          .limit(BULK_BATCH)
+          .forUpdate();
+        if (after !== null) query = query.where('id', '<', after);
+        const rows = await query.execute();
+        return { changed: rows.length ? await apply(trx, rows) : 0, last: rows.at(-1)?.id ?? null, full: rows.length === BULK_BATCH };
+      });
+      total += changed;
+      if (!full || last === null) return total;
+      cursor = last;
+    }
+  }
+
+  /** Makes locked jobs available now with at least one more attempt, and wakes their queues' workers. */
+  async #makeAvailable(trx: Trx, ids: string[], queues: string[]): Promise<void> {
+    if (ids.length === 0) return;
+    await trx
+      .updateTable('jobs')
+      .set({ state: 'available', run_at: sql`now()`, finished_at: null, max_attempts: sql`greatest(max_attempts, attempts + 1)` })
+      .where(sql<boolean>`id = ANY(${ids}::bigint[])`)
+      .execute();
+    for (const queue of new Set(queues)) await sql`SELECT pg_notify(${this.deps.channels.jobs}, ${queue})`.execute(trx);
+  }
+
+  /** Cancels locked, not-final jobs; tells the workers of running ones, and the waiters of all. */
+  async #cancelLocked(trx: Trx, rows: { id: string; state: JobState }[]): Promise<void> {
+    const ids = rows.map((r) => r.id);
+    await trx
+      .updateTable('jobs')
+      .set({ state: 'cancelled', finished_at: sql`now()` })
+      .where(sql<boolean>`id = ANY(${ids}::bigint[])`)
+      .execute();
+    for (const row of rows) if (row.state === 'running') await sql`SELECT pg_notify(${this.deps.channels.cancel}, ${row.id})`.execute(trx);
+    const done = ids.join(',');
+    await sql`SELECT pg_notify(${this.deps.channels.done}, ${done.length <= 7_000 ? done : '*'})`.execute(trx);
+  }
+}

@@ -1,0 +1,95 @@
+/**
+ * `ctx.progress(value)`: a handler reports how far it got. The value goes to
+ * `jobs.progress`, written like every write of an attempt: only while the job
+ * is still `running` for this attempt (`state = 'running' AND attempts = n`),
+ * so a late report never touches a rescued, cancelled or finished job.
+ *
+ * Writes are throttled per attempt: the first report is written at once,
+ * later ones at most every `minIntervalMs`; a report inside the interval
+ * replaces the pending one, and the last pending value is always written
+ * when the interval ends. Reporting never throws for database trouble (it is
+ * logged): a handler's work does not fail because a progress bar could not be
+ * saved. A bad value (not 0–100, not JSON, too large) throws a ValidationError.
+ */
+import { ValidationError, errorMessage, errorSummary } from '../core/errors.js';
+import { toJsonText } from '../core/json.js';
+import type { Logger } from '../core/logger.js';
+import type { JobProgress } from '../core/types.js';
+import type { SqlExecutor } from '../db/executor.js';
+import { quoteIdent } from '../db/identifiers.js';
+
+/** Largest progress object, in bytes of JSON. */
+export const MAX_PROGRESS_BYTES = 4_096;
+/** Default least time between two progress writes of one attempt. */
+export const PROGRESS_MIN_INTERVAL_MS = 250;
+
+/** Reports progress of one attempt; resolves once this value (or a later one) was written or given up. */
+export type ProgressReporter = (value: JobProgress) => Promise<void>;
+
+/** Makes the `ctx.progress` of each attempt a worker runs. */
+export class ProgressWriter {
+  readonly #text: string;
+  readonly #name: string;
+
+  constructor(
+    private readonly db: SqlExecutor,
+    schema: string,
+    private readonly logger: Logger,
+    private readonly minIntervalMs = PROGRESS_MIN_INTERVAL_MS,
+  ) {
+    this.#name = `pgq_${schema}_job_progress`;
+    this.#text = `UPDATE ${quoteIdent(schema)}.jobs SET progress = $1::jsonb, progress_at = now()
+                  WHERE id = $2 AND state = 'running' AND attempts = $3`;
+  }
+
+  /** The reporter for one attempt of one job. */
+  reporter(jobId: string, attempt: number): ProgressReporter {
+    let lastWriteAt = -Infinity;
+    let pending: { text: string; waiters: (() => void)[] } | null = null;
+    let timer: NodeJS.Timeout | null = null;
+    let writing: Promise<void> = Promise.resolve();
+
+    const write = (text: string, waiters: (() => void)[]): void => {
+      lastWriteAt = performance.now();
+      writing = writing
+        .then(() => this.db.query({ name: this.#name, text: this.#text, values: [text, jobId, attempt] }))
+        .then(
+          () => undefined,
+          (err: unknown) =>
+            this.logger.warn({ err: errorSummary(err), jobId }, `pgq could not save the progress of job ${jobId}: ${errorMessage(err)}`),
+        )
+        .finally(() => waiters.forEach((w) => w()));
+    };
+    const flush = (): void => {
+      timer = null;
+      if (!pending) return;
+      const { text, waiters } = pending;
+      pending = null;
+      write(text, waiters);
+    };
+
+    return (value: JobProgress) => {
+      const text = progressText(value);
+      return new Promise<void>((resolve) => {
+        const wait = performance.now() - lastWriteAt;
+        if (!pending && wait >= this.minIntervalMs) return write(text, [resolve]);
+        pending = { text, waiters: [...(pending?.waiters ?? []), resolve] };
+        timer ??= setTimeout(flush, Math.max(0, this.minIntervalMs - wait)).unref();
+      });
+    };
+  }
+}
+
+/** The JSON text of a progress value, or a ValidationError saying what is wrong. */
+export function progressText(value: unknown): string {
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value) || value < 0 || value > 100) {
+      throw new ValidationError('progress', `a number must be from 0 to 100, got ${String(value)}`);
+    }
+    return JSON.stringify(value);
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new ValidationError('progress', 'must be a number from 0 to 100 or a JSON object such as { done: 3, of: 10 }');
+  }
+  return toJsonText(value, 'progress', MAX_PROGRESS_BYTES);
+}

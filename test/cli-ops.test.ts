@@ -1,0 +1,97 @@
+/**
+ * The CLI's operator commands as the built binary: jobs list with filters and
+ * --before, jobs show for people and --json, jobs delete, bulk retry and
+ * cancel by filter with counts, workers, workflows list and show.
+ */
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { chain, defineTask, PermanentError, step, type Pgq } from '../src/index.js';
+import { useTestSchema } from './support/harness.js';
+
+const ctx = useTestSchema('cliops');
+const root = path.resolve(import.meta.dirname, '..');
+const bin = path.join(root, 'dist/cli/main.js');
+
+function pgq(args: string[]) {
+  const r = spawnSync(process.execPath, [bin, '--schema', ctx.schema, ...args], {
+    env: { ...process.env, DATABASE_URL: ctx.url, PGQ_LOG_LEVEL: 'warn' },
+    cwd: root,
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+const boom = defineTask({
+  name: 'boom',
+  queue: 'emails',
+  maxAttempts: 1,
+  schema: z.object({ to: z.string() }),
+  handler: ({ to }) => {
+    throw new PermanentError(`mailbox ${to} is full`);
+  },
+});
+const ok = defineTask({ name: 'ok', schema: z.number(), handler: (n) => n * 2 });
+
+let app: Pgq;
+const ids: string[] = [];
+beforeAll(async () => {
+  app = await ctx.migrated({ tasks: [boom, ok] });
+  for (const to of ['a@x.y', 'b@x.y', 'c@x.y']) ids.push((await app.enqueue(boom, { to })).id);
+  await app.enqueueWorkflow(chain(step(ok, 1), step(ok)), { name: 'doubling' });
+  const worker = app.worker({ queues: ['emails', 'default'] });
+  await worker.start();
+  for (const id of ids) await app.waitForJob(id, { timeoutMs: 20_000 });
+  await app.waitForWorkflow((await app.listWorkflows())[0]!.id, { timeoutMs: 20_000 });
+  await worker.stop();
+});
+
+describe('pgq operator commands', { timeout: 180_000 }, () => {
+  it('lists with --payload and pages with --before', () => {
+    const byPayload = pgq(['jobs', 'list', '--payload', '{"to":"b@x.y"}']);
+    expect(byPayload.code).toBe(0);
+    expect(byPayload.stdout).toMatch(new RegExp(`^${ids[1]}\\s+boom\\s+emails\\s+failed`, 'm'));
+    expect(byPayload.stdout).not.toMatch(new RegExp(`^${ids[0]}\\s`, 'm'));
+    const first = pgq(['jobs', 'list', '--task', 'boom', '--limit', '2']);
+    expect(first.stdout).toMatch(new RegExp(`next page: --before ${ids[1]}`));
+    const next = JSON.parse(pgq(['--json', 'jobs', 'list', '--task', 'boom', '--before', ids[1]!]).stdout) as { id: string }[];
+    expect(next.map((j) => j.id)).toEqual([ids[0]]);
+    expect(pgq(['jobs', 'list', '--since', 'soon']).stderr).toMatch(/--since must be a duration back from now/);
+  });
+
+  it('shows a job for people, with its stack, and as JSON with --json', () => {
+    const shown = pgq(['jobs', 'show', ids[0]!]);
+    expect(shown.stdout).toMatch(new RegExp(`^job ${ids[0]}\\n  task\\s+boom`));
+    expect(shown.stdout).toMatch(/attempt 1 at .*: mailbox a@x.y is full\n\s+at /);
+    expect(shown.stdout).toMatch(/payload\n  \{\n    "to": "a@x.y"/);
+    expect(JSON.parse(pgq(['--json', 'jobs', 'show', ids[0]!]).stdout)).toMatchObject({ id: ids[0], state: 'failed', progress: null });
+  });
+
+  it('retries and cancels in bulk by filter and prints how many', async () => {
+    expect(pgq(['retry']).stderr).toMatch(/give a job id, or filter flags/);
+    expect(pgq(['retry', '--state', 'failed', '--queue', 'emails', '--since', '1h'])).toMatchObject({ code: 0, stdout: 'retried 3 jobs\n' });
+    expect(pgq(['retry', '--state', 'failed', '--queue', 'emails'])).toMatchObject({ stdout: 'retried 0 jobs\n' });
+    expect(pgq(['cancel', '--queue', 'emails', '--payload', 'c@x.y']).stdout).toBe('cancelled 1 job\n');
+    expect(pgq(['--json', 'cancel', '--queue', 'emails']).stdout).toMatch(/"cancelled": 2/);
+    expect(await app.countJobs({ queue: 'emails', state: 'cancelled' })).toBe(3);
+  });
+
+  it('deletes one job or many', async () => {
+    expect(pgq(['jobs', 'delete', ids[0]!]).stdout).toBe(`deleted job ${ids[0]}\n`);
+    expect(pgq(['jobs', 'delete', ids[0]!])).toMatchObject({ code: 1, stderr: expect.stringMatching(/does not exist|not found/i) });
+    expect(pgq(['jobs', 'delete', '--state', 'cancelled', '--queue', 'emails']).stdout).toBe('deleted 2 jobs\n');
+    expect(await app.countJobs({ queue: 'emails' })).toBe(0);
+  });
+
+  it('lists workers, and workflows as a list and a tree', () => {
+    expect(pgq(['workers']).stdout).toBe('no workers\n');
+    const list = pgq(['workflows', 'list']);
+    expect(list.stdout).toMatch(/doubling\s+succeeded\s+2\/2 succeeded/);
+    const id = /^(\d+)\s+doubling/m.exec(list.stdout)![1]!;
+    const tree = pgq(['workflows', 'show', id]);
+    expect(tree.stdout).toMatch(new RegExp(`^workflow ${id} doubling \\[succeeded\\]\\n└─ \\S+ \\[succeeded\\] job \\d+ \\(ok\\)\\n   └─ \\S+ \\[succeeded\\] job \\d+ \\(ok\\)`));
+    expect(pgq(['workflows', 'show', '99999999']).stderr).toMatch(/workflow 99999999 does not exist/);
+  });
+});

@@ -1,0 +1,198 @@
+/**
+ * The console over HTTP without a browser: every JSON endpoint, every page,
+ * the fetch handler and the Node handler mounted under a base path in a
+ * node:http app, basic auth (401), read-only (403), CSRF (403), hidden
+ * payloads, and escaping of a `<script>` payload.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { chain, defineTask, PermanentError, step, type Pgq } from '../src/index.js';
+import { createDashboard, type Dashboard } from '../src/dashboard/index.js';
+import { useTestSchema } from './support/harness.js';
+
+const ctx = useTestSchema('dashapi');
+const mail = defineTask({ name: 'mail', queue: 'emails', maxAttempts: 1, schema: z.object({ to: z.string() }), handler: ({ to }) => ({ sent: to }) });
+const boom = defineTask({
+  name: 'boom',
+  queue: 'emails',
+  maxAttempts: 1,
+  schema: z.object({ to: z.string() }),
+  handler: ({ to }) => {
+    throw new PermanentError(`mailbox ${to} is full`);
+  },
+});
+
+let pgq: Pgq;
+let dashboard: Dashboard;
+let token: string;
+const dashboards: Dashboard[] = [];
+const make = (o: Omit<Parameters<typeof createDashboard>[0], 'pgq'> = {}): Dashboard => {
+  const d = createDashboard({ pgq, pollIntervalMs: 200, ...o });
+  dashboards.push(d);
+  return d;
+};
+const get = (d: Dashboard, path: string, headers: Record<string, string> = {}) => d.fetch(new Request(`http://console.test${path}`, { headers }));
+const post = (d: Dashboard, path: string, headers: Record<string, string> = {}) =>
+  d.fetch(new Request(`http://console.test${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: '{}' }));
+
+beforeAll(async () => {
+  pgq = await ctx.migrated({ tasks: [mail, boom] });
+  dashboard = make();
+  token = ((await (await get(dashboard, '/api/csrf')).json()) as { token: string }).token;
+  await pgq.enqueue(boom, { to: 'dead@x.y' });
+  await pgq.enqueue(mail, { to: 'ok@x.y' });
+  await pgq.enqueue(mail, { to: '<script>alert(1)</script>' }, { queue: 'xss', delayMs: 600_000 });
+  await pgq.enqueueWorkflow(chain(step(mail, { to: 'a@x.y' }), step(mail, { to: 'b@x.y' })), { name: 'two' });
+  await pgq.schedule({ name: 'nightly', cron: '0 2 * * *', timezone: 'Europe/Rome', task: 'mail', payload: { to: 'ops@x.y' } });
+  const worker = pgq.worker({ queues: ['emails'] });
+  await worker.start();
+  await pgq.waitForJob((await pgq.listJobs({ task: 'boom' }))[0]!.id, { timeoutMs: 20_000 });
+  const wf = (await pgq.listWorkflows())[0]!;
+  await pgq.waitForWorkflow(wf.id, { timeoutMs: 20_000 });
+  await worker.stop();
+});
+afterAll(async () => {
+  await Promise.all(dashboards.map((d) => d.close()));
+});
+
+describe('JSON API', () => {
+  it('lists, filters, counts, shows and acts on jobs', async () => {
+    const list = (await (await get(dashboard, '/api/jobs?state=failed&payload={"to":"dead@x.y"}')).json()) as { jobs: { id: string; errors: { stack: string }[] }[]; next: string | null };
+    expect(list.jobs).toHaveLength(1);
+    expect(list.next).toBeNull();
+    const id = list.jobs[0]!.id;
+    expect(list.jobs[0]!.errors[0]!.stack).toMatch(/mailbox dead@x.y is full/);
+    const paged = (await (await get(dashboard, '/api/jobs?task=mail&limit=1')).json()) as { jobs: { id: string }[]; next: string };
+    expect(paged.next).toBe(paged.jobs[0]!.id);
+    expect(await (await get(dashboard, '/api/jobs/count?queue=emails&action=retry')).json()).toEqual({ count: 1 });
+    expect(await (await get(dashboard, `/api/jobs/${id}`)).json()).toMatchObject({ id, state: 'failed', payload: { to: 'dead@x.y' } });
+    expect((await get(dashboard, '/api/jobs/99999999')).status).toBe(404);
+    expect((await get(dashboard, '/api/jobs?state=nope')).status).toBe(400);
+
+    const retried = await post(dashboard, `/api/jobs/${id}/retry`, { 'x-pgq-csrf': token });
+    expect(await retried.json()).toMatchObject({ id, state: 'available' });
+    expect((await post(dashboard, `/api/jobs/${id}/retry`, { 'x-pgq-csrf': token })).status).toBe(409);
+    expect(await (await post(dashboard, `/api/jobs/${id}/cancel`, { 'x-pgq-csrf': token })).json()).toMatchObject({ state: 'cancelled' });
+    expect(await (await post(dashboard, '/api/jobs/retry?queue=emails&state=cancelled', { 'x-pgq-csrf': token })).json()).toEqual({ action: 'retry', count: 1 });
+    expect(await (await post(dashboard, '/api/jobs/cancel?task=boom', { 'x-pgq-csrf': token })).json()).toEqual({ action: 'cancel', count: 1 });
+    expect((await post(dashboard, '/api/jobs/delete', { 'x-pgq-csrf': token })).status).toBe(400); // no filter: refused
+    expect(await (await post(dashboard, `/api/jobs/${id}/delete`, { 'x-pgq-csrf': token })).json()).toEqual({ deleted: true });
+    expect(await pgq.getJob(id)).toBeNull();
+  });
+
+  it('serves overview, series, queues, workflows, schedules, workers and live events', async () => {
+    const overview = (await (await get(dashboard, '/api/overview')).json()) as { queues: { queue: string; counts: Record<string, number> }[] };
+    expect(overview.queues.find((q) => q.queue === 'xss')!.counts.scheduled).toBe(1);
+    expect(await (await get(dashboard, '/api/queues')).json()).toEqual(overview.queues);
+    const series = (await (await get(dashboard, '/api/series?range=day')).json()) as { points: { succeeded: number }[]; bucketSeconds: number };
+    expect(series.bucketSeconds).toBe(1_800);
+    expect(series.points.reduce((a, p) => a + p.succeeded, 0)).toBeGreaterThanOrEqual(3);
+    expect((await get(dashboard, '/api/series?range=week')).status).toBe(400);
+    const workflows = (await (await get(dashboard, '/api/workflows')).json()) as { id: string; state: string }[];
+    expect(workflows[0]).toMatchObject({ state: 'succeeded' });
+    expect(await (await get(dashboard, `/api/workflows/${workflows[0]!.id}`)).json()).toMatchObject({ name: 'two', steps: [{ step: expect.any(String) }, {}] });
+    expect(await (await get(dashboard, '/api/workers')).json()).toEqual([]);
+    expect(await (await get(dashboard, '/api/schedules')).json()).toEqual([expect.objectContaining({ name: 'nightly', paused: false })]);
+    expect(await (await post(dashboard, '/api/schedules/nightly/pause', { 'x-pgq-csrf': token })).json()).toMatchObject({ paused: true });
+    expect(await (await post(dashboard, '/api/schedules/nightly/resume', { 'x-pgq-csrf': token })).json()).toMatchObject({ paused: false });
+    expect(await (await post(dashboard, '/api/schedules/nightly/run', { 'x-pgq-csrf': token })).json()).toMatchObject({ task: 'mail', state: 'available' });
+    expect((await post(dashboard, '/api/schedules/missing/pause', { 'x-pgq-csrf': token })).status).toBe(404);
+
+    const events = await get(dashboard, '/api/events');
+    expect(events.headers.get('content-type')).toMatch(/text\/event-stream/);
+    const reader = events.body!.getReader();
+    let text = '';
+    while (!text.includes('\n\n')) text += new TextDecoder().decode((await reader.read()).value);
+    expect(text).toMatch(/event: snapshot\ndata: \{"queues":/);
+    await reader.cancel();
+  });
+});
+
+describe('pages', () => {
+  it('renders every page, escaping a <script> payload', async () => {
+    for (const path of ['/', '/?range=day', '/jobs', '/jobs?state=failed', '/workflows', '/schedules', '/queues', '/workers']) {
+      const res = await get(dashboard, path);
+      expect(res.status, path).toBe(200);
+      expect(await res.text(), path).toMatch(/<\/html>/);
+    }
+    const [xss] = await pgq.listJobs({ queue: 'xss' });
+    const page = await (await get(dashboard, `/jobs/${xss!.id}`)).text();
+    expect(page).not.toContain('<script>alert(1)</script>');
+    expect(page).toContain('&lt;script&gt;alert(1)&lt;/script&gt;');
+    const wf = (await pgq.listWorkflows())[0]!;
+    expect(await (await get(dashboard, `/workflows/${wf.id}`)).text()).toMatch(/<svg class="graph"/);
+    const fragment = await (await get(dashboard, '/jobs', { 'x-pgq-fragment': '1' })).text();
+    expect(fragment).not.toMatch(/<html/);
+    expect((await get(dashboard, '/assets/console.js')).headers.get('content-type')).toMatch(/javascript/);
+    expect((await get(dashboard, '/jobs/424242424')).status).toBe(404);
+  });
+
+  it('hides payloads and refuses to search them when asked', async () => {
+    const hidden = make({ hidePayloads: true });
+    const [xss] = await pgq.listJobs({ queue: 'xss' });
+    expect(await (await get(hidden, `/api/jobs/${xss!.id}`)).json()).toMatchObject({ payload: null, payloadHidden: true });
+    expect((await get(hidden, '/api/jobs?payload=abc')).status).toBe(400);
+    expect(await (await get(hidden, `/jobs/${xss!.id}`)).text()).not.toContain('alert(1)');
+  });
+});
+
+describe('safety', () => {
+  it('refuses POSTs without the CSRF token', async () => {
+    const res = await post(dashboard, '/api/schedules/nightly/pause');
+    expect(res.status).toBe(403);
+    expect((await pgq.getSchedule('nightly'))!.paused).toBe(false);
+  });
+
+  it('read-only: no action buttons, no token, every POST is 403', async () => {
+    const ro = make({ readOnly: true });
+    const page = await (await get(ro, '/jobs?state=failed')).text();
+    expect(page).not.toMatch(/data-post=/);
+    expect(page).toMatch(/read-only/);
+    expect((await post(ro, '/api/schedules/nightly/pause', { 'x-pgq-csrf': token })).status).toBe(403);
+    expect((await pgq.getSchedule('nightly'))!.paused).toBe(false);
+  });
+
+  it('basic auth: 401 without credentials, 200 with them', async () => {
+    const locked = make({ basicAuth: { username: 'ops', password: 's3cret' } });
+    const none = await get(locked, '/');
+    expect(none.status).toBe(401);
+    expect(none.headers.get('www-authenticate')).toMatch(/Basic/);
+    expect((await get(locked, '/api/jobs', { authorization: `Basic ${Buffer.from('ops:wrong').toString('base64')}` })).status).toBe(401);
+    expect((await get(locked, '/api/jobs', { authorization: `Basic ${Buffer.from('ops:s3cret').toString('base64')}` })).status).toBe(200);
+  });
+
+  it('rejects bad options with the field named', () => {
+    expect(() => createDashboard({ pgq, basePath: 'admin' })).toThrow(/dashboard\.basePath: must be a path/);
+    expect(() => createDashboard({ pgq, pollIntervalMs: 5 })).toThrow(/pollIntervalMs/);
+  });
+});
+
+describe('mounted in a node:http app under /admin/jobs', () => {
+  it('answers under the base path and passes everything else on', async () => {
+    const mounted = make({ basePath: '/admin/jobs' });
+    const server = http.createServer((req, res) =>
+      mounted.node(req, res, () => {
+        res.statusCode = 200;
+        res.end('the app itself');
+      }),
+    );
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      const page = await fetch(`${base}/admin/jobs/jobs`);
+      expect(page.status).toBe(200);
+      expect(await page.text()).toContain('href="/admin/jobs/assets/console.css"');
+      expect((await fetch(`${base}/admin/jobs`)).status).toBe(200);
+      expect(await (await fetch(`${base}/elsewhere`)).text()).toBe('the app itself');
+      const csrf = ((await (await fetch(`${base}/admin/jobs/api/csrf`)).json()) as { token: string }).token;
+      const ran = await fetch(`${base}/admin/jobs/api/schedules/nightly/run`, { method: 'POST', headers: { 'x-pgq-csrf': csrf } });
+      expect(await ran.json()).toMatchObject({ state: 'available' });
+      expect((await mounted.fetch(new Request('http://x/other'))).status).toBe(404);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+});

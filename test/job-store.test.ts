@@ -1,0 +1,229 @@
+/**
+ * The job operations behind the console and the CLI: filters (payload,
+ * result and error by containment or text, time, workflow), keyset paging,
+ * counts, delete, bulk retry/cancel/delete with their counts, ctx.progress
+ * (stored, throttled, attempt-guarded), listWorkers and listWorkflows; and
+ * the index the jobs page relies on at a million rows.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { chain, defineTask, JobNotFoundError, PermanentError, step, ValidationError, type Pgq } from '../src/index.js';
+import { ProgressWriter } from '../src/worker/progress.js';
+import { pgExecutor } from '../src/db/executor.js';
+import { deferred, until, useTestSchema } from './support/harness.js';
+
+const ctx = useTestSchema('jobstore');
+
+const mail = defineTask({ name: 'mail', queue: 'emails', maxAttempts: 1, schema: z.object({ to: z.string(), n: z.number().optional() }), handler: ({ to }) => ({ sent: to }) });
+const boom = defineTask({
+  name: 'boom',
+  queue: 'emails',
+  maxAttempts: 1,
+  schema: z.object({ to: z.string() }),
+  handler: ({ to }) => {
+    throw new PermanentError(`mailbox ${to} is full`);
+  },
+});
+const release = deferred();
+const steps: number[] = [];
+const slow = defineTask({
+  name: 'slow',
+  schema: z.object({}),
+  handler: async (_p, c) => {
+    for (const n of [10, 20, 30, 40, 50]) {
+      await c.progress(n);
+      steps.push(n);
+    }
+    void c.progress({ done: 5, of: 10 });
+    await release.promise;
+    return 'ok';
+  },
+});
+
+let pgq: Pgq;
+beforeAll(async () => {
+  pgq = await ctx.migrated({ tasks: [mail, boom, slow] });
+});
+
+describe('listing and counting', () => {
+  it('filters by payload containment and text, result, error, time and state, and pages by id', async () => {
+    const a = await pgq.enqueue(mail, { to: 'ada@example.com', n: 1 });
+    const b = await pgq.enqueue(mail, { to: 'bob@example.com', n: 2 });
+    const c = await pgq.enqueue(mail, { to: 'ada@example.com', n: 3 }, { queue: 'other' });
+    expect((await pgq.listJobs({ payload: { contains: { to: 'ada@example.com' } } })).map((j) => j.id)).toEqual([c.id, a.id]);
+    expect((await pgq.listJobs({ payload: { text: 'BOB@' } })).map((j) => j.id)).toEqual([b.id]);
+    expect((await pgq.listJobs({ payload: { contains: { to: 'ada@example.com' } }, queue: 'emails' })).map((j) => j.id)).toEqual([a.id]);
+    expect((await pgq.listJobs({ since: new Date(Date.now() + 60_000) })).length).toBe(0);
+    expect((await pgq.listJobs({ until: new Date(Date.now() + 60_000), task: 'mail' })).length).toBe(3);
+
+    const page1 = await pgq.listJobs({ task: 'mail', limit: 2 });
+    const page2 = await pgq.listJobs({ task: 'mail', limit: 2, before: page1.at(-1)!.id });
+    expect([...page1, ...page2].map((j) => j.id)).toEqual([c.id, b.id, a.id]);
+    expect(await pgq.countJobs({ task: 'mail' })).toBe(3);
+    expect(await pgq.countJobs({ task: 'mail' }, { max: 2 })).toBe(2);
+    expect(await pgq.countJobs({ state: ['available', 'failed'], task: 'mail' })).toBe(3);
+
+    await pgq.enqueue(boom, { to: 'zed@example.com' });
+    const worker = pgq.worker({ queues: ['emails', 'other'] });
+    await worker.start();
+    await until(async () => (await pgq.countJobs({ state: ['succeeded', 'failed'] })) === 4, { what: 'jobs done' });
+    await worker.stop();
+    const failed = await pgq.listJobs({ error: { text: 'mailbox zed' } });
+    expect(failed).toHaveLength(1);
+    expect(failed[0]!.errors[0]!.stack).toMatch(/PermanentError: mailbox zed@example.com is full/);
+    expect(await pgq.listJobs({ error: { contains: [{ attempt: 1 }] } })).toHaveLength(1);
+    expect((await pgq.listJobs({ result: { contains: { sent: 'bob@example.com' } } })).map((j) => j.id)).toEqual([b.id]);
+  });
+
+  it('rejects bad filters with the field named, and reads nothing', async () => {
+    await expect(pgq.listJobs({ state: 'done' as never })).rejects.toThrow(/state: must be one of/);
+    await expect(pgq.listJobs({ before: 'x' })).rejects.toThrow(/before: "x" is not a job id/);
+    await expect(pgq.listJobs({ payload: { text: '' } })).rejects.toThrow(ValidationError);
+    await expect(pgq.countJobs({ since: new Date('nope') })).rejects.toThrow(/since: must be a valid Date/);
+    await expect(pgq.retryJobs({ payload: {} as never })).rejects.toThrow(/payload: must be \{ contains/);
+  });
+});
+
+describe('actions', () => {
+  it('deletes one job, refuses a running one, and reports a missing one', async () => {
+    const job = await pgq.enqueue(mail, { to: 'gone@example.com' }, { delayMs: 60_000 });
+    expect(await pgq.deleteJob(job.id)).toBe(true);
+    expect(await pgq.getJob(job.id)).toBeNull();
+    expect(await pgq.deleteJob(job.id)).toBe(false);
+    const running = await pgq.enqueue(mail, { to: 'busy@example.com' }, { queue: 'held' });
+    await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = 'running', attempts = 1 WHERE id = $1`, [running.id]);
+    await expect(pgq.deleteJob(running.id)).rejects.toThrow(/is running; cancel it first/);
+    expect(await pgq.getJob(running.id)).not.toBeNull();
+    await pgq.cancelJob(running.id);
+    await expect(pgq.retryJob('999999999')).rejects.toThrow(JobNotFoundError);
+  });
+
+  it('retries, cancels and deletes in bulk by filter, in batches, and says how many', async () => {
+    const queue = 'bulk';
+    await pgq.enqueueMany(mail, Array.from({ length: 1_203 }, (_, i) => ({ to: `u${i}@x.y`, n: i })), { queue });
+    await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = 'failed', finished_at = now(), attempts = 1 WHERE queue = $1`, [queue]);
+    await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = 'succeeded' WHERE queue = $1 AND (payload->>'n')::int < 3`, [queue]);
+    expect(await pgq.retryJobs({ state: 'succeeded', queue })).toBe(0); // succeeded jobs are not retried
+    expect(await pgq.retryJobs({ state: 'failed', queue })).toBe(1_200);
+    const { rows } = await ctx.admin.query(`SELECT state, count(*)::int AS n, min(max_attempts) AS m FROM "${ctx.schema}".jobs WHERE queue = $1 GROUP BY state ORDER BY state`, [queue]);
+    expect(rows).toEqual([{ state: 'available', n: 1_200, m: 2 }, { state: 'succeeded', n: 3, m: 1 }]);
+    expect(await pgq.cancelJobs({ queue, payload: { contains: { n: 7 } } })).toBe(1);
+    expect(await pgq.cancelJobs({ queue })).toBe(1_199);
+    expect(await pgq.deleteJobs({ queue, state: 'cancelled' })).toBe(1_200);
+    expect(await pgq.countJobs({ queue })).toBe(3);
+  });
+
+  it('bulk retry skips the workflow steps retryJob would refuse', async () => {
+    const wf = await pgq.enqueueWorkflow(chain(step(boom, { to: 'w@x.y' }), step(mail, { to: 'after@x.y' })), { name: 'bulk-wf' });
+    const worker = pgq.worker({ queues: ['emails'] });
+    await worker.start();
+    await pgq.waitForWorkflow(wf.id, { timeoutMs: 20_000 });
+    await worker.stop();
+    // the second step was cancelled because the first failed: only the first is retried
+    expect(await pgq.retryJobs({ workflowId: wf.id })).toBe(1);
+    expect((await pgq.getWorkflow(wf.id))!.steps.map((s) => s.state)).toEqual(['available', 'blocked']);
+    await pgq.cancelWorkflow(wf.id);
+    const list = await pgq.listWorkflows();
+    expect(list[0]).toMatchObject({ id: wf.id, name: 'bulk-wf', state: 'cancelled', total: 2 });
+    expect(list[0]!.counts.cancelled).toBe(2);
+  });
+});
+
+describe('progress', () => {
+  it('is stored while the attempt runs, returned by getJob, and the last value is written', async () => {
+    const job = await pgq.enqueue(slow, {});
+    const worker = pgq.worker({ queues: ['default'] });
+    await worker.start();
+    await until(async () => {
+      const j = await pgq.getJob(job.id);
+      return j && typeof j.progress === 'object' && j.progress !== null ? j : null;
+    }, { what: 'the object progress' });
+    const seen = await pgq.getJob(job.id);
+    expect(seen).toMatchObject({ state: 'running', progress: { done: 5, of: 10 } });
+    expect(seen!.progressAt!.getTime()).toBeGreaterThanOrEqual(seen!.startedAt!.getTime());
+    expect(steps).toEqual([10, 20, 30, 40, 50]);
+    release.resolve();
+    await pgq.waitForJob(job.id, { timeoutMs: 20_000 });
+    await worker.stop();
+    const listed = await pgq.listJobs({ task: 'slow' });
+    expect(listed[0]!.progress).toEqual({ done: 5, of: 10 });
+  });
+
+  it('writes only for the running attempt it belongs to, throttles, and refuses bad values', async () => {
+    const job = await pgq.enqueue(mail, { to: 'p@x.y' }, { queue: 'progress' });
+    await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = 'running', attempts = 2 WHERE id = $1`, [job.id]);
+    const queries: unknown[] = [];
+    const db = pgExecutor(ctx.admin);
+    const counting = { query: async <R,>(s: Parameters<typeof db.query>[0]) => (queries.push(s), db.query<R>(s)) };
+    const writer = new ProgressWriter(counting, ctx.schema, pgq.logger, 10_000);
+    const report = writer.reporter(job.id, 2);
+    await report(5);
+    const later = [report(6), report(7), report(8)];
+    expect(queries).toHaveLength(1); // the rest wait for the interval
+    expect((await pgq.getJob(job.id))!.progress).toBe(5);
+    const stale = new ProgressWriter(db, ctx.schema, pgq.logger).reporter(job.id, 1);
+    await stale(99); // an earlier attempt: not written
+    expect((await pgq.getJob(job.id))!.progress).toBe(5);
+    expect(() => report(101)).toThrow(/progress: a number must be from 0 to 100/);
+    expect(() => report('half' as never)).toThrow(/progress: must be a number/);
+    expect(() => report({ blob: 'x'.repeat(5_000) })).toThrow(/over the limit of 4096 bytes/);
+    void later;
+    await pgq.cancelJob(job.id);
+  });
+});
+
+describe('workers', () => {
+  it('lists live workers with their running jobs and the leader', async () => {
+    const gate = deferred();
+    const hold = defineTask({ name: 'hold', queue: 'hold', schema: z.object({}), handler: () => gate.promise });
+    const other = ctx.pgq({ tasks: [hold] });
+    const worker = other.worker({ concurrency: 3, queues: ['hold'] });
+    await worker.start();
+    const job = await other.enqueue(hold, {});
+    await until(async () => (await pgq.getJob(job.id))?.state === 'running', { what: 'running' });
+    const list = await until(async () => {
+      const l = await pgq.listWorkers();
+      return l.some((w) => w.isLeader) ? l : null;
+    }, { what: 'a leader' });
+    expect(list).toEqual([expect.objectContaining({ id: worker.id, queues: ['hold'], concurrency: 3, runningJobs: 1, isLeader: true })]);
+    expect(list[0]!.heartbeatAgeSeconds).toBeLessThan(60);
+    gate.resolve();
+    await other.waitForJob(job.id);
+    await worker.stop();
+    expect(await pgq.listWorkers()).toEqual([]);
+  });
+});
+
+describe('the jobs page query at 1,000,000 rows', () => {
+  afterAll(async () => {
+    await ctx.admin.query(`DELETE FROM "${ctx.schema}".jobs WHERE task = 'bulk-fill'`);
+  });
+
+  it('uses an index for a state and queue filter, newest first', async () => {
+    await ctx.admin.query(`
+      INSERT INTO "${ctx.schema}".jobs (task, queue, state, payload, finished_at)
+      SELECT 'bulk-fill', 'q' || (i % 20), CASE WHEN i % 100 = 0 THEN 'failed' ELSE 'succeeded' END, jsonb_build_object('i', i), now()
+        FROM generate_series(1, 1000000) AS i`);
+    await ctx.admin.query(`ANALYZE "${ctx.schema}".jobs`);
+    const compiled = pgq.kysely
+      .selectFrom('jobs')
+      .selectAll()
+      .where('state', '=', 'failed')
+      .where('queue', '=', 'q0')
+      .orderBy('id', 'desc')
+      .limit(50)
+      .compile();
+    const client = await ctx.admin.connect();
+    try {
+      const { rows } = await client.query(`EXPLAIN (FORMAT JSON) ${compiled.sql}`, compiled.parameters as unknown[]);
+      const plan = JSON.stringify(rows[0]['QUERY PLAN']);
+      expect(plan).toMatch(/"Index Name":"jobs_state_queue_idx"/);
+      expect(plan).not.toMatch(/"Node Type":"Seq Scan"/);
+    } finally {
+      client.release();
+    }
+    const page = await pgq.listJobs({ state: 'failed', queue: 'q0', limit: 50 });
+    expect(page).toHaveLength(50);
+    expect(page.every((j) => j.state === 'failed' && j.queue === 'q0')).toBe(true);
+  });
+});
