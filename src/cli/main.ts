@@ -18,6 +18,7 @@ import { registerDb } from './commands/db.js';
 import { registerDemo } from './commands/demo.js';
 import { registerRoles } from './commands/roles.js';
 import { registerSchedules } from './commands/schedules.js';
+import { registerQueues } from './commands/queues.js';
 
 /** What commands get from the program: output, logger, and a Pgq from the global options. */
 export interface CliRuntime {
@@ -72,6 +73,7 @@ export function buildProgram(): Command {
   registerDemo(program, rt);
   registerRoles(program, rt);
   registerSchedules(program, rt);
+  registerQueues(program, rt);
   return program;
 }
 

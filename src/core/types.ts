@@ -80,6 +80,10 @@ export interface JobRecord<Payload = unknown, Result = unknown> {
   timeoutMs: number | null;
   /** Metadata written at enqueue (the `meta` option and middleware, e.g. trace context); `{}` when none. */
   meta: JobMeta;
+  /** Per-key fairness key (`concurrencyKey`), or null. */
+  concurrencyKey: string | null;
+  /** The job never starts after this time (`expiresAt`/`expiresInMs`), or null. */
+  expiresAt: Date | null;
 }
 
 export function isFinalState(state: JobState): boolean {

@@ -22,6 +22,8 @@ export interface JobRow {
   backoff_base_ms: number | null;
   backoff_max_ms: number | null;
   meta: JobMeta | null;
+  concurrency_key: string | null;
+  expires_at: Date | null;
 }
 
 /** The column list every statement that returns whole jobs selects, in one place. */
@@ -46,6 +48,8 @@ export const JOB_COLUMNS = [
   'backoff_base_ms',
   'backoff_max_ms',
   'meta',
+  'concurrency_key',
+  'expires_at',
 ] as const;
 
 export function toJobRecord<Payload = unknown, Result = unknown>(row: JobRow): JobRecord<Payload, Result> {
@@ -68,6 +72,8 @@ export function toJobRecord<Payload = unknown, Result = unknown>(row: JobRow): J
     workerId: row.worker_id,
     timeoutMs: row.timeout_ms,
     meta: row.meta ?? {},
+    concurrencyKey: row.concurrency_key ?? null,
+    expiresAt: row.expires_at ?? null,
   };
 }
 
