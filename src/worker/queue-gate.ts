@@ -4,8 +4,9 @@
  *
  * It keeps the `queues` rows of the worker's queues in memory, re-read every
  * second and at once on a NOTIFY on the queues channel (the queues trigger
- * sends one for every change, pgq's or plain SQL's); after a re-read that
- * changed anything it wakes the producer. At start it creates the rows of the
+ * sends one for every change, pgq's or plain SQL's); from that NOTIFY until
+ * the re-read is done the queue is not claimed, and after it the producer is
+ * woken. At start it creates the rows of the
  * queues the worker serves ("a queue gets a row on first use").
  *
  * Each claim splits the worker's queues by what the cache says:
@@ -67,6 +68,8 @@ export class QueueGate extends LoopService {
   readonly #queues: readonly string[];
   readonly #deps: QueueGateDeps;
   #controls = new Map<string, Control>();
+  /** Queues named by a NOTIFY whose new settings are being read: not claimed until then. */
+  readonly #changing = new Set<string>();
   #offNotify: (() => Promise<void>) | undefined;
   #recheck: NodeJS.Timeout | undefined;
   #blocked = false;
@@ -98,8 +101,15 @@ export class QueueGate extends LoopService {
     }
     await this.refresh();
     const queues = new Set(names);
+    // The queues trigger notifies before any job NOTIFY that follows the
+    // change, so a queue is held back here before a wake can claim it.
     this.#offNotify = await listener.subscribe(channels.queues, (queue) => {
-      if (queues.has(queue)) void this.refresh().then(() => this.#deps.wake());
+      if (!queues.has(queue)) return;
+      this.#changing.add(queue);
+      void this.refresh().then(() => {
+        this.#changing.delete(queue);
+        this.#deps.wake();
+      });
     });
     await super.start();
   }
@@ -138,7 +148,7 @@ export class QueueGate extends LoopService {
 
   /** JobClaim through the gate: paused queues skipped, limited ones one by one under their lock, the rest as usual. */
   async claim(db: SqlExecutor, p: ClaimJobsParams): Promise<JobRow[]> {
-    const open = p.queues.filter((q) => !this.#controls.get(q)?.paused);
+    const open = p.queues.filter((q) => !this.#controls.get(q)?.paused && !this.#changing.has(q));
     const limited = open.filter((q) => this.#controls.get(q)?.limited);
     if (open.length === p.queues.length && limited.length === 0) return this.#deps.statements.claimJobs(db, p);
     const rows: JobRow[] = [];

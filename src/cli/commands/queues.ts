@@ -7,10 +7,13 @@ import type { QueueRecord, QueueSettings, RateLimit } from '../../queues.js';
 
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
+// Parsers return 'none' rather than null: commander turns a null value into ''.
+const NONE = 'none';
+
 /** `N` or `none` (removes the limit). */
-function parseLimit(flag: string): (value: string) => number | null {
+function parseLimit(flag: string): (value: string) => number | typeof NONE {
   return (value: string) => {
-    if (value.trim().toLowerCase() === 'none') return null;
+    if (value.trim().toLowerCase() === NONE) return NONE;
     if (!/^\d+$/.test(value.trim()) || Number(value) < 1 || Number(value) > 2_147_483_647) {
       throw new InvalidArgumentError(`${flag} must be a whole number of at least 1, or none; got ${JSON.stringify(value)}`);
     }
@@ -19,9 +22,9 @@ function parseLimit(flag: string): (value: string) => number | null {
 }
 
 /** `100/1m`, `20/s`, `5/250ms`, or `none`. */
-function parseRate(value: string): RateLimit | null {
+function parseRate(value: string): RateLimit | typeof NONE {
   const v = value.trim().toLowerCase();
-  if (v === 'none') return null;
+  if (v === NONE) return NONE;
   const m = /^(\d+)\/(\d*)(ms|s|m|h|d)$/.exec(v);
   const periodMs = m ? Number(m[2] || '1') * UNIT_MS[m[3]!]! : NaN;
   if (!m || Number(m[1]) < 1 || !Number.isSafeInteger(periodMs) || periodMs < 1 || periodMs > 2_147_483_647) {
@@ -88,9 +91,10 @@ export function registerQueues(program: Command, rt: CliRuntime): void {
     .option('--key-concurrency <n>', 'most running jobs per concurrency key, or none', parseLimit('--key-concurrency'))
     .action(async (name: string, opts: QueueSettingsOptions) => {
       const settings: QueueSettings = {};
-      if (opts.concurrency !== undefined) settings.concurrency = opts.concurrency;
-      if (opts.rate !== undefined) settings.rateLimit = opts.rate;
-      if (opts.keyConcurrency !== undefined) settings.keyConcurrency = opts.keyConcurrency;
+      const value = <V>(v: V | typeof NONE): V | null => (v === NONE ? null : v);
+      if (opts.concurrency !== undefined) settings.concurrency = value(opts.concurrency);
+      if (opts.rate !== undefined) settings.rateLimit = value(opts.rate);
+      if (opts.keyConcurrency !== undefined) settings.keyConcurrency = value(opts.keyConcurrency);
       await rt.using(async (pgq) => {
         const q = await pgq.setQueue(name, settings);
         rt.out(rt.json ? json(q) : table(HEADERS, [queueRow(q)]));
@@ -99,7 +103,7 @@ export function registerQueues(program: Command, rt: CliRuntime): void {
 }
 
 interface QueueSettingsOptions {
-  concurrency?: number | null;
-  rate?: RateLimit | null;
-  keyConcurrency?: number | null;
+  concurrency?: number | typeof NONE;
+  rate?: RateLimit | typeof NONE;
+  keyConcurrency?: number | typeof NONE;
 }
