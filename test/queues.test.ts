@@ -43,7 +43,7 @@ const tenant = defineTask({
   handler: () => undefined,
 });
 
-const quick = { heartbeatMs: 50, rescueAfterMs: 2_000, pollIntervalMs: 60_000 } as const;
+const quick = { heartbeatMs: 200, rescueAfterMs: 15_000, pollIntervalMs: 60_000 } as const;
 
 describe('queue settings', () => {
   it('sets, reads and removes limits; bad settings are ValidationErrors that change nothing', async () => {
