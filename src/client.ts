@@ -25,6 +25,9 @@ import { isFinalState, JOB_STATES, type JobRecord, type JobState } from './core/
 import { waitUntilDone } from './notify/wait.js';
 import { executorFor, pgExecutor, type DbHandle, type SqlExecutor } from './db/executor.js';
 import { createStatements, type HotStatements } from './db/statements.js';
+import { createQueueStatements, type QueueStatements } from './db/queue-statements.js';
+import { QueueStore, type QueueRecord, type QueueSettings } from './queues.js';
+import { Expirer } from './maintenance/expirer.js';
 import type { PgqDatabase } from './db/tables.js';
 import { migrate, type MigrateResult } from './db/migrate.js';
 import { checkSchemaVersion } from './db/schema-version.js';
@@ -67,6 +70,8 @@ export class Pgq {
   readonly #ownsPool: boolean;
   readonly #db: SqlExecutor;
   readonly #statements: HotStatements;
+  readonly #queueStatements: QueueStatements;
+  readonly #queues: QueueStore;
   readonly #channels: ChannelNames;
   readonly #listener: Listener;
   readonly #enqueuer: Enqueuer;
@@ -103,6 +108,8 @@ export class Pgq {
     this.kysely = new Kysely<PgqDatabase>({ dialect: new PostgresDialect({ pool: this.#pool }) }).withSchema(o.schema);
     this.#db = pgExecutor(this.#pool, o.preparedStatements);
     this.#statements = createStatements(o.schema);
+    this.#queueStatements = createQueueStatements(o.schema);
+    this.#queues = new QueueStore(this.kysely, o.schema);
     this.#channels = channelNames(o.schema);
     const listenConfig: pg.ClientConfig = o.listenConnectionString
       ? { connectionString: o.listenConnectionString }
@@ -244,6 +251,8 @@ export class Pgq {
       syncSchedules: declared && (() => this.#schedules.syncDeclared(declared)),
       checkSchema: () => this.checkSchema(),
       leaseConnection: this.#leaseConnection(resolved),
+      queueStatements: this.#queueStatements,
+      inTransaction: (fn) => this.#inTransaction(fn),
     });
     this.#workers.add(worker);
     return worker;
@@ -498,6 +507,74 @@ export class Pgq {
   }
 
   /**
+   * Pauses a queue: no worker claims its jobs (every worker sees it within
+   * about a second, at once while LISTEN is up); jobs already running
+   * finish. A queue without a row gets one, paused, so a queue can be paused
+   * before any worker or job uses it. Resolves to the queue after the change.
+   *
+   * @example
+   * await pgq.pauseQueue('emails');
+   */
+  async pauseQueue(name: string): Promise<QueueRecord> {
+    this.#assertOpen();
+    return this.#queues.pause(name);
+  }
+
+  /**
+   * Resumes a paused queue; its workers are woken at once (NOTIFY), not at
+   * their next poll. Resuming a queue that is not paused changes nothing but
+   * `updatedAt` (and gives it a row if it had none).
+   *
+   * @example
+   * await pgq.resumeQueue('emails');
+   */
+  async resumeQueue(name: string): Promise<QueueRecord> {
+    this.#assertOpen();
+    return this.#queues.resume(name);
+  }
+
+  /**
+   * Sets a queue's limits, enforced across every worker: `concurrency` (most
+   * jobs running at once), `rateLimit` (token bucket: `limit` starts per
+   * `periodMs`, bursts up to `limit`) and `keyConcurrency` (most running
+   * jobs per `concurrencyKey`). A field left out stays as it is; `null`
+   * removes that limit. Bad values throw a ValidationError and change
+   * nothing. Workers apply the change within about a second, without restart.
+   *
+   * @example
+   * await pgq.setQueue('emails', { concurrency: 3, rateLimit: { limit: 100, periodMs: 60_000 }, keyConcurrency: 2 });
+   * await pgq.setQueue('emails', { rateLimit: null }); // no rate limit any more
+   */
+  async setQueue(name: string, settings: QueueSettings): Promise<QueueRecord> {
+    this.#assertOpen();
+    return this.#queues.set(name, settings);
+  }
+
+  /**
+   * A queue's settings and its live jobs by state (`running`: running now on
+   * every worker). A queue without a row reads as unlimited and not paused.
+   *
+   * @example
+   * const q = await pgq.getQueue('emails');
+   * console.log(q.paused, q.concurrency, q.running, q.counts.available);
+   */
+  async getQueue(name: string): Promise<QueueRecord> {
+    this.#assertOpen();
+    return this.#queues.get(name);
+  }
+
+  /**
+   * Every queue that has a row or live jobs, by name, with its settings and counts.
+   *
+   * @example
+   * for (const q of await pgq.listQueues()) console.log(q.name, q.paused ? 'paused' : 'active', q.running);
+   */
+  async listQueues(): Promise<QueueRecord[]> {
+    this.#assertOpen();
+    return this.#queues.list();
+  }
+
+  /**
    * Saves a periodic job, by name: creates it, or updates the schedule of
    * that name. The cron expression, time zone, interval and payload are
    * validated first; a bad one throws a ValidationError and writes nothing.
@@ -586,7 +663,7 @@ export class Pgq {
     }
   }
 
-  /** The maintenance a worker runs besides the rescuer while it leads: the scheduler, and the pruner unless retention is off. */
+  /** The maintenance a worker runs besides the rescuer while it leads: the scheduler, the expirer, and the pruner unless retention is off. */
   #leaderServices(options: ResolvedWorkerOptions): Service[] {
     const scheduler = new Scheduler(
       { maxSleepMs: DEFAULTS.schedule.schedulerMaxSleepMs },
@@ -600,8 +677,9 @@ export class Pgq {
         middleware: this.#middleware,
       },
     );
-    if (!options.retention) return [scheduler];
-    return [scheduler, new Pruner(options.retention, this.kysely, this.#clock, this.logger)];
+    const expirer = new Expirer({ intervalMs: 1_000, batchSize: 1_000 }, this.#db, this.#queueStatements, this.logger);
+    if (!options.retention) return [scheduler, expirer];
+    return [scheduler, expirer, new Pruner(options.retention, this.kysely, this.#clock, this.logger)];
   }
 
   /** Connection settings for a worker's lease thread: the pool's, with time limits a heartbeat can afford. */
@@ -615,6 +693,23 @@ export class Pgq {
       connectionTimeoutMillis: limitMs,
       query_timeout: limitMs,
     };
+  }
+
+  /** Runs `fn` in one transaction on one pooled connection (the limited claims). */
+  async #inTransaction<T>(fn: (db: SqlExecutor) => Promise<T>): Promise<T> {
+    const client = await this.#pool.connect();
+    let broken: Error | undefined;
+    try {
+      await client.query('BEGIN');
+      const result = await fn(pgExecutor(client, this.#options.preparedStatements));
+      await client.query('COMMIT');
+      return result;
+    } catch (err) {
+      await client.query('ROLLBACK').catch((e: unknown) => (broken = e instanceof Error ? e : new Error(String(e))));
+      throw err;
+    } finally {
+      client.release(broken);
+    }
   }
 
   #executor(db: DbHandle | undefined): SqlExecutor {

@@ -34,12 +34,24 @@ export interface EnqueueOptions {
    * may add to it (tracing stores the trace context here).
    */
   meta?: JobMeta;
+  /** Per-key fairness: at most the queue's `keyConcurrency` jobs with this key run at once. Overrides the task's `concurrencyKey`. */
+  concurrencyKey?: string;
+  /** The job never starts after this time: it ends `cancelled` as expired. Mutually exclusive with `expiresInMs`. */
+  expiresAt?: Date;
+  /** As `expiresAt`, this many ms from now (database clock). Overrides the task's `expiresInMs`. */
+  expiresInMs?: number;
   /** Your transaction: a `pg` client inside BEGIN or a Kysely transaction. The job commits or rolls back with it. */
   db?: DbHandle;
 }
 
 /** Options of `enqueueMany`: the same for every job of the batch. */
 export type EnqueueManyOptions = EnqueueOptions;
+
+const concurrencyKeySchema = z
+  .string({ error: 'must be a string' })
+  .min(1, 'must not be empty')
+  .max(200, 'must be at most 200 characters')
+  .refine((s) => !s.includes('\u0000'), 'must not contain \\u0000');
 
 const int32 = z.number().int().min(-2_147_483_648).max(2_147_483_647);
 
@@ -65,6 +77,12 @@ const optionsSchema = z.object({
     .optional(),
   delayMs: z.number().finite().min(0).max(1e13).optional(),
   uniqueKey: z.string().min(1).max(1_000).refine((s) => !s.includes('\u0000'), 'must not contain \\u0000').optional(),
+  concurrencyKey: concurrencyKeySchema.optional(),
+  expiresAt: z
+    .date({ error: 'must be a Date' })
+    .refine((d) => !Number.isNaN(d.getTime()), 'must be a valid Date')
+    .optional(),
+  expiresInMs: z.number().int('must be a whole number of milliseconds').min(1, 'must be at least 1').max(1e13).optional(),
 });
 
 type ParsedOptions = z.output<typeof optionsSchema>;
@@ -116,10 +134,12 @@ export class Enqueuer {
     const meta = rawOptions.meta === undefined ? '{}' : metaText(rawOptions.meta, 'options.meta');
     const queue = options.queue ?? task.queue;
     const texts: string[] = [];
+    const keys: (string | null)[] = [];
     const jobs: PendingJob[] = payloads.map((payload, i) => {
       const field = single ?? `payload[${i}]`;
       const parsed = task.schema.safeParse(payload);
       if (!parsed.success) throw zodToValidationError(parsed.error, field);
+      keys.push(options.concurrencyKey ?? taskConcurrencyKey(task, parsed.data, field));
       texts.push(toJsonText(parsed.data, field, this.maxPayloadBytes));
       return { task: task.name, queue, payload: parsed.data, meta: JSON.parse(meta) as JobMeta };
     });
@@ -130,7 +150,7 @@ export class Enqueuer {
         ? jobs.map((job, i) => metaText(job.meta, single === null ? `meta[${i}]` : 'meta'))
         : jobs.map(() => meta);
       const db = this.executorFor(rawOptions.db);
-      const params = buildParams(task, texts, metas, options);
+      const params = { ...buildParams(task, texts, metas, options), concurrencyKeys: keys };
       const rows = await this.#insertRows(db, params, rawOptions.db === undefined);
       records = options.uniqueKey === undefined
         ? rows.sort(byId).map((r) => toJobRecord(r))
@@ -193,10 +213,20 @@ function parseOptions(options: EnqueueOptions): ParsedOptions {
   const { db: _db, meta: _meta, ...rest } = options;
   const parsed = optionsSchema.safeParse(rest);
   if (!parsed.success) throw zodToValidationError(parsed.error, 'options');
-  if (parsed.data.runAt !== undefined && parsed.data.delayMs !== undefined) {
+  const o = parsed.data;
+  if (o.runAt !== undefined && o.delayMs !== undefined) {
     throw new ValidationError('options', 'give runAt or delayMs, not both');
   }
-  return parsed.data;
+  if (o.expiresAt !== undefined && o.expiresInMs !== undefined) {
+    throw new ValidationError('options', 'give expiresAt or expiresInMs, not both');
+  }
+  if (o.expiresAt !== undefined && o.runAt !== undefined && o.expiresAt <= o.runAt) {
+    throw new ValidationError('options.expiresAt', 'must be after runAt (the job could never run)');
+  }
+  if (o.expiresInMs !== undefined && o.delayMs !== undefined && o.expiresInMs <= o.delayMs) {
+    throw new ValidationError('options.expiresInMs', 'must be more than delayMs (the job could never run)');
+  }
+  return o;
 }
 
 function buildParams(task: AnyTask, payloads: string[], metas: string[], o: ParsedOptions): InsertJobsParams {
@@ -214,7 +244,23 @@ function buildParams(task: AnyTask, payloads: string[], metas: string[], o: Pars
     backoffBasesMs: fill(o.backoff?.baseMs ?? null),
     backoffMaxesMs: fill(o.backoff?.maxMs ?? null),
     metas,
+    expiresAts: fill(o.expiresAt ?? null),
+    expiresInMs: fill(o.expiresAt !== undefined ? null : (o.expiresInMs ?? task.expiresInMs ?? null)),
   };
+}
+
+/** The task's `concurrencyKey(payload)`, checked like the enqueue option. */
+function taskConcurrencyKey(task: AnyTask, payload: unknown, field: string): string | null {
+  if (!task.concurrencyKey) return null;
+  let key: unknown;
+  try {
+    key = task.concurrencyKey(payload);
+  } catch (err) {
+    throw new ValidationError(`task ${task.name}.concurrencyKey`, `threw for ${field}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
+  const parsed = concurrencyKeySchema.safeParse(key);
+  if (!parsed.success) throw zodToValidationError(parsed.error, `task ${task.name}.concurrencyKey(${field})`);
+  return parsed.data;
 }
 
 function firstOnly(p: InsertJobsParams): InsertJobsParams {
@@ -224,6 +270,8 @@ function firstOnly(p: InsertJobsParams): InsertJobsParams {
     maxAttempts: one(p.maxAttempts), runAts: one(p.runAts), delaysMs: one(p.delaysMs), uniqueKeys: one(p.uniqueKeys),
     timeoutsMs: one(p.timeoutsMs), backoffBasesMs: one(p.backoffBasesMs), backoffMaxesMs: one(p.backoffMaxesMs),
     metas: one(p.metas),
+    concurrencyKeys: p.concurrencyKeys && one(p.concurrencyKeys), expiresAts: p.expiresAts && one(p.expiresAts),
+    expiresInMs: p.expiresInMs && one(p.expiresInMs),
   };
 }
 

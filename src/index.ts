@@ -12,6 +12,7 @@ export { defineSandboxHandler, sandboxed } from './sandbox/handler.js';
 export type { SandboxContext, SandboxHandler, SandboxKind, SandboxOptions } from './sandbox/handler.js';
 export type { EnqueueManyOptions, EnqueueOptions } from './enqueue.js';
 export type { PgqOptions, WorkerOptions, RetentionOptions, SandboxWorkerOptions } from './config.js';
+export type { LiveState, QueueRecord, QueueSettings, RateLimit } from './queues.js';
 export { ScheduleNotFoundError } from './schedules.js';
 export type { CatchUpPolicy, ScheduleOptions, ScheduleRecord } from './schedules.js';
 export { chain, chord, group, step, stepOutcome, stepFailureSchema } from './workflow/flow.js';
@@ -60,6 +61,7 @@ export type {
   WorkflowsTable,
   JobDependenciesTable,
   StatsCacheTable,
+  QueuesTable,
 } from './db/tables.js';
 export type { MigrateResult } from './db/migrate.js';
 export type { RolesOptions } from './roles.js';

@@ -4,9 +4,11 @@
  * - The enqueuer role may add jobs and read back the jobs it added — nothing
  *   else: it cannot see other roles' payloads or results (row-level security
  *   on `jobs.created_by`), cannot change any job, and cannot touch workers,
- *   leadership or schedules.
+ *   leadership, schedules or queue control (it can neither read nor change
+ *   `queues`: no pausing, no limits).
  * - The worker role may run workers: claim, complete, heartbeat, lead, rescue,
- *   prune and fire schedules. It cannot change the schema.
+ *   prune and fire schedules, and read `queues` (limited claims lock a
+ *   queue's row and spend its rate tokens). It cannot change the schema.
  *
  * Row-level security applies to every role except the tables' owner (the role
  * that ran the migrations) and superusers, so the owner's own pgq keeps its

@@ -52,6 +52,14 @@ export interface TaskBaseOptions<Schema extends z.ZodType> {
    * worker's `sandbox.terminateGraceMs`. Default: no limit.
    */
   timeoutMs?: number;
+  /** Jobs not started this many ms after enqueue never run (they end `cancelled`, expired). Default: no expiry. */
+  expiresInMs?: number;
+  /**
+   * The per-key fairness key of each job, from its (validated) payload: at
+   * most the queue's `keyConcurrency` jobs with one key run at once. The
+   * enqueue option `concurrencyKey` overrides it.
+   */
+  concurrencyKey?: (payload: z.output<Schema>) => string;
 }
 
 /** The options of `defineTask` for a handler that runs on the worker's main thread. */
@@ -79,6 +87,8 @@ export interface Task<Schema extends z.ZodType = z.ZodType, Result = unknown> {
   readonly timeoutMs: number | null;
   /** Where the handler runs when it is sandboxed; null: on the worker's main thread. */
   readonly sandbox: ResolvedSandbox | null;
+  readonly expiresInMs: number | null;
+  readonly concurrencyKey: ((payload: z.output<Schema>) => string) | null;
   // Method syntax on purpose: it keeps every Task assignable to AnyTask.
   handler(payload: z.output<Schema>, ctx: JobContext<z.output<Schema>>): Promise<Result> | Result;
 }
@@ -114,6 +124,7 @@ const taskOptionsSchema = z.object({
     })
     .default({ baseMs: 1_000, maxMs: 3_600_000 }),
   timeoutMs: z.number().int().min(1).max(2_147_483_647).nullable().default(null),
+  expiresInMs: z.number().int().min(1).max(1e13).nullable().default(null),
 });
 
 const sandboxSchema = z
@@ -165,10 +176,14 @@ export function defineTask<Schema extends z.ZodType, Result>(
     maxAttempts: options.maxAttempts,
     backoff: options.backoff,
     timeoutMs: options.timeoutMs,
+    expiresInMs: options.expiresInMs,
   });
   if (!parsed.success) throw zodToValidationError(parsed.error, 'task');
   if (!(options.schema instanceof z.ZodType)) {
     throw new ValidationError(`task ${options.name}.schema`, 'must be a zod schema');
+  }
+  if (options.concurrencyKey !== undefined && typeof options.concurrencyKey !== 'function') {
+    throw new ValidationError(`task ${options.name}.concurrencyKey`, 'must be a function (payload) => string');
   }
   const sandbox = options.sandbox === undefined ? null : resolveSandbox(options.name, options.sandbox);
   if (sandbox && options.handler !== undefined) {
@@ -185,6 +200,8 @@ export function defineTask<Schema extends z.ZodType, Result>(
     maxAttempts: parsed.data.maxAttempts,
     backoff: Object.freeze({ ...parsed.data.backoff }),
     timeoutMs: parsed.data.timeoutMs,
+    expiresInMs: parsed.data.expiresInMs,
+    concurrencyKey: options.concurrencyKey ?? null,
     sandbox,
     handler: sandbox ? inProcess<Schema, Result>(sandbox) : options.handler!,
   });

@@ -53,6 +53,8 @@ describe('least-privilege roles', () => {
       expect(await app.getJob(ownersJob.id)).toBeNull(); // cannot read others' payloads
       expect(await app.listJobs()).toHaveLength(1);
       await expect(app.cancelJob(mine.id)).rejects.toThrow(/permission denied/);
+      await expect(app.pauseQueue('default')).rejects.toThrow(/permission denied/);
+      await expect(app.setQueue('default', { concurrency: 1 })).rejects.toThrow(/permission denied/);
       const raw = new pg.Client({ connectionString: urlAs(login.enq) });
       await raw.connect();
       try {
@@ -60,6 +62,10 @@ describe('least-privilege roles', () => {
         await expect(raw.query(`DELETE FROM "${ctx.schema}".jobs`)).rejects.toThrow(/permission denied/);
         await expect(raw.query(`SELECT * FROM "${ctx.schema}".workers`)).rejects.toThrow(/permission denied/);
         await expect(raw.query(`SELECT * FROM "${ctx.schema}".stats_cache`)).rejects.toThrow(/permission denied/);
+        // Queue control is not the enqueuer's: no pausing, no limits, not even reading them.
+        await expect(raw.query(`UPDATE "${ctx.schema}".queues SET paused = true`)).rejects.toThrow(/permission denied/);
+        await expect(raw.query(`INSERT INTO "${ctx.schema}".queues (name, paused) VALUES ('x', true)`)).rejects.toThrow(/permission denied/);
+        await expect(raw.query(`SELECT * FROM "${ctx.schema}".queues`)).rejects.toThrow(/permission denied/);
         await expect(raw.query(`INSERT INTO "${ctx.schema}".jobs (task, state) VALUES ('echo', 'succeeded')`)).rejects.toThrow(
           /row-level security/,
         );
@@ -67,6 +73,8 @@ describe('least-privilege roles', () => {
         await raw.end();
       }
 
+      // The worker role claims a limited queue (it locks and reads the queue's row).
+      await owner.setQueue('default', { concurrency: 2 });
       const w = jobs.worker({ heartbeatMs: 50, rescueAfterMs: 500, pollIntervalMs: 20 });
       await w.start();
       expect(await jobs.waitForJob(mine.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded', result: { seen: 3 } });
@@ -76,6 +84,7 @@ describe('least-privilege roles', () => {
       const metrics = new PgqMetrics(jobs, { statsMaxAgeMs: 0 });
       expect(await metrics.registry.metrics()).toMatch(/pgq_stats_age_seconds/);
       metrics.close();
+      expect(await jobs.getQueue('default')).toMatchObject({ concurrency: 2, paused: false });
       await w.stop();
 
       const rawWorker = new pg.Client({ connectionString: urlAs(login.wrk) });

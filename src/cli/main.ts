@@ -22,6 +22,7 @@ import { registerJobActions } from './commands/job-actions.js';
 import { registerWorkers } from './commands/workers.js';
 import { registerWorkflows } from './commands/workflows.js';
 import { registerDashboard } from './commands/dashboard.js';
+import { registerQueues } from './commands/queues.js';
 
 /** What commands get from the program: output, logger, and a Pgq from the global options. */
 export interface CliRuntime {
@@ -80,6 +81,7 @@ export function buildProgram(): Command {
   registerWorkers(program, rt);
   registerWorkflows(program, rt);
   registerDashboard(program, rt);
+  registerQueues(program, rt);
   return program;
 }
 

@@ -88,6 +88,10 @@ export interface JobRecord<Payload = unknown, Result = unknown> {
   workflowId: string | null;
   /** Its step name within that workflow. */
   workflowStep: string | null;
+  /** Per-key fairness key (`concurrencyKey`), or null. */
+  concurrencyKey: string | null;
+  /** The job never starts after this time (`expiresAt`/`expiresInMs`), or null. */
+  expiresAt: Date | null;
 }
 
 /** What `ctx.progress` takes: a percentage from 0 to 100, or a small JSON object (e.g. `{ done: 3, of: 10 }`). */

@@ -27,6 +27,8 @@ export interface JobRow {
   progress_at?: Date | null;
   workflow_id?: string | null;
   workflow_step?: string | null;
+  concurrency_key: string | null;
+  expires_at: Date | null;
 }
 
 /** The column list every statement that returns whole jobs selects, in one place. */
@@ -51,6 +53,8 @@ export const JOB_COLUMNS = [
   'backoff_base_ms',
   'backoff_max_ms',
   'meta',
+  'concurrency_key',
+  'expires_at',
 ] as const;
 
 export function toJobRecord<Payload = unknown, Result = unknown>(row: JobRow): JobRecord<Payload, Result> {
@@ -77,6 +81,8 @@ export function toJobRecord<Payload = unknown, Result = unknown>(row: JobRow): J
     progressAt: row.progress_at ?? null,
     workflowId: row.workflow_id == null ? null : String(row.workflow_id),
     workflowStep: row.workflow_step ?? null,
+    concurrencyKey: row.concurrency_key ?? null,
+    expiresAt: row.expires_at ?? null,
   };
 }
 

@@ -38,6 +38,12 @@ export interface InsertJobsParams {
   backoffMaxesMs: (number | null)[];
   /** JSON text of each job's metadata object. */
   metas: string[];
+  /** Per-key fairness key of each job (null: none); omitted means none. */
+  concurrencyKeys?: (string | null)[];
+  /** Absolute expiry of each job, or null to use `expiresInMs` (or no expiry); omitted means none. */
+  expiresAts?: (Date | null)[];
+  /** Expiry in ms from now (database clock) where `expiresAts` is null; null: never expires. */
+  expiresInMs?: (number | null)[];
 }
 
 export interface ClaimJobsParams {
@@ -131,9 +137,11 @@ export interface WrittenOutcome {
 export type HotStatements = ReturnType<typeof createStatements>;
 
 function insertValues(p: InsertJobsParams): unknown[] {
+  const none = p.tasks.map(() => null);
   return [
     p.tasks, p.queues, p.payloads, p.priorities, p.maxAttempts, p.runAts, p.delaysMs,
     p.uniqueKeys, p.timeoutsMs, p.backoffBasesMs, p.backoffMaxesMs, p.metas,
+    p.concurrencyKeys ?? none, p.expiresAts ?? none, p.expiresInMs ?? none,
   ];
 }
 
@@ -153,15 +161,17 @@ export function createStatements(schema: string) {
 
   const insertSelect = (where: string): string => `
     INSERT INTO ${jobs} (task, queue, payload, priority, max_attempts, run_at, state, unique_key,
-                         timeout_ms, backoff_base_ms, backoff_max_ms, meta)
+                         timeout_ms, backoff_base_ms, backoff_max_ms, meta, concurrency_key, expires_at)
     SELECT t.task, t.queue, t.payload, t.priority, t.max_attempts, t.at,
            CASE WHEN t.at <= now() THEN 'available' ELSE 'scheduled' END,
-           t.unique_key, t.timeout_ms, t.backoff_base_ms, t.backoff_max_ms, t.meta
+           t.unique_key, t.timeout_ms, t.backoff_base_ms, t.backoff_max_ms, t.meta, t.concurrency_key,
+           coalesce(t.expires_at, now() + t.expires_in_ms * interval '1 millisecond')
       FROM (SELECT u.*, coalesce(u.run_at, now() + u.delay_ms * interval '1 millisecond') AS at
               FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::int[], $5::int[], $6::timestamptz[],
-                          $7::float8[], $8::text[], $9::int[], $10::int[], $11::int[], $12::jsonb[])
+                          $7::float8[], $8::text[], $9::int[], $10::int[], $11::int[], $12::jsonb[],
+                          $13::text[], $14::timestamptz[], $15::float8[])
                 AS u(task, queue, payload, priority, max_attempts, run_at, delay_ms, unique_key,
-                     timeout_ms, backoff_base_ms, backoff_max_ms, meta)) AS t
+                     timeout_ms, backoff_base_ms, backoff_max_ms, meta, concurrency_key, expires_at, expires_in_ms)) AS t
     ${where}
     ON CONFLICT (task, unique_key) WHERE unique_key IS NOT NULL AND state IN ${liveStates} DO NOTHING`;
 
@@ -196,6 +206,8 @@ export function createStatements(schema: string) {
   // Writes that end an attempt test `(state = 'running') IS TRUE`, which no
   // partial index matches, so the planner cannot prefer the running-jobs
   // index (full of dead entries between vacuums) over the primary key.
+  // A job past its expires_at is never claimed (the expirer cancels it).
+  const notExpired = `(expires_at IS NULL OR expires_at > now())`;
   const leaseLive = `EXISTS (SELECT 1 FROM ${workers} WHERE id = $4 AND lease_expires_at > now())`;
   const claimUpdate = `
     UPDATE ${jobs} j
@@ -207,7 +219,7 @@ export function createStatements(schema: string) {
   const claimJobs = `
     WITH picked AS MATERIALIZED (
       SELECT id FROM ${jobs}
-       WHERE state = 'available' AND queue = $1 AND task = ANY($2::text[]) AND ${leaseLive}
+       WHERE state = 'available' AND queue = $1 AND task = ANY($2::text[]) AND ${notExpired} AND ${leaseLive}
        ORDER BY priority DESC, run_at, id
        LIMIT $3
        FOR UPDATE SKIP LOCKED
@@ -222,7 +234,7 @@ export function createStatements(schema: string) {
       SELECT c.id FROM unnest($1::text[]) AS q(queue)
       CROSS JOIN LATERAL (
         SELECT id FROM ${jobs}
-         WHERE state = 'available' AND queue = q.queue AND task = ANY($2::text[])
+         WHERE state = 'available' AND queue = q.queue AND task = ANY($2::text[]) AND ${notExpired}
          ORDER BY priority DESC, run_at, id
          LIMIT $3
       ) AS c

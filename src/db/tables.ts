@@ -17,6 +17,7 @@ export interface PgqDatabase {
   workflows: WorkflowsTable;
   job_dependencies: JobDependenciesTable;
   stats_cache: StatsCacheTable;
+  queues: QueuesTable;
 }
 
 type Timestamp = ColumnType<Date, Date | string, Date | string>;
@@ -44,6 +45,10 @@ export interface JobsTable {
   backoff_max_ms: number | null;
   /** Metadata written at enqueue (JSON object). */
   meta: ColumnType<JobMeta, string | undefined, string>;
+  /** Per-key fairness: at most queues.key_concurrency running jobs of the queue share it. */
+  concurrency_key: string | null;
+  /** Not started by then: the job ends cancelled as expired. */
+  expires_at: Timestamp | null;
   /** regrole of the role that enqueued the job (text form in queries). */
   created_by: ColumnType<string, never, never>;
   /** Workflows: the workflow's id (int8, as a string); null outside workflows. */
@@ -138,4 +143,21 @@ export interface StatsCacheTable {
   name: string;
   computed_at: Timestamp;
   data: ColumnType<unknown, string, string>;
+}
+
+export interface QueuesTable {
+  name: string;
+  paused: Generated<boolean>;
+  /** Most running jobs of the queue across all workers; null: no limit. */
+  concurrency: number | null;
+  /** Token bucket: starts per rate_period_ms (bursts up to this many); null: no rate limit. */
+  rate_limit: number | null;
+  rate_period_ms: number | null;
+  /** Token bucket state (tokens left at rate_refilled_at); null: full. */
+  rate_tokens: number | null;
+  rate_refilled_at: Timestamp | null;
+  /** Most running jobs sharing a concurrency_key; null: no per-key limit. */
+  key_concurrency: number | null;
+  created_at: ColumnType<Date, Date | string | undefined, Date | string>;
+  updated_at: ColumnType<Date, Date | string | undefined, Date | string>;
 }

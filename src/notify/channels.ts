@@ -1,6 +1,7 @@
 /**
  * NOTIFY channels of one schema. The `jobs` channel name is also written in
- * the first migration's trigger ('pgq:' || schema || ':jobs'): keep them equal.
+ * the first migration's trigger ('pgq:' || schema || ':jobs'), and the `jobs`
+ * and `queues` names in the queue-control migration's trigger: keep them equal.
  */
 export interface ChannelNames {
   /** Due jobs were inserted or made available; payload: the queue name. */
@@ -9,6 +10,8 @@ export interface ChannelNames {
   done: string;
   /** A running job was cancelled; payload: its id. */
   cancel: string;
+  /** A queue's pause switch or limits changed (queues trigger); payload: the queue name. */
+  queues: string;
 }
 
 export function channelNames(schema: string): ChannelNames {
@@ -16,5 +19,6 @@ export function channelNames(schema: string): ChannelNames {
     jobs: `pgq:${schema}:jobs`,
     done: `pgq:${schema}:done`,
     cancel: `pgq:${schema}:cancel`,
+    queues: `pgq:${schema}:queues`,
   };
 }

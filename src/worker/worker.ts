@@ -40,6 +40,8 @@ import { Executor, type WorkerEvents } from './executor.js';
 import { Producer } from './producer.js';
 import type { ProgressWriter } from './progress.js';
 import { Lease } from './lease.js';
+import { QueueGate, type InTransaction } from './queue-gate.js';
+import type { QueueStatements } from '../db/queue-statements.js';
 import type pg from 'pg';
 import { LeaderElector } from '../maintenance/leader.js';
 import { Rescuer } from '../maintenance/rescuer.js';
@@ -67,6 +69,9 @@ export interface WorkerDeps {
   checkSchema: () => Promise<void>;
   /** Connection settings for the lease thread; null renews on the main thread. */
   leaseConnection: pg.ClientConfig | null;
+  /** Queue control: the limited claims, and a transaction to run each in. */
+  queueStatements: QueueStatements;
+  inTransaction: InTransaction;
   /** Ends the process (exitOnStuckMs). */
   exit?: (code: number) => void;
 }
@@ -81,6 +86,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   readonly #executor: Executor;
   readonly #producer: Producer;
   readonly #lease: Lease;
+  readonly #gate: QueueGate;
   readonly #leader: LeaderElector | undefined;
   readonly #rescuer: Rescuer;
   readonly #sandbox: SandboxRunner;
@@ -136,6 +142,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
       deps.exit,
       deps.middleware,
     );
+    // Paused and limited queues: the producer claims through the gate.
+    this.#gate = new QueueGate(options.queues, { ...deps, logger: this.#logger, wake: () => this.#producer.wake() });
     this.#producer = new Producer(
       {
         concurrency: options.concurrency,
@@ -146,7 +154,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       },
       this.#lease,
       deps.db,
-      deps.statements,
+      this.#gate.statements(),
       this.#executor,
       this.#completer,
       deps.clock,
@@ -160,6 +168,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.on('job:start', report);
     this.on('job:stuck', report);
     this.#executor.onSlotFree(report);
+    this.#executor.onSlotFree(() => this.#gate.slotFreed());
     this.#rescuer = new Rescuer(
       { rescueAfterMs: options.rescueAfterMs, intervalMs: Math.max(10, Math.min(options.heartbeatMs, options.rescueAfterMs / 4)) },
       deps.db,
@@ -270,6 +279,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.#unsubscribe.push(async () => void offConnect());
     // Listening is a latency hint: start without it rather than wait for it.
     await listener.ready(this.options.pollIntervalMs);
+    this.#unsubscribe.push(() => this.#gate.stop());
+    await this.#gate.start();
     await this.#producer.start();
     await this.#leader?.start();
     this.#state = 'running';

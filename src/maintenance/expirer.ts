@@ -1,0 +1,54 @@
+/**
+ * The expirer (leader only) ends jobs whose `expires_at` passed before they
+ * started: `cancelled`, with an error entry saying they expired. Claims never
+ * take an expired job (they test `expires_at` themselves), so the expirer only
+ * decides when such a job is seen as finished: within about `intervalMs` of
+ * its expiry while a leader runs. Retries due after the expiry end the same
+ * way: they are `retryable`, not started.
+ */
+import type { Logger } from '../core/logger.js';
+import { LoopService } from '../core/service.js';
+import { sleep } from '../core/sleep.js';
+import { errorMessage, errorSummary } from '../core/errors.js';
+import type { SqlExecutor } from '../db/executor.js';
+import type { QueueStatements } from '../db/queue-statements.js';
+
+export interface ExpirerConfig {
+  intervalMs: number;
+  /** Most jobs cancelled per statement; a full batch runs again at once. */
+  batchSize: number;
+}
+
+export class Expirer extends LoopService {
+  constructor(
+    private readonly config: ExpirerConfig,
+    private readonly db: SqlExecutor,
+    private readonly statements: QueueStatements,
+    logger: Logger,
+  ) {
+    super('expirer', logger);
+  }
+
+  /** One pass; returns how many jobs expired. `now` moves the database's clock for tests. */
+  async expireOnce(now?: Date): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const expired = await this.statements.expireJobs(this.db, { limit: this.config.batchSize, now: now ?? null });
+      total += expired.length;
+      if (expired.length < this.config.batchSize) break;
+    }
+    if (total > 0) this.logger.info({ jobs: total }, `pgq cancelled ${total} job(s) that expired before they started`);
+    return total;
+  }
+
+  protected async run(signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      try {
+        await this.expireOnce();
+      } catch (err) {
+        this.logger.warn({ err: errorSummary(err) }, `pgq expirer pass failed: ${errorMessage(err)}`);
+      }
+      await sleep(this.config.intervalMs, signal);
+    }
+  }
+}

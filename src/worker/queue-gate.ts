@@ -1,0 +1,209 @@
+/**
+ * The queue gate: what the worker's producer claims through, so queue
+ * control costs nothing for queues without it.
+ *
+ * It keeps the `queues` rows of the worker's queues in memory, re-read every
+ * second and at once on a NOTIFY on the queues channel (the queues trigger
+ * sends one for every change, pgq's or plain SQL's); from that NOTIFY until
+ * the re-read is done the queue is not claimed, and after it the producer is
+ * woken. At start it creates the rows of the
+ * queues the worker serves ("a queue gets a row on first use").
+ *
+ * Each claim splits the worker's queues by what the cache says:
+ * - paused: not claimed at all;
+ * - limited (a concurrency, rate or per-key limit): one short transaction per
+ *   queue, QueueLock then JobClaimLimited(ByKey) (see queue-statements.ts),
+ *   which serialises the claims of that queue only and re-reads its settings
+ *   under the lock, so a limit is never exceeded;
+ * - the rest: JobClaim / JobClaimMany, exactly as without queue control.
+ *   A worker with no paused or limited queue passes every claim straight
+ *   through.
+ * Limited queues are claimed first (each takes at most what its limits
+ * leave), then the others with the rest of the batch.
+ *
+ * A limited claim that left due jobs waiting (a limit was reached) arms a
+ * re-check: after one token's time for a rate limit, after RECHECK_MS for a
+ * concurrency limit, and at once when one of this worker's jobs ends. Jobs
+ * ending on other workers are seen at the next re-check.
+ */
+import type { Kysely } from 'kysely';
+import type { Logger } from '../core/logger.js';
+import { LoopService } from '../core/service.js';
+import { sleep } from '../core/sleep.js';
+import { errorMessage, errorSummary } from '../core/errors.js';
+import type { SqlExecutor } from '../db/executor.js';
+import type { ClaimJobsParams, HotStatements } from '../db/statements.js';
+import type { LockedQueue, QueueStatements } from '../db/queue-statements.js';
+import type { JobRow } from '../db/rows.js';
+import type { PgqDatabase } from '../db/tables.js';
+import type { Listener } from '../notify/listener.js';
+import type { ChannelNames } from '../notify/channels.js';
+
+/** How often the settings are re-read without a NOTIFY. */
+export const QUEUE_REFRESH_MS = 1_000;
+/** How soon a limited queue at its concurrency limit, with jobs waiting, is claimed again. */
+export const RECHECK_MS = 50;
+
+/** Runs `fn` inside one transaction on one connection. */
+export type InTransaction = <T>(fn: (db: SqlExecutor) => Promise<T>) => Promise<T>;
+
+interface Control {
+  paused: boolean;
+  limited: boolean;
+}
+
+export interface QueueGateDeps {
+  kysely: Kysely<PgqDatabase>;
+  statements: HotStatements;
+  queueStatements: QueueStatements;
+  inTransaction: InTransaction;
+  listener: Listener;
+  channels: ChannelNames;
+  logger: Logger;
+  /** Wakes the producer: settings changed, or a limited queue may have room again. */
+  wake: () => void;
+}
+
+export class QueueGate extends LoopService {
+  readonly #queues: readonly string[];
+  readonly #deps: QueueGateDeps;
+  #controls = new Map<string, Control>();
+  /** Queues named by a NOTIFY whose new settings are being read: not claimed until then. */
+  readonly #changing = new Set<string>();
+  #offNotify: (() => Promise<void>) | undefined;
+  #recheck: NodeJS.Timeout | undefined;
+  #blocked = false;
+  #turn = 0;
+
+  constructor(queues: readonly string[], deps: QueueGateDeps) {
+    super('queue-gate', deps.logger);
+    this.#queues = queues;
+    this.#deps = deps;
+  }
+
+  /** The hot statements with the claim going through this gate; everything else unchanged. */
+  statements(): HotStatements {
+    return { ...this.#deps.statements, claimJobs: (db, p) => this.claim(db, p) };
+  }
+
+  /** Creates the rows of this worker's queues, reads their settings and listens for changes. */
+  override async start(): Promise<void> {
+    if (this.running) return;
+    const { kysely, listener, channels } = this.#deps;
+    const names = [...this.#queues];
+    // Only missing rows: an insert that conflicts would still fire the trigger's NOTIFY.
+    const existing = new Set(
+      (await kysely.selectFrom('queues').select('name').where('name', 'in', names).execute()).map((r) => r.name),
+    );
+    const missing = names.filter((n) => !existing.has(n));
+    if (missing.length > 0) {
+      await kysely.insertInto('queues').values(missing.map((name) => ({ name }))).onConflict((oc) => oc.column('name').doNothing()).execute();
+    }
+    await this.refresh();
+    const queues = new Set(names);
+    // The queues trigger notifies before any job NOTIFY that follows the
+    // change, so a queue is held back here before a wake can claim it.
+    this.#offNotify = await listener.subscribe(channels.queues, (queue) => {
+      if (!queues.has(queue)) return;
+      this.#changing.add(queue);
+      void this.refresh().then(() => {
+        this.#changing.delete(queue);
+        this.#deps.wake();
+      });
+    });
+    await super.start();
+  }
+
+  override async stop(): Promise<void> {
+    await super.stop();
+    clearTimeout(this.#recheck);
+    this.#recheck = undefined;
+    await this.#offNotify?.();
+    this.#offNotify = undefined;
+  }
+
+  /** One of this worker's jobs ended: a limited queue waiting on its limit may have room now. */
+  slotFreed(): void {
+    if (this.#blocked) this.#deps.wake();
+  }
+
+  /** Re-reads the settings; wakes the producer when anything changed. */
+  async refresh(): Promise<void> {
+    try {
+      const rows = await this.#deps.kysely
+        .selectFrom('queues')
+        .select(['name', 'paused', 'concurrency', 'rate_limit', 'key_concurrency'])
+        .where('name', 'in', [...this.#queues])
+        .execute();
+      const next = new Map<string, Control>(
+        rows.map((r) => [r.name, { paused: r.paused, limited: r.concurrency !== null || r.rate_limit !== null || r.key_concurrency !== null }]),
+      );
+      const changed = this.#queues.some((q) => !sameControl(this.#controls.get(q), next.get(q)));
+      this.#controls = next;
+      if (changed) this.#deps.wake();
+    } catch (err) {
+      this.logger.warn({ err: errorSummary(err) }, `pgq could not read queue settings (keeping the last ones): ${errorMessage(err)}`);
+    }
+  }
+
+  /** JobClaim through the gate: paused queues skipped, limited ones one by one under their lock, the rest as usual. */
+  async claim(db: SqlExecutor, p: ClaimJobsParams): Promise<JobRow[]> {
+    const open = p.queues.filter((q) => !this.#controls.get(q)?.paused && !this.#changing.has(q));
+    const limited = open.filter((q) => this.#controls.get(q)?.limited);
+    if (open.length === p.queues.length && limited.length === 0) return this.#deps.statements.claimJobs(db, p);
+    const rows: JobRow[] = [];
+    let recheckMs: number | null = null;
+    const start = this.#turn++ % Math.max(1, limited.length);
+    for (const queue of [...limited.slice(start), ...limited.slice(0, start)]) {
+      const left = p.limit - rows.length;
+      if (left <= 0) break;
+      const { claimed, waitMs } = await this.#claimLimited(queue, p, left);
+      rows.push(...claimed);
+      if (waitMs !== null) recheckMs = Math.min(recheckMs ?? waitMs, waitMs);
+    }
+    const unlimited = open.filter((q) => !limited.includes(q));
+    const left = p.limit - rows.length;
+    if (left > 0 && unlimited.length > 0) rows.push(...(await this.#deps.statements.claimJobs(db, { ...p, queues: unlimited, limit: left })));
+    this.#armRecheck(recheckMs);
+    return rows;
+  }
+
+  /** The claim of one limited queue; `waitMs` is when to look again if a limit left due jobs waiting. */
+  async #claimLimited(queue: string, p: ClaimJobsParams, limit: number): Promise<{ claimed: JobRow[]; waitMs: number | null }> {
+    const qs = this.#deps.queueStatements;
+    return this.#deps.inTransaction(async (tx) => {
+      const locked = await qs.lockQueue(tx, queue);
+      if (!locked || locked.paused) return { claimed: [], waitMs: null };
+      const params = { queue, tasks: p.tasks, limit, workerId: p.workerId };
+      const claimed = locked.key_concurrency === null ? await qs.claimLimited(tx, params) : await qs.claimLimitedByKey(tx, params);
+      return { claimed, waitMs: claimed.length < limit && locked.waiting ? recheckAfterMs(locked) : null };
+    });
+  }
+
+  #armRecheck(waitMs: number | null): void {
+    this.#blocked = waitMs !== null;
+    if (waitMs === null || this.#recheck) return;
+    this.#recheck = setTimeout(() => {
+      this.#recheck = undefined;
+      this.#deps.wake();
+    }, waitMs);
+    this.#recheck.unref();
+  }
+
+  protected async run(signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      await sleep(QUEUE_REFRESH_MS, signal);
+      if (!signal.aborted) await this.refresh();
+    }
+  }
+}
+
+/** One token's time for a rate-limited queue; RECHECK_MS otherwise. */
+function recheckAfterMs(q: LockedQueue): number {
+  if (q.rate_limit !== null && q.rate_period_ms !== null) return Math.max(RECHECK_MS, Math.ceil(q.rate_period_ms / q.rate_limit));
+  return RECHECK_MS;
+}
+
+function sameControl(a: Control | undefined, b: Control | undefined): boolean {
+  return (a?.paused ?? false) === (b?.paused ?? false) && (a?.limited ?? false) === (b?.limited ?? false);
+}

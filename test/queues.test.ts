@@ -1,0 +1,207 @@
+/**
+ * Queue control in one process: settings and their validation, counts,
+ * pause and resume, limits on the claim, expiry, and the CLI.
+ */
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { ValidationError, defineTask } from '../src/index.js';
+import { deferred, until, useTestSchema } from './support/harness.js';
+
+const ctx = useTestSchema('queues');
+const root = path.resolve(import.meta.dirname, '..');
+
+const started: string[] = [];
+const gate = { open: deferred() };
+const hold = defineTask({
+  name: 'hold',
+  schema: z.object({ n: z.number().int() }),
+  queue: 'held',
+  async handler(_p, c) {
+    started.push(c.job.id);
+    await gate.open.promise;
+  },
+});
+const failOnce = defineTask({
+  name: 'fail-once',
+  schema: z.object({}),
+  queue: 'expiring',
+  maxAttempts: 3,
+  backoff: { baseMs: 5_000, maxMs: 5_000 },
+  handler(_p, c) {
+    started.push(c.job.id);
+    if (c.attempt === 1) throw new Error('first attempt fails');
+  },
+});
+const tenant = defineTask({
+  name: 'tenant',
+  schema: z.object({ tenant: z.string() }),
+  queue: 'tenants',
+  expiresInMs: 3_600_000,
+  concurrencyKey: (p) => `tenant:${p.tenant}`,
+  handler: () => undefined,
+});
+
+const quick = { heartbeatMs: 200, rescueAfterMs: 15_000, pollIntervalMs: 60_000 } as const;
+
+describe('queue settings', () => {
+  it('sets, reads and removes limits; bad settings are ValidationErrors that change nothing', async () => {
+    const pgq = await ctx.migrated({ tasks: [hold] });
+    expect(await pgq.getQueue('emails')).toMatchObject({ name: 'emails', paused: false, concurrency: null, rateLimit: null, createdAt: null });
+    const set = await pgq.setQueue('emails', { concurrency: 3, rateLimit: { limit: 100, periodMs: 60_000 }, keyConcurrency: 2 });
+    expect(set).toMatchObject({ concurrency: 3, rateLimit: { limit: 100, periodMs: 60_000 }, keyConcurrency: 2, paused: false });
+    const before = (await ctx.admin.query(`SELECT * FROM "${ctx.schema}".queues`)).rows;
+    const bad: [string, unknown, RegExp][] = [
+      ['emails', { concurrency: 0 }, /settings\.concurrency: must be at least 1/],
+      ['emails', { concurrency: -2 }, /settings\.concurrency: must be at least 1/],
+      ['emails', { concurrency: 1.5 }, /settings\.concurrency: must be a whole number/],
+      ['emails', { keyConcurrency: 0 }, /settings\.keyConcurrency: must be at least 1/],
+      ['emails', { rateLimit: { limit: 0, periodMs: 1_000 } }, /settings\.rateLimit\.limit: must be at least 1/],
+      ['emails', { rateLimit: { limit: 5, periodMs: 0.5 } }, /settings\.rateLimit\.periodMs: must be a whole number/],
+      ['emails', { rateLimit: { limit: 5, periodMs: 0 } }, /settings\.rateLimit\.periodMs: must be at least 1 ms/],
+      ['emails', { rateLimit: { limit: 5 } }, /settings\.rateLimit\.periodMs/],
+      ['emails', { concurency: 3 }, /settings: .*concurency/i],
+      ['emails', {}, /give at least one of/],
+      ['', { concurrency: 1 }, /queue: must not be empty/],
+      ['a\u0001b', { concurrency: 1 }, /queue: must not contain control characters/],
+      ['x'.repeat(201), { concurrency: 1 }, /queue: must be at most 200/],
+    ];
+    for (const [name, settings, message] of bad) {
+      const err = await pgq.setQueue(name, settings as never).catch((e: unknown) => e);
+      expect(err, JSON.stringify(settings)).toBeInstanceOf(ValidationError);
+      expect((err as Error).message).toMatch(message);
+    }
+    await expect(pgq.pauseQueue('')).rejects.toThrow(ValidationError);
+    expect((await ctx.admin.query(`SELECT * FROM "${ctx.schema}".queues`)).rows).toEqual(before);
+
+    expect(await pgq.setQueue('emails', { rateLimit: null, concurrency: null })).toMatchObject({ concurrency: null, rateLimit: null, keyConcurrency: 2 });
+    // Plain SQL works too, and the trigger stamps updated_at.
+    await ctx.admin.query(`UPDATE "${ctx.schema}".queues SET concurrency = 7, updated_at = 'epoch' WHERE name = 'emails'`);
+    const viaSql = await pgq.getQueue('emails');
+    expect(viaSql.concurrency).toBe(7);
+    expect(viaSql.updatedAt!.getTime()).toBeGreaterThan(0);
+    // Pausing an unknown queue creates its row, paused.
+    expect(await pgq.pauseQueue('not-yet-used')).toMatchObject({ name: 'not-yet-used', paused: true, createdAt: expect.any(Date) });
+    expect((await pgq.listQueues()).map((q) => q.name)).toEqual(['emails', 'not-yet-used']);
+  });
+});
+
+describe('pause, limits and expiry on a worker', () => {
+  it('pause stops claims, running jobs finish, resume wakes the worker without a poll; counts are live', async () => {
+    const pgq = await ctx.migrated({ tasks: [hold] });
+    gate.open = deferred();
+    started.length = 0;
+    const w = pgq.worker({ ...quick, concurrency: 5 });
+    await w.start();
+    const first = await pgq.enqueue(hold, { n: 0 });
+    await until(() => started.includes(first.id), { what: 'first job started' });
+    await pgq.pauseQueue('held');
+    const waiting = await pgq.enqueueMany(hold, [1, 2, 3].map((n) => ({ n })));
+    const q = await pgq.getQueue('held');
+    expect(q).toMatchObject({ paused: true, running: 1, counts: { running: 1, available: 3 } });
+    gate.open.resolve();
+    expect((await pgq.waitForJob(first.id, { timeoutMs: 10_000 })).state).toBe('succeeded');
+    // A claim is made (the slot freed, a NOTIFY for a new job) and takes nothing.
+    await pgq.enqueue(hold, { n: 4 });
+    await until(async () => (await pgq.getQueue('held')).counts.available === 4, { what: 'jobs still waiting' });
+    expect(started).toEqual([first.id]);
+    await pgq.resumeQueue('held');
+    for (const job of waiting) expect((await pgq.waitForJob(job.id, { timeoutMs: 10_000 })).state).toBe('succeeded');
+    await w.stop();
+  });
+
+  it('a concurrency limit holds on one worker with room for more; a job not started by its expiry never runs', async () => {
+    const pgq = await ctx.migrated({ tasks: [hold, failOnce] });
+    gate.open = deferred();
+    started.length = 0;
+    await pgq.setQueue('held', { concurrency: 2 });
+    const w = pgq.worker({ ...quick, concurrency: 10, pollIntervalMs: 50 });
+    await w.start();
+    const jobs = await pgq.enqueueMany(hold, [1, 2, 3, 4, 5].map((n) => ({ n })));
+    await until(() => started.length === 2, { what: 'two started' });
+    expect((await pgq.getQueue('held')).running).toBe(2);
+    // The pause of another queue lets a job expire; raising the limit lets the rest run.
+    await pgq.pauseQueue('expiring');
+    const expiring = await pgq.enqueue(failOnce, {}, { expiresInMs: 200 });
+    const cancelled = await pgq.waitForJob(expiring.id, { timeoutMs: 10_000 });
+    expect(cancelled).toMatchObject({ state: 'cancelled', attempts: 0 });
+    expect(cancelled.errors[0]!.message).toMatch(/^expired: not started by its expiry time/);
+    expect(started).not.toContain(expiring.id);
+    expect(started).toHaveLength(2);
+    await pgq.setQueue('held', { concurrency: null });
+    await until(() => started.length === 5, { what: 'the rest started once the limit was lifted' });
+    gate.open.resolve();
+    for (const job of jobs) expect((await pgq.waitForJob(job.id, { timeoutMs: 10_000 })).state).toBe('succeeded');
+
+    // A retry due after the expiry never runs.
+    await pgq.resumeQueue('expiring');
+    const retried = await pgq.enqueue(failOnce, {}, { expiresInMs: 1_500 });
+    const done = await pgq.waitForJob(retried.id, { timeoutMs: 15_000 });
+    expect(done).toMatchObject({ state: 'cancelled', attempts: 1 });
+    expect(done.errors.map((e) => e.message)).toEqual(['first attempt fails', expect.stringMatching(/^expired:/)]);
+    expect(started.filter((id) => id === retried.id)).toHaveLength(1);
+    await w.stop();
+  });
+
+  it('an expired job is never claimed, even with no leader to cancel it', async () => {
+    const pgq = await ctx.migrated({ tasks: [failOnce] });
+    started.length = 0;
+    const job = await pgq.enqueue(failOnce, {}, { queue: 'fresh', expiresAt: new Date(Date.now() - 1_000) });
+    const sentinel = await pgq.enqueue(failOnce, {}, { queue: 'fresh', maxAttempts: 1 });
+    const w = pgq.worker({ ...quick, queues: ['fresh'], leader: false, pollIntervalMs: 50 });
+    await w.start();
+    await pgq.waitForJob(sentinel.id, { timeoutMs: 10_000 });
+    expect(started).toEqual([sentinel.id]);
+    expect((await pgq.getJob(job.id))?.state).toBe('available');
+    await w.stop();
+  });
+
+  it('enqueue options: concurrencyKey and expiry from the task or the call, validated', async () => {
+    const pgq = await ctx.migrated({ tasks: [tenant] });
+    const a = await pgq.enqueue(tenant, { tenant: '42' });
+    expect(a.concurrencyKey).toBe('tenant:42');
+    expect(a.expiresAt!.getTime() - a.createdAt.getTime()).toBeCloseTo(3_600_000, -3);
+    const at = new Date(Date.now() + 60_000);
+    const b = await pgq.enqueue(tenant, { tenant: '42' }, { concurrencyKey: 'vip', expiresAt: at });
+    expect(b).toMatchObject({ concurrencyKey: 'vip', expiresAt: at });
+    await expect(pgq.enqueue(tenant, { tenant: '1' }, { concurrencyKey: '' })).rejects.toThrow(/options\.concurrencyKey: must not be empty/);
+    await expect(pgq.enqueue(tenant, { tenant: '1' }, { expiresInMs: 0 })).rejects.toThrow(/options\.expiresInMs: must be at least 1/);
+    await expect(pgq.enqueue(tenant, { tenant: '1' }, { expiresAt: at, expiresInMs: 5 })).rejects.toThrow(/expiresAt or expiresInMs, not both/);
+    await expect(pgq.enqueue(tenant, { tenant: '1' }, { delayMs: 5_000, expiresInMs: 1_000 })).rejects.toThrow(/must be more than delayMs/);
+    await expect(pgq.enqueue(tenant, { tenant: 'x'.repeat(300) })).rejects.toThrow(/concurrencyKey\(payload\): must be at most 200/);
+    expect(() => defineTask({ name: 'bad', schema: z.object({}), concurrencyKey: 'k' as never, handler: () => undefined })).toThrow(/must be a function/);
+    const { rows } = await ctx.admin.query(`SELECT count(*)::int AS n FROM "${ctx.schema}".jobs WHERE task = 'tenant'`);
+    expect(rows[0].n).toBe(2);
+  });
+});
+
+describe('pgq queues', () => {
+  it('lists, pauses, resumes and sets limits; bad input exits 1 and changes nothing', async () => {
+    await ctx.migrated();
+    const cli = (...args: string[]) => {
+      const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'src/cli/main.ts'), '--database-url', ctx.url, '--schema', ctx.schema, ...args], {
+        env: { ...process.env, PGQ_LOG_LEVEL: 'warn' },
+        cwd: root,
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
+      return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+    };
+    expect(cli('queues', 'set', 'mail', '--concurrency', '3', '--rate', '100/1m', '--key-concurrency', '2')).toMatchObject({ code: 0 });
+    expect(cli('queues', 'pause', 'mail').stdout).toMatch(/paused queue mail/);
+    expect(cli('queues', 'list').stdout).toMatch(/mail\s+paused\s+3\s+100\/1m\s+2/);
+    const before = (await ctx.admin.query(`SELECT * FROM "${ctx.schema}".queues WHERE name = 'mail'`)).rows;
+    for (const args of [['--concurrency', '0'], ['--rate', '10/0ms']]) {
+      const bad = cli('queues', 'set', 'mail', ...args);
+      expect(bad.code).toBe(1);
+      expect(bad.stderr).toMatch(/must/);
+    }
+    expect((await ctx.admin.query(`SELECT * FROM "${ctx.schema}".queues WHERE name = 'mail'`)).rows).toEqual(before);
+    expect(cli('queues', 'resume', 'mail').stdout).toMatch(/resumed queue mail/);
+    const set = cli('--json', 'queues', 'set', 'mail', '--rate', 'none', '--concurrency', 'none');
+    expect(set.stderr).toBe('');
+    const json = JSON.parse(set.stdout) as Record<string, unknown>;
+    expect(json).toMatchObject({ name: 'mail', paused: false, concurrency: null, rateLimit: null, keyConcurrency: 2 });
+  }, 180_000);
+});
