@@ -3,16 +3,20 @@
  *
  * Several worker processes serve one queue on a PostgreSQL of the run's own
  * (embedded, so it can be restarted) while a producer enqueues continuously
- * and handlers write one ledger row per attempt. Faults are injected at
- * random: kill -9 of a worker (restarted), pg_terminate_backend of pgq's
- * connections, a PostgreSQL restart, a session idle in a transaction, and the
- * connection limit nearly exhausted. After each fault a probe job measures
- * the time to full recovery (fault → probe succeeded).
+ * and handlers write one ledger row per attempt (start and end, with pid).
+ * Faults are injected at random: kill -9 of a worker (restarted),
+ * pg_terminate_backend of pgq's connections, a PostgreSQL restart, a session
+ * idle in a transaction, the connection limit nearly exhausted, a handler
+ * that blocks its worker's event loop for 3× rescueAfterMs, and a handler
+ * that ignores its abort past its timeout. After each fault a probe job
+ * measures the time to full recovery (fault → probe succeeded).
  *
  * At the end it checks, and prints: every committed job reached a final
- * state (none lost); no job ran twice at the same time; how many ran more than
- * once and why; the longest recovery per fault. Exit status 1 if a job was
- * lost or ran twice at once.
+ * state (none lost); no two attempts of one job overlapped in time; how many
+ * ran more than once and why; the longest recovery per fault, and for each
+ * kill -9 where that time went (the victim's lease left to run, whether it
+ * led, rescue, re-run). Exit status 1 if a job was lost or two attempts of a
+ * job overlapped.
  *
  * Options: --duration SECONDS (default 60), --workers N (3), --rate JOBS/S
  * (150), --out DIR (chaos/results; '-' for none), --seed N.
@@ -76,7 +80,25 @@ interface WorkerHandle {
   ready: Promise<void>;
 }
 
-const FAULTS = ['kill-worker', 'terminate-backends', 'restart-postgres', 'idle-in-transaction', 'exhaust-connections'] as const;
+const hogTask = defineTask({
+  name: 'hog',
+  schema: z.object({ ms: z.number().int().min(0), mode: z.enum(['block', 'ignore-abort']) }),
+  maxAttempts: 5,
+  handler: () => undefined,
+});
+
+const RESCUE_AFTER_MS = 4_000;
+const HOG_TIMEOUT_MS = 500;
+
+const FAULTS = [
+  'kill-worker',
+  'terminate-backends',
+  'restart-postgres',
+  'idle-in-transaction',
+  'exhaust-connections',
+  'block-event-loop',
+  'ignore-abort',
+] as const;
 type Fault = (typeof FAULTS)[number];
 
 async function main(): Promise<void> {
@@ -84,13 +106,14 @@ async function main(): Promise<void> {
   const url = withApp(server.url, APP);
   const admin = new pg.Pool({ connectionString: server.url, max: 3 });
   admin.on('error', () => undefined);
-  const pgq = new Pgq({ connectionString: url, tasks: [ledgerTask], poolSize: 4 });
+  const pgq = new Pgq({ connectionString: url, tasks: [ledgerTask, hogTask], poolSize: 4 });
   const workers: WorkerHandle[] = [];
   const killedAt = new Map<number, Date>();
   const committed = new Set<string>();
   const ambiguous = new Set<number>(); // batches whose COMMIT outcome is unknown
   const recovery = new Map<Fault, number[]>();
   const faultsRun: { fault: Fault; at: string }[] = [];
+  const kills: { pid: number; wasLeader: boolean; leaseLeftMs: number | null; stranded: number; rescuedAfterMs: number | null; recoveredMs: number }[] = [];
   try {
     await pgq.migrate();
     await admin.query(`CREATE TABLE pgq.ledger (job_id bigint NOT NULL, attempt int NOT NULL, pid int NOT NULL,
@@ -103,7 +126,9 @@ async function main(): Promise<void> {
           PGQ_SCHEMA: 'pgq',
           PGQ_CONCURRENCY: '8',
           PGQ_HEARTBEAT_MS: '250',
-          PGQ_RESCUE_AFTER_MS: '4000',
+          PGQ_RESCUE_AFTER_MS: String(RESCUE_AFTER_MS),
+          PGQ_HOG_TIMEOUT_MS: String(HOG_TIMEOUT_MS),
+          PGQ_ABORT_GRACE_MS: '1000',
           PGQ_POLL_MS: '250',
           PGQ_LOG_LEVEL: 'silent',
         },
@@ -163,6 +188,8 @@ async function main(): Promise<void> {
     })();
     const unknownIds = new Set<string>();
 
+    let lastKill: { pid: number; wasLeader: boolean; leaseLeftMs: number | null } | undefined;
+
     // Faults until the duration is over.
     const queue: Fault[] = [];
     const started = Date.now();
@@ -180,6 +207,16 @@ async function main(): Promise<void> {
       const stranded = await done;
       const ms = Math.max(await probe, await finalAfter(stranded, at));
       recovery.set(fault, [...(recovery.get(fault) ?? []), ms]);
+      if (fault === 'kill-worker' && lastKill) {
+        const rescued = await adminQuery<{ at: Date | null }>(
+          `SELECT max((e->>'at')::timestamptz) AS at FROM pgq.jobs, jsonb_array_elements(errors) AS e
+            WHERE id = ANY($1::bigint[]) AND e->>'message' LIKE 'rescued:%'`,
+          [stranded],
+        );
+        const rescuedAt = rescued.rows[0]?.at;
+        kills.push({ ...lastKill, stranded: stranded.length, rescuedAfterMs: rescuedAt ? rescuedAt.getTime() - at.getTime() : null, recoveredMs: ms });
+        lastKill = undefined;
+      }
       log(`  recovered in ${ms} ms`);
     }
 
@@ -192,6 +229,13 @@ async function main(): Promise<void> {
             `SELECT id FROM pgq.jobs WHERE state = 'running' AND worker_id LIKE $1`,
             [`%:${victim.pid}:%`],
           );
+          const { rows: lease } = await adminQuery<{ left_ms: number | null; leads: boolean }>(
+            `SELECT (extract(epoch FROM w.lease_expires_at - clock_timestamp()) * 1000)::int AS left_ms,
+                    EXISTS (SELECT 1 FROM pgq.leader l WHERE l.leader_id = w.id) AS leads
+               FROM pgq.workers w WHERE w.pid = $1`,
+            [victim.pid],
+          );
+          lastKill = { pid: victim.pid, wasLeader: lease[0]?.leads ?? false, leaseLeftMs: lease[0]?.left_ms ?? null };
           victim.child.kill('SIGKILL');
           await new Promise((r) => victim.child.once('exit', r));
           killedAt.set(victim.pid, (await adminQuery<{ now: Date }>('SELECT clock_timestamp() AS now')).rows[0]!.now);
@@ -214,6 +258,16 @@ async function main(): Promise<void> {
           await c.query('ROLLBACK');
           await c.end();
           return [];
+        }
+        case 'block-event-loop':
+        case 'ignore-abort': {
+          // A hog job: it blocks its worker's loop for 3× rescueAfterMs, or
+          // waits past its timeout ignoring its signal. Either way it must
+          // never run beside another attempt of itself.
+          const mode = fault === 'block-event-loop' ? 'block' : 'ignore-abort';
+          const job = await pgq.enqueue(hogTask, { ms: mode === 'block' ? 3 * RESCUE_AFTER_MS : 4 * HOG_TIMEOUT_MS, mode });
+          committed.add(job.id);
+          return [job.id];
         }
         case 'exhaust-connections': {
           const { rows } = await adminQuery<{ n: string }>(`SELECT count(*) AS n FROM pg_stat_activity`);
@@ -289,7 +343,8 @@ async function main(): Promise<void> {
          WHERE a.started_at < coalesce(b.finished_at, 'infinity') AND b.started_at < coalesce(a.finished_at, 'infinity')`)
     ).rows[0]!.n;
     const reruns = await adminQuery<{ reason: string; n: string }>(`
-      SELECT CASE WHEN j.errors::text LIKE '%rescued: worker%' THEN 'worker presumed dead (rescued)'
+      SELECT CASE WHEN j.task = 'hog' THEN 'hog fault job (timeouts, by design)'
+                  WHEN j.errors::text LIKE '%rescued:%' THEN 'worker presumed dead (rescued)'
                   WHEN j.errors::text LIKE '%shut down%' THEN 'worker shut down mid-job'
                   WHEN jsonb_array_length(j.errors) > 0 THEN 'handler error'
                   ELSE 'outcome not recorded before a crash' END AS reason,
@@ -322,6 +377,8 @@ async function main(): Promise<void> {
         }),
       ),
       longestRecoveryMs: Math.max(0, ...[...recovery.values()].flat()),
+      rescueAfterMs: RESCUE_AFTER_MS,
+      kills,
     };
     const ok = summary.lost === 0 && summary.ranTwiceAtOnce === 0 && pending === 0 && summary.ambiguousCommits.committedAfterAll === summary.ambiguousCommits.final;
     const markdown = toMarkdown(summary, ok);
@@ -362,7 +419,7 @@ async function measureRecovery(pgq: Pgq, faultAt: Date): Promise<number> {
   return Date.now() - faultAt.getTime();
 }
 
-function toMarkdown(s: Record<string, unknown> & { faults: Record<string, { count: number; maxRecoveryMs: number | null }> }, ok: boolean): string {
+function toMarkdown(s: Record<string, unknown> & { faults: Record<string, { count: number; maxRecoveryMs: number | null }>; kills: unknown[] }, ok: boolean): string {
   const lines = [
     `## Chaos run: ${ok ? 'PASS' : 'FAIL'}`,
     '',
@@ -381,6 +438,15 @@ function toMarkdown(s: Record<string, unknown> & { faults: Record<string, { coun
     '| fault | injected | longest recovery |',
     '|---|---|---|',
     ...Object.entries(s.faults).map(([f, v]) => `| ${f} | ${v.count} | ${v.maxRecoveryMs === null ? '—' : `${v.maxRecoveryMs} ms`} |`),
+    '',
+    `Where each kill -9's recovery went (rescueAfterMs ${String(s.rescueAfterMs)} ms): the victim's lease still had "lease left" to run; ` +
+      'if it led, leadership (and with it the rescuer) passed on only after its leader lease ran out too; "rescued" is when the rescuer took its jobs; the rest is the re-run and the probe.',
+    '',
+    '| victim pid | led | lease left | jobs stranded | rescued after | recovered after |',
+    '|---|---|---|---|---|---|',
+    ...(s.kills as { pid: number; wasLeader: boolean; leaseLeftMs: number | null; stranded: number; rescuedAfterMs: number | null; recoveredMs: number }[]).map(
+      (k) => `| ${k.pid} | ${k.wasLeader ? 'yes' : 'no'} | ${k.leaseLeftMs ?? '—'} ms | ${k.stranded} | ${k.rescuedAfterMs ?? '—'} ms | ${k.recoveredMs} ms |`,
+    ),
   ];
   return lines.join('\n');
 }
