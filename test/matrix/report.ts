@@ -16,6 +16,8 @@ export interface MatrixRun {
   seconds: number;
   /** `file: test name` of each failed test (or the file's error when none ran). */
   failures: string[];
+  /** The run's log file, when vitest's output went to one. */
+  log?: string | undefined;
 }
 
 /** Where and when the runs happened. */

@@ -74,6 +74,7 @@ const runs: MatrixRun[] = [];
 for (const combo of combos) {
   const run = await runOne(combo);
   runs.push(run);
+  if (!run.ok && run.log) process.stdout.write(failureReport(run.log));
   process.stdout.write(`${summaryLine(run)}\n`);
 }
 
@@ -157,7 +158,8 @@ async function runOne(combo: Combo): Promise<MatrixRun> {
       resolve(code);
     });
   });
-  return { pg: pgVersion, node: nodeVersion, seconds: (Date.now() - started) / 1000, ...readResult(json, status) };
+  const result = readResult(json, status);
+  return { pg: pgVersion, node: nodeVersion, seconds: (Date.now() - started) / 1000, log: args.verbose ? undefined : log, ...result };
 }
 
 function readResult(file: string, status: number | null): Pick<MatrixRun, 'ok' | 'passed' | 'failed' | 'skipped' | 'failures'> {
@@ -189,6 +191,14 @@ interface VitestReport {
 function summaryLine(run: MatrixRun): string {
   const verdict = run.ok ? 'pass' : 'FAIL';
   return `${verdict}: PostgreSQL ${run.pg} on Node.js ${run.node}: ${run.passed} passed, ${run.failed} failed, ${run.skipped} skipped in ${Math.round(run.seconds)} s${run.failures.map((f) => `\n  ${f}`).join('')}`;
+}
+
+/** The end of a failed run's log, from vitest's failure section on (at most 200 lines), so CI shows why. */
+function failureReport(log: string): string {
+  const lines = fs.readFileSync(log, 'utf8').split('\n');
+  const from = lines.findIndex((l) => /Failed Tests|Unhandled Error|Failed Suites/.test(l));
+  const tail = lines.slice(from >= 0 ? from : -200).slice(0, 200);
+  return `${tail.join('\n')}\n`;
 }
 
 function firstLine(text: string | undefined): string {
