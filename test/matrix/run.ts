@@ -11,7 +11,7 @@
  * Options:
  *   --pg 13,14 | all     PostgreSQL majors (alone: on the newest Node.js LTS)
  *   --node 20,22 | all | current
- *                        Node.js majors, or `current` for the Node.js running
+ *                        Node.js majors; `current` is the Node.js running
  *                        this script (alone: on the newest PostgreSQL);
  *                        --pg and --node together run every pair
  *   --cache DIR          where the binaries go (default .cache/test-matrix,
@@ -57,8 +57,15 @@ const { values: args, positionals: vitestArgs } = parseArgs({
   },
 });
 
-const pgChoice = args.pg === undefined ? undefined : parseList(args.pg, '--pg', POSTGRES_MAJORS);
-const nodeChoice = args.node === undefined ? undefined : parseNodeList(args.node);
+let pgChoice: number[] | undefined;
+let nodeChoice: NodeChoice[] | undefined;
+try {
+  pgChoice = args.pg === undefined ? undefined : parseList(args.pg, '--pg', POSTGRES_MAJORS);
+  nodeChoice = args.node === undefined ? undefined : parseNodeList(args.node);
+} catch (error) {
+  process.stderr.write(`test:matrix: ${(error as Error).message}\n`);
+  process.exit(2);
+}
 const combos = plan(pgChoice, nodeChoice);
 // A full run: every combination and every test file (vitest options such as
 // --testTimeout may still be passed).
@@ -107,8 +114,8 @@ function parseList(text: string, flag: string, allowed: readonly number[]): numb
 }
 
 function parseNodeList(text: string): NodeChoice[] {
-  if (text === 'current') return ['current'];
-  return parseList(text, '--node', NODE_MAJORS);
+  if (text === 'all') return [...NODE_MAJORS];
+  return text.split(',').flatMap<NodeChoice>((part) => (part.trim() === 'current' ? ['current'] : parseList(part, '--node', NODE_MAJORS)));
 }
 
 /** The project's own embedded binaries serve their major; other majors come from the cache. */
