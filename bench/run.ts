@@ -24,7 +24,7 @@
  */
 import { fork } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -214,13 +214,19 @@ function gitInfo(): { commit: string; dirty: boolean } {
   }
 }
 
+/** The version of the package an import of `name` loads (under bench:current, the peers' newest). */
 function packageVersion(name: string): string {
   try {
-    const pkgPath = path.join(ROOT, 'node_modules', name, 'package.json');
-    return (JSON.parse(readFileSync(pkgPath, 'utf8')) as { version: string }).version;
+    for (let dir = path.dirname(fileURLToPath(import.meta.resolve(name))); dir !== path.dirname(dir); dir = path.dirname(dir)) {
+      const file = path.join(dir, 'package.json');
+      if (!existsSync(file)) continue;
+      const pkg = JSON.parse(readFileSync(file, 'utf8')) as { name?: string; version: string };
+      if (pkg.name === name) return pkg.version;
+    }
   } catch {
-    return 'not installed';
+    // not resolvable from here
   }
+  return 'not installed';
 }
 
 async function main(): Promise<number> {

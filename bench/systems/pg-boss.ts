@@ -1,5 +1,8 @@
 /**
- * pg-boss 10 through its public API: `send`, `insert` for bulk, `work`. pg-boss
+ * pg-boss through its public API: `send`, `insert` for bulk, `work`. Runs the
+ * project's pg-boss 10 (a default export, `insert(jobs)`) and, under
+ * `npm run bench:current`, the newest release (11 and later: a named
+ * `PgBoss` export, `insert(name, jobs)`, Node.js 22.12 or newer). pg-boss
  * 10 has no LISTEN/NOTIFY across processes: each `work()` loop polls, and
  * sleeps out the rest of its polling interval after every fetch. Its
  * "concurrency" is the number of `work()` loops times the jobs each handler
@@ -10,14 +13,31 @@
  *   pollingIntervalSeconds: 0.5 })` (0.5 s is its minimum), each handler
  *   running its batch at most concurrency/4 at a time.
  */
-import PgBoss from 'pg-boss';
+import type PgBoss from 'pg-boss';
 import type { Consumer, ConsumerOptions, Payload, Probe, Producer, RunEnv, System } from '../lib/types.js';
 import { sqlProbe } from '../lib/sql-probe.js';
 
 const QUEUE = 'bench-noop';
 
+type BossClass = new (options: PgBoss.ConstructorOptions) => PgBoss;
+/** pg-boss 10 exports its class as the default; 11 and later as `PgBoss`, with `insert(name, jobs)`. */
+const bossModule = (await import('pg-boss')) as unknown as { default?: BossClass; PgBoss?: BossClass };
+const BossConstructor = (bossModule.PgBoss ?? bossModule.default)!;
+const insertTakesName = bossModule.PgBoss !== undefined;
+
+async function insertAll(boss: PgBoss, payloads: readonly Payload[]): Promise<void> {
+  if (insertTakesName) {
+    await (boss as unknown as { insert(name: string, jobs: { data: object }[]): Promise<unknown> }).insert(
+      QUEUE,
+      payloads.map((data) => ({ data })),
+    );
+  } else {
+    await boss.insert(payloads.map((data) => ({ name: QUEUE, data })));
+  }
+}
+
 async function startBoss(env: RunEnv, max: number, workerSide: boolean): Promise<PgBoss> {
-  const boss = new PgBoss({
+  const boss = new BossConstructor({
     connectionString: env.databaseUrl,
     max,
     // Producers only send; their maintenance and cron timers are not part of the measurement.
@@ -64,7 +84,7 @@ function makePgBossSystem(name: string, settings: string, tuned: boolean): Syste
           await boss.send(QUEUE, payload);
         },
         async addMany(payloads) {
-          await boss.insert(payloads.map((data) => ({ name: QUEUE, data })));
+          await insertAll(boss, payloads);
         },
         close: () => boss.stop({ graceful: false, wait: true }),
       };
