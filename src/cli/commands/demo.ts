@@ -1,8 +1,6 @@
-import path from 'node:path';
-import { pathToFileURL } from 'node:url';
 import type { Command } from 'commander';
 import type { CliRuntime } from '../main.js';
-import { loadTasks } from '../load-tasks.js';
+import { importModule, loadTasks } from '../load-tasks.js';
 import { logJobEvents } from './worker.js';
 import { table } from '../format.js';
 import { embeddedState } from '../context.js';
@@ -55,10 +53,7 @@ export function registerDemo(program: Command, rt: CliRuntime): void {
 }
 
 async function loadEnqueueDemo(modulePath: string): Promise<EnqueueDemo> {
-  const file = path.resolve(modulePath);
-  const mod = (/\.[mc]?tsx?$/.test(file)
-    ? await (await import('tsx/esm/api')).tsImport(pathToFileURL(file).href, import.meta.url)
-    : await import(pathToFileURL(file).href)) as { enqueueDemo?: unknown };
+  const mod = await importModule(modulePath);
   if (typeof mod.enqueueDemo !== 'function') {
     throw new PgqError('PGQ_TASKS_MODULE', `${modulePath} exports no enqueueDemo(pgq) function`);
   }
