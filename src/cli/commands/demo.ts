@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import type { CliRuntime } from '../main.js';
 import { importModule, loadTasks } from '../load-tasks.js';
 import { logJobEvents } from './worker.js';
-import { table } from '../format.js';
+import { table, truncate } from '../format.js';
 import { embeddedState } from '../context.js';
 import { stopEmbedded } from '../embedded.js';
 import { PgqError } from '../../core/errors.js';
@@ -38,7 +38,7 @@ export function registerDemo(program: Command, rt: CliRuntime): void {
                 j.state,
                 String(j.attempts),
                 `${((j.startedAt!.getTime() - j.createdAt.getTime()) / 1000).toFixed(2)}s`,
-                JSON.stringify(j.state === 'succeeded' ? j.result : j.errors.at(-1)?.message).slice(0, 70),
+                truncate(JSON.stringify(j.state === 'succeeded' ? j.result : j.errors.at(-1)?.message) ?? '', 70),
               ]),
             ),
         );
