@@ -2,7 +2,8 @@
  * Which tasks the live workers know, and the jobs that wait for a task no
  * live worker can run ("orphaned": a typo in a task name, or a worker not
  * deployed yet). A worker writes its task names into `workers.tasks` when it
- * registers; a worker row with `tasks` null (one that did not say) counts as
+ * registers. A worker is live while its lease (`lease_expires_at`) has not
+ * passed. A worker row with `tasks` null (one that did not say) counts as
  * knowing every task, so such jobs are never reported by mistake.
  */
 import { sql, type Kysely } from 'kysely';
@@ -34,19 +35,20 @@ export async function findOrphanedTasks(
   options: { tasks?: readonly string[]; evenWithNoWorkers?: boolean } = {},
 ): Promise<OrphanedTask[]> {
   // Subqueries through the builder, not raw SQL, so `workers` gets pgq's schema.
+  const live = sql<boolean>`(w.lease_expires_at IS NULL OR w.lease_expires_at > now())`;
   const knows = sql<boolean>`(w.tasks IS NULL OR j.task = ANY(w.tasks))`;
   let query = kysely
     .selectFrom('jobs as j')
     .select(['j.task', 'j.queue', (eb) => eb.fn.countAll<string>().as('jobs')])
-    .select((eb) => eb.exists(eb.selectFrom('workers as w').select(sql`1`.as('one')).where(knows)).as('known'))
+    .select((eb) => eb.exists(eb.selectFrom('workers as w').select(sql`1`.as('one')).where(live).where(knows)).as('known'))
     .where('j.state', 'in', ['available', 'scheduled', 'retryable'])
     .where((eb) =>
-      eb.not(eb.exists(eb.selectFrom('workers as w').select(sql`1`.as('one')).where(knows).where(sql<boolean>`j.queue = ANY(w.queues)`))),
+      eb.not(eb.exists(eb.selectFrom('workers as w').select(sql`1`.as('one')).where(live).where(knows).where(sql<boolean>`j.queue = ANY(w.queues)`))),
     )
     .groupBy(['j.task', 'j.queue'])
     .orderBy('j.task')
     .orderBy('j.queue');
-  if (!options.evenWithNoWorkers) query = query.where((eb) => eb.exists(eb.selectFrom('workers').select(sql`1`.as('one'))));
+  if (!options.evenWithNoWorkers) query = query.where((eb) => eb.exists(eb.selectFrom('workers as w').select(sql`1`.as('one')).where(live)));
   if (options.tasks) query = query.where('j.task', 'in', options.tasks.length > 0 ? [...options.tasks] : ['']);
   const rows = await query.execute();
   return rows.map((r) => ({ task: r.task, queue: r.queue, jobs: Number(r.jobs), reason: r.known ? 'queue-not-served' : 'unknown-task' }));
