@@ -69,8 +69,7 @@ describe('drain', () => {
     const mail = await pgq.enqueue(email, { to: 'a', subject: 's' });
     for (let n = 0; n < 5; n++) await pgq.enqueue(double, { n });
     const some = await drain(pgq, { queues: ['default'], maxJobs: 2 });
-    expect(some.processed).toBeGreaterThanOrEqual(2);
-    expect(some.processed).toBeLessThan(5);
+    expect(some.processed).toBe(2);
     const rest = await drain(pgq, { queues: ['default'] });
     expect(some.processed + rest.processed).toBe(5);
     expect((await pgq.getJob(mail.id))?.state).toBe('available');

@@ -19,8 +19,9 @@ export interface DrainOptions {
   /** Queues to drain. Default: the queues of the Pgq's tasks. */
   queues?: readonly string[];
   /**
-   * Stop once this many attempts have finished. Jobs the worker had already
-   * claimed by then (at most `concurrency`) also run. Default: no limit.
+   * Run at most about this many attempts: claiming stops as the last one
+   * starts; attempts already running then (at most `concurrency`) finish.
+   * Default: no limit.
    */
   maxJobs?: number;
   /** Jobs run at once. Default 1, so jobs run one by one in claim order. */
@@ -69,13 +70,18 @@ export async function drain(pgq: Pgq, options: DrainOptions = {}): Promise<Drain
   const result: DrainResult = { processed: 0, succeeded: 0, retried: 0, failed: 0 };
   let wake: () => void = () => undefined;
   let stopping: Promise<void> | undefined;
+  let started = 0;
   const count = (key: keyof DrainResult): void => {
     result[key] += 1;
     result.processed += 1;
-    // Stop claiming now, not at the loop's next turn: fast jobs outrun it.
-    if (result.processed >= maxJobs) stopping ??= worker.stop();
     wake();
   };
+  // Stop claiming as the last allowed attempt starts (not at the loop's next
+  // turn: fast jobs outrun it); the stop lets that attempt finish.
+  worker.on('job:start', () => {
+    started += 1;
+    if (started >= maxJobs) stopping ??= worker.stop();
+  });
   worker.on('job:success', () => count('succeeded'));
   worker.on('job:failure', (_job, _err, _ms, retry) => count(retry ? 'retried' : 'failed'));
 
@@ -83,7 +89,7 @@ export async function drain(pgq: Pgq, options: DrainOptions = {}): Promise<Drain
   await worker.start();
   try {
     for (;;) {
-      if (result.processed >= maxJobs) break;
+      if (stopping) break;
       // A retry is due at once under drain: make retryable jobs available now.
       await pgq.kysely
         .updateTable('jobs')
