@@ -79,7 +79,7 @@ export function registerSchedules(program: Command, rt: CliRuntime): void {
           catchUpLimit: opts.catchUpLimit,
           misfireGraceMs: opts.misfireGraceMs,
         });
-        rt.out(rt.json ? json(saved) : `saved schedule ${saved.name}; next run ${humanTime(saved.nextRunAt)}`);
+        rt.out(rt.json ? json(saved) : `saved schedule ${saved.name}; next run: ${humanTime(saved.nextRunAt)}`);
       }, { tasks: [task] });
     });
 
@@ -109,7 +109,7 @@ export function registerSchedules(program: Command, rt: CliRuntime): void {
     .action(async (name: string) => {
       await rt.using(async (pgq) => {
         const s = await pgq.resumeSchedule(name);
-        rt.out(rt.json ? json(s) : `resumed schedule ${s.name}; next run ${humanTime(s.nextRunAt)}`);
+        rt.out(rt.json ? json(s) : `resumed schedule ${s.name}; next run: ${humanTime(s.nextRunAt)}`);
       });
     });
 
