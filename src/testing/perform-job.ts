@@ -42,7 +42,7 @@ export async function performJob<T extends Task<z.ZodType, unknown>>(task: T, pa
   if (!parsed.success) throw zodToValidationError(parsed.error, 'payload');
   const attempt = options.attempt ?? 1;
   const now = new Date();
-  const job: JobRecord = {
+  const defaults: JobRecord = {
     id: '1',
     task: task.name,
     queue: task.queue,
@@ -62,11 +62,15 @@ export async function performJob<T extends Task<z.ZodType, unknown>>(task: T, pa
     workflowStep: null,
     progress: null,
     progressAt: null,
-    ...options.job,
-    meta: options.job?.meta ?? {},
-    attempts: options.job?.attempts ?? attempt,
+    concurrencyKey: null,
+    expiresAt: null,
+    meta: {},
+    attempts: attempt,
     payload: parsed.data,
   };
+  // Fields given as undefined keep their defaults.
+  const given = Object.fromEntries(Object.entries(options.job ?? {}).filter(([, v]) => v !== undefined));
+  const job: JobRecord = { ...defaults, ...given, payload: parsed.data };
   const controller = new AbortController();
   const onAbort = (): void => controller.abort(options.signal?.reason);
   options.signal?.addEventListener('abort', onAbort, { once: true });
