@@ -41,6 +41,8 @@ import { Worker } from './worker/worker.js';
 import type { Service } from './core/service.js';
 import { Scheduler } from './maintenance/scheduler.js';
 import { Pruner } from './maintenance/pruner.js';
+import { OrphanReporter } from './maintenance/orphan-reporter.js';
+import { findOrphanedTasks, type OrphanedTask } from './db/worker-tasks.js';
 import {
   ScheduleStore,
   resolveDeclaredSchedules,
@@ -256,6 +258,19 @@ export class Pgq {
     });
     this.#workers.add(worker);
     return worker;
+  }
+
+  /**
+   * Tasks whose waiting jobs no live worker will run (it knows no such task,
+   * or serves other queues), by task and queue. Empty when no worker is
+   * registered. The leader logs the same once per `orphanCheckMs`.
+   *
+   * @example
+   * for (const o of await pgq.orphanedTasks()) console.warn(`${o.jobs} jobs of ${o.task} wait in ${o.queue}`);
+   */
+  async orphanedTasks(): Promise<OrphanedTask[]> {
+    this.#assertOpen();
+    return findOrphanedTasks(this.kysely);
   }
 
   /** The job (with its progress and workflow), or null if there is none with this id. */
@@ -678,8 +693,9 @@ export class Pgq {
       },
     );
     const expirer = new Expirer({ intervalMs: 1_000, batchSize: 1_000 }, this.#db, this.#queueStatements, this.logger);
-    if (!options.retention) return [scheduler, expirer];
-    return [scheduler, expirer, new Pruner(options.retention, this.kysely, this.#clock, this.logger)];
+    const orphans = new OrphanReporter(options.orphanCheckMs, this.kysely, this.logger);
+    if (!options.retention) return [scheduler, expirer, orphans];
+    return [scheduler, expirer, orphans, new Pruner(options.retention, this.kysely, this.#clock, this.logger)];
   }
 
   /** Connection settings for a worker's lease thread: the pool's, with time limits a heartbeat can afford. */

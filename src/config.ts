@@ -64,6 +64,7 @@ export const DEFAULTS = Object.freeze({
   maxClaimBatch: 100,
   /** Sandboxed handlers: the grace between forwarding an abort and terminating the thread or process. */
   sandboxTerminateGraceMs: 2_000,
+  orphanCheckMs: 60_000,
   /** Retention of finished jobs, enforced by the leader's pruner. */
   retention: Object.freeze({
     succeededMs: 86_400_000,
@@ -176,6 +177,8 @@ export interface WorkerOptions {
   leader?: boolean;
   /** Most jobs claimed in one statement. Default min(concurrency, 100). */
   maxClaimBatch?: number;
+  /** While leading, how often to log jobs that wait for a task no live worker runs (see `orphanedTasks()`). Default 60 s. */
+  orphanCheckMs?: number;
   /** Worker id (unique among live workers). Default: host, pid and a random suffix. */
   id?: string;
   /**
@@ -272,6 +275,7 @@ const workerOptionsSchema = z
     stallWarnMs: z.number().int().min(100).max(86_400_000).default(DEFAULTS.stallWarnMs),
     leader: z.boolean().default(true),
     maxClaimBatch: z.number().int().min(1).max(10_000).optional(),
+    orphanCheckMs: z.number().int().min(10).max(86_400_000).default(DEFAULTS.orphanCheckMs),
     id: nameSchema.optional(),
     retention: retentionSchema.prefault({}),
     sandbox: z
@@ -308,6 +312,7 @@ export interface ResolvedWorkerOptions {
   readonly stallWarnMs: number;
   readonly leader: boolean;
   readonly maxClaimBatch: number;
+  readonly orphanCheckMs: number;
   readonly id: string | undefined;
   /** Null when retention is off. */
   readonly retention: ResolvedRetention | null;
@@ -331,6 +336,7 @@ export function resolveWorkerOptions(options: WorkerOptions, tasks: readonly Any
     stallWarnMs: o.stallWarnMs,
     leader: o.leader,
     maxClaimBatch: o.maxClaimBatch ?? Math.min(o.concurrency, DEFAULTS.maxClaimBatch),
+    orphanCheckMs: o.orphanCheckMs,
     id: o.id,
     retention: o.retention === false ? null : Object.freeze({ ...o.retention, maxBatchesPerPass: DEFAULTS.retention.maxBatchesPerPass }),
     sandbox: Object.freeze({

@@ -64,6 +64,7 @@ export type {
   QueuesTable,
 } from './db/tables.js';
 export type { MigrateResult } from './db/migrate.js';
+export type { OrphanedTask } from './db/worker-tasks.js';
 export type { RolesOptions } from './roles.js';
 export { rolesSql } from './roles.js';
 export {

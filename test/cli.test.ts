@@ -59,7 +59,8 @@ describe('pgq CLI', () => {
       const exited = new Promise<number | null>((resolve) => worker.on('exit', resolve));
       worker.kill('SIGTERM');
       expect(await exited).toBe(0);
-      expect(logs).toMatch(/succeeded/);
+      expect(logs).toMatch(/worker stopped after .*: processed 1 job attempt \(1 succeeded, 0 retried, 0 failed\)/);
+      expect(logs).not.toMatch(/job \d+ \(send-email\) succeeded/); // a success is logged at debug
       expect(logs).not.toMatch(/ada@example\.com/); // payloads and results stay out of the logs
     } finally {
       if (worker.exitCode === null) worker.kill('SIGKILL');
@@ -72,7 +73,7 @@ describe('pgq CLI', () => {
     const later = JSON.parse(pgq(['--json', 'enqueue', 'anything', '--delay-ms', '600000']).stdout) as { id: string; state: string };
     expect(later.state).toBe('scheduled');
     expect(pgq(['cancel', later.id]).stdout).toMatch(/is cancelled/);
-    expect(pgq(['retry', later.id]).stdout).toMatch(/is available again/);
+    expect(pgq(['retry', later.id]).stdout).toMatch(/waits to run again/);
   });
 
   it('exits non-zero with a clear message on bad flags, bad modules and unreachable databases', () => {

@@ -48,7 +48,7 @@ describe('pgq schedules', () => {
     const list = pgq('schedules', 'list');
     expect(list.stdout).toMatch(/digest\s+send-email\s+0 8 \* \* 1-5 \(America\/New_York\)\s+active/);
     expect(list.stdout).toMatch(/sweep\s+sweep\s+every 5m\s+paused/);
-    expect(pgq('schedules', 'resume', 'sweep').stdout).toMatch(/resumed schedule sweep; next run at/);
+    expect(pgq('schedules', 'resume', 'sweep').stdout).toMatch(/resumed schedule sweep; next run: in /);
 
     const run = pgq('--json', 'schedules', 'run', 'digest');
     const job = JSON.parse(run.stdout) as { id: string; task: string; payload: unknown; state: string };

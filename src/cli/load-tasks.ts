@@ -4,6 +4,17 @@ import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
 import { PgqError, ValidationError } from '../core/errors.js';
 import { defineTask, isTask, type AnyTask } from '../task.js';
+import { importTsx } from './optional.js';
+
+/** Imports a module by path; a `.ts`/`.mts`/`.cts`/`.tsx` module goes through tsx (an optional dependency). */
+export async function importModule(file: string): Promise<Record<string, unknown>> {
+  const url = pathToFileURL(path.resolve(file)).href;
+  if (/\.[mc]?tsx?$/.test(file)) {
+    const { tsImport } = await importTsx();
+    return (await tsImport(url, import.meta.url)) as Record<string, unknown>;
+  }
+  return (await import(url)) as Record<string, unknown>;
+}
 
 /**
  * Loads a tasks module: its named exports that are tasks, or a default export
@@ -14,13 +25,9 @@ export async function loadTasks(modulePath: string): Promise<AnyTask[]> {
   if (!fs.existsSync(file)) throw new PgqError('PGQ_TASKS_MODULE', `tasks module ${modulePath} does not exist`);
   let mod: Record<string, unknown>;
   try {
-    if (/\.[mc]?tsx?$/.test(file)) {
-      const { tsImport } = await import('tsx/esm/api');
-      mod = (await tsImport(pathToFileURL(file).href, import.meta.url)) as Record<string, unknown>;
-    } else {
-      mod = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
-    }
+    mod = await importModule(file);
   } catch (err) {
+    if (err instanceof PgqError) throw err;
     throw new PgqError('PGQ_TASKS_MODULE', `could not load tasks module ${modulePath}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
   const found = new Map<string, AnyTask>();

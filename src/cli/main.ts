@@ -4,12 +4,12 @@
  * its database in --database-url, then DATABASE_URL, then an embedded
  * PostgreSQL with its data in ./.pgq (started, or reused when running).
  */
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import type { Pgq } from '../client.js';
 import type { AnyTask } from '../task.js';
 import type { Logger } from '../core/logger.js';
 import { PgqError } from '../core/errors.js';
-import { makeLogger, openPgq, type GlobalOptions, type SchemaPreparation } from './context.js';
+import { LOG_LEVELS, makeLogger, openPgq, plainLogger, type GlobalOptions, type SchemaPreparation } from './context.js';
 import { registerMigrate } from './commands/migrate.js';
 import { registerWorker } from './commands/worker.js';
 import { registerEnqueue } from './commands/enqueue.js';
@@ -43,15 +43,18 @@ export function buildProgram(): Command {
     .description('pgq: a PostgreSQL job queue')
     .option('--schema <name>', "schema of pgq's tables", 'pgq')
     .option('--database-url <url>', 'PostgreSQL URL (default: DATABASE_URL, else an embedded PostgreSQL in ./.pgq)')
-    .option('--log-level <level>', 'trace, debug, info, warn, error', process.env.PGQ_LOG_LEVEL ?? 'info')
+    .addOption(new Option('--log-level <level>', 'how much to log').choices(LOG_LEVELS).default(defaultLogLevel()))
     .option('--json', 'print JSON instead of tables')
     .showHelpAfterError()
     .exitOverride();
   let logger: Logger | undefined;
   const globals = (): GlobalOptions & { json?: boolean } => program.opts();
+  program.hook('preAction', async () => {
+    logger ??= await makeLogger(globals().logLevel);
+  });
   const rt: CliRuntime = {
     get logger() {
-      logger ??= makeLogger(globals().logLevel);
+      logger ??= plainLogger(globals().logLevel);
       return logger;
     },
     get json() {
@@ -85,9 +88,24 @@ export function buildProgram(): Command {
   return program;
 }
 
+/** PGQ_LOG_LEVEL when it names a level (else an error listing them), or `info`. */
+function defaultLogLevel(): string {
+  const fromEnv = process.env.PGQ_LOG_LEVEL;
+  if (fromEnv === undefined || fromEnv === '') return 'info';
+  if (!(LOG_LEVELS as readonly string[]).includes(fromEnv)) {
+    throw new PgqError('PGQ_BAD_OPTION', `PGQ_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(fromEnv)}`);
+  }
+  return fromEnv;
+}
+
 export async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
   try {
+    const program = buildProgram();
+    // A bare `pgq` asks what there is: help on stdout, success.
+    if (argv.length <= 2) {
+      process.stdout.write(program.helpInformation());
+      return 0;
+    }
     await program.parseAsync(argv);
     return 0;
   } catch (err) {

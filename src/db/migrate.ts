@@ -3,9 +3,10 @@
  * configured schema (created if missing), recording them in
  * `<schema>.pgq_migrations`. Several processes may migrate at once: they queue
  * on node-pg-migrate's advisory lock and the later ones find nothing to do.
+ * node-pg-migrate is imported on the first migrate(), not with `import 'pgq'`:
+ * it is the heaviest module pgq uses and most processes never migrate.
  */
 import type pg from 'pg';
-import { runner } from 'node-pg-migrate';
 import type { Logger } from '../core/logger.js';
 
 import { MIGRATIONS_DIR } from './schema-version.js';
@@ -18,6 +19,7 @@ export interface MigrateResult {
 }
 
 export async function migrate(pool: pg.Pool, schema: string, logger: Logger): Promise<MigrateResult> {
+  const { runner } = await import('node-pg-migrate');
   const client = await pool.connect();
   try {
     const ran = await runner({

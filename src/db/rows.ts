@@ -55,6 +55,9 @@ export const JOB_COLUMNS = [
   'meta',
   'concurrency_key',
   'expires_at',
+  // A handler sees its workflow and step on ctx.job: two small columns, read on claim too.
+  'workflow_id',
+  'workflow_step',
 ] as const;
 
 export function toJobRecord<Payload = unknown, Result = unknown>(row: JobRow): JobRecord<Payload, Result> {

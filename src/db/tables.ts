@@ -74,6 +74,8 @@ export interface WorkersTable {
   hostname: string;
   pid: number;
   queues: string[];
+  /** Task names the worker can run; null when it did not say. */
+  tasks: string[] | null;
   concurrency: number;
   started_at: Generated<Timestamp>;
   last_heartbeat_at: Generated<Timestamp>;

@@ -23,6 +23,7 @@ import { randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import type { Logger } from '../core/logger.js';
 import type { Clock } from '../core/clock.js';
+import { announceTasks } from '../db/worker-tasks.js';
 import type { Service } from '../core/service.js';
 import { JobCancelledError, LeaseLostError, WorkerShutdownError, errorMessage, errorSummary } from '../core/errors.js';
 import { sleep } from '../core/sleep.js';
@@ -267,6 +268,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     await this.#deps.syncSchedules?.();
     await this.#lease.start();
     await this.#lease.register();
+    await announceTasks(this.#deps.kysely, this.id, tasks.names());
     this.#unsubscribe.push(
       await listener.subscribe(channels.jobs, (queue) => {
         if (queues.has(queue)) this.#producer.wake();

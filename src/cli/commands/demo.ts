@@ -1,10 +1,8 @@
-import path from 'node:path';
-import { pathToFileURL } from 'node:url';
 import type { Command } from 'commander';
 import type { CliRuntime } from '../main.js';
-import { loadTasks } from '../load-tasks.js';
+import { importModule, loadTasks } from '../load-tasks.js';
 import { logJobEvents } from './worker.js';
-import { table } from '../format.js';
+import { table, truncate } from '../format.js';
 import { embeddedState } from '../context.js';
 import { stopEmbedded } from '../embedded.js';
 import { PgqError } from '../../core/errors.js';
@@ -40,7 +38,7 @@ export function registerDemo(program: Command, rt: CliRuntime): void {
                 j.state,
                 String(j.attempts),
                 `${((j.startedAt!.getTime() - j.createdAt.getTime()) / 1000).toFixed(2)}s`,
-                JSON.stringify(j.state === 'succeeded' ? j.result : j.errors.at(-1)?.message).slice(0, 70),
+                truncate(JSON.stringify(j.state === 'succeeded' ? j.result : j.errors.at(-1)?.message) ?? '', 70),
               ]),
             ),
         );
@@ -55,10 +53,7 @@ export function registerDemo(program: Command, rt: CliRuntime): void {
 }
 
 async function loadEnqueueDemo(modulePath: string): Promise<EnqueueDemo> {
-  const file = path.resolve(modulePath);
-  const mod = (/\.[mc]?tsx?$/.test(file)
-    ? await (await import('tsx/esm/api')).tsImport(pathToFileURL(file).href, import.meta.url)
-    : await import(pathToFileURL(file).href)) as { enqueueDemo?: unknown };
+  const mod = await importModule(modulePath);
   if (typeof mod.enqueueDemo !== 'function') {
     throw new PgqError('PGQ_TASKS_MODULE', `${modulePath} exports no enqueueDemo(pgq) function`);
   }

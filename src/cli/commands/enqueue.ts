@@ -2,7 +2,9 @@ import type { Command } from 'commander';
 import type { CliRuntime } from '../main.js';
 import { resolveTask } from '../load-tasks.js';
 import { parseDate, parseIntOption, parseJson } from '../options.js';
-import { json } from '../format.js';
+import { json, stateSentence } from '../format.js';
+import type { Pgq } from '../../client.js';
+import { describeOrphan, findOrphanedTasks } from '../../db/worker-tasks.js';
 
 export function registerEnqueue(program: Command, rt: CliRuntime): void {
   program
@@ -29,13 +31,27 @@ export function registerEnqueue(program: Command, rt: CliRuntime): void {
           maxAttempts: opts.maxAttempts,
           uniqueKey: opts.uniqueKey,
         });
+        await warnIfOrphaned(pgq, job.task, job.queue, Boolean(opts.tasks));
         if (opts.wait) {
           rt.out(json(await pgq.waitForJob(job.id, { timeoutMs: opts.timeoutMs })));
         } else {
-          rt.out(rt.json ? json(job) : `enqueued job ${job.id} (${job.task}, queue ${job.queue}, ${job.state})`);
+          rt.out(rt.json ? json(job) : `enqueued job ${job.id} (task ${job.task}, queue ${job.queue}); it ${stateSentence(job.state)}`);
         }
       }, { tasks: [task] });
     });
+}
+
+/**
+ * Warns on stderr when no live worker runs `task` on `queue`, where the job
+ * just enqueued waits. Quiet when the check cannot run (an enqueue-only role cannot read the
+ * workers table).
+ */
+async function warnIfOrphaned(pgq: Pgq, task: string, queue: string, fromModule: boolean): Promise<void> {
+  const orphans = await findOrphanedTasks(pgq.kysely, { tasks: [task], evenWithNoWorkers: true }).catch(() => []);
+  for (const orphan of orphans.filter((o) => o.queue === queue)) {
+    const hint = fromModule ? '' : ' (with --tasks <module>, enqueue uses the task\'s own queue, priority and attempts)';
+    process.stderr.write(`pgq: warning: ${describeOrphan(orphan)}; the job waits until a worker that runs it starts${hint}\n`);
+  }
 }
 
 interface EnqueueCommandOptions {

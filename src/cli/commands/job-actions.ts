@@ -1,7 +1,7 @@
 /** `pgq retry` and `pgq cancel`: one job by id, or every job the filter flags match (prints how many). */
 import type { Command } from 'commander';
 import type { CliRuntime } from '../main.js';
-import { json } from '../format.js';
+import { json, stateSentence } from '../format.js';
 import { PgqError } from '../../core/errors.js';
 import { addJobFilterOptions, hasFilter, toJobFilter, type JobFilterFlags } from '../job-filter-options.js';
 
@@ -20,7 +20,7 @@ export function registerJobActions(program: Command, rt: CliRuntime): void {
       }
       if (hasFilter(filter)) throw new PgqError('PGQ_USAGE', 'give a job id or filter flags, not both');
       const job = await pgq.retryJob(id);
-      rt.out(rt.json ? json(job) : `job ${job.id} is ${job.state} again (attempts ${job.attempts}/${job.maxAttempts})`);
+      rt.out(rt.json ? json(job) : `job ${job.id} ${stateSentence(job.state)} again (${job.attempts} of ${job.maxAttempts} attempts used)`);
     });
   });
 
@@ -38,7 +38,7 @@ export function registerJobActions(program: Command, rt: CliRuntime): void {
       }
       if (hasFilter(filter)) throw new PgqError('PGQ_USAGE', 'give a job id or filter flags, not both');
       const job = await pgq.cancelJob(id);
-      rt.out(rt.json ? json(job) : `job ${job.id} is ${job.state}`);
+      rt.out(rt.json ? json(job) : `job ${job.id} ${stateSentence(job.state)}`);
     });
   });
 }

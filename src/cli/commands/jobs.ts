@@ -1,11 +1,12 @@
 import type { Command } from 'commander';
 import type { CliRuntime } from '../main.js';
 import { parseIntOption } from '../options.js';
-import { JOB_HEADERS, jobRow, json, table } from '../format.js';
+import { humanDuration, JOB_HEADERS, jobRow, json, table } from '../format.js';
 import { JobNotFoundError, PgqError } from '../../core/errors.js';
 import { addJobFilterOptions, hasFilter, toJobFilter, type JobFilterFlags } from '../job-filter-options.js';
 import { jobText } from '../job-text.js';
 import { JOB_STATES as JOB_STATES_ORDER } from '../../core/types.js';
+import { describeOrphan } from '../../db/worker-tasks.js';
 
 export function registerJobs(program: Command, rt: CliRuntime): void {
   const jobs = program.command('jobs').description('inspect and delete jobs');
@@ -22,7 +23,7 @@ export function registerJobs(program: Command, rt: CliRuntime): void {
         if (rt.json) return rt.out(json(list));
         if (list.length === 0) return rt.out('no jobs');
         const more = list.length === opts.limit ? `\nnext page: --before ${list.at(-1)!.id}` : '';
-        rt.out(table(JOB_HEADERS, list.map(jobRow)) + more);
+        rt.out(table(JOB_HEADERS, list.map((job) => jobRow(job))) + more);
       });
     });
   jobs
@@ -61,6 +62,7 @@ export function registerJobs(program: Command, rt: CliRuntime): void {
         const stats = await pgq.stats();
         if (rt.json) return rt.out(json(stats));
         if (stats.length === 0) return rt.out('no jobs');
+        const orphans = await pgq.orphanedTasks();
         const now = Date.now();
         rt.out(
           table(
@@ -68,10 +70,13 @@ export function registerJobs(program: Command, rt: CliRuntime): void {
             stats.map((s) => [
               s.queue,
               ...JOB_STATES_ORDER.map((st) => String(s.counts[st])),
-              s.oldestWaitingRunAt ? `${((now - s.oldestWaitingRunAt.getTime()) / 1000).toFixed(1)}s` : '',
+              s.oldestWaitingRunAt ? humanDuration(now - s.oldestWaitingRunAt.getTime()) : '',
             ]),
           ),
         );
+        if (orphans.length > 0) {
+          rt.out(`\nwaiting for a task no live worker runs:\n${orphans.map((o) => `  ${describeOrphan(o)}`).join('\n')}`);
+        }
       });
     });
 }

@@ -3,7 +3,7 @@ import { InvalidArgumentError } from 'commander';
 import type { CliRuntime } from '../main.js';
 import { resolveTask } from '../load-tasks.js';
 import { parseIntOption, parseJson } from '../options.js';
-import { json, table } from '../format.js';
+import { humanTime, json, table } from '../format.js';
 import { ScheduleNotFoundError, type CatchUpPolicy, type ScheduleRecord } from '../../schedules.js';
 
 const POLICIES: readonly CatchUpPolicy[] = ['skip', 'once', 'all'];
@@ -27,8 +27,8 @@ function scheduleRow(s: ScheduleRecord): string[] {
     s.task,
     s.cron !== null ? `${s.cron} (${s.timezone})` : `every ${s.every}`,
     status(s),
-    s.nextRunAt.toISOString(),
-    s.lastRunAt?.toISOString() ?? '',
+    humanTime(s.nextRunAt),
+    humanTime(s.lastRunAt ?? null),
     s.lastJobId ?? '',
     s.catchUp === 'all' ? `all (≤${s.catchUpLimit})` : s.catchUp,
   ];
@@ -79,7 +79,7 @@ export function registerSchedules(program: Command, rt: CliRuntime): void {
           catchUpLimit: opts.catchUpLimit,
           misfireGraceMs: opts.misfireGraceMs,
         });
-        rt.out(rt.json ? json(saved) : `saved schedule ${saved.name}; next run at ${saved.nextRunAt.toISOString()}`);
+        rt.out(rt.json ? json(saved) : `saved schedule ${saved.name}; next run: ${humanTime(saved.nextRunAt)}`);
       }, { tasks: [task] });
     });
 
@@ -109,7 +109,7 @@ export function registerSchedules(program: Command, rt: CliRuntime): void {
     .action(async (name: string) => {
       await rt.using(async (pgq) => {
         const s = await pgq.resumeSchedule(name);
-        rt.out(rt.json ? json(s) : `resumed schedule ${s.name}; next run at ${s.nextRunAt.toISOString()}`);
+        rt.out(rt.json ? json(s) : `resumed schedule ${s.name}; next run: ${humanTime(s.nextRunAt)}`);
       });
     });
 

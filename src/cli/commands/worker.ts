@@ -5,6 +5,7 @@ import { parseIntOption, parseList } from '../options.js';
 import type { Worker } from '../../worker/worker.js';
 import { serveWorkerEndpoints } from '../worker-server.js';
 import type { Logger } from '../../core/logger.js';
+import { humanDuration } from '../format.js';
 
 export function registerWorker(program: Command, rt: CliRuntime): void {
   program
@@ -30,7 +31,8 @@ export function registerWorker(program: Command, rt: CliRuntime): void {
         rescueAfterMs: opts.rescueAfterMs,
         shutdownGraceMs: opts.shutdownGraceMs,
       });
-      logJobEvents(worker, rt.logger);
+      const tally = logJobEvents(worker, rt.logger);
+      const startedAt = performance.now();
       const metricsServer = opts.metricsPort ? await serveWorkerEndpoints(pgq, worker, opts.metricsHost, opts.metricsPort) : undefined;
       const stopped = stopOnSignals(worker, rt.logger);
       await worker.start();
@@ -40,6 +42,8 @@ export function registerWorker(program: Command, rt: CliRuntime): void {
         rt.logger.info({}, `metrics at ${base}/metrics, health at ${base}/healthz and ${base}/readyz`);
       }
       await stopped;
+      const durationMs = performance.now() - startedAt;
+      rt.logger.info({ ...tally, durationMs: Math.round(durationMs) }, summaryLine(tally, durationMs));
       await metricsServer?.close();
       await pgq.close();
     });
@@ -57,19 +61,48 @@ interface WorkerCommandOptions {
   shutdownGraceMs?: number;
 }
 
-/** Logs each job's start and end at info (never payloads or results). */
-export function logJobEvents(worker: Worker, logger: Logger): void {
-  worker.on('job:start', (job) => logger.debug({ jobId: job.id, task: job.task, attempt: job.attempts }, `job ${job.id} ${job.task} started`));
-  worker.on('job:success', (job, ms) =>
-    logger.info({ jobId: job.id, task: job.task, attempt: job.attempts, ms: Math.round(ms) }, `job ${job.id} ${job.task} succeeded`),
-  );
+/** What a worker did, for the summary it logs when it stops. */
+export interface JobTally {
+  succeeded: number;
+  retried: number;
+  failed: number;
+}
+
+/**
+ * Logs each job's end (never payloads or results): a success at debug (one
+ * line per job is noise at info), a failure at warn, in words; and counts
+ * them for the summary at shutdown.
+ */
+export function logJobEvents(worker: Worker, logger: Logger): JobTally {
+  const tally: JobTally = { succeeded: 0, retried: 0, failed: 0 };
+  worker.on('job:start', (job) => logger.debug({ jobId: job.id, task: job.task, attempt: job.attempts }, `job ${job.id} (${job.task}) started`));
+  worker.on('job:success', (job, ms) => {
+    tally.succeeded += 1;
+    logger.debug({ jobId: job.id, task: job.task, attempt: job.attempts, ms: Math.round(ms) }, `job ${job.id} (${job.task}) succeeded in ${humanDuration(ms)}`);
+  });
   worker.on('job:failure', (job, error, ms, retry) => {
     const message = (error as { message?: string }).message ?? String(error);
-    logger.warn(
-      { jobId: job.id, task: job.task, attempt: job.attempts, ms: Math.round(ms), retry },
-      `job ${job.id} ${job.task} failed (attempt ${job.attempts}/${job.maxAttempts}${retry ? ', will retry' : ', no retry left'}): ${message}`,
-    );
+    const outcome = retry
+      ? `failed attempt ${job.attempts} of ${job.maxAttempts}, will retry`
+      : job.attempts >= job.maxAttempts
+        ? `failed permanently after ${job.attempts} attempt${job.attempts === 1 ? '' : 's'}`
+        : 'failed permanently';
+    if (retry) tally.retried += 1;
+    else tally.failed += 1;
+    logger.warn({ jobId: job.id, task: job.task, attempt: job.attempts, ms: Math.round(ms), retry }, `job ${job.id} (${job.task}) ${outcome}: ${firstLine(message)}`);
   });
+  return tally;
+}
+
+/** The line a worker logs when it has stopped: what it did and for how long. */
+export function summaryLine(tally: JobTally, durationMs: number): string {
+  const processed = tally.succeeded + tally.retried + tally.failed;
+  return `worker stopped after ${humanDuration(durationMs)}: processed ${processed} job attempt${processed === 1 ? '' : 's'} (${tally.succeeded} succeeded, ${tally.retried} retried, ${tally.failed} failed)`;
+}
+
+function firstLine(text: string): string {
+  const [first = '', ...rest] = text.split('\n');
+  return rest.length > 0 ? `${first} …` : first;
 }
 
 /** First SIGTERM/SIGINT: graceful stop. Second: hard stop. Resolves when the worker has stopped. */

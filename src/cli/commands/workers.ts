@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import type { CliRuntime } from '../main.js';
-import { json, table } from '../format.js';
+import { humanTime, json, table } from '../format.js';
 
 export function registerWorkers(program: Command, rt: CliRuntime): void {
   program
@@ -19,7 +19,7 @@ export function registerWorkers(program: Command, rt: CliRuntime): void {
               w.queues.join(','),
               `${w.runningJobs}/${w.concurrency}`,
               `${w.heartbeatAgeSeconds.toFixed(1)}s ago`,
-              w.startedAt.toISOString(),
+              humanTime(w.startedAt),
               w.isLeader ? 'leader' : '',
             ]),
           ),

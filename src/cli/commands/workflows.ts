@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { CliRuntime } from '../main.js';
 import { parseIntOption } from '../options.js';
-import { json, table } from '../format.js';
+import { humanTime, json, table } from '../format.js';
 import { WorkflowNotFoundError } from '../../workflow/store.js';
 import { JOB_STATES } from '../../core/types.js';
 import { workflowTree } from '../job-text.js';
@@ -28,7 +28,7 @@ export function registerWorkflows(program: Command, rt: CliRuntime): void {
               `${w.counts.succeeded}/${w.total} succeeded${JOB_STATES.filter((s) => s !== 'succeeded' && w.counts[s] > 0)
                 .map((s) => `, ${w.counts[s]} ${s}`)
                 .join('')}`,
-              w.createdAt.toISOString(),
+              humanTime(w.createdAt),
             ]),
           ),
         );

@@ -1,0 +1,97 @@
+/**
+ * `assertEnqueued` / `refuteEnqueued`: does a job of this task wait to run
+ * with a payload like this one? A job counts as enqueued while it waits:
+ * `scheduled`, `available`, `retryable` or `blocked`. A payload matches when
+ * every key of `payloadMatch` is there with an equal value (deeply; arrays
+ * must be equal), so a test names only the fields it cares about.
+ */
+import { AssertionError } from 'node:assert';
+import { isDeepStrictEqual } from 'node:util';
+import type { Pgq } from '../client.js';
+import type { JobRecord, JobState } from '../core/types.js';
+import { toJobRecord, type JobRow } from '../db/rows.js';
+import type { AnyTask } from '../task.js';
+
+/** States in which a job counts as enqueued. */
+export const ENQUEUED_STATES: readonly JobState[] = ['scheduled', 'available', 'retryable', 'blocked'];
+
+/** Narrows which jobs `assertEnqueued` and `refuteEnqueued` look at. */
+export interface EnqueuedFilter {
+  /** Only jobs in this queue. */
+  queue?: string;
+}
+
+/**
+ * Resolves with the oldest waiting job of `task` whose payload matches
+ * `payloadMatch`; throws an AssertionError listing the waiting jobs of the
+ * task, with a diff against the closest, when there is none.
+ *
+ * @example
+ * await signUp(pgq, 'a@b.c');
+ * await assertEnqueued(pgq, sendEmail, { to: 'a@b.c' });
+ */
+export async function assertEnqueued(pgq: Pgq, task: AnyTask | string, payloadMatch: unknown = {}, filter: EnqueuedFilter = {}): Promise<JobRecord> {
+  const name = typeof task === 'string' ? task : task.name;
+  const jobs = await waitingJobs(pgq, name, filter);
+  const found = jobs.find((job) => matches(job.payload, payloadMatch));
+  if (found) return found;
+  const where = filter.queue === undefined ? '' : ` in queue ${JSON.stringify(filter.queue)}`;
+  const closest = closestPayload(jobs.map((j) => j.payload), payloadMatch);
+  const listed = jobs.slice(0, 10).map((j) => `  job ${j.id} (${j.state}, queue ${j.queue}): ${JSON.stringify(j.payload)}`);
+  const message = jobs.length === 0
+    ? `expected a job of task ${name}${where} with a payload matching ${JSON.stringify(payloadMatch)}; no job of task ${name} is enqueued${where}`
+    : `expected a job of task ${name}${where} with a payload matching ${JSON.stringify(payloadMatch)}; the ${jobs.length} enqueued job(s) of task ${name}${where} differ:\n${listed.join('\n')}${jobs.length > 10 ? '\n  …' : ''}`;
+  throw new AssertionError({ message, actual: closest, expected: payloadMatch, operator: 'assertEnqueued' });
+}
+
+/**
+ * Resolves when no waiting job of `task` has a payload matching
+ * `payloadMatch` (with no `payloadMatch`: no waiting job of the task at all);
+ * otherwise throws an AssertionError naming the job found.
+ *
+ * @example
+ * await refuteEnqueued(pgq, sendEmail, { to: 'blocked@b.c' });
+ */
+export async function refuteEnqueued(pgq: Pgq, task: AnyTask | string, payloadMatch: unknown = {}, filter: EnqueuedFilter = {}): Promise<void> {
+  const name = typeof task === 'string' ? task : task.name;
+  const found = (await waitingJobs(pgq, name, filter)).find((job) => matches(job.payload, payloadMatch));
+  if (!found) return;
+  const where = filter.queue === undefined ? '' : ` in queue ${JSON.stringify(filter.queue)}`;
+  throw new AssertionError({
+    message: `expected no job of task ${name}${where} with a payload matching ${JSON.stringify(payloadMatch)}; job ${found.id} (${found.state}, queue ${found.queue}) has ${JSON.stringify(found.payload)}`,
+    actual: found.payload,
+    expected: payloadMatch,
+    operator: 'refuteEnqueued',
+  });
+}
+
+async function waitingJobs(pgq: Pgq, task: string, filter: EnqueuedFilter): Promise<JobRecord[]> {
+  let query = pgq.kysely.selectFrom('jobs').selectAll().where('task', '=', task).where('state', 'in', [...ENQUEUED_STATES]);
+  if (filter.queue !== undefined) query = query.where('queue', '=', filter.queue);
+  const rows = await query.orderBy('id').execute();
+  return rows.map((r) => toJobRecord(r as unknown as JobRow));
+}
+
+/** Whether `actual` contains `expected`: objects by the keys of `expected`, everything else by deep equality. */
+export function matches(actual: unknown, expected: unknown): boolean {
+  if (isPlainObject(expected)) {
+    if (!isPlainObject(actual)) return false;
+    return Object.entries(expected).every(([key, value]) => key in actual && matches(actual[key], value));
+  }
+  return isDeepStrictEqual(actual, expected);
+}
+
+/** The payload sharing the most top-level values with `expected`, cut down to the keys of `expected` so a diff shows only what differs. */
+function closestPayload(payloads: unknown[], expected: unknown): unknown {
+  if (payloads.length === 0) return undefined;
+  if (!isPlainObject(expected)) return payloads[0];
+  const score = (p: unknown): number =>
+    isPlainObject(p) ? Object.entries(expected).filter(([k, v]) => k in p && matches(p[k], v)).length : -1;
+  const best = payloads.reduce((a, b) => (score(b) > score(a) ? b : a));
+  if (!isPlainObject(best)) return best;
+  return Object.fromEntries(Object.keys(expected).filter((k) => k in best).map((k) => [k, best[k]]));
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}

@@ -1,0 +1,124 @@
+/**
+ * `drain`: run every due job of a Pgq's tasks to a final state, in-process,
+ * and say what happened. A real worker does the running (same claim, same
+ * executor, same completer as production); drain adds two things a test
+ * wants: it returns once nothing is left to run, and a retry does not wait
+ * for its backoff — a job that fails an attempt runs again at once, as if the
+ * clock had moved to its next run time.
+ *
+ * Done means: no job of these queues and tasks is `available`, `running` or
+ * `retryable`. Jobs scheduled for later (`runAt`, `delayMs`, a snooze) are
+ * not due and stay where they are.
+ */
+import { sql } from 'kysely';
+import type { Pgq } from '../client.js';
+import { PgqError } from '../core/errors.js';
+
+/** Options of `drain`. */
+export interface DrainOptions {
+  /** Queues to drain. Default: the queues of the Pgq's tasks. */
+  queues?: readonly string[];
+  /**
+   * Run at most about this many attempts: claiming stops as the last one
+   * starts; attempts already running then (at most `concurrency`) finish.
+   * Default: no limit.
+   */
+  maxJobs?: number;
+  /** Jobs run at once. Default 1, so jobs run one by one in claim order. */
+  concurrency?: number;
+  /** Give up (with a PgqError) when jobs are still running after this long. Default 30 s. */
+  timeoutMs?: number;
+}
+
+/** What a drain did. */
+export interface DrainResult {
+  /** Attempts run (every success, retry and failure). */
+  processed: number;
+  /** Attempts that succeeded. */
+  succeeded: number;
+  /** Attempts that failed with another attempt to come (run at once by the drain). */
+  retried: number;
+  /** Attempts that failed for good: attempts exhausted or a permanent error. */
+  failed: number;
+}
+
+/** How often drain looks at the jobs table while jobs run. */
+const CHECK_EVERY_MS = 10;
+
+/**
+ * Runs every due job of `pgq`'s tasks (in `options.queues`) to a final state
+ * and resolves with counts. Retries run at once instead of after their backoff.
+ *
+ * @example
+ * await pgq.enqueue(sendEmail, { to: 'a@b.c' });
+ * const result = await drain(pgq);
+ * expect(result).toMatchObject({ succeeded: 1, failed: 0 });
+ */
+export async function drain(pgq: Pgq, options: DrainOptions = {}): Promise<DrainResult> {
+  const maxJobs = options.maxJobs ?? Infinity;
+  if (maxJobs !== Infinity && (!Number.isInteger(maxJobs) || maxJobs < 1)) {
+    throw new PgqError('PGQ_BAD_OPTION', `drain: maxJobs must be a whole number >= 1, got ${String(options.maxJobs)}`);
+  }
+  const worker = pgq.worker({
+    queues: options.queues ? [...options.queues] : undefined,
+    concurrency: options.concurrency ?? 1,
+    leader: false,
+    pollIntervalMs: CHECK_EVERY_MS,
+  });
+  const queues = [...worker.options.queues];
+  const tasks = pgq.tasks.names();
+  const result: DrainResult = { processed: 0, succeeded: 0, retried: 0, failed: 0 };
+  let wake: () => void = () => undefined;
+  let stopping: Promise<void> | undefined;
+  let started = 0;
+  const count = (key: keyof DrainResult): void => {
+    result[key] += 1;
+    result.processed += 1;
+    wake();
+  };
+  // Stop claiming as the last allowed attempt starts (not at the loop's next
+  // turn: fast jobs outrun it); the stop lets that attempt finish.
+  worker.on('job:start', () => {
+    started += 1;
+    if (started >= maxJobs) stopping ??= worker.stop();
+  });
+  worker.on('job:success', () => count('succeeded'));
+  worker.on('job:failure', (_job, _err, _ms, retry) => count(retry ? 'retried' : 'failed'));
+
+  const deadline = Date.now() + (options.timeoutMs ?? 30_000);
+  await worker.start();
+  try {
+    for (;;) {
+      if (stopping) break;
+      // A retry is due at once under drain: make retryable jobs available now.
+      await pgq.kysely
+        .updateTable('jobs')
+        .set({ state: 'available', run_at: sql`now()` })
+        .where('state', '=', 'retryable')
+        .where('queue', 'in', queues)
+        .where('task', 'in', tasks)
+        .execute();
+      const left = await pgq.kysely
+        .selectFrom('jobs')
+        .select((eb) => eb.fn.countAll<string>().as('n'))
+        .where('state', 'in', ['available', 'running', 'retryable'])
+        .where('queue', 'in', queues)
+        .where('task', 'in', tasks)
+        .executeTakeFirstOrThrow();
+      if (Number(left.n) === 0) break;
+      if (Date.now() > deadline) {
+        throw new PgqError('PGQ_DRAIN_TIMEOUT', `drain: ${left.n} job(s) still to run after ${options.timeoutMs ?? 30_000} ms`);
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, CHECK_EVERY_MS);
+        wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+  } finally {
+    await (stopping ?? worker.stop());
+  }
+  return result;
+}

@@ -1,0 +1,106 @@
+/**
+ * `performJob`: run a task's handler the way a worker would — payload
+ * validated by the task's schema, a real context (signal with the task's
+ * timeout, logger, snooze, progress), the result checked to be storable JSON — with no
+ * database. For unit tests of a handler.
+ */
+import { pino } from 'pino';
+import { JobTimeoutError } from '../core/errors.js';
+import { toJsonText } from '../core/json.js';
+import type { JobProgress, JobRecord } from '../core/types.js';
+import type { Logger } from '../core/logger.js';
+import { SnoozeError } from '../core/errors.js';
+import { DEFAULTS } from '../config.js';
+import { zodToValidationError, type JobContext, type Task, type TaskInput, type TaskResult } from '../task.js';
+import type { z } from 'zod';
+
+/** Options of `performJob`. */
+export interface PerformJobOptions {
+  /** The attempt number the handler sees (`ctx.attempt`, `ctx.job.attempts`). Default 1. */
+  attempt?: number;
+  /** Aborts the handler's `ctx.signal` (besides the task's own timeout). */
+  signal?: AbortSignal;
+  /** The handler's `ctx.logger`. Default: a silent logger. */
+  logger?: Logger;
+  /** Fields of the job record the handler sees (`ctx.job`), e.g. `{ id: '42', workflowId: '7' }`. */
+  job?: Partial<Omit<JobRecord, 'payload'>>;
+}
+
+/**
+ * Runs `task`'s handler on `payload` (validated by the task's schema, a
+ * ValidationError when it does not match) and resolves with the result as a
+ * worker would store it (through JSON). A handler that throws rejects with
+ * its error; `ctx.snooze()` rejects with a SnoozeError; the task's
+ * `timeoutMs` aborts `ctx.signal` with a JobTimeoutError.
+ *
+ * @example
+ * const result = await performJob(sendEmail, { to: 'a@b.c' });
+ * expect(result).toEqual({ sent: true });
+ */
+export async function performJob<T extends Task<z.ZodType, unknown>>(task: T, payload: TaskInput<T>, options: PerformJobOptions = {}): Promise<TaskResult<T>> {
+  const parsed = task.schema.safeParse(payload);
+  if (!parsed.success) throw zodToValidationError(parsed.error, 'payload');
+  const attempt = options.attempt ?? 1;
+  const now = new Date();
+  const defaults: JobRecord = {
+    id: '1',
+    task: task.name,
+    queue: task.queue,
+    state: 'running',
+    priority: task.priority,
+    maxAttempts: task.maxAttempts,
+    runAt: now,
+    createdAt: now,
+    startedAt: now,
+    finishedAt: null,
+    result: null,
+    errors: [],
+    uniqueKey: null,
+    workerId: null,
+    timeoutMs: task.timeoutMs,
+    workflowId: null,
+    workflowStep: null,
+    progress: null,
+    progressAt: null,
+    concurrencyKey: null,
+    expiresAt: null,
+    meta: {},
+    attempts: attempt,
+    payload: parsed.data,
+  };
+  // Fields given as undefined keep their defaults.
+  const given = Object.fromEntries(Object.entries(options.job ?? {}).filter(([, v]) => v !== undefined));
+  const job: JobRecord = { ...defaults, ...given, payload: parsed.data };
+  const controller = new AbortController();
+  const onAbort = (): void => controller.abort(options.signal?.reason);
+  options.signal?.addEventListener('abort', onAbort, { once: true });
+  if (options.signal?.aborted) onAbort();
+  const timer = task.timeoutMs ? setTimeout(() => controller.abort(new JobTimeoutError(task.timeoutMs!)), task.timeoutMs) : undefined;
+  const ctx: JobContext = {
+    job,
+    attempt,
+    signal: controller.signal,
+    logger: options.logger ?? pino({ level: 'silent' }),
+    snooze(delayMs: number): never {
+      throw new SnoozeError(delayMs);
+    },
+    // No database: progress is kept on ctx.job, where a test can read it.
+    async progress(value: JobProgress): Promise<void> {
+      job.progress = value;
+      job.progressAt = new Date();
+    },
+  };
+  try {
+    // Like a worker: an aborted signal ends the attempt even if the handler ignores it.
+    const aborted = new Promise<never>((_resolve, reject) => {
+      if (controller.signal.aborted) reject(controller.signal.reason);
+      controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true });
+    });
+    aborted.catch(() => undefined);
+    const result = await Promise.race([Promise.resolve().then(() => task.handler(parsed.data, ctx)), aborted]);
+    return JSON.parse(toJsonText(result, 'result', DEFAULTS.maxPayloadBytes)) as TaskResult<T>;
+  } finally {
+    clearTimeout(timer);
+    options.signal?.removeEventListener('abort', onAbort);
+  }
+}

@@ -1,0 +1,81 @@
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { defineTask, type Logger } from '../src/index.js';
+import { until, useTestSchema } from './support/harness.js';
+
+const ctx = useTestSchema('orphans');
+const root = path.resolve(import.meta.dirname, '..');
+
+const known = defineTask({ name: 'known', schema: z.object({}), handler: () => new Promise(() => undefined) });
+const typo = defineTask({ name: 'knwon', schema: z.object({}), handler: () => undefined });
+
+function capture(): { logger: Logger; warnings: string[] } {
+  const warnings: string[] = [];
+  const logger: Logger = {
+    error: (_obj, msg) => void warnings.push(`error: ${msg ?? ''}`),
+    info: (_obj, msg) => void warnings.push(`info: ${msg ?? ''}`),
+    warn: (_obj, msg) => void warnings.push(msg ?? ''),
+    debug: () => undefined,
+    child: () => logger,
+  };
+  return { logger, warnings };
+}
+
+function cli(args: string[]) {
+  const r = spawnSync(process.execPath, [path.join(root, 'dist/cli/main.js'), '--schema', ctx.schema, ...args], {
+    env: { ...process.env, DATABASE_URL: ctx.url, PGQ_LOG_LEVEL: 'warn' },
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('jobs no live worker runs', () => {
+  it('are reported by orphanedTasks, logged by the leader, shown by stats and warned about by enqueue', async () => {
+    const { logger, warnings } = capture();
+    const pgq = await ctx.migrated({ tasks: [known], logger });
+    // No worker yet: nothing to report (every job waits while no worker runs).
+    await pgq.enqueue(typo, {});
+    expect(await pgq.orphanedTasks()).toEqual([]);
+    const lonely = cli(['enqueue', 'knwon']);
+    expect(lonely.code).toBe(0);
+    expect(lonely.stderr).toMatch(/warning: 2 jobs of task knwon wait in queue default; no live worker knows task knwon/);
+
+    const worker = pgq.worker({ concurrency: 1, orphanCheckMs: 50 });
+    await worker.start();
+    try {
+      const { rows } = await ctx.admin.query<{ tasks: string[] }>(`SELECT tasks FROM "${ctx.schema}".workers`);
+      expect(rows).toEqual([{ tasks: ['known'] }]);
+      await pgq.enqueue(known, {}, { queue: 'elsewhere' });
+      expect(await pgq.orphanedTasks()).toEqual([
+        { task: 'known', queue: 'elsewhere', jobs: 1, reason: 'queue-not-served' },
+        { task: 'knwon', queue: 'default', jobs: 2, reason: 'unknown-task' },
+      ]);
+      await until(() => warnings.some((w) => w === '2 jobs of task knwon wait in queue default; no live worker knows task knwon'), { what: `the leader to log the orphaned task; logged: ${JSON.stringify(warnings)}` });
+      expect(warnings).toContain('1 job of task known waits in queue elsewhere; the live workers that know task known do not serve queue elsewhere');
+
+      const stats = cli(['stats']);
+      expect(stats.stdout).toMatch(/waiting for a task no live worker runs:\n[^]*\n {2}2 jobs of task knwon wait in queue default; no live worker knows task knwon/);
+      const warned = cli(['enqueue', 'knwon']);
+      expect(warned.stderr).toMatch(/3 jobs of task knwon wait in queue default; no live worker knows task knwon; the job waits until a worker that runs it starts \(with --tasks/);
+      const fine = cli(['enqueue', 'known']);
+      expect(fine.code).toBe(0);
+      expect(fine.stderr).not.toMatch(/warning/);
+    } finally {
+      await worker.hardStop();
+    }
+  });
+
+  it('pgq enqueue --tasks uses the task queue, priority and attempts', () => {
+    const tasks = path.join(root, 'examples/tasks.ts');
+    const out = cli(['--json', 'enqueue', 'send-email', '--tasks', tasks, '--payload', '{"to":"a@b.co","subject":"s"}']);
+    const plain = cli(['--json', 'enqueue', 'send-email', '--payload', '{"to":"a@b.co","subject":"s"}']);
+    const withTasks = JSON.parse(out.stdout) as { queue: string; priority: number; maxAttempts: number };
+    const without = JSON.parse(plain.stdout) as { queue: string; priority: number; maxAttempts: number };
+    expect(without).toMatchObject({ queue: 'default', priority: 0, maxAttempts: 25 });
+    expect(withTasks.queue).toBe('emails');
+    expect(withTasks.maxAttempts).toBe(5);
+  });
+});

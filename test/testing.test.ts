@@ -1,0 +1,130 @@
+import { AssertionError } from 'node:assert';
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { chain, defineTask, step, JobTimeoutError, PermanentError, SnoozeError, ValidationError } from '../src/index.js';
+import { assertEnqueued, drain, performJob, refuteEnqueued } from '../src/testing/index.js';
+import { useTestSchema } from './support/harness.js';
+
+const ctx = useTestSchema('testing');
+
+const double = defineTask({
+  name: 'double',
+  schema: z.object({ n: z.number().int() }),
+  handler: (p) => ({ doubled: p.n * 2 }),
+});
+
+// Fails its first two attempts, with a backoff a test must not wait for.
+const flaky = defineTask({
+  name: 'flaky',
+  schema: z.object({ id: z.string() }),
+  maxAttempts: 5,
+  backoff: { baseMs: 3_600_000, maxMs: 3_600_000 },
+  handler: (_p, c) => {
+    if (c.attempt < 3) throw new Error(`attempt ${c.attempt} fails`);
+    return { attempt: c.attempt };
+  },
+});
+
+const broken = defineTask({
+  name: 'broken',
+  schema: z.object({}),
+  handler: () => {
+    throw new PermanentError('invalid payload');
+  },
+});
+
+const email = defineTask({
+  name: 'email',
+  schema: z.object({ to: z.string(), subject: z.string(), tags: z.array(z.string()).optional() }),
+  queue: 'emails',
+  handler: () => undefined,
+});
+
+describe('drain', () => {
+  it('runs every due job to a final state, retries at once, and counts', async () => {
+    const pgq = await ctx.migrated({ tasks: [double, flaky, broken] });
+    const a = await pgq.enqueue(double, { n: 2 });
+    const b = await pgq.enqueue(flaky, { id: 'x' });
+    const c = await pgq.enqueue(broken, {});
+    const later = await pgq.enqueue(double, { n: 9 }, { delayMs: 3_600_000 });
+    const result = await drain(pgq);
+    expect(result).toEqual({ processed: 5, succeeded: 2, retried: 2, failed: 1 });
+    expect((await pgq.getJob(a.id))).toMatchObject({ state: 'succeeded', result: { doubled: 4 } });
+    expect((await pgq.getJob(b.id))).toMatchObject({ state: 'succeeded', attempts: 3, result: { attempt: 3 } });
+    expect((await pgq.getJob(c.id))?.state).toBe('failed');
+    expect((await pgq.getJob(later.id))?.state).toBe('scheduled');
+    expect(await drain(pgq)).toEqual({ processed: 0, succeeded: 0, retried: 0, failed: 0 });
+  });
+
+  it('runs the later steps of a workflow as their parents finish', async () => {
+    const pgq = await ctx.migrated({ tasks: [double] });
+    const wf = await pgq.enqueueWorkflow(chain(step(double, { n: 1 }), step(double, { n: 3 })));
+    const result = await drain(pgq);
+    expect(result.succeeded).toBe(2);
+    expect((await pgq.getWorkflow(wf.id))?.state).toBe('succeeded');
+  });
+
+  it('only drains the queues it is given, and stops after maxJobs', async () => {
+    const pgq = await ctx.migrated({ tasks: [double, email] });
+    const mail = await pgq.enqueue(email, { to: 'a', subject: 's' });
+    for (let n = 0; n < 5; n++) await pgq.enqueue(double, { n });
+    const some = await drain(pgq, { queues: ['default'], maxJobs: 2 });
+    expect(some.processed).toBe(2);
+    const rest = await drain(pgq, { queues: ['default'] });
+    expect(some.processed + rest.processed).toBe(5);
+    expect((await pgq.getJob(mail.id))?.state).toBe('available');
+    await expect(drain(pgq, { maxJobs: 0 })).rejects.toThrow(/maxJobs/);
+  });
+});
+
+describe('assertEnqueued / refuteEnqueued', () => {
+  it('matches waiting jobs by a partial payload and shows a diff when none matches', async () => {
+    const pgq = await ctx.migrated({ tasks: [email] });
+    await refuteEnqueued(pgq, email, { to: 'a@b.c' });
+    await pgq.enqueue(email, { to: 'a@b.c', subject: 'hello', tags: ['x'] });
+    const job = await assertEnqueued(pgq, email, { to: 'a@b.c' });
+    expect(job.payload).toMatchObject({ subject: 'hello' });
+    await assertEnqueued(pgq, 'email', { tags: ['x'] }, { queue: 'emails' });
+    await refuteEnqueued(pgq, email, { to: 'other@b.c' });
+
+    const miss = await assertEnqueued(pgq, email, { to: 'a@b.c', subject: 'bye' }).catch((e: unknown) => e);
+    expect(miss).toBeInstanceOf(AssertionError);
+    expect((miss as AssertionError).message).toMatch(/expected a job of task email with a payload matching .*"subject":"bye"[\s\S]*\n  job \d+ \(available, queue emails\): .*"hello"/);
+    expect((miss as AssertionError).actual).toEqual({ to: 'a@b.c', subject: 'hello' });
+    expect((miss as AssertionError).expected).toEqual({ to: 'a@b.c', subject: 'bye' });
+    await expect(assertEnqueued(pgq, email, { to: 'a@b.c' }, { queue: 'other' })).rejects.toThrow(/no job of task email is enqueued in queue "other"/);
+    await expect(refuteEnqueued(pgq, email, { to: 'a@b.c' })).rejects.toThrow(/expected no job of task email .* job \d+ \(available, queue emails\)/);
+  });
+
+  it('no longer counts a job once it has run', async () => {
+    const pgq = await ctx.migrated({ tasks: [email] });
+    await pgq.enqueue(email, { to: 'done@b.c', subject: 's' });
+    await assertEnqueued(pgq, email, { to: 'done@b.c' });
+    await drain(pgq);
+    await refuteEnqueued(pgq, email, { to: 'done@b.c' });
+  });
+});
+
+describe('performJob', () => {
+  it('runs a handler with a validated payload and a real context, no database', async () => {
+    expect(await performJob(double, { n: 21 })).toEqual({ doubled: 42 });
+    expect(await performJob(flaky, { id: 'x' }, { attempt: 3 })).toEqual({ attempt: 3 });
+    await expect(performJob(flaky, { id: 'x' })).rejects.toThrow('attempt 1 fails');
+    await expect(performJob(double, { n: 1.5 } as never)).rejects.toBeInstanceOf(ValidationError);
+    const seen = defineTask({
+      name: 'seen',
+      schema: z.object({ n: z.number().default(7) }),
+      handler: (p, c) => ({ n: p.n, task: c.job.task, workflowId: c.job.workflowId, aborted: c.signal.aborted }),
+    });
+    expect(await performJob(seen, {}, { job: { workflowId: '9' } })).toEqual({ n: 7, task: 'seen', workflowId: '9', aborted: false });
+  });
+
+  it('snooze, timeout and non-JSON results behave as under a worker', async () => {
+    const snoozy = defineTask({ name: 'snoozy', schema: z.object({}), handler: (_p, c) => c.snooze(1_000) });
+    await expect(performJob(snoozy, {})).rejects.toBeInstanceOf(SnoozeError);
+    const slow = defineTask({ name: 'slow', schema: z.object({}), timeoutMs: 20, handler: () => new Promise(() => undefined) });
+    await expect(performJob(slow, {})).rejects.toBeInstanceOf(JobTimeoutError);
+    const bigint = defineTask({ name: 'bigint', schema: z.object({}), handler: () => ({ n: 1n }) });
+    await expect(performJob(bigint, {})).rejects.toBeInstanceOf(ValidationError);
+  });
+});
