@@ -25,6 +25,7 @@ const rows = async (): Promise<unknown[]> => (await ctx.admin.query(`SELECT * FR
 
 describe('pgq schedules', () => {
   it('adds, lists, pauses, resumes, runs and removes; bad input exits 1 and writes nothing', async () => {
+    expect(pgq('migrate')).toMatchObject({ code: 0 });
     const added = pgq(
       '--json', 'schedules', 'add', 'digest', '--task', 'send-email', '--tasks', tasks,
       '--cron', '0 8 * * 1-5', '--timezone', 'America/New_York', '--payload', '{"to":"team@example.com","subject":"digest"}',

@@ -56,7 +56,7 @@ export function spawnWorker(env: Record<string, string>, script = FIXTURE): Work
     events,
     exited,
     stderr: () => err,
-    waitFor(predicate, timeoutMs = 30_000) {
+    waitFor(predicate, timeoutMs = 90_000) {
       const found = events.find(predicate);
       if (found) return Promise.resolve(found);
       return new Promise((resolve, reject) => {
