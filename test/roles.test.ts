@@ -3,15 +3,30 @@
  * nothing more; the worker role can run a worker end to end but not change
  * the schema.
  */
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import pg from 'pg';
 import { Pgq, defineTask } from '../src/index.js';
 import { PgqMetrics } from '../src/metrics.js';
-import { useTestSchema } from './support/harness.js';
+import { until, useTestSchema } from './support/harness.js';
 
 const ctx = useTestSchema('roles');
+const root = path.resolve(import.meta.dirname, '..');
+const bin = path.join(root, 'dist/cli/main.js');
+const examples = path.join(root, 'examples/tasks.ts');
+
+/** The built `pgq` command (npm test builds first). */
+function cli(url: string, args: string[]): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [bin, '--database-url', url, '--schema', ctx.schema, ...args], {
+    encoding: 'utf8',
+    timeout: 120_000,
+    env: { ...process.env, PGQ_LOG_LEVEL: 'warn' },
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
 const suffix = randomBytes(3).toString('hex');
 const enqueuer = `pgq_test_enq_${suffix}`;
 const worker = `pgq_test_wrk_${suffix}`;
@@ -87,6 +102,22 @@ describe('least-privilege roles', () => {
       expect(await jobs.getQueue('default')).toMatchObject({ concurrency: 2, paused: false });
       await w.stop();
 
+      // The CLI as a worker-role login: it checks the schema read-only, never migrates.
+      expect(cli(urlAs(login.wrk), ['stats'])).toMatchObject({ code: 0 });
+      expect(cli(urlAs(login.wrk), ['jobs', 'list'])).toMatchObject({ code: 0, stdout: expect.stringContaining(mine.id) });
+      const cliWorker = spawn(process.execPath, [bin, '--database-url', urlAs(login.wrk), '--schema', ctx.schema, 'worker', '--tasks', examples], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, PGQ_LOG_LEVEL: 'info' },
+      });
+      let cliOut = '';
+      cliWorker.stderr!.on('data', (d: Buffer) => (cliOut += d.toString()));
+      cliWorker.stdout!.on('data', (d: Buffer) => (cliOut += d.toString()));
+      await until(() => /worker started/.test(cliOut), { timeoutMs: 90_000, what: `pgq worker as the worker role to start; it printed:\n${cliOut}` });
+      const exited = new Promise<number | null>((resolve) => cliWorker.once('exit', resolve));
+      cliWorker.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      expect(cliOut).not.toMatch(/permission denied/);
+
       const rawWorker = new pg.Client({ connectionString: urlAs(login.wrk) });
       await rawWorker.connect();
       try {
@@ -101,6 +132,15 @@ describe('least-privilege roles', () => {
       await app.close();
       await jobs.close();
     }
+  });
+
+  it('pgq stats on a database with no pgq schema says so and creates nothing', async () => {
+    const empty = `${ctx.schema}_empty`;
+    const r = spawnSync(process.execPath, [bin, '--database-url', ctx.url, '--schema', empty, 'stats'], { encoding: 'utf8', timeout: 120_000 });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/schema .*_empty is not migrated .*run pgq migrate/);
+    const { rowCount } = await ctx.admin.query(`SELECT 1 FROM pg_namespace WHERE nspname = $1`, [empty]);
+    expect(rowCount).toBe(0);
   });
 
   it('refuses role names that are not plain identifiers', async () => {

@@ -16,7 +16,7 @@ function pgq(...args: string[]): { code: number | null; stdout: string; stderr: 
     env: { ...process.env, PGQ_LOG_LEVEL: 'warn' },
     cwd: root,
     encoding: 'utf8',
-    timeout: 60_000,
+    timeout: 180_000,
   });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
