@@ -9,6 +9,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { chain, defineTask, PermanentError, step, type Pgq } from '../src/index.js';
 import { useTestSchema } from './support/harness.js';
+import { boom } from './fixtures/mail-tasks.js';
 
 const ctx = useTestSchema('cliops');
 const root = path.resolve(import.meta.dirname, '..');
@@ -24,15 +25,6 @@ function pgq(args: string[]) {
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-const boom = defineTask({
-  name: 'boom',
-  queue: 'emails',
-  maxAttempts: 1,
-  schema: z.object({ to: z.string() }),
-  handler: ({ to }) => {
-    throw new PermanentError(`mailbox ${to} is full`);
-  },
-});
 const ok = defineTask({ name: 'ok', schema: z.number(), handler: (n) => n * 2 });
 
 let app: Pgq;

@@ -11,19 +11,11 @@ import { chain, defineTask, JobNotFoundError, PermanentError, step, ValidationEr
 import { ProgressWriter } from '../src/worker/progress.js';
 import { pgExecutor } from '../src/db/executor.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
+import { boom } from './fixtures/mail-tasks.js';
 
 const ctx = useTestSchema('jobstore');
 
 const mail = defineTask({ name: 'mail', queue: 'emails', maxAttempts: 1, schema: z.object({ to: z.string(), n: z.number().optional() }), handler: ({ to }) => ({ sent: to }) });
-const boom = defineTask({
-  name: 'boom',
-  queue: 'emails',
-  maxAttempts: 1,
-  schema: z.object({ to: z.string() }),
-  handler: ({ to }) => {
-    throw new PermanentError(`mailbox ${to} is full`);
-  },
-});
 const release = deferred();
 const steps: number[] = [];
 const slow = defineTask({
