@@ -93,6 +93,14 @@ pre.stack { color: #862e2e; background: #fffafa; border-color: #f5dede; }
 .legend { display: flex; gap: 8px; align-items: center; color: var(--muted); font-size: 12px; margin-top: 6px; }
 .legend .sw { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-left: 8px; } .legend .sw:first-child { margin-left: 0; } .line-sw { background: #4c6ef5; }
 .chip { display: inline-block; font-size: 12px; padding: 1px 8px; border-radius: 999px; background: #eef1ff; margin: 0 4px 2px 0; }
+.chip.limit { background: #f1f3f5; color: #343a40; white-space: nowrap; } .control { display: inline-flex; flex-wrap: wrap; gap: 4px; align-items: center; } .control .chip { margin: 0; }
+details.limits { position: relative; } details.limits > summary { list-style: none; } details.limits > summary::-webkit-details-marker { display: none; }
+td .actions details.limits > summary.btn { padding: 3px 9px; font-size: 12px; } details.limits[open] > summary { background: #eef1ff; border-color: #bac8ff; }
+.limits-form { position: absolute; right: 0; top: calc(100% + 6px); z-index: 4; width: 260px; background: var(--card); border: 1px solid var(--line); border-radius: 10px; padding: 14px; box-shadow: 0 12px 32px rgba(20,25,45,.18); display: flex; flex-direction: column; gap: 10px; text-align: left; }
+.limits-form label { display: flex; flex-direction: column; gap: 4px; font-size: 11.5px; color: var(--muted); text-transform: uppercase; letter-spacing: .4px; }
+.limits-form input { font: inherit; font-size: 13px; padding: 6px 8px; border: 1px solid #cfd4de; border-radius: 6px; color: var(--text); }
+.limits-form .footnote { margin: 0; } .form-buttons { display: flex; justify-content: flex-end; }
+.queues-page .table-wrap { overflow: visible; }
 .graph-wrap { overflow-x: auto; padding: 6px 0; }
 .graph .edge { fill: none; stroke: #adb5bd; stroke-width: 1.6; } .graph .edge-succeeded { stroke: #8ce99a; } .graph .edge-failed { stroke: #ffa8a8; }
 .graph .arrow { fill: #adb5bd; }
