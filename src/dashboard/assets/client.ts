@@ -50,10 +50,18 @@ export function consoleClient(): void {
     flashTimer = window.setTimeout(() => (flashBox.className = ''), 8_000);
   }
 
+  // A refresh asked for while one runs, or while the viewer is busy (a
+  // dialog, an open form), is not dropped: it runs once that is over.
   let refreshing = false;
+  let stale = false;
   async function refresh(): Promise<void> {
-    if (!region || refreshing || document.hidden || dialog?.open || region.querySelector('details[open]')) return;
+    if (!region) return;
+    if (refreshing || document.hidden || dialog?.open || region.querySelector('details[open]')) {
+      stale = true;
+      return;
+    }
     refreshing = true;
+    stale = false;
     try {
       const res = await fetch(location.href, { headers: { 'X-Pgq-Fragment': '1' } });
       if (res.ok) {
@@ -62,8 +70,15 @@ export function consoleClient(): void {
       }
     } finally {
       refreshing = false;
+      if (stale) void refresh();
     }
   }
+  const refreshIfStale = (): void => {
+    if (stale) void refresh();
+  };
+  document.addEventListener('toggle', refreshIfStale, true);
+  document.addEventListener('visibilitychange', refreshIfStale);
+  dialog?.addEventListener('close', refreshIfStale);
 
   function ask(message: string): Promise<boolean> {
     if (!dialog) return Promise.resolve(window.confirm(message));
