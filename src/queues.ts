@@ -73,6 +73,29 @@ export function parseQueueName(name: unknown): string {
   return parsed.data;
 }
 
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/**
+ * A rate limit written as text, as the CLI and the console take it: `100/1m`,
+ * `20/s`, `5/250ms` (jobs per period; units ms, s, m, h, d).
+ */
+export function parseRateText(value: string, field = 'rateLimit'): RateLimit {
+  const m = /^(\d+)\/(\d*)(ms|s|m|h|d)$/.exec(value.trim().toLowerCase());
+  const periodMs = m ? Number(m[2] || '1') * UNIT_MS[m[3]!]! : NaN;
+  if (!m || Number(m[1]) < 1 || Number(m[1]) > 2_147_483_647 || !Number.isSafeInteger(periodMs) || periodMs < 1 || periodMs > 2_147_483_647) {
+    throw new ValidationError(field, `must look like 100/1m, 20/s or 5/250ms (at least 1 job per at least 1 ms); got ${JSON.stringify(value)}`);
+  }
+  return { limit: Number(m[1]), periodMs };
+}
+
+/** A rate limit as text that `parseRateText` reads back: `100/1m`, `5/250ms`. */
+export function formatRateText(rate: RateLimit): string {
+  for (const [unit, size] of [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000], ['s', 1_000]] as const) {
+    if (rate.periodMs % size === 0) return `${rate.limit}/${rate.periodMs / size}${unit}`;
+  }
+  return `${rate.limit}/${rate.periodMs}ms`;
+}
+
 /** Validated settings; throws a ValidationError naming the bad field. */
 export function parseQueueSettings(settings: unknown): QueueSettings {
   if (settings === null || typeof settings !== 'object') throw new ValidationError('settings', 'must be an object');

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { chain, defineTask, PermanentError, step, type Pgq } from '../src/index.js';
 import { createDashboard, type Dashboard } from '../src/dashboard/index.js';
-import { useTestSchema } from './support/harness.js';
+import { until, useTestSchema } from './support/harness.js';
 
 const ctx = useTestSchema('dashapi');
 const mail = defineTask({ name: 'mail', queue: 'emails', maxAttempts: 1, schema: z.object({ to: z.string() }), handler: ({ to }) => ({ sent: to }) });
@@ -107,6 +107,59 @@ describe('JSON API', () => {
     while (!text.includes('\n\n')) text += new TextDecoder().decode((await reader.read()).value);
     expect(text).toMatch(/event: snapshot\ndata: \{"queues":/);
     await reader.cancel();
+  });
+});
+
+describe('queue control', () => {
+  it('pauses, resumes and sets limits, shown by the API, the Queues page and the overview', async () => {
+    const h = { 'x-pgq-csrf': token };
+    const paused = await post(dashboard, '/api/queues/emails/pause', h);
+    expect(await paused.json()).toMatchObject({ name: 'emails', paused: true });
+    expect((await pgq.getQueue('emails')).paused).toBe(true);
+    const limitsOf = (body: unknown) =>
+      dashboard.fetch(new Request('http://console.test/api/queues/emails/limits', { method: 'POST', headers: { 'content-type': 'application/json', ...h }, body: JSON.stringify(body) }));
+    const set = await limitsOf({ concurrency: 3, rateLimit: '100/1m', keyConcurrency: 2 });
+    expect(await set.json()).toMatchObject({ name: 'emails', concurrency: 3, rateLimit: { limit: 100, periodMs: 60_000 }, keyConcurrency: 2 });
+    expect(await (await get(dashboard, '/api/queues/emails')).json()).toMatchObject({ paused: true, concurrency: 3, keyConcurrency: 2 });
+
+    // the live snapshot (overview, api/queues) carries the settings too, once its cache has expired
+    await until(async () => {
+      const queues = (await (await get(dashboard, '/api/queues')).json()) as { queue: string; paused: boolean; concurrency: number | null }[];
+      return queues.find((q) => q.queue === 'emails' && q.paused && q.concurrency === 3);
+    }, { what: 'the snapshot to show the pause and limits' });
+    const queuesPage = await (await get(dashboard, '/queues')).text();
+    expect(queuesPage).toMatch(/status-paused">paused/);
+    expect(queuesPage).toContain('value="100/1m"');
+    expect(queuesPage).toContain('data-post="/api/queues/emails/resume"');
+    expect(queuesPage).toContain('data-post-form="/api/queues/emails/limits"');
+    expect(await (await get(dashboard, '/')).text()).toMatch(/≤ 3 running.*100\/1m.*≤ 2 per key/s);
+
+    // bad input: 400 naming the field, nothing changed
+    for (const [body, field] of [[{ concurrency: 0 }, /settings\.concurrency/], [{ rateLimit: '100 per minute' }, /settings\.rateLimit/], [{ speed: 1 }, /speed/], [{}, /at least one/]] as const) {
+      const res = await limitsOf(body);
+      expect(res.status).toBe(400);
+      expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(field);
+    }
+    const notJson = await dashboard.fetch(new Request('http://console.test/api/queues/emails/limits', { method: 'POST', headers: h, body: 'concurrency=3' }));
+    expect(notJson.status).toBe(400);
+    expect(await pgq.getQueue('emails')).toMatchObject({ concurrency: 3, rateLimit: { limit: 100, periodMs: 60_000 }, keyConcurrency: 2 });
+
+    // null removes a limit; a left-out field stays
+    expect(await (await limitsOf({ concurrency: null, rateLimit: null })).json()).toMatchObject({ concurrency: null, rateLimit: null, keyConcurrency: 2 });
+    expect(await (await post(dashboard, '/api/queues/emails/resume', h)).json()).toMatchObject({ paused: false });
+    expect((await post(dashboard, '/api/queues/emails/pause')).status).toBe(403); // no CSRF token
+    expect((await pgq.getQueue('emails')).paused).toBe(false);
+    expect((await get(dashboard, `/api/queues/${encodeURIComponent('bad\u0000name')}`)).status).toBe(400);
+  });
+
+  it('read-only: no queue controls, and their POSTs are 403', async () => {
+    const ro = make({ readOnly: true });
+    const page = await (await get(ro, '/queues')).text();
+    expect(page).toMatch(/<strong>emails<\/strong>/);
+    expect(page).not.toMatch(/data-post|Limits…/);
+    expect((await post(ro, '/api/queues/emails/pause', { 'x-pgq-csrf': token })).status).toBe(403);
+    expect((await post(ro, '/api/queues/emails/limits', { 'x-pgq-csrf': token })).status).toBe(403);
+    expect((await pgq.getQueue('emails')).paused).toBe(false);
   });
 });
 

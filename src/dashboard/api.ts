@@ -13,6 +13,7 @@ import type { JobState } from '../core/types.js';
 import { CANCELLABLE_STATES, RETRYABLE_STATES } from '../jobs/job-store.js';
 import { JOB_STATES } from '../core/types.js';
 import type { JobFilter } from '../jobs/job-filter.js';
+import { parseRateText, type QueueSettings } from '../queues.js';
 import { ScheduleNotFoundError } from '../schedules.js';
 import { WorkflowNotFoundError } from '../workflow/store.js';
 import type { LiveFeed } from './live.js';
@@ -39,6 +40,23 @@ function parseAction(value: string): BulkAction {
   throw new ValidationError('action', 'must be retry, cancel or delete');
 }
 
+/**
+ * The body of `POST api/queues/<name>/limits`: `setQueue`'s settings, where
+ * `rateLimit` may also be text such as `100/1m` (what the page's form sends).
+ */
+export function queueSettingsFrom(body: string): QueueSettings {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body);
+  } catch {
+    throw new ValidationError('body', 'must be JSON such as {"concurrency":3,"rateLimit":"100/1m","keyConcurrency":null}');
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new ValidationError('body', 'must be a JSON object');
+  const settings = { ...(parsed as Record<string, unknown>) };
+  if (typeof settings.rateLimit === 'string') settings.rateLimit = parseRateText(settings.rateLimit, 'settings.rateLimit');
+  return settings as QueueSettings;
+}
+
 export function apiRoutes(o: ResolvedDashboardOptions, live: LiveFeed, csrfToken: string, streams: Set<AbortController>): Hono {
   const { pgq, hidePayloads } = o;
   const api = new Hono();
@@ -47,6 +65,10 @@ export function apiRoutes(o: ResolvedDashboardOptions, live: LiveFeed, csrfToken
   api.get('/csrf', (c) => c.json({ token: csrfToken }));
   api.get('/overview', async (c) => c.json(await live.snapshot()));
   api.get('/queues', async (c) => c.json((await live.snapshot()).queues));
+  api.get('/queues/:name', async (c) => c.json(await pgq.getQueue(c.req.param('name'))));
+  api.post('/queues/:name/pause', async (c) => c.json(await pgq.pauseQueue(c.req.param('name'))));
+  api.post('/queues/:name/resume', async (c) => c.json(await pgq.resumeQueue(c.req.param('name'))));
+  api.post('/queues/:name/limits', async (c) => c.json(await pgq.setQueue(c.req.param('name'), queueSettingsFrom(await c.req.text()))));
   api.get('/series', async (c) => {
     const range = c.req.query('range') ?? 'hour';
     if (range !== 'hour' && range !== 'day') throw new ValidationError('range', 'must be hour or day');

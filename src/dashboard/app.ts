@@ -26,7 +26,10 @@ import { schedulesPage } from './pages/schedules.js';
 import { workersPage } from './pages/workers.js';
 import { workflowPage, workflowsPage } from './pages/workflows.js';
 
-const CLIENT_JS = `(${consoleClient.toString()})();\n`;
+// The client's source as this process holds it. Run from TypeScript through
+// esbuild with keepNames (tsx), functions carry calls to esbuild's `__name`
+// helper, which the browser lacks: define it there as the identity.
+const CLIENT_JS = `var __name = function (f) { return f; };\n(${consoleClient.toString()})();\n`;
 
 /** The app, and what must be closed with it. */
 export interface ConsoleApp {

@@ -4,8 +4,9 @@
  *
  * - `queueSnapshot`: per queue, jobs by state for every state but
  *   `succeeded` (an index-only walk of the partial `jobs_state_queue_idx`,
- *   which leaves succeeded rows out), the oldest due waiting job, and the
- *   planner's estimate of the whole table. Succeeded jobs are counted by
+ *   which leaves succeeded rows out), the oldest due waiting job, the pause
+ *   switch and limits (the small `queues` table), and the planner's estimate
+ *   of the whole table. Succeeded jobs are counted by
  *   time window in `throughputSeries` instead of all-time.
  * - `throughputSeries`: finished jobs per bucket (succeeded, failed,
  *   cancelled) and the mean wait from due (`run_at`) to start, over the last
@@ -15,6 +16,7 @@
 import { sql, type Kysely } from 'kysely';
 import { JOB_STATES, type JobState } from '../core/types.js';
 import type { PgqDatabase } from '../db/tables.js';
+import type { RateLimit } from '../queues.js';
 
 /** One queue's live picture. */
 export interface QueueSnapshot {
@@ -23,6 +25,11 @@ export interface QueueSnapshot {
   counts: Record<JobState, number>;
   /** `run_at` of the oldest due job not yet claimed. */
   oldestWaitingRunAt: Date | null;
+  /** Queue control (`pgq.queues`): the pause switch and limits; a queue without a row is unlimited and not paused. */
+  paused: boolean;
+  concurrency: number | null;
+  rateLimit: RateLimit | null;
+  keyConcurrency: number | null;
 }
 
 /** The overview: every queue, and an estimate of the table's size. */
@@ -56,7 +63,7 @@ export interface ThroughputSeries {
 const zeroCounts = (): Record<JobState, number> => Object.fromEntries(JOB_STATES.map((s) => [s, 0])) as Record<JobState, number>;
 
 export async function queueSnapshot(kysely: Kysely<PgqDatabase>, schema: string): Promise<OverviewSnapshot> {
-  const [rows, oldest, meta] = await Promise.all([
+  const [rows, oldest, settings, meta] = await Promise.all([
     kysely
       .selectFrom('jobs')
       .select((eb) => ['queue', 'state', eb.fn.countAll<string>().as('n')])
@@ -69,6 +76,7 @@ export async function queueSnapshot(kysely: Kysely<PgqDatabase>, schema: string)
       .where('state', '=', 'available')
       .groupBy('queue')
       .execute(),
+    kysely.selectFrom('queues').select(['name', 'paused', 'concurrency', 'rate_limit', 'rate_period_ms', 'key_concurrency']).execute(),
     sql<{ estimate: number; at: Date }>`
       SELECT greatest(reltuples, 0)::float8 AS estimate, now() AS at FROM pg_class
        WHERE oid = to_regclass(${`${quote(schema)}.jobs`})`.execute(kysely),
@@ -76,11 +84,18 @@ export async function queueSnapshot(kysely: Kysely<PgqDatabase>, schema: string)
   const byQueue = new Map<string, QueueSnapshot>();
   const get = (queue: string): QueueSnapshot => {
     let q = byQueue.get(queue);
-    if (!q) byQueue.set(queue, (q = { queue, counts: zeroCounts(), oldestWaitingRunAt: null }));
+    if (!q) byQueue.set(queue, (q = { queue, counts: zeroCounts(), oldestWaitingRunAt: null, paused: false, concurrency: null, rateLimit: null, keyConcurrency: null }));
     return q;
   };
   for (const row of rows) get(row.queue).counts[row.state] = Number(row.n);
   for (const row of oldest) get(row.queue).oldestWaitingRunAt = row.oldest;
+  for (const row of settings) {
+    const q = get(row.name);
+    q.paused = row.paused;
+    q.concurrency = row.concurrency;
+    q.rateLimit = row.rate_limit !== null && row.rate_period_ms !== null ? { limit: row.rate_limit, periodMs: row.rate_period_ms } : null;
+    q.keyConcurrency = row.key_concurrency;
+  }
   const first = meta.rows[0];
   return {
     queues: [...byQueue.values()].sort((a, b) => a.queue.localeCompare(b.queue)),

@@ -3,9 +3,7 @@ import { InvalidArgumentError } from 'commander';
 import type { CliRuntime } from '../main.js';
 import { json, table } from '../format.js';
 import { formatEvery } from '../../maintenance/cron.js';
-import type { QueueRecord, QueueSettings, RateLimit } from '../../queues.js';
-
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+import { parseRateText, type QueueRecord, type QueueSettings, type RateLimit } from '../../queues.js';
 
 // Parsers return 'none' rather than null: commander turns a null value into ''.
 const NONE = 'none';
@@ -23,14 +21,12 @@ function parseLimit(flag: string): (value: string) => number | typeof NONE {
 
 /** `100/1m`, `20/s`, `5/250ms`, or `none`. */
 function parseRate(value: string): RateLimit | typeof NONE {
-  const v = value.trim().toLowerCase();
-  if (v === NONE) return NONE;
-  const m = /^(\d+)\/(\d*)(ms|s|m|h|d)$/.exec(v);
-  const periodMs = m ? Number(m[2] || '1') * UNIT_MS[m[3]!]! : NaN;
-  if (!m || Number(m[1]) < 1 || !Number.isSafeInteger(periodMs) || periodMs < 1 || periodMs > 2_147_483_647) {
+  if (value.trim().toLowerCase() === NONE) return NONE;
+  try {
+    return parseRateText(value);
+  } catch {
     throw new InvalidArgumentError(`--rate must look like 100/1m, 20/s or 5/250ms (at least 1 job per at least 1 ms), or none; got ${JSON.stringify(value)}`);
   }
-  return { limit: Number(m[1]), periodMs };
 }
 
 const HEADERS = ['name', 'status', 'concurrency', 'rate', 'key_concurrency', 'running', 'available', 'scheduled', 'retryable', 'blocked'];

@@ -9,6 +9,9 @@
  *   live region when it changed (`data-live="change"`) or every time (`tick`).
  * - Actions: `button[data-post]` confirms in a dialog (after fetching a count
  *   for bulk actions), POSTs with the CSRF token, reports the outcome.
+ *   `form[data-post-form]` POSTs its inputs as JSON (empty → null, whole
+ *   numbers of number inputs as numbers). While a `<details>` in the live
+ *   region is open (a form being filled in), live refreshes wait.
  */
 export function consoleClient(): void {
   const meta = (name: string): string => document.querySelector<HTMLMetaElement>(`meta[name="${name}"]`)?.content ?? '';
@@ -47,10 +50,18 @@ export function consoleClient(): void {
     flashTimer = window.setTimeout(() => (flashBox.className = ''), 8_000);
   }
 
+  // A refresh asked for while one runs, or while the viewer is busy (a
+  // dialog, an open form), is not dropped: it runs once that is over.
   let refreshing = false;
+  let stale = false;
   async function refresh(): Promise<void> {
-    if (!region || refreshing || document.hidden || dialog?.open) return;
+    if (!region) return;
+    if (refreshing || document.hidden || dialog?.open || region.querySelector('details[open]')) {
+      stale = true;
+      return;
+    }
     refreshing = true;
+    stale = false;
     try {
       const res = await fetch(location.href, { headers: { 'X-Pgq-Fragment': '1' } });
       if (res.ok) {
@@ -59,8 +70,15 @@ export function consoleClient(): void {
       }
     } finally {
       refreshing = false;
+      if (stale) void refresh();
     }
   }
+  const refreshIfStale = (): void => {
+    if (stale) void refresh();
+  };
+  document.addEventListener('toggle', refreshIfStale, true);
+  document.addEventListener('visibilitychange', refreshIfStale);
+  dialog?.addEventListener('close', refreshIfStale);
 
   function ask(message: string): Promise<boolean> {
     if (!dialog) return Promise.resolve(window.confirm(message));
@@ -79,6 +97,7 @@ export function consoleClient(): void {
       return `${verb} ${b.count} job${b.count === 1 ? '' : 's'}.`;
     }
     if (b?.deleted) return 'Deleted.';
+    if (b && typeof b.paused === 'boolean' && b.name && 'concurrency' in b) return `Queue ${b.name} is ${b.paused ? 'paused' : 'active'}.`;
     if (b && typeof b.paused === 'boolean' && b.name) return `Schedule ${b.name} is ${b.paused ? 'paused' : 'active'}.`;
     if (b?.id && b.state) return `Job ${b.id} is ${b.state}.`;
     return 'Done.';
@@ -106,6 +125,33 @@ export function consoleClient(): void {
       button.disabled = false;
     }
   }
+
+  async function submitForm(form: HTMLFormElement): Promise<void> {
+    const body: Record<string, string | number | null> = {};
+    form.querySelectorAll<HTMLInputElement>('input[name]').forEach((input) => {
+      const value = input.value.trim();
+      body[input.name] = value === '' ? null : input.type === 'number' && /^\d+$/.test(value) ? Number(value) : value;
+    });
+    const button = form.querySelector<HTMLButtonElement>('button[type=submit]');
+    if (button) button.disabled = true;
+    try {
+      const res = await fetch(form.dataset.postForm!, { method: 'POST', headers: { 'X-Pgq-Csrf': csrf, 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+      const answer = (await res.json().catch(() => null)) as { error?: { message: string }; name?: string } | null;
+      if (!res.ok) return flash(answer?.error?.message ?? `Request failed (${res.status})`, 'error');
+      flash(answer?.name ? `Limits of ${answer.name} saved.` : 'Saved.', 'ok');
+      form.closest('details')?.removeAttribute('open');
+      await refresh();
+    } finally {
+      if (button) button.disabled = false;
+    }
+  }
+
+  document.addEventListener('submit', (event) => {
+    const form = (event.target as Element | null)?.closest<HTMLFormElement>('form[data-post-form]');
+    if (!form) return;
+    event.preventDefault();
+    submitForm(form).catch((err: unknown) => flash(String(err), 'error'));
+  });
 
   document.addEventListener('click', (event) => {
     const button = (event.target as Element | null)?.closest<HTMLButtonElement>('button[data-post]');

@@ -58,18 +58,20 @@ a.count { font-variant-numeric: tabular-nums; font-weight: 600; } a.count.zero {
 .btn.primary { background: var(--accent); border-color: var(--accent); color: #fff; } .btn.primary:hover { background: var(--accent-2); }
 .btn.danger { color: var(--bad); border-color: #f1b5b5; } .btn.danger:hover { background: #fff5f5; }
 .actions { display: flex; gap: 6px; justify-content: flex-end; flex-wrap: wrap; }
-td .actions .btn { padding: 3px 9px; font-size: 12px; }
+td .actions { flex-wrap: nowrap; } td .actions .btn { padding: 3px 9px; font-size: 12px; white-space: nowrap; }
+td a.task, td .nowrap { white-space: nowrap; }
 .filters { display: flex; flex-wrap: wrap; gap: 10px; align-items: flex-end; background: var(--card); border: 1px solid var(--line); border-radius: 10px; padding: 12px 14px; margin-bottom: 12px; }
 .filters label { display: flex; flex-direction: column; gap: 4px; font-size: 11.5px; color: var(--muted); text-transform: uppercase; letter-spacing: .4px; }
-.filters input, .filters select { font: inherit; font-size: 13px; text-transform: none; letter-spacing: 0; padding: 6px 8px; border: 1px solid #cfd4de; border-radius: 6px; min-width: 130px; color: var(--text); background: #fff; }
-.filters input[name=payload], .filters input[name=error] { min-width: 210px; }
+.filters input, .filters select { font: inherit; font-size: 13px; text-transform: none; letter-spacing: 0; height: 32px; padding: 0 8px; border: 1px solid #cfd4de; border-radius: 6px; width: 140px; color: var(--text); background: #fff; }
+.filters select[name=state] { width: 120px; } .filters input[name=payload], .filters input[name=error] { width: 220px; }
+.filters .btn { height: 32px; }
 .filter-buttons { display: flex; gap: 6px; }
 .bulk { display: flex; gap: 8px; align-items: center; padding: 8px 14px; background: #f3f5ff; border: 1px solid #dbe1ff; border-radius: 10px; margin-bottom: 12px; flex-wrap: wrap; }
 .pager { display: flex; gap: 8px; justify-content: flex-end; margin-top: 12px; }
 .error-snippet { color: var(--bad); font-size: 12.5px; }
 .progress { position: relative; height: 18px; background: #eef0f4; border-radius: 999px; overflow: hidden; min-width: 120px; }
-.progress .bar { height: 100%; background: linear-gradient(90deg, #4c6ef5, #3b5bdb); transition: width .4s ease; }
-.progress .bar.bar-bad { background: linear-gradient(90deg, #ff8787, #fa5252); }
+.progress .bar { height: 100%; background: linear-gradient(90deg, #a5b4fc, #8ea2f8); transition: width .4s ease; }
+.progress .bar.bar-bad { background: linear-gradient(90deg, #ffc9c9, #ffa8a8); }
 .progress .label { position: absolute; inset: 0; text-align: center; font-size: 11.5px; font-weight: 600; line-height: 18px; color: #1d2433; }
 .progress.small { height: 14px; } .progress.small .label { line-height: 14px; font-size: 10.5px; }
 .progress-json { display: block; margin-top: 6px; }
@@ -93,6 +95,14 @@ pre.stack { color: #862e2e; background: #fffafa; border-color: #f5dede; }
 .legend { display: flex; gap: 8px; align-items: center; color: var(--muted); font-size: 12px; margin-top: 6px; }
 .legend .sw { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-left: 8px; } .legend .sw:first-child { margin-left: 0; } .line-sw { background: #4c6ef5; }
 .chip { display: inline-block; font-size: 12px; padding: 1px 8px; border-radius: 999px; background: #eef1ff; margin: 0 4px 2px 0; }
+.chip.limit { background: #f1f3f5; color: #343a40; white-space: nowrap; } .control { display: inline-flex; flex-wrap: wrap; gap: 4px; align-items: center; } .control .chip { margin: 0; }
+details.limits { position: relative; } details.limits > summary { list-style: none; } details.limits > summary::-webkit-details-marker { display: none; }
+td .actions details.limits > summary.btn { padding: 3px 9px; font-size: 12px; } details.limits[open] > summary { background: #eef1ff; border-color: #bac8ff; }
+.limits-form { position: absolute; right: 0; top: calc(100% + 6px); z-index: 4; width: 260px; background: var(--card); border: 1px solid var(--line); border-radius: 10px; padding: 14px; box-shadow: 0 12px 32px rgba(20,25,45,.18); display: flex; flex-direction: column; gap: 10px; text-align: left; }
+.limits-form label { display: flex; flex-direction: column; gap: 4px; font-size: 11.5px; color: var(--muted); text-transform: uppercase; letter-spacing: .4px; }
+.limits-form input { font: inherit; font-size: 13px; padding: 6px 8px; border: 1px solid #cfd4de; border-radius: 6px; color: var(--text); }
+.limits-form .footnote { margin: 0; } .form-buttons { display: flex; justify-content: flex-end; }
+.queues-page .table-wrap { overflow: visible; } .queues-page > .footnote { margin-top: 12px; }
 .graph-wrap { overflow-x: auto; padding: 6px 0; }
 .graph .edge { fill: none; stroke: #adb5bd; stroke-width: 1.6; } .graph .edge-succeeded { stroke: #8ce99a; } .graph .edge-failed { stroke: #ffa8a8; }
 .graph .arrow { fill: #adb5bd; }

@@ -25,9 +25,11 @@ function niceNumber(n: number): string {
 
 function xLabels(series: ThroughputSeries, step: number): Html {
   const n = series.points.length;
-  return html`${[0, Math.floor(n / 2), n - 1].map((i) => {
+  const anchors = ['start', 'middle', 'end'] as const;
+  return html`${[0, Math.floor(n / 2), n - 1].map((i, k) => {
     const p = series.points[i];
-    return p ? html`<text class="tick" x="${PAD.left + (i + 0.5) * step}" y="${H - 6}" text-anchor="middle">${label(p.at, series.range)}</text>` : null;
+    const x = k === 0 ? PAD.left : k === 2 ? W - PAD.right : PAD.left + (i + 0.5) * step;
+    return p ? html`<text class="tick" x="${x}" y="${H - 6}" text-anchor="${anchors[k]!}">${label(p.at, series.range)}</text>` : null;
   })}`;
 }
 

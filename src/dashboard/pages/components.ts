@@ -32,17 +32,25 @@ export function zoned(date: Date | null, timeZone: string): string {
   return new Intl.DateTimeFormat('en-GB', { timeZone, dateStyle: 'medium', timeStyle: 'medium' }).format(date);
 }
 
+function bar(pct: number, label: string, live: boolean): Html {
+  return html`<div class="progress${live ? ' live' : ''}" role="progressbar" aria-valuenow="${pct}" aria-valuemin="0" aria-valuemax="100">
+      <div class="bar" style="width:${pct.toFixed(1)}%"></div><span class="label">${label}</span></div>`;
+}
+
+/** A number as a bar; `{ done, of }` (or `total`) as a bar labelled `done / of`, with any other fields as JSON below. */
 export function progressBar(progress: JobProgress | null, live = false): Html {
   if (progress === null) return html`<span class="muted">—</span>`;
   if (typeof progress === 'number') {
     const pct = Math.max(0, Math.min(100, progress));
-    return html`<div class="progress${live ? ' live' : ''}" role="progressbar" aria-valuenow="${pct}" aria-valuemin="0" aria-valuemax="100">
-      <div class="bar" style="width:${pct.toFixed(1)}%"></div><span class="label">${Number(pct.toFixed(1))}%</span></div>`;
+    return bar(pct, `${Number(pct.toFixed(1))}%`, live);
   }
   const done = typeof progress.done === 'number' ? progress.done : null;
   const of = typeof progress.of === 'number' ? progress.of : typeof progress.total === 'number' ? progress.total : null;
-  const bar = done !== null && of ? progressBar((done / of) * 100, live) : null;
-  return html`${bar}<code class="progress-json">${JSON.stringify(progress)}</code>`;
+  if (done === null || !of) return html`<code class="progress-json">${JSON.stringify(progress)}</code>`;
+  const rest = Object.keys(progress).filter((k) => !['done', 'of', 'total'].includes(k));
+  return html`${bar(Math.max(0, Math.min(100, (done / of) * 100)), `${done} / ${of}`, live)}${
+    rest.length ? html`<code class="progress-json">${JSON.stringify(progress)}</code>` : null
+  }`;
 }
 
 export function jsonBlock(value: unknown, hidden: boolean): Html {

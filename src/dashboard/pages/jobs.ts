@@ -59,7 +59,7 @@ export async function jobsPage(ctx: PageContext, pgq: Pgq): Promise<Page> {
   if (jobs.length === limit) older.set('before', jobs.at(-1)!.id);
   const rows = jobs.map((job) => [
     html`<a class="mono" href="${url(ctx, `/jobs/${job.id}`)}">${job.id}</a>`,
-    html`<a href="${url(ctx, `/jobs/${job.id}`)}">${job.task}</a>`,
+    html`<a class="task" href="${url(ctx, `/jobs/${job.id}`)}">${job.task}</a>`,
     job.queue,
     badge(job.state),
     html`<span class="mono">${job.attempts}/${job.maxAttempts}</span>`,

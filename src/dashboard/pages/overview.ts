@@ -1,5 +1,6 @@
 /** Overview: every queue by state, what runs now, the oldest wait, and finished/failed and wait-time charts. */
 import type { OverviewSnapshot, QueueSnapshot } from '../../inspection/queue-stats.js';
+import { formatRateText } from '../../queues.js';
 import { html, type Html } from '../html.js';
 import type { LiveFeed } from '../live.js';
 import { chartLegend, throughputChart, waitChart } from './charts.js';
@@ -14,17 +15,30 @@ function countCell(ctx: PageContext, q: QueueSnapshot, state: (typeof LIVE_STATE
   return html`<a class="count ${n ? `has state-text-${state}` : 'zero'}" href="${link}" data-count="${q.queue}:${state}">${n.toLocaleString('en-US')}</a>`;
 }
 
-/** The per-queue table (also the Queues page). */
+/** The per-queue table: counts by state, the oldest wait, the pause switch and limits. */
 export function queueTable(ctx: PageContext, snapshot: OverviewSnapshot): Html {
   return table(
-    ['Queue', ...LIVE_STATES.map((s) => html`<span class="state-text-${s}">${s}</span>`), 'Oldest waiting'],
+    ['Queue', ...LIVE_STATES.map((s) => html`<span class="state-text-${s}">${s}</span>`), 'Oldest waiting', html`<a href="${url(ctx, '/queues')}">Control</a>`],
     snapshot.queues.map((q) => [
       html`<a href="${url(ctx, `/jobs?queue=${encodeURIComponent(q.queue)}`)}"><strong>${q.queue}</strong></a>`,
       ...LIVE_STATES.map((s) => countCell(ctx, q, s)),
       q.oldestWaitingRunAt ? html`${ago((snapshot.at.getTime() - q.oldestWaitingRunAt.getTime()) / 1000)}` : html`<span class="muted">—</span>`,
+      queueControl(q),
     ]),
     'No jobs yet. Enqueue one and it shows up here.',
   );
+}
+
+/** The pause switch and limits of a queue, as badges. */
+export function queueControl(q: QueueSnapshot): Html {
+  const limits = [
+    q.concurrency !== null ? html`<span class="chip limit" title="most running at once, all workers">≤ ${q.concurrency} running</span>` : null,
+    q.rateLimit !== null ? html`<span class="chip limit" title="most job starts per period (token bucket)">${formatRateText(q.rateLimit)}</span>` : null,
+    q.keyConcurrency !== null ? html`<span class="chip limit" title="most running per concurrency key">≤ ${q.keyConcurrency} per key</span>` : null,
+  ];
+  return html`<span class="control" data-queue-status="${q.queue}">${q.paused ? html`<span class="badge status-paused">paused</span>` : null}${limits}${
+    !q.paused && limits.every((l) => l === null) ? html`<span class="muted small">unlimited</span>` : null
+  }</span>`;
 }
 
 function tile(label: string, value: string | number, tone = '', href?: string): Html {
