@@ -11,18 +11,10 @@ import { z } from 'zod';
 import { chain, defineTask, PermanentError, step, type Pgq } from '../src/index.js';
 import { createDashboard, type Dashboard } from '../src/dashboard/index.js';
 import { until, useTestSchema } from './support/harness.js';
+import { boom } from './fixtures/mail-tasks.js';
 
 const ctx = useTestSchema('dashapi');
 const mail = defineTask({ name: 'mail', queue: 'emails', maxAttempts: 1, schema: z.object({ to: z.string() }), handler: ({ to }) => ({ sent: to }) });
-const boom = defineTask({
-  name: 'boom',
-  queue: 'emails',
-  maxAttempts: 1,
-  schema: z.object({ to: z.string() }),
-  handler: ({ to }) => {
-    throw new PermanentError(`mailbox ${to} is full`);
-  },
-});
 
 let pgq: Pgq;
 let dashboard: Dashboard;
