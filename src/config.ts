@@ -348,7 +348,6 @@ export function resolveWorkerOptions(options: WorkerOptions, tasks: readonly Any
     exitOnStuckMs: o.exitOnStuckMs,
     stallWarnMs: o.stallWarnMs,
     leader: o.leader,
-    maxClaimBatch: o.maxClaimBatch ?? Math.min(o.concurrency, DEFAULTS.maxClaimBatch),
     orphanCheckMs: o.orphanCheckMs,
     maxClaimBatch: o.maxClaimBatch ?? DEFAULTS.maxClaimBatch,
     prefetchTtlMs: o.prefetchTtlMs,
