@@ -31,6 +31,7 @@ import { Expirer } from './maintenance/expirer.js';
 import type { PgqDatabase } from './db/tables.js';
 import { migrate, type MigrateResult } from './db/migrate.js';
 import { checkSchemaVersion } from './db/schema-version.js';
+import { createBulkInsert } from './db/bulk-insert.js';
 import { setupRoles, type RolesOptions } from './roles.js';
 import { Listener } from './notify/listener.js';
 import { channelNames, type ChannelNames } from './notify/channels.js';
@@ -122,6 +123,7 @@ export class Pgq {
     this.#middleware = new MiddlewareChain(o.middleware);
     this.#enqueuer = new Enqueuer(this.#statements, (db) => this.#executor(db), o.maxPayloadBytes, this.#middleware, (err) =>
       this.logger.warn({ err: errorSummary(err) }, `pgq could not notify workers (they will poll): ${errorMessage(err)}`),
+      createBulkInsert(o.schema),
     );
     this.#schedules = new ScheduleStore({
       kysely: this.kysely,
@@ -175,6 +177,31 @@ export class Pgq {
   async checkSchema(): Promise<void> {
     this.#assertOpen();
     await checkSchemaVersion(this.#db, this.schema);
+  }
+
+  /**
+   * Opens the pool's connections now (all `poolSize` of them, or `connections`),
+   * so the first enqueues and claims do not wait while the pool connects one
+   * connection at a time. Workers do this in `start()`; an enqueuing process
+   * can call it once after `new Pgq()`. Rejects if the database cannot be
+   * reached. The pool closes connections idle for its idle timeout (pg's
+   * default: 10 s) as usual.
+   *
+   * @example
+   * const pgq = new Pgq({ connectionString, poolSize: 8 });
+   * await pgq.warmUp(); // 8 connections open before the first request
+   */
+  async warmUp(connections?: number): Promise<void> {
+    this.#assertOpen();
+    const max = this.#pool.options.max ?? this.#options.poolSize;
+    if (connections !== undefined && (!Number.isInteger(connections) || connections < 1)) {
+      throw new ValidationError('connections', 'must be a whole number of at least 1');
+    }
+    const n = Math.min(connections ?? max, max);
+    const opened = await Promise.allSettled(Array.from({ length: n }, () => this.#pool.connect()));
+    for (const r of opened) if (r.status === 'fulfilled') r.value.release();
+    const failed = opened.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
   }
 
   /**
@@ -252,6 +279,7 @@ export class Pgq {
       leaderServices: this.#leaderServices(resolved),
       syncSchedules: declared && (() => this.#schedules.syncDeclared(declared)),
       checkSchema: () => this.checkSchema(),
+      warmUp: () => this.warmUp(),
       leaseConnection: this.#leaseConnection(resolved),
       queueStatements: this.#queueStatements,
       inTransaction: (fn) => this.#inTransaction(fn),

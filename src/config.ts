@@ -61,7 +61,8 @@ export const DEFAULTS = Object.freeze({
   shutdownGraceMs: 10_000,
   abortGraceMs: 5_000,
   stallWarnMs: 5_000,
-  maxClaimBatch: 100,
+  maxClaimBatch: 500,
+  prefetchTtlMs: 1_000,
   /** Sandboxed handlers: the grace between forwarding an abort and terminating the thread or process. */
   sandboxTerminateGraceMs: 2_000,
   orphanCheckMs: 60_000,
@@ -175,10 +176,20 @@ export interface WorkerOptions {
   stallWarnMs?: number;
   /** Take part in leader election and run maintenance when elected. Default true. */
   leader?: boolean;
-  /** Most jobs claimed in one statement. Default min(concurrency, 100). */
+  /**
+   * Most jobs claimed in one statement, and most kept claimed ahead of the
+   * free slots while jobs are quick (the producer sizes claims by measured
+   * throughput up to this). Default 500.
+   */
   maxClaimBatch?: number;
   /** While leading, how often to log jobs that wait for a task no live worker runs (see `orphanedTasks()`). Default 60 s. */
   orphanCheckMs?: number;
+  /**
+   * A job claimed ahead that has not started within this long goes back to
+   * the queue (its attempt not counted), and the worker claims nothing ahead
+   * until one of its jobs starts. Default 1,000 ms.
+   */
+  prefetchTtlMs?: number;
   /** Worker id (unique among live workers). Default: host, pid and a random suffix. */
   id?: string;
   /**
@@ -276,6 +287,7 @@ const workerOptionsSchema = z
     leader: z.boolean().default(true),
     maxClaimBatch: z.number().int().min(1).max(10_000).optional(),
     orphanCheckMs: z.number().int().min(10).max(86_400_000).default(DEFAULTS.orphanCheckMs),
+    prefetchTtlMs: z.number().int().min(10).max(3_600_000).default(DEFAULTS.prefetchTtlMs),
     id: nameSchema.optional(),
     retention: retentionSchema.prefault({}),
     sandbox: z
@@ -313,6 +325,7 @@ export interface ResolvedWorkerOptions {
   readonly leader: boolean;
   readonly maxClaimBatch: number;
   readonly orphanCheckMs: number;
+  readonly prefetchTtlMs: number;
   readonly id: string | undefined;
   /** Null when retention is off. */
   readonly retention: ResolvedRetention | null;
@@ -335,8 +348,9 @@ export function resolveWorkerOptions(options: WorkerOptions, tasks: readonly Any
     exitOnStuckMs: o.exitOnStuckMs,
     stallWarnMs: o.stallWarnMs,
     leader: o.leader,
-    maxClaimBatch: o.maxClaimBatch ?? Math.min(o.concurrency, DEFAULTS.maxClaimBatch),
     orphanCheckMs: o.orphanCheckMs,
+    maxClaimBatch: o.maxClaimBatch ?? DEFAULTS.maxClaimBatch,
+    prefetchTtlMs: o.prefetchTtlMs,
     id: o.id,
     retention: o.retention === false ? null : Object.freeze({ ...o.retention, maxBatchesPerPass: DEFAULTS.retention.maxBatchesPerPass }),
     sandbox: Object.freeze({

@@ -13,6 +13,7 @@ import type { BackoffOptions } from './core/backoff.js';
 import type { DbHandle, SqlExecutor } from './db/executor.js';
 import type { HotStatements, InsertJobsParams } from './db/statements.js';
 import { toJobRecord, type JobRow } from './db/rows.js';
+import type { BulkInsertParams, BulkInsertStatements, BulkInserted } from './db/bulk-insert.js';
 import { metaText, type EnqueueCall, type MiddlewareChain, type PendingJob } from './middleware.js';
 
 /** Per-job options of `enqueue`; each overrides the task's own. */
@@ -106,6 +107,7 @@ export class Enqueuer {
     private readonly maxPayloadBytes: number,
     private readonly middleware: MiddlewareChain,
     private readonly onNotifyError: (err: unknown) => void = () => undefined,
+    private readonly bulk?: BulkInsertStatements,
   ) {}
 
   /** Resolves once every NOTIFY owed for committed enqueues has been sent. */
@@ -150,6 +152,10 @@ export class Enqueuer {
         ? jobs.map((job, i) => metaText(job.meta, single === null ? `meta[${i}]` : 'meta'))
         : jobs.map(() => meta);
       const db = this.executorFor(rawOptions.db);
+      if (this.bulk && single === null && options.uniqueKey === undefined && keys.every((k) => k === null) && metas.every((m) => m === meta)) {
+        records = await this.#insertBulk(db, task, texts, meta, jobs, options, rawOptions.db === undefined);
+        return records.map((r) => r.id);
+      }
       const params = { ...buildParams(task, texts, metas, options), concurrencyKeys: keys };
       const rows = await this.#insertRows(db, params, rawOptions.db === undefined);
       records = options.uniqueKey === undefined
@@ -175,7 +181,78 @@ export class Enqueuer {
     }
   }
 
-  #notifyAfterCommit(db: SqlExecutor, rows: JobRow[]): void {
+  /**
+   * enqueueMany with options shared by every job: scalars in, one row out
+   * (ids in payload order and what the database decided), records built here.
+   */
+  async #insertBulk(
+    db: SqlExecutor,
+    task: AnyTask,
+    texts: string[],
+    meta: string,
+    jobs: PendingJob[],
+    o: ParsedOptions,
+    autocommit: boolean,
+  ): Promise<JobRecord[]> {
+    const bulk = this.bulk!;
+    const params: BulkInsertParams = {
+      task: task.name,
+      queue: o.queue ?? task.queue,
+      payloads: texts,
+      priority: o.priority ?? task.priority,
+      maxAttempts: o.maxAttempts ?? task.maxAttempts,
+      runAt: o.runAt ?? null,
+      delayMs: o.delayMs ?? 0,
+      timeoutMs: o.timeoutMs ?? null,
+      backoffBaseMs: o.backoff?.baseMs ?? null,
+      backoffMaxMs: o.backoff?.maxMs ?? null,
+      meta,
+      expiresAt: o.expiresAt ?? null,
+      expiresInMs: o.expiresAt !== undefined ? null : (o.expiresInMs ?? task.expiresInMs ?? null),
+    };
+    let inserted: BulkInserted;
+    if (!autocommit) {
+      inserted = await bulk.insert(db, params);
+    } else {
+      const quiet = this.#inFlight > 0;
+      this.#inFlight += 1;
+      try {
+        inserted = quiet ? await bulk.insertQuiet(db, params) : await bulk.insert(db, params);
+      } finally {
+        this.#inFlight -= 1;
+      }
+      if (quiet && inserted.state === 'available') this.#notifyAfterCommit(db, [{ state: inserted.state, queue: params.queue }]);
+    }
+    const metaObject = jobs[0]?.meta ?? {};
+    return inserted.ids.map((id, i) => ({
+      id: String(id),
+      task: params.task,
+      queue: params.queue,
+      state: inserted.state,
+      payload: JSON.parse(texts[i]!) as unknown,
+      priority: params.priority,
+      attempts: 0,
+      maxAttempts: params.maxAttempts,
+      runAt: inserted.run_at,
+      createdAt: inserted.created_at,
+      startedAt: null,
+      finishedAt: null,
+      result: null,
+      errors: [],
+      uniqueKey: null,
+      workerId: null,
+      timeoutMs: params.timeoutMs,
+      meta: { ...metaObject },
+      progress: null,
+      progressAt: null,
+      workflowId: null,
+      workflowStep: null,
+      concurrencyKey: null,
+      expiresAt: inserted.expires_at,
+    }));
+  }
+
+  #notifyAfterCommit(db: SqlExecutor, rows: Pick<JobRow, 'state' | 'queue'>[]): void {
     for (const row of rows) if (row.state === 'available') this.#toNotify.add(row.queue);
     if (this.#toNotify.size === 0 || this.#notifying) return;
     this.#notifying = (async () => {

@@ -40,6 +40,19 @@ describe('enqueue', () => {
     expect(await pgq.getJob(job.id)).toEqual(job);
   });
 
+  it('enqueueMany with shared options returns, in payload order, the records the store holds', async () => {
+    const pgq = await ctx.migrated({ tasks: [email] });
+    const payloads = Array.from({ length: 50 }, (_, n) => ({ to: `u${n}@b.co`, n }));
+    const now = await pgq.enqueueMany(email, payloads, { meta: { tenant: 't1' }, timeoutMs: 9_000, expiresInMs: 60_000 });
+    expect(now.map((j) => j.payload)).toEqual(payloads);
+    expect(now.map((j) => BigInt(j.id))).toEqual([...now.map((j) => BigInt(j.id))].sort((a, b) => (a < b ? -1 : 1)));
+    for (const job of now) expect(await pgq.getJob(job.id)).toEqual(job);
+    const later = await pgq.enqueueMany(email, payloads.slice(0, 3), { delayMs: 60_000, priority: 9, queue: 'later' });
+    expect(later.every((j) => j.state === 'scheduled' && j.priority === 9 && j.queue === 'later' && j.expiresAt === null)).toBe(true);
+    for (const job of later) expect(await pgq.getJob(job.id)).toEqual(job);
+    expect(await count(`queue = 'later'`)).toBe(3);
+  });
+
   it('per-job options override the task and a future runAt makes it scheduled', async () => {
     const pgq = await ctx.migrated({ tasks: [email] });
     const runAt = new Date(Date.now() + 3_600_000);

@@ -282,6 +282,35 @@ describe('worker behaviour', () => {
     await b.stop();
   });
 
+  it('gives back a job claimed ahead that does not start within prefetchTtlMs, its attempt not counted', async () => {
+    const gate = deferred();
+    const ran: string[] = [];
+    const quick = defineTask({
+      name: 'aged',
+      schema: z.object({ hold: z.boolean() }),
+      handler: async ({ hold }, c) => {
+        ran.push(c.job.id);
+        if (hold) await gate.promise;
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [quick] });
+    const worker = pgq.worker({ concurrency: 1, pollIntervalMs: 20, prefetchTtlMs: 200 });
+    await worker.start();
+    for (const j of await pgq.enqueueMany(quick, Array.from({ length: 3 }, () => ({ hold: false })))) {
+      await pgq.waitForJob(j.id, { timeoutMs: 10_000 });
+    }
+    const [blocker] = await pgq.enqueueMany(quick, [{ hold: true }]);
+    await until(() => ran.includes(blocker!.id), { what: 'the slot busy' });
+    const [waiting] = await pgq.enqueueMany(quick, [{ hold: false }]);
+    await until(async () => (await pgq.getJob(waiting!.id))?.state === 'running', { what: 'claimed ahead' });
+    await until(async () => (await pgq.getJob(waiting!.id))?.state === 'available', { what: 'given back after its TTL' });
+    expect(await pgq.getJob(waiting!.id)).toMatchObject({ state: 'available', attempts: 0 });
+    expect(ran).not.toContain(waiting!.id);
+    gate.resolve();
+    expect(await pgq.waitForJob(waiting!.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded', attempts: 1 });
+    await worker.stop();
+  });
+
   it('prefetches quick jobs; a cancelled prefetched job never runs, and a stop gives the others back', async () => {
     const gate = deferred();
     const ran: string[] = [];

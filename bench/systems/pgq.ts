@@ -39,6 +39,8 @@ export const pgqSystem: System = {
   async producer(env: RunEnv, options: { poolSize: number }): Promise<Producer> {
     const task = noopTask(() => undefined);
     const pgq = new Pgq({ connectionString: env.databaseUrl, tasks: [task], poolSize: options.poolSize });
+    // Its pool's connections open before the first enqueue (workers do this in start()).
+    await pgq.warmUp();
     return {
       async add(payload) {
         await pgq.enqueue(task, payload);

@@ -51,6 +51,8 @@ export interface ClaimJobsParams {
   queues: string[];
   tasks: string[];
   limit: number;
+  /** Jobs the worker could start at once (free slots); limited queues claim no more than this. Default `limit`. */
+  startable?: number;
   workerId: string;
 }
 

@@ -1,26 +1,37 @@
 /**
  * The producer claims due jobs and hands them to the executor.
  *
- * It claims only when slots are free, at most `maxClaimBatch` at a time, with
- * one SKIP LOCKED statement. It claims again at once while claims come back
- * full (there is more), and otherwise sleeps until woken by: a NOTIFY for one
- * of its queues, a freed slot while work is known to be waiting, the listener
- * reconnecting, the next scheduled `run_at`, or the poll interval.
+ * It claims with one SKIP LOCKED statement, at most `maxClaimBatch` at a
+ * time. It claims again at once while claims come back full (there is more),
+ * and otherwise sleeps until woken by: a NOTIFY for one of its queues, a
+ * freed slot while work is known to be waiting, the listener reconnecting,
+ * the next scheduled `run_at`, or the poll interval.
  *
  * Claims read only `available` jobs. Scheduled and retryable jobs are made
  * available ("promoted") by the producer itself when the next one is due and
  * at least every poll interval, in one statement.
  *
- * Prefetch: while recent jobs are quick (an average under 50 ms), the
- * producer claims up to `concurrency` jobs ahead into a local buffer, so the
- * next claim's round trip overlaps the running jobs. The buffer starts jobs as
- * slots free; slow jobs turn prefetch off so no job waits behind them while
- * another worker is idle. Buffered jobs count as held; a stop, a cancel or a
- * lost lease gives them back or drops them.
+ * Claiming ahead: while recent jobs are quick (an average under 50 ms), the
+ * producer keeps jobs claimed ahead of the free slots in a local buffer, so
+ * the next claim's round trip overlaps the running jobs and no slot waits
+ * on the database. How many it keeps ahead follows measured throughput, not
+ * the slot count: four times the jobs this worker started during the last
+ * claim's round trip (twice the previous figure when the buffer ran dry
+ * meanwhile), at least `concurrency`, at most `maxClaimBatch`. It claims
+ * again once the buffer is down to half of that, so one claim is in flight
+ * while the buffered half runs. Slow jobs turn claiming ahead off, so no job
+ * waits behind them while another worker is idle.
+ *
+ * Buffered jobs count as held (state running, attempt counted). A job held
+ * longer than `prefetchTtlMs` without starting goes back (releaseUnstarted:
+ * available again, the attempt not counted), and the producer claims nothing
+ * ahead until one of its jobs starts again; a stop, a cancel or a lost lease
+ * gives them back or drops them too.
  *
  * A claim whose reply is lost (connection dropped after commit) would leave
  * rows marked running for this worker that it never received; after any
- * failed claim the producer gives such orphans back before claiming again.
+ * failed claim (or failed give-back) the producer gives such orphans back
+ * before claiming again.
  *
  * It claims nothing while the worker's lease is not trusted (lost, or not
  * renewed for most of rescueAfterMs) or while the completer is backlogged
@@ -40,15 +51,26 @@ import type { Completer } from './completer.js';
 import type { Lease } from './lease.js';
 
 const PROMOTE_BATCH = 1_000;
-/** Prefetch only while jobs average less than this. */
+/** Claim ahead only while jobs average less than this. */
 const PREFETCH_BELOW_MS = 50;
+/** Jobs kept ahead per job started during one claim round trip. */
+const AHEAD_PER_ROUND_TRIP = 4;
 
 export interface ProducerConfig {
   concurrency: number;
   queues: readonly string[];
   tasks: readonly string[];
+  /** Most jobs claimed in one statement, and most kept claimed ahead of the free slots. */
   maxClaimBatch: number;
   pollIntervalMs: number;
+  /** A claimed job not started within this long goes back to the queue. */
+  prefetchTtlMs: number;
+}
+
+interface Held {
+  job: ClaimedJob;
+  /** Monotonic time of the claim. */
+  heldAt: number;
 }
 
 export class Producer extends LoopService {
@@ -58,8 +80,14 @@ export class Producer extends LoopService {
   #needsReconcile = false;
   /** Monotonic time of the next promotion of due scheduled/retryable jobs. */
   #promoteAt = 0;
-  /** Claimed jobs not yet started (prefetch). */
-  #buffer: ClaimedJob[] = [];
+  /** Claimed jobs not yet started, oldest first. */
+  #buffer: Held[] = [];
+  /** How many jobs to keep claimed ahead of the free slots while jobs are quick. */
+  #ahead: number;
+  /** Jobs started so far (the throughput the claim size follows). */
+  #started = 0;
+  /** Set when held jobs aged out: claim nothing ahead until a job starts. */
+  #holdOff = false;
   #draining = false;
   #offSlotFree: (() => void) | undefined;
 
@@ -74,6 +102,7 @@ export class Producer extends LoopService {
     logger: Logger,
   ) {
     super('producer', logger);
+    this.#ahead = this.#minAhead();
     completer.onDrained(() => this.wake());
   }
 
@@ -115,17 +144,17 @@ export class Producer extends LoopService {
     await super.stop();
     this.#offSlotFree?.();
     this.#offSlotFree = undefined;
-    await this.#releaseBuffered();
+    await this.#release(this.#buffer.splice(0), 'prefetched');
   }
 
   /** Ids of claimed jobs waiting in the local buffer. */
   bufferedIds(): string[] {
-    return this.#buffer.map((j) => j.id);
+    return this.#buffer.map((h) => h.job.id);
   }
 
   /** Drops a buffered job (it was cancelled); true when it was buffered. */
   dropBuffered(id: string): boolean {
-    const i = this.#buffer.findIndex((j) => j.id === id);
+    const i = this.#buffer.findIndex((h) => h.job.id === id);
     if (i < 0) return false;
     this.#buffer.splice(i, 1);
     return true;
@@ -133,59 +162,101 @@ export class Producer extends LoopService {
 
   /** Buffered jobs: id → attempt number. */
   bufferedAttempts(): Map<string, number> {
-    return new Map(this.#buffer.map((j) => [j.id, j.attempts]));
+    return new Map(this.#buffer.map((h) => [h.job.id, h.job.attempts]));
   }
 
   /** Starts buffered jobs while slots are free. */
   #dispatch(): void {
     if (this.#draining) return;
-    while (this.#buffer.length > 0 && this.executor.freeSlots > 0) this.executor.run(this.#buffer.shift()!);
-  }
-
-  /** How many jobs to keep claimed ahead of the free slots. */
-  #prefetch(): number {
-    const avg = this.executor.averageDurationMs;
-    return avg !== null && avg < PREFETCH_BELOW_MS ? this.config.concurrency : 0;
-  }
-
-  /** Gives buffered (never started) jobs back: available again, attempt not counted. */
-  async #releaseBuffered(): Promise<void> {
-    const ids = this.bufferedIds();
-    this.#buffer = [];
-    if (ids.length === 0) return;
-    try {
-      await this.statements.releaseUnstarted(this.db, { workerId: this.lease.workerId, ids });
-    } catch (err) {
-      this.logger.warn({ err: errorSummary(err), jobs: ids.length }, `pgq could not give back prefetched jobs; they will be rescued: ${errorMessage(err)}`);
+    while (this.#buffer.length > 0 && this.executor.freeSlots > 0) {
+      this.executor.run(this.#buffer.shift()!.job);
+      this.#started += 1;
+      this.#holdOff = false;
     }
+  }
+
+  #minAhead(): number {
+    return Math.min(this.config.concurrency, this.config.maxClaimBatch);
+  }
+
+  /** How many jobs to keep claimed ahead of the free slots now. */
+  #aheadTarget(): number {
+    const avg = this.executor.averageDurationMs;
+    return !this.#holdOff && avg !== null && avg < PREFETCH_BELOW_MS ? this.#ahead : 0;
+  }
+
+  /** After a claim: keep ahead what covers a few round trips at the rate just seen. */
+  #resize(startedDuringClaim: number, ranDry: boolean): void {
+    const seen = AHEAD_PER_ROUND_TRIP * startedDuringClaim;
+    const next = ranDry ? Math.max(2 * this.#ahead, seen) : Math.ceil(0.7 * this.#ahead + 0.3 * seen);
+    this.#ahead = Math.max(this.#minAhead(), Math.min(this.config.maxClaimBatch, next));
+  }
+
+  /** Gives held, never started jobs back: available again, attempt not counted. */
+  async #release(held: Held[], what: string): Promise<void> {
+    if (held.length === 0) return;
+    try {
+      await this.statements.releaseUnstarted(this.db, { workerId: this.lease.workerId, ids: held.map((h) => h.job.id) });
+    } catch (err) {
+      // Not held any more: the next reconcile gives them back (or, after a stop, the rescuer).
+      this.#needsReconcile = true;
+      this.logger.warn({ err: errorSummary(err), jobs: held.length }, `pgq could not give back ${what} jobs; they will be released later: ${errorMessage(err)}`);
+    }
+  }
+
+  /** Held jobs past prefetchTtlMs go back; claim nothing ahead until a job starts. */
+  async #expireHeld(): Promise<void> {
+    const cutoff = this.clock.monotonicMs() - this.config.prefetchTtlMs;
+    let n = 0;
+    while (n < this.#buffer.length && this.#buffer[n]!.heldAt <= cutoff) n += 1;
+    if (n === 0) return;
+    this.#holdOff = true;
+    this.#ahead = this.#minAhead();
+    await this.#release(this.#buffer.splice(0, n), 'unstarted');
+  }
+
+  /** Milliseconds until the oldest held job ages out (the poll interval when none is held). */
+  #untilExpiry(): number {
+    const oldest = this.#buffer[0];
+    if (!oldest) return this.config.pollIntervalMs;
+    return Math.max(0, Math.min(this.config.pollIntervalMs, oldest.heldAt + this.config.prefetchTtlMs - this.clock.monotonicMs()));
   }
 
   protected async run(signal: AbortSignal): Promise<void> {
     let failures = 0;
     while (!signal.aborted) {
       this.#dispatch();
-      const free = this.executor.freeSlots + this.#prefetch() - this.#buffer.length;
+      if (this.#buffer.length > 0) await this.#expireHeld();
+      const ahead = this.#aheadTarget();
+      const want = this.executor.freeSlots + ahead - this.#buffer.length;
       if (!this.lease.trusted || this.completer.backlogged) {
-        await this.#waker.wait(Math.min(this.config.pollIntervalMs, 250), signal);
+        await this.#waker.wait(Math.min(this.#untilExpiry(), 250), signal);
         continue;
       }
-      if (free <= 0 || !this.#moreWaiting) {
-        await this.#waker.wait(free <= 0 ? this.config.pollIntervalMs : await this.#idleWaitMs(), signal);
-        if (free > 0) this.#moreWaiting = true; // a poll, a timer or a wake: look again
+      // Claim once the buffer is down to half of what is kept ahead.
+      const due = want > 0 && this.#buffer.length <= ahead / 2;
+      if (!due || !this.#moreWaiting) {
+        await this.#waker.wait(!due ? this.#untilExpiry() : Math.min(this.#untilExpiry(), await this.#idleWaitMs()), signal);
+        if (want > 0) this.#moreWaiting = true; // a poll, a timer or a wake: look again
         continue;
       }
       try {
         if (this.#needsReconcile) await this.#releaseOrphans();
         if (this.clock.monotonicMs() >= this.#promoteAt) await this.#promote();
-        const limit = Math.min(free, this.config.maxClaimBatch);
+        const limit = Math.min(want, this.config.maxClaimBatch);
+        const startedBefore = this.#started;
         const rows = await this.statements.claimJobs(this.db, {
           queues: [...this.config.queues],
           tasks: [...this.config.tasks],
           limit,
+          startable: this.executor.freeSlots,
           workerId: this.lease.workerId,
         });
         failures = 0;
-        for (const row of rows) this.#buffer.push(toClaimedJob(row));
+        const ranDry = this.#buffer.length === 0 && this.executor.freeSlots > 0;
+        if (ahead > 0) this.#resize(this.#started - startedBefore, ranDry);
+        const heldAt = this.clock.monotonicMs();
+        for (const row of rows) this.#buffer.push({ job: toClaimedJob(row), heldAt });
         this.#dispatch();
         if (rows.length < limit) this.#moreWaiting = false;
       } catch (err) {

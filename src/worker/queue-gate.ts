@@ -154,8 +154,11 @@ export class QueueGate extends LoopService {
     const rows: JobRow[] = [];
     let recheckMs: number | null = null;
     const start = this.#turn++ % Math.max(1, limited.length);
+    // A limited queue's claimed jobs count against its limits at once: take
+    // no more than the worker can start now, none to hold ahead.
+    const limitedMax = Math.min(p.limit, p.startable ?? p.limit);
     for (const queue of [...limited.slice(start), ...limited.slice(0, start)]) {
-      const left = p.limit - rows.length;
+      const left = limitedMax - rows.length;
       if (left <= 0) break;
       const { claimed, waitMs } = await this.#claimLimited(queue, p, left);
       rows.push(...claimed);

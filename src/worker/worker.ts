@@ -68,6 +68,8 @@ export interface WorkerDeps {
   syncSchedules?: () => Promise<void>;
   /** Checks (read-only) that the schema is migrated to this pgq's version; rejects when it is not. */
   checkSchema: () => Promise<void>;
+  /** Opens the pool's connections (run at start, beside the other start-up steps). */
+  warmUp?: () => Promise<void>;
   /** Connection settings for the lease thread; null renews on the main thread. */
   leaseConnection: pg.ClientConfig | null;
   /** Queue control: the limited claims, and a transaction to run each in. */
@@ -152,6 +154,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         tasks: deps.tasks.names(),
         maxClaimBatch: options.maxClaimBatch,
         pollIntervalMs: options.pollIntervalMs,
+        prefetchTtlMs: options.prefetchTtlMs,
       },
       this.#lease,
       deps.db,
@@ -264,25 +267,39 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.#state = 'starting';
     const { listener, channels, tasks } = this.#deps;
     const queues = new Set(this.options.queues);
-    await this.#deps.checkSchema();
-    await this.#deps.syncSchedules?.();
-    await this.#lease.start();
+    // What does not depend on the lease runs while its thread starts (the
+    // slowest step); the lease is registered only once the thread runs, and
+    // nothing is claimed before that.
+    const subscribe = async (): Promise<void> => {
+      this.#unsubscribe.push(
+        await listener.subscribe(channels.jobs, (queue) => {
+          if (queues.has(queue)) this.#producer.wake();
+        }),
+        await listener.subscribe(channels.cancel, (id) => {
+          if (!this.#producer.dropBuffered(id)) this.#executor.abort(id, new JobCancelledError(id));
+        }),
+      );
+      const offConnect = listener.onConnect(() => this.#producer.reconnected());
+      this.#unsubscribe.push(async () => void offConnect());
+      // Listening is a latency hint: start without it rather than wait for it.
+      await listener.ready(this.options.pollIntervalMs);
+      this.#unsubscribe.push(() => this.#gate.stop());
+      await this.#gate.start();
+    };
+    const steps = await Promise.allSettled([
+      (async () => {
+        await this.#deps.checkSchema();
+        await this.#deps.syncSchedules?.();
+      })(),
+      this.#lease.start(),
+      // Open the pool's connections now, not one by one under the first jobs.
+      this.#deps.warmUp?.(),
+      subscribe(),
+    ]);
+    const failed = steps.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
     await this.#lease.register();
     await announceTasks(this.#deps.kysely, this.id, tasks.names());
-    this.#unsubscribe.push(
-      await listener.subscribe(channels.jobs, (queue) => {
-        if (queues.has(queue)) this.#producer.wake();
-      }),
-      await listener.subscribe(channels.cancel, (id) => {
-        if (!this.#producer.dropBuffered(id)) this.#executor.abort(id, new JobCancelledError(id));
-      }),
-    );
-    const offConnect = listener.onConnect(() => this.#producer.reconnected());
-    this.#unsubscribe.push(async () => void offConnect());
-    // Listening is a latency hint: start without it rather than wait for it.
-    await listener.ready(this.options.pollIntervalMs);
-    this.#unsubscribe.push(() => this.#gate.stop());
-    await this.#gate.start();
     await this.#producer.start();
     await this.#leader?.start();
     this.#state = 'running';

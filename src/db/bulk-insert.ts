@@ -1,0 +1,85 @@
+/**
+ * The bulk insert of `enqueueMany` when every job of the call shares its
+ * options (no unique key, no per-key fairness key, one meta): the options go
+ * as scalars, only the payloads as an array, and the statement returns one
+ * row (the new ids in insertion order, and what the database decides: the
+ * run time, the state, the expiry and the creation time), from which the
+ * caller builds the records. Jobs are inserted in payload order, so the i-th
+ * id belongs to the i-th payload.
+ *
+ * The insert trigger's NOTIFY works as for `insertJobs`; the quiet variant
+ * switches it off for the transaction, as `insertJobsQuiet` does.
+ */
+import { quoteIdent } from './identifiers.js';
+import type { SqlExecutor } from './executor.js';
+import type { JobState } from '../core/types.js';
+
+export interface BulkInsertParams {
+  task: string;
+  queue: string;
+  /** JSON text of each payload, in order. */
+  payloads: string[];
+  priority: number;
+  maxAttempts: number;
+  /** Absolute run time, or null to use `now() + delayMs`. */
+  runAt: Date | null;
+  delayMs: number;
+  timeoutMs: number | null;
+  backoffBaseMs: number | null;
+  backoffMaxMs: number | null;
+  /** JSON text of the metadata object every job gets. */
+  meta: string;
+  /** Absolute expiry, or null to use `expiresInMs` (or no expiry). */
+  expiresAt: Date | null;
+  expiresInMs: number | null;
+}
+
+/** What the database decided for the whole batch. */
+export interface BulkInserted {
+  /** Ids in payload order. */
+  ids: string[];
+  state: JobState;
+  run_at: Date;
+  created_at: Date;
+  expires_at: Date | null;
+}
+
+export type BulkInsertStatements = ReturnType<typeof createBulkInsert>;
+
+/** The bulk-insert statements for one schema. */
+export function createBulkInsert(schema: string) {
+  const jobs = `${quoteIdent(schema)}.jobs`;
+  const statement = (quiet: boolean): string => `
+    WITH ${quiet ? `quiet AS (SELECT set_config('pgq.skip_notify', 'on', true)),` : ''}
+    c AS (
+      SELECT a.at, CASE WHEN a.at <= now() THEN 'available' ELSE 'scheduled' END AS state,
+             coalesce($12::timestamptz, now() + $13::float8 * interval '1 millisecond') AS expires_at
+        FROM (SELECT coalesce($6::timestamptz, now() + $7::float8 * interval '1 millisecond') AS at) AS a
+    ), ins AS (
+      INSERT INTO ${jobs} (task, queue, payload, priority, max_attempts, run_at, state,
+                           timeout_ms, backoff_base_ms, backoff_max_ms, meta, expires_at)
+      SELECT $1::text, $2::text, u.p, $4::int, $5::int, c.at, c.state, $8::int, $9::int, $10::int, $11::jsonb, c.expires_at
+        FROM c CROSS JOIN unnest($3::jsonb[]) WITH ORDINALITY AS u(p, n)
+       ${quiet ? 'WHERE (SELECT count(*) FROM quiet) = 1' : ''}
+       ORDER BY u.n
+      RETURNING id
+    )
+    SELECT (SELECT array_agg(id ORDER BY id) FROM ins) AS ids, c.state, c.at AS run_at, now() AS created_at, c.expires_at
+      FROM c`;
+  const insert = statement(false);
+  const insertQuiet = statement(true);
+  const values = (p: BulkInsertParams): unknown[] => [
+    p.task, p.queue, p.payloads, p.priority, p.maxAttempts, p.runAt, p.delayMs,
+    p.timeoutMs, p.backoffBaseMs, p.backoffMaxMs, p.meta, p.expiresAt, p.expiresInMs,
+  ];
+  const run = async (db: SqlExecutor, name: string, text: string, p: BulkInsertParams): Promise<BulkInserted> => {
+    const [row] = await db.query<BulkInserted>({ name, text, values: values(p) });
+    return { ...row!, ids: row!.ids ?? [] };
+  };
+  return {
+    /** JobInsertBulk: inserts the payloads with shared options; NOTIFY by the trigger. */
+    insert: (db: SqlExecutor, p: BulkInsertParams) => run(db, `pgq_${schema}_insert_bulk`, insert, p),
+    /** JobInsertBulkQuiet: as insert, without the trigger's NOTIFY (the caller notifies after commit). */
+    insertQuiet: (db: SqlExecutor, p: BulkInsertParams) => run(db, `pgq_${schema}_insert_bulk_quiet`, insertQuiet, p),
+  };
+}
