@@ -10,8 +10,9 @@
  * INSERTs for one-at-a-time enqueue (no NOTIFY, no validation), which is what
  * pgq's 8-connection enqueue is measured against.
  *
- * The batch sizes are the best found on the 2-core bench machine (claims of
- * 100, 250, 500 and 1,000 tried at concurrency 10 and 100).
+ * Claims of 500, whatever the concurrency: the size pgq itself now claims
+ * at most. Other sizes have not yet been compared on the bench machine, so
+ * this floor may still sit below what the machine can do.
  */
 import pg from 'pg';
 import type { Consumer, ConsumerOptions, Payload, Probe, Producer, RunEnv, System } from '../lib/types.js';
