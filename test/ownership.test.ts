@@ -174,8 +174,12 @@ describe('leases', () => {
     const firstId = a.id;
     const j1 = await pgq.enqueue(held, { wait: true });
     await until(async () => (await pgq.getJob(j1.id))?.state === 'running');
-    // A's lease runs out; B's rescuer takes J1 and removes A's row before A renews.
-    await ctx.admin.query(`UPDATE "${ctx.schema}".workers SET lease_expires_at = now() - interval '1 second' WHERE id = $1`, [firstId]);
+    // A's lease runs out, and its renewals keep it out (a 1 ms lease), as if
+    // A were silent; B's rescuer takes J1 and removes A's row.
+    await ctx.admin.query(
+      `UPDATE "${ctx.schema}".workers SET rescue_after_ms = 1, lease_expires_at = now() - interval '1 second' WHERE id = $1`,
+      [firstId],
+    );
     const b = pgq.worker({ queues: ['elsewhere'], heartbeatMs: 50, rescueAfterMs: 1_000 });
     await b.start();
     await until(async () => (await ctx.admin.query(`SELECT 1 FROM "${ctx.schema}".workers WHERE id = $1`, [firstId])).rowCount === 0);

@@ -69,7 +69,7 @@ describe('worker processes', () => {
     expect(done.state).toBe('succeeded');
     expect(done.attempts).toBe(2);
     expect(done.errors).toHaveLength(1);
-    expect(done.errors[0]!.message).toMatch(/rescued: worker .* stopped heartbeating/);
+    expect(done.errors[0]!.message).toMatch(/rescued: the lease of worker .* expired \(no heartbeat for 1500 ms, its rescueAfterMs\)/);
     expect(done.result).toEqual({ pid: b.pid });
     expect(await overlappingRuns(ctx.admin, ctx.schema)).toBe(0);
     b.child.kill('SIGTERM');

@@ -45,6 +45,8 @@ beforeAll(async () => {
       PGQ_URL: ctx.url,
       PGQ_SCHEMA: ctx.schema,
       PGQ_CONCURRENCY: '20',
+      // Small claims, so every process takes part however quick the jobs are.
+      PGQ_MAX_CLAIM_BATCH: '5',
       PGQ_QUEUES: 'capped,rated,keyed,pausable,marker',
       PGQ_POLL_MS: '60000',
     }),

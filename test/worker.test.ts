@@ -267,8 +267,12 @@ describe('worker behaviour', () => {
     await a.start();
     const job = await pgq.enqueue(fenced, {});
     await firstStarted.promise;
-    // A's lease runs out (as if A had been silent for its rescueAfterMs).
-    await ctx.admin.query(`UPDATE "${ctx.schema}".workers SET lease_expires_at = now() - interval '1 second' WHERE id = $1`, [a.id]);
+    // A's lease runs out and its renewals keep it out (a 1 ms lease), as if A
+    // had been silent for its rescueAfterMs.
+    await ctx.admin.query(
+      `UPDATE "${ctx.schema}".workers SET rescue_after_ms = 1, lease_expires_at = now() - interval '1 second' WHERE id = $1`,
+      [a.id],
+    );
     // B leads: it finds A's lease expired and rescues the job, then runs it itself.
     const b = pgq.worker({ heartbeatMs: 100, rescueAfterMs: 1_000, pollIntervalMs: 20 });
     await b.start();

@@ -68,7 +68,7 @@ describe('workflows on worker processes', () => {
     expect(done.state).toBe('succeeded');
     expect(done.result).toBe(12);
     expect(done.steps[1]).toMatchObject({ state: 'succeeded', attempts: 2, result: 2 });
-    expect(done.steps[1]!.errors[0]!.message).toMatch(/rescued: worker .* stopped heartbeating/);
+    expect(done.steps[1]!.errors[0]!.message).toMatch(/rescued: the lease of worker .* expired/);
     expect(done.steps[2]).toMatchObject({ state: 'succeeded', attempts: 1, payload: 2 });
     const { rows } = await ctx.admin.query(`SELECT job_id FROM "${ctx.schema}".wf_calls`);
     expect(rows).toEqual([{ job_id: done.steps[2]!.id }]);
