@@ -103,7 +103,8 @@ describe('queue control across processes', () => {
     await pgq.pauseQueue('pausable');
     // Older than the markers: a process still claiming this queue would take these first.
     const later = await pgq.enqueueMany(ledgerTask, Array.from({ length: 30 }, (_, n) => ({ sleepMs: 0, n })), { queue: 'pausable' });
-    const markers = await pgq.enqueueMany(ledgerTask, Array.from({ length: 90 }, (_, n) => ({ sleepMs: 20, n })), { queue: 'marker' });
+    // Slow enough (200 ms) that no one process can take them all: all three must claim.
+    const markers = await pgq.enqueueMany(ledgerTask, Array.from({ length: 90 }, (_, n) => ({ sleepMs: 200, n })), { queue: 'marker' });
     await drain(markers);
     await until(async () => (await pgq.getQueue('pausable')).running === 0, { what: 'running pausable jobs finished' });
     const { rows: pids } = await ctx.admin.query(`SELECT count(DISTINCT pid)::int AS n FROM "${ctx.schema}".ledger l JOIN "${ctx.schema}".jobs j ON j.id = l.job_id WHERE j.queue = 'marker'`);
