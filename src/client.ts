@@ -62,6 +62,8 @@ export interface QueueStats {
   oldestWaitingRunAt: Date | null;
 }
 
+const WORKER_WARM_CONNECTIONS = 4;
+
 export class Pgq {
   /** Typed Kysely handle on pgq's schema, for your own inspection queries. */
   readonly kysely: Kysely<PgqDatabase>;
@@ -279,7 +281,12 @@ export class Pgq {
       leaderServices: this.#leaderServices(resolved),
       syncSchedules: declared && (() => this.#schedules.syncDeclared(declared)),
       checkSchema: () => this.checkSchema(),
-      warmUp: () => this.warmUp(),
+      // The connections a worker's hot path uses at once (claim, outcomes,
+      // maintenance); best effort: a server short of connections does not
+      // stop the worker from starting, it opens them on demand.
+      warmUp: () => this.warmUp(WORKER_WARM_CONNECTIONS).catch((err: unknown) =>
+        this.logger.warn({ err: errorSummary(err) }, `pgq could not open connections ahead: ${errorMessage(err)}`),
+      ),
       leaseConnection: this.#leaseConnection(resolved),
       queueStatements: this.#queueStatements,
       inTransaction: (fn) => this.#inTransaction(fn),
