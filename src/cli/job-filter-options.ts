@@ -5,18 +5,11 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { JOB_STATES, type JobState } from '../core/types.js';
 import { parseEvery } from '../maintenance/cron.js';
-import { parseJsonMatch, type JobFilter, type JsonMatch } from '../jobs/job-filter.js';
+import { parseJsonMatch, type JobFilter } from '../jobs/job-filter.js';
 
-/** The flags as commander parses them. */
-export interface JobFilterFlags {
+/** The flags as commander parses them: a JobFilter, with `--workflow` for `workflowId`. */
+export interface JobFilterFlags extends Omit<JobFilter, 'state' | 'workflowId'> {
   state?: JobState[];
-  queue?: string;
-  task?: string;
-  since?: Date;
-  until?: Date;
-  payload?: JsonMatch;
-  result?: JsonMatch;
-  error?: JsonMatch;
   workflow?: string;
 }
 
