@@ -9,7 +9,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { defineTask, ValidationError, type Logger, type SandboxKind } from '../src/index.js';
-import { computeTask, echoTask, misbehaveTask } from './fixtures/sandbox/tasks.js';
+import { computeTask, echoTask, misbehaveTask, progressTask } from './fixtures/sandbox/tasks.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
 
 const ctx = useTestSchema('sandbox');
@@ -89,8 +89,37 @@ describe.each<SandboxKind>(['thread', 'process'])('sandboxed %s', (kind) => {
     await worker.stop();
   });
 
+  it('saves ctx.progress reports made inside the sandbox; a bad value throws there', async () => {
+    const task = progressTask(kind);
+    const pgq = await ctx.migrated({ tasks: [task] });
+    const worker = pgq.worker({ pollIntervalMs: 50, sandbox: { threads: 1, processes: 1 } });
+    await worker.start();
+    const [good, bad] = await pgq.enqueueMany(task, [{ steps: 3 }, { steps: 1, bad: true }]);
+    const done = await pgq.waitForJob(good!.id, { timeoutMs: 30_000 });
+    expect([done.state, done.result, done.progress]).toEqual(['succeeded', { steps: 3, badError: null }, { done: 3, of: 3 }]);
+    const refused = await pgq.waitForJob(bad!.id, { timeoutMs: 30_000 });
+    expect(refused.result).toEqual({ steps: 1, badError: 'ValidationError: progress: a number must be from 0 to 100, got 101' });
+    expect(refused.progress).toEqual({ done: 1, of: 1 });
+    await worker.stop();
+  });
+
+  it("counts a sandboxed job's time limit from its start in the sandbox, not while it waits for one", async () => {
+    // One thread or process, two jobs of 3 s each with a 5 s limit: the second waits about 3 s
+    // for the sandbox and then runs 3 s, over its limit if the wait counted.
+    const task = computeTask(kind, 5_000);
+    const pgq = await ctx.migrated({ tasks: [task] });
+    const worker = pgq.worker({ concurrency: 2, pollIntervalMs: 50, sandbox: { threads: 1, processes: 1 } });
+    await worker.start();
+    const jobs = await pgq.enqueueMany(task, [{ ms: 3_000 }, { ms: 3_000 }]);
+    const done = await Promise.all(jobs.map((job) => pgq.waitForJob(job.id, { timeoutMs: 60_000 })));
+    expect(done.map((job) => [job.state, job.errors.length])).toEqual([['succeeded', 0], ['succeeded', 0]]);
+    const [first, second] = done.map((job) => job.result as { pid: number; threadId: number });
+    expect(second).toMatchObject({ pid: first!.pid, threadId: first!.threadId });
+    await worker.stop();
+  });
+
   it('terminates a busy loop past its timeout; the next attempt runs', async () => {
-    // The timeout counts from the claim, start-up of a fresh thread or process included: leave room for it.
+    // The timeout counts from the handler's start in its sandbox, loading its module in a fresh thread or process included: leave room for it.
     const task = misbehaveTask('spin', kind, 10_000);
     const pgq = await ctx.migrated({ tasks: [task] });
     const worker = pgq.worker({ pollIntervalMs: 50, sandbox: { threads: 1, processes: 1, terminateGraceMs: 200 } });

@@ -9,7 +9,7 @@
  * must stay free of runtime weight.
  */
 import type { z } from 'zod';
-import type { JobRecord } from '../core/types.js';
+import type { JobProgress, JobRecord } from '../core/types.js';
 import type { Logger } from '../core/logger.js';
 
 export { PermanentError } from '../core/errors.js';
@@ -34,6 +34,12 @@ export interface SandboxContext<Payload = unknown> {
   logger: Logger;
   /** Ends this attempt and runs the job again after `delayMs`, without counting a failure. */
   snooze(delayMs: number): never;
+  /**
+   * Reports how far the handler got, as on the main thread: a number from 0
+   * to 100 or a small JSON object, saved to `jobs.progress` by the worker
+   * (throttled). Resolves once saved; a bad value throws a ValidationError.
+   */
+  progress(value: JobProgress): Promise<void>;
 }
 
 /** A sandboxed handler: the default export (or the export named `handler`) of a sandbox module. */

@@ -4,9 +4,10 @@
  * channel closes), so no sandbox outlives its worker.
  */
 import { RemoteError, type FromChild, type ToChild } from './protocol.js';
-import { runAttempt } from './sandbox-entry.js';
+import { ProgressChannel, runAttempt } from './sandbox-entry.js';
 
 let controller: AbortController | null = null;
+let progress: ProgressChannel | null = null;
 
 const send = (message: FromChild): void => {
   if (process.connected) process.send!(message);
@@ -17,11 +18,18 @@ process.on('message', (message: ToChild) => {
     controller?.abort(new RemoteError(message.reason));
     return;
   }
+  if (message.type === 'progress-saved') {
+    progress?.saved(message.seq);
+    return;
+  }
   const current = new AbortController();
+  const channel = new ProgressChannel(send);
   controller = current;
+  progress = channel;
   send({ type: 'started' });
-  void runAttempt(message.request, current.signal, send).then((reply) => {
+  void runAttempt(message.request, current.signal, send, channel).then((reply) => {
     if (controller === current) controller = null;
+    if (progress === channel) progress = null;
     send({ type: 'done', reply });
   });
 });

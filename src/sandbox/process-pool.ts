@@ -30,6 +30,7 @@ import {
   type SerializedError,
   type ToChild,
 } from './protocol.js';
+import type { JobProgress } from '../core/types.js';
 
 export interface ProcessPoolOptions {
   size: number;
@@ -149,9 +150,16 @@ export class ProcessPool implements SandboxPool {
     proc.on('message', (message: FromChild) => {
       const pending = child.pending;
       if (!pending) return;
-      if (message.type === 'started') pending.started = true;
-      else if (message.type === 'log') pending.listener.log(message.level, message.obj, message.msg);
-      else {
+      if (message.type === 'started') {
+        pending.started = true;
+        pending.listener.started();
+      } else if (message.type === 'log') pending.listener.log(message.level, message.obj, message.msg);
+      else if (message.type === 'progress') {
+        const { seq } = message;
+        void pending.listener.progress(JSON.parse(message.valueJson) as JobProgress).then(() => {
+          if (child.pending === pending) send(child, { type: 'progress-saved', seq });
+        });
+      } else {
         child.pending = null;
         pending.resolve(message.reply);
         this.#dispatch();

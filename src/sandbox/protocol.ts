@@ -1,12 +1,13 @@
 /**
  * What travels between a worker and its sandboxes, the same for threads
  * (a MessagePort per attempt) and child processes (IPC with structured
- * clone): one request in, events while the handler runs (log lines), one
- * reply out; one message the other way (abort). Errors travel as plain
+ * clone): one request in, events while the handler runs (started, log
+ * lines, progress reports), one reply out; the other way, the abort and the
+ * acknowledgement of each progress report once it was saved. Errors travel as plain
  * objects and keep their `code`, so `PermanentError` and `ctx.snooze()`
  * mean the same inside a sandbox as outside.
  */
-import type { JobRecord } from '../core/types.js';
+import type { JobProgress, JobRecord } from '../core/types.js';
 
 /** One attempt to run in a sandbox. */
 export interface SandboxRequest {
@@ -34,17 +35,17 @@ export interface SerializedError {
 
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
 
-/** Sandbox → worker while the handler runs. */
-export type SandboxEvent = { type: 'started' } | { type: 'log'; level: LogLevel; obj: Record<string, unknown>; msg?: string };
+/** Sandbox → worker while the handler runs. `progress` carries a value already checked, as JSON text; `seq` pairs it with its acknowledgement. */
+export type SandboxEvent =
+  | { type: 'started' }
+  | { type: 'log'; level: LogLevel; obj: Record<string, unknown>; msg?: string }
+  | { type: 'progress'; seq: number; valueJson: string };
 
-/** Worker → sandbox while the handler runs. */
-export interface AbortMessage {
-  type: 'abort';
-  reason: SerializedError;
-}
+/** Worker → sandbox while the handler runs: the abort, and `progress-saved` once report `seq` was written (or given up). */
+export type ToSandbox = { type: 'abort'; reason: SerializedError } | { type: 'progress-saved'; seq: number };
 
-/** Child process protocol: the request and the abort in, events and the reply out. */
-export type ToChild = { type: 'run'; request: SandboxRequest } | AbortMessage;
+/** Child process protocol: the request, the abort and progress acknowledgements in, events and the reply out. */
+export type ToChild = { type: 'run'; request: SandboxRequest } | ToSandbox;
 export type FromChild = SandboxEvent | { type: 'done'; reply: SandboxReply };
 
 /** What a pool hands back for one attempt. */
@@ -59,7 +60,11 @@ export interface SandboxAttempt {
 
 /** Event callbacks of one attempt. */
 export interface SandboxListener {
+  /** The handler is about to run in its thread or process (the attempt left the pool's queue). */
+  started(): void;
   log(level: LogLevel, obj: Record<string, unknown>, msg: string | undefined): void;
+  /** A progress report; resolves once it was saved or given up (never rejects). */
+  progress(value: JobProgress): Promise<void>;
 }
 
 /** A pool of threads or processes. */

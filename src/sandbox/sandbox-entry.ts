@@ -9,6 +9,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { SnoozeError } from '../core/errors.js';
 import { toJsonText } from '../core/json.js';
 import type { Logger } from '../core/logger.js';
+import type { JobProgress } from '../core/types.js';
+import { progressText } from '../worker/progress.js';
 import type { SandboxContext, SandboxHandler } from './handler.js';
 import { serializeError, type LogLevel, type SandboxEvent, type SandboxReply, type SandboxRequest } from './protocol.js';
 
@@ -56,8 +58,49 @@ export function sourceFile(file: string): string {
   return ts !== file && fs.existsSync(ts) ? ts : file;
 }
 
-/** Runs the request's handler under `signal`, sending log lines through `send`. */
-export async function runAttempt(request: SandboxRequest, signal: AbortSignal, send: (event: SandboxEvent) => void): Promise<SandboxReply> {
+/**
+ * The progress reports of one attempt: each is checked here (a bad value
+ * throws in the handler, as on the main thread), sent to the worker, and
+ * resolves when the worker says it was saved. Once the attempt has ended,
+ * reports are dropped and every one still waiting resolves.
+ */
+export class ProgressChannel {
+  #seq = 0;
+  #closed = false;
+  readonly #waiting = new Map<number, () => void>();
+
+  constructor(private readonly send: (event: SandboxEvent) => void) {}
+
+  report(value: JobProgress): Promise<void> {
+    const valueJson = progressText(value);
+    if (this.#closed) return Promise.resolve();
+    const seq = ++this.#seq;
+    return new Promise<void>((resolve) => {
+      this.#waiting.set(seq, resolve);
+      this.send({ type: 'progress', seq, valueJson });
+    });
+  }
+
+  /** The worker saved report `seq` (or gave up on it). */
+  saved(seq: number): void {
+    this.#waiting.get(seq)?.();
+    this.#waiting.delete(seq);
+  }
+
+  close(): void {
+    this.#closed = true;
+    for (const resolve of this.#waiting.values()) resolve();
+    this.#waiting.clear();
+  }
+}
+
+/** Runs the request's handler under `signal`, sending log lines and progress reports through `send`. */
+export async function runAttempt(
+  request: SandboxRequest,
+  signal: AbortSignal,
+  send: (event: SandboxEvent) => void,
+  progress: ProgressChannel,
+): Promise<SandboxReply> {
   try {
     const handler = await loadSandboxHandler(request.module, request.exportName);
     const ctx: SandboxContext = {
@@ -68,11 +111,14 @@ export async function runAttempt(request: SandboxRequest, signal: AbortSignal, s
       snooze(delayMs: number): never {
         throw new SnoozeError(delayMs);
       },
+      progress: (value) => progress.report(value),
     };
     const result = await handler(request.payload, ctx);
     return { ok: true, resultJson: toJsonText(result, 'result', Number.MAX_SAFE_INTEGER) };
   } catch (err) {
     return { ok: false, error: serializeError(err) };
+  } finally {
+    progress.close();
   }
 }
 

@@ -5,8 +5,8 @@
  * worker stops.
  *
  * One attempt: queued in its pool (its executor slot stays taken meanwhile)
- * → runs in a thread or process → settles with the handler's result or
- * error. When `ctx.signal` aborts (timeout, cancel, shutdown, lost lease) the
+ * → runs in a thread or process (its time limit starts now) → settles with
+ * the handler's result or error. When `ctx.signal` aborts (timeout, cancel, shutdown, lost lease) the
  * abort is forwarded into the sandbox; a handler that has not settled
  * `terminateGraceMs` later has its thread or process terminated, and the
  * attempt rejects with a JobTimeoutError saying so (for a timeout) or the
@@ -41,13 +41,22 @@ export class SandboxRunner {
     }
   }
 
-  /** Runs a sandboxed task's handler in its pool; resolves with the handler's result. */
-  async run(sandbox: ResolvedSandbox, payload: unknown, ctx: JobContext): Promise<unknown> {
+  /**
+   * Runs a sandboxed task's handler in its pool; resolves with the handler's
+   * result. `started` is called when the handler leaves the pool's queue and
+   * starts in its thread or process (its time limit counts from there).
+   */
+  async run(sandbox: ResolvedSandbox, payload: unknown, ctx: JobContext, started: () => void = () => {}): Promise<unknown> {
     const { signal } = ctx;
     if (signal.aborted) throw signal.reason;
     const attempt = this.#pool(sandbox.kind).run(
       { module: sandbox.module, exportName: sandbox.export, payload, job: ctx.job, attempt: ctx.attempt },
-      { log: (level, obj, msg) => ctx.logger[level](obj, msg) },
+      {
+        started,
+        log: (level, obj, msg) => ctx.logger[level](obj, msg),
+        // ctx.progress throws only for a bad value, which the sandbox checked already.
+        progress: (value) => ctx.progress(value).catch(() => undefined),
+      },
     );
     let killTimer: NodeJS.Timeout | undefined;
     const onAbort = (): void => {

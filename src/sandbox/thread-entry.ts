@@ -1,10 +1,11 @@
 /**
  * The module piscina loads in each sandbox thread: one call per attempt,
- * with a MessagePort of its own for log lines out and the abort in.
+ * with a MessagePort of its own for log lines and progress out, and the
+ * abort and progress acknowledgements in.
  */
 import type { MessagePort } from 'node:worker_threads';
-import { RemoteError, type AbortMessage, type SandboxEvent, type SandboxReply, type SandboxRequest } from './protocol.js';
-import { runAttempt } from './sandbox-entry.js';
+import { RemoteError, type SandboxEvent, type SandboxReply, type SandboxRequest, type ToSandbox } from './protocol.js';
+import { ProgressChannel, runAttempt } from './sandbox-entry.js';
 
 /** What the thread pool sends for one attempt. */
 export interface ThreadTask {
@@ -14,13 +15,15 @@ export interface ThreadTask {
 
 export default async function runInThread({ request, port }: ThreadTask): Promise<SandboxReply> {
   const controller = new AbortController();
-  port.on('message', (message: AbortMessage) => {
-    if (message.type === 'abort') controller.abort(new RemoteError(message.reason));
-  });
   const send = (event: SandboxEvent): void => port.postMessage(event);
+  const progress = new ProgressChannel(send);
+  port.on('message', (message: ToSandbox) => {
+    if (message.type === 'abort') controller.abort(new RemoteError(message.reason));
+    else progress.saved(message.seq);
+  });
   send({ type: 'started' });
   try {
-    return await runAttempt(request, controller.signal, send);
+    return await runAttempt(request, controller.signal, send, progress);
   } finally {
     port.close();
   }

@@ -1,8 +1,8 @@
 /**
  * Sandbox threads: a piscina pool running thread-entry in each thread, one
  * attempt per thread at a time. Each attempt gets a MessageChannel: the
- * thread says when the handler starts and sends its log lines; the worker
- * sends the abort. Terminating an attempt aborts its piscina task, which
+ * thread says when the handler starts and sends its log lines and progress
+ * reports; the worker sends the abort and acknowledges each report once saved. Terminating an attempt aborts its piscina task, which
  * terminates the thread running it; piscina starts a new thread for the
  * next task. A thread that dies (process.exit, out of memory under
  * `resourceLimits`, an uncaught error) rejects only the task it ran.
@@ -20,7 +20,9 @@ import {
   type SandboxReply,
   type SandboxRequest,
   type SerializedError,
+  type ToSandbox,
 } from './protocol.js';
+import type { JobProgress } from '../core/types.js';
 
 /** Idle threads above none exit after this long. */
 const IDLE_TIMEOUT_MS = 30_000;
@@ -51,8 +53,11 @@ export class ThreadPool implements SandboxPool {
     const kill = new AbortController();
     let started = false;
     port1.on('message', (event: SandboxEvent) => {
-      if (event.type === 'started') started = true;
-      else listener.log(event.level, event.obj, event.msg);
+      if (event.type === 'started') {
+        started = true;
+        listener.started();
+      } else if (event.type === 'log') listener.log(event.level, event.obj, event.msg);
+      else void listener.progress(JSON.parse(event.valueJson) as JobProgress).then(() => port1.postMessage({ type: 'progress-saved', seq: event.seq } satisfies ToSandbox));
     });
     const task: ThreadTask = { request, port: port2 };
     const done = (this.#piscina.run(task, { transferList: [port2], signal: kill.signal }) as Promise<SandboxReply>)
@@ -64,7 +69,7 @@ export class ThreadPool implements SandboxPool {
     return {
       done,
       abort(reason: SerializedError): void {
-        if (started) port1.postMessage({ type: 'abort', reason });
+        if (started) port1.postMessage({ type: 'abort', reason } satisfies ToSandbox);
         else kill.abort();
       },
       terminate(): void {

@@ -272,13 +272,18 @@ export class Executor {
       return this.#failure(job, task, new PermanentError(`the schema of task ${job.task} threw on the stored payload: ${errorMessage(err)}`, { cause: err }));
     }
     const timeoutMs = job.timeoutMs ?? task.timeoutMs;
-    if (timeoutMs) entry.timers.push(setTimeout(() => controller.abort(new JobTimeoutError(timeoutMs)), timeoutMs));
+    const startTimeout = (): void => {
+      if (timeoutMs) entry.timers.push(setTimeout(() => controller.abort(new JobTimeoutError(timeoutMs)), timeoutMs));
+    };
+    const { sandbox } = this.config;
+    const sandboxed = task.sandbox && sandbox ? { options: task.sandbox, runner: sandbox } : null;
+    // A sandboxed handler's time limit starts when it leaves its pool's queue, not while it waits for a thread.
+    if (!sandboxed) startTimeout();
     let settled: { ok: true; value: unknown } | { ok: false; error: unknown };
     try {
       const ctx = this.#context(job, payload, controller.signal);
-      const { sandbox } = this.config;
       const handle = (): Promise<unknown> =>
-        Promise.resolve().then(() => (task.sandbox && sandbox ? sandbox.run(task.sandbox, payload, ctx) : task.handler(payload, ctx)));
+        Promise.resolve().then(() => (sandboxed ? sandboxed.runner.run(sandboxed.options, payload, ctx, startTimeout) : task.handler(payload, ctx)));
       settled = { ok: true, value: await this.middleware.attempt(ctx, handle) };
     } catch (err) {
       settled = { ok: false, error: err };
