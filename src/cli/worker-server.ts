@@ -6,7 +6,8 @@
 import http from 'node:http';
 import type { Pgq } from '../client.js';
 import type { Worker } from '../worker/worker.js';
-import { PgqMetrics } from '../metrics.js';
+import type { PgqMetrics } from '../metrics.js';
+import { importOptional } from './optional.js';
 
 export interface WorkerServer {
   server: http.Server;
@@ -16,6 +17,8 @@ export interface WorkerServer {
 
 /** Starts the server; resolves once it listens. Port 0 picks a free port (see `server.address()`). */
 export async function serveWorkerEndpoints(pgq: Pgq, worker: Worker, host: string, port: number): Promise<WorkerServer> {
+  // prom-client is optional: loaded only when the endpoints are asked for.
+  const { PgqMetrics } = await importOptional(['prom-client'], () => import('../metrics.js'));
   const metrics = new PgqMetrics(pgq);
   metrics.observe(worker);
   const fail = (res: http.ServerResponse, err: unknown): void =>

@@ -15,19 +15,27 @@
  */
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { importOptional } from '../cli/optional.js';
 import { JobTimeoutError, SandboxCrashedError, ValidationError } from '../core/errors.js';
 import type { ResolvedSandboxOptions } from '../config.js';
 import type { JobContext, TaskRegistry } from '../task.js';
 import type { ResolvedSandbox } from './handler.js';
-import { ProcessPool } from './process-pool.js';
 import { RemoteError, SandboxStopped, serializeError, type SandboxPool, type SandboxReply } from './protocol.js';
 import { sourceFile } from './sandbox-entry.js';
-import { ThreadPool } from './thread-pool.js';
+
+/**
+ * The thread pool's module, loaded on first need: it imports piscina, an
+ * optional dependency, which `import 'pgq'` must not load.
+ */
+function importThreadPool(): Promise<typeof import('./thread-pool.js')> {
+  return importOptional(['piscina'], () => import('./thread-pool.js'));
+}
 
 export class SandboxRunner {
   readonly #options: ResolvedSandboxOptions;
-  #threads: ThreadPool | undefined;
-  #processes: ProcessPool | undefined;
+  readonly #kinds = new Set<ResolvedSandbox['kind']>();
+  #threads: Promise<SandboxPool> | undefined;
+  #processes: Promise<SandboxPool> | undefined;
   #closed = false;
 
   /** Throws a ValidationError naming the first sandboxed task whose module file does not exist. */
@@ -35,10 +43,17 @@ export class SandboxRunner {
     this.#options = options;
     for (const name of tasks.names()) {
       const sandbox = tasks.get(name)?.sandbox;
-      if (sandbox && !fs.existsSync(sourceFile(fileURLToPath(sandbox.module)))) {
+      if (!sandbox) continue;
+      if (!fs.existsSync(sourceFile(fileURLToPath(sandbox.module)))) {
         throw new ValidationError(`task ${name}.sandbox.module`, `${fileURLToPath(sandbox.module)} does not exist`);
       }
+      this.#kinds.add(sandbox.kind);
     }
+  }
+
+  /** Loads the pool code the worker's sandboxed tasks need (pools start on first use); rejects naming a missing package. */
+  async ready(): Promise<void> {
+    if (this.#kinds.has('thread')) await importThreadPool();
   }
 
   /**
@@ -49,7 +64,7 @@ export class SandboxRunner {
   async run(sandbox: ResolvedSandbox, payload: unknown, ctx: JobContext, started: () => void = () => {}): Promise<unknown> {
     const { signal } = ctx;
     if (signal.aborted) throw signal.reason;
-    const attempt = this.#pool(sandbox.kind).run(
+    const attempt = (await this.#pool(sandbox.kind)).run(
       { module: sandbox.module, exportName: sandbox.export, payload, job: ctx.job, attempt: ctx.attempt },
       {
         started,
@@ -82,17 +97,21 @@ export class SandboxRunner {
   /** Terminates every sandbox of this worker. Call after the executor has settled. */
   async close(): Promise<void> {
     this.#closed = true;
-    const pools: (SandboxPool | undefined)[] = [this.#threads, this.#processes];
+    const pools = [this.#threads, this.#processes];
     this.#threads = undefined;
     this.#processes = undefined;
-    await Promise.all(pools.map((pool) => pool?.close()));
+    await Promise.all(pools.map((pool) => pool?.then((p) => p.close(), () => undefined)));
   }
 
-  #pool(kind: ResolvedSandbox['kind']): SandboxPool {
+  async #pool(kind: ResolvedSandbox['kind']): Promise<SandboxPool> {
     if (this.#closed) throw new SandboxCrashedError('the worker is stopping: its sandboxes are closed');
     const { threads, processes, resourceLimits } = this.#options;
-    if (kind === 'thread') return (this.#threads ??= new ThreadPool({ size: threads, resourceLimits }));
-    return (this.#processes ??= new ProcessPool({ size: processes, maxOldGenerationSizeMb: resourceLimits?.maxOldGenerationSizeMb }));
+    if (kind === 'thread') {
+      return (this.#threads ??= importThreadPool().then(({ ThreadPool }) => new ThreadPool({ size: threads, resourceLimits })));
+    }
+    return (this.#processes ??= import('./process-pool.js').then(
+      ({ ProcessPool }) => new ProcessPool({ size: processes, maxOldGenerationSizeMb: resourceLimits?.maxOldGenerationSizeMb }),
+    ));
   }
 
   #terminated(kind: ResolvedSandbox['kind'], reason: unknown): unknown {

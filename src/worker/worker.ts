@@ -291,6 +291,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         await this.#deps.checkSchema();
         await this.#deps.syncSchedules?.();
       })(),
+      this.#sandbox.ready(),
       this.#lease.start(),
       // Open the pool's connections now, not one by one under the first jobs.
       this.#deps.warmUp?.(),

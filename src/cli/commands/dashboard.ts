@@ -3,6 +3,7 @@ import http from 'node:http';
 import type { Command } from 'commander';
 import type { CliRuntime } from '../main.js';
 import { parseIntOption } from '../options.js';
+import { importOptional } from '../optional.js';
 import { PgqError } from '../../core/errors.js';
 
 interface DashboardCommandOptions {
@@ -25,7 +26,7 @@ export function registerDashboard(program: Command, rt: CliRuntime): void {
     .option('--basic-auth <user:password>', 'require HTTP basic auth (or set PGQ_DASHBOARD_AUTH=user:password)')
     .option('--hide-payloads', 'never show or search payloads and results')
     .action(async (opts: DashboardCommandOptions) => {
-      const { createDashboard, parseBasicAuth } = await import('../../dashboard/index.js');
+      const { createDashboard, parseBasicAuth } = await importOptional(['hono', '@hono/node-server'], () => import('../../dashboard/index.js'));
       const auth = opts.basicAuth ?? process.env.PGQ_DASHBOARD_AUTH;
       const pgq = await rt.open();
       try {
