@@ -17,9 +17,10 @@
  * comment, which renders as nothing) by directives, space-separated:
  *
  *   <!-- check-docs: file=tasks.ts -->
- *       the module's file name, so that later blocks of the same markdown file
- *       can import it (`import { sendEmail } from './tasks.js'`).
- *   <!-- check-docs: preamble=client,tasks -->
+ *       the module's path (relative, in the page's directory), so that later
+ *       blocks of the same markdown file can import it
+ *       (`import { sendEmail } from './tasks.js'`).
+ *   <!-- check-docs: preamble=pgq,tasks -->
  *       prepends the named preambles (PREAMBLES below): what a fragment uses
  *       but does not show, such as a `pgq` instance or the page's tasks.
  *   <!-- check-docs: skip (reason) -->
@@ -29,7 +30,7 @@
  * lines up to `-->` are prepended too (after any named preamble), for the
  * one-off declarations of a fragment:
  *
- *   <!-- check-docs: preamble=client
+ *   <!-- check-docs: preamble=pgq
  *   declare const userId: string;
  *   -->
  *
@@ -50,20 +51,20 @@ const outDir = path.join(root, '.cache', 'docs-check');
  * that imports the same names itself does not clash with them.
  */
 const PREAMBLES: Record<string, string> = {
-  /** `pgq`: a Pgq instance; `worker`: one of its workers. */
-  client: [
-    "declare const pgq: import('pgq').Pgq;",
-    "declare const worker: import('pgq').Worker;",
-  ].join('\n'),
+  /** `pgq`: a Pgq instance. */
+  pgq: "declare const pgq: import('pgq').Pgq;",
+  /** `worker`: one of its workers. */
+  worker: "declare const worker: import('pgq').Worker;",
   /** The tasks most pages use, with the schemas the samples rely on. */
   tasks: [
     "declare const sendEmail: import('pgq').Task<import('zod').ZodObject<{ to: import('zod').ZodString; subject: import('zod').ZodString }>, { sent: boolean }>;",
     "declare const refreshCache: import('pgq').Task<import('zod').ZodObject<{}>, void>;",
     "declare const chargeCustomers: import('pgq').Task<import('zod').ZodObject<{}>, void>;",
   ].join('\n'),
-  /** `pool`: a pg Pool; `db`: a Kysely of the application's own tables. */
+  /** `pool`: a pg Pool. */
+  pool: "declare const pool: import('pg').Pool;",
+  /** `db`: a Kysely of the application's own tables (`orders`). */
   db: [
-    "declare const pool: import('pg').Pool;",
     'interface AppTables { orders: { id: import(\'kysely\').Generated<number>; customer: string; total: number } }',
     "declare const db: import('kysely').Kysely<AppTables>;",
   ].join('\n'),
@@ -122,7 +123,7 @@ function directivesAbove(lines: string[], end: number, doc: string): Directives 
   if (/^skip\b/.test(head)) fail(`${where}: a skip needs a reason: <!-- check-docs: skip (why) -->`);
   for (const word of head.split(/\s+/).filter(Boolean)) {
     const [key, value] = word.split('=', 2);
-    if (key === 'file' && value && /^[\w.-]+\.ts$/.test(value)) result.file = value;
+    if (key === 'file' && value && /^[\w-][\w.-]*(\/[\w-][\w.-]*)*\.ts$/.test(value)) result.file = value;
     else if (key === 'preamble' && value) {
       for (const name of value.split(',')) {
         if (!(name in PREAMBLES)) fail(`${where}: unknown preamble "${name}" (known: ${Object.keys(PREAMBLES).join(', ')})`);
@@ -210,7 +211,7 @@ function main(): void {
     if (emitted.has(file)) fail(`${block.doc}:${block.line}: file=${block.file} is used by two blocks of this page`);
     const preamble = [...block.preambles.map((name) => PREAMBLES[name] ?? ''), block.hidden].filter((text) => text !== '').join('\n');
     const offset = preamble === '' ? 0 : preamble.split('\n').length;
-    fs.mkdirSync(dir, { recursive: true });
+    fs.mkdirSync(path.dirname(file), { recursive: true });
     fs.writeFileSync(file, `${preamble === '' ? '' : `${preamble}\n`}${block.code}\nexport {};\n`);
     emitted.set(file, { block, offset });
   }
