@@ -81,6 +81,7 @@ interface Block {
   file: string | null;
   preambles: string[];
   hidden: string;
+  hiddenLine: number;
   skip: string | null;
 }
 
@@ -88,6 +89,8 @@ interface Directives {
   file: string | null;
   preambles: string[];
   hidden: string;
+  /** 1-based markdown line of the first hidden line. */
+  hiddenLine: number;
   skip: string | null;
 }
 
@@ -101,7 +104,7 @@ function fail(message: string): never {
 
 /** Reads the directives comment that ends on line `end` (0-based), if there is one. */
 function directivesAbove(lines: string[], end: number, doc: string): Directives {
-  const none: Directives = { file: null, preambles: [], hidden: '', skip: null };
+  const none: Directives = { file: null, preambles: [], hidden: '', hiddenLine: 0, skip: null };
   if (end < 0 || !(lines[end] ?? '').trimEnd().endsWith('-->')) return none;
   let start = end;
   while (start >= 0 && !DIRECTIVE.test(lines[start] ?? '')) {
@@ -117,7 +120,7 @@ function directivesAbove(lines: string[], end: number, doc: string): Directives 
     hiddenLines[last] = (hiddenLines[last] ?? '').replace(/-->\s*$/, '');
   }
   const where = `${doc}:${start + 1}`;
-  const result: Directives = { ...none, hidden: hiddenLines.join('\n') };
+  const result: Directives = { ...none, hidden: hiddenLines.join('\n'), hiddenLine: start + 2 };
   const skip = head.match(/^skip\s*\((.+)\)$/);
   if (skip) return { ...result, skip: skip[1] ?? '' };
   if (/^skip\b/.test(head)) fail(`${where}: a skip needs a reason: <!-- check-docs: skip (why) -->`);
@@ -191,7 +194,9 @@ function pgqPaths(): Record<string, string[]> {
 
 interface Emitted {
   block: Block;
-  /** Lines of preamble before the block's first line in the module. */
+  /** Lines of the named preambles at the top of the module. */
+  named: number;
+  /** Lines of preamble (named, then hidden) before the block's first line in the module. */
   offset: number;
 }
 
@@ -209,11 +214,12 @@ function main(): void {
     const dir = path.join(outDir, block.doc.replace(/\.md$/, '').replace(/[/\\]/g, '__'));
     const file = path.join(dir, block.file ?? `line-${block.line}.ts`);
     if (emitted.has(file)) fail(`${block.doc}:${block.line}: file=${block.file} is used by two blocks of this page`);
-    const preamble = [...block.preambles.map((name) => PREAMBLES[name] ?? ''), block.hidden].filter((text) => text !== '').join('\n');
+    const named = block.preambles.map((name) => PREAMBLES[name] ?? '').join('\n');
+    const preamble = [named, block.hidden].filter((text) => text !== '').join('\n');
     const offset = preamble === '' ? 0 : preamble.split('\n').length;
     fs.mkdirSync(path.dirname(file), { recursive: true });
     fs.writeFileSync(file, `${preamble === '' ? '' : `${preamble}\n`}${block.code}\nexport {};\n`);
-    emitted.set(file, { block, offset });
+    emitted.set(file, { block, named: named === '' ? 0 : named.split('\n').length, offset });
   }
 
   const configPath = path.join(root, 'tsconfig.json');
@@ -243,11 +249,10 @@ function main(): void {
     const origin = source ? emitted.get(path.normalize(source.fileName)) : undefined;
     let where: string;
     if (origin && at) {
-      const { block, offset } = origin;
-      where =
-        at.line < offset
-          ? `${block.doc}:${block.line - 1} (hidden preamble of the block at line ${block.line}, its line ${at.line + 1})`
-          : `${block.doc}:${block.line + at.line - offset}:${at.character + 1 + block.indent}`;
+      const { block, named, offset } = origin;
+      if (at.line < named) where = `${block.doc}:${block.line - 1} (preamble=${block.preambles.join(',')} of the block at line ${block.line})`;
+      else if (at.line < offset) where = `${block.doc}:${block.hiddenLine + at.line - named}:${at.character + 1} (hidden code of the block at line ${block.line})`;
+      else where = `${block.doc}:${block.line + at.line - offset}:${at.character + 1 + block.indent}`;
     } else if (source && at) {
       where = `${path.relative(root, source.fileName)}:${at.line + 1}:${at.character + 1}`;
     } else {
