@@ -47,8 +47,8 @@ const outDir = path.join(root, '.cache', 'docs-check');
 
 /**
  * Named preambles. Each declares names a fragment may use without showing
- * where they come from; they use `import()` types and `declare`, so a block
- * that imports the same names itself does not clash with them.
+ * where they come from. They import nothing (types are `import()` types), so
+ * a block may import `Pgq`, `z` or anything else itself without a clash.
  */
 const PREAMBLES: Record<string, string> = {
   /** `pgq`: a Pgq instance. */
