@@ -7,7 +7,7 @@
  *   - `require('pgq')` works, and so do the `pgq/testing` subpath and the LICENSE file.
  * Prints the figures; exits 1 when a check fails. The two targets (size and
  * import time) are reported as OVER TARGET without failing unless --strict:
- * both are still over on this branch (see README, "Installing pgq").
+ * both are still over on this branch (see docs/compatibility.md, "Installing pgq in an application").
  *
  * Run: node --import tsx scripts/check-package.ts [--strict] [--keep]
  */

@@ -1,7 +1,7 @@
 /**
  * Prometheus metrics for pgq, with prom-client (`pgq/metrics`; `import 'pgq'`
  * does not load prom-client). Every metric, its labels and its meaning are
- * listed in the README's "Metrics" section.
+ * listed in docs/operations.md, "Metrics".
  *
  * - Counted in this process: jobs enqueued (through the middleware this class
  *   adds to the Pgq), attempts finished, handler time, time waited, schedule
