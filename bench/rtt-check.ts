@@ -90,7 +90,7 @@ async function main(): Promise<void> {
     console.log(`SELECT 1 direct:        p50 ${direct.p50.toFixed(3)} ms, p95 ${direct.p95.toFixed(3)} ms, mean ${direct.mean.toFixed(3)} ms; connect ${direct.connectMs.toFixed(1)} ms`);
     console.log(`SELECT 1 through proxy: p50 ${through.p50.toFixed(3)} ms, p95 ${through.p95.toFixed(3)} ms, mean ${through.mean.toFixed(3)} ms; connect ${through.connectMs.toFixed(1)} ms`);
     console.log(`added round trip, p50: ${(through.p50 - direct.p50).toFixed(3)} ms (asked for ${rttMs} ms)`);
-    console.log(`proxy (niceness ${proxy.niceness}) during the round trips:`, await proxy.stats());
+    console.log(`proxy (${proxy.scheduling}) during the round trips:`, await proxy.stats());
     await integrity(proxied.toString());
     console.log('16 MiB each way: intact');
     console.log(`NOTIFY through the proxy: heard after ${(await notifyCrosses(proxied.toString())).toFixed(2)} ms`);

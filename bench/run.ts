@@ -343,7 +343,7 @@ async function main(): Promise<number> {
     if (config.rttMs > 0 && workloads.some((w) => w.route === 'proxy0')) proxies.proxy0 = await spawnDelayProxy(target, 0);
     log(
       `round trip ${config.rttMs} ms: the systems reach ${target} through the delay proxy on 127.0.0.1:${proxies.proxy.port} ` +
-        `(pid ${proxies.proxy.pid}, niceness ${proxies.proxy.niceness})${proxies.proxy0 ? `, references through a 0 ms proxy on 127.0.0.1:${proxies.proxy0.port}` : ''}`,
+        `(pid ${proxies.proxy.pid}, ${proxies.proxy.scheduling})${proxies.proxy0 ? `, references through a 0 ms proxy on 127.0.0.1:${proxies.proxy0.port}` : ''}`,
     );
   }
 
@@ -473,7 +473,7 @@ async function main(): Promise<number> {
 async function networkMeta(): Promise<NetworkMeta | null> {
   if (config.rttMs === null) return null;
   const describeProxy = async (proxy: DelayProxyProcess | undefined) =>
-    proxy ? { niceness: proxy.niceness, stats: await proxy.stats().catch(() => null) } : null;
+    proxy ? { scheduling: proxy.scheduling, stats: await proxy.stats().catch(() => null) } : null;
   return {
     rttMs: config.rttMs,
     how:

@@ -27,9 +27,9 @@ export interface RunRecord {
 export interface NetworkMeta {
   rttMs: number;
   how: string;
-  proxy: { niceness: number; stats: DelayProxyStats | null };
+  proxy: { scheduling: string; stats: DelayProxyStats | null };
   /** The proxy adding 0 ms that the reference drains went through (when the RTT is above 0). */
-  proxy0: { niceness: number; stats: DelayProxyStats | null } | null;
+  proxy0: { scheduling: string; stats: DelayProxyStats | null } | null;
 }
 
 export interface Meta {
@@ -212,7 +212,7 @@ function networkLines(network: NetworkMeta, targets: Target[]): string[] {
       `- ${name}: ${st.oneWayMs} ms each way asked; held each chunk ${fmt(st.holdMeanMs, 2)} ms on average ` +
       `(p50 ${fmt(st.holdP50Ms, 2)}, p99 ${fmt(st.holdP99Ms, 2)}, max ${fmt(st.holdMaxMs, 1)} ms, 0.1 ms buckets), ` +
       `${st.chunks.toLocaleString('en-US')} chunks, ${(st.bytes / 2 ** 20).toFixed(0)} MiB, ${st.connections} connections, ` +
-      `${st.pauses} backpressure pauses, ${st.cpuSeconds.toFixed(1)} s of CPU, niceness ${p.niceness}`
+      `${st.pauses} backpressure pauses, ${st.cpuSeconds.toFixed(1)} s of CPU, ${p.scheduling}`
     );
   };
   const overhead = targets.filter((t) => t.target.startsWith('(information)') && t.ratio !== null);
