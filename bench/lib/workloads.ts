@@ -2,6 +2,10 @@
  * The workloads of issue 3 and the rows of the report. A workload is one kind
  * of child run; a row is one metric of one workload (the latency run gives
  * three rows, the concurrency-100 drain gives two).
+ *
+ * Under --rtt-ms every workload reaches PostgreSQL through the delay proxy,
+ * except the reference drains (`route`): the same drains direct (loopback)
+ * and through a second proxy that adds nothing (its own overhead).
  */
 import type { ChildSpec } from './spec.js';
 import type { RunEnv } from './types.js';
@@ -24,13 +28,22 @@ export interface BenchConfig {
   latencyBudgetMs: number;
   latencyGapMs: number;
   processes: number;
+  /** First enqueues after start: this many first samples against the steady state. */
+  coldSamples: number;
+  /** --rtt-ms: the round-trip time the delay proxy adds; null: direct to PostgreSQL. */
+  rttMs: number | null;
 }
+
+/** How a run reaches PostgreSQL under --rtt-ms: through the delay proxy, direct, or through a proxy adding 0 ms. */
+export type Route = 'proxy' | 'loopback' | 'proxy0';
 
 export interface Workload {
   key: string;
   title: string;
-  /** Runs only when asked for: --steady, --growth, or by name in --workloads. */
-  optIn?: 'steady' | 'growth';
+  /** Runs only when asked for: --steady, --growth, --rtt-ms, or by name in --workloads. */
+  optIn?: 'steady' | 'growth' | 'rtt';
+  /** Under --rtt-ms: a reference run that does not take the delay proxy (default: it does). */
+  route?: Exclude<Route, 'proxy'>;
   /** Systems this workload does not apply to, and why. */
   skip?: (system: string) => string | null;
   spec(system: string, env: RunEnv, config: BenchConfig): ChildSpec;
@@ -58,6 +71,29 @@ const drain = (concurrency: number, processes: number): Workload['spec'] => (sys
 });
 
 const drainTimeout = (c: BenchConfig, system: string): number => (c.drainCapOverrides[system] ?? c.drainCapMs) + 180_000;
+
+/** Systems the --rtt-ms reference drains (loopback, 0 ms proxy) run for. */
+export const RTT_REFERENCE_SYSTEMS: readonly string[] = ['pgq', 'graphile-worker-tuned'];
+const rttReference = (system: string): string | null =>
+  RTT_REFERENCE_SYSTEMS.includes(system) ? null : `reference drains run for ${RTT_REFERENCE_SYSTEMS.join(' and ')} only`;
+
+/** The drains that get loopback and 0 ms-proxy references under --rtt-ms. */
+export const RTT_DRAINS: readonly string[] = ['drain-c10', 'drain-c100'];
+
+const latencySpec =
+  (cold: boolean): Workload['spec'] =>
+  (system, env, c) => ({
+    role: 'latency',
+    system,
+    env,
+    // Cold: enough after the first coldSamples for a steady second half.
+    samples: cold ? Math.max(c.latencySamples, 4 * c.coldSamples) : c.latencySamples,
+    warmup: cold ? 0 : c.quick ? 2 : 10,
+    budgetMs: c.latencyBudgetMs,
+    gapMs: c.latencyGapMs,
+    sampleTimeoutMs: 10_000,
+    ...(cold ? { coldSamples: c.coldSamples } : {}),
+  });
 
 export const WORKLOADS: readonly Workload[] = [
   {
@@ -87,7 +123,9 @@ export const WORKLOADS: readonly Workload[] = [
     timeoutMs: (c) => c.bulkMs + 180_000,
   },
   { key: 'drain-c10', title: 'drain, 1 worker process, concurrency 10', spec: drain(10, 1), timeoutMs: drainTimeout },
+  ...rttReferences('drain-c10', 'concurrency 10', drain(10, 1)),
   { key: 'drain-c100', title: 'drain, 1 worker process, concurrency 100', spec: drain(100, 1), timeoutMs: drainTimeout },
+  ...rttReferences('drain-c100', 'concurrency 100', drain(100, 1)),
   {
     key: 'drain-4p',
     title: 'drain, 4 worker processes × concurrency 25',
@@ -98,16 +136,20 @@ export const WORKLOADS: readonly Workload[] = [
     key: 'latency',
     title: 'enqueue → handler start, idle worker in another process, sequential samples',
     skip: (system) => (system === 'floor' ? 'the floor has no wake-up path (no NOTIFY); it is a throughput reference' : null),
-    spec: (system, env, c) => ({
-      role: 'latency',
-      system,
-      env,
-      samples: c.latencySamples,
-      warmup: c.quick ? 2 : 10,
-      budgetMs: c.latencyBudgetMs,
-      gapMs: c.latencyGapMs,
-      sampleTimeoutMs: 10_000,
-    }),
+    spec: latencySpec(false),
+    timeoutMs: (c) => c.latencyBudgetMs + 150_000,
+  },
+  {
+    key: 'latency-cold',
+    title: 'first enqueues after start: enqueue → handler start from the first job of a fresh producer and a just-started worker',
+    optIn: 'rtt',
+    skip: (system) =>
+      system === 'floor'
+        ? 'the floor has no wake-up path (no NOTIFY); it is a throughput reference'
+        : system.startsWith('pg-boss')
+          ? 'it only polls (every 0.5–2 s): dozens of samples take minutes, and its warm latency row already shows the polling'
+          : null,
+    spec: latencySpec(true),
     timeoutMs: (c) => c.latencyBudgetMs + 150_000,
   },
   {
@@ -144,17 +186,49 @@ export const WORKLOADS: readonly Workload[] = [
   },
 ];
 
+function rttReferences(key: string, what: string, spec: Workload['spec']): Workload[] {
+  return [
+    {
+      key: `${key}-proxy0`,
+      title: `drain, ${what}, through a delay proxy adding 0 ms (the proxy's own cost; --rtt-ms above 0)`,
+      optIn: 'rtt',
+      route: 'proxy0',
+      skip: rttReference,
+      spec,
+      timeoutMs: drainTimeout,
+    },
+    {
+      key: `${key}-loopback`,
+      title: `drain, ${what}, direct to PostgreSQL on loopback (reference for --rtt-ms)`,
+      optIn: 'rtt',
+      route: 'loopback',
+      skip: rttReference,
+      spec,
+      timeoutMs: drainTimeout,
+    },
+  ];
+}
+
 export const ROWS: readonly Row[] = [
   { key: 'enqueue-1', workload: 'enqueue-1', metric: 'opsPerSec', title: 'Single enqueue, 1 connection', unit: 'jobs/s', better: 'higher' },
   { key: 'enqueue-8', workload: 'enqueue-8', metric: 'opsPerSec', title: 'Single enqueue, 8 connections', unit: 'jobs/s', better: 'higher' },
   { key: 'enqueue-bulk', workload: 'enqueue-bulk', metric: 'jobsPerSec', title: 'Bulk enqueue, 1,000/call', unit: 'jobs/s', better: 'higher' },
   { key: 'drain-c10', workload: 'drain-c10', metric: 'jobsPerSec', title: 'Drain, concurrency 10', unit: 'jobs/s', better: 'higher' },
   { key: 'drain-c100', workload: 'drain-c100', metric: 'jobsPerSec', title: 'Drain, concurrency 100', unit: 'jobs/s', better: 'higher' },
+  { key: 'drain-c10-proxy0', workload: 'drain-c10-proxy0', metric: 'jobsPerSec', title: 'Drain, concurrency 10, 0 ms proxy', unit: 'jobs/s', better: 'higher' },
+  { key: 'drain-c10-loopback', workload: 'drain-c10-loopback', metric: 'jobsPerSec', title: 'Drain, concurrency 10, loopback', unit: 'jobs/s', better: 'higher' },
+  { key: 'drain-c100-proxy0', workload: 'drain-c100-proxy0', metric: 'jobsPerSec', title: 'Drain, concurrency 100, 0 ms proxy', unit: 'jobs/s', better: 'higher' },
+  { key: 'drain-c100-loopback', workload: 'drain-c100-loopback', metric: 'jobsPerSec', title: 'Drain, concurrency 100, loopback', unit: 'jobs/s', better: 'higher' },
   { key: 'drain-4p', workload: 'drain-4p', metric: 'jobsPerSec', title: 'Drain, 4 processes × 25', unit: 'jobs/s', better: 'higher' },
   { key: 'latency-p50', workload: 'latency', metric: 'p50Ms', title: 'Latency p50', unit: 'ms', better: 'lower' },
   { key: 'latency-p95', workload: 'latency', metric: 'p95Ms', title: 'Latency p95', unit: 'ms', better: 'lower' },
   { key: 'latency-p99', workload: 'latency', metric: 'p99Ms', title: 'Latency p99', unit: 'ms', better: 'lower' },
   { key: 'latency-enqueue', workload: 'latency', metric: 'enqueueCallP50Ms', title: 'Latency: enqueue call alone, p50', unit: 'ms', better: 'lower' },
+  { key: 'latency-cold-first', workload: 'latency-cold', metric: 'firstMs', title: 'First enqueues after start: the first job', unit: 'ms', better: 'lower' },
+  { key: 'latency-cold-p95', workload: 'latency-cold', metric: 'coldP95Ms', title: 'First enqueues after start: p95 of the first 20', unit: 'ms', better: 'lower' },
+  { key: 'latency-cold-steady-p95', workload: 'latency-cold', metric: 'steadyP95Ms', title: 'First enqueues after start: steady-state p95 (second half)', unit: 'ms', better: 'lower' },
+  { key: 'latency-cold-ratio', workload: 'latency-cold', metric: 'coldToSteadyP95', title: 'First enqueues after start: p95 first 20 ÷ steady p95', unit: '×', better: 'lower' },
+  { key: 'latency-cold-producer', workload: 'latency-cold', metric: 'producerSetupMs', title: 'First enqueues after start: creating the producer', unit: 'ms', better: 'lower' },
   { key: 'rss-c100', workload: 'drain-c100', metric: 'rssPeakMiB', title: 'Worker peak RSS, concurrency 100', unit: 'MiB', better: 'lower' },
   { key: 'steady', workload: 'steady', metric: 'processedPerSec', title: 'Steady state (backlog ≤ 2,000), processed', unit: 'jobs/s', better: 'higher' },
   { key: 'steady-backlog', workload: 'steady', metric: 'backlogGrowthPerSec', title: 'Steady state, backlog growth', unit: 'jobs/s', better: 'lower' },
@@ -180,6 +254,8 @@ export function fullConfig(): BenchConfig {
     latencyBudgetMs: 6_000,
     latencyGapMs: 10,
     processes: 4,
+    coldSamples: 20,
+    rttMs: null,
   };
 }
 
@@ -200,5 +276,7 @@ export function quickConfig(): BenchConfig {
     latencyBudgetMs: 3_000,
     latencyGapMs: 10,
     processes: 4,
+    coldSamples: 20,
+    rttMs: null,
   };
 }
