@@ -108,11 +108,12 @@ export async function throughputSeries(kysely: Kysely<PgqDatabase>, schema: stri
   const bucketSeconds = range === 'hour' ? 60 : 1_800;
   const buckets = range === 'hour' ? 60 : 48;
   const span = bucketSeconds * buckets;
+  // Buckets by epoch arithmetic rather than date_bin(), which PostgreSQL 13 lacks.
   const result = await sql<{ bucket: Date; state: JobState; n: string; wait: number | null; now_bucket: Date }>`
     WITH bounds AS (
-      SELECT date_bin(make_interval(secs => ${bucketSeconds}), now(), timestamptz '2000-01-01') AS now_bucket
+      SELECT to_timestamp(floor(extract(epoch from now()) / ${bucketSeconds}) * ${bucketSeconds}) AS now_bucket
     )
-    SELECT date_bin(make_interval(secs => ${bucketSeconds}), j.finished_at, timestamptz '2000-01-01') AS bucket,
+    SELECT to_timestamp(floor(extract(epoch from j.finished_at) / ${bucketSeconds}) * ${bucketSeconds}) AS bucket,
            j.state, count(*) AS n,
            avg(extract(epoch from j.started_at - j.run_at))::float8 AS wait,
            b.now_bucket
