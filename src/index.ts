@@ -15,10 +15,11 @@ export type { PgqOptions, WorkerOptions, RetentionOptions, SandboxWorkerOptions 
 export type { LiveState, QueueRecord, QueueSettings, RateLimit } from './queues.js';
 export { ScheduleNotFoundError } from './schedules.js';
 export type { CatchUpPolicy, ScheduleOptions, ScheduleRecord } from './schedules.js';
-export { chain, chord, group, step, stepOutcome, stepFailureSchema } from './workflow/flow.js';
+export { chain, chord, chunks, group, map, step, stepOutcome, stepFailureSchema } from './workflow/flow.js';
 export type {
   AnyFlow,
   Chain,
+  ChunkItem,
   Flow,
   FlowInput,
   FlowResult,

@@ -1,18 +1,29 @@
 /**
  * Least-privilege roles for pgq's tables.
  *
- * - The enqueuer role may add jobs and read back the jobs it added — nothing
- *   else: it cannot see other roles' payloads or results (row-level security
- *   on `jobs.created_by`), cannot change any job, and cannot touch workers,
- *   leadership, schedules or queue control (it can neither read nor change
- *   `queues`: no pausing, no limits).
+ * - The enqueuer role may add jobs and workflows and read back the ones it
+ *   added — nothing else: it cannot see other roles' payloads, results,
+ *   workflows or dependency edges (row-level security on `created_by` of
+ *   `jobs`, `workflows` and `job_dependencies`), cannot change or cancel
+ *   any job, and cannot touch workers, leadership, schedules or queue control
+ *   (it can neither read nor change `queues`: no pausing, no limits). Its
+ *   jobs start `available` or `scheduled`, or `blocked` in a workflow;
+ *   triggers (migrations/…_workflow_enqueuer.sql) refuse a job joining
+ *   another role's workflow and an edge that does not join two of its own
+ *   jobs of one workflow, which a policy cannot see within the one insert
+ *   statement.
  * - The worker role may run workers: claim, complete, heartbeat, lead, rescue,
  *   prune and fire schedules, and read `queues` (limited claims lock a
  *   queue's row and spend its rate tokens). It cannot change the schema.
  *
  * Row-level security applies to every role except the tables' owner (the role
  * that ran the migrations) and superusers, so the owner's own pgq keeps its
- * full speed. Re-run after a migration that adds tables.
+ * full speed. On `workflows` and `job_dependencies` one permissive policy
+ * lets every role with table privileges see every row, and a restrictive
+ * policy per enqueuer role narrows that role to its own: so enabling it
+ * there can never hide rows from a worker role set up by an older pgq,
+ * whose trigger work reads those tables. Re-run after upgrading pgq: a
+ * migration may add tables or columns the roles need.
  */
 import type pg from 'pg';
 import { ValidationError } from './core/errors.js';
@@ -40,7 +51,15 @@ export function rolesSql(schema: string, options: RolesOptions): string[] {
     throw new ValidationError('roles', 'the enqueuer and worker roles must differ');
   }
   const s = quoteIdent(schema);
+  const workflowTables = [`${s}.workflows`, `${s}.job_dependencies`];
   const statements: string[] = [`ALTER TABLE ${s}.jobs ENABLE ROW LEVEL SECURITY`];
+  for (const table of workflowTables) {
+    statements.push(
+      `ALTER TABLE ${table} ENABLE ROW LEVEL SECURITY`,
+      `DROP POLICY IF EXISTS pgq_all_roles ON ${table}`,
+      `CREATE POLICY pgq_all_roles ON ${table} AS PERMISSIVE FOR ALL TO PUBLIC USING (true) WITH CHECK (true)`,
+    );
+  }
   const createRole = (name: string): string =>
     `DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = ${literal(name)}) THEN CREATE ROLE ${quoteIdent(name)} NOLOGIN; END IF; END $$`;
   if (options.enqueuer) {
@@ -49,12 +68,22 @@ export function rolesSql(schema: string, options: RolesOptions): string[] {
     statements.push(
       createRole(options.enqueuer),
       `GRANT USAGE ON SCHEMA ${s} TO ${r}`,
-      `GRANT SELECT, INSERT ON ${s}.jobs TO ${r}`,
+      `GRANT SELECT, INSERT ON ${s}.jobs, ${workflowTables.join(', ')} TO ${r}`,
+      // A workflow draws its job ids ahead (parents get smaller ids than their children).
+      `DO $$ BEGIN EXECUTE format('GRANT USAGE ON SEQUENCE %s TO %I', pg_get_serial_sequence(${literal(`${s}.jobs`)}, 'id'), ${literal(options.enqueuer)}); END $$`,
       `DROP POLICY IF EXISTS ${policy} ON ${s}.jobs`,
       `CREATE POLICY ${policy} ON ${s}.jobs AS PERMISSIVE FOR ALL TO ${r}
          USING (created_by = current_user::regrole)
-         WITH CHECK (created_by = current_user::regrole AND state IN ('available', 'scheduled') AND attempts = 0)`,
+         WITH CHECK (created_by = current_user::regrole AND attempts = 0
+                     AND (state IN ('available', 'scheduled') OR (state = 'blocked' AND workflow_id IS NOT NULL)))`,
     );
+    for (const table of workflowTables) {
+      statements.push(
+        `DROP POLICY IF EXISTS ${policy} ON ${table}`,
+        `CREATE POLICY ${policy} ON ${table} AS RESTRICTIVE FOR ALL TO ${r}
+           USING (created_by = current_user::regrole) WITH CHECK (created_by = current_user::regrole)`,
+      );
+    }
   }
   if (options.worker) {
     const r = quoteIdent(options.worker);

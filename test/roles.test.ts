@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import pg from 'pg';
-import { Pgq, defineTask } from '../src/index.js';
+import { Pgq, chord, defineTask, group, step } from '../src/index.js';
 import { PgqMetrics } from '../src/metrics.js';
 import { until, useTestSchema } from './support/harness.js';
 
@@ -31,8 +31,16 @@ const suffix = randomBytes(3).toString('hex');
 const enqueuer = `pgq_test_enq_${suffix}`;
 const worker = `pgq_test_wrk_${suffix}`;
 const login = { enq: `${enqueuer}_login`, wrk: `${worker}_login` };
+// Roles of the workflow test: its own, so it runs alone too.
+const wfRoles = { enqueuer: `pgq_test_wfe_${suffix}`, other: `pgq_test_wfo_${suffix}`, worker: `pgq_test_wfw_${suffix}` };
+const wfLogins = { enqueuer: `${wfRoles.enqueuer}_login`, other: `${wfRoles.other}_login`, worker: `${wfRoles.worker}_login` };
 
 const echo = defineTask({ name: 'echo', schema: z.object({ secret: z.string() }), handler: (p) => ({ seen: p.secret.length }) });
+const joinSeen = defineTask({
+  name: 'join-seen',
+  schema: z.array(z.object({ seen: z.number() })),
+  handler: (parts) => parts.map((p) => p.seen).join(','),
+});
 
 function urlAs(user: string): string {
   const u = new URL(ctx.url);
@@ -42,7 +50,7 @@ function urlAs(user: string): string {
 }
 
 afterAll(async () => {
-  for (const role of [login.enq, login.wrk, enqueuer, worker]) {
+  for (const role of [login.enq, login.wrk, enqueuer, worker, ...Object.values(wfLogins), ...Object.values(wfRoles)]) {
     await ctx.admin.query(`DROP OWNED BY "${role}" CASCADE`).catch(() => undefined);
     await ctx.admin.query(`DROP ROLE IF EXISTS "${role}"`).catch(() => undefined);
   }
@@ -131,6 +139,93 @@ describe('least-privilege roles', () => {
     } finally {
       await app.close();
       await jobs.close();
+    }
+  });
+
+  it('an enqueuer enqueues workflows and reads back only its own; it cannot tie its jobs to anyone else\'s; a worker role runs them', async () => {
+    const owner = await ctx.migrated({ tasks: [echo, joinSeen] });
+    await owner.setupRoles({ enqueuer: wfRoles.enqueuer, worker: wfRoles.worker });
+    await owner.setupRoles({ enqueuer: wfRoles.other });
+    for (const [key, name] of Object.entries(wfLogins)) {
+      await ctx.admin.query(`CREATE ROLE "${name}" LOGIN PASSWORD 'pw' IN ROLE "${wfRoles[key as keyof typeof wfRoles]}"`);
+    }
+    const s = `"${ctx.schema}"`;
+    const flow = (a: string, b: string) => chord(group([step(echo, { secret: a }), step(echo, { secret: b })]), step(joinSeen));
+    const ownersWf = await owner.enqueueWorkflow(flow('owner', 'only'), { name: 'owners' });
+
+    const app = new Pgq({ connectionString: urlAs(wfLogins.enqueuer), schema: ctx.schema, tasks: [echo, joinSeen] });
+    const other = new Pgq({ connectionString: urlAs(wfLogins.other), schema: ctx.schema, tasks: [echo, joinSeen] });
+    const runner = new Pgq({ connectionString: urlAs(wfLogins.worker), schema: ctx.schema, tasks: [echo, joinSeen] });
+    const raw = new pg.Client({ connectionString: urlAs(wfLogins.enqueuer) });
+    await raw.connect();
+    try {
+      const wf = await app.enqueueWorkflow(flow('ab', 'cde'), { name: 'apps' });
+      expect(wf.steps.map((s) => [s.step, s.state, s.dependsOn.length])).toEqual([
+        ['echo#1', 'available', 0],
+        ['echo#2', 'available', 0],
+        ['join-seen', 'blocked', 2],
+      ]);
+      // In the caller's transaction too.
+      await raw.query('BEGIN');
+      const inTx = await app.enqueueWorkflow(flow('x', 'y'), { db: raw });
+      await raw.query('ROLLBACK');
+      expect(await app.getWorkflow(inTx.id)).toBeNull();
+
+      // Each enqueuer reads its own workflows, jobs and edges, and nobody else's.
+      expect((await app.getWorkflow(wf.id))!.steps).toHaveLength(3);
+      expect(await app.getWorkflow(ownersWf.id)).toBeNull();
+      expect((await app.listWorkflows()).map((w) => w.id)).toEqual([wf.id]);
+      expect(await other.getWorkflow(wf.id)).toBeNull();
+      expect(await other.listWorkflows()).toEqual([]);
+      const { rows: created } = await ctx.admin.query(
+        `SELECT DISTINCT created_by::text AS role FROM (SELECT created_by FROM ${s}.workflows WHERE id = $1
+           UNION ALL SELECT created_by FROM ${s}.jobs WHERE workflow_id = $1
+           UNION ALL SELECT d.created_by FROM ${s}.job_dependencies d JOIN ${s}.jobs j ON j.id = d.child_id WHERE j.workflow_id = $1) x`,
+        [wf.id],
+      );
+      expect(created).toEqual([{ role: wfLogins.enqueuer }]);
+      expect((await raw.query(`SELECT count(*)::int AS n FROM ${s}.job_dependencies`)).rows[0].n).toBe(2);
+      await expect(app.cancelWorkflow(wf.id)).rejects.toThrow(/permission denied/);
+
+      // Nothing it can write ties its jobs to another role's.
+      const ownersJob = ownersWf.steps[0]!.id;
+      const attempts: [string, unknown[], RegExp][] = [
+        // A blocked job of its own, waiting on the owner's job, would get that job's result as input.
+        [
+          `WITH w AS (INSERT INTO ${s}.workflows (name, output_job_ids, output_is_list) VALUES ('evil', '{}', false) RETURNING id),
+                j AS (INSERT INTO ${s}.jobs (task, state, workflow_id, workflow_step, pending_parents, pass_results, on_parent_failure)
+                      SELECT 'echo', 'blocked', w.id, 'evil', 1, 'one', 'cancel' FROM w RETURNING id)
+           INSERT INTO ${s}.job_dependencies (child_id, parent_id, position) SELECT j.id, $1, 0 FROM j`,
+          [ownersJob],
+          /cannot wait on job .*both enqueued by this role/,
+        ],
+        [`INSERT INTO ${s}.jobs (task, state, workflow_id, pending_parents) VALUES ('echo', 'available', $1, 0)`, [ownersWf.id], /cannot join workflow/],
+        [`INSERT INTO ${s}.jobs (task, state) VALUES ('echo', 'blocked')`, [], /row-level security/],
+        [`INSERT INTO ${s}.workflows (name, output_job_ids, output_is_list, created_by) VALUES ('x', '{}', false, $1::regrole)`, [wfLogins.other], /row-level security/],
+        [`INSERT INTO ${s}.job_dependencies (child_id, parent_id) VALUES ($1, $2)`, [wf.steps[2]!.id, ownersJob], /cannot wait on job/],
+        [`UPDATE ${s}.workflows SET name = 'x'`, [], /permission denied/],
+        [`DELETE FROM ${s}.job_dependencies`, [], /permission denied/],
+      ];
+      for (const [text, values, message] of attempts) {
+        await expect(raw.query(text, values), text).rejects.toThrow(message);
+      }
+      const { rows: counts } = await ctx.admin.query(
+        `SELECT (SELECT count(*) FROM ${s}.workflows)::int AS workflows, (SELECT count(*) FROM ${s}.job_dependencies)::int AS edges`,
+      );
+      expect(counts[0]).toEqual({ workflows: 2, edges: 4 });
+
+      // The worker role runs both workflows to the end through the new policies.
+      const w = runner.worker({ heartbeatMs: 50, rescueAfterMs: 500, pollIntervalMs: 20 });
+      await w.start();
+      const done = await app.waitForWorkflow(wf, { timeoutMs: 20_000 });
+      expect(done).toMatchObject({ state: 'succeeded', result: '2,3' });
+      expect(await owner.waitForWorkflow(ownersWf, { timeoutMs: 20_000 })).toMatchObject({ state: 'succeeded', result: '5,4' });
+      await w.stop();
+    } finally {
+      await raw.end();
+      await app.close();
+      await other.close();
+      await runner.close();
     }
   });
 

@@ -4,7 +4,7 @@
  * compile, so a loosened type shows up as "unused @ts-expect-error".
  */
 import { z } from 'zod';
-import { chain, chord, defineTask, group, step, stepOutcome, type FlowResult, type Pgq, type WorkflowRecord } from '../src/index.js';
+import { chain, chord, chunks, defineTask, group, map, step, stepOutcome, type FlowResult, type Pgq, type WorkflowRecord } from '../src/index.js';
 
 declare const pgq: Pgq;
 
@@ -24,6 +24,7 @@ const count = defineTask({ name: 'count', schema: z.array(z.number()), handler: 
 const square = defineTask({ name: 'square', schema: z.object({ n: z.number() }), handler: ({ n }) => n * n });
 const pair = defineTask({ name: 'pair', schema: z.tuple([z.number(), z.string()]), handler: ([n, s]) => `${s}${n}` });
 const tolerant = defineTask({ name: 'tolerant', schema: z.array(stepOutcome(z.number())), handler: (os) => os.filter((o) => o.ok).length });
+const squareAll = defineTask({ name: 'square-all', schema: z.array(z.object({ n: z.number() })), handler: (xs) => xs.map(({ n }) => n * n) });
 const tolerantOne = defineTask({ name: 'tolerant-one', schema: stepOutcome(z.string()), handler: (o) => (o.ok ? o.value : o.error.step) });
 
 export async function typeTests(): Promise<void> {
@@ -81,4 +82,30 @@ export async function typeTests(): Promise<void> {
   chord(squares, step(tolerant));
   // @ts-expect-error outcomes of strings do not accept numbers
   chain(step(square, { n: 1 }), step(tolerantOne).onParentFailure('run'));
+
+  // map: one job per payload; the result is the list of their results.
+  const mapped = map(square, [{ n: 1 }, { n: 2 }], { queue: 'math' });
+  const mr: number[] = null as unknown as FlowResult<typeof mapped>;
+  void mr;
+  const mwf = await pgq.enqueueWorkflow(chord(mapped, step(count)));
+  const mcount: number | null = mwf.result;
+  void mcount;
+  await pgq.enqueueWorkflow(chain(step(fetchUser, { id: 1 }), map(square, [{ n: 3 }]), step(count)));
+  // @ts-expect-error a payload must match the task's schema
+  map(square, [{ n: 'one' }]);
+  // @ts-expect-error the callback gets number[], not a string
+  chord(map(square, [{ n: 1 }]), step(send));
+
+  // chunks: the task takes a list; the result is one result per chunk.
+  const chunked = chunks(squareAll, [{ n: 1 }, { n: 2 }, { n: 3 }], 2);
+  const cr: number[][] = null as unknown as FlowResult<typeof chunked>;
+  void cr;
+  const sumChunks = defineTask({ name: 'sum-chunks', schema: z.array(z.array(z.number())), handler: (xss) => xss.flat().length });
+  await pgq.enqueueWorkflow(chord(chunked, step(sumChunks)));
+  // @ts-expect-error an item must match the list's item schema
+  chunks(squareAll, [{ n: '1' }], 2);
+  // @ts-expect-error chunks needs a task whose schema is a list
+  chunks(square, [{ n: 1 }], 2);
+  // @ts-expect-error the callback gets number[][], not number[]
+  chord(chunked, step(count));
 }

@@ -16,6 +16,9 @@
  *   never overwrites a job that was rescued, re-claimed or cancelled since.
  * - Jobs reaching a final state send one NOTIFY per statement on the `done`
  *   channel with their ids ('*' when the list would not fit), so waiters wake.
+ * - A statement that settles workflow jobs locks them first (its UPDATE),
+ *   then every job their settling may change, in id order, before the row
+ *   triggers change them: parents finishing together never deadlock.
  */
 import { quoteIdent } from './identifiers.js';
 import { JOB_COLUMNS, type JobRow } from './rows.js';
@@ -160,6 +163,14 @@ export function createStatements(schema: string) {
   const notifyDone = (from: string): string =>
     `SELECT pg_notify('${channels.done}', CASE WHEN sum(length(id::text) + 1) <= 7000
         THEN string_agg(id::text, ',') ELSE '*' END) FROM ${from} HAVING count(*) > 0`;
+  // A CTE named `locked`: after the statement's UPDATE has taken the rows
+  // it settles, and before their row triggers run, the workflow jobs those
+  // triggers may change are locked all at once in id order (see
+  // migrations/…_workflow_lock_order.sql), so batches whose parents share
+  // children never lock them in crossing orders. Ordinary jobs pass empty
+  // lists: one function call that returns at once.
+  const lockDependents = (succeeded: string, failed: string): string =>
+    `locked AS (SELECT ${s}.workflow_lock_dependents(${succeeded}, ${failed}) AS n)`;
 
   const insertSelect = (where: string): string => `
     INSERT INTO ${jobs} (task, queue, payload, priority, max_attempts, run_at, state, unique_key,
@@ -281,9 +292,10 @@ export function createStatements(schema: string) {
         FROM unnest($1::bigint[], $2::int[], $3::jsonb[]) AS v(id, attempt, result)
        WHERE j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
         AND (SELECT count(*) FROM async) = 1
-      RETURNING j.id
-    ), notified AS (${notifyDone('done')})
-    SELECT id::text AS id, 'succeeded' AS state FROM done, (SELECT count(*) FROM notified) AS n`;
+      RETURNING j.id, j.workflow_id
+    ), ${lockDependents(`ARRAY(SELECT id FROM done WHERE workflow_id IS NOT NULL)`, 'NULL')},
+    notified AS (${notifyDone('done')})
+    SELECT id::text AS id, 'succeeded' AS state FROM done, (SELECT count(*) FROM notified) AS n, (SELECT count(*) FROM locked) AS l`;
 
   const failJobs = `
     WITH done AS (
@@ -296,9 +308,10 @@ export function createStatements(schema: string) {
         FROM unnest($1::bigint[], $2::int[], $3::jsonb[], $4::float8[], $5::bool[])
           AS v(id, attempt, error, delay_ms, permanent)
        WHERE j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
-      RETURNING j.id, j.state
-    ), notified AS (${notifyDone(`(SELECT id FROM done WHERE state = 'failed') AS f`)})
-    SELECT id::text AS id, state FROM done, (SELECT count(*) FROM notified) AS n`;
+      RETURNING j.id, j.state, j.workflow_id
+    ), ${lockDependents('NULL', `ARRAY(SELECT id FROM done WHERE state = 'failed' AND workflow_id IS NOT NULL)`)},
+    notified AS (${notifyDone(`(SELECT id FROM done WHERE state = 'failed') AS f`)})
+    SELECT id::text AS id, state FROM done, (SELECT count(*) FROM notified) AS n, (SELECT count(*) FROM locked) AS l`;
 
   // A snooze (and a requeue at shutdown) gives the attempt back by raising
   // max_attempts instead of lowering attempts, so attempt numbers only grow
@@ -341,11 +354,12 @@ export function createStatements(schema: string) {
          AND (j.worker_id IS NULL
               OR j.worker_id IN (SELECT id FROM dead)
               OR NOT EXISTS (SELECT 1 FROM ${workers} w WHERE w.id = j.worker_id))
-      RETURNING j.id, j.state, j.worker_id
-    ), notified AS (
+      RETURNING j.id, j.state, j.worker_id, j.workflow_id
+    ), ${lockDependents('NULL', `ARRAY(SELECT id FROM rescued WHERE state = 'failed' AND workflow_id IS NOT NULL)`)},
+    notified AS (
       ${notifyDone(`(SELECT id FROM rescued WHERE state = 'failed') AS f`)}
     )
-    SELECT id::text AS id, state, worker_id FROM rescued, (SELECT count(*) FROM notified) AS n`;
+    SELECT id::text AS id, state, worker_id FROM rescued, (SELECT count(*) FROM notified) AS n, (SELECT count(*) FROM locked) AS l`;
 
   // Rows marked running for this worker that it does not hold: a claim whose
   // reply was lost with the connection. The handler never ran, so the attempt

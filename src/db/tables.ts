@@ -130,6 +130,8 @@ export interface WorkflowsTable {
   output_job_ids: ColumnType<string[], (string | number)[], (string | number)[]>;
   output_is_list: boolean;
   created_at: ColumnType<Date, Date | string | undefined, Date | string>;
+  /** Database role that enqueued the workflow (regrole, read as its name); filled in by the default. */
+  created_by: ColumnType<string, never, never>;
 }
 
 export interface JobDependenciesTable {
@@ -139,6 +141,8 @@ export interface JobDependenciesTable {
   parent_id: ColumnType<string, string | number, string | number>;
   /** Index of the parent's result in the child's input; null when the parent only orders the child. */
   position: number | null;
+  /** Database role that enqueued the edge's workflow (regrole, read as its name); filled in by the default. */
+  created_by: ColumnType<string, never, never>;
 }
 
 export interface StatsCacheTable {

@@ -199,6 +199,7 @@ export class JobStore {
   /** Cancels locked, not-final jobs; tells the workers of running ones, and the waiters of all. */
   async #cancelLocked(trx: Trx, rows: { id: string; state: JobState }[]): Promise<void> {
     const ids = rows.map((r) => r.id);
+    await this.deps.workflows.lockDependents(trx, ids);
     await trx
       .updateTable('jobs')
       .set({ state: 'cancelled', finished_at: sql`now()` })

@@ -1,7 +1,8 @@
 /**
- * Workflow building blocks: `step`, `chain`, `group`, `chord`, and a step's
- * `after(...)` for graphs that are not a chain of groups. They only describe
- * a workflow; `pgq.enqueueWorkflow(flow)` validates and inserts it.
+ * Workflow building blocks: `step`, `chain`, `group`, `chord`, a step's
+ * `after(...)` for graphs that are not a chain of groups, and `map` and
+ * `chunks`, which build a group from a list. They only describe a workflow;
+ * `pgq.enqueueWorkflow(flow)` validates and inserts it.
  *
  * Types carry results end to end. Every flow has, at compile time only:
  * - `In`: what it accepts from the step before it. It sits in a function
@@ -15,8 +16,10 @@
  */
 import { z } from 'zod';
 import type { BackoffOptions } from '../core/backoff.js';
+import { ValidationError } from '../core/errors.js';
 import type { StepFailure } from '../core/types.js';
 import type { AnyTask, TaskInput, TaskResult } from '../task.js';
+import { MAX_WORKFLOW_STEPS } from './compile.js';
 
 declare const FLOW_TYPES: unique symbol;
 
@@ -259,4 +262,104 @@ export function chord<const T extends readonly SingleFlow[], O, M extends boolea
 ): Chain<Inputs<T>, O, M>;
 export function chord(header: AnyFlow | readonly AnyFlow[], callback: AnyFlow): Chain<unknown, unknown, boolean> {
   return new Chain([Array.isArray(header) ? new Group([...(header as readonly AnyFlow[])]) : (header as AnyFlow), callback]);
+}
+
+/**
+ * One job per payload, run in parallel: `group(payloads.map((p) => step(task, p)))`.
+ * The result is the list of the jobs' results, in payload order, so a chord
+ * callback gets them as an array. `options` apply to every job.
+ *
+ * Next to Celery: this is `group(task.s(p) for p in payloads)`. Celery's
+ * `task.map(items)` is different: one task message that calls the function
+ * for each item in turn. In pgq that is one job whose task takes the whole
+ * list, `step(batchTask, items)`, or `chunks` for several such jobs. Celery's
+ * `starmap` has no counterpart: it unpacks argument tuples into positional
+ * arguments, and a pgq payload is one value, so a tuple is just a payload
+ * (a task with `z.tuple([...])` as its schema) and `map` covers it.
+ *
+ * Throws a ValidationError, before anything is written, when `payloads` is
+ * not an array, is empty, or has more entries than a workflow may have steps
+ * (`MAX_WORKFLOW_STEPS`). Each payload is checked against the task's schema
+ * at enqueue, the error naming its step (`resize#3`).
+ *
+ * @example
+ * const wf = await pgq.enqueueWorkflow(chord(map(resize, ids.map((id) => ({ id }))), step(zipAll)));
+ */
+export function map<T extends AnyTask>(task: T, payloads: readonly TaskInput<T>[], options: StepOptions = {}): Group<unknown, TaskResult<T>[]> {
+  const list = listOf(payloads, 'map.payloads', 'payloads');
+  jobCountWithinLimit(list.length, 'map.payloads', `${list.length} payloads make ${list.length} jobs`, 'use chunks() to give each job several payloads');
+  return new Group(list.map((payload) => step(task, payload as TaskInput<T>).with(options)));
+}
+
+/** The item type of a task whose input is a list (`z.array(item)`); `never` for any other task. */
+export type ChunkItem<T> = TaskInput<T> extends readonly (infer E)[] ? E : never;
+
+/** A compile-time error for `chunks()` given a task whose input is not a list. */
+type ListTask<T> = TaskInput<T> extends readonly unknown[]
+  ? unknown
+  : { readonly 'chunks() needs a task whose schema is a list of items, z.array(item)': never };
+
+/**
+ * Splits `items` into lists of `size` (the last one shorter) and runs one job
+ * of `task` per list, in parallel. The task takes the list (its schema is
+ * `z.array(item)`), so it can handle a batch at once: one query, one API
+ * call. The result is the list of the jobs' results, one per chunk, in
+ * order, so a chord callback gets them as an array (an array of arrays when
+ * each job returns one result per item). `options` apply to every job.
+ *
+ * Next to Celery: `task.chunks(items, n).group()`, with one difference —
+ * Celery calls a per-item function n times inside each chunk's task; here
+ * the task gets the chunk and decides. Every chunk is an ordinary job with
+ * its own retries: a failed chunk is retried alone.
+ *
+ * Throws a ValidationError, before anything is written, when `size` is not a
+ * positive integer, `items` is not an array or is empty, or the chunks would
+ * be more jobs than a workflow may have steps (`MAX_WORKFLOW_STEPS`). Each
+ * chunk is checked against the task's schema at enqueue (so a `.max(n)` on
+ * the array refuses chunks bigger than n), the error naming its step.
+ *
+ * @example
+ * const importRows = defineTask({ name: 'import-rows', schema: z.array(rowSchema), handler: async (rows) => insertAll(rows) });
+ * const wf = await pgq.enqueueWorkflow(chord(chunks(importRows, rows, 500), step(summarize)));
+ */
+export function chunks<T extends AnyTask>(
+  task: T & ListTask<T>,
+  items: readonly ChunkItem<T>[],
+  size: number,
+  options: StepOptions = {},
+): Group<unknown, TaskResult<T>[]> {
+  if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 1) {
+    throw new ValidationError('chunks.size', `must be a positive integer, got ${describeValue(size)}`);
+  }
+  const list = listOf(items, 'chunks.items', 'items');
+  const count = Math.ceil(list.length / size);
+  jobCountWithinLimit(count, 'chunks.items', `${list.length} items in chunks of ${size} make ${count} jobs`, 'use bigger chunks');
+  const members: Step<unknown, TaskResult<T>>[] = [];
+  for (let start = 0; start < list.length; start += size) {
+    members.push(step(task as AnyTask, list.slice(start, start + size)).with(options) as Step<unknown, TaskResult<T>>);
+  }
+  return new Group(members);
+}
+
+function listOf(value: unknown, field: string, what: string): readonly unknown[] {
+  if (!Array.isArray(value)) throw new ValidationError(field, `must be an array of ${what}, got ${describeValue(value)}`);
+  if (value.length === 0) throw new ValidationError(field, `is empty; a group needs at least one job`);
+  return value;
+}
+
+function jobCountWithinLimit(jobs: number, field: string, counted: string, instead: string): void {
+  if (jobs > MAX_WORKFLOW_STEPS) {
+    throw new ValidationError(
+      field,
+      `${counted}, more than the ${MAX_WORKFLOW_STEPS} steps a workflow may have (MAX_WORKFLOW_STEPS); ${instead}, or split the list over several workflows`,
+    );
+  }
+}
+
+function describeValue(value: unknown): string {
+  if (Array.isArray(value)) return 'an array';
+  if (value === null) return 'null';
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
+  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
+  return typeof value;
 }

@@ -292,6 +292,17 @@ export class WorkflowStore {
     }
   }
 
+  /**
+   * Runs inside a transaction that holds these jobs locked and is about to
+   * cancel them: locks, in id order, the blocked workflow jobs the
+   * cancellation will change, so it cannot deadlock with workers settling
+   * other parents of the same jobs (see migrations/…_workflow_lock_order.sql).
+   */
+  async lockDependents(trx: Kysely<PgqDatabase>, cancelling: readonly string[]): Promise<void> {
+    if (cancelling.length === 0) return;
+    await sql`SELECT ${sql.id(this.deps.schema, 'workflow_lock_dependents')}(NULL, ${[...cancelling]}::bigint[])`.execute(trx);
+  }
+
   /** The workflow row, its jobs and its dependency edges, in one statement. */
   #insert(c: CompiledWorkflow, metas: string[]): Compilable<{ id: string }> {
     const { schema } = this.deps;
