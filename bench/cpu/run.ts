@@ -1,13 +1,16 @@
 /**
  * CPU-bound jobs: one worker process drains N jobs of a fixed computation
  * (chained SHA-256) with the handler on its main thread, then sandboxed in a
- * pool of 2 threads; and the per-job cost of a sandbox round trip for a
- * no-op handler (thread and process), measured through the worker's sandbox
- * runner without the database.
+ * pool of 2 threads; the machine's own ceiling for that ratio (the same
+ * computation in 1 and then 2 bare worker threads, no pgq, no database);
+ * and the per-job cost of a sandbox round trip for a no-op handler (thread
+ * and process), measured through the worker's sandbox runner without the
+ * database.
  *
- *   npm run bench:cpu [-- --jobs 100 --rounds 300]
+ *   npm run bench:cpu [-- --jobs 300 --rounds 300]
  */
 import { parseArgs } from 'node:util';
+import { Worker } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import { z } from 'zod';
 import pg from 'pg';
@@ -20,7 +23,7 @@ import type hashHandler from './hash.job.js';
 import type { noop } from './hash.job.js';
 import { hashRounds } from './work.js';
 
-const { values } = parseArgs({ options: { jobs: { type: 'string', default: '100' }, rounds: { type: 'string', default: '300' }, trips: { type: 'string', default: '300' } } });
+const { values } = parseArgs({ options: { jobs: { type: 'string', default: '300' }, rounds: { type: 'string', default: '300' }, trips: { type: 'string', default: '300' } } });
 const JOBS = Number(values.jobs);
 const ROUNDS = Number(values.rounds);
 const TRIPS = Number(values.trips);
@@ -55,6 +58,32 @@ async function drain(url: string, label: string, task: AnyTask, workerOptions: P
   await admin.query(`DROP SCHEMA IF EXISTS ${schemaName} CASCADE`);
   await admin.end();
   return JOBS / seconds;
+}
+
+/** Seconds for `threads` bare worker threads to hash `jobs` jobs each, all at once. */
+async function bareThreads(threads: number, jobs: number): Promise<number> {
+  const code = `
+    const { createHash } = require('node:crypto');
+    const { parentPort, workerData } = require('node:worker_threads');
+    const block = Buffer.alloc(64 * 1024, 7);
+    for (let j = 0; j < workerData.jobs; j += 1) {
+      let digest = Buffer.alloc(32);
+      for (let i = 0; i < workerData.rounds; i += 1) digest = createHash('sha256').update(digest).update(block).digest();
+    }
+    parentPort.postMessage('done');`;
+  const started = performance.now();
+  await Promise.all(
+    Array.from(
+      { length: threads },
+      () =>
+        new Promise<void>((resolve, reject) => {
+          const worker = new Worker(code, { eval: true, workerData: { jobs, rounds: ROUNDS } });
+          worker.once('message', () => void worker.terminate().then(() => resolve()));
+          worker.once('error', reject);
+        }),
+    ),
+  );
+  return (performance.now() - started) / 1000;
 }
 
 async function roundTripUs(kind: 'thread' | 'process'): Promise<{ medianUs: number; meanUs: number }> {
@@ -92,6 +121,8 @@ try {
   const jobMs = performance.now() - t;
   const main = await drain(url, 'main', mainThreadHash, { concurrency: 4 });
   const sandbox = await drain(url, 'sandbox', sandboxedHash, { concurrency: 4, sandbox: { threads: 2 } });
+  const bareJobs = Math.max(1, Math.floor(JOBS / 2));
+  const ceiling = (2 * (await bareThreads(1, bareJobs))) / (await bareThreads(2, bareJobs));
   const thread = await roundTripUs('thread');
   const child = await roundTripUs('process');
   const f = (n: number): string => n.toFixed(1);
@@ -101,6 +132,7 @@ try {
   console.log(`| handler on the main thread | ${f(main)} |`);
   console.log(`| sandboxed, pool of 2 threads | ${f(sandbox)} |`);
   console.log(`| ratio sandboxed ÷ main thread | ${(sandbox / main).toFixed(2)} |`);
+  console.log(`| the machine's ceiling for that ratio: 2 bare threads ÷ 1 (no pgq, no database) | ${ceiling.toFixed(2)} |`);
   console.log(`Sandbox round trip, no-op handler, ${TRIPS} sequential attempts: thread median ${f(thread.medianUs)} µs (mean ${f(thread.meanUs)}), process median ${f(child.medianUs)} µs (mean ${f(child.meanUs)})`);
 } finally {
   await server?.stop();
