@@ -7,6 +7,7 @@ import type { System } from '../lib/types.js';
 
 const LOADERS: Record<string, () => Promise<System>> = {
   pgq: async () => (await import('./pgq.js')).pgqSystem,
+  'pgq-traced': async () => (await import('./pgq.js')).pgqTracedSystem,
   floor: async () => (await import('./floor.js')).floorSystem,
   'graphile-worker': async () => (await import('./graphile-worker.js')).graphileWorkerSystem,
   'graphile-worker-tuned': async () => (await import('./graphile-worker.js')).graphileWorkerTunedSystem,
@@ -16,10 +17,14 @@ const LOADERS: Record<string, () => Promise<System>> = {
   'bullmq-pg': async () => (await import('./bullmq.js')).bullmqPgSystem,
 };
 
-export const SYSTEM_NAMES: readonly string[] = Object.keys(LOADERS);
+/** Run only when named in --systems. */
+const OPT_IN = new Set(['pgq-traced']);
+
+/** The systems a run without --systems compares. */
+export const SYSTEM_NAMES: readonly string[] = Object.keys(LOADERS).filter((name) => !OPT_IN.has(name));
 
 export async function loadSystem(name: string): Promise<System> {
   const load = LOADERS[name];
-  if (!load) throw new Error(`unknown system ${JSON.stringify(name)}; known: ${SYSTEM_NAMES.join(', ')}`);
+  if (!load) throw new Error(`unknown system ${JSON.stringify(name)}; known: ${Object.keys(LOADERS).join(', ')}`);
   return load();
 }

@@ -3,7 +3,8 @@
  * and `pgq.worker({ concurrency })` with nothing else set.
  */
 import { z } from 'zod';
-import { Pgq, defineTask } from '../../src/index.js';
+import { Pgq, defineTask, type Middleware } from '../../src/index.js';
+import { tracing } from '../../src/otel.js';
 import type { Consumer, ConsumerOptions, Payload, Probe, Producer, RunEnv, System } from '../lib/types.js';
 import { sqlProbe } from '../lib/sql-probe.js';
 
@@ -21,54 +22,72 @@ function noopTask(onJob: (payload: Payload) => void) {
 }
 
 
-export const pgqSystem: System = {
-  name: 'pgq',
-  settings: 'defaults: new Pgq({ connectionString }), pgq.worker({ concurrency })',
-  backend: 'postgres',
-  packageName: null,
+/** pgq's adapter; `middleware` makes every Pgq of the run with it (the traced variant). */
+function pgqAdapter(name: string, settings: string, middleware: () => Promise<Middleware[]>): System {
+  return {
+    name,
+    settings,
+    backend: 'postgres',
+    packageName: null,
 
-  async migrate(env: RunEnv): Promise<void> {
-    const pgq = new Pgq({ connectionString: env.databaseUrl });
-    try {
-      await pgq.migrate();
-    } finally {
-      await pgq.close();
-    }
-  },
-
-  async producer(env: RunEnv, options: { poolSize: number }): Promise<Producer> {
-    const task = noopTask(() => undefined);
-    const pgq = new Pgq({ connectionString: env.databaseUrl, tasks: [task], poolSize: options.poolSize });
-    // Its pool's connections open before the first enqueue (workers do this in start()).
-    await pgq.warmUp();
-    return {
-      async add(payload) {
-        await pgq.enqueue(task, payload);
-      },
-      async addMany(payloads) {
-        await pgq.enqueueMany(task, payloads);
-      },
-      close: () => pgq.close(),
-    };
-  },
-
-  async consumer(env: RunEnv, options: ConsumerOptions): Promise<Consumer> {
-    const task = noopTask(options.onJob);
-    const pgq = new Pgq({ connectionString: env.databaseUrl, tasks: [task] });
-    const worker = pgq.worker({ concurrency: options.concurrency });
-    return {
-      start: () => worker.start(),
-      async stop() {
-        await worker.stop();
+    async migrate(env: RunEnv): Promise<void> {
+      const pgq = new Pgq({ connectionString: env.databaseUrl });
+      try {
+        await pgq.migrate();
+      } finally {
         await pgq.close();
-      },
-    };
-  },
+      }
+    },
 
-  async probe(env: RunEnv): Promise<Probe> {
-    return sqlProbe(env, {
-      total: `SELECT count(*)::int AS n FROM pgq.jobs`,
-      finished: `SELECT count(*)::int AS n FROM pgq.jobs WHERE state = 'succeeded'`,
-    });
-  },
-};
+    async producer(env: RunEnv, options: { poolSize: number }): Promise<Producer> {
+      const task = noopTask(() => undefined);
+      const pgq = new Pgq({ connectionString: env.databaseUrl, tasks: [task], poolSize: options.poolSize, middleware: await middleware() });
+      // Its pool's connections open before the first enqueue (workers do this in start()).
+      await pgq.warmUp();
+      return {
+        async add(payload) {
+          await pgq.enqueue(task, payload);
+        },
+        async addMany(payloads) {
+          await pgq.enqueueMany(task, payloads);
+        },
+        close: () => pgq.close(),
+      };
+    },
+
+    async consumer(env: RunEnv, options: ConsumerOptions): Promise<Consumer> {
+      const task = noopTask(options.onJob);
+      const pgq = new Pgq({ connectionString: env.databaseUrl, tasks: [task], middleware: await middleware() });
+      const worker = pgq.worker({ concurrency: options.concurrency });
+      return {
+        start: () => worker.start(),
+        async stop() {
+          await worker.stop();
+          await pgq.close();
+        },
+      };
+    },
+
+    probe: (env) => probe(env),
+  };
+}
+
+export const pgqSystem: System = pgqAdapter('pgq', 'defaults: new Pgq({ connectionString }), pgq.worker({ concurrency })', async () => []);
+
+/**
+ * Opt-in (`--systems pgq,pgq-traced`): the same with the OpenTelemetry
+ * middleware and no SDK registered, as an application that ships tracing
+ * but has it switched off: what the spans cost when nobody records them.
+ */
+export const pgqTracedSystem: System = pgqAdapter(
+  'pgq-traced',
+  "defaults plus middleware: [await tracing()] (pgq/otel), no OpenTelemetry SDK registered",
+  async () => [await tracing()],
+);
+
+function probe(env: RunEnv): Promise<Probe> {
+  return sqlProbe(env, {
+    total: `SELECT count(*)::int AS n FROM pgq.jobs`,
+    finished: `SELECT count(*)::int AS n FROM pgq.jobs WHERE state = 'succeeded'`,
+  });
+}
