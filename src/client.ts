@@ -23,7 +23,7 @@ import { ProgressWriter } from './worker/progress.js';
 import { listWorkers, type WorkerInfo } from './inspection/workers.js';
 import { isFinalState, JOB_STATES, type JobRecord, type JobState } from './core/types.js';
 import { waitUntilDone } from './notify/wait.js';
-import { executorFor, pgExecutor, type DbHandle, type SqlExecutor } from './db/executor.js';
+import { fromDbHandle, fromPg, type DbHandle, type Queryable } from './db/queryable.js';
 import { createStatements, type HotStatements } from './db/statements.js';
 import { createQueueStatements, type QueueStatements } from './db/queue-statements.js';
 import { QueueStore, type QueueRecord, type QueueSettings } from './queues.js';
@@ -73,7 +73,7 @@ export class Pgq {
   readonly #options: ResolvedPgqOptions;
   readonly #pool: pg.Pool;
   readonly #ownsPool: boolean;
-  readonly #db: SqlExecutor;
+  readonly #db: Queryable;
   readonly #statements: HotStatements;
   readonly #queueStatements: QueueStatements;
   readonly #queues: QueueStore;
@@ -111,7 +111,7 @@ export class Pgq {
     // listener that would crash the process. The query itself still fails.
     this.#pool.on('connect', (client) => client.on('error', onConnectionError));
     this.kysely = new Kysely<PgqDatabase>({ dialect: new PostgresDialect({ pool: this.#pool }) }).withSchema(o.schema);
-    this.#db = pgExecutor(this.#pool, o.preparedStatements);
+    this.#db = fromPg(this.#pool, o.preparedStatements);
     this.#statements = createStatements(o.schema);
     this.#queueStatements = createQueueStatements(o.schema);
     this.#queues = new QueueStore(this.kysely, o.schema);
@@ -123,7 +123,7 @@ export class Pgq {
         : { connectionString: o.connectionString };
     this.#listener = new Listener(o.listen ? { ...listenConfig, keepAlive: true } : null, this.logger);
     this.#middleware = new MiddlewareChain(o.middleware);
-    this.#enqueuer = new Enqueuer(this.#statements, (db) => this.#executor(db), o.maxPayloadBytes, this.#middleware, (err) =>
+    this.#enqueuer = new Enqueuer(this.#statements, (db) => this.#queryableFor(db), o.maxPayloadBytes, this.#middleware, (err) =>
       this.logger.warn({ err: errorSummary(err) }, `pgq could not notify workers (they will poll): ${errorMessage(err)}`),
       createBulkInsert(o.schema),
     );
@@ -142,7 +142,7 @@ export class Pgq {
       clock: this.#clock,
       maxPayloadBytes: o.maxPayloadBytes,
       middleware: this.#middleware,
-      executorFor: (db) => this.#executor(db),
+      queryableFor: (db) => this.#queryableFor(db),
     });
     this.#jobs = new JobStore({ kysely: this.kysely, channels: this.#channels, workflows: this.#workflows });
     this.#progress = new ProgressWriter(this.#db, o.schema, this.logger);
@@ -747,12 +747,12 @@ export class Pgq {
   }
 
   /** Runs `fn` in one transaction on one pooled connection (the limited claims). */
-  async #inTransaction<T>(fn: (db: SqlExecutor) => Promise<T>): Promise<T> {
+  async #inTransaction<T>(fn: (db: Queryable) => Promise<T>): Promise<T> {
     const client = await this.#pool.connect();
     let broken: Error | undefined;
     try {
       await client.query('BEGIN');
-      const result = await fn(pgExecutor(client, this.#options.preparedStatements));
+      const result = await fn(fromPg(client, this.#options.preparedStatements));
       await client.query('COMMIT');
       return result;
     } catch (err) {
@@ -763,8 +763,8 @@ export class Pgq {
     }
   }
 
-  #executor(db: DbHandle | undefined): SqlExecutor {
-    return db === undefined ? this.#db : executorFor(db);
+  #queryableFor(db: DbHandle | undefined): Queryable {
+    return db === undefined ? this.#db : fromDbHandle(db);
   }
 
   #assertOpen(): void {

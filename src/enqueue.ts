@@ -1,6 +1,6 @@
 /**
  * Enqueue: validate every payload and option first, then insert all jobs in
- * one statement on the caller's executor (their transaction, or pgq's pool).
+ * one statement on the caller's database handle (their transaction, or pgq's pool).
  * A bad payload anywhere in a batch throws before anything is written.
  */
 import { z } from 'zod';
@@ -10,7 +10,7 @@ import { PgqError, ValidationError } from './core/errors.js';
 import { toJsonText } from './core/json.js';
 import type { JobMeta, JobRecord } from './core/types.js';
 import type { BackoffOptions } from './core/backoff.js';
-import type { DbHandle, SqlExecutor } from './db/executor.js';
+import type { DbHandle, Queryable } from './db/queryable.js';
 import type { HotStatements, InsertJobsParams } from './db/statements.js';
 import { toJobRecord, type JobRow } from './db/rows.js';
 import type { BulkInsertParams, BulkInsertStatements, BulkInserted } from './db/bulk-insert.js';
@@ -103,7 +103,7 @@ export class Enqueuer {
 
   constructor(
     private readonly statements: HotStatements,
-    private readonly executorFor: (db: DbHandle | undefined) => SqlExecutor,
+    private readonly queryableFor: (db: DbHandle | undefined) => Queryable,
     private readonly maxPayloadBytes: number,
     private readonly middleware: MiddlewareChain,
     private readonly onNotifyError: (err: unknown) => void = () => undefined,
@@ -151,7 +151,7 @@ export class Enqueuer {
       const metas = this.middleware.wrapsEnqueues
         ? jobs.map((job, i) => metaText(job.meta, single === null ? `meta[${i}]` : 'meta'))
         : jobs.map(() => meta);
-      const db = this.executorFor(rawOptions.db);
+      const db = this.queryableFor(rawOptions.db);
       if (this.bulk && single === null && options.uniqueKey === undefined && keys.every((k) => k === null) && metas.every((m) => m === meta)) {
         records = await this.#insertBulk(db, task, texts, meta, jobs, options, rawOptions.db === undefined);
         return records.map((r) => r.id);
@@ -167,7 +167,7 @@ export class Enqueuer {
     return records;
   }
 
-  async #insertRows(db: SqlExecutor, params: InsertJobsParams, autocommit: boolean): Promise<JobRow[]> {
+  async #insertRows(db: Queryable, params: InsertJobsParams, autocommit: boolean): Promise<JobRow[]> {
     if (!autocommit) return this.statements.insertJobs(db, params);
     const quiet = this.#inFlight > 0;
     this.#inFlight += 1;
@@ -186,7 +186,7 @@ export class Enqueuer {
    * (ids in payload order and what the database decided), records built here.
    */
   async #insertBulk(
-    db: SqlExecutor,
+    db: Queryable,
     task: AnyTask,
     texts: string[],
     meta: string,
@@ -252,7 +252,7 @@ export class Enqueuer {
     }));
   }
 
-  #notifyAfterCommit(db: SqlExecutor, rows: Pick<JobRow, 'state' | 'queue'>[]): void {
+  #notifyAfterCommit(db: Queryable, rows: Pick<JobRow, 'state' | 'queue'>[]): void {
     for (const row of rows) if (row.state === 'available') this.#toNotify.add(row.queue);
     if (this.#toNotify.size === 0 || this.#notifying) return;
     this.#notifying = (async () => {
@@ -269,7 +269,7 @@ export class Enqueuer {
    * yields one live job: the inserted one, or the one that already held the
    * key. If that one finished between the insert and the lookup, insert again.
    */
-  async #resolveUnique(db: SqlExecutor, task: AnyTask, params: InsertJobsParams, rows: JobRow[], key: string): Promise<JobRecord[]> {
+  async #resolveUnique(db: Queryable, task: AnyTask, params: InsertJobsParams, rows: JobRow[], key: string): Promise<JobRecord[]> {
     for (let round = 0; round < 5; round += 1) {
       const row = rows[0] ?? (await this.statements.getLiveByUniqueKey(db, { tasks: [task.name], uniqueKeys: [key] }))[0];
       if (row) return params.tasks.map(() => toJobRecord(row));

@@ -51,7 +51,7 @@ export { JOB_STATES, FINAL_STATES } from './core/types.js';
 export type { BackoffOptions } from './core/backoff.js';
 export type { Logger } from './core/logger.js';
 export type { Clock } from './core/clock.js';
-export type { DbHandle, KyselyQueryable, PgQueryable } from './db/executor.js';
+export type { DbHandle, KyselyQueryable, PgQueryable } from './db/queryable.js';
 export type {
   PgqDatabase,
   JobsTable,

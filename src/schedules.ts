@@ -17,7 +17,7 @@ import type { Clock } from './core/clock.js';
 import { PgqError, ValidationError } from './core/errors.js';
 import { toJsonText } from './core/json.js';
 import type { JobRecord } from './core/types.js';
-import { kyselyExecutor } from './db/executor.js';
+import { fromKysely } from './db/queryable.js';
 import { toJobRecord, type JobRow } from './db/rows.js';
 import { metaText, type MiddlewareChain, type PendingJob } from './middleware.js';
 import type { HotStatements } from './db/statements.js';
@@ -316,7 +316,7 @@ export class ScheduleStore {
       const row = await trx.selectFrom('schedules').selectAll().where('name', '=', name).forUpdate().executeTakeFirst();
       if (!row) throw new ScheduleNotFoundError(name);
       const now = this.deps.clock.now();
-      const db = kyselyExecutor(trx);
+      const db = fromKysely(trx);
       const key = `schedule:${name}:run:${now.toISOString()}`;
       const pending: PendingJob = { task: row.task, queue: row.queue, payload: row.payload, meta: {}, schedule: { name, tick: now } };
       let inserted: JobRow | undefined;

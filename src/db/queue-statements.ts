@@ -21,7 +21,7 @@
  */
 import { quoteIdent } from './identifiers.js';
 import { JOB_COLUMNS, type JobRow } from './rows.js';
-import type { SqlExecutor } from './executor.js';
+import type { Queryable } from './queryable.js';
 import { channelNames } from '../notify/channels.js';
 
 /** A `queues` row as QueueLock returns it, plus whether due jobs wait. */
@@ -181,23 +181,23 @@ export function createQueueStatements(schema: string) {
 
   return {
     /** QueueLock: locks the queue's row for this transaction; its settings, or undefined without a row. */
-    async lockQueue(db: SqlExecutor, queue: string): Promise<LockedQueue | undefined> {
+    async lockQueue(db: Queryable, queue: string): Promise<LockedQueue | undefined> {
       const rows = await db.query<LockedQueue>({ name: name('queue_lock'), text: lockQueue, values: [queue] });
       return rows[0];
     },
 
     /** JobClaimLimited: claims within the queue's concurrency and rate limits (run after lockQueue, same transaction). */
-    claimLimited(db: SqlExecutor, p: ClaimLimitedParams): Promise<JobRow[]> {
+    claimLimited(db: Queryable, p: ClaimLimitedParams): Promise<JobRow[]> {
       return db.query<JobRow>({ name: name('claim_limited'), text: claimLimited, values: values(p) });
     },
 
     /** JobClaimLimitedByKey: as claimLimited, and at most key_concurrency running jobs per concurrency key. */
-    claimLimitedByKey(db: SqlExecutor, p: ClaimLimitedParams): Promise<JobRow[]> {
+    claimLimitedByKey(db: Queryable, p: ClaimLimitedParams): Promise<JobRow[]> {
       return db.query<JobRow>({ name: name('claim_limited_by_key'), text: claimLimitedByKey, values: values(p) });
     },
 
     /** JobExpire: cancels jobs whose expiry passed before they started; returns their ids. */
-    expireJobs(db: SqlExecutor, p: ExpireJobsParams): Promise<{ id: string }[]> {
+    expireJobs(db: Queryable, p: ExpireJobsParams): Promise<{ id: string }[]> {
       return db.query<{ id: string }>({ name: name('expire_jobs'), text: expireJobs, values: [p.limit, p.now ?? null] });
     },
   };

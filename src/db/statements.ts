@@ -19,7 +19,7 @@
  */
 import { quoteIdent } from './identifiers.js';
 import { JOB_COLUMNS, type JobRow } from './rows.js';
-import type { SqlExecutor, Statement } from './executor.js';
+import type { Queryable, Statement } from './queryable.js';
 import { channelNames } from '../notify/channels.js';
 
 export interface InsertJobsParams {
@@ -392,22 +392,22 @@ export function createStatements(schema: string) {
 
   return {
     /** JobInsertMany: inserts jobs, skipping those whose unique key matches a live job. */
-    insertJobs(db: SqlExecutor, p: InsertJobsParams): Promise<JobRow[]> {
+    insertJobs(db: Queryable, p: InsertJobsParams): Promise<JobRow[]> {
       return db.query<JobRow>({ name: name('insert_jobs'), text: insertJobs, values: insertValues(p) });
     },
 
     /** JobInsertManyQuiet: as insertJobs, without the NOTIFY (the caller notifies after commit). */
-    insertJobsQuiet(db: SqlExecutor, p: InsertJobsParams): Promise<JobRow[]> {
+    insertJobsQuiet(db: Queryable, p: InsertJobsParams): Promise<JobRow[]> {
       return db.query<JobRow>({ name: name('insert_jobs_quiet'), text: insertJobsQuiet, values: insertValues(p) });
     },
 
     /** JobsNotify: wakes the workers of these queues. */
-    async notifyQueues(db: SqlExecutor, queues: string[]): Promise<void> {
+    async notifyQueues(db: Queryable, queues: string[]): Promise<void> {
       await db.query({ name: name('notify_queues'), text: notifyQueues, values: [queues] });
     },
 
     /** JobGetLiveByUniqueKey: the live jobs holding these (task, unique_key) pairs. */
-    getLiveByUniqueKey(db: SqlExecutor, p: { tasks: string[]; uniqueKeys: string[] }): Promise<JobRow[]> {
+    getLiveByUniqueKey(db: Queryable, p: { tasks: string[]; uniqueKeys: string[] }): Promise<JobRow[]> {
       return db.query<JobRow>({ name: name('live_by_key'), text: getLiveByUniqueKey, values: [p.tasks, p.uniqueKeys] });
     },
 
@@ -415,7 +415,7 @@ export function createStatements(schema: string) {
      * JobClaim / JobClaimMany: marks up to `limit` due jobs running for this
      * worker and counts the attempt, while the worker's lease is live.
      */
-    claimJobs(db: SqlExecutor, p: ClaimJobsParams): Promise<JobRow[]> {
+    claimJobs(db: Queryable, p: ClaimJobsParams): Promise<JobRow[]> {
       if (p.queues.length === 1) {
         return db.query<JobRow>({ name: name('claim'), text: claimJobs, values: [p.queues[0], p.tasks, p.limit, p.workerId] });
       }
@@ -423,24 +423,24 @@ export function createStatements(schema: string) {
     },
 
     /** JobPromoteDue: scheduled and retryable jobs that are due become available; returns how many. */
-    async promoteDue(db: SqlExecutor, p: PromoteDueParams): Promise<number> {
+    async promoteDue(db: Queryable, p: PromoteDueParams): Promise<number> {
       const rows = await db.query<{ n: number }>({ name: name('promote_due'), text: promoteDue, values: [p.queues, p.now ?? null, p.limit] });
       return rows[0]?.n ?? 0;
     },
 
     /** JobNextRunAt: when the earliest scheduled or retryable job of these queues becomes due. */
-    async nextRunAt(db: SqlExecutor, p: { queues: string[]; tasks: string[] }): Promise<Date | null> {
+    async nextRunAt(db: Queryable, p: { queues: string[]; tasks: string[] }): Promise<Date | null> {
       const rows = await db.query<{ run_at: Date }>({ name: name('next_run_at'), text: nextRunAt, values: [p.queues, p.tasks] });
       return rows[0]?.run_at ?? null;
     },
 
     /** JobCompleteMany: succeeded, with the result, for jobs still running in that attempt. */
-    completeJobs(db: SqlExecutor, p: CompleteJobsParams): Promise<WrittenOutcome[]> {
+    completeJobs(db: Queryable, p: CompleteJobsParams): Promise<WrittenOutcome[]> {
       return db.query<WrittenOutcome>({ name: name('complete'), text: completeJobs, values: [p.ids, p.attempts, p.results] });
     },
 
     /** JobFailMany: retryable after the delay, or failed when permanent or out of attempts. */
-    failJobs(db: SqlExecutor, p: FailJobsParams): Promise<WrittenOutcome[]> {
+    failJobs(db: Queryable, p: FailJobsParams): Promise<WrittenOutcome[]> {
       return db.query<WrittenOutcome>({
         name: name('fail'),
         text: failJobs,
@@ -449,27 +449,27 @@ export function createStatements(schema: string) {
     },
 
     /** JobSnoozeMany: due again after the delay; the attempt does not count. */
-    snoozeJobs(db: SqlExecutor, p: SnoozeJobsParams): Promise<WrittenOutcome[]> {
+    snoozeJobs(db: Queryable, p: SnoozeJobsParams): Promise<WrittenOutcome[]> {
       return db.query<WrittenOutcome>({ name: name('snooze'), text: snoozeJobs, values: [p.ids, p.attempts, p.delaysMs, p.notes] });
     },
 
     /** JobRescue: retries or fails the running jobs of workers whose lease has passed. */
-    rescueJobs(db: SqlExecutor, p: RescueJobsParams): Promise<RescuedJob[]> {
+    rescueJobs(db: Queryable, p: RescueJobsParams): Promise<RescuedJob[]> {
       return db.query<RescuedJob>({ name: name('rescue'), text: rescueJobs, values: [p.legacyRescueAfterMs, p.now ?? null] });
     },
 
     /** JobReleaseOrphans: gives back running rows of this worker that it does not hold. */
-    releaseOrphans(db: SqlExecutor, p: ReleaseOrphansParams): Promise<{ id: string }[]> {
+    releaseOrphans(db: Queryable, p: ReleaseOrphansParams): Promise<{ id: string }[]> {
       return db.query({ name: name('release_orphans'), text: releaseOrphans, values: [p.workerId, p.heldIds] });
     },
 
     /** JobReleaseUnstarted: gives back prefetched jobs this worker never started. */
-    async releaseUnstarted(db: SqlExecutor, p: { workerId: string; ids: string[] }): Promise<void> {
+    async releaseUnstarted(db: Queryable, p: { workerId: string; ids: string[] }): Promise<void> {
       await db.query({ name: name('release_unstarted'), text: releaseUnstarted, values: [p.workerId, p.ids] });
     },
 
     /** WorkerRegister: a new lease for this id; null when the id is already registered. */
-    async registerWorker(db: SqlExecutor, p: RegisterWorkerParams): Promise<Date | null> {
+    async registerWorker(db: Queryable, p: RegisterWorkerParams): Promise<Date | null> {
       const rows = await db.query<{ lease_expires_at: Date }>({
         name: name('register_worker'),
         text: registerWorker,
@@ -484,7 +484,7 @@ export function createStatements(schema: string) {
     },
 
     /** JobAdopt: moves still-owned attempts from a lost lease's id to the new one; returns the ids moved. */
-    adoptJobs(db: SqlExecutor, p: AdoptJobsParams): Promise<{ id: string }[]> {
+    adoptJobs(db: Queryable, p: AdoptJobsParams): Promise<{ id: string }[]> {
       return db.query<{ id: string }>({
         name: name('adopt_jobs'),
         text: adoptJobs,

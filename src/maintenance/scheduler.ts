@@ -26,7 +26,7 @@ import type { Clock } from '../core/clock.js';
 import { LoopService } from '../core/service.js';
 import { Waker } from '../core/sleep.js';
 import { errorMessage, errorSummary } from '../core/errors.js';
-import { kyselyExecutor } from '../db/executor.js';
+import { fromKysely } from '../db/queryable.js';
 import type { HotStatements } from '../db/statements.js';
 import { metaText, type MiddlewareChain, type PendingJob } from '../middleware.js';
 import type { PgqDatabase } from '../db/tables.js';
@@ -253,7 +253,7 @@ export class Scheduler extends LoopService {
       }
       const fired: FiredTick[] = [];
       if (plan.fire.length > 0) {
-        const db = kyselyExecutor(trx);
+        const db = fromKysely(trx);
         const keys = plan.fire.map((tick) => tickUniqueKey(name, tick));
         const fill = <V>(value: V): V[] => plan.fire.map(() => value);
         const jobs: PendingJob[] = plan.fire.map((tick) => ({

@@ -28,7 +28,7 @@ import fs from 'node:fs';
 import pg from 'pg';
 import type { Logger } from '../core/logger.js';
 import { PgqError } from '../core/errors.js';
-import type { SqlExecutor } from '../db/executor.js';
+import type { Queryable } from '../db/queryable.js';
 import type { HotStatements } from '../db/statements.js';
 import {
   SHARED_SLOTS,
@@ -79,7 +79,7 @@ export class Lease {
 
   constructor(
     private readonly config: LeaseConfig,
-    private readonly db: SqlExecutor,
+    private readonly db: Queryable,
     private readonly statements: HotStatements,
     private readonly logger: Logger,
     private readonly events: LeaseEvents,

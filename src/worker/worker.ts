@@ -28,7 +28,7 @@ import type { Service } from '../core/service.js';
 import { JobCancelledError, LeaseLostError, WorkerShutdownError, errorMessage, errorSummary } from '../core/errors.js';
 import { sleep } from '../core/sleep.js';
 import type { ResolvedWorkerOptions } from '../config.js';
-import type { SqlExecutor } from '../db/executor.js';
+import type { Queryable } from '../db/queryable.js';
 import type { HotStatements } from '../db/statements.js';
 import type { PgqDatabase } from '../db/tables.js';
 import type { Listener } from '../notify/listener.js';
@@ -49,7 +49,7 @@ import { Rescuer } from '../maintenance/rescuer.js';
 import { SandboxRunner } from '../sandbox/sandbox-runner.js';
 
 export interface WorkerDeps {
-  db: SqlExecutor;
+  db: Queryable;
   kysely: Kysely<PgqDatabase>;
   statements: HotStatements;
   listener: Listener;

@@ -16,7 +16,7 @@ import type { Clock } from '../core/clock.js';
 import { PgqError, ValidationError, WaitTimeoutError } from '../core/errors.js';
 import { waitUntilDone } from '../notify/wait.js';
 import { FINAL_STATES, JOB_STATES, type JobMeta, type JobRecord, type JobState, type StepFailure } from '../core/types.js';
-import type { DbHandle, SqlExecutor } from '../db/executor.js';
+import type { DbHandle, Queryable } from '../db/queryable.js';
 import { quoteIdent } from '../db/identifiers.js';
 import { toJobRecord, type JobRow } from '../db/rows.js';
 import type { JobsTable, PgqDatabase, WorkflowsTable } from '../db/tables.js';
@@ -111,7 +111,7 @@ export interface WorkflowStoreDeps {
   clock: Clock;
   maxPayloadBytes: number;
   middleware: MiddlewareChain;
-  executorFor(db: DbHandle | undefined): SqlExecutor;
+  queryableFor(db: DbHandle | undefined): Queryable;
 }
 
 type StepRow = Selectable<JobsTable> & { depends_on: string[] };
@@ -131,7 +131,7 @@ export class WorkflowStore {
     if (!parsed.success) throw zodToValidationError(parsed.error, 'options');
     const meta = rawMeta === undefined ? '{}' : metaText(rawMeta, 'options.meta');
     const compiled = compileWorkflow(flow, { name: parsed.data.name, maxPayloadBytes: this.deps.maxPayloadBytes });
-    const db = this.deps.executorFor(handle);
+    const db = this.deps.queryableFor(handle);
     const { middleware } = this.deps;
     const jobs: PendingJob[] = compiled.steps.map((s) => pendingStep(s, JSON.parse(meta) as JobMeta));
     let record: WorkflowRecord | null = null;
@@ -173,7 +173,7 @@ export class WorkflowStore {
   }
 
   async get<Out>(id: unknown): Promise<WorkflowRecord<Out> | null> {
-    return (await this.#load(this.deps.executorFor(undefined), parseWorkflowId(id))) as WorkflowRecord<Out> | null;
+    return (await this.#load(this.deps.queryableFor(undefined), parseWorkflowId(id))) as WorkflowRecord<Out> | null;
   }
 
   /** Resolves once the workflow is no longer running; NOTIFY on the `done` channel wakes it. */
@@ -344,7 +344,7 @@ export class WorkflowStore {
     return { compile: () => query.compile(this.deps.kysely) };
   }
 
-  async #load(db: SqlExecutor, id: string): Promise<WorkflowRecord | null> {
+  async #load(db: Queryable, id: string): Promise<WorkflowRecord | null> {
     const { kysely } = this.deps;
     const [workflow] = await run(db, kysely.selectFrom('workflows').selectAll().where('id', '=', id));
     if (!workflow) return null;
@@ -366,7 +366,7 @@ export class WorkflowStore {
   }
 }
 
-function run<R>(db: SqlExecutor, query: Compilable<R>): Promise<R[]> {
+function run<R>(db: Queryable, query: Compilable<R>): Promise<R[]> {
   const compiled = query.compile();
   return db.query<R>({ text: compiled.sql, values: [...compiled.parameters] });
 }
