@@ -6,7 +6,6 @@
 import pg from 'pg';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import {
-  DEFAULTS,
   resolvePgqOptions,
   resolveWorkerOptions,
   type PgqOptions,
@@ -14,6 +13,7 @@ import {
   type ResolvedWorkerOptions,
   type WorkerOptions,
 } from './config.js';
+import { DEFAULTS } from './core/defaults.js';
 import { defaultLogger, type Logger } from './core/logger.js';
 import { systemClock, type Clock } from './core/clock.js';
 import { JobNotFoundError, PgqError, ValidationError, WaitTimeoutError, errorMessage, errorSummary } from './core/errors.js';

@@ -12,7 +12,7 @@
  */
 import { sql, type Kysely, type Selectable } from 'kysely';
 import { z } from 'zod';
-import { DEFAULTS } from './config.js';
+import { DEFAULTS } from './core/defaults.js';
 import type { Clock } from './core/clock.js';
 import { PgqError, ValidationError } from './core/errors.js';
 import { toJsonText } from './core/json.js';
@@ -22,11 +22,11 @@ import { toJobRecord, type JobRow } from './db/rows.js';
 import { metaText, type MiddlewareChain, type PendingJob } from './middleware.js';
 import type { HotStatements } from './db/statements.js';
 import type { PgqDatabase, SchedulesTable } from './db/tables.js';
-import { formatEvery, parseCron, parseEvery, parseTimeZone, ticksOf } from './maintenance/cron.js';
-import { MAX_TICKS_PER_PASS, schedulesChannel, type CatchUpPolicy } from './maintenance/scheduler.js';
+import { CATCH_UP_POLICIES, MAX_TICKS_PER_PASS, formatEvery, parseCron, parseEvery, parseTimeZone, ticksOf, type CatchUpPolicy } from './core/cron.js';
+import { channelNames } from './notify/channels.js';
 import { isTask, nameSchema, zodToValidationError, type AnyTask, type TaskInput, type TaskRegistry } from './task.js';
 
-export type { CatchUpPolicy } from './maintenance/scheduler.js';
+export type { CatchUpPolicy } from './core/cron.js';
 
 /** Options of `pgq.schedule(...)`, and of each entry of a worker's `schedules`. Give `cron` or `every`. */
 export interface ScheduleOptions<T extends AnyTask = AnyTask> {
@@ -115,7 +115,7 @@ const optionsSchema = z.object({
   queue: nameSchema.optional(),
   priority: int32.optional(),
   maxAttempts: z.number().int().min(1).max(1_000_000).optional(),
-  catchUp: z.enum(['skip', 'once', 'all']).default(DEFAULTS.schedule.catchUp),
+  catchUp: z.enum(CATCH_UP_POLICIES).default(DEFAULTS.schedule.catchUp),
   catchUpLimit: z.number().int().min(1).max(MAX_TICKS_PER_PASS).default(DEFAULTS.schedule.catchUpLimit),
   // At least a second: a scheduler pass is always a few ms late, and a tick must not count as missed for that.
   misfireGraceMs: z.number().int().min(1_000).max(7 * 86_400_000).default(DEFAULTS.schedule.misfireGraceMs),
@@ -228,7 +228,7 @@ export class ScheduleStore {
   readonly #channel: string;
 
   constructor(private readonly deps: ScheduleStoreDeps) {
-    this.#channel = schedulesChannel(deps.schema);
+    this.#channel = channelNames(deps.schema).schedules;
   }
 
   /** Inserts or updates one schedule. */

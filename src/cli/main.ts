@@ -5,11 +5,10 @@
  * PostgreSQL with its data in ./.pgq (started, or reused when running).
  */
 import { Command, CommanderError, Option } from 'commander';
-import type { Pgq } from '../client.js';
-import type { AnyTask } from '../task.js';
 import type { Logger } from '../core/logger.js';
 import { PgqError } from '../core/errors.js';
-import { LOG_LEVELS, makeLogger, openPgq, plainLogger, type GlobalOptions, type SchemaPreparation } from './context.js';
+import { LOG_LEVELS, makeLogger, openPgq, plainLogger, type GlobalOptions } from './context.js';
+import type { CliRuntime } from './runtime.js';
 import { registerMigrate } from './commands/migrate.js';
 import { registerWorker } from './commands/worker.js';
 import { registerEnqueue } from './commands/enqueue.js';
@@ -23,18 +22,6 @@ import { registerWorkers } from './commands/workers.js';
 import { registerWorkflows } from './commands/workflows.js';
 import { registerDashboard } from './commands/dashboard.js';
 import { registerQueues } from './commands/queues.js';
-
-/** What commands get from the program: output, logger, and a Pgq from the global options. */
-export interface CliRuntime {
-  readonly logger: Logger;
-  readonly json: boolean;
-  /** The --schema option. */
-  schema(): string;
-  out(text: string): void;
-  open(tasks?: AnyTask[], options?: { schema?: SchemaPreparation }): Promise<Pgq>;
-  /** Opens a Pgq, runs `fn` with it, and closes it whatever happens. */
-  using<T>(fn: (pgq: Pgq) => Promise<T>, options?: { tasks?: AnyTask[]; schema?: SchemaPreparation }): Promise<T>;
-}
 
 export function buildProgram(): Command {
   const program = new Command();

@@ -31,21 +31,13 @@ import type { HotStatements } from '../db/statements.js';
 import { metaText, type MiddlewareChain, type PendingJob } from '../middleware.js';
 import type { PgqDatabase } from '../db/tables.js';
 import type { Listener } from '../notify/listener.js';
-import { ticksOf, type TickSource } from './cron.js';
+import { MAX_TICKS_PER_PASS, ticksOf, type CatchUpPolicy, type TickSource } from '../core/cron.js';
+import { channelNames } from '../notify/channels.js';
 
-export type CatchUpPolicy = 'skip' | 'once' | 'all';
-
-/** Most jobs one schedule makes in one pass. */
-export const MAX_TICKS_PER_PASS = 1_000;
 /** Most ticks walked one by one before jumping straight to the grace window. */
 const WALK_LIMIT = 2_000;
 /** Schedules fetched per round of a pass. */
 const DUE_BATCH = 100;
-
-/** The NOTIFY channel that wakes the scheduler when schedules change. */
-export function schedulesChannel(schema: string): string {
-  return `pgq:${schema}:schedules`;
-}
 
 /** The unique key of the job a schedule makes for one tick. */
 export function tickUniqueKey(schedule: string, tick: Date): string {
@@ -116,7 +108,7 @@ export interface SchedulerDeps {
   statements: HotStatements;
   clock: Clock;
   logger: Logger;
-  /** When given, NOTIFYs on `schedulesChannel(schema)` wake the loop early. */
+  /** When given, NOTIFYs on the schema's `schedules` channel wake the loop early. */
   listener?: Listener;
   schema: string;
   /** Enqueue middleware: each tick's jobs go through it (kind `schedule`). */
@@ -153,7 +145,7 @@ export class Scheduler extends LoopService {
   override async start(): Promise<void> {
     if (this.running) return;
     if (this.deps.listener && !this.#unsubscribe) {
-      this.#unsubscribe = await this.deps.listener.subscribe(schedulesChannel(this.deps.schema), () => this.#waker.wake());
+      this.#unsubscribe = await this.deps.listener.subscribe(channelNames(this.deps.schema).schedules, () => this.#waker.wake());
     }
     await super.start();
   }

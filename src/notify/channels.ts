@@ -12,6 +12,8 @@ export interface ChannelNames {
   cancel: string;
   /** A queue's pause switch or limits changed (queues trigger); payload: the queue name. */
   queues: string;
+  /** Schedules were saved, paused or resumed (wakes the scheduler); payload: the schedule name, or '*'. */
+  schedules: string;
 }
 
 export function channelNames(schema: string): ChannelNames {
@@ -20,5 +22,6 @@ export function channelNames(schema: string): ChannelNames {
     done: `pgq:${schema}:done`,
     cancel: `pgq:${schema}:cancel`,
     queues: `pgq:${schema}:queues`,
+    schedules: `pgq:${schema}:schedules`,
   };
 }

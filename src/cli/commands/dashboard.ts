@@ -1,7 +1,7 @@
 /** `pgq dashboard`: the operations console on its own HTTP server until SIGTERM/SIGINT. */
 import http from 'node:http';
 import type { Command } from 'commander';
-import type { CliRuntime } from '../main.js';
+import type { CliRuntime } from '../runtime.js';
 import { parseIntOption } from '../options.js';
 import { PgqError } from '../../core/errors.js';
 

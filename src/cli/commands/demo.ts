@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { CliRuntime } from '../main.js';
+import type { CliRuntime } from '../runtime.js';
 import { importModule, loadTasks } from '../load-tasks.js';
 import { logJobEvents } from './worker.js';
 import { table, truncate } from '../format.js';

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { CliRuntime } from '../main.js';
+import type { CliRuntime } from '../runtime.js';
 import { resolveTask } from '../load-tasks.js';
 import { parseDate, parseIntOption, parseJson } from '../options.js';
 import { json, stateSentence } from '../format.js';

@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
-import type { CliRuntime } from '../main.js';
+import type { CliRuntime } from '../runtime.js';
 import { json, table } from '../format.js';
-import { formatEvery } from '../../maintenance/cron.js';
+import { formatEvery } from '../../core/cron.js';
 import { parseRateText, type QueueRecord, type QueueSettings, type RateLimit } from '../../queues.js';
 
 // Parsers return 'none' rather than null: commander turns a null value into ''.

@@ -1,16 +1,15 @@
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
-import type { CliRuntime } from '../main.js';
+import type { CliRuntime } from '../runtime.js';
 import { resolveTask } from '../load-tasks.js';
 import { parseIntOption, parseJson } from '../options.js';
 import { humanTime, json, table } from '../format.js';
-import { ScheduleNotFoundError, type CatchUpPolicy, type ScheduleRecord } from '../../schedules.js';
-
-const POLICIES: readonly CatchUpPolicy[] = ['skip', 'once', 'all'];
+import { ScheduleNotFoundError, type ScheduleRecord } from '../../schedules.js';
+import { CATCH_UP_POLICIES, type CatchUpPolicy } from '../../core/cron.js';
 
 function parsePolicy(value: string): CatchUpPolicy {
-  if (!(POLICIES as readonly string[]).includes(value)) {
-    throw new InvalidArgumentError(`--catch-up must be one of ${POLICIES.join(', ')}, got ${JSON.stringify(value)}`);
+  if (!(CATCH_UP_POLICIES as readonly string[]).includes(value)) {
+    throw new InvalidArgumentError(`--catch-up must be one of ${CATCH_UP_POLICIES.join(', ')}, got ${JSON.stringify(value)}`);
   }
   return value as CatchUpPolicy;
 }

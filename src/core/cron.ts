@@ -18,7 +18,7 @@
  * are the same on every host and across restarts.
  */
 import { CronExpressionParser, type CronExpression } from 'cron-parser';
-import { ValidationError } from '../core/errors.js';
+import { ValidationError } from './errors.js';
 
 /** The instants a schedule fires at. */
 export interface TickSource {
@@ -27,6 +27,13 @@ export interface TickSource {
   /** Up to `count` ticks strictly before `before`, oldest first. */
   before(before: Date, count: number): Date[];
 }
+
+/** What a schedule does with ticks missed by more than its `misfireGraceMs`: drop them, fire the latest, or fire each. */
+export const CATCH_UP_POLICIES = ['skip', 'once', 'all'] as const;
+export type CatchUpPolicy = (typeof CATCH_UP_POLICIES)[number];
+
+/** Most jobs one schedule makes in one scheduler pass (so also the largest `catchUpLimit`). */
+export const MAX_TICKS_PER_PASS = 1_000;
 
 export const MIN_EVERY_MS = 1_000;
 export const MAX_EVERY_MS = 366 * 86_400_000;
