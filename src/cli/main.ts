@@ -1,8 +1,9 @@
-#!/usr/bin/env node
 /**
  * The `pgq` command. Every subcommand takes --schema (default pgq) and finds
  * its database in --database-url, then DATABASE_URL, then an embedded
  * PostgreSQL with its data in ./.pgq (started, or reused when running).
+ *
+ * This module only defines the program; `bin.ts` runs it.
  */
 import { Command, CommanderError, Option } from 'commander';
 import type { Logger } from '../core/logger.js';
@@ -85,6 +86,7 @@ function defaultLogLevel(): string {
   return fromEnv;
 }
 
+/** Runs the program on `argv` (as `process.argv`); resolves to the exit code. */
 export async function main(argv: string[]): Promise<number> {
   try {
     const program = buildProgram();
@@ -103,6 +105,3 @@ export async function main(argv: string[]): Promise<number> {
     return 1;
   }
 }
-
-const code = await main(process.argv);
-process.exitCode = code;
