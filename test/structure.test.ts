@@ -1,6 +1,7 @@
 /**
  * The shape of src/, read from its import lines (static, type-only and
- * dynamic): no import cycles.
+ * dynamic): no import cycles, and the modules of the public surface do not
+ * reach into the leader's maintenance services.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -85,5 +86,11 @@ describe('src/ structure', () => {
     const looped = new Map(graph);
     looped.set('core/errors.ts', [...(graph.get('core/errors.ts') ?? []), 'client.ts']);
     expect(cycles(looped).length).toBeGreaterThan(0);
+  });
+
+  it('keeps the public modules out of src/maintenance', () => {
+    const publicModules = [...graph.keys()].filter((m) => !m.includes('/') && m !== 'index.ts');
+    const offending = publicModules.flatMap((m) => graph.get(m)!.filter((dep) => dep.startsWith('maintenance/')).map((dep) => `${m} -> ${dep}`));
+    expect(offending).toEqual([]);
   });
 });

@@ -1,8 +1,8 @@
 /**
- * Jobs as an operator sees them: read one, list with filters and keyset
- * paging, count, and act on one job or on every job a filter matches
- * (retry, cancel, delete). The worker's hot path is elsewhere (db/statements);
- * everything here is Kysely.
+ * Jobs as an operator sees them: read one, wait for one to finish, list with
+ * filters and keyset paging, count, count per queue, and act on one job or on
+ * every job a filter matches (retry, cancel, delete). The worker's hot path
+ * is elsewhere (db/statements); everything here is Kysely.
  *
  * Bulk actions walk the matching jobs newest first in batches of
  * `BULK_BATCH`, one transaction per batch with the batch's rows locked, so a
@@ -13,12 +13,14 @@
  * how many jobs they changed.
  */
 import { sql, type Kysely, type Transaction } from 'kysely';
-import { JobNotFoundError, PgqError } from '../core/errors.js';
+import type { Clock } from '../core/clock.js';
+import { JobNotFoundError, PgqError, ValidationError, WaitTimeoutError } from '../core/errors.js';
 import { FINAL_STATES, JOB_STATES, isFinalState, type JobRecord, type JobState } from '../core/types.js';
-import { ValidationError } from '../core/errors.js';
 import { toJobRecord, type JobRow } from '../db/rows.js';
 import type { PgqDatabase } from '../db/tables.js';
 import type { ChannelNames } from '../notify/channels.js';
+import type { Listener } from '../notify/listener.js';
+import { waitUntilDone } from '../notify/wait.js';
 import type { WorkflowStore } from '../workflow/store.js';
 import { jobFilterCondition, parseJobId, validateJobFilter, type JobFilter, type ListJobsFilter } from './job-filter.js';
 
@@ -29,9 +31,20 @@ export const CANCELLABLE_STATES: readonly JobState[] = JOB_STATES.filter((s) => 
 /** Rows per transaction of a bulk action. */
 export const BULK_BATCH = 500;
 
+/** Per queue: jobs by state, and the oldest due job still waiting. */
+export interface QueueStats {
+  queue: string;
+  counts: Record<JobState, number>;
+  /** `run_at` of the oldest job that is due and not yet claimed. */
+  oldestWaitingRunAt: Date | null;
+}
+
 export interface JobStoreDeps {
   kysely: Kysely<PgqDatabase>;
   channels: ChannelNames;
+  /** Wakes `wait` on the `done` channel. */
+  listener: Listener;
+  clock: Clock;
   workflows: WorkflowStore;
 }
 
@@ -44,6 +57,29 @@ export class JobStore {
   async get<Payload = unknown, Result = unknown>(id: string): Promise<JobRecord<Payload, Result> | null> {
     const row = await this.deps.kysely.selectFrom('jobs').selectAll().where('id', '=', parseJobId(id)).executeTakeFirst();
     return row ? toJobRecord<Payload, Result>(row as unknown as JobRow) : null;
+  }
+
+  /** Resolves when the job reaches a final state, woken by NOTIFY on the `done` channel. */
+  async wait<Payload = unknown, Result = unknown>(
+    id: string,
+    options: { timeoutMs?: number; signal?: AbortSignal } = {},
+  ): Promise<JobRecord<Payload, Result>> {
+    const jobId = parseJobId(id);
+    return waitUntilDone(
+      { listener: this.deps.listener, clock: this.deps.clock },
+      {
+        channel: this.deps.channels.done,
+        wakesOn: (payload) => payload === '*' || payload.split(',').includes(jobId),
+        look: async () => {
+          const job = await this.get<Payload, Result>(jobId);
+          if (!job) throw new JobNotFoundError(jobId);
+          return isFinalState(job.state) ? { done: true, value: job } : { done: false, state: job.state };
+        },
+        timeoutMs: options.timeoutMs,
+        signal: options.signal,
+        timeoutError: (state) => new WaitTimeoutError(jobId, options.timeoutMs ?? 0, state),
+      },
+    );
   }
 
   async list(filter: ListJobsFilter = {}): Promise<JobRecord[]> {
@@ -74,6 +110,39 @@ export class JobStore {
       .select((eb) => eb.fn.countAll<string>().as('n'))
       .executeTakeFirstOrThrow();
     return Number(row.n);
+  }
+
+  /** Per queue: counts by state and the oldest waiting due job. */
+  async stats(): Promise<QueueStats[]> {
+    const rows = await this.deps.kysely
+      .selectFrom('jobs')
+      .select((eb) => [
+        'queue',
+        'state',
+        eb.fn.countAll<string>().as('count'),
+        eb.fn
+          .min<Date | null>(sql<Date>`CASE WHEN state IN ('available', 'scheduled', 'retryable') AND run_at <= now() THEN run_at END`)
+          .as('oldest'),
+      ])
+      .groupBy(['queue', 'state'])
+      .orderBy('queue')
+      .execute();
+    const byQueue = new Map<string, QueueStats>();
+    for (const row of rows) {
+      let stats = byQueue.get(row.queue);
+      if (!stats) {
+        stats = {
+          queue: row.queue,
+          counts: Object.fromEntries(JOB_STATES.map((s) => [s, 0])) as Record<JobState, number>,
+          oldestWaitingRunAt: null,
+        };
+        byQueue.set(row.queue, stats);
+      }
+      stats.counts[row.state] = Number(row.count);
+      const oldest = row.oldest as Date | null;
+      if (oldest && (!stats.oldestWaitingRunAt || oldest < stats.oldestWaitingRunAt)) stats.oldestWaitingRunAt = oldest;
+    }
+    return [...byQueue.values()];
   }
 
   async cancel(id: string): Promise<JobRecord> {

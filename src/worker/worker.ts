@@ -24,7 +24,6 @@ import type { Kysely } from 'kysely';
 import type { Logger } from '../core/logger.js';
 import type { Clock } from '../core/clock.js';
 import { announceTasks } from '../db/worker-tasks.js';
-import type { Service } from '../core/service.js';
 import { JobCancelledError, LeaseLostError, WorkerShutdownError, errorMessage, errorSummary } from '../core/errors.js';
 import { sleep } from '../core/sleep.js';
 import type { ResolvedWorkerOptions } from '../config.js';
@@ -45,7 +44,7 @@ import { QueueGate, type InTransaction } from './queue-gate.js';
 import type { QueueStatements } from '../db/queue-statements.js';
 import type pg from 'pg';
 import { LeaderElector } from '../maintenance/leader.js';
-import { Rescuer } from '../maintenance/rescuer.js';
+import { leaderServices } from '../maintenance/leader-services.js';
 import { SandboxRunner } from '../sandbox/sandbox-runner.js';
 
 export interface WorkerDeps {
@@ -62,8 +61,8 @@ export interface WorkerDeps {
   middleware?: MiddlewareChain;
   /** Writes `ctx.progress` reports. */
   progress: ProgressWriter;
-  /** Extra leader-only services (scheduler, pruner) started while this worker leads. */
-  leaderServices?: readonly Service[];
+  /** The schema of pgq's tables (the scheduler's NOTIFY channel). */
+  schema: string;
   /** Saves the schedules declared in code; runs first in `start()`, which rejects if it fails. */
   syncSchedules?: () => Promise<void>;
   /** Checks (read-only) that the schema is migrated to this pgq's version; rejects when it is not. */
@@ -91,7 +90,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
   readonly #lease: Lease;
   readonly #gate: QueueGate;
   readonly #leader: LeaderElector | undefined;
-  readonly #rescuer: Rescuer;
   readonly #sandbox: SandboxRunner;
   #state: WorkerState = 'idle';
   #starting: Promise<void> | undefined;
@@ -173,17 +171,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.on('job:stuck', report);
     this.#executor.onSlotFree(report);
     this.#executor.onSlotFree(() => this.#gate.slotFreed());
-    this.#rescuer = new Rescuer(
-      { rescueAfterMs: options.rescueAfterMs, intervalMs: Math.max(10, Math.min(options.heartbeatMs, options.rescueAfterMs / 4)) },
-      deps.db,
-      deps.statements,
-      this.#logger,
-    );
     if (options.leader) {
       this.#leader = new LeaderElector(
         { workerId: baseId, heartbeatMs: options.heartbeatMs, rescueAfterMs: options.rescueAfterMs },
         deps.kysely,
-        [this.#rescuer, ...(deps.leaderServices ?? [])],
+        leaderServices(options, { ...deps, logger: this.#logger }),
         deps.clock,
         this.#logger,
       );

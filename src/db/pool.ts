@@ -1,0 +1,42 @@
+/**
+ * What pgq does with a `pg.Pool` beyond running statements on it: open its
+ * connections ahead of the first work, and run a function in one transaction
+ * on one of its connections.
+ */
+import type pg from 'pg';
+import { ValidationError } from '../core/errors.js';
+import { fromPg, type Queryable } from './queryable.js';
+
+/**
+ * Opens `connections` of the pool's connections at once (at most the pool's
+ * `max`, which `defaultMax` stands for when the pool has none) and returns
+ * them to the pool; rejects with the first connection error.
+ */
+export async function warmUpPool(pool: pg.Pool, connections: number | undefined, defaultMax: number): Promise<void> {
+  if (connections !== undefined && (!Number.isInteger(connections) || connections < 1)) {
+    throw new ValidationError('connections', 'must be a whole number of at least 1');
+  }
+  const max = pool.options.max ?? defaultMax;
+  const n = Math.min(connections ?? max, max);
+  const opened = await Promise.allSettled(Array.from({ length: n }, () => pool.connect()));
+  for (const r of opened) if (r.status === 'fulfilled') r.value.release();
+  const failed = opened.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+}
+
+/** Runs `fn` in one transaction on one pooled connection; a connection whose ROLLBACK failed is discarded. */
+export async function inTransaction<T>(pool: pg.Pool, prepare: boolean, fn: (db: Queryable) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  let broken: Error | undefined;
+  try {
+    await client.query('BEGIN');
+    const result = await fn(fromPg(client, prepare));
+    await client.query('COMMIT');
+    return result;
+  } catch (err) {
+    await client.query('ROLLBACK').catch((e: unknown) => (broken = e instanceof Error ? e : new Error(String(e))));
+    throw err;
+  } finally {
+    client.release(broken);
+  }
+}
