@@ -22,7 +22,8 @@ import type { ChannelNames } from '../notify/channels.js';
 import type { Listener } from '../notify/listener.js';
 import { waitUntilDone } from '../notify/wait.js';
 import type { WorkflowStore } from '../workflow/store.js';
-import { jobFilterCondition, parseJobId, validateJobFilter, type JobFilter, type ListJobsFilter } from './job-filter.js';
+import { parseJobId } from '../core/ids.js';
+import { jobFilterCondition, validateJobFilter, type JobFilter, type ListJobsFilter } from './job-filter.js';
 
 /** States `retryJob` accepts. */
 export const RETRYABLE_STATES: readonly JobState[] = ['failed', 'cancelled', 'retryable', 'scheduled'];

@@ -15,6 +15,7 @@ import { z } from 'zod';
 import type { Clock } from '../core/clock.js';
 import { PgqError, ValidationError, WaitTimeoutError } from '../core/errors.js';
 import { waitUntilDone } from '../notify/wait.js';
+import { parseWorkflowId } from '../core/ids.js';
 import { FINAL_STATES, JOB_STATES, type JobMeta, type JobRecord, type JobState, type StepFailure } from '../core/types.js';
 import type { DbHandle, Queryable } from '../db/queryable.js';
 import { quoteIdent } from '../db/identifiers.js';
@@ -117,7 +118,6 @@ export interface WorkflowStoreDeps {
 type StepRow = Selectable<JobsTable> & { depends_on: string[] };
 
 const enqueueOptionsSchema = z.object({ name: nameSchema.optional() }).strict();
-const ID = /^[0-9]{1,19}$/;
 const LIVE: readonly JobState[] = JOB_STATES.filter((s) => !FINAL_STATES.includes(s));
 
 /** Behind Pgq's workflow methods. */
@@ -369,15 +369,6 @@ export class WorkflowStore {
 function run<R>(db: Queryable, query: Compilable<R>): Promise<R[]> {
   const compiled = query.compile();
   return db.query<R>({ text: compiled.sql, values: [...compiled.parameters] });
-}
-
-export function parseWorkflowId(id: unknown): string {
-  const value = id !== null && typeof id === 'object' && 'id' in id ? (id as { id: unknown }).id : id;
-  if (typeof value === 'number' && Number.isSafeInteger(value) && value > 0) return String(value);
-  if (typeof value !== 'string' || !ID.test(value)) {
-    throw new ValidationError('workflowId', `${JSON.stringify(value)} is not a workflow id (a string of digits)`);
-  }
-  return value;
 }
 
 /** A workflow's state from its jobs' states: running while any is live, then failed, cancelled or succeeded. */
