@@ -10,7 +10,7 @@
 import { sql, type Kysely, type Selectable } from 'kysely';
 import { z } from 'zod';
 import { ValidationError } from './core/errors.js';
-import type { JobState } from './core/types.js';
+import { LIVE_STATES, type LiveState } from './core/types.js';
 import type { PgqDatabase, QueuesTable } from './db/tables.js';
 import { nameSchema, zodToValidationError } from './task.js';
 
@@ -29,11 +29,6 @@ export interface QueueSettings {
   /** Most running jobs of the queue sharing one `concurrencyKey`. */
   keyConcurrency?: number | null;
 }
-
-/** The live states `getQueue` and `listQueues` count. */
-export type LiveState = Extract<JobState, 'scheduled' | 'available' | 'running' | 'retryable' | 'blocked'>;
-
-const LIVE_STATES: readonly LiveState[] = ['scheduled', 'available', 'running', 'retryable', 'blocked'];
 
 /** A queue's settings and its live jobs. */
 export interface QueueRecord {

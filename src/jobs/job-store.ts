@@ -15,7 +15,7 @@
 import { sql, type Kysely, type Transaction } from 'kysely';
 import type { Clock } from '../core/clock.js';
 import { JobNotFoundError, PgqError, ValidationError, WaitTimeoutError } from '../core/errors.js';
-import { FINAL_STATES, JOB_STATES, isFinalState, type JobRecord, type JobState } from '../core/types.js';
+import { JOB_STATES, LIVE_STATES, isFinalState, type JobRecord, type JobState } from '../core/types.js';
 import { toJobRecord, type JobRow } from '../db/rows.js';
 import type { PgqDatabase } from '../db/tables.js';
 import type { ChannelNames } from '../notify/channels.js';
@@ -27,8 +27,8 @@ import { jobFilterCondition, validateJobFilter, type JobFilter, type ListJobsFil
 
 /** States `retryJob` accepts. */
 export const RETRYABLE_STATES: readonly JobState[] = ['failed', 'cancelled', 'retryable', 'scheduled'];
-/** States `cancelJob` changes (every state that is not final). */
-export const CANCELLABLE_STATES: readonly JobState[] = JOB_STATES.filter((s) => !FINAL_STATES.includes(s));
+/** States `deleteJob` accepts (a running job is cancelled first). */
+export const DELETABLE_STATES: readonly JobState[] = JOB_STATES.filter((s) => s !== 'running');
 /** Rows per transaction of a bulk action. */
 export const BULK_BATCH = 500;
 
@@ -209,7 +209,7 @@ export class JobStore {
 
   /** Cancels every matching job that is not final; running handlers see their signal abort. */
   async cancelMany(filter: JobFilter): Promise<number> {
-    return this.#bulk(filter, CANCELLABLE_STATES, async (trx, rows) => {
+    return this.#bulk(filter, LIVE_STATES, async (trx, rows) => {
       await this.#cancelLocked(trx, rows);
       return rows.length;
     });
@@ -217,7 +217,7 @@ export class JobStore {
 
   /** Deletes every matching job that is not running. */
   async deleteMany(filter: JobFilter): Promise<number> {
-    return this.#bulk(filter, JOB_STATES.filter((s) => s !== 'running'), async (trx, rows) => {
+    return this.#bulk(filter, DELETABLE_STATES, async (trx, rows) => {
       const ids = rows.map((r) => r.id);
       await trx.deleteFrom('jobs').where(sql<boolean>`id = ANY(${ids}::bigint[])`).execute();
       return ids.length;

@@ -16,7 +16,7 @@ import type { Clock } from '../core/clock.js';
 import { PgqError, ValidationError, WaitTimeoutError } from '../core/errors.js';
 import { waitUntilDone } from '../notify/wait.js';
 import { parseWorkflowId } from '../core/ids.js';
-import { FINAL_STATES, JOB_STATES, type JobMeta, type JobRecord, type JobState, type StepFailure } from '../core/types.js';
+import { JOB_STATES, LIVE_STATES, type JobMeta, type JobRecord, type JobState, type StepFailure } from '../core/types.js';
 import type { DbHandle, Queryable } from '../db/queryable.js';
 import { quoteIdent } from '../db/identifiers.js';
 import { toJobRecord, type JobRow } from '../db/rows.js';
@@ -118,7 +118,6 @@ export interface WorkflowStoreDeps {
 type StepRow = Selectable<JobsTable> & { depends_on: string[] };
 
 const enqueueOptionsSchema = z.object({ name: nameSchema.optional() }).strict();
-const LIVE: readonly JobState[] = JOB_STATES.filter((s) => !FINAL_STATES.includes(s));
 
 /** Behind Pgq's workflow methods. */
 export class WorkflowStore {
@@ -207,7 +206,7 @@ export class WorkflowStore {
       .selectFrom('jobs')
       .select('id')
       .where('workflow_id', '=', workflowId)
-      .where('state', 'in', [...LIVE])
+      .where('state', 'in', [...LIVE_STATES])
       .limit(1)
       .executeTakeFirst();
     return row !== undefined;
@@ -226,7 +225,7 @@ export class WorkflowStore {
         .selectFrom('jobs')
         .select(['id', 'state'])
         .where('workflow_id', '=', workflowId)
-        .where('state', 'in', [...LIVE])
+        .where('state', 'in', [...LIVE_STATES])
         .orderBy('id')
         .forUpdate()
         .execute();
@@ -275,7 +274,7 @@ export class WorkflowStore {
       .innerJoin('jobs as p', 'p.id', 'd.parent_id')
       .select(['p.id', 'p.workflow_step', 'p.state'])
       .where('d.child_id', '=', jobId)
-      .where((eb) => (job.on_parent_failure === 'run' ? eb('p.state', 'in', [...LIVE]) : eb('p.state', '<>', 'succeeded')))
+      .where((eb) => (job.on_parent_failure === 'run' ? eb('p.state', 'in', [...LIVE_STATES]) : eb('p.state', '<>', 'succeeded')))
       .orderBy('p.id')
       .execute();
     if (waiting.length > 0) {
@@ -373,7 +372,7 @@ function run<R>(db: Queryable, query: Compilable<R>): Promise<R[]> {
 
 /** A workflow's state from its jobs' states: running while any is live, then failed, cancelled or succeeded. */
 function workflowStateOf(counts: Record<JobState, number>): WorkflowState {
-  const live = LIVE.some((s) => counts[s] > 0);
+  const live = LIVE_STATES.some((s) => counts[s] > 0);
   return live ? 'running' : counts.failed > 0 ? 'failed' : counts.cancelled > 0 ? 'cancelled' : 'succeeded';
 }
 
