@@ -5,7 +5,8 @@
  */
 import { z } from 'zod';
 import type { AnyTask, Task, TaskInput } from './task.js';
-import { nameSchema, zodToValidationError } from './task.js';
+import { maxAttemptsSchema, nameSchema, zodToValidationError } from './task.js';
+import { int32 } from './core/int32.js';
 import { PgqError, ValidationError } from './core/errors.js';
 import { toJsonText } from './core/json.js';
 import type { JobMeta, JobRecord } from './core/types.js';
@@ -54,18 +55,16 @@ const concurrencyKeySchema = z
   .max(200, 'must be at most 200 characters')
   .refine((s) => !s.includes('\u0000'), 'must not contain \\u0000');
 
-const int32 = z.number().int().min(-2_147_483_648).max(2_147_483_647);
-
 /** Per-job options shared by enqueue and workflow steps. */
 export const jobOptionsShape = {
   queue: nameSchema.optional(),
-  priority: int32.optional(),
-  maxAttempts: z.number().int().min(1).max(1_000_000).optional(),
-  timeoutMs: z.number().int().min(1).max(2_147_483_647).optional(),
+  priority: int32().optional(),
+  maxAttempts: maxAttemptsSchema.optional(),
+  timeoutMs: int32(1).optional(),
   backoff: z
     .object({
-      baseMs: z.number().int().min(0).max(2_147_483_647).optional(),
-      maxMs: z.number().int().min(0).max(2_147_483_647).optional(),
+      baseMs: int32(0).optional(),
+      maxMs: int32(0).optional(),
     })
     .optional(),
 };

@@ -20,6 +20,7 @@ import type { JobRecord } from './core/types.js';
 import { fromKysely } from './db/queryable.js';
 import { toJobRecord, type JobRow } from './db/rows.js';
 import { metaText, type MiddlewareChain, type PendingJob } from './middleware.js';
+import { jobOptionsShape } from './enqueue.js';
 import type { HotStatements } from './db/statements.js';
 import type { PgqDatabase, SchedulesTable } from './db/tables.js';
 import { CATCH_UP_POLICIES, MAX_TICKS_PER_PASS, formatEvery, parseCron, parseEvery, parseTimeZone, ticksOf, type CatchUpPolicy } from './core/cron.js';
@@ -109,12 +110,11 @@ export interface ResolvedSchedule {
   readonly misfireGraceMs: number;
 }
 
-const int32 = z.number().int().min(-2_147_483_648).max(2_147_483_647);
 const optionsSchema = z.object({
   name: nameSchema,
-  queue: nameSchema.optional(),
-  priority: int32.optional(),
-  maxAttempts: z.number().int().min(1).max(1_000_000).optional(),
+  queue: jobOptionsShape.queue,
+  priority: jobOptionsShape.priority,
+  maxAttempts: jobOptionsShape.maxAttempts,
   catchUp: z.enum(CATCH_UP_POLICIES).default(DEFAULTS.schedule.catchUp),
   catchUpLimit: z.number().int().min(1).max(MAX_TICKS_PER_PASS).default(DEFAULTS.schedule.catchUpLimit),
   // At least a second: a scheduler pass is always a few ms late, and a tick must not count as missed for that.

@@ -3,6 +3,8 @@ import { InvalidArgumentError } from 'commander';
 import type { CliRuntime } from '../runtime.js';
 import { resolveTask } from '../load-tasks.js';
 import { parseIntOption, parseJson } from '../options.js';
+import { INT32_MAX, INT32_MIN } from '../../core/int32.js';
+import { MAX_ATTEMPTS } from '../../task.js';
 import { humanTime, json, table } from '../format.js';
 import { ScheduleNotFoundError, type ScheduleRecord } from '../../schedules.js';
 import { CATCH_UP_POLICIES, type CatchUpPolicy } from '../../core/cron.js';
@@ -56,8 +58,8 @@ export function registerSchedules(program: Command, rt: CliRuntime): void {
     .option('--payload <json>', 'payload of every job, as JSON', parseJson('--payload'), {})
     .option('--tasks <module>', 'tasks module, to validate the payload and use the task defaults')
     .option('--queue <name>', 'queue of the jobs (default: the task queue, or "default")')
-    .option('--priority <n>', 'higher runs first', parseIntOption('--priority', -2_147_483_648, 2_147_483_647))
-    .option('--max-attempts <n>', 'attempts of each job', parseIntOption('--max-attempts', 1, 1_000_000))
+    .option('--priority <n>', 'higher runs first', parseIntOption('--priority', INT32_MIN, INT32_MAX))
+    .option('--max-attempts <n>', 'attempts of each job', parseIntOption('--max-attempts', 1, MAX_ATTEMPTS))
     .option('--catch-up <policy>', 'missed ticks: skip (default), once, all', parsePolicy)
     .option('--catch-up-limit <n>', 'with --catch-up all: most missed ticks fired', parseIntOption('--catch-up-limit', 1, 1_000))
     .option('--misfire-grace-ms <ms>', 'a tick this late still fires on time (default 60000)', parseIntOption('--misfire-grace-ms', 1_000, 7 * 86_400_000))
