@@ -22,7 +22,7 @@
 import { quoteIdent } from './identifiers.js';
 import { JOB_COLUMNS, type JobRow } from './rows.js';
 import type { Queryable } from './queryable.js';
-import { channelNames } from '../notify/channels.js';
+import { channelNames, notifyDoneSql } from '../notify/channels.js';
 
 /** A `queues` row as QueueLock returns it, plus whether due jobs wait. */
 export interface LockedQueue {
@@ -172,8 +172,7 @@ export function createQueueStatements(schema: string) {
          AND j.state IN ('scheduled', 'available', 'retryable')
       RETURNING j.id
     ), notified AS (
-      SELECT pg_notify('${channels.done}', CASE WHEN sum(length(id::text) + 1) <= 7000
-               THEN string_agg(id::text, ',') ELSE '*' END) FROM expired HAVING count(*) > 0
+      ${notifyDoneSql(channels.done, 'expired')}
     )
     SELECT id::text AS id FROM expired, (SELECT count(*) FROM notified) AS n`;
 

@@ -20,7 +20,7 @@
 import { quoteIdent } from './identifiers.js';
 import { JOB_COLUMNS, type JobRow } from './rows.js';
 import type { Queryable, Statement } from './queryable.js';
-import { channelNames } from '../notify/channels.js';
+import { channelNames, notifyDoneSql } from '../notify/channels.js';
 import { LIVE_STATES } from '../core/types.js';
 
 export interface InsertJobsParams {
@@ -158,9 +158,7 @@ export function createStatements(schema: string) {
   const jcols = JOB_COLUMNS.map((c) => `j.${c}`).join(', ');
   const name = (n: string): string => `pgq_${schema}_${n}`;
   const liveStates = `(${LIVE_STATES.map((state) => `'${state}'`).join(', ')})`;
-  const notifyDone = (from: string): string =>
-    `SELECT pg_notify('${channels.done}', CASE WHEN sum(length(id::text) + 1) <= 7000
-        THEN string_agg(id::text, ',') ELSE '*' END) FROM ${from} HAVING count(*) > 0`;
+  const notifyDone = (from: string): string => notifyDoneSql(channels.done, from);
 
   const insertSelect = (where: string): string => `
     INSERT INTO ${jobs} (task, queue, payload, priority, max_attempts, run_at, state, unique_key,

@@ -18,7 +18,8 @@ import { JobNotFoundError, PgqError, ValidationError, WaitTimeoutError } from '.
 import { JOB_STATES, LIVE_STATES, isFinalState, type JobRecord, type JobState } from '../core/types.js';
 import { toJobRecord, type JobRow } from '../db/rows.js';
 import type { PgqDatabase } from '../db/tables.js';
-import type { ChannelNames } from '../notify/channels.js';
+import { doneMentions, type ChannelNames } from '../notify/channels.js';
+import { cancelLockedJobs } from './cancel-jobs.js';
 import type { Listener } from '../notify/listener.js';
 import { waitUntilDone } from '../notify/wait.js';
 import type { WorkflowStore } from '../workflow/store.js';
@@ -70,7 +71,7 @@ export class JobStore {
       { listener: this.deps.listener, clock: this.deps.clock },
       {
         channel: this.deps.channels.done,
-        wakesOn: (payload) => payload === '*' || payload.split(',').includes(jobId),
+        wakesOn: (payload) => doneMentions(payload, (id) => id === jobId),
         look: async () => {
           const job = await this.get<Payload, Result>(jobId);
           if (!job) throw new JobNotFoundError(jobId);
@@ -151,7 +152,7 @@ export class JobStore {
     const row = await this.deps.kysely.transaction().execute(async (trx) => {
       const before = await trx.selectFrom('jobs').select(['state']).where('id', '=', jobId).forUpdate().executeTakeFirst();
       if (!before) return undefined;
-      if (!isFinalState(before.state)) await this.#cancelLocked(trx, [{ id: jobId, state: before.state }]);
+      if (!isFinalState(before.state)) await cancelLockedJobs(trx, this.deps.channels, [{ id: jobId, state: before.state }]);
       return trx.selectFrom('jobs').selectAll().where('id', '=', jobId).executeTakeFirstOrThrow();
     });
     if (!row) throw new JobNotFoundError(jobId);
@@ -210,7 +211,7 @@ export class JobStore {
   /** Cancels every matching job that is not final; running handlers see their signal abort. */
   async cancelMany(filter: JobFilter): Promise<number> {
     return this.#bulk(filter, LIVE_STATES, async (trx, rows) => {
-      await this.#cancelLocked(trx, rows);
+      await cancelLockedJobs(trx, this.deps.channels, rows);
       return rows.length;
     });
   }
@@ -266,16 +267,4 @@ export class JobStore {
     for (const queue of new Set(queues)) await sql`SELECT pg_notify(${this.deps.channels.jobs}, ${queue})`.execute(trx);
   }
 
-  /** Cancels locked, not-final jobs; tells the workers of running ones, and the waiters of all. */
-  async #cancelLocked(trx: Trx, rows: { id: string; state: JobState }[]): Promise<void> {
-    const ids = rows.map((r) => r.id);
-    await trx
-      .updateTable('jobs')
-      .set({ state: 'cancelled', finished_at: sql`now()` })
-      .where(sql<boolean>`id = ANY(${ids}::bigint[])`)
-      .execute();
-    for (const row of rows) if (row.state === 'running') await sql`SELECT pg_notify(${this.deps.channels.cancel}, ${row.id})`.execute(trx);
-    const done = ids.join(',');
-    await sql`SELECT pg_notify(${this.deps.channels.done}, ${done.length <= 7_000 ? done : '*'})`.execute(trx);
-  }
 }

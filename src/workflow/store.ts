@@ -21,7 +21,8 @@ import type { DbHandle, Queryable } from '../db/queryable.js';
 import { quoteIdent } from '../db/identifiers.js';
 import { toJobRecord, type JobRow } from '../db/rows.js';
 import type { JobsTable, PgqDatabase, WorkflowsTable } from '../db/tables.js';
-import type { ChannelNames } from '../notify/channels.js';
+import { doneMentions, type ChannelNames } from '../notify/channels.js';
+import { cancelLockedJobs } from '../jobs/cancel-jobs.js';
 import type { Listener } from '../notify/listener.js';
 import { nameSchema, zodToValidationError } from '../task.js';
 import { compileWorkflow, type CompiledWorkflow } from './compile.js';
@@ -186,7 +187,7 @@ export class WorkflowStore {
       { listener, clock },
       {
         channel: channels.done,
-        wakesOn: (payload) => payload === '*' || payload.split(',').some((jobId) => jobIds.has(jobId)),
+        wakesOn: (payload) => doneMentions(payload, (jobId) => jobIds.has(jobId)),
         // A cheap look first: a big workflow wakes us once per completed batch.
         look: async () => {
           if (await this.#hasLiveJobs(workflowId)) return { done: false, state: 'running' };
@@ -229,17 +230,7 @@ export class WorkflowStore {
         .orderBy('id')
         .forUpdate()
         .execute();
-      if (live.length === 0) return;
-      const ids = live.map((j) => j.id);
-      await trx
-        .updateTable('jobs')
-        .set({ state: 'cancelled', finished_at: sql`now()` })
-        .where(sql<boolean>`id = ANY(${ids}::bigint[])`)
-        .execute();
-      for (const job of live.filter((j) => j.state === 'running')) {
-        await sql`SELECT pg_notify(${this.deps.channels.cancel}, ${job.id})`.execute(trx);
-      }
-      for (const chunk of chunkIds(ids)) await sql`SELECT pg_notify(${this.deps.channels.done}, ${chunk})`.execute(trx);
+      await cancelLockedJobs(trx, this.deps.channels, live);
     });
     return (await this.get(workflowId))!;
   }
@@ -408,21 +399,6 @@ function toStepRecord(row: StepRow): WorkflowStepRecord {
     onParentFailure: row.on_parent_failure,
     cancelledBy: row.cancelled_by === null ? null : String(row.cancelled_by),
   };
-}
-
-/** Comma-joined ids in NOTIFY-sized pieces. */
-function chunkIds(ids: string[]): string[] {
-  const chunks: string[] = [];
-  let current = '';
-  for (const id of ids) {
-    if (current.length + id.length + 1 > 7_000) {
-      chunks.push(current);
-      current = '';
-    }
-    current = current ? `${current},${id}` : id;
-  }
-  if (current) chunks.push(current);
-  return chunks;
 }
 
 /** A workflow step as enqueue middleware sees it; the payload is parsed only if a middleware reads it. */
