@@ -12,7 +12,7 @@ import { toJsonText } from './core/json.js';
 import type { JobMeta, JobRecord } from './core/types.js';
 import type { BackoffOptions } from './core/backoff.js';
 import type { DbHandle, Queryable } from './db/queryable.js';
-import type { HotStatements, InsertJobsParams } from './db/statements.js';
+import type { HotStatements, InsertJobsParams, JobInsert } from './db/statements.js';
 import { toJobRecord, type JobRow } from './db/rows.js';
 import type { BulkInsertParams, BulkInsertStatements, BulkInserted } from './db/bulk-insert.js';
 import { metaText, type EnqueueCall, type MiddlewareChain, type PendingJob } from './middleware.js';
@@ -155,7 +155,7 @@ export class Enqueuer {
         records = await this.#insertBulk(db, task, texts, meta, jobs, options, rawOptions.db === undefined);
         return records.map((r) => r.id);
       }
-      const params = { ...buildParams(task, texts, metas, options), concurrencyKeys: keys };
+      const params = buildParams(task, texts, metas, keys, options);
       const rows = await this.#insertRows(db, params, rawOptions.db === undefined);
       records = options.uniqueKey === undefined
         ? rows.sort(byId).map((r) => toJobRecord(r))
@@ -194,21 +194,8 @@ export class Enqueuer {
     autocommit: boolean,
   ): Promise<JobRecord[]> {
     const bulk = this.bulk!;
-    const params: BulkInsertParams = {
-      task: task.name,
-      queue: o.queue ?? task.queue,
-      payloads: texts,
-      priority: o.priority ?? task.priority,
-      maxAttempts: o.maxAttempts ?? task.maxAttempts,
-      runAt: o.runAt ?? null,
-      delayMs: o.delayMs ?? 0,
-      timeoutMs: o.timeoutMs ?? null,
-      backoffBaseMs: o.backoff?.baseMs ?? null,
-      backoffMaxMs: o.backoff?.maxMs ?? null,
-      meta,
-      expiresAt: o.expiresAt ?? null,
-      expiresInMs: o.expiresAt !== undefined ? null : (o.expiresInMs ?? task.expiresInMs ?? null),
-    };
+    const { uniqueKey: _none, ...shared } = sharedColumns(task, o);
+    const params: BulkInsertParams = { ...shared, payloads: texts, meta };
     let inserted: BulkInserted;
     if (!autocommit) {
       inserted = await bulk.insert(db, params);
@@ -271,8 +258,8 @@ export class Enqueuer {
   async #resolveUnique(db: Queryable, task: AnyTask, params: InsertJobsParams, rows: JobRow[], key: string): Promise<JobRecord[]> {
     for (let round = 0; round < 5; round += 1) {
       const row = rows[0] ?? (await this.statements.getLiveByUniqueKey(db, { tasks: [task.name], uniqueKeys: [key] }))[0];
-      if (row) return params.tasks.map(() => toJobRecord(row));
-      rows = await this.statements.insertJobs(db, firstOnly(params));
+      if (row) return params.jobs.map(() => toJobRecord(row));
+      rows = await this.statements.insertJobs(db, { jobs: params.jobs.slice(0, 1) });
     }
     throw new ValidationError('uniqueKey', `could not settle a live job for ${JSON.stringify(key)}: it keeps finishing; try again`);
   }
@@ -305,23 +292,27 @@ function parseOptions(options: EnqueueOptions): ParsedOptions {
   return o;
 }
 
-function buildParams(task: AnyTask, payloads: string[], metas: string[], o: ParsedOptions): InsertJobsParams {
-  const fill = <V>(value: V): V[] => payloads.map(() => value);
+/** The rows of one enqueue call: the options shared, a payload, meta and fairness key each. */
+function buildParams(task: AnyTask, payloads: string[], metas: string[], keys: (string | null)[], o: ParsedOptions): InsertJobsParams {
+  const shared = sharedColumns(task, o);
+  return { jobs: payloads.map((payload, i) => ({ ...shared, payload, meta: metas[i]!, concurrencyKey: keys[i] ?? null })) };
+}
+
+/** The columns every job of an enqueue call shares: the options given, else the task's. */
+function sharedColumns(task: AnyTask, o: ParsedOptions): Required<Omit<JobInsert, 'payload' | 'meta' | 'concurrencyKey'>> {
   return {
-    tasks: fill(task.name),
-    queues: fill(o.queue ?? task.queue),
-    payloads,
-    priorities: fill(o.priority ?? task.priority),
-    maxAttempts: fill(o.maxAttempts ?? task.maxAttempts),
-    runAts: fill(o.runAt ?? null),
-    delaysMs: fill(o.delayMs ?? 0),
-    uniqueKeys: fill(o.uniqueKey ?? null),
-    timeoutsMs: fill(o.timeoutMs ?? null),
-    backoffBasesMs: fill(o.backoff?.baseMs ?? null),
-    backoffMaxesMs: fill(o.backoff?.maxMs ?? null),
-    metas,
-    expiresAts: fill(o.expiresAt ?? null),
-    expiresInMs: fill(o.expiresAt !== undefined ? null : (o.expiresInMs ?? task.expiresInMs ?? null)),
+    task: task.name,
+    queue: o.queue ?? task.queue,
+    priority: o.priority ?? task.priority,
+    maxAttempts: o.maxAttempts ?? task.maxAttempts,
+    runAt: o.runAt ?? null,
+    delayMs: o.delayMs ?? 0,
+    uniqueKey: o.uniqueKey ?? null,
+    timeoutMs: o.timeoutMs ?? null,
+    backoffBaseMs: o.backoff?.baseMs ?? null,
+    backoffMaxMs: o.backoff?.maxMs ?? null,
+    expiresAt: o.expiresAt ?? null,
+    expiresInMs: o.expiresAt !== undefined ? null : (o.expiresInMs ?? task.expiresInMs ?? null),
   };
 }
 
@@ -337,18 +328,6 @@ function taskConcurrencyKey(task: AnyTask, payload: unknown, field: string): str
   const parsed = concurrencyKeySchema.safeParse(key);
   if (!parsed.success) throw zodToValidationError(parsed.error, `task ${task.name}.concurrencyKey(${field})`);
   return parsed.data;
-}
-
-function firstOnly(p: InsertJobsParams): InsertJobsParams {
-  const one = <V>(values: V[]): V[] => values.slice(0, 1);
-  return {
-    tasks: one(p.tasks), queues: one(p.queues), payloads: one(p.payloads), priorities: one(p.priorities),
-    maxAttempts: one(p.maxAttempts), runAts: one(p.runAts), delaysMs: one(p.delaysMs), uniqueKeys: one(p.uniqueKeys),
-    timeoutsMs: one(p.timeoutsMs), backoffBasesMs: one(p.backoffBasesMs), backoffMaxesMs: one(p.backoffMaxesMs),
-    metas: one(p.metas),
-    concurrencyKeys: p.concurrencyKeys && one(p.concurrencyKeys), expiresAts: p.expiresAts && one(p.expiresAts),
-    expiresInMs: p.expiresInMs && one(p.expiresInMs),
-  };
 }
 
 function byId(a: JobRow, b: JobRow): number {

@@ -23,28 +23,34 @@ import type { Queryable, Statement } from './queryable.js';
 import { channelNames, notifyDoneSql } from '../notify/channels.js';
 import { LIVE_STATES } from '../core/types.js';
 
-export interface InsertJobsParams {
-  tasks: string[];
-  queues: string[];
-  /** JSON text of each payload. */
-  payloads: string[];
-  priorities: number[];
-  maxAttempts: number[];
+/** One job to insert. */
+export interface JobInsert {
+  task: string;
+  queue: string;
+  /** JSON text of the payload. */
+  payload: string;
+  priority: number;
+  maxAttempts: number;
   /** Absolute run time, or null to use `now() + delayMs`. */
-  runAts: (Date | null)[];
-  delaysMs: number[];
-  uniqueKeys: (string | null)[];
-  timeoutsMs: (number | null)[];
-  backoffBasesMs: (number | null)[];
-  backoffMaxesMs: (number | null)[];
-  /** JSON text of each job's metadata object. */
-  metas: string[];
-  /** Per-key fairness key of each job (null: none); omitted means none. */
-  concurrencyKeys?: (string | null)[];
-  /** Absolute expiry of each job, or null to use `expiresInMs` (or no expiry); omitted means none. */
-  expiresAts?: (Date | null)[];
-  /** Expiry in ms from now (database clock) where `expiresAts` is null; null: never expires. */
-  expiresInMs?: (number | null)[];
+  runAt: Date | null;
+  delayMs: number;
+  uniqueKey: string | null;
+  timeoutMs: number | null;
+  backoffBaseMs: number | null;
+  backoffMaxMs: number | null;
+  /** JSON text of the job's metadata object. */
+  meta: string;
+  /** Per-key fairness key; omitted or null: none. */
+  concurrencyKey?: string | null;
+  /** Absolute expiry, or null to use `expiresInMs`; omitted: none. */
+  expiresAt?: Date | null;
+  /** Expiry in ms from now (database clock) where `expiresAt` is null; omitted or null: never expires. */
+  expiresInMs?: number | null;
+}
+
+export interface InsertJobsParams {
+  /** The jobs, in order; the statements take them column by column (`insertValues`). */
+  jobs: readonly JobInsert[];
 }
 
 export interface ClaimJobsParams {
@@ -139,12 +145,13 @@ export interface WrittenOutcome {
 
 export type HotStatements = ReturnType<typeof createStatements>;
 
-function insertValues(p: InsertJobsParams): unknown[] {
-  const none = p.tasks.map(() => null);
+/** The insert statements' parameters: one array per column ($1 … $15), in `JobInsert` order. */
+function insertValues({ jobs }: InsertJobsParams): unknown[] {
+  const column = <K extends keyof JobInsert>(key: K): (JobInsert[K] | null)[] => jobs.map((job) => job[key] ?? null);
   return [
-    p.tasks, p.queues, p.payloads, p.priorities, p.maxAttempts, p.runAts, p.delaysMs,
-    p.uniqueKeys, p.timeoutsMs, p.backoffBasesMs, p.backoffMaxesMs, p.metas,
-    p.concurrencyKeys ?? none, p.expiresAts ?? none, p.expiresInMs ?? none,
+    column('task'), column('queue'), column('payload'), column('priority'), column('maxAttempts'), column('runAt'),
+    column('delayMs'), column('uniqueKey'), column('timeoutMs'), column('backoffBaseMs'), column('backoffMaxMs'),
+    column('meta'), column('concurrencyKey'), column('expiresAt'), column('expiresInMs'),
   ];
 }
 

@@ -28,7 +28,8 @@ import { Waker } from '../core/sleep.js';
 import { errorMessage, errorSummary } from '../core/errors.js';
 import { fromKysely } from '../db/queryable.js';
 import type { HotStatements } from '../db/statements.js';
-import { metaText, type MiddlewareChain, type PendingJob } from '../middleware.js';
+import type { MiddlewareChain } from '../middleware.js';
+import { insertScheduleJobs } from '../schedules.js';
 import type { PgqDatabase } from '../db/tables.js';
 import type { Listener } from '../notify/listener.js';
 import { MAX_TICKS_PER_PASS, ticksOf, type CatchUpPolicy, type TickSource } from '../core/cron.js';
@@ -245,39 +246,9 @@ export class Scheduler extends LoopService {
       }
       const fired: FiredTick[] = [];
       if (plan.fire.length > 0) {
-        const db = fromKysely(trx);
-        const keys = plan.fire.map((tick) => tickUniqueKey(name, tick));
-        const fill = <V>(value: V): V[] => plan.fire.map(() => value);
-        const jobs: PendingJob[] = plan.fire.map((tick) => ({
-          task: row.task, queue: row.queue, payload: row.payload, meta: {}, schedule: { name, tick },
-        }));
-        let inserted: Awaited<ReturnType<HotStatements['insertJobs']>> = [];
-        const write = async (): Promise<string[]> => {
-          inserted = await statements.insertJobs(db, {
-            tasks: fill(row.task),
-            queues: fill(row.queue),
-            payloads: fill(JSON.stringify(row.payload)),
-            priorities: fill(row.priority),
-            maxAttempts: fill(row.max_attempts),
-            runAts: plan.fire,
-            delaysMs: fill(0),
-            uniqueKeys: keys,
-            timeoutsMs: fill(null),
-            backoffBasesMs: fill(null),
-            backoffMaxesMs: fill(null),
-            metas: jobs.map((job, i) => metaText(job.meta, `meta[${i}]`)),
-          });
-          return inserted.map((job) => String(job.id));
-        };
-        await (this.deps.middleware ? this.deps.middleware.enqueue({ kind: 'schedule', jobs }, write) : write());
-        const byKey = new Map(inserted.map((job) => [job.unique_key, String(job.id)]));
-        const missing = keys.filter((key) => !byKey.has(key));
-        if (missing.length > 0) {
-          // A live job already held the key (enqueued by hand with it): that job stands for the tick.
-          const live = await statements.getLiveByUniqueKey(db, { tasks: missing.map(() => row.task), uniqueKeys: missing });
-          for (const job of live) byKey.set(job.unique_key, String(job.id));
-        }
-        plan.fire.forEach((tick, i) => fired.push({ schedule: name, tick, jobId: byKey.get(keys[i]!) ?? null }));
+        const firings = plan.fire.map((tick) => ({ tick, runAt: tick, uniqueKey: tickUniqueKey(name, tick) }));
+        const jobs = await insertScheduleJobs(fromKysely(trx), statements, this.deps.middleware, row, firings);
+        plan.fire.forEach((tick, i) => fired.push({ schedule: name, tick, jobId: jobs[i] ? String(jobs[i].id) : null }));
       }
       const last = fired.at(-1);
       await trx
