@@ -79,4 +79,6 @@ export {
   WorkerShutdownError,
   LeaseLostError,
   SandboxCrashedError,
+  WorkerStartError,
 } from './core/errors.js';
+export type { PgqErrorCode } from './core/errors.js';

@@ -24,7 +24,15 @@ import type { Kysely } from 'kysely';
 import type { Logger } from '../core/logger.js';
 import type { Clock } from '../core/clock.js';
 import { announceTasks } from '../db/worker-tasks.js';
-import { JobCancelledError, LeaseLostError, WorkerShutdownError, errorMessage, errorSummary } from '../core/errors.js';
+import {
+  JobCancelledError,
+  LeaseLostError,
+  PgqError,
+  WorkerShutdownError,
+  WorkerStartError,
+  errorMessage,
+  errorSummary,
+} from '../core/errors.js';
 import { sleep } from '../core/sleep.js';
 import type { ResolvedWorkerOptions } from '../config.js';
 import type { Queryable } from '../db/queryable.js';
@@ -238,19 +246,22 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   /**
    * Registers the worker and starts claiming. Resolves once the worker is
-   * registered and listening; rejects (and leaves nothing running) if the
-   * database cannot be reached.
+   * registered and listening; rejects with a `PgqError` (and leaves nothing
+   * running) if it cannot: `PGQ_SCHEMA_NOT_READY`, `PGQ_WORKER_ID_TAKEN`,
+   * `PGQ_WORKER_STOPPED` for a worker already stopped, else a
+   * `WorkerStartError` whose `cause` says why (the database could not be
+   * reached, …).
    */
   start(): Promise<void> {
     if (this.#state === 'stopping' || this.#state === 'stopped') {
-      return Promise.reject(new Error('this worker was stopped; create a new one with pgq.worker()'));
+      return Promise.reject(new PgqError('PGQ_WORKER_STOPPED', 'this worker was stopped; create a new one with pgq.worker()'));
     }
     this.#starting ??= this.#start().catch(async (err: unknown) => {
       this.#starting = undefined;
       await this.#lease.stop();
       await this.#teardownSubscriptions();
       this.#state = 'idle';
-      throw err;
+      throw err instanceof PgqError ? err : new WorkerStartError(err);
     });
     return this.#starting;
   }

