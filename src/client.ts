@@ -30,7 +30,7 @@ import { QueueStore, type QueueRecord, type QueueSettings } from './queues.js';
 import type { PgqDatabase } from './db/tables.js';
 import { migrate, type MigrateResult } from './db/migrate.js';
 import { checkSchemaVersion } from './db/schema-version.js';
-import { inTransaction, warmUpPool } from './db/pool.js';
+import { inTransaction, warmUpPool, watchConnectionErrors } from './db/pool.js';
 import { createBulkInsert } from './db/bulk-insert.js';
 import { setupRoles, type RolesOptions } from './roles.js';
 import { Listener } from './notify/listener.js';
@@ -61,6 +61,7 @@ export class Pgq {
   readonly #options: ResolvedPgqOptions;
   readonly #pool: pg.Pool;
   readonly #ownsPool: boolean;
+  readonly #unwatchPool: () => void;
   readonly #db: Queryable;
   readonly #statements: HotStatements;
   readonly #queueStatements: QueueStatements;
@@ -91,13 +92,12 @@ export class Pgq {
     this.tasks = new TaskRegistry(o.tasks);
     this.#ownsPool = !o.pool;
     this.#pool = o.pool ?? new pg.Pool({ connectionString: o.connectionString, max: o.poolSize, keepAlive: true });
-    const onConnectionError = (err: Error): void =>
-      this.logger.warn({ err: errorSummary(err) }, `pgq pool connection error: ${err.message}`);
-    if (this.#ownsPool) this.#pool.on('error', onConnectionError);
-    // pg emits 'error' on a checked-out client that has no query running (a
-    // terminated backend between two statements of a transaction); without a
-    // listener that would crash the process. The query itself still fails.
-    this.#pool.on('connect', (client) => client.on('error', onConnectionError));
+    // The pool's own 'error' (idle clients) is the owner's to handle: watched only on a pool pgq made.
+    this.#unwatchPool = watchConnectionErrors(
+      this.#pool,
+      (err) => this.logger.warn({ err: errorSummary(err) }, `pgq pool connection error: ${err.message}`),
+      { idle: this.#ownsPool },
+    );
     this.kysely = new Kysely<PgqDatabase>({ dialect: new PostgresDialect({ pool: this.#pool }) }).withSchema(o.schema);
     this.#db = fromPg(this.#pool, o.preparedStatements);
     this.#statements = createStatements(o.schema);
@@ -641,7 +641,8 @@ export class Pgq {
 
   /**
    * Stops every worker made by this instance (gracefully), closes the
-   * listener, and ends the pool if pgq created it.
+   * listener, and ends the pool if pgq created it; a pool you passed is left
+   * open, without the listeners pgq added to it.
    */
   async close(): Promise<void> {
     if (this.#closed) return;
@@ -654,6 +655,7 @@ export class Pgq {
       await this.kysely.destroy();
       if (!this.#pool.ended) await this.#pool.end();
     }
+    this.#unwatchPool();
   }
 
   /** Connection settings for a worker's lease thread: the pool's, with time limits a heartbeat can afford. */

@@ -2,6 +2,7 @@
  * Starting and closing: what `worker.start()` rejects with, and what a Pgq
  * leaves behind on a pool it was given.
  */
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { defineTask, Pgq, PgqError, WorkerStartError } from '../src/index.js';
@@ -38,5 +39,55 @@ describe('worker.start()', () => {
     await worker.start();
     await worker.stop();
     await expect(worker.start()).rejects.toMatchObject({ code: 'PGQ_WORKER_STOPPED' });
+  });
+});
+
+describe('a Pgq given a pool', () => {
+  const events = ['error', 'connect', 'acquire', 'release', 'remove'] as const;
+  const poolListeners = (pool: pg.Pool): Record<string, number> => Object.fromEntries(events.map((e) => [e, pool.listenerCount(e)]));
+
+  it('removes the listeners it added to the pool and its clients on close(), and leaves the pool open', async () => {
+    const pool = new pg.Pool({ connectionString: ctx.url, max: 3 });
+    pool.on('error', () => undefined); // the owner's handler: pgq leaves the pool's own 'error' alone
+    const checkedOut: pg.PoolClient[] = [];
+    const takeAll = async (): Promise<pg.PoolClient[]> => {
+      const clients = await Promise.all([pool.connect(), pool.connect(), pool.connect()]);
+      checkedOut.push(...clients);
+      return clients;
+    };
+    const giveBack = (clients: pg.PoolClient[]): void => {
+      for (const c of clients) checkedOut.splice(checkedOut.indexOf(c), 1);
+      clients.forEach((c) => c.release());
+    };
+    try {
+      const first = await pool.connect();
+      const clientErrorListeners = first.listenerCount('error'); // a checked-out client, before any Pgq
+      first.release(true); // closed: every connection from here on opens while the Pgq watches the pool
+      const before = poolListeners(pool);
+
+      const pgq = new Pgq({ pool, schema: ctx.schema, tasks: [noop] });
+      await pgq.migrate();
+      await pgq.warmUp();
+      const worker = pgq.worker({ concurrency: 2 });
+      await worker.start();
+      const job = await pgq.enqueue(noop, {});
+      await pgq.waitForJob(job.id, { timeoutMs: 10_000 });
+      await worker.stop();
+      const held = await takeAll();
+      expect(held.map((c) => c.listenerCount('error'))).toEqual(held.map(() => clientErrorListeners + 1));
+      giveBack(held);
+      expect(poolListeners(pool)).not.toEqual(before);
+
+      await pgq.close();
+      expect(poolListeners(pool)).toEqual(before);
+      const after = await takeAll();
+      expect(after.map((c) => c.listenerCount('error'))).toEqual(after.map(() => clientErrorListeners));
+      expect(after.every((c) => held.includes(c))).toBe(true); // the same connections: the pool stayed open
+      giveBack(after);
+      expect((await pool.query<{ one: number }>('SELECT 1 AS one')).rows[0]!.one).toBe(1);
+    } finally {
+      checkedOut.forEach((c) => c.release());
+      await pool.end();
+    }
   });
 });
