@@ -110,6 +110,9 @@ export interface ResolvedSchedule {
   readonly misfireGraceMs: number;
 }
 
+/** The range of `misfireGraceMs`: at least a second (a scheduler pass is always a few ms late, and a tick must not count as missed for that), at most a week. */
+export const MISFIRE_GRACE_MS = Object.freeze({ min: 1_000, max: 7 * 86_400_000 });
+
 const optionsSchema = z.object({
   name: nameSchema,
   queue: jobOptionsShape.queue,
@@ -117,8 +120,7 @@ const optionsSchema = z.object({
   maxAttempts: jobOptionsShape.maxAttempts,
   catchUp: z.enum(CATCH_UP_POLICIES).default(DEFAULTS.schedule.catchUp),
   catchUpLimit: z.number().int().min(1).max(MAX_TICKS_PER_PASS).default(DEFAULTS.schedule.catchUpLimit),
-  // At least a second: a scheduler pass is always a few ms late, and a tick must not count as missed for that.
-  misfireGraceMs: z.number().int().min(1_000).max(7 * 86_400_000).default(DEFAULTS.schedule.misfireGraceMs),
+  misfireGraceMs: z.number().int().min(MISFIRE_GRACE_MS.min).max(MISFIRE_GRACE_MS.max).default(DEFAULTS.schedule.misfireGraceMs),
 });
 
 /**
