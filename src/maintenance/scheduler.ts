@@ -158,11 +158,6 @@ export class Scheduler extends LoopService {
     await unsubscribe?.();
   }
 
-  /** Wakes the loop to look for due schedules now. */
-  wake(): void {
-    this.#waker.wake();
-  }
-
   /** One pass at `clock.now()`: fires every due schedule. */
   async runOnce(): Promise<SchedulerPass> {
     const { kysely, clock } = this.deps;
