@@ -116,7 +116,7 @@ try {
   check(required === 'function function', `require('pgq') gives Pgq and defineTask (${required})`);
 
   // Without its optional packages a command says what to install.
-  const dashboard = attempt(() => run(process.execPath, [path.join(app, 'node_modules/pgq/dist/cli/main.js'), 'dashboard', '--port', '0'], app));
+  const dashboard = attempt(() => run(process.execPath, [path.join(app, 'node_modules/pgq/dist/cli/bin.js'), 'dashboard', '--port', '0'], app));
   check(/install hono and @hono\/node-server to serve the operations console/.test(dashboard), `pgq dashboard without hono names it (${dashboard.trim()})`);
 
   const testing = attempt(() => run(process.execPath, ['--input-type=module', '-e', "const t = await import('pgq/testing'); process.stdout.write(typeof t.drain + ' ' + typeof t.performJob);"], app));

@@ -1,12 +1,13 @@
 /**
  * The `Pgq` class: the composition root. It owns (or borrows) the pool, the
  * one LISTEN connection, the typed Kysely handle and the hot-path statements,
- * and hands them to the enqueuer, workers and inspection methods.
+ * and hands them to the enqueuer, the stores (jobs, queues, schedules,
+ * workflows) and the workers. Each public method checks the instance is open
+ * and delegates; the work itself lives in those pieces.
  */
 import pg from 'pg';
-import { Kysely, PostgresDialect, sql } from 'kysely';
+import { Kysely, PostgresDialect } from 'kysely';
 import {
-  DEFAULTS,
   resolvePgqOptions,
   resolveWorkerOptions,
   type PgqOptions,
@@ -16,21 +17,20 @@ import {
 } from './config.js';
 import { defaultLogger, type Logger } from './core/logger.js';
 import { systemClock, type Clock } from './core/clock.js';
-import { JobNotFoundError, PgqError, ValidationError, WaitTimeoutError, errorMessage, errorSummary } from './core/errors.js';
-import { JobStore } from './jobs/job-store.js';
-import { parseJobId, type JobFilter, type ListJobsFilter } from './jobs/job-filter.js';
+import { PgqError, ValidationError, errorMessage, errorSummary } from './core/errors.js';
+import { JobStore, type QueueStats } from './jobs/job-store.js';
+import type { JobFilter, ListJobsFilter } from './jobs/job-filter.js';
 import { ProgressWriter } from './worker/progress.js';
 import { listWorkers, type WorkerInfo } from './inspection/workers.js';
-import { isFinalState, JOB_STATES, type JobRecord, type JobState } from './core/types.js';
-import { waitUntilDone } from './notify/wait.js';
-import { executorFor, pgExecutor, type DbHandle, type SqlExecutor } from './db/executor.js';
+import type { JobRecord } from './core/types.js';
+import { fromDbHandle, fromPg, type DbHandle, type Queryable } from './db/queryable.js';
 import { createStatements, type HotStatements } from './db/statements.js';
 import { createQueueStatements, type QueueStatements } from './db/queue-statements.js';
 import { QueueStore, type QueueRecord, type QueueSettings } from './queues.js';
-import { Expirer } from './maintenance/expirer.js';
 import type { PgqDatabase } from './db/tables.js';
 import { migrate, type MigrateResult } from './db/migrate.js';
 import { checkSchemaVersion } from './db/schema-version.js';
+import { inTransaction, warmUpPool, watchConnectionErrors } from './db/pool.js';
 import { createBulkInsert } from './db/bulk-insert.js';
 import { setupRoles, type RolesOptions } from './roles.js';
 import { Listener } from './notify/listener.js';
@@ -39,10 +39,6 @@ import { Enqueuer, type EnqueueManyOptions, type EnqueueOptions } from './enqueu
 import { MiddlewareChain, type Middleware } from './middleware.js';
 import { TaskRegistry, type AnyTask, type TaskInput, type TaskResult } from './task.js';
 import { Worker } from './worker/worker.js';
-import type { Service } from './core/service.js';
-import { Scheduler } from './maintenance/scheduler.js';
-import { Pruner } from './maintenance/pruner.js';
-import { OrphanReporter } from './maintenance/orphan-reporter.js';
 import { findOrphanedTasks, type OrphanedTask } from './db/worker-tasks.js';
 import {
   ScheduleStore,
@@ -53,14 +49,6 @@ import {
 } from './schedules.js';
 import type { Flow } from './workflow/flow.js';
 import { WorkflowStore, type EnqueueWorkflowOptions, type ListWorkflowsFilter, type WorkflowRecord, type WorkflowSummary } from './workflow/store.js';
-
-/** Per queue: jobs by state, and the oldest due job still waiting. */
-export interface QueueStats {
-  queue: string;
-  counts: Record<JobState, number>;
-  /** `run_at` of the oldest job that is due and not yet claimed. */
-  oldestWaitingRunAt: Date | null;
-}
 
 const WORKER_WARM_CONNECTIONS = 4;
 
@@ -73,7 +61,8 @@ export class Pgq {
   readonly #options: ResolvedPgqOptions;
   readonly #pool: pg.Pool;
   readonly #ownsPool: boolean;
-  readonly #db: SqlExecutor;
+  readonly #unwatchPool: () => void;
+  readonly #db: Queryable;
   readonly #statements: HotStatements;
   readonly #queueStatements: QueueStatements;
   readonly #queues: QueueStore;
@@ -103,15 +92,14 @@ export class Pgq {
     this.tasks = new TaskRegistry(o.tasks);
     this.#ownsPool = !o.pool;
     this.#pool = o.pool ?? new pg.Pool({ connectionString: o.connectionString, max: o.poolSize, keepAlive: true });
-    const onConnectionError = (err: Error): void =>
-      this.logger.warn({ err: errorSummary(err) }, `pgq pool connection error: ${err.message}`);
-    if (this.#ownsPool) this.#pool.on('error', onConnectionError);
-    // pg emits 'error' on a checked-out client that has no query running (a
-    // terminated backend between two statements of a transaction); without a
-    // listener that would crash the process. The query itself still fails.
-    this.#pool.on('connect', (client) => client.on('error', onConnectionError));
+    // The pool's own 'error' (idle clients) is the owner's to handle: watched only on a pool pgq made.
+    this.#unwatchPool = watchConnectionErrors(
+      this.#pool,
+      (err) => this.logger.warn({ err: errorSummary(err) }, `pgq pool connection error: ${err.message}`),
+      { idle: this.#ownsPool },
+    );
     this.kysely = new Kysely<PgqDatabase>({ dialect: new PostgresDialect({ pool: this.#pool }) }).withSchema(o.schema);
-    this.#db = pgExecutor(this.#pool, o.preparedStatements);
+    this.#db = fromPg(this.#pool, o.preparedStatements);
     this.#statements = createStatements(o.schema);
     this.#queueStatements = createQueueStatements(o.schema);
     this.#queues = new QueueStore(this.kysely, o.schema);
@@ -123,7 +111,7 @@ export class Pgq {
         : { connectionString: o.connectionString };
     this.#listener = new Listener(o.listen ? { ...listenConfig, keepAlive: true } : null, this.logger);
     this.#middleware = new MiddlewareChain(o.middleware);
-    this.#enqueuer = new Enqueuer(this.#statements, (db) => this.#executor(db), o.maxPayloadBytes, this.#middleware, (err) =>
+    this.#enqueuer = new Enqueuer(this.#statements, (db) => this.#queryableFor(db), o.maxPayloadBytes, this.#middleware, (err) =>
       this.logger.warn({ err: errorSummary(err) }, `pgq could not notify workers (they will poll): ${errorMessage(err)}`),
       createBulkInsert(o.schema),
     );
@@ -142,9 +130,15 @@ export class Pgq {
       clock: this.#clock,
       maxPayloadBytes: o.maxPayloadBytes,
       middleware: this.#middleware,
-      executorFor: (db) => this.#executor(db),
+      queryableFor: (db) => this.#queryableFor(db),
     });
-    this.#jobs = new JobStore({ kysely: this.kysely, channels: this.#channels, workflows: this.#workflows });
+    this.#jobs = new JobStore({
+      kysely: this.kysely,
+      channels: this.#channels,
+      listener: this.#listener,
+      clock: this.#clock,
+      workflows: this.#workflows,
+    });
     this.#progress = new ProgressWriter(this.#db, o.schema, this.logger);
   }
 
@@ -195,15 +189,7 @@ export class Pgq {
    */
   async warmUp(connections?: number): Promise<void> {
     this.#assertOpen();
-    const max = this.#pool.options.max ?? this.#options.poolSize;
-    if (connections !== undefined && (!Number.isInteger(connections) || connections < 1)) {
-      throw new ValidationError('connections', 'must be a whole number of at least 1');
-    }
-    const n = Math.min(connections ?? max, max);
-    const opened = await Promise.allSettled(Array.from({ length: n }, () => this.#pool.connect()));
-    for (const r of opened) if (r.status === 'fulfilled') r.value.release();
-    const failed = opened.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) throw failed.reason;
+    await warmUpPool(this.#pool, connections, this.#options.poolSize);
   }
 
   /**
@@ -278,7 +264,7 @@ export class Pgq {
       maxResultBytes: this.#options.maxPayloadBytes,
       middleware: this.#middleware,
       progress: this.#progress,
-      leaderServices: this.#leaderServices(resolved),
+      schema: this.schema,
       syncSchedules: declared && (() => this.#schedules.syncDeclared(declared)),
       checkSchema: () => this.checkSchema(),
       // The connections a worker's hot path uses at once (claim, outcomes,
@@ -289,7 +275,7 @@ export class Pgq {
       ),
       leaseConnection: this.#leaseConnection(resolved),
       queueStatements: this.#queueStatements,
-      inTransaction: (fn) => this.#inTransaction(fn),
+      inTransaction: (fn) => inTransaction(this.#pool, this.#options.preparedStatements, fn),
     });
     this.#workers.add(worker);
     return worker;
@@ -324,22 +310,7 @@ export class Pgq {
     options: { timeoutMs?: number; signal?: AbortSignal } = {},
   ): Promise<JobRecord<Payload, Result>> {
     this.#assertOpen();
-    parseJobId(id);
-    return waitUntilDone(
-      { listener: this.#listener, clock: this.#clock },
-      {
-        channel: this.#channels.done,
-        wakesOn: (payload) => payload === '*' || payload.split(',').includes(id),
-        look: async () => {
-          const job = await this.getJob<Payload, Result>(id);
-          if (!job) throw new JobNotFoundError(id);
-          return isFinalState(job.state) ? { done: true, value: job } : { done: false, state: job.state };
-        },
-        timeoutMs: options.timeoutMs,
-        signal: options.signal,
-        timeoutError: (state) => new WaitTimeoutError(id, options.timeoutMs ?? 0, state),
-      },
-    );
+    return this.#jobs.wait<Payload, Result>(id, options);
   }
 
   /**
@@ -525,35 +496,7 @@ export class Pgq {
   /** Per queue: counts by state and the oldest waiting due job. */
   async stats(): Promise<QueueStats[]> {
     this.#assertOpen();
-    const rows = await this.kysely
-      .selectFrom('jobs')
-      .select((eb) => [
-        'queue',
-        'state',
-        eb.fn.countAll<string>().as('count'),
-        eb.fn
-          .min<Date | null>(sql<Date>`CASE WHEN state IN ('available', 'scheduled', 'retryable') AND run_at <= now() THEN run_at END`)
-          .as('oldest'),
-      ])
-      .groupBy(['queue', 'state'])
-      .orderBy('queue')
-      .execute();
-    const byQueue = new Map<string, QueueStats>();
-    for (const row of rows) {
-      let stats = byQueue.get(row.queue);
-      if (!stats) {
-        stats = {
-          queue: row.queue,
-          counts: Object.fromEntries(JOB_STATES.map((s) => [s, 0])) as Record<JobState, number>,
-          oldestWaitingRunAt: null,
-        };
-        byQueue.set(row.queue, stats);
-      }
-      stats.counts[row.state] = Number(row.count);
-      const oldest = row.oldest as Date | null;
-      if (oldest && (!stats.oldestWaitingRunAt || oldest < stats.oldestWaitingRunAt)) stats.oldestWaitingRunAt = oldest;
-    }
-    return [...byQueue.values()];
+    return this.#jobs.stats();
   }
 
   /**
@@ -698,7 +641,8 @@ export class Pgq {
 
   /**
    * Stops every worker made by this instance (gracefully), closes the
-   * listener, and ends the pool if pgq created it.
+   * listener, and ends the pool if pgq created it; a pool you passed is left
+   * open, without the listeners pgq added to it.
    */
   async close(): Promise<void> {
     if (this.#closed) return;
@@ -711,26 +655,7 @@ export class Pgq {
       await this.kysely.destroy();
       if (!this.#pool.ended) await this.#pool.end();
     }
-  }
-
-  /** The maintenance a worker runs besides the rescuer while it leads: the scheduler, the expirer, and the pruner unless retention is off. */
-  #leaderServices(options: ResolvedWorkerOptions): Service[] {
-    const scheduler = new Scheduler(
-      { maxSleepMs: DEFAULTS.schedule.schedulerMaxSleepMs },
-      {
-        kysely: this.kysely,
-        statements: this.#statements,
-        clock: this.#clock,
-        logger: this.logger,
-        listener: this.#listener,
-        schema: this.schema,
-        middleware: this.#middleware,
-      },
-    );
-    const expirer = new Expirer({ intervalMs: 1_000, batchSize: 1_000 }, this.#db, this.#queueStatements, this.logger);
-    const orphans = new OrphanReporter(options.orphanCheckMs, this.kysely, this.logger);
-    if (!options.retention) return [scheduler, expirer, orphans];
-    return [scheduler, expirer, orphans, new Pruner(options.retention, this.kysely, this.#clock, this.logger)];
+    this.#unwatchPool();
   }
 
   /** Connection settings for a worker's lease thread: the pool's, with time limits a heartbeat can afford. */
@@ -746,25 +671,8 @@ export class Pgq {
     };
   }
 
-  /** Runs `fn` in one transaction on one pooled connection (the limited claims). */
-  async #inTransaction<T>(fn: (db: SqlExecutor) => Promise<T>): Promise<T> {
-    const client = await this.#pool.connect();
-    let broken: Error | undefined;
-    try {
-      await client.query('BEGIN');
-      const result = await fn(pgExecutor(client, this.#options.preparedStatements));
-      await client.query('COMMIT');
-      return result;
-    } catch (err) {
-      await client.query('ROLLBACK').catch((e: unknown) => (broken = e instanceof Error ? e : new Error(String(e))));
-      throw err;
-    } finally {
-      client.release(broken);
-    }
-  }
-
-  #executor(db: DbHandle | undefined): SqlExecutor {
-    return db === undefined ? this.#db : executorFor(db);
+  #queryableFor(db: DbHandle | undefined): Queryable {
+    return db === undefined ? this.#db : fromDbHandle(db);
   }
 
   #assertOpen(): void {

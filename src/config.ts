@@ -1,6 +1,6 @@
 /**
- * pgq's options, validated with zod at construction, with every default in
- * this one file. Validated options are frozen.
+ * pgq's options, validated with zod at construction (their defaults are
+ * `DEFAULTS`, in core/defaults.ts). Validated options are frozen.
  */
 import os from 'node:os';
 import type { ResourceLimits } from 'node:worker_threads';
@@ -11,6 +11,7 @@ import type { Clock } from './core/clock.js';
 import type { AnyTask } from './task.js';
 import { nameSchema, zodToValidationError } from './task.js';
 import { ValidationError } from './core/errors.js';
+import { DEFAULTS } from './core/defaults.js';
 import { validateSchemaName } from './db/identifiers.js';
 import type { ScheduleOptions } from './schedules.js';
 import type { Middleware } from './middleware.js';
@@ -49,42 +50,6 @@ export interface PgqOptions {
    */
   middleware?: readonly Middleware[];
 }
-
-export const DEFAULTS = Object.freeze({
-  schema: 'pgq',
-  maxPayloadBytes: 1024 * 1024,
-  poolSize: 10,
-  concurrency: 10,
-  heartbeatMs: 5_000,
-  rescueAfterMs: 30_000,
-  pollIntervalMs: 1_000,
-  shutdownGraceMs: 10_000,
-  abortGraceMs: 5_000,
-  stallWarnMs: 5_000,
-  maxClaimBatch: 500,
-  prefetchTtlMs: 1_000,
-  /** Sandboxed handlers: the grace between forwarding an abort and terminating the thread or process. */
-  sandboxTerminateGraceMs: 2_000,
-  orphanCheckMs: 60_000,
-  /** Retention of finished jobs, enforced by the leader's pruner. */
-  retention: Object.freeze({
-    succeededMs: 86_400_000,
-    failedMs: 7 * 86_400_000,
-    cancelledMs: 7 * 86_400_000,
-    batchSize: 1_000,
-    intervalMs: 60_000,
-    maxBatchesPerPass: 100,
-  }),
-  /** Defaults of `pgq.schedule(...)` and declared schedules. */
-  schedule: Object.freeze({
-    timezone: 'UTC',
-    catchUp: 'skip' as const,
-    catchUpLimit: 100,
-    misfireGraceMs: 60_000,
-    /** The scheduler sleeps at most this long when nothing is due. */
-    schedulerMaxSleepMs: 5_000,
-  }),
-});
 
 const pgqOptionsSchema = z.object({
   connectionString: z.string().min(1).optional(),

@@ -1,17 +1,18 @@
 /**
  * Enqueue: validate every payload and option first, then insert all jobs in
- * one statement on the caller's executor (their transaction, or pgq's pool).
+ * one statement on the caller's database handle (their transaction, or pgq's pool).
  * A bad payload anywhere in a batch throws before anything is written.
  */
 import { z } from 'zod';
 import type { AnyTask, Task, TaskInput } from './task.js';
-import { nameSchema, zodToValidationError } from './task.js';
+import { maxAttemptsSchema, nameSchema, zodToValidationError } from './task.js';
+import { int32 } from './core/int32.js';
 import { PgqError, ValidationError } from './core/errors.js';
 import { toJsonText } from './core/json.js';
 import type { JobMeta, JobRecord } from './core/types.js';
 import type { BackoffOptions } from './core/backoff.js';
-import type { DbHandle, SqlExecutor } from './db/executor.js';
-import type { HotStatements, InsertJobsParams } from './db/statements.js';
+import type { DbHandle, Queryable } from './db/queryable.js';
+import type { HotStatements, InsertJobsParams, JobInsert } from './db/statements.js';
 import { toJobRecord, type JobRow } from './db/rows.js';
 import type { BulkInsertParams, BulkInsertStatements, BulkInserted } from './db/bulk-insert.js';
 import { metaText, type EnqueueCall, type MiddlewareChain, type PendingJob } from './middleware.js';
@@ -54,18 +55,16 @@ const concurrencyKeySchema = z
   .max(200, 'must be at most 200 characters')
   .refine((s) => !s.includes('\u0000'), 'must not contain \\u0000');
 
-const int32 = z.number().int().min(-2_147_483_648).max(2_147_483_647);
-
 /** Per-job options shared by enqueue and workflow steps. */
 export const jobOptionsShape = {
   queue: nameSchema.optional(),
-  priority: int32.optional(),
-  maxAttempts: z.number().int().min(1).max(1_000_000).optional(),
-  timeoutMs: z.number().int().min(1).max(2_147_483_647).optional(),
+  priority: int32().optional(),
+  maxAttempts: maxAttemptsSchema.optional(),
+  timeoutMs: int32(1).optional(),
   backoff: z
     .object({
-      baseMs: z.number().int().min(0).max(2_147_483_647).optional(),
-      maxMs: z.number().int().min(0).max(2_147_483_647).optional(),
+      baseMs: int32(0).optional(),
+      maxMs: int32(0).optional(),
     })
     .optional(),
 };
@@ -103,7 +102,7 @@ export class Enqueuer {
 
   constructor(
     private readonly statements: HotStatements,
-    private readonly executorFor: (db: DbHandle | undefined) => SqlExecutor,
+    private readonly queryableFor: (db: DbHandle | undefined) => Queryable,
     private readonly maxPayloadBytes: number,
     private readonly middleware: MiddlewareChain,
     private readonly onNotifyError: (err: unknown) => void = () => undefined,
@@ -151,12 +150,12 @@ export class Enqueuer {
       const metas = this.middleware.wrapsEnqueues
         ? jobs.map((job, i) => metaText(job.meta, single === null ? `meta[${i}]` : 'meta'))
         : jobs.map(() => meta);
-      const db = this.executorFor(rawOptions.db);
+      const db = this.queryableFor(rawOptions.db);
       if (this.bulk && single === null && options.uniqueKey === undefined && keys.every((k) => k === null) && metas.every((m) => m === meta)) {
         records = await this.#insertBulk(db, task, texts, meta, jobs, options, rawOptions.db === undefined);
         return records.map((r) => r.id);
       }
-      const params = { ...buildParams(task, texts, metas, options), concurrencyKeys: keys };
+      const params = buildParams(task, texts, metas, keys, options);
       const rows = await this.#insertRows(db, params, rawOptions.db === undefined);
       records = options.uniqueKey === undefined
         ? rows.sort(byId).map((r) => toJobRecord(r))
@@ -167,7 +166,7 @@ export class Enqueuer {
     return records;
   }
 
-  async #insertRows(db: SqlExecutor, params: InsertJobsParams, autocommit: boolean): Promise<JobRow[]> {
+  async #insertRows(db: Queryable, params: InsertJobsParams, autocommit: boolean): Promise<JobRow[]> {
     if (!autocommit) return this.statements.insertJobs(db, params);
     const quiet = this.#inFlight > 0;
     this.#inFlight += 1;
@@ -186,7 +185,7 @@ export class Enqueuer {
    * (ids in payload order and what the database decided), records built here.
    */
   async #insertBulk(
-    db: SqlExecutor,
+    db: Queryable,
     task: AnyTask,
     texts: string[],
     meta: string,
@@ -195,21 +194,8 @@ export class Enqueuer {
     autocommit: boolean,
   ): Promise<JobRecord[]> {
     const bulk = this.bulk!;
-    const params: BulkInsertParams = {
-      task: task.name,
-      queue: o.queue ?? task.queue,
-      payloads: texts,
-      priority: o.priority ?? task.priority,
-      maxAttempts: o.maxAttempts ?? task.maxAttempts,
-      runAt: o.runAt ?? null,
-      delayMs: o.delayMs ?? 0,
-      timeoutMs: o.timeoutMs ?? null,
-      backoffBaseMs: o.backoff?.baseMs ?? null,
-      backoffMaxMs: o.backoff?.maxMs ?? null,
-      meta,
-      expiresAt: o.expiresAt ?? null,
-      expiresInMs: o.expiresAt !== undefined ? null : (o.expiresInMs ?? task.expiresInMs ?? null),
-    };
+    const { uniqueKey: _none, ...shared } = sharedColumns(task, o);
+    const params: BulkInsertParams = { ...shared, payloads: texts, meta };
     let inserted: BulkInserted;
     if (!autocommit) {
       inserted = await bulk.insert(db, params);
@@ -252,7 +238,7 @@ export class Enqueuer {
     }));
   }
 
-  #notifyAfterCommit(db: SqlExecutor, rows: Pick<JobRow, 'state' | 'queue'>[]): void {
+  #notifyAfterCommit(db: Queryable, rows: Pick<JobRow, 'state' | 'queue'>[]): void {
     for (const row of rows) if (row.state === 'available') this.#toNotify.add(row.queue);
     if (this.#toNotify.size === 0 || this.#notifying) return;
     this.#notifying = (async () => {
@@ -269,11 +255,11 @@ export class Enqueuer {
    * yields one live job: the inserted one, or the one that already held the
    * key. If that one finished between the insert and the lookup, insert again.
    */
-  async #resolveUnique(db: SqlExecutor, task: AnyTask, params: InsertJobsParams, rows: JobRow[], key: string): Promise<JobRecord[]> {
+  async #resolveUnique(db: Queryable, task: AnyTask, params: InsertJobsParams, rows: JobRow[], key: string): Promise<JobRecord[]> {
     for (let round = 0; round < 5; round += 1) {
       const row = rows[0] ?? (await this.statements.getLiveByUniqueKey(db, { tasks: [task.name], uniqueKeys: [key] }))[0];
-      if (row) return params.tasks.map(() => toJobRecord(row));
-      rows = await this.statements.insertJobs(db, firstOnly(params));
+      if (row) return params.jobs.map(() => toJobRecord(row));
+      rows = await this.statements.insertJobs(db, { jobs: params.jobs.slice(0, 1) });
     }
     throw new ValidationError('uniqueKey', `could not settle a live job for ${JSON.stringify(key)}: it keeps finishing; try again`);
   }
@@ -306,23 +292,27 @@ function parseOptions(options: EnqueueOptions): ParsedOptions {
   return o;
 }
 
-function buildParams(task: AnyTask, payloads: string[], metas: string[], o: ParsedOptions): InsertJobsParams {
-  const fill = <V>(value: V): V[] => payloads.map(() => value);
+/** The rows of one enqueue call: the options shared, a payload, meta and fairness key each. */
+function buildParams(task: AnyTask, payloads: string[], metas: string[], keys: (string | null)[], o: ParsedOptions): InsertJobsParams {
+  const shared = sharedColumns(task, o);
+  return { jobs: payloads.map((payload, i) => ({ ...shared, payload, meta: metas[i]!, concurrencyKey: keys[i] ?? null })) };
+}
+
+/** The columns every job of an enqueue call shares: the options given, else the task's. */
+function sharedColumns(task: AnyTask, o: ParsedOptions): Required<Omit<JobInsert, 'payload' | 'meta' | 'concurrencyKey'>> {
   return {
-    tasks: fill(task.name),
-    queues: fill(o.queue ?? task.queue),
-    payloads,
-    priorities: fill(o.priority ?? task.priority),
-    maxAttempts: fill(o.maxAttempts ?? task.maxAttempts),
-    runAts: fill(o.runAt ?? null),
-    delaysMs: fill(o.delayMs ?? 0),
-    uniqueKeys: fill(o.uniqueKey ?? null),
-    timeoutsMs: fill(o.timeoutMs ?? null),
-    backoffBasesMs: fill(o.backoff?.baseMs ?? null),
-    backoffMaxesMs: fill(o.backoff?.maxMs ?? null),
-    metas,
-    expiresAts: fill(o.expiresAt ?? null),
-    expiresInMs: fill(o.expiresAt !== undefined ? null : (o.expiresInMs ?? task.expiresInMs ?? null)),
+    task: task.name,
+    queue: o.queue ?? task.queue,
+    priority: o.priority ?? task.priority,
+    maxAttempts: o.maxAttempts ?? task.maxAttempts,
+    runAt: o.runAt ?? null,
+    delayMs: o.delayMs ?? 0,
+    uniqueKey: o.uniqueKey ?? null,
+    timeoutMs: o.timeoutMs ?? null,
+    backoffBaseMs: o.backoff?.baseMs ?? null,
+    backoffMaxMs: o.backoff?.maxMs ?? null,
+    expiresAt: o.expiresAt ?? null,
+    expiresInMs: o.expiresAt !== undefined ? null : (o.expiresInMs ?? task.expiresInMs ?? null),
   };
 }
 
@@ -338,18 +328,6 @@ function taskConcurrencyKey(task: AnyTask, payload: unknown, field: string): str
   const parsed = concurrencyKeySchema.safeParse(key);
   if (!parsed.success) throw zodToValidationError(parsed.error, `task ${task.name}.concurrencyKey(${field})`);
   return parsed.data;
-}
-
-function firstOnly(p: InsertJobsParams): InsertJobsParams {
-  const one = <V>(values: V[]): V[] => values.slice(0, 1);
-  return {
-    tasks: one(p.tasks), queues: one(p.queues), payloads: one(p.payloads), priorities: one(p.priorities),
-    maxAttempts: one(p.maxAttempts), runAts: one(p.runAts), delaysMs: one(p.delaysMs), uniqueKeys: one(p.uniqueKeys),
-    timeoutsMs: one(p.timeoutsMs), backoffBasesMs: one(p.backoffBasesMs), backoffMaxesMs: one(p.backoffMaxesMs),
-    metas: one(p.metas),
-    concurrencyKeys: p.concurrencyKeys && one(p.concurrencyKeys), expiresAts: p.expiresAts && one(p.expiresAts),
-    expiresInMs: p.expiresInMs && one(p.expiresInMs),
-  };
 }
 
 function byId(a: JobRow, b: JobRow): number {

@@ -3,7 +3,7 @@
  * This file is the public surface; everything else is internal.
  */
 export { Pgq } from './client.js';
-export type { QueueStats } from './client.js';
+export type { QueueStats } from './jobs/job-store.js';
 export type { JobFilter, JsonMatch, ListJobsFilter } from './jobs/job-filter.js';
 export type { WorkerInfo } from './inspection/workers.js';
 export { defineTask } from './task.js';
@@ -12,7 +12,7 @@ export { defineSandboxHandler, sandboxed } from './sandbox/handler.js';
 export type { SandboxContext, SandboxHandler, SandboxKind, SandboxOptions } from './sandbox/handler.js';
 export type { EnqueueManyOptions, EnqueueOptions } from './enqueue.js';
 export type { PgqOptions, WorkerOptions, RetentionOptions, SandboxWorkerOptions } from './config.js';
-export type { LiveState, QueueRecord, QueueSettings, RateLimit } from './queues.js';
+export type { QueueRecord, QueueSettings, RateLimit } from './queues.js';
 export { ScheduleNotFoundError } from './schedules.js';
 export type { CatchUpPolicy, ScheduleOptions, ScheduleRecord } from './schedules.js';
 export { chain, chord, chunks, group, map, step, stepOutcome, stepFailureSchema } from './workflow/flow.js';
@@ -41,18 +41,18 @@ export type {
   WorkflowSummary,
 } from './workflow/store.js';
 export { MAX_WORKFLOW_STEPS } from './workflow/compile.js';
-export { DEFAULTS } from './config.js';
+export { DEFAULTS } from './core/defaults.js';
 export { Worker } from './worker/worker.js';
 export type { HealthCheck, WorkerHealth } from './worker/health.js';
 export type { AttemptNext, EnqueueCall, EnqueueNext, Middleware, PendingJob } from './middleware.js';
 export { MAX_META_BYTES } from './middleware.js';
 export type { WorkerEvents } from './worker/executor.js';
-export type { JobErrorEntry, JobMeta, JobProgress, JobRecord, JobState, Json, StepFailure } from './core/types.js';
+export type { JobErrorEntry, JobMeta, JobProgress, JobRecord, JobState, Json, LiveState, StepFailure } from './core/types.js';
 export { JOB_STATES, FINAL_STATES } from './core/types.js';
 export type { BackoffOptions } from './core/backoff.js';
 export type { Logger } from './core/logger.js';
 export type { Clock } from './core/clock.js';
-export type { DbHandle, KyselyQueryable, PgQueryable } from './db/executor.js';
+export type { DbHandle, KyselyQueryable, PgQueryable } from './db/queryable.js';
 export type {
   PgqDatabase,
   JobsTable,
@@ -80,4 +80,6 @@ export {
   WorkerShutdownError,
   LeaseLostError,
   SandboxCrashedError,
+  WorkerStartError,
 } from './core/errors.js';
+export type { PgqErrorCode } from './core/errors.js';

@@ -96,11 +96,6 @@ export class MiddlewareChain {
     return this.#enqueue.length > 0;
   }
 
-  /** True when some middleware wraps attempts (the executor skips the chain otherwise). */
-  get wrapsAttempts(): boolean {
-    return this.#attempt.length > 0;
-  }
-
   /**
    * Runs the enqueue middleware around `write`, which inserts the jobs (reading
    * their `meta` then) and returns their ids. Rejects if a middleware throws or

@@ -10,7 +10,9 @@
 import { sql, type Kysely, type Selectable } from 'kysely';
 import { z } from 'zod';
 import { ValidationError } from './core/errors.js';
-import type { JobState } from './core/types.js';
+import { LIVE_STATES, type LiveState } from './core/types.js';
+import { DURATION_UNITS_MS } from './core/cron.js';
+import { INT32_MAX, isInt32 } from './core/int32.js';
 import type { PgqDatabase, QueuesTable } from './db/tables.js';
 import { nameSchema, zodToValidationError } from './task.js';
 
@@ -30,11 +32,6 @@ export interface QueueSettings {
   keyConcurrency?: number | null;
 }
 
-/** The live states `getQueue` and `listQueues` count. */
-export type LiveState = Extract<JobState, 'scheduled' | 'available' | 'running' | 'retryable' | 'blocked'>;
-
-const LIVE_STATES: readonly LiveState[] = ['scheduled', 'available', 'running', 'retryable', 'blocked'];
-
 /** A queue's settings and its live jobs. */
 export interface QueueRecord {
   name: string;
@@ -52,14 +49,14 @@ export interface QueueRecord {
   updatedAt: Date | null;
 }
 
-const limit = z.number({ error: 'must be a number' }).int('must be a whole number').min(1, 'must be at least 1').max(2_147_483_647);
+const limit = z.number({ error: 'must be a number' }).int('must be a whole number').min(1, 'must be at least 1').max(INT32_MAX);
 
 const settingsSchema = z.strictObject({
   concurrency: limit.nullable().optional(),
   rateLimit: z
     .strictObject({
       limit,
-      periodMs: z.number({ error: 'must be a number' }).int('must be a whole number of milliseconds').min(1, 'must be at least 1 ms').max(2_147_483_647),
+      periodMs: z.number({ error: 'must be a number' }).int('must be a whole number of milliseconds').min(1, 'must be at least 1 ms').max(INT32_MAX),
     }, { error: 'must be { limit, periodMs } or null' })
     .nullable()
     .optional(),
@@ -73,16 +70,14 @@ export function parseQueueName(name: unknown): string {
   return parsed.data;
 }
 
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-
 /**
  * A rate limit written as text, as the CLI and the console take it: `100/1m`,
  * `20/s`, `5/250ms` (jobs per period; units ms, s, m, h, d).
  */
 export function parseRateText(value: string, field = 'rateLimit'): RateLimit {
   const m = /^(\d+)\/(\d*)(ms|s|m|h|d)$/.exec(value.trim().toLowerCase());
-  const periodMs = m ? Number(m[2] || '1') * UNIT_MS[m[3]!]! : NaN;
-  if (!m || Number(m[1]) < 1 || Number(m[1]) > 2_147_483_647 || !Number.isSafeInteger(periodMs) || periodMs < 1 || periodMs > 2_147_483_647) {
+  const periodMs = m ? Number(m[2] || '1') * DURATION_UNITS_MS[m[3]!]! : NaN;
+  if (!m || !isInt32(Number(m[1]), 1) || !isInt32(periodMs, 1)) {
     throw new ValidationError(field, `must look like 100/1m, 20/s or 5/250ms (at least 1 job per at least 1 ms); got ${JSON.stringify(value)}`);
   }
   return { limit: Number(m[1]), periodMs };

@@ -12,21 +12,22 @@
  */
 import { sql, type Kysely, type Selectable } from 'kysely';
 import { z } from 'zod';
-import { DEFAULTS } from './config.js';
+import { DEFAULTS } from './core/defaults.js';
 import type { Clock } from './core/clock.js';
 import { PgqError, ValidationError } from './core/errors.js';
 import { toJsonText } from './core/json.js';
 import type { JobRecord } from './core/types.js';
-import { kyselyExecutor } from './db/executor.js';
+import { fromKysely, type Queryable } from './db/queryable.js';
 import { toJobRecord, type JobRow } from './db/rows.js';
 import { metaText, type MiddlewareChain, type PendingJob } from './middleware.js';
+import { jobOptionsShape } from './enqueue.js';
 import type { HotStatements } from './db/statements.js';
 import type { PgqDatabase, SchedulesTable } from './db/tables.js';
-import { formatEvery, parseCron, parseEvery, parseTimeZone, ticksOf } from './maintenance/cron.js';
-import { MAX_TICKS_PER_PASS, schedulesChannel, type CatchUpPolicy } from './maintenance/scheduler.js';
+import { CATCH_UP_POLICIES, MAX_TICKS_PER_PASS, formatEvery, parseCron, parseEvery, parseTimeZone, ticksOf, type CatchUpPolicy } from './core/cron.js';
+import { channelNames } from './notify/channels.js';
 import { isTask, nameSchema, zodToValidationError, type AnyTask, type TaskInput, type TaskRegistry } from './task.js';
 
-export type { CatchUpPolicy } from './maintenance/scheduler.js';
+export type { CatchUpPolicy } from './core/cron.js';
 
 /** Options of `pgq.schedule(...)`, and of each entry of a worker's `schedules`. Give `cron` or `every`. */
 export interface ScheduleOptions<T extends AnyTask = AnyTask> {
@@ -109,16 +110,17 @@ export interface ResolvedSchedule {
   readonly misfireGraceMs: number;
 }
 
-const int32 = z.number().int().min(-2_147_483_648).max(2_147_483_647);
+/** The range of `misfireGraceMs`: at least a second (a scheduler pass is always a few ms late, and a tick must not count as missed for that), at most a week. */
+export const MISFIRE_GRACE_MS = Object.freeze({ min: 1_000, max: 7 * 86_400_000 });
+
 const optionsSchema = z.object({
   name: nameSchema,
-  queue: nameSchema.optional(),
-  priority: int32.optional(),
-  maxAttempts: z.number().int().min(1).max(1_000_000).optional(),
-  catchUp: z.enum(['skip', 'once', 'all']).default(DEFAULTS.schedule.catchUp),
+  queue: jobOptionsShape.queue,
+  priority: jobOptionsShape.priority,
+  maxAttempts: jobOptionsShape.maxAttempts,
+  catchUp: z.enum(CATCH_UP_POLICIES).default(DEFAULTS.schedule.catchUp),
   catchUpLimit: z.number().int().min(1).max(MAX_TICKS_PER_PASS).default(DEFAULTS.schedule.catchUpLimit),
-  // At least a second: a scheduler pass is always a few ms late, and a tick must not count as missed for that.
-  misfireGraceMs: z.number().int().min(1_000).max(7 * 86_400_000).default(DEFAULTS.schedule.misfireGraceMs),
+  misfireGraceMs: z.number().int().min(MISFIRE_GRACE_MS.min).max(MISFIRE_GRACE_MS.max).default(DEFAULTS.schedule.misfireGraceMs),
 });
 
 /**
@@ -212,6 +214,59 @@ export function toScheduleRecord(row: Selectable<SchedulesTable>): ScheduleRecor
   };
 }
 
+/** One job a schedule makes: for `tick`, due at `runAt` (null: now), unique among live jobs by `uniqueKey`. */
+export interface ScheduleFiring {
+  tick: Date;
+  runAt: Date | null;
+  uniqueKey: string;
+}
+
+/**
+ * Inserts a schedule's jobs, one per firing, through the enqueue middleware
+ * (kind `schedule`), on `db` (the caller's transaction). A firing whose key a
+ * live job already holds gets that job. Resolves to each firing's job, in
+ * order; undefined where the live job finished before it could be read.
+ */
+export async function insertScheduleJobs(
+  db: Queryable,
+  statements: HotStatements,
+  middleware: MiddlewareChain | undefined,
+  schedule: Selectable<SchedulesTable>,
+  firings: readonly ScheduleFiring[],
+): Promise<(JobRow | undefined)[]> {
+  const { name, task, queue } = schedule;
+  const pending: PendingJob[] = firings.map((f) => ({ task, queue, payload: schedule.payload, meta: {}, schedule: { name, tick: f.tick } }));
+  let inserted: JobRow[] = [];
+  const write = async (): Promise<string[]> => {
+    inserted = await statements.insertJobs(db, {
+      jobs: firings.map((f, i) => ({
+        task,
+        queue,
+        payload: JSON.stringify(schedule.payload),
+        priority: schedule.priority,
+        maxAttempts: schedule.max_attempts,
+        runAt: f.runAt,
+        delayMs: 0,
+        uniqueKey: f.uniqueKey,
+        timeoutMs: null,
+        backoffBaseMs: null,
+        backoffMaxMs: null,
+        meta: metaText(pending[i]!.meta, firings.length === 1 ? 'meta' : `meta[${i}]`),
+      })),
+    });
+    return inserted.map((job) => String(job.id));
+  };
+  await (middleware ? middleware.enqueue({ kind: 'schedule', jobs: pending }, write) : write());
+  const byKey = new Map(inserted.map((job) => [job.unique_key, job]));
+  const missing = firings.map((f) => f.uniqueKey).filter((key) => !byKey.has(key));
+  if (missing.length > 0) {
+    // A live job already held the key (enqueued by hand with it): that job stands for the firing.
+    const live = await statements.getLiveByUniqueKey(db, { tasks: missing.map(() => task), uniqueKeys: missing });
+    for (const job of live) byKey.set(job.unique_key, job);
+  }
+  return firings.map((f) => byKey.get(f.uniqueKey));
+}
+
 export interface ScheduleStoreDeps {
   kysely: Kysely<PgqDatabase>;
   statements: HotStatements;
@@ -228,7 +283,7 @@ export class ScheduleStore {
   readonly #channel: string;
 
   constructor(private readonly deps: ScheduleStoreDeps) {
-    this.#channel = schedulesChannel(deps.schema);
+    this.#channel = channelNames(deps.schema).schedules;
   }
 
   /** Inserts or updates one schedule. */
@@ -316,28 +371,9 @@ export class ScheduleStore {
       const row = await trx.selectFrom('schedules').selectAll().where('name', '=', name).forUpdate().executeTakeFirst();
       if (!row) throw new ScheduleNotFoundError(name);
       const now = this.deps.clock.now();
-      const db = kyselyExecutor(trx);
-      const key = `schedule:${name}:run:${now.toISOString()}`;
-      const pending: PendingJob = { task: row.task, queue: row.queue, payload: row.payload, meta: {}, schedule: { name, tick: now } };
-      let inserted: JobRow | undefined;
-      await this.deps.middleware.enqueue({ kind: 'schedule', jobs: [pending] }, async () => {
-        [inserted] = await this.deps.statements.insertJobs(db, {
-          tasks: [row.task],
-          queues: [row.queue],
-          payloads: [JSON.stringify(row.payload)],
-          priorities: [row.priority],
-          maxAttempts: [row.max_attempts],
-          runAts: [null],
-          delaysMs: [0],
-          uniqueKeys: [key],
-          timeoutsMs: [null],
-          backoffBasesMs: [null],
-          backoffMaxesMs: [null],
-          metas: [metaText(pending.meta, 'meta')],
-        });
-        return inserted ? [String(inserted.id)] : [];
-      });
-      const job = inserted ?? (await this.deps.statements.getLiveByUniqueKey(db, { tasks: [row.task], uniqueKeys: [key] }))[0];
+      const [job] = await insertScheduleJobs(fromKysely(trx), this.deps.statements, this.deps.middleware, row, [
+        { tick: now, runAt: null, uniqueKey: `schedule:${name}:run:${now.toISOString()}` },
+      ]);
       if (!job) throw new PgqError('PGQ_SCHEDULE_RUN', `could not run schedule ${JSON.stringify(name)} now: its job finished at once; try again`);
       await trx.updateTable('schedules').set({ last_run_at: now, last_job_id: job.id }).where('name', '=', name).execute();
       return toJobRecord(job);

@@ -3,6 +3,7 @@ import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
 import type { BackoffOptions } from './core/backoff.js';
 import { ValidationError } from './core/errors.js';
+import { int32 } from './core/int32.js';
 import type { JobProgress, JobRecord } from './core/types.js';
 import type { Logger } from './core/logger.js';
 import type { ResolvedSandbox, SandboxKind, SandboxOptions } from './sandbox/handler.js';
@@ -112,18 +113,23 @@ export const nameSchema = z
   // eslint-disable-next-line no-control-regex
   .refine((s) => !/[\u0000-\u001f\u007f]/.test(s), 'must not contain control characters');
 
+/** The most attempts a job may be given. */
+export const MAX_ATTEMPTS = 1_000_000;
+/** Attempts of a job: from 1 to `MAX_ATTEMPTS`. */
+export const maxAttemptsSchema = z.number().int().min(1).max(MAX_ATTEMPTS);
+
 const taskOptionsSchema = z.object({
   name: nameSchema,
   queue: nameSchema.default('default'),
-  priority: z.number().int().min(-2_147_483_648).max(2_147_483_647).default(0),
-  maxAttempts: z.number().int().min(1).max(1_000_000).default(25),
+  priority: int32().default(0),
+  maxAttempts: maxAttemptsSchema.default(25),
   backoff: z
     .object({
-      baseMs: z.number().int().min(0).max(2_147_483_647).default(1_000),
-      maxMs: z.number().int().min(0).max(2_147_483_647).default(3_600_000),
+      baseMs: int32(0).default(1_000),
+      maxMs: int32(0).default(3_600_000),
     })
     .default({ baseMs: 1_000, maxMs: 3_600_000 }),
-  timeoutMs: z.number().int().min(1).max(2_147_483_647).nullable().default(null),
+  timeoutMs: int32(1).nullable().default(null),
   expiresInMs: z.number().int().min(1).max(1e13).nullable().default(null),
 });
 

@@ -13,7 +13,7 @@ import { boom } from './fixtures/mail-tasks.js';
 
 const ctx = useTestSchema('cliops');
 const root = path.resolve(import.meta.dirname, '..');
-const bin = path.join(root, 'dist/cli/main.js');
+const bin = path.join(root, 'dist/cli/bin.js');
 
 function pgq(args: string[]) {
   const r = spawnSync(process.execPath, [bin, '--schema', ctx.schema, ...args], {

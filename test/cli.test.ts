@@ -11,7 +11,7 @@ import { useTestSchema } from './support/harness.js';
 
 const ctx = useTestSchema('cli');
 const root = path.resolve(import.meta.dirname, '..');
-const bin = path.join(root, 'dist/cli/main.js');
+const bin = path.join(root, 'dist/cli/bin.js');
 const tasks = path.join(root, 'examples/tasks.ts');
 
 function pgq(args: string[], options: { env?: Record<string, string | undefined>; cwd?: string } = {}) {

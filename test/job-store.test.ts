@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { chain, defineTask, JobNotFoundError, PermanentError, step, ValidationError, type Pgq } from '../src/index.js';
 import { ProgressWriter } from '../src/worker/progress.js';
-import { pgExecutor } from '../src/db/executor.js';
+import { fromPg } from '../src/db/queryable.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
 import { boom } from './fixtures/mail-tasks.js';
 
@@ -145,7 +145,7 @@ describe('progress', () => {
     const job = await pgq.enqueue(mail, { to: 'p@x.y' }, { queue: 'progress' });
     await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = 'running', attempts = 2 WHERE id = $1`, [job.id]);
     const queries: unknown[] = [];
-    const db = pgExecutor(ctx.admin);
+    const db = fromPg(ctx.admin);
     const counting = { query: async <R,>(s: Parameters<typeof db.query>[0]) => (queries.push(s), db.query<R>(s)) };
     const writer = new ProgressWriter(counting, ctx.schema, pgq.logger, 10_000);
     const report = writer.reporter(job.id, 2);

@@ -24,7 +24,7 @@ function capture(): { logger: Logger; warnings: string[] } {
 }
 
 function cli(args: string[]) {
-  const r = spawnSync(process.execPath, [path.join(root, 'dist/cli/main.js'), '--schema', ctx.schema, ...args], {
+  const r = spawnSync(process.execPath, [path.join(root, 'dist/cli/bin.js'), '--schema', ctx.schema, ...args], {
     env: { ...process.env, DATABASE_URL: ctx.url, PGQ_LOG_LEVEL: 'warn' },
     encoding: 'utf8',
     timeout: 60_000,

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { defineTask, JobTimeoutError, LeaseLostError, type JobRecord } from '../src/index.js';
 import { createStatements } from '../src/db/statements.js';
-import { pgExecutor } from '../src/db/executor.js';
+import { fromPg } from '../src/db/queryable.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
 import { spawnWorker } from './support/processes.js';
 import { createLedger, overlappingRuns } from './support/ledger.js';
@@ -238,11 +238,11 @@ describe('leases', () => {
     const statements = createStatements(ctx.schema);
     const holder = await ctx.admin.connect();
     try {
-      await statements.registerWorker(pgExecutor(holder), {
+      await statements.registerWorker(fromPg(holder), {
         workerId: 'multi-claimer', hostname: 'h', pid: 1, queues, concurrency: 2, rescueAfterMs: 60_000,
       });
       await holder.query('BEGIN');
-      const claimed = await statements.claimJobs(pgExecutor(holder), { queues, tasks: ['multi'], limit: 2, workerId: 'multi-claimer' });
+      const claimed = await statements.claimJobs(fromPg(holder), { queues, tasks: ['multi'], limit: 2, workerId: 'multi-claimer' });
       expect(claimed).toHaveLength(2);
       // While that claim is uncommitted, every other row is still claimable.
       const other = await ctx.admin.connect();

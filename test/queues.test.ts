@@ -180,7 +180,7 @@ describe('pgq queues', () => {
   it('lists, pauses, resumes and sets limits; bad input exits 1 and changes nothing', async () => {
     await ctx.migrated();
     const cli = (...args: string[]) => {
-      const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'src/cli/main.ts'), '--database-url', ctx.url, '--schema', ctx.schema, ...args], {
+      const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'src/cli/bin.ts'), '--database-url', ctx.url, '--schema', ctx.schema, ...args], {
         env: { ...process.env, PGQ_LOG_LEVEL: 'warn' },
         cwd: root,
         encoding: 'utf8',

@@ -15,7 +15,7 @@ import { until, useTestSchema } from './support/harness.js';
 
 const ctx = useTestSchema('roles');
 const root = path.resolve(import.meta.dirname, '..');
-const bin = path.join(root, 'dist/cli/main.js');
+const bin = path.join(root, 'dist/cli/bin.js');
 const examples = path.join(root, 'examples/tasks.ts');
 
 /** The built `pgq` command (npm test builds first). */

@@ -8,7 +8,7 @@ import { useTestSchema } from './support/harness.js';
 
 const ctx = useTestSchema('schedules_cli');
 const root = path.resolve(import.meta.dirname, '..');
-const main = path.join(root, 'src/cli/main.ts');
+const main = path.join(root, 'src/cli/bin.ts');
 const tasks = path.join(root, 'examples/tasks.ts');
 
 function pgq(...args: string[]): { code: number | null; stdout: string; stderr: string } {

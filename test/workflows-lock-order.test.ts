@@ -9,7 +9,7 @@ import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { chord, defineTask, group, step, type Pgq } from '../src/index.js';
-import { pgExecutor } from '../src/db/executor.js';
+import { fromPg } from '../src/db/queryable.js';
 import { createStatements } from '../src/db/statements.js';
 import { until, useTestSchema } from './support/harness.js';
 import { spawnWorker } from './support/processes.js';
@@ -67,7 +67,7 @@ describe('lock order when parents settle together', () => {
     const settle = async (client: pg.PoolClient, names: string[], how: 'completes' | 'fails'): Promise<unknown> => {
       await client.query('BEGIN');
       const ids = names.map(id);
-      const db = pgExecutor(client, false);
+      const db = fromPg(client, false);
       const attempts = ids.map(() => 1);
       const written =
         how === 'completes'

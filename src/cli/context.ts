@@ -10,7 +10,7 @@ import type { Logger } from '../core/logger.js';
 import { PgqError } from '../core/errors.js';
 import { validateSchemaName } from '../db/identifiers.js';
 import { ensureEmbedded } from './embedded.js';
-import { isMissing, OPTIONAL_PACKAGES } from './optional.js';
+import { isMissing, OPTIONAL_PACKAGES } from '../core/optional-packages.js';
 
 export interface GlobalOptions {
   schema: string;

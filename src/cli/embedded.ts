@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { PgqError } from '../core/errors.js';
 import { sleep } from '../core/sleep.js';
-import { isInstalled, missingPackageError } from './optional.js';
+import { isInstalled, missingPackageError } from '../core/optional-packages.js';
 
 export interface EmbeddedInfo {
   url: string;

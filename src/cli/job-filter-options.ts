@@ -4,7 +4,7 @@
  */
 import { InvalidArgumentError, type Command } from 'commander';
 import { JOB_STATES, type JobState } from '../core/types.js';
-import { parseEvery } from '../maintenance/cron.js';
+import { parseEvery } from '../core/cron.js';
 import { parseJsonMatch, type JobFilter } from '../jobs/job-filter.js';
 
 /** The flags as commander parses them: a JobFilter, with `--workflow` for `workflowId`. */

@@ -1,20 +1,9 @@
 import path from 'node:path';
 import fs from 'node:fs';
-import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
 import { PgqError, ValidationError } from '../core/errors.js';
+import { importModule } from '../core/import-module.js';
 import { defineTask, isTask, type AnyTask } from '../task.js';
-import { importTsx } from './optional.js';
-
-/** Imports a module by path; a `.ts`/`.mts`/`.cts`/`.tsx` module goes through tsx (an optional dependency). */
-export async function importModule(file: string): Promise<Record<string, unknown>> {
-  const url = pathToFileURL(path.resolve(file)).href;
-  if (/\.[mc]?tsx?$/.test(file)) {
-    const { tsImport } = await importTsx();
-    return (await tsImport(url, import.meta.url)) as Record<string, unknown>;
-  }
-  return (await import(url)) as Record<string, unknown>;
-}
 
 /**
  * Loads a tasks module: its named exports that are tasks, or a default export

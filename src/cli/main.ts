@@ -1,15 +1,15 @@
-#!/usr/bin/env node
 /**
  * The `pgq` command. Every subcommand takes --schema (default pgq) and finds
  * its database in --database-url, then DATABASE_URL, then an embedded
  * PostgreSQL with its data in ./.pgq (started, or reused when running).
+ *
+ * This module only defines the program; `bin.ts` runs it.
  */
 import { Command, CommanderError, Option } from 'commander';
-import type { Pgq } from '../client.js';
-import type { AnyTask } from '../task.js';
 import type { Logger } from '../core/logger.js';
 import { PgqError } from '../core/errors.js';
-import { LOG_LEVELS, makeLogger, openPgq, plainLogger, type GlobalOptions, type SchemaPreparation } from './context.js';
+import { LOG_LEVELS, makeLogger, openPgq, plainLogger, type GlobalOptions } from './context.js';
+import type { CliRuntime } from './runtime.js';
 import { registerMigrate } from './commands/migrate.js';
 import { registerWorker } from './commands/worker.js';
 import { registerEnqueue } from './commands/enqueue.js';
@@ -23,18 +23,6 @@ import { registerWorkers } from './commands/workers.js';
 import { registerWorkflows } from './commands/workflows.js';
 import { registerDashboard } from './commands/dashboard.js';
 import { registerQueues } from './commands/queues.js';
-
-/** What commands get from the program: output, logger, and a Pgq from the global options. */
-export interface CliRuntime {
-  readonly logger: Logger;
-  readonly json: boolean;
-  /** The --schema option. */
-  schema(): string;
-  out(text: string): void;
-  open(tasks?: AnyTask[], options?: { schema?: SchemaPreparation }): Promise<Pgq>;
-  /** Opens a Pgq, runs `fn` with it, and closes it whatever happens. */
-  using<T>(fn: (pgq: Pgq) => Promise<T>, options?: { tasks?: AnyTask[]; schema?: SchemaPreparation }): Promise<T>;
-}
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -98,6 +86,7 @@ function defaultLogLevel(): string {
   return fromEnv;
 }
 
+/** Runs the program on `argv` (as `process.argv`); resolves to the exit code. */
 export async function main(argv: string[]): Promise<number> {
   try {
     const program = buildProgram();
@@ -116,6 +105,3 @@ export async function main(argv: string[]): Promise<number> {
     return 1;
   }
 }
-
-const code = await main(process.argv);
-process.exitCode = code;

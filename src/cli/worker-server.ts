@@ -7,7 +7,7 @@ import http from 'node:http';
 import type { Pgq } from '../client.js';
 import type { Worker } from '../worker/worker.js';
 import type { PgqMetrics } from '../metrics.js';
-import { importOptional } from './optional.js';
+import { importOptional } from '../core/optional-packages.js';
 
 export interface WorkerServer {
   server: http.Server;

@@ -6,8 +6,6 @@ export interface BackoffOptions {
   maxMs: number;
 }
 
-export const DEFAULT_BACKOFF: Readonly<BackoffOptions> = Object.freeze({ baseMs: 1_000, maxMs: 3_600_000 });
-
 /**
  * The delay before the next attempt after `attempt` failed. Jittered into
  * [50%, 100%] of the exponential value so that jobs failing together do not

@@ -2,10 +2,51 @@
  * Every error pgq throws on purpose is a `PgqError` with a stable `code`, so
  * callers can branch on `err.code` instead of parsing messages.
  */
-export class PgqError extends Error {
-  readonly code: string;
 
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
+/** Every code a `PgqError` can carry. */
+export type PgqErrorCode =
+  // Input refused; nothing was written.
+  | 'PGQ_VALIDATION'
+  | 'PGQ_BAD_DB'
+  | 'PGQ_BAD_OPTION'
+  | 'PGQ_USAGE'
+  // Lookups and waits.
+  | 'PGQ_JOB_NOT_FOUND'
+  | 'PGQ_SCHEDULE_NOT_FOUND'
+  | 'PGQ_WORKFLOW_NOT_FOUND'
+  | 'PGQ_WAIT_TIMEOUT'
+  // Actions refused for the state a job is in.
+  | 'PGQ_NOT_RETRYABLE'
+  | 'PGQ_JOB_RUNNING'
+  | 'PGQ_SCHEDULE_RUN'
+  // Handlers and attempts (thrown by handlers, or the reason on ctx.signal).
+  | 'PGQ_PERMANENT'
+  | 'PGQ_SNOOZE'
+  | 'PGQ_TIMEOUT'
+  | 'PGQ_CANCELLED'
+  | 'PGQ_SHUTDOWN'
+  | 'PGQ_LEASE_LOST'
+  | 'PGQ_SANDBOX_CRASHED'
+  // Pgq, workers and middleware.
+  | 'PGQ_CLOSED'
+  | 'PGQ_SCHEMA_NOT_READY'
+  | 'PGQ_WORKER_ID_TAKEN'
+  | 'PGQ_WORKER_START'
+  | 'PGQ_WORKER_STOPPED'
+  | 'PGQ_MIDDLEWARE'
+  | 'PGQ_DRAIN_TIMEOUT'
+  // Optional packages, the CLI and the console.
+  | 'PGQ_MISSING_PACKAGE'
+  | 'PGQ_OTEL_MISSING'
+  | 'PGQ_TASKS_MODULE'
+  | 'PGQ_EMBEDDED'
+  | 'PGQ_UNREACHABLE'
+  | 'PGQ_LISTEN';
+
+export class PgqError extends Error {
+  readonly code: PgqErrorCode;
+
+  constructor(code: PgqErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'PgqError';
     this.code = code;
@@ -123,6 +164,18 @@ export class LeaseLostError extends PgqError {
   }
 }
 
+/**
+ * `worker.start()` failed for a reason other than a `PgqError` of its own
+ * (which it rejects with as it is): the database could not be reached, a
+ * start-up step threw. The cause is kept; nothing was left running.
+ */
+export class WorkerStartError extends PgqError {
+  constructor(cause: unknown) {
+    super('PGQ_WORKER_START', `the worker could not start: ${errorMessage(cause)}`, { cause });
+    this.name = 'WorkerStartError';
+  }
+}
+
 /** A message for any thrown value, never `[object Object]`. */
 export function errorMessage(err: unknown): string {
   if (err instanceof Error) return err.message || err.name;
@@ -138,7 +191,7 @@ export function errorMessage(err: unknown): string {
  * Brand checks by `code` rather than `instanceof`, so errors thrown by a
  * second copy of pgq (a tasks module importing its own) are still understood.
  */
-export function hasCode(err: unknown, code: string): err is PgqError {
+export function hasCode(err: unknown, code: PgqErrorCode): err is PgqError {
   return err instanceof Error && (err as { code?: unknown }).code === code;
 }
 

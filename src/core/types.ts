@@ -31,6 +31,12 @@ export const JOB_STATES: readonly JobState[] = [
 
 export const FINAL_STATES: readonly JobState[] = ['succeeded', 'failed', 'cancelled'];
 
+/** A state that is not final: the job may still run (the states a `uniqueKey` is unique among, and that a cancel ends). */
+export type LiveState = Exclude<JobState, 'succeeded' | 'failed' | 'cancelled'>;
+
+/** Every live state, in `JOB_STATES` order. */
+export const LIVE_STATES: readonly LiveState[] = JOB_STATES.filter((s): s is LiveState => !FINAL_STATES.includes(s));
+
 /** A JSON value as stored in a `jsonb` column. */
 export type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
 

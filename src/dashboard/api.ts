@@ -9,9 +9,8 @@
 import { Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import { JobNotFoundError, ValidationError } from '../core/errors.js';
-import type { JobState } from '../core/types.js';
-import { CANCELLABLE_STATES, RETRYABLE_STATES } from '../jobs/job-store.js';
-import { JOB_STATES } from '../core/types.js';
+import { LIVE_STATES, type JobState } from '../core/types.js';
+import { DELETABLE_STATES, RETRYABLE_STATES } from '../jobs/job-store.js';
 import type { JobFilter } from '../jobs/job-filter.js';
 import { parseRateText, type QueueSettings } from '../queues.js';
 import { ScheduleNotFoundError } from '../schedules.js';
@@ -24,8 +23,8 @@ import { consoleJob } from './serialize.js';
 export type BulkAction = 'retry' | 'cancel' | 'delete';
 const BULK_STATES: Record<BulkAction, readonly JobState[]> = {
   retry: RETRYABLE_STATES,
-  cancel: CANCELLABLE_STATES,
-  delete: JOB_STATES.filter((s) => s !== 'running'),
+  cancel: LIVE_STATES,
+  delete: DELETABLE_STATES,
 };
 
 /** The filter narrowed to the states a bulk action changes. */

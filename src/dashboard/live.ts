@@ -60,10 +60,6 @@ export class LiveFeed {
     };
   }
 
-  get subscribers(): number {
-    return this.#listeners.size;
-  }
-
   close(): void {
     this.#closed = true;
     if (this.#timer) clearInterval(this.#timer);

@@ -1,7 +1,7 @@
 /** Job filters from a query string: the console's filter form, its links and the JSON API read them the same way. */
 import { ValidationError } from '../core/errors.js';
 import { JOB_STATES, type JobState } from '../core/types.js';
-import { parseEvery } from '../maintenance/cron.js';
+import { parseEvery } from '../core/cron.js';
 import { parseJsonMatch, type JobFilter, type ListJobsFilter } from '../jobs/job-filter.js';
 
 const FILTER_KEYS = ['state', 'queue', 'task', 'since', 'until', 'payload', 'result', 'error', 'workflow'] as const;

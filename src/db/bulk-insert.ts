@@ -11,7 +11,7 @@
  * switches it off for the transaction, as `insertJobsQuiet` does.
  */
 import { quoteIdent } from './identifiers.js';
-import type { SqlExecutor } from './executor.js';
+import type { Queryable } from './queryable.js';
 import type { JobState } from '../core/types.js';
 
 export interface BulkInsertParams {
@@ -72,14 +72,14 @@ export function createBulkInsert(schema: string) {
     p.task, p.queue, p.payloads, p.priority, p.maxAttempts, p.runAt, p.delayMs,
     p.timeoutMs, p.backoffBaseMs, p.backoffMaxMs, p.meta, p.expiresAt, p.expiresInMs,
   ];
-  const run = async (db: SqlExecutor, name: string, text: string, p: BulkInsertParams): Promise<BulkInserted> => {
+  const run = async (db: Queryable, name: string, text: string, p: BulkInsertParams): Promise<BulkInserted> => {
     const [row] = await db.query<BulkInserted>({ name, text, values: values(p) });
     return { ...row!, ids: row!.ids ?? [] };
   };
   return {
     /** JobInsertBulk: inserts the payloads with shared options; NOTIFY by the trigger. */
-    insert: (db: SqlExecutor, p: BulkInsertParams) => run(db, `pgq_${schema}_insert_bulk`, insert, p),
+    insert: (db: Queryable, p: BulkInsertParams) => run(db, `pgq_${schema}_insert_bulk`, insert, p),
     /** JobInsertBulkQuiet: as insert, without the trigger's NOTIFY (the caller notifies after commit). */
-    insertQuiet: (db: SqlExecutor, p: BulkInsertParams) => run(db, `pgq_${schema}_insert_bulk_quiet`, insertQuiet, p),
+    insertQuiet: (db: Queryable, p: BulkInsertParams) => run(db, `pgq_${schema}_insert_bulk_quiet`, insertQuiet, p),
   };
 }

@@ -21,8 +21,8 @@
  */
 import { quoteIdent } from './identifiers.js';
 import { JOB_COLUMNS, type JobRow } from './rows.js';
-import type { SqlExecutor } from './executor.js';
-import { channelNames } from '../notify/channels.js';
+import type { Queryable } from './queryable.js';
+import { channelNames, notifyDoneSql } from '../notify/channels.js';
 
 /** A `queues` row as QueueLock returns it, plus whether due jobs wait. */
 export interface LockedQueue {
@@ -172,8 +172,7 @@ export function createQueueStatements(schema: string) {
          AND j.state IN ('scheduled', 'available', 'retryable')
       RETURNING j.id
     ), notified AS (
-      SELECT pg_notify('${channels.done}', CASE WHEN sum(length(id::text) + 1) <= 7000
-               THEN string_agg(id::text, ',') ELSE '*' END) FROM expired HAVING count(*) > 0
+      ${notifyDoneSql(channels.done, 'expired')}
     )
     SELECT id::text AS id FROM expired, (SELECT count(*) FROM notified) AS n`;
 
@@ -181,23 +180,23 @@ export function createQueueStatements(schema: string) {
 
   return {
     /** QueueLock: locks the queue's row for this transaction; its settings, or undefined without a row. */
-    async lockQueue(db: SqlExecutor, queue: string): Promise<LockedQueue | undefined> {
+    async lockQueue(db: Queryable, queue: string): Promise<LockedQueue | undefined> {
       const rows = await db.query<LockedQueue>({ name: name('queue_lock'), text: lockQueue, values: [queue] });
       return rows[0];
     },
 
     /** JobClaimLimited: claims within the queue's concurrency and rate limits (run after lockQueue, same transaction). */
-    claimLimited(db: SqlExecutor, p: ClaimLimitedParams): Promise<JobRow[]> {
+    claimLimited(db: Queryable, p: ClaimLimitedParams): Promise<JobRow[]> {
       return db.query<JobRow>({ name: name('claim_limited'), text: claimLimited, values: values(p) });
     },
 
     /** JobClaimLimitedByKey: as claimLimited, and at most key_concurrency running jobs per concurrency key. */
-    claimLimitedByKey(db: SqlExecutor, p: ClaimLimitedParams): Promise<JobRow[]> {
+    claimLimitedByKey(db: Queryable, p: ClaimLimitedParams): Promise<JobRow[]> {
       return db.query<JobRow>({ name: name('claim_limited_by_key'), text: claimLimitedByKey, values: values(p) });
     },
 
     /** JobExpire: cancels jobs whose expiry passed before they started; returns their ids. */
-    expireJobs(db: SqlExecutor, p: ExpireJobsParams): Promise<{ id: string }[]> {
+    expireJobs(db: Queryable, p: ExpireJobsParams): Promise<{ id: string }[]> {
       return db.query<{ id: string }>({ name: name('expire_jobs'), text: expireJobs, values: [p.limit, p.now ?? null] });
     },
   };

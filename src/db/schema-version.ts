@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PgqError } from '../core/errors.js';
-import type { SqlExecutor } from './executor.js';
+import type { Queryable } from './queryable.js';
 import { quoteIdent } from './identifiers.js';
 
 /** The package's own migrations folder, wherever pgq is installed. */
@@ -36,7 +36,7 @@ export class SchemaNotReadyError extends PgqError {
 }
 
 /** Resolves when `schema` has every migration this pgq ships; rejects with SchemaNotReadyError otherwise. */
-export async function checkSchemaVersion(db: SqlExecutor, schema: string): Promise<void> {
+export async function checkSchemaVersion(db: Queryable, schema: string): Promise<void> {
   const table = `${quoteIdent(schema)}.pgq_migrations`;
   const [found] = await db.query<{ present: boolean }>({ text: 'SELECT to_regclass($1) IS NOT NULL AS present', values: [table] });
   const needed = shippedMigrations();

@@ -22,31 +22,38 @@
  */
 import { quoteIdent } from './identifiers.js';
 import { JOB_COLUMNS, type JobRow } from './rows.js';
-import type { SqlExecutor, Statement } from './executor.js';
-import { channelNames } from '../notify/channels.js';
+import type { Queryable, Statement } from './queryable.js';
+import { channelNames, notifyDoneSql } from '../notify/channels.js';
+import { LIVE_STATES } from '../core/types.js';
+
+/** One job to insert. */
+export interface JobInsert {
+  task: string;
+  queue: string;
+  /** JSON text of the payload. */
+  payload: string;
+  priority: number;
+  maxAttempts: number;
+  /** Absolute run time, or null to use `now() + delayMs`. */
+  runAt: Date | null;
+  delayMs: number;
+  uniqueKey: string | null;
+  timeoutMs: number | null;
+  backoffBaseMs: number | null;
+  backoffMaxMs: number | null;
+  /** JSON text of the job's metadata object. */
+  meta: string;
+  /** Per-key fairness key; omitted or null: none. */
+  concurrencyKey?: string | null;
+  /** Absolute expiry, or null to use `expiresInMs`; omitted: none. */
+  expiresAt?: Date | null;
+  /** Expiry in ms from now (database clock) where `expiresAt` is null; omitted or null: never expires. */
+  expiresInMs?: number | null;
+}
 
 export interface InsertJobsParams {
-  tasks: string[];
-  queues: string[];
-  /** JSON text of each payload. */
-  payloads: string[];
-  priorities: number[];
-  maxAttempts: number[];
-  /** Absolute run time, or null to use `now() + delayMs`. */
-  runAts: (Date | null)[];
-  delaysMs: number[];
-  uniqueKeys: (string | null)[];
-  timeoutsMs: (number | null)[];
-  backoffBasesMs: (number | null)[];
-  backoffMaxesMs: (number | null)[];
-  /** JSON text of each job's metadata object. */
-  metas: string[];
-  /** Per-key fairness key of each job (null: none); omitted means none. */
-  concurrencyKeys?: (string | null)[];
-  /** Absolute expiry of each job, or null to use `expiresInMs` (or no expiry); omitted means none. */
-  expiresAts?: (Date | null)[];
-  /** Expiry in ms from now (database clock) where `expiresAts` is null; null: never expires. */
-  expiresInMs?: (number | null)[];
+  /** The jobs, in order; the statements take them column by column (`insertValues`). */
+  jobs: readonly JobInsert[];
 }
 
 export interface ClaimJobsParams {
@@ -141,12 +148,13 @@ export interface WrittenOutcome {
 
 export type HotStatements = ReturnType<typeof createStatements>;
 
-function insertValues(p: InsertJobsParams): unknown[] {
-  const none = p.tasks.map(() => null);
+/** The insert statements' parameters: one array per column ($1 … $15), in `JobInsert` order. */
+function insertValues({ jobs }: InsertJobsParams): unknown[] {
+  const column = <K extends keyof JobInsert>(key: K): (JobInsert[K] | null)[] => jobs.map((job) => job[key] ?? null);
   return [
-    p.tasks, p.queues, p.payloads, p.priorities, p.maxAttempts, p.runAts, p.delaysMs,
-    p.uniqueKeys, p.timeoutsMs, p.backoffBasesMs, p.backoffMaxesMs, p.metas,
-    p.concurrencyKeys ?? none, p.expiresAts ?? none, p.expiresInMs ?? none,
+    column('task'), column('queue'), column('payload'), column('priority'), column('maxAttempts'), column('runAt'),
+    column('delayMs'), column('uniqueKey'), column('timeoutMs'), column('backoffBaseMs'), column('backoffMaxMs'),
+    column('meta'), column('concurrencyKey'), column('expiresAt'), column('expiresInMs'),
   ];
 }
 
@@ -159,10 +167,8 @@ export function createStatements(schema: string) {
   const cols = JOB_COLUMNS.join(', ');
   const jcols = JOB_COLUMNS.map((c) => `j.${c}`).join(', ');
   const name = (n: string): string => `pgq_${schema}_${n}`;
-  const liveStates = `('scheduled', 'available', 'running', 'retryable', 'blocked')`;
-  const notifyDone = (from: string): string =>
-    `SELECT pg_notify('${channels.done}', CASE WHEN sum(length(id::text) + 1) <= 7000
-        THEN string_agg(id::text, ',') ELSE '*' END) FROM ${from} HAVING count(*) > 0`;
+  const liveStates = `(${LIVE_STATES.map((state) => `'${state}'`).join(', ')})`;
+  const notifyDone = (from: string): string => notifyDoneSql(channels.done, from);
   // A CTE named `locked`: after the statement's UPDATE has taken the rows
   // it settles, and before their row triggers run, the workflow jobs those
   // triggers may change are locked all at once in id order (see
@@ -406,22 +412,22 @@ export function createStatements(schema: string) {
 
   return {
     /** JobInsertMany: inserts jobs, skipping those whose unique key matches a live job. */
-    insertJobs(db: SqlExecutor, p: InsertJobsParams): Promise<JobRow[]> {
+    insertJobs(db: Queryable, p: InsertJobsParams): Promise<JobRow[]> {
       return db.query<JobRow>({ name: name('insert_jobs'), text: insertJobs, values: insertValues(p) });
     },
 
     /** JobInsertManyQuiet: as insertJobs, without the NOTIFY (the caller notifies after commit). */
-    insertJobsQuiet(db: SqlExecutor, p: InsertJobsParams): Promise<JobRow[]> {
+    insertJobsQuiet(db: Queryable, p: InsertJobsParams): Promise<JobRow[]> {
       return db.query<JobRow>({ name: name('insert_jobs_quiet'), text: insertJobsQuiet, values: insertValues(p) });
     },
 
     /** JobsNotify: wakes the workers of these queues. */
-    async notifyQueues(db: SqlExecutor, queues: string[]): Promise<void> {
+    async notifyQueues(db: Queryable, queues: string[]): Promise<void> {
       await db.query({ name: name('notify_queues'), text: notifyQueues, values: [queues] });
     },
 
     /** JobGetLiveByUniqueKey: the live jobs holding these (task, unique_key) pairs. */
-    getLiveByUniqueKey(db: SqlExecutor, p: { tasks: string[]; uniqueKeys: string[] }): Promise<JobRow[]> {
+    getLiveByUniqueKey(db: Queryable, p: { tasks: string[]; uniqueKeys: string[] }): Promise<JobRow[]> {
       return db.query<JobRow>({ name: name('live_by_key'), text: getLiveByUniqueKey, values: [p.tasks, p.uniqueKeys] });
     },
 
@@ -429,7 +435,7 @@ export function createStatements(schema: string) {
      * JobClaim / JobClaimMany: marks up to `limit` due jobs running for this
      * worker and counts the attempt, while the worker's lease is live.
      */
-    claimJobs(db: SqlExecutor, p: ClaimJobsParams): Promise<JobRow[]> {
+    claimJobs(db: Queryable, p: ClaimJobsParams): Promise<JobRow[]> {
       if (p.queues.length === 1) {
         return db.query<JobRow>({ name: name('claim'), text: claimJobs, values: [p.queues[0], p.tasks, p.limit, p.workerId] });
       }
@@ -437,24 +443,24 @@ export function createStatements(schema: string) {
     },
 
     /** JobPromoteDue: scheduled and retryable jobs that are due become available; returns how many. */
-    async promoteDue(db: SqlExecutor, p: PromoteDueParams): Promise<number> {
+    async promoteDue(db: Queryable, p: PromoteDueParams): Promise<number> {
       const rows = await db.query<{ n: number }>({ name: name('promote_due'), text: promoteDue, values: [p.queues, p.now ?? null, p.limit] });
       return rows[0]?.n ?? 0;
     },
 
     /** JobNextRunAt: when the earliest scheduled or retryable job of these queues becomes due. */
-    async nextRunAt(db: SqlExecutor, p: { queues: string[]; tasks: string[] }): Promise<Date | null> {
+    async nextRunAt(db: Queryable, p: { queues: string[]; tasks: string[] }): Promise<Date | null> {
       const rows = await db.query<{ run_at: Date }>({ name: name('next_run_at'), text: nextRunAt, values: [p.queues, p.tasks] });
       return rows[0]?.run_at ?? null;
     },
 
     /** JobCompleteMany: succeeded, with the result, for jobs still running in that attempt. */
-    completeJobs(db: SqlExecutor, p: CompleteJobsParams): Promise<WrittenOutcome[]> {
+    completeJobs(db: Queryable, p: CompleteJobsParams): Promise<WrittenOutcome[]> {
       return db.query<WrittenOutcome>({ name: name('complete'), text: completeJobs, values: [p.ids, p.attempts, p.results] });
     },
 
     /** JobFailMany: retryable after the delay, or failed when permanent or out of attempts. */
-    failJobs(db: SqlExecutor, p: FailJobsParams): Promise<WrittenOutcome[]> {
+    failJobs(db: Queryable, p: FailJobsParams): Promise<WrittenOutcome[]> {
       return db.query<WrittenOutcome>({
         name: name('fail'),
         text: failJobs,
@@ -463,27 +469,27 @@ export function createStatements(schema: string) {
     },
 
     /** JobSnoozeMany: due again after the delay; the attempt does not count. */
-    snoozeJobs(db: SqlExecutor, p: SnoozeJobsParams): Promise<WrittenOutcome[]> {
+    snoozeJobs(db: Queryable, p: SnoozeJobsParams): Promise<WrittenOutcome[]> {
       return db.query<WrittenOutcome>({ name: name('snooze'), text: snoozeJobs, values: [p.ids, p.attempts, p.delaysMs, p.notes] });
     },
 
     /** JobRescue: retries or fails the running jobs of workers whose lease has passed. */
-    rescueJobs(db: SqlExecutor, p: RescueJobsParams): Promise<RescuedJob[]> {
+    rescueJobs(db: Queryable, p: RescueJobsParams): Promise<RescuedJob[]> {
       return db.query<RescuedJob>({ name: name('rescue'), text: rescueJobs, values: [p.legacyRescueAfterMs, p.now ?? null] });
     },
 
     /** JobReleaseOrphans: gives back running rows of this worker that it does not hold. */
-    releaseOrphans(db: SqlExecutor, p: ReleaseOrphansParams): Promise<{ id: string }[]> {
+    releaseOrphans(db: Queryable, p: ReleaseOrphansParams): Promise<{ id: string }[]> {
       return db.query({ name: name('release_orphans'), text: releaseOrphans, values: [p.workerId, p.heldIds] });
     },
 
     /** JobReleaseUnstarted: gives back prefetched jobs this worker never started. */
-    async releaseUnstarted(db: SqlExecutor, p: { workerId: string; ids: string[] }): Promise<void> {
+    async releaseUnstarted(db: Queryable, p: { workerId: string; ids: string[] }): Promise<void> {
       await db.query({ name: name('release_unstarted'), text: releaseUnstarted, values: [p.workerId, p.ids] });
     },
 
     /** WorkerRegister: a new lease for this id; null when the id is already registered. */
-    async registerWorker(db: SqlExecutor, p: RegisterWorkerParams): Promise<Date | null> {
+    async registerWorker(db: Queryable, p: RegisterWorkerParams): Promise<Date | null> {
       const rows = await db.query<{ lease_expires_at: Date }>({
         name: name('register_worker'),
         text: registerWorker,
@@ -498,7 +504,7 @@ export function createStatements(schema: string) {
     },
 
     /** JobAdopt: moves still-owned attempts from a lost lease's id to the new one; returns the ids moved. */
-    adoptJobs(db: SqlExecutor, p: AdoptJobsParams): Promise<{ id: string }[]> {
+    adoptJobs(db: Queryable, p: AdoptJobsParams): Promise<{ id: string }[]> {
       return db.query<{ id: string }>({
         name: name('adopt_jobs'),
         text: adoptJobs,

@@ -6,6 +6,7 @@
  */
 import { sql, type Expression, type ExpressionBuilder, type SqlBool } from 'kysely';
 import { ValidationError } from '../core/errors.js';
+import { parseJobId } from '../core/ids.js';
 import { JOB_STATES, type JobState, type Json } from '../core/types.js';
 import type { PgqDatabase } from '../db/tables.js';
 
@@ -42,17 +43,6 @@ export interface ListJobsFilter extends JobFilter {
   before?: string;
   /** At most this many, newest first. Default 50, at most 1,000. */
   limit?: number;
-}
-
-const ID = /^[0-9]{1,19}$/;
-
-/** A job id as a string of digits, or a ValidationError naming `field`. */
-export function parseJobId(id: unknown, field = 'id'): string {
-  if (typeof id === 'number' && Number.isSafeInteger(id) && id > 0) return String(id);
-  if (typeof id !== 'string' || !ID.test(id)) {
-    throw new ValidationError(field, `${JSON.stringify(id)} is not a job id (a string of digits)`);
-  }
-  return id;
 }
 
 /** The filter checked field by field; throws a ValidationError naming the first bad one. */

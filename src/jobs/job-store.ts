@@ -1,8 +1,8 @@
 /**
- * Jobs as an operator sees them: read one, list with filters and keyset
- * paging, count, and act on one job or on every job a filter matches
- * (retry, cancel, delete). The worker's hot path is elsewhere (db/statements);
- * everything here is Kysely.
+ * Jobs as an operator sees them: read one, wait for one to finish, list with
+ * filters and keyset paging, count, count per queue, and act on one job or on
+ * every job a filter matches (retry, cancel, delete). The worker's hot path
+ * is elsewhere (db/statements); everything here is Kysely.
  *
  * Bulk actions walk the matching jobs newest first in batches of
  * `BULK_BATCH`, one transaction per batch with the batch's rows locked, so a
@@ -13,25 +13,40 @@
  * how many jobs they changed.
  */
 import { sql, type Kysely, type Transaction } from 'kysely';
-import { JobNotFoundError, PgqError } from '../core/errors.js';
-import { FINAL_STATES, JOB_STATES, isFinalState, type JobRecord, type JobState } from '../core/types.js';
-import { ValidationError } from '../core/errors.js';
+import type { Clock } from '../core/clock.js';
+import { JobNotFoundError, PgqError, ValidationError, WaitTimeoutError } from '../core/errors.js';
+import { JOB_STATES, LIVE_STATES, isFinalState, type JobRecord, type JobState } from '../core/types.js';
 import { toJobRecord, type JobRow } from '../db/rows.js';
 import type { PgqDatabase } from '../db/tables.js';
-import type { ChannelNames } from '../notify/channels.js';
+import { doneMentions, type ChannelNames } from '../notify/channels.js';
+import { cancelLockedJobs } from './cancel-jobs.js';
+import type { Listener } from '../notify/listener.js';
+import { waitUntilDone } from '../notify/wait.js';
 import type { WorkflowStore } from '../workflow/store.js';
-import { jobFilterCondition, parseJobId, validateJobFilter, type JobFilter, type ListJobsFilter } from './job-filter.js';
+import { parseJobId } from '../core/ids.js';
+import { jobFilterCondition, validateJobFilter, type JobFilter, type ListJobsFilter } from './job-filter.js';
 
 /** States `retryJob` accepts. */
 export const RETRYABLE_STATES: readonly JobState[] = ['failed', 'cancelled', 'retryable', 'scheduled'];
-/** States `cancelJob` changes (every state that is not final). */
-export const CANCELLABLE_STATES: readonly JobState[] = JOB_STATES.filter((s) => !FINAL_STATES.includes(s));
+/** States `deleteJob` accepts (a running job is cancelled first). */
+export const DELETABLE_STATES: readonly JobState[] = JOB_STATES.filter((s) => s !== 'running');
 /** Rows per transaction of a bulk action. */
 export const BULK_BATCH = 500;
+
+/** Per queue: jobs by state, and the oldest due job still waiting. */
+export interface QueueStats {
+  queue: string;
+  counts: Record<JobState, number>;
+  /** `run_at` of the oldest job that is due and not yet claimed. */
+  oldestWaitingRunAt: Date | null;
+}
 
 export interface JobStoreDeps {
   kysely: Kysely<PgqDatabase>;
   channels: ChannelNames;
+  /** Wakes `wait` on the `done` channel. */
+  listener: Listener;
+  clock: Clock;
   workflows: WorkflowStore;
 }
 
@@ -44,6 +59,29 @@ export class JobStore {
   async get<Payload = unknown, Result = unknown>(id: string): Promise<JobRecord<Payload, Result> | null> {
     const row = await this.deps.kysely.selectFrom('jobs').selectAll().where('id', '=', parseJobId(id)).executeTakeFirst();
     return row ? toJobRecord<Payload, Result>(row as unknown as JobRow) : null;
+  }
+
+  /** Resolves when the job reaches a final state, woken by NOTIFY on the `done` channel. */
+  async wait<Payload = unknown, Result = unknown>(
+    id: string,
+    options: { timeoutMs?: number; signal?: AbortSignal } = {},
+  ): Promise<JobRecord<Payload, Result>> {
+    const jobId = parseJobId(id);
+    return waitUntilDone(
+      { listener: this.deps.listener, clock: this.deps.clock },
+      {
+        channel: this.deps.channels.done,
+        wakesOn: (payload) => doneMentions(payload, (id) => id === jobId),
+        look: async () => {
+          const job = await this.get<Payload, Result>(jobId);
+          if (!job) throw new JobNotFoundError(jobId);
+          return isFinalState(job.state) ? { done: true, value: job } : { done: false, state: job.state };
+        },
+        timeoutMs: options.timeoutMs,
+        signal: options.signal,
+        timeoutError: (state) => new WaitTimeoutError(jobId, options.timeoutMs ?? 0, state),
+      },
+    );
   }
 
   async list(filter: ListJobsFilter = {}): Promise<JobRecord[]> {
@@ -76,12 +114,48 @@ export class JobStore {
     return Number(row.n);
   }
 
+  /** Per queue: counts by state and the oldest waiting due job. */
+  async stats(): Promise<QueueStats[]> {
+    const rows = await this.deps.kysely
+      .selectFrom('jobs')
+      .select((eb) => [
+        'queue',
+        'state',
+        eb.fn.countAll<string>().as('count'),
+        eb.fn
+          .min<Date | null>(sql<Date>`CASE WHEN state IN ('available', 'scheduled', 'retryable') AND run_at <= now() THEN run_at END`)
+          .as('oldest'),
+      ])
+      .groupBy(['queue', 'state'])
+      .orderBy('queue')
+      .execute();
+    const byQueue = new Map<string, QueueStats>();
+    for (const row of rows) {
+      let stats = byQueue.get(row.queue);
+      if (!stats) {
+        stats = {
+          queue: row.queue,
+          counts: Object.fromEntries(JOB_STATES.map((s) => [s, 0])) as Record<JobState, number>,
+          oldestWaitingRunAt: null,
+        };
+        byQueue.set(row.queue, stats);
+      }
+      stats.counts[row.state] = Number(row.count);
+      const oldest = row.oldest as Date | null;
+      if (oldest && (!stats.oldestWaitingRunAt || oldest < stats.oldestWaitingRunAt)) stats.oldestWaitingRunAt = oldest;
+    }
+    return [...byQueue.values()];
+  }
+
   async cancel(id: string): Promise<JobRecord> {
     const jobId = parseJobId(id);
     const row = await this.deps.kysely.transaction().execute(async (trx) => {
       const before = await trx.selectFrom('jobs').select(['state']).where('id', '=', jobId).forUpdate().executeTakeFirst();
       if (!before) return undefined;
-      if (!isFinalState(before.state)) await this.#cancelLocked(trx, [{ id: jobId, state: before.state }]);
+      if (!isFinalState(before.state)) {
+        await this.deps.workflows.lockDependents(trx, [jobId]);
+        await cancelLockedJobs(trx, this.deps.channels, [{ id: jobId, state: before.state }]);
+      }
       return trx.selectFrom('jobs').selectAll().where('id', '=', jobId).executeTakeFirstOrThrow();
     });
     if (!row) throw new JobNotFoundError(jobId);
@@ -139,15 +213,16 @@ export class JobStore {
 
   /** Cancels every matching job that is not final; running handlers see their signal abort. */
   async cancelMany(filter: JobFilter): Promise<number> {
-    return this.#bulk(filter, CANCELLABLE_STATES, async (trx, rows) => {
-      await this.#cancelLocked(trx, rows);
+    return this.#bulk(filter, LIVE_STATES, async (trx, rows) => {
+      await this.deps.workflows.lockDependents(trx, rows.map((row) => row.id));
+      await cancelLockedJobs(trx, this.deps.channels, rows);
       return rows.length;
     });
   }
 
   /** Deletes every matching job that is not running. */
   async deleteMany(filter: JobFilter): Promise<number> {
-    return this.#bulk(filter, JOB_STATES.filter((s) => s !== 'running'), async (trx, rows) => {
+    return this.#bulk(filter, DELETABLE_STATES, async (trx, rows) => {
       const ids = rows.map((r) => r.id);
       await trx.deleteFrom('jobs').where(sql<boolean>`id = ANY(${ids}::bigint[])`).execute();
       return ids.length;
@@ -196,17 +271,4 @@ export class JobStore {
     for (const queue of new Set(queues)) await sql`SELECT pg_notify(${this.deps.channels.jobs}, ${queue})`.execute(trx);
   }
 
-  /** Cancels locked, not-final jobs; tells the workers of running ones, and the waiters of all. */
-  async #cancelLocked(trx: Trx, rows: { id: string; state: JobState }[]): Promise<void> {
-    const ids = rows.map((r) => r.id);
-    await this.deps.workflows.lockDependents(trx, ids);
-    await trx
-      .updateTable('jobs')
-      .set({ state: 'cancelled', finished_at: sql`now()` })
-      .where(sql<boolean>`id = ANY(${ids}::bigint[])`)
-      .execute();
-    for (const row of rows) if (row.state === 'running') await sql`SELECT pg_notify(${this.deps.channels.cancel}, ${row.id})`.execute(trx);
-    const done = ids.join(',');
-    await sql`SELECT pg_notify(${this.deps.channels.done}, ${done.length <= 7_000 ? done : '*'})`.execute(trx);
-  }
 }

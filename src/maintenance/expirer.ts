@@ -10,7 +10,7 @@ import type { Logger } from '../core/logger.js';
 import { LoopService } from '../core/service.js';
 import { sleep } from '../core/sleep.js';
 import { errorMessage, errorSummary } from '../core/errors.js';
-import type { SqlExecutor } from '../db/executor.js';
+import type { Queryable } from '../db/queryable.js';
 import type { QueueStatements } from '../db/queue-statements.js';
 
 export interface ExpirerConfig {
@@ -22,7 +22,7 @@ export interface ExpirerConfig {
 export class Expirer extends LoopService {
   constructor(
     private readonly config: ExpirerConfig,
-    private readonly db: SqlExecutor,
+    private readonly db: Queryable,
     private readonly statements: QueueStatements,
     logger: Logger,
   ) {

@@ -55,10 +55,6 @@ export class LeaderElector extends LoopService {
     return this.#leader;
   }
 
-  get term(): string | null {
-    return this.#term;
-  }
-
   override async stop(): Promise<void> {
     await super.stop();
     if (this.#leader) {

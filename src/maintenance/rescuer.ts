@@ -9,7 +9,7 @@ import type { Logger } from '../core/logger.js';
 import { LoopService } from '../core/service.js';
 import { sleep } from '../core/sleep.js';
 import { errorMessage, errorSummary } from '../core/errors.js';
-import type { SqlExecutor } from '../db/executor.js';
+import type { Queryable } from '../db/queryable.js';
 import type { HotStatements } from '../db/statements.js';
 
 export interface RescuerConfig {
@@ -20,7 +20,7 @@ export interface RescuerConfig {
 export class Rescuer extends LoopService {
   constructor(
     private readonly config: RescuerConfig,
-    private readonly db: SqlExecutor,
+    private readonly db: Queryable,
     private readonly statements: HotStatements,
     logger: Logger,
   ) {

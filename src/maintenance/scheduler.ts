@@ -26,26 +26,19 @@ import type { Clock } from '../core/clock.js';
 import { LoopService } from '../core/service.js';
 import { Waker } from '../core/sleep.js';
 import { errorMessage, errorSummary } from '../core/errors.js';
-import { kyselyExecutor } from '../db/executor.js';
+import { fromKysely } from '../db/queryable.js';
 import type { HotStatements } from '../db/statements.js';
-import { metaText, type MiddlewareChain, type PendingJob } from '../middleware.js';
+import type { MiddlewareChain } from '../middleware.js';
+import { insertScheduleJobs } from '../schedules.js';
 import type { PgqDatabase } from '../db/tables.js';
 import type { Listener } from '../notify/listener.js';
-import { ticksOf, type TickSource } from './cron.js';
+import { MAX_TICKS_PER_PASS, ticksOf, type CatchUpPolicy, type TickSource } from '../core/cron.js';
+import { channelNames } from '../notify/channels.js';
 
-export type CatchUpPolicy = 'skip' | 'once' | 'all';
-
-/** Most jobs one schedule makes in one pass. */
-export const MAX_TICKS_PER_PASS = 1_000;
 /** Most ticks walked one by one before jumping straight to the grace window. */
 const WALK_LIMIT = 2_000;
 /** Schedules fetched per round of a pass. */
 const DUE_BATCH = 100;
-
-/** The NOTIFY channel that wakes the scheduler when schedules change. */
-export function schedulesChannel(schema: string): string {
-  return `pgq:${schema}:schedules`;
-}
 
 /** The unique key of the job a schedule makes for one tick. */
 export function tickUniqueKey(schedule: string, tick: Date): string {
@@ -116,7 +109,7 @@ export interface SchedulerDeps {
   statements: HotStatements;
   clock: Clock;
   logger: Logger;
-  /** When given, NOTIFYs on `schedulesChannel(schema)` wake the loop early. */
+  /** When given, NOTIFYs on the schema's `schedules` channel wake the loop early. */
   listener?: Listener;
   schema: string;
   /** Enqueue middleware: each tick's jobs go through it (kind `schedule`). */
@@ -153,7 +146,7 @@ export class Scheduler extends LoopService {
   override async start(): Promise<void> {
     if (this.running) return;
     if (this.deps.listener && !this.#unsubscribe) {
-      this.#unsubscribe = await this.deps.listener.subscribe(schedulesChannel(this.deps.schema), () => this.#waker.wake());
+      this.#unsubscribe = await this.deps.listener.subscribe(channelNames(this.deps.schema).schedules, () => this.#waker.wake());
     }
     await super.start();
   }
@@ -163,11 +156,6 @@ export class Scheduler extends LoopService {
     const unsubscribe = this.#unsubscribe;
     this.#unsubscribe = undefined;
     await unsubscribe?.();
-  }
-
-  /** Wakes the loop to look for due schedules now. */
-  wake(): void {
-    this.#waker.wake();
   }
 
   /** One pass at `clock.now()`: fires every due schedule. */
@@ -253,39 +241,9 @@ export class Scheduler extends LoopService {
       }
       const fired: FiredTick[] = [];
       if (plan.fire.length > 0) {
-        const db = kyselyExecutor(trx);
-        const keys = plan.fire.map((tick) => tickUniqueKey(name, tick));
-        const fill = <V>(value: V): V[] => plan.fire.map(() => value);
-        const jobs: PendingJob[] = plan.fire.map((tick) => ({
-          task: row.task, queue: row.queue, payload: row.payload, meta: {}, schedule: { name, tick },
-        }));
-        let inserted: Awaited<ReturnType<HotStatements['insertJobs']>> = [];
-        const write = async (): Promise<string[]> => {
-          inserted = await statements.insertJobs(db, {
-            tasks: fill(row.task),
-            queues: fill(row.queue),
-            payloads: fill(JSON.stringify(row.payload)),
-            priorities: fill(row.priority),
-            maxAttempts: fill(row.max_attempts),
-            runAts: plan.fire,
-            delaysMs: fill(0),
-            uniqueKeys: keys,
-            timeoutsMs: fill(null),
-            backoffBasesMs: fill(null),
-            backoffMaxesMs: fill(null),
-            metas: jobs.map((job, i) => metaText(job.meta, `meta[${i}]`)),
-          });
-          return inserted.map((job) => String(job.id));
-        };
-        await (this.deps.middleware ? this.deps.middleware.enqueue({ kind: 'schedule', jobs }, write) : write());
-        const byKey = new Map(inserted.map((job) => [job.unique_key, String(job.id)]));
-        const missing = keys.filter((key) => !byKey.has(key));
-        if (missing.length > 0) {
-          // A live job already held the key (enqueued by hand with it): that job stands for the tick.
-          const live = await statements.getLiveByUniqueKey(db, { tasks: missing.map(() => row.task), uniqueKeys: missing });
-          for (const job of live) byKey.set(job.unique_key, String(job.id));
-        }
-        plan.fire.forEach((tick, i) => fired.push({ schedule: name, tick, jobId: byKey.get(keys[i]!) ?? null }));
+        const firings = plan.fire.map((tick) => ({ tick, runAt: tick, uniqueKey: tickUniqueKey(name, tick) }));
+        const jobs = await insertScheduleJobs(fromKysely(trx), statements, this.deps.middleware, row, firings);
+        plan.fire.forEach((tick, i) => fired.push({ schedule: name, tick, jobId: jobs[i] ? String(jobs[i].id) : null }));
       }
       const last = fired.at(-1);
       await trx

@@ -12,6 +12,8 @@ export interface ChannelNames {
   cancel: string;
   /** A queue's pause switch or limits changed (queues trigger); payload: the queue name. */
   queues: string;
+  /** Schedules were saved, paused or resumed (wakes the scheduler); payload: the schedule name, or '*'. */
+  schedules: string;
 }
 
 export function channelNames(schema: string): ChannelNames {
@@ -20,5 +22,43 @@ export function channelNames(schema: string): ChannelNames {
     done: `pgq:${schema}:done`,
     cancel: `pgq:${schema}:cancel`,
     queues: `pgq:${schema}:queues`,
+    schedules: `pgq:${schema}:schedules`,
   };
+}
+
+/**
+ * Longest `done` payload pgq sends: PostgreSQL refuses a NOTIFY payload of
+ * 8,000 bytes or more, so a longer list of ids is split (`donePayloads`) or
+ * sent as '*' (`notifyDoneSql`), which wakes every waiter.
+ */
+export const DONE_PAYLOAD_MAX = 7_000;
+
+/** The ids as comma-joined `done` payloads of at most `DONE_PAYLOAD_MAX` characters each. */
+export function donePayloads(ids: readonly string[]): string[] {
+  const payloads: string[] = [];
+  let current = '';
+  for (const id of ids) {
+    if (current && current.length + id.length + 1 > DONE_PAYLOAD_MAX) {
+      payloads.push(current);
+      current = '';
+    }
+    current = current ? `${current},${id}` : id;
+  }
+  if (current) payloads.push(current);
+  return payloads;
+}
+
+/** Whether a `done` payload may concern an id `wanted` accepts ('*' concerns every id). */
+export function doneMentions(payload: string, wanted: (id: string) => boolean): boolean {
+  return payload === '*' || payload.split(',').some(wanted);
+}
+
+/**
+ * SQL that sends one `done` NOTIFY for the ids of `from` (a relation with an
+ * `id` column): the ids comma-joined, or '*' when they would not fit; nothing
+ * when `from` is empty.
+ */
+export function notifyDoneSql(channel: string, from: string): string {
+  return `SELECT pg_notify('${channel}', CASE WHEN sum(length(id::text) + 1) <= ${DONE_PAYLOAD_MAX}
+        THEN string_agg(id::text, ',') ELSE '*' END) FROM ${from} HAVING count(*) > 0`;
 }

@@ -5,9 +5,10 @@
  * failure becomes `{ ok: false }`, so only a dying sandbox rejects.
  */
 import fs from 'node:fs';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { SnoozeError } from '../core/errors.js';
 import { toJsonText } from '../core/json.js';
+import { importModule } from '../core/import-module.js';
 import type { Logger } from '../core/logger.js';
 import type { JobProgress } from '../core/types.js';
 import { progressText } from '../worker/progress.js';
@@ -34,12 +35,7 @@ async function importHandler(module: string, exportName: string | null): Promise
   const file = sourceFile(fileURLToPath(module));
   let mod: Record<string, unknown>;
   try {
-    if (/\.[mc]?tsx?$/.test(file)) {
-      const { tsImport } = await import('tsx/esm/api');
-      mod = (await tsImport(pathToFileURL(file).href, import.meta.url)) as Record<string, unknown>;
-    } else {
-      mod = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
-    }
+    mod = await importModule(file);
   } catch (err) {
     throw new Error(`could not load sandbox module ${module}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }

@@ -15,7 +15,7 @@
  */
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { importOptional } from '../cli/optional.js';
+import { importOptional } from '../core/optional-packages.js';
 import { JobTimeoutError, SandboxCrashedError, ValidationError } from '../core/errors.js';
 import type { ResolvedSandboxOptions } from '../config.js';
 import type { JobContext, TaskRegistry } from '../task.js';

@@ -10,7 +10,7 @@ import { toJsonText } from '../core/json.js';
 import type { JobProgress, JobRecord } from '../core/types.js';
 import type { Logger } from '../core/logger.js';
 import { SnoozeError } from '../core/errors.js';
-import { DEFAULTS } from '../config.js';
+import { DEFAULTS } from '../core/defaults.js';
 import { zodToValidationError, type JobContext, type Task, type TaskInput, type TaskResult } from '../task.js';
 import type { z } from 'zod';
 

@@ -21,7 +21,7 @@
 import type { Logger } from '../core/logger.js';
 import { errorMessage, errorSummary } from '../core/errors.js';
 import { sleep } from '../core/sleep.js';
-import type { SqlExecutor } from '../db/executor.js';
+import type { Queryable } from '../db/queryable.js';
 import type { HotStatements, WrittenOutcome } from '../db/statements.js';
 import { isConnectionError } from '../db/errors.js';
 
@@ -54,7 +54,7 @@ export class Completer {
   readonly #drainedListeners = new Set<() => void>();
 
   constructor(
-    private readonly db: SqlExecutor,
+    private readonly db: Queryable,
     private readonly statements: HotStatements,
     private readonly logger: Logger,
     private readonly monotonicMs: () => number,

@@ -28,7 +28,7 @@ import fs from 'node:fs';
 import pg from 'pg';
 import type { Logger } from '../core/logger.js';
 import { PgqError } from '../core/errors.js';
-import type { SqlExecutor } from '../db/executor.js';
+import type { Queryable } from '../db/queryable.js';
 import type { HotStatements } from '../db/statements.js';
 import {
   SHARED_SLOTS,
@@ -67,7 +67,6 @@ export class Lease {
   #workerId: string;
   #incarnation = 1;
   #lost = false;
-  #renewalsFailing = false;
   #port: { postMessage(message: ToLeaseThread): void } | undefined;
   #thread: Thread | undefined;
   #threadExited: Promise<void> | undefined;
@@ -79,7 +78,7 @@ export class Lease {
 
   constructor(
     private readonly config: LeaseConfig,
-    private readonly db: SqlExecutor,
+    private readonly db: Queryable,
     private readonly statements: HotStatements,
     private readonly logger: Logger,
     private readonly events: LeaseEvents,
@@ -96,16 +95,6 @@ export class Lease {
   get trusted(): boolean {
     if (this.#lost) return false;
     return monotonicMs() < this.#shared[SLOTS.lastRenew]! + this.config.rescueAfterMs - this.config.heartbeatMs;
-  }
-
-  /** Whether the last renewal failed (the database did not answer). */
-  get renewalsFailing(): boolean {
-    return this.#renewalsFailing;
-  }
-
-  /** Milliseconds since the last successful renewal was sent. */
-  get sinceRenewalMs(): number {
-    return monotonicMs() - this.#shared[SLOTS.lastRenew]!;
   }
 
   /** Registers the worker row (the first lease) and hands it to the renewer. Throws if the id is taken. */
@@ -273,11 +262,9 @@ export class Lease {
         this.events.lost(message.workerId);
         return;
       case 'failing':
-        this.#renewalsFailing = true;
         this.logger.warn({}, `pgq could not renew the worker's lease: ${message.message}`);
         return;
       case 'recovered':
-        this.#renewalsFailing = false;
         this.logger.info({}, 'pgq renews the worker\'s lease again');
         return;
       case 'stall':

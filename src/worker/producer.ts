@@ -43,7 +43,7 @@ import type { Clock } from '../core/clock.js';
 import { LoopService } from '../core/service.js';
 import { Waker, sleep } from '../core/sleep.js';
 import { errorMessage, errorSummary } from '../core/errors.js';
-import type { SqlExecutor } from '../db/executor.js';
+import type { Queryable } from '../db/queryable.js';
 import type { HotStatements } from '../db/statements.js';
 import { toClaimedJob, type ClaimedJob } from '../db/rows.js';
 import type { Executor } from './executor.js';
@@ -94,7 +94,7 @@ export class Producer extends LoopService {
   constructor(
     private readonly config: ProducerConfig,
     private readonly lease: Lease,
-    private readonly db: SqlExecutor,
+    private readonly db: Queryable,
     private readonly statements: HotStatements,
     private readonly executor: Executor,
     private readonly completer: Completer,

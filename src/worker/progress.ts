@@ -15,7 +15,7 @@ import { ValidationError, errorMessage, errorSummary } from '../core/errors.js';
 import { toJsonText } from '../core/json.js';
 import type { Logger } from '../core/logger.js';
 import type { JobProgress } from '../core/types.js';
-import type { SqlExecutor } from '../db/executor.js';
+import type { Queryable } from '../db/queryable.js';
 import { quoteIdent } from '../db/identifiers.js';
 
 /** Largest progress object, in bytes of JSON. */
@@ -32,7 +32,7 @@ export class ProgressWriter {
   readonly #name: string;
 
   constructor(
-    private readonly db: SqlExecutor,
+    private readonly db: Queryable,
     schema: string,
     private readonly logger: Logger,
     private readonly minIntervalMs = PROGRESS_MIN_INTERVAL_MS,

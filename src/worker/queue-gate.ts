@@ -31,7 +31,7 @@ import type { Logger } from '../core/logger.js';
 import { LoopService } from '../core/service.js';
 import { sleep } from '../core/sleep.js';
 import { errorMessage, errorSummary } from '../core/errors.js';
-import type { SqlExecutor } from '../db/executor.js';
+import type { Queryable } from '../db/queryable.js';
 import type { ClaimJobsParams, HotStatements } from '../db/statements.js';
 import type { LockedQueue, QueueStatements } from '../db/queue-statements.js';
 import type { JobRow } from '../db/rows.js';
@@ -45,7 +45,7 @@ export const QUEUE_REFRESH_MS = 1_000;
 export const RECHECK_MS = 50;
 
 /** Runs `fn` inside one transaction on one connection. */
-export type InTransaction = <T>(fn: (db: SqlExecutor) => Promise<T>) => Promise<T>;
+export type InTransaction = <T>(fn: (db: Queryable) => Promise<T>) => Promise<T>;
 
 interface Control {
   paused: boolean;
@@ -147,7 +147,7 @@ export class QueueGate extends LoopService {
   }
 
   /** JobClaim through the gate: paused queues skipped, limited ones one by one under their lock, the rest as usual. */
-  async claim(db: SqlExecutor, p: ClaimJobsParams): Promise<JobRow[]> {
+  async claim(db: Queryable, p: ClaimJobsParams): Promise<JobRow[]> {
     const open = p.queues.filter((q) => !this.#controls.get(q)?.paused && !this.#changing.has(q));
     const limited = open.filter((q) => this.#controls.get(q)?.limited);
     if (open.length === p.queues.length && limited.length === 0) return this.#deps.statements.claimJobs(db, p);

@@ -24,11 +24,18 @@ import type { Kysely } from 'kysely';
 import type { Logger } from '../core/logger.js';
 import type { Clock } from '../core/clock.js';
 import { announceTasks } from '../db/worker-tasks.js';
-import type { Service } from '../core/service.js';
-import { JobCancelledError, LeaseLostError, WorkerShutdownError, errorMessage, errorSummary } from '../core/errors.js';
+import {
+  JobCancelledError,
+  LeaseLostError,
+  PgqError,
+  WorkerShutdownError,
+  WorkerStartError,
+  errorMessage,
+  errorSummary,
+} from '../core/errors.js';
 import { sleep } from '../core/sleep.js';
 import type { ResolvedWorkerOptions } from '../config.js';
-import type { SqlExecutor } from '../db/executor.js';
+import type { Queryable } from '../db/queryable.js';
 import type { HotStatements } from '../db/statements.js';
 import type { PgqDatabase } from '../db/tables.js';
 import type { Listener } from '../notify/listener.js';
@@ -45,11 +52,11 @@ import { QueueGate, type InTransaction } from './queue-gate.js';
 import type { QueueStatements } from '../db/queue-statements.js';
 import type pg from 'pg';
 import { LeaderElector } from '../maintenance/leader.js';
-import { Rescuer } from '../maintenance/rescuer.js';
+import { leaderServices } from '../maintenance/leader-services.js';
 import { SandboxRunner } from '../sandbox/sandbox-runner.js';
 
 export interface WorkerDeps {
-  db: SqlExecutor;
+  db: Queryable;
   kysely: Kysely<PgqDatabase>;
   statements: HotStatements;
   listener: Listener;
@@ -62,8 +69,8 @@ export interface WorkerDeps {
   middleware?: MiddlewareChain;
   /** Writes `ctx.progress` reports. */
   progress: ProgressWriter;
-  /** Extra leader-only services (scheduler, pruner) started while this worker leads. */
-  leaderServices?: readonly Service[];
+  /** The schema of pgq's tables (the scheduler's NOTIFY channel). */
+  schema: string;
   /** Saves the schedules declared in code; runs first in `start()`, which rejects if it fails. */
   syncSchedules?: () => Promise<void>;
   /** Checks (read-only) that the schema is migrated to this pgq's version; rejects when it is not. */
@@ -91,7 +98,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
   readonly #lease: Lease;
   readonly #gate: QueueGate;
   readonly #leader: LeaderElector | undefined;
-  readonly #rescuer: Rescuer;
   readonly #sandbox: SandboxRunner;
   #state: WorkerState = 'idle';
   #starting: Promise<void> | undefined;
@@ -173,17 +179,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.on('job:stuck', report);
     this.#executor.onSlotFree(report);
     this.#executor.onSlotFree(() => this.#gate.slotFreed());
-    this.#rescuer = new Rescuer(
-      { rescueAfterMs: options.rescueAfterMs, intervalMs: Math.max(10, Math.min(options.heartbeatMs, options.rescueAfterMs / 4)) },
-      deps.db,
-      deps.statements,
-      this.#logger,
-    );
     if (options.leader) {
       this.#leader = new LeaderElector(
         { workerId: baseId, heartbeatMs: options.heartbeatMs, rescueAfterMs: options.rescueAfterMs },
         deps.kysely,
-        [this.#rescuer, ...(deps.leaderServices ?? [])],
+        leaderServices(options, { ...deps, logger: this.#logger }),
         deps.clock,
         this.#logger,
       );
@@ -246,19 +246,22 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   /**
    * Registers the worker and starts claiming. Resolves once the worker is
-   * registered and listening; rejects (and leaves nothing running) if the
-   * database cannot be reached.
+   * registered and listening; rejects with a `PgqError` (and leaves nothing
+   * running) if it cannot: `PGQ_SCHEMA_NOT_READY`, `PGQ_WORKER_ID_TAKEN`,
+   * `PGQ_WORKER_STOPPED` for a worker already stopped, else a
+   * `WorkerStartError` whose `cause` says why (the database could not be
+   * reached, …).
    */
   start(): Promise<void> {
     if (this.#state === 'stopping' || this.#state === 'stopped') {
-      return Promise.reject(new Error('this worker was stopped; create a new one with pgq.worker()'));
+      return Promise.reject(new PgqError('PGQ_WORKER_STOPPED', 'this worker was stopped; create a new one with pgq.worker()'));
     }
     this.#starting ??= this.#start().catch(async (err: unknown) => {
       this.#starting = undefined;
       await this.#lease.stop();
       await this.#teardownSubscriptions();
       this.#state = 'idle';
-      throw err;
+      throw err instanceof PgqError ? err : new WorkerStartError(err);
     });
     return this.#starting;
   }

@@ -15,12 +15,14 @@ import { z } from 'zod';
 import type { Clock } from '../core/clock.js';
 import { PgqError, ValidationError, WaitTimeoutError } from '../core/errors.js';
 import { waitUntilDone } from '../notify/wait.js';
-import { FINAL_STATES, JOB_STATES, type JobMeta, type JobRecord, type JobState, type StepFailure } from '../core/types.js';
-import type { DbHandle, SqlExecutor } from '../db/executor.js';
+import { parseWorkflowId } from '../core/ids.js';
+import { JOB_STATES, LIVE_STATES, type JobMeta, type JobRecord, type JobState, type StepFailure } from '../core/types.js';
+import type { DbHandle, Queryable } from '../db/queryable.js';
 import { quoteIdent } from '../db/identifiers.js';
 import { toJobRecord, type JobRow } from '../db/rows.js';
 import type { JobsTable, PgqDatabase, WorkflowsTable } from '../db/tables.js';
-import type { ChannelNames } from '../notify/channels.js';
+import { doneMentions, type ChannelNames } from '../notify/channels.js';
+import { cancelLockedJobs } from '../jobs/cancel-jobs.js';
 import type { Listener } from '../notify/listener.js';
 import { nameSchema, zodToValidationError } from '../task.js';
 import { compileWorkflow, type CompiledWorkflow } from './compile.js';
@@ -111,14 +113,12 @@ export interface WorkflowStoreDeps {
   clock: Clock;
   maxPayloadBytes: number;
   middleware: MiddlewareChain;
-  executorFor(db: DbHandle | undefined): SqlExecutor;
+  queryableFor(db: DbHandle | undefined): Queryable;
 }
 
 type StepRow = Selectable<JobsTable> & { depends_on: string[] };
 
 const enqueueOptionsSchema = z.object({ name: nameSchema.optional() }).strict();
-const ID = /^[0-9]{1,19}$/;
-const LIVE: readonly JobState[] = JOB_STATES.filter((s) => !FINAL_STATES.includes(s));
 
 /** Behind Pgq's workflow methods. */
 export class WorkflowStore {
@@ -131,7 +131,7 @@ export class WorkflowStore {
     if (!parsed.success) throw zodToValidationError(parsed.error, 'options');
     const meta = rawMeta === undefined ? '{}' : metaText(rawMeta, 'options.meta');
     const compiled = compileWorkflow(flow, { name: parsed.data.name, maxPayloadBytes: this.deps.maxPayloadBytes });
-    const db = this.deps.executorFor(handle);
+    const db = this.deps.queryableFor(handle);
     const { middleware } = this.deps;
     const jobs: PendingJob[] = compiled.steps.map((s) => pendingStep(s, JSON.parse(meta) as JobMeta));
     let record: WorkflowRecord | null = null;
@@ -173,7 +173,7 @@ export class WorkflowStore {
   }
 
   async get<Out>(id: unknown): Promise<WorkflowRecord<Out> | null> {
-    return (await this.#load(this.deps.executorFor(undefined), parseWorkflowId(id))) as WorkflowRecord<Out> | null;
+    return (await this.#load(this.deps.queryableFor(undefined), parseWorkflowId(id))) as WorkflowRecord<Out> | null;
   }
 
   /** Resolves once the workflow is no longer running; NOTIFY on the `done` channel wakes it. */
@@ -187,7 +187,7 @@ export class WorkflowStore {
       { listener, clock },
       {
         channel: channels.done,
-        wakesOn: (payload) => payload === '*' || payload.split(',').some((jobId) => jobIds.has(jobId)),
+        wakesOn: (payload) => doneMentions(payload, (jobId) => jobIds.has(jobId)),
         // A cheap look first: a big workflow wakes us once per completed batch.
         look: async () => {
           if (await this.#hasLiveJobs(workflowId)) return { done: false, state: 'running' };
@@ -207,7 +207,7 @@ export class WorkflowStore {
       .selectFrom('jobs')
       .select('id')
       .where('workflow_id', '=', workflowId)
-      .where('state', 'in', [...LIVE])
+      .where('state', 'in', [...LIVE_STATES])
       .limit(1)
       .executeTakeFirst();
     return row !== undefined;
@@ -226,21 +226,11 @@ export class WorkflowStore {
         .selectFrom('jobs')
         .select(['id', 'state'])
         .where('workflow_id', '=', workflowId)
-        .where('state', 'in', [...LIVE])
+        .where('state', 'in', [...LIVE_STATES])
         .orderBy('id')
         .forUpdate()
         .execute();
-      if (live.length === 0) return;
-      const ids = live.map((j) => j.id);
-      await trx
-        .updateTable('jobs')
-        .set({ state: 'cancelled', finished_at: sql`now()` })
-        .where(sql<boolean>`id = ANY(${ids}::bigint[])`)
-        .execute();
-      for (const job of live.filter((j) => j.state === 'running')) {
-        await sql`SELECT pg_notify(${this.deps.channels.cancel}, ${job.id})`.execute(trx);
-      }
-      for (const chunk of chunkIds(ids)) await sql`SELECT pg_notify(${this.deps.channels.done}, ${chunk})`.execute(trx);
+      await cancelLockedJobs(trx, this.deps.channels, live);
     });
     return (await this.get(workflowId))!;
   }
@@ -275,7 +265,7 @@ export class WorkflowStore {
       .innerJoin('jobs as p', 'p.id', 'd.parent_id')
       .select(['p.id', 'p.workflow_step', 'p.state'])
       .where('d.child_id', '=', jobId)
-      .where((eb) => (job.on_parent_failure === 'run' ? eb('p.state', 'in', [...LIVE]) : eb('p.state', '<>', 'succeeded')))
+      .where((eb) => (job.on_parent_failure === 'run' ? eb('p.state', 'in', [...LIVE_STATES]) : eb('p.state', '<>', 'succeeded')))
       .orderBy('p.id')
       .execute();
     if (waiting.length > 0) {
@@ -355,7 +345,7 @@ export class WorkflowStore {
     return { compile: () => query.compile(this.deps.kysely) };
   }
 
-  async #load(db: SqlExecutor, id: string): Promise<WorkflowRecord | null> {
+  async #load(db: Queryable, id: string): Promise<WorkflowRecord | null> {
     const { kysely } = this.deps;
     const [workflow] = await run(db, kysely.selectFrom('workflows').selectAll().where('id', '=', id));
     if (!workflow) return null;
@@ -377,23 +367,14 @@ export class WorkflowStore {
   }
 }
 
-function run<R>(db: SqlExecutor, query: Compilable<R>): Promise<R[]> {
+function run<R>(db: Queryable, query: Compilable<R>): Promise<R[]> {
   const compiled = query.compile();
   return db.query<R>({ text: compiled.sql, values: [...compiled.parameters] });
 }
 
-export function parseWorkflowId(id: unknown): string {
-  const value = id !== null && typeof id === 'object' && 'id' in id ? (id as { id: unknown }).id : id;
-  if (typeof value === 'number' && Number.isSafeInteger(value) && value > 0) return String(value);
-  if (typeof value !== 'string' || !ID.test(value)) {
-    throw new ValidationError('workflowId', `${JSON.stringify(value)} is not a workflow id (a string of digits)`);
-  }
-  return value;
-}
-
 /** A workflow's state from its jobs' states: running while any is live, then failed, cancelled or succeeded. */
 function workflowStateOf(counts: Record<JobState, number>): WorkflowState {
-  const live = LIVE.some((s) => counts[s] > 0);
+  const live = LIVE_STATES.some((s) => counts[s] > 0);
   return live ? 'running' : counts.failed > 0 ? 'failed' : counts.cancelled > 0 ? 'cancelled' : 'succeeded';
 }
 
@@ -429,21 +410,6 @@ function toStepRecord(row: StepRow): WorkflowStepRecord {
     onParentFailure: row.on_parent_failure,
     cancelledBy: row.cancelled_by === null ? null : String(row.cancelled_by),
   };
-}
-
-/** Comma-joined ids in NOTIFY-sized pieces. */
-function chunkIds(ids: string[]): string[] {
-  const chunks: string[] = [];
-  let current = '';
-  for (const id of ids) {
-    if (current.length + id.length + 1 > 7_000) {
-      chunks.push(current);
-      current = '';
-    }
-    current = current ? `${current},${id}` : id;
-  }
-  if (current) chunks.push(current);
-  return chunks;
 }
 
 /** A workflow step as enqueue middleware sees it; the payload is parsed only if a middleware reads it. */

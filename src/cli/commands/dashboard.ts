@@ -1,9 +1,9 @@
 /** `pgq dashboard`: the operations console on its own HTTP server until SIGTERM/SIGINT. */
 import http from 'node:http';
 import type { Command } from 'commander';
-import type { CliRuntime } from '../main.js';
+import type { CliRuntime } from '../runtime.js';
 import { parseIntOption } from '../options.js';
-import { importOptional } from '../optional.js';
+import { importOptional } from '../../core/optional-packages.js';
 import { PgqError } from '../../core/errors.js';
 
 interface DashboardCommandOptions {

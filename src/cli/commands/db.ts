@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { CliRuntime } from '../main.js';
+import type { CliRuntime } from '../runtime.js';
 import { ensureEmbedded, stopEmbedded } from '../embedded.js';
 
 export function registerDb(program: Command, rt: CliRuntime): void {

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
-import type { CliRuntime } from '../main.js';
-import { importModule, loadTasks } from '../load-tasks.js';
+import type { CliRuntime } from '../runtime.js';
+import { loadTasks } from '../load-tasks.js';
+import { importModule } from '../../core/import-module.js';
 import { logJobEvents } from './worker.js';
 import { table, truncate } from '../format.js';
 import { embeddedState } from '../context.js';

@@ -1,6 +1,8 @@
 import type { Command } from 'commander';
-import type { CliRuntime } from '../main.js';
+import type { CliRuntime } from '../runtime.js';
 import { resolveTask } from '../load-tasks.js';
+import { INT32_MAX, INT32_MIN } from '../../core/int32.js';
+import { MAX_ATTEMPTS } from '../../task.js';
 import { parseDate, parseIntOption, parseJson } from '../options.js';
 import { json, stateSentence } from '../format.js';
 import type { Pgq } from '../../client.js';
@@ -13,10 +15,10 @@ export function registerEnqueue(program: Command, rt: CliRuntime): void {
     .option('--payload <json>', 'the payload as JSON', parseJson('--payload'), {})
     .option('--tasks <module>', 'tasks module, to validate the payload and use the task defaults')
     .option('--queue <name>', 'queue (default: the task queue, or "default")')
-    .option('--priority <n>', 'higher runs first', parseIntOption('--priority', -2_147_483_648, 2_147_483_647))
+    .option('--priority <n>', 'higher runs first', parseIntOption('--priority', INT32_MIN, INT32_MAX))
     .option('--delay-ms <ms>', 'run no sooner than this many ms from now', parseIntOption('--delay-ms', 0, Number.MAX_SAFE_INTEGER))
     .option('--run-at <iso>', 'run no sooner than this time', parseDate('--run-at'))
-    .option('--max-attempts <n>', 'attempts before failing for good', parseIntOption('--max-attempts', 1, 1_000_000))
+    .option('--max-attempts <n>', 'attempts before failing for good', parseIntOption('--max-attempts', 1, MAX_ATTEMPTS))
     .option('--unique-key <key>', 'return the live job with this key instead of adding another')
     .option('--wait', 'wait for the job to finish and print it')
     .option('--timeout-ms <ms>', 'with --wait: give up after this long', parseIntOption('--timeout-ms', 1, 86_400_000))

@@ -1,6 +1,6 @@
 /** `pgq retry` and `pgq cancel`: one job by id, or every job the filter flags match (prints how many). */
 import type { Command } from 'commander';
-import type { CliRuntime } from '../main.js';
+import type { CliRuntime } from '../runtime.js';
 import { json, stateSentence } from '../format.js';
 import { PgqError } from '../../core/errors.js';
 import { addJobFilterOptions, hasFilter, toJobFilter, type JobFilterFlags } from '../job-filter-options.js';

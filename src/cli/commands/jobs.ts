@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { CliRuntime } from '../main.js';
+import type { CliRuntime } from '../runtime.js';
 import { parseIntOption } from '../options.js';
 import { humanDuration, JOB_HEADERS, jobRow, json, table } from '../format.js';
 import { JobNotFoundError, PgqError } from '../../core/errors.js';

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { CliRuntime } from '../main.js';
+import type { CliRuntime } from '../runtime.js';
 
 export function registerMigrate(program: Command, rt: CliRuntime): void {
   program

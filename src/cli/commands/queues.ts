@@ -1,8 +1,9 @@
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
-import type { CliRuntime } from '../main.js';
+import type { CliRuntime } from '../runtime.js';
 import { json, table } from '../format.js';
-import { formatEvery } from '../../maintenance/cron.js';
+import { formatEvery } from '../../core/cron.js';
+import { isInt32 } from '../../core/int32.js';
 import { parseRateText, type QueueRecord, type QueueSettings, type RateLimit } from '../../queues.js';
 
 // Parsers return 'none' rather than null: commander turns a null value into ''.
@@ -12,7 +13,7 @@ const NONE = 'none';
 function parseLimit(flag: string): (value: string) => number | typeof NONE {
   return (value: string) => {
     if (value.trim().toLowerCase() === NONE) return NONE;
-    if (!/^\d+$/.test(value.trim()) || Number(value) < 1 || Number(value) > 2_147_483_647) {
+    if (!/^\d+$/.test(value.trim()) || !isInt32(Number(value), 1)) {
       throw new InvalidArgumentError(`${flag} must be a whole number of at least 1, or none; got ${JSON.stringify(value)}`);
     }
     return Number(value);

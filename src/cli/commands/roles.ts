@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { CliRuntime } from '../main.js';
+import type { CliRuntime } from '../runtime.js';
 import { rolesSql } from '../../roles.js';
 
 export function registerRoles(program: Command, rt: CliRuntime): void {

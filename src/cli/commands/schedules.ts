@@ -1,16 +1,17 @@
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
-import type { CliRuntime } from '../main.js';
+import type { CliRuntime } from '../runtime.js';
 import { resolveTask } from '../load-tasks.js';
 import { parseIntOption, parseJson } from '../options.js';
+import { INT32_MAX, INT32_MIN } from '../../core/int32.js';
+import { MAX_ATTEMPTS } from '../../task.js';
 import { humanTime, json, table } from '../format.js';
-import { ScheduleNotFoundError, type CatchUpPolicy, type ScheduleRecord } from '../../schedules.js';
-
-const POLICIES: readonly CatchUpPolicy[] = ['skip', 'once', 'all'];
+import { MISFIRE_GRACE_MS, ScheduleNotFoundError, type ScheduleOptions, type ScheduleRecord } from '../../schedules.js';
+import { CATCH_UP_POLICIES, MAX_TICKS_PER_PASS, type CatchUpPolicy } from '../../core/cron.js';
 
 function parsePolicy(value: string): CatchUpPolicy {
-  if (!(POLICIES as readonly string[]).includes(value)) {
-    throw new InvalidArgumentError(`--catch-up must be one of ${POLICIES.join(', ')}, got ${JSON.stringify(value)}`);
+  if (!(CATCH_UP_POLICIES as readonly string[]).includes(value)) {
+    throw new InvalidArgumentError(`--catch-up must be one of ${CATCH_UP_POLICIES.join(', ')}, got ${JSON.stringify(value)}`);
   }
   return value as CatchUpPolicy;
 }
@@ -57,28 +58,16 @@ export function registerSchedules(program: Command, rt: CliRuntime): void {
     .option('--payload <json>', 'payload of every job, as JSON', parseJson('--payload'), {})
     .option('--tasks <module>', 'tasks module, to validate the payload and use the task defaults')
     .option('--queue <name>', 'queue of the jobs (default: the task queue, or "default")')
-    .option('--priority <n>', 'higher runs first', parseIntOption('--priority', -2_147_483_648, 2_147_483_647))
-    .option('--max-attempts <n>', 'attempts of each job', parseIntOption('--max-attempts', 1, 1_000_000))
+    .option('--priority <n>', 'higher runs first', parseIntOption('--priority', INT32_MIN, INT32_MAX))
+    .option('--max-attempts <n>', 'attempts of each job', parseIntOption('--max-attempts', 1, MAX_ATTEMPTS))
     .option('--catch-up <policy>', 'missed ticks: skip (default), once, all', parsePolicy)
-    .option('--catch-up-limit <n>', 'with --catch-up all: most missed ticks fired', parseIntOption('--catch-up-limit', 1, 1_000))
-    .option('--misfire-grace-ms <ms>', 'a tick this late still fires on time (default 60000)', parseIntOption('--misfire-grace-ms', 1_000, 7 * 86_400_000))
+    .option('--catch-up-limit <n>', 'with --catch-up all: most missed ticks fired', parseIntOption('--catch-up-limit', 1, MAX_TICKS_PER_PASS))
+    .option('--misfire-grace-ms <ms>', 'a tick this late still fires on time (default 60000)', parseIntOption('--misfire-grace-ms', MISFIRE_GRACE_MS.min, MISFIRE_GRACE_MS.max))
     .action(async (name: string, opts: AddOptions) => {
       const task = await resolveTask(opts.task, opts.tasks);
       await rt.using(async (pgq) => {
-        const saved = await pgq.schedule({
-          name,
-          task,
-          payload: opts.payload,
-          cron: opts.cron,
-          timezone: opts.timezone,
-          every: opts.every,
-          queue: opts.queue,
-          priority: opts.priority,
-          maxAttempts: opts.maxAttempts,
-          catchUp: opts.catchUp,
-          catchUpLimit: opts.catchUpLimit,
-          misfireGraceMs: opts.misfireGraceMs,
-        });
+        const { tasks: _module, ...options } = opts;
+        const saved = await pgq.schedule({ ...options, name, task });
         rt.out(rt.json ? json(saved) : `saved schedule ${saved.name}; next run: ${humanTime(saved.nextRunAt)}`);
       }, { tasks: [task] });
     });
@@ -124,17 +113,5 @@ export function registerSchedules(program: Command, rt: CliRuntime): void {
     });
 }
 
-interface AddOptions {
-  task: string;
-  cron?: string;
-  timezone?: string;
-  every?: string;
-  payload: unknown;
-  tasks?: string;
-  queue?: string;
-  priority?: number;
-  maxAttempts?: number;
-  catchUp?: CatchUpPolicy;
-  catchUpLimit?: number;
-  misfireGraceMs?: number;
-}
+/** The flags of `schedules add`: the schedule's options, the task by name, and the module that defines it. */
+type AddOptions = Omit<ScheduleOptions, 'name' | 'task' | 'every'> & { task: string; every?: string; tasks?: string };

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { CliRuntime } from '../main.js';
+import type { CliRuntime } from '../runtime.js';
 import { loadTasks } from '../load-tasks.js';
 import { parseIntOption, parseList } from '../options.js';
 import type { Worker } from '../../worker/worker.js';

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { CliRuntime } from '../main.js';
+import type { CliRuntime } from '../runtime.js';
 import { parseIntOption } from '../options.js';
 import { humanTime, json, table } from '../format.js';
 import { WorkflowNotFoundError } from '../../workflow/store.js';

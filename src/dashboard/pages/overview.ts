@@ -7,9 +7,10 @@ import { chartLegend, throughputChart, waitChart } from './charts.js';
 import { STATE_ORDER, ago, table, time, url, type PageContext } from './components.js';
 import type { Page } from './layout.js';
 
-const LIVE_STATES = STATE_ORDER.filter((s) => s !== 'succeeded');
+/** The overview counts every state but succeeded (counted by time window in the charts instead). */
+const COUNTED_STATES = STATE_ORDER.filter((s) => s !== 'succeeded');
 
-function countCell(ctx: PageContext, q: QueueSnapshot, state: (typeof LIVE_STATES)[number]): Html {
+function countCell(ctx: PageContext, q: QueueSnapshot, state: (typeof COUNTED_STATES)[number]): Html {
   const n = q.counts[state];
   const link = url(ctx, `/jobs?queue=${encodeURIComponent(q.queue)}&state=${state}`);
   return html`<a class="count ${n ? `has state-text-${state}` : 'zero'}" href="${link}" data-count="${q.queue}:${state}">${n.toLocaleString('en-US')}</a>`;
@@ -18,10 +19,10 @@ function countCell(ctx: PageContext, q: QueueSnapshot, state: (typeof LIVE_STATE
 /** The per-queue table: counts by state, the oldest wait, the pause switch and limits. */
 export function queueTable(ctx: PageContext, snapshot: OverviewSnapshot): Html {
   return table(
-    ['Queue', ...LIVE_STATES.map((s) => html`<span class="state-text-${s}">${s}</span>`), 'Oldest waiting', html`<a href="${url(ctx, '/queues')}">Control</a>`],
+    ['Queue', ...COUNTED_STATES.map((s) => html`<span class="state-text-${s}">${s}</span>`), 'Oldest waiting', html`<a href="${url(ctx, '/queues')}">Control</a>`],
     snapshot.queues.map((q) => [
       html`<a href="${url(ctx, `/jobs?queue=${encodeURIComponent(q.queue)}`)}"><strong>${q.queue}</strong></a>`,
-      ...LIVE_STATES.map((s) => countCell(ctx, q, s)),
+      ...COUNTED_STATES.map((s) => countCell(ctx, q, s)),
       q.oldestWaitingRunAt ? html`${ago((snapshot.at.getTime() - q.oldestWaitingRunAt.getTime()) / 1000)}` : html`<span class="muted">—</span>`,
       queueControl(q),
     ]),

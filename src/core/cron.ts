@@ -18,7 +18,7 @@
  * are the same on every host and across restarts.
  */
 import { CronExpressionParser, type CronExpression } from 'cron-parser';
-import { ValidationError } from '../core/errors.js';
+import { ValidationError } from './errors.js';
 
 /** The instants a schedule fires at. */
 export interface TickSource {
@@ -28,6 +28,13 @@ export interface TickSource {
   before(before: Date, count: number): Date[];
 }
 
+/** What a schedule does with ticks missed by more than its `misfireGraceMs`: drop them, fire the latest, or fire each. */
+export const CATCH_UP_POLICIES = ['skip', 'once', 'all'] as const;
+export type CatchUpPolicy = (typeof CATCH_UP_POLICIES)[number];
+
+/** Most jobs one schedule makes in one scheduler pass (so also the largest `catchUpLimit`). */
+export const MAX_TICKS_PER_PASS = 1_000;
+
 export const MIN_EVERY_MS = 1_000;
 export const MAX_EVERY_MS = 366 * 86_400_000;
 
@@ -35,7 +42,8 @@ const MACROS = new Set([
   '@yearly', '@annually', '@monthly', '@weekly', '@daily', '@hourly', '@minutely', '@secondly', '@weekdays', '@weekends',
 ]);
 
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+/** Milliseconds per unit of a duration written as text (`30s`, `5m`, `100/1h`). */
+export const DURATION_UNITS_MS: Readonly<Record<string, number>> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
 /**
  * The canonical IANA name of a time zone (`europe/rome` → `Europe/Rome`), or a
@@ -93,7 +101,7 @@ export function parseEvery(every: unknown, field = 'every'): number {
     ms = every;
   } else if (typeof every === 'string' && /^\s*(\d+\s*(ms|s|m|h|d)\s*)+$/i.test(every)) {
     ms = 0;
-    for (const [, amount, unit] of every.matchAll(/(\d+)\s*(ms|s|m|h|d)/gi)) ms += Number(amount) * UNIT_MS[unit!.toLowerCase()]!;
+    for (const [, amount, unit] of every.matchAll(/(\d+)\s*(ms|s|m|h|d)/gi)) ms += Number(amount) * DURATION_UNITS_MS[unit!.toLowerCase()]!;
   } else {
     throw new ValidationError(field, `${JSON.stringify(every)} is not a duration; use milliseconds or e.g. "30s", "5m", "1h30m", "1d"`);
   }

@@ -1,14 +1,17 @@
+/**
+ * What pgq runs its SQL on. Every database handle (pgq's pool, a caller's
+ * `pg` client inside BEGIN, a caller's Kysely transaction) becomes a
+ * `Queryable`: one `query(statement)` that takes text plus parameter values
+ * and returns rows, so an enqueue commits or rolls back with whatever
+ * transaction it was handed. (Not to be confused with the worker's
+ * `Executor`, which runs handlers.)
+ */
 import type pg from 'pg';
 import { CompiledQuery, type QueryResult } from 'kysely';
 import { PgqError } from '../core/errors.js';
 
-/**
- * The one seam through which pgq runs SQL: text plus parameter values. The
- * pgq pool, a caller's `pg` client inside BEGIN, or a caller's Kysely
- * transaction all become one of these, so an enqueue commits or rolls back
- * with whatever transaction it was handed.
- */
-export interface SqlExecutor {
+/** The one seam through which pgq runs SQL. */
+export interface Queryable {
   query<Row>(statement: Statement): Promise<Row[]>;
 }
 
@@ -35,7 +38,8 @@ export interface KyselyQueryable {
  */
 export type DbHandle = PgQueryable | KyselyQueryable;
 
-export function pgExecutor(db: PgQueryable, prepare = true): SqlExecutor {
+/** pg's pool, client or pool client; `prepare` names hot-path statements so pg prepares them once per connection. */
+export function fromPg(db: PgQueryable, prepare = true): Queryable {
   return {
     async query<Row>(statement: Statement): Promise<Row[]> {
       const config: pg.QueryConfig = { text: statement.text, values: statement.values };
@@ -46,7 +50,8 @@ export function pgExecutor(db: PgQueryable, prepare = true): SqlExecutor {
   };
 }
 
-export function kyselyExecutor(db: KyselyQueryable): SqlExecutor {
+/** A `Kysely` instance or `Transaction`. */
+export function fromKysely(db: KyselyQueryable): Queryable {
   return {
     async query<Row>(statement: Statement): Promise<Row[]> {
       const result = await db.executeQuery(CompiledQuery.raw(statement.text, statement.values));
@@ -56,10 +61,10 @@ export function kyselyExecutor(db: KyselyQueryable): SqlExecutor {
 }
 
 /** Wraps whatever the caller passed as `db`. */
-export function executorFor(db: DbHandle): SqlExecutor {
+export function fromDbHandle(db: DbHandle): Queryable {
   if (db !== null && typeof db === 'object') {
-    if (typeof (db as KyselyQueryable).executeQuery === 'function') return kyselyExecutor(db as KyselyQueryable);
-    if (typeof (db as PgQueryable).query === 'function') return pgExecutor(db as PgQueryable, false);
+    if (typeof (db as KyselyQueryable).executeQuery === 'function') return fromKysely(db as KyselyQueryable);
+    if (typeof (db as PgQueryable).query === 'function') return fromPg(db as PgQueryable, false);
   }
   throw new PgqError(
     'PGQ_BAD_DB',

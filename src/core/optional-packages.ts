@@ -1,13 +1,14 @@
 /**
  * pgq's optional dependencies (optionalDependencies: installed by a default
  * `npm install`, left out by `--omit=optional`), each loaded with a dynamic
- * import() only by the command or feature that needs it, so `import 'pgq'`
- * never loads them. When one is missing the error names the package to
+ * import() only by the code that needs it (CLI commands, TypeScript task and
+ * sandbox modules, sandbox threads, metrics endpoints, the console), so
+ * `import 'pgq'` never loads them. When one is missing the error names the package to
  * install and what it is for.
  */
-import { PgqError } from '../core/errors.js';
+import { PgqError } from './errors.js';
 
-/** The optional packages and what the CLI needs each for. */
+/** The optional packages and what pgq needs each for. */
 export const OPTIONAL_PACKAGES = {
   tsx: 'load TypeScript task modules',
   'pino-pretty': 'print readable logs on a terminal',
@@ -18,7 +19,7 @@ export const OPTIONAL_PACKAGES = {
   '@hono/node-server': 'serve the operations console (pgq/dashboard, pgq dashboard)',
 } as const;
 
-/** The name of an optional package pgq's CLI can use. */
+/** The name of an optional package pgq can use. */
 export type OptionalPackage = keyof typeof OPTIONAL_PACKAGES;
 
 /** The error for a missing optional package: what to install, and why. */

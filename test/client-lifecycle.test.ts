@@ -1,0 +1,93 @@
+/**
+ * Starting and closing: what `worker.start()` rejects with, and what a Pgq
+ * leaves behind on a pool it was given.
+ */
+import pg from 'pg';
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { defineTask, Pgq, PgqError, WorkerStartError } from '../src/index.js';
+import { useTestSchema } from './support/harness.js';
+
+const ctx = useTestSchema('client_lifecycle');
+const noop = defineTask({ name: 'noop', schema: z.object({}), handler: () => undefined });
+
+describe('worker.start()', () => {
+  it('rejects with a WorkerStartError carrying the cause when the database cannot be reached', async () => {
+    const pgq = new Pgq({ connectionString: 'postgres://postgres@127.0.0.1:1/postgres', tasks: [noop], listen: false });
+    try {
+      const worker = pgq.worker({ heartbeatMs: 200, rescueAfterMs: 1_000 });
+      const err = await worker.start().then(() => null, (e: unknown) => e);
+      expect(err).toBeInstanceOf(WorkerStartError);
+      expect(err).toBeInstanceOf(PgqError);
+      expect((err as PgqError).code).toBe('PGQ_WORKER_START');
+      expect((err as Error).message).toMatch(/^the worker could not start: /);
+      expect((err as Error).cause).toBeInstanceOf(Error);
+      expect(worker.state).toBe('idle');
+    } finally {
+      await pgq.close();
+    }
+  });
+
+  it('rejects with its own PgqError as it is (schema not migrated), and PGQ_WORKER_STOPPED once stopped', async () => {
+    const unmigrated = ctx.pgq({ tasks: [noop], schema: `${ctx.schema}_none` });
+    const err = await unmigrated.worker().start().then(() => null, (e: unknown) => e);
+    expect(err).toBeInstanceOf(PgqError);
+    expect((err as PgqError).code).toBe('PGQ_SCHEMA_NOT_READY');
+
+    const pgq = await ctx.migrated({ tasks: [noop] });
+    const worker = pgq.worker();
+    await worker.start();
+    await worker.stop();
+    await expect(worker.start()).rejects.toMatchObject({ code: 'PGQ_WORKER_STOPPED' });
+  });
+});
+
+describe('a Pgq given a pool', () => {
+  const events = ['error', 'connect', 'acquire', 'release', 'remove'] as const;
+  const poolListeners = (pool: pg.Pool): Record<string, number> => Object.fromEntries(events.map((e) => [e, pool.listenerCount(e)]));
+
+  it('removes the listeners it added to the pool and its clients on close(), and leaves the pool open', async () => {
+    const pool = new pg.Pool({ connectionString: ctx.url, max: 3 });
+    pool.on('error', () => undefined); // the owner's handler: pgq leaves the pool's own 'error' alone
+    const checkedOut: pg.PoolClient[] = [];
+    const takeAll = async (): Promise<pg.PoolClient[]> => {
+      const clients = await Promise.all([pool.connect(), pool.connect(), pool.connect()]);
+      checkedOut.push(...clients);
+      return clients;
+    };
+    const giveBack = (clients: pg.PoolClient[]): void => {
+      for (const c of clients) checkedOut.splice(checkedOut.indexOf(c), 1);
+      clients.forEach((c) => c.release());
+    };
+    try {
+      const first = await pool.connect();
+      const clientErrorListeners = first.listenerCount('error'); // a checked-out client, before any Pgq
+      first.release(true); // closed: every connection from here on opens while the Pgq watches the pool
+      const before = poolListeners(pool);
+
+      const pgq = new Pgq({ pool, schema: ctx.schema, tasks: [noop] });
+      await pgq.migrate();
+      await pgq.warmUp();
+      const worker = pgq.worker({ concurrency: 2 });
+      await worker.start();
+      const job = await pgq.enqueue(noop, {});
+      await pgq.waitForJob(job.id, { timeoutMs: 10_000 });
+      await worker.stop();
+      const held = await takeAll();
+      expect(held.map((c) => c.listenerCount('error'))).toEqual(held.map(() => clientErrorListeners + 1));
+      giveBack(held);
+      expect(poolListeners(pool)).not.toEqual(before);
+
+      await pgq.close();
+      expect(poolListeners(pool)).toEqual(before);
+      const after = await takeAll();
+      expect(after.map((c) => c.listenerCount('error'))).toEqual(after.map(() => clientErrorListeners));
+      expect(after.every((c) => held.includes(c))).toBe(true); // the same connections: the pool stayed open
+      giveBack(after);
+      expect((await pool.query<{ one: number }>('SELECT 1 AS one')).rows[0]!.one).toBe(1);
+    } finally {
+      checkedOut.forEach((c) => c.release());
+      await pool.end();
+    }
+  });
+});

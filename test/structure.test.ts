@@ -1,0 +1,96 @@
+/**
+ * The shape of src/, read from its import lines (static, type-only and
+ * dynamic): no import cycles, and the modules of the public surface do not
+ * reach into the leader's maintenance services.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import ts from 'typescript';
+import { describe, expect, it } from 'vitest';
+
+const src = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'src');
+
+function sourceFiles(dir: string): string[] {
+  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
+    const full = path.join(dir, entry.name);
+    if (entry.isDirectory()) return sourceFiles(full);
+    return entry.name.endsWith('.ts') ? [full] : [];
+  });
+}
+
+/** Each module of src/ (relative path) and the modules of src/ it imports. */
+function importGraph(): Map<string, string[]> {
+  const graph = new Map<string, string[]>();
+  for (const file of sourceFiles(src)) {
+    const info = ts.preProcessFile(fs.readFileSync(file, 'utf8'), true, true);
+    const deps = info.importedFiles
+      .map((imported) => imported.fileName)
+      .filter((specifier) => specifier.startsWith('.'))
+      .map((specifier) => path.relative(src, path.resolve(path.dirname(file), specifier)).replace(/\.js$/, '.ts'))
+      .filter((dep) => fs.existsSync(path.join(src, dep)));
+    graph.set(path.relative(src, file), deps);
+  }
+  return graph;
+}
+
+/** Strongly connected groups of more than one module (or a module importing itself). */
+function cycles(graph: Map<string, string[]>): string[][] {
+  let next = 0;
+  const index = new Map<string, number>();
+  const low = new Map<string, number>();
+  const stack: string[] = [];
+  const onStack = new Set<string>();
+  const found: string[][] = [];
+  const visit = (v: string): void => {
+    index.set(v, next);
+    low.set(v, next);
+    next += 1;
+    stack.push(v);
+    onStack.add(v);
+    for (const w of graph.get(v) ?? []) {
+      if (!index.has(w)) {
+        visit(w);
+        low.set(v, Math.min(low.get(v)!, low.get(w)!));
+      } else if (onStack.has(w)) {
+        low.set(v, Math.min(low.get(v)!, index.get(w)!));
+      }
+    }
+    if (low.get(v) !== index.get(v)) return;
+    const group: string[] = [];
+    let w: string;
+    do {
+      w = stack.pop()!;
+      onStack.delete(w);
+      group.push(w);
+    } while (w !== v);
+    if (group.length > 1 || graph.get(v)!.includes(v)) found.push(group.sort());
+  };
+  for (const v of graph.keys()) if (!index.has(v)) visit(v);
+  return found;
+}
+
+describe('src/ structure', () => {
+  const graph = importGraph();
+
+  it('reads the imports of every module', () => {
+    expect(graph.size).toBeGreaterThan(50);
+    expect(graph.get('client.ts')).toContain('config.ts');
+  });
+
+  it('has no import cycles', () => {
+    expect(cycles(graph)).toEqual([]);
+  });
+
+  it('finds a cycle when there is one', () => {
+    const looped = new Map(graph);
+    looped.set('core/errors.ts', [...(graph.get('core/errors.ts') ?? []), 'client.ts']);
+    expect(cycles(looped).length).toBeGreaterThan(0);
+  });
+
+  it('keeps the public modules out of src/maintenance', () => {
+    const publicModules = [...graph.keys()].filter((m) => !m.includes('/') && m !== 'index.ts');
+    const offending = publicModules.flatMap((m) => graph.get(m)!.filter((dep) => dep.startsWith('maintenance/')).map((dep) => `${m} -> ${dep}`));
+    expect(offending).toEqual([]);
+  });
+});
