@@ -40,7 +40,7 @@ export type {
   WorkflowStepRecord,
   WorkflowSummary,
 } from './workflow/store.js';
-export { MAX_WORKFLOW_STEPS } from './workflow/compile.js';
+export { MAX_WORKFLOW_STEPS } from './workflow/flow.js';
 export { DEFAULTS } from './core/defaults.js';
 export { Worker } from './worker/worker.js';
 export type { HealthCheck, WorkerHealth } from './worker/health.js';

@@ -17,10 +17,8 @@ import { ValidationError } from '../core/errors.js';
 import { toJsonText } from '../core/json.js';
 import { isTask, nameSchema, zodToValidationError, type AnyTask } from '../task.js';
 import { jobOptionsShape } from '../enqueue.js';
-import type { AnyFlow, ParentFailurePolicy, StepSpec } from './flow.js';
+import { MAX_WORKFLOW_STEPS, type AnyFlow, type ParentFailurePolicy, type StepSpec } from './flow.js';
 
-/** Most steps one workflow may have. */
-export const MAX_WORKFLOW_STEPS = 50_000;
 
 export interface CompiledParent {
   /** Index of the parent in `CompiledWorkflow.steps`. */

@@ -19,7 +19,9 @@ import type { BackoffOptions } from '../core/backoff.js';
 import { ValidationError } from '../core/errors.js';
 import type { StepFailure } from '../core/types.js';
 import type { AnyTask, TaskInput, TaskResult } from '../task.js';
-import { MAX_WORKFLOW_STEPS } from './compile.js';
+
+/** Most steps one workflow may have. */
+export const MAX_WORKFLOW_STEPS = 50_000;
 
 declare const FLOW_TYPES: unique symbol;
 
