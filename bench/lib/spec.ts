@@ -20,6 +20,8 @@ export type ChildSpec =
       concurrency: number;
       processes: number;
       capMs: number;
+      /** I/O-bound jobs: each handler awaits a timer this long (ConsumerOptions.handlerDelayMs); unset: no-op jobs. */
+      handlerDelayMs?: number;
     }
   | {
       role: 'steady';
@@ -51,7 +53,7 @@ export type ChildSpec =
        */
       coldSamples?: number;
     }
-  | { role: 'worker'; system: string; env: RunEnv; concurrency: number; report: 'count' | 'latency' };
+  | { role: 'worker'; system: string; env: RunEnv; concurrency: number; report: 'count' | 'latency'; handlerDelayMs?: number };
 
 /** The child's answer: metrics (numbers) plus checks that must hold for the run to count. */
 export interface ChildResult {

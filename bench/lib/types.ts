@@ -37,6 +37,14 @@ export interface ConsumerOptions {
   concurrency: number;
   /** Called at the start of each job's handler. */
   onJob(payload: Payload): void;
+  /**
+   * I/O-bound jobs: after `onJob`, the handler awaits a timer of this many
+   * milliseconds before it returns (the job holds its slot meanwhile, as a
+   * handler awaiting a remote call would). 0 or unset: a no-op handler that
+   * returns at once, without an `await`. Adapters run the handler body with
+   * `runHandler` (lib/handler.ts), so every system does the same work.
+   */
+  handlerDelayMs?: number;
 }
 
 export interface Consumer {

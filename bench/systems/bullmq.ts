@@ -9,6 +9,7 @@
 import { Queue, Worker, createPostgresBackend } from 'bullmq';
 import type { ConnectionOptions, JobType, QueueOptions, WorkerOptions } from 'bullmq';
 import type { Consumer, ConsumerOptions, Payload, Probe, Producer, RunEnv, System } from '../lib/types.js';
+import { runHandler } from '../lib/handler.js';
 
 const QUEUE = 'bench-noop';
 const COUNTED: JobType[] = ['waiting', 'active', 'completed', 'failed', 'delayed', 'prioritized', 'waiting-children'];
@@ -36,7 +37,7 @@ interface WorkerLike {
 /** Builds a queue or worker on the chosen backend; the two backends take different constructor arguments. */
 interface Backend {
   queue(env: RunEnv, migrate?: boolean): QueueLike;
-  worker(env: RunEnv, processor: (data: Payload) => void, concurrency: number): WorkerLike;
+  worker(env: RunEnv, processor: (data: Payload) => void | Promise<void>, concurrency: number): WorkerLike;
 }
 
 const redisBackend: Backend = {
@@ -95,7 +96,7 @@ function bullSystem(name: string, settings: string, backendKind: 'redis' | 'post
     },
 
     async consumer(env: RunEnv, options: ConsumerOptions): Promise<Consumer> {
-      const worker = backend.worker(env, options.onJob, options.concurrency);
+      const worker = backend.worker(env, (data) => runHandler(options, data), options.concurrency);
       worker.on('error', (err) => console.error(`${name} worker error`, err));
       await worker.waitUntilReady();
       let running: Promise<void> | undefined;

@@ -16,6 +16,7 @@
  */
 import pg from 'pg';
 import type { Consumer, ConsumerOptions, Payload, Probe, Producer, RunEnv, System } from '../lib/types.js';
+import { runHandler } from '../lib/handler.js';
 import { sqlProbe } from '../lib/sql-probe.js';
 
 const SCHEMA = `
@@ -112,7 +113,7 @@ class FloorWorker implements Consumer {
   #execute(id: string, payload: Payload): void {
     this.#running += 1;
     void Promise.resolve()
-      .then(() => this.#options.onJob(payload))
+      .then(() => runHandler(this.#options, payload))
       .finally(() => {
         this.#running -= 1;
         this.#done.push(id);

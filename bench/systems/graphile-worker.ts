@@ -11,6 +11,7 @@
 import { Logger, makeWorkerUtils, run, runMigrations } from 'graphile-worker';
 import type { Runner, RunnerOptions } from 'graphile-worker';
 import type { Consumer, ConsumerOptions, Payload, Probe, Producer, RunEnv, System } from '../lib/types.js';
+import { runHandler } from '../lib/handler.js';
 import { sqlProbe } from '../lib/sql-probe.js';
 
 const TASK = 'bench_noop';
@@ -66,9 +67,7 @@ function graphileSystem(name: string, settings: string, tuned: boolean): System 
           runner = await run({
             ...workerOptions(env, options.concurrency),
             taskList: {
-              [TASK]: async (payload) => {
-                options.onJob(payload as Payload);
-              },
+              [TASK]: async (payload) => runHandler(options, payload as Payload),
             },
           });
         },

@@ -15,6 +15,7 @@
  */
 import type PgBoss from 'pg-boss';
 import type { Consumer, ConsumerOptions, Payload, Probe, Producer, RunEnv, System } from '../lib/types.js';
+import { runHandler } from '../lib/handler.js';
 import { sqlProbe } from '../lib/sql-probe.js';
 
 const QUEUE = 'bench-noop';
@@ -92,7 +93,7 @@ function makePgBossSystem(name: string, settings: string, tuned: boolean): Syste
 
     async consumer(env: RunEnv, options: ConsumerOptions): Promise<Consumer> {
       const boss = await startBoss(env, 10, true);
-      const run = (job: PgBoss.Job<object>): void => options.onJob(job.data as Payload);
+      const run = (job: PgBoss.Job<object>): void | Promise<void> => runHandler(options, job.data as Payload);
       return {
         async start() {
           if (tuned) {
@@ -106,7 +107,7 @@ function makePgBossSystem(name: string, settings: string, tuned: boolean): Syste
           } else {
             for (let k = 0; k < options.concurrency; k += 1) {
               await boss.work<object>(QUEUE, async (jobs) => {
-                for (const job of jobs) run(job);
+                await Promise.all(jobs.map(run));
               });
             }
           }

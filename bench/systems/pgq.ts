@@ -1,26 +1,33 @@
 /**
  * pgq through its public API, with its defaults: `enqueue` / `enqueueMany`,
- * and `pgq.worker({ concurrency })` with nothing else set.
+ * and `pgq.worker({ concurrency })` with nothing else set. The handler is
+ * synchronous for no-op jobs and `async` (awaiting the timer) for I/O-bound
+ * ones.
  */
 import { z } from 'zod';
 import { Pgq, defineTask, type Middleware } from '../../src/index.js';
 import { tracing } from '../../src/otel.js';
-import type { Consumer, ConsumerOptions, Payload, Probe, Producer, RunEnv, System } from '../lib/types.js';
+import type { Consumer, ConsumerOptions, Probe, Producer, RunEnv, System } from '../lib/types.js';
+import { runHandler, type HandlerOptions } from '../lib/handler.js';
 import { sqlProbe } from '../lib/sql-probe.js';
 
 const payloadSchema = z.object({ i: z.number().int(), t: z.number().optional() });
 
-function noopTask(onJob: (payload: Payload) => void) {
+function noopTask(options: HandlerOptions) {
   return defineTask({
     name: 'bench-noop',
     schema: payloadSchema,
-    handler(payload) {
-      onJob(payload);
-      return null;
-    },
+    handler: options.handlerDelayMs
+      ? async (payload) => {
+          await runHandler(options, payload);
+          return null;
+        }
+      : (payload) => {
+          options.onJob(payload);
+          return null;
+        },
   });
 }
-
 
 /** pgq's adapter; `middleware` makes every Pgq of the run with it (the traced variant). */
 function pgqAdapter(name: string, settings: string, middleware: () => Promise<Middleware[]>): System {
@@ -40,7 +47,7 @@ function pgqAdapter(name: string, settings: string, middleware: () => Promise<Mi
     },
 
     async producer(env: RunEnv, options: { poolSize: number }): Promise<Producer> {
-      const task = noopTask(() => undefined);
+      const task = noopTask({ onJob: () => undefined });
       const pgq = new Pgq({ connectionString: env.databaseUrl, tasks: [task], poolSize: options.poolSize, middleware: await middleware() });
       // Its pool's connections open before the first enqueue (workers do this in start()).
       await pgq.warmUp();
@@ -56,7 +63,7 @@ function pgqAdapter(name: string, settings: string, middleware: () => Promise<Mi
     },
 
     async consumer(env: RunEnv, options: ConsumerOptions): Promise<Consumer> {
-      const task = noopTask(options.onJob);
+      const task = noopTask(options);
       const pgq = new Pgq({ connectionString: env.databaseUrl, tasks: [task], middleware: await middleware() });
       const worker = pgq.worker({ concurrency: options.concurrency });
       return {
