@@ -101,6 +101,11 @@ describe('queue control across processes', () => {
     const first = await pgq.enqueueMany(ledgerTask, Array.from({ length: 90 }, (_, n) => ({ sleepMs: 200, n })), { queue: 'pausable' });
     await until(async () => (await pgq.getQueue('pausable')).running > 0, { what: 'pausable jobs running' });
     await pgq.pauseQueue('pausable');
+    // A pause reaches the workers with the queues NOTIFY, or at their
+    // once-a-second re-read; a claim under way before that may still take the
+    // queue's jobs (docs/queues.md, Guarantees). Give it that time, so the
+    // jobs below test the pause itself, not its propagation.
+    await new Promise((resolve) => setTimeout(resolve, 2_500));
     // Older than the markers: a process still claiming this queue would take these first.
     const later = await pgq.enqueueMany(ledgerTask, Array.from({ length: 30 }, (_, n) => ({ sleepMs: 0, n })), { queue: 'pausable' });
     // Markers on another queue: claimed while the paused queue's jobs wait.
