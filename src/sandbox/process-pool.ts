@@ -52,6 +52,8 @@ interface Child {
   process: ChildProcess;
   pending: Pending | null;
   stderrTail: string;
+  /** V8's `FATAL ERROR` line, kept apart: the native stack printed after it can push it out of the tail. */
+  fatal: string | null;
 }
 
 const STDERR_TAIL = 2_000;
@@ -141,11 +143,14 @@ export class ProcessPool implements SandboxPool {
       serialization: 'advanced',
       stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
     });
-    const child: Child = { process: proc, pending: null, stderrTail: '' };
+    const child: Child = { process: proc, pending: null, stderrTail: '', fatal: null };
     this.#children.add(child);
     proc.stderr?.on('data', (chunk: Buffer) => {
       process.stderr.write(chunk);
-      child.stderrTail = (child.stderrTail + chunk.toString()).slice(-STDERR_TAIL);
+      const text = chunk.toString();
+      // A whole line only: one split across chunks is found with the next one.
+      child.fatal ??= /FATAL ERROR[^\n]*(?=\n)/.exec(child.stderrTail.slice(-300) + text)?.[0] ?? null;
+      child.stderrTail = (child.stderrTail + text).slice(-STDERR_TAIL);
     });
     proc.on('message', (message: FromChild) => {
       const pending = child.pending;
@@ -172,7 +177,7 @@ export class ProcessPool implements SandboxPool {
       child.pending = null;
       if (pending) {
         if (pending.terminating) pending.reject(new SandboxStopped(true));
-        else pending.reject(new SandboxCrashedError(describeDeath(proc.pid, pending.request, code, signal, child.stderrTail)));
+        else pending.reject(new SandboxCrashedError(describeDeath(proc.pid, pending.request, code, signal, child.stderrTail, child.fatal)));
       }
       if (!this.#closed) this.#dispatch();
     });
@@ -184,11 +189,18 @@ function send(child: Child, message: ToChild): void {
   if (child.process.connected) child.process.send(message, (err) => err && child.process.kill('SIGKILL'));
 }
 
-function describeDeath(pid: number | undefined, request: SandboxRequest, code: number | null, signal: NodeJS.Signals | null, stderr: string): string {
+function describeDeath(
+  pid: number | undefined,
+  request: SandboxRequest,
+  code: number | null,
+  signal: NodeJS.Signals | null,
+  stderr: string,
+  fatal: string | null,
+): string {
   const how = signal ? `was killed by ${signal}` : `exited with code ${code ?? 'unknown'}`;
   const lines = stderr.trim().split('\n').filter(Boolean);
-  const lastLine = lines.find((line) => /FATAL ERROR/.test(line)) ?? lines.at(-1);
-  const hint = /heap out of memory/i.test(stderr)
+  const lastLine = fatal ?? lines.find((line) => /FATAL ERROR/.test(line)) ?? lines.at(-1);
+  const hint = /heap out of memory/i.test(fatal ?? stderr)
     ? ' (out of memory: raise the worker\'s sandbox.resourceLimits.maxOldGenerationSizeMb)'
     : signal === 'SIGKILL'
       ? ' (killed from outside, e.g. by the kernel\'s out-of-memory killer)'
