@@ -69,8 +69,15 @@ export class SandboxRunner {
       {
         started,
         log: (level, obj, msg) => ctx.logger[level](obj, msg),
-        // ctx.progress throws only for a bad value, which the sandbox checked already.
-        progress: (value) => ctx.progress(value).catch(() => undefined),
+        // ctx.progress throws (synchronously) only for a bad value, which the
+        // sandbox checked already; never let one escape into a message handler.
+        progress: async (value) => {
+          try {
+            await ctx.progress(value);
+          } catch {
+            // already refused inside the sandbox
+          }
+        },
       },
     );
     let killTimer: NodeJS.Timeout | undefined;
