@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { setTimeout as sleepMs } from 'node:timers/promises';
 import { z } from 'zod';
 import { defineTask, PermanentError } from '../src/index.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
@@ -313,6 +314,54 @@ describe('worker behaviour', () => {
     gate.resolve();
     expect(await pgq.waitForJob(waiting!.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded', attempts: 1 });
     await worker.stop();
+  });
+
+  it('claims ahead of long jobs only as many as the full slots start within 50 ms', async () => {
+    const gates = [deferred(), deferred()];
+    const ran: string[] = [];
+    const slow = defineTask({
+      name: 'long-io',
+      schema: z.object({ ms: z.number(), gate: z.number().int().min(0).max(1).optional() }),
+      handler: async ({ ms, gate }, c) => {
+        ran.push(c.job.id);
+        await sleepMs(ms);
+        if (gate !== undefined) await gates[gate]!.promise;
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [slow] });
+    try {
+      // 2 slots of 200 ms jobs start one job per 100 ms: nothing is claimed ahead.
+      const narrow = pgq.worker({ concurrency: 2, pollIntervalMs: 20 });
+      await narrow.start();
+      for (const j of await pgq.enqueueMany(slow, [{ ms: 200 }, { ms: 200 }])) {
+        await pgq.waitForJob(j.id, { timeoutMs: 10_000 });
+      }
+      const busy = await pgq.enqueueMany(slow, [{ ms: 200, gate: 0 }, { ms: 200, gate: 0 }]);
+      await until(() => busy.every((j) => ran.includes(j.id)), { what: 'both slots busy' });
+      const [behind] = await pgq.enqueueMany(slow, [{ ms: 0 }]);
+      await sleepMs(300); // 15 poll intervals: time enough to claim it ahead, were it allowed
+      expect((await pgq.getJob(behind!.id))?.state).toBe('available');
+      gates[0]!.resolve();
+      await pgq.waitForJob(behind!.id, { timeoutMs: 10_000 });
+      await narrow.stop();
+
+      // 40 slots of 60 ms jobs start one job per 1.5 ms: up to 33 are claimed ahead.
+      const wide = pgq.worker({ concurrency: 40, pollIntervalMs: 20 });
+      await wide.start();
+      for (const j of await pgq.enqueueMany(slow, Array.from({ length: 40 }, () => ({ ms: 60 })))) {
+        await pgq.waitForJob(j.id, { timeoutMs: 10_000 });
+      }
+      const blockers = await pgq.enqueueMany(slow, Array.from({ length: 40 }, () => ({ ms: 60, gate: 1 })));
+      await until(() => blockers.every((j) => ran.includes(j.id)), { what: 'all 40 slots busy' });
+      const [ahead] = await pgq.enqueueMany(slow, [{ ms: 0 }]);
+      await until(async () => (await pgq.getJob(ahead!.id))?.state === 'running', { what: 'claimed ahead' });
+      expect(ran).not.toContain(ahead!.id);
+      gates[1]!.resolve();
+      expect(await pgq.waitForJob(ahead!.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded', attempts: 1 });
+      await wide.stop();
+    } finally {
+      for (const g of gates) g.resolve(); // a failed check must not leave a worker stuck on a gate
+    }
   });
 
   it('prefetches quick jobs; a cancelled prefetched job never runs, and a stop gives the others back', async () => {

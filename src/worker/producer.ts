@@ -11,16 +11,21 @@
  * available ("promoted") by the producer itself when the next one is due and
  * at least every poll interval, in one statement.
  *
- * Claiming ahead: while recent jobs are quick (an average under 50 ms), the
- * producer keeps jobs claimed ahead of the free slots in a local buffer, so
- * the next claim's round trip overlaps the running jobs and no slot waits
- * on the database. How many it keeps ahead follows measured throughput, not
- * the slot count: four times the jobs this worker started during the last
- * claim's round trip (twice the previous figure when the buffer ran dry
- * meanwhile), at least `concurrency`, at most `maxClaimBatch`. It claims
- * again once the buffer is down to half of that, so one claim is in flight
- * while the buffered half runs. Slow jobs turn claiming ahead off, so no job
- * waits behind them while another worker is idle.
+ * Claiming ahead: the producer keeps jobs claimed ahead of the free slots
+ * in a local buffer, so the next claim's round trip overlaps the running
+ * jobs and no slot waits on the database. How many it keeps ahead follows
+ * measured throughput, not the slot count: four times the jobs this worker
+ * started during the last claim's round trip (twice the previous figure
+ * when the buffer ran dry meanwhile), at least `concurrency`, at most
+ * `maxClaimBatch`. It claims again once the buffer is down to half of that,
+ * so one claim is in flight while the buffered half runs.
+ *
+ * A buffered job must not wait long behind running ones while another
+ * worker is idle: while recent jobs average under 50 ms that holds on its
+ * own; for longer jobs the buffer is capped at what the full slots start in
+ * 50 ms (concurrency ÷ average duration × 50 ms), and claiming ahead is off
+ * when that is under one job. So 1,000 slots of 50 ms I/O jobs keep up to
+ * 1,000 jobs ahead (each waits ~25 ms), 100 slots of 1 s jobs none.
  *
  * Buffered jobs count as held (state running, attempt counted). A job held
  * longer than `prefetchTtlMs` without starting goes back (releaseUnstarted:
@@ -51,8 +56,8 @@ import type { Completer } from './completer.js';
 import type { Lease } from './lease.js';
 
 const PROMOTE_BATCH = 1_000;
-/** Claim ahead only while jobs average less than this. */
-const PREFETCH_BELOW_MS = 50;
+/** About how long a job claimed ahead waits in the buffer before it starts, at most. */
+const MAX_HOLD_MS = 50;
 /** Jobs kept ahead per job started during one claim round trip. */
 const AHEAD_PER_ROUND_TRIP = 4;
 
@@ -182,7 +187,11 @@ export class Producer extends LoopService {
   /** How many jobs to keep claimed ahead of the free slots now. */
   #aheadTarget(): number {
     const avg = this.executor.averageDurationMs;
-    return !this.#holdOff && avg !== null && avg < PREFETCH_BELOW_MS ? this.#ahead : 0;
+    if (this.#holdOff || avg === null) return 0;
+    if (avg < MAX_HOLD_MS) return this.#ahead;
+    // What the full slots start within MAX_HOLD_MS: more would wait longer.
+    const cap = Math.floor((this.config.concurrency / avg) * MAX_HOLD_MS);
+    return Math.min(this.#ahead, cap);
   }
 
   /** After a claim: keep ahead what covers a few round trips at the rate just seen. */
