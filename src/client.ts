@@ -95,7 +95,10 @@ export class Pgq {
     // The pool's own 'error' (idle clients) is the owner's to handle: watched only on a pool pgq made.
     this.#unwatchPool = watchConnectionErrors(
       this.#pool,
-      (err) => this.logger.warn({ err: errorSummary(err) }, `pgq pool connection error: ${err.message}`),
+      (err) => {
+        // Once closing, a connection's error is the end it was asked for.
+        if (!this.#closed) this.logger.warn({ err: errorSummary(err) }, `pgq pool connection error: ${err.message}`);
+      },
       { idle: this.#ownsPool },
     );
     this.kysely = new Kysely<PgqDatabase>({ dialect: new PostgresDialect({ pool: this.#pool }) }).withSchema(o.schema);
@@ -654,8 +657,13 @@ export class Pgq {
       // Kysely ends the pool only if it ever used it; end it here otherwise.
       await this.kysely.destroy();
       if (!this.#pool.ended) await this.#pool.end();
+      // pool.end() resolves once every client was told to end, not once its
+      // socket closed: a server shutting down meanwhile still sends each an
+      // error, which must find a listener. An ended pool is nobody else's,
+      // so the listeners stay.
+    } else {
+      this.#unwatchPool();
     }
-    this.#unwatchPool();
   }
 
   /** Connection settings for a worker's lease thread: the pool's, with time limits a heartbeat can afford. */

@@ -6,7 +6,7 @@ import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { defineTask, Pgq, PgqError, WorkerStartError } from '../src/index.js';
-import { useTestSchema } from './support/harness.js';
+import { databaseUrl, useTestSchema, withAppName } from './support/harness.js';
 
 const ctx = useTestSchema('client_lifecycle');
 const noop = defineTask({ name: 'noop', schema: z.object({}), handler: () => undefined });
@@ -89,5 +89,32 @@ describe('a Pgq given a pool', () => {
       checkedOut.forEach((c) => c.release());
       await pool.end();
     }
+  });
+});
+
+describe('pgq.close() on a pool it made', () => {
+  it('survives the server ending its connections while they close (no uncaught error)', async () => {
+    // pool.end() resolves once each connection was asked to end, not once it
+    // closed: a server shutting down in that window sends each an error.
+    const name = `pgq_${ctx.schema}_close`;
+    const uncaught: unknown[] = [];
+    const record = (err: unknown): void => void uncaught.push(err);
+    process.on('uncaughtException', record);
+    const admin = new pg.Client({ connectionString: databaseUrl() });
+    await admin.connect();
+    try {
+      for (let round = 0; round < 10; round += 1) {
+        const pgq = new Pgq({ connectionString: withAppName(databaseUrl(), name), schema: ctx.schema, tasks: [noop] });
+        await pgq.warmUp(8);
+        const closing = pgq.close();
+        await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [name]);
+        await closing;
+        await new Promise((r) => setTimeout(r, 20)); // the errors arrive after close() resolved
+      }
+    } finally {
+      process.off('uncaughtException', record);
+      await admin.end();
+    }
+    expect(uncaught).toEqual([]);
   });
 });
