@@ -229,6 +229,10 @@ async function drainRole(system: System, spec: Extract<ChildSpec, { role: 'drain
     await idle.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
     await idle.query('SELECT txid_current()');
   }
+  if (spec.finishedJobs) {
+    if (!system.seedFinished) throw new Error(`${system.name} keeps no finished jobs to seed`);
+    await system.seedFinished(setupEnv(spec.env), spec.finishedJobs);
+  }
   const producer = await system.producer(setupEnv(spec.env), { poolSize: 2 });
   try {
     for (let from = 0; from < seedJobs; from += 5_000) {

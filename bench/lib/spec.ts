@@ -15,6 +15,8 @@ export type ChildSpec =
       jobs: number;
       /** Jobs waiting at the start (default `jobs`): more than `jobs` measures the cost of a large backlog. */
       seedJobs?: number;
+      /** Finished jobs written into the table before the drain (systems with `seedFinished`). */
+      finishedJobs?: number;
       /** Keep another session idle in a REPEATABLE READ transaction (opened before seeding) for the whole run. */
       idleTransaction?: boolean;
       concurrency: number;

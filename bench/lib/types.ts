@@ -80,4 +80,10 @@ export interface System {
   producer(env: RunEnv, options: { poolSize: number }): Promise<Producer>;
   consumer(env: RunEnv, options: ConsumerOptions): Promise<Consumer>;
   probe(env: RunEnv): Promise<Probe>;
+  /**
+   * Writes `n` finished (succeeded) jobs straight into the system's table, as
+   * a long-running deployment keeps them until retention removes them. Only
+   * for systems that keep finished jobs in the table they claim from.
+   */
+  seedFinished?(env: RunEnv, n: number): Promise<void>;
 }

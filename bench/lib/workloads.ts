@@ -201,6 +201,14 @@ export const WORKLOADS: readonly Workload[] = [
     timeoutMs: (c, system) => drainTimeout(c, system) + c.backlogJobs * 0.2,
   },
   {
+    key: 'drain-finished',
+    title: 'drain, concurrency 100, with backlogJobs finished jobs kept in the table (systems that keep them there)',
+    optIn: 'growth',
+    skip: (system) => (system.startsWith('pgq') ? null : 'keeps no finished jobs in the table it claims from, or none seeded'),
+    spec: (system, env, c) => ({ ...(drain(100, 1)(system, env, c) as Extract<ChildSpec, { role: 'drain' }>), finishedJobs: c.backlogJobs }),
+    timeoutMs: (c, system) => drainTimeout(c, system) + c.backlogJobs * 0.05,
+  },
+  {
     key: 'drain-idle-txn',
     title: 'drain, concurrency 100, while another session idles in a transaction',
     optIn: 'growth',
@@ -267,6 +275,7 @@ export const ROWS: readonly Row[] = [
   { key: 'steady', workload: 'steady', metric: 'processedPerSec', title: 'Steady state (backlog ≤ 2,000), processed', unit: 'jobs/s', better: 'higher' },
   { key: 'steady-backlog', workload: 'steady', metric: 'backlogGrowthPerSec', title: 'Steady state, backlog growth', unit: 'jobs/s', better: 'lower' },
   { key: 'drain-backlog', workload: 'drain-backlog', metric: 'jobsPerSec', title: 'Drain c=100 with a large backlog waiting', unit: 'jobs/s', better: 'higher' },
+  { key: 'drain-finished', workload: 'drain-finished', metric: 'jobsPerSec', title: 'Drain c=100 with a large number of finished jobs kept', unit: 'jobs/s', better: 'higher' },
   { key: 'drain-idle-txn', workload: 'drain-idle-txn', metric: 'jobsPerSec', title: 'Drain c=100, a session idle in transaction', unit: 'jobs/s', better: 'higher' },
 ];
 

@@ -9,6 +9,7 @@ import { Pgq, defineTask, type Middleware } from '../../src/index.js';
 import { tracing } from '../../src/otel.js';
 import type { Consumer, ConsumerOptions, Probe, Producer, RunEnv, System } from '../lib/types.js';
 import { runHandler, type HandlerOptions } from '../lib/handler.js';
+import pg from 'pg';
 import { sqlProbe } from '../lib/sql-probe.js';
 
 const payloadSchema = z.object({ i: z.number().int(), t: z.number().optional() });
@@ -76,6 +77,23 @@ function pgqAdapter(name: string, settings: string, middleware: () => Promise<Mi
     },
 
     probe: (env) => probe(env),
+
+    async seedFinished(env: RunEnv, n: number): Promise<void> {
+      const client = new pg.Client({ connectionString: env.setupDatabaseUrl ?? env.databaseUrl });
+      await client.connect();
+      try {
+        // Spread over the last day, as a day of retention would leave them.
+        await client.query(
+          `INSERT INTO pgq.jobs (task, queue, payload, state, attempts, run_at, created_at, started_at, finished_at)
+           SELECT 'bench-noop', 'default', jsonb_build_object('i', g), 'succeeded', 1, t, t, t, t
+             FROM generate_series(1, $1::int) AS g, LATERAL (SELECT now() - (g::float8 / $1) * interval '1 day' AS t) AS at`,
+          [n],
+        );
+        await client.query('VACUUM ANALYZE pgq.jobs');
+      } finally {
+        await client.end();
+      }
+    },
   };
 }
 
