@@ -35,6 +35,9 @@ CREATE FUNCTION workflow_job_meta(child_id bigint, child_meta jsonb) RETURNS jso
 $$;
 COMMENT ON FUNCTION workflow_job_meta(bigint, jsonb) IS 'The meta of a workflow job as it unblocks: pgq.parents set to the trace contexts (pgq.process) its parents'' settling attempts recorded.';
 
+-- meta is no longer written at enqueue only.
+COMMENT ON COLUMN jobs.meta IS 'JSON object of metadata written at enqueue (the meta option and middleware): W3C trace context (traceparent, tracestate), request or tenant ids. Not validated by the task schema; handlers read it in ctx.job.meta. An attempt may add keys with its outcome (ctx.recordMeta): tracing records pgq.process (its span context) on workflow jobs, and a step gets its parents'' as pgq.parents when it unblocks.';
+
 CREATE OR REPLACE FUNCTION workflow_job_state_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
   ready bigint[];
@@ -250,3 +253,4 @@ BEGIN
 END
 $$;
 DROP FUNCTION workflow_job_meta(bigint, jsonb);
+COMMENT ON COLUMN jobs.meta IS 'JSON object of metadata written at enqueue (the meta option and middleware): W3C trace context (traceparent, tracestate), request or tenant ids. Not validated by the task schema; handlers read it in ctx.job.meta.';
