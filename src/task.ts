@@ -43,9 +43,9 @@ export interface JobContext<Payload = unknown> {
    * with `pgq.` are pgq's own (tracing writes `pgq.process`).
    *
    * @example
-   * const timing: Middleware = {
+   * const lastHost: Middleware = {
    *   async attempt(ctx, next) {
-   *     ctx.recordMeta('lastWorker', os.hostname());
+   *     ctx.recordMeta('lastHost', os.hostname());
    *     return next();
    *   },
    * };
