@@ -10,14 +10,16 @@
  * - `attempt(ctx, next)` runs around the handler of each attempt, with the
  *   job and its context; `next()` runs the handler (and the middleware after
  *   this one) and resolves to its result. An error thrown here is a failure
- *   of that attempt, exactly like one thrown by the handler.
+ *   of that attempt, exactly like one thrown by the handler. It may record
+ *   keys for the job's `meta` with `ctx.recordMeta(key, value)`: they are
+ *   written by the statement that writes the attempt's outcome (`RecordedMeta`).
  *
  * The first middleware of the list is the outermost: it runs first and
  * finishes last.
  */
 import { PgqError, ValidationError } from './core/errors.js';
 import { toJsonText } from './core/json.js';
-import type { JobMeta } from './core/types.js';
+import type { JobMeta, Json } from './core/types.js';
 import type { JobContext } from './task.js';
 
 /** Largest `meta` accepted, as JSON bytes, after middleware has run. */
@@ -137,6 +139,45 @@ export function metaText(meta: unknown, field: string): string {
     throw new ValidationError(field, 'must be a plain JSON object, e.g. { requestId: "r-1" }');
   }
   return toJsonText(meta, field, MAX_META_BYTES);
+}
+
+/** Longest key `ctx.recordMeta` accepts. */
+const RECORDED_KEY_LIMIT = 200;
+
+/**
+ * The keys one attempt records for `jobs.meta` (`ctx.recordMeta`), kept as
+ * JSON text until the completer writes them with the attempt's outcome, in
+ * the same statement (no write of their own). Made on the first call: an
+ * attempt that records nothing allocates nothing.
+ */
+export class RecordedMeta {
+  readonly #entries = new Map<string, string>();
+  #bytes = 0;
+
+  /** Validates `value` and keeps it under `key` (a later call for the same key replaces it). */
+  record(key: string, value: Json): void {
+    // eslint-disable-next-line no-control-regex
+    if (typeof key !== 'string' || key.length === 0 || key.length > RECORDED_KEY_LIMIT || /[\u0000-\u001f]/.test(key)) {
+      throw new ValidationError('ctx.recordMeta(key)', `must be a string of 1 to ${RECORDED_KEY_LIMIT} characters without control characters, got ${JSON.stringify(key)}`);
+    }
+    const field = `ctx.recordMeta(${JSON.stringify(key)})`;
+    const entry = `${JSON.stringify(key)}:${toJsonText(value, field, MAX_META_BYTES)}`;
+    const bytes = this.#bytes - byteLength(this.#entries.get(key)) + Buffer.byteLength(entry, 'utf8');
+    if (bytes > MAX_META_BYTES) {
+      throw new ValidationError(field, `would make this attempt's recorded keys ${bytes} bytes of JSON, over the limit of ${MAX_META_BYTES} bytes`);
+    }
+    this.#entries.set(key, entry);
+    this.#bytes = bytes;
+  }
+
+  /** JSON text of an object holding the recorded keys. */
+  text(): string {
+    return `{${[...this.#entries.values()].join(',')}}`;
+  }
+}
+
+function byteLength(text: string | undefined): number {
+  return text === undefined ? 0 : Buffer.byteLength(text, 'utf8');
 }
 
 function checkMiddleware(m: unknown): asserts m is Middleware {

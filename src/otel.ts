@@ -11,7 +11,13 @@
  *   The handler runs with the span active, so its own spans nest under it.
  * - A schedule's jobs are enqueued by the leader outside any request: their
  *   `send` span starts a trace of its own. Workflow steps all carry the
- *   context of the workflow's `send` span.
+ *   context of the workflow's `send` span, and link to their parents too:
+ *   a workflow job's attempt records its `process` span's context with its
+ *   outcome (`ctx.recordMeta('pgq.process', …)`: no write of its own;
+ *   ordinary jobs record nothing); when a step unblocks, the workflow
+ *   trigger copies the contexts of the parent attempts that settled it into
+ *   its meta as `pgq.parents` (migrations/…_workflow_parent_traces.sql),
+ *   and its `process` span links to each (`messaging.pgq.link` = `parent`).
  *
  * `@opentelemetry/api` is an optional peer dependency, loaded by `tracing()`
  * with a dynamic import: `import 'pgq'` never loads it. Without an SDK
@@ -23,7 +29,7 @@
  */
 import type { Attributes, Link, Span, SpanContext, Tracer } from '@opentelemetry/api';
 import { JobCancelledError, LeaseLostError, PgqError, ValidationError, WorkerShutdownError, isPermanentError, snoozeDelay } from './core/errors.js';
-import type { JobMeta } from './core/types.js';
+import type { JobMeta, Json } from './core/types.js';
 import type { EnqueueCall, Middleware } from './middleware.js';
 import type { JobContext } from './task.js';
 
@@ -44,6 +50,11 @@ export interface TracingOptions {
 type Api = typeof import('@opentelemetry/api');
 
 const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
+
+/** The meta key under which a workflow job's attempt records its `process` span's context; the workflow trigger reads it. */
+const PROCESS_KEY = 'pgq.process';
+/** The meta key under which the workflow trigger gives a step its parents' recorded contexts. */
+const PARENTS_KEY = 'pgq.parents';
 
 /**
  * A middleware that traces enqueues and attempts with the global (or given)
@@ -97,6 +108,7 @@ export async function tracing(options: TracingOptions = {}): Promise<Middleware>
       const { job } = ctx;
       const remote = extractContext(api, job.meta);
       const links: Link[] = remote && propagation === 'link' ? [{ context: remote }] : [];
+      if (job.workflowId !== null) links.push(...parentLinks(api, job.meta));
       const parent = remote && propagation === 'child' ? api.trace.setSpanContext(api.ROOT_CONTEXT, remote) : api.ROOT_CONTEXT;
       const attributes: Attributes = {
         'messaging.system': 'pgq',
@@ -110,6 +122,8 @@ export async function tracing(options: TracingOptions = {}): Promise<Middleware>
       };
       return tracer().startActiveSpan(`process ${job.queue}`, { kind: api.SpanKind.CONSUMER, attributes, links }, parent, async (span) => {
         try {
+          // Only workflow jobs can have dependents to link to this span.
+          if (job.workflowId !== null) recordProcessContext(api, span.spanContext(), ctx);
           const result = await next();
           span.setAttribute('messaging.pgq.outcome', 'succeeded');
           return result;
@@ -141,9 +155,14 @@ function fail(api: Api, span: Span, err: unknown): void {
   span.setStatus({ code: api.SpanStatusCode.ERROR, message: err instanceof Error ? err.message : String(err) });
 }
 
+/** A span context as a W3C `traceparent` header value. */
+function traceparentOf(sc: SpanContext): string {
+  return `00-${sc.traceId}-${sc.spanId}-${(sc.traceFlags & 0xff).toString(16).padStart(2, '0')}`;
+}
+
 /** Writes the span's W3C trace context into each job's meta. */
 function injectContext(sc: SpanContext, call: EnqueueCall): void {
-  const traceparent = `00-${sc.traceId}-${sc.spanId}-${(sc.traceFlags & 0xff).toString(16).padStart(2, '0')}`;
+  const traceparent = traceparentOf(sc);
   const tracestate = sc.traceState?.serialize();
   for (const job of call.jobs) {
     job.meta.traceparent = traceparent;
@@ -152,7 +171,38 @@ function injectContext(sc: SpanContext, call: EnqueueCall): void {
   }
 }
 
-/** The enqueue's span context from a job's meta, or undefined when there is none (or it is malformed). */
+/**
+ * Records the process span's context in the job's meta with the attempt's
+ * outcome, for the workflow trigger to hand to the job's dependents. The
+ * attempt number lets the trigger tell it from an earlier attempt's. Nothing
+ * without an SDK (the no-op span's context is invalid).
+ */
+function recordProcessContext(api: Api, sc: SpanContext, ctx: JobContext): void {
+  if (!api.trace.isSpanContextValid(sc)) return;
+  const recorded: { [key: string]: Json } = { traceparent: traceparentOf(sc), attempt: ctx.attempt };
+  const tracestate = sc.traceState?.serialize();
+  if (tracestate) recorded.tracestate = tracestate;
+  ctx.recordMeta(PROCESS_KEY, recorded);
+}
+
+/** One link per parent context the workflow trigger gave this step (`pgq.parents`), malformed entries skipped. */
+function parentLinks(api: Api, meta: JobMeta): Link[] {
+  const parents = meta[PARENTS_KEY];
+  if (!Array.isArray(parents)) return [];
+  const links: Link[] = [];
+  for (const entry of parents) {
+    if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) continue;
+    const context = extractContext(api, entry);
+    if (!context) continue;
+    const attributes: Attributes = { 'messaging.pgq.link': 'parent' };
+    if (typeof entry.jobId === 'string') attributes['messaging.message.id'] = entry.jobId;
+    if (typeof entry.step === 'string') attributes['messaging.pgq.step'] = entry.step;
+    links.push({ context, attributes });
+  }
+  return links;
+}
+
+/** A span context from an object holding `traceparent` (and maybe `tracestate`), or undefined when there is none (or it is malformed). */
 function extractContext(api: Api, meta: JobMeta): SpanContext | undefined {
   const match = typeof meta.traceparent === 'string' ? TRACEPARENT.exec(meta.traceparent) : null;
   if (!match) return undefined;

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import type { BackoffOptions } from './core/backoff.js';
 import { ValidationError } from './core/errors.js';
 import { int32 } from './core/int32.js';
-import type { JobProgress, JobRecord } from './core/types.js';
+import type { JobProgress, JobRecord, Json } from './core/types.js';
 import type { Logger } from './core/logger.js';
 import type { ResolvedSandbox, SandboxKind, SandboxOptions } from './sandbox/handler.js';
 import { loadSandboxHandler } from './sandbox/sandbox-entry.js';
@@ -31,6 +31,26 @@ export interface JobContext<Payload = unknown> {
    * for (const [i, file] of files.entries()) { await resize(file); void ctx.progress({ done: i + 1, of: files.length }); }
    */
   progress(value: JobProgress): Promise<void>;
+  /**
+   * Records `key` for the job's `meta`: merged into `jobs.meta` by the same
+   * statement that writes this attempt's outcome (success, failure or
+   * snooze), so it costs no write of its own, and never written when the
+   * outcome is not (the job was cancelled or rescued meanwhile). A later call
+   * for the same key replaces the value. `ctx.job.meta` does not change.
+   * Calls after the handler and the attempt middleware have settled are too
+   * late and change nothing. Throws a `ValidationError` for a value that is
+   * not JSON, or when this attempt's keys pass 64 KiB of JSON. Keys starting
+   * with `pgq.` are pgq's own (tracing writes `pgq.process`).
+   *
+   * @example
+   * const lastHost: Middleware = {
+   *   async attempt(ctx, next) {
+   *     ctx.recordMeta('lastHost', os.hostname());
+   *     return next();
+   *   },
+   * };
+   */
+  recordMeta(key: string, value: Json): void;
 }
 
 /** The options of `defineTask` that every task has. */

@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { defineTask, chain, step, type JobContext, type Middleware, ValidationError } from '../src/index.js';
-import { useTestSchema } from './support/harness.js';
+import { until, useTestSchema } from './support/harness.js';
 
 const ctx = useTestSchema('middleware');
 
@@ -127,6 +127,58 @@ describe('middleware', () => {
     expect(failed.state).toBe('failed');
     expect(failed.errors[0]!.message).toBe('blocked by guard');
     expect((await pgq.waitForJob(fine.id, { timeoutMs: 10_000 })).state).toBe('succeeded');
+    await worker.stop();
+  });
+
+  it('ctx.recordMeta: the keys are written with the outcome (success, failure, snooze); nothing recorded, nothing changed; a bad value fails the attempt', async () => {
+    const recording = defineTask({
+      name: 'recording',
+      schema: z.object({ mode: z.enum(['ok', 'fail', 'snooze', 'none', 'bad']) }),
+      queue: 'mw-record',
+      maxAttempts: 1,
+      handler: ({ mode }, c) => {
+        if (mode === 'none') return null;
+        c.recordMeta('handler', mode);
+        c.recordMeta('handler', `${mode}!`); // the later value wins
+        if (mode === 'fail') throw new Error('fails');
+        if (mode === 'snooze') c.snooze(3_600_000);
+        return c.job.meta; // not changed by recordMeta
+      },
+    });
+    const pgq = await ctx.migrated({
+      tasks: [recording],
+      middleware: [{
+        async attempt(c, next) {
+          const { mode } = c.job.payload as { mode: string };
+          if (mode === 'bad') c.recordMeta('bad', { n: 1n } as never);
+          if (mode !== 'none') c.recordMeta('mw', { attempt: c.attempt });
+          return next();
+        },
+      }],
+    });
+    const jobs = Object.fromEntries(
+      await Promise.all((['ok', 'fail', 'snooze', 'none', 'bad'] as const).map(async (mode) => [mode, await pgq.enqueue(recording, { mode }, { meta: { requestId: mode } })] as const)),
+    );
+    const worker = pgq.worker({ queues: ['mw-record'], pollIntervalMs: 50 });
+    await worker.start();
+    const ok = await pgq.waitForJob(jobs.ok!.id, { timeoutMs: 10_000 });
+    expect(ok).toMatchObject({ state: 'succeeded', result: { requestId: 'ok' } });
+    expect(ok.meta).toEqual({ requestId: 'ok', mw: { attempt: 1 }, handler: 'ok!' });
+    const failed = await pgq.waitForJob(jobs.fail!.id, { timeoutMs: 10_000 });
+    expect(failed.state).toBe('failed');
+    expect(failed.meta).toEqual({ requestId: 'fail', mw: { attempt: 1 }, handler: 'fail!' });
+    const none = await pgq.waitForJob(jobs.none!.id, { timeoutMs: 10_000 });
+    expect(none.state).toBe('succeeded');
+    expect(none.meta).toEqual({ requestId: 'none' });
+    const bad = await pgq.waitForJob(jobs.bad!.id, { timeoutMs: 10_000 });
+    expect(bad.state).toBe('failed');
+    expect(bad.errors[0]!.message).toMatch(/ctx\.recordMeta\("bad"\)\.n.*BigInt/);
+    expect(bad.meta).toEqual({ requestId: 'bad' });
+    const snoozed = await until(async () => {
+      const job = (await pgq.getJob(jobs.snooze!.id))!;
+      return job.state === 'scheduled' ? job : null;
+    });
+    expect(snoozed.meta).toEqual({ requestId: 'snooze', mw: { attempt: 1 }, handler: 'snooze!' });
     await worker.stop();
   });
 

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import pg from 'pg';
-import { Pgq, chord, defineTask, group, step } from '../src/index.js';
+import { Pgq, chord, defineTask, group, step, type Middleware } from '../src/index.js';
 import { PgqMetrics } from '../src/metrics.js';
 import { until, useTestSchema } from './support/harness.js';
 
@@ -155,7 +155,14 @@ describe('least-privilege roles', () => {
 
     const app = new Pgq({ connectionString: urlAs(wfLogins.enqueuer), schema: ctx.schema, tasks: [echo, joinSeen] });
     const other = new Pgq({ connectionString: urlAs(wfLogins.other), schema: ctx.schema, tasks: [echo, joinSeen] });
-    const runner = new Pgq({ connectionString: urlAs(wfLogins.worker), schema: ctx.schema, tasks: [echo, joinSeen] });
+    // The worker role records a key with each outcome (as pgq/otel records its span context on workflow jobs).
+    const recordSpan: Middleware = {
+      attempt(c, next) {
+        c.recordMeta('pgq.process', { traceparent: `00-${'a'.repeat(32)}-${c.job.id.padStart(16, '0')}-01`, attempt: c.attempt });
+        return next();
+      },
+    };
+    const runner = new Pgq({ connectionString: urlAs(wfLogins.worker), schema: ctx.schema, tasks: [echo, joinSeen], middleware: [recordSpan] });
     const raw = new pg.Client({ connectionString: urlAs(wfLogins.enqueuer) });
     await raw.connect();
     try {
@@ -219,6 +226,11 @@ describe('least-privilege roles', () => {
       await w.start();
       const done = await app.waitForWorkflow(wf, { timeoutMs: 20_000 });
       expect(done).toMatchObject({ state: 'succeeded', result: '2,3' });
+      // Its outcome statements wrote the recorded keys, and the trigger (run by the worker role) handed the
+      // members' to the callback; the enqueuer reads them back on its own jobs.
+      const [first, second, callback] = done.steps;
+      expect(first!.meta['pgq.process']).toEqual({ traceparent: `00-${'a'.repeat(32)}-${first!.id.padStart(16, '0')}-01`, attempt: 1 });
+      expect((callback!.meta['pgq.parents'] as { jobId: string }[]).map((p) => p.jobId)).toEqual([first!.id, second!.id]);
       expect(await owner.waitForWorkflow(ownersWf, { timeoutMs: 20_000 })).toMatchObject({ state: 'succeeded', result: '5,4' });
       await w.stop();
     } finally {

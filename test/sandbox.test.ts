@@ -244,6 +244,7 @@ describe('sandbox lifecycle', () => {
       job: { id: '1' } as never,
       attempt: 1,
       progress: async () => undefined,
+      recordMeta: () => undefined,
       signal: controller.signal,
       logger: captureLogger([]),
       snooze: () => {

@@ -117,6 +117,17 @@ describe('performJob', () => {
       handler: (p, c) => ({ n: p.n, task: c.job.task, workflowId: c.job.workflowId, aborted: c.signal.aborted }),
     });
     expect(await performJob(seen, {}, { job: { workflowId: '9' } })).toEqual({ n: 7, task: 'seen', workflowId: '9', aborted: false });
+    // recordMeta is validated as under a worker, and merged into ctx.job.meta at once.
+    const recording = defineTask({
+      name: 'recording',
+      schema: z.object({ bad: z.boolean() }),
+      handler: ({ bad }, c) => {
+        c.recordMeta('step', bad ? ({ n: 1n } as never) : 'done');
+        return c.job.meta;
+      },
+    });
+    expect(await performJob(recording, { bad: false }, { job: { meta: { requestId: 'r' } } })).toEqual({ requestId: 'r', step: 'done' });
+    await expect(performJob(recording, { bad: true })).rejects.toThrow(/ctx\.recordMeta\("step"\)/);
   });
 
   it('snooze, timeout and non-JSON results behave as under a worker', async () => {

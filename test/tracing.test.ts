@@ -1,14 +1,17 @@
 /**
  * OpenTelemetry tracing (pgq/otel): the request that enqueues and the worker
  * process that runs the job are linked through the trace context in
- * `jobs.meta`. This process records its spans in memory; the worker process
- * prints its spans as JSON lines.
+ * `jobs.meta`, and a workflow step's process span to the process spans of
+ * the parent attempts it depends on. This process records its spans in
+ * memory; the worker process prints its spans as JSON lines.
  */
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
 import { SpanKind, SpanStatusCode, context, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
-import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import { PermanentError, chain, chord, defineTask, group, step, stepOutcome } from '../src/index.js';
 import { tracing } from '../src/otel.js';
 import { useTestSchema, until } from './support/harness.js';
 import { spawnWorker } from './support/processes.js';
@@ -115,5 +118,160 @@ describe('tracing', () => {
     expect(processed.spanContext().traceId).toBe(send.spanContext().traceId);
     expect(processed.parentSpanContext?.spanId).toBe(send.spanContext().spanId);
     expect(processed.links).toEqual([]);
+  });
+});
+
+// Workflow tasks, run by an in-process worker on queue 'wf'.
+const inc = defineTask({ name: 'wf-inc', queue: 'wf', schema: z.number(), handler: (n) => n + 1 });
+const total = defineTask({ name: 'wf-sum', queue: 'wf', schema: z.array(z.number()), handler: (ns) => ns.reduce((a, b) => a + b, 0) });
+/** Fails its first attempt, then succeeds. */
+const flakyInc = defineTask({
+  name: 'wf-flaky',
+  queue: 'wf',
+  schema: z.number(),
+  maxAttempts: 3,
+  backoff: { baseMs: 10, maxMs: 20 },
+  handler: (n, c) => {
+    if (c.attempt === 1) throw new Error('first attempt fails');
+    return n + 1;
+  },
+});
+const refuse = defineTask({
+  name: 'wf-refuse',
+  queue: 'wf',
+  schema: z.number(),
+  handler: (n): number => {
+    throw new PermanentError(`refuses ${n}`);
+  },
+});
+const oks = defineTask({ name: 'wf-oks', queue: 'wf', schema: z.array(stepOutcome(z.number())), handler: (os) => os.map((o) => o.ok) });
+const workflowTasks = [inc, total, flakyInc, refuse, oks];
+
+/** The one finished process span of this job's attempt (the last attempt by default). */
+function processSpan(jobId: string, attempt?: number): ReadableSpan | undefined {
+  const spans = exporter
+    .getFinishedSpans()
+    .filter((s) => s.name === 'process wf' && s.attributes['messaging.message.id'] === jobId)
+    .sort((a, b) => Number(a.attributes['messaging.pgq.attempt']) - Number(b.attributes['messaging.pgq.attempt']));
+  return attempt === undefined ? spans.at(-1) : spans.find((s) => s.attributes['messaging.pgq.attempt'] === attempt);
+}
+
+/** The span ids a process span links to as parents, in link order. */
+function parentSpanIds(span: ReadableSpan): string[] {
+  return span.links.filter((l) => l.attributes?.['messaging.pgq.link'] === 'parent').map((l) => l.context.spanId);
+}
+
+function traceparent(span: ReadableSpan): string {
+  return `00-${span.spanContext().traceId}-${span.spanContext().spanId}-01`;
+}
+
+describe('tracing workflows', () => {
+  it("a step's process span links to the process span of each parent attempt it depends on; ordinary jobs record nothing", async () => {
+    const pgq = await ctx.migrated({ tasks: workflowTasks, middleware: [await tracing()] });
+    const worker = pgq.worker({ queues: ['wf'], concurrency: 5, pollIntervalMs: 50 });
+    await worker.start();
+    try {
+      const chained = await pgq.enqueueWorkflow(chain(step(inc, 1), step(inc)));
+      const chorded = await pgq.enqueueWorkflow(chord(group([step(inc, 10), step(inc, 20), step(inc, 30)]), step(total)));
+      const single = await pgq.enqueue(inc, 5);
+
+      const chainDone = await pgq.waitForWorkflow(chained, { timeoutMs: 20_000 });
+      expect(chainDone).toMatchObject({ state: 'succeeded', result: 3 });
+      const [a, b] = chainDone.steps;
+      const spanA = await until(() => processSpan(a!.id), { what: "a's process span" });
+      const spanB = await until(() => processSpan(b!.id), { what: "b's process span" });
+      // b links to the workflow's send span (as before) and to a's process span.
+      expect(spanB.links).toHaveLength(2);
+      const sendLink = spanB.links[0]!.context;
+      expect(`00-${sendLink.traceId}-${sendLink.spanId}-01`).toBe(b!.meta.traceparent);
+      expect(spanB.links[0]!.attributes).toBeUndefined();
+      expect(spanB.links[1]!.context).toMatchObject({ traceId: spanA.spanContext().traceId, spanId: spanA.spanContext().spanId });
+      expect(spanB.links[1]!.attributes).toEqual({ 'messaging.pgq.link': 'parent', 'messaging.message.id': a!.id, 'messaging.pgq.step': a!.step });
+      // What carried it: a's recorded context, copied into b's meta as b unblocked.
+      expect(a!.meta['pgq.process']).toEqual({ traceparent: traceparent(spanA), attempt: 1 });
+      expect(b!.meta['pgq.parents']).toEqual([{ traceparent: traceparent(spanA), attempt: 1, jobId: a!.id, step: a!.step }]);
+      expect(parentSpanIds(spanA)).toEqual([]);
+
+      const chordDone = await pgq.waitForWorkflow(chorded, { timeoutMs: 20_000 });
+      expect(chordDone).toMatchObject({ state: 'succeeded', result: 63 });
+      const members = chordDone.steps.filter((s) => s.task === 'wf-inc');
+      const callback = chordDone.steps.find((s) => s.task === 'wf-sum')!;
+      expect(members).toHaveLength(3);
+      const memberSpans = await Promise.all(members.map((m) => until(() => processSpan(m.id), { what: `member ${m.step}'s process span` })));
+      const callbackSpan = await until(() => processSpan(callback.id), { what: "the callback's process span" });
+      expect(parentSpanIds(callbackSpan)).toEqual(memberSpans.map((s) => s.spanContext().spanId));
+
+      // An ordinary job records no process context: its meta is what the enqueue wrote.
+      const plain = await pgq.waitForJob(single.id, { timeoutMs: 20_000 });
+      expect(plain.state).toBe('succeeded');
+      expect(plain.meta).toEqual({ traceparent: single.meta.traceparent });
+      const plainSpan = await until(() => processSpan(single.id), { what: "the ordinary job's process span" });
+      expect(plainSpan.links).toHaveLength(1);
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it('a retried parent: the step links to the attempt that succeeded; a run-anyway step links to the attempt that failed', async () => {
+    const pgq = await ctx.migrated({ tasks: workflowTasks, middleware: [await tracing()] });
+    const worker = pgq.worker({ queues: ['wf'], concurrency: 5, pollIntervalMs: 50 });
+    await worker.start();
+    try {
+      const retried = await pgq.enqueueWorkflow(chain(step(flakyInc, 1), step(inc)));
+      const runAnyway = await pgq.enqueueWorkflow(chord(group([step(refuse, 1), step(inc, 2)]), step(oks).onParentFailure('run')));
+
+      const retriedDone = await pgq.waitForWorkflow(retried, { timeoutMs: 20_000 });
+      expect(retriedDone).toMatchObject({ state: 'succeeded', result: 3 });
+      const [parent, child] = retriedDone.steps;
+      expect(parent!.attempts).toBe(2);
+      const failedAttempt = await until(() => processSpan(parent!.id, 1), { what: "the parent's first process span" });
+      const succeededAttempt = await until(() => processSpan(parent!.id, 2), { what: "the parent's second process span" });
+      expect(failedAttempt.attributes['messaging.pgq.outcome']).toBe('retried');
+      expect(succeededAttempt.attributes['messaging.pgq.outcome']).toBe('succeeded');
+      const childSpan = await until(() => processSpan(child!.id), { what: "the child's process span" });
+      expect(parentSpanIds(childSpan)).toEqual([succeededAttempt.spanContext().spanId]);
+      expect(parent!.meta['pgq.process']).toEqual({ traceparent: traceparent(succeededAttempt), attempt: 2 });
+
+      const runDone = await pgq.waitForWorkflow(runAnyway, { timeoutMs: 20_000 });
+      expect(runDone.state).toBe('failed');
+      const refused = runDone.steps.find((s) => s.task === 'wf-refuse')!;
+      const fine = runDone.steps.find((s) => s.task === 'wf-inc')!;
+      const report = runDone.steps.find((s) => s.task === 'wf-oks')!;
+      expect(report).toMatchObject({ state: 'succeeded', result: [false, true] });
+      const refusedSpan = await until(() => processSpan(refused.id), { what: "the failed parent's process span" });
+      expect(refusedSpan.attributes['messaging.pgq.outcome']).toBe('failed');
+      const fineSpan = await until(() => processSpan(fine.id), { what: "the other parent's process span" });
+      const reportSpan = await until(() => processSpan(report.id), { what: "the run-anyway step's process span" });
+      expect(parentSpanIds(reportSpan)).toEqual([refusedSpan.spanContext().spanId, fineSpan.spanContext().spanId]);
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it("the trigger copies only a context recorded by the parent's last attempt", async () => {
+    // Nothing runs queue 'by-hand': the parents are settled here in SQL, as the rescuer or a cancel would.
+    const pgq = await ctx.migrated({ tasks: workflowTasks });
+    const s = `"${ctx.schema}"`;
+    const recorded = (spanId: string, attempt: number) => JSON.stringify({ 'pgq.process': { traceparent: `00-${'a'.repeat(32)}-${spanId}-01`, attempt } });
+    const settle = async (id: string, state: string, attempts: number, meta: string): Promise<void> => {
+      await ctx.admin.query(`UPDATE ${s}.jobs SET state = 'running', attempts = $2, meta = meta || $3::jsonb WHERE id = $1`, [id, attempts, meta]);
+      await ctx.admin.query(`UPDATE ${s}.jobs SET state = $2, finished_at = now() WHERE id = $1`, [id, state]);
+    };
+    const byHand = { queue: 'by-hand' };
+    const wf = await pgq.enqueueWorkflow(
+      chord(group([1, 2, 3].map((n) => step(inc, n).with(byHand))), step(oks).with(byHand).onParentFailure('run')),
+    );
+    const [current, stale, cancelled, child] = wf.steps;
+    // Failed through its last attempt, which recorded its context: copied.
+    await settle(current!.id, 'failed', 1, recorded('1'.repeat(16), 1));
+    // Failed by the rescuer in attempt 2: the context is attempt 1's, not copied.
+    await settle(stale!.id, 'failed', 2, recorded('2'.repeat(16), 1));
+    // Cancelled: never copied.
+    await settle(cancelled!.id, 'cancelled', 1, recorded('3'.repeat(16), 1));
+    const unblocked = (await pgq.getJob(child!.id))!;
+    expect(unblocked.state).toBe('available');
+    expect(unblocked.meta['pgq.parents']).toEqual([
+      { traceparent: `00-${'a'.repeat(32)}-${'1'.repeat(16)}-01`, attempt: 1, jobId: current!.id, step: current!.step },
+    ]);
   });
 });

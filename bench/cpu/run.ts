@@ -94,6 +94,7 @@ async function roundTripUs(kind: 'thread' | 'process'): Promise<{ medianUs: numb
     job: { id: String(i), task: task.name, queue: 'default', state: 'running', payload: null, priority: 0, attempts: 1, maxAttempts: 1, runAt: new Date(), createdAt: new Date(), startedAt: new Date(), finishedAt: null, result: null, errors: [], uniqueKey: null, workerId: null, timeoutMs: null, meta: {}, progress: null, progressAt: null, workflowId: null, workflowStep: null, concurrencyKey: null, expiresAt: null },
     attempt: 1,
     progress: async () => undefined,
+    recordMeta: () => undefined,
     signal: new AbortController().signal,
     logger: silent,
     snooze: () => {

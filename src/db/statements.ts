@@ -73,11 +73,20 @@ export interface PromoteDueParams {
   now?: Date | null;
 }
 
+/**
+ * Keys an attempt recorded for `jobs.meta` (`ctx.recordMeta`), one entry per
+ * job: JSON text of an object merged into the job's meta by the statement
+ * that writes the outcome, or null to leave the meta as it is. Omitted (or
+ * all null): the statement binds one NULL array and changes no meta.
+ */
+export type OutcomeMetas = (string | null)[];
+
 export interface CompleteJobsParams {
   ids: string[];
   attempts: number[];
   /** JSON text of each result. */
   results: string[];
+  metas?: OutcomeMetas;
 }
 
 export interface FailJobsParams {
@@ -89,6 +98,7 @@ export interface FailJobsParams {
   delaysMs: number[];
   /** True fails the job now, whatever attempts are left. */
   permanent: boolean[];
+  metas?: OutcomeMetas;
 }
 
 export interface SnoozeJobsParams {
@@ -97,6 +107,7 @@ export interface SnoozeJobsParams {
   delaysMs: number[];
   /** JSON text of an error entry to record, or null to record nothing. */
   notes: (string | null)[];
+  metas?: OutcomeMetas;
 }
 
 export interface RescueJobsParams {
@@ -156,6 +167,15 @@ function insertValues({ jobs }: InsertJobsParams): unknown[] {
     column('delayMs'), column('uniqueKey'), column('timeoutMs'), column('backoffBaseMs'), column('backoffMaxMs'),
     column('meta'), column('concurrencyKey'), column('expiresAt'), column('expiresInMs'),
   ];
+}
+
+/**
+ * The outcome statements' meta parameter: the list when some job recorded
+ * keys, else NULL (`unnest` reads a NULL array as empty and pads the column
+ * with NULLs), so a batch of ordinary jobs binds one NULL instead of a list.
+ */
+function metasValue(metas: OutcomeMetas | undefined): OutcomeMetas | null {
+  return metas?.some((m) => m !== null) ? metas : null;
 }
 
 /** The named statements for one schema. Built once per `Pgq`. */
@@ -290,12 +310,17 @@ export function createStatements(schema: string) {
   // the flush, the job is still running for a worker that believes it done;
   // that worker gives it back (releaseOrphans) and it runs again —
   // at-least-once, as promised. Claims and enqueues stay durable.
+  //
+  // Each outcome statement also merges the keys the attempt recorded
+  // (ctx.recordMeta) into `meta`; a job that recorded none keeps its meta
+  // datum as it is (no new value built, nothing more written).
+  const mergeMeta = `meta = CASE WHEN v.meta IS NULL THEN j.meta ELSE j.meta || v.meta END`;
   const completeJobs = `
     WITH async AS (SELECT set_config('synchronous_commit', 'off', true)),
     done AS (
       UPDATE ${jobs} j
-         SET state = 'succeeded', finished_at = now(), result = v.result
-        FROM unnest($1::bigint[], $2::int[], $3::jsonb[]) AS v(id, attempt, result)
+         SET state = 'succeeded', finished_at = now(), result = v.result, ${mergeMeta}
+        FROM unnest($1::bigint[], $2::int[], $3::jsonb[], $4::jsonb[]) AS v(id, attempt, result, meta)
        WHERE j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
         AND (SELECT count(*) FROM async) = 1
       RETURNING j.id, j.workflow_id
@@ -310,9 +335,10 @@ export function createStatements(schema: string) {
              run_at = CASE WHEN v.permanent OR j.attempts >= j.max_attempts THEN j.run_at
                            ELSE now() + v.delay_ms * interval '1 millisecond' END,
              finished_at = CASE WHEN v.permanent OR j.attempts >= j.max_attempts THEN now() END,
-             errors = j.errors || jsonb_build_array(v.error)
-        FROM unnest($1::bigint[], $2::int[], $3::jsonb[], $4::float8[], $5::bool[])
-          AS v(id, attempt, error, delay_ms, permanent)
+             errors = j.errors || jsonb_build_array(v.error),
+             ${mergeMeta}
+        FROM unnest($1::bigint[], $2::int[], $3::jsonb[], $4::float8[], $5::bool[], $6::jsonb[])
+          AS v(id, attempt, error, delay_ms, permanent, meta)
        WHERE j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
       RETURNING j.id, j.state, j.workflow_id
     ), ${lockDependents('NULL', `ARRAY(SELECT id FROM done WHERE state = 'failed' AND workflow_id IS NOT NULL)`)},
@@ -327,8 +353,9 @@ export function createStatements(schema: string) {
        SET state = CASE WHEN v.delay_ms <= 0 THEN 'available' ELSE 'scheduled' END,
            run_at = now() + v.delay_ms * interval '1 millisecond',
            max_attempts = j.max_attempts + 1,
-           errors = CASE WHEN v.note IS NULL THEN j.errors ELSE j.errors || jsonb_build_array(v.note) END
-      FROM unnest($1::bigint[], $2::int[], $3::float8[], $4::jsonb[]) AS v(id, attempt, delay_ms, note)
+           errors = CASE WHEN v.note IS NULL THEN j.errors ELSE j.errors || jsonb_build_array(v.note) END,
+           ${mergeMeta}
+      FROM unnest($1::bigint[], $2::int[], $3::float8[], $4::jsonb[], $5::jsonb[]) AS v(id, attempt, delay_ms, note, meta)
      WHERE j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
     RETURNING j.id::text AS id, j.state`;
 
@@ -456,7 +483,7 @@ export function createStatements(schema: string) {
 
     /** JobCompleteMany: succeeded, with the result, for jobs still running in that attempt. */
     completeJobs(db: Queryable, p: CompleteJobsParams): Promise<WrittenOutcome[]> {
-      return db.query<WrittenOutcome>({ name: name('complete'), text: completeJobs, values: [p.ids, p.attempts, p.results] });
+      return db.query<WrittenOutcome>({ name: name('complete'), text: completeJobs, values: [p.ids, p.attempts, p.results, metasValue(p.metas)] });
     },
 
     /** JobFailMany: retryable after the delay, or failed when permanent or out of attempts. */
@@ -464,13 +491,13 @@ export function createStatements(schema: string) {
       return db.query<WrittenOutcome>({
         name: name('fail'),
         text: failJobs,
-        values: [p.ids, p.attempts, p.errors, p.delaysMs, p.permanent],
+        values: [p.ids, p.attempts, p.errors, p.delaysMs, p.permanent, metasValue(p.metas)],
       });
     },
 
     /** JobSnoozeMany: due again after the delay; the attempt does not count. */
     snoozeJobs(db: Queryable, p: SnoozeJobsParams): Promise<WrittenOutcome[]> {
-      return db.query<WrittenOutcome>({ name: name('snooze'), text: snoozeJobs, values: [p.ids, p.attempts, p.delaysMs, p.notes] });
+      return db.query<WrittenOutcome>({ name: name('snooze'), text: snoozeJobs, values: [p.ids, p.attempts, p.delaysMs, p.notes, metasValue(p.metas)] });
     },
 
     /** JobRescue: retries or fails the running jobs of workers whose lease has passed. */

@@ -17,7 +17,11 @@ export { PermanentError } from '../core/errors.js';
 /** Where a sandboxed handler runs: a worker thread (cheap, shares the process) or a child process (full isolation). */
 export type SandboxKind = 'thread' | 'process';
 
-/** The context a sandboxed handler gets: the same names as a main-thread handler's `JobContext`. */
+/**
+ * The context a sandboxed handler gets: the same names as a main-thread
+ * handler's `JobContext`, but for `recordMeta` (attempt middleware, which
+ * runs on the worker's main thread around a sandboxed handler too, has it).
+ */
 export interface SandboxContext<Payload = unknown> {
   /** The job as claimed (state `running`, attempts already counted), payload validated. */
   job: JobRecord<Payload>;

@@ -1,13 +1,14 @@
 /**
  * `performJob`: run a task's handler the way a worker would — payload
  * validated by the task's schema, a real context (signal with the task's
- * timeout, logger, snooze, progress), the result checked to be storable JSON — with no
+ * timeout, logger, snooze, progress, recordMeta), the result checked to be storable JSON — with no
  * database. For unit tests of a handler.
  */
 import { pino } from 'pino';
 import { JobTimeoutError } from '../core/errors.js';
 import { toJsonText } from '../core/json.js';
-import type { JobProgress, JobRecord } from '../core/types.js';
+import type { JobMeta, JobProgress, JobRecord, Json } from '../core/types.js';
+import { RecordedMeta } from '../middleware.js';
 import type { Logger } from '../core/logger.js';
 import { SnoozeError } from '../core/errors.js';
 import { DEFAULTS } from '../core/defaults.js';
@@ -88,6 +89,12 @@ export async function performJob<T extends Task<z.ZodType, unknown>>(task: T, pa
     async progress(value: JobProgress): Promise<void> {
       job.progress = value;
       job.progressAt = new Date();
+    },
+    // Validated as a worker does, then merged into ctx.job.meta at once (a worker writes it with the outcome).
+    recordMeta(key: string, value: Json): void {
+      const recorded = new RecordedMeta();
+      recorded.record(key, value);
+      job.meta = { ...job.meta, ...(JSON.parse(recorded.text()) as JobMeta) };
     },
   };
   try {

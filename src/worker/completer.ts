@@ -25,10 +25,16 @@ import type { Queryable } from '../db/queryable.js';
 import type { HotStatements, WrittenOutcome } from '../db/statements.js';
 import { isConnectionError } from '../db/errors.js';
 
-export type Outcome =
+/**
+ * What one attempt ended with. `meta`, when present, is JSON text of the keys
+ * the attempt recorded (`ctx.recordMeta`), merged into `jobs.meta` by the
+ * same statement that writes the outcome.
+ */
+export type Outcome = (
   | { kind: 'complete'; id: string; attempt: number; result: string }
   | { kind: 'fail'; id: string; attempt: number; error: string; delayMs: number; permanent: boolean }
-  | { kind: 'snooze'; id: string; attempt: number; delayMs: number; note: string | null };
+  | { kind: 'snooze'; id: string; attempt: number; delayMs: number; note: string | null }
+) & { meta?: string };
 
 /** What became of one outcome. */
 export type RecordResult =
@@ -155,7 +161,9 @@ export class Completer {
   /**
    * One outcome the database refused (not a connection error): logged once.
    * A success or snooze becomes a failure that says why; a failure is
-   * retried once as a bare message. What still fails is left to the rescuer.
+   * retried once as a bare message. The fallback leaves out recorded meta
+   * keys (they may be what was refused). What still fails is left to the
+   * rescuer.
    */
   async #writeInstead(pending: Pending, err: unknown): Promise<void> {
     const { outcome } = pending;
@@ -192,6 +200,7 @@ export class Completer {
           ids: complete.map((o) => o.id),
           attempts: complete.map((o) => o.attempt),
           results: complete.map((o) => o.result),
+          metas: complete.map((o) => o.meta ?? null),
         }),
       );
     }
@@ -203,6 +212,7 @@ export class Completer {
           errors: fail.map((o) => o.error),
           delaysMs: fail.map((o) => o.delayMs),
           permanent: fail.map((o) => o.permanent),
+          metas: fail.map((o) => o.meta ?? null),
         }),
       );
     }
@@ -213,6 +223,7 @@ export class Completer {
           attempts: snooze.map((o) => o.attempt),
           delaysMs: snooze.map((o) => o.delayMs),
           notes: snooze.map((o) => o.note),
+          metas: snooze.map((o) => o.meta ?? null),
         }),
       );
     }

@@ -44,7 +44,7 @@ import type { JobErrorEntry, JobRecord } from '../core/types.js';
 import type { ClaimedJob } from '../db/rows.js';
 import type { AnyTask, JobContext, TaskRegistry } from '../task.js';
 import type { Completer, Outcome, RecordResult } from './completer.js';
-import { MiddlewareChain } from '../middleware.js';
+import { MiddlewareChain, RecordedMeta } from '../middleware.js';
 import type { SandboxRunner } from '../sandbox/sandbox-runner.js';
 import type { ProgressWriter } from './progress.js';
 
@@ -83,6 +83,8 @@ interface RunningAttempt {
   settled: Promise<void>;
   stuck: boolean;
   timers: NodeJS.Timeout[];
+  /** Keys the attempt recorded for `jobs.meta` (`ctx.recordMeta`); made on the first one. */
+  recorded?: RecordedMeta;
 }
 
 export class Executor {
@@ -281,14 +283,16 @@ export class Executor {
     if (!sandboxed) startTimeout();
     let settled: { ok: true; value: unknown } | { ok: false; error: unknown };
     try {
-      const ctx = this.#context(job, payload, controller.signal);
+      const ctx = this.#context(entry, payload);
       const handle = (): Promise<unknown> =>
         Promise.resolve().then(() => (sandboxed ? sandboxed.runner.run(sandboxed.options, payload, ctx, startTimeout) : task.handler(payload, ctx)));
       settled = { ok: true, value: await this.middleware.attempt(ctx, handle) };
     } catch (err) {
       settled = { ok: false, error: err };
     }
-    return this.#decide(job, task, controller.signal, settled);
+    const outcome = this.#decide(job, task, controller.signal, settled);
+    // Read once the handler and middleware have settled: later calls change nothing.
+    return entry.recorded ? { ...outcome, meta: entry.recorded.text() } : outcome;
   }
 
   /** The outcome of a settled handler, given why (if at all) its signal fired. */
@@ -320,13 +324,14 @@ export class Executor {
     }
   }
 
-  #context(job: ClaimedJob, payload: unknown, signal: AbortSignal): JobContext {
+  #context(entry: RunningAttempt, payload: unknown): JobContext {
+    const { job } = entry;
     const parent = this.logger;
     let logger: Logger | undefined;
     return {
       job: { ...job, payload },
       attempt: job.attempts,
-      signal,
+      signal: entry.controller.signal,
       // Made on first use: most handlers never log, and this runs per job.
       get logger(): Logger {
         return (logger ??= parent.child({ jobId: job.id, task: job.task, attempt: job.attempts }));
@@ -335,6 +340,9 @@ export class Executor {
         throw new SnoozeError(delayMs);
       },
       progress: this.config.progress.reporter(job.id, job.attempts),
+      recordMeta(key, value): void {
+        (entry.recorded ??= new RecordedMeta()).record(key, value);
+      },
     };
   }
 
