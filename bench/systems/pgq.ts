@@ -82,10 +82,11 @@ function pgqAdapter(name: string, settings: string, middleware: () => Promise<Mi
       const client = new pg.Client({ connectionString: env.setupDatabaseUrl ?? env.databaseUrl });
       await client.connect();
       try {
-        // Spread over the last day, as a day of retention would leave them.
+        // Spread over the last day, as a day of retention would leave them;
+        // negative ids keep them apart from the run's own jobs (see probe()).
         await client.query(
-          `INSERT INTO pgq.jobs (task, queue, payload, state, attempts, run_at, created_at, started_at, finished_at)
-           SELECT 'bench-noop', 'default', jsonb_build_object('i', g), 'succeeded', 1, t, t, t, t
+          `INSERT INTO pgq.jobs (id, task, queue, payload, state, attempts, run_at, created_at, started_at, finished_at)
+           SELECT -g, 'bench-finished', 'default', jsonb_build_object('i', g), 'succeeded', 1, t, t, t, t
              FROM generate_series(1, $1::int) AS g, LATERAL (SELECT now() - (g::float8 / $1) * interval '1 day' AS t) AS at`,
           [n],
         );
@@ -112,7 +113,9 @@ export const pgqTracedSystem: System = pgqAdapter(
 
 function probe(env: RunEnv): Promise<Probe> {
   return sqlProbe(env, {
-    total: `SELECT count(*)::int AS n FROM pgq.jobs`,
-    finished: `SELECT count(*)::int AS n FROM pgq.jobs WHERE state = 'succeeded'`,
+    // The run's own jobs: those seeded as finished (drain-finished) have
+    // negative ids, so both counts read the primary key's positive range.
+    total: `SELECT count(*)::int AS n FROM pgq.jobs WHERE id > 0`,
+    finished: `SELECT count(*)::int AS n FROM pgq.jobs WHERE state = 'succeeded' AND id > 0`,
   });
 }
