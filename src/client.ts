@@ -255,6 +255,8 @@ export class Pgq {
     const declared = options.schedules === undefined
       ? undefined
       : resolveDeclaredSchedules(options.schedules, this.tasks, this.#options.maxPayloadBytes);
+    // A payload checked by an asynchronous validator is settled by start(), which reports its error.
+    if (declared instanceof Promise) declared.catch(() => undefined);
     const worker = new Worker(resolved, {
       db: this.#db,
       kysely: this.kysely,
@@ -268,7 +270,7 @@ export class Pgq {
       middleware: this.#middleware,
       progress: this.#progress,
       schema: this.schema,
-      syncSchedules: declared && (() => this.#schedules.syncDeclared(declared)),
+      syncSchedules: declared && (async () => this.#schedules.syncDeclared(await declared)),
       checkSchema: () => this.checkSchema(),
       // The connections a worker's hot path uses at once (claim, outcomes,
       // maintenance); best effort: a server short of connections does not
@@ -583,7 +585,7 @@ export class Pgq {
    */
   async schedule<T extends AnyTask>(options: ScheduleOptions<T>): Promise<ScheduleRecord> {
     this.#assertOpen();
-    const resolved = resolveSchedule(options as ScheduleOptions, this.tasks, this.#options.maxPayloadBytes);
+    const resolved = await resolveSchedule(options as ScheduleOptions, this.tasks, this.#options.maxPayloadBytes);
     return this.#schedules.upsert(resolved);
   }
 

@@ -160,7 +160,9 @@ export interface WorkerOptions {
   /**
    * Schedules declared in code, upserted when the worker starts. A schedule
    * declared by an earlier start and missing from this list is disabled (not
-   * deleted). Omit to leave declared schedules alone.
+   * deleted). Omit to leave declared schedules alone. Checked by
+   * `pgq.worker()`, which throws on a bad one; a payload whose task's
+   * validator answers with a promise is checked by `start()` instead.
    */
   schedules?: readonly ScheduleOptions[];
   /** Retention of finished jobs, pruned by the leader; `false` keeps them forever. */

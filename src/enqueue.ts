@@ -1,7 +1,9 @@
 /**
  * Enqueue: validate every payload and option first, then insert all jobs in
  * one statement on the caller's database handle (their transaction, or pgq's pool).
- * A bad payload anywhere in a batch throws before anything is written.
+ * A bad payload anywhere in a batch throws before anything is written. The
+ * payloads are checked without a pause unless the task's validator answers
+ * with a promise (then they are awaited, still before anything is written).
  */
 import { z } from 'zod';
 import type { AnyTask, Task, TaskInput } from './task.js';
@@ -9,6 +11,7 @@ import { maxAttemptsSchema, nameSchema, zodToValidationError } from './task.js';
 import { int32 } from './core/int32.js';
 import { PgqError, ValidationError } from './core/errors.js';
 import { toJsonText } from './core/json.js';
+import { isStandardSchema, validatePayloads } from './core/validate-payloads.js';
 import type { JobMeta, JobRecord } from './core/types.js';
 import type { BackoffOptions } from './core/backoff.js';
 import type { DbHandle, Queryable } from './db/queryable.js';
@@ -134,15 +137,15 @@ export class Enqueuer {
     const options = parseOptions(rawOptions);
     const meta = rawOptions.meta === undefined ? '{}' : metaText(rawOptions.meta, 'options.meta');
     const queue = options.queue ?? task.queue;
+    const fieldOf = (i: number): string => single ?? `payload[${i}]`;
+    const checked = validatePayloads(payloads.map((value, i) => ({ schema: task.schema, value, field: fieldOf(i) })));
+    const values = Array.isArray(checked) ? checked : await checked;
     const texts: string[] = [];
     const keys: (string | null)[] = [];
-    const jobs: PendingJob[] = payloads.map((payload, i) => {
-      const field = single ?? `payload[${i}]`;
-      const parsed = task.schema.safeParse(payload);
-      if (!parsed.success) throw zodToValidationError(parsed.error, field);
-      keys.push(options.concurrencyKey ?? taskConcurrencyKey(task, parsed.data, field));
-      texts.push(toJsonText(parsed.data, field, this.maxPayloadBytes));
-      return { task: task.name, queue, payload: parsed.data, meta: JSON.parse(meta) as JobMeta };
+    const jobs: PendingJob[] = values.map((payload, i) => {
+      keys.push(options.concurrencyKey ?? taskConcurrencyKey(task, payload, fieldOf(i)));
+      texts.push(toJsonText(payload, fieldOf(i), this.maxPayloadBytes));
+      return { task: task.name, queue, payload, meta: JSON.parse(meta) as JobMeta };
     });
     const call: EnqueueCall = { kind: single === null ? 'enqueueMany' : 'enqueue', jobs };
     let records: JobRecord[] | undefined;
@@ -266,7 +269,7 @@ export class Enqueuer {
 }
 
 function assertTask(task: unknown): asserts task is Task {
-  if (task === null || typeof task !== 'object' || typeof (task as Task).name !== 'string' || !(task as Task).schema) {
+  if (task === null || typeof task !== 'object' || typeof (task as Task).name !== 'string' || !isStandardSchema((task as Task).schema)) {
     throw new ValidationError('task', 'must be a task made by defineTask');
   }
 }

@@ -16,6 +16,7 @@ import { DEFAULTS } from './core/defaults.js';
 import type { Clock } from './core/clock.js';
 import { PgqError, ValidationError } from './core/errors.js';
 import { toJsonText } from './core/json.js';
+import { validatePayloads, type PayloadCheck } from './core/validate-payloads.js';
 import type { JobRecord } from './core/types.js';
 import { fromKysely, type Queryable } from './db/queryable.js';
 import { toJobRecord, type JobRow } from './db/rows.js';
@@ -123,11 +124,25 @@ const optionsSchema = z.object({
   misfireGraceMs: z.number().int().min(MISFIRE_GRACE_MS.min).max(MISFIRE_GRACE_MS.max).default(DEFAULTS.schedule.misfireGraceMs),
 });
 
+/** A schedule's options, checked but for its payload. */
+interface ScheduleDraft {
+  readonly schedule: Omit<ResolvedSchedule, 'payloadText'>;
+  readonly payload: PayloadCheck;
+}
+
 /**
- * Validates schedule options; throws a ValidationError naming the field
- * (under `prefix`, e.g. `schedules[2].`) and writes nothing.
+ * Validates schedule options; rejects with a ValidationError naming the
+ * field and writes nothing.
  */
-export function resolveSchedule(options: ScheduleOptions, tasks: TaskRegistry, maxPayloadBytes: number, prefix = ''): ResolvedSchedule {
+export async function resolveSchedule(options: ScheduleOptions, tasks: TaskRegistry, maxPayloadBytes: number): Promise<ResolvedSchedule> {
+  const draft = draftSchedule(options, tasks, '');
+  const checked = validatePayloads([draft.payload]);
+  const [payload] = Array.isArray(checked) ? checked : await checked;
+  return withPayload(draft, payload, maxPayloadBytes);
+}
+
+/** Checks everything but the payload; throws a ValidationError naming the field (under `prefix`, e.g. `schedules[2].`). */
+function draftSchedule(options: ScheduleOptions, tasks: TaskRegistry, prefix: string): ScheduleDraft {
   if (options === null || typeof options !== 'object') throw new ValidationError(prefix ? prefix.replace(/\.$/, '') : 'schedule', 'must be an object');
   const parsed = optionsSchema.safeParse(options);
   if (!parsed.success) throw zodToValidationError(parsed.error, prefix.replace(/\.$/, '') || 'schedule');
@@ -147,12 +162,10 @@ export function resolveSchedule(options: ScheduleOptions, tasks: TaskRegistry, m
   } else {
     throw new ValidationError(field('cron'), 'give cron (e.g. "0 2 * * *") or every (e.g. "5m")');
   }
-  const payload = task.schema.safeParse(options.payload === undefined ? {} : options.payload);
-  if (!payload.success) throw zodToValidationError(payload.error, field('payload'));
-  return Object.freeze({
+  const payload: PayloadCheck = { schema: task.schema, value: options.payload === undefined ? {} : options.payload, field: field('payload') };
+  const schedule = {
     name: o.name,
     task: task.name,
-    payloadText: toJsonText(payload.data, field('payload'), maxPayloadBytes),
     cron,
     timezone,
     everyMs,
@@ -162,19 +175,34 @@ export function resolveSchedule(options: ScheduleOptions, tasks: TaskRegistry, m
     catchUp: o.catchUp,
     catchUpLimit: o.catchUpLimit,
     misfireGraceMs: o.misfireGraceMs,
-  });
+  };
+  return { schedule, payload };
 }
 
-/** Validates a worker's declared schedules; names must be unique. */
-export function resolveDeclaredSchedules(list: readonly ScheduleOptions[], tasks: TaskRegistry, maxPayloadBytes: number): ResolvedSchedule[] {
+function withPayload(draft: ScheduleDraft, payload: unknown, maxPayloadBytes: number): ResolvedSchedule {
+  return Object.freeze({ ...draft.schedule, payloadText: toJsonText(payload, draft.payload.field, maxPayloadBytes) });
+}
+
+/**
+ * Validates a worker's declared schedules; names must be unique. Throws a
+ * ValidationError naming the field; a promise only when a task's validator
+ * answers with one (its rejection then names the field).
+ */
+export function resolveDeclaredSchedules(
+  list: readonly ScheduleOptions[],
+  tasks: TaskRegistry,
+  maxPayloadBytes: number,
+): ResolvedSchedule[] | Promise<ResolvedSchedule[]> {
   if (!Array.isArray(list)) throw new ValidationError('worker.schedules', 'must be an array of schedule options');
-  const resolved = list.map((options, i) => resolveSchedule(options, tasks, maxPayloadBytes, `worker.schedules[${i}].`));
+  const drafts = list.map((options, i) => draftSchedule(options, tasks, `worker.schedules[${i}].`));
   const names = new Set<string>();
-  resolved.forEach((s, i) => {
-    if (names.has(s.name)) throw new ValidationError(`worker.schedules[${i}].name`, `${JSON.stringify(s.name)} is declared twice`);
-    names.add(s.name);
+  drafts.forEach(({ schedule }, i) => {
+    if (names.has(schedule.name)) throw new ValidationError(`worker.schedules[${i}].name`, `${JSON.stringify(schedule.name)} is declared twice`);
+    names.add(schedule.name);
   });
-  return resolved;
+  const resolve = (payloads: unknown[]): ResolvedSchedule[] => drafts.map((draft, i) => withPayload(draft, payloads[i], maxPayloadBytes));
+  const checked = validatePayloads(drafts.map((draft) => draft.payload));
+  return Array.isArray(checked) ? resolve(checked) : checked.then(resolve);
 }
 
 function resolveTask(task: unknown, tasks: TaskRegistry, field: string): AnyTask {

@@ -3,6 +3,8 @@ import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
 import type { BackoffOptions } from './core/backoff.js';
 import { ValidationError } from './core/errors.js';
+import type { StandardSchemaV1 } from './core/standard-schema.js';
+import { issuesToValidationError, isStandardSchema } from './core/validate-payloads.js';
 import { int32 } from './core/int32.js';
 import type { JobProgress, JobRecord, Json } from './core/types.js';
 import type { Logger } from './core/logger.js';
@@ -53,11 +55,25 @@ export interface JobContext<Payload = unknown> {
   recordMeta(key: string, value: Json): void;
 }
 
+/**
+ * The payload a task's handler gets: its schema's output (`z.output<Schema>`
+ * for a zod schema, after defaults and transforms).
+ */
+// A conditional type, as zod's own z.output is: TypeScript then compares two
+// tasks by their schemas alone, so every task stays assignable to AnyTask
+// (with a plain InferOutput the payload of `concurrencyKey` makes Task
+// invariant in its schema, and a task for { id: number } is no AnyTask).
+export type PayloadOf<Schema> = Schema extends StandardSchemaV1 ? StandardSchemaV1.InferOutput<Schema> : never;
+
 /** The options of `defineTask` that every task has. */
-export interface TaskBaseOptions<Schema extends z.ZodType> {
+export interface TaskBaseOptions<Schema extends StandardSchemaV1> {
   /** Unique per application; stored in `jobs.task`. */
   name: string;
-  /** Validates payloads at enqueue and again before the handler runs. */
+  /**
+   * Validates payloads at enqueue and again before the handler runs: a zod
+   * schema, or any other Standard Schema (valibot, arktype, …). The handler
+   * gets its output.
+   */
   schema: Schema;
   /** Queue for this task's jobs unless the enqueue says otherwise. Default `default`. */
   queue?: string;
@@ -80,25 +96,25 @@ export interface TaskBaseOptions<Schema extends z.ZodType> {
    * most the queue's `keyConcurrency` jobs with one key run at once. The
    * enqueue option `concurrencyKey` overrides it.
    */
-  concurrencyKey?: (payload: z.output<Schema>) => string;
+  concurrencyKey?: (payload: PayloadOf<Schema>) => string;
 }
 
 /** The options of `defineTask` for a handler that runs on the worker's main thread. */
-export interface TaskOptions<Schema extends z.ZodType, Result> extends TaskBaseOptions<Schema> {
+export interface TaskOptions<Schema extends StandardSchemaV1, Result> extends TaskBaseOptions<Schema> {
   /** Runs the job. Its return value (JSON) is stored as the job's result. */
-  handler(payload: z.output<Schema>, ctx: JobContext<z.output<Schema>>): Promise<Result> | Result;
+  handler(payload: PayloadOf<Schema>, ctx: JobContext<PayloadOf<Schema>>): Promise<Result> | Result;
   sandbox?: never;
 }
 
 /** The options of `defineTask` for a handler that runs in a worker thread or a child process. */
-export interface SandboxTaskOptions<Schema extends z.ZodType, Result> extends TaskBaseOptions<Schema> {
+export interface SandboxTaskOptions<Schema extends StandardSchemaV1, Result> extends TaskBaseOptions<Schema> {
   /** The module holding the handler, and where it runs. See `sandboxed()` to carry the handler's types. */
-  sandbox: SandboxOptions<z.output<Schema>, Result>;
+  sandbox: SandboxOptions<PayloadOf<Schema>, Result>;
   handler?: never;
 }
 
 /** A task as returned by `defineTask`, frozen. */
-export interface Task<Schema extends z.ZodType = z.ZodType, Result = unknown> {
+export interface Task<Schema extends StandardSchemaV1 = StandardSchemaV1, Result = unknown> {
   readonly name: string;
   readonly schema: Schema;
   readonly queue: string;
@@ -109,19 +125,19 @@ export interface Task<Schema extends z.ZodType = z.ZodType, Result = unknown> {
   /** Where the handler runs when it is sandboxed; null: on the worker's main thread. */
   readonly sandbox: ResolvedSandbox | null;
   readonly expiresInMs: number | null;
-  readonly concurrencyKey: ((payload: z.output<Schema>) => string) | null;
+  readonly concurrencyKey: ((payload: PayloadOf<Schema>) => string) | null;
   // Method syntax on purpose: it keeps every Task assignable to AnyTask.
-  handler(payload: z.output<Schema>, ctx: JobContext<z.output<Schema>>): Promise<Result> | Result;
+  handler(payload: PayloadOf<Schema>, ctx: JobContext<PayloadOf<Schema>>): Promise<Result> | Result;
 }
 
 /** Any task, whatever its payload and result types. */
-export type AnyTask = Task<z.ZodType, unknown>;
+export type AnyTask = Task<StandardSchemaV1, unknown>;
 
 /** The payload type a task accepts at enqueue (its schema's input). */
-export type TaskInput<T> = T extends Task<infer S, unknown> ? z.input<S> : never;
+export type TaskInput<T> = T extends Task<infer S, unknown> ? StandardSchemaV1.InferInput<S> : never;
 
 /** The result type a task's handler resolves to. */
-export type TaskResult<T> = T extends Task<z.ZodType, infer R> ? Awaited<R> : never;
+export type TaskResult<T> = T extends Task<StandardSchemaV1, infer R> ? Awaited<R> : never;
 
 export const NAME_LIMIT = 200;
 
@@ -162,7 +178,8 @@ const sandboxSchema = z
   .strict();
 
 /**
- * Defines a task: a name, a zod schema for its payload, and a handler.
+ * Defines a task: a name, a schema for its payload (zod, or any Standard
+ * Schema), and a handler.
  *
  * @example
  * export const sendEmail = defineTask({
@@ -187,9 +204,9 @@ const sandboxSchema = z
  *   sandbox: sandboxed<typeof resizeHandler>({ module: new URL('./resize.job.js', import.meta.url) }),
  * });
  */
-export function defineTask<Schema extends z.ZodType, Result>(options: TaskOptions<Schema, Result>): Task<Schema, Result>;
-export function defineTask<Schema extends z.ZodType, Result>(options: SandboxTaskOptions<Schema, Result>): Task<Schema, Result>;
-export function defineTask<Schema extends z.ZodType, Result>(
+export function defineTask<Schema extends StandardSchemaV1, Result>(options: TaskOptions<Schema, Result>): Task<Schema, Result>;
+export function defineTask<Schema extends StandardSchemaV1, Result>(options: SandboxTaskOptions<Schema, Result>): Task<Schema, Result>;
+export function defineTask<Schema extends StandardSchemaV1, Result>(
   options: TaskOptions<Schema, Result> | SandboxTaskOptions<Schema, Result>,
 ): Task<Schema, Result> {
   if (options === null || typeof options !== 'object') {
@@ -205,8 +222,11 @@ export function defineTask<Schema extends z.ZodType, Result>(
     expiresInMs: options.expiresInMs,
   });
   if (!parsed.success) throw zodToValidationError(parsed.error, 'task');
-  if (!(options.schema instanceof z.ZodType)) {
-    throw new ValidationError(`task ${options.name}.schema`, 'must be a zod schema');
+  if (!isStandardSchema(options.schema)) {
+    throw new ValidationError(
+      `task ${options.name}.schema`,
+      'must be a zod schema or another Standard Schema (valibot, arktype, …): an object with a ~standard property holding validate()',
+    );
   }
   if (options.concurrencyKey !== undefined && typeof options.concurrencyKey !== 'function') {
     throw new ValidationError(`task ${options.name}.concurrencyKey`, 'must be a function (payload) => string');
@@ -251,7 +271,7 @@ function resolveSandbox(name: string, options: SandboxOptions<never, unknown>): 
  * loads the module in this process and calls its handler directly, without
  * isolation. Workers run it in the sandbox instead.
  */
-function inProcess<Schema extends z.ZodType, Result>(sandbox: ResolvedSandbox): Task<Schema, Result>['handler'] {
+function inProcess<Schema extends StandardSchemaV1, Result>(sandbox: ResolvedSandbox): Task<Schema, Result>['handler'] {
   return async (payload, ctx) => {
     const handler = await loadSandboxHandler(sandbox.module, sandbox.export);
     return (await handler(payload, ctx as JobContext)) as Result;
@@ -261,7 +281,7 @@ function inProcess<Schema extends z.ZodType, Result>(sandbox: ResolvedSandbox): 
 export function isTask(value: unknown): value is AnyTask {
   if (value === null || typeof value !== 'object') return false;
   const v = value as Partial<Task>;
-  return typeof v.name === 'string' && typeof v.handler === 'function' && v.schema instanceof z.ZodType;
+  return typeof v.name === 'string' && typeof v.handler === 'function' && isStandardSchema(v.schema);
 }
 
 /** Tasks by name; a second task with the same name is an error. */
@@ -294,14 +314,7 @@ export class TaskRegistry {
   }
 }
 
-/** Turns a zod error into a ValidationError naming the first bad field under `prefix`. */
+/** Turns a zod error (pgq's own options) into a ValidationError naming the first bad field under `prefix`. */
 export function zodToValidationError(error: z.ZodError, prefix: string): ValidationError {
-  const issue = error.issues[0];
-  if (!issue) return new ValidationError(prefix, 'is invalid');
-  const field = issue.path.reduce<string>(
-    (acc, key) => (typeof key === 'number' ? `${acc}[${key}]` : `${acc}.${String(key)}`),
-    prefix,
-  );
-  const more = error.issues.length > 1 ? ` (and ${error.issues.length - 1} more issue${error.issues.length > 2 ? 's' : ''})` : '';
-  return new ValidationError(field, `${issue.message}${more}`, { cause: error });
+  return issuesToValidationError(error.issues, prefix, error);
 }

@@ -8,7 +8,7 @@
  * This file is what a handler module imports (through `pgq/sandbox`): it
  * must stay free of runtime weight.
  */
-import type { z } from 'zod';
+import type { StandardSchemaV1 } from '../core/standard-schema.js';
 import type { JobProgress, JobRecord } from '../core/types.js';
 import type { Logger } from '../core/logger.js';
 
@@ -91,10 +91,10 @@ export interface ResolvedSandbox {
  *   return { bytes: await resize(payload, ctx.signal) };
  * });
  */
-export function defineSandboxHandler<Schema extends z.ZodType, Result>(
+export function defineSandboxHandler<Schema extends StandardSchemaV1, Result>(
   schema: Schema,
-  handler: SandboxHandler<z.output<Schema>, Result>,
-): SandboxHandler<z.output<Schema>, Result>;
+  handler: SandboxHandler<StandardSchemaV1.InferOutput<Schema>, Result>,
+): SandboxHandler<StandardSchemaV1.InferOutput<Schema>, Result>;
 export function defineSandboxHandler<Payload, Result>(handler: SandboxHandler<Payload, Result>): SandboxHandler<Payload, Result>;
 export function defineSandboxHandler(...args: unknown[]): unknown {
   const handler = args.length > 1 ? args[1] : args[0];

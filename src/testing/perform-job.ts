@@ -12,8 +12,8 @@ import { RecordedMeta } from '../middleware.js';
 import type { Logger } from '../core/logger.js';
 import { SnoozeError } from '../core/errors.js';
 import { DEFAULTS } from '../core/defaults.js';
-import { zodToValidationError, type JobContext, type Task, type TaskInput, type TaskResult } from '../task.js';
-import type { z } from 'zod';
+import { validatePayloads } from '../core/validate-payloads.js';
+import type { AnyTask, JobContext, TaskInput, TaskResult } from '../task.js';
 
 /** Options of `performJob`. */
 export interface PerformJobOptions {
@@ -38,9 +38,9 @@ export interface PerformJobOptions {
  * const result = await performJob(sendEmail, { to: 'a@b.c' });
  * expect(result).toEqual({ sent: true });
  */
-export async function performJob<T extends Task<z.ZodType, unknown>>(task: T, payload: TaskInput<T>, options: PerformJobOptions = {}): Promise<TaskResult<T>> {
-  const parsed = task.schema.safeParse(payload);
-  if (!parsed.success) throw zodToValidationError(parsed.error, 'payload');
+export async function performJob<T extends AnyTask>(task: T, payload: TaskInput<T>, options: PerformJobOptions = {}): Promise<TaskResult<T>> {
+  const checked = validatePayloads([{ schema: task.schema, value: payload, field: 'payload' }]);
+  const [validated] = Array.isArray(checked) ? checked : await checked;
   const attempt = options.attempt ?? 1;
   const now = new Date();
   const defaults: JobRecord = {
@@ -67,11 +67,11 @@ export async function performJob<T extends Task<z.ZodType, unknown>>(task: T, pa
     expiresAt: null,
     meta: {},
     attempts: attempt,
-    payload: parsed.data,
+    payload: validated,
   };
   // Fields given as undefined keep their defaults.
   const given = Object.fromEntries(Object.entries(options.job ?? {}).filter(([, v]) => v !== undefined));
-  const job: JobRecord = { ...defaults, ...given, payload: parsed.data };
+  const job: JobRecord = { ...defaults, ...given, payload: validated };
   const controller = new AbortController();
   const onAbort = (): void => controller.abort(options.signal?.reason);
   options.signal?.addEventListener('abort', onAbort, { once: true });
@@ -104,7 +104,7 @@ export async function performJob<T extends Task<z.ZodType, unknown>>(task: T, pa
       controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true });
     });
     aborted.catch(() => undefined);
-    const result = await Promise.race([Promise.resolve().then(() => task.handler(parsed.data, ctx)), aborted]);
+    const result = await Promise.race([Promise.resolve().then(() => task.handler(validated, ctx)), aborted]);
     return JSON.parse(toJsonText(result, 'result', DEFAULTS.maxPayloadBytes)) as TaskResult<T>;
   } finally {
     clearTimeout(timer);

@@ -10,7 +10,8 @@
  *   timeout → run handler → serialise result) turns whatever happens into
  *   exactly one `Outcome`: complete, fail or snooze (a give-back). Anything
  *   thrown anywhere, including by a schema's transform or a `job:start`
- *   listener, is a failure of that attempt.
+ *   listener, is a failure of that attempt. A validator that answers with a
+ *   promise is awaited before the timeout starts, held like a handler.
  * - A signal (timeout, cancel, shutdown, lost lease) asks the handler to
  *   stop; it does not end the attempt. The slot and the job stay held until
  *   the handler's promise settles, so a handler that ignores its signal never
@@ -40,6 +41,7 @@ import {
 } from '../core/errors.js';
 import { backoffDelayMs } from '../core/backoff.js';
 import { toJsonText } from '../core/json.js';
+import { isPromiseLike, issuesToValidationError, runSchema } from '../core/validate-payloads.js';
 import type { JobErrorEntry, JobRecord } from '../core/types.js';
 import type { ClaimedJob } from '../db/rows.js';
 import type { AnyTask, JobContext, TaskRegistry } from '../task.js';
@@ -259,17 +261,13 @@ export class Executor {
     }
     let payload: unknown;
     try {
-      const parsed = task.schema.safeParse(job.payload);
-      if (!parsed.success) {
-        const first = parsed.error.issues[0];
-        const where = first?.path.length ? `payload.${first.path.join('.')}` : 'payload';
-        return this.#failure(
-          job,
-          task,
-          new PermanentError(`stored payload no longer matches the schema of task ${job.task}: ${where}: ${first?.message ?? 'invalid'}`),
-        );
+      const pending = runSchema(task.schema, job.payload);
+      const checked = isPromiseLike(pending) ? await pending : pending;
+      if (checked.issues) {
+        const { message } = issuesToValidationError(checked.issues, 'payload');
+        return this.#failure(job, task, new PermanentError(`stored payload no longer matches the schema of task ${job.task}: ${message}`));
       }
-      payload = parsed.data;
+      payload = checked.value;
     } catch (err) {
       return this.#failure(job, task, new PermanentError(`the schema of task ${job.task} threw on the stored payload: ${errorMessage(err)}`, { cause: err }));
     }

@@ -15,7 +15,8 @@
 import { z } from 'zod';
 import { ValidationError } from '../core/errors.js';
 import { toJsonText } from '../core/json.js';
-import { isTask, nameSchema, zodToValidationError, type AnyTask } from '../task.js';
+import { validatePayloads } from '../core/validate-payloads.js';
+import { isTask, nameSchema, zodToValidationError } from '../task.js';
 import { jobOptionsShape } from '../enqueue.js';
 import { MAX_WORKFLOW_STEPS, type AnyFlow, type ParentFailurePolicy, type StepSpec } from './flow.js';
 
@@ -70,8 +71,12 @@ interface Placed {
 
 const stepOptionsSchema = z.object(jobOptionsShape).strict();
 
-/** Validates a flow and lays it out as workflow rows. Throws a ValidationError naming the bad step or field. */
-export function compileWorkflow(flow: unknown, options: { name?: string | undefined; maxPayloadBytes: number }): CompiledWorkflow {
+/**
+ * Validates a flow and lays it out as workflow rows. Rejects with a
+ * ValidationError naming the bad step or field. The payloads are awaited
+ * only when a task's validator answers with a promise.
+ */
+export async function compileWorkflow(flow: unknown, options: { name?: string | undefined; maxPayloadBytes: number }): Promise<CompiledWorkflow> {
   const layout = new Layout();
   const root = layout.place(flow, null, 'workflow');
   layout.resolveAfter();
@@ -80,9 +85,16 @@ export function compileWorkflow(flow: unknown, options: { name?: string | undefi
   const parents = placed.map((p, i) => parentsOf(p, names[i]!));
   const order = topologicalOrder(parents, names);
   const indexOf = new Map(order.map((placedIndex, i) => [placedIndex, i]));
+  const fieldOf = (i: number): string => `steps[${JSON.stringify(names[i]!)}]`;
+  const withPayload = order.filter((i) => placed[i]!.spec.hasPayload);
+  const checked = validatePayloads(
+    withPayload.map((i) => ({ schema: placed[i]!.spec.task.schema, value: placed[i]!.spec.payload, field: `${fieldOf(i)}.payload` })),
+  );
+  const values = Array.isArray(checked) ? checked : await checked;
+  const payloads = new Map(withPayload.map((i, k) => [i, values[k]]));
   const steps = order.map((i) => {
     const p = placed[i]!;
-    const field = `steps[${JSON.stringify(names[i]!)}]`;
+    const field = fieldOf(i);
     const task = p.spec.task;
     const o = parseStepOptions(p.spec.options, `${field}.options`);
     const mine = parents[i]!.list.map((parent) => ({ index: indexOf.get(parent.index)!, position: parent.position }));
@@ -93,7 +105,7 @@ export function compileWorkflow(flow: unknown, options: { name?: string | undefi
       name: names[i]!,
       task: task.name,
       queue: o.queue ?? task.queue,
-      payloadText: p.spec.hasPayload ? payloadText(task, p.spec.payload, `${field}.payload`, options.maxPayloadBytes) : 'null',
+      payloadText: payloads.has(i) ? toJsonText(payloads.get(i), `${field}.payload`, options.maxPayloadBytes) : 'null',
       priority: o.priority ?? task.priority,
       maxAttempts: o.maxAttempts ?? task.maxAttempts,
       timeoutMs: o.timeoutMs ?? null,
@@ -238,8 +250,3 @@ function parseStepOptions(options: unknown, field: string): z.output<typeof step
   return parsed.data;
 }
 
-function payloadText(task: AnyTask, payload: unknown, field: string, maxPayloadBytes: number): string {
-  const parsed = task.schema.safeParse(payload);
-  if (!parsed.success) throw zodToValidationError(parsed.error, field);
-  return toJsonText(parsed.data, field, maxPayloadBytes);
-}

@@ -130,7 +130,7 @@ export class WorkflowStore {
     const parsed = enqueueOptionsSchema.safeParse(rest);
     if (!parsed.success) throw zodToValidationError(parsed.error, 'options');
     const meta = rawMeta === undefined ? '{}' : metaText(rawMeta, 'options.meta');
-    const compiled = compileWorkflow(flow, { name: parsed.data.name, maxPayloadBytes: this.deps.maxPayloadBytes });
+    const compiled = await compileWorkflow(flow, { name: parsed.data.name, maxPayloadBytes: this.deps.maxPayloadBytes });
     const db = this.deps.queryableFor(handle);
     const { middleware } = this.deps;
     const jobs: PendingJob[] = compiled.steps.map((s) => pendingStep(s, JSON.parse(meta) as JobMeta));
