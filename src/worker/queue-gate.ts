@@ -68,8 +68,11 @@ export class QueueGate extends LoopService {
   readonly #queues: readonly string[];
   readonly #deps: QueueGateDeps;
   #controls = new Map<string, Control>();
-  /** Queues named by a NOTIFY whose new settings are being read: not claimed until then. */
-  readonly #changing = new Set<string>();
+  /** Queues named by a NOTIFY whose new settings are being read (how many such reads): not claimed until then. */
+  readonly #changing = new Map<string, number>();
+  /** Refreshes started so far, and the latest one whose result is in #controls. */
+  #refreshes = 0;
+  #applied = 0;
   #offNotify: (() => Promise<void>) | undefined;
   #recheck: NodeJS.Timeout | undefined;
   #blocked = false;
@@ -105,9 +108,11 @@ export class QueueGate extends LoopService {
     // change, so a queue is held back here before a wake can claim it.
     this.#offNotify = await listener.subscribe(channels.queues, (queue) => {
       if (!queues.has(queue)) return;
-      this.#changing.add(queue);
+      this.#changing.set(queue, (this.#changing.get(queue) ?? 0) + 1);
       void this.refresh().then(() => {
-        this.#changing.delete(queue);
+        const left = (this.#changing.get(queue) ?? 1) - 1;
+        if (left > 0) this.#changing.set(queue, left);
+        else this.#changing.delete(queue);
         this.#deps.wake();
       });
     });
@@ -127,8 +132,13 @@ export class QueueGate extends LoopService {
     if (this.#blocked) this.#deps.wake();
   }
 
-  /** Re-reads the settings; wakes the producer when anything changed. */
+  /**
+   * Re-reads the settings; wakes the producer when anything changed. Reads
+   * may overlap (the periodic one and a NOTIFY's): one that started earlier
+   * and ends later may have read older settings, so it is dropped.
+   */
   async refresh(): Promise<void> {
+    const turn = ++this.#refreshes;
     try {
       const rows = await this.#deps.kysely
         .selectFrom('queues')
@@ -138,6 +148,8 @@ export class QueueGate extends LoopService {
       const next = new Map<string, Control>(
         rows.map((r) => [r.name, { paused: r.paused, limited: r.concurrency !== null || r.rate_limit !== null || r.key_concurrency !== null }]),
       );
+      if (turn < this.#applied) return;
+      this.#applied = turn;
       const changed = this.#queues.some((q) => !sameControl(this.#controls.get(q), next.get(q)));
       this.#controls = next;
       if (changed) this.#deps.wake();
