@@ -17,8 +17,23 @@
  * schedule fires at :00, :05, :10 … UTC, whenever it was created, so its ticks
  * are the same on every host and across restarts.
  */
-import { CronExpressionParser, type CronExpression } from 'cron-parser';
+import { createRequire } from 'node:module';
+import type { CronExpression } from 'cron-parser';
 import { ValidationError } from './errors.js';
+
+type CronParser = typeof import('cron-parser').CronExpressionParser;
+let cronParser: CronParser | undefined;
+
+/**
+ * cron-parser (with luxon, about 9 MiB of memory and 60 ms of loading) is
+ * loaded on the first cron expression, not on `import 'pgq'`: a process
+ * that never reads a cron schedule never loads it. It is CommonJS, so a
+ * synchronous require serves the synchronous validators.
+ */
+function parser(): CronParser {
+  cronParser ??= (createRequire(import.meta.url)('cron-parser') as typeof import('cron-parser')).CronExpressionParser;
+  return cronParser;
+}
 
 /** The instants a schedule fires at. */
 export interface TickSource {
@@ -60,7 +75,7 @@ export function parseTimeZone(timezone: unknown, field = 'timezone'): string {
     throw new ValidationError(field, `${JSON.stringify(timezone)} is not a known IANA time zone (e.g. "Europe/Rome", "America/New_York", "UTC")`);
   }
   try {
-    CronExpressionParser.parse('0 0 * * *', { tz: canonical, currentDate: new Date(0) }).next();
+    parser().parse('0 0 * * *', { tz: canonical, currentDate: new Date(0) }).next();
   } catch {
     throw new ValidationError(field, `${JSON.stringify(timezone)} is not a time zone cron schedules support; use an IANA name such as "Europe/Rome"`);
   }
@@ -87,7 +102,7 @@ export function parseCron(expression: unknown, timezone: string, field = 'cron')
     );
   }
   try {
-    CronExpressionParser.parse(normalised, { tz: timezone, currentDate: new Date(0) }).next();
+    parser().parse(normalised, { tz: timezone, currentDate: new Date(0) }).next();
   } catch (err) {
     throw new ValidationError(field, `${JSON.stringify(expression)} is not a valid cron expression: ${err instanceof Error ? err.message : String(err)}`);
   }
@@ -126,7 +141,7 @@ export function formatEvery(ms: number): string {
 
 /** Ticks of a cron expression in a time zone. */
 export function cronTicks(expression: string, timezone: string): TickSource {
-  const at = (date: Date): CronExpression => CronExpressionParser.parse(expression, { tz: timezone, currentDate: date });
+  const at = (date: Date): CronExpression => parser().parse(expression, { tz: timezone, currentDate: date });
   return {
     next: (after) => at(after).next().toDate(),
     before(before, count) {
