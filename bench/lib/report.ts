@@ -304,7 +304,7 @@ export function toMarkdown(report: Report): string {
     });
     lines.push(`| ${row.title} (${row.better} is better) | ${cells.join(' | ')} |`);
   }
-  lines.push('', meta.network ? `## Targets at ${meta.network.rttMs} ms round trip` : '## Targets (issue 3)', '');
+  lines.push('', meta.network ? `## Targets at ${meta.network.rttMs} ms round trip` : '## Targets (the performance issue, round two)', '');
   lines.push('| target | measured | met |', '|---|---|---|');
   for (const t of report.targets) lines.push(`| ${t.target} | ${t.measured} | ${t.met === null ? 'n/a' : t.met ? 'yes' : '**no**'} |`);
   lines.push('', '## Every round', '');

@@ -1,5 +1,5 @@
 /**
- * The workloads of issue 3 and the rows of the report. A workload is one kind
+ * The workloads and the rows of the report. A workload is one kind
  * of child run; a row is one metric of one workload (the latency run gives
  * four rows, the concurrency-100 drain two, the I/O-bound drain three).
  *
