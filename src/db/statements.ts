@@ -255,13 +255,14 @@ export function createStatements(schema: string) {
     RETURNING ${jcols}`;
 
   // One queue: lock straight off the claim index, exactly the rows taken.
+  // claim_candidates (migration 1764730000000) is that SELECT ... FOR UPDATE
+  // SKIP LOCKED, planned with bitmap scans and sorts off so that a table
+  // without statistics is still read in index order; the lease check gates
+  // it (a one-time filter: nothing is locked without a live lease).
   const claimJobs = `
     WITH picked AS MATERIALIZED (
-      SELECT id FROM ${jobs}
-       WHERE state = 'available' AND queue = $1 AND task = ANY($2::text[]) AND ${notExpired} AND ${leaseLive}
-       ORDER BY priority DESC, run_at, id
-       LIMIT $3
-       FOR UPDATE SKIP LOCKED
+      SELECT c.id FROM ${s}.claim_candidates($1, $2::text[], $3) AS c(id)
+       WHERE ${leaseLive}
     )${claimUpdate}`;
 
   // Several queues: read each queue's head in index order without locking
