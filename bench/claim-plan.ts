@@ -7,7 +7,9 @@
  * analysing (as a first burst does before autovacuum's first analyse; on a
  * server with autovacuum off, for good) and times 40 claims of 500 with
  * pgq's claim statement, each followed by the completion of what it took,
- * then prints the plan of one more. With `--analyze` the table is analysed
+ * then prints the plan the claim's SELECT gets when planned as a plain
+ * statement (what `claim_candidates()`, planned with bitmap scans and sorts
+ * off, avoids). With `--analyze` the table is analysed
  * after the insert, for comparison. The schema is dropped at the end.
  */
 import { parseArgs } from 'node:util';
@@ -50,7 +52,7 @@ try {
     `EXPLAIN (ANALYZE, BUFFERS) SELECT id FROM ${s}.jobs WHERE state = 'available' AND queue = 'default' AND task = ANY(ARRAY['noop'])
       ORDER BY priority DESC, run_at, id LIMIT 500 FOR UPDATE SKIP LOCKED`,
   );
-  process.stdout.write(plan.rows.map((r) => r['QUERY PLAN']).join('\n') + '\n');
+  process.stdout.write(`the claim's SELECT planned as a plain statement:\n${plan.rows.map((r) => r['QUERY PLAN']).join('\n')}\n`);
 } finally {
   await client.query(`DROP SCHEMA "${schema}" CASCADE`);
   await client.end();

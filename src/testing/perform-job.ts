@@ -72,6 +72,7 @@ export async function performJob<T extends AnyTask>(task: T, payload: TaskInput<
   // Fields given as undefined keep their defaults.
   const given = Object.fromEntries(Object.entries(options.job ?? {}).filter(([, v]) => v !== undefined));
   const job: JobRecord = { ...defaults, ...given, payload: validated };
+  const recorded = new RecordedMeta();
   const controller = new AbortController();
   const onAbort = (): void => controller.abort(options.signal?.reason);
   options.signal?.addEventListener('abort', onAbort, { once: true });
@@ -90,9 +91,9 @@ export async function performJob<T extends AnyTask>(task: T, payload: TaskInput<
       job.progress = value;
       job.progressAt = new Date();
     },
-    // Validated as a worker does, then merged into ctx.job.meta at once (a worker writes it with the outcome).
+    // Validated as a worker does (one attempt's keys together within the limit),
+    // then merged into ctx.job.meta at once (a worker writes them with the outcome).
     recordMeta(key: string, value: Json): void {
-      const recorded = new RecordedMeta();
       recorded.record(key, value);
       job.meta = { ...job.meta, ...(JSON.parse(recorded.text()) as JobMeta) };
     },
