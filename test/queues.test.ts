@@ -7,6 +7,8 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { ValidationError, defineTask } from '../src/index.js';
+import { createStatements } from '../src/db/statements.js';
+import { fromPg } from '../src/db/queryable.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
 
 const ctx = useTestSchema('queues');
@@ -109,6 +111,26 @@ describe('pause, limits and expiry on a worker', () => {
     await pgq.resumeQueue('held');
     for (const job of waiting) expect((await pgq.waitForJob(job.id, { timeoutMs: 10_000 })).state).toBe('succeeded');
     await w.stop();
+  });
+
+  it('the claim itself skips a paused queue, whatever a worker has cached: a pause holds from its commit', async () => {
+    const pgq = await ctx.migrated({ tasks: [hold] });
+    await pgq.enqueueMany(hold, [{ n: 1 }, { n: 2 }], { queue: 'p1' });
+    await pgq.enqueueMany(hold, [{ n: 3 }, { n: 4 }], { queue: 'p2' });
+    const statements = createStatements(ctx.schema);
+    const db = fromPg(ctx.admin);
+    const workerId = 'pause-claimer';
+    await statements.registerWorker(db, { workerId, hostname: 'h', pid: 1, queues: ['p1', 'p2'], concurrency: 10, rescueAfterMs: 60_000 });
+    const claim = async (queues: string[]) =>
+      (await statements.claimJobs(db, { queues, tasks: ['hold'], limit: 10, workerId })).map((r) => r.queue).sort();
+    await pgq.pauseQueue('p1');
+    await pgq.pauseQueue('p2');
+    expect(await claim(['p1'])).toEqual([]);
+    expect(await claim(['p1', 'p2'])).toEqual([]);
+    await pgq.resumeQueue('p2');
+    expect(await claim(['p1', 'p2'])).toEqual(['p2', 'p2']);
+    await pgq.resumeQueue('p1');
+    expect(await claim(['p1'])).toEqual(['p1', 'p1']);
   });
 
   it('a concurrency limit holds on one worker with room for more; a job not started by its expiry never runs', async () => {

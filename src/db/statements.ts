@@ -183,6 +183,7 @@ export function createStatements(schema: string) {
   const s = quoteIdent(schema);
   const jobs = `${s}.jobs`;
   const workers = `${s}.workers`;
+  const queues = `${s}.queues`;
   const channels = channelNames(schema);
   const cols = JOB_COLUMNS.join(', ');
   const jcols = JOB_COLUMNS.map((c) => `j.${c}`).join(', ');
@@ -248,6 +249,10 @@ export function createStatements(schema: string) {
   // A job past its expires_at is never claimed (the expirer cancels it).
   const notExpired = `(expires_at IS NULL OR expires_at > now())`;
   const leaseLive = `EXISTS (SELECT 1 FROM ${workers} WHERE id = $4 AND lease_expires_at > now())`;
+  // A paused queue is skipped by the claim itself (one primary-key lookup per
+  // queue and claim), so a pause holds for every claim whose statement starts
+  // after it commits, whether or not the worker's cached settings have it yet.
+  const notPaused = (queue: string): string => `NOT EXISTS (SELECT 1 FROM ${queues} WHERE name = ${queue} AND paused)`;
   const claimUpdate = `
     UPDATE ${jobs} j
        SET state = 'running', attempts = j.attempts + 1, started_at = now(), worker_id = $4
@@ -257,12 +262,13 @@ export function createStatements(schema: string) {
   // One queue: lock straight off the claim index, exactly the rows taken.
   // claim_candidates (migration 1764730000000) is that SELECT ... FOR UPDATE
   // SKIP LOCKED, planned with bitmap scans and sorts off so that a table
-  // without statistics is still read in index order; the lease check gates
-  // it (a one-time filter: nothing is locked without a live lease).
+  // without statistics is still read in index order; the lease and pause
+  // checks gate it (one-time filters: nothing is locked without a live lease
+  // or in a paused queue).
   const claimJobs = `
     WITH picked AS MATERIALIZED (
       SELECT c.id FROM ${s}.claim_candidates($1, $2::text[], $3) AS c(id)
-       WHERE ${leaseLive}
+       WHERE ${leaseLive} AND ${notPaused('$1')}
     )${claimUpdate}`;
 
   // Several queues: read each queue's head in index order without locking
@@ -271,7 +277,7 @@ export function createStatements(schema: string) {
   // this claim will not take stay claimable by every other worker.
   const claimJobsMany = `
     WITH candidates AS MATERIALIZED (
-      SELECT c.id FROM unnest($1::text[]) AS q(queue)
+      SELECT c.id FROM (SELECT queue FROM unnest($1::text[]) AS u(queue) WHERE ${notPaused('u.queue')}) AS q
       CROSS JOIN LATERAL (
         SELECT id FROM ${jobs}
          WHERE state = 'available' AND queue = q.queue AND task = ANY($2::text[]) AND ${notExpired}

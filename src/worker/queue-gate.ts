@@ -15,9 +15,10 @@
  *   queue, QueueLock then JobClaimLimited(ByKey) (see queue-statements.ts),
  *   which serialises the claims of that queue only and re-reads its settings
  *   under the lock, so a limit is never exceeded;
- * - the rest: JobClaim / JobClaimMany, exactly as without queue control.
- *   A worker with no paused or limited queue passes every claim straight
- *   through.
+ * - the rest: JobClaim / JobClaimMany, exactly as without queue control
+ *   (which skip a paused queue themselves, so a pause the cache has not
+ *   caught up with still holds). A worker with no paused or limited queue
+ *   passes every claim straight through.
  * Limited queues are claimed first (each takes at most what its limits
  * leave), then the others with the rest of the batch.
  *
