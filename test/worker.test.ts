@@ -140,6 +140,45 @@ describe('worker behaviour', () => {
     await worker.stop();
   });
 
+  it('ctx members made on first use: a signal first read after the timeout is already aborted; methods work taken off ctx', async () => {
+    const seen: { aborted: boolean; reason: string; validatedPayload: boolean; sameJob: boolean }[] = [];
+    const late = defineTask({
+      name: 'late-signal',
+      schema: z.object({ n: z.number().transform((n) => n * 2) }),
+      timeoutMs: 30,
+      maxAttempts: 1,
+      handler: async (p, c) => {
+        const { progress, recordMeta } = c;
+        await progress(50);
+        recordMeta('seen', true);
+        // Busy past the time limit without ever touching ctx.signal.
+        await sleepMs(120);
+        seen.push({ aborted: c.signal.aborted, reason: (c.signal.reason as Error).name, validatedPayload: c.job.payload === p, sameJob: c.job === c.job });
+        return 'late';
+      },
+    });
+    const snoozer = defineTask({
+      name: 'detached-snooze',
+      schema: z.object({}),
+      handler: (_p, c) => {
+        const { snooze, attempt } = c;
+        if (attempt === 1) snooze(10);
+        return attempt;
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [late, snoozer] });
+    const worker = pgq.worker({ pollIntervalMs: 20 });
+    await worker.start();
+    const job = await pgq.enqueue(late, { n: 21 });
+    const done = await pgq.waitForJob(job.id, { timeoutMs: 10_000 });
+    expect(done).toMatchObject({ state: 'failed', progress: 50, meta: { seen: true } });
+    expect(done.errors[0]!.message).toBe('job timed out after 30 ms');
+    expect(seen).toEqual([{ aborted: true, reason: 'JobTimeoutError', validatedPayload: true, sameJob: true }]);
+    const snoozed = await pgq.waitForJob((await pgq.enqueue(snoozer, {})).id, { timeoutMs: 10_000 });
+    expect(snoozed).toMatchObject({ state: 'succeeded', result: 2, errors: [] });
+    await worker.stop();
+  });
+
   it('cancels a queued job before it runs, and retryJob runs it again', async () => {
     let runs = 0;
     const counted = defineTask({ name: 'counted', schema: z.object({}), handler: () => ++runs });

@@ -95,6 +95,14 @@ export interface ClaimedJob extends JobRecord {
   backoffMaxMs: number | null;
 }
 
+/**
+ * The claim's row as a job: the record with two fields added in place, not
+ * a spread copy of it (this runs for every job a worker claims, and the copy
+ * was a tenth of a worker's allocations in a no-op drain).
+ */
 export function toClaimedJob(row: JobRow): ClaimedJob {
-  return { ...toJobRecord(row), backoffBaseMs: row.backoff_base_ms, backoffMaxMs: row.backoff_max_ms };
+  const job = toJobRecord(row) as ClaimedJob;
+  job.backoffBaseMs = row.backoff_base_ms;
+  job.backoffMaxMs = row.backoff_max_ms;
+  return job;
 }

@@ -42,7 +42,7 @@ import {
 import { backoffDelayMs } from '../core/backoff.js';
 import { toJsonText } from '../core/json.js';
 import { isPromiseLike, issuesToValidationError, runSchema } from '../core/validate-payloads.js';
-import type { JobErrorEntry, JobRecord } from '../core/types.js';
+import type { JobErrorEntry, JobRecord, Json } from '../core/types.js';
 import type { ClaimedJob } from '../db/rows.js';
 import type { AnyTask, JobContext, TaskRegistry } from '../task.js';
 import type { Completer, Outcome, RecordResult } from './completer.js';
@@ -79,9 +79,100 @@ export interface ExecutorConfig {
   progress: ProgressWriter;
 }
 
+/**
+ * An attempt's abort signal, made on first use: most handlers never read
+ * `ctx.signal`, and an AbortController with its listener was a noticeable
+ * part of a worker's work per job. `abort` works before and after the
+ * signal exists; a signal made after it is already aborted with the reason.
+ */
+class AttemptAbort {
+  #controller: AbortController | undefined;
+  #aborted = false;
+  #reason: unknown;
+
+  constructor(private readonly onAbort: () => void) {}
+
+  get signal(): AbortSignal {
+    if (!this.#controller) {
+      this.#controller = new AbortController();
+      if (this.#aborted) this.#controller.abort(this.#reason);
+    }
+    return this.#controller.signal;
+  }
+
+  get aborted(): boolean {
+    return this.#aborted;
+  }
+
+  /** Why it was aborted; undefined until then. */
+  get reason(): unknown {
+    return this.#reason;
+  }
+
+  /** The first call wins, as with an AbortController. */
+  abort(reason: Error): void {
+    if (this.#aborted) return;
+    this.#aborted = true;
+    this.#reason = reason;
+    this.onAbort();
+    this.#controller?.abort(reason);
+  }
+}
+
+/**
+ * A handler's `ctx`. The job view (with the validated payload), the signal,
+ * the logger and the progress reporter are made on first use: most handlers
+ * use none of them, and one context is made per attempt. `snooze` and
+ * `recordMeta` work when taken off the object (`const { snooze } = ctx`).
+ */
+class AttemptContext implements JobContext {
+  readonly attempt: number;
+  readonly #entry: RunningAttempt;
+  readonly #payload: unknown;
+  readonly #parentLogger: Logger;
+  readonly #progressWriter: ProgressWriter;
+  #view: JobRecord | undefined;
+  #logger: Logger | undefined;
+  #reporter: JobContext['progress'] | undefined;
+
+  constructor(entry: RunningAttempt, payload: unknown, parentLogger: Logger, progressWriter: ProgressWriter) {
+    this.attempt = entry.job.attempts;
+    this.#entry = entry;
+    this.#payload = payload;
+    this.#parentLogger = parentLogger;
+    this.#progressWriter = progressWriter;
+  }
+
+  get job(): JobRecord {
+    return (this.#view ??= { ...this.#entry.job, payload: this.#payload });
+  }
+
+  get signal(): AbortSignal {
+    return this.#entry.controller.signal;
+  }
+
+  get logger(): Logger {
+    const { job } = this.#entry;
+    return (this.#logger ??= this.#parentLogger.child({ jobId: job.id, task: job.task, attempt: job.attempts }));
+  }
+
+  get progress(): JobContext['progress'] {
+    const { job } = this.#entry;
+    return (this.#reporter ??= this.#progressWriter.reporter(job.id, job.attempts));
+  }
+
+  snooze(delayMs: number): never {
+    throw new SnoozeError(delayMs);
+  }
+
+  readonly recordMeta = (key: string, value: Json): void => {
+    (this.#entry.recorded ??= new RecordedMeta()).record(key, value);
+  };
+}
+
 interface RunningAttempt {
   job: ClaimedJob;
-  controller: AbortController;
+  controller: AttemptAbort;
   settled: Promise<void>;
   stuck: boolean;
   timers: NodeJS.Timeout[];
@@ -152,11 +243,15 @@ export class Executor {
 
   /** Starts a claimed job. The caller has checked there is a free slot. */
   run(job: ClaimedJob): void {
-    const controller = new AbortController();
     this.#held.set(job.id, job.attempts);
-    const entry: RunningAttempt = { job, controller, settled: Promise.resolve(), stuck: false, timers: [] };
+    const entry: RunningAttempt = {
+      job,
+      controller: new AttemptAbort(() => this.#watchAfterSignal(entry)),
+      settled: Promise.resolve(),
+      stuck: false,
+      timers: [],
+    };
     this.#running.set(job.id, entry);
-    controller.signal.addEventListener('abort', () => this.#watchAfterSignal(entry), { once: true });
     entry.settled = this.#pipeline(entry);
   }
 
@@ -288,7 +383,7 @@ export class Executor {
     } catch (err) {
       settled = { ok: false, error: err };
     }
-    const outcome = this.#decide(job, task, controller.signal, settled);
+    const outcome = this.#decide(job, task, controller, settled);
     // Read once the handler and middleware have settled: later calls change nothing.
     return entry.recorded ? { ...outcome, meta: entry.recorded.text() } : outcome;
   }
@@ -297,7 +392,7 @@ export class Executor {
   #decide(
     job: ClaimedJob,
     task: AnyTask,
-    signal: AbortSignal,
+    signal: AttemptAbort,
     settled: { ok: true; value: unknown } | { ok: false; error: unknown },
   ): Outcome {
     const reason: unknown = signal.aborted ? signal.reason : undefined;
@@ -323,32 +418,14 @@ export class Executor {
   }
 
   #context(entry: RunningAttempt, payload: unknown): JobContext {
-    const { job } = entry;
-    const parent = this.logger;
-    let logger: Logger | undefined;
-    return {
-      job: { ...job, payload },
-      attempt: job.attempts,
-      signal: entry.controller.signal,
-      // Made on first use: most handlers never log, and this runs per job.
-      get logger(): Logger {
-        return (logger ??= parent.child({ jobId: job.id, task: job.task, attempt: job.attempts }));
-      },
-      snooze(delayMs: number): never {
-        throw new SnoozeError(delayMs);
-      },
-      progress: this.config.progress.reporter(job.id, job.attempts),
-      recordMeta(key, value): void {
-        (entry.recorded ??= new RecordedMeta()).record(key, value);
-      },
-    };
+    return new AttemptContext(entry, payload, this.logger, this.config.progress);
   }
 
   /** After a signal: a handler not settled within the grace is stuck; optionally the process exits later. */
   #watchAfterSignal(entry: RunningAttempt): void {
     if (!this.#running.has(entry.job.id)) return;
     const signalledAt = this.clock.monotonicMs();
-    const reason = errorMessage(entry.controller.signal.reason);
+    const reason = errorMessage(entry.controller.reason);
     entry.timers.push(
       setTimeout(() => {
         if (this.#running.get(entry.job.id) !== entry) return;

@@ -171,9 +171,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
       this.#logger,
     );
     // Keep the lease row and the stall report up to date as handlers start, settle and get stuck.
+    const runningTasks = (): Record<string, number> => this.#executor.runningTasks();
     const report = (): void => {
       this.#lease.setStuck(this.#executor.stuckCount);
-      this.#lease.reportRunning(() => this.#executor.runningTasks());
+      this.#lease.reportRunning(runningTasks);
     };
     this.on('job:start', report);
     this.on('job:stuck', report);
