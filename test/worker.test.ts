@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { setTimeout as sleepMs } from 'node:timers/promises';
 import { z } from 'zod';
-import { defineTask, PermanentError } from '../src/index.js';
+import { defineTask, PermanentError, type JobRecord } from '../src/index.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
 
 const ctx = useTestSchema('worker');
@@ -177,6 +177,46 @@ describe('worker behaviour', () => {
     const snoozed = await pgq.waitForJob((await pgq.enqueue(snoozer, {})).id, { timeoutMs: 10_000 });
     expect(snoozed).toMatchObject({ state: 'succeeded', result: 2, errors: [] });
     await worker.stop();
+  });
+
+  it("a claimed job's timestamps are the stored ones to the millisecond", async () => {
+    const seen: JobRecord[] = [];
+    const stamp = defineTask({
+      name: 'stamp',
+      schema: z.object({ i: z.number() }),
+      handler: (_p, c) => {
+        seen.push(c.job);
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [stamp] });
+    // Enqueued ahead of the worker; half the run_at values on a whole millisecond (where a
+    // float8 epoch can land a hair below it), half with microseconds.
+    const jobs = await pgq.enqueueMany(stamp, Array.from({ length: 20 }, (_, i) => ({ i })), { expiresInMs: 3_600_000 });
+    await ctx.admin.query(
+      `UPDATE "${ctx.schema}".jobs
+          SET run_at = CASE WHEN id % 2 = 0 THEN date_trunc('milliseconds', run_at) - interval '1.001 seconds' * id
+                            ELSE run_at - interval '1.234567 seconds' * id END
+        WHERE task = 'stamp'`,
+    );
+    const worker = pgq.worker({ concurrency: 5 });
+    await worker.start();
+    for (const job of jobs) await pgq.waitForJob(job.id, { timeoutMs: 10_000 });
+    await worker.stop();
+    expect(seen).toHaveLength(20);
+    for (const claimed of seen) {
+      const stored = (await pgq.getJob(claimed.id))!;
+      expect({ runAt: claimed.runAt, createdAt: claimed.createdAt, startedAt: claimed.startedAt, expiresAt: claimed.expiresAt, finishedAt: claimed.finishedAt }).toEqual({
+        runAt: stored.runAt,
+        createdAt: stored.createdAt,
+        startedAt: stored.startedAt,
+        expiresAt: stored.expiresAt,
+        finishedAt: null,
+      });
+    }
+    const micros = await ctx.admin.query(
+      `SELECT count(*) FILTER (WHERE extract(microseconds FROM run_at)::int % 1000 <> 0)::int AS micro, count(*)::int AS n FROM "${ctx.schema}".jobs WHERE task = 'stamp'`,
+    );
+    expect(micros.rows[0]).toEqual({ micro: 10, n: 20 });
   });
 
   it('cancels a queued job before it runs, and retryJob runs it again', async () => {

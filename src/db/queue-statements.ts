@@ -20,7 +20,7 @@
  * room, and the concurrency limit holds however many claim at once.
  */
 import { quoteIdent } from './identifiers.js';
-import { JOB_COLUMNS, type JobRow } from './rows.js';
+import { CLAIM_COLUMNS, type ClaimRow } from './rows.js';
 import type { Queryable } from './queryable.js';
 import { channelNames, notifyDoneSql } from '../notify/channels.js';
 
@@ -59,7 +59,6 @@ export function createQueueStatements(schema: string) {
   const queues = `${s}.queues`;
   const workers = `${s}.workers`;
   const channels = channelNames(schema);
-  const jcols = JOB_COLUMNS.map((c) => `j.${c}`).join(', ');
   const name = (n: string): string => `pgq_${schema}_${n}`;
 
   const lockQueue = `
@@ -96,7 +95,7 @@ export function createQueueStatements(schema: string) {
       UPDATE ${jobs} j
          SET state = 'running', attempts = j.attempts + 1, started_at = (SELECT now FROM t), worker_id = $4
        WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
-      RETURNING ${jcols}
+      RETURNING ${CLAIM_COLUMNS}
     ),
     spent AS (
       UPDATE ${queues} qq SET rate_tokens = q.tokens - (SELECT count(*) FROM claimed), rate_refilled_at = q.refilled_at
@@ -186,13 +185,13 @@ export function createQueueStatements(schema: string) {
     },
 
     /** JobClaimLimited: claims within the queue's concurrency and rate limits (run after lockQueue, same transaction). */
-    claimLimited(db: Queryable, p: ClaimLimitedParams): Promise<JobRow[]> {
-      return db.query<JobRow>({ name: name('claim_limited'), text: claimLimited, values: values(p) });
+    claimLimited(db: Queryable, p: ClaimLimitedParams): Promise<ClaimRow[]> {
+      return db.query<ClaimRow>({ name: name('claim_limited'), text: claimLimited, values: values(p) });
     },
 
     /** JobClaimLimitedByKey: as claimLimited, and at most key_concurrency running jobs per concurrency key. */
-    claimLimitedByKey(db: Queryable, p: ClaimLimitedParams): Promise<JobRow[]> {
-      return db.query<JobRow>({ name: name('claim_limited_by_key'), text: claimLimitedByKey, values: values(p) });
+    claimLimitedByKey(db: Queryable, p: ClaimLimitedParams): Promise<ClaimRow[]> {
+      return db.query<ClaimRow>({ name: name('claim_limited_by_key'), text: claimLimitedByKey, values: values(p) });
     },
 
     /** JobExpire: cancels jobs whose expiry passed before they started; returns their ids. */

@@ -21,7 +21,7 @@
  *   triggers change them: parents finishing together never deadlock.
  */
 import { quoteIdent } from './identifiers.js';
-import { JOB_COLUMNS, type JobRow } from './rows.js';
+import { CLAIM_COLUMNS, JOB_COLUMNS, type ClaimRow, type JobRow } from './rows.js';
 import type { Queryable, Statement } from './queryable.js';
 import { channelNames, notifyDoneSql } from '../notify/channels.js';
 import { LIVE_STATES } from '../core/types.js';
@@ -257,7 +257,7 @@ export function createStatements(schema: string) {
     UPDATE ${jobs} j
        SET state = 'running', attempts = j.attempts + 1, started_at = now(), worker_id = $4
      WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
-    RETURNING ${jcols}`;
+    RETURNING ${CLAIM_COLUMNS}`;
 
   // One queue: lock straight off the claim index, exactly the rows taken.
   // claim_candidates (migration 1764730000000) is that SELECT ... FOR UPDATE
@@ -469,11 +469,11 @@ export function createStatements(schema: string) {
      * JobClaim / JobClaimMany: marks up to `limit` due jobs running for this
      * worker and counts the attempt, while the worker's lease is live.
      */
-    claimJobs(db: Queryable, p: ClaimJobsParams): Promise<JobRow[]> {
+    claimJobs(db: Queryable, p: ClaimJobsParams): Promise<ClaimRow[]> {
       if (p.queues.length === 1) {
-        return db.query<JobRow>({ name: name('claim'), text: claimJobs, values: [p.queues[0], p.tasks, p.limit, p.workerId] });
+        return db.query<ClaimRow>({ name: name('claim'), text: claimJobs, values: [p.queues[0], p.tasks, p.limit, p.workerId] });
       }
-      return db.query<JobRow>({ name: name('claim_many'), text: claimJobsMany, values: [p.queues, p.tasks, p.limit, p.workerId] });
+      return db.query<ClaimRow>({ name: name('claim_many'), text: claimJobsMany, values: [p.queues, p.tasks, p.limit, p.workerId] });
     },
 
     /** JobPromoteDue: scheduled and retryable jobs that are due become available; returns how many. */

@@ -35,7 +35,7 @@ import { errorMessage, errorSummary } from '../core/errors.js';
 import type { Queryable } from '../db/queryable.js';
 import type { ClaimJobsParams, HotStatements } from '../db/statements.js';
 import type { LockedQueue, QueueStatements } from '../db/queue-statements.js';
-import type { JobRow } from '../db/rows.js';
+import type { ClaimRow } from '../db/rows.js';
 import type { PgqDatabase } from '../db/tables.js';
 import type { Listener } from '../notify/listener.js';
 import type { ChannelNames } from '../notify/channels.js';
@@ -160,11 +160,11 @@ export class QueueGate extends LoopService {
   }
 
   /** JobClaim through the gate: paused queues skipped, limited ones one by one under their lock, the rest as usual. */
-  async claim(db: Queryable, p: ClaimJobsParams): Promise<JobRow[]> {
+  async claim(db: Queryable, p: ClaimJobsParams): Promise<ClaimRow[]> {
     const open = p.queues.filter((q) => !this.#controls.get(q)?.paused && !this.#changing.has(q));
     const limited = open.filter((q) => this.#controls.get(q)?.limited);
     if (open.length === p.queues.length && limited.length === 0) return this.#deps.statements.claimJobs(db, p);
-    const rows: JobRow[] = [];
+    const rows: ClaimRow[] = [];
     let recheckMs: number | null = null;
     const start = this.#turn++ % Math.max(1, limited.length);
     // A limited queue's claimed jobs count against its limits at once: take
@@ -185,7 +185,7 @@ export class QueueGate extends LoopService {
   }
 
   /** The claim of one limited queue; `waitMs` is when to look again if a limit left due jobs waiting. */
-  async #claimLimited(queue: string, p: ClaimJobsParams, limit: number): Promise<{ claimed: JobRow[]; waitMs: number | null }> {
+  async #claimLimited(queue: string, p: ClaimJobsParams, limit: number): Promise<{ claimed: ClaimRow[]; waitMs: number | null }> {
     const qs = this.#deps.queueStatements;
     return this.#deps.inTransaction(async (tx) => {
       const locked = await qs.lockQueue(tx, queue);
