@@ -439,6 +439,11 @@ function toMarkdown(s: Record<string, unknown> & { faults: Record<string, { coun
     '|---|---|---|',
     ...Object.entries(s.faults).map(([f, v]) => `| ${f} | ${v.count} | ${v.maxRecoveryMs === null ? '—' : `${v.maxRecoveryMs} ms`} |`),
     '',
+    `A fault has recovered once every job it stranded or enqueued is final. The block-event-loop and ignore-abort faults enqueue a hog job ` +
+      `whose every attempt overruns (it blocks its worker's loop for ${3 * RESCUE_AFTER_MS} ms, or runs ${4 * HOG_TIMEOUT_MS} ms ` +
+      `ignoring the signal of its ${HOG_TIMEOUT_MS} ms timeout) and is retried until its ${String(hogTask.maxAttempts)} attempts are spent: their recovery is ` +
+      `those attempts back to back (about ${(hogTask.maxAttempts * 3 * RESCUE_AFTER_MS) / 1000} s and ${(hogTask.maxAttempts * 4 * HOG_TIMEOUT_MS) / 1000} s), by design.`,
+    '',
     `Where each kill -9's recovery went (rescueAfterMs ${String(s.rescueAfterMs)} ms): the victim's lease still had "lease left" to run; ` +
       'if it led, leadership (and with it the rescuer) passed on only after its leader lease ran out too; "rescued" is when the rescuer took its jobs; the rest is the re-run and the probe.',
     '',
