@@ -22,10 +22,9 @@ const FIXTURE = new URL('./fixtures/workflow-worker.ts', import.meta.url).pathna
 const manual = defineTask({ name: 'manual', schema: z.object({ n: z.number() }), handler: ({ n }) => n });
 const manualSum = defineTask({ name: 'manual-sum', schema: z.array(z.number()), handler: () => 0 });
 
-let owner: Pgq | undefined;
-async function pgqOnce(): Promise<Pgq> {
-  owner ??= await ctx.migrated({ tasks: [manual, manualSum, ...workflowTasks] });
-  return owner;
+/** A migrated Pgq for one test (closed after it). */
+function migratedPgq(): Promise<Pgq> {
+  return ctx.migrated({ tasks: [manual, manualSum, ...workflowTasks] });
 }
 
 /** Marks these jobs running in attempt 1, as a claim would. */
@@ -49,7 +48,7 @@ describe('lock order when parents settle together', () => {
     ['completes', 'available'],
     ['fails', 'cancelled'],
   ] as const)('a batch that %s its parents and a completing batch, sharing two children in crossing order, both commit without a deadlock', async (firstBatch, childState) => {
-    const pgq = await pgqOnce();
+    const pgq = await migratedPgq();
     // p1..p4 run first; c1 waits on p2 and p3, c2 on p1 and p4. The batch
     // [p1, p2] reaches c2 before c1, the batch [p3, p4] c1 before c2.
     const p = [1, 2, 3, 4].map((n) => step(manual, { n }).named(`p${n}`));
@@ -119,7 +118,7 @@ describe('lock order when parents settle together', () => {
   });
 
   it('a wide chord whose members also feed steps in every order, finished on two worker processes at once: no deadlock, the callback runs once', async () => {
-    const pgq = await pgqOnce();
+    const pgq = await migratedPgq();
     await ctx.admin.query(`CREATE TABLE IF NOT EXISTS "${ctx.schema}".wf_calls (
       job_id bigint NOT NULL, attempt int NOT NULL, pid int NOT NULL, count int NOT NULL, in_order boolean NOT NULL)`);
     // 600 members, whose callback waits on all of them; each member also

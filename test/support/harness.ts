@@ -1,11 +1,11 @@
 /**
  * Per-file test helpers: a schema of its own on the shared test database, Pgq
- * instances that are all closed after the file, and waits on events, never
- * on fixed sleeps.
+ * instances closed after the test that made them (or after the file, for
+ * those made outside a test), and waits on events, never on fixed sleeps.
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { afterAll, inject } from 'vitest';
+import { afterAll, afterEach, beforeEach, inject } from 'vitest';
 import { Pgq, type PgqOptions } from '../../src/index.js';
 
 export const databaseUrl = (): string => inject('databaseUrl');
@@ -21,7 +21,7 @@ export interface TestContext {
   url: string;
   /** An admin pool (not pgq's) for assertions and fault injection. */
   admin: pg.Pool;
-  /** A Pgq on this file's schema, closed after the file. */
+  /** A Pgq on this file's schema, closed after the test that made it (after the file when made outside a test). */
   pgq(options?: Partial<PgqOptions>): Pgq;
   /** Migrated Pgq. */
   migrated(options?: Partial<PgqOptions>): Promise<Pgq>;
@@ -34,6 +34,15 @@ export function useTestSchema(label: string): TestContext {
   const admin = new pg.Pool({ connectionString: databaseUrl(), max: 4 });
   admin.on('error', () => undefined);
   const instances: Pgq[] = [];
+  // Instances made during a test are closed after it, so a file's pools do
+  // not pile up on a server with few connections (max_connections = 100).
+  let madeBeforeTest = 0;
+  beforeEach(() => {
+    madeBeforeTest = instances.length;
+  });
+  afterEach(async () => {
+    await Promise.all(instances.splice(madeBeforeTest).map((p) => p.close()));
+  });
   afterAll(async () => {
     await Promise.all(instances.map((p) => p.close()));
     await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => undefined);
