@@ -140,7 +140,7 @@ describe('worker behaviour', () => {
     await worker.stop();
   });
 
-  it('ctx members made on first use: a signal first read after the timeout is already aborted; methods work taken off ctx', async () => {
+  it('ctx members made on first use: a signal first read after the timeout is already aborted; ctx spreads, proxies and takes new values; methods work taken off it', async () => {
     const seen: { aborted: boolean; reason: string; validatedPayload: boolean; sameJob: boolean }[] = [];
     const late = defineTask({
       name: 'late-signal',
@@ -161,6 +161,16 @@ describe('worker behaviour', () => {
       name: 'detached-snooze',
       schema: z.object({}),
       handler: (_p, c) => {
+        // ctx behaves as a plain object: it spreads with every member, takes new values, and proxies.
+        const copy = { ...c };
+        if (copy.job.id !== c.job.id || !(copy.signal instanceof AbortSignal) || typeof copy.progress !== 'function' || !copy.logger) {
+          throw new Error('a spread ctx lacks a member');
+        }
+        const proxied = new Proxy(c, {});
+        if (proxied.job.task !== 'detached-snooze' || proxied.signal.aborted) throw new Error('a proxied ctx does not read through');
+        const own = new AbortController().signal;
+        c.signal = own;
+        if (c.signal !== own) throw new Error('ctx.signal could not be replaced');
         const { snooze, attempt } = c;
         if (attempt === 1) snooze(10);
         return attempt;
@@ -190,12 +200,15 @@ describe('worker behaviour', () => {
     });
     const pgq = await ctx.migrated({ tasks: [stamp] });
     // Enqueued ahead of the worker; half the run_at values on a whole millisecond (where a
-    // float8 epoch can land a hair below it), half with microseconds.
+    // float8 epoch can land a hair below it), half with microseconds; expiry times far ahead
+    // (expiresInMs goes up to 1e13 ms), where a float8 of epoch seconds with microseconds is
+    // coarser than a microsecond: .949999 must stay .949, not become .950.
     const jobs = await pgq.enqueueMany(stamp, Array.from({ length: 20 }, (_, i) => ({ i })), { expiresInMs: 3_600_000 });
     await ctx.admin.query(
       `UPDATE "${ctx.schema}".jobs
           SET run_at = CASE WHEN id % 2 = 0 THEN date_trunc('milliseconds', run_at) - interval '1.001 seconds' * id
-                            ELSE run_at - interval '1.234567 seconds' * id END
+                            ELSE run_at - interval '1.234567 seconds' * id END,
+              expires_at = timestamptz '2139-05-03 16:06:43.949999+00' + interval '1 day' * id
         WHERE task = 'stamp'`,
     );
     const worker = pgq.worker({ concurrency: 5 });

@@ -80,19 +80,22 @@ export type ClaimRow = Omit<JobRow, ClaimTimestamp> & {
 
 /**
  * The columns every claim returns, `j` being the jobs table: JOB_COLUMNS
- * with the timestamps as epoch milliseconds. `date_part` answers a float8
- * (cheaper for the server than `extract`'s numeric, and than timestamptz
- * text), which can sit a hair off the exact value; so the ms are floored in
- * `toClaimedJob` after adding half a microsecond's worth (0.0005 ms): exact,
- * as timestamps hold whole microseconds.
+ * with the timestamps as epoch milliseconds, truncated to the millisecond
+ * in SQL (as pg's own parsing truncates) and read with `date_part`, a float8
+ * (for the server about what printing the timestamp costs, and less than
+ * `extract`'s numeric; the client is spared parsing the text). A float8 of epoch seconds with microseconds is coarser than a
+ * microsecond far from 1970 (an expiry 1e13 ms ahead), so truncating it on
+ * the client could round up a millisecond; a whole number of milliseconds
+ * is exact in a float8 and prints exactly (15 digits suffice), and
+ * `Math.round` only removes the product's rounding.
  */
 export const CLAIM_COLUMNS = JOB_COLUMNS.map((c) =>
-  (CLAIM_TIMESTAMPS as readonly string[]).includes(c) ? `date_part('epoch', j.${c}) * 1000 AS ${c}` : `j.${c}`,
+  (CLAIM_TIMESTAMPS as readonly string[]).includes(c) ? `date_part('epoch', date_trunc('milliseconds', j.${c})) * 1000 AS ${c}` : `j.${c}`,
 ).join(', ');
 
-/** A claim's epoch milliseconds as the Date pg would have parsed (whole ms, truncated). */
+/** A claim's epoch milliseconds as the Date pg would have parsed. */
 function claimDate(ms: number | null): Date | null {
-  return ms === null ? null : new Date(Math.floor(ms + 0.0005));
+  return ms === null ? null : new Date(Math.round(ms));
 }
 
 export function toJobRecord<Payload = unknown, Result = unknown>(row: JobRow): JobRecord<Payload, Result> {

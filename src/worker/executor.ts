@@ -119,57 +119,6 @@ class AttemptAbort {
   }
 }
 
-/**
- * A handler's `ctx`. The job view (with the validated payload), the signal,
- * the logger and the progress reporter are made on first use: most handlers
- * use none of them, and one context is made per attempt. `snooze` and
- * `recordMeta` work when taken off the object (`const { snooze } = ctx`).
- */
-class AttemptContext implements JobContext {
-  readonly attempt: number;
-  readonly #entry: RunningAttempt;
-  readonly #payload: unknown;
-  readonly #parentLogger: Logger;
-  readonly #progressWriter: ProgressWriter;
-  #view: JobRecord | undefined;
-  #logger: Logger | undefined;
-  #reporter: JobContext['progress'] | undefined;
-
-  constructor(entry: RunningAttempt, payload: unknown, parentLogger: Logger, progressWriter: ProgressWriter) {
-    this.attempt = entry.job.attempts;
-    this.#entry = entry;
-    this.#payload = payload;
-    this.#parentLogger = parentLogger;
-    this.#progressWriter = progressWriter;
-  }
-
-  get job(): JobRecord {
-    return (this.#view ??= { ...this.#entry.job, payload: this.#payload });
-  }
-
-  get signal(): AbortSignal {
-    return this.#entry.controller.signal;
-  }
-
-  get logger(): Logger {
-    const { job } = this.#entry;
-    return (this.#logger ??= this.#parentLogger.child({ jobId: job.id, task: job.task, attempt: job.attempts }));
-  }
-
-  get progress(): JobContext['progress'] {
-    const { job } = this.#entry;
-    return (this.#reporter ??= this.#progressWriter.reporter(job.id, job.attempts));
-  }
-
-  snooze(delayMs: number): never {
-    throw new SnoozeError(delayMs);
-  }
-
-  readonly recordMeta = (key: string, value: Json): void => {
-    (this.#entry.recorded ??= new RecordedMeta()).record(key, value);
-  };
-}
-
 interface RunningAttempt {
   job: ClaimedJob;
   controller: AttemptAbort;
@@ -417,8 +366,54 @@ export class Executor {
     }
   }
 
+  /**
+   * A handler's `ctx`: a plain object, whose job view (with the validated
+   * payload), signal, logger and progress reporter are made on first use —
+   * most handlers use few of them, and one context is made per attempt.
+   * They are own properties with setters, so `ctx` spreads, copies and can
+   * be amended like any object; `snooze` and `recordMeta` work taken off it.
+   */
   #context(entry: RunningAttempt, payload: unknown): JobContext {
-    return new AttemptContext(entry, payload, this.logger, this.config.progress);
+    const { job } = entry;
+    const parent = this.logger;
+    const progressWriter = this.config.progress;
+    let view: JobRecord | undefined;
+    let signal: AbortSignal | undefined;
+    let logger: Logger | undefined;
+    let progress: JobContext['progress'] | undefined;
+    return {
+      get job(): JobRecord {
+        return (view ??= { ...job, payload });
+      },
+      set job(value: JobRecord) {
+        view = value;
+      },
+      attempt: job.attempts,
+      get signal(): AbortSignal {
+        return (signal ??= entry.controller.signal);
+      },
+      set signal(value: AbortSignal) {
+        signal = value;
+      },
+      get logger(): Logger {
+        return (logger ??= parent.child({ jobId: job.id, task: job.task, attempt: job.attempts }));
+      },
+      set logger(value: Logger) {
+        logger = value;
+      },
+      snooze(delayMs: number): never {
+        throw new SnoozeError(delayMs);
+      },
+      get progress(): JobContext['progress'] {
+        return (progress ??= progressWriter.reporter(job.id, job.attempts));
+      },
+      set progress(value: JobContext['progress']) {
+        progress = value;
+      },
+      recordMeta(key: string, value: Json): void {
+        (entry.recorded ??= new RecordedMeta()).record(key, value);
+      },
+    };
   }
 
   /** After a signal: a handler not settled within the grace is stuck; optionally the process exits later. */
