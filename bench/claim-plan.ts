@@ -1,6 +1,6 @@
 /**
  * The claim's plan when the table's statistics are stale:
- * `node --import tsx bench/claim-plan.ts [--jobs 1000000] [--analyze]`.
+ * `node --import tsx bench/claim-plan.ts [--jobs 1000000] [--analyze] [--many]`.
  *
  In a scratch schema of the benchmark database (a new installation: its
  * jobs table never analysed) it inserts `--jobs` waiting jobs without
@@ -10,7 +10,9 @@
  * then prints the plan the claim's SELECT gets when planned as a plain
  * statement (what `claim_candidates()`, planned with bitmap scans and sorts
  * off, avoids). With `--analyze` the table is analysed
- * after the insert, for comparison. The schema is dropped at the end.
+ * after the insert, for comparison; with `--many` the claims are a
+ * worker's of two queues (the several-queue claim, whose candidates
+ * `claim_candidates_many()` reads the same way). The schema is dropped at the end.
  */
 import { parseArgs } from 'node:util';
 import pg from 'pg';
@@ -18,7 +20,10 @@ import { Pgq } from '../src/index.js';
 import { createStatements } from '../src/db/statements.js';
 import { fromPg } from '../src/db/queryable.js';
 
-const { values: args } = parseArgs({ options: { jobs: { type: 'string', default: '1000000' }, analyze: { type: 'boolean', default: false } } });
+const { values: args } = parseArgs({
+  options: { jobs: { type: 'string', default: '1000000' }, analyze: { type: 'boolean', default: false }, many: { type: 'boolean', default: false } },
+});
+const queues = args.many ? ['default', 'other'] : ['default'];
 const url = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const schema = 'pgq_claim_plan';
 const jobs = Number(args.jobs);
@@ -40,13 +45,13 @@ try {
   const ms: number[] = [];
   for (let i = 0; i < 40; i += 1) {
     const t = performance.now();
-    const rows = await statements.claimJobs(db, { queues: ['default'], tasks: ['noop'], limit: 500, workerId: 'probe' });
+    const rows = await statements.claimJobs(db, { queues, tasks: ['noop'], limit: 500, workerId: 'probe' });
     ms.push(performance.now() - t);
     await client.query(`UPDATE ${s}.jobs SET state = 'succeeded', finished_at = now() WHERE id = ANY($1::bigint[])`, [rows.map((r) => r.id)]);
   }
   const sorted = [...ms].sort((a, b) => a - b);
   process.stdout.write(
-    `${jobs.toLocaleString('en-US')} waiting, statistics ${args.analyze ? 'fresh' : 'never gathered'}: claim of 500 took median ${sorted[20]!.toFixed(1)} ms, max ${sorted[39]!.toFixed(1)} ms\n`,
+    `${jobs.toLocaleString('en-US')} waiting, statistics ${args.analyze ? 'fresh' : 'never gathered'}: a claim of 500 over ${queues.length} queue(s) took median ${sorted[20]!.toFixed(1)} ms, max ${sorted[39]!.toFixed(1)} ms\n`,
   );
   const plan = await client.query<{ 'QUERY PLAN': string }>(
     `EXPLAIN (ANALYZE, BUFFERS) SELECT id FROM ${s}.jobs WHERE state = 'available' AND queue = 'default' AND task = ANY(ARRAY['noop'])

@@ -246,8 +246,8 @@ export function createStatements(schema: string) {
   // Writes that end an attempt test `(state = 'running') IS TRUE`, which no
   // partial index matches, so the planner cannot prefer the running-jobs
   // index (full of dead entries between vacuums) over the primary key.
-  // A job past its expires_at is never claimed (the expirer cancels it).
-  const notExpired = `(expires_at IS NULL OR expires_at > now())`;
+  // A job past its expires_at is never claimed (the claim functions skip
+  // it; the expirer cancels it).
   const leaseLive = `EXISTS (SELECT 1 FROM ${workers} WHERE id = $4 AND lease_expires_at > now())`;
   // A paused queue is skipped by the claim itself (one primary-key lookup per
   // queue and claim), so a pause holds for every claim whose statement starts
@@ -272,19 +272,16 @@ export function createStatements(schema: string) {
     )${claimUpdate}`;
 
   // Several queues: read each queue's head in index order without locking
-  // (a LATERAL scan per queue keeps ORDER BY ... LIMIT on the index), then
-  // lock in global order and stop at the limit, so rows of other queues that
-  // this claim will not take stay claimable by every other worker.
+  // (claim_candidates_many, migration 1764740000000: a LATERAL scan per
+  // queue, planned like claim_candidates), then lock in global order and
+  // stop at the limit, so rows of other queues that this claim will not
+  // take stay claimable by every other worker. Paused queues are left out
+  // of the list; the lease check gates the read.
   const claimJobsMany = `
     WITH candidates AS MATERIALIZED (
-      SELECT c.id FROM (SELECT queue FROM unnest($1::text[]) AS u(queue) WHERE ${notPaused('u.queue')}) AS q
-      CROSS JOIN LATERAL (
-        SELECT id FROM ${jobs}
-         WHERE state = 'available' AND queue = q.queue AND task = ANY($2::text[]) AND ${notExpired}
-         ORDER BY priority DESC, run_at, id
-         LIMIT $3
-      ) AS c
-      WHERE ${leaseLive}
+      SELECT c.id FROM ${s}.claim_candidates_many(
+          ARRAY(SELECT queue FROM unnest($1::text[]) AS u(queue) WHERE ${notPaused('u.queue')}), $2::text[], $3) AS c(id)
+       WHERE ${leaseLive}
     ), picked AS MATERIALIZED (
       SELECT id FROM ${jobs}
        WHERE id = ANY(ARRAY(SELECT id FROM candidates)) AND state = 'available'
