@@ -81,13 +81,13 @@ export type ClaimRow = Omit<JobRow, ClaimTimestamp> & {
 /**
  * The columns every claim returns, `j` being the jobs table: JOB_COLUMNS
  * with the timestamps as epoch milliseconds, truncated to the millisecond
- * in SQL (as pg's own parsing truncates) and read with `date_part`, a float8
- * (for the server about what printing the timestamp costs, and less than
- * `extract`'s numeric; the client is spared parsing the text). A float8 of epoch seconds with microseconds is coarser than a
- * microsecond far from 1970 (an expiry 1e13 ms ahead), so truncating it on
- * the client could round up a millisecond; a whole number of milliseconds
- * is exact in a float8 and prints exactly (15 digits suffice), and
- * `Math.round` only removes the product's rounding.
+ * in SQL (as pg's own parsing truncates) and read with `date_part`, a
+ * float8: for the server about what printing the timestamp costs and less
+ * than `extract`'s numeric, and the client is spared parsing the text. A
+ * float8 of epoch seconds with microseconds is coarser than a microsecond
+ * far from 1970 (an expiry 1e13 ms ahead), so truncating on the client could
+ * round up a millisecond; a whole number of milliseconds prints exactly (15
+ * digits suffice), and `Math.round` only removes the product's rounding.
  */
 export const CLAIM_COLUMNS = JOB_COLUMNS.map((c) =>
   (CLAIM_TIMESTAMPS as readonly string[]).includes(c) ? `date_part('epoch', date_trunc('milliseconds', j.${c})) * 1000 AS ${c}` : `j.${c}`,

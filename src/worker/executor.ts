@@ -341,10 +341,10 @@ export class Executor {
   #decide(
     job: ClaimedJob,
     task: AnyTask,
-    signal: AttemptAbort,
+    abort: AttemptAbort,
     settled: { ok: true; value: unknown } | { ok: false; error: unknown },
   ): Outcome {
-    const reason: unknown = signal.aborted ? signal.reason : undefined;
+    const reason: unknown = abort.aborted ? abort.reason : undefined;
     // Cancelled or rescued: the guarded write will be discarded, but the
     // attempt still ends with one outcome like every other.
     if (reason instanceof JobCancelledError || reason instanceof LeaseLostError) return this.#failure(job, task, reason);
