@@ -1,8 +1,8 @@
 /**
  * The claim's plan when the table's statistics are stale:
- * `node --import tsx bench/claim-plan.ts [--jobs 1000000] [--analyze] [--many]`.
+ * `node --import tsx bench/claim-plan.ts [--jobs 1000000] [--analyze] [--many | --limited | --keyed]`.
  *
- In a scratch schema of the benchmark database (a new installation: its
+ * In a scratch schema of the benchmark database (a new installation: its
  * jobs table never analysed) it inserts `--jobs` waiting jobs without
  * analysing (as a first burst does before autovacuum's first analyse; on a
  * server with autovacuum off, for good) and times 40 claims of 500 with
@@ -12,16 +12,27 @@
  * off, avoids). With `--analyze` the table is analysed
  * after the insert, for comparison; with `--many` the claims are a
  * worker's of two queues (the several-queue claim, whose candidates
- * `claim_candidates_many()` reads the same way). The schema is dropped at the end.
+ * `claim_candidates_many()` reads the same way); with `--limited` the
+ * claims are of a queue with a concurrency limit (one short transaction
+ * each: the queue lock, then the limited claim through `claim_candidates()`),
+ * with `--keyed` of a queue with a per-key limit, its jobs spread over 1,000
+ * keys (candidates read by `claim_candidates_keyed()`). The schema is dropped at the end.
  */
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { Pgq } from '../src/index.js';
 import { createStatements } from '../src/db/statements.js';
+import { createQueueStatements } from '../src/db/queue-statements.js';
 import { fromPg } from '../src/db/queryable.js';
 
 const { values: args } = parseArgs({
-  options: { jobs: { type: 'string', default: '1000000' }, analyze: { type: 'boolean', default: false }, many: { type: 'boolean', default: false } },
+  options: {
+    jobs: { type: 'string', default: '1000000' },
+    analyze: { type: 'boolean', default: false },
+    many: { type: 'boolean', default: false },
+    limited: { type: 'boolean', default: false },
+    keyed: { type: 'boolean', default: false },
+  },
 });
 const queues = args.many ? ['default', 'other'] : ['default'];
 const url = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -41,17 +52,38 @@ try {
     `INSERT INTO ${s}.workers (id, hostname, pid, queues, concurrency, lease_expires_at) VALUES ('probe', 'probe', 1, ARRAY['default'], 500, now() + interval '1 hour')`,
   );
   const statements = createStatements(schema);
+  const queueStatements = createQueueStatements(schema);
   const db = fromPg(client, true);
+  const limited = args.limited || args.keyed;
+  if (limited) {
+    await client.query(`INSERT INTO ${s}.queues (name, concurrency, key_concurrency) VALUES ('default', 100000, $1)`, [args.keyed ? 1000 : null]);
+    if (args.keyed) await client.query(`UPDATE ${s}.jobs SET concurrency_key = 'k' || (id % 1000)`);
+  }
+  const claim = async (): Promise<{ id: string }[]> => {
+    if (!limited) return statements.claimJobs(db, { queues, tasks: ['noop'], limit: 500, workerId: 'probe' });
+    await client.query('BEGIN');
+    try {
+      await queueStatements.lockQueue(db, 'default');
+      const p = { queue: 'default', tasks: ['noop'], limit: 500, workerId: 'probe' };
+      const rows = args.keyed ? await queueStatements.claimLimitedByKey(db, p) : await queueStatements.claimLimited(db, p);
+      await client.query('COMMIT');
+      return rows;
+    } catch (err) {
+      await client.query('ROLLBACK');
+      throw err;
+    }
+  };
   const ms: number[] = [];
   for (let i = 0; i < 40; i += 1) {
     const t = performance.now();
-    const rows = await statements.claimJobs(db, { queues, tasks: ['noop'], limit: 500, workerId: 'probe' });
+    const rows = await claim();
+    if (rows.length !== 500) throw new Error(`a claim took ${rows.length} jobs, not 500`);
     ms.push(performance.now() - t);
     await client.query(`UPDATE ${s}.jobs SET state = 'succeeded', finished_at = now() WHERE id = ANY($1::bigint[])`, [rows.map((r) => r.id)]);
   }
   const sorted = [...ms].sort((a, b) => a - b);
   process.stdout.write(
-    `${jobs.toLocaleString('en-US')} waiting, statistics ${args.analyze ? 'fresh' : 'never gathered'}: a claim of 500 over ${queues.length} queue(s) took median ${sorted[20]!.toFixed(1)} ms, max ${sorted[39]!.toFixed(1)} ms\n`,
+    `${jobs.toLocaleString('en-US')} waiting, statistics ${args.analyze ? 'fresh' : 'never gathered'}: a ${args.keyed ? 'per-key limited ' : limited ? 'limited ' : ''}claim of 500 over ${queues.length} queue(s) took median ${sorted[20]!.toFixed(1)} ms, max ${sorted[39]!.toFixed(1)} ms\n`,
   );
   const plan = await client.query<{ 'QUERY PLAN': string }>(
     `EXPLAIN (ANALYZE, BUFFERS) SELECT id FROM ${s}.jobs WHERE state = 'available' AND queue = 'default' AND task = ANY(ARRAY['noop'])

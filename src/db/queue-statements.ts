@@ -15,7 +15,9 @@
  *      jobs (jobs_running_queue_idx), refills and spends the token bucket,
  *      and takes at most what every limit leaves. It reads the clock with
  *      clock_timestamp() once, after the lock: now() would be the start of
- *      the transaction, before the wait.
+ *      the transaction, before the wait. (The candidates' expiry is checked
+ *      against now() inside claim_candidates: a job whose expiry passes
+ *      while the claim waits for the lock can still start.)
  * Two workers claiming at the same instant therefore never see the same
  * room, and the concurrency limit holds however many claim at once.
  */
@@ -105,20 +107,17 @@ export function createQueueStatements(schema: string) {
     )
     SELECT * FROM claimed`;
 
-  const notExpired = `(expires_at IS NULL OR expires_at > (SELECT now FROM t))`;
-
-  // Concurrency and rate: the queue's head in claim-index order, up to the room.
+  // Concurrency and rate: the queue's head in claim-index order, up to the
+  // room, locked by claim_candidates (migration 1764730000000, planned to
+  // read jobs_claim_idx in order whatever the statistics say).
   const claimLimited = `${limitedHead},
     picked AS MATERIALIZED (
-      SELECT id FROM ${jobs}
-       WHERE state = 'available' AND queue = $1 AND task = ANY($2::text[]) AND ${notExpired}
-       ORDER BY priority DESC, run_at, id
-       LIMIT coalesce((SELECT n FROM room), 0)
-       FOR UPDATE SKIP LOCKED
+      SELECT c.id FROM ${s}.claim_candidates($1, $2::text[], coalesce((SELECT n FROM room), 0)) AS c(id)
     )${limitedTail}`;
 
   // With a per-key limit: keys already at their limit are filtered out of the
-  // scan, so their backlog never fills the candidates; among the candidates
+  // scan (claim_candidates_keyed, migration 1764750000000, planned like
+  // claim_candidates), so their backlog never fills the candidates; among the candidates
   // each key gets only the slots it has left; the chosen rows are then locked
   // in claim order, up to the room (candidates not chosen are not locked).
   const claimLimitedByKey = `${limitedHead},
@@ -128,12 +127,8 @@ export function createQueueStatements(schema: string) {
        GROUP BY concurrency_key
     ),
     candidates AS MATERIALIZED (
-      SELECT id, concurrency_key, priority, run_at FROM ${jobs}
-       WHERE state = 'available' AND queue = $1 AND task = ANY($2::text[]) AND ${notExpired}
-         AND (concurrency_key IS NULL OR concurrency_key NOT IN
-               (SELECT k FROM running_keys WHERE n >= (SELECT key_concurrency FROM q)))
-       ORDER BY priority DESC, run_at, id
-       LIMIT 4 * coalesce((SELECT n FROM room), 0)
+      SELECT c.* FROM ${s}.claim_candidates_keyed($1, $2::text[], 4 * coalesce((SELECT n FROM room), 0),
+          ARRAY(SELECT k FROM running_keys WHERE n >= (SELECT key_concurrency FROM q))) AS c
     ),
     chosen AS MATERIALIZED (
       SELECT c.id FROM (
