@@ -337,6 +337,53 @@ describe('worker processes', () => {
     expect(workers.some((w) => /event loop has been blocked for \d+ ms \(running: hog ×1\)/.test(w.stderr()))).toBe(true);
   });
 
+  it('jobs claimed ahead by a worker whose handler blocks its event loop go back to the queue and run elsewhere meanwhile, none twice, no attempt counted', async () => {
+    const ledgerTask = defineTask({
+      name: 'ledger',
+      schema: z.object({ sleepMs: z.number().int().min(0) }),
+      handler: () => undefined,
+    });
+    const pgq = await ctx.migrated({ tasks: [hog, ledgerTask] });
+    await createLedger(ctx.admin, ctx.schema);
+    await ctx.admin.query(`TRUNCATE "${ctx.schema}".ledger`);
+    // One slot: the hog takes it, and whatever the claim took with it waits in the buffer.
+    const blocked = spawnWorker(env({ PGQ_CONCURRENCY: '1', PGQ_RESCUE_AFTER_MS: '10000' }));
+    await blocked.waitFor((e) => e.event === 'ready');
+    // Quick jobs first, so the worker claims ahead (it does once it knows its jobs are quick).
+    const warm = await pgq.enqueueMany(ledgerTask, Array.from({ length: 5 }, () => ({ sleepMs: 0 })));
+    for (const j of warm) await pgq.waitForJob(j.id, { timeoutMs: 20_000 });
+    // The hog and the quick jobs commit together and are claimed together, the hog first.
+    const client = await ctx.admin.connect();
+    let hogJob: JobRecord;
+    let quick: JobRecord[];
+    try {
+      await client.query('BEGIN');
+      hogJob = await pgq.enqueue(hog, { ms: 5_000, mode: 'block' }, { priority: 10, db: client });
+      quick = await pgq.enqueueMany(ledgerTask, Array.from({ length: 20 }, () => ({ sleepMs: 0 })), { db: client });
+      await client.query('COMMIT');
+    } finally {
+      client.release();
+    }
+    await blocked.waitFor((e) => e.event === 'job-start' && e.id === hogJob.id, 20_000);
+    const other = spawnWorker(env({ PGQ_CONCURRENCY: '4' }));
+    const done = await Promise.all(quick.map((j) => pgq.waitForJob(j.id, { timeoutMs: 60_000 })));
+    expect(done.map((j) => [j.state, j.attempts])).toEqual(quick.map(() => ['succeeded', 1]));
+    const hogDone = await pgq.waitForJob(hogJob.id, { timeoutMs: 60_000 });
+    expect(hogDone).toMatchObject({ state: 'succeeded', attempts: 1 });
+    const { rows } = await ctx.admin.query<{ job_id: string; pid: number; finished_at: Date }>(
+      `SELECT job_id::text, pid, finished_at FROM "${ctx.schema}".ledger WHERE job_id = ANY($1::bigint[])`,
+      [quick.map((j) => j.id)],
+    );
+    // Each quick job ran once, all of them in the other worker, before the hog let go of its loop.
+    expect(rows).toHaveLength(quick.length);
+    const { rows: hogRows } = await ctx.admin.query<{ finished_at: Date }>(`SELECT finished_at FROM "${ctx.schema}".ledger WHERE job_id = $1`, [hogJob.id]);
+    expect(rows.every((r) => r.pid === other.pid && r.finished_at < hogRows[0]!.finished_at)).toBe(true);
+    expect(await overlappingRuns(ctx.admin, ctx.schema)).toBe(0);
+    expect(blocked.stderr()).toMatch(/gave back [1-9]\d* job\(s\) claimed ahead: the worker's event loop has been blocked for \d+ ms/);
+    for (const w of [blocked, other]) w.child.kill('SIGTERM');
+    await Promise.all([blocked.exited, other.exited]);
+  });
+
   it('a handler ignoring its timeout is held, reported stuck, and never overlaps its retry across processes', async () => {
     const pgq = await ctx.migrated({ tasks: [hog] });
     await createLedger(ctx.admin, ctx.schema);

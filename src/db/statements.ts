@@ -414,6 +414,26 @@ export function createStatements(schema: string) {
        SET state = 'available', attempts = attempts - 1, run_at = now()
      WHERE id = ANY($2::bigint[]) AND state = 'running' AND worker_id = $1`;
 
+  // The same give-back, run by the lease thread while the worker's event
+  // loop is blocked (held-jobs.ts): the held ids ($2), and with $3 (a claim
+  // was in flight) the rows of that claim, started in a later millisecond
+  // than the last claim the worker took in. It also wakes the queues'
+  // workers, and says how many went back.
+  const releaseHeld = `
+    WITH released AS (
+      UPDATE ${jobs}
+         SET state = 'available', attempts = attempts - 1, run_at = now()
+       WHERE worker_id = $1 AND state = 'running'
+         AND (id = ANY($2::bigint[])
+              OR ($3::float8 IS NOT NULL AND date_trunc('milliseconds', started_at) > to_timestamp($3::float8 / 1000)))
+      RETURNING id, queue
+    ), notified AS (
+      SELECT pg_notify('${channels.jobs}', q.queue) FROM (SELECT DISTINCT queue FROM released) AS q
+    )
+    SELECT (SELECT count(*)::int FROM released) AS n,
+           (SELECT count(*)::int FROM released WHERE id = ANY($2::bigint[])) AS held,
+           (SELECT count(*)::int FROM notified) AS queues`;
+
   // A worker registers once per lease; an id whose row exists is refused
   // (two live workers never share an id, and a lost lease is never quietly
   // re-taken: the worker registers under a new id and adopts what is still
@@ -528,6 +548,9 @@ export function createStatements(schema: string) {
       });
       return rows[0]?.lease_expires_at ?? null;
     },
+
+    /** JobReleaseHeld's text (run by the lease thread): $1 the worker id, $2 the ids, $3 the last claim taken in (epoch ms) when one is in flight; one row: `n` given back, `held` of them from $2. */
+    releaseHeldText: releaseHeld,
 
     /** WorkerRenewLease: pushes the lease out by the worker's rescueAfterMs; null when the lease was lost. */
     renewLeaseStatement(p: RenewLeaseParams): Statement {

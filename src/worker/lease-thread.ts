@@ -24,6 +24,7 @@
  */
 import type pg from 'pg';
 import type { MessagePort } from 'node:worker_threads';
+import type { HeldJobsLayout, takeHeldJobs } from './held-jobs.js';
 
 /** Slots of the shared Float64Array. */
 export const SLOTS = Object.freeze({ lastRenew: 0, mainTick: 1, stuck: 2 });
@@ -40,6 +41,14 @@ export interface LeaseThreadData {
   slots: typeof SLOTS;
   pid: number;
   hostname: string;
+  /**
+   * The jobs the worker holds claimed but not started (held-jobs.ts): given
+   * back once the main loop has not answered for `releaseAfterMs`, with
+   * `releaseText` ($1 the worker id, $2 the ids, $3 the last claim taken
+   * in when one is in flight; one row: `n` given back, `held` of them from
+   * $2). Null: never.
+   */
+  held: (HeldJobsLayout & { releaseAfterMs: number; releaseText: string }) | null;
 }
 
 export type ToLeaseThread =
@@ -58,17 +67,19 @@ export type FromLeaseThread =
 
 interface LeaseThreadDeps {
   pg: typeof import('pg').default;
+  /** held-jobs.ts's takeHeldJobs (shipped to the thread as source text too). */
+  takeHeld: typeof takeHeldJobs;
   port: MessagePort;
   data: LeaseThreadData;
   writeStderr: (line: string) => void;
 }
 
 /** The renewal loop. Runs on the lease thread (or, in fallback, on the main thread). */
-export async function leaseThreadMain({ pg, port, data, writeStderr }: LeaseThreadDeps): Promise<void> {
+export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr }: LeaseThreadDeps): Promise<void> {
   const shared = new Float64Array(data.shared);
   const monotonicMs = (): number => Number(process.hrtime.bigint()) / 1e6;
   let workerId = data.workerId;
-  let client: InstanceType<typeof pg.Client> | null = null;
+  let client = null as InstanceType<typeof pg.Client> | null; // set inside connected(): no narrowing to null
   let lost = false;
   let failing = false;
   let stopping = false;
@@ -90,7 +101,20 @@ export async function leaseThreadMain({ pg, port, data, writeStderr }: LeaseThre
     }
     wake?.();
   });
-  const checkMs = Math.max(10, Math.min(data.heartbeatMs, data.stallWarnMs / 2, 1_000));
+  const held = data.held;
+  const heldControl = held && new Int32Array(held.control);
+  // The thread's one connection, opened on first use and again after it broke (client = null).
+  const connected = async (): Promise<InstanceType<typeof pg.Client>> => {
+    if (client) return client;
+    const fresh = new pg.Client(data.connection);
+    fresh.on('error', () => undefined);
+    client = fresh;
+    await fresh.connect();
+    return fresh;
+  };
+  const log = (level: number, fields: Record<string, unknown>, msg: string): void =>
+    writeStderr(`${JSON.stringify({ level, time: Date.now(), pid: data.pid, hostname: data.hostname, name: 'pgq', workerId, ...fields, msg })}\n`);
+  const checkMs = Math.max(10, Math.min(data.heartbeatMs, data.stallWarnMs / 2, 1_000, held ? held.releaseAfterMs / 2 : Infinity));
   let nextRenewAt = 0;
   send({ type: 'ready' });
   while (!stopping) {
@@ -99,18 +123,10 @@ export async function leaseThreadMain({ pg, port, data, writeStderr }: LeaseThre
       if (stallStartedLag === 0) {
         stallStartedLag = lag;
         const running = Object.entries(tasks).map(([task, n]) => `${task} ×${n}`).join(', ') || 'no jobs';
-        writeStderr(
-          `${JSON.stringify({
-            level: 40,
-            time: Date.now(),
-            pid: data.pid,
-            hostname: data.hostname,
-            name: 'pgq',
-            workerId,
-            lagMs: Math.round(lag),
-            tasks,
-            msg: `pgq worker's event loop has been blocked for ${Math.round(lag)} ms (running: ${running}); its lease is still renewed, but its other jobs wait. Run CPU-bound handlers in a sandbox.`,
-          })}\n`,
+        log(
+          40,
+          { lagMs: Math.round(lag), tasks },
+          `pgq worker's event loop has been blocked for ${Math.round(lag)} ms (running: ${running}); its lease is still renewed, but its other jobs wait. Run CPU-bound handlers in a sandbox.`,
         );
         send({ type: 'stall', lagMs: Math.round(lag), tasks });
       }
@@ -120,16 +136,38 @@ export async function leaseThreadMain({ pg, port, data, writeStderr }: LeaseThre
       stallStartedLag = 0;
       stallMaxLag = 0;
     }
+    // Jobs claimed ahead that a blocked loop cannot start go back to the
+    // queue (attempt not counted), with a NOTIFY, for other workers to take.
+    if (held && heldControl && lag >= held.releaseAfterMs && workerId !== '' && !lost && !stopping) {
+      const taken = takeHeld(held);
+      if (taken) {
+        let given = 0;
+        let givenHeld = 0;
+        let failed = false;
+        try {
+          const result = await (await connected()).query({ text: held.releaseText, values: [workerId, taken.ids, taken.claimedAfterMs] });
+          const row = result.rows[0] as { n?: number; held?: number } | undefined;
+          given = Number(row?.n ?? 0);
+          givenHeld = Number(row?.held ?? 0);
+          if (given > 0) log(40, { lagMs: Math.round(lag), jobs: given }, `pgq gave back ${given} job(s) claimed ahead: the worker's event loop has been blocked for ${Math.round(lag)} ms`);
+        } catch (err) {
+          failed = true;
+          const broken = client;
+          client = null;
+          void broken?.end().catch(() => undefined);
+          log(40, { jobs: taken.ids.length }, `pgq could not give back the jobs claimed ahead while the event loop is blocked (the worker gives them back once it runs again): ${err instanceof Error ? err.message : String(err)}`);
+        } finally {
+          Atomics.store(heldControl, held.slots.releasing, 0);
+        }
+        // What was not given back here (rescued, cancelled, the claim in flight not committed yet, or
+        // the statement failed) the worker reconciles once it runs again.
+        if (failed || givenHeld < taken.ids.length) Atomics.store(heldControl, held.slots.incomplete, 1);
+      }
+    }
     if (workerId !== '' && !lost && monotonicMs() >= nextRenewAt) {
       const sentAt = monotonicMs();
       try {
-        if (!client) {
-          const fresh = new pg.Client(data.connection);
-          fresh.on('error', () => undefined);
-          client = fresh;
-          await fresh.connect();
-        }
-        const result = await client.query({ text: data.renewText, values: [workerId, shared[data.slots.stuck], Math.round(lag)] });
+        const result = await (await connected()).query({ text: data.renewText, values: [workerId, shared[data.slots.stuck], Math.round(lag)] });
         if (result.rowCount === 0) {
           lost = true;
           send({ type: 'lost', workerId });

@@ -38,6 +38,7 @@ import {
   type LeaseThreadData,
   type ToLeaseThread,
 } from './lease-thread.js';
+import { takeHeldJobs, type HeldJobsLayout } from './held-jobs.js';
 
 export interface LeaseConfig {
   /** The id asked for; a re-registration after a lost lease appends `~2`, `~3`, … */
@@ -50,6 +51,8 @@ export interface LeaseConfig {
   stallWarnMs: number;
   /** Connection for the renewal thread; null renews on the main thread. */
   connection: pg.ClientConfig | null;
+  /** The producer's held jobs, which the thread gives back after the main loop has not answered for `releaseAfterMs`. */
+  held: { layout: HeldJobsLayout; releaseAfterMs: number } | null;
 }
 
 export interface LeaseEvents {
@@ -136,6 +139,11 @@ export class Lease {
       slots: SLOTS,
       pid: process.pid,
       hostname: os.hostname(),
+      held: this.config.held && {
+        ...this.config.held.layout,
+        releaseAfterMs: this.config.held.releaseAfterMs,
+        releaseText: this.statements.releaseHeldText,
+      },
     };
     let ready!: () => void;
     const started = new Promise<void>((resolve) => (ready = resolve));
@@ -158,8 +166,9 @@ export class Lease {
     this.#port = channel.port1;
     this.#inProcess = leaseThreadMain({
       pg,
+      takeHeld: takeHeldJobs,
       port: channel.port2,
-      data: { ...data, connection: this.config.connection ?? {}, stallWarnMs: Number.MAX_SAFE_INTEGER },
+      data: { ...data, connection: this.config.connection ?? {}, stallWarnMs: Number.MAX_SAFE_INTEGER, held: null },
       writeStderr: (line) => fs.writeSync(2, line),
     }).finally(() => channel.port2.close());
     await started;
@@ -173,6 +182,7 @@ export class Lease {
       const { parentPort, workerData } = require('node:worker_threads');
       (${leaseThreadMain.toString()})({
         pg: require(${JSON.stringify(pgPath)}),
+        takeHeld: (${takeHeldJobs.toString()}),
         port: parentPort,
         data: workerData,
         writeStderr: (line) => require('node:fs').writeSync(2, line),
@@ -186,6 +196,7 @@ export class Lease {
     this.#thread = thread;
     this.#port = thread;
     thread.once('exit', (code) => {
+      this.#releaseHeldLock();
       if (this.#stopped || this.#thread !== thread) return;
       this.logger.error({ code }, `pgq lease thread exited (${code}); starting another`);
       setTimeout(() => {
@@ -194,6 +205,15 @@ export class Lease {
         this.#port?.postMessage({ type: 'renew-as', workerId: this.#workerId });
       }, 100).unref();
     });
+  }
+
+  /** A thread that died while it held the held jobs' lock, or while it gave them back, must not hold back the claims. */
+  #releaseHeldLock(): void {
+    const held = this.config.held?.layout;
+    if (!held) return;
+    const control = new Int32Array(held.control);
+    Atomics.compareExchange(control, held.slots.lock, held.lock.thread, held.lock.free);
+    Atomics.store(control, held.slots.releasing, 0);
   }
 
   /** After a lost lease: registers under a new id; returns it. The caller adopts what is still its own. */

@@ -31,7 +31,10 @@
  * longer than `prefetchTtlMs` without starting goes back (releaseUnstarted:
  * available again, the attempt not counted), and the producer claims nothing
  * ahead until one of its jobs starts again; a stop, a cancel or a lost lease
- * gives them back or drops them too.
+ * gives them back or drops them too. The buffer lives in shared memory
+ * (held-jobs.ts): while a handler blocks the event loop for longer than
+ * `prefetchTtlMs`, the lease thread gives the buffered jobs back itself, so
+ * they do not wait for the loop while other workers are idle.
  *
  * A claim whose reply is lost (connection dropped after commit) would leave
  * rows marked running for this worker that it never received; after any
@@ -50,10 +53,11 @@ import { Waker, sleep } from '../core/sleep.js';
 import { errorMessage, errorSummary } from '../core/errors.js';
 import type { Queryable } from '../db/queryable.js';
 import type { HotStatements } from '../db/statements.js';
-import { toClaimedJob, type ClaimedJob } from '../db/rows.js';
+import { toClaimedJob, type ClaimRow, type ClaimedJob } from '../db/rows.js';
 import type { Executor } from './executor.js';
 import type { Completer } from './completer.js';
 import type { Lease } from './lease.js';
+import type { HeldJobs } from './held-jobs.js';
 
 const PROMOTE_BATCH = 1_000;
 /** About how long a job claimed ahead waits in the buffer before it starts, at most. */
@@ -72,7 +76,8 @@ export interface ProducerConfig {
   prefetchTtlMs: number;
 }
 
-interface Held {
+/** A job claimed and not started yet. */
+export interface HeldJob {
   job: ClaimedJob;
   /** Monotonic time of the claim. */
   heldAt: number;
@@ -85,8 +90,6 @@ export class Producer extends LoopService {
   #needsReconcile = false;
   /** Monotonic time of the next promotion of due scheduled/retryable jobs. */
   #promoteAt = 0;
-  /** Claimed jobs not yet started, oldest first. */
-  #buffer: Held[] = [];
   /** How many jobs to keep claimed ahead of the free slots while jobs are quick. */
   #ahead: number;
   /** Jobs started so far (the throughput the claim size follows). */
@@ -105,6 +108,8 @@ export class Producer extends LoopService {
     private readonly completer: Completer,
     private readonly clock: Clock,
     logger: Logger,
+    /** Claimed jobs not yet started, oldest first; shared with the lease thread (held-jobs.ts). */
+    private readonly held: HeldJobs<HeldJob>,
   ) {
     super('producer', logger);
     this.#ahead = this.#minAhead();
@@ -149,32 +154,31 @@ export class Producer extends LoopService {
     await super.stop();
     this.#offSlotFree?.();
     this.#offSlotFree = undefined;
-    await this.#release(this.#buffer.splice(0), 'prefetched');
+    await this.#release(this.held.takeAll(), 'prefetched');
   }
 
   /** Ids of claimed jobs waiting in the local buffer. */
   bufferedIds(): string[] {
-    return this.#buffer.map((h) => h.job.id);
+    return this.held.items().map((h) => h.job.id);
   }
 
   /** Drops a buffered job (it was cancelled); true when it was buffered. */
   dropBuffered(id: string): boolean {
-    const i = this.#buffer.findIndex((h) => h.job.id === id);
-    if (i < 0) return false;
-    this.#buffer.splice(i, 1);
-    return true;
+    return this.held.drop(id);
   }
 
   /** Buffered jobs: id → attempt number. */
   bufferedAttempts(): Map<string, number> {
-    return new Map(this.#buffer.map((h) => [h.job.id, h.job.attempts]));
+    return new Map(this.held.items().map((h) => [h.job.id, h.job.attempts]));
   }
 
   /** Starts buffered jobs while slots are free. */
   #dispatch(): void {
     if (this.#draining) return;
-    while (this.#buffer.length > 0 && this.executor.freeSlots > 0) {
-      this.executor.run(this.#buffer.shift()!.job);
+    // Out of the shared buffer first (the lease thread gives back only what
+    // is still in it), then started.
+    for (const held of this.held.take(this.executor.freeSlots)) {
+      this.executor.run(held.job);
       this.#started += 1;
       this.#holdOff = false;
     }
@@ -201,8 +205,20 @@ export class Producer extends LoopService {
     this.#ahead = Math.max(this.#minAhead(), Math.min(this.config.maxClaimBatch, next));
   }
 
+  /**
+   * The lease thread gave back the jobs held here while the event loop was
+   * blocked (`incomplete`: some of them it could not, so reconcile): claim
+   * nothing ahead until a job starts again.
+   */
+  heldTaken(incomplete: boolean): void {
+    this.#holdOff = true;
+    this.#ahead = this.#minAhead();
+    if (incomplete) this.#needsReconcile = true;
+    this.wake();
+  }
+
   /** Gives held, never started jobs back: available again, attempt not counted. */
-  async #release(held: Held[], what: string): Promise<void> {
+  async #release(held: HeldJob[], what: string): Promise<void> {
     if (held.length === 0) return;
     try {
       await this.statements.releaseUnstarted(this.db, { workerId: this.lease.workerId, ids: held.map((h) => h.job.id) });
@@ -216,17 +232,16 @@ export class Producer extends LoopService {
   /** Held jobs past prefetchTtlMs go back; claim nothing ahead until a job starts. */
   async #expireHeld(): Promise<void> {
     const cutoff = this.clock.monotonicMs() - this.config.prefetchTtlMs;
-    let n = 0;
-    while (n < this.#buffer.length && this.#buffer[n]!.heldAt <= cutoff) n += 1;
-    if (n === 0) return;
+    const expired = this.held.takeWhile((h) => h.heldAt <= cutoff);
+    if (expired.length === 0) return;
     this.#holdOff = true;
     this.#ahead = this.#minAhead();
-    await this.#release(this.#buffer.splice(0, n), 'unstarted');
+    await this.#release(expired, 'unstarted');
   }
 
   /** Milliseconds until the oldest held job ages out (the poll interval when none is held). */
   #untilExpiry(): number {
-    const oldest = this.#buffer[0];
+    const oldest = this.held.oldest();
     if (!oldest) return this.config.pollIntervalMs;
     return Math.max(0, Math.min(this.config.pollIntervalMs, oldest.heldAt + this.config.prefetchTtlMs - this.clock.monotonicMs()));
   }
@@ -235,15 +250,15 @@ export class Producer extends LoopService {
     let failures = 0;
     while (!signal.aborted) {
       this.#dispatch();
-      if (this.#buffer.length > 0) await this.#expireHeld();
+      if (this.held.length > 0) await this.#expireHeld();
       const ahead = this.#aheadTarget();
-      const want = this.executor.freeSlots + ahead - this.#buffer.length;
+      const want = this.executor.freeSlots + ahead - this.held.length;
       if (!this.lease.trusted || this.completer.backlogged) {
         await this.#waker.wait(Math.min(this.#untilExpiry(), 250), signal);
         continue;
       }
       // Claim once the buffer is down to half of what is kept ahead.
-      const due = want > 0 && this.#buffer.length <= ahead / 2;
+      const due = want > 0 && this.held.length <= ahead / 2;
       if (!due || !this.#moreWaiting) {
         await this.#waker.wait(!due ? this.#untilExpiry() : Math.min(this.#untilExpiry(), await this.#idleWaitMs()), signal);
         if (want > 0) this.#moreWaiting = true; // a poll, a timer or a wake: look again
@@ -254,18 +269,37 @@ export class Producer extends LoopService {
         if (this.clock.monotonicMs() >= this.#promoteAt) await this.#promote();
         const limit = Math.min(want, this.config.maxClaimBatch);
         const startedBefore = this.#started;
-        const rows = await this.statements.claimJobs(this.db, {
-          queues: [...this.config.queues],
-          tasks: [...this.config.tasks],
-          limit,
-          startable: this.executor.freeSlots,
-          workerId: this.lease.workerId,
-        });
+        // The lease thread is giving back what a blocked loop held: claim once it is done.
+        const claim = this.held.beginClaim();
+        if (claim === null) {
+          await sleep(10, signal);
+          continue;
+        }
+        let rows: ClaimRow[];
+        try {
+          rows = await this.statements.claimJobs(this.db, {
+            queues: [...this.config.queues],
+            tasks: [...this.config.tasks],
+            limit,
+            startable: this.executor.freeSlots,
+            workerId: this.lease.workerId,
+          });
+        } catch (err) {
+          this.held.endClaim(claim, [], null);
+          throw err;
+        }
         failures = 0;
-        const ranDry = this.#buffer.length === 0 && this.executor.freeSlots > 0;
+        const ranDry = this.held.length === 0 && this.executor.freeSlots > 0;
         if (ahead > 0) this.#resize(this.#started - startedBefore, ranDry);
         const heldAt = this.clock.monotonicMs();
-        for (const row of rows) this.#buffer.push({ job: toClaimedJob(row), heldAt });
+        let startedAt: number | null = null;
+        for (const row of rows) if (row.started_at !== null && !(row.started_at <= (startedAt ?? -Infinity))) startedAt = row.started_at;
+        const jobs = rows.map((row) => ({ job: toClaimedJob(row), heldAt }));
+        if (!this.held.endClaim(claim, jobs, startedAt)) {
+          // Sent before the lease thread gave back what the blocked loop held (perhaps these too): start none of them.
+          this.#needsReconcile = true;
+          continue;
+        }
         this.#dispatch();
         if (rows.length < limit) this.#moreWaiting = false;
       } catch (err) {

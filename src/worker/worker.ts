@@ -24,6 +24,7 @@ import type { Kysely } from 'kysely';
 import type { Logger } from '../core/logger.js';
 import type { Clock } from '../core/clock.js';
 import { announceTasks } from '../db/worker-tasks.js';
+import { HeldJobs } from './held-jobs.js';
 import {
   JobCancelledError,
   LeaseLostError,
@@ -45,7 +46,7 @@ import { Completer } from './completer.js';
 import { HealthProbe, type WorkerHealth } from './health.js';
 import type { MiddlewareChain } from '../middleware.js';
 import { Executor, type WorkerEvents } from './executor.js';
-import { Producer } from './producer.js';
+import { Producer, type HeldJob } from './producer.js';
 import type { ProgressWriter } from './progress.js';
 import { Lease } from './lease.js';
 import { QueueGate, type InTransaction } from './queue-gate.js';
@@ -115,6 +116,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const baseId = options.id ?? `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
     this.#logger = deps.logger.child({ workerId: baseId });
     this.#completer = new Completer(deps.db, deps.statements, this.#logger, () => deps.clock.monotonicMs(), Math.max(1_000, options.concurrency * 10));
+    // Claimed, not yet started: the producer's buffer, which the lease thread
+    // gives back when a handler blocks the event loop (held-jobs.ts).
+    const held = new HeldJobs<HeldJob>(options.concurrency + options.maxClaimBatch, (incomplete) => this.#producer.heldTaken(incomplete));
     this.#lease = new Lease(
       {
         workerId: baseId,
@@ -124,6 +128,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         rescueAfterMs: options.rescueAfterMs,
         stallWarnMs: options.stallWarnMs,
         connection: deps.leaseConnection,
+        held: { layout: held.layout, releaseAfterMs: options.prefetchTtlMs },
       },
       deps.db,
       deps.statements,
@@ -169,6 +174,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       this.#completer,
       deps.clock,
       this.#logger,
+      held,
     );
     // Keep the lease row and the stall report up to date as handlers start, settle and get stuck.
     const runningTasks = (): Record<string, number> => this.#executor.runningTasks();

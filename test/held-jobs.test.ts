@@ -1,0 +1,87 @@
+/**
+ * The held-jobs ring's main-thread side, driven by hand the way the lease
+ * thread drives it (lease-thread.ts takes the lock, empties the ring, bumps
+ * the generation). The whole path, with a handler blocking a worker's loop,
+ * is in ownership.test.ts.
+ */
+import { describe, expect, it } from 'vitest';
+import { HeldJobs, takeHeldJobs } from '../src/worker/held-jobs.js';
+
+interface Item {
+  job: { id: string };
+}
+
+const item = (id: number): Item => ({ job: { id: String(id) } });
+const ids = (items: Item[]): string[] => items.map((i) => i.job.id);
+
+/** What the lease thread does (the same function runs there), checking whether a claim was in flight. */
+function threadTakes(ring: HeldJobs<Item>, claimInFlight = false): ReturnType<typeof takeHeldJobs> {
+  const inflight = Atomics.load(new Int32Array(ring.layout.control), ring.layout.slots.inflight) !== 0;
+  expect(inflight).toBe(claimInFlight);
+  return takeHeldJobs(ring.layout);
+}
+
+describe('held jobs shared with the lease thread', () => {
+  it('what the thread took is never handed out again, and the producer hears of it once', () => {
+    const taken: boolean[] = [];
+    const ring = new HeldJobs<Item>(4, (incomplete) => taken.push(incomplete));
+    const claim = ring.beginClaim()!;
+    expect(ring.endClaim(claim, [1, 2, 3, 4, 5].map(item), 1_000)).toBe(true);
+    expect(ids(ring.take(2))).toEqual(['1', '2']); // started: out of the ring before they run
+    expect(ring.drop('4')).toBe(true); // cancelled in the middle: a hole the thread skips
+    expect(threadTakes(ring)).toEqual({ ids: ['3', '5'], claimedAfterMs: null });
+    expect(ring.length).toBe(0);
+    expect(ids(ring.take(10))).toEqual([]);
+    expect(taken).toEqual([false]);
+    // The ring goes on working after the thread emptied it.
+    const next = ring.beginClaim()!;
+    expect(ring.endClaim(next, [6, 7].map(item), 1_001)).toBe(true);
+    expect(ids(ring.items())).toEqual(['6', '7']);
+    expect(taken).toEqual([false]);
+  });
+
+  it('a claim in flight when the thread gives back is dropped on arrival, and no claim goes out until the give-back ends', () => {
+    const taken: boolean[] = [];
+    const ring = new HeldJobs<Item>(4, (incomplete) => taken.push(incomplete));
+    const first = ring.beginClaim()!;
+    ring.endClaim(first, [1, 2].map(item), 5_000);
+    const inFlight = ring.beginClaim()!;
+    expect(threadTakes(ring, true)).toEqual({ ids: ['1', '2'], claimedAfterMs: 5_000 });
+    // Its rows may be among what the thread gave back: none of them starts here.
+    expect(ring.endClaim(inFlight, [3, 4].map(item), 5_007)).toBe(false);
+    expect(ring.length).toBe(0);
+    expect(taken).toEqual([false]);
+    expect(ring.beginClaim()).toBeNull(); // the thread is still giving back
+    Atomics.store(new Int32Array(ring.layout.control), ring.layout.slots.releasing, 0);
+    expect(ring.beginClaim()).not.toBeNull();
+  });
+
+  it('the thread cannot take the ring while the main thread holds it', () => {
+    const ring = new HeldJobs<Item>(2, () => undefined);
+    ring.endClaim(ring.beginClaim()!, [1, 2].map(item), 1);
+    const control = new Int32Array(ring.layout.control);
+    Atomics.store(control, ring.layout.slots.lock, ring.layout.lock.main);
+    expect(threadTakes(ring)).toBeNull();
+    Atomics.store(control, ring.layout.slots.lock, ring.layout.lock.free);
+    expect(ids(ring.items())).toEqual(['1', '2']);
+    expect(threadTakes(ring)?.ids).toEqual(['1', '2']);
+  });
+
+  it('keeps the order of claims across the ring\'s end, with holes compacted away', () => {
+    const ring = new HeldJobs<Item>(2, () => undefined); // room for 4 entries
+    let n = 0;
+    for (let round = 0; round < 5; round += 1) {
+      const claim = ring.beginClaim()!;
+      expect(ring.endClaim(claim, [++n, ++n, ++n].map(item), n)).toBe(true);
+      expect(ring.drop(String(n - 1))).toBe(true);
+      expect(ids(ring.take(1))).toEqual([String(n - 2)]);
+      expect(ids(ring.items())).toEqual([String(n)]);
+      expect(ids(ring.takeAll())).toEqual([String(n)]);
+    }
+    const claim = ring.beginClaim()!;
+    ring.endClaim(claim, [100, 101, 102].map(item), 200);
+    ring.drop('101');
+    ring.endClaim(ring.beginClaim()!, [103, 104].map(item), 201); // 5 entries with the hole: compacted to 4
+    expect(threadTakes(ring)?.ids).toEqual(['100', '102', '103', '104']);
+  });
+});
