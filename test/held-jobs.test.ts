@@ -4,8 +4,14 @@
  * the generation). The whole path, with a handler blocking a worker's loop,
  * is in ownership.test.ts.
  */
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { HeldJobs, takeHeldJobs } from '../src/worker/held-jobs.js';
+import { createStatements } from '../src/db/statements.js';
+import { channelNames } from '../src/notify/channels.js';
+import { useTestSchema } from './support/harness.js';
+
+const ctx = useTestSchema('held_jobs');
 
 interface Item {
   job: { id: string };
@@ -13,6 +19,11 @@ interface Item {
 
 const item = (id: number): Item => ({ job: { id: String(id) } });
 const ids = (items: Item[]): string[] => items.map((i) => i.job.id);
+
+/** The lease thread's statement is done: claims may go out again. */
+function threadDone(ring: HeldJobs<Item>): void {
+  Atomics.store(new Int32Array(ring.layout.control), ring.layout.slots.releasing, 0);
+}
 
 /** What the lease thread does (the same function runs there), checking whether a claim was in flight. */
 function threadTakes(ring: HeldJobs<Item>, claimInFlight = false): ReturnType<typeof takeHeldJobs> {
@@ -33,6 +44,9 @@ describe('held jobs shared with the lease thread', () => {
     expect(ring.length).toBe(0);
     expect(ids(ring.take(10))).toEqual([]);
     expect(taken).toEqual([false]);
+    // No claim goes out while the thread gives back by id: it could re-take, and start, one of them.
+    expect(ring.beginClaim()).toBeNull();
+    threadDone(ring);
     // The ring goes on working after the thread emptied it.
     const next = ring.beginClaim()!;
     expect(ring.endClaim(next, [6, 7].map(item), 1_001)).toBe(true);
@@ -52,7 +66,7 @@ describe('held jobs shared with the lease thread', () => {
     expect(ring.length).toBe(0);
     expect(taken).toEqual([false]);
     expect(ring.beginClaim()).toBeNull(); // the thread is still giving back
-    Atomics.store(new Int32Array(ring.layout.control), ring.layout.slots.releasing, 0);
+    threadDone(ring);
     expect(ring.beginClaim()).not.toBeNull();
   });
 
@@ -65,6 +79,7 @@ describe('held jobs shared with the lease thread', () => {
     Atomics.store(control, ring.layout.slots.lock, ring.layout.lock.free);
     expect(ids(ring.items())).toEqual(['1', '2']);
     expect(threadTakes(ring)?.ids).toEqual(['1', '2']);
+    threadDone(ring);
   });
 
   it('keeps the order of claims across the ring\'s end, with holes compacted away', () => {
@@ -78,10 +93,64 @@ describe('held jobs shared with the lease thread', () => {
       expect(ids(ring.items())).toEqual([String(n)]);
       expect(ids(ring.takeAll())).toEqual([String(n)]);
     }
+    threadDone(ring);
     const claim = ring.beginClaim()!;
     ring.endClaim(claim, [100, 101, 102].map(item), 200);
     ring.drop('101');
     ring.endClaim(ring.beginClaim()!, [103, 104].map(item), 201); // 5 entries with the hole: compacted to 4
     expect(threadTakes(ring)?.ids).toEqual(['100', '102', '103', '104']);
+  });
+});
+
+describe('the give-back statement the lease thread runs', () => {
+  it('gives back the held ids and the rows of the claim in flight; nothing started before, nothing of another worker', async () => {
+    await ctx.migrated();
+    const jobs = `"${ctx.schema}".jobs`;
+    const lastClaim = '2026-12-03T10:00:00.500Z';
+    // name → worker, state, started_at as microseconds after the last claim taken in
+    const rows: [string, string, string, number][] = [
+      ['held', 'w', 'running', 0], // taken in with the last claim, still held: given back by id
+      ['same-ms', 'w', 'running', 300], // same millisecond as the last claim: may have started here
+      ['earlier', 'w', 'running', -100_000], // an older claim's, started
+      ['in-flight', 'w', 'running', 1_200], // a later millisecond: the claim whose reply was not read
+      ['other', 'x', 'running', 5_000], // another worker's
+      ['done', 'w', 'succeeded', 0], // finished meanwhile
+    ];
+    const ids = new Map<string, string>();
+    for (const [name, worker, state, us] of rows) {
+      const { rows: [r] } = await ctx.admin.query<{ id: string }>(
+        `INSERT INTO ${jobs} (task, queue, payload, state, attempts, worker_id, started_at)
+         VALUES ($1, 'q', '{}', $2, 1, $3, $4::timestamptz + $5 * interval '1 microsecond') RETURNING id::text`,
+        [name, state, worker, lastClaim, us],
+      );
+      ids.set(name, r!.id);
+    }
+    const text = createStatements(ctx.schema).releaseHeldText;
+    const listener = new pg.Client({ connectionString: ctx.url });
+    await listener.connect();
+    try {
+      const woke = new Promise<string | undefined>((resolve) => listener.once('notification', (n) => resolve(n.payload)));
+      await listener.query(`LISTEN "${channelNames(ctx.schema).jobs}"`);
+      // Without a claim in flight: the held ids only, and of those only what is still running here.
+      const first = await ctx.admin.query(text, ['w', [ids.get('held'), ids.get('done')], null]);
+      expect(first.rows[0]).toMatchObject({ n: 1, held: 1 });
+      expect(await woke).toBe('q');
+      // With one: the rows started in a later millisecond than the last claim taken in.
+      const second = await ctx.admin.query(text, ['w', [], Date.parse(lastClaim)]);
+      expect(second.rows[0]).toMatchObject({ n: 1, held: 0 });
+    } finally {
+      await listener.end();
+    }
+    const { rows: after } = await ctx.admin.query<{ task: string; state: string; attempts: number }>(
+      `SELECT task, state, attempts FROM ${jobs} ORDER BY id`,
+    );
+    expect(after).toEqual([
+      { task: 'held', state: 'available', attempts: 0 },
+      { task: 'same-ms', state: 'running', attempts: 1 },
+      { task: 'earlier', state: 'running', attempts: 1 },
+      { task: 'in-flight', state: 'available', attempts: 0 },
+      { task: 'other', state: 'running', attempts: 1 },
+      { task: 'done', state: 'succeeded', attempts: 1 },
+    ]);
   });
 });

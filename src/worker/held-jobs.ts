@@ -28,8 +28,11 @@
  * this worker whose `started_at`, to the millisecond, is later than the
  * last claim taken in (claims are sequential; every row started or held was
  * claimed no later). The main thread sends no claim while the thread gives
- * back, and drops the reply of a claim sent before the generation moved
- * (then reconciles, giving back what the thread missed).
+ * back (so it cannot claim again, and start, a job the thread is about to
+ * give back by id), and drops the reply of a claim sent before the
+ * generation moved (then reconciles, giving back what the thread missed:
+ * rows of that claim started in the same millisecond as the last one taken
+ * in, or committed after the thread's statement, wait for the loop).
  */
 
 /** Slots of the control array. */
@@ -248,8 +251,9 @@ export class HeldJobs<T extends { job: { id: string } }> {
  * The lease thread's side: takes every held job out of the ring, and the
  * claim in flight if there is one, under the ring's lock; the main thread
  * will start none of them. Returns the ids, and for a claim in flight the
- * last claim taken in (that claim's rows are those started later), with the
- * main thread's claims held back until the caller clears `releasing`. Null
+ * last claim taken in (that claim's rows are those started later). The
+ * main thread's claims are held back until the caller clears `releasing`:
+ * none may re-claim, and start, a job the caller is about to give back. Null
  * when there is nothing to take, or the main thread holds the lock (it is
  * running then). Shipped to the thread as source text: it uses nothing from
  * this module's scope.
@@ -272,7 +276,7 @@ export function takeHeldJobs(layout: HeldJobsLayout): { ids: string[]; claimedAf
     }
     control[slots.head] = (head + count) % ids.length;
     control[slots.count] = 0;
-    if (inflight) Atomics.store(control, slots.releasing, 1);
+    Atomics.store(control, slots.releasing, 1);
     Atomics.add(control, slots.generation, 1);
     return { ids: out, claimedAfterMs: inflight ? new Float64Array(layout.lastClaim)[0]! : null };
   } finally {

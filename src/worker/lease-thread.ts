@@ -159,8 +159,8 @@ export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr }:
         } finally {
           Atomics.store(heldControl, held.slots.releasing, 0);
         }
-        // What was not given back here (rescued, cancelled, the claim in flight not committed yet, or
-        // the statement failed) the worker reconciles once it runs again.
+        // What was not given back here (rescued, cancelled, or the statement failed) the worker
+        // reconciles once it runs again; so it does the rows of a claim in flight this missed.
         if (failed || givenHeld < taken.ids.length) Atomics.store(heldControl, held.slots.incomplete, 1);
       }
     }

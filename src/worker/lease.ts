@@ -207,12 +207,17 @@ export class Lease {
     });
   }
 
-  /** A thread that died while it held the held jobs' lock, or while it gave them back, must not hold back the claims. */
+  /**
+   * A thread that died while it held the held jobs' lock, or while it gave
+   * them back, must not hold back the claims; what it took and may not have
+   * given back, the worker reconciles.
+   */
   #releaseHeldLock(): void {
     const held = this.config.held?.layout;
     if (!held) return;
     const control = new Int32Array(held.control);
     Atomics.compareExchange(control, held.slots.lock, held.lock.thread, held.lock.free);
+    Atomics.store(control, held.slots.incomplete, 1);
     Atomics.store(control, held.slots.releasing, 0);
   }
 

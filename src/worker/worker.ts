@@ -128,7 +128,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
         rescueAfterMs: options.rescueAfterMs,
         stallWarnMs: options.stallWarnMs,
         connection: deps.leaseConnection,
-        held: { layout: held.layout, releaseAfterMs: options.prefetchTtlMs },
+        // At least a second: a pause that short (a collection, a large claim's parsing) is not a blocked loop.
+        held: { layout: held.layout, releaseAfterMs: Math.max(options.prefetchTtlMs, 1_000) },
       },
       deps.db,
       deps.statements,
