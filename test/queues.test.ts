@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { ValidationError, defineTask } from '../src/index.js';
 import { createStatements } from '../src/db/statements.js';
 import { fromPg } from '../src/db/queryable.js';
+import { LIMITED_CLAIM_IDLE_MS, createQueueStatements } from '../src/db/queue-statements.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
 
 const ctx = useTestSchema('queues');
@@ -196,6 +197,32 @@ describe('pause, limits and expiry on a worker', () => {
     const { rows } = await ctx.admin.query(`SELECT count(*)::int AS n FROM "${ctx.schema}".jobs WHERE task = 'tenant'`);
     expect(rows[0].n).toBe(2);
   });
+});
+
+describe('a limited claim whose worker stops talking', () => {
+  it('holds the queue\'s row only until PostgreSQL ends its idle transaction; the next claim then takes the lock', async () => {
+    const pgq = await ctx.migrated();
+    await pgq.setQueue('limited', { concurrency: 2 });
+    const qs = createQueueStatements(ctx.schema);
+    const stalled = await ctx.admin.connect();
+    // The server ends the session: the client reports it (then that the connection closed).
+    const ended = new Promise<Error>((resolve) => stalled.on('error', resolve));
+    const next = await ctx.admin.connect();
+    try {
+      await stalled.query('BEGIN');
+      expect(await qs.lockQueue(fromPg(stalled), 'limited')).toMatchObject({ concurrency: 2 });
+      // Its worker's loop is blocked: nothing more is sent on `stalled`. Another worker's claim waits for the row...
+      await next.query('BEGIN');
+      const locked = await qs.lockQueue(fromPg(next), 'limited');
+      // ...and gets it once the stalled transaction has been idle LIMITED_CLAIM_IDLE_MS (without the guard: never).
+      expect(locked).toMatchObject({ concurrency: 2, paused: false });
+      await next.query('COMMIT');
+      expect((await ended).message).toMatch(/idle-in-transaction timeout/);
+    } finally {
+      stalled.release(true);
+      next.release();
+    }
+  }, 10 * LIMITED_CLAIM_IDLE_MS);
 });
 
 describe('pgq queues', () => {

@@ -8,7 +8,10 @@
  *
  * A limited claim is one short transaction on one connection:
  *   1. QueueLock: `SELECT … FROM queues WHERE name = $1 FOR UPDATE`. Claims
- *      of this queue (and only this queue) now take turns.
+ *      of this queue (and only this queue) now take turns. It also sets
+ *      idle_in_transaction_session_timeout for the transaction, so a worker
+ *      whose event loop blocks mid-claim holds the queue's row at most
+ *      LIMITED_CLAIM_IDLE_MS.
  *   2. JobClaimLimited or JobClaimLimitedByKey. Under READ COMMITTED this
  *      statement's snapshot is taken after the lock was granted, so it sees
  *      every job the previous holder claimed: it counts the queue's running
@@ -25,6 +28,9 @@ import { quoteIdent } from './identifiers.js';
 import { CLAIM_COLUMNS, type ClaimRow } from './rows.js';
 import type { Queryable } from './queryable.js';
 import { channelNames, notifyDoneSql } from '../notify/channels.js';
+
+/** How long a limited claim's transaction may sit idle (its worker's loop blocked) before PostgreSQL ends it. */
+export const LIMITED_CLAIM_IDLE_MS = 2_000;
 
 /** A `queues` row as QueueLock returns it, plus whether due jobs wait. */
 export interface LockedQueue {
@@ -63,10 +69,15 @@ export function createQueueStatements(schema: string) {
   const channels = channelNames(schema);
   const name = (n: string): string => `pgq_${schema}_${n}`;
 
+  // The transaction that holds the queue's row gives it up if its worker
+  // stops talking for LIMITED_CLAIM_IDLE_MS (a handler blocking the worker's
+  // event loop between the claim's statements): PostgreSQL ends the session,
+  // the claim rolls back, and the other workers' claims of the queue go on.
   const lockQueue = `
+    WITH guard AS (SELECT set_config('idle_in_transaction_session_timeout', '${LIMITED_CLAIM_IDLE_MS}', true))
     SELECT paused, concurrency, rate_limit, rate_period_ms, key_concurrency, rate_tokens,
            EXISTS (SELECT 1 FROM ${jobs} WHERE state = 'available' AND queue = $1) AS waiting
-      FROM ${queues} WHERE name = $1
+      FROM ${queues} WHERE name = $1 AND (SELECT count(*) FROM guard) = 1
        FOR UPDATE`;
 
   // The settings as seen after the lock, the clock, the refilled bucket and
