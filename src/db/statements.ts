@@ -398,12 +398,16 @@ export function createStatements(schema: string) {
     )
     SELECT id::text AS id, state, worker_id FROM rescued, (SELECT count(*) FROM notified) AS n, (SELECT count(*) FROM locked) AS l`;
 
+  // A claimed job whose handler never ran goes back: available, due at once,
+  // the attempt not counted.
+  const giveBack = `state = 'available', attempts = attempts - 1, run_at = now()`;
+
   // Rows marked running for this worker that it does not hold: a claim whose
   // reply was lost with the connection. The handler never ran, so the attempt
   // is given back and the job is due again at once.
   const releaseOrphans = `
     UPDATE ${jobs}
-       SET state = 'available', attempts = attempts - 1, run_at = now()
+       SET ${giveBack}
      WHERE state = 'running' AND worker_id = $1 AND id <> ALL($2::bigint[])
     RETURNING id`;
 
@@ -411,7 +415,7 @@ export function createStatements(schema: string) {
   // attempt given back (no handler ran).
   const releaseUnstarted = `
     UPDATE ${jobs}
-       SET state = 'available', attempts = attempts - 1, run_at = now()
+       SET ${giveBack}
      WHERE id = ANY($2::bigint[]) AND state = 'running' AND worker_id = $1`;
 
   // The same give-back, run by the lease thread while the worker's event
@@ -422,7 +426,7 @@ export function createStatements(schema: string) {
   const releaseHeld = `
     WITH released AS (
       UPDATE ${jobs}
-         SET state = 'available', attempts = attempts - 1, run_at = now()
+         SET ${giveBack}
        WHERE worker_id = $1 AND state = 'running'
          AND (id = ANY($2::bigint[])
               OR ($3::float8 IS NOT NULL AND date_trunc('milliseconds', started_at) > to_timestamp($3::float8 / 1000)))

@@ -10,7 +10,7 @@
  * jobs, a flag the thread raises when it could not give them all back, and
  * two for claims: one in flight (sent, its reply not yet taken in) and the
  * thread giving back; `ids` (BigInt64Array) holds the job ids in claim
- * order, 0 for a job dropped from the middle (a cancel); `lastClaim`
+ * order, 0 for a job dropped (a cancel); `lastClaim`
  * (Float64Array) the `started_at` of the last claim taken in, epoch
  * milliseconds (the claim statements return it truncated to the
  * millisecond).
@@ -53,7 +53,7 @@ export interface HeldJobsLayout {
 interface Entry<T> {
   item: T;
   id: string;
-  /** Dropped (a cancel) while in the middle of the buffer. */
+  /** Dropped (a cancel): skipped, and gone once the jobs before it are taken. */
   dropped: boolean;
 }
 
@@ -133,7 +133,7 @@ export class HeldJobs<T extends { job: { id: string } }> {
       Atomics.store(this.#control, HELD_SLOTS.inflight, 0);
       if (this.#generation !== generation) return false;
       this.#pushLocked(items);
-      if (startedAtMs !== null && !(startedAtMs <= this.#lastClaim[0]!)) this.#lastClaim[0] = startedAtMs;
+      if (startedAtMs !== null && startedAtMs > this.#lastClaim[0]!) this.#lastClaim[0] = startedAtMs;
       return true;
     });
   }
@@ -177,10 +177,6 @@ export class HeldJobs<T extends { job: { id: string } }> {
     return this.#locked(() => {
       const i = this.#entries.findIndex((e) => !e.dropped && e.id === id);
       if (i < 0) return false;
-      if (i === 0) {
-        this.#shiftWhile((_, taken) => taken < 1);
-        return true;
-      }
       this.#entries[i]!.dropped = true;
       this.#ids[(this.#control[HELD_SLOTS.head]! + i) % this.#capacity] = 0n;
       this.#live -= 1;

@@ -292,8 +292,9 @@ export class Producer extends LoopService {
         const ranDry = this.held.length === 0 && this.executor.freeSlots > 0;
         if (ahead > 0) this.#resize(this.#started - startedBefore, ranDry);
         const heldAt = this.clock.monotonicMs();
+        // The claim's started_at (a gate's claim of several queues may have several: the latest).
         let startedAt: number | null = null;
-        for (const row of rows) if (row.started_at !== null && !(row.started_at <= (startedAt ?? -Infinity))) startedAt = row.started_at;
+        for (const row of rows) if (row.started_at !== null) startedAt = Math.max(startedAt ?? row.started_at, row.started_at);
         const jobs = rows.map((row) => ({ job: toClaimedJob(row), heldAt }));
         if (!this.held.endClaim(claim, jobs, startedAt)) {
           // Sent before the lease thread gave back what the blocked loop held (perhaps these too): start none of them.
