@@ -8,6 +8,8 @@ import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { HeldJobs, takeHeldJobs } from '../src/worker/held-jobs.js';
 import { createStatements } from '../src/db/statements.js';
+import { fromPg } from '../src/db/queryable.js';
+import { claimStartedMicros } from '../src/db/rows.js';
 import { channelNames } from '../src/notify/channels.js';
 import { useTestSchema } from './support/harness.js';
 
@@ -40,7 +42,7 @@ describe('held jobs shared with the lease thread', () => {
     expect(ring.endClaim(claim, [1, 2, 3, 4, 5].map(item), 1_000)).toBe(true);
     expect(ids(ring.take(2))).toEqual(['1', '2']); // started: out of the ring before they run
     expect(ring.drop('4')).toBe(true); // cancelled in the middle: a hole the thread skips
-    expect(threadTakes(ring)).toEqual({ ids: ['3', '5'], claimedAfterMs: null });
+    expect(threadTakes(ring)).toEqual({ ids: ['3', '5'], claimedAfterUs: null });
     expect(ring.length).toBe(0);
     expect(ids(ring.take(10))).toEqual([]);
     expect(taken).toEqual([false]);
@@ -60,7 +62,7 @@ describe('held jobs shared with the lease thread', () => {
     const first = ring.beginClaim()!;
     ring.endClaim(first, [1, 2].map(item), 5_000);
     const inFlight = ring.beginClaim()!;
-    expect(threadTakes(ring, true)).toEqual({ ids: ['1', '2'], claimedAfterMs: 5_000 });
+    expect(threadTakes(ring, true)).toEqual({ ids: ['1', '2'], claimedAfterUs: 5_000 });
     // Its rows may be among what the thread gave back: none of them starts here.
     expect(ring.endClaim(inFlight, [3, 4].map(item), 5_007)).toBe(false);
     expect(ring.length).toBe(0);
@@ -110,9 +112,10 @@ describe('the give-back statement the lease thread runs', () => {
     // name → worker, state, started_at as microseconds after the last claim taken in
     const rows: [string, string, string, number][] = [
       ['held', 'w', 'running', 0], // taken in with the last claim, still held: given back by id
-      ['same-ms', 'w', 'running', 300], // same millisecond as the last claim: may have started here
+      ['same-claim', 'w', 'running', 0], // taken in with the last claim and started
       ['earlier', 'w', 'running', -100_000], // an older claim's, started
-      ['in-flight', 'w', 'running', 1_200], // a later millisecond: the claim whose reply was not read
+      ['in-flight', 'w', 'running', 1], // a microsecond later, in the same millisecond: the claim whose reply was not read
+      ['in-flight-2', 'w', 'running', 1_200], // the same claim's rows in a later millisecond (a gate's claim of two queues)
       ['other', 'x', 'running', 5_000], // another worker's
       ['done', 'w', 'succeeded', 0], // finished meanwhile
     ];
@@ -135,9 +138,9 @@ describe('the give-back statement the lease thread runs', () => {
       const first = await ctx.admin.query(text, ['w', [ids.get('held'), ids.get('done')], null]);
       expect(first.rows[0]).toMatchObject({ n: 1, held: 1 });
       expect(await woke).toBe('q');
-      // With one: the rows started in a later millisecond than the last claim taken in.
-      const second = await ctx.admin.query(text, ['w', [], Date.parse(lastClaim)]);
-      expect(second.rows[0]).toMatchObject({ n: 1, held: 0 });
+      // With one: the rows started later than the last claim taken in (epoch microseconds).
+      const second = await ctx.admin.query(text, ['w', [], Date.parse(lastClaim) * 1000]);
+      expect(second.rows[0]).toMatchObject({ n: 2, held: 0 });
     } finally {
       await listener.end();
     }
@@ -146,11 +149,37 @@ describe('the give-back statement the lease thread runs', () => {
     );
     expect(after).toEqual([
       { task: 'held', state: 'available', attempts: 0 },
-      { task: 'same-ms', state: 'running', attempts: 1 },
+      { task: 'same-claim', state: 'running', attempts: 1 },
       { task: 'earlier', state: 'running', attempts: 1 },
       { task: 'in-flight', state: 'available', attempts: 0 },
+      { task: 'in-flight-2', state: 'available', attempts: 0 },
       { task: 'other', state: 'running', attempts: 1 },
       { task: 'done', state: 'succeeded', attempts: 1 },
     ]);
+  });
+});
+
+describe("a claim's started_at", () => {
+  it('comes back to the microsecond, so that a later claim is told from it within one millisecond', async () => {
+    await ctx.migrated();
+    const jobs = `"${ctx.schema}".jobs`;
+    await ctx.admin.query(`INSERT INTO ${jobs} (task, queue, payload) SELECT 'micro', 'q', '{}' FROM generate_series(1, 5)`);
+    const statements = createStatements(ctx.schema);
+    const db = fromPg(ctx.admin);
+    await statements.registerWorker(db, { workerId: 'micro', hostname: 'h', pid: 1, queues: ['q'], concurrency: 5, rescueAfterMs: 60_000 });
+    const seen = new Set<number>();
+    for (let i = 0; i < 5; i += 1) {
+      const [row] = await statements.claimJobs(db, { queues: ['q'], tasks: ['micro'], limit: 1, workerId: 'micro' });
+      const {
+        rows: [exact],
+      } = await ctx.admin.query<{ us: string }>(
+        `SELECT ((date_part('epoch', date_trunc('second', started_at)))::int8 * 1000000 + date_part('microseconds', started_at)::int8 % 1000000)::text AS us
+           FROM ${jobs} WHERE id = $1`,
+        [row!.id],
+      );
+      expect(claimStartedMicros(row!)).toBe(Number(exact!.us));
+      seen.add(claimStartedMicros(row!)!);
+    }
+    expect(seen.size).toBe(5);
   });
 });

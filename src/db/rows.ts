@@ -74,6 +74,8 @@ export type ClaimRow = Omit<JobRow, ClaimTimestamp> & {
   run_at: number;
   created_at: number;
   started_at: number | null;
+  /** `started_at`'s microseconds within its millisecond (0–999): the lease thread tells a claim in flight from the last one taken in by it. */
+  started_us: number | null;
   finished_at: number | null;
   expires_at: number | null;
 };
@@ -89,9 +91,18 @@ export type ClaimRow = Omit<JobRow, ClaimTimestamp> & {
  * round up a millisecond; a whole number of milliseconds prints exactly (15
  * digits suffice), and `Math.round` only removes the product's rounding.
  */
-export const CLAIM_COLUMNS = JOB_COLUMNS.map((c) =>
-  (CLAIM_TIMESTAMPS as readonly string[]).includes(c) ? `date_part('epoch', date_trunc('milliseconds', j.${c})) * 1000 AS ${c}` : `j.${c}`,
-).join(', ');
+export const CLAIM_COLUMNS = [
+  ...JOB_COLUMNS.map((c) =>
+    (CLAIM_TIMESTAMPS as readonly string[]).includes(c) ? `date_part('epoch', date_trunc('milliseconds', j.${c})) * 1000 AS ${c}` : `j.${c}`,
+  ),
+  // The seconds field in microseconds, a whole float8: exact.
+  `date_part('microseconds', j.started_at)::int % 1000 AS started_us`,
+].join(', ');
+
+/** A claimed row's `started_at` as epoch microseconds (exact: well below 2^53), or null. */
+export function claimStartedMicros(row: ClaimRow): number | null {
+  return row.started_at === null ? null : Math.round(row.started_at) * 1000 + (row.started_us ?? 0);
+}
 
 /** A claim's epoch milliseconds as the Date pg would have parsed. */
 function claimDate(ms: number | null): Date | null {

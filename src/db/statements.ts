@@ -420,16 +420,16 @@ export function createStatements(schema: string) {
 
   // The same give-back, run by the lease thread while the worker's event
   // loop is blocked (held-jobs.ts): the held ids ($2), and with $3 (a claim
-  // was in flight) the rows of that claim, started in a later millisecond
-  // than the last claim the worker took in. It also wakes the queues'
-  // workers, and says how many went back.
+  // was in flight; the last claim taken in, epoch microseconds) the rows of
+  // that claim, which started later than every claim the worker took in.
+  // It also wakes the queues' workers, and says how many went back.
   const releaseHeld = `
     WITH released AS (
       UPDATE ${jobs}
          SET ${giveBack}
        WHERE worker_id = $1 AND state = 'running'
          AND (id = ANY($2::bigint[])
-              OR ($3::float8 IS NOT NULL AND date_trunc('milliseconds', started_at) > to_timestamp($3::float8 / 1000)))
+              OR ($3::int8 IS NOT NULL AND started_at > 'epoch'::timestamptz + $3::int8 * interval '1 microsecond'))
       RETURNING id, queue
     ), notified AS (
       SELECT pg_notify('${channels.jobs}', q.queue) FROM (SELECT DISTINCT queue FROM released) AS q
@@ -553,7 +553,7 @@ export function createStatements(schema: string) {
       return rows[0]?.lease_expires_at ?? null;
     },
 
-    /** JobReleaseHeld's text (run by the lease thread): $1 the worker id, $2 the ids, $3 the last claim taken in (epoch ms) when one is in flight; one row: `n` given back, `held` of them from $2. */
+    /** JobReleaseHeld's text (run by the lease thread): $1 the worker id, $2 the ids, $3 the last claim taken in (epoch µs) when one is in flight; one row: `n` given back, `held` of them from $2. */
     releaseHeldText: releaseHeld,
 
     /** WorkerRenewLease: pushes the lease out by the worker's rescueAfterMs; null when the lease was lost. */

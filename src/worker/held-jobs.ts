@@ -12,8 +12,7 @@
  * thread giving back; `ids` (BigInt64Array) holds the job ids in claim
  * order, 0 for a job dropped (a cancel); `lastClaim`
  * (Float64Array) the `started_at` of the last claim taken in, epoch
- * milliseconds (the claim statements return it truncated to the
- * millisecond).
+ * microseconds (a whole number well below 2^53: exact).
  *
  * The invariant: a held job is either started by the main thread or given
  * back by the lease thread, never both. Both take the lock (compare and
@@ -25,14 +24,14 @@
  *
  * A claim in flight when the loop blocks has taken rows whose ids only its
  * unread reply holds. The thread gives those back too: the rows running for
- * this worker whose `started_at`, to the millisecond, is later than the
+ * this worker whose `started_at` is later than that of the
  * last claim taken in (claims are sequential; every row started or held was
  * claimed no later). The main thread sends no claim while the thread gives
  * back (so it cannot claim again, and start, a job the thread is about to
  * give back by id), and drops the reply of a claim sent before the
  * generation moved (then reconciles, giving back what the thread missed:
- * rows of that claim started in the same millisecond as the last one taken
- * in, or committed after the thread's statement, wait for the loop).
+ * rows of that claim committed after the thread's statement wait for the
+ * loop).
  */
 
 /** Slots of the control array. */
@@ -126,14 +125,14 @@ export class HeldJobs<T extends { job: { id: string } }> {
    * unless the lease thread gave jobs back since the claim was sent, which
    * may have included these; then they are dropped unstarted and false is
    * returned (reconcile: give back what is still running here).
-   * `startedAtMs` is the claim's `started_at`.
+   * `startedAtUs` is the claim's `started_at`, epoch microseconds.
    */
-  endClaim(generation: number, items: readonly T[], startedAtMs: number | null): boolean {
+  endClaim(generation: number, items: readonly T[], startedAtUs: number | null): boolean {
     return this.#locked(() => {
       Atomics.store(this.#control, HELD_SLOTS.inflight, 0);
       if (this.#generation !== generation) return false;
       this.#pushLocked(items);
-      if (startedAtMs !== null && startedAtMs > this.#lastClaim[0]!) this.#lastClaim[0] = startedAtMs;
+      if (startedAtUs !== null && startedAtUs > this.#lastClaim[0]!) this.#lastClaim[0] = startedAtUs;
       return true;
     });
   }
@@ -254,7 +253,7 @@ export class HeldJobs<T extends { job: { id: string } }> {
  * running then). Shipped to the thread as source text: it uses nothing from
  * this module's scope.
  */
-export function takeHeldJobs(layout: HeldJobsLayout): { ids: string[]; claimedAfterMs: number | null } | null {
+export function takeHeldJobs(layout: HeldJobsLayout): { ids: string[]; claimedAfterUs: number | null } | null {
   const { slots, lock } = layout;
   const control = new Int32Array(layout.control);
   if (Atomics.load(control, slots.count) === 0 && Atomics.load(control, slots.inflight) === 0) return null;
@@ -274,7 +273,7 @@ export function takeHeldJobs(layout: HeldJobsLayout): { ids: string[]; claimedAf
     control[slots.count] = 0;
     Atomics.store(control, slots.releasing, 1);
     Atomics.add(control, slots.generation, 1);
-    return { ids: out, claimedAfterMs: inflight ? new Float64Array(layout.lastClaim)[0]! : null };
+    return { ids: out, claimedAfterUs: inflight ? new Float64Array(layout.lastClaim)[0]! : null };
   } finally {
     Atomics.store(control, slots.lock, lock.free);
   }

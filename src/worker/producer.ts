@@ -53,7 +53,7 @@ import { Waker, sleep } from '../core/sleep.js';
 import { errorMessage, errorSummary } from '../core/errors.js';
 import type { Queryable } from '../db/queryable.js';
 import type { HotStatements } from '../db/statements.js';
-import { toClaimedJob, type ClaimRow, type ClaimedJob } from '../db/rows.js';
+import { claimStartedMicros, toClaimedJob, type ClaimRow, type ClaimedJob } from '../db/rows.js';
 import type { Executor } from './executor.js';
 import type { Completer } from './completer.js';
 import type { Lease } from './lease.js';
@@ -294,7 +294,10 @@ export class Producer extends LoopService {
         const heldAt = this.clock.monotonicMs();
         // The claim's started_at (a gate's claim of several queues may have several: the latest).
         let startedAt: number | null = null;
-        for (const row of rows) if (row.started_at !== null) startedAt = Math.max(startedAt ?? row.started_at, row.started_at);
+        for (const row of rows) {
+          const us = claimStartedMicros(row);
+          if (us !== null) startedAt = Math.max(startedAt ?? us, us);
+        }
         const jobs = rows.map((row) => ({ job: toClaimedJob(row), heldAt }));
         if (!this.held.endClaim(claim, jobs, startedAt)) {
           // Sent before the lease thread gave back what the blocked loop held (perhaps these too): start none of them.
