@@ -13,8 +13,8 @@
  * after the insert, for comparison; with `--many` the claims are a
  * worker's of two queues (the several-queue claim, whose candidates
  * `claim_candidates_many()` reads the same way); with `--limited` the
- * claims are of a queue with a concurrency limit (one short transaction
- * each: the queue lock, then the limited claim through `claim_candidates()`),
+ * claims are of a queue with a concurrency limit (`claim_limited()`, which
+ * locks the queue's row and claims through `claim_candidates()`),
  * with `--keyed` of a queue with a per-key limit, its jobs spread over 1,000
  * keys (candidates read by `claim_candidates_keyed()`). The schema is dropped at the end.
  */
@@ -61,17 +61,8 @@ try {
   }
   const claim = async (): Promise<{ id: string }[]> => {
     if (!limited) return statements.claimJobs(db, { queues, tasks: ['noop'], limit: 500, workerId: 'probe' });
-    await client.query('BEGIN');
-    try {
-      await queueStatements.lockQueue(db, 'default');
-      const p = { queue: 'default', tasks: ['noop'], limit: 500, workerId: 'probe' };
-      const rows = args.keyed ? await queueStatements.claimLimitedByKey(db, p) : await queueStatements.claimLimited(db, p);
-      await client.query('COMMIT');
-      return rows;
-    } catch (err) {
-      await client.query('ROLLBACK');
-      throw err;
-    }
+    const p = { queue: 'default', tasks: ['noop'], limit: 500, workerId: 'probe' };
+    return (await queueStatements.claimLimited(db, p)).claimed;
   };
   const ms: number[] = [];
   for (let i = 0; i < 40; i += 1) {

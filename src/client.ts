@@ -30,7 +30,7 @@ import { QueueStore, type QueueRecord, type QueueSettings } from './queues.js';
 import type { PgqDatabase } from './db/tables.js';
 import { migrate, type MigrateResult } from './db/migrate.js';
 import { checkSchemaVersion } from './db/schema-version.js';
-import { inTransaction, warmUpPool, watchConnectionErrors } from './db/pool.js';
+import { warmUpPool, watchConnectionErrors } from './db/pool.js';
 import { createBulkInsert } from './db/bulk-insert.js';
 import { setupRoles, type RolesOptions } from './roles.js';
 import { Listener } from './notify/listener.js';
@@ -280,7 +280,6 @@ export class Pgq {
       ),
       leaseConnection: this.#leaseConnection(resolved),
       queueStatements: this.#queueStatements,
-      inTransaction: (fn) => inTransaction(this.#pool, this.#options.preparedStatements, fn),
     });
     this.#workers.add(worker);
     return worker;

@@ -4,12 +4,13 @@
  */
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { ValidationError, defineTask } from '../src/index.js';
 import { createStatements } from '../src/db/statements.js';
 import { fromPg } from '../src/db/queryable.js';
-import { LIMITED_CLAIM_IDLE_MS, createQueueStatements } from '../src/db/queue-statements.js';
+import { createQueueStatements } from '../src/db/queue-statements.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
 
 const ctx = useTestSchema('queues');
@@ -167,6 +168,22 @@ describe('pause, limits and expiry on a worker', () => {
     await w.stop();
   });
 
+  it('a queue limited to the worker\'s concurrency drains as its outcomes commit, not at the poll', async () => {
+    const quickTask = defineTask({ name: 'quick', schema: z.object({ n: z.number().int() }), queue: 'full', handler: () => undefined });
+    const pgq = await ctx.migrated({ tasks: [quickTask] });
+    await pgq.setQueue('full', { concurrency: 10 });
+    const jobs = await pgq.enqueueMany(quickTask, Array.from({ length: 200 }, (_, n) => ({ n })));
+    // Each claim fills the ten slots exactly (no limit is hit, nothing to re-check): the next one must
+    // follow once those outcomes are committed. Waiting for the poll instead, 20 claims take 20 minutes.
+    const w = pgq.worker({ ...quick, concurrency: 10, queues: ['full'] });
+    await w.start();
+    try {
+      for (const job of jobs) expect((await pgq.waitForJob(job.id, { timeoutMs: 30_000 })).state).toBe('succeeded');
+    } finally {
+      await w.stop();
+    }
+  });
+
   it('an expired job is never claimed, even with no leader to cancel it', async () => {
     const pgq = await ctx.migrated({ tasks: [failOnce] });
     started.length = 0;
@@ -199,30 +216,90 @@ describe('pause, limits and expiry on a worker', () => {
   });
 });
 
-describe('a limited claim whose worker stops talking', () => {
-  it('holds the queue\'s row only until PostgreSQL ends its idle transaction; the next claim then takes the lock', async () => {
-    const pgq = await ctx.migrated();
-    await pgq.setQueue('limited', { concurrency: 2 });
-    const qs = createQueueStatements(ctx.schema);
-    const stalled = await ctx.admin.connect();
-    // The server ends the session: the client reports it (then that the connection closed).
-    const ended = new Promise<Error>((resolve) => stalled.on('error', resolve));
-    const next = await ctx.admin.connect();
+describe('the limited claim statement', () => {
+  const limitedTask = ['lim'];
+  /** `jobs` jobs of task lim in queue `queue` (spread over `keys` concurrency keys), and a worker with a live lease. */
+  async function setUp(queue: string, workerId: string, jobs: number, keys?: number): Promise<ReturnType<typeof createQueueStatements>> {
+    await ctx.migrated();
+    const s = `"${ctx.schema}"`;
+    await ctx.admin.query(
+      `INSERT INTO ${s}.jobs (task, queue, payload, concurrency_key)
+       SELECT 'lim', $3, '{}', CASE WHEN $2::int IS NULL THEN NULL ELSE 'k' || (g % $2::int) END FROM generate_series(1, $1::int) g`,
+      [jobs, keys ?? null, queue],
+    );
+    await createStatements(ctx.schema).registerWorker(fromPg(ctx.admin), {
+      workerId, hostname: 'h', pid: 1, queues: [queue], concurrency: 50, rescueAfterMs: 60_000,
+    });
+    return createQueueStatements(ctx.schema);
+  }
+
+  it('claims fired at once from eight connections take exactly the room a concurrency limit leaves', async () => {
+    const qs = await setUp('lim8', 'w8', 50);
+    await ctx.pgq().setQueue('lim8', { concurrency: 3 });
+    const clients = Array.from({ length: 8 }, () => new pg.Client({ connectionString: ctx.url }));
     try {
-      await stalled.query('BEGIN');
-      expect(await qs.lockQueue(fromPg(stalled), 'limited')).toMatchObject({ concurrency: 2 });
-      // Its worker's loop is blocked: nothing more is sent on `stalled`. Another worker's claim waits for the row...
-      await next.query('BEGIN');
-      const locked = await qs.lockQueue(fromPg(next), 'limited');
-      // ...and gets it once the stalled transaction has been idle LIMITED_CLAIM_IDLE_MS (without the guard: never).
-      expect(locked).toMatchObject({ concurrency: 2, paused: false });
-      await next.query('COMMIT');
-      expect((await ended).message).toMatch(/idle-in-transaction timeout/);
+      await Promise.all(clients.map((c) => c.connect()));
+      const claims = await Promise.all(clients.map((c) => qs.claimLimited(fromPg(c), { queue: 'lim8', tasks: limitedTask, limit: 10, workerId: 'w8' })));
+      expect(claims.reduce((n, c) => n + c.claimed.length, 0)).toBe(3);
+      // Each saw jobs left waiting behind the limit: its worker looks again.
+      expect(claims.every((c) => c.waiting && c.tokenMs === null)).toBe(true);
     } finally {
-      stalled.release(true);
-      next.release();
+      await Promise.all(clients.map((c) => c.end()));
     }
-  }, 10 * LIMITED_CLAIM_IDLE_MS);
+  });
+
+  it('a claim waiting for the queue\'s row sees what the holder claimed before it committed', async () => {
+    const qs = await setUp('limwait', 'wait', 20);
+    await ctx.pgq().setQueue('limwait', { concurrency: 3 });
+    const s = `"${ctx.schema}"`;
+    const holder = await ctx.admin.connect();
+    try {
+      // Another claim holds the row and marks two jobs running...
+      await holder.query('BEGIN');
+      await holder.query(`SELECT 1 FROM ${s}.queues WHERE name = 'limwait' FOR UPDATE`);
+      const claim = qs.claimLimited(fromPg(ctx.admin), { queue: 'limwait', tasks: limitedTask, limit: 10, workerId: 'wait' });
+      await until(async () => {
+        const { rows } = await ctx.admin.query(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%claim_limited%'`);
+        return rows.length > 0;
+      }, { what: 'the claim waiting for the row' });
+      const { rows: ids } = await ctx.admin.query<{ id: string }>(`SELECT id FROM ${s}.jobs WHERE queue = 'limwait' ORDER BY id`);
+      await holder.query(`UPDATE ${s}.jobs SET state = 'running', attempts = 1, started_at = now(), worker_id = 'other' WHERE id IN ($1, $2)`, [ids[0]!.id, ids[1]!.id]);
+      await holder.query('COMMIT');
+      // ...so the claim, started before that commit, finds room for one (with the statement's own snapshot it would take three).
+      const { claimed } = await claim;
+      expect(claimed.map((r) => r.id)).toEqual([ids[2]!.id]);
+      const { rows } = await ctx.admin.query(`SELECT count(*)::int AS n FROM ${s}.jobs WHERE queue = 'limwait' AND state = 'running'`);
+      expect(rows[0].n).toBe(3);
+    } finally {
+      holder.release();
+    }
+  });
+
+  it('per key and rate: the room each key has left, one token a start, and nothing for a lost lease or a paused queue', async () => {
+    const qs = await setUp('limkeys', 'keys', 40, 4);
+    const pgq = ctx.pgq();
+    await pgq.setQueue('limkeys', { keyConcurrency: 2, rateLimit: { limit: 6, periodMs: 60_000 } });
+    const s = `"${ctx.schema}"`;
+    const db = fromPg(ctx.admin);
+    const first = await qs.claimLimited(db, { queue: 'limkeys', tasks: limitedTask, limit: 20, workerId: 'keys' });
+    // Four keys at two each would be 8; the bucket holds 6.
+    expect(first.claimed).toHaveLength(6);
+    expect(first.tokenMs).toBe(10_000);
+    const perKey = new Map<string, number>();
+    for (const r of first.claimed) perKey.set(r.concurrency_key!, (perKey.get(r.concurrency_key!) ?? 0) + 1);
+    expect(Math.max(...perKey.values())).toBe(2);
+    const { rows: bucket } = await ctx.admin.query(`SELECT rate_tokens FROM ${s}.queues WHERE name = 'limkeys'`);
+    expect(bucket[0].rate_tokens).toBeLessThan(1);
+    const empty = await qs.claimLimited(db, { queue: 'limkeys', tasks: limitedTask, limit: 20, workerId: 'keys' });
+    expect(empty).toEqual({ claimed: [], waiting: true, tokenMs: 10_000 });
+    await pgq.setQueue('limkeys', { rateLimit: null });
+    // The keys: two at their limit, two with one slot left.
+    expect((await qs.claimLimited(db, { queue: 'limkeys', tasks: limitedTask, limit: 20, workerId: 'keys' })).claimed).toHaveLength(2);
+    await ctx.admin.query(`UPDATE ${s}.jobs SET state = 'succeeded' WHERE queue = 'limkeys' AND state = 'running'`);
+    expect((await qs.claimLimited(db, { queue: 'limkeys', tasks: limitedTask, limit: 20, workerId: 'nobody' })).claimed).toEqual([]);
+    await pgq.pauseQueue('limkeys');
+    expect(await qs.claimLimited(db, { queue: 'limkeys', tasks: limitedTask, limit: 20, workerId: 'keys' })).toEqual({ claimed: [], waiting: false, tokenMs: null });
+  });
 });
 
 describe('pgq queues', () => {

@@ -52,20 +52,3 @@ export async function warmUpPool(pool: pg.Pool, connections: number | undefined,
   const failed = opened.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) throw failed.reason;
 }
-
-/** Runs `fn` in one transaction on one pooled connection; a connection whose ROLLBACK failed is discarded. */
-export async function inTransaction<T>(pool: pg.Pool, prepare: boolean, fn: (db: Queryable) => Promise<T>): Promise<T> {
-  const client = await pool.connect();
-  let broken: Error | undefined;
-  try {
-    await client.query('BEGIN');
-    const result = await fn(fromPg(client, prepare));
-    await client.query('COMMIT');
-    return result;
-  } catch (err) {
-    await client.query('ROLLBACK').catch((e: unknown) => (broken = e instanceof Error ? e : new Error(String(e))));
-    throw err;
-  } finally {
-    client.release(broken);
-  }
-}

@@ -58,6 +58,7 @@ export class Completer {
   #giveUpAt = Infinity;
   #failing = false;
   readonly #drainedListeners = new Set<() => void>();
+  readonly #writtenListeners = new Set<() => void>();
 
   constructor(
     private readonly db: Queryable,
@@ -84,6 +85,12 @@ export class Completer {
   onDrained(listener: () => void): () => void {
     this.#drainedListeners.add(listener);
     return () => this.#drainedListeners.delete(listener);
+  }
+
+  /** Called after each batch of outcomes is committed (the jobs no longer count as running in the database). */
+  onWritten(listener: () => void): () => void {
+    this.#writtenListeners.add(listener);
+    return () => this.#writtenListeners.delete(listener);
   }
 
   /** Writes everything queued. After `giveUpAfterMs` of failing writes, drops what is left (the rescuer will retry those jobs). */
@@ -132,6 +139,7 @@ export class Completer {
         }
         if (this.#failing) this.logger.info({}, 'pgq is recording job outcomes again');
         this.#failing = false;
+        this.#writtenListeners.forEach((listener) => listener());
         return;
       } catch (err) {
         failures += 1;

@@ -11,10 +11,10 @@
  *
  * Each claim splits the worker's queues by what the cache says:
  * - paused: not claimed at all;
- * - limited (a concurrency, rate or per-key limit): one short transaction per
- *   queue, QueueLock then JobClaimLimited(ByKey) (see queue-statements.ts),
- *   which serialises the claims of that queue only and re-reads its settings
- *   under the lock, so a limit is never exceeded;
+ * - limited (a concurrency, rate or per-key limit): one statement per
+ *   queue, JobClaimLimited (see queue-statements.ts), which serialises the
+ *   claims of that queue only and re-reads its settings under the lock, so
+ *   a limit is never exceeded;
  * - the rest: JobClaim / JobClaimMany, exactly as without queue control
  *   (which skip a paused queue themselves, so a pause the cache has not
  *   caught up with still holds). A worker with no paused or limited queue
@@ -24,8 +24,9 @@
  *
  * A limited claim that left due jobs waiting (a limit was reached) arms a
  * re-check: after one token's time for a rate limit, after RECHECK_MS for a
- * concurrency limit, and at once when one of this worker's jobs ends. Jobs
- * ending on other workers are seen at the next re-check.
+ * concurrency limit, and at once when outcomes of this worker's jobs are
+ * committed (a job counts as running until then). Jobs ending on other
+ * workers are seen at the next re-check.
  */
 import type { Kysely } from 'kysely';
 import type { Logger } from '../core/logger.js';
@@ -34,7 +35,7 @@ import { sleep } from '../core/sleep.js';
 import { errorMessage, errorSummary } from '../core/errors.js';
 import type { Queryable } from '../db/queryable.js';
 import type { ClaimJobsParams, HotStatements } from '../db/statements.js';
-import type { LockedQueue, QueueStatements } from '../db/queue-statements.js';
+import type { QueueStatements } from '../db/queue-statements.js';
 import type { ClaimRow } from '../db/rows.js';
 import type { PgqDatabase } from '../db/tables.js';
 import type { Listener } from '../notify/listener.js';
@@ -45,9 +46,6 @@ export const QUEUE_REFRESH_MS = 1_000;
 /** How soon a limited queue at its concurrency limit, with jobs waiting, is claimed again. */
 export const RECHECK_MS = 50;
 
-/** Runs `fn` inside one transaction on one connection. */
-export type InTransaction = <T>(fn: (db: Queryable) => Promise<T>) => Promise<T>;
-
 interface Control {
   paused: boolean;
   limited: boolean;
@@ -57,7 +55,6 @@ export interface QueueGateDeps {
   kysely: Kysely<PgqDatabase>;
   statements: HotStatements;
   queueStatements: QueueStatements;
-  inTransaction: InTransaction;
   listener: Listener;
   channels: ChannelNames;
   logger: Logger;
@@ -128,7 +125,7 @@ export class QueueGate extends LoopService {
     this.#offNotify = undefined;
   }
 
-  /** One of this worker's jobs ended: a limited queue waiting on its limit may have room now. */
+  /** Outcomes of this worker's jobs were committed: a limited queue waiting on its limit may have room now. */
   slotFreed(): void {
     if (this.#blocked) this.#deps.wake();
   }
@@ -166,6 +163,7 @@ export class QueueGate extends LoopService {
     if (open.length === p.queues.length && limited.length === 0) return this.#deps.statements.claimJobs(db, p);
     const rows: ClaimRow[] = [];
     let recheckMs: number | null = null;
+    let waiting = false;
     const start = this.#turn++ % Math.max(1, limited.length);
     // A limited queue's claimed jobs count against its limits at once: take
     // no more than the worker can start now, none to hold ahead.
@@ -173,31 +171,37 @@ export class QueueGate extends LoopService {
     for (const queue of [...limited.slice(start), ...limited.slice(0, start)]) {
       const left = limitedMax - rows.length;
       if (left <= 0) break;
-      const { claimed, waitMs } = await this.#claimLimited(queue, p, left);
+      const { claimed, waitMs, more } = await this.#claimLimited(db, queue, p, left);
       rows.push(...claimed);
       if (waitMs !== null) recheckMs = Math.min(recheckMs ?? waitMs, waitMs);
+      waiting ||= more;
     }
     const unlimited = open.filter((q) => !limited.includes(q));
     const left = p.limit - rows.length;
     if (left > 0 && unlimited.length > 0) rows.push(...(await this.#deps.statements.claimJobs(db, { ...p, queues: unlimited, limit: left })));
-    this.#armRecheck(recheckMs);
+    this.#armRecheck(recheckMs, waiting);
     return rows;
   }
 
-  /** The claim of one limited queue; `waitMs` is when to look again if a limit left due jobs waiting. */
-  async #claimLimited(queue: string, p: ClaimJobsParams, limit: number): Promise<{ claimed: ClaimRow[]; waitMs: number | null }> {
-    const qs = this.#deps.queueStatements;
-    return this.#deps.inTransaction(async (tx) => {
-      const locked = await qs.lockQueue(tx, queue);
-      if (!locked || locked.paused) return { claimed: [], waitMs: null };
-      const params = { queue, tasks: p.tasks, limit, workerId: p.workerId };
-      const claimed = locked.key_concurrency === null ? await qs.claimLimited(tx, params) : await qs.claimLimitedByKey(tx, params);
-      return { claimed, waitMs: claimed.length < limit && locked.waiting ? recheckAfterMs(locked) : null };
-    });
+  /**
+   * The claim of one limited queue. `more`: jobs of the queue are left
+   * waiting, so claim again when this worker's outcomes are committed (its
+   * free slots, or the queue's limit, took fewer than are due); `waitMs`:
+   * when to look again if a limit left them waiting (other workers' jobs
+   * ending, the bucket refilling).
+   */
+  async #claimLimited(
+    db: Queryable,
+    queue: string,
+    p: ClaimJobsParams,
+    limit: number,
+  ): Promise<{ claimed: ClaimRow[]; waitMs: number | null; more: boolean }> {
+    const { claimed, waiting, tokenMs } = await this.#deps.queueStatements.claimLimited(db, { queue, tasks: p.tasks, limit, workerId: p.workerId });
+    return { claimed, waitMs: claimed.length < limit && waiting ? Math.max(RECHECK_MS, tokenMs ?? 0) : null, more: waiting };
   }
 
-  #armRecheck(waitMs: number | null): void {
-    this.#blocked = waitMs !== null;
+  #armRecheck(waitMs: number | null, waiting: boolean): void {
+    this.#blocked = waiting;
     if (waitMs === null || this.#recheck) return;
     this.#recheck = setTimeout(() => {
       this.#recheck = undefined;
@@ -212,12 +216,6 @@ export class QueueGate extends LoopService {
       if (!signal.aborted) await this.refresh();
     }
   }
-}
-
-/** One token's time for a rate-limited queue; RECHECK_MS otherwise. */
-function recheckAfterMs(q: LockedQueue): number {
-  if (q.rate_limit !== null && q.rate_period_ms !== null) return Math.max(RECHECK_MS, Math.ceil(q.rate_period_ms / q.rate_limit));
-  return RECHECK_MS;
 }
 
 function sameControl(a: Control | undefined, b: Control | undefined): boolean {

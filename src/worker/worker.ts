@@ -49,7 +49,7 @@ import { Executor, type WorkerEvents } from './executor.js';
 import { Producer, type HeldJob } from './producer.js';
 import type { ProgressWriter } from './progress.js';
 import { Lease } from './lease.js';
-import { QueueGate, type InTransaction } from './queue-gate.js';
+import { QueueGate } from './queue-gate.js';
 import type { QueueStatements } from '../db/queue-statements.js';
 import type pg from 'pg';
 import { LeaderElector } from '../maintenance/leader.js';
@@ -80,9 +80,8 @@ export interface WorkerDeps {
   warmUp?: () => Promise<void>;
   /** Connection settings for the lease thread; null renews on the main thread. */
   leaseConnection: pg.ClientConfig | null;
-  /** Queue control: the limited claims, and a transaction to run each in. */
+  /** Queue control: the limited claims. */
   queueStatements: QueueStatements;
-  inTransaction: InTransaction;
   /** Ends the process (exitOnStuckMs). */
   exit?: (code: number) => void;
 }
@@ -186,7 +185,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.on('job:start', report);
     this.on('job:stuck', report);
     this.#executor.onSlotFree(report);
-    this.#executor.onSlotFree(() => this.#gate.slotFreed());
+    // A limited queue's room opens when an outcome is committed, not when the handler ends.
+    this.#completer.onWritten(() => this.#gate.slotFreed());
     if (options.leader) {
       this.#leader = new LeaderElector(
         { workerId: baseId, heartbeatMs: options.heartbeatMs, rescueAfterMs: options.rescueAfterMs },
