@@ -7,8 +7,8 @@
  * reading (someone else is refreshing it).
  *
  * The query reads live states only, one arm per partial index (claim,
- * future, running, blocked), so finished jobs — nearly all rows of a busy
- * table — are never read.
+ * future, blocked; the running rows through jobs_state_queue_idx), so
+ * finished jobs — nearly all rows of a busy table — are never read.
  */
 import { sql, type Kysely } from 'kysely';
 import type { JobState } from '../core/types.js';

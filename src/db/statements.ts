@@ -244,8 +244,8 @@ export function createStatements(schema: string) {
   // turn, under a generic plan, into a hash join over the whole table.
   //
   // Writes that end an attempt test `(state = 'running') IS TRUE`, which no
-  // partial index matches, so the planner cannot prefer the running-jobs
-  // index (full of dead entries between vacuums) over the primary key.
+  // partial index matches, so the planner cannot prefer an index over
+  // running rows (full of dead entries between vacuums) to the primary key.
   // A job past its expires_at is never claimed (the claim functions skip
   // it; the expirer cancels it).
   const leaseLive = `EXISTS (SELECT 1 FROM ${workers} WHERE id = $4 AND lease_expires_at > now())`;

@@ -1,6 +1,6 @@
 /**
  * Live workers as an operator sees them: the `workers` rows, how many jobs
- * each holds now (from the running-jobs index), and which one holds the
+ * each holds now (read through jobs_state_queue_idx), and which one holds the
  * maintenance lease.
  */
 import { sql, type Kysely } from 'kysely';
