@@ -1,9 +1,9 @@
 -- Up Migration
 -- Two fewer index entries written by every claim. A claimed row's new
--- version went into five indexes: the primary key, jobs_state_queue_idx
--- (every state but succeeded), jobs_running_idx (worker_id) and
--- jobs_running_queue_idx (queue, concurrency_key), the last two over running
--- rows only. jobs_state_queue_idx (state, queue, id) already reads exactly
+-- version (a job without a unique key or workflow) went into four indexes:
+-- the primary key, jobs_state_queue_idx (every state but succeeded),
+-- jobs_running_idx (worker_id) and jobs_running_queue_idx (queue,
+-- concurrency_key), the last two over running rows only. jobs_state_queue_idx (state, queue, id) already reads exactly
 -- the running rows (a range on its first column) and a queue's running rows
 -- (its first two), which is what every query of running jobs asks: the
 -- rescue, a worker's give-backs, the limited claims' counts, the counts by
