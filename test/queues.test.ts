@@ -11,6 +11,10 @@ import { ValidationError, defineTask } from '../src/index.js';
 import { createStatements } from '../src/db/statements.js';
 import { fromPg } from '../src/db/queryable.js';
 import { createQueueStatements } from '../src/db/queue-statements.js';
+import { QueueGate } from '../src/worker/queue-gate.js';
+import { Listener } from '../src/notify/listener.js';
+import { channelNames } from '../src/notify/channels.js';
+import { defaultLogger } from '../src/core/logger.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
 
 const ctx = useTestSchema('queues');
@@ -273,6 +277,31 @@ describe('the limited claim statement', () => {
     } finally {
       holder.release();
     }
+  });
+
+  it('a claim whose free slots one limited queue filled claims again once outcomes commit: the other queue was not asked', async () => {
+    const qs = await setUp('gate-a', 'gate', 10);
+    await ctx.admin.query(`INSERT INTO "${ctx.schema}".jobs (task, queue, payload) SELECT 'lim', 'gate-b', '{}' FROM generate_series(1, 5)`);
+    const pgq = ctx.pgq();
+    await pgq.setQueue('gate-a', { concurrency: 10 });
+    await pgq.setQueue('gate-b', { concurrency: 10 });
+    let wakes = 0;
+    const gate = new QueueGate(['gate-a', 'gate-b'], {
+      kysely: pgq.kysely,
+      statements: createStatements(ctx.schema),
+      queueStatements: qs,
+      listener: new Listener(null, defaultLogger()),
+      channels: channelNames(ctx.schema),
+      logger: defaultLogger(),
+      wake: () => (wakes += 1),
+    });
+    await gate.refresh();
+    // Ten free slots: gate-a, asked first, fills them and has nothing left waiting; gate-b is not asked.
+    const rows = await gate.claim(fromPg(ctx.admin), { queues: ['gate-a', 'gate-b'], tasks: limitedTask, limit: 20, startable: 10, workerId: 'gate' });
+    expect(rows.map((r) => r.queue)).toEqual(Array(10).fill('gate-a'));
+    wakes = 0;
+    gate.outcomesCommitted();
+    expect(wakes).toBe(1);
   });
 
   it('per key and rate: the room each key has left, one token a start, and nothing for a lost lease or a paused queue', async () => {

@@ -126,7 +126,7 @@ export class QueueGate extends LoopService {
   }
 
   /** Outcomes of this worker's jobs were committed: a limited queue waiting on its limit may have room now. */
-  slotFreed(): void {
+  outcomesCommitted(): void {
     if (this.#blocked) this.#deps.wake();
   }
 
@@ -170,7 +170,11 @@ export class QueueGate extends LoopService {
     const limitedMax = Math.min(p.limit, p.startable ?? p.limit);
     for (const queue of [...limited.slice(start), ...limited.slice(0, start)]) {
       const left = limitedMax - rows.length;
-      if (left <= 0) break;
+      if (left <= 0) {
+        // The free slots are taken: the queues not asked may have jobs waiting (the next claim starts with them).
+        waiting = true;
+        break;
+      }
       const { claimed, waitMs, more } = await this.#claimLimited(db, queue, p, left);
       rows.push(...claimed);
       if (waitMs !== null) recheckMs = Math.min(recheckMs ?? waitMs, waitMs);

@@ -186,7 +186,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.on('job:stuck', report);
     this.#executor.onSlotFree(report);
     // A limited queue's room opens when an outcome is committed, not when the handler ends.
-    this.#completer.onWritten(() => this.#gate.slotFreed());
+    this.#completer.onWritten(() => this.#gate.outcomesCommitted());
     if (options.leader) {
       this.#leader = new LeaderElector(
         { workerId: baseId, heartbeatMs: options.heartbeatMs, rescueAfterMs: options.rescueAfterMs },
