@@ -225,10 +225,6 @@ async function main(): Promise<void> {
       switch (fault) {
         case 'kill-worker': {
           const victim = pick(workers);
-          const { rows: running } = await adminQuery<{ id: string }>(
-            `SELECT id FROM pgq.jobs WHERE state = 'running' AND worker_id LIKE $1`,
-            [`%:${victim.pid}:%`],
-          );
           const { rows: lease } = await adminQuery<{ left_ms: number | null; leads: boolean }>(
             `SELECT (extract(epoch FROM w.lease_expires_at - clock_timestamp()) * 1000)::int AS left_ms,
                     EXISTS (SELECT 1 FROM pgq.leader l WHERE l.leader_id = w.id) AS leads
@@ -239,6 +235,12 @@ async function main(): Promise<void> {
           victim.child.kill('SIGKILL');
           await new Promise((r) => victim.child.once('exit', r));
           killedAt.set(victim.pid, (await adminQuery<{ now: Date }>('SELECT clock_timestamp() AS now')).rows[0]!.now);
+          // Stranded: what the database still has running for the victim once it is gone (read before the
+          // signal, the list would hold jobs that ended in between).
+          const { rows: running } = await adminQuery<{ id: string }>(
+            `SELECT id FROM pgq.jobs WHERE state = 'running' AND worker_id LIKE $1`,
+            [`%:${victim.pid}:%`],
+          );
           const replacement = spawnWorker();
           workers[workers.indexOf(victim)] = replacement;
           await replacement.ready;
