@@ -87,7 +87,7 @@ export class Completer {
     return () => this.#drainedListeners.delete(listener);
   }
 
-  /** Called after each batch of outcomes is committed (the jobs no longer count as running in the database). */
+  /** Called after each batch of outcomes is done: committed (the jobs no longer count as running in the database), or given up. */
   onWritten(listener: () => void): () => void {
     this.#writtenListeners.add(listener);
     return () => this.#writtenListeners.delete(listener);
@@ -124,6 +124,8 @@ export class Completer {
       const wasBacklogged = this.backlogged;
       const batch = this.#pending.splice(0, MAX_BATCH);
       await this.#write(batch);
+      // Written (or split and written one by one, or left to the rescuer): either way this batch is done.
+      this.#writtenListeners.forEach((listener) => listener());
       if (wasBacklogged && !this.backlogged) this.#drainedListeners.forEach((listener) => listener());
     }
   }
@@ -139,7 +141,6 @@ export class Completer {
         }
         if (this.#failing) this.logger.info({}, 'pgq is recording job outcomes again');
         this.#failing = false;
-        this.#writtenListeners.forEach((listener) => listener());
         return;
       } catch (err) {
         failures += 1;

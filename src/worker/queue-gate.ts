@@ -73,7 +73,8 @@ export class QueueGate extends LoopService {
   #applied = 0;
   #offNotify: (() => Promise<void>) | undefined;
   #recheck: NodeJS.Timeout | undefined;
-  #blocked = false;
+  /** The last claim left jobs of a limited queue waiting (or did not ask every one): claim again when outcomes commit. */
+  #limitedWaiting = false;
   #turn = 0;
 
   constructor(queues: readonly string[], deps: QueueGateDeps) {
@@ -127,7 +128,7 @@ export class QueueGate extends LoopService {
 
   /** Outcomes of this worker's jobs were committed: a limited queue waiting on its limit may have room now. */
   outcomesCommitted(): void {
-    if (this.#blocked) this.#deps.wake();
+    if (this.#limitedWaiting) this.#deps.wake();
   }
 
   /**
@@ -205,7 +206,7 @@ export class QueueGate extends LoopService {
   }
 
   #armRecheck(waitMs: number | null, waiting: boolean): void {
-    this.#blocked = waiting;
+    this.#limitedWaiting = waiting;
     if (waitMs === null || this.#recheck) return;
     this.#recheck = setTimeout(() => {
       this.#recheck = undefined;
