@@ -9,14 +9,19 @@
  * idle in a transaction, the connection limit nearly exhausted, a handler
  * that blocks its worker's event loop for 3× rescueAfterMs, and a handler
  * that ignores its abort past its timeout. After each fault a probe job
- * measures the time to full recovery (fault → probe succeeded).
+ * measures the time to full recovery (fault → probe succeeded). A fifth of
+ * the producer's batches go to a queue limited to LIMITED.concurrency jobs
+ * running at once across all workers, and LIMITED.keyConcurrency per key.
  *
  * At the end it checks, and prints: every committed job reached a final
- * state (none lost); no two attempts of one job overlapped in time; how many
+ * state (none lost); no two attempts of one job overlapped in time; the
+ * limited queue's attempts never ran more at once than its limits allow
+ * (a sweep over the ledger: an attempt runs inside its job's claim, so the
+ * handlers running at once are at most the jobs the database counts); how many
  * ran more than once and why; the longest recovery per fault, and for each
  * kill -9 where that time went (the victim's lease left to run, whether it
- * led, rescue, re-run). Exit status 1 if a job was lost or two attempts of a
- * job overlapped.
+ * led, rescue, re-run). Exit status 1 if a job was lost, two attempts of a
+ * job overlapped or the limited queue ran past a limit.
  *
  * Options: --duration SECONDS (default 60), --workers N (3), --rate JOBS/S
  * (150), --out DIR (chaos/results; '-' for none), --seed N.
@@ -88,6 +93,12 @@ const hogTask = defineTask({
 });
 
 const RESCUE_AFTER_MS = 4_000;
+/**
+ * The limited queue: its jobs run 50–150 ms, so its fifth of the producer's
+ * rate asks for about as many slots as the limit gives and bursts queue up
+ * behind it (the limit binds); six keys, each one job at a time.
+ */
+const LIMITED = { queue: 'limited', concurrency: 4, keyConcurrency: 1, keys: 6, share: 0.2 } as const;
 const HOG_TIMEOUT_MS = 500;
 
 const FAULTS = [
@@ -116,6 +127,7 @@ async function main(): Promise<void> {
   const kills: { pid: number; wasLeader: boolean; leaseLeftMs: number | null; stranded: number; rescuedAfterMs: number | null; recoveredMs: number }[] = [];
   try {
     await pgq.migrate();
+    await pgq.setQueue(LIMITED.queue, { concurrency: LIMITED.concurrency, keyConcurrency: LIMITED.keyConcurrency });
     await admin.query(`CREATE TABLE pgq.ledger (job_id bigint NOT NULL, attempt int NOT NULL, pid int NOT NULL,
                        started_at timestamptz NOT NULL, finished_at timestamptz)`);
     const spawnWorker = (): WorkerHandle => {
@@ -124,6 +136,7 @@ async function main(): Promise<void> {
           ...process.env,
           PGQ_URL: url,
           PGQ_SCHEMA: 'pgq',
+          PGQ_QUEUES: `default,${LIMITED.queue}`,
           PGQ_CONCURRENCY: '8',
           PGQ_HEARTBEAT_MS: '250',
           PGQ_RESCUE_AFTER_MS: String(RESCUE_AFTER_MS),
@@ -155,6 +168,7 @@ async function main(): Promise<void> {
       client.on('connect', (c) => c.on('error', () => undefined));
       while (producing) {
         const size = 1 + Math.floor(random() * 10);
+        const limited = random() < LIMITED.share;
         const batch = batchNo++;
         let conn: pg.PoolClient | undefined;
         let ids: string[] = [];
@@ -163,8 +177,8 @@ async function main(): Promise<void> {
           await conn.query('BEGIN');
           const jobs = await pgq.enqueueMany(
             ledgerTask,
-            Array.from({ length: size }, () => ({ sleepMs: Math.floor(random() * 40) })),
-            { db: conn },
+            Array.from({ length: size }, () => ({ sleepMs: limited ? 50 + Math.floor(random() * 100) : Math.floor(random() * 40) })),
+            limited ? { db: conn, queue: LIMITED.queue, concurrencyKey: `k${Math.floor(random() * LIMITED.keys)}` } : { db: conn },
           );
           ids = jobs.map((j) => j.id);
         } catch {
@@ -344,6 +358,28 @@ async function main(): Promise<void> {
           ON a.job_id = b.job_id AND (a.attempt, a.pid, a.started_at) < (b.attempt, b.pid, b.started_at)
          WHERE a.started_at < coalesce(b.finished_at, 'infinity') AND b.started_at < coalesce(a.finished_at, 'infinity')`)
     ).rows[0]!.n;
+    // The limited queue's attempts running at once: +1 at each start, -1 at
+    // each end (ends first at equal times), the running sum's maximum;
+    // overall and per key. An attempt never ended counts to the end.
+    const limitedRows = (
+      await adminQuery<{ jobs: string; overall: number | null; per_key: number | null }>(
+        `WITH l AS (SELECT g.started_at, g.finished_at, j.concurrency_key AS k
+                      FROM pgq.ledger g JOIN pgq.jobs j ON j.id = g.job_id WHERE j.queue = $1),
+              ev AS (SELECT started_at AS t, 1 AS d, k FROM l
+                     UNION ALL SELECT finished_at, -1, k FROM l WHERE finished_at IS NOT NULL)
+         SELECT (SELECT count(*) FROM pgq.jobs WHERE queue = $1) AS jobs,
+                (SELECT max(n) FROM (SELECT sum(d) OVER (ORDER BY t, d ROWS UNBOUNDED PRECEDING) AS n FROM ev) a)::int AS overall,
+                (SELECT max(n) FROM (SELECT sum(d) OVER (PARTITION BY k ORDER BY t, d ROWS UNBOUNDED PRECEDING) AS n FROM ev) b)::int AS per_key`,
+        [LIMITED.queue],
+      )
+    ).rows[0]!;
+    const limitedQueue = {
+      concurrency: LIMITED.concurrency,
+      keyConcurrency: LIMITED.keyConcurrency,
+      jobs: Number(limitedRows.jobs),
+      maxRunningAtOnce: limitedRows.overall ?? 0,
+      maxRunningAtOncePerKey: limitedRows.per_key ?? 0,
+    };
     const reruns = await adminQuery<{ reason: string; n: string }>(`
       SELECT CASE WHEN j.task = 'hog' THEN 'hog fault job (timeouts, by design)'
                   WHEN j.errors::text LIKE '%rescued:%' THEN 'worker presumed dead (rescued)'
@@ -370,6 +406,7 @@ async function main(): Promise<void> {
       finalStates: Object.fromEntries(states.rows.map((r) => [r.state, Number(r.n)])),
       lost: Number(lost),
       ranTwiceAtOnce: Number(overlaps),
+      limitedQueue,
       reruns: Object.fromEntries(reruns.rows.map((r) => [r.reason, Number(r.n)])),
       ambiguousCommits: { jobs: unknownIds.size, committedAfterAll: Number(unknownFound.n), final: Number(unknownFound.final) },
       faults: Object.fromEntries(
@@ -382,7 +419,9 @@ async function main(): Promise<void> {
       rescueAfterMs: RESCUE_AFTER_MS,
       kills,
     };
-    const ok = summary.lost === 0 && summary.ranTwiceAtOnce === 0 && pending === 0 && summary.ambiguousCommits.committedAfterAll === summary.ambiguousCommits.final;
+    const withinLimits = limitedQueue.maxRunningAtOnce <= LIMITED.concurrency && limitedQueue.maxRunningAtOncePerKey <= LIMITED.keyConcurrency;
+    const ok =
+      summary.lost === 0 && summary.ranTwiceAtOnce === 0 && withinLimits && pending === 0 && summary.ambiguousCommits.committedAfterAll === summary.ambiguousCommits.final;
     const markdown = toMarkdown(summary, ok);
     process.stdout.write(`${markdown}\n`);
     if (args.out !== '-') {
@@ -421,7 +460,19 @@ async function measureRecovery(pgq: Pgq, faultAt: Date): Promise<number> {
   return Date.now() - faultAt.getTime();
 }
 
-function toMarkdown(s: Record<string, unknown> & { faults: Record<string, { count: number; maxRecoveryMs: number | null }>; kills: unknown[] }, ok: boolean): string {
+interface LimitedSummary {
+  concurrency: number;
+  keyConcurrency: number;
+  jobs: number;
+  maxRunningAtOnce: number;
+  maxRunningAtOncePerKey: number;
+}
+
+function toMarkdown(
+  s: Record<string, unknown> & { faults: Record<string, { count: number; maxRecoveryMs: number | null }>; kills: unknown[]; limitedQueue: LimitedSummary },
+  ok: boolean,
+): string {
+  const q = s.limitedQueue;
   const lines = [
     `## Chaos run: ${ok ? 'PASS' : 'FAIL'}`,
     '',
@@ -433,6 +484,7 @@ function toMarkdown(s: Record<string, unknown> & { faults: Record<string, { coun
     `| final states | ${JSON.stringify(s.finalStates)} |`,
     `| committed jobs lost | ${String(s.lost)} |`,
     `| jobs that ran twice at the same time | ${String(s.ranTwiceAtOnce)} |`,
+    `| limited queue (${q.jobs} jobs): most attempts running at once, overall / per key | ${q.maxRunningAtOnce} / ${q.maxRunningAtOncePerKey} (limits ${q.concurrency} / ${q.keyConcurrency}) |`,
     `| jobs run more than once (at-least-once), by reason | ${JSON.stringify(s.reruns)} |`,
     `| enqueues whose COMMIT reply was lost | ${JSON.stringify(s.ambiguousCommits)} |`,
     `| longest fault-to-recovery time | ${String(s.longestRecoveryMs)} ms |`,
