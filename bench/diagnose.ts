@@ -18,7 +18,7 @@ import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { z } from 'zod';
-import { Pgq, defineTask } from '../src/index.js';
+import { Pgq, defineTask } from './lib/pgq.js';
 import { loadSystem } from './systems/index.js';
 import type { Payload, RunEnv } from './lib/types.js';
 import { sleep } from './lib/stats.js';

@@ -25,7 +25,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { z } from 'zod';
-import { Pgq, defineTask } from '../src/index.js';
+import { Pgq, defineTask } from './lib/pgq.js';
 import { startEmbedded } from './lib/embedded.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));

@@ -5,8 +5,7 @@
  * ones.
  */
 import { z } from 'zod';
-import { Pgq, defineTask, type Middleware } from '../../src/index.js';
-import { tracing } from '../../src/otel.js';
+import { Pgq, defineTask, tracing, type Middleware } from '../lib/pgq.js';
 import type { Consumer, ConsumerOptions, Probe, Producer, RunEnv, System } from '../lib/types.js';
 import { runHandler, type HandlerOptions } from '../lib/handler.js';
 import pg from 'pg';
@@ -98,7 +97,7 @@ function pgqAdapter(name: string, settings: string, middleware: () => Promise<Mi
   };
 }
 
-export const pgqSystem: System = pgqAdapter('pgq', 'defaults: new Pgq({ connectionString }), pgq.worker({ concurrency })', async () => []);
+export const pgqSystem: System = pgqAdapter('pgq', 'its build (dist/); defaults: new Pgq({ connectionString }), pgq.worker({ concurrency })', async () => []);
 
 /**
  * Opt-in (`--systems pgq,pgq-traced`): the same with the OpenTelemetry
