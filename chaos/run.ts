@@ -124,7 +124,7 @@ async function main(): Promise<void> {
   const ambiguous = new Set<number>(); // batches whose COMMIT outcome is unknown
   const recovery = new Map<Fault, number[]>();
   const faultsRun: { fault: Fault; at: string }[] = [];
-  const kills: { pid: number; wasLeader: boolean; leaseLeftMs: number | null; stranded: number; rescuedAfterMs: number | null; recoveredMs: number }[] = [];
+  const kills: Kill[] = [];
   try {
     await pgq.migrate();
     await pgq.setQueue(LIMITED.queue, { concurrency: LIMITED.concurrency, keyConcurrency: LIMITED.keyConcurrency });
@@ -218,7 +218,7 @@ async function main(): Promise<void> {
       log(`fault: ${fault}`);
       const done = inject(fault);
       const probe = measureRecovery(pgq, at);
-      const stranded = await done;
+      const { ids: stranded, limited } = await done;
       const ms = Math.max(await probe, await finalAfter(stranded, at));
       recovery.set(fault, [...(recovery.get(fault) ?? []), ms]);
       if (fault === 'kill-worker' && lastKill) {
@@ -228,14 +228,15 @@ async function main(): Promise<void> {
           [stranded],
         );
         const rescuedAt = rescued.rows[0]?.at;
-        kills.push({ ...lastKill, stranded: stranded.length, rescuedAfterMs: rescuedAt ? rescuedAt.getTime() - at.getTime() : null, recoveredMs: ms });
+        kills.push({ ...lastKill, stranded: stranded.length, strandedLimited: limited, rescuedAfterMs: rescuedAt ? rescuedAt.getTime() - at.getTime() : null, recoveredMs: ms });
         lastKill = undefined;
       }
       log(`  recovered in ${ms} ms`);
     }
 
-    /** Injects a fault; returns the ids of jobs it stranded (running on a killed worker). */
-    async function inject(fault: Fault): Promise<string[]> {
+    /** Injects a fault; returns the ids of jobs it stranded (running on a killed worker), and how many of them are in the limited queue. */
+    async function inject(fault: Fault): Promise<{ ids: string[]; limited: number }> {
+      const none = { ids: [], limited: 0 };
       switch (fault) {
         case 'kill-worker': {
           const victim = pick(workers);
@@ -251,21 +252,21 @@ async function main(): Promise<void> {
           killedAt.set(victim.pid, (await adminQuery<{ now: Date }>('SELECT clock_timestamp() AS now')).rows[0]!.now);
           // Stranded: what the database still has running for the victim once it is gone (read before the
           // signal, the list would hold jobs that ended in between).
-          const { rows: running } = await adminQuery<{ id: string }>(
-            `SELECT id FROM pgq.jobs WHERE state = 'running' AND worker_id LIKE $1`,
+          const { rows: running } = await adminQuery<{ id: string; queue: string }>(
+            `SELECT id, queue FROM pgq.jobs WHERE state = 'running' AND worker_id LIKE $1`,
             [`%:${victim.pid}:%`],
           );
           const replacement = spawnWorker();
           workers[workers.indexOf(victim)] = replacement;
           await replacement.ready;
-          return running.map((r) => r.id);
+          return { ids: running.map((r) => r.id), limited: running.filter((r) => r.queue === LIMITED.queue).length };
         }
         case 'terminate-backends':
           await adminQuery(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`, [APP]);
-          return [];
+          return none;
         case 'restart-postgres':
           await server.restart();
-          return [];
+          return none;
         case 'idle-in-transaction': {
           const c = new pg.Client({ connectionString: server.url });
           await c.connect();
@@ -273,7 +274,7 @@ async function main(): Promise<void> {
           await sleep(3_000);
           await c.query('ROLLBACK');
           await c.end();
-          return [];
+          return none;
         }
         case 'block-event-loop':
         case 'ignore-abort': {
@@ -283,7 +284,7 @@ async function main(): Promise<void> {
           const mode = fault === 'block-event-loop' ? 'block' : 'ignore-abort';
           const job = await pgq.enqueue(hogTask, { ms: mode === 'block' ? 3 * RESCUE_AFTER_MS : 4 * HOG_TIMEOUT_MS, mode });
           committed.add(job.id);
-          return [job.id];
+          return { ids: [job.id], limited: 0 };
         }
         case 'exhaust-connections': {
           const { rows } = await adminQuery<{ n: string }>(`SELECT count(*) AS n FROM pg_stat_activity`);
@@ -296,7 +297,7 @@ async function main(): Promise<void> {
           }
           await sleep(2_000);
           await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
-          return [];
+          return none;
         }
       }
     }
@@ -460,6 +461,17 @@ async function measureRecovery(pgq: Pgq, faultAt: Date): Promise<number> {
   return Date.now() - faultAt.getTime();
 }
 
+interface Kill {
+  pid: number;
+  wasLeader: boolean;
+  leaseLeftMs: number | null;
+  stranded: number;
+  /** Of the stranded jobs, those of the limited queue: once rescued they wait their turn behind its backlog. */
+  strandedLimited: number;
+  rescuedAfterMs: number | null;
+  recoveredMs: number;
+}
+
 interface LimitedSummary {
   concurrency: number;
   keyConcurrency: number;
@@ -469,7 +481,7 @@ interface LimitedSummary {
 }
 
 function toMarkdown(
-  s: Record<string, unknown> & { faults: Record<string, { count: number; maxRecoveryMs: number | null }>; kills: unknown[]; limitedQueue: LimitedSummary },
+  s: Record<string, unknown> & { faults: Record<string, { count: number; maxRecoveryMs: number | null }>; kills: Kill[]; limitedQueue: LimitedSummary },
   ok: boolean,
 ): string {
   const q = s.limitedQueue;
@@ -499,12 +511,14 @@ function toMarkdown(
       `those attempts back to back (about ${(hogTask.maxAttempts * 3 * RESCUE_AFTER_MS) / 1000} s and ${(hogTask.maxAttempts * 4 * HOG_TIMEOUT_MS) / 1000} s), by design.`,
     '',
     `Where each kill -9's recovery went (rescueAfterMs ${String(s.rescueAfterMs)} ms): the victim's lease still had "lease left" to run; ` +
-      'if it led, leadership (and with it the rescuer) passed on only after its leader lease ran out too; "rescued" is when the rescuer took its jobs; the rest is the re-run and the probe.',
+      'if it led, leadership (and with it the rescuer) passed on only after its leader lease ran out too; "rescued" is when the rescuer took its jobs; the rest is the re-run and the probe. ' +
+      'A rescued job of the limited queue goes back behind the jobs waiting there, and the victim\'s running ones held some of its slots until the rescue, so its re-run may wait for the backlog.',
     '',
-    '| victim pid | led | lease left | jobs stranded | rescued after | recovered after |',
+    '| victim pid | led | lease left | jobs stranded (of them limited) | rescued after | recovered after |',
     '|---|---|---|---|---|---|',
-    ...(s.kills as { pid: number; wasLeader: boolean; leaseLeftMs: number | null; stranded: number; rescuedAfterMs: number | null; recoveredMs: number }[]).map(
-      (k) => `| ${k.pid} | ${k.wasLeader ? 'yes' : 'no'} | ${k.leaseLeftMs ?? '—'} ms | ${k.stranded} | ${k.rescuedAfterMs ?? '—'} ms | ${k.recoveredMs} ms |`,
+    ...s.kills.map(
+      (k) =>
+        `| ${k.pid} | ${k.wasLeader ? 'yes' : 'no'} | ${k.leaseLeftMs ?? '—'} ms | ${k.stranded} (${k.strandedLimited}) | ${k.rescuedAfterMs ?? '—'} ms | ${k.recoveredMs} ms |`,
     ),
   ];
   return lines.join('\n');
