@@ -27,5 +27,12 @@ if (!fs.existsSync(built) || fs.statSync(built).mtimeMs < newest(path.join(root,
   throw new Error(`pgq's build (dist/) is missing or older than src/: run \`npm run build\` first (npm run bench does)`);
 }
 
-export * from '../../dist/index.js';
-export { tracing } from '../../dist/otel.js';
+// Loaded by path at run time, typed by src/ (the same API): type-checking
+// the benchmarks needs no build.
+const dist = (file: string): string => new URL(`../../dist/${file}`, import.meta.url).href;
+const api = (await import(dist('index.js'))) as typeof import('../../src/index.js');
+const otel = (await import(dist('otel.js'))) as typeof import('../../src/otel.js');
+
+export const { Pgq, defineTask } = api;
+export const { tracing } = otel;
+export type { Middleware } from '../../src/index.js';
