@@ -2,6 +2,9 @@
  * Attempt ownership: one owner per running attempt, one outcome on every
  * path. Each test here failed on pgq before attempts had owners.
  */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { defineTask, JobTimeoutError, LeaseLostError, type JobRecord } from '../src/index.js';
@@ -303,7 +306,7 @@ describe('schema version', () => {
 describe('worker processes', () => {
   const hog = defineTask({
     name: 'hog',
-    schema: z.object({ ms: z.number().int().min(0), mode: z.enum(['block', 'ignore-abort']) }),
+    schema: z.object({ ms: z.number().int().min(0), mode: z.enum(['block', 'ignore-abort']), untilFile: z.string().optional() }),
     maxAttempts: 5,
     handler: () => undefined,
   });
@@ -346,6 +349,7 @@ describe('worker processes', () => {
     const pgq = await ctx.migrated({ tasks: [hog, ledgerTask] });
     await createLedger(ctx.admin, ctx.schema);
     await ctx.admin.query(`TRUNCATE "${ctx.schema}".ledger`);
+    const release = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'pgq-hog-')), 'release');
     // One slot: the hog takes it, and whatever the claim took with it waits in the buffer.
     const blocked = spawnWorker(env({ PGQ_CONCURRENCY: '1', PGQ_RESCUE_AFTER_MS: '10000' }));
     await blocked.waitFor((e) => e.event === 'ready');
@@ -358,7 +362,8 @@ describe('worker processes', () => {
     let quick: JobRecord[];
     try {
       await client.query('BEGIN');
-      hogJob = await pgq.enqueue(hog, { ms: 5_000, mode: 'block' }, { priority: 10, db: client });
+      // It blocks until the quick jobs are done (at most 60 s), however slowly the other worker starts.
+      hogJob = await pgq.enqueue(hog, { ms: 60_000, mode: 'block', untilFile: release }, { priority: 10, db: client });
       quick = await pgq.enqueueMany(ledgerTask, Array.from({ length: 20 }, () => ({ sleepMs: 0 })), { db: client });
       await client.query('COMMIT');
     } finally {
@@ -367,6 +372,7 @@ describe('worker processes', () => {
     await blocked.waitFor((e) => e.event === 'job-start' && e.id === hogJob.id, 20_000);
     const other = spawnWorker(env({ PGQ_CONCURRENCY: '4' }));
     const done = await Promise.all(quick.map((j) => pgq.waitForJob(j.id, { timeoutMs: 60_000 })));
+    fs.writeFileSync(release, '');
     expect(done.map((j) => [j.state, j.attempts])).toEqual(quick.map(() => ['succeeded', 1]));
     const hogDone = await pgq.waitForJob(hogJob.id, { timeoutMs: 60_000 });
     expect(hogDone).toMatchObject({ state: 'succeeded', attempts: 1 });

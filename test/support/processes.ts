@@ -1,11 +1,13 @@
 /**
  * Worker processes for tests: spawned with tsx, read as JSON-line events,
- * killed by pid. Every process a test starts is killed after the file.
+ * killed by pid. Every process a test starts is killed when that test ends
+ * (a test that failed half way would otherwise leave workers serving the
+ * file's schema, and they would take the next test's jobs).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import readline from 'node:readline';
-import { afterAll } from 'vitest';
+import { afterEach } from 'vitest';
 
 export interface WorkerProcess {
   child: ChildProcess;
@@ -18,8 +20,16 @@ export interface WorkerProcess {
 }
 
 const started = new Set<ChildProcess>();
-afterAll(() => {
-  for (const child of started) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+afterEach(async () => {
+  const live = [...started].filter((child) => child.exitCode === null && child.signalCode === null);
+  started.clear();
+  await Promise.all(
+    live.map((child) => {
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      child.kill('SIGKILL');
+      return exited;
+    }),
+  );
 });
 
 export const FIXTURE = path.resolve(import.meta.dirname, '../fixtures/worker-process.ts');
