@@ -1,13 +1,14 @@
 /**
  * Worker processes for tests: spawned with tsx, read as JSON-line events,
- * killed by pid. Every process a test starts is killed when that test ends
- * (a test that failed half way would otherwise leave workers serving the
- * file's schema, and they would take the next test's jobs).
+ * killed by pid. A process a test starts is killed when that test ends (a
+ * test that failed half way would otherwise leave workers serving the file's
+ * schema, and they would take the next test's jobs); one started in a
+ * `beforeAll`, shared by the file's tests, when the file ends.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import readline from 'node:readline';
-import { afterEach } from 'vitest';
+import { afterAll, afterEach, beforeEach } from 'vitest';
 
 export interface WorkerProcess {
   child: ChildProcess;
@@ -19,10 +20,13 @@ export interface WorkerProcess {
   stderr(): string;
 }
 
-const started = new Set<ChildProcess>();
-afterEach(async () => {
-  const live = [...started].filter((child) => child.exitCode === null && child.signalCode === null);
-  started.clear();
+const byTest = new Set<ChildProcess>();
+const byFile = new Set<ChildProcess>();
+let inTest = false;
+
+async function killAll(children: Set<ChildProcess>): Promise<void> {
+  const live = [...children].filter((child) => child.exitCode === null && child.signalCode === null);
+  children.clear();
   await Promise.all(
     live.map((child) => {
       const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -30,7 +34,16 @@ afterEach(async () => {
       return exited;
     }),
   );
+}
+
+beforeEach(() => {
+  inTest = true;
 });
+afterEach(async () => {
+  inTest = false;
+  await killAll(byTest);
+});
+afterAll(() => killAll(byFile));
 
 export const FIXTURE = path.resolve(import.meta.dirname, '../fixtures/worker-process.ts');
 
@@ -39,7 +52,7 @@ export function spawnWorker(env: Record<string, string>, script = FIXTURE): Work
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  started.add(child);
+  (inTest ? byTest : byFile).add(child);
   const events: Record<string, unknown>[] = [];
   const waiters: { predicate: (e: Record<string, unknown>) => boolean; resolve: (e: Record<string, unknown>) => void }[] = [];
   let err = '';
