@@ -353,8 +353,10 @@ describe('worker processes', () => {
     // One slot: the hog takes it, and whatever the claim took with it waits in the buffer.
     const blocked = spawnWorker(env({ PGQ_CONCURRENCY: '1', PGQ_RESCUE_AFTER_MS: '10000' }));
     await blocked.waitFor((e) => e.event === 'ready');
-    // Quick jobs first, so the worker claims ahead (it does once it knows its jobs are quick).
-    const warm = await pgq.enqueueMany(ledgerTask, Array.from({ length: 5 }, () => ({ sleepMs: 0 })));
+    // Quick jobs first, so the worker claims ahead (it does once its average job is under 50 ms). Forty: the
+    // average moves a tenth of the way a job, and on a loaded host the first one (the ledger's connections
+    // opening) alone can take over 100 ms.
+    const warm = await pgq.enqueueMany(ledgerTask, Array.from({ length: 40 }, () => ({ sleepMs: 0 })));
     for (const j of warm) await pgq.waitForJob(j.id, { timeoutMs: 20_000 });
     // The hog and the quick jobs commit together and are claimed together, the hog first.
     const client = await ctx.admin.connect();
