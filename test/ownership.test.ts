@@ -340,6 +340,28 @@ describe('worker processes', () => {
     expect(workers.some((w) => /event loop has been blocked for \d+ ms \(running: hog ×1\)/.test(w.stderr()))).toBe(true);
   });
 
+  it('the report of a blocked event loop names the handler that blocked it, even when it started right after another', async () => {
+    const ledgerTask = defineTask({ name: 'ledger', schema: z.object({ sleepMs: z.number().int().min(0) }), handler: () => undefined });
+    const pgq = await ctx.migrated({ tasks: [hog, ledgerTask] });
+    await createLedger(ctx.admin, ctx.schema);
+    await ctx.admin.query(`TRUNCATE "${ctx.schema}".ledger`);
+    const worker = spawnWorker(env({ PGQ_CONCURRENCY: '2', PGQ_RESCUE_AFTER_MS: '10000' }));
+    await worker.waitFor((e) => e.event === 'ready');
+    // One claim takes both, in id order: the ledger job starts (and is reported), then the hog, within 250 ms.
+    const client = await ctx.admin.connect();
+    let hogJob: JobRecord;
+    try {
+      await client.query('BEGIN');
+      await pgq.enqueue(ledgerTask, { sleepMs: 0 }, { priority: 10, db: client });
+      hogJob = await pgq.enqueue(hog, { ms: 6_000, mode: 'block' }, { db: client });
+      await client.query('COMMIT');
+    } finally {
+      client.release();
+    }
+    await pgq.waitForJob(hogJob.id, { timeoutMs: 60_000 });
+    expect(worker.stderr()).toMatch(/event loop has been blocked for \d+ ms \(running: [^)]*hog ×1/);
+  });
+
   it('jobs claimed ahead by a worker whose handler blocks its event loop go back to the queue and run elsewhere meanwhile, none twice, no attempt counted', async () => {
     const ledgerTask = defineTask({
       name: 'ledger',

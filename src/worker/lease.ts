@@ -78,6 +78,8 @@ export class Lease {
   #tick: NodeJS.Timeout | undefined;
   #lastRunningPost = 0;
   #runningPostTimer: NodeJS.Timeout | undefined;
+  /** The tasks of the last running list posted to the thread. */
+  #postedTasks = new Set<string>();
 
   constructor(
     private readonly config: LeaseConfig,
@@ -235,19 +237,25 @@ export class Lease {
   }
 
   /**
-   * The running tasks, for the thread's stall report; posted at once (a
-   * handler that blocks the loop blocks it right after it starts), then at
-   * most every 250 ms.
+   * The running tasks, for the thread's stall report: at most every 250 ms,
+   * except that a job of a task missing from the last list (`started`) is
+   * told at once. A handler that blocks the loop blocks it right after it
+   * starts, so a list left to a timer would name what ran before it.
    */
-  reportRunning(tasks: () => Record<string, number>): void {
-    if (!this.#port || this.#runningPostTimer) return;
+  reportRunning(tasks: () => Record<string, number>, started?: string): void {
+    if (!this.#port) return;
+    const urgent = started !== undefined && !this.#postedTasks.has(started);
+    if (this.#runningPostTimer && !urgent) return;
     const post = (): void => {
+      clearTimeout(this.#runningPostTimer);
       this.#runningPostTimer = undefined;
       this.#lastRunningPost = monotonicMs();
-      this.#port?.postMessage({ type: 'running', tasks: tasks() });
+      const list = tasks();
+      this.#postedTasks = new Set(Object.keys(list));
+      this.#port?.postMessage({ type: 'running', tasks: list });
     };
     const wait = this.#lastRunningPost + 250 - monotonicMs();
-    if (wait <= 0) return post();
+    if (urgent || wait <= 0) return post();
     this.#runningPostTimer = setTimeout(post, wait);
     this.#runningPostTimer.unref();
   }

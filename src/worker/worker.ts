@@ -178,13 +178,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
     );
     // Keep the lease row and the stall report up to date as handlers start, settle and get stuck.
     const runningTasks = (): Record<string, number> => this.#executor.runningTasks();
-    const report = (): void => {
+    const report = (started?: string): void => {
       this.#lease.setStuck(this.#executor.stuckCount);
-      this.#lease.reportRunning(runningTasks);
+      this.#lease.reportRunning(runningTasks, started);
     };
-    this.on('job:start', report);
-    this.on('job:stuck', report);
-    this.#executor.onSlotFree(report);
+    this.on('job:start', (job) => report(job.task));
+    this.on('job:stuck', () => report());
+    this.#executor.onSlotFree(() => report());
     // A limited queue's room opens when an outcome is committed, not when the handler ends.
     this.#completer.onWritten(() => this.#gate.outcomesCommitted());
     if (options.leader) {
