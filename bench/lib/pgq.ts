@@ -4,8 +4,8 @@
  * package. src/ under tsx cost a worker 2–3 µs of CPU a job more (47.0
  * against 49.1–50.4 µs in three alternating 40,000-job drains at
  * concurrency 100): the loader wraps each function that a job's context and
- * attempt create in a naming helper. `npm run bench` builds first; run directly, this refuses a build
- * older than src/.
+ * attempt create in a naming helper. `npm run bench` builds first; run
+ * directly, this refuses a build older than src/.
  */
 import fs from 'node:fs';
 import path from 'node:path';
