@@ -149,28 +149,26 @@ describe('one outcome on every path', () => {
 });
 
 describe('leases', () => {
-  it('a lease lost between a claim and the next renewal strands no job: the worker registers again and keeps what is still its own', async () => {
-    const gate = deferred();
-    const signals: unknown[] = [];
+  /**
+   * A worker whose lease ran out while it held J1: the rescuer takes J1 and
+   * removes the worker's row; the worker notices at its next renewal and
+   * registers again. Its adoption (which of its attempts are still its own)
+   * is slowed by a trigger, so the window where it is registered again but
+   * has not yet signalled what was rescued is a second wide.
+   */
+  async function loseLease(handler: (wait: boolean, c: { attempt: number; signal: AbortSignal }) => Promise<number>) {
     const held = defineTask({
       name: 'held',
       schema: z.object({ wait: z.boolean() }),
       backoff: { baseMs: 1, maxMs: 1 },
-      handler: async ({ wait }, c) => {
-        if (wait && c.attempt === 1) {
-          await new Promise<void>((resolve) => {
-            c.signal.addEventListener('abort', () => {
-              signals.push(c.signal.reason);
-              resolve();
-            });
-            void gate.promise.then(resolve);
-          });
-          if (c.signal.aborted) throw c.signal.reason;
-        }
-        return c.attempt;
-      },
+      handler: ({ wait }, c) => handler(wait, c),
     });
     const pgq = await ctx.migrated({ tasks: [held] });
+    await ctx.admin.query(`
+      CREATE OR REPLACE FUNCTION "${ctx.schema}".slow_adopt() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN IF current_query() LIKE '%AS v(id, attempt)%' THEN PERFORM pg_sleep(1); END IF; RETURN NULL; END $$;
+      DROP TRIGGER IF EXISTS slow_adopt ON "${ctx.schema}".jobs;
+      CREATE TRIGGER slow_adopt BEFORE UPDATE ON "${ctx.schema}".jobs FOR EACH STATEMENT EXECUTE FUNCTION "${ctx.schema}".slow_adopt();`);
     // A renews every 300 ms; B only leads (it serves another queue) and rescues.
     const a = pgq.worker({ leader: false, heartbeatMs: 300, rescueAfterMs: 60_000, pollIntervalMs: 20 });
     await a.start();
@@ -186,6 +184,25 @@ describe('leases', () => {
     const b = pgq.worker({ queues: ['elsewhere'], heartbeatMs: 50, rescueAfterMs: 1_000 });
     await b.start();
     await until(async () => (await ctx.admin.query(`SELECT 1 FROM "${ctx.schema}".workers WHERE id = $1`, [firstId])).rowCount === 0);
+    return { pgq, a, b, firstId, held, j1 };
+  }
+
+  it('a lease lost between a claim and the next renewal strands no job: the worker registers again, signals what was rescued, then claims', async () => {
+    const gate = deferred();
+    const signals: { reason: unknown; at: number }[] = [];
+    const { pgq, a, b, firstId, held, j1 } = await loseLease(async (wait, c) => {
+      if (wait && c.attempt === 1) {
+        await new Promise<void>((resolve) => {
+          c.signal.addEventListener('abort', () => {
+            signals.push({ reason: c.signal.reason, at: Date.now() });
+            resolve();
+          });
+          void gate.promise.then(resolve);
+        });
+        if (c.signal.aborted) throw c.signal.reason;
+      }
+      return c.attempt;
+    });
     // A claim now, before A notices, must not take J2 under the dead lease.
     const j2 = await pgq.enqueue(held, { wait: false });
     const done2 = await pgq.waitForJob(j2.id, { timeoutMs: 10_000 });
@@ -194,11 +211,38 @@ describe('leases', () => {
     const done1 = await pgq.waitForJob(j1.id, { timeoutMs: 10_000 });
     expect(done1).toMatchObject({ state: 'succeeded', attempts: 2, result: 2 });
     expect(signals).toHaveLength(1);
-    expect(signals[0]).toBeInstanceOf(LeaseLostError);
+    expect(signals[0]!.reason).toBeInstanceOf(LeaseLostError);
+    // Nothing was claimed under the new id before the rescued attempt had its signal.
+    expect(done1.startedAt!.getTime()).toBeGreaterThanOrEqual(signals[0]!.at);
+    expect(done2.startedAt!.getTime()).toBeGreaterThanOrEqual(signals[0]!.at);
     expect(a.id).toBe(`${firstId}~2`);
     const running = await ctx.admin.query(`SELECT id FROM "${ctx.schema}".jobs WHERE state = 'running'`);
     expect(running.rowCount).toBe(0);
     gate.resolve();
+    await a.stop();
+    await b.stop();
+  });
+
+  it('a rescued attempt that ignores its signal and the next attempt of its job, claimed by the same worker, never run at once', async () => {
+    const gate = deferred();
+    const runs: Run[] = [];
+    const { pgq, a, b, firstId, j1 } = await loseLease(async (wait, c) => {
+      const run: Run = { attempt: c.attempt, start: performance.now(), end: null };
+      runs.push(run);
+      if (wait && c.attempt === 1) await gate.promise; // deaf to its LeaseLostError
+      run.end = performance.now();
+      return c.attempt;
+    });
+    // A registers again and claims J1's second attempt, which must wait for the first.
+    await until(async () => (await pgq.getJob(j1.id))?.workerId === `${firstId}~2`, { timeoutMs: 10_000 });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(runs.map((r) => r.attempt)).toEqual([1]);
+    gate.resolve();
+    const done1 = await pgq.waitForJob(j1.id, { timeoutMs: 10_000 });
+    expect(done1).toMatchObject({ state: 'succeeded', attempts: 2, result: 2 });
+    expect(runs.map((r) => r.attempt)).toEqual([1, 2]);
+    expect(overlaps(runs)).toBe(0);
+    expect(a.runningJobs).toBe(0);
     await a.stop();
     await b.stop();
   });

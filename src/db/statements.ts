@@ -463,7 +463,7 @@ export function createStatements(schema: string) {
     UPDATE ${jobs} j SET worker_id = $1
       FROM unnest($3::bigint[], $4::int[]) AS v(id, attempt)
      WHERE j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt AND j.worker_id = $2
-    RETURNING j.id::text AS id`;
+    RETURNING j.id::text AS id, j.attempts`;
 
   return {
     /** JobInsertMany: inserts jobs, skipping those whose unique key matches a live job. */
@@ -561,9 +561,9 @@ export function createStatements(schema: string) {
       return { text: renewLease, values: [p.workerId, p.stuckJobs, p.loopLagMs] };
     },
 
-    /** JobAdopt: moves still-owned attempts from a lost lease's id to the new one; returns the ids moved. */
-    adoptJobs(db: Queryable, p: AdoptJobsParams): Promise<{ id: string }[]> {
-      return db.query<{ id: string }>({
+    /** JobAdopt: moves still-owned attempts from a lost lease's id to the new one; returns those moved (id, attempt). */
+    adoptJobs(db: Queryable, p: AdoptJobsParams): Promise<{ id: string; attempts: number }[]> {
+      return db.query<{ id: string; attempts: number }>({
         name: name('adopt_jobs'),
         text: adoptJobs,
         values: [p.workerId, p.formerWorkerId, p.ids, p.attempts],

@@ -132,6 +132,13 @@ interface RunningAttempt {
 export class Executor {
   readonly #running = new Map<string, RunningAttempt>();
   readonly #held = new Map<string, number>();
+  /**
+   * Attempts claimed while an earlier attempt of the same job is still here
+   * (this worker lost its lease, the job was rescued and claimed again): each
+   * takes a slot and starts once the earlier one's outcome is settled, so
+   * one process never runs two attempts of a job at once.
+   */
+  readonly #waiting = new Map<string, { job: ClaimedJob; reason?: Error }>();
   readonly #slotListeners = new Set<() => void>();
   #idleWaiters: (() => void)[] = [];
   #avgMs: number | null = null;
@@ -149,7 +156,7 @@ export class Executor {
   ) {}
 
   get freeSlots(): number {
-    return this.config.concurrency - this.#running.size;
+    return this.config.concurrency - this.#running.size - this.#waiting.size;
   }
 
   /** Moving average of recent handler times, or null before the first job. */
@@ -174,14 +181,14 @@ export class Executor {
     return counts;
   }
 
-  /** Attempts this worker owns whose outcome is not yet written: id → attempt number. */
-  heldAttempts(): Map<string, number> {
-    return new Map(this.#held);
+  /** Attempts this worker owns whose outcome is not yet written: [id, attempt number] (one job may have two). */
+  heldAttempts(): [string, number][] {
+    return [...this.#held, ...[...this.#waiting.values()].map(({ job }): [string, number] => [job.id, job.attempts])];
   }
 
   /** Ids of attempts this worker owns whose outcome is not yet written. */
   heldIds(): string[] {
-    return [...this.#held.keys()];
+    return [...this.#held.keys(), ...this.#waiting.keys()];
   }
 
   /** Called whenever a slot frees. */
@@ -192,6 +199,18 @@ export class Executor {
 
   /** Starts a claimed job. The caller has checked there is a free slot. */
   run(job: ClaimedJob): void {
+    if (this.#held.has(job.id)) {
+      this.#waiting.set(job.id, { job });
+      this.logger.warn(
+        { jobId: job.id, task: job.task, attempt: job.attempts, earlierAttempt: this.#held.get(job.id) },
+        `pgq job ${job.id} (${job.task}) was claimed again while its attempt ${this.#held.get(job.id)}, rescued from this worker, has not settled here; attempt ${job.attempts} starts once it has`,
+      );
+      return;
+    }
+    this.#start(job);
+  }
+
+  #start(job: ClaimedJob, reason?: Error): void {
     this.#held.set(job.id, job.attempts);
     const entry: RunningAttempt = {
       job,
@@ -201,20 +220,34 @@ export class Executor {
       timers: [],
     };
     this.#running.set(job.id, entry);
+    if (reason) entry.controller.abort(reason);
     entry.settled = this.#pipeline(entry);
   }
 
-  /** Signals one running job (cancelJob). The attempt stays held until its handler settles. */
-  abort(id: string, reason: Error): boolean {
+  /**
+   * Signals a job's running attempt (`attempt`, or any): cancelJob, or a
+   * rescue. The attempt stays held until its handler settles. An attempt
+   * still waiting for an earlier one of its job is dropped: the job is no
+   * longer this worker's to start.
+   */
+  abort(id: string, reason: Error, attempt?: number): boolean {
+    const waiting = this.#waiting.get(id);
+    let found = false;
+    if (waiting && (attempt === undefined || waiting.job.attempts === attempt)) {
+      this.#waiting.delete(id);
+      for (const listener of this.#slotListeners) listener();
+      found = true;
+    }
     const entry = this.#running.get(id);
-    if (!entry) return false;
+    if (!entry || (attempt !== undefined && entry.job.attempts !== attempt)) return found;
     entry.controller.abort(reason);
     return true;
   }
 
-  /** Signals every running job. */
+  /** Signals every running job; one waiting for an earlier attempt of its job starts signalled. */
   abortAll(reason: Error): void {
     for (const entry of this.#running.values()) entry.controller.abort(reason);
+    for (const waiting of this.#waiting.values()) waiting.reason ??= reason;
   }
 
   /** Resolves when no handler is running, or after `ms`. Returns whether it became idle. */
@@ -254,6 +287,11 @@ export class Executor {
       written = await this.completer.record(outcome);
     } finally {
       this.#held.delete(job.id);
+      const next = this.#waiting.get(job.id);
+      if (next) {
+        this.#waiting.delete(job.id);
+        this.#start(next.job, next.reason);
+      }
     }
     this.#report(job, outcome, written, ms);
   }

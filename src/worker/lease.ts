@@ -70,6 +70,8 @@ export class Lease {
   #workerId: string;
   #incarnation = 1;
   #lost = false;
+  /** Registered again after a lost lease, and the worker has not yet sorted what it kept from what was rescued. */
+  #adopting = false;
   #port: { postMessage(message: ToLeaseThread): void } | undefined;
   #thread: Thread | undefined;
   #threadExited: Promise<void> | undefined;
@@ -98,7 +100,7 @@ export class Lease {
 
   /** Whether a claim sent now is covered by the lease with a heartbeat to spare. */
   get trusted(): boolean {
-    if (this.#lost) return false;
+    if (this.#lost || this.#adopting) return false;
     return monotonicMs() < this.#shared[SLOTS.lastRenew]! + this.config.rescueAfterMs - this.config.heartbeatMs;
   }
 
@@ -223,12 +225,23 @@ export class Lease {
     Atomics.store(control, held.slots.releasing, 0);
   }
 
-  /** After a lost lease: registers under a new id; returns it. The caller adopts what is still its own. */
+  /**
+   * After a lost lease: registers under a new id; returns it. The caller
+   * adopts what is still its own, then calls `adopted()`: until then the
+   * lease is not trusted, so nothing is claimed under the new id while an
+   * attempt rescued from the old one may still run here unsignalled.
+   */
   async reregister(): Promise<string> {
     this.#incarnation += 1;
     this.#workerId = `${this.config.workerId}~${this.#incarnation}`;
+    this.#adopting = true;
     await this.register();
     return this.#workerId;
+  }
+
+  /** What the worker kept after `reregister()` is sorted out: claims may go on. */
+  adopted(): void {
+    this.#adopting = false;
   }
 
   /** The stuck handler count, written into the lease row at the next renewal. */

@@ -162,14 +162,15 @@ export class Producer extends LoopService {
     return this.held.items().map((h) => h.job.id);
   }
 
-  /** Drops a buffered job (it was cancelled); true when it was buffered. */
-  dropBuffered(id: string): boolean {
+  /** Drops a buffered job (cancelled, or this `attempt` of it rescued); true when it was buffered. */
+  dropBuffered(id: string, attempt?: number): boolean {
+    if (attempt !== undefined && !this.held.items().some((h) => h.job.id === id && h.job.attempts === attempt)) return false;
     return this.held.drop(id);
   }
 
-  /** Buffered jobs: id → attempt number. */
-  bufferedAttempts(): Map<string, number> {
-    return new Map(this.held.items().map((h) => [h.job.id, h.job.attempts]));
+  /** Buffered jobs: [id, attempt number]. */
+  bufferedAttempts(): [string, number][] {
+    return this.held.items().map((h): [string, number] => [h.job.id, h.job.attempts]);
   }
 
   /** Starts buffered jobs while slots are free. */

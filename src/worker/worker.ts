@@ -389,19 +389,23 @@ export class Worker extends EventEmitter<WorkerEvents> {
     for (let failures = 0; this.#state !== 'stopped'; failures += 1) {
       try {
         const workerId = await this.#lease.reregister();
-        const held = new Map([...this.#executor.heldAttempts(), ...this.#producer.bufferedAttempts()]);
-        const adopted = held.size === 0
+        // [id, attempt]: one job may be here twice (an attempt rescued earlier, still settling, and its next).
+        const held = [...this.#executor.heldAttempts(), ...this.#producer.bufferedAttempts()];
+        const adopted = held.length === 0
           ? new Set<string>()
           : new Set((await this.#deps.statements.adoptJobs(this.#deps.db, {
               workerId,
               formerWorkerId: formerId,
-              ids: [...held.keys()],
-              attempts: [...held.values()],
-            })).map((r) => r.id));
-        const rescued = [...held.keys()].filter((id) => !adopted.has(id));
-        for (const id of rescued) if (!this.#producer.dropBuffered(id)) this.#executor.abort(id, new LeaseLostError());
+              ids: held.map(([id]) => id),
+              attempts: held.map(([, attempt]) => attempt),
+            })).map((r) => `${r.id}:${r.attempts}`));
+        const rescued = held.filter(([id, attempt]) => !adopted.has(`${id}:${attempt}`));
+        for (const [id, attempt] of rescued) {
+          if (!this.#producer.dropBuffered(id, attempt)) this.#executor.abort(id, new LeaseLostError(), attempt);
+        }
+        this.#lease.adopted();
         this.#logger.warn(
-          { workerId, kept: adopted.size, rescued },
+          { workerId, kept: adopted.size, rescued: rescued.map(([id]) => id) },
           `pgq worker registered again as ${workerId}: kept ${adopted.size} attempt(s), ${rescued.length} had been rescued`,
         );
         return;
