@@ -76,6 +76,50 @@ describe('worker processes', () => {
     await b.exited;
   });
 
+  it('a worker frozen (SIGSTOP) past its rescueAfterMs thaws, registers again, signals its rescued attempts and works on; each job succeeds once', async () => {
+    const pgq = await setup();
+    const timing = { PGQ_RESCUE_AFTER_MS: '1500', PGQ_HEARTBEAT_MS: '200', PGQ_CONCURRENCY: '2' };
+    const a = spawnWorker(env(timing));
+    const { workerId } = await a.waitFor((e) => e.event === 'ready');
+    // Two first attempts that only their signal ends.
+    const held = await pgq.enqueueMany(ledgerTask, [0, 1].map((n) => ({ sleepMs: 10, firstAttemptSleepMs: 600_000, n })));
+    for (const job of held) await a.waitFor((e) => e.event === 'job-start' && e.id === job.id);
+    const b = spawnWorker(env(timing));
+    await b.waitFor((e) => e.event === 'ready');
+    a.child.kill('SIGSTOP');
+    for (const job of held) {
+      expect(await pgq.waitForJob(job.id, { timeoutMs: 30_000 })).toMatchObject({ state: 'succeeded', attempts: 2, result: { pid: b.pid } });
+    }
+    const { rows: thawed } = await ctx.admin.query<{ now: Date }>('SELECT clock_timestamp() AS now');
+    a.child.kill('SIGCONT');
+    // A finds its row gone, registers again, and its two attempts end on their LeaseLostError; their outcomes are discarded.
+    for (const job of held) await a.waitFor((e) => e.event === 'discarded' && e.id === job.id && e.outcome === 'fail', 20_000);
+    const { rows: frozen } = await ctx.admin.query<{ finished_at: Date | null }>(
+      `SELECT finished_at FROM "${ctx.schema}".ledger WHERE pid = $1 AND attempt = 1 ORDER BY job_id`,
+      [a.pid],
+    );
+    expect(frozen).toHaveLength(2);
+    for (const row of frozen) expect(row.finished_at!.getTime()).toBeGreaterThanOrEqual(thawed[0]!.now.getTime());
+    // With B gone, A serves the queue under its new id.
+    b.child.kill('SIGTERM');
+    await b.exited;
+    const later = await pgq.enqueueMany(ledgerTask, [0, 1, 2].map((n) => ({ sleepMs: 0, n })));
+    for (const job of later) {
+      expect(await pgq.waitForJob(job.id, { timeoutMs: 20_000 })).toMatchObject({ state: 'succeeded', attempts: 1, result: { pid: a.pid }, workerId: `${String(workerId)}~2` });
+    }
+    // The only overlapping runs are the frozen attempts with their reruns: a handler runs twice at once only after its process stopped renewing for its rescueAfterMs.
+    const { rows: overlaps } = await ctx.admin.query<{ job_id: string; pids: number[] }>(`
+      SELECT a.job_id, ARRAY[a.pid, b.pid] AS pids FROM "${ctx.schema}".ledger a JOIN "${ctx.schema}".ledger b
+        ON a.job_id = b.job_id AND (a.attempt, a.pid) < (b.attempt, b.pid)
+       WHERE a.started_at < coalesce(b.finished_at, 'infinity') AND b.started_at < coalesce(a.finished_at, 'infinity')
+       ORDER BY a.job_id`);
+    expect(overlaps).toEqual(held.map((job) => ({ job_id: job.id, pids: [a.pid, b.pid] })));
+    const { rows: runs } = await ctx.admin.query(`SELECT 1 FROM "${ctx.schema}".ledger`);
+    expect(runs).toHaveLength(7);
+    a.child.kill('SIGTERM');
+    expect(await a.exited).toBe(0);
+  });
+
   it('drains on SIGTERM: the running job finishes once, nothing new is claimed', async () => {
     const pgq = await setup();
     const w = spawnWorker(env({ PGQ_CONCURRENCY: '1' }));
