@@ -154,9 +154,11 @@ describe('leases', () => {
    * removes the worker's row; the worker notices at its next renewal and
    * registers again. Its adoption (which of its attempts are still its own)
    * is slowed by a trigger, so the window where it is registered again but
-   * has not yet signalled what was rescued is a second wide.
+   * has not yet signalled what was rescued is a second wide; with
+   * `slowPromote`, so is its promotion of due jobs (0.4 s), which it runs
+   * before most claims: the loss is then noticed while one is in flight.
    */
-  async function loseLease(handler: (wait: boolean, c: { attempt: number; signal: AbortSignal }) => Promise<number>) {
+  async function loseLease(handler: (wait: boolean, c: { attempt: number; signal: AbortSignal }) => Promise<number>, slowPromote = false) {
     const held = defineTask({
       name: 'held',
       schema: z.object({ wait: z.boolean() }),
@@ -166,7 +168,11 @@ describe('leases', () => {
     const pgq = await ctx.migrated({ tasks: [held] });
     await ctx.admin.query(`
       CREATE OR REPLACE FUNCTION "${ctx.schema}".slow_adopt() RETURNS trigger LANGUAGE plpgsql AS $$
-      BEGIN IF current_query() LIKE '%AS v(id, attempt)%' THEN PERFORM pg_sleep(1); END IF; RETURN NULL; END $$;
+      BEGIN
+        IF current_query() LIKE '%AS v(id, attempt)%' THEN PERFORM pg_sleep(1); END IF;
+        IF ${slowPromote} AND current_query() LIKE '%SET state = ''available''%' THEN PERFORM pg_sleep(0.4); END IF;
+        RETURN NULL;
+      END $$;
       DROP TRIGGER IF EXISTS slow_adopt ON "${ctx.schema}".jobs;
       CREATE TRIGGER slow_adopt BEFORE UPDATE ON "${ctx.schema}".jobs FOR EACH STATEMENT EXECUTE FUNCTION "${ctx.schema}".slow_adopt();`);
     // A renews every 300 ms; B only leads (it serves another queue) and rescues.
@@ -202,7 +208,7 @@ describe('leases', () => {
         if (c.signal.aborted) throw c.signal.reason;
       }
       return c.attempt;
-    });
+    }, true);
     // A claim now, before A notices, must not take J2 under the dead lease.
     const j2 = await pgq.enqueue(held, { wait: false });
     const done2 = await pgq.waitForJob(j2.id, { timeoutMs: 10_000 });
@@ -242,8 +248,28 @@ describe('leases', () => {
     expect(done1).toMatchObject({ state: 'succeeded', attempts: 2, result: 2 });
     expect(runs.map((r) => r.attempt)).toEqual([1, 2]);
     expect(overlaps(runs)).toBe(0);
-    expect(a.runningJobs).toBe(0);
+    expect((await ctx.admin.query(`SELECT id FROM "${ctx.schema}".jobs WHERE state = 'running'`)).rowCount).toBe(0);
     await a.stop();
+    await b.stop();
+  });
+
+  it('a worker stopping while such a next attempt waits gives it back unstarted, without counting it', async () => {
+    const gate = deferred();
+    const runs: Run[] = [];
+    const { pgq, a, b, firstId, j1 } = await loseLease(async (wait, c) => {
+      const run: Run = { attempt: c.attempt, start: performance.now(), end: null };
+      runs.push(run);
+      if (wait && c.attempt === 1) await gate.promise; // deaf to its LeaseLostError and to the shutdown
+      run.end = performance.now();
+      return c.attempt;
+    });
+    await until(async () => (await pgq.getJob(j1.id))?.workerId === `${firstId}~2`, { timeoutMs: 10_000 });
+    const stopped = a.stop({ graceMs: 100 });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    gate.resolve();
+    await stopped;
+    expect(runs.map((r) => r.attempt)).toEqual([1]);
+    expect(await pgq.getJob(j1.id)).toMatchObject({ state: 'available', attempts: 1 });
     await b.stop();
   });
 

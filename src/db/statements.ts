@@ -139,8 +139,8 @@ export interface RenewLeaseParams {
 export interface AdoptJobsParams {
   /** The id the worker registered under after losing its lease. */
   workerId: string;
-  /** The id whose lease was lost. */
-  formerWorkerId: string;
+  /** The ids whose lease was lost (the first, and any registered by a retry before this one). */
+  formerWorkerIds: string[];
   ids: string[];
   attempts: number[];
 }
@@ -457,12 +457,15 @@ export function createStatements(schema: string) {
      WHERE id = $1
     RETURNING lease_expires_at`;
 
-  // After a lost lease: the attempts still running under the old id, in the
-  // same attempt, move to the new id; the others were rescued.
+  // After a lost lease: the attempts still running under an old id ($2: the
+  // lost one, and any a failed retry registered), in the same attempt, move
+  // to the new id ($1); one already under it counts as kept too. The others
+  // were rescued.
   const adoptJobs = `
     UPDATE ${jobs} j SET worker_id = $1
       FROM unnest($3::bigint[], $4::int[]) AS v(id, attempt)
-     WHERE j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt AND j.worker_id = $2
+     WHERE j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
+       AND (j.worker_id = $1 OR j.worker_id = ANY($2::text[]))
     RETURNING j.id::text AS id, j.attempts`;
 
   return {
@@ -566,7 +569,7 @@ export function createStatements(schema: string) {
       return db.query<{ id: string; attempts: number }>({
         name: name('adopt_jobs'),
         text: adoptJobs,
-        values: [p.workerId, p.formerWorkerId, p.ids, p.attempts],
+        values: [p.workerId, p.formerWorkerIds, p.ids, p.attempts],
       });
     },
   };

@@ -235,6 +235,7 @@ export class Executor {
     let found = false;
     if (waiting && (attempt === undefined || waiting.job.attempts === attempt)) {
       this.#waiting.delete(id);
+      this.#checkIdle();
       for (const listener of this.#slotListeners) listener();
       found = true;
     }
@@ -250,9 +251,20 @@ export class Executor {
     for (const waiting of this.#waiting.values()) waiting.reason ??= reason;
   }
 
-  /** Resolves when no handler is running, or after `ms`. Returns whether it became idle. */
+  /**
+   * The attempts waiting for an earlier attempt of their job, taken out (a
+   * stopping worker gives them back: they never started).
+   */
+  takeWaiting(): ClaimedJob[] {
+    const jobs = [...this.#waiting.values()].map((w) => w.job);
+    this.#waiting.clear();
+    this.#checkIdle();
+    return jobs;
+  }
+
+  /** Resolves when no handler is running or waiting to, or after `ms`. Returns whether it became idle. */
   async waitIdle(ms: number): Promise<boolean> {
-    if (this.#running.size === 0) return true;
+    if (this.#running.size === 0 && this.#waiting.size === 0) return true;
     let timer: NodeJS.Timeout | undefined;
     const idle = new Promise<boolean>((resolve) => this.#idleWaiters.push(() => resolve(true)));
     const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
@@ -304,8 +316,12 @@ export class Executor {
       this.logger.warn({ jobId: entry.job.id, task: entry.job.task }, `pgq job ${entry.job.id} (${entry.job.task}) settled after being stuck`);
     }
     this.#running.delete(entry.job.id);
-    if (this.#running.size === 0) this.#idleWaiters.splice(0).forEach((w) => w());
+    this.#checkIdle();
     for (const listener of this.#slotListeners) listener();
+  }
+
+  #checkIdle(): void {
+    if (this.#running.size === 0 && this.#waiting.size === 0) this.#idleWaiters.splice(0).forEach((w) => w());
   }
 
   #report(job: ClaimedJob, outcome: Outcome, written: RecordResult, ms: number): void {

@@ -154,7 +154,9 @@ export class Producer extends LoopService {
     await super.stop();
     this.#offSlotFree?.();
     this.#offSlotFree = undefined;
-    await this.#release(this.held.takeAll(), 'prefetched');
+    // Attempts waiting for an earlier attempt of their job were never started either.
+    const waiting = this.executor.takeWaiting().map((job) => ({ job, heldAt: 0 }));
+    await this.#release([...this.held.takeAll(), ...waiting], 'prefetched');
   }
 
   /** Ids of claimed jobs waiting in the local buffer. */
@@ -175,7 +177,7 @@ export class Producer extends LoopService {
 
   /** Starts buffered jobs while slots are free. */
   #dispatch(): void {
-    if (this.#draining) return;
+    if (this.#draining || this.lease.adopting) return;
     // Out of the shared buffer first (the lease thread gives back only what
     // is still in it), then started.
     for (const held of this.held.take(this.executor.freeSlots)) {
@@ -270,6 +272,10 @@ export class Producer extends LoopService {
         if (this.clock.monotonicMs() >= this.#promoteAt) await this.#promote();
         const limit = Math.min(want, this.config.maxClaimBatch);
         const startedBefore = this.#started;
+        // The lease may have been lost while the statements above ran: a
+        // claim goes out only under a trusted lease, with the id read now.
+        if (!this.lease.trusted) continue;
+        const workerId = this.lease.workerId;
         // The lease thread is giving back what a blocked loop held: claim once it is done.
         const claim = this.held.beginClaim();
         if (claim === null) {
@@ -283,7 +289,7 @@ export class Producer extends LoopService {
             tasks: [...this.config.tasks],
             limit,
             startable: this.executor.freeSlots,
-            workerId: this.lease.workerId,
+            workerId,
           });
         } catch (err) {
           this.held.endClaim(claim, [], null);

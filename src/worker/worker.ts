@@ -378,31 +378,38 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   #onLeaseLost(formerId: string): void {
     this.#logger.warn({ formerId }, `pgq worker ${formerId} lost its lease (it was silent for its rescueAfterMs); registering again`);
-    this.#reconciling = this.#reconcile(formerId).finally(() => {
-      this.#reconciling = undefined;
+    // One reconcile at a time: a lease lost again meanwhile is reconciled after.
+    const reconciling: Promise<void> = (this.#reconciling ?? Promise.resolve()).then(() => this.#reconcile(formerId)).finally(() => {
+      if (this.#reconciling === reconciling) this.#reconciling = undefined;
       this.#producer.wake();
     });
+    this.#reconciling = reconciling;
   }
 
   /** Registers again and keeps exactly the attempts that were not rescued. */
   async #reconcile(formerId: string): Promise<void> {
-    for (let failures = 0; this.#state !== 'stopped'; failures += 1) {
+    // Every id this worker may hold attempts under: a retry after an adoption
+    // whose reply was lost finds them under the id registered before.
+    const formerIds = [formerId];
+    for (let failures = 0; this.#state === 'starting' || this.#state === 'running'; failures += 1) {
       try {
-        const workerId = await this.#lease.reregister();
+        const registering = this.#lease.reregister();
+        formerIds.push(this.#lease.workerId);
+        const workerId = await registering;
         // [id, attempt]: one job may be here twice (an attempt rescued earlier, still settling, and its next).
         const held = [...this.#executor.heldAttempts(), ...this.#producer.bufferedAttempts()];
         const adopted = held.length === 0
           ? new Set<string>()
           : new Set((await this.#deps.statements.adoptJobs(this.#deps.db, {
               workerId,
-              formerWorkerId: formerId,
+              formerWorkerIds: formerIds.filter((id) => id !== workerId),
               ids: held.map(([id]) => id),
               attempts: held.map(([, attempt]) => attempt),
             })).map((r) => `${r.id}:${r.attempts}`));
         const rescued = held.filter(([id, attempt]) => !adopted.has(`${id}:${attempt}`));
-        for (const [id, attempt] of rescued) {
-          if (!this.#producer.dropBuffered(id, attempt)) this.#executor.abort(id, new LeaseLostError(), attempt);
-        }
+        // Buffered ones first: a slot an abort frees must not start a rescued job still in the buffer.
+        const running = rescued.filter(([id, attempt]) => !this.#producer.dropBuffered(id, attempt));
+        for (const [id, attempt] of running) this.#executor.abort(id, new LeaseLostError(), attempt);
         this.#lease.adopted();
         this.#logger.warn(
           { workerId, kept: adopted.size, rescued: rescued.map(([id]) => id) },
