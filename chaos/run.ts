@@ -8,23 +8,31 @@
  * pg_terminate_backend of pgq's connections, a PostgreSQL restart, a session
  * idle in a transaction, the connection limit nearly exhausted, a handler
  * that blocks its worker's event loop for 3× rescueAfterMs, and a handler
- * that ignores its abort past its timeout. After each fault a probe job
+ * that ignores its abort past its timeout, and a worker frozen (SIGSTOP)
+ * until the rescuer has taken its jobs, then thawed (SIGCONT): it must
+ * register again. After each fault a probe job
  * measures the time to full recovery (fault → probe succeeded). A fifth of
  * the producer's batches go to a queue limited to LIMITED.concurrency jobs
  * running at once across all workers, and LIMITED.keyConcurrency per key.
  *
  * At the end it checks, and prints: every committed job reached a final
- * state (none lost); no two attempts of one job overlapped in time; the
+ * state (none lost); no two attempts of one job overlapped in time (except
+ * an attempt a freeze caught with its rerun in another process: a handler
+ * runs twice at once only after its process stopped renewing its lease for
+ * its rescueAfterMs; those pairs are counted apart); every frozen worker
+ * registered again once thawed; the
  * limited queue's attempts never ran more at once than its limits allow
  * (a sweep over the ledger: an attempt runs inside its job's claim, so the
  * handlers running at once are at most the jobs the database counts); how many
  * ran more than once and why; the longest recovery per fault, and for each
  * kill -9 where that time went (the victim's lease left to run, whether it
  * led, rescue, re-run). Exit status 1 if a job was lost, two attempts of a
- * job overlapped or the limited queue ran past a limit.
+ * job overlapped, a thawed worker did not register again or the limited
+ * queue ran past a limit.
  *
  * Options: --duration SECONDS (default 60), --workers N (3), --rate JOBS/S
- * (150), --out DIR (chaos/results; '-' for none), --seed N.
+ * (150), --out DIR (chaos/results; '-' for none), --seed N, --faults A,B
+ * (only these faults; default all).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -50,6 +58,7 @@ const { values: args } = parseArgs({
     rate: { type: 'string', default: '150' },
     out: { type: 'string', default: path.join(HERE, 'results') },
     seed: { type: 'string' },
+    faults: { type: 'string' },
   },
 });
 const durationMs = Number(args.duration) * 1000;
@@ -109,8 +118,16 @@ const FAULTS = [
   'exhaust-connections',
   'block-event-loop',
   'ignore-abort',
+  'freeze-worker',
 ] as const;
 type Fault = (typeof FAULTS)[number];
+const chosenFaults: readonly Fault[] = args.faults ? args.faults.split(',').map((f) => f.trim()).filter(Boolean).map(toFault) : FAULTS;
+
+function toFault(name: string): Fault {
+  if ((FAULTS as readonly string[]).includes(name)) return name as Fault;
+  console.error(`chaos: unknown fault ${JSON.stringify(name)} in --faults; the faults are ${FAULTS.join(', ')}`);
+  process.exit(2);
+}
 
 async function main(): Promise<void> {
   const server: EmbeddedServer = await startEmbedded('chaos', ['-c', `max_connections=${MAX_CONNECTIONS}`]);
@@ -125,11 +142,12 @@ async function main(): Promise<void> {
   const recovery = new Map<Fault, number[]>();
   const faultsRun: { fault: Fault; at: string }[] = [];
   const kills: Kill[] = [];
+  const freezes: Freeze[] = [];
   try {
     await pgq.migrate();
     await pgq.setQueue(LIMITED.queue, { concurrency: LIMITED.concurrency, keyConcurrency: LIMITED.keyConcurrency });
     await admin.query(`CREATE TABLE pgq.ledger (job_id bigint NOT NULL, attempt int NOT NULL, pid int NOT NULL,
-                       started_at timestamptz NOT NULL, finished_at timestamptz)`);
+                       started_at timestamptz NOT NULL, finished_at timestamptz, frozen_at timestamptz)`);
     const spawnWorker = (): WorkerHandle => {
       const child = spawn(process.execPath, ['--import', 'tsx', FIXTURE], {
         env: {
@@ -211,7 +229,7 @@ async function main(): Promise<void> {
       await sleep(2_000 + random() * 4_000);
       if (Date.now() - started >= durationMs) break;
       // Every fault in turn, each round in a new random order.
-      if (queue.length === 0) queue.push(...[...FAULTS].sort(() => random() - 0.5));
+      if (queue.length === 0) queue.push(...[...chosenFaults].sort(() => random() - 0.5));
       const fault = queue.shift()!;
       const at = new Date();
       faultsRun.push({ fault, at: at.toISOString() });
@@ -286,6 +304,42 @@ async function main(): Promise<void> {
           committed.add(job.id);
           return { ids: [job.id], limited: 0 };
         }
+        case 'freeze-worker': {
+          // Frozen until the rescuer has taken its jobs and removed its row
+          // (a paused VM, a swap storm), then a little longer (0–1.5 s, so
+          // its rescued jobs are sometimes still waiting when it thaws).
+          const victim = pick(workers);
+          const before = await adminQuery<{ id: string }>(`SELECT id FROM pgq.workers WHERE pid = $1`, [victim.pid]);
+          victim.child.kill('SIGSTOP');
+          await sleep(100);
+          const at = (await adminQuery<{ now: Date }>('SELECT clock_timestamp() AS now')).rows[0]!.now;
+          const { rows: running } = await adminQuery<{ id: string; queue: string }>(
+            `SELECT id, queue FROM pgq.jobs WHERE state = 'running' AND worker_id = ANY($1::text[])`,
+            [before.rows.map((r) => r.id)],
+          );
+          const frozenSince = Date.now();
+          while (Date.now() - frozenSince < 60_000 && (await adminQuery(`SELECT 1 FROM pgq.workers WHERE pid = $1`, [victim.pid])).rowCount! > 0) {
+            await sleep(100);
+          }
+          await sleep(random() * 1_500);
+          victim.child.kill('SIGCONT');
+          const thawed = Date.now();
+          let registeredAgainMs: number | null = null;
+          while (Date.now() - thawed < 20_000) {
+            const { rowCount } = await adminQuery(`SELECT 1 FROM pgq.workers WHERE pid = $1 AND NOT id = ANY($2::text[])`, [
+              victim.pid,
+              before.rows.map((r) => r.id),
+            ]);
+            if (rowCount) {
+              registeredAgainMs = Date.now() - thawed;
+              break;
+            }
+            await sleep(50);
+          }
+          freezes.push({ pid: victim.pid, at, frozenMs: thawed - frozenSince + 100, stranded: running.length, registeredAgainMs });
+          log(`  worker ${victim.pid} frozen ${thawed - frozenSince + 100} ms; ${registeredAgainMs === null ? 'did NOT register again' : `registered again ${registeredAgainMs} ms after it thawed`}`);
+          return { ids: running.map((r) => r.id), limited: running.filter((r) => r.queue === LIMITED.queue).length };
+        }
         case 'exhaust-connections': {
           const { rows } = await adminQuery<{ n: string }>(`SELECT count(*) AS n FROM pg_stat_activity`);
           const hold = Math.max(0, MAX_CONNECTIONS - Number(rows[0]!.n) - 6);
@@ -353,18 +407,29 @@ async function main(): Promise<void> {
         [[...committed]],
       )
     ).rows[0]!.n;
-    const overlaps = (
-      await adminQuery<{ n: string }>(`
-        SELECT count(*) AS n FROM pgq.ledger a JOIN pgq.ledger b
-          ON a.job_id = b.job_id AND (a.attempt, a.pid, a.started_at) < (b.attempt, b.pid, b.started_at)
-         WHERE a.started_at < coalesce(b.finished_at, 'infinity') AND b.started_at < coalesce(a.finished_at, 'infinity')`)
-    ).rows[0]!.n;
+    // An attempt running when its worker froze: from the freeze on, its job was the rescuer's to give to another.
+    for (const f of freezes) {
+      await adminQuery(
+        `UPDATE pgq.ledger SET frozen_at = $1 WHERE pid = $2 AND started_at < $1 AND (finished_at IS NULL OR finished_at > $1)`,
+        [f.at, f.pid],
+      );
+    }
+    // Pairs of one job's attempts that overlap; those where one was caught by a freeze and the other ran in another process are allowed, and counted apart.
+    const overlapRows = (
+      await adminQuery<{ n: string; frozen: string }>(`
+        SELECT count(*) FILTER (WHERE NOT excused) AS n, count(*) FILTER (WHERE excused) AS frozen FROM (
+          SELECT (a.frozen_at IS NOT NULL OR b.frozen_at IS NOT NULL) AND a.pid <> b.pid AS excused
+            FROM pgq.ledger a JOIN pgq.ledger b
+              ON a.job_id = b.job_id AND (a.attempt, a.pid, a.started_at) < (b.attempt, b.pid, b.started_at)
+           WHERE a.started_at < coalesce(b.finished_at, 'infinity') AND b.started_at < coalesce(a.finished_at, 'infinity')) o`)
+    ).rows[0]!;
+    const overlaps = overlapRows.n;
     // The limited queue's attempts running at once: +1 at each start, -1 at
     // each end (ends first at equal times), the running sum's maximum;
     // overall and per key. An attempt never ended counts to the end.
     const limitedRows = (
       await adminQuery<{ jobs: string; overall: number | null; per_key: number | null }>(
-        `WITH l AS (SELECT g.started_at, g.finished_at, j.concurrency_key AS k
+        `WITH l AS (SELECT g.started_at, coalesce(g.frozen_at, g.finished_at) AS finished_at, j.concurrency_key AS k
                       FROM pgq.ledger g JOIN pgq.jobs j ON j.id = g.job_id WHERE j.queue = $1),
               ev AS (SELECT started_at AS t, 1 AS d, k FROM l
                      UNION ALL SELECT finished_at, -1, k FROM l WHERE finished_at IS NOT NULL)
@@ -407,6 +472,7 @@ async function main(): Promise<void> {
       finalStates: Object.fromEntries(states.rows.map((r) => [r.state, Number(r.n)])),
       lost: Number(lost),
       ranTwiceAtOnce: Number(overlaps),
+      frozenOverlaps: Number(overlapRows.frozen),
       limitedQueue,
       reruns: Object.fromEntries(reruns.rows.map((r) => [r.reason, Number(r.n)])),
       ambiguousCommits: { jobs: unknownIds.size, committedAfterAll: Number(unknownFound.n), final: Number(unknownFound.final) },
@@ -419,10 +485,16 @@ async function main(): Promise<void> {
       longestRecoveryMs: Math.max(0, ...[...recovery.values()].flat()),
       rescueAfterMs: RESCUE_AFTER_MS,
       kills,
+      freezes,
     };
     const withinLimits = limitedQueue.maxRunningAtOnce <= LIMITED.concurrency && limitedQueue.maxRunningAtOncePerKey <= LIMITED.keyConcurrency;
     const ok =
-      summary.lost === 0 && summary.ranTwiceAtOnce === 0 && withinLimits && pending === 0 && summary.ambiguousCommits.committedAfterAll === summary.ambiguousCommits.final;
+      summary.lost === 0 &&
+      summary.ranTwiceAtOnce === 0 &&
+      withinLimits &&
+      freezes.every((f) => f.registeredAgainMs !== null) &&
+      pending === 0 &&
+      summary.ambiguousCommits.committedAfterAll === summary.ambiguousCommits.final;
     const markdown = toMarkdown(summary, ok);
     process.stdout.write(`${markdown}\n`);
     if (args.out !== '-') {
@@ -472,6 +544,17 @@ interface Kill {
   recoveredMs: number;
 }
 
+interface Freeze {
+  pid: number;
+  /** When the freeze began (the database's clock). */
+  at: Date;
+  frozenMs: number;
+  /** Jobs running on it when it froze: all rescued, since it thawed only after its row was removed. */
+  stranded: number;
+  /** ms from SIGCONT until it was registered under a new id; null if it never was. */
+  registeredAgainMs: number | null;
+}
+
 interface LimitedSummary {
   concurrency: number;
   keyConcurrency: number;
@@ -481,7 +564,12 @@ interface LimitedSummary {
 }
 
 function toMarkdown(
-  s: Record<string, unknown> & { faults: Record<string, { count: number; maxRecoveryMs: number | null }>; kills: Kill[]; limitedQueue: LimitedSummary },
+  s: Record<string, unknown> & {
+    faults: Record<string, { count: number; maxRecoveryMs: number | null }>;
+    kills: Kill[];
+    freezes: Freeze[];
+    limitedQueue: LimitedSummary;
+  },
   ok: boolean,
 ): string {
   const q = s.limitedQueue;
@@ -496,6 +584,8 @@ function toMarkdown(
     `| final states | ${JSON.stringify(s.finalStates)} |`,
     `| committed jobs lost | ${String(s.lost)} |`,
     `| jobs that ran twice at the same time | ${String(s.ranTwiceAtOnce)} |`,
+    `| attempts a freeze caught that overlapped their rerun in another process (allowed: the frozen process stopped renewing its lease) | ${String(s.frozenOverlaps)} |`,
+    `| frozen workers that registered again once thawed | ${s.freezes.filter((f) => f.registeredAgainMs !== null).length} of ${s.freezes.length} |`,
     `| limited queue (${q.jobs} jobs): most attempts running at once, overall / per key | ${q.maxRunningAtOnce} / ${q.maxRunningAtOncePerKey} (limits ${q.concurrency} / ${q.keyConcurrency}) |`,
     `| jobs run more than once (at-least-once), by reason | ${JSON.stringify(s.reruns)} |`,
     `| enqueues whose COMMIT reply was lost | ${JSON.stringify(s.ambiguousCommits)} |`,
@@ -520,6 +610,12 @@ function toMarkdown(
       (k) =>
         `| ${k.pid} | ${k.wasLeader ? 'yes' : 'no'} | ${k.leaseLeftMs ?? '—'} ms | ${k.stranded} (${k.strandedLimited}) | ${k.rescuedAfterMs ?? '—'} ms | ${k.recoveredMs} ms |`,
     ),
+    '',
+    'Each freeze: the worker stopped (SIGSTOP) until the rescuer had taken its running jobs and removed its row, then 0–1.5 s more, then thawed (SIGCONT); it finds its lease lost, registers under a new id, signals its rescued attempts (LeaseLostError) and claims again.',
+    '',
+    '| pid | frozen | jobs running when it froze (rescued) | registered again after thawing |',
+    '|---|---|---|---|',
+    ...s.freezes.map((f) => `| ${f.pid} | ${f.frozenMs} ms | ${f.stranded} | ${f.registeredAgainMs === null ? 'never' : `${f.registeredAgainMs} ms`} |`),
   ];
   return lines.join('\n');
 }
