@@ -265,7 +265,8 @@ describe('leases', () => {
     });
     await until(async () => (await pgq.getJob(j1.id))?.workerId === `${firstId}~2`, { timeoutMs: 10_000 });
     const stopped = a.stop({ graceMs: 100 });
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Given back (attempts 2 → 1) while the first attempt still runs.
+    await until(async () => (await pgq.getJob(j1.id))?.state === 'available', { timeoutMs: 10_000 });
     gate.resolve();
     await stopped;
     expect(runs.map((r) => r.attempt)).toEqual([1]);

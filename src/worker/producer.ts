@@ -177,7 +177,10 @@ export class Producer extends LoopService {
 
   /** Starts buffered jobs while slots are free. */
   #dispatch(): void {
-    if (this.#draining || this.lease.adopting) return;
+    // Only under a trusted lease: after a freeze (or a lost lease) a buffered
+    // job may have been rescued and run elsewhere; it waits for a renewal, or
+    // for the adoption to sort it out.
+    if (this.#draining || !this.lease.trusted) return;
     // Out of the shared buffer first (the lease thread gives back only what
     // is still in it), then started.
     for (const held of this.held.take(this.executor.freeSlots)) {
@@ -304,6 +307,12 @@ export class Producer extends LoopService {
         for (const row of rows) {
           const us = claimStartedMicros(row);
           if (us !== null) startedAt = Math.max(startedAt ?? us, us);
+        }
+        if (this.lease.workerId !== workerId) {
+          // Claimed under a lease lost since: the rescuer that ended it took these too.
+          this.held.endClaim(claim, [], null);
+          if (rows.length > 0) this.logger.warn({ jobs: rows.map((r) => String(r.id)) }, `pgq dropped ${rows.length} job(s) claimed under its lost lease; they were rescued with it`);
+          continue;
         }
         const jobs = rows.map((row) => ({ job: toClaimedJob(row), heldAt }));
         if (!this.held.endClaim(claim, jobs, startedAt)) {

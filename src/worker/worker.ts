@@ -349,7 +349,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     await this.#executor.settled();
     await this.#sandbox.close();
     await this.#completer.flush(Math.max(5_000, this.options.rescueAfterMs));
-    await this.#reconciling;
+    // A reconcile that cannot reach the database does not hold the stop for longer than a lease.
+    if (this.#reconciling) await Promise.race([this.#reconciling, sleep(this.options.rescueAfterMs)]);
     await this.#leader?.stop();
     await this.#lease.stop();
     await this.#teardownSubscriptions();
@@ -391,7 +392,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     // Every id this worker may hold attempts under: a retry after an adoption
     // whose reply was lost finds them under the id registered before.
     const formerIds = [formerId];
-    for (let failures = 0; this.#state === 'starting' || this.#state === 'running'; failures += 1) {
+    for (let failures = 0; this.#state !== 'stopped'; failures += 1) {
       try {
         const registering = this.#lease.reregister();
         formerIds.push(this.#lease.workerId);
