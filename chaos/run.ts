@@ -17,10 +17,11 @@
  *
  * At the end it checks, and prints: every committed job reached a final
  * state (none lost); no two attempts of one job overlapped in time (except
- * an attempt a freeze caught with its rerun in another process: a handler
- * runs twice at once only after its process stopped renewing its lease for
- * its rescueAfterMs; those pairs are counted apart); every frozen worker
- * registered again once thawed; the
+ * an attempt the rescuer took from a frozen worker with a later attempt in
+ * another process started after the rescue: a handler runs twice at once
+ * only after its process stopped renewing its lease for its rescueAfterMs;
+ * those pairs are counted apart, and the caught attempt must end within 15 s
+ * of the thaw); every frozen worker registered again once thawed; the
  * limited queue's attempts never ran more at once than its limits allow
  * (a sweep over the ledger: an attempt runs inside its job's claim, so the
  * handlers running at once are at most the jobs the database counts); how many
@@ -318,10 +319,13 @@ async function main(): Promise<void> {
             [before.rows.map((r) => r.id)],
           );
           const frozenSince = Date.now();
-          while (Date.now() - frozenSince < 60_000 && (await adminQuery(`SELECT 1 FROM pgq.workers WHERE pid = $1`, [victim.pid])).rowCount! > 0) {
-            await sleep(100);
+          let rescued = false;
+          while (!rescued && Date.now() - frozenSince < 60_000) {
+            rescued = (await adminQuery(`SELECT 1 FROM pgq.workers WHERE pid = $1`, [victim.pid])).rowCount === 0;
+            if (!rescued) await sleep(100);
           }
           await sleep(random() * 1_500);
+          const thawedAt = (await adminQuery<{ now: Date }>('SELECT clock_timestamp() AS now')).rows[0]!.now;
           victim.child.kill('SIGCONT');
           const thawed = Date.now();
           let registeredAgainMs: number | null = null;
@@ -336,8 +340,10 @@ async function main(): Promise<void> {
             }
             await sleep(50);
           }
-          freezes.push({ pid: victim.pid, at, frozenMs: thawed - frozenSince + 100, stranded: running.length, registeredAgainMs });
-          log(`  worker ${victim.pid} frozen ${thawed - frozenSince + 100} ms; ${registeredAgainMs === null ? 'did NOT register again' : `registered again ${registeredAgainMs} ms after it thawed`}`);
+          freezes.push({ pid: victim.pid, ids: before.rows.map((r) => r.id), at, thawedAt, frozenMs: thawed - frozenSince + 100, stranded: running.length, rescued, registeredAgainMs });
+          log(
+            `  worker ${victim.pid} frozen ${thawed - frozenSince + 100} ms; ${rescued ? '' : 'NOT rescued within 60 s; '}${registeredAgainMs === null ? 'did NOT register again' : `registered again ${registeredAgainMs} ms after it thawed`}`,
+          );
           return { ids: running.map((r) => r.id), limited: running.filter((r) => r.queue === LIMITED.queue).length };
         }
         case 'exhaust-connections': {
@@ -407,18 +413,36 @@ async function main(): Promise<void> {
         [[...committed]],
       )
     ).rows[0]!.n;
-    // An attempt running when its worker froze: from the freeze on, its job was the rescuer's to give to another.
+    // An attempt a freeze caught: the victim's attempt that the rescuer took
+    // from it during the freeze (by the rescue's entry in the job's errors);
+    // frozen_at is when it was rescued. It must have ended within 15 s of the thaw.
+    let frozenLate = 0;
     for (const f of freezes) {
       await adminQuery(
-        `UPDATE pgq.ledger SET frozen_at = $1 WHERE pid = $2 AND started_at < $1 AND (finished_at IS NULL OR finished_at > $1)`,
-        [f.at, f.pid],
+        `UPDATE pgq.ledger l SET frozen_at = r.at
+           FROM (SELECT j.id, (e->>'attempt')::int AS attempt, (e->>'at')::timestamptz AS at
+                   FROM pgq.jobs j, jsonb_array_elements(j.errors) AS e
+                  WHERE e->>'message' LIKE 'rescued: the lease of worker %'
+                    AND split_part(substr(e->>'message', length('rescued: the lease of worker ') + 1), ' expired', 1) = ANY($2::text[])
+                    AND (e->>'at')::timestamptz BETWEEN $3 AND $4) r
+          WHERE l.pid = $1 AND l.job_id = r.id AND l.attempt = r.attempt`,
+        [f.pid, f.ids, f.at, f.thawedAt],
       );
+      frozenLate += (
+        await adminQuery(
+          `SELECT 1 FROM pgq.ledger WHERE pid = $1 AND frozen_at BETWEEN $2 AND $3 AND coalesce(finished_at, 'infinity') > $3::timestamptz + interval '15 seconds'`,
+          [f.pid, f.at, f.thawedAt],
+        )
+      ).rowCount!;
     }
-    // Pairs of one job's attempts that overlap; those where one was caught by a freeze and the other ran in another process are allowed, and counted apart.
+    // Pairs of one job's attempts that overlap. Allowed, and counted apart: a
+    // frozen attempt with a later attempt in another process that started
+    // after the rescue.
     const overlapRows = (
       await adminQuery<{ n: string; frozen: string }>(`
         SELECT count(*) FILTER (WHERE NOT excused) AS n, count(*) FILTER (WHERE excused) AS frozen FROM (
-          SELECT (a.frozen_at IS NOT NULL OR b.frozen_at IS NOT NULL) AND a.pid <> b.pid AS excused
+          SELECT coalesce(a.frozen_at IS NOT NULL AND b.pid <> a.pid AND b.attempt > a.attempt AND b.started_at >= a.frozen_at, false)
+              OR coalesce(b.frozen_at IS NOT NULL AND a.pid <> b.pid AND a.attempt > b.attempt AND a.started_at >= b.frozen_at, false) AS excused
             FROM pgq.ledger a JOIN pgq.ledger b
               ON a.job_id = b.job_id AND (a.attempt, a.pid, a.started_at) < (b.attempt, b.pid, b.started_at)
            WHERE a.started_at < coalesce(b.finished_at, 'infinity') AND b.started_at < coalesce(a.finished_at, 'infinity')) o`)
@@ -473,6 +497,7 @@ async function main(): Promise<void> {
       lost: Number(lost),
       ranTwiceAtOnce: Number(overlaps),
       frozenOverlaps: Number(overlapRows.frozen),
+      frozenLate,
       limitedQueue,
       reruns: Object.fromEntries(reruns.rows.map((r) => [r.reason, Number(r.n)])),
       ambiguousCommits: { jobs: unknownIds.size, committedAfterAll: Number(unknownFound.n), final: Number(unknownFound.final) },
@@ -492,7 +517,8 @@ async function main(): Promise<void> {
       summary.lost === 0 &&
       summary.ranTwiceAtOnce === 0 &&
       withinLimits &&
-      freezes.every((f) => f.registeredAgainMs !== null) &&
+      freezes.every((f) => f.rescued && f.registeredAgainMs !== null) &&
+      frozenLate === 0 &&
       pending === 0 &&
       summary.ambiguousCommits.committedAfterAll === summary.ambiguousCommits.final;
     const markdown = toMarkdown(summary, ok);
@@ -546,8 +572,13 @@ interface Kill {
 
 interface Freeze {
   pid: number;
-  /** When the freeze began (the database's clock). */
+  /** Its worker ids before the freeze (the rescue names them). */
+  ids: string[];
+  /** When the freeze began and when it ended (the database's clock). */
   at: Date;
+  thawedAt: Date;
+  /** Whether the rescuer removed its row within 60 s. */
+  rescued: boolean;
   frozenMs: number;
   /** Jobs running on it when it froze: all rescued, since it thawed only after its row was removed. */
   stranded: number;
@@ -586,6 +617,7 @@ function toMarkdown(
     `| jobs that ran twice at the same time | ${String(s.ranTwiceAtOnce)} |`,
     `| attempts a freeze caught that overlapped their rerun in another process (allowed: the frozen process stopped renewing its lease) | ${String(s.frozenOverlaps)} |`,
     `| frozen workers that registered again once thawed | ${s.freezes.filter((f) => f.registeredAgainMs !== null).length} of ${s.freezes.length} |`,
+    `| rescued attempts of a frozen worker still running 15 s after it thawed | ${String(s.frozenLate)} |`,
     `| limited queue (${q.jobs} jobs): most attempts running at once, overall / per key | ${q.maxRunningAtOnce} / ${q.maxRunningAtOncePerKey} (limits ${q.concurrency} / ${q.keyConcurrency}) |`,
     `| jobs run more than once (at-least-once), by reason | ${JSON.stringify(s.reruns)} |`,
     `| enqueues whose COMMIT reply was lost | ${JSON.stringify(s.ambiguousCommits)} |`,
