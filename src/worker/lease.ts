@@ -239,11 +239,6 @@ export class Lease {
     return this.#workerId;
   }
 
-  /** Between a lost lease and `adopted()`: buffered jobs may have been rescued, so none is started. */
-  get adopting(): boolean {
-    return this.#adopting || this.#lost;
-  }
-
   /** What the worker kept after `reregister()` is sorted out: claims may go on. */
   adopted(): void {
     this.#adopting = false;
