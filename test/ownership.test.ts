@@ -229,18 +229,28 @@ describe('leases', () => {
     await b.stop();
   });
 
-  it('a rescued attempt that ignores its signal and the next attempt of its job, claimed by the same worker, never run at once', async () => {
+  /**
+   * loseLease with a first attempt deaf to its LeaseLostError (and to any
+   * other signal) until `gate` opens; resolves once A, registered again, has
+   * claimed J1's second attempt.
+   */
+  async function loseLeaseDeaf() {
     const gate = deferred();
     const runs: Run[] = [];
-    const { pgq, a, b, firstId, j1 } = await loseLease(async (wait, c) => {
+    const lost = await loseLease(async (wait, c) => {
       const run: Run = { attempt: c.attempt, start: performance.now(), end: null };
       runs.push(run);
-      if (wait && c.attempt === 1) await gate.promise; // deaf to its LeaseLostError
+      if (wait && c.attempt === 1) await gate.promise;
       run.end = performance.now();
       return c.attempt;
     });
+    await until(async () => (await lost.pgq.getJob(lost.j1.id))?.workerId === `${lost.firstId}~2`, { timeoutMs: 10_000 });
+    return { ...lost, gate, runs };
+  }
+
+  it('a rescued attempt that ignores its signal and the next attempt of its job, claimed by the same worker, never run at once', async () => {
     // A registers again and claims J1's second attempt, which must wait for the first.
-    await until(async () => (await pgq.getJob(j1.id))?.workerId === `${firstId}~2`, { timeoutMs: 10_000 });
+    const { pgq, a, b, j1, gate, runs } = await loseLeaseDeaf();
     await new Promise((resolve) => setTimeout(resolve, 300));
     expect(runs.map((r) => r.attempt)).toEqual([1]);
     gate.resolve();
@@ -254,16 +264,7 @@ describe('leases', () => {
   });
 
   it('a worker stopping while such a next attempt waits gives it back unstarted, without counting it', async () => {
-    const gate = deferred();
-    const runs: Run[] = [];
-    const { pgq, a, b, firstId, j1 } = await loseLease(async (wait, c) => {
-      const run: Run = { attempt: c.attempt, start: performance.now(), end: null };
-      runs.push(run);
-      if (wait && c.attempt === 1) await gate.promise; // deaf to its LeaseLostError and to the shutdown
-      run.end = performance.now();
-      return c.attempt;
-    });
-    await until(async () => (await pgq.getJob(j1.id))?.workerId === `${firstId}~2`, { timeoutMs: 10_000 });
+    const { pgq, a, b, j1, gate, runs } = await loseLeaseDeaf();
     const stopped = a.stop({ graceMs: 100 });
     // Given back (attempts 2 → 1) while the first attempt still runs.
     await until(async () => (await pgq.getJob(j1.id))?.state === 'available', { timeoutMs: 10_000 });

@@ -299,6 +299,12 @@ export class Producer extends LoopService {
           throw err;
         }
         failures = 0;
+        if (this.lease.workerId !== workerId) {
+          // Claimed under a lease lost since: the rescuer that ended it took these too.
+          this.held.endClaim(claim, [], null);
+          if (rows.length > 0) this.logger.warn({ jobs: rows.map((r) => String(r.id)) }, `pgq dropped ${rows.length} job(s) claimed under its lost lease; they were rescued with it`);
+          continue;
+        }
         const ranDry = this.held.length === 0 && this.executor.freeSlots > 0;
         if (ahead > 0) this.#resize(this.#started - startedBefore, ranDry);
         const heldAt = this.clock.monotonicMs();
@@ -307,12 +313,6 @@ export class Producer extends LoopService {
         for (const row of rows) {
           const us = claimStartedMicros(row);
           if (us !== null) startedAt = Math.max(startedAt ?? us, us);
-        }
-        if (this.lease.workerId !== workerId) {
-          // Claimed under a lease lost since: the rescuer that ended it took these too.
-          this.held.endClaim(claim, [], null);
-          if (rows.length > 0) this.logger.warn({ jobs: rows.map((r) => String(r.id)) }, `pgq dropped ${rows.length} job(s) claimed under its lost lease; they were rescued with it`);
-          continue;
         }
         const jobs = rows.map((row) => ({ job: toClaimedJob(row), heldAt }));
         if (!this.held.endClaim(claim, jobs, startedAt)) {

@@ -350,7 +350,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
     await this.#sandbox.close();
     await this.#completer.flush(Math.max(5_000, this.options.rescueAfterMs));
     // A reconcile that cannot reach the database does not hold the stop for longer than a lease.
-    if (this.#reconciling) await Promise.race([this.#reconciling, sleep(this.options.rescueAfterMs)]);
+    if (this.#reconciling) {
+      const done = new AbortController();
+      await Promise.race([this.#reconciling, sleep(this.options.rescueAfterMs, done.signal)]);
+      done.abort(); // the timer must not keep the process up after the stop
+    }
     await this.#leader?.stop();
     await this.#lease.stop();
     await this.#teardownSubscriptions();
@@ -408,7 +412,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
               attempts: held.map(([, attempt]) => attempt),
             })).map((r) => `${r.id}:${r.attempts}`));
         const rescued = held.filter(([id, attempt]) => !adopted.has(`${id}:${attempt}`));
-        // Buffered ones first: a slot an abort frees must not start a rescued job still in the buffer.
+        // Rescued buffered jobs leave the buffer; rescued running attempts get their signal.
         const running = rescued.filter(([id, attempt]) => !this.#producer.dropBuffered(id, attempt));
         for (const [id, attempt] of running) this.#executor.abort(id, new LeaseLostError(), attempt);
         this.#lease.adopted();
