@@ -6,7 +6,7 @@
  * and delegates; the work itself lives in those pieces.
  */
 import pg from 'pg';
-import { Kysely, PostgresDialect } from 'kysely';
+import { Kysely, PostgresDialect } from './db/kysely.js';
 import {
   resolvePgqOptions,
   resolveWorkerOptions,

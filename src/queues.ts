@@ -7,7 +7,8 @@
  * second (at once while LISTEN is up). Enforcement lives in the worker's
  * QueueGate and the limited claim statements.
  */
-import { sql, type Kysely, type Selectable } from 'kysely';
+import type { Kysely, Selectable } from 'kysely';
+import { sql } from './db/kysely.js';
 import { z } from 'zod';
 import { ValidationError } from './core/errors.js';
 import { LIVE_STATES, type LiveState } from './core/types.js';

@@ -10,7 +10,8 @@
  * from the first tick after now. A resume also starts from the first tick
  * after now: ticks that fell in the pause are not caught up.
  */
-import { sql, type Kysely, type Selectable } from 'kysely';
+import type { Kysely, Selectable } from 'kysely';
+import { sql } from './db/kysely.js';
 import { z } from 'zod';
 import { DEFAULTS } from './core/defaults.js';
 import type { Clock } from './core/clock.js';

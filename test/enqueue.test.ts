@@ -103,6 +103,35 @@ describe('enqueue', () => {
     }
   });
 
+  it("the built package, with kysely bundled into it, joins the application's own Kysely transaction", async () => {
+    // dist/db/kysely.js is kysely bundled into one file by `npm run build`; the
+    // application's Kysely below is the one in node_modules: two copies.
+    const distIndex = new URL('../dist/index.js', import.meta.url).href; // built by `npm test`
+    const built = (await import(distIndex)) as typeof import('../src/index.js');
+    const task = built.defineTask({ name: 'built-email', schema: z.object({ to: z.string() }), queue: 'emails', handler: () => undefined });
+    const pgq = new built.Pgq({ connectionString: ctx.url, schema: ctx.schema, tasks: [task] });
+    const db = new Kysely<PgqDatabase>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: ctx.url, max: 2 }) }) });
+    try {
+      await pgq.migrate();
+      await expect(
+        db.transaction().execute(async (trx) => {
+          await pgq.enqueue(task, { to: 'rolled@back.co' }, { db: trx });
+          throw new Error('roll back');
+        }),
+      ).rejects.toThrow('roll back');
+      const kept = await db.transaction().execute((trx) => pgq.enqueue(task, { to: 'kept@k.co' }, { db: trx }));
+      // pgq's own handle (the bundled copy) reads it, and filters by state.
+      const rows = await pgq.kysely.selectFrom('jobs').select(['id', 'state']).where('task', '=', 'built-email').where('payload', '@>', { to: 'kept@k.co' } as never).execute();
+      expect(rows).toEqual([{ id: kept.id, state: 'available' }]);
+      expect(await count(`payload->>'to' = 'rolled@back.co'`)).toBe(0);
+      expect((await pgq.listJobs({ task: 'built-email', state: 'available' })).map((j) => j.id)).toEqual([kept.id]);
+      expect(await pgq.cancelJobs({ task: 'built-email' })).toBe(1);
+    } finally {
+      await db.destroy();
+      await pgq.close();
+    }
+  });
+
   it('rejects a bad payload with the schema message and writes nothing', async () => {
     const pgq = await ctx.migrated({ tasks: [email] });
     const before = await count();

@@ -1,7 +1,8 @@
 /**
  * The shape of src/, read from its import lines (static, type-only and
- * dynamic): no import cycles, and the modules of the public surface do not
- * reach into the leader's maintenance services.
+ * dynamic): no import cycles, the modules of the public surface do not
+ * reach into the leader's maintenance services, and kysely's runtime comes in
+ * through one module (which the build replaces with kysely in one file).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -92,5 +93,15 @@ describe('src/ structure', () => {
     const publicModules = [...graph.keys()].filter((m) => !m.includes('/') && m !== 'index.ts');
     const offending = publicModules.flatMap((m) => graph.get(m)!.filter((dep) => dep.startsWith('maintenance/')).map((dep) => `${m} -> ${dep}`));
     expect(offending).toEqual([]);
+  });
+
+  it("imports kysely's runtime only through db/kysely.ts, which the build bundles", () => {
+    const valueImport = /^\s*(?:import|export)\s+(?!type\b)[^;]*?\bfrom\s+['"]kysely['"]|\bimport\(\s*['"]kysely['"]\s*\)/m;
+    const offending = sourceFiles(src)
+      .filter((file) => valueImport.test(fs.readFileSync(file, 'utf8')))
+      .map((file) => path.relative(src, file));
+    expect(offending).toEqual(['db/kysely.ts']);
+    expect(valueImport.test("import { sql, type Kysely } from 'kysely';")).toBe(true);
+    expect(valueImport.test("import type { Kysely } from 'kysely';")).toBe(false);
   });
 });

@@ -10,7 +10,8 @@
  * future, blocked; the running rows through jobs_state_queue_idx), so
  * finished jobs — nearly all rows of a busy table — are never read.
  */
-import { sql, type Kysely } from 'kysely';
+import type { Kysely } from 'kysely';
+import { sql } from './kysely.js';
 import type { JobState } from '../core/types.js';
 import { quoteIdent } from './identifiers.js';
 import type { PgqDatabase } from './tables.js';

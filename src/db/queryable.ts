@@ -7,7 +7,8 @@
  * `Executor`, which runs handlers.)
  */
 import type pg from 'pg';
-import { CompiledQuery, type QueryResult } from 'kysely';
+import type { QueryResult } from 'kysely';
+import { CompiledQuery } from './kysely.js';
 import { PgqError } from '../core/errors.js';
 
 /** The one seam through which pgq runs SQL. */

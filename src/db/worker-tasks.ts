@@ -6,7 +6,8 @@
  * passed. A worker row with `tasks` null (one that did not say) counts as
  * knowing every task, so such jobs are never reported by mistake.
  */
-import { sql, type Kysely } from 'kysely';
+import type { Kysely } from 'kysely';
+import { sql } from './kysely.js';
 import type { PgqDatabase } from './tables.js';
 
 /** Jobs of one task and queue that wait while no live worker runs that task on that queue. */

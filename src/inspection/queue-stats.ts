@@ -13,7 +13,8 @@
  *   hour (1-minute buckets) or day (30-minute buckets), read through the BRIN
  *   index on `finished_at`.
  */
-import { sql, type Kysely } from 'kysely';
+import type { Kysely } from 'kysely';
+import { sql } from '../db/kysely.js';
 import { JOB_STATES, type JobState } from '../core/types.js';
 import type { PgqDatabase } from '../db/tables.js';
 import type { RateLimit } from '../queues.js';

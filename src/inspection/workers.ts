@@ -3,7 +3,8 @@
  * each holds now (read through jobs_state_queue_idx), and which one holds the
  * maintenance lease.
  */
-import { sql, type Kysely } from 'kysely';
+import type { Kysely } from 'kysely';
+import { sql } from '../db/kysely.js';
 import type { PgqDatabase } from '../db/tables.js';
 
 /** One live worker. */

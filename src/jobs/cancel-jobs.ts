@@ -2,7 +2,8 @@
  * The one way pgq cancels jobs outside a worker (cancelJob, cancelJobs,
  * cancelWorkflow): in the caller's transaction, on rows it has locked.
  */
-import { sql, type Kysely } from 'kysely';
+import type { Kysely } from 'kysely';
+import { sql } from '../db/kysely.js';
 import type { JobState } from '../core/types.js';
 import type { PgqDatabase } from '../db/tables.js';
 import { donePayloads, type ChannelNames } from '../notify/channels.js';

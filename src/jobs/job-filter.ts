@@ -4,7 +4,8 @@
  * the console and the CLI, validated in one place and turned into one SQL
  * condition.
  */
-import { sql, type Expression, type ExpressionBuilder, type SqlBool } from 'kysely';
+import type { Expression, ExpressionBuilder, SqlBool } from 'kysely';
+import { sql } from '../db/kysely.js';
 import { ValidationError } from '../core/errors.js';
 import { parseJobId } from '../core/ids.js';
 import { JOB_STATES, type JobState, type Json } from '../core/types.js';

@@ -12,7 +12,8 @@
  * `retryJob` would retry it, a running job is never deleted). They resolve to
  * how many jobs they changed.
  */
-import { sql, type Kysely, type Transaction } from 'kysely';
+import type { Kysely, Transaction } from 'kysely';
+import { sql } from '../db/kysely.js';
 import type { Clock } from '../core/clock.js';
 import { JobNotFoundError, PgqError, ValidationError, WaitTimeoutError } from '../core/errors.js';
 import { JOB_STATES, LIVE_STATES, isFinalState, type JobRecord, type JobState } from '../core/types.js';

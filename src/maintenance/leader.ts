@@ -17,7 +17,8 @@
  * Leader-only services start when leadership is gained and stop when it is
  * lost; they never ask "am I leader?" on each tick.
  */
-import { sql, type Kysely } from 'kysely';
+import type { Kysely } from 'kysely';
+import { sql } from '../db/kysely.js';
 import type { Logger } from '../core/logger.js';
 import type { Clock } from '../core/clock.js';
 import { LoopService, type Service } from '../core/service.js';

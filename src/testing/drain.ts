@@ -10,7 +10,7 @@
  * `retryable`. Jobs scheduled for later (`runAt`, `delayMs`, a snooze) are
  * not due and stay where they are.
  */
-import { sql } from 'kysely';
+import { sql } from '../db/kysely.js';
 import type { Pgq } from '../client.js';
 import { PgqError } from '../core/errors.js';
 

@@ -12,7 +12,7 @@
  * never hangs on a database that does not answer.
  */
 import type { Kysely } from 'kysely';
-import { sql } from 'kysely';
+import { sql } from '../db/kysely.js';
 import { errorMessage } from '../core/errors.js';
 import { EventLoopMonitor } from '../core/event-loop.js';
 import type { PgqDatabase } from '../db/tables.js';

@@ -10,7 +10,8 @@
  * the transaction that changes the parent, so the worker's hot path is the
  * same for workflow and ordinary jobs.
  */
-import { sql, type Compilable, type Kysely, type Selectable } from 'kysely';
+import type { Compilable, Kysely, Selectable } from 'kysely';
+import { sql } from '../db/kysely.js';
 import { z } from 'zod';
 import type { Clock } from '../core/clock.js';
 import { PgqError, ValidationError, WaitTimeoutError } from '../core/errors.js';
