@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import pg from 'pg';
-import { Kysely, PostgresDialect } from 'kysely';
+import { Kysely, PostgresDialect, sql } from 'kysely';
 import { defineTask, ValidationError, type PgqDatabase } from '../src/index.js';
 import { useTestSchema } from './support/harness.js';
 
@@ -110,8 +110,12 @@ describe('enqueue', () => {
     const built = (await import(distIndex)) as typeof import('../src/index.js');
     const task = built.defineTask({ name: 'built-email', schema: z.object({ to: z.string() }), queue: 'emails', handler: () => undefined });
     const pgq = new built.Pgq({ connectionString: ctx.url, schema: ctx.schema, tasks: [task] });
-    const db = new Kysely<PgqDatabase>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: ctx.url, max: 2 }) }) });
+    const pool = new pg.Pool({ connectionString: ctx.url, max: 2 });
+    pool.on('error', () => undefined);
+    const db = new Kysely<PgqDatabase>({ dialect: new PostgresDialect({ pool }) });
     try {
+      // Two copies indeed: pgq's handle is not an instance of the application's class.
+      expect(pgq.kysely).not.toBeInstanceOf(Kysely);
       await pgq.migrate();
       await expect(
         db.transaction().execute(async (trx) => {
@@ -120,15 +124,19 @@ describe('enqueue', () => {
         }),
       ).rejects.toThrow('roll back');
       const kept = await db.transaction().execute((trx) => pgq.enqueue(task, { to: 'kept@k.co' }, { db: trx }));
-      // pgq's own handle (the bundled copy) reads it, and filters by state.
-      const rows = await pgq.kysely.selectFrom('jobs').select(['id', 'state']).where('task', '=', 'built-email').where('payload', '@>', { to: 'kept@k.co' } as never).execute();
+      // pgq's own handle (the bundled copy) reads it, with a fragment of the application's `sql`.
+      const rows = await pgq.kysely
+        .selectFrom('jobs')
+        .select(['id', 'state'])
+        .where('task', '=', 'built-email')
+        .where(sql<boolean>`payload->>'to' = ${'kept@k.co'}`)
+        .execute();
       expect(rows).toEqual([{ id: kept.id, state: 'available' }]);
       expect(await count(`payload->>'to' = 'rolled@back.co'`)).toBe(0);
       expect((await pgq.listJobs({ task: 'built-email', state: 'available' })).map((j) => j.id)).toEqual([kept.id]);
       expect(await pgq.cancelJobs({ task: 'built-email' })).toBe(1);
     } finally {
-      await db.destroy();
-      await pgq.close();
+      await Promise.allSettled([db.destroy(), pgq.close()]);
     }
   });
 

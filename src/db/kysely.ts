@@ -7,6 +7,6 @@
  * of `import 'pgq'` on Node.js 20 (about 200 ms of CPU of 460). So `npm run
  * build` replaces this module's output with one file that holds the kysely
  * it was built against (scripts/bundle-kysely.ts); loading that takes about
- * 30 ms. From src/ (tests, tsx) this is a plain re-export.
+ * 25 ms. From src/ (tests, tsx) this is a plain re-export.
  */
 export { CompiledQuery, Kysely, PostgresDialect, sql } from 'kysely';
