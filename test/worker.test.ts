@@ -200,14 +200,16 @@ describe('worker behaviour', () => {
     });
     const pgq = await ctx.migrated({ tasks: [stamp] });
     // Enqueued ahead of the worker; half the run_at values on a whole millisecond (where a
-    // float8 epoch can land a hair below it), half with microseconds; expiry times far ahead
+    // float8 epoch can land a hair below it), half with microseconds (567 × an odd id, modulo
+    // 1,000, is never 0; from run_at's own microseconds a row landed on a whole millisecond
+    // one time in 1,000); expiry times far ahead
     // (expiresInMs goes up to 1e13 ms), where a float8 of epoch seconds with microseconds is
     // coarser than a microsecond: .949999 must stay .949, not become .950.
     const jobs = await pgq.enqueueMany(stamp, Array.from({ length: 20 }, (_, i) => ({ i })), { expiresInMs: 3_600_000 });
     await ctx.admin.query(
       `UPDATE "${ctx.schema}".jobs
           SET run_at = CASE WHEN id % 2 = 0 THEN date_trunc('milliseconds', run_at) - interval '1.001 seconds' * id
-                            ELSE run_at - interval '1.234567 seconds' * id END,
+                            ELSE date_trunc('milliseconds', run_at) - interval '1.234567 seconds' * id END,
               expires_at = timestamptz '2139-05-03 16:06:43.949999+00' + interval '1 day' * id
         WHERE task = 'stamp'`,
     );
