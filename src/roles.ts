@@ -69,6 +69,8 @@ export function rolesSql(schema: string, options: RolesOptions): string[] {
       createRole(options.enqueuer),
       `GRANT USAGE ON SCHEMA ${s} TO ${r}`,
       `GRANT SELECT, INSERT ON ${s}.jobs, ${workflowTables.join(', ')} TO ${r}`,
+      // The pgq command checks the schema's version before it does anything.
+      `GRANT SELECT ON ${s}.pgq_migrations TO ${r}`,
       // A workflow draws its job ids ahead (parents get smaller ids than their children).
       `DO $$ BEGIN EXECUTE format('GRANT USAGE ON SEQUENCE %s TO %I', pg_get_serial_sequence(${literal(`${s}.jobs`)}, 'id'), ${literal(options.enqueuer)}); END $$`,
       `DROP POLICY IF EXISTS ${policy} ON ${s}.jobs`,

@@ -92,9 +92,21 @@ describe('least-privilege roles', () => {
         await expect(raw.query(`INSERT INTO "${ctx.schema}".jobs (task, state) VALUES ('echo', 'succeeded')`)).rejects.toThrow(
           /row-level security/,
         );
+        await expect(raw.query(`DELETE FROM "${ctx.schema}".pgq_migrations`)).rejects.toThrow(/permission denied/);
       } finally {
         await raw.end();
       }
+      // The CLI as an enqueuer login: it checks the schema version, enqueues, and lists its own jobs only.
+      const viaCli = cli(urlAs(login.enq), ['--json', 'enqueue', 'echo', '--payload', '{"secret":"from-cli"}']);
+      expect(viaCli, viaCli.stderr).toMatchObject({ code: 0 });
+      const cliJob = JSON.parse(viaCli.stdout) as { id: string; state: string };
+      expect(cliJob.state).toBe('available');
+      const listed = cli(urlAs(login.enq), ['jobs', 'list']);
+      expect(listed, listed.stderr).toMatchObject({ code: 0 });
+      const listedIds = listed.stdout.split('\n').slice(1).map((line) => line.trim().split(/\s+/)[0]);
+      expect(listedIds).toContain(cliJob.id);
+      expect(listedIds).not.toContain(ownersJob.id);
+      expect(cli(urlAs(login.enq), ['jobs', 'show', cliJob.id])).toMatchObject({ code: 0, stdout: expect.stringContaining('from-cli') });
 
       // The worker role claims a limited queue (it locks and reads the queue's row).
       await owner.setQueue('default', { concurrency: 2 });
