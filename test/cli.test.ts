@@ -83,6 +83,14 @@ describe('pgq CLI', () => {
     const empty = pgq(['worker', '--tasks', path.join(root, 'test/fixtures/no-tasks.ts')]);
     expect(empty.code).toBe(1);
     expect(empty.stderr).toMatch(/exports no task/);
+    const duplicate = pgq(['worker', '--tasks', path.join(root, 'test/fixtures/duplicate-tasks.ts')]);
+    expect(duplicate.code).toBe(1);
+    expect(duplicate.stderr).toMatch(/exports two different tasks named "dup": task names must be unique/);
+    // One task exported twice is fine; a name the module lacks is refused with the names it has.
+    const repeated = path.join(root, 'test/fixtures/repeated-export-tasks.ts');
+    const typo = pgq(['enqueue', 'pnig', '--tasks', repeated]);
+    expect(typo.code).toBe(1);
+    expect(typo.stderr).toMatch(/has no task named "pnig"; its tasks are "ping", "echo-back"/);
     const down = pgq(['stats'], { env: { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/postgres' } });
     expect(down.code).toBe(1);
     expect(down.stderr).toMatch(/cannot reach PostgreSQL at postgres:\/\/postgres@127\.0\.0\.1:1\/postgres/);

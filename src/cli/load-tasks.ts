@@ -21,7 +21,13 @@ export async function loadTasks(modulePath: string): Promise<AnyTask[]> {
   }
   const found = new Map<string, AnyTask>();
   const consider = (value: unknown): void => {
-    if (isTask(value)) found.set(value.name, value);
+    if (!isTask(value)) return;
+    const same = found.get(value.name);
+    // One task exported twice (a named export and the default array) is one task; two tasks of one name are a mistake.
+    if (same && same !== value) {
+      throw new PgqError('PGQ_TASKS_MODULE', `tasks module ${modulePath} exports two different tasks named ${JSON.stringify(value.name)}: task names must be unique`);
+    }
+    found.set(value.name, value);
   };
   const def = mod.default;
   if (Array.isArray(def)) def.forEach(consider);
@@ -43,7 +49,11 @@ export async function loadTasks(modulePath: string): Promise<AnyTask[]> {
  */
 export async function resolveTask(name: string, modulePath: string | undefined): Promise<AnyTask> {
   if (!modulePath) return defineTask({ name, schema: z.unknown(), handler: () => undefined });
-  const found = (await loadTasks(modulePath)).find((t) => t.name === name);
-  if (!found) throw new ValidationError('task', `module ${modulePath} has no task named ${JSON.stringify(name)}`);
+  const tasks = await loadTasks(modulePath);
+  const found = tasks.find((t) => t.name === name);
+  if (!found) {
+    const names = tasks.map((t) => JSON.stringify(t.name)).join(', ');
+    throw new ValidationError('task', `module ${modulePath} has no task named ${JSON.stringify(name)}; its tasks are ${names}`);
+  }
   return found;
 }
