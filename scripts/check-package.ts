@@ -4,7 +4,7 @@
  * (from the local npm cache where it can), and checks that
  *   - the installed node_modules is at most MAX_INSTALL_MIB,
  *   - `import 'pgq'` takes under MAX_IMPORT_MS (median of several fresh processes),
- *   - `require('pgq')` works, and so do the `pgq/testing` subpath and the LICENSE file,
+ *   - `require('pgq')` works, and so do its subpaths (`pgq/testing`, `pgq/otel`, …) and the LICENSE file,
  *   - pgq runs kysely from the file its build bundled (it loads with the
  *     installed kysely moved away).
  * Prints the figures; exits 1 when a check fails. The two targets (size and
@@ -117,6 +117,11 @@ try {
 
   const required = attempt(() => run(process.execPath, ['-e', "const { Pgq, defineTask } = require('pgq'); process.stdout.write(typeof Pgq + ' ' + typeof defineTask);"], app));
   check(required === 'function function', `require('pgq') gives Pgq and defineTask (${required})`);
+  // Every subpath resolves for require() as for import; these two load without optional packages.
+  const resolved = attempt(() =>
+    run(process.execPath, ['-e', "for (const p of ['pgq/testing', 'pgq/metrics', 'pgq/otel', 'pgq/sandbox', 'pgq/dashboard']) require.resolve(p); const { tracing } = require('pgq/otel'); const { defineSandboxHandler } = require('pgq/sandbox'); process.stdout.write(typeof tracing + ' ' + typeof defineSandboxHandler);"], app),
+  );
+  check(resolved === 'function function', `require() resolves every pgq subpath and loads pgq/otel and pgq/sandbox (${resolved})`);
 
   // Without its optional packages a command says what to install.
   const dashboard = attempt(() => run(process.execPath, [path.join(app, 'node_modules/pgq/dist/cli/bin.js'), 'dashboard', '--port', '0'], app));
