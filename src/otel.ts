@@ -92,7 +92,7 @@ export async function tracing(options: TracingOptions = {}): Promise<Middleware>
       const parent = call.kind === 'schedule' ? api.ROOT_CONTEXT : api.context.active();
       return tracer().startActiveSpan(`send ${queues.join(',')}`, { kind: api.SpanKind.PRODUCER, attributes }, parent, async (span) => {
         try {
-          injectContext(span.spanContext(), call);
+          injectContext(api, span.spanContext(), call);
           const ids = await next();
           if (ids.length === 1) span.setAttribute('messaging.message.id', ids[0]!);
           return ids;
@@ -160,8 +160,14 @@ function traceparentOf(sc: SpanContext): string {
   return `00-${sc.traceId}-${sc.spanId}-${(sc.traceFlags & 0xff).toString(16).padStart(2, '0')}`;
 }
 
-/** Writes the span's W3C trace context into each job's meta. */
-function injectContext(sc: SpanContext, call: EnqueueCall): void {
+/**
+ * Writes the span's W3C trace context into each job's meta. Nothing without
+ * an SDK, unless a valid context is already active (the no-op span carries
+ * its parent's): an all-zero traceparent is invalid, and writing one costs a
+ * meta key on every job for nothing.
+ */
+function injectContext(api: Api, sc: SpanContext, call: EnqueueCall): void {
+  if (!api.trace.isSpanContextValid(sc)) return;
   const traceparent = traceparentOf(sc);
   const tracestate = sc.traceState?.serialize();
   for (const job of call.jobs) {

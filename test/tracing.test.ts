@@ -8,7 +8,7 @@
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { SpanKind, SpanStatusCode, context, trace } from '@opentelemetry/api';
+import { ProxyTracerProvider, SpanKind, SpanStatusCode, context, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { PermanentError, chain, chord, defineTask, group, step, stepOutcome } from '../src/index.js';
@@ -103,6 +103,20 @@ describe('tracing', () => {
     expect(sends).toHaveLength(1);
     expect(sends[0]!.attributes['messaging.batch.message_count']).toBe(3);
     expect(new Set(jobs.map((j) => j.meta.traceparent)).size).toBe(1);
+  });
+
+  it('without an SDK it writes no trace context, and passes on one that is already active', async () => {
+    // A provider with no SDK behind it: its tracer makes no-op spans.
+    const noop = new ProxyTracerProvider().getTracer('pgq');
+    const pgq = await ctx.migrated({ tasks: [tracedTask], middleware: [await tracing({ tracer: noop })] });
+    const bare = await pgq.enqueue(tracedTask, { failFirst: false }, { queue: 'idle' });
+    expect(bare.meta).not.toHaveProperty('traceparent');
+    expect((await pgq.getJob(bare.id))!.meta).not.toHaveProperty('traceparent');
+    const request = provider.getTracer('app').startSpan('request');
+    const within = await context.with(trace.setSpan(context.active(), request), () => pgq.enqueue(tracedTask, { failFirst: false }, { queue: 'idle' }));
+    request.end();
+    const { traceId, spanId } = request.spanContext();
+    expect(within.meta.traceparent).toBe(`00-${traceId}-${spanId}-01`);
   });
 
   it("with propagation 'child', the process span is a child of the send span", async () => {
