@@ -3,11 +3,13 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Pgq } from '../src/index.js';
-import { useTestSchema } from './support/harness.js';
+import { main } from '../src/cli/main.js';
+import { until, useTestSchema } from './support/harness.js';
 
 const ctx = useTestSchema('cli');
 const root = path.resolve(import.meta.dirname, '..');
@@ -100,6 +102,33 @@ describe('pgq CLI', () => {
     const state = pgq(['jobs', 'list', '--state', 'done']);
     expect(state.code).toBe(1);
     expect(state.stderr).toMatch(/--state must be one of/);
+  });
+});
+
+describe('pgq worker that cannot start', () => {
+  it('with its metrics port taken: exits 1 naming the port, and leaves no connection or timer open', async () => {
+    await ctx.migrated();
+    const taken = http.createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const port = (taken.address() as { port: number }).port;
+    // In this process, so what the command leaves open is visible: an open pool kept the process alive for seconds.
+    const open = (): string[] => process.getActiveResourcesInfo().filter((r) => r === 'TCPSocketWrap' || r === 'Timeout').sort();
+    const before = open();
+    const errors: string[] = [];
+    const write = process.stderr.write.bind(process.stderr);
+    process.stderr.write = ((chunk: string | Uint8Array) => (errors.push(String(chunk)), true)) as typeof process.stderr.write;
+    let code: number;
+    try {
+      code = await main(['node', 'pgq', '--database-url', ctx.url, '--schema', ctx.schema, '--log-level', 'warn', 'worker', '--tasks', path.join(root, 'test/fixtures/repeated-export-tasks.ts'), '--metrics-port', String(port)]);
+    } finally {
+      process.stderr.write = write;
+      await new Promise<void>((resolve) => taken.close(() => resolve()));
+    }
+    expect(code).toBe(1);
+    expect(errors.join('')).toMatch(new RegExp(`EADDRINUSE.*${port}`));
+    // Sockets finish closing a few turns later; a pool left open would keep its connections for its idle timeout (10 s).
+    await until(() => open().length <= before.length, { timeoutMs: 5_000, what: `the command's sockets and timers to close: ${open().join(', ')} against ${before.join(', ')}` });
+    expect(open()).toEqual(before);
   });
 });
 

@@ -36,10 +36,15 @@ export async function serveWorkerEndpoints(pgq: Pgq, worker: Worker, host: strin
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found; try /metrics, /healthz or /readyz\n');
     }
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => resolve());
-  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => resolve());
+    });
+  } catch (err) {
+    metrics.close();
+    throw err;
+  }
   return {
     server,
     metrics,

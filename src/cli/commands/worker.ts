@@ -3,7 +3,7 @@ import type { CliRuntime } from '../runtime.js';
 import { loadTasks } from '../load-tasks.js';
 import { parseIntOption, parseList } from '../options.js';
 import type { Worker } from '../../worker/worker.js';
-import { serveWorkerEndpoints } from '../worker-server.js';
+import { serveWorkerEndpoints, type WorkerServer } from '../worker-server.js';
 import type { Logger } from '../../core/logger.js';
 import { humanDuration } from '../format.js';
 
@@ -23,29 +23,34 @@ export function registerWorker(program: Command, rt: CliRuntime): void {
     .action(async (opts: WorkerCommandOptions) => {
       const tasks = await loadTasks(opts.tasks);
       const pgq = await rt.open(tasks);
-      const worker = pgq.worker({
-        concurrency: opts.concurrency,
-        queues: opts.queues,
-        leader: opts.leader,
-        heartbeatMs: opts.heartbeatMs,
-        rescueAfterMs: opts.rescueAfterMs,
-        shutdownGraceMs: opts.shutdownGraceMs,
-      });
-      const tally = logJobEvents(worker, rt.logger);
-      const startedAt = performance.now();
-      const metricsServer = opts.metricsPort ? await serveWorkerEndpoints(pgq, worker, opts.metricsHost, opts.metricsPort) : undefined;
-      const stopped = stopOnSignals(worker, rt.logger);
-      await worker.start();
-      rt.logger.info({ workerId: worker.id, tasks: tasks.map((t) => t.name) }, `worker ${worker.id} running; Ctrl-C to stop`);
-      if (metricsServer) {
-        const base = `http://${opts.metricsHost}:${opts.metricsPort}`;
-        rt.logger.info({}, `metrics at ${base}/metrics, health at ${base}/healthz and ${base}/readyz`);
+      let metricsServer: WorkerServer | undefined;
+      // Whatever fails (the metrics port taken, the worker unable to start), the pool closes: an open pool kept the process alive for its idle timeout.
+      try {
+        const worker = pgq.worker({
+          concurrency: opts.concurrency,
+          queues: opts.queues,
+          leader: opts.leader,
+          heartbeatMs: opts.heartbeatMs,
+          rescueAfterMs: opts.rescueAfterMs,
+          shutdownGraceMs: opts.shutdownGraceMs,
+        });
+        const tally = logJobEvents(worker, rt.logger);
+        const startedAt = performance.now();
+        metricsServer = opts.metricsPort ? await serveWorkerEndpoints(pgq, worker, opts.metricsHost, opts.metricsPort) : undefined;
+        const stopped = stopOnSignals(worker, rt.logger);
+        await worker.start();
+        rt.logger.info({ workerId: worker.id, tasks: tasks.map((t) => t.name) }, `worker ${worker.id} running; Ctrl-C to stop`);
+        if (metricsServer) {
+          const base = `http://${opts.metricsHost}:${opts.metricsPort}`;
+          rt.logger.info({}, `metrics at ${base}/metrics, health at ${base}/healthz and ${base}/readyz`);
+        }
+        await stopped;
+        const durationMs = performance.now() - startedAt;
+        rt.logger.info({ ...tally, durationMs: Math.round(durationMs) }, summaryLine(tally, durationMs));
+      } finally {
+        await metricsServer?.close();
+        await pgq.close();
       }
-      await stopped;
-      const durationMs = performance.now() - startedAt;
-      rt.logger.info({ ...tally, durationMs: Math.round(durationMs) }, summaryLine(tally, durationMs));
-      await metricsServer?.close();
-      await pgq.close();
     });
 }
 
