@@ -99,6 +99,9 @@ describe('pgq CLI', () => {
     const schema = pgq(['--schema', 'bad-name;', 'stats']);
     expect(schema.code).toBe(1);
     expect(schema.stderr).toMatch(/schema: "bad-name;" is not a plain identifier/);
+    // An id flag is refused under its own name.
+    expect(pgq(['jobs', 'list', '--workflow', 'x'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/--workflow: "x" is not a workflow id/) });
+    expect(pgq(['workflows', 'list', '--before', 'x'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/--before: "x" is not a workflow id/) });
     const state = pgq(['jobs', 'list', '--state', 'done']);
     expect(state.code).toBe(1);
     expect(state.stderr).toMatch(/--state must be one of/);

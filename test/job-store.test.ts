@@ -64,12 +64,16 @@ describe('listing and counting', () => {
     expect(failed).toHaveLength(1);
     expect(failed[0]!.errors[0]!.stack).toMatch(/PermanentError: mailbox zed@example.com is full/);
     expect(await pgq.listJobs({ error: { contains: [{ attempt: 1 }] } })).toHaveLength(1);
+    // An object is looked for as one error entry (errors is a list).
+    expect((await pgq.listJobs({ error: { contains: { message: 'mailbox zed@example.com is full' } } })).map((j) => j.id)).toEqual([failed[0]!.id]);
+    expect(await pgq.listJobs({ error: { contains: { message: 'no such message' } } })).toHaveLength(0);
     expect((await pgq.listJobs({ result: { contains: { sent: 'bob@example.com' } } })).map((j) => j.id)).toEqual([b.id]);
   });
 
   it('rejects bad filters with the field named, and reads nothing', async () => {
     await expect(pgq.listJobs({ state: 'done' as never })).rejects.toThrow(/state: must be one of/);
     await expect(pgq.listJobs({ before: 'x' })).rejects.toThrow(/before: "x" is not a job id/);
+    await expect(pgq.listWorkflows({ before: 'x' })).rejects.toThrow(/before: "x" is not a workflow id/);
     await expect(pgq.listJobs({ payload: { text: '' } })).rejects.toThrow(ValidationError);
     await expect(pgq.countJobs({ since: new Date('nope') })).rejects.toThrow(/since: must be a valid Date/);
     await expect(pgq.retryJobs({ payload: {} as never })).rejects.toThrow(/payload: must be \{ contains/);

@@ -5,6 +5,7 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { JOB_STATES, type JobState } from '../core/types.js';
 import { parseEvery } from '../core/cron.js';
+import { parseIdFlag } from './options.js';
 import { parseJsonMatch, type JobFilter } from '../jobs/job-filter.js';
 
 /** The flags as commander parses them: a JobFilter, with `--workflow` for `workflowId`. */
@@ -50,8 +51,8 @@ export function addJobFilterOptions(command: Command): Command {
     .option('--until <when>', 'enqueued before: a duration back from now or a date', parseTimeAgo('--until'))
     .option('--payload <json|text>', 'payload contains this JSON (e.g. \'{"to":"a@b.co"}\'), or this text', parseJsonMatch)
     .option('--result <json|text>', 'result contains this JSON, or this text', parseJsonMatch)
-    .option('--error <json|text>', 'an error message or stack contains this text (or the errors contain this JSON)', parseJsonMatch)
-    .option('--workflow <id>', 'only jobs of this workflow');
+    .option('--error <json|text>', 'an error message or stack contains this text, or an error entry contains this JSON (e.g. \'{"attempt":3}\')', parseJsonMatch)
+    .option('--workflow <id>', 'only jobs of this workflow', parseIdFlag('--workflow', 'workflow'));
 }
 
 export function toJobFilter(flags: JobFilterFlags): JobFilter {

@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from 'commander';
+import { parseId } from '../core/ids.js';
 
 export function parseIntOption(flag: string, min: number, max: number): (value: string) => number {
   return (value: string) => {
@@ -30,5 +31,16 @@ export function parseDate(flag: string): (value: string) => Date {
     const d = new Date(value);
     if (Number.isNaN(d.getTime())) throw new InvalidArgumentError(`${flag} is not a date, got ${JSON.stringify(value)}`);
     return d;
+  };
+}
+
+/** A job or workflow id flag, refused by commander with the flag's name. */
+export function parseIdFlag(flag: string, what: 'job' | 'workflow'): (value: string) => string {
+  return (value: string) => {
+    try {
+      return parseId(value, flag, what);
+    } catch (err) {
+      throw new InvalidArgumentError(err instanceof Error ? err.message : String(err));
+    }
   };
 }

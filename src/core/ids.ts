@@ -20,8 +20,8 @@ export function parseJobId(id: unknown, field = 'id'): string {
   return parseId(id, field, 'job');
 }
 
-/** A workflow id, given as such or as the record that carries it, or a ValidationError naming `workflowId`. */
-export function parseWorkflowId(id: unknown): string {
+/** A workflow id, given as such or as the record that carries it, or a ValidationError naming `field` (default `workflowId`). */
+export function parseWorkflowId(id: unknown, field = 'workflowId'): string {
   const value = id !== null && typeof id === 'object' && 'id' in id ? (id as { id: unknown }).id : id;
-  return parseId(value, 'workflowId', 'workflow');
+  return parseId(value, field, 'workflow');
 }

@@ -32,7 +32,7 @@ export interface JobFilter {
   payload?: JsonMatch;
   /** On the result. */
   result?: JsonMatch;
-  /** On the errors (`{ text }` searches messages and stacks; `{ contains }` matches e.g. `[{ "attempt": 3 }]`). */
+  /** On the errors (`{ text }` searches messages and stacks; `{ contains }` matches an entry, e.g. `{ "attempt": 3 }`, or the list, e.g. `[{ "attempt": 3 }]`). */
   error?: JsonMatch;
   /** Only jobs of this workflow. */
   workflowId?: string;
@@ -88,6 +88,10 @@ export function parseJsonMatch(value: string): JsonMatch {
   return { text: value };
 }
 
+function isJsonObject(value: Json | undefined): value is { [key: string]: Json } {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
+
 /** The filter as one SQL condition on `jobs`. */
 export function jobFilterCondition(eb: ExpressionBuilder<PgqDatabase, 'jobs'>, filter: JobFilter): Expression<SqlBool> {
   const and: Expression<SqlBool>[] = [];
@@ -105,10 +109,12 @@ export function jobFilterCondition(eb: ExpressionBuilder<PgqDatabase, 'jobs'>, f
     const match = filter[key];
     if (match === undefined) continue;
     const column = sql.ref(columns[key]);
+    // `errors` is a list of entries: an object is looked for as one of them (at the top level it could never match).
+    const contains = 'contains' in match && key === 'error' && isJsonObject(match.contains) ? [match.contains] : 'contains' in match ? match.contains : undefined;
     and.push(
       'text' in match
         ? sql<SqlBool>`strpos(lower(${column}::text), lower(${match.text})) > 0`
-        : sql<SqlBool>`${column} @> ${JSON.stringify(match.contains)}::jsonb`,
+        : sql<SqlBool>`${column} @> ${JSON.stringify(contains)}::jsonb`,
     );
   }
   return eb.and(and);

@@ -158,7 +158,7 @@ export class WorkflowStore {
       )
       .orderBy('w.id', 'desc')
       .limit(limit);
-    if (filter.before !== undefined) query = query.where('w.id', '<', parseWorkflowId(filter.before));
+    if (filter.before !== undefined) query = query.where('w.id', '<', parseWorkflowId(filter.before, 'before'));
     const rows = await query.execute();
     return rows.map((row) => {
       const counts = Object.fromEntries(JOB_STATES.map((s) => [s, Number(row.counts?.[s] ?? 0)])) as Record<JobState, number>;

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import type { CliRuntime } from '../runtime.js';
-import { parseIntOption } from '../options.js';
+import { parseIdFlag, parseIntOption } from '../options.js';
 import { humanDuration, JOB_HEADERS, jobRow, json, table } from '../format.js';
 import { JobNotFoundError, PgqError } from '../../core/errors.js';
 import { addJobFilterOptions, hasFilter, toJobFilter, type JobFilterFlags } from '../job-filter-options.js';
@@ -15,7 +15,7 @@ export function registerJobs(program: Command, rt: CliRuntime): void {
       .command('list', { isDefault: true })
       .description('list jobs, newest first; page with --before <last id of the previous page>'),
   )
-    .option('--before <id>', 'only jobs with a smaller id (the next page)')
+    .option('--before <id>', 'only jobs with a smaller id (the next page)', parseIdFlag('--before', 'job'))
     .option('--limit <n>', 'at most this many', parseIntOption('--limit', 1, 1_000), 50)
     .action(async (opts: JobFilterFlags & { before?: string; limit: number }) => {
       await rt.using(async (pgq) => {

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import type { CliRuntime } from '../runtime.js';
-import { parseIntOption } from '../options.js';
+import { parseIdFlag, parseIntOption } from '../options.js';
 import { humanTime, json, table } from '../format.js';
 import { WorkflowNotFoundError } from '../../workflow/store.js';
 import { JOB_STATES } from '../../core/types.js';
@@ -11,7 +11,7 @@ export function registerWorkflows(program: Command, rt: CliRuntime): void {
   workflows
     .command('list', { isDefault: true })
     .description('workflows, newest first, with their jobs counted by state')
-    .option('--before <id>', 'only workflows with a smaller id (the next page)')
+    .option('--before <id>', 'only workflows with a smaller id (the next page)', parseIdFlag('--before', 'workflow'))
     .option('--limit <n>', 'at most this many', parseIntOption('--limit', 1, 500), 50)
     .action(async (opts: { before?: string; limit: number }) => {
       await rt.using(async (pgq) => {
