@@ -58,10 +58,19 @@ describe('pgq CLI', () => {
     try {
       const done = await client.waitForJob(job.id, { timeoutMs: 30_000 });
       expect(done).toMatchObject({ state: 'succeeded', result: { to: 'ada@example.com' } });
+      // --wait prints the finished job; the exit status says whether it succeeded.
+      const waited = pgq(['enqueue', 'send-email', '--tasks', tasks, '--payload', '{"to":"bo@example.com","subject":"hi"}', '--wait', '--timeout-ms', '30000']);
+      expect(waited, waited.stderr).toMatchObject({ code: 0 });
+      expect(JSON.parse(waited.stdout)).toMatchObject({ state: 'succeeded' });
+      // Without --tasks nothing checks the payload here; the worker's schema refuses it, for good.
+      const refused = pgq(['enqueue', 'send-email', '--queue', 'emails', '--payload', '{"to":"nope"}', '--wait', '--timeout-ms', '30000']);
+      expect(refused.code).toBe(1);
+      expect(JSON.parse(refused.stdout)).toMatchObject({ state: 'failed' });
+      expect(refused.stderr).toMatch(/pgq: job \d+ failed/);
       const exited = new Promise<number | null>((resolve) => worker.on('exit', resolve));
       worker.kill('SIGTERM');
       expect(await exited).toBe(0);
-      expect(logs).toMatch(/worker stopped after .*: processed 1 job attempt \(1 succeeded, 0 retried, 0 failed\)/);
+      expect(logs).toMatch(/worker stopped after .*: processed 3 job attempts \(2 succeeded, 0 retried, 1 failed\)/);
       expect(logs).not.toMatch(/job \d+ \(send-email\) succeeded/); // a success is logged at debug
       expect(logs).not.toMatch(/ada@example\.com/); // payloads and results stay out of the logs
     } finally {
@@ -102,6 +111,12 @@ describe('pgq CLI', () => {
     // An id flag is refused under its own name.
     expect(pgq(['jobs', 'list', '--workflow', 'x'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/--workflow: "x" is not a workflow id/) });
     expect(pgq(['workflows', 'list', '--before', 'x'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/--before: "x" is not a workflow id/) });
+    // --timeout-ms is --wait's: alone it is refused, and nothing is enqueued.
+    const before = pgq(['--json', 'jobs', 'list']).stdout;
+    const lonely = pgq(['enqueue', 'anything', '--timeout-ms', '1000']);
+    expect(lonely.code).toBe(1);
+    expect(lonely.stderr).toMatch(/--timeout-ms is how long --wait waits/);
+    expect(pgq(['--json', 'jobs', 'list']).stdout).toBe(before);
     const state = pgq(['jobs', 'list', '--state', 'done']);
     expect(state.code).toBe(1);
     expect(state.stderr).toMatch(/--state must be one of/);

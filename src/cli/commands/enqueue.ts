@@ -1,4 +1,5 @@
-import type { Command } from 'commander';
+import { CommanderError, type Command } from 'commander';
+import { PgqError } from '../../core/errors.js';
 import type { CliRuntime } from '../runtime.js';
 import { resolveTask } from '../load-tasks.js';
 import { INT32_MAX, INT32_MIN } from '../../core/int32.js';
@@ -23,6 +24,10 @@ export function registerEnqueue(program: Command, rt: CliRuntime): void {
     .option('--wait', 'wait for the job to finish and print it')
     .option('--timeout-ms <ms>', 'with --wait: give up after this long', parseIntOption('--timeout-ms', 1, 86_400_000))
     .action(async (taskName: string, opts: EnqueueCommandOptions) => {
+      if (opts.timeoutMs !== undefined && !opts.wait) {
+        // Not the job's own time limit (that is the task's timeoutMs): refuse rather than ignore it.
+        throw new PgqError('PGQ_USAGE', '--timeout-ms is how long --wait waits for the job; give it with --wait (a handler\'s time limit is its task\'s timeoutMs)');
+      }
       const task = await resolveTask(taskName, opts.tasks);
       await rt.using(async (pgq) => {
         const job = await pgq.enqueue(task, opts.payload, {
@@ -35,7 +40,13 @@ export function registerEnqueue(program: Command, rt: CliRuntime): void {
         });
         await warnIfOrphaned(pgq, job.task, job.queue, Boolean(opts.tasks));
         if (opts.wait) {
-          rt.out(json(await pgq.waitForJob(job.id, { timeoutMs: opts.timeoutMs })));
+          const done = await pgq.waitForJob(job.id, { timeoutMs: opts.timeoutMs });
+          rt.out(json(done));
+          if (done.state !== 'succeeded') {
+            // Printed, and the exit status says so: a script can tell a failed job from a done one.
+            process.stderr.write(`pgq: job ${done.id} ${stateSentence(done.state)}\n`);
+            throw new CommanderError(1, 'pgq.jobNotSucceeded', '');
+          }
         } else {
           rt.out(rt.json ? json(job) : `enqueued job ${job.id} (task ${job.task}, queue ${job.queue}); it ${stateSentence(job.state)}`);
         }
