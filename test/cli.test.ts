@@ -105,6 +105,10 @@ describe('pgq CLI', () => {
     const down = pgq(['stats'], { env: { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/postgres' } });
     expect(down.code).toBe(1);
     expect(down.stderr).toMatch(/cannot reach PostgreSQL at postgres:\/\/postgres@127\.0\.0\.1:1\/postgres/);
+    const notUrl = pgq(['stats'], { env: { DATABASE_URL: 'notaurl' } });
+    expect(notUrl).toMatchObject({ code: 1, stderr: expect.stringMatching(/DATABASE_URL is not a PostgreSQL URL \(postgres:\/\/.*\): it does not parse as a URL/) });
+    const version = pgq(['--version']);
+    expect(version).toMatchObject({ code: 0, stdout: `${(JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string }).version}\n` });
     const schema = pgq(['--schema', 'bad-name;', 'stats']);
     expect(schema.code).toBe(1);
     expect(schema.stderr).toMatch(/schema: "bad-name;" is not a plain identifier/);

@@ -58,13 +58,34 @@ export const embeddedState = { startedHere: false };
 /** The database URL to use, starting the embedded server when none is configured. */
 export async function resolveDatabaseUrl(opts: GlobalOptions, logger: Logger): Promise<string> {
   const url = opts.databaseUrl ?? process.env.DATABASE_URL;
-  if (url) return url;
+  if (url) return checkedUrl(url, opts.databaseUrl !== undefined ? '--database-url' : 'DATABASE_URL');
   const info = await ensureEmbedded();
   if (info.started) embeddedState.startedHere = true;
   const how = info.started ? 'started' : 'reusing';
   process.stderr.write(`pgq: no --database-url or DATABASE_URL; ${how} embedded PostgreSQL (data in ./.pgq) at ${info.url}\n`);
   logger.debug({ url: info.url }, 'embedded PostgreSQL');
   return info.url;
+}
+
+/**
+ * The URL as given, if it reads as a PostgreSQL URL (or a socket directory,
+ * which node-postgres also takes); else an error naming where it came from,
+ * rather than a DNS error about a host it made up.
+ */
+function checkedUrl(url: string, from: string): string {
+  if (url.startsWith('/')) return url;
+  let protocol: string | undefined;
+  try {
+    protocol = new URL(url).protocol;
+  } catch {
+    protocol = undefined;
+  }
+  if (protocol !== 'postgres:' && protocol !== 'postgresql:') {
+    // The value itself is not echoed: it may hold a password.
+    const got = protocol === undefined ? 'it does not parse as a URL' : `its scheme is ${protocol}`;
+    throw new PgqError('PGQ_BAD_OPTION', `${from} is not a PostgreSQL URL (postgres://user:password@host:5432/database): ${got}`);
+  }
+  return url;
 }
 
 /**

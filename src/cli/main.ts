@@ -5,6 +5,7 @@
  *
  * This module only defines the program; `bin.ts` runs it.
  */
+import { createRequire } from 'node:module';
 import { Command, CommanderError, Option } from 'commander';
 import type { Logger } from '../core/logger.js';
 import { PgqError } from '../core/errors.js';
@@ -33,7 +34,8 @@ export function buildProgram(): Command {
     .option('--database-url <url>', 'PostgreSQL URL (default: DATABASE_URL, else an embedded PostgreSQL in ./.pgq)')
     .addOption(new Option('--log-level <level>', 'how much to log').choices(LOG_LEVELS).default(defaultLogLevel()))
     .option('--json', 'print JSON instead of tables')
-    .showHelpAfterError()
+    .version(packageVersion(), '-V, --version', "print pgq's version")
+    .showHelpAfterError('(pgq <command> --help lists its options)')
     .exitOverride();
   let logger: Logger | undefined;
   const globals = (): GlobalOptions & { json?: boolean } => program.opts();
@@ -74,6 +76,11 @@ export function buildProgram(): Command {
   registerDashboard(program, rt);
   registerQueues(program, rt);
   return program;
+}
+
+/** The version in pgq's package.json (two levels up from src/cli and from dist/cli alike). */
+function packageVersion(): string {
+  return (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
 }
 
 /** PGQ_LOG_LEVEL when it names a level (else an error listing them), or `info`. */
