@@ -83,7 +83,12 @@ export function resolvePgqOptions(options: PgqOptions): ResolvedPgqOptions {
   const parsed = pgqOptionsSchema.safeParse(options);
   if (!parsed.success) throw zodToValidationError(parsed.error, 'options');
   if (!options.connectionString && !options.pool) {
-    throw new ValidationError('options', 'give connectionString or pool');
+    // Most often connectionString: process.env.DATABASE_URL with the variable unset.
+    const given = 'connectionString' in options ? ' (connectionString is undefined: is DATABASE_URL set?)' : '';
+    throw new ValidationError(
+      'options',
+      `give connectionString or pool${given}; the embedded PostgreSQL is the pgq command's (npx pgq db start prints its URL)`,
+    );
   }
   if (options.tasks !== undefined && !Array.isArray(options.tasks)) {
     throw new ValidationError('options.tasks', 'must be an array of tasks made by defineTask');

@@ -103,6 +103,13 @@ describe('hostile input', () => {
     );
   });
 
+  it('without a database says what is missing, and where the embedded PostgreSQL comes from', () => {
+    // connectionString: process.env.DATABASE_URL with the variable unset
+    expect(() => new Pgq({ connectionString: undefined })).toThrow(/options: give connectionString or pool \(connectionString is undefined: is DATABASE_URL set\?\); .*npx pgq db start/);
+    expect(() => new Pgq({ connectionString: '' })).toThrow(/options.connectionString: Too small/);
+    expect(() => new Pgq({} as never)).toThrow(/options: give connectionString or pool; /);
+  });
+
   it('refuses schema names that are not plain identifiers before touching the database', () => {
     fc.assert(
       fc.property(
