@@ -172,6 +172,14 @@ describe('pages', () => {
     expect(fragment).not.toMatch(/<html/);
     expect((await get(dashboard, '/assets/console.js')).headers.get('content-type')).toMatch(/javascript/);
     expect((await get(dashboard, '/jobs/424242424')).status).toBe(404);
+    // No such route: JSON under api/, the console's error page elsewhere.
+    const noRoute = await get(dashboard, '/api/nope');
+    expect(noRoute.status).toBe(404);
+    expect(await noRoute.json()).toEqual({ error: { code: 'PGQ_NOT_FOUND', message: 'no such API route: GET /api/nope' } });
+    const noPage = await get(dashboard, '/jobs/abc');
+    expect(noPage.status).toBe(404);
+    expect(noPage.headers.get('content-type')).toMatch(/text\/html/);
+    expect(await noPage.text()).toMatch(/No such page: \/jobs\/abc.*Back to the console/s);
   });
 
   it('hides payloads and refuses to search them when asked', async () => {

@@ -79,6 +79,13 @@ export function buildConsoleApp(o: ResolvedDashboardOptions): ConsoleApp {
     return c.html(html`<!doctype html><title>pgq: ${status}</title><p>${message}</p><p><a href="${o.basePath}/">Back to the console</a></p>`.value, status);
   });
 
+  // No route: the API answers as its errors do (JSON); a page as the console's error page does.
+  app.notFound((c) => {
+    const what = `${c.req.method} ${c.req.path}`;
+    if (c.req.path.startsWith(`${o.basePath}/api/`)) return c.json({ error: { code: 'PGQ_NOT_FOUND', message: `no such API route: ${what}` } }, 404);
+    return c.html(html`<!doctype html><title>pgq: 404</title><p>No such page: ${c.req.path}</p><p><a href="${o.basePath}/">Back to the console</a></p>`.value, 404);
+  });
+
   const cache = { 'Cache-Control': 'public, max-age=300' };
   app.get('/assets/console.js', (c) => c.body(CLIENT_JS, 200, { 'Content-Type': 'text/javascript; charset=utf-8', ...cache }));
   app.get('/assets/console.css', (c) => c.body(CONSOLE_CSS, 200, { 'Content-Type': 'text/css; charset=utf-8', ...cache }));
