@@ -82,6 +82,8 @@ describe('pgq operator commands', { timeout: 180_000 }, () => {
     const list = pgq(['workflows', 'list']);
     expect(list.stdout).toMatch(/doubling\s+succeeded\s+2\/2 succeeded/);
     const id = /^(\d+)\s+doubling/m.exec(list.stdout)![1]!;
+    expect(pgq(['workflows', 'list', '--limit', '1']).stdout).toMatch(new RegExp(`\\nnext page: --before ${id}\\n$`));
+    expect(pgq(['workflows', 'list', '--limit', '2']).stdout).not.toMatch(/next page/);
     const tree = pgq(['workflows', 'show', id]);
     expect(tree.stdout).toMatch(new RegExp(`^workflow ${id} doubling \\[succeeded\\]\\n└─ \\S+ \\[succeeded\\] job \\d+ \\(ok\\)\\n   └─ \\S+ \\[succeeded\\] job \\d+ \\(ok\\)`));
     expect(pgq(['workflows', 'show', '99999999']).stderr).toMatch(/workflow 99999999 does not exist/);

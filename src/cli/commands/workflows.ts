@@ -18,6 +18,7 @@ export function registerWorkflows(program: Command, rt: CliRuntime): void {
         const list = await pgq.listWorkflows(opts);
         if (rt.json) return rt.out(json(list));
         if (list.length === 0) return rt.out('no workflows');
+        const more = list.length === opts.limit ? `\nnext page: --before ${list.at(-1)!.id}` : '';
         rt.out(
           table(
             ['id', 'name', 'state', 'jobs', 'created'],
@@ -30,7 +31,7 @@ export function registerWorkflows(program: Command, rt: CliRuntime): void {
                 .join('')}`,
               humanTime(w.createdAt),
             ]),
-          ),
+          ) + more,
         );
       });
     });
