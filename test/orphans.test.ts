@@ -64,7 +64,10 @@ describe('jobs no live worker runs', () => {
       const stats = cli(['stats']);
       expect(stats.stdout).toMatch(/waiting for a task no live worker runs:\n[^]*\n {2}2 jobs of task knwon wait in queue default; no live worker knows task knwon/);
       const warned = cli(['enqueue', 'knwon']);
-      expect(warned.stderr).toMatch(/3 jobs of task knwon wait in queue default; no live worker knows task knwon; the job waits until a worker that runs it starts \(with --tasks/);
+      expect(warned.stderr).toMatch(/3 jobs of task knwon wait in queue default; no live worker knows task knwon; the job waits until a worker that runs it starts \(with --tasks <module>, enqueue uses the task's own queue, priority and attempts\)/);
+      // With --queue given, the hint does not offer the task's queue.
+      const queued = cli(['enqueue', 'knwon', '--queue', 'default']);
+      expect(queued.stderr).toMatch(/\(with --tasks <module>, enqueue uses the task's own priority and attempts\)/);
       const fine = cli(['enqueue', 'known']);
       expect(fine.code).toBe(0);
       expect(fine.stderr).not.toMatch(/warning/);

@@ -38,7 +38,7 @@ export function registerEnqueue(program: Command, rt: CliRuntime): void {
           maxAttempts: opts.maxAttempts,
           uniqueKey: opts.uniqueKey,
         });
-        await warnIfOrphaned(pgq, job.task, job.queue, Boolean(opts.tasks));
+        await warnIfOrphaned(pgq, job.task, job.queue, Boolean(opts.tasks), opts.queue !== undefined);
         if (opts.wait) {
           const done = await pgq.waitForJob(job.id, { timeoutMs: opts.timeoutMs });
           rt.out(json(done));
@@ -59,10 +59,11 @@ export function registerEnqueue(program: Command, rt: CliRuntime): void {
  * just enqueued waits. Quiet when the check cannot run (an enqueue-only role cannot read the
  * workers table).
  */
-async function warnIfOrphaned(pgq: Pgq, task: string, queue: string, fromModule: boolean): Promise<void> {
+async function warnIfOrphaned(pgq: Pgq, task: string, queue: string, fromModule: boolean, queueGiven: boolean): Promise<void> {
   const orphans = await findOrphanedTasks(pgq.kysely, { tasks: [task], evenWithNoWorkers: true }).catch(() => []);
   for (const orphan of orphans.filter((o) => o.queue === queue)) {
-    const hint = fromModule ? '' : ' (with --tasks <module>, enqueue uses the task\'s own queue, priority and attempts)';
+    const defaults = queueGiven ? 'priority and attempts' : 'queue, priority and attempts';
+    const hint = fromModule ? '' : ` (with --tasks <module>, enqueue uses the task's own ${defaults})`;
     process.stderr.write(`pgq: warning: ${describeOrphan(orphan)}; the job waits until a worker that runs it starts${hint}\n`);
   }
 }
