@@ -179,6 +179,9 @@ describe('pages', () => {
     const noPage = await get(dashboard, '/jobs/abc');
     expect(noPage.status).toBe(404);
     expect(noPage.headers.get('content-type')).toMatch(/text\/html/);
+    expect(noPage.headers.get('x-frame-options')).toBe('DENY');
+    expect(noPage.headers.get('content-security-policy')).toMatch(/frame-ancestors 'none'/);
+    expect(await (await get(dashboard, '/api')).json()).toMatchObject({ error: { code: 'PGQ_NOT_FOUND' } });
     expect(await noPage.text()).toMatch(/No such page: \/jobs\/abc.*Back to the console/s);
   });
 

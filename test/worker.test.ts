@@ -166,6 +166,17 @@ describe('worker behaviour', () => {
         if (copy.job.id !== c.job.id || !(copy.signal instanceof AbortSignal) || typeof copy.progress !== 'function' || !copy.logger) {
           throw new Error('a spread ctx lacks a member');
         }
+        if (Object.getOwnPropertySymbols(copy).length !== 0) throw new Error('a spread ctx carries internals');
+        // A getter taken off its descriptor works called with the ctx, and says what is wrong without it.
+        const loggerGetter = Object.getOwnPropertyDescriptor(c, 'logger')!.get!;
+        if (loggerGetter.call(c) !== c.logger) throw new Error('a descriptor getter called with ctx gives another logger');
+        let bare = '';
+        try {
+          loggerGetter.call({});
+        } catch (err) {
+          bare = (err as Error).message;
+        }
+        if (!/ctx\.logger was used with a `this` that is not a handler's ctx/.test(bare)) throw new Error(`a bare descriptor getter: ${bare}`);
         const proxied = new Proxy(c, {});
         if (proxied.job.task !== 'detached-snooze' || proxied.signal.aborted) throw new Error('a proxied ctx does not read through');
         const own = new AbortController().signal;

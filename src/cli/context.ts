@@ -68,21 +68,16 @@ export async function resolveDatabaseUrl(opts: GlobalOptions, logger: Logger): P
 }
 
 /**
- * The URL as given, if it reads as a PostgreSQL URL (or a socket directory,
- * which node-postgres also takes); else an error naming where it came from,
- * rather than a DNS error about a host it made up.
+ * The URL as given, if it reads as one node-postgres takes (a postgres: or
+ * postgresql: URL, its socket: form, or a socket directory); else an error
+ * naming where it came from, rather than a DNS error about a host it made up.
  */
 function checkedUrl(url: string, from: string): string {
   if (url.startsWith('/')) return url;
-  let protocol: string | undefined;
-  try {
-    protocol = new URL(url).protocol;
-  } catch {
-    protocol = undefined;
-  }
-  if (protocol !== 'postgres:' && protocol !== 'postgresql:') {
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1]?.toLowerCase();
+  if (scheme !== 'postgres' && scheme !== 'postgresql' && scheme !== 'socket') {
     // The value itself is not echoed: it may hold a password.
-    const got = protocol === undefined ? 'it does not parse as a URL' : `its scheme is ${protocol}`;
+    const got = scheme === undefined ? 'it does not start with postgres://' : `its scheme is ${scheme}:`;
     throw new PgqError('PGQ_BAD_OPTION', `${from} is not a PostgreSQL URL (postgres://user:password@host:5432/database): ${got}`);
   }
   return url;

@@ -69,20 +69,29 @@ export function buildConsoleApp(o: ResolvedDashboardOptions): ConsoleApp {
     }
     return next();
   });
+  /** The headers every page of the console answers with. */
+  const pageHeaders = (c: Context): void => {
+    c.header('Cache-Control', 'no-store');
+    c.header('X-Frame-Options', 'DENY');
+    c.header('Content-Security-Policy', "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'");
+  };
+  const isApi = (c: Context): boolean => c.req.path === `${o.basePath}/api` || c.req.path.startsWith(`${o.basePath}/api/`);
   app.onError((err, c) => {
     if (err instanceof HTTPException) return err.getResponse(); // basic auth's 401
     const status = statusOf(err);
     if (status === 500) pgq.logger.error({ err: errorSummary(err) }, `pgq console: ${errorMessage(err)}`);
     const message = status === 500 ? 'internal error (see the server log)' : errorMessage(err);
     const code = (err as { code?: unknown }).code;
-    if (c.req.path.startsWith(`${o.basePath}/api/`)) return c.json({ error: { code: typeof code === 'string' ? code : 'PGQ_ERROR', message } }, status);
+    if (isApi(c)) return c.json({ error: { code: typeof code === 'string' ? code : 'PGQ_ERROR', message } }, status);
+    pageHeaders(c);
     return c.html(html`<!doctype html><title>pgq: ${status}</title><p>${message}</p><p><a href="${o.basePath}/">Back to the console</a></p>`.value, status);
   });
 
   // No route: the API answers as its errors do (JSON); a page as the console's error page does.
   app.notFound((c) => {
     const what = `${c.req.method} ${c.req.path}`;
-    if (c.req.path.startsWith(`${o.basePath}/api/`)) return c.json({ error: { code: 'PGQ_NOT_FOUND', message: `no such API route: ${what}` } }, 404);
+    if (isApi(c)) return c.json({ error: { code: 'PGQ_NOT_FOUND', message: `no such API route: ${what}` } }, 404);
+    pageHeaders(c);
     return c.html(html`<!doctype html><title>pgq: 404</title><p>No such page: ${c.req.path}</p><p><a href="${o.basePath}/">Back to the console</a></p>`.value, 404);
   });
 
@@ -102,9 +111,7 @@ export function buildConsoleApp(o: ResolvedDashboardOptions): ConsoleApp {
   const page = (render: (ctx: PageContext, c: Context) => Promise<Page>) => async (c: Context) => {
     const ctx = context(c);
     const result = await render(ctx, c);
-    c.header('Cache-Control', 'no-store');
-    c.header('X-Frame-Options', 'DENY');
-    c.header('Content-Security-Policy', "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'");
+    pageHeaders(c);
     if (c.req.header('x-pgq-fragment') === '1') return c.html(result.region.value);
     return c.html(layout(ctx, result, pgq.schema).value);
   };

@@ -142,14 +142,27 @@ function snooze(delayMs: number): never {
   throw new SnoozeError(delayMs);
 }
 
+/**
+ * The state behind a context's accessors. They are shared by every context,
+ * so they find it through `this`: a getter or setter taken off its property
+ * descriptor must be called with the context (`get.call(ctx)`).
+ */
+function contextState(holder: ContextHolder | null | undefined, member: string): ContextState {
+  const state = holder?.[CONTEXT_STATE];
+  if (state === undefined) {
+    throw new TypeError(`ctx.${member} was used with a \`this\` that is not a handler's ctx: call a getter or setter taken off its property descriptor with .call(ctx)`);
+  }
+  return state;
+}
+
 /** One accessor pair for every context: own, enumerable properties, as an object literal's would be. */
-function contextAccessor<T>(read: (state: ContextState) => T, write: (state: ContextState, value: T) => void): PropertyDescriptor {
+function contextAccessor<T>(member: string, read: (state: ContextState) => T, write: (state: ContextState, value: T) => void): PropertyDescriptor {
   return {
-    get(this: ContextHolder): T {
-      return read(this[CONTEXT_STATE]);
+    get(this: ContextHolder | undefined): T {
+      return read(contextState(this, member));
     },
-    set(this: ContextHolder, value: T) {
-      write(this[CONTEXT_STATE], value);
+    set(this: ContextHolder | undefined, value: T) {
+      write(contextState(this, member), value);
     },
     enumerable: true,
     configurable: true,
@@ -158,14 +171,17 @@ function contextAccessor<T>(read: (state: ContextState) => T, write: (state: Con
 
 const CONTEXT_ACCESSORS: PropertyDescriptorMap = {
   job: contextAccessor<JobRecord>(
+    'job',
     (s) => (s.view ??= { ...s.entry.job, payload: s.payload }),
     (s, value) => (s.view = value),
   ),
   signal: contextAccessor<AbortSignal>(
+    'signal',
     (s) => (s.signal ??= s.entry.controller.signal),
     (s, value) => (s.signal = value),
   ),
   logger: contextAccessor<Logger>(
+    'logger',
     (s) => {
       const { job } = s.entry;
       return (s.logger ??= s.parent.child({ jobId: job.id, task: job.task, attempt: job.attempts }));
@@ -173,6 +189,7 @@ const CONTEXT_ACCESSORS: PropertyDescriptorMap = {
     (s, value) => (s.logger = value),
   ),
   progress: contextAccessor<JobContext['progress']>(
+    'progress',
     (s) => (s.progress ??= s.progressWriter.reporter(s.entry.job.id, s.entry.job.attempts)),
     (s, value) => (s.progress = value),
   ),
@@ -485,8 +502,10 @@ export class Executor {
    * most handlers use few of them, and one context is made per attempt.
    * They are own properties with setters, so `ctx` spreads, copies, proxies
    * and can be amended like any object; `snooze` and `recordMeta` work taken
-   * off it. The accessors are shared by every context (CONTEXT_ACCESSORS),
-   * which halves what making one costs against a literal with its own.
+   * off it. The accessors are shared by every context (CONTEXT_ACCESSORS):
+   * a literal with its own was a dictionary-mode object per attempt. One
+   * difference: a getter or setter taken off its property descriptor needs
+   * the context as `this` (`get.call(ctx)`).
    */
   #context(entry: RunningAttempt, payload: unknown): JobContext {
     const ctx = {
@@ -495,8 +514,9 @@ export class Executor {
       recordMeta(key: string, value: Json): void {
         (entry.recorded ??= new RecordedMeta()).record(key, value);
       },
-      [CONTEXT_STATE]: { entry, payload, parent: this.logger, progressWriter: this.config.progress } satisfies ContextState,
     };
+    // Not enumerable: spreads, Object.assign and console.log(ctx) leave the internals out.
+    Object.defineProperty(ctx, CONTEXT_STATE, { value: { entry, payload, parent: this.logger, progressWriter: this.config.progress } satisfies ContextState });
     return Object.defineProperties(ctx, CONTEXT_ACCESSORS) as unknown as JobContext;
   }
 

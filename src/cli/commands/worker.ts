@@ -24,6 +24,7 @@ export function registerWorker(program: Command, rt: CliRuntime): void {
       const tasks = await loadTasks(opts.tasks);
       const pgq = await rt.open(tasks);
       let metricsServer: WorkerServer | undefined;
+      let signals: ReturnType<typeof stopOnSignals> | undefined;
       // Whatever fails (the metrics port taken, the worker unable to start), the pool closes: an open pool kept the process alive for its idle timeout.
       try {
         const worker = pgq.worker({
@@ -37,17 +38,19 @@ export function registerWorker(program: Command, rt: CliRuntime): void {
         const tally = logJobEvents(worker, rt.logger);
         const startedAt = performance.now();
         metricsServer = opts.metricsPort ? await serveWorkerEndpoints(pgq, worker, opts.metricsHost, opts.metricsPort) : undefined;
-        const stopped = stopOnSignals(worker, rt.logger);
+        signals = stopOnSignals(worker, rt.logger);
         await worker.start();
         rt.logger.info({ workerId: worker.id, tasks: tasks.map((t) => t.name) }, `worker ${worker.id} running; Ctrl-C to stop`);
         if (metricsServer) {
           const base = `http://${opts.metricsHost}:${opts.metricsPort}`;
           rt.logger.info({}, `metrics at ${base}/metrics, health at ${base}/healthz and ${base}/readyz`);
         }
-        await stopped;
+        await signals.stopped;
         const durationMs = performance.now() - startedAt;
         rt.logger.info({ ...tally, durationMs: Math.round(durationMs) }, summaryLine(tally, durationMs));
       } finally {
+        // A worker that never started leaves no signal handler behind.
+        signals?.dispose();
         await metricsServer?.close();
         await pgq.close();
       }
@@ -110,9 +113,10 @@ function firstLine(text: string): string {
   return rest.length > 0 ? `${first} …` : first;
 }
 
-/** First SIGTERM/SIGINT: graceful stop. Second: hard stop. Resolves when the worker has stopped. */
-export function stopOnSignals(worker: Worker, logger: Logger): Promise<void> {
-  return new Promise((resolve) => {
+/** First SIGTERM/SIGINT: graceful stop. Second: hard stop. `stopped` resolves when the worker has stopped; `dispose` removes the handlers. */
+export function stopOnSignals(worker: Worker, logger: Logger): { stopped: Promise<void>; dispose: () => void } {
+  let dispose = (): void => undefined;
+  const stopped = new Promise<void>((resolve) => {
     let signals = 0;
     const onSignal = (signal: NodeJS.Signals): void => {
       signals += 1;
@@ -124,12 +128,16 @@ export function stopOnSignals(worker: Worker, logger: Logger): Promise<void> {
         void worker.hardStop().then(done);
       }
     };
-    const done = (): void => {
+    dispose = (): void => {
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
+    };
+    const done = (): void => {
+      dispose();
       resolve();
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
   });
+  return { stopped, dispose };
 }
