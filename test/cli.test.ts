@@ -81,6 +81,13 @@ describe('pgq CLI', () => {
     const shown = pgq(['--json', 'jobs', 'show', job.id]);
     expect(JSON.parse(shown.stdout)).toMatchObject({ id: job.id, state: 'succeeded' });
     expect(pgq(['retry', job.id])).toMatchObject({ code: 1, stderr: expect.stringMatching(/only failed/) });
+    // A unique key: the second enqueue returns the first job, and says so in words true of both.
+    const keyed = pgq(['enqueue', 'anything', '--unique-key', 'k1', '--delay-ms', '600000']);
+    const again = pgq(['enqueue', 'anything', '--unique-key', 'k1', '--delay-ms', '600000']);
+    const keyedId = /^job (\d+) is the live job with unique key "k1" \(task anything, queue default\); it is scheduled$/m.exec(keyed.stdout)?.[1];
+    expect(keyedId, keyed.stdout + keyed.stderr).toBeDefined();
+    expect(again.stdout).toContain(`job ${keyedId} is the live job with unique key "k1"`);
+    expect(pgq(['cancel', keyedId!]).code).toBe(0);
     const later = JSON.parse(pgq(['--json', 'enqueue', 'anything', '--delay-ms', '600000']).stdout) as { id: string; state: string };
     expect(later.state).toBe('scheduled');
     expect(pgq(['cancel', later.id]).stdout).toMatch(/is cancelled/);

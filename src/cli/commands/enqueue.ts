@@ -48,7 +48,9 @@ export function registerEnqueue(program: Command, rt: CliRuntime): void {
             throw new CommanderError(1, 'pgq.jobNotSucceeded', '');
           }
         } else {
-          rt.out(rt.json ? json(job) : `enqueued job ${job.id} (task ${job.task}, queue ${job.queue}); it ${stateSentence(job.state)}`);
+          // With a unique key the job may be one that was already live: say what is true either way.
+          const what = opts.uniqueKey === undefined ? `enqueued job ${job.id}` : `job ${job.id} is the live job with unique key ${JSON.stringify(opts.uniqueKey)}`;
+          rt.out(rt.json ? json(job) : `${what} (task ${job.task}, queue ${job.queue}); it ${stateSentence(job.state)}`);
         }
       }, { tasks: [task] });
     });
