@@ -109,13 +109,13 @@ export function jobFilterCondition(eb: ExpressionBuilder<PgqDatabase, 'jobs'>, f
     const match = filter[key];
     if (match === undefined) continue;
     const column = sql.ref(columns[key]);
+    if ('text' in match) {
+      and.push(sql<SqlBool>`strpos(lower(${column}::text), lower(${match.text})) > 0`);
+      continue;
+    }
     // `errors` is a list of entries: an object is looked for as one of them (at the top level it could never match).
-    const contains = 'contains' in match && key === 'error' && isJsonObject(match.contains) ? [match.contains] : 'contains' in match ? match.contains : undefined;
-    and.push(
-      'text' in match
-        ? sql<SqlBool>`strpos(lower(${column}::text), lower(${match.text})) > 0`
-        : sql<SqlBool>`${column} @> ${JSON.stringify(contains)}::jsonb`,
-    );
+    const contains = key === 'error' && isJsonObject(match.contains) ? [match.contains] : match.contains;
+    and.push(sql<SqlBool>`${column} @> ${JSON.stringify(contains)}::jsonb`);
   }
   return eb.and(and);
 }
