@@ -11,7 +11,8 @@
  *   for bulk actions), POSTs with the CSRF token, reports the outcome.
  *   `form[data-post-form]` POSTs its inputs as JSON (empty → null, whole
  *   numbers of number inputs as numbers). While a `<details>` in the live
- *   region is open (a form being filled in), live refreshes wait.
+ *   region is open (a form being filled in), live refreshes wait; one
+ *   already in flight when a form opens leaves the page as it is.
  */
 export function consoleClient(): void {
   const meta = (name: string): string => document.querySelector<HTMLMetaElement>(`meta[name="${name}"]`)?.content ?? '';
@@ -64,8 +65,12 @@ export function consoleClient(): void {
     stale = false;
     try {
       const res = await fetch(location.href, { headers: { 'X-Pgq-Fragment': '1' } });
-      if (res.ok) {
-        region.innerHTML = await res.text();
+      const fragment = res.ok ? await res.text() : null;
+      if (fragment !== null && (dialog?.open || region.querySelector('details[open]'))) {
+        // A form opened (or a dialog) while this refresh was in flight: keep it; refresh once it closes.
+        stale = true;
+      } else if (fragment !== null) {
+        region.innerHTML = fragment;
         formatTimes(region);
       }
     } finally {
