@@ -50,6 +50,77 @@ describe('worker', () => {
     await worker.stop();
   });
 
+  it("gives a handler the job as its row stands once claimed: running, this worker's, no outcome yet, the errors and meta so far", async () => {
+    const seen: Array<{ job: JobRecord; row: JobRecord | null }> = [];
+    let attempts = 0;
+    const look = defineTask({
+      name: 'look',
+      schema: z.object({ failFirst: z.boolean() }),
+      backoff: { baseMs: 10, maxMs: 20 },
+      handler: async ({ failFirst }, c) => {
+        seen.push({ job: c.job, row: await pgq.getJob(c.job.id) });
+        attempts += 1;
+        if (failFirst && c.job.attempts === 1) throw new Error('first try');
+        return 'ok';
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [look] });
+    const worker = pgq.worker({ pollIntervalMs: 50 });
+    await worker.start();
+    const plain = await pgq.enqueue(look, { failFirst: false });
+    const retried = await pgq.enqueue(look, { failFirst: true }, { meta: { tenant: 7 }, expiresInMs: 600_000 });
+    await pgq.waitForJob(plain.id, { timeoutMs: 10_000 });
+    await pgq.waitForJob(retried.id, { timeoutMs: 10_000 });
+    await worker.stop();
+    expect(attempts).toBe(3);
+    const fields = ['id', 'state', 'workerId', 'attempts', 'finishedAt', 'result', 'errors', 'meta', 'runAt', 'createdAt', 'startedAt', 'expiresAt'] as const;
+    for (const { job, row } of seen) {
+      expect(row).not.toBeNull();
+      const pick = (j: JobRecord): Record<string, unknown> => Object.fromEntries(fields.map((f) => [f, j[f]]));
+      expect(pick(job)).toEqual(pick(row!));
+    }
+    const last = seen.find((s) => s.job.id === retried.id && s.job.attempts === 2)!.job;
+    expect(last).toMatchObject({ state: 'running', finishedAt: null, result: null, meta: { tenant: 7 } });
+    expect(last.errors.map((e) => e.message)).toEqual(['first try']);
+    expect(last.workerId).toEqual(expect.any(String));
+    expect(seen.find((s) => s.job.id === plain.id)!.job).toMatchObject({ errors: [], meta: {}, expiresAt: null });
+  });
+
+  it('writes the successes of a batch and discards the one whose job was cancelled while it ran', async () => {
+    const gate = deferred();
+    let started = 0;
+    const hold = defineTask({
+      name: 'hold',
+      schema: z.object({ n: z.number() }),
+      handler: async ({ n }) => {
+        started += 1;
+        await gate.promise; // ignores its signal: it finishes after the cancel
+        return n;
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [hold] });
+    const worker = pgq.worker({ concurrency: 3, pollIntervalMs: 50 });
+    const events: string[] = [];
+    worker.on('job:success', (job) => events.push(`success ${job.id}`));
+    worker.on('job:discarded', (job, outcome) => events.push(`discarded ${job.id} ${outcome}`));
+    await worker.start();
+    const jobs = await pgq.enqueueMany(hold, [{ n: 1 }, { n: 2 }, { n: 3 }]);
+    await until(() => started === 3, { timeoutMs: 10_000 });
+    await pgq.cancelJob(jobs[1]!.id);
+    gate.resolve();
+    await pgq.waitForJob(jobs[0]!.id, { timeoutMs: 10_000 });
+    await pgq.waitForJob(jobs[2]!.id, { timeoutMs: 10_000 });
+    await until(() => events.length === 3, { timeoutMs: 10_000 });
+    await worker.stop();
+    expect(events.sort()).toEqual([`discarded ${jobs[1]!.id} complete`, `success ${jobs[0]!.id}`, `success ${jobs[2]!.id}`].sort());
+    const rows = await Promise.all(jobs.map((j) => pgq.getJob(j.id)));
+    expect(rows.map((r) => [r!.state, r!.result])).toEqual([
+      ['succeeded', 1],
+      ['cancelled', null],
+      ['succeeded', 3],
+    ]);
+  });
+
   it('fails permanently on PermanentError', async () => {
     const perm = defineTask({
       name: 'perm',

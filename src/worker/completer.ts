@@ -202,45 +202,51 @@ export class Completer {
     const complete = outcomes.filter((o): o is Extract<Outcome, { kind: 'complete' }> => o.kind === 'complete');
     const fail = outcomes.filter((o): o is Extract<Outcome, { kind: 'fail' }> => o.kind === 'fail');
     const snooze = outcomes.filter((o): o is Extract<Outcome, { kind: 'snooze' }> => o.kind === 'snooze');
-    const writes: Promise<WrittenOutcome[]>[] = [];
+    // id → state for each row written; filled as each statement answers.
+    const written = new Map<string, string>();
+    const took = (rows: WrittenOutcome[]): void => {
+      for (const row of rows) written.set(String(row.id), row.state);
+    };
+    const writes: Promise<void>[] = [];
     if (complete.length > 0) {
+      const ids = complete.map((o) => o.id);
+      const completed = this.statements.completeJobs(this.db, {
+        ids,
+        attempts: complete.map((o) => o.attempt),
+        results: complete.map((o) => o.result),
+        metas: complete.map((o) => o.meta ?? null),
+      });
       writes.push(
-        this.statements.completeJobs(this.db, {
-          ids: complete.map((o) => o.id),
-          attempts: complete.map((o) => o.attempt),
-          results: complete.map((o) => o.result),
-          metas: complete.map((o) => o.meta ?? null),
+        completed.then(({ skipped }) => {
+          const notWritten = new Set(skipped);
+          for (const id of ids) if (!notWritten.has(id)) written.set(id, 'succeeded');
         }),
       );
     }
     if (fail.length > 0) {
-      writes.push(
-        this.statements.failJobs(this.db, {
-          ids: fail.map((o) => o.id),
-          attempts: fail.map((o) => o.attempt),
-          errors: fail.map((o) => o.error),
-          delaysMs: fail.map((o) => o.delayMs),
-          permanent: fail.map((o) => o.permanent),
-          metas: fail.map((o) => o.meta ?? null),
-        }),
-      );
+      const failing = this.statements.failJobs(this.db, {
+        ids: fail.map((o) => o.id),
+        attempts: fail.map((o) => o.attempt),
+        errors: fail.map((o) => o.error),
+        delaysMs: fail.map((o) => o.delayMs),
+        permanent: fail.map((o) => o.permanent),
+        metas: fail.map((o) => o.meta ?? null),
+      });
+      writes.push(failing.then(took));
     }
     if (snooze.length > 0) {
-      writes.push(
-        this.statements.snoozeJobs(this.db, {
-          ids: snooze.map((o) => o.id),
-          attempts: snooze.map((o) => o.attempt),
-          delaysMs: snooze.map((o) => o.delayMs),
-          notes: snooze.map((o) => o.note),
-          metas: snooze.map((o) => o.meta ?? null),
-        }),
-      );
+      const snoozed = this.statements.snoozeJobs(this.db, {
+        ids: snooze.map((o) => o.id),
+        attempts: snooze.map((o) => o.attempt),
+        delaysMs: snooze.map((o) => o.delayMs),
+        notes: snooze.map((o) => o.note),
+        metas: snooze.map((o) => o.meta ?? null),
+      });
+      writes.push(snoozed.then(took));
     }
     const results = await Promise.allSettled(writes);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
-    const written = new Map<string, string>();
-    for (const r of results) if (r.status === 'fulfilled') for (const row of r.value) written.set(String(row.id), row.state);
     return written;
   }
 }

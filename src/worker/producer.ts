@@ -314,7 +314,7 @@ export class Producer extends LoopService {
           const us = claimStartedMicros(row);
           if (us !== null) startedAt = Math.max(startedAt ?? us, us);
         }
-        const jobs = rows.map((row) => ({ job: toClaimedJob(row), heldAt }));
+        const jobs = rows.map((row) => ({ job: toClaimedJob(row, workerId), heldAt }));
         if (!this.held.endClaim(claim, jobs, startedAt)) {
           // Sent before the lease thread gave back what the blocked loop held (perhaps these too): start none of them.
           this.#needsReconcile = true;
