@@ -10,8 +10,8 @@
  *   time window in `throughputSeries` instead of all-time.
  * - `throughputSeries`: finished jobs per bucket (succeeded, failed,
  *   cancelled) and the mean wait from due (`run_at`) to start, over the last
- *   hour (1-minute buckets) or day (30-minute buckets), read through the BRIN
- *   index on `finished_at`.
+ *   hour (1-minute buckets) or day (30-minute buckets), read through the
+ *   `state, finished_at` index over finished rows (jobs_state_finished_idx).
  */
 import type { Kysely } from 'kysely';
 import { sql } from '../db/kysely.js';
