@@ -218,7 +218,7 @@ export interface RetentionOptions {
   failedMs?: number | null;
   /** Default 7 days. */
   cancelledMs?: number | null;
-  /** Most rows one DELETE removes. Default 1,000. */
+  /** Most rows one DELETE removes (a workflow whose jobs have all expired goes whole, however many). Default 1,000. */
   batchSize?: number;
   /** Pause between pruning passes. Default 1 minute. */
   intervalMs?: number;

@@ -107,6 +107,7 @@ describe('worker', () => {
     const jobs = await pgq.enqueueMany(hold, [{ n: 1 }, { n: 2 }, { n: 3 }]);
     await until(() => started === 3, { timeoutMs: 10_000 });
     await pgq.cancelJob(jobs[1]!.id);
+    // The three handlers return in one turn of the event loop, so their outcomes go out in one statement.
     gate.resolve();
     await pgq.waitForJob(jobs[0]!.id, { timeoutMs: 10_000 });
     await pgq.waitForJob(jobs[2]!.id, { timeoutMs: 10_000 });

@@ -428,6 +428,30 @@ describe('settling', () => {
     await pgq.cancelWorkflow(wf.id);
   });
 
+  it('prunes a workflow whole in one statement, whatever the states of its steps and however many loose jobs expired beside it', async () => {
+    const wf = await pgq.enqueueWorkflow(chain(step(manual, { n: 1 }), step(manual, { n: 2 }), step(manual, { n: 3 })));
+    const loose = await pgq.enqueueMany(manual, Array.from({ length: 7 }, (_, n) => ({ n })));
+    const [a, b, c] = wf.steps.map((s) => s.id);
+    await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = 'succeeded', finished_at = now() - interval '2 days', result = '1' WHERE id = ANY($1)`, [
+      [a, b, ...loose.map((j) => j.id)],
+    ]);
+    await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = 'failed', finished_at = now() - interval '8 days' WHERE id = $1`, [c]);
+    const pruner = new Pruner(
+      { succeededMs: 86_400_000, failedMs: 7 * 86_400_000, cancelledMs: 7 * 86_400_000, batchSize: 2, intervalMs: 60_000, maxBatchesPerPass: 100 },
+      pgq.kysely,
+      { now: () => new Date(), monotonicMs: () => performance.now() },
+      pgq.logger,
+    );
+    const left = async (): Promise<number> => (await jobsOf(wf.id)).length;
+    expect(await left()).toBe(3);
+    // Two of the seven loose jobs and the whole workflow go in the first batch.
+    expect(await pruner.pruneBatch()).toBe(5);
+    expect(await left()).toBe(0);
+    expect(await pgq.getWorkflow(wf.id)).toBeNull();
+    expect(await pruner.pruneOnce()).toBe(5);
+    for (const job of loose) expect(await pgq.getJob(job.id)).toBeNull();
+  });
+
   it('keeps a workflow from the pruner until all its jobs expired, then prunes jobs, edges and workflow together', async () => {
     const wf = await pgq.enqueueWorkflow(chord(group([step(manual, { n: 1 })]), step(manualSum)));
     const loose = await pgq.enqueue(manual, { n: 9 });

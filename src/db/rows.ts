@@ -61,7 +61,7 @@ export const JOB_COLUMNS = [
 ] as const;
 
 /** The timestamps a claim returns as epoch milliseconds (see CLAIM_COLUMNS). */
-const CLAIM_TIMESTAMPS = ['run_at', 'created_at', 'started_at', 'finished_at', 'expires_at'] as const;
+const CLAIM_TIMESTAMPS = ['run_at', 'created_at', 'started_at', 'expires_at'] as const;
 type ClaimTimestamp = (typeof CLAIM_TIMESTAMPS)[number];
 
 /**

@@ -330,7 +330,7 @@ export function createStatements(schema: string) {
       RETURNING j.id, j.workflow_id
     ), ${lockDependents(`ARRAY(SELECT id FROM done WHERE workflow_id IS NOT NULL)`, 'NULL')},
     notified AS (${notifyDone('done')})
-    SELECT ARRAY(SELECT u.id FROM unnest($1::bigint[]) AS u(id) EXCEPT SELECT id FROM done)::text[] AS skipped
+    SELECT ARRAY(SELECT u.n FROM unnest($1::bigint[]) WITH ORDINALITY AS u(id, n) WHERE u.id NOT IN (SELECT id FROM done))::int[] AS skipped
       FROM (SELECT count(*) FROM notified) AS n, (SELECT count(*) FROM locked) AS l`;
 
   const failJobs = `
@@ -515,12 +515,13 @@ export function createStatements(schema: string) {
 
     /**
      * JobCompleteMany: succeeded, with the result, for jobs still running in
-     * that attempt. Returns the ids it skipped (the guard found them no
-     * longer running in that attempt), not the ones it wrote: those are
-     * nearly all of them, and sending each back cost more than the rest.
+     * that attempt. Returns the positions in `ids` (from 1) of those it
+     * skipped (the guard found them no longer running in that attempt), not
+     * the ones it wrote: those are nearly all of them, and sending each back
+     * cost more than the rest.
      */
-    async completeJobs(db: Queryable, p: CompleteJobsParams): Promise<{ skipped: string[] }> {
-      const rows = await db.query<{ skipped: string[] }>({ name: name('complete'), text: completeJobs, values: [p.ids, p.attempts, p.results, metasValue(p.metas)] });
+    async completeJobs(db: Queryable, p: CompleteJobsParams): Promise<{ skipped: number[] }> {
+      const rows = await db.query<{ skipped: number[] }>({ name: name('complete'), text: completeJobs, values: [p.ids, p.attempts, p.results, metasValue(p.metas)] });
       return { skipped: rows[0]?.skipped ?? [] };
     },
 

@@ -1,16 +1,18 @@
 /**
  * The pruner (leader only) enforces retention: it deletes `succeeded`,
  * `failed` and `cancelled` jobs whose `finished_at` is older than their
- * state's retention, in batches of at most `batchSize` rows (one statement
- * per state, each reading its range of the (state, finished_at) index, each
- * its own short transaction, rows taken with SKIP LOCKED), so it never
- * holds many locks or bloats one transaction. Jobs in any other state are
- * never touched, however old. A workflow's jobs are pruned only once all of
- * them have expired, and then together. One pass deletes until a batch comes
- * back short or `maxBatchesPerPass` is reached; passes run every
- * `intervalMs`, the first one when leadership is gained.
+ * state's retention. A batch is one statement per state for jobs outside
+ * workflows (a range of the (state, finished_at) index, rows taken with SKIP
+ * LOCKED) and one for whole workflows, each deleting at most `batchSize`
+ * rows in its own short transaction, so it never holds many locks or bloats
+ * one transaction, and a backlog of one state does not hold back the
+ * others. Jobs in any other state are never touched, however old. A
+ * workflow's jobs are pruned only once all of them have expired, and then
+ * together, in one statement. One pass runs batches until none comes back
+ * full or `maxBatchesPerPass` is reached; passes run every `intervalMs`, the
+ * first one when leadership is gained.
  */
-import type { Kysely } from 'kysely';
+import type { ExpressionBuilder, Kysely } from 'kysely';
 import type { Logger } from '../core/logger.js';
 import type { Clock } from '../core/clock.js';
 import { LoopService } from '../core/service.js';
@@ -18,6 +20,9 @@ import { sleep } from '../core/sleep.js';
 import { errorMessage, errorSummary } from '../core/errors.js';
 import type { JobState } from '../core/types.js';
 import type { PgqDatabase } from '../db/tables.js';
+
+/** What the pruner's expiry test reads: a jobs row as `o`. */
+type PrunerScope = PgqDatabase & { o: PgqDatabase['jobs'] };
 
 export interface PrunerConfig {
   /** Keep succeeded jobs this long after they finished; null keeps them forever. */
@@ -55,16 +60,19 @@ export class Pruner extends LoopService {
     ).filter((rule): rule is [JobState, number] => rule[1] !== null);
   }
 
+  /** `o` finished before its state's cutoff, by any rule in force. */
+  #expired(eb: ExpressionBuilder<PrunerScope, 'o'>, rules: [JobState, number][], now: number) {
+    return eb.or(rules.map(([state, age]) => eb.and([eb('o.state', '=', state), eb('o.finished_at', '<', new Date(now - age))])));
+  }
+
   /**
-   * The DELETE of at most `limit` jobs of one state finished before its
-   * cutoff: a range of `jobs_state_finished_idx` (state, finished_at), read
-   * in order and stopped at the limit, so a pass costs what it deletes, not
-   * the table's size. A workflow job goes only once every job of its
-   * workflow has expired (each by its own state's rule).
+   * The DELETE of at most `limit` jobs of one state, outside any workflow,
+   * finished before the state's cutoff: a range of `jobs_state_finished_idx`
+   * (state, finished_at) read in order and stopped at the limit, so its cost
+   * follows what it deletes, not the table's size.
    */
   batchQuery(state: JobState, limit: number, now: number = this.clock.now().getTime()) {
-    const rules = this.#rules();
-    const ms = rules.find(([s]) => s === state)?.[1];
+    const ms = this.#rules().find(([s]) => s === state)?.[1];
     if (ms === undefined) throw new Error(`pgq pruner: no retention rule for state ${state}`);
     return this.db.deleteFrom('jobs').where('id', 'in', (eb) =>
       eb
@@ -72,48 +80,77 @@ export class Pruner extends LoopService {
         .select('j.id')
         .where('j.state', '=', state)
         .where('j.finished_at', '<', new Date(now - ms))
-        // A workflow's jobs go together, once every one of them has expired:
-        // until then a retry may still resume it from the results it kept.
-        .where((w) =>
-          w.or([
-            w('j.workflow_id', 'is', null),
-            w.not(
-              w.exists(
-                w
-                  .selectFrom('jobs as o')
-                  .select('o.id')
-                  .whereRef('o.workflow_id', '=', 'j.workflow_id')
-                  .where((x) => x.not(x.or(rules.map(([s, age]) => x.and([x('o.state', '=', s), x('o.finished_at', '<', new Date(now - age))]))))),
-              ),
-            ),
-          ]),
-        )
+        .where('j.workflow_id', 'is', null)
         .limit(limit)
         .forUpdate()
         .skipLocked(),
     );
   }
 
-  /** Deletes at most `batchSize` expired jobs, state by state; returns how many. */
-  async pruneBatch(): Promise<number> {
-    const now = this.clock.now().getTime();
-    let deleted = 0;
-    for (const [state] of this.#rules()) {
-      const left = this.config.batchSize - deleted;
-      if (left <= 0) break;
-      const result = await this.batchQuery(state, left, now).executeTakeFirst();
-      deleted += Number(result.numDeletedRows);
-    }
-    return deleted;
+  /**
+   * The DELETE of whole workflows, every job of each at once, whose jobs have
+   * all expired (each by its own state's rule): until then a retry may still
+   * resume the workflow from the results it kept. At most `limit` expired
+   * workflow jobs are looked at to find them. A deleted job whose state
+   * changed since (a retry) is left out by the recheck of its own expiry.
+   */
+  workflowBatchQuery(limit: number, now: number = this.clock.now().getTime()) {
+    const rules = this.#rules();
+    return this.db
+      .deleteFrom('jobs')
+      .where('jobs.workflow_id', 'in', (eb) =>
+        eb
+          .selectFrom('jobs as j')
+          .select('j.workflow_id')
+          .where('j.workflow_id', 'is not', null)
+          .where((w) => w.or(rules.map(([state, age]) => w.and([w('j.state', '=', state), w('j.finished_at', '<', new Date(now - age))]))))
+          .where((w) =>
+            w.not(
+              w.exists(
+                w
+                  .selectFrom('jobs as o')
+                  .select('o.id')
+                  .whereRef('o.workflow_id', '=', 'j.workflow_id')
+                  .where((x) => x.not(this.#expired(x, rules, now))),
+              ),
+            ),
+          )
+          .limit(limit),
+      )
+      .where((w) => w.or(rules.map(([state, age]) => w.and([w('jobs.state', '=', state), w('jobs.finished_at', '<', new Date(now - age))]))));
   }
 
-  /** One pass: batches until one comes back short (or the pass limit). Returns the rows deleted. */
+  /** One batch: each state's jobs outside workflows, then whole workflows; each statement deletes up to `batchSize` (a workflow goes whole). */
+  async #batch(): Promise<{ deleted: number; more: boolean }> {
+    const now = this.clock.now().getTime();
+    const { batchSize } = this.config;
+    let deleted = 0;
+    let more = false;
+    const rules = this.#rules();
+    if (rules.length === 0) return { deleted, more };
+    for (const [state] of rules) {
+      const n = Number((await this.batchQuery(state, batchSize, now).executeTakeFirst()).numDeletedRows);
+      deleted += n;
+      more ||= n >= batchSize;
+    }
+    const n = Number((await this.workflowBatchQuery(batchSize, now).executeTakeFirst()).numDeletedRows);
+    deleted += n;
+    more ||= n >= batchSize;
+    return { deleted, more };
+  }
+
+  /** One batch (see #batch); returns the rows deleted. */
+  async pruneBatch(): Promise<number> {
+    return (await this.#batch()).deleted;
+  }
+
+  /** One pass: batches until every statement of one comes back short (or the pass limit). Returns the rows deleted. */
   async pruneOnce(signal?: AbortSignal): Promise<number> {
     let total = 0;
     for (let batch = 0; batch < this.config.maxBatchesPerPass && !signal?.aborted; batch += 1) {
-      const deleted = await this.pruneBatch();
+      const { deleted, more } = await this.#batch();
       total += deleted;
-      if (deleted < this.config.batchSize) break;
+      if (!more) break;
     }
     if (total > 0) this.logger.info({ deleted: total }, `pgq pruned ${total} finished job(s) past retention`);
     return total;

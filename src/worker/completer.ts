@@ -219,7 +219,9 @@ export class Completer {
       writes.push(
         completed.then(({ skipped }) => {
           const notWritten = new Set(skipped);
-          for (const id of ids) if (!notWritten.has(id)) written.set(id, 'succeeded');
+          ids.forEach((id, i) => {
+            if (!notWritten.has(i + 1)) written.set(id, 'succeeded');
+          });
         }),
       );
     }
