@@ -1,6 +1,6 @@
 -- Up Migration
--- claim_candidates and claim_candidates_many in PL/pgSQL, same queries, same
--- settings.
+-- claim_candidates, claim_candidates_many and claim_candidates_keyed in
+-- PL/pgSQL, same queries, same settings.
 --
 -- Before PostgreSQL 18, a set-returning SQL function that cannot be inlined
 -- (these cannot: they carry SET clauses) plans its query again on every
@@ -44,9 +44,28 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION claim_candidates_keyed(p_queue text, p_tasks text[], p_limit integer, p_full_keys text[])
+RETURNS TABLE (id bigint, concurrency_key text, priority integer, run_at timestamptz)
+LANGUAGE plpgsql STABLE
+SET enable_bitmapscan = off
+SET enable_sort = off
+AS $$
+#variable_conflict use_column
+BEGIN
+  RETURN QUERY
+  SELECT j.id, j.concurrency_key, j.priority, j.run_at FROM jobs j
+   WHERE j.state = 'available' AND j.queue = p_queue AND j.task = ANY(p_tasks)
+     AND (j.expires_at IS NULL OR j.expires_at > now())
+     AND (j.concurrency_key IS NULL OR NOT j.concurrency_key = ANY(p_full_keys))
+   ORDER BY j.priority DESC, j.run_at, j.id
+   LIMIT p_limit;
+END
+$$;
+
 DO $$ BEGIN
   EXECUTE format('ALTER FUNCTION claim_candidates(text, text[], integer) SET search_path = %I, pg_temp', current_schema());
   EXECUTE format('ALTER FUNCTION claim_candidates_many(text[], text[], integer) SET search_path = %I, pg_temp', current_schema());
+  EXECUTE format('ALTER FUNCTION claim_candidates_keyed(text, text[], integer, text[]) SET search_path = %I, pg_temp', current_schema());
 END $$;
 
 -- Down Migration
@@ -78,7 +97,22 @@ AS $$
   ) AS c
 $$;
 
+CREATE OR REPLACE FUNCTION claim_candidates_keyed(p_queue text, p_tasks text[], p_limit integer, p_full_keys text[])
+RETURNS TABLE (id bigint, concurrency_key text, priority integer, run_at timestamptz)
+LANGUAGE sql STABLE
+SET enable_bitmapscan = off
+SET enable_sort = off
+AS $$
+  SELECT j.id, j.concurrency_key, j.priority, j.run_at FROM jobs j
+   WHERE j.state = 'available' AND j.queue = p_queue AND j.task = ANY(p_tasks)
+     AND (j.expires_at IS NULL OR j.expires_at > now())
+     AND (j.concurrency_key IS NULL OR NOT j.concurrency_key = ANY(p_full_keys))
+   ORDER BY j.priority DESC, j.run_at, j.id
+   LIMIT p_limit
+$$;
+
 DO $$ BEGIN
   EXECUTE format('ALTER FUNCTION claim_candidates(text, text[], integer) SET search_path = %I, pg_temp', current_schema());
   EXECUTE format('ALTER FUNCTION claim_candidates_many(text[], text[], integer) SET search_path = %I, pg_temp', current_schema());
+  EXECUTE format('ALTER FUNCTION claim_candidates_keyed(text, text[], integer, text[]) SET search_path = %I, pg_temp', current_schema());
 END $$;
