@@ -228,7 +228,7 @@ describe('the jobs page query and the pruner at 1,000,000 rows', () => {
     expect(page.every((j) => j.state === 'failed' && j.queue === 'q0')).toBe(true);
   });
 
-  it('prunes through an index: a pass over a million finished jobs, none past retention, reads a few pages per state', async () => {
+  it('prunes through indexes: a pass over a million finished jobs, none past retention, reads a few pages of a 20,000-page table', async () => {
     const day = 86_400_000;
     const pruner = new Pruner(
       { succeededMs: day, failedMs: 7 * day, cancelledMs: 7 * day, batchSize: 1_000, intervalMs: 60_000, maxBatchesPerPass: 1 },
@@ -248,8 +248,12 @@ describe('the jobs page query and the pruner at 1,000,000 rows', () => {
         // Succeeded rows are only in jobs_state_finished_idx; failed and cancelled ones also in jobs_state_queue_idx (either will do).
         if (state === 'succeeded') expect(text, state).toMatch(/"Index Name":"jobs_state_finished_idx"/);
         expect(text, state).not.toMatch(/"Node Type":"Seq Scan"/);
-        // The table is about 20,000 pages; a range of the index that holds nothing, a handful.
-        expect(plan['Shared Hit Blocks'] + plan['Shared Read Blocks'], state).toBeLessThan(50);
+        // The table is about 20,000 pages (a full read: 21,151). A state the
+        // planner sees few rows of may be read from jobs_state_queue_idx, all
+        // of that state's rows (here the other tests' cancelled jobs: 189
+        // pages on PostgreSQL 18); an empty range of the new index, a handful.
+        const pages = plan['Shared Hit Blocks'] + plan['Shared Read Blocks'];
+        expect(pages, `${state}: ${text.match(/"Index Name":"[^"]+"/g)?.join(' ')}`).toBeLessThan(500);
       }
       // Whole workflows: the expired rows of each state, then the workflow index.
       const compiled = pruner.workflowBatchQuery(1_000).compile();
@@ -258,7 +262,7 @@ describe('the jobs page query and the pruner at 1,000,000 rows', () => {
       await client.query('ROLLBACK');
       const plan = rows[0]['QUERY PLAN'][0].Plan as { 'Shared Hit Blocks': number; 'Shared Read Blocks': number };
       expect(JSON.stringify(plan), 'workflows').not.toMatch(/"Node Type":"Seq Scan"/);
-      expect(plan['Shared Hit Blocks'] + plan['Shared Read Blocks'], 'workflows').toBeLessThan(50);
+      expect(plan['Shared Hit Blocks'] + plan['Shared Read Blocks'], 'workflows').toBeLessThan(500);
     } finally {
       await client.query('ROLLBACK').catch(() => undefined);
       client.release();

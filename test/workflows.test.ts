@@ -87,6 +87,15 @@ const jobsOf = async (workflowId: string) =>
     )
   ).rows;
 
+/** A pruner with the default retention (succeeded 1 day, failed and cancelled 7 days) on the system clock. */
+const defaultRetention = (batchSize: number, maxBatchesPerPass: number): Pruner =>
+  new Pruner(
+    { succeededMs: 86_400_000, failedMs: 7 * 86_400_000, cancelledMs: 7 * 86_400_000, batchSize, intervalMs: 60_000, maxBatchesPerPass },
+    pgq.kysely,
+    { now: () => new Date(), monotonicMs: () => performance.now() },
+    pgq.logger,
+  );
+
 describe('primitives', () => {
   it('chain: each step gets the previous result; the workflow result is the last one', async () => {
     // Inside a transaction, so the record shows the workflow as inserted, before any worker sees it.
@@ -436,12 +445,7 @@ describe('settling', () => {
       [a, b, ...loose.map((j) => j.id)],
     ]);
     await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = 'failed', finished_at = now() - interval '8 days' WHERE id = $1`, [c]);
-    const pruner = new Pruner(
-      { succeededMs: 86_400_000, failedMs: 7 * 86_400_000, cancelledMs: 7 * 86_400_000, batchSize: 2, intervalMs: 60_000, maxBatchesPerPass: 100 },
-      pgq.kysely,
-      { now: () => new Date(), monotonicMs: () => performance.now() },
-      pgq.logger,
-    );
+    const pruner = defaultRetention(2, 100);
     const left = async (): Promise<number> => (await jobsOf(wf.id)).length;
     expect(await left()).toBe(3);
     // Two of the seven loose jobs and the whole workflow go in the first batch.
@@ -450,6 +454,37 @@ describe('settling', () => {
     expect(await pgq.getWorkflow(wf.id)).toBeNull();
     expect(await pruner.pruneOnce()).toBe(5);
     for (const job of loose) expect(await pgq.getJob(job.id)).toBeNull();
+  });
+
+  it('a retry that commits while the pruner waits for its job keeps the whole workflow (none of it pruned)', async () => {
+    const wf = await pgq.enqueueWorkflow(chain(step(manual, { n: 1 }), step(manual, { n: 2 }), step(manual, { n: 3 })));
+    const [a, b, c] = wf.steps.map((s) => s.id);
+    await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = 'succeeded', finished_at = now() - interval '2 days', result = '1' WHERE id = ANY($1)`, [[a, b]]);
+    await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = 'failed', finished_at = now() - interval '8 days' WHERE id = $1`, [c]);
+    const pruner = defaultRetention(100, 1);
+    const retry = await ctx.admin.connect();
+    try {
+      // What retryJob writes, held open: the failed step is due again.
+      await retry.query('BEGIN');
+      await retry.query(`UPDATE "${ctx.schema}".jobs SET state = 'available', finished_at = NULL, run_at = now() WHERE id = $1`, [c]);
+      const pruned = pruner.pruneBatch();
+      await until(
+        async () => {
+          const { rows } = await ctx.admin.query(
+            `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'with "candidates"%'`,
+          );
+          return rows.length > 0;
+        },
+        { what: 'the pruner to wait for the retried job' },
+      );
+      await retry.query('COMMIT');
+      expect(await pruned).toBe(0);
+    } finally {
+      await retry.query('ROLLBACK').catch(() => undefined);
+      retry.release();
+    }
+    expect((await jobsOf(wf.id)).map((j) => j.state)).toEqual(['succeeded', 'succeeded', 'available']);
+    await pgq.cancelWorkflow(wf.id);
   });
 
   it('keeps a workflow from the pruner until all its jobs expired, then prunes jobs, edges and workflow together', async () => {

@@ -60,9 +60,10 @@ export class Pruner extends LoopService {
     ).filter((rule): rule is [JobState, number] => rule[1] !== null);
   }
 
-  /** `o` finished before its state's cutoff, by any rule in force. */
+  /** `o` finished before its state's cutoff, by a rule in force; false (never unknown) when not, a NULL finished_at included. */
   #expired(eb: ExpressionBuilder<PrunerScope, 'o'>, rules: [JobState, number][], now: number) {
-    return eb.or(rules.map(([state, age]) => eb.and([eb('o.state', '=', state), eb('o.finished_at', '<', new Date(now - age))])));
+    const any = eb.or(rules.map(([state, age]) => eb.and([eb('o.state', '=', state), eb('o.finished_at', '<', new Date(now - age))])));
+    return eb.fn.coalesce(any, eb.lit(false));
   }
 
   /**
@@ -81,6 +82,7 @@ export class Pruner extends LoopService {
         .where('j.state', '=', state)
         .where('j.finished_at', '<', new Date(now - ms))
         .where('j.workflow_id', 'is', null)
+        .orderBy('j.finished_at')
         .limit(limit)
         .forUpdate()
         .skipLocked(),
@@ -88,36 +90,57 @@ export class Pruner extends LoopService {
   }
 
   /**
-   * The DELETE of whole workflows, every job of each at once, whose jobs have
-   * all expired (each by its own state's rule): until then a retry may still
-   * resume the workflow from the results it kept. At most `limit` expired
-   * workflow jobs are looked at to find them. A deleted job whose state
-   * changed since (a retry) is left out by the recheck of its own expiry.
+   * The DELETE of whole workflows whose jobs have all expired (each by its
+   * own state's rule): until then a retry may still resume the workflow
+   * from the results it kept. Up to `limit` expired workflow jobs name the
+   * candidate workflows; every job of those is then locked, in id order, and
+   * the expiry decided again on what the locks return, so a retry that
+   * commits meanwhile keeps its whole workflow (never a workflow in part).
    */
   workflowBatchQuery(limit: number, now: number = this.clock.now().getTime()) {
     const rules = this.#rules();
     return this.db
-      .deleteFrom('jobs')
-      .where('jobs.workflow_id', 'in', (eb) =>
-        eb
-          .selectFrom('jobs as j')
-          .select('j.workflow_id')
-          .where('j.workflow_id', 'is not', null)
-          .where((w) => w.or(rules.map(([state, age]) => w.and([w('j.state', '=', state), w('j.finished_at', '<', new Date(now - age))]))))
+      .with('candidates', (db) =>
+        db
+          .selectFrom('jobs as o')
+          .select('o.workflow_id')
+          .where('o.workflow_id', 'is not', null)
+          .where((w) => w.or(rules.map(([state, age]) => w.and([w('o.state', '=', state), w('o.finished_at', '<', new Date(now - age))]))))
           .where((w) =>
             w.not(
               w.exists(
                 w
-                  .selectFrom('jobs as o')
-                  .select('o.id')
-                  .whereRef('o.workflow_id', '=', 'j.workflow_id')
-                  .where((x) => x.not(this.#expired(x, rules, now))),
+                  .selectFrom('jobs as s')
+                  .select('s.id')
+                  .whereRef('s.workflow_id', '=', 'o.workflow_id')
+                  .where((x) => x.not(x.fn.coalesce(x.or(rules.map(([state, age]) => x.and([x('s.state', '=', state), x('s.finished_at', '<', new Date(now - age))]))), x.lit(false)))),
               ),
             ),
           )
           .limit(limit),
       )
-      .where((w) => w.or(rules.map(([state, age]) => w.and([w('jobs.state', '=', state), w('jobs.finished_at', '<', new Date(now - age))]))));
+      .with('locked', (db) =>
+        db
+          .selectFrom('jobs as o')
+          .select((eb) => ['o.id', 'o.workflow_id', this.#expired(eb, rules, now).as('expired')])
+          .where('o.workflow_id', 'in', (eb) => eb.selectFrom('candidates').select('candidates.workflow_id'))
+          .orderBy('o.id')
+          .forUpdate(),
+      )
+      .with('whole', (db) =>
+        db
+          .selectFrom('locked')
+          .select('locked.workflow_id')
+          .groupBy('locked.workflow_id')
+          .having((eb) => eb.fn<boolean>('bool_and', ['locked.expired']), '=', true),
+      )
+      .deleteFrom('jobs')
+      .where('jobs.id', 'in', (eb) =>
+        eb
+          .selectFrom('locked')
+          .select('locked.id')
+          .where('locked.workflow_id', 'in', (w) => w.selectFrom('whole').select('whole.workflow_id')),
+      );
   }
 
   /** One batch: each state's jobs outside workflows, then whole workflows; each statement deletes up to `batchSize` (a workflow goes whole). */
