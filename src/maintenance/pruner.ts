@@ -2,17 +2,17 @@
  * The pruner (leader only) enforces retention: it deletes `succeeded`,
  * `failed` and `cancelled` jobs whose `finished_at` is older than their
  * state's retention. A batch is one statement per state for jobs outside
- * workflows (a range of the (state, finished_at) index, rows taken with SKIP
- * LOCKED) and one for whole workflows, each deleting at most `batchSize`
- * rows in its own short transaction, so it never holds many locks or bloats
+ * workflows (a range of the (state, finished_at) index, oldest first, at
+ * most `batchSize` rows taken with SKIP LOCKED) and one for whole workflows
+ * (named by at most `batchSize` expired workflow jobs; each goes whole),
+ * each in its own short transaction, so it never holds many locks or bloats
  * one transaction, and a backlog of one state does not hold back the
  * others. Jobs in any other state are never touched, however old. A
  * workflow's jobs are pruned only once all of them have expired, and then
  * together, in one statement. One pass runs batches until none comes back
  * full or `maxBatchesPerPass` is reached; passes run every `intervalMs`, the
- * first one when leadership is gained.
- */
-import type { ExpressionBuilder, Kysely } from 'kysely';
+ * first one when leadership is gained. */
+import type { Kysely, RawBuilder, SqlBool } from 'kysely';
 import type { Logger } from '../core/logger.js';
 import type { Clock } from '../core/clock.js';
 import { LoopService } from '../core/service.js';
@@ -20,9 +20,7 @@ import { sleep } from '../core/sleep.js';
 import { errorMessage, errorSummary } from '../core/errors.js';
 import type { JobState } from '../core/types.js';
 import type { PgqDatabase } from '../db/tables.js';
-
-/** What the pruner's expiry test reads: a jobs row as `o`. */
-type PrunerScope = PgqDatabase & { o: PgqDatabase['jobs'] };
+import { sql } from '../db/kysely.js';
 
 export interface PrunerConfig {
   /** Keep succeeded jobs this long after they finished; null keeps them forever. */
@@ -60,10 +58,19 @@ export class Pruner extends LoopService {
     ).filter((rule): rule is [JobState, number] => rule[1] !== null);
   }
 
-  /** `o` finished before its state's cutoff, by a rule in force; false (never unknown) when not, a NULL finished_at included. */
-  #expired(eb: ExpressionBuilder<PrunerScope, 'o'>, rules: [JobState, number][], now: number) {
-    const any = eb.or(rules.map(([state, age]) => eb.and([eb('o.state', '=', state), eb('o.finished_at', '<', new Date(now - age))])));
-    return eb.fn.coalesce(any, eb.lit(false));
+  /**
+   * The jobs row `alias` finished before its state's cutoff, by a rule in
+   * force. As a filter, SQL's unknown (a NULL finished_at) drops the row
+   * already; `known` makes it false, for where the test is negated or kept.
+   */
+  #expired(alias: string, rules: [JobState, number][], now: number, known = false): RawBuilder<SqlBool> {
+    const state = sql.ref(`${alias}.state`);
+    const finishedAt = sql.ref(`${alias}.finished_at`);
+    const any = sql.join(
+      rules.map(([s, age]) => sql`(${state} = ${s} AND ${finishedAt} < ${new Date(now - age)})`),
+      sql` OR `,
+    );
+    return known ? sql<SqlBool>`coalesce(${any}, false)` : sql<SqlBool>`(${any})`;
   }
 
   /**
@@ -105,7 +112,7 @@ export class Pruner extends LoopService {
           .selectFrom('jobs as o')
           .select('o.workflow_id')
           .where('o.workflow_id', 'is not', null)
-          .where((w) => w.or(rules.map(([state, age]) => w.and([w('o.state', '=', state), w('o.finished_at', '<', new Date(now - age))]))))
+          .where(this.#expired('o', rules, now))
           .where((w) =>
             w.not(
               w.exists(
@@ -113,7 +120,7 @@ export class Pruner extends LoopService {
                   .selectFrom('jobs as s')
                   .select('s.id')
                   .whereRef('s.workflow_id', '=', 'o.workflow_id')
-                  .where((x) => x.not(x.fn.coalesce(x.or(rules.map(([state, age]) => x.and([x('s.state', '=', state), x('s.finished_at', '<', new Date(now - age))]))), x.lit(false)))),
+                  .where((x) => x.not(this.#expired('s', rules, now, true))),
               ),
             ),
           )
@@ -122,7 +129,7 @@ export class Pruner extends LoopService {
       .with('locked', (db) =>
         db
           .selectFrom('jobs as o')
-          .select((eb) => ['o.id', 'o.workflow_id', this.#expired(eb, rules, now).as('expired')])
+          .select(['o.id', 'o.workflow_id', this.#expired('o', rules, now, true).as('expired')])
           .where('o.workflow_id', 'in', (eb) => eb.selectFrom('candidates').select('candidates.workflow_id'))
           .orderBy('o.id')
           .forUpdate(),
