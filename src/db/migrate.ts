@@ -19,7 +19,7 @@ export interface MigrateResult {
 }
 
 export async function migrate(pool: pg.Pool, schema: string, logger: Logger): Promise<MigrateResult> {
-  const { runner } = await import('node-pg-migrate');
+  const { runner } = await import('./node-pg-migrate.js');
   const client = await pool.connect();
   try {
     const ran = await runner({
