@@ -31,6 +31,10 @@
  * job overlapped, a thawed worker did not register again or the limited
  * queue ran past a limit.
  *
+ * The faults run in rounds, every fault once a round in a random order, for
+ * --duration seconds and at least one whole round (so a short run may take
+ * longer than asked).
+ *
  * Options: --duration SECONDS (default 60), --workers N (3), --rate JOBS/S
  * (150), --out DIR (chaos/results; '-' for none), --seed N, --faults A,B
  * (only these faults; default all).
@@ -223,12 +227,15 @@ async function main(): Promise<void> {
 
     let lastKill: { pid: number; wasLeader: boolean; leaseLeftMs: number | null } | undefined;
 
-    // Faults until the duration is over.
+    // Faults until the duration is over, and at least one of each chosen
+    // fault: a short run (CI's minute) that stopped on time could leave one
+    // out, a freeze say, and pass without it.
     const queue: Fault[] = [];
     const started = Date.now();
-    while (Date.now() - started < durationMs) {
+    const more = (): boolean => Date.now() - started < durationMs || faultsRun.length < chosenFaults.length;
+    while (more()) {
       await sleep(2_000 + random() * 4_000);
-      if (Date.now() - started >= durationMs) break;
+      if (!more()) break;
       // Every fault in turn, each round in a new random order.
       if (queue.length === 0) queue.push(...[...chosenFaults].sort(() => random() - 0.5));
       const fault = queue.shift()!;
@@ -252,6 +259,7 @@ async function main(): Promise<void> {
       }
       log(`  recovered in ${ms} ms`);
     }
+    const faultsS = Math.round((Date.now() - started) / 1000);
 
     /** Injects a fault; returns the ids of jobs it stranded (running on a killed worker), and how many of them are in the limited queue. */
     async function inject(fault: Fault): Promise<{ ids: string[]; limited: number }> {
@@ -489,7 +497,7 @@ async function main(): Promise<void> {
 
     const summary = {
       seed: args.seed ?? null,
-      durationS: durationMs / 1000,
+      durationS: faultsS,
       workers: workerCount,
       postgres: (await adminQuery<{ server_version: string }>('SHOW server_version')).rows[0]!.server_version,
       jobsCommitted: committed.size,
