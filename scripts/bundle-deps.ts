@@ -13,7 +13,7 @@
  *   through its methods, so the two copies work together.
  * - dist/db/node-pg-migrate.js (the migration runner, imported by the first
  *   `migrate()`). node-pg-migrate's package brings glob, jiti, yargs and
- *   lru-cache, about 8 MiB of a library user's install, for its command line
+ *   lru-cache, about 9 MiB of a library user's install, for its command line
  *   and for migration files pgq does not have: pgq's migrations are SQL files
  *   in one directory, which node-pg-migrate reads with `readdir` and loads
  *   with its SQL loader. The bundle holds node-pg-migrate itself; `glob` (used
