@@ -142,8 +142,11 @@ describe('one outcome on every path', () => {
     expect(failed.state).toBe('failed');
     expect(failed.errors[0]!.message).toMatch(/could not record this attempt's complete: successes of poison jobs are refused/);
     expect((await pgq.waitForJob(good!.id, { timeoutMs: 10_000 })).state).toBe('succeeded');
-    expect(successes).toEqual([good!.id]);
+    // The event follows the completer's reply, which may come after the
+    // NOTIFY that woke waitForJob: wait for it, stop, then count.
+    await until(() => successes.length > 0, { what: "the good job's job:success" });
     await worker.stop();
+    expect(successes).toEqual([good!.id]);
     await ctx.admin.query(`DROP TRIGGER refuse_success ON "${ctx.schema}".jobs`);
   });
 });
