@@ -7,9 +7,10 @@
  *   - `require('pgq')` works, and so do its subpaths (`pgq/testing`, `pgq/otel`, …) and the LICENSE file,
  *   - pgq runs kysely from the file its build bundled (it loads with the
  *     installed kysely moved away),
- *   - node-pg-migrate, glob and jiti are not installed and the bundled
- *     migration runner loads; with DATABASE_URL set, `pgq migrate` from the
- *     installed package migrates a fresh schema (dropped afterwards).
+ *   - node-pg-migrate, glob and jiti are not installed, the bundled
+ *     migration runner loads, and `pgq migrate` from the installed package
+ *     migrates a fresh schema (dropped afterwards) on DATABASE_URL, else on
+ *     an embedded PostgreSQL the check starts and stops.
  * Prints the figures; exits 1 when a check fails. The import time is a
  * target, reported as OVER TARGET without failing unless --strict: it is
  * near its limit on a quiet machine and a busy one inflates it (see
@@ -23,6 +24,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { startEmbedded } from '../test/support/embedded.js';
 
 const MAX_INSTALL_MIB = 25;
 const MAX_IMPORT_MS = 300;
@@ -143,8 +145,10 @@ try {
     run(process.execPath, ['--input-type=module', '-e', `const m = await import(${JSON.stringify(runnerFile)}); process.stdout.write(typeof m.runner);`], app),
   );
   check(bundledRunner === 'function', `the bundled migration runner loads without node-pg-migrate installed (${bundledRunner})`);
-  const databaseUrl = process.env.DATABASE_URL;
-  if (databaseUrl) {
+  // The database: DATABASE_URL, else an embedded PostgreSQL of the check's own.
+  const embedded = process.env.DATABASE_URL ? null : await startEmbedded('package');
+  const databaseUrl = process.env.DATABASE_URL ?? embedded!.url;
+  try {
     const schema = `pgq_package_check_${process.pid}`;
     const pgqBin = path.join(app, 'node_modules/pgq/dist/cli/bin.js');
     const migrateArgs = [pgqBin, 'migrate', '--database-url', databaseUrl, '--schema', schema];
@@ -158,8 +162,8 @@ try {
       await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
       await client.end();
     }
-  } else {
-    process.stdout.write('skip  pgq migrate from the installed package (no DATABASE_URL)\n');
+  } finally {
+    await embedded?.stop();
   }
 
   // kysely runs from the one file the build bundled (dist/db/kysely.js): with
