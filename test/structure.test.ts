@@ -77,15 +77,15 @@ function cycles(graph: Map<string, string[]>): string[][] {
  * `export type` (with verbatimModuleSyntax, `import { type X }` still loads
  * the module), and `import('kysely')` as an expression.
  */
-function kyselyRuntimeImports(source: string): string[] {
+function runtimeImports(source: string, pkg: string): string[] {
   const file = ts.createSourceFile('module.ts', source, ts.ScriptTarget.Latest, true);
-  const isKysely = (node: ts.Node | undefined): boolean =>
-    node !== undefined && ts.isStringLiteral(node) && (node.text === 'kysely' || node.text.startsWith('kysely/'));
+  const isPkg = (node: ts.Node | undefined): boolean =>
+    node !== undefined && ts.isStringLiteral(node) && (node.text === pkg || node.text.startsWith(`${pkg}/`));
   const found: string[] = [];
   const visit = (node: ts.Node): void => {
-    if (ts.isImportDeclaration(node) && isKysely(node.moduleSpecifier) && !node.importClause?.isTypeOnly) found.push(node.getText());
-    else if (ts.isExportDeclaration(node) && isKysely(node.moduleSpecifier) && !node.isTypeOnly) found.push(node.getText());
-    else if (ts.isCallExpression(node) && node.expression.kind === ts.SyntaxKind.ImportKeyword && isKysely(node.arguments[0])) found.push(node.getText());
+    if (ts.isImportDeclaration(node) && isPkg(node.moduleSpecifier) && !node.importClause?.isTypeOnly) found.push(node.getText());
+    else if (ts.isExportDeclaration(node) && isPkg(node.moduleSpecifier) && !node.isTypeOnly) found.push(node.getText());
+    else if (ts.isCallExpression(node) && node.expression.kind === ts.SyntaxKind.ImportKeyword && isPkg(node.arguments[0])) found.push(node.getText());
     ts.forEachChild(node, visit);
   };
   visit(file);
@@ -118,15 +118,23 @@ describe('src/ structure', () => {
 
   it("imports kysely's runtime only through db/kysely.ts, which the build bundles", () => {
     const offending = sourceFiles(src, ['.ts', '.mts', '.mjs', '.js'])
-      .filter((file) => kyselyRuntimeImports(fs.readFileSync(file, 'utf8')).length > 0)
+      .filter((file) => runtimeImports(fs.readFileSync(file, 'utf8'), 'kysely').length > 0)
       .map((file) => path.relative(src, file));
     expect(offending).toEqual(['db/kysely.ts']);
     // The check itself: what loads kysely at run time, and what does not.
-    expect(kyselyRuntimeImports("import { sql, type Kysely } from 'kysely';")).toHaveLength(1);
-    expect(kyselyRuntimeImports("import { type Kysely } from 'kysely';")).toHaveLength(1); // kept as `import {} from 'kysely'`
-    expect(kyselyRuntimeImports("import 'kysely/helpers/postgres';")).toHaveLength(1);
-    expect(kyselyRuntimeImports("const k = await import('kysely');")).toHaveLength(1);
-    expect(kyselyRuntimeImports("export { sql } from 'kysely';")).toHaveLength(1);
-    expect(kyselyRuntimeImports("import type { Kysely } from 'kysely';\nexport type { Selectable } from 'kysely';\ntype K = import('kysely').Kysely<never>;")).toEqual([]);
+    expect(runtimeImports("import { sql, type Kysely } from 'kysely';", 'kysely')).toHaveLength(1);
+    expect(runtimeImports("import { type Kysely } from 'kysely';", 'kysely')).toHaveLength(1); // kept as `import {} from 'kysely'`
+    expect(runtimeImports("import 'kysely/helpers/postgres';", 'kysely')).toHaveLength(1);
+    expect(runtimeImports("const k = await import('kysely');", 'kysely')).toHaveLength(1);
+    expect(runtimeImports("export { sql } from 'kysely';", 'kysely')).toHaveLength(1);
+    expect(runtimeImports("import type { Kysely } from 'kysely';\nexport type { Selectable } from 'kysely';\ntype K = import('kysely').Kysely<never>;", 'kysely')).toEqual([]);
+  });
+
+  it('imports node-pg-migrate only through db/node-pg-migrate.ts, which the build bundles (it is not installed with pgq)', () => {
+    const offending = sourceFiles(src, ['.ts', '.mts', '.mjs', '.js'])
+      .filter((file) => runtimeImports(fs.readFileSync(file, 'utf8'), 'node-pg-migrate').length > 0)
+      .map((file) => path.relative(src, file));
+    expect(offending).toEqual(['db/node-pg-migrate.ts']);
+    expect(runtimeImports("const { runner } = await import('node-pg-migrate');", 'node-pg-migrate')).toHaveLength(1);
   });
 });
