@@ -1,28 +1,40 @@
 /**
- * `npm run bench:drain-cpu`: where a drain's CPU goes. One worker (in this
- * process, pgq from `dist/`) drains `--jobs` no-op jobs at `--concurrency`;
- * around the drain it reads the machine's busy time (/proc/stat), this
- * process's CPU (the worker, its lease thread included) and the CPU of every
- * PostgreSQL process (/proc/<pid>/stat of the server's children, plus what
- * exited children left in the postmaster's counters), each backend labelled
- * by the statement it was most often seen running (`pg_stat_activity`,
- * sampled every 10 ms during the drain by one more connection): the claim,
- * the completion, or other. Figures per job, per round.
+ * `npm run bench:drain-cpu`: where a drain's CPU goes, pgq beside
+ * graphile-worker tuned (or any PostgreSQL-backed `--systems`). Each round,
+ * each system in turn (the order rotating) gets a fresh database, `--jobs`
+ * no-op jobs enqueued in batches of 1,000, and one consumer at
+ * `--concurrency` in this process, through the same adapters as `npm run
+ * bench` (pgq from `dist/`). Around the drain (the consumer's start until
+ * every job is finished) it reads the machine's busy time (/proc/stat), this
+ * process's CPU (the consumer, threads included; the sampler below is a
+ * little of it) and the CPU of every PostgreSQL process (/proc/<pid>/stat of
+ * the server's children, plus what exited children left in the postmaster's
+ * counters), each backend named by the statement it was most often seen
+ * running (`pg_stat_activity`, sampled every 10 ms): claims, completions, or
+ * other. Figures per job; medians over the rounds, and pgq's ratios.
  *
  * The server must run on this machine (its processes are read from /proc):
  * BENCH_DATABASE_URL or DATABASE_URL, else an embedded PostgreSQL. Options:
- * --rounds N (3), --jobs N (40,000), --concurrency N (100).
+ * --systems a,b (pgq,graphile-worker-tuned), --rounds N (3), --jobs N
+ * (40,000), --concurrency N (100).
  */
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { z } from 'zod';
-import { Pgq, defineTask } from './lib/pgq.js';
 import { answers, startEmbedded, type EmbeddedServer } from './lib/embedded.js';
+import { median } from './lib/stats.js';
+import type { RunEnv } from './lib/types.js';
+import { loadSystem } from './systems/index.js';
 
 const { values } = parseArgs({
-  options: { rounds: { type: 'string', default: '3' }, jobs: { type: 'string', default: '40000' }, concurrency: { type: 'string', default: '100' } },
+  options: {
+    systems: { type: 'string', default: 'pgq,graphile-worker-tuned' },
+    rounds: { type: 'string', default: '3' },
+    jobs: { type: 'string', default: '40000' },
+    concurrency: { type: 'string', default: '100' },
+  },
 });
+const systemNames = values.systems.split(',').map((n) => n.trim()).filter(Boolean);
 const rounds = Number(values.rounds);
 const jobs = Number(values.jobs);
 const concurrency = Number(values.concurrency);
@@ -59,9 +71,10 @@ function serverCpu(postmaster: number): { byPid: Map<number, number>; exited: nu
   return { byPid, exited: procCpu(postmaster)?.children ?? 0 };
 }
 
+/** What a backend's statement is: pgq's claim or completion, or graphile-worker's (its getJobs update, its completeJobs delete). */
 function label(query: string): string {
-  if (/claim_candidates|claim_limited/.test(query)) return 'claim';
-  if (/SET state = 'succeeded'/.test(query)) return 'complete';
+  if (/claim_candidates|claim_limited|update \S+\._private_jobs as jobs/.test(query)) return 'claim';
+  if (/SET state = 'succeeded'|delete from \S+\._private_jobs/.test(query)) return 'complete';
   return 'other';
 }
 
@@ -76,32 +89,55 @@ await admin.connect();
 const backendPid = (await admin.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
 const postmaster = procCpu(backendPid)?.ppid;
 if (postmaster === undefined) throw new Error('the PostgreSQL server is not on this machine (its backend is not in /proc): run with an embedded one (unset DATABASE_URL)');
+const systems = await Promise.all(systemNames.map((name) => loadSystem(name)));
+for (const system of systems) if (system.backend !== 'postgres') throw new Error(`${system.name} does not run on PostgreSQL`);
 
-const schema = 'pgq_drain_cpu';
-const task = defineTask({ name: 'noop', schema: z.object({ i: z.number().int() }), handler: () => null });
-process.stdout.write(`${jobs} jobs, concurrency ${concurrency}, ${rounds} rounds; µs of CPU per job (the machine's busy share is of all its cores)\n`);
-process.stdout.write('| round | jobs/s | machine busy | worker process | PostgreSQL | claim backends | completion backends | other |\n|---|---:|---:|---:|---:|---:|---:|---:|\n');
-try {
-  for (let round = 1; round <= rounds; round++) {
-    await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-    const pgq = new Pgq({ connectionString: url, schema, tasks: [task] });
-    await pgq.migrate();
-    for (let i = 0; i < jobs; i += 1000) await pgq.enqueueMany(task, Array.from({ length: Math.min(1000, jobs - i) }, (_, k) => ({ i: i + k })));
-    let done = 0;
-    let drained!: () => void;
-    const all = new Promise<void>((resolve) => (drained = resolve));
-    const worker = pgq.worker({ concurrency });
-    worker.on('job:success', () => {
-      if (++done === jobs) drained();
+interface Drain {
+  jobsPerSec: number;
+  busy: number;
+  worker: number;
+  server: number;
+  claim: number;
+  complete: number;
+  other: number;
+}
+const results = new Map<string, Drain[]>(systemNames.map((n) => [n, []]));
+const dbUrl = (name: string): string => {
+  const u = new URL(url!);
+  u.pathname = `/${name}`;
+  return u.toString();
+};
+
+async function drainOnce(systemIndex: number): Promise<Drain> {
+  const system = systems[systemIndex]!;
+  const dbName = `bench_drain_cpu_${systemIndex}`;
+  await dropDatabase(dbName);
+  await admin.query(`CREATE DATABASE "${dbName}"`);
+  const env: RunEnv = { databaseUrl: dbUrl(dbName), redisUrl: '', runId: `drain-cpu-${systemIndex}` };
+  try {
+    await system.migrate(env);
+    const producer = await system.producer(env, { poolSize: 2 });
+    for (let i = 0; i < jobs; i += 1000) await producer.addMany(Array.from({ length: Math.min(1000, jobs - i) }, (_, k) => ({ i: i + k })));
+    await producer.close();
+    const probe = await system.probe(env);
+    let started = 0;
+    let allStarted!: () => void;
+    const everyStart = new Promise<void>((resolve) => (allStarted = resolve));
+    const consumer = await system.consumer(env, {
+      concurrency,
+      onJob: () => {
+        if (++started === jobs) allStarted();
+      },
     });
-    // Which statement each backend runs: sampled while the drain runs (a
-    // pool connection runs several kinds; its most frequent active one names it).
+    // Which statement each backend runs: sampled during the drain (a pool
+    // connection runs several kinds; its most frequent active one names it).
     const seen = new Map<number, Map<string, number>>();
     let sampling = true;
     const sampler = (async () => {
       while (sampling) {
         const { rows } = await admin.query<{ pid: number; query: string }>(
-          "SELECT pid, query FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' AND pid <> pg_backend_pid()",
+          "SELECT pid, query FROM pg_stat_activity WHERE datname = $1 AND state = 'active'",
+          [dbName],
         );
         for (const r of rows) {
           const counts = seen.get(r.pid) ?? new Map<string, number>();
@@ -112,31 +148,84 @@ try {
       }
     })();
     const m0 = machineBusy();
-    const s0 = serverCpu(postmaster);
+    const s0 = serverCpu(postmaster!);
     const c0 = process.cpuUsage();
     const t0 = performance.now();
-    await worker.start();
-    await all;
+    await consumer.start();
+    await everyStart;
+    while ((await probe.finished(jobs)) < jobs) await new Promise((resolve) => setTimeout(resolve, 5));
     const ms = performance.now() - t0;
     const c = process.cpuUsage(c0);
-    const s1 = serverCpu(postmaster);
+    const s1 = serverCpu(postmaster!);
     const m1 = machineBusy();
     sampling = false;
     await sampler;
+    await consumer.stop();
+    await probe.close();
     const roles = new Map([...seen].map(([pid, counts]) => [pid, [...counts].sort((a, b) => b[1] - a[1])[0]![0]]));
     const by: Record<string, number> = { claim: 0, complete: 0, other: s1.exited - s0.exited };
     for (const [pid, cpu] of s1.byPid) by[roles.get(pid) ?? 'other']! += cpu - (s0.byPid.get(pid) ?? 0);
-    const perJob = (cpuMs: number): string => ((cpuMs * 1000) / jobs).toFixed(1);
-    const server = by.claim! + by.complete! + by.other!;
-    process.stdout.write(
-      `| ${round} | ${Math.round((jobs / ms) * 1000).toLocaleString('en-US')} | ${((100 * (m1.busy - m0.busy)) / (m1.total - m0.total)).toFixed(0)}% | ` +
-        `${perJob((c.user + c.system) / 1000)} | ${perJob(server)} | ${perJob(by.claim!)} | ${perJob(by.complete!)} | ${perJob(by.other!)} |\n`,
-    );
-    await worker.stop();
-    await pgq.close();
+    const perJob = (cpuMs: number): number => (cpuMs * 1000) / jobs;
+    return {
+      jobsPerSec: (jobs / ms) * 1000,
+      busy: (100 * (m1.busy - m0.busy)) / (m1.total - m0.total),
+      worker: perJob((c.user + c.system) / 1000),
+      server: perJob(by.claim! + by.complete! + by.other!),
+      claim: perJob(by.claim!),
+      complete: perJob(by.complete!),
+      other: perJob(by.other!),
+    };
+  } finally {
+    await dropDatabase(dbName);
+  }
+}
+
+/** Drops a run's database once the system's connections have gone (forcing it could make them emit errors nobody listens to). */
+async function dropDatabase(name: string): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await admin.query(`DROP DATABASE IF EXISTS "${name}"`);
+      return;
+    } catch (err) {
+      if (attempt >= 100) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+}
+
+const row = (name: string, d: Drain): string =>
+  `| ${name} | ${Math.round(d.jobsPerSec).toLocaleString('en-US')} | ${d.busy.toFixed(0)}% | ${d.worker.toFixed(1)} | ${d.server.toFixed(1)} | ${d.claim.toFixed(1)} | ${d.complete.toFixed(1)} | ${d.other.toFixed(1)} |\n`;
+const head = '| system | jobs/s | machine busy | worker process | PostgreSQL | claim backends | completion backends | other |\n|---|---:|---:|---:|---:|---:|---:|---:|\n';
+process.stdout.write(`${jobs} jobs, concurrency ${concurrency}, ${rounds} rounds, systems rotating; µs of CPU per job (the machine's busy share is of all its cores)\n\n${head}`);
+try {
+  for (let round = 0; round < rounds; round++) {
+    for (let k = 0; k < systems.length; k++) {
+      const index = (k + round) % systems.length;
+      const d = await drainOnce(index);
+      results.get(systemNames[index]!)!.push(d);
+      process.stdout.write(row(`${systemNames[index]} (round ${round + 1})`, d));
+    }
+  }
+  process.stdout.write(`\nMedians of ${rounds} rounds:\n\n${head}`);
+  const medians = new Map(
+    [...results].map(([name, ds]) => {
+      const m = (f: (d: Drain) => number): number => median(ds.map(f)) ?? Number.NaN;
+      return [name, { jobsPerSec: m((d) => d.jobsPerSec), busy: m((d) => d.busy), worker: m((d) => d.worker), server: m((d) => d.server), claim: m((d) => d.claim), complete: m((d) => d.complete), other: m((d) => d.other) }];
+    }),
+  );
+  for (const [name, d] of medians) process.stdout.write(row(name, d));
+  const pgq = medians.get('pgq');
+  if (pgq) {
+    for (const [name, d] of medians) {
+      if (name === 'pgq') continue;
+      // CPU is read in 10 ms ticks: a short drain may show 0 for a peer.
+      const ratio = (a: number, b: number): string => (b > 0 ? `${(a / b).toFixed(2)}x` : 'n/a');
+      process.stdout.write(
+        `\npgq ÷ ${name}: drain ${ratio(pgq.jobsPerSec, d.jobsPerSec)}; CPU per job: worker ${ratio(pgq.worker, d.worker)}, PostgreSQL ${ratio(pgq.server, d.server)} (claims ${ratio(pgq.claim, d.claim)}, completions ${ratio(pgq.complete, d.complete)})\n`,
+      );
+    }
   }
 } finally {
-  await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
   await admin.end();
   await embedded?.stop();
 }
