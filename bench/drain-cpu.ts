@@ -8,10 +8,12 @@
  * every job is finished) it reads the machine's busy time (/proc/stat), this
  * process's CPU (the consumer, threads included; the sampler below is a
  * little of it) and the CPU of every PostgreSQL process (/proc/<pid>/stat of
- * the server's children, plus what exited children left in the postmaster's
- * counters), each backend named by the statement it was most often seen
- * running (`pg_stat_activity`, sampled every 10 ms): claims, completions, or
- * other. Figures per job; medians over the rounds, and pgq's ratios.
+ * the server's children, plus what children that ended during the drain
+ * used in it; the measuring connection and the probe's left out), each
+ * backend's CPU split between claims, completions and other work in
+ * proportion to how often it was seen running each (`pg_stat_activity`,
+ * sampled every 10 ms). Figures per job; medians over the rounds, and pgq's
+ * ratios.
  *
  * The server must run on this machine (its processes are read from /proc):
  * BENCH_DATABASE_URL or DATABASE_URL, else an embedded PostgreSQL. Options:
@@ -42,33 +44,43 @@ if (![rounds, jobs, concurrency].every((n) => Number.isInteger(n) && n > 0)) thr
 
 const TICK_MS = 10; // USER_HZ is 100 on Linux
 
-/** utime + stime (and cutime + cstime) of a process, in ms; null when it is gone. */
-function procCpu(pid: number): { self: number; children: number; ppid: number } | null {
+/** A process's CPU in ms (utime + stime, and cutime + cstime of its reaped children), parent and start time; null when it is gone. */
+function procCpu(pid: number): { self: number; children: number; ppid: number; startTime: number; comm: string } | null {
   try {
     // The command name (field 2) may hold spaces: split after its closing parenthesis.
     const text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const comm = text.slice(text.indexOf('(') + 1, text.lastIndexOf(')'));
     const f = text.slice(text.lastIndexOf(')') + 2).split(' ').map(Number);
-    return { ppid: f[1]!, self: (f[11]! + f[12]!) * TICK_MS, children: (f[13]! + f[14]!) * TICK_MS };
+    // f[0] is field 3: ppid is field 4, utime/stime 14/15, cutime/cstime 16/17, starttime 22.
+    return { comm, ppid: f[1]!, self: (f[11]! + f[12]!) * TICK_MS, children: (f[13]! + f[14]!) * TICK_MS, startTime: f[19]! };
   } catch {
     return null;
   }
 }
 
+/** The machine's busy and total time: user, nice, system, idle, iowait, irq, softirq, steal (guest time is already in user and nice). */
 function machineBusy(): { busy: number; total: number } {
-  const fields = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const fields = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
   const total = fields.reduce((a, b) => a + b, 0);
   return { busy: total - fields[3]! - fields[4]!, total };
 }
 
-/** CPU ms of the server's processes: each live child by pid, and the exited ones together. */
-function serverCpu(postmaster: number): { byPid: Map<number, number>; exited: number } {
-  const byPid = new Map<number, number>();
+interface ServerCpu {
+  /** Each live child of the postmaster, keyed by pid and start time (a reused pid is another process). */
+  live: Map<string, { pid: number; cpu: number }>;
+  /** What the postmaster's reaped children used, in all. */
+  reaped: number;
+}
+
+/** CPU ms of the server's processes. */
+function serverCpu(postmaster: number): ServerCpu {
+  const live = new Map<string, { pid: number; cpu: number }>();
   for (const entry of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     const p = procCpu(Number(entry));
-    if (p && (p.ppid === postmaster || Number(entry) === postmaster)) byPid.set(Number(entry), p.self);
+    if (p && p.ppid === postmaster) live.set(`${entry}:${p.startTime}`, { pid: Number(entry), cpu: p.self });
   }
-  return { byPid, exited: procCpu(postmaster)?.children ?? 0 };
+  return { live, reaped: procCpu(postmaster)?.children ?? 0 };
 }
 
 /** What a backend's statement is: pgq's claim or completion, or graphile-worker's (its getJobs update, its completeJobs delete). */
@@ -87,8 +99,17 @@ if (!url || !(await answers(url))) {
 const admin = new pg.Client({ connectionString: url });
 await admin.connect();
 const backendPid = (await admin.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
-const postmaster = procCpu(backendPid)?.ppid;
-if (postmaster === undefined) throw new Error('the PostgreSQL server is not on this machine (its backend is not in /proc): run with an embedded one (unset DATABASE_URL)');
+// The server's processes, read from /proc: this backend and its parent must
+// be PostgreSQL's here (a server in a container has pids of its own).
+const backend = procCpu(backendPid);
+const postmaster = backend?.ppid;
+if (postmaster === undefined || backend?.comm !== 'postgres' || procCpu(postmaster)?.comm !== 'postgres') {
+  throw new Error('the PostgreSQL server is not a process of this machine (its backend is not in /proc): run with an embedded one (unset BENCH_DATABASE_URL and DATABASE_URL)');
+}
+const others = await admin.query<{ n: number }>(
+  "SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+);
+if (others.rows[0]!.n > 0) process.stderr.write(`drain-cpu: ${others.rows[0]!.n} other client connection(s) on this server: their CPU counts as "other"\n`);
 const systems = await Promise.all(systemNames.map((name) => loadSystem(name)));
 for (const system of systems) if (system.backend !== 'postgres') throw new Error(`${system.name} does not run on PostgreSQL`);
 
@@ -119,7 +140,13 @@ async function drainOnce(systemIndex: number): Promise<Drain> {
     const producer = await system.producer(env, { poolSize: 2 });
     for (let i = 0; i < jobs; i += 1000) await producer.addMany(Array.from({ length: Math.min(1000, jobs - i) }, (_, k) => ({ i: i + k })));
     await producer.close();
+    // Measure nothing left over from seeding: wait until the producer's and
+    // the migration's connections have gone, then note the probe's backend.
+    const dbBackends = async (): Promise<number[]> =>
+      (await admin.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = $1', [dbName])).rows.map((r) => r.pid);
+    for (let i = 0; i < 100 && (await dbBackends()).length > 0; i++) await new Promise((resolve) => setTimeout(resolve, 50));
     const probe = await system.probe(env);
+    const probePids = new Set(await dbBackends());
     let started = 0;
     let allStarted!: () => void;
     const everyStart = new Promise<void>((resolve) => (allStarted = resolve));
@@ -129,8 +156,9 @@ async function drainOnce(systemIndex: number): Promise<Drain> {
         if (++started === jobs) allStarted();
       },
     });
-    // Which statement each backend runs: sampled during the drain (a pool
-    // connection runs several kinds; its most frequent active one names it).
+    // Which statements each backend runs: sampled during the drain; a
+    // backend's CPU is split between claims, completions and the rest in
+    // proportion to how often it was seen running each.
     const seen = new Map<number, Map<string, number>>();
     let sampling = true;
     const sampler = (async () => {
@@ -162,9 +190,22 @@ async function drainOnce(systemIndex: number): Promise<Drain> {
     await sampler;
     await consumer.stop();
     await probe.close();
-    const roles = new Map([...seen].map(([pid, counts]) => [pid, [...counts].sort((a, b) => b[1] - a[1])[0]![0]]));
-    const by: Record<string, number> = { claim: 0, complete: 0, other: s1.exited - s0.exited };
-    for (const [pid, cpu] of s1.byPid) by[roles.get(pid) ?? 'other']! += cpu - (s0.byPid.get(pid) ?? 0);
+    // Processes that ended during the drain are in the reaped total with
+    // their whole lifetime: take off what they had used before it.
+    const by: Record<string, number> = { claim: 0, complete: 0, other: s1.reaped - s0.reaped };
+    for (const [key, before] of s0.live) if (!s1.live.has(key)) by.other! -= before.cpu;
+    for (const [key, after] of s1.live) {
+      // The measuring connection and the probe's are the harness, not the system.
+      if (after.pid === backendPid || probePids.has(after.pid)) continue;
+      const used = after.cpu - (s0.live.get(key)?.cpu ?? 0);
+      const counts = seen.get(after.pid);
+      const samples = counts ? [...counts.values()].reduce((a, b) => a + b, 0) : 0;
+      if (!counts || samples === 0) {
+        by.other! += used;
+        continue;
+      }
+      for (const [role, n] of counts) by[role]! += (used * n) / samples;
+    }
     const perJob = (cpuMs: number): number => (cpuMs * 1000) / jobs;
     return {
       jobsPerSec: (jobs / ms) * 1000,

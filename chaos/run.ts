@@ -180,7 +180,7 @@ async function main(): Promise<void> {
     await admin.end();
     for (let i = 0; i < workerCount; i += 1) workers.push(spawnWorker());
     await Promise.all(workers.map((w) => w.ready));
-    log(`${workerCount} workers ready on ${server.url}; running ${durationMs / 1000}s with seed ${args.seed ?? 'random'}`);
+    log(`${workerCount} workers ready on ${server.url}; faults for ${durationMs / 1000}s and at least one of each, with seed ${args.seed ?? 'random'}`);
 
     // The producer: small transactions of 1–10 jobs at about `rate` jobs/s.
     let producing = true;

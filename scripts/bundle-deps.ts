@@ -17,9 +17,9 @@
  *   and for migration files pgq does not have: pgq's migrations are SQL files
  *   in one directory, which node-pg-migrate reads with `readdir` and loads
  *   with its SQL loader. The bundle holds node-pg-migrate itself; `glob` (used
- *   only for a directory given as a pattern) and `jiti` (used only to load
- *   JavaScript and TypeScript migration files) are replaced by modules that
- *   throw if they are ever reached; `pg` stays pgq's own. So node-pg-migrate
+ *   only for a directory given as a pattern) and `jiti` (used to load every
+ *   migration file that is not `.sql`; pgq ships none, a structure test
+ *   keeps it so) are replaced by modules that throw if they are ever reached; `pg` stays pgq's own. So node-pg-migrate
  *   is a build-time dependency of pgq, not an install-time one.
  *
  * Each file carries the dependency's licence and version in a header; it has
@@ -62,7 +62,7 @@ const bundles: Bundle[] = [
     external: ['pg'],
     stubs: {
       glob: `export async function glob() { ${unreachable('glob (a migrations directory given as a pattern)')} }`,
-      jiti: `export function createJiti() { return { import: async () => { ${unreachable('jiti (a JavaScript or TypeScript migration file)')} } }; }`,
+      jiti: `export function createJiti() { return { import: async () => { ${unreachable('jiti (a migration file that is not .sql)')} } }; }`,
     },
   },
 ];
@@ -99,7 +99,7 @@ for (const bundle of bundles) {
   const { version } = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')) as { version: string };
   const licence = fs.readFileSync(path.join(dir, 'LICENSE'), 'utf8').trim();
 
-  await build({
+  const result = await build({
     entryPoints: [path.join(root, `src/db/${bundle.module}.ts`)],
     outfile: out,
     bundle: true,
@@ -109,6 +109,7 @@ for (const bundle of bundles) {
     sourcemap: false,
     legalComments: 'none',
     logLevel: 'warning',
+    metafile: true,
     external: bundle.external,
     plugins: Object.keys(bundle.stubs).length > 0 ? [stubPlugin(bundle.stubs)] : [],
     banner: {
@@ -119,13 +120,17 @@ for (const bundle of bundles) {
     },
   });
   fs.rmSync(`${out}.map`, { force: true });
+  // tsc's declaration of the re-export names a package the user may not have
+  // (node-pg-migrate is not installed with pgq); nothing imports it.
+  if (bundle.name === 'node-pg-migrate') fs.rmSync(out.replace(/\.js$/, '.d.ts'), { force: true });
 
-  // What the bundle still imports (static, side-effect or dynamic; doc
-  // comments start with ` * `, so they do not match) must be a Node.js
-  // builtin or one of the packages left external.
+  // What the bundle still imports (esbuild's own record of it) must be a
+  // Node.js builtin or one of the packages left external; and no CommonJS
+  // `require` may be left for esbuild's shim, which throws in an ES module.
   const text = fs.readFileSync(out, 'utf8');
-  const imported = [...text.matchAll(/^\s*(?:import|export)\b[^\n]*?['"]([^'"]+)['"]|\bimport\(\s*['"]([^'"]+)['"]/gm)].map((m) => m[1] ?? m[2]!);
+  const imported = Object.values(result.metafile.outputs).flatMap((o) => o.imports.map((i) => i.path));
   const stray = imported.filter((spec) => !spec.startsWith('node:') && !bundle.external.includes(spec) && !builtinModules.includes(spec));
   if (stray.length > 0) throw new Error(`${out} still imports ${[...new Set(stray)].join(', ')}: the bundle did not inline it`);
+  if (/\b__require\(/.test(text)) throw new Error(`${out} calls require() through esbuild's shim, which fails in an ES module`);
   process.stderr.write(`dist/db/${bundle.module}.js: ${bundle.name} ${version} in one module, ${(text.length / 1024).toFixed(0)} KiB\n`);
 }

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
 import { describe, expect, it } from 'vitest';
+import { MIGRATION_FILE, MIGRATIONS_DIR } from '../src/db/schema-version.js';
 
 const src = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'src');
 
@@ -128,6 +129,12 @@ describe('src/ structure', () => {
     expect(runtimeImports("const k = await import('kysely');", 'kysely')).toHaveLength(1);
     expect(runtimeImports("export { sql } from 'kysely';", 'kysely')).toHaveLength(1);
     expect(runtimeImports("import type { Kysely } from 'kysely';\nexport type { Selectable } from 'kysely';\ntype K = import('kysely').Kysely<never>;", 'kysely')).toEqual([]);
+  });
+
+  it('ships migrations as SQL files only (the bundled node-pg-migrate cannot load others)', () => {
+    const files = fs.readdirSync(MIGRATIONS_DIR).filter((f) => !f.startsWith('.'));
+    expect(files.length).toBeGreaterThan(10);
+    expect(files.filter((f) => !MIGRATION_FILE.test(f))).toEqual([]);
   });
 
   it('imports node-pg-migrate only through db/node-pg-migrate.ts, which the build bundles (it is not installed with pgq)', () => {

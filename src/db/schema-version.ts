@@ -17,15 +17,22 @@ export const MIGRATIONS_DIR = path.resolve(path.dirname(fileURLToPath(import.met
 
 let shipped: string[] | undefined;
 
-/** Names of the migrations this pgq ships (file names without extension), oldest first. */
+/**
+ * Names of the migrations this pgq ships (file names without `.sql`), oldest
+ * first. They are SQL files only: the build's node-pg-migrate loads any other
+ * file through jiti, which it does not carry (scripts/bundle-deps.ts).
+ */
 export function shippedMigrations(): string[] {
   shipped ??= fs
     .readdirSync(MIGRATIONS_DIR)
-    .filter((f) => /^\d+_.+\.(sql|js|cjs|mjs)$/.test(f))
-    .map((f) => f.replace(/\.(sql|js|cjs|mjs)$/, ''))
+    .filter((f) => MIGRATION_FILE.test(f))
+    .map((f) => f.replace(/\.sql$/, ''))
     .sort();
   return shipped;
 }
+
+/** A migration's file name. */
+export const MIGRATION_FILE = /^\d+_.+\.sql$/;
 
 /** A schema that is absent or older than this pgq. */
 export class SchemaNotReadyError extends PgqError {

@@ -15,7 +15,7 @@
  * Every statement is guarded (still running, same attempt), so a retry after
  * a lost reply changes nothing twice.
  *
- * Backlog: while writes fail or more than `maxBacklog` outcomes wait, the
+ * Backlog: while writes fail or `maxBacklog` or more outcomes wait, the
  * completer is `backlogged` and the producer stops claiming.
  */
 import type { Logger } from '../core/logger.js';
