@@ -113,15 +113,8 @@ if (others.rows[0]!.n > 0) process.stderr.write(`drain-cpu: ${others.rows[0]!.n}
 const systems = await Promise.all(systemNames.map((name) => loadSystem(name)));
 for (const system of systems) if (system.backend !== 'postgres') throw new Error(`${system.name} does not run on PostgreSQL`);
 
-interface Drain {
-  jobsPerSec: number;
-  busy: number;
-  worker: number;
-  server: number;
-  claim: number;
-  complete: number;
-  other: number;
-}
+const FIELDS = ['jobsPerSec', 'busy', 'worker', 'server', 'claim', 'complete', 'other'] as const;
+type Drain = Record<(typeof FIELDS)[number], number>;
 const results = new Map<string, Drain[]>(systemNames.map((n) => [n, []]));
 const dbUrl = (name: string): string => {
   const u = new URL(url!);
@@ -250,8 +243,8 @@ try {
   process.stdout.write(`\nMedians of ${rounds} rounds:\n\n${head}`);
   const medians = new Map(
     [...results].map(([name, ds]) => {
-      const m = (f: (d: Drain) => number): number => median(ds.map(f)) ?? Number.NaN;
-      return [name, { jobsPerSec: m((d) => d.jobsPerSec), busy: m((d) => d.busy), worker: m((d) => d.worker), server: m((d) => d.server), claim: m((d) => d.claim), complete: m((d) => d.complete), other: m((d) => d.other) }];
+      const d = Object.fromEntries(FIELDS.map((f) => [f, median(ds.map((x) => x[f])) ?? Number.NaN])) as Drain;
+      return [name, d];
     }),
   );
   for (const [name, d] of medians) process.stdout.write(row(name, d));

@@ -19,8 +19,9 @@
  *   with its SQL loader. The bundle holds node-pg-migrate itself; `glob` (used
  *   only for a directory given as a pattern) and `jiti` (used to load every
  *   migration file that is not `.sql`; pgq ships none, a structure test
- *   keeps it so) are replaced by modules that throw if they are ever reached; `pg` stays pgq's own. So node-pg-migrate
- *   is a build-time dependency of pgq, not an install-time one.
+ *   keeps it so) are replaced by modules that throw if they are ever
+ *   reached; `pg` stays pgq's own. So node-pg-migrate is a build-time
+ *   dependency of pgq, not an install-time one.
  *
  * Each file carries the dependency's licence and version in a header; it has
  * no source map (tsc's map of the re-export is removed, as it no longer
@@ -48,18 +49,21 @@ interface Bundle {
   external: string[];
   /** Packages replaced by a module of this source, never loaded. */
   stubs: Record<string, string>;
+  /** Whether the package ships tsc's declaration of the re-export (only where its types are pgq's public types). */
+  declaration: boolean;
 }
 
 const unreachable = (what: string): string =>
   `throw new Error(${JSON.stringify(`pgq's bundled node-pg-migrate reached ${what}, which pgq's migrations never use`)});`;
 
 const bundles: Bundle[] = [
-  { name: 'kysely', home: 'https://kysely.dev', module: 'kysely', external: [], stubs: {} },
+  { name: 'kysely', home: 'https://kysely.dev', module: 'kysely', external: [], stubs: {}, declaration: true },
   {
     name: 'node-pg-migrate',
     home: 'https://salsita.github.io/node-pg-migrate',
     module: 'node-pg-migrate',
     external: ['pg'],
+    declaration: false,
     stubs: {
       glob: `export async function glob() { ${unreachable('glob (a migrations directory given as a pattern)')} }`,
       jiti: `export function createJiti() { return { import: async () => { ${unreachable('jiti (a migration file that is not .sql)')} } }; }`,
@@ -120,9 +124,8 @@ for (const bundle of bundles) {
     },
   });
   fs.rmSync(`${out}.map`, { force: true });
-  // tsc's declaration of the re-export names a package the user may not have
-  // (node-pg-migrate is not installed with pgq); nothing imports it.
-  if (bundle.name === 'node-pg-migrate') fs.rmSync(out.replace(/\.js$/, '.d.ts'), { force: true });
+  // A declaration nothing imports that names a package the user may not have.
+  if (!bundle.declaration) fs.rmSync(out.replace(/\.js$/, '.d.ts'), { force: true });
 
   // What the bundle still imports (esbuild's own record of it) must be a
   // Node.js builtin or one of the packages left external; and no CommonJS

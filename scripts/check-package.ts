@@ -137,8 +137,8 @@ try {
 
   // node-pg-migrate runs from the one file the build bundled
   // (dist/db/node-pg-migrate.js) and is not installed: the runner loads, and
-  // with a database (DATABASE_URL) it migrates a fresh schema from the
-  // installed package's migrations, twice (the second finds nothing to do).
+  // it migrates a fresh schema from the installed package's migrations,
+  // twice (the second finds nothing to do).
   const runnerFile = path.join(app, 'node_modules/pgq/dist/db/node-pg-migrate.js');
   const bundledRunner = attempt(() =>
     run(process.execPath, ['--input-type=module', '-e', `const m = await import(${JSON.stringify(runnerFile)}); process.stdout.write(typeof m.runner);`], app),

@@ -17,6 +17,9 @@ export const MIGRATIONS_DIR = path.resolve(path.dirname(fileURLToPath(import.met
 
 let shipped: string[] | undefined;
 
+/** A migration's file name. */
+export const MIGRATION_FILE = /^\d+_.+\.sql$/;
+
 /**
  * Names of the migrations this pgq ships (file names without `.sql`), oldest
  * first. They are SQL files only: the build's node-pg-migrate loads any other
@@ -30,9 +33,6 @@ export function shippedMigrations(): string[] {
     .sort();
   return shipped;
 }
-
-/** A migration's file name. */
-export const MIGRATION_FILE = /^\d+_.+\.sql$/;
 
 /** A schema that is absent or older than this pgq. */
 export class SchemaNotReadyError extends PgqError {
