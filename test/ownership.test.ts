@@ -10,6 +10,8 @@ import { z } from 'zod';
 import { defineTask, JobTimeoutError, LeaseLostError, type JobRecord } from '../src/index.js';
 import { createStatements } from '../src/db/statements.js';
 import { fromPg } from '../src/db/queryable.js';
+import { Lease } from '../src/worker/lease.js';
+import type { Logger } from '../src/core/logger.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
 import { spawnWorker } from './support/processes.js';
 import { createLedger, overlappingRuns } from './support/ledger.js';
@@ -195,6 +197,40 @@ describe('leases', () => {
     await until(async () => (await ctx.admin.query(`SELECT 1 FROM "${ctx.schema}".workers WHERE id = $1`, [firstId])).rowCount === 0);
     return { pgq, a, b, firstId, held, j1 };
   }
+
+  it('a lease registered while its thread is still starting is renewed by the thread while the main loop is blocked', async () => {
+    await ctx.migrated({ tasks: [] });
+    await ctx.admin.query(`
+      CREATE TABLE "${ctx.schema}".renewals (at timestamptz NOT NULL);
+      CREATE FUNCTION "${ctx.schema}".log_renewal() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN INSERT INTO "${ctx.schema}".renewals VALUES (clock_timestamp()); RETURN NULL; END $$;
+      CREATE TRIGGER log_renewal AFTER UPDATE ON "${ctx.schema}".workers FOR EACH ROW EXECUTE FUNCTION "${ctx.schema}".log_renewal();`);
+    const quiet: Logger = { error() {}, warn() {}, info() {}, debug() {}, child: () => quiet };
+    const lease = new Lease(
+      { workerId: 'early', queues: ['default'], concurrency: 1, heartbeatMs: 100, rescueAfterMs: 10_000, stallWarnMs: 60_000, connection: { connectionString: ctx.url }, held: null },
+      fromPg(ctx.admin),
+      createStatements(ctx.schema),
+      quiet,
+      { lost: () => undefined, stall: () => undefined },
+    );
+    try {
+      // Spawned, not waited for: the row is registered at once, as a worker does before its first claim.
+      await lease.start();
+      await lease.register();
+      const blockedFrom = (await ctx.admin.query<{ now: Date }>('SELECT clock_timestamp() AS now')).rows[0]!.now;
+      // The main loop is blocked from here on, before it has heard from the thread.
+      const end = Date.now() + 1_500;
+      while (Date.now() < end);
+      await lease.running;
+      const { rows } = await ctx.admin.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM "${ctx.schema}".renewals WHERE at > $1 AND at < $1::timestamptz + interval '1 second'`,
+        [blockedFrom],
+      );
+      expect(rows[0]!.n).toBeGreaterThan(0);
+    } finally {
+      await lease.stop();
+    }
+  });
 
   it('a lease lost between a claim and the next renewal strands no job: the worker registers again, signals what was rescued, then claims', async () => {
     const gate = deferred();
@@ -413,6 +449,28 @@ describe('worker processes', () => {
     expect(events.filter((e) => e.event === 'discarded')).toHaveLength(0);
     // The blocked worker's stall was reported while it was blocked, off the main thread.
     expect(workers.some((w) => /event loop has been blocked for \d+ ms \(running: hog ×1\)/.test(w.stderr()))).toBe(true);
+  });
+
+  it('a handler that blocks the event loop from a starting worker\'s first claim runs once, while another process rescues', async () => {
+    const pgq = await ctx.migrated({ tasks: [hog] });
+    await createLedger(ctx.admin, ctx.schema);
+    await ctx.admin.query(`TRUNCATE "${ctx.schema}".ledger`);
+    // Waiting before the worker starts: its first claim takes it, and the
+    // handler blocks the loop before the worker has seen its thread run.
+    const job = await pgq.enqueue(hog, { ms: 6_000, mode: 'block' });
+    const first = spawnWorker(env());
+    await until(async () => (await ctx.admin.query(`SELECT 1 FROM "${ctx.schema}".ledger WHERE job_id = $1`, [job.id])).rowCount === 1, {
+      timeoutMs: 30_000,
+    });
+    // Another process runs the rescuer meanwhile: an unrenewed lease would be rescued and the job run there.
+    const other = spawnWorker(env());
+    const done: JobRecord = await pgq.waitForJob(job.id, { timeoutMs: 60_000 });
+    expect(done).toMatchObject({ state: 'succeeded', attempts: 1, errors: [] });
+    const { rows } = await ctx.admin.query(`SELECT pid FROM "${ctx.schema}".ledger WHERE job_id = $1`, [job.id]);
+    expect(rows).toEqual([{ pid: first.child.pid }]);
+    expect(await overlappingRuns(ctx.admin, ctx.schema)).toBe(0);
+    for (const w of [first, other]) w.child.kill('SIGTERM');
+    await Promise.all([first, other].map((w) => w.exited));
   });
 
   it('the report of a blocked event loop names the handler that blocked it, even when it started right after another', async () => {

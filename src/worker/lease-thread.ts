@@ -12,8 +12,9 @@
  * the main loop's last tick, written by the main thread every `tickMs`;
  * [STUCK] the stuck handler count, written by the main thread.
  * The thread starts with no id and renews nothing until told `renew-as`
- * (right after the main thread registers the row), so a slow thread start
- * never leaves a registered lease unrenewed.
+ * (right after the main thread registers the row, which may be before the
+ * thread is up: the message waits for it, and the thread renews at once when
+ * it takes it, whether or not the main loop runs by then).
  * Messages to the thread: `renew-as` (the worker id to renew: the first one,
  * or a new one after a lost lease),
  * `running` (the running tasks, for stall reports), `stop`. From the thread:

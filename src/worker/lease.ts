@@ -75,6 +75,7 @@ export class Lease {
   #port: { postMessage(message: ToLeaseThread): void } | undefined;
   #thread: Thread | undefined;
   #threadExited: Promise<void> | undefined;
+  #running: Promise<void> | undefined;
   #inProcess: Promise<void> | undefined;
   #stopped: Promise<void> | undefined;
   #tick: NodeJS.Timeout | undefined;
@@ -126,7 +127,13 @@ export class Lease {
     this.#port?.postMessage({ type: 'renew-as', workerId: this.#workerId });
   }
 
-  /** Starts the renewer (on the lease thread); it renews from `register()` on. Resolves once it runs. */
+  /**
+   * Starts the renewer; it renews from `register()` on. On a thread, resolves
+   * once the thread is spawned: `register()` may follow at once (the thread
+   * takes its `renew-as` when it is up, whatever the main loop does by then)
+   * and `running` resolves once the thread runs. In-process, resolves once
+   * the renewer runs.
+   */
   async start(): Promise<void> {
     if (this.#port) return;
     this.#shared[SLOTS.mainTick] = monotonicMs();
@@ -158,7 +165,7 @@ export class Lease {
     const threadable = this.config.connection && transferable(this.config.connection);
     if (threadable) {
       this.#spawnThread(data, onMessage);
-      await Promise.race([started, this.#threadExited]);
+      this.#running = Promise.race([started, this.#threadExited!]);
       return;
     }
     if (this.config.connection) {
@@ -175,14 +182,26 @@ export class Lease {
       data: { ...data, connection: this.config.connection ?? {}, stallWarnMs: Number.MAX_SAFE_INTEGER, held: null },
       writeStderr: (line) => fs.writeSync(2, line),
     }).finally(() => channel.port2.close());
+    this.#running = started;
     await started;
+  }
+
+  /** Resolves once the renewer runs (or its first thread exited: another is started). */
+  get running(): Promise<void> {
+    return this.#running ?? Promise.resolve();
   }
 
   /** Runs the renewal loop on a thread; a thread that dies is replaced while the lease is wanted. */
   #spawnThread(data: LeaseThreadData, onMessage: (message: FromLeaseThread) => void): void {
     const pgPath = createRequire(import.meta.url).resolve('pg');
+    // pg probes for Cloudflare Workers when it loads: where `navigator` is
+    // missing (Node.js 20) it constructs a fetch `Response`, which loads
+    // Node's fetch implementation: half of the thread's start-up CPU. This
+    // thread's global is pgq's alone; a `navigator` that is not Cloudflare's
+    // gives pg the same answer without it.
     const source = `
       var __name = (f) => f;
+      globalThis.navigator ??= { userAgent: 'Node.js' };
       const { parentPort, workerData } = require('node:worker_threads');
       (${leaseThreadMain.toString()})({
         pg: require(${JSON.stringify(pgPath)}),

@@ -278,9 +278,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.#state = 'starting';
     const { listener, channels, tasks } = this.#deps;
     const queues = new Set(this.options.queues);
-    // What does not depend on the lease runs while its thread starts (the
-    // slowest step); the lease is registered only once the thread runs, and
-    // nothing is claimed before that.
+    // The lease thread starts beside the other steps and may still be
+    // booting (the slowest step, ~100 ms) when the lease is registered and
+    // the first claim goes out: the thread is spawned first and takes its
+    // `renew-as` once it is up, off the main loop, so a handler that blocks
+    // the loop from the first job on does not cost the lease; until the
+    // thread's first renewal the registration's own expiry covers the claims
+    // (the trust window, lease.ts).
     const subscribe = async (): Promise<void> => {
       this.#unsubscribe.push(
         await listener.subscribe(channels.jobs, (queue) => {
@@ -314,6 +318,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     await announceTasks(this.#deps.kysely, this.id, tasks.names());
     await this.#producer.start();
     await this.#leader?.start();
+    await this.#lease.running;
     this.#state = 'running';
     this.#logger.info(
       { queues: this.options.queues, concurrency: this.options.concurrency, tasks: tasks.names() },
