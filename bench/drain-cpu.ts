@@ -13,7 +13,9 @@
  * backend's CPU split between claims, completions and other work in
  * proportion to how often it was seen running each (`pg_stat_activity`,
  * sampled every 10 ms). Figures per job; medians over the rounds, and pgq's
- * ratios.
+ * ratios. Beside them, how long after the consumer's start its first
+ * handler ran, and the rate of handler starts over the second half of the
+ * jobs: what a drain costs to get going, and what it runs at once going.
  *
  * The server must run on this machine (its processes are read from /proc):
  * BENCH_DATABASE_URL or DATABASE_URL, else an embedded PostgreSQL. Options:
@@ -113,7 +115,7 @@ if (others.rows[0]!.n > 0) process.stderr.write(`drain-cpu: ${others.rows[0]!.n}
 const systems = await Promise.all(systemNames.map((name) => loadSystem(name)));
 for (const system of systems) if (system.backend !== 'postgres') throw new Error(`${system.name} does not run on PostgreSQL`);
 
-const FIELDS = ['jobsPerSec', 'busy', 'worker', 'server', 'claim', 'complete', 'other'] as const;
+const FIELDS = ['jobsPerSec', 'firstJobMs', 'secondHalfPerSec', 'busy', 'worker', 'server', 'claim', 'complete', 'other'] as const;
 type Drain = Record<(typeof FIELDS)[number], number>;
 const results = new Map<string, Drain[]>(systemNames.map((n) => [n, []]));
 const dbUrl = (name: string): string => {
@@ -143,10 +145,22 @@ async function drainOnce(systemIndex: number): Promise<Drain> {
     let started = 0;
     let allStarted!: () => void;
     const everyStart = new Promise<void>((resolve) => (allStarted = resolve));
+    // When the first handler started, and the second half of them (the
+    // rate once the start-up is behind: the worker's own start, its first
+    // claims and its code's warm-up).
+    let firstAt = 0;
+    let halfAt = 0;
+    let lastAt = 0;
     const consumer = await system.consumer(env, {
       concurrency,
       onJob: () => {
-        if (++started === jobs) allStarted();
+        started += 1;
+        if (started === 1) firstAt = performance.now();
+        if (started === Math.ceil(jobs / 2)) halfAt = performance.now();
+        if (started === jobs) {
+          lastAt = performance.now();
+          allStarted();
+        }
       },
     });
     // Which statements each backend runs: sampled during the drain; a
@@ -202,6 +216,8 @@ async function drainOnce(systemIndex: number): Promise<Drain> {
     const perJob = (cpuMs: number): number => (cpuMs * 1000) / jobs;
     return {
       jobsPerSec: (jobs / ms) * 1000,
+      firstJobMs: firstAt - t0,
+      secondHalfPerSec: lastAt > halfAt ? ((jobs - Math.ceil(jobs / 2)) / (lastAt - halfAt)) * 1000 : Number.NaN,
       busy: (100 * (m1.busy - m0.busy)) / (m1.total - m0.total),
       worker: perJob((c.user + c.system) / 1000),
       server: perJob(by.claim! + by.complete! + by.other!),
@@ -228,8 +244,10 @@ async function dropDatabase(name: string): Promise<void> {
 }
 
 const row = (name: string, d: Drain): string =>
-  `| ${name} | ${Math.round(d.jobsPerSec).toLocaleString('en-US')} | ${d.busy.toFixed(0)}% | ${d.worker.toFixed(1)} | ${d.server.toFixed(1)} | ${d.claim.toFixed(1)} | ${d.complete.toFixed(1)} | ${d.other.toFixed(1)} |\n`;
-const head = '| system | jobs/s | machine busy | worker process | PostgreSQL | claim backends | completion backends | other |\n|---|---:|---:|---:|---:|---:|---:|---:|\n';
+  `| ${name} | ${Math.round(d.jobsPerSec).toLocaleString('en-US')} | ${Math.round(d.firstJobMs)} | ${Math.round(d.secondHalfPerSec).toLocaleString('en-US')} | ${d.busy.toFixed(0)}% | ${d.worker.toFixed(1)} | ${d.server.toFixed(1)} | ${d.claim.toFixed(1)} | ${d.complete.toFixed(1)} | ${d.other.toFixed(1)} |\n`;
+const head =
+  '| system | jobs/s | first job (ms after start) | handler starts/s, second half | machine busy | worker process | PostgreSQL | claim backends | completion backends | other |\n' +
+  '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n';
 process.stdout.write(`${jobs} jobs, concurrency ${concurrency}, ${rounds} rounds, systems rotating; µs of CPU per job (the machine's busy share is of all its cores)\n\n${head}`);
 try {
   for (let round = 0; round < rounds; round++) {
@@ -255,7 +273,7 @@ try {
       // CPU is read in 10 ms ticks: a short drain may show 0 for a peer.
       const ratio = (a: number, b: number): string => (b > 0 ? `${(a / b).toFixed(2)}x` : 'n/a');
       process.stdout.write(
-        `\npgq ÷ ${name}: drain ${ratio(pgq.jobsPerSec, d.jobsPerSec)}; CPU per job: worker ${ratio(pgq.worker, d.worker)}, PostgreSQL ${ratio(pgq.server, d.server)} (claims ${ratio(pgq.claim, d.claim)}, completions ${ratio(pgq.complete, d.complete)})\n`,
+        `\npgq ÷ ${name}: drain ${ratio(pgq.jobsPerSec, d.jobsPerSec)}, its second half ${ratio(pgq.secondHalfPerSec, d.secondHalfPerSec)}; first job ${Math.round(pgq.firstJobMs)} vs ${Math.round(d.firstJobMs)} ms after start; CPU per job: worker ${ratio(pgq.worker, d.worker)}, PostgreSQL ${ratio(pgq.server, d.server)} (claims ${ratio(pgq.claim, d.claim)}, completions ${ratio(pgq.complete, d.complete)})\n`,
       );
     }
   }
