@@ -30,7 +30,7 @@ import { QueueStore, type QueueRecord, type QueueSettings } from './queues.js';
 import type { PgqDatabase } from './db/tables.js';
 import { migrate, type MigrateResult } from './db/migrate.js';
 import { checkSchemaVersion } from './db/schema-version.js';
-import { warmUpPool, watchConnectionErrors } from './db/pool.js';
+import { PoolLane, warmUpPool, watchConnectionErrors } from './db/pool.js';
 import { createBulkInsert } from './db/bulk-insert.js';
 import { setupRoles, type RolesOptions } from './roles.js';
 import { Listener } from './notify/listener.js';
@@ -50,7 +50,10 @@ import {
 import type { Flow } from './workflow/flow.js';
 import { WorkflowStore, type EnqueueWorkflowOptions, type ListWorkflowsFilter, type WorkflowRecord, type WorkflowSummary } from './workflow/store.js';
 
-const WORKER_WARM_CONNECTIONS = 4;
+/** What a worker's claims and outcomes use at once, opened by its start(). */
+const WORKER_WARM_CONNECTIONS = 2;
+/** The leader's maintenance (rescuer, scheduler, expirer, orphan report, pruner) runs one statement at a time. */
+const MAINTENANCE_CONNECTIONS = 1;
 
 export class Pgq {
   /** Typed Kysely handle on pgq's schema, for your own inspection queries. */
@@ -257,9 +260,17 @@ export class Pgq {
       : resolveDeclaredSchedules(options.schedules, this.tasks, this.#options.maxPayloadBytes);
     // A payload checked by an asynchronous validator is settled by start(), which reports its error.
     if (declared instanceof Promise) declared.catch(() => undefined);
+    // The leader's maintenance queues on a lane of the pool (one connection
+    // at a time), so its first passes do not each open a connection at the
+    // worker's start, beside the first claims.
+    const lane = new PoolLane(this.#pool, MAINTENANCE_CONNECTIONS);
     const worker = new Worker(resolved, {
       db: this.#db,
       kysely: this.kysely,
+      maintenance: {
+        db: fromPg(lane, this.#options.preparedStatements),
+        kysely: new Kysely<PgqDatabase>({ dialect: new PostgresDialect({ pool: lane }) }).withSchema(this.schema),
+      },
       statements: this.#statements,
       listener: this.#listener,
       channels: this.#channels,
@@ -272,9 +283,8 @@ export class Pgq {
       schema: this.schema,
       syncSchedules: declared && (async () => this.#schedules.syncDeclared(await declared)),
       checkSchema: () => this.checkSchema(),
-      // The connections a worker's hot path uses at once (claim, outcomes,
-      // maintenance); best effort: a server short of connections does not
-      // stop the worker from starting, it opens them on demand.
+      // Best effort: a server short of connections does not stop the
+      // worker from starting, it opens them on demand.
       warmUp: () => this.warmUp(WORKER_WARM_CONNECTIONS).catch((err: unknown) =>
         this.logger.warn({ err: errorSummary(err) }, `pgq could not open connections ahead: ${errorMessage(err)}`),
       ),

@@ -1,11 +1,12 @@
 /**
  * What pgq does with a `pg.Pool` beyond running statements on it: watch its
- * connections for errors, open them ahead of the first work, and run a
- * function in one transaction on one of them.
+ * connections for errors, open them ahead of the first work, and give one
+ * kind of work a lane of its own on it (at most so many of its connections
+ * at a time).
  */
 import type pg from 'pg';
+import type { PostgresPool, PostgresPoolClient } from 'kysely';
 import { ValidationError } from '../core/errors.js';
-import { fromPg, type Queryable } from './queryable.js';
 
 /**
  * Sends the connection errors of the pool's clients to `onError`: those of a
@@ -51,4 +52,75 @@ export async function warmUpPool(pool: pg.Pool, connections: number | undefined,
   for (const r of opened) if (r.status === 'fulfilled') r.value.release();
   const failed = opened.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) throw failed.reason;
+}
+
+/**
+ * A lane on `pool`: statements and checked-out clients that together hold
+ * at most `size` of its connections at a time; the rest wait their turn, in
+ * order. A worker's maintenance (the leader's rescuer, scheduler, pruner, …)
+ * runs on one, so its passes queue behind each other instead of opening a
+ * connection each, all at once at the worker's start, beside the claims.
+ * Usable as Kysely's PostgresDialect pool and, through `fromPg`, as a
+ * Queryable. Work on a lane must not wait on more of the same lane: a
+ * transaction's statements run on its client.
+ */
+export class PoolLane implements PostgresPool {
+  #free: number;
+  readonly #waiting: (() => void)[] = [];
+
+  constructor(
+    private readonly pool: pg.Pool,
+    size: number,
+  ) {
+    this.#free = size;
+  }
+
+  async #acquire(): Promise<void> {
+    if (this.#free > 0) {
+      this.#free -= 1;
+      return;
+    }
+    await new Promise<void>((resolve) => this.#waiting.push(resolve));
+  }
+
+  #release(): void {
+    const next = this.#waiting.shift();
+    if (next) next();
+    else this.#free += 1;
+  }
+
+  /** One statement on one of the lane's connections. */
+  async query(config: pg.QueryConfig): Promise<pg.QueryResult> {
+    await this.#acquire();
+    try {
+      return await this.pool.query(config);
+    } finally {
+      this.#release();
+    }
+  }
+
+  /** A client of the pool, counted against the lane until it is released. */
+  async connect(): Promise<PostgresPoolClient> {
+    await this.#acquire();
+    let client: pg.PoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (err) {
+      this.#release();
+      throw err;
+    }
+    let released = false;
+    return {
+      query: client.query.bind(client) as PostgresPoolClient['query'],
+      release: (err?: Error | boolean) => {
+        if (released) return;
+        released = true;
+        client.release(err);
+        this.#release();
+      },
+    } as PostgresPoolClient;
+  }
+
+  /** The pool is not the lane's to end. */
+  async end(): Promise<void> {}
 }

@@ -76,6 +76,8 @@ export class Lease {
   #thread: Thread | undefined;
   #threadExited: Promise<void> | undefined;
   #running: Promise<void> | undefined;
+  /** A registration has succeeded (a replacement thread renews from then on). */
+  #registered = false;
   #inProcess: Promise<void> | undefined;
   #stopped: Promise<void> | undefined;
   #tick: NodeJS.Timeout | undefined;
@@ -124,6 +126,7 @@ export class Lease {
     }
     this.#shared[SLOTS.lastRenew] = sentAt;
     this.#lost = false;
+    this.#registered = true;
     this.#port?.postMessage({ type: 'renew-as', workerId: this.#workerId });
   }
 
@@ -225,7 +228,8 @@ export class Lease {
       setTimeout(() => {
         if (this.#stopped || this.#thread !== thread) return;
         this.#spawnThread(data, onMessage);
-        this.#port?.postMessage({ type: 'renew-as', workerId: this.#workerId });
+        // Before the first registration there is nothing to renew: register() tells the thread.
+        if (this.#registered) this.#port?.postMessage({ type: 'renew-as', workerId: this.#workerId });
       }, 100).unref();
     });
   }

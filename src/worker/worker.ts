@@ -2,9 +2,11 @@
  * A worker: lease → producer → executor → completer, plus leader election
  * with the maintenance services it runs while elected.
  *
- * start(): check the schema version (read-only), register the worker's
- * lease, subscribe to NOTIFY (jobs, cancel), start renewing the lease (off
- * the main thread), the producer and the election.
+ * start(): spawn the lease thread, and meanwhile check the schema version
+ * (read-only), open two of the pool's connections and subscribe to NOTIFY
+ * (jobs, cancel); then register the worker's lease (the thread renews it
+ * from then on, off the main thread) and start the producer and the
+ * election.
  * stop(): stop claiming; wait up to `shutdownGraceMs` for running handlers;
  * signal the rest; wait until every handler has settled (the lease is
  * renewed meanwhile: a handler that ignores its signal keeps its job, and is
@@ -59,6 +61,8 @@ import { SandboxRunner } from '../sandbox/sandbox-runner.js';
 export interface WorkerDeps {
   db: Queryable;
   kysely: Kysely<PgqDatabase>;
+  /** The same database for the leader's maintenance services: a lane of the pool (db/pool.ts). */
+  maintenance: { db: Queryable; kysely: Kysely<PgqDatabase> };
   statements: HotStatements;
   listener: Listener;
   channels: ChannelNames;
@@ -191,7 +195,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       this.#leader = new LeaderElector(
         { workerId: baseId, heartbeatMs: options.heartbeatMs, rescueAfterMs: options.rescueAfterMs },
         deps.kysely,
-        leaderServices(options, { ...deps, logger: this.#logger }),
+        leaderServices(options, { ...deps, ...deps.maintenance, logger: this.#logger }),
         deps.clock,
         this.#logger,
       );
@@ -279,7 +283,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const { listener, channels, tasks } = this.#deps;
     const queues = new Set(this.options.queues);
     // The lease thread starts beside the other steps and may still be
-    // booting (the slowest step, ~100 ms) when the lease is registered and
+    // booting (the slowest step, 70–150 ms) when the lease is registered and
     // the first claim goes out: the thread is spawned first and takes its
     // `renew-as` once it is up, off the main loop, so a handler that blocks
     // the loop from the first job on does not cost the lease; until the
