@@ -52,7 +52,11 @@ import { WorkflowStore, type EnqueueWorkflowOptions, type ListWorkflowsFilter, t
 
 /** What a worker's claims and outcomes use at once, opened by its start(). */
 const WORKER_WARM_CONNECTIONS = 2;
-/** The leader's maintenance (rescuer, scheduler, expirer, orphan report, pruner) runs one statement at a time. */
+/**
+ * The leader's rescuer, expirer, orphan report and pruner take turns on one
+ * of the pool's connections (the scheduler, which fires on time, does not
+ * wait behind them).
+ */
 const MAINTENANCE_CONNECTIONS = 1;
 
 export class Pgq {
@@ -260,9 +264,9 @@ export class Pgq {
       : resolveDeclaredSchedules(options.schedules, this.tasks, this.#options.maxPayloadBytes);
     // A payload checked by an asynchronous validator is settled by start(), which reports its error.
     if (declared instanceof Promise) declared.catch(() => undefined);
-    // The leader's maintenance queues on a lane of the pool (one connection
-    // at a time), so its first passes do not each open a connection at the
-    // worker's start, beside the first claims.
+    // The leader's maintenance queues on a lane of the pool, so its first
+    // passes do not each open a connection at the worker's start, beside
+    // the first claims.
     const lane = new PoolLane(this.#pool, MAINTENANCE_CONNECTIONS);
     const worker = new Worker(resolved, {
       db: this.#db,

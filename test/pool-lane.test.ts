@@ -5,6 +5,7 @@
  * statement notes when it started and ended there, and no two on a lane of
  * one overlap.
  */
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { Kysely, PostgresDialect, sql } from '../src/db/kysely.js';
 import { PoolLane } from '../src/db/pool.js';
@@ -32,6 +33,9 @@ describe('a lane of a pool', () => {
     const spans = await Promise.all([1, 2, 3].map(async () => (await one.query({ text: SLOW })).rows[0] as Span));
     expect(overlapping(spans)).toBe(0);
     // The same on a lane of two: the statements did run at once there, so the check above could fail.
+    // (Two of the pool's connections are opened first: a connection opened during the other's sleep could miss it.)
+    const opened = await Promise.all([ctx.admin.connect(), ctx.admin.connect()]);
+    for (const c of opened) c.release();
     const two = new PoolLane(ctx.admin, 2);
     const both = await Promise.all([1, 2].map(async () => (await two.query({ text: SLOW })).rows[0] as Span));
     expect(overlapping(both)).toBe(1);
@@ -46,6 +50,34 @@ describe('a lane of a pool', () => {
     client.release();
     const spans = await Promise.all([1, 2].map(async () => (await lane.query({ text: SLOW })).rows[0] as Span));
     expect(overlapping(spans)).toBe(0);
+  });
+
+  it('serves its waiters in the order they came', async () => {
+    const lane = new PoolLane(ctx.admin, 1);
+    const order: number[] = [];
+    await Promise.all(
+      [1, 2, 3, 4].map(async (n) => {
+        await lane.query({ text: 'SELECT pg_sleep(0.02)' });
+        order.push(n);
+      }),
+    );
+    expect(order).toEqual([1, 2, 3, 4]);
+  });
+
+  it('gives its place back when the pool cannot connect', async () => {
+    const refused = new pg.Pool({ connectionString: 'postgres://nobody@127.0.0.1:1/none', connectionTimeoutMillis: 2_000 });
+    try {
+      const lane = new PoolLane(refused, 1);
+      await expect(lane.connect()).rejects.toThrow();
+      await expect(lane.query({ text: 'SELECT 1' })).rejects.toThrow();
+      await expect(lane.connect()).rejects.toThrow();
+    } finally {
+      await refused.end();
+    }
+  });
+
+  it('refuses a size below one', () => {
+    expect(() => new PoolLane(ctx.admin, 0)).toThrow(/size: must be a whole number of at least 1/);
   });
 
   it('holds a Kysely transaction on it until it ends: a statement sent meanwhile waits', async () => {

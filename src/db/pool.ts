@@ -57,9 +57,10 @@ export async function warmUpPool(pool: pg.Pool, connections: number | undefined,
 /**
  * A lane on `pool`: statements and checked-out clients that together hold
  * at most `size` of its connections at a time; the rest wait their turn, in
- * order. A worker's maintenance (the leader's rescuer, scheduler, pruner, …)
- * runs on one, so its passes queue behind each other instead of opening a
- * connection each, all at once at the worker's start, beside the claims.
+ * order. A worker's maintenance (the leader's rescuer, expirer, orphan
+ * report and pruner) runs on one, so its passes queue behind each other
+ * instead of opening a connection each, all at once at the worker's start,
+ * beside the claims.
  * Usable as Kysely's PostgresDialect pool and, through `fromPg`, as a
  * Queryable. Work on a lane must not wait on more of the same lane: a
  * transaction's statements run on its client.
@@ -72,6 +73,7 @@ export class PoolLane implements PostgresPool {
     private readonly pool: pg.Pool,
     size: number,
   ) {
+    if (!Number.isInteger(size) || size < 1) throw new ValidationError('size', 'must be a whole number of at least 1');
     this.#free = size;
   }
 
@@ -115,8 +117,11 @@ export class PoolLane implements PostgresPool {
       release: (err?: Error | boolean) => {
         if (released) return;
         released = true;
-        client.release(err);
-        this.#release();
+        try {
+          client.release(err);
+        } finally {
+          this.#release();
+        }
       },
     } as PostgresPoolClient;
   }

@@ -25,6 +25,13 @@ import { Scheduler } from './scheduler.js';
 export interface LeaderServicesDeps {
   db: Queryable;
   kysely: Kysely<PgqDatabase>;
+  /**
+   * The same database on a lane of the pool (db/pool.ts), for the services
+   * whose passes may wait their turn: the rescuer, the expirer, the orphan
+   * report and the pruner. The scheduler, which fires on time and runs the
+   * enqueue middleware inside its transaction, uses `kysely`.
+   */
+  maintenance: { db: Queryable; kysely: Kysely<PgqDatabase> };
   statements: HotStatements;
   queueStatements: QueueStatements;
   listener: Listener;
@@ -40,11 +47,12 @@ const EXPIRER = { intervalMs: 1_000, batchSize: 1_000 };
 
 /** The leader-only services of a worker with these options, the rescuer first. */
 export function leaderServices(options: ResolvedWorkerOptions, deps: LeaderServicesDeps): Service[] {
-  const { db, kysely, statements, queueStatements, clock, logger } = deps;
+  const { kysely, statements, queueStatements, clock, logger } = deps;
+  const lane = deps.maintenance;
   const services: Service[] = [
     new Rescuer(
       { rescueAfterMs: options.rescueAfterMs, intervalMs: Math.max(10, Math.min(options.heartbeatMs, options.rescueAfterMs / 4)) },
-      db,
+      lane.db,
       statements,
       logger,
     ),
@@ -52,9 +60,9 @@ export function leaderServices(options: ResolvedWorkerOptions, deps: LeaderServi
       { maxSleepMs: DEFAULTS.schedule.schedulerMaxSleepMs },
       { kysely, statements, clock, logger, listener: deps.listener, schema: deps.schema, middleware: deps.middleware },
     ),
-    new Expirer(EXPIRER, db, queueStatements, logger),
-    new OrphanReporter(options.orphanCheckMs, kysely, logger),
+    new Expirer(EXPIRER, lane.db, queueStatements, logger),
+    new OrphanReporter(options.orphanCheckMs, lane.kysely, logger),
   ];
-  if (options.retention) services.push(new Pruner(options.retention, kysely, clock, logger));
+  if (options.retention) services.push(new Pruner(options.retention, lane.kysely, clock, logger));
   return services;
 }

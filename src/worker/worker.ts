@@ -61,7 +61,7 @@ import { SandboxRunner } from '../sandbox/sandbox-runner.js';
 export interface WorkerDeps {
   db: Queryable;
   kysely: Kysely<PgqDatabase>;
-  /** The same database for the leader's maintenance services: a lane of the pool (db/pool.ts). */
+  /** The same database on a lane of the pool, for the leader's maintenance (maintenance/leader-services.ts). */
   maintenance: { db: Queryable; kysely: Kysely<PgqDatabase> };
   statements: HotStatements;
   listener: Listener;
@@ -195,7 +195,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       this.#leader = new LeaderElector(
         { workerId: baseId, heartbeatMs: options.heartbeatMs, rescueAfterMs: options.rescueAfterMs },
         deps.kysely,
-        leaderServices(options, { ...deps, ...deps.maintenance, logger: this.#logger }),
+        leaderServices(options, { ...deps, logger: this.#logger }),
         deps.clock,
         this.#logger,
       );
