@@ -275,7 +275,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
       this.#state = 'idle';
       throw err instanceof PgqError ? err : new WorkerStartError(err);
     });
-    return this.#starting;
+    // Resolves once the lease thread runs too; a stop() meanwhile does not wait for it.
+    const starting = this.#starting;
+    return starting.then(() => this.#lease.running);
   }
 
   async #start(): Promise<void> {
@@ -322,7 +324,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
     await announceTasks(this.#deps.kysely, this.id, tasks.names());
     await this.#producer.start();
     await this.#leader?.start();
-    await this.#lease.running;
     this.#state = 'running';
     this.#logger.info(
       { queues: this.options.queues, concurrency: this.options.concurrency, tasks: tasks.names() },
