@@ -23,7 +23,6 @@ import { Rescuer } from './rescuer.js';
 import { Scheduler } from './scheduler.js';
 
 export interface LeaderServicesDeps {
-  db: Queryable;
   kysely: Kysely<PgqDatabase>;
   /**
    * The same database on a lane of the pool (db/pool.ts), for the services

@@ -276,8 +276,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       throw err instanceof PgqError ? err : new WorkerStartError(err);
     });
     // Resolves once the lease thread runs too; a stop() meanwhile does not wait for it.
-    const starting = this.#starting;
-    return starting.then(() => this.#lease.running);
+    return this.#starting.then(() => this.#lease.running);
   }
 
   async #start(): Promise<void> {
