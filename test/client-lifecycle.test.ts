@@ -42,6 +42,35 @@ describe('worker.start()', () => {
   });
 });
 
+describe('worker.start() after a failed start', () => {
+  it('starts, records its tasks, and stops without leaving a lease connection open', async () => {
+    const schema = `${ctx.schema}_late`;
+    const appName = `pgq_${schema}`;
+    const pgq = new Pgq({ connectionString: withAppName(databaseUrl(), appName), schema, tasks: [noop] });
+    const connections = async (): Promise<number> =>
+      (await ctx.admin.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1', [appName])).rows[0]!.n;
+    try {
+      const worker = pgq.worker({ heartbeatMs: 200, rescueAfterMs: 2_000 });
+      await expect(worker.start()).rejects.toMatchObject({ code: 'PGQ_SCHEMA_NOT_READY' });
+      await pgq.migrate();
+      await worker.start();
+      const { rows } = await ctx.admin.query<{ id: string; tasks: string[] }>(`SELECT id, tasks FROM "${schema}".workers`);
+      expect(rows).toEqual([{ id: worker.id, tasks: ['noop'] }]);
+      const job = await pgq.enqueue(noop, {});
+      await expect(pgq.waitForJob(job.id, { timeoutMs: 10_000 })).resolves.toMatchObject({ state: 'succeeded' });
+      await worker.stop();
+      await pgq.close();
+      // Every connection of this Pgq, the lease thread's included, is gone (the server may take a moment to drop a backend).
+      const until = Date.now() + 3_000;
+      while ((await connections()) > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+      expect(await connections()).toBe(0);
+    } finally {
+      await pgq.close();
+      await ctx.admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    }
+  });
+});
+
 describe('a Pgq given a pool', () => {
   const events = ['error', 'connect', 'acquire', 'release', 'remove'] as const;
   const poolListeners = (pool: pg.Pool): Record<string, number> => Object.fromEntries(events.map((e) => [e, pool.listenerCount(e)]));

@@ -207,7 +207,7 @@ describe('leases', () => {
       CREATE TRIGGER log_renewal AFTER UPDATE ON "${ctx.schema}".workers FOR EACH ROW EXECUTE FUNCTION "${ctx.schema}".log_renewal();`);
     const quiet: Logger = { error() {}, warn() {}, info() {}, debug() {}, child: () => quiet };
     const lease = new Lease(
-      { workerId: 'early', queues: ['default'], concurrency: 1, heartbeatMs: 100, rescueAfterMs: 10_000, stallWarnMs: 60_000, connection: { connectionString: ctx.url }, held: null },
+      { workerId: 'early', queues: ['default'], tasks: [], concurrency: 1, heartbeatMs: 100, rescueAfterMs: 10_000, stallWarnMs: 60_000, connection: { connectionString: ctx.url }, held: null },
       fromPg(ctx.admin),
       createStatements(ctx.schema),
       quiet,
@@ -270,6 +270,9 @@ describe('leases', () => {
     expect(done1.startedAt!.getTime()).toBeGreaterThanOrEqual(signals[0]!.at);
     expect(done2.startedAt!.getTime()).toBeGreaterThanOrEqual(signals[0]!.at);
     expect(a.id).toBe(`${firstId}~2`);
+    // The new registration says which tasks it runs, as the first did (orphaned-job reports read it).
+    const registered = await ctx.admin.query(`SELECT tasks FROM "${ctx.schema}".workers WHERE id = $1`, [a.id]);
+    expect(registered.rows).toEqual([{ tasks: ['held'] }]);
     const running = await ctx.admin.query(`SELECT id FROM "${ctx.schema}".jobs WHERE state = 'running'`);
     expect(running.rowCount).toBe(0);
     gate.resolve();

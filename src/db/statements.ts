@@ -128,6 +128,8 @@ export interface RegisterWorkerParams {
   queues: string[];
   concurrency: number;
   rescueAfterMs: number;
+  /** The task names this worker can run (orphaned-job reports read them); absent: null, knows every task. */
+  tasks?: string[];
 }
 
 export interface RenewLeaseParams {
@@ -444,8 +446,8 @@ export function createStatements(schema: string) {
   // re-taken: the worker registers under a new id and adopts what is still
   // its own).
   const registerWorker = `
-    INSERT INTO ${workers} (id, hostname, pid, queues, concurrency, rescue_after_ms, lease_expires_at)
-    VALUES ($1, $2, $3, $4::text[], $5, $6::int, now() + $6::int * interval '1 millisecond')
+    INSERT INTO ${workers} (id, hostname, pid, queues, concurrency, rescue_after_ms, tasks, lease_expires_at)
+    VALUES ($1, $2, $3, $4::text[], $5, $6::int, $7::text[], now() + $6::int * interval '1 millisecond')
     ON CONFLICT (id) DO NOTHING
     RETURNING lease_expires_at`;
 
@@ -559,7 +561,7 @@ export function createStatements(schema: string) {
       const rows = await db.query<{ lease_expires_at: Date }>({
         name: name('register_worker'),
         text: registerWorker,
-        values: [p.workerId, p.hostname, p.pid, p.queues, p.concurrency, p.rescueAfterMs],
+        values: [p.workerId, p.hostname, p.pid, p.queues, p.concurrency, p.rescueAfterMs, p.tasks ?? null],
       });
       return rows[0]?.lease_expires_at ?? null;
     },

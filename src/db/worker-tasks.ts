@@ -20,11 +20,6 @@ export interface OrphanedTask {
   reason: 'unknown-task' | 'queue-not-served';
 }
 
-/** Records the task names a worker can run, right after it registered. */
-export async function announceTasks(kysely: Kysely<PgqDatabase>, workerId: string, tasks: readonly string[]): Promise<void> {
-  await kysely.updateTable('workers').set({ tasks: [...tasks] }).where('id', '=', workerId).execute();
-}
-
 /**
  * Tasks whose waiting jobs no live worker will run, by task and queue
  * (optionally only `tasks`). Empty when no worker is registered at all

@@ -44,6 +44,8 @@ export interface LeaseConfig {
   /** The id asked for; a re-registration after a lost lease appends `~2`, `~3`, … */
   workerId: string;
   queues: readonly string[];
+  /** The task names the worker can run, written into its row with every registration. */
+  tasks: readonly string[];
   concurrency: number;
   heartbeatMs: number;
   rescueAfterMs: number;
@@ -117,6 +119,7 @@ export class Lease {
       queues: [...this.config.queues],
       concurrency: this.config.concurrency,
       rescueAfterMs: this.config.rescueAfterMs,
+      tasks: [...this.config.tasks],
     });
     if (!expires) {
       throw new PgqError(
@@ -139,6 +142,10 @@ export class Lease {
    */
   async start(): Promise<void> {
     if (this.#port) return;
+    // Started again after a stop (a worker's start that failed): a new renewer, stopped by the next stop().
+    await this.#stopped;
+    this.#stopped = undefined;
+    this.#registered = false;
     this.#shared[SLOTS.mainTick] = monotonicMs();
     this.#tick = setInterval(() => (this.#shared[SLOTS.mainTick] = monotonicMs()), TICK_MS);
     this.#tick.unref();

@@ -25,7 +25,6 @@ import { randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import type { Logger } from '../core/logger.js';
 import type { Clock } from '../core/clock.js';
-import { announceTasks } from '../db/worker-tasks.js';
 import { HeldJobs } from './held-jobs.js';
 import {
   JobCancelledError,
@@ -126,6 +125,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       {
         workerId: baseId,
         queues: options.queues,
+        tasks: deps.tasks.names(),
         concurrency: options.concurrency,
         heartbeatMs: options.heartbeatMs,
         rescueAfterMs: options.rescueAfterMs,
@@ -269,9 +269,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
       return Promise.reject(new PgqError('PGQ_WORKER_STOPPED', 'this worker was stopped; create a new one with pgq.worker()'));
     }
     this.#starting ??= this.#start().catch(async (err: unknown) => {
-      this.#starting = undefined;
       await this.#lease.stop();
       await this.#teardownSubscriptions();
+      // Only now may start() be called again: a new start must not overlap this cleanup.
+      this.#starting = undefined;
       this.#state = 'idle';
       throw err instanceof PgqError ? err : new WorkerStartError(err);
     });
@@ -320,7 +321,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const failed = steps.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
     await this.#lease.register();
-    await announceTasks(this.#deps.kysely, this.id, tasks.names());
     await this.#producer.start();
     await this.#leader?.start();
     this.#state = 'running';
