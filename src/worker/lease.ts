@@ -80,6 +80,8 @@ export class Lease {
   #running: Promise<void> | undefined;
   /** A registration has succeeded (a replacement thread renews from then on). */
   #registered = false;
+  /** A registration is under way: its id is not in the table yet, and register() tells the thread once it is. */
+  #registering = false;
   #inProcess: Promise<void> | undefined;
   #stopped: Promise<void> | undefined;
   #tick: NodeJS.Timeout | undefined;
@@ -112,15 +114,18 @@ export class Lease {
   /** Registers the worker row (the first lease) and hands it to the renewer. Throws if the id is taken. */
   async register(): Promise<void> {
     const sentAt = monotonicMs();
-    const expires = await this.statements.registerWorker(this.db, {
-      workerId: this.#workerId,
-      hostname: os.hostname(),
-      pid: process.pid,
-      queues: [...this.config.queues],
-      concurrency: this.config.concurrency,
-      rescueAfterMs: this.config.rescueAfterMs,
-      tasks: [...this.config.tasks],
-    });
+    this.#registering = true;
+    const expires = await this.statements
+      .registerWorker(this.db, {
+        workerId: this.#workerId,
+        hostname: os.hostname(),
+        pid: process.pid,
+        queues: [...this.config.queues],
+        concurrency: this.config.concurrency,
+        rescueAfterMs: this.config.rescueAfterMs,
+        tasks: [...this.config.tasks],
+      })
+      .finally(() => (this.#registering = false));
     if (!expires) {
       throw new PgqError(
         'PGQ_WORKER_ID_TAKEN',
@@ -235,8 +240,10 @@ export class Lease {
       setTimeout(() => {
         if (this.#stopped || this.#thread !== thread) return;
         this.#spawnThread(data, onMessage);
-        // Before the first registration there is nothing to renew: register() tells the thread.
-        if (this.#registered) this.#port?.postMessage({ type: 'renew-as', workerId: this.#workerId });
+        // Before the first registration there is nothing to renew, and during a
+        // registration the new id is not in the table yet (a renewal now would
+        // report it lost): register() tells the thread.
+        if (this.#registered && !this.#registering) this.#port?.postMessage({ type: 'renew-as', workerId: this.#workerId });
       }, 100).unref();
     });
   }
