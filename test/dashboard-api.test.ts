@@ -70,6 +70,15 @@ describe('JSON API', () => {
     expect(await (await post(dashboard, '/api/jobs/retry?queue=emails&state=cancelled', { 'x-pgq-csrf': token })).json()).toEqual({ action: 'retry', count: 1 });
     expect(await (await post(dashboard, '/api/jobs/cancel?task=boom', { 'x-pgq-csrf': token })).json()).toEqual({ action: 'cancel', count: 1 });
     expect((await post(dashboard, '/api/jobs/delete', { 'x-pgq-csrf': token })).status).toBe(400); // no filter: refused
+    // Filter keys that constrain nothing are no filter either; nothing is deleted.
+    const before = await pgq.countJobs();
+    for (const q of ['state=,', 'state=%20,%20', 'queue=%20&task=']) {
+      const refused = await post(dashboard, `/api/jobs/delete?${q}`, { 'x-pgq-csrf': token });
+      expect(refused.status).toBe(400);
+      expect(((await refused.json()) as { error: { message: string } }).error.message).toMatch(/needs at least one filter/);
+    }
+    expect(await pgq.countJobs()).toBe(before);
+    expect(before).toBeGreaterThan(0);
     expect(await (await post(dashboard, `/api/jobs/${id}/delete`, { 'x-pgq-csrf': token })).json()).toEqual({ deleted: true });
     expect(await pgq.getJob(id)).toBeNull();
   });

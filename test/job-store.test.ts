@@ -74,6 +74,9 @@ describe('listing and counting', () => {
 
   it('rejects bad filters with the field named, and reads nothing', async () => {
     await expect(pgq.listJobs({ state: 'done' as never })).rejects.toThrow(/state: must be one of/);
+    const all = await pgq.countJobs();
+    await expect(pgq.deleteJobs({ state: [] })).rejects.toThrow(/state: must name at least one state/);
+    expect(await pgq.countJobs()).toBe(all);
     await expect(pgq.listJobs({ before: 'x' })).rejects.toThrow(/before: "x" is not a job id/);
     await expect(pgq.listWorkflows({ before: 'x' })).rejects.toThrow(/before: "x" is not a workflow id/);
     await expect(pgq.listJobs({ payload: { text: '' } })).rejects.toThrow(ValidationError);

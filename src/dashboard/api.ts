@@ -100,7 +100,7 @@ export function apiRoutes(o: ResolvedDashboardOptions, live: LiveFeed, csrfToken
   });
   api.post('/jobs/:action{retry|cancel|delete}', async (c) => {
     const params = query(c.req.url);
-    if (!hasFilterParams(params)) throw new ValidationError('filter', 'a bulk action needs at least one filter (state, queue, task, since, until, payload, result, error, workflow)');
+    if (!hasFilterParams(params, hidePayloads)) throw new ValidationError('filter', 'a bulk action needs at least one filter (state, queue, task, since, until, payload, result, error, workflow)');
     const filter = filterFromQuery(params, hidePayloads);
     const action = parseAction(c.req.param('action'));
     const count = action === 'retry' ? await pgq.retryJobs(filter) : action === 'cancel' ? await pgq.cancelJobs(filter) : await pgq.deleteJobs(filter);

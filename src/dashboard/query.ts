@@ -64,6 +64,7 @@ export function filterParams(params: URLSearchParams): URLSearchParams {
   return out;
 }
 
-export function hasFilterParams(params: URLSearchParams): boolean {
-  return [...filterParams(params).keys()].length > 0;
+/** Whether the query string names a filter that constrains anything (`state=,` names none): what a bulk action needs. */
+export function hasFilterParams(params: URLSearchParams, hidePayloads: boolean): boolean {
+  return Object.keys(filterFromQuery(params, hidePayloads)).length > 0;
 }

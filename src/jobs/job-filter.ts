@@ -50,6 +50,7 @@ export interface ListJobsFilter extends JobFilter {
 export function validateJobFilter(filter: JobFilter): JobFilter {
   if (filter === null || typeof filter !== 'object') throw new ValidationError('filter', 'must be an object');
   const states = filter.state === undefined ? [] : Array.isArray(filter.state) ? filter.state : [filter.state];
+  if (filter.state !== undefined && states.length === 0) throw new ValidationError('state', 'must name at least one state (leave it out to match every state)');
   for (const state of states) {
     if (!JOB_STATES.includes(state as JobState)) throw new ValidationError('state', `must be one of ${JOB_STATES.join(', ')}, got ${JSON.stringify(state)}`);
   }

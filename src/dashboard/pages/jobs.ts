@@ -37,7 +37,7 @@ function filterForm(ctx: PageContext): Html {
 }
 
 function bulkBar(ctx: PageContext): Html | null {
-  if (ctx.readOnly || !hasFilterParams(ctx.query)) return null;
+  if (ctx.readOnly || !hasFilterParams(ctx.query, ctx.hidePayloads)) return null;
   const f = filterParams(ctx.query).toString();
   const button = (action: 'retry' | 'cancel' | 'delete', label: string, tone: 'primary' | 'plain' | 'danger'): Html | null =>
     actionButton(ctx, label, {
