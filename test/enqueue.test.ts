@@ -163,6 +163,8 @@ describe('enqueue', () => {
     const cyclic: Record<string, unknown> = {};
     cyclic.self = cyclic;
     await expect(pgq.enqueue(loose, cyclic)).rejects.toThrow(/cycle/);
+    await expect(pgq.enqueue(loose, { s: 'half \ud800' })).rejects.toThrow(/payload\.s: contains a lone UTF-16 surrogate/);
+    await expect(pgq.enqueue(loose, { ['k\udc00']: 1 })).rejects.toThrow(/payload: has a key containing a lone UTF-16 surrogate/);
     await expect(pgq.enqueue(loose, {}, { runAt: new Date('nope') })).rejects.toThrow(/options\.runAt/);
     await expect(pgq.enqueue(loose, {}, { delayMs: -1 })).rejects.toThrow(/options\.delayMs/);
     await expect(pgq.enqueue(loose, {}, { priority: 1.5 })).rejects.toThrow(/options\.priority/);
@@ -170,6 +172,10 @@ describe('enqueue', () => {
     await expect(pgq.enqueue(loose, {}, { queue: '' })).rejects.toThrow(/options\.queue/);
     await expect(pgq.enqueue(loose, {}, { delayMs: 5, runAt: new Date() })).rejects.toThrow(/runAt or delayMs/);
     expect(await count()).toBe(before);
+    // An object referenced twice is no cycle: JSON writes it twice.
+    const shared = { x: '\u{1F600}' };
+    const job = await pgq.enqueue(loose, { a: shared, b: [shared, shared] });
+    expect((await pgq.getJob(job.id))!.payload).toEqual({ a: shared, b: [shared, shared] });
   });
 
   it('treats quotes, semicolons and unicode in names as plain data', async () => {

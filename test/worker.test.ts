@@ -167,6 +167,43 @@ describe('worker', () => {
   });
 });
 
+describe('outcomes jsonb would refuse or JSON would mangle', () => {
+  it('stores a result that shares an object, and records errors whatever their text; each job settles on its own', async () => {
+    const shared = { n: 1 };
+    const tasks = [
+      defineTask({ name: 'shared', schema: z.object({}), handler: () => ({ a: shared, b: shared, list: [shared, shared, shared] }) }),
+      // 10,000 characters are kept: the cut falls between the halves of the emoji.
+      defineTask({ name: 'long-error', schema: z.object({}), handler: () => { throw new Error(`${'x'.repeat(9_999)}\u{1F600}tail`); } }),
+      defineTask({ name: 'lone-surrogate', schema: z.object({}), handler: () => ({ s: 'half \ud83d' }) }),
+      defineTask({
+        name: 'object-message',
+        schema: z.object({}),
+        handler: () => {
+          const err = new Error('x');
+          (err as { message: unknown }).message = { code: 7 };
+          throw err;
+        },
+      }),
+      defineTask({ name: 'plain', schema: z.object({}), handler: () => 'ok' }),
+    ];
+    const pgq = await ctx.migrated({ tasks });
+    const jobs = [];
+    for (const task of tasks) jobs.push(await pgq.enqueue(task, {}, { maxAttempts: 1 }));
+    const worker = pgq.worker({ concurrency: 10 });
+    await worker.start();
+    const [sharedJob, longError, lone, objectMessage, plain] = await Promise.all(jobs.map((j) => pgq.waitForJob(j.id, { timeoutMs: 10_000 })));
+    await worker.stop();
+    expect(sharedJob).toMatchObject({ state: 'succeeded', result: { a: { n: 1 }, b: { n: 1 }, list: [{ n: 1 }, { n: 1 }, { n: 1 }] } });
+    expect(longError!.state).toBe('failed');
+    expect(longError!.errors[0]!.message).toBe('x'.repeat(9_999));
+    expect(lone!.state).toBe('failed');
+    expect(lone!.errors[0]!.message).toMatch(/result\.s: contains a lone UTF-16 surrogate/);
+    expect(objectMessage!.state).toBe('failed');
+    expect(objectMessage!.errors[0]!.message).toBe('Error: {"code":7}');
+    expect(plain).toMatchObject({ state: 'succeeded', result: 'ok' });
+  });
+});
+
 describe('worker behaviour', () => {
   it('snoozes without counting a failure', async () => {
     const seen: number[] = [];

@@ -176,15 +176,24 @@ export class WorkerStartError extends PgqError {
   }
 }
 
+/** A value as text for a message, whatever it is (JSON where it can be). */
+function describeValue(value: unknown): string {
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return Object.prototype.toString.call(value);
+  }
+}
+
 /** A message for any thrown value, never `[object Object]`. */
 export function errorMessage(err: unknown): string {
-  if (err instanceof Error) return err.message || err.name;
-  if (typeof err === 'string') return err;
-  try {
-    return JSON.stringify(err) ?? String(err);
-  } catch {
-    return String(err);
+  if (err instanceof Error) {
+    // A message that is not a string (an object assigned to it) is described, not trusted to be text.
+    if (typeof err.message === 'string') return err.message || String(err.name);
+    return `${String(err.name)}: ${describeValue(err.message as unknown)}`;
   }
+  if (typeof err === 'string') return err;
+  return describeValue(err);
 }
 
 /**

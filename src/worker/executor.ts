@@ -40,7 +40,7 @@ import {
   snoozeDelay,
 } from '../core/errors.js';
 import { backoffDelayMs } from '../core/backoff.js';
-import { toJsonText } from '../core/json.js';
+import { clipText, toJsonText, wellFormed } from '../core/json.js';
 import { isPromiseLike, issuesToValidationError, runSchema } from '../core/validate-payloads.js';
 import type { JobErrorEntry, JobRecord, Json } from '../core/types.js';
 import type { ClaimedJob } from '../db/rows.js';
@@ -571,10 +571,15 @@ export class Executor {
   #errorEntry(job: ClaimedJob, err: unknown): string {
     const entry: JobErrorEntry = {
       attempt: job.attempts,
-      message: errorMessage(err).replaceAll('\u0000', '\\0').slice(0, 10_000),
+      message: storableText(errorMessage(err)),
       at: this.clock.now().toISOString(),
     };
-    if (err instanceof Error && err.stack) entry.stack = err.stack.replaceAll('\u0000', '\\0').slice(0, 10_000);
+    if (err instanceof Error && typeof err.stack === 'string' && err.stack) entry.stack = storableText(err.stack);
     return JSON.stringify(entry);
   }
+}
+
+/** An error's text as jsonb stores it: NULs spelled out, lone surrogates replaced, at most 10,000 characters (never half of one). */
+function storableText(text: string): string {
+  return wellFormed(clipText(text.replaceAll('\u0000', '\\0'), 10_000));
 }
