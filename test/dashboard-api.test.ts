@@ -10,6 +10,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { chain, defineTask, PermanentError, step, type Pgq } from '../src/index.js';
 import { createDashboard, type Dashboard } from '../src/dashboard/index.js';
+import { buildConsoleApp } from '../src/dashboard/app.js';
+import { resolveDashboardOptions } from '../src/dashboard/options.js';
+import { setTimeout as sleepMs } from 'node:timers/promises';
 import { until, useTestSchema } from './support/harness.js';
 import { boom } from './fixtures/mail-tasks.js';
 
@@ -112,6 +115,28 @@ describe('JSON API', () => {
 });
 
 describe('queue control', () => {
+  it('answers HEAD on the event stream without opening a stream, and 503 once closed', async () => {
+    const { app, live, streams } = buildConsoleApp(resolveDashboardOptions({ pgq, pollIntervalMs: 200 }));
+    try {
+      const head = await app.fetch(new Request('http://console.test/api/events', { method: 'HEAD' }));
+      expect(head.status).toBe(200);
+      expect(head.headers.get('content-type')).toMatch(/text\/event-stream/);
+      await sleepMs(500);
+      expect(streams.size).toBe(0);
+      const open = await app.fetch(new Request('http://console.test/api/events'));
+      const reader = open.body!.getReader();
+      expect(new TextDecoder().decode((await reader.read()).value)).toMatch(/event: snapshot/);
+      expect(streams.size).toBe(1);
+      await reader.cancel();
+      await until(async () => streams.size === 0, { timeoutMs: 5_000 });
+    } finally {
+      live.close();
+      for (const stream of streams) stream.abort();
+    }
+    const after = await app.fetch(new Request('http://console.test/api/events'));
+    expect(after.status).toBe(503);
+  });
+
   it('pauses, resumes and sets limits, shown by the API, the Queues page and the overview', async () => {
     const h = { 'x-pgq-csrf': token };
     const paused = await post(dashboard, '/api/queues/emails/pause', h);
@@ -200,6 +225,16 @@ describe('pages', () => {
     expect(await (await get(hidden, `/api/jobs/${xss!.id}`)).json()).toMatchObject({ payload: null, payloadHidden: true });
     expect((await get(hidden, '/api/jobs?payload=abc')).status).toBe(400);
     expect(await (await get(hidden, `/jobs/${xss!.id}`)).text()).not.toContain('alert(1)');
+    // A schedule's payload is its jobs' payload: hidden too.
+    const schedules = await get(hidden, '/api/schedules');
+    expect(await schedules.clone().text()).not.toContain('ops@x.y');
+    expect(await schedules.json()).toEqual([expect.objectContaining({ name: 'nightly', payload: null, payloadHidden: true })]);
+    const hiddenToken = ((await (await get(hidden, '/api/csrf')).json()) as { token: string }).token;
+    for (const action of ['pause', 'resume']) {
+      const res = await post(hidden, `/api/schedules/nightly/${action}`, { 'x-pgq-csrf': hiddenToken });
+      expect(await res.json()).toMatchObject({ name: 'nightly', payload: null, payloadHidden: true });
+    }
+    expect(await (await get(dashboard, '/api/schedules')).json()).toEqual([expect.objectContaining({ payload: { to: 'ops@x.y' }, payloadHidden: false })]);
   });
 });
 

@@ -18,7 +18,7 @@ import { WorkflowNotFoundError } from '../workflow/store.js';
 import type { LiveFeed } from './live.js';
 import type { ResolvedDashboardOptions } from './options.js';
 import { filterFromQuery, hasFilterParams, listFromQuery } from './query.js';
-import { consoleJob } from './serialize.js';
+import { consoleJob, consoleSchedule } from './serialize.js';
 
 export type BulkAction = 'retry' | 'cancel' | 'delete';
 const BULK_STATES: Record<BulkAction, readonly JobState[]> = {
@@ -107,9 +107,9 @@ export function apiRoutes(o: ResolvedDashboardOptions, live: LiveFeed, csrfToken
     return c.json({ action, count });
   });
 
-  api.get('/schedules', async (c) => c.json(await pgq.listSchedules()));
-  api.post('/schedules/:name/pause', async (c) => c.json(await pgq.pauseSchedule(c.req.param('name'))));
-  api.post('/schedules/:name/resume', async (c) => c.json(await pgq.resumeSchedule(c.req.param('name'))));
+  api.get('/schedules', async (c) => c.json((await pgq.listSchedules()).map((s) => consoleSchedule(s, hidePayloads))));
+  api.post('/schedules/:name/pause', async (c) => c.json(consoleSchedule(await pgq.pauseSchedule(c.req.param('name')), hidePayloads)));
+  api.post('/schedules/:name/resume', async (c) => c.json(consoleSchedule(await pgq.resumeSchedule(c.req.param('name')), hidePayloads)));
   api.post('/schedules/:name/run', async (c) => c.json(consoleJob(await pgq.runSchedule(c.req.param('name')), hidePayloads)));
 
   api.get('/workflows', async (c) => {
@@ -125,14 +125,31 @@ export function apiRoutes(o: ResolvedDashboardOptions, live: LiveFeed, csrfToken
   });
   api.get('/workers', async (c) => c.json(await pgq.listWorkers()));
 
-  api.get('/events', (c) =>
-    streamSSE(c, async (stream) => {
+  api.get('/events', (c) => {
+    // HEAD is answered by this GET handler with its body thrown away: a stream
+    // opened for it would never be read nor closed.
+    if (c.req.method === 'HEAD') return c.body(null, 200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+    if (live.closed) return c.json({ error: { code: 'PGQ_CLOSED', message: 'this console was closed' } }, 503);
+    return streamSSE(c, async (stream) => {
       const controller = new AbortController();
       streams.add(controller);
       let id = 0;
-      const send = (data: unknown): void => void stream.writeSSE({ event: 'snapshot', id: String(++id), data: JSON.stringify(data) }).catch(() => controller.abort());
+      // One write at a time: a viewer that stops reading misses snapshots instead of queueing them.
+      let writing = false;
+      const send = (data: unknown): void => {
+        if (writing || controller.signal.aborted) return;
+        writing = true;
+        stream.writeSSE({ event: 'snapshot', id: String(++id), data: JSON.stringify(data) }).then(
+          () => {
+            writing = false;
+            if (stream.aborted || stream.closed) controller.abort();
+          },
+          () => controller.abort(),
+        );
+      };
       const unsubscribe = live.subscribe(send);
       stream.onAbort(() => controller.abort());
+      c.req.raw.signal.addEventListener('abort', () => controller.abort(), { once: true });
       try {
         send(await live.snapshot());
         await new Promise<void>((resolve) => {
@@ -143,8 +160,8 @@ export function apiRoutes(o: ResolvedDashboardOptions, live: LiveFeed, csrfToken
         unsubscribe();
         streams.delete(controller);
       }
-    }),
-  );
+    });
+  });
   return api;
 }
 

@@ -60,6 +60,11 @@ export class LiveFeed {
     };
   }
 
+  /** close() was called: no more snapshots are pushed. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
   close(): void {
     this.#closed = true;
     if (this.#timer) clearInterval(this.#timer);
