@@ -165,6 +165,46 @@ describe('pgq worker that cannot start', () => {
   });
 });
 
+describe('pgq dashboard', () => {
+  it('on loopback answers only loopback host names (a page rebound to 127.0.0.1 gets 421), and --allowed-host adds one', async () => {
+    await ctx.migrated();
+    const console = spawn(process.execPath, [bin, '--schema', ctx.schema, 'dashboard', '--port', '0', '--allowed-host', 'jobs.internal'], {
+      env: { ...process.env, DATABASE_URL: ctx.url, PGQ_LOG_LEVEL: 'info' },
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let logs = '';
+    console.stderr.on('data', (d: Buffer) => (logs += d.toString()));
+    console.stdout.on('data', (d: Buffer) => (logs += d.toString()));
+    try {
+      await until(() => /console at http:\/\/127\.0\.0\.1:\d+/.test(logs), { timeoutMs: 30_000, what: `the console to listen: ${logs}` });
+      const port = Number(/127\.0\.0\.1:(\d+)/.exec(logs)![1]);
+      const status = (host: string, method = 'GET', path = '/api/overview'): Promise<number> =>
+        new Promise((resolve, reject) => {
+          const req = http.request({ host: '127.0.0.1', port, path, method, headers: { host } }, (res) => {
+            res.resume();
+            resolve(res.statusCode!);
+          });
+          req.on('error', reject);
+          req.end();
+        });
+      expect(await status(`127.0.0.1:${port}`)).toBe(200);
+      expect(await status(`localhost:${port}`)).toBe(200);
+      expect(await status(`[::1]:${port}`)).toBe(200);
+      expect(await status(`jobs.internal:${port}`)).toBe(200);
+      expect(await status(`attacker.example:${port}`)).toBe(421);
+      expect(await status(`attacker.example:${port}`, 'GET', '/api/csrf')).toBe(421);
+      expect(await status(`attacker.example:${port}`, 'POST', '/api/jobs/delete?state=failed')).toBe(421);
+    } finally {
+      if (console.exitCode === null && console.signalCode === null) {
+        const exited = new Promise((resolve) => console.on('exit', resolve));
+        console.kill('SIGTERM');
+        await exited;
+      }
+    }
+  });
+});
+
 describe('zero-setup start', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgq-zero-'));
   fs.chmodSync(dir, 0o755);

@@ -266,6 +266,21 @@ describe('safety', () => {
   it('rejects bad options with the field named', () => {
     expect(() => createDashboard({ pgq, basePath: 'admin' })).toThrow(/dashboard\.basePath: must be a path/);
     expect(() => createDashboard({ pgq, pollIntervalMs: 5 })).toThrow(/pollIntervalMs/);
+    expect(() => createDashboard({ pgq, allowedHosts: ['jobs.example:8080'] })).toThrow(/dashboard\.allowedHosts\[0\]: must be a host name or address without a port/);
+    expect(() => createDashboard({ pgq, allowedHosts: [] })).toThrow(/dashboard\.allowedHosts/);
+  });
+
+  it('allowedHosts: a request for another host gets 421 and changes nothing', async () => {
+    const strict = make({ allowedHosts: ['jobs.example', '::1'] });
+    const ask = (host: string, method = 'GET', path = '/api/overview') =>
+      strict.fetch(new Request(`http://${host}${path}`, { method, headers: { 'x-pgq-csrf': 'x' } }));
+    expect((await ask('jobs.example')).status).toBe(200);
+    expect((await ask('JOBS.example:4100')).status).toBe(200);
+    expect((await ask('[::1]:4100')).status).toBe(200);
+    const before = await pgq.countJobs();
+    expect((await ask('attacker.example', 'POST', '/api/jobs/delete?state=failed')).status).toBe(421);
+    expect((await ask('127.0.0.1')).status).toBe(421);
+    expect(await pgq.countJobs()).toBe(before);
   });
 });
 

@@ -15,7 +15,7 @@ import { consoleClient } from './assets/client.js';
 import { CONSOLE_CSS, FAVICON_SVG } from './assets/styles.js';
 import { html } from './html.js';
 import { LiveFeed } from './live.js';
-import type { ResolvedDashboardOptions } from './options.js';
+import { hostOf, type ResolvedDashboardOptions } from './options.js';
 import type { PageContext } from './pages/components.js';
 import { jobPage } from './pages/job.js';
 import { jobsPage } from './pages/jobs.js';
@@ -56,6 +56,15 @@ export function buildConsoleApp(o: ResolvedDashboardOptions): ConsoleApp {
   const streams = new Set<AbortController>();
   const app = new Hono({ strict: false }).basePath(o.basePath || '/');
 
+  if (o.allowedHosts) {
+    const allowed = o.allowedHosts;
+    app.use('*', async (c, next) => {
+      const asked = c.req.header('host') ?? new URL(c.req.url).host;
+      const host = hostOf(asked);
+      if (host !== null && allowed.has(host)) return next();
+      return c.text(`pgq console: host ${JSON.stringify(asked)} is not one this console answers for`, 421);
+    });
+  }
   if (o.basicAuth) {
     const { username, password } = o.basicAuth;
     app.use('*', basicAuth({ username, password, realm: 'pgq console' }));

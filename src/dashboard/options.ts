@@ -21,6 +21,14 @@ export interface DashboardOptions {
   pollIntervalMs?: number;
   /** Secret the CSRF token is derived from. Default: random for this process. */
   secret?: string;
+  /**
+   * Answer only requests whose `Host` names one of these hosts (a name or
+   * address, without the port); others get 421. Stops DNS rebinding, where a
+   * web page's own name is pointed at a console on the viewer's machine.
+   * Default: any host (a console mounted in your app lives under your names).
+   * `pgq dashboard` on a loopback address sets `localhost`, `127.0.0.1`, `::1`.
+   */
+  allowedHosts?: string[];
 }
 
 export interface ResolvedDashboardOptions {
@@ -32,6 +40,8 @@ export interface ResolvedDashboardOptions {
   hidePayloads: boolean;
   pollIntervalMs: number;
   secret: string;
+  /** Lower-case host names, IPv6 addresses without brackets; null: any. */
+  allowedHosts: ReadonlySet<string> | null;
 }
 
 const schema = z
@@ -45,6 +55,7 @@ const schema = z
     hidePayloads: z.boolean().default(false),
     pollIntervalMs: z.number().int().min(200).max(60_000).default(2_000),
     secret: z.string().min(16).optional(),
+    allowedHosts: z.array(z.string().regex(/^(\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*|[A-Za-z0-9.-]+)$/, 'must be a host name or address without a port')).min(1).optional(),
   })
   .strict();
 
@@ -63,7 +74,17 @@ export function resolveDashboardOptions(options: DashboardOptions): ResolvedDash
     hidePayloads: o.hidePayloads,
     pollIntervalMs: o.pollIntervalMs,
     secret: o.secret ?? randomBytes(32).toString('hex'),
+    allowedHosts: o.allowedHosts ? new Set(o.allowedHosts.map((h) => h.toLowerCase().replace(/^\[(.*)\]$/, '$1'))) : null,
   });
+}
+
+/** The host name of a `Host` header, lower-case, an IPv6 address without its brackets; null when there is none. */
+export function hostOf(header: string | undefined): string | null {
+  if (!header) return null;
+  const h = header.trim().toLowerCase();
+  const v6 = /^\[([^\]]+)\](?::\d+)?$/.exec(h);
+  if (v6) return v6[1]!;
+  return h.replace(/:\d+$/, '') || null;
 }
 
 /** Reads `user:password` (the --basic-auth flag, PGQ_DASHBOARD_AUTH). */

@@ -13,6 +13,17 @@ interface DashboardCommandOptions {
   readOnly?: boolean;
   basicAuth?: string;
   hidePayloads?: boolean;
+  allowedHost?: string[];
+}
+
+const LOOPBACK_NAMES = ['localhost', '127.0.0.1', '::1'];
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
 }
 
 export function registerDashboard(program: Command, rt: CliRuntime): void {
@@ -25,6 +36,7 @@ export function registerDashboard(program: Command, rt: CliRuntime): void {
     .option('--read-only', 'hide every action and refuse every change (403)')
     .option('--basic-auth <user:password>', 'require HTTP basic auth (or set PGQ_DASHBOARD_AUTH=user:password)')
     .option('--hide-payloads', 'never show or search payloads and results')
+    .option('--allowed-host <host>', 'answer requests for this host name too (repeatable); on a loopback address only localhost, 127.0.0.1 and ::1 are answered otherwise', collect)
     .action(async (opts: DashboardCommandOptions) => {
       const { createDashboard, parseBasicAuth } = await importOptional(['hono', '@hono/node-server'], () => import('../../dashboard/index.js'));
       const auth = opts.basicAuth ?? process.env.PGQ_DASHBOARD_AUTH;
@@ -36,6 +48,9 @@ export function registerDashboard(program: Command, rt: CliRuntime): void {
           readOnly: Boolean(opts.readOnly),
           hidePayloads: Boolean(opts.hidePayloads),
           basicAuth: auth ? parseBasicAuth(auth) : undefined,
+          // On a loopback address, only the loopback names: a web page whose
+          // own name is rebound to 127.0.0.1 cannot use the console.
+          allowedHosts: isLoopback(opts.host) ? [...LOOPBACK_NAMES, opts.host, ...(opts.allowedHost ?? [])] : opts.allowedHost,
         });
         const server = http.createServer((req, res) => dashboard.node(req, res));
         await new Promise<void>((resolve, reject) => {
