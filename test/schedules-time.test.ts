@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { defineTask, type Pgq } from '../src/index.js';
 import { tickUniqueKey } from '../src/maintenance/scheduler.js';
-import { useTestSchema } from './support/harness.js';
+import { until, useTestSchema } from './support/harness.js';
 import { jobsOf, localTime, manualClock, manualScheduler, runUntil } from './support/schedules.js';
 
 const ctx = useTestSchema('schedules_time');
@@ -184,6 +184,36 @@ describe('exactly once per tick', () => {
     const cron = await jobsOf(ctx.admin, a.schema, 'race-cron');
     expect(new Set(cron.map((j) => j.run_at.getTime())).size).toBe(cron.length);
     expect(cron.length).toBe(Math.floor(expected / 2));
+  });
+
+  it('a due schedule whose row another transaction holds is skipped and looked at again shortly, not in a tight loop; it fires once released', async () => {
+    const { clock, pgq, scheduler } = await setup('2025-02-01T00:00:00Z');
+    await pgq.schedule({ name: 'held', every: '1m', task: report, payload: { kind: 'h' } });
+    clock.set('2025-02-01T00:01:00Z');
+    const holder = await ctx.admin.connect();
+    let passes = 0;
+    const runOnce = scheduler.runOnce.bind(scheduler);
+    scheduler.runOnce = async () => {
+      passes += 1;
+      return runOnce();
+    };
+    try {
+      await holder.query('BEGIN');
+      await holder.query(`SELECT 1 FROM "${ctx.schema}".schedules WHERE name = 'held' FOR UPDATE`);
+      expect(await runOnce()).toMatchObject({ fired: [], failed: 0, skipped: 1 });
+      await scheduler.start();
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      // Every 250 ms while held: a handful of passes in a second, where a loop that looked again at once made thousands.
+      expect(passes).toBeGreaterThan(0);
+      expect(passes).toBeLessThan(20);
+      await holder.query('COMMIT');
+      await until(async () => (await jobsOf(ctx.admin, pgq.schema, 'held')).length === 1, { timeoutMs: 5_000 });
+    } finally {
+      await holder.query('ROLLBACK').catch(() => undefined);
+      holder.release();
+      await scheduler.stop();
+    }
+    expect((await jobsOf(ctx.admin, pgq.schema, 'held')).map((j) => j.run_at.toISOString())).toEqual(['2025-02-01T00:01:00.000Z']);
   });
 
   it('a failure after the insert rolls the tick back with the advance; the next pass fires it once', async () => {

@@ -39,6 +39,8 @@ import { channelNames } from '../notify/channels.js';
 const WALK_LIMIT = 2_000;
 /** Schedules fetched per round of a pass. */
 const DUE_BATCH = 100;
+/** How soon to look again at a due schedule whose row another transaction held. */
+const LOCKED_RETRY_MS = 250;
 
 /** The unique key of the job a schedule makes for one tick. */
 export function tickUniqueKey(schedule: string, tick: Date): string {
@@ -128,6 +130,8 @@ export interface SchedulerPass {
   fired: FiredTick[];
   /** Schedules whose firing failed this pass (logged; retried next pass). */
   failed: number;
+  /** Due schedules left alone because another transaction held their row (another leader firing, an edit, a run-now). */
+  skipped: number;
   /** The earliest next tick of an active schedule, or null when there is none. */
   nextAt: Date | null;
 }
@@ -165,6 +169,7 @@ export class Scheduler extends LoopService {
     const fired: FiredTick[] = [];
     const seen = new Set<string>();
     let failed = 0;
+    let skipped = 0;
     for (;;) {
       const due = await kysely
         .selectFrom('schedules')
@@ -179,7 +184,9 @@ export class Scheduler extends LoopService {
       for (const name of todo) {
         seen.add(name);
         try {
-          fired.push(...(await this.#fire(name, now)));
+          const ticks = await this.#fire(name, now);
+          if (ticks === null) skipped += 1;
+          else fired.push(...ticks);
         } catch (err) {
           failed += 1;
           this.logger.warn({ err: errorSummary(err), schedule: name }, `pgq could not fire schedule ${name}: ${errorMessage(err)}`);
@@ -194,7 +201,7 @@ export class Scheduler extends LoopService {
       .where('paused', '=', false)
       .executeTakeFirst();
     const nextAt = (next?.next as Date | null | undefined) ?? null;
-    return { fired, failed, nextAt };
+    return { fired, failed, skipped, nextAt };
   }
 
   protected async run(signal: AbortSignal): Promise<void> {
@@ -203,8 +210,11 @@ export class Scheduler extends LoopService {
       try {
         const pass = await this.runOnce();
         if (pass.nextAt) waitMs = Math.min(waitMs, Math.max(0, pass.nextAt.getTime() - this.deps.clock.now().getTime()));
-        // A schedule that cannot fire stays due; do not spin on it.
+        // A schedule that cannot fire stays due; do not spin on it. Nor on
+        // one whose row another transaction holds: it is due still, and
+        // looking again at once would loop until that transaction ends.
         if (pass.failed > 0) waitMs = Math.max(waitMs, Math.min(1_000, this.config.maxSleepMs));
+        else if (pass.skipped > 0) waitMs = Math.max(waitMs, Math.min(LOCKED_RETRY_MS, this.config.maxSleepMs));
       } catch (err) {
         this.logger.warn({ err: errorSummary(err) }, `pgq scheduler pass failed: ${errorMessage(err)}`);
         waitMs = Math.min(1_000, this.config.maxSleepMs);
@@ -213,8 +223,8 @@ export class Scheduler extends LoopService {
     }
   }
 
-  /** Fires one schedule's due ticks and advances it, in one transaction. */
-  async #fire(name: string, now: Date): Promise<FiredTick[]> {
+  /** Fires one schedule's due ticks and advances it, in one transaction; null when another transaction holds its row. */
+  async #fire(name: string, now: Date): Promise<FiredTick[] | null> {
     const { kysely, statements } = this.deps;
     return kysely.transaction().execute(async (trx) => {
       const row = await trx
@@ -227,7 +237,18 @@ export class Scheduler extends LoopService {
         .forUpdate()
         .skipLocked()
         .executeTakeFirst();
-      if (!row) return []; // another leader has it, or it changed since the listing
+      if (!row) {
+        // Held by another transaction (SKIP LOCKED), or no longer due since the listing.
+        const still = await trx
+          .selectFrom('schedules')
+          .select('name')
+          .where('name', '=', name)
+          .where('enabled', '=', true)
+          .where('paused', '=', false)
+          .where('next_run_at', '<=', now)
+          .executeTakeFirst();
+        return still ? null : [];
+      }
       const plan = planTicks(
         ticksOf(row),
         { nextRunAt: row.next_run_at, catchUp: row.catch_up, catchUpLimit: row.catch_up_limit, misfireGraceMs: row.misfire_grace_ms },
