@@ -67,6 +67,52 @@ describe('PostgreSQL restart', () => {
     await server?.stop();
   });
 
+  it('stop() while the database is down gives up writing a finished job\'s outcome after a lease and resolves; the job is left running for the rescuer', async () => {
+    await server?.stop();
+    server = await startEmbedded('outage');
+    const url = withAppName(server.url, 'pgq_outage');
+    let started!: () => void;
+    const running = new Promise<void>((resolve) => (started = resolve));
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const task = defineTask({
+      name: 'gated',
+      schema: z.object({}),
+      handler: async () => {
+        started();
+        await gate;
+        return 'done';
+      },
+    });
+    const pgq = new Pgq({ connectionString: url, tasks: [task] });
+    try {
+      await pgq.migrate();
+      const worker = pgq.worker({ concurrency: 2, heartbeatMs: 200, rescueAfterMs: 1_000 });
+      await worker.start();
+      const job = await pgq.enqueue(task, {});
+      await running;
+      await server.halt();
+      release(); // the handler succeeds while nothing can record it
+      const stopped = worker.stop().then(() => 'stopped' as const);
+      const hung = new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 30_000).unref());
+      // Writes are retried for max(5 s, rescueAfterMs), then given up.
+      expect(await Promise.race([stopped, hung])).toBe('stopped');
+      expect(worker.state).toBe('stopped');
+      await server.resume();
+      const admin = new pg.Client({ connectionString: server.url });
+      await admin.connect();
+      try {
+        const { rows } = await admin.query<{ state: string }>('SELECT state FROM pgq.jobs WHERE id = $1', [job.id]);
+        expect(rows).toEqual([{ state: 'running' }]);
+      } finally {
+        await admin.end();
+      }
+    } finally {
+      release();
+      await pgq.close();
+    }
+  });
+
   for (const mode of ['restart', 'crash'] as const) it(`keeps working across a ${mode === 'crash' ? 'crash (immediate shutdown)' : 'restart'}: every job completes, new jobs are picked up after it`, async () => {
     await server?.stop();
     server = await startEmbedded('restart');

@@ -93,6 +93,15 @@ export class Completer {
     return () => this.#writtenListeners.delete(listener);
   }
 
+  /**
+   * From now on, a write still failing `giveUpAfterMs` from now is given up
+   * (its jobs are left to the rescuer) instead of retried until the database
+   * answers: for a stop, whose handlers may still be settling.
+   */
+  giveUpAfter(giveUpAfterMs: number): void {
+    this.#giveUpAt = Math.min(this.#giveUpAt, this.monotonicMs() + giveUpAfterMs);
+  }
+
   /** Writes everything queued. After `giveUpAfterMs` of failing writes, drops what is left (the rescuer will retry those jobs). */
   async flush(giveUpAfterMs = Infinity): Promise<void> {
     this.#giveUpAt = this.monotonicMs() + giveUpAfterMs;

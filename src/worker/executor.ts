@@ -208,6 +208,8 @@ interface RunningAttempt {
 export class Executor {
   readonly #running = new Map<string, RunningAttempt>();
   readonly #held = new Map<string, number>();
+  /** Every attempt's pipeline until it ends: the handler, then the write of its outcome. */
+  readonly #pipelines = new Set<Promise<void>>();
   /**
    * Attempts claimed while an earlier attempt of the same job is still here
    * (this worker lost its lease, the job was rescued and claimed again): each
@@ -297,7 +299,11 @@ export class Executor {
     };
     this.#running.set(job.id, entry);
     if (reason) entry.controller.abort(reason);
-    entry.settled = this.#pipeline(entry);
+    const pipeline = this.#pipeline(entry);
+    entry.settled = pipeline;
+    this.#pipelines.add(pipeline);
+    const done = (): void => void this.#pipelines.delete(pipeline);
+    pipeline.then(done, done);
   }
 
   /**
@@ -351,10 +357,8 @@ export class Executor {
 
   /** Resolves when every handler has settled and every outcome is written (or given up on). */
   async settled(): Promise<void> {
-    while (this.#running.size > 0 || this.#held.size > 0) {
-      await Promise.all([...this.#running.values()].map((e) => e.settled));
-      if (this.#running.size === 0 && this.#held.size > 0) await new Promise((resolve) => setImmediate(resolve));
-    }
+    // A pipeline that ends may start the attempt that waited for it: look again until none is left.
+    while (this.#pipelines.size > 0) await Promise.allSettled([...this.#pipelines]);
   }
 
   async #pipeline(entry: RunningAttempt): Promise<void> {

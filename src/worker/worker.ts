@@ -354,10 +354,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
       this.#logger.warn({ running: this.#executor.runningCount }, 'pgq shutdown grace period over; signalling running jobs');
       this.#executor.abortAll(new WorkerShutdownError());
     }
-    // Held until every handler settles: the lease is renewed meanwhile.
+    // Held until every handler settles: the lease is renewed meanwhile. The
+    // outcomes are written as they come; while the database cannot be
+    // reached, for at most a lease's length (then the rescuer retries them).
+    const writeLimitMs = Math.max(5_000, this.options.rescueAfterMs);
+    this.#completer.giveUpAfter(writeLimitMs);
     await this.#executor.settled();
     await this.#sandbox.close();
-    await this.#completer.flush(Math.max(5_000, this.options.rescueAfterMs));
+    await this.#completer.flush(writeLimitMs);
     // A reconcile that cannot reach the database does not hold the stop for longer than a lease.
     if (this.#reconciling) {
       const done = new AbortController();
