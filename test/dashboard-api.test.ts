@@ -65,6 +65,21 @@ describe('JSON API', () => {
     expect(await (await get(dashboard, `/api/jobs/${id}`)).json()).toMatchObject({ id, state: 'failed', payload: { to: 'dead@x.y' } });
     expect((await get(dashboard, '/api/jobs/99999999')).status).toBe(404);
     expect((await get(dashboard, '/api/jobs?state=nope')).status).toBe(400);
+    // Input no row can match is bad input (400 naming it), not a server error.
+    for (const path of [
+      '/api/jobs/9223372036854775808',
+      '/jobs/9999999999999999999',
+      '/api/workflows/9999999999999999999',
+      '/api/jobs?before=9999999999999999999',
+      '/api/jobs?queue=a%00b',
+      '/api/jobs?task=%00',
+      '/api/jobs?payload=x%00',
+      `/api/jobs?error=${encodeURIComponent('{"message":"\\u0000"}')}`,
+    ]) {
+      const res = await get(dashboard, path);
+      expect(res.status, path).toBe(400);
+    }
+    expect((await get(dashboard, '/api/jobs/9223372036854775807')).status).toBe(404);
 
     const retried = await post(dashboard, `/api/jobs/${id}/retry`, { 'x-pgq-csrf': token });
     expect(await retried.json()).toMatchObject({ id, state: 'available' });

@@ -5,6 +5,8 @@
 import { ValidationError } from './errors.js';
 
 const DIGITS = /^[0-9]{1,19}$/;
+/** The largest `bigint`: a longer string of digits is no id. */
+const MAX_ID = 9223372036854775807n;
 
 /** An id as a string of digits (a positive safe integer is accepted too), or a ValidationError naming `field`. */
 export function parseId(id: unknown, field: string, what: 'job' | 'workflow'): string {
@@ -12,6 +14,7 @@ export function parseId(id: unknown, field: string, what: 'job' | 'workflow'): s
   if (typeof id !== 'string' || !DIGITS.test(id)) {
     throw new ValidationError(field, `${JSON.stringify(id)} is not a ${what} id (a string of digits)`);
   }
+  if (id.length === 19 && BigInt(id) > MAX_ID) throw new ValidationError(field, `${JSON.stringify(id)} is not a ${what} id (larger than any id can be)`);
   return id;
 }
 

@@ -8,6 +8,7 @@ import type { Expression, ExpressionBuilder, SqlBool } from 'kysely';
 import { sql } from '../db/kysely.js';
 import { ValidationError } from '../core/errors.js';
 import { parseJobId } from '../core/ids.js';
+import { toJsonText } from '../core/json.js';
 import { JOB_STATES, type JobState, type Json } from '../core/types.js';
 import type { PgqDatabase } from '../db/tables.js';
 
@@ -46,6 +47,9 @@ export interface ListJobsFilter extends JobFilter {
   limit?: number;
 }
 
+/** The largest JSON a containment search may give. */
+const MAX_MATCH_BYTES = 1_000_000;
+
 /** The filter checked field by field; throws a ValidationError naming the first bad one. */
 export function validateJobFilter(filter: JobFilter): JobFilter {
   if (filter === null || typeof filter !== 'object') throw new ValidationError('filter', 'must be an object');
@@ -57,6 +61,7 @@ export function validateJobFilter(filter: JobFilter): JobFilter {
   for (const key of ['queue', 'task'] as const) {
     const value = filter[key];
     if (value !== undefined && (typeof value !== 'string' || value.length === 0)) throw new ValidationError(key, 'must be a non-empty string');
+    if (value?.includes('\u0000')) throw new ValidationError(key, 'contains \\u0000, which no queue or task name can');
   }
   for (const key of ['since', 'until'] as const) {
     const value = filter[key];
@@ -68,8 +73,12 @@ export function validateJobFilter(filter: JobFilter): JobFilter {
     if (match === null || typeof match !== 'object') throw new ValidationError(key, 'must be { contains: <json> } or { text: <string> }');
     if ('text' in match) {
       if (typeof match.text !== 'string' || match.text.length === 0) throw new ValidationError(`${key}.text`, 'must be a non-empty string');
+      if (match.text.includes('\u0000')) throw new ValidationError(`${key}.text`, 'contains \\u0000, which no stored JSON can');
     } else if (!('contains' in match) || match.contains === undefined) {
       throw new ValidationError(key, 'must be { contains: <json> } or { text: <string> }');
+    } else {
+      // What jsonb cannot hold (\u0000, a lone surrogate, a cycle) cannot be searched for either.
+      toJsonText(match.contains, `${key}.contains`, MAX_MATCH_BYTES);
     }
   }
   if (filter.workflowId !== undefined) parseJobId(filter.workflowId, 'workflowId');
