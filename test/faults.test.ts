@@ -61,6 +61,50 @@ describe('connection faults', () => {
   });
 });
 
+describe('outcome writes held back by another transaction', () => {
+  it('with lock_timeout set, an outcome whose row another transaction holds is written once it is released, as it was', async () => {
+    await ctx.migrated();
+    let started!: () => void;
+    const running = new Promise<void>((resolve) => (started = resolve));
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const task = defineTask({
+      name: 'held-row',
+      schema: z.object({}),
+      handler: async () => {
+        started();
+        await gate;
+        return 'done';
+      },
+    });
+    // Every connection of this worker gives up waiting for a row lock after 200 ms.
+    const pool = new pg.Pool({ connectionString: withAppName(ctx.admin.options.connectionString!, `pgq_${ctx.schema}`), options: '-c lock_timeout=200' });
+    const pgq = new Pgq({ pool, schema: ctx.schema, tasks: [task] });
+    const holder = await ctx.admin.connect();
+    try {
+      const worker = pgq.worker({ concurrency: 1 });
+      const job = await pgq.enqueue(task, {});
+      await worker.start();
+      await running;
+      // The row held while the handler finishes: its outcome's write waits for the lock and times out.
+      await holder.query('BEGIN');
+      await holder.query(`SELECT 1 FROM "${ctx.schema}".jobs WHERE id = $1 FOR UPDATE`, [job.id]);
+      release();
+      await new Promise((resolve) => setTimeout(resolve, 1_500)); // several lock timeouts of the outcome's write
+      await holder.query('COMMIT');
+      const done = await pgq.waitForJob(job.id, { timeoutMs: 20_000 });
+      expect(done).toMatchObject({ state: 'succeeded', result: 'done', attempts: 1, errors: [] });
+      await worker.stop();
+    } finally {
+      release();
+      await holder.query('ROLLBACK').catch(() => undefined);
+      holder.release();
+      await pgq.close();
+      await pool.end();
+    }
+  });
+});
+
 describe('PostgreSQL restart', () => {
   let server: EmbeddedServer | undefined;
   afterAll(async () => {

@@ -16,3 +16,14 @@ export function isConnectionError(err: unknown): boolean {
   // 53300: too many connections; 40001/40P01: serialization failure / deadlock (retry is safe).
   return code.startsWith('08') || /^57P0[1-3]$/.test(code) || code === '53300' || code === '40001' || code === '40P01';
 }
+
+/**
+ * An error after which the same write may succeed if sent again: a
+ * connection error, or a statement cancelled by `statement_timeout` (57014)
+ * or `lock_timeout` (55P03), say while another transaction held the row.
+ */
+export function isTransientError(err: unknown): boolean {
+  if (isConnectionError(err)) return true;
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === '57014' || code === '55P03';
+}

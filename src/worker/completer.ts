@@ -7,8 +7,9 @@
  * what happened to it: written (and the state it left), discarded (the guard
  * found the job no longer running in that attempt) or not recorded.
  *
- * Connection errors keep the batch and retry with a capped backoff until the
- * database answers. Any other error is the statement's: the batch is split
+ * Connection errors, and statements cancelled by `statement_timeout` or
+ * `lock_timeout` (another transaction held a row), keep the batch and retry
+ * with a capped backoff until the database takes it. Any other error is the statement's: the batch is split
  * so one bad row cannot hold the others back, a success whose result cannot
  * be stored is recorded as a failure saying why, and what still cannot be
  * written is logged once and left to the rescuer — never retried in a loop.
@@ -23,7 +24,7 @@ import { errorMessage, errorSummary } from '../core/errors.js';
 import { sleep } from '../core/sleep.js';
 import type { Queryable } from '../db/queryable.js';
 import type { HotStatements, WrittenOutcome } from '../db/statements.js';
-import { isConnectionError } from '../db/errors.js';
+import { isTransientError } from '../db/errors.js';
 
 /**
  * What one attempt ended with. `meta`, when present, is JSON text of the keys
@@ -153,7 +154,7 @@ export class Completer {
         return;
       } catch (err) {
         failures += 1;
-        if (!isConnectionError(err)) {
+        if (!isTransientError(err)) {
           this.#failing = false;
           if (batch.length > 1) {
             for (const one of batch) await this.#write([one]);
