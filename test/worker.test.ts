@@ -125,6 +125,55 @@ describe('worker', () => {
     ]);
   });
 
+  it('a batch whose failure statement is refused once reports the success the other statement committed as a success, then writes the failure alone', async () => {
+    const gate = deferred();
+    let started = 0;
+    const mixed = defineTask({
+      name: 'mixed',
+      schema: z.object({ ok: z.boolean() }),
+      handler: async ({ ok }) => {
+        started += 1;
+        await gate.promise;
+        if (!ok) throw new Error('handler failed');
+        return 'fine';
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [mixed] });
+    // The first statement that fails a job is refused (once): the success beside it commits on its own.
+    await ctx.admin.query(`
+      CREATE SEQUENCE "${ctx.schema}".refuse_once;
+      CREATE FUNCTION "${ctx.schema}".refuse_fail() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        -- A sequence is not rolled back with the refused statement: only the first is refused.
+        IF NEW.state IN ('failed', 'retryable') AND nextval('"${ctx.schema}".refuse_once') = 1 THEN
+          RAISE EXCEPTION 'refused once';
+        END IF;
+        RETURN NEW;
+      END $$;
+      CREATE TRIGGER refuse_fail BEFORE UPDATE OF state ON "${ctx.schema}".jobs FOR EACH ROW EXECUTE FUNCTION "${ctx.schema}".refuse_fail();`);
+    try {
+      const worker = pgq.worker({ concurrency: 2 });
+      const events: string[] = [];
+      worker.on('job:success', (job) => events.push(`success ${job.id}`));
+      worker.on('job:failure', (job) => events.push(`failure ${job.id}`));
+      worker.on('job:discarded', (job, outcome) => events.push(`discarded ${job.id} ${outcome}`));
+      const [good, bad] = await pgq.enqueueMany(mixed, [{ ok: true }, { ok: false }], { maxAttempts: 1 });
+      await worker.start();
+      await until(() => started === 2, { timeoutMs: 10_000 });
+      gate.resolve(); // both settle in one turn: one batch, a complete and a fail statement
+      await until(() => events.length === 2, { timeoutMs: 10_000 });
+      await worker.stop();
+      expect(events.sort()).toEqual([`failure ${bad!.id}`, `success ${good!.id}`].sort());
+      expect(await pgq.getJob(good!.id)).toMatchObject({ state: 'succeeded', result: 'fine' });
+      // The refused statement's outcome, written alone after: what the handler threw.
+      const failed = await pgq.getJob(bad!.id);
+      expect(failed!.state).toBe('failed');
+      expect(failed!.errors[0]!.message).toBe('handler failed');
+    } finally {
+      await ctx.admin.query(`DROP TRIGGER refuse_fail ON "${ctx.schema}".jobs; DROP FUNCTION "${ctx.schema}".refuse_fail(); DROP SEQUENCE "${ctx.schema}".refuse_once;`);
+    }
+  });
+
   it('fails permanently on PermanentError', async () => {
     const perm = defineTask({
       name: 'perm',

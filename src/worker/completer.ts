@@ -140,7 +140,8 @@ export class Completer {
     }
   }
 
-  async #write(batch: Pending[]): Promise<void> {
+  async #write(pending: Pending[]): Promise<void> {
+    let batch = pending;
     let failures = 0;
     for (;;) {
       try {
@@ -152,11 +153,25 @@ export class Completer {
         if (this.#failing) this.logger.info({}, 'pgq is recording job outcomes again');
         this.#failing = false;
         return;
-      } catch (err) {
+      } catch (caught) {
+        let err = caught;
+        const partly = caught instanceof PartlyWritten;
+        if (caught instanceof PartlyWritten) {
+          // Each statement commits on its own: what the others wrote is done
+          // (sending it again would find it settled and call it discarded).
+          for (const p of batch) {
+            if (caught.unwritten.has(p.outcome)) continue;
+            const state = caught.written.get(p.outcome.id);
+            p.resolve(state === undefined ? DISCARDED : { status: 'written', state, outcome: p.outcome });
+          }
+          batch = batch.filter((p) => caught.unwritten.has(p.outcome));
+          err = caught.cause;
+        }
         failures += 1;
         if (!isTransientError(err)) {
           this.#failing = false;
-          if (batch.length > 1) {
+          // Each outcome alone (as it was, first), so one bad row cannot hold the others back.
+          if (batch.length > 1 || partly) {
             for (const one of batch) await this.#write([one]);
             return;
           }
@@ -217,7 +232,7 @@ export class Completer {
     const took = (rows: WrittenOutcome[]): void => {
       for (const row of rows) written.set(String(row.id), row.state);
     };
-    const writes: Promise<void>[] = [];
+    const writes: { done: Promise<void>; outcomes: Outcome[] }[] = [];
     if (complete.length > 0) {
       const ids = complete.map((o) => o.id);
       const completed = this.statements.completeJobs(this.db, {
@@ -226,14 +241,13 @@ export class Completer {
         results: complete.map((o) => o.result),
         metas: complete.map((o) => o.meta ?? null),
       });
-      writes.push(
-        completed.then(({ skipped }) => {
-          const notWritten = new Set(skipped);
-          ids.forEach((id, i) => {
-            if (!notWritten.has(i + 1)) written.set(id, 'succeeded');
-          });
-        }),
-      );
+      const done = completed.then(({ skipped }) => {
+        const notWritten = new Set(skipped);
+        ids.forEach((id, i) => {
+          if (!notWritten.has(i + 1)) written.set(id, 'succeeded');
+        });
+      });
+      writes.push({ done, outcomes: complete });
     }
     if (fail.length > 0) {
       const failing = this.statements.failJobs(this.db, {
@@ -244,7 +258,7 @@ export class Completer {
         permanent: fail.map((o) => o.permanent),
         metas: fail.map((o) => o.meta ?? null),
       });
-      writes.push(failing.then(took));
+      writes.push({ done: failing.then(took), outcomes: fail });
     }
     if (snooze.length > 0) {
       const snoozed = this.statements.snoozeJobs(this.db, {
@@ -254,12 +268,24 @@ export class Completer {
         notes: snooze.map((o) => o.note),
         metas: snooze.map((o) => o.meta ?? null),
       });
-      writes.push(snoozed.then(took));
+      writes.push({ done: snoozed.then(took), outcomes: snooze });
     }
-    const results = await Promise.allSettled(writes);
-    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) throw failed.reason;
-    return written;
+    const results = await Promise.allSettled(writes.map((w) => w.done));
+    const failed = results.flatMap((r, i) => (r.status === 'rejected' ? [{ reason: r.reason as unknown, outcomes: writes[i]!.outcomes }] : []));
+    if (failed.length === 0) return written;
+    if (failed.length === writes.length) throw failed[0]!.reason;
+    throw new PartlyWritten(written, new Set(failed.flatMap((f) => f.outcomes)), failed[0]!.reason);
+  }
+}
+
+/** Some of a batch's statements committed and others failed: what was written, and the outcomes still to write. */
+class PartlyWritten extends Error {
+  constructor(
+    readonly written: Map<string, string>,
+    readonly unwritten: Set<Outcome>,
+    override readonly cause: unknown,
+  ) {
+    super('some of the outcome statements failed');
   }
 }
 
