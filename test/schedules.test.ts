@@ -97,6 +97,23 @@ describe('schedule API', () => {
     await expect(pgq.runSchedule('minutely')).rejects.toBeInstanceOf(ScheduleNotFoundError);
   });
 
+  it('a resume or a timing change from a clock behind the last fired tick never schedules that tick again', async () => {
+    const clock = manualClock('2025-05-10T09:59:00Z');
+    const pgq = await ctx.migrated({ tasks: [cleanup], clock });
+    const scheduler = manualScheduler(pgq, clock);
+    await pgq.schedule({ name: 'five', every: '5m', task: cleanup });
+    clock.set('2025-05-10T10:00:00Z');
+    expect((await scheduler.runOnce()).fired.map((f) => f.tick.toISOString())).toEqual(['2025-05-10T10:00:00.000Z']);
+    // A host whose clock is two minutes slow pauses and resumes it, then changes its timing to one that has 10:00 too.
+    clock.set('2025-05-10T09:58:30Z');
+    await pgq.pauseSchedule('five');
+    expect(await pgq.resumeSchedule('five')).toMatchObject({ nextRunAt: new Date('2025-05-10T10:05:00Z') });
+    expect(await pgq.schedule({ name: 'five', cron: '*/10 * * * *', task: cleanup })).toMatchObject({ nextRunAt: new Date('2025-05-10T10:10:00Z') });
+    clock.set('2025-05-10T10:01:00Z');
+    expect((await scheduler.runOnce()).fired).toEqual([]);
+    expect((await jobsOf(ctx.admin, pgq.schema, 'five')).map((j) => j.run_at.toISOString())).toEqual(['2025-05-10T10:00:00.000Z']);
+  });
+
   it('refuses bad cron, zone, interval, task and payload with a ValidationError naming the field, writing nothing', async () => {
     const pgq = await ctx.migrated({ tasks: [sendEmail, cleanup] });
     const good = { name: 'nightly', cron: '0 2 * * *', timezone: 'Europe/Rome', task: sendEmail, payload: { to: 'ops@example.com' } } as const;
@@ -185,6 +202,20 @@ describe('schedules declared in code', () => {
     const hourlyAgain = await pgq.getSchedule('hourly');
     expect(hourlyAgain).toMatchObject({ enabled: true });
     expect(hourlyAgain!.nextRunAt.getTime()).toBeGreaterThan(Date.now() - 1_000);
+  });
+
+  it('workers starting together with different lists all start (no deadlock between their schedule updates)', async () => {
+    const pgq = await ctx.migrated({ tasks: [cleanup] });
+    const other = ctx.pgq({ tasks: [cleanup] });
+    const s = (name: string) => ({ name, every: '1h', task: cleanup }) as const;
+    // Each start upserts its list and disables the declared schedules missing from it: the other's.
+    for (let round = 0; round < 8; round += 1) {
+      const a = pgq.worker({ leader: false, schedules: [s('a'), s('x'), s('y')] });
+      const b = other.worker({ leader: false, schedules: [s('b'), s('x'), s('z')] });
+      const started = await Promise.allSettled([a.start(), b.start()]);
+      await Promise.all([a.stop(), b.stop()]);
+      expect(started.map((r) => (r.status === 'rejected' ? String((r.reason as Error).cause ?? r.reason) : 'started'))).toEqual(['started', 'started']);
+    }
   });
 
   it('a leader worker fires a one-second schedule and runs its jobs', async () => {
