@@ -163,6 +163,27 @@ describe('missed ticks', () => {
   });
 });
 
+describe('more on-time ticks than one pass fires', () => {
+  it('fires them all, 1,000 a pass, oldest first, each once', async () => {
+    const { clock, pgq, scheduler } = await setup('2025-01-01T00:00:00.500Z');
+    // Every second with an hour of grace: after 20 minutes away, 1,200 ticks are on time.
+    await pgq.schedule({ name: 'dense', every: '1s', task: report, payload: { kind: 'd' }, misfireGraceMs: 3_600_000 });
+    clock.set('2025-01-01T00:20:00.500Z');
+    const first = await scheduler.runOnce();
+    expect(first.fired).toHaveLength(1_000);
+    expect(first.fired[0]!.tick.toISOString()).toBe('2025-01-01T00:00:01.000Z');
+    expect(first.nextAt!.toISOString()).toBe('2025-01-01T00:16:41.000Z'); // due at once: the loop passes again without sleeping
+    const second = await scheduler.runOnce();
+    expect(second.fired).toHaveLength(200);
+    expect(second.nextAt!.toISOString()).toBe('2025-01-01T00:20:01.000Z');
+    const jobs = await jobsOf(ctx.admin, pgq.schema, 'dense');
+    expect(jobs).toHaveLength(1_200);
+    expect(new Set(jobs.map((j) => j.run_at.getTime())).size).toBe(1_200);
+    expect(jobs[0]!.run_at.toISOString()).toBe('2025-01-01T00:00:01.000Z');
+    expect(jobs.at(-1)!.run_at.toISOString()).toBe('2025-01-01T00:20:00.000Z');
+  });
+});
+
 describe('exactly once per tick', () => {
   it('two leaders passing at the same instants never double a tick', async () => {
     const clock = manualClock('2025-06-01T00:00:00Z');

@@ -57,7 +57,7 @@ export interface TickPolicy {
 export interface TickPlan {
   /** Ticks to fire now, oldest first. */
   fire: Date[];
-  /** The schedule's next tick: strictly after `now`. */
+  /** The schedule's next tick: after `now`, or, when more ticks were due than one pass fires, the first one left (the next pass fires it at once). */
   next: Date;
   /** Whether missed ticks were dropped (by the policy or its limit). */
   dropped: boolean;
@@ -84,7 +84,9 @@ export function planTicks(ticks: TickSource, policy: TickPolicy, now: Date): Tic
     const wanted = policy.catchUp === 'all' ? policy.catchUpLimit : policy.catchUp === 'once' ? 1 : 0;
     missed = wanted > 0 ? ticks.before(new Date(lateBefore), wanted).filter((d) => d.getTime() >= policy.nextRunAt.getTime()) : [];
     onTime = [];
-    for (let u = ticks.next(new Date(lateBefore - 1)); u.getTime() <= nowMs && onTime.length < WALK_LIMIT; u = ticks.next(u)) {
+    // Never a tick before nextRunAt: those were fired (a pass cut short by MAX_TICKS_PER_PASS left off at nextRunAt).
+    const from = Math.max(lateBefore, policy.nextRunAt.getTime()) - 1;
+    for (let u = ticks.next(new Date(from)); u.getTime() <= nowMs && onTime.length < WALK_LIMIT; u = ticks.next(u)) {
       onTime.push(u);
     }
     next = ticks.next(now);
@@ -97,8 +99,10 @@ export function planTicks(ticks: TickSource, policy: TickPolicy, now: Date): Tic
   }
   const chosen = policy.catchUp === 'all' ? missed.slice(-policy.catchUpLimit) : policy.catchUp === 'once' ? missed.slice(-1) : [];
   const fire = [...chosen, ...onTime];
-  const dropped = !walkedAll || chosen.length < missed.length || fire.length > MAX_TICKS_PER_PASS;
-  return { fire: fire.slice(-MAX_TICKS_PER_PASS), next, dropped };
+  const dropped = !walkedAll || chosen.length < missed.length;
+  // More than one pass makes: the oldest now, the rest from the next pass on (none is lost).
+  if (fire.length > MAX_TICKS_PER_PASS) return { fire: fire.slice(0, MAX_TICKS_PER_PASS), next: fire[MAX_TICKS_PER_PASS]!, dropped };
+  return { fire, next, dropped };
 }
 
 export interface SchedulerConfig {
