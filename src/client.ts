@@ -355,7 +355,8 @@ export class Pgq {
 
   /**
    * Deletes a job that is not running (cancel a running one first); resolves
-   * to false when there is none. A workflow step's dependents stop waiting on it.
+   * to false when there is none. A workflow step must have finished first
+   * (succeeded, failed or cancelled: cancel it), since its dependents wait for it.
    *
    * @example
    * await pgq.deleteJob(job.id);
@@ -391,7 +392,7 @@ export class Pgq {
   }
 
   /**
-   * Deletes every job the filter matches that is not running; resolves to how many were deleted.
+   * Deletes every job the filter matches that is not running (workflow steps only once finished); resolves to how many were deleted.
    *
    * @example
    * await pgq.deleteJobs({ state: 'cancelled', until: new Date('2026-01-01') });

@@ -345,6 +345,21 @@ describe('cancellation', () => {
   });
 });
 
+describe('deleting steps', () => {
+  it('refuses to delete a step that has not finished (its dependents would wait forever); bulk deletes skip it; once cancelled it goes', async () => {
+    const wf = await pgq.enqueueWorkflow(chain(step(manual, { n: 1 }), step(double)));
+    const first = wf.steps[0]!.id;
+    await expect(pgq.deleteJob(first)).rejects.toMatchObject({ code: 'PGQ_WORKFLOW_STEP_LIVE' });
+    expect(await pgq.deleteJobs({ workflowId: wf.id })).toBe(0);
+    expect((await jobsOf(wf.id)).map((j) => j.state)).toEqual(['available', 'blocked']);
+    await pgq.cancelJob(first);
+    expect((await pgq.getWorkflow(wf.id))!.state).toBe('cancelled');
+    expect(await pgq.deleteJob(first)).toBe(true);
+    expect(await pgq.deleteJobs({ workflowId: wf.id })).toBe(1);
+    expect(await jobsOf(wf.id)).toEqual([]);
+  });
+});
+
 describe('atomic enqueue', () => {
   it('a workflow in a rolled-back transaction leaves no job, edge or workflow row', async () => {
     const count = async () =>

@@ -18,6 +18,7 @@ export type PgqErrorCode =
   // Actions refused for the state a job is in.
   | 'PGQ_NOT_RETRYABLE'
   | 'PGQ_JOB_RUNNING'
+  | 'PGQ_WORKFLOW_STEP_LIVE'
   | 'PGQ_SCHEDULE_RUN'
   // Handlers and attempts (thrown by handlers, or the reason on ctx.signal).
   | 'PGQ_PERMANENT'

@@ -170,6 +170,6 @@ export function statusOf(err: unknown): 400 | 404 | 409 | 500 {
   if (err instanceof ValidationError) return 400;
   if (err instanceof JobNotFoundError || err instanceof WorkflowNotFoundError || err instanceof ScheduleNotFoundError) return 404;
   const code = (err as { code?: unknown } | null)?.code;
-  if (code === 'PGQ_NOT_RETRYABLE' || code === 'PGQ_JOB_RUNNING') return 409;
+  if (code === 'PGQ_NOT_RETRYABLE' || code === 'PGQ_JOB_RUNNING' || code === 'PGQ_WORKFLOW_STEP_LIVE') return 409;
   return 500;
 }

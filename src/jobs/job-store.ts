@@ -16,7 +16,7 @@ import type { Kysely, Transaction } from 'kysely';
 import { sql } from '../db/kysely.js';
 import type { Clock } from '../core/clock.js';
 import { JobNotFoundError, PgqError, ValidationError, WaitTimeoutError } from '../core/errors.js';
-import { JOB_STATES, LIVE_STATES, isFinalState, type JobRecord, type JobState } from '../core/types.js';
+import { FINAL_STATES, JOB_STATES, LIVE_STATES, isFinalState, type JobRecord, type JobState } from '../core/types.js';
 import { toJobRecord, type JobRow } from '../db/rows.js';
 import type { PgqDatabase } from '../db/tables.js';
 import { doneMentions, type ChannelNames } from '../notify/channels.js';
@@ -182,10 +182,14 @@ export class JobStore {
   async delete(id: string): Promise<boolean> {
     const jobId = parseJobId(id);
     return this.deps.kysely.transaction().execute(async (trx) => {
-      const before = await trx.selectFrom('jobs').select(['state']).where('id', '=', jobId).forUpdate().executeTakeFirst();
+      const before = await trx.selectFrom('jobs').select(['state', 'workflow_id']).where('id', '=', jobId).forUpdate().executeTakeFirst();
       if (!before) return false;
       if (before.state === 'running') {
         throw new PgqError('PGQ_JOB_RUNNING', `job ${jobId} is running; cancel it first (its handler is told through ctx.signal), then delete it`);
+      }
+      if (before.workflow_id !== null && !FINAL_STATES.includes(before.state)) {
+        // Its dependents wait for it to finish: deleted, it would never finish.
+        throw new PgqError('PGQ_WORKFLOW_STEP_LIVE', `job ${jobId} is a step of workflow ${before.workflow_id} that has not finished; cancel it first (its dependents are then cancelled or run, as their onParentFailure says), then delete it`);
       }
       await trx.deleteFrom('jobs').where('id', '=', jobId).execute();
       return true;
@@ -221,10 +225,11 @@ export class JobStore {
     });
   }
 
-  /** Deletes every matching job that is not running. */
+  /** Deletes every matching job that is not running; workflow steps that have not finished are skipped (delete would refuse them). */
   async deleteMany(filter: JobFilter): Promise<number> {
     return this.#bulk(filter, DELETABLE_STATES, async (trx, rows) => {
-      const ids = rows.map((r) => r.id);
+      const ids = rows.filter((r) => r.workflow_id === null || FINAL_STATES.includes(r.state)).map((r) => r.id);
+      if (ids.length === 0) return 0;
       await trx.deleteFrom('jobs').where(sql<boolean>`id = ANY(${ids}::bigint[])`).execute();
       return ids.length;
     });
