@@ -122,7 +122,7 @@ export class QueueStore {
     return this.#upsert(parseQueueName(name), { paused: false });
   }
 
-  /** Changes the given limits; a new rate limit starts with a full bucket. */
+  /** Changes the given limits; a new rate limit starts with a full bucket (the same limit saved again keeps its bucket). */
   set(name: string, settings: QueueSettings): Promise<QueueRecord> {
     const queue = parseQueueName(name);
     const s = parseQueueSettings(settings);
@@ -156,10 +156,22 @@ export class QueueStore {
   }
 
   async #upsert(name: string, changes: QueueChanges): Promise<QueueRecord> {
+    const { rate_tokens: _tokens, rate_refilled_at: _refilled, ...rest } = changes;
+    // The bucket starts full only for a limit or period that changed: the same
+    // limit saved again (a settings form, a setQueue at every boot) would
+    // otherwise refill it, and the rate be exceeded.
+    const changed = sql<boolean>`(queues.rate_limit IS DISTINCT FROM excluded.rate_limit OR queues.rate_period_ms IS DISTINCT FROM excluded.rate_period_ms)`;
+    const bucket =
+      'rate_tokens' in changes
+        ? {
+            rate_tokens: sql<number | null>`CASE WHEN ${changed} THEN excluded.rate_tokens ELSE queues.rate_tokens END`,
+            rate_refilled_at: sql<Date | null>`CASE WHEN ${changed} THEN excluded.rate_refilled_at ELSE queues.rate_refilled_at END`,
+          }
+        : {};
     await this.kysely
       .insertInto('queues')
       .values({ name, ...changes })
-      .onConflict((oc) => oc.column('name').doUpdateSet(changes))
+      .onConflict((oc) => oc.column('name').doUpdateSet({ ...rest, ...bucket }))
       .execute();
     return this.get(name);
   }

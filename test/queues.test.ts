@@ -93,6 +93,21 @@ describe('queue settings', () => {
     expect(await pgq.pauseQueue('not-yet-used')).toMatchObject({ name: 'not-yet-used', paused: true, createdAt: expect.any(Date) });
     expect((await pgq.listQueues()).map((q) => q.name)).toEqual(['emails', 'not-yet-used']);
   });
+
+  it('the same rate limit saved again keeps its bucket (a refill would let the rate be exceeded); a new one starts full', async () => {
+    const pgq = await ctx.migrated({ tasks: [hold] });
+    const bucket = async () =>
+      (await ctx.admin.query<{ rate_tokens: number; refilled: boolean }>(`SELECT rate_tokens, rate_refilled_at IS NOT NULL AS refilled FROM "${ctx.schema}".queues WHERE name = 'metered'`)).rows[0];
+    await pgq.setQueue('metered', { rateLimit: { limit: 100, periodMs: 60_000 } });
+    expect(await bucket()).toEqual({ rate_tokens: 100, refilled: false });
+    // Drained by the claims, as a busy minute leaves it.
+    await ctx.admin.query(`UPDATE "${ctx.schema}".queues SET rate_tokens = 0, rate_refilled_at = now() WHERE name = 'metered'`);
+    // A settings form posts every field: the concurrency changes, the rate is the same.
+    await pgq.setQueue('metered', { concurrency: 5, rateLimit: { limit: 100, periodMs: 60_000 } });
+    expect(await bucket()).toEqual({ rate_tokens: 0, refilled: true });
+    await pgq.setQueue('metered', { rateLimit: { limit: 50, periodMs: 60_000 } });
+    expect(await bucket()).toEqual({ rate_tokens: 50, refilled: false });
+  });
 });
 
 describe('pause, limits and expiry on a worker', () => {
