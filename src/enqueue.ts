@@ -303,6 +303,7 @@ function buildParams(task: AnyTask, payloads: string[], metas: string[], keys: (
 
 /** The columns every job of an enqueue call shares: the options given, else the task's. */
 function sharedColumns(task: AnyTask, o: ParsedOptions): Required<Omit<JobInsert, 'payload' | 'meta' | 'concurrencyKey'>> {
+  checkRunnable(task, o);
   return {
     task: task.name,
     queue: o.queue ?? task.queue,
@@ -317,6 +318,28 @@ function sharedColumns(task: AnyTask, o: ParsedOptions): Required<Omit<JobInsert
     expiresAt: o.expiresAt ?? null,
     expiresInMs: o.expiresAt !== undefined ? null : (o.expiresInMs ?? task.expiresInMs ?? null),
   };
+}
+
+/**
+ * A job must be able to start before it expires: its expiry (the call's, else
+ * the task's `expiresInMs`) after its first run time. Mixed absolute and
+ * relative times are compared on this host's clock.
+ */
+function checkRunnable(task: AnyTask, o: ParsedOptions): void {
+  const runsAt = o.runAt?.getTime() ?? Date.now() + (o.delayMs ?? 0);
+  if (o.expiresAt !== undefined) {
+    if (o.expiresAt.getTime() <= runsAt) {
+      throw new ValidationError('options.expiresAt', `is ${o.expiresAt.toISOString()}, not after the job's first run time${o.runAt || o.delayMs ? '' : ' (now)'}: the job could never run`);
+    }
+    return;
+  }
+  const expiresInMs = o.expiresInMs ?? task.expiresInMs;
+  if (expiresInMs === undefined || expiresInMs === null) return;
+  const waitMs = o.runAt !== undefined ? o.runAt.getTime() - Date.now() : (o.delayMs ?? 0);
+  if (expiresInMs <= waitMs) {
+    const field = o.expiresInMs !== undefined ? 'options.expiresInMs' : `task ${task.name}'s expiresInMs`;
+    throw new ValidationError(field, `is ${expiresInMs} ms, not more than the job's wait before its first run (${Math.round(waitMs)} ms): the job could never run`);
+  }
 }
 
 /** The task's `concurrencyKey(payload)`, checked like the enqueue option. */

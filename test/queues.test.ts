@@ -206,7 +206,8 @@ describe('pause, limits and expiry on a worker', () => {
   it('an expired job is never claimed, even with no leader to cancel it', async () => {
     const pgq = await ctx.migrated({ tasks: [failOnce] });
     started.length = 0;
-    const job = await pgq.enqueue(failOnce, {}, { queue: 'fresh', expiresAt: new Date(Date.now() - 1_000) });
+    const job = await pgq.enqueue(failOnce, {}, { queue: 'fresh', expiresAt: new Date(Date.now() + 60_000) });
+    await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET expires_at = now() - interval '1 second' WHERE id = $1`, [job.id]);
     const sentinel = await pgq.enqueue(failOnce, {}, { queue: 'fresh', maxAttempts: 1 });
     const w = pgq.worker({ ...quick, queues: ['fresh'], leader: false, pollIntervalMs: 50 });
     await w.start();
@@ -228,6 +229,12 @@ describe('pause, limits and expiry on a worker', () => {
     await expect(pgq.enqueue(tenant, { tenant: '1' }, { expiresInMs: 0 })).rejects.toThrow(/options\.expiresInMs: must be at least 1/);
     await expect(pgq.enqueue(tenant, { tenant: '1' }, { expiresAt: at, expiresInMs: 5 })).rejects.toThrow(/expiresAt or expiresInMs, not both/);
     await expect(pgq.enqueue(tenant, { tenant: '1' }, { delayMs: 5_000, expiresInMs: 1_000 })).rejects.toThrow(/must be more than delayMs/);
+    // Jobs that could never start before they expire, however the two times are given (the task's expiry is an hour).
+    await expect(pgq.enqueue(tenant, { tenant: '1' }, { delayMs: 7_200_000 })).rejects.toThrow(/task tenant's expiresInMs: is 3600000 ms, not more than the job's wait/);
+    await expect(pgq.enqueue(tenant, { tenant: '1' }, { runAt: new Date(Date.now() + 7_200_000), expiresInMs: 3_600_000 })).rejects.toThrow(/options\.expiresInMs: .*could never run/);
+    await expect(pgq.enqueue(tenant, { tenant: '1' }, { delayMs: 3_600_000, expiresAt: new Date(Date.now() + 600_000) })).rejects.toThrow(/options\.expiresAt: .*could never run/);
+    await expect(pgq.enqueue(tenant, { tenant: '1' }, { expiresAt: new Date(Date.now() - 1_000) })).rejects.toThrow(/options\.expiresAt: .*\(now\): the job could never run/);
+    await expect(pgq.enqueueMany(tenant, [{ tenant: '1' }], { delayMs: 7_200_000 })).rejects.toThrow(/could never run/);
     await expect(pgq.enqueue(tenant, { tenant: 'x'.repeat(300) })).rejects.toThrow(/concurrencyKey\(payload\): must be at most 200/);
     expect(() => defineTask({ name: 'bad', schema: z.object({}), concurrencyKey: 'k' as never, handler: () => undefined })).toThrow(/must be a function/);
     const { rows } = await ctx.admin.query(`SELECT count(*)::int AS n FROM "${ctx.schema}".jobs WHERE task = 'tenant'`);
