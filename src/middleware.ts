@@ -105,21 +105,28 @@ export class MiddlewareChain {
    */
   async enqueue(call: EnqueueCall, write: EnqueueNext): Promise<string[]> {
     if (this.#enqueue.length === 0) return write();
-    let written = false;
+    let writing: Promise<string[]> | undefined;
     const step = (i: number): Promise<string[]> => {
       const m = this.#enqueue[i];
       if (!m) {
-        if (written) return Promise.reject(new PgqError('PGQ_MIDDLEWARE', 'an enqueue middleware called next() twice'));
-        written = true;
-        return write();
+        if (writing) return Promise.reject(new PgqError('PGQ_MIDDLEWARE', 'an enqueue middleware called next() twice'));
+        writing = write();
+        return writing;
       }
       return Promise.resolve().then(() => m.enqueue!(call, () => step(i + 1)));
     };
-    const ids = await step(0);
-    if (!written) {
+    try {
+      await step(0);
+    } catch (err) {
+      // A hook that threw after next(): the caller hears of it only once the write has settled.
+      await writing?.catch(() => undefined);
+      throw err;
+    }
+    if (!writing) {
       throw new PgqError('PGQ_MIDDLEWARE', `enqueue middleware ${label(this.#enqueue)} returned without calling next(): nothing was enqueued`);
     }
-    return ids;
+    // The write's own ids, whatever a hook returned (one that did not await next() returns before the write ends).
+    return writing;
   }
 
   /** Runs the attempt middleware around `handler`. */

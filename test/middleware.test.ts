@@ -104,6 +104,27 @@ describe('middleware', () => {
     expect(ok.meta).toEqual({});
   });
 
+  it('a hook that does not await next() still gets the written jobs back; one that throws after next() reports its error once the jobs are written', async () => {
+    const pgq = await ctx.migrated({ tasks: [echo] });
+    pgq.use({
+      async enqueue(call, next) {
+        if (call.jobs.some((j) => j.meta.fireAndForget === true)) {
+          void next();
+          return [];
+        }
+        const ids = await next();
+        if (call.jobs.some((j) => j.meta.auditFails === true)) throw new Error('audit log unreachable');
+        return ids;
+      },
+    });
+    const before = await count();
+    const job = await pgq.enqueue(echo, { n: 1 }, { meta: { fireAndForget: true } });
+    expect(await pgq.getJob(job.id)).toMatchObject({ id: job.id, payload: { n: 1 } });
+    await expect(pgq.enqueue(echo, { n: 2 }, { meta: { auditFails: true } })).rejects.toThrow('audit log unreachable');
+    // Written before the hook threw: as documented, the job stays.
+    expect(await count()).toBe(before + 2);
+  });
+
   it('meta made invalid by middleware is refused with a clear error', async () => {
     const pgq = await ctx.migrated({
       tasks: [echo],
