@@ -411,6 +411,10 @@ describe('atomic enqueue', () => {
     const y = step(double).named('y');
     const x = step(sum).named('x').after(y);
     cases.push([() => pgq.enqueueWorkflow(chain(x, y)), /steps "x", "y" wait on each other/]);
+    // A group after a group: every member of the second waits on every member of the first (600 × 400).
+    const wide = group(Array.from({ length: 600 }, (_, a) => step(add, { a, b: 0 })));
+    const wider = group(Array.from({ length: 400 }, () => step(sum)));
+    cases.push([() => pgq.enqueueWorkflow(chain(wide, wider)), /has 240000 dependencies between its steps, more than 200000/]);
     for (const [run, message] of cases) {
       const err = await run().then(() => null, (e: unknown) => e);
       expect(err, String(message)).toBeInstanceOf(ValidationError);

@@ -82,6 +82,15 @@ export async function compileWorkflow(flow: unknown, options: { name?: string | 
   layout.resolveAfter();
   const placed = layout.placed;
   const names = stepNames(placed);
+  // Before the edges are built: two big groups in a row would be every pair.
+  let edges = 0;
+  for (const p of placed) edges += p.upstream.length + p.after.length;
+  if (edges > MAX_WORKFLOW_EDGES) {
+    throw new ValidationError(
+      'workflow',
+      `has ${edges} dependencies between its steps, more than ${MAX_WORKFLOW_EDGES}: a group after a group waits on every pair of members; put one step between them (a group followed by a step, then the next group)`,
+    );
+  }
   const parents = placed.map((p, i) => parentsOf(p, names[i]!));
   const order = topologicalOrder(parents, names);
   const indexOf = new Map(order.map((placedIndex, i) => [placedIndex, i]));
@@ -209,6 +218,9 @@ function stepNames(placed: readonly Placed[]): string[] {
   }
   return names;
 }
+
+/** Most dependencies (step → step it waits for) one workflow may have. */
+const MAX_WORKFLOW_EDGES = 200_000;
 
 /** A step's parents (placement indices) and how its input is made. */
 function parentsOf(p: Placed, name: string): { list: CompiledParent[]; pass: 'none' | 'one' | 'list' } {
