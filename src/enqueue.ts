@@ -79,7 +79,14 @@ const optionsSchema = z.object({
     .refine((d) => !Number.isNaN(d.getTime()), 'must be a valid Date')
     .optional(),
   delayMs: z.number().finite().min(0).max(1e13).optional(),
-  uniqueKey: z.string().min(1).max(1_000).refine((s) => !s.includes('\u0000'), 'must not contain \\u0000').optional(),
+  uniqueKey: z
+    .string()
+    .min(1)
+    .max(1_000)
+    .refine((s) => !s.includes('\u0000'), 'must not contain \\u0000')
+    // An index entry holds at most about 2,700 bytes: 1,000 characters of some scripts are more.
+    .refine((s) => Buffer.byteLength(s, 'utf8') <= 2_000, 'must be at most 2,000 bytes of UTF-8')
+    .optional(),
   concurrencyKey: concurrencyKeySchema.optional(),
   expiresAt: z
     .date({ error: 'must be a Date' })

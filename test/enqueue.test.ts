@@ -165,6 +165,9 @@ describe('enqueue', () => {
     await expect(pgq.enqueue(loose, cyclic)).rejects.toThrow(/cycle/);
     await expect(pgq.enqueue(loose, { s: 'half \ud800' })).rejects.toThrow(/payload\.s: contains a lone UTF-16 surrogate/);
     await expect(pgq.enqueue(loose, { ['k\udc00']: 1 })).rejects.toThrow(/payload: has a key containing a lone UTF-16 surrogate/);
+    // 1,000 characters of a script that takes 3 bytes each, not compressible: more than an index entry holds.
+    const cjk = Array.from({ length: 1_000 }, (_, i) => String.fromCodePoint(0x4e00 + ((i * 7919) % 20_000))).join('');
+    await expect(pgq.enqueue(loose, {}, { uniqueKey: cjk })).rejects.toThrow(/options\.uniqueKey: must be at most 2,000 bytes of UTF-8/);
     await expect(pgq.enqueue(loose, {}, { runAt: new Date('nope') })).rejects.toThrow(/options\.runAt/);
     await expect(pgq.enqueue(loose, {}, { delayMs: -1 })).rejects.toThrow(/options\.delayMs/);
     await expect(pgq.enqueue(loose, {}, { priority: 1.5 })).rejects.toThrow(/options\.priority/);
