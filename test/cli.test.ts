@@ -112,6 +112,15 @@ describe('pgq CLI', () => {
     const down = pgq(['stats'], { env: { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/postgres' } });
     expect(down.code).toBe(1);
     expect(down.stderr).toMatch(/cannot reach PostgreSQL at postgres:\/\/postgres@127\.0\.0\.1:1\/postgres/);
+    // A password in the query string is masked as in the userinfo.
+    const queryPassword = pgq(['stats'], { env: { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/postgres?password=s3cret&sslpassword=k3y' } });
+    expect(queryPassword.code).toBe(1);
+    expect(queryPassword.stderr).toMatch(/cannot reach PostgreSQL at postgres:\/\/postgres@127\.0\.0\.1:1\/postgres\?password=\*\*\*&sslpassword=\*\*\*/);
+    expect(queryPassword.stderr).not.toMatch(/s3cret|k3y/);
+    // An empty --database-url (an unset variable) is an error, not the embedded server.
+    const emptyUrl = pgq(['--database-url', '', 'stats'], { env: { DATABASE_URL: undefined } });
+    expect(emptyUrl).toMatchObject({ code: 1, stderr: expect.stringMatching(/--database-url is empty/) });
+    expect(emptyUrl.stderr).not.toMatch(/(started|reusing) embedded PostgreSQL/);
     const notUrl = pgq(['stats'], { env: { DATABASE_URL: 'notaurl' } });
     expect(notUrl).toMatchObject({ code: 1, stderr: expect.stringMatching(/DATABASE_URL is not a PostgreSQL URL \(postgres:\/\/.*\): it does not start with postgres:\/\//) });
     // libpq's socket form with an empty host is node-postgres's too: not refused as a URL (this socket directory does not exist).

@@ -122,6 +122,21 @@ describe('a Pgq given a pool', () => {
 });
 
 describe('pgq.close() on a pool it made', () => {
+  it('migrate() gives the connection back to the pool with its search_path as it was', async () => {
+    const pool = new pg.Pool({ connectionString: ctx.url, max: 1 });
+    try {
+      const before = (await pool.query<{ search_path: string }>('SHOW search_path')).rows[0]!.search_path;
+      const pgq = new Pgq({ pool, schema: `${ctx.schema}_own_pool`, tasks: [noop] });
+      await pgq.migrate();
+      await pgq.close();
+      // The pool's one connection is the one the migration ran on.
+      expect((await pool.query<{ search_path: string }>('SHOW search_path')).rows[0]!.search_path).toBe(before);
+    } finally {
+      await ctx.admin.query(`DROP SCHEMA IF EXISTS "${ctx.schema}_own_pool" CASCADE`);
+      await pool.end();
+    }
+  });
+
   it('survives the server ending its connections while they close (no uncaught error)', async () => {
     // pool.end() resolves once each connection was asked to end, not once it
     // closed: a server shutting down in that window sends each an error.

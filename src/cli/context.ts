@@ -57,6 +57,10 @@ export const embeddedState = { startedHere: false };
 
 /** The database URL to use, starting the embedded server when none is configured. */
 export async function resolveDatabaseUrl(opts: GlobalOptions, logger: Logger): Promise<string> {
+  // Given but empty (an unset variable in `--database-url "$URL"`): an error, not the embedded server.
+  if (opts.databaseUrl !== undefined && opts.databaseUrl.trim() === '') {
+    throw new PgqError('PGQ_USAGE', '--database-url is empty; give a postgres:// URL, or leave the flag out to use DATABASE_URL or the embedded PostgreSQL');
+  }
   const url = opts.databaseUrl ?? process.env.DATABASE_URL;
   if (url) return checkedUrl(url, opts.databaseUrl !== undefined ? '--database-url' : 'DATABASE_URL');
   const info = await ensureEmbedded();
@@ -122,6 +126,8 @@ export function redact(url: string): string {
   try {
     const u = new URL(url);
     if (u.password) u.password = '***';
+    // pg reads these from the query string too.
+    for (const key of ['password', 'sslpassword']) if (u.searchParams.has(key)) u.searchParams.set(key, '***');
     return u.toString();
   } catch {
     return '(unparseable URL)';

@@ -21,7 +21,9 @@ export interface MigrateResult {
 export async function migrate(pool: pg.Pool, schema: string, logger: Logger): Promise<MigrateResult> {
   const { runner } = await import('./node-pg-migrate.js');
   const client = await pool.connect();
+  let searchPath: string | null = null;
   try {
+    searchPath = (await client.query<{ search_path: string }>('SHOW search_path')).rows[0]?.search_path ?? null;
     const ran = await runner({
       dbClient: client,
       dir: MIGRATIONS_DIR,
@@ -44,6 +46,10 @@ export async function migrate(pool: pg.Pool, schema: string, logger: Logger): Pr
     });
     return { applied: ran.map((m) => m.name) };
   } finally {
-    client.release();
+    // The runner set this connection's search_path to pgq's schema: a pool
+    // that is the application's gets the connection back as it was (or not
+    // at all, when that cannot be done).
+    const restored = searchPath !== null && (await client.query("SELECT set_config('search_path', $1, false)", [searchPath]).then(() => true, () => false));
+    client.release(!restored);
   }
 }
