@@ -154,6 +154,24 @@ describe('one outcome on every path', () => {
 });
 
 describe('leases', () => {
+  it('health() reads the lease the worker holds now: ready again once it has registered again after a lost lease', async () => {
+    const idle = defineTask({ name: 'idle', schema: z.object({}), handler: () => null });
+    const pgq = await ctx.migrated({ tasks: [idle] });
+    const worker = pgq.worker({ queues: ['health-lease'], leader: false, heartbeatMs: 100, rescueAfterMs: 10_000 });
+    await worker.start();
+    try {
+      expect((await worker.health()).ready).toBe(true);
+      const firstId = worker.id;
+      // As the rescuer does with an expired lease: the row goes, the next renewal finds it gone.
+      await ctx.admin.query(`DELETE FROM "${ctx.schema}".workers WHERE id = $1`, [firstId]);
+      await until(() => worker.id === `${firstId}~2`, { timeoutMs: 10_000, what: 'the worker to register again' });
+      await until(async () => (await worker.health()).ready, { timeoutMs: 5_000, what: 'health() to be ready again' });
+      expect((await worker.health()).checks.lease.ok).toBe(true);
+    } finally {
+      await worker.stop();
+    }
+  });
+
   /**
    * A worker whose lease ran out while it held J1: the rescuer takes J1 and
    * removes the worker's row; the worker notices at its next renewal and

@@ -3,8 +3,20 @@
  * as the worker asks over IPC, and exits when the worker goes away (its IPC
  * channel closes), so no sandbox outlives its worker.
  */
+import { Worker as Thread } from 'node:worker_threads';
 import { RemoteError, type FromChild, type ToChild } from './protocol.js';
 import { ProgressChannel, runAttempt } from './sandbox-entry.js';
+
+// A handler that computes without yielding never lets 'disconnect' below
+// run: a thread of this process's own, which the handler cannot block,
+// ends it once the worker that started it is gone (kill -9 of the worker:
+// the rescued job would otherwise run here beside its next attempt).
+const watchdog = new Thread(
+  `const { workerData } = require('node:worker_threads');
+   setInterval(() => { if (process.ppid !== workerData.ppid) process.kill(workerData.pid, 'SIGKILL'); }, 250);`,
+  { eval: true, workerData: { ppid: process.ppid, pid: process.pid }, execArgv: [], stdout: false, stderr: false },
+);
+watchdog.unref();
 
 let controller: AbortController | null = null;
 let progress: ProgressChannel | null = null;

@@ -86,6 +86,8 @@ export class SandboxRunner {
       killTimer = setTimeout(() => attempt.terminate(), this.#options.terminateGraceMs);
     };
     signal.addEventListener('abort', onAbort, { once: true });
+    // Aborted while the pool was being made (the first attempt's await above): the event has fired already.
+    if (signal.aborted) onAbort();
     let reply: SandboxReply;
     try {
       reply = await attempt.done;

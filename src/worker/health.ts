@@ -40,7 +40,8 @@ export interface WorkerHealth {
 }
 
 export interface HealthProbeConfig {
-  workerId: string;
+  /** The worker's id now (it changes when the worker registers again after a lost lease). */
+  workerId: () => string;
   heartbeatMs: number;
   rescueAfterMs: number;
 }
@@ -85,7 +86,7 @@ export class HealthProbe {
         .select(
           sql<number>`(extract(epoch FROM coalesce(lease_expires_at, last_heartbeat_at + ${this.config.rescueAfterMs} * interval '1 millisecond') - now()) * 1000)::float8`.as('left_ms'),
         )
-        .where('id', '=', this.config.workerId)
+        .where('id', '=', this.config.workerId())
         .execute();
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);

@@ -248,7 +248,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
    */
   health(options: { maxEventLoopDelayMs?: number } = {}): Promise<WorkerHealth> {
     this.#health ??= new HealthProbe(
-      { workerId: this.id, heartbeatMs: this.options.heartbeatMs, rescueAfterMs: this.options.rescueAfterMs },
+      { workerId: () => this.id, heartbeatMs: this.options.heartbeatMs, rescueAfterMs: this.options.rescueAfterMs },
       this.#deps.kysely,
       this.#deps.listener,
       () => this.#state,
