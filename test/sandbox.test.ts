@@ -8,7 +8,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { defineTask, ValidationError, type Logger, type SandboxKind } from '../src/index.js';
+import { defineTask, sandboxed, ValidationError, type Logger, type SandboxKind } from '../src/index.js';
+import type echoHandler from './fixtures/sandbox/handlers.js';
 import { computeTask, echoTask, misbehaveTask, progressTask } from './fixtures/sandbox/tasks.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
 
@@ -159,6 +160,35 @@ describe.each<SandboxKind>(['thread', 'process'])('sandboxed %s', (kind) => {
     const after = await pgq.enqueue(task, { firstAttempt: 'ok' });
     expect((await pgq.waitForJob(after.id, { timeoutMs: 30_000 })).state).toBe('succeeded');
     await worker.stop();
+  });
+});
+
+describe('a payload that cannot cross into a sandbox', () => {
+  it.each<SandboxKind>(['thread', 'process'])('%s: fails only that attempt (a function in the validated payload); the pool goes on', async (kind) => {
+    const echoModule = new URL('./fixtures/sandbox/handlers.js', import.meta.url);
+    const uncloneable = defineTask({
+      name: `uncloneable-${kind}`,
+      // The schema's output, which the sandbox gets, holds a function (stored as JSON, it has none).
+      schema: z.object({ text: z.string() }).transform((p) => ({ ...p, format: (s: string) => s.toUpperCase() })),
+      maxAttempts: 1,
+      sandbox: sandboxed<typeof echoHandler>({ module: echoModule, kind }),
+    });
+    const fine = echoTask(kind);
+    const pgq = await ctx.migrated({ tasks: [uncloneable, fine] });
+    const worker = pgq.worker({ concurrency: 2, pollIntervalMs: 50, sandbox: { threads: 1, processes: 1 } });
+    await worker.start();
+    try {
+      const bad = await pgq.enqueue(uncloneable, { text: 'x' });
+      const failed = await pgq.waitForJob(bad.id, { timeoutMs: 30_000 });
+      expect(failed.state).toBe('failed');
+      expect(failed.errors[0]!.message).toMatch(/could not be (sent|cloned)|DataCloneError|could not be cloned/i);
+      // The one sandbox is free again: the next job runs in it.
+      const good = await pgq.enqueue(fine, { text: 'hi' });
+      expect(await pgq.waitForJob(good.id, { timeoutMs: 30_000 })).toMatchObject({ state: 'succeeded' });
+      expect(worker.state).toBe('running');
+    } finally {
+      await worker.stop();
+    }
   });
 });
 

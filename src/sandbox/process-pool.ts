@@ -18,7 +18,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { SandboxCrashedError } from '../core/errors.js';
+import { SandboxCrashedError, errorMessage } from '../core/errors.js';
 import {
   SandboxStopped,
   type FromChild,
@@ -133,7 +133,14 @@ export class ProcessPool implements SandboxPool {
       const pending = this.#queue.shift()!;
       child.pending = pending;
       pending.child = child;
-      send(child, { type: 'run', request: pending.request });
+      try {
+        if (child.process.connected) child.process.send({ type: 'run', request: pending.request }, (err) => err && child.process.kill('SIGKILL'));
+      } catch (err) {
+        // A request that cannot be copied (a function or a symbol in the payload or the job): this attempt fails, the child stays free.
+        child.pending = null;
+        pending.child = null;
+        pending.reject(new SandboxCrashedError(`job ${pending.request.job.id}'s attempt could not be sent to a sandbox process: ${errorMessage(err)} (its payload and job must be plain data)`));
+      }
     }
   }
 
