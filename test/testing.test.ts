@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { chain, defineTask, step, JobTimeoutError, PermanentError, SnoozeError, ValidationError } from '../src/index.js';
 import { assertEnqueued, drain, performJob, refuteEnqueued } from '../src/testing/index.js';
-import { useTestSchema } from './support/harness.js';
+import { deferred, useTestSchema } from './support/harness.js';
 
 const ctx = useTestSchema('testing');
 
@@ -74,6 +74,19 @@ describe('drain', () => {
     expect(some.processed + rest.processed).toBe(5);
     expect((await pgq.getJob(mail.id))?.state).toBe('available');
     await expect(drain(pgq, { maxJobs: 0 })).rejects.toThrow(/maxJobs/);
+  });
+
+  it('rejects at its timeout even while a handler ignores its signal and never settles', async () => {
+    const gate = deferred();
+    const deaf = defineTask({ name: 'deaf', schema: z.object({}), handler: () => gate.promise });
+    const pgq = await ctx.migrated({ tasks: [deaf] });
+    await pgq.enqueue(deaf, {});
+    const outcome = await Promise.race([
+      drain(pgq, { timeoutMs: 300 }).then(() => 'resolved', (err: unknown) => (err as { code?: string }).code),
+      new Promise((resolve) => setTimeout(() => resolve('hung'), 15_000)),
+    ]);
+    expect(outcome).toBe('PGQ_DRAIN_TIMEOUT');
+    gate.resolve(); // the handler settles: its worker stops
   });
 });
 

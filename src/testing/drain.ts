@@ -26,7 +26,11 @@ export interface DrainOptions {
   maxJobs?: number;
   /** Jobs run at once. Default 1, so jobs run one by one in claim order. */
   concurrency?: number;
-  /** Give up (with a PgqError) when jobs are still running after this long. Default 30 s. */
+  /**
+   * Give up (with a PgqError) when jobs are still running after this long.
+   * Default 30 s. Running handlers are then signalled; one that ignores its
+   * signal does not hold the rejection back (its worker stops once it settles).
+   */
   timeoutMs?: number;
 }
 
@@ -43,6 +47,8 @@ export interface DrainResult {
 }
 
 /** How often drain looks at the jobs table while jobs run. */
+/** After a timeout, how long the drain waits for its signalled handlers to settle before it rejects. */
+const HARD_STOP_WAIT_MS = 1_000;
 const CHECK_EVERY_MS = 10;
 
 /**
@@ -86,6 +92,7 @@ export async function drain(pgq: Pgq, options: DrainOptions = {}): Promise<Drain
   worker.on('job:failure', (_job, _err, _ms, retry) => count(retry ? 'retried' : 'failed'));
 
   const deadline = Date.now() + (options.timeoutMs ?? 30_000);
+  let timedOut = false;
   await worker.start();
   try {
     for (;;) {
@@ -107,6 +114,7 @@ export async function drain(pgq: Pgq, options: DrainOptions = {}): Promise<Drain
         .executeTakeFirstOrThrow();
       if (Number(left.n) === 0) break;
       if (Date.now() > deadline) {
+        timedOut = true;
         throw new PgqError('PGQ_DRAIN_TIMEOUT', `drain: ${left.n} job(s) still to run after ${options.timeoutMs ?? 30_000} ms`);
       }
       await new Promise<void>((resolve) => {
@@ -118,7 +126,15 @@ export async function drain(pgq: Pgq, options: DrainOptions = {}): Promise<Drain
       });
     }
   } finally {
-    await (stopping ?? worker.stop());
+    if (timedOut) {
+      // Signal every running handler at once, and do not let one that
+      // ignores its signal hold the timeout back: the worker stops when it
+      // settles.
+      const stopped = worker.hardStop();
+      await Promise.race([stopped, new Promise((resolve) => setTimeout(resolve, HARD_STOP_WAIT_MS).unref())]);
+    } else {
+      await (stopping ?? worker.stop());
+    }
   }
   return result;
 }
