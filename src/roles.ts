@@ -36,7 +36,8 @@ export interface RolesOptions {
   worker?: string;
 }
 
-const ROLE = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
+/** At most 50 characters: pgq names the role's policies after it (`pgq_enqueuer_<role>`), and PostgreSQL cuts names at 63. */
+const ROLE = /^[A-Za-z_][A-Za-z0-9_]{0,49}$/;
 
 /** The SQL that sets the roles up, idempotent; `pgq roles --print` shows it. */
 export function rolesSql(schema: string, options: RolesOptions): string[] {
@@ -44,7 +45,7 @@ export function rolesSql(schema: string, options: RolesOptions): string[] {
   if (!options.enqueuer && !options.worker) throw new ValidationError('roles', 'name an enqueuer role, a worker role, or both');
   for (const [key, name] of Object.entries(options)) {
     if (name !== undefined && (typeof name !== 'string' || !ROLE.test(name))) {
-      throw new ValidationError(`roles.${key}`, `${JSON.stringify(name)} is not a plain identifier`);
+      throw new ValidationError(`roles.${key}`, `${JSON.stringify(name)} is not a plain identifier of at most 50 characters (letters, digits, _; pgq names the role's policies after it)`);
     }
   }
   if (options.enqueuer && options.enqueuer === options.worker) {

@@ -266,5 +266,8 @@ describe('least-privilege roles', () => {
     const owner = await ctx.migrated({ tasks: [echo] });
     await expect(owner.setupRoles({ enqueuer: 'x"; DROP ROLE postgres; --' })).rejects.toThrow(/roles\.enqueuer: .* is not a plain identifier/);
     await expect(owner.setupRoles({})).rejects.toThrow(/name an enqueuer role/);
+    // Two long names that differ only past PostgreSQL's 63-character cut would share their policies' names.
+    await expect(owner.setupRoles({ enqueuer: `e${'x'.repeat(50)}` })).rejects.toThrow(/roles\.enqueuer: .* at most 50 characters/);
+    await expect(owner.setupRoles({ worker: `w${'x'.repeat(50)}` })).rejects.toThrow(/roles\.worker: .* at most 50 characters/);
   });
 });
