@@ -51,6 +51,8 @@ interface Pending {
 interface Child {
   process: ChildProcess;
   pending: Pending | null;
+  /** Sent SIGKILL: it takes no attempt, even if its last one's reply comes in before it exits. */
+  dying: boolean;
   stderrTail: string;
   /** V8's `FATAL ERROR` line, kept apart: the native stack printed after it can push it out of the tail. */
   fatal: string | null;
@@ -98,6 +100,7 @@ export class ProcessPool implements SandboxPool {
       terminate: () => {
         if (!pending.child) return this.#drop(pending);
         pending.terminating = true;
+        pending.child.dying = true;
         pending.child.process.kill('SIGKILL');
       },
     };
@@ -127,8 +130,10 @@ export class ProcessPool implements SandboxPool {
 
   #dispatch(): void {
     while (this.#queue.length > 0) {
-      let child = [...this.#children].find((c) => c.pending === null);
-      if (!child && this.#children.size < this.#options.size) child = this.#fork();
+      let child = [...this.#children].find((c) => c.pending === null && !c.dying);
+      // A dying child is replaced at once rather than waited for.
+      const live = [...this.#children].filter((c) => !c.dying).length;
+      if (!child && live < this.#options.size) child = this.#fork();
       if (!child) return;
       const pending = this.#queue.shift()!;
       child.pending = pending;
@@ -150,7 +155,7 @@ export class ProcessPool implements SandboxPool {
       serialization: 'advanced',
       stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
     });
-    const child: Child = { process: proc, pending: null, stderrTail: '', fatal: null };
+    const child: Child = { process: proc, pending: null, dying: false, stderrTail: '', fatal: null };
     this.#children.add(child);
     proc.stderr?.on('data', (chunk: Buffer) => {
       process.stderr.write(chunk);
