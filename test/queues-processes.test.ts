@@ -65,11 +65,20 @@ const drain = async (jobs: { id: string }[]): Promise<void> => {
 
 describe('queue control across processes', () => {
   it('a queue limited to 3 never runs more than 3 at once across 3 × 20 slots, and drains', async () => {
-    const jobs = await pgq.enqueueMany(ledgerTask, Array.from({ length: 60 }, (_, n) => ({ sleepMs: 100, n })), { queue: 'capped' });
-    await drain(jobs);
-    expect(await maxOverlap(`j.queue = 'capped'`)).toBe(3);
-    const { rows } = await ctx.admin.query(`SELECT count(DISTINCT pid)::int AS pids FROM "${ctx.schema}".ledger l JOIN "${ctx.schema}".jobs j ON j.id = l.job_id WHERE j.queue = 'capped'`);
-    expect(rows[0].pids).toBeGreaterThan(1);
+    // The process whose job ends claims the freed slot first, so on a busy
+    // machine one process can take a whole wave: the limit is checked after
+    // every wave, and waves go on (at most three) until more than one
+    // process has run the queue's jobs, which is what makes it a check
+    // across processes.
+    let pids = 0;
+    for (let wave = 0; wave < 3 && pids < 2; wave += 1) {
+      const jobs = await pgq.enqueueMany(ledgerTask, Array.from({ length: 60 }, (_, n) => ({ sleepMs: 100, n })), { queue: 'capped' });
+      await drain(jobs);
+      expect(await maxOverlap(`j.queue = 'capped'`)).toBe(3);
+      const { rows } = await ctx.admin.query(`SELECT count(DISTINCT pid)::int AS pids FROM "${ctx.schema}".ledger l JOIN "${ctx.schema}".jobs j ON j.id = l.job_id WHERE j.queue = 'capped'`);
+      pids = rows[0].pids;
+    }
+    expect(pids).toBeGreaterThan(1);
   }, 120_000);
 
   it('a rate limit of 20/s never starts more than the burst plus the refill (20 + 60) in any 3 s', async () => {
