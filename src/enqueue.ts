@@ -142,6 +142,8 @@ export class Enqueuer {
   async #insert(task: AnyTask, payloads: readonly unknown[], rawOptions: EnqueueOptions, single: string | null): Promise<JobRecord[]> {
     assertTask(task);
     const options = parseOptions(rawOptions);
+    // Before any payload is validated or any middleware runs, as every other option check.
+    checkRunnable(task, options);
     const meta = rawOptions.meta === undefined ? '{}' : metaText(rawOptions.meta, 'options.meta');
     const queue = options.queue ?? task.queue;
     const fieldOf = (i: number): string => single ?? `payload[${i}]`;
@@ -310,7 +312,6 @@ function buildParams(task: AnyTask, payloads: string[], metas: string[], keys: (
 
 /** The columns every job of an enqueue call shares: the options given, else the task's. */
 function sharedColumns(task: AnyTask, o: ParsedOptions): Required<Omit<JobInsert, 'payload' | 'meta' | 'concurrencyKey'>> {
-  checkRunnable(task, o);
   return {
     task: task.name,
     queue: o.queue ?? task.queue,
@@ -333,7 +334,8 @@ function sharedColumns(task: AnyTask, o: ParsedOptions): Required<Omit<JobInsert
  * relative times are compared on this host's clock.
  */
 function checkRunnable(task: AnyTask, o: ParsedOptions): void {
-  const runsAt = o.runAt?.getTime() ?? Date.now() + (o.delayMs ?? 0);
+  // A runAt in the past runs now.
+  const runsAt = Math.max(o.runAt?.getTime() ?? Date.now() + (o.delayMs ?? 0), Date.now());
   if (o.expiresAt !== undefined) {
     if (o.expiresAt.getTime() <= runsAt) {
       throw new ValidationError('options.expiresAt', `is ${o.expiresAt.toISOString()}, not after the job's first run time${o.runAt || o.delayMs ? '' : ' (now)'}: the job could never run`);

@@ -25,6 +25,7 @@
  * whose trigger work reads those tables. Re-run after upgrading pgq: a
  * migration may add tables or columns the roles need.
  */
+import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { ValidationError } from './core/errors.js';
 import { quoteIdent, validateSchemaName } from './db/identifiers.js';
@@ -36,8 +37,18 @@ export interface RolesOptions {
   worker?: string;
 }
 
-/** At most 50 characters: pgq names the role's policies after it (`pgq_enqueuer_<role>`), and PostgreSQL cuts names at 63. */
-const ROLE = /^[A-Za-z_][A-Za-z0-9_]{0,49}$/;
+const ROLE = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
+
+/**
+ * A role's policy name: `<prefix><role>`, or, where that is longer than the
+ * 63 characters PostgreSQL keeps (it would cut it, and two long roles would
+ * share a policy), its first 54 characters and a hash of the role.
+ */
+function policyName(prefix: string, role: string): string {
+  const name = `${prefix}${role}`;
+  if (name.length <= 63) return name;
+  return `${name.slice(0, 54)}_${createHash('sha256').update(role).digest('hex').slice(0, 8)}`;
+}
 
 /** The SQL that sets the roles up, idempotent; `pgq roles --print` shows it. */
 export function rolesSql(schema: string, options: RolesOptions): string[] {
@@ -45,7 +56,7 @@ export function rolesSql(schema: string, options: RolesOptions): string[] {
   if (!options.enqueuer && !options.worker) throw new ValidationError('roles', 'name an enqueuer role, a worker role, or both');
   for (const [key, name] of Object.entries(options)) {
     if (name !== undefined && (typeof name !== 'string' || !ROLE.test(name))) {
-      throw new ValidationError(`roles.${key}`, `${JSON.stringify(name)} is not a plain identifier of at most 50 characters (letters, digits, _; pgq names the role's policies after it)`);
+      throw new ValidationError(`roles.${key}`, `${JSON.stringify(name)} is not a plain identifier`);
     }
   }
   if (options.enqueuer && options.enqueuer === options.worker) {
@@ -65,7 +76,7 @@ export function rolesSql(schema: string, options: RolesOptions): string[] {
     `DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = ${literal(name)}) THEN CREATE ROLE ${quoteIdent(name)} NOLOGIN; END IF; END $$`;
   if (options.enqueuer) {
     const r = quoteIdent(options.enqueuer);
-    const policy = quoteIdent(`pgq_enqueuer_${options.enqueuer}`);
+    const policy = quoteIdent(policyName('pgq_enqueuer_', options.enqueuer));
     statements.push(
       createRole(options.enqueuer),
       `GRANT USAGE ON SCHEMA ${s} TO ${r}`,
@@ -90,7 +101,7 @@ export function rolesSql(schema: string, options: RolesOptions): string[] {
   }
   if (options.worker) {
     const r = quoteIdent(options.worker);
-    const policy = quoteIdent(`pgq_worker_${options.worker}`);
+    const policy = quoteIdent(policyName('pgq_worker_', options.worker));
     statements.push(
       createRole(options.worker),
       `GRANT USAGE ON SCHEMA ${s} TO ${r}`,

@@ -234,6 +234,7 @@ describe('pause, limits and expiry on a worker', () => {
     await expect(pgq.enqueue(tenant, { tenant: '1' }, { runAt: new Date(Date.now() + 7_200_000), expiresInMs: 3_600_000 })).rejects.toThrow(/options\.expiresInMs: .*could never run/);
     await expect(pgq.enqueue(tenant, { tenant: '1' }, { delayMs: 3_600_000, expiresAt: new Date(Date.now() + 600_000) })).rejects.toThrow(/options\.expiresAt: .*could never run/);
     await expect(pgq.enqueue(tenant, { tenant: '1' }, { expiresAt: new Date(Date.now() - 1_000) })).rejects.toThrow(/options\.expiresAt: .*\(now\): the job could never run/);
+    await expect(pgq.enqueue(tenant, { tenant: '1' }, { runAt: new Date(Date.now() - 86_400_000), expiresAt: new Date(Date.now() - 3_600_000) })).rejects.toThrow(/options\.expiresAt: .*could never run/);
     await expect(pgq.enqueueMany(tenant, [{ tenant: '1' }], { delayMs: 7_200_000 })).rejects.toThrow(/could never run/);
     await expect(pgq.enqueue(tenant, { tenant: 'x'.repeat(300) })).rejects.toThrow(/concurrencyKey\(payload\): must be at most 200/);
     expect(() => defineTask({ name: 'bad', schema: z.object({}), concurrencyKey: 'k' as never, handler: () => undefined })).toThrow(/must be a function/);

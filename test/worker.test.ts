@@ -234,13 +234,20 @@ describe('outcomes jsonb would refuse or JSON would mangle', () => {
         },
       }),
       defineTask({ name: 'plain', schema: z.object({}), handler: () => 'ok' }),
+      defineTask({
+        name: 'bigint-thrown',
+        schema: z.object({}),
+        handler: () => {
+          throw 10n;
+        },
+      }),
     ];
     const pgq = await ctx.migrated({ tasks });
     const jobs = [];
     for (const task of tasks) jobs.push(await pgq.enqueue(task, {}, { maxAttempts: 1 }));
     const worker = pgq.worker({ concurrency: 10 });
     await worker.start();
-    const [sharedJob, longError, lone, objectMessage, plain] = await Promise.all(jobs.map((j) => pgq.waitForJob(j.id, { timeoutMs: 10_000 })));
+    const [sharedJob, longError, lone, objectMessage, plain, bigintThrown] = await Promise.all(jobs.map((j) => pgq.waitForJob(j.id, { timeoutMs: 10_000 })));
     await worker.stop();
     expect(sharedJob).toMatchObject({ state: 'succeeded', result: { a: { n: 1 }, b: { n: 1 }, list: [{ n: 1 }, { n: 1 }, { n: 1 }] } });
     expect(longError!.state).toBe('failed');
@@ -250,6 +257,7 @@ describe('outcomes jsonb would refuse or JSON would mangle', () => {
     expect(objectMessage!.state).toBe('failed');
     expect(objectMessage!.errors[0]!.message).toBe('Error: {"code":7}');
     expect(plain).toMatchObject({ state: 'succeeded', result: 'ok' });
+    expect(bigintThrown!.errors[0]!.message).toBe('10');
   });
 });
 

@@ -182,7 +182,11 @@ function describeValue(value: unknown): string {
   try {
     return JSON.stringify(value) ?? String(value);
   } catch {
-    return Object.prototype.toString.call(value);
+    try {
+      return String(value); // a BigInt, a cycle
+    } catch {
+      return Object.prototype.toString.call(value);
+    }
   }
 }
 

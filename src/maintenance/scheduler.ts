@@ -175,15 +175,18 @@ export class Scheduler extends LoopService {
     let failed = 0;
     let skipped = 0;
     for (;;) {
-      const due = await kysely
+      let listing = kysely
         .selectFrom('schedules')
         .select('name')
         .where('enabled', '=', true)
         .where('paused', '=', false)
         .where('next_run_at', '<=', now)
         .orderBy('next_run_at')
-        .limit(DUE_BATCH)
-        .execute();
+        .limit(DUE_BATCH);
+      // Not again this pass: one fired but still due (more ticks than a pass
+      // fires) would otherwise fill the listing and hold the others back.
+      if (seen.size > 0) listing = listing.where('name', 'not in', [...seen]);
+      const due = await listing.execute();
       const todo = due.map((r) => r.name).filter((name) => !seen.has(name));
       for (const name of todo) {
         seen.add(name);

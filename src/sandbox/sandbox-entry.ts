@@ -20,6 +20,9 @@ type AnyHandler = SandboxHandler<unknown, unknown>;
 const handlers = new Map<string, Promise<AnyHandler>>();
 
 /** The handler `exportName` (default: `default`, else `handler`) of `module`, loaded once per thread or process. */
+/** Most JSON a sandboxed result may be (the worker's `maxPayloadBytes` is checked again when it arrives). */
+const SANDBOX_RESULT_BYTES = 64 * 1024 * 1024;
+
 export function loadSandboxHandler(module: string, exportName: string | null): Promise<AnyHandler> {
   const key = `${module}#${exportName ?? ''}`;
   let loading = handlers.get(key);
@@ -110,7 +113,9 @@ export async function runAttempt(
       progress: (value) => progress.report(value),
     };
     const result = await handler(request.payload, ctx);
-    return { ok: true, resultJson: toJsonText(result, 'result', Number.MAX_SAFE_INTEGER) };
+    // The worker checks the result against its own limit; this bound only
+    // keeps a value shared many times over from walking for long here.
+    return { ok: true, resultJson: toJsonText(result, 'result', SANDBOX_RESULT_BYTES) };
   } catch (err) {
     return { ok: false, error: serializeError(err) };
   } finally {

@@ -46,9 +46,9 @@ export interface DrainResult {
   failed: number;
 }
 
-/** How often drain looks at the jobs table while jobs run. */
 /** After a timeout, how long the drain waits for its signalled handlers to settle before it rejects. */
 const HARD_STOP_WAIT_MS = 1_000;
+/** How often drain looks at the jobs table while jobs run. */
 const CHECK_EVERY_MS = 10;
 
 /**

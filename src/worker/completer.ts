@@ -24,7 +24,7 @@ import { errorMessage, errorSummary } from '../core/errors.js';
 import { sleep } from '../core/sleep.js';
 import type { Queryable } from '../db/queryable.js';
 import type { HotStatements, WrittenOutcome } from '../db/statements.js';
-import { isTransientError } from '../db/errors.js';
+import { isConnectionError, isTransientError } from '../db/errors.js';
 
 /**
  * What one attempt ended with. `meta`, when present, is JSON text of the keys
@@ -49,6 +49,8 @@ interface Pending {
 }
 
 const MAX_BATCH = 1_000;
+/** Tries of a failing write before a stop's deadline may give it up. */
+const MIN_TRIES = 3;
 const NOT_RECORDED: RecordResult = Object.freeze({ status: 'not-recorded' });
 const DISCARDED: RecordResult = Object.freeze({ status: 'discarded' });
 
@@ -168,6 +170,15 @@ export class Completer {
           err = caught.cause;
         }
         failures += 1;
+        if (batch.length > 1 && isTransientError(err) && !isConnectionError(err)) {
+          // Cancelled by statement_timeout or lock_timeout: smaller statements,
+          // not the same one again (a batch too slow for the timeout would
+          // never pass); one outcome alone is retried.
+          const half = Math.ceil(batch.length / 2);
+          await this.#write(batch.slice(0, half));
+          await this.#write(batch.slice(half));
+          return;
+        }
         if (!isTransientError(err)) {
           this.#failing = false;
           // Each outcome alone (as it was, first), so one bad row cannot hold the others back.
@@ -179,7 +190,8 @@ export class Completer {
           return;
         }
         this.#failing = true;
-        if (this.monotonicMs() >= this.#giveUpAt) {
+        // A few tries first, even past the deadline: an outcome that settled late in a stop still gets them.
+        if (this.monotonicMs() >= this.#giveUpAt && failures >= MIN_TRIES) {
           this.logger.error({ err: errorSummary(err), jobs: batch.length }, 'pgq gave up recording job outcomes; the rescuer will retry those jobs');
           batch.forEach((p) => p.resolve(NOT_RECORDED));
           return;
