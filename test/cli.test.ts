@@ -98,6 +98,18 @@ describe('pgq CLI', () => {
     const flag = pgq(['worker', '--tasks', tasks, '--concurrency', 'lots']);
     expect(flag.code).toBe(1);
     expect(flag.stderr).toMatch(/--concurrency must be a whole number/);
+    // Worker flags that only clash with each other are refused by name before anything starts: no database
+    // configured here, and no embedded server started for them.
+    const bare = fs.mkdtempSync(path.join(os.tmpdir(), 'pgq-flags-'));
+    try {
+      const clash = pgq(['worker', '--tasks', tasks, '--heartbeat-ms', '20000'], { env: { DATABASE_URL: undefined }, cwd: bare });
+      expect(clash).toMatchObject({ code: 1, stderr: expect.stringMatching(/--heartbeat-ms 20000 needs a --rescue-after-ms of at least twice it/) });
+      const both = pgq(['worker', '--tasks', tasks, '--heartbeat-ms', '100', '--rescue-after-ms', '150'], { env: { DATABASE_URL: undefined }, cwd: bare });
+      expect(both).toMatchObject({ code: 1, stderr: expect.stringMatching(/--rescue-after-ms: must be at least twice --heartbeat-ms/) });
+      expect(fs.existsSync(path.join(bare, '.pgq'))).toBe(false);
+    } finally {
+      fs.rmSync(bare, { recursive: true, force: true });
+    }
     const empty = pgq(['worker', '--tasks', path.join(root, 'test/fixtures/no-tasks.ts')]);
     expect(empty.code).toBe(1);
     expect(empty.stderr).toMatch(/exports no task/);

@@ -6,6 +6,10 @@ import type { Worker } from '../../worker/worker.js';
 import { serveWorkerEndpoints, type WorkerServer } from '../worker-server.js';
 import type { Logger } from '../../core/logger.js';
 import { humanDuration } from '../format.js';
+import { resolveWorkerOptions, type WorkerOptions } from '../../config.js';
+import { DEFAULTS } from '../../core/defaults.js';
+import { PgqError, ValidationError } from '../../core/errors.js';
+import type { AnyTask } from '../../task.js';
 
 export function registerWorker(program: Command, rt: CliRuntime): void {
   program
@@ -22,19 +26,23 @@ export function registerWorker(program: Command, rt: CliRuntime): void {
     .option('--metrics-host <host>', 'address the metrics server listens on', '127.0.0.1')
     .action(async (opts: WorkerCommandOptions) => {
       const tasks = await loadTasks(opts.tasks);
+      const workerOptions: WorkerOptions = {
+        concurrency: opts.concurrency,
+        queues: opts.queues,
+        leader: opts.leader,
+        heartbeatMs: opts.heartbeatMs,
+        rescueAfterMs: opts.rescueAfterMs,
+        shutdownGraceMs: opts.shutdownGraceMs,
+      };
+      // Checked before anything connects (with no database configured, before
+      // the embedded server starts), and told by the flags' names.
+      checkWorkerFlags(workerOptions, tasks);
       const pgq = await rt.open(tasks);
       let metricsServer: WorkerServer | undefined;
       let signals: ReturnType<typeof stopOnSignals> | undefined;
       // Whatever fails (the metrics port taken, the worker unable to start), the pool closes: an open pool kept the process alive for its idle timeout.
       try {
-        const worker = pgq.worker({
-          concurrency: opts.concurrency,
-          queues: opts.queues,
-          leader: opts.leader,
-          heartbeatMs: opts.heartbeatMs,
-          rescueAfterMs: opts.rescueAfterMs,
-          shutdownGraceMs: opts.shutdownGraceMs,
-        });
+        const worker = pgq.worker(workerOptions);
         const tally = logJobEvents(worker, rt.logger);
         const startedAt = performance.now();
         metricsServer = opts.metricsPort ? await serveWorkerEndpoints(pgq, worker, opts.metricsHost, opts.metricsPort) : undefined;
@@ -55,6 +63,31 @@ export function registerWorker(program: Command, rt: CliRuntime): void {
         await pgq.close();
       }
     });
+}
+
+const FLAGS: Record<string, string> = {
+  concurrency: '--concurrency',
+  queues: '--queues',
+  heartbeatMs: '--heartbeat-ms',
+  rescueAfterMs: '--rescue-after-ms',
+  shutdownGraceMs: '--shutdown-grace-ms',
+};
+
+/** The worker options as `pgq.worker()` checks them, a failure named by its flag. */
+function checkWorkerFlags(options: WorkerOptions, tasks: readonly AnyTask[]): void {
+  try {
+    resolveWorkerOptions(options, tasks);
+  } catch (err) {
+    if (!(err instanceof ValidationError)) throw err;
+    const key = err.field.replace(/^worker\./, '').split(/[.[]/)[0]!;
+    const flag = FLAGS[key];
+    if (!flag) throw err;
+    const message = err.message.slice(err.field.length + 2);
+    if (key === 'rescueAfterMs' && options.rescueAfterMs === undefined) {
+      throw new PgqError('PGQ_USAGE', `--heartbeat-ms ${options.heartbeatMs} needs a --rescue-after-ms of at least twice it (the default is ${DEFAULTS.rescueAfterMs} ms)`);
+    }
+    throw new PgqError('PGQ_USAGE', `${flag}: ${message.replace('heartbeatMs', '--heartbeat-ms')}`);
+  }
 }
 
 interface WorkerCommandOptions {
