@@ -6,7 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import pg from 'pg';
 import { Pgq, defineTask } from '../src/index.js';
-import { useTestSchema, withAppName } from './support/harness.js';
+import { deferred, useTestSchema, withAppName } from './support/harness.js';
 import { startEmbedded, type EmbeddedServer } from './support/embedded.js';
 
 const ctx = useTestSchema('faults');
@@ -61,22 +61,26 @@ describe('connection faults', () => {
   });
 });
 
+/** A task whose handler reports its start (`running`) and returns 'done' once `release()` is called. */
+function gatedTask(name: string) {
+  const started = deferred();
+  const gate = deferred();
+  const task = defineTask({
+    name,
+    schema: z.object({}),
+    handler: async () => {
+      started.resolve();
+      await gate.promise;
+      return 'done';
+    },
+  });
+  return { task, running: started.promise, release: () => gate.resolve() };
+}
+
 describe('outcome writes held back by another transaction', () => {
   it('with lock_timeout set, an outcome whose row another transaction holds is written once it is released, as it was', async () => {
     await ctx.migrated();
-    let started!: () => void;
-    const running = new Promise<void>((resolve) => (started = resolve));
-    let release!: () => void;
-    const gate = new Promise<void>((resolve) => (release = resolve));
-    const task = defineTask({
-      name: 'held-row',
-      schema: z.object({}),
-      handler: async () => {
-        started();
-        await gate;
-        return 'done';
-      },
-    });
+    const { task, running, release } = gatedTask('held-row');
     // Every connection of this worker gives up waiting for a row lock after 200 ms.
     const pool = new pg.Pool({ connectionString: withAppName(ctx.admin.options.connectionString!, `pgq_${ctx.schema}`), options: '-c lock_timeout=200' });
     const pgq = new Pgq({ pool, schema: ctx.schema, tasks: [task] });
@@ -115,19 +119,7 @@ describe('PostgreSQL restart', () => {
     await server?.stop();
     server = await startEmbedded('outage');
     const url = withAppName(server.url, 'pgq_outage');
-    let started!: () => void;
-    const running = new Promise<void>((resolve) => (started = resolve));
-    let release!: () => void;
-    const gate = new Promise<void>((resolve) => (release = resolve));
-    const task = defineTask({
-      name: 'gated',
-      schema: z.object({}),
-      handler: async () => {
-        started();
-        await gate;
-        return 'done';
-      },
-    });
+    const { task, running, release } = gatedTask('gated');
     const pgq = new Pgq({ connectionString: url, tasks: [task] });
     try {
       await pgq.migrate();

@@ -23,7 +23,11 @@ export function isConnectionError(err: unknown): boolean {
  * or `lock_timeout` (55P03), say while another transaction held the row.
  */
 export function isTransientError(err: unknown): boolean {
-  if (isConnectionError(err)) return true;
+  return isConnectionError(err) || isCancelledByTimeout(err);
+}
+
+/** A statement cancelled by `statement_timeout` (57014) or `lock_timeout` (55P03). */
+export function isCancelledByTimeout(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
   return code === '57014' || code === '55P03';
 }

@@ -187,8 +187,7 @@ export class Scheduler extends LoopService {
       // fires) would otherwise fill the listing and hold the others back.
       if (seen.size > 0) listing = listing.where('name', 'not in', [...seen]);
       const due = await listing.execute();
-      const todo = due.map((r) => r.name).filter((name) => !seen.has(name));
-      for (const name of todo) {
+      for (const { name } of due) {
         seen.add(name);
         try {
           const ticks = await this.#fire(name, now);
@@ -199,7 +198,7 @@ export class Scheduler extends LoopService {
           this.logger.warn({ err: errorSummary(err), schedule: name }, `pgq could not fire schedule ${name}: ${errorMessage(err)}`);
         }
       }
-      if (due.length < DUE_BATCH || todo.length === 0) break;
+      if (due.length < DUE_BATCH) break;
     }
     const next = await kysely
       .selectFrom('schedules')

@@ -139,7 +139,7 @@ export class ProcessPool implements SandboxPool {
       child.pending = pending;
       pending.child = child;
       try {
-        if (child.process.connected) child.process.send({ type: 'run', request: pending.request }, (err) => err && child.process.kill('SIGKILL'));
+        send(child, { type: 'run', request: pending.request });
       } catch (err) {
         // A request that cannot be copied (a function or a symbol in the payload or the job): this attempt fails, the child stays free.
         child.pending = null;

@@ -7,10 +7,12 @@
  * what happened to it: written (and the state it left), discarded (the guard
  * found the job no longer running in that attempt) or not recorded.
  *
- * Connection errors, and statements cancelled by `statement_timeout` or
- * `lock_timeout` (another transaction held a row), keep the batch and retry
- * with a capped backoff until the database takes it. Any other error is the statement's: the batch is split
- * so one bad row cannot hold the others back, a success whose result cannot
+ * Connection errors keep the batch and retry with a capped backoff until the
+ * database takes it. A statement cancelled by `statement_timeout` or
+ * `lock_timeout` (another transaction held a row) is sent again in halves,
+ * down to one outcome, which is retried like a connection error. Any other
+ * error is the statement's: the batch is split so one bad row cannot hold
+ * the others back, a success whose result cannot
  * be stored is recorded as a failure saying why, and what still cannot be
  * written is logged once and left to the rescuer — never retried in a loop.
  * Every statement is guarded (still running, same attempt), so a retry after
@@ -24,7 +26,7 @@ import { errorMessage, errorSummary } from '../core/errors.js';
 import { sleep } from '../core/sleep.js';
 import type { Queryable } from '../db/queryable.js';
 import type { HotStatements, WrittenOutcome } from '../db/statements.js';
-import { isConnectionError, isTransientError } from '../db/errors.js';
+import { isCancelledByTimeout, isTransientError } from '../db/errors.js';
 
 /**
  * What one attempt ended with. `meta`, when present, is JSON text of the keys
@@ -170,7 +172,7 @@ export class Completer {
           err = caught.cause;
         }
         failures += 1;
-        if (batch.length > 1 && isTransientError(err) && !isConnectionError(err)) {
+        if (batch.length > 1 && isCancelledByTimeout(err)) {
           // Cancelled by statement_timeout or lock_timeout: smaller statements,
           // not the same one again (a batch too slow for the timeout would
           // never pass); one outcome alone is retried.
