@@ -30,7 +30,7 @@ import { QueueStore, type QueueRecord, type QueueSettings } from './queues.js';
 import type { PgqDatabase } from './db/tables.js';
 import { migrate, type MigrateResult } from './db/migrate.js';
 import { checkSchemaVersion } from './db/schema-version.js';
-import { PoolLane, warmUpPool, watchConnectionErrors } from './db/pool.js';
+import { PoolLane, TimedPool, warmUpPool, watchConnectionErrors } from './db/pool.js';
 import { createBulkInsert } from './db/bulk-insert.js';
 import { setupRoles, type RolesOptions } from './roles.js';
 import { Listener } from './notify/listener.js';
@@ -264,16 +264,27 @@ export class Pgq {
       : resolveDeclaredSchedules(options.schedules, this.tasks, this.#options.maxPayloadBytes);
     // A payload checked by an asynchronous validator is settled by start(), which reports its error.
     if (declared instanceof Promise) declared.catch(() => undefined);
+    // The worker's statements, its leader's and its maintenance's give up
+    // on a connection that has not answered within rescueAfterMs (the
+    // election within a heartbeat): by then the lease would have lapsed
+    // had the database been unreachable, and each of them is safe to send
+    // again after a lost reply. A connection that died without a word
+    // costs one timeout instead of holding the worker, or its stop, for as
+    // long as TCP takes to give up.
+    const timed = new TimedPool(this.#pool, resolved.rescueAfterMs);
+    const kyselyOn = (pool: TimedPool | PoolLane): Kysely<PgqDatabase> =>
+      new Kysely<PgqDatabase>({ dialect: new PostgresDialect({ pool }) }).withSchema(this.schema);
     // The leader's maintenance queues on a lane of the pool, so its first
     // passes do not each open a connection at the worker's start, beside
     // the first claims.
-    const lane = new PoolLane(this.#pool, MAINTENANCE_CONNECTIONS);
+    const lane = new PoolLane(timed, MAINTENANCE_CONNECTIONS);
     const worker = new Worker(resolved, {
-      db: this.#db,
-      kysely: this.kysely,
+      db: fromPg(timed, this.#options.preparedStatements),
+      kysely: kyselyOn(timed),
+      election: kyselyOn(new TimedPool(this.#pool, Math.max(1_000, resolved.heartbeatMs))),
       maintenance: {
         db: fromPg(lane, this.#options.preparedStatements),
-        kysely: new Kysely<PgqDatabase>({ dialect: new PostgresDialect({ pool: lane }) }).withSchema(this.schema),
+        kysely: kyselyOn(lane),
       },
       statements: this.#statements,
       listener: this.#listener,

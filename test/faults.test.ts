@@ -4,10 +4,13 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
+import net from 'node:net';
 import pg from 'pg';
 import { Pgq, defineTask } from '../src/index.js';
-import { deferred, useTestSchema, withAppName } from './support/harness.js';
+import { deferred, until, useTestSchema, withAppName } from './support/harness.js';
 import { startEmbedded, type EmbeddedServer } from './support/embedded.js';
+import { Listener } from '../src/notify/listener.js';
+import { defaultLogger } from '../src/core/logger.js';
 
 const ctx = useTestSchema('faults');
 
@@ -105,6 +108,112 @@ describe('outcome writes held back by another transaction', () => {
       holder.release();
       await pgq.close();
       await pool.end();
+    }
+  });
+});
+
+/**
+ * A TCP proxy to the test database whose `freeze()` makes every connection
+ * open at that moment go silent, as a dropped NAT entry does: nothing is
+ * passed on either way, nothing is closed. Connections opened later work.
+ */
+async function freezableProxy(target: URL): Promise<{ url: string; freeze(): number; close(): Promise<void> }> {
+  const pairs: Array<[net.Socket, net.Socket]> = [];
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(target.port || 5432), target.hostname);
+    for (const s of [client, upstream]) s.on('error', () => undefined);
+    client.pipe(upstream);
+    upstream.pipe(client);
+    pairs.push([client, upstream]);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = new URL(target);
+  url.hostname = '127.0.0.1';
+  url.port = String((server.address() as net.AddressInfo).port);
+  return {
+    url: url.toString(),
+    freeze() {
+      const frozen = pairs.splice(0);
+      for (const [client, upstream] of frozen) {
+        client.unpipe(upstream);
+        upstream.unpipe(client);
+        client.pause();
+        upstream.pause();
+        frozenSockets.push(client, upstream);
+      }
+      return frozen.length;
+    },
+    async close() {
+      for (const s of [...frozenSockets.splice(0), ...pairs.splice(0).flat()]) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+const frozenSockets: net.Socket[] = [];
+
+describe('a connection that dies without a word', () => {
+  it('an outcome sent on a connection that stopped answering is sent again on another after rescueAfterMs, and stop() still ends', async () => {
+    await ctx.migrated();
+    const proxy = await freezableProxy(new URL(ctx.url));
+    const { task, running, release } = gatedTask('silent-death');
+    // One connection: the outcome's write must go out on the one that goes silent.
+    const pool = new pg.Pool({ connectionString: proxy.url, max: 1 });
+    const pgq = new Pgq({ pool, schema: ctx.schema, tasks: [task] });
+    try {
+      const worker = pgq.worker({ concurrency: 1, heartbeatMs: 250, rescueAfterMs: 2_000 });
+      const job = await pgq.enqueue(task, {});
+      await worker.start();
+      await running;
+      // Every connection the worker has (its pool's, the lease thread's, LISTEN) goes silent; the handler then finishes.
+      expect(proxy.freeze()).toBeGreaterThan(0);
+      const releasedAt = Date.now();
+      release();
+      // Its outcome's write gets no answer: after rescueAfterMs it is given
+      // up and sent again on a new connection. Before, it waited for TCP to
+      // give up, for hours, and so did stop().
+      const row = await until(async () => {
+        const { rows } = await ctx.admin.query<{ state: string; result: unknown; attempts: number }>(
+          `SELECT state, result, attempts FROM "${ctx.schema}".jobs WHERE id = $1 AND state <> 'running'`,
+          [job.id],
+        );
+        return rows[0];
+      }, { timeoutMs: 20_000, everyMs: 100, what: 'the outcome to be written' });
+      expect(row).toEqual({ state: 'succeeded', result: 'done', attempts: 1 });
+      // Not sooner than the read limit: the write was held by the silent connection first.
+      expect(Date.now() - releasedAt).toBeGreaterThanOrEqual(1_900);
+      const stopped = worker.stop().then(() => 'stopped' as const);
+      const hung = new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 40_000).unref());
+      expect(await Promise.race([stopped, hung])).toBe('stopped');
+    } finally {
+      release();
+      await pgq.close();
+      await proxy.close();
+      await pool.end();
+    }
+  });
+});
+
+describe('a LISTEN connection that dies without a word', () => {
+  it('is found out by its check, replaced, and notifications arrive again', async () => {
+    const proxy = await freezableProxy(new URL(ctx.url));
+    const listener = new Listener({ connectionString: proxy.url }, defaultLogger(), { checkMs: 200, queryTimeoutMs: 500 });
+    const channel = `silent_${ctx.schema}`;
+    const received: string[] = [];
+    try {
+      await listener.subscribe(channel, (payload) => received.push(payload));
+      expect(await listener.ready(10_000)).toBe(true);
+      expect(proxy.freeze()).toBe(1);
+      // Sent while the connection is silent: lost with it. The replacement LISTENs again and hears the next ones.
+      await until(async () => {
+        await ctx.admin.query('SELECT pg_notify($1, $2)', [channel, 'after']);
+        return received.includes('after');
+      }, { timeoutMs: 15_000, everyMs: 200, what: 'a notification on a new LISTEN connection' });
+      expect(listener.connected).toBe(true);
+    } finally {
+      const closing = listener.close().then(() => 'closed' as const);
+      const hung = new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 10_000).unref());
+      expect(await Promise.race([closing, hung])).toBe('closed');
+      await proxy.close();
     }
   });
 });

@@ -7,6 +7,8 @@
 import type pg from 'pg';
 import type { PostgresPool, PostgresPoolClient } from 'kysely';
 import { ValidationError } from '../core/errors.js';
+import { destroyConnection } from './connection.js';
+import { isConnectionError, isReadTimeout } from './errors.js';
 
 /**
  * Sends the connection errors of the pool's clients to `onError`: those of a
@@ -54,6 +56,85 @@ export async function warmUpPool(pool: pg.Pool, connections: number | undefined,
   if (failed) throw failed.reason;
 }
 
+/** What a `PoolLane` runs on: a `pg.Pool`, or a `TimedPool` over one. */
+export interface LanePool {
+  query(config: pg.QueryConfig): Promise<pg.QueryResult>;
+  connect(): Promise<{ query: PostgresPoolClient['query']; release(err?: Error | boolean): void }>;
+}
+
+/**
+ * Statements on `pool` that stop waiting for an answer after `readTimeoutMs`
+ * (or a statement's own `query_timeout`): the statement fails with pg's
+ * "Query read timeout" and the connection it was sent on is closed, socket
+ * and all, rather than reused. A connection that died without a word (a
+ * dropped NAT entry, a host gone: no FIN, no RST) would otherwise hold its
+ * statement, and a checked-out client would hold `pool.end()`, until TCP
+ * gives up, which takes minutes to hours. A worker's claims, outcomes and
+ * maintenance run on one. Usable as Kysely's PostgresDialect pool and,
+ * through `fromPg`, as a Queryable.
+ */
+export class TimedPool implements PostgresPool, LanePool {
+  constructor(
+    private readonly pool: pg.Pool,
+    readonly readTimeoutMs: number,
+  ) {}
+
+  /** One statement on one of the pool's connections. */
+  async query(config: pg.QueryConfig): Promise<pg.QueryResult> {
+    const client = await this.pool.connect();
+    try {
+      const result = await client.query(this.#timed(config));
+      client.release();
+      return result;
+    } catch (err) {
+      this.#releaseAfter(client, err);
+      throw err;
+    }
+  }
+
+  /** A client of the pool whose statements are timed the same way; one that timed out is closed when released. */
+  async connect(): Promise<PostgresPoolClient> {
+    const client = await this.pool.connect();
+    let failed: unknown;
+    let released = false;
+    const query = async (text: string, values?: readonly unknown[]): Promise<pg.QueryResult> => {
+      try {
+        return await client.query(this.#timed({ text, values: values as unknown[] | undefined }));
+      } catch (err) {
+        if (isConnectionError(err)) failed = err;
+        throw err;
+      }
+    };
+    return {
+      query: query as unknown as PostgresPoolClient['query'],
+      release: (err?: Error | boolean) => {
+        if (released) return;
+        released = true;
+        this.#releaseAfter(client, err instanceof Error ? err : failed);
+      },
+    };
+  }
+
+  /** The pool is not this wrapper's to end. */
+  async end(): Promise<void> {}
+
+  #timed(config: pg.QueryConfig): pg.QueryConfig {
+    // pg reads query_timeout from a query's config; its types omit it.
+    const timed = config as pg.QueryConfig & { query_timeout?: number };
+    return { ...timed, query_timeout: timed.query_timeout ?? this.readTimeoutMs } as pg.QueryConfig;
+  }
+
+  /** Back to the pool, unless the connection failed: then closed (and one that stopped answering, at once). */
+  #releaseAfter(client: pg.PoolClient, err: unknown): void {
+    if (!isConnectionError(err)) {
+      client.release();
+      return;
+    }
+    client.release(err instanceof Error ? err : true);
+    if (isReadTimeout(err)) destroyConnection(client);
+  }
+}
+
 /**
  * A lane on `pool`: statements and checked-out clients that together hold
  * at most `size` of its connections at a time; the rest wait their turn, in
@@ -70,7 +151,7 @@ export class PoolLane implements PostgresPool {
   readonly #waiting: (() => void)[] = [];
 
   constructor(
-    private readonly pool: pg.Pool,
+    private readonly pool: LanePool,
     size: number,
   ) {
     if (!Number.isInteger(size) || size < 1) throw new ValidationError('size', 'must be a whole number of at least 1');
@@ -104,7 +185,7 @@ export class PoolLane implements PostgresPool {
   /** A client of the pool, counted against the lane until it is released. */
   async connect(): Promise<PostgresPoolClient> {
     await this.#acquire();
-    let client: pg.PoolClient;
+    let client: Awaited<ReturnType<LanePool['connect']>>;
     try {
       client = await this.pool.connect();
     } catch (err) {
@@ -113,7 +194,7 @@ export class PoolLane implements PostgresPool {
     }
     let released = false;
     return {
-      query: client.query.bind(client) as PostgresPoolClient['query'],
+      query: client.query.bind(client),
       release: (err?: Error | boolean) => {
         if (released) return;
         released = true;

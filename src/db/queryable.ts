@@ -21,6 +21,8 @@ export interface Statement {
   name?: string;
   text: string;
   values: unknown[];
+  /** On a Queryable made by `fromPg`: how long to wait for the answer (on a `TimedPool`, instead of its own limit). */
+  timeoutMs?: number;
 }
 
 /** Anything with pg's `query(config)`: a `pg.Pool`, `pg.Client` or pool client. */
@@ -39,12 +41,18 @@ export interface KyselyQueryable {
  */
 export type DbHandle = PgQueryable | KyselyQueryable;
 
-/** pg's pool, client or pool client; `prepare` names hot-path statements so pg prepares them once per connection. */
+/**
+ * pg's pool, client or pool client (or a `TimedPool`); `prepare` names
+ * hot-path statements so pg prepares them once per connection. A
+ * statement's `timeoutMs` becomes pg's `query_timeout`.
+ */
 export function fromPg(db: PgQueryable, prepare = true): Queryable {
   return {
     async query<Row>(statement: Statement): Promise<Row[]> {
-      const config: pg.QueryConfig = { text: statement.text, values: statement.values };
+      // pg reads query_timeout from the query's config too; its types omit it.
+      const config: pg.QueryConfig & { query_timeout?: number } = { text: statement.text, values: statement.values };
       if (prepare && statement.name) config.name = statement.name;
+      if (statement.timeoutMs !== undefined) config.query_timeout = statement.timeoutMs;
       const result = await db.query(config);
       return result.rows as Row[];
     },

@@ -451,6 +451,8 @@ export function createStatements(schema: string) {
     ON CONFLICT (id) DO NOTHING
     RETURNING lease_expires_at`;
 
+  const deregisterWorker = `DELETE FROM ${workers} WHERE id = $1`;
+
   // Renews the lease from the worker's own rescueAfterMs. No row: the lease
   // was lost (the rescuer removed it).
   const renewLease = `
@@ -564,6 +566,11 @@ export function createStatements(schema: string) {
         values: [p.workerId, p.hostname, p.pid, p.queues, p.concurrency, p.rescueAfterMs, p.tasks ?? null],
       });
       return rows[0]?.lease_expires_at ?? null;
+    },
+
+    /** WorkerDeregister: removes the worker's row at the end of a stop, waiting at most `timeoutMs` for the answer. */
+    async deregisterWorker(db: Queryable, p: { workerId: string; timeoutMs: number }): Promise<void> {
+      await db.query({ text: deregisterWorker, values: [p.workerId], timeoutMs: p.timeoutMs });
     },
 
     /** JobReleaseHeld's text (run by the lease thread): $1 the worker id, $2 the ids, $3 the last claim taken in (epoch µs) when one is in flight; one row: `n` given back, `held` of them from $2. */

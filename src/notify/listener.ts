@@ -10,12 +10,30 @@
  * Constructed with a null config (poll-only mode, `listen: false`), it never
  * connects: subscriptions are kept but never called, and `ready()` resolves
  * at once.
+ *
+ * A LISTEN connection only receives, so one that died without a word (a
+ * dropped NAT entry, a host gone) would look connected for hours: every
+ * `checkMs` (15 s) it is asked `SELECT 1`, and every statement on it has
+ * `queryTimeoutMs` (10 s) to answer; one that does not is closed and a new
+ * one opened. Connecting gives up after 10 s too (unless the config sets
+ * its own `connectionTimeoutMillis`), and closing never waits on a silent
+ * server.
  */
 import pg from 'pg';
 import type { Logger } from '../core/logger.js';
 import { errorMessage, errorSummary } from '../core/errors.js';
 import { quoteIdent } from '../db/identifiers.js';
 import { sleep } from '../core/sleep.js';
+import { destroyConnection, endClient } from '../db/connection.js';
+
+export interface ListenerTiming {
+  /** How often a connection that is listening is checked with `SELECT 1`. */
+  checkMs: number;
+  /** How long a statement on the LISTEN connection may go unanswered before the connection is replaced. */
+  queryTimeoutMs: number;
+}
+
+const DEFAULT_TIMING: ListenerTiming = { checkMs: 15_000, queryTimeoutMs: 10_000 };
 
 export type NotificationHandler = (payload: string) => void;
 
@@ -30,9 +48,12 @@ export class Listener {
   #connected = false;
   #connectedWaiters: (() => void)[] = [];
 
-  constructor(config: pg.ClientConfig | null, logger: Logger) {
+  readonly #timing: ListenerTiming;
+
+  constructor(config: pg.ClientConfig | null, logger: Logger, timing: ListenerTiming = DEFAULT_TIMING) {
     this.#config = config;
     this.#logger = logger;
+    this.#timing = timing;
   }
 
   get connected(): boolean {
@@ -50,8 +71,10 @@ export class Listener {
     set.add(handler);
     this.#ensureLoop();
     if (isNew && this.#client && this.#connected) {
-      await this.#client.query(`LISTEN ${quoteIdent(channel)}`).catch(() => {
-        // The connection dropped; the reconnect LISTENs on every channel again.
+      const client = this.#client;
+      await client.query(`LISTEN ${quoteIdent(channel)}`).catch(() => {
+        // The connection dropped or stopped answering: a new one LISTENs on every channel.
+        destroyConnection(client);
       });
     }
     return async () => {
@@ -59,7 +82,8 @@ export class Listener {
       if (set.size === 0 && this.#handlers.get(channel) === set) {
         this.#handlers.delete(channel);
         if (this.#client && this.#connected) {
-          await this.#client.query(`UNLISTEN ${quoteIdent(channel)}`).catch(() => undefined);
+          const client = this.#client;
+          await client.query(`UNLISTEN ${quoteIdent(channel)}`).catch(() => destroyConnection(client));
         }
       }
     };
@@ -94,7 +118,7 @@ export class Listener {
     this.#connectedWaiters.splice(0).forEach((resolve) => resolve());
     const client = this.#client;
     this.#client = undefined;
-    if (client) await client.end().catch(() => undefined);
+    if (client) await endClient(client);
     await this.#loop;
   }
 
@@ -111,7 +135,7 @@ export class Listener {
     let failures = 0;
     const signal = this.#closing.signal;
     while (!signal.aborted) {
-      const client = new pg.Client(config);
+      const client = new pg.Client({ connectionTimeoutMillis: 10_000, ...config, query_timeout: this.#timing.queryTimeoutMs });
       let lost!: () => void;
       const connectionLost = new Promise<void>((resolve) => (lost = resolve));
       client.on('error', (err) => {
@@ -129,7 +153,13 @@ export class Listener {
         failures = 0;
         this.#connectedWaiters.splice(0).forEach((resolve) => resolve());
         for (const hook of this.#connectHooks) hook();
-        await Promise.race([connectionLost, new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }))]);
+        const watching = new AbortController();
+        await Promise.race([
+          connectionLost,
+          new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true })),
+          this.#watch(client, AbortSignal.any([signal, watching.signal])),
+        ]);
+        watching.abort();
       } catch (err) {
         if (!signal.aborted) {
           this.#logger.warn({ err: errorSummary(err) }, `pgq listener could not connect: ${errorMessage(err)}`);
@@ -137,12 +167,27 @@ export class Listener {
       }
       this.#connected = false;
       if (this.#client === client) this.#client = undefined;
-      await client.end().catch(() => undefined);
+      await endClient(client);
       if (signal.aborted) break;
       failures += 1;
       await sleep(Math.min(5_000, 100 * 2 ** Math.min(failures, 6)), signal);
     }
     this.#connected = false;
+  }
+
+  /** Resolves once `client` fails to answer a check (or `stop` is aborted). */
+  async #watch(client: pg.Client, stop: AbortSignal): Promise<void> {
+    while (!stop.aborted) {
+      await sleep(this.#timing.checkMs, stop);
+      if (stop.aborted) return;
+      try {
+        await client.query('SELECT 1');
+      } catch (err) {
+        if (stop.aborted) return;
+        this.#logger.warn({ err: errorSummary(err) }, `pgq listener connection stopped answering: ${errorMessage(err)}; reconnecting`);
+        return;
+      }
+    }
   }
 
   #dispatch(channel: string, payload: string): void {

@@ -198,6 +198,7 @@ export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr }:
       wake = done;
     });
   }
-  await client?.end().catch(() => undefined);
+  // A connection that went silent never answers the Terminate: the thread's end closes it.
+  await Promise.race([client?.end().catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 1_000))]);
   send({ type: 'stopped' });
 }

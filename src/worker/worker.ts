@@ -60,6 +60,8 @@ import { SandboxRunner } from '../sandbox/sandbox-runner.js';
 export interface WorkerDeps {
   db: Queryable;
   kysely: Kysely<PgqDatabase>;
+  /** The leader election's statements (answered within a heartbeat, or given up). */
+  election: Kysely<PgqDatabase>;
   /** The same database on a lane of the pool, for the leader's maintenance (maintenance/leader-services.ts). */
   maintenance: { db: Queryable; kysely: Kysely<PgqDatabase> };
   statements: HotStatements;
@@ -194,7 +196,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (options.leader) {
       this.#leader = new LeaderElector(
         { workerId: baseId, heartbeatMs: options.heartbeatMs, rescueAfterMs: options.rescueAfterMs },
-        deps.kysely,
+        deps.election,
         leaderServices(options, { ...deps, logger: this.#logger }),
         deps.clock,
         this.#logger,
@@ -371,10 +373,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
     await this.#leader?.stop();
     await this.#lease.stop();
     await this.#teardownSubscriptions();
-    await this.#deps.kysely
-      .deleteFrom('workers')
-      .where('id', '=', this.#lease.workerId)
-      .execute()
+    // Bounded like a renewal: a database that does not answer lets the lease expire instead.
+    await this.#deps.statements
+      .deregisterWorker(this.#deps.db, { workerId: this.#lease.workerId, timeoutMs: Math.max(1_000, this.options.heartbeatMs) })
       .catch((err: unknown) => this.#logger.warn({ err: errorSummary(err) }, `pgq could not deregister the worker: ${errorMessage(err)}`));
     this.#state = 'stopped';
     this.#health?.stop();
