@@ -6,7 +6,7 @@
 import type { AddressInfo } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { Pgq, defineTask, type WorkerHealth } from '../src/index.js';
+import { Pgq, defineTask, type WorkerHealth, type WorkerLiveness } from '../src/index.js';
 import { serveWorkerEndpoints } from '../src/cli/worker-server.js';
 import { until, withAppName } from './support/harness.js';
 import { startEmbedded, type EmbeddedServer } from './support/embedded.js';
@@ -54,6 +54,8 @@ describe('health checks', () => {
       expect(down.body.checks.database.message).toMatch(/database unreachable/);
       const stillLive = await get('/healthz');
       expect(stillLive.status, JSON.stringify(stillLive.body)).toBe(200);
+      // Liveness does not ask the database: its body has the event-loop check alone.
+      expect(stillLive.body as unknown as WorkerLiveness).toEqual({ live: true, checks: { eventLoop: { ok: true } } });
 
       await server.resume();
       const up = await until(async () => {
@@ -70,4 +72,37 @@ describe('health checks', () => {
     expect(stopped.ready).toBe(false);
     expect(stopped.checks.worker.message).toBe('worker is stopped');
   }, 90_000);
+
+  it('liveness() and health() each see a stall of the event loop: one probe does not use up the other\'s window', async () => {
+    server ??= await startEmbedded('health');
+    const pgq = new Pgq({ connectionString: withAppName(server.url, 'pgq_health'), tasks: [noop] });
+    await pgq.migrate();
+    const worker = pgq.worker({ leader: false });
+    await worker.start();
+    try {
+      // Both windows start here.
+      worker.liveness();
+      await worker.health();
+      // The event loop blocked for 400 ms, a while after the checks (Node's
+      // sampler measures between two of its own ticks, and a check's reset
+      // forgets the tick before it).
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const until = Date.now() + 400;
+      while (Date.now() < until) {
+        // blocked
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const ready = await worker.health({ maxEventLoopDelayMs: 200 });
+      expect(ready.live).toBe(false);
+      expect(ready.checks.eventLoop.message).toMatch(/event loop stalled for \d+ ms \(limit 200 ms\)/);
+      const live = worker.liveness({ maxEventLoopDelayMs: 200 });
+      expect(live.live).toBe(false);
+      expect(live.checks.eventLoop.message).toMatch(/event loop stalled/);
+      // Each window starts again after its own check.
+      expect(worker.liveness({ maxEventLoopDelayMs: 200 }).live).toBe(true);
+    } finally {
+      await worker.stop();
+      await pgq.close();
+    }
+  }, 60_000);
 });

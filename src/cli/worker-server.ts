@@ -1,7 +1,8 @@
 /**
  * The HTTP endpoints of `pgq worker --metrics-port`: Prometheus metrics at
- * /metrics, liveness at /healthz and readiness at /readyz (200 or 503 with
- * the JSON of `worker.health()`, naming what is wrong).
+ * /metrics, liveness at /healthz (200 or 503 with the JSON of
+ * `worker.liveness()`) and readiness at /readyz (the JSON of
+ * `worker.health()`), each naming what is wrong.
  */
 import http from 'node:http';
 import type { Pgq } from '../client.js';
@@ -27,10 +28,13 @@ export async function serveWorkerEndpoints(pgq: Pgq, worker: Worker, host: strin
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/metrics') {
       metrics.registry.metrics().then((body) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(body), (err: unknown) => fail(res, err));
-    } else if (path === '/healthz' || path === '/readyz') {
+    } else if (path === '/healthz') {
+      // Answered without the database: a slow database must not get a healthy worker restarted.
+      const liveness = worker.liveness();
+      res.writeHead(liveness.live ? 200 : 503, { 'content-type': 'application/json' }).end(`${JSON.stringify(liveness)}\n`);
+    } else if (path === '/readyz') {
       worker.health().then((health) => {
-        const ok = path === '/healthz' ? health.live : health.ready;
-        res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' }).end(`${JSON.stringify(health)}\n`);
+        res.writeHead(health.ready ? 200 : 503, { 'content-type': 'application/json' }).end(`${JSON.stringify(health)}\n`);
       }, (err: unknown) => fail(res, err));
     } else {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found; try /metrics, /healthz or /readyz\n');

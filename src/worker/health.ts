@@ -7,6 +7,12 @@
  *   (`workers.lease_expires_at`) has not expired, and the LISTEN
  *   connection is up (or the worker polls only).
  *
+ * `liveness()` is the first check alone, on a window of its own, answered
+ * without a round trip: a liveness probe must not fail because the database
+ * is slow (a restart loop would not mend the database), and a readiness
+ * probe's check must not use up the window in which the liveness probe
+ * would have seen a stall.
+ *
  * Each check carries a message saying what is wrong. The database probe is
  * one indexed read of the worker's own row, bounded by a timeout, so a probe
  * never hangs on a database that does not answer.
@@ -22,6 +28,13 @@ import type { Listener } from '../notify/listener.js';
 export interface HealthCheck {
   ok: boolean;
   message?: string;
+}
+
+/** What `worker.liveness()` returns: `health()`'s `live`, without asking the database. */
+export interface WorkerLiveness {
+  /** The process is alive and its event loop not stalled. */
+  live: boolean;
+  checks: { eventLoop: HealthCheck };
 }
 
 /** What `worker.health()` resolves to. */
@@ -48,6 +61,8 @@ export interface HealthProbeConfig {
 
 export class HealthProbe {
   readonly #loop = new EventLoopMonitor();
+  /** liveness()'s own window: a readiness probe's check must not hide a stall from the liveness probe, nor the other way round. */
+  #liveLoop: EventLoopMonitor | undefined;
 
   constructor(
     private readonly config: HealthProbeConfig,
@@ -56,12 +71,16 @@ export class HealthProbe {
     private readonly state: () => string,
   ) {}
 
+  /** The event-loop check alone, on its own window (since the previous `liveness` call). */
+  liveness(maxEventLoopDelayMs: number): WorkerLiveness {
+    this.#liveLoop ??= new EventLoopMonitor();
+    const eventLoop = eventLoopCheck(this.#liveLoop, maxEventLoopDelayMs);
+    return { live: eventLoop.ok, checks: { eventLoop } };
+  }
+
   /** Runs every check; `maxEventLoopDelayMs` is the longest event-loop delay since the previous check still counted as live. */
   async check(maxEventLoopDelayMs: number): Promise<WorkerHealth> {
-    const { maxMs } = this.#loop.take();
-    const eventLoop: HealthCheck = maxMs <= maxEventLoopDelayMs
-      ? { ok: true }
-      : { ok: false, message: `event loop stalled for ${Math.round(maxMs)} ms (limit ${maxEventLoopDelayMs} ms)` };
+    const eventLoop = eventLoopCheck(this.#loop, maxEventLoopDelayMs);
     const state = this.state();
     const worker: HealthCheck = state === 'running' ? { ok: true } : { ok: false, message: `worker is ${state}` };
     const listener: HealthCheck = !this.listener.enabled
@@ -72,9 +91,10 @@ export class HealthProbe {
     return { live: eventLoop.ok, ready: worker.ok && database.ok && lease.ok && listener.ok, checks };
   }
 
-  /** Stops the event-loop sampler. */
+  /** Stops the event-loop samplers. */
   stop(): void {
     this.#loop.stop();
+    this.#liveLoop?.stop();
   }
 
   async #probeDatabase(): Promise<{ database: HealthCheck; lease: HealthCheck }> {
@@ -108,4 +128,11 @@ export class HealthProbe {
       clearTimeout(timer);
     }
   }
+}
+
+function eventLoopCheck(loop: EventLoopMonitor, maxEventLoopDelayMs: number): HealthCheck {
+  const { maxMs } = loop.take();
+  return maxMs <= maxEventLoopDelayMs
+    ? { ok: true }
+    : { ok: false, message: `event loop stalled for ${Math.round(maxMs)} ms (limit ${maxEventLoopDelayMs} ms)` };
 }

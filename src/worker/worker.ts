@@ -44,7 +44,7 @@ import type { Listener } from '../notify/listener.js';
 import type { ChannelNames } from '../notify/channels.js';
 import type { TaskRegistry } from '../task.js';
 import { Completer } from './completer.js';
-import { HealthProbe, type WorkerHealth } from './health.js';
+import { HealthProbe, type WorkerHealth, type WorkerLiveness } from './health.js';
 import type { MiddlewareChain } from '../middleware.js';
 import { Executor, type WorkerEvents } from './executor.js';
 import { Producer, type HeldJob } from './producer.js';
@@ -249,13 +249,32 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * res.writeHead(h.ready ? 200 : 503).end(JSON.stringify(h));
    */
   health(options: { maxEventLoopDelayMs?: number } = {}): Promise<WorkerHealth> {
+    return this.#healthProbe().check(options.maxEventLoopDelayMs ?? 5_000);
+  }
+
+  /**
+   * Liveness alone, for a liveness probe: whether the event loop stalled for
+   * more than `maxEventLoopDelayMs` (default 5 s) since the previous
+   * `liveness()` call. It does not ask the database (a slow database must
+   * not get a healthy worker restarted) and keeps its own window, apart
+   * from `health()`'s.
+   *
+   * @example
+   * const l = worker.liveness();
+   * res.writeHead(l.live ? 200 : 503).end(JSON.stringify(l));
+   */
+  liveness(options: { maxEventLoopDelayMs?: number } = {}): WorkerLiveness {
+    return this.#healthProbe().liveness(options.maxEventLoopDelayMs ?? 5_000);
+  }
+
+  #healthProbe(): HealthProbe {
     this.#health ??= new HealthProbe(
       { workerId: () => this.id, heartbeatMs: this.options.heartbeatMs, rescueAfterMs: this.options.rescueAfterMs },
       this.#deps.kysely,
       this.#deps.listener,
       () => this.#state,
     );
-    return this.#health.check(options.maxEventLoopDelayMs ?? 5_000);
+    return this.#health;
   }
 
   /**
