@@ -251,3 +251,77 @@ describe('zero-setup start', () => {
     expect(pgq(['db', 'stop'], { cwd: dir }).stdout).toMatch(/stopped/);
   });
 });
+
+describe('the embedded server behind zero-setup', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgq-daemon-'));
+  fs.chmodSync(dir, 0o755);
+  const pgqDir = path.join(dir, '.pgq');
+  const zero = { DATABASE_URL: undefined, PGQ_TEST_DATABASE_URL: undefined };
+  const alive = (pid: number): boolean => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const daemons = (): number[] =>
+    fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).map(Number).filter((pid) => {
+      try {
+        const args = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+        return args.some((a) => a.endsWith('embedded-daemon.js')) && args.includes(pgqDir);
+      } catch {
+        return false;
+      }
+    });
+  const postmaster = (): number => Number(fs.readFileSync(path.join(pgqDir, 'data/postmaster.pid'), 'utf8').split('\n')[0]);
+  const serverJson = (): { pid: number } => JSON.parse(fs.readFileSync(path.join(pgqDir, 'server.json'), 'utf8')) as { pid: number };
+  afterAll(() => {
+    spawnSync(process.execPath, [bin, 'db', 'stop'], { cwd: dir, encoding: 'utf8' });
+    for (const pid of daemons()) process.kill(pid, 'SIGKILL');
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('waits for a server that does not answer instead of starting a second; a daemon goes when its PostgreSQL dies; db stop signals only its daemon', async () => {
+    const { ensureEmbedded } = await import('../src/cli/embedded.js');
+    expect(pgq(['db', 'start'], { cwd: dir, env: zero })).toMatchObject({ code: 0, stdout: expect.stringMatching(/^postgres:\/\//) });
+    const first = serverJson().pid;
+    expect(daemons()).toEqual([first]);
+
+    // A server that does not answer (stopped here; crash recovery or a full
+    // machine look the same) is waited for, then named, never replaced.
+    const pm = postmaster();
+    process.kill(pm, 'SIGSTOP');
+    try {
+      await expect(ensureEmbedded(pgqDir, { unansweredWaitMs: 1_000 })).rejects.toThrow(
+        new RegExp(`the embedded PostgreSQL in .* \\(daemon pid ${first}\\) is running but does not answer`),
+      );
+      expect(daemons()).toEqual([first]);
+      expect(serverJson().pid).toBe(first);
+    } finally {
+      process.kill(pm, 'SIGCONT');
+    }
+    expect(await ensureEmbedded(pgqDir)).toMatchObject({ pid: first, started: false });
+
+    // PostgreSQL killed: its daemon goes too, and the next command starts a new pair.
+    process.kill(postmaster(), 'SIGKILL');
+    await until(() => !alive(first), { timeoutMs: 15_000, what: 'the daemon to exit after its PostgreSQL died' });
+    const restarted = pgq(['db', 'start'], { cwd: dir, env: zero });
+    expect(restarted.code, restarted.stderr).toBe(0);
+    const second = serverJson().pid;
+    expect(second).not.toBe(first);
+    expect(daemons()).toEqual([second]);
+
+    // server.json naming a process that is not the daemon (a pid reused after a reboot): left alone.
+    expect(pgq(['db', 'stop'], { cwd: dir }).stdout).toMatch(/embedded PostgreSQL stopped/);
+    expect(daemons()).toEqual([]);
+    const stranger = spawn('sleep', ['30'], { stdio: 'ignore' });
+    try {
+      fs.writeFileSync(path.join(pgqDir, 'server.json'), JSON.stringify({ pid: stranger.pid, port: 1, url: 'postgres://postgres:pgq@127.0.0.1:1/postgres' }));
+      expect(pgq(['db', 'stop'], { cwd: dir }).stdout).toMatch(/was not running/);
+      expect(alive(stranger.pid!)).toBe(true);
+    } finally {
+      stranger.kill('SIGKILL');
+    }
+  }, 180_000);
+});

