@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { defineTask, sandboxed, ValidationError, type Logger, type SandboxKind } from '../src/index.js';
 import type echoHandler from './fixtures/sandbox/handlers.js';
-import { computeTask, echoTask, misbehaveTask, progressTask } from './fixtures/sandbox/tasks.js';
+import { computeTask, echoTask, misbehaveTask, progressTask, strayTask } from './fixtures/sandbox/tasks.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
 
 const ctx = useTestSchema('sandbox');
@@ -160,6 +160,46 @@ describe.each<SandboxKind>(['thread', 'process'])('sandboxed %s', (kind) => {
     const after = await pgq.enqueue(task, { firstAttempt: 'ok' });
     expect((await pgq.waitForJob(after.id, { timeoutMs: 30_000 })).state).toBe('succeeded');
     await worker.stop();
+  });
+
+  it('an error a handler leaves behind fails neither the next job nor the sandbox; one thrown while its own attempt runs fails that attempt', async () => {
+    const task = strayTask(kind);
+    const lines: Line[] = [];
+    const pgq = await ctx.migrated({ tasks: [task], logger: captureLogger(lines) });
+    const worker = pgq.worker({ concurrency: 1, pollIntervalMs: 50, sandbox: { threads: 1, processes: 1 } });
+    await worker.start();
+    try {
+      type Where = { pid: number; threadId: number; jobId: string };
+      // One sandbox, one job at a time: the error each leaves behind lands while the job after it runs there.
+      const jobs = await pgq.enqueueMany(task, [{ mode: 'late-throw' }, { mode: 'wait', ms: 1_500 }, { mode: 'late-reject' }, { mode: 'wait', ms: 1_500 }]);
+      const [throwing, , rejecting] = jobs;
+      const done = await Promise.all(jobs.map((j) => pgq.waitForJob(j.id, { timeoutMs: 30_000 })));
+      expect(done.map((j) => [j.state, j.attempts])).toEqual(Array.from({ length: 4 }, () => ['succeeded', 1]));
+      const places = done.map((j) => j.result as Where);
+      // The same thread or process ran all three: nothing crashed.
+      expect(new Set(places.map((p) => `${p.pid}:${p.threadId}`)).size).toBe(1);
+      await until(() => lines.filter((l) => /caught an error thrown job \d+'s handler after it ended/.test(l.msg ?? '')).length >= 2, {
+        timeoutMs: 10_000,
+        what: 'both stray errors to be logged',
+      });
+      const strays = lines.filter((l) => /caught an error thrown/.test(l.msg ?? ''));
+      expect(strays.map((l) => l.obj.leftByJob).sort()).toEqual([throwing!.id, rejecting!.id].sort());
+      expect(strays.map((l) => (l.obj.err as { message: string }).message).sort()).toEqual(
+        [`promise left by job ${rejecting!.id} rejected`, `timer left by job ${throwing!.id} threw`].sort(),
+      );
+
+      // Thrown by a timer of the attempt's own while it runs: that attempt fails with it, and the sandbox goes on.
+      const own = await pgq.enqueue(task, { mode: 'own-throw' });
+      const failed = await pgq.waitForJob(own.id, { timeoutMs: 30_000 });
+      expect(failed.state).toBe('failed');
+      expect(failed.errors[0]!.message).toBe(`own timer of job ${own.id} threw`);
+      const after = await pgq.enqueue(task, { mode: 'wait', ms: 0 });
+      const next = await pgq.waitForJob(after.id, { timeoutMs: 30_000 });
+      expect(next.state).toBe('succeeded');
+      expect(`${(next.result as Where).pid}:${(next.result as Where).threadId}`).toBe(`${places[0]!.pid}:${places[0]!.threadId}`);
+    } finally {
+      await worker.stop();
+    }
   });
 });
 

@@ -5,7 +5,9 @@
  */
 import { Worker as Thread } from 'node:worker_threads';
 import { RemoteError, type FromChild, type ToChild } from './protocol.js';
-import { ProgressChannel, runAttempt } from './sandbox-entry.js';
+import { ProgressChannel, catchStrayErrors, runAttempt } from './sandbox-entry.js';
+
+catchStrayErrors();
 
 // A handler that computes without yielding never lets 'disconnect' below
 // run: a thread of this process's own, which the handler cannot block,

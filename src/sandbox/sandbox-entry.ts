@@ -2,9 +2,11 @@
  * Runs one attempt inside a sandbox (thread or child process): loads the
  * handler module once per sandbox, builds the handler's context, calls it,
  * and turns whatever happens into a reply. Nothing here throws: every
- * failure becomes `{ ok: false }`, so only a dying sandbox rejects.
+ * failure becomes `{ ok: false }`, so only a dying sandbox rejects; an
+ * error a handler leaves behind is caught too (`catchStrayErrors`).
  */
 import fs from 'node:fs';
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { fileURLToPath } from 'node:url';
 import { SnoozeError } from '../core/errors.js';
 import { toJsonText } from '../core/json.js';
@@ -93,6 +95,47 @@ export class ProgressChannel {
   }
 }
 
+/** The attempt a piece of code belongs to, followed through the timers and promises it creates. */
+interface AttemptScope {
+  jobId: string;
+  /** Fails the attempt with an error that escaped its handler while it ran. */
+  fail(err: unknown): void;
+  ended: boolean;
+}
+
+const attemptScope = new AsyncLocalStorage<AttemptScope>();
+/** The attempt running in this sandbox now (one at a time), through which a stray error is reported. */
+let running: { jobId: string; send: (event: SandboxEvent) => void } | null = null;
+let catching = false;
+
+/**
+ * Catches the errors that escape a handler's await (a timer that throws, a
+ * promise nobody awaits that rejects): left to Node, they end the sandbox,
+ * and with it whichever attempt runs there then, often not the one that
+ * left the error behind. Each is traced to the attempt whose code raised
+ * it: while that attempt runs, it fails with the error; once it has ended,
+ * the error is logged (through the attempt running now, else on stderr)
+ * and fails nothing. Called once by each sandbox thread and process.
+ */
+export function catchStrayErrors(): void {
+  if (catching) return;
+  catching = true;
+  const onStray = (err: unknown): void => {
+    const owner = attemptScope.getStore();
+    if (owner && !owner.ended) {
+      owner.fail(err);
+      return;
+    }
+    const from = owner ? `job ${owner.jobId}'s handler after it ended` : 'outside any handler';
+    const msg = `pgq sandbox caught an error thrown ${from} (a timer or promise left behind?); it fails no job`;
+    const obj = { err: serializeError(err), ...(owner ? { leftByJob: owner.jobId } : {}) };
+    if (running) running.send({ type: 'log', level: 'error', obj, msg });
+    else process.stderr.write(`${JSON.stringify({ level: 50, time: Date.now(), pid: process.pid, name: 'pgq', ...obj, msg })}\n`);
+  };
+  process.on('uncaughtException', onStray);
+  process.on('unhandledRejection', onStray);
+}
+
 /** Runs the request's handler under `signal`, sending log lines and progress reports through `send`. */
 export async function runAttempt(
   request: SandboxRequest,
@@ -100,6 +143,12 @@ export async function runAttempt(
   send: (event: SandboxEvent) => void,
   progress: ProgressChannel,
 ): Promise<SandboxReply> {
+  let fail!: (err: unknown) => void;
+  const escaped = new Promise<never>((_, reject) => (fail = reject));
+  escaped.catch(() => undefined);
+  const scope: AttemptScope = { jobId: request.job.id, fail, ended: false };
+  const current = { jobId: request.job.id, send };
+  running = current;
   try {
     const handler = await loadSandboxHandler(request.module, request.exportName);
     const ctx: SandboxContext = {
@@ -112,13 +161,15 @@ export async function runAttempt(
       },
       progress: (value) => progress.report(value),
     };
-    const result = await handler(request.payload, ctx);
+    const result = await attemptScope.run(scope, () => Promise.race([handler(request.payload, ctx), escaped]));
     // The worker checks the result against its own limit; this bound only
     // keeps a value shared many times over from walking for long here.
     return { ok: true, resultJson: toJsonText(result, 'result', SANDBOX_RESULT_BYTES) };
   } catch (err) {
     return { ok: false, error: serializeError(err) };
   } finally {
+    scope.ended = true;
+    if (running === current) running = null;
     progress.close();
   }
 }

@@ -5,7 +5,9 @@
  */
 import type { MessagePort } from 'node:worker_threads';
 import { RemoteError, type SandboxEvent, type SandboxReply, type SandboxRequest, type ToSandbox } from './protocol.js';
-import { ProgressChannel, runAttempt } from './sandbox-entry.js';
+import { ProgressChannel, catchStrayErrors, runAttempt } from './sandbox-entry.js';
+
+catchStrayErrors();
 
 /** What the thread pool sends for one attempt. */
 export interface ThreadTask {

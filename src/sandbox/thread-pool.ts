@@ -5,7 +5,8 @@
  * reports; the worker sends the abort and acknowledges each report once saved. Terminating an attempt aborts its piscina task, which
  * terminates the thread running it; piscina starts a new thread for the
  * next task. A thread that dies (process.exit, out of memory under
- * `resourceLimits`, an uncaught error) rejects only the task it ran.
+ * `resourceLimits`) rejects only the task it ran; an error a handler left
+ * behind does not end it (sandbox-entry.ts, `catchStrayErrors`).
  */
 import { MessageChannel, type ResourceLimits } from 'node:worker_threads';
 import { Piscina } from 'piscina';
