@@ -264,20 +264,19 @@ export class Pgq {
       : resolveDeclaredSchedules(options.schedules, this.tasks, this.#options.maxPayloadBytes);
     // A payload checked by an asynchronous validator is settled by start(), which reports its error.
     if (declared instanceof Promise) declared.catch(() => undefined);
-    // The worker's statements, its leader's and its maintenance's give up
-    // on a connection that has not answered within rescueAfterMs (the
-    // election within a heartbeat): by then the lease would have lapsed
-    // had the database been unreachable, and each of them is safe to send
-    // again after a lost reply. A connection that died without a word
-    // costs one timeout instead of holding the worker, or its stop, for as
-    // long as TCP takes to give up.
-    const timed = new TimedPool(this.#pool, resolved.rescueAfterMs);
+    // A connection that died without a word holds none of the worker's
+    // statements for long (TimedPool: after the limit, cancelled; then
+    // closed if it does not answer that either): claims, outcomes and
+    // registration max(10 s, rescueAfterMs) (by then the lease would have
+    // lapsed had the database been unreachable), the leader's maintenance
+    // max(60 s, rescueAfterMs), the election one heartbeat (at least 1 s).
+    const timed = new TimedPool(this.#pool, Math.max(10_000, resolved.rescueAfterMs));
     const kyselyOn = (pool: TimedPool | PoolLane): Kysely<PgqDatabase> =>
       new Kysely<PgqDatabase>({ dialect: new PostgresDialect({ pool }) }).withSchema(this.schema);
     // The leader's maintenance queues on a lane of the pool, so its first
     // passes do not each open a connection at the worker's start, beside
     // the first claims.
-    const lane = new PoolLane(timed, MAINTENANCE_CONNECTIONS);
+    const lane = new PoolLane(new TimedPool(this.#pool, Math.max(60_000, resolved.rescueAfterMs)), MAINTENANCE_CONNECTIONS);
     const worker = new Worker(resolved, {
       db: fromPg(timed, this.#options.preparedStatements),
       kysely: kyselyOn(timed),

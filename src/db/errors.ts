@@ -26,14 +26,6 @@ export function isTransientError(err: unknown): boolean {
   return isConnectionError(err) || isCancelledByTimeout(err);
 }
 
-/**
- * pg gave up waiting for a statement's answer (`query_timeout`): the
- * connection is closed, and the statement may or may not have committed.
- */
-export function isReadTimeout(err: unknown): boolean {
-  return err instanceof Error && (err as { code?: unknown }).code === undefined && err.message === 'Query read timeout';
-}
-
 /** A statement cancelled by `statement_timeout` (57014) or `lock_timeout` (55P03). */
 export function isCancelledByTimeout(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;

@@ -4,11 +4,11 @@
  * kind of work a lane of its own on it (at most so many of its connections
  * at a time).
  */
-import type pg from 'pg';
+import pg from 'pg';
 import type { PostgresPool, PostgresPoolClient } from 'kysely';
 import { ValidationError } from '../core/errors.js';
-import { destroyConnection } from './connection.js';
-import { isConnectionError, isReadTimeout } from './errors.js';
+import { destroyConnection, settlesWithin } from './connection.js';
+import { isConnectionError } from './errors.js';
 
 /**
  * Sends the connection errors of the pool's clients to `onError`: those of a
@@ -63,43 +63,64 @@ export interface LanePool {
 }
 
 /**
- * Statements on `pool` that stop waiting for an answer after `readTimeoutMs`
- * (or a statement's own `query_timeout`): the statement fails with pg's
- * "Query read timeout" and the connection it was sent on is closed, socket
- * and all, rather than reused. A connection that died without a word (a
- * dropped NAT entry, a host gone: no FIN, no RST) would otherwise hold its
- * statement, and a checked-out client would hold `pool.end()`, until TCP
- * gives up, which takes minutes to hours. A worker's claims, outcomes and
- * maintenance run on one. Usable as Kysely's PostgresDialect pool and,
- * through `fromPg`, as a Queryable.
+ * Statements on `pool` that a connection which died without a word (a
+ * dropped NAT or firewall entry, a host gone: no FIN, no RST) cannot hold
+ * for longer than `answerWithinMs` plus a grace. Without it a statement
+ * sent on such a connection waits until TCP gives up (minutes to hours),
+ * and a checked-out client holds `pool.end()` as long. A statement that has
+ * not answered in time:
+ *
+ * 1. gets one more turn of the event loop's poll phase first: after a
+ *    blocked loop its answer may be waiting unread, and timers run before
+ *    sockets are read;
+ * 2. is cancelled on the server (PostgreSQL's CancelRequest, on a
+ *    connection of its own), so a statement that is only slow stops, and
+ *    rolls back, instead of committing after it was given up: its
+ *    connection then answers with 57014, which the caller handles as a
+ *    statement_timeout;
+ * 3. if the connection still says nothing `graceMs` later, it is dead: its
+ *    socket is destroyed and the statement fails with a
+ *    `SilentConnectionError` (a connection error: sent again on another).
+ *
+ * A statement's own `query_timeout` (see `Statement.timeoutMs`) replaces
+ * `answerWithinMs` for it. A worker's claims, outcomes and maintenance run
+ * on one. Usable as Kysely's PostgresDialect pool and, through `fromPg`,
+ * as a Queryable.
  */
 export class TimedPool implements PostgresPool, LanePool {
+  readonly graceMs: number;
+
   constructor(
     private readonly pool: pg.Pool,
-    readonly readTimeoutMs: number,
-  ) {}
+    readonly answerWithinMs: number,
+  ) {
+    this.graceMs = Math.min(5_000, Math.max(1_000, answerWithinMs));
+  }
 
   /** One statement on one of the pool's connections. */
   async query(config: pg.QueryConfig): Promise<pg.QueryResult> {
+    const { query_timeout: own, ...rest } = config as pg.QueryConfig & { query_timeout?: number };
     const client = await this.pool.connect();
+    client.on('error', ignore);
     try {
-      const result = await client.query(this.#timed(config));
-      client.release();
+      const result = await this.#answered(client, client.query(rest as pg.QueryConfig), own ?? this.answerWithinMs);
+      this.#release(client, undefined);
       return result;
     } catch (err) {
-      this.#releaseAfter(client, err);
+      this.#release(client, err);
       throw err;
     }
   }
 
-  /** A client of the pool whose statements are timed the same way; one that timed out is closed when released. */
+  /** A client of the pool whose statements are watched the same way; one whose connection failed is closed when released. */
   async connect(): Promise<PostgresPoolClient> {
     const client = await this.pool.connect();
+    client.on('error', ignore);
     let failed: unknown;
     let released = false;
     const query = async (text: string, values?: readonly unknown[]): Promise<pg.QueryResult> => {
       try {
-        return await client.query(this.#timed({ text, values: values as unknown[] | undefined }));
+        return await this.#answered(client, client.query(text, values as unknown[] | undefined), this.answerWithinMs);
       } catch (err) {
         if (isConnectionError(err)) failed = err;
         throw err;
@@ -110,7 +131,7 @@ export class TimedPool implements PostgresPool, LanePool {
       release: (err?: Error | boolean) => {
         if (released) return;
         released = true;
-        this.#releaseAfter(client, err instanceof Error ? err : failed);
+        this.#release(client, err instanceof Error ? err : failed);
       },
     };
   }
@@ -118,22 +139,47 @@ export class TimedPool implements PostgresPool, LanePool {
   /** The pool is not this wrapper's to end. */
   async end(): Promise<void> {}
 
-  #timed(config: pg.QueryConfig): pg.QueryConfig {
-    // pg reads query_timeout from a query's config; its types omit it.
-    const timed = config as pg.QueryConfig & { query_timeout?: number };
-    return { ...timed, query_timeout: timed.query_timeout ?? this.readTimeoutMs } as pg.QueryConfig;
+  async #answered<T>(client: pg.PoolClient, running: Promise<T>, withinMs: number): Promise<T> {
+    if (await settlesWithin(running, withinMs)) return running;
+    this.#cancel(client);
+    if (await settlesWithin(running, this.graceMs)) return running;
+    running.catch(ignore); // pg fails it once its socket is gone
+    destroyConnection(client);
+    throw new SilentConnectionError(withinMs, this.graceMs);
   }
 
-  /** Back to the pool, unless the connection failed: then closed (and one that stopped answering, at once). */
-  #releaseAfter(client: pg.PoolClient, err: unknown): void {
-    if (!isConnectionError(err)) {
-      client.release();
+  /** Sends PostgreSQL's CancelRequest for the statement `client` is running, on a connection of its own. */
+  #cancel(client: pg.PoolClient): void {
+    const active = (client as unknown as { activeQuery?: unknown }).activeQuery;
+    if (!active) return;
+    const canceller = new pg.Client(this.pool.options as pg.ClientConfig);
+    canceller.on('error', ignore);
+    try {
+      (canceller as unknown as { cancel(client: pg.Client, query: unknown): void }).cancel(client, active);
+    } catch {
       return;
     }
-    client.release(err instanceof Error ? err : true);
-    if (isReadTimeout(err)) destroyConnection(client);
+    // The server closes a cancel connection once it has read the request; one it never answers is closed here.
+    setTimeout(() => destroyConnection(canceller), this.graceMs).unref();
+  }
+
+  /** Back to the pool, unless its connection failed: then closed. */
+  #release(client: pg.PoolClient, err: unknown): void {
+    client.off('error', ignore);
+    if (isConnectionError(err)) client.release(err instanceof Error ? err : true);
+    else client.release();
   }
 }
+
+/** A statement whose connection answered neither it nor its cancel in time: the connection was closed. */
+export class SilentConnectionError extends Error {
+  constructor(answerWithinMs: number, graceMs: number) {
+    super(`the database connection did not answer within ${answerWithinMs} ms, nor a cancel of the statement ${graceMs} ms after; it was closed (connection lost without a word?)`);
+    this.name = 'SilentConnectionError';
+  }
+}
+
+function ignore(): void {}
 
 /**
  * A lane on `pool`: statements and checked-out clients that together hold

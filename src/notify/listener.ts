@@ -24,7 +24,7 @@ import type { Logger } from '../core/logger.js';
 import { errorMessage, errorSummary } from '../core/errors.js';
 import { quoteIdent } from '../db/identifiers.js';
 import { sleep } from '../core/sleep.js';
-import { destroyConnection, endClient } from '../db/connection.js';
+import { destroyConnection, endClient, settlesWithin } from '../db/connection.js';
 
 export interface ListenerTiming {
   /** How often a connection that is listening is checked with `SELECT 1`. */
@@ -71,19 +71,15 @@ export class Listener {
     set.add(handler);
     this.#ensureLoop();
     if (isNew && this.#client && this.#connected) {
-      const client = this.#client;
-      await client.query(`LISTEN ${quoteIdent(channel)}`).catch(() => {
-        // The connection dropped or stopped answering: a new one LISTENs on every channel.
-        destroyConnection(client);
-      });
+      // A connection that dropped or stops answering is closed: a new one LISTENs on every channel.
+      await this.#query(this.#client, `LISTEN ${quoteIdent(channel)}`).catch(() => undefined);
     }
     return async () => {
       set.delete(handler);
       if (set.size === 0 && this.#handlers.get(channel) === set) {
         this.#handlers.delete(channel);
         if (this.#client && this.#connected) {
-          const client = this.#client;
-          await client.query(`UNLISTEN ${quoteIdent(channel)}`).catch(() => destroyConnection(client));
+          await this.#query(this.#client, `UNLISTEN ${quoteIdent(channel)}`).catch(() => undefined);
         }
       }
     };
@@ -135,7 +131,7 @@ export class Listener {
     let failures = 0;
     const signal = this.#closing.signal;
     while (!signal.aborted) {
-      const client = new pg.Client({ connectionTimeoutMillis: 10_000, ...config, query_timeout: this.#timing.queryTimeoutMs });
+      const client = new pg.Client({ connectionTimeoutMillis: 10_000, ...config });
       let lost!: () => void;
       const connectionLost = new Promise<void>((resolve) => (lost = resolve));
       client.on('error', (err) => {
@@ -147,17 +143,18 @@ export class Listener {
       try {
         await client.connect();
         this.#client = client;
-        for (const channel of this.#handlers.keys()) await client.query(`LISTEN ${quoteIdent(channel)}`);
+        for (const channel of this.#handlers.keys()) await this.#query(client, `LISTEN ${quoteIdent(channel)}`);
         if (signal.aborted) break;
         this.#connected = true;
         failures = 0;
         this.#connectedWaiters.splice(0).forEach((resolve) => resolve());
         for (const hook of this.#connectHooks) hook();
         const watching = new AbortController();
+        const stop = AbortSignal.any([signal, watching.signal]);
         await Promise.race([
           connectionLost,
-          new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true })),
-          this.#watch(client, AbortSignal.any([signal, watching.signal])),
+          new Promise((resolve) => stop.addEventListener('abort', resolve, { once: true })),
+          this.#watch(client, stop),
         ]);
         watching.abort();
       } catch (err) {
@@ -181,13 +178,25 @@ export class Listener {
       await sleep(this.#timing.checkMs, stop);
       if (stop.aborted) return;
       try {
-        await client.query('SELECT 1');
+        await this.#query(client, 'SELECT 1');
       } catch (err) {
         if (stop.aborted) return;
         this.#logger.warn({ err: errorSummary(err) }, `pgq listener connection stopped answering: ${errorMessage(err)}; reconnecting`);
         return;
       }
     }
+  }
+
+  /** Runs `text` on `client`; a connection that does not answer within queryTimeoutMs is closed (the loop opens another). */
+  async #query(client: pg.Client, text: string): Promise<void> {
+    const running = client.query(text);
+    if (await settlesWithin(running, this.#timing.queryTimeoutMs)) {
+      await running;
+      return;
+    }
+    running.catch(() => undefined);
+    destroyConnection(client);
+    throw new Error(`the LISTEN connection did not answer ${text} within ${this.#timing.queryTimeoutMs} ms`);
   }
 
   #dispatch(channel: string, payload: string): void {

@@ -9,9 +9,8 @@
  *
  * Connection errors keep the batch and retry with a capped backoff until the
  * database takes it. A statement cancelled by `statement_timeout` or
- * `lock_timeout` (another transaction held a row), or not answered within
- * the worker's read limit (rescueAfterMs: a connection that died without a
- * word), is sent again in halves,
+ * `lock_timeout` (another transaction held a row), or for not answering
+ * within the worker's limit (TimedPool, db/pool.ts), is sent again in halves,
  * down to one outcome, which is retried like a connection error. Any other
  * error is the statement's: the batch is split so one bad row cannot hold
  * the others back, a success whose result cannot
@@ -28,7 +27,7 @@ import { errorMessage, errorSummary } from '../core/errors.js';
 import { sleep } from '../core/sleep.js';
 import type { Queryable } from '../db/queryable.js';
 import type { HotStatements, WrittenOutcome } from '../db/statements.js';
-import { isCancelledByTimeout, isReadTimeout, isTransientError } from '../db/errors.js';
+import { isCancelledByTimeout, isTransientError } from '../db/errors.js';
 
 /**
  * What one attempt ended with. `meta`, when present, is JSON text of the keys
@@ -174,11 +173,11 @@ export class Completer {
           err = caught.cause;
         }
         failures += 1;
-        if (batch.length > 1 && (isCancelledByTimeout(err) || isReadTimeout(err))) {
-          // Cancelled by statement_timeout or lock_timeout, or not answered
-          // within the worker's read limit: smaller statements, not the same
-          // one again (a batch too slow for the limit would never pass); one
-          // outcome alone is retried.
+        if (batch.length > 1 && isCancelledByTimeout(err)) {
+          // Cancelled by statement_timeout or lock_timeout, or for not
+          // answering within the worker's limit (TimedPool): smaller
+          // statements, not the same one again (a batch too slow for the
+          // limit would never pass); one outcome alone is retried.
           const half = Math.ceil(batch.length / 2);
           await this.#write(batch.slice(0, half));
           await this.#write(batch.slice(half));
