@@ -108,8 +108,9 @@ type Probe =
 
 /**
  * What runs for `dir`: nothing (no server.json, or its daemon is gone), a
- * server that answers (a PostgreSQL error counts: "too many clients" or
- * "starting up" is a live server), or a daemon whose server does not answer.
+ * server that answers (a PostgreSQL error counts: "too many clients" is a
+ * live server), or a daemon whose server does not answer or is not ready
+ * (starting up, in crash recovery).
  */
 async function probeServer(dir: string): Promise<Probe> {
   const info = readServerJson(dir);
@@ -121,9 +122,9 @@ async function probeServer(dir: string): Promise<Probe> {
     await client.query('SELECT 1');
     return { state: 'answers', info };
   } catch (err) {
-    if (typeof (err as { code?: unknown }).code === 'string' && /^[0-9A-Z]{5}$/.test((err as { code: string }).code)) {
-      return { state: 'answers', info };
-    }
+    const code = (err as { code?: unknown }).code;
+    // 57P03 "the database system is starting up / in recovery": not ready yet, wait for it.
+    if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) && code !== '57P03') return { state: 'answers', info };
     return { state: 'silent', info, error: err instanceof Error ? err.message : String(err) };
   } finally {
     await client.end().catch(() => undefined);
@@ -184,10 +185,11 @@ async function lock(dir: string): Promise<() => void> {
   const file = path.join(dir, 'start.lock');
   const deadline = Date.now() + 150_000;
   for (;;) {
+    // Written aside first and linked into place, so the lock never exists without its pid.
+    const mine = `${file}.${process.pid}.new`;
+    fs.writeFileSync(mine, String(process.pid));
     try {
-      const fd = fs.openSync(file, 'wx');
-      fs.writeSync(fd, String(process.pid));
-      fs.closeSync(fd);
+      fs.linkSync(mine, file);
       return () => fs.rmSync(file, { force: true });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
@@ -195,6 +197,8 @@ async function lock(dir: string): Promise<() => void> {
       if (holder === null || !alive(holder)) breakStaleLock(file, holder);
       else if (Date.now() > deadline) throw new PgqError('PGQ_EMBEDDED', `another pgq process (pid ${holder}) is still starting the embedded PostgreSQL`);
       else await sleep(100);
+    } finally {
+      fs.rmSync(mine, { force: true });
     }
   }
 }
