@@ -106,6 +106,11 @@ describe('pgq CLI', () => {
       expect(clash).toMatchObject({ code: 1, stderr: expect.stringMatching(/--heartbeat-ms 20000 needs a --rescue-after-ms of at least twice it/) });
       const both = pgq(['worker', '--tasks', tasks, '--heartbeat-ms', '100', '--rescue-after-ms', '150'], { env: { DATABASE_URL: undefined }, cwd: bare });
       expect(both).toMatchObject({ code: 1, stderr: expect.stringMatching(/--rescue-after-ms: must be at least twice --heartbeat-ms/) });
+      // So are the console's basic-auth value and the role names.
+      const auth = pgq(['dashboard', '--basic-auth', 'nocolon'], { env: { DATABASE_URL: undefined }, cwd: bare });
+      expect(auth).toMatchObject({ code: 1, stderr: expect.stringMatching(/basicAuth.*must be user:password/) });
+      const role = pgq(['roles', '--worker', 'no such role'], { env: { DATABASE_URL: undefined }, cwd: bare });
+      expect(role).toMatchObject({ code: 1, stderr: expect.stringMatching(/"no such role" is not a plain identifier/) });
       expect(fs.existsSync(path.join(bare, '.pgq'))).toBe(false);
     } finally {
       fs.rmSync(bare, { recursive: true, force: true });

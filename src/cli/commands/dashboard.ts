@@ -40,6 +40,8 @@ export function registerDashboard(program: Command, rt: CliRuntime): void {
     .action(async (opts: DashboardCommandOptions) => {
       const { createDashboard, parseBasicAuth } = await importOptional(['hono', '@hono/node-server'], () => import('../../dashboard/index.js'));
       const auth = opts.basicAuth ?? process.env.PGQ_DASHBOARD_AUTH;
+      // Checked before anything connects (with no database configured, before the embedded server starts).
+      const basicAuth = auth ? parseBasicAuth(auth) : undefined;
       const pgq = await rt.open();
       try {
         const dashboard = createDashboard({
@@ -47,7 +49,7 @@ export function registerDashboard(program: Command, rt: CliRuntime): void {
           basePath: opts.basePath,
           readOnly: Boolean(opts.readOnly),
           hidePayloads: Boolean(opts.hidePayloads),
-          basicAuth: auth ? parseBasicAuth(auth) : undefined,
+          basicAuth,
           // On a loopback address, only the loopback names: a web page whose
           // own name is rebound to 127.0.0.1 cannot use the console.
           allowedHosts: isLoopback(opts.host) ? [...LOOPBACK_NAMES, opts.host, ...(opts.allowedHost ?? [])] : opts.allowedHost,

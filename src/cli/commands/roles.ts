@@ -11,8 +11,10 @@ export function registerRoles(program: Command, rt: CliRuntime): void {
     .option('--print', 'print the SQL instead of running it')
     .action(async (opts: { enqueuer?: string; worker?: string; print?: boolean }) => {
       const roles = { enqueuer: opts.enqueuer, worker: opts.worker };
+      // Checked before anything connects (with no database configured, before the embedded server starts).
+      const statements = rolesSql(rt.schema(), roles);
       if (opts.print) {
-        rt.out(rolesSql(rt.schema(), roles).map((s) => `${s};`).join('\n'));
+        rt.out(statements.map((s) => `${s};`).join('\n'));
         return;
       }
       await rt.using(async (pgq) => {
