@@ -4,7 +4,8 @@
  * kind of work a lane of its own on it (at most so many of its connections
  * at a time).
  */
-import pg from 'pg';
+import net from 'node:net';
+import type pg from 'pg';
 import type { PostgresPool, PostgresPoolClient } from 'kysely';
 import { ValidationError } from '../core/errors.js';
 import { destroyConnection, settlesWithin } from './connection.js';
@@ -77,7 +78,8 @@ export interface LanePool {
  *    connection of its own), so a statement that is only slow stops, and
  *    rolls back, instead of committing after it was given up: its
  *    connection then answers with 57014, which the caller handles as a
- *    statement_timeout;
+ *    statement_timeout (and is closed when released: a cancel still on its
+ *    way must not hit the next statement sent on it);
  * 3. if the connection still says nothing `graceMs` later, it is dead: its
  *    socket is destroyed and the statement fails with a
  *    `SilentConnectionError` (a connection error: sent again on another).
@@ -141,34 +143,48 @@ export class TimedPool implements PostgresPool, LanePool {
 
   async #answered<T>(client: pg.PoolClient, running: Promise<T>, withinMs: number): Promise<T> {
     if (await settlesWithin(running, withinMs)) return running;
-    this.#cancel(client);
+    sendCancel(client, this.graceMs);
+    // A cancel may still be on its way when the statement ends: the connection
+    // must not carry another statement it could hit, so it is closed on release.
+    cancelled.add(client);
     if (await settlesWithin(running, this.graceMs)) return running;
     running.catch(ignore); // pg fails it once its socket is gone
     destroyConnection(client);
     throw new SilentConnectionError(withinMs, this.graceMs);
   }
 
-  /** Sends PostgreSQL's CancelRequest for the statement `client` is running, on a connection of its own. */
-  #cancel(client: pg.PoolClient): void {
-    const active = (client as unknown as { activeQuery?: unknown }).activeQuery;
-    if (!active) return;
-    const canceller = new pg.Client(this.pool.options as pg.ClientConfig);
-    canceller.on('error', ignore);
-    try {
-      (canceller as unknown as { cancel(client: pg.Client, query: unknown): void }).cancel(client, active);
-    } catch {
-      return;
-    }
-    // The server closes a cancel connection once it has read the request; one it never answers is closed here.
-    setTimeout(() => destroyConnection(canceller), this.graceMs).unref();
-  }
-
-  /** Back to the pool, unless its connection failed: then closed. */
+  /** Back to the pool, unless its connection failed or a cancel was sent on it: then closed. */
   #release(client: pg.PoolClient, err: unknown): void {
     client.off('error', ignore);
     if (isConnectionError(err)) client.release(err instanceof Error ? err : true);
+    else if (cancelled.delete(client)) client.release(true);
     else client.release();
   }
+}
+
+/** Connections on which a cancel was sent: closed when released. */
+const cancelled = new WeakSet<pg.PoolClient>();
+
+/**
+ * PostgreSQL's CancelRequest for the statement `client` runs, on a socket of
+ * its own (16 bytes: length, the cancel code, the backend's pid and secret
+ * key). The server reads it, signals the backend and closes the socket; one
+ * that does not within `graceMs` is closed here. Sent in the clear, as pg and
+ * libpq do by default.
+ */
+function sendCancel(client: pg.PoolClient, graceMs: number): void {
+  const c = client as unknown as { processID?: number | null; secretKey?: number | null; host?: string; port?: number };
+  if (typeof c.processID !== 'number' || typeof c.secretKey !== 'number' || !c.host || !c.port) return;
+  const packet = Buffer.alloc(16);
+  packet.writeInt32BE(16, 0);
+  packet.writeInt32BE(80877102, 4);
+  packet.writeInt32BE(c.processID, 8);
+  packet.writeInt32BE(c.secretKey, 12);
+  const socket = c.host.startsWith('/') ? net.connect(`${c.host}/.s.PGSQL.${c.port}`) : net.connect(c.port, c.host);
+  socket.on('error', ignore);
+  socket.setTimeout(graceMs, () => socket.destroy());
+  socket.once('connect', () => socket.end(packet));
+  socket.unref();
 }
 
 /** A statement whose connection answered neither it nor its cancel in time: the connection was closed. */
