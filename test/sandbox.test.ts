@@ -189,10 +189,14 @@ describe.each<SandboxKind>(['thread', 'process'])('sandboxed %s', (kind) => {
       );
 
       // Thrown by a timer of the attempt's own while it runs: that attempt fails with it, and the sandbox goes on.
-      const own = await pgq.enqueue(task, { mode: 'own-throw' });
+      const markFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'pgq-stray-')), 'aborted');
+      const own = await pgq.enqueue(task, { mode: 'own-throw', markFile });
       const failed = await pgq.waitForJob(own.id, { timeoutMs: 30_000 });
       expect(failed.state).toBe('failed');
       expect(failed.errors[0]!.message).toBe(`own timer of job ${own.id} threw`);
+      // Its signal fired with that error, so a handler that watches it stops rather than running on.
+      await until(() => fs.existsSync(markFile), { timeoutMs: 5_000, what: "the failed attempt's signal to fire" });
+      expect(fs.readFileSync(markFile, 'utf8')).toBe(`own timer of job ${own.id} threw`);
       const after = await pgq.enqueue(task, { mode: 'wait', ms: 0 });
       const next = await pgq.waitForJob(after.id, { timeoutMs: 30_000 });
       expect(next.state).toBe('succeeded');

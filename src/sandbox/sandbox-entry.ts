@@ -113,9 +113,11 @@ let catching = false;
  * promise nobody awaits that rejects): left to Node, they end the sandbox,
  * and with it whichever attempt runs there then, often not the one that
  * left the error behind. Each is traced to the attempt whose code raised
- * it: while that attempt runs, it fails with the error; once it has ended,
- * the error is logged (through the attempt running now, else on stderr)
- * and fails nothing. Called once by each sandbox thread and process.
+ * it: while that attempt runs, it fails with the error (and its signal
+ * fires); once it has ended, the error is logged (through the attempt
+ * running now, else on stderr) and fails nothing. An error of no attempt's
+ * ends the sandbox, as Node would. Called once by each sandbox thread and
+ * process.
  */
 export function catchStrayErrors(): void {
   if (catching) return;
@@ -126,9 +128,15 @@ export function catchStrayErrors(): void {
       owner.fail(err);
       return;
     }
-    const from = owner ? `job ${owner.jobId}'s handler after it ended` : 'outside any handler';
-    const msg = `pgq sandbox caught an error thrown ${from} (a timer or promise left behind?); it fails no job`;
-    const obj = { err: serializeError(err), ...(owner ? { leftByJob: owner.jobId } : {}) };
+    if (!owner) {
+      // Not a handler's (the pool's own machinery, a module's top level):
+      // as Node would, the sandbox ends, failing what runs in it, and is replaced.
+      const msg = 'pgq sandbox ends on an error thrown outside any handler';
+      process.stderr.write(`${JSON.stringify({ level: 50, time: Date.now(), pid: process.pid, name: 'pgq', err: serializeError(err), msg })}\n`);
+      process.exit(1);
+    }
+    const msg = `pgq sandbox caught an error thrown job ${owner.jobId}'s handler after it ended (a timer or promise left behind?); it fails no job`;
+    const obj = { err: serializeError(err), leftByJob: owner.jobId };
     if (running) running.send({ type: 'log', level: 'error', obj, msg });
     else process.stderr.write(`${JSON.stringify({ level: 50, time: Date.now(), pid: process.pid, name: 'pgq', ...obj, msg })}\n`);
   };
@@ -143,9 +151,20 @@ export async function runAttempt(
   send: (event: SandboxEvent) => void,
   progress: ProgressChannel,
 ): Promise<SandboxReply> {
-  let fail!: (err: unknown) => void;
-  const escaped = new Promise<never>((_, reject) => (fail = reject));
+  let reject!: (err: unknown) => void;
+  const escaped = new Promise<never>((_, r) => (reject = r));
   escaped.catch(() => undefined);
+  // The handler's signal: the worker's, and fired too when a stray error of
+  // its own fails the attempt, so a handler that watches it stops instead of
+  // running on beside the job's next attempt.
+  const stop = new AbortController();
+  const onAbort = (): void => stop.abort(signal.reason);
+  if (signal.aborted) onAbort();
+  else signal.addEventListener('abort', onAbort, { once: true });
+  const fail = (err: unknown): void => {
+    reject(err);
+    if (!stop.signal.aborted) stop.abort(err);
+  };
   const scope: AttemptScope = { jobId: request.job.id, fail, ended: false };
   const current = { jobId: request.job.id, send };
   running = current;
@@ -154,7 +173,7 @@ export async function runAttempt(
     const ctx: SandboxContext = {
       job: { ...request.job, payload: request.payload },
       attempt: request.attempt,
-      signal,
+      signal: stop.signal,
       logger: forwardingLogger(send, {}),
       snooze(delayMs: number): never {
         throw new SnoozeError(delayMs);
@@ -169,6 +188,7 @@ export async function runAttempt(
     return { ok: false, error: serializeError(err) };
   } finally {
     scope.ended = true;
+    signal.removeEventListener('abort', onAbort);
     if (running === current) running = null;
     progress.close();
   }
