@@ -2,9 +2,9 @@
 -- claim_limited's `waiting` counted every available job of the queue, so
 -- workers looked again every 50 ms (taking the queue's row lock, and
 -- rewriting the row when rate-limited) while the queue held only jobs none
--- of them could take: of tasks the worker does not run, expired, or of
--- keys at their per-key limit. It now counts only jobs this worker could
--- claim once there is room. The rest of the function is unchanged.
+-- of them could take: of tasks the worker does not run, or expired. It now
+-- counts only jobs of the claiming worker's tasks that have not expired.
+-- The rest of the function is unchanged.
 CREATE OR REPLACE FUNCTION claim_limited(p_queue text, p_tasks text[], p_limit integer, p_worker text)
 RETURNS TABLE (job jobs, waiting boolean, token_ms integer)
 LANGUAGE plpgsql VOLATILE
@@ -79,17 +79,13 @@ BEGIN
     UPDATE queues SET rate_tokens = tokens - n, rate_refilled_at = greatest(coalesce(q.rate_refilled_at, t), t) WHERE name = p_queue;
   END IF;
 
-  -- Waiting for this worker: a job of one of its tasks, not expired, and
-  -- (per-key limits) not of a key now at its limit. Jobs none of its tasks
-  -- run, or only of full keys, leave nothing to look again for.
+  -- Waiting for this worker: a job of one of its tasks, not expired. Jobs
+  -- none of its tasks run leave nothing to look again for. (A job of a key
+  -- at its per-key limit counts: its outcome's commit is what frees it.)
   left_waiting := EXISTS (
     SELECT 1 FROM jobs j
      WHERE j.state = 'available' AND j.queue = p_queue AND j.task = ANY(p_tasks)
-       AND (j.expires_at IS NULL OR j.expires_at > now())
-       AND (q.key_concurrency IS NULL OR j.concurrency_key IS NULL OR j.concurrency_key NOT IN (
-         SELECT r.concurrency_key FROM jobs r
-          WHERE r.queue = p_queue AND r.state = 'running' AND r.concurrency_key IS NOT NULL
-          GROUP BY r.concurrency_key HAVING count(*) >= q.key_concurrency)));
+       AND (j.expires_at IS NULL OR j.expires_at > now()));
   IF n = 0 THEN
     RETURN QUERY SELECT NULL::jobs, left_waiting, ceil(q.rate_period_ms::float8 / q.rate_limit)::integer;
   ELSE
