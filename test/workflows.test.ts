@@ -358,6 +358,28 @@ describe('deleting steps', () => {
     expect(await pgq.deleteJobs({ workflowId: wf.id })).toBe(1);
     expect(await jobsOf(wf.id)).toEqual([]);
   });
+
+  it('one statement deleting jobs of two workflows takes their edges, and each workflow row once its last job is gone', async () => {
+    const s = `"${ctx.schema}"`;
+    const a = await pgq.enqueueWorkflow(chain(step(manual, { n: 1 }), step(double), step(double)));
+    const b = await pgq.enqueueWorkflow(chain(step(manual, { n: 2 }), step(double)));
+    for (const wf of [a, b]) await pgq.cancelWorkflow(wf.id);
+    const edges = async (ids: string[]) =>
+      Number((await ctx.admin.query(`SELECT count(*)::int AS n FROM ${s}.job_dependencies WHERE child_id = ANY($1::bigint[])`, [ids])).rows[0].n);
+    const workflowRows = async () =>
+      (await ctx.admin.query<{ id: string }>(`SELECT id::text FROM ${s}.workflows WHERE id = ANY($1::bigint[]) ORDER BY id`, [[a.id, b.id]])).rows.map((r) => r.id);
+    const aIds = a.steps.map((x) => x.id);
+    const bIds = b.steps.map((x) => x.id);
+    expect(await edges([...aIds, ...bIds])).toBe(3);
+    // All of b and the last step of a, in one statement: b goes whole, a keeps its row and its other edge.
+    await ctx.admin.query(`DELETE FROM ${s}.jobs WHERE id = ANY($1::bigint[])`, [[...bIds, aIds[2]!]]);
+    expect(await workflowRows()).toEqual([a.id]);
+    expect(await edges(bIds)).toBe(0);
+    expect(await edges(aIds)).toBe(1);
+    await ctx.admin.query(`DELETE FROM ${s}.jobs WHERE id = ANY($1::bigint[])`, [aIds.slice(0, 2)]);
+    expect(await workflowRows()).toEqual([]);
+    expect(await edges(aIds)).toBe(0);
+  });
 });
 
 describe('atomic enqueue', () => {
