@@ -156,4 +156,17 @@ describe('a timed pool', () => {
       await pool.end();
     }
   });
+
+  it('a parameter pg cannot send fails that statement alone: the client goes back once (pg calls back twice), nothing is left checked out', async () => {
+    const pool = new pg.Pool({ connectionString: ctx.url, max: 1 });
+    try {
+      const timed = new TimedPool(pool, 10_000);
+      // pg fails the bind at once and calls back again at ReadyForQuery: a second release would crash the process.
+      await expect(timed.query({ text: 'SELECT $1::jsonb AS v', values: [{ n: 1n }] })).rejects.toThrow(/BigInt/);
+      expect(pool.totalCount - pool.idleCount).toBe(0);
+      expect((await timed.query({ text: 'SELECT 1 AS n' })).rows).toEqual([{ n: 1 }]);
+    } finally {
+      await pool.end();
+    }
+  });
 });

@@ -96,13 +96,14 @@ export class TimedPool implements PostgresPool, LanePool {
   readonly #watches = new Set<Watch>();
   readonly #sweepMs: number;
   #sweeper: NodeJS.Timeout | undefined;
+  #sweepingEvery = Infinity;
 
   constructor(
     private readonly pool: pg.Pool,
     readonly answerWithinMs: number,
   ) {
-    this.graceMs = Math.min(5_000, Math.max(1_000, answerWithinMs));
-    this.#sweepMs = Math.max(50, Math.min(1_000, Math.floor(answerWithinMs / 4)));
+    this.graceMs = graceFor(answerWithinMs);
+    this.#sweepMs = sweepFor(answerWithinMs);
   }
 
   /** One statement on one of the pool's connections. */
@@ -115,13 +116,28 @@ export class TimedPool implements PostgresPool, LanePool {
     // awaiting this runs (as under pool.query): released a turn later, the
     // next statement would find no idle client and open another connection.
     return new Promise((resolve, reject) => {
-      client.query(rest as pg.QueryConfig, (caught: Error | undefined, result: pg.QueryResult) => {
+      let settled = false;
+      const settle = (caught: Error | undefined, result?: pg.QueryResult, release: unknown = caught): void => {
+        // pg may call back twice (a parameter it cannot serialise: once with
+        // the error, again at ReadyForQuery); the client was released already.
+        if (settled) return;
+        settled = true;
         this.#watches.delete(watch);
-        const err = caught && watch.silent ? new SilentConnectionError(watch.withinMs, this.graceMs) : caught;
-        this.#release(client, err);
+        const err = caught && watch.silent ? new SilentConnectionError(watch.withinMs, watch.graceMs) : caught;
+        try {
+          this.#release(client, err === caught ? release : err);
+        } catch {
+          // never thrown back into pg's socket handlers
+        }
         if (err) reject(err);
-        else resolve(result);
-      });
+        else resolve(result!);
+      };
+      try {
+        client.query(rest as pg.QueryConfig, (caught: Error | undefined, result: pg.QueryResult) => settle(caught ?? undefined, result));
+      } catch (err) {
+        // Thrown before or while it was sent: the connection may hold half a statement, so it is closed.
+        settle(err instanceof Error ? err : new Error(String(err)), undefined, true);
+      }
     });
   }
 
@@ -136,7 +152,7 @@ export class TimedPool implements PostgresPool, LanePool {
       try {
         return await client.query(text, values as unknown[] | undefined);
       } catch (caught) {
-        const err = watch.silent ? new SilentConnectionError(watch.withinMs, this.graceMs) : caught;
+        const err = watch.silent ? new SilentConnectionError(watch.withinMs, watch.graceMs) : caught;
         if (isConnectionError(err)) failed = err;
         throw err;
       } finally {
@@ -157,11 +173,16 @@ export class TimedPool implements PostgresPool, LanePool {
   async end(): Promise<void> {}
 
   #watch(client: pg.PoolClient, withinMs: number): Watch {
-    const watch: Watch = { client, withinMs, deadline: performance.now() + withinMs, cancelled: false, silent: false };
+    const graceMs = withinMs === this.answerWithinMs ? this.graceMs : graceFor(withinMs);
+    const watch: Watch = { client, withinMs, graceMs, deadline: performance.now() + withinMs, cancelled: false, silent: false };
     this.#watches.add(watch);
-    if (!this.#sweeper) {
-      this.#sweeper = setInterval(() => this.#sweep(), this.#sweepMs);
+    // A statement with a shorter limit of its own is swept at its own pace.
+    const every = withinMs === this.answerWithinMs ? this.#sweepMs : sweepFor(withinMs);
+    if (!this.#sweeper || every < this.#sweepingEvery) {
+      clearInterval(this.#sweeper);
+      this.#sweeper = setInterval(() => this.#sweep(), every);
       this.#sweeper.unref();
+      this.#sweepingEvery = every;
     }
     return watch;
   }
@@ -170,6 +191,7 @@ export class TimedPool implements PostgresPool, LanePool {
     if (this.#watches.size === 0) {
       clearInterval(this.#sweeper);
       this.#sweeper = undefined;
+      this.#sweepingEvery = Infinity;
       return;
     }
     const now = performance.now();
@@ -184,7 +206,7 @@ export class TimedPool implements PostgresPool, LanePool {
   #overdue(watch: Watch): void {
     if (!this.#watches.has(watch) || watch.cancelled) return;
     watch.cancelled = true;
-    sendCancel(watch.client, this.graceMs);
+    sendCancel(watch.client, watch.graceMs);
     // A cancel may still be on its way when the statement ends: the connection
     // must not carry another statement it could hit, so it is closed on release.
     cancelled.add(watch.client);
@@ -194,23 +216,34 @@ export class TimedPool implements PostgresPool, LanePool {
         watch.silent = true;
         destroyConnection(watch.client); // pg then fails the statement; it is reported as SilentConnectionError
       });
-    }, this.graceMs);
+    }, watch.graceMs);
     timer.unref();
   }
 
-  /** Back to the pool, unless its connection failed or a cancel was sent on it: then closed. */
+  /** Back to the pool, unless its connection failed, a cancel was sent on it, or `err` is true: then closed. */
   #release(client: pg.PoolClient, err: unknown): void {
     client.off('error', ignore);
-    if (isConnectionError(err)) client.release(err instanceof Error ? err : true);
+    if (err === true || isConnectionError(err)) client.release(err instanceof Error ? err : true);
     else if (cancelled.delete(client)) client.release(true);
     else client.release();
   }
+}
+
+/** How long a connection has to answer a cancel before it counts as dead. */
+function graceFor(withinMs: number): number {
+  return Math.min(5_000, Math.max(1_000, withinMs));
+}
+
+/** How often statements with this limit are looked at: a quarter of it, between 50 ms and 1 s. */
+function sweepFor(withinMs: number): number {
+  return Math.max(50, Math.min(1_000, Math.floor(withinMs / 4)));
 }
 
 /** A statement in flight on a TimedPool. */
 interface Watch {
   client: pg.PoolClient;
   withinMs: number;
+  graceMs: number;
   /** performance.now() past which it is overdue. */
   deadline: number;
   cancelled: boolean;
