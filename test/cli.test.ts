@@ -10,6 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Pgq } from '../src/index.js';
 import { main } from '../src/cli/main.js';
 import { until, useTestSchema } from './support/harness.js';
+import { alive } from './support/processes.js';
 
 const ctx = useTestSchema('cli');
 const root = path.resolve(import.meta.dirname, '..');
@@ -262,14 +263,6 @@ describe('the embedded server behind zero-setup', () => {
   fs.chmodSync(dir, 0o755);
   const pgqDir = path.join(dir, '.pgq');
   const zero = { DATABASE_URL: undefined, PGQ_TEST_DATABASE_URL: undefined };
-  const alive = (pid: number): boolean => {
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch {
-      return false;
-    }
-  };
   const daemons = (): number[] =>
     fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).map(Number).filter((pid) => {
       try {

@@ -7,20 +7,11 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { misbehaveTask, sandboxedLedgerTask } from './fixtures/sandbox/tasks.js';
 import { until, useTestSchema } from './support/harness.js';
-import { spawnWorker } from './support/processes.js';
+import { alive, spawnWorker } from './support/processes.js';
 import { createLedger, overlappingRuns } from './support/ledger.js';
 
 const ctx = useTestSchema('sandbox_processes');
 const SCRIPT = path.resolve(import.meta.dirname, 'fixtures/sandbox-worker.ts');
-
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 describe('sandboxed jobs across worker processes', () => {
   it('a sandbox child computing without ever yielding ends when its worker is killed -9 (it would run on beside the rescued job)', async () => {

@@ -10,6 +10,7 @@ import type { Logger } from '../core/logger.js';
 import { PgqError } from '../core/errors.js';
 import { validateSchemaName } from '../db/identifiers.js';
 import { ensureEmbedded } from './embedded.js';
+import { redact } from './format.js';
 import { isMissing, OPTIONAL_PACKAGES } from '../core/optional-packages.js';
 
 export interface GlobalOptions {
@@ -119,17 +120,5 @@ async function checkReachable(url: string): Promise<void> {
     throw new PgqError('PGQ_UNREACHABLE', `cannot reach PostgreSQL at ${redact(url)}: ${err instanceof Error ? err.message : String(err)}`);
   } finally {
     await client.end().catch(() => undefined);
-  }
-}
-
-export function redact(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    // pg reads these from the query string too.
-    for (const key of ['password', 'sslpassword']) if (u.searchParams.has(key)) u.searchParams.set(key, '***');
-    return u.toString();
-  } catch {
-    return '(unparseable URL)';
   }
 }

@@ -13,6 +13,7 @@ import pg from 'pg';
 import { PgqError } from '../core/errors.js';
 import { sleep } from '../core/sleep.js';
 import { isInstalled, missingPackageError } from '../core/optional-packages.js';
+import { redact } from './format.js';
 
 export interface EmbeddedInfo {
   url: string;
@@ -146,16 +147,12 @@ async function findRunning(dir: string, waitMs: number): Promise<ServerJson | nu
     if (Date.now() >= deadline) {
       throw new PgqError(
         'PGQ_EMBEDDED',
-        `the embedded PostgreSQL in ${dir} (daemon pid ${probe.info.pid}) is running but does not answer at ${redactUrl(probe.info.url)}: ${probe.error}. ` +
+        `the embedded PostgreSQL in ${dir} (daemon pid ${probe.info.pid}) is running but does not answer at ${redact(probe.info.url)}: ${probe.error}. ` +
           `See ${path.join(dir, 'postgres.log')}; \`pgq db stop\` ends it.`,
       );
     }
     await sleep(250);
   }
-}
-
-function redactUrl(url: string): string {
-  return url.replace(/:\/\/([^:@/]+):[^@/]*@/, '://$1:***@');
 }
 
 /** Whether `pid` is the embedded daemon of `dir` (on Linux, by its command line; elsewhere, by being alive). */

@@ -74,3 +74,16 @@ export const JOB_HEADERS = ['id', 'task', 'queue', 'state', 'attempts', 'run_at'
 export function json(value: unknown): string {
   return JSON.stringify(value, null, 2);
 }
+
+/** A connection URL fit to print: its password (in the URL or the query string) masked. */
+export function redact(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    // pg reads these from the query string too.
+    for (const key of ['password', 'sslpassword']) if (u.searchParams.has(key)) u.searchParams.set(key, '***');
+    return u.toString();
+  } catch {
+    return '(unparseable URL)';
+  }
+}

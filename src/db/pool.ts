@@ -91,20 +91,15 @@ export interface LanePool {
  * as a Queryable.
  */
 export class TimedPool implements PostgresPool, LanePool {
-  readonly graceMs: number;
   /** Statements in flight. One sweep timer watches them all: a timer and promises per statement cost the hot path memory (about 6 MiB of peak RSS in a 20,000-job drain). */
   readonly #watches = new Set<Watch>();
-  readonly #sweepMs: number;
   #sweeper: NodeJS.Timeout | undefined;
   #sweepingEvery = Infinity;
 
   constructor(
     private readonly pool: pg.Pool,
     readonly answerWithinMs: number,
-  ) {
-    this.graceMs = graceFor(answerWithinMs);
-    this.#sweepMs = sweepFor(answerWithinMs);
-  }
+  ) {}
 
   /** One statement on one of the pool's connections. */
   async query(config: pg.QueryConfig): Promise<pg.QueryResult> {
@@ -173,11 +168,10 @@ export class TimedPool implements PostgresPool, LanePool {
   async end(): Promise<void> {}
 
   #watch(client: pg.PoolClient, withinMs: number): Watch {
-    const graceMs = withinMs === this.answerWithinMs ? this.graceMs : graceFor(withinMs);
-    const watch: Watch = { client, withinMs, graceMs, deadline: performance.now() + withinMs, cancelled: false, silent: false };
+    const watch: Watch = { client, withinMs, graceMs: graceFor(withinMs), deadline: performance.now() + withinMs, cancelled: false, silent: false };
     this.#watches.add(watch);
     // A statement with a shorter limit of its own is swept at its own pace.
-    const every = withinMs === this.answerWithinMs ? this.#sweepMs : sweepFor(withinMs);
+    const every = sweepFor(withinMs);
     if (!this.#sweeper || every < this.#sweepingEvery) {
       clearInterval(this.#sweeper);
       this.#sweeper = setInterval(() => this.#sweep(), every);

@@ -95,3 +95,13 @@ export function spawnWorker(env: Record<string, string>, script = FIXTURE): Work
     },
   };
 }
+
+/** Whether a process with this pid exists (signal 0). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
