@@ -11,6 +11,7 @@ import { z } from 'zod';
 import { chain, defineTask, PermanentError, step, type Pgq } from '../src/index.js';
 import { createDashboard, type Dashboard } from '../src/dashboard/index.js';
 import { buildConsoleApp } from '../src/dashboard/app.js';
+import { CONSOLE_COUNT_MAX } from '../src/dashboard/api.js';
 import { resolveDashboardOptions } from '../src/dashboard/options.js';
 import { setTimeout as sleepMs } from 'node:timers/promises';
 import { until, useTestSchema } from './support/harness.js';
@@ -62,6 +63,13 @@ describe('JSON API', () => {
     const paged = (await (await get(dashboard, '/api/jobs?task=mail&limit=1')).json()) as { jobs: { id: string }[]; next: string };
     expect(paged.next).toBe(paged.jobs[0]!.id);
     expect(await (await get(dashboard, '/api/jobs/count?queue=emails&action=retry')).json()).toEqual({ count: 1 });
+    // The count a confirmation shows stops past CONSOLE_COUNT_MAX instead of scanning every matching row.
+    await ctx.admin.query(
+      `INSERT INTO ${ctx.schema}.jobs (task, queue, payload) SELECT 'mail', 'bulk-count', '{}'::jsonb FROM generate_series(1, ${CONSOLE_COUNT_MAX + 5})`,
+    );
+    expect(await (await get(dashboard, '/api/jobs/count?queue=bulk-count&action=cancel')).json()).toEqual({ count: CONSOLE_COUNT_MAX, more: true });
+    expect(await (await get(dashboard, '/api/jobs/count?queue=bulk-count&action=retry')).json()).toEqual({ count: 0 });
+    await ctx.admin.query(`DELETE FROM ${ctx.schema}.jobs WHERE queue = 'bulk-count'`);
     expect(await (await get(dashboard, `/api/jobs/${id}`)).json()).toMatchObject({ id, state: 'failed', payload: { to: 'dead@x.y' } });
     expect((await get(dashboard, '/api/jobs/99999999')).status).toBe(404);
     expect((await get(dashboard, '/api/jobs?state=nope')).status).toBe(400);

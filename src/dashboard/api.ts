@@ -21,6 +21,9 @@ import { filterFromQuery, hasFilterParams, listFromQuery } from './query.js';
 import { consoleJob, consoleSchedule } from './serialize.js';
 
 export type BulkAction = 'retry' | 'cancel' | 'delete';
+/** `GET api/jobs/count` counts this many at most and then answers `{ count: 10000, more: true }`. */
+export const CONSOLE_COUNT_MAX = 10_000;
+
 const BULK_STATES: Record<BulkAction, readonly JobState[]> = {
   retry: RETRYABLE_STATES,
   cancel: LIVE_STATES,
@@ -84,8 +87,10 @@ export function apiRoutes(o: ResolvedDashboardOptions, live: LiveFeed, csrfToken
     const filter = filterFromQuery(query(c.req.url), hidePayloads);
     const action = c.req.query('action');
     const scoped = action ? forAction(filter, parseAction(action)) : filter;
-    const count = Array.isArray(scoped.state) && scoped.state.length === 0 ? 0 : await pgq.countJobs(scoped);
-    return c.json({ count });
+    // Bounded: a confirmation needs "more than 10,000", not a scan of every
+    // matching row of a table of millions on each click.
+    const counted = Array.isArray(scoped.state) && scoped.state.length === 0 ? 0 : await pgq.countJobs(scoped, { max: CONSOLE_COUNT_MAX + 1 });
+    return c.json(counted > CONSOLE_COUNT_MAX ? { count: CONSOLE_COUNT_MAX, more: true } : { count: counted });
   });
   api.get('/jobs/:id{[0-9]+}', async (c) => {
     const job = await pgq.getJob(c.req.param('id'));

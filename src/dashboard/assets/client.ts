@@ -112,10 +112,10 @@ export function consoleClient(): void {
     let message = button.dataset.confirm ?? '';
     if (button.dataset.count) {
       const res = await fetch(button.dataset.count);
-      const body = (await res.json()) as { count?: number; error?: { message: string } };
+      const body = (await res.json()) as { count?: number; more?: boolean; error?: { message: string } };
       if (!res.ok) return flash(body.error?.message ?? `Request failed (${res.status})`, 'error');
       if (!body.count) return flash('No jobs match, so there is nothing to do.', 'ok');
-      message = message.replace('{count}', body.count.toLocaleString());
+      message = message.replace('{count}', body.more ? `more than ${body.count.toLocaleString()}` : body.count.toLocaleString());
     }
     if (message && !(await ask(message))) return;
     button.disabled = true;
