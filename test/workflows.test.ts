@@ -478,6 +478,49 @@ describe('settling', () => {
     await pgq.cancelWorkflow(wf.id);
   });
 
+  it('retrying a failed parent while a worker settles its sibling parent does not deadlock (parents are locked before the jobs they change)', async () => {
+    // p1 and p2 are parents of c (cancelled when a parent fails) and of d (runs anyway).
+    const p1 = step(manual, { n: 1 }).named('p1');
+    const p2 = step(manual, { n: 2 }).named('p2');
+    const d = step(manualReport).onParentFailure('run').named('d').after(p1, p2);
+    const wf = await pgq.enqueueWorkflow(group([chord(group([p1, p2]), step(manualSum).named('c')), d]));
+    const id = (name: string) => wf.steps.find((s) => s.step === name)!.id;
+    await ctx.admin.query(
+      `UPDATE "${ctx.schema}".jobs SET state = 'failed', finished_at = now(),
+              errors = jsonb_build_array(jsonb_build_object('attempt', 1, 'message', 'broke', 'at', now())) WHERE id = $1`,
+      [id('p1')],
+    );
+    expect((await pgq.getJob(id('c')))!.state).toBe('cancelled');
+    // A completion of p2 as the completer makes it: the settling row first
+    // (held here), then its dependents (workflow_lock_dependents), then the update.
+    const completion = await ctx.admin.connect();
+    try {
+      await completion.query('BEGIN');
+      await completion.query(`SELECT 1 FROM "${ctx.schema}".jobs WHERE id = $1 FOR UPDATE`, [id('p2')]);
+      const retried = pgq.retryJob(id('p1'));
+      retried.catch(() => undefined);
+      // The retry waits on p2 (it reads every parent of the job it revives).
+      await until(async () => {
+        const { rows } = await ctx.admin.query(
+          `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = $1 AND pid <> $2`,
+          [`pgq_${ctx.schema}`, (await completion.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid],
+        );
+        return rows.length > 0;
+      }, { what: 'the retry to wait on the sibling parent' });
+      // Before the fix the retry held d here (its pending count) and this waited on it: a deadlock, one side aborted with 40P01.
+      await completion.query(`SELECT "${ctx.schema}".workflow_lock_dependents(ARRAY[$1]::bigint[], NULL)`, [id('p2')]);
+      await completion.query(`UPDATE "${ctx.schema}".jobs SET state = 'succeeded', finished_at = now(), result = '2' WHERE id = $1`, [id('p2')]);
+      await completion.query('COMMIT');
+      expect(await retried).toMatchObject({ state: 'available' });
+    } finally {
+      completion.release();
+    }
+    const states = Object.fromEntries((await pgq.getWorkflow(wf.id))!.steps.map((s) => [s.step, s.state]));
+    // d ran on p2's success with p1's failure; the retry revives c, now waiting on p1 again.
+    expect(states).toEqual({ p1: 'available', p2: 'succeeded', c: 'blocked', d: 'available' });
+    await pgq.cancelWorkflow(wf.id);
+  });
+
   it('prunes a workflow whole in one statement, whatever the states of its steps and however many loose jobs expired beside it', async () => {
     const wf = await pgq.enqueueWorkflow(chain(step(manual, { n: 1 }), step(manual, { n: 2 }), step(manual, { n: 3 })));
     const loose = await pgq.enqueueMany(manual, Array.from({ length: 7 }, (_, n) => ({ n })));

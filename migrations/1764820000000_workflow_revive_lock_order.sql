@@ -1,0 +1,236 @@
+-- Up Migration
+-- Lock order when a failed or cancelled workflow job comes back (retryJob,
+-- resumeWorkflow-style updates by hand): the parents of the jobs it revives
+-- are locked before any of its children, as every settling statement does
+-- (migration 1764700000000). Before, a retry of a failed parent counted its
+-- run-anyway child first and then waited on a sibling parent that a worker
+-- was completing, whose completion waited on that child: a deadlock.
+CREATE OR REPLACE FUNCTION workflow_job_state_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  ready bigint[];
+  cancelled bigint[];
+  x record;
+  bad bigint;
+  revivable bigint[];
+BEGIN
+  IF NEW.state IN ('succeeded', 'failed', 'cancelled') THEN
+    -- Everything this settling may change, locked first and in id order.
+    PERFORM workflow_lock_dependents(CASE WHEN NEW.state = 'succeeded' THEN ARRAY[NEW.id] END,
+                                     CASE WHEN NEW.state <> 'succeeded' THEN ARRAY[NEW.id] END);
+    IF NEW.state <> 'succeeded' THEN
+      WITH RECURSIVE doomed(id, by) AS (
+        SELECT d.child_id, d.parent_id
+          FROM job_dependencies d JOIN jobs c ON c.id = d.child_id
+         WHERE d.parent_id = NEW.id AND c.state = 'blocked' AND c.on_parent_failure = 'cancel'
+        UNION
+        SELECT d.child_id, d.parent_id
+          FROM doomed JOIN job_dependencies d ON d.parent_id = doomed.id JOIN jobs c ON c.id = d.child_id
+         WHERE c.state = 'blocked' AND c.on_parent_failure = 'cancel'
+      ), done AS (
+        UPDATE jobs c
+           SET state = 'cancelled', finished_at = now(), cancelled_by = doomed.by,
+               errors = c.errors || jsonb_build_array(workflow_cancel_entry(NEW, c.attempts))
+          FROM doomed
+         WHERE c.id = doomed.id AND c.state = 'blocked' AND c.on_parent_failure = 'cancel'
+        RETURNING c.id
+      )
+      SELECT array_agg(id) INTO cancelled FROM done;
+      IF cancelled IS NOT NULL THEN
+        PERFORM pg_notify('pgq:' || TG_TABLE_SCHEMA || ':done',
+                          CASE WHEN length(array_to_string(cancelled, ',')) <= 7000 THEN array_to_string(cancelled, ',') ELSE '*' END);
+      END IF;
+    END IF;
+
+    WITH counted AS (
+      UPDATE jobs c
+         SET pending_parents = c.pending_parents - 1
+        FROM job_dependencies d
+       WHERE d.parent_id = NEW.id AND c.id = d.child_id AND c.state = 'blocked'
+         AND (NEW.state = 'succeeded' OR c.on_parent_failure = 'run')
+      RETURNING c.id, c.pending_parents
+    )
+    SELECT array_agg(id) INTO ready FROM counted WHERE pending_parents = 0;
+
+    IF ready IS NOT NULL THEN
+      UPDATE jobs c
+         SET state = 'available', run_at = now(),
+             payload = CASE WHEN c.pass_results IN ('one', 'list') THEN workflow_job_input(c.id) ELSE c.payload END,
+             meta = workflow_job_meta(c.id, c.meta)
+       WHERE c.id = ANY (ready) AND c.state = 'blocked';
+      PERFORM pg_notify('pgq:' || TG_TABLE_SCHEMA || ':jobs', q.queue)
+         FROM (SELECT DISTINCT queue FROM jobs WHERE id = ANY (ready) AND state = 'available') AS q;
+    END IF;
+    RETURN NULL;
+  END IF;
+
+  -- NEW left failed or cancelled for a live state.
+  -- The jobs it may revive (cancelled because of it), read without locks:
+  -- the loop below locks each and checks again.
+  WITH RECURSIVE revived(id) AS (
+    SELECT c.id FROM job_dependencies d JOIN jobs c ON c.id = d.child_id
+     WHERE d.parent_id = NEW.id AND c.state = 'cancelled' AND c.cancelled_by = NEW.id
+    UNION
+    SELECT c.id FROM revived r JOIN job_dependencies d ON d.parent_id = r.id JOIN jobs c ON c.id = d.child_id
+     WHERE c.state = 'cancelled' AND c.cancelled_by = r.id
+  )
+  SELECT array_agg(id ORDER BY id) INTO revivable FROM revived;
+  -- Parents before the jobs they change, as a settling parent does (its
+  -- row, then its blocked children): the other parents of those jobs are
+  -- read FOR SHARE, in id order, before any child is locked. Locked after
+  -- (one child at a time), a retry held a run-anyway child it had just
+  -- counted while it waited on a sibling parent whose completion waited on
+  -- that child, and PostgreSQL aborted one of them (40P01).
+  IF revivable IS NOT NULL THEN
+    PERFORM 1 FROM jobs p
+     WHERE p.id IN (SELECT d.parent_id FROM job_dependencies d WHERE d.child_id = ANY (revivable))
+       AND p.id <> NEW.id AND NOT (p.id = ANY (revivable))
+     ORDER BY p.id
+       FOR SHARE;
+  END IF;
+
+  UPDATE jobs c
+     SET pending_parents = c.pending_parents + 1
+    FROM job_dependencies d
+   WHERE d.parent_id = NEW.id AND c.id = d.child_id AND c.state = 'blocked' AND c.on_parent_failure = 'run';
+
+  FOR x IN SELECT r.id FROM unnest(revivable) AS r(id) ORDER BY r.id
+  LOOP
+    PERFORM 1 FROM jobs c WHERE c.id = x.id AND c.state = 'cancelled' FOR UPDATE;
+    CONTINUE WHEN NOT FOUND;
+    PERFORM 1 FROM job_dependencies d JOIN jobs p ON p.id = d.parent_id
+     WHERE d.child_id = x.id ORDER BY p.id FOR SHARE OF p;
+    SELECT p.id INTO bad FROM job_dependencies d JOIN jobs p ON p.id = d.parent_id
+     WHERE d.child_id = x.id AND p.state IN ('failed', 'cancelled') ORDER BY p.id LIMIT 1;
+    IF bad IS NOT NULL THEN
+      UPDATE jobs c
+         SET cancelled_by = bad,
+             errors = c.errors || jsonb_build_array(workflow_cancel_entry(p, c.attempts))
+        FROM jobs p
+       WHERE c.id = x.id AND p.id = bad AND c.cancelled_by IS DISTINCT FROM bad;
+    ELSE
+      UPDATE jobs c
+         SET state = 'blocked', finished_at = NULL, cancelled_by = NULL,
+             pending_parents = (SELECT count(*) FROM job_dependencies d JOIN jobs p ON p.id = d.parent_id
+                                 WHERE d.child_id = c.id AND p.state <> 'succeeded')
+       WHERE c.id = x.id;
+      UPDATE jobs c
+         SET pending_parents = c.pending_parents + 1
+        FROM job_dependencies d
+       WHERE d.parent_id = x.id AND c.id = d.child_id AND c.state = 'blocked' AND c.on_parent_failure = 'run';
+    END IF;
+  END LOOP;
+  RETURN NULL;
+END
+$$;
+DO $$
+BEGIN
+  EXECUTE format('ALTER FUNCTION workflow_job_state_changed() SET search_path = %I, pg_temp', current_schema());
+END
+$$;
+
+-- Down Migration
+CREATE OR REPLACE FUNCTION workflow_job_state_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  ready bigint[];
+  cancelled bigint[];
+  x record;
+  bad bigint;
+BEGIN
+  IF NEW.state IN ('succeeded', 'failed', 'cancelled') THEN
+    -- Everything this settling may change, locked first and in id order.
+    PERFORM workflow_lock_dependents(CASE WHEN NEW.state = 'succeeded' THEN ARRAY[NEW.id] END,
+                                     CASE WHEN NEW.state <> 'succeeded' THEN ARRAY[NEW.id] END);
+    IF NEW.state <> 'succeeded' THEN
+      WITH RECURSIVE doomed(id, by) AS (
+        SELECT d.child_id, d.parent_id
+          FROM job_dependencies d JOIN jobs c ON c.id = d.child_id
+         WHERE d.parent_id = NEW.id AND c.state = 'blocked' AND c.on_parent_failure = 'cancel'
+        UNION
+        SELECT d.child_id, d.parent_id
+          FROM doomed JOIN job_dependencies d ON d.parent_id = doomed.id JOIN jobs c ON c.id = d.child_id
+         WHERE c.state = 'blocked' AND c.on_parent_failure = 'cancel'
+      ), done AS (
+        UPDATE jobs c
+           SET state = 'cancelled', finished_at = now(), cancelled_by = doomed.by,
+               errors = c.errors || jsonb_build_array(workflow_cancel_entry(NEW, c.attempts))
+          FROM doomed
+         WHERE c.id = doomed.id AND c.state = 'blocked' AND c.on_parent_failure = 'cancel'
+        RETURNING c.id
+      )
+      SELECT array_agg(id) INTO cancelled FROM done;
+      IF cancelled IS NOT NULL THEN
+        PERFORM pg_notify('pgq:' || TG_TABLE_SCHEMA || ':done',
+                          CASE WHEN length(array_to_string(cancelled, ',')) <= 7000 THEN array_to_string(cancelled, ',') ELSE '*' END);
+      END IF;
+    END IF;
+
+    WITH counted AS (
+      UPDATE jobs c
+         SET pending_parents = c.pending_parents - 1
+        FROM job_dependencies d
+       WHERE d.parent_id = NEW.id AND c.id = d.child_id AND c.state = 'blocked'
+         AND (NEW.state = 'succeeded' OR c.on_parent_failure = 'run')
+      RETURNING c.id, c.pending_parents
+    )
+    SELECT array_agg(id) INTO ready FROM counted WHERE pending_parents = 0;
+
+    IF ready IS NOT NULL THEN
+      UPDATE jobs c
+         SET state = 'available', run_at = now(),
+             payload = CASE WHEN c.pass_results IN ('one', 'list') THEN workflow_job_input(c.id) ELSE c.payload END,
+             meta = workflow_job_meta(c.id, c.meta)
+       WHERE c.id = ANY (ready) AND c.state = 'blocked';
+      PERFORM pg_notify('pgq:' || TG_TABLE_SCHEMA || ':jobs', q.queue)
+         FROM (SELECT DISTINCT queue FROM jobs WHERE id = ANY (ready) AND state = 'available') AS q;
+    END IF;
+    RETURN NULL;
+  END IF;
+
+  -- NEW left failed or cancelled for a live state.
+  UPDATE jobs c
+     SET pending_parents = c.pending_parents + 1
+    FROM job_dependencies d
+   WHERE d.parent_id = NEW.id AND c.id = d.child_id AND c.state = 'blocked' AND c.on_parent_failure = 'run';
+
+  FOR x IN
+    WITH RECURSIVE revived(id) AS (
+      SELECT c.id FROM job_dependencies d JOIN jobs c ON c.id = d.child_id
+       WHERE d.parent_id = NEW.id AND c.state = 'cancelled' AND c.cancelled_by = NEW.id
+      UNION
+      SELECT c.id FROM revived r JOIN job_dependencies d ON d.parent_id = r.id JOIN jobs c ON c.id = d.child_id
+       WHERE c.state = 'cancelled' AND c.cancelled_by = r.id
+    )
+    SELECT id FROM revived ORDER BY id
+  LOOP
+    PERFORM 1 FROM jobs c WHERE c.id = x.id AND c.state = 'cancelled' FOR UPDATE;
+    CONTINUE WHEN NOT FOUND;
+    PERFORM 1 FROM job_dependencies d JOIN jobs p ON p.id = d.parent_id
+     WHERE d.child_id = x.id ORDER BY p.id FOR SHARE OF p;
+    SELECT p.id INTO bad FROM job_dependencies d JOIN jobs p ON p.id = d.parent_id
+     WHERE d.child_id = x.id AND p.state IN ('failed', 'cancelled') ORDER BY p.id LIMIT 1;
+    IF bad IS NOT NULL THEN
+      UPDATE jobs c
+         SET cancelled_by = bad,
+             errors = c.errors || jsonb_build_array(workflow_cancel_entry(p, c.attempts))
+        FROM jobs p
+       WHERE c.id = x.id AND p.id = bad AND c.cancelled_by IS DISTINCT FROM bad;
+    ELSE
+      UPDATE jobs c
+         SET state = 'blocked', finished_at = NULL, cancelled_by = NULL,
+             pending_parents = (SELECT count(*) FROM job_dependencies d JOIN jobs p ON p.id = d.parent_id
+                                 WHERE d.child_id = c.id AND p.state <> 'succeeded')
+       WHERE c.id = x.id;
+      UPDATE jobs c
+         SET pending_parents = c.pending_parents + 1
+        FROM job_dependencies d
+       WHERE d.parent_id = x.id AND c.id = d.child_id AND c.state = 'blocked' AND c.on_parent_failure = 'run';
+    END IF;
+  END LOOP;
+  RETURN NULL;
+END
+$$;
+DO $$
+BEGIN
+  EXECUTE format('ALTER FUNCTION workflow_job_state_changed() SET search_path = %I, pg_temp', current_schema());
+END
+$$;
