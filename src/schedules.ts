@@ -395,7 +395,7 @@ export class ScheduleStore {
       if (!row.paused) return toScheduleRecord(row);
       const updated = await trx
         .updateTable('schedules')
-        .set({ paused: false, next_run_at: ticksOf(row).next(this.#notBefore(row.last_run_at)), updated_at: sql`now()` })
+        .set({ paused: false, next_run_at: ticksOf(row).resume(this.deps.clock.now(), row.last_run_at), updated_at: sql`now()` })
         .where('name', '=', name)
         .returningAll()
         .executeTakeFirstOrThrow();
@@ -422,22 +422,11 @@ export class ScheduleStore {
     });
   }
 
-  /**
-   * Where a recomputed next tick starts from: now, or the last tick fired
-   * (or run-now) when that is later. A host whose clock is behind the
-   * leader's must not hand out again a tick the leader already fired: the
-   * tick's unique key guards only while its job is live.
-   */
-  #notBefore(lastRunAt: Date | null | undefined): Date {
-    const now = this.deps.clock.now();
-    return lastRunAt && lastRunAt.getTime() > now.getTime() ? lastRunAt : now;
-  }
-
   async #upsert(trx: Trx, s: ResolvedSchedule, declared: boolean): Promise<ScheduleRecord> {
     // The row first (locked), so the next tick is computed from what it holds
     // now, not from before a leader's fire that commits meanwhile.
     const existing = await trx.selectFrom('schedules').select('last_run_at').where('name', '=', s.name).forUpdate().executeTakeFirst();
-    const next = ticksOf({ cron: s.cron, timezone: s.timezone, every_ms: s.everyMs }).next(this.#notBefore(existing?.last_run_at));
+    const next = ticksOf({ cron: s.cron, timezone: s.timezone, every_ms: s.everyMs }).resume(this.deps.clock.now(), existing?.last_run_at ?? null);
     const row = await trx
       .insertInto('schedules')
       .values({

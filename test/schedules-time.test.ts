@@ -99,6 +99,29 @@ describe('daylight saving', () => {
     expect(new Set(gapsInHours(hourly.map((j) => j.run_at)))).toEqual(new Set([1]));
   });
 
+  it('a resume or a timing change during the second pass of the repeated hour does not fire a fixed-hour tick again; an every-hour one keeps both passes', async () => {
+    const { clock, pgq, scheduler } = await setup('2025-11-02T04:59:00Z'); // 00:59 EDT
+    await pgq.schedule({ name: 'ny-0130', cron: '30 1 * * *', timezone: 'America/New_York', task: report, payload: { kind: 'daily' } });
+    await pgq.schedule({ name: 'ny-every-20', cron: '*/20 1 * * *', timezone: 'America/New_York', task: report, payload: { kind: 'fixed hour, every 20 min' } });
+    await pgq.schedule({ name: 'ny-half-hourly', cron: '*/30 * * * *', timezone: 'America/New_York', task: report, payload: { kind: 'half-hourly' } });
+    await runUntil(scheduler, clock, '2025-11-02T05:45:00Z'); // 01:45 EDT: 01:30 EDT fired, 01:20 and 01:40 EDT too
+    for (const name of ['ny-0130', 'ny-every-20', 'ny-half-hourly']) await pgq.pauseSchedule(name);
+    clock.set('2025-11-02T06:10:00Z'); // 01:10 EST, the second pass
+    for (const name of ['ny-0130', 'ny-every-20', 'ny-half-hourly']) await pgq.resumeSchedule(name);
+    expect((await pgq.getSchedule('ny-0130'))!.nextRunAt.toISOString()).toBe('2025-11-03T06:30:00.000Z');
+    // A timing change saved in the second pass is recomputed the same way (same ticks, new text).
+    await pgq.schedule({ name: 'ny-0130', cron: '30 1 * * 0-6', timezone: 'America/New_York', task: report, payload: { kind: 'daily' } });
+    expect((await pgq.getSchedule('ny-0130'))!.nextRunAt.toISOString()).toBe('2025-11-03T06:30:00.000Z');
+    expect((await pgq.getSchedule('ny-every-20'))!.nextRunAt.toISOString()).toBe('2025-11-03T06:00:00.000Z');
+    expect((await pgq.getSchedule('ny-half-hourly'))!.nextRunAt.toISOString()).toBe('2025-11-02T06:30:00.000Z');
+    await runUntil(scheduler, clock, '2025-11-03T06:59:59Z');
+    expect(await localTicks(pgq, 'ny-0130', 'America/New_York')).toEqual(['2025-11-02 01:30', '2025-11-03 01:30']);
+    expect((await jobsOf(ctx.admin, pgq.schema, 'ny-0130')).map((j) => j.run_at.toISOString())).toEqual(['2025-11-02T05:30:00.000Z', '2025-11-03T06:30:00.000Z']);
+    expect(await localTicks(pgq, 'ny-every-20', 'America/New_York')).toEqual(['2025-11-02 01:00', '2025-11-02 01:20', '2025-11-02 01:40', '2025-11-03 01:00', '2025-11-03 01:20', '2025-11-03 01:40']);
+    const halfHourly = (await jobsOf(ctx.admin, pgq.schema, 'ny-half-hourly')).map((j) => j.run_at.toISOString());
+    expect(halfHourly.slice(0, 4)).toEqual(['2025-11-02T05:00:00.000Z', '2025-11-02T05:30:00.000Z', '2025-11-02T06:30:00.000Z', '2025-11-02T07:00:00.000Z']);
+  });
+
   it('intervals ignore daylight saving: every 1h stays an hour apart across the Rome change', async () => {
     const { clock, pgq, scheduler } = await setup('2025-03-29T21:30:00Z');
     await pgq.schedule({ name: 'hourly-interval', every: '1h', task: report, payload: { kind: 'interval' } });

@@ -11,7 +11,8 @@
  * - Fall back: an expression with a fixed hour fires at the first occurrence
  *   of the repeated wall-clock time only; one whose hour field matches every
  *   hour (`0 * * * *`, `*\/15 * * * *`) fires in both passes of the hour, so
- *   it keeps its real-time spacing.
+ *   it keeps its real-time spacing. A resume or a timing change in the second
+ *   pass does not step from the last tick; `resume` skips the same repeats.
  *
  * Intervals (`every: '5m'`) are aligned to the Unix epoch: a 5-minute
  * schedule fires at :00, :05, :10 … UTC, whenever it was created, so its ticks
@@ -39,6 +40,17 @@ function parser(): CronParser {
 export interface TickSource {
   /** The first tick strictly after `after`. */
   next(after: Date): Date;
+  /**
+   * The first tick strictly after `after` (and after `lastFired`) for a
+   * schedule that last fired at `lastFired`: a resume or a timing change.
+   * After `lastFired` too, because a host whose clock is behind the leader's
+   * must not hand out again a tick the leader already fired (the tick's
+   * unique key guards only while its job is live). It does not step from
+   * the last tick as `next` does, so in the repeated hour of a
+   * daylight-saving fall-back it skips itself what stepping would: for an
+   * expression with a fixed hour, a wall-clock time that already fired.
+   */
+  resume(after: Date, lastFired: Date | null): Date;
   /** Up to `count` ticks strictly before `before`, oldest first. */
   before(before: Date, count: number): Date[];
 }
@@ -139,11 +151,37 @@ export function formatEvery(ms: number): string {
   return out || '0ms';
 }
 
+/** Most ticks `resume` steps over in a fall-back's repeated hour (one a second for an hour is 3,600). */
+const MAX_REPEATED_TICKS = 10_000;
+
 /** Ticks of a cron expression in a time zone. */
 export function cronTicks(expression: string, timezone: string): TickSource {
   const at = (date: Date): CronExpression => parser().parse(expression, { tz: timezone, currentDate: date });
+  const next = (after: Date): Date => at(after).next().toDate();
+  let wallClock: Intl.DateTimeFormat | undefined;
+  const wall = (date: Date): string => {
+    wallClock ??= new Intl.DateTimeFormat('en-CA', {
+      timeZone: timezone, hourCycle: 'h23', year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit',
+    });
+    const p = Object.fromEntries(wallClock.formatToParts(date).map((part) => [part.type, part.value]));
+    return `${p.year}-${p.month}-${p.day}T${p.hour}:${p.minute}:${p.second}.${String(date.getUTCMilliseconds()).padStart(3, '0')}`;
+  };
   return {
-    next: (after) => at(after).next().toDate(),
+    next,
+    resume(after, lastFired) {
+      const from = lastFired && lastFired.getTime() > after.getTime() ? lastFired : after;
+      const iterator = at(from);
+      let tick = iterator.next().toDate();
+      // An hour field matching fewer than 24 hours: cron-parser's stepping
+      // fires such an expression in the first pass of a repeated hour only.
+      if (!lastFired || iterator.fields.hour.values.length === 24) return tick;
+      // Past a fall-back the wall clock runs again through times that
+      // already fired: a tick whose wall-clock time is not later than the
+      // last fired one's repeats it (the second pass of the hour).
+      const fired = wall(lastFired);
+      for (let i = 0; i < MAX_REPEATED_TICKS && wall(tick) <= fired; i += 1) tick = next(tick);
+      return tick;
+    },
     before(before, count) {
       const iterator = at(before);
       const out: Date[] = [];
@@ -155,8 +193,10 @@ export function cronTicks(expression: string, timezone: string): TickSource {
 
 /** Ticks every `everyMs`, aligned to the Unix epoch. */
 export function intervalTicks(everyMs: number): TickSource {
+  const next = (after: Date): Date => new Date((Math.floor(after.getTime() / everyMs) + 1) * everyMs);
   return {
-    next: (after) => new Date((Math.floor(after.getTime() / everyMs) + 1) * everyMs),
+    next,
+    resume: (after, lastFired) => next(lastFired && lastFired.getTime() > after.getTime() ? lastFired : after),
     before(before, count) {
       const last = Math.ceil(before.getTime() / everyMs) - 1;
       const out: Date[] = [];
