@@ -253,6 +253,29 @@ describe('least-privilege roles', () => {
     }
   });
 
+  it('a role that owns a schema made for it, without CREATE on the database, migrates it', async () => {
+    const owner = `pgq_test_own_${suffix}`;
+    const schema = `${ctx.schema}_owned`;
+    await ctx.admin.query(`CREATE ROLE "${owner}" LOGIN PASSWORD 'pw'`);
+    try {
+      await ctx.admin.query(`CREATE SCHEMA "${schema}" AUTHORIZATION "${owner}"`);
+      const { rows } = await ctx.admin.query<{ can: boolean }>(`SELECT has_database_privilege($1, current_database(), 'CREATE') AS can`, [owner]);
+      expect(rows[0]!.can).toBe(false);
+      const migrate = () =>
+        spawnSync(process.execPath, [bin, '--database-url', urlAs(owner), '--schema', schema, 'migrate'], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, PGQ_LOG_LEVEL: 'warn' } });
+      const first = migrate();
+      expect(first.stderr).toBe('');
+      expect(first.stdout).toMatch(/^applied .*_jobs/);
+      expect(migrate().stdout).toMatch(/up to date/);
+      const tables = await ctx.admin.query(`SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = 'jobs' AND tableowner = $2`, [schema, owner]);
+      expect(tables.rowCount).toBe(1);
+    } finally {
+      await ctx.admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      await ctx.admin.query(`DROP OWNED BY "${owner}" CASCADE`).catch(() => undefined);
+      await ctx.admin.query(`DROP ROLE IF EXISTS "${owner}"`);
+    }
+  });
+
   it('pgq stats on a database with no pgq schema says so and creates nothing', async () => {
     const empty = `${ctx.schema}_empty`;
     const r = spawnSync(process.execPath, [bin, '--database-url', ctx.url, '--schema', empty, 'stats'], { encoding: 'utf8', timeout: 120_000 });

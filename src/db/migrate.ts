@@ -1,6 +1,7 @@
 /**
  * Applies the migrations in `migrations/` with node-pg-migrate, inside the
- * configured schema (created if missing), recording them in
+ * configured schema (created if missing; an existing one needs no CREATE on
+ * the database), recording them in
  * `<schema>.pgq_migrations`. Several processes may migrate at once: they queue
  * on node-pg-migrate's advisory lock and the later ones find nothing to do.
  * node-pg-migrate is imported on the first migrate(), not with `import 'pgq'`:
@@ -24,15 +25,19 @@ export async function migrate(pool: pg.Pool, schema: string, logger: Logger): Pr
   let searchPath: string | null = null;
   try {
     searchPath = (await client.query<{ search_path: string }>('SHOW search_path')).rows[0]?.search_path ?? null;
+    // CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the
+    // schema is there: a role that owns a schema made for it by someone else
+    // (the usual least-privilege setup) could not migrate it.
+    const exists = (await client.query<{ exists: boolean }>('SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) AS exists', [schema])).rows[0]!.exists;
     const ran = await runner({
       dbClient: client,
       dir: MIGRATIONS_DIR,
       direction: 'up',
       count: Infinity,
       schema,
-      createSchema: true,
+      createSchema: !exists,
       migrationsSchema: schema,
-      createMigrationsSchema: true,
+      createMigrationsSchema: !exists,
       migrationsTable: 'pgq_migrations',
       singleTransaction: true,
       checkOrder: true,
