@@ -1,7 +1,7 @@
 -- Up Migration
 -- Lock order when a failed or cancelled workflow job comes back (retryJob,
--- resumeWorkflow-style updates by hand): the parents of the jobs it revives
--- are locked before any of its children, as every settling statement does
+-- or an update by hand): the other parents of the jobs it revives are
+-- locked before any of its children, as every settling statement does
 -- (migration 1764700000000). Before, a retry of a failed parent counted its
 -- run-anyway child first and then waited on a sibling parent that a worker
 -- was completing, whose completion waited on that child: a deadlock.
@@ -76,16 +76,19 @@ BEGIN
   SELECT array_agg(id ORDER BY id) INTO revivable FROM revived;
   -- Parents before the jobs they change, as a settling parent does (its
   -- row, then its blocked children): the other parents of those jobs are
-  -- read FOR SHARE, in id order, before any child is locked. Locked after
-  -- (one child at a time), a retry held a run-anyway child it had just
-  -- counted while it waited on a sibling parent whose completion waited on
-  -- that child, and PostgreSQL aborted one of them (40P01).
+  -- locked in id order before any child is. Locked after (one child at a
+  -- time), a retry held a run-anyway child it had just counted while it
+  -- waited on a sibling parent whose completion waited on that child, and
+  -- PostgreSQL aborted one of them (40P01). The lock is FOR NO KEY UPDATE,
+  -- not FOR SHARE: such a parent may be a run-anyway child this trigger
+  -- then counts (an UPDATE), and two retries sharing it that both upgraded
+  -- a shared lock would deadlock with each other.
   IF revivable IS NOT NULL THEN
     PERFORM 1 FROM jobs p
      WHERE p.id IN (SELECT d.parent_id FROM job_dependencies d WHERE d.child_id = ANY (revivable))
        AND p.id <> NEW.id AND NOT (p.id = ANY (revivable))
      ORDER BY p.id
-       FOR SHARE;
+       FOR NO KEY UPDATE;
   END IF;
 
   UPDATE jobs c

@@ -521,6 +521,47 @@ describe('settling', () => {
     await pgq.cancelWorkflow(wf.id);
   });
 
+  it('two retries of failed parents that share a run-anyway child both commit (neither upgrades a shared lock the other holds)', async () => {
+    // crun runs after p1, q and l whatever they do; j waits on p1 and crun, k on q and crun.
+    const p1 = step(manual, { n: 1 }).named('p1');
+    const q = step(manual, { n: 2 }).named('q');
+    const l = step(manual, { n: 3 }).named('l');
+    const crun = step(manualReport).onParentFailure('run').named('crun').after(p1, q, l);
+    const wf = await pgq.enqueueWorkflow(group([step(manual, { n: 5 }).named('j').after(p1, crun), step(manual, { n: 6 }).named('k').after(q, crun)]));
+    const id = (name: string) => wf.steps.find((s) => s.step === name)!.id;
+    for (const failed of ['p1', 'q']) {
+      await ctx.admin.query(
+        `UPDATE "${ctx.schema}".jobs SET state = 'failed', finished_at = now(),
+                errors = jsonb_build_array(jsonb_build_object('attempt', 1, 'message', 'broke', 'at', now())) WHERE id = $1`,
+        [id(failed)],
+      );
+    }
+    expect(await pgq.getJob(id('j'))).toMatchObject({ state: 'cancelled' });
+    expect(await pgq.getJob(id('k'))).toMatchObject({ state: 'cancelled' });
+    // A reader holding crun makes both retries reach it before either can change it.
+    const reader = await ctx.admin.connect();
+    try {
+      await reader.query('BEGIN');
+      await reader.query(`SELECT 1 FROM "${ctx.schema}".jobs WHERE id = $1 FOR SHARE`, [id('crun')]);
+      const retries = [pgq.retryJob(id('p1')), pgq.retryJob(id('q'))];
+      for (const r of retries) r.catch(() => undefined);
+      await until(async () => {
+        const { rows } = await ctx.admin.query(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = $1`, [`pgq_${ctx.schema}`]);
+        return rows.length === 2;
+      }, { what: 'both retries to wait on crun' });
+      await reader.query('COMMIT');
+      // Before, both held crun FOR SHARE and then both updated it: PostgreSQL aborted one (40P01).
+      expect(await Promise.all(retries)).toMatchObject([{ state: 'available' }, { state: 'available' }]);
+    } finally {
+      reader.release();
+    }
+    const steps = (await pgq.getWorkflow(wf.id))!.steps;
+    expect(Object.fromEntries(steps.map((s) => [s.step, [s.state, s.pendingParents]]))).toEqual({
+      p1: ['available', 0], q: ['available', 0], l: ['available', 0], crun: ['blocked', 3], j: ['blocked', 2], k: ['blocked', 2],
+    });
+    await pgq.cancelWorkflow(wf.id);
+  });
+
   it('prunes a workflow whole in one statement, whatever the states of its steps and however many loose jobs expired beside it', async () => {
     const wf = await pgq.enqueueWorkflow(chain(step(manual, { n: 1 }), step(manual, { n: 2 }), step(manual, { n: 3 })));
     const loose = await pgq.enqueueMany(manual, Array.from({ length: 7 }, (_, n) => ({ n })));
