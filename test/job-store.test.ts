@@ -114,6 +114,30 @@ describe('actions', () => {
     expect(await pgq.countJobs({ queue })).toBe(3);
   });
 
+  it('a bulk action locks its jobs in id order, so it waits for a statement locking them in id order instead of deadlocking with it', async () => {
+    const queue = 'bulk-order';
+    const [a, b] = await pgq.enqueueMany(mail, [{ to: 'a@x.y' }, { to: 'b@x.y' }], { queue });
+    const other = await ctx.admin.connect();
+    try {
+      // Another statement taking both in id order (a workflow cancel, a pruner pass) holds the first.
+      await other.query('BEGIN');
+      await other.query(`SELECT 1 FROM "${ctx.schema}".jobs WHERE id = $1 FOR UPDATE`, [a!.id]);
+      const cancelled = pgq.cancelJobs({ queue });
+      cancelled.catch(() => undefined);
+      await until(async () => {
+        const { rows } = await ctx.admin.query(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = $1`, [`pgq_${ctx.schema}`]);
+        return rows.length === 1;
+      }, { what: 'the bulk cancel to wait on the first job' });
+      // Newest first, the bulk cancel held the second job here: a deadlock, one side aborted (40P01).
+      await other.query(`SELECT 1 FROM "${ctx.schema}".jobs WHERE id = $1 FOR UPDATE`, [b!.id]);
+      await other.query('COMMIT');
+      expect(await cancelled).toBe(2);
+    } finally {
+      other.release();
+    }
+    expect(await pgq.countJobs({ queue, state: 'cancelled' })).toBe(2);
+  });
+
   it('bulk retry skips the workflow steps retryJob would refuse', async () => {
     const wf = await pgq.enqueueWorkflow(chain(step(boom, { to: 'w@x.y' }), step(mail, { to: 'after@x.y' })), { name: 'bulk-wf' });
     const worker = pgq.worker({ queues: ['emails'] });

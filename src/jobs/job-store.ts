@@ -12,7 +12,7 @@
  * `retryJob` would retry it, a running job is never deleted). They resolve to
  * how many jobs they changed.
  */
-import type { Kysely, Transaction } from 'kysely';
+import type { ExpressionBuilder, Kysely, Transaction } from 'kysely';
 import { sql } from '../db/kysely.js';
 import type { Clock } from '../core/clock.js';
 import { JobNotFoundError, PgqError, ValidationError, WaitTimeoutError } from '../core/errors.js';
@@ -249,16 +249,24 @@ export class JobStore {
     for (;;) {
       const after: string | null = cursor;
       const { changed, last, full } = await this.deps.kysely.transaction().execute(async (trx) => {
-        let query = trx
+        const matching = (eb: ExpressionBuilder<PgqDatabase, 'jobs'>) => jobFilterCondition(eb, { ...filter, state: wanted });
+        let candidates = trx.selectFrom('jobs').select('id').where(matching).orderBy('id', 'desc').limit(BULK_BATCH);
+        if (after !== null) candidates = candidates.where('id', '<', after);
+        const batch = (await candidates.execute()).map((r) => r.id);
+        if (batch.length === 0) return { changed: 0, last: null, full: false };
+        // Locked in id order, as every other statement that locks several
+        // jobs does (workers settling workflow steps, cancelWorkflow, the
+        // pruner): newest first, a bulk cancel could deadlock with them.
+        // The filter is checked again on each row as it is locked.
+        const rows = await trx
           .selectFrom('jobs')
           .select(['id', 'state', 'queue', 'workflow_id'])
-          .where((eb) => jobFilterCondition(eb, { ...filter, state: wanted }))
-          .orderBy('id', 'desc')
-          .limit(BULK_BATCH)
-          .forUpdate();
-        if (after !== null) query = query.where('id', '<', after);
-        const rows = await query.execute();
-        return { changed: rows.length ? await apply(trx, rows) : 0, last: rows.at(-1)?.id ?? null, full: rows.length === BULK_BATCH };
+          .where(sql<boolean>`id = ANY(${batch}::bigint[])`)
+          .where(matching)
+          .orderBy('id')
+          .forUpdate()
+          .execute();
+        return { changed: rows.length ? await apply(trx, rows) : 0, last: batch.at(-1)!, full: batch.length === BULK_BATCH };
       });
       total += changed;
       if (!full || last === null) return total;
