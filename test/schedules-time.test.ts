@@ -6,7 +6,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { defineTask, type Pgq } from '../src/index.js';
-import { tickUniqueKey } from '../src/maintenance/scheduler.js';
+import { planTicks, tickUniqueKey } from '../src/maintenance/scheduler.js';
+import { cronTicks } from '../src/core/cron.js';
 import { until, useTestSchema } from './support/harness.js';
 import { jobsOf, localTime, manualClock, manualScheduler, runUntil } from './support/schedules.js';
 
@@ -120,6 +121,18 @@ describe('daylight saving', () => {
     expect(await localTicks(pgq, 'ny-every-20', 'America/New_York')).toEqual(['2025-11-02 01:00', '2025-11-02 01:20', '2025-11-02 01:40', '2025-11-03 01:00', '2025-11-03 01:20', '2025-11-03 01:40']);
     const halfHourly = (await jobsOf(ctx.admin, pgq.schema, 'ny-half-hourly')).map((j) => j.run_at.toISOString());
     expect(halfHourly.slice(0, 4)).toEqual(['2025-11-02T05:00:00.000Z', '2025-11-02T05:30:00.000Z', '2025-11-02T06:30:00.000Z', '2025-11-02T07:00:00.000Z']);
+  });
+
+  it('after a long outage ending in the second pass, the next tick is stepped from the grace window, not looked up from now (no repeat of what the window fired)', () => {
+    // Every second of 01:30 in New York, down since September, back at 01:30:30 EST with a 2 h grace.
+    const plan = planTicks(
+      cronTicks('* 30 1 * * *', 'America/New_York'),
+      { nextRunAt: new Date('2025-09-20T05:30:00Z'), catchUp: 'skip', catchUpLimit: 1, misfireGraceMs: 2 * 3_600_000 },
+      new Date('2025-11-02T06:30:30Z'),
+    );
+    expect(plan.fire).toHaveLength(60);
+    expect([plan.fire[0]!.toISOString(), plan.fire.at(-1)!.toISOString()]).toEqual(['2025-11-02T05:30:00.000Z', '2025-11-02T05:30:59.000Z']); // 01:30 EDT
+    expect(plan.next.toISOString()).toBe('2025-11-03T06:30:00.000Z'); // not 01:30:31 EST, a wall-clock time the window fired
   });
 
   it('intervals ignore daylight saving: every 1h stays an hour apart across the Rome change', async () => {

@@ -86,10 +86,12 @@ export function planTicks(ticks: TickSource, policy: TickPolicy, now: Date): Tic
     onTime = [];
     // Never a tick before nextRunAt: those were fired (a pass cut short by MAX_TICKS_PER_PASS left off at nextRunAt).
     const from = Math.max(lateBefore, policy.nextRunAt.getTime()) - 1;
-    for (let u = ticks.next(new Date(from)); u.getTime() <= nowMs && onTime.length < WALK_LIMIT; u = ticks.next(u)) {
-      onTime.push(u);
-    }
-    next = ticks.next(now);
+    let u = ticks.next(new Date(from));
+    for (; u.getTime() <= nowMs && onTime.length < WALK_LIMIT; u = ticks.next(u)) onTime.push(u);
+    // Stepped from the window's last tick, as every other next tick is (a
+    // fresh look from now, in the second pass of a fall-back's repeated
+    // hour, would hand out again the wall-clock times the window fired).
+    next = u.getTime() > nowMs ? u : ticks.next(now);
     walkedAll = false;
   } else {
     missed = due.filter((d) => d.getTime() < lateBefore);
