@@ -562,6 +562,36 @@ describe('settling', () => {
     await pgq.cancelWorkflow(wf.id);
   });
 
+  it('a retry that PostgreSQL ends as a deadlock victim is run again (a statement taking the workflow in id order, as the pruner does)', async () => {
+    const wf = await pgq.enqueueWorkflow(chord(group([step(manual, { n: 1 }).named('p0'), step(manual, { n: 2 }).named('p1')]), step(manualSum).named('c')));
+    const id = (name: string) => wf.steps.find((s) => s.step === name)!.id;
+    await ctx.admin.query(
+      `UPDATE "${ctx.schema}".jobs SET state = 'failed', finished_at = now(),
+              errors = jsonb_build_array(jsonb_build_object('attempt', 1, 'message', 'broke', 'at', now())) WHERE id = $1`,
+      [id('p1')],
+    );
+    const pruner = await ctx.admin.connect();
+    try {
+      await pruner.query('BEGIN');
+      await pruner.query(`SELECT 1 FROM "${ctx.schema}".jobs WHERE id = $1 FOR UPDATE`, [id('p0')]);
+      // The retry holds p1 and waits on p0 (a parent of c, which it revives).
+      const retried = pgq.retryJob(id('p1'));
+      retried.catch(() => undefined);
+      await until(async () => {
+        const { rows } = await ctx.admin.query(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = $1`, [`pgq_${ctx.schema}`]);
+        return rows.length === 1;
+      }, { what: 'the retry to wait on p0' });
+      // The other side of the cycle: PostgreSQL ends the retry (it waited first) with 40P01, and pgq tries it again.
+      await pruner.query(`SELECT 1 FROM "${ctx.schema}".jobs WHERE id = $1 FOR UPDATE`, [id('p1')]);
+      await pruner.query('COMMIT');
+      expect(await retried).toMatchObject({ state: 'available' });
+    } finally {
+      pruner.release();
+    }
+    expect(await pgq.getJob(id('c'))).toMatchObject({ state: 'blocked' });
+    await pgq.cancelWorkflow(wf.id);
+  });
+
   it('prunes a workflow whole in one statement, whatever the states of its steps and however many loose jobs expired beside it', async () => {
     const wf = await pgq.enqueueWorkflow(chain(step(manual, { n: 1 }), step(manual, { n: 2 }), step(manual, { n: 3 })));
     const loose = await pgq.enqueueMany(manual, Array.from({ length: 7 }, (_, n) => ({ n })));

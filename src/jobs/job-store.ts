@@ -25,6 +25,7 @@ import type { Listener } from '../notify/listener.js';
 import { waitUntilDone } from '../notify/wait.js';
 import type { WorkflowStore } from '../workflow/store.js';
 import { parseJobId } from '../core/ids.js';
+import { inTransaction } from '../db/transaction.js';
 import { jobFilterCondition, validateJobFilter, type JobFilter, type ListJobsFilter } from './job-filter.js';
 
 /** States `retryJob` accepts. */
@@ -150,7 +151,7 @@ export class JobStore {
 
   async cancel(id: string): Promise<JobRecord> {
     const jobId = parseJobId(id);
-    const row = await this.deps.kysely.transaction().execute(async (trx) => {
+    const row = await inTransaction(this.deps.kysely, async (trx) => {
       const before = await trx.selectFrom('jobs').select(['state']).where('id', '=', jobId).forUpdate().executeTakeFirst();
       if (!before) return undefined;
       if (!isFinalState(before.state)) {
@@ -165,7 +166,7 @@ export class JobStore {
 
   async retry(id: string): Promise<JobRecord> {
     const jobId = parseJobId(id);
-    const row = await this.deps.kysely.transaction().execute(async (trx) => {
+    const row = await inTransaction(this.deps.kysely, async (trx) => {
       const before = await trx.selectFrom('jobs').select(['state', 'queue']).where('id', '=', jobId).forUpdate().executeTakeFirst();
       if (!before) throw new JobNotFoundError(jobId);
       if (!RETRYABLE_STATES.includes(before.state)) {
@@ -181,7 +182,7 @@ export class JobStore {
   /** Deletes a job that is not running; false when there is none. */
   async delete(id: string): Promise<boolean> {
     const jobId = parseJobId(id);
-    return this.deps.kysely.transaction().execute(async (trx) => {
+    return inTransaction(this.deps.kysely, async (trx) => {
       const before = await trx.selectFrom('jobs').select(['state', 'workflow_id']).where('id', '=', jobId).forUpdate().executeTakeFirst();
       if (!before) return false;
       if (before.state === 'running') {
@@ -248,7 +249,7 @@ export class JobStore {
     let total = 0;
     for (;;) {
       const after: string | null = cursor;
-      const { changed, last, full } = await this.deps.kysely.transaction().execute(async (trx) => {
+      const { changed, last, full } = await inTransaction(this.deps.kysely, async (trx) => {
         const matching = (eb: ExpressionBuilder<PgqDatabase, 'jobs'>) => jobFilterCondition(eb, { ...filter, state: wanted });
         let candidates = trx.selectFrom('jobs').select('id').where(matching).orderBy('id', 'desc').limit(BULK_BATCH);
         if (after !== null) candidates = candidates.where('id', '<', after);

@@ -29,6 +29,7 @@ import { nameSchema, zodToValidationError } from '../task.js';
 import { compileWorkflow, type CompiledWorkflow } from './compile.js';
 import { metaText, type MiddlewareChain, type PendingJob } from '../middleware.js';
 import type { Flow } from './flow.js';
+import { inTransaction } from '../db/transaction.js';
 
 /** Options of `enqueueWorkflow`. */
 export interface EnqueueWorkflowOptions {
@@ -220,7 +221,7 @@ export class WorkflowStore {
    */
   async cancel(id: unknown): Promise<WorkflowRecord> {
     const workflowId = parseWorkflowId(id);
-    await this.deps.kysely.transaction().execute(async (trx) => {
+    await inTransaction(this.deps.kysely, async (trx) => {
       const workflow = await trx.selectFrom('workflows').select('id').where('id', '=', workflowId).executeTakeFirst();
       if (!workflow) throw new WorkflowNotFoundError(workflowId);
       const live = await trx
