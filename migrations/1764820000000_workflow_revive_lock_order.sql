@@ -12,6 +12,7 @@ DECLARE
   x record;
   bad bigint;
   revivable bigint[];
+  y record;
 BEGIN
   IF NEW.state IN ('succeeded', 'failed', 'cancelled') THEN
     -- Everything this settling may change, locked first and in id order.
@@ -79,16 +80,28 @@ BEGIN
   -- locked in id order before any child is. Locked after (one child at a
   -- time), a retry held a run-anyway child it had just counted while it
   -- waited on a sibling parent whose completion waited on that child, and
-  -- PostgreSQL aborted one of them (40P01). The lock is FOR NO KEY UPDATE,
-  -- not FOR SHARE: such a parent may be a run-anyway child this trigger
-  -- then counts (an UPDATE), and two retries sharing it that both upgraded
-  -- a shared lock would deadlock with each other.
+  -- PostgreSQL aborted one of them (40P01). A parent this trigger then
+  -- counts (a blocked run-anyway child of NEW or of a job it revives) is
+  -- locked FOR NO KEY UPDATE: two retries that both upgraded a shared lock
+  -- on it would deadlock. The others FOR SHARE, as the loop reads them:
+  -- two retries reading one parent do not wait on each other.
   IF revivable IS NOT NULL THEN
-    PERFORM 1 FROM jobs p
-     WHERE p.id IN (SELECT d.parent_id FROM job_dependencies d WHERE d.child_id = ANY (revivable))
-       AND p.id <> NEW.id AND NOT (p.id = ANY (revivable))
-     ORDER BY p.id
-       FOR NO KEY UPDATE;
+    FOR y IN
+      SELECT p.id,
+             p.state = 'blocked' AND p.on_parent_failure = 'run'
+               AND EXISTS (SELECT 1 FROM job_dependencies e
+                            WHERE e.child_id = p.id AND (e.parent_id = NEW.id OR e.parent_id = ANY (revivable))) AS counted
+        FROM jobs p
+       WHERE p.id IN (SELECT d.parent_id FROM job_dependencies d WHERE d.child_id = ANY (revivable))
+         AND p.id <> NEW.id AND NOT (p.id = ANY (revivable))
+       ORDER BY p.id
+    LOOP
+      IF y.counted THEN
+        PERFORM 1 FROM jobs p WHERE p.id = y.id FOR NO KEY UPDATE;
+      ELSE
+        PERFORM 1 FROM jobs p WHERE p.id = y.id FOR SHARE;
+      END IF;
+    END LOOP;
   END IF;
 
   UPDATE jobs c

@@ -562,6 +562,48 @@ describe('settling', () => {
     await pgq.cancelWorkflow(wf.id);
   });
 
+  it('two retries by hand that both read a parent they share do not wait on each other for it', async () => {
+    // j waits on s, q and p1; k on s and q. s succeeds, p1 fails (j cancelled), then q (k cancelled).
+    const s = step(manual, { n: 1 }).named('s');
+    const q = step(manual, { n: 2 }).named('q');
+    const p1 = step(manual, { n: 3 }).named('p1');
+    const wf = await pgq.enqueueWorkflow(group([step(manual, { n: 4 }).named('j').after(s, q, p1), step(manual, { n: 5 }).named('k').after(s, q)]));
+    const id = (name: string) => wf.steps.find((x) => x.step === name)!.id;
+    const settle = (name: string, state: 'succeeded' | 'failed') =>
+      ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = $2, finished_at = now() WHERE id = $1`, [id(name), state]);
+    await settle('s', 'succeeded');
+    await settle('p1', 'failed');
+    await settle('q', 'failed');
+    expect(Object.fromEntries((await pgq.getWorkflow(wf.id))!.steps.map((x) => [x.step, x.state]))).toMatchObject({ j: 'cancelled', k: 'cancelled' });
+    const a = await ctx.admin.connect();
+    const b = await ctx.admin.connect();
+    try {
+      const revive = `UPDATE "${ctx.schema}".jobs SET state = 'available', finished_at = NULL WHERE id = $1`;
+      await a.query('BEGIN');
+      await b.query('BEGIN');
+      await b.query(`SELECT 1 FROM "${ctx.schema}".jobs WHERE id = $1 FOR UPDATE`, [id('q')]);
+      // A revives j: it reads s, then waits on q (held by B).
+      const pidA = (await a.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+      const first = a.query(revive, [id('p1')]);
+      first.catch(() => undefined);
+      await until(async () => (await ctx.admin.query(`SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1`, [pidA])).rows[0]?.wait_event_type === 'Lock', {
+        what: 'the first retry to wait on q',
+      });
+      // B revives k and reads s too: a shared read, not a wait (it was a deadlock with s locked FOR NO KEY UPDATE).
+      await b.query(revive, [id('q')]);
+      await b.query('COMMIT');
+      await first;
+      await a.query('COMMIT');
+    } finally {
+      a.release();
+      b.release();
+    }
+    expect(Object.fromEntries((await pgq.getWorkflow(wf.id))!.steps.map((x) => [x.step, x.state]))).toEqual({
+      s: 'succeeded', q: 'available', p1: 'available', j: 'blocked', k: 'blocked',
+    });
+    await pgq.cancelWorkflow(wf.id);
+  });
+
   it('a retry that PostgreSQL ends as a deadlock victim is run again (a statement taking the workflow in id order, as the pruner does)', async () => {
     const wf = await pgq.enqueueWorkflow(chord(group([step(manual, { n: 1 }).named('p0'), step(manual, { n: 2 }).named('p1')]), step(manualSum).named('c')));
     const id = (name: string) => wf.steps.find((s) => s.step === name)!.id;
