@@ -1,10 +1,10 @@
 -- Up Migration
 -- Lock order when a failed or cancelled workflow job comes back (retryJob,
--- or an update by hand): the other parents of the jobs it revives are
--- locked before any of its children, as every settling statement does
--- (migration 1764700000000). Before, a retry of a failed parent counted its
--- run-anyway child first and then waited on a sibling parent that a worker
--- was completing, whose completion waited on that child: a deadlock.
+-- or an update by hand): every job the trigger will touch is locked first,
+-- in one pass in id order, as every settling statement does (migration
+-- 1764700000000). Before, a retry of a failed parent counted its run-anyway
+-- child first and then waited on a sibling parent that a worker was
+-- completing, whose completion waited on that child: a deadlock.
 CREATE OR REPLACE FUNCTION workflow_job_state_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
   ready bigint[];
@@ -75,34 +75,37 @@ BEGIN
      WHERE c.state = 'cancelled' AND c.cancelled_by = r.id
   )
   SELECT array_agg(id ORDER BY id) INTO revivable FROM revived;
-  -- Parents before the jobs they change, as a settling parent does (its
-  -- row, then its blocked children): the other parents of those jobs are
-  -- locked in id order before any child is. Locked after (one child at a
-  -- time), a retry held a run-anyway child it had just counted while it
-  -- waited on a sibling parent whose completion waited on that child, and
-  -- PostgreSQL aborted one of them (40P01). A parent this trigger then
-  -- counts (a blocked run-anyway child of NEW or of a job it revives) is
-  -- locked FOR NO KEY UPDATE: two retries that both upgraded a shared lock
-  -- on it would deadlock. The others FOR SHARE, as the loop reads them:
-  -- two retries reading one parent do not wait on each other.
-  IF revivable IS NOT NULL THEN
-    FOR y IN
-      SELECT p.id,
-             p.state = 'blocked' AND p.on_parent_failure = 'run'
-               AND EXISTS (SELECT 1 FROM job_dependencies e
-                            WHERE e.child_id = p.id AND (e.parent_id = NEW.id OR e.parent_id = ANY (revivable))) AS counted
-        FROM jobs p
-       WHERE p.id IN (SELECT d.parent_id FROM job_dependencies d WHERE d.child_id = ANY (revivable))
-         AND p.id <> NEW.id AND NOT (p.id = ANY (revivable))
-       ORDER BY p.id
-    LOOP
-      IF y.counted THEN
-        PERFORM 1 FROM jobs p WHERE p.id = y.id FOR NO KEY UPDATE;
-      ELSE
-        PERFORM 1 FROM jobs p WHERE p.id = y.id FOR SHARE;
-      END IF;
-    END LOOP;
-  END IF;
+  -- Everything the rest of this branch locks, locked first in one pass in
+  -- id order, each row in the mode it will need: the jobs it revives (FOR
+  -- UPDATE), the blocked run-anyway children of NEW and of those jobs,
+  -- whose counts it raises (FOR NO KEY UPDATE), and the other parents of
+  -- the revived jobs, which it reads (FOR SHARE). Workers settling a parent
+  -- (then its blocked children), cancelWorkflow and the pruner lock in id
+  -- order too. Locked as the statements below reach them (children first,
+  -- parents one child at a time), a retry crossed them: it held a run-anyway
+  -- child it had counted while it waited on a sibling parent whose
+  -- completion waited on that child, and PostgreSQL aborted one (40P01).
+  -- Only NEW itself, held by the statement that changed it, is out of order.
+  FOR y IN
+    SELECT c.id,
+           c.id = ANY (coalesce(revivable, '{}')) AS revive,
+           c.state = 'blocked' AND c.on_parent_failure = 'run'
+             AND EXISTS (SELECT 1 FROM job_dependencies e
+                          WHERE e.child_id = c.id AND (e.parent_id = NEW.id OR e.parent_id = ANY (coalesce(revivable, '{}')))) AS counted
+      FROM jobs c
+     WHERE c.id <> NEW.id
+       AND (c.id IN (SELECT d.child_id FROM job_dependencies d WHERE d.parent_id = NEW.id OR d.parent_id = ANY (coalesce(revivable, '{}')))
+            OR c.id IN (SELECT d.parent_id FROM job_dependencies d WHERE d.child_id = ANY (coalesce(revivable, '{}'))))
+     ORDER BY c.id
+  LOOP
+    IF y.revive THEN
+      PERFORM 1 FROM jobs c WHERE c.id = y.id FOR UPDATE;
+    ELSIF y.counted THEN
+      PERFORM 1 FROM jobs c WHERE c.id = y.id FOR NO KEY UPDATE;
+    ELSIF y.id IN (SELECT d.parent_id FROM job_dependencies d WHERE d.child_id = ANY (coalesce(revivable, '{}'))) THEN
+      PERFORM 1 FROM jobs c WHERE c.id = y.id FOR SHARE;
+    END IF;
+  END LOOP;
 
   UPDATE jobs c
      SET pending_parents = c.pending_parents + 1
