@@ -160,7 +160,9 @@ describe('a connection that dies without a word', () => {
     const pool = new pg.Pool({ connectionString: proxy.url, max: 1 });
     const pgq = new Pgq({ pool, schema: ctx.schema, tasks: [task] });
     try {
-      const worker = pgq.worker({ concurrency: 1, heartbeatMs: 250, rescueAfterMs: 2_000 });
+      // Not a leader: a maintenance statement (limit 60 s) on the pool's one
+      // connection when it goes silent would hold it past this test's wait.
+      const worker = pgq.worker({ concurrency: 1, heartbeatMs: 250, rescueAfterMs: 2_000, leader: false });
       const job = await pgq.enqueue(task, {});
       await worker.start();
       await running;
