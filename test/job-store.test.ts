@@ -124,10 +124,7 @@ describe('actions', () => {
       await other.query(`SELECT 1 FROM "${ctx.schema}".jobs WHERE id = $1 FOR UPDATE`, [a!.id]);
       const cancelled = pgq.cancelJobs({ queue });
       cancelled.catch(() => undefined);
-      await until(async () => {
-        const { rows } = await ctx.admin.query(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = $1`, [`pgq_${ctx.schema}`]);
-        return rows.length === 1;
-      }, { what: 'the bulk cancel to wait on the first job' });
+      await ctx.lockWaiters(1, 'the bulk cancel to wait on the first job');
       // Newest first, the bulk cancel held the second job here: a deadlock, one side aborted (40P01).
       await other.query(`SELECT 1 FROM "${ctx.schema}".jobs WHERE id = $1 FOR UPDATE`, [b!.id]);
       await other.query('COMMIT');

@@ -500,13 +500,7 @@ describe('settling', () => {
       const retried = pgq.retryJob(id('p1'));
       retried.catch(() => undefined);
       // The retry waits on p2 (it reads every parent of the job it revives).
-      await until(async () => {
-        const { rows } = await ctx.admin.query(
-          `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = $1 AND pid <> $2`,
-          [`pgq_${ctx.schema}`, (await completion.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid],
-        );
-        return rows.length > 0;
-      }, { what: 'the retry to wait on the sibling parent' });
+      await ctx.lockWaiters(1, 'the retry to wait on the sibling parent');
       // Before the fix the retry held d here (its pending count) and this waited on it: a deadlock, one side aborted with 40P01.
       await completion.query(`SELECT "${ctx.schema}".workflow_lock_dependents(ARRAY[$1]::bigint[], NULL)`, [id('p2')]);
       await completion.query(`UPDATE "${ctx.schema}".jobs SET state = 'succeeded', finished_at = now(), result = '2' WHERE id = $1`, [id('p2')]);
@@ -545,10 +539,7 @@ describe('settling', () => {
       await reader.query(`SELECT 1 FROM "${ctx.schema}".jobs WHERE id = $1 FOR SHARE`, [id('crun')]);
       const retries = [pgq.retryJob(id('p1')), pgq.retryJob(id('q'))];
       for (const r of retries) r.catch(() => undefined);
-      await until(async () => {
-        const { rows } = await ctx.admin.query(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = $1`, [`pgq_${ctx.schema}`]);
-        return rows.length === 2;
-      }, { what: 'both retries to wait on crun' });
+      await ctx.lockWaiters(2, 'both retries to wait on crun');
       await reader.query('COMMIT');
       // Before, both held crun FOR SHARE and then both updated it: PostgreSQL aborted one (40P01).
       expect(await Promise.all(retries)).toMatchObject([{ state: 'available' }, { state: 'available' }]);
@@ -619,10 +610,7 @@ describe('settling', () => {
       // The retry holds p1 and waits on p0 (a parent of c, which it revives).
       const retried = pgq.retryJob(id('p1'));
       retried.catch(() => undefined);
-      await until(async () => {
-        const { rows } = await ctx.admin.query(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = $1`, [`pgq_${ctx.schema}`]);
-        return rows.length === 1;
-      }, { what: 'the retry to wait on p0' });
+      await ctx.lockWaiters(1, 'the retry to wait on p0');
       // The other side of the cycle: PostgreSQL ends the retry (it waited first) with 40P01, and pgq tries it again.
       await pruner.query(`SELECT 1 FROM "${ctx.schema}".jobs WHERE id = $1 FOR UPDATE`, [id('p1')]);
       await pruner.query('COMMIT');

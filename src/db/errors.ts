@@ -14,7 +14,13 @@ export function isConnectionError(err: unknown): boolean {
   if (/^(ECONN|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENOTFOUND|EAI_AGAIN)/.test(code)) return true;
   // 08: connection exception; 57P01-57P03: admin shutdown, crash shutdown, cannot connect now;
   // 53300: too many connections; 40001/40P01: serialization failure / deadlock (retry is safe).
-  return code.startsWith('08') || /^57P0[1-3]$/.test(code) || code === '53300' || code === '40001' || code === '40P01';
+  return code.startsWith('08') || /^57P0[1-3]$/.test(code) || code === '53300' || isTransactionConflict(err);
+}
+
+/** Whether PostgreSQL ended the transaction to break a deadlock (40P01) or a serialization conflict (40001). */
+export function isTransactionConflict(err: unknown): boolean {
+  const code = err !== null && typeof err === 'object' ? (err as { code?: unknown }).code : undefined;
+  return code === '40P01' || code === '40001';
 }
 
 /**

@@ -8,16 +8,11 @@
  * nothing, so it is run again from the start, a few times.
  */
 import type { Kysely, Transaction } from 'kysely';
+import { isTransactionConflict } from './errors.js';
 import type { PgqDatabase } from './tables.js';
 
 /** Tries of one operation: the first, and two after a deadlock or a serialization failure. */
 const TRIES = 3;
-
-/** Whether PostgreSQL ended the transaction to break a deadlock (40P01) or a serialization conflict (40001). */
-export function isTransactionConflict(err: unknown): boolean {
-  const code = err !== null && typeof err === 'object' ? (err as { code?: unknown }).code : undefined;
-  return code === '40P01' || code === '40001';
-}
 
 /** Runs `work` in a transaction, again when PostgreSQL ended the previous try as a deadlock's victim. */
 export async function inTransaction<T>(kysely: Kysely<PgqDatabase>, work: (trx: Transaction<PgqDatabase>) => Promise<T>): Promise<T> {

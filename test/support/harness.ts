@@ -25,6 +25,8 @@ export interface TestContext {
   pgq(options?: Partial<PgqOptions>): Pgq;
   /** Migrated Pgq. */
   migrated(options?: Partial<PgqOptions>): Promise<Pgq>;
+  /** Resolves once `n` of this file's Pgq connections wait on a lock (a row another transaction holds). */
+  lockWaiters(n: number, what: string): Promise<void>;
 }
 
 /** Call once at the top of a test file. */
@@ -61,6 +63,12 @@ export function useTestSchema(label: string): TestContext {
       const instance = ctx.pgq(options);
       await instance.migrate();
       return instance;
+    },
+    async lockWaiters(n, what) {
+      await until(async () => {
+        const { rows } = await admin.query(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = $1`, [`pgq_${schema}`]);
+        return rows.length === n;
+      }, { what });
     },
   };
   return ctx;
