@@ -157,6 +157,29 @@ describe('a timed pool', () => {
     }
   });
 
+  it('keeps the connection of a deadlock victim or a serialization failure (the transaction ended, the connection is fine) and closes one the server shut', async () => {
+    const pool = new pg.Pool({ connectionString: ctx.url, max: 1 });
+    const raise = (code: string): string => `DO $$ BEGIN RAISE EXCEPTION 'pgq test' USING ERRCODE = '${code}'; END $$`;
+    try {
+      const timed = new TimedPool(pool, 10_000);
+      const pid = async (): Promise<number> => (await timed.query({ text: 'SELECT pg_backend_pid() AS pid' })).rows[0].pid as number;
+      const before = await pid();
+      await expect(timed.query({ text: raise('40P01') })).rejects.toMatchObject({ code: '40P01' });
+      expect(await pid()).toBe(before);
+      const client = await timed.connect();
+      await client.query('BEGIN', []);
+      await expect(client.query(raise('40001'), [])).rejects.toMatchObject({ code: '40001' });
+      await client.query('ROLLBACK', []);
+      client.release();
+      expect(await pid()).toBe(before);
+      // An admin shutdown of that backend (57P01) is a connection lost: not reused.
+      await expect(timed.query({ text: 'SELECT pg_terminate_backend(pg_backend_pid())' })).rejects.toThrow();
+      expect(await pid()).not.toBe(before);
+    } finally {
+      await pool.end();
+    }
+  });
+
   it('a parameter pg cannot send fails that statement alone: the client goes back once (pg calls back twice), nothing is left checked out', async () => {
     const pool = new pg.Pool({ connectionString: ctx.url, max: 1 });
     try {

@@ -9,7 +9,7 @@ import type pg from 'pg';
 import type { PostgresPool, PostgresPoolClient } from 'kysely';
 import { ValidationError } from '../core/errors.js';
 import { destroyConnection } from './connection.js';
-import { isConnectionError } from './errors.js';
+import { isConnectionError, isTransactionConflict } from './errors.js';
 
 /**
  * Sends the connection errors of the pool's clients to `onError`: those of a
@@ -148,7 +148,7 @@ export class TimedPool implements PostgresPool, LanePool {
         return await client.query(text, values as unknown[] | undefined);
       } catch (caught) {
         const err = watch.silent ? new SilentConnectionError(watch.withinMs, watch.graceMs) : caught;
-        if (isConnectionError(err)) failed = err;
+        if (brokeConnection(err)) failed = err;
         throw err;
       } finally {
         this.#watches.delete(watch);
@@ -217,10 +217,20 @@ export class TimedPool implements PostgresPool, LanePool {
   /** Back to the pool, unless its connection failed, a cancel was sent on it, or `err` is true: then closed. */
   #release(client: pg.PoolClient, err: unknown): void {
     client.off('error', ignore);
-    if (err === true || isConnectionError(err)) client.release(err instanceof Error ? err : true);
+    if (err === true || brokeConnection(err)) client.release(err instanceof Error ? err : true);
     else if (cancelled.delete(client)) client.release(true);
     else client.release();
   }
+}
+
+/**
+ * Whether a statement's error leaves its connection unfit to reuse. A
+ * deadlock victim or a serialization failure (worth running again, so a
+ * connection error to the callers that retry) ended its transaction on a
+ * connection that is fine: it goes back to the pool.
+ */
+function brokeConnection(err: unknown): boolean {
+  return isConnectionError(err) && !isTransactionConflict(err);
 }
 
 /** How long a connection has to answer a cancel before it counts as dead. */
