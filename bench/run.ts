@@ -12,7 +12,8 @@
  *
  * Options: --quick, --rounds N, --systems a,b, --workloads a,b, --jobs N,
  * --steady (adds the steady-state workload, --steady-seconds S, default 60),
- * --growth (adds the large-backlog and idle-in-transaction drains,
+ * --growth (adds the large-backlog drains, as seeded and settled, the
+ * finished-rows and the idle-in-transaction drains,
  * --backlog-jobs N, default 1,000,000), --io (adds the I/O-bound drain:
  * concurrency 1,000, each handler awaiting a 50 ms timer; --io-jobs N,
  * default 20,000, quick 5,000),

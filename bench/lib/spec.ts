@@ -17,6 +17,8 @@ export type ChildSpec =
       seedJobs?: number;
       /** Finished jobs written into the table before the drain (systems with `seedFinished`). */
       finishedJobs?: number;
+      /** After seeding, VACUUM ANALYZE and CHECKPOINT the database before the timed drain. */
+      settle?: boolean;
       /** Keep another session idle in a REPEATABLE READ transaction (opened before seeding) for the whole run. */
       idleTransaction?: boolean;
       concurrency: number;
