@@ -518,6 +518,12 @@ describe('worker behaviour', () => {
     await expect(pgq.waitForJob(job.id, { timeoutMs: 100 })).rejects.toThrow(/still scheduled after 100 ms/);
     await expect(pgq.waitForJob('999999999', { timeoutMs: 100 })).rejects.toThrow(/does not exist/);
     await expect(pgq.getJob('1; DROP TABLE x')).rejects.toThrow(/not a job id/);
+    // A timeout that is not a number of milliseconds is refused before any look
+    // (NaN compared false with every deadline: no timeout and no wait between looks).
+    for (const timeoutMs of [Number.NaN, -1, '100' as unknown as number]) {
+      await expect(pgq.waitForJob(job.id, { timeoutMs }), String(timeoutMs)).rejects.toThrow(/timeoutMs: must be a number of milliseconds/);
+    }
+    await expect(pgq.waitForJob(job.id, { timeoutMs: 0 })).rejects.toThrow(/still scheduled after 0 ms/);
   });
 
   it('rejects the late completion of an attempt that was rescued and re-claimed (fencing)', async () => {

@@ -7,7 +7,7 @@
  * fail on a lost connection, and races every look against the deadline.
  */
 import type { Clock } from '../core/clock.js';
-import { errorMessage } from '../core/errors.js';
+import { errorMessage, ValidationError } from '../core/errors.js';
 import { Waker } from '../core/sleep.js';
 import { isConnectionError } from '../db/errors.js';
 import type { Listener } from './listener.js';
@@ -32,6 +32,11 @@ const LOOK_GRACE_MS = 200;
 
 export async function waitUntilDone<T>(deps: { listener: Listener; clock: Clock }, o: WaitOptions<T>): Promise<T> {
   const { listener, clock } = deps;
+  // NaN would make every comparison with the deadline false: no timeout,
+  // and no wait between looks either (a loop of queries).
+  if (o.timeoutMs !== undefined && (typeof o.timeoutMs !== 'number' || Number.isNaN(o.timeoutMs) || o.timeoutMs < 0)) {
+    throw new ValidationError('timeoutMs', `must be a number of milliseconds, 0 or more (Infinity: no limit), got ${String(o.timeoutMs)}`);
+  }
   const deadline = o.timeoutMs === undefined ? Infinity : clock.monotonicMs() + o.timeoutMs;
   const left = (): number => deadline - clock.monotonicMs();
   const waker = new Waker();
