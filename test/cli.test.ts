@@ -7,7 +7,8 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Pgq } from '../src/index.js';
+import { z } from 'zod';
+import { Pgq, defineTask } from '../src/index.js';
 import { main } from '../src/cli/main.js';
 import { until, useTestSchema } from './support/harness.js';
 import { alive } from './support/processes.js';
@@ -162,6 +163,61 @@ describe('pgq CLI', () => {
     const state = pgq(['jobs', 'list', '--state', 'done']);
     expect(state.code).toBe(1);
     expect(state.stderr).toMatch(/--state must be one of/);
+  });
+});
+
+describe('pgq worker told to stop', () => {
+  it('exits at the second signal even when a handler ignores its signal (status 70, 5 s later; at once at a third), and the job is rescued, not lost', async () => {
+    // The same task name, a handler that finishes: what runs the jobs once they are rescued.
+    const deafHere = defineTask({ name: 'deaf', schema: z.object({}), handler: () => 'ran again' });
+    const client = await ctx.migrated({ tasks: [deafHere] });
+    const deafTasks = path.join(root, 'test/fixtures/deaf-tasks.ts');
+    const run = async (signals: NodeJS.Signals[]): Promise<{ code: number | null; logs: string; afterLastMs: number; jobId: string }> => {
+      const job = await client.enqueue(deafHere, {});
+      const worker = spawn(process.execPath, [bin, '--schema', ctx.schema, 'worker', '--tasks', deafTasks, '--no-leader', '--shutdown-grace-ms', '100', '--heartbeat-ms', '200', '--rescue-after-ms', '1000'], {
+        env: { ...process.env, DATABASE_URL: ctx.url, PGQ_LOG_LEVEL: 'info' },
+        cwd: root,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let logs = '';
+      worker.stderr.on('data', (d: Buffer) => (logs += d.toString()));
+      const exited = new Promise<number | null>((resolve) => worker.on('exit', resolve));
+      try {
+        await until(async () => (await client.getJob(job.id))?.state === 'running', { timeoutMs: 30_000, what: 'the deaf job to start' });
+        let last = 0;
+        for (const signal of signals) {
+          worker.kill(signal);
+          last = performance.now();
+          await new Promise((resolve) => setTimeout(resolve, 300));
+        }
+        const code = await exited;
+        return { code, logs, afterLastMs: performance.now() - last, jobId: job.id };
+      } finally {
+        if (worker.exitCode === null && worker.signalCode === null) worker.kill('SIGKILL');
+      }
+    };
+
+    const twice = await run(['SIGTERM', 'SIGTERM']);
+    expect(twice.code, twice.logs).toBe(70);
+    expect(twice.logs).toMatch(/handlers did not settle within 5000 ms of their signal: exiting with 1 handler\(s\) still running/);
+    expect(twice.afterLastMs).toBeGreaterThan(4_000);
+    // Left with the lease of a worker that is gone: running, not lost.
+    expect(await client.getJob(twice.jobId)).toMatchObject({ state: 'running', attempts: 1 });
+
+    const thrice = await run(['SIGTERM', 'SIGTERM', 'SIGINT']);
+    expect(thrice.code, thrice.logs).toBe(70);
+    expect(thrice.logs).toMatch(/SIGINT a third time: exiting/);
+
+    // A leader rescues both once the leases (1 s) have run out, and they run again: nothing lost.
+    const rescuer = client.worker({ concurrency: 2, heartbeatMs: 100, rescueAfterMs: 1_000 });
+    await rescuer.start();
+    try {
+      for (const id of [twice.jobId, thrice.jobId]) {
+        expect(await client.waitForJob(id, { timeoutMs: 30_000 })).toMatchObject({ state: 'succeeded', attempts: 2, result: 'ran again' });
+      }
+    } finally {
+      await rescuer.stop();
+    }
   });
 });
 

@@ -146,19 +146,41 @@ function firstLine(text: string): string {
   return rest.length > 0 ? `${first} …` : first;
 }
 
-/** First SIGTERM/SIGINT: graceful stop. Second: hard stop. `stopped` resolves when the worker has stopped; `dispose` removes the handlers. */
-export function stopOnSignals(worker: Worker, logger: Logger): { stopped: Promise<void>; dispose: () => void } {
+/** How long a hard stop (the second signal) may wait for handlers to settle and outcomes to be written before the process exits without them. */
+export const HARD_STOP_EXIT_MS = 5_000;
+
+/** The exit status when handlers that ignore their signal are left behind (as for exitOnStuckMs). */
+const EXIT_STUCK = 70;
+
+/**
+ * First SIGTERM/SIGINT: graceful stop. Second: hard stop (running handlers
+ * signalled at once); if they have not all settled and been written within
+ * HARD_STOP_EXIT_MS, or at a third signal, the process exits without them:
+ * their jobs stay with this worker's lease and are rescued once it expires,
+ * as after a crash (never run twice at once). `stopped` resolves when the
+ * worker has stopped; `dispose` removes the handlers.
+ */
+export function stopOnSignals(worker: Worker, logger: Logger, exit: (code: number) => void = (code) => process.exit(code)): { stopped: Promise<void>; dispose: () => void } {
   let dispose = (): void => undefined;
   const stopped = new Promise<void>((resolve) => {
     let signals = 0;
+    let exitTimer: NodeJS.Timeout | undefined;
+    const leave = (why: string): void => {
+      logger.error({ running: worker.runningJobs }, `${why}: exiting with ${worker.runningJobs} handler(s) still running; their jobs are rescued once this worker's lease expires`);
+      exit(EXIT_STUCK);
+    };
     const onSignal = (signal: NodeJS.Signals): void => {
       signals += 1;
       if (signals === 1) {
         logger.info({ signal }, `${signal}: finishing running jobs (send again to stop at once)`);
         void worker.stop().then(done);
-      } else {
-        logger.warn({ signal }, `${signal} again: stopping now; running jobs go back to the queue`);
+      } else if (signals === 2) {
+        logger.warn({ signal }, `${signal} again: stopping now; running jobs go back to the queue (a third signal exits at once)`);
         void worker.hardStop().then(done);
+        exitTimer = setTimeout(() => leave(`handlers did not settle within ${HARD_STOP_EXIT_MS} ms of their signal`), HARD_STOP_EXIT_MS);
+        exitTimer.unref();
+      } else {
+        leave(`${signal} a third time`);
       }
     };
     dispose = (): void => {
@@ -166,6 +188,7 @@ export function stopOnSignals(worker: Worker, logger: Logger): { stopped: Promis
       process.off('SIGINT', onSignal);
     };
     const done = (): void => {
+      clearTimeout(exitTimer);
       dispose();
       resolve();
     };
