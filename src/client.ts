@@ -84,6 +84,10 @@ export class Pgq {
   readonly #workers = new Set<Worker>();
   readonly #middleware: MiddlewareChain;
   #closed = false;
+  /** Public calls under way (see #call). */
+  readonly #calls = new Set<Promise<unknown>>();
+  /** Aborted when `close()` begins: waits for jobs and workflows end then. */
+  readonly #closing = new AbortController();
 
   /**
    * @example
@@ -167,8 +171,7 @@ export class Pgq {
 
   /** Creates or upgrades pgq's tables in its schema. Safe to run from several processes at once. */
   async migrate(): Promise<MigrateResult> {
-    this.#assertOpen();
-    return migrate(this.#pool, this.schema, this.logger);
+    return this.#call(() => migrate(this.#pool, this.schema, this.logger));
   }
 
   /**
@@ -181,8 +184,7 @@ export class Pgq {
    * await pgq.checkSchema(); // throws: schema pgq is at version …, this pgq needs …: run pgq migrate
    */
   async checkSchema(): Promise<void> {
-    this.#assertOpen();
-    await checkSchemaVersion(this.#db, this.schema);
+    return this.#call(() => checkSchemaVersion(this.#db, this.schema));
   }
 
   /**
@@ -198,8 +200,7 @@ export class Pgq {
    * await pgq.warmUp(); // 8 connections open before the first request
    */
   async warmUp(connections?: number): Promise<void> {
-    this.#assertOpen();
-    await warmUpPool(this.#pool, connections, this.#options.poolSize);
+    return this.#call(() => warmUpPool(this.#pool, connections, this.#options.poolSize));
   }
 
   /**
@@ -213,8 +214,7 @@ export class Pgq {
    * // then, as an admin: GRANT app_enqueue TO web; GRANT app_worker TO jobs;
    */
   async setupRoles(options: RolesOptions): Promise<void> {
-    this.#assertOpen();
-    await setupRoles(this.#pool, this.schema, options);
+    return this.#call(() => setupRoles(this.#pool, this.schema, options));
   }
 
   /**
@@ -228,8 +228,7 @@ export class Pgq {
    * await client.query('COMMIT'); // the job exists from here on
    */
   async enqueue<T extends AnyTask>(task: T, payload: TaskInput<T>, options?: EnqueueOptions): Promise<JobRecord<TaskInput<T>, TaskResult<T>>> {
-    this.#assertOpen();
-    return (await this.#enqueuer.enqueue(task, payload, options)) as JobRecord<TaskInput<T>, TaskResult<T>>;
+    return this.#call(async () => (await this.#enqueuer.enqueue(task, payload, options)) as JobRecord<TaskInput<T>, TaskResult<T>>);
   }
 
   /**
@@ -242,8 +241,7 @@ export class Pgq {
     payloads: readonly TaskInput<T>[],
     options?: EnqueueManyOptions,
   ): Promise<JobRecord<TaskInput<T>, TaskResult<T>>[]> {
-    this.#assertOpen();
-    return (await this.#enqueuer.enqueueMany(task, payloads, options)) as JobRecord<TaskInput<T>, TaskResult<T>>[];
+    return this.#call(async () => (await this.#enqueuer.enqueueMany(task, payloads, options)) as JobRecord<TaskInput<T>, TaskResult<T>>[]);
   }
 
   /**
@@ -318,14 +316,12 @@ export class Pgq {
    * for (const o of await pgq.orphanedTasks()) console.warn(`${o.jobs} jobs of ${o.task} wait in ${o.queue}`);
    */
   async orphanedTasks(): Promise<OrphanedTask[]> {
-    this.#assertOpen();
-    return findOrphanedTasks(this.kysely);
+    return this.#call(() => findOrphanedTasks(this.kysely));
   }
 
   /** The job (with its progress and workflow), or null if there is none with this id. */
   async getJob<Payload = unknown, Result = unknown>(id: string): Promise<JobRecord<Payload, Result> | null> {
-    this.#assertOpen();
-    return this.#jobs.get<Payload, Result>(id);
+    return this.#call(() => this.#jobs.get<Payload, Result>(id));
   }
 
   /**
@@ -337,8 +333,7 @@ export class Pgq {
     id: string,
     options: { timeoutMs?: number; signal?: AbortSignal } = {},
   ): Promise<JobRecord<Payload, Result>> {
-    this.#assertOpen();
-    return this.#jobs.wait<Payload, Result>(id, options);
+    return this.#call(() => this.#jobs.wait<Payload, Result>(id, { ...options, signal: this.#untilClosed(options.signal) }));
   }
 
   /**
@@ -347,8 +342,7 @@ export class Pgq {
    * Resolves to the job after the change.
    */
   async cancelJob(id: string): Promise<JobRecord> {
-    this.#assertOpen();
-    return this.#jobs.cancel(id);
+    return this.#call(() => this.#jobs.cancel(id));
   }
 
   /**
@@ -359,8 +353,7 @@ export class Pgq {
    * cannot be retried itself (the error names the step to retry).
    */
   async retryJob(id: string): Promise<JobRecord> {
-    this.#assertOpen();
-    return this.#jobs.retry(id);
+    return this.#call(() => this.#jobs.retry(id));
   }
 
   /**
@@ -372,8 +365,7 @@ export class Pgq {
    * await pgq.deleteJob(job.id);
    */
   async deleteJob(id: string): Promise<boolean> {
-    this.#assertOpen();
-    return this.#jobs.delete(id);
+    return this.#call(() => this.#jobs.delete(id));
   }
 
   /**
@@ -385,8 +377,7 @@ export class Pgq {
    * const n = await pgq.retryJobs({ state: 'failed', queue: 'emails', since: new Date(Date.now() - 3_600_000) });
    */
   async retryJobs(filter: JobFilter): Promise<number> {
-    this.#assertOpen();
-    return this.#jobs.retryMany(filter);
+    return this.#call(() => this.#jobs.retryMany(filter));
   }
 
   /**
@@ -397,8 +388,7 @@ export class Pgq {
    * await pgq.cancelJobs({ queue: 'emails', payload: { contains: { campaign: 'spring' } } });
    */
   async cancelJobs(filter: JobFilter): Promise<number> {
-    this.#assertOpen();
-    return this.#jobs.cancelMany(filter);
+    return this.#call(() => this.#jobs.cancelMany(filter));
   }
 
   /**
@@ -408,8 +398,7 @@ export class Pgq {
    * await pgq.deleteJobs({ state: 'cancelled', until: new Date('2026-01-01') });
    */
   async deleteJobs(filter: JobFilter): Promise<number> {
-    this.#assertOpen();
-    return this.#jobs.deleteMany(filter);
+    return this.#call(() => this.#jobs.deleteMany(filter));
   }
 
   /**
@@ -419,8 +408,7 @@ export class Pgq {
    * const failed = await pgq.countJobs({ state: 'failed', queue: 'emails' });
    */
   async countJobs(filter: JobFilter = {}, options: { max?: number } = {}): Promise<number> {
-    this.#assertOpen();
-    return this.#jobs.count(filter, options.max);
+    return this.#call(() => this.#jobs.count(filter, options.max));
   }
 
   /**
@@ -430,8 +418,7 @@ export class Pgq {
    * for (const w of await pgq.listWorkers()) console.log(w.id, w.runningJobs, w.isLeader);
    */
   async listWorkers(): Promise<WorkerInfo[]> {
-    this.#assertOpen();
-    return listWorkers(this.kysely);
+    return this.#call(() => listWorkers(this.kysely));
   }
 
   /**
@@ -442,8 +429,7 @@ export class Pgq {
    * const next = await pgq.listWorkflows({ limit: 20, before: page.at(-1)?.id });
    */
   async listWorkflows(filter: ListWorkflowsFilter = {}): Promise<WorkflowSummary[]> {
-    this.#assertOpen();
-    return this.#workflows.list(filter);
+    return this.#call(() => this.#workflows.list(filter));
   }
 
   /**
@@ -460,8 +446,7 @@ export class Pgq {
    * );
    */
   async enqueueWorkflow<Out>(flow: Flow<unknown, Out, boolean>, options?: EnqueueWorkflowOptions): Promise<WorkflowRecord<Out>> {
-    this.#assertOpen();
-    return this.#workflows.enqueue(flow, options);
+    return this.#call(() => this.#workflows.enqueue(flow, options));
   }
 
   /**
@@ -473,8 +458,7 @@ export class Pgq {
    * console.log(wf?.state, wf?.steps.map((s) => `${s.step}: ${s.state}`));
    */
   async getWorkflow<Out = unknown>(workflow: string | WorkflowRecord<Out>): Promise<WorkflowRecord<Out> | null> {
-    this.#assertOpen();
-    return this.#workflows.get<Out>(workflow);
+    return this.#call(() => this.#workflows.get<Out>(workflow));
   }
 
   /**
@@ -491,8 +475,7 @@ export class Pgq {
     workflow: string | WorkflowRecord<Out>,
     options: { timeoutMs?: number; signal?: AbortSignal } = {},
   ): Promise<WorkflowRecord<Out>> {
-    this.#assertOpen();
-    return this.#workflows.wait<Out>(workflow, options);
+    return this.#call(() => this.#workflows.wait<Out>(workflow, { ...options, signal: this.#untilClosed(options.signal) }));
   }
 
   /**
@@ -504,8 +487,7 @@ export class Pgq {
    * await pgq.cancelWorkflow(wf.id);
    */
   async cancelWorkflow(workflow: string | WorkflowRecord): Promise<WorkflowRecord> {
-    this.#assertOpen();
-    return this.#workflows.cancel(workflow);
+    return this.#call(() => this.#workflows.cancel(workflow));
   }
 
   /**
@@ -518,14 +500,12 @@ export class Pgq {
    * const next = await pgq.listJobs({ state: 'failed', before: page.at(-1)?.id });
    */
   async listJobs(filter: ListJobsFilter = {}): Promise<JobRecord[]> {
-    this.#assertOpen();
-    return this.#jobs.list(filter);
+    return this.#call(() => this.#jobs.list(filter));
   }
 
   /** Per queue: counts by state and the oldest waiting due job. */
   async stats(): Promise<QueueStats[]> {
-    this.#assertOpen();
-    return this.#jobs.stats();
+    return this.#call(() => this.#jobs.stats());
   }
 
   /**
@@ -538,8 +518,7 @@ export class Pgq {
    * await pgq.pauseQueue('emails');
    */
   async pauseQueue(name: string): Promise<QueueRecord> {
-    this.#assertOpen();
-    return this.#queues.pause(name);
+    return this.#call(() => this.#queues.pause(name));
   }
 
   /**
@@ -551,8 +530,7 @@ export class Pgq {
    * await pgq.resumeQueue('emails');
    */
   async resumeQueue(name: string): Promise<QueueRecord> {
-    this.#assertOpen();
-    return this.#queues.resume(name);
+    return this.#call(() => this.#queues.resume(name));
   }
 
   /**
@@ -568,8 +546,7 @@ export class Pgq {
    * await pgq.setQueue('emails', { rateLimit: null }); // no rate limit any more
    */
   async setQueue(name: string, settings: QueueSettings): Promise<QueueRecord> {
-    this.#assertOpen();
-    return this.#queues.set(name, settings);
+    return this.#call(() => this.#queues.set(name, settings));
   }
 
   /**
@@ -581,8 +558,7 @@ export class Pgq {
    * console.log(q.paused, q.concurrency, q.running, q.counts.available);
    */
   async getQueue(name: string): Promise<QueueRecord> {
-    this.#assertOpen();
-    return this.#queues.get(name);
+    return this.#call(() => this.#queues.get(name));
   }
 
   /**
@@ -592,8 +568,7 @@ export class Pgq {
    * for (const q of await pgq.listQueues()) console.log(q.name, q.paused ? 'paused' : 'active', q.running);
    */
   async listQueues(): Promise<QueueRecord[]> {
-    this.#assertOpen();
-    return this.#queues.list();
+    return this.#call(() => this.#queues.list());
   }
 
   /**
@@ -608,9 +583,7 @@ export class Pgq {
    * await pgq.schedule({ name: 'refresh', every: '5m', task: 'refresh-cache' });
    */
   async schedule<T extends AnyTask>(options: ScheduleOptions<T>): Promise<ScheduleRecord> {
-    this.#assertOpen();
-    const resolved = await resolveSchedule(options as ScheduleOptions, this.tasks, this.#options.maxPayloadBytes);
-    return this.#schedules.upsert(resolved);
+    return this.#call(async () => this.#schedules.upsert(await resolveSchedule(options as ScheduleOptions, this.tasks, this.#options.maxPayloadBytes)));
   }
 
   /**
@@ -621,20 +594,17 @@ export class Pgq {
    * await pgq.unschedule('nightly');
    */
   async unschedule(name: string): Promise<boolean> {
-    this.#assertOpen();
-    return this.#schedules.remove(name);
+    return this.#call(() => this.#schedules.remove(name));
   }
 
   /** The schedule of this name, or null. */
   async getSchedule(name: string): Promise<ScheduleRecord | null> {
-    this.#assertOpen();
-    return this.#schedules.get(name);
+    return this.#call(() => this.#schedules.get(name));
   }
 
   /** Every schedule, by name. */
   async listSchedules(): Promise<ScheduleRecord[]> {
-    this.#assertOpen();
-    return this.#schedules.list();
+    return this.#call(() => this.#schedules.list());
   }
 
   /**
@@ -645,14 +615,12 @@ export class Pgq {
    * await pgq.pauseSchedule('nightly');
    */
   async pauseSchedule(name: string): Promise<ScheduleRecord> {
-    this.#assertOpen();
-    return this.#schedules.pause(name);
+    return this.#call(() => this.#schedules.pause(name));
   }
 
   /** Lets a paused schedule fire again, from its first tick after now (ticks inside the pause are not caught up). */
   async resumeSchedule(name: string): Promise<ScheduleRecord> {
-    this.#assertOpen();
-    return this.#schedules.resume(name);
+    return this.#call(() => this.#schedules.resume(name));
   }
 
   /**
@@ -664,19 +632,24 @@ export class Pgq {
    * await pgq.waitForJob(job.id);
    */
   async runSchedule(name: string): Promise<JobRecord> {
-    this.#assertOpen();
-    return this.#schedules.runNow(name);
+    return this.#call(() => this.#schedules.runNow(name));
   }
 
   /**
-   * Stops every worker made by this instance (gracefully), closes the
+   * Stops every worker made by this instance (gracefully), lets the calls
+   * under way finish (an enqueue waiting for a connection is still written;
+   * `waitForJob` and `waitForWorkflow` reject with PGQ_CLOSED), closes the
    * listener, and ends the pool if pgq created it; a pool you passed is left
-   * open, without the listeners pgq added to it.
+   * open, without the listeners pgq added to it. Calls made after it began
+   * reject with PGQ_CLOSED.
    */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#closing.abort(new PgqError('PGQ_CLOSED', 'this Pgq instance was closed while waiting'));
     await Promise.all([...this.#workers].map((w) => w.stop()));
+    // Calls under way finish first (enqueues commit or fail, waits end).
+    await Promise.allSettled([...this.#calls]);
     await this.#enqueuer.flush();
     await this.#listener.close();
     if (this.#ownsPool) {
@@ -711,5 +684,25 @@ export class Pgq {
 
   #assertOpen(): void {
     if (this.#closed) throw new PgqError('PGQ_CLOSED', 'this Pgq instance was closed');
+  }
+
+  /**
+   * A public call, refused once `close()` has begun and otherwise counted
+   * until it settles: `close()` lets the calls under way finish before it
+   * ends the pool (an ended pool never serves, nor fails, a call still
+   * waiting for a connection).
+   */
+  #call<T>(work: () => Promise<T>): Promise<T> {
+    this.#assertOpen();
+    const call = work();
+    this.#calls.add(call);
+    const settled = (): void => void this.#calls.delete(call);
+    call.then(settled, settled);
+    return call;
+  }
+
+  /** A wait's signal that also aborts when `close()` begins. */
+  #untilClosed(signal: AbortSignal | undefined): AbortSignal {
+    return signal ? AbortSignal.any([signal, this.#closing.signal]) : this.#closing.signal;
   }
 }

@@ -137,6 +137,23 @@ describe('pgq.close() on a pool it made', () => {
     }
   });
 
+  it('lets the calls under way finish first: enqueues waiting for one of two connections are written, a wait ends with PGQ_CLOSED, later calls are refused', async () => {
+    const pgq = await ctx.migrated({ tasks: [noop], poolSize: 2 });
+    const waiting = await pgq.enqueue(noop, {}, { delayMs: 3_600_000 });
+    const wait = pgq.waitForJob(waiting.id).then(() => null, (e: unknown) => e);
+    const enqueues = Array.from({ length: 60 }, () => pgq.enqueue(noop, {}, { delayMs: 3_600_000 }).then((job) => job.id, (e: unknown) => e));
+    // Before the fix, close() ended the pool under the calls waiting for a connection: they never settled.
+    await pgq.close();
+    const settled = await Promise.race([Promise.all(enqueues), new Promise((resolve) => setTimeout(() => resolve('still waiting'), 10_000))]);
+    expect(settled).not.toBe('still waiting');
+    const ids = settled as unknown[];
+    expect(ids.every((id) => typeof id === 'string'), String(ids.find((id) => typeof id !== 'string'))).toBe(true);
+    const { rows } = await ctx.admin.query(`SELECT count(*)::int AS n FROM "${ctx.schema}".jobs WHERE id = ANY($1::bigint[])`, [ids]);
+    expect(rows[0].n).toBe(60);
+    expect(await wait).toMatchObject({ code: 'PGQ_CLOSED', message: expect.stringMatching(/closed while waiting/) });
+    await expect(pgq.enqueue(noop, {})).rejects.toMatchObject({ code: 'PGQ_CLOSED' });
+  });
+
   it('survives the server ending its connections while they close (no uncaught error)', async () => {
     // pool.end() resolves once each connection was asked to end, not once it
     // closed: a server shutting down in that window sends each an error.
