@@ -115,11 +115,19 @@ describe('outcome writes held back by another transaction', () => {
 /**
  * A TCP proxy to the test database whose `freeze()` makes every connection
  * open at that moment go silent, as a dropped NAT entry does: nothing is
- * passed on either way, nothing is closed. Connections opened later work.
+ * passed on either way, nothing is closed. Connections opened later work,
+ * unless `silence()` was called: then they are accepted and never answered.
  */
-async function freezableProxy(target: URL): Promise<{ url: string; freeze(): number; close(): Promise<void> }> {
+async function freezableProxy(target: URL): Promise<{ url: string; freeze(): number; silence(): number; close(): Promise<void> }> {
   const pairs: Array<[net.Socket, net.Socket]> = [];
+  let silent = false;
   const server = net.createServer((client) => {
+    client.on('error', () => undefined);
+    if (silent) {
+      // Accepted, and never answered: a hung server, a proxy that says nothing.
+      frozenSockets.push(client);
+      return;
+    }
     const upstream = net.connect(Number(target.port || 5432), target.hostname);
     for (const s of [client, upstream]) s.on('error', () => undefined);
     client.pipe(upstream);
@@ -130,18 +138,24 @@ async function freezableProxy(target: URL): Promise<{ url: string; freeze(): num
   const url = new URL(target);
   url.hostname = '127.0.0.1';
   url.port = String((server.address() as net.AddressInfo).port);
+  const freeze = (): number => {
+    const frozen = pairs.splice(0);
+    for (const [client, upstream] of frozen) {
+      client.unpipe(upstream);
+      upstream.unpipe(client);
+      client.pause();
+      upstream.pause();
+      frozenSockets.push(client, upstream);
+    }
+    return frozen.length;
+  };
   return {
     url: url.toString(),
-    freeze() {
-      const frozen = pairs.splice(0);
-      for (const [client, upstream] of frozen) {
-        client.unpipe(upstream);
-        upstream.unpipe(client);
-        client.pause();
-        upstream.pause();
-        frozenSockets.push(client, upstream);
-      }
-      return frozen.length;
+    freeze,
+    /** freeze(), and every connection opened later is accepted and never answered. */
+    silence() {
+      silent = true;
+      return freeze();
     },
     async close() {
       for (const s of [...frozenSockets.splice(0), ...pairs.splice(0).flat()]) s.destroy();
@@ -194,6 +208,41 @@ describe('a connection that dies without a word', () => {
       await pool.end();
     }
   });
+});
+
+describe('a database that accepts connections and answers nothing', () => {
+  it('does not hold stop(): the outcome is given up after its tries, the maintenance after a lease, and the job is left running for the rescuer', async () => {
+    await ctx.migrated();
+    const proxy = await freezableProxy(new URL(ctx.url));
+    const { task, running, release } = gatedTask('silent-server');
+    const pool = new pg.Pool({ connectionString: proxy.url, max: 4 });
+    pool.on('error', () => undefined);
+    const pgq = new Pgq({ pool, schema: ctx.schema, tasks: [task] });
+    try {
+      const worker = pgq.worker({ concurrency: 1, heartbeatMs: 250, rescueAfterMs: 2_000 });
+      const job = await pgq.enqueue(task, {});
+      await worker.start();
+      await running;
+      await until(() => worker.isLeader, { timeoutMs: 10_000, what: 'the worker to lead (its maintenance is part of the stop)' });
+      // Every connection goes silent, and so does every new one: before, a new
+      // connection was waited for without end, and stop() never resolved.
+      proxy.silence();
+      release();
+      const startedAt = Date.now();
+      const stopped = worker.stop().then(() => 'stopped' as const);
+      const hung = new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 90_000).unref());
+      expect(await Promise.race([stopped, hung])).toBe('stopped');
+      // Three tries of the outcome, each waiting max(10 s, rescueAfterMs) for a connection, then the maintenance's 5 s.
+      expect(Date.now() - startedAt).toBeLessThan(60_000);
+      const { rows } = await ctx.admin.query<{ state: string }>(`SELECT state FROM "${ctx.schema}".jobs WHERE id = $1`, [job.id]);
+      expect(rows[0]?.state).toBe('running');
+    } finally {
+      release();
+      await proxy.close();
+      await pgq.close();
+      await pool.end();
+    }
+  }, 120_000);
 });
 
 describe('a LISTEN connection that dies without a word', () => {

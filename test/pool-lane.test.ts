@@ -5,10 +5,12 @@
  * statement notes when it started and ended there, and no two on a lane of
  * one overlap.
  */
+import net from 'node:net';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { Kysely, PostgresDialect, sql } from '../src/db/kysely.js';
-import { PoolLane, TimedPool } from '../src/db/pool.js';
+import { ConnectTimeoutError, PoolLane, TimedPool } from '../src/db/pool.js';
+import { isConnectionError } from '../src/db/errors.js';
 import { useTestSchema } from './support/harness.js';
 
 const ctx = useTestSchema('pool_lane');
@@ -177,6 +179,43 @@ describe('a timed pool', () => {
       expect(await pid()).not.toBe(before);
     } finally {
       await pool.end();
+    }
+  });
+
+  it('gives up on a new connection that does not answer within the limit (a connection error, tried again by callers), and takes a client that comes later back into the pool', async () => {
+    // A server that accepts connections and says nothing (a hung server, a silent proxy).
+    const held: net.Socket[] = [];
+    const silent = net.createServer((socket) => void held.push(socket.on('error', () => undefined)));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const port = (silent.address() as net.AddressInfo).port;
+    const pool = new pg.Pool({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres', max: 2 });
+    pool.on('error', () => undefined);
+    try {
+      const timed = new TimedPool(pool, 300);
+      const started = Date.now();
+      const err = await timed.query({ text: 'SELECT 1' }).then(() => null, (e: unknown) => e);
+      expect(err).toBeInstanceOf(ConnectTimeoutError);
+      expect(isConnectionError(err)).toBe(true);
+      expect(Date.now() - started).toBeLessThan(3_000);
+      await expect(timed.connect()).rejects.toBeInstanceOf(ConnectTimeoutError);
+      expect(held.length).toBe(2);
+    } finally {
+      for (const socket of held) socket.destroy();
+      await new Promise<void>((resolve) => silent.close(() => resolve()));
+      await pool.end();
+    }
+    // Slow, not silent: a checkout that waits on a busy pool past the limit fails; the client freed later is not lost.
+    const busy = new pg.Pool({ connectionString: ctx.url, max: 1 });
+    try {
+      const timed = new TimedPool(busy, 200);
+      const holder = await busy.connect();
+      await expect(timed.query({ text: 'SELECT 1' })).rejects.toBeInstanceOf(ConnectTimeoutError);
+      holder.release();
+      // The abandoned checkout got the client and gave it back: the pool's one client serves again.
+      expect((await timed.query({ text: 'SELECT 2 AS n' })).rows).toEqual([{ n: 2 }]);
+      expect(busy.totalCount - busy.idleCount).toBe(0);
+    } finally {
+      await busy.end();
     }
   });
 

@@ -104,9 +104,10 @@ export class TimedPool implements PostgresPool, LanePool {
   /** One statement on one of the pool's connections. */
   async query(config: pg.QueryConfig): Promise<pg.QueryResult> {
     const { query_timeout: own, ...rest } = config as pg.QueryConfig & { query_timeout?: number };
-    const client = await this.pool.connect();
+    const withinMs = own ?? this.answerWithinMs;
+    const client = await this.#checkout(withinMs);
     client.on('error', ignore);
-    const watch = this.#watch(client, own ?? this.answerWithinMs);
+    const watch = this.#watch(client, withinMs);
     // The callback form, so the client is back in the pool before anything
     // awaiting this runs (as under pool.query): released a turn later, the
     // next statement would find no idle client and open another connection.
@@ -138,7 +139,7 @@ export class TimedPool implements PostgresPool, LanePool {
 
   /** A client of the pool whose statements are watched the same way; one whose connection failed is closed when released. */
   async connect(): Promise<PostgresPoolClient> {
-    const client = await this.pool.connect();
+    const client = await this.#checkout(this.answerWithinMs);
     client.on('error', ignore);
     let failed: unknown;
     let released = false;
@@ -162,6 +163,37 @@ export class TimedPool implements PostgresPool, LanePool {
         this.#release(client, err instanceof Error ? err : failed);
       },
     };
+  }
+
+  /**
+   * A client of the pool within `withinMs`: a new connection to a server
+   * that accepts it and then says nothing (a hung server, a silent proxy)
+   * would otherwise be waited for without end, and so would everything
+   * behind it (a worker's stop). Fails with a ConnectTimeoutError (a
+   * connection error: the caller tries again); a client that comes later
+   * goes back to the pool. An idle client is taken as it is, without a timer.
+   */
+  #checkout(withinMs: number): Promise<pg.PoolClient> {
+    if (this.pool.idleCount > 0) return this.pool.connect();
+    const connecting = this.pool.connect();
+    return new Promise((resolve, reject) => {
+      let late = false;
+      const timer = setTimeout(() => {
+        late = true;
+        reject(new ConnectTimeoutError(withinMs));
+      }, withinMs);
+      connecting.then(
+        (client) => {
+          clearTimeout(timer);
+          if (late) client.release();
+          else resolve(client);
+        },
+        (err: unknown) => {
+          clearTimeout(timer);
+          if (!late) reject(err);
+        },
+      );
+    });
   }
 
   /** The pool is not this wrapper's to end. */
@@ -285,6 +317,14 @@ export class SilentConnectionError extends Error {
   constructor(answerWithinMs: number, graceMs: number) {
     super(`the database connection did not answer within ${answerWithinMs} ms, nor a cancel of the statement ${graceMs} ms after; it was closed (connection lost without a word?)`);
     this.name = 'SilentConnectionError';
+  }
+}
+
+/** No connection of the pool could be had in time: none was free, and a new one did not answer. */
+export class ConnectTimeoutError extends Error {
+  constructor(withinMs: number) {
+    super(`no database connection within ${withinMs} ms: none of the pool's was free and a new one did not answer (connection timed out)`);
+    this.name = 'ConnectTimeoutError';
   }
 }
 

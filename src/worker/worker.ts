@@ -389,7 +389,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       await Promise.race([this.#reconciling, sleep(this.options.rescueAfterMs, done.signal)]);
       done.abort(); // the timer must not keep the process up after the stop
     }
-    await this.#leader?.stop();
+    await this.#stopLeader(writeLimitMs);
     await this.#lease.stop();
     await this.#teardownSubscriptions();
     // Bounded like a renewal: a database that does not answer lets the lease expire instead.
@@ -399,6 +399,20 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.#state = 'stopped';
     this.#health?.stop();
     this.#logger.info({}, 'pgq worker stopped');
+  }
+
+  /**
+   * Stops the maintenance, for at most `limitMs`: a pass whose statement
+   * waits on a database that does not answer (limited to max(60 s,
+   * rescueAfterMs), and the passes queued behind it) does not hold the stop
+   * longer. It then ends on its own; the leadership lapses with its lease.
+   */
+  async #stopLeader(limitMs: number): Promise<void> {
+    if (!this.#leader) return;
+    const timer = new AbortController();
+    const stopped = await Promise.race([this.#leader.stop().then(() => true), sleep(limitMs, timer.signal).then(() => false)]);
+    timer.abort(); // the timer must not keep the process up after the stop
+    if (!stopped) this.#logger.warn({ limitMs }, `pgq maintenance did not stop within ${limitMs} ms (a statement the database has not answered); it ends on its own, and the leadership lapses with its lease`);
   }
 
   /**
