@@ -5,6 +5,7 @@
  * payloads are checked without a pause unless the task's validator answers
  * with a promise (then they are awaited, still before anything is written).
  */
+import { dateProblem } from './core/dates.js';
 import { z } from 'zod';
 import type { AnyTask, Task, TaskInput } from './task.js';
 import { maxAttemptsSchema, nameSchema, zodToValidationError } from './task.js';
@@ -76,7 +77,7 @@ const optionsSchema = z.object({
   ...jobOptionsShape,
   runAt: z
     .date({ error: 'must be a Date' })
-    .refine((d) => !Number.isNaN(d.getTime()), 'must be a valid Date')
+    .refine((d) => dateProblem(d) === null, { error: (issue) => dateProblem(issue.input) ?? 'must be a valid Date' })
     .optional(),
   delayMs: z.number().finite().min(0).max(1e13).optional(),
   uniqueKey: z
@@ -90,7 +91,7 @@ const optionsSchema = z.object({
   concurrencyKey: concurrencyKeySchema.optional(),
   expiresAt: z
     .date({ error: 'must be a Date' })
-    .refine((d) => !Number.isNaN(d.getTime()), 'must be a valid Date')
+    .refine((d) => dateProblem(d) === null, { error: (issue) => dateProblem(issue.input) ?? 'must be a valid Date' })
     .optional(),
   expiresInMs: z.number().int('must be a whole number of milliseconds').min(1, 'must be at least 1').max(1e13).optional(),
 });

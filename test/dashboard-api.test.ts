@@ -83,6 +83,10 @@ describe('JSON API', () => {
       '/api/jobs?task=%00',
       '/api/jobs?payload=x%00',
       `/api/jobs?error=${encodeURIComponent('{"message":"\\u0000"}')}`,
+      // Dates before any PostgreSQL holds (it was a 500), and a queue no name can be (likewise).
+      '/api/jobs?since=-200000-01-01',
+      '/api/jobs?until=-004714-11-23T23:59:59Z',
+      '/api/series?queue=%00',
     ]) {
       const res = await get(dashboard, path);
       expect(res.status, path).toBe(400);

@@ -74,7 +74,8 @@ describe('hostile input', () => {
       badNumber.map((v) => ['maxAttempts', v] as const),
       badNumber.filter((v) => Number.isNaN(v) || !Number.isFinite(v) || v < 0).map((v) => ['delayMs', v] as const),
       badNumber.map((v) => ['timeoutMs', v] as const),
-      fc.constantFrom(new Date('invalid'), 'tomorrow', 12).map((v) => ['runAt', v] as const),
+      fc.constantFrom(new Date('invalid'), 'tomorrow', 12, new Date(-8.64e15), new Date(Date.UTC(-4713, 10, 23))).map((v) => ['runAt', v] as const),
+      fc.constantFrom(new Date(-8.64e15), new Date('invalid')).map((v) => ['expiresAt', v] as const),
       fc.constantFrom('', 'x'.repeat(201), 'tab\there', 'nul\u0000').map((v) => ['queue', v] as const),
     );
     await fc.assert(

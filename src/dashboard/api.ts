@@ -12,7 +12,7 @@ import { JobNotFoundError, ValidationError } from '../core/errors.js';
 import { LIVE_STATES, type JobState } from '../core/types.js';
 import { DELETABLE_STATES, RETRYABLE_STATES } from '../jobs/job-store.js';
 import type { JobFilter } from '../jobs/job-filter.js';
-import { parseRateText, type QueueSettings } from '../queues.js';
+import { parseQueueName, parseRateText, type QueueSettings } from '../queues.js';
 import { ScheduleNotFoundError } from '../schedules.js';
 import { WorkflowNotFoundError } from '../workflow/store.js';
 import type { LiveFeed } from './live.js';
@@ -74,7 +74,8 @@ export function apiRoutes(o: ResolvedDashboardOptions, live: LiveFeed, csrfToken
   api.get('/series', async (c) => {
     const range = c.req.query('range') ?? 'hour';
     if (range !== 'hour' && range !== 'day') throw new ValidationError('range', 'must be hour or day');
-    return c.json(await live.series(range, c.req.query('queue') || undefined));
+    const queue = c.req.query('queue');
+    return c.json(await live.series(range, queue ? parseQueueName(queue) : undefined));
   });
 
   api.get('/jobs', async (c) => {

@@ -4,6 +4,7 @@
  * the console and the CLI, validated in one place and turned into one SQL
  * condition.
  */
+import { dateProblem } from '../core/dates.js';
 import type { Expression, ExpressionBuilder, SqlBool } from 'kysely';
 import { sql } from '../db/kysely.js';
 import { ValidationError } from '../core/errors.js';
@@ -65,7 +66,8 @@ export function validateJobFilter(filter: JobFilter): JobFilter {
   }
   for (const key of ['since', 'until'] as const) {
     const value = filter[key];
-    if (value !== undefined && (!(value instanceof Date) || Number.isNaN(value.getTime()))) throw new ValidationError(key, 'must be a valid Date');
+    const problem = value === undefined ? null : dateProblem(value);
+    if (problem) throw new ValidationError(key, problem);
   }
   for (const key of ['payload', 'result', 'error'] as const) {
     const match = filter[key];
