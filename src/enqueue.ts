@@ -73,7 +73,7 @@ export const jobOptionsShape = {
     .optional(),
 };
 
-const optionsSchema = z.object({
+const optionsSchema = z.strictObject({
   ...jobOptionsShape,
   runAt: z
     .date({ error: 'must be a Date' })

@@ -90,6 +90,16 @@ describe('hostile input', () => {
     );
   });
 
+  it('refuses an option it does not know, naming it, rather than ignoring it (a misspelt delayMs ran the job at once)', async () => {
+    const pgq = await ctx.migrated({ tasks: [loose] });
+    const before = await jobCount();
+    const err = await pgq.enqueue(loose, {}, { delay: 5_000 } as never).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ValidationError);
+    expect((err as Error).message).toMatch(/^options: .*"delay"/);
+    await expect(pgq.enqueueMany(loose, [{}], { runAtt: new Date() } as never)).rejects.toThrow(/"runAtt"/);
+    expect(await jobCount()).toBe(before);
+  });
+
   it('keeps task and queue names with quotes, semicolons and unicode as plain data', async () => {
     const pgq = await ctx.migrated({ tasks: [loose] });
     const name = fc.string({ minLength: 1, maxLength: 40, unit: 'grapheme' }).filter((s) => !/[\u0000-\u001f\u007f]/.test(s));
