@@ -52,6 +52,9 @@ import { WorkflowStore, type EnqueueWorkflowOptions, type ListWorkflowsFilter, t
 
 /** What a worker's claims and outcomes use at once, opened by its start(). */
 const WORKER_WARM_CONNECTIONS = 2;
+/** How long the pool pgq makes waits for a connection: a new one to answer, or one of its own to be free. */
+const POOL_CONNECT_TIMEOUT_MS = 30_000;
+
 /**
  * The leader's rescuer, expirer, orphan report and pruner take turns on one
  * of the pool's connections (the scheduler, which fires on time, does not
@@ -86,8 +89,8 @@ export class Pgq {
   #closed = false;
   /** Public calls under way (see #call). */
   readonly #calls = new Set<Promise<unknown>>();
-  /** Aborted when `close()` begins: waits for jobs and workflows end then. */
-  readonly #closing = new AbortController();
+  /** Waits for jobs and workflows under way: ended by `close()` once the workers have stopped. */
+  readonly #waits = new Set<AbortController>();
 
   /**
    * @example
@@ -102,7 +105,10 @@ export class Pgq {
     this.#clock = o.clock ?? systemClock;
     this.tasks = new TaskRegistry(o.tasks);
     this.#ownsPool = !o.pool;
-    this.#pool = o.pool ?? new pg.Pool({ connectionString: o.connectionString, max: o.poolSize, keepAlive: true });
+    // connectionTimeoutMillis: a connection a server accepts and never answers
+    // (a hung server, a silent proxy) is given up, not kept in the pool's
+    // slot for ever; and a call waits at most that long for a free connection.
+    this.#pool = o.pool ?? new pg.Pool({ connectionString: o.connectionString, max: o.poolSize, keepAlive: true, connectionTimeoutMillis: POOL_CONNECT_TIMEOUT_MS });
     // The pool's own 'error' (idle clients) is the owner's to handle: watched only on a pool pgq made.
     this.#unwatchPool = watchConnectionErrors(
       this.#pool,
@@ -333,7 +339,7 @@ export class Pgq {
     id: string,
     options: { timeoutMs?: number; signal?: AbortSignal } = {},
   ): Promise<JobRecord<Payload, Result>> {
-    return this.#call(() => this.#jobs.wait<Payload, Result>(id, { ...options, signal: this.#untilClosed(options.signal) }));
+    return this.#call(() => this.#waitUntilClosed(options.signal, (signal) => this.#jobs.wait<Payload, Result>(id, { ...options, signal })));
   }
 
   /**
@@ -475,7 +481,7 @@ export class Pgq {
     workflow: string | WorkflowRecord<Out>,
     options: { timeoutMs?: number; signal?: AbortSignal } = {},
   ): Promise<WorkflowRecord<Out>> {
-    return this.#call(() => this.#workflows.wait<Out>(workflow, { ...options, signal: this.#untilClosed(options.signal) }));
+    return this.#call(() => this.#waitUntilClosed(options.signal, (signal) => this.#workflows.wait<Out>(workflow, { ...options, signal })));
   }
 
   /**
@@ -646,9 +652,11 @@ export class Pgq {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    this.#closing.abort(new PgqError('PGQ_CLOSED', 'this Pgq instance was closed while waiting'));
     await Promise.all([...this.#workers].map((w) => w.stop()));
-    // Calls under way finish first (enqueues commit or fail, waits end).
+    // Then the waits end (not before: a handler waiting on a job during the
+    // workers' graceful stop would fail), and the calls under way finish.
+    const closed = new PgqError('PGQ_CLOSED', 'this Pgq instance was closed while waiting');
+    for (const wait of this.#waits) wait.abort(closed);
     await Promise.allSettled([...this.#calls]);
     await this.#enqueuer.flush();
     await this.#listener.close();
@@ -701,8 +709,20 @@ export class Pgq {
     return call;
   }
 
-  /** A wait's signal that also aborts when `close()` begins. */
-  #untilClosed(signal: AbortSignal | undefined): AbortSignal {
-    return signal ? AbortSignal.any([signal, this.#closing.signal]) : this.#closing.signal;
+  /**
+   * A wait on a signal of its own, aborted by the caller's `signal` or by
+   * `close()`. (One per wait, dropped when it settles: a listener on a
+   * signal that lives as long as this instance would pile up.)
+   */
+  #waitUntilClosed<T>(signal: AbortSignal | undefined, wait: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const own = new AbortController();
+    const follow = (): void => own.abort(signal?.reason);
+    if (signal?.aborted) follow();
+    else signal?.addEventListener('abort', follow, { once: true });
+    this.#waits.add(own);
+    return wait(own.signal).finally(() => {
+      this.#waits.delete(own);
+      signal?.removeEventListener('abort', follow);
+    });
   }
 }

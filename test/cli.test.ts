@@ -199,7 +199,7 @@ describe('pgq worker told to stop', () => {
 
     const twice = await run(['SIGTERM', 'SIGTERM']);
     expect(twice.code, twice.logs).toBe(70);
-    expect(twice.logs).toMatch(/handlers did not settle within 5000 ms of their signal: exiting with 1 handler\(s\) still running/);
+    expect(twice.logs).toMatch(/the stop did not finish within 5000 ms of the second signal: exiting before the stop finished \(1 handler\(s\) still running\)/);
     expect(twice.afterLastMs).toBeGreaterThan(4_000);
     // Left with the lease of a worker that is gone: running, not lost.
     expect(await client.getJob(twice.jobId)).toMatchObject({ state: 'running', attempts: 1 });

@@ -6,7 +6,7 @@ import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { defineTask, Pgq, PgqError, WorkerStartError } from '../src/index.js';
-import { databaseUrl, useTestSchema, withAppName } from './support/harness.js';
+import { databaseUrl, until, useTestSchema, withAppName } from './support/harness.js';
 
 const ctx = useTestSchema('client_lifecycle');
 const noop = defineTask({ name: 'noop', schema: z.object({}), handler: () => undefined });
@@ -152,6 +152,42 @@ describe('pgq.close() on a pool it made', () => {
     expect(rows[0].n).toBe(60);
     expect(await wait).toMatchObject({ code: 'PGQ_CLOSED', message: expect.stringMatching(/closed while waiting/) });
     await expect(pgq.enqueue(noop, {})).rejects.toMatchObject({ code: 'PGQ_CLOSED' });
+  });
+
+  it('ends waits only after the workers stopped: a handler waiting on another job during the graceful stop finishes; many waits add no listeners to one signal', async () => {
+    const warnings: Error[] = [];
+    const onWarning = (w: Error): void => void warnings.push(w);
+    process.on('warning', onWarning);
+    try {
+      const child = defineTask({ name: 'child', schema: z.object({}), handler: () => new Promise((resolve) => setTimeout(() => resolve('child done'), 500)) });
+      let pgqRef: Pgq | undefined;
+      const parent = defineTask({
+        name: 'parent',
+        schema: z.object({ child: z.string() }),
+        maxAttempts: 1,
+        handler: async ({ child: id }, c) => (await pgqRef!.waitForJob(id, { signal: c.signal })).result,
+      });
+      const pgq = await ctx.migrated({ tasks: [child, parent] });
+      pgqRef = pgq;
+      const kid = await pgq.enqueue(child, {});
+      const job = await pgq.enqueue(parent, { child: kid.id });
+      const worker = pgq.worker({ concurrency: 2, shutdownGraceMs: 10_000 });
+      await worker.start();
+      await until(async () => (await pgq.getJob(job.id))?.state === 'running', { timeoutMs: 10_000, what: 'the parent to start' });
+      // Waits from outside, with and without a signal of their own: each ends with PGQ_CLOSED.
+      const outside = Array.from({ length: 24 }, (_, i) => pgq.waitForJob(i % 2 ? job.id : kid.id, i % 3 ? {} : { signal: new AbortController().signal }).then(() => 'finished', (e: unknown) => (e as PgqError).code));
+      await pgq.close();
+      const { rows } = await ctx.admin.query(`SELECT id::text, state, result FROM "${ctx.schema}".jobs WHERE id = ANY($1::bigint[]) ORDER BY id`, [[kid.id, job.id]]);
+      expect(rows).toEqual([
+        { id: kid.id, state: 'succeeded', result: 'child done' },
+        { id: job.id, state: 'succeeded', result: 'child done' },
+      ]);
+      // The outside waits saw their jobs finish during the stop, or ended with PGQ_CLOSED after it.
+      for (const outcome of await Promise.all(outside)) expect(['finished', 'PGQ_CLOSED']).toContain(outcome);
+      expect(warnings.filter((w) => w.name === 'MaxListenersExceededWarning')).toEqual([]);
+    } finally {
+      process.off('warning', onWarning);
+    }
   });
 
   it('survives the server ending its connections while they close (no uncaught error)', async () => {

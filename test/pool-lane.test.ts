@@ -204,6 +204,39 @@ describe('a timed pool', () => {
       await new Promise<void>((resolve) => silent.close(() => resolve()));
       await pool.end();
     }
+    // One idle client and two checkouts in the same tick: the second opens a
+    // connection that is never answered, and is given up like any other.
+    const forwarded: net.Socket[] = [];
+    let quiet = false;
+    const halfSilent = net.createServer((socket) => {
+      socket.on('error', () => undefined);
+      if (quiet) return void held.push(socket);
+      const upstream = net.connect(Number(new URL(ctx.url).port || 5432), new URL(ctx.url).hostname);
+      upstream.on('error', () => undefined);
+      socket.pipe(upstream).pipe(socket);
+      forwarded.push(socket, upstream);
+    });
+    await new Promise<void>((resolve) => halfSilent.listen(0, '127.0.0.1', resolve));
+    const through = new URL(ctx.url);
+    through.hostname = '127.0.0.1';
+    through.port = String((halfSilent.address() as net.AddressInfo).port);
+    const half = new pg.Pool({ connectionString: through.toString(), max: 2 });
+    half.on('error', () => undefined);
+    try {
+      const timed = new TimedPool(half, 300);
+      expect((await timed.query({ text: 'SELECT 1 AS n' })).rows).toEqual([{ n: 1 }]);
+      expect(half.idleCount).toBe(1);
+      quiet = true;
+      const started = Date.now();
+      const both = await Promise.allSettled([timed.query({ text: 'SELECT 2 AS n' }), timed.query({ text: 'SELECT 3 AS n' })]);
+      expect(Date.now() - started).toBeLessThan(3_000);
+      expect(both.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+      expect(both.filter((r) => r.status === 'rejected').map((r) => (r as PromiseRejectedResult).reason)).toEqual([expect.any(ConnectTimeoutError)]);
+    } finally {
+      for (const socket of [...held, ...forwarded]) socket.destroy();
+      await new Promise<void>((resolve) => halfSilent.close(() => resolve()));
+      await half.end();
+    }
     // Slow, not silent: a checkout that waits on a busy pool past the limit fails; the client freed later is not lost.
     const busy = new pg.Pool({ connectionString: ctx.url, max: 1 });
     try {

@@ -93,6 +93,8 @@ export interface LanePool {
 export class TimedPool implements PostgresPool, LanePool {
   /** Statements in flight. One sweep timer watches them all: a timer and promises per statement cost the hot path memory (about 6 MiB of peak RSS in a 20,000-job drain). */
   readonly #watches = new Set<Watch>();
+  /** Checkouts waiting for a client (see #checkout). */
+  readonly #checkouts = new Set<Checkout>();
   #sweeper: NodeJS.Timeout | undefined;
   #sweepingEvery = Infinity;
 
@@ -171,26 +173,33 @@ export class TimedPool implements PostgresPool, LanePool {
    * would otherwise be waited for without end, and so would everything
    * behind it (a worker's stop). Fails with a ConnectTimeoutError (a
    * connection error: the caller tries again); a client that comes later
-   * goes back to the pool. An idle client is taken as it is, without a timer.
+   * goes back to the pool. Watched by the statements' sweep, not a timer of
+   * its own (an idle client is handed over a tick later, and may by then
+   * have gone to another checkout: every checkout is watched).
    */
   #checkout(withinMs: number): Promise<pg.PoolClient> {
-    if (this.pool.idleCount > 0) return this.pool.connect();
     const connecting = this.pool.connect();
     return new Promise((resolve, reject) => {
-      let late = false;
-      const timer = setTimeout(() => {
-        late = true;
-        reject(new ConnectTimeoutError(withinMs));
-      }, withinMs);
+      const checkout: Checkout = {
+        deadline: performance.now() + withinMs,
+        late: false,
+        fail: () => {
+          checkout.late = true;
+          this.#checkouts.delete(checkout);
+          reject(new ConnectTimeoutError(withinMs));
+        },
+      };
+      this.#checkouts.add(checkout);
+      this.#sweepAtLeastEvery(sweepFor(withinMs));
       connecting.then(
         (client) => {
-          clearTimeout(timer);
-          if (late) client.release();
+          this.#checkouts.delete(checkout);
+          if (checkout.late) client.release();
           else resolve(client);
         },
         (err: unknown) => {
-          clearTimeout(timer);
-          if (!late) reject(err);
+          this.#checkouts.delete(checkout);
+          if (!checkout.late) reject(err);
         },
       );
     });
@@ -202,25 +211,29 @@ export class TimedPool implements PostgresPool, LanePool {
   #watch(client: pg.PoolClient, withinMs: number): Watch {
     const watch: Watch = { client, withinMs, graceMs: graceFor(withinMs), deadline: performance.now() + withinMs, cancelled: false, silent: false };
     this.#watches.add(watch);
-    // A statement with a shorter limit of its own is swept at its own pace.
-    const every = sweepFor(withinMs);
+    this.#sweepAtLeastEvery(sweepFor(withinMs));
+    return watch;
+  }
+
+  /** A statement or checkout with a shorter limit of its own is swept at its own pace. */
+  #sweepAtLeastEvery(every: number): void {
     if (!this.#sweeper || every < this.#sweepingEvery) {
       clearInterval(this.#sweeper);
       this.#sweeper = setInterval(() => this.#sweep(), every);
       this.#sweeper.unref();
       this.#sweepingEvery = every;
     }
-    return watch;
   }
 
   #sweep(): void {
-    if (this.#watches.size === 0) {
+    const now = performance.now();
+    for (const checkout of this.#checkouts) if (now >= checkout.deadline) checkout.fail();
+    if (this.#watches.size === 0 && this.#checkouts.size === 0) {
       clearInterval(this.#sweeper);
       this.#sweeper = undefined;
       this.#sweepingEvery = Infinity;
       return;
     }
-    const now = performance.now();
     for (const watch of this.#watches) {
       // Overdue by the clock. After a blocked event loop the answer may be
       // waiting unread (timers run before sockets are read): the poll phase
@@ -273,6 +286,15 @@ function graceFor(withinMs: number): number {
 /** How often statements with this limit are looked at: a quarter of it, between 50 ms and 1 s. */
 function sweepFor(withinMs: number): number {
   return Math.max(50, Math.min(1_000, Math.floor(withinMs / 4)));
+}
+
+/** A TimedPool's wait for a client of its pool. */
+interface Checkout {
+  /** performance.now() past which it fails. */
+  deadline: number;
+  /** It failed: a client that comes after goes back to the pool. */
+  late: boolean;
+  fail(): void;
 }
 
 /** A statement in flight on a TimedPool. */

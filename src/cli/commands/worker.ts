@@ -166,7 +166,7 @@ export function stopOnSignals(worker: Worker, logger: Logger, exit: (code: numbe
     let signals = 0;
     let exitTimer: NodeJS.Timeout | undefined;
     const leave = (why: string): void => {
-      logger.error({ running: worker.runningJobs }, `${why}: exiting with ${worker.runningJobs} handler(s) still running; their jobs are rescued once this worker's lease expires`);
+      logger.error({ running: worker.runningJobs }, `${why}: exiting before the stop finished (${worker.runningJobs} handler(s) still running); jobs not yet given back are rescued once this worker's lease expires`);
       exit(EXIT_STUCK);
     };
     const onSignal = (signal: NodeJS.Signals): void => {
@@ -177,7 +177,7 @@ export function stopOnSignals(worker: Worker, logger: Logger, exit: (code: numbe
       } else if (signals === 2) {
         logger.warn({ signal }, `${signal} again: stopping now; running jobs go back to the queue (a third signal exits at once)`);
         void worker.hardStop().then(done);
-        exitTimer = setTimeout(() => leave(`handlers did not settle within ${HARD_STOP_EXIT_MS} ms of their signal`), HARD_STOP_EXIT_MS);
+        exitTimer = setTimeout(() => leave(`the stop did not finish within ${HARD_STOP_EXIT_MS} ms of the second signal`), HARD_STOP_EXIT_MS);
         exitTimer.unref();
       } else {
         leave(`${signal} a third time`);
