@@ -73,12 +73,12 @@ export const jobOptionsShape = {
     .optional(),
 };
 
+/** A Date PostgreSQL can store (core/dates.ts). */
+const storableDate = z.date({ error: 'must be a Date' }).refine((d) => dateProblem(d) === null, { error: (issue) => dateProblem(issue.input) ?? 'must be a valid Date' });
+
 const optionsSchema = z.strictObject({
   ...jobOptionsShape,
-  runAt: z
-    .date({ error: 'must be a Date' })
-    .refine((d) => dateProblem(d) === null, { error: (issue) => dateProblem(issue.input) ?? 'must be a valid Date' })
-    .optional(),
+  runAt: storableDate.optional(),
   delayMs: z.number().finite().min(0).max(1e13).optional(),
   uniqueKey: z
     .string()
@@ -89,10 +89,7 @@ const optionsSchema = z.strictObject({
     .refine((s) => Buffer.byteLength(s, 'utf8') <= 2_000, 'must be at most 2,000 bytes of UTF-8')
     .optional(),
   concurrencyKey: concurrencyKeySchema.optional(),
-  expiresAt: z
-    .date({ error: 'must be a Date' })
-    .refine((d) => dateProblem(d) === null, { error: (issue) => dateProblem(issue.input) ?? 'must be a valid Date' })
-    .optional(),
+  expiresAt: storableDate.optional(),
   expiresInMs: z.number().int('must be a whole number of milliseconds').min(1, 'must be at least 1').max(1e13).optional(),
 });
 

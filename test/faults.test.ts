@@ -65,6 +65,12 @@ describe('connection faults', () => {
 });
 
 /** A task whose handler reports its start (`running`) and returns 'done' once `release()` is called. */
+/** 'ended' once `work` settles, or 'hung' after `ms`. */
+function endsWithin(work: Promise<unknown>, ms: number): Promise<'ended' | 'hung'> {
+  const hung = new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), ms).unref());
+  return Promise.race([work.then(() => 'ended' as const), hung]);
+}
+
 function gatedTask(name: string) {
   const started = deferred();
   const gate = deferred();
@@ -198,9 +204,7 @@ describe('a connection that dies without a word', () => {
       expect(row).toEqual({ state: 'succeeded', result: 'done', attempts: 1 });
       // Not sooner than the limit and the grace: the write was held by the silent connection first.
       expect(Date.now() - releasedAt).toBeGreaterThanOrEqual(14_900);
-      const stopped = worker.stop().then(() => 'stopped' as const);
-      const hung = new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 40_000).unref());
-      expect(await Promise.race([stopped, hung])).toBe('stopped');
+      expect(await endsWithin(worker.stop(), 40_000)).toBe('ended');
     } finally {
       release();
       await pgq.close();
@@ -228,9 +232,7 @@ describe('a database that accepts connections and answers nothing', () => {
       proxy.silence();
       release();
       const startedAt = Date.now();
-      const stopped = worker.stop().then(() => 'stopped' as const);
-      const hung = new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 90_000).unref());
-      expect(await Promise.race([stopped, hung])).toBe('stopped');
+      expect(await endsWithin(worker.stop(), 90_000)).toBe('ended');
       // Three tries of the outcome, each waiting max(10 s, rescueAfterMs) for a connection, then the maintenance's 5 s.
       expect(Date.now() - startedAt).toBeLessThan(60_000);
       const { rows } = await ctx.admin.query<{ state: string }>(`SELECT state FROM "${ctx.schema}".jobs WHERE id = $1`, [job.id]);
@@ -238,9 +240,7 @@ describe('a database that accepts connections and answers nothing', () => {
       // close() too, the server still silent: it waits for the connections the
       // stuck statements hold (closed at their limit, max(60 s, rescueAfterMs),
       // and 5 s) and for the new ones that never answered (given up at 30 s).
-      const closed = pgq.close().then(() => 'closed' as const);
-      const stuck = new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 90_000).unref());
-      expect(await Promise.race([closed, stuck])).toBe('closed');
+      expect(await endsWithin(pgq.close(), 90_000)).toBe('ended');
     } finally {
       release();
       await proxy.close();
@@ -266,9 +266,7 @@ describe('a LISTEN connection that dies without a word', () => {
       }, { timeoutMs: 15_000, everyMs: 200, what: 'a notification on a new LISTEN connection' });
       expect(listener.connected).toBe(true);
     } finally {
-      const closing = listener.close().then(() => 'closed' as const);
-      const hung = new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 10_000).unref());
-      expect(await Promise.race([closing, hung])).toBe('closed');
+      expect(await endsWithin(listener.close(), 10_000)).toBe('ended');
       await proxy.close();
     }
   });
@@ -294,10 +292,8 @@ describe('PostgreSQL restart', () => {
       await running;
       await server.halt();
       release(); // the handler succeeds while nothing can record it
-      const stopped = worker.stop().then(() => 'stopped' as const);
-      const hung = new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 30_000).unref());
       // Writes are retried for max(5 s, rescueAfterMs), then given up.
-      expect(await Promise.race([stopped, hung])).toBe('stopped');
+      expect(await endsWithin(worker.stop(), 30_000)).toBe('ended');
       expect(worker.state).toBe('stopped');
       await server.resume();
       const admin = new pg.Client({ connectionString: server.url });

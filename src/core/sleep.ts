@@ -15,6 +15,20 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
+/** Whether `work` settles within `ms` (the timer is cleared either way: it does not keep the process up). */
+export async function settlesWithin(work: Promise<unknown>, ms: number): Promise<boolean> {
+  const timer = new AbortController();
+  const settled = work.then(
+    () => true,
+    () => true,
+  );
+  try {
+    return await Promise.race([settled, sleep(ms, timer.signal).then(() => false)]);
+  } finally {
+    timer.abort();
+  }
+}
+
 /**
  * A wake-up flag for a loop that sleeps: `wait(ms)` resolves after `ms` or at
  * the next `wake()`, whichever is first. A `wake()` that arrives while the

@@ -35,7 +35,7 @@ import {
   errorMessage,
   errorSummary,
 } from '../core/errors.js';
-import { sleep } from '../core/sleep.js';
+import { settlesWithin, sleep } from '../core/sleep.js';
 import type { ResolvedWorkerOptions } from '../config.js';
 import type { Queryable } from '../db/queryable.js';
 import type { HotStatements } from '../db/statements.js';
@@ -384,11 +384,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     await this.#sandbox.close();
     await this.#completer.flush(writeLimitMs);
     // A reconcile that cannot reach the database does not hold the stop for longer than a lease.
-    if (this.#reconciling) {
-      const done = new AbortController();
-      await Promise.race([this.#reconciling, sleep(this.options.rescueAfterMs, done.signal)]);
-      done.abort(); // the timer must not keep the process up after the stop
-    }
+    if (this.#reconciling) await settlesWithin(this.#reconciling, this.options.rescueAfterMs);
     await this.#stopLeader(writeLimitMs);
     await this.#lease.stop();
     await this.#teardownSubscriptions();
@@ -409,10 +405,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
    */
   async #stopLeader(limitMs: number): Promise<void> {
     if (!this.#leader) return;
-    const timer = new AbortController();
-    const stopped = await Promise.race([this.#leader.stop().then(() => true), sleep(limitMs, timer.signal).then(() => false)]);
-    timer.abort(); // the timer must not keep the process up after the stop
-    if (!stopped) this.#logger.warn({ limitMs }, `pgq maintenance did not stop within ${limitMs} ms (a statement the database has not answered); it ends on its own, and the leadership lapses with its lease`);
+    if (!(await settlesWithin(this.#leader.stop(), limitMs))) this.#logger.warn({ limitMs }, `pgq maintenance did not stop within ${limitMs} ms (a statement the database has not answered); it ends on its own, and the leadership lapses with its lease`);
   }
 
   /**
