@@ -12,7 +12,6 @@ import { ProgressWriter } from '../src/worker/progress.js';
 import { Pruner } from '../src/maintenance/pruner.js';
 import { systemClock } from '../src/core/clock.js';
 import { fromPg } from '../src/db/queryable.js';
-import { queueSnapshot } from '../src/inspection/queue-stats.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
 import { boom } from './fixtures/mail-tasks.js';
 
@@ -254,59 +253,6 @@ describe('the jobs page query and the pruner at 1,000,000 rows', () => {
     const page = await pgq.listJobs({ state: 'failed', queue: 'q0', limit: 50 });
     expect(page).toHaveLength(50);
     expect(page.every((j) => j.state === 'failed' && j.queue === 'q0')).toBe(true);
-  });
-
-  it('lists and counts waiting jobs, which jobs_state_queue_idx leaves out, through other indexes', async () => {
-    // 3,000 waiting jobs of one queue, the oldest 1,000 before the million finished rows' newest.
-    const insert = (from: number, to: number): Promise<unknown> =>
-      ctx.admin.query(
-        `INSERT INTO "${ctx.schema}".jobs (task, queue, payload) SELECT 'bulk-fill', 'waiting-q', jsonb_build_object('i', i) FROM generate_series(${from}, ${to}) AS i`,
-      );
-    await insert(1, 1_000);
-    await ctx.admin.query(`
-      INSERT INTO "${ctx.schema}".jobs (task, queue, state, payload, finished_at)
-      SELECT 'bulk-fill', 'q0', 'succeeded', '{}', now() FROM generate_series(1, 20000)`);
-    await insert(1_001, 3_000);
-    await ctx.admin.query(`ANALYZE "${ctx.schema}".jobs`);
-    const { rows: ids } = await ctx.admin.query<{ id: string }>(
-      `SELECT id::text FROM "${ctx.schema}".jobs WHERE queue = 'waiting-q' AND state = 'available' ORDER BY id DESC`,
-    );
-    expect(ids).toHaveLength(3_000);
-
-    const client = await ctx.admin.connect();
-    try {
-      for (const filter of [{ state: 'available' as const, queue: 'waiting-q' }, { state: 'available' as const }]) {
-        const compiled = pgq.kysely
-          .selectFrom('jobs')
-          .selectAll()
-          .where('state', '=', filter.state)
-          .$if(filter.queue !== undefined, (q) => q.where('queue', '=', filter.queue!))
-          .orderBy('id', 'desc')
-          .limit(50)
-          .compile();
-        const { rows } = await client.query(`EXPLAIN (FORMAT JSON) ${compiled.sql}`, compiled.parameters as unknown[]);
-        expect(JSON.stringify(rows[0]['QUERY PLAN']), JSON.stringify(filter)).not.toMatch(/"Node Type":"Seq Scan"/);
-      }
-    } finally {
-      client.release();
-    }
-    // Pages walk back through all 3,000, past the finished rows between them.
-    const seen: string[] = [];
-    let before: string | undefined;
-    for (;;) {
-      const page = await pgq.listJobs({ state: 'available', queue: 'waiting-q', limit: 500, ...(before ? { before } : {}) });
-      if (page.length === 0) break;
-      seen.push(...page.map((j) => j.id));
-      before = page.at(-1)!.id;
-    }
-    expect(seen).toEqual(ids.map((r) => r.id));
-    expect(await pgq.countJobs({ state: 'available', queue: 'waiting-q' })).toBe(3_000);
-    const snapshot = await queueSnapshot(pgq.kysely, pgq.schema);
-    const queue = snapshot.queues.find((q) => q.queue === 'waiting-q');
-    expect(queue?.counts).toMatchObject({ available: 3_000, running: 0, succeeded: 0 });
-    expect(queue?.oldestWaitingRunAt).toBeInstanceOf(Date);
-    expect((await pgq.stats()).find((q) => q.queue === 'waiting-q')?.counts.available).toBe(3_000);
-    await ctx.admin.query(`DELETE FROM "${ctx.schema}".jobs WHERE queue = 'waiting-q' OR (task = 'bulk-fill' AND queue = 'q0' AND payload = '{}')`);
   });
 
   it('prunes through indexes: a pass over a million finished jobs, none past retention, reads a few pages of a 20,000-page table', async () => {

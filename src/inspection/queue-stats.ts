@@ -4,8 +4,7 @@
  *
  * - `queueSnapshot`: per queue, jobs by state for every state but
  *   `succeeded` (an index-only walk of the partial `jobs_state_queue_idx`,
- *   which leaves succeeded and available rows out; the available ones and
- *   the oldest of them through the claim index), the pause
+ *   which leaves succeeded rows out), the oldest due waiting job, the pause
  *   switch and limits (the small `queues` table), and the planner's estimate
  *   of the whole table. Succeeded jobs are counted by
  *   time window in `throughputSeries` instead of all-time.
@@ -65,16 +64,16 @@ export interface ThroughputSeries {
 const zeroCounts = (): Record<JobState, number> => Object.fromEntries(JOB_STATES.map((s) => [s, 0])) as Record<JobState, number>;
 
 export async function queueSnapshot(kysely: Kysely<PgqDatabase>, schema: string): Promise<OverviewSnapshot> {
-  const [rows, waiting, settings, meta] = await Promise.all([
+  const [rows, oldest, settings, meta] = await Promise.all([
     kysely
       .selectFrom('jobs')
       .select((eb) => ['queue', 'state', eb.fn.countAll<string>().as('n')])
-      .where('state', 'not in', ['succeeded', 'available'])
+      .where('state', '<>', 'succeeded')
       .groupBy(['state', 'queue'])
       .execute(),
     kysely
       .selectFrom('jobs')
-      .select((eb) => ['queue', eb.fn.countAll<string>().as('n'), eb.fn.min<Date>('run_at').as('oldest')])
+      .select((eb) => ['queue', eb.fn.min<Date>('run_at').as('oldest')])
       .where('state', '=', 'available')
       .groupBy('queue')
       .execute(),
@@ -90,11 +89,7 @@ export async function queueSnapshot(kysely: Kysely<PgqDatabase>, schema: string)
     return q;
   };
   for (const row of rows) get(row.queue).counts[row.state] = Number(row.n);
-  for (const row of waiting) {
-    const q = get(row.queue);
-    q.counts.available = Number(row.n);
-    q.oldestWaitingRunAt = row.oldest;
-  }
+  for (const row of oldest) get(row.queue).oldestWaitingRunAt = row.oldest;
   for (const row of settings) {
     const q = get(row.name);
     q.paused = row.paused;
