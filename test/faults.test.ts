@@ -171,6 +171,55 @@ async function freezableProxy(target: URL): Promise<{ url: string; freeze(): num
 }
 const frozenSockets: net.Socket[] = [];
 
+describe('a database that refuses new connections for a while', () => {
+  it('an outcome whose connection is refused (ALLOW_CONNECTIONS false: SQLSTATE 55000) is written once connections are allowed again, by the same attempt', async () => {
+    const database = `pgq_refuse_${process.pid}`;
+    await ctx.admin.query(`CREATE DATABASE ${database}`);
+    const url = new URL(ctx.admin.options.connectionString!);
+    url.pathname = `/${database}`;
+    url.searchParams.set('application_name', 'pgq_refuse');
+    let runs = 0;
+    const started = deferred();
+    const gate = deferred();
+    const counted = defineTask({
+      name: 'refused',
+      schema: z.object({}),
+      handler: async () => {
+        runs += 1;
+        started.resolve();
+        await gate.promise;
+        return 'done';
+      },
+    });
+    const release = (): void => gate.resolve();
+    const pgq = new Pgq({ connectionString: url.toString(), tasks: [counted] });
+    const allow = (on: boolean) => ctx.admin.query(`ALTER DATABASE ${database} ALLOW_CONNECTIONS ${on}`);
+    try {
+      await pgq.migrate();
+      const worker = pgq.worker({ concurrency: 1, heartbeatMs: 200, rescueAfterMs: 30_000 });
+      await worker.start();
+      const job = await pgq.enqueue(counted, {});
+      await started.promise;
+      // Every connection of the worker is closed, and new ones are refused.
+      await allow(false);
+      await ctx.admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, [database]);
+      release();
+      // The outcome waits (a refusal is not the statement's fault), and passes once allowed.
+      await new Promise((r) => setTimeout(r, 1_500));
+      await allow(true);
+      const done = await pgq.waitForJob(job.id, { timeoutMs: 20_000 });
+      expect(done).toMatchObject({ state: 'succeeded', attempts: 1, result: 'done' });
+      expect(runs).toBe(1);
+      await worker.stop();
+    } finally {
+      release();
+      await allow(true);
+      await pgq.close();
+      await ctx.admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
+    }
+  });
+});
+
 describe('a connection that dies without a word', () => {
   it('an outcome sent on a connection that stopped answering is sent again on another after the limit and a cancel, and stop() still ends', async () => {
     await ctx.migrated();

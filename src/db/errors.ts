@@ -4,6 +4,7 @@
  */
 export function isConnectionError(err: unknown): boolean {
   if (err === null || typeof err !== 'object') return false;
+  if (connectFailures.has(err)) return true;
   const code = (err as { code?: unknown }).code;
   if (typeof code !== 'string') {
     // pg's own connection failures carry no code; a programming error
@@ -15,6 +16,21 @@ export function isConnectionError(err: unknown): boolean {
   // 08: connection exception; 57P01-57P03: admin shutdown, crash shutdown, cannot connect now;
   // 53300: too many connections; 40001/40P01: serialization failure / deadlock (retry is safe).
   return code.startsWith('08') || /^57P0[1-3]$/.test(code) || code === '53300' || isTransactionConflict(err);
+}
+
+/** Errors thrown while a connection was being opened (see markConnectFailure). */
+const connectFailures = new WeakSet<object>();
+
+/**
+ * Marks an error thrown while a connection was being opened as a connection
+ * error whatever its code: no statement ran, so the same statement may pass
+ * on a connection opened later. Among them: a database not accepting
+ * connections for now (55000, `ALLOW_CONNECTIONS false`), a password being
+ * rotated (28P01), a database being renamed back (3D000).
+ */
+export function markConnectFailure<E>(err: E): E {
+  if (err !== null && typeof err === 'object') connectFailures.add(err);
+  return err;
 }
 
 /** Whether PostgreSQL ended the transaction to break a deadlock (40P01) or a serialization conflict (40001). */

@@ -9,7 +9,7 @@ import type pg from 'pg';
 import type { PostgresPool, PostgresPoolClient } from 'kysely';
 import { ValidationError } from '../core/errors.js';
 import { destroyConnection } from './connection.js';
-import { isConnectionError, isTransactionConflict } from './errors.js';
+import { isConnectionError, isTransactionConflict, markConnectFailure } from './errors.js';
 
 /**
  * Sends the connection errors of the pool's clients to `onError`: those of a
@@ -172,7 +172,9 @@ export class TimedPool implements PostgresPool, LanePool {
    * that accepts it and then says nothing (a hung server, a silent proxy)
    * would otherwise be waited for without end, and so would everything
    * behind it (a worker's stop). Fails with a ConnectTimeoutError (a
-   * connection error: the caller tries again); a client that comes later
+   * connection error: the caller tries again), or with the error the
+   * connection failed with, which counts as a connection error whatever its
+   * code (see markConnectFailure); a client that comes later
    * goes back to the pool. Watched by the statements' sweep, not a timer of
    * its own (an idle client is handed over a tick later, and may by then
    * have gone to another checkout: every checkout is watched).
@@ -199,7 +201,7 @@ export class TimedPool implements PostgresPool, LanePool {
         },
         (err: unknown) => {
           this.#checkouts.delete(checkout);
-          if (!checkout.late) reject(err);
+          if (!checkout.late) reject(markConnectFailure(err));
         },
       );
     });
