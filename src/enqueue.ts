@@ -134,6 +134,10 @@ export class Enqueuer {
   ): Promise<JobRecord[]> {
     if (!Array.isArray(payloads)) throw new ValidationError('payloads', 'must be an array');
     if (payloads.length === 0) return [];
+    if (payloads.length > 1 && options !== null && typeof options === 'object' && options.uniqueKey !== undefined) {
+      // One key for every payload would keep the first and drop the rest without a word.
+      throw new ValidationError('options.uniqueKey', `is shared by every payload of enqueueMany, so only one of these ${payloads.length} jobs could be live: enqueue each payload with a key of its own, or give one payload`);
+    }
     return this.#insert(task, payloads, options, null);
   }
 
@@ -261,9 +265,10 @@ export class Enqueuer {
   }
 
   /**
-   * With a unique key, every payload of the call shares one key, so the call
-   * yields one live job: the inserted one, or the one that already held the
-   * key. If that one finished between the insert and the lookup, insert again.
+   * With a unique key (one payload: enqueueMany refuses a key shared by
+   * several), the call yields one live job: the inserted one, or the one
+   * that already held the key. If that one finished between the insert and
+   * the lookup, insert again.
    */
   async #resolveUnique(db: Queryable, task: AnyTask, params: InsertJobsParams, rows: JobRow[], key: string): Promise<JobRecord[]> {
     for (let round = 0; round < 5; round += 1) {

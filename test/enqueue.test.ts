@@ -194,8 +194,14 @@ describe('enqueue', () => {
     const again = await pgq.enqueue(email, { to: 'other@u.co' }, { uniqueKey: 'user:1' });
     expect(again.id).toBe(first.id);
     expect(again.payload).toEqual({ to: 'u@u.co' });
-    const many = await pgq.enqueueMany(email, [{ to: 'a@u.co' }, { to: 'b@u.co' }], { uniqueKey: 'user:1' });
-    expect(many.map((j) => j.id)).toEqual([first.id, first.id]);
+    const many = await pgq.enqueueMany(email, [{ to: 'a@u.co' }], { uniqueKey: 'user:1' });
+    expect(many.map((j) => j.id)).toEqual([first.id]);
+    // One key for several payloads would keep one of them: refused, nothing written.
+    const before = await pgq.countJobs({});
+    await expect(pgq.enqueueMany(email, [{ to: 'a@u.co' }, { to: 'b@u.co' }], { uniqueKey: 'user:2' })).rejects.toThrow(
+      expect.objectContaining({ name: 'ValidationError', message: expect.stringMatching(/^options\.uniqueKey: is shared by every payload of enqueueMany/) }),
+    );
+    expect(await pgq.countJobs({})).toBe(before);
     await pgq.cancelJob(first.id);
     const fresh = await pgq.enqueue(email, { to: 'u@u.co' }, { uniqueKey: 'user:1' });
     expect(fresh.id).not.toBe(first.id);

@@ -150,4 +150,35 @@ describe('hostile input', () => {
       { numRuns: 50 },
     );
   });
+
+  it('records a failure for a thrown value whose getters throw, and the slot is free for the next job', async () => {
+    const hostile = defineTask({
+      name: 'hostile-throw',
+      schema: z.object({ what: z.enum(['stack', 'message', 'code']) }),
+      maxAttempts: 1,
+      handler: ({ what }) => {
+        const e = new Error('boom');
+        Object.defineProperty(e, what, { get() { throw e; } });
+        throw e;
+      },
+    });
+    const fine = defineTask({ name: 'hostile-fine', schema: z.object({}), handler: () => 'ok' });
+    const pgq = await ctx.migrated({ tasks: [hostile, fine] });
+    const worker = pgq.worker({ concurrency: 1, pollIntervalMs: 50 });
+    await worker.start();
+    try {
+      for (const what of ['stack', 'message', 'code'] as const) {
+        const bad = await pgq.enqueue(hostile, { what });
+        const done = await pgq.waitForJob(bad.id, { timeoutMs: 10_000 });
+        expect(done.state, what).toBe('failed');
+        expect(done.errors).toHaveLength(1);
+        expect(done.errors[0]!.message, what).toMatch(/could not read/);
+        // Concurrency 1: the next job runs only if the slot was given back.
+        const next = await pgq.enqueue(fine, {});
+        expect((await pgq.waitForJob(next.id, { timeoutMs: 10_000 })).state).toBe('succeeded');
+      }
+    } finally {
+      await worker.stop();
+    }
+  });
 });

@@ -202,6 +202,26 @@ export function errorMessage(err: unknown): string {
 }
 
 /**
+ * `err` itself, or, where reading it throws (a `message`, `stack` or `code`
+ * getter that throws, a revoked Proxy), an Error that says so: what a
+ * worker records for an attempt must not depend on a thrown value's getters.
+ */
+export function readableError(err: unknown): unknown {
+  try {
+    errorMessage(err);
+    if (err !== null && (typeof err === 'object' || typeof err === 'function')) {
+      const e = err as { stack?: unknown; code?: unknown; delayMs?: unknown };
+      void e.stack;
+      void e.code;
+      void e.delayMs;
+    }
+    return err;
+  } catch {
+    return new Error('the handler threw a value pgq could not read (reading its message, stack or code threw)');
+  }
+}
+
+/**
  * Brand checks by `code` rather than `instanceof`, so errors thrown by a
  * second copy of pgq (a tasks module importing its own) are still understood.
  */

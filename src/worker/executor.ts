@@ -37,6 +37,7 @@ import {
   errorMessage,
   errorSummary,
   isPermanentError,
+  readableError,
   snoozeDelay,
 } from '../core/errors.js';
 import { backoffDelayMs } from '../core/backoff.js';
@@ -557,7 +558,8 @@ export class Executor {
     }
   }
 
-  #failure(job: ClaimedJob, task: AnyTask | null, err: unknown): Outcome {
+  #failure(job: ClaimedJob, task: AnyTask | null, thrown: unknown): Outcome {
+    const err = readableError(thrown);
     const backoff = {
       baseMs: job.backoffBaseMs ?? task?.backoff.baseMs ?? 1_000,
       maxMs: job.backoffMaxMs ?? task?.backoff.maxMs ?? 3_600_000,
