@@ -245,6 +245,7 @@ export class Enqueuer {
       meta: { ...metaObject },
       progress: null,
       progressAt: null,
+      cancelRequestedAt: null,
       workflowId: null,
       workflowStep: null,
       concurrencyKey: null,

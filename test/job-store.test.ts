@@ -12,6 +12,7 @@ import { ProgressWriter } from '../src/worker/progress.js';
 import { Pruner } from '../src/maintenance/pruner.js';
 import { systemClock } from '../src/core/clock.js';
 import { fromPg } from '../src/db/queryable.js';
+import { createStatements } from '../src/db/statements.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
 import { boom } from './fixtures/mail-tasks.js';
 
@@ -151,6 +152,84 @@ describe('actions', () => {
     const list = await pgq.listWorkflows();
     expect(list[0]).toMatchObject({ id: wf.id, name: 'bulk-wf', state: 'cancelled', total: 2 });
     expect(list[0]!.counts.cancelled).toBe(2);
+  });
+});
+
+describe('cancelling a running job', () => {
+  it('keeps it running, held by its worker, until its handler settles: retryJob, deleteJob and a concurrency-1 queue wait for it, and no attempts overlap', async () => {
+    // A ledger of attempts: [job id, attempt, start, end] (ms, one clock).
+    const ledger: { id: string; attempt: number; start: number; end: number }[] = [];
+    const stubborn = defineTask({
+      name: 'stubborn',
+      queue: 'one-at-a-time',
+      schema: z.object({ n: z.number() }),
+      handler: async (_p, c) => {
+        const row = { id: c.job.id, attempt: c.job.attempts, start: performance.now(), end: Infinity };
+        ledger.push(row);
+        try {
+          // Stops 800 ms after its signal, or after 1.5 s without one.
+          await new Promise<void>((resolve) => {
+            const done = setTimeout(resolve, 1_500);
+            c.signal.addEventListener('abort', () => {
+              clearTimeout(done);
+              setTimeout(resolve, 800);
+            });
+          });
+          if (c.signal.aborted) throw c.signal.reason;
+          return 'ok';
+        } finally {
+          row.end = performance.now();
+        }
+      },
+    });
+    const a = ctx.pgq({ tasks: [stubborn] });
+    const b = ctx.pgq({ tasks: [stubborn] });
+    await a.migrate();
+    await a.setQueue('one-at-a-time', { concurrency: 1 });
+    const workers = [a.worker({ queues: ['one-at-a-time'], concurrency: 2, pollIntervalMs: 50 }), b.worker({ queues: ['one-at-a-time'], concurrency: 2, pollIntervalMs: 50 })];
+    await Promise.all(workers.map((w) => w.start()));
+    try {
+      const first = await a.enqueue(stubborn, { n: 1 });
+      await until(async () => ledger.some((r) => r.id === first.id), { what: 'the first job to start' });
+      const second = await a.enqueue(stubborn, { n: 2 });
+
+      const cancelling = await a.cancelJob(first.id);
+      expect(cancelling).toMatchObject({ state: 'running', cancelRequestedAt: expect.any(Date) });
+      await expect(a.retryJob(first.id)).rejects.toMatchObject({ code: 'PGQ_NOT_RETRYABLE', message: expect.stringMatching(/ends cancelled once its handler has settled/) });
+      await expect(a.deleteJob(first.id)).rejects.toMatchObject({ code: 'PGQ_JOB_RUNNING' });
+      expect(await a.retryJobs({ queue: 'one-at-a-time' })).toBe(0);
+
+      const cancelled = await a.waitForJob(first.id, { timeoutMs: 10_000 });
+      expect(cancelled).toMatchObject({ state: 'cancelled', attempts: 1, cancelRequestedAt: null, finishedAt: expect.any(Date) });
+      expect(cancelled.errors.at(-1)!.message).toMatch(/cancel/i);
+      expect(await a.retryJob(first.id)).toMatchObject({ state: 'available' });
+      expect((await a.waitForJob(second.id, { timeoutMs: 10_000 })).state).toBe('succeeded');
+      expect((await a.waitForJob(first.id, { timeoutMs: 10_000 })).state).toBe('succeeded');
+    } finally {
+      await Promise.all(workers.map((w) => w.stop()));
+    }
+    // One attempt at a time in the whole queue (concurrency 1), the cancelled one included.
+    const sorted = [...ledger].sort((x, y) => x.start - y.start);
+    expect(sorted.map((r) => r.attempt)).toEqual([1, 1, 2]);
+    for (let i = 1; i < sorted.length; i += 1) expect(sorted[i]!.start, `attempt ${i} starts after the one before ended`).toBeGreaterThanOrEqual(sorted[i - 1]!.end);
+  });
+
+  it('a give-back of a job not yet started, or a rescue, ends a job whose cancel was asked for cancelled (the statements, on their own)', async () => {
+    const pgq = await ctx.migrated({ tasks: [mail] });
+    const statements = createStatements(ctx.schema);
+    const db = fromPg(ctx.admin);
+    const jobs = `"${ctx.schema}".jobs`;
+    const [held, orphan] = await pgq.enqueueMany(mail, [{ to: 'held@x.co' }, { to: 'orphan@x.co' }]);
+    // Claimed by a worker (its row is gone for the second: a rescue), then asked to stop.
+    await ctx.admin.query(
+      `UPDATE ${jobs} SET state = 'running', attempts = 1, worker_id = 'w-cancel', started_at = now(), cancel_requested_at = now() WHERE id = ANY($1::bigint[])`,
+      [[held!.id, orphan!.id]],
+    );
+    await statements.releaseUnstarted(db, { workerId: 'w-cancel', ids: [held!.id] });
+    expect(await pgq.getJob(held!.id)).toMatchObject({ state: 'cancelled', attempts: 0, cancelRequestedAt: null, finishedAt: expect.any(Date) });
+    const rescued = await statements.rescueJobs(db, { legacyRescueAfterMs: 1_000, now: null });
+    expect(rescued).toEqual([expect.objectContaining({ id: orphan!.id, state: 'cancelled' })]);
+    expect(await pgq.getJob(orphan!.id)).toMatchObject({ state: 'cancelled', attempts: 1, cancelRequestedAt: null, finishedAt: expect.any(Date) });
   });
 });
 

@@ -325,14 +325,19 @@ describe('cancellation', () => {
     started.set('cw', running.resolve);
     const wf = await pgq.enqueueWorkflow(chain(step(add, { a: 1, b: 1 }), group([step(hang, { tag: 'cw' }), step(double)]), step(collect)));
     await running.promise;
-    const cancelled = await pgq.cancelWorkflow(wf.id);
+    const cancelling = await pgq.cancelWorkflow(wf.id);
+    // The running step stays running, held by its worker, until its handler
+    // has stopped; the steps that had not started are cancelled at once.
+    expect(cancelling.state).toBe('running');
+    expect(cancelling.steps.map((s) => s.state)).toEqual(['succeeded', 'running', expect.stringMatching(/succeeded|cancelled/), 'cancelled']);
+    await until(async () => worker.runningJobs === 0, { what: 'the hanging handler to stop' });
+    const cancelled = await pgq.waitForWorkflow(wf.id);
     expect(cancelled.state).toBe('cancelled');
     expect(cancelled.steps.map((s) => s.state)).toEqual(['succeeded', 'cancelled', expect.stringMatching(/succeeded|cancelled/), 'cancelled']);
     expect(cancelled.result).toBeNull();
-    // The aborted handler writes nothing over the cancellation.
-    await until(async () => worker.runningJobs === 0, { what: 'the hanging handler to stop' });
-    expect((await pgq.getJob(cancelled.steps[1]!.id))!.state).toBe('cancelled');
-    expect((await pgq.waitForWorkflow(wf.id)).state).toBe('cancelled');
+    const hung = (await pgq.getJob(cancelled.steps[1]!.id))!;
+    expect(hung.cancelRequestedAt).toBeNull();
+    expect(hung.errors.at(-1)!.message).toMatch(/cancel/i);
   });
 
   it('cancelJob on one step cancels its dependents, naming it', async () => {

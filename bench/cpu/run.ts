@@ -91,7 +91,7 @@ async function roundTripUs(kind: 'thread' | 'process'): Promise<{ medianUs: numb
   const runner = new SandboxRunner(resolveWorkerOptions({ sandbox: { threads: 1, processes: 1 } }, [task]).sandbox, new TaskRegistry([task]));
   const silent = { error() {}, warn() {}, info() {}, debug() {}, child: () => silent };
   const ctx = (i: number): JobContext => ({
-    job: { id: String(i), task: task.name, queue: 'default', state: 'running', payload: null, priority: 0, attempts: 1, maxAttempts: 1, runAt: new Date(), createdAt: new Date(), startedAt: new Date(), finishedAt: null, result: null, errors: [], uniqueKey: null, workerId: null, timeoutMs: null, meta: {}, progress: null, progressAt: null, workflowId: null, workflowStep: null, concurrencyKey: null, expiresAt: null },
+    job: { id: String(i), task: task.name, queue: 'default', state: 'running', payload: null, priority: 0, attempts: 1, maxAttempts: 1, runAt: new Date(), createdAt: new Date(), startedAt: new Date(), finishedAt: null, result: null, errors: [], uniqueKey: null, workerId: null, timeoutMs: null, meta: {}, progress: null, progressAt: null, cancelRequestedAt: null, workflowId: null, workflowStep: null, concurrencyKey: null, expiresAt: null },
     attempt: 1,
     progress: async () => undefined,
     recordMeta: () => undefined,

@@ -90,6 +90,12 @@ export interface JobRecord<Payload = unknown, Result = unknown> {
   progress: JobProgress | null;
   /** When `progress` was written; older than `startedAt` means an earlier attempt reported it. */
   progressAt: Date | null;
+  /**
+   * When `cancelJob` asked this running job to stop: its handler's signal
+   * aborted, and the job stays `running` until the attempt ends, then ends
+   * `cancelled`. Null otherwise.
+   */
+  cancelRequestedAt: Date | null;
   /** The workflow the job belongs to; null outside workflows. */
   workflowId: string | null;
   /** Its step name within that workflow. */

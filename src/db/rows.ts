@@ -25,6 +25,7 @@ export interface JobRow {
   /** Not in JOB_COLUMNS (the hot path does not read them): absent on claimed jobs. */
   progress?: unknown;
   progress_at?: Date | null;
+  cancel_requested_at?: Date | null;
   workflow_id?: string | null;
   workflow_step?: string | null;
   concurrency_key: string | null;
@@ -170,6 +171,7 @@ function buildRecord<Payload, Result>(row: Omit<ClaimRow, ClaimTimestamp | 'star
     meta: row.meta ?? {},
     progress: (row.progress ?? null) as JobProgress | null,
     progressAt: row.progress_at ?? null,
+    cancelRequestedAt: row.cancel_requested_at ?? null,
     workflowId: row.workflow_id == null ? null : String(row.workflow_id),
     workflowStep: row.workflow_step ?? null,
     concurrencyKey: row.concurrency_key ?? null,

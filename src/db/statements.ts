@@ -321,50 +321,68 @@ export function createStatements(schema: string) {
   // (ctx.recordMeta) into `meta`; a job that recorded none keeps its meta
   // datum as it is (no new value built, nothing more written).
   const mergeMeta = `meta = CASE WHEN v.meta IS NULL THEN j.meta ELSE j.meta || v.meta END`;
+  // A job whose cancel was asked for while it ran (cancel_requested_at, see
+  // cancelLockedJobs) ends `cancelled` whatever its attempt ended with: every
+  // statement that ends an attempt says so, and clears the request.
+  const cancelAsked = `j.cancel_requested_at IS NOT NULL`;
   const completeJobs = `
     WITH async AS (SELECT set_config('synchronous_commit', 'off', true)),
     done AS (
       UPDATE ${jobs} j
-         SET state = 'succeeded', finished_at = now(), result = v.result, ${mergeMeta}
+         SET state = CASE WHEN ${cancelAsked} THEN 'cancelled' ELSE 'succeeded' END, cancel_requested_at = NULL,
+             finished_at = now(), result = v.result, ${mergeMeta}
         FROM unnest($1::bigint[], $2::int[], $3::jsonb[], $4::jsonb[]) AS v(id, attempt, result, meta)
        WHERE j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
         AND (SELECT count(*) FROM async) = 1
-      RETURNING j.id, j.workflow_id
-    ), ${lockDependents(`ARRAY(SELECT id FROM done WHERE workflow_id IS NOT NULL)`, 'NULL')},
+      RETURNING j.id, j.workflow_id, j.state
+    ), ${lockDependents(
+      `ARRAY(SELECT id FROM done WHERE workflow_id IS NOT NULL AND state = 'succeeded')`,
+      `ARRAY(SELECT id FROM done WHERE workflow_id IS NOT NULL AND state = 'cancelled')`,
+    )},
     notified AS (${notifyDone('done')})
-    SELECT ARRAY(SELECT u.n FROM unnest($1::bigint[]) WITH ORDINALITY AS u(id, n) WHERE u.id NOT IN (SELECT id FROM done))::int[] AS skipped
+    SELECT ARRAY(SELECT u.n FROM unnest($1::bigint[]) WITH ORDINALITY AS u(id, n) WHERE u.id NOT IN (SELECT id FROM done))::int[] AS skipped,
+           ARRAY(SELECT u.n FROM unnest($1::bigint[]) WITH ORDINALITY AS u(id, n)
+                  WHERE u.id IN (SELECT id FROM done WHERE state = 'cancelled'))::int[] AS cancelled
       FROM (SELECT count(*) FROM notified) AS n, (SELECT count(*) FROM locked) AS l`;
 
   const failJobs = `
     WITH done AS (
       UPDATE ${jobs} j
-         SET state = CASE WHEN v.permanent OR j.attempts >= j.max_attempts THEN 'failed' ELSE 'retryable' END,
-             run_at = CASE WHEN v.permanent OR j.attempts >= j.max_attempts THEN j.run_at
+         SET state = CASE WHEN ${cancelAsked} THEN 'cancelled'
+                          WHEN v.permanent OR j.attempts >= j.max_attempts THEN 'failed' ELSE 'retryable' END,
+             run_at = CASE WHEN ${cancelAsked} OR v.permanent OR j.attempts >= j.max_attempts THEN j.run_at
                            ELSE now() + v.delay_ms * interval '1 millisecond' END,
-             finished_at = CASE WHEN v.permanent OR j.attempts >= j.max_attempts THEN now() END,
+             finished_at = CASE WHEN ${cancelAsked} OR v.permanent OR j.attempts >= j.max_attempts THEN now() END,
+             cancel_requested_at = NULL,
              errors = j.errors || jsonb_build_array(v.error),
              ${mergeMeta}
         FROM unnest($1::bigint[], $2::int[], $3::jsonb[], $4::float8[], $5::bool[], $6::jsonb[])
           AS v(id, attempt, error, delay_ms, permanent, meta)
        WHERE j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
       RETURNING j.id, j.state, j.workflow_id
-    ), ${lockDependents('NULL', `ARRAY(SELECT id FROM done WHERE state = 'failed' AND workflow_id IS NOT NULL)`)},
-    notified AS (${notifyDone(`(SELECT id FROM done WHERE state = 'failed') AS f`)})
+    ), ${lockDependents('NULL', `ARRAY(SELECT id FROM done WHERE state IN ('failed', 'cancelled') AND workflow_id IS NOT NULL)`)},
+    notified AS (${notifyDone(`(SELECT id FROM done WHERE state IN ('failed', 'cancelled')) AS f`)})
     SELECT id::text AS id, state FROM done, (SELECT count(*) FROM notified) AS n, (SELECT count(*) FROM locked) AS l`;
 
   // A snooze (and a requeue at shutdown) gives the attempt back by raising
   // max_attempts instead of lowering attempts, so attempt numbers only grow
   // and the guard above stays a sound fence.
   const snoozeJobs = `
-    UPDATE ${jobs} j
-       SET state = CASE WHEN v.delay_ms <= 0 THEN 'available' ELSE 'scheduled' END,
-           run_at = now() + v.delay_ms * interval '1 millisecond',
-           max_attempts = j.max_attempts + 1,
-           errors = CASE WHEN v.note IS NULL THEN j.errors ELSE j.errors || jsonb_build_array(v.note) END,
-           ${mergeMeta}
-      FROM unnest($1::bigint[], $2::int[], $3::float8[], $4::jsonb[], $5::jsonb[]) AS v(id, attempt, delay_ms, note, meta)
-     WHERE j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
-    RETURNING j.id::text AS id, j.state`;
+    WITH done AS (
+      UPDATE ${jobs} j
+         SET state = CASE WHEN ${cancelAsked} THEN 'cancelled' WHEN v.delay_ms <= 0 THEN 'available' ELSE 'scheduled' END,
+             run_at = CASE WHEN ${cancelAsked} THEN j.run_at ELSE now() + v.delay_ms * interval '1 millisecond' END,
+             max_attempts = CASE WHEN ${cancelAsked} THEN j.max_attempts ELSE j.max_attempts + 1 END,
+             finished_at = CASE WHEN ${cancelAsked} THEN now() END,
+             cancel_requested_at = NULL,
+             errors = CASE WHEN v.note IS NULL THEN j.errors ELSE j.errors || jsonb_build_array(v.note) END,
+             ${mergeMeta}
+        FROM unnest($1::bigint[], $2::int[], $3::float8[], $4::jsonb[], $5::jsonb[]) AS v(id, attempt, delay_ms, note, meta)
+       WHERE j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
+      RETURNING j.id, j.state, j.workflow_id
+    ), ${lockDependents('NULL', `ARRAY(SELECT id FROM done WHERE state = 'cancelled' AND workflow_id IS NOT NULL)`)},
+    notified AS (${notifyDone(`(SELECT id FROM done WHERE state = 'cancelled') AS f`)})
+    SELECT id::text AS id, state FROM done, (SELECT count(*) FROM notified) AS n, (SELECT count(*) FROM locked) AS l`;
 
   // Jobs of workers whose lease has passed: retried (the attempt they were
   // in is counted) or failed when none is left. Each lease was written by
@@ -380,9 +398,10 @@ export function createStatements(schema: string) {
       RETURNING id, coalesce(rescue_after_ms, $1) AS rescue_after_ms
     ), rescued AS (
       UPDATE ${jobs} j
-         SET state = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'available' END,
+         SET state = CASE WHEN ${cancelAsked} THEN 'cancelled' WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'available' END,
              run_at = now(),
-             finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
+             finished_at = CASE WHEN ${cancelAsked} OR j.attempts >= j.max_attempts THEN now() END,
+             cancel_requested_at = NULL,
              errors = j.errors || jsonb_build_array(jsonb_build_object(
                'attempt', j.attempts,
                'message', 'rescued: the lease of worker ' || coalesce(j.worker_id, '(none)') || ' expired (no heartbeat for '
@@ -395,15 +414,18 @@ export function createStatements(schema: string) {
               OR j.worker_id IN (SELECT id FROM dead)
               OR NOT EXISTS (SELECT 1 FROM ${workers} w WHERE w.id = j.worker_id))
       RETURNING j.id, j.state, j.worker_id, j.workflow_id
-    ), ${lockDependents('NULL', `ARRAY(SELECT id FROM rescued WHERE state = 'failed' AND workflow_id IS NOT NULL)`)},
+    ), ${lockDependents('NULL', `ARRAY(SELECT id FROM rescued WHERE state IN ('failed', 'cancelled') AND workflow_id IS NOT NULL)`)},
     notified AS (
-      ${notifyDone(`(SELECT id FROM rescued WHERE state = 'failed') AS f`)}
+      ${notifyDone(`(SELECT id FROM rescued WHERE state IN ('failed', 'cancelled')) AS f`)}
     )
     SELECT id::text AS id, state, worker_id FROM rescued, (SELECT count(*) FROM notified) AS n, (SELECT count(*) FROM locked) AS l`;
 
   // A claimed job whose handler never ran goes back: available, due at once,
-  // the attempt not counted.
-  const giveBack = `state = 'available', attempts = attempts - 1, run_at = now()`;
+  // the attempt not counted; or, when its cancel was asked for meanwhile,
+  // cancelled.
+  const giveBack = `state = CASE WHEN cancel_requested_at IS NULL THEN 'available' ELSE 'cancelled' END,
+    attempts = attempts - 1, run_at = now(),
+    finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE now() END, cancel_requested_at = NULL`;
 
   // Rows marked running for this worker that it does not hold: a claim whose
   // reply was lost with the connection. The handler never ran, so the attempt
@@ -524,9 +546,13 @@ export function createStatements(schema: string) {
      * the ones it wrote: those are nearly all of them, and sending each back
      * cost more than the rest.
      */
-    async completeJobs(db: Queryable, p: CompleteJobsParams): Promise<{ skipped: number[] }> {
-      const rows = await db.query<{ skipped: number[] }>({ name: name('complete'), text: completeJobs, values: [p.ids, p.attempts, p.results, metasValue(p.metas)] });
-      return { skipped: rows[0]?.skipped ?? [] };
+    async completeJobs(db: Queryable, p: CompleteJobsParams): Promise<{ skipped: number[]; cancelled: number[] }> {
+      const rows = await db.query<{ skipped: number[]; cancelled: number[] }>({
+        name: name('complete'),
+        text: completeJobs,
+        values: [p.ids, p.attempts, p.results, metasValue(p.metas)],
+      });
+      return { skipped: rows[0]?.skipped ?? [], cancelled: rows[0]?.cancelled ?? [] };
     },
 
     /** JobFailMany: retryable after the delay, or failed when permanent or out of attempts. */

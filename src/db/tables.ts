@@ -67,6 +67,7 @@ export interface JobsTable {
   progress: ColumnType<unknown, string | null | undefined, string | null>;
   /** When progress was last written. */
   progress_at: Timestamp | null;
+  cancel_requested_at: Timestamp | null;
 }
 
 export interface WorkersTable {

@@ -167,10 +167,11 @@ export class JobStore {
   async retry(id: string): Promise<JobRecord> {
     const jobId = parseJobId(id);
     const row = await inTransaction(this.deps.kysely, async (trx) => {
-      const before = await trx.selectFrom('jobs').select(['state', 'queue']).where('id', '=', jobId).forUpdate().executeTakeFirst();
+      const before = await trx.selectFrom('jobs').select(['state', 'queue', 'cancel_requested_at']).where('id', '=', jobId).forUpdate().executeTakeFirst();
       if (!before) throw new JobNotFoundError(jobId);
       if (!RETRYABLE_STATES.includes(before.state)) {
-        throw new PgqError('PGQ_NOT_RETRYABLE', `job ${jobId} is ${before.state}; only failed, cancelled, retryable or scheduled jobs can be retried`);
+        const cancelling = before.state === 'running' && before.cancel_requested_at !== null ? ` (cancelled: it ends cancelled once its handler has settled, and can be retried then)` : '';
+        throw new PgqError('PGQ_NOT_RETRYABLE', `job ${jobId} is ${before.state}${cancelling}; only failed, cancelled, retryable or scheduled jobs can be retried`);
       }
       await this.deps.workflows.prepareRetry(trx, jobId);
       await this.#makeAvailable(trx, [jobId], [before.queue]);
@@ -186,7 +187,7 @@ export class JobStore {
       const before = await trx.selectFrom('jobs').select(['state', 'workflow_id']).where('id', '=', jobId).forUpdate().executeTakeFirst();
       if (!before) return false;
       if (before.state === 'running') {
-        throw new PgqError('PGQ_JOB_RUNNING', `job ${jobId} is running; cancel it first (its handler is told through ctx.signal), then delete it`);
+        throw new PgqError('PGQ_JOB_RUNNING', `job ${jobId} is running; cancel it first (its handler is told through ctx.signal), then delete it once it has ended cancelled`);
       }
       if (before.workflow_id !== null && !FINAL_STATES.includes(before.state)) {
         // Its dependents wait for it to finish: deleted, it would never finish.

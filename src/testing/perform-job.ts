@@ -63,6 +63,7 @@ export async function performJob<T extends AnyTask>(task: T, payload: TaskInput<
     workflowStep: null,
     progress: null,
     progressAt: null,
+    cancelRequestedAt: null,
     concurrencyKey: null,
     expiresAt: null,
     meta: {},

@@ -257,10 +257,11 @@ export class Completer {
         results: complete.map((o) => o.result),
         metas: complete.map((o) => o.meta ?? null),
       });
-      const done = completed.then(({ skipped }) => {
+      const done = completed.then(({ skipped, cancelled }) => {
         const notWritten = new Set(skipped);
+        const cancelledNow = new Set(cancelled);
         ids.forEach((id, i) => {
-          if (!notWritten.has(i + 1)) written.set(id, 'succeeded');
+          if (!notWritten.has(i + 1)) written.set(id, cancelledNow.has(i + 1) ? 'cancelled' : 'succeeded');
         });
       });
       writes.push({ done, outcomes: complete });

@@ -59,7 +59,7 @@ export interface WorkerEvents {
   'job:success': [job: JobRecord, durationMs: number];
   /** The attempt's failure was written; `retry` says whether the job is `retryable` (true) or `failed`. */
   'job:failure': [job: JobRecord, error: unknown, durationMs: number, retry: boolean];
-  /** The attempt's outcome was not written: the job was cancelled, or rescued from this worker, meanwhile. */
+  /** The attempt's outcome did not stand: the job was cancelled while it ran (it ended `cancelled`), or rescued from this worker meanwhile. */
   'job:discarded': [job: JobRecord, outcome: Outcome['kind'], reason: string];
   /** A handler did not settle `abortGraceMs` after its signal; it keeps its slot and its job. */
   'job:stuck': [job: JobRecord, reason: string, sinceSignalMs: number];
@@ -413,6 +413,12 @@ export class Executor {
       return;
     }
     if (written.status !== 'written') return; // not recorded: the completer logged it; the rescuer will retry the job
+    if (written.state === 'cancelled') {
+      // cancelJob asked while it ran: whatever the attempt ended with, the job ended cancelled.
+      const reason = 'the job was cancelled while this attempt ran (cancelJob); it ended cancelled';
+      this.#emit('job:discarded', job, outcome.kind, reason);
+      return;
+    }
     const recorded = written.outcome; // a refused success is recorded as a failure instead
     if (recorded.kind === 'complete') this.#emit('job:success', job, ms);
     if (recorded.kind === 'fail') this.#emit('job:failure', job, JSON.parse(recorded.error) as JobErrorEntry, ms, written.state === 'retryable');

@@ -164,7 +164,18 @@ export class Producer extends LoopService {
     return this.held.items().map((h) => h.job.id);
   }
 
-  /** Drops a buffered job (cancelled, or this `attempt` of it rescued); true when it was buffered. */
+  /**
+   * A buffered job whose cancel was asked for: dropped and given back, which
+   * ends it cancelled (cancelLockedJobs); true when it was buffered.
+   */
+  cancelBuffered(id: string): boolean {
+    const held = this.held.items().find((h) => h.job.id === id);
+    if (!held || !this.held.drop(id)) return false;
+    void this.#release([held], 'cancelled');
+    return true;
+  }
+
+  /** Drops a buffered job (this `attempt` of it rescued); true when it was buffered. */
   dropBuffered(id: string, attempt?: number): boolean {
     if (attempt !== undefined && !this.held.items().some((h) => h.job.id === id && h.job.attempts === attempt)) return false;
     return this.held.drop(id);

@@ -318,7 +318,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
           if (queues.has(queue)) this.#producer.wake();
         }),
         await listener.subscribe(channels.cancel, (id) => {
-          if (!this.#producer.dropBuffered(id)) this.#executor.abort(id, new JobCancelledError(id));
+          if (!this.#producer.cancelBuffered(id)) this.#executor.abort(id, new JobCancelledError(id));
         }),
       );
       const offConnect = listener.onConnect(() => this.#producer.reconnected());
