@@ -129,14 +129,34 @@ export class MiddlewareChain {
     return writing;
   }
 
-  /** Runs the attempt middleware around `handler`. */
-  attempt(ctx: JobContext, handler: AttemptNext): Promise<unknown> {
+  /**
+   * Runs the attempt middleware around `handler`. The handler runs at most
+   * once (a second next() rejects), and the attempt lasts until it has
+   * settled: a middleware that returns without awaiting next() does not end
+   * the attempt (nor free its slot) early, and the handler's error, if it
+   * throws later, is the attempt's.
+   */
+  async attempt(ctx: JobContext, handler: AttemptNext): Promise<unknown> {
     if (this.#attempt.length === 0) return handler();
+    let running: Promise<unknown> | undefined;
     const step = (i: number): Promise<unknown> => {
       const m = this.#attempt[i];
-      return m ? Promise.resolve().then(() => m.attempt!(ctx, () => step(i + 1))) : handler();
+      if (!m) {
+        if (running) return Promise.reject(new PgqError('PGQ_MIDDLEWARE', 'an attempt middleware called next() twice: the handler runs once per attempt'));
+        running = handler();
+        return running;
+      }
+      return Promise.resolve().then(() => m.attempt!(ctx, () => step(i + 1)));
     };
-    return step(0);
+    let value: unknown;
+    try {
+      value = await step(0);
+    } catch (err) {
+      await running?.catch(() => undefined);
+      throw err;
+    }
+    if (running) await running;
+    return value;
   }
 }
 

@@ -181,4 +181,19 @@ describe('hostile input', () => {
       await worker.stop();
     }
   });
+
+  it('a snooze longer than the database can store fails the attempt naming snooze.delayMs, not with a database error', async () => {
+    const sleepy = defineTask({ name: 'hostile-snooze', schema: z.object({}), maxAttempts: 1, handler: (_p, c) => c.snooze(1e17) });
+    const pgq = await ctx.migrated({ tasks: [sleepy] });
+    const worker = pgq.worker({ concurrency: 1, pollIntervalMs: 50 });
+    await worker.start();
+    try {
+      const job = await pgq.enqueue(sleepy, {});
+      const done = await pgq.waitForJob(job.id, { timeoutMs: 10_000 });
+      expect(done.state).toBe('failed');
+      expect(done.errors.at(-1)!.message).toMatch(/^snooze\.delayMs: must be a finite number from 0 to 1e13, got 100000000000000000$/);
+    } finally {
+      await worker.stop();
+    }
+  });
 });

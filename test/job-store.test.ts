@@ -90,6 +90,32 @@ describe('listing and counting', () => {
 });
 
 describe('actions', () => {
+  it('retryJob refuses a job whose uniqueKey another live job holds, naming it; retryJobs skips it and retries the rest', async () => {
+    const first = await pgq.enqueue(mail, { to: 'key@example.com' }, { uniqueKey: 'retry-key', queue: 'rk', delayMs: 60_000 });
+    await pgq.cancelJob(first.id);
+    const holder = await pgq.enqueue(mail, { to: 'key@example.com' }, { uniqueKey: 'retry-key', queue: 'rk', delayMs: 60_000 });
+    const other = await pgq.enqueue(mail, { to: 'other@example.com' }, { queue: 'rk', delayMs: 60_000 });
+    await pgq.cancelJob(other.id);
+    await expect(pgq.retryJob(first.id)).rejects.toMatchObject({ code: 'PGQ_NOT_RETRYABLE', message: expect.stringContaining(`job ${holder.id} holds its uniqueKey`) });
+    expect(await pgq.retryJobs({ queue: 'rk', state: 'cancelled' })).toBe(1);
+    expect((await pgq.getJob(first.id))!.state).toBe('cancelled');
+    expect((await pgq.getJob(other.id))!.state).toBe('available');
+    await pgq.cancelJobs({ queue: 'rk' });
+  });
+
+  it('retryJob runs a job cancelled as expired: its expiry, already past, no longer holds it back', async () => {
+    const job = await pgq.enqueue(mail, { to: 'late@example.com' }, { queue: 'expired-retry', expiresInMs: 60_000 });
+    await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = 'cancelled', finished_at = now(), expires_at = now() - interval '1 second' WHERE id = $1`, [job.id]);
+    expect(await pgq.retryJob(job.id)).toMatchObject({ state: 'available', expiresAt: null });
+    const worker = ctx.pgq({ tasks: [mail] }).worker({ queues: ['expired-retry'], pollIntervalMs: 50 });
+    await worker.start();
+    try {
+      expect((await pgq.waitForJob(job.id, { timeoutMs: 10_000 })).state).toBe('succeeded');
+    } finally {
+      await worker.stop();
+    }
+  });
+
   it('deletes one job, refuses a running one, and reports a missing one', async () => {
     const job = await pgq.enqueue(mail, { to: 'gone@example.com' }, { delayMs: 60_000 });
     expect(await pgq.deleteJob(job.id)).toBe(true);

@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { defineTask, chain, step, type JobContext, type Middleware, ValidationError } from '../src/index.js';
-import { until, useTestSchema } from './support/harness.js';
+import { deferred, until, useTestSchema } from './support/harness.js';
 
 const ctx = useTestSchema('middleware');
 
@@ -149,6 +149,63 @@ describe('middleware', () => {
     expect(failed.errors[0]!.message).toBe('blocked by guard');
     expect((await pgq.waitForJob(fine.id, { timeoutMs: 10_000 })).state).toBe('succeeded');
     await worker.stop();
+  });
+
+  it('attempt middleware that misuses next(): not awaited, the attempt still lasts as long as the handler and takes its error; called twice, the handler runs once', async () => {
+    const gate = deferred();
+    let runs = 0;
+    let settled = 0;
+    const slow = defineTask({
+      name: 'mw-slow',
+      queue: 'mw-misuse',
+      maxAttempts: 1,
+      schema: z.object({ throws: z.boolean() }),
+      handler: async ({ throws }) => {
+        runs += 1;
+        await gate.promise;
+        settled += 1;
+        if (throws) throw new Error('handler failed after the middleware returned');
+        return 'handler';
+      },
+    });
+    const pgq = await ctx.migrated({
+      tasks: [slow],
+      middleware: [{
+        async attempt(c, next) {
+          if (c.job.meta.twice === true) {
+            await next();
+            return next();
+          }
+          void next(); // not awaited
+          return 'middleware';
+        },
+      }],
+    });
+    const worker = pgq.worker({ queues: ['mw-misuse'], concurrency: 3, pollIntervalMs: 50 });
+    await worker.start();
+    try {
+      const ok = await pgq.enqueue(slow, { throws: false });
+      const bad = await pgq.enqueue(slow, { throws: true });
+      await until(() => runs === 2, { what: 'both handlers to start' });
+      await new Promise((r) => setTimeout(r, 300));
+      // The middleware returned long ago; the attempts still run (their slots taken, no outcome written).
+      expect((await pgq.getJob(ok.id))!.state).toBe('running');
+      expect(worker.runningJobs).toBe(2);
+      gate.resolve();
+      expect(await pgq.waitForJob(ok.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded', result: 'middleware' });
+      const failed = await pgq.waitForJob(bad.id, { timeoutMs: 10_000 });
+      expect(failed.state).toBe('failed');
+      expect(failed.errors[0]!.message).toBe('handler failed after the middleware returned');
+      const twice = await pgq.enqueue(slow, { throws: false }, { meta: { twice: true } });
+      const done = await pgq.waitForJob(twice.id, { timeoutMs: 10_000 });
+      expect(done.state).toBe('failed');
+      expect(done.errors[0]!.message).toMatch(/called next\(\) twice/);
+      expect(runs).toBe(3);
+      expect(settled).toBe(3);
+    } finally {
+      gate.resolve();
+      await worker.stop();
+    }
   });
 
   it('ctx.recordMeta: the keys are written with the outcome (success, failure, snooze); nothing recorded, nothing changed; a bad value fails the attempt', async () => {

@@ -7,6 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { ScheduleNotFoundError, ValidationError, defineTask, type ScheduleOptions } from '../src/index.js';
 import { Pruner } from '../src/maintenance/pruner.js';
+import { parseCron } from '../src/core/cron.js';
 import { until, useTestSchema } from './support/harness.js';
 import { jobsOf, manualClock, manualScheduler } from './support/schedules.js';
 
@@ -127,6 +128,12 @@ describe('schedule API', () => {
       [{ ...good, cron: 'every day' }, 'cron', /2 field\(s\)/],
       [{ ...good, cron: '@fortnightly' }, 'cron', /not a known macro/],
       [{ ...good, cron: '0 0 31 2 *' }, 'cron', /not a valid cron expression/],
+      // Hashed values fired at random times (parsed again, unseeded, for every tick).
+      [{ ...good, cron: 'H * * * *' }, 'cron', /uses H \(H\)/],
+      [{ ...good, cron: '0 H(0-5) * * *' }, 'cron', /uses H/],
+      [{ ...good, cron: '0,H/15 * * * *' }, 'cron', /uses H/],
+      // Valid, but longer than the schedules table keeps (a raw 23514 before).
+      [{ ...good, cron: `${Array.from({ length: 60 }, (_, i) => i).join(',')} ${Array.from({ length: 24 }, (_, i) => i).join(',')} * * *` }, 'cron', /at most 200/],
       [{ ...good, timezone: 'Mars/Olympus' }, 'timezone', /not a known IANA time zone/],
       [{ ...good, timezone: '' }, 'timezone', /IANA time zone/],
       [{ ...good, payload: { to: 'not-an-email' } }, 'payload.to', /email/i],
@@ -153,6 +160,8 @@ describe('schedule API', () => {
     }
     expect((await ctx.admin.query(`SELECT * FROM "${ctx.schema}".schedules`)).rows).toEqual(before);
     expect(await count('jobs')).toBe(0);
+    // Day names with an H in them are not hashed values.
+    expect(parseCron('0 9 * * THU,sat', 'UTC')).toBe('0 9 * * THU,sat');
 
     expect(() => pgq.worker({ schedules: [{ ...good, cron: '99 * * * *' }] })).toThrow(/worker\.schedules\[0\]\.cron/);
     expect(() => pgq.worker({ schedules: [good, { ...good, cron: '0 3 * * *' }] })).toThrow(/declared twice/);

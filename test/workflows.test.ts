@@ -12,6 +12,7 @@ import {
   chord,
   defineTask,
   group,
+  map,
   PermanentError,
   step,
   stepOutcome,
@@ -364,6 +365,21 @@ describe('deleting steps', () => {
     expect(await jobsOf(wf.id)).toEqual([]);
   });
 
+  it('refuses to delete a finished step a blocked dependent still waits on (its result is part of that input); bulk deletes skip it', async () => {
+    const wf = await pgq.enqueueWorkflow(chord(group([step(manual, { n: 1 }), step(manual, { n: 2 })]), step(manualSum)));
+    const [first, second, callback] = wf.steps.map((st) => st.id);
+    const settle = (id: string, result: number) =>
+      ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = 'succeeded', result = $2::jsonb, finished_at = now() WHERE id = $1`, [id, String(result)]);
+    await settle(first!, 100);
+    await expect(pgq.deleteJob(first!)).rejects.toMatchObject({ code: 'PGQ_WORKFLOW_STEP_LIVE', message: expect.stringMatching(/still wait \(blocked\)/) });
+    expect(await pgq.deleteJobs({ workflowId: wf.id, state: 'succeeded' })).toBe(0);
+    await settle(second!, 200);
+    // The callback got both results, in member order; now the parents may go.
+    expect((await pgq.getJob(callback!))!).toMatchObject({ state: 'available', payload: [100, 200] });
+    expect(await pgq.deleteJobs({ workflowId: wf.id, state: 'succeeded' })).toBe(2);
+    await pgq.cancelWorkflow(wf.id);
+  });
+
   it('one statement deleting jobs of two workflows takes their edges, and each workflow row once its last job is gone', async () => {
     const s = `"${ctx.schema}"`;
     const a = await pgq.enqueueWorkflow(chain(step(manual, { n: 1 }), step(double), step(double)));
@@ -434,6 +450,13 @@ describe('atomic enqueue', () => {
     ];
     const repeated = step(add, { a: 1, b: 1 });
     cases.push([() => pgq.enqueueWorkflow(group([repeated, repeated])), /appears twice/]);
+    // A sparse list: its holes were skipped, and the results no longer lined up with it.
+    const sparse = new Array<{ a: number; b: number }>(3);
+    sparse[1] = { a: 1, b: 1 };
+    cases.push([async () => pgq.enqueueWorkflow(map(add, sparse)), /^map\.payloads\[0\]: is a hole in a sparse array/]);
+    // Two unnamed steps of a task whose name is 199 characters: "<name>#1" is over the 200 a step name may have.
+    const longName = defineTask({ name: 'l'.repeat(199), schema: z.object({}), handler: () => 1 });
+    cases.push([() => pgq.enqueueWorkflow(group([step(longName, {}), step(longName, {})])), /^steps\[0\]\.name: "l+#1", the name given to an unnamed step/]);
     // A cycle through after(): x runs after y, which the chain places after x.
     const y = step(double).named('y');
     const x = step(sum).named('x').after(y);

@@ -113,13 +113,26 @@ export function parseCron(expression: unknown, timezone: string, field = 'cron')
       `${JSON.stringify(expression)} has ${fields.length} field(s); give 5 (minute hour day-of-month month day-of-week) or 6 (with seconds first)`,
     );
   }
+  // cron-parser's hashed values (`H`, `H(0-29)`, `H/5`) are random unless
+  // seeded, and pgq parses the expression again for every tick: refused
+  // rather than fired at random times.
+  const hashed = fields.find((f) => f.split(',').some((item) => /^H(\([^)]*\))?([/#]\d+)?$/i.test(item)));
+  if (hashed !== undefined) {
+    throw new ValidationError(field, `${JSON.stringify(expression)} uses H (${hashed}), a hashed value pgq does not support: write the minute, hour or day itself`);
+  }
   try {
     parser().parse(normalised, { tz: timezone, currentDate: new Date(0) }).next();
   } catch (err) {
     throw new ValidationError(field, `${JSON.stringify(expression)} is not a valid cron expression: ${err instanceof Error ? err.message : String(err)}`);
   }
+  // The schedules table keeps at most 200 characters.
+  if (normalised.length > MAX_CRON_LENGTH) {
+    throw new ValidationError(field, `is ${normalised.length} characters long; at most ${MAX_CRON_LENGTH} (use ranges and steps, e.g. "0-59/5")`);
+  }
   return normalised;
 }
+
+const MAX_CRON_LENGTH = 200;
 
 /** Parses `every`: milliseconds, or a duration such as `30s`, `5m`, `1h30m`, `1d`. At least 1 s. */
 export function parseEvery(every: unknown, field = 'every'): number {

@@ -104,8 +104,9 @@ export class SnoozeError extends PgqError {
   readonly delayMs: number;
 
   constructor(delayMs: number) {
-    if (!Number.isFinite(delayMs) || delayMs < 0) {
-      throw new ValidationError('snooze.delayMs', `must be a finite number >= 0, got ${String(delayMs)}`);
+    // At most 1e13 ms (about 317 years), as enqueue's delayMs: PostgreSQL refuses larger intervals, and the attempt would fail instead.
+    if (!Number.isFinite(delayMs) || delayMs < 0 || delayMs > 1e13) {
+      throw new ValidationError('snooze.delayMs', `must be a finite number from 0 to 1e13, got ${String(delayMs)}`);
     }
     super('PGQ_SNOOZE', `snoozed for ${delayMs} ms`);
     this.name = 'SnoozeError';

@@ -173,6 +173,10 @@ export class JobStore {
         const cancelling = before.state === 'running' && before.cancel_requested_at !== null ? ` (cancelled: it ends cancelled once its handler has settled, and can be retried then)` : '';
         throw new PgqError('PGQ_NOT_RETRYABLE', `job ${jobId} is ${before.state}${cancelling}; only failed, cancelled, retryable or scheduled jobs can be retried`);
       }
+      const holder = (await this.#uniqueKeyHolders(trx, [jobId])).get(jobId);
+      if (holder !== undefined) {
+        throw new PgqError('PGQ_NOT_RETRYABLE', `job ${jobId} cannot run again while job ${holder} holds its uniqueKey (one live job per task and key); retry it once that one has finished`);
+      }
       await this.deps.workflows.prepareRetry(trx, jobId);
       await this.#makeAvailable(trx, [jobId], [before.queue]);
       return trx.selectFrom('jobs').selectAll().where('id', '=', jobId).executeTakeFirstOrThrow();
@@ -193,6 +197,10 @@ export class JobStore {
         // Its dependents wait for it to finish: deleted, it would never finish.
         throw new PgqError('PGQ_WORKFLOW_STEP_LIVE', `job ${jobId} is a step of workflow ${before.workflow_id} that has not finished; cancel it first (its dependents are then cancelled or run, as their onParentFailure says), then delete it`);
       }
+      if (before.workflow_id !== null && (await this.#waitedOn(trx, [jobId])).size > 0) {
+        // Its result (or error) is part of the input a blocked dependent gets when its other parents finish.
+        throw new PgqError('PGQ_WORKFLOW_STEP_LIVE', `job ${jobId} is a step of workflow ${before.workflow_id} whose dependents still wait (blocked) for their other parents, and its result is part of their input; delete it once they have left blocked`);
+      }
       await trx.deleteFrom('jobs').where('id', '=', jobId).execute();
       return true;
     });
@@ -202,7 +210,9 @@ export class JobStore {
   async retryMany(filter: JobFilter): Promise<number> {
     return this.#bulk(filter, RETRYABLE_STATES, async (trx, rows) => {
       const ids: string[] = [];
+      const held = await this.#uniqueKeyHolders(trx, rows.map((row) => row.id));
       for (const row of rows) {
+        if (held.has(row.id)) continue; // retryJob would refuse it: another live job holds its uniqueKey
         if (row.workflow_id !== null) {
           try {
             await this.deps.workflows.prepareRetry(trx, row.id);
@@ -227,10 +237,12 @@ export class JobStore {
     });
   }
 
-  /** Deletes every matching job that is not running; workflow steps that have not finished are skipped (delete would refuse them). */
+  /** Deletes every matching job that is not running; workflow steps that have not finished, or that a blocked dependent still waits on, are skipped (delete would refuse them). */
   async deleteMany(filter: JobFilter): Promise<number> {
     return this.#bulk(filter, DELETABLE_STATES, async (trx, rows) => {
-      const ids = rows.filter((r) => r.workflow_id === null || FINAL_STATES.includes(r.state)).map((r) => r.id);
+      const steps = rows.filter((r) => r.workflow_id !== null && FINAL_STATES.includes(r.state)).map((r) => r.id);
+      const waitedOn = await this.#waitedOn(trx, steps);
+      const ids = rows.filter((r) => (r.workflow_id === null || FINAL_STATES.includes(r.state)) && !waitedOn.has(r.id)).map((r) => r.id);
       if (ids.length === 0) return 0;
       await trx.deleteFrom('jobs').where(sql<boolean>`id = ANY(${ids}::bigint[])`).execute();
       return ids.length;
@@ -276,12 +288,47 @@ export class JobStore {
     }
   }
 
+  /** Of these jobs, those whose uniqueKey another live job holds (made live again, they would break the key's uniqueness): id → that job's id. */
+  async #uniqueKeyHolders(trx: Trx, ids: string[]): Promise<Map<string, string>> {
+    if (ids.length === 0) return new Map();
+    const rows = await trx
+      .selectFrom('jobs as j')
+      .innerJoin('jobs as o', (join) => join.onRef('o.task', '=', 'j.task').onRef('o.unique_key', '=', 'j.unique_key').onRef('o.id', '<>', 'j.id'))
+      .select([sql<string>`j.id::text`.as('id'), sql<string>`o.id::text`.as('holder')])
+      .where(sql<boolean>`j.id = ANY(${ids}::bigint[])`)
+      .where('j.unique_key', 'is not', null)
+      .where('o.state', 'in', [...LIVE_STATES])
+      .execute();
+    return new Map(rows.map((r) => [r.id, r.holder]));
+  }
+
+  /** Of these finished workflow jobs, those a blocked dependent still waits on (their results are part of its input). */
+  async #waitedOn(trx: Trx, ids: string[]): Promise<Set<string>> {
+    if (ids.length === 0) return new Set();
+    const rows = await trx
+      .selectFrom('job_dependencies as d')
+      .innerJoin('jobs as c', 'c.id', 'd.child_id')
+      .select(sql<string>`d.parent_id::text`.as('id'))
+      .distinct()
+      .where(sql<boolean>`d.parent_id = ANY(${ids}::bigint[])`)
+      .where('c.state', '=', 'blocked')
+      .execute();
+    return new Set(rows.map((r) => r.id));
+  }
+
   /** Makes locked jobs available now with at least one more attempt, and wakes their queues' workers. */
   async #makeAvailable(trx: Trx, ids: string[], queues: string[]): Promise<void> {
     if (ids.length === 0) return;
     await trx
       .updateTable('jobs')
-      .set({ state: 'available', run_at: sql`now()`, finished_at: null, max_attempts: sql`greatest(max_attempts, attempts + 1)` })
+      .set({
+        state: 'available',
+        run_at: sql`now()`,
+        finished_at: null,
+        max_attempts: sql`greatest(max_attempts, attempts + 1)`,
+        // "Runs again now": an expiry already past (the job was cancelled as expired) no longer holds it back.
+        expires_at: sql`CASE WHEN expires_at <= now() THEN NULL ELSE expires_at END`,
+      })
       .where(sql<boolean>`id = ANY(${ids}::bigint[])`)
       .execute();
     for (const queue of new Set(queues)) await sql`SELECT pg_notify(${this.deps.channels.jobs}, ${queue})`.execute(trx);

@@ -194,6 +194,9 @@ class Layout {
   }
 }
 
+/** At most this long (the jobs table's workflow_step). */
+const MAX_STEP_NAME = 200;
+
 /** Given names, else the task's name — `task#n` (1-based, in placement order) when the task has several unnamed steps. */
 function stepNames(placed: readonly Placed[]): string[] {
   const unnamed = new Map<string, number>();
@@ -209,7 +212,11 @@ function stepNames(placed: readonly Placed[]): string[] {
     if (unnamed.get(task) === 1) return task;
     const n = (seen.get(task) ?? 0) + 1;
     seen.set(task, n);
-    return `${task}#${n}`;
+    const name = `${task}#${n}`;
+    if (name.length > MAX_STEP_NAME) {
+      throw new ValidationError(`steps[${i}].name`, `${JSON.stringify(name)}, the name given to an unnamed step of a task with a long name, is over ${MAX_STEP_NAME} characters; name the step with .named()`);
+    }
+    return name;
   });
   const used = new Set<string>();
   for (const name of names) {

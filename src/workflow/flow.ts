@@ -346,6 +346,10 @@ export function chunks<T extends AnyTask>(
 function listOf(value: unknown, field: string, what: string): readonly unknown[] {
   if (!Array.isArray(value)) throw new ValidationError(field, `must be an array of ${what}, got ${describeValue(value)}`);
   if (value.length === 0) throw new ValidationError(field, `is empty; a group needs at least one job`);
+  // A hole (new Array(n) filled in part) would be skipped, and the results would no longer line up with the list.
+  for (let i = 0; i < value.length; i += 1) {
+    if (!(i in value)) throw new ValidationError(`${field}[${i}]`, `is a hole in a sparse array; give every ${what.replace(/s$/, '')}`);
+  }
   return value;
 }
 
