@@ -240,6 +240,44 @@ describe('cancelling a running job', () => {
     for (let i = 1; i < sorted.length; i += 1) expect(sorted[i]!.start, `attempt ${i} starts after the one before ended`).toBeGreaterThanOrEqual(sorted[i - 1]!.end);
   });
 
+  it('reaches a handler on a worker that does not listen (listen: false): its signal aborts within about a second', async () => {
+    let abortedAfterMs = -1;
+    const started = deferred();
+    const patient = defineTask({
+      name: 'patient',
+      queue: 'no-listen',
+      schema: z.object({}),
+      handler: async (_p, c) => {
+        started.resolve();
+        const t0 = performance.now();
+        await new Promise<void>((resolve) => {
+          const done = setTimeout(resolve, 20_000);
+          c.signal.addEventListener('abort', () => {
+            clearTimeout(done);
+            abortedAfterMs = performance.now() - t0;
+            resolve();
+          });
+        });
+        c.signal.throwIfAborted();
+      },
+    });
+    const deaf = ctx.pgq({ tasks: [patient], listen: false });
+    await deaf.migrate();
+    const worker = deaf.worker({ queues: ['no-listen'], pollIntervalMs: 200 });
+    await worker.start();
+    try {
+      const job = await pgq.enqueue(patient, {});
+      await started.promise;
+      await pgq.cancelJob(job.id);
+      const done = await pgq.waitForJob(job.id, { timeoutMs: 15_000 });
+      expect(done.state).toBe('cancelled');
+      expect(abortedAfterMs).toBeGreaterThan(0);
+      expect(abortedAfterMs).toBeLessThan(10_000);
+    } finally {
+      await worker.stop();
+    }
+  });
+
   it('a give-back of a job not yet started, or a rescue, ends a job whose cancel was asked for cancelled (the statements, on their own)', async () => {
     const pgq = await ctx.migrated({ tasks: [mail] });
     const statements = createStatements(ctx.schema);

@@ -475,6 +475,12 @@ export function createStatements(schema: string) {
 
   const deregisterWorker = `DELETE FROM ${workers} WHERE id = $1`;
 
+  // The jobs this worker holds whose cancel was asked for: read when the
+  // cancel channel may have been missed (listen: false, LISTEN down).
+  const cancelRequested = `
+    SELECT id::text AS id FROM ${jobs}
+     WHERE state = 'running' AND worker_id = $1 AND cancel_requested_at IS NOT NULL`;
+
   // Renews the lease from the worker's own rescueAfterMs. No row: the lease
   // was lost (the rescuer removed it).
   const renewLease = `
@@ -601,6 +607,12 @@ export function createStatements(schema: string) {
 
     /** JobReleaseHeld's text (run by the lease thread): $1 the worker id, $2 the ids, $3 the last claim taken in (epoch µs) when one is in flight; one row: `n` given back, `held` of them from $2. */
     releaseHeldText: releaseHeld,
+
+    /** Ids of the running jobs of `workerId` whose cancel was asked for. */
+    async cancelRequested(db: Queryable, p: { workerId: string }): Promise<string[]> {
+      const rows = await db.query<{ id: string }>({ name: name('cancel_requested'), text: cancelRequested, values: [p.workerId] });
+      return rows.map((r) => r.id);
+    },
 
     /** WorkerRenewLease: pushes the lease out by the worker's rescueAfterMs; null when the lease was lost. */
     renewLeaseStatement(p: RenewLeaseParams): Statement {

@@ -129,6 +129,11 @@ export class Producer extends LoopService {
    * holds, then claim.
    */
   reconnected(): void {
+    this.reconcileSoon();
+  }
+
+  /** Before the next claim, give back the rows marked running for this worker that it does not hold (releaseOrphans). */
+  reconcileSoon(): void {
     this.#needsReconcile = true;
     this.wake();
   }

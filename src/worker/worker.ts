@@ -110,6 +110,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   #unsubscribe: (() => Promise<void>)[] = [];
   #reconciling: Promise<void> | undefined;
   #loopLagMs = 0;
+  /** A cancel may have been sent while this worker did not listen (its LISTEN connection was down): look in the database. */
+  #missedCancels = false;
   #stallTasks: Record<string, number> = {};
   #health: HealthProbe | undefined;
 
@@ -318,10 +320,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
           if (queues.has(queue)) this.#producer.wake();
         }),
         await listener.subscribe(channels.cancel, (id) => {
-          if (!this.#producer.cancelBuffered(id)) this.#executor.abort(id, new JobCancelledError(id));
+          this.#cancelled(id);
         }),
       );
-      const offConnect = listener.onConnect(() => this.#producer.reconnected());
+      const offConnect = listener.onConnect(() => {
+        this.#producer.reconnected();
+        this.#missedCancels = true; // a cancel sent while it was down was not heard
+      });
       this.#unsubscribe.push(async () => void offConnect());
       // Listening is a latency hint: start without it rather than wait for it.
       await listener.ready(this.options.pollIntervalMs);
@@ -343,12 +348,55 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (failed) throw failed.reason;
     await this.#lease.register();
     await this.#producer.start();
+    const watching = new AbortController();
+    const watch = this.#watchCancels(watching.signal);
+    this.#unsubscribe.push(async () => {
+      watching.abort();
+      await watch;
+    });
     await this.#leader?.start();
     this.#state = 'running';
     this.#logger.info(
       { queues: this.options.queues, concurrency: this.options.concurrency, tasks: tasks.names() },
       'pgq worker started',
     );
+  }
+
+  /**
+   * `cancelJob` asked job `id` to stop: a buffered job is given back (it
+   * ends cancelled); a running attempt's signal aborts; an attempt waiting
+   * for an earlier one of its job is dropped, and the next reconcile gives
+   * its row back (it ends cancelled too).
+   */
+  #cancelled(id: string): void {
+    if (this.#producer.cancelBuffered(id)) return;
+    if (this.#executor.abort(id, new JobCancelledError(id))) this.#producer.reconcileSoon();
+  }
+
+  /**
+   * Cancels this worker did not hear: with `listen: false`, or while its
+   * LISTEN connection was down, `cancelJob`'s notification never arrives.
+   * The jobs it holds whose cancel was asked for are read from the database
+   * then (every poll interval, at least every second, while not listening;
+   * once after each reconnect), and treated as the notification would have:
+   * a buffered job is given back (and ends cancelled), a running one's
+   * signal aborts.
+   */
+  async #watchCancels(signal: AbortSignal): Promise<void> {
+    const { listener, statements, db } = this.#deps;
+    while (!signal.aborted) {
+      await sleep(Math.max(this.options.pollIntervalMs, 1_000), signal);
+      if (signal.aborted) return;
+      if (listener.connected && !this.#missedCancels) continue;
+      this.#missedCancels = false;
+      if (this.#executor.runningCount === 0 && this.#producer.bufferedIds().length === 0) continue;
+      try {
+        for (const id of await statements.cancelRequested(db, { workerId: this.#lease.workerId })) this.#cancelled(id);
+      } catch (err) {
+        this.#missedCancels = true;
+        this.#logger.debug({ err: errorSummary(err) }, `pgq could not look up cancelled jobs: ${errorMessage(err)}`);
+      }
+    }
   }
 
   /**
