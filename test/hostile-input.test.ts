@@ -196,4 +196,21 @@ describe('hostile input', () => {
       await worker.stop();
     }
   });
+
+  it('a result that cannot be stored fails the job for good, not again and again (the handler did its work each time)', async () => {
+    let runs = 0;
+    const big = defineTask({ name: 'hostile-result', schema: z.object({}), maxAttempts: 3, backoff: { baseMs: 10 }, handler: () => ((runs += 1), { n: 1n }) });
+    const pgq = await ctx.migrated({ tasks: [big] });
+    const worker = pgq.worker({ concurrency: 1, pollIntervalMs: 50 });
+    await worker.start();
+    try {
+      const job = await pgq.enqueue(big, {});
+      const done = await pgq.waitForJob(job.id, { timeoutMs: 10_000 });
+      expect(done).toMatchObject({ state: 'failed', attempts: 1 });
+      expect(done.errors[0]!.message).toMatch(/^the handler succeeded, but its result cannot be stored: result\.n: .*BigInt/);
+      expect(runs).toBe(1);
+    } finally {
+      await worker.stop();
+    }
+  });
 });

@@ -503,7 +503,8 @@ export class Executor {
     try {
       return { kind: 'complete', id: job.id, attempt: job.attempts, result: toJsonText(settled.value, 'result', this.config.maxResultBytes) };
     } catch (err) {
-      return this.#failure(job, task, err);
+      // The handler did its work: another attempt would do it again and return the same. Failed for good.
+      return this.#failure(job, task, new PermanentError(`the handler succeeded, but its result cannot be stored: ${errorMessage(err)}`, { cause: err }));
     }
   }
 
