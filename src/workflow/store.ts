@@ -55,7 +55,7 @@ export interface WorkflowStepRecord extends JobRecord {
   workflowId: string;
   /** Ids of the jobs it waits on: its input parents in input order, then those that only order it. */
   dependsOn: string[];
-  /** Parents not yet settled (0 once it left `blocked`). */
+  /** Parents not yet settled (0 once it left `blocked` by its parents' settling; a step cancelled while blocked keeps its count). */
   pendingParents: number;
   /** What a parent's failure does to it; null for a step without parents. */
   onParentFailure: 'cancel' | 'run' | null;
