@@ -7,6 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
+import pg from 'pg';
 import { chain, defineTask, JobNotFoundError, PermanentError, step, ValidationError, type Pgq } from '../src/index.js';
 import { ProgressWriter } from '../src/worker/progress.js';
 import { Pruner } from '../src/maintenance/pruner.js';
@@ -224,6 +225,8 @@ describe('cancelling a running job', () => {
       await expect(a.retryJob(first.id)).rejects.toMatchObject({ code: 'PGQ_NOT_RETRYABLE', message: expect.stringMatching(/ends cancelled once its handler has settled/) });
       await expect(a.deleteJob(first.id)).rejects.toMatchObject({ code: 'PGQ_JOB_RUNNING' });
       expect(await a.retryJobs({ queue: 'one-at-a-time' })).toBe(0);
+      // Asked once already: a bulk cancel does not count it again.
+      expect(await a.cancelJobs({ queue: 'one-at-a-time', state: 'running' })).toBe(0);
 
       const cancelled = await a.waitForJob(first.id, { timeoutMs: 10_000 });
       expect(cancelled).toMatchObject({ state: 'cancelled', attempts: 1, cancelRequestedAt: null, finishedAt: expect.any(Date) });
@@ -238,6 +241,42 @@ describe('cancelling a running job', () => {
     const sorted = [...ledger].sort((x, y) => x.start - y.start);
     expect(sorted.map((r) => r.attempt)).toEqual([1, 1, 2]);
     for (let i = 1; i < sorted.length; i += 1) expect(sorted[i]!.start, `attempt ${i} starts after the one before ended`).toBeGreaterThanOrEqual(sorted[i - 1]!.end);
+  });
+
+  it('an attempt waiting behind an earlier one of its job (rescued from this worker, claimed again by it) is given back when cancelled: the job ends cancelled', async () => {
+    const started = deferred();
+    const lingering = defineTask({
+      name: 'lingering',
+      queue: 'rescued-here',
+      schema: z.object({}),
+      handler: async (_p, c) => {
+        started.resolve();
+        await new Promise<void>((resolve) => {
+          const done = setTimeout(resolve, 8_000);
+          c.signal.addEventListener('abort', () => {
+            clearTimeout(done);
+            setTimeout(resolve, 500);
+          });
+        });
+        c.signal.throwIfAborted();
+      },
+    });
+    const own = ctx.pgq({ tasks: [lingering] });
+    await own.migrate();
+    const worker = own.worker({ queues: ['rescued-here'], concurrency: 2, pollIntervalMs: 50, leader: false });
+    await worker.start();
+    try {
+      const job = await own.enqueue(lingering, {});
+      await started.promise;
+      // What the rescuer does when this worker's lease has lapsed while the handler still runs here.
+      await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = 'available', run_at = now() WHERE id = $1`, [job.id]);
+      await until(async () => (await own.getJob(job.id))?.attempts === 2, { what: 'the same worker to claim it again' });
+      await own.cancelJob(job.id);
+      const done = await own.waitForJob(job.id, { timeoutMs: 5_000 });
+      expect(done).toMatchObject({ state: 'cancelled', cancelRequestedAt: null });
+    } finally {
+      await worker.stop();
+    }
   });
 
   it('reaches a handler on a worker that does not listen (listen: false): its signal aborts within about a second', async () => {
@@ -289,8 +328,18 @@ describe('cancelling a running job', () => {
       `UPDATE ${jobs} SET state = 'running', attempts = 1, worker_id = 'w-cancel', started_at = now(), cancel_requested_at = now() WHERE id = ANY($1::bigint[])`,
       [[held!.id, orphan!.id]],
     );
-    await statements.releaseUnstarted(db, { workerId: 'w-cancel', ids: [held!.id] });
-    expect(await pgq.getJob(held!.id)).toMatchObject({ state: 'cancelled', attempts: 0, cancelRequestedAt: null, finishedAt: expect.any(Date) });
+    // Its waiters are told, as for any job that ends.
+    const listening = new pg.Client({ connectionString: ctx.url });
+    await listening.connect();
+    try {
+      const heard = new Promise<string>((resolve) => listening.on('notification', (n) => resolve(n.payload ?? '')));
+      await listening.query(`LISTEN "pgq:${ctx.schema}:done"`);
+      await statements.releaseUnstarted(db, { workerId: 'w-cancel', ids: [held!.id] });
+      expect(await pgq.getJob(held!.id)).toMatchObject({ state: 'cancelled', attempts: 0, cancelRequestedAt: null, finishedAt: expect.any(Date) });
+      expect((await heard).split(',')).toContain(held!.id);
+    } finally {
+      await listening.end();
+    }
     const rescued = await statements.rescueJobs(db, { legacyRescueAfterMs: 1_000, now: null });
     expect(rescued).toEqual([expect.objectContaining({ id: orphan!.id, state: 'cancelled' })]);
     expect(await pgq.getJob(orphan!.id)).toMatchObject({ state: 'cancelled', attempts: 1, cancelRequestedAt: null, finishedAt: expect.any(Date) });

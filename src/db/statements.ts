@@ -234,7 +234,7 @@ export function createStatements(schema: string) {
   const notifyQueues = `SELECT pg_notify('${channels.jobs}', q) FROM unnest($1::text[]) AS q`;
 
   const getLiveByUniqueKey = `
-    SELECT ${jcols}
+    SELECT ${jcols}, j.cancel_requested_at
       FROM ${jobs} j JOIN unnest($1::text[], $2::text[]) AS k(task, unique_key)
         ON j.task = k.task AND j.unique_key = k.unique_key
      WHERE j.state IN ${liveStates}`;
@@ -430,18 +430,29 @@ export function createStatements(schema: string) {
   // Rows marked running for this worker that it does not hold: a claim whose
   // reply was lost with the connection. The handler never ran, so the attempt
   // is given back and the job is due again at once.
+  // A give-back that ended jobs cancelled settles them like any outcome:
+  // their workflow dependents locked first, their waiters told.
+  const settleCancelled = (from: string): string => `${lockDependents('NULL', `ARRAY(SELECT id FROM ${from} WHERE state = 'cancelled' AND workflow_id IS NOT NULL)`)},
+    notified AS (${notifyDone(`(SELECT id FROM ${from} WHERE state = 'cancelled') AS c`)})`;
   const releaseOrphans = `
-    UPDATE ${jobs}
-       SET ${giveBack}
-     WHERE state = 'running' AND worker_id = $1 AND id <> ALL($2::bigint[])
-    RETURNING id`;
+    WITH released AS (
+      UPDATE ${jobs}
+         SET ${giveBack}
+       WHERE state = 'running' AND worker_id = $1 AND id <> ALL($2::bigint[])
+      RETURNING id, state, workflow_id
+    ), ${settleCancelled('released')}
+    SELECT id FROM released, (SELECT count(*) FROM notified) AS n, (SELECT count(*) FROM locked) AS l`;
 
   // Prefetched jobs a stopping worker never started: available again, the
   // attempt given back (no handler ran).
   const releaseUnstarted = `
-    UPDATE ${jobs}
-       SET ${giveBack}
-     WHERE id = ANY($2::bigint[]) AND state = 'running' AND worker_id = $1`;
+    WITH released AS (
+      UPDATE ${jobs}
+         SET ${giveBack}
+       WHERE id = ANY($2::bigint[]) AND state = 'running' AND worker_id = $1
+      RETURNING id, state, workflow_id
+    ), ${settleCancelled('released')}
+    SELECT (SELECT count(*) FROM notified) AS n, (SELECT count(*) FROM locked) AS l`;
 
   // The same give-back, run by the lease thread while the worker's event
   // loop is blocked (held-jobs.ts): the held ids ($2), and with $3 (a claim
@@ -455,13 +466,14 @@ export function createStatements(schema: string) {
        WHERE worker_id = $1 AND state = 'running'
          AND (id = ANY($2::bigint[])
               OR ($3::int8 IS NOT NULL AND started_at > 'epoch'::timestamptz + $3::int8 * interval '1 microsecond'))
-      RETURNING id, queue
-    ), notified AS (
-      SELECT pg_notify('${channels.jobs}', q.queue) FROM (SELECT DISTINCT queue FROM released) AS q
-    )
+      RETURNING id, queue, state, workflow_id
+    ), woken AS (
+      SELECT pg_notify('${channels.jobs}', q.queue) FROM (SELECT DISTINCT queue FROM released WHERE state = 'available') AS q
+    ), ${settleCancelled('released')}
     SELECT (SELECT count(*)::int FROM released) AS n,
            (SELECT count(*)::int FROM released WHERE id = ANY($2::bigint[])) AS held,
-           (SELECT count(*)::int FROM notified) AS queues`;
+           (SELECT count(*)::int FROM woken) AS queues,
+           (SELECT count(*) FROM notified) AS done, (SELECT count(*) FROM locked) AS l`;
 
   // A worker registers once per lease; an id whose row exists is refused
   // (two live workers never share an id, and a lost lease is never quietly

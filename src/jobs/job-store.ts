@@ -230,7 +230,9 @@ export class JobStore {
 
   /** Cancels every matching job that is not final; running handlers see their signal abort. */
   async cancelMany(filter: JobFilter): Promise<number> {
-    return this.#bulk(filter, LIVE_STATES, async (trx, rows) => {
+    return this.#bulk(filter, LIVE_STATES, async (trx, all) => {
+      // A running job whose cancel was asked for already is not counted again.
+      const rows = all.filter((row) => row.cancel_requested_at === null);
       await this.deps.workflows.lockDependents(trx, rows.map((row) => row.id));
       await cancelLockedJobs(trx, this.deps.channels, rows);
       return rows.length;
@@ -253,7 +255,7 @@ export class JobStore {
   async #bulk(
     filter: JobFilter,
     states: readonly JobState[],
-    apply: (trx: Trx, rows: { id: string; state: JobState; queue: string; workflow_id: string | null }[]) => Promise<number>,
+    apply: (trx: Trx, rows: { id: string; state: JobState; queue: string; workflow_id: string | null; cancel_requested_at: Date | null }[]) => Promise<number>,
   ): Promise<number> {
     validateJobFilter(filter);
     const wanted = filter.state === undefined ? states : (Array.isArray(filter.state) ? filter.state : [filter.state]).filter((s) => states.includes(s));
@@ -274,7 +276,7 @@ export class JobStore {
         // The filter is checked again on each row as it is locked.
         const rows = await trx
           .selectFrom('jobs')
-          .select(['id', 'state', 'queue', 'workflow_id'])
+          .select(['id', 'state', 'queue', 'workflow_id', 'cancel_requested_at'])
           .where(sql<boolean>`id = ANY(${batch}::bigint[])`)
           .where(matching)
           .orderBy('id')

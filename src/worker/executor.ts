@@ -334,6 +334,16 @@ export class Executor {
     for (const waiting of this.#waiting.values()) waiting.reason ??= reason;
   }
 
+  /** The attempt of job `id` waiting for an earlier attempt of its job, taken out (cancelled: it is given back). */
+  takeWaitingOf(id: string): ClaimedJob | undefined {
+    const waiting = this.#waiting.get(id);
+    if (!waiting) return undefined;
+    this.#waiting.delete(id);
+    this.#checkIdle();
+    for (const listener of this.#slotListeners) listener();
+    return waiting.job;
+  }
+
   /**
    * The attempts waiting for an earlier attempt of their job, taken out (a
    * stopping worker gives them back: they never started).
@@ -416,6 +426,7 @@ export class Executor {
     if (written.state === 'cancelled') {
       // cancelJob asked while it ran: whatever the attempt ended with, the job ended cancelled.
       const reason = 'the job was cancelled while this attempt ran (cancelJob); it ended cancelled';
+      this.logger.info({ jobId: job.id, task: job.task, attempt: job.attempts, outcome: outcome.kind }, `pgq job ${job.id} ended cancelled (its ${outcome.kind} did not stand): ${reason}`);
       this.#emit('job:discarded', job, outcome.kind, reason);
       return;
     }

@@ -129,11 +129,6 @@ export class Producer extends LoopService {
    * holds, then claim.
    */
   reconnected(): void {
-    this.reconcileSoon();
-  }
-
-  /** Before the next claim, give back the rows marked running for this worker that it does not hold (releaseOrphans). */
-  reconcileSoon(): void {
     this.#needsReconcile = true;
     this.wake();
   }
@@ -170,13 +165,20 @@ export class Producer extends LoopService {
   }
 
   /**
-   * A buffered job whose cancel was asked for: dropped and given back, which
-   * ends it cancelled (cancelLockedJobs); true when it was buffered.
+   * A job whose cancel was asked for, if this worker holds it without having
+   * started it (buffered, or waiting behind an earlier attempt of its job):
+   * taken out and given back, which ends it cancelled (cancelLockedJobs);
+   * true when it was.
    */
-  cancelBuffered(id: string): boolean {
-    const held = this.held.items().find((h) => h.job.id === id);
-    if (!held || !this.held.drop(id)) return false;
-    void this.#release([held], 'cancelled');
+  cancelUnstarted(id: string): boolean {
+    const buffered = this.held.items().find((h) => h.job.id === id);
+    if (buffered && this.held.drop(id)) {
+      void this.#release([buffered], 'cancelled');
+      return true;
+    }
+    const waiting = this.executor.takeWaitingOf(id);
+    if (!waiting) return false;
+    void this.#release([{ job: waiting, heldAt: 0 }], 'cancelled');
     return true;
   }
 

@@ -363,14 +363,16 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   /**
-   * `cancelJob` asked job `id` to stop: a buffered job is given back (it
-   * ends cancelled); a running attempt's signal aborts; an attempt waiting
-   * for an earlier one of its job is dropped, and the next reconcile gives
-   * its row back (it ends cancelled too).
+   * `cancelJob` asked job `id` to stop: a job not started yet is given
+   * back (it ends cancelled); a running attempt's signal aborts.
    */
   #cancelled(id: string): void {
-    if (this.#producer.cancelBuffered(id)) return;
-    if (this.#executor.abort(id, new JobCancelledError(id))) this.#producer.reconcileSoon();
+    // An attempt this worker holds without having started it goes back (it
+    // ends cancelled); one waiting behind an earlier attempt of the job goes
+    // back too, and that earlier attempt (rescued from here, its outcome
+    // will be discarded) is signalled with the running ones.
+    this.#producer.cancelUnstarted(id);
+    this.#executor.abort(id, new JobCancelledError(id));
   }
 
   /**

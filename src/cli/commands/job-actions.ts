@@ -38,7 +38,8 @@ export function registerJobActions(program: Command, rt: CliRuntime): void {
       }
       if (hasFilter(filter)) throw new PgqError('PGQ_USAGE', 'give a job id or filter flags, not both');
       const job = await pgq.cancelJob(id);
-      rt.out(rt.json ? json(job) : `job ${job.id} ${stateSentence(job.state)}`);
+      const cancelling = job.state === 'running' && job.cancelRequestedAt !== null;
+      rt.out(rt.json ? json(job) : cancelling ? `job ${job.id} is running; its handler was told to stop, and the job ends cancelled once it has` : `job ${job.id} ${stateSentence(job.state)}`);
     });
   });
 }
