@@ -317,6 +317,18 @@ describe('cancelling a running job', () => {
     }
   });
 
+  it('a request left on a job no longer running (a worker from before the request existed retried it) does not hide it from cancelJobs, and a retry clears it', async () => {
+    const pgq = await ctx.migrated({ tasks: [mail] });
+    const [left, retried] = await pgq.enqueueMany(mail, [{ to: 'left@x.co' }, { to: 'retried@x.co' }], { queue: 'left-over', delayMs: 60_000 });
+    await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET cancel_requested_at = now() WHERE id = ANY($1::bigint[])`, [[left!.id, retried!.id]]);
+    expect(await pgq.cancelJobs({ queue: 'left-over', task: 'mail', payload: { contains: { to: 'left@x.co' } } })).toBe(1);
+    expect((await pgq.getJob(left!.id))!.state).toBe('cancelled');
+    await pgq.cancelJob(retried!.id);
+    await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET cancel_requested_at = now() WHERE id = $1`, [retried!.id]);
+    expect(await pgq.retryJob(retried!.id)).toMatchObject({ state: 'available', cancelRequestedAt: null });
+    await pgq.cancelJobs({ queue: 'left-over' });
+  });
+
   it('a give-back of a job not yet started, or a rescue, ends a job whose cancel was asked for cancelled (the statements, on their own)', async () => {
     const pgq = await ctx.migrated({ tasks: [mail] });
     const statements = createStatements(ctx.schema);

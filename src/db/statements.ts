@@ -257,7 +257,7 @@ export function createStatements(schema: string) {
   const notPaused = (queue: string): string => `NOT EXISTS (SELECT 1 FROM ${queues} WHERE name = ${queue} AND paused)`;
   const claimUpdate = `
     UPDATE ${jobs} j
-       SET state = 'running', attempts = j.attempts + 1, started_at = now(), worker_id = $4
+       SET state = 'running', attempts = j.attempts + 1, started_at = now(), worker_id = $4, cancel_requested_at = NULL
      WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING ${CLAIM_COLUMNS}`;
 

@@ -232,7 +232,7 @@ export class JobStore {
   async cancelMany(filter: JobFilter): Promise<number> {
     return this.#bulk(filter, LIVE_STATES, async (trx, all) => {
       // A running job whose cancel was asked for already is not counted again.
-      const rows = all.filter((row) => row.cancel_requested_at === null);
+      const rows = all.filter((row) => !(row.state === 'running' && row.cancel_requested_at !== null));
       await this.deps.workflows.lockDependents(trx, rows.map((row) => row.id));
       await cancelLockedJobs(trx, this.deps.channels, rows);
       return rows.length;
@@ -328,6 +328,7 @@ export class JobStore {
         run_at: sql`now()`,
         finished_at: null,
         max_attempts: sql`greatest(max_attempts, attempts + 1)`,
+        cancel_requested_at: null,
         // "Runs again now": an expiry already past (the job was cancelled as expired) no longer holds it back.
         expires_at: sql`CASE WHEN expires_at <= now() THEN NULL ELSE expires_at END`,
       })

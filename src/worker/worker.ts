@@ -371,8 +371,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
     // ends cancelled); one waiting behind an earlier attempt of the job goes
     // back too, and that earlier attempt (rescued from here, its outcome
     // will be discarded) is signalled with the running ones.
-    this.#producer.cancelUnstarted(id);
-    this.#executor.abort(id, new JobCancelledError(id));
+    const held = this.#producer.cancelUnstarted(id);
+    // Not here (yet?): a claim whose reply is still on its way may hold it.
+    // The database says, on the watch's next turn.
+    if (!this.#executor.abort(id, new JobCancelledError(id)) && !held) this.#missedCancels = true;
   }
 
   /**
