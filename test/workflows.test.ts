@@ -328,9 +328,10 @@ describe('cancellation', () => {
     await running.promise;
     const cancelling = await pgq.cancelWorkflow(wf.id);
     // The running step stays running, held by its worker, until its handler
-    // has stopped; the steps that had not started are cancelled at once.
-    expect(cancelling.state).toBe('running');
-    expect(cancelling.steps.map((s) => s.state)).toEqual(['succeeded', 'running', expect.stringMatching(/succeeded|cancelled/), 'cancelled']);
+    // has stopped (this one stops at once: it may have by now); the steps
+    // that had not started are cancelled at once.
+    expect(cancelling.state).toMatch(/^(running|cancelled)$/);
+    expect(cancelling.steps.map((s) => s.state)).toEqual(['succeeded', expect.stringMatching(/^(running|cancelled)$/), expect.stringMatching(/succeeded|cancelled/), 'cancelled']);
     await until(async () => worker.runningJobs === 0, { what: 'the hanging handler to stop' });
     const cancelled = await pgq.waitForWorkflow(wf.id);
     expect(cancelled.state).toBe('cancelled');
