@@ -194,12 +194,13 @@ describe('cancelling a running job', () => {
         const row = { id: c.job.id, attempt: c.job.attempts, start: performance.now(), end: Infinity };
         ledger.push(row);
         try {
-          // Stops 800 ms after its signal, or after 1.5 s without one.
+          // Stops 2 s after its signal (long enough for the calls below on a
+          // busy machine), or after 1.5 s without one.
           await new Promise<void>((resolve) => {
             const done = setTimeout(resolve, 1_500);
             c.signal.addEventListener('abort', () => {
               clearTimeout(done);
-              setTimeout(resolve, 800);
+              setTimeout(resolve, 2_000);
             });
           });
           if (c.signal.aborted) throw c.signal.reason;
@@ -272,7 +273,7 @@ describe('cancelling a running job', () => {
       await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = 'available', run_at = now() WHERE id = $1`, [job.id]);
       await until(async () => (await own.getJob(job.id))?.attempts === 2, { what: 'the same worker to claim it again' });
       await own.cancelJob(job.id);
-      const done = await own.waitForJob(job.id, { timeoutMs: 5_000 });
+      const done = await own.waitForJob(job.id, { timeoutMs: 15_000 });
       expect(done).toMatchObject({ state: 'cancelled', cancelRequestedAt: null });
     } finally {
       await worker.stop();
