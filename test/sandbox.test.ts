@@ -162,6 +162,27 @@ describe.each<SandboxKind>(['thread', 'process'])('sandboxed %s', (kind) => {
     await worker.stop();
   });
 
+  it('a thrown value that cannot cross back as it is (a Symbol for a message) fails that attempt, described; the sandbox goes on', async () => {
+    const task = misbehaveTask('odd', kind);
+    const pgq = await ctx.migrated({ tasks: [task] });
+    const worker = pgq.worker({ concurrency: 1, pollIntervalMs: 50, sandbox: { threads: 1, processes: 1 } });
+    await worker.start();
+    try {
+      const job = await pgq.enqueue(task, { firstAttempt: 'odd-throw' });
+      const done = await pgq.waitForJob(job.id, { timeoutMs: 30_000 });
+      expect(done).toMatchObject({ state: 'succeeded', attempts: 2 });
+      expect(done.errors[0]?.message).toMatch(/^the handler threw a value pgq could not read/);
+      const first = await pgq.enqueue(task, { firstAttempt: 'ok' });
+      const second = await pgq.enqueue(task, { firstAttempt: 'ok' });
+      const [a, b] = [await pgq.waitForJob(first.id, { timeoutMs: 30_000 }), await pgq.waitForJob(second.id, { timeoutMs: 30_000 })];
+      // One sandbox, still the same one: it was not killed.
+      expect((a.result as { pid: number }).pid).toBe((done.result as { pid: number }).pid);
+      expect((b.result as { pid: number }).pid).toBe((done.result as { pid: number }).pid);
+    } finally {
+      await worker.stop();
+    }
+  });
+
   it('an error a handler leaves behind fails neither the next job nor the sandbox; one thrown while its own attempt runs fails that attempt', async () => {
     const task = strayTask(kind);
     const lines: Line[] = [];

@@ -8,6 +8,7 @@
  * mean the same inside a sandbox as outside.
  */
 import type { JobProgress, JobRecord } from '../core/types.js';
+import { errorMessage, readableError } from '../core/errors.js';
 
 /** One attempt to run in a sandbox. */
 export interface SandboxRequest {
@@ -96,22 +97,21 @@ export class RemoteError extends Error {
   }
 }
 
-export function serializeError(err: unknown): SerializedError {
-  if (!(err instanceof Error)) return { name: 'Error', message: typeof err === 'string' ? err : safeJson(err) };
-  const { code, delayMs } = err as { code?: unknown; delayMs?: unknown };
+/**
+ * What crosses back from a sandbox for any thrown value: plain strings and
+ * numbers only, so that sending it never fails (a getter that throws, a
+ * null-prototype object, a Symbol as a message were a "crash" of the thread,
+ * and killed a process sandbox).
+ */
+export function serializeError(thrown: unknown): SerializedError {
+  const err = readableError(thrown);
+  if (!(err instanceof Error)) return { name: 'Error', message: errorMessage(err) };
+  const { code, delayMs, stack } = err as { code?: unknown; delayMs?: unknown; stack?: unknown };
   return {
-    name: err.name,
-    message: err.message,
-    ...(err.stack ? { stack: err.stack } : {}),
+    name: typeof err.name === 'string' ? err.name : 'Error',
+    message: errorMessage(err),
+    ...(typeof stack === 'string' && stack ? { stack } : {}),
     ...(typeof code === 'string' ? { code } : {}),
     ...(typeof delayMs === 'number' ? { delayMs } : {}),
   };
-}
-
-function safeJson(value: unknown): string {
-  try {
-    return JSON.stringify(value) ?? String(value);
-  } catch {
-    return String(value);
-  }
 }
