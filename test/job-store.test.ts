@@ -182,6 +182,21 @@ describe('actions', () => {
   });
 });
 
+/** Resolves `afterAbortMs` after `signal` aborts, or after `maxMs` without it: a handler that stops on its signal, in its own time. */
+function stopsAfterSignal(signal: AbortSignal, maxMs: number, afterAbortMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    const done = setTimeout(resolve, maxMs);
+    signal.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(done);
+        setTimeout(resolve, afterAbortMs);
+      },
+      { once: true },
+    );
+  });
+}
+
 describe('cancelling a running job', () => {
   it('keeps it running, held by its worker, until its handler settles: retryJob, deleteJob and a concurrency-1 queue wait for it, and no attempts overlap', async () => {
     // A ledger of attempts: [job id, attempt, start, end] (ms, one clock).
@@ -196,13 +211,7 @@ describe('cancelling a running job', () => {
         try {
           // Stops 2 s after its signal (long enough for the calls below on a
           // busy machine), or after 1.5 s without one.
-          await new Promise<void>((resolve) => {
-            const done = setTimeout(resolve, 1_500);
-            c.signal.addEventListener('abort', () => {
-              clearTimeout(done);
-              setTimeout(resolve, 2_000);
-            });
-          });
+          await stopsAfterSignal(c.signal, 1_500, 2_000);
           if (c.signal.aborted) throw c.signal.reason;
           return 'ok';
         } finally {
@@ -252,13 +261,7 @@ describe('cancelling a running job', () => {
       schema: z.object({}),
       handler: async (_p, c) => {
         started.resolve();
-        await new Promise<void>((resolve) => {
-          const done = setTimeout(resolve, 8_000);
-          c.signal.addEventListener('abort', () => {
-            clearTimeout(done);
-            setTimeout(resolve, 500);
-          });
-        });
+        await stopsAfterSignal(c.signal, 8_000, 500);
         c.signal.throwIfAborted();
       },
     });
@@ -290,14 +293,8 @@ describe('cancelling a running job', () => {
       handler: async (_p, c) => {
         started.resolve();
         const t0 = performance.now();
-        await new Promise<void>((resolve) => {
-          const done = setTimeout(resolve, 20_000);
-          c.signal.addEventListener('abort', () => {
-            clearTimeout(done);
-            abortedAfterMs = performance.now() - t0;
-            resolve();
-          });
-        });
+        await stopsAfterSignal(c.signal, 20_000, 0);
+        if (c.signal.aborted) abortedAfterMs = performance.now() - t0;
         c.signal.throwIfAborted();
       },
     });

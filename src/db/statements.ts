@@ -427,13 +427,14 @@ export function createStatements(schema: string) {
     attempts = attempts - 1, run_at = now(),
     finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE now() END, cancel_requested_at = NULL`;
 
-  // Rows marked running for this worker that it does not hold: a claim whose
-  // reply was lost with the connection. The handler never ran, so the attempt
-  // is given back and the job is due again at once.
   // A give-back that ended jobs cancelled settles them like any outcome:
   // their workflow dependents locked first, their waiters told.
   const settleCancelled = (from: string): string => `${lockDependents('NULL', `ARRAY(SELECT id FROM ${from} WHERE state = 'cancelled' AND workflow_id IS NOT NULL)`)},
     notified AS (${notifyDone(`(SELECT id FROM ${from} WHERE state = 'cancelled') AS c`)})`;
+
+  // Rows marked running for this worker that it does not hold: a claim whose
+  // reply was lost with the connection. The handler never ran, so the attempt
+  // is given back and the job is due again at once.
   const releaseOrphans = `
     WITH released AS (
       UPDATE ${jobs}

@@ -16,7 +16,7 @@ import { z } from 'zod';
 import { ValidationError } from '../core/errors.js';
 import { toJsonText } from '../core/json.js';
 import { validatePayloads } from '../core/validate-payloads.js';
-import { isTask, nameSchema, zodToValidationError } from '../task.js';
+import { isTask, NAME_LIMIT, nameSchema, zodToValidationError } from '../task.js';
 import { jobOptionsShape } from '../enqueue.js';
 import { MAX_WORKFLOW_STEPS, type AnyFlow, type ParentFailurePolicy, type StepSpec } from './flow.js';
 
@@ -194,9 +194,6 @@ class Layout {
   }
 }
 
-/** At most this long (the jobs table's workflow_step). */
-const MAX_STEP_NAME = 200;
-
 /** Given names, else the task's name — `task#n` (1-based, in placement order) when the task has several unnamed steps. */
 function stepNames(placed: readonly Placed[]): string[] {
   const unnamed = new Map<string, number>();
@@ -213,8 +210,8 @@ function stepNames(placed: readonly Placed[]): string[] {
     const n = (seen.get(task) ?? 0) + 1;
     seen.set(task, n);
     const name = `${task}#${n}`;
-    if (name.length > MAX_STEP_NAME) {
-      throw new ValidationError(`steps[${i}].name`, `${JSON.stringify(name)}, the name given to an unnamed step of a task with a long name, is over ${MAX_STEP_NAME} characters; name the step with .named()`);
+    if (name.length > NAME_LIMIT) {
+      throw new ValidationError(`steps[${i}].name`, `${JSON.stringify(name)}, the name given to an unnamed step of a task with a long name, is over ${NAME_LIMIT} characters; name the step with .named()`);
     }
     return name;
   });
