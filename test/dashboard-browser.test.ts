@@ -3,12 +3,14 @@
  * playwright-core), mounted under /admin/jobs in a node:http app, with a
  * worker running: find a failed job by its payload and retry it, bulk retry,
  * a workflow graph, pausing a schedule and a queue from their pages, live
- * progress, read-only mode, basic auth and a `<script>` payload.
+ * progress, cancelling a running job, read-only mode, basic auth and a `<script>` payload.
  *
  * One browser for the file; each test opens its pages in the one context.
  * Skipped, saying so, where /usr/bin/chromium is not installed.
  */
 import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
@@ -71,6 +73,22 @@ const longRun = defineTask({
   },
 });
 
+const stubbornStarted = deferred();
+const letStubbornGo = deferred();
+let stubbornSignalled = false;
+/** Hears its signal and goes on until the test lets it go, as a handler finishing its step would. */
+const stubborn = defineTask({
+  name: 'rebuild-index',
+  queue: 'reports',
+  schema: z.object({}),
+  handler: async (_p, c) => {
+    c.signal.addEventListener('abort', () => (stubbornSignalled = true));
+    stubbornStarted.resolve();
+    await letStubbornGo.promise;
+    return 'rebuilt';
+  },
+});
+
 describe.skipIf(!HAVE_CHROMIUM)('the console in headless Chromium', () => {
   let pgq: Pgq;
   let worker: Worker;
@@ -104,7 +122,7 @@ describe.skipIf(!HAVE_CHROMIUM)('the console in headless Chromium', () => {
   const flash = (page: Page) => page.locator('#flash.show');
 
   beforeAll(async () => {
-    pgq = await ctx.migrated({ tasks: [flaky, alwaysFails, wfStep, longRun] });
+    pgq = await ctx.migrated({ tasks: [flaky, alwaysFails, wfStep, longRun, stubborn] });
     main = createDashboard({ pgq, basePath: '/admin/jobs', pollIntervalMs: 200 });
     readOnly = createDashboard({ pgq, basePath: '/ro', readOnly: true, pollIntervalMs: 200 });
     locked = createDashboard({ pgq, basePath: '/locked', basicAuth: { username: 'ops', password: 'hunter22' }, pollIntervalMs: 200 });
@@ -243,6 +261,34 @@ describe.skipIf(!HAVE_CHROMIUM)('the console in headless Chromium', () => {
     finish.resolve();
     await page.locator('h1 .badge.state-succeeded').waitFor();
     expect(await page.evaluate(() => (window as unknown as { loadedOnce?: boolean }).loadedOnce)).toBe(true); // no reload
+    await page.close();
+  });
+
+  it('shows a running job whose cancel was asked for as cancelling, without a second Cancel, until its handler settles', async () => {
+    const job = await pgq.enqueue(stubborn, {});
+    await stubbornStarted.promise;
+    const page = await open(`/admin/jobs/jobs/${job.id}`);
+    expect(await page.locator('h1 .badge').allTextContents()).toEqual(['running']);
+    await page.locator('.page-head button.btn:has-text("Cancel")').click();
+    expect(await confirm(page)).toBe(`Cancel job ${job.id}?`);
+    await flash(page).filter({ hasText: `Job ${job.id} is cancelling: it ends cancelled once its handler has settled.` }).waitFor();
+    await until(async () => stubbornSignalled, { what: 'the handler to see its signal' });
+    // The page follows: the job is still running, held by its worker, and says it is being cancelled.
+    await page.locator('h1 .badge.state-cancelling').waitFor();
+    expect(await page.locator('h1 .badge').allTextContents()).toEqual(['running', 'cancelling']);
+    expect(await page.locator('.page-head button.btn:has-text("Cancel")').count()).toBe(0);
+    expect(await page.locator('ol.timeline').textContent()).toContain('Cancel asked for');
+    await page.screenshot({ path: join(tmpdir(), 'pgq-console-cancelling.png'), fullPage: true });
+    const list = await open(`/admin/jobs/jobs?queue=reports&state=running`);
+    const row = list.locator(`#live tbody tr:has(a:text-is("${job.id}"))`);
+    expect(await row.locator('.badge').allTextContents()).toEqual(['running', 'cancelling']);
+    expect(await row.locator('button:has-text("Cancel")').count()).toBe(0);
+    await list.close();
+
+    letStubbornGo.resolve();
+    await page.locator('h1 .badge.state-cancelled').waitFor();
+    expect(await page.locator('h1 .badge').allTextContents()).toEqual(['cancelled']);
+    expect((await pgq.getJob(job.id))?.cancelRequestedAt).toBeNull();
     await page.close();
   });
 

@@ -96,7 +96,7 @@ export function consoleClient(): void {
   }
 
   function describe(body: unknown): string {
-    const b = body as { action?: string; count?: number; deleted?: boolean; state?: string; id?: string; paused?: boolean; name?: string } | null;
+    const b = body as { action?: string; count?: number; deleted?: boolean; state?: string; id?: string; paused?: boolean; name?: string; cancelRequestedAt?: string | null } | null;
     if (b && typeof b.count === 'number' && b.action) {
       const verb = b.action === 'retry' ? 'Retried' : b.action === 'cancel' ? 'Cancelled' : 'Deleted';
       return `${verb} ${b.count} job${b.count === 1 ? '' : 's'}.`;
@@ -104,6 +104,7 @@ export function consoleClient(): void {
     if (b?.deleted) return 'Deleted.';
     if (b && typeof b.paused === 'boolean' && b.name && 'concurrency' in b) return `Queue ${b.name} is ${b.paused ? 'paused' : 'active'}.`;
     if (b && typeof b.paused === 'boolean' && b.name) return `Schedule ${b.name} is ${b.paused ? 'paused' : 'active'}.`;
+    if (b?.id && b.state === 'running' && b.cancelRequestedAt) return `Job ${b.id} is cancelling: it ends cancelled once its handler has settled.`;
     if (b?.id && b.state) return `Job ${b.id} is ${b.state}.`;
     return 'Done.';
   }

@@ -48,6 +48,7 @@ code { background: #f1f3f7; padding: 1px 5px; border-radius: 4px; }
 .state-running { background: #e7f5ff; color: var(--run); } .state-available { background: #f3f0ff; color: var(--wait); }
 .state-retryable { background: #fff4e6; color: var(--warn); } .state-scheduled { background: #f8f9fa; color: #495057; }
 .state-cancelled { background: #f1f3f5; color: #868e96; } .state-blocked { background: #fff9db; color: #946800; }
+.state-cancelling { background: #fff4e6; color: #c2410c; }
 .status-active { background: #ebfbee; color: var(--ok); } .status-paused { background: #fff4e6; color: var(--warn); } .status-disabled { background: #f1f3f5; color: #868e96; }
 .badge.leader { background: #fff3bf; color: #8a6100; }
 .state-text-failed { color: var(--bad); } .state-text-running { color: var(--run); } .state-text-available { color: var(--wait); } .state-text-retryable { color: var(--warn); }

@@ -1,5 +1,5 @@
 /** Small pieces every page uses: state badges, times, progress bars, tables, JSON blocks, action buttons. */
-import type { JobProgress, JobState } from '../../core/types.js';
+import type { JobProgress, JobRecord, JobState } from '../../core/types.js';
 import { html, type Html, type HtmlChild } from '../html.js';
 
 /** What a page knows about where and how it is served. */
@@ -17,6 +17,12 @@ export const url = (ctx: PageContext, path: string): string => `${ctx.base}${pat
 
 export function badge(state: string): Html {
   return html`<span class="badge state-${state}">${state}</span>`;
+}
+
+/** A job's state badge; a running job whose cancel was asked for says so beside it (it ends cancelled once its handler has settled). */
+export function jobBadge(job: Pick<JobRecord, 'state' | 'cancelRequestedAt'>): Html {
+  if (job.state !== 'running' || !job.cancelRequestedAt) return badge(job.state);
+  return html`${badge(job.state)} <span class="badge state-cancelling" title="cancel asked for at ${job.cancelRequestedAt.toISOString()}; it ends cancelled once its handler has settled">cancelling</span>`;
 }
 
 /** A time as UTC text, which the client rewrites into the viewer's zone and a relative age. */

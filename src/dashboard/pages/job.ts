@@ -3,7 +3,7 @@ import type { Pgq } from '../../client.js';
 import { JobNotFoundError } from '../../core/errors.js';
 import { isFinalState, type JobRecord } from '../../core/types.js';
 import { html, type Html } from '../html.js';
-import { badge, jsonBlock, progressBar, time, url, type PageContext } from './components.js';
+import { badge, jobBadge, jsonBlock, progressBar, time, url, type PageContext } from './components.js';
 import { jobActions } from './jobs.js';
 import type { Page } from './layout.js';
 
@@ -11,6 +11,7 @@ function timeline(job: JobRecord): Html {
   const events: { at: Date; label: Html }[] = [{ at: job.createdAt, label: html`Enqueued in <strong>${job.queue}</strong>` }];
   for (const e of job.errors) events.push({ at: new Date(e.at), label: html`Attempt ${e.attempt} failed: <span class="error-snippet">${e.message.split('\n')[0]}</span>` });
   if (job.startedAt) events.push({ at: job.startedAt, label: html`Attempt ${job.attempts} started${job.workerId ? html` on <span class="mono">${job.workerId}</span>` : null}` });
+  if (job.cancelRequestedAt) events.push({ at: job.cancelRequestedAt, label: html`Cancel asked for: it ends cancelled once its handler has settled` });
   if (job.finishedAt) events.push({ at: job.finishedAt, label: html`Finished: ${badge(job.state)}` });
   else if (job.state !== 'running') events.push({ at: job.runAt, label: html`Due (${job.state})` });
   events.sort((a, b) => a.at.getTime() - b.at.getTime());
@@ -22,7 +23,7 @@ export async function jobPage(ctx: PageContext, pgq: Pgq, id: string): Promise<P
   if (!job) throw new JobNotFoundError(id);
   const stale = job.progressAt !== null && job.startedAt !== null && job.progressAt < job.startedAt;
   const facts: [string, Html | string][] = [
-    ['State', badge(job.state)],
+    ['State', jobBadge(job)],
     ['Task', job.task],
     ['Queue', html`<a href="${url(ctx, `/jobs?queue=${encodeURIComponent(job.queue)}`)}">${job.queue}</a>`],
     ['Attempts', `${job.attempts} of ${job.maxAttempts}`],
@@ -36,7 +37,7 @@ export async function jobPage(ctx: PageContext, pgq: Pgq, id: string): Promise<P
     nav: 'jobs',
     live: isFinalState(job.state) ? 'change' : 'tick',
     region: html`
-      <div class="page-head"><h1><span class="muted">Job</span> ${job.id} <span class="task-name">${job.task}</span> ${badge(job.state)}</h1>${jobActions(ctx, job, true)}</div>
+      <div class="page-head"><h1><span class="muted">Job</span> ${job.id} <span class="task-name">${job.task}</span> ${jobBadge(job)}</h1>${jobActions(ctx, job, true)}</div>
       <section class="grid-2">
         <div class="card"><h2>Details</h2><dl class="facts">${facts.map(([k, v]) => html`<dt>${k}</dt><dd>${v}</dd>`)}</dl></div>
         <div class="card"><h2>Progress</h2><div id="job-progress">${progressBar(job.progress, job.state === 'running')}</div>

@@ -4,7 +4,7 @@ import { JOB_STATES, isFinalState, type JobRecord } from '../../core/types.js';
 import { RETRYABLE_STATES } from '../../jobs/job-store.js';
 import { html, type Html } from '../html.js';
 import { filterParams, hasFilterParams, listFromQuery } from '../query.js';
-import { actionButton, badge, progressBar, table, time, url, type PageContext } from './components.js';
+import { actionButton, jobBadge, progressBar, table, time, url, type PageContext } from './components.js';
 import type { Page } from './layout.js';
 
 const SINCE = [['', 'any time'], ['15m', 'last 15 minutes'], ['1h', 'last hour'], ['24h', 'last 24 hours'], ['7d', 'last 7 days']] as const;
@@ -14,7 +14,7 @@ export function jobActions(ctx: PageContext, job: JobRecord, onJobPage = false):
   const id = job.id;
   return html`<div class="actions">
     ${RETRYABLE_STATES.includes(job.state) ? actionButton(ctx, 'Retry', { post: `/api/jobs/${id}/retry`, tone: 'primary' }) : null}
-    ${!isFinalState(job.state) ? actionButton(ctx, 'Cancel', { post: `/api/jobs/${id}/cancel`, confirm: `Cancel job ${id}?` }) : null}
+    ${!isFinalState(job.state) && !job.cancelRequestedAt ? actionButton(ctx, 'Cancel', { post: `/api/jobs/${id}/cancel`, confirm: `Cancel job ${id}?` }) : null}
     ${job.state !== 'running' ? actionButton(ctx, 'Delete', { post: `/api/jobs/${id}/delete`, confirm: `Delete job ${id}? This cannot be undone.`, tone: 'danger', after: onJobPage ? url(ctx, '/jobs') : undefined }) : null}
   </div>`;
 }
@@ -61,7 +61,7 @@ export async function jobsPage(ctx: PageContext, pgq: Pgq): Promise<Page> {
     html`<a class="mono" href="${url(ctx, `/jobs/${job.id}`)}">${job.id}</a>`,
     html`<a class="task" href="${url(ctx, `/jobs/${job.id}`)}">${job.task}</a>`,
     job.queue,
-    badge(job.state),
+    jobBadge(job),
     html`<span class="mono">${job.attempts}/${job.maxAttempts}</span>`,
     job.state === 'running' && job.progress !== null ? progressBar(job.progress) : time(job.createdAt, { ago: true }),
     job.finishedAt ? time(job.finishedAt, { ago: true }) : job.state === 'running' ? html`<span class="muted">running</span>` : time(job.runAt, { ago: true }),

@@ -2,7 +2,7 @@
 import type { Pgq } from '../../client.js';
 import { WorkflowNotFoundError, type WorkflowRecord, type WorkflowStepRecord } from '../../workflow/store.js';
 import { html, type Html } from '../html.js';
-import { badge, table, time, url, type PageContext } from './components.js';
+import { badge, jobBadge, table, time, url, type PageContext } from './components.js';
 import type { Page } from './layout.js';
 
 export async function workflowsPage(ctx: PageContext, pgq: Pgq): Promise<Page> {
@@ -75,7 +75,7 @@ export function workflowGraph(ctx: PageContext, workflow: WorkflowRecord): Html 
       <title>${s.step} (${s.task}) — ${s.state}</title>
       <rect class="node-box state-fill-${s.state}" x="${p.x}" y="${p.y}" width="${NODE_W}" height="${NODE_H}" rx="8"/>
       <text class="node-name" x="${p.x + 12}" y="${p.y + 21}">${name}</text>
-      <text class="node-state" x="${p.x + 12}" y="${p.y + 39}">${s.state} · job ${s.id}</text></a>`;
+      <text class="node-state" x="${p.x + 12}" y="${p.y + 39}">${s.state === 'running' && s.cancelRequestedAt ? 'cancelling' : s.state} · job ${s.id}</text></a>`;
   });
   return html`<div class="graph-wrap"><svg class="graph" viewBox="0 0 ${width} ${height}" width="${width}" height="${height}" role="img" aria-label="Workflow graph">
     <defs><marker id="arrow" viewBox="0 0 10 10" refX="8" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" class="arrow"/></marker></defs>
@@ -89,7 +89,7 @@ export async function workflowPage(ctx: PageContext, pgq: Pgq, id: string): Prom
     html`<strong>${s.step}</strong>`,
     html`<a class="mono" href="${url(ctx, `/jobs/${s.id}`)}">${s.id}</a>`,
     s.task,
-    badge(s.state),
+    jobBadge(s),
     html`<span class="mono">${s.attempts}/${s.maxAttempts}</span>`,
     s.dependsOn.map((p) => workflow.steps.find((x) => x.id === p)?.step ?? p).join(', ') || html`<span class="muted">—</span>`,
     time(s.finishedAt, { ago: true }),
