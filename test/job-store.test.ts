@@ -315,6 +315,68 @@ describe('cancelling a running job', () => {
     }
   });
 
+  it('reaches an attempt whose claim reply was still on its way when the cancel was heard', async () => {
+    let signalled = false;
+    const started = deferred();
+    const late = defineTask({
+      name: 'late-reply',
+      queue: 'late-reply',
+      schema: z.object({}),
+      handler: async (_p, c) => {
+        started.resolve();
+        await stopsAfterSignal(c.signal, 20_000, 0);
+        signalled = c.signal.aborted;
+        c.signal.throwIfAborted();
+      },
+    });
+    // A pool whose first claim that takes a job answers only when told: the
+    // job is running for this worker in the database while the worker does
+    // not know it holds it yet.
+    const claimHeld = deferred();
+    const release = deferred();
+    let holding = true;
+    const pool = new pg.Pool({ connectionString: ctx.url, max: 4 });
+    pool.on('connect', (client) => {
+      const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+      (client as unknown as { query: (...args: unknown[]) => unknown }).query = (...args: unknown[]) => {
+        const config = args[0] as { name?: string } | string;
+        const callback = args.at(-1);
+        if (typeof config !== 'object' || config.name !== `pgq_${ctx.schema}_claim` || typeof callback !== 'function') return query(...args);
+        // pgq's statements use the callback form.
+        return query(...args.slice(0, -1), (err: Error | undefined, result: { rows: unknown[] } | undefined) => {
+          if (!holding || err || !result?.rows.length) return callback(err, result);
+          holding = false;
+          claimHeld.resolve();
+          void release.promise.then(() => callback(err, result));
+        });
+      };
+    });
+    const own = ctx.pgq({ tasks: [late], pool });
+    await own.migrate();
+    const worker = own.worker({ queues: ['late-reply'], pollIntervalMs: 200, leader: false });
+    await worker.start();
+    // Past the look-up a start makes in case a cancel was sent before it listened.
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    try {
+      const job = await own.enqueue(late, {});
+      await claimHeld.promise;
+      expect(await own.getJob(job.id)).toMatchObject({ state: 'running', workerId: expect.any(String) });
+      await own.cancelJob(job.id);
+      // The worker hears the cancel now, for a job it does not know it holds.
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      release.resolve();
+      await started.promise;
+      const done = await own.waitForJob(job.id, { timeoutMs: 10_000 });
+      expect(done).toMatchObject({ state: 'cancelled', cancelRequestedAt: null });
+      expect(signalled).toBe(true);
+    } finally {
+      release.resolve();
+      await worker.stop();
+      await own.close();
+      await pool.end();
+    }
+  });
+
   it('a request left on a job no longer running (a worker from before the request existed retried it) does not hide it from cancelJobs, and a retry clears it', async () => {
     const pgq = await ctx.migrated({ tasks: [mail] });
     const [left, retried] = await pgq.enqueueMany(mail, [{ to: 'left@x.co' }, { to: 'retried@x.co' }], { queue: 'left-over', delayMs: 60_000 });

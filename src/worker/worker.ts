@@ -392,8 +392,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
       await sleep(Math.max(this.options.pollIntervalMs, 1_000), signal);
       if (signal.aborted) return;
       if (listener.connected && !this.#missedCancels) continue;
-      this.#missedCancels = false;
+      // Holding nothing yet: a claim whose reply is on its way may bring the
+      // job, so the look-up waits for a turn where this worker holds jobs.
       if (this.#executor.runningCount === 0 && this.#producer.bufferedIds().length === 0) continue;
+      this.#missedCancels = false;
       try {
         for (const id of await statements.cancelRequested(db, { workerId: this.#lease.workerId })) this.#cancelled(id);
       } catch (err) {
