@@ -41,7 +41,7 @@ beforeAll(async () => {
 });
 
 describe('pgq operator commands', { timeout: 180_000 }, () => {
-  it('lists with --payload and pages with --before', () => {
+  it('lists with --payload and pages with --before', async () => {
     const byPayload = pgq(['jobs', 'list', '--payload', '{"to":"b@x.y"}']);
     expect(byPayload.code).toBe(0);
     expect(byPayload.stdout).toMatch(new RegExp(`^${ids[1]}\\s+boom\\s+emails\\s+failed`, 'm'));
@@ -50,7 +50,12 @@ describe('pgq operator commands', { timeout: 180_000 }, () => {
     expect(first.stdout).toMatch(new RegExp(`next page: --before ${ids[1]}`));
     const next = JSON.parse(pgq(['--json', 'jobs', 'list', '--task', 'boom', '--before', ids[1]!]).stdout) as { id: string }[];
     expect(next.map((j) => j.id)).toEqual([ids[0]]);
-    expect(pgq(['jobs', 'list', '--since', 'soon']).stderr).toMatch(/--since must be a duration back from now/);
+    expect(pgq(['jobs', 'list', '--since', 'soon']).stderr).toMatch(/--since: must be a duration back from now/);
+    // A bare number is no date (JavaScript reads 45 as the year 2045): refused, nothing deleted.
+    const before = await app.countJobs({});
+    expect(pgq(['jobs', 'delete', '--state', 'failed', '--until', '45'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/--until: must be a duration back from now .* or an ISO 8601 date/) });
+    expect(await app.countJobs({})).toBe(before);
+    expect(pgq(['enqueue', 'ok', '1', '--run-at', '7']).stderr).toMatch(/--run-at must be an ISO 8601 date/);
   });
 
   it('shows a job for people, with its stack, and as JSON with --json', () => {

@@ -87,11 +87,21 @@ describe('JSON API', () => {
       '/api/jobs?since=-200000-01-01',
       '/api/jobs?until=-004714-11-23T23:59:59Z',
       '/api/series?queue=%00',
+      // A bare number is no time: JavaScript reads 45 as the year 2045 (a delete "until 45" matched every job).
+      '/api/jobs?until=45',
+      '/api/jobs?since=7',
+      '/api/jobs/count?until=45&action=delete',
     ]) {
       const res = await get(dashboard, path);
       expect(res.status, path).toBe(400);
     }
     expect((await get(dashboard, '/api/jobs/9223372036854775807')).status).toBe(404);
+    const jobsBefore = await pgq.countJobs({});
+    const refused = await post(dashboard, '/api/jobs/delete?until=45', { 'x-pgq-csrf': token });
+    expect(refused.status).toBe(400);
+    expect(await refused.json()).toMatchObject({ error: { message: expect.stringMatching(/^until: must be a duration back from now .* or an ISO 8601 date/) } });
+    expect(await pgq.countJobs({})).toBe(jobsBefore);
+    expect((await get(dashboard, `/api/jobs?until=${new Date(Date.now() + 60_000).toISOString()}`)).status).toBe(200);
 
     const retried = await post(dashboard, `/api/jobs/${id}/retry`, { 'x-pgq-csrf': token });
     expect(await retried.json()).toMatchObject({ id, state: 'available' });

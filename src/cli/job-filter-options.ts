@@ -4,9 +4,8 @@
  */
 import { InvalidArgumentError, type Command } from 'commander';
 import { JOB_STATES, type JobState } from '../core/types.js';
-import { parseEvery } from '../core/cron.js';
 import { parseIdFlag } from './options.js';
-import { parseJsonMatch, type JobFilter } from '../jobs/job-filter.js';
+import { parseJsonMatch, parseTimeBack, type JobFilter } from '../jobs/job-filter.js';
 
 /** The flags as commander parses them: a JobFilter, with `--workflow` for `workflowId`. */
 export interface JobFilterFlags extends Omit<JobFilter, 'state' | 'workflowId'> {
@@ -25,19 +24,14 @@ function parseStates(value: string): JobState[] {
   return states as JobState[];
 }
 
-/** A time as a duration back from now ("1h", "30m", "2d") or a date ("2026-12-01T10:00Z"). */
+/** A time as a duration back from now ("1h", "30m", "2d") or an ISO 8601 date ("2026-12-01T10:00Z"). */
 export function parseTimeAgo(flag: string): (value: string) => Date {
   return (value: string) => {
-    if (/^\s*(\d+\s*(ms|s|m|h|d)\s*)+$/i.test(value)) {
-      try {
-        return new Date(Date.now() - parseEvery(value, flag));
-      } catch (err) {
-        throw new InvalidArgumentError(err instanceof Error ? err.message : String(err));
-      }
+    try {
+      return parseTimeBack(value, flag);
+    } catch (err) {
+      throw new InvalidArgumentError(err instanceof Error ? err.message : String(err));
     }
-    const date = new Date(value);
-    if (Number.isNaN(date.getTime())) throw new InvalidArgumentError(`${flag} must be a duration back from now (e.g. 1h, 30m, 2d) or a date, got ${JSON.stringify(value)}`);
-    return date;
   };
 }
 
@@ -47,8 +41,8 @@ export function addJobFilterOptions(command: Command): Command {
     .option('--state <states>', `one or more of ${JOB_STATES.join(', ')}, comma-separated`, parseStates)
     .option('--queue <name>', 'only this queue')
     .option('--task <name>', 'only this task')
-    .option('--since <when>', 'enqueued at or after: a duration back from now (1h, 30m, 2d) or a date', parseTimeAgo('--since'))
-    .option('--until <when>', 'enqueued before: a duration back from now or a date', parseTimeAgo('--until'))
+    .option('--since <when>', 'enqueued at or after: a duration back from now (1h, 30m, 2d) or an ISO 8601 date', parseTimeAgo('--since'))
+    .option('--until <when>', 'enqueued before: a duration back from now or an ISO 8601 date', parseTimeAgo('--until'))
     .option('--payload <json|text>', 'payload contains this JSON (e.g. \'{"to":"a@b.co"}\'), or this text', parseJsonMatch)
     .option('--result <json|text>', 'result contains this JSON, or this text', parseJsonMatch)
     .option('--error <json|text>', 'an error message or stack contains this text, or an error entry contains this JSON (e.g. \'{"attempt":3}\')', parseJsonMatch)

@@ -1,5 +1,6 @@
 import { InvalidArgumentError } from 'commander';
 import { parseId } from '../core/ids.js';
+import { parseIsoDate } from '../core/dates.js';
 
 export function parseIntOption(flag: string, min: number, max: number): (value: string) => number {
   return (value: string) => {
@@ -28,8 +29,8 @@ export function parseJson(flag: string): (value: string) => unknown {
 
 export function parseDate(flag: string): (value: string) => Date {
   return (value: string) => {
-    const d = new Date(value);
-    if (Number.isNaN(d.getTime())) throw new InvalidArgumentError(`${flag} is not a date, got ${JSON.stringify(value)}`);
+    const d = parseIsoDate(value);
+    if (!d) throw new InvalidArgumentError(`${flag} must be an ISO 8601 date (2026-12-01, 2026-12-01T10:00Z), got ${JSON.stringify(value)}`);
     return d;
   };
 }

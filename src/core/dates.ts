@@ -12,3 +12,19 @@ export function dateProblem(value: unknown): string | null {
   if (value.getTime() < EARLIEST_MS) return 'must be a date PostgreSQL can store (from 4714 BC)';
   return null;
 }
+
+/** ISO 8601 as people type it: a day, optionally a time (to the second or finer) and a zone. */
+const ISO_DATE = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?$/i;
+
+/**
+ * A date written in ISO 8601 (`2026-12-01`, `2026-12-01T10:00Z`,
+ * `2026-12-01 10:00:00+01:00`; with no zone, a day is UTC and a time is
+ * local, as JavaScript reads them), or null. Looser text is not a date here:
+ * JavaScript reads `45` as the year 2045 and `7` as July 2001.
+ */
+export function parseIsoDate(text: string): Date | null {
+  const trimmed = text.trim();
+  if (!ISO_DATE.test(trimmed)) return null;
+  const date = new Date(trimmed.replace(' ', 'T'));
+  return Number.isNaN(date.getTime()) ? null : date;
+}

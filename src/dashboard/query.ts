@@ -1,17 +1,9 @@
 /** Job filters from a query string: the console's filter form, its links and the JSON API read them the same way. */
 import { ValidationError } from '../core/errors.js';
 import { JOB_STATES, type JobState } from '../core/types.js';
-import { parseEvery } from '../core/cron.js';
-import { parseJsonMatch, type JobFilter, type ListJobsFilter } from '../jobs/job-filter.js';
+import { parseJsonMatch, parseTimeBack, type JobFilter, type ListJobsFilter } from '../jobs/job-filter.js';
 
 const FILTER_KEYS = ['state', 'queue', 'task', 'since', 'until', 'payload', 'result', 'error', 'workflow'] as const;
-
-function time(key: string, value: string): Date {
-  if (/^\s*(\d+\s*(ms|s|m|h|d)\s*)+$/i.test(value)) return new Date(Date.now() - parseEvery(value, key));
-  const date = new Date(value);
-  if (Number.isNaN(date.getTime())) throw new ValidationError(key, `must be a duration back from now (1h, 30m, 2d) or a date, got ${JSON.stringify(value)}`);
-  return date;
-}
 
 /** The filter in `params`; empty values are ignored. With `hidePayloads`, payload and result searches are refused. */
 export function filterFromQuery(params: URLSearchParams, hidePayloads: boolean): JobFilter {
@@ -32,8 +24,8 @@ export function filterFromQuery(params: URLSearchParams, hidePayloads: boolean):
   const workflow = get('workflow');
   if (queue) filter.queue = queue;
   if (task) filter.task = task;
-  if (since) filter.since = time('since', since);
-  if (until) filter.until = time('until', until);
+  if (since) filter.since = parseTimeBack(since, 'since');
+  if (until) filter.until = parseTimeBack(until, 'until');
   if (workflow) filter.workflowId = workflow;
   for (const key of ['payload', 'result', 'error'] as const) {
     const value = get(key);

@@ -4,7 +4,8 @@
  * the console and the CLI, validated in one place and turned into one SQL
  * condition.
  */
-import { dateProblem } from '../core/dates.js';
+import { dateProblem, parseIsoDate } from '../core/dates.js';
+import { parseEvery } from '../core/cron.js';
 import type { Expression, ExpressionBuilder, SqlBool } from 'kysely';
 import { sql } from '../db/kysely.js';
 import { ValidationError } from '../core/errors.js';
@@ -85,6 +86,19 @@ export function validateJobFilter(filter: JobFilter): JobFilter {
   }
   if (filter.workflowId !== undefined) parseJobId(filter.workflowId, 'workflowId');
   return filter;
+}
+
+/**
+ * Reads `since`/`until` from a command line or query string: a duration back
+ * from now (`1h`, `30m`, `2d`) or an ISO 8601 date. A bare number is
+ * neither (JavaScript's own reading makes `45` the year 2045, so a bulk
+ * delete "until 45" would match every job).
+ */
+export function parseTimeBack(value: string, key: string): Date {
+  if (/^\s*(\d+\s*(ms|s|m|h|d)\s*)+$/i.test(value)) return new Date(Date.now() - parseEvery(value, key));
+  const date = parseIsoDate(value);
+  if (!date) throw new ValidationError(key, `must be a duration back from now (1h, 30m, 2d) or an ISO 8601 date (2026-12-01, 2026-12-01T10:00Z), got ${JSON.stringify(value)}`);
+  return date;
 }
 
 /** Reads a JSON match from a command line or query string: JSON objects and arrays are containment, anything else is text. */
