@@ -18,7 +18,7 @@ import {
 import { defaultLogger, type Logger } from './core/logger.js';
 import { systemClock, type Clock } from './core/clock.js';
 import { PgqError, ValidationError, errorMessage, errorSummary } from './core/errors.js';
-import { JobStore, type QueueStats } from './jobs/job-store.js';
+import { JobStore, type BulkAction, type QueueStats } from './jobs/job-store.js';
 import type { JobFilter, ListJobsFilter } from './jobs/job-filter.js';
 import { ProgressWriter } from './worker/progress.js';
 import { listWorkers, type WorkerInfo } from './inspection/workers.js';
@@ -408,13 +408,17 @@ export class Pgq {
   }
 
   /**
-   * How many jobs the filter matches; with `max`, counting stops there.
+   * How many jobs the filter matches; with `max`, counting stops there; with
+   * `action`, how many of them `retryJobs` / `cancelJobs` / `deleteJobs`
+   * would change now (the jobs in states it acts on, less those it would
+   * skip), as a confirmation before the action.
    *
    * @example
    * const failed = await pgq.countJobs({ state: 'failed', queue: 'emails' });
+   * const toRetry = await pgq.countJobs({ queue: 'emails' }, { action: 'retry' });
    */
-  async countJobs(filter: JobFilter = {}, options: { max?: number } = {}): Promise<number> {
-    return this.#call(() => this.#jobs.count(filter, options.max));
+  async countJobs(filter: JobFilter = {}, options: { max?: number; action?: BulkAction } = {}): Promise<number> {
+    return this.#call(() => this.#jobs.count(filter, options.max, options.action));
   }
 
   /**

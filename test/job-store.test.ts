@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import pg from 'pg';
-import { chain, defineTask, JobNotFoundError, PermanentError, step, ValidationError, type Pgq } from '../src/index.js';
+import { chain, chord, defineTask, group, JobNotFoundError, PermanentError, step, ValidationError, type Pgq } from '../src/index.js';
 import { ProgressWriter } from '../src/worker/progress.js';
 import { Pruner } from '../src/maintenance/pruner.js';
 import { systemClock } from '../src/core/clock.js';
@@ -196,6 +196,52 @@ function stopsAfterSignal(signal: AbortSignal, maxMs: number, afterAbortMs: numb
     );
   });
 }
+
+describe('counting for a bulk action', () => {
+  it('counts what retryJobs, cancelJobs and deleteJobs then change, less the jobs each skips (the console confirms with it)', async () => {
+    const task = (name: string) => defineTask({ name, queue: 'count-vs-action', schema: z.unknown(), handler: () => 1 });
+    const [cancelling, retrying, deleting] = [task('cva-cancel'), task('cva-retry'), task('cva-delete')];
+    const pgq = await ctx.migrated({ tasks: [cancelling, retrying, deleting] });
+    const later = { delayMs: 3_600_000 };
+    const setState = (id: string, state: string, extra = '') => ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = '${state}'${extra} WHERE id = $1`, [id]);
+    const counts = async (name: string) => {
+      const filter = { task: name };
+      return { retry: await pgq.countJobs(filter, { action: 'retry' }), cancel: await pgq.countJobs(filter, { action: 'cancel' }), delete: await pgq.countJobs(filter, { action: 'delete' }) };
+    };
+
+    // cancel: a running job whose cancel was asked for already is not counted again.
+    await pgq.enqueue(cancelling, 1, later);
+    const asked = await pgq.enqueue(cancelling, 2, later);
+    await setState(asked.id, 'running', ', attempts = 1, started_at = now(), cancel_requested_at = now()');
+    expect((await counts('cva-cancel')).cancel).toBe(1);
+    expect(await pgq.cancelJobs({ task: 'cva-cancel' })).toBe(1);
+
+    // retry: not a job whose uniqueKey a live job holds, nor a step cancelled because its parent failed.
+    const old = await pgq.enqueue(retrying, 'old', { ...later, uniqueKey: 'k' });
+    await setState(old.id, 'failed', ', finished_at = now()');
+    const holder = await pgq.enqueue(retrying, 'new', { ...later, uniqueKey: 'k' });
+    expect(holder.id).not.toBe(old.id);
+    const wf = await pgq.enqueueWorkflow(chain(step(retrying, 'a'), step(retrying)));
+    const [first, second] = wf.steps;
+    await setState(first!.id, 'failed', ', attempts = 1, finished_at = now()');
+    expect((await pgq.getJob(second!.id))?.state).toBe('cancelled');
+    expect(await pgq.countJobs({ task: 'cva-retry', state: ['failed', 'cancelled', 'scheduled'] })).toBe(4);
+    expect((await counts('cva-retry')).retry).toBe(2); // the holder and the failed first step
+    expect(await pgq.retryJobs({ task: 'cva-retry' })).toBe(2);
+
+    // delete: not a step that has not finished, nor a finished one a blocked dependent still waits on.
+    await pgq.enqueue(deleting, 'plain', later);
+    const chorded = await pgq.enqueueWorkflow(chord(group([step(deleting, 1), step(deleting, 2)]), step(deleting)));
+    await setState(chorded.steps[0]!.id, 'succeeded', ', attempts = 1, finished_at = now()');
+    expect((await pgq.getJob(chorded.steps[2]!.id))?.state).toBe('blocked');
+    expect((await counts('cva-delete')).delete).toBe(1);
+    expect(await pgq.deleteJobs({ task: 'cva-delete' })).toBe(1);
+    await pgq.cancelWorkflow(chorded.id);
+    expect(await counts('cva-delete')).toMatchObject({ delete: 3 });
+    expect(await pgq.deleteJobs({ task: 'cva-delete' })).toBe(3);
+    await expect(pgq.countJobs({}, { action: 'archive' as 'retry' })).rejects.toThrow(/action: must be retry, cancel or delete/);
+  });
+});
 
 describe('cancelling a running job', () => {
   it('keeps it running, held by its worker, until its handler settles: retryJob, deleteJob and a concurrency-1 queue wait for it, and no attempts overlap', async () => {

@@ -9,9 +9,7 @@
 import { Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import { JobNotFoundError, ValidationError } from '../core/errors.js';
-import { LIVE_STATES, type JobState } from '../core/types.js';
-import { DELETABLE_STATES, RETRYABLE_STATES } from '../jobs/job-store.js';
-import type { JobFilter } from '../jobs/job-filter.js';
+import type { BulkAction } from '../jobs/job-store.js';
 import { parseQueueName, parseRateText, type QueueSettings } from '../queues.js';
 import { ScheduleNotFoundError } from '../schedules.js';
 import { WorkflowNotFoundError } from '../workflow/store.js';
@@ -20,22 +18,8 @@ import type { ResolvedDashboardOptions } from './options.js';
 import { filterFromQuery, hasFilterParams, listFromQuery } from './query.js';
 import { consoleJob, consoleSchedule } from './serialize.js';
 
-export type BulkAction = 'retry' | 'cancel' | 'delete';
 /** `GET api/jobs/count` counts this many at most and then answers `{ count: 10000, more: true }`. */
 export const CONSOLE_COUNT_MAX = 10_000;
-
-const BULK_STATES: Record<BulkAction, readonly JobState[]> = {
-  retry: RETRYABLE_STATES,
-  cancel: LIVE_STATES,
-  delete: DELETABLE_STATES,
-};
-
-/** The filter narrowed to the states a bulk action changes. */
-export function forAction(filter: JobFilter, action: BulkAction): JobFilter {
-  const allowed = BULK_STATES[action];
-  const given = filter.state === undefined ? allowed : (Array.isArray(filter.state) ? filter.state : [filter.state]).filter((s) => allowed.includes(s));
-  return { ...filter, state: given.length ? [...given] : [] };
-}
 
 function parseAction(value: string): BulkAction {
   if (value === 'retry' || value === 'cancel' || value === 'delete') return value;
@@ -87,10 +71,10 @@ export function apiRoutes(o: ResolvedDashboardOptions, live: LiveFeed, csrfToken
   api.get('/jobs/count', async (c) => {
     const filter = filterFromQuery(query(c.req.url), hidePayloads);
     const action = c.req.query('action');
-    const scoped = action ? forAction(filter, parseAction(action)) : filter;
     // Bounded: a confirmation needs "more than 10,000", not a scan of every
-    // matching row of a table of millions on each click.
-    const counted = Array.isArray(scoped.state) && scoped.state.length === 0 ? 0 : await pgq.countJobs(scoped, { max: CONSOLE_COUNT_MAX + 1 });
+    // matching row of a table of millions on each click. With an action,
+    // what that action would change (its states, less the jobs it skips).
+    const counted = await pgq.countJobs(filter, { max: CONSOLE_COUNT_MAX + 1, ...(action ? { action: parseAction(action) } : {}) });
     return c.json(counted > CONSOLE_COUNT_MAX ? { count: CONSOLE_COUNT_MAX, more: true } : { count: counted });
   });
   api.get('/jobs/:id{[0-9]+}', async (c) => {

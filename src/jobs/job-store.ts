@@ -35,6 +35,57 @@ export const DELETABLE_STATES: readonly JobState[] = JOB_STATES.filter((s) => s 
 /** Rows per transaction of a bulk action. */
 export const BULK_BATCH = 500;
 
+/** The bulk actions: retryJobs, cancelJobs, deleteJobs. */
+export type BulkAction = 'retry' | 'cancel' | 'delete';
+
+const BULK_STATES: Record<BulkAction, readonly JobState[]> = { retry: RETRYABLE_STATES, cancel: LIVE_STATES, delete: DELETABLE_STATES };
+
+/**
+ * The rows a bulk action changes, as SQL, so a count before it (the
+ * console's confirmation) says what it will do: its states, and the rules
+ * each batch applies again once its rows are locked (retryMany, cancelMany,
+ * deleteMany below; a test holds the two to the same answers).
+ */
+function changedBy(eb: ExpressionBuilder<PgqDatabase, 'jobs'>, action: BulkAction) {
+  const inStates = eb('jobs.state', 'in', [...BULK_STATES[action]]);
+  if (action === 'cancel') {
+    // Asked once already: not counted again.
+    return eb.and([inStates, eb.or([eb('jobs.state', '<>', 'running'), eb('jobs.cancel_requested_at', 'is', null)])]);
+  }
+  if (action === 'delete') {
+    // Not a workflow step that has not finished, nor one a blocked dependent still waits on.
+    const waitedOn = eb.exists(
+      eb.selectFrom('job_dependencies as d').innerJoin('jobs as c', 'c.id', 'd.child_id').select(sql`1`.as('one')).whereRef('d.parent_id', '=', 'jobs.id').where('c.state', '=', 'blocked'),
+    );
+    return eb.and([inStates, eb.or([eb('jobs.workflow_id', 'is', null), eb.and([eb('jobs.state', 'in', [...FINAL_STATES]), eb.not(waitedOn)])])]);
+  }
+  // retry: not while another live job holds its uniqueKey; a workflow step
+  // only as prepareRetry allows (not cancelled by another step's failure,
+  // its parents succeeded — or, run-anyway, finished).
+  const keyHeld = eb.exists(
+    eb
+      .selectFrom('jobs as o')
+      .select(sql`1`.as('one'))
+      .whereRef('o.task', '=', 'jobs.task')
+      .whereRef('o.unique_key', '=', 'jobs.unique_key')
+      .whereRef('o.id', '<>', 'jobs.id')
+      .where('o.state', 'in', [...LIVE_STATES]),
+  );
+  const parentsNotReady = eb.exists(
+    eb
+      .selectFrom('job_dependencies as d')
+      .innerJoin('jobs as p', 'p.id', 'd.parent_id')
+      .select(sql`1`.as('one'))
+      .whereRef('d.child_id', '=', 'jobs.id')
+      .where(sql<boolean>`CASE WHEN jobs.on_parent_failure = 'run' THEN p.state IN (${sql.join(LIVE_STATES)}) ELSE p.state <> 'succeeded' END`),
+  );
+  return eb.and([
+    inStates,
+    eb.or([eb('jobs.unique_key', 'is', null), eb.not(keyHeld)]),
+    eb.or([eb('jobs.workflow_id', 'is', null), eb('jobs.pass_results', 'is', null), eb.and([eb('jobs.cancelled_by', 'is', null), eb.not(parentsNotReady)])]),
+  ]);
+}
+
 /** Per queue: jobs by state, and the oldest due job still waiting. */
 export interface QueueStats {
   queue: string;
@@ -101,14 +152,19 @@ export class JobStore {
     return rows.map((r) => toJobRecord(r as unknown as JobRow));
   }
 
-  /** How many jobs match; with `max`, counting stops there (the answer is then at most `max`). */
-  async count(filter: JobFilter = {}, max?: number): Promise<number> {
+  /**
+   * How many jobs match; with `max`, counting stops there (the answer is then
+   * at most `max`); with `action`, how many of them that bulk action would
+   * change (as the rows stand now).
+   */
+  async count(filter: JobFilter = {}, max?: number, action?: BulkAction): Promise<number> {
     validateJobFilter(filter);
     if (max !== undefined && (!Number.isInteger(max) || max < 1)) throw new ValidationError('max', 'must be a positive integer');
+    if (action !== undefined && !(action in BULK_STATES)) throw new ValidationError('action', `must be retry, cancel or delete, got ${JSON.stringify(action)}`);
     const matching = this.deps.kysely
       .selectFrom('jobs')
       .select(sql<number>`1`.as('one'))
-      .where((eb) => jobFilterCondition(eb, filter));
+      .where((eb) => (action === undefined ? jobFilterCondition(eb, filter) : eb.and([jobFilterCondition(eb, filter), changedBy(eb, action)])));
     const row = await this.deps.kysely
       .selectFrom((max === undefined ? matching : matching.limit(max)).as('m'))
       .select((eb) => eb.fn.countAll<string>().as('n'))
