@@ -197,6 +197,27 @@ function stopsAfterSignal(signal: AbortSignal, maxMs: number, afterAbortMs: numb
   });
 }
 
+describe('a filter with a field it does not know', () => {
+  it('is refused, naming the field, and changes nothing: a misspelt state matched every job and a bulk delete deleted them all', async () => {
+    const pgq = await ctx.migrated({ tasks: [mail] });
+    const kept = await pgq.enqueue(mail, { to: 'kept@x.co' }, { queue: 'typo', delayMs: 60_000 });
+    const total = await pgq.countJobs({});
+    const typo = { sate: 'cancelled' } as unknown as Parameters<Pgq['deleteJobs']>[0];
+    await expect(pgq.deleteJobs(typo)).rejects.toMatchObject({ name: 'ValidationError', message: expect.stringMatching(/^sate: is not a job filter field; the fields are state, queue/) });
+    await expect(pgq.cancelJobs({ queu: 'typo' } as never)).rejects.toThrow(/^queu: is not a job filter field/);
+    await expect(pgq.retryJobs({ sate: 'cancelled' } as never)).rejects.toThrow(/^sate: is not a job filter field/);
+    await expect(pgq.countJobs({ sate: 'cancelled' } as never)).rejects.toThrow(/^sate: is not a job filter field/);
+    await expect(pgq.listJobs({ queue: 'typo', limt: 5 } as never)).rejects.toThrow(/^limt: is not a job filter field; the fields are .*before, limit$/);
+    await expect(pgq.deleteJobs({ queue: 'typo', limit: 1 } as never)).rejects.toThrow(/^limit: is not a job filter field \(paging is listJobs' alone\)/);
+    await expect(pgq.countJobs({ payload: { text: 'kept', contains: { to: 'x' } } as never })).rejects.toThrow(/^payload: must be .* not both/);
+    await expect(pgq.countJobs({ workflowId: 'abc' })).rejects.toThrow(/workflow id/);
+    expect(await pgq.countJobs({})).toBe(total);
+    expect((await pgq.getJob(kept.id))?.state).toBe('scheduled');
+    expect((await pgq.listJobs({ queue: 'typo', limit: 5, before: String(Number(kept.id) + 1) })).map((j) => j.id)).toEqual([kept.id]);
+    await pgq.deleteJobs({ queue: 'typo' });
+  });
+});
+
 describe('counting for a bulk action', () => {
   it('counts what retryJobs, cancelJobs and deleteJobs then change, less the jobs each skips (the console confirms with it)', async () => {
     const task = (name: string) => defineTask({ name, queue: 'count-vs-action', schema: z.unknown(), handler: () => 1 });

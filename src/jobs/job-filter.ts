@@ -9,7 +9,7 @@ import { parseEvery } from '../core/cron.js';
 import type { Expression, ExpressionBuilder, SqlBool } from 'kysely';
 import { sql } from '../db/kysely.js';
 import { ValidationError } from '../core/errors.js';
-import { parseJobId } from '../core/ids.js';
+import { parseWorkflowId } from '../core/ids.js';
 import { toJsonText } from '../core/json.js';
 import { JOB_STATES, type JobState, type Json } from '../core/types.js';
 import type { PgqDatabase } from '../db/tables.js';
@@ -52,9 +52,24 @@ export interface ListJobsFilter extends JobFilter {
 /** The largest JSON a containment search may give. */
 const MAX_MATCH_BYTES = 1_000_000;
 
-/** The filter checked field by field; throws a ValidationError naming the first bad one. */
-export function validateJobFilter(filter: JobFilter): JobFilter {
-  if (filter === null || typeof filter !== 'object') throw new ValidationError('filter', 'must be an object');
+const FILTER_FIELDS = ['state', 'queue', 'task', 'since', 'until', 'payload', 'result', 'error', 'workflowId'] as const satisfies readonly (keyof JobFilter)[];
+const LIST_FIELDS = [...FILTER_FIELDS, 'before', 'limit'] as const satisfies readonly (keyof ListJobsFilter)[];
+
+/**
+ * The filter checked field by field; throws a ValidationError naming the
+ * first bad one. A field it does not know is refused: a misspelt
+ * `{ sate: 'failed' }` would otherwise match every job, and a bulk delete
+ * with it delete them all. `listing`: `before` and `limit` are fields too.
+ */
+export function validateJobFilter(filter: JobFilter, listing = false): JobFilter {
+  if (filter === null || typeof filter !== 'object' || Array.isArray(filter)) throw new ValidationError('filter', 'must be an object');
+  const known: readonly string[] = listing ? LIST_FIELDS : FILTER_FIELDS;
+  for (const key of Object.keys(filter)) {
+    if (!known.includes(key)) {
+      const hint = !listing && (key === 'before' || key === 'limit') ? ' (paging is listJobs\' alone)' : '';
+      throw new ValidationError(key, `is not a job filter field${hint}; the fields are ${known.join(', ')}`);
+    }
+  }
   const states = filter.state === undefined ? [] : Array.isArray(filter.state) ? filter.state : [filter.state];
   if (filter.state !== undefined && states.length === 0) throw new ValidationError('state', 'must name at least one state (leave it out to match every state)');
   for (const state of states) {
@@ -74,6 +89,7 @@ export function validateJobFilter(filter: JobFilter): JobFilter {
     const match = filter[key];
     if (match === undefined) continue;
     if (match === null || typeof match !== 'object') throw new ValidationError(key, 'must be { contains: <json> } or { text: <string> }');
+    if ('text' in match && 'contains' in match) throw new ValidationError(key, 'must be { contains: <json> } or { text: <string> }, not both');
     if ('text' in match) {
       if (typeof match.text !== 'string' || match.text.length === 0) throw new ValidationError(`${key}.text`, 'must be a non-empty string');
       if (match.text.includes('\u0000')) throw new ValidationError(`${key}.text`, 'contains \\u0000, which no stored JSON can');
@@ -84,7 +100,7 @@ export function validateJobFilter(filter: JobFilter): JobFilter {
       toJsonText(match.contains, `${key}.contains`, MAX_MATCH_BYTES);
     }
   }
-  if (filter.workflowId !== undefined) parseJobId(filter.workflowId, 'workflowId');
+  if (filter.workflowId !== undefined) parseWorkflowId(filter.workflowId, 'workflowId');
   return filter;
 }
 

@@ -138,7 +138,7 @@ export class JobStore {
   }
 
   async list(filter: ListJobsFilter = {}): Promise<JobRecord[]> {
-    validateJobFilter(filter);
+    validateJobFilter(filter, true);
     const limit = filter.limit ?? 50;
     if (!Number.isInteger(limit) || limit < 1 || limit > 1_000) throw new ValidationError('limit', 'must be an integer from 1 to 1000');
     let query = this.deps.kysely
