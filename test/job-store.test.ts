@@ -197,6 +197,54 @@ function stopsAfterSignal(signal: AbortSignal, maxMs: number, afterAbortMs: numb
   });
 }
 
+describe('retrying jobs that share a uniqueKey', () => {
+  it('retryJobs retries the newest of several retryable jobs with one key and the rest of the batch (it rolled back on a raw 23505)', async () => {
+    const pgq = await ctx.migrated({ tasks: [mail] });
+    const fail = (id: string) => ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = 'failed', finished_at = now() WHERE id = $1`, [id]);
+    const older = await pgq.enqueue(mail, { to: 'k@x.co' }, { queue: 'same-key', uniqueKey: 'k', delayMs: 60_000 });
+    await fail(older.id);
+    const newer = await pgq.enqueue(mail, { to: 'k@x.co' }, { queue: 'same-key', uniqueKey: 'k', delayMs: 60_000 });
+    expect(newer.id).not.toBe(older.id);
+    await fail(newer.id);
+    const other = await pgq.enqueue(mail, { to: 'other@x.co' }, { queue: 'same-key', delayMs: 60_000 });
+    await fail(other.id);
+    expect(await pgq.retryJobs({ queue: 'same-key' })).toBe(2);
+    expect((await pgq.getJob(newer.id))?.state).toBe('available');
+    expect((await pgq.getJob(other.id))?.state).toBe('available');
+    expect((await pgq.getJob(older.id))?.state).toBe('failed');
+    await pgq.deleteJobs({ queue: 'same-key' });
+  });
+
+  it('a retry racing an enqueue that takes the key is refused naming the new holder (it was a raw 23505), and retryJobs skips it', async () => {
+    const pgq = await ctx.migrated({ tasks: [mail] });
+    const first = await pgq.enqueue(mail, { to: 'race@x.co' }, { queue: 'key-race', uniqueKey: 'race', delayMs: 60_000 });
+    await pgq.cancelJob(first.id);
+    for (const bulk of [false, true]) {
+      // An application's transaction enqueues with the key and has not committed when the retry starts.
+      const client = await ctx.admin.connect();
+      try {
+        await client.query('BEGIN');
+        const holder = await pgq.enqueue(mail, { to: 'race@x.co' }, { queue: 'key-race', uniqueKey: 'race', delayMs: 60_000, db: client });
+        const retrying = bulk ? pgq.retryJobs({ queue: 'key-race', state: 'cancelled' }) : pgq.retryJob(first.id);
+        const settled = retrying.then(
+          (value) => ({ value }),
+          (error: unknown) => ({ error }),
+        );
+        await ctx.lockWaiters(1, 'the retry to wait on the uncommitted key');
+        await client.query('COMMIT');
+        const outcome = await settled;
+        if (bulk) expect(outcome).toEqual({ value: 0 });
+        else expect(outcome).toMatchObject({ error: { code: 'PGQ_NOT_RETRYABLE', message: expect.stringContaining(`job ${holder.id} holds its uniqueKey`) } });
+        expect((await pgq.getJob(first.id))?.state).toBe('cancelled');
+        await pgq.cancelJob(holder.id);
+      } finally {
+        client.release();
+      }
+    }
+    await pgq.deleteJobs({ queue: 'key-race' });
+  });
+});
+
 describe('a filter with a field it does not know', () => {
   it('is refused, naming the field, and changes nothing: a misspelt state matched every job and a bulk delete deleted them all', async () => {
     const pgq = await ctx.migrated({ tasks: [mail] });

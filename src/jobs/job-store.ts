@@ -35,6 +35,27 @@ export const DELETABLE_STATES: readonly JobState[] = JOB_STATES.filter((s) => s 
 /** Rows per transaction of a bulk action. */
 export const BULK_BATCH = 500;
 
+/**
+ * The unique index refused a job made live again: an enqueue with its
+ * uniqueKey committed after the check that looked for a live holder. Run
+ * again, the check sees that holder.
+ */
+function keyTakenMeanwhile(err: unknown): boolean {
+  const e = err as { code?: unknown; constraint?: unknown } | null;
+  return e?.code === '23505' && e.constraint === 'jobs_unique_key_idx';
+}
+
+/** Runs `attempt` again (twice at most) when another job took a uniqueKey it was making live meanwhile. */
+async function againIfKeyTaken<T>(attempt: () => Promise<T>): Promise<T> {
+  for (let tries = 1; ; tries += 1) {
+    try {
+      return await attempt();
+    } catch (err) {
+      if (!keyTakenMeanwhile(err) || tries === 3) throw err;
+    }
+  }
+}
+
 /** The bulk actions: retryJobs, cancelJobs, deleteJobs. */
 export type BulkAction = 'retry' | 'cancel' | 'delete';
 
@@ -59,7 +80,8 @@ function changedBy(eb: ExpressionBuilder<PgqDatabase, 'jobs'>, action: BulkActio
     );
     return eb.and([inStates, eb.or([eb('jobs.workflow_id', 'is', null), eb.and([eb('jobs.state', 'in', [...FINAL_STATES]), eb.not(waitedOn)])])]);
   }
-  // retry: not while another live job holds its uniqueKey; a workflow step
+  // retry: not while another live job holds its uniqueKey (two retryable
+  // jobs sharing a key count twice here; the action retries the newest); a workflow step
   // only as prepareRetry allows (not cancelled by another step's failure,
   // its parents succeeded — or, run-anyway, finished).
   const keyHeld = eb.exists(
@@ -222,7 +244,7 @@ export class JobStore {
 
   async retry(id: string): Promise<JobRecord> {
     const jobId = parseJobId(id);
-    const row = await inTransaction(this.deps.kysely, async (trx) => {
+    const row = await againIfKeyTaken(() => inTransaction(this.deps.kysely, async (trx) => {
       const before = await trx.selectFrom('jobs').select(['state', 'queue', 'cancel_requested_at']).where('id', '=', jobId).forUpdate().executeTakeFirst();
       if (!before) throw new JobNotFoundError(jobId);
       if (!RETRYABLE_STATES.includes(before.state)) {
@@ -236,7 +258,7 @@ export class JobStore {
       await this.deps.workflows.prepareRetry(trx, jobId);
       await this.#makeAvailable(trx, [jobId], [before.queue]);
       return trx.selectFrom('jobs').selectAll().where('id', '=', jobId).executeTakeFirstOrThrow();
-    });
+    }));
     return toJobRecord(row as unknown as JobRow);
   }
 
@@ -267,6 +289,15 @@ export class JobStore {
     return this.#bulk(filter, RETRYABLE_STATES, async (trx, rows) => {
       const ids: string[] = [];
       const held = await this.#uniqueKeyHolders(trx, rows.map((row) => row.id));
+      // Two of them with one task and key (the key was used again after the
+      // first finished): the newest runs again, the others are held by it.
+      const keys = new Set<string>();
+      for (const row of [...rows].reverse()) {
+        if (row.unique_key === null) continue;
+        const key = JSON.stringify([row.task, row.unique_key]);
+        if (keys.has(key)) held.set(row.id, 'newer');
+        else keys.add(key);
+      }
       for (const row of rows) {
         if (held.has(row.id)) continue; // retryJob would refuse it: another live job holds its uniqueKey
         if (row.workflow_id !== null) {
@@ -311,7 +342,7 @@ export class JobStore {
   async #bulk(
     filter: JobFilter,
     states: readonly JobState[],
-    apply: (trx: Trx, rows: { id: string; state: JobState; queue: string; workflow_id: string | null; cancel_requested_at: Date | null }[]) => Promise<number>,
+    apply: (trx: Trx, rows: { id: string; state: JobState; queue: string; task: string; unique_key: string | null; workflow_id: string | null; cancel_requested_at: Date | null }[]) => Promise<number>,
   ): Promise<number> {
     validateJobFilter(filter);
     const wanted = filter.state === undefined ? states : (Array.isArray(filter.state) ? filter.state : [filter.state]).filter((s) => states.includes(s));
@@ -320,7 +351,7 @@ export class JobStore {
     let total = 0;
     for (;;) {
       const after: string | null = cursor;
-      const { changed, last, full } = await inTransaction(this.deps.kysely, async (trx) => {
+      const { changed, last, full } = await againIfKeyTaken(() => inTransaction(this.deps.kysely, async (trx) => {
         const matching = (eb: ExpressionBuilder<PgqDatabase, 'jobs'>) => jobFilterCondition(eb, { ...filter, state: wanted });
         let candidates = trx.selectFrom('jobs').select('id').where(matching).orderBy('id', 'desc').limit(BULK_BATCH);
         if (after !== null) candidates = candidates.where('id', '<', after);
@@ -332,14 +363,14 @@ export class JobStore {
         // The filter is checked again on each row as it is locked.
         const rows = await trx
           .selectFrom('jobs')
-          .select(['id', 'state', 'queue', 'workflow_id', 'cancel_requested_at'])
+          .select(['id', 'state', 'queue', 'task', 'unique_key', 'workflow_id', 'cancel_requested_at'])
           .where(sql<boolean>`id = ANY(${batch}::bigint[])`)
           .where(matching)
           .orderBy('id')
           .forUpdate()
           .execute();
         return { changed: rows.length ? await apply(trx, rows) : 0, last: batch.at(-1)!, full: batch.length === BULK_BATCH };
-      });
+      }));
       total += changed;
       if (!full || last === null) return total;
       cursor = last;
