@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import pg from 'pg';
-import { Kysely, PostgresDialect, sql } from 'kysely';
+import { CamelCasePlugin, Kysely, PostgresDialect, sql } from 'kysely';
 import { defineTask, ValidationError, type PgqDatabase } from '../src/index.js';
 import { useTestSchema } from './support/harness.js';
 
@@ -98,6 +98,25 @@ describe('enqueue', () => {
       expect(await pgq.getJob(inside)).toBeNull();
       const kept = await db.transaction().execute((trx) => pgq.enqueue(email, { to: 'k@y.co' }, { db: trx }));
       expect((await pgq.getJob(kept.id))?.state).toBe('available');
+    } finally {
+      await db.destroy();
+    }
+  });
+
+  it('joins a Kysely transaction whose instance has CamelCasePlugin: the records come back whole', async () => {
+    const pgq = await ctx.migrated({ tasks: [email] });
+    const db = new Kysely<PgqDatabase>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: ctx.url, max: 2 }) }), plugins: [new CamelCasePlugin()] });
+    try {
+      const [one, many, keyed] = await db.transaction().execute(async (trx) => [
+        await pgq.enqueue(email, { to: 'camel@y.co' }, { db: trx, maxAttempts: 3 }),
+        await pgq.enqueueMany(email, [{ to: 'a@y.co' }, { to: 'b@y.co' }], { db: trx }),
+        await pgq.enqueue(email, { to: 'camel@y.co' }, { db: trx, uniqueKey: 'camel' }),
+      ] as const);
+      // runAt, createdAt and maxAttempts were undefined: the plugin had renamed run_at, created_at, max_attempts.
+      expect(one).toMatchObject({ maxAttempts: 3, runAt: expect.any(Date), createdAt: expect.any(Date), state: 'available' });
+      for (const job of many) expect(job).toMatchObject({ runAt: expect.any(Date), createdAt: expect.any(Date), maxAttempts: expect.any(Number) });
+      expect(keyed).toMatchObject({ uniqueKey: 'camel', runAt: expect.any(Date) });
+      expect(await pgq.getJob(one.id)).toMatchObject({ id: one.id, maxAttempts: 3, runAt: one.runAt });
     } finally {
       await db.destroy();
     }

@@ -33,6 +33,8 @@ export interface PgQueryable {
 /** Anything with Kysely's `executeQuery`: a `Kysely` instance or a `Transaction`. */
 export interface KyselyQueryable {
   executeQuery<R>(query: CompiledQuery<R>): Promise<QueryResult<R>>;
+  /** Kysely's own: the same connection without the caller's plugins. */
+  withoutPlugins?(): KyselyQueryable;
 }
 
 /**
@@ -61,9 +63,12 @@ export function fromPg(db: PgQueryable, prepare = true): Queryable {
 
 /** A `Kysely` instance or `Transaction`. */
 export function fromKysely(db: KyselyQueryable): Queryable {
+  // pgq's statements read their rows by column name: a caller's result
+  // plugins (CamelCasePlugin turns run_at into runAt) must not rename them.
+  const plain = typeof db.withoutPlugins === 'function' ? db.withoutPlugins() : db;
   return {
     async query<Row>(statement: Statement): Promise<Row[]> {
-      const result = await db.executeQuery(CompiledQuery.raw(statement.text, statement.values));
+      const result = await plain.executeQuery(CompiledQuery.raw(statement.text, statement.values));
       return result.rows as Row[];
     },
   };
