@@ -66,7 +66,7 @@ export const jobOptionsShape = {
   maxAttempts: maxAttemptsSchema.optional(),
   timeoutMs: int32(1).optional(),
   backoff: z
-    .object({
+    .strictObject({
       baseMs: int32(0).optional(),
       maxMs: int32(0).optional(),
     })
@@ -133,7 +133,17 @@ export class Enqueuer {
     options: EnqueueManyOptions = {},
   ): Promise<JobRecord[]> {
     if (!Array.isArray(payloads)) throw new ValidationError('payloads', 'must be an array');
-    if (payloads.length === 0) return [];
+    // A hole (new Array(n) filled in part) is no payload: refused, not skipped or sent as undefined.
+    for (let i = 0; i < payloads.length; i += 1) {
+      if (!(i in payloads)) throw new ValidationError(`payload[${i}]`, 'is a hole in a sparse array; give every payload');
+    }
+    if (payloads.length === 0) {
+      // Nothing to insert, but a wrong task or option is wrong all the same (it would show with the first batch that is not empty).
+      assertTask(task);
+      checkRunnable(task, parseOptions(options));
+      if (options !== null && typeof options === 'object' && options.meta !== undefined) metaText(options.meta, 'options.meta');
+      return [];
+    }
     if (payloads.length > 1 && options !== null && typeof options === 'object' && options.uniqueKey !== undefined) {
       // One key for every payload would keep the first and drop the rest without a word.
       throw new ValidationError('options.uniqueKey', `is shared by every payload of enqueueMany, so only one of these ${payloads.length} jobs could be live: enqueue each payload with a key of its own, or give one payload`);

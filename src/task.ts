@@ -160,7 +160,7 @@ const taskOptionsSchema = z.object({
   priority: int32().default(0),
   maxAttempts: maxAttemptsSchema.default(25),
   backoff: z
-    .object({
+    .strictObject({
       baseMs: int32(0).default(1_000),
       maxMs: int32(0).default(3_600_000),
     })

@@ -110,6 +110,17 @@ describe('hostile input', () => {
     expect(err).toBeInstanceOf(ValidationError);
     expect((err as Error).message).toMatch(/^options: .*"delay"/);
     await expect(pgq.enqueueMany(loose, [{}], { runAtt: new Date() } as never)).rejects.toThrow(/"runAtt"/);
+    // Inside backoff too (a misspelt base was stored as no backoff at all), and in a task's own backoff.
+    await expect(pgq.enqueue(loose, {}, { backoff: { base: 60_000 } } as never)).rejects.toThrow(/^options\.backoff: .*"base"/);
+    expect(() => defineTask({ name: 'loose-backoff', schema: z.object({}), backoff: { base: 60_000 } as never, handler: () => null })).toThrow(/backoff.*"base"/);
+    // An empty batch is checked all the same: the mistake would show only with the first batch that is not.
+    await expect(pgq.enqueueMany(loose, [], { delay: 5 } as never)).rejects.toThrow(/"delay"/);
+    await expect(pgq.enqueueMany({} as never, [])).rejects.toThrow(ValidationError);
+    await expect(pgq.enqueueMany(loose, [], { runAt: new Date(), delayMs: 5 })).rejects.toThrow(ValidationError);
+    expect(await pgq.enqueueMany(loose, [])).toEqual([]);
+    // A sparse array: a TypeError from inside the validation before.
+    await expect(pgq.enqueueMany(loose, [, {}] as never)).rejects.toMatchObject({ name: 'ValidationError', message: expect.stringMatching(/^payload\[0\]: is a hole in a sparse array/) });
+    await expect(pgq.enqueueMany(loose, new Array(3) as never)).rejects.toThrow(/^payload\[0\]: is a hole/);
     expect(await jobCount()).toBe(before);
   });
 
