@@ -162,9 +162,31 @@ export class PgqMetrics {
   #queueGauges(pgq: Pgq, prefix: string, maxAgeMs: number): void {
     const reader = new LiveStatsReader(pgq.kysely, pgq.schema, maxAgeMs);
     const registers = [this.registry];
-    let reading: Promise<LiveStats> | undefined;
-    // One read serves every gauge of a scrape.
-    const read = (): Promise<LiveStats> => (reading ??= reader.read().finally(() => setImmediate(() => (reading = undefined))));
+    const readErrors = new Counter({
+      name: `${prefix}stats_read_errors_total`,
+      help: 'Database readings behind the queue gauges that failed (the gauges then keep the last reading, and stats_age_seconds grows).',
+      registers,
+      // A scrape collects every metric at once: this one waits for the gauges' reading it counts.
+      async collect() {
+        await read();
+      },
+    });
+    let reading: Promise<LiveStats | undefined> | undefined;
+    let last: LiveStats | undefined;
+    // One read serves every gauge of a scrape. One that fails (the database
+    // down, a role that cannot read) keeps the last reading: the scrape
+    // still serves every per-process metric rather than failing whole.
+    const read = (): Promise<LiveStats | undefined> =>
+      (reading ??= reader
+        .read()
+        .then(
+          (stats) => (last = stats),
+          () => {
+            readErrors.inc();
+            return last;
+          },
+        )
+        .finally(() => setImmediate(() => (reading = undefined))));
     new Gauge({
       name: `${prefix}queue_jobs`,
       help: 'Live jobs per queue and state (scheduled, available, running, retryable, blocked), read from the database.',
@@ -173,6 +195,7 @@ export class PgqMetrics {
       async collect() {
         const stats = await read();
         this.reset();
+        if (!stats) return;
         for (const q of stats.queues) for (const [state, n] of Object.entries(q.counts)) this.set({ queue: q.queue, state }, n);
       },
     });
@@ -184,6 +207,7 @@ export class PgqMetrics {
       async collect() {
         const stats = await read();
         this.reset();
+        if (!stats) return;
         const at = stats.computedAt.getTime();
         for (const q of stats.queues) {
           this.set({ queue: q.queue }, q.oldestWaitingRunAt ? Math.max(0, (at - Date.parse(q.oldestWaitingRunAt)) / 1000) : 0);
@@ -196,7 +220,8 @@ export class PgqMetrics {
       registers,
       async collect() {
         const stats = await read();
-        this.set(Math.max(0, (Date.now() - stats.computedAt.getTime()) / 1000));
+        // No reading yet: not a fresh one (0), none.
+        this.set(stats ? Math.max(0, (Date.now() - stats.computedAt.getTime()) / 1000) : Number.NaN);
       },
     });
   }

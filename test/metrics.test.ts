@@ -56,6 +56,33 @@ describe('Prometheus metrics', () => {
     metrics.close();
   });
 
+  it('still answers a scrape when the database cannot be read: per-process metrics, the last reading, a count of failed reads', async () => {
+    const pgq = await ctx.migrated({ tasks: [work] });
+    const metrics = new PgqMetrics(pgq, { host: 'box-2', statsMaxAgeMs: 0 });
+    await pgq.enqueue(work, { fail: false }, { queue: 'scrape-down' });
+    const before = await metrics.registry.metrics();
+    expect(value(before, 'pgq_queue_jobs{queue="scrape-down",state="available"}')).toBe(1);
+    // The gauges' reading fails from now on, as with the database down (the whole scrape was rejected).
+    await ctx.admin.query(`ALTER TABLE "${ctx.schema}".stats_cache RENAME TO stats_cache_away`);
+    try {
+      const text = await metrics.registry.metrics();
+      expect(value(text, 'pgq_stats_read_errors_total')).toBe(1);
+      expect(value(text, 'pgq_queue_jobs{queue="scrape-down",state="available"}')).toBe(1);
+      expect(value(text, 'pgq_stats_age_seconds')).toBeGreaterThanOrEqual(0);
+      expect(value(text, 'pgq_jobs_enqueued_total{task="work",queue="scrape-down"}')).toBe(1);
+      expect(text).toMatch(/pgq_event_loop_lag_seconds\{host="box-2",stat="max"\}/);
+      // A process whose first reading fails: no queue series, an age of NaN, still an answer.
+      const fresh = new PgqMetrics(pgq, { statsMaxAgeMs: 0, registry: new (await import('prom-client')).Registry() });
+      const first = await fresh.registry.metrics();
+      expect(first).not.toMatch(/^pgq_queue_jobs\{/m);
+      expect(first).toMatch(/^pgq_stats_age_seconds nan$/im); // prom-client writes Nan, which Prometheus reads as NaN
+      fresh.close();
+    } finally {
+      await ctx.admin.query(`ALTER TABLE "${ctx.schema}".stats_cache_away RENAME TO stats_cache`);
+      metrics.close();
+    }
+  });
+
   it('observes how late schedule ticks fire', async () => {
     const pgq = await ctx.migrated({ tasks: [work] });
     const metrics = new PgqMetrics(pgq, { queueGauges: false });
