@@ -141,6 +141,7 @@ export class Pgq {
       clock: this.#clock,
       schema: o.schema,
       middleware: this.#middleware,
+      tasks: this.tasks,
     });
     this.#workflows = new WorkflowStore({
       kysely: this.kysely,

@@ -366,7 +366,7 @@ function checkRunnable(task: AnyTask, o: ParsedOptions): void {
 }
 
 /** The task's `concurrencyKey(payload)`, checked like the enqueue option. */
-function taskConcurrencyKey(task: AnyTask, payload: unknown, field: string): string | null {
+export function taskConcurrencyKey(task: AnyTask, payload: unknown, field: string): string | null {
   if (!task.concurrencyKey) return null;
   let key: unknown;
   try {

@@ -22,7 +22,7 @@ import type { JobRecord } from './core/types.js';
 import { fromKysely, type Queryable } from './db/queryable.js';
 import { toJobRecord, type JobRow } from './db/rows.js';
 import { metaText, type MiddlewareChain, type PendingJob } from './middleware.js';
-import { jobOptionsShape } from './enqueue.js';
+import { jobOptionsShape, taskConcurrencyKey } from './enqueue.js';
 import type { HotStatements } from './db/statements.js';
 import type { PgqDatabase, SchedulesTable } from './db/tables.js';
 import { CATCH_UP_POLICIES, MAX_TICKS_PER_PASS, formatEvery, parseCron, parseEvery, parseTimeZone, ticksOf, type CatchUpPolicy } from './core/cron.js';
@@ -129,6 +129,7 @@ const optionsSchema = z.object({
 interface ScheduleDraft {
   readonly schedule: Omit<ResolvedSchedule, 'payloadText'>;
   readonly payload: PayloadCheck;
+  readonly task: AnyTask;
 }
 
 /**
@@ -177,10 +178,12 @@ function draftSchedule(options: ScheduleOptions, tasks: TaskRegistry, prefix: st
     catchUpLimit: o.catchUpLimit,
     misfireGraceMs: o.misfireGraceMs,
   };
-  return { schedule, payload };
+  return { schedule, payload, task };
 }
 
 function withPayload(draft: ScheduleDraft, payload: unknown, maxPayloadBytes: number): ResolvedSchedule {
+  // Its jobs take the task's concurrencyKey of this payload: a key function that refuses it is refused now, not at each tick.
+  taskConcurrencyKey(draft.task, payload, draft.payload.field);
   return Object.freeze({ ...draft.schedule, payloadText: toJsonText(payload, draft.payload.field, maxPayloadBytes) });
 }
 
@@ -262,8 +265,14 @@ export async function insertScheduleJobs(
   middleware: MiddlewareChain | undefined,
   schedule: Selectable<SchedulesTable>,
   firings: readonly ScheduleFiring[],
+  tasks: TaskRegistry | undefined,
 ): Promise<(JobRow | undefined)[]> {
   const { name, task, queue } = schedule;
+  // The task's own concurrencyKey and expiresInMs, as an enqueue applies
+  // them, where this process knows the task (a leader without it writes neither).
+  const definition = tasks?.get(task);
+  const concurrencyKey = definition ? taskConcurrencyKey(definition, schedule.payload, `schedule ${JSON.stringify(name)}'s payload`) : null;
+  const expiresInMs = definition?.expiresInMs ?? null;
   const pending: PendingJob[] = firings.map((f) => ({ task, queue, payload: schedule.payload, meta: {}, schedule: { name, tick: f.tick } }));
   let inserted: JobRow[] = [];
   const write = async (): Promise<string[]> => {
@@ -281,6 +290,8 @@ export async function insertScheduleJobs(
         backoffBaseMs: null,
         backoffMaxMs: null,
         meta: metaText(pending[i]!.meta, firings.length === 1 ? 'meta' : `meta[${i}]`),
+        concurrencyKey,
+        expiresInMs,
       })),
     });
     return inserted.map((job) => String(job.id));
@@ -303,6 +314,8 @@ export interface ScheduleStoreDeps {
   schema: string;
   /** Enqueue middleware: a run-now job goes through it (kind `schedule`). */
   middleware: MiddlewareChain;
+  /** This process's tasks: a schedule's jobs take their task's concurrencyKey and expiresInMs. */
+  tasks?: TaskRegistry;
 }
 
 type Trx = Kysely<PgqDatabase>;
@@ -415,7 +428,7 @@ export class ScheduleStore {
       const now = this.deps.clock.now();
       const [job] = await insertScheduleJobs(fromKysely(trx), this.deps.statements, this.deps.middleware, row, [
         { tick: now, runAt: null, uniqueKey: `schedule:${name}:run:${now.toISOString()}` },
-      ]);
+      ], this.deps.tasks);
       if (!job) throw new PgqError('PGQ_SCHEDULE_RUN', `could not run schedule ${JSON.stringify(name)} now: its job finished at once; try again`);
       await trx.updateTable('schedules').set({ last_run_at: now, last_job_id: job.id }).where('name', '=', name).execute();
       return toJobRecord(job);

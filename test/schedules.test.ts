@@ -256,6 +256,45 @@ describe('schedules declared in code', () => {
   });
 });
 
+describe('a schedule of a task with a concurrencyKey and expiresInMs', () => {
+  it('makes jobs that carry both, fired by the leader or run now (they had neither), and refuses a payload the key function refuses', async () => {
+    const keyed = defineTask({
+      name: 'tenant-report',
+      queue: 'tenant-reports',
+      schema: z.object({ tenant: z.string() }),
+      concurrencyKey: ({ tenant }) => {
+        if (tenant === '') throw new Error('no tenant');
+        return `tenant:${tenant}`;
+      },
+      expiresInMs: 3_600_000,
+      handler: () => null,
+    });
+    const pgq = await ctx.migrated({ tasks: [keyed, cleanup] });
+    await expect(pgq.schedule({ name: 'no-tenant', every: '1h', task: keyed, payload: { tenant: '' } })).rejects.toThrow(/^task tenant-report\.concurrencyKey: threw for payload: no tenant/);
+    expect(await count('schedules')).toBe(0);
+    await pgq.schedule({ name: 'acme-report', every: '1h', task: keyed, payload: { tenant: 'acme' } });
+    const now = await pgq.runSchedule('acme-report');
+    // A worker whose leader fires the tick and that does not serve the task's queue, so the job stays to be read.
+    const worker = pgq.worker({ queues: ['elsewhere'], heartbeatMs: 100, rescueAfterMs: 1_000, pollIntervalMs: 100, schedules: [{ name: 'acme-each-second', every: '1s', task: keyed, payload: { tenant: 'acme' } }] });
+    await worker.start();
+    try {
+      await until(async () => (await jobsOf(ctx.admin, ctx.schema, 'acme-each-second')).length > 0, { what: 'the leader to fire a tick', timeoutMs: 20_000 });
+    } finally {
+      await worker.stop();
+    }
+    const fired = (await jobsOf(ctx.admin, ctx.schema, 'acme-each-second'))[0]!;
+    const { rows } = await ctx.admin.query<{ id: string; concurrency_key: string | null; expires_at: Date | null; created_at: Date }>(
+      `SELECT id::text, concurrency_key, expires_at, created_at FROM "${ctx.schema}".jobs WHERE id = ANY($1::bigint[]) ORDER BY id`,
+      [[now.id, fired.id]],
+    );
+    expect(rows).toHaveLength(2);
+    for (const row of rows) {
+      expect(row.concurrency_key).toBe('tenant:acme');
+      expect(row.expires_at!.getTime() - row.created_at.getTime()).toBeGreaterThan(3_500_000);
+    }
+  });
+});
+
 describe('retention', () => {
   it('prunes finished jobs past their retention in bounded batches and keeps everything else', async () => {
     const pgq = await ctx.migrated({ tasks: [cleanup] });

@@ -5,6 +5,7 @@
  * worker gains leadership and stops them when it loses it.
  */
 import type { Kysely } from 'kysely';
+import type { TaskRegistry } from '../task.js';
 import type { ResolvedWorkerOptions } from '../config.js';
 import type { Clock } from '../core/clock.js';
 import { DEFAULTS } from '../core/defaults.js';
@@ -37,6 +38,8 @@ export interface LeaderServicesDeps {
   schema: string;
   clock: Clock;
   logger: Logger;
+  /** The worker's tasks (a schedule's jobs take their task's concurrencyKey and expiresInMs). */
+  tasks?: TaskRegistry;
   /** Enqueue middleware the scheduler's jobs go through. */
   middleware?: MiddlewareChain;
 }
@@ -57,7 +60,7 @@ export function leaderServices(options: ResolvedWorkerOptions, deps: LeaderServi
     ),
     new Scheduler(
       { maxSleepMs: DEFAULTS.schedule.schedulerMaxSleepMs },
-      { kysely, statements, clock, logger, listener: deps.listener, schema: deps.schema, middleware: deps.middleware },
+      { kysely, statements, clock, logger, listener: deps.listener, schema: deps.schema, middleware: deps.middleware, tasks: deps.tasks },
     ),
     new Expirer(EXPIRER, lane.db, queueStatements, logger),
     new OrphanReporter(options.orphanCheckMs, lane.kysely, logger),

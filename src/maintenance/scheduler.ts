@@ -21,6 +21,7 @@
  * whenever a schedule is saved, paused or resumed.
  */
 import type { Kysely } from 'kysely';
+import type { TaskRegistry } from '../task.js';
 import type { Logger } from '../core/logger.js';
 import type { Clock } from '../core/clock.js';
 import { LoopService } from '../core/service.js';
@@ -122,6 +123,8 @@ export interface SchedulerDeps {
   schema: string;
   /** Enqueue middleware: each tick's jobs go through it (kind `schedule`). */
   middleware?: MiddlewareChain;
+  /** This process's tasks: a tick's jobs take their task's concurrencyKey and expiresInMs. */
+  tasks?: TaskRegistry;
 }
 
 /** One tick turned into a job. */
@@ -271,7 +274,7 @@ export class Scheduler extends LoopService {
       const fired: FiredTick[] = [];
       if (plan.fire.length > 0) {
         const firings = plan.fire.map((tick) => ({ tick, runAt: tick, uniqueKey: tickUniqueKey(name, tick) }));
-        const jobs = await insertScheduleJobs(fromKysely(trx), statements, this.deps.middleware, row, firings);
+        const jobs = await insertScheduleJobs(fromKysely(trx), statements, this.deps.middleware, row, firings, this.deps.tasks);
         plan.fire.forEach((tick, i) => fired.push({ schedule: name, tick, jobId: jobs[i] ? String(jobs[i].id) : null }));
       }
       const last = fired.at(-1);
