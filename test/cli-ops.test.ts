@@ -58,6 +58,38 @@ describe('pgq operator commands', { timeout: 180_000 }, () => {
     expect(pgq(['enqueue', 'ok', '1', '--run-at', '7']).stderr).toMatch(/--run-at must be an ISO 8601 date/);
   });
 
+  it('takes --state twice as both states', () => {
+    const both = pgq(['--json', 'jobs', 'list', '--task', 'boom', '--state', 'failed', '--state', 'succeeded']);
+    expect((JSON.parse(both.stdout) as { id: string }[]).map((j) => j.id).sort()).toEqual([...ids].sort());
+  });
+
+  it('shows a running job whose cancel was asked for as cancelling', async () => {
+    const job = await app.enqueue(ok, 1, { queue: 'cancelling', delayMs: 3_600_000 });
+    // What cancelJob leaves while the handler on some worker has not settled yet.
+    await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = 'running', attempts = 1, started_at = now(), worker_id = 'elsewhere', cancel_requested_at = now() WHERE id = $1`, [job.id]);
+    try {
+      const shown = pgq(['jobs', 'show', job.id]).stdout;
+      expect(shown).toMatch(/^ {2}state {7}running \(cancelling\)$/m);
+      expect(shown).toMatch(/^ {2}cancel {6}asked .*: it ends cancelled once its handler has settled$/m);
+      expect(pgq(['jobs', 'list', '--queue', 'cancelling']).stdout).toMatch(new RegExp(`^${job.id}\\s+ok\\s+cancelling\\s+running \\(cancelling\\)\\s`, 'm'));
+    } finally {
+      await ctx.admin.query(`DELETE FROM "${ctx.schema}".jobs WHERE id = $1`, [job.id]);
+    }
+  });
+
+  it('ends quietly when the reader of its output stops early (a pipe into head)', async () => {
+    await app.enqueueMany(ok, Array.from({ length: 600 }, (_, i) => i), { queue: 'piped', delayMs: 3_600_000 });
+    const r = spawnSync('bash', ['-o', 'pipefail', '-c', `"${process.execPath}" "${bin}" --schema ${ctx.schema} --json jobs list --queue piped --limit 600 | head -c 100 > /dev/null`], {
+      env: { ...process.env, DATABASE_URL: ctx.url, PGQ_LOG_LEVEL: 'warn' },
+      cwd: root,
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    await app.deleteJobs({ queue: 'piped' });
+  });
+
   it('shows a job for people, with its stack, and as JSON with --json', () => {
     const shown = pgq(['jobs', 'show', ids[0]!]);
     expect(shown.stdout).toMatch(new RegExp(`^job ${ids[0]}\\n  task\\s+boom`));

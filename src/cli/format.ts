@@ -56,12 +56,17 @@ export function stateSentence(state: JobState): string {
   return phrases[state];
 }
 
+/** A job's state; a running job whose cancel was asked for says so. */
+export function stateCell(job: JobRecord): string {
+  return job.state === 'running' && job.cancelRequestedAt ? 'running (cancelling)' : job.state;
+}
+
 export function jobRow(job: JobRecord, now: Date = new Date()): string[] {
   return [
     job.id,
     job.task,
     job.queue,
-    job.state,
+    stateCell(job),
     `${job.attempts}/${job.maxAttempts}`,
     humanTime(job.runAt, now),
     humanTime(job.finishedAt, now),

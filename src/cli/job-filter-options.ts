@@ -13,7 +13,8 @@ export interface JobFilterFlags extends Omit<JobFilter, 'state' | 'workflowId'> 
   workflow?: string;
 }
 
-function parseStates(value: string): JobState[] {
+/** `--state` given twice adds to the first (`--state failed --state cancelled` is both). */
+function parseStates(value: string, previous: JobState[] | undefined): JobState[] {
   const states = value.split(',').map((s) => s.trim()).filter(Boolean);
   for (const state of states) {
     if (!(JOB_STATES as readonly string[]).includes(state)) {
@@ -21,7 +22,7 @@ function parseStates(value: string): JobState[] {
     }
   }
   if (states.length === 0) throw new InvalidArgumentError('--state must name a state');
-  return states as JobState[];
+  return [...new Set([...(previous ?? []), ...(states as JobState[])])];
 }
 
 /** A time as a duration back from now ("1h", "30m", "2d") or an ISO 8601 date ("2026-12-01T10:00Z"). */

@@ -4,7 +4,7 @@
  * stack; a workflow as a tree of its steps with their states.
  */
 import type { JobRecord } from '../core/types.js';
-import { humanTime } from './format.js';
+import { humanTime, stateCell } from './format.js';
 import type { WorkflowRecord, WorkflowStepRecord } from '../workflow/store.js';
 
 /** Relative and local time, as in every table. */
@@ -29,7 +29,8 @@ export function jobText(job: JobRecord, now = new Date()): string {
   const rows: [string, string][] = [
     ['task', job.task],
     ['queue', job.queue],
-    ['state', job.state],
+    ['state', stateCell(job)],
+    ['cancel', job.state === 'running' && job.cancelRequestedAt ? `asked ${when(job.cancelRequestedAt, now)}: it ends cancelled once its handler has settled` : ''],
     ['attempts', `${job.attempts}/${job.maxAttempts}`],
     ['priority', String(job.priority)],
     ['created', when(job.createdAt, now)],
