@@ -111,6 +111,9 @@ describe('pgq CLI', () => {
       // So are the console's basic-auth value and the role names.
       const auth = pgq(['dashboard', '--basic-auth', 'nocolon'], { env: { DATABASE_URL: undefined }, cwd: bare });
       expect(auth).toMatchObject({ code: 1, stderr: expect.stringMatching(/basicAuth.*must be user:password/) });
+      // Named as given (it was "dashboard.allowedHosts[4]", a place in a list the user never wrote).
+      const host = pgq(['dashboard', '--allowed-host', 'localhost:4100'], { env: { DATABASE_URL: undefined }, cwd: bare });
+      expect(host).toMatchObject({ code: 1, stderr: expect.stringMatching(/--allowed-host must be a host name or address without a port .*got "localhost:4100"/) });
       const role = pgq(['roles', '--worker', 'no such role'], { env: { DATABASE_URL: undefined }, cwd: bare });
       expect(role).toMatchObject({ code: 1, stderr: expect.stringMatching(/"no such role" is not a plain identifier/) });
       expect(fs.existsSync(path.join(bare, '.pgq'))).toBe(false);

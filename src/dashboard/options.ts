@@ -5,6 +5,9 @@ import { ValidationError } from '../core/errors.js';
 import { zodToValidationError } from '../task.js';
 import type { Pgq } from '../client.js';
 
+/** A host name or address as `allowedHosts` takes it: no port, no scheme. */
+export const HOST_NAME = /^(\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*|[A-Za-z0-9.-]+)$/;
+
 /** Options of `createDashboard`. */
 export interface DashboardOptions {
   /** The Pgq the console reads and acts through (its schema is the one shown). */
@@ -55,7 +58,7 @@ const schema = z
     hidePayloads: z.boolean().default(false),
     pollIntervalMs: z.number().int().min(200).max(60_000).default(2_000),
     secret: z.string().min(16).optional(),
-    allowedHosts: z.array(z.string().regex(/^(\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*|[A-Za-z0-9.-]+)$/, 'must be a host name or address without a port')).min(1).optional(),
+    allowedHosts: z.array(z.string().regex(HOST_NAME, 'must be a host name or address without a port')).min(1).optional(),
   })
   .strict();
 

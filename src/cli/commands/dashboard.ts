@@ -1,6 +1,7 @@
 /** `pgq dashboard`: the operations console on its own HTTP server until SIGTERM/SIGINT. */
 import http from 'node:http';
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
+import { HOST_NAME } from '../../dashboard/options.js';
 import type { CliRuntime } from '../runtime.js';
 import { parseIntOption } from '../options.js';
 import { importOptional } from '../../core/optional-packages.js';
@@ -22,7 +23,9 @@ function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
-function collect(value: string, previous: string[] | undefined): string[] {
+/** `--allowed-host`, repeatable, each value checked as given. */
+function collectHost(value: string, previous: string[] | undefined): string[] {
+  if (!HOST_NAME.test(value)) throw new InvalidArgumentError(`--allowed-host must be a host name or address without a port or scheme (e.g. jobs.example.com), got ${JSON.stringify(value)}`);
   return [...(previous ?? []), value];
 }
 
@@ -36,7 +39,7 @@ export function registerDashboard(program: Command, rt: CliRuntime): void {
     .option('--read-only', 'hide every action and refuse every change (403)')
     .option('--basic-auth <user:password>', 'require HTTP basic auth (or set PGQ_DASHBOARD_AUTH=user:password)')
     .option('--hide-payloads', 'never show or search payloads and results')
-    .option('--allowed-host <host>', 'answer requests for this host name too (repeatable); on a loopback address only localhost, 127.0.0.1 and ::1 are answered otherwise', collect)
+    .option('--allowed-host <host>', 'answer requests for this host name too (repeatable); on a loopback address only localhost, 127.0.0.1 and ::1 are answered otherwise', collectHost)
     .action(async (opts: DashboardCommandOptions) => {
       const { createDashboard, parseBasicAuth } = await importOptional(['hono', '@hono/node-server'], () => import('../../dashboard/index.js'));
       const auth = opts.basicAuth ?? process.env.PGQ_DASHBOARD_AUTH;
