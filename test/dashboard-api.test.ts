@@ -256,6 +256,17 @@ describe('pages', () => {
     expect(await noPage.text()).toMatch(/No such page: \/jobs\/abc.*Back to the console/s);
   });
 
+  it('keeps the page size in the Older link, and in the filter form the filters it has no field for', async () => {
+    const paged = await (await get(dashboard, '/jobs?limit=2')).text();
+    const older = /href="([^"]*before=[^"]*)"/.exec(paged)?.[1]?.replaceAll('&amp;', '&');
+    expect(older).toMatch(/limit=2/); // it dropped it: the next page had 50 rows
+    expect((await (await get(dashboard, older!)).text()).match(/<tr>/g)?.length).toBeLessThanOrEqual(3); // a header row and at most 2 jobs
+    const wf = (await pgq.listWorkflows())[0]!;
+    const form = await (await get(dashboard, `/jobs?state=succeeded,failed&workflow=${wf.id}&until=1d&limit=10`)).text();
+    expect(form).toMatch(/<option value="succeeded,failed" selected>succeeded, failed<\/option>/);
+    for (const [name, value] of [['workflow', wf.id], ['until', '1d'], ['limit', '10']]) expect(form).toContain(`<input type="hidden" name="${name}" value="${value}">`);
+  });
+
   it('hides payloads and refuses to search them when asked', async () => {
     const hidden = make({ hidePayloads: true });
     const [xss] = await pgq.listJobs({ queue: 'xss' });

@@ -19,19 +19,27 @@ export function jobActions(ctx: PageContext, job: JobRecord, onJobPage = false):
   </div>`;
 }
 
+/** Filters the form has no field for: kept as they are when it is submitted. */
+const KEPT_FILTERS = ['until', 'result', 'workflow', 'limit'] as const;
+
 function filterForm(ctx: PageContext): Html {
   const q = ctx.query;
-  const state = q.get('state') ?? '';
+  // Several states (state=failed,cancelled, or state given twice) are one choice of their own.
+  const state = q.getAll('state').flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean).join(',');
+  const several = state.includes(',');
   const since = q.get('since') ?? '';
   const input = (name: string, placeholder: string, disabled = false): Html =>
     html`<label><span>${name}</span><input name="${name}" value="${q.get(name) ?? ''}" placeholder="${placeholder}" ${disabled ? html`disabled title="hidden in this console"` : null}></label>`;
   return html`<form class="filters" method="get" action="${url(ctx, '/jobs')}">
-    <label><span>state</span><select name="state"><option value="">any</option>${JOB_STATES.map((s) => html`<option value="${s}" ${s === state ? html`selected` : null}>${s}</option>`)}</select></label>
+    <label><span>state</span><select name="state"><option value="">any</option>${JOB_STATES.map((s) => html`<option value="${s}" ${s === state ? html`selected` : null}>${s}</option>`)}${
+      several ? html`<option value="${state}" selected>${state.replaceAll(',', ', ')}</option>` : null
+    }</select></label>
     ${input('queue', 'any')}${input('task', 'any')}
     <label><span>enqueued</span><select name="since">${SINCE.map(([v, l]) => html`<option value="${v}" ${v === since ? html`selected` : null}>${l}</option>`)}${
       since && !SINCE.some(([v]) => v === since) ? html`<option value="${since}" selected>since ${since}</option>` : null
     }</select></label>
     ${input('payload', '{"to":"a@b.co"} or text', ctx.hidePayloads)}${input('error', 'text in message or stack')}
+    ${KEPT_FILTERS.map((key) => (q.get(key)?.trim() ? html`<input type="hidden" name="${key}" value="${q.get(key)!}">` : null))}
     <div class="filter-buttons"><button class="btn primary" type="submit">Filter</button><a class="btn plain" href="${url(ctx, '/jobs')}">Clear</a></div>
   </form>`;
 }
@@ -55,6 +63,8 @@ export async function jobsPage(ctx: PageContext, pgq: Pgq): Promise<Page> {
   const limit = filter.limit ?? 50;
   const jobs = await pgq.listJobs({ ...filter, limit });
   const keep = filterParams(ctx.query);
+  // The page size travels with the pages, as the filter does.
+  if (ctx.query.get('limit')?.trim()) keep.set('limit', ctx.query.get('limit')!.trim());
   const older = new URLSearchParams(keep);
   if (jobs.length === limit) older.set('before', jobs.at(-1)!.id);
   const rows = jobs.map((job) => [
