@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import pg from 'pg';
 import { z } from 'zod';
 import { defineTask, JobTimeoutError, LeaseLostError, type JobRecord } from '../src/index.js';
 import { createStatements } from '../src/db/statements.js';
@@ -154,6 +155,44 @@ describe('one outcome on every path', () => {
 });
 
 describe('leases', () => {
+  it('the rescue does not take a job that, while it waited for the row, a worker registered after it began has claimed', async () => {
+    const noop = defineTask({ name: 'rescue-race', queue: 'rescue-race', schema: z.object({}), handler: () => null });
+    const pgq = await ctx.migrated({ tasks: [noop] });
+    const schema = `"${ctx.schema}"`;
+    const job = await pgq.enqueue(noop, {}, { delayMs: 3_600_000 });
+    // Job J runs for worker D, whose lease has run out.
+    await ctx.admin.query(`INSERT INTO ${schema}.workers (id, hostname, pid, queues, concurrency, rescue_after_ms, tasks, lease_expires_at)
+                           VALUES ('d', 'h', 1, '{rescue-race}', 1, 1000, '{rescue-race}', now() - interval '1 hour')`);
+    await ctx.admin.query(`UPDATE ${schema}.jobs SET state = 'running', worker_id = 'd', attempts = 1, started_at = now() - interval '2 hours' WHERE id = $1`, [job.id]);
+    // A transaction holds J's row (D's own give-back, say) ...
+    const holder = await ctx.admin.connect();
+    const rescuerPool = new pg.Pool({ connectionString: ctx.url, max: 1, application_name: `pgq_${ctx.schema}` });
+    try {
+      await holder.query('BEGIN');
+      await holder.query(`SELECT 1 FROM ${schema}.jobs WHERE id = $1 FOR UPDATE`, [job.id]);
+      // ... when the rescue begins: it sees J held by dead D, and waits for the row.
+      const rescuing = createStatements(ctx.schema).rescueJobs(fromPg(rescuerPool), { legacyRescueAfterMs: 30_000 });
+      await ctx.lockWaiters(1, 'the rescue to wait for the row');
+      // Worker N registers now, after the rescue began, and the row's newest
+      // version is N's claim of J (attempt 2, started now).
+      await ctx.admin.query(`INSERT INTO ${schema}.workers (id, hostname, pid, queues, concurrency, rescue_after_ms, tasks, lease_expires_at)
+                             VALUES ('n', 'h', 2, '{rescue-race}', 1, 60000, '{rescue-race}', now() + interval '1 minute')`);
+      await holder.query(`UPDATE ${schema}.jobs SET worker_id = 'n', attempts = 2, started_at = clock_timestamp() WHERE id = $1`, [job.id]);
+      await holder.query('COMMIT');
+      const rescued = await rescuing;
+      // N's lease is live: its attempt is N's to finish. It was rescued from under it (the rescue read N's row from before N registered).
+      expect(rescued).toEqual([]);
+      expect(await pgq.getJob(job.id)).toMatchObject({ state: 'running', workerId: 'n', attempts: 2 });
+      expect((await ctx.admin.query(`SELECT id FROM ${schema}.workers ORDER BY id`)).rows).toEqual([{ id: 'n' }]);
+    } finally {
+      await holder.query('ROLLBACK').catch(() => undefined);
+      holder.release();
+      await rescuerPool.end();
+      await ctx.admin.query(`DELETE FROM ${schema}.workers WHERE id IN ('d', 'n')`);
+      await ctx.admin.query(`DELETE FROM ${schema}.jobs WHERE id = $1`, [job.id]);
+    }
+  });
+
   it('health() reads the lease the worker holds now: ready again once it has registered again after a lost lease', async () => {
     const idle = defineTask({ name: 'idle', schema: z.object({}), handler: () => null });
     const pgq = await ctx.migrated({ tasks: [idle] });

@@ -413,6 +413,11 @@ export function createStatements(schema: string) {
          AND (j.worker_id IS NULL
               OR j.worker_id IN (SELECT id FROM dead)
               OR NOT EXISTS (SELECT 1 FROM ${workers} w WHERE w.id = j.worker_id))
+         -- Only attempts started before this statement. A row this statement
+         -- waited for is checked again at its newest version, but the
+         -- workers above are read as they stood when it began: a claim by a
+         -- worker registered since (a live lease) would look ownerless.
+         AND coalesce(j.started_at, '-infinity') < statement_timestamp()
       RETURNING j.id, j.state, j.worker_id, j.workflow_id
     ), ${lockDependents('NULL', `ARRAY(SELECT id FROM rescued WHERE state IN ('failed', 'cancelled') AND workflow_id IS NOT NULL)`)},
     notified AS (
