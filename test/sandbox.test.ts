@@ -183,6 +183,31 @@ describe.each<SandboxKind>(['thread', 'process'])('sandboxed %s', (kind) => {
     }
   });
 
+  it('a payload that cannot be sent into the sandbox (a schema that turns it into a function) fails the job for good, not once per attempt', async () => {
+    const task = defineTask({
+      name: `uncloneable-${kind}`,
+      schema: z.object({ text: z.string() }).transform((p) => ({ ...p, shout: () => p.text.toUpperCase() })) as unknown as z.ZodType<{ text: string }>,
+      maxAttempts: 3,
+      backoff: { baseMs: 10, maxMs: 20 },
+      sandbox: sandboxed<typeof echoHandler>({ module: new URL('./fixtures/sandbox/handlers.js', import.meta.url), kind }),
+    });
+    const echo = echoTask(kind);
+    const pgq = await ctx.migrated({ tasks: [task, echo] });
+    const worker = pgq.worker({ concurrency: 1, pollIntervalMs: 50, sandbox: { threads: 1, processes: 1 } });
+    await worker.start();
+    try {
+      const job = await pgq.enqueue(task, { text: 'hi' });
+      const done = await pgq.waitForJob(job.id, { timeoutMs: 30_000 });
+      expect(done).toMatchObject({ state: 'failed', attempts: 1 });
+      expect(done.errors[0]?.message).toMatch(/^the payload of job \d+ cannot be sent into its sandbox .*: .*(could not be cloned|function)/i);
+      // The sandbox goes on.
+      const next = await pgq.enqueue(echo, { text: 'after' });
+      expect((await pgq.waitForJob(next.id, { timeoutMs: 30_000 })).state).toBe('succeeded');
+    } finally {
+      await worker.stop();
+    }
+  });
+
   it('an error a handler leaves behind fails neither the next job nor the sandbox; one thrown while its own attempt runs fails that attempt', async () => {
     const task = strayTask(kind);
     const lines: Line[] = [];

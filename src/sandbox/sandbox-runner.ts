@@ -16,7 +16,7 @@
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { importOptional } from '../core/optional-packages.js';
-import { JobTimeoutError, SandboxCrashedError, ValidationError } from '../core/errors.js';
+import { JobTimeoutError, PermanentError, SandboxCrashedError, ValidationError } from '../core/errors.js';
 import type { ResolvedSandboxOptions } from '../config.js';
 import type { JobContext, TaskRegistry } from '../task.js';
 import type { ResolvedSandbox } from './handler.js';
@@ -92,7 +92,7 @@ export class SandboxRunner {
     try {
       reply = await attempt.done;
     } catch (err) {
-      if (!(err instanceof SandboxStopped)) throw err;
+      if (!(err instanceof SandboxStopped)) throw this.#cannotSend(payload, ctx) ?? err;
       if (!err.started) throw signal.aborted ? signal.reason : new SandboxCrashedError('the sandbox pool closed before the attempt started');
       throw this.#terminated(sandbox.kind, signal.reason);
     } finally {
@@ -101,6 +101,22 @@ export class SandboxRunner {
     }
     if (!reply.ok) throw new RemoteError(reply.error);
     return JSON.parse(reply.resultJson) as unknown;
+  }
+
+  /**
+   * Why this attempt's payload could not be sent into a sandbox (a schema
+   * that turns it into functions or class instances with methods), as a
+   * PermanentError: every attempt would fail the same way. Looked for only
+   * once an attempt has failed, so a sent payload is not copied twice.
+   */
+  #cannotSend(payload: unknown, ctx: JobContext): PermanentError | null {
+    try {
+      structuredClone({ payload, job: ctx.job });
+      return null;
+    } catch (err) {
+      const why = err instanceof Error ? err.message : String(err);
+      return new PermanentError(`the payload of job ${ctx.job.id} cannot be sent into its sandbox (sandboxed handlers take plain data: what the task's schema returns must be cloneable): ${why}`, { cause: err });
+    }
   }
 
   /** Terminates every sandbox of this worker. Call after the executor has settled. */
