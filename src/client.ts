@@ -514,7 +514,11 @@ export class Pgq {
     return this.#call(() => this.#jobs.list(filter));
   }
 
-  /** Per queue: counts by state and the oldest waiting due job. */
+  /**
+   * Per queue: counts by state and the oldest waiting due job. It counts
+   * finished jobs too, so it reads every row: on a table of millions, the
+   * metrics' queue gauges (live states, through partial indexes) are cheap.
+   */
   async stats(): Promise<QueueStats[]> {
     return this.#call(() => this.#jobs.stats());
   }
