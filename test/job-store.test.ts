@@ -492,6 +492,40 @@ describe('cancelling a running job', () => {
     }
   });
 
+  it('a notification on the cancel channel alone (anyone may send one) does not abort a job: the database says which were asked to stop', async () => {
+    let signalled = false;
+    const started = deferred();
+    const finish = deferred();
+    const steady = defineTask({
+      name: 'steady',
+      queue: 'forged-cancel',
+      schema: z.object({}),
+      handler: async (_p, c) => {
+        c.signal.addEventListener('abort', () => (signalled = true));
+        started.resolve();
+        await finish.promise;
+        return 'done';
+      },
+    });
+    const own = ctx.pgq({ tasks: [steady] });
+    await own.migrate();
+    const worker = own.worker({ queues: ['forged-cancel'], pollIntervalMs: 100, leader: false });
+    await worker.start();
+    try {
+      const job = await own.enqueue(steady, {});
+      await started.promise;
+      // What cancelJob sends, sent by hand (pg_notify needs no privilege: an enqueuer, or a role with no grants, can).
+      await ctx.admin.query(`SELECT pg_notify($1, $2)`, [`pgq:${ctx.schema}:cancel`, job.id]);
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      expect(signalled).toBe(false);
+      finish.resolve();
+      expect(await own.waitForJob(job.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded', result: 'done', attempts: 1 });
+    } finally {
+      finish.resolve();
+      await worker.stop();
+    }
+  });
+
   it('a request left on a job no longer running (a worker from before the request existed retried it) does not hide it from cancelJobs, and a retry clears it', async () => {
     const pgq = await ctx.migrated({ tasks: [mail] });
     const [left, retried] = await pgq.enqueueMany(mail, [{ to: 'left@x.co' }, { to: 'retried@x.co' }], { queue: 'left-over', delayMs: 60_000 });

@@ -35,7 +35,7 @@ import {
   errorMessage,
   errorSummary,
 } from '../core/errors.js';
-import { settlesWithin, sleep } from '../core/sleep.js';
+import { settlesWithin, sleep, Waker } from '../core/sleep.js';
 import type { ResolvedWorkerOptions } from '../config.js';
 import type { Queryable } from '../db/queryable.js';
 import type { HotStatements } from '../db/statements.js';
@@ -112,6 +112,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   #loopLagMs = 0;
   /** A cancel may have been sent while this worker did not listen (its LISTEN connection was down): look in the database. */
   #missedCancels = false;
+  /** Wakes the watch for cancels when one names a job this worker holds. */
+  readonly #cancelWaker = new Waker();
   #stallTasks: Record<string, number> = {};
   #health: HealthProbe | undefined;
 
@@ -319,9 +321,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         await listener.subscribe(channels.jobs, (queue) => {
           if (queues.has(queue)) this.#producer.wake();
         }),
-        await listener.subscribe(channels.cancel, (id) => {
-          this.#cancelled(id);
-        }),
+        await listener.subscribe(channels.cancel, (id) => this.#cancelHeard(id)),
       );
       const offConnect = listener.onConnect(() => {
         this.#producer.reconnected();
@@ -363,8 +363,23 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   /**
-   * `cancelJob` asked job `id` to stop: a job not started yet is given
-   * back (it ends cancelled); a running attempt's signal aborts.
+   * A notification on the cancel channel. It is a hint, not an order: any
+   * role that can connect may send one (`pg_notify` needs no privilege),
+   * and one that arrives late may name a job this worker has claimed again
+   * since. So the database says which of this worker's jobs were asked to
+   * stop (`cancel_requested_at`, which a claim clears): looked up at once
+   * when the id names a job held here, on the watch's next turn otherwise
+   * (a claim whose reply is on its way may hold it).
+   */
+  #cancelHeard(id: string): void {
+    this.#missedCancels = true;
+    if (this.#executor.heldIds().includes(id) || this.#producer.bufferedIds().includes(id)) this.#cancelWaker.wake();
+  }
+
+  /**
+   * The database says job `id`, held by this worker, was asked to stop: a
+   * job not started yet is given back (it ends cancelled); a running
+   * attempt's signal aborts.
    */
   #cancelled(id: string): void {
     // An attempt this worker holds without having started it goes back (it
@@ -378,18 +393,18 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   /**
-   * Cancels this worker did not hear: with `listen: false`, or while its
-   * LISTEN connection was down, `cancelJob`'s notification never arrives.
-   * The jobs it holds whose cancel was asked for are read from the database
-   * then (every poll interval, at least every second, while not listening;
-   * once after each reconnect), and treated as the notification would have:
-   * a buffered job is given back (and ends cancelled), a running one's
-   * signal aborts.
+   * The jobs this worker holds whose cancel was asked for, read from the
+   * database: at once after a cancel notification for a job held here, on
+   * the next turn after one for another (at least every second), every poll
+   * interval while not listening (`listen: false`, or the LISTEN connection
+   * down: the notification never arrives), and once after each reconnect. A
+   * buffered job is given back (and ends cancelled), a running one's signal
+   * aborts.
    */
   async #watchCancels(signal: AbortSignal): Promise<void> {
     const { listener, statements, db } = this.#deps;
     while (!signal.aborted) {
-      await sleep(Math.max(this.options.pollIntervalMs, 1_000), signal);
+      await this.#cancelWaker.wait(Math.max(this.options.pollIntervalMs, 1_000), signal);
       if (signal.aborted) return;
       if (listener.connected && !this.#missedCancels) continue;
       // Holding nothing yet: a claim whose reply is on its way may bring the
