@@ -294,9 +294,24 @@ describe('counting for a bulk action', () => {
     const [first, second] = wf.steps;
     await setState(first!.id, 'failed', ', attempts = 1, finished_at = now()');
     expect((await pgq.getJob(second!.id))?.state).toBe('cancelled');
-    expect(await pgq.countJobs({ task: 'cva-retry', state: ['failed', 'cancelled', 'scheduled'] })).toBe(4);
-    expect((await counts('cva-retry')).retry).toBe(2); // the holder and the failed first step
-    expect(await pgq.retryJobs({ task: 'cva-retry' })).toBe(2);
+    // Two finished jobs sharing a key that is free: the newer is retried, not both.
+    const firstK2 = await pgq.enqueue(retrying, 'k2-first', { ...later, uniqueKey: 'k2' });
+    await setState(firstK2.id, 'failed', ', finished_at = now()');
+    const secondK2 = await pgq.enqueue(retrying, 'k2-second', { ...later, uniqueKey: 'k2' });
+    await setState(secondK2.id, 'cancelled', ', finished_at = now()');
+    // An older live one (retryable) and a newer finished one sharing a key: the live one holds it and is retried.
+    const liveK3 = await pgq.enqueue(retrying, 'k3-live', { ...later, uniqueKey: 'k3' });
+    await setState(liveK3.id, 'failed', ', finished_at = now()');
+    const newerK3 = await pgq.enqueue(retrying, 'k3-newer', { ...later, uniqueKey: 'k3' });
+    await setState(newerK3.id, 'failed', ', finished_at = now()');
+    await setState(liveK3.id, 'retryable', ', finished_at = NULL');
+    expect(await pgq.countJobs({ task: 'cva-retry', state: ['failed', 'cancelled', 'scheduled', 'retryable'] })).toBe(8);
+    expect((await counts('cva-retry')).retry).toBe(4); // the holder, the failed first step, the newer of k2, the live k3
+    expect(await pgq.retryJobs({ task: 'cva-retry' })).toBe(4);
+    expect((await pgq.getJob(secondK2.id))?.state).toBe('available');
+    expect((await pgq.getJob(firstK2.id))?.state).toBe('failed');
+    expect((await pgq.getJob(liveK3.id))?.state).toBe('available');
+    expect((await pgq.getJob(newerK3.id))?.state).toBe('failed');
 
     // delete: not a step that has not finished, nor a finished one a blocked dependent still waits on.
     await pgq.enqueue(deleting, 'plain', later);

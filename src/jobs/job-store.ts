@@ -67,7 +67,7 @@ const BULK_STATES: Record<BulkAction, readonly JobState[]> = { retry: RETRYABLE_
  * each batch applies again once its rows are locked (retryMany, cancelMany,
  * deleteMany below; a test holds the two to the same answers).
  */
-function changedBy(eb: ExpressionBuilder<PgqDatabase, 'jobs'>, action: BulkAction) {
+function changedBy(eb: ExpressionBuilder<PgqDatabase, 'jobs'>, action: BulkAction, filter: JobFilter) {
   const inStates = eb('jobs.state', 'in', [...BULK_STATES[action]]);
   if (action === 'cancel') {
     // Asked once already: not counted again.
@@ -80,8 +80,8 @@ function changedBy(eb: ExpressionBuilder<PgqDatabase, 'jobs'>, action: BulkActio
     );
     return eb.and([inStates, eb.or([eb('jobs.workflow_id', 'is', null), eb.and([eb('jobs.state', 'in', [...FINAL_STATES]), eb.not(waitedOn)])])]);
   }
-  // retry: not while another live job holds its uniqueKey (two retryable
-  // jobs sharing a key count twice here; the action retries the newest); a workflow step
+  // retry: not while another live job holds its uniqueKey, nor while a newer
+  // finished job sharing it is retried instead; a workflow step
   // only as prepareRetry allows (not cancelled by another step's failure,
   // its parents succeeded — or, run-anyway, finished).
   const keyHeld = eb.exists(
@@ -101,9 +101,21 @@ function changedBy(eb: ExpressionBuilder<PgqDatabase, 'jobs'>, action: BulkActio
       .whereRef('d.child_id', '=', 'jobs.id')
       .where(sql<boolean>`CASE WHEN jobs.on_parent_failure = 'run' THEN p.state IN (${sql.join(LIVE_STATES)}) ELSE p.state <> 'succeeded' END`),
   );
+  // Of finished jobs sharing a key no live job holds, the action retries the newest it matches.
+  const newerTakesKey = eb.exists(
+    eb
+      .selectFrom('jobs as n')
+      .select(sql`1`.as('one'))
+      .whereRef('n.task', '=', 'jobs.task')
+      .whereRef('n.unique_key', '=', 'jobs.unique_key')
+      .whereRef('n.id', '>', 'jobs.id')
+      .where('n.state', 'in', ['failed', 'cancelled'])
+      // Unqualified, the filter's columns are the newer job's (the nearest FROM).
+      .where((inner) => jobFilterCondition(inner as unknown as ExpressionBuilder<PgqDatabase, 'jobs'>, filter)),
+  );
   return eb.and([
     inStates,
-    eb.or([eb('jobs.unique_key', 'is', null), eb.not(keyHeld)]),
+    eb.or([eb('jobs.unique_key', 'is', null), eb.and([eb.not(keyHeld), eb.or([eb('jobs.state', 'not in', ['failed', 'cancelled']), eb.not(newerTakesKey)])])]),
     eb.or([eb('jobs.workflow_id', 'is', null), eb('jobs.pass_results', 'is', null), eb.and([eb('jobs.cancelled_by', 'is', null), eb.not(parentsNotReady)])]),
   ]);
 }
@@ -186,7 +198,7 @@ export class JobStore {
     const matching = this.deps.kysely
       .selectFrom('jobs')
       .select(sql<number>`1`.as('one'))
-      .where((eb) => (action === undefined ? jobFilterCondition(eb, filter) : eb.and([jobFilterCondition(eb, filter), changedBy(eb, action)])));
+      .where((eb) => (action === undefined ? jobFilterCondition(eb, filter) : eb.and([jobFilterCondition(eb, filter), changedBy(eb, action, filter)])));
     const row = await this.deps.kysely
       .selectFrom((max === undefined ? matching : matching.limit(max)).as('m'))
       .select((eb) => eb.fn.countAll<string>().as('n'))
@@ -289,17 +301,15 @@ export class JobStore {
     return this.#bulk(filter, RETRYABLE_STATES, async (trx, rows) => {
       const ids: string[] = [];
       const held = await this.#uniqueKeyHolders(trx, rows.map((row) => row.id));
-      // Two of them with one task and key (the key was used again after the
-      // first finished): the newest runs again, the others are held by it.
-      const keys = new Set<string>();
+      // Newest first. A live one (retryable, scheduled) holds its key
+      // already, so a finished one sharing it is held (above); of finished
+      // ones sharing a key that is free (it was used again after the first
+      // finished), the newest runs again and the others stay.
+      const taken = new Set<string>();
       for (const row of [...rows].reverse()) {
-        if (row.unique_key === null) continue;
-        const key = JSON.stringify([row.task, row.unique_key]);
-        if (keys.has(key)) held.set(row.id, 'newer');
-        else keys.add(key);
-      }
-      for (const row of rows) {
         if (held.has(row.id)) continue; // retryJob would refuse it: another live job holds its uniqueKey
+        const key = row.unique_key === null ? null : JSON.stringify([row.task, row.unique_key]);
+        if (key !== null && taken.has(key)) continue;
         if (row.workflow_id !== null) {
           try {
             await this.deps.workflows.prepareRetry(trx, row.id);
@@ -308,6 +318,7 @@ export class JobStore {
             throw err;
           }
         }
+        if (key !== null) taken.add(key);
         ids.push(row.id);
       }
       await this.#makeAvailable(trx, ids, rows.filter((r) => ids.includes(r.id)).map((r) => r.queue));
