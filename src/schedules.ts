@@ -140,7 +140,9 @@ export async function resolveSchedule(options: ScheduleOptions, tasks: TaskRegis
   const draft = draftSchedule(options, tasks, '');
   const checked = validatePayloads([draft.payload]);
   const [payload] = Array.isArray(checked) ? checked : await checked;
-  return withPayload(draft, payload, maxPayloadBytes);
+  const resolved = withPayload(draft, payload, maxPayloadBytes);
+  await checkKeyOfStored(resolved, draft.task, draft.payload.field);
+  return resolved;
 }
 
 /** Checks everything but the payload; throws a ValidationError naming the field (under `prefix`, e.g. `schedules[2].`). */
@@ -182,9 +184,19 @@ function draftSchedule(options: ScheduleOptions, tasks: TaskRegistry, prefix: st
 }
 
 function withPayload(draft: ScheduleDraft, payload: unknown, maxPayloadBytes: number): ResolvedSchedule {
-  // Its jobs take the task's concurrencyKey of this payload: a key function that refuses it is refused now, not at each tick.
-  taskConcurrencyKey(draft.task, payload, draft.payload.field);
   return Object.freeze({ ...draft.schedule, payloadText: toJsonText(payload, draft.payload.field, maxPayloadBytes) });
+}
+
+/**
+ * Its jobs take the task's concurrencyKey of the payload as stored, read
+ * through the schema again (as each tick reads it): a key function that
+ * refuses it is refused now, not at each tick.
+ */
+async function checkKeyOfStored(resolved: ResolvedSchedule, task: AnyTask, field: string): Promise<void> {
+  if (!task.concurrencyKey) return;
+  const checked = validatePayloads([{ schema: task.schema, value: JSON.parse(resolved.payloadText) as unknown, field }]);
+  const [stored] = Array.isArray(checked) ? checked : await checked;
+  taskConcurrencyKey(task, stored, field);
 }
 
 /**
@@ -206,7 +218,13 @@ export function resolveDeclaredSchedules(
   });
   const resolve = (payloads: unknown[]): ResolvedSchedule[] => drafts.map((draft, i) => withPayload(draft, payloads[i], maxPayloadBytes));
   const checked = validatePayloads(drafts.map((draft) => draft.payload));
-  return Array.isArray(checked) ? resolve(checked) : checked.then(resolve);
+  const resolved = Array.isArray(checked) ? resolve(checked) : checked.then(resolve);
+  if (!drafts.some((draft) => draft.task.concurrencyKey)) return resolved;
+  return (async () => {
+    const list = await resolved;
+    for (const [i, schedule] of list.entries()) await checkKeyOfStored(schedule, drafts[i]!.task, drafts[i]!.payload.field);
+    return list;
+  })();
 }
 
 function resolveTask(task: unknown, tasks: TaskRegistry, field: string): AnyTask {
@@ -266,12 +284,13 @@ export async function insertScheduleJobs(
   schedule: Selectable<SchedulesTable>,
   firings: readonly ScheduleFiring[],
   tasks: TaskRegistry | undefined,
+  warn: (message: string) => void = () => undefined,
 ): Promise<(JobRow | undefined)[]> {
   const { name, task, queue } = schedule;
   // The task's own concurrencyKey and expiresInMs, as an enqueue applies
   // them, where this process knows the task (a leader without it writes neither).
   const definition = tasks?.get(task);
-  const concurrencyKey = definition ? taskConcurrencyKey(definition, schedule.payload, `schedule ${JSON.stringify(name)}'s payload`) : null;
+  const concurrencyKey = definition ? await scheduleConcurrencyKey(definition, schedule, warn) : null;
   const expiresInMs = definition?.expiresInMs ?? null;
   const pending: PendingJob[] = firings.map((f) => ({ task, queue, payload: schedule.payload, meta: {}, schedule: { name, tick: f.tick } }));
   let inserted: JobRow[] = [];
@@ -305,6 +324,26 @@ export async function insertScheduleJobs(
     for (const job of live) byKey.set(job.unique_key, job);
   }
   return firings.map((f) => byKey.get(f.uniqueKey));
+}
+
+/**
+ * The task's concurrencyKey of a schedule's stored payload, read through the
+ * task's schema first as a worker reads it (the key function takes what
+ * the schema returns: a Date, say, where the JSON holds a string). One that
+ * cannot be computed (a schedule saved before its task had this key
+ * function, or by other code) is left out, said, and the job still fires.
+ */
+async function scheduleConcurrencyKey(definition: AnyTask, schedule: Selectable<SchedulesTable>, warn: (message: string) => void): Promise<string | null> {
+  if (!definition.concurrencyKey) return null;
+  const field = `schedule ${JSON.stringify(schedule.name)}'s payload`;
+  try {
+    const checked = validatePayloads([{ schema: definition.schema, value: schedule.payload, field }]);
+    const [payload] = Array.isArray(checked) ? checked : await checked;
+    return taskConcurrencyKey(definition, payload, field);
+  } catch (err) {
+    warn(`pgq schedule ${schedule.name}: its job fires without its task's concurrencyKey: ${err instanceof Error ? err.message : String(err)}`);
+    return null;
+  }
 }
 
 export interface ScheduleStoreDeps {

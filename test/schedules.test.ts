@@ -261,10 +261,11 @@ describe('a schedule of a task with a concurrencyKey and expiresInMs', () => {
     const keyed = defineTask({
       name: 'tenant-report',
       queue: 'tenant-reports',
-      schema: z.object({ tenant: z.string() }),
-      concurrencyKey: ({ tenant }) => {
+      // The key function takes what the schema returns: a Date where the stored JSON holds a string.
+      schema: z.object({ tenant: z.string(), since: z.coerce.date().default(new Date('2026-01-01T00:00:00Z')) }),
+      concurrencyKey: ({ tenant, since }) => {
         if (tenant === '') throw new Error('no tenant');
-        return `tenant:${tenant}`;
+        return `tenant:${tenant}:${since.toISOString().slice(0, 10)}`;
       },
       expiresInMs: 3_600_000,
       handler: () => null,
@@ -289,9 +290,16 @@ describe('a schedule of a task with a concurrencyKey and expiresInMs', () => {
     );
     expect(rows).toHaveLength(2);
     for (const row of rows) {
-      expect(row.concurrency_key).toBe('tenant:acme');
+      expect(row.concurrency_key).toBe('tenant:acme:2026-01-01');
       expect(row.expires_at!.getTime() - row.created_at.getTime()).toBeGreaterThan(3_500_000);
     }
+    // Saved by code whose task had no key function, with a payload this one's refuses: the job still fires, without a key.
+    const plain = defineTask({ name: 'tenant-report', queue: 'tenant-reports', schema: z.object({ tenant: z.string() }), handler: () => null });
+    const older = ctx.pgq({ tasks: [plain] });
+    await older.schedule({ name: 'no-tenant-yet', every: '1h', task: plain, payload: { tenant: '' } });
+    const unkeyed = await pgq.runSchedule('no-tenant-yet');
+    const { rows: [stored] } = await ctx.admin.query<{ concurrency_key: string | null }>(`SELECT concurrency_key FROM "${ctx.schema}".jobs WHERE id = $1`, [unkeyed.id]);
+    expect(stored).toEqual({ concurrency_key: null });
   });
 });
 

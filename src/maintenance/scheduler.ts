@@ -274,7 +274,7 @@ export class Scheduler extends LoopService {
       const fired: FiredTick[] = [];
       if (plan.fire.length > 0) {
         const firings = plan.fire.map((tick) => ({ tick, runAt: tick, uniqueKey: tickUniqueKey(name, tick) }));
-        const jobs = await insertScheduleJobs(fromKysely(trx), statements, this.deps.middleware, row, firings, this.deps.tasks);
+        const jobs = await insertScheduleJobs(fromKysely(trx), statements, this.deps.middleware, row, firings, this.deps.tasks, (message) => this.logger.warn({ schedule: name }, message));
         plan.fire.forEach((tick, i) => fired.push({ schedule: name, tick, jobId: jobs[i] ? String(jobs[i].id) : null }));
       }
       const last = fired.at(-1);
