@@ -114,6 +114,8 @@ describe('pgq CLI', () => {
       // Named as given (it was "dashboard.allowedHosts[4]", a place in a list the user never wrote).
       const host = pgq(['dashboard', '--allowed-host', 'localhost:4100'], { env: { DATABASE_URL: undefined }, cwd: bare });
       expect(host).toMatchObject({ code: 1, stderr: expect.stringMatching(/--allowed-host must be a host name or address without a port .*got "localhost:4100"/) });
+      // One colon is a host and a port, not an IPv6 address.
+      expect(pgq(['dashboard', '--allowed-host', 'cafe:8080'], { env: { DATABASE_URL: undefined }, cwd: bare })).toMatchObject({ code: 1, stderr: expect.stringMatching(/got "cafe:8080"/) });
       const role = pgq(['roles', '--worker', 'no such role'], { env: { DATABASE_URL: undefined }, cwd: bare });
       expect(role).toMatchObject({ code: 1, stderr: expect.stringMatching(/"no such role" is not a plain identifier/) });
       expect(fs.existsSync(path.join(bare, '.pgq'))).toBe(false);

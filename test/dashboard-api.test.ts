@@ -91,6 +91,8 @@ describe('JSON API', () => {
       '/api/jobs?until=45',
       '/api/jobs?since=7',
       '/api/jobs/count?until=45&action=delete',
+      // No such day: JavaScript would roll it over to 3 March.
+      '/api/jobs?until=2026-02-31',
     ]) {
       const res = await get(dashboard, path);
       expect(res.status, path).toBe(400);
@@ -100,6 +102,11 @@ describe('JSON API', () => {
     const refused = await post(dashboard, '/api/jobs/delete?until=45', { 'x-pgq-csrf': token });
     expect(refused.status).toBe(400);
     expect(await refused.json()).toMatchObject({ error: { message: expect.stringMatching(/^until: must be a duration back from now .* or an ISO 8601 date/) } });
+    expect(await pgq.countJobs({})).toBe(jobsBefore);
+    // A misspelt filter is refused, not dropped (the rest alone would match every cancelled job).
+    const misspelt = await post(dashboard, '/api/jobs/delete?state=cancelled&queu=nope', { 'x-pgq-csrf': token });
+    expect(misspelt.status).toBe(400);
+    expect(await misspelt.json()).toMatchObject({ error: { message: expect.stringMatching(/^queu: is not a job filter/) } });
     expect(await pgq.countJobs({})).toBe(jobsBefore);
     expect((await get(dashboard, `/api/jobs?until=${new Date(Date.now() + 60_000).toISOString()}`)).status).toBe(200);
 

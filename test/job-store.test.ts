@@ -259,6 +259,9 @@ describe('a filter with a field it does not know', () => {
     await expect(pgq.deleteJobs({ queue: 'typo', limit: 1 } as never)).rejects.toThrow(/^limit: is not a job filter field \(paging is listJobs' alone\)/);
     await expect(pgq.countJobs({ payload: { text: 'kept', contains: { to: 'x' } } as never })).rejects.toThrow(/^payload: must be .* not both/);
     await expect(pgq.countJobs({ workflowId: 'abc' })).rejects.toThrow(/workflow id/);
+    // A field given as undefined is left out, as before; a workflow record stands for its id.
+    expect(await pgq.countJobs({ queue: 'typo', before: undefined, limit: undefined } as never)).toBe(1);
+    expect(await pgq.countJobs({ workflowId: { id: '999999' } as never })).toBe(0);
     expect(await pgq.countJobs({})).toBe(total);
     expect((await pgq.getJob(kept.id))?.state).toBe('scheduled');
     expect((await pgq.listJobs({ queue: 'typo', limit: 5, before: String(Number(kept.id) + 1) })).map((j) => j.id)).toEqual([kept.id]);

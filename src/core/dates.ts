@@ -26,5 +26,8 @@ export function parseIsoDate(text: string): Date | null {
   const trimmed = text.trim();
   if (!ISO_DATE.test(trimmed)) return null;
   const date = new Date(trimmed.replace(' ', 'T'));
-  return Number.isNaN(date.getTime()) ? null : date;
+  if (Number.isNaN(date.getTime())) return null;
+  // JavaScript rolls a day past the month's end over (2026-02-31 is 3 March): no such day, no date.
+  const [year, month, day] = trimmed.slice(0, 10).split('-').map(Number) as [number, number, number];
+  return day <= new Date(Date.UTC(year, month, 0)).getUTCDate() && month >= 1 && month <= 12 ? date : null;
 }

@@ -15,7 +15,7 @@ import { ScheduleNotFoundError } from '../schedules.js';
 import { WorkflowNotFoundError } from '../workflow/store.js';
 import type { LiveFeed } from './live.js';
 import type { ResolvedDashboardOptions } from './options.js';
-import { filterFromQuery, hasFilterParams, listFromQuery } from './query.js';
+import { filterFromQuery, hasFilterParams, listFromQuery, refuseUnknownParams } from './query.js';
 import { consoleJob, consoleSchedule } from './serialize.js';
 
 /** `GET api/jobs/count` counts this many at most and then answers `{ count: 10000, more: true }`. */
@@ -90,6 +90,7 @@ export function apiRoutes(o: ResolvedDashboardOptions, live: LiveFeed, csrfToken
   });
   api.post('/jobs/:action{retry|cancel|delete}', async (c) => {
     const params = query(c.req.url);
+    refuseUnknownParams(params);
     if (!hasFilterParams(params, hidePayloads)) throw new ValidationError('filter', 'a bulk action needs at least one filter (state, queue, task, since, until, payload, result, error, workflow)');
     const filter = filterFromQuery(params, hidePayloads);
     const action = parseAction(c.req.param('action'));

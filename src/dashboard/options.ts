@@ -5,8 +5,8 @@ import { ValidationError } from '../core/errors.js';
 import { zodToValidationError } from '../task.js';
 import type { Pgq } from '../client.js';
 
-/** A host name or address as `allowedHosts` takes it: no port, no scheme. */
-export const HOST_NAME = /^(\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*|[A-Za-z0-9.-]+)$/;
+/** A host name or address as `allowedHosts` takes it: no port, no scheme (an IPv6 address has two colons at least: `cafe:8080` is a host and a port). */
+export const HOST_NAME = /^(\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*|[A-Za-z0-9.-]+)$/;
 
 /** Options of `createDashboard`. */
 export interface DashboardOptions {

@@ -49,6 +49,19 @@ export function listFromQuery(params: URLSearchParams, hidePayloads: boolean): L
   return filter;
 }
 
+/**
+ * Refuses a query-string key that is neither a filter nor one of `also`:
+ * a misspelt `queu=emails` would otherwise be no filter at all, and a bulk
+ * delete with it delete every job the rest matches.
+ */
+export function refuseUnknownParams(params: URLSearchParams, also: readonly string[] = []): void {
+  for (const key of params.keys()) {
+    if (!(FILTER_KEYS as readonly string[]).includes(key) && !also.includes(key)) {
+      throw new ValidationError(key, `is not a job filter; the filters are ${FILTER_KEYS.join(', ')}`);
+    }
+  }
+}
+
 /** The filter's own query-string entries (for links that keep it). */
 export function filterParams(params: URLSearchParams): URLSearchParams {
   const out = new URLSearchParams();

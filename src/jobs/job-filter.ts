@@ -64,8 +64,9 @@ const LIST_FIELDS = [...FILTER_FIELDS, 'before', 'limit'] as const satisfies rea
 export function validateJobFilter(filter: JobFilter, listing = false): JobFilter {
   if (filter === null || typeof filter !== 'object' || Array.isArray(filter)) throw new ValidationError('filter', 'must be an object');
   const known: readonly string[] = listing ? LIST_FIELDS : FILTER_FIELDS;
-  for (const key of Object.keys(filter)) {
-    if (!known.includes(key)) {
+  for (const [key, value] of Object.entries(filter)) {
+    // A field given as undefined is left out, as everywhere else (`{ queue: q.queue }` with no queue set).
+    if (value !== undefined && !known.includes(key)) {
       const hint = !listing && (key === 'before' || key === 'limit') ? ' (paging is listJobs\' alone)' : '';
       throw new ValidationError(key, `is not a job filter field${hint}; the fields are ${known.join(', ')}`);
     }
@@ -145,7 +146,7 @@ export function jobFilterCondition(eb: ExpressionBuilder<PgqDatabase, 'jobs'>, f
   if (filter.task !== undefined) and.push(eb('task', '=', filter.task));
   if (filter.since !== undefined) and.push(sql<SqlBool>`created_at >= ${filter.since}`);
   if (filter.until !== undefined) and.push(sql<SqlBool>`created_at < ${filter.until}`);
-  if (filter.workflowId !== undefined) and.push(eb('workflow_id', '=', filter.workflowId));
+  if (filter.workflowId !== undefined) and.push(eb('workflow_id', '=', parseWorkflowId(filter.workflowId, 'workflowId')));
   const columns = { payload: 'payload', result: 'result', error: 'errors' } as const;
   for (const key of ['payload', 'result', 'error'] as const) {
     const match = filter[key];

@@ -105,7 +105,7 @@ export class SandboxRunner {
 
   /**
    * Why this attempt's payload could not be sent into a sandbox (a schema
-   * that turns it into functions or class instances with methods), as a
+   * that puts functions or symbols into it), as a
    * PermanentError: every attempt would fail the same way. Looked for only
    * once an attempt has failed, so a sent payload is not copied twice.
    */
@@ -115,7 +115,7 @@ export class SandboxRunner {
       return null;
     } catch (err) {
       const why = err instanceof Error ? err.message : String(err);
-      return new PermanentError(`the payload of job ${ctx.job.id} cannot be sent into its sandbox (sandboxed handlers take plain data: what the task's schema returns must be cloneable): ${why}`, { cause: err });
+      return new PermanentError(`the payload of job ${ctx.job.id} cannot be sent into its sandbox (sandboxed handlers take plain data: what the task's schema returns must be cloneable, without functions or symbols): ${why}`, { cause: err });
     }
   }
 

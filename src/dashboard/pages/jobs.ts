@@ -25,7 +25,7 @@ const KEPT_FILTERS = ['until', 'result', 'workflow', 'limit'] as const;
 function filterForm(ctx: PageContext): Html {
   const q = ctx.query;
   // Several states (state=failed,cancelled, or state given twice) are one choice of their own.
-  const state = q.getAll('state').flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean).join(',');
+  const state = [...new Set(q.getAll('state').flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean))].join(',');
   const several = state.includes(',');
   const since = q.get('since') ?? '';
   const input = (name: string, placeholder: string, disabled = false): Html =>
