@@ -321,6 +321,51 @@ describe('a LISTEN connection that dies without a word', () => {
   });
 });
 
+describe('a LISTEN connection closed while it reconnects', () => {
+  it('ends the connection it was opening: nothing is left open to keep the process alive', async () => {
+    // A proxy that passes each new connection on only after `delayMs`: a reconnect under way when close() comes.
+    let delayMs = 0;
+    const sockets: net.Socket[] = [];
+    const target = new URL(ctx.url);
+    const server = net.createServer((client) => {
+      client.on('error', () => undefined);
+      client.pause();
+      sockets.push(client);
+      setTimeout(() => {
+        const upstream = net.connect(Number(target.port || 5432), target.hostname);
+        upstream.on('error', () => undefined);
+        sockets.push(upstream);
+        client.pipe(upstream);
+        upstream.pipe(client);
+        client.resume();
+      }, delayMs);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = new URL(ctx.url);
+    url.hostname = '127.0.0.1';
+    url.port = String((server.address() as net.AddressInfo).port);
+    const appName = `pgq_reconnecting_${process.pid}`;
+    const backends = async (): Promise<number> =>
+      (await ctx.admin.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1', [appName])).rows[0]!.n;
+    url.searchParams.set('application_name', appName);
+    const listener = new Listener({ connectionString: url.toString() }, defaultLogger(), { checkMs: 200, queryTimeoutMs: 500 });
+    try {
+      await listener.subscribe(`reconnecting_${ctx.schema}`, () => undefined);
+      expect(await listener.ready(10_000)).toBe(true);
+      delayMs = 1_500;
+      await ctx.admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [appName]);
+      await until(() => !listener.connected, { what: 'the listener to see its connection gone' });
+      await new Promise((resolve) => setTimeout(resolve, 600)); // its reconnect is under way, held by the proxy
+      expect(await endsWithin(listener.close(), 10_000)).toBe('ended');
+      await new Promise((resolve) => setTimeout(resolve, 2_000)); // past the proxy's delay
+      expect(await backends()).toBe(0); // the connection it opened after close() stayed, idle, for ever
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+});
+
 describe('PostgreSQL restart', () => {
   let server: EmbeddedServer | undefined;
   afterAll(async () => {

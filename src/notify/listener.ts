@@ -144,19 +144,22 @@ export class Listener {
         await client.connect();
         this.#client = client;
         for (const channel of this.#handlers.keys()) await this.#query(client, `LISTEN ${quoteIdent(channel)}`);
-        if (signal.aborted) break;
-        this.#connected = true;
-        failures = 0;
-        this.#connectedWaiters.splice(0).forEach((resolve) => resolve());
-        for (const hook of this.#connectHooks) hook();
-        const watching = new AbortController();
-        const stop = AbortSignal.any([signal, watching.signal]);
-        await Promise.race([
-          connectionLost,
-          new Promise((resolve) => stop.addEventListener('abort', resolve, { once: true })),
-          this.#watch(client, stop),
-        ]);
-        watching.abort();
+        // Closed while it connected: ended below like any other (close() could
+        // not end a client it did not know yet; left open, it kept the process alive).
+        if (!signal.aborted) {
+          this.#connected = true;
+          failures = 0;
+          this.#connectedWaiters.splice(0).forEach((resolve) => resolve());
+          for (const hook of this.#connectHooks) hook();
+          const watching = new AbortController();
+          const stop = AbortSignal.any([signal, watching.signal]);
+          await Promise.race([
+            connectionLost,
+            new Promise((resolve) => stop.addEventListener('abort', resolve, { once: true })),
+            this.#watch(client, stop),
+          ]);
+          watching.abort();
+        }
       } catch (err) {
         if (!signal.aborted) {
           this.#logger.warn({ err: errorSummary(err) }, `pgq listener could not connect: ${errorMessage(err)}`);
