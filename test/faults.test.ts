@@ -366,6 +366,27 @@ describe('a LISTEN connection closed while it reconnects', () => {
   });
 });
 
+describe('an outcome lost to a crash of PostgreSQL, on a worker that does not listen', () => {
+  it('is found running under the worker, not held, and given back to run again: it stayed running for as long as the worker lived', async () => {
+    const runs = new Map<string, number>();
+    const task = countingTask(runs, 0);
+    const pgq = ctx.pgq({ tasks: [task], listen: false });
+    await pgq.migrate();
+    const worker = pgq.worker({ pollIntervalMs: 100, heartbeatMs: 300, rescueAfterMs: 1_500, leader: false });
+    await worker.start();
+    try {
+      const job = await pgq.enqueue(task, { n: 1 });
+      expect((await pgq.waitForJob(job.id, { timeoutMs: 10_000 })).state).toBe('succeeded');
+      // What a crash leaves of an outcome committed without waiting for the disk: the row as the claim wrote it.
+      const [me] = await pgq.listWorkers();
+      await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = 'running', finished_at = NULL, result = NULL, worker_id = $2 WHERE id = $1`, [job.id, me!.id]);
+      await until(async () => runs.get(job.id) === 2 && (await pgq.getJob(job.id))?.state === 'succeeded', { timeoutMs: 15_000, what: 'the job to be given back and run again' });
+    } finally {
+      await worker.stop();
+    }
+  });
+});
+
 describe('PostgreSQL restart', () => {
   let server: EmbeddedServer | undefined;
   afterAll(async () => {

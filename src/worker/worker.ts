@@ -403,9 +403,20 @@ export class Worker extends EventEmitter<WorkerEvents> {
    */
   async #watchCancels(signal: AbortSignal): Promise<void> {
     const { listener, statements, db } = this.#deps;
+    // Poll-only (listen: false), no reconnect is ever seen: outcomes lost
+    // to a crash of PostgreSQL (written without waiting for the disk) would
+    // leave their jobs running here, unheld, for as long as this worker
+    // lives. So what is running under this worker's id and not held here is
+    // given back every rescueAfterMs, as after a reconnect.
+    const reconcileEveryMs = Math.max(1_000, this.options.rescueAfterMs);
+    let reconcileAt = performance.now() + reconcileEveryMs;
     while (!signal.aborted) {
       await this.#cancelWaker.wait(Math.max(this.options.pollIntervalMs, 1_000), signal);
       if (signal.aborted) return;
+      if (!listener.enabled && performance.now() >= reconcileAt) {
+        reconcileAt = performance.now() + reconcileEveryMs;
+        this.#producer.reconnected();
+      }
       if (listener.connected && !this.#missedCancels) continue;
       // Holding nothing yet: a claim whose reply is on its way may bring the
       // job, so the look-up waits for a turn where this worker holds jobs.
