@@ -149,7 +149,7 @@ describe('hostile input', () => {
     fc.assert(
       fc.property(
         fc.oneof(
-          fc.string().filter((s) => !/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(s)),
+          fc.string().filter((s) => !/^[A-Za-z_][A-Za-z0-9_]{0,39}$/.test(s)),
           fc.constantFrom('pgq"; DROP SCHEMA public; --', 'a-b', '1abc', 'x'.repeat(64), 'sch ema', 'ü'),
         ),
         (schema) => {
@@ -158,6 +158,32 @@ describe('hostile input', () => {
       ),
       { numRuns: 200 },
     );
+    // Longer than 40, pgq's own names would be cut at 63 bytes: NOTIFY channels refused, prepared statements clashing.
+    expect(() => new Pgq({ connectionString: ctx.url, schema: 's'.repeat(41) })).toThrow(/at most 40 characters\) \(41: pgq's statement and channel names hold it/);
+  });
+
+  it('works with a schema name of the longest allowed, 40 characters: workers, enqueues, queue control', async () => {
+    const schema = `h${ctx.schema}`.padEnd(40, 'x');
+    const task = defineTask({ name: 'long-schema', schema: z.object({ n: z.number() }), handler: ({ n }) => n * 2 });
+    const pgq = new Pgq({ connectionString: ctx.url, schema, tasks: [task] });
+    try {
+      await pgq.migrate();
+      await pgq.pauseQueue('default');
+      await pgq.resumeQueue('default');
+      await pgq.schedule({ name: 'long', every: '1h', task, payload: { n: 0 } });
+      const worker = pgq.worker({ pollIntervalMs: 50 });
+      await worker.start();
+      try {
+        const jobs = await Promise.all([1, 2, 3, 4].map((n) => pgq.enqueue(task, { n })));
+        await pgq.enqueueMany(task, [{ n: 5 }, { n: 6 }]);
+        for (const job of jobs) expect((await pgq.waitForJob(job.id, { timeoutMs: 20_000 })).result).toBe(Number(job.payload.n) * 2);
+      } finally {
+        await worker.stop();
+      }
+    } finally {
+      await pgq.close();
+      await ctx.admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    }
   });
 
   it('refuses malformed job ids for every id-taking method', async () => {

@@ -1,17 +1,25 @@
 import { ValidationError } from '../core/errors.js';
 
-const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
+/**
+ * At most 40 characters: PostgreSQL cuts names at 63 bytes, and pgq's own
+ * names hold the schema's: prepared statements `pgq_<schema>_insert_bulk_quiet`
+ * (two cut to one name would clash) and NOTIFY channels `pgq:<schema>:schedules`
+ * (a longer one is refused).
+ */
+export const SCHEMA_NAME_MAX = 40;
+const IDENTIFIER = new RegExp(`^[A-Za-z_][A-Za-z0-9_]{0,${SCHEMA_NAME_MAX - 1}}$`);
 
 /**
  * pgq's schema name is spliced into SQL as an identifier, so it is held to a
- * plain identifier (letters, digits, underscore; at most 63 bytes) and then
- * quoted by `quoteIdent`, the one place identifiers are quoted.
+ * plain identifier (letters, digits, underscore; at most SCHEMA_NAME_MAX
+ * characters) and then quoted by `quoteIdent`, the one place identifiers are quoted.
  */
 export function validateSchemaName(schema: string): string {
   if (typeof schema !== 'string' || !IDENTIFIER.test(schema)) {
+    const long = typeof schema === 'string' && schema.length > SCHEMA_NAME_MAX ? ` (${schema.length}: pgq's statement and channel names hold it, and PostgreSQL cuts names at 63 bytes)` : '';
     throw new ValidationError(
       'schema',
-      `${JSON.stringify(schema)} is not a plain identifier (letters, digits and _, not starting with a digit, at most 63 characters)`,
+      `${JSON.stringify(schema)} is not a plain identifier (letters, digits and _, not starting with a digit, at most ${SCHEMA_NAME_MAX} characters)${long}`,
     );
   }
   return schema;
