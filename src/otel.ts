@@ -125,6 +125,14 @@ export async function tracing(options: TracingOptions = {}): Promise<Middleware>
           // Only workflow jobs can have dependents to link to this span.
           if (job.workflowId !== null) recordProcessContext(api, span.spanContext(), ctx);
           const result = await next();
+          if (ctx.signal.aborted) {
+            // Returned after its signal (a timeout, a cancel, a lost lease, a
+            // stop): the worker records the signal's reason, not a success.
+            const outcome = outcomeOf(ctx.signal.reason, ctx);
+            span.setAttribute('messaging.pgq.outcome', outcome);
+            fail(api, span, ctx.signal.reason);
+            return result;
+          }
           span.setAttribute('messaging.pgq.outcome', 'succeeded');
           return result;
         } catch (err) {

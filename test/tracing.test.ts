@@ -105,6 +105,35 @@ describe('tracing', () => {
     expect(new Set(jobs.map((j) => j.meta.traceparent)).size).toBe(1);
   });
 
+  it('an attempt that returns after its signal (past its timeout) is an ERROR with the outcome the worker records, not a success', async () => {
+    const late = defineTask({
+      name: 'late-return',
+      queue: 'late-return',
+      schema: z.object({}),
+      maxAttempts: 1,
+      timeoutMs: 100,
+      handler: async () => {
+        await new Promise((resolve) => setTimeout(resolve, 400)); // ignores its signal
+        return 'too late';
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [late], middleware: [await tracing()] });
+    const worker = pgq.worker({ queues: ['late-return'], pollIntervalMs: 50, leader: false });
+    await worker.start();
+    try {
+      exporter.reset();
+      const job = await pgq.enqueue(late, {});
+      const done = await pgq.waitForJob(job.id, { timeoutMs: 20_000 });
+      expect(done.state).toBe('failed');
+      const process = await until(() => exporter.getFinishedSpans().find((s) => s.name === 'process late-return'), { what: 'the process span' });
+      expect(process.attributes['messaging.pgq.outcome']).toBe('failed');
+      expect(process.status.code).toBe(SpanStatusCode.ERROR);
+      expect(process.status.message).toMatch(/timed out after 100 ms/);
+    } finally {
+      await worker.stop();
+    }
+  });
+
   it('without an SDK it writes no trace context, and passes on one that is already active', async () => {
     // A provider with no SDK behind it: its tracer makes no-op spans.
     const noop = new ProxyTracerProvider().getTracer('pgq');
