@@ -151,4 +151,17 @@ describe('performJob', () => {
     const bigint = defineTask({ name: 'bigint', schema: z.object({}), handler: () => ({ n: 1n }) });
     await expect(performJob(bigint, {})).rejects.toBeInstanceOf(ValidationError);
   });
+
+  it('fails where a worker fails: a payload its schema does not take back from JSON, a progress value out of range, the job own time limit', async () => {
+    // A worker reads the stored JSON through the schema again: a Date is a string there.
+    const dated = defineTask({ name: 'dated', schema: z.object({ at: z.date() }), handler: ({ at }) => at.getTime() });
+    await expect(performJob(dated, { at: new Date(0) })).rejects.toThrow(/^stored payload no longer matches the schema of task dated .*at/);
+    const coerced = defineTask({ name: 'coerced', schema: z.object({ at: z.coerce.date() }), handler: ({ at }, c) => ({ ms: at.getTime(), stored: c.job.payload }) });
+    expect(await performJob(coerced, { at: new Date(0) })).toEqual({ ms: 0, stored: { at: '1970-01-01T00:00:00.000Z' } });
+    const progressing = defineTask({ name: 'progressing', schema: z.object({ to: z.number() }), handler: async ({ to }, c) => (await c.progress(to), 'ok') });
+    expect(await performJob(progressing, { to: 50 })).toBe('ok');
+    await expect(performJob(progressing, { to: 150 })).rejects.toThrow(/progress: a number must be from 0 to 100, got 150/);
+    const hanging = defineTask({ name: 'hanging', schema: z.object({}), handler: () => new Promise(() => undefined) });
+    await expect(performJob(hanging, {}, { job: { timeoutMs: 30 } })).rejects.toBeInstanceOf(JobTimeoutError);
+  });
 });

@@ -5,7 +5,8 @@
  * database. For unit tests of a handler.
  */
 import { pino } from 'pino';
-import { JobTimeoutError } from '../core/errors.js';
+import { JobTimeoutError, PermanentError } from '../core/errors.js';
+import { progressText } from '../worker/progress.js';
 import { toJsonText } from '../core/json.js';
 import type { JobMeta, JobProgress, JobRecord, Json } from '../core/types.js';
 import { RecordedMeta } from '../middleware.js';
@@ -41,6 +42,17 @@ export interface PerformJobOptions {
 export async function performJob<T extends AnyTask>(task: T, payload: TaskInput<T>, options: PerformJobOptions = {}): Promise<TaskResult<T>> {
   const checked = validatePayloads([{ schema: task.schema, value: payload, field: 'payload' }]);
   const [validated] = Array.isArray(checked) ? checked : await checked;
+  // As a worker has it: stored as JSON, read back through the schema again
+  // (a schema whose output it does not take again, a Date for a string say,
+  // fails there: here too).
+  const stored = JSON.parse(toJsonText(validated, 'payload', DEFAULTS.maxPayloadBytes)) as unknown;
+  let input: unknown;
+  try {
+    const again = validatePayloads([{ schema: task.schema, value: stored, field: 'payload' }]);
+    [input] = Array.isArray(again) ? again : await again;
+  } catch (err) {
+    throw new PermanentError(`stored payload no longer matches the schema of task ${task.name} (a worker reads it back from its JSON): ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
   const attempt = options.attempt ?? 1;
   const now = new Date();
   const defaults: JobRecord = {
@@ -68,17 +80,19 @@ export async function performJob<T extends AnyTask>(task: T, payload: TaskInput<
     expiresAt: null,
     meta: {},
     attempts: attempt,
-    payload: validated,
+    payload: stored,
   };
   // Fields given as undefined keep their defaults.
   const given = Object.fromEntries(Object.entries(options.job ?? {}).filter(([, v]) => v !== undefined));
-  const job: JobRecord = { ...defaults, ...given, payload: validated };
+  const job: JobRecord = { ...defaults, ...given, payload: stored };
   const recorded = new RecordedMeta();
   const controller = new AbortController();
   const onAbort = (): void => controller.abort(options.signal?.reason);
   options.signal?.addEventListener('abort', onAbort, { once: true });
   if (options.signal?.aborted) onAbort();
-  const timer = task.timeoutMs ? setTimeout(() => controller.abort(new JobTimeoutError(task.timeoutMs!)), task.timeoutMs) : undefined;
+  // The job's own time limit first, as a worker takes it.
+  const timeoutMs = job.timeoutMs ?? task.timeoutMs;
+  const timer = timeoutMs ? setTimeout(() => controller.abort(new JobTimeoutError(timeoutMs)), timeoutMs) : undefined;
   const ctx: JobContext = {
     job,
     attempt,
@@ -87,10 +101,13 @@ export async function performJob<T extends AnyTask>(task: T, payload: TaskInput<
     snooze(delayMs: number): never {
       throw new SnoozeError(delayMs);
     },
-    // No database: progress is kept on ctx.job, where a test can read it.
-    async progress(value: JobProgress): Promise<void> {
+    // No database: progress is kept on ctx.job, where a test can read it;
+    // a value a worker refuses (a ValidationError, thrown) is refused here too.
+    progress(value: JobProgress): Promise<void> {
+      progressText(value);
       job.progress = value;
       job.progressAt = new Date();
+      return Promise.resolve();
     },
     // Validated as a worker does (one attempt's keys together within the limit),
     // then merged into ctx.job.meta at once (a worker writes them with the outcome).
@@ -106,7 +123,7 @@ export async function performJob<T extends AnyTask>(task: T, payload: TaskInput<
       controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true });
     });
     aborted.catch(() => undefined);
-    const result = await Promise.race([Promise.resolve().then(() => task.handler(validated, ctx)), aborted]);
+    const result = await Promise.race([Promise.resolve().then(() => task.handler(input, ctx)), aborted]);
     return JSON.parse(toJsonText(result, 'result', DEFAULTS.maxPayloadBytes)) as TaskResult<T>;
   } finally {
     clearTimeout(timer);
