@@ -10,7 +10,8 @@
 import type pg from 'pg';
 import type { Logger } from '../core/logger.js';
 
-import { MIGRATIONS_DIR } from './schema-version.js';
+import { MIGRATIONS_DIR, SchemaNotReadyError, checkSchemaVersion } from './schema-version.js';
+import { fromPg } from './queryable.js';
 
 export { MIGRATIONS_DIR };
 
@@ -20,6 +21,15 @@ export interface MigrateResult {
 }
 
 export async function migrate(pool: pg.Pool, schema: string, logger: Logger): Promise<MigrateResult> {
+  // Up to date: nothing to run, and nothing to ask of the role. (node-pg-migrate
+  // would still check its table, which a worker role may read but not alter,
+  // and fail with "must be owner of table pgq_migrations" at every start.)
+  try {
+    await checkSchemaVersion(fromPg(pool, false), schema);
+    return { applied: [] };
+  } catch (err) {
+    if (!(err instanceof SchemaNotReadyError)) throw err;
+  }
   const { runner } = await import('./node-pg-migrate.js');
   const client = await pool.connect();
   let searchPath: string | null = null;
