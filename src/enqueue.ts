@@ -287,7 +287,12 @@ export class Enqueuer {
       if (row) return params.jobs.map(() => toJobRecord(row));
       rows = await this.statements.insertJobs(db, { jobs: params.jobs.slice(0, 1) });
     }
-    throw new ValidationError('uniqueKey', `could not settle a live job for ${JSON.stringify(key)}: it keeps finishing; try again`);
+    // Five times a live job held the key and could not be read: it finished each time in between, or
+    // (far likelier) row-level security hides it: a job of another role (pgq roles) holds the key.
+    throw new ValidationError(
+      'uniqueKey',
+      `could not settle a live job for ${JSON.stringify(key)}: a live job holds the key but this connection cannot read it (a job enqueued by another role, hidden by row-level security: keys are shared by every role), or it kept finishing meanwhile; try again`,
+    );
   }
 }
 

@@ -75,6 +75,10 @@ describe('least-privilege roles', () => {
       expect((await app.getJob(mine.id))?.state).toBe('available');
       expect(await app.getJob(ownersJob.id)).toBeNull(); // cannot read others' payloads
       expect(await app.listJobs()).toHaveLength(1);
+      // A uniqueKey held by a job of another role, which this one cannot see: said so (it was "it keeps finishing; try again").
+      const keyHolder = await owner.enqueue(echo, { secret: 'key' }, { uniqueKey: 'shared-key', delayMs: 3_600_000 });
+      await expect(app.enqueue(echo, { secret: 'key' }, { uniqueKey: 'shared-key' })).rejects.toThrow(/a live job holds the key but this connection cannot read it \(a job enqueued by another role/);
+      await owner.deleteJob(keyHolder.id);
       await expect(app.cancelJob(mine.id)).rejects.toThrow(/permission denied/);
       await expect(app.pauseQueue('default')).rejects.toThrow(/permission denied/);
       await expect(app.setQueue('default', { concurrency: 1 })).rejects.toThrow(/permission denied/);
