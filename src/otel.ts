@@ -28,7 +28,7 @@
  * const pgq = new Pgq({ connectionString, tasks, middleware: [await tracing()] });
  */
 import type { Attributes, Link, Span, SpanContext, Tracer } from '@opentelemetry/api';
-import { JobCancelledError, LeaseLostError, PgqError, ValidationError, WorkerShutdownError, isPermanentError, snoozeDelay } from './core/errors.js';
+import { JobCancelledError, JobTimeoutError, LeaseLostError, PgqError, ValidationError, WorkerShutdownError, isPermanentError, snoozeDelay } from './core/errors.js';
 import type { JobMeta, Json } from './core/types.js';
 import type { EnqueueCall, Middleware } from './middleware.js';
 import type { JobContext } from './task.js';
@@ -125,12 +125,13 @@ export async function tracing(options: TracingOptions = {}): Promise<Middleware>
           // Only workflow jobs can have dependents to link to this span.
           if (job.workflowId !== null) recordProcessContext(api, span.spanContext(), ctx);
           const result = await next();
-          if (ctx.signal.aborted) {
-            // Returned after its signal (a timeout, a cancel, a lost lease, a
-            // stop): the worker records the signal's reason, not a success.
-            const outcome = outcomeOf(ctx.signal.reason, ctx);
+          const reason: unknown = ctx.signal.aborted ? ctx.signal.reason : undefined;
+          if (reason instanceof JobTimeoutError || reason instanceof JobCancelledError || reason instanceof LeaseLostError) {
+            // Returned after such a signal, the worker records the signal's
+            // reason, not a success (after a stop's, a value returned is one).
+            const outcome = outcomeOf(reason, ctx);
             span.setAttribute('messaging.pgq.outcome', outcome);
-            fail(api, span, ctx.signal.reason);
+            fail(api, span, reason);
             return result;
           }
           span.setAttribute('messaging.pgq.outcome', 'succeeded');

@@ -378,8 +378,7 @@ describe('an outcome lost to a crash of PostgreSQL, on a worker that does not li
       const job = await pgq.enqueue(task, { n: 1 });
       expect((await pgq.waitForJob(job.id, { timeoutMs: 10_000 })).state).toBe('succeeded');
       // What a crash leaves of an outcome committed without waiting for the disk: the row as the claim wrote it.
-      const [me] = await pgq.listWorkers();
-      await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = 'running', finished_at = NULL, result = NULL, worker_id = $2 WHERE id = $1`, [job.id, me!.id]);
+      await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = 'running', finished_at = NULL, result = NULL, worker_id = $2 WHERE id = $1`, [job.id, worker.id]);
       await until(async () => runs.get(job.id) === 2 && (await pgq.getJob(job.id))?.state === 'succeeded', { timeoutMs: 15_000, what: 'the job to be given back and run again' });
     } finally {
       await worker.stop();

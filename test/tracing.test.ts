@@ -13,7 +13,7 @@ import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-ho
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { PermanentError, chain, chord, defineTask, group, step, stepOutcome } from '../src/index.js';
 import { tracing } from '../src/otel.js';
-import { useTestSchema, until } from './support/harness.js';
+import { deferred, useTestSchema, until } from './support/harness.js';
 import { spawnWorker } from './support/processes.js';
 import { tracedTask } from './fixtures/traced-tasks.js';
 
@@ -132,6 +132,31 @@ describe('tracing', () => {
     } finally {
       await worker.stop();
     }
+  });
+
+  it('an attempt whose handler returns a value after a stop signalled it is a success, as the worker records it', async () => {
+    const started = deferred();
+    const finishing = defineTask({
+      name: 'finishing',
+      queue: 'finishing',
+      schema: z.object({}),
+      handler: async (_p, c) => {
+        started.resolve();
+        await new Promise((resolve) => c.signal.addEventListener('abort', resolve, { once: true }));
+        return 'finished cleanly';
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [finishing], middleware: [await tracing()] });
+    const worker = pgq.worker({ queues: ['finishing'], pollIntervalMs: 50, leader: false });
+    await worker.start();
+    exporter.reset();
+    const job = await pgq.enqueue(finishing, {});
+    await started.promise;
+    await worker.stop({ graceMs: 100 });
+    expect(await pgq.getJob(job.id)).toMatchObject({ state: 'succeeded', result: 'finished cleanly' });
+    const process = exporter.getFinishedSpans().find((s) => s.name === 'process finishing')!;
+    expect(process.attributes['messaging.pgq.outcome']).toBe('succeeded');
+    expect(process.status.code).not.toBe(SpanStatusCode.ERROR);
   });
 
   it('without an SDK it writes no trace context, and passes on one that is already active', async () => {
