@@ -386,6 +386,33 @@ describe('an outcome lost to a crash of PostgreSQL, on a worker that does not li
   });
 });
 
+describe('an outcome the database refuses for good, on a worker that does not listen', () => {
+  it('is left for the rescuer once the worker stops, not given back to run again and again uncounted', async () => {
+    const runs = new Map<string, number>();
+    const task = countingTask(runs, 0);
+    const pgq = ctx.pgq({ tasks: [task], listen: false });
+    await pgq.migrate();
+    const job = await pgq.enqueue(task, { n: 2 }, { maxAttempts: 2, delayMs: 3_600_000 });
+    // Every outcome of this job is refused (as by a constraint or trigger of the application's); a give-back is not.
+    await ctx.admin.query(`CREATE FUNCTION "${ctx.schema}".refuse_outcome() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN IF NEW.state IN ('succeeded', 'failed', 'retryable', 'cancelled') THEN RAISE EXCEPTION 'outcome refused'; END IF; RETURN NEW; END $$`);
+    await ctx.admin.query(`CREATE TRIGGER refuse_outcome BEFORE UPDATE ON "${ctx.schema}".jobs FOR EACH ROW WHEN (OLD.id = ${Number(job.id)}) EXECUTE FUNCTION "${ctx.schema}".refuse_outcome()`);
+    const worker = pgq.worker({ pollIntervalMs: 100, heartbeatMs: 300, rescueAfterMs: 1_000, leader: false });
+    await worker.start();
+    try {
+      await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET run_at = now() WHERE id = $1`, [job.id]);
+      await until(() => runs.get(job.id) === 1, { what: 'the job to run' });
+      await new Promise((resolve) => setTimeout(resolve, 4_000)); // four of the worker's looks for jobs it does not hold
+      expect(runs.get(job.id)).toBe(1); // it ran once a second, its attempts uncounted
+      expect(await pgq.getJob(job.id)).toMatchObject({ state: 'running', attempts: 1 });
+    } finally {
+      await worker.stop();
+      await ctx.admin.query(`DROP TRIGGER refuse_outcome ON "${ctx.schema}".jobs`);
+      await ctx.admin.query(`DROP FUNCTION "${ctx.schema}".refuse_outcome()`);
+    }
+  });
+});
+
 describe('PostgreSQL restart', () => {
   let server: EmbeddedServer | undefined;
   afterAll(async () => {

@@ -218,6 +218,13 @@ export class Executor {
    * one process never runs two attempts of a job at once.
    */
   readonly #waiting = new Map<string, { job: ClaimedJob; reason?: Error }>();
+  /**
+   * Jobs whose outcome this worker gave up writing: their rows stay running
+   * under its id for the rescuer once it stops, which counts the attempt.
+   * Not given back meanwhile (a give-back does not count it: the job would
+   * run again and again, past its maxAttempts).
+   */
+  readonly #unrecorded = new Set<string>();
   readonly #slotListeners = new Set<() => void>();
   #idleWaiters: (() => void)[] = [];
   #avgMs: number | null = null;
@@ -276,8 +283,15 @@ export class Executor {
     return () => this.#slotListeners.delete(listener);
   }
 
+  /** Ids of jobs whose outcome this worker gave up writing (see #unrecorded). */
+  unrecordedIds(): string[] {
+    return [...this.#unrecorded];
+  }
+
   /** Starts a claimed job. The caller has checked there is a free slot. */
   run(job: ClaimedJob): void {
+    // Claimed again (someone made it available): its row is this attempt's now.
+    this.#unrecorded.delete(job.id);
     if (this.#held.has(job.id)) {
       this.#waiting.set(job.id, { job });
       this.logger.warn(
@@ -388,6 +402,7 @@ export class Executor {
     let written: RecordResult;
     try {
       written = await this.completer.record(outcome);
+      if (written.status === 'not-recorded') this.#unrecorded.add(job.id);
     } finally {
       this.#held.delete(job.id);
       const next = this.#waiting.get(job.id);

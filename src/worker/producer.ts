@@ -374,7 +374,8 @@ export class Producer extends LoopService {
   async #releaseOrphans(): Promise<void> {
     const released = await this.statements.releaseOrphans(this.db, {
       workerId: this.lease.workerId,
-      heldIds: [...this.executor.heldIds(), ...this.bufferedIds()],
+      // Outcomes given up stay for the rescuer (executor.ts: #unrecorded).
+      heldIds: [...this.executor.heldIds(), ...this.bufferedIds(), ...this.executor.unrecordedIds()],
     });
     this.#needsReconcile = false;
     if (released.length > 0) {

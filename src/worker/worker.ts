@@ -382,6 +382,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * attempt's signal aborts.
    */
   #cancelled(id: string): void {
+    // Its outcome was given up: its row waits for the rescuer, nothing runs here.
+    if (this.#executor.unrecordedIds().includes(id)) return;
     // An attempt this worker holds without having started it goes back (it
     // ends cancelled); one waiting behind an earlier attempt of the job goes
     // back too, and that earlier attempt (rescued from here, its outcome
