@@ -1,12 +1,12 @@
 import { ValidationError } from '../core/errors.js';
 
 /**
- * At most 40 characters: PostgreSQL cuts names at 63 bytes, and pgq's own
- * names hold the schema's: prepared statements `pgq_<schema>_insert_bulk_quiet`
- * (two cut to one name would clash) and NOTIFY channels `pgq:<schema>:schedules`
- * (a longer one is refused).
+ * At most 46 characters: PostgreSQL cuts names at 63 bytes, and pgq's own
+ * names hold the schema's. At 47, prepared statements `pgq_<schema>_insert_jobs`
+ * and `pgq_<schema>_insert_jobs_quiet` are cut to one name and clash; at 50,
+ * the NOTIFY channel `pgq:<schema>:schedules` is refused.
  */
-export const SCHEMA_NAME_MAX = 40;
+export const SCHEMA_NAME_MAX = 46;
 const IDENTIFIER = new RegExp(`^[A-Za-z_][A-Za-z0-9_]{0,${SCHEMA_NAME_MAX - 1}}$`);
 
 /**

@@ -397,25 +397,28 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /**
    * The jobs this worker holds whose cancel was asked for, read from the
    * database: at once after a cancel notification for a job held here, on
-   * the next turn after one for another (at least every second), every poll
-   * interval while not listening (`listen: false`, or the LISTEN connection
-   * down: the notification never arrives), and once after each reconnect. A
+   * the next turn after one for another (turns are pollIntervalMs apart, a
+   * second at least: a claim whose reply is on its way may bring that job),
+   * every turn while not listening (`listen: false`, or the LISTEN
+   * connection down: the notification never arrives), and once after each
+   * reconnect. A
    * buffered job is given back (and ends cancelled), a running one's signal
    * aborts.
    */
   async #watchCancels(signal: AbortSignal): Promise<void> {
     const { listener, statements, db } = this.#deps;
-    // Poll-only (listen: false), no reconnect is ever seen: outcomes lost
-    // to a crash of PostgreSQL (written without waiting for the disk) would
-    // leave their jobs running here, unheld, for as long as this worker
-    // lives. So what is running under this worker's id and not held here is
-    // given back every rescueAfterMs, as after a reconnect.
+    // Not listening (listen: false, or a LISTEN connection that cannot
+    // connect), no reconnect is seen: outcomes lost to a crash of PostgreSQL
+    // (written without waiting for the disk) would leave their jobs running
+    // here, unheld, for as long as this worker lives. So what is running
+    // under this worker's id and not held here is given back every
+    // rescueAfterMs, as after a reconnect.
     const reconcileEveryMs = Math.max(1_000, this.options.rescueAfterMs);
     let reconcileAt = performance.now() + reconcileEveryMs;
     while (!signal.aborted) {
       await this.#cancelWaker.wait(Math.max(this.options.pollIntervalMs, 1_000), signal);
       if (signal.aborted) return;
-      if (!listener.enabled && performance.now() >= reconcileAt) {
+      if (!listener.connected && performance.now() >= reconcileAt) {
         reconcileAt = performance.now() + reconcileEveryMs;
         this.#producer.reconnected();
       }
