@@ -163,5 +163,10 @@ describe('performJob', () => {
     await expect(performJob(progressing, { to: 150 })).rejects.toThrow(/progress: a number must be from 0 to 100, got 150/);
     const hanging = defineTask({ name: 'hanging', schema: z.object({}), handler: () => new Promise(() => undefined) });
     await expect(performJob(hanging, {}, { job: { timeoutMs: 30 } })).rejects.toBeInstanceOf(JobTimeoutError);
+    // A payload over pgq's default 1 MiB that a worker with a larger maxPayloadBytes runs; a result sized by the option.
+    const big = defineTask({ name: 'big', schema: z.object({ text: z.string() }), handler: ({ text }) => text });
+    const text = 'x'.repeat(2 * 1024 * 1024);
+    await expect(performJob(big, { text })).rejects.toThrow(/result: is \d+ bytes of JSON, over the limit/);
+    expect((await performJob(big, { text }, { maxPayloadBytes: 8 * 1024 * 1024 })).length).toBe(text.length);
   });
 });

@@ -26,6 +26,8 @@ export interface PerformJobOptions {
   logger?: Logger;
   /** Fields of the job record the handler sees (`ctx.job`), e.g. `{ id: '42', workflowId: '7' }`. */
   job?: Partial<Omit<JobRecord, 'payload'>>;
+  /** The `maxPayloadBytes` of your `new Pgq()`: the largest result (JSON) stored. Default 1 MiB, pgq's. */
+  maxPayloadBytes?: number;
 }
 
 /**
@@ -45,7 +47,8 @@ export async function performJob<T extends AnyTask>(task: T, payload: TaskInput<
   // As a worker has it: stored as JSON, read back through the schema again
   // (a schema whose output it does not take again, a Date for a string say,
   // fails there: here too).
-  const stored = JSON.parse(toJsonText(validated, 'payload', DEFAULTS.maxPayloadBytes)) as unknown;
+  // (No size limit here: a worker reads back whatever was stored.)
+  const stored = JSON.parse(toJsonText(validated, 'payload', Number.MAX_SAFE_INTEGER)) as unknown;
   let input: unknown;
   try {
     const again = validatePayloads([{ schema: task.schema, value: stored, field: 'payload' }]);
@@ -124,7 +127,7 @@ export async function performJob<T extends AnyTask>(task: T, payload: TaskInput<
     });
     aborted.catch(() => undefined);
     const result = await Promise.race([Promise.resolve().then(() => task.handler(input, ctx)), aborted]);
-    return JSON.parse(toJsonText(result, 'result', DEFAULTS.maxPayloadBytes)) as TaskResult<T>;
+    return JSON.parse(toJsonText(result, 'result', options.maxPayloadBytes ?? DEFAULTS.maxPayloadBytes)) as TaskResult<T>;
   } finally {
     clearTimeout(timer);
     options.signal?.removeEventListener('abort', onAbort);
