@@ -140,6 +140,8 @@ export class PgqMetrics {
 
   /** Counts this worker's attempts and running handlers from now on. */
   observe(worker: Worker): void {
+    // Once per worker: a second call would count every attempt twice.
+    if (this.#workers.has(worker)) return;
     this.#workers.add(worker);
     worker.on('job:start', (job) => {
       if (job.startedAt) this.#wait.observe({ task: job.task, queue: job.queue }, Math.max(0, job.startedAt.getTime() - job.runAt.getTime()) / 1000);

@@ -10,6 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { Pgq, defineTask } from '../src/index.js';
 import { main } from '../src/cli/main.js';
+import { isLoopback } from '../src/cli/commands/dashboard.js';
 import { until, useTestSchema } from './support/harness.js';
 import { alive } from './support/processes.js';
 
@@ -250,6 +251,13 @@ describe('pgq worker that cannot start', () => {
     // Sockets finish closing a few turns later; a pool left open would keep its connections for its idle timeout (10 s).
     // At most what was open before (a timer of this process's own may end meanwhile); an open pool would hold two sockets for 10 s.
     await until(() => open().length <= before.length, { timeoutMs: 5_000, what: `the command's sockets and timers to close: ${open().join(', ')} against ${before.join(', ')}` });
+  });
+});
+
+describe('pgq dashboard on a loopback address', () => {
+  it('knows loopback however it is written, so the host check is on (it was off for ::ffff:127.0.0.1 or 0:0:0:0:0:0:0:1)', () => {
+    for (const host of ['127.0.0.1', '127.1.2.3', 'localhost', '::1', '[::1]', '0:0:0:0:0:0:0:1', '::ffff:127.0.0.1', '::ffff:7f00:1']) expect(isLoopback(host), host).toBe(true);
+    for (const host of ['0.0.0.0', '::', '10.0.0.1', '::2', '::ffff:10.0.0.1', 'example.com']) expect(isLoopback(host), host).toBe(false);
   });
 });
 

@@ -1,5 +1,6 @@
 /** `pgq dashboard`: the operations console on its own HTTP server until SIGTERM/SIGINT. */
 import http from 'node:http';
+import net from 'node:net';
 import { InvalidArgumentError, type Command } from 'commander';
 import { HOST_NAME } from '../../dashboard/options.js';
 import type { CliRuntime } from '../runtime.js';
@@ -19,8 +20,12 @@ interface DashboardCommandOptions {
 
 const LOOPBACK_NAMES = ['localhost', '127.0.0.1', '::1'];
 
-function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host);
+/** Whether `host` is a loopback address, however it is written (exported for its test). */
+export function isLoopback(host: string): boolean {
+  const bare = host.toLowerCase().replace(/^\[(.*)\]$/, '$1');
+  // An IPv6 address however it is written (0:0:0:0:0:0:0:1 is ::1, ::ffff:7f00:1 is ::ffff:127.0.0.1).
+  const address = net.isIPv6(bare) ? new net.SocketAddress({ address: bare, family: 'ipv6' }).address : bare;
+  return address === 'localhost' || address === '::1' || /^(::ffff:)?127\.\d+\.\d+\.\d+$/.test(address);
 }
 
 /** `--allowed-host`, repeatable, each value checked as given. */
