@@ -15,9 +15,9 @@ import { sql } from './db/kysely.js';
 import { z } from 'zod';
 import { DEFAULTS } from './core/defaults.js';
 import type { Clock } from './core/clock.js';
-import { PgqError, ValidationError } from './core/errors.js';
+import { PgqError, ValidationError, errorMessage } from './core/errors.js';
 import { toJsonText } from './core/json.js';
-import { validatePayloads, type PayloadCheck } from './core/validate-payloads.js';
+import { validatePayload, validatePayloads, type PayloadCheck } from './core/validate-payloads.js';
 import type { JobRecord } from './core/types.js';
 import { fromKysely, type Queryable } from './db/queryable.js';
 import { toJobRecord, type JobRow } from './db/rows.js';
@@ -138,10 +138,8 @@ interface ScheduleDraft {
  */
 export async function resolveSchedule(options: ScheduleOptions, tasks: TaskRegistry, maxPayloadBytes: number): Promise<ResolvedSchedule> {
   const draft = draftSchedule(options, tasks, '');
-  const checked = validatePayloads([draft.payload]);
-  const [payload] = Array.isArray(checked) ? checked : await checked;
-  const resolved = withPayload(draft, payload, maxPayloadBytes);
-  await checkKeyOfStored(resolved, draft.task, draft.payload.field);
+  const resolved = withPayload(draft, await validatePayload(draft.payload), maxPayloadBytes);
+  await storedPayloadKey(draft.task, JSON.parse(resolved.payloadText), draft.payload.field);
   return resolved;
 }
 
@@ -188,15 +186,15 @@ function withPayload(draft: ScheduleDraft, payload: unknown, maxPayloadBytes: nu
 }
 
 /**
- * Its jobs take the task's concurrencyKey of the payload as stored, read
- * through the schema again (as each tick reads it): a key function that
- * refuses it is refused now, not at each tick.
+ * The task's concurrencyKey of a schedule's payload as stored, read through
+ * the task's schema first as a worker reads it (the key function takes what
+ * the schema returns: a Date, say, where the JSON holds a string). Computed
+ * when a schedule is saved, so that a key function that refuses its payload
+ * is refused then, and again for each tick's jobs.
  */
-async function checkKeyOfStored(resolved: ResolvedSchedule, task: AnyTask, field: string): Promise<void> {
-  if (!task.concurrencyKey) return;
-  const checked = validatePayloads([{ schema: task.schema, value: JSON.parse(resolved.payloadText) as unknown, field }]);
-  const [stored] = Array.isArray(checked) ? checked : await checked;
-  taskConcurrencyKey(task, stored, field);
+async function storedPayloadKey(task: AnyTask, stored: unknown, field: string): Promise<string | null> {
+  if (!task.concurrencyKey) return null;
+  return taskConcurrencyKey(task, await validatePayload({ schema: task.schema, value: stored, field }), field);
 }
 
 /**
@@ -222,7 +220,7 @@ export function resolveDeclaredSchedules(
   if (!drafts.some((draft) => draft.task.concurrencyKey)) return resolved;
   return (async () => {
     const list = await resolved;
-    for (const [i, schedule] of list.entries()) await checkKeyOfStored(schedule, drafts[i]!.task, drafts[i]!.payload.field);
+    for (const [i, schedule] of list.entries()) await storedPayloadKey(drafts[i]!.task, JSON.parse(schedule.payloadText), drafts[i]!.payload.field);
     return list;
   })();
 }
@@ -290,7 +288,7 @@ export async function insertScheduleJobs(
   // The task's own concurrencyKey and expiresInMs, as an enqueue applies
   // them, where this process knows the task (a leader without it writes neither).
   const definition = tasks?.get(task);
-  const concurrencyKey = definition ? await scheduleConcurrencyKey(definition, schedule, warn) : null;
+  const concurrencyKey = definition ? await tickConcurrencyKey(definition, schedule, warn) : null;
   const expiresInMs = definition?.expiresInMs ?? null;
   const pending: PendingJob[] = firings.map((f) => ({ task, queue, payload: schedule.payload, meta: {}, schedule: { name, tick: f.tick } }));
   let inserted: JobRow[] = [];
@@ -327,21 +325,15 @@ export async function insertScheduleJobs(
 }
 
 /**
- * The task's concurrencyKey of a schedule's stored payload, read through the
- * task's schema first as a worker reads it (the key function takes what
- * the schema returns: a Date, say, where the JSON holds a string). One that
- * cannot be computed (a schedule saved before its task had this key
- * function, or by other code) is left out, said, and the job still fires.
+ * A tick's storedPayloadKey. One that cannot be computed (a schedule saved
+ * before its task had this key function, or by other code) is left out,
+ * said, and the job still fires.
  */
-async function scheduleConcurrencyKey(definition: AnyTask, schedule: Selectable<SchedulesTable>, warn: (message: string) => void): Promise<string | null> {
-  if (!definition.concurrencyKey) return null;
-  const field = `schedule ${JSON.stringify(schedule.name)}'s payload`;
+async function tickConcurrencyKey(definition: AnyTask, schedule: Selectable<SchedulesTable>, warn: (message: string) => void): Promise<string | null> {
   try {
-    const checked = validatePayloads([{ schema: definition.schema, value: schedule.payload, field }]);
-    const [payload] = Array.isArray(checked) ? checked : await checked;
-    return taskConcurrencyKey(definition, payload, field);
+    return await storedPayloadKey(definition, schedule.payload, `schedule ${JSON.stringify(schedule.name)}'s payload`);
   } catch (err) {
-    warn(`pgq schedule ${schedule.name}: its job fires without its task's concurrencyKey: ${err instanceof Error ? err.message : String(err)}`);
+    warn(`pgq schedule ${schedule.name}: its job fires without its task's concurrencyKey: ${errorMessage(err)}`);
     return null;
   }
 }

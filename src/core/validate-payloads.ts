@@ -48,6 +48,12 @@ function checkResult(result: Result): Result {
   return result;
 }
 
+/** One value validated (its schema's output), as `validatePayloads` does it, awaited. */
+export async function validatePayload(check: PayloadCheck): Promise<unknown> {
+  const checked = validatePayloads([check]);
+  return (Array.isArray(checked) ? checked : await checked)[0];
+}
+
 /**
  * The validated values (the schemas' outputs), in order; a promise only when
  * some validator answered with one. Throws (or rejects with) a

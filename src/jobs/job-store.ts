@@ -60,6 +60,8 @@ async function againIfKeyTaken<T>(attempt: () => Promise<T>): Promise<T> {
 export type BulkAction = 'retry' | 'cancel' | 'delete';
 
 const BULK_STATES: Record<BulkAction, readonly JobState[]> = { retry: RETRYABLE_STATES, cancel: LIVE_STATES, delete: DELETABLE_STATES };
+/** The states a retry takes that hold no uniqueKey (the others are live). */
+const FINISHED_RETRYABLE = RETRYABLE_STATES.filter((s) => FINAL_STATES.includes(s));
 
 /**
  * The rows a bulk action changes, as SQL, so a count before it (the
@@ -109,13 +111,13 @@ function changedBy(eb: ExpressionBuilder<PgqDatabase, 'jobs'>, action: BulkActio
       .whereRef('n.task', '=', 'jobs.task')
       .whereRef('n.unique_key', '=', 'jobs.unique_key')
       .whereRef('n.id', '>', 'jobs.id')
-      .where('n.state', 'in', ['failed', 'cancelled'])
+      .where('n.state', 'in', [...FINISHED_RETRYABLE])
       // Unqualified, the filter's columns are the newer job's (the nearest FROM).
       .where((inner) => jobFilterCondition(inner as unknown as ExpressionBuilder<PgqDatabase, 'jobs'>, filter)),
   );
   return eb.and([
     inStates,
-    eb.or([eb('jobs.unique_key', 'is', null), eb.and([eb.not(keyHeld), eb.or([eb('jobs.state', 'not in', ['failed', 'cancelled']), eb.not(newerTakesKey)])])]),
+    eb.or([eb('jobs.unique_key', 'is', null), eb.and([eb.not(keyHeld), eb.or([eb('jobs.state', 'not in', [...FINISHED_RETRYABLE]), eb.not(newerTakesKey)])])]),
     eb.or([eb('jobs.workflow_id', 'is', null), eb('jobs.pass_results', 'is', null), eb.and([eb('jobs.cancelled_by', 'is', null), eb.not(parentsNotReady)])]),
   ]);
 }

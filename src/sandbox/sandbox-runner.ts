@@ -16,7 +16,7 @@
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { importOptional } from '../core/optional-packages.js';
-import { JobTimeoutError, PermanentError, SandboxCrashedError, ValidationError } from '../core/errors.js';
+import { JobTimeoutError, PermanentError, SandboxCrashedError, ValidationError, errorMessage } from '../core/errors.js';
 import type { ResolvedSandboxOptions } from '../config.js';
 import type { JobContext, TaskRegistry } from '../task.js';
 import type { ResolvedSandbox } from './handler.js';
@@ -114,8 +114,7 @@ export class SandboxRunner {
       structuredClone({ payload, job: ctx.job });
       return null;
     } catch (err) {
-      const why = err instanceof Error ? err.message : String(err);
-      return new PermanentError(`the payload of job ${ctx.job.id} cannot be sent into its sandbox (sandboxed handlers take plain data: what the task's schema returns must be cloneable, without functions or symbols): ${why}`, { cause: err });
+      return new PermanentError(`the payload of job ${ctx.job.id} cannot be sent into its sandbox (sandboxed handlers take plain data: what the task's schema returns must be cloneable, without functions or symbols): ${errorMessage(err)}`, { cause: err });
     }
   }
 

@@ -5,7 +5,7 @@
  * database. For unit tests of a handler.
  */
 import { pino } from 'pino';
-import { JobTimeoutError, PermanentError } from '../core/errors.js';
+import { JobTimeoutError, PermanentError, errorMessage } from '../core/errors.js';
 import { progressText } from '../worker/progress.js';
 import { toJsonText } from '../core/json.js';
 import type { JobMeta, JobProgress, JobRecord, Json } from '../core/types.js';
@@ -13,7 +13,7 @@ import { RecordedMeta } from '../middleware.js';
 import type { Logger } from '../core/logger.js';
 import { SnoozeError } from '../core/errors.js';
 import { DEFAULTS } from '../core/defaults.js';
-import { validatePayloads } from '../core/validate-payloads.js';
+import { validatePayload } from '../core/validate-payloads.js';
 import type { AnyTask, JobContext, TaskInput, TaskResult } from '../task.js';
 
 /** Options of `performJob`. */
@@ -42,8 +42,7 @@ export interface PerformJobOptions {
  * expect(result).toEqual({ sent: true });
  */
 export async function performJob<T extends AnyTask>(task: T, payload: TaskInput<T>, options: PerformJobOptions = {}): Promise<TaskResult<T>> {
-  const checked = validatePayloads([{ schema: task.schema, value: payload, field: 'payload' }]);
-  const [validated] = Array.isArray(checked) ? checked : await checked;
+  const validated = await validatePayload({ schema: task.schema, value: payload, field: 'payload' });
   // As a worker has it: stored as JSON, read back through the schema again
   // (a schema whose output it does not take again, a Date for a string say,
   // fails there: here too).
@@ -51,10 +50,9 @@ export async function performJob<T extends AnyTask>(task: T, payload: TaskInput<
   const stored = JSON.parse(toJsonText(validated, 'payload', Number.MAX_SAFE_INTEGER)) as unknown;
   let input: unknown;
   try {
-    const again = validatePayloads([{ schema: task.schema, value: stored, field: 'payload' }]);
-    [input] = Array.isArray(again) ? again : await again;
+    input = await validatePayload({ schema: task.schema, value: stored, field: 'payload' });
   } catch (err) {
-    throw new PermanentError(`stored payload no longer matches the schema of task ${task.name} (a worker reads it back from its JSON): ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    throw new PermanentError(`stored payload no longer matches the schema of task ${task.name} (a worker reads it back from its JSON): ${errorMessage(err)}`, { cause: err });
   }
   const attempt = options.attempt ?? 1;
   const now = new Date();

@@ -401,9 +401,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * second at least: a claim whose reply is on its way may bring that job),
    * every turn while not listening (`listen: false`, or the LISTEN
    * connection down: the notification never arrives), and once after each
-   * reconnect. A
-   * buffered job is given back (and ends cancelled), a running one's signal
-   * aborts.
+   * reconnect. A buffered job is given back (and ends cancelled), a running
+   * one's signal aborts. The same loop gives back, while not listening, the
+   * jobs running under this worker that it does not hold (below).
    */
   async #watchCancels(signal: AbortSignal): Promise<void> {
     const { listener, statements, db } = this.#deps;
@@ -414,12 +414,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
     // under this worker's id and not held here is given back every
     // rescueAfterMs, as after a reconnect.
     const reconcileEveryMs = Math.max(1_000, this.options.rescueAfterMs);
-    let reconcileAt = performance.now() + reconcileEveryMs;
+    const { clock } = this.#deps;
+    let reconcileAt = clock.monotonicMs() + reconcileEveryMs;
     while (!signal.aborted) {
       await this.#cancelWaker.wait(Math.max(this.options.pollIntervalMs, 1_000), signal);
       if (signal.aborted) return;
-      if (!listener.connected && performance.now() >= reconcileAt) {
-        reconcileAt = performance.now() + reconcileEveryMs;
+      if (!listener.connected && clock.monotonicMs() >= reconcileAt) {
+        reconcileAt = clock.monotonicMs() + reconcileEveryMs;
         this.#producer.reconnected();
       }
       if (listener.connected && !this.#missedCancels) continue;
