@@ -8,7 +8,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { z } from 'zod';
-import { defineTask, JobTimeoutError, LeaseLostError, type JobRecord } from '../src/index.js';
+import { defineTask, JobTimeoutError, LeaseLostError, Pgq, type JobRecord } from '../src/index.js';
 import { createStatements } from '../src/db/statements.js';
 import { fromPg } from '../src/db/queryable.js';
 import { Lease } from '../src/worker/lease.js';
@@ -411,6 +411,68 @@ describe('leases', () => {
     expect(await pgq.waitForJob(job.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded', attempts: 1, result: 'kept' });
     await a.stop();
     await b.stop();
+  });
+
+  it('a lease thread that cannot reconnect while the pool still works: the lease is renewed through the pool, and the running job is not rescued', async () => {
+    // A login that can be refused new connections (as after a password
+    // rotation, or with the server at its connection limit) while the
+    // connections it holds keep working.
+    const role = `pgq_lease_${ctx.schema.slice(-6)}`;
+    await ctx.admin.query(`CREATE ROLE "${role}" LOGIN SUPERUSER PASSWORD 'pw'`);
+    const asRole = new URL(ctx.url);
+    asRole.username = role;
+    asRole.password = 'pw';
+    const started = deferred();
+    const runs: Run[] = [];
+    const signals: unknown[] = [];
+    const steady = defineTask({
+      name: 'steady',
+      queue: 'lease-fallback',
+      schema: z.object({}),
+      handler: async (_p, c) => {
+        const run: Run = { attempt: c.attempt, start: performance.now(), end: null };
+        runs.push(run);
+        c.signal.addEventListener('abort', () => signals.push(c.signal.reason));
+        started.resolve();
+        await new Promise((r) => setTimeout(r, 5_000));
+        run.end = performance.now();
+        return 'kept';
+      },
+    });
+    await ctx.migrated({ tasks: [steady] });
+    const app = new Pgq({ connectionString: asRole.toString(), schema: ctx.schema, tasks: [steady] });
+    const statements = createStatements(ctx.schema);
+    const renewText = statements.renewLeaseStatement({ workerId: '', stuckJobs: 0, loopLagMs: 0 }).text;
+    // A serves the queue with a 2 s lease; B only leads, and rescues every few hundred ms.
+    const a = app.worker({ leader: false, heartbeatMs: 200, rescueAfterMs: 2_000, pollIntervalMs: 50, concurrency: 2 });
+    const b = ctx.pgq({ tasks: [steady] }).worker({ queues: ['elsewhere'], heartbeatMs: 100, rescueAfterMs: 1_000 });
+    try {
+      await a.start();
+      await b.start();
+      const job = await app.enqueue(steady, {});
+      await started.promise;
+      // The lease thread's connection breaks, and no new connection of this login is accepted.
+      await ctx.admin.query(`ALTER ROLE "${role}" NOLOGIN`);
+      await until(async () => {
+        const { rowCount } = await ctx.admin.query(
+          `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND query = $2`,
+          [role, renewText],
+        );
+        return rowCount! > 0;
+      }, { what: 'the lease thread\'s connection' });
+      // Twice A's rescueAfterMs: the lease would have run out by now.
+      await new Promise((r) => setTimeout(r, 4_000));
+      expect(await app.getJob(job.id)).toMatchObject({ state: 'running', workerId: a.id, attempts: 1 });
+      expect(await app.waitForJob(job.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded', attempts: 1, result: 'kept' });
+      expect(runs.map((r) => r.attempt)).toEqual([1]);
+      expect(signals).toEqual([]);
+    } finally {
+      await ctx.admin.query(`ALTER ROLE "${role}" LOGIN`);
+      await a.stop();
+      await b.stop();
+      await app.close();
+      await ctx.admin.query(`DROP ROLE IF EXISTS "${role}"`);
+    }
   });
 
   it('a claim over several queues locks only the rows it takes', async () => {

@@ -16,6 +16,13 @@
  * (a password callback, say), renewal runs on the main thread instead, with
  * a warning.
  *
+ * Fallback: while the renewer has had no renewal succeed for two heartbeats
+ * (its connection refused, as after a password rotation or at the server's
+ * connection limit, while the pool's connections still work), the main
+ * thread renews through the pool as well, so a worker that can reach the
+ * database at all keeps its lease, and its running attempts are not rescued
+ * from under handlers that still run.
+ *
  * Trust window: the main thread claims only while `trusted`: the last
  * renewal that succeeded was sent less than `rescueAfterMs - heartbeatMs`
  * ago, so the lease the database holds outlives any claim sent now by at
@@ -89,6 +96,10 @@ export class Lease {
   #runningPostTimer: NodeJS.Timeout | undefined;
   /** The tasks of the last running list posted to the thread. */
   #postedTasks = new Set<string>();
+  #fallbackTimer: NodeJS.Timeout | undefined;
+  #fallbackInFlight = false;
+  /** The last renewal that succeeded was the pool's (told once, until the renewer's work again). */
+  #renewedThroughPool = false;
 
   constructor(
     private readonly config: LeaseConfig,
@@ -154,6 +165,8 @@ export class Lease {
     this.#shared[SLOTS.mainTick] = monotonicMs();
     this.#tick = setInterval(() => (this.#shared[SLOTS.mainTick] = monotonicMs()), TICK_MS);
     this.#tick.unref();
+    this.#fallbackTimer = setInterval(() => void this.#renewThroughPool(), this.config.heartbeatMs);
+    this.#fallbackTimer.unref();
     const data: LeaseThreadData = {
       connection: this.config.connection ?? {},
       renewText: this.statements.renewLeaseStatement({ workerId: '', stuckJobs: 0, loopLagMs: 0 }).text,
@@ -318,6 +331,7 @@ export class Lease {
 
   async #stop(): Promise<void> {
     clearInterval(this.#tick);
+    clearInterval(this.#fallbackTimer);
     clearTimeout(this.#runningPostTimer);
     const port = this.#port;
     if (!port) return;
@@ -337,6 +351,36 @@ export class Lease {
     this.#port = undefined;
   }
 
+  /**
+   * Renews through the pool while the renewer's renewals have not succeeded
+   * for two heartbeats; a row found gone is a lost lease, as when the
+   * renewer finds it.
+   */
+  async #renewThroughPool(): Promise<void> {
+    if (this.#fallbackInFlight || !this.#registered || this.#registering || this.#lost || this.#stopped) return;
+    const sentAt = monotonicMs();
+    if (sentAt - this.#shared[SLOTS.lastRenew]! < 2 * this.config.heartbeatMs) return;
+    const workerId = this.#workerId;
+    this.#fallbackInFlight = true;
+    try {
+      const statement = this.statements.renewLeaseStatement({ workerId, stuckJobs: this.#shared[SLOTS.stuck]!, loopLagMs: 0 });
+      const rows = await this.db.query({ ...statement, timeoutMs: Math.max(1_000, this.config.heartbeatMs) });
+      if (rows.length === 0) {
+        this.#onMessage({ type: 'lost', workerId });
+      } else if (workerId === this.#workerId) {
+        if (sentAt > this.#shared[SLOTS.lastRenew]!) this.#shared[SLOTS.lastRenew] = sentAt;
+        if (!this.#renewedThroughPool) {
+          this.#renewedThroughPool = true;
+          this.logger.warn({}, 'pgq renews the worker\'s lease through its pool while the lease thread cannot');
+        }
+      }
+    } catch {
+      // The pool fails too: the database is out of reach, as the renewer already reported.
+    } finally {
+      this.#fallbackInFlight = false;
+    }
+  }
+
   #onMessage(message: FromLeaseThread): void {
     switch (message.type) {
       case 'lost':
@@ -348,6 +392,7 @@ export class Lease {
         this.logger.warn({}, `pgq could not renew the worker's lease: ${message.message}`);
         return;
       case 'recovered':
+        this.#renewedThroughPool = false;
         this.logger.info({}, 'pgq renews the worker\'s lease again');
         return;
       case 'stall':
