@@ -475,6 +475,44 @@ describe('leases', () => {
     }
   });
 
+  it('a claim answered after the worker registered again (its lease lost meanwhile) gives its jobs back uncounted: they run once, under the new id', async () => {
+    const once = defineTask({ name: 'once', queue: 'late-claim', schema: z.object({}), maxAttempts: 1, handler: (_p, c) => c.attempt });
+    const pgq = await ctx.migrated({ tasks: [once] });
+    const schema = `"${ctx.schema}"`;
+    // The next claim sleeps 1.5 s after its snapshot was taken (it saw the lease live).
+    await ctx.admin.query(`
+      CREATE TABLE ${schema}.slow_claim (pending boolean NOT NULL);
+      CREATE FUNCTION ${schema}.slow_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF current_query() LIKE '%claim_candidates%' THEN
+          UPDATE ${schema}.slow_claim SET pending = false WHERE pending;
+          IF FOUND THEN PERFORM pg_sleep(1.5); END IF;
+        END IF;
+        RETURN NULL;
+      END $$;
+      CREATE TRIGGER slow_claim BEFORE UPDATE ON ${schema}.jobs FOR EACH STATEMENT EXECUTE FUNCTION ${schema}.slow_claim();`);
+    // No rescuer runs: what the worker does alone decides the job's fate.
+    const a = pgq.worker({ queues: ['late-claim'], leader: false, heartbeatMs: 100, rescueAfterMs: 10_000, pollIntervalMs: 20 });
+    try {
+      await a.start();
+      const firstId = a.id;
+      await ctx.admin.query(`INSERT INTO ${schema}.slow_claim VALUES (true)`);
+      const job = await pgq.enqueue(once, {});
+      await until(async () => {
+        const { rowCount } = await ctx.admin.query(`SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND application_name = $1`, [`pgq_${ctx.schema}`]);
+        return rowCount! > 0;
+      }, { what: 'the claim to sleep' });
+      // While the claim sleeps, the lease is lost (as the rescuer does with an expired one); the worker registers again.
+      await ctx.admin.query(`DELETE FROM ${schema}.workers WHERE id = $1`, [firstId]);
+      await until(() => a.id === `${firstId}~2`, { timeoutMs: 10_000, what: 'the worker to register again' });
+      // The claim answers under the lost id: the job must not stay running for nobody, nor be counted.
+      expect(await pgq.waitForJob(job.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded', attempts: 1, result: 1, workerId: `${firstId}~2` });
+    } finally {
+      await a.stop();
+      await ctx.admin.query(`DROP TRIGGER slow_claim ON ${schema}.jobs; DROP FUNCTION ${schema}.slow_claim(); DROP TABLE ${schema}.slow_claim;`);
+    }
+  });
+
   it('a claim over several queues locks only the rows it takes', async () => {
     const q = defineTask({ name: 'multi', schema: z.object({ q: z.string() }), handler: () => undefined });
     const pgq = await ctx.migrated({ tasks: [q] });

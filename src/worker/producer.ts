@@ -318,9 +318,19 @@ export class Producer extends LoopService {
         }
         failures = 0;
         if (this.lease.workerId !== workerId) {
-          // Claimed under a lease lost since: the rescuer that ended it took these too.
+          // Claimed under a lease lost since. A rescue that began before this
+          // claim committed missed its rows (they were not running yet when
+          // it looked) and removed the lease: they run for nobody. Given back
+          // under the lost id, uncounted; rows a rescue did take are no
+          // longer that id's, and stay as it left them.
           this.held.endClaim(claim, [], null);
-          if (rows.length > 0) this.logger.warn({ jobs: rows.map((r) => String(r.id)) }, `pgq dropped ${rows.length} job(s) claimed under its lost lease; they were rescued with it`);
+          if (rows.length > 0) {
+            const ids = rows.map((r) => String(r.id));
+            this.logger.warn({ jobs: ids }, `pgq gives back ${rows.length} job(s) claimed under its lost lease`);
+            await this.statements.releaseUnstarted(this.db, { workerId, ids }).catch((err: unknown) => {
+              this.logger.warn({ err: errorSummary(err), jobs: ids }, `pgq could not give back the jobs claimed under its lost lease; the rescuer will: ${errorMessage(err)}`);
+            });
+          }
           continue;
         }
         const ranDry = this.held.length === 0 && this.executor.freeSlots > 0;
