@@ -573,7 +573,7 @@ describe('cancelling a running job', () => {
     try {
       const heard = new Promise<string>((resolve) => listening.on('notification', (n) => resolve(n.payload ?? '')));
       await listening.query(`LISTEN "pgq:${ctx.schema}:done"`);
-      await statements.releaseUnstarted(db, { workerId: 'w-cancel', ids: [held!.id] });
+      await statements.releaseUnstarted(db, { workerIds: ['w-cancel'], attempts: [[held!.id, 1]] });
       expect(await pgq.getJob(held!.id)).toMatchObject({ state: 'cancelled', attempts: 0, cancelRequestedAt: null, finishedAt: expect.any(Date) });
       expect((await heard).split(',')).toContain(held!.id);
     } finally {

@@ -513,6 +513,45 @@ describe('leases', () => {
     }
   });
 
+  it('a job claimed ahead that ages out while the worker adopts its attempts after a lost lease goes back, and runs once', async () => {
+    const gate = deferred();
+    const mixed = defineTask({
+      name: 'mixed',
+      queue: 'adopt-expiry',
+      schema: z.object({ block: z.boolean() }),
+      handler: async ({ block }) => (block ? gate.promise.then(() => 'unblocked') : 'quick'),
+    });
+    const pgq = await ctx.migrated({ tasks: [mixed] });
+    const schema = `"${ctx.schema}"`;
+    const a = pgq.worker({ queues: ['adopt-expiry'], leader: false, concurrency: 1, heartbeatMs: 50, rescueAfterMs: 10_000, pollIntervalMs: 20, prefetchTtlMs: 300 });
+    try {
+      await a.start();
+      const firstId = a.id;
+      // Quick jobs first: the worker learns they are short, and claims ahead.
+      for (let i = 0; i < 3; i += 1) await pgq.waitForJob((await pgq.enqueue(mixed, { block: false })).id, { timeoutMs: 10_000 });
+      const blocker = await pgq.enqueue(mixed, { block: true });
+      await until(async () => (await pgq.getJob(blocker.id))?.state === 'running');
+      const ahead = await pgq.enqueue(mixed, { block: false });
+      await until(async () => (await pgq.getJob(ahead.id))?.state === 'running', { what: 'the job claimed ahead' });
+      // The adoption after the lost lease takes a second: the job claimed ahead ages out meanwhile.
+      await ctx.admin.query(`
+        DROP TRIGGER IF EXISTS slow_adopt ON ${schema}.jobs;
+        CREATE FUNCTION ${schema}.adopt_delay() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF current_query() LIKE '%SET worker_id = $1%' THEN PERFORM pg_sleep(1); END IF; RETURN NULL; END $$;
+        CREATE TRIGGER adopt_delay BEFORE UPDATE ON ${schema}.jobs FOR EACH STATEMENT EXECUTE FUNCTION ${schema}.adopt_delay();`);
+      await ctx.admin.query(`DELETE FROM ${schema}.workers WHERE id = $1`, [firstId]);
+      await until(() => a.id === `${firstId}~2`, { timeoutMs: 10_000, what: 'the worker to register again' });
+      gate.resolve();
+      expect(await pgq.waitForJob(blocker.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded', attempts: 1 });
+      // Given back while its rows were still under the lost id, it was neither adopted nor stranded.
+      expect(await pgq.waitForJob(ahead.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded', attempts: 1, workerId: `${firstId}~2` });
+    } finally {
+      gate.resolve();
+      await a.stop();
+      await ctx.admin.query(`DROP TRIGGER IF EXISTS adopt_delay ON ${schema}.jobs; DROP FUNCTION IF EXISTS ${schema}.adopt_delay();`);
+    }
+  });
+
   it('a claim over several queues locks only the rows it takes', async () => {
     const q = defineTask({ name: 'multi', schema: z.object({ q: z.string() }), handler: () => undefined });
     const pgq = await ctx.migrated({ tasks: [q] });

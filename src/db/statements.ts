@@ -451,12 +451,16 @@ export function createStatements(schema: string) {
 
   // Prefetched jobs a stopping worker never started: available again, the
   // attempt given back (no handler ran).
+  // The attempts ($2 ids, $3 attempt numbers) under any id this worker has
+  // registered under ($1): during the adoption after a lost lease a held
+  // attempt may still be under the lost id, or already under the new one.
   const releaseUnstarted = `
     WITH released AS (
-      UPDATE ${jobs}
+      UPDATE ${jobs} j
          SET ${giveBack}
-       WHERE id = ANY($2::bigint[]) AND state = 'running' AND worker_id = $1
-      RETURNING id, state, workflow_id
+        FROM unnest($2::bigint[], $3::int[]) AS h(id, attempt)
+       WHERE j.id = h.id AND j.attempts = h.attempt AND j.state = 'running' AND j.worker_id = ANY($1::text[])
+      RETURNING j.id, j.state, j.workflow_id
     ), ${settleCancelled('released')}
     SELECT (SELECT count(*) FROM notified) AS n, (SELECT count(*) FROM locked) AS l`;
 
@@ -604,8 +608,12 @@ export function createStatements(schema: string) {
     },
 
     /** JobReleaseUnstarted: gives back prefetched jobs this worker never started. */
-    async releaseUnstarted(db: Queryable, p: { workerId: string; ids: string[] }): Promise<void> {
-      await db.query({ name: name('release_unstarted'), text: releaseUnstarted, values: [p.workerId, p.ids] });
+    async releaseUnstarted(db: Queryable, p: { workerIds: readonly string[]; attempts: readonly (readonly [string, number])[] }): Promise<void> {
+      await db.query({
+        name: name('release_unstarted'),
+        text: releaseUnstarted,
+        values: [p.workerIds, p.attempts.map(([id]) => id), p.attempts.map(([, attempt]) => attempt)],
+      });
     },
 
     /** WorkerRegister: a new lease for this id; null when the id is already registered. */

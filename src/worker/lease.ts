@@ -116,6 +116,13 @@ export class Lease {
     return this.#workerId;
   }
 
+  /** Every id this worker has registered under (the first, then `~2`, `~3`, … after lost leases): its attempts are under one of them. */
+  get ids(): string[] {
+    const ids = [this.config.workerId];
+    for (let n = 2; n <= this.#incarnation; n += 1) ids.push(`${this.config.workerId}~${n}`);
+    return ids;
+  }
+
   /** Whether a claim sent now is covered by the lease with a heartbeat to spare. */
   get trusted(): boolean {
     if (this.#lost || this.#adopting) return false;

@@ -245,7 +245,7 @@ export class Producer extends LoopService {
   async #release(held: HeldJob[], what: string): Promise<void> {
     if (held.length === 0) return;
     try {
-      await this.statements.releaseUnstarted(this.db, { workerId: this.lease.workerId, ids: held.map((h) => h.job.id) });
+      await this.statements.releaseUnstarted(this.db, { workerIds: this.lease.ids, attempts: held.map((h) => [h.job.id, h.job.attempts]) });
     } catch (err) {
       // Not held any more: the next reconcile gives them back (or, after a stop, the rescuer).
       this.#needsReconcile = true;
@@ -325,9 +325,11 @@ export class Producer extends LoopService {
           // longer that id's, and stay as it left them.
           this.held.endClaim(claim, [], null);
           if (rows.length > 0) {
-            const ids = rows.map((r) => String(r.id));
+            const jobs = rows.map((row) => toClaimedJob(row, workerId));
+            const ids = jobs.map((job) => job.id);
             this.logger.warn({ jobs: ids }, `pgq gives back ${rows.length} job(s) claimed under its lost lease`);
-            await this.statements.releaseUnstarted(this.db, { workerId, ids }).catch((err: unknown) => {
+            const attempts = jobs.map((job): [string, number] => [job.id, job.attempts]);
+            await this.statements.releaseUnstarted(this.db, { workerIds: [workerId], attempts }).catch((err: unknown) => {
               this.logger.warn({ err: errorSummary(err), jobs: ids }, `pgq could not give back the jobs claimed under its lost lease; the rescuer will: ${errorMessage(err)}`);
             });
           }
