@@ -29,7 +29,7 @@ import { createQueueStatements, type QueueStatements } from './db/queue-statemen
 import { QueueStore, type QueueRecord, type QueueSettings } from './queues.js';
 import type { PgqDatabase } from './db/tables.js';
 import { migrate, type MigrateResult } from './db/migrate.js';
-import { checkSchemaVersion } from './db/schema-version.js';
+import { checkSchemaVersion, notMigrated } from './db/schema-version.js';
 import { PoolLane, TimedPool, warmUpPool, watchConnectionErrors } from './db/pool.js';
 import { createBulkInsert } from './db/bulk-insert.js';
 import { setupRoles, type RolesOptions } from './roles.js';
@@ -178,7 +178,7 @@ export class Pgq {
 
   /** Creates or upgrades pgq's tables in its schema. Safe to run from several processes at once. */
   async migrate(): Promise<MigrateResult> {
-    return this.#call(() => migrate(this.#pool, this.schema, this.logger));
+    return this.#call(() => migrate(this.#pool, this.schema, this.logger), false);
   }
 
   /**
@@ -709,9 +709,10 @@ export class Pgq {
    * ends the pool (an ended pool never serves, nor fails, a call still
    * waiting for a connection).
    */
-  #call<T>(work: () => Promise<T>): Promise<T> {
+  #call<T>(work: () => Promise<T>, explainMissingSchema = true): Promise<T> {
     this.#assertOpen();
-    const call = work();
+    // A statement on a schema that was never migrated says so, not "relation does not exist".
+    const call = explainMissingSchema ? work().catch((err: unknown) => Promise.reject(notMigrated(err, this.schema) ?? err)) : work();
     this.#calls.add(call);
     const settled = (): void => void this.#calls.delete(call);
     call.then(settled, settled);

@@ -609,6 +609,21 @@ describe('schema version', () => {
     expect(rowCount).toBe(0);
   });
 
+  it('calls on a schema that is not migrated say so and how to fix it, not that a relation does not exist', async () => {
+    const t = defineTask({ name: 't', schema: z.object({}), handler: () => undefined });
+    const schema = `${ctx.schema}_bare`;
+    const pgq = ctx.pgq({ tasks: [t], schema });
+    for (const call of [() => pgq.enqueue(t, {}), () => pgq.getJob('1'), () => pgq.listJobs({}), () => pgq.listQueues(), () => pgq.pauseQueue('q'), () => pgq.listSchedules()]) {
+      const err = await call().then(() => null, (e: unknown) => e);
+      expect(err).toMatchObject({ code: 'PGQ_SCHEMA_NOT_READY', message: expect.stringMatching(new RegExp(`^schema ${schema} is not migrated.*run pgq migrate`)) });
+      expect((err as Error).cause).toMatchObject({ code: '42P01' });
+    }
+    // An error that is not about pgq's schema is the caller's own, unchanged.
+    const own = await pgq.enqueue(t, {}, { db: { query: () => Promise.reject(Object.assign(new Error('relation "mine.orders" does not exist'), { code: '42P01' })) } }).then(() => null, (e: unknown) => e);
+    expect(own).toMatchObject({ code: '42P01' });
+    expect((await ctx.admin.query(`SELECT 1 FROM pg_namespace WHERE nspname = $1`, [schema])).rowCount).toBe(0);
+  });
+
   it('a worker refuses a schema that is behind this pgq, naming both versions', async () => {
     const t = defineTask({ name: 't2', schema: z.object({}), handler: () => undefined });
     const pgq = await ctx.migrated({ tasks: [t] });

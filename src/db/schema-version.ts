@@ -36,10 +36,22 @@ export function shippedMigrations(): string[] {
 
 /** A schema that is absent or older than this pgq. */
 export class SchemaNotReadyError extends PgqError {
-  constructor(message: string) {
-    super('PGQ_SCHEMA_NOT_READY', message);
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('PGQ_SCHEMA_NOT_READY', message, options);
     this.name = 'SchemaNotReadyError';
   }
+}
+
+/**
+ * A SchemaNotReadyError for PostgreSQL's "relation/function does not exist"
+ * (42P01, 42883) naming one of `schema`'s objects: the schema was never
+ * migrated, or not to this pgq's version. Null for any other error.
+ */
+export function notMigrated(err: unknown, schema: string): SchemaNotReadyError | null {
+  if (err === null || typeof err !== 'object') return null;
+  const { code, message } = err as { code?: unknown; message?: unknown };
+  if ((code !== '42P01' && code !== '42883') || typeof message !== 'string' || !message.includes(`${schema}.`)) return null;
+  return new SchemaNotReadyError(`schema ${schema} is not migrated, or not to this pgq's version (${message}): run pgq migrate (or pgq.migrate())`, { cause: err });
 }
 
 /** Resolves when `schema` has every migration this pgq ships; rejects with SchemaNotReadyError otherwise. */
