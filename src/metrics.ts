@@ -23,6 +23,7 @@ import type { Worker } from './worker/worker.js';
 import { EventLoopMonitor } from './core/event-loop.js';
 import { LiveStatsReader, type LiveStats } from './db/live-stats.js';
 import type { Middleware } from './middleware.js';
+import { LIVE_STATES } from './core/types.js';
 
 export interface MetricsOptions {
   /** Where to register. Default: a new Registry (see `registry`). */
@@ -175,6 +176,10 @@ export class PgqMetrics {
     });
     let reading: Promise<LiveStats | undefined> | undefined;
     let last: LiveStats | undefined;
+    // Every queue a reading has named: one that empties reads 0 from then
+    // on, rather than its series vanishing (a graph with gaps, an alert on
+    // a series that is not there).
+    const seen = new Set<string>();
     // One read serves every gauge of a scrape. One that fails (the database
     // down, a role that cannot read) keeps the last reading: the scrape
     // still serves every per-process metric rather than failing whole.
@@ -182,7 +187,10 @@ export class PgqMetrics {
       (reading ??= reader
         .read()
         .then(
-          (stats) => (last = stats),
+          (stats) => {
+            for (const q of stats.queues) seen.add(q.queue);
+            return (last = stats);
+          },
           () => {
             readErrors.inc();
             return last;
@@ -198,7 +206,8 @@ export class PgqMetrics {
         const stats = await read();
         this.reset();
         if (!stats) return;
-        for (const q of stats.queues) for (const [state, n] of Object.entries(q.counts)) this.set({ queue: q.queue, state }, n);
+        const counts = new Map(stats.queues.map((q) => [q.queue, q.counts]));
+        for (const queue of seen) for (const state of LIVE_STATES) this.set({ queue, state }, counts.get(queue)?.[state] ?? 0);
       },
     });
     new Gauge({
@@ -211,8 +220,10 @@ export class PgqMetrics {
         this.reset();
         if (!stats) return;
         const at = stats.computedAt.getTime();
-        for (const q of stats.queues) {
-          this.set({ queue: q.queue }, q.oldestWaitingRunAt ? Math.max(0, (at - Date.parse(q.oldestWaitingRunAt)) / 1000) : 0);
+        const oldest = new Map(stats.queues.map((q) => [q.queue, q.oldestWaitingRunAt]));
+        for (const queue of seen) {
+          const runAt = oldest.get(queue);
+          this.set({ queue }, runAt ? Math.max(0, (at - Date.parse(runAt)) / 1000) : 0);
         }
       },
     });

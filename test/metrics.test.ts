@@ -84,6 +84,26 @@ describe('Prometheus metrics', () => {
     }
   });
 
+  it('a queue that empties reads 0 in every live state, its series kept', async () => {
+    const pgq = await ctx.migrated({ tasks: [work] });
+    const metrics = new PgqMetrics(pgq, { statsMaxAgeMs: 0, registry: new (await import('prom-client')).Registry() });
+    const job = await pgq.enqueue(work, { fail: false }, { queue: 'empties', runAt: new Date(Date.now() - 30_000) });
+    const before = await metrics.registry.metrics();
+    expect(value(before, 'pgq_queue_jobs{queue="empties",state="available"}')).toBe(1);
+    expect(value(before, 'pgq_queue_jobs{queue="empties",state="running"}')).toBe(0);
+    expect(value(before, 'pgq_queue_oldest_waiting_seconds{queue="empties"}')).toBeGreaterThanOrEqual(30);
+    const worker = pgq.worker({ queues: ['empties'], pollIntervalMs: 50 });
+    await worker.start();
+    await pgq.waitForJob(job.id, { timeoutMs: 10_000 });
+    await worker.stop();
+    const after = await metrics.registry.metrics();
+    for (const state of ['scheduled', 'available', 'running', 'retryable', 'blocked']) {
+      expect(value(after, `pgq_queue_jobs{queue="empties",state="${state}"}`)).toBe(0);
+    }
+    expect(value(after, 'pgq_queue_oldest_waiting_seconds{queue="empties"}')).toBe(0);
+    metrics.close();
+  });
+
   it('observes how late schedule ticks fire', async () => {
     const pgq = await ctx.migrated({ tasks: [work] });
     const metrics = new PgqMetrics(pgq, { queueGauges: false });
