@@ -182,7 +182,7 @@ describe('pause, limits and expiry on a worker', () => {
     const retried = await pgq.enqueue(failOnce, {}, { expiresInMs: 1_500 });
     const done = await pgq.waitForJob(retried.id, { timeoutMs: 15_000 });
     expect(done).toMatchObject({ state: 'cancelled', attempts: 1 });
-    expect(done.errors.map((e) => e.message)).toEqual(['first attempt fails', expect.stringMatching(/^expired:/)]);
+    expect(done.errors.map((e) => e.message)).toEqual(['first attempt fails', expect.stringMatching(/^expired: its retry was not started by its expiry time /)]);
     expect(started.filter((id) => id === retried.id)).toHaveLength(1);
     await w.stop();
   });

@@ -71,7 +71,8 @@ export function createQueueStatements(schema: string) {
          SET state = 'cancelled', finished_at = now(),
              errors = j.errors || jsonb_build_array(jsonb_build_object(
                'attempt', j.attempts,
-               'message', 'expired: not started by its expiry time ' || to_char(j.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+               'message', CASE WHEN j.attempts > 0 THEN 'expired: its retry was not started by its expiry time '
+                               ELSE 'expired: not started by its expiry time ' END || to_char(j.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
                'at', now()))
        WHERE j.id IN (SELECT id FROM ${jobs}
                        WHERE expires_at IS NOT NULL AND expires_at <= coalesce($2::timestamptz, now())
