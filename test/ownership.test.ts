@@ -413,7 +413,7 @@ describe('leases', () => {
     await b.stop();
   });
 
-  it('a lease thread that cannot reconnect while the pool still works: the lease is renewed through the pool, and the running job is not rescued', async () => {
+  it('a lease thread that cannot reconnect while the pool still works: the lease is renewed through the pool in time, and the running job is not rescued', async () => {
     // A login that can be refused new connections (as after a password
     // rotation, or with the server at its connection limit) while the
     // connections it holds keep working.
@@ -440,17 +440,21 @@ describe('leases', () => {
       },
     });
     await ctx.migrated({ tasks: [steady] });
-    const app = new Pgq({ connectionString: asRole.toString(), schema: ctx.schema, tasks: [steady] });
+    const warnings: string[] = [];
+    const logger: Logger = { error() {}, warn: (_f, msg) => void warnings.push(msg), info() {}, debug() {}, child: () => logger };
+    const app = new Pgq({ connectionString: asRole.toString(), schema: ctx.schema, tasks: [steady], logger });
     const statements = createStatements(ctx.schema);
     const renewText = statements.renewLeaseStatement({ workerId: '', stuckJobs: 0, loopLagMs: 0 }).text;
-    // A serves the queue with a 2 s lease; B only leads, and rescues every few hundred ms.
-    const a = app.worker({ leader: false, heartbeatMs: 200, rescueAfterMs: 2_000, pollIntervalMs: 50, concurrency: 2 });
+    // A serves the queue with the shortest lease allowed, two heartbeats; B only leads, and rescues every few hundred ms.
+    const a = app.worker({ leader: false, heartbeatMs: 500, rescueAfterMs: 1_000, pollIntervalMs: 50, concurrency: 2 });
     const b = ctx.pgq({ tasks: [steady] }).worker({ queues: ['elsewhere'], heartbeatMs: 100, rescueAfterMs: 1_000 });
     try {
       await a.start();
       await b.start();
       const job = await app.enqueue(steady, {});
       await started.promise;
+      // A healthy lease thread: the pool did not renew in its stead.
+      expect(warnings.filter((w) => /through its pool/.test(w))).toEqual([]);
       // The lease thread's connection breaks, and no new connection of this login is accepted.
       await ctx.admin.query(`ALTER ROLE "${role}" NOLOGIN`);
       await until(async () => {
@@ -460,12 +464,14 @@ describe('leases', () => {
         );
         return rowCount! > 0;
       }, { what: 'the lease thread\'s connection' });
-      // Twice A's rescueAfterMs: the lease would have run out by now.
-      await new Promise((r) => setTimeout(r, 4_000));
+      // Three times A's rescueAfterMs: the lease would have run out by now.
+      await new Promise((r) => setTimeout(r, 3_000));
       expect(await app.getJob(job.id)).toMatchObject({ state: 'running', workerId: a.id, attempts: 1 });
       expect(await app.waitForJob(job.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded', attempts: 1, result: 'kept' });
       expect(runs.map((r) => r.attempt)).toEqual([1]);
       expect(signals).toEqual([]);
+      expect(warnings.filter((w) => /through its pool/.test(w))).toHaveLength(1);
+      expect(warnings.filter((w) => /lost its lease/.test(w))).toEqual([]);
     } finally {
       await ctx.admin.query(`ALTER ROLE "${role}" LOGIN`);
       await a.stop();

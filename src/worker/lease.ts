@@ -16,7 +16,7 @@
  * (a password callback, say), renewal runs on the main thread instead, with
  * a warning.
  *
- * Fallback: while the renewer has had no renewal succeed for two heartbeats
+ * Fallback: while the renewer has had no renewal succeed for over a heartbeat
  * (its connection refused, as after a password rotation or at the server's
  * connection limit, while the pool's connections still work), the main
  * thread renews through the pool as well, so a worker that can reach the
@@ -98,8 +98,10 @@ export class Lease {
   #postedTasks = new Set<string>();
   #fallbackTimer: NodeJS.Timeout | undefined;
   #fallbackInFlight = false;
-  /** The last renewal that succeeded was the pool's (told once, until the renewer's work again). */
-  #renewedThroughPool = false;
+  /** The renewer said its renewals fail, and has not said they work again. */
+  #renewerFailing = false;
+  /** Told that the pool renews while the renewer cannot (once per failing spell). */
+  #toldPoolRenews = false;
 
   constructor(
     private readonly config: LeaseConfig,
@@ -172,7 +174,7 @@ export class Lease {
     this.#shared[SLOTS.mainTick] = monotonicMs();
     this.#tick = setInterval(() => (this.#shared[SLOTS.mainTick] = monotonicMs()), TICK_MS);
     this.#tick.unref();
-    this.#fallbackTimer = setInterval(() => void this.#renewThroughPool(), this.config.heartbeatMs);
+    this.#fallbackTimer = setInterval(() => void this.#renewThroughPool(), Math.max(10, this.config.heartbeatMs / 4));
     this.#fallbackTimer.unref();
     const data: LeaseThreadData = {
       connection: this.config.connection ?? {},
@@ -359,25 +361,30 @@ export class Lease {
   }
 
   /**
-   * Renews through the pool while the renewer's renewals have not succeeded
-   * for two heartbeats; a row found gone is a lost lease, as when the
-   * renewer finds it.
+   * Renews through the pool once the renewer's renewal is overdue (none has
+   * succeeded for a heartbeat and a quarter: checked every quarter
+   * heartbeat, so within a heartbeat and a half, before a lease of two
+   * heartbeats, the shortest allowed, runs out); a row found gone is a lost
+   * lease, as when the renewer finds it. A renewer that is only starting
+   * (its thread boots in 70–150 ms) is covered the same way, silently.
    */
   async #renewThroughPool(): Promise<void> {
     if (this.#fallbackInFlight || !this.#registered || this.#registering || this.#lost || this.#stopped) return;
     const sentAt = monotonicMs();
-    if (sentAt - this.#shared[SLOTS.lastRenew]! < 2 * this.config.heartbeatMs) return;
+    if (sentAt - this.#shared[SLOTS.lastRenew]! < 1.25 * this.config.heartbeatMs) return;
     const workerId = this.#workerId;
     this.#fallbackInFlight = true;
     try {
       const statement = this.statements.renewLeaseStatement({ workerId, stuckJobs: this.#shared[SLOTS.stuck]!, loopLagMs: 0 });
       const rows = await this.db.query({ ...statement, timeoutMs: Math.max(1_000, this.config.heartbeatMs) });
+      // Stopped meanwhile: the worker row is gone by design, not lost.
+      if (this.#stopped) return;
       if (rows.length === 0) {
         this.#onMessage({ type: 'lost', workerId });
       } else if (workerId === this.#workerId) {
         if (sentAt > this.#shared[SLOTS.lastRenew]!) this.#shared[SLOTS.lastRenew] = sentAt;
-        if (!this.#renewedThroughPool) {
-          this.#renewedThroughPool = true;
+        if (this.#renewerFailing && !this.#toldPoolRenews) {
+          this.#toldPoolRenews = true;
           this.logger.warn({}, 'pgq renews the worker\'s lease through its pool while the lease thread cannot');
         }
       }
@@ -396,10 +403,12 @@ export class Lease {
         this.events.lost(message.workerId);
         return;
       case 'failing':
+        this.#renewerFailing = true;
         this.logger.warn({}, `pgq could not renew the worker's lease: ${message.message}`);
         return;
       case 'recovered':
-        this.#renewedThroughPool = false;
+        this.#renewerFailing = false;
+        this.#toldPoolRenews = false;
         this.logger.info({}, 'pgq renews the worker\'s lease again');
         return;
       case 'stall':
