@@ -441,7 +441,7 @@ describe('leases', () => {
     });
     await ctx.migrated({ tasks: [steady] });
     const warnings: string[] = [];
-    const logger: Logger = { error() {}, warn: (_f, msg) => void warnings.push(msg), info() {}, debug() {}, child: () => logger };
+    const logger: Logger = { error() {}, warn: (_f, msg) => void warnings.push(msg ?? ''), info() {}, debug() {}, child: () => logger };
     const app = new Pgq({ connectionString: asRole.toString(), schema: ctx.schema, tasks: [steady], logger });
     const statements = createStatements(ctx.schema);
     const renewText = statements.renewLeaseStatement({ workerId: '', stuckJobs: 0, loopLagMs: 0 }).text;
