@@ -558,6 +558,102 @@ describe('leases', () => {
     }
   });
 
+  it('a job claimed ahead that the lease thread gives back while the worker adopts its attempts (the loop blocked) is not left running for nobody', async () => {
+    const gate = deferred();
+    const ran: string[] = [];
+    const tagged = defineTask({
+      name: 'tagged',
+      queue: 'adopt-blocked',
+      maxAttempts: 1,
+      schema: z.object({ block: z.boolean(), tag: z.string() }),
+      handler: async ({ block, tag }) => {
+        ran.push(tag);
+        return block ? gate.promise.then(() => 'unblocked') : 'quick';
+      },
+    });
+    const warnings: string[] = [];
+    const logger: Logger = { error() {}, warn: (_f, msg) => void warnings.push(msg ?? ''), info() {}, debug() {}, child: () => logger };
+    const pgq = await ctx.migrated({ tasks: [tagged], logger });
+    const schema = `"${ctx.schema}"`;
+    const a = pgq.worker({ queues: ['adopt-blocked'], leader: false, concurrency: 1, heartbeatMs: 50, rescueAfterMs: 10_000, pollIntervalMs: 20, prefetchTtlMs: 1_500 });
+    try {
+      await a.start();
+      const firstId = a.id;
+      for (let i = 0; i < 3; i += 1) await pgq.waitForJob((await pgq.enqueue(tagged, { block: false, tag: `warm${i}` })).id, { timeoutMs: 10_000 });
+      const blocker = await pgq.enqueue(tagged, { block: true, tag: 'blocker' });
+      await until(async () => (await pgq.getJob(blocker.id))?.state === 'running');
+      const ahead = await pgq.enqueue(tagged, { block: false, tag: 'ahead' });
+      await until(async () => (await pgq.getJob(ahead.id))?.state === 'running', { what: 'the job claimed ahead' });
+      // The lease is lost; the adoption after it takes 3 s, and meanwhile the
+      // event loop is blocked past releaseAfterMs: the lease thread gives the
+      // held job back, under the new id, while its row is still under the old one.
+      await ctx.admin.query(`
+        DROP TRIGGER IF EXISTS slow_adopt ON ${schema}.jobs;
+        CREATE OR REPLACE FUNCTION ${schema}.adopt_delay() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF current_query() LIKE '%SET worker_id = $1%' THEN PERFORM pg_sleep(3); END IF; RETURN NULL; END $$;
+        CREATE TRIGGER adopt_delay BEFORE UPDATE ON ${schema}.jobs FOR EACH STATEMENT EXECUTE FUNCTION ${schema}.adopt_delay();`);
+      await ctx.admin.query(`DELETE FROM ${schema}.workers WHERE id = $1`, [firstId]);
+      await until(async () => (await ctx.admin.query(`SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query LIKE '%SET worker_id = $1%'`)).rowCount! > 0, { what: 'the adoption to wait' });
+      const end = Date.now() + 2_000;
+      while (Date.now() < end); // blocks the event loop
+      await until(() => warnings.some((w) => w.includes('registered again as')), { timeoutMs: 10_000, what: 'the adoption to end' });
+      // Stopped while the long job runs (it ends within the grace): nothing may be left running.
+      const stopping = a.stop();
+      setTimeout(() => gate.resolve(), 200);
+      await stopping;
+      expect(await pgq.getJob(blocker.id)).toMatchObject({ state: 'succeeded', attempts: 1 });
+      expect(ran).not.toContain('ahead');
+      expect(await pgq.getJob(ahead.id)).toMatchObject({ state: 'available', attempts: 0 });
+    } finally {
+      gate.resolve();
+      await a.stop();
+      await ctx.admin.query(`DROP TRIGGER IF EXISTS adopt_delay ON ${schema}.jobs; DROP FUNCTION IF EXISTS ${schema}.adopt_delay();`);
+    }
+  });
+
+  it('a job claimed ahead that the lease thread failed to give back goes back at stop, not to the rescuer, even with every slot taken meanwhile', async () => {
+    const gate = deferred();
+    const ran: string[] = [];
+    const tagged = defineTask({
+      name: 'tagged-stop',
+      queue: 'giveback-failed',
+      schema: z.object({ block: z.boolean(), tag: z.string() }),
+      handler: async ({ block, tag }) => {
+        ran.push(tag);
+        return block ? gate.promise.then(() => 'unblocked') : 'quick';
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [tagged] });
+    const schema = `"${ctx.schema}"`;
+    const a = pgq.worker({ queues: ['giveback-failed'], leader: false, concurrency: 1, heartbeatMs: 50, rescueAfterMs: 10_000, pollIntervalMs: 20, prefetchTtlMs: 1_000 });
+    try {
+      await a.start();
+      for (let i = 0; i < 3; i += 1) await pgq.waitForJob((await pgq.enqueue(tagged, { block: false, tag: `warm${i}` })).id, { timeoutMs: 10_000 });
+      const blocker = await pgq.enqueue(tagged, { block: true, tag: 'blocker' });
+      await until(async () => (await pgq.getJob(blocker.id))?.state === 'running');
+      const ahead = await pgq.enqueue(tagged, { block: false, tag: 'ahead' });
+      await until(async () => (await pgq.getJob(ahead.id))?.state === 'running', { what: 'the job claimed ahead' });
+      // The lease thread's give-back (the statement only it sends) fails.
+      await ctx.admin.query(`
+        CREATE FUNCTION ${schema}.refuse_giveback() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF current_query() LIKE '%''epoch''::timestamptz + $3%' THEN RAISE EXCEPTION 'give-back refused'; END IF; RETURN NULL; END $$;
+        CREATE TRIGGER refuse_giveback BEFORE UPDATE ON ${schema}.jobs FOR EACH STATEMENT EXECUTE FUNCTION ${schema}.refuse_giveback();`);
+      const end = Date.now() + 1_600;
+      while (Date.now() < end); // blocks the event loop past releaseAfterMs: the thread takes the held job and fails to give it back
+      await new Promise((r) => setTimeout(r, 100));
+      const stopping = a.stop();
+      setTimeout(() => gate.resolve(), 200);
+      await stopping;
+      expect(await pgq.getJob(blocker.id)).toMatchObject({ state: 'succeeded', attempts: 1 });
+      expect(ran).not.toContain('ahead');
+      expect(await pgq.getJob(ahead.id)).toMatchObject({ state: 'available', attempts: 0 });
+    } finally {
+      gate.resolve();
+      await a.stop();
+      await ctx.admin.query(`DROP TRIGGER IF EXISTS refuse_giveback ON ${schema}.jobs; DROP FUNCTION IF EXISTS ${schema}.refuse_giveback();`);
+    }
+  });
+
   it('a claim over several queues locks only the rows it takes', async () => {
     const q = defineTask({ name: 'multi', schema: z.object({ q: z.string() }), handler: () => undefined });
     const pgq = await ctx.migrated({ tasks: [q] });

@@ -157,6 +157,15 @@ export class Producer extends LoopService {
     // Attempts waiting for an earlier attempt of their job were never started either.
     const waiting = this.executor.takeWaiting().map((job) => ({ job, heldAt: 0 }));
     await this.#release([...this.held.takeAll(), ...waiting], 'prefetched');
+    // A give-back that missed rows (the lease thread's, while the loop was
+    // blocked) is reconciled before a claim; with every slot taken until
+    // now, none came: rows left running here for nobody go back now, not to
+    // the rescuer, which would count an attempt that never ran.
+    if (this.#needsReconcile) {
+      await this.#releaseOrphans().catch((err: unknown) => {
+        this.logger.warn({ err: errorSummary(err) }, `pgq could not give back the jobs it claimed and does not hold; the rescuer will: ${errorMessage(err)}`);
+      });
+    }
   }
 
   /** Ids of claimed jobs waiting in the local buffer. */

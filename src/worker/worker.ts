@@ -541,6 +541,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         // Rescued buffered jobs leave the buffer; rescued running attempts get their signal.
         const running = rescued.filter(([id, attempt]) => !this.#producer.dropBuffered(id, attempt));
         for (const [id, attempt] of running) this.#executor.abort(id, new LeaseLostError(), attempt);
+        await this.#giveBackStrays(held.filter(([id, attempt]) => adopted.has(`${id}:${attempt}`)));
         this.#lease.adopted();
         this.#logger.warn(
           { workerId, kept: adopted.size, rescued: rescued.map(([id]) => id) },
@@ -554,6 +555,23 @@ export class Worker extends EventEmitter<WorkerEvents> {
         await sleep(Math.min(this.options.heartbeatMs, 100 * 2 ** Math.min(failures, 6)));
       }
     }
+  }
+
+  /**
+   * Adopted attempts this worker no longer holds: taken out of the buffer
+   * while the adoption ran (aged out, or given back by the lease thread
+   * while the loop was blocked) by a give-back that matched nothing yet, the
+   * rows being under the lost id. Given back now, attempt not counted; an
+   * outcome given up (#unrecorded) stays for the rescuer.
+   */
+  async #giveBackStrays(adopted: [string, number][]): Promise<void> {
+    const stillHeld = new Set([...this.#executor.heldAttempts(), ...this.#producer.bufferedAttempts()].map(([id, attempt]) => `${id}:${attempt}`));
+    const unrecorded = new Set(this.#executor.unrecordedIds());
+    const strays = adopted.filter(([id, attempt]) => !stillHeld.has(`${id}:${attempt}`) && !unrecorded.has(id));
+    if (strays.length === 0) return;
+    await this.#deps.statements
+      .releaseUnstarted(this.#deps.db, { workerIds: this.#lease.ids, attempts: strays })
+      .catch((err: unknown) => this.#logger.warn({ err: errorSummary(err), jobs: strays.map(([id]) => id) }, `pgq could not give back jobs claimed ahead; the rescuer will: ${errorMessage(err)}`));
   }
 
   #onStall(lagMs: number, tasks: Record<string, number>, ended: boolean): void {
