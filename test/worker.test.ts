@@ -3,6 +3,8 @@ import { setTimeout as sleepMs } from 'node:timers/promises';
 import { z } from 'zod';
 import { defineTask, PermanentError, type JobRecord } from '../src/index.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
+import { createStatements } from '../src/db/statements.js';
+import { fromPg, type Queryable } from '../src/db/queryable.js';
 
 const ctx = useTestSchema('worker');
 
@@ -677,5 +679,46 @@ describe('worker behaviour', () => {
     expect(ran).not.toContain(c!.id);
     expect(await pgq.getJob(c!.id)).toMatchObject({ state: 'available', attempts: 0 });
     expect((await pgq.getJob(b!.id))?.state).toBe('cancelled');
+  });
+});
+
+describe('outcome statements and the planner', () => {
+  it('an outcome batch reads its jobs by primary key even when the statistics say no job runs (custom plans, 20,000 jobs)', async () => {
+    const noop = defineTask({ name: 'plan-noop', queue: 'plans', schema: z.object({ i: z.number() }), handler: () => null });
+    const pgq = await ctx.migrated({ tasks: [noop] });
+    const schema = `"${ctx.schema}"`;
+    await ctx.admin.query(
+      `INSERT INTO ${schema}.jobs (task, queue, payload) SELECT 'plan-noop', 'plans', jsonb_build_object('i', g) FROM generate_series(1, 20000) AS g`,
+    );
+    // Statistics taken while nothing ran: "state = 'running'" looks like one row.
+    await ctx.admin.query(`ANALYZE ${schema}.jobs`);
+    const statements = createStatements(ctx.schema);
+    const client = await ctx.admin.connect();
+    try {
+      await statements.registerWorker(fromPg(client), { workerId: 'planner', hostname: 'h', pid: 1, queues: ['plans'], concurrency: 500, rescueAfterMs: 60_000 });
+      const claimed = await statements.claimJobs(fromPg(client), { queues: ['plans'], tasks: ['plan-noop'], limit: 500, workerId: 'planner' });
+      expect(claimed).toHaveLength(500);
+      const ids = claimed.map((r) => String(r.id));
+      let text = '';
+      const capture = { query: async (s: { text: string }) => ((text = s.text), [{ skipped: [], cancelled: [] }]) } as unknown as Queryable;
+      await statements.completeJobs(capture, { ids: [], attempts: [], results: [], metas: [] });
+      // What the first executions on a connection get: a plan made for these 500 values.
+      await client.query('SET plan_cache_mode = force_custom_plan');
+      await client.query(`PREPARE complete_plan AS ${text}`);
+      const args = `'{${ids.join(',')}}'::bigint[], '{${claimed.map((r) => r.attempts).join(',')}}'::int[], array_fill('1'::jsonb, ARRAY[500]), array_fill(NULL::jsonb, ARRAY[500])`;
+      const { rows } = await client.query<{ 'QUERY PLAN': string }>(`EXPLAIN EXECUTE complete_plan(${args})`);
+      const plan = rows.map((r) => r['QUERY PLAN']).join('\n');
+      expect(plan).not.toMatch(/Seq Scan on jobs/);
+      expect(plan).toMatch(/Index Scan using jobs_pkey on jobs j/);
+      // And it does its work: every one of them succeeded.
+      const done = await client.query<{ skipped: number[] }>(`EXECUTE complete_plan(${args})`);
+      expect(done.rows[0]!.skipped).toEqual([]);
+      const { rows: states } = await ctx.admin.query(`SELECT state, count(*)::int AS n FROM ${schema}.jobs WHERE id = ANY($1::bigint[]) GROUP BY state`, [ids]);
+      expect(states).toEqual([{ state: 'succeeded', n: 500 }]);
+    } finally {
+      await client.query('DEALLOCATE ALL').catch(() => undefined);
+      await client.query('RESET plan_cache_mode').catch(() => undefined);
+      client.release();
+    }
   });
 });
