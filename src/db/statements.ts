@@ -473,7 +473,7 @@ export function createStatements(schema: string) {
        WHERE j.id = h.id AND j.attempts = h.attempt AND j.state = 'running' AND j.worker_id = ANY($1::text[])
       RETURNING j.id, j.state, j.workflow_id
     ), ${settleCancelled('released')}
-    SELECT (SELECT count(*) FROM notified) AS n, (SELECT count(*) FROM locked) AS l`;
+    SELECT (SELECT count(*) FROM released)::int AS released, (SELECT count(*) FROM notified) AS n, (SELECT count(*) FROM locked) AS l`;
 
   // The same give-back, run by the lease thread while the worker's event
   // loop is blocked (held-jobs.ts): the held ids ($2), and with $3 (a claim
@@ -619,12 +619,14 @@ export function createStatements(schema: string) {
     },
 
     /** JobReleaseUnstarted: gives back prefetched jobs this worker never started. */
-    async releaseUnstarted(db: Queryable, p: { workerIds: readonly string[]; attempts: readonly (readonly [string, number])[] }): Promise<void> {
-      await db.query({
+    /** Gives held, never started attempts back; returns how many it gave back (the others were no longer running in that attempt). */
+    async releaseUnstarted(db: Queryable, p: { workerIds: readonly string[]; attempts: readonly (readonly [string, number])[] }): Promise<number> {
+      const rows = await db.query<{ released: number }>({
         name: name('release_unstarted'),
         text: releaseUnstarted,
         values: [p.workerIds, p.attempts.map(([id]) => id), p.attempts.map(([, attempt]) => attempt)],
       });
+      return rows[0]?.released ?? 0;
     },
 
     /** WorkerRegister: a new lease for this id; null when the id is already registered. */

@@ -336,11 +336,13 @@ export class Producer extends LoopService {
           if (rows.length > 0) {
             const jobs = rows.map((row) => toClaimedJob(row, workerId));
             const ids = jobs.map((job) => job.id);
-            this.logger.warn({ jobs: ids }, `pgq gives back ${rows.length} job(s) claimed under its lost lease`);
             const attempts = jobs.map((job): [string, number] => [job.id, job.attempts]);
-            await this.statements.releaseUnstarted(this.db, { workerIds: [workerId], attempts }).catch((err: unknown) => {
+            try {
+              const given = await this.statements.releaseUnstarted(this.db, { workerIds: [workerId], attempts });
+              this.logger.warn({ jobs: ids }, `pgq claimed ${rows.length} job(s) under its lost lease and gave ${given} back (a rescue took the rest)`);
+            } catch (err) {
               this.logger.warn({ err: errorSummary(err), jobs: ids }, `pgq could not give back the jobs claimed under its lost lease; the rescuer will: ${errorMessage(err)}`);
-            });
+            }
           }
           continue;
         }

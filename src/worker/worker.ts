@@ -541,11 +541,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
         // Rescued buffered jobs leave the buffer; rescued running attempts get their signal.
         const running = rescued.filter(([id, attempt]) => !this.#producer.dropBuffered(id, attempt));
         for (const [id, attempt] of running) this.#executor.abort(id, new LeaseLostError(), attempt);
-        await this.#giveBackStrays(held.filter(([id, attempt]) => adopted.has(`${id}:${attempt}`)));
+        const strays = await this.#giveBackStrays(held.filter(([id, attempt]) => adopted.has(`${id}:${attempt}`)));
         this.#lease.adopted();
         this.#logger.warn(
           { workerId, kept: adopted.size, rescued: rescued.map(([id]) => id) },
-          `pgq worker registered again as ${workerId}: kept ${adopted.size} attempt(s), ${rescued.length} had been rescued`,
+          `pgq worker registered again as ${workerId}: kept ${adopted.size - strays} attempt(s), ${rescued.length} had been rescued${strays > 0 ? `, ${strays} claimed ahead went back` : ''}`,
         );
         return;
       } catch (err) {
@@ -564,14 +564,17 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * rows being under the lost id. Given back now, attempt not counted; an
    * outcome given up (#unrecorded) stays for the rescuer.
    */
-  async #giveBackStrays(adopted: [string, number][]): Promise<void> {
+  async #giveBackStrays(adopted: [string, number][]): Promise<number> {
     const stillHeld = new Set([...this.#executor.heldAttempts(), ...this.#producer.bufferedAttempts()].map(([id, attempt]) => `${id}:${attempt}`));
     const unrecorded = new Set(this.#executor.unrecordedIds());
     const strays = adopted.filter(([id, attempt]) => !stillHeld.has(`${id}:${attempt}`) && !unrecorded.has(id));
-    if (strays.length === 0) return;
-    await this.#deps.statements
+    if (strays.length === 0) return 0;
+    return this.#deps.statements
       .releaseUnstarted(this.#deps.db, { workerIds: this.#lease.ids, attempts: strays })
-      .catch((err: unknown) => this.#logger.warn({ err: errorSummary(err), jobs: strays.map(([id]) => id) }, `pgq could not give back jobs claimed ahead; the rescuer will: ${errorMessage(err)}`));
+      .catch((err: unknown) => {
+        this.#logger.warn({ err: errorSummary(err), jobs: strays.map(([id]) => id) }, `pgq could not give back jobs claimed ahead; the rescuer will: ${errorMessage(err)}`);
+        return 0;
+      });
   }
 
   #onStall(lagMs: number, tasks: Record<string, number>, ended: boolean): void {
