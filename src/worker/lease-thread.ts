@@ -167,11 +167,15 @@ export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr }:
     }
     if (workerId !== '' && !lost && monotonicMs() >= nextRenewAt) {
       const sentAt = monotonicMs();
+      // The id renewed: a `renew-as` may name another while the reply is on its way.
+      const renewing = workerId;
       try {
-        const result = await (await connected()).query({ text: data.renewText, values: [workerId, shared[data.slots.stuck], Math.round(lag)] });
-        if (result.rowCount === 0) {
+        const result = await (await connected()).query({ text: data.renewText, values: [renewing, shared[data.slots.stuck], Math.round(lag)] });
+        if (renewing !== workerId) {
+          // Registered again meanwhile (the pool found the old lease lost): this answer is about the old id.
+        } else if (result.rowCount === 0) {
           lost = true;
-          send({ type: 'lost', workerId });
+          send({ type: 'lost', workerId: renewing });
         } else {
           shared[data.slots.lastRenew] = sentAt;
           if (failing) send({ type: 'recovered' });
