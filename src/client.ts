@@ -29,7 +29,7 @@ import { createQueueStatements, type QueueStatements } from './db/queue-statemen
 import { QueueStore, type QueueRecord, type QueueSettings } from './queues.js';
 import type { PgqDatabase } from './db/tables.js';
 import { migrate, type MigrateResult } from './db/migrate.js';
-import { checkSchemaVersion, notMigrated } from './db/schema-version.js';
+import { checkSchemaVersion, explainNotMigrated } from './db/schema-version.js';
 import { PoolLane, TimedPool, warmUpPool, watchConnectionErrors } from './db/pool.js';
 import { createBulkInsert } from './db/bulk-insert.js';
 import { setupRoles, type RolesOptions } from './roles.js';
@@ -712,7 +712,7 @@ export class Pgq {
   #call<T>(work: () => Promise<T>, explainMissingSchema = true): Promise<T> {
     this.#assertOpen();
     // A statement on a schema that was never migrated says so, not "relation does not exist".
-    const call = explainMissingSchema ? work().catch((err: unknown) => Promise.reject(notMigrated(err, this.schema) ?? err)) : work();
+    const call = explainMissingSchema ? work().catch(async (err: unknown) => Promise.reject(await explainNotMigrated(err, this.#db, this.schema))) : work();
     this.#calls.add(call);
     const settled = (): void => void this.#calls.delete(call);
     call.then(settled, settled);

@@ -43,15 +43,25 @@ export class SchemaNotReadyError extends PgqError {
 }
 
 /**
- * A SchemaNotReadyError for PostgreSQL's "relation/function does not exist"
- * (42P01, 42883) naming one of `schema`'s objects: the schema was never
- * migrated, or not to this pgq's version. Null for any other error.
+ * For PostgreSQL's "relation/function does not exist" (42P01, 42883) naming
+ * an object of `schema` itself: a SchemaNotReadyError when the schema is
+ * indeed not migrated to this pgq's version (asked of the database), the
+ * error itself otherwise (a caller's own object gone missing, in a schema of
+ * a similar name or in pgq's).
  */
-export function notMigrated(err: unknown, schema: string): SchemaNotReadyError | null {
-  if (err === null || typeof err !== 'object') return null;
+export async function explainNotMigrated(err: unknown, db: Queryable, schema: string): Promise<unknown> {
+  if (err === null || typeof err !== 'object') return err;
   const { code, message } = err as { code?: unknown; message?: unknown };
-  if ((code !== '42P01' && code !== '42883') || typeof message !== 'string' || !message.includes(`${schema}.`)) return null;
-  return new SchemaNotReadyError(`schema ${schema} is not migrated, or not to this pgq's version (${message}): run pgq migrate (or pgq.migrate())`, { cause: err });
+  if ((code !== '42P01' && code !== '42883') || typeof message !== 'string') return err;
+  const name = schema.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  if (!new RegExp(`^(relation "${name}\\.[^".]+"|function ${name}\\.[^.(]+\\()`).test(message)) return err;
+  try {
+    await checkSchemaVersion(db, schema);
+    return err;
+  } catch (check) {
+    if (!(check instanceof SchemaNotReadyError)) return err;
+    return new SchemaNotReadyError(`${check.message} (${message})`, { cause: err });
+  }
 }
 
 /** Resolves when `schema` has every migration this pgq ships; rejects with SchemaNotReadyError otherwise. */
