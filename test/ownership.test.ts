@@ -3,6 +3,7 @@
  * path. Each test here failed on pgq before attempts had owners.
  */
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -654,6 +655,71 @@ describe('leases', () => {
     }
   });
 
+  it('a late answer to the lease thread\'s renewal of a lost id does not report the lease registered since as lost', async () => {
+    await ctx.migrated({ tasks: [] });
+    // A TCP proxy to the database whose answers can be held back (the lease thread's connection goes through it).
+    let delayMs = 0;
+    const upstream = new URL(ctx.url);
+    const sockets = new Set<net.Socket>();
+    const server = net.createServer((client) => {
+      const db = net.connect(Number(upstream.port || 5432), upstream.hostname);
+      sockets.add(client).add(db);
+      client.pipe(db);
+      db.on('data', (chunk) => (delayMs > 0 ? setTimeout(() => client.writable && client.write(chunk), delayMs) : client.write(chunk)));
+      const end = (): void => void (client.destroy(), db.destroy());
+      client.on('error', end).on('close', end);
+      db.on('error', end).on('close', end);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const proxied = new URL(ctx.url);
+    proxied.hostname = '127.0.0.1';
+    proxied.port = String((server.address() as net.AddressInfo).port);
+    const heartbeatMs = 1_000;
+    const lost: string[] = [];
+    const quiet: Logger = { error() {}, warn() {}, info() {}, debug() {}, child: () => quiet };
+    const workerId = `late-${ctx.schema.slice(-6)}`;
+    const pool = new pg.Pool({ connectionString: ctx.url, max: 3 });
+    const lease: Lease = new Lease(
+      {
+        workerId, queues: ['default'], tasks: [], concurrency: 1, heartbeatMs, rescueAfterMs: 4 * heartbeatMs, stallWarnMs: 60_000, held: null,
+        connection: { connectionString: proxied.toString(), keepAlive: true, connectionTimeoutMillis: heartbeatMs, query_timeout: heartbeatMs },
+      },
+      fromPg(pool),
+      createStatements(ctx.schema),
+      quiet,
+      {
+        // As the worker does: register again under a new id.
+        lost: (id) => {
+          lost.push(id);
+          void lease.reregister().then(() => lease.adopted());
+        },
+        stall: () => undefined,
+      },
+    );
+    const beat = async (): Promise<string> =>
+      String((await ctx.admin.query(`SELECT last_heartbeat_at FROM "${ctx.schema}".workers WHERE id = $1`, [workerId])).rows[0]?.last_heartbeat_at);
+    try {
+      await lease.start();
+      await lease.register();
+      await lease.running;
+      const first = await beat();
+      await until(async () => (await beat()) !== first, { what: 'a renewal by the thread' });
+      // The thread's answers now come 800 ms late, and the row goes (as a rescue removes it):
+      // the pool finds it gone first, and the worker registers again while the thread's renewal is on its way.
+      delayMs = 800;
+      await ctx.admin.query(`DELETE FROM "${ctx.schema}".workers WHERE id = $1`, [workerId]);
+      await new Promise((r) => setTimeout(r, 4 * heartbeatMs));
+      expect(lost).toEqual([workerId]);
+      expect(lease.workerId).toBe(`${workerId}~2`);
+    } finally {
+      await lease.stop();
+      await pool.end();
+      sockets.forEach((s) => s.destroy());
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await ctx.admin.query(`DELETE FROM "${ctx.schema}".workers WHERE id LIKE $1`, [`${workerId}%`]);
+    }
+  });
+
   it('a claim over several queues locks only the rows it takes', async () => {
     const q = defineTask({ name: 'multi', schema: z.object({ q: z.string() }), handler: () => undefined });
     const pgq = await ctx.migrated({ tasks: [q] });
@@ -720,9 +786,19 @@ describe('schema version', () => {
       expect(err).toMatchObject({ code: 'PGQ_SCHEMA_NOT_READY', message: expect.stringMatching(new RegExp(`^schema ${schema} is not migrated.*run pgq migrate`)) });
       expect((err as Error).cause).toMatchObject({ code: '42P01' });
     }
-    // An error that is not about pgq's schema is the caller's own, unchanged.
-    const own = await pgq.enqueue(t, {}, { db: { query: () => Promise.reject(Object.assign(new Error('relation "mine.orders" does not exist'), { code: '42P01' })) } }).then(() => null, (e: unknown) => e);
-    expect(own).toMatchObject({ code: '42P01' });
+    // An error that is not about pgq's schema is the caller's own, unchanged:
+    // another schema, one whose name ends with pgq's, or on a migrated schema
+    // a missing object of the caller's in pgq's own.
+    const refused = (message: string) => ({ query: () => Promise.reject(Object.assign(new Error(message), { code: '42P01' })) });
+    const migrated = await ctx.migrated({ tasks: [t] });
+    for (const [client, message] of [
+      [pgq, 'relation "mine.orders" does not exist'],
+      [pgq, `relation "x${schema}.audit" does not exist`],
+      [migrated, `relation "${ctx.schema}.audit" does not exist`],
+    ] as const) {
+      const own = await client.enqueue(t, {}, { db: refused(message) }).then(() => null, (e: unknown) => e);
+      expect(own).toMatchObject({ code: '42P01', message });
+    }
     expect((await ctx.admin.query(`SELECT 1 FROM pg_namespace WHERE nspname = $1`, [schema])).rowCount).toBe(0);
   });
 

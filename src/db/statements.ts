@@ -470,7 +470,7 @@ export function createStatements(schema: string) {
       UPDATE ${jobs} j
          SET ${giveBack}
         FROM ${byRow('$2::bigint[]', '$3::int[]')} AS h(id, attempt)
-       WHERE j.id = h.id AND j.attempts = h.attempt AND j.state = 'running' AND j.worker_id = ANY($1::text[])
+       WHERE j.id = h.id AND j.attempts = h.attempt AND (j.state = 'running') IS TRUE AND j.worker_id = ANY($1::text[])
       RETURNING j.id, j.state, j.workflow_id
     ), ${settleCancelled('released')}
     SELECT (SELECT count(*) FROM released)::int AS released, (SELECT count(*) FROM notified) AS n, (SELECT count(*) FROM locked) AS l`;
