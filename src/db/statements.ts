@@ -192,12 +192,6 @@ export function createStatements(schema: string) {
   const name = (n: string): string => `pgq_${schema}_${n}`;
   const liveStates = `(${LIVE_STATES.map((state) => `'${state}'`).join(', ')})`;
   const notifyDone = (from: string): string => notifyDoneSql(channels.done, from);
-  // A CTE named `locked`: after the statement's UPDATE has taken the rows
-  // it settles, and before their row triggers run, the workflow jobs those
-  // triggers may change are locked all at once in id order (see
-  // migrations/…_workflow_lock_order.sql), so batches whose parents share
-  // children never lock them in crossing orders. Ordinary jobs pass empty
-  // lists: one function call that returns at once.
   // The rows an outcome (or a give-back, an adoption) names, one per job, to
   // be joined with jobs by id. Each array goes through a sub-select so that
   // the planner does not size the rows from the values (a custom plan sees
@@ -209,6 +203,12 @@ export function createStatements(schema: string) {
   // executions on each connection (before the plan cache goes generic).
   const byRow = (...arrays: string[]): string => `unnest(${arrays.map((a) => `(SELECT ${a})`).join(', ')})`;
 
+  // A CTE named `locked`: after the statement's UPDATE has taken the rows
+  // it settles, and before their row triggers run, the workflow jobs those
+  // triggers may change are locked all at once in id order (see
+  // migrations/…_workflow_lock_order.sql), so batches whose parents share
+  // children never lock them in crossing orders. Ordinary jobs pass empty
+  // lists: one function call that returns at once.
   const lockDependents = (succeeded: string, failed: string): string =>
     `locked AS (SELECT ${s}.workflow_lock_dependents(${succeeded}, ${failed}) AS n)`;
 
@@ -461,10 +461,10 @@ export function createStatements(schema: string) {
     SELECT id FROM released, (SELECT count(*) FROM notified) AS n, (SELECT count(*) FROM locked) AS l`;
 
   // Prefetched jobs a stopping worker never started: available again, the
-  // attempt given back (no handler ran).
-  // The attempts ($2 ids, $3 attempt numbers) under any id this worker has
-  // registered under ($1): during the adoption after a lost lease a held
-  // attempt may still be under the lost id, or already under the new one.
+  // attempt given back (no handler ran). The attempts ($2 ids, $3 attempt
+  // numbers) under any id this worker has registered under ($1): during the
+  // adoption after a lost lease a held attempt may still be under the lost
+  // id, or already under the new one.
   const releaseUnstarted = `
     WITH released AS (
       UPDATE ${jobs} j
@@ -618,8 +618,7 @@ export function createStatements(schema: string) {
       return db.query({ name: name('release_orphans'), text: releaseOrphans, values: [p.workerId, p.heldIds] });
     },
 
-    /** JobReleaseUnstarted: gives back prefetched jobs this worker never started. */
-    /** Gives held, never started attempts back; returns how many it gave back (the others were no longer running in that attempt). */
+    /** JobReleaseUnstarted: gives back held attempts this worker never started; returns how many (the others were no longer running in that attempt). */
     async releaseUnstarted(db: Queryable, p: { workerIds: readonly string[]; attempts: readonly (readonly [string, number])[] }): Promise<number> {
       const rows = await db.query<{ released: number }>({
         name: name('release_unstarted'),
