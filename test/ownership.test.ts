@@ -520,26 +520,45 @@ describe('leases', () => {
     }
   });
 
-  it('a job claimed ahead that ages out while the worker adopts its attempts after a lost lease goes back, and runs once', async () => {
+  /**
+   * A worker of concurrency 1 on `queue` that has learnt its jobs are short
+   * (three quick ones first), so it claims ahead: `blocker` runs until `gate`
+   * opens, `ahead` is held claimed behind it. Handlers record their payload's
+   * tag in `ran`.
+   */
+  async function claimAheadBehindBlocker(queue: string, options: { prefetchTtlMs: number; maxAttempts?: number; logger?: Logger }) {
     const gate = deferred();
-    const mixed = defineTask({
-      name: 'mixed',
-      queue: 'adopt-expiry',
-      schema: z.object({ block: z.boolean() }),
-      handler: async ({ block }) => (block ? gate.promise.then(() => 'unblocked') : 'quick'),
+    const ran: string[] = [];
+    const tagged = defineTask({
+      name: queue,
+      queue,
+      ...(options.maxAttempts === undefined ? {} : { maxAttempts: options.maxAttempts }),
+      schema: z.object({ block: z.boolean(), tag: z.string() }),
+      handler: async ({ block, tag }) => {
+        ran.push(tag);
+        return block ? gate.promise.then(() => 'unblocked') : 'quick';
+      },
     });
-    const pgq = await ctx.migrated({ tasks: [mixed] });
-    const schema = `"${ctx.schema}"`;
-    const a = pgq.worker({ queues: ['adopt-expiry'], leader: false, concurrency: 1, heartbeatMs: 50, rescueAfterMs: 10_000, pollIntervalMs: 20, prefetchTtlMs: 300 });
+    const pgq = await ctx.migrated({ tasks: [tagged], ...(options.logger ? { logger: options.logger } : {}) });
+    const a = pgq.worker({ queues: [queue], leader: false, concurrency: 1, heartbeatMs: 50, rescueAfterMs: 10_000, pollIntervalMs: 20, prefetchTtlMs: options.prefetchTtlMs });
     try {
       await a.start();
-      const firstId = a.id;
-      // Quick jobs first: the worker learns they are short, and claims ahead.
-      for (let i = 0; i < 3; i += 1) await pgq.waitForJob((await pgq.enqueue(mixed, { block: false })).id, { timeoutMs: 10_000 });
-      const blocker = await pgq.enqueue(mixed, { block: true });
+      for (let i = 0; i < 3; i += 1) await pgq.waitForJob((await pgq.enqueue(tagged, { block: false, tag: `warm${i}` })).id, { timeoutMs: 10_000 });
+      const blocker = await pgq.enqueue(tagged, { block: true, tag: 'blocker' });
       await until(async () => (await pgq.getJob(blocker.id))?.state === 'running');
-      const ahead = await pgq.enqueue(mixed, { block: false });
+      const ahead = await pgq.enqueue(tagged, { block: false, tag: 'ahead' });
       await until(async () => (await pgq.getJob(ahead.id))?.state === 'running', { what: 'the job claimed ahead' });
+      return { pgq, a, gate, ran, blocker, ahead, firstId: a.id, schema: `"${ctx.schema}"` };
+    } catch (err) {
+      gate.resolve();
+      await a.stop();
+      throw err;
+    }
+  }
+
+  it('a job claimed ahead that ages out while the worker adopts its attempts after a lost lease goes back, and runs once', async () => {
+    const { pgq, a, gate, blocker, ahead, firstId, schema } = await claimAheadBehindBlocker('adopt-expiry', { prefetchTtlMs: 300 });
+    try {
       // The adoption after the lost lease takes a second: the job claimed ahead ages out meanwhile.
       await ctx.admin.query(`
         DROP TRIGGER IF EXISTS slow_adopt ON ${schema}.jobs;
@@ -560,31 +579,10 @@ describe('leases', () => {
   });
 
   it('a job claimed ahead that the lease thread gives back while the worker adopts its attempts (the loop blocked) is not left running for nobody', async () => {
-    const gate = deferred();
-    const ran: string[] = [];
-    const tagged = defineTask({
-      name: 'tagged',
-      queue: 'adopt-blocked',
-      maxAttempts: 1,
-      schema: z.object({ block: z.boolean(), tag: z.string() }),
-      handler: async ({ block, tag }) => {
-        ran.push(tag);
-        return block ? gate.promise.then(() => 'unblocked') : 'quick';
-      },
-    });
     const warnings: string[] = [];
     const logger: Logger = { error() {}, warn: (_f, msg) => void warnings.push(msg ?? ''), info() {}, debug() {}, child: () => logger };
-    const pgq = await ctx.migrated({ tasks: [tagged], logger });
-    const schema = `"${ctx.schema}"`;
-    const a = pgq.worker({ queues: ['adopt-blocked'], leader: false, concurrency: 1, heartbeatMs: 50, rescueAfterMs: 10_000, pollIntervalMs: 20, prefetchTtlMs: 1_500 });
+    const { pgq, a, gate, ran, blocker, ahead, firstId, schema } = await claimAheadBehindBlocker('adopt-blocked', { prefetchTtlMs: 1_500, maxAttempts: 1, logger });
     try {
-      await a.start();
-      const firstId = a.id;
-      for (let i = 0; i < 3; i += 1) await pgq.waitForJob((await pgq.enqueue(tagged, { block: false, tag: `warm${i}` })).id, { timeoutMs: 10_000 });
-      const blocker = await pgq.enqueue(tagged, { block: true, tag: 'blocker' });
-      await until(async () => (await pgq.getJob(blocker.id))?.state === 'running');
-      const ahead = await pgq.enqueue(tagged, { block: false, tag: 'ahead' });
-      await until(async () => (await pgq.getJob(ahead.id))?.state === 'running', { what: 'the job claimed ahead' });
       // The lease is lost; the adoption after it takes 3 s, and meanwhile the
       // event loop is blocked past releaseAfterMs: the lease thread gives the
       // held job back, under the new id, while its row is still under the old one.
@@ -613,27 +611,8 @@ describe('leases', () => {
   });
 
   it('a job claimed ahead that the lease thread failed to give back goes back at stop, not to the rescuer, even with every slot taken meanwhile', async () => {
-    const gate = deferred();
-    const ran: string[] = [];
-    const tagged = defineTask({
-      name: 'tagged-stop',
-      queue: 'giveback-failed',
-      schema: z.object({ block: z.boolean(), tag: z.string() }),
-      handler: async ({ block, tag }) => {
-        ran.push(tag);
-        return block ? gate.promise.then(() => 'unblocked') : 'quick';
-      },
-    });
-    const pgq = await ctx.migrated({ tasks: [tagged] });
-    const schema = `"${ctx.schema}"`;
-    const a = pgq.worker({ queues: ['giveback-failed'], leader: false, concurrency: 1, heartbeatMs: 50, rescueAfterMs: 10_000, pollIntervalMs: 20, prefetchTtlMs: 1_000 });
+    const { pgq, a, gate, ran, blocker, ahead, schema } = await claimAheadBehindBlocker('giveback-failed', { prefetchTtlMs: 1_000 });
     try {
-      await a.start();
-      for (let i = 0; i < 3; i += 1) await pgq.waitForJob((await pgq.enqueue(tagged, { block: false, tag: `warm${i}` })).id, { timeoutMs: 10_000 });
-      const blocker = await pgq.enqueue(tagged, { block: true, tag: 'blocker' });
-      await until(async () => (await pgq.getJob(blocker.id))?.state === 'running');
-      const ahead = await pgq.enqueue(tagged, { block: false, tag: 'ahead' });
-      await until(async () => (await pgq.getJob(ahead.id))?.state === 'running', { what: 'the job claimed ahead' });
       // The lease thread's give-back (the statement only it sends) fails.
       await ctx.admin.query(`
         CREATE FUNCTION ${schema}.refuse_giveback() RETURNS trigger LANGUAGE plpgsql AS $$
