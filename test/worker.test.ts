@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { setTimeout as sleepMs } from 'node:timers/promises';
 import { z } from 'zod';
-import { defineTask, PermanentError, type JobRecord } from '../src/index.js';
+import { chain, defineTask, PermanentError, step, type JobRecord } from '../src/index.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
 import { createStatements } from '../src/db/statements.js';
 import { fromPg, type Queryable } from '../src/db/queryable.js';
@@ -719,6 +719,50 @@ describe('outcome statements and the planner', () => {
       await client.query('DEALLOCATE ALL').catch(() => undefined);
       await client.query('RESET plan_cache_mode').catch(() => undefined);
       client.release();
+    }
+  });
+
+  it('a batch of outcomes with no workflow job does not call workflow_lock_dependents; one with a workflow job does', async () => {
+    const plain = defineTask({
+      name: 'lock-plain',
+      queue: 'lock-calls',
+      schema: z.object({ i: z.number() }),
+      maxAttempts: 1,
+      handler: ({ i }) => {
+        if (i % 5 === 0) throw new PermanentError(`refused ${i}`);
+        return i;
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [plain] });
+    const schema = `"${ctx.schema}"`;
+    // Count the calls: the function is renamed and a counting wrapper takes its name.
+    await ctx.admin.query(`CREATE TABLE ${schema}.lock_calls (at timestamptz DEFAULT now())`);
+    await ctx.admin.query(`ALTER FUNCTION ${schema}.workflow_lock_dependents(bigint[], bigint[]) RENAME TO workflow_lock_dependents_counted`);
+    await ctx.admin.query(`
+      CREATE FUNCTION ${schema}.workflow_lock_dependents(succeeded bigint[], failed bigint[]) RETURNS integer LANGUAGE sql AS $$
+        INSERT INTO ${schema}.lock_calls DEFAULT VALUES;
+        SELECT ${schema}.workflow_lock_dependents_counted(succeeded, failed);
+      $$`);
+    const calls = async (): Promise<number> => (await ctx.admin.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${schema}.lock_calls`)).rows[0]!.n;
+    const worker = pgq.worker({ concurrency: 10, queues: ['lock-calls'] });
+    try {
+      await worker.start();
+      const jobs = await pgq.enqueueMany(plain, Array.from({ length: 50 }, (_, i) => ({ i })));
+      await until(async () => (await ctx.admin.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM ${schema}.jobs WHERE id = ANY($1::bigint[]) AND finished_at IS NOT NULL`, [jobs.map((j) => j.id)],
+      )).rows[0]!.n === 50);
+      const { rows } = await ctx.admin.query(`SELECT state, count(*)::int AS n FROM ${schema}.jobs WHERE id = ANY($1::bigint[]) GROUP BY state ORDER BY state`, [jobs.map((j) => j.id)]);
+      expect(rows).toEqual([{ state: 'failed', n: 10 }, { state: 'succeeded', n: 40 }]);
+      expect(await calls()).toBe(0);
+      // A workflow's parent settling: its dependents are locked first.
+      const wf = await pgq.enqueueWorkflow(chain(step(plain, { i: 1 }), step(plain, { i: 2 })));
+      const done = await pgq.waitForWorkflow(wf, { timeoutMs: 10_000 });
+      expect(done.state).toBe('succeeded');
+      expect(await calls()).toBeGreaterThan(0);
+    } finally {
+      await worker.stop();
+      await ctx.admin.query(`DROP FUNCTION ${schema}.workflow_lock_dependents(bigint[], bigint[])`);
+      await ctx.admin.query(`ALTER FUNCTION ${schema}.workflow_lock_dependents_counted(bigint[], bigint[]) RENAME TO workflow_lock_dependents`);
     }
   });
 });
