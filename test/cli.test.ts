@@ -84,6 +84,9 @@ describe('pgq CLI', () => {
     const shown = pgq(['--json', 'jobs', 'show', job.id]);
     expect(JSON.parse(shown.stdout)).toMatchObject({ id: job.id, state: 'succeeded' });
     expect(pgq(['retry', job.id])).toMatchObject({ code: 1, stderr: expect.stringMatching(/only failed/) });
+    // Cancelling a job that already succeeded changes nothing, and the exit status says so.
+    expect(pgq(['cancel', job.id])).toMatchObject({ code: 1, stderr: `pgq: job ${job.id} had already succeeded; nothing was cancelled\n` });
+    expect(JSON.parse(pgq(['--json', 'jobs', 'show', job.id]).stdout)).toMatchObject({ state: 'succeeded' });
     // A unique key: the second enqueue returns the first job, and says so in words true of both.
     const keyed = pgq(['enqueue', 'anything', '--unique-key', 'k1', '--delay-ms', '600000']);
     const again = pgq(['enqueue', 'anything', '--unique-key', 'k1', '--delay-ms', '600000']);

@@ -1,5 +1,5 @@
 /** `pgq retry` and `pgq cancel`: one job by id, or every job the filter flags match (prints how many). */
-import type { Command } from 'commander';
+import { CommanderError, type Command } from 'commander';
 import type { CliRuntime } from '../runtime.js';
 import { json, stateSentence } from '../format.js';
 import { PgqError } from '../../core/errors.js';
@@ -38,6 +38,12 @@ export function registerJobActions(program: Command, rt: CliRuntime): void {
       }
       if (hasFilter(filter)) throw new PgqError('PGQ_USAGE', 'give a job id or filter flags, not both');
       const job = await pgq.cancelJob(id);
+      if (job.state === 'succeeded' || job.state === 'failed') {
+        // It had finished: nothing was cancelled, and the exit status says so.
+        if (rt.json) rt.out(json(job));
+        process.stderr.write(`pgq: job ${job.id} had already ${job.state}; nothing was cancelled\n`);
+        throw new CommanderError(1, 'pgq.jobFinished', '');
+      }
       const cancelling = job.state === 'running' && job.cancelRequestedAt !== null;
       rt.out(rt.json ? json(job) : cancelling ? `job ${job.id} is running; its handler was told to stop, and the job ends cancelled once it has` : `job ${job.id} ${stateSentence(job.state)}`);
     });
