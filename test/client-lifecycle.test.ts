@@ -71,6 +71,29 @@ describe('worker.start() after a failed start', () => {
   });
 });
 
+describe('worker.start() failing after the registration', () => {
+  it('removes its worker row, so it is not listed as live and a start with the same id works', async () => {
+    const pgq = await ctx.migrated({ tasks: [noop] });
+    const schema = `"${ctx.schema}"`;
+    // Reading the queues' settings fails: the new queue's row is refused.
+    await ctx.admin.query(`CREATE FUNCTION ${schema}.refuse_queue() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'queue % refused', NEW.name; END $$`);
+    await ctx.admin.query(`CREATE TRIGGER refuse_queue BEFORE INSERT ON ${schema}.queues FOR EACH ROW EXECUTE FUNCTION ${schema}.refuse_queue()`);
+    const rows = async (): Promise<string[]> => (await ctx.admin.query<{ id: string }>(`SELECT id FROM ${schema}.workers WHERE id = 'fixed-id'`)).rows.map((r) => r.id);
+    try {
+      const failing = pgq.worker({ id: 'fixed-id', queues: ['refused'], heartbeatMs: 200, rescueAfterMs: 60_000 });
+      await expect(failing.start()).rejects.toMatchObject({ code: 'PGQ_WORKER_START', message: expect.stringMatching(/queue refused refused/) });
+      expect(await rows()).toEqual([]);
+    } finally {
+      await ctx.admin.query(`DROP TRIGGER refuse_queue ON ${schema}.queues`);
+    }
+    const worker = pgq.worker({ id: 'fixed-id', queues: ['refused'], heartbeatMs: 200, rescueAfterMs: 60_000 });
+    await worker.start();
+    expect(await rows()).toEqual(['fixed-id']);
+    await worker.stop();
+    expect(await rows()).toEqual([]);
+  });
+});
+
 describe('a Pgq given a pool', () => {
   const events = ['error', 'connect', 'acquire', 'release', 'remove'] as const;
   const poolListeners = (pool: pg.Pool): Record<string, number> => Object.fromEntries(events.map((e) => [e, pool.listenerCount(e)]));

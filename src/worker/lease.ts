@@ -125,6 +125,11 @@ export class Lease {
     return ids;
   }
 
+  /** Whether the worker row was registered since the renewer last started. */
+  get registered(): boolean {
+    return this.#registered;
+  }
+
   /** Whether a claim sent now is covered by the lease with a heartbeat to spare. */
   get trusted(): boolean {
     if (this.#lost || this.#adopting) return false;

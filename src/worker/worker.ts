@@ -3,10 +3,10 @@
  * with the maintenance services it runs while elected.
  *
  * start(): spawn the lease thread, and meanwhile check the schema version
- * (read-only), open two of the pool's connections and subscribe to NOTIFY
- * (jobs, cancel); then register the worker's lease (the thread renews it
- * from then on, off the main thread) and start the producer and the
- * election.
+ * (read-only) and then register the worker's lease (the thread renews it
+ * from then on, off the main thread), open two of the pool's connections,
+ * subscribe to NOTIFY (jobs, cancel) and read the queues' settings; then
+ * start the producer and the election.
  * stop(): stop claiming; wait up to `shutdownGraceMs` for running handlers;
  * signal the rest; wait until every handler has settled (the lease is
  * renewed meanwhile: a handler that ignores its signal keeps its job, and is
@@ -294,8 +294,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
       return Promise.reject(new PgqError('PGQ_WORKER_STOPPED', 'this worker was stopped; create a new one with pgq.worker()'));
     }
     this.#starting ??= this.#start().catch(async (err: unknown) => {
+      const registered = this.#lease.registered;
       await this.#lease.stop();
       await this.#teardownSubscriptions();
+      // A step that failed after the registration: the row goes too, so the
+      // worker is not listed as live and a start with the same id works.
+      if (registered) await this.#deregister();
       // Only now may start() be called again: a new start must not overlap this cleanup.
       this.#starting = undefined;
       this.#state = 'idle';
@@ -328,25 +332,29 @@ export class Worker extends EventEmitter<WorkerEvents> {
         this.#missedCancels = true; // a cancel sent while it was down was not heard
       });
       this.#unsubscribe.push(async () => void offConnect());
-      // Listening is a latency hint: start without it rather than wait for it.
-      await listener.ready(this.options.pollIntervalMs);
       this.#unsubscribe.push(() => this.#gate.stop());
-      await this.#gate.start();
+      // The gate reads the queues' settings while the listener connects
+      // (each on a connection of its own). Listening is a latency hint:
+      // start without it rather than wait for it.
+      await Promise.all([listener.ready(this.options.pollIntervalMs), this.#gate.start()]);
     };
+    const leaseStarted = this.#lease.start();
     const steps = await Promise.allSettled([
       (async () => {
         await this.#deps.checkSchema();
+        // Registered once the schema is known to be pgq's, beside the other steps.
+        await leaseStarted;
+        await this.#lease.register();
         await this.#deps.syncSchedules?.();
       })(),
       this.#sandbox.ready(),
-      this.#lease.start(),
+      leaseStarted,
       // Open the pool's connections now, not one by one under the first jobs.
       this.#deps.warmUp?.(),
       subscribe(),
     ]);
     const failed = steps.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
-    await this.#lease.register();
     await this.#producer.start();
     const watching = new AbortController();
     const watch = this.#watchCancels(watching.signal);
@@ -474,13 +482,17 @@ export class Worker extends EventEmitter<WorkerEvents> {
     await this.#stopLeader(writeLimitMs);
     await this.#lease.stop();
     await this.#teardownSubscriptions();
-    // Bounded like a renewal: a database that does not answer lets the lease expire instead.
-    await this.#deps.statements
-      .deregisterWorker(this.#deps.db, { workerId: this.#lease.workerId, timeoutMs: Math.max(1_000, this.options.heartbeatMs) })
-      .catch((err: unknown) => this.#logger.warn({ err: errorSummary(err) }, `pgq could not deregister the worker: ${errorMessage(err)}`));
+    await this.#deregister();
     this.#state = 'stopped';
     this.#health?.stop();
     this.#logger.info({}, 'pgq worker stopped');
+  }
+
+  /** Removes the worker row; bounded like a renewal: a database that does not answer lets the lease expire instead. */
+  async #deregister(): Promise<void> {
+    await this.#deps.statements
+      .deregisterWorker(this.#deps.db, { workerId: this.#lease.workerId, timeoutMs: Math.max(1_000, this.options.heartbeatMs) })
+      .catch((err: unknown) => this.#logger.warn({ err: errorSummary(err) }, `pgq could not deregister the worker: ${errorMessage(err)}`));
   }
 
   /**
