@@ -445,7 +445,7 @@ describe('leases', () => {
     const logger: Logger = { error() {}, warn: (_f, msg) => void warnings.push(msg ?? ''), info() {}, debug() {}, child: () => logger };
     const app = new Pgq({ connectionString: asRole.toString(), schema: ctx.schema, tasks: [steady], logger });
     const statements = createStatements(ctx.schema);
-    const renewText = statements.renewLeaseStatement({ workerId: '', stuckJobs: 0, loopLagMs: 0 }).text;
+    const renewText = statements.renewLeaseStatement({ workerId: '', stuckJobs: 0, loopLagMs: 0, registeredAt: '' }).text;
     // A serves the queue with the shortest lease allowed, two heartbeats; B only leads, and rescues every few hundred ms.
     const a = app.worker({ leader: false, heartbeatMs: 500, rescueAfterMs: 1_000, pollIntervalMs: 50, concurrency: 2 });
     const b = ctx.pgq({ tasks: [steady] }).worker({ queues: ['elsewhere'], heartbeatMs: 100, rescueAfterMs: 1_000 });
@@ -696,6 +696,46 @@ describe('leases', () => {
       sockets.forEach((s) => s.destroy());
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await ctx.admin.query(`DELETE FROM "${ctx.schema}".workers WHERE id LIKE $1`, [`${workerId}%`]);
+    }
+  });
+
+  it('a worker with a fixed id whose row another process registered since (it froze past its lease) finds its lease lost: it neither renews nor removes that row', async () => {
+    const noop = defineTask({ name: 'fixed-noop', queue: 'fixed-ids', schema: z.object({}), handler: () => 'ok' });
+    const pgq = await ctx.migrated({ tasks: [noop] });
+    const workers = `"${ctx.schema}".workers`;
+    const worker = pgq.worker({ id: 'fixed', queues: ['fixed-ids'], leader: false, heartbeatMs: 100, rescueAfterMs: 60_000 });
+    await worker.start();
+    try {
+      // What a rescue and then a new process with the same id leave: the row removed, and one of that id
+      // registered again, in one transaction, so the worker's renewals see one row or the other, never none.
+      const other = await ctx.admin.connect();
+      try {
+        await other.query('BEGIN');
+        await other.query(`DELETE FROM ${workers} WHERE id = 'fixed'`);
+        await other.query(
+          `INSERT INTO ${workers} (id, hostname, pid, queues, concurrency, rescue_after_ms, lease_expires_at, last_heartbeat_at)
+           VALUES ('fixed', 'elsewhere', 1, '{fixed-ids}', 1, 60000, now() + interval '1 hour', '2000-01-01T00:00:00Z')`,
+        );
+        await other.query('COMMIT');
+      } finally {
+        other.release();
+      }
+      await until(async () => worker.id === 'fixed~2', { what: 'the worker registering again', timeoutMs: 5_000 });
+      const rows = async () => (await ctx.admin.query<{ id: string; hostname: string; last_heartbeat_at: Date }>(
+        `SELECT id, hostname, last_heartbeat_at FROM ${workers} WHERE id LIKE 'fixed%' ORDER BY id`,
+      )).rows;
+      const before = await rows();
+      expect(before.map((r) => [r.id, r.hostname])).toEqual([['fixed', 'elsewhere'], ['fixed~2', os.hostname()]]);
+      expect(before[0]!.last_heartbeat_at.toISOString()).toBe('2000-01-01T00:00:00.000Z');
+      // It works on under its new id.
+      const job = await pgq.enqueue(noop, {});
+      expect(await pgq.waitForJob(job.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded', workerId: 'fixed~2' });
+      await worker.stop();
+      const after = await rows();
+      expect(after.map((r) => [r.id, r.hostname, r.last_heartbeat_at.toISOString()])).toEqual([['fixed', 'elsewhere', '2000-01-01T00:00:00.000Z']]);
+    } finally {
+      await worker.stop();
+      await ctx.admin.query(`DELETE FROM ${workers} WHERE id LIKE 'fixed%'`);
     }
   });
 

@@ -134,8 +134,17 @@ export interface RegisterWorkerParams {
 
 export interface RenewLeaseParams {
   workerId: string;
+  /** The registration renewed (`Registration.registeredAt`): a row of the same id registered since is another worker's. */
+  registeredAt: string;
   stuckJobs: number;
   loopLagMs: number;
+}
+
+/** A worker row as registered: its lease's first expiry, and the registration's own time, which tells it from a later row of the same id. */
+export interface Registration {
+  leaseExpiresAt: Date;
+  /** `workers.started_at`, ISO 8601 to the microsecond. */
+  registeredAt: string;
 }
 
 export interface AdoptJobsParams {
@@ -502,14 +511,17 @@ export function createStatements(schema: string) {
   // A worker registers once per lease; an id whose row exists is refused
   // (two live workers never share an id, and a lost lease is never quietly
   // re-taken: the worker registers under a new id and adopts what is still
-  // its own).
+  // its own). Renewing and removing the row name the registration too (its
+  // started_at, to the microsecond): a process that froze past its lease
+  // with a fixed id must not renew, or remove, the row another process
+  // registered under that id since; it finds its lease lost instead.
   const registerWorker = `
     INSERT INTO ${workers} (id, hostname, pid, queues, concurrency, rescue_after_ms, tasks, lease_expires_at)
     VALUES ($1, $2, $3, $4::text[], $5, $6::int, $7::text[], now() + $6::int * interval '1 millisecond')
     ON CONFLICT (id) DO NOTHING
-    RETURNING lease_expires_at`;
+    RETURNING lease_expires_at, to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS registered_at`;
 
-  const deregisterWorker = `DELETE FROM ${workers} WHERE id = $1`;
+  const deregisterWorker = `DELETE FROM ${workers} WHERE id = $1 AND started_at = $2::timestamptz`;
 
   // The jobs this worker holds whose cancel was asked for: read when the
   // cancel channel may have been missed (listen: false, LISTEN down).
@@ -518,12 +530,13 @@ export function createStatements(schema: string) {
      WHERE state = 'running' AND worker_id = $1 AND cancel_requested_at IS NOT NULL`;
 
   // Renews the lease from the worker's own rescueAfterMs. No row: the lease
-  // was lost (the rescuer removed it).
+  // was lost (the rescuer removed it, and perhaps another process has
+  // registered the same id since: $4, the registration, tells them apart).
   const renewLease = `
     UPDATE ${workers}
        SET last_heartbeat_at = now(), lease_expires_at = now() + rescue_after_ms * interval '1 millisecond',
            stuck_jobs = $2, loop_lag_ms = $3
-     WHERE id = $1
+     WHERE id = $1 AND started_at = $4::timestamptz
     RETURNING lease_expires_at`;
 
   // After a lost lease: the attempts still running under an old id ($2: the
@@ -632,18 +645,19 @@ export function createStatements(schema: string) {
     },
 
     /** WorkerRegister: a new lease for this id; null when the id is already registered. */
-    async registerWorker(db: Queryable, p: RegisterWorkerParams): Promise<Date | null> {
-      const rows = await db.query<{ lease_expires_at: Date }>({
+    async registerWorker(db: Queryable, p: RegisterWorkerParams): Promise<Registration | null> {
+      const rows = await db.query<{ lease_expires_at: Date; registered_at: string }>({
         name: name('register_worker'),
         text: registerWorker,
         values: [p.workerId, p.hostname, p.pid, p.queues, p.concurrency, p.rescueAfterMs, p.tasks ?? null],
       });
-      return rows[0]?.lease_expires_at ?? null;
+      const row = rows[0];
+      return row ? { leaseExpiresAt: row.lease_expires_at, registeredAt: row.registered_at } : null;
     },
 
-    /** WorkerDeregister: removes the worker's row at the end of a stop, waiting at most `timeoutMs` for the answer. */
-    async deregisterWorker(db: Queryable, p: { workerId: string; timeoutMs: number }): Promise<void> {
-      await db.query({ text: deregisterWorker, values: [p.workerId], timeoutMs: p.timeoutMs });
+    /** WorkerDeregister: removes the worker's row (that registration's only) at the end of a stop, waiting at most `timeoutMs` for the answer. */
+    async deregisterWorker(db: Queryable, p: { workerId: string; registeredAt: string; timeoutMs: number }): Promise<void> {
+      await db.query({ text: deregisterWorker, values: [p.workerId, p.registeredAt], timeoutMs: p.timeoutMs });
     },
 
     /** JobReleaseHeld's text (run by the lease thread): $1 the worker id, $2 the ids, $3 the last claim taken in (epoch µs) when one is in flight; one row: `n` given back, `held` of them from $2. */
@@ -657,7 +671,7 @@ export function createStatements(schema: string) {
 
     /** WorkerRenewLease: pushes the lease out by the worker's rescueAfterMs; null when the lease was lost. */
     renewLeaseStatement(p: RenewLeaseParams): Statement {
-      return { text: renewLease, values: [p.workerId, p.stuckJobs, p.loopLagMs] };
+      return { text: renewLease, values: [p.workerId, p.stuckJobs, p.loopLagMs, p.registeredAt] };
     },
 
     /** JobAdopt: moves still-owned attempts from a lost lease's id to the new one; returns those moved (id, attempt). */

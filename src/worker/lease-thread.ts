@@ -15,8 +15,9 @@
  * (right after the main thread registers the row, which may be before the
  * thread is up: the message waits for it, and the thread renews at once when
  * it takes it, whether or not the main loop runs by then).
- * Messages to the thread: `renew-as` (the worker id to renew: the first one,
- * or a new one after a lost lease),
+ * Messages to the thread: `renew-as` (the worker id to renew, the first one
+ * or a new one after a lost lease, and its registration's time: a row of the
+ * same id registered since by another process is not renewed),
  * `running` (the running tasks, for stall reports), `stop`. From the thread:
  * `lost` (the row is gone: stop claiming, re-register), `failing` /
  * `recovered` (renewals fail / work again), `stall` / `stall-end` (the main
@@ -53,7 +54,7 @@ export interface LeaseThreadData {
 }
 
 export type ToLeaseThread =
-  | { type: 'renew-as'; workerId: string }
+  | { type: 'renew-as'; workerId: string; registeredAt: string }
   | { type: 'running'; tasks: Record<string, number> }
   | { type: 'stop' };
 
@@ -80,6 +81,7 @@ export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr }:
   const shared = new Float64Array(data.shared);
   const monotonicMs = (): number => Number(process.hrtime.bigint()) / 1e6;
   let workerId = data.workerId;
+  let registeredAt = '';
   let client = null as InstanceType<typeof pg.Client> | null; // set inside connected(): no narrowing to null
   let lost = false;
   let failing = false;
@@ -92,6 +94,7 @@ export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr }:
   port.on('message', (message: ToLeaseThread) => {
     if (message.type === 'renew-as') {
       workerId = message.workerId;
+      registeredAt = message.registeredAt;
       lost = false;
       nextRenewAt = 0;
     } else if (message.type === 'running') {
@@ -170,7 +173,10 @@ export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr }:
       // The id renewed: a `renew-as` may name another while the reply is on its way.
       const renewing = workerId;
       try {
-        const result = await (await connected()).query({ text: data.renewText, values: [renewing, shared[data.slots.stuck], Math.round(lag)] });
+        const result = await (await connected()).query({
+          text: data.renewText,
+          values: [renewing, shared[data.slots.stuck], Math.round(lag), registeredAt],
+        });
         if (renewing !== workerId) {
           // Registered again meanwhile (the pool found the old lease lost): this answer is about the old id.
         } else if (result.rowCount === 0) {

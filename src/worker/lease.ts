@@ -77,6 +77,8 @@ const monotonicMs = (): number => Number(process.hrtime.bigint()) / 1e6;
 export class Lease {
   readonly #shared = new Float64Array(new SharedArrayBuffer(SHARED_SLOTS * Float64Array.BYTES_PER_ELEMENT));
   #workerId: string;
+  /** The current id's registration (`Registration.registeredAt`); empty until registered. */
+  #registeredAt = '';
   #incarnation = 1;
   #lost = false;
   /** Registered again after a lost lease, and the worker has not yet sorted what it kept from what was rescued. */
@@ -130,6 +132,11 @@ export class Lease {
     return this.#registered;
   }
 
+  /** The current id's registration time (`workers.started_at`, ISO 8601); empty until registered. */
+  get registeredAt(): string {
+    return this.#registeredAt;
+  }
+
   /** Whether a claim sent now is covered by the lease with a heartbeat to spare. */
   get trusted(): boolean {
     if (this.#lost || this.#adopting) return false;
@@ -140,7 +147,7 @@ export class Lease {
   async register(): Promise<void> {
     const sentAt = monotonicMs();
     this.#registering = true;
-    const expires = await this.statements
+    const registration = await this.statements
       .registerWorker(this.db, {
         workerId: this.#workerId,
         hostname: os.hostname(),
@@ -151,7 +158,7 @@ export class Lease {
         tasks: [...this.config.tasks],
       })
       .finally(() => (this.#registering = false));
-    if (!expires) {
+    if (!registration) {
       throw new PgqError(
         'PGQ_WORKER_ID_TAKEN',
         `worker id ${JSON.stringify(this.#workerId)} is already registered: two live workers cannot share an id (a stopped worker's row is removed once its lease expires)`,
@@ -160,7 +167,8 @@ export class Lease {
     this.#shared[SLOTS.lastRenew] = sentAt;
     this.#lost = false;
     this.#registered = true;
-    this.#port?.postMessage({ type: 'renew-as', workerId: this.#workerId });
+    this.#registeredAt = registration.registeredAt;
+    this.#port?.postMessage({ type: 'renew-as', workerId: this.#workerId, registeredAt: this.#registeredAt });
   }
 
   /**
@@ -183,7 +191,7 @@ export class Lease {
     this.#fallbackTimer.unref();
     const data: LeaseThreadData = {
       connection: this.config.connection ?? {},
-      renewText: this.statements.renewLeaseStatement({ workerId: '', stuckJobs: 0, loopLagMs: 0 }).text,
+      renewText: this.statements.renewLeaseStatement({ workerId: '', stuckJobs: 0, loopLagMs: 0, registeredAt: '' }).text,
       workerId: '',
       heartbeatMs: this.config.heartbeatMs,
       stallWarnMs: this.config.stallWarnMs,
@@ -270,7 +278,7 @@ export class Lease {
         // Before the first registration there is nothing to renew, and during a
         // registration the new id is not in the table yet (a renewal now would
         // report it lost): register() tells the thread.
-        if (this.#registered && !this.#registering) this.#port?.postMessage({ type: 'renew-as', workerId: this.#workerId });
+        if (this.#registered && !this.#registering) this.#port?.postMessage({ type: 'renew-as', workerId: this.#workerId, registeredAt: this.#registeredAt });
       }, 100).unref();
     });
   }
@@ -298,6 +306,7 @@ export class Lease {
   async reregister(): Promise<string> {
     this.#incarnation += 1;
     this.#workerId = `${this.config.workerId}~${this.#incarnation}`;
+    this.#registeredAt = '';
     this.#adopting = true;
     await this.register();
     return this.#workerId;
@@ -374,13 +383,18 @@ export class Lease {
    * (its thread boots in 70–150 ms) is covered the same way, silently.
    */
   async #renewThroughPool(): Promise<void> {
-    if (this.#fallbackInFlight || !this.#registered || this.#registering || this.#lost || this.#stopped) return;
+    if (this.#fallbackInFlight || !this.#registered || !this.#registeredAt || this.#registering || this.#lost || this.#stopped) return;
     const sentAt = monotonicMs();
     if (sentAt - this.#shared[SLOTS.lastRenew]! < 1.25 * this.config.heartbeatMs) return;
     const workerId = this.#workerId;
     this.#fallbackInFlight = true;
     try {
-      const statement = this.statements.renewLeaseStatement({ workerId, stuckJobs: this.#shared[SLOTS.stuck]!, loopLagMs: 0 });
+      const statement = this.statements.renewLeaseStatement({
+        workerId,
+        registeredAt: this.#registeredAt,
+        stuckJobs: this.#shared[SLOTS.stuck]!,
+        loopLagMs: 0,
+      });
       const rows = await this.db.query({ ...statement, timeoutMs: Math.max(1_000, this.config.heartbeatMs) });
       // Stopped meanwhile: the worker row is gone by design, not lost.
       if (this.#stopped) return;

@@ -490,8 +490,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   /** Removes the worker row; bounded like a renewal: a database that does not answer lets the lease expire instead. */
   async #deregister(): Promise<void> {
+    // Not registered under its current id (a registration after a lost lease that failed): no row of its own to remove.
+    const registeredAt = this.#lease.registeredAt;
+    if (!registeredAt) return;
     await this.#deps.statements
-      .deregisterWorker(this.#deps.db, { workerId: this.#lease.workerId, timeoutMs: Math.max(1_000, this.options.heartbeatMs) })
+      .deregisterWorker(this.#deps.db, { workerId: this.#lease.workerId, registeredAt, timeoutMs: Math.max(1_000, this.options.heartbeatMs) })
       .catch((err: unknown) => this.#logger.warn({ err: errorSummary(err) }, `pgq could not deregister the worker: ${errorMessage(err)}`));
   }
 
