@@ -1,7 +1,7 @@
 import { AssertionError } from 'node:assert';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { chain, defineTask, step, JobTimeoutError, PermanentError, SnoozeError, ValidationError } from '../src/index.js';
+import { chain, defineTask, step, JobTimeoutError, PermanentError, SnoozeError, ValidationError, type Middleware } from '../src/index.js';
 import { assertEnqueued, drain, performJob, refuteEnqueued } from '../src/testing/index.js';
 import { deferred, useTestSchema } from './support/harness.js';
 
@@ -168,5 +168,44 @@ describe('performJob', () => {
     const text = 'x'.repeat(2 * 1024 * 1024);
     await expect(performJob(big, { text })).rejects.toThrow(/result: is \d+ bytes of JSON, over the limit/);
     expect((await performJob(big, { text }, { maxPayloadBytes: 8 * 1024 * 1024 })).length).toBe(text.length);
+  });
+
+  it('runs the middleware it is given around the handler, first one outermost, as a worker does; none without', async () => {
+    const order: string[] = [];
+    const tagged = defineTask({
+      name: 'tagged',
+      schema: z.object({ n: z.number() }),
+      handler: ({ n }, c) => {
+        order.push(`handler sees ${String(c.job.meta.tenant)}, traced ${String(c.job.meta.traced)}`);
+        return n + 1;
+      },
+    });
+    const outer: Middleware = {
+      name: 'outer',
+      async attempt(c, next) {
+        order.push('outer in');
+        c.recordMeta('traced', true);
+        const value = await next();
+        order.push('outer out');
+        return { wrapped: value };
+      },
+    };
+    const inner: Middleware = {
+      name: 'inner',
+      async attempt(c, next) {
+        order.push('inner in');
+        c.job.meta = { ...c.job.meta, tenant: 't1' };
+        return next();
+      },
+    };
+    expect(await performJob(tagged, { n: 1 }, { middleware: [outer, inner] })).toEqual({ wrapped: 2 });
+    expect(order).toEqual(['outer in', 'inner in', 'handler sees t1, traced true', 'outer out']);
+    order.length = 0;
+    expect(await performJob(tagged, { n: 1 })).toBe(2);
+    expect(order).toEqual(['handler sees undefined, traced undefined']);
+    // A middleware that refuses the attempt fails it, as under a worker; the handler does not run.
+    const refusing: Middleware = { name: 'refusing', attempt: () => Promise.reject(new PermanentError('no tenant')) };
+    await expect(performJob(tagged, { n: 1 }, { middleware: [refusing] })).rejects.toThrow('no tenant');
+    expect(order).toEqual(['handler sees undefined, traced undefined']);
   });
 });

@@ -9,7 +9,7 @@ import { JobTimeoutError, PermanentError, errorMessage } from '../core/errors.js
 import { progressText } from '../worker/progress.js';
 import { toJsonText } from '../core/json.js';
 import type { JobMeta, JobProgress, JobRecord, Json } from '../core/types.js';
-import { RecordedMeta } from '../middleware.js';
+import { MiddlewareChain, RecordedMeta, type Middleware } from '../middleware.js';
 import type { Logger } from '../core/logger.js';
 import { SnoozeError } from '../core/errors.js';
 import { DEFAULTS } from '../core/defaults.js';
@@ -28,6 +28,11 @@ export interface PerformJobOptions {
   job?: Partial<Omit<JobRecord, 'payload'>>;
   /** The `maxPayloadBytes` of your `new Pgq()`: the largest result (JSON) stored. Default 1 MiB, pgq's. */
   maxPayloadBytes?: number;
+  /**
+   * The `middleware` of your `new Pgq()`: their `attempt` hooks run around
+   * the handler, first one outermost, as under a worker. Default: none.
+   */
+  middleware?: readonly Middleware[];
 }
 
 /**
@@ -124,7 +129,8 @@ export async function performJob<T extends AnyTask>(task: T, payload: TaskInput<
       controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true });
     });
     aborted.catch(() => undefined);
-    const result = await Promise.race([Promise.resolve().then(() => task.handler(input, ctx)), aborted]);
+    const chain = new MiddlewareChain(options.middleware);
+    const result = await Promise.race([chain.attempt(ctx, () => Promise.resolve().then(() => task.handler(input, ctx))), aborted]);
     return JSON.parse(toJsonText(result, 'result', options.maxPayloadBytes ?? DEFAULTS.maxPayloadBytes)) as TaskResult<T>;
   } finally {
     clearTimeout(timer);
