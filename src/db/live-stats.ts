@@ -8,7 +8,10 @@
  *
  * The query reads live states only, one arm per partial index (claim,
  * future, blocked; the running rows through jobs_state_queue_idx), so
- * finished jobs — nearly all rows of a busy table — are never read.
+ * finished jobs — nearly all rows of a busy table — are never read. Every
+ * queue of the `queues` table is in the reading too, with no live jobs
+ * when it has none: a queue a worker serves or someone configured has its
+ * series from the first scrape, also right after a restart.
  */
 import type { Kysely } from 'kysely';
 import { sql } from './kysely.js';
@@ -32,7 +35,8 @@ export interface LiveStats {
 
 interface CountRow {
   queue: string;
-  state: JobState;
+  /** Null: a row of the queues table (the queue exists; its jobs are counted by the other arms). */
+  state: JobState | null;
   n: number;
   oldest: Date | null;
 }
@@ -49,7 +53,9 @@ export function liveStatsQuery(schema: string): string {
     UNION ALL
     SELECT queue, 'running', count(*)::int, NULL FROM ${jobs} WHERE state = 'running' GROUP BY queue
     UNION ALL
-    SELECT queue, 'blocked', count(*)::int, NULL FROM ${jobs} WHERE state = 'blocked' GROUP BY queue`;
+    SELECT queue, 'blocked', count(*)::int, NULL FROM ${jobs} WHERE state = 'blocked' GROUP BY queue
+    UNION ALL
+    SELECT name, NULL, 0, NULL FROM ${quoteIdent(schema)}.queues`;
 }
 
 export class LiveStatsReader {
@@ -98,6 +104,7 @@ export class LiveStatsReader {
     for (const row of rows) {
       let q = byQueue.get(row.queue);
       if (!q) byQueue.set(row.queue, (q = { queue: row.queue, counts: {}, oldestWaitingRunAt: null }));
+      if (row.state === null) continue;
       q.counts[row.state] = row.n;
       const oldest = row.oldest?.toISOString() ?? null;
       if (oldest && (!q.oldestWaitingRunAt || oldest < q.oldestWaitingRunAt)) q.oldestWaitingRunAt = oldest;
