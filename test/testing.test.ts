@@ -109,6 +109,19 @@ describe('assertEnqueued / refuteEnqueued', () => {
     await expect(refuteEnqueued(pgq, email, { to: 'a@b.c' })).rejects.toThrow(/expected no job of task email .* job \d+ \(available, queue emails\)/);
   });
 
+  it('compares the match as payloads are stored, through JSON: a Date matches its ISO string; a value that is not JSON is refused by name', async () => {
+    const reminder = defineTask({ name: 'reminder', schema: z.object({ at: z.coerce.date(), note: z.string().optional() }), handler: () => undefined });
+    const pgq = await ctx.migrated({ tasks: [reminder] });
+    const at = new Date('2030-01-02T03:04:05.678Z');
+    await pgq.enqueue(reminder, { at });
+    const job = await assertEnqueued(pgq, reminder, { at });
+    expect(job.payload).toEqual({ at: '2030-01-02T03:04:05.678Z' });
+    await assertEnqueued(pgq, reminder, { at, note: undefined });
+    await refuteEnqueued(pgq, reminder, { at: new Date('2030-01-02T03:04:05.679Z') });
+    await expect(refuteEnqueued(pgq, reminder, { at })).rejects.toThrow(/expected no job of task reminder/);
+    await expect(assertEnqueued(pgq, reminder, { at: 1n })).rejects.toMatchObject({ name: 'ValidationError', message: expect.stringMatching(/payloadMatch/) });
+  });
+
   it('no longer counts a job once it has run', async () => {
     const pgq = await ctx.migrated({ tasks: [email] });
     await pgq.enqueue(email, { to: 'done@b.c', subject: 's' });

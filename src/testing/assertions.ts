@@ -4,12 +4,15 @@
  * `scheduled`, `available`, `retryable` or `blocked`. A payload matches when
  * every key of `payloadMatch` is there with an equal value (deeply; arrays
  * must be equal), so a test names only the fields it cares about.
+ * `payloadMatch` is compared as it would be stored: through JSON (a Date
+ * matches its ISO string, an undefined key is no key), as the payloads are.
  */
 import { AssertionError } from 'node:assert';
 import { isDeepStrictEqual } from 'node:util';
 import type { Pgq } from '../client.js';
 import type { JobRecord, JobState } from '../core/types.js';
 import { toJobRecord, type JobRow } from '../db/rows.js';
+import { toJsonText } from '../core/json.js';
 import type { AnyTask } from '../task.js';
 
 /** States in which a job counts as enqueued. */
@@ -32,6 +35,7 @@ export interface EnqueuedFilter {
  */
 export async function assertEnqueued(pgq: Pgq, task: AnyTask | string, payloadMatch: unknown = {}, filter: EnqueuedFilter = {}): Promise<JobRecord> {
   const name = typeof task === 'string' ? task : task.name;
+  payloadMatch = asStored(payloadMatch);
   const jobs = await waitingJobs(pgq, name, filter);
   const found = jobs.find((job) => matches(job.payload, payloadMatch));
   if (found) return found;
@@ -54,6 +58,7 @@ export async function assertEnqueued(pgq: Pgq, task: AnyTask | string, payloadMa
  */
 export async function refuteEnqueued(pgq: Pgq, task: AnyTask | string, payloadMatch: unknown = {}, filter: EnqueuedFilter = {}): Promise<void> {
   const name = typeof task === 'string' ? task : task.name;
+  payloadMatch = asStored(payloadMatch);
   const found = (await waitingJobs(pgq, name, filter)).find((job) => matches(job.payload, payloadMatch));
   if (!found) return;
   const where = filter.queue === undefined ? '' : ` in queue ${JSON.stringify(filter.queue)}`;
@@ -63,6 +68,11 @@ export async function refuteEnqueued(pgq: Pgq, task: AnyTask | string, payloadMa
     expected: payloadMatch,
     operator: 'refuteEnqueued',
   });
+}
+
+/** `payloadMatch` as a payload is stored: through JSON; a ValidationError naming it when it is not JSON. */
+function asStored(payloadMatch: unknown): unknown {
+  return JSON.parse(toJsonText(payloadMatch, 'payloadMatch', Number.MAX_SAFE_INTEGER)) as unknown;
 }
 
 async function waitingJobs(pgq: Pgq, task: string, filter: EnqueuedFilter): Promise<JobRecord[]> {
