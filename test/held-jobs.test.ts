@@ -135,11 +135,11 @@ describe('the give-back statement the lease thread runs', () => {
       const woke = new Promise<string | undefined>((resolve) => listener.once('notification', (n) => resolve(n.payload)));
       await listener.query(`LISTEN "${channelNames(ctx.schema).jobs}"`);
       // Without a claim in flight: the held ids only, and of those only what is still running here.
-      const first = await ctx.admin.query(text, ['w', [ids.get('held'), ids.get('done')], null]);
+      const first = await ctx.admin.query(text, ['w', [ids.get('held'), ids.get('done')], null, null]);
       expect(first.rows[0]).toMatchObject({ n: 1, held: 1 });
       expect(await woke).toBe('q');
       // With one: the rows started later than the last claim taken in (epoch microseconds).
-      const second = await ctx.admin.query(text, ['w', [], Date.parse(lastClaim) * 1000]);
+      const second = await ctx.admin.query(text, ['w', [], Date.parse(lastClaim) * 1000, null]);
       expect(second.rows[0]).toMatchObject({ n: 2, held: 0 });
     } finally {
       await listener.end();

@@ -11,6 +11,7 @@ import pg from 'pg';
 import { z } from 'zod';
 import { defineTask, JobTimeoutError, LeaseLostError, Pgq, type JobRecord } from '../src/index.js';
 import { createStatements } from '../src/db/statements.js';
+import { createQueueStatements } from '../src/db/queue-statements.js';
 import { fromPg } from '../src/db/queryable.js';
 import { Lease } from '../src/worker/lease.js';
 import type { Logger } from '../src/core/logger.js';
@@ -737,6 +738,46 @@ describe('leases', () => {
       await worker.stop();
       await ctx.admin.query(`DELETE FROM ${workers} WHERE id LIKE 'fixed%'`);
     }
+  });
+
+  it('claims, the reconcile and the lease thread give-back of a process whose id another process has registered since touch nothing of that process', async () => {
+    const noop = defineTask({ name: 'fx-noop', queue: 'fx-plain', schema: z.object({}), handler: () => 'ok' });
+    const pgq = await ctx.migrated({ tasks: [noop] });
+    await pgq.setQueue('fx-limited', { concurrency: 10 });
+    const statements = createStatements(ctx.schema);
+    const queueStatements = createQueueStatements(ctx.schema);
+    const db = fromPg(ctx.admin);
+    const workers = `"${ctx.schema}".workers`;
+    const register = async (): Promise<string> =>
+      (await statements.registerWorker(db, { workerId: 'fx', hostname: 'h', pid: 1, queues: ['fx-plain', 'fx-limited'], concurrency: 10, rescueAfterMs: 60_000 }))!.registeredAt;
+    const mine = await register();
+    // The row removed (a rescue) and the id registered again by another process.
+    await ctx.admin.query(`DELETE FROM ${workers} WHERE id = 'fx'`);
+    const theirs = await register();
+    expect(theirs).not.toBe(mine);
+    await pgq.enqueueMany(noop, [{}, {}, {}, {}]);
+    await pgq.enqueueMany(noop, [{}, {}], { queue: 'fx-limited' });
+    // The other process claims two jobs of each queue under the id.
+    const taken = await statements.claimJobs(db, { queues: ['fx-plain'], tasks: ['fx-noop'], limit: 2, workerId: 'fx', registeredAt: theirs });
+    const takenLimited = await queueStatements.claimLimited(db, { queue: 'fx-limited', tasks: ['fx-noop'], limit: 1, workerId: 'fx', registeredAt: theirs });
+    expect(taken).toHaveLength(2);
+    expect(takenLimited.claimed).toHaveLength(1);
+    const theirIds = [...taken, ...takenLimited.claimed].map((r) => String(r.id));
+    // The first process, under its old registration: no claim of either kind, and nothing of the other's given back.
+    expect(await statements.claimJobs(db, { queues: ['fx-plain'], tasks: ['fx-noop'], limit: 10, workerId: 'fx', registeredAt: mine })).toEqual([]);
+    expect(await statements.claimJobs(db, { queues: ['fx-plain', 'fx-limited'], tasks: ['fx-noop'], limit: 10, workerId: 'fx', registeredAt: mine })).toEqual([]);
+    expect((await queueStatements.claimLimited(db, { queue: 'fx-limited', tasks: ['fx-noop'], limit: 10, workerId: 'fx', registeredAt: mine })).claimed).toEqual([]);
+    expect(await statements.releaseOrphans(db, { workerId: 'fx', registeredAt: mine, heldIds: [] })).toEqual([]);
+    const { rows: held } = await ctx.admin.query<{ n: number }>({ text: statements.releaseHeldText, values: ['fx', theirIds, 0, mine] });
+    expect(held[0]!.n).toBe(0);
+    const states = async () => (await ctx.admin.query<{ state: string; n: number }>(
+      `SELECT state, count(*)::int AS n FROM "${ctx.schema}".jobs WHERE task = 'fx-noop' GROUP BY state ORDER BY state`,
+    )).rows;
+    expect(await states()).toEqual([{ state: 'available', n: 3 }, { state: 'running', n: 3 }]);
+    // Under the registration that holds the row, the same give-back does take them.
+    expect(await statements.releaseOrphans(db, { workerId: 'fx', registeredAt: theirs, heldIds: [] })).toHaveLength(3);
+    expect(await states()).toEqual([{ state: 'available', n: 6 }]);
+    await ctx.admin.query(`DELETE FROM ${workers} WHERE id = 'fx'`);
   });
 
   it('a claim over several queues locks only the rows it takes', async () => {

@@ -38,6 +38,8 @@ export interface ClaimLimitedParams {
   tasks: string[];
   limit: number;
   workerId: string;
+  /** The worker's registration (`Registration.registeredAt`); null or absent: any row of the id. */
+  registeredAt?: string | null;
 }
 
 export interface ExpireJobsParams {
@@ -56,11 +58,15 @@ export function createQueueStatements(schema: string) {
   const name = (n: string): string => `pgq_${schema}_${n}`;
 
   // claim_limited returns whole rows (or one row without a job); the
-  // columns every claim returns are made from them here.
+  // columns every claim returns are made from them here. With $5 (the
+  // worker's registration) the function runs only while the row of the id
+  // is that registration (a one-time filter, checked before the function
+  // scan), as the other claims check it.
   const claimLimited = `
     SELECT ${CLAIM_COLUMNS}, c.waiting, c.token_ms
       FROM ${s}.claim_limited($1, $2::text[], $3, $4) AS c
-     CROSS JOIN LATERAL (SELECT (c.job).*) AS j`;
+     CROSS JOIN LATERAL (SELECT (c.job).*) AS j
+     WHERE $5::timestamptz IS NULL OR EXISTS (SELECT 1 FROM ${s}.workers w WHERE w.id = $4 AND w.started_at = $5::timestamptz)`;
 
   // Jobs whose expiry passed before they started: cancelled with an error
   // entry, one NOTIFY on the done channel for waiters. Retries due after the
@@ -87,7 +93,7 @@ export function createQueueStatements(schema: string) {
     )
     SELECT id::text AS id FROM expired, (SELECT count(*) FROM notified) AS n`;
 
-  const values = (p: ClaimLimitedParams): unknown[] => [p.queue, p.tasks, p.limit, p.workerId];
+  const values = (p: ClaimLimitedParams): unknown[] => [p.queue, p.tasks, p.limit, p.workerId, p.registeredAt ?? null];
 
   return {
     /** JobClaimLimited: claims within the queue's concurrency, rate and per-key limits, in one statement. */

@@ -64,6 +64,8 @@ export interface ClaimJobsParams {
   /** Jobs the worker could start at once (free slots); limited queues claim no more than this. Default `limit`. */
   startable?: number;
   workerId: string;
+  /** The worker's registration (`Registration.registeredAt`): claims only under that row of the id. Null or absent: any row of the id. */
+  registeredAt?: string | null;
 }
 
 export interface PromoteDueParams {
@@ -118,6 +120,8 @@ export interface RescueJobsParams {
 
 export interface ReleaseOrphansParams {
   workerId: string;
+  /** Gives back only while `workerId` is this registration's (a row of the same id registered since is another worker's). Null: any. */
+  registeredAt?: string | null;
   heldIds: string[];
 }
 
@@ -273,7 +277,16 @@ export function createStatements(schema: string) {
   // running rows (full of dead entries between vacuums) to the primary key.
   // A job past its expires_at is never claimed (the claim functions skip
   // it; the expirer cancels it).
-  const leaseLive = `EXISTS (SELECT 1 FROM ${workers} WHERE id = $4 AND lease_expires_at > now())`;
+  // The row must be the claiming worker's own registration ($5, its
+  // started_at) when given: a process that froze past its lease with a
+  // fixed id claims nothing under the row another process has registered
+  // under that id since.
+  const leaseLive = `EXISTS (SELECT 1 FROM ${workers} w
+                              WHERE w.id = $4 AND w.lease_expires_at > now() AND ($5::timestamptz IS NULL OR w.started_at = $5::timestamptz))`;
+  // The same test for the give-backs: while the row of the id is still this
+  // registration (null: no test).
+  const stillRegistered = (id: string, at: string): string =>
+    `(${at}::timestamptz IS NULL OR EXISTS (SELECT 1 FROM ${workers} w WHERE w.id = ${id} AND w.started_at = ${at}::timestamptz))`;
   // A paused queue is skipped by the claim itself (one primary-key lookup per
   // queue and claim), so a pause holds for every claim whose statement starts
   // after it commits, whether or not the worker's cached settings have it yet.
@@ -462,12 +475,15 @@ export function createStatements(schema: string) {
 
   // Rows marked running for this worker that it does not hold: a claim whose
   // reply was lost with the connection. The handler never ran, so the attempt
-  // is given back and the job is due again at once.
+  // is given back and the job is due again at once. Only while the id is
+  // still this worker's registration ($3): rows under a row of the id that
+  // another process registered since are that process's.
   const releaseOrphans = `
     WITH released AS (
       UPDATE ${jobs}
          SET ${giveBack}
        WHERE state = 'running' AND worker_id = $1 AND id <> ALL($2::bigint[])
+         AND ${stillRegistered('$1', '$3')}
       RETURNING id, state, workflow_id
     ), ${settleCancelled('released')}
     SELECT id FROM released, (SELECT count(*) FROM notified) AS n, (SELECT count(*) FROM locked) AS l`;
@@ -499,6 +515,7 @@ export function createStatements(schema: string) {
        WHERE worker_id = $1 AND state = 'running'
          AND (id = ANY($2::bigint[])
               OR ($3::int8 IS NOT NULL AND started_at > 'epoch'::timestamptz + $3::int8 * interval '1 microsecond'))
+         AND ${stillRegistered('$1', '$4')}
       RETURNING id, queue, state, workflow_id
     ), woken AS (
       SELECT pg_notify('${channels.jobs}', q.queue) FROM (SELECT DISTINCT queue FROM released WHERE state = 'available') AS q
@@ -577,9 +594,9 @@ export function createStatements(schema: string) {
      */
     claimJobs(db: Queryable, p: ClaimJobsParams): Promise<ClaimRow[]> {
       if (p.queues.length === 1) {
-        return db.query<ClaimRow>({ name: name('claim'), text: claimJobs, values: [p.queues[0], p.tasks, p.limit, p.workerId] });
+        return db.query<ClaimRow>({ name: name('claim'), text: claimJobs, values: [p.queues[0], p.tasks, p.limit, p.workerId, p.registeredAt ?? null] });
       }
-      return db.query<ClaimRow>({ name: name('claim_many'), text: claimJobsMany, values: [p.queues, p.tasks, p.limit, p.workerId] });
+      return db.query<ClaimRow>({ name: name('claim_many'), text: claimJobsMany, values: [p.queues, p.tasks, p.limit, p.workerId, p.registeredAt ?? null] });
     },
 
     /** JobPromoteDue: scheduled and retryable jobs that are due become available; returns how many. */
@@ -631,7 +648,7 @@ export function createStatements(schema: string) {
 
     /** JobReleaseOrphans: gives back running rows of this worker that it does not hold. */
     releaseOrphans(db: Queryable, p: ReleaseOrphansParams): Promise<{ id: string }[]> {
-      return db.query({ name: name('release_orphans'), text: releaseOrphans, values: [p.workerId, p.heldIds] });
+      return db.query({ name: name('release_orphans'), text: releaseOrphans, values: [p.workerId, p.heldIds, p.registeredAt ?? null] });
     },
 
     /** JobReleaseUnstarted: gives back held attempts this worker never started; returns how many (the others were no longer running in that attempt). */
@@ -660,7 +677,7 @@ export function createStatements(schema: string) {
       await db.query({ text: deregisterWorker, values: [p.workerId, p.registeredAt], timeoutMs: p.timeoutMs });
     },
 
-    /** JobReleaseHeld's text (run by the lease thread): $1 the worker id, $2 the ids, $3 the last claim taken in (epoch µs) when one is in flight; one row: `n` given back, `held` of them from $2. */
+    /** JobReleaseHeld's text (run by the lease thread): $1 the worker id, $2 the ids, $3 the last claim taken in (epoch µs) when one is in flight, $4 the registration (`Registration.registeredAt`: nothing is given back under a row of the id registered since by another process); one row: `n` given back, `held` of them from $2. */
     releaseHeldText: releaseHeld,
 
     /** Ids of the running jobs of `workerId` whose cancel was asked for. */

@@ -149,7 +149,10 @@ export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr }:
         let givenHeld = 0;
         let failed = false;
         try {
-          const result = await (await connected()).query({ text: held.releaseText, values: [workerId, taken.ids, taken.claimedAfterUs] });
+          const result = await (await connected()).query({
+            text: held.releaseText,
+            values: [workerId, taken.ids, taken.claimedAfterUs, registeredAt || null],
+          });
           const row = result.rows[0] as { n?: number; held?: number } | undefined;
           given = Number(row?.n ?? 0);
           givenHeld = Number(row?.held ?? 0);

@@ -278,7 +278,9 @@ export class Lease {
         // Before the first registration there is nothing to renew, and during a
         // registration the new id is not in the table yet (a renewal now would
         // report it lost): register() tells the thread.
-        if (this.#registered && !this.#registering) this.#port?.postMessage({ type: 'renew-as', workerId: this.#workerId, registeredAt: this.#registeredAt });
+        if (this.#registered && this.#registeredAt && !this.#registering) {
+          this.#port?.postMessage({ type: 'renew-as', workerId: this.#workerId, registeredAt: this.#registeredAt });
+        }
       }, 100).unref();
     });
   }

@@ -306,6 +306,7 @@ export class Producer extends LoopService {
         // claim goes out only under a trusted lease, with the id read now.
         if (!this.lease.trusted) continue;
         const workerId = this.lease.workerId;
+        const registeredAt = this.lease.registeredAt || null;
         // The lease thread is giving back what a blocked loop held: claim once it is done.
         const claim = this.held.beginClaim();
         if (claim === null) {
@@ -320,6 +321,7 @@ export class Producer extends LoopService {
             limit,
             startable: this.executor.freeSlots,
             workerId,
+            registeredAt,
           });
         } catch (err) {
           this.held.endClaim(claim, [], null);
@@ -397,6 +399,7 @@ export class Producer extends LoopService {
   async #releaseOrphans(): Promise<void> {
     const released = await this.statements.releaseOrphans(this.db, {
       workerId: this.lease.workerId,
+      registeredAt: this.lease.registeredAt || null,
       // Outcomes given up stay for the rescuer (executor.ts: #unrecorded).
       heldIds: [...this.executor.heldIds(), ...this.bufferedIds(), ...this.executor.unrecordedIds()],
     });

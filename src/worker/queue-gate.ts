@@ -201,7 +201,7 @@ export class QueueGate extends LoopService {
     p: ClaimJobsParams,
     limit: number,
   ): Promise<{ claimed: ClaimRow[]; waitMs: number | null; more: boolean }> {
-    const { claimed, waiting, tokenMs } = await this.#deps.queueStatements.claimLimited(db, { queue, tasks: p.tasks, limit, workerId: p.workerId });
+    const { claimed, waiting, tokenMs } = await this.#deps.queueStatements.claimLimited(db, { queue, tasks: p.tasks, limit, workerId: p.workerId, registeredAt: p.registeredAt });
     return { claimed, waitMs: claimed.length < limit && waiting ? Math.max(RECHECK_MS, tokenMs ?? 0) : null, more: waiting };
   }
 
