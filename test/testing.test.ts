@@ -183,7 +183,7 @@ describe('performJob', () => {
     expect((await performJob(big, { text }, { maxPayloadBytes: 8 * 1024 * 1024 })).length).toBe(text.length);
   });
 
-  it('runs the middleware it is given around the handler, first one outermost, as a worker does; none without', async () => {
+  it('runs the middleware it is given around the handler, first one outermost, as a worker does (recorded keys merged at once, as performJob does); none without', async () => {
     const order: string[] = [];
     const tagged = defineTask({
       name: 'tagged',

@@ -4,9 +4,9 @@
  *
  * start(): spawn the lease thread, and meanwhile check the schema version
  * (read-only) and then register the worker's lease (the thread renews it
- * from then on, off the main thread), open two of the pool's connections,
- * subscribe to NOTIFY (jobs, cancel) and read the queues' settings; then
- * start the producer and the election.
+ * from then on, off the main thread); open two of the pool's connections;
+ * subscribe to NOTIFY (jobs, cancel) and then read the queues' settings;
+ * then start the producer and the election.
  * stop(): stop claiming; wait up to `shutdownGraceMs` for running handlers;
  * signal the rest; wait until every handler has settled (the lease is
  * renewed meanwhile: a handler that ignores its signal keeps its job, and is
@@ -332,11 +332,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
         this.#missedCancels = true; // a cancel sent while it was down was not heard
       });
       this.#unsubscribe.push(async () => void offConnect());
+      // Listening is a latency hint: start without it rather than wait for it.
+      await listener.ready(this.options.pollIntervalMs);
+      // The gate reads the queues' settings once the listener is up, so that
+      // a change made after its reading is heard.
       this.#unsubscribe.push(() => this.#gate.stop());
-      // The gate reads the queues' settings while the listener connects
-      // (each on a connection of its own). Listening is a latency hint:
-      // start without it rather than wait for it.
-      await Promise.all([listener.ready(this.options.pollIntervalMs), this.#gate.start()]);
+      await this.#gate.start();
     };
     const leaseStarted = this.#lease.start();
     const steps = await Promise.allSettled([
