@@ -740,6 +740,43 @@ describe('leases', () => {
     }
   });
 
+  it('a leader with a fixed id whose row another process registered since does not renew that process leadership: it steps down and leaves the row alone', async () => {
+    const noop = defineTask({ name: 'fl-noop', queue: 'fixed-leader', schema: z.object({}), handler: () => 'ok' });
+    const pgq = await ctx.migrated({ tasks: [noop] });
+    const schema = `"${ctx.schema}"`;
+    const worker = pgq.worker({ id: 'fixed-leader', queues: ['fixed-leader'], heartbeatMs: 100, rescueAfterMs: 60_000 });
+    await worker.start();
+    try {
+      await until(() => worker.isLeader, { what: 'the worker to lead', timeoutMs: 10_000 });
+      // Another process took the id (its row registered again) and holds the leadership under it until a fixed time.
+      const other = await ctx.admin.connect();
+      try {
+        await other.query('BEGIN');
+        await other.query(`DELETE FROM ${schema}.workers WHERE id = 'fixed-leader'`);
+        await other.query(
+          `INSERT INTO ${schema}.workers (id, hostname, pid, queues, concurrency, rescue_after_ms, lease_expires_at)
+           VALUES ('fixed-leader', 'elsewhere', 1, '{fixed-leader}', 1, 60000, now() + interval '1 hour')`,
+        );
+        await other.query(`UPDATE ${schema}.leader SET expires_at = '2100-01-01T00:00:00Z' WHERE name = 'maintenance'`);
+        await other.query('COMMIT');
+      } finally {
+        other.release();
+      }
+      await until(() => !worker.isLeader, { what: 'the worker to step down', timeoutMs: 5_000 });
+      await until(() => worker.id === 'fixed-leader~2', { what: 'the worker registering again', timeoutMs: 5_000 });
+      await new Promise((r) => setTimeout(r, 500));
+      expect(worker.isLeader).toBe(false);
+      const leader = async () => (await ctx.admin.query<{ leader_id: string; expires_at: Date }>(`SELECT leader_id, expires_at FROM ${schema}.leader`)).rows;
+      expect((await leader()).map((r) => [r.leader_id, r.expires_at.toISOString()])).toEqual([['fixed-leader', '2100-01-01T00:00:00.000Z']]);
+      await worker.stop();
+      expect((await leader()).map((r) => r.leader_id)).toEqual(['fixed-leader']);
+    } finally {
+      await worker.stop();
+      await ctx.admin.query(`DELETE FROM ${schema}.workers WHERE id LIKE 'fixed-leader%'`);
+      await ctx.admin.query(`DELETE FROM ${schema}.leader`);
+    }
+  });
+
   it('claims, the reconcile and the lease thread give-back of a process whose id another process has registered since touch nothing of that process', async () => {
     const noop = defineTask({ name: 'fx-noop', queue: 'fx-plain', schema: z.object({}), handler: () => 'ok' });
     const pgq = await ctx.migrated({ tasks: [noop] });

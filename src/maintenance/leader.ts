@@ -12,6 +12,11 @@
  *   renewal has succeeded since, so it never acts on a lease that may have
  *   passed to another worker. Only the row decides; no session-level locks,
  *   so it works behind a transaction-pooling PgBouncer.
+ * - A worker runs under its current id and registration (`workers.id`,
+ *   `workers.started_at`): it renews only while that row is still its own,
+ *   so a process that froze past its lease with a fixed id, and thawed
+ *   after another process took the id and the leadership, does not renew
+ *   the other's leadership; after a lost lease it runs as `<id>~2`.
  * - On stop the leader deletes its row so a successor need not wait.
  *
  * Leader-only services start when leadership is gained and stop when it is
@@ -27,7 +32,8 @@ import { errorMessage, errorSummary } from '../core/errors.js';
 import type { PgqDatabase } from '../db/tables.js';
 
 export interface LeaderConfig {
-  workerId: string;
+  /** The worker's current id and registration (`workers.started_at`, ISO 8601); an empty registration: not registered now. */
+  identity: () => { workerId: string; registeredAt: string };
   heartbeatMs: number;
   /** Lease length. */
   rescueAfterMs: number;
@@ -38,6 +44,8 @@ const LEASE = 'maintenance';
 export class LeaderElector extends LoopService {
   #leader = false;
   #term: string | null = null;
+  /** The id this worker last won or renewed the lease under. */
+  #heldAs = '';
   /** Local monotonic instant after which the lease may have passed elsewhere. */
   #trustUntil = 0;
   readonly #waker = new Waker();
@@ -63,7 +71,7 @@ export class LeaderElector extends LoopService {
       await this.db
         .deleteFrom('leader')
         .where('name', '=', LEASE)
-        .where('leader_id', '=', this.config.workerId)
+        .where('leader_id', '=', this.#heldAs)
         .execute()
         .catch((err: unknown) => this.logger.warn({ err: errorSummary(err) }, `pgq could not release leadership: ${errorMessage(err)}`));
     }
@@ -74,7 +82,9 @@ export class LeaderElector extends LoopService {
       const sentAt = this.clock.monotonicMs();
       try {
         const won = await this.#attempt();
-        if (won) {
+        if (won === null) {
+          // Registering again (a lost lease): no attempt; the trust window decides meanwhile.
+        } else if (won) {
           this.#trustUntil = sentAt + this.config.rescueAfterMs - this.config.heartbeatMs;
           if (!this.#leader) await this.#becomeLeader();
         } else if (this.#leader) {
@@ -91,9 +101,10 @@ export class LeaderElector extends LoopService {
     }
   }
 
-  /** Takes or renews the lease; true when this worker holds it afterwards. */
-  async #attempt(): Promise<boolean> {
-    const me = this.config.workerId;
+  /** Takes or renews the lease; true when this worker holds it afterwards, null when it is not registered now. */
+  async #attempt(): Promise<boolean | null> {
+    const { workerId: me, registeredAt } = this.config.identity();
+    if (!registeredAt) return null;
     const expires = sql<Date>`now() + ${this.config.rescueAfterMs} * interval '1 millisecond'`;
     const row = await this.db
       .insertInto('leader')
@@ -107,11 +118,23 @@ export class LeaderElector extends LoopService {
             elected_at: sql`CASE WHEN leader.leader_id = ${me} THEN leader.elected_at ELSE now() END`,
             expires_at: expires,
           })
-          .where((eb) => eb.or([eb('leader.leader_id', '=', me), eb('leader.expires_at', '<', sql<Date>`now()`)])),
+          .where((eb) =>
+            eb.or([
+              eb.and([
+                eb('leader.leader_id', '=', me),
+                // Its own registration still holds the id: not a row of the id another process registered since.
+                eb.exists(eb.selectFrom('workers').select(sql.lit(1).as('one')).where('workers.id', '=', me).where(sql<boolean>`workers.started_at = ${registeredAt}::timestamptz`)),
+              ]),
+              eb('leader.expires_at', '<', sql<Date>`now()`),
+            ]),
+          ),
       )
       .returning(['term'])
       .executeTakeFirst();
-    if (row) this.#term = String(row.term);
+    if (row) {
+      this.#term = String(row.term);
+      this.#heldAs = me;
+    }
     return row !== undefined;
   }
 

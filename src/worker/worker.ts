@@ -199,7 +199,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.#completer.onWritten(() => this.#gate.outcomesCommitted());
     if (options.leader) {
       this.#leader = new LeaderElector(
-        { workerId: baseId, heartbeatMs: options.heartbeatMs, rescueAfterMs: options.rescueAfterMs },
+        {
+          identity: () => ({ workerId: this.#lease.workerId, registeredAt: this.#lease.registeredAt }),
+          heartbeatMs: options.heartbeatMs,
+          rescueAfterMs: options.rescueAfterMs,
+        },
         deps.election,
         leaderServices(options, { ...deps, logger: this.#logger }),
         deps.clock,
