@@ -119,13 +119,10 @@ export class LeaderElector extends LoopService {
             expires_at: expires,
           })
           .where((eb) =>
-            eb.or([
-              eb.and([
-                eb('leader.leader_id', '=', me),
-                // Its own registration still holds the id: not a row of the id another process registered since.
-                eb.exists(eb.selectFrom('workers').select(sql.lit(1).as('one')).where('workers.id', '=', me).where(sql<boolean>`workers.started_at = ${registeredAt}::timestamptz`)),
-              ]),
-              eb('leader.expires_at', '<', sql<Date>`now()`),
+            eb.and([
+              eb.or([eb('leader.leader_id', '=', me), eb('leader.expires_at', '<', sql<Date>`now()`)]),
+              // Its own registration still holds the id: not a row of the id another process registered since.
+              eb.exists(eb.selectFrom('workers').select(sql.lit(1).as('one')).where('workers.id', '=', me).where(sql<boolean>`workers.started_at = ${registeredAt}::timestamptz`)),
             ]),
           ),
       )
