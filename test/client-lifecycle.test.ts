@@ -6,7 +6,7 @@ import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { defineTask, Pgq, PgqError, WorkerStartError } from '../src/index.js';
-import { databaseUrl, until, useTestSchema, withAppName } from './support/harness.js';
+import { databaseUrl, deferred, useTestSchema, withAppName } from './support/harness.js';
 
 const ctx = useTestSchema('client_lifecycle');
 const noop = defineTask({ name: 'noop', schema: z.object({}), handler: () => undefined });
@@ -184,11 +184,15 @@ describe('pgq.close() on a pool it made', () => {
     try {
       const child = defineTask({ name: 'child', schema: z.object({}), handler: () => new Promise((resolve) => setTimeout(() => resolve('child done'), 500)) });
       let pgqRef: Pgq | undefined;
+      const parentStarted = deferred<void>();
       const parent = defineTask({
         name: 'parent',
         schema: z.object({ child: z.string() }),
         maxAttempts: 1,
-        handler: async ({ child: id }, c) => (await pgqRef!.waitForJob(id, { signal: c.signal })).result,
+        handler: async ({ child: id }, c) => {
+          parentStarted.resolve();
+          return (await pgqRef!.waitForJob(id, { signal: c.signal })).result;
+        },
       });
       const pgq = await ctx.migrated({ tasks: [child, parent] });
       pgqRef = pgq;
@@ -196,7 +200,9 @@ describe('pgq.close() on a pool it made', () => {
       const job = await pgq.enqueue(parent, { child: kid.id });
       const worker = pgq.worker({ concurrency: 2, shutdownGraceMs: 10_000 });
       await worker.start();
-      await until(async () => (await pgq.getJob(job.id))?.state === 'running', { timeoutMs: 10_000, what: 'the parent to start' });
+      // Its handler started (the child, claimed before it, runs too), not only its row claimed: a claim
+      // whose reply the worker has not read when the stop begins goes back unstarted.
+      await parentStarted.promise;
       // Waits from outside, with and without a signal of their own: each ends with PGQ_CLOSED.
       const outside = Array.from({ length: 24 }, (_, i) => pgq.waitForJob(i % 2 ? job.id : kid.id, i % 3 ? {} : { signal: new AbortController().signal }).then(() => 'finished', (e: unknown) => (e as PgqError).code));
       await pgq.close();
