@@ -721,10 +721,11 @@ describe('leases', () => {
       } finally {
         other.release();
       }
-      await until(async () => worker.id === 'fixed~2', { what: 'the worker registering again', timeoutMs: 5_000 });
       const rows = async () => (await ctx.admin.query<{ id: string; hostname: string; last_heartbeat_at: Date }>(
         `SELECT id, hostname, last_heartbeat_at FROM ${workers} WHERE id LIKE 'fixed%' ORDER BY id`,
       )).rows;
+      // worker.id names the new id as the registration is sent: wait for its row.
+      await until(async () => worker.id === 'fixed~2' && (await rows()).length === 2, { what: 'the worker registering again', timeoutMs: 5_000 });
       const before = await rows();
       expect(before.map((r) => [r.id, r.hostname])).toEqual([['fixed', 'elsewhere'], ['fixed~2', os.hostname()]]);
       expect(before[0]!.last_heartbeat_at.toISOString()).toBe('2000-01-01T00:00:00.000Z');
