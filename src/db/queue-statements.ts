@@ -19,6 +19,7 @@
  */
 import { quoteIdent } from './identifiers.js';
 import { CLAIM_COLUMNS, type ClaimRow } from './rows.js';
+import { registrationHolds } from './statements.js';
 import type { Queryable } from './queryable.js';
 import { channelNames, notifyDoneSql } from '../notify/channels.js';
 
@@ -58,15 +59,14 @@ export function createQueueStatements(schema: string) {
   const name = (n: string): string => `pgq_${schema}_${n}`;
 
   // claim_limited returns whole rows (or one row without a job); the
-  // columns every claim returns are made from them here. With $5 (the
-  // worker's registration) the function runs only while the row of the id
-  // is that registration (a one-time filter, checked before the function
-  // scan), as the other claims check it.
+  // columns every claim returns are made from them here. The function runs
+  // only under the worker's own registration ($5: a one-time filter, checked
+  // before the function scan), as the other claims check it.
   const claimLimited = `
     SELECT ${CLAIM_COLUMNS}, c.waiting, c.token_ms
       FROM ${s}.claim_limited($1, $2::text[], $3, $4) AS c
      CROSS JOIN LATERAL (SELECT (c.job).*) AS j
-     WHERE $5::timestamptz IS NULL OR EXISTS (SELECT 1 FROM ${s}.workers w WHERE w.id = $4 AND w.started_at = $5::timestamptz)`;
+     WHERE ${registrationHolds(`${s}.workers`, '$4', '$5')}`;
 
   // Jobs whose expiry passed before they started: cancelled with an error
   // entry, one NOTIFY on the done channel for waiters. Retries due after the

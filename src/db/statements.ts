@@ -193,6 +193,18 @@ function metasValue(metas: OutcomeMetas | undefined): OutcomeMetas | null {
   return metas?.some((m) => m !== null) ? metas : null;
 }
 
+/**
+ * SQL that holds while the row of worker `id` in `workers` (both SQL
+ * expressions) is the registration `at` (its started_at; a parameter of
+ * `Registration.registeredAt`), or always when `at` is null. Uncorrelated,
+ * so a statement tests it once, before reading anything else: a process
+ * that froze past its lease with a fixed id acts on nothing under the row
+ * another process has registered under that id since.
+ */
+export function registrationHolds(workers: string, id: string, at: string): string {
+  return `(${at}::timestamptz IS NULL OR EXISTS (SELECT 1 FROM ${workers} w WHERE w.id = ${id} AND w.started_at = ${at}::timestamptz))`;
+}
+
 /** The named statements for one schema. Built once per `Pgq`. */
 export function createStatements(schema: string) {
   const s = quoteIdent(schema);
@@ -277,16 +289,10 @@ export function createStatements(schema: string) {
   // running rows (full of dead entries between vacuums) to the primary key.
   // A job past its expires_at is never claimed (the claim functions skip
   // it; the expirer cancels it).
-  // The row must be the claiming worker's own registration ($5, its
-  // started_at) when given: a process that froze past its lease with a
-  // fixed id claims nothing under the row another process has registered
-  // under that id since.
+  // The live lease must be the claiming worker's own registration ($5, as
+  // in registrationHolds, tested in the same primary-key lookup).
   const leaseLive = `EXISTS (SELECT 1 FROM ${workers} w
                               WHERE w.id = $4 AND w.lease_expires_at > now() AND ($5::timestamptz IS NULL OR w.started_at = $5::timestamptz))`;
-  // The same test for the give-backs: while the row of the id is still this
-  // registration (null: no test).
-  const stillRegistered = (id: string, at: string): string =>
-    `(${at}::timestamptz IS NULL OR EXISTS (SELECT 1 FROM ${workers} w WHERE w.id = ${id} AND w.started_at = ${at}::timestamptz))`;
   // A paused queue is skipped by the claim itself (one primary-key lookup per
   // queue and claim), so a pause holds for every claim whose statement starts
   // after it commits, whether or not the worker's cached settings have it yet.
@@ -483,7 +489,7 @@ export function createStatements(schema: string) {
       UPDATE ${jobs}
          SET ${giveBack}
        WHERE state = 'running' AND worker_id = $1 AND id <> ALL($2::bigint[])
-         AND ${stillRegistered('$1', '$3')}
+         AND ${registrationHolds(workers, '$1', '$3')}
       RETURNING id, state, workflow_id
     ), ${settleCancelled('released')}
     SELECT id FROM released, (SELECT count(*) FROM notified) AS n, (SELECT count(*) FROM locked) AS l`;
@@ -515,7 +521,7 @@ export function createStatements(schema: string) {
        WHERE worker_id = $1 AND state = 'running'
          AND (id = ANY($2::bigint[])
               OR ($3::int8 IS NOT NULL AND started_at > 'epoch'::timestamptz + $3::int8 * interval '1 microsecond'))
-         AND ${stillRegistered('$1', '$4')}
+         AND ${registrationHolds(workers, '$1', '$4')}
       RETURNING id, queue, state, workflow_id
     ), woken AS (
       SELECT pg_notify('${channels.jobs}', q.queue) FROM (SELECT DISTINCT queue FROM released WHERE state = 'available') AS q

@@ -77,7 +77,7 @@ const monotonicMs = (): number => Number(process.hrtime.bigint()) / 1e6;
 export class Lease {
   readonly #shared = new Float64Array(new SharedArrayBuffer(SHARED_SLOTS * Float64Array.BYTES_PER_ELEMENT));
   #workerId: string;
-  /** The current id's registration (`Registration.registeredAt`); empty until registered. */
+  /** The current id's registration (`Registration.registeredAt`); empty while not registered (before, during a registration after a lost lease, once started again). */
   #registeredAt = '';
   #incarnation = 1;
   #lost = false;
@@ -88,7 +88,6 @@ export class Lease {
   #threadExited: Promise<void> | undefined;
   #running: Promise<void> | undefined;
   /** A registration has succeeded (a replacement thread renews from then on). */
-  #registered = false;
   /** A registration is under way: its id is not in the table yet, and register() tells the thread once it is. */
   #registering = false;
   #inProcess: Promise<void> | undefined;
@@ -127,11 +126,6 @@ export class Lease {
     return ids;
   }
 
-  /** Whether the worker row was registered since the renewer last started. */
-  get registered(): boolean {
-    return this.#registered;
-  }
-
   /** The current id's registration time (`workers.started_at`, ISO 8601); empty until registered. */
   get registeredAt(): string {
     return this.#registeredAt;
@@ -166,7 +160,6 @@ export class Lease {
     }
     this.#shared[SLOTS.lastRenew] = sentAt;
     this.#lost = false;
-    this.#registered = true;
     this.#registeredAt = registration.registeredAt;
     this.#port?.postMessage({ type: 'renew-as', workerId: this.#workerId, registeredAt: this.#registeredAt });
   }
@@ -183,7 +176,7 @@ export class Lease {
     // Started again after a stop (a worker's start that failed): a new renewer, stopped by the next stop().
     await this.#stopped;
     this.#stopped = undefined;
-    this.#registered = false;
+    this.#registeredAt = '';
     this.#shared[SLOTS.mainTick] = monotonicMs();
     this.#tick = setInterval(() => (this.#shared[SLOTS.mainTick] = monotonicMs()), TICK_MS);
     this.#tick.unref();
@@ -278,7 +271,7 @@ export class Lease {
         // Before the first registration there is nothing to renew, and during a
         // registration the new id is not in the table yet (a renewal now would
         // report it lost): register() tells the thread.
-        if (this.#registered && this.#registeredAt && !this.#registering) {
+        if (this.#registeredAt && !this.#registering) {
           this.#port?.postMessage({ type: 'renew-as', workerId: this.#workerId, registeredAt: this.#registeredAt });
         }
       }, 100).unref();
@@ -385,7 +378,7 @@ export class Lease {
    * (its thread boots in 70–150 ms) is covered the same way, silently.
    */
   async #renewThroughPool(): Promise<void> {
-    if (this.#fallbackInFlight || !this.#registered || !this.#registeredAt || this.#registering || this.#lost || this.#stopped) return;
+    if (this.#fallbackInFlight || !this.#registeredAt || this.#registering || this.#lost || this.#stopped) return;
     const sentAt = monotonicMs();
     if (sentAt - this.#shared[SLOTS.lastRenew]! < 1.25 * this.config.heartbeatMs) return;
     const workerId = this.#workerId;

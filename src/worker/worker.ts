@@ -298,12 +298,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
       return Promise.reject(new PgqError('PGQ_WORKER_STOPPED', 'this worker was stopped; create a new one with pgq.worker()'));
     }
     this.#starting ??= this.#start().catch(async (err: unknown) => {
-      const registered = this.#lease.registered;
       await this.#lease.stop();
       await this.#teardownSubscriptions();
       // A step that failed after the registration: the row goes too, so the
       // worker is not listed as live and a start with the same id works.
-      if (registered) await this.#deregister();
+      await this.#deregister();
       // Only now may start() be called again: a new start must not overlap this cleanup.
       this.#starting = undefined;
       this.#state = 'idle';
@@ -495,7 +494,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   /** Removes the worker row; bounded like a renewal: a database that does not answer lets the lease expire instead. */
   async #deregister(): Promise<void> {
-    // Not registered under its current id (a registration after a lost lease that failed): no row of its own to remove.
+    // Not registered under its current id (never, or a registration after a lost lease that failed): no row of its own to remove.
     const registeredAt = this.#lease.registeredAt;
     if (!registeredAt) return;
     await this.#deps.statements
