@@ -175,8 +175,8 @@ export class Enqueuer {
         ? jobs.map((job, i) => metaText(job.meta, single === null ? `meta[${i}]` : 'meta'))
         : jobs.map(() => meta);
       const db = this.queryableFor(rawOptions.db);
-      if (this.bulk && single === null && options.uniqueKey === undefined && keys.every((k) => k === null) && metas.every((m) => m === meta)) {
-        records = await this.#insertBulk(db, task, texts, meta, jobs, options, rawOptions.db === undefined);
+      if (this.bulk && options.uniqueKey === undefined && keys.every((k) => k === null) && metas.every((m) => m === metas[0])) {
+        records = await this.#insertBulk(db, task, texts, metas[0]!, jobs, options, rawOptions.db === undefined);
         return records.map((r) => r.id);
       }
       const params = buildParams(task, texts, metas, keys, options);
@@ -205,7 +205,7 @@ export class Enqueuer {
   }
 
   /**
-   * enqueueMany with options shared by every job: scalars in, one row out
+   * enqueue, or enqueueMany with options shared by every job: scalars in, one row out
    * (ids in payload order and what the database decided), records built here.
    */
   async #insertBulk(
