@@ -40,6 +40,7 @@ import { MiddlewareChain, type Middleware } from './middleware.js';
 import { TaskRegistry, type AnyTask, type TaskInput, type TaskResult } from './task.js';
 import { Worker } from './worker/worker.js';
 import { findOrphanedTasks, type OrphanedTask } from './db/worker-tasks.js';
+import { settlesWithin, trackedClients } from './db/connection.js';
 import {
   ScheduleStore,
   resolveDeclaredSchedules,
@@ -54,6 +55,8 @@ import { WorkflowStore, type EnqueueWorkflowOptions, type ListWorkflowsFilter, t
 const WORKER_WARM_CONNECTIONS = 2;
 /** How long the pool pgq makes waits for a connection: a new one to answer, or one of its own to be free. */
 const POOL_CONNECT_TIMEOUT_MS = 30_000;
+/** How long close() lets the pool pgq made end by itself before it closes the connections left. */
+const CLOSE_POOL_WAIT_MS = 1_000;
 
 /**
  * The leader's rescuer, expirer, orphan report and pruner take turns on one
@@ -71,6 +74,8 @@ export class Pgq {
   readonly #options: ResolvedPgqOptions;
   readonly #pool: pg.Pool;
   readonly #ownsPool: boolean;
+  /** The clients of the pool pgq makes (close() ends those a silent server holds). */
+  readonly #clients = trackedClients();
   readonly #unwatchPool: () => void;
   readonly #db: Queryable;
   readonly #statements: HotStatements;
@@ -108,7 +113,13 @@ export class Pgq {
     // connectionTimeoutMillis: a connection a server accepts and never answers
     // (a hung server, a silent proxy) is given up, not kept in the pool's
     // slot for ever; and a call waits at most that long for a free connection.
-    this.#pool = o.pool ?? new pg.Pool({ connectionString: o.connectionString, max: o.poolSize, keepAlive: true, connectionTimeoutMillis: POOL_CONNECT_TIMEOUT_MS });
+    this.#pool = o.pool ?? new pg.Pool({
+      connectionString: o.connectionString,
+      max: o.poolSize,
+      keepAlive: true,
+      connectionTimeoutMillis: POOL_CONNECT_TIMEOUT_MS,
+      Client: this.#clients.Client as unknown as new () => pg.ClientBase,
+    });
     // The pool's own 'error' (idle clients) is the owner's to handle: watched only on a pool pgq made.
     this.#unwatchPool = watchConnectionErrors(
       this.#pool,
@@ -671,8 +682,15 @@ export class Pgq {
     await this.#listener.close();
     if (this.#ownsPool) {
       // Kysely ends the pool only if it ever used it; end it here otherwise.
-      await this.kysely.destroy();
-      if (!this.#pool.ended) await this.#pool.end();
+      const ending = (async () => {
+        await this.kysely.destroy();
+        if (!this.#pool.ended) await this.#pool.end();
+      })();
+      // pool.end() waits for every connection: those that statements a
+      // stopped worker gave up on still hold (a server that does not
+      // answer), and those still connecting to it. After a second, ended here.
+      if (!(await settlesWithin(ending, CLOSE_POOL_WAIT_MS))) this.#clients.destroyAll();
+      await ending;
       // pool.end() resolves once every client was told to end, not once its
       // socket closed: a server shutting down meanwhile still sends each an
       // error, which must find a listener. An ended pool is nobody else's,

@@ -4,7 +4,7 @@
  * connection that died without a word (a dropped NAT entry, a host gone) it
  * never does, and the socket keeps the process up until TCP gives up.
  */
-import type pg from 'pg';
+import pg from 'pg';
 import type { Duplex } from 'node:stream';
 
 /** Ends `client`; if the server has not closed the connection within `waitMs`, destroys its socket. */
@@ -40,4 +40,36 @@ export async function settlesWithin(promise: Promise<unknown>, ms: number): Prom
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** A `pg.Client` class that keeps its instances until they end, and a way to close them all. */
+export interface TrackedClients {
+  /** For `pg.Pool`'s `Client` option. */
+  Client: typeof pg.Client;
+  /** Destroys the socket of every client that has not ended, those still connecting included. */
+  destroyAll(): void;
+}
+
+/**
+ * Clients for a pool pgq makes, tracked from their creation: `pool.end()`
+ * waits for every client, also one connecting to a server that accepts and
+ * never answers, or one whose statement a silent connection holds; a close
+ * that has waited long enough ends them itself.
+ */
+export function trackedClients(): TrackedClients {
+  const live = new Set<pg.Client>();
+  class TrackedClient extends pg.Client {
+    constructor(config?: string | pg.ClientConfig) {
+      super(config);
+      live.add(this);
+      // Emitted once the connection has ended, whether or not it ever connected.
+      this.once('end', () => live.delete(this));
+    }
+  }
+  return {
+    Client: TrackedClient,
+    destroyAll: () => {
+      for (const client of live) destroyConnection(client);
+    },
+  };
 }

@@ -62,6 +62,7 @@ export class Completer {
   #flushing: Promise<void> | undefined;
   #scheduled = false;
   #giveUpAt = Infinity;
+  #abandoned = false;
   #failing = false;
   readonly #drainedListeners = new Set<() => void>();
   readonly #writtenListeners = new Set<() => void>();
@@ -108,9 +109,19 @@ export class Completer {
     this.#giveUpAt = Math.min(this.#giveUpAt, this.monotonicMs() + giveUpAfterMs);
   }
 
+  /**
+   * For a stop out of time: every write that fails from now on is given up
+   * at once, without the tries a stop otherwise grants (the rescuer retries
+   * those jobs). A write the database answers is still made.
+   */
+  abandon(): void {
+    this.#abandoned = true;
+    this.#giveUpAt = -Infinity;
+  }
+
   /** Writes everything queued. After `giveUpAfterMs` of failing writes, drops what is left (the rescuer will retry those jobs). */
   async flush(giveUpAfterMs = Infinity): Promise<void> {
-    this.#giveUpAt = this.monotonicMs() + giveUpAfterMs;
+    if (!this.#abandoned) this.#giveUpAt = this.monotonicMs() + giveUpAfterMs;
     while (this.#pending.length > 0 || this.#flushing) {
       if (!this.#flushing) this.#startDrain();
       await this.#flushing;
@@ -195,7 +206,7 @@ export class Completer {
         }
         this.#failing = true;
         // A few tries first, even past the deadline: an outcome that settled late in a stop still gets them.
-        if (this.monotonicMs() >= this.#giveUpAt && failures >= MIN_TRIES) {
+        if (this.#abandoned || (this.monotonicMs() >= this.#giveUpAt && failures >= MIN_TRIES)) {
           this.logger.error({ err: errorSummary(err), jobs: batch.length }, 'pgq gave up recording job outcomes; the rescuer will retry those jobs');
           batch.forEach((p) => p.resolve(NOT_RECORDED));
           return;

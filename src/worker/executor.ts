@@ -380,6 +380,12 @@ export class Executor {
     return result;
   }
 
+  /** Resolves when no handler is running or waiting to (their outcomes may still be being written). */
+  idle(): Promise<void> {
+    if (this.#running.size === 0 && this.#waiting.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(() => resolve()));
+  }
+
   /** Resolves when every handler has settled and every outcome is written (or given up on). */
   async settled(): Promise<void> {
     // A pipeline that ends may start the attempt that waited for it: look again until none is left.

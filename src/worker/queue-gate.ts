@@ -119,11 +119,14 @@ export class QueueGate extends LoopService {
   }
 
   override async stop(): Promise<void> {
+    // The notification handler goes first (at once, as it is called): a
+    // stop that waits on a refresh under way hears no more changes.
+    const unlistening = this.#offNotify?.();
+    this.#offNotify = undefined;
     await super.stop();
     clearTimeout(this.#recheck);
     this.#recheck = undefined;
-    await this.#offNotify?.();
-    this.#offNotify = undefined;
+    await unlistening;
   }
 
   /** Outcomes of this worker's jobs were committed: a limited queue waiting on its limit may have room now. */

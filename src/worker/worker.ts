@@ -302,7 +302,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       await this.#teardownSubscriptions();
       // A step that failed after the registration: the row goes too, so the
       // worker is not listed as live and a start with the same id works.
-      await this.#deregister();
+      await this.#deregister(Infinity);
       // Only now may start() be called again: a new start must not overlap this cleanup.
       this.#starting = undefined;
       this.#state = 'idle';
@@ -474,31 +474,46 @@ export class Worker extends EventEmitter<WorkerEvents> {
       this.#executor.abortAll(new WorkerShutdownError());
     }
     // Held until every handler settles: the lease is renewed meanwhile. The
-    // outcomes are written as they come; while the database cannot be
-    // reached, for at most a lease's length (then the rescuer retries them).
+    // outcomes are written as they come. What the stop then writes (the last
+    // outcomes, the maintenance's end, the row's removal) shares one limit of
+    // a lease's length (at least 5 s): a database that does not answer holds
+    // the stop no longer, and the rescuer retries what was not written.
     const writeLimitMs = Math.max(5_000, this.options.rescueAfterMs);
     this.#completer.giveUpAfter(writeLimitMs);
-    await this.#executor.settled();
+    await this.#executor.idle();
     await this.#sandbox.close();
-    await this.#completer.flush(writeLimitMs);
-    // A reconcile that cannot reach the database does not hold the stop for longer than a lease.
-    if (this.#reconciling) await settlesWithin(this.#reconciling, this.options.rescueAfterMs);
-    await this.#stopLeader(writeLimitMs);
+    const endBy = performance.now() + writeLimitMs;
+    const left = (): number => Math.max(0, endBy - performance.now());
+    const written = (async () => {
+      await this.#executor.settled();
+      await this.#completer.flush(writeLimitMs);
+    })();
+    if (!(await settlesWithin(written, left()))) {
+      this.#completer.abandon();
+      this.#logger.warn({ limitMs: writeLimitMs }, `pgq could not record the last outcomes within ${writeLimitMs} ms; the rescuer will retry those jobs`);
+    }
+    // A reconcile that cannot reach the database does not hold the stop either.
+    if (this.#reconciling) await settlesWithin(this.#reconciling, left());
+    await this.#stopLeader(Math.max(250, left()));
     await this.#lease.stop();
-    await this.#teardownSubscriptions();
-    await this.#deregister();
+    await this.#teardownSubscriptions(Math.max(250, left()));
+    await this.#deregister(left());
     this.#state = 'stopped';
     this.#health?.stop();
     this.#logger.info({}, 'pgq worker stopped');
   }
 
-  /** Removes the worker row; bounded like a renewal: a database that does not answer lets the lease expire instead. */
-  async #deregister(): Promise<void> {
+  /**
+   * Removes the worker row; bounded like a renewal, and by what is `left` of
+   * the stop's limit (at least 250 ms): a database that does not answer
+   * lets the lease expire instead.
+   */
+  async #deregister(leftMs: number): Promise<void> {
     // Not registered under its current id (never, or a registration after a lost lease that failed): no row of its own to remove.
     const registeredAt = this.#lease.registeredAt;
     if (!registeredAt) return;
     await this.#deps.statements
-      .deregisterWorker(this.#deps.db, { workerId: this.#lease.workerId, registeredAt, timeoutMs: Math.max(1_000, this.options.heartbeatMs) })
+      .deregisterWorker(this.#deps.db, { workerId: this.#lease.workerId, registeredAt, timeoutMs: Math.max(250, Math.min(leftMs, Math.max(1_000, this.options.heartbeatMs))) })
       .catch((err: unknown) => this.#logger.warn({ err: errorSummary(err) }, `pgq could not deregister the worker: ${errorMessage(err)}`));
   }
 
@@ -606,8 +621,15 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.emit('loop:stall', lagMs, this.#stallTasks);
   }
 
-  async #teardownSubscriptions(): Promise<void> {
-    const fns = this.#unsubscribe.splice(0);
-    for (const fn of fns) await fn();
+  /**
+   * Ends the subscriptions all at once: each stops its callbacks as it is
+   * called, then waits for its own end (an UNLISTEN, a statement under way),
+   * for at most `limitMs`: a database that does not answer holds a stop no
+   * longer (the listener's connection goes at close()).
+   */
+  async #teardownSubscriptions(limitMs = Infinity): Promise<void> {
+    const ending = Promise.allSettled(this.#unsubscribe.splice(0).map((fn) => fn()));
+    if (Number.isFinite(limitMs)) await settlesWithin(ending, limitMs);
+    else await ending;
   }
 }
