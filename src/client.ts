@@ -691,10 +691,12 @@ export class Pgq {
       // answer), and those still connecting to it. After a second, ended here.
       if (!(await settlesWithin(ending, CLOSE_POOL_WAIT_MS))) this.#clients.destroyAll();
       await ending;
-      // pool.end() resolves once every client was told to end, not once its
-      // socket closed: a server shutting down meanwhile still sends each an
-      // error, which must find a listener. An ended pool is nobody else's,
-      // so the listeners stay.
+      // It resolves once every client was told to end, not once its socket
+      // closed: a server that does not answer never closes its side, and the
+      // socket would keep the process up until TCP gives up. A server
+      // shutting down meanwhile still sends each an error, which must find a
+      // listener: an ended pool is nobody else's, so the listeners stay.
+      if (!(await settlesWithin(this.#clients.allEnded(), CLOSE_POOL_WAIT_MS))) this.#clients.destroyAll();
     } else {
       this.#unwatchPool();
     }

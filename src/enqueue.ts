@@ -233,7 +233,6 @@ export class Enqueuer {
       }
       if (quiet && inserted.state === 'available') this.#notifyAfterCommit(db, [{ state: inserted.state, queue: params.queue }]);
     }
-    const metaObject = jobs[0]?.meta ?? {};
     return inserted.ids.map((id, i) => ({
       id: String(id),
       task: params.task,
@@ -252,7 +251,8 @@ export class Enqueuer {
       uniqueKey: null,
       workerId: null,
       timeoutMs: params.timeoutMs,
-      meta: { ...metaObject },
+      // As stored (a middleware's Date is its ISO text, an undefined key none), and one object per record.
+      meta: JSON.parse(meta) as JobMeta,
       progress: null,
       progressAt: null,
       cancelRequestedAt: null,

@@ -171,6 +171,13 @@ async function freezableProxy(target: URL): Promise<{ url: string; freeze(): num
 }
 const frozenSockets: net.Socket[] = [];
 
+/** This process's sockets to `url` (a client's side) that are still open: each would keep the process up. */
+function socketsTo(url: string): number[] {
+  const port = Number(new URL(url).port);
+  const handles = (process as unknown as { _getActiveHandles(): unknown[] })._getActiveHandles();
+  return handles.filter((h): h is net.Socket => h instanceof net.Socket && h.remotePort === port && !h.destroyed).map((h) => h.localPort ?? 0);
+}
+
 describe('a database that refuses new connections for a while', () => {
   it('an outcome whose connection is refused (ALLOW_CONNECTIONS false: SQLSTATE 55000) is written once connections are allowed again, by the same attempt', async () => {
     const database = `pgq_refuse_${process.pid}`;
@@ -264,7 +271,7 @@ describe('a connection that dies without a word', () => {
 });
 
 describe('a database that accepts connections and answers nothing', () => {
-  it('does not hold stop() nor close(): the stop gives up writing after one limit of a lease, the job is left running for the rescuer, and close() ends the silent connections', async () => {
+  it('does not hold stop() nor close(): the stop gives up writing after one limit of a lease, the job is left running for the rescuer, and close() leaves no connection open', async () => {
     await ctx.migrated();
     const proxy = await freezableProxy(new URL(ctx.url));
     const { task, running, release } = gatedTask('silent-server');
@@ -294,12 +301,34 @@ describe('a database that accepts connections and answers nothing', () => {
       const closeStartedAt = Date.now();
       expect(await endsWithin(pgq.close(), 90_000)).toBe('ended');
       expect(Date.now() - closeStartedAt).toBeLessThan(6_000);
+      expect(socketsTo(proxy.url)).toEqual([]);
     } finally {
       release();
       await proxy.close();
       await pgq.close();
     }
   }, 200_000);
+});
+
+describe('idle connections that go silent', () => {
+  it('are closed by close(), not left half-closed for TCP to give up on', async () => {
+    await ctx.migrated();
+    const proxy = await freezableProxy(new URL(ctx.url));
+    const task = defineTask({ name: 'idle-silent', schema: z.object({}), handler: () => null });
+    const pgq = new Pgq({ connectionString: proxy.url, poolSize: 3, schema: ctx.schema, tasks: [task] });
+    try {
+      await pgq.warmUp();
+      await pgq.enqueue(task, {});
+      expect(socketsTo(proxy.url).length).toBeGreaterThan(0);
+      // Nothing runs on them when they go silent: the pool's end tells each to end, and the server never closes its side.
+      expect(proxy.freeze()).toBeGreaterThan(0);
+      expect(await endsWithin(pgq.close(), 10_000)).toBe('ended');
+      expect(socketsTo(proxy.url)).toEqual([]);
+    } finally {
+      await proxy.close();
+      await pgq.close();
+    }
+  }, 30_000);
 });
 
 describe('a LISTEN connection that dies without a word', () => {

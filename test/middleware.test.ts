@@ -86,6 +86,27 @@ describe('middleware', () => {
     expect(done.result).toEqual({ n: 1, meta: { requestId: 'r', a: true, b: true } });
   });
 
+  it('returns the meta an enqueue middleware set as it was stored, one object per job', async () => {
+    const pgq = await ctx.migrated({ tasks: [echo] });
+    const at = new Date('2026-01-02T03:04:05.678Z');
+    pgq.use({
+      enqueue(call, next) {
+        for (const job of call.jobs) Object.assign(job.meta, { at, gone: undefined, nested: { k: 1 } });
+        return next();
+      },
+    });
+    const single = await pgq.enqueue(echo, { n: 1 });
+    const many = await pgq.enqueueMany(echo, [{ n: 2 }, { n: 3 }]);
+    for (const job of [single, ...many]) {
+      // A Date is stored as its ISO text; an undefined key is no key (JSON).
+      expect(job.meta).toEqual({ at: at.toISOString(), nested: { k: 1 } });
+      expect(Object.keys(job.meta)).not.toContain('gone');
+      expect(job.meta).toEqual((await pgq.getJob(job.id))!.meta);
+    }
+    (many[0]!.meta.nested as { k: number }).k = 2;
+    expect(many[1]!.meta.nested).toEqual({ k: 1 });
+  });
+
   it('an error in enqueue middleware refuses the enqueue and writes nothing; skipping next() is an error too', async () => {
     const pgq = await ctx.migrated({ tasks: [echo] });
     pgq.use({

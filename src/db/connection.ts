@@ -48,6 +48,8 @@ export interface TrackedClients {
   Client: typeof pg.Client;
   /** Destroys the socket of every client that has not ended, those still connecting included. */
   destroyAll(): void;
+  /** Resolves once every client has ended (at once when none is left). */
+  allEnded(): Promise<void>;
 }
 
 /**
@@ -58,12 +60,19 @@ export interface TrackedClients {
  */
 export function trackedClients(): TrackedClients {
   const live = new Set<pg.Client>();
+  let waiters: (() => void)[] = [];
   class TrackedClient extends pg.Client {
     constructor(config?: string | pg.ClientConfig) {
       super(config);
       live.add(this);
       // Emitted once the connection has ended, whether or not it ever connected.
-      this.once('end', () => live.delete(this));
+      this.once('end', () => {
+        live.delete(this);
+        if (live.size > 0) return;
+        const ended = waiters;
+        waiters = [];
+        for (const resolve of ended) resolve();
+      });
     }
   }
   return {
@@ -71,5 +80,6 @@ export function trackedClients(): TrackedClients {
     destroyAll: () => {
       for (const client of live) destroyConnection(client);
     },
+    allEnded: () => (live.size === 0 ? Promise.resolve() : new Promise<void>((resolve) => waiters.push(resolve))),
   };
 }

@@ -184,7 +184,7 @@ export class Completer {
           err = caught.cause;
         }
         failures += 1;
-        if (batch.length > 1 && isCancelledByTimeout(err)) {
+        if (batch.length > 1 && !this.#abandoned && isCancelledByTimeout(err)) {
           // Cancelled by statement_timeout or lock_timeout, or for not
           // answering within the worker's limit (TimedPool): smaller
           // statements, not the same one again (a batch too slow for the
