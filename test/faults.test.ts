@@ -354,6 +354,37 @@ describe('a LISTEN connection that dies without a word', () => {
   });
 });
 
+describe('LISTEN and UNLISTEN at once', () => {
+  it('go out one after another on the listener\'s connection, never two at a time (pg queues them itself, deprecated)', async () => {
+    const listener = new Listener({ connectionString: ctx.url }, defaultLogger(), { checkMs: 20, queryTimeoutMs: 5_000 });
+    const original = pg.Client.prototype.query;
+    const inFlight = new Map<unknown, number>();
+    let most = 0;
+    // Every statement on any pg.Client of this process, counted per client while it runs.
+    pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+      const result = (original as (...a: unknown[]) => unknown).apply(this, args);
+      if (result instanceof Promise) {
+        inFlight.set(this, (inFlight.get(this) ?? 0) + 1);
+        most = Math.max(most, inFlight.get(this)!);
+        void result.catch(() => undefined).finally(() => inFlight.set(this, inFlight.get(this)! - 1));
+      }
+      return result;
+    } as typeof original;
+    try {
+      const first = await listener.subscribe(`at_once_0_${ctx.schema}`, () => undefined);
+      expect(await listener.ready(10_000)).toBe(true);
+      // Subscribed and unsubscribed all at once (a worker's stop ends its subscriptions so), beside the connection's check every 20 ms.
+      const offs = await Promise.all(Array.from({ length: 6 }, (_, i) => listener.subscribe(`at_once_${i + 1}_${ctx.schema}`, () => undefined)));
+      await Promise.all([first, ...offs].map((off) => off()));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(most).toBe(1);
+    } finally {
+      pg.Client.prototype.query = original;
+      await listener.close();
+    }
+  });
+});
+
 describe('a LISTEN connection closed while it reconnects', () => {
   it('ends the connection it was opening: nothing is left open to keep the process alive', async () => {
     // A proxy that passes each new connection on only after `delayMs`: a reconnect under way when close() comes.

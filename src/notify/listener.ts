@@ -47,6 +47,8 @@ export class Listener {
   #closing = new AbortController();
   #connected = false;
   #connectedWaiters: (() => void)[] = [];
+  /** The last statement sent on the connection: the next waits for it to end. */
+  #lastQuery: Promise<void> = Promise.resolve();
 
   readonly #timing: ListenerTiming;
 
@@ -190,16 +192,29 @@ export class Listener {
     }
   }
 
-  /** Runs `text` on `client`; a connection that does not answer within queryTimeoutMs is closed (the loop opens another). */
+  /**
+   * Runs `text` on `client`, after the statement sent before it has ended
+   * (LISTENs, UNLISTENs and the check may overlap: pg would queue them on
+   * the client itself, which it deprecates); a connection that does not
+   * answer within queryTimeoutMs is closed (the loop opens another).
+   */
   async #query(client: pg.Client, text: string): Promise<void> {
-    const running = client.query(text);
-    if (await settlesWithin(running, this.#timing.queryTimeoutMs)) {
-      await running;
-      return;
+    const previous = this.#lastQuery;
+    let ended!: () => void;
+    this.#lastQuery = new Promise<void>((resolve) => (ended = resolve));
+    try {
+      await previous;
+      const running = client.query(text);
+      if (await settlesWithin(running, this.#timing.queryTimeoutMs)) {
+        await running;
+        return;
+      }
+      running.catch(() => undefined);
+      destroyConnection(client);
+      throw new Error(`the LISTEN connection did not answer ${text} within ${this.#timing.queryTimeoutMs} ms`);
+    } finally {
+      ended();
     }
-    running.catch(() => undefined);
-    destroyConnection(client);
-    throw new Error(`the LISTEN connection did not answer ${text} within ${this.#timing.queryTimeoutMs} ms`);
   }
 
   #dispatch(channel: string, payload: string): void {
