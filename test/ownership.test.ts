@@ -778,6 +778,56 @@ describe('leases', () => {
     }
   });
 
+  it('a fixed-id leader whose row another process registered since, with no leader row left, does not take the leadership under that id', async () => {
+    const noop = defineTask({ name: 'fn-noop', queue: 'fixed-none', schema: z.object({}), handler: () => 'ok' });
+    const pgq = await ctx.migrated({ tasks: [noop] });
+    const schema = `"${ctx.schema}"`;
+    const worker = pgq.worker({ id: 'fixed-none', queues: ['fixed-none'], heartbeatMs: 100, rescueAfterMs: 60_000 });
+    await worker.start();
+    const seen = new Set<string>();
+    let watching = true;
+    const watch = (async () => {
+      while (watching) {
+        for (const r of (await ctx.admin.query<{ leader_id: string }>(`SELECT leader_id FROM ${schema}.leader`)).rows) seen.add(r.leader_id);
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+    })();
+    try {
+      await until(() => worker.isLeader, { what: 'the worker to lead', timeoutMs: 10_000 });
+      // Another process took the id (its row registered again), and the leadership row is gone (expired and
+      // removed). Then, in the same breath, for a second the worker's renewals wait (they write workers; the
+      // election only reads it): it has not yet found its lease lost, and its election runs ten times meanwhile.
+      const holder = await ctx.admin.connect();
+      try {
+        await holder.query(
+          `BEGIN;
+           DELETE FROM ${schema}.workers WHERE id = 'fixed-none';
+           DELETE FROM ${schema}.leader;
+           INSERT INTO ${schema}.workers (id, hostname, pid, queues, concurrency, rescue_after_ms, lease_expires_at)
+           VALUES ('fixed-none', 'elsewhere', 1, '{fixed-none}', 1, 60000, now() + interval '1 hour');
+           COMMIT;
+           BEGIN;
+           LOCK TABLE ${schema}.workers IN EXCLUSIVE MODE;`,
+        );
+        seen.clear();
+        await new Promise((resolve) => setTimeout(resolve, 1_000));
+        await holder.query('COMMIT');
+      } finally {
+        holder.release();
+      }
+      await until(() => worker.id === 'fixed-none~2', { what: 'the worker registering again', timeoutMs: 5_000 });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      // Never under the id the other process registered: at most under its own new registration.
+      expect([...seen].filter((id) => id !== 'fixed-none~2')).toEqual([]);
+    } finally {
+      watching = false;
+      await watch;
+      await worker.stop();
+      await ctx.admin.query(`DELETE FROM ${schema}.workers WHERE id LIKE 'fixed-none%'`);
+      await ctx.admin.query(`DELETE FROM ${schema}.leader`);
+    }
+  });
+
   it('claims, the reconcile and the lease thread give-back of a process whose id another process has registered since touch nothing of that process', async () => {
     const noop = defineTask({ name: 'fx-noop', queue: 'fx-plain', schema: z.object({}), handler: () => 'ok' });
     const pgq = await ctx.migrated({ tasks: [noop] });

@@ -13,10 +13,11 @@
  *   passed to another worker. Only the row decides; no session-level locks,
  *   so it works behind a transaction-pooling PgBouncer.
  * - A worker runs under its current id and registration (`workers.id`,
- *   `workers.started_at`): it renews only while that row is still its own,
- *   so a process that froze past its lease with a fixed id, and thawed
- *   after another process took the id and the leadership, does not renew
- *   the other's leadership; after a lost lease it runs as `<id>~2`.
+ *   `workers.started_at`): it takes or renews the lease only while that
+ *   row is still its own, so a process that froze past its lease with a
+ *   fixed id, and thawed after another process took the id, neither renews
+ *   the other's leadership nor takes a lapsed one under the other's id;
+ *   after a lost lease it runs as `<id>~2`.
  * - On stop the leader deletes its row so a successor need not wait.
  *
  * Leader-only services start when leadership is gained and stop when it is
@@ -108,7 +109,17 @@ export class LeaderElector extends LoopService {
     const expires = sql<Date>`now() + ${this.config.rescueAfterMs} * interval '1 millisecond'`;
     const row = await this.db
       .insertInto('leader')
-      .values({ name: LEASE, leader_id: me, term: 1, elected_at: sql`now()`, expires_at: expires })
+      .columns(['name', 'leader_id', 'term', 'elected_at', 'expires_at'])
+      // One row to insert (or to update the lease with) only while its own
+      // registration holds the id: not under the row of the id another
+      // process registered since, whether or not a leader row exists.
+      .expression((eb) =>
+        eb
+          .selectFrom('workers')
+          .select([sql<string>`${LEASE}::text`.as('name'), sql<string>`${me}::text`.as('leader_id'), sql<number>`1`.as('term'), sql<Date>`now()`.as('elected_at'), expires.as('expires_at')])
+          .where('workers.id', '=', me)
+          .where(sql<boolean>`workers.started_at = ${registeredAt}::timestamptz`),
+      )
       .onConflict((oc) =>
         oc
           .column('name')
@@ -118,13 +129,7 @@ export class LeaderElector extends LoopService {
             elected_at: sql`CASE WHEN leader.leader_id = ${me} THEN leader.elected_at ELSE now() END`,
             expires_at: expires,
           })
-          .where((eb) =>
-            eb.and([
-              eb.or([eb('leader.leader_id', '=', me), eb('leader.expires_at', '<', sql<Date>`now()`)]),
-              // Its own registration still holds the id: not a row of the id another process registered since.
-              eb.exists(eb.selectFrom('workers').select(sql.lit(1).as('one')).where('workers.id', '=', me).where(sql<boolean>`workers.started_at = ${registeredAt}::timestamptz`)),
-            ]),
-          ),
+          .where((eb) => eb.or([eb('leader.leader_id', '=', me), eb('leader.expires_at', '<', sql<Date>`now()`)])),
       )
       .returning(['term'])
       .executeTakeFirst();
