@@ -778,6 +778,39 @@ describe('leases', () => {
     }
   });
 
+  it('a registration again after a lost lease that lands after the stop gave up waiting for it is removed too, not left listed as live', async () => {
+    const noop = defineTask({ name: 'lr-noop', queue: 'late-reg', schema: z.object({}), handler: () => 'ok' });
+    const pgq = await ctx.migrated({ tasks: [noop] });
+    const schema = `"${ctx.schema}"`;
+    const worker = pgq.worker({ id: 'late-reg', queues: ['late-reg'], leader: false, heartbeatMs: 100, rescueAfterMs: 2_000 });
+    await worker.start();
+    const blocker = await ctx.admin.connect();
+    try {
+      await until(async () => (await ctx.admin.query(`SELECT 1 FROM ${schema}.workers WHERE id = 'late-reg'`)).rowCount === 1, { what: 'the registration' });
+      // An uncommitted row of the next id: the worker's registration again, once its lease is lost, waits for this transaction.
+      await blocker.query('BEGIN');
+      await blocker.query(
+        `INSERT INTO ${schema}.workers (id, hostname, pid, queues, concurrency, rescue_after_ms, lease_expires_at)
+         VALUES ('late-reg~2', 'elsewhere', 1, '{late-reg}', 1, 60000, now() + interval '1 hour')`,
+      );
+      await ctx.admin.query(`DELETE FROM ${schema}.workers WHERE id = 'late-reg'`);
+      await until(() => worker.id === 'late-reg~2', { what: 'the worker to register again (held back)', timeoutMs: 5_000 });
+      // The stop waits for that registration for its limit (5 s), then ends.
+      await worker.stop();
+      // Now it lands: the row the worker registered is removed after it.
+      await blocker.query('ROLLBACK');
+      await until(async () => (await ctx.admin.query(`SELECT 1 FROM ${schema}.workers WHERE id LIKE 'late-reg%'`)).rowCount === 0, {
+        what: 'the late registration removed',
+        timeoutMs: 5_000,
+      });
+    } finally {
+      await blocker.query('ROLLBACK').catch(() => undefined);
+      blocker.release();
+      await worker.stop();
+      await ctx.admin.query(`DELETE FROM ${schema}.workers WHERE id LIKE 'late-reg%'`);
+    }
+  }, 40_000);
+
   it('a fixed-id leader whose row another process registered since, with no leader row left, does not take the leadership under that id', async () => {
     const noop = defineTask({ name: 'fn-noop', queue: 'fixed-none', schema: z.object({}), handler: () => 'ok' });
     const pgq = await ctx.migrated({ tasks: [noop] });

@@ -498,6 +498,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
     await this.#lease.stop();
     await this.#teardownSubscriptions(Math.max(250, left()));
     await this.#deregister(left());
+    // A registration again after a lost lease that the stop gave up waiting
+    // for may still land (its statement was sent): that row goes too, once
+    // it has, rather than stay listed as live until its lease runs out.
+    const reconciling = this.#reconciling;
+    if (reconciling) void reconciling.then(() => this.#deregister(Math.max(1_000, this.options.heartbeatMs)));
     this.#state = 'stopped';
     this.#health?.stop();
     this.#logger.info({}, 'pgq worker stopped');
