@@ -28,6 +28,12 @@ interface Run {
 }
 
 /** No two runs overlap in time. */
+/** SQL that registers worker `id` as another process would (another host, a lease of an hour), in the schema's `workers` table. */
+function registeredElsewhere(workers: string, id: string, queue: string, lastHeartbeatAt?: string): string {
+  return `INSERT INTO ${workers} (id, hostname, pid, queues, concurrency, rescue_after_ms, lease_expires_at${lastHeartbeatAt ? ', last_heartbeat_at' : ''})
+          VALUES ('${id}', 'elsewhere', 1, '{${queue}}', 1, 60000, now() + interval '1 hour'${lastHeartbeatAt ? `, '${lastHeartbeatAt}'` : ''})`;
+}
+
 function overlaps(runs: Run[]): number {
   let n = 0;
   for (const a of runs) for (const b of runs) {
@@ -713,10 +719,7 @@ describe('leases', () => {
       try {
         await other.query('BEGIN');
         await other.query(`DELETE FROM ${workers} WHERE id = 'fixed'`);
-        await other.query(
-          `INSERT INTO ${workers} (id, hostname, pid, queues, concurrency, rescue_after_ms, lease_expires_at, last_heartbeat_at)
-           VALUES ('fixed', 'elsewhere', 1, '{fixed-ids}', 1, 60000, now() + interval '1 hour', '2000-01-01T00:00:00Z')`,
-        );
+        await other.query(registeredElsewhere(workers, 'fixed', 'fixed-ids', '2000-01-01T00:00:00Z'));
         await other.query('COMMIT');
       } finally {
         other.release();
@@ -754,10 +757,7 @@ describe('leases', () => {
       try {
         await other.query('BEGIN');
         await other.query(`DELETE FROM ${schema}.workers WHERE id = 'fixed-leader'`);
-        await other.query(
-          `INSERT INTO ${schema}.workers (id, hostname, pid, queues, concurrency, rescue_after_ms, lease_expires_at)
-           VALUES ('fixed-leader', 'elsewhere', 1, '{fixed-leader}', 1, 60000, now() + interval '1 hour')`,
-        );
+        await other.query(registeredElsewhere(`${schema}.workers`, 'fixed-leader', 'fixed-leader'));
         await other.query(`UPDATE ${schema}.leader SET expires_at = '2100-01-01T00:00:00Z' WHERE name = 'maintenance'`);
         await other.query('COMMIT');
       } finally {
@@ -789,10 +789,7 @@ describe('leases', () => {
       await until(async () => (await ctx.admin.query(`SELECT 1 FROM ${schema}.workers WHERE id = 'late-reg'`)).rowCount === 1, { what: 'the registration' });
       // An uncommitted row of the next id: the worker's registration again, once its lease is lost, waits for this transaction.
       await blocker.query('BEGIN');
-      await blocker.query(
-        `INSERT INTO ${schema}.workers (id, hostname, pid, queues, concurrency, rescue_after_ms, lease_expires_at)
-         VALUES ('late-reg~2', 'elsewhere', 1, '{late-reg}', 1, 60000, now() + interval '1 hour')`,
-      );
+      await blocker.query(registeredElsewhere(`${schema}.workers`, 'late-reg~2', 'late-reg'));
       await ctx.admin.query(`DELETE FROM ${schema}.workers WHERE id = 'late-reg'`);
       await until(() => worker.id === 'late-reg~2', { what: 'the worker to register again (held back)', timeoutMs: 5_000 });
       // The stop waits for that registration for its limit (5 s), then ends.
@@ -836,8 +833,7 @@ describe('leases', () => {
           `BEGIN;
            DELETE FROM ${schema}.workers WHERE id = 'fixed-none';
            DELETE FROM ${schema}.leader;
-           INSERT INTO ${schema}.workers (id, hostname, pid, queues, concurrency, rescue_after_ms, lease_expires_at)
-           VALUES ('fixed-none', 'elsewhere', 1, '{fixed-none}', 1, 60000, now() + interval '1 hour');
+           ${registeredElsewhere(`${schema}.workers`, 'fixed-none', 'fixed-none')};
            COMMIT;
            BEGIN;
            LOCK TABLE ${schema}.workers IN EXCLUSIVE MODE;`,

@@ -116,12 +116,11 @@ export class Completer {
    */
   abandon(): void {
     this.#abandoned = true;
-    this.#giveUpAt = -Infinity;
   }
 
   /** Writes everything queued. After `giveUpAfterMs` of failing writes, drops what is left (the rescuer will retry those jobs). */
   async flush(giveUpAfterMs = Infinity): Promise<void> {
-    if (!this.#abandoned) this.#giveUpAt = this.monotonicMs() + giveUpAfterMs;
+    this.#giveUpAt = this.monotonicMs() + giveUpAfterMs;
     while (this.#pending.length > 0 || this.#flushing) {
       if (!this.#flushing) this.#startDrain();
       await this.#flushing;

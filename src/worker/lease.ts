@@ -87,7 +87,6 @@ export class Lease {
   #thread: Thread | undefined;
   #threadExited: Promise<void> | undefined;
   #running: Promise<void> | undefined;
-  /** A registration has succeeded (a replacement thread renews from then on). */
   /** A registration is under way: its id is not in the table yet, and register() tells the thread once it is. */
   #registering = false;
   #inProcess: Promise<void> | undefined;
