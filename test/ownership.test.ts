@@ -27,13 +27,13 @@ interface Run {
   end: number | null;
 }
 
-/** No two runs overlap in time. */
 /** SQL that registers worker `id` as another process would (another host, a lease of an hour), in the schema's `workers` table. */
 function registeredElsewhere(workers: string, id: string, queue: string, lastHeartbeatAt?: string): string {
   return `INSERT INTO ${workers} (id, hostname, pid, queues, concurrency, rescue_after_ms, lease_expires_at${lastHeartbeatAt ? ', last_heartbeat_at' : ''})
           VALUES ('${id}', 'elsewhere', 1, '{${queue}}', 1, 60000, now() + interval '1 hour'${lastHeartbeatAt ? `, '${lastHeartbeatAt}'` : ''})`;
 }
 
+/** No two runs overlap in time. */
 function overlaps(runs: Run[]): number {
   let n = 0;
   for (const a of runs) for (const b of runs) {
@@ -855,6 +855,29 @@ describe('leases', () => {
       await ctx.admin.query(`DELETE FROM ${schema}.workers WHERE id LIKE 'fixed-none%'`);
       await ctx.admin.query(`DELETE FROM ${schema}.leader`);
     }
+  });
+
+  it('a leader whose leadership row is held up for longer than a heartbeat when it stops still releases it: a successor need not wait out the lease', async () => {
+    const noop = defineTask({ name: 'rel-noop', queue: 'release', schema: z.object({}), handler: () => 'ok' });
+    const pgq = await ctx.migrated({ tasks: [noop] });
+    const schema = `"${ctx.schema}"`;
+    const worker = pgq.worker({ id: 'releasing', queues: ['release'], heartbeatMs: 100, rescueAfterMs: 60_000 });
+    await worker.start();
+    await until(() => worker.isLeader, { what: 'the worker to lead', timeoutMs: 10_000 });
+    const holder = await ctx.admin.connect();
+    try {
+      // The row locked for two seconds (twice the election's statement limit) while the worker stops.
+      await holder.query(`BEGIN; SELECT 1 FROM ${schema}.leader FOR UPDATE;`);
+      const stopped = worker.stop();
+      await new Promise((resolve) => setTimeout(resolve, 2_000));
+      await holder.query('COMMIT');
+      await stopped;
+    } finally {
+      await holder.query('ROLLBACK').catch(() => undefined);
+      holder.release();
+    }
+    expect((await ctx.admin.query(`SELECT leader_id FROM ${schema}.leader`)).rows).toEqual([]);
+    await ctx.admin.query(`DELETE FROM ${schema}.workers WHERE id = 'releasing'`);
   });
 
   it('claims, the reconcile and the lease thread give-back of a process whose id another process has registered since touch nothing of that process', async () => {

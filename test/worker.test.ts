@@ -558,10 +558,16 @@ describe('worker behaviour', () => {
     );
     // B leads: it finds A's lease expired and rescues the job, then runs it itself.
     const b = pgq.worker({ heartbeatMs: 100, rescueAfterMs: 1_000, pollIntervalMs: 20 });
-    await b.start();
-    const done = await pgq.waitForJob(job.id, { timeoutMs: 10_000 });
+    let done: JobRecord;
+    try {
+      await b.start();
+      await until(() => b.isLeader, { what: 'B to lead', timeoutMs: 10_000 });
+      done = await pgq.waitForJob(job.id, { timeoutMs: 10_000 });
+    } finally {
+      // A's first attempt ends now, whatever happened: a handler left waiting would hold its worker's stop.
+      release.resolve();
+    }
     expect(done).toMatchObject({ state: 'succeeded', attempts: 2, result: 'from the second attempt' });
-    release.resolve();
     await a.stop();
     const after = await pgq.getJob(job.id);
     expect(after?.result).toBe('from the second attempt');

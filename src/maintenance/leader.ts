@@ -51,9 +51,16 @@ export class LeaderElector extends LoopService {
   #trustUntil = 0;
   readonly #waker = new Waker();
 
+  /**
+   * `db` answers the election within a heartbeat (or gives up); `releaseDb`,
+   * which deletes the row at stop, may take longer: the stop bounds it. Given
+   * up after one heartbeat, a release held up by load left the row, and a
+   * successor waited out the whole lease.
+   */
   constructor(
     private readonly config: LeaderConfig,
     private readonly db: Kysely<PgqDatabase>,
+    private readonly releaseDb: Kysely<PgqDatabase>,
     private readonly services: readonly Service[],
     private readonly clock: Clock,
     logger: Logger,
@@ -69,7 +76,7 @@ export class LeaderElector extends LoopService {
     await super.stop();
     if (this.#leader) {
       await this.#stepDown('stopping');
-      await this.db
+      await this.releaseDb
         .deleteFrom('leader')
         .where('name', '=', LEASE)
         .where('leader_id', '=', this.#heldAs)

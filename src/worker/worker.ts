@@ -205,6 +205,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
           rescueAfterMs: options.rescueAfterMs,
         },
         deps.election,
+        deps.kysely,
         leaderServices(options, { ...deps, logger: this.#logger }),
         deps.clock,
         this.#logger,
