@@ -880,6 +880,28 @@ describe('leases', () => {
     await ctx.admin.query(`DELETE FROM ${schema}.workers WHERE id = 'releasing'`);
   });
 
+  it('a worker whose row is held up for longer than a heartbeat when it stops still removes it, rather than stay listed as live until its lease runs out', async () => {
+    const noop = defineTask({ name: 'dereg-noop', queue: 'dereg', schema: z.object({}), handler: () => 'ok' });
+    const pgq = await ctx.migrated({ tasks: [noop] });
+    const schema = `"${ctx.schema}"`;
+    const worker = pgq.worker({ id: 'deregistering', queues: ['dereg'], leader: false, heartbeatMs: 100, rescueAfterMs: 60_000 });
+    await worker.start();
+    const holder = await ctx.admin.connect();
+    try {
+      // The row's removal held up for two seconds (twice a heartbeat-bound statement's limit) while the
+      // worker stops; its renewals, which change no key, go on meanwhile.
+      await holder.query(`BEGIN; SELECT 1 FROM ${schema}.workers WHERE id = 'deregistering' FOR KEY SHARE;`);
+      const stopped = worker.stop();
+      await new Promise((resolve) => setTimeout(resolve, 2_000));
+      await holder.query('COMMIT');
+      await stopped;
+    } finally {
+      await holder.query('ROLLBACK').catch(() => undefined);
+      holder.release();
+    }
+    expect((await ctx.admin.query(`SELECT id FROM ${schema}.workers WHERE id LIKE 'deregistering%'`)).rows).toEqual([]);
+  });
+
   it('claims, the reconcile and the lease thread give-back of a process whose id another process has registered since touch nothing of that process', async () => {
     const noop = defineTask({ name: 'fx-noop', queue: 'fx-plain', schema: z.object({}), handler: () => 'ok' });
     const pgq = await ctx.migrated({ tasks: [noop] });

@@ -510,16 +510,17 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   /**
-   * Removes the worker row; bounded like a renewal, and by what is `left` of
-   * the stop's limit (at least 250 ms): a database that does not answer
-   * lets the lease expire instead.
+   * Removes the worker row, within what is `left` of the stop's limit (at
+   * least 250 ms): a database that does not answer lets the lease expire
+   * instead. (Bounded by a heartbeat as well, a removal held up by load was
+   * given up, and the row stayed listed as live until its lease ran out.)
    */
   async #deregister(leftMs: number): Promise<void> {
     // Not registered under its current id (never, or a registration after a lost lease that failed): no row of its own to remove.
     const registeredAt = this.#lease.registeredAt;
     if (!registeredAt) return;
     await this.#deps.statements
-      .deregisterWorker(this.#deps.db, { workerId: this.#lease.workerId, registeredAt, timeoutMs: Math.max(250, Math.min(leftMs, Math.max(1_000, this.options.heartbeatMs))) })
+      .deregisterWorker(this.#deps.db, { workerId: this.#lease.workerId, registeredAt, timeoutMs: Math.max(250, leftMs) })
       .catch((err: unknown) => this.#logger.warn({ err: errorSummary(err) }, `pgq could not deregister the worker: ${errorMessage(err)}`));
   }
 
