@@ -3,7 +3,7 @@
  * either stores it faithfully or refuses it with a PgqError naming the field —
  * and a refusal writes nothing. SQL never interprets a value.
  */
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import fc from 'fast-check';
 import { z } from 'zod';
 import { Pgq, PgqError, ValidationError, defineTask, type JobRecord, type Task } from '../src/index.js';
@@ -166,6 +166,9 @@ describe('hostile input', () => {
     const schema = `h${ctx.schema}`.padEnd(46, 'x');
     const task = defineTask({ name: 'long-schema', schema: z.object({ n: z.number() }), handler: ({ n }) => n * 2 });
     const pgq = new Pgq({ connectionString: ctx.url, schema, tasks: [task] });
+    // pg writes a warning to the console for each statement name over 63 characters it prepares.
+    const printed: string[] = [];
+    const spy = vi.spyOn(console, 'error').mockImplementation((...args: unknown[]) => void printed.push(args.map(String).join(' ')));
     try {
       await pgq.migrate();
       await pgq.pauseQueue('default');
@@ -174,14 +177,16 @@ describe('hostile input', () => {
       const worker = pgq.worker({ pollIntervalMs: 50 });
       await worker.start();
       try {
-        // Overlapping enqueues take the quiet statements too (insert_jobs_quiet, insert_bulk_quiet): cut at 63 bytes, each name is still its own.
+        // Overlapping enqueues take the quiet statements too (insert_one_quiet, insert_bulk_quiet), each under a name of its own.
         const jobs = (await Promise.all([1, 2, 3, 4, 5, 6, 7, 8].map((n) => pgq.enqueue(task, { n })))).slice(0, 4);
         await Promise.all([pgq.enqueueMany(task, [{ n: 5 }, { n: 6 }]), pgq.enqueueMany(task, [{ n: 7 }, { n: 8 }]), pgq.enqueueMany(task, [{ n: 9 }, { n: 10 }])]);
         for (const job of jobs) expect((await pgq.waitForJob(job.id, { timeoutMs: 20_000 })).result).toBe(Number(job.payload.n) * 2);
       } finally {
         await worker.stop();
       }
+      expect(printed).toEqual([]);
     } finally {
+      spy.mockRestore();
       await pgq.close();
       await ctx.admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
     }

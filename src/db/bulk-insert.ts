@@ -10,7 +10,7 @@
  * The insert trigger's NOTIFY works as for `insertJobs`; the quiet variant
  * switches it off for the transaction, as `insertJobsQuiet` does.
  */
-import { quoteIdent } from './identifiers.js';
+import { quoteIdent, statementName } from './identifiers.js';
 import type { Queryable } from './queryable.js';
 import type { JobState } from '../core/types.js';
 
@@ -83,6 +83,12 @@ export function createBulkInsert(schema: string) {
   const insertQuiet = statement(true);
   const insertOne = one(false);
   const insertOneQuiet = one(true);
+  const names = {
+    one: statementName(schema, 'insert_one'),
+    bulk: statementName(schema, 'insert_bulk'),
+    oneQuiet: statementName(schema, 'insert_one_quiet'),
+    bulkQuiet: statementName(schema, 'insert_bulk_quiet'),
+  };
   const values = (p: BulkInsertParams): unknown[] => [
     p.task, p.queue, p.payloads.length === 1 ? p.payloads[0] : p.payloads, p.priority, p.maxAttempts, p.runAt, p.delayMs,
     p.timeoutMs, p.backoffBaseMs, p.backoffMaxMs, p.meta, p.expiresAt, p.expiresInMs,
@@ -94,11 +100,9 @@ export function createBulkInsert(schema: string) {
   return {
     /** JobInsertBulk: inserts the payloads with shared options; NOTIFY by the trigger. */
     insert: (db: Queryable, p: BulkInsertParams) =>
-      p.payloads.length === 1 ? run(db, `pgq_${schema}_insert_one`, insertOne, p) : run(db, `pgq_${schema}_insert_bulk`, insert, p),
+      p.payloads.length === 1 ? run(db, names.one, insertOne, p) : run(db, names.bulk, insert, p),
     /** JobInsertBulkQuiet: as insert, without the trigger's NOTIFY (the caller notifies after commit). */
     insertQuiet: (db: Queryable, p: BulkInsertParams) =>
-      p.payloads.length === 1
-        ? run(db, `pgq_${schema}_insert_one_quiet`, insertOneQuiet, p)
-        : run(db, `pgq_${schema}_insert_bulk_quiet`, insertQuiet, p),
+      p.payloads.length === 1 ? run(db, names.oneQuiet, insertOneQuiet, p) : run(db, names.bulkQuiet, insertQuiet, p),
   };
 }

@@ -1,10 +1,11 @@
+import { createHash } from 'node:crypto';
 import { ValidationError } from '../core/errors.js';
 
 /**
  * At most 46 characters: PostgreSQL cuts names at 63 bytes, and pgq's own
- * names hold the schema's. At 47, prepared statements `pgq_<schema>_insert_jobs`
- * and `pgq_<schema>_insert_jobs_quiet` are cut to one name and clash; at 50,
- * the NOTIFY channel `pgq:<schema>:schedules` is refused.
+ * names hold the schema's: at 50, the NOTIFY channel `pgq:<schema>:schedules`
+ * is refused. (Prepared statements too long to keep take a hash of the
+ * schema instead: `statementName`.)
  */
 export const SCHEMA_NAME_MAX = 46;
 const IDENTIFIER = new RegExp(`^[A-Za-z_][A-Za-z0-9_]{0,${SCHEMA_NAME_MAX - 1}}$`);
@@ -27,4 +28,20 @@ export function validateSchemaName(schema: string): string {
 
 export function quoteIdent(name: string): string {
   return `"${name.replaceAll('"', '""')}"`;
+}
+
+/** PostgreSQL cuts a prepared statement's name at 63 bytes (NAMEDATALEN - 1). */
+const STATEMENT_NAME_MAX = 63;
+
+/**
+ * The name pgq prepares statement `statement` under for `schema`:
+ * `pgq_<schema>_<statement>`, or, where that is longer than PostgreSQL
+ * keeps, `pgq_<10 hex digits of the schema's SHA-256>_<statement>` (pg
+ * writes a warning to the console for every longer name it prepares, and
+ * names cut to one would clash).
+ */
+export function statementName(schema: string, statement: string): string {
+  const plain = `pgq_${schema}_${statement}`;
+  if (plain.length <= STATEMENT_NAME_MAX) return plain;
+  return `pgq_${createHash('sha256').update(schema).digest('hex').slice(0, 10)}_${statement}`;
 }

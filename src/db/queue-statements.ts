@@ -17,7 +17,7 @@
  * lock lasts as long as the server runs the statement: a worker whose event
  * loop blocks never holds it.
  */
-import { quoteIdent } from './identifiers.js';
+import { quoteIdent, statementName } from './identifiers.js';
 import { CLAIM_COLUMNS, type ClaimRow } from './rows.js';
 import { registrationHolds } from './statements.js';
 import type { Queryable } from './queryable.js';
@@ -56,7 +56,7 @@ export function createQueueStatements(schema: string) {
   const s = quoteIdent(schema);
   const jobs = `${s}.jobs`;
   const channels = channelNames(schema);
-  const name = (n: string): string => `pgq_${schema}_${n}`;
+  const name = (n: string): string => statementName(schema, n);
 
   // claim_limited returns whole rows (or one row without a job); the
   // columns every claim returns are made from them here. The function runs

@@ -20,7 +20,7 @@
  *   then every job their settling may change, in id order, before the row
  *   triggers change them: parents finishing together never deadlock.
  */
-import { quoteIdent } from './identifiers.js';
+import { quoteIdent, statementName } from './identifiers.js';
 import { CLAIM_COLUMNS, JOB_COLUMNS, type ClaimRow, type JobRow } from './rows.js';
 import type { Queryable, Statement } from './queryable.js';
 import { channelNames, notifyDoneSql } from '../notify/channels.js';
@@ -214,7 +214,7 @@ export function createStatements(schema: string) {
   const channels = channelNames(schema);
   const cols = JOB_COLUMNS.join(', ');
   const jcols = JOB_COLUMNS.map((c) => `j.${c}`).join(', ');
-  const name = (n: string): string => `pgq_${schema}_${n}`;
+  const name = (n: string): string => statementName(schema, n);
   const liveStates = `(${LIVE_STATES.map((state) => `'${state}'`).join(', ')})`;
   const notifyDone = (from: string): string => notifyDoneSql(channels.done, from);
   // The rows an outcome (or a give-back, an adoption) names, one per job, to

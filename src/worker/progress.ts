@@ -16,7 +16,7 @@ import { toJsonText } from '../core/json.js';
 import type { Logger } from '../core/logger.js';
 import type { JobProgress } from '../core/types.js';
 import type { Queryable } from '../db/queryable.js';
-import { quoteIdent } from '../db/identifiers.js';
+import { quoteIdent, statementName } from '../db/identifiers.js';
 
 /** Largest progress object, in bytes of JSON. */
 export const MAX_PROGRESS_BYTES = 4_096;
@@ -37,7 +37,7 @@ export class ProgressWriter {
     private readonly logger: Logger,
     private readonly minIntervalMs = PROGRESS_MIN_INTERVAL_MS,
   ) {
-    this.#name = `pgq_${schema}_job_progress`;
+    this.#name = statementName(schema, 'job_progress');
     this.#text = `UPDATE ${quoteIdent(schema)}.jobs SET progress = $1::jsonb, progress_at = now()
                   WHERE id = $2 AND state = 'running' AND attempts = $3`;
   }
