@@ -123,9 +123,9 @@ describe('a timed pool', () => {
       const started = Date.now();
       await expect(timed.query({ text: `SELECT pg_sleep(5) /* slow-${ctx.schema} */` })).rejects.toMatchObject({ code: '57014' });
       expect(Date.now() - started).toBeLessThan(4_000);
-      // The error reaches the client just before the server marks the backend idle: looked at for up to a
-      // second (left running, the statement would show for five).
-      await until(async () => (await running(`slow-${ctx.schema}`)) === 0, { what: 'the statement to stop on the server', timeoutMs: 1_000, everyMs: 20 });
+      // The error reaches the client just before the server marks the backend idle: looked at for up to two
+      // seconds (left running, the statement would show for five).
+      await until(async () => (await running(`slow-${ctx.schema}`)) === 0, { what: 'the statement to stop on the server', timeoutMs: 2_000, everyMs: 20 });
       expect(pool.totalCount).toBe(0);
       expect((await timed.query({ text: 'SELECT 7 AS n' })).rows).toEqual([{ n: 7 }]);
       // Through Kysely too.
