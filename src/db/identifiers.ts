@@ -17,7 +17,7 @@ const IDENTIFIER = new RegExp(`^[A-Za-z_][A-Za-z0-9_]{0,${SCHEMA_NAME_MAX - 1}}$
  */
 export function validateSchemaName(schema: string): string {
   if (typeof schema !== 'string' || !IDENTIFIER.test(schema)) {
-    const long = typeof schema === 'string' && schema.length > SCHEMA_NAME_MAX ? ` (${schema.length}: pgq's statement and channel names hold it, and PostgreSQL cuts names at 63 bytes)` : '';
+    const long = typeof schema === 'string' && schema.length > SCHEMA_NAME_MAX ? ` (${schema.length}: pgq's channel names hold it, and PostgreSQL cuts names at 63 bytes)` : '';
     throw new ValidationError(
       'schema',
       `${JSON.stringify(schema)} is not a plain identifier (letters, digits and _, not starting with a digit, at most ${SCHEMA_NAME_MAX} characters)${long}`,
@@ -43,5 +43,13 @@ const STATEMENT_NAME_MAX = 63;
 export function statementName(schema: string, statement: string): string {
   const plain = `pgq_${schema}_${statement}`;
   if (plain.length <= STATEMENT_NAME_MAX) return plain;
-  return `pgq_${createHash('sha256').update(schema).digest('hex').slice(0, 10)}_${statement}`;
+  let hash = schemaHashes.get(schema);
+  if (hash === undefined) {
+    hash = createHash('sha256').update(schema).digest('hex').slice(0, 10);
+    schemaHashes.set(schema, hash);
+  }
+  return `pgq_${hash}_${statement}`;
 }
+
+/** Each long schema's hash, made once (statement names are asked for at every call). */
+const schemaHashes = new Map<string, string>();

@@ -545,6 +545,7 @@ export function createStatements(schema: string) {
     RETURNING lease_expires_at, to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS registered_at`;
 
   const deregisterWorker = `DELETE FROM ${workers} WHERE id = $1 AND started_at = $2::timestamptz`;
+  const releaseLeadership = `DELETE FROM ${s}.leader WHERE name = 'maintenance' AND leader_id = $1`;
 
   // The jobs this worker holds whose cancel was asked for: read when the
   // cancel channel may have been missed (listen: false, LISTEN down).
@@ -681,6 +682,11 @@ export function createStatements(schema: string) {
     /** WorkerDeregister: removes the worker's row (that registration's only) at the end of a stop, waiting at most `timeoutMs` for the answer. */
     async deregisterWorker(db: Queryable, p: { workerId: string; registeredAt: string; timeoutMs: number }): Promise<void> {
       await db.query({ text: deregisterWorker, values: [p.workerId, p.registeredAt], timeoutMs: p.timeoutMs });
+    },
+
+    /** LeaderRelease: a stopping leader deletes the maintenance lease it holds under `leaderId`, so a successor need not wait it out. */
+    async releaseLeadership(db: Queryable, p: { leaderId: string; timeoutMs: number }): Promise<void> {
+      await db.query({ text: releaseLeadership, values: [p.leaderId], timeoutMs: p.timeoutMs });
     },
 
     /** JobReleaseHeld's text (run by the lease thread): $1 the worker id, $2 the ids, $3 the last claim taken in (epoch µs) when one is in flight, $4 the registration (`Registration.registeredAt`: nothing is given back under a row of the id registered since by another process); one row: `n` given back, `held` of them from $2. */

@@ -52,15 +52,15 @@ export class LeaderElector extends LoopService {
   readonly #waker = new Waker();
 
   /**
-   * `db` answers the election within a heartbeat (or gives up); `releaseDb`,
-   * which deletes the row at stop, may take longer: the stop bounds it. Given
-   * up after one heartbeat, a release held up by load left the row, and a
-   * successor waited out the whole lease.
+   * `db` answers the election within a heartbeat (or gives up); `release`
+   * deletes the row held under `leaderId` at stop, within the time the stop
+   * gives it. (Given up after one heartbeat, a release held up by load left
+   * the row, and a successor waited out the whole lease.)
    */
   constructor(
     private readonly config: LeaderConfig,
     private readonly db: Kysely<PgqDatabase>,
-    private readonly releaseDb: Kysely<PgqDatabase>,
+    private readonly release: (leaderId: string, timeoutMs: number) => Promise<void>,
     private readonly services: readonly Service[],
     private readonly clock: Clock,
     logger: Logger,
@@ -72,16 +72,14 @@ export class LeaderElector extends LoopService {
     return this.#leader;
   }
 
-  override async stop(): Promise<void> {
+  /** Stops; a leader then releases its row, the statement given `releaseWithinMs()` (by default one heartbeat, at least 1 s). */
+  override async stop(releaseWithinMs: () => number = () => Math.max(1_000, this.config.heartbeatMs)): Promise<void> {
     await super.stop();
     if (this.#leader) {
       await this.#stepDown('stopping');
-      await this.releaseDb
-        .deleteFrom('leader')
-        .where('name', '=', LEASE)
-        .where('leader_id', '=', this.#heldAs)
-        .execute()
-        .catch((err: unknown) => this.logger.warn({ err: errorSummary(err) }, `pgq could not release leadership: ${errorMessage(err)}`));
+      await this.release(this.#heldAs, releaseWithinMs()).catch((err: unknown) =>
+        this.logger.warn({ err: errorSummary(err) }, `pgq could not release leadership: ${errorMessage(err)}`),
+      );
     }
   }
 

@@ -205,7 +205,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
           rescueAfterMs: options.rescueAfterMs,
         },
         deps.election,
-        deps.kysely,
+        (leaderId, timeoutMs) => deps.statements.releaseLeadership(deps.db, { leaderId, timeoutMs }),
         leaderServices(options, { ...deps, logger: this.#logger }),
         deps.clock,
         this.#logger,
@@ -303,7 +303,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       await this.#teardownSubscriptions();
       // A step that failed after the registration: the row goes too, so the
       // worker is not listed as live and a start with the same id works.
-      await this.#deregister(Infinity);
+      await this.#deregister(Math.max(1_000, this.options.heartbeatMs));
       // Only now may start() be called again: a new start must not overlap this cleanup.
       this.#starting = undefined;
       this.#state = 'idle';
@@ -495,7 +495,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
     // A reconcile that cannot reach the database does not hold the stop either.
     if (this.#reconciling) await settlesWithin(this.#reconciling, left());
-    await this.#stopLeader(Math.max(250, left()));
+    // The leader's maintenance and the release of its row take at most half
+    // of what is left: the removal of the worker's row keeps the rest.
+    await this.#stopLeader(Math.max(250, left() / 2));
     await this.#lease.stop();
     await this.#teardownSubscriptions(Math.max(250, left()));
     await this.#deregister(left());
@@ -532,7 +534,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
    */
   async #stopLeader(limitMs: number): Promise<void> {
     if (!this.#leader) return;
-    if (!(await settlesWithin(this.#leader.stop(), limitMs))) this.#logger.warn({ limitMs }, `pgq maintenance did not stop within ${limitMs} ms (a statement the database has not answered); it ends on its own, and the leadership lapses with its lease`);
+    const endBy = performance.now() + limitMs;
+    if (!(await settlesWithin(this.#leader.stop(() => Math.max(250, endBy - performance.now())), limitMs))) this.#logger.warn({ limitMs }, `pgq maintenance did not stop within ${limitMs} ms (a statement the database has not answered); it ends on its own, and the leadership lapses with its lease`);
   }
 
   /**
