@@ -880,6 +880,34 @@ describe('leases', () => {
     await ctx.admin.query(`DELETE FROM ${schema}.workers WHERE id = 'releasing'`);
   });
 
+  it('a stopping fixed-id leader does not release the leadership once another process has registered its id (that process may lead under it)', async () => {
+    const noop = defineTask({ name: 'fr-noop', queue: 'fixed-release', schema: z.object({}), handler: () => 'ok' });
+    const pgq = await ctx.migrated({ tasks: [noop] });
+    const schema = `"${ctx.schema}"`;
+    const worker = pgq.worker({ id: 'fixed-release', queues: ['fixed-release'], heartbeatMs: 100, rescueAfterMs: 60_000 });
+    await worker.start();
+    const table = await ctx.admin.connect();
+    try {
+      await until(() => worker.isLeader, { what: 'the worker to lead', timeoutMs: 10_000 });
+      // The leadership table held (reads allowed, writes wait): the worker's elections wait and time out, and it
+      // stays leader within its trust window. Meanwhile another process registers the id.
+      await table.query(`BEGIN; LOCK TABLE ${schema}.leader IN SHARE MODE;`);
+      await ctx.admin.query(`BEGIN; DELETE FROM ${schema}.workers WHERE id = 'fixed-release'; ${registeredElsewhere(`${schema}.workers`, 'fixed-release', 'fixed-release')}; COMMIT;`);
+      expect(worker.isLeader).toBe(true);
+      const stopped = worker.stop();
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      await table.query('COMMIT');
+      await stopped;
+      expect((await ctx.admin.query(`SELECT leader_id FROM ${schema}.leader`)).rows).toEqual([{ leader_id: 'fixed-release' }]);
+    } finally {
+      await table.query('ROLLBACK').catch(() => undefined);
+      table.release();
+      await worker.stop();
+      await ctx.admin.query(`DELETE FROM ${schema}.workers WHERE id LIKE 'fixed-release%'`);
+      await ctx.admin.query(`DELETE FROM ${schema}.leader`);
+    }
+  });
+
   it('a worker whose row is held up for longer than a heartbeat when it stops still removes it, rather than stay listed as live until its lease runs out', async () => {
     const noop = defineTask({ name: 'dereg-noop', queue: 'dereg', schema: z.object({}), handler: () => 'ok' });
     const pgq = await ctx.migrated({ tasks: [noop] });

@@ -545,7 +545,13 @@ export function createStatements(schema: string) {
     RETURNING lease_expires_at, to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS registered_at`;
 
   const deregisterWorker = `DELETE FROM ${workers} WHERE id = $1 AND started_at = $2::timestamptz`;
-  const releaseLeadership = `DELETE FROM ${s}.leader WHERE name = 'maintenance' AND leader_id = $1`;
+  // Not when another process has registered the id since ($2: the
+  // registration it was held under): a fixed id restarted elsewhere may lead
+  // under it now.
+  const releaseLeadership = `
+    DELETE FROM ${s}.leader
+     WHERE name = 'maintenance' AND leader_id = $1
+       AND NOT EXISTS (SELECT 1 FROM ${workers} w WHERE w.id = $1 AND w.started_at <> $2::timestamptz)`;
 
   // The jobs this worker holds whose cancel was asked for: read when the
   // cancel channel may have been missed (listen: false, LISTEN down).
@@ -684,9 +690,9 @@ export function createStatements(schema: string) {
       await db.query({ text: deregisterWorker, values: [p.workerId, p.registeredAt], timeoutMs: p.timeoutMs });
     },
 
-    /** LeaderRelease: a stopping leader deletes the maintenance lease it holds under `leaderId`, so a successor need not wait it out. */
-    async releaseLeadership(db: Queryable, p: { leaderId: string; timeoutMs: number }): Promise<void> {
-      await db.query({ text: releaseLeadership, values: [p.leaderId], timeoutMs: p.timeoutMs });
+    /** LeaderRelease: a stopping leader deletes the maintenance lease it holds under `leaderId` (registered at `registeredAt`), so a successor need not wait it out. */
+    async releaseLeadership(db: Queryable, p: { leaderId: string; registeredAt: string; timeoutMs: number }): Promise<void> {
+      await db.query({ text: releaseLeadership, values: [p.leaderId, p.registeredAt], timeoutMs: p.timeoutMs });
     },
 
     /** JobReleaseHeld's text (run by the lease thread): $1 the worker id, $2 the ids, $3 the last claim taken in (epoch µs) when one is in flight, $4 the registration (`Registration.registeredAt`: nothing is given back under a row of the id registered since by another process); one row: `n` given back, `held` of them from $2. */

@@ -45,8 +45,9 @@ const LEASE = 'maintenance';
 export class LeaderElector extends LoopService {
   #leader = false;
   #term: string | null = null;
-  /** The id this worker last won or renewed the lease under. */
+  /** The id this worker last won or renewed the lease under, and that id's registration (`workers.started_at`). */
   #heldAs = '';
+  #heldUnder = '';
   /** Local monotonic instant after which the lease may have passed elsewhere. */
   #trustUntil = 0;
   readonly #waker = new Waker();
@@ -54,13 +55,14 @@ export class LeaderElector extends LoopService {
   /**
    * `db` answers the election within a heartbeat (or gives up); `release`
    * deletes the row held under `leaderId` at stop, within the time the stop
-   * gives it. (Given up after one heartbeat, a release held up by load left
-   * the row, and a successor waited out the whole lease.)
+   * gives it, unless another process has registered that id since. (Given
+   * up after one heartbeat, a release held up by load left the row, and a
+   * successor waited out the whole lease.)
    */
   constructor(
     private readonly config: LeaderConfig,
     private readonly db: Kysely<PgqDatabase>,
-    private readonly release: (leaderId: string, timeoutMs: number) => Promise<void>,
+    private readonly release: (held: { leaderId: string; registeredAt: string }, timeoutMs: number) => Promise<void>,
     private readonly services: readonly Service[],
     private readonly clock: Clock,
     logger: Logger,
@@ -77,7 +79,7 @@ export class LeaderElector extends LoopService {
     await super.stop();
     if (this.#leader) {
       await this.#stepDown('stopping');
-      await this.release(this.#heldAs, releaseWithinMs()).catch((err: unknown) =>
+      await this.release({ leaderId: this.#heldAs, registeredAt: this.#heldUnder }, releaseWithinMs()).catch((err: unknown) =>
         this.logger.warn({ err: errorSummary(err) }, `pgq could not release leadership: ${errorMessage(err)}`),
       );
     }
@@ -141,6 +143,7 @@ export class LeaderElector extends LoopService {
     if (row) {
       this.#term = String(row.term);
       this.#heldAs = me;
+      this.#heldUnder = registeredAt;
     }
     return row !== undefined;
   }

@@ -205,7 +205,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
           rescueAfterMs: options.rescueAfterMs,
         },
         deps.election,
-        (leaderId, timeoutMs) => deps.statements.releaseLeadership(deps.db, { leaderId, timeoutMs }),
+        (held, timeoutMs) => deps.statements.releaseLeadership(deps.db, { ...held, timeoutMs }),
         leaderServices(options, { ...deps, logger: this.#logger }),
         deps.clock,
         this.#logger,
