@@ -557,7 +557,8 @@ describe('worker behaviour', () => {
       [a.id],
     );
     // B leads: it finds A's lease expired and rescues the job, then runs it itself.
-    const b = pgq.worker({ heartbeatMs: 100, rescueAfterMs: 1_000, pollIntervalMs: 20 });
+    // (B's own lease is long enough that a loaded host does not cost it: A's is what the rescue reads.)
+    const b = pgq.worker({ heartbeatMs: 100, rescueAfterMs: 5_000, pollIntervalMs: 20 });
     let done: JobRecord;
     try {
       await b.start();
