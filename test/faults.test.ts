@@ -6,7 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import net from 'node:net';
 import pg from 'pg';
-import { Pgq, defineTask } from '../src/index.js';
+import { Pgq, WorkerStartError, defineTask } from '../src/index.js';
 import { deferred, until, useTestSchema, withAppName } from './support/harness.js';
 import { startEmbedded, type EmbeddedServer } from './support/embedded.js';
 import { Listener } from '../src/notify/listener.js';
@@ -304,6 +304,28 @@ describe('a database that accepts connections and answers nothing', () => {
       expect(socketsTo(proxy.url)).toEqual([]);
     } finally {
       release();
+      await proxy.close();
+      await pgq.close();
+    }
+  }, 200_000);
+});
+
+describe('a worker starting against a database that accepts connections and answers nothing', () => {
+  it('start() rejects with a WorkerStartError once connecting gives up (30 s), and close() then ends', async () => {
+    await ctx.migrated();
+    const proxy = await freezableProxy(new URL(ctx.url));
+    const { task } = gatedTask('silent-start');
+    const pgq = new Pgq({ connectionString: proxy.url, poolSize: 4, schema: ctx.schema, tasks: [task] });
+    try {
+      proxy.silence();
+      const worker = pgq.worker({ heartbeatMs: 250, rescueAfterMs: 2_000 });
+      const started = worker.start().then(() => 'started', (err: unknown) => err);
+      expect(await endsWithin(started, 90_000)).toBe('ended');
+      const err = await started;
+      expect(err).toBeInstanceOf(WorkerStartError);
+      expect(String(err)).toMatch(/timeout/);
+      expect(await endsWithin(pgq.close(), 30_000)).toBe('ended');
+    } finally {
       await proxy.close();
       await pgq.close();
     }
