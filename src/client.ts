@@ -293,9 +293,11 @@ export class Pgq {
     // passes do not each open a connection at the worker's start, beside
     // the first claims.
     const lane = new PoolLane(new TimedPool(this.#pool, Math.max(60_000, resolved.rescueAfterMs)), MAINTENANCE_CONNECTIONS);
+    const timedDb = fromPg(timed, this.#options.preparedStatements);
+    const timedKysely = kyselyOn(timed);
     const worker = new Worker(resolved, {
-      db: fromPg(timed, this.#options.preparedStatements),
-      kysely: kyselyOn(timed),
+      db: timedDb,
+      kysely: timedKysely,
       election: kyselyOn(new TimedPool(this.#pool, Math.max(1_000, resolved.heartbeatMs))),
       maintenance: {
         db: fromPg(lane, this.#options.preparedStatements),
@@ -311,8 +313,10 @@ export class Pgq {
       middleware: this.#middleware,
       progress: this.#progress,
       schema: this.schema,
-      syncSchedules: declared && (async () => this.#schedules.syncDeclared(await declared)),
-      checkSchema: () => this.checkSchema(),
+      // The start's statements are timed too: a connection that goes silent
+      // while it checks the schema or saves the schedules fails the start.
+      syncSchedules: declared && (async () => this.#schedules.on(timedKysely).syncDeclared(await declared)),
+      checkSchema: () => this.#call(() => checkSchemaVersion(timedDb, this.schema)),
       // Best effort: a server short of connections does not stop the
       // worker from starting, it opens them on demand.
       warmUp: () => this.warmUp(WORKER_WARM_CONNECTIONS).catch((err: unknown) =>

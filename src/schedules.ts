@@ -359,6 +359,11 @@ export class ScheduleStore {
     this.#channel = channelNames(deps.schema).schedules;
   }
 
+  /** The same store, its statements sent through `kysely` (a worker's, whose statements have a time limit). */
+  on(kysely: Kysely<PgqDatabase>): ScheduleStore {
+    return new ScheduleStore({ ...this.deps, kysely });
+  }
+
   /** Inserts or updates one schedule. */
   async upsert(schedule: ResolvedSchedule): Promise<ScheduleRecord> {
     return this.deps.kysely.transaction().execute(async (trx) => {

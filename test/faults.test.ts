@@ -311,6 +311,31 @@ describe('a database that accepts connections and answers nothing', () => {
 });
 
 describe('a worker starting against a database that accepts connections and answers nothing', () => {
+  it('a start whose schedule sync is on a connection that goes silent rejects after the statement limit, not when TCP gives up', async () => {
+    await ctx.migrated();
+    const proxy = await freezableProxy(new URL(ctx.url));
+    const { task } = gatedTask('silent-sync');
+    const pgq = new Pgq({ connectionString: proxy.url, poolSize: 4, schema: ctx.schema, tasks: [task] });
+    const holder = await ctx.admin.connect();
+    try {
+      // The sync waits on the schedules table (the worker's registration done), then its connection goes silent.
+      await holder.query(`BEGIN; LOCK TABLE "${ctx.schema}".schedules IN SHARE MODE;`);
+      const worker = pgq.worker({ heartbeatMs: 250, rescueAfterMs: 2_000, schedules: [{ name: 'silent-sync-every-hour', every: '1h', task, payload: {} }] });
+      const started = worker.start().then(() => 'started', (err: unknown) => err);
+      await ctx.lockWaiters(1, 'the schedule sync to wait on the lock');
+      proxy.freeze();
+      await holder.query('ROLLBACK');
+      // The statement's limit is max(10 s, rescueAfterMs), then 5 s for the cancel's answer.
+      expect(await endsWithin(started, 60_000)).toBe('ended');
+      expect(await started).toBeInstanceOf(WorkerStartError);
+    } finally {
+      await holder.query('ROLLBACK').catch(() => undefined);
+      holder.release();
+      await proxy.close();
+      await pgq.close();
+    }
+  }, 200_000);
+
   it('start() rejects with a WorkerStartError once connecting gives up (30 s), and close() then ends', async () => {
     await ctx.migrated();
     const proxy = await freezableProxy(new URL(ctx.url));
