@@ -55,6 +55,8 @@ import { WorkflowStore, type EnqueueWorkflowOptions, type ListWorkflowsFilter, t
 const WORKER_WARM_CONNECTIONS = 2;
 /** How long the pool pgq makes waits for a connection: a new one to answer, or one of its own to be free. */
 const POOL_CONNECT_TIMEOUT_MS = 30_000;
+/** A progress write not answered within this is cancelled and given up (logged). */
+const PROGRESS_WRITE_LIMIT_MS = 10_000;
 /** How long close() lets the pool pgq made end by itself before it closes the connections left. */
 const CLOSE_POOL_WAIT_MS = 1_000;
 
@@ -171,7 +173,9 @@ export class Pgq {
       clock: this.#clock,
       workflows: this.#workflows,
     });
-    this.#progress = new ProgressWriter(this.#db, o.schema, this.logger);
+    // Progress writes are given up after a limit like an outcome's least
+    // (a connection gone silent held `await ctx.progress()`, and the slot, until TCP gave up).
+    this.#progress = new ProgressWriter(fromPg(new TimedPool(this.#pool, PROGRESS_WRITE_LIMIT_MS), o.preparedStatements), o.schema, this.logger);
   }
 
   /**

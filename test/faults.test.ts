@@ -310,6 +310,55 @@ describe('a database that accepts connections and answers nothing', () => {
   }, 200_000);
 });
 
+describe('a progress write on a connection that goes silent', () => {
+  it('is given up after its limit: ctx.progress resolves, and the job completes', async () => {
+    await ctx.migrated();
+    const proxy = await freezableProxy(new URL(ctx.url));
+    let reported: (() => void) | undefined;
+    const progressed = new Promise<void>((resolve) => (reported = resolve));
+    const started = deferred();
+    const go = deferred();
+    const task = defineTask({
+      name: 'silent-progress',
+      schema: z.object({}),
+      handler: async (_p, c) => {
+        started.resolve();
+        await go.promise;
+        await c.progress({ percent: 50 });
+        reported!();
+        return 'done';
+      },
+    });
+    const pgq = new Pgq({ connectionString: proxy.url, poolSize: 4, schema: ctx.schema, tasks: [task] });
+    const holder = await ctx.admin.connect();
+    try {
+      const worker = pgq.worker({ concurrency: 1, heartbeatMs: 250, rescueAfterMs: 2_000, leader: false });
+      const job = await pgq.enqueue(task, {});
+      // The job's row held, so the progress write waits on it; then its connection goes silent.
+      await holder.query('BEGIN');
+      await worker.start();
+      await started.promise;
+      await holder.query(`SELECT 1 FROM "${ctx.schema}".jobs WHERE id = $1 FOR UPDATE`, [job.id]);
+      go.resolve();
+      await ctx.lockWaiters(1, 'the progress write to wait on the row');
+      proxy.freeze();
+      await holder.query('ROLLBACK');
+      expect(await endsWithin(progressed, 60_000)).toBe('ended');
+      await until(async () => (await ctx.admin.query(`SELECT 1 FROM "${ctx.schema}".jobs WHERE id = $1 AND state = 'succeeded'`, [job.id])).rowCount === 1, {
+        what: 'the job to succeed',
+        timeoutMs: 60_000,
+      });
+      await worker.stop();
+    } finally {
+      go.resolve();
+      await holder.query('ROLLBACK').catch(() => undefined);
+      holder.release();
+      await proxy.close();
+      await pgq.close();
+    }
+  }, 200_000);
+});
+
 describe('a worker starting against a database that accepts connections and answers nothing', () => {
   it('a start whose schedule sync is on a connection that goes silent rejects after the statement limit, not when TCP gives up', async () => {
     await ctx.migrated();
