@@ -894,8 +894,10 @@ describe('leases', () => {
       await table.query(`BEGIN; LOCK TABLE ${schema}.leader IN SHARE MODE;`);
       await ctx.admin.query(`BEGIN; DELETE FROM ${schema}.workers WHERE id = 'fixed-release'; ${registeredElsewhere(`${schema}.workers`, 'fixed-release', 'fixed-release')}; COMMIT;`);
       expect(worker.isLeader).toBe(true);
+      // Held for three seconds: the election waiting when the stop began ends on its 1 s limit (and the cancel),
+      // not by finding the registration gone after the lock (then it would step down, and never release).
       const stopped = worker.stop();
-      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      await new Promise((resolve) => setTimeout(resolve, 3_000));
       await table.query('COMMIT');
       await stopped;
       expect((await ctx.admin.query(`SELECT leader_id FROM ${schema}.leader`)).rows).toEqual([{ leader_id: 'fixed-release' }]);
