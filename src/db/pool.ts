@@ -146,6 +146,10 @@ export class TimedPool implements PostgresPool, LanePool {
     let failed: unknown;
     let released = false;
     const query = async (text: string, values?: readonly unknown[]): Promise<pg.QueryResult> => {
+      // A connection that broke fails what comes after with what broke it:
+      // the ROLLBACK a transaction sends then would otherwise report only
+      // that the connection is closed, in place of why.
+      if (failed !== undefined) throw failed;
       const watch = this.#watch(client, this.answerWithinMs);
       try {
         return await client.query(text, values as unknown[] | undefined);
