@@ -815,10 +815,14 @@ describe('leases', () => {
     const worker = pgq.worker({ id: 'fixed-none', queues: ['fixed-none'], heartbeatMs: 100, rescueAfterMs: 60_000 });
     await worker.start();
     const seen = new Set<string>();
+    // Each look counts only if it began after the last clear: one sent before may answer after it.
+    let generation = 0;
     let watching = true;
     const watch = (async () => {
       while (watching) {
-        for (const r of (await ctx.admin.query<{ leader_id: string }>(`SELECT leader_id FROM ${schema}.leader`)).rows) seen.add(r.leader_id);
+        const began = generation;
+        const { rows } = await ctx.admin.query<{ leader_id: string }>(`SELECT leader_id FROM ${schema}.leader`);
+        if (began === generation) for (const r of rows) seen.add(r.leader_id);
         await new Promise((resolve) => setTimeout(resolve, 5));
       }
     })();
@@ -827,10 +831,14 @@ describe('leases', () => {
       // Another process took the id (its row registered again), and the leadership row is gone (expired and
       // removed). Then, in the same breath, for a second the worker's renewals wait (they write workers; the
       // election only reads it): it has not yet found its lease lost, and its election runs ten times meanwhile.
+      // (The leadership table is held while that happens, so no election is under way across it: one that read
+      // the worker's registration just before could still insert after. That narrower window is not what this
+      // checks.)
       const holder = await ctx.admin.connect();
       try {
         await holder.query(
           `BEGIN;
+           LOCK TABLE ${schema}.leader IN SHARE MODE;
            DELETE FROM ${schema}.workers WHERE id = 'fixed-none';
            DELETE FROM ${schema}.leader;
            ${registeredElsewhere(`${schema}.workers`, 'fixed-none', 'fixed-none')};
@@ -838,6 +846,7 @@ describe('leases', () => {
            BEGIN;
            LOCK TABLE ${schema}.workers IN EXCLUSIVE MODE;`,
         );
+        generation += 1;
         seen.clear();
         await new Promise((resolve) => setTimeout(resolve, 1_000));
         await holder.query('COMMIT');
