@@ -9,7 +9,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { z } from 'zod';
-import { defineTask, JobTimeoutError, LeaseLostError, Pgq, type JobRecord } from '../src/index.js';
+import { defineTask, JobTimeoutError, LeaseLostError, Pgq, type JobRecord, type WorkerOptions } from '../src/index.js';
 import { createStatements } from '../src/db/statements.js';
 import { createQueueStatements } from '../src/db/queue-statements.js';
 import { fromPg } from '../src/db/queryable.js';
@@ -31,6 +31,37 @@ interface Run {
 function registeredElsewhere(workers: string, id: string, queue: string, lastHeartbeatAt?: string): string {
   return `INSERT INTO ${workers} (id, hostname, pid, queues, concurrency, rescue_after_ms, lease_expires_at${lastHeartbeatAt ? ', last_heartbeat_at' : ''})
           VALUES ('${id}', 'elsewhere', 1, '{${queue}}', 1, 60000, now() + interval '1 hour'${lastHeartbeatAt ? `, '${lastHeartbeatAt}'` : ''})`;
+}
+
+/**
+ * A worker with a fixed `id` serving a queue of that name (a task that does nothing: `noop`), started on this
+ * file's schema; `schema` is the schema, quoted.
+ */
+async function startFixedWorker(id: string, options: Partial<WorkerOptions>) {
+  const noop = defineTask({ name: `${id}-noop`, queue: id, schema: z.object({}), handler: () => 'ok' });
+  const pgq = await ctx.migrated({ tasks: [noop] });
+  const worker = pgq.worker({ id, queues: [id], heartbeatMs: 100, ...options });
+  await worker.start();
+  return { pgq, noop, worker, schema: `"${ctx.schema}"` };
+}
+
+/**
+ * Stops `worker` while an admin transaction that ran `lockSql` holds its locks for `holdMs` (`meanwhile` runs
+ * once they are taken, before the stop); resolves once the stop has.
+ */
+async function stopWhileHolding(worker: { stop(): Promise<void> }, lockSql: string, holdMs: number, meanwhile?: () => Promise<void>): Promise<void> {
+  const holder = await ctx.admin.connect();
+  try {
+    await holder.query(`BEGIN; ${lockSql}`);
+    await meanwhile?.();
+    const stopped = worker.stop();
+    await new Promise((resolve) => setTimeout(resolve, holdMs));
+    await holder.query('COMMIT');
+    await stopped;
+  } finally {
+    await holder.query('ROLLBACK').catch(() => undefined);
+    holder.release();
+  }
 }
 
 /** No two runs overlap in time. */
@@ -707,11 +738,8 @@ describe('leases', () => {
   });
 
   it('a worker with a fixed id whose row another process registered since (it froze past its lease) finds its lease lost: it neither renews nor removes that row', async () => {
-    const noop = defineTask({ name: 'fixed-noop', queue: 'fixed-ids', schema: z.object({}), handler: () => 'ok' });
-    const pgq = await ctx.migrated({ tasks: [noop] });
-    const workers = `"${ctx.schema}".workers`;
-    const worker = pgq.worker({ id: 'fixed', queues: ['fixed-ids'], leader: false, heartbeatMs: 100, rescueAfterMs: 60_000 });
-    await worker.start();
+    const { pgq, noop, worker, schema } = await startFixedWorker('fixed', { leader: false, rescueAfterMs: 60_000 });
+    const workers = `${schema}.workers`;
     try {
       // What a rescue and then a new process with the same id leave: the row removed, and one of that id
       // registered again, in one transaction, so the worker's renewals see one row or the other, never none.
@@ -719,7 +747,7 @@ describe('leases', () => {
       try {
         await other.query('BEGIN');
         await other.query(`DELETE FROM ${workers} WHERE id = 'fixed'`);
-        await other.query(registeredElsewhere(workers, 'fixed', 'fixed-ids', '2000-01-01T00:00:00Z'));
+        await other.query(registeredElsewhere(workers, 'fixed', 'fixed', '2000-01-01T00:00:00Z'));
         await other.query('COMMIT');
       } finally {
         other.release();
@@ -745,11 +773,7 @@ describe('leases', () => {
   });
 
   it('a leader with a fixed id whose row another process registered since does not renew that process leadership: it steps down and leaves the row alone', async () => {
-    const noop = defineTask({ name: 'fl-noop', queue: 'fixed-leader', schema: z.object({}), handler: () => 'ok' });
-    const pgq = await ctx.migrated({ tasks: [noop] });
-    const schema = `"${ctx.schema}"`;
-    const worker = pgq.worker({ id: 'fixed-leader', queues: ['fixed-leader'], heartbeatMs: 100, rescueAfterMs: 60_000 });
-    await worker.start();
+    const { worker, schema } = await startFixedWorker('fixed-leader', { rescueAfterMs: 60_000 });
     try {
       await until(() => worker.isLeader, { what: 'the worker to lead', timeoutMs: 10_000 });
       // Another process took the id (its row registered again) and holds the leadership under it until a fixed time.
@@ -779,11 +803,7 @@ describe('leases', () => {
   });
 
   it('a registration again after a lost lease that lands after the stop gave up waiting for it is removed too, not left listed as live', async () => {
-    const noop = defineTask({ name: 'lr-noop', queue: 'late-reg', schema: z.object({}), handler: () => 'ok' });
-    const pgq = await ctx.migrated({ tasks: [noop] });
-    const schema = `"${ctx.schema}"`;
-    const worker = pgq.worker({ id: 'late-reg', queues: ['late-reg'], leader: false, heartbeatMs: 100, rescueAfterMs: 2_000 });
-    await worker.start();
+    const { worker, schema } = await startFixedWorker('late-reg', { leader: false, rescueAfterMs: 2_000 });
     const blocker = await ctx.admin.connect();
     try {
       await until(async () => (await ctx.admin.query(`SELECT 1 FROM ${schema}.workers WHERE id = 'late-reg'`)).rowCount === 1, { what: 'the registration' });
@@ -809,11 +829,7 @@ describe('leases', () => {
   }, 40_000);
 
   it('a fixed-id leader whose row another process registered since, with no leader row left, does not take the leadership under that id', async () => {
-    const noop = defineTask({ name: 'fn-noop', queue: 'fixed-none', schema: z.object({}), handler: () => 'ok' });
-    const pgq = await ctx.migrated({ tasks: [noop] });
-    const schema = `"${ctx.schema}"`;
-    const worker = pgq.worker({ id: 'fixed-none', queues: ['fixed-none'], heartbeatMs: 100, rescueAfterMs: 60_000 });
-    await worker.start();
+    const { worker, schema } = await startFixedWorker('fixed-none', { rescueAfterMs: 60_000 });
     const seen = new Set<string>();
     // Each look counts only if it began after the last clear: one sent before may answer after it.
     let generation = 0;
@@ -867,52 +883,28 @@ describe('leases', () => {
   });
 
   it('a leader whose leadership row is held up for longer than a heartbeat when it stops still releases it: a successor need not wait out the lease', async () => {
-    const noop = defineTask({ name: 'rel-noop', queue: 'release', schema: z.object({}), handler: () => 'ok' });
-    const pgq = await ctx.migrated({ tasks: [noop] });
-    const schema = `"${ctx.schema}"`;
-    const worker = pgq.worker({ id: 'releasing', queues: ['release'], heartbeatMs: 100, rescueAfterMs: 60_000 });
-    await worker.start();
+    const { worker, schema } = await startFixedWorker('releasing', { rescueAfterMs: 60_000 });
     await until(() => worker.isLeader, { what: 'the worker to lead', timeoutMs: 10_000 });
-    const holder = await ctx.admin.connect();
-    try {
-      // The row locked for two seconds (twice the election's statement limit) while the worker stops.
-      await holder.query(`BEGIN; SELECT 1 FROM ${schema}.leader FOR UPDATE;`);
-      const stopped = worker.stop();
-      await new Promise((resolve) => setTimeout(resolve, 2_000));
-      await holder.query('COMMIT');
-      await stopped;
-    } finally {
-      await holder.query('ROLLBACK').catch(() => undefined);
-      holder.release();
-    }
+    // The row locked for two seconds (twice the election's statement limit) while the worker stops.
+    await stopWhileHolding(worker, `SELECT 1 FROM ${schema}.leader FOR UPDATE;`, 2_000);
     expect((await ctx.admin.query(`SELECT leader_id FROM ${schema}.leader`)).rows).toEqual([]);
     await ctx.admin.query(`DELETE FROM ${schema}.workers WHERE id = 'releasing'`);
   });
 
   it('a stopping fixed-id leader does not release the leadership once another process has registered its id (that process may lead under it)', async () => {
-    const noop = defineTask({ name: 'fr-noop', queue: 'fixed-release', schema: z.object({}), handler: () => 'ok' });
-    const pgq = await ctx.migrated({ tasks: [noop] });
-    const schema = `"${ctx.schema}"`;
-    const worker = pgq.worker({ id: 'fixed-release', queues: ['fixed-release'], heartbeatMs: 100, rescueAfterMs: 60_000 });
-    await worker.start();
-    const table = await ctx.admin.connect();
+    const { worker, schema } = await startFixedWorker('fixed-release', { rescueAfterMs: 60_000 });
     try {
       await until(() => worker.isLeader, { what: 'the worker to lead', timeoutMs: 10_000 });
       // The leadership table held (reads allowed, writes wait): the worker's elections wait and time out, and it
-      // stays leader within its trust window. Meanwhile another process registers the id.
-      await table.query(`BEGIN; LOCK TABLE ${schema}.leader IN SHARE MODE;`);
-      await ctx.admin.query(`BEGIN; DELETE FROM ${schema}.workers WHERE id = 'fixed-release'; ${registeredElsewhere(`${schema}.workers`, 'fixed-release', 'fixed-release')}; COMMIT;`);
-      expect(worker.isLeader).toBe(true);
-      // Held for three seconds: the election waiting when the stop began ends on its 1 s limit (and the cancel),
-      // not by finding the registration gone after the lock (then it would step down, and never release).
-      const stopped = worker.stop();
-      await new Promise((resolve) => setTimeout(resolve, 3_000));
-      await table.query('COMMIT');
-      await stopped;
+      // stays leader within its trust window. Meanwhile another process registers the id. Held for three
+      // seconds: the election waiting when the stop began ends on its 1 s limit (and the cancel), not by
+      // finding the registration gone after the lock (then it would step down, and never release).
+      await stopWhileHolding(worker, `LOCK TABLE ${schema}.leader IN SHARE MODE;`, 3_000, async () => {
+        await ctx.admin.query(`BEGIN; DELETE FROM ${schema}.workers WHERE id = 'fixed-release'; ${registeredElsewhere(`${schema}.workers`, 'fixed-release', 'fixed-release')}; COMMIT;`);
+        expect(worker.isLeader).toBe(true);
+      });
       expect((await ctx.admin.query(`SELECT leader_id FROM ${schema}.leader`)).rows).toEqual([{ leader_id: 'fixed-release' }]);
     } finally {
-      await table.query('ROLLBACK').catch(() => undefined);
-      table.release();
       await worker.stop();
       await ctx.admin.query(`DELETE FROM ${schema}.workers WHERE id LIKE 'fixed-release%'`);
       await ctx.admin.query(`DELETE FROM ${schema}.leader`);
@@ -920,24 +912,10 @@ describe('leases', () => {
   });
 
   it('a worker whose row is held up for longer than a heartbeat when it stops still removes it, rather than stay listed as live until its lease runs out', async () => {
-    const noop = defineTask({ name: 'dereg-noop', queue: 'dereg', schema: z.object({}), handler: () => 'ok' });
-    const pgq = await ctx.migrated({ tasks: [noop] });
-    const schema = `"${ctx.schema}"`;
-    const worker = pgq.worker({ id: 'deregistering', queues: ['dereg'], leader: false, heartbeatMs: 100, rescueAfterMs: 60_000 });
-    await worker.start();
-    const holder = await ctx.admin.connect();
-    try {
-      // The row's removal held up for two seconds (twice a heartbeat-bound statement's limit) while the
-      // worker stops; its renewals, which change no key, go on meanwhile.
-      await holder.query(`BEGIN; SELECT 1 FROM ${schema}.workers WHERE id = 'deregistering' FOR KEY SHARE;`);
-      const stopped = worker.stop();
-      await new Promise((resolve) => setTimeout(resolve, 2_000));
-      await holder.query('COMMIT');
-      await stopped;
-    } finally {
-      await holder.query('ROLLBACK').catch(() => undefined);
-      holder.release();
-    }
+    const { worker, schema } = await startFixedWorker('deregistering', { leader: false, rescueAfterMs: 60_000 });
+    // The row's removal held up for two seconds (twice a heartbeat-bound statement's limit) while the
+    // worker stops; its renewals, which change no key, go on meanwhile.
+    await stopWhileHolding(worker, `SELECT 1 FROM ${schema}.workers WHERE id = 'deregistering' FOR KEY SHARE;`, 2_000);
     expect((await ctx.admin.query(`SELECT id FROM ${schema}.workers WHERE id LIKE 'deregistering%'`)).rows).toEqual([]);
   });
 

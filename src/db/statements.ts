@@ -206,6 +206,9 @@ export function registrationHolds(workers: string, id: string, at: string): stri
 }
 
 /** The named statements for one schema. Built once per `Pgq`. */
+/** The name of the leadership row the maintenance runs under (`<schema>.leader.name`). */
+export const MAINTENANCE_LEASE = 'maintenance';
+
 export function createStatements(schema: string) {
   const s = quoteIdent(schema);
   const jobs = `${s}.jobs`;
@@ -550,7 +553,7 @@ export function createStatements(schema: string) {
   // under it now.
   const releaseLeadership = `
     DELETE FROM ${s}.leader
-     WHERE name = 'maintenance' AND leader_id = $1
+     WHERE name = '${MAINTENANCE_LEASE}' AND leader_id = $1
        AND NOT EXISTS (SELECT 1 FROM ${workers} w WHERE w.id = $1 AND w.started_at <> $2::timestamptz)`;
 
   // The jobs this worker holds whose cancel was asked for: read when the

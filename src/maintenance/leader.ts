@@ -31,6 +31,7 @@ import { LoopService, type Service } from '../core/service.js';
 import { Waker } from '../core/sleep.js';
 import { errorMessage, errorSummary } from '../core/errors.js';
 import type { PgqDatabase } from '../db/tables.js';
+import { MAINTENANCE_LEASE } from '../db/statements.js';
 
 export interface LeaderConfig {
   /** The worker's current id and registration (`workers.started_at`, ISO 8601); an empty registration: not registered now. */
@@ -39,8 +40,6 @@ export interface LeaderConfig {
   /** Lease length. */
   rescueAfterMs: number;
 }
-
-const LEASE = 'maintenance';
 
 export class LeaderElector extends LoopService {
   #leader = false;
@@ -123,7 +122,7 @@ export class LeaderElector extends LoopService {
       .expression((eb) =>
         eb
           .selectFrom('workers')
-          .select([sql<string>`${LEASE}::text`.as('name'), sql<string>`${me}::text`.as('leader_id'), sql<number>`1`.as('term'), sql<Date>`now()`.as('elected_at'), expires.as('expires_at')])
+          .select([sql<string>`${MAINTENANCE_LEASE}::text`.as('name'), sql<string>`${me}::text`.as('leader_id'), sql<number>`1`.as('term'), sql<Date>`now()`.as('elected_at'), expires.as('expires_at')])
           .where('workers.id', '=', me)
           .where(sql<boolean>`workers.started_at = ${registeredAt}::timestamptz`),
       )
