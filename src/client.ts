@@ -23,6 +23,7 @@ import type { JobFilter, ListJobsFilter } from './jobs/job-filter.js';
 import { ProgressWriter } from './worker/progress.js';
 import { listWorkers, type WorkerInfo } from './inspection/workers.js';
 import type { JobRecord } from './core/types.js';
+import { heartbeatLimitMs } from './core/defaults.js';
 import { fromDbHandle, fromPg, type DbHandle, type Queryable } from './db/queryable.js';
 import { createStatements, type HotStatements } from './db/statements.js';
 import { createQueueStatements, type QueueStatements } from './db/queue-statements.js';
@@ -302,7 +303,7 @@ export class Pgq {
     const worker = new Worker(resolved, {
       db: timedDb,
       kysely: timedKysely,
-      election: kyselyOn(new TimedPool(this.#pool, Math.max(1_000, resolved.heartbeatMs))),
+      election: kyselyOn(new TimedPool(this.#pool, heartbeatLimitMs(resolved.heartbeatMs))),
       maintenance: {
         db: fromPg(lane, this.#options.preparedStatements),
         kysely: kyselyOn(lane),
@@ -714,7 +715,7 @@ export class Pgq {
   #leaseConnection(worker: ResolvedWorkerOptions): pg.ClientConfig {
     const o = this.#options;
     const base: pg.ClientConfig = o.pool ? { ...(o.pool.options as pg.ClientConfig) } : { connectionString: o.connectionString };
-    const limitMs = Math.max(1_000, worker.heartbeatMs);
+    const limitMs = heartbeatLimitMs(worker.heartbeatMs);
     return {
       ...base,
       keepAlive: true,

@@ -38,3 +38,8 @@ export const DEFAULTS = Object.freeze({
     schedulerMaxSleepMs: 5_000,
   }),
 });
+
+/** What a statement that must answer within one heartbeat is given: the heartbeat, and never less than a second (a loaded host). */
+export function heartbeatLimitMs(heartbeatMs: number): number {
+  return Math.max(1_000, heartbeatMs);
+}

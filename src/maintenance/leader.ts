@@ -30,6 +30,7 @@ import type { Clock } from '../core/clock.js';
 import { LoopService, type Service } from '../core/service.js';
 import { Waker } from '../core/sleep.js';
 import { errorMessage, errorSummary } from '../core/errors.js';
+import { heartbeatLimitMs } from '../core/defaults.js';
 import type { PgqDatabase } from '../db/tables.js';
 import { MAINTENANCE_LEASE } from '../db/statements.js';
 
@@ -74,7 +75,7 @@ export class LeaderElector extends LoopService {
   }
 
   /** Stops; a leader then releases its row, the statement given `releaseWithinMs()` (by default one heartbeat, at least 1 s). */
-  override async stop(releaseWithinMs: () => number = () => Math.max(1_000, this.config.heartbeatMs)): Promise<void> {
+  override async stop(releaseWithinMs: () => number = () => heartbeatLimitMs(this.config.heartbeatMs)): Promise<void> {
     await super.stop();
     if (this.#leader) {
       await this.#stepDown('stopping');

@@ -21,6 +21,7 @@ import type { Kysely } from 'kysely';
 import { sql } from '../db/kysely.js';
 import { errorMessage } from '../core/errors.js';
 import { EventLoopMonitor } from '../core/event-loop.js';
+import { heartbeatLimitMs } from '../core/defaults.js';
 import type { PgqDatabase } from '../db/tables.js';
 import type { Listener } from '../notify/listener.js';
 
@@ -98,7 +99,7 @@ export class HealthProbe {
   }
 
   async #probeDatabase(): Promise<{ database: HealthCheck; lease: HealthCheck }> {
-    const timeoutMs = Math.max(1_000, this.config.heartbeatMs);
+    const timeoutMs = heartbeatLimitMs(this.config.heartbeatMs);
     let timer: NodeJS.Timeout | undefined;
     try {
       const query = this.kysely

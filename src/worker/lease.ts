@@ -35,6 +35,7 @@ import fs from 'node:fs';
 import pg from 'pg';
 import type { Logger } from '../core/logger.js';
 import { PgqError } from '../core/errors.js';
+import { heartbeatLimitMs } from '../core/defaults.js';
 import type { Queryable } from '../db/queryable.js';
 import type { HotStatements } from '../db/statements.js';
 import {
@@ -389,7 +390,7 @@ export class Lease {
         stuckJobs: this.#shared[SLOTS.stuck]!,
         loopLagMs: 0,
       });
-      const rows = await this.db.query({ ...statement, timeoutMs: Math.max(1_000, this.config.heartbeatMs) });
+      const rows = await this.db.query({ ...statement, timeoutMs: heartbeatLimitMs(this.config.heartbeatMs) });
       // Stopped meanwhile: the worker row is gone by design, not lost.
       if (this.#stopped) return;
       if (rows.length === 0) {

@@ -36,6 +36,7 @@ import {
   errorSummary,
 } from '../core/errors.js';
 import { settlesWithin, sleep, Waker } from '../core/sleep.js';
+import { heartbeatLimitMs } from '../core/defaults.js';
 import type { ResolvedWorkerOptions } from '../config.js';
 import type { Queryable } from '../db/queryable.js';
 import type { HotStatements } from '../db/statements.js';
@@ -303,7 +304,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       await this.#teardownSubscriptions();
       // A step that failed after the registration: the row goes too, so the
       // worker is not listed as live and a start with the same id works.
-      await this.#deregister(Math.max(1_000, this.options.heartbeatMs));
+      await this.#deregister(heartbeatLimitMs(this.options.heartbeatMs));
       // Only now may start() be called again: a new start must not overlap this cleanup.
       this.#starting = undefined;
       this.#state = 'idle';
@@ -505,7 +506,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     // for may still land (its statement was sent): that row goes too, once
     // it has, rather than stay listed as live until its lease runs out.
     const reconciling = this.#reconciling;
-    if (reconciling) void reconciling.then(() => this.#deregister(Math.max(1_000, this.options.heartbeatMs)));
+    if (reconciling) void reconciling.then(() => this.#deregister(heartbeatLimitMs(this.options.heartbeatMs)));
     this.#state = 'stopped';
     this.#health?.stop();
     this.#logger.info({}, 'pgq worker stopped');
