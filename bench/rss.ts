@@ -9,6 +9,9 @@
  * measures that too. Here each run gets a fresh database, the jobs are
  * seeded by one process and drained by another (bench/worker-rss.mjs), and
  * the drain process reports its peak RSS (the kernel's high-water mark).
+ * Each round also loads each package alone in a fresh process: the RSS that
+ * zod (pgq's dependency) and the package's own modules add, the start-up
+ * share of the gap.
  *
  * Options: --rounds N (default 3), --jobs N (default 20,000),
  * --concurrency N (default 100). Builds pgq first (npm run build).
@@ -59,7 +62,18 @@ function step(mode: 'migrate' | 'seed' | 'drain', system: string, url: string): 
   return execFileSync(process.execPath, [SCRIPT, mode, system, url, String(jobs), String(concurrency)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
 }
 
+/** What importing costs, in a fresh process: zod (pgq's dependency) and the package's own code. */
+interface Imports {
+  zodMiB: number;
+  ownMiB: number;
+}
+function imports(system: string): Imports {
+  const out = execFileSync(process.execPath, ['--expose-gc', SCRIPT, 'imports', system], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  return JSON.parse(out.trim().split('\n').at(-1)!) as Imports;
+}
+
 const results = new Map<string, Drain[]>(SYSTEMS.map((s) => [s, []]));
+const loaded = new Map<string, Imports[]>(SYSTEMS.map((s) => [s, []]));
 const admin = new pg.Client({ connectionString: baseUrl });
 try {
   execFileSync('npm', ['run', '-s', 'build'], { cwd: ROOT, stdio: 'inherit' });
@@ -76,6 +90,7 @@ try {
       step('seed', system, url);
       const drain = JSON.parse(step('drain', system, url).trim().split('\n').at(-1)!) as Drain;
       results.get(system)!.push(drain);
+      loaded.get(system)!.push(imports(system));
       process.stderr.write(`[bench:rss] round ${round + 1}/${rounds} ${system.padEnd(22)} ${drain.jobsPerSec} jobs/s, peak RSS ${drain.peakRssMiB} MiB (${drain.rssAtStartMiB} at start)\n`);
       await admin.query(`DROP DATABASE ${db}`);
     }
@@ -99,5 +114,14 @@ const lines = [
       ['Drain (jobs/s)', 'jobsPerSec'],
     ] as const
   ).map(([title, key]) => `| ${title} | ${fmt(med('pgq', key))} | ${fmt(med('graphile-worker-tuned', key))} | ${(med('pgq', key) / med('graphile-worker-tuned', key)).toFixed(2)} |`),
+  ...(
+    [
+      ['of which: zod, loaded by pgq (MiB)', 'zodMiB'],
+      ["of which: the package's own modules (MiB)", 'ownMiB'],
+    ] as const
+  ).map(([title, key]) => {
+    const of = (system: string): number => median(loaded.get(system)!.map((i) => i[key]))!;
+    return `| ${title} | ${fmt(of('pgq'))} | ${fmt(of('graphile-worker-tuned'))} | |`;
+  }),
 ];
 process.stdout.write(`${lines.join('\n')}\n`);

@@ -7,12 +7,16 @@
  * peak RSS it reports is the worker's own.
  *
  *   node bench/worker-rss.mjs migrate|seed|drain SYSTEM DATABASE_URL [JOBS] [CONCURRENCY]
+ *   node --expose-gc bench/worker-rss.mjs imports SYSTEM
  *
  * SYSTEM is pgq or graphile-worker-tuned (its Performance page's settings).
  * `drain` starts the worker, waits until JOBS no-op jobs are done and prints
  * one JSON line: { jobs, ms, jobsPerSec, peakRssMiB, rssAtStartMiB }; with
  * RSS_TRACE=1 it also prints rss/heapTotal/heapUsed/external/arrayBuffers
- * (MiB) every 50 ms to stderr. Run by bench/rss.ts (`npm run bench:rss`);
+ * (MiB) every 50 ms to stderr. `imports` loads, in a fresh process (with `pg`
+ * loaded, as this file imports it), zod (pgq's dependency; graphile-worker
+ * has none), then the system's package, and prints the RSS each added:
+ * { zodMiB, ownMiB }. Run by bench/rss.ts (`npm run bench:rss`);
  * kept as JavaScript on purpose.
  */
 import pg from 'pg';
@@ -20,12 +24,27 @@ import pg from 'pg';
 const [mode, system, databaseUrl, jobsArg = '20000', concurrencyArg = '100'] = process.argv.slice(2);
 const jobs = Number(jobsArg);
 const concurrency = Number(concurrencyArg);
+const mib = (bytes) => Math.round((bytes / 1024 / 1024) * 10) / 10;
+
+if (mode === 'imports' && ['pgq', 'graphile-worker-tuned'].includes(system ?? '')) {
+  // What loading each costs before any work: RSS after a full collection.
+  const rss = () => {
+    globalThis.gc?.();
+    return process.memoryUsage().rss;
+  };
+  const afterPg = rss();
+  if (system === 'pgq') await import('zod');
+  const afterZod = rss();
+  await import(system === 'pgq' ? '../dist/index.js' : 'graphile-worker');
+  const afterOwn = rss();
+  process.stdout.write(`${JSON.stringify({ zodMiB: mib(afterZod - afterPg), ownMiB: mib(afterOwn - afterZod) })}\n`);
+  process.exit(0);
+}
 if (!['migrate', 'seed', 'drain'].includes(mode ?? '') || !['pgq', 'graphile-worker-tuned'].includes(system ?? '') || !databaseUrl) {
-  process.stderr.write('usage: node bench/worker-rss.mjs migrate|seed|drain pgq|graphile-worker-tuned DATABASE_URL [JOBS] [CONCURRENCY]\n');
+  process.stderr.write('usage: node bench/worker-rss.mjs migrate|seed|drain pgq|graphile-worker-tuned DATABASE_URL [JOBS] [CONCURRENCY]\n       node --expose-gc bench/worker-rss.mjs imports pgq|graphile-worker-tuned\n');
   process.exit(2);
 }
 
-const mib = (bytes) => Math.round((bytes / 1024 / 1024) * 10) / 10;
 /** Peak resident set size of this process so far (the kernel's high-water mark). */
 const peakRssMiB = () => mib(process.resourceUsage().maxRSS * 1024);
 
