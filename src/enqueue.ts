@@ -13,7 +13,7 @@ import { int32 } from './core/int32.js';
 import { PgqError, ValidationError } from './core/errors.js';
 import { toJsonText } from './core/json.js';
 import { isStandardSchema, validatePayloads } from './core/validate-payloads.js';
-import type { JobMeta, JobRecord } from './core/types.js';
+import { EXPIRABLE_STATES, type JobMeta, type JobRecord } from './core/types.js';
 import type { BackoffOptions } from './core/backoff.js';
 import type { DbHandle, Queryable } from './db/queryable.js';
 import type { HotStatements, InsertJobsParams, JobInsert } from './db/statements.js';
@@ -279,11 +279,19 @@ export class Enqueuer {
    * With a unique key (one payload: enqueueMany refuses a key shared by
    * several), the call yields one live job: the inserted one, or the one
    * that already held the key. If that one finished between the insert and
-   * the lookup, insert again.
+   * the lookup, insert again. One that holds the key past its expiry,
+   * never started (no expirer has ended it yet: none runs without a
+   * leader), would never run: it is ended as the expirer would end it, and
+   * the job inserted again.
    */
   async #resolveUnique(db: Queryable, task: AnyTask, params: InsertJobsParams, rows: JobRow[], key: string): Promise<JobRecord[]> {
     for (let round = 0; round < 5; round += 1) {
-      const row = rows[0] ?? (await this.statements.getLiveByUniqueKey(db, { tasks: [task.name], uniqueKeys: [key] }))[0];
+      let row = rows[0];
+      if (!row) {
+        const holder = (await this.statements.getLiveByUniqueKey(db, { tasks: [task.name], uniqueKeys: [key] }))[0];
+        const expired = holder?.expires_at && EXPIRABLE_STATES.includes(holder.state) && (await this.statements.expireUniqueHolder(db, { task: task.name, uniqueKey: key })).length > 0;
+        if (!expired) row = holder;
+      }
       if (row) return params.jobs.map(() => toJobRecord(row));
       rows = await this.statements.insertJobs(db, { jobs: params.jobs.slice(0, 1) });
     }

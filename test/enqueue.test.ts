@@ -233,6 +233,37 @@ describe('enqueue', () => {
     expect(await count(`unique_key = 'race'`)).toBe(1);
   });
 
+  it('a uniqueKey held by a job past its expiry, never started, goes to a new job: the old one ends as the expirer ends it', async () => {
+    // No worker, so no leader and no expirer: the expired job still holds the key.
+    const pgq = await ctx.migrated({ tasks: [email] });
+    const old = await pgq.enqueue(email, { to: 'old@u.co' }, { uniqueKey: 'exp', expiresInMs: 60_000 });
+    const alive = await pgq.enqueue(email, { to: 'again@u.co' }, { uniqueKey: 'exp', expiresInMs: 60_000 });
+    expect(alive.id).toBe(old.id); // not expired yet: it is the live job
+    await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET expires_at = now() - interval '1 second' WHERE id = $1`, [old.id]);
+
+    const fresh = await pgq.enqueue(email, { to: 'new@u.co' }, { uniqueKey: 'exp', expiresInMs: 60_000 });
+    expect(fresh).toMatchObject({ state: 'available', payload: { to: 'new@u.co' }, uniqueKey: 'exp' });
+    expect(fresh.id).not.toBe(old.id);
+    const ended = await pgq.getJob(old.id);
+    expect(ended).toMatchObject({ state: 'cancelled', finishedAt: expect.any(Date) });
+    expect(ended!.errors.at(-1)!.message).toMatch(/^expired: not started by its expiry time /);
+
+    // The same inside the application's transaction: both changes commit together, or neither.
+    await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET expires_at = now() - interval '1 second' WHERE id = $1`, [fresh.id]);
+    const client = new pg.Client({ connectionString: ctx.url });
+    await client.connect();
+    try {
+      await client.query('BEGIN');
+      const inTx = await pgq.enqueue(email, { to: 'tx@u.co' }, { uniqueKey: 'exp', db: client });
+      expect(inTx.id).not.toBe(fresh.id);
+      await client.query('ROLLBACK');
+    } finally {
+      await client.end();
+    }
+    expect(await pgq.getJob(fresh.id)).toMatchObject({ state: 'available' });
+    expect(await count(`unique_key = 'exp'`)).toBe(2);
+  });
+
   it('enqueueMany returns one record per payload, in order', async () => {
     const pgq = await ctx.migrated({ tasks: [email] });
     const payloads = Array.from({ length: 500 }, (_, n) => ({ to: `n${n}@x.co`, n }));

@@ -37,6 +37,9 @@ export type LiveState = Exclude<JobState, 'succeeded' | 'failed' | 'cancelled'>;
 /** Every live state, in `JOB_STATES` order. */
 export const LIVE_STATES: readonly LiveState[] = JOB_STATES.filter((s): s is LiveState => !FINAL_STATES.includes(s));
 
+/** The states of a job that has not started (waiting for its time, its turn, or its retry): those its expiry ends. */
+export const EXPIRABLE_STATES: readonly JobState[] = ['scheduled', 'available', 'retryable'];
+
 /** A JSON value as stored in a `jsonb` column. */
 export type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
 

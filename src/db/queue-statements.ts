@@ -19,7 +19,7 @@
  */
 import { quoteIdent, statementName } from './identifiers.js';
 import { CLAIM_COLUMNS, type ClaimRow } from './rows.js';
-import { registrationHolds } from './statements.js';
+import { EXPIRABLE_STATES_SQL, EXPIRED_SET, registrationHolds } from './statements.js';
 import type { Queryable } from './queryable.js';
 import { channelNames, notifyDoneSql } from '../notify/channels.js';
 
@@ -74,19 +74,14 @@ export function createQueueStatements(schema: string) {
   const expireJobs = `
     WITH expired AS (
       UPDATE ${jobs} j
-         SET state = 'cancelled', finished_at = now(),
-             errors = j.errors || jsonb_build_array(jsonb_build_object(
-               'attempt', j.attempts,
-               'message', CASE WHEN j.attempts > 0 THEN 'expired: its retry was not started by its expiry time '
-                               ELSE 'expired: not started by its expiry time ' END || to_char(j.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-               'at', now()))
+         SET ${EXPIRED_SET}
        WHERE j.id IN (SELECT id FROM ${jobs}
                        WHERE expires_at IS NOT NULL AND expires_at <= coalesce($2::timestamptz, now())
-                         AND state IN ('scheduled', 'available', 'retryable')
+                         AND state IN ${EXPIRABLE_STATES_SQL}
                        ORDER BY expires_at
                        LIMIT $1
                        FOR UPDATE SKIP LOCKED)
-         AND j.state IN ('scheduled', 'available', 'retryable')
+         AND j.state IN ${EXPIRABLE_STATES_SQL}
       RETURNING j.id
     ), notified AS (
       ${notifyDoneSql(channels.done, 'expired')}

@@ -24,7 +24,7 @@ import { quoteIdent, statementName } from './identifiers.js';
 import { CLAIM_COLUMNS, JOB_COLUMNS, type ClaimRow, type JobRow } from './rows.js';
 import type { Queryable, Statement } from './queryable.js';
 import { channelNames, notifyDoneSql } from '../notify/channels.js';
-import { LIVE_STATES } from '../core/types.js';
+import { EXPIRABLE_STATES, LIVE_STATES } from '../core/types.js';
 
 /** One job to insert. */
 export interface JobInsert {
@@ -205,6 +205,21 @@ export function registrationHolds(workers: string, id: string, at: string): stri
   return `(${at}::timestamptz IS NULL OR EXISTS (SELECT 1 FROM ${workers} w WHERE w.id = ${id} AND w.started_at = ${at}::timestamptz))`;
 }
 
+/**
+ * The SET list that ends a job whose `expires_at` passed before it started
+ * (`j` the jobs row): cancelled, with an error entry saying so. Used by the
+ * expirer and by an enqueue whose unique key an expired job still holds.
+ */
+export const EXPIRED_SET = `state = 'cancelled', finished_at = now(),
+             errors = j.errors || jsonb_build_array(jsonb_build_object(
+               'attempt', j.attempts,
+               'message', CASE WHEN j.attempts > 0 THEN 'expired: its retry was not started by its expiry time '
+                               ELSE 'expired: not started by its expiry time ' END || to_char(j.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+               'at', now()))`;
+
+/** EXPIRABLE_STATES as an SQL list. */
+export const EXPIRABLE_STATES_SQL = `(${EXPIRABLE_STATES.map((state) => `'${state}'`).join(', ')})`;
+
 /** The named statements for one schema. Built once per `Pgq`. */
 /** The name of the leadership row the maintenance runs under (`<schema>.leader.name`). */
 export const MAINTENANCE_LEASE = 'maintenance';
@@ -274,6 +289,17 @@ export function createStatements(schema: string) {
     SELECT * FROM ins`;
 
   const notifyQueues = `SELECT pg_notify('${channels.jobs}', q) FROM unnest($1::text[]) AS q`;
+
+  // An expired job that no expirer has ended yet (none runs without a
+  // leader) still holds its unique key: ended here, as the expirer would,
+  // so that an enqueue of that key inserts a job that can run.
+  const expireUniqueHolder = `
+    WITH expired AS (
+      UPDATE ${jobs} j SET ${EXPIRED_SET}
+       WHERE j.task = $1 AND j.unique_key = $2 AND j.state IN ${EXPIRABLE_STATES_SQL} AND j.expires_at <= now()
+      RETURNING j.id
+    ), notified AS (${notifyDone('expired')})
+    SELECT id::text AS id FROM expired, (SELECT count(*) FROM notified) AS n`;
 
   const getLiveByUniqueKey = `
     SELECT ${jcols}, j.cancel_requested_at
@@ -602,6 +628,11 @@ export function createStatements(schema: string) {
     /** JobGetLiveByUniqueKey: the live jobs holding these (task, unique_key) pairs. */
     getLiveByUniqueKey(db: Queryable, p: { tasks: string[]; uniqueKeys: string[] }): Promise<JobRow[]> {
       return db.query<JobRow>({ name: name('live_by_key'), text: getLiveByUniqueKey, values: [p.tasks, p.uniqueKeys] });
+    },
+
+    /** JobExpireUniqueHolder: ends (cancelled, as the expirer does) a job not started by its expiry that holds `uniqueKey`; returns its id, or nothing. */
+    expireUniqueHolder(db: Queryable, p: { task: string; uniqueKey: string }): Promise<{ id: string }[]> {
+      return db.query<{ id: string }>({ name: name('expire_key_holder'), text: expireUniqueHolder, values: [p.task, p.uniqueKey] });
     },
 
     /**
