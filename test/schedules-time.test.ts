@@ -84,6 +84,28 @@ describe('daylight saving', () => {
     expect(onTheDay).toHaveLength(23);
   });
 
+  it('Australia/Lord_Howe half-hour fall back: a daily 02:00 fires every day across it (cron-parser alone cannot step there), saved that day too', async () => {
+    // 5 April 2026, 02:00 LHDT (+11) goes back to 01:30 LHST (+10:30). From
+    // the fifteen hours before it cron-parser's next() throws "loop limit
+    // exceeded" for this expression.
+    expect(cronTicks('0 2 * * *', 'Australia/Lord_Howe').next(new Date('2026-04-04T10:00:00Z')).toISOString()).toBe('2026-04-04T15:30:00.000Z');
+    expect(cronTicks('0 * * * *', 'Australia/Lord_Howe').next(new Date('2026-04-04T14:00:00Z')).toISOString()).toBe('2026-04-04T15:30:00.000Z');
+    const { clock, pgq, scheduler } = await setup('2026-04-02T13:00:00Z');
+    await pgq.schedule({ name: 'lh-0200', cron: '0 2 * * *', timezone: 'Australia/Lord_Howe', task: report, payload: { kind: 'daily' } });
+    await runUntil(scheduler, clock, '2026-04-04T11:00:00Z');
+    // Saved (and so its next tick computed) inside the window cron-parser cannot step from.
+    await pgq.schedule({ name: 'lh-0200-late', cron: '0 2 * * *', timezone: 'Australia/Lord_Howe', task: report, payload: { kind: 'late' } });
+    await runUntil(scheduler, clock, '2026-04-05T16:00:00Z');
+
+    expect((await jobsOf(ctx.admin, pgq.schema, 'lh-0200')).map((j) => j.run_at.toISOString())).toEqual([
+      '2026-04-02T15:00:00.000Z', // 02:00 LHDT, 3 April
+      '2026-04-03T15:00:00.000Z', // 02:00 LHDT, 4 April
+      '2026-04-04T15:30:00.000Z', // 02:00 LHST, 5 April: the day the clock went back
+      '2026-04-05T15:30:00.000Z',
+    ]);
+    expect(await localTicks(pgq, 'lh-0200-late', 'Australia/Lord_Howe')).toEqual(['2026-04-05 02:00', '2026-04-06 02:00']);
+  });
+
   it('America/New_York fall back: 01:30 fires once, at 01:30 EDT; the day has 25 hourly ticks an hour apart', async () => {
     const { clock, pgq, scheduler } = await setup('2025-11-01T04:00:00Z');
     await pgq.schedule({ name: 'ny-0130', cron: '30 1 * * *', timezone: 'America/New_York', task: report, payload: { kind: 'daily' } });

@@ -167,10 +167,83 @@ export function formatEvery(ms: number): string {
 /** Most ticks `resume` steps over in a fall-back's repeated hour (one a second for an hour is 3,600). */
 const MAX_REPEATED_TICKS = 10_000;
 
+/** How far after a time cron-parser cannot step from pgq looks for the time zone's transition (two days). */
+const TRANSITION_WITHIN_MS = 2 * 86_400_000;
+/** Most ticks walked back from the first one found past a transition. */
+const MAX_WALK_BACK = 1_000;
+
 /** Ticks of a cron expression in a time zone. */
 export function cronTicks(expression: string, timezone: string): TickSource {
   const at = (date: Date): CronExpression => parser().parse(expression, { tz: timezone, currentDate: date });
-  const next = (after: Date): Date => at(after).next().toDate();
+  /**
+   * The first tick after `after`. cron-parser cannot step from some times
+   * before a DST transition (from the fifteen hours before Australia/
+   * Lord_Howe's half-hour fall-back, a daily "0 2 * * *" fails with "loop
+   * limit exceeded", each try costing it hundreds of milliseconds): then it
+   * steps from the transition itself (found from the zone's UTC offset),
+   * and the ticks between `after` and the one found are walked back with
+   * `prev()`.
+   */
+  const next = (after: Date): Date => {
+    try {
+      return at(after).next().toDate();
+    } catch (err) {
+      return stepAround(after, err);
+    }
+  };
+  const stepAround = (after: Date, cause: unknown): Date => {
+    // A tick not after the time stepped from is cron-parser stepping wrong there too.
+    const from = (ms: number): Date | null => {
+      try {
+        const tick = at(new Date(ms)).next().toDate();
+        return tick.getTime() > ms ? tick : null;
+      } catch {
+        return null;
+      }
+    };
+    const transition = nextTransition(after.getTime());
+    let found: Date | null = null;
+    if (transition !== null) {
+      for (const late of [0, 60_000, 3_600_000, 86_400_000]) {
+        found = from(transition + late);
+        if (found) break;
+      }
+    }
+    if (!found) {
+      throw new ValidationError('cron', `${JSON.stringify(expression)} in ${timezone} has no tick cron-parser can find after ${after.toISOString()} (${cause instanceof Error ? cause.message : String(cause)})`);
+    }
+    let tick: Date = found;
+    try {
+      const back = at(tick);
+      for (let i = 0; i < MAX_WALK_BACK; i += 1) {
+        const earlier = back.prev().toDate();
+        if (earlier.getTime() <= after.getTime()) break;
+        tick = earlier;
+      }
+    } catch {
+      // cron-parser cannot step back from here either: the tick found stands.
+    }
+    return tick;
+  };
+  /** The first instant after `ms` (within two days) at which the zone's UTC offset changes, to the millisecond; null: none. */
+  const nextTransition = (ms: number): number | null => {
+    const offset = offsetAt(ms);
+    let before = ms;
+    while (before + 3_600_000 <= ms + TRANSITION_WITHIN_MS && offsetAt(before + 3_600_000) === offset) before += 3_600_000;
+    if (before + 3_600_000 > ms + TRANSITION_WITHIN_MS) return null;
+    let after = before + 3_600_000;
+    while (after - before > 1) {
+      const middle = before + Math.floor((after - before) / 2);
+      if (offsetAt(middle) === offset) before = middle;
+      else after = middle;
+    }
+    return after;
+  };
+  /** The zone's offset from UTC at `ms`, in ms (from its wall-clock reading). */
+  const offsetAt = (ms: number): number => {
+    const date = new Date(ms);
+    return Date.parse(`${wall(date)}Z`) - ms;
+  };
   let wallClock: Intl.DateTimeFormat | undefined;
   const wall = (date: Date): string => {
     wallClock ??= new Intl.DateTimeFormat('en-CA', {
@@ -183,11 +256,10 @@ export function cronTicks(expression: string, timezone: string): TickSource {
     next,
     resume(after, lastFired) {
       const from = lastFired && lastFired.getTime() > after.getTime() ? lastFired : after;
-      const iterator = at(from);
-      let tick = iterator.next().toDate();
+      let tick = next(from);
       // An hour field matching fewer than 24 hours: cron-parser's stepping
       // fires such an expression in the first pass of a repeated hour only.
-      if (!lastFired || iterator.fields.hour.values.length === 24) return tick;
+      if (!lastFired || at(from).fields.hour.values.length === 24) return tick;
       // Past a fall-back the wall clock runs again through times that
       // already fired: a tick whose wall-clock time is not later than the
       // last fired one's repeats it (the second pass of the hour).
@@ -198,7 +270,11 @@ export function cronTicks(expression: string, timezone: string): TickSource {
     before(before, count) {
       const iterator = at(before);
       const out: Date[] = [];
-      for (let i = 0; i < count; i += 1) out.push(iterator.prev().toDate());
+      try {
+        for (let i = 0; i < count; i += 1) out.push(iterator.prev().toDate());
+      } catch {
+        // cron-parser cannot step back past a DST transition here: the latest ticks found are the ones caught up.
+      }
       return out.reverse();
     },
   };
