@@ -61,4 +61,27 @@ describe('pgq schedules', () => {
     expect(again.stderr).toMatch(/schedule "sweep" does not exist/);
     expect((await rows()).map((r) => (r as { name: string }).name)).toEqual(['digest']);
   });
+
+  it('an update without --tasks changes what its flags give and keeps the rest (no stand-in queue, payload or attempts)', async () => {
+    expect(pgq('migrate')).toMatchObject({ code: 0 });
+    const created = pgq(
+      '--json', 'schedules', 'add', 'nightly', '--task', 'send-email', '--tasks', tasks, '--cron', '0 2 * * *', '--timezone', 'Europe/Rome',
+      '--payload', '{"to":"ops@example.com","subject":"nightly"}', '--priority', '5', '--max-attempts', '7', '--catch-up', 'once',
+    );
+    expect(created.stderr).toBe('');
+    const first = JSON.parse(created.stdout) as Record<string, unknown>;
+    expect(first).toMatchObject({ queue: 'emails', priority: 5, maxAttempts: 7, catchUp: 'once', timezone: 'Europe/Rome' });
+
+    const moved = pgq('--json', 'schedules', 'add', 'nightly', '--task', 'send-email', '--cron', '0 3 * * *');
+    expect(moved.stderr).toBe('');
+    expect(JSON.parse(moved.stdout)).toMatchObject({
+      cron: '0 3 * * *', timezone: 'Europe/Rome', queue: 'emails', priority: 5, maxAttempts: 7, catchUp: 'once',
+      payload: { to: 'ops@example.com', subject: 'nightly' },
+    });
+    const reprioritised = pgq('--json', 'schedules', 'add', 'nightly', '--task', 'send-email', '--priority', '1');
+    expect(JSON.parse(reprioritised.stdout)).toMatchObject({ cron: '0 3 * * *', priority: 1, queue: 'emails', maxAttempts: 7 });
+    // Another task: its payload, queue and attempts are not the old task's.
+    const other = pgq('--json', 'schedules', 'add', 'nightly', '--task', 'sweep');
+    expect(JSON.parse(other.stdout)).toMatchObject({ task: 'sweep', cron: '0 3 * * *', queue: 'default', payload: {}, maxAttempts: 25, catchUp: 'once' });
+  });
 });

@@ -50,12 +50,12 @@ export function registerSchedules(program: Command, rt: CliRuntime): void {
 
   schedules
     .command('add <name>')
-    .description('create or update a schedule (by name); give --cron or --every')
+    .description('create or update a schedule (by name); give --cron or --every to create one; an update keeps what its flags do not change')
     .requiredOption('--task <name>', 'task of the jobs')
     .option('--cron <expr>', 'cron expression: 5 fields, or 6 with seconds first (e.g. "0 2 * * *")')
     .option('--timezone <zone>', 'IANA time zone of the cron expression (default UTC)')
     .option('--every <duration>', 'fixed interval instead of cron, e.g. 30s, 5m, 1h30m')
-    .option('--payload <json>', 'payload of every job, as JSON', parseJson('--payload'), {})
+    .option('--payload <json>', 'payload of every job, as JSON (default {})', parseJson('--payload'))
     .option('--tasks <module>', 'tasks module, to validate the payload and use the task defaults')
     .option('--queue <name>', 'queue of the jobs (default: the task queue, or "default")')
     .option('--priority <n>', 'higher runs first', parseIntOption('--priority', INT32_MIN, INT32_MAX))
@@ -66,8 +66,13 @@ export function registerSchedules(program: Command, rt: CliRuntime): void {
     .action(async (name: string, opts: AddOptions) => {
       const task = await resolveTask(opts.task, opts.tasks);
       await rt.using(async (pgq) => {
-        const { tasks: _module, ...options } = opts;
-        const saved = await pgq.schedule({ ...options, name, task });
+        const { tasks: _module, ...given } = opts;
+        // An update changes what its flags say: without --tasks the task's
+        // defaults are not known here, and a stand-in's (queue "default",
+        // payload {}) would silently replace what the schedule had.
+        const existing = await pgq.getSchedule(name);
+        const kept = existing ? keptSettings(existing, given) : {};
+        const saved = await pgq.schedule({ ...kept, ...given, name, task });
         rt.out(rt.json ? json(saved) : `saved schedule ${saved.name}; next run: ${humanTime(saved.nextRunAt)}`);
       }, { tasks: [task] });
     });
@@ -111,6 +116,31 @@ export function registerSchedules(program: Command, rt: CliRuntime): void {
         rt.out(rt.json ? json(job) : `enqueued job ${job.id} (${job.task}, queue ${job.queue}) for schedule ${name}`);
       });
     });
+}
+
+/**
+ * What an update by `schedules add` keeps of the schedule saved as
+ * `existing`: every setting its flags do not give (the timing when neither
+ * --cron nor --every is given; the time zone of a cron schedule). The
+ * payload, queue, priority and attempts are kept only while the task stays
+ * the same.
+ */
+function keptSettings(existing: ScheduleRecord, given: Omit<AddOptions, 'tasks'>): Partial<ScheduleOptions> {
+  const kept: Partial<ScheduleOptions> = {
+    catchUp: existing.catchUp,
+    catchUpLimit: existing.catchUpLimit,
+    misfireGraceMs: existing.misfireGraceMs,
+  };
+  if (given.cron === undefined && given.every === undefined) {
+    if (existing.cron !== null) [kept.cron, kept.timezone] = [existing.cron, existing.timezone];
+    else if (existing.every !== null) kept.every = existing.every;
+  } else if (given.cron !== undefined && existing.cron !== null) {
+    kept.timezone = existing.timezone;
+  }
+  if (existing.task === given.task) {
+    Object.assign(kept, { payload: existing.payload, queue: existing.queue, priority: existing.priority, maxAttempts: existing.maxAttempts });
+  }
+  return kept;
 }
 
 /** The flags of `schedules add`: the schedule's options, the task by name, and the module that defines it. */
