@@ -327,6 +327,40 @@ describe('the limited claim statement', () => {
     expect(wakes).toBe(1);
   });
 
+  it('a later claim\'s 50 ms recheck is not put off by an earlier one armed for a rate limit\'s token (an hour)', async () => {
+    const qs = await setUp('gate-r', 'gate2', 2);
+    const s = `"${ctx.schema}"`;
+    await ctx.admin.query(
+      `INSERT INTO ${s}.jobs (task, queue, payload, state, attempts, started_at, worker_id) VALUES ('lim', 'gate-c', '{}', 'running', 1, now(), 'other')`,
+    );
+    await ctx.admin.query(`INSERT INTO ${s}.jobs (task, queue, payload) VALUES ('lim', 'gate-c', '{}')`);
+    const pgq = ctx.pgq();
+    await pgq.setQueue('gate-r', { rateLimit: { limit: 1, periodMs: 3_600_000 } });
+    await pgq.setQueue('gate-c', { concurrency: 1 });
+    let wakes = 0;
+    const gate = new QueueGate(['gate-r', 'gate-c'], {
+      kysely: pgq.kysely,
+      statements: createStatements(ctx.schema),
+      queueStatements: qs,
+      listener: new Listener(null, defaultLogger()),
+      channels: channelNames(ctx.schema),
+      logger: defaultLogger(),
+      wake: () => (wakes += 1),
+    });
+    await gate.refresh();
+    wakes = 0; // the settings read, a change: woken once
+    try {
+      const claim = (queue: string) => gate.claim(fromPg(ctx.admin), { queues: [queue], tasks: limitedTask, limit: 5, startable: 5, workerId: 'gate2' });
+      // The rate-limited queue: one job now, the next a token (an hour) later.
+      expect((await claim('gate-r')).map((r) => r.queue)).toEqual(['gate-r']);
+      // The concurrency-limited one: full, a job waiting: look again in 50 ms.
+      expect(await claim('gate-c')).toEqual([]);
+      await until(() => wakes > 0, { timeoutMs: 2_000, what: 'the 50 ms recheck' });
+    } finally {
+      await gate.stop();
+    }
+  });
+
   it('says nothing is waiting when what is left is of tasks the worker does not run or expired (no look again every 50 ms); a full key still counts', async () => {
     const qs = await setUp('limleft', 'left', 0);
     await ctx.pgq().setQueue('limleft', { concurrency: 5, keyConcurrency: 1 });

@@ -73,6 +73,8 @@ export class QueueGate extends LoopService {
   #applied = 0;
   #offNotify: (() => Promise<void>) | undefined;
   #recheck: NodeJS.Timeout | undefined;
+  /** When the armed recheck fires (performance.now() time). */
+  #recheckAt = Infinity;
   /** The last claim left jobs of a limited queue waiting (or did not ask every one): claim again when outcomes commit. */
   #limitedWaiting = false;
   #turn = 0;
@@ -126,6 +128,7 @@ export class QueueGate extends LoopService {
     await super.stop();
     clearTimeout(this.#recheck);
     this.#recheck = undefined;
+    this.#recheckAt = Infinity;
     await unlistening;
   }
 
@@ -208,11 +211,22 @@ export class QueueGate extends LoopService {
     return { claimed, waitMs: claimed.length < limit && waiting ? Math.max(RECHECK_MS, tokenMs ?? 0) : null, more: waiting };
   }
 
+  /**
+   * Wakes the producer `waitMs` from now, or sooner if a recheck armed
+   * before is due sooner. (A later one does not put off a sooner one: a
+   * queue at its concurrency limit, armed for 50 ms after a rate-limited
+   * queue armed for one token's time, an hour, waited the hour.)
+   */
   #armRecheck(waitMs: number | null, waiting: boolean): void {
     this.#limitedWaiting = waiting;
-    if (waitMs === null || this.#recheck) return;
+    if (waitMs === null) return;
+    const at = performance.now() + waitMs;
+    if (this.#recheck && this.#recheckAt <= at) return;
+    clearTimeout(this.#recheck);
+    this.#recheckAt = at;
     this.#recheck = setTimeout(() => {
       this.#recheck = undefined;
+      this.#recheckAt = Infinity;
       this.#deps.wake();
     }, waitMs);
     this.#recheck.unref();
