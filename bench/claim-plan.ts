@@ -16,7 +16,7 @@
  * claims are of a queue with a concurrency limit (`claim_limited()`, which
  * locks the queue's row and claims through `claim_candidates()`),
  * with `--keyed` of a queue with a per-key limit, its jobs spread over 1,000
- * keys (candidates read by `claim_candidates_keyed()`). The schema is dropped at the end.
+ * keys (candidates read by `claim_candidates_keyed_fill()`). The schema is dropped at the end.
  */
 import { parseArgs } from 'node:util';
 import pg from 'pg';

@@ -361,6 +361,68 @@ describe('the limited claim statement', () => {
     }
   });
 
+  it('per key: one claim gives every key the slots it has left, however deep the backlog of a key ahead of the others', async () => {
+    // Ten keys of 20 jobs each, inserted key by key: claim order meets k0's twenty first.
+    const qs = await setUp('limfill', 'fill', 0);
+    const s = `"${ctx.schema}"`;
+    await ctx.admin.query(`INSERT INTO ${s}.jobs (task, queue, payload, concurrency_key) SELECT 'lim', 'limfill', '{}', 'k' || (g / 20) FROM generate_series(0, 199) g ORDER BY g`);
+    await ctx.pgq().setQueue('limfill', { keyConcurrency: 1 });
+    const db = fromPg(ctx.admin);
+    const first = await qs.claimLimited(db, { queue: 'limfill', tasks: limitedTask, limit: 10, workerId: 'fill' });
+    expect(first.claimed.map((r) => r.concurrency_key).sort()).toEqual(Array.from({ length: 10 }, (_, k) => `k${k}`).sort());
+
+    // One key with a backlog of 500 ahead (two slots), nine keys of one job behind it.
+    await ctx.admin.query(`DELETE FROM ${s}.jobs WHERE queue = 'limfill'`);
+    await ctx.pgq().setQueue('limfill', { keyConcurrency: 2 });
+    await ctx.admin.query(`INSERT INTO ${s}.jobs (task, queue, payload, concurrency_key) SELECT 'lim', 'limfill', '{}', 'deep' FROM generate_series(1, 500)`);
+    await ctx.admin.query(`INSERT INTO ${s}.jobs (task, queue, payload, concurrency_key) SELECT 'lim', 'limfill', '{}', 'k' || g FROM generate_series(1, 9) g`);
+    const second = await qs.claimLimited(db, { queue: 'limfill', tasks: limitedTask, limit: 10, workerId: 'fill' });
+    const keys = second.claimed.map((r) => r.concurrency_key!);
+    expect(keys.filter((k) => k === 'deep')).toHaveLength(2);
+    expect(new Set(keys.filter((k) => k !== 'deep')).size).toBe(8);
+    expect(second.waiting).toBe(true);
+  });
+
+  it('a claim that waited for the queue\'s row does not start a job that expired meanwhile', async () => {
+    const qs = await setUp('limexp', 'exp', 0);
+    const s = `"${ctx.schema}"`;
+    await ctx.pgq().setQueue('limexp', { concurrency: 5 });
+    await ctx.admin.query(`INSERT INTO ${s}.jobs (task, queue, payload, expires_at) VALUES ('lim', 'limexp', '{}', now() + interval '1 second')`);
+    const holder = await ctx.admin.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query(`SELECT 1 FROM ${s}.queues WHERE name = 'limexp' FOR UPDATE`);
+      const claim = qs.claimLimited(fromPg(ctx.admin), { queue: 'limexp', tasks: limitedTask, limit: 5, workerId: 'exp' });
+      await until(async () => {
+        const { rows } = await ctx.admin.query(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%claim_limited%'`);
+        return rows.length > 0;
+      }, { what: 'the claim waiting for the row' });
+      // The job expires while the claim waits.
+      await until(async () => (await ctx.admin.query(`SELECT 1 FROM ${s}.jobs WHERE queue = 'limexp' AND expires_at < clock_timestamp()`)).rows.length > 0, { what: 'the expiry' });
+      await holder.query('COMMIT');
+      expect(await claim).toEqual({ claimed: [], waiting: false, tokenMs: null });
+      expect((await ctx.admin.query(`SELECT state FROM ${s}.jobs WHERE queue = 'limexp'`)).rows).toEqual([{ state: 'available' }]);
+    } finally {
+      holder.release();
+    }
+  });
+
+  it('a rate limit changed with plain SQL starts a full bucket, as one set with setQueue does', async () => {
+    const qs = await setUp('limsql', 'sql', 120);
+    const s = `"${ctx.schema}"`;
+    const db = fromPg(ctx.admin);
+    const claim = () => qs.claimLimited(db, { queue: 'limsql', tasks: limitedTask, limit: 50, workerId: 'sql' });
+    await ctx.pgq().setQueue('limsql', { rateLimit: { limit: 1, periodMs: 3_600_000 } });
+    expect((await claim()).claimed).toHaveLength(1);
+    expect((await claim()).claimed).toHaveLength(0);
+    await ctx.admin.query(`UPDATE ${s}.queues SET rate_limit = 100, rate_period_ms = 60000 WHERE name = 'limsql'`);
+    expect((await claim()).claimed).toHaveLength(50);
+    // The same limit written again keeps the bucket (50 tokens left, not 100).
+    await ctx.admin.query(`UPDATE ${s}.queues SET rate_limit = 100, rate_period_ms = 60000 WHERE name = 'limsql'`);
+    expect((await claim()).claimed).toHaveLength(50);
+    expect((await claim()).claimed.length).toBeLessThan(2);
+  });
+
   it('says nothing is waiting when what is left is of tasks the worker does not run or expired (no look again every 50 ms); a full key still counts', async () => {
     const qs = await setUp('limleft', 'left', 0);
     await ctx.pgq().setQueue('limleft', { concurrency: 5, keyConcurrency: 1 });
