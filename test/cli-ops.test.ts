@@ -51,11 +51,17 @@ describe('pgq operator commands', { timeout: 180_000 }, () => {
     const next = JSON.parse(pgq(['--json', 'jobs', 'list', '--task', 'boom', '--before', ids[1]!]).stdout) as { id: string }[];
     expect(next.map((j) => j.id)).toEqual([ids[0]]);
     expect(pgq(['jobs', 'list', '--since', 'soon']).stderr).toMatch(/--since: must be a duration back from now/);
+    // Any duration back, not only what a schedule's interval may be (1 s to 366 days).
+    expect(pgq(['jobs', 'list', '--task', 'boom', '--until', '400d'])).toMatchObject({ code: 0, stderr: '' });
+    expect(JSON.parse(pgq(['--json', 'jobs', 'list', '--task', 'boom', '--since', '400d']).stdout)).toHaveLength(ids.length);
     // A bare number is no date (JavaScript reads 45 as the year 2045): refused, nothing deleted.
     const before = await app.countJobs({});
     expect(pgq(['jobs', 'delete', '--state', 'failed', '--until', '45'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/--until: must be a duration back from now .* or an ISO 8601 date/) });
     expect(await app.countJobs({})).toBe(before);
     expect(pgq(['enqueue', 'ok', '1', '--run-at', '7']).stderr).toMatch(/--run-at must be an ISO 8601 date/);
+    // Both times: refused under the flags' own names, nothing enqueued.
+    expect(pgq(['enqueue', 'ok', '--delay-ms', '1000', '--run-at', '2030-01-01'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/--delay-ms and --run-at both say when the job runs/) });
+    expect(await app.countJobs({})).toBe(before);
   });
 
   it('takes --state twice as both states', () => {

@@ -134,15 +134,18 @@ export function parseCron(expression: unknown, timezone: string, field = 'cron')
 
 const MAX_CRON_LENGTH = 200;
 
+/** A duration such as `30s`, `5m`, `1h30m`, `1d` in milliseconds, of any length; null: not one. */
+export function durationMs(text: string): number | null {
+  if (!/^\s*(\d+\s*(ms|s|m|h|d)\s*)+$/i.test(text)) return null;
+  let ms = 0;
+  for (const [, amount, unit] of text.matchAll(/(\d+)\s*(ms|s|m|h|d)/gi)) ms += Number(amount) * DURATION_UNITS_MS[unit!.toLowerCase()]!;
+  return ms;
+}
+
 /** Parses `every`: milliseconds, or a duration such as `30s`, `5m`, `1h30m`, `1d`. At least 1 s. */
 export function parseEvery(every: unknown, field = 'every'): number {
-  let ms: number;
-  if (typeof every === 'number') {
-    ms = every;
-  } else if (typeof every === 'string' && /^\s*(\d+\s*(ms|s|m|h|d)\s*)+$/i.test(every)) {
-    ms = 0;
-    for (const [, amount, unit] of every.matchAll(/(\d+)\s*(ms|s|m|h|d)/gi)) ms += Number(amount) * DURATION_UNITS_MS[unit!.toLowerCase()]!;
-  } else {
+  const ms = typeof every === 'number' ? every : typeof every === 'string' ? durationMs(every) : null;
+  if (ms === null) {
     throw new ValidationError(field, `${JSON.stringify(every)} is not a duration; use milliseconds or e.g. "30s", "5m", "1h30m", "1d"`);
   }
   if (!Number.isSafeInteger(ms) || ms < MIN_EVERY_MS || ms > MAX_EVERY_MS) {

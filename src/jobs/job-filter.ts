@@ -5,7 +5,7 @@
  * condition.
  */
 import { dateProblem, parseIsoDate } from '../core/dates.js';
-import { parseEvery } from '../core/cron.js';
+import { durationMs } from '../core/cron.js';
 import type { Expression, ExpressionBuilder, SqlBool } from 'kysely';
 import { sql } from '../db/kysely.js';
 import { ValidationError } from '../core/errors.js';
@@ -112,7 +112,12 @@ export function validateJobFilter(filter: JobFilter, listing = false): JobFilter
  * delete "until 45" would match every job).
  */
 export function parseTimeBack(value: string, key: string): Date {
-  if (/^\s*(\d+\s*(ms|s|m|h|d)\s*)+$/i.test(value)) return new Date(Date.now() - parseEvery(value, key));
+  const back = durationMs(value);
+  if (back !== null) {
+    const at = new Date(Date.now() - back);
+    if (!Number.isSafeInteger(back) || Number.isNaN(at.getTime())) throw new ValidationError(key, `${JSON.stringify(value)} back from now is before any date JavaScript holds`);
+    return at;
+  }
   const date = parseIsoDate(value);
   if (!date) throw new ValidationError(key, `must be a duration back from now (1h, 30m, 2d) or an ISO 8601 date (2026-12-01, 2026-12-01T10:00Z), got ${JSON.stringify(value)}`);
   return date;

@@ -28,6 +28,9 @@ export function registerEnqueue(program: Command, rt: CliRuntime): void {
         // Not the job's own time limit (that is the task's timeoutMs): refuse rather than ignore it.
         throw new PgqError('PGQ_USAGE', '--timeout-ms is how long --wait waits for the job; give it with --wait (a handler\'s time limit is its task\'s timeoutMs)');
       }
+      if (opts.delayMs !== undefined && opts.runAt !== undefined) {
+        throw new PgqError('PGQ_USAGE', '--delay-ms and --run-at both say when the job runs: give one of them');
+      }
       const task = await resolveTask(taskName, opts.tasks);
       await rt.using(async (pgq) => {
         const job = await pgq.enqueue(task, opts.payload, {
