@@ -106,6 +106,14 @@ describe('daylight saving', () => {
     expect(await localTicks(pgq, 'lh-0200-late', 'Australia/Lord_Howe')).toEqual(['2026-04-05 02:00', '2026-04-06 02:00']);
   });
 
+  it('Antarctica/Troll two-hour fall back: a daily 02:00 fires once that day, at its first pass (cron-parser alone gives both)', () => {
+    // 25 October 2026, 03:00 +02 goes back to 01:00 +00: 02:00 comes at 00:00Z and again at 02:00Z.
+    const ticks = cronTicks('0 2 * * *', 'Antarctica/Troll');
+    const fired: string[] = [];
+    for (let at = new Date('2026-10-23T12:00:00Z'), i = 0; i < 4; i += 1) fired.push((at = ticks.next(at)).toISOString());
+    expect(fired).toEqual(['2026-10-24T00:00:00.000Z', '2026-10-25T00:00:00.000Z', '2026-10-26T02:00:00.000Z', '2026-10-27T02:00:00.000Z']);
+  });
+
   it('America/New_York fall back: 01:30 fires once, at 01:30 EDT; the day has 25 hourly ticks an hour apart', async () => {
     const { clock, pgq, scheduler } = await setup('2025-11-01T04:00:00Z');
     await pgq.schedule({ name: 'ny-0130', cron: '30 1 * * *', timezone: 'America/New_York', task: report, payload: { kind: 'daily' } });

@@ -187,12 +187,28 @@ export function cronTicks(expression: string, timezone: string): TickSource {
    * and the ticks between `after` and the one found are walked back with
    * `prev()`.
    */
-  const next = (after: Date): Date => {
+  const step = (after: Date): Date => {
     try {
       return at(after).next().toDate();
     } catch (err) {
       return stepAround(after, err);
     }
+  };
+  let fixedHour: boolean | undefined;
+  /**
+   * `step`, and an hour field matching fewer than 24 hours fires in the
+   * first pass of a repeated hour only: cron-parser steps so in most zones,
+   * not in all (Antarctica/Troll's two-hour fall-back gave a daily 02:00
+   * twice), so a tick whose wall-clock time is not later than `after`'s is
+   * passed over.
+   */
+  const next = (after: Date): Date => {
+    let tick = step(after);
+    fixedHour ??= at(after).fields.hour.values.length < 24;
+    if (!fixedHour) return tick;
+    const from = wall(after);
+    for (let i = 0; i < MAX_REPEATED_TICKS && wall(tick) <= from; i += 1) tick = step(tick);
+    return tick;
   };
   const stepAround = (after: Date, cause: unknown): Date => {
     // A tick not after the time stepped from is cron-parser stepping wrong there too.
