@@ -134,6 +134,47 @@ describe('pause, limits and expiry on a worker', () => {
     await w.stop();
   });
 
+  it('a worker that hears of a pause gives back the jobs of the queue it claimed ahead and has not started', async () => {
+    const blocker = deferred();
+    const ran: number[] = [];
+    const mixed = defineTask({
+      name: 'mixed',
+      schema: z.object({ n: z.number().int(), block: z.boolean() }),
+      queue: 'ahead',
+      async handler(p) {
+        ran.push(p.n);
+        if (p.block) await blocker.promise;
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [mixed] });
+    const s = `"${ctx.schema}"`;
+    // A long prefetchTtlMs: what is held ahead goes back at the pause, not when it ages out.
+    const w = pgq.worker({ ...quick, concurrency: 2, prefetchTtlMs: 60_000 });
+    await w.start();
+    try {
+      // Quick jobs first, so the worker knows jobs are short and claims ahead.
+      const warm = await pgq.enqueueMany(mixed, Array.from({ length: 40 }, (_, n) => ({ n, block: false })));
+      for (const job of warm) await pgq.waitForJob(job.id, { timeoutMs: 10_000 });
+      await pgq.enqueueMany(mixed, [{ n: 100, block: true }, { n: 101, block: true }], { priority: 10 });
+      await pgq.enqueueMany(mixed, Array.from({ length: 40 }, (_, n) => ({ n: 200 + n, block: false })));
+      const running = async () => Number((await ctx.admin.query(`SELECT count(*) AS n FROM ${s}.jobs WHERE queue = 'ahead' AND state = 'running'`)).rows[0].n);
+      // Both slots blocked, and more taken ahead: running in the table, not started.
+      await until(async () => (await running()) > 2, { what: 'jobs claimed ahead of the two blocked slots' });
+      const startedBefore = ran.length;
+      await pgq.pauseQueue('ahead');
+      await until(async () => (await running()) === 2, { timeoutMs: 5_000, what: 'the jobs held ahead given back' });
+      const back = await ctx.admin.query(`SELECT count(*)::int AS n FROM ${s}.jobs WHERE queue = 'ahead' AND state = 'available' AND attempts = 0`);
+      expect(back.rows[0].n).toBe(40);
+      blocker.resolve();
+      await until(async () => (await running()) === 0, { what: 'the blocked jobs done' });
+      await new Promise((r) => setTimeout(r, 300));
+      expect(ran.length).toBe(startedBefore);
+    } finally {
+      blocker.resolve();
+      await w.stop();
+    }
+  });
+
   it('the claim itself skips a paused queue, whatever a worker has cached: a pause holds from its commit', async () => {
     const pgq = await ctx.migrated({ tasks: [hold] });
     await pgq.enqueueMany(hold, [{ n: 1 }, { n: 2 }], { queue: 'p1' });

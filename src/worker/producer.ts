@@ -191,6 +191,16 @@ export class Producer extends LoopService {
     return true;
   }
 
+  /**
+   * The queue was paused: the jobs of it claimed ahead and not started go
+   * back (available, attempt not counted), rather than start after the
+   * pause as they would until they aged out (prefetchTtlMs).
+   */
+  releasePaused(queue: string): void {
+    const taken = this.held.items().filter((h) => h.job.queue === queue && this.held.drop(h.job.id));
+    if (taken.length > 0) void this.#release(taken, 'paused');
+  }
+
   /** Drops a buffered job (this `attempt` of it rescued); true when it was buffered. */
   dropBuffered(id: string, attempt?: number): boolean {
     if (attempt !== undefined && !this.held.items().some((h) => h.job.id === id && h.job.attempts === attempt)) return false;

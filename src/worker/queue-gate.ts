@@ -60,6 +60,8 @@ export interface QueueGateDeps {
   logger: Logger;
   /** Wakes the producer: settings changed, or a limited queue may have room again. */
   wake: () => void;
+  /** A queue was found paused that was not: the jobs of it claimed ahead and not started go back. */
+  paused?: (queue: string) => void;
 }
 
 export class QueueGate extends LoopService {
@@ -156,7 +158,9 @@ export class QueueGate extends LoopService {
       if (turn < this.#applied) return;
       this.#applied = turn;
       const changed = this.#queues.some((q) => !sameControl(this.#controls.get(q), next.get(q)));
+      const paused = this.#queues.filter((q) => next.get(q)?.paused && !this.#controls.get(q)?.paused);
       this.#controls = next;
+      for (const queue of paused) this.#deps.paused?.(queue);
       if (changed) this.#deps.wake();
     } catch (err) {
       this.logger.warn({ err: errorSummary(err) }, `pgq could not read queue settings (keeping the last ones): ${errorMessage(err)}`);

@@ -168,7 +168,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
       deps.middleware,
     );
     // Paused and limited queues: the producer claims through the gate.
-    this.#gate = new QueueGate(options.queues, { ...deps, logger: this.#logger, wake: () => this.#producer.wake() });
+    this.#gate = new QueueGate(options.queues, {
+      ...deps,
+      logger: this.#logger,
+      wake: () => this.#producer.wake(),
+      paused: (queue) => this.#producer.releasePaused(queue),
+    });
     this.#producer = new Producer(
       {
         concurrency: options.concurrency,
