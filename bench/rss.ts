@@ -116,8 +116,8 @@ const lines = [
   ).map(([title, key]) => `| ${title} | ${fmt(med('pgq', key))} | ${fmt(med('graphile-worker-tuned', key))} | ${(med('pgq', key) / med('graphile-worker-tuned', key)).toFixed(2)} |`),
   ...(
     [
-      ['of which: zod, loaded by pgq (MiB)', 'zodMiB'],
-      ["of which: the package's own modules (MiB)", 'ownMiB'],
+      ['Loading zod alone, a fresh process (MiB; pgq depends on it)', 'zodMiB'],
+      ['Loading the package itself, a fresh process (MiB)', 'ownMiB'],
     ] as const
   ).map(([title, key]) => {
     const of = (system: string): number => median(loaded.get(system)!.map((i) => i[key]))!;
