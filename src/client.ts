@@ -439,7 +439,10 @@ export class Pgq {
    * const toRetry = await pgq.countJobs({ queue: 'emails' }, { action: 'retry' });
    */
   async countJobs(filter: JobFilter = {}, options: { max?: number; action?: BulkAction } = {}): Promise<number> {
-    return this.#call(() => this.#jobs.count(filter, options.max, options.action));
+    return this.#call(async () => {
+      if (options === null || typeof options !== 'object' || Array.isArray(options)) throw new ValidationError('options', 'must be an object');
+      return this.#jobs.count(filter, options.max, options.action);
+    });
   }
 
   /**

@@ -327,6 +327,11 @@ describe('counting for a bulk action', () => {
     expect(await counts('cva-delete')).toMatchObject({ delete: 3 });
     expect(await pgq.deleteJobs({ task: 'cva-delete' })).toBe(3);
     await expect(pgq.countJobs({}, { action: 'archive' as 'retry' })).rejects.toThrow(/action: must be retry, cancel or delete/);
+    // An inherited name is no action, and options or a list filter that are not objects say so (not a TypeError).
+    await expect(pgq.countJobs({}, { action: 'toString' as 'retry' })).rejects.toThrow(/action: must be retry, cancel or delete/);
+    await expect(pgq.countJobs({}, null as unknown as {})).rejects.toMatchObject({ name: 'ValidationError', message: 'options: must be an object' });
+    await expect(pgq.listWorkflows(null as unknown as {})).rejects.toMatchObject({ name: 'ValidationError', message: 'filter: must be an object' });
+    await expect(pgq.listWorkflows({ befor: '1' } as {})).rejects.toThrow(/befor: is not a workflow list field; the fields are before, limit/);
   });
 });
 

@@ -387,6 +387,31 @@ describe('deleting steps', () => {
     await pgq.cancelWorkflow(wf.id);
   });
 
+  it('a retry that would resume a step whose input includes a deleted result, or past a deleted failed step, is refused naming it (never run with part of its input)', async () => {
+    const wf = await pgq.enqueueWorkflow(chord(group([step(manual, { n: 1 }), step(manual, { n: 2 })]), step(manualSum)));
+    const [first, second, callback] = wf.steps.map((st) => st.id);
+    const s = `"${ctx.schema}"`;
+    await ctx.admin.query(`UPDATE ${s}.jobs SET state = 'succeeded', result = '10', attempts = 1, finished_at = now() WHERE id = $1`, [first]);
+    await pgq.cancelJob(second!); // the callback is cancelled by it, and would resume with its retry
+    expect((await pgq.getWorkflow(wf.id))!.steps[2]).toMatchObject({ state: 'cancelled', cancelledBy: second });
+    // The first member's result is not waited on by anything blocked: it can go (an ordinary cleanup of succeeded jobs).
+    expect(await pgq.deleteJobs({ workflowId: wf.id, state: 'succeeded' })).toBe(1);
+    await expect(pgq.retryJob(second!)).rejects.toMatchObject({
+      code: 'PGQ_NOT_RETRYABLE',
+      message: expect.stringMatching(new RegExp(`the input of step "[^"]+" \\(job ${callback}\\), which it would resume, includes the result of job ${first}, which has been deleted`)),
+    });
+    expect(await pgq.retryJobs({ workflowId: wf.id })).toBe(0);
+    expect((await pgq.getJob(second!))!.state).toBe('cancelled');
+
+    // The step whose failure cancelled the callback deleted: retrying the callback says so.
+    expect(await pgq.deleteJob(second!)).toBe(true);
+    await expect(pgq.retryJob(callback!)).rejects.toMatchObject({
+      code: 'PGQ_NOT_RETRYABLE',
+      message: expect.stringMatching(new RegExp(`job ${second} has been deleted: the workflow cannot resume from there`)),
+    });
+    expect(await pgq.deleteJobs({ workflowId: wf.id })).toBe(1);
+  });
+
   it('one statement deleting jobs of two workflows takes their edges, and each workflow row once its last job is gone', async () => {
     const s = `"${ctx.schema}"`;
     const a = await pgq.enqueueWorkflow(chain(step(manual, { n: 1 }), step(double), step(double)));

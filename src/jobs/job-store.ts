@@ -196,7 +196,7 @@ export class JobStore {
   async count(filter: JobFilter = {}, max?: number, action?: BulkAction): Promise<number> {
     validateJobFilter(filter);
     if (max !== undefined && (!Number.isInteger(max) || max < 1)) throw new ValidationError('max', 'must be a positive integer');
-    if (action !== undefined && !(action in BULK_STATES)) throw new ValidationError('action', `must be retry, cancel or delete, got ${JSON.stringify(action)}`);
+    if (action !== undefined && !Object.hasOwn(BULK_STATES, action)) throw new ValidationError('action', `must be retry, cancel or delete, got ${JSON.stringify(action)}`);
     const matching = this.deps.kysely
       .selectFrom('jobs')
       .select(sql<number>`1`.as('one'))

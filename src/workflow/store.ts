@@ -148,6 +148,10 @@ export class WorkflowStore {
   }
 
   async list(filter: ListWorkflowsFilter = {}): Promise<WorkflowSummary[]> {
+    if (filter === null || typeof filter !== 'object' || Array.isArray(filter)) throw new ValidationError('filter', 'must be an object');
+    for (const [key, value] of Object.entries(filter)) {
+      if (value !== undefined && key !== 'before' && key !== 'limit') throw new ValidationError(key, 'is not a workflow list field; the fields are before, limit');
+    }
     const limit = filter.limit ?? 50;
     if (!Number.isInteger(limit) || limit < 1 || limit > 500) throw new ValidationError('limit', 'must be an integer from 1 to 500');
     let query = this.deps.kysely
@@ -252,16 +256,47 @@ export class WorkflowStore {
       .select(['workflow_id', 'workflow_step', 'cancelled_by', 'errors', 'on_parent_failure', 'pass_results', 'attempts'])
       .where('id', '=', jobId)
       .executeTakeFirst();
-    if (!job || job.workflow_id === null || job.pass_results === null) return;
+    if (!job || job.workflow_id === null) return;
     const me = `job ${jobId} (step ${JSON.stringify(job.workflow_step)})`;
     if (job.cancelled_by !== null) {
       const failed: StepFailure | undefined = job.errors.at(-1)?.failedStep;
       const cause = failed ?? { step: '?', jobId: String(job.cancelled_by), state: 'failed' };
+      const causeLeft = await trx.selectFrom('jobs').select('id').where('id', '=', String(job.cancelled_by)).executeTakeFirst();
+      if (!causeLeft) {
+        throw new PgqError(
+          'PGQ_NOT_RETRYABLE',
+          `${me} was cancelled because step ${JSON.stringify(cause.step)} (job ${cause.jobId}) ${cause.state === 'failed' ? 'failed' : 'was cancelled'}, and job ${cause.jobId} has been deleted: the workflow cannot resume from there`,
+        );
+      }
       throw new PgqError(
         'PGQ_NOT_RETRYABLE',
         `${me} was cancelled because step ${JSON.stringify(cause.step)} (job ${cause.jobId}) ${cause.state === 'failed' ? 'failed' : 'was cancelled'}; retry job ${cause.jobId} and the workflow resumes from there`,
       );
     }
+    // Inputs made from results that were deleted would be made without
+    // them, silently: this job's own (it never ran), or those of the
+    // dependents its success would resume (cancelled because it failed,
+    // and theirs in turn).
+    const lost = await sql<{ child: string; step: string | null; parent: string }>`
+      WITH RECURSIVE resumed(id) AS (
+        SELECT ${jobId}::bigint
+        UNION
+        SELECT c.id FROM resumed r JOIN ${sql.id(this.deps.schema, 'jobs')} c ON c.cancelled_by = r.id AND c.state = 'cancelled'
+      )
+      SELECT c.id::text AS child, c.workflow_step AS step, d.parent_id::text AS parent
+        FROM resumed r
+        JOIN ${sql.id(this.deps.schema, 'jobs')} c ON c.id = r.id
+        JOIN ${sql.id(this.deps.schema, 'job_dependencies')} d ON d.child_id = c.id
+       WHERE c.attempts = 0 AND c.pass_results <> 'none'
+         AND NOT EXISTS (SELECT 1 FROM ${sql.id(this.deps.schema, 'jobs')} p WHERE p.id = d.parent_id)
+       ORDER BY c.id, d.parent_id
+       LIMIT 1`.execute(trx);
+    const gone = lost.rows[0];
+    if (gone) {
+      const whose = gone.child === jobId ? `its input` : `the input of step ${JSON.stringify(gone.step)} (job ${gone.child}), which it would resume,`;
+      throw new PgqError('PGQ_NOT_RETRYABLE', `${me} cannot be retried: ${whose} includes the result of job ${gone.parent}, which has been deleted`);
+    }
+    if (job.pass_results === null) return;
     const waiting = await trx
       .selectFrom('job_dependencies as d')
       .innerJoin('jobs as p', 'p.id', 'd.parent_id')
