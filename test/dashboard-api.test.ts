@@ -130,6 +130,19 @@ describe('JSON API', () => {
     expect(await pgq.getJob(id)).toBeNull();
   });
 
+  it("the overview's oldest waiting job counts scheduled ones past their time that no worker has made available (none runs), as the metrics do", async () => {
+    const late = await pgq.enqueue(mail, { to: 'late@x.y' }, { queue: 'due-late', delayMs: 600_000 });
+    const runAt = new Date(Date.now() - 60_000);
+    await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET run_at = $2 WHERE id = $1`, [late.id, runAt]);
+    const overview = (await (await get(dashboard, '/api/overview')).json()) as { queues: { queue: string; counts: Record<string, number>; oldestWaitingRunAt: string | null }[] };
+    const due = overview.queues.find((q) => q.queue === 'due-late')!;
+    expect(due.counts).toMatchObject({ scheduled: 1, available: 0 });
+    expect(new Date(due.oldestWaitingRunAt!).getTime()).toBe(Math.floor(runAt.getTime()));
+    // Not yet due: nothing waits.
+    expect(overview.queues.find((q) => q.queue === 'xss')!.oldestWaitingRunAt).toBeNull();
+    await pgq.deleteJob(late.id);
+  });
+
   it('serves overview, series, queues, workflows, schedules, workers and live events', async () => {
     const overview = (await (await get(dashboard, '/api/overview')).json()) as { queues: { queue: string; counts: Record<string, number> }[] };
     expect(overview.queues.find((q) => q.queue === 'xss')!.counts.scheduled).toBe(1);

@@ -100,6 +100,11 @@ describe('health checks', () => {
       expect(live.checks.eventLoop.message).toMatch(/event loop stalled/);
       // Each window starts again after its own check.
       expect(worker.liveness({ maxEventLoopDelayMs: 200 }).live).toBe(true);
+      // A limit that could never hold is refused, not a worker that is never live.
+      for (const bad of [-1, Number.NaN, '5000' as unknown as number]) {
+        expect(() => worker.liveness({ maxEventLoopDelayMs: bad })).toThrow(/maxEventLoopDelayMs: must be a finite number of milliseconds, 0 or more/);
+        await expect(worker.health({ maxEventLoopDelayMs: bad })).rejects.toMatchObject({ name: 'ValidationError' });
+      }
     } finally {
       await worker.stop();
       await pgq.close();

@@ -74,7 +74,10 @@ export async function queueSnapshot(kysely: Kysely<PgqDatabase>, schema: string)
     kysely
       .selectFrom('jobs')
       .select((eb) => ['queue', eb.fn.min<Date>('run_at').as('oldest')])
-      .where('state', '=', 'available')
+      // Due: available, or scheduled / retryable past their time (a worker
+      // serving the queue would have made them available; with none, they
+      // are what waits longest), as in pgq.stats() and the metrics.
+      .where((eb) => eb.or([eb('state', '=', 'available'), eb.and([eb('state', 'in', ['scheduled', 'retryable']), sql<boolean>`run_at <= now()`])]))
       .groupBy('queue')
       .execute(),
     kysely.selectFrom('queues').select(['name', 'paused', 'concurrency', 'rate_limit', 'rate_period_ms', 'key_concurrency']).execute(),

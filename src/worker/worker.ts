@@ -30,6 +30,7 @@ import {
   JobCancelledError,
   LeaseLostError,
   PgqError,
+  ValidationError,
   WorkerShutdownError,
   WorkerStartError,
   errorMessage,
@@ -263,8 +264,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * const h = await worker.health();
    * res.writeHead(h.ready ? 200 : 503).end(JSON.stringify(h));
    */
-  health(options: { maxEventLoopDelayMs?: number } = {}): Promise<WorkerHealth> {
-    return this.#healthProbe().check(options.maxEventLoopDelayMs ?? 5_000);
+  async health(options: { maxEventLoopDelayMs?: number } = {}): Promise<WorkerHealth> {
+    return this.#healthProbe().check(eventLoopLimit(options));
   }
 
   /**
@@ -279,7 +280,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * res.writeHead(l.live ? 200 : 503).end(JSON.stringify(l));
    */
   liveness(options: { maxEventLoopDelayMs?: number } = {}): WorkerLiveness {
-    return this.#healthProbe().liveness(options.maxEventLoopDelayMs ?? 5_000);
+    return this.#healthProbe().liveness(eventLoopLimit(options));
   }
 
   #healthProbe(): HealthProbe {
@@ -648,4 +649,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (Number.isFinite(limitMs)) await settlesWithin(ending, limitMs);
     else await ending;
   }
+}
+
+/** The health checks' `maxEventLoopDelayMs` (default 5 s): a bad one would make a worker never live, a restart loop for a liveness probe. */
+function eventLoopLimit(options: { maxEventLoopDelayMs?: number }): number {
+  if (options === null || typeof options !== 'object') throw new ValidationError('options', 'must be an object');
+  const ms = options.maxEventLoopDelayMs ?? 5_000;
+  if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) throw new ValidationError('maxEventLoopDelayMs', `must be a finite number of milliseconds, 0 or more, got ${String(ms)}`);
+  return ms;
 }
