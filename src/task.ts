@@ -147,7 +147,9 @@ export const nameSchema = z
   .min(1, 'must not be empty')
   .max(NAME_LIMIT, `must be at most ${NAME_LIMIT} characters`)
   // eslint-disable-next-line no-control-regex
-  .refine((s) => !/[\u0000-\u001f\u007f]/.test(s), 'must not contain control characters');
+  .refine((s) => !/[\u0000-\u001f\u007f]/.test(s), 'must not contain control characters')
+  // The console puts queue and schedule names in URL paths, where these two are no names ("a/../b" is "b").
+  .refine((s) => s !== '.' && s !== '..', 'must not be "." or ".."');
 
 /** The most attempts a job may be given. */
 export const MAX_ATTEMPTS = 1_000_000;

@@ -73,6 +73,7 @@ describe('queue settings', () => {
       ['emails', {}, /give at least one of/],
       ['', { concurrency: 1 }, /queue: must not be empty/],
       ['a\u0001b', { concurrency: 1 }, /queue: must not contain control characters/],
+      ['..', { concurrency: 1 }, /queue: must not be "\." or "\.\."/],
       ['x'.repeat(201), { concurrency: 1 }, /queue: must be at most 200/],
     ];
     for (const [name, settings, message] of bad) {

@@ -146,6 +146,8 @@ describe('schedule API', () => {
       [{ name: 'nightly', every: '5m', timezone: 'Europe/Rome', task: cleanup }, 'timezone', /cron schedules only/],
       [{ ...good, catchUp: 'sometimes' as never }, 'schedule.catchUp', /./],
       [{ ...good, name: '' }, 'schedule.name', /empty/],
+      // The console addresses a schedule by its name in a URL path, where ".." is no name.
+      [{ ...good, name: '..' }, 'schedule.name', /must not be "\." or "\.\."/],
       [{ ...good, misfireGraceMs: 0 }, 'schedule.misfireGraceMs', /1000/],
       [{ ...good, catchUp: 'all', catchUpLimit: 5_000 }, 'schedule.catchUpLimit', /1000/],
     ];
