@@ -69,7 +69,7 @@ export class PgqMetrics {
     });
     this.#finished = new Counter({
       name: `${prefix}jobs_finished_total`,
-      help: 'Job attempts that ended, by outcome (succeeded, retried, failed).',
+      help: 'Job attempts that ended, by outcome (succeeded, retried, failed; discarded: cancelled while it ran, or rescued from this worker, so what it ended with did not stand).',
       labelNames: ['task', 'queue', 'outcome'] as const,
       registers,
     });
@@ -154,6 +154,9 @@ export class PgqMetrics {
     worker.on('job:failure', (job, _error, ms, retry) => {
       this.#finished.inc({ task: job.task, queue: job.queue, outcome: retry ? 'retried' : 'failed' });
       this.#duration.observe({ task: job.task, queue: job.queue }, ms / 1000);
+    });
+    worker.on('job:discarded', (job) => {
+      this.#finished.inc({ task: job.task, queue: job.queue, outcome: 'discarded' });
     });
   }
 

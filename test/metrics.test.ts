@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { PermanentError, defineTask } from '../src/index.js';
 import { PgqMetrics } from '../src/metrics.js';
 import { liveStatsQuery } from '../src/db/live-stats.js';
-import { useTestSchema } from './support/harness.js';
+import { deferred, useTestSchema } from './support/harness.js';
 
 const ctx = useTestSchema('metrics');
 
@@ -55,6 +55,35 @@ describe('Prometheus metrics', () => {
     expect(value(text, 'pgq_jobs_stuck{host="box-1"}')).toBe(0);
     expect(text).toMatch(/pgq_event_loop_lag_seconds\{host="box-1",stat="max"\} [0-9.e-]+/);
     metrics.close();
+  });
+
+  it('counts an attempt cancelled while it ran as discarded', async () => {
+    const started = deferred();
+    const slow = defineTask({
+      name: 'slow',
+      schema: z.object({}),
+      queue: 'mc',
+      handler: async (_p, c) => {
+        started.resolve();
+        await new Promise((resolve) => c.signal.addEventListener('abort', resolve, { once: true }));
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [slow] });
+    const metrics = new PgqMetrics(pgq, { queueGauges: false });
+    const worker = pgq.worker({ queues: ['mc'], pollIntervalMs: 50 });
+    metrics.observe(worker);
+    await worker.start();
+    try {
+      const job = await pgq.enqueue(slow, {});
+      await started.promise;
+      await pgq.cancelJob(job.id);
+      expect((await pgq.waitForJob(job.id, { timeoutMs: 10_000 })).state).toBe('cancelled');
+      await expect.poll(async () => value(await metrics.registry.metrics(), 'pgq_jobs_finished_total{task="slow",queue="mc",outcome="discarded"}')).toBe(1);
+      expect(await metrics.registry.metrics()).not.toMatch(/pgq_jobs_finished_total\{task="slow",queue="mc",outcome="(succeeded|failed|retried)"\}/);
+    } finally {
+      await worker.stop();
+      metrics.close();
+    }
   });
 
   it('still answers a scrape when the database cannot be read: per-process metrics, the last reading, a count of failed reads', async () => {
