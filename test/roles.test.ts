@@ -229,6 +229,10 @@ describe('least-privilege roles', () => {
         [`INSERT INTO ${s}.jobs (task, state) VALUES ('echo', 'blocked')`, [], /row-level security/],
         [`INSERT INTO ${s}.workflows (name, output_job_ids, output_is_list, created_by) VALUES ('x', '{}', false, $1::regrole)`, [wfLogins.other], /row-level security/],
         [`INSERT INTO ${s}.job_dependencies (child_id, parent_id) VALUES ($1, $2)`, [wf.steps[2]!.id, ownersJob], /cannot wait on job/],
+        // Ids ahead of the sequences would make everyone's next enqueues fail on the primary key.
+        [`INSERT INTO ${s}.jobs (id, task) VALUES ((SELECT max(id) FROM ${s}.jobs) + 1000, 'echo')`, [], /job id \d+ was not drawn by this session from the jobs id sequence/],
+        [`INSERT INTO ${s}.jobs (id, task) SELECT nextval(pg_get_serial_sequence('${s}.jobs', 'id')) + 5, 'echo'`, [], /was not drawn by this session/],
+        [`INSERT INTO ${s}.workflows (id, name, output_job_ids, output_is_list) VALUES (1000000, 'x', '{}', false)`, [], /workflow id 1000000 was not drawn by this session/],
         [`UPDATE ${s}.workflows SET name = 'x'`, [], /permission denied/],
         [`DELETE FROM ${s}.job_dependencies`, [], /permission denied/],
       ];
