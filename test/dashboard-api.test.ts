@@ -73,6 +73,12 @@ describe('JSON API', () => {
     expect(await (await get(dashboard, `/api/jobs/${id}`)).json()).toMatchObject({ id, state: 'failed', payload: { to: 'dead@x.y' } });
     expect((await get(dashboard, '/api/jobs/99999999')).status).toBe(404);
     expect((await get(dashboard, '/api/jobs?state=nope')).status).toBe(400);
+    // A misspelt filter is refused by the list and the count, as by the bulk action (not ignored: every job).
+    for (const path of ['/api/jobs?queu=emails', '/api/jobs/count?queu=emails&action=delete']) {
+      const refused = await get(dashboard, path);
+      expect(refused.status, path).toBe(400);
+      expect(((await refused.json()) as { error: { message: string } }).error.message).toMatch(/^queu: is not a job filter/);
+    }
     // Input no row can match is bad input (400 naming it), not a server error.
     for (const path of [
       '/api/jobs/9223372036854775808',

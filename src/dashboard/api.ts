@@ -62,14 +62,20 @@ export function apiRoutes(o: ResolvedDashboardOptions, live: LiveFeed, csrfToken
     return c.json(await live.series(range, queue ? parseQueueName(queue) : undefined));
   });
 
+  // A misspelt filter is refused here too: a count or list that ignored it
+  // would not match what the bulk action with the same query (refused) does.
   api.get('/jobs', async (c) => {
-    const filter = listFromQuery(query(c.req.url), hidePayloads);
+    const params = query(c.req.url);
+    refuseUnknownParams(params, ['before', 'limit']);
+    const filter = listFromQuery(params, hidePayloads);
     const limit = filter.limit ?? 50;
     const jobs = await pgq.listJobs({ ...filter, limit });
     return c.json({ jobs: jobs.map((j) => consoleJob(j, hidePayloads)), next: jobs.length === limit ? jobs.at(-1)!.id : null });
   });
   api.get('/jobs/count', async (c) => {
-    const filter = filterFromQuery(query(c.req.url), hidePayloads);
+    const params = query(c.req.url);
+    refuseUnknownParams(params, ['action']);
+    const filter = filterFromQuery(params, hidePayloads);
     const action = c.req.query('action');
     // Bounded: a confirmation needs "more than 10,000", not a scan of every
     // matching row of a table of millions on each click. With an action,
