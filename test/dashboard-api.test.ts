@@ -8,7 +8,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { chain, defineTask, PermanentError, step, type Pgq } from '../src/index.js';
+import { chain, defineTask, group, PermanentError, step, type Pgq } from '../src/index.js';
 import { createDashboard, type Dashboard } from '../src/dashboard/index.js';
 import { buildConsoleApp } from '../src/dashboard/app.js';
 import { CONSOLE_COUNT_MAX } from '../src/dashboard/api.js';
@@ -265,6 +265,15 @@ describe('pages', () => {
     expect(page).toContain('&lt;script&gt;alert(1)&lt;/script&gt;');
     const wf = (await pgq.listWorkflows())[0]!;
     expect(await (await get(dashboard, `/workflows/${wf.id}`)).text()).toMatch(/<svg class="graph"/);
+    // A workflow of 600 steps: the first 500 listed, no graph, the jobs page named for the rest.
+    const wide = await pgq.enqueueWorkflow(group(Array.from({ length: 600 }, (_, i) => step(mail, { to: `w${i}@x.y` }))));
+    const widePage = await (await get(dashboard, `/workflows/${wide.id}`)).text();
+    expect(widePage).not.toMatch(/<svg class="graph"/);
+    expect(widePage).toMatch(/600 steps: drawn up to 500/);
+    expect(widePage).toMatch(/The first 500 of 600; every one: <a href="[^"]*\/jobs\?workflow=\d+">/);
+    expect(widePage.match(/href="[^"]*\/jobs\/\d+"/g)).toHaveLength(500);
+    await pgq.cancelWorkflow(wide.id);
+    await pgq.deleteJobs({ workflowId: wide.id });
     const fragment = await (await get(dashboard, '/jobs', { 'x-pgq-fragment': '1' })).text();
     expect(fragment).not.toMatch(/<html/);
     expect((await get(dashboard, '/assets/console.js')).headers.get('content-type')).toMatch(/javascript/);

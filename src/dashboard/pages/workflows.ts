@@ -82,12 +82,19 @@ export function workflowGraph(ctx: PageContext, workflow: WorkflowRecord): Html 
     ${edges}${nodes}</svg></div>`;
 }
 
+/** The most steps a workflow's page draws and lists. */
+const STEPS_SHOWN = 500;
+
 export async function workflowPage(ctx: PageContext, pgq: Pgq, id: string): Promise<Page> {
   const workflow = await pgq.getWorkflow(id);
   if (!workflow) throw new WorkflowNotFoundError(id);
   // One lookup (a search of the steps for each parent took seconds, the whole process blocked, for a chord of 5,000).
   const stepName = new Map(workflow.steps.map((s) => [s.id, s.step]));
-  const rows = workflow.steps.map((s) => [
+  // A workflow may have 50,000 steps: the page draws and lists the first
+  // STEPS_SHOWN (megabytes of HTML, rendered on the host's event loop, at
+  // every tick of a running workflow's page); the jobs page pages through all.
+  const many = workflow.steps.length > STEPS_SHOWN;
+  const rows = workflow.steps.slice(0, STEPS_SHOWN).map((s) => [
     html`<strong>${s.step}</strong>`,
     html`<a class="mono" href="${url(ctx, `/jobs/${s.id}`)}">${s.id}</a>`,
     s.task,
@@ -102,7 +109,15 @@ export async function workflowPage(ctx: PageContext, pgq: Pgq, id: string): Prom
     live: workflow.state === 'running' ? 'tick' : 'change',
     region: html`<div class="page-head"><h1><span class="muted">Workflow</span> ${workflow.id} <span class="task-name">${workflow.name}</span> ${badge(workflow.state)}</h1>
         <a class="btn plain" href="${url(ctx, `/jobs?workflow=${workflow.id}`)}">Jobs of this workflow</a></div>
-      <section class="card"><h2>Graph</h2>${workflowGraph(ctx, workflow)}</section>
-      <section class="card"><h2>Steps</h2>${table(['Step', 'Job', 'Task', 'State', 'Attempts', 'After', 'Finished'], rows)}</section>`,
+      <section class="card"><h2>Graph</h2>${
+        many
+          ? html`<p class="muted">${workflow.steps.length.toLocaleString('en-US')} steps: drawn up to ${STEPS_SHOWN.toLocaleString('en-US')}.</p>`
+          : workflowGraph(ctx, workflow)
+      }</section>
+      <section class="card"><h2>Steps</h2>${
+        many
+          ? html`<p class="muted">The first ${STEPS_SHOWN.toLocaleString('en-US')} of ${workflow.steps.length.toLocaleString('en-US')}; every one: <a href="${url(ctx, `/jobs?workflow=${workflow.id}`)}">the jobs of this workflow</a>.</p>`
+          : null
+      }${table(['Step', 'Job', 'Task', 'State', 'Attempts', 'After', 'Finished'], rows)}</section>`,
   };
 }
