@@ -134,6 +134,27 @@ describe.each<SandboxKind>(['thread', 'process'])('sandboxed %s', (kind) => {
     await worker.stop();
   });
 
+  // A process is killed (SIGKILL) at once; a thread ends only once its native call returns.
+  it.runIf(kind === 'thread')('a terminated attempt ends only once its thread has: one blocked in a native call is not retried beside it', async () => {
+    // Its time limit counts from the sandbox's start, loading the module in a fresh thread included: room for that, and less than the 4 s.
+    const task = misbehaveTask('native', kind, 2_500);
+    const lines: Line[] = [];
+    const pgq = await ctx.migrated({ tasks: [task], logger: captureLogger(lines) });
+    const worker = pgq.worker({ pollIntervalMs: 50, sandbox: { threads: 1, processes: 1, terminateGraceMs: 100 } });
+    await worker.start();
+    try {
+      const job = await pgq.enqueue(task, { firstAttempt: 'native-block' });
+      const done = await pgq.waitForJob(job.id, { timeoutMs: 60_000 });
+      expect([done.state, done.attempts], JSON.stringify(done.errors)).toEqual(['succeeded', 2]);
+      const starts = lines.filter((l) => l.msg === 'misbehave started').map((l) => l.obj as { attempt: number; at: number });
+      expect(starts.map((s) => s.attempt)).toEqual([1, 2]);
+      // The first attempt's thread was in `sleep 4` for 4 s at least: the second started after it had ended.
+      expect(starts[1]!.at - starts[0]!.at).toBeGreaterThanOrEqual(4_000);
+    } finally {
+      await worker.stop();
+    }
+  });
+
   it('fails only the attempt whose sandbox exits or runs out of memory; other jobs finish, the worker goes on', async () => {
     const task = misbehaveTask('crash', kind);
     const pgq = await ctx.migrated({ tasks: [task, io] });

@@ -3,8 +3,8 @@
  * attempt per thread at a time. Each attempt gets a MessageChannel: the
  * thread says when the handler starts and sends its log lines and progress
  * reports; the worker sends the abort and acknowledges each report once saved. Terminating an attempt aborts its piscina task, which
- * terminates the thread running it; piscina starts a new thread for the
- * next task. A thread that dies (process.exit, out of memory under
+ * terminates the thread running it, and settles once that thread has
+ * exited; piscina starts a new thread for the next task. A thread that dies (process.exit, out of memory under
  * `resourceLimits`) rejects only the task it ran; an error a handler left
  * behind does not end it (sandbox-entry.ts, `catchStrayErrors`).
  */
@@ -60,10 +60,20 @@ export class ThreadPool implements SandboxPool {
       } else if (event.type === 'log') listener.log(event.level, event.obj, event.msg);
       else void listener.progress(JSON.parse(event.valueJson) as JobProgress).then(() => port1.postMessage({ type: 'progress-saved', seq: event.seq } satisfies ToSandbox));
     });
+    // The thread's end of the channel closes when the thread has exited.
+    const exited = new Promise<void>((resolve) => port1.once('close', () => resolve()));
     const task: ThreadTask = { request, port: port2 };
     const done = (this.#piscina.run(task, { transferList: [port2], signal: kill.signal }) as Promise<SandboxReply>)
-      .catch((err: unknown) => {
-        if (kill.signal.aborted) throw new SandboxStopped(started);
+      .catch(async (err: unknown) => {
+        if (kill.signal.aborted) {
+          // piscina rejects at once and terminates the thread without
+          // waiting; a handler in a synchronous native call (a *Sync crypto
+          // or zlib call, a child process waited for) runs on until that
+          // call returns. Settled only once its thread has exited, so the
+          // job's next attempt never runs beside it.
+          if (started) await exited;
+          throw new SandboxStopped(started);
+        }
         throw crashError(err, request);
       })
       .finally(() => port1.close());
