@@ -31,7 +31,7 @@ import { QueueStore, type QueueRecord, type QueueSettings } from './queues.js';
 import type { PgqDatabase } from './db/tables.js';
 import { migrate, type MigrateResult } from './db/migrate.js';
 import { checkSchemaVersion, explainNotMigrated } from './db/schema-version.js';
-import { PoolLane, TimedPool, warmUpPool, watchConnectionErrors } from './db/pool.js';
+import { PoolLane, TimedPool, poolClientConfig, warmUpPool, watchConnectionErrors } from './db/pool.js';
 import { createBulkInsert } from './db/bulk-insert.js';
 import { setupRoles, type RolesOptions } from './roles.js';
 import { Listener } from './notify/listener.js';
@@ -141,7 +141,7 @@ export class Pgq {
     const listenConfig: pg.ClientConfig = o.listenConnectionString
       ? { connectionString: o.listenConnectionString }
       : o.pool
-        ? { ...o.pool.options }
+        ? poolClientConfig(o.pool)
         : { connectionString: o.connectionString };
     this.#listener = new Listener(o.listen ? { ...listenConfig, keepAlive: true } : null, this.logger);
     this.#middleware = new MiddlewareChain(o.middleware);
@@ -717,7 +717,7 @@ export class Pgq {
   /** Connection settings for a worker's lease thread: the pool's, with time limits a heartbeat can afford. */
   #leaseConnection(worker: ResolvedWorkerOptions): pg.ClientConfig {
     const o = this.#options;
-    const base: pg.ClientConfig = o.pool ? { ...(o.pool.options as pg.ClientConfig) } : { connectionString: o.connectionString };
+    const base: pg.ClientConfig = o.pool ? poolClientConfig(o.pool) : { connectionString: o.connectionString };
     const limitMs = heartbeatLimitMs(worker.heartbeatMs);
     return {
       ...base,

@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { defineTask, Pgq, PgqError, WorkerStartError } from '../src/index.js';
 import { databaseUrl, deferred, useTestSchema, withAppName } from './support/harness.js';
+import { poolClientConfig } from '../src/db/pool.js';
 
 const ctx = useTestSchema('client_lifecycle');
 const noop = defineTask({ name: 'noop', schema: z.object({}), handler: () => undefined });
@@ -145,6 +146,34 @@ describe('a Pgq given a pool', () => {
 });
 
 describe('pgq.close() on a pool it made', () => {
+  it("a pool given by its parts keeps its password (and ssl key) for pgq's own connections: LISTEN and the lease thread log in", async () => {
+    const url = new URL(ctx.url);
+    const parts = { host: url.hostname, port: Number(url.port || 5432), user: decodeURIComponent(url.username), password: decodeURIComponent(url.password) || 'unused', database: url.pathname.slice(1) };
+    const pool = new pg.Pool({ ...parts, ssl: false, max: 2 });
+    // pg keeps these out of the pool's enumerable options: a spread loses them.
+    expect(Object.keys(pool.options)).not.toContain('password');
+    expect(poolClientConfig(pool)).toMatchObject({ host: parts.host, user: parts.user, password: parts.password });
+    const withKey = new pg.Pool({ ...parts, ssl: { rejectUnauthorized: false, key: 'KEY' } });
+    expect(poolClientConfig(withKey).ssl).toMatchObject({ rejectUnauthorized: false, key: 'KEY' });
+    await withKey.end();
+    await ctx.migrated();
+    const warnings: string[] = [];
+    const logger = { error: () => undefined, info: () => undefined, debug: () => undefined, warn: (_o: object, msg?: string) => void warnings.push(msg ?? ''), child: () => logger };
+    const pgq = new Pgq({ pool, schema: ctx.schema, tasks: [noop], logger });
+    const worker = pgq.worker({ heartbeatMs: 100, rescueAfterMs: 2_000 });
+    try {
+      await worker.start();
+      const health = await worker.health();
+      expect(health.checks.listener.ok, health.checks.listener.message).toBe(true);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(warnings.filter((w) => /listener could not connect|could not renew the worker's lease|lease thread cannot/.test(w))).toEqual([]);
+    } finally {
+      await worker.stop();
+      await pgq.close();
+      await pool.end();
+    }
+  });
+
   it('migrate() gives the connection back to the pool with its search_path as it was', async () => {
     const pool = new pg.Pool({ connectionString: ctx.url, max: 1 });
     try {

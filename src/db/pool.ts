@@ -20,6 +20,24 @@ import { isConnectionError, isTransactionConflict, markConnectFailure } from './
  * that removes every listener this added, from the pool and its clients: a
  * pool pgq was given outlives the `Pgq`.
  */
+/**
+ * The connection settings of an application's `pg.Pool`, for the
+ * connections pgq opens beside it (LISTEN, the lease thread). pg makes the
+ * pool's `password` and its `ssl.key` non-enumerable (kept out of logs), so
+ * a spread of `pool.options` leaves them out: those connections then went
+ * out without them, and could not log in where the server asks for them.
+ */
+export function poolClientConfig(pool: pg.Pool): pg.ClientConfig {
+  const options = pool.options as pg.ClientConfig;
+  const config: pg.ClientConfig = { ...options };
+  if (options.password !== undefined) config.password = options.password;
+  if (options.ssl !== null && typeof options.ssl === 'object') {
+    const ssl = options.ssl as Record<string, unknown>;
+    config.ssl = { ...ssl, ...(ssl.key !== undefined ? { key: ssl.key } : {}) } as pg.ClientConfig['ssl'];
+  }
+  return config;
+}
+
 export function watchConnectionErrors(pool: pg.Pool, onError: (err: Error) => void, options: { idle: boolean }): () => void {
   const clients = new Set<pg.PoolClient>();
   const onConnect = (client: pg.PoolClient): void => {
