@@ -97,6 +97,7 @@ export class Pgq {
   #closed = false;
   /** Public calls under way (see #call). */
   readonly #calls = new Set<Promise<unknown>>();
+  #closing: Promise<void> | undefined;
   /** Waits for jobs and workflows under way: ended by `close()` once the workers have stopped. */
   readonly #waits = new Set<AbortController>();
 
@@ -681,8 +682,14 @@ export class Pgq {
    * open, without the listeners pgq added to it. Calls made after it began
    * reject with PGQ_CLOSED.
    */
-  async close(): Promise<void> {
-    if (this.#closed) return;
+  close(): Promise<void> {
+    // A second call waits for the first (a signal handler and a `finally`
+    // may both close): it used to resolve at once, before workers stopped.
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
     this.#closed = true;
     await Promise.all([...this.#workers].map((w) => w.stop()));
     // Then the waits end (not before: a handler waiting on a job during the

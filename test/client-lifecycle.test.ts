@@ -174,6 +174,26 @@ describe('pgq.close() on a pool it made', () => {
     }
   });
 
+  it('a second close() waits for the first: neither resolves before the workers have stopped', async () => {
+    const gate = deferred();
+    const started = deferred();
+    const slow = defineTask({ name: 'slow-close', schema: z.object({}), handler: async () => { started.resolve(); await gate.promise; } });
+    const pgq = await ctx.migrated({ tasks: [slow] });
+    const worker = pgq.worker({ pollIntervalMs: 50 });
+    await worker.start();
+    await pgq.enqueue(slow, {});
+    await started.promise;
+    const first = pgq.close();
+    let secondDone = false;
+    const second = pgq.close().then(() => (secondDone = true));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(secondDone).toBe(false);
+    gate.resolve();
+    await second;
+    expect(worker.state).toBe('stopped');
+    await first;
+  });
+
   it('migrate() gives the connection back to the pool with its search_path as it was', async () => {
     const pool = new pg.Pool({ connectionString: ctx.url, max: 1 });
     try {
