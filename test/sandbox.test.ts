@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { defineTask, sandboxed, ValidationError, type Logger, type SandboxKind } from '../src/index.js';
 import type echoHandler from './fixtures/sandbox/handlers.js';
+import { inheritedExecArgv } from '../src/sandbox/process-pool.js';
 import { computeTask, echoTask, misbehaveTask, progressTask, strayTask } from './fixtures/sandbox/tasks.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
 
@@ -150,6 +151,29 @@ describe.each<SandboxKind>(['thread', 'process'])('sandboxed %s', (kind) => {
       expect(starts.map((s) => s.attempt)).toEqual([1, 2]);
       // The first attempt's thread was in `sleep 4` for 4 s at least: the second started after it had ended.
       expect(starts[1]!.at - starts[0]!.at).toBeGreaterThanOrEqual(4_000);
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it('a result that cannot be stored, or a module without the handler named, fails the job for good (not once per attempt)', async () => {
+    const task = misbehaveTask('unstorable', kind);
+    const noExport = defineTask({
+      name: `no-export-${kind}`,
+      schema: z.object({ text: z.string() }),
+      maxAttempts: 3,
+      sandbox: sandboxed<typeof echoHandler>({ module: new URL('./fixtures/sandbox/handlers.js', import.meta.url), kind, export: 'nope' }),
+    });
+    const pgq = await ctx.migrated({ tasks: [task, noExport] });
+    const worker = pgq.worker({ pollIntervalMs: 50, sandbox: { threads: 1, processes: 1 } });
+    await worker.start();
+    try {
+      const unstorable = await pgq.waitForJob((await pgq.enqueue(task, { firstAttempt: 'unstorable' })).id, { timeoutMs: 30_000 });
+      expect([unstorable.state, unstorable.attempts]).toEqual(['failed', 1]);
+      expect(unstorable.errors[0]!.message).toMatch(/^the handler succeeded, but its result cannot be stored: result\.n: is a BigInt/);
+      const missing = await pgq.waitForJob((await pgq.enqueue(noExport, { text: 'x' })).id, { timeoutMs: 30_000 });
+      expect([missing.state, missing.attempts]).toEqual(['failed', 1]);
+      expect(missing.errors[0]!.message).toMatch(/has no handler: it needs an export named "nope"/);
     } finally {
       await worker.stop();
     }
@@ -366,6 +390,12 @@ describe('sandbox lifecycle', () => {
     const pgq = await ctx.migrated({ tasks: [missing] });
     expect(() => pgq.worker()).toThrow(ValidationError);
     expect(() => pgq.worker()).toThrow(/task missing\.sandbox\.module: .*nowhere\.js does not exist/);
+  });
+
+  it('a sandbox process inherits the worker\'s Node.js flags but not a debugger port or the code of -e/-p', () => {
+    expect(inheritedExecArgv(['--import', 'tsx', '--inspect=9229', '-e', 'console.log(1)', '--max-old-space-size=512', '--eval=x', '-p', '1+1', '--print=y'])).toEqual([
+      '--import', 'tsx', '--max-old-space-size=512',
+    ]);
   });
 
   it('rejects bad sandbox options at defineTask', () => {

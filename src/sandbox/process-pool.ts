@@ -72,8 +72,10 @@ export class ProcessPool implements SandboxPool {
     this.#options = options;
     const fromSource = import.meta.url.endsWith('.ts');
     this.#entry = fileURLToPath(new URL(fromSource ? './process-entry.ts' : './process-entry.js', import.meta.url));
-    // Inherit the worker's flags except a debugger port (two processes cannot share it).
-    const execArgv = process.execArgv.filter((arg) => !arg.startsWith('--inspect'));
+    // Inherit the worker's flags except a debugger port (two processes cannot
+    // share it) and code to run (`node -e`/`-p`: the child would run that code
+    // instead of the sandbox's entry).
+    const execArgv = inheritedExecArgv(process.execArgv);
     if (fromSource && !execArgv.some((arg) => arg.includes('tsx'))) {
       execArgv.push('--import', pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href);
     }
@@ -220,4 +222,20 @@ function describeDeath(
         ? ' (process.exit() in the handler?)'
         : '';
   return `the sandbox process ${pid ?? '?'} running job ${request.job.id} ${how}${hint}${lastLine ? `; its stderr: ${lastLine.slice(0, 500)}` : ''}`;
+}
+
+/** Node.js flags a sandbox process inherits: all but `--inspect*` and the code of `-e`/`--eval`/`-p`/`--print` (with its argument). */
+export function inheritedExecArgv(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i += 1) {
+    const arg = argv[i]!;
+    if (arg.startsWith('--inspect')) continue;
+    if (['-e', '--eval', '-p', '--print', '-pe'].includes(arg)) {
+      i += 1; // its code
+      continue;
+    }
+    if (/^--(eval|print)=/.test(arg)) continue;
+    out.push(arg);
+  }
+  return out;
 }

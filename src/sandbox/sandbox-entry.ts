@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { fileURLToPath } from 'node:url';
-import { SnoozeError } from '../core/errors.js';
+import { PermanentError, SnoozeError } from '../core/errors.js';
 import { toJsonText } from '../core/json.js';
 import { importModule } from '../core/import-module.js';
 import type { Logger } from '../core/logger.js';
@@ -47,7 +47,8 @@ async function importHandler(module: string, exportName: string | null): Promise
   const found = exportName ? mod[exportName] : typeof mod.default === 'function' ? mod.default : mod.handler;
   if (typeof found !== 'function') {
     const wanted = exportName ? `an export named ${JSON.stringify(exportName)}` : 'a default export or an export named "handler"';
-    throw new Error(`sandbox module ${module} has no handler: it needs ${wanted} that is a function`);
+    // The same on every attempt: failed for good, not loaded again and again.
+    throw new PermanentError(`sandbox module ${module} has no handler: it needs ${wanted} that is a function`);
   }
   return found as AnyHandler;
 }
@@ -183,7 +184,13 @@ export async function runAttempt(
     const result = await attemptScope.run(scope, () => Promise.race([handler(request.payload, ctx), escaped]));
     // The worker checks the result against its own limit; this bound only
     // keeps a value shared many times over from walking for long here.
-    return { ok: true, resultJson: toJsonText(result, 'result', SANDBOX_RESULT_BYTES) };
+    try {
+      return { ok: true, resultJson: toJsonText(result, 'result', SANDBOX_RESULT_BYTES) };
+    } catch (err) {
+      // The handler did its work: another attempt would do it again and
+      // return the same. Failed for good, as on the main thread.
+      throw new PermanentError(`the handler succeeded, but its result cannot be stored: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
   } catch (err) {
     return { ok: false, error: serializeError(err) };
   } finally {
