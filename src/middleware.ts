@@ -106,10 +106,13 @@ export class MiddlewareChain {
   async enqueue(call: EnqueueCall, write: EnqueueNext): Promise<string[]> {
     if (this.#enqueue.length === 0) return write();
     let writing: Promise<string[]> | undefined;
+    let ended = false;
     const step = (i: number): Promise<string[]> => {
       const m = this.#enqueue[i];
       if (!m) {
         if (writing) return Promise.reject(new PgqError('PGQ_MIDDLEWARE', 'an enqueue middleware called next() twice'));
+        // After the call answered, a write would contradict what it said (nothing enqueued, or an error).
+        if (ended) return Promise.reject(new PgqError('PGQ_MIDDLEWARE', 'an enqueue middleware called next() after the enqueue had ended: nothing was written'));
         writing = write();
         return writing;
       }
@@ -118,10 +121,12 @@ export class MiddlewareChain {
     try {
       await step(0);
     } catch (err) {
+      ended = true;
       // A hook that threw after next(): the caller hears of it only once the write has settled.
       await writing?.catch(() => undefined);
       throw err;
     }
+    ended = true;
     if (!writing) {
       throw new PgqError('PGQ_MIDDLEWARE', `enqueue middleware ${label(this.#enqueue)} returned without calling next(): nothing was enqueued`);
     }
@@ -139,10 +144,15 @@ export class MiddlewareChain {
   async attempt(ctx: JobContext, handler: AttemptNext): Promise<unknown> {
     if (this.#attempt.length === 0) return handler();
     let running: Promise<unknown> | undefined;
+    let ended = false;
     const step = (i: number): Promise<unknown> => {
       const m = this.#attempt[i];
       if (!m) {
         if (running) return Promise.reject(new PgqError('PGQ_MIDDLEWARE', 'an attempt middleware called next() twice: the handler runs once per attempt'));
+        // After the attempt ended its job is no longer held here (its
+        // outcome written, its slot free, perhaps claimed elsewhere): the
+        // handler must not run.
+        if (ended) return Promise.reject(new PgqError('PGQ_MIDDLEWARE', 'an attempt middleware called next() after the attempt had ended: the handler did not run'));
         running = handler();
         return running;
       }
@@ -152,9 +162,11 @@ export class MiddlewareChain {
     try {
       value = await step(0);
     } catch (err) {
+      ended = true;
       await running?.catch(() => undefined);
       throw err;
     }
+    ended = true;
     if (running) await running;
     return value;
   }

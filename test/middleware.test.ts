@@ -125,6 +125,42 @@ describe('middleware', () => {
     expect(ok.meta).toEqual({});
   });
 
+  it('a next() kept and called after the enqueue or the attempt has ended writes nothing and runs nothing', async () => {
+    const ran: number[] = [];
+    const late = defineTask({ name: 'late-next', schema: z.object({ n: z.number() }), queue: 'late-next', handler: ({ n }) => void ran.push(n) });
+    const pgq = await ctx.migrated({ tasks: [late] });
+    const afterwards: Promise<unknown>[] = [];
+    pgq.use({
+      enqueue(call, next) {
+        if (call.jobs[0]!.payload && (call.jobs[0]!.payload as { n: number }).n === 1) {
+          afterwards.push(new Promise((resolve) => setTimeout(resolve, 50)).then(() => next()));
+          return Promise.resolve([]);
+        }
+        return next();
+      },
+      attempt(c, next) {
+        afterwards.push(new Promise((resolve) => setTimeout(resolve, 50)).then(() => next()));
+        return Promise.resolve('skipped');
+      },
+    });
+    await expect(pgq.enqueue(late, { n: 1 })).rejects.toThrow(/without calling next\(\)/);
+    const job = await pgq.enqueue(late, { n: 2 });
+    const worker = pgq.worker({ queues: ['late-next'], pollIntervalMs: 50 });
+    await worker.start();
+    try {
+      expect(await pgq.waitForJob(job.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded', result: 'skipped' });
+      const late = await Promise.allSettled(afterwards);
+      expect(late.map((r) => (r.status === 'rejected' ? (r.reason as Error).message : 'fulfilled'))).toEqual([
+        expect.stringMatching(/next\(\) after the enqueue had ended: nothing was written/),
+        expect.stringMatching(/next\(\) after the attempt had ended: the handler did not run/),
+      ]);
+      expect(await count('late-next')).toBe(1);
+      expect(ran).toEqual([]);
+    } finally {
+      await worker.stop();
+    }
+  });
+
   it('a hook that does not await next() still gets the written jobs back; one that throws after next() reports its error once the jobs are written', async () => {
     const pgq = await ctx.migrated({ tasks: [echo] });
     pgq.use({
