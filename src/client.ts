@@ -361,7 +361,7 @@ export class Pgq {
     id: string,
     options: { timeoutMs?: number; signal?: AbortSignal } = {},
   ): Promise<JobRecord<Payload, Result>> {
-    return this.#call(() => this.#waitUntilClosed(options.signal, (signal) => this.#jobs.wait<Payload, Result>(id, { ...options, signal })));
+    return this.#call(async () => this.#waitUntilClosed(optionsObject(options).signal, (signal) => this.#jobs.wait<Payload, Result>(id, { ...options, signal })));
   }
 
   /**
@@ -441,8 +441,7 @@ export class Pgq {
    */
   async countJobs(filter: JobFilter = {}, options: { max?: number; action?: BulkAction } = {}): Promise<number> {
     return this.#call(async () => {
-      if (options === null || typeof options !== 'object' || Array.isArray(options)) throw new ValidationError('options', 'must be an object');
-      return this.#jobs.count(filter, options.max, options.action);
+      return this.#jobs.count(filter, optionsObject(options).max, options.action);
     });
   }
 
@@ -510,7 +509,7 @@ export class Pgq {
     workflow: string | WorkflowRecord<Out>,
     options: { timeoutMs?: number; signal?: AbortSignal } = {},
   ): Promise<WorkflowRecord<Out>> {
-    return this.#call(() => this.#waitUntilClosed(options.signal, (signal) => this.#workflows.wait<Out>(workflow, { ...options, signal })));
+    return this.#call(async () => this.#waitUntilClosed(optionsObject(options).signal, (signal) => this.#workflows.wait<Out>(workflow, { ...options, signal })));
   }
 
   /**
@@ -774,4 +773,10 @@ export class Pgq {
       signal?.removeEventListener('abort', follow);
     });
   }
+}
+
+/** The options argument of a call, refused (a ValidationError) unless it is an object. */
+function optionsObject<T>(options: T): T {
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) throw new ValidationError('options', 'must be an object');
+  return options;
 }

@@ -51,7 +51,20 @@ export interface PgqOptions {
   middleware?: readonly Middleware[];
 }
 
-const pgqOptionsSchema = z.object({
+/** A value that has these methods (checked here; what they do is the caller's). */
+const withMethods = (what: string, ...methods: string[]) =>
+  z.custom<object>(
+    (value) => value !== null && typeof value === 'object' && methods.every((m) => typeof (value as Record<string, unknown>)[m] === 'function'),
+    { error: `must be ${what} (an object with ${methods.join(', ')})` },
+  );
+
+// Strict: a misspelt option (poolsize) is an error, not a default used in silence.
+const pgqOptionsSchema = z.strictObject({
+  pool: withMethods('a pg.Pool', 'connect', 'query', 'on').optional(),
+  tasks: z.unknown().optional(),
+  logger: withMethods('a logger', 'error', 'warn', 'info', 'debug', 'child').optional(),
+  clock: withMethods('a clock', 'now', 'monotonicMs').optional(),
+  middleware: z.unknown().optional(),
   connectionString: z.string().min(1).optional(),
   schema: z.string().default(DEFAULTS.schema),
   maxPayloadBytes: z.number().int().min(1).max(256 * 1024 * 1024).default(DEFAULTS.maxPayloadBytes),
@@ -246,7 +259,9 @@ const retentionSchema = z.union([
 ]);
 
 const workerOptionsSchema = z
-  .object({
+  .strictObject({
+    // Checked by resolveDeclaredSchedules.
+    schedules: z.unknown().optional(),
     concurrency: z.number().int().min(1).max(10_000).default(DEFAULTS.concurrency),
     queues: z.array(nameSchema).min(1, 'must name at least one queue').optional(),
     heartbeatMs: z.number().int().min(10).max(3_600_000).default(DEFAULTS.heartbeatMs),
@@ -305,7 +320,8 @@ export interface ResolvedWorkerOptions {
 }
 
 export function resolveWorkerOptions(options: WorkerOptions, tasks: readonly AnyTask[]): ResolvedWorkerOptions {
-  const parsed = workerOptionsSchema.safeParse(options ?? {});
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) throw new ValidationError('worker', 'options must be an object');
+  const parsed = workerOptionsSchema.safeParse(options);
   if (!parsed.success) throw zodToValidationError(parsed.error, 'worker');
   const o = parsed.data;
   const queues = o.queues ?? [...new Set(tasks.map((t) => t.queue).concat(tasks.length ? [] : ['default']))];

@@ -122,6 +122,14 @@ describe('hostile input', () => {
     await expect(pgq.enqueueMany(loose, [, {}] as never)).rejects.toMatchObject({ name: 'ValidationError', message: expect.stringMatching(/^payload\[0\]: is a hole in a sparse array/) });
     await expect(pgq.enqueueMany(loose, new Array(3) as never)).rejects.toThrow(/^payload\[0\]: is a hole/);
     expect(await jobCount()).toBe(before);
+    // new Pgq() and pgq.worker(): a misspelt option is an error too (it was a default used in silence), and so is what is not a pool, logger or clock.
+    expect(() => new Pgq({ connectionString: ctx.url, poolsize: 20 } as never)).toThrow(/^options: .*"poolsize"/);
+    expect(() => pgq.worker({ concurency: 50 } as never)).toThrow(/^worker: .*"concurency"/);
+    expect(() => pgq.worker(null as never)).toThrow(/^worker: options must be an object/);
+    expect(() => new Pgq({ pool: {} as never })).toThrow(/^options\.pool: must be a pg\.Pool/);
+    expect(() => new Pgq({ connectionString: ctx.url, logger: 'x' as never })).toThrow(/^options\.logger: must be a logger/);
+    expect(() => new Pgq({ connectionString: ctx.url, clock: 5 as never })).toThrow(/^options\.clock: must be a clock/);
+    await expect(pgq.waitForJob('1', null as never)).rejects.toThrow(/^options: must be an object/);
   });
 
   it('keeps task and queue names with quotes, semicolons and unicode as plain data', async () => {
