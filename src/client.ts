@@ -17,7 +17,7 @@ import {
 } from './config.js';
 import { defaultLogger, type Logger } from './core/logger.js';
 import { systemClock, type Clock } from './core/clock.js';
-import { PgqError, ValidationError, errorMessage, errorSummary } from './core/errors.js';
+import { PgqError, ValidationError, errorMessage, errorSummary, objectArgument } from './core/errors.js';
 import { JobStore, type BulkAction, type QueueStats } from './jobs/job-store.js';
 import type { JobFilter, ListJobsFilter } from './jobs/job-filter.js';
 import { ProgressWriter } from './worker/progress.js';
@@ -361,7 +361,7 @@ export class Pgq {
     id: string,
     options: { timeoutMs?: number; signal?: AbortSignal } = {},
   ): Promise<JobRecord<Payload, Result>> {
-    return this.#call(async () => this.#waitUntilClosed(optionsObject(options).signal, (signal) => this.#jobs.wait<Payload, Result>(id, { ...options, signal })));
+    return this.#call(async () => this.#waitUntilClosed(objectArgument(options, 'options').signal, (signal) => this.#jobs.wait<Payload, Result>(id, { ...options, signal })));
   }
 
   /**
@@ -441,7 +441,7 @@ export class Pgq {
    */
   async countJobs(filter: JobFilter = {}, options: { max?: number; action?: BulkAction } = {}): Promise<number> {
     return this.#call(async () => {
-      return this.#jobs.count(filter, optionsObject(options).max, options.action);
+      return this.#jobs.count(filter, objectArgument(options, 'options').max, options.action);
     });
   }
 
@@ -509,7 +509,7 @@ export class Pgq {
     workflow: string | WorkflowRecord<Out>,
     options: { timeoutMs?: number; signal?: AbortSignal } = {},
   ): Promise<WorkflowRecord<Out>> {
-    return this.#call(async () => this.#waitUntilClosed(optionsObject(options).signal, (signal) => this.#workflows.wait<Out>(workflow, { ...options, signal })));
+    return this.#call(async () => this.#waitUntilClosed(objectArgument(options, 'options').signal, (signal) => this.#workflows.wait<Out>(workflow, { ...options, signal })));
   }
 
   /**
@@ -773,10 +773,4 @@ export class Pgq {
       signal?.removeEventListener('abort', follow);
     });
   }
-}
-
-/** The options argument of a call, refused (a ValidationError) unless it is an object. */
-function optionsObject<T>(options: T): T {
-  if (options === null || typeof options !== 'object' || Array.isArray(options)) throw new ValidationError('options', 'must be an object');
-  return options;
 }

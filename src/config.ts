@@ -10,7 +10,7 @@ import type { Logger } from './core/logger.js';
 import type { Clock } from './core/clock.js';
 import type { AnyTask } from './task.js';
 import { nameSchema, zodToValidationError } from './task.js';
-import { ValidationError } from './core/errors.js';
+import { ValidationError, objectArgument } from './core/errors.js';
 import { DEFAULTS } from './core/defaults.js';
 import { validateSchemaName } from './db/identifiers.js';
 import type { ScheduleOptions } from './schedules.js';
@@ -320,8 +320,7 @@ export interface ResolvedWorkerOptions {
 }
 
 export function resolveWorkerOptions(options: WorkerOptions, tasks: readonly AnyTask[]): ResolvedWorkerOptions {
-  if (options === null || typeof options !== 'object' || Array.isArray(options)) throw new ValidationError('worker', 'options must be an object');
-  const parsed = workerOptionsSchema.safeParse(options);
+  const parsed = workerOptionsSchema.safeParse(objectArgument(options, 'worker', 'options must be an object'));
   if (!parsed.success) throw zodToValidationError(parsed.error, 'worker');
   const o = parsed.data;
   const queues = o.queues ?? [...new Set(tasks.map((t) => t.queue).concat(tasks.length ? [] : ['default']))];

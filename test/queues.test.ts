@@ -7,7 +7,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { ValidationError, defineTask } from '../src/index.js';
+import { ValidationError, defineTask, type Pgq } from '../src/index.js';
 import { createStatements } from '../src/db/statements.js';
 import { fromPg } from '../src/db/queryable.js';
 import { createQueueStatements } from '../src/db/queue-statements.js';
@@ -302,6 +302,19 @@ describe('the limited claim statement', () => {
     return createQueueStatements(ctx.schema);
   }
 
+  /** A queue gate over `queues` of `pgq`'s schema, with no LISTEN connection; `wake` counts its wakes. */
+  function gateOver(queues: string[], pgq: Pgq, qs: ReturnType<typeof createQueueStatements>, wake: () => void): QueueGate {
+    return new QueueGate(queues, {
+      kysely: pgq.kysely,
+      statements: createStatements(ctx.schema),
+      queueStatements: qs,
+      listener: new Listener(null, defaultLogger()),
+      channels: channelNames(ctx.schema),
+      logger: defaultLogger(),
+      wake,
+    });
+  }
+
   it('claims fired at once from eight connections take exactly the room a concurrency limit leaves', async () => {
     const qs = await setUp('lim8', 'w8', 50);
     await ctx.pgq().setQueue('lim8', { concurrency: 3 });
@@ -351,15 +364,7 @@ describe('the limited claim statement', () => {
     await pgq.setQueue('gate-a', { concurrency: 10 });
     await pgq.setQueue('gate-b', { concurrency: 10 });
     let wakes = 0;
-    const gate = new QueueGate(['gate-a', 'gate-b'], {
-      kysely: pgq.kysely,
-      statements: createStatements(ctx.schema),
-      queueStatements: qs,
-      listener: new Listener(null, defaultLogger()),
-      channels: channelNames(ctx.schema),
-      logger: defaultLogger(),
-      wake: () => (wakes += 1),
-    });
+    const gate = gateOver(['gate-a', 'gate-b'], pgq, qs, () => (wakes += 1));
     await gate.refresh();
     // Ten free slots: gate-a, asked first, fills them and has nothing left waiting; gate-b is not asked.
     const rows = await gate.claim(fromPg(ctx.admin), { queues: ['gate-a', 'gate-b'], tasks: limitedTask, limit: 20, startable: 10, workerId: 'gate' });
@@ -380,15 +385,7 @@ describe('the limited claim statement', () => {
     await pgq.setQueue('gate-r', { rateLimit: { limit: 1, periodMs: 3_600_000 } });
     await pgq.setQueue('gate-c', { concurrency: 1 });
     let wakes = 0;
-    const gate = new QueueGate(['gate-r', 'gate-c'], {
-      kysely: pgq.kysely,
-      statements: createStatements(ctx.schema),
-      queueStatements: qs,
-      listener: new Listener(null, defaultLogger()),
-      channels: channelNames(ctx.schema),
-      logger: defaultLogger(),
-      wake: () => (wakes += 1),
-    });
+    const gate = gateOver(['gate-r', 'gate-c'], pgq, qs, () => (wakes += 1));
     await gate.refresh();
     wakes = 0; // the settings read, a change: woken once
     try {

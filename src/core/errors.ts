@@ -66,6 +66,12 @@ export class ValidationError extends PgqError {
   }
 }
 
+/** `value`, an options or filter object; a ValidationError naming `field` when it is null, not an object, or an array. */
+export function objectArgument<T>(value: T, field: string, message = 'must be an object'): T {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new ValidationError(field, message);
+  return value;
+}
+
 /** A job id that names no job. */
 export class JobNotFoundError extends PgqError {
   constructor(id: string) {

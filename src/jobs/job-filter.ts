@@ -8,7 +8,7 @@ import { dateProblem, parseIsoDate } from '../core/dates.js';
 import { durationMs } from '../core/cron.js';
 import type { Expression, ExpressionBuilder, SqlBool } from 'kysely';
 import { sql } from '../db/kysely.js';
-import { ValidationError } from '../core/errors.js';
+import { ValidationError, objectArgument } from '../core/errors.js';
 import { parseWorkflowId } from '../core/ids.js';
 import { toJsonText } from '../core/json.js';
 import { JOB_STATES, type JobState, type Json } from '../core/types.js';
@@ -62,7 +62,7 @@ const LIST_FIELDS = [...FILTER_FIELDS, 'before', 'limit'] as const satisfies rea
  * with it delete them all. `listing`: `before` and `limit` are fields too.
  */
 export function validateJobFilter(filter: JobFilter, listing = false): JobFilter {
-  if (filter === null || typeof filter !== 'object' || Array.isArray(filter)) throw new ValidationError('filter', 'must be an object');
+  objectArgument(filter, 'filter');
   const known: readonly string[] = listing ? LIST_FIELDS : FILTER_FIELDS;
   for (const [key, value] of Object.entries(filter)) {
     // A field given as undefined is left out, as everywhere else (`{ queue: q.queue }` with no queue set).

@@ -35,6 +35,7 @@ import {
   WorkerStartError,
   errorMessage,
   errorSummary,
+  objectArgument,
 } from '../core/errors.js';
 import { settlesWithin, sleep, Waker } from '../core/sleep.js';
 import { heartbeatLimitMs } from '../core/defaults.js';
@@ -653,8 +654,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
 /** The health checks' `maxEventLoopDelayMs` (default 5 s): a bad one would make a worker never live, a restart loop for a liveness probe. */
 function eventLoopLimit(options: { maxEventLoopDelayMs?: number }): number {
-  if (options === null || typeof options !== 'object') throw new ValidationError('options', 'must be an object');
-  const ms = options.maxEventLoopDelayMs ?? 5_000;
+  const ms = objectArgument(options, 'options').maxEventLoopDelayMs ?? 5_000;
   if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) throw new ValidationError('maxEventLoopDelayMs', `must be a finite number of milliseconds, 0 or more, got ${String(ms)}`);
   return ms;
 }

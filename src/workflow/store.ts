@@ -14,7 +14,7 @@ import type { Compilable, Kysely, Selectable } from 'kysely';
 import { sql } from '../db/kysely.js';
 import { z } from 'zod';
 import type { Clock } from '../core/clock.js';
-import { PgqError, ValidationError, WaitTimeoutError } from '../core/errors.js';
+import { PgqError, ValidationError, WaitTimeoutError, objectArgument } from '../core/errors.js';
 import { waitUntilDone } from '../notify/wait.js';
 import { parseWorkflowId } from '../core/ids.js';
 import { JOB_STATES, LIVE_STATES, type JobMeta, type JobRecord, type JobState, type StepFailure } from '../core/types.js';
@@ -148,8 +148,7 @@ export class WorkflowStore {
   }
 
   async list(filter: ListWorkflowsFilter = {}): Promise<WorkflowSummary[]> {
-    if (filter === null || typeof filter !== 'object' || Array.isArray(filter)) throw new ValidationError('filter', 'must be an object');
-    for (const [key, value] of Object.entries(filter)) {
+    for (const [key, value] of Object.entries(objectArgument(filter, 'filter'))) {
       if (value !== undefined && key !== 'before' && key !== 'limit') throw new ValidationError(key, 'is not a workflow list field; the fields are before, limit');
     }
     const limit = filter.limit ?? 50;
