@@ -249,7 +249,7 @@ export interface ResolvedRetention {
 const retentionAge = z.number().int().min(0).max(100 * 365 * 86_400_000).nullable();
 const retentionSchema = z.union([
   z.literal(false),
-  z.object({
+  z.strictObject({
     succeededMs: retentionAge.default(DEFAULTS.retention.succeededMs),
     failedMs: retentionAge.default(DEFAULTS.retention.failedMs),
     cancelledMs: retentionAge.default(DEFAULTS.retention.cancelledMs),

@@ -115,8 +115,14 @@ export interface ResolvedSchedule {
 /** The range of `misfireGraceMs`: at least a second (a scheduler pass is always a few ms late, and a tick must not count as missed for that), at most a week. */
 export const MISFIRE_GRACE_MS = Object.freeze({ min: 1_000, max: 7 * 86_400_000 });
 
-const optionsSchema = z.object({
+const optionsSchema = z.strictObject({
   name: nameSchema,
+  // Checked on their own below; listed so that a misspelt key (timeZone) is refused, not ignored.
+  task: z.unknown().optional(),
+  payload: z.unknown().optional(),
+  cron: z.unknown().optional(),
+  timezone: z.unknown().optional(),
+  every: z.unknown().optional(),
   queue: jobOptionsShape.queue,
   priority: jobOptionsShape.priority,
   maxAttempts: jobOptionsShape.maxAttempts,

@@ -171,6 +171,21 @@ const taskOptionsSchema = z.object({
   expiresInMs: z.number().int().min(1).max(1e13).nullable().default(null),
 });
 
+/** Every option `defineTask` takes. */
+const TASK_OPTION_KEYS: ReadonlySet<string> = new Set([
+  'name',
+  'schema',
+  'handler',
+  'sandbox',
+  'queue',
+  'priority',
+  'maxAttempts',
+  'backoff',
+  'timeoutMs',
+  'expiresInMs',
+  'concurrencyKey',
+]);
+
 const sandboxSchema = z
   .object({
     module: z.union([z.instanceof(URL), z.string().min(1)]),
@@ -213,6 +228,11 @@ export function defineTask<Schema extends StandardSchemaV1, Result>(
 ): Task<Schema, Result> {
   if (options === null || typeof options !== 'object') {
     throw new ValidationError('defineTask', 'expects an options object');
+  }
+  // A misspelt option (timeout for timeoutMs) would leave the default in force without a word.
+  const unknown = Object.keys(options).find((key) => !TASK_OPTION_KEYS.has(key));
+  if (unknown !== undefined) {
+    throw new ValidationError(`task ${String(options.name)}`, `unknown option ${JSON.stringify(unknown)} (options: ${[...TASK_OPTION_KEYS].join(', ')})`);
   }
   const parsed = taskOptionsSchema.safeParse({
     name: options.name,

@@ -113,6 +113,12 @@ describe('hostile input', () => {
     // Inside backoff too (a misspelt base was stored as no backoff at all), and in a task's own backoff.
     await expect(pgq.enqueue(loose, {}, { backoff: { base: 60_000 } } as never)).rejects.toThrow(/^options\.backoff: .*"base"/);
     expect(() => defineTask({ name: 'loose-backoff', schema: z.object({}), backoff: { base: 60_000 } as never, handler: () => null })).toThrow(/backoff.*"base"/);
+    // A task's own options, and a schedule's (a misspelt timeZone made a 02:00 Rome schedule fire at 02:00 UTC).
+    expect(() => defineTask({ name: 'loose-timeout', schema: z.object({}), timeout: 5_000, handler: () => null } as never)).toThrow(
+      /^task loose-timeout: unknown option "timeout"/,
+    );
+    await expect(pgq.schedule({ name: 'rome', task: loose, cron: '0 2 * * *', timeZone: 'Europe/Rome' } as never)).rejects.toThrow(/"timeZone"/);
+    expect(await pgq.listSchedules()).toEqual([]);
     // An empty batch is checked all the same: the mistake would show only with the first batch that is not.
     await expect(pgq.enqueueMany(loose, [], { delay: 5 } as never)).rejects.toThrow(/"delay"/);
     await expect(pgq.enqueueMany({} as never, [])).rejects.toThrow(ValidationError);

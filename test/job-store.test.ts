@@ -696,7 +696,6 @@ describe('the jobs page query and the pruner at 1,000,000 rows', () => {
     const pruner = new Pruner(
       { succeededMs: day, failedMs: 7 * day, cancelledMs: 7 * day, batchSize: 1_000, intervalMs: 60_000, maxBatchesPerPass: 1 },
       pgq.kysely,
-      systemClock,
       pgq.logger,
     );
     const client = await ctx.admin.connect();

@@ -3,7 +3,7 @@
  * that writes nothing, schedules declared in worker code, a real worker
  * firing a schedule as leader, and retention pruning.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
 import { ScheduleNotFoundError, ValidationError, defineTask, type ScheduleOptions } from '../src/index.js';
 import { Pruner } from '../src/maintenance/pruner.js';
@@ -308,7 +308,7 @@ describe('a schedule of a task with a concurrencyKey and expiresInMs', () => {
 describe('retention', () => {
   it('prunes finished jobs past their retention in bounded batches and keeps everything else', async () => {
     const pgq = await ctx.migrated({ tasks: [cleanup] });
-    const now = new Date('2025-08-01T00:00:00Z');
+    const now = new Date();
     const day = 86_400_000;
     const rows: [string, number | null, boolean][] = [
       // state, finished days ago (null: not finished), expected to be pruned
@@ -332,11 +332,9 @@ describe('retention', () => {
         [state, new Date(now.getTime() - 30 * day), daysAgo === null ? null : new Date(now.getTime() - daysAgo * day)],
       );
     }
-    const clock = manualClock(now);
     const pruner = new Pruner(
       { succeededMs: day, failedMs: 7 * day, cancelledMs: 7 * day, batchSize: 2, intervalMs: 60_000, maxBatchesPerPass: 100 },
       pgq.kysely,
-      clock,
       pgq.logger,
     );
     // One batch: up to batchSize of each state (the succeeded backlog does not starve the others).
@@ -350,17 +348,40 @@ describe('retention', () => {
     const keepFailed = new Pruner(
       { succeededMs: 0, failedMs: null, cancelledMs: null, batchSize: 100, intervalMs: 60_000, maxBatchesPerPass: 1 },
       pgq.kysely,
-      clock,
       pgq.logger,
     );
     expect(await keepFailed.pruneOnce()).toBe(1);
     expect(await count('jobs')).toBe(6);
   });
 
+  it("counts retention on the database clock: a leader whose clock runs two hours ahead keeps a job finished a minute ago under a one-hour retention", async () => {
+    const ahead = manualClock(new Date(Date.now() + 2 * 3_600_000));
+    const pgq = await ctx.migrated({ tasks: [cleanup], clock: ahead });
+    const insert = async (finishedAgo: string): Promise<string> =>
+      (
+        await ctx.admin.query<{ id: string }>(
+          `INSERT INTO "${ctx.schema}".jobs (task, state, finished_at) VALUES ('cleanup', 'succeeded', now() - $1::interval) RETURNING id::text`,
+          [finishedAgo],
+        )
+      ).rows[0]!.id;
+    const recent = await insert('1 minute');
+    const old = await insert('2 hours');
+    const worker = pgq.worker({ retention: { succeededMs: 3_600_000, intervalMs: 50 }, leader: true });
+    await worker.start();
+    try {
+      await vi.waitFor(async () => expect(await pgq.getJob(old)).toBeNull(), { timeout: 10_000, interval: 50 });
+      expect(await pgq.getJob(recent)).not.toBeNull();
+    } finally {
+      await worker.stop();
+    }
+  });
+
   it('retention options are validated', async () => {
     const pgq = await ctx.migrated({ tasks: [cleanup] });
     expect(() => pgq.worker({ retention: { succeededMs: -1 } })).toThrow(ValidationError);
     expect(() => pgq.worker({ retention: { batchSize: 0 } })).toThrow(/batchSize/);
+    // A misspelt key would keep the default it meant to change (cancelled jobs deleted after 7 days).
+    expect(() => pgq.worker({ retention: { cancelledMS: null } as never })).toThrow(/retention.*cancelledMS/);
     expect(pgq.worker({ retention: false }).options.retention).toBeNull();
     expect(pgq.worker({ retention: { failedMs: null } }).options.retention).toMatchObject({ succeededMs: 86_400_000, failedMs: null });
   });

@@ -65,6 +65,6 @@ export function leaderServices(options: ResolvedWorkerOptions, deps: LeaderServi
     new Expirer(EXPIRER, lane.db, queueStatements, logger),
     new OrphanReporter(options.orphanCheckMs, lane.kysely, logger),
   ];
-  if (options.retention) services.push(new Pruner(options.retention, lane.kysely, clock, logger));
+  if (options.retention) services.push(new Pruner(options.retention, lane.kysely, logger));
   return services;
 }

@@ -14,7 +14,6 @@
  * first one when leadership is gained. */
 import type { Kysely, RawBuilder, SqlBool } from 'kysely';
 import type { Logger } from '../core/logger.js';
-import type { Clock } from '../core/clock.js';
 import { LoopService } from '../core/service.js';
 import { sleep } from '../core/sleep.js';
 import { errorMessage, errorSummary } from '../core/errors.js';
@@ -41,7 +40,6 @@ export class Pruner extends LoopService {
   constructor(
     private readonly config: PrunerConfig,
     private readonly db: Kysely<PgqDatabase>,
-    private readonly clock: Clock,
     logger: Logger,
   ) {
     super('pruner', logger);
@@ -63,11 +61,11 @@ export class Pruner extends LoopService {
    * force. As a filter, SQL's unknown (a NULL finished_at) drops the row
    * already; `known` makes it false, for where the test is negated or kept.
    */
-  #expired(alias: string, rules: [JobState, number][], now: number, known = false): RawBuilder<SqlBool> {
+  #expired(alias: string, rules: [JobState, number][], known = false): RawBuilder<SqlBool> {
     const state = sql.ref(`${alias}.state`);
     const finishedAt = sql.ref(`${alias}.finished_at`);
     const any = sql.join(
-      rules.map(([s, age]) => sql`(${state} = ${s} AND ${finishedAt} < ${new Date(now - age)})`),
+      rules.map(([s, age]) => sql`(${state} = ${s} AND ${finishedAt} < ${cutoff(age)})`),
       sql` OR `,
     );
     return known ? sql<SqlBool>`coalesce(${any}, false)` : sql<SqlBool>`(${any})`;
@@ -79,7 +77,7 @@ export class Pruner extends LoopService {
    * (state, finished_at) read in order and stopped at the limit, so its cost
    * follows what it deletes, not the table's size.
    */
-  batchQuery(state: JobState, limit: number, now: number = this.clock.now().getTime()) {
+  batchQuery(state: JobState, limit: number) {
     const ms = this.#rules().find(([s]) => s === state)?.[1];
     if (ms === undefined) throw new Error(`pgq pruner: no retention rule for state ${state}`);
     return this.db.deleteFrom('jobs').where('id', 'in', (eb) =>
@@ -87,7 +85,7 @@ export class Pruner extends LoopService {
         .selectFrom('jobs as j')
         .select('j.id')
         .where('j.state', '=', state)
-        .where('j.finished_at', '<', new Date(now - ms))
+        .where('j.finished_at', '<', cutoff(ms))
         .where('j.workflow_id', 'is', null)
         .orderBy('j.finished_at')
         .limit(limit)
@@ -104,7 +102,7 @@ export class Pruner extends LoopService {
    * the expiry decided again on what the locks return, so a retry that
    * commits meanwhile keeps its whole workflow (never a workflow in part).
    */
-  workflowBatchQuery(limit: number, now: number = this.clock.now().getTime()) {
+  workflowBatchQuery(limit: number) {
     const rules = this.#rules();
     return this.db
       .with('candidates', (db) =>
@@ -112,7 +110,7 @@ export class Pruner extends LoopService {
           .selectFrom('jobs as o')
           .select('o.workflow_id')
           .where('o.workflow_id', 'is not', null)
-          .where(this.#expired('o', rules, now))
+          .where(this.#expired('o', rules))
           .where((w) =>
             w.not(
               w.exists(
@@ -120,7 +118,7 @@ export class Pruner extends LoopService {
                   .selectFrom('jobs as s')
                   .select('s.id')
                   .whereRef('s.workflow_id', '=', 'o.workflow_id')
-                  .where((x) => x.not(this.#expired('s', rules, now, true))),
+                  .where((x) => x.not(this.#expired('s', rules, true))),
               ),
             ),
           )
@@ -129,7 +127,7 @@ export class Pruner extends LoopService {
       .with('locked', (db) =>
         db
           .selectFrom('jobs as o')
-          .select(['o.id', 'o.workflow_id', this.#expired('o', rules, now, true).as('expired')])
+          .select(['o.id', 'o.workflow_id', this.#expired('o', rules, true).as('expired')])
           .where('o.workflow_id', 'in', (eb) => eb.selectFrom('candidates').select('candidates.workflow_id'))
           .orderBy('o.id')
           .forUpdate(),
@@ -152,18 +150,17 @@ export class Pruner extends LoopService {
 
   /** One batch: each state's jobs outside workflows, then whole workflows; each statement deletes up to `batchSize` (a workflow goes whole). */
   async #batch(): Promise<{ deleted: number; more: boolean }> {
-    const now = this.clock.now().getTime();
     const { batchSize } = this.config;
     let deleted = 0;
     let more = false;
     const rules = this.#rules();
     if (rules.length === 0) return { deleted, more };
     for (const [state] of rules) {
-      const n = Number((await this.batchQuery(state, batchSize, now).executeTakeFirst()).numDeletedRows);
+      const n = Number((await this.batchQuery(state, batchSize).executeTakeFirst()).numDeletedRows);
       deleted += n;
       more ||= n >= batchSize;
     }
-    const n = Number((await this.workflowBatchQuery(batchSize, now).executeTakeFirst()).numDeletedRows);
+    const n = Number((await this.workflowBatchQuery(batchSize).executeTakeFirst()).numDeletedRows);
     deleted += n;
     more ||= n >= batchSize;
     return { deleted, more };
@@ -196,4 +193,13 @@ export class Pruner extends LoopService {
       await sleep(this.config.intervalMs, signal);
     }
   }
+}
+
+/**
+ * The time before which a job finished `ageMs` ago, on the database clock
+ * (`finished_at` is written with it), not this host's: a leader whose clock
+ * runs ahead would otherwise delete jobs early.
+ */
+function cutoff(ageMs: number): RawBuilder<Date> {
+  return sql<Date>`(now() - ${ageMs}::float8 * interval '1 millisecond')`;
 }
