@@ -11,8 +11,8 @@ import type { AnyTask, Task, TaskInput } from './task.js';
 import { maxAttemptsSchema, nameSchema, zodToValidationError } from './task.js';
 import { int32 } from './core/int32.js';
 import { PgqError, ValidationError } from './core/errors.js';
-import { toJsonText } from './core/json.js';
-import { isStandardSchema, validatePayloads } from './core/validate-payloads.js';
+import { hasLoneSurrogate, LONE_SURROGATE_MESSAGE } from './core/json.js';
+import { isStandardSchema, storedTexts, validatePayloads } from './core/validate-payloads.js';
 import { EXPIRABLE_STATES, type JobMeta, type JobRecord } from './core/types.js';
 import type { BackoffOptions } from './core/backoff.js';
 import type { DbHandle, Queryable } from './db/queryable.js';
@@ -57,7 +57,8 @@ const concurrencyKeySchema = z
   .string({ error: 'must be a string' })
   .min(1, 'must not be empty')
   .max(200, 'must be at most 200 characters')
-  .refine((s) => !s.includes('\u0000'), 'must not contain \\u0000');
+  .refine((s) => !s.includes('\u0000'), 'must not contain \\u0000')
+  .refine((s) => !hasLoneSurrogate(s), LONE_SURROGATE_MESSAGE);
 
 /** Per-job options shared by enqueue and workflow steps. */
 export const jobOptionsShape = {
@@ -85,6 +86,7 @@ const optionsSchema = z.strictObject({
     .min(1)
     .max(1_000)
     .refine((s) => !s.includes('\u0000'), 'must not contain \\u0000')
+    .refine((s) => !hasLoneSurrogate(s), LONE_SURROGATE_MESSAGE)
     // An index entry holds at most about 2,700 bytes: 1,000 characters of some scripts are more.
     .refine((s) => Buffer.byteLength(s, 'utf8') <= 2_000, 'must be at most 2,000 bytes of UTF-8')
     .optional(),
@@ -140,7 +142,7 @@ export class Enqueuer {
     if (payloads.length === 0) {
       // Nothing to insert, but a wrong task or option is wrong all the same (it would show with the first batch that is not empty).
       assertTask(task);
-      checkRunnable(task, parseOptions(options));
+      checkForTask(task, parseOptions(options));
       if (options !== null && typeof options === 'object' && options.meta !== undefined) metaText(options.meta, 'options.meta');
       return [];
     }
@@ -155,19 +157,19 @@ export class Enqueuer {
     assertTask(task);
     const options = parseOptions(rawOptions);
     // Before any payload is validated or any middleware runs, as every other option check.
-    checkRunnable(task, options);
+    checkForTask(task, options);
     const meta = rawOptions.meta === undefined ? '{}' : metaText(rawOptions.meta, 'options.meta');
     const queue = options.queue ?? task.queue;
     const fieldOf = (i: number): string => single ?? `payload[${i}]`;
     const checked = validatePayloads(payloads.map((value, i) => ({ schema: task.schema, value, field: fieldOf(i) })));
     const values = Array.isArray(checked) ? checked : await checked;
-    const texts: string[] = [];
     const keys: (string | null)[] = [];
     const jobs: PendingJob[] = values.map((payload, i) => {
       keys.push(options.concurrencyKey ?? taskConcurrencyKey(task, payload, fieldOf(i)));
-      texts.push(toJsonText(payload, fieldOf(i), this.maxPayloadBytes));
       return { task: task.name, queue, payload, meta: JSON.parse(meta) as JobMeta };
     });
+    const stored = storedTexts(payloads.map((value, i) => ({ schema: task.schema, value, field: fieldOf(i) })), values, this.maxPayloadBytes);
+    const texts = Array.isArray(stored) ? stored : await stored;
     const call: EnqueueCall = { kind: single === null ? 'enqueueMany' : 'enqueue', jobs };
     let records: JobRecord[] | undefined;
     await this.middleware.enqueue(call, async () => {
@@ -288,9 +290,16 @@ export class Enqueuer {
     for (let round = 0; round < 5; round += 1) {
       let row = rows[0];
       if (!row) {
-        const holder = (await this.statements.getLiveByUniqueKey(db, { tasks: [task.name], uniqueKeys: [key] }))[0];
-        const expired = holder?.expires_at && EXPIRABLE_STATES.includes(holder.state) && (await this.statements.expireUniqueHolder(db, { task: task.name, uniqueKey: key })).length > 0;
-        if (!expired) row = holder;
+        const live = (): Promise<JobRow | undefined> => this.statements.getLiveByUniqueKey(db, { tasks: [task.name], uniqueKeys: [key] }).then((r) => r[0]);
+        row = await live();
+        if (row?.expires_at && EXPIRABLE_STATES.includes(row.state)) {
+          const holder = row;
+          const expired = (await this.statements.expireUniqueHolder(db, { task: task.name, uniqueKey: key })).length > 0;
+          // Not ended here: it has not expired yet, or another enqueue (or the
+          // expirer) ended it meanwhile; then it is no live holder to return.
+          row = expired ? undefined : await live();
+          if (row && row.id !== holder.id) row = undefined; // another job holds the key now: the insert below finds it
+        }
       }
       if (row) return params.jobs.map(() => toJobRecord(row));
       rows = await this.statements.insertJobs(db, { jobs: params.jobs.slice(0, 1) });
@@ -360,6 +369,25 @@ function sharedColumns(task: AnyTask, o: ParsedOptions): Required<Omit<JobInsert
  * the task's `expiresInMs`) after its first run time. Mixed absolute and
  * relative times are compared on this host's clock.
  */
+/**
+ * The unique index holds the task name beside the key, and an index entry
+ * at most about 2,700 bytes: a key within its own limit could still make an
+ * entry too large with a long task name (a raw PostgreSQL error, which also
+ * aborted the caller's transaction).
+ */
+const UNIQUE_ENTRY_BYTES = 2_600;
+
+/** What enqueue checks of the options against the task, before any payload or middleware: the unique key's index entry, and that the job could ever run. */
+function checkForTask(task: AnyTask, o: ParsedOptions): void {
+  if (o.uniqueKey !== undefined) {
+    const bytes = Buffer.byteLength(o.uniqueKey, 'utf8') + Buffer.byteLength(task.name, 'utf8');
+    if (bytes > UNIQUE_ENTRY_BYTES) {
+      throw new ValidationError('options.uniqueKey', `with the task name ${JSON.stringify(task.name)} is ${bytes} bytes of UTF-8, over the ${UNIQUE_ENTRY_BYTES} an entry of the unique index holds: use a shorter key (a hash of it, say)`);
+    }
+  }
+  checkRunnable(task, o);
+}
+
 function checkRunnable(task: AnyTask, o: ParsedOptions): void {
   // A runAt in the past runs now.
   const runsAt = Math.max(o.runAt?.getTime() ?? Date.now() + (o.delayMs ?? 0), Date.now());

@@ -18,7 +18,7 @@
  * finishes last.
  */
 import { PgqError, ValidationError } from './core/errors.js';
-import { toJsonText } from './core/json.js';
+import { hasLoneSurrogate, toJsonText } from './core/json.js';
 import type { JobMeta, Json } from './core/types.js';
 import type { JobContext } from './task.js';
 
@@ -196,8 +196,8 @@ export class RecordedMeta {
   /** Validates `value` and keeps it under `key` (a later call for the same key replaces it). */
   record(key: string, value: Json): void {
     // eslint-disable-next-line no-control-regex
-    if (typeof key !== 'string' || key.length === 0 || key.length > RECORDED_KEY_LIMIT || /[\u0000-\u001f]/.test(key)) {
-      throw new ValidationError('ctx.recordMeta(key)', `must be a string of 1 to ${RECORDED_KEY_LIMIT} characters without control characters, got ${JSON.stringify(key)}`);
+    if (typeof key !== 'string' || key.length === 0 || key.length > RECORDED_KEY_LIMIT || /[\u0000-\u001f]/.test(key) || hasLoneSurrogate(key)) {
+      throw new ValidationError('ctx.recordMeta(key)', `must be a string of 1 to ${RECORDED_KEY_LIMIT} characters without control characters or lone surrogates, got ${JSON.stringify(key)}`);
     }
     const field = `ctx.recordMeta(${JSON.stringify(key)})`;
     const entry = `${JSON.stringify(key)}:${toJsonText(value, field, MAX_META_BYTES)}`;

@@ -16,8 +16,7 @@ import { z } from 'zod';
 import { DEFAULTS } from './core/defaults.js';
 import type { Clock } from './core/clock.js';
 import { PgqError, ValidationError, errorMessage } from './core/errors.js';
-import { toJsonText } from './core/json.js';
-import { validatePayload, validatePayloads, type PayloadCheck } from './core/validate-payloads.js';
+import { storedTexts, validatePayload, validatePayloads, type PayloadCheck } from './core/validate-payloads.js';
 import type { JobRecord } from './core/types.js';
 import { fromKysely, type Queryable } from './db/queryable.js';
 import { toJobRecord, type JobRow } from './db/rows.js';
@@ -144,7 +143,8 @@ interface ScheduleDraft {
  */
 export async function resolveSchedule(options: ScheduleOptions, tasks: TaskRegistry, maxPayloadBytes: number): Promise<ResolvedSchedule> {
   const draft = draftSchedule(options, tasks, '');
-  const resolved = withPayload(draft, await validatePayload(draft.payload), maxPayloadBytes);
+  const [text] = await storedTexts([draft.payload], [await validatePayload(draft.payload)], maxPayloadBytes);
+  const resolved = withPayload(draft, text!);
   await storedPayloadKey(draft.task, JSON.parse(resolved.payloadText), draft.payload.field);
   return resolved;
 }
@@ -187,8 +187,8 @@ function draftSchedule(options: ScheduleOptions, tasks: TaskRegistry, prefix: st
   return { schedule, payload, task };
 }
 
-function withPayload(draft: ScheduleDraft, payload: unknown, maxPayloadBytes: number): ResolvedSchedule {
-  return Object.freeze({ ...draft.schedule, payloadText: toJsonText(payload, draft.payload.field, maxPayloadBytes) });
+function withPayload(draft: ScheduleDraft, payloadText: string): ResolvedSchedule {
+  return Object.freeze({ ...draft.schedule, payloadText });
 }
 
 /**
@@ -220,7 +220,11 @@ export function resolveDeclaredSchedules(
     if (names.has(schedule.name)) throw new ValidationError(`worker.schedules[${i}].name`, `${JSON.stringify(schedule.name)} is declared twice`);
     names.add(schedule.name);
   });
-  const resolve = (payloads: unknown[]): ResolvedSchedule[] => drafts.map((draft, i) => withPayload(draft, payloads[i], maxPayloadBytes));
+  const build = (texts: string[]): ResolvedSchedule[] => drafts.map((draft, i) => withPayload(draft, texts[i]!));
+  const resolve = (payloads: unknown[]): ResolvedSchedule[] | Promise<ResolvedSchedule[]> => {
+    const texts = storedTexts(drafts.map((draft) => draft.payload), payloads, maxPayloadBytes);
+    return Array.isArray(texts) ? build(texts) : texts.then(build);
+  };
   const checked = validatePayloads(drafts.map((draft) => draft.payload));
   const resolved = Array.isArray(checked) ? resolve(checked) : checked.then(resolve);
   if (!drafts.some((draft) => draft.task.concurrencyKey)) return resolved;

@@ -3,6 +3,7 @@ import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
 import type { BackoffOptions } from './core/backoff.js';
 import { ValidationError } from './core/errors.js';
+import { hasLoneSurrogate, LONE_SURROGATE_MESSAGE } from './core/json.js';
 import type { StandardSchemaV1 } from './core/standard-schema.js';
 import { issuesToValidationError, isStandardSchema } from './core/validate-payloads.js';
 import { int32 } from './core/int32.js';
@@ -148,6 +149,7 @@ export const nameSchema = z
   .max(NAME_LIMIT, `must be at most ${NAME_LIMIT} characters`)
   // eslint-disable-next-line no-control-regex
   .refine((s) => !/[\u0000-\u001f\u007f]/.test(s), 'must not contain control characters')
+  .refine((s) => !hasLoneSurrogate(s), LONE_SURROGATE_MESSAGE)
   // The console puts queue and schedule names in URL paths, where these two are no names ("a/../b" is "b").
   .refine((s) => s !== '.' && s !== '..', 'must not be "." or ".."');
 

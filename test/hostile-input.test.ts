@@ -268,3 +268,141 @@ describe('hostile input', () => {
     expect(runs).toBe(1);
   });
 });
+
+describe('what JSON or PostgreSQL would change on the way in', () => {
+  it("checks what a value's toJSON() returns: \\u0000 there is a ValidationError naming the field, and the caller's transaction goes on", async () => {
+    const pgq = await ctx.migrated({ tasks: [loose] });
+    const before = await jobCount();
+    const nul = { toJSON: () => 'a\u0000b' };
+    await expect(pgq.enqueue(loose, { note: nul })).rejects.toMatchObject({ name: 'ValidationError', field: 'payload.note' });
+    await expect(pgq.enqueueMany(loose, [{}, {}, {}, { x: nul }])).rejects.toMatchObject({ name: 'ValidationError', field: 'payload[3].x' });
+    await expect(pgq.enqueue(loose, {}, { meta: { m: { toJSON: () => '\ud800' } } as never })).rejects.toMatchObject({ name: 'ValidationError', field: 'options.meta.m' });
+    await expect(pgq.enqueue(loose, { t: { toJSON: () => { throw new Error('no'); } } })).rejects.toThrow(/^payload\.t: .*toJSON\(\) threw: no/);
+    const client = await ctx.admin.connect();
+    try {
+      await client.query('BEGIN');
+      await expect(pgq.enqueue(loose, { note: nul }, { db: client })).rejects.toThrow(ValidationError);
+      // Before, a raw 22P05 from PostgreSQL: the caller's transaction was aborted (25P02 on its next statement).
+      expect((await client.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+      await client.query('ROLLBACK');
+    } finally {
+      client.release();
+    }
+    // A toJSON that returns what jsonb takes is stored as it returns it.
+    const job = await pgq.enqueue(loose, { at: new Date('2026-01-02T03:04:05Z') });
+    expect(job.payload).toEqual({ at: '2026-01-02T03:04:05.000Z' });
+    expect(await jobCount()).toBe(before + 1);
+  });
+
+  it('refuses a payload its schema accepts but whose stored JSON it refuses (the job failed for good on its first attempt), for enqueue, workflows and schedules', async () => {
+    const remind = defineTask({ name: 'remind', schema: z.object({ at: z.date() }), handler: (p) => p.at.toISOString() });
+    const optional = defineTask({ name: 'optional', schema: z.object({ a: z.string() }).optional(), handler: () => 'ran' });
+    const list = defineTask({ name: 'list', schema: z.array(z.string().optional()), handler: () => 'ran' });
+    const coerced = defineTask({ name: 'coerced', schema: z.object({ at: z.coerce.date() }), handler: (p) => p.at.getUTCFullYear() });
+    const pgq = await ctx.migrated({ tasks: [remind, optional, list, coerced] });
+    const before = await jobCount();
+    const err = await pgq.enqueue(remind, { at: new Date() }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ValidationError);
+    expect((err as ValidationError).field).toBe('payload.at');
+    expect((err as Error).message).toMatch(/in the form stored as JSON/);
+    await expect(pgq.enqueue(optional, undefined)).rejects.toThrow(ValidationError);
+    await expect(pgq.enqueueMany(list, [['a'], ['a', undefined]])).rejects.toMatchObject({ field: 'payload[1][1]' });
+    const { step, chain } = await import('../src/index.js');
+    await expect(pgq.enqueueWorkflow(chain(step(coerced, { at: new Date() }), step(remind, { at: new Date() })))).rejects.toThrow(/\.payload\.at: .*stored as JSON/);
+    await expect(pgq.schedule({ name: 'remind', every: '1h', task: remind, payload: { at: new Date() } })).rejects.toThrow(/payload\.at: .*stored as JSON/);
+    expect(await pgq.listSchedules()).toEqual([]);
+    expect(await jobCount()).toBe(before);
+    // What the schema takes back from JSON is accepted, and runs.
+    const worker = pgq.worker({ concurrency: 1, pollIntervalMs: 50 });
+    await worker.start();
+    try {
+      const job = await pgq.enqueue(coerced, { at: new Date('2026-06-01T00:00:00Z') });
+      expect(job.payload).toEqual({ at: '2026-06-01T00:00:00.000Z' });
+      expect(await pgq.waitForJob(job.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded', result: 2026 });
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it('refuses a lone UTF-16 surrogate in a unique key, a task or queue name and a concurrency key (pg sent U+FFFD: two keys became one)', async () => {
+    const pgq = await ctx.migrated({ tasks: [loose] });
+    const before = await jobCount();
+    await expect(pgq.enqueue(loose, {}, { uniqueKey: 'x\ud83d' })).rejects.toMatchObject({ field: 'options.uniqueKey' });
+    await expect(pgq.enqueue(loose, {}, { queue: 'q\udc00' })).rejects.toMatchObject({ field: 'options.queue' });
+    await expect(pgq.enqueue(loose, {}, { concurrencyKey: 'k\ud800' })).rejects.toMatchObject({ field: 'options.concurrencyKey' });
+    expect(() => defineTask({ name: 'mail\ud800', schema: z.object({}), handler: () => null })).toThrow(/surrogate/);
+    expect(await jobCount()).toBe(before);
+    // A pair is a character like any other.
+    const job = await pgq.enqueue(loose, {}, { uniqueKey: 'x\ud83d\ude00' });
+    expect(job.uniqueKey).toBe('x\ud83d\ude00');
+  });
+
+  it('refuses a unique key whose index entry, with the task name, would be too large, as a ValidationError', async () => {
+    const long = defineTask({ name: '\u{1F600}'.repeat(200), schema: z.unknown(), handler: () => null });
+    const pgq = await ctx.migrated({ tasks: [long, loose] });
+    const before = await jobCount();
+    // 2,000 bytes of key (its own limit) and 800 of task name: a raw 54000 from the index before.
+    await expect(pgq.enqueue(long, {}, { uniqueKey: '\u00e9'.repeat(1_000) })).rejects.toMatchObject({ name: 'ValidationError', field: 'options.uniqueKey' });
+    expect(await jobCount()).toBe(before);
+    expect((await pgq.enqueue(long, {}, { uniqueKey: '\u00e9'.repeat(900) })).uniqueKey).toHaveLength(900);
+    expect((await pgq.enqueue(loose, {}, { uniqueKey: '\u00e9'.repeat(1_000) })).uniqueKey).toHaveLength(1_000);
+  });
+
+  it("counts delayMs and expiresInMs from the enqueue's statement, not from the start of the caller's transaction", async () => {
+    const pgq = await ctx.migrated({ tasks: [loose] });
+    const client = await ctx.admin.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query('SELECT pg_sleep(1.5)');
+      const delayed = await pgq.enqueue(loose, {}, { delayMs: 1_000, db: client });
+      const expiring = await pgq.enqueue(loose, {}, { expiresInMs: 1_000, db: client });
+      const { rows } = await client.query<{ delayed: number; expiring: number }>(
+        `SELECT extract(epoch FROM (SELECT run_at FROM "${ctx.schema}".jobs WHERE id = $1) - now()) AS delayed,
+                extract(epoch FROM (SELECT expires_at FROM "${ctx.schema}".jobs WHERE id = $2) - now()) AS expiring`,
+        [delayed.id, expiring.id],
+      );
+      await client.query('COMMIT');
+      // From the transaction's start (now()): 1.0 s before, at least 2.5 s now.
+      expect(Number(rows[0]!.delayed)).toBeGreaterThanOrEqual(2.5);
+      expect(Number(rows[0]!.expiring)).toBeGreaterThanOrEqual(2.5);
+      expect(delayed.state).toBe('scheduled');
+      expect(delayed.runAt.getTime()).toBeGreaterThan(Date.now());
+    } finally {
+      client.release();
+    }
+  });
+
+  it('two enqueues of a key whose holder expired, crossing: the one whose expiry found the holder ended already returns the new live job, not the dead one', async () => {
+    const pgq = await ctx.migrated({ tasks: [loose] });
+    const holder = await pgq.enqueue(loose, { n: 0 }, { uniqueKey: 'k', expiresInMs: 60_000 });
+    await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET expires_at = now() - interval '1 second' WHERE id = $1`, [holder.id]);
+    // Each enqueue's expiry statement waits until both have read the holder (the interleaving two processes can hit).
+    let arrived = 0;
+    let release!: () => void;
+    const bothRead = new Promise<void>((resolve) => (release = resolve));
+    const clients = [await ctx.admin.connect(), await ctx.admin.connect()];
+    const gated = (client: (typeof clients)[number], delayMs: number) => ({
+      async query(config: { text: string; values?: unknown[]; name?: string }) {
+        if (config.text.includes('expired AS')) {
+          if (++arrived === 2) release();
+          await bothRead;
+          await new Promise((resolve) => setTimeout(resolve, delayMs));
+        }
+        return client.query(config);
+      },
+    });
+    try {
+      const [a, b] = await Promise.all([
+        pgq.enqueue(loose, { n: 1 }, { uniqueKey: 'k', db: gated(clients[0]!, 0) as never }),
+        pgq.enqueue(loose, { n: 2 }, { uniqueKey: 'k', db: gated(clients[1]!, 300) as never }),
+      ]);
+      expect(a.id).not.toBe(holder.id);
+      expect(b.id).toBe(a.id);
+      expect((await pgq.getJob(holder.id))!.state).toBe('cancelled');
+      expect((await pgq.getJob(b.id))!.state).toBe('available');
+    } finally {
+      for (const client of clients) client.release();
+    }
+  });
+});
+

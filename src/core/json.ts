@@ -6,11 +6,23 @@ const MAX_DEPTH = 1_000;
  * JSON text for a value bound for a `jsonb` column, or a ValidationError that
  * names `field`. Refuses what PostgreSQL or JSON would mangle or reject:
  * `\u0000` or a lone UTF-16 surrogate in a string or key, nesting deeper than
- * 1,000, cycles, BigInt, non-finite numbers, and JSON larger than `maxBytes`.
- * An object referenced twice (not inside itself) is fine: JSON writes it twice.
+ * 1,000, cycles, BigInt, non-finite numbers, and JSON larger than `maxBytes`;
+ * a value's `toJSON()` is checked for what it returns. An object referenced
+ * twice (not inside itself) is fine: JSON writes it twice.
  */
 export function toJsonText(value: unknown, field: string, maxBytes: number): string {
-  checkJsonValue(value, field, maxBytes);
+  return toJson(value, field, maxBytes).text;
+}
+
+/**
+ * As `toJsonText`, and whether the JSON reads back as something other than
+ * `value`: a `toJSON()` (a Date becomes its ISO text), an object that is not
+ * a plain object or array (a Map becomes `{}`), `undefined`, a function or a
+ * symbol (left out of an object, null in an array), a hole in an array, or
+ * `undefined` itself (null).
+ */
+export function toJson(value: unknown, field: string, maxBytes: number): { text: string; changed: boolean } {
+  const changed = checkJsonValue(value, field, maxBytes);
   let text: string | undefined;
   try {
     text = JSON.stringify(value === undefined ? null : value);
@@ -22,11 +34,23 @@ export function toJsonText(value: unknown, field: string, maxBytes: number): str
   if (bytes > maxBytes) {
     throw new ValidationError(field, `is ${bytes} bytes of JSON, over the limit of ${maxBytes} bytes`);
   }
-  return text;
+  return { text, changed };
 }
 
 /** A UTF-16 surrogate without its pair: JSON.stringify writes it as `\udXXX`, which jsonb refuses. */
 const LONE_SURROGATE = /\p{Cs}/u;
+
+/**
+ * True when `text` holds a lone UTF-16 surrogate. `pg` sends such a string
+ * with U+FFFD in its place, so two different strings could be stored as one
+ * (two unique keys, a task name that no longer matches its task): names and
+ * keys refuse them, as jsonb does.
+ */
+export function hasLoneSurrogate(text: string): boolean {
+  return LONE_SURROGATE.test(text);
+}
+
+export const LONE_SURROGATE_MESSAGE = 'must not contain a lone UTF-16 surrogate (half of a character)';
 
 /** `text` with every lone surrogate replaced by U+FFFD, so jsonb takes it (text pgq writes itself, such as a caught error's message). */
 export function wellFormed(text: string): string {
@@ -45,12 +69,16 @@ function checkString(value: string, path: string, what: string): void {
   if (LONE_SURROGATE.test(value)) throw new ValidationError(path, `${what} a lone UTF-16 surrogate (half of a character), which PostgreSQL cannot store in jsonb`);
 }
 
-function checkJsonValue(root: unknown, field: string, maxBytes: number): void {
+/** Walks what JSON.stringify will write; throws a ValidationError at the first value it cannot store; true when JSON changes the value (see `toJson`). */
+function checkJsonValue(root: unknown, field: string, maxBytes: number): boolean {
   // Depth first, with an exit entry after each container's children, so
   // `ancestors` holds exactly the containers on the path to the value.
-  type Entry = { value: unknown; path: string; depth: number } | { leave: object };
-  const stack: Entry[] = [{ value: root, path: field, depth: 0 }];
+  // `key` is what JSON.stringify passes to a toJSON(); `replaced` marks what
+  // a toJSON() returned (JSON.stringify does not call toJSON on that again).
+  type Entry = { value: unknown; path: string; depth: number; key: string; replaced?: true } | { leave: object };
+  const stack: Entry[] = [{ value: root, path: field, depth: 0, key: '' }];
   const ancestors = new Set<object>();
+  let changed = root === undefined;
   // Every value visited writes at least one byte of JSON: past maxBytes, the
   // JSON is over the limit (and a value shared many times over does not make
   // this walk, or JSON.stringify after it, run for long).
@@ -72,17 +100,41 @@ function checkJsonValue(root: unknown, field: string, maxBytes: number): void {
       throw new ValidationError(path, 'is a BigInt, which JSON cannot represent (use a string)');
     } else if (value !== null && typeof value === 'object') {
       if (ancestors.has(value)) throw new ValidationError(path, 'contains a cycle');
-      if (typeof (value as { toJSON?: unknown }).toJSON === 'function') continue;
+      const toJSON = (value as { toJSON?: unknown }).toJSON;
+      if (!entry.replaced && typeof toJSON === 'function') {
+        // What is stored is what toJSON() returns: check that instead.
+        let replacement: unknown;
+        try {
+          replacement = toJSON.call(value, entry.key);
+        } catch (err) {
+          throw new ValidationError(path, `is not JSON-serialisable (its toJSON() threw: ${err instanceof Error ? err.message : String(err)})`);
+        }
+        changed = true;
+        stack.push({ value: replacement, path, depth, key: entry.key, replaced: true });
+        continue;
+      }
       ancestors.add(value);
       stack.push({ leave: value });
       if (Array.isArray(value)) {
-        value.forEach((item, i) => stack.push({ value: item, path: `${path}[${i}]`, depth: depth + 1 }));
+        for (let i = 0; i < value.length; i += 1) {
+          if (!(i in value)) {
+            changed = true; // a hole: null in JSON
+            continue;
+          }
+          const item: unknown = value[i];
+          if (item === undefined || typeof item === 'function' || typeof item === 'symbol') changed = true;
+          stack.push({ value: item, path: `${path}[${i}]`, depth: depth + 1, key: String(i) });
+        }
       } else {
+        const proto: unknown = Object.getPrototypeOf(value);
+        if (proto !== Object.prototype && proto !== null) changed = true; // a Map, a Set, a class instance: JSON keeps only its own fields
         for (const [key, item] of Object.entries(value)) {
           checkString(key, path, 'has a key containing');
-          stack.push({ value: item, path: `${path}.${key}`, depth: depth + 1 });
+          if (item === undefined || typeof item === 'function' || typeof item === 'symbol') changed = true;
+          stack.push({ value: item, path: `${path}.${key}`, depth: depth + 1, key });
         }
       }
     }
   }
+  return changed;
 }

@@ -9,6 +9,7 @@
  * however the validators answered.
  */
 import { ValidationError } from './errors.js';
+import { toJson } from './json.js';
 import type { StandardSchemaV1 } from './standard-schema.js';
 
 /** One value to check: the schema, the value, and where it sits (`payload[3]`, `steps["a"].payload`). */
@@ -83,6 +84,45 @@ export function validatePayloads(checks: readonly PayloadCheck[]): unknown[] | P
       if (s.status === 'rejected') throw s.reason;
       return output(s.value, checks[i]!);
     }),
+  );
+}
+
+/**
+ * The JSON texts to store for validated values (`outputs`, the schemas'
+ * outputs for `checks`), each no larger than `maxBytes`. A worker reads a
+ * payload back from its JSON through the schema again, so where JSON
+ * changes a value (a Date becomes its ISO text, an `undefined` array item
+ * null, a Map `{}`) the stored form is validated too, and refused here
+ * rather than failing its job for good on the first attempt. A promise only
+ * when a validator answered with one.
+ */
+export function storedTexts(checks: readonly PayloadCheck[], outputs: readonly unknown[], maxBytes: number): string[] | Promise<string[]> {
+  const texts: string[] = [];
+  const again: PayloadCheck[] = [];
+  outputs.forEach((value, i) => {
+    const check = checks[i]!;
+    const { text, changed } = toJson(value, check.field, maxBytes);
+    texts.push(text);
+    if (changed) again.push({ schema: check.schema, value: JSON.parse(text) as unknown, field: check.field });
+  });
+  if (again.length === 0) return texts;
+  let checked: unknown[] | Promise<unknown[]>;
+  try {
+    checked = validatePayloads(again);
+  } catch (err) {
+    throw asStored(err);
+  }
+  return Array.isArray(checked) ? texts : checked.then(() => texts, (err: unknown) => Promise.reject(asStored(err)));
+}
+
+/** A stored form's ValidationError, saying why a value that passed is refused. */
+function asStored(err: unknown): unknown {
+  if (!(err instanceof ValidationError)) return err;
+  const message = err.message.slice(err.field.length + 2);
+  return new ValidationError(
+    err.field,
+    `${message}, in the form stored as JSON and validated again before the handler runs (JSON turns a Date into its ISO text, an undefined array item into null, a Map, Set or class instance into a plain object): give the schema what JSON keeps (z.coerce.date() for a Date, say)`,
+    { cause: err },
   );
 }
 

@@ -21,7 +21,7 @@ export interface BulkInsertParams {
   payloads: string[];
   priority: number;
   maxAttempts: number;
-  /** Absolute run time, or null to use `now() + delayMs`. */
+  /** Absolute run time, or null to use the statement's time + `delayMs` (in a caller's transaction, not its start). */
   runAt: Date | null;
   delayMs: number;
   timeoutMs: number | null;
@@ -52,9 +52,9 @@ export function createBulkInsert(schema: string) {
   const statement = (quiet: boolean): string => `
     WITH ${quiet ? `quiet AS (SELECT set_config('pgq.skip_notify', 'on', true)),` : ''}
     c AS (
-      SELECT a.at, CASE WHEN a.at <= now() THEN 'available' ELSE 'scheduled' END AS state,
-             coalesce($12::timestamptz, now() + $13::float8 * interval '1 millisecond') AS expires_at
-        FROM (SELECT coalesce($6::timestamptz, now() + $7::float8 * interval '1 millisecond') AS at) AS a
+      SELECT a.at, CASE WHEN a.at <= statement_timestamp() THEN 'available' ELSE 'scheduled' END AS state,
+             coalesce($12::timestamptz, statement_timestamp() + $13::float8 * interval '1 millisecond') AS expires_at
+        FROM (SELECT coalesce($6::timestamptz, statement_timestamp() + $7::float8 * interval '1 millisecond') AS at) AS a
     ), ins AS (
       INSERT INTO ${jobs} (task, queue, payload, priority, max_attempts, run_at, state,
                            timeout_ms, backoff_base_ms, backoff_max_ms, meta, expires_at)
@@ -74,9 +74,9 @@ export function createBulkInsert(schema: string) {
     ${quiet ? `WITH quiet AS (SELECT set_config('pgq.skip_notify', 'on', true))` : ''}
     INSERT INTO ${jobs} (task, queue, payload, priority, max_attempts, run_at, state,
                          timeout_ms, backoff_base_ms, backoff_max_ms, meta, expires_at)
-    SELECT $1::text, $2::text, $3::jsonb, $4::int, $5::int, a.at, CASE WHEN a.at <= now() THEN 'available' ELSE 'scheduled' END,
-           $8::int, $9::int, $10::int, $11::jsonb, coalesce($12::timestamptz, now() + $13::float8 * interval '1 millisecond')
-      FROM (SELECT coalesce($6::timestamptz, now() + $7::float8 * interval '1 millisecond') AS at) AS a
+    SELECT $1::text, $2::text, $3::jsonb, $4::int, $5::int, a.at, CASE WHEN a.at <= statement_timestamp() THEN 'available' ELSE 'scheduled' END,
+           $8::int, $9::int, $10::int, $11::jsonb, coalesce($12::timestamptz, statement_timestamp() + $13::float8 * interval '1 millisecond')
+      FROM (SELECT coalesce($6::timestamptz, statement_timestamp() + $7::float8 * interval '1 millisecond') AS at) AS a
      ${quiet ? 'WHERE (SELECT count(*) FROM quiet) = 1' : ''}
     RETURNING ARRAY[id] AS ids, state, run_at, created_at, expires_at`;
   const insert = statement(false);

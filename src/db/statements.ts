@@ -34,7 +34,7 @@ export interface JobInsert {
   payload: string;
   priority: number;
   maxAttempts: number;
-  /** Absolute run time, or null to use `now() + delayMs`. */
+  /** Absolute run time, or null to use the statement's time + `delayMs` (in a caller's transaction, not its start). */
   runAt: Date | null;
   delayMs: number;
   uniqueKey: string | null;
@@ -262,10 +262,10 @@ export function createStatements(schema: string) {
     INSERT INTO ${jobs} (task, queue, payload, priority, max_attempts, run_at, state, unique_key,
                          timeout_ms, backoff_base_ms, backoff_max_ms, meta, concurrency_key, expires_at)
     SELECT t.task, t.queue, t.payload, t.priority, t.max_attempts, t.at,
-           CASE WHEN t.at <= now() THEN 'available' ELSE 'scheduled' END,
+           CASE WHEN t.at <= statement_timestamp() THEN 'available' ELSE 'scheduled' END,
            t.unique_key, t.timeout_ms, t.backoff_base_ms, t.backoff_max_ms, t.meta, t.concurrency_key,
-           coalesce(t.expires_at, now() + t.expires_in_ms * interval '1 millisecond')
-      FROM (SELECT u.*, coalesce(u.run_at, now() + u.delay_ms * interval '1 millisecond') AS at
+           coalesce(t.expires_at, statement_timestamp() + t.expires_in_ms * interval '1 millisecond')
+      FROM (SELECT u.*, coalesce(u.run_at, statement_timestamp() + u.delay_ms * interval '1 millisecond') AS at
               FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::int[], $5::int[], $6::timestamptz[],
                           $7::float8[], $8::text[], $9::int[], $10::int[], $11::int[], $12::jsonb[],
                           $13::text[], $14::timestamptz[], $15::float8[])
@@ -296,7 +296,7 @@ export function createStatements(schema: string) {
   const expireUniqueHolder = `
     WITH expired AS (
       UPDATE ${jobs} j SET ${EXPIRED_SET}
-       WHERE j.task = $1 AND j.unique_key = $2 AND j.state IN ${EXPIRABLE_STATES_SQL} AND j.expires_at <= now()
+       WHERE j.task = $1 AND j.unique_key = $2 AND j.state IN ${EXPIRABLE_STATES_SQL} AND j.expires_at <= statement_timestamp()
       RETURNING j.id
     ), notified AS (${notifyDone('expired')})
     SELECT id::text AS id FROM expired, (SELECT count(*) FROM notified) AS n`;

@@ -14,8 +14,7 @@
  */
 import { z } from 'zod';
 import { ValidationError } from '../core/errors.js';
-import { toJsonText } from '../core/json.js';
-import { validatePayloads } from '../core/validate-payloads.js';
+import { storedTexts, validatePayloads } from '../core/validate-payloads.js';
 import { isTask, NAME_LIMIT, nameSchema, zodToValidationError } from '../task.js';
 import { jobOptionsShape } from '../enqueue.js';
 import { MAX_WORKFLOW_STEPS, type AnyFlow, type ParentFailurePolicy, type StepSpec } from './flow.js';
@@ -100,7 +99,13 @@ export async function compileWorkflow(flow: unknown, options: { name?: string | 
     withPayload.map((i) => ({ schema: placed[i]!.spec.task.schema, value: placed[i]!.spec.payload, field: `${fieldOf(i)}.payload` })),
   );
   const values = Array.isArray(checked) ? checked : await checked;
-  const payloads = new Map(withPayload.map((i, k) => [i, values[k]]));
+  const stored = storedTexts(
+    withPayload.map((i) => ({ schema: placed[i]!.spec.task.schema, value: placed[i]!.spec.payload, field: `${fieldOf(i)}.payload` })),
+    values,
+    options.maxPayloadBytes,
+  );
+  const texts = Array.isArray(stored) ? stored : await stored;
+  const payloadTexts = new Map(withPayload.map((i, k) => [i, texts[k]!]));
   const steps = order.map((i) => {
     const p = placed[i]!;
     const field = fieldOf(i);
@@ -114,7 +119,7 @@ export async function compileWorkflow(flow: unknown, options: { name?: string | 
       name: names[i]!,
       task: task.name,
       queue: o.queue ?? task.queue,
-      payloadText: payloads.has(i) ? toJsonText(payloads.get(i), `${field}.payload`, options.maxPayloadBytes) : 'null',
+      payloadText: payloadTexts.get(i) ?? 'null',
       priority: o.priority ?? task.priority,
       maxAttempts: o.maxAttempts ?? task.maxAttempts,
       timeoutMs: o.timeoutMs ?? null,
