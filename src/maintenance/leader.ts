@@ -50,6 +50,10 @@ export class LeaderElector extends LoopService {
   #heldUnder = '';
   /** Local monotonic instant after which the lease may have passed elsewhere. */
   #trustUntil = 0;
+  /** Steps down at `#trustUntil` even while an election statement is still out. */
+  #trustTimer: NodeJS.Timeout | undefined;
+  /** Starts and stops of the leader-only services, one after another (a start never overtakes the stop before it). */
+  #transition: Promise<void> = Promise.resolve();
   readonly #waker = new Waker();
 
   /**
@@ -77,6 +81,7 @@ export class LeaderElector extends LoopService {
   /** Stops; a leader then releases its row, the statement given `releaseWithinMs()` (by default one heartbeat, at least 1 s). */
   override async stop(releaseWithinMs: () => number = () => heartbeatLimitMs(this.config.heartbeatMs)): Promise<void> {
     await super.stop();
+    clearTimeout(this.#trustTimer);
     if (this.#leader) {
       await this.#stepDown('stopping');
       await this.release({ leaderId: this.#heldAs, registeredAt: this.#heldUnder }, releaseWithinMs()).catch((err: unknown) =>
@@ -94,7 +99,9 @@ export class LeaderElector extends LoopService {
           // Registering again (a lost lease): no attempt; the trust window decides meanwhile.
         } else if (won) {
           this.#trustUntil = sentAt + this.config.rescueAfterMs - this.config.heartbeatMs;
-          if (!this.#leader) await this.#becomeLeader();
+          // An answer that came too late to trust is no leadership (it would be given up at once).
+          if (!this.#leader && this.clock.monotonicMs() < this.#trustUntil) this.#becomeLeader();
+          if (this.#leader) this.#armTrustTimer();
         } else if (this.#leader) {
           await this.#stepDown('lease held by another worker');
         }
@@ -148,19 +155,47 @@ export class LeaderElector extends LoopService {
     return row !== undefined;
   }
 
-  async #becomeLeader(): Promise<void> {
+  /**
+   * Starts the leader-only services, not awaited: the election goes on
+   * renewing (or gives up on time) while they start.
+   */
+  #becomeLeader(): void {
     this.#leader = true;
     this.logger.info({ term: this.#term }, 'pgq worker became leader');
-    for (const service of this.services) await service.start();
+    this.#transition = this.#transition.then(async () => {
+      for (const service of this.services) {
+        if (!this.#leader) return; // stepped down meanwhile: the stop queued behind this start stops what started
+        await service.start().catch((err: unknown) => this.logger.error({ err: errorSummary(err) }, `pgq leader service failed to start: ${errorMessage(err)}`));
+      }
+    });
+  }
+
+  /**
+   * A leader whose renewals stopped answering steps down when its lease may
+   * have passed to another worker, by a timer of its own: the election loop
+   * may be waiting on a statement meanwhile (up to a heartbeat, and the
+   * pool's cancel grace after it), past that instant.
+   */
+  #armTrustTimer(): void {
+    clearTimeout(this.#trustTimer);
+    this.#trustTimer = setTimeout(() => {
+      if (this.#leader && this.clock.monotonicMs() >= this.#trustUntil) void this.#stepDown('could not renew the lease in time');
+    }, Math.max(0, this.#trustUntil - this.clock.monotonicMs()));
+    this.#trustTimer.unref();
   }
 
   async #stepDown(why: string): Promise<void> {
     if (!this.#leader) return;
     this.#leader = false;
+    clearTimeout(this.#trustTimer);
     this.logger.info({ why }, `pgq worker stepped down as leader: ${why}`);
     // All told at once, then awaited together: one by one, each waited for
     // the pass of the one before (a statement on a database that does not
     // answer: max(60 s, rescueAfterMs)), and those not told yet kept running.
-    await Promise.all([...this.services].reverse().map((service) => service.stop()));
+    const stopOne = (service: Service): Promise<void> =>
+      service.stop().catch((err: unknown) => this.logger.error({ err: errorSummary(err) }, `pgq leader service failed to stop: ${errorMessage(err)}`));
+    const stopping = this.#transition.then(() => Promise.all([...this.services].reverse().map(stopOne))).then(() => undefined);
+    this.#transition = stopping;
+    await stopping;
   }
 }

@@ -147,7 +147,8 @@ export interface SchedulerPass {
 
 export class Scheduler extends LoopService {
   readonly #waker = new Waker();
-  #unsubscribe: (() => Promise<void>) | undefined;
+  /** The subscription to schedule changes: its LISTEN may still be on its way. */
+  #subscription: Promise<() => Promise<void>> | undefined;
 
   constructor(
     private readonly config: SchedulerConfig,
@@ -158,17 +159,21 @@ export class Scheduler extends LoopService {
 
   override async start(): Promise<void> {
     if (this.running) return;
-    if (this.deps.listener && !this.#unsubscribe) {
-      this.#unsubscribe = await this.deps.listener.subscribe(channelNames(this.deps.schema).schedules, () => this.#waker.wake());
-    }
     await super.start();
+    if (this.deps.listener && !this.#subscription) {
+      // Not awaited: its LISTEN waits on a connection that may not answer
+      // (up to the listener's statement limit), and the leader's start must
+      // not wait on it (the election renews meanwhile). Until it is heard,
+      // the loop's own sleeps find what changed.
+      this.#subscription = this.deps.listener.subscribe(channelNames(this.deps.schema).schedules, () => this.#waker.wake());
+    }
   }
 
   override async stop(): Promise<void> {
     await super.stop();
-    const unsubscribe = this.#unsubscribe;
-    this.#unsubscribe = undefined;
-    await unsubscribe?.();
+    const subscription = this.#subscription;
+    this.#subscription = undefined;
+    if (subscription) await (await subscription)();
   }
 
   /** One pass at `clock.now()`: fires every due schedule. */
