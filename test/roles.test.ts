@@ -287,6 +287,32 @@ describe('least-privilege roles', () => {
     }
   });
 
+  it("pgq migrate by a role that does not own pgq's tables, on a schema behind, says who can migrate (it failed adding a primary key to pgq_migrations, with a stack trace)", async () => {
+    const other = `pgq_test_oth_${suffix}`;
+    const schema = `${ctx.schema}_behind`;
+    const owner = new Pgq({ connectionString: ctx.url, schema, tasks: [] });
+    await ctx.admin.query(`CREATE ROLE "${other}" LOGIN PASSWORD 'pw'`);
+    try {
+      await owner.migrate();
+      await ctx.admin.query(`GRANT USAGE ON SCHEMA "${schema}" TO "${other}"; GRANT SELECT ON "${schema}".pgq_migrations TO "${other}"`);
+      // Behind by its newest migration (as after an upgrade of pgq).
+      await ctx.admin.query(`DELETE FROM "${schema}".pgq_migrations WHERE name = (SELECT max(name) FROM "${schema}".pgq_migrations)`);
+      const r = spawnSync(process.execPath, [bin, '--database-url', urlAs(other), '--schema', schema, 'migrate'], { encoding: 'utf8', timeout: 120_000 });
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(/is at version \d+, this pgq needs \d+.*only the owner of pgq's tables, role \S+ can: run pgq migrate as that role \(this connection is role pgq_test_oth_/);
+      expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+      // A schema that does not exist, for a role that may not create one.
+      const none = spawnSync(process.execPath, [bin, '--database-url', urlAs(other), '--schema', `${schema}_none`, 'migrate'], { encoding: 'utf8', timeout: 120_000 });
+      expect(none.status).toBe(1);
+      expect(none.stderr).toMatch(/does not exist and role pgq_test_oth_\S+ may not create schemas in database \S+: create it for this role \(CREATE SCHEMA/);
+    } finally {
+      await owner.close();
+      await ctx.admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      await ctx.admin.query(`DROP OWNED BY "${other}" CASCADE`).catch(() => undefined);
+      await ctx.admin.query(`DROP ROLE IF EXISTS "${other}"`);
+    }
+  });
+
   it('pgq stats on a database with no pgq schema says so and creates nothing', async () => {
     const empty = `${ctx.schema}_empty`;
     const r = spawnSync(process.execPath, [bin, '--database-url', ctx.url, '--schema', empty, 'stats'], { encoding: 'utf8', timeout: 120_000 });

@@ -3,12 +3,17 @@
  * configured schema (created if missing; an existing one needs no CREATE on
  * the database), recording them in
  * `<schema>.pgq_migrations`. Several processes may migrate at once: they queue
- * on node-pg-migrate's advisory lock and the later ones find nothing to do.
- * node-pg-migrate is imported on the first migrate(), not with `import 'pgq'`:
- * it is the heaviest module pgq uses and most processes never migrate.
+ * on an advisory lock of pgq's own for the schema (not node-pg-migrate's
+ * default one, which an application's own migrations hold: a pgq.migrate()
+ * called from one of those waited on it for ever) and the later ones find
+ * nothing to do. node-pg-migrate is imported on the first migrate(), not with
+ * `import 'pgq'`: it is the heaviest module pgq uses and most processes never
+ * migrate.
  */
+import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import type { Logger } from '../core/logger.js';
+import { quoteIdent } from './identifiers.js';
 
 import { MIGRATIONS_DIR, SchemaNotReadyError, checkSchemaVersion } from './schema-version.js';
 import { fromPg } from './queryable.js';
@@ -20,15 +25,40 @@ export interface MigrateResult {
   applied: string[];
 }
 
+/**
+ * Migrations that were once committed and then taken back, each with what
+ * undoes it on a database that ran it. Left in `pgq_migrations`, such a
+ * name stopped every later migration (node-pg-migrate refuses to run one
+ * that sorts before a migration already run).
+ */
+const WITHDRAWN: ReadonlyMap<string, string> = new Map([
+  // Waiting rows left out of jobs_state_queue_idx; reverted (reads that mix
+  // waiting and other states became sequential scans), and its timestamp
+  // reused by 1764830000000_cancel_running. Its index goes back as it was.
+  [
+    '1764830000000_state_index_without_waiting',
+    `CREATE INDEX jobs_state_queue_idx_restored ON jobs (state, queue, id) WHERE state <> 'succeeded';
+     DROP INDEX jobs_state_queue_idx;
+     ALTER INDEX jobs_state_queue_idx_restored RENAME TO jobs_state_queue_idx;`,
+  ],
+]);
+
+/** The advisory lock pgq's migrations of `schema` take: a 48-bit hash, pgq's own. */
+export function migrationLock(schema: string): number {
+  return createHash('sha256').update(`pgq migrations ${schema}`).digest().readUIntBE(0, 6);
+}
+
 export async function migrate(pool: pg.Pool, schema: string, logger: Logger): Promise<MigrateResult> {
   // Up to date: nothing to run, and nothing to ask of the role. (node-pg-migrate
   // would still check its table, which a worker role may read but not alter,
   // and fail with "must be owner of table pgq_migrations" at every start.)
+  let behind: SchemaNotReadyError;
   try {
     await checkSchemaVersion(fromPg(pool, false), schema);
     return { applied: [] };
   } catch (err) {
     if (!(err instanceof SchemaNotReadyError)) throw err;
+    behind = err;
   }
   const { runner } = await import('./node-pg-migrate.js');
   const client = await pool.connect();
@@ -39,6 +69,8 @@ export async function migrate(pool: pg.Pool, schema: string, logger: Logger): Pr
     // schema is there: a role that owns a schema made for it by someone else
     // (the usual least-privilege setup) could not migrate it.
     const exists = (await client.query<{ exists: boolean }>('SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) AS exists', [schema])).rows[0]!.exists;
+    await checkMayMigrate(client, schema, exists, behind);
+    if (exists) await withdraw(client, schema, logger);
     const ran = await runner({
       dbClient: client,
       dir: MIGRATIONS_DIR,
@@ -52,6 +84,7 @@ export async function migrate(pool: pg.Pool, schema: string, logger: Logger): Pr
       singleTransaction: true,
       checkOrder: true,
       advisoryLockMode: 'wait',
+      lockValue: migrationLock(schema),
       logger: {
         debug: () => undefined,
         info: (msg: string) => logger.debug({}, msg),
@@ -66,5 +99,63 @@ export async function migrate(pool: pg.Pool, schema: string, logger: Logger): Pr
     // at all, when that cannot be done).
     const restored = searchPath !== null && (await client.query("SELECT set_config('search_path', $1, false)", [searchPath]).then(() => true, () => false));
     client.release(!restored);
+  }
+}
+
+/**
+ * Refuses, with what to do, a migration this role cannot make: pgq's tables
+ * belong to the role that migrated them first, and only it (or a member of
+ * it) can change them; a schema that does not exist yet needs CREATE on the
+ * database. (node-pg-migrate failed with "must be owner of table
+ * pgq_migrations" and a stack trace.)
+ */
+async function checkMayMigrate(client: pg.PoolClient, schema: string, exists: boolean, behind: SchemaNotReadyError): Promise<void> {
+  if (!exists) {
+    const { rows } = await client.query<{ role: string; db: string; may: boolean }>(
+      "SELECT current_user AS role, current_database() AS db, has_database_privilege(current_database(), 'CREATE') AS may",
+    );
+    const { role, db, may } = rows[0]!;
+    if (!may) {
+      throw new SchemaNotReadyError(
+        `${behind.message}; schema ${schema} does not exist and role ${role} may not create schemas in database ${db}: create it for this role (CREATE SCHEMA ${quoteIdent(schema)} AUTHORIZATION ${quoteIdent(role)}) or migrate as a role that may`,
+      );
+    }
+    return;
+  }
+  const { rows } = await client.query<{ role: string; owner: string | null; may: boolean | null; schema_may: boolean }>(
+    `SELECT current_user AS role, c.relowner::regrole::text AS owner, pg_has_role(current_user, c.relowner, 'USAGE') AS may,
+            has_schema_privilege(current_user, $1, 'CREATE') AS schema_may
+       FROM (SELECT 1) AS one
+       LEFT JOIN pg_class c ON c.relname = 'pgq_migrations' AND c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1)`,
+    [schema],
+  );
+  const { role, owner, may, schema_may } = rows[0]!;
+  if (owner !== null ? !may : !schema_may) {
+    const who = owner !== null ? `the owner of pgq's tables, role ${owner}` : `a role with CREATE on schema ${schema}`;
+    throw new SchemaNotReadyError(`${behind.message}; migrations change pgq's tables, which only ${who} can: run pgq migrate as that role (this connection is role ${role})`);
+  }
+}
+
+/** Undoes and forgets the withdrawn migrations a database ran (WITHDRAWN), under the migrations' lock, in one transaction. */
+async function withdraw(client: pg.PoolClient, schema: string, logger: Logger): Promise<void> {
+  const table = `${quoteIdent(schema)}.pgq_migrations`;
+  const present = (await client.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [table])).rows[0]!.present;
+  if (!present) return;
+  const names = [...WITHDRAWN.keys()];
+  if ((await client.query(`SELECT 1 FROM ${table} WHERE name = ANY($1)`, [names])).rowCount === 0) return;
+  await client.query('BEGIN');
+  try {
+    await client.query('SELECT pg_advisory_xact_lock($1)', [migrationLock(schema)]);
+    const found = (await client.query<{ name: string }>(`SELECT name FROM ${table} WHERE name = ANY($1) ORDER BY name DESC`, [names])).rows;
+    await client.query(`SELECT set_config('search_path', $1, true)`, [quoteIdent(schema)]);
+    for (const { name } of found) {
+      await client.query(WITHDRAWN.get(name)!);
+      await client.query(`DELETE FROM ${table} WHERE name = $1`, [name]);
+      logger.info({ migration: name }, `pgq undid withdrawn migration ${name}`);
+    }
+    await client.query('COMMIT');
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
   }
 }
