@@ -68,6 +68,14 @@ const CLOSE_POOL_WAIT_MS = 1_000;
  */
 const MAINTENANCE_CONNECTIONS = 1;
 
+/** Options of `waitForJob`. */
+export interface WaitForJobOptions {
+  /** Give up after this long with a `WaitTimeoutError`. Default: no limit. */
+  timeoutMs?: number;
+  /** Give up when this signal aborts (with its reason). */
+  signal?: AbortSignal;
+}
+
 export class Pgq {
   /** Typed Kysely handle on pgq's schema, for your own inspection queries. */
   readonly kysely: Kysely<PgqDatabase>;
@@ -355,12 +363,17 @@ export class Pgq {
   /**
    * Resolves when the job reaches `succeeded`, `failed` or `cancelled`, woken
    * by NOTIFY. Rejects with `WaitTimeoutError` after `timeoutMs` (default: no
-   * limit) and with `JobNotFoundError` if the job does not exist.
+   * limit) and with `JobNotFoundError` if the job does not exist. Given the
+   * record `enqueue` returned, the result is typed as the task's.
+   *
+   * @example
+   * const job = await pgq.enqueue(sendEmail, payload);
+   * const done = await pgq.waitForJob(job, { timeoutMs: 10_000 }); // done.result: { sent: boolean } | null
    */
-  async waitForJob<Payload = unknown, Result = unknown>(
-    id: string,
-    options: { timeoutMs?: number; signal?: AbortSignal } = {},
-  ): Promise<JobRecord<Payload, Result>> {
+  async waitForJob<Payload, Result>(job: JobRecord<Payload, Result>, options?: WaitForJobOptions): Promise<JobRecord<Payload, Result>>;
+  async waitForJob<Payload = unknown, Result = unknown>(id: string, options?: WaitForJobOptions): Promise<JobRecord<Payload, Result>>;
+  async waitForJob<Payload, Result>(job: string | JobRecord<Payload, Result>, options: WaitForJobOptions = {}): Promise<JobRecord<Payload, Result>> {
+    const id = job !== null && typeof job === 'object' ? job.id : job;
     return this.#call(async () => this.#waitUntilClosed(objectArgument(options, 'options').signal, (signal) => this.#jobs.wait<Payload, Result>(id, { ...options, signal })));
   }
 

@@ -3,6 +3,7 @@
  * This file is the public surface; everything else is internal.
  */
 export { Pgq } from './client.js';
+export type { WaitForJobOptions } from './client.js';
 export type { BulkAction, QueueStats } from './jobs/job-store.js';
 export type { JobFilter, JsonMatch, ListJobsFilter } from './jobs/job-filter.js';
 export type { WorkerInfo } from './inspection/workers.js';

@@ -318,7 +318,7 @@ describe('what JSON or PostgreSQL would change on the way in', () => {
     try {
       const job = await pgq.enqueue(coerced, { at: new Date('2026-06-01T00:00:00Z') });
       expect(job.payload).toEqual({ at: '2026-06-01T00:00:00.000Z' });
-      expect(await pgq.waitForJob(job.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded', result: 2026 });
+      expect(await pgq.waitForJob(job, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded', result: 2026 }); // by its record
     } finally {
       await worker.stop();
     }

@@ -17,6 +17,12 @@ export async function typeTests(): Promise<void> {
   const rounds: TaskResult<typeof computeTask>['rounds'] = 1;
   const job = await pgq.enqueue(computeTask, { ms: 1 });
   const stoppedBy: 'cap' | 'done' | undefined = job.result?.stoppedBy;
+  // Waited for by its record, the job's result is the handler's too.
+  const done = await pgq.waitForJob(job, { timeoutMs: 1_000 });
+  const doneRounds: number | undefined = done.result?.rounds;
+  // @ts-expect-error no such field of the result
+  void done.result?.width;
+  void doneRounds;
   void rounds;
   void stoppedBy;
   // @ts-expect-error the payload is the schema's input
