@@ -772,6 +772,29 @@ describe('leases', () => {
     }
   });
 
+  it("health() does not take another process's registration of its fixed id for its own lease", async () => {
+    // Renewals 20 s apart: the worker has not noticed yet when its health is asked. Not a leader: its lease row would
+    // outlive it (its release leaves a row whose id another process holds) and hold back the next test's leader.
+    const { worker, schema } = await startFixedWorker('fixed-health', { heartbeatMs: 20_000, rescueAfterMs: 60_000, leader: false });
+    try {
+      expect((await worker.health()).checks.lease).toEqual({ ok: true });
+      const other = await ctx.admin.connect();
+      try {
+        await other.query('BEGIN');
+        await other.query(`DELETE FROM ${schema}.workers WHERE id = 'fixed-health'`);
+        await other.query(registeredElsewhere(`${schema}.workers`, 'fixed-health', 'fixed-health'));
+        await other.query('COMMIT');
+      } finally {
+        other.release();
+      }
+      // That row's lease runs an hour: read by id alone, it looked like this worker's, live.
+      expect((await worker.health()).checks.lease).toMatchObject({ ok: false, message: expect.stringMatching(/another process registered the id since/) });
+    } finally {
+      await worker.stop();
+      await ctx.admin.query(`DELETE FROM ${schema}.workers WHERE id LIKE 'fixed-health%'`);
+    }
+  });
+
   it('a leader with a fixed id whose row another process registered since does not renew that process leadership: it steps down and leaves the row alone', async () => {
     const { worker, schema } = await startFixedWorker('fixed-leader', { rescueAfterMs: 60_000 });
     try {

@@ -103,11 +103,16 @@ export class Listener {
     if (!this.#config) return false;
     if (this.#connected || this.#closing.signal.aborted) return this.#connected;
     let timer: NodeJS.Timeout | undefined;
+    let waiter: (() => void) | undefined;
     await new Promise<void>((resolve) => {
+      waiter = resolve;
       this.#connectedWaiters.push(resolve);
       if (Number.isFinite(timeoutMs)) timer = setTimeout(resolve, Math.max(0, timeoutMs));
     });
     clearTimeout(timer);
+    // Given up on by its timeout: out of the list (one per wait piled up while LISTEN stayed down).
+    const at = this.#connectedWaiters.indexOf(waiter!);
+    if (at >= 0) this.#connectedWaiters.splice(at, 1);
     return this.#connected;
   }
 

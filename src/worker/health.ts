@@ -56,6 +56,8 @@ export interface WorkerHealth {
 export interface HealthProbeConfig {
   /** The worker's id now (it changes when the worker registers again after a lost lease). */
   workerId: () => string;
+  /** That id's registration (`workers.started_at` as text); empty while not registered. */
+  registeredAt: () => string;
   heartbeatMs: number;
   rescueAfterMs: number;
 }
@@ -100,13 +102,17 @@ export class HealthProbe {
 
   async #probeDatabase(): Promise<{ database: HealthCheck; lease: HealthCheck }> {
     const timeoutMs = heartbeatLimitMs(this.config.heartbeatMs);
+    const registeredAt = this.config.registeredAt();
     let timer: NodeJS.Timeout | undefined;
     try {
       const query = this.kysely
         .selectFrom('workers')
-        .select(
+        .select([
           sql<number>`(extract(epoch FROM coalesce(lease_expires_at, last_heartbeat_at + ${this.config.rescueAfterMs} * interval '1 millisecond') - now()) * 1000)::float8`.as('left_ms'),
-        )
+          // The row is this process's only while it holds its registration: a worker with a fixed id that froze
+          // past its lease may find the row of another process that registered that id since.
+          sql<boolean>`started_at = ${registeredAt || null}::timestamptz`.as('mine'),
+        ])
         .where('id', '=', this.config.workerId())
         .execute();
       const timeout = new Promise<never>((_, reject) => {
@@ -116,6 +122,8 @@ export class HealthProbe {
       const left = rows[0]?.left_ms;
       const lease: HealthCheck = left === undefined
         ? { ok: false, message: 'this worker has no workers row: its lease expired and its jobs were rescued' }
+        : rows[0]!.mine !== true
+          ? { ok: false, message: `the workers row of id ${this.config.workerId()} is not this process's registration: another process registered the id since (this worker lost its lease)` }
         : left > 0
           ? { ok: true }
           : { ok: false, message: `lease expired ${Math.round(-left)} ms ago (not renewed within rescueAfterMs ${this.config.rescueAfterMs} ms)` };

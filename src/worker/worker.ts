@@ -286,7 +286,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   #healthProbe(): HealthProbe {
     this.#health ??= new HealthProbe(
-      { workerId: () => this.id, heartbeatMs: this.options.heartbeatMs, rescueAfterMs: this.options.rescueAfterMs },
+      { workerId: () => this.id, registeredAt: () => this.#lease.registeredAt, heartbeatMs: this.options.heartbeatMs, rescueAfterMs: this.options.rescueAfterMs },
       this.#deps.kysely,
       this.#deps.listener,
       () => this.#state,
