@@ -12,7 +12,7 @@
 --   cached per session before PostgreSQL 18).
 --
 -- On a database that ran the final texts this changes nothing. Migrations
--- are not edited once committed any more: test/structure.test.ts pins each
+-- are not edited once committed any more: test/migrate.test.ts pins each
 -- file's checksum.
 CREATE OR REPLACE FUNCTION workflow_job_state_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE

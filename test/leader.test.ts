@@ -56,12 +56,28 @@ describe('leader election', () => {
     }
   });
 
-  it('steps down when its lease may have passed even while its renewal is held up, and leads again once it is renewed', async () => {
-    const started: string[] = [];
-    const service: Service = { start: async () => void started.push('start'), stop: async () => void started.push('stop') };
+  it('steps down when its lease may have passed even while its renewal is held up, and leads again only once its services have stopped', async () => {
+    const events: string[] = [];
+    const service: Service = {
+      start: async () => void events.push('start'),
+      // A slow stop (a maintenance pass giving up): no leadership may be taken up again meanwhile.
+      stop: async () => {
+        events.push('stop');
+        await sleep(1_500);
+        events.push('stopped');
+      },
+    };
     const elector = await electorOf('held-renewal', [service]);
     await elector.start();
     const holder = await ctx.admin.connect();
+    let watching = true;
+    const ledWhileStopping: string[] = [];
+    const watch = (async () => {
+      while (watching) {
+        if (elector.isLeader && events.at(-1) === 'stop') ledWhileStopping.push(`leader after ${events.join(',')}`);
+        await sleep(5);
+      }
+    })();
     try {
       await until(() => elector.isLeader, { what: 'the elector to lead' });
       // The leader row locked: the renewal waits (on pgq's pool it would be given up after a heartbeat).
@@ -69,11 +85,15 @@ describe('leader election', () => {
       await holder.query(`SELECT 1 FROM "${ctx.schema}".leader FOR UPDATE`);
       // Its trust window is 900 ms from the last renewal sent: it must not lead past it while the lock is held.
       await until(() => !elector.isLeader, { what: 'the elector to step down while its renewal waits', timeoutMs: 2_500 });
-      expect(started).toEqual(['start', 'stop']);
+      expect(events).toEqual(['start', 'stop']);
+      // The held renewal now answers "won" while the services are still stopping.
       await holder.query('COMMIT');
       await until(() => elector.isLeader, { what: 'the elector to lead again' });
-      expect(started).toEqual(['start', 'stop', 'start']);
+      expect(events).toEqual(['start', 'stop', 'stopped', 'start']);
+      expect(ledWhileStopping).toEqual([]);
     } finally {
+      watching = false;
+      await watch;
       await holder.query('ROLLBACK').catch(() => undefined);
       holder.release();
       await elector.stop();

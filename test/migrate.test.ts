@@ -47,7 +47,7 @@ const COMMITTED: Record<string, string> = {
   '1764830000000_cancel_running.sql': '688c8bb9fae0cc6f78bec68808aad93e727589966202fea8aee1f68313666662',
   '1764840000000_claim_limited_fill.sql': 'b5e20728ae425f0fab8a6bea20412197e6bb74c28cbe80a33df83de8a3d2f916',
   '1764850000000_enqueuer_ids.sql': '29b090bf073e1e24647de93bf88b97f3333b865d6a4e501154e100520b2f7d3f',
-  '1764860000000_converge_edited_functions.sql': '9a93759b9e89a56a2e74c2ae1c7964a87b6670fd5f0524ee025dcc665e156837',
+  '1764860000000_converge_edited_functions.sql': '7995894c961be932f728474fbc47a1e61be907d0f21cca9d6c7ca98885b883c5',
 };
 
 /** node-pg-migrate's default advisory lock, which an application's own migrations hold while they run. */

@@ -54,6 +54,8 @@ export class LeaderElector extends LoopService {
   #trustTimer: NodeJS.Timeout | undefined;
   /** Starts and stops of the leader-only services, one after another (a start never overtakes the stop before it). */
   #transition: Promise<void> = Promise.resolve();
+  /** A step-down whose services are still stopping: until it ends, this worker neither renews nor takes the lease. */
+  #steppingDown: Promise<void> | undefined;
   readonly #waker = new Waker();
 
   /**
@@ -82,6 +84,7 @@ export class LeaderElector extends LoopService {
   override async stop(releaseWithinMs: () => number = () => heartbeatLimitMs(this.config.heartbeatMs)): Promise<void> {
     await super.stop();
     clearTimeout(this.#trustTimer);
+    await this.#steppingDown; // one the trust timer began: its services stop before the stop returns
     if (this.#leader) {
       await this.#stepDown('stopping');
       await this.release({ leaderId: this.#heldAs, registeredAt: this.#heldUnder }, releaseWithinMs()).catch((err: unknown) =>
@@ -92,6 +95,11 @@ export class LeaderElector extends LoopService {
 
   protected async run(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
+      // After a step-down (by the trust timer, say) the lease is left alone
+      // until the services have stopped: renewed meanwhile, it would keep
+      // every other worker from taking over while nothing runs here.
+      if (this.#steppingDown) await this.#steppingDown;
+      if (signal.aborted) break;
       const sentAt = this.clock.monotonicMs();
       try {
         const won = await this.#attempt();
@@ -99,8 +107,10 @@ export class LeaderElector extends LoopService {
           // Registering again (a lost lease): no attempt; the trust window decides meanwhile.
         } else if (won) {
           this.#trustUntil = sentAt + this.config.rescueAfterMs - this.config.heartbeatMs;
-          // An answer that came too late to trust is no leadership (it would be given up at once).
-          if (!this.#leader && this.clock.monotonicMs() < this.#trustUntil) this.#becomeLeader();
+          // An answer that came too late to trust is no leadership (it would be
+          // given up at once), nor one that came while a step-down is stopping
+          // the services (the next round takes the lease again).
+          if (!this.#leader && !this.#steppingDown && this.clock.monotonicMs() < this.#trustUntil) this.#becomeLeader();
           if (this.#leader) this.#armTrustTimer();
         } else if (this.#leader) {
           await this.#stepDown('lease held by another worker');
@@ -178,9 +188,13 @@ export class LeaderElector extends LoopService {
    */
   #armTrustTimer(): void {
     clearTimeout(this.#trustTimer);
+    const left = this.#trustUntil - this.clock.monotonicMs();
     this.#trustTimer = setTimeout(() => {
-      if (this.#leader && this.clock.monotonicMs() >= this.#trustUntil) void this.#stepDown('could not renew the lease in time');
-    }, Math.max(0, this.#trustUntil - this.clock.monotonicMs()));
+      if (!this.#leader) return;
+      // A timer may fire a little before its time by the monotonic clock: then it waits out the rest.
+      if (this.clock.monotonicMs() < this.#trustUntil) this.#armTrustTimer();
+      else void this.#stepDown('could not renew the lease in time');
+    }, Math.max(0, Math.ceil(left)));
     this.#trustTimer.unref();
   }
 
@@ -196,6 +210,10 @@ export class LeaderElector extends LoopService {
       service.stop().catch((err: unknown) => this.logger.error({ err: errorSummary(err) }, `pgq leader service failed to stop: ${errorMessage(err)}`));
     const stopping = this.#transition.then(() => Promise.all([...this.services].reverse().map(stopOne))).then(() => undefined);
     this.#transition = stopping;
-    await stopping;
+    const tracked = stopping.finally(() => {
+      if (this.#steppingDown === tracked) this.#steppingDown = undefined;
+    });
+    this.#steppingDown = tracked;
+    await tracked;
   }
 }

@@ -122,6 +122,8 @@ export class HealthProbe {
       const left = rows[0]?.left_ms;
       const lease: HealthCheck = left === undefined
         ? { ok: false, message: 'this worker has no workers row: its lease expired and its jobs were rescued' }
+        : !registeredAt
+          ? { ok: false, message: 'this worker is not registered now (registering again after a lost lease, or stopped)' }
         : rows[0]!.mine !== true
           ? { ok: false, message: `the workers row of id ${this.config.workerId()} is not this process's registration: another process registered the id since (this worker lost its lease)` }
         : left > 0
