@@ -64,6 +64,33 @@ describe('pgq operator commands', { timeout: 180_000 }, () => {
     expect(await app.countJobs({})).toBe(before);
   });
 
+  it("refuses what it would misread: 6M (not six months), a filter that starts with { but is no JSON; enqueues --payload null as null; cuts long names in tables", async () => {
+    const before = await app.countJobs({});
+    // Units are lower case: 6M was six minutes, and a delete of jobs "older than six months" took the last six minutes'.
+    expect(pgq(['jobs', 'delete', '--state', 'failed', '--until', '6M'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/--until: must be a duration .*in lower case/) });
+    // A mistyped JSON filter was searched as text, matched nothing, and the bulk action said "cancelled 0 jobs".
+    expect(pgq(['cancel', '--payload', '{to:"b@x.y"}'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/--payload: starts with \{ but is not a JSON object/) });
+    // Text that starts with [ is still text.
+    expect(pgq(['jobs', 'list', '--error', '[no such'])).toMatchObject({ code: 0, stderr: '' });
+    expect(await app.countJobs({})).toBe(before);
+    // null is a payload like any other (commander stored "" for it).
+    const enqueued = JSON.parse(pgq(['--json', 'enqueue', 'nulls', '--payload', 'null']).stdout) as { id: string; payload: unknown };
+    expect(enqueued.payload).toBeNull();
+    const { rows } = await ctx.admin.query<{ kind: string }>(`SELECT jsonb_typeof(payload) AS kind FROM "${ctx.schema}".jobs WHERE id = $1`, [enqueued.id]);
+    expect(rows).toEqual([{ kind: 'null' }]);
+    // A delay past what the API takes is refused under the flag's name.
+    expect(pgq(['enqueue', 'nulls', '--delay-ms', '9007199254740991'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/--delay-ms must be between 0 and 10000000000000/) });
+    // A long name is cut in the table (whole in --json).
+    const long = 'very-long-task-name-'.repeat(9);
+    await app.enqueue(defineTask({ name: long, schema: z.unknown(), handler: () => null }), {});
+    const listed = pgq(['jobs', 'list', '--task', long]);
+    expect(listed.code).toBe(0);
+    expect(listed.stdout).toContain(`${long.slice(0, 59)}…`);
+    expect(listed.stdout).not.toContain(long);
+    await app.deleteJobs({ task: long });
+    await app.deleteJobs({ task: 'nulls' });
+  });
+
   it('takes --state twice as both states', () => {
     const both = pgq(['--json', 'jobs', 'list', '--task', 'boom', '--state', 'failed', '--state', 'succeeded']);
     expect((JSON.parse(both.stdout) as { id: string }[]).map((j) => j.id).sort()).toEqual([...ids].sort());

@@ -634,7 +634,7 @@ describe('progress', () => {
 });
 
 describe('workers', () => {
-  it('lists live workers with their running jobs and the leader', async () => {
+  it('lists workers with their running jobs and the leader, and marks one whose lease expired', async () => {
     const gate = deferred();
     const hold = defineTask({ name: 'hold', queue: 'hold', schema: z.object({}), handler: () => gate.promise });
     const other = ctx.pgq({ tasks: [hold] });
@@ -646,12 +646,18 @@ describe('workers', () => {
       const l = await pgq.listWorkers();
       return l.some((w) => w.isLeader) ? l : null;
     }, { what: 'a leader' });
-    expect(list).toEqual([expect.objectContaining({ id: worker.id, queues: ['hold'], concurrency: 3, runningJobs: 1, isLeader: true })]);
+    expect(list).toEqual([expect.objectContaining({ id: worker.id, queues: ['hold'], concurrency: 3, runningJobs: 1, isLeader: true, live: true })]);
     expect(list[0]!.heartbeatAgeSeconds).toBeLessThan(60);
     gate.resolve();
     await other.waitForJob(job.id);
     await worker.stop();
     expect(await pgq.listWorkers()).toEqual([]);
+    // A worker that died (its lease expired, no leader to rescue its jobs yet) is listed, and not as live.
+    await ctx.admin.query(
+      `INSERT INTO "${ctx.schema}".workers (id, hostname, pid, queues, concurrency, rescue_after_ms, lease_expires_at) VALUES ('dead', 'gone', 1, '{hold}', 1, 30000, now() - interval '1 minute')`,
+    );
+    expect(await pgq.listWorkers()).toEqual([expect.objectContaining({ id: 'dead', live: false })]);
+    await ctx.admin.query(`DELETE FROM "${ctx.schema}".workers WHERE id = 'dead'`);
   });
 });
 

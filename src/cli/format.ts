@@ -1,7 +1,11 @@
 import type { JobRecord, JobState } from '../core/types.js';
 
-/** A plain text table: one header row, columns padded to their widest cell. */
-export function table(headers: string[], rows: string[][]): string {
+/** The widest a table cell gets: longer text (a long task or queue name) is cut, ending with "…" (`--json` has it whole). */
+const CELL_MAX = 60;
+
+/** A plain text table: one header row, columns padded to their widest cell, cells cut at CELL_MAX. */
+export function table(headers: string[], cells: string[][]): string {
+  const rows = cells.map((row) => row.map((cell) => truncate(cell, CELL_MAX)));
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd();
   return [line(headers), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');

@@ -5,7 +5,7 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { JOB_STATES, type JobState } from '../core/types.js';
 import { parseIdFlag } from './options.js';
-import { parseJsonMatch, parseTimeBack, type JobFilter } from '../jobs/job-filter.js';
+import { parseJsonMatch, parseTimeBack, type JobFilter, type JsonMatch } from '../jobs/job-filter.js';
 
 /** The flags as commander parses them: a JobFilter, with `--workflow` for `workflowId`. */
 export interface JobFilterFlags extends Omit<JobFilter, 'state' | 'workflowId'> {
@@ -36,6 +36,17 @@ export function parseTimeAgo(flag: string): (value: string) => Date {
   };
 }
 
+/** A JSON-or-text match flag, refused by commander with the flag's name (`--payload '{n:1}'`). */
+function parseMatch(flag: string): (value: string) => JsonMatch {
+  return (value: string) => {
+    try {
+      return parseJsonMatch(value, flag);
+    } catch (err) {
+      throw new InvalidArgumentError(err instanceof Error ? err.message : String(err));
+    }
+  };
+}
+
 /** Adds the filter flags to a command. */
 export function addJobFilterOptions(command: Command): Command {
   return command
@@ -44,9 +55,9 @@ export function addJobFilterOptions(command: Command): Command {
     .option('--task <name>', 'only this task')
     .option('--since <when>', 'enqueued at or after: a duration back from now (1h, 30m, 2d) or an ISO 8601 date', parseTimeAgo('--since'))
     .option('--until <when>', 'enqueued before: a duration back from now or an ISO 8601 date', parseTimeAgo('--until'))
-    .option('--payload <json|text>', 'payload contains this JSON (e.g. \'{"to":"a@b.co"}\'), or this text', parseJsonMatch)
-    .option('--result <json|text>', 'result contains this JSON, or this text', parseJsonMatch)
-    .option('--error <json|text>', 'an error message or stack contains this text, or an error entry contains this JSON (e.g. \'{"attempt":3}\')', parseJsonMatch)
+    .option('--payload <json|text>', 'payload contains this JSON (e.g. \'{"to":"a@b.co"}\'), or this text', parseMatch('--payload'))
+    .option('--result <json|text>', 'result contains this JSON, or this text', parseMatch('--result'))
+    .option('--error <json|text>', 'an error message or stack contains this text, or an error entry contains this JSON (e.g. \'{"attempt":3}\')', parseMatch('--error'))
     .option('--workflow <id>', 'only jobs of this workflow', parseIdFlag('--workflow', 'workflow'));
 }
 

@@ -17,10 +17,18 @@ export function parseList(value: string): string[] {
   return items;
 }
 
-export function parseJson(flag: string): (value: string) => unknown {
+/**
+ * A JSON flag's value, boxed: commander takes a parser's `null` for "no
+ * value" and stores `''` (`--payload null` was enqueued as the string "").
+ */
+export interface JsonFlag {
+  readonly json: unknown;
+}
+
+export function parseJson(flag: string): (value: string) => JsonFlag {
   return (value: string) => {
     try {
-      return JSON.parse(value) as unknown;
+      return { json: JSON.parse(value) as unknown };
     } catch (err) {
       throw new InvalidArgumentError(`${flag} is not valid JSON: ${err instanceof Error ? err.message : String(err)}`);
     }
@@ -44,4 +52,9 @@ export function parseIdFlag(flag: string, what: 'job' | 'workflow'): (value: str
       throw new InvalidArgumentError(err instanceof Error ? err.message : String(err));
     }
   };
+}
+
+/** The base URL of a server this command listens on: an IPv6 host goes in brackets (`http://[::1]:9464`). */
+export function httpBase(host: string, port: number): string {
+  return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
 }

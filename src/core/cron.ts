@@ -136,9 +136,10 @@ const MAX_CRON_LENGTH = 200;
 
 /** A duration such as `30s`, `5m`, `1h30m`, `1d` in milliseconds, of any length; null: not one. */
 export function durationMs(text: string): number | null {
-  if (!/^\s*(\d+\s*(ms|s|m|h|d)\s*)+$/i.test(text)) return null;
+  // Units in lower case only: "6M" read as six minutes deleted the jobs of the last six minutes for six months'.
+  if (!/^\s*(\d+\s*(ms|s|m|h|d)\s*)+$/.test(text)) return null;
   let ms = 0;
-  for (const [, amount, unit] of text.matchAll(/(\d+)\s*(ms|s|m|h|d)/gi)) ms += Number(amount) * DURATION_UNITS_MS[unit!.toLowerCase()]!;
+  for (const [, amount, unit] of text.matchAll(/(\d+)\s*(ms|s|m|h|d)/g)) ms += Number(amount) * DURATION_UNITS_MS[unit!]!;
   return ms;
 }
 
@@ -146,7 +147,7 @@ export function durationMs(text: string): number | null {
 export function parseEvery(every: unknown, field = 'every'): number {
   const ms = typeof every === 'number' ? every : typeof every === 'string' ? durationMs(every) : null;
   if (ms === null) {
-    throw new ValidationError(field, `${JSON.stringify(every)} is not a duration; use milliseconds or e.g. "30s", "5m", "1h30m", "1d"`);
+    throw new ValidationError(field, `${JSON.stringify(every)} is not a duration; use milliseconds or e.g. "30s", "5m", "1h30m", "1d" (units ms, s, m for minutes, h, d, in lower case)`);
   }
   if (!Number.isSafeInteger(ms) || ms < MIN_EVERY_MS || ms > MAX_EVERY_MS) {
     throw new ValidationError(field, `must be a whole number of milliseconds from ${MIN_EVERY_MS} (1s) to ${MAX_EVERY_MS} (366d), got ${String(every)}`);

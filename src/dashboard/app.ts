@@ -124,7 +124,7 @@ export function buildConsoleApp(o: ResolvedDashboardOptions): ConsoleApp {
     if (c.req.header('x-pgq-fragment') === '1') return c.html(result.region.value);
     return c.html(layout(ctx, result, pgq.schema).value);
   };
-  app.get('/', page(async (ctx) => overviewPage(ctx, live, (await pgq.listWorkers()).length)));
+  app.get('/', page(async (ctx) => overviewPage(ctx, live, (await pgq.listWorkers()).filter((w) => w.live).length)));
   app.get('/jobs', page((ctx) => jobsPage(ctx, pgq)));
   app.get('/jobs/:id{[0-9]+}', page((ctx, c) => jobPage(ctx, pgq, c.req.param('id') ?? '')));
   app.get('/workflows', page((ctx) => workflowsPage(ctx, pgq)));

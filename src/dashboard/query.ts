@@ -31,7 +31,7 @@ export function filterFromQuery(params: URLSearchParams, hidePayloads: boolean):
     const value = get(key);
     if (!value) continue;
     if (hidePayloads && key !== 'error') throw new ValidationError(key, 'payloads and results are hidden in this console, so they cannot be searched');
-    filter[key] = parseJsonMatch(value);
+    filter[key] = parseJsonMatch(value, key);
   }
   return filter;
 }

@@ -1,5 +1,5 @@
 /**
- * Live workers as an operator sees them: the `workers` rows, how many jobs
+ * Registered workers as an operator sees them: the `workers` rows, how many jobs
  * each holds now (read through jobs_state_queue_idx), and which one holds the
  * maintenance lease.
  */
@@ -7,7 +7,7 @@ import type { Kysely } from 'kysely';
 import { sql } from '../db/kysely.js';
 import type { PgqDatabase } from '../db/tables.js';
 
-/** One live worker. */
+/** One registered worker. */
 export interface WorkerInfo {
   id: string;
   hostname: string;
@@ -22,6 +22,12 @@ export interface WorkerInfo {
   runningJobs: number;
   /** Whether it holds the maintenance lease (rescuer, scheduler, pruner) now. */
   isLeader: boolean;
+  /**
+   * Whether its lease is live. A row whose lease expired is a worker that
+   * died (or froze) and whose jobs the leader's rescuer takes back; the row
+   * goes with that rescue, and stays while no leader runs.
+   */
+  live: boolean;
 }
 
 /** Every registered worker, longest-running first. */
@@ -31,6 +37,7 @@ export async function listWorkers(kysely: Kysely<PgqDatabase>): Promise<WorkerIn
       .selectFrom('workers')
       .selectAll()
       .select(sql<number>`extract(epoch from now() - last_heartbeat_at)::float8`.as('age'))
+      .select(sql<boolean>`coalesce(lease_expires_at, last_heartbeat_at + rescue_after_ms * interval '1 millisecond') > now()`.as('live'))
       .orderBy('started_at')
       .orderBy('id')
       .execute(),
@@ -54,5 +61,6 @@ export async function listWorkers(kysely: Kysely<PgqDatabase>): Promise<WorkerIn
     heartbeatAgeSeconds: Math.max(0, Number(w.age)),
     runningJobs: byWorker.get(w.id) ?? 0,
     isLeader: leader?.leader_id === w.id,
+    live: w.live === true,
   }));
 }

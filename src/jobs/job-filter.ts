@@ -119,18 +119,27 @@ export function parseTimeBack(value: string, key: string): Date {
     return at;
   }
   const date = parseIsoDate(value);
-  if (!date) throw new ValidationError(key, `must be a duration back from now (1h, 30m, 2d) or an ISO 8601 date (2026-12-01, 2026-12-01T10:00Z), got ${JSON.stringify(value)}`);
+  if (!date) throw new ValidationError(key, `must be a duration back from now (1h, 30m, 2d: units ms, s, m for minutes, h, d, in lower case) or an ISO 8601 date (2026-12-01, 2026-12-01T10:00Z), got ${JSON.stringify(value)}`);
   return date;
 }
 
-/** Reads a JSON match from a command line or query string: JSON objects and arrays are containment, anything else is text. */
-export function parseJsonMatch(value: string): JsonMatch {
+/**
+ * Reads a JSON match from a command line or query string (`key` names it in
+ * errors): JSON objects and arrays are containment, anything else is text.
+ * A value that starts with `{` must be a JSON object: a mistyped one
+ * (`{n:1}`) searched as text matched nothing, and a bulk action on it
+ * reported success. One that starts with `[` and is not JSON is text
+ * (`[ERROR] timeout`).
+ */
+export function parseJsonMatch(value: string, key = 'filter'): JsonMatch {
   const trimmed = value.trim();
   if (trimmed.startsWith('{') || trimmed.startsWith('[')) {
     try {
       return { contains: JSON.parse(trimmed) as Json };
-    } catch {
-      // not JSON after all: search it as text
+    } catch (err) {
+      if (trimmed.startsWith('{')) {
+        throw new ValidationError(key, `starts with { but is not a JSON object (${err instanceof Error ? err.message : String(err)}): give JSON such as '{"to":"a@b.co"}'`);
+      }
     }
   }
   return { text: value };

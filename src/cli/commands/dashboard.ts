@@ -4,7 +4,7 @@ import net from 'node:net';
 import { InvalidArgumentError, type Command } from 'commander';
 import { HOST_NAME } from '../../dashboard/options.js';
 import type { CliRuntime } from '../runtime.js';
-import { parseIntOption } from '../options.js';
+import { httpBase, parseIntOption } from '../options.js';
 import { importOptional } from '../../core/optional-packages.js';
 import { PgqError } from '../../core/errors.js';
 
@@ -69,9 +69,8 @@ export function registerDashboard(program: Command, rt: CliRuntime): void {
         });
         const address = server.address();
         const port = typeof address === 'object' && address ? address.port : opts.port;
-        const host = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
         const notes = [opts.readOnly ? 'read-only' : '', auth ? 'basic auth on' : '', opts.hidePayloads ? 'payloads hidden' : ''].filter(Boolean);
-        rt.logger.info({}, `pgq console at http://${host}:${port}${dashboard.basePath || ''}/${notes.length ? ` (${notes.join(', ')})` : ''}; Ctrl-C to stop`);
+        rt.logger.info({}, `pgq console at ${httpBase(opts.host, port)}${dashboard.basePath || ''}/${notes.length ? ` (${notes.join(', ')})` : ''}; Ctrl-C to stop`);
         await new Promise<void>((resolve) => {
           const stop = (): void => {
             process.off('SIGINT', stop);

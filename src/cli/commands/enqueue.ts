@@ -4,7 +4,7 @@ import type { CliRuntime } from '../runtime.js';
 import { resolveTask } from '../load-tasks.js';
 import { INT32_MAX, INT32_MIN } from '../../core/int32.js';
 import { MAX_ATTEMPTS } from '../../task.js';
-import { parseDate, parseIntOption, parseJson } from '../options.js';
+import { parseDate, parseIntOption, parseJson, type JsonFlag } from '../options.js';
 import { json, stateSentence } from '../format.js';
 import type { Pgq } from '../../client.js';
 import { describeOrphan, findOrphanedTasks } from '../../db/worker-tasks.js';
@@ -13,11 +13,11 @@ export function registerEnqueue(program: Command, rt: CliRuntime): void {
   program
     .command('enqueue <task>')
     .description('enqueue one job; with --tasks the payload is validated by the task schema')
-    .option('--payload <json>', 'the payload as JSON', parseJson('--payload'), {})
+    .option('--payload <json>', 'the payload as JSON (default {})', parseJson('--payload'))
     .option('--tasks <module>', 'tasks module, to validate the payload and use the task defaults')
     .option('--queue <name>', 'queue (default: the task queue, or "default")')
     .option('--priority <n>', 'higher runs first', parseIntOption('--priority', INT32_MIN, INT32_MAX))
-    .option('--delay-ms <ms>', 'run no sooner than this many ms from now', parseIntOption('--delay-ms', 0, Number.MAX_SAFE_INTEGER))
+    .option('--delay-ms <ms>', 'run no sooner than this many ms from now', parseIntOption('--delay-ms', 0, 10_000_000_000_000))
     .option('--run-at <iso>', 'run no sooner than this time', parseDate('--run-at'))
     .option('--max-attempts <n>', 'attempts before failing for good', parseIntOption('--max-attempts', 1, MAX_ATTEMPTS))
     .option('--unique-key <key>', 'return the live job with this key instead of adding another')
@@ -33,7 +33,7 @@ export function registerEnqueue(program: Command, rt: CliRuntime): void {
       }
       const task = await resolveTask(taskName, opts.tasks);
       await rt.using(async (pgq) => {
-        const job = await pgq.enqueue(task, opts.payload, {
+        const job = await pgq.enqueue(task, opts.payload ? opts.payload.json : {}, {
           queue: opts.queue,
           priority: opts.priority,
           delayMs: opts.delayMs,
@@ -74,7 +74,7 @@ async function warnIfOrphaned(pgq: Pgq, task: string, queue: string, fromModule:
 }
 
 interface EnqueueCommandOptions {
-  payload: unknown;
+  payload?: JsonFlag;
   tasks?: string;
   queue?: string;
   priority?: number;

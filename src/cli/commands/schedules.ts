@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 import type { CliRuntime } from '../runtime.js';
 import { resolveTask } from '../load-tasks.js';
-import { parseIntOption, parseJson } from '../options.js';
+import { parseIntOption, parseJson, type JsonFlag } from '../options.js';
 import { INT32_MAX, INT32_MIN } from '../../core/int32.js';
 import { MAX_ATTEMPTS } from '../../task.js';
 import { humanTime, json, table } from '../format.js';
@@ -66,7 +66,8 @@ export function registerSchedules(program: Command, rt: CliRuntime): void {
     .action(async (name: string, opts: AddOptions) => {
       const task = await resolveTask(opts.task, opts.tasks);
       await rt.using(async (pgq) => {
-        const { tasks: _module, ...given } = opts;
+        const { tasks: _module, payload, ...flags } = opts;
+        const given = payload ? { ...flags, payload: payload.json } : flags;
         // An update changes what its flags say: without --tasks the task's
         // defaults are not known here, and a stand-in's (queue "default",
         // payload {}) would silently replace what the schedule had.
@@ -125,7 +126,7 @@ export function registerSchedules(program: Command, rt: CliRuntime): void {
  * payload, queue, priority and attempts are kept only while the task stays
  * the same.
  */
-function keptSettings(existing: ScheduleRecord, given: Omit<AddOptions, 'tasks'>): Partial<ScheduleOptions> {
+function keptSettings(existing: ScheduleRecord, given: Pick<AddOptions, 'cron' | 'every' | 'task'>): Partial<ScheduleOptions> {
   const kept: Partial<ScheduleOptions> = {
     catchUp: existing.catchUp,
     catchUpLimit: existing.catchUpLimit,
@@ -144,4 +145,4 @@ function keptSettings(existing: ScheduleRecord, given: Omit<AddOptions, 'tasks'>
 }
 
 /** The flags of `schedules add`: the schedule's options, the task by name, and the module that defines it. */
-type AddOptions = Omit<ScheduleOptions, 'name' | 'task' | 'every'> & { task: string; every?: string; tasks?: string };
+type AddOptions = Omit<ScheduleOptions, 'name' | 'task' | 'every' | 'payload'> & { task: string; every?: string; tasks?: string; payload?: JsonFlag };

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { CliRuntime } from '../runtime.js';
 import { loadTasks } from '../load-tasks.js';
-import { parseIntOption, parseList } from '../options.js';
+import { httpBase, parseIntOption, parseList } from '../options.js';
 import type { Worker } from '../../worker/worker.js';
 import { serveWorkerEndpoints, type WorkerServer } from '../worker-server.js';
 import type { Logger } from '../../core/logger.js';
@@ -50,7 +50,7 @@ export function registerWorker(program: Command, rt: CliRuntime): void {
         await worker.start();
         rt.logger.info({ workerId: worker.id, tasks: tasks.map((t) => t.name) }, `worker ${worker.id} running; Ctrl-C to stop`);
         if (metricsServer) {
-          const base = `http://${opts.metricsHost}:${opts.metricsPort}`;
+          const base = httpBase(opts.metricsHost, opts.metricsPort!);
           rt.logger.info({}, `metrics at ${base}/metrics, health at ${base}/healthz and ${base}/readyz`);
         }
         await signals.stopped;

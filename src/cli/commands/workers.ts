@@ -5,7 +5,7 @@ import { humanTime, json, table } from '../format.js';
 export function registerWorkers(program: Command, rt: CliRuntime): void {
   program
     .command('workers')
-    .description('live workers: queues, concurrency, running jobs, heartbeat age, and the leader')
+    .description('registered workers: queues, concurrency, running jobs, heartbeat age, the leader, and any whose lease expired')
     .action(async () => {
       await rt.using(async (pgq) => {
         const workers = await pgq.listWorkers();
@@ -18,7 +18,7 @@ export function registerWorkers(program: Command, rt: CliRuntime): void {
               w.id,
               w.queues.join(','),
               `${w.runningJobs}/${w.concurrency}`,
-              `${w.heartbeatAgeSeconds.toFixed(1)}s ago`,
+              `${w.heartbeatAgeSeconds.toFixed(1)}s ago${w.live ? '' : ' (lease expired)'}`,
               humanTime(w.startedAt),
               w.isLeader ? 'leader' : '',
             ]),
