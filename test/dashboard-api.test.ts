@@ -348,6 +348,9 @@ describe('safety', () => {
 
   it('rejects bad options with the field named', () => {
     expect(() => createDashboard({ pgq, basePath: 'admin' })).toThrow(/dashboard\.basePath: must be a path/);
+    // URL paths collapse these segments: the console's links under /a/../b went to /b (404).
+    expect(() => createDashboard({ pgq, basePath: '/a/../b' })).toThrow(/dashboard\.basePath: must not contain \. or \.\. segments/);
+    expect(() => createDashboard({ pgq, basePath: '/a/./b' })).toThrow(/must not contain/);
     expect(() => createDashboard({ pgq, pollIntervalMs: 5 })).toThrow(/pollIntervalMs/);
     expect(() => createDashboard({ pgq, allowedHosts: ['jobs.example:8080'] })).toThrow(/dashboard\.allowedHosts\[0\]: must be a host name or address without a port/);
     expect(() => createDashboard({ pgq, allowedHosts: [] })).toThrow(/dashboard\.allowedHosts/);

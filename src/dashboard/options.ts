@@ -52,6 +52,8 @@ const schema = z
     basePath: z
       .string()
       .regex(/^\/[A-Za-z0-9._~\-/]*$/, 'must be a path such as / or /admin/jobs')
+      // A URL path collapses these segments: the console's own links under /a/../b would lead elsewhere.
+      .refine((p) => !p.split('/').some((segment) => segment === '.' || segment === '..'), 'must not contain . or .. segments')
       .default('/'),
     readOnly: z.boolean().default(false),
     basicAuth: z.object({ username: z.string().min(1).refine((u) => !u.includes(':'), 'must not contain ":"'), password: z.string().min(1) }).optional(),
