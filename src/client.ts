@@ -86,7 +86,12 @@ export class Pgq {
   readonly #pool: pg.Pool;
   readonly #ownsPool: boolean;
   /** The clients of the pool pgq makes (close() ends those a silent server holds). */
-  readonly #clients = trackedClients();
+  // node-postgres reads timestamps only in the ISO output style: under a
+  // database's `DateStyle = 'SQL, DMY'` every date read back was null (the
+  // scheduler could not fire). A connection of the pool pgq makes sets it
+  // before its first statement (a setting PgBouncer carries per client). A
+  // pool of yours is yours to set up.
+  readonly #clients = trackedClients('SET DateStyle = ISO');
   readonly #unwatchPool: () => void;
   readonly #db: Queryable;
   readonly #statements: HotStatements;

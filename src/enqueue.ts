@@ -20,6 +20,7 @@ import type { HotStatements, InsertJobsParams, JobInsert } from './db/statements
 import { toJobRecord, type JobRow } from './db/rows.js';
 import type { BulkInsertParams, BulkInsertStatements, BulkInserted } from './db/bulk-insert.js';
 import { metaText, type EnqueueCall, type MiddlewareChain, type PendingJob } from './middleware.js';
+import { retryConflicts } from './db/transaction.js';
 
 /** Per-job options of `enqueue`; each overrides the task's own. */
 export interface EnqueueOptions {
@@ -178,14 +179,21 @@ export class Enqueuer {
         : jobs.map(() => meta);
       const db = this.queryableFor(rawOptions.db);
       if (this.bulk && options.uniqueKey === undefined && keys.every((k) => k === null) && metas.every((m) => m === metas[0])) {
-        records = await this.#insertBulk(db, task, texts, metas[0]!, jobs, options, rawOptions.db === undefined);
+        const bulk = (): Promise<JobRecord[]> => this.#insertBulk(db, task, texts, metas[0]!, jobs, options, rawOptions.db === undefined);
+        records = rawOptions.db === undefined ? await retryConflicts(bulk) : await bulk();
         return records.map((r) => r.id);
       }
       const params = buildParams(task, texts, metas, keys, options);
-      const rows = await this.#insertRows(db, params, rawOptions.db === undefined);
-      records = options.uniqueKey === undefined
-        ? rows.sort(byId).map((r) => toJobRecord(r))
-        : await this.#resolveUnique(db, task, params, rows, options.uniqueKey);
+      const write = async (): Promise<JobRecord[]> => {
+        const rows = await this.#insertRows(db, params, rawOptions.db === undefined);
+        return options.uniqueKey === undefined
+          ? rows.sort(byId).map((r) => toJobRecord(r))
+          : await this.#resolveUnique(db, task, params, rows, options.uniqueKey);
+      };
+      // On pgq's pool each statement commits alone: one ended by a serialization conflict (a
+      // database defaulting to repeatable read, two enqueues of one key) wrote nothing, and runs
+      // again. In your transaction the conflict is your transaction's to retry.
+      records = rawOptions.db === undefined ? await retryConflicts(write) : await write();
       return records.map((r) => r.id);
     });
     if (!records) throw new PgqError('PGQ_MIDDLEWARE', 'enqueue middleware returned without writing the jobs');

@@ -16,6 +16,7 @@ import { DURATION_UNITS_MS } from './core/cron.js';
 import { INT32_MAX, isInt32 } from './core/int32.js';
 import type { PgqDatabase, QueuesTable } from './db/tables.js';
 import { nameSchema, zodToValidationError } from './task.js';
+import { retryConflicts } from './db/transaction.js';
 
 /** A rate limit: at most `limit` job starts per `periodMs` (token bucket; bursts up to `limit`). */
 export interface RateLimit {
@@ -168,11 +169,13 @@ export class QueueStore {
             rate_refilled_at: sql<Date | null>`CASE WHEN ${changed} THEN excluded.rate_refilled_at ELSE queues.rate_refilled_at END`,
           }
         : {};
-    await this.kysely
-      .insertInto('queues')
-      .values({ name, ...changes })
-      .onConflict((oc) => oc.column('name').doUpdateSet({ ...rest, ...bucket }))
-      .execute();
+    await retryConflicts(() =>
+      this.kysely
+        .insertInto('queues')
+        .values({ name, ...changes })
+        .onConflict((oc) => oc.column('name').doUpdateSet({ ...rest, ...bucket }))
+        .execute(),
+    );
     return this.get(name);
   }
 

@@ -13,30 +13,9 @@ import type echoHandler from './fixtures/sandbox/handlers.js';
 import { inheritedExecArgv } from '../src/sandbox/process-pool.js';
 import { computeTask, echoTask, misbehaveTask, progressTask, strayTask } from './fixtures/sandbox/tasks.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
+import { captureLogger, type Line } from './support/logger.js';
 
 const ctx = useTestSchema('sandbox');
-
-interface Line {
-  level: string;
-  obj: Record<string, unknown>;
-  msg: string | undefined;
-}
-
-/** A Logger that keeps every line, and calls `onLine` for each. */
-function captureLogger(lines: Line[], onLine: (line: Line) => void = () => undefined, bindings: Record<string, unknown> = {}): Logger {
-  const at = (level: string) => (obj: object, msg?: string) => {
-    const line = { level, obj: { ...bindings, ...obj }, msg };
-    lines.push(line);
-    onLine(line);
-  };
-  return {
-    error: at('error'),
-    warn: at('warn'),
-    info: at('info'),
-    debug: at('debug'),
-    child: (more) => captureLogger(lines, onLine, { ...bindings, ...more }),
-  };
-}
 
 const io = defineTask({
   name: 'io',

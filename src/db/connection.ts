@@ -58,10 +58,23 @@ export interface TrackedClients {
  * never answers, or one whose statement a silent connection holds; a close
  * that has waited long enough ends them itself.
  */
-export function trackedClients(): TrackedClients {
+export function trackedClients(setup?: string): TrackedClients {
   const live = new Set<pg.Client>();
   let waiters: (() => void)[] = [];
   class TrackedClient extends pg.Client {
+    /** Connects, then runs `setup` (session settings) before the pool hands the client out; a failing setup is left to the statements after it. */
+    override connect(): Promise<pg.Client>;
+    override connect(callback: ((err: Error) => void) | ((err: null, c: pg.Client) => void)): void;
+    override connect(callback?: ((err: Error) => void) | ((err: null, c: pg.Client) => void)): Promise<pg.Client> | void {
+      const ready = super.connect().then(async () => {
+        if (setup) await this.query(setup).catch(() => undefined);
+        return this as pg.Client;
+      });
+      if (!callback) return ready;
+      const done = callback as (err: Error | null, c?: pg.Client) => void;
+      ready.then((c) => done(null, c), (err: Error) => done(err));
+    }
+
     constructor(config?: string | pg.ClientConfig) {
       super(config);
       live.add(this);

@@ -14,8 +14,9 @@ export function isConnectionError(err: unknown): boolean {
   }
   if (/^(ECONN|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENOTFOUND|EAI_AGAIN)/.test(code)) return true;
   // 08: connection exception; 57P01-57P03: admin shutdown, crash shutdown, cannot connect now;
+  // 57P05 / 25P03: the session ended by idle_session_timeout / idle_in_transaction_session_timeout;
   // 53300: too many connections; 40001/40P01: serialization failure / deadlock (retry is safe).
-  return code.startsWith('08') || /^57P0[1-3]$/.test(code) || code === '53300' || isTransactionConflict(err);
+  return code.startsWith('08') || /^57P0[1-3]$/.test(code) || code === '57P05' || code === '25P03' || code === '53300' || isTransactionConflict(err);
 }
 
 /** Errors thrown while a connection was being opened (see markConnectFailure). */
@@ -41,11 +42,13 @@ export function isTransactionConflict(err: unknown): boolean {
 
 /**
  * An error after which the same write may succeed if sent again: a
- * connection error, or a statement cancelled by `statement_timeout` (57014)
- * or `lock_timeout` (55P03), say while another transaction held the row.
+ * connection error, a statement cancelled by `statement_timeout` (57014)
+ * or `lock_timeout` (55P03), say while another transaction held the row,
+ * or a write refused by a read-only server (25006: a failover that put a
+ * replica, or a primary on its way down, behind the address for a while).
  */
 export function isTransientError(err: unknown): boolean {
-  return isConnectionError(err) || isCancelledByTimeout(err);
+  return isConnectionError(err) || isCancelledByTimeout(err) || (err as { code?: unknown } | null)?.code === '25006';
 }
 
 /** A statement cancelled by `statement_timeout` (57014) or `lock_timeout` (55P03). */

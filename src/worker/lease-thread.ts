@@ -111,7 +111,11 @@ export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr }:
   const connected = async (): Promise<InstanceType<typeof pg.Client>> => {
     if (client) return client;
     const fresh = new pg.Client(data.connection);
-    fresh.on('error', () => undefined);
+    // A connection the server ended while idle (idle_session_timeout, a restart) is let go at once: the next
+    // renewal opens another rather than failing on this one first.
+    fresh.on('error', () => {
+      if (client === fresh) client = null;
+    });
     client = fresh;
     await fresh.connect();
     return fresh;

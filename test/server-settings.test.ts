@@ -1,0 +1,123 @@
+/**
+ * pgq on connections whose server settings are not the defaults, as a
+ * database or role may set them (here given per connection, in the URL's
+ * `options`, so other tests' connections keep theirs): a non-ISO DateStyle,
+ * repeatable read by default, idle sessions ended by the server.
+ */
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { Pgq, defineTask } from '../src/index.js';
+import { until, useTestSchema } from './support/harness.js';
+import { captureLogger, type Line } from './support/logger.js';
+
+const ctx = useTestSchema('settings');
+
+/** This file's URL with server settings for every connection made from it (`-c name=value`, spaces escaped). */
+function urlWith(settings: Record<string, string>): string {
+  const url = new URL(ctx.url);
+  url.searchParams.set('options', Object.entries(settings).map(([k, v]) => `-c ${k}=${v.replaceAll(' ', '\\ ')}`).join(' '));
+  return url.toString();
+}
+
+async function serverVersion(): Promise<number> {
+  const { rows } = await ctx.admin.query<{ v: string }>('SHOW server_version_num');
+  return Number(rows[0]!.v);
+}
+
+const ping = defineTask({ name: 'ping', schema: z.object({}).optional(), handler: () => 'pong' });
+
+describe('server settings', () => {
+  it("reads times under DateStyle 'SQL, DMY' (every time read back was null, and no schedule fired)", async () => {
+    await ctx.migrated({ tasks: [ping] });
+    const pgq = new Pgq({ connectionString: urlWith({ DateStyle: 'SQL, DMY' }), schema: ctx.schema, tasks: [ping] });
+    const worker = pgq.worker({ pollIntervalMs: 100 });
+    try {
+      const job = await pgq.enqueue(ping, {});
+      expect(job.createdAt).toBeInstanceOf(Date);
+      expect(job.runAt).toBeInstanceOf(Date);
+      const schedule = await pgq.schedule({ name: 'every-second', every: '1s', task: ping });
+      expect(schedule.nextRunAt).toBeInstanceOf(Date);
+      await worker.start();
+      expect((await pgq.waitForJob(job, { timeoutMs: 10_000 })).finishedAt).toBeInstanceOf(Date);
+      await until(async () => (await pgq.countJobs({ task: 'ping', state: 'succeeded' })) >= 3, { what: 'the schedule to fire', timeoutMs: 10_000 });
+    } finally {
+      await worker.stop();
+      await pgq.close();
+    }
+  });
+
+  it('enqueues one unique key from two clients at once under default repeatable read (40001 reached the caller)', async () => {
+    await ctx.migrated({ tasks: [ping] });
+    const url = urlWith({ default_transaction_isolation: 'repeatable read' });
+    const [a, b] = [new Pgq({ connectionString: url, schema: ctx.schema, tasks: [ping] }), new Pgq({ connectionString: url, schema: ctx.schema, tasks: [ping] })];
+    try {
+      for (let i = 0; i < 60; i += 1) {
+        const [x, y] = await Promise.all([a.enqueue(ping, {}, { uniqueKey: `k${i}` }), b.enqueue(ping, {}, { uniqueKey: `k${i}` })]);
+        expect(y.id).toBe(x.id);
+      }
+      // And queue settings saved at once from both.
+      await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? a : b).setQueue('shared', { concurrency: 1 + (i % 5) })));
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('writes outcomes through idle_session_timeout ending idle connections (the outcome of a job that succeeded was written as a failure), and renews the lease without warnings', async (t) => {
+    if ((await serverVersion()) < 140000) t.skip(); // idle_session_timeout is PostgreSQL 14's
+    await ctx.migrated({ tasks: [] });
+    const busy = defineTask({
+      name: 'busy',
+      schema: z.object({}),
+      maxAttempts: 1,
+      handler: () => {
+        // The event loop blocked past the timeout: the pool's idle connections are ended meanwhile.
+        const until = Date.now() + 1_300;
+        while (Date.now() < until);
+        return 'done';
+      },
+    });
+    const lines: Line[] = [];
+    const pgq = new Pgq({ connectionString: urlWith({ idle_session_timeout: '1000' }), schema: ctx.schema, tasks: [busy], logger: captureLogger(lines) });
+    const worker = pgq.worker({ concurrency: 1, pollIntervalMs: 100, heartbeatMs: 1_500, rescueAfterMs: 10_000 });
+    try {
+      await worker.start();
+      const jobs = await pgq.enqueueMany(busy, [{}, {}, {}, {}]);
+      for (const job of jobs) expect(await pgq.waitForJob(job, { timeoutMs: 30_000 })).toMatchObject({ state: 'succeeded', attempts: 1 });
+      const complaints = lines.filter((l) => /could not (record|renew)/.test(l.msg ?? '')).map((l) => l.msg);
+      expect(complaints).toEqual([]);
+    } finally {
+      await worker.stop();
+      await pgq.close();
+    }
+  });
+
+  it('keeps an outcome through a server that refuses writes for a while (25006, a failover to a replica), not written as a failure', async () => {
+    const write = defineTask({ name: 'write', queue: 'failover', schema: z.object({}), handler: () => 'pong' });
+    const pgq = await ctx.migrated({ tasks: [write] });
+    const s = `"${ctx.schema}"`;
+    // The completion of a success refused as a read-only server refuses it, until the switch is turned off.
+    await ctx.admin.query(`CREATE TABLE ${s}.read_only (on_ boolean NOT NULL)`);
+    await ctx.admin.query(`INSERT INTO ${s}.read_only VALUES (true)`);
+    await ctx.admin.query(`CREATE FUNCTION ${s}.refuse_writes() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF NEW.task = 'write' AND NEW.state = 'succeeded' AND (SELECT on_ FROM ${s}.read_only) THEN
+          RAISE EXCEPTION 'cannot execute UPDATE in a read-only transaction' USING ERRCODE = '25006';
+        END IF;
+        RETURN NEW;
+      END $$`);
+    await ctx.admin.query(`CREATE TRIGGER refuse_writes BEFORE UPDATE ON ${s}.jobs FOR EACH ROW EXECUTE FUNCTION ${s}.refuse_writes()`);
+    const worker = pgq.worker({ concurrency: 2, pollIntervalMs: 100, queues: ['failover'] });
+    try {
+      await worker.start();
+      const job = await pgq.enqueue(write, {}, { maxAttempts: 1 });
+      await until(async () => (await pgq.getJob(job.id))?.state === 'running', { what: 'the job to run' });
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      await ctx.admin.query(`UPDATE ${s}.read_only SET on_ = false`);
+      expect(await pgq.waitForJob(job, { timeoutMs: 20_000 })).toMatchObject({ state: 'succeeded', attempts: 1, result: 'pong' });
+    } finally {
+      await worker.stop();
+      await ctx.admin.query(`DROP TRIGGER IF EXISTS refuse_writes ON ${s}.jobs`);
+    }
+  });
+});
