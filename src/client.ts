@@ -41,7 +41,7 @@ import { MiddlewareChain, type Middleware } from './middleware.js';
 import { TaskRegistry, type AnyTask, type TaskInput, type TaskResult } from './task.js';
 import { Worker } from './worker/worker.js';
 import { findOrphanedTasks, type OrphanedTask } from './db/worker-tasks.js';
-import { settlesWithin, trackedClients } from './db/connection.js';
+import { setUpSession, settlesWithin, trackedClients } from './db/connection.js';
 import {
   ScheduleStore,
   resolveDeclaredSchedules,
@@ -86,12 +86,7 @@ export class Pgq {
   readonly #pool: pg.Pool;
   readonly #ownsPool: boolean;
   /** The clients of the pool pgq makes (close() ends those a silent server holds). */
-  // node-postgres reads timestamps only in the ISO output style: under a
-  // database's `DateStyle = 'SQL, DMY'` every date read back was null (the
-  // scheduler could not fire). A connection of the pool pgq makes sets it
-  // before its first statement (a setting PgBouncer carries per client). A
-  // pool of yours is yours to set up.
-  readonly #clients = trackedClients('SET DateStyle = ISO');
+  readonly #clients = trackedClients();
   readonly #unwatchPool: () => void;
   readonly #db: Queryable;
   readonly #statements: HotStatements;
@@ -136,6 +131,9 @@ export class Pgq {
       keepAlive: true,
       connectionTimeoutMillis: POOL_CONNECT_TIMEOUT_MS,
       Client: this.#clients.Client as unknown as new () => pg.ClientBase,
+      // DateStyle ISO, before the connection's first statement (a setting PgBouncer carries per client).
+      // A pool of yours is yours to set up.
+      onConnect: (client) => setUpSession(client, POOL_CONNECT_TIMEOUT_MS),
     });
     // The pool's own 'error' (idle clients) is the owner's to handle: watched only on a pool pgq made.
     this.#unwatchPool = watchConnectionErrors(

@@ -77,10 +77,11 @@ export function parseQueueName(name: unknown): string {
  * `20/s`, `5/250ms` (jobs per period; units ms, s, m, h, d).
  */
 export function parseRateText(value: string, field = 'rateLimit'): RateLimit {
-  const m = /^(\d+)\/(\d*)(ms|s|m|h|d)$/.exec(value.trim().toLowerCase());
+  // Units in lower case only, as every duration pgq reads: 100/1M is not read as a minute.
+  const m = /^(\d+)\/(\d*)(ms|s|m|h|d)$/.exec(value.trim());
   const periodMs = m ? Number(m[2] || '1') * DURATION_UNITS_MS[m[3]!]! : NaN;
   if (!m || !isInt32(Number(m[1]), 1) || !isInt32(periodMs, 1)) {
-    throw new ValidationError(field, `must look like 100/1m, 20/s or 5/250ms (at least 1 job per at least 1 ms); got ${JSON.stringify(value)}`);
+    throw new ValidationError(field, `must look like 100/1m, 20/s or 5/250ms (units ms, s, m for minutes, h, d, in lower case; at least 1 job per at least 1 ms); got ${JSON.stringify(value)}`);
   }
   return { limit: Number(m[1]), periodMs };
 }

@@ -85,7 +85,7 @@ describe('pgq operator commands', { timeout: 180_000 }, () => {
     await app.enqueue(defineTask({ name: long, schema: z.unknown(), handler: () => null }), {});
     const listed = pgq(['jobs', 'list', '--task', long]);
     expect(listed.code).toBe(0);
-    expect(listed.stdout).toContain(`${long.slice(0, 59)}…`);
+    expect(listed.stdout).toContain(`${long.slice(0, 39)}…`);
     expect(listed.stdout).not.toContain(long);
     await app.deleteJobs({ task: long });
     await app.deleteJobs({ task: 'nulls' });

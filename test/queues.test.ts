@@ -526,7 +526,7 @@ describe('pgq queues', () => {
     expect(cli('queues', 'pause', 'mail').stdout).toMatch(/paused queue mail/);
     expect(cli('queues', 'list').stdout).toMatch(/mail\s+paused\s+3\s+100\/1m\s+2/);
     const before = (await ctx.admin.query(`SELECT * FROM "${ctx.schema}".queues WHERE name = 'mail'`)).rows;
-    for (const args of [['--concurrency', '0'], ['--rate', '10/0ms']]) {
+    for (const args of [['--concurrency', '0'], ['--rate', '10/0ms'], ['--rate', '100/1M']]) { // 1M: not a minute, refused
       const bad = cli('queues', 'set', 'mail', ...args);
       expect(bad.code).toBe(1);
       expect(bad.stderr).toMatch(/must/);

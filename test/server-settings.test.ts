@@ -4,6 +4,7 @@
  * `options`, so other tests' connections keep theirs): a non-ISO DateStyle,
  * repeatable read by default, idle sessions ended by the server.
  */
+import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { Pgq, defineTask } from '../src/index.js';
@@ -118,6 +119,42 @@ describe('server settings', () => {
     } finally {
       await worker.stop();
       await ctx.admin.query(`DROP TRIGGER IF EXISTS refuse_writes ON ${s}.jobs`);
+    }
+  });
+
+  it('a connection lost while it takes its session settings fails that checkout, and the next one works (the process crashed on an unheard error)', async () => {
+    await ctx.migrated({ tasks: [] });
+    const target = new URL(ctx.url);
+    // A proxy that closes the first connection on which it sees the settings statement.
+    let armed = true;
+    const proxy = net.createServer((client) => {
+      const server = net.connect(Number(target.port || 5432), target.hostname);
+      client.on('error', () => undefined);
+      server.on('error', () => undefined);
+      server.pipe(client);
+      client.on('data', (buf) => {
+        if (armed && buf[0] === 0x51 /* Query */ && buf.toString().includes('DateStyle')) {
+          armed = false;
+          client.destroy();
+          server.destroy();
+          return;
+        }
+        server.write(buf);
+      });
+      client.on('close', () => server.destroy());
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const via = new URL(ctx.url);
+    via.hostname = '127.0.0.1';
+    via.port = String((proxy.address() as net.AddressInfo).port);
+    const pgq = new Pgq({ connectionString: via.toString(), schema: ctx.schema, tasks: [], logger: captureLogger([]) });
+    try {
+      await expect(pgq.countJobs({})).rejects.toThrow(/Connection terminated/);
+      expect(armed).toBe(false);
+      expect(await pgq.countJobs({})).toBeGreaterThanOrEqual(0);
+    } finally {
+      await pgq.close();
+      await new Promise((resolve) => proxy.close(resolve));
     }
   });
 });

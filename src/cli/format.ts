@@ -1,11 +1,7 @@
 import type { JobRecord, JobState } from '../core/types.js';
 
-/** The widest a table cell gets: longer text (a long task or queue name) is cut, ending with "…" (`--json` has it whole). */
-const CELL_MAX = 60;
-
-/** A plain text table: one header row, columns padded to their widest cell, cells cut at CELL_MAX. */
-export function table(headers: string[], cells: string[][]): string {
-  const rows = cells.map((row) => row.map((cell) => truncate(cell, CELL_MAX)));
+/** A plain text table: one header row, columns padded to their widest cell. */
+export function table(headers: string[], rows: string[][]): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd();
   return [line(headers), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
@@ -14,6 +10,15 @@ export function table(headers: string[], cells: string[][]): string {
 /** `text` cut to at most `max` characters, ending with "…" when cut. */
 export function truncate(text: string, max: number): string {
   return text.length <= max ? text : `${text.slice(0, Math.max(0, max - 1))}…`;
+}
+
+/**
+ * A task, queue or workflow name in a table: cut at 40 characters (a long
+ * one made rows hundreds of characters wide); `--json` has it whole. Ids,
+ * counts and times are never cut.
+ */
+export function nameCell(name: string): string {
+  return truncate(name, 40);
 }
 
 /** A duration for people: `850ms`, `12s`, `4m 10s`, `3h 5m`, `2d 4h`. */
@@ -68,8 +73,8 @@ export function stateCell(job: JobRecord): string {
 export function jobRow(job: JobRecord, now: Date = new Date()): string[] {
   return [
     job.id,
-    job.task,
-    job.queue,
+    nameCell(job.task),
+    nameCell(job.queue),
     stateCell(job),
     `${job.attempts}/${job.maxAttempts}`,
     humanTime(job.runAt, now),

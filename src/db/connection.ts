@@ -58,23 +58,10 @@ export interface TrackedClients {
  * never answers, or one whose statement a silent connection holds; a close
  * that has waited long enough ends them itself.
  */
-export function trackedClients(setup?: string): TrackedClients {
+export function trackedClients(): TrackedClients {
   const live = new Set<pg.Client>();
   let waiters: (() => void)[] = [];
   class TrackedClient extends pg.Client {
-    /** Connects, then runs `setup` (session settings) before the pool hands the client out; a failing setup is left to the statements after it. */
-    override connect(): Promise<pg.Client>;
-    override connect(callback: ((err: Error) => void) | ((err: null, c: pg.Client) => void)): void;
-    override connect(callback?: ((err: Error) => void) | ((err: null, c: pg.Client) => void)): Promise<pg.Client> | void {
-      const ready = super.connect().then(async () => {
-        if (setup) await this.query(setup).catch(() => undefined);
-        return this as pg.Client;
-      });
-      if (!callback) return ready;
-      const done = callback as (err: Error | null, c?: pg.Client) => void;
-      ready.then((c) => done(null, c), (err: Error) => done(err));
-    }
-
     constructor(config?: string | pg.ClientConfig) {
       super(config);
       live.add(this);
@@ -95,4 +82,27 @@ export function trackedClients(setup?: string): TrackedClients {
     },
     allEnded: () => (live.size === 0 ? Promise.resolve() : new Promise<void>((resolve) => waiters.push(resolve))),
   };
+}
+
+/**
+ * Settings a connection of the pool pgq makes takes before its first
+ * statement (pg-pool's `onConnect`: the connection is handed out only once
+ * they are set, and one that fails or does not answer within `timeoutMs` is
+ * closed and its checkout fails, as a failed connect would). node-postgres
+ * reads timestamps only in the ISO output style: under a database's
+ * `DateStyle = 'SQL, DMY'` every time pgq read back was null.
+ */
+export async function setUpSession(client: pg.ClientBase, timeoutMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => {
+      destroyConnection(client as pg.Client);
+      reject(new Error(`the new connection did not answer its session settings within ${timeoutMs} ms`));
+    }, timeoutMs);
+  });
+  try {
+    await Promise.race([client.query('SET DateStyle = ISO'), timedOut]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

@@ -3,7 +3,7 @@ import type { CliRuntime } from '../runtime.js';
 import { loadTasks } from '../load-tasks.js';
 import { importModule } from '../../core/import-module.js';
 import { logJobEvents } from './worker.js';
-import { table, truncate } from '../format.js';
+import { nameCell, table, truncate } from '../format.js';
 import { embeddedState } from '../context.js';
 import { stopEmbedded } from '../embedded.js';
 import { PgqError } from '../../core/errors.js';
@@ -35,7 +35,7 @@ export function registerDemo(program: Command, rt: CliRuntime): void {
               ['id', 'task', 'state', 'attempts', 'waited', 'result / error'],
               jobs.map((j) => [
                 j.id,
-                j.task,
+                nameCell(j.task),
                 j.state,
                 String(j.attempts),
                 `${((j.startedAt!.getTime() - j.createdAt.getTime()) / 1000).toFixed(2)}s`,

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { CliRuntime } from '../runtime.js';
 import { parseIdFlag, parseIntOption } from '../options.js';
-import { humanDuration, JOB_HEADERS, jobRow, json, table } from '../format.js';
+import { humanDuration, JOB_HEADERS, jobRow, json, nameCell, table } from '../format.js';
 import { JobNotFoundError, PgqError } from '../../core/errors.js';
 import { addJobFilterOptions, hasFilter, toJobFilter, type JobFilterFlags } from '../job-filter-options.js';
 import { jobText } from '../job-text.js';
@@ -68,7 +68,7 @@ export function registerJobs(program: Command, rt: CliRuntime): void {
           table(
             ['queue', ...JOB_STATES_ORDER, 'oldest_waiting'],
             stats.map((s) => [
-              s.queue,
+              nameCell(s.queue),
               ...JOB_STATES_ORDER.map((st) => String(s.counts[st])),
               s.oldestWaitingRunAt ? humanDuration(now - s.oldestWaitingRunAt.getTime()) : '',
             ]),

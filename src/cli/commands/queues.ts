@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 import type { CliRuntime } from '../runtime.js';
-import { json, table } from '../format.js';
+import { json, nameCell, table } from '../format.js';
 import { formatEvery } from '../../core/cron.js';
 import { isInt32 } from '../../core/int32.js';
 import { parseRateText, type QueueRecord, type QueueSettings, type RateLimit } from '../../queues.js';
@@ -34,7 +34,7 @@ const HEADERS = ['name', 'status', 'concurrency', 'rate', 'key_concurrency', 'ru
 
 function queueRow(q: QueueRecord): string[] {
   return [
-    q.name,
+    nameCell(q.name),
     q.paused ? 'paused' : 'active',
     q.concurrency === null ? '-' : String(q.concurrency),
     q.rateLimit === null ? '-' : `${q.rateLimit.limit}/${formatEvery(q.rateLimit.periodMs)}`,

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import type { CliRuntime } from '../runtime.js';
-import { humanTime, json, table } from '../format.js';
+import { humanTime, json, nameCell, table } from '../format.js';
 
 export function registerWorkers(program: Command, rt: CliRuntime): void {
   program
@@ -16,7 +16,7 @@ export function registerWorkers(program: Command, rt: CliRuntime): void {
             ['id', 'queues', 'running', 'heartbeat', 'started', 'leader'],
             workers.map((w) => [
               w.id,
-              w.queues.join(','),
+              nameCell(w.queues.join(',')),
               `${w.runningJobs}/${w.concurrency}`,
               `${w.heartbeatAgeSeconds.toFixed(1)}s ago${w.live ? '' : ' (lease expired)'}`,
               humanTime(w.startedAt),

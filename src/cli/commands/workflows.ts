@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { CliRuntime } from '../runtime.js';
 import { parseIdFlag, parseIntOption } from '../options.js';
-import { humanTime, json, table } from '../format.js';
+import { humanTime, json, nameCell, table } from '../format.js';
 import { WorkflowNotFoundError } from '../../workflow/store.js';
 import { JOB_STATES } from '../../core/types.js';
 import { workflowTree } from '../job-text.js';
@@ -24,7 +24,7 @@ export function registerWorkflows(program: Command, rt: CliRuntime): void {
             ['id', 'name', 'state', 'jobs', 'created'],
             list.map((w) => [
               w.id,
-              w.name,
+              nameCell(w.name),
               w.state,
               `${w.counts.succeeded}/${w.total} succeeded${JOB_STATES.filter((s) => s !== 'succeeded' && w.counts[s] > 0)
                 .map((s) => `, ${w.counts[s]} ${s}`)
