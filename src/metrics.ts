@@ -41,6 +41,19 @@ export interface MetricsOptions {
 const SECONDS = [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300];
 const WAIT_SECONDS = [0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1_800, 3_600, 21_600];
 
+/** How long a scrape waits for the database's reading behind the queue gauges before it serves the last one. */
+const STATS_READ_DEADLINE_MS = 2_000;
+
+/** `promise`, or a rejection once `ms` have passed first. */
+function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`no reading within ${ms} ms`)), ms);
+  });
+  promise.catch(() => undefined); // a read that fails after the deadline is counted by the next scrape's wait, not unhandled
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
 export class PgqMetrics {
   readonly registry: Registry;
   readonly #finished: Counter<'task' | 'queue' | 'outcome'>;
@@ -186,9 +199,14 @@ export class PgqMetrics {
     // One read serves every gauge of a scrape. One that fails (the database
     // down, a role that cannot read) keeps the last reading: the scrape
     // still serves every per-process metric rather than failing whole.
+    // The database read itself, one at a time: a scrape waits for it at most
+    // STATS_READ_DEADLINE_MS (a database that hangs held every scrape for as
+    // long, and Prometheus dropped the whole scrape at its own timeout), and
+    // the next scrape waits on the same read rather than starting another.
+    let inFlight: Promise<LiveStats> | undefined;
+    const readOnce = (): Promise<LiveStats> => (inFlight ??= reader.read().finally(() => (inFlight = undefined)));
     const read = (): Promise<LiveStats | undefined> =>
-      (reading ??= reader
-        .read()
+      (reading ??= withDeadline(readOnce(), STATS_READ_DEADLINE_MS)
         .then(
           (stats) => {
             for (const q of stats.queues) seen.add(q.queue);

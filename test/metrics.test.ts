@@ -113,6 +113,33 @@ describe('Prometheus metrics', () => {
     }
   });
 
+  it('answers a scrape while the database holds its reading, with the last reading (a hung database held every scrape for as long)', async () => {
+    const pgq = await ctx.migrated({ tasks: [work] });
+    const metrics = new PgqMetrics(pgq, { host: 'box-3', statsMaxAgeMs: 0, registry: new (await import('prom-client')).Registry() });
+    await pgq.enqueue(work, { fail: false }, { queue: 'scrape-hung' });
+    expect(value(await metrics.registry.metrics(), 'pgq_queue_jobs{queue="scrape-hung",state="available"}')).toBe(1);
+    // The reading's table locked by another transaction: the read waits as on a database that does not answer.
+    const holder = await ctx.admin.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query(`LOCK TABLE "${ctx.schema}".stats_cache IN ACCESS EXCLUSIVE MODE`);
+      const text = await metrics.registry.metrics(); // answered while the lock is still held
+      expect(value(text, 'pgq_stats_read_errors_total')).toBe(1);
+      expect(value(text, 'pgq_queue_jobs{queue="scrape-hung",state="available"}')).toBe(1);
+      // A second scrape (once the first's reading is let go) waits on the same read, not on another one.
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(value(await metrics.registry.metrics(), 'pgq_stats_read_errors_total')).toBe(2);
+      const { rows } = await ctx.admin.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%stats_cache%' AND pid <> pg_backend_pid()`,
+      );
+      expect(rows[0]!.n).toBe(1);
+    } finally {
+      await holder.query('ROLLBACK').catch(() => undefined);
+      holder.release();
+      metrics.close();
+    }
+  });
+
   it('a queue that empties reads 0 in every live state, its series kept', async () => {
     const pgq = await ctx.migrated({ tasks: [work] });
     const metrics = new PgqMetrics(pgq, { statsMaxAgeMs: 0, registry: new (await import('prom-client')).Registry() });
