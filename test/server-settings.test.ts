@@ -21,8 +21,8 @@ function urlWith(settings: Record<string, string>): string {
 }
 
 async function serverVersion(): Promise<number> {
-  const { rows } = await ctx.admin.query<{ v: string }>('SHOW server_version_num');
-  return Number(rows[0]!.v);
+  const { rows } = await ctx.admin.query<{ v: number }>("SELECT current_setting('server_version_num')::int AS v");
+  return rows[0]!.v;
 }
 
 const ping = defineTask({ name: 'ping', schema: z.object({}).optional(), handler: () => 'pong' });
@@ -153,6 +153,60 @@ describe('server settings', () => {
       expect(armed).toBe(false);
       expect(await pgq.countJobs({})).toBeGreaterThanOrEqual(0);
     } finally {
+      await pgq.close();
+      await new Promise((resolve) => proxy.close(resolve));
+    }
+  });
+
+  it('logs an outage of a few seconds in a few lines, not a warning with a stack per loop per second, and says what works again', async () => {
+    await ctx.migrated({ tasks: [ping] });
+    const target = new URL(ctx.url);
+    const sockets = new Set<net.Socket>();
+    const proxy = net.createServer((client) => {
+      const server = net.connect(Number(target.port || 5432), target.hostname);
+      for (const socket of [client, server]) {
+        sockets.add(socket);
+        socket.on('error', () => undefined);
+        socket.on('close', () => sockets.delete(socket));
+      }
+      client.pipe(server).pipe(client);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const port = (proxy.address() as net.AddressInfo).port;
+    const via = new URL(ctx.url);
+    via.hostname = '127.0.0.1';
+    via.port = String(port);
+    const lines: Line[] = [];
+    const pgq = new Pgq({ connectionString: via.toString(), schema: ctx.schema, tasks: [ping], logger: captureLogger(lines) });
+    const worker = pgq.worker({ heartbeatMs: 500, rescueAfterMs: 30_000, pollIntervalMs: 200 });
+    try {
+      await worker.start();
+      await until(() => worker.isLeader, { what: 'the worker to lead' });
+      // The database away for 6 s: every connection cut, new ones refused.
+      const closed = new Promise((resolve) => proxy.close(resolve));
+      for (const socket of sockets) socket.destroy();
+      await closed;
+      const from = lines.length;
+      await new Promise((resolve) => setTimeout(resolve, 6_000));
+      await new Promise<void>((resolve) => proxy.listen(port, '127.0.0.1', resolve));
+      const job = await pgq.enqueue(ping, {});
+      await pgq.waitForJob(job, { timeoutMs: 30_000 });
+      await until(() => lines.slice(from).some((l) => /^pgq reads queue settings again, after \d+ failure/.test(l.msg ?? '')), {
+        what: 'the queue settings read to say it works again',
+        timeoutMs: 10_000,
+      });
+      // One line per connection cut (pool and listener), at the cut, is left out: what repeats while the database is away is counted.
+      const warnings = lines
+        .slice(from)
+        .filter((l) => l.level === 'warn' && !/connection error/.test(l.msg ?? ''))
+        .map((l) => (l.msg ?? '').split(':')[0]!);
+      const times = new Map<string, number>();
+      for (const w of warnings) times.set(w, (times.get(w) ?? 0) + 1);
+      // The first failure of each loop, and the connections cut at once; before, the settings read alone wrote one a second.
+      for (const [what, n] of times) expect(n, what).toBeLessThanOrEqual(3);
+      expect(times.get('pgq could not read queue settings (keeping the last ones)')).toBe(1);
+    } finally {
+      await worker.stop();
       await pgq.close();
       await new Promise((resolve) => proxy.close(resolve));
     }

@@ -9,9 +9,9 @@
 import type { Logger } from '../core/logger.js';
 import { LoopService } from '../core/service.js';
 import { sleep } from '../core/sleep.js';
-import { errorMessage, errorSummary } from '../core/errors.js';
 import type { Queryable } from '../db/queryable.js';
 import type { QueueStatements } from '../db/queue-statements.js';
+import { RepeatedFailure } from '../core/repeated-failure.js';
 
 export interface ExpirerConfig {
   intervalMs: number;
@@ -20,6 +20,8 @@ export interface ExpirerConfig {
 }
 
 export class Expirer extends LoopService {
+  readonly #passFailures = new RepeatedFailure(this.logger, 'pgq expirer pass failed', 'pgq expirer passes again');
+
   constructor(
     private readonly config: ExpirerConfig,
     private readonly db: Queryable,
@@ -45,8 +47,9 @@ export class Expirer extends LoopService {
     while (!signal.aborted) {
       try {
         await this.expireOnce();
+        this.#passFailures.succeeded();
       } catch (err) {
-        this.logger.warn({ err: errorSummary(err) }, `pgq expirer pass failed: ${errorMessage(err)}`);
+        this.#passFailures.failed(err);
       }
       await sleep(this.config.intervalMs, signal);
     }

@@ -33,6 +33,7 @@ import { errorMessage, errorSummary } from '../core/errors.js';
 import { heartbeatLimitMs } from '../core/defaults.js';
 import type { PgqDatabase } from '../db/tables.js';
 import { MAINTENANCE_LEASE } from '../db/statements.js';
+import { RepeatedFailure } from '../core/repeated-failure.js';
 
 export interface LeaderConfig {
   /** The worker's current id and registration (`workers.started_at`, ISO 8601); an empty registration: not registered now. */
@@ -57,6 +58,7 @@ export class LeaderElector extends LoopService {
   /** A step-down whose services are still stopping: until it ends, this worker neither renews nor takes the lease. */
   #steppingDown: Promise<void> | undefined;
   readonly #waker = new Waker();
+  readonly #electionFailures = new RepeatedFailure(this.logger, 'pgq leader election failed', 'pgq leader election answers again');
 
   /**
    * `db` answers the election within a heartbeat (or gives up); `release`
@@ -103,6 +105,7 @@ export class LeaderElector extends LoopService {
       const sentAt = this.clock.monotonicMs();
       try {
         const won = await this.#attempt();
+        if (won !== null) this.#electionFailures.succeeded();
         if (won === null) {
           // Registering again (a lost lease): no attempt; the trust window decides meanwhile.
         } else if (won) {
@@ -116,7 +119,7 @@ export class LeaderElector extends LoopService {
           await this.#stepDown('lease held by another worker');
         }
       } catch (err) {
-        this.logger.warn({ err: errorSummary(err) }, `pgq leader election failed: ${errorMessage(err)}`);
+        this.#electionFailures.failed(err);
       }
       if (this.#leader && this.clock.monotonicMs() >= this.#trustUntil) {
         await this.#stepDown('could not renew the lease in time');

@@ -8,9 +8,9 @@
 import type { Logger } from '../core/logger.js';
 import { LoopService } from '../core/service.js';
 import { sleep } from '../core/sleep.js';
-import { errorMessage, errorSummary } from '../core/errors.js';
 import type { Queryable } from '../db/queryable.js';
 import type { HotStatements } from '../db/statements.js';
+import { RepeatedFailure } from '../core/repeated-failure.js';
 
 export interface RescuerConfig {
   rescueAfterMs: number;
@@ -18,6 +18,8 @@ export interface RescuerConfig {
 }
 
 export class Rescuer extends LoopService {
+  readonly #passFailures = new RepeatedFailure(this.logger, 'pgq rescuer pass failed', 'pgq rescuer passes again');
+
   constructor(
     private readonly config: RescuerConfig,
     private readonly db: Queryable,
@@ -41,8 +43,9 @@ export class Rescuer extends LoopService {
     while (!signal.aborted) {
       try {
         await this.rescueOnce();
+        this.#passFailures.succeeded();
       } catch (err) {
-        this.logger.warn({ err: errorSummary(err) }, `pgq rescuer pass failed: ${errorMessage(err)}`);
+        this.#passFailures.failed(err);
       }
       await sleep(this.config.intervalMs, signal);
     }

@@ -35,6 +35,7 @@ import type { PgqDatabase } from '../db/tables.js';
 import type { Listener } from '../notify/listener.js';
 import { MAX_TICKS_PER_PASS, ticksOf, type CatchUpPolicy, type TickSource } from '../core/cron.js';
 import { channelNames } from '../notify/channels.js';
+import { RepeatedFailure } from '../core/repeated-failure.js';
 
 /** Most ticks walked one by one before jumping straight to the grace window. */
 const WALK_LIMIT = 2_000;
@@ -147,6 +148,7 @@ export interface SchedulerPass {
 
 export class Scheduler extends LoopService {
   readonly #waker = new Waker();
+  readonly #passFailures = new RepeatedFailure(this.logger, 'pgq scheduler pass failed', 'pgq scheduler passes again');
   /** The subscription to schedule changes: its LISTEN may still be on its way. */
   #subscription: Promise<() => Promise<void>> | undefined;
 
@@ -231,8 +233,9 @@ export class Scheduler extends LoopService {
         // looking again at once would loop until that transaction ends.
         if (pass.failed > 0) waitMs = Math.max(waitMs, Math.min(1_000, this.config.maxSleepMs));
         else if (pass.skipped > 0) waitMs = Math.max(waitMs, Math.min(LOCKED_RETRY_MS, this.config.maxSleepMs));
+        this.#passFailures.succeeded();
       } catch (err) {
-        this.logger.warn({ err: errorSummary(err) }, `pgq scheduler pass failed: ${errorMessage(err)}`);
+        this.#passFailures.failed(err);
         waitMs = Math.min(1_000, this.config.maxSleepMs);
       }
       await this.#waker.wait(waitMs, signal);

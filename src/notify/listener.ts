@@ -25,6 +25,7 @@ import { errorMessage, errorSummary } from '../core/errors.js';
 import { quoteIdent } from '../db/identifiers.js';
 import { sleep } from '../core/sleep.js';
 import { destroyConnection, endClient, settlesWithin } from '../db/connection.js';
+import { RepeatedFailure } from '../core/repeated-failure.js';
 
 export interface ListenerTiming {
   /** How often a connection that is listening is checked with `SELECT 1`. */
@@ -136,6 +137,7 @@ export class Listener {
 
   async #run(config: pg.ClientConfig): Promise<void> {
     let failures = 0;
+    const connects = new RepeatedFailure(this.#logger, 'pgq listener could not connect', 'pgq listener connected and listens again');
     const signal = this.#closing.signal;
     while (!signal.aborted) {
       const client = new pg.Client({ connectionTimeoutMillis: 10_000, ...config });
@@ -155,7 +157,9 @@ export class Listener {
         // not end a client it did not know yet; left open, it kept the process alive).
         if (!signal.aborted) {
           this.#connected = true;
+          if (failures > 0 && !connects.failing) this.#logger.info({}, 'pgq listener reconnected and listens again');
           failures = 0;
+          connects.succeeded();
           this.#connectedWaiters.splice(0).forEach((resolve) => resolve());
           for (const hook of this.#connectHooks) hook();
           const watching = new AbortController();
@@ -168,9 +172,7 @@ export class Listener {
           watching.abort();
         }
       } catch (err) {
-        if (!signal.aborted) {
-          this.#logger.warn({ err: errorSummary(err) }, `pgq listener could not connect: ${errorMessage(err)}`);
-        }
+        if (!signal.aborted) connects.failed(err);
       }
       this.#connected = false;
       if (this.#client === client) this.#client = undefined;

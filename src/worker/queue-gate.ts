@@ -32,7 +32,6 @@ import type { Kysely } from 'kysely';
 import type { Logger } from '../core/logger.js';
 import { LoopService } from '../core/service.js';
 import { sleep } from '../core/sleep.js';
-import { errorMessage, errorSummary } from '../core/errors.js';
 import type { Queryable } from '../db/queryable.js';
 import type { ClaimJobsParams, HotStatements } from '../db/statements.js';
 import type { QueueStatements } from '../db/queue-statements.js';
@@ -40,6 +39,7 @@ import type { ClaimRow } from '../db/rows.js';
 import type { PgqDatabase } from '../db/tables.js';
 import type { Listener } from '../notify/listener.js';
 import type { ChannelNames } from '../notify/channels.js';
+import { RepeatedFailure } from '../core/repeated-failure.js';
 
 /** How often the settings are re-read without a NOTIFY. */
 export const QUEUE_REFRESH_MS = 1_000;
@@ -65,6 +65,7 @@ export interface QueueGateDeps {
 }
 
 export class QueueGate extends LoopService {
+  readonly #readFailures = new RepeatedFailure(this.logger, 'pgq could not read queue settings', 'pgq reads queue settings again', 'keeping the last ones');
   readonly #queues: readonly string[];
   readonly #deps: QueueGateDeps;
   #controls = new Map<string, Control>();
@@ -162,8 +163,9 @@ export class QueueGate extends LoopService {
       this.#controls = next;
       for (const queue of paused) this.#deps.paused?.(queue);
       if (changed) this.#deps.wake();
+      this.#readFailures.succeeded();
     } catch (err) {
-      this.logger.warn({ err: errorSummary(err) }, `pgq could not read queue settings (keeping the last ones): ${errorMessage(err)}`);
+      this.#readFailures.failed(err);
     }
   }
 
