@@ -3,6 +3,7 @@ import { setTimeout as sleepMs } from 'node:timers/promises';
 import { z } from 'zod';
 import { chain, defineTask, PermanentError, step, type JobRecord } from '../src/index.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
+import { captureLogger, type Line } from './support/logger.js';
 import { createStatements } from '../src/db/statements.js';
 import { fromPg, type Queryable } from '../src/db/queryable.js';
 
@@ -774,3 +775,30 @@ describe('outcome statements and the planner', () => {
     }
   });
 });
+
+describe('stop() with a handler still running', () => {
+  it('gives back a job whose handler stops on its signal, and logs its id (it left no trace in the log)', async () => {
+    const started = deferred();
+    const waits = defineTask({
+      name: 'waits',
+      queue: 'waits',
+      schema: z.object({}),
+      handler: async (_p, c) => {
+        started.resolve();
+        await new Promise((_resolve, reject) => c.signal.addEventListener('abort', () => reject(c.signal.reason), { once: true }));
+      },
+    });
+    const lines: Line[] = [];
+    const pgq = await ctx.migrated({ tasks: [waits], logger: captureLogger(lines) });
+    const worker = pgq.worker({ queues: ['waits'], pollIntervalMs: 50, leader: false });
+    await worker.start();
+    const job = await pgq.enqueue(waits, {});
+    await started.promise;
+    await worker.stop({ graceMs: 100 });
+    expect(await pgq.getJob(job.id)).toMatchObject({ state: 'available', attempts: 1, maxAttempts: job.maxAttempts + 1 });
+    expect(lines.filter((l) => l.level === 'info' && l.obj.jobId === job.id).map((l) => l.msg)).toContainEqual(
+      `pgq gave back job ${job.id} (waits), interrupted by the worker's stop: it runs again, this attempt not used up`,
+    );
+  });
+});
+

@@ -22,6 +22,11 @@ export function isConnectionError(err: unknown): boolean {
 /** Errors thrown while a connection was being opened (see markConnectFailure). */
 const connectFailures = new WeakSet<object>();
 
+/** Whether `err` was thrown while a connection was being opened: no statement was sent. */
+export function isConnectFailure(err: unknown): boolean {
+  return err !== null && typeof err === 'object' && connectFailures.has(err);
+}
+
 /**
  * Marks an error thrown while a connection was being opened as a connection
  * error whatever its code: no statement ran, so the same statement may pass

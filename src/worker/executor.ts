@@ -452,6 +452,10 @@ export class Executor {
       return;
     }
     const recorded = written.outcome; // a refused success is recorded as a failure instead
+    if (recorded.kind === 'snooze' && recorded.note !== null) {
+      // Given back by a stop: the handler did not finish within the grace period. Said, with the id, so the log shows what will run again.
+      this.logger.info({ jobId: job.id, task: job.task, attempt: job.attempts }, `pgq gave back job ${job.id} (${job.task}), interrupted by the worker's stop: it runs again, this attempt not used up`);
+    }
     if (recorded.kind === 'complete') this.#emit('job:success', job, ms);
     if (recorded.kind === 'fail') this.#emit('job:failure', job, JSON.parse(recorded.error) as JobErrorEntry, ms, written.state === 'retryable');
   }

@@ -58,6 +58,8 @@ import type { Executor } from './executor.js';
 import type { Completer } from './completer.js';
 import type { Lease } from './lease.js';
 import type { HeldJobs } from './held-jobs.js';
+import { RepeatedFailure } from '../core/repeated-failure.js';
+import { isConnectFailure } from '../db/errors.js';
 
 const PROMOTE_BATCH = 1_000;
 /** About how long a job claimed ahead waits in the buffer before it starts, at most. */
@@ -98,6 +100,11 @@ export class Producer extends LoopService {
   #holdOff = false;
   #draining = false;
   #offSlotFree: (() => void) | undefined;
+  readonly #orphanLooks = new RepeatedFailure(
+    this.logger,
+    'pgq could not look for jobs it may have claimed and does not hold (the rescuer takes any it leaves)',
+    'pgq looks for jobs it claimed and does not hold again',
+  );
 
   constructor(
     private readonly config: ProducerConfig,
@@ -162,9 +169,10 @@ export class Producer extends LoopService {
     // now, none came: rows left running here for nobody go back now, not to
     // the rescuer, which would count an attempt that never ran.
     if (this.#needsReconcile) {
-      await this.#releaseOrphans().catch((err: unknown) => {
-        this.logger.warn({ err: errorSummary(err) }, `pgq could not give back the jobs it claimed and does not hold; the rescuer will: ${errorMessage(err)}`);
-      });
+      await this.#releaseOrphans().then(
+        () => this.#orphanLooks.succeeded(),
+        (err: unknown) => this.#orphanLooks.failed(err),
+      );
     }
   }
 
@@ -377,7 +385,8 @@ export class Producer extends LoopService {
         if (rows.length < limit) this.#moreWaiting = false;
       } catch (err) {
         failures += 1;
-        this.#needsReconcile = true;
+        // A claim that may have been made (its statement sent) is looked for later; one refused at connect was not.
+        if (!isConnectFailure(err)) this.#needsReconcile = true;
         if (failures === 1 || failures % 20 === 0) {
           this.logger.warn({ err: errorSummary(err) }, `pgq could not claim jobs, retrying: ${errorMessage(err)}`);
         }
