@@ -162,14 +162,15 @@ export class Enqueuer {
     const meta = rawOptions.meta === undefined ? '{}' : metaText(rawOptions.meta, 'options.meta');
     const queue = options.queue ?? task.queue;
     const fieldOf = (i: number): string => single ?? `payload[${i}]`;
-    const checked = validatePayloads(payloads.map((value, i) => ({ schema: task.schema, value, field: fieldOf(i) })));
+    const checks = payloads.map((value, i) => ({ schema: task.schema, value, field: fieldOf(i) }));
+    const checked = validatePayloads(checks);
     const values = Array.isArray(checked) ? checked : await checked;
     const keys: (string | null)[] = [];
     const jobs: PendingJob[] = values.map((payload, i) => {
       keys.push(options.concurrencyKey ?? taskConcurrencyKey(task, payload, fieldOf(i)));
       return { task: task.name, queue, payload, meta: JSON.parse(meta) as JobMeta };
     });
-    const stored = storedTexts(payloads.map((value, i) => ({ schema: task.schema, value, field: fieldOf(i) })), values, this.maxPayloadBytes);
+    const stored = storedTexts(checks, values, this.maxPayloadBytes);
     const texts = Array.isArray(stored) ? stored : await stored;
     const call: EnqueueCall = { kind: single === null ? 'enqueueMany' : 'enqueue', jobs };
     let records: JobRecord[] | undefined;
@@ -373,11 +374,6 @@ function sharedColumns(task: AnyTask, o: ParsedOptions): Required<Omit<JobInsert
 }
 
 /**
- * A job must be able to start before it expires: its expiry (the call's, else
- * the task's `expiresInMs`) after its first run time. Mixed absolute and
- * relative times are compared on this host's clock.
- */
-/**
  * The unique index holds the task name beside the key, and an index entry
  * at most about 2,700 bytes: a key within its own limit could still make an
  * entry too large with a long task name (a raw PostgreSQL error, which also
@@ -396,6 +392,11 @@ function checkForTask(task: AnyTask, o: ParsedOptions): void {
   checkRunnable(task, o);
 }
 
+/**
+ * A job must be able to start before it expires: its expiry (the call's, else
+ * the task's `expiresInMs`) after its first run time. Mixed absolute and
+ * relative times are compared on this host's clock.
+ */
 function checkRunnable(task: AnyTask, o: ParsedOptions): void {
   // A runAt in the past runs now.
   const runsAt = Math.max(o.runAt?.getTime() ?? Date.now() + (o.delayMs ?? 0), Date.now());

@@ -100,8 +100,10 @@ export async function setUpSession(client: pg.ClientBase, timeoutMs: number): Pr
       reject(new Error(`the new connection did not answer its session settings within ${timeoutMs} ms`));
     }, timeoutMs);
   });
+  const setting = client.query('SET DateStyle = ISO');
+  setting.catch(() => undefined); // after the deadline it fails on the destroyed connection: not an unhandled rejection
   try {
-    await Promise.race([client.query('SET DateStyle = ISO'), timedOut]);
+    await Promise.race([setting, timedOut]);
   } finally {
     clearTimeout(timer);
   }

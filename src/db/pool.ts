@@ -12,15 +12,6 @@ import { destroyConnection } from './connection.js';
 import { isConnectionError, isTransactionConflict, markConnectFailure } from './errors.js';
 
 /**
- * Sends the connection errors of the pool's clients to `onError`: those of a
- * checked-out client with no query running (a backend terminated between two
- * statements of a transaction: pg emits 'error' on the client, and without a
- * listener the process would crash; the query itself still fails), and with
- * `idle`, those of idle clients (the pool's 'error'). Returns the function
- * that removes every listener this added, from the pool and its clients: a
- * pool pgq was given outlives the `Pgq`.
- */
-/**
  * The connection settings of an application's `pg.Pool`, for the
  * connections pgq opens beside it (LISTEN, the lease thread). pg makes the
  * pool's `password` and its `ssl.key` non-enumerable (kept out of logs), so
@@ -38,6 +29,15 @@ export function poolClientConfig(pool: pg.Pool): pg.ClientConfig {
   return config;
 }
 
+/**
+ * Sends the connection errors of the pool's clients to `onError`: those of a
+ * checked-out client with no query running (a backend terminated between two
+ * statements of a transaction: pg emits 'error' on the client, and without a
+ * listener the process would crash; the query itself still fails), and with
+ * `idle`, those of idle clients (the pool's 'error'). Returns the function
+ * that removes every listener this added, from the pool and its clients: a
+ * pool pgq was given outlives the `Pgq`.
+ */
 export function watchConnectionErrors(pool: pg.Pool, onError: (err: Error) => void, options: { idle: boolean }): () => void {
   const clients = new Set<pg.PoolClient>();
   const onConnect = (client: pg.PoolClient): void => {

@@ -95,15 +95,10 @@ export async function compileWorkflow(flow: unknown, options: { name?: string | 
   const indexOf = new Map(order.map((placedIndex, i) => [placedIndex, i]));
   const fieldOf = (i: number): string => `steps[${JSON.stringify(names[i]!)}]`;
   const withPayload = order.filter((i) => placed[i]!.spec.hasPayload);
-  const checked = validatePayloads(
-    withPayload.map((i) => ({ schema: placed[i]!.spec.task.schema, value: placed[i]!.spec.payload, field: `${fieldOf(i)}.payload` })),
-  );
+  const checks = withPayload.map((i) => ({ schema: placed[i]!.spec.task.schema, value: placed[i]!.spec.payload, field: `${fieldOf(i)}.payload` }));
+  const checked = validatePayloads(checks);
   const values = Array.isArray(checked) ? checked : await checked;
-  const stored = storedTexts(
-    withPayload.map((i) => ({ schema: placed[i]!.spec.task.schema, value: placed[i]!.spec.payload, field: `${fieldOf(i)}.payload` })),
-    values,
-    options.maxPayloadBytes,
-  );
+  const stored = storedTexts(checks, values, options.maxPayloadBytes);
   const texts = Array.isArray(stored) ? stored : await stored;
   const payloadTexts = new Map(withPayload.map((i, k) => [i, texts[k]!]));
   const steps = order.map((i) => {
