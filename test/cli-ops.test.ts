@@ -91,6 +91,20 @@ describe('pgq operator commands', { timeout: 180_000 }, () => {
     await app.deleteJobs({ task: 'nulls' });
   });
 
+  it('names the flag when a flag is missing or empty, and prints JSON for --json from migrate and roles --print', () => {
+    // The API's field names were printed ("settings: give at least one of concurrency, rateLimit…", "queue: must be…").
+    expect(pgq(['queues', 'set', 'emails'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/give at least one of --concurrency, --rate, --key-concurrency/) });
+    expect(pgq(['jobs', 'list', '--queue='])).toMatchObject({ code: 1, stderr: expect.stringMatching(/--queue must name a queue, got an empty value/) });
+    expect(pgq(['cancel', '--task', ' '])).toMatchObject({ code: 1, stderr: expect.stringMatching(/--task must name a task/) });
+    // --metrics-host alone was ignored: no server, no word of it.
+    expect(pgq(['worker', '--tasks', 'examples/tasks.ts', '--metrics-host', '0.0.0.0'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/--metrics-host needs --metrics-port/) });
+    // --json was ignored by these.
+    expect(JSON.parse(pgq(['--json', 'migrate']).stdout)).toEqual({ schema: ctx.schema, applied: [] });
+    const roles = JSON.parse(pgq(['--json', 'roles', '--worker', 'w', '--print']).stdout) as { statements: string[] };
+    expect(roles.statements.length).toBeGreaterThan(0);
+    expect(roles.statements.every((s) => typeof s === 'string' && !s.endsWith(';'))).toBe(true);
+  });
+
   it('takes --state twice as both states', () => {
     const both = pgq(['--json', 'jobs', 'list', '--task', 'boom', '--state', 'failed', '--state', 'succeeded']);
     expect((JSON.parse(both.stdout) as { id: string }[]).map((j) => j.id).sort()).toEqual([...ids].sort());

@@ -47,12 +47,20 @@ function parseMatch(flag: string): (value: string) => JsonMatch {
   };
 }
 
+/** A name flag: an empty one is refused under the flag's name (`--queue=`). */
+function parseName(flag: string): (value: string) => string {
+  return (value: string) => {
+    if (value.trim() === '') throw new InvalidArgumentError(`${flag} must name a ${flag.slice(2)}, got an empty value`);
+    return value;
+  };
+}
+
 /** Adds the filter flags to a command. */
 export function addJobFilterOptions(command: Command): Command {
   return command
     .option('--state <states>', `one or more of ${JOB_STATES.join(', ')}, comma-separated`, parseStates)
-    .option('--queue <name>', 'only this queue')
-    .option('--task <name>', 'only this task')
+    .option('--queue <name>', 'only this queue', parseName('--queue'))
+    .option('--task <name>', 'only this task', parseName('--task'))
     .option('--since <when>', 'enqueued at or after: a duration back from now (1h, 30m, 2d) or an ISO 8601 date', parseTimeAgo('--since'))
     .option('--until <when>', 'enqueued before: a duration back from now or an ISO 8601 date', parseTimeAgo('--until'))
     .option('--payload <json|text>', 'payload contains this JSON (e.g. \'{"to":"a@b.co"}\'), or this text', parseMatch('--payload'))

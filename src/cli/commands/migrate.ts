@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import type { CliRuntime } from '../runtime.js';
+import { json } from '../format.js';
 
 export function registerMigrate(program: Command, rt: CliRuntime): void {
   program
@@ -8,7 +9,7 @@ export function registerMigrate(program: Command, rt: CliRuntime): void {
     .action(async () => {
       await rt.using(async (pgq) => {
         const { applied } = await pgq.migrate();
-        rt.out(applied.length ? `applied ${applied.join(', ')} in schema ${pgq.schema}` : `schema ${pgq.schema} is up to date`);
+        rt.out(rt.json ? json({ schema: pgq.schema, applied }) : applied.length ? `applied ${applied.join(', ')} in schema ${pgq.schema}` : `schema ${pgq.schema} is up to date`);
       }, { schema: 'none' });
     });
 }

@@ -4,6 +4,7 @@ import type { CliRuntime } from '../runtime.js';
 import { json, nameCell, table } from '../format.js';
 import { formatEvery } from '../../core/cron.js';
 import { isInt32 } from '../../core/int32.js';
+import { PgqError } from '../../core/errors.js';
 import { parseRateText, type QueueRecord, type QueueSettings, type RateLimit } from '../../queues.js';
 
 // Parsers return 'none' rather than null: commander turns a null value into ''.
@@ -92,6 +93,9 @@ export function registerQueues(program: Command, rt: CliRuntime): void {
       if (opts.concurrency !== undefined) settings.concurrency = value(opts.concurrency);
       if (opts.rate !== undefined) settings.rateLimit = value(opts.rate);
       if (opts.keyConcurrency !== undefined) settings.keyConcurrency = value(opts.keyConcurrency);
+      if (Object.keys(settings).length === 0) {
+        throw new PgqError('PGQ_USAGE', 'give at least one of --concurrency, --rate, --key-concurrency (none removes a limit)');
+      }
       await rt.using(async (pgq) => {
         const q = await pgq.setQueue(name, settings);
         rt.out(rt.json ? json(q) : table(HEADERS, [queueRow(q)]));

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import type { CliRuntime } from '../runtime.js';
 import { rolesSql } from '../../roles.js';
+import { json } from '../format.js';
 
 export function registerRoles(program: Command, rt: CliRuntime): void {
   program
@@ -14,12 +15,12 @@ export function registerRoles(program: Command, rt: CliRuntime): void {
       // Checked before anything connects (with no database configured, before the embedded server starts).
       const statements = rolesSql(rt.schema(), roles);
       if (opts.print) {
-        rt.out(statements.map((s) => `${s};`).join('\n'));
+        rt.out(rt.json ? json({ statements }) : statements.map((s) => `${s};`).join('\n'));
         return;
       }
       await rt.using(async (pgq) => {
         await pgq.setupRoles(roles);
-        rt.out(`roles ready in schema ${pgq.schema}: ${[opts.enqueuer && `enqueuer ${opts.enqueuer}`, opts.worker && `worker ${opts.worker}`].filter(Boolean).join(', ')}`);
+        rt.out(rt.json ? json({ schema: pgq.schema, ...roles }) : `roles ready in schema ${pgq.schema}: ${[opts.enqueuer && `enqueuer ${opts.enqueuer}`, opts.worker && `worker ${opts.worker}`].filter(Boolean).join(', ')}`);
       });
     });
 }

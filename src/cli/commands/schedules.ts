@@ -84,7 +84,7 @@ export function registerSchedules(program: Command, rt: CliRuntime): void {
     .action(async (name: string) => {
       await rt.using(async (pgq) => {
         if (!(await pgq.unschedule(name))) throw new ScheduleNotFoundError(name);
-        rt.out(`removed schedule ${name}`);
+        rt.out(rt.json ? json({ removed: name }) : `removed schedule ${name}`);
       });
     });
 

@@ -23,7 +23,7 @@ export function registerWorker(program: Command, rt: CliRuntime): void {
     .option('--rescue-after-ms <ms>', 'a worker silent this long is dead', parseIntOption('--rescue-after-ms', 30, 86_400_000))
     .option('--shutdown-grace-ms <ms>', 'how long a stop waits for running jobs', parseIntOption('--shutdown-grace-ms', 0, 86_400_000))
     .option('--metrics-port <port>', 'serve Prometheus metrics at http://127.0.0.1:<port>/metrics, liveness at /healthz, readiness at /readyz', parseIntOption('--metrics-port', 1, 65_535))
-    .option('--metrics-host <host>', 'address the metrics server listens on', '127.0.0.1')
+    .option('--metrics-host <host>', 'address the metrics server listens on, with --metrics-port (default 127.0.0.1)')
     .action(async (opts: WorkerCommandOptions) => {
       const tasks = await loadTasks(opts.tasks);
       const workerOptions: WorkerOptions = {
@@ -37,6 +37,10 @@ export function registerWorker(program: Command, rt: CliRuntime): void {
       // Checked before anything connects (with no database configured, before
       // the embedded server starts), and told by the flags' names.
       checkWorkerFlags(workerOptions, tasks);
+      if (opts.metricsHost !== undefined && opts.metricsPort === undefined) {
+        throw new PgqError('PGQ_USAGE', '--metrics-host needs --metrics-port (the port the metrics server listens on)');
+      }
+      const metricsHost = opts.metricsHost ?? '127.0.0.1';
       const pgq = await rt.open(tasks);
       let metricsServer: WorkerServer | undefined;
       let signals: ReturnType<typeof stopOnSignals> | undefined;
@@ -45,12 +49,12 @@ export function registerWorker(program: Command, rt: CliRuntime): void {
         const worker = pgq.worker(workerOptions);
         const tally = logJobEvents(worker, rt.logger);
         const startedAt = performance.now();
-        metricsServer = opts.metricsPort ? await serveWorkerEndpoints(pgq, worker, opts.metricsHost, opts.metricsPort) : undefined;
+        metricsServer = opts.metricsPort ? await serveWorkerEndpoints(pgq, worker, metricsHost, opts.metricsPort) : undefined;
         signals = stopOnSignals(worker, rt.logger);
         await worker.start();
         rt.logger.info({ workerId: worker.id, tasks: tasks.map((t) => t.name) }, `worker ${worker.id} running; Ctrl-C to stop`);
         if (metricsServer) {
-          const base = httpBase(opts.metricsHost, opts.metricsPort!);
+          const base = httpBase(metricsHost, opts.metricsPort!);
           rt.logger.info({}, `metrics at ${base}/metrics, health at ${base}/healthz and ${base}/readyz`);
         }
         await signals.stopped;
@@ -92,7 +96,7 @@ function checkWorkerFlags(options: WorkerOptions, tasks: readonly AnyTask[]): vo
 
 interface WorkerCommandOptions {
   metricsPort?: number;
-  metricsHost: string;
+  metricsHost?: string;
   tasks: string;
   concurrency: number;
   queues?: string[];
