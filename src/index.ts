@@ -45,7 +45,7 @@ export type {
 export { MAX_WORKFLOW_STEPS } from './workflow/flow.js';
 export { DEFAULTS } from './core/defaults.js';
 export { Worker } from './worker/worker.js';
-export type { HealthCheck, WorkerHealth, WorkerLiveness } from './worker/health.js';
+export type { HealthCheck, HealthOptions, WorkerHealth, WorkerLiveness } from './worker/health.js';
 export type { AttemptNext, EnqueueCall, EnqueueNext, Middleware, PendingJob } from './middleware.js';
 export { MAX_META_BYTES } from './middleware.js';
 export type { WorkerEvents } from './worker/executor.js';

@@ -4,6 +4,7 @@
  * this file's own, so stopping it affects no other test).
  */
 import type { AddressInfo } from 'node:net';
+import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { Pgq, defineTask, type WorkerHealth, type WorkerLiveness } from '../src/index.js';
@@ -106,6 +107,38 @@ describe('health checks', () => {
         await expect(worker.health({ maxEventLoopDelayMs: bad })).rejects.toMatchObject({ name: 'ValidationError' });
       }
     } finally {
+      await worker.stop();
+      await pgq.close();
+    }
+  }, 60_000);
+
+  it('health() answers within its databaseTimeoutMs when the database does not answer (900 ms by default, not a heartbeat), and refuses bad options', async () => {
+    server ??= await startEmbedded('health');
+    const pgq = new Pgq({ connectionString: withAppName(server.url, 'pgq_health'), tasks: [noop] });
+    await pgq.migrate();
+    const worker = pgq.worker({ leader: false, heartbeatMs: 5_000, rescueAfterMs: 60_000 });
+    await worker.start();
+    const locker = new pg.Client({ connectionString: server.url });
+    await locker.connect();
+    try {
+      expect((await worker.health()).checks.database).toEqual({ ok: true });
+      // The probe's read waits behind this lock as it would on a database that does not answer.
+      await locker.query(`BEGIN; LOCK TABLE ${pgq.schema}.workers IN ACCESS EXCLUSIVE MODE`);
+      // It waited max(1 s, heartbeatMs), 5 s here: longer than Kubernetes' default probe timeout of 1 s.
+      const hung = await worker.health();
+      expect(hung.ready).toBe(false);
+      expect(hung.checks.database.message).toBe('database unreachable: no answer within 900 ms');
+      const shorter = await worker.health({ databaseTimeoutMs: 200 });
+      expect(shorter.checks.database.message).toBe('database unreachable: no answer within 200 ms');
+      await locker.query('ROLLBACK');
+      await until(async () => (await worker.health()).ready || null, { timeoutMs: 20_000, everyMs: 100, what: 'ready again' });
+      for (const bad of [0, -5, Number.NaN, '900' as unknown as number]) {
+        await expect(worker.health({ databaseTimeoutMs: bad })).rejects.toThrow(/databaseTimeoutMs: must be a finite number of milliseconds, 1 or more/);
+      }
+      await expect(worker.health({ timeoutMs: 100 } as never)).rejects.toThrow(/options\.timeoutMs: is not an option here/);
+      expect(() => worker.liveness({ databaseTimeoutMs: 100 } as never)).toThrow(/options\.databaseTimeoutMs: is not an option here \(options: maxEventLoopDelayMs\)/);
+    } finally {
+      await locker.end();
       await worker.stop();
       await pgq.close();
     }

@@ -21,7 +21,6 @@ import type { Kysely } from 'kysely';
 import { sql } from '../db/kysely.js';
 import { errorMessage } from '../core/errors.js';
 import { EventLoopMonitor } from '../core/event-loop.js';
-import { heartbeatLimitMs } from '../core/defaults.js';
 import type { PgqDatabase } from '../db/tables.js';
 import type { Listener } from '../notify/listener.js';
 
@@ -53,12 +52,23 @@ export interface WorkerHealth {
   };
 }
 
+/** The options of `worker.health()`. */
+export interface HealthOptions {
+  /** The longest event-loop delay since the previous check still counted as live; default 5,000 ms. */
+  maxEventLoopDelayMs?: number;
+  /**
+   * How long the database gets to answer the probe's read before it counts
+   * as unreachable; default 900 ms, within Kubernetes' default one-second
+   * probe timeout (raise both together).
+   */
+  databaseTimeoutMs?: number;
+}
+
 export interface HealthProbeConfig {
   /** The worker's id now (it changes when the worker registers again after a lost lease). */
   workerId: () => string;
   /** That id's registration (`workers.started_at` as text); empty while not registered. */
   registeredAt: () => string;
-  heartbeatMs: number;
   rescueAfterMs: number;
 }
 
@@ -82,14 +92,14 @@ export class HealthProbe {
   }
 
   /** Runs every check; `maxEventLoopDelayMs` is the longest event-loop delay since the previous check still counted as live. */
-  async check(maxEventLoopDelayMs: number): Promise<WorkerHealth> {
+  async check(maxEventLoopDelayMs: number, databaseTimeoutMs: number): Promise<WorkerHealth> {
     const eventLoop = eventLoopCheck(this.#loop, maxEventLoopDelayMs);
     const state = this.state();
     const worker: HealthCheck = state === 'running' ? { ok: true } : { ok: false, message: `worker is ${state}` };
     const listener: HealthCheck = !this.listener.enabled
       ? { ok: true, message: 'poll-only mode (listen: false)' }
       : this.listener.connected ? { ok: true } : { ok: false, message: 'LISTEN connection is down (reconnecting; workers poll meanwhile)' };
-    const { database, lease } = await this.#probeDatabase();
+    const { database, lease } = await this.#probeDatabase(databaseTimeoutMs);
     const checks = { eventLoop, worker, database, lease, listener };
     return { live: eventLoop.ok, ready: worker.ok && database.ok && lease.ok && listener.ok, checks };
   }
@@ -100,8 +110,7 @@ export class HealthProbe {
     this.#liveLoop?.stop();
   }
 
-  async #probeDatabase(): Promise<{ database: HealthCheck; lease: HealthCheck }> {
-    const timeoutMs = heartbeatLimitMs(this.config.heartbeatMs);
+  async #probeDatabase(timeoutMs: number): Promise<{ database: HealthCheck; lease: HealthCheck }> {
     const registeredAt = this.config.registeredAt();
     let timer: NodeJS.Timeout | undefined;
     try {

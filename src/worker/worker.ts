@@ -47,7 +47,7 @@ import type { Listener } from '../notify/listener.js';
 import type { ChannelNames } from '../notify/channels.js';
 import type { TaskRegistry } from '../task.js';
 import { Completer } from './completer.js';
-import { HealthProbe, type WorkerHealth, type WorkerLiveness } from './health.js';
+import { HealthProbe, type HealthOptions, type WorkerHealth, type WorkerLiveness } from './health.js';
 import type { MiddlewareChain } from '../middleware.js';
 import { Executor, type WorkerEvents } from './executor.js';
 import { Producer, type HeldJob } from './producer.js';
@@ -258,15 +258,18 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * Liveness and readiness, with a message for each failed check: `live`
    * (event loop not stalled for more than `maxEventLoopDelayMs`, default 5 s,
    * since the previous call) and `ready` (running, database reachable, lease
-   * not expired, LISTEN connected). Serve it from your own
+   * not expired, LISTEN connected). The database gets `databaseTimeoutMs`
+   * (default 900 ms) to answer, so the result comes within Kubernetes'
+   * default one-second probe timeout. Serve it from your own
    * /healthz and /readyz, or use `pgq worker --metrics-port`.
    *
    * @example
    * const h = await worker.health();
    * res.writeHead(h.ready ? 200 : 503).end(JSON.stringify(h));
    */
-  async health(options: { maxEventLoopDelayMs?: number } = {}): Promise<WorkerHealth> {
-    return this.#healthProbe().check(eventLoopLimit(options));
+  async health(options: HealthOptions = {}): Promise<WorkerHealth> {
+    const { maxEventLoopDelayMs, databaseTimeoutMs } = healthOptions(options, ['maxEventLoopDelayMs', 'databaseTimeoutMs']);
+    return this.#healthProbe().check(maxEventLoopDelayMs, databaseTimeoutMs);
   }
 
   /**
@@ -281,12 +284,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * res.writeHead(l.live ? 200 : 503).end(JSON.stringify(l));
    */
   liveness(options: { maxEventLoopDelayMs?: number } = {}): WorkerLiveness {
-    return this.#healthProbe().liveness(eventLoopLimit(options));
+    return this.#healthProbe().liveness(healthOptions(options, ['maxEventLoopDelayMs']).maxEventLoopDelayMs);
   }
 
   #healthProbe(): HealthProbe {
     this.#health ??= new HealthProbe(
-      { workerId: () => this.id, registeredAt: () => this.#lease.registeredAt, heartbeatMs: this.options.heartbeatMs, rescueAfterMs: this.options.rescueAfterMs },
+      { workerId: () => this.id, registeredAt: () => this.#lease.registeredAt, rescueAfterMs: this.options.rescueAfterMs },
       this.#deps.kysely,
       this.#deps.listener,
       () => this.#state,
@@ -653,8 +656,16 @@ export class Worker extends EventEmitter<WorkerEvents> {
 }
 
 /** The health checks' `maxEventLoopDelayMs` (default 5 s): a bad one would make a worker never live, a restart loop for a liveness probe. */
-function eventLoopLimit(options: { maxEventLoopDelayMs?: number }): number {
-  const ms = objectArgument(options, 'options').maxEventLoopDelayMs ?? 5_000;
-  if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) throw new ValidationError('maxEventLoopDelayMs', `must be a finite number of milliseconds, 0 or more, got ${String(ms)}`);
-  return ms;
+/** The options of `health()` and `liveness()`, checked: unknown keys and bad values are refused by name. */
+function healthOptions(options: HealthOptions, allowed: readonly (keyof HealthOptions)[]): Required<HealthOptions> {
+  const given = objectArgument(options, 'options') as Record<string, unknown>;
+  for (const key of Object.keys(given)) {
+    if (!(allowed as readonly string[]).includes(key)) throw new ValidationError(`options.${key}`, `is not an option here (options: ${allowed.join(', ')})`);
+  }
+  const number = (key: keyof HealthOptions, fallback: number, min: number): number => {
+    const ms = given[key] ?? fallback;
+    if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < min) throw new ValidationError(key, `must be a finite number of milliseconds, ${min} or more, got ${String(ms)}`);
+    return ms;
+  };
+  return { maxEventLoopDelayMs: number('maxEventLoopDelayMs', 5_000, 0), databaseTimeoutMs: number('databaseTimeoutMs', 900, 1) };
 }
