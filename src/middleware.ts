@@ -116,7 +116,7 @@ export class MiddlewareChain {
         writing = write();
         return writing;
       }
-      return Promise.resolve().then(() => m.enqueue!(call, () => step(i + 1)));
+      return handledLater(Promise.resolve().then(() => m.enqueue!(call, () => step(i + 1))));
     };
     try {
       await step(0);
@@ -156,7 +156,7 @@ export class MiddlewareChain {
         running = handler();
         return running;
       }
-      return Promise.resolve().then(() => m.attempt!(ctx, () => step(i + 1)));
+      return handledLater(Promise.resolve().then(() => m.attempt!(ctx, () => step(i + 1))));
     };
     let value: unknown;
     try {
@@ -170,6 +170,18 @@ export class MiddlewareChain {
     if (running) await running;
     return value;
   }
+}
+
+/**
+ * `p`, marked as handled: a middleware that calls next() without awaiting it
+ * leaves the promise of the layers inside it to nobody, and its rejection
+ * (the handler's error, a failed write) would end the process as unhandled.
+ * The error still reaches the caller: the chain waits for the handler or the
+ * write itself.
+ */
+function handledLater<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => undefined);
+  return p;
 }
 
 /** `meta` as JSON text for the insert, or a ValidationError naming `field`: a plain JSON object within MAX_META_BYTES. */

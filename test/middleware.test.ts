@@ -181,9 +181,20 @@ describe('middleware', () => {
         return ids;
       },
     });
+    // A second hook inside the first: the first's unawaited next() is then a promise of pgq's own.
+    pgq.use({
+      async enqueue(call, next) {
+        for (const j of call.jobs) if (j.meta.breakWrite === true) j.meta.bad = 1n as never;
+        return next();
+      },
+    });
     const before = await count();
     const job = await pgq.enqueue(echo, { n: 1 }, { meta: { fireAndForget: true } });
     expect(await pgq.getJob(job.id)).toMatchObject({ id: job.id, payload: { n: 1 } });
+    // The write fails under a hook that did not await it: the caller hears of it, and the process does not
+    // (it was an unhandled rejection, which ends a Node process).
+    await expect(pgq.enqueue(echo, { n: 3 }, { meta: { fireAndForget: true, breakWrite: true } })).rejects.toThrow(/BigInt/);
+    expect(await count()).toBe(before + 1);
     await expect(pgq.enqueue(echo, { n: 2 }, { meta: { auditFails: true } })).rejects.toThrow('audit log unreachable');
     // Written before the hook threw: as documented, the job stays.
     expect(await count()).toBe(before + 2);
@@ -243,6 +254,9 @@ describe('middleware', () => {
           void next(); // not awaited
           return 'middleware';
         },
+      }, {
+        // Inside the first: its next() is then a promise of pgq's own, which rejected unhandled.
+        attempt: (_c, next) => next(),
       }],
     });
     const worker = pgq.worker({ queues: ['mw-misuse'], concurrency: 3, pollIntervalMs: 50 });
