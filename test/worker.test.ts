@@ -287,6 +287,51 @@ describe('worker behaviour', () => {
     await worker.stop();
   });
 
+  it('backs off by failed attempts, not attempt numbers: snoozes and give-backs at a stop do not lengthen the wait after a failure', async () => {
+    // With baseMs 60 s the first failure waits 30–60 s (jittered 50–100%). Three snoozes and two give-backs took
+    // five attempt numbers, so the failure was the sixth: 60 s × 2^5, 16 to 32 minutes.
+    let calls = 0;
+    const flaky = defineTask({
+      name: 'snooze-then-fail',
+      queue: 'backoff-count',
+      schema: z.object({}),
+      backoff: { baseMs: 60_000 },
+      handler: async (_p, c) => {
+        calls += 1;
+        if (calls <= 3) c.snooze(0);
+        if (calls <= 5) {
+          await new Promise((_resolve, reject) => c.signal.addEventListener('abort', () => reject(c.signal.reason), { once: true }));
+        }
+        throw new Error('first real failure');
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [flaky] });
+    const job = await pgq.enqueue(flaky, {});
+    let worker = pgq.worker({ queues: ['backoff-count'], pollIntervalMs: 20, leader: false });
+    await worker.start();
+    await until(() => calls === 4, { what: 'three snoozes, then the attempt that waits for its signal' });
+    await worker.stop({ graceMs: 0 });
+    worker = pgq.worker({ queues: ['backoff-count'], pollIntervalMs: 20, leader: false });
+    await worker.start();
+    await until(() => calls === 5, { what: 'the second attempt that waits for its signal' });
+    await worker.stop({ graceMs: 0 });
+    worker = pgq.worker({ queues: ['backoff-count'], pollIntervalMs: 20, leader: false });
+    await worker.start();
+    try {
+      const failed = await until(async () => {
+        const j = await pgq.getJob(job.id);
+        return j?.state === 'retryable' ? j : null;
+      }, { what: 'the failure' });
+      expect(failed.attempts).toBe(6);
+      expect(failed.errors.map((e) => [e.attempt, e.requeued ?? false])).toEqual([[4, true], [5, true], [6, false]]);
+      const waitMs = failed.runAt.getTime() - new Date(failed.errors[2]!.at).getTime();
+      expect(waitMs).toBeGreaterThan(25_000);
+      expect(waitMs).toBeLessThan(65_000);
+    } finally {
+      await worker.stop();
+    }
+  });
+
   it('aborts a handler past its timeout and retries it', async () => {
     const reasons: string[] = [];
     const slow = defineTask({

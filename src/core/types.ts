@@ -55,6 +55,13 @@ export interface JobErrorEntry {
   at: string;
   /** Workflows: on a job cancelled because a step it depends on failed or was cancelled, the step that failed first. */
   failedStep?: StepFailure;
+  /**
+   * On the note of an attempt given back when its worker stopped (its
+   * handler stopped on the signal): `true`. Not a failure: the job runs
+   * again, the attempt not used up, and the note does not count towards
+   * the retry backoff.
+   */
+  requeued?: true;
 }
 
 /** A workflow step that failed or was cancelled, as its dependents see it. */

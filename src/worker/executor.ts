@@ -530,7 +530,7 @@ export class Executor {
     if (reason instanceof JobTimeoutError) return this.#failure(job, task, !settled.ok && settled.error instanceof JobTimeoutError ? settled.error : reason);
     if (!settled.ok) {
       if (reason instanceof WorkerShutdownError) {
-        return { kind: 'snooze', id: job.id, attempt: job.attempts, delayMs: 0, note: this.#errorEntry(job, reason) };
+        return { kind: 'snooze', id: job.id, attempt: job.attempts, delayMs: 0, note: this.#errorEntry(job, reason, true) };
       }
       const snoozeMs = snoozeDelay(settled.error);
       if (snoozeMs !== null) return { kind: 'snooze', id: job.id, attempt: job.attempts, delayMs: snoozeMs, note: null };
@@ -612,21 +612,40 @@ export class Executor {
       id: job.id,
       attempt: job.attempts,
       error: this.#errorEntry(job, err),
-      delayMs: backoffDelayMs(job.attempts, backoff),
+      delayMs: backoffDelayMs(failedAttempts(job), backoff),
       permanent: isPermanentError(err),
     };
   }
 
-  #errorEntry(job: ClaimedJob, err: unknown): string {
+  #errorEntry(job: ClaimedJob, err: unknown, requeued = false): string {
     const entry: JobErrorEntry = {
       attempt: job.attempts,
       message: storableText(errorMessage(err)),
       at: this.clock.now().toISOString(),
     };
     if (err instanceof Error && typeof err.stack === 'string' && err.stack) entry.stack = storableText(err.stack);
+    if (requeued) entry.requeued = true;
     return JSON.stringify(entry);
   }
 }
+
+/**
+ * How many attempts of the job have failed, the one failing now included:
+ * the exponent of its retry backoff. Not `attempts`: a snooze and a
+ * give-back at a stop take an attempt number too (they raise max_attempts),
+ * and a job that snoozed twelve times waited half an hour after its first
+ * failure. A give-back leaves a note in `errors` (`requeued`; a note of a
+ * pgq before that field is known by its message), a snooze nothing.
+ */
+function failedAttempts(job: ClaimedJob): number {
+  let failed = 1;
+  for (const entry of job.errors) {
+    if (entry.requeued !== true && entry.message !== SHUTDOWN_NOTE) failed += 1;
+  }
+  return failed;
+}
+
+const SHUTDOWN_NOTE = new WorkerShutdownError().message;
 
 /** An error's text as jsonb stores it: NULs spelled out, lone surrogates replaced, at most 10,000 characters (never half of one). */
 function storableText(text: string): string {
