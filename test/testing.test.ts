@@ -76,6 +76,23 @@ describe('drain', () => {
     await expect(drain(pgq, { maxJobs: 0 })).rejects.toThrow(/maxJobs/);
   });
 
+  it("also drains the queues its tasks' jobs wait in (a queue given at enqueue, a workflow step's), and leaves a paused queue's jobs, as not due", async () => {
+    const pgq = await ctx.migrated({ tasks: [double] });
+    // Both were left available, and drain resolved as if done.
+    const elsewhere = await pgq.enqueue(double, { n: 1 }, { queue: 'other' });
+    const wf = await pgq.enqueueWorkflow(chain(step(double, { n: 2 }), step(double, { n: 3 }).with({ queue: 'images' })));
+    expect(await drain(pgq)).toMatchObject({ succeeded: 3, failed: 0 });
+    expect((await pgq.getJob(elsewhere.id))?.state).toBe('succeeded');
+    expect((await pgq.getWorkflow(wf.id))?.state).toBe('succeeded');
+    // A paused queue's job waited out the whole timeout, then drain said "1 job(s) still to run".
+    await pgq.pauseQueue('default');
+    const paused = await pgq.enqueue(double, { n: 4 });
+    expect(await drain(pgq, { timeoutMs: 5_000 })).toEqual({ processed: 0, succeeded: 0, retried: 0, failed: 0 });
+    expect((await pgq.getJob(paused.id))?.state).toBe('available');
+    await pgq.resumeQueue('default');
+    expect(await drain(pgq)).toMatchObject({ succeeded: 1 });
+  });
+
   it('rejects at its timeout even while a handler ignores its signal and never settles', async () => {
     const gate = deferred();
     const deaf = defineTask({ name: 'deaf', schema: z.object({}), handler: () => gate.promise });
@@ -120,6 +137,19 @@ describe('assertEnqueued / refuteEnqueued', () => {
     await refuteEnqueued(pgq, reminder, { at: new Date('2030-01-02T03:04:05.679Z') });
     await expect(refuteEnqueued(pgq, reminder, { at })).rejects.toThrow(/expected no job of task reminder/);
     await expect(assertEnqueued(pgq, reminder, { at: 1n })).rejects.toMatchObject({ name: 'ValidationError', message: expect.stringMatching(/payloadMatch/) });
+  });
+
+  it('with no payloadMatch, finds any waiting job of the task, whatever its payload (a number, an array)', async () => {
+    const add = defineTask({ name: 'add-one', schema: z.number(), handler: (n) => n + 1 });
+    const pgq = await ctx.migrated({ tasks: [add] });
+    await refuteEnqueued(pgq, add);
+    await expect(assertEnqueued(pgq, add)).rejects.toThrow(/^expected a job of task add-one; no job of task add-one is enqueued$/);
+    const job = await pgq.enqueue(add, 5);
+    // The match defaulted to {}, which only an object payload contains: refuteEnqueued passed while the job waited.
+    await expect(refuteEnqueued(pgq, add)).rejects.toThrow(new RegExp(`^expected no job of task add-one; job ${job.id} \\(available, queue default\\) has 5$`));
+    expect((await assertEnqueued(pgq, add)).id).toBe(job.id);
+    await assertEnqueued(pgq, add, 5);
+    await refuteEnqueued(pgq, add, 6);
   });
 
   it('no longer counts a job once it has run', async () => {

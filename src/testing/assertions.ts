@@ -33,19 +33,19 @@ export interface EnqueuedFilter {
  * await signUp(pgq, 'a@b.c');
  * await assertEnqueued(pgq, sendEmail, { to: 'a@b.c' });
  */
-export async function assertEnqueued(pgq: Pgq, task: AnyTask | string, payloadMatch: unknown = {}, filter: EnqueuedFilter = {}): Promise<JobRecord> {
+export async function assertEnqueued(pgq: Pgq, task: AnyTask | string, payloadMatch?: unknown, filter: EnqueuedFilter = {}): Promise<JobRecord> {
   const name = typeof task === 'string' ? task : task.name;
   payloadMatch = asStored(payloadMatch);
   const jobs = await waitingJobs(pgq, name, filter);
-  const found = jobs.find((job) => matches(job.payload, payloadMatch));
+  const found = jobs.find((job) => matchesIfGiven(job.payload, payloadMatch));
   if (found) return found;
   const where = filter.queue === undefined ? '' : ` in queue ${JSON.stringify(filter.queue)}`;
   const closest = closestPayload(jobs.map((j) => j.payload), payloadMatch);
   const listed = jobs.slice(0, 10).map((j) => `  job ${j.id} (${j.state}, queue ${j.queue}): ${JSON.stringify(j.payload)}`);
   const message = jobs.length === 0
-    ? `expected a job of task ${name}${where} with a payload matching ${JSON.stringify(payloadMatch)}; no job of task ${name} is enqueued${where}`
-    : `expected a job of task ${name}${where} with a payload matching ${JSON.stringify(payloadMatch)}; the ${jobs.length} enqueued job(s) of task ${name}${where} differ:\n${listed.join('\n')}${jobs.length > 10 ? '\n  …' : ''}`;
-  throw new AssertionError({ message, actual: closest, expected: payloadMatch, operator: 'assertEnqueued' });
+    ? `expected a job of task ${name}${where}${withPayload(payloadMatch)}; no job of task ${name} is enqueued${where}`
+    : `expected a job of task ${name}${where}${withPayload(payloadMatch)}; the ${jobs.length} enqueued job(s) of task ${name}${where} differ:\n${listed.join('\n')}${jobs.length > 10 ? '\n  …' : ''}`;
+  throw new AssertionError({ message, actual: closest, expected: payloadMatch === ANY_PAYLOAD ? undefined : payloadMatch, operator: 'assertEnqueued' });
 }
 
 /**
@@ -56,23 +56,39 @@ export async function assertEnqueued(pgq: Pgq, task: AnyTask | string, payloadMa
  * @example
  * await refuteEnqueued(pgq, sendEmail, { to: 'blocked@b.c' });
  */
-export async function refuteEnqueued(pgq: Pgq, task: AnyTask | string, payloadMatch: unknown = {}, filter: EnqueuedFilter = {}): Promise<void> {
+export async function refuteEnqueued(pgq: Pgq, task: AnyTask | string, payloadMatch?: unknown, filter: EnqueuedFilter = {}): Promise<void> {
   const name = typeof task === 'string' ? task : task.name;
   payloadMatch = asStored(payloadMatch);
-  const found = (await waitingJobs(pgq, name, filter)).find((job) => matches(job.payload, payloadMatch));
+  const found = (await waitingJobs(pgq, name, filter)).find((job) => matchesIfGiven(job.payload, payloadMatch));
   if (!found) return;
   const where = filter.queue === undefined ? '' : ` in queue ${JSON.stringify(filter.queue)}`;
   throw new AssertionError({
-    message: `expected no job of task ${name}${where} with a payload matching ${JSON.stringify(payloadMatch)}; job ${found.id} (${found.state}, queue ${found.queue}) has ${JSON.stringify(found.payload)}`,
+    message: `expected no job of task ${name}${where}${withPayload(payloadMatch)}; job ${found.id} (${found.state}, queue ${found.queue}) has ${JSON.stringify(found.payload)}`,
     actual: found.payload,
-    expected: payloadMatch,
+    expected: payloadMatch === ANY_PAYLOAD ? undefined : payloadMatch,
     operator: 'refuteEnqueued',
   });
 }
 
-/** `payloadMatch` as a payload is stored: through JSON; a ValidationError naming it when it is not JSON. */
+/** `payloadMatch` as a payload is stored: through JSON; a ValidationError naming it when it is not JSON. Left out (undefined): any payload. */
 function asStored(payloadMatch: unknown): unknown {
+  if (payloadMatch === undefined) return ANY_PAYLOAD;
   return JSON.parse(toJsonText(payloadMatch, 'payloadMatch', Number.MAX_SAFE_INTEGER)) as unknown;
+}
+
+/**
+ * No `payloadMatch`: every waiting job of the task matches. (It was `{}`,
+ * which matches only object payloads: a job of a task whose payload is a
+ * number or an array was never found, so refuteEnqueued passed while it waited.)
+ */
+const ANY_PAYLOAD = Symbol('any payload');
+
+function matchesIfGiven(actual: unknown, expected: unknown): boolean {
+  return expected === ANY_PAYLOAD || matches(actual, expected);
+}
+
+function withPayload(payloadMatch: unknown): string {
+  return payloadMatch === ANY_PAYLOAD ? '' : ` with a payload matching ${JSON.stringify(payloadMatch)}`;
 }
 
 async function waitingJobs(pgq: Pgq, task: string, filter: EnqueuedFilter): Promise<JobRecord[]> {

@@ -8,7 +8,7 @@
  *
  * Done means: no job of these queues and tasks is `available`, `running` or
  * `retryable`. Jobs scheduled for later (`runAt`, `delayMs`, a snooze) are
- * not due and stay where they are.
+ * not due and stay where they are; so do the jobs of a paused queue.
  */
 import { sql } from '../db/kysely.js';
 import type { Pgq } from '../client.js';
@@ -16,7 +16,12 @@ import { PgqError } from '../core/errors.js';
 
 /** Options of `drain`. */
 export interface DrainOptions {
-  /** Queues to drain. Default: the queues of the Pgq's tasks. */
+  /**
+   * Queues to drain. Default: the queues of the Pgq's tasks, and every queue
+   * in which a job of one of them waits when the drain starts (a job enqueued
+   * with `queue`, a workflow step given one); name the queue of a job that a
+   * handler enqueues into a queue of its own.
+   */
   queues?: readonly string[];
   /**
    * Run at most about this many attempts: claiming stops as the last one
@@ -65,14 +70,14 @@ export async function drain(pgq: Pgq, options: DrainOptions = {}): Promise<Drain
   if (maxJobs !== Infinity && (!Number.isInteger(maxJobs) || maxJobs < 1)) {
     throw new PgqError('PGQ_BAD_OPTION', `drain: maxJobs must be a whole number >= 1, got ${String(options.maxJobs)}`);
   }
+  const tasks = pgq.tasks.names();
   const worker = pgq.worker({
-    queues: options.queues ? [...options.queues] : undefined,
+    queues: options.queues ? [...options.queues] : await queuesOf(pgq, tasks),
     concurrency: options.concurrency ?? 1,
     leader: false,
     pollIntervalMs: CHECK_EVERY_MS,
   });
   const queues = [...worker.options.queues];
-  const tasks = pgq.tasks.names();
   const result: DrainResult = { processed: 0, succeeded: 0, retried: 0, failed: 0 };
   let wake: () => void = () => undefined;
   let stopping: Promise<void> | undefined;
@@ -105,12 +110,19 @@ export async function drain(pgq: Pgq, options: DrainOptions = {}): Promise<Drain
         .where('queue', 'in', queues)
         .where('task', 'in', tasks)
         .execute();
+      // A paused queue's jobs are not due (they waited out the whole timeout, then "still to run").
       const left = await pgq.kysely
         .selectFrom('jobs')
         .select((eb) => eb.fn.countAll<string>().as('n'))
         .where('state', 'in', ['available', 'running', 'retryable'])
         .where('queue', 'in', queues)
         .where('task', 'in', tasks)
+        .where(({ eb, or, not, exists, selectFrom }) =>
+          or([
+            eb('state', '=', 'running'),
+            not(exists(selectFrom('queues').select('name').whereRef('queues.name', '=', 'jobs.queue').where('queues.paused', '=', true))),
+          ]),
+        )
         .executeTakeFirstOrThrow();
       if (Number(left.n) === 0) break;
       if (Date.now() > deadline) {
@@ -137,4 +149,18 @@ export async function drain(pgq: Pgq, options: DrainOptions = {}): Promise<Drain
     }
   }
   return result;
+}
+
+/** The queues of the tasks, and those where a job of one of them waits (not yet finished). */
+async function queuesOf(pgq: Pgq, tasks: string[]): Promise<string[]> {
+  const own = tasks.map((name) => pgq.tasks.get(name)!.queue);
+  if (tasks.length === 0) return ['default'];
+  const rows = await pgq.kysely
+    .selectFrom('jobs')
+    .select('queue')
+    .distinct()
+    .where('task', 'in', tasks)
+    .where('state', 'in', ['scheduled', 'available', 'running', 'retryable', 'blocked'])
+    .execute();
+  return [...new Set([...own, ...rows.map((r) => r.queue)])];
 }
