@@ -145,3 +145,34 @@ describe('src/ structure', () => {
     expect(runtimeImports("const { runner } = await import('node-pg-migrate');", 'node-pg-migrate')).toHaveLength(1);
   });
 });
+
+describe('package.json', () => {
+  it("gives every subpath export its types under each moduleResolution, node10 too (a CommonJS project's default: it ignores exports)", () => {
+    const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+    const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { exports: Record<string, { types?: string }> };
+    // A consumer whose node_modules/pgq is this repository.
+    const consumer = fs.mkdtempSync(path.join(fs.realpathSync(process.env.TMPDIR ?? '/tmp'), 'pgq-types-'));
+    fs.mkdirSync(path.join(consumer, 'node_modules'));
+    fs.symlinkSync(root, path.join(consumer, 'node_modules', 'pgq'));
+    try {
+      const subpaths = Object.entries(pkg.exports).filter(([, target]) => target.types);
+      expect(subpaths.length).toBeGreaterThan(4);
+      for (const resolution of [ts.ModuleResolutionKind.Node10, ts.ModuleResolutionKind.Node16, ts.ModuleResolutionKind.Bundler]) {
+        const options: ts.CompilerOptions = {
+          moduleResolution: resolution,
+          module: resolution === ts.ModuleResolutionKind.Node16 ? ts.ModuleKind.Node16 : resolution === ts.ModuleResolutionKind.Bundler ? ts.ModuleKind.ESNext : ts.ModuleKind.CommonJS,
+          preserveSymlinks: true,
+        };
+        for (const [subpath, target] of subpaths) {
+          const specifier = subpath === '.' ? 'pgq' : `pgq/${subpath.slice(2)}`;
+          const resolved = ts.resolveModuleName(specifier, path.join(consumer, 'index.ts'), options, ts.sys).resolvedModule;
+          expect(resolved?.resolvedFileName, `${specifier} under moduleResolution ${ts.ModuleResolutionKind[resolution]}`).toBe(
+            path.join(consumer, 'node_modules', 'pgq', target.types!),
+          );
+        }
+      }
+    } finally {
+      fs.rmSync(consumer, { recursive: true, force: true });
+    }
+  });
+});
