@@ -36,6 +36,8 @@
  *
  * Every block is a module (an `export {}` is appended), so top-level await
  * works and blocks never see each other's names unless they import them.
+ * Each block compiles twice: with the project's options, and again with
+ * `exactOptionalPropertyTypes`, as an application may.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -233,17 +235,23 @@ function main(): void {
     sourceMap: false,
     paths: pgqPaths(),
   };
-  const program = ts.createProgram({ rootNames: [...emitted.keys()], options });
-
-  const diagnostics: ts.Diagnostic[] = [...program.getOptionsDiagnostics(), ...program.getGlobalDiagnostics()];
-  for (const file of emitted.keys()) {
-    const source = program.getSourceFile(file);
-    if (!source) fail(`${file} was not compiled`);
-    diagnostics.push(...program.getSyntacticDiagnostics(source), ...program.getSemanticDiagnostics(source));
+  // Twice: as pgq's own code compiles, and under exactOptionalPropertyTypes, which applications turn on
+  // (then `connectionString: process.env.DATABASE_URL` is refused unless the option's type says `| undefined`).
+  const diagnostics: { diagnostic: ts.Diagnostic; note: string }[] = [];
+  for (const [exactOptionalPropertyTypes, note] of [[false, ''], [true, ' (under exactOptionalPropertyTypes)']] as const) {
+    const program = ts.createProgram({ rootNames: [...emitted.keys()], options: { ...options, exactOptionalPropertyTypes } });
+    const found: ts.Diagnostic[] = [...program.getOptionsDiagnostics(), ...program.getGlobalDiagnostics()];
+    for (const file of emitted.keys()) {
+      const source = program.getSourceFile(file);
+      if (!source) fail(`${file} was not compiled`);
+      found.push(...program.getSyntacticDiagnostics(source), ...program.getSemanticDiagnostics(source));
+    }
+    const seen = new Set(diagnostics.map(({ diagnostic: d }) => `${d.file?.fileName}:${d.start}:${d.code}`));
+    for (const d of found) if (!seen.has(`${d.file?.fileName}:${d.start}:${d.code}`)) diagnostics.push({ diagnostic: d, note });
   }
 
-  for (const diagnostic of diagnostics) {
-    const message = ts.flattenDiagnosticMessageText(diagnostic.messageText, '\n  ');
+  for (const { diagnostic, note } of diagnostics) {
+    const message = ts.flattenDiagnosticMessageText(diagnostic.messageText, '\n  ') + note;
     const source = diagnostic.file;
     const at = source && diagnostic.start !== undefined ? source.getLineAndCharacterOfPosition(diagnostic.start) : null;
     const origin = source ? emitted.get(path.normalize(source.fileName)) : undefined;

@@ -71,9 +71,9 @@ const MAINTENANCE_CONNECTIONS = 1;
 /** Options of `waitForJob`. */
 export interface WaitForJobOptions {
   /** Give up after this long with a `WaitTimeoutError`. Default: no limit. */
-  timeoutMs?: number;
+  timeoutMs?: number | undefined;
   /** Give up when this signal aborts (with its reason). */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 export class Pgq {

@@ -19,36 +19,36 @@ import type { Middleware } from './middleware.js';
 /** Options of `new Pgq(...)`. Give `connectionString` or `pool`. */
 export interface PgqOptions {
   /** A PostgreSQL URL; pgq makes and owns its pool. */
-  connectionString?: string;
+  connectionString?: string | undefined;
   /** Your own pool; pgq uses it and leaves it open on `close()`. */
-  pool?: pg.Pool;
+  pool?: pg.Pool | undefined;
   /** Schema of pgq's tables. Default `pgq`. */
-  schema?: string;
+  schema?: string | undefined;
   /** Tasks this instance enqueues and its workers run. */
-  tasks?: readonly AnyTask[];
+  tasks?: readonly AnyTask[] | undefined;
   /** A pino (or compatible) logger. Default: JSON on stderr at `warn` (PGQ_LOG_LEVEL overrides). */
-  logger?: Logger;
+  logger?: Logger | undefined;
   /** Largest payload accepted, as JSON bytes. Default 1 MiB. */
-  maxPayloadBytes?: number;
+  maxPayloadBytes?: number | undefined;
   /** Connections in the pool pgq makes from `connectionString`. Default 10. */
-  poolSize?: number;
+  poolSize?: number | undefined;
   /** Prepare hot-path statements (off for PgBouncer in transaction mode before 1.21). Default true. */
-  preparedStatements?: boolean;
+  preparedStatements?: boolean | undefined;
   /** Time source; tests may pass their own. */
-  clock?: Clock;
+  clock?: Clock | undefined;
   /**
    * Where the one LISTEN connection goes. Default: the same server as the
    * pool. Behind a transaction-pooling PgBouncer, point this at PostgreSQL
    * directly (LISTEN needs a session).
    */
-  listenConnectionString?: string;
+  listenConnectionString?: string | undefined;
   /** False: no LISTEN at all; workers and waitForJob poll. Default true. */
-  listen?: boolean;
+  listen?: boolean | undefined;
   /**
    * Functions wrapping every enqueue and every attempt (see `Middleware`);
    * the first is the outermost. Tracing: `middleware: [await tracing()]` from `pgq/otel`.
    */
-  middleware?: readonly Middleware[];
+  middleware?: readonly Middleware[] | undefined;
 }
 
 /** A value that has these methods (checked here; what they do is the caller's). */
@@ -128,53 +128,53 @@ export function resolvePgqOptions(options: PgqOptions): ResolvedPgqOptions {
 /** Options of `pgq.worker(...)`. */
 export interface WorkerOptions {
   /** Jobs run at once. Default 10. */
-  concurrency?: number;
+  concurrency?: number | undefined;
   /** Queues served. Default: the queues of this instance's tasks. */
-  queues?: readonly string[];
+  queues?: readonly string[] | undefined;
   /** Heartbeat period. Default 5 s. */
-  heartbeatMs?: number;
+  heartbeatMs?: number | undefined;
   /** A worker silent this long is dead: its jobs are rescued and it loses leadership. Default 30 s. */
-  rescueAfterMs?: number;
+  rescueAfterMs?: number | undefined;
   /** Poll period when no NOTIFY arrives. Default 1 s. */
-  pollIntervalMs?: number;
+  pollIntervalMs?: number | undefined;
   /**
    * How long `stop()` waits for running handlers before signalling them.
    * Handlers keep their jobs until they settle, however long that takes.
    * Default 10 s.
    */
-  shutdownGraceMs?: number;
+  shutdownGraceMs?: number | undefined;
   /**
    * How long a handler may take to settle after its signal fired (timeout,
    * cancel, shutdown) before it is reported stuck. A stuck handler keeps its
    * slot and its job. Default 5 s.
    */
-  abortGraceMs?: number;
+  abortGraceMs?: number | undefined;
   /**
    * End the process (exit code 70) once a handler has been stuck this long,
    * so a supervisor restarts it and the job is rescued when the lease
    * expires. Default: never.
    */
-  exitOnStuckMs?: number | null;
+  exitOnStuckMs?: number | null | undefined;
   /** Warn when the event loop has not answered for this long (a handler computing on the main thread). Default 5 s. */
-  stallWarnMs?: number;
+  stallWarnMs?: number | undefined;
   /** Take part in leader election and run maintenance when elected. Default true. */
-  leader?: boolean;
+  leader?: boolean | undefined;
   /**
    * Most jobs claimed in one statement, and most kept claimed ahead of the
    * free slots while jobs are quick (the producer sizes claims by measured
    * throughput up to this). Default 500.
    */
-  maxClaimBatch?: number;
+  maxClaimBatch?: number | undefined;
   /** While leading, how often to log jobs that wait for a task no live worker runs (see `orphanedTasks()`). Default 60 s. */
-  orphanCheckMs?: number;
+  orphanCheckMs?: number | undefined;
   /**
    * A job claimed ahead that has not started within this long goes back to
    * the queue (its attempt not counted), and the worker claims nothing ahead
    * until one of its jobs starts. Default 1,000 ms.
    */
-  prefetchTtlMs?: number;
+  prefetchTtlMs?: number | undefined;
   /** Worker id (unique among live workers). Default: host, pid and a random suffix. */
-  id?: string;
+  id?: string | undefined;
   /**
    * Schedules declared in code, upserted when the worker starts. A schedule
    * declared by an earlier start and missing from this list is disabled (not
@@ -182,37 +182,37 @@ export interface WorkerOptions {
    * `pgq.worker()`, which throws on a bad one; a payload whose task's
    * validator answers with a promise is checked by `start()` instead.
    */
-  schedules?: readonly ScheduleOptions[];
+  schedules?: readonly ScheduleOptions[] | undefined;
   /** Retention of finished jobs, pruned by the leader; `false` keeps them forever. */
-  retention?: RetentionOptions | false;
+  retention?: RetentionOptions | false | undefined;
   /**
    * Pools for sandboxed tasks (`defineTask({ sandbox })`), apart from
    * `concurrency`: a sandboxed job takes one of the `concurrency` slots and
    * then waits for a thread or process of its pool, keeping its slot while
    * it waits.
    */
-  sandbox?: SandboxWorkerOptions;
+  sandbox?: SandboxWorkerOptions | undefined;
 }
 
 /** The sandbox pools of a worker. */
 export interface SandboxWorkerOptions {
   /** Most sandbox threads at once. Default: the number of cores (`os.availableParallelism()`). */
-  threads?: number;
+  threads?: number | undefined;
   /** Most sandbox child processes at once. Default: the number of cores. */
-  processes?: number;
+  processes?: number | undefined;
   /**
    * After a sandboxed handler's signal aborts (timeout, cancel, shutdown),
    * how long it may take to settle before its thread or process is
    * terminated. Keep it below `abortGraceMs`, after which a handler counts as
    * stuck. Default 2 s.
    */
-  terminateGraceMs?: number;
+  terminateGraceMs?: number | undefined;
   /**
    * Memory limits of each sandbox thread (worker_threads `resourceLimits`);
    * a child process gets `maxOldGenerationSizeMb` as `--max-old-space-size`.
    * Default: Node's.
    */
-  resourceLimits?: Pick<ResourceLimits, 'maxOldGenerationSizeMb' | 'maxYoungGenerationSizeMb' | 'stackSizeMb'>;
+  resourceLimits?: Pick<ResourceLimits, 'maxOldGenerationSizeMb' | 'maxYoungGenerationSizeMb' | 'stackSizeMb'> | undefined;
 }
 
 /** A worker's sandbox options, validated. */
@@ -226,15 +226,15 @@ export interface ResolvedSandboxOptions {
 /** How long finished jobs are kept. Each age is in ms after `finished_at`; `null` keeps that state forever. */
 export interface RetentionOptions {
   /** Default 1 day. */
-  succeededMs?: number | null;
+  succeededMs?: number | null | undefined;
   /** Default 7 days. */
-  failedMs?: number | null;
+  failedMs?: number | null | undefined;
   /** Default 7 days. */
-  cancelledMs?: number | null;
+  cancelledMs?: number | null | undefined;
   /** Most rows one DELETE removes (a workflow whose jobs have all expired goes whole, however many). Default 1,000. */
-  batchSize?: number;
+  batchSize?: number | undefined;
   /** Pause between pruning passes. Default 1 minute. */
-  intervalMs?: number;
+  intervalMs?: number | undefined;
 }
 
 export interface ResolvedRetention {

@@ -25,30 +25,30 @@ import { retryConflicts } from './db/transaction.js';
 /** Per-job options of `enqueue`; each overrides the task's own. */
 export interface EnqueueOptions {
   /** Earliest run time. Mutually exclusive with `delayMs`. */
-  runAt?: Date;
+  runAt?: Date | undefined;
   /** Run no sooner than this many ms from now (database clock). */
-  delayMs?: number;
-  priority?: number;
-  queue?: string;
-  maxAttempts?: number;
+  delayMs?: number | undefined;
+  priority?: number | undefined;
+  queue?: string | undefined;
+  maxAttempts?: number | undefined;
   /** With the task, unique among live jobs: a second enqueue returns the live job instead. */
-  uniqueKey?: string;
-  timeoutMs?: number;
-  backoff?: Partial<BackoffOptions>;
+  uniqueKey?: string | undefined;
+  timeoutMs?: number | undefined;
+  backoff?: Partial<BackoffOptions> | undefined;
   /**
    * Metadata stored in `jobs.meta` (a JSON object, at most 64 KiB) and read
    * back in `ctx.job.meta` and `getJob`: request ids, tenant ids. Middleware
    * may add to it (tracing stores the trace context here).
    */
-  meta?: JobMeta;
+  meta?: JobMeta | undefined;
   /** Per-key fairness: at most the queue's `keyConcurrency` jobs with this key run at once. Overrides the task's `concurrencyKey`. */
-  concurrencyKey?: string;
+  concurrencyKey?: string | undefined;
   /** The job never starts after this time: it ends `cancelled` as expired. Mutually exclusive with `expiresInMs`. */
-  expiresAt?: Date;
+  expiresAt?: Date | undefined;
   /** As `expiresAt`, this many ms from now (database clock). Overrides the task's `expiresInMs`. */
-  expiresInMs?: number;
+  expiresInMs?: number | undefined;
   /** Your transaction: a `pg` client inside BEGIN or a Kysely transaction. The job commits or rolls back with it. */
-  db?: DbHandle;
+  db?: DbHandle | undefined;
 }
 
 /** Options of `enqueueMany`: the same for every job of the batch. */

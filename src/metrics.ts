@@ -27,15 +27,15 @@ import { LIVE_STATES } from './core/types.js';
 
 export interface MetricsOptions {
   /** Where to register. Default: a new Registry (see `registry`). */
-  registry?: Registry;
+  registry?: Registry | undefined;
   /** Prefix of every metric name. Default `pgq_`. */
-  prefix?: string;
+  prefix?: string | undefined;
   /** Export the gauges read from the database. Default true (needs read and write access to `stats_cache`: the owner or the worker role). */
-  queueGauges?: boolean;
+  queueGauges?: boolean | undefined;
   /** How old the shared database reading may be before a scrape refreshes it. Default 10 s. */
-  statsMaxAgeMs?: number;
+  statsMaxAgeMs?: number | undefined;
   /** Value of the `host` label of per-process metrics: stable across restarts. Default: the host name. */
-  host?: string;
+  host?: string | undefined;
 }
 
 const SECONDS = [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300];

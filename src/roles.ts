@@ -32,9 +32,9 @@ import { quoteIdent, validateSchemaName } from './db/identifiers.js';
 
 export interface RolesOptions {
   /** Role that may only enqueue (and read its own jobs). Created NOLOGIN if missing. */
-  enqueuer?: string;
+  enqueuer?: string | undefined;
   /** Role that runs workers. Created NOLOGIN if missing. */
-  worker?: string;
+  worker?: string | undefined;
 }
 
 const ROLE = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;

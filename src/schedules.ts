@@ -37,25 +37,25 @@ export interface ScheduleOptions<T extends AnyTask = AnyTask> {
   /** The task to run: a task from defineTask, or the name of one of this Pgq's tasks. */
   task: T | string;
   /** The payload of every job, validated by the task schema now. Default `{}`. */
-  payload?: TaskInput<T>;
+  payload?: TaskInput<T> | undefined;
   /** Cron expression: 5 fields, or 6 with seconds first, or a macro such as `@daily`. */
-  cron?: string;
+  cron?: string | undefined;
   /** IANA time zone the cron expression is read in. Default `UTC`. Cron only. */
-  timezone?: string;
+  timezone?: string | undefined;
   /** A fixed interval instead of cron: ms, or `'30s'`, `'5m'`, `'1h30m'`, `'1d'`. Ticks are aligned to the Unix epoch. */
-  every?: string | number;
+  every?: string | number | undefined;
   /** Queue of the jobs. Default: the task's. */
-  queue?: string;
+  queue?: string | undefined;
   /** Priority of the jobs. Default: the task's. */
-  priority?: number;
+  priority?: number | undefined;
   /** Attempts of each job. Default: the task's. */
-  maxAttempts?: number;
+  maxAttempts?: number | undefined;
   /** What to do with ticks missed by more than `misfireGraceMs`. Default `skip`. */
-  catchUp?: CatchUpPolicy;
+  catchUp?: CatchUpPolicy | undefined;
   /** With `catchUp: 'all'`: the most missed ticks fired (the latest). Default 100, at most 1,000. */
-  catchUpLimit?: number;
+  catchUpLimit?: number | undefined;
   /** A tick fired at most this late still counts as on time. Default 60 s, at least 1 s. */
-  misfireGraceMs?: number;
+  misfireGraceMs?: number | undefined;
 }
 
 /** A row of `<schema>.schedules`. */

@@ -77,21 +77,21 @@ export interface TaskBaseOptions<Schema extends StandardSchemaV1> {
    */
   schema: Schema;
   /** Queue for this task's jobs unless the enqueue says otherwise. Default `default`. */
-  queue?: string;
+  queue?: string | undefined;
   /** Higher runs first. Default 0. */
-  priority?: number;
+  priority?: number | undefined;
   /** Attempts before the job fails for good. Default 25. */
-  maxAttempts?: number;
+  maxAttempts?: number | undefined;
   /** Exponential, jittered backoff between attempts. Default 1 s doubling up to 1 h. */
-  backoff?: Partial<BackoffOptions>;
+  backoff?: Partial<BackoffOptions> | undefined;
   /**
    * Time the handler may take before its signal aborts and the attempt fails.
    * A sandboxed handler that does not stop then is terminated after the
    * worker's `sandbox.terminateGraceMs`. Default: no limit.
    */
-  timeoutMs?: number;
+  timeoutMs?: number | undefined;
   /** Jobs not started this many ms after enqueue never run (they end `cancelled`, expired). Default: no expiry. */
-  expiresInMs?: number;
+  expiresInMs?: number | undefined;
   /**
    * The per-key fairness key of each job, from its (validated) payload: at
    * most the queue's `keyConcurrency` jobs with one key run at once. The
@@ -104,14 +104,14 @@ export interface TaskBaseOptions<Schema extends StandardSchemaV1> {
 export interface TaskOptions<Schema extends StandardSchemaV1, Result> extends TaskBaseOptions<Schema> {
   /** Runs the job. Its return value (JSON) is stored as the job's result. */
   handler(payload: PayloadOf<Schema>, ctx: JobContext<PayloadOf<Schema>>): Promise<Result> | Result;
-  sandbox?: never;
+  sandbox?: never | undefined;
 }
 
 /** The options of `defineTask` for a handler that runs in a worker thread or a child process. */
 export interface SandboxTaskOptions<Schema extends StandardSchemaV1, Result> extends TaskBaseOptions<Schema> {
   /** The module holding the handler, and where it runs. See `sandboxed()` to carry the handler's types. */
   sandbox: SandboxOptions<PayloadOf<Schema>, Result>;
-  handler?: never;
+  handler?: never | undefined;
 }
 
 /** A task as returned by `defineTask`, frozen. */

@@ -13,17 +13,17 @@ export interface DashboardOptions {
   /** The Pgq the console reads and acts through (its schema is the one shown). */
   pgq: Pgq;
   /** Path the console is served under, e.g. `/admin/jobs`. Default `/`. */
-  basePath?: string;
+  basePath?: string | undefined;
   /** Hide every action and refuse every state-changing request with 403. Default false. */
-  readOnly?: boolean;
+  readOnly?: boolean | undefined;
   /** Require HTTP basic auth with these credentials (401 without them). */
-  basicAuth?: { username: string; password: string };
+  basicAuth?: { username: string; password: string } | undefined;
   /** Never show or search payloads and results (for payloads that hold personal data). Default false. */
-  hidePayloads?: boolean;
+  hidePayloads?: boolean | undefined;
   /** How often the one shared live snapshot is read while anyone watches. Default 2,000 ms. */
-  pollIntervalMs?: number;
+  pollIntervalMs?: number | undefined;
   /** Secret the CSRF token is derived from. Default: random for this process. */
-  secret?: string;
+  secret?: string | undefined;
   /**
    * Answer only requests whose `Host` names one of these hosts (a name or
    * address, without the port); others get 421. Stops DNS rebinding, where a
@@ -31,7 +31,7 @@ export interface DashboardOptions {
    * Default: any host (a console mounted in your app lives under your names).
    * `pgq dashboard` on a loopback address sets `localhost`, `127.0.0.1`, `::1`.
    */
-  allowedHosts?: string[];
+  allowedHosts?: string[] | undefined;
 }
 
 export interface ResolvedDashboardOptions {

@@ -22,21 +22,21 @@ export interface DrainOptions {
    * with `queue`, a workflow step given one); name the queue of a job that a
    * handler enqueues into a queue of its own.
    */
-  queues?: readonly string[];
+  queues?: readonly string[] | undefined;
   /**
    * Run at most about this many attempts: claiming stops as the last one
    * starts; attempts already running then (at most `concurrency`) finish.
    * Default: no limit.
    */
-  maxJobs?: number;
+  maxJobs?: number | undefined;
   /** Jobs run at once. Default 1, so jobs run one by one in claim order. */
-  concurrency?: number;
+  concurrency?: number | undefined;
   /**
    * Give up (with a PgqError) when jobs are still running after this long.
    * Default 30 s. Running handlers are then signalled; one that ignores its
    * signal does not hold the rejection back (its worker stops once it settles).
    */
-  timeoutMs?: number;
+  timeoutMs?: number | undefined;
 }
 
 /** What a drain did. */

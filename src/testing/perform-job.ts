@@ -19,20 +19,20 @@ import type { AnyTask, JobContext, TaskInput, TaskResult } from '../task.js';
 /** Options of `performJob`. */
 export interface PerformJobOptions {
   /** The attempt number the handler sees (`ctx.attempt`, `ctx.job.attempts`). Default 1. */
-  attempt?: number;
+  attempt?: number | undefined;
   /** Aborts the handler's `ctx.signal` (besides the task's own timeout). */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
   /** The handler's `ctx.logger`. Default: a silent logger. */
-  logger?: Logger;
+  logger?: Logger | undefined;
   /** Fields of the job record the handler sees (`ctx.job`), e.g. `{ id: '42', workflowId: '7' }`. */
-  job?: Partial<Omit<JobRecord, 'payload'>>;
+  job?: Partial<Omit<JobRecord, 'payload'>> | undefined;
   /** The `maxPayloadBytes` of your `new Pgq()`: the largest result (JSON) stored. Default 1 MiB, pgq's. */
-  maxPayloadBytes?: number;
+  maxPayloadBytes?: number | undefined;
   /**
    * The `middleware` of your `new Pgq()`: their `attempt` hooks run around
    * the handler, first one outermost, as under a worker. Default: none.
    */
-  middleware?: readonly Middleware[];
+  middleware?: readonly Middleware[] | undefined;
 }
 
 /**

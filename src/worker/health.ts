@@ -55,13 +55,13 @@ export interface WorkerHealth {
 /** The options of `worker.health()`. */
 export interface HealthOptions {
   /** The longest event-loop delay since the previous check still counted as live; default 5,000 ms. */
-  maxEventLoopDelayMs?: number;
+  maxEventLoopDelayMs?: number | undefined;
   /**
    * How long the database gets to answer the probe's read before it counts
    * as unreachable; default 900 ms, within Kubernetes' default one-second
    * probe timeout (raise both together).
    */
-  databaseTimeoutMs?: number;
+  databaseTimeoutMs?: number | undefined;
 }
 
 export interface HealthProbeConfig {

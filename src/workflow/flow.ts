@@ -98,11 +98,11 @@ export type ParentFailurePolicy = 'cancel' | 'run';
 
 /** Per-step job options; each overrides the task's own. */
 export interface StepOptions {
-  queue?: string;
-  priority?: number;
-  maxAttempts?: number;
-  timeoutMs?: number;
-  backoff?: Partial<BackoffOptions>;
+  queue?: string | undefined;
+  priority?: number | undefined;
+  maxAttempts?: number | undefined;
+  timeoutMs?: number | undefined;
+  backoff?: Partial<BackoffOptions> | undefined;
 }
 
 /** A step's description, read by the compiler. */
