@@ -252,6 +252,46 @@ describe('hostile input', () => {
     }
   });
 
+  it('records a thrown value JSON cannot show (a cycle, a BigInt, a throwing getter) and an Error without name or message readably, never as [object Object] or nothing', async () => {
+    const cases = {
+      // An HTTP client's response: it refers back to itself.
+      cycle: () => {
+        const res: Record<string, unknown> = { status: 500 };
+        res.request = { res };
+        return res;
+      },
+      bigint: () => ({ status: 500, id: 10n }),
+      getter: () => ({ get message(): string { throw new Error('no message'); } }),
+      empty: () => Object.assign(new Error(''), { name: '' }),
+    };
+    const thrower = defineTask({
+      name: 'hostile-opaque',
+      schema: z.object({ what: z.enum(['cycle', 'bigint', 'getter', 'empty']) }),
+      maxAttempts: 1,
+      handler: ({ what }) => {
+        throw cases[what]();
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [thrower] });
+    const worker = pgq.worker({ concurrency: 4, pollIntervalMs: 50 });
+    await worker.start();
+    try {
+      const expected = {
+        cycle: /^<ref \*1> \{ status: 500, request: \{ res: \[Circular \*1\] \} \}$/,
+        bigint: /^\{ status: 500, id: 10n \}$/,
+        getter: /^\{ message: \[Getter\] \}$/,
+        empty: /^Error with no message and no name$/,
+      };
+      for (const what of ['cycle', 'bigint', 'getter', 'empty'] as const) {
+        const done = await pgq.waitForJob((await pgq.enqueue(thrower, { what })).id, { timeoutMs: 10_000 });
+        expect(done.state, what).toBe('failed');
+        expect(done.errors[0]!.message, what).toMatch(expected[what]);
+      }
+    } finally {
+      await worker.stop();
+    }
+  });
+
   it('a snooze longer than the database can store fails the attempt naming snooze.delayMs, not with a database error', async () => {
     const sleepy = defineTask({ name: 'hostile-snooze', schema: z.object({}), maxAttempts: 1, handler: (_p, c) => c.snooze(1e17) });
     const done = await runToEnd(sleepy);

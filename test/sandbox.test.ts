@@ -207,6 +207,22 @@ describe.each<SandboxKind>(['thread', 'process'])('sandboxed %s', (kind) => {
     }
   });
 
+  it('a thrown value JSON cannot show, and an Error without name or message, are recorded readably (not [object Object], not empty)', async () => {
+    const task = misbehaveTask('opaque', kind);
+    const pgq = await ctx.migrated({ tasks: [task] });
+    const worker = pgq.worker({ concurrency: 2, pollIntervalMs: 50, sandbox: { threads: 1, processes: 1 } });
+    await worker.start();
+    try {
+      const [cyclic, empty] = await pgq.enqueueMany(task, [{ firstAttempt: 'cyclic-throw' }, { firstAttempt: 'empty-throw' }]);
+      const a = await pgq.waitForJob(cyclic!.id, { timeoutMs: 30_000 });
+      const b = await pgq.waitForJob(empty!.id, { timeoutMs: 30_000 });
+      expect(a.errors[0]?.message).toBe('<ref *1> { status: 500, request: { res: [Circular *1] } }');
+      expect(b.errors[0]?.message).toBe('Error with no message and no name');
+    } finally {
+      await worker.stop();
+    }
+  });
+
   it('a payload that cannot be sent into the sandbox (a schema that turns it into a function) fails the job for good, not once per attempt', async () => {
     const task = defineTask({
       name: `uncloneable-${kind}`,

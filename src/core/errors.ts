@@ -2,6 +2,7 @@
  * Every error pgq throws on purpose is a `PgqError` with a stable `code`, so
  * callers can branch on `err.code` instead of parsing messages.
  */
+import { inspect } from 'node:util';
 
 /** Every code a `PgqError` can carry. */
 export type PgqErrorCode =
@@ -184,27 +185,83 @@ export class WorkerStartError extends PgqError {
   }
 }
 
-/** A value as text for a message, whatever it is (JSON where it can be). */
+/** Most characters `describeValue` gives for one value. */
+const DESCRIBED_CHARS = 10_000;
+
+/**
+ * A value as text for a message, whatever it is: JSON where it can be, else
+ * (a cycle, a BigInt inside, a getter that throws) what `util.inspect`
+ * shows, else its constructor's name and keys. Never throws, never
+ * `[object Object]`, at most DESCRIBED_CHARS characters.
+ */
 function describeValue(value: unknown): string {
   try {
-    return JSON.stringify(value) ?? String(value);
+    const json = JSON.stringify(value);
+    if (json !== undefined) return clip(json);
   } catch {
+    // A cycle, a BigInt, a getter or toJSON that throws: described below.
+  }
+  if (value === null || (typeof value !== 'object' && typeof value !== 'function')) {
     try {
-      return String(value); // a BigInt, a cycle
+      return clip(String(value)); // undefined, a Symbol, a BigInt
     } catch {
-      return Object.prototype.toString.call(value);
+      return `a ${typeof value}`;
     }
+  }
+  try {
+    // Getters are not called (`[Getter]`); a Proxy's traps may still throw.
+    return clip(inspect(value, { depth: 2, breakLength: Infinity, maxArrayLength: 20, maxStringLength: 200 }));
+  } catch {
+    return shapeOf(value);
   }
 }
 
-/** A message for any thrown value, never `[object Object]`. */
+/** `Name { a, b }` for an object `util.inspect` could not show, or a fixed text where even that throws (a revoked Proxy). */
+function shapeOf(value: object): string {
+  try {
+    const name = constructorName(value);
+    const keys = Object.keys(value);
+    const shown = keys.slice(0, 20).join(', ') + (keys.length > 20 ? ', …' : '');
+    return clip(`${name} { ${shown} }`);
+  } catch {
+    return 'a value pgq could not describe';
+  }
+}
+
+/** The name of `value`'s constructor, `Object` where it has none (throws where reading the prototype does). */
+function constructorName(value: object): string {
+  const name = (Object.getPrototypeOf(value) as { constructor?: { name?: unknown } } | null)?.constructor?.name;
+  return typeof name === 'string' && name ? name : 'Object';
+}
+
+function clip(text: string): string {
+  if (text.length <= DESCRIBED_CHARS) return text;
+  const end = /[\uD800-\uDBFF]/.test(text[DESCRIBED_CHARS - 1]!) ? DESCRIBED_CHARS - 1 : DESCRIBED_CHARS;
+  return `${text.slice(0, end)}…`;
+}
+
+/** An Error's name for a message: its `name` if that is text, else described. */
+function errorName(err: Error): string {
+  return typeof err.name === 'string' ? err.name : describeValue(err.name);
+}
+
+/** A message for any thrown value, never `[object Object]` and never empty. */
 export function errorMessage(err: unknown): string {
   if (err instanceof Error) {
     // A message that is not a string (an object assigned to it) is described, not trusted to be text.
-    if (typeof err.message === 'string') return err.message || String(err.name);
-    return `${String(err.name)}: ${describeValue(err.message as unknown)}`;
+    if (typeof err.message !== 'string') return `${errorName(err)}: ${describeValue(err.message as unknown)}`;
+    if (err.message) return err.message;
+    const name = errorName(err);
+    if (name) return name;
+    let kind = 'Error';
+    try {
+      kind = constructorName(err);
+    } catch {
+      // A Proxy whose prototype cannot be read: "Error".
+    }
+    return `${kind} with no message and no name`;
   }
-  if (typeof err === 'string') return err;
+  if (typeof err === 'string') return err || 'an empty string';
   return describeValue(err);
 }
 
