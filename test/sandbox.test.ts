@@ -207,6 +207,23 @@ describe.each<SandboxKind>(['thread', 'process'])('sandboxed %s', (kind) => {
     }
   });
 
+  it("a result over the worker's maxPayloadBytes is refused in the sandbox, at that limit (not at a fixed cap of the sandbox's own)", async () => {
+    const echo = echoTask(kind);
+    // The payload {"text":"x…"} fits in 1,040 bytes; the echo, which adds where it ran, does not.
+    const pgq = await ctx.migrated({ tasks: [echo], maxPayloadBytes: 1_040 });
+    const worker = pgq.worker({ pollIntervalMs: 50, sandbox: { threads: 1, processes: 1 } });
+    await worker.start();
+    try {
+      const done = await pgq.waitForJob((await pgq.enqueue(echo, { text: 'x'.repeat(1_000) })).id, { timeoutMs: 30_000 });
+      expect([done.state, done.attempts]).toEqual(['failed', 1]);
+      expect(done.errors[0]!.message).toMatch(/^the handler succeeded, but its result cannot be stored: result: is \d+ bytes of JSON, over the limit of 1040 bytes$/);
+      // Refused where it was made, before it was copied out to the worker.
+      expect(done.errors[0]!.stack).toContain('sandbox-entry');
+    } finally {
+      await worker.stop();
+    }
+  });
+
   it('a thrown value JSON cannot show, and an Error without name or message, are recorded readably (not [object Object], not empty)', async () => {
     const task = misbehaveTask('opaque', kind);
     const pgq = await ctx.migrated({ tasks: [task] });

@@ -16,6 +16,7 @@ import { z } from 'zod';
 import pg from 'pg';
 import { Pgq, defineTask, sandboxed, type AnyTask, type JobContext } from '../../src/index.js';
 import { resolveWorkerOptions } from '../../src/config.js';
+import { DEFAULTS } from '../../src/core/defaults.js';
 import { SandboxRunner } from '../../src/sandbox/sandbox-runner.js';
 import { TaskRegistry } from '../../src/task.js';
 import { answers, startEmbedded, type EmbeddedServer } from '../lib/embedded.js';
@@ -88,7 +89,7 @@ async function bareThreads(threads: number, jobs: number): Promise<number> {
 
 async function roundTripUs(kind: 'thread' | 'process'): Promise<{ medianUs: number; meanUs: number }> {
   const task = defineTask({ name: `noop-${kind}`, schema: z.unknown(), sandbox: sandboxed<typeof noop>({ module, kind, export: 'noop' }) });
-  const runner = new SandboxRunner(resolveWorkerOptions({ sandbox: { threads: 1, processes: 1 } }, [task]).sandbox, new TaskRegistry([task]));
+  const runner = new SandboxRunner(resolveWorkerOptions({ sandbox: { threads: 1, processes: 1 } }, [task]).sandbox, new TaskRegistry([task]), DEFAULTS.maxPayloadBytes);
   const silent = { error() {}, warn() {}, info() {}, debug() {}, child: () => silent };
   const ctx = (i: number): JobContext => ({
     job: { id: String(i), task: task.name, queue: 'default', state: 'running', payload: null, priority: 0, attempts: 1, maxAttempts: 1, runAt: new Date(), createdAt: new Date(), startedAt: new Date(), finishedAt: null, result: null, errors: [], uniqueKey: null, workerId: null, timeoutMs: null, meta: {}, progress: null, progressAt: null, cancelRequestedAt: null, workflowId: null, workflowStep: null, concurrencyKey: null, expiresAt: null },

@@ -20,6 +20,8 @@ export interface SandboxRequest {
   payload: unknown;
   job: JobRecord;
   attempt: number;
+  /** Most JSON the handler's result may be: the worker's `maxPayloadBytes`, checked in the sandbox so a result over it is not sent back. */
+  maxResultBytes: number;
 }
 
 /** How an attempt ended inside its sandbox. The result is JSON text, already checked. */

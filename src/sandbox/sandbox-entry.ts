@@ -22,9 +22,6 @@ type AnyHandler = SandboxHandler<unknown, unknown>;
 const handlers = new Map<string, Promise<AnyHandler>>();
 
 /** The handler `exportName` (default: `default`, else `handler`) of `module`, loaded once per thread or process. */
-/** Most JSON a sandboxed result may be (the worker's `maxPayloadBytes` is checked again when it arrives). */
-const SANDBOX_RESULT_BYTES = 64 * 1024 * 1024;
-
 export function loadSandboxHandler(module: string, exportName: string | null): Promise<AnyHandler> {
   const key = `${module}#${exportName ?? ''}`;
   let loading = handlers.get(key);
@@ -182,10 +179,10 @@ export async function runAttempt(
       progress: (value) => progress.report(value),
     };
     const result = await attemptScope.run(scope, () => Promise.race([handler(request.payload, ctx), escaped]));
-    // The worker checks the result against its own limit; this bound only
-    // keeps a value shared many times over from walking for long here.
+    // The worker's own limit (maxPayloadBytes), as on the main thread: a
+    // result over it is refused here, before it is copied to the worker.
     try {
-      return { ok: true, resultJson: toJsonText(result, 'result', SANDBOX_RESULT_BYTES) };
+      return { ok: true, resultJson: toJsonText(result, 'result', request.maxResultBytes) };
     } catch (err) {
       // The handler did its work: another attempt would do it again and
       // return the same. Failed for good, as on the main thread.

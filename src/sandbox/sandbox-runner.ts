@@ -33,14 +33,20 @@ function importThreadPool(): Promise<typeof import('./thread-pool.js')> {
 
 export class SandboxRunner {
   readonly #options: ResolvedSandboxOptions;
+  readonly #maxResultBytes: number;
   readonly #kinds = new Set<ResolvedSandbox['kind']>();
   #threads: Promise<SandboxPool> | undefined;
   #processes: Promise<SandboxPool> | undefined;
   #closed = false;
 
-  /** Throws a ValidationError naming the first sandboxed task whose module file does not exist. */
-  constructor(options: ResolvedSandboxOptions, tasks: TaskRegistry) {
+  /**
+   * Throws a ValidationError naming the first sandboxed task whose module
+   * file does not exist. `maxResultBytes` is the worker's `maxPayloadBytes`:
+   * the same limit holds for results in a sandbox as on the main thread.
+   */
+  constructor(options: ResolvedSandboxOptions, tasks: TaskRegistry, maxResultBytes: number) {
     this.#options = options;
+    this.#maxResultBytes = maxResultBytes;
     for (const name of tasks.names()) {
       const sandbox = tasks.get(name)?.sandbox;
       if (!sandbox) continue;
@@ -65,7 +71,7 @@ export class SandboxRunner {
     const { signal } = ctx;
     if (signal.aborted) throw signal.reason;
     const attempt = (await this.#pool(sandbox.kind)).run(
-      { module: sandbox.module, exportName: sandbox.export, payload, job: ctx.job, attempt: ctx.attempt },
+      { module: sandbox.module, exportName: sandbox.export, payload, job: ctx.job, attempt: ctx.attempt, maxResultBytes: this.#maxResultBytes },
       {
         started,
         log: (level, obj, msg) => ctx.logger[level](obj, msg),

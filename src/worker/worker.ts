@@ -151,7 +151,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         stall: (lagMs, tasks, ended) => this.#onStall(lagMs, tasks, ended),
       },
     );
-    this.#sandbox = new SandboxRunner(options.sandbox, deps.tasks);
+    this.#sandbox = new SandboxRunner(options.sandbox, deps.tasks, deps.maxResultBytes);
     this.#executor = new Executor(
       {
         concurrency: options.concurrency,
