@@ -183,6 +183,28 @@ describe('Prometheus metrics', () => {
     metrics.close();
   });
 
+  it('reads an idle event loop as no lag, not as the 20 ms between two samples; a blocked loop still shows', async () => {
+    const pgq = await ctx.migrated({ tasks: [work] });
+    const metrics = new PgqMetrics(pgq, { host: 'idle', queueGauges: false });
+    try {
+      const lag = async (stat: string): Promise<number> =>
+        value(await metrics.registry.getSingleMetricAsString('pgq_event_loop_lag_seconds'), `pgq_event_loop_lag_seconds{host="idle",stat="${stat}"}`);
+      await lag('p50'); // a window of its own, from here
+      // The sampler fires every 20 ms: this window holds about 15 samples of a loop that waits on nothing but a timer.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(await lag('p50')).toBeLessThan(0.01); // it read 0.020 and more: the sampler's interval counted as lag
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const until = Date.now() + 150;
+      while (Date.now() < until) {
+        // blocked
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(await lag('max')).toBeGreaterThanOrEqual(0.1);
+    } finally {
+      metrics.close();
+    }
+  });
+
   it('computes the database gauges once per interval for every worker of the schema', async () => {
     const first = await ctx.migrated({ tasks: [work] });
     const second = ctx.pgq({ tasks: [work] });
