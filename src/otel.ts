@@ -9,8 +9,9 @@
  *   context (or, with `propagation: 'child'`, is its child), ended when the
  *   handler settles: status ERROR and an exception event when it throws.
  *   The handler runs with the span active, so its own spans nest under it.
- * - A schedule's jobs are enqueued by the leader outside any request: their
- *   `send` span starts a trace of its own. Workflow steps all carry the
+ * - A schedule's ticks are enqueued by the leader outside any request: their
+ *   `send` span starts a trace of its own. A run-now (`runSchedule()`) is a
+ *   child of the span active at the call, as any enqueue. Workflow steps all carry the
  *   context of the workflow's `send` span, and link to their parents too:
  *   a workflow job's attempt records its `process` span's context with its
  *   outcome (`ctx.recordMeta('pgq.process', …)`: no write of its own;
@@ -89,7 +90,7 @@ export async function tracing(options: TracingOptions = {}): Promise<Middleware>
       const schedule = call.jobs[0]?.schedule;
       if (schedule) attributes['messaging.pgq.schedule'] = schedule.name;
       // A schedule's tick belongs to no request: it starts its own trace.
-      const parent = call.kind === 'schedule' ? api.ROOT_CONTEXT : api.context.active();
+      const parent = isScheduleTick(call) ? api.ROOT_CONTEXT : api.context.active();
       return tracer().startActiveSpan(`send ${queues.join(',')}`, { kind: api.SpanKind.PRODUCER, attributes }, parent, async (span) => {
         try {
           injectContext(api, span.spanContext(), call);
@@ -147,6 +148,18 @@ export async function tracing(options: TracingOptions = {}): Promise<Middleware>
       });
     },
   };
+}
+
+/**
+ * Whether the call writes a schedule's ticks, which the leader enqueues
+ * outside any request. A run-now (`runSchedule()`) is kind `schedule` too,
+ * but made inside the caller's request: its schedule info has `runNow`.
+ */
+function isScheduleTick(call: EnqueueCall): boolean {
+  if (call.kind !== 'schedule') return false;
+  // `runNow` is not in PendingJob's type yet; read it as a property that may be there.
+  const schedule = call.jobs[0]?.schedule;
+  return !(schedule !== undefined && 'runNow' in schedule && schedule.runNow === true);
 }
 
 /** What a thrown error makes of the attempt, as the executor will record it. */

@@ -277,6 +277,8 @@ export interface ScheduleFiring {
   tick: Date;
   runAt: Date | null;
   uniqueKey: string;
+  /** Asked for by `runSchedule()` (inside whatever request made the call), not a tick the leader fired. */
+  runNow?: boolean;
 }
 
 /**
@@ -300,7 +302,7 @@ export async function insertScheduleJobs(
   const definition = tasks?.get(task);
   const concurrencyKey = definition ? await tickConcurrencyKey(definition, schedule, warn) : null;
   const expiresInMs = definition?.expiresInMs ?? null;
-  const pending: PendingJob[] = firings.map((f) => ({ task, queue, payload: schedule.payload, meta: {}, schedule: { name, tick: f.tick } }));
+  const pending: PendingJob[] = firings.map((f) => ({ task, queue, payload: schedule.payload, meta: {}, schedule: { name, tick: f.tick, runNow: f.runNow === true } }));
   let inserted: JobRow[] = [];
   const write = async (): Promise<string[]> => {
     inserted = await statements.insertJobs(db, {
@@ -473,7 +475,7 @@ export class ScheduleStore {
       if (!row) throw new ScheduleNotFoundError(name);
       const now = this.deps.clock.now();
       const [job] = await insertScheduleJobs(fromKysely(trx), this.deps.statements, this.deps.middleware, row, [
-        { tick: now, runAt: null, uniqueKey: `schedule:${name}:run:${now.toISOString()}` },
+        { tick: now, runAt: null, uniqueKey: `schedule:${name}:run:${now.toISOString()}`, runNow: true },
       ], this.deps.tasks);
       if (!job) throw new PgqError('PGQ_SCHEDULE_RUN', `could not run schedule ${JSON.stringify(name)} now: its job finished at once; try again`);
       await trx.updateTable('schedules').set({ last_run_at: now, last_job_id: job.id }).where('name', '=', name).execute();

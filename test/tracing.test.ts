@@ -13,7 +13,11 @@ import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-ho
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { PermanentError, chain, chord, defineTask, group, step, stepOutcome } from '../src/index.js';
 import { tracing } from '../src/otel.js';
+import { createStatements } from '../src/db/statements.js';
+import { Scheduler } from '../src/maintenance/scheduler.js';
+import { MiddlewareChain } from '../src/middleware.js';
 import { deferred, useTestSchema, until } from './support/harness.js';
+import { manualClock } from './support/schedules.js';
 import { spawnWorker } from './support/processes.js';
 import { tracedTask } from './fixtures/traced-tasks.js';
 
@@ -171,6 +175,40 @@ describe('tracing', () => {
     request.end();
     const { traceId, spanId } = request.spanContext();
     expect(within.meta.traceparent).toBe(`00-${traceId}-${spanId}-01`);
+  });
+
+  it("a schedule's run-now is a child of the request that asked for it; a tick the leader fires starts a trace of its own", async () => {
+    const middleware = await tracing();
+    const pgq = await ctx.migrated({ tasks: [tracedTask], middleware: [middleware] });
+    const schedule = await pgq.schedule({ name: 'hourly', every: '1h', task: tracedTask, payload: { failFirst: false } });
+    exporter.reset();
+    const tracer = trace.getTracer('test');
+    const { job, request } = await tracer.startActiveSpan('POST /schedules/hourly/run', async (span) => {
+      const ran = await pgq.runSchedule('hourly');
+      span.end();
+      return { job: ran, request: span.spanContext() };
+    });
+    const sends = () => exporter.getFinishedSpans().filter((s) => s.name === 'send traced');
+    const runNow = sends().find((s) => s.attributes['messaging.message.id'] === job.id)!;
+    expect(runNow.attributes['messaging.pgq.enqueue.kind']).toBe('schedule');
+    expect(runNow.spanContext().traceId).toBe(request.traceId); // not a trace of its own, as a tick has
+    expect(runNow.parentSpanContext?.spanId).toBe(request.spanId);
+
+    // The leader's pass at the next tick, even with a span active around it.
+    const clock = manualClock(schedule.nextRunAt);
+    const scheduler = new Scheduler(
+      { maxSleepMs: 1_000 },
+      { kysely: pgq.kysely, statements: createStatements(pgq.schema), clock, logger: pgq.logger, schema: pgq.schema, middleware: new MiddlewareChain([middleware]) },
+    );
+    const { pass, around } = await tracer.startActiveSpan('around', async (span) => {
+      const fired = await scheduler.runOnce();
+      span.end();
+      return { pass: fired, around: span.spanContext() };
+    });
+    expect(pass.fired).toHaveLength(1);
+    const tick = sends().find((s) => s.attributes['messaging.message.id'] === pass.fired[0]!.jobId)!;
+    expect(tick.parentSpanContext).toBeUndefined();
+    expect(tick.spanContext().traceId).not.toBe(around.traceId);
   });
 
   it("with propagation 'child', the process span is a child of the send span", async () => {
