@@ -29,7 +29,18 @@
  * const pgq = new Pgq({ connectionString, tasks, middleware: [await tracing()] });
  */
 import type { Attributes, Link, Span, SpanContext, Tracer } from '@opentelemetry/api';
-import { JobCancelledError, JobTimeoutError, LeaseLostError, PgqError, ValidationError, WorkerShutdownError, isPermanentError, snoozeDelay } from './core/errors.js';
+import {
+  JobCancelledError,
+  JobTimeoutError,
+  LeaseLostError,
+  PgqError,
+  ValidationError,
+  WorkerShutdownError,
+  errorMessage,
+  isPermanentError,
+  readableError,
+  snoozeDelay,
+} from './core/errors.js';
 import type { JobMeta, Json } from './core/types.js';
 import type { EnqueueCall, Middleware } from './middleware.js';
 import type { JobContext } from './task.js';
@@ -138,9 +149,14 @@ export async function tracing(options: TracingOptions = {}): Promise<Middleware>
           span.setAttribute('messaging.pgq.outcome', 'succeeded');
           return result;
         } catch (err) {
-          const outcome = outcomeOf(err, ctx);
-          span.setAttribute('messaging.pgq.outcome', outcome);
-          if (outcome !== 'snoozed') fail(api, span, err);
+          // Nothing here may throw: the worker must record what the handler threw, as it does without tracing.
+          try {
+            const outcome = outcomeOf(readableError(err), ctx);
+            span.setAttribute('messaging.pgq.outcome', outcome);
+            if (outcome !== 'snoozed') fail(api, span, err);
+          } catch {
+            // The span goes without; the attempt's outcome is unchanged.
+          }
           throw err;
         } finally {
           span.end();
@@ -172,9 +188,20 @@ function outcomeOf(err: unknown, ctx: JobContext): string {
   return !isPermanentError(reason) && ctx.attempt < ctx.job.maxAttempts ? 'retried' : 'failed';
 }
 
+/**
+ * Status ERROR with the error's message, and an exception event. Never
+ * throws: any thrown value is described (a null-prototype object, one whose
+ * getters throw), as the worker describes it in the job's errors.
+ */
 function fail(api: Api, span: Span, err: unknown): void {
-  span.recordException(err instanceof Error ? err : String(err));
-  span.setStatus({ code: api.SpanStatusCode.ERROR, message: err instanceof Error ? err.message : String(err) });
+  try {
+    const readable = readableError(err);
+    const message = errorMessage(readable);
+    span.setStatus({ code: api.SpanStatusCode.ERROR, message });
+    span.recordException(readable instanceof Error ? readable : message);
+  } catch {
+    // A getter that throws only on a later read: the span goes without, the error is the caller's still.
+  }
 }
 
 /** A span context as a W3C `traceparent` header value. */

@@ -163,6 +163,39 @@ describe('tracing', () => {
     expect(process.status.code).not.toBe(SpanStatusCode.ERROR);
   });
 
+  it('a handler that throws a value String() cannot convert: the job records the same error as without tracing, and the span is an ERROR', async () => {
+    const odd = defineTask({
+      name: 'odd-throw',
+      queue: 'odd-throw',
+      schema: z.object({}),
+      maxAttempts: 1,
+      handler: async () => {
+        throw Object.assign(Object.create(null) as object, { message: 'db unreachable' });
+      },
+    });
+    const recorded: (string | undefined)[] = [];
+    for (const middleware of [[], [await tracing()]]) {
+      const pgq = await ctx.migrated({ tasks: [odd], middleware });
+      const worker = pgq.worker({ queues: ['odd-throw'], pollIntervalMs: 50, leader: false });
+      await worker.start();
+      try {
+        exporter.reset();
+        const job = await pgq.enqueue(odd, {});
+        const done = await pgq.waitForJob(job.id, { timeoutMs: 20_000 });
+        expect(done.state).toBe('failed');
+        recorded.push(done.errors.at(-1)?.message);
+      } finally {
+        await worker.stop();
+      }
+    }
+    expect(recorded[0]).toBe('{"message":"db unreachable"}');
+    expect(recorded[1]).toBe(recorded[0]); // it was 'Cannot convert object to primitive value', thrown by the middleware
+    const process = exporter.getFinishedSpans().find((s) => s.name === 'process odd-throw')!;
+    expect(process.attributes['messaging.pgq.outcome']).toBe('failed');
+    expect(process.status).toEqual({ code: SpanStatusCode.ERROR, message: '{"message":"db unreachable"}' });
+    expect(process.events.map((e) => e.name)).toEqual(['exception']);
+  });
+
   it('without an SDK it writes no trace context, and passes on one that is already active', async () => {
     // A provider with no SDK behind it: its tracer makes no-op spans.
     const noop = new ProxyTracerProvider().getTracer('pgq');
