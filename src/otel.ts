@@ -7,7 +7,9 @@
  *   `meta` (`traceparent`, and `tracestate` when there is one).
  * - Each attempt is one CONSUMER span `process <queue>` that links to that
  *   context (or, with `propagation: 'child'`, is its child), ended when the
- *   handler settles: status ERROR and an exception event when it throws.
+ *   handler settles: status ERROR and an exception event when the attempt
+ *   failed. A snooze, and a job given back at shutdown (`requeued`), used
+ *   up no attempt: status UNSET, no exception, the outcome attribute only.
  *   The handler runs with the span active, so its own spans nest under it.
  * - A schedule's ticks are enqueued by the leader outside any request: their
  *   `send` span starts a trace of its own. A run-now (`runSchedule()`) is a
@@ -153,7 +155,7 @@ export async function tracing(options: TracingOptions = {}): Promise<Middleware>
           try {
             const outcome = outcomeOf(readableError(err), ctx);
             span.setAttribute('messaging.pgq.outcome', outcome);
-            if (outcome !== 'snoozed') fail(api, span, err);
+            if (outcome !== 'snoozed' && outcome !== 'requeued') fail(api, span, err);
           } catch {
             // The span goes without; the attempt's outcome is unchanged.
           }

@@ -196,6 +196,32 @@ describe('tracing', () => {
     expect(process.events.map((e) => e.name)).toEqual(['exception']);
   });
 
+  it('a job given back at shutdown (a handler that throws after the stop signalled it) is no ERROR: the attempt is not used up', async () => {
+    const started = deferred();
+    const givenBack = defineTask({
+      name: 'given-back',
+      queue: 'given-back',
+      schema: z.object({}),
+      handler: async (_p, c) => {
+        started.resolve();
+        await new Promise((resolve) => c.signal.addEventListener('abort', resolve, { once: true }));
+        throw new Error('stopped before it could finish');
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [givenBack], middleware: [await tracing()] });
+    const worker = pgq.worker({ queues: ['given-back'], pollIntervalMs: 50, leader: false });
+    await worker.start();
+    exporter.reset();
+    const job = await pgq.enqueue(givenBack, {});
+    await started.promise;
+    await worker.stop({ graceMs: 100 });
+    expect((await pgq.getJob(job.id))!.state).toBe('available');
+    const process = exporter.getFinishedSpans().find((s) => s.name === 'process given-back')!;
+    expect(process.attributes['messaging.pgq.outcome']).toBe('requeued');
+    expect(process.status.code).toBe(SpanStatusCode.UNSET);
+    expect(process.events).toEqual([]);
+  });
+
   it('without an SDK it writes no trace context, and passes on one that is already active', async () => {
     // A provider with no SDK behind it: its tracer makes no-op spans.
     const noop = new ProxyTracerProvider().getTracer('pgq');
