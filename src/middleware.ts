@@ -34,7 +34,12 @@ export interface PendingJob {
   /** What will be stored in `jobs.meta`: change or add keys here. Must stay a JSON object. */
   meta: JobMeta;
   /** For a schedule's job: the schedule and the tick it stands for. */
-  readonly schedule?: { readonly name: string; readonly tick: Date };
+  readonly schedule?: {
+    readonly name: string;
+    readonly tick: Date;
+    /** Asked for by `runSchedule()`, inside the caller's request; false for a tick the leader fires. */
+    readonly runNow: boolean;
+  };
   /** For a workflow's job: the step's name. */
   readonly step?: string;
 }

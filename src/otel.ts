@@ -174,10 +174,7 @@ export async function tracing(options: TracingOptions = {}): Promise<Middleware>
  * but made inside the caller's request: its schedule info has `runNow`.
  */
 function isScheduleTick(call: EnqueueCall): boolean {
-  if (call.kind !== 'schedule') return false;
-  // `runNow` is not in PendingJob's type yet; read it as a property that may be there.
-  const schedule = call.jobs[0]?.schedule;
-  return !(schedule !== undefined && 'runNow' in schedule && schedule.runNow === true);
+  return call.kind === 'schedule' && call.jobs[0]?.schedule?.runNow !== true;
 }
 
 /** What a thrown error makes of the attempt, as the executor will record it. */
