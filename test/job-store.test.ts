@@ -88,6 +88,38 @@ describe('listing and counting', () => {
     expect(await pgq.countJobs({ until: new Date(Date.UTC(-4713, 10, 25)) })).toBe(0);
     await expect(pgq.retryJobs({ payload: {} as never })).rejects.toThrow(/payload: must be \{ contains/);
   });
+
+  it('searches text in values, not in the JSON text: a quote or backslash is found, a key name is not', async () => {
+    const noted = defineTask({ name: 'text-search', queue: 'text-search', schema: z.unknown(), handler: () => 1 });
+    const pgq = await ctx.migrated({ tasks: [noted] });
+    const quoted = await pgq.enqueue(noted, { note: 'say "hi"\\there', n: 1234, tags: ['Urgent'] }, { delayMs: 3_600_000 });
+    const bare = await pgq.enqueue(noted, 'a bare "string"', { delayMs: 3_600_000 });
+    const entry = { attempt: 1, message: 'file "C:\\temp\\x.txt" missing', stack: 'PermanentError: file "C:\\temp\\x.txt" missing\n    at handler (task.ts:1:1)', at: new Date().toISOString() };
+    await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = 'failed', attempts = 1, finished_at = now(), result = $2, errors = $3 WHERE id = $1`, [
+      quoted.id,
+      JSON.stringify({ path: 'C:\\temp', ok: false }),
+      JSON.stringify([entry]),
+    ]);
+    const found = async (filter: Parameters<Pgq['listJobs']>[0]) => (await pgq.listJobs({ task: 'text-search', ...filter })).map((j) => j.id);
+
+    // Stored as JSON text these read \" and \\, and matched nothing.
+    expect(await found({ error: { text: '"C:\\temp' } })).toEqual([quoted.id]);
+    expect(await found({ error: { text: 'at HANDLER (task.ts' } })).toEqual([quoted.id]);
+    expect(await found({ payload: { text: 'say "hi"\\there' } })).toEqual([quoted.id]);
+    expect(await found({ payload: { text: 'a bare "string"' } })).toEqual([bare.id]);
+    expect(await found({ result: { text: 'c:\\TEMP' } })).toEqual([quoted.id]);
+    // Numbers, booleans and strings in a list are values too.
+    expect(await found({ payload: { text: '1234' } })).toEqual([quoted.id]);
+    expect(await found({ payload: { text: 'urgent' } })).toEqual([quoted.id]);
+    expect(await found({ result: { text: 'false' } })).toEqual([quoted.id]);
+    // Key names matched every job that had the key.
+    for (const text of ['message', 'attempt', 'stack']) expect(await found({ error: { text } })).toEqual([]);
+    for (const text of ['note', '"n"', 'tags']) expect(await found({ payload: { text } })).toEqual([]);
+    expect(await found({ result: { text: 'path' } })).toEqual([]);
+    // Literal: LIKE's wildcards are plain characters.
+    expect(await found({ payload: { text: 'say_%' } })).toEqual([]);
+    expect(await pgq.countJobs({ task: 'text-search', error: { text: 'missing' } })).toBe(1);
+  });
 });
 
 describe('actions', () => {

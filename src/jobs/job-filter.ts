@@ -17,7 +17,9 @@ import type { PgqDatabase } from '../db/tables.js';
 /**
  * A match on a JSON column: `{ contains }` is JSON containment (`@>`: every
  * key and value given is in the column, e.g. `{ to: 'a@b.co' }`), `{ text }`
- * a case-insensitive substring of the column's JSON text.
+ * a case-insensitive substring of a value: of a string, number or boolean
+ * anywhere in a payload or result (not of a key), of an error's message or
+ * stack.
  */
 export type JsonMatch = { contains: Json } | { text: string };
 
@@ -149,6 +151,28 @@ function isJsonObject(value: Json | undefined): value is { [key: string]: Json }
   return value !== null && typeof value === 'object' && !Array.isArray(value);
 }
 
+/**
+ * `text` in the message or stack of an entry of `errors`. Values, not the
+ * column's JSON text: there a quote or backslash is stored escaped (`\"`),
+ * so text holding one found nothing, and key names (`message`, `attempt`)
+ * matched every job with an error.
+ */
+function errorTextCondition(text: string): Expression<SqlBool> {
+  return sql<SqlBool>`EXISTS (SELECT 1 FROM jsonb_array_elements(errors) AS error_entry(entry)
+    WHERE strpos(lower(coalesce(entry ->> 'message', '') || E'\\n' || coalesce(entry ->> 'stack', '')), lower(${text})) > 0)`;
+}
+
+/**
+ * `text` in a scalar value anywhere in the document (a string unquoted, a
+ * number, true or false as written), not in its keys. `strict` so `.**`
+ * does not visit array elements twice; `$.**` includes the document itself,
+ * so a bare string payload is searched too.
+ */
+function valueTextCondition(column: Expression<unknown>, text: string): Expression<SqlBool> {
+  return sql<SqlBool>`EXISTS (SELECT 1 FROM jsonb_path_query(${column}, 'strict $.**') AS json_value(item)
+    WHERE jsonb_typeof(item) NOT IN ('object', 'array') AND strpos(lower(item #>> '{}'), lower(${text})) > 0)`;
+}
+
 /** The filter as one SQL condition on `jobs`. */
 export function jobFilterCondition(eb: ExpressionBuilder<PgqDatabase, 'jobs'>, filter: JobFilter): Expression<SqlBool> {
   const and: Expression<SqlBool>[] = [];
@@ -167,7 +191,7 @@ export function jobFilterCondition(eb: ExpressionBuilder<PgqDatabase, 'jobs'>, f
     if (match === undefined) continue;
     const column = sql.ref(columns[key]);
     if ('text' in match) {
-      and.push(sql<SqlBool>`strpos(lower(${column}::text), lower(${match.text})) > 0`);
+      and.push(key === 'error' ? errorTextCondition(match.text) : valueTextCondition(column, match.text));
       continue;
     }
     // `errors` is a list of entries: an object is looked for as one of them (at the top level it could never match).
