@@ -70,6 +70,8 @@ describe('pgq operator commands', { timeout: 180_000 }, () => {
     expect(pgq(['jobs', 'delete', '--state', 'failed', '--until', '6M'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/--until: must be a duration .*in lower case/) });
     // A mistyped JSON filter was searched as text, matched nothing, and the bulk action said "cancelled 0 jobs".
     expect(pgq(['cancel', '--payload', '{to:"b@x.y"}'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/--payload: starts with \{ but is not a JSON object/) });
+    // An empty one looks for nothing: --error '[]' matched every job, and a cancel with it cancelled them all.
+    expect(pgq(['cancel', '--error', '[]'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/--error: \[\] is empty: it looks for nothing, so it would match every job/) });
     // Text that starts with [ is still text.
     expect(pgq(['jobs', 'list', '--error', '[no such'])).toMatchObject({ code: 0, stderr: '' });
     expect(await app.countJobs({})).toBe(before);

@@ -130,6 +130,13 @@ describe('JSON API', () => {
       expect(refused.status).toBe(400);
       expect(((await refused.json()) as { error: { message: string } }).error.message).toMatch(/needs at least one filter/);
     }
+    // So is an empty JSON match: errors @> '[]' holds for every job, and POST api/jobs/cancel?error=[] cancelled them all.
+    for (const q of ['error=[]', 'error={}', 'payload={}', 'result=%20[%20]%20']) {
+      const refused = await post(dashboard, `/api/jobs/cancel?${q}`, { 'x-pgq-csrf': token });
+      expect(refused.status, q).toBe(400);
+      expect(((await refused.json()) as { error: { message: string } }).error.message).toMatch(/^(error|payload|result): (\[\]|\{\}) is empty: it looks for nothing, so it would match every job/);
+      expect((await get(dashboard, `/api/jobs/count?${q}&action=cancel`)).status, q).toBe(400);
+    }
     expect(await pgq.countJobs()).toBe(before);
     expect(before).toBeGreaterThan(0);
     expect(await (await post(dashboard, `/api/jobs/${id}/delete`, { 'x-pgq-csrf': token })).json()).toEqual({ deleted: true });

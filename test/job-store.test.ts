@@ -89,6 +89,18 @@ describe('listing and counting', () => {
     await expect(pgq.retryJobs({ payload: {} as never })).rejects.toThrow(/payload: must be \{ contains/);
   });
 
+  it('refuses an empty {} or [] containment, naming the field: errors @> [] held for every job, and a bulk cancel with it cancelled them all', async () => {
+    const waiting = await pgq.enqueue(mail, { to: 'empty@example.com' }, { delayMs: 3_600_000 });
+    for (const [key, contains] of [['error', []], ['error', {}], ['payload', {}], ['payload', []], ['result', {}]] as const) {
+      await expect(pgq.countJobs({ [key]: { contains } })).rejects.toMatchObject({ name: 'ValidationError', field: `${key}.contains`, message: expect.stringMatching(/is empty: it looks for nothing, so it would match every job/) });
+    }
+    await expect(pgq.cancelJobs({ error: { contains: [] } })).rejects.toThrow(ValidationError);
+    expect((await pgq.getJob(waiting.id))?.state).toBe('scheduled');
+    // A match with something in it is searched as before.
+    expect(await pgq.countJobs({ payload: { contains: { to: 'empty@example.com' } } })).toBe(1);
+    await pgq.deleteJob(waiting.id);
+  });
+
   it('searches text in values, not in the JSON text: a quote or backslash is found, a key name is not', async () => {
     const noted = defineTask({ name: 'text-search', queue: 'text-search', schema: z.unknown(), handler: () => 1 });
     const pgq = await ctx.migrated({ tasks: [noted] });

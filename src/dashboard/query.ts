@@ -69,7 +69,7 @@ export function filterParams(params: URLSearchParams): URLSearchParams {
   return out;
 }
 
-/** Whether the query string names a filter that constrains anything (`state=,` names none): what a bulk action needs. */
+/** Whether the query string names a filter that constrains anything (`state=,` names none; an empty JSON match, `error=[]`, is refused as a ValidationError): what a bulk action needs. */
 export function hasFilterParams(params: URLSearchParams, hidePayloads: boolean): boolean {
   return Object.keys(filterFromQuery(params, hidePayloads)).length > 0;
 }

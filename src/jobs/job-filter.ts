@@ -101,10 +101,23 @@ export function validateJobFilter(filter: JobFilter, listing = false): JobFilter
     } else {
       // What jsonb cannot hold (\u0000, a lone surrogate, a cycle) cannot be searched for either.
       toJsonText(match.contains, `${key}.contains`, MAX_MATCH_BYTES);
+      const empty = emptyContainmentProblem(match.contains);
+      if (empty) throw new ValidationError(`${key}.contains`, empty);
     }
   }
   if (filter.workflowId !== undefined) parseWorkflowId(filter.workflowId, 'workflowId');
   return filter;
+}
+
+/**
+ * Why a containment value looks for nothing, or null: `{}` or `[]` is
+ * contained in every object or list, so `errors @> '[]'` held for every job
+ * and a bulk action with it (`pgq cancel --error '[]'`) changed them all.
+ */
+function emptyContainmentProblem(contains: Json): string | null {
+  if (contains === null || typeof contains !== 'object' || Object.keys(contains).length > 0) return null;
+  const shown = Array.isArray(contains) ? '[]' : '{}';
+  return `${shown} is empty: it looks for nothing, so it would match every job; give a key and value to look for, e.g. '{"to":"a@b.co"}', or leave the filter out`;
 }
 
 /**
@@ -131,18 +144,24 @@ export function parseTimeBack(value: string, key: string): Date {
  * A value that starts with `{` must be a JSON object: a mistyped one
  * (`{n:1}`) searched as text matched nothing, and a bulk action on it
  * reported success. One that starts with `[` and is not JSON is text
- * (`[ERROR] timeout`).
+ * (`[ERROR] timeout`). An empty `{}` or `[]` is refused: it would match
+ * every job.
  */
 export function parseJsonMatch(value: string, key = 'filter'): JsonMatch {
   const trimmed = value.trim();
   if (trimmed.startsWith('{') || trimmed.startsWith('[')) {
+    let contains: Json;
     try {
-      return { contains: JSON.parse(trimmed) as Json };
+      contains = JSON.parse(trimmed) as Json;
     } catch (err) {
       if (trimmed.startsWith('{')) {
         throw new ValidationError(key, `starts with { but is not a JSON object (${err instanceof Error ? err.message : String(err)}): give JSON such as '{"to":"a@b.co"}'`);
       }
+      return { text: value };
     }
+    const empty = emptyContainmentProblem(contains);
+    if (empty) throw new ValidationError(key, empty);
+    return { contains };
   }
   return { text: value };
 }
