@@ -316,8 +316,8 @@ describe('a filter with a field it does not know', () => {
 describe('counting for a bulk action', () => {
   it('counts what retryJobs, cancelJobs and deleteJobs then change, less the jobs each skips (the console confirms with it)', async () => {
     const task = (name: string) => defineTask({ name, queue: 'count-vs-action', schema: z.unknown(), handler: () => 1 });
-    const [cancelling, retrying, deleting] = [task('cva-cancel'), task('cva-retry'), task('cva-delete')];
-    const pgq = await ctx.migrated({ tasks: [cancelling, retrying, deleting] });
+    const [cancelling, retrying, deleting, losing] = [task('cva-cancel'), task('cva-retry'), task('cva-delete'), task('cva-lost')];
+    const pgq = await ctx.migrated({ tasks: [cancelling, retrying, deleting, losing] });
     const later = { delayMs: 3_600_000 };
     const setState = (id: string, state: string, extra = '') => ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = '${state}'${extra} WHERE id = $1`, [id]);
     const counts = async (name: string) => {
@@ -359,6 +359,28 @@ describe('counting for a bulk action', () => {
     expect((await pgq.getJob(firstK2.id))?.state).toBe('failed');
     expect((await pgq.getJob(liveK3.id))?.state).toBe('available');
     expect((await pgq.getJob(newerK3.id))?.state).toBe('failed');
+
+    // retry, workflow steps with a deleted parent: one whose input was made when it left blocked lost
+    // nothing and is retried (it was counted, then refused); one cancelled while blocked, or a step whose
+    // success would resume it, would make that input without the parent's result and is not counted.
+    const succeed = (id: string, result: string) => setState(id, 'succeeded', `, attempts = 1, finished_at = now(), result = '${result}'`);
+    const released = (await pgq.enqueueWorkflow(chain(step(losing, 'a'), step(losing)))).steps.map((s) => s.id);
+    await succeed(released[0]!, '7');
+    expect(await pgq.getJob(released[1]!)).toMatchObject({ state: 'available', payload: 7 });
+    await pgq.cancelJob(released[1]!);
+    const neverReleased = (await pgq.enqueueWorkflow(chain(step(losing, 'b'), step(losing)))).steps.map((s) => s.id);
+    await pgq.cancelJob(neverReleased[1]!);
+    await succeed(neverReleased[0]!, '8');
+    const resuming = (await pgq.enqueueWorkflow(chord(group([step(losing, 'c1'), step(losing, 'c2')]), step(losing)))).steps.map((s) => s.id);
+    await succeed(resuming[0]!, '9');
+    await pgq.cancelJob(resuming[1]!); // the callback is cancelled by it, and would resume with its retry
+    for (const id of [released[0]!, neverReleased[0]!, resuming[0]!]) expect(await pgq.deleteJob(id)).toBe(true);
+    expect((await counts('cva-lost')).retry).toBe(1);
+    await expect(pgq.retryJob(neverReleased[1]!)).rejects.toMatchObject({ code: 'PGQ_NOT_RETRYABLE', message: expect.stringMatching(/its input includes the result of job \d+, which has been deleted/) });
+    expect(await pgq.retryJobs({ task: 'cva-lost' })).toBe(1);
+    expect(await pgq.getJob(released[1]!)).toMatchObject({ state: 'available', payload: 7 });
+    expect((await pgq.getJob(neverReleased[1]!))?.state).toBe('cancelled');
+    expect((await pgq.getJob(resuming[1]!))?.state).toBe('cancelled');
 
     // delete: not a step that has not finished, nor a finished one a blocked dependent still waits on.
     await pgq.enqueue(deleting, 'plain', later);

@@ -411,6 +411,18 @@ describe('deleting steps', () => {
     expect(await pgq.deleteJobs({ workflowId: wf.id })).toBe(1);
   });
 
+  it('a step whose input was made when it left blocked is retried with it though the parent it came from was deleted (it was refused, as if that input were lost)', async () => {
+    const wf = await pgq.enqueueWorkflow(chain(step(manual, { n: 1 }), step(manualInc)));
+    const [first, second] = wf.steps.map((st) => st.id);
+    await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = 'succeeded', result = '21', attempts = 1, finished_at = now() WHERE id = $1`, [first]);
+    expect(await pgq.getJob(second!)).toMatchObject({ state: 'available', payload: 21 });
+    await pgq.cancelJob(second!);
+    expect(await pgq.deleteJob(first!)).toBe(true);
+    expect(await pgq.countJobs({ workflowId: wf.id }, { action: 'retry' })).toBe(1);
+    expect(await pgq.retryJob(second!)).toMatchObject({ state: 'available', payload: 21 });
+    await pgq.cancelWorkflow(wf.id);
+  });
+
   it('one statement deleting jobs of two workflows takes their edges, and each workflow row once its last job is gone', async () => {
     const s = `"${ctx.schema}"`;
     const a = await pgq.enqueueWorkflow(chain(step(manual, { n: 1 }), step(double), step(double)));

@@ -69,7 +69,7 @@ const FINISHED_RETRYABLE = RETRYABLE_STATES.filter((s) => FINAL_STATES.includes(
  * each batch applies again once its rows are locked (retryMany, cancelMany,
  * deleteMany below; a test holds the two to the same answers).
  */
-function changedBy(eb: ExpressionBuilder<PgqDatabase, 'jobs'>, action: BulkAction, filter: JobFilter) {
+function changedBy(eb: ExpressionBuilder<PgqDatabase, 'jobs'>, action: BulkAction, filter: JobFilter, workflows: WorkflowStore) {
   const inStates = eb('jobs.state', 'in', [...BULK_STATES[action]]);
   if (action === 'cancel') {
     // Asked once already: not counted again.
@@ -85,7 +85,9 @@ function changedBy(eb: ExpressionBuilder<PgqDatabase, 'jobs'>, action: BulkActio
   // retry: not while another live job holds its uniqueKey, nor while a newer
   // finished job sharing it is retried instead; a workflow step
   // only as prepareRetry allows (not cancelled by another step's failure,
-  // its parents succeeded — or, run-anyway, finished).
+  // its parents succeeded — or, run-anyway, finished — and no input it
+  // would make, its own or a resumed dependent's, missing a deleted
+  // parent's result).
   const keyHeld = eb.exists(
     eb
       .selectFrom('jobs as o')
@@ -118,7 +120,13 @@ function changedBy(eb: ExpressionBuilder<PgqDatabase, 'jobs'>, action: BulkActio
   return eb.and([
     inStates,
     eb.or([eb('jobs.unique_key', 'is', null), eb.and([eb.not(keyHeld), eb.or([eb('jobs.state', 'not in', [...FINISHED_RETRYABLE]), eb.not(newerTakesKey)])])]),
-    eb.or([eb('jobs.workflow_id', 'is', null), eb('jobs.pass_results', 'is', null), eb.and([eb('jobs.cancelled_by', 'is', null), eb.not(parentsNotReady)])]),
+    eb.or([
+      eb('jobs.workflow_id', 'is', null),
+      eb.and([
+        eb.or([eb('jobs.pass_results', 'is', null), eb.and([eb('jobs.cancelled_by', 'is', null), eb.not(parentsNotReady)])]),
+        sql<boolean>`NOT EXISTS (${workflows.lostInputs(sql.ref('jobs.id'))})`,
+      ]),
+    ]),
   ]);
 }
 
@@ -200,7 +208,7 @@ export class JobStore {
     const matching = this.deps.kysely
       .selectFrom('jobs')
       .select(sql<number>`1`.as('one'))
-      .where((eb) => (action === undefined ? jobFilterCondition(eb, filter) : eb.and([jobFilterCondition(eb, filter), changedBy(eb, action, filter)])));
+      .where((eb) => (action === undefined ? jobFilterCondition(eb, filter) : eb.and([jobFilterCondition(eb, filter), changedBy(eb, action, filter, this.deps.workflows)])));
     const row = await this.deps.kysely
       .selectFrom((max === undefined ? matching : matching.limit(max)).as('m'))
       .select((eb) => eb.fn.countAll<string>().as('n'))

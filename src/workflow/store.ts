@@ -10,7 +10,7 @@
  * the transaction that changes the parent, so the worker's hot path is the
  * same for workflow and ordinary jobs.
  */
-import type { Compilable, Kysely, Selectable } from 'kysely';
+import type { Compilable, Expression, Kysely, RawBuilder, Selectable } from 'kysely';
 import { sql } from '../db/kysely.js';
 import { z } from 'zod';
 import type { Clock } from '../core/clock.js';
@@ -27,6 +27,7 @@ import { cancelLockedJobs } from '../jobs/cancel-jobs.js';
 import type { Listener } from '../notify/listener.js';
 import { nameSchema, zodToValidationError } from '../task.js';
 import { compileWorkflow, type CompiledWorkflow } from './compile.js';
+import { lostInputs, type LostInput } from './lost-inputs.js';
 import { metaText, type MiddlewareChain, type PendingJob } from '../middleware.js';
 import type { Flow } from './flow.js';
 import { inTransaction } from '../db/transaction.js';
@@ -241,18 +242,29 @@ export class WorkflowStore {
   }
 
   /**
+   * The steps a retry of job `jobId` would make an input for without a
+   * deleted parent's result, as a query (lost-inputs.ts): prepareRetry
+   * refuses such a retry, and a count for a bulk retry leaves it out.
+   */
+  lostInputs(jobId: Expression<unknown>): RawBuilder<LostInput> {
+    return lostInputs(this.deps.schema, jobId);
+  }
+
+  /**
    * Runs inside retryJob's transaction, before the job is made available.
    * Refuses (PGQ_NOT_RETRYABLE, naming the step to retry instead) a workflow
    * job cancelled because a step it depends on failed — retrying that step
    * resumes the workflow — and one whose parents have not all succeeded (or,
-   * for a run-anyway step, finished), since its input does not exist yet. A
-   * job that never ran gets its input built from its parents now: it may
-   * have been cancelled while it was still blocked.
+   * for a run-anyway step, finished), since its input does not exist yet,
+   * and one whose retry would make an input without a deleted parent's
+   * result (lost-inputs.ts). A job cancelled while it was still blocked
+   * gets its input built from its parents now; one that left blocked has
+   * it already.
    */
   async prepareRetry(trx: Kysely<PgqDatabase>, jobId: string): Promise<void> {
     const job = await trx
       .selectFrom('jobs')
-      .select(['workflow_id', 'workflow_step', 'cancelled_by', 'errors', 'on_parent_failure', 'pass_results', 'attempts'])
+      .select(['workflow_id', 'workflow_step', 'cancelled_by', 'errors', 'on_parent_failure', 'pass_results', 'attempts', 'pending_parents'])
       .where('id', '=', jobId)
       .executeTakeFirst();
     if (!job || job.workflow_id === null) return;
@@ -273,23 +285,11 @@ export class WorkflowStore {
       );
     }
     // Inputs made from results that were deleted would be made without
-    // them, silently: this job's own (it never ran), or those of the
-    // dependents its success would resume (cancelled because it failed,
-    // and theirs in turn).
-    const lost = await sql<{ child: string; step: string | null; parent: string }>`
-      WITH RECURSIVE resumed(id) AS (
-        SELECT ${jobId}::bigint
-        UNION
-        SELECT c.id FROM resumed r JOIN ${sql.id(this.deps.schema, 'jobs')} c ON c.cancelled_by = r.id AND c.state = 'cancelled'
-      )
-      SELECT c.id::text AS child, c.workflow_step AS step, d.parent_id::text AS parent
-        FROM resumed r
-        JOIN ${sql.id(this.deps.schema, 'jobs')} c ON c.id = r.id
-        JOIN ${sql.id(this.deps.schema, 'job_dependencies')} d ON d.child_id = c.id
-       WHERE c.attempts = 0 AND c.pass_results <> 'none'
-         AND NOT EXISTS (SELECT 1 FROM ${sql.id(this.deps.schema, 'jobs')} p WHERE p.id = d.parent_id)
-       ORDER BY c.id, d.parent_id
-       LIMIT 1`.execute(trx);
+    // them, silently: this job's own (cancelled while blocked, it has none
+    // yet), or those of the dependents its success would resume (cancelled
+    // because it failed, and theirs in turn). A step whose input was made
+    // when it left blocked lost nothing (see lost-inputs.ts).
+    const lost = await sql<LostInput>`SELECT * FROM (${this.lostInputs(sql`${jobId}`)}) AS lost ORDER BY child::bigint, parent::bigint LIMIT 1`.execute(trx);
     const gone = lost.rows[0];
     if (gone) {
       const whose = gone.child === jobId ? `its input` : `the input of step ${JSON.stringify(gone.step)} (job ${gone.child}), which it would resume,`;
@@ -309,10 +309,11 @@ export class WorkflowStore {
       const verb = job.on_parent_failure === 'run' ? 'finished' : 'succeeded';
       throw new PgqError('PGQ_NOT_RETRYABLE', `${me} waits on steps that have not ${verb}: ${list}; it can be retried once they have`);
     }
-    if (job.attempts === 0 && job.pass_results !== 'none') {
+    if (job.attempts === 0 && job.pending_parents !== null && job.pending_parents > 0 && job.pass_results !== 'none') {
+      // Its parents have all settled (checked above); a count of 0 says so, and that its input is made (lost-inputs.ts).
       await trx
         .updateTable('jobs')
-        .set({ payload: sql`${sql.id(this.deps.schema, 'workflow_job_input')}(${jobId}::bigint)` })
+        .set({ payload: sql`${sql.id(this.deps.schema, 'workflow_job_input')}(${jobId}::bigint)`, pending_parents: 0 })
         .where('id', '=', jobId)
         .execute();
     }
