@@ -176,8 +176,8 @@ function isJsonObject(value: Json | undefined): value is { [key: string]: Json }
  * so text holding one found nothing, and key names (`message`, `attempt`)
  * matched every job with an error.
  */
-function errorTextCondition(text: string): Expression<SqlBool> {
-  return sql<SqlBool>`EXISTS (SELECT 1 FROM jsonb_array_elements(errors) AS error_entry(entry)
+function errorTextCondition(column: Expression<unknown>, text: string): Expression<SqlBool> {
+  return sql<SqlBool>`EXISTS (SELECT 1 FROM jsonb_array_elements(${column}) AS error_entry(entry)
     WHERE strpos(lower(coalesce(entry ->> 'message', '') || E'\\n' || coalesce(entry ->> 'stack', '')), lower(${text})) > 0)`;
 }
 
@@ -210,7 +210,7 @@ export function jobFilterCondition(eb: ExpressionBuilder<PgqDatabase, 'jobs'>, f
     if (match === undefined) continue;
     const column = sql.ref(columns[key]);
     if ('text' in match) {
-      and.push(key === 'error' ? errorTextCondition(match.text) : valueTextCondition(column, match.text));
+      and.push(key === 'error' ? errorTextCondition(column, match.text) : valueTextCondition(column, match.text));
       continue;
     }
     // `errors` is a list of entries: an object is looked for as one of them (at the top level it could never match).
