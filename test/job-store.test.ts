@@ -676,6 +676,31 @@ describe('progress', () => {
     expect(listed[0]!.progress).toEqual({ done: 5, of: 10 });
   });
 
+  it("keeps the last value of a handler that returns right after reporting it (as docs/tasks.md's loop does)", async () => {
+    const importer = defineTask({
+      name: 'import-rows',
+      queue: 'progress-last',
+      schema: z.object({ n: z.number() }),
+      handler: async ({ n }, c) => {
+        for (let i = 0; i < n; i++) {
+          await new Promise((r) => setTimeout(r, 20));
+          void c.progress({ done: i + 1, of: n }); // throttled; the last value is always written
+        }
+        return { imported: n };
+      },
+    });
+    const local = await ctx.migrated({ tasks: [importer] });
+    const worker = local.worker({ queues: ['progress-last'], leader: false });
+    await worker.start();
+    try {
+      const job = await local.enqueue(importer, { n: 5 });
+      // The pending value was written by its timer after the outcome, found the job finished, and was dropped: {done: 1}.
+      expect(await local.waitForJob(job.id, { timeoutMs: 20_000 })).toMatchObject({ state: 'succeeded', progress: { done: 5, of: 5 } });
+    } finally {
+      await worker.stop();
+    }
+  });
+
   it('writes only for the running attempt it belongs to, throttles, and refuses bad values', async () => {
     const job = await pgq.enqueue(mail, { to: 'p@x.y' }, { queue: 'progress' });
     await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = 'running', attempts = 2 WHERE id = $1`, [job.id]);
@@ -683,12 +708,12 @@ describe('progress', () => {
     const db = fromPg(ctx.admin);
     const counting = { query: async <R,>(s: Parameters<typeof db.query>[0]) => (queries.push(s), db.query<R>(s)) };
     const writer = new ProgressWriter(counting, ctx.schema, pgq.logger, 10_000);
-    const report = writer.reporter(job.id, 2);
+    const { report } = writer.reporter(job.id, 2);
     await report(5);
     const later = [report(6), report(7), report(8)];
     expect(queries).toHaveLength(1); // the rest wait for the interval
     expect((await pgq.getJob(job.id))!.progress).toBe(5);
-    const stale = new ProgressWriter(db, ctx.schema, pgq.logger).reporter(job.id, 1);
+    const stale = new ProgressWriter(db, ctx.schema, pgq.logger).reporter(job.id, 1).report;
     await stale(99); // an earlier attempt: not written
     expect((await pgq.getJob(job.id))!.progress).toBe(5);
     expect(() => report(101)).toThrow(/progress: a number must be from 0 to 100/);

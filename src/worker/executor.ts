@@ -49,7 +49,7 @@ import type { AnyTask, JobContext, TaskRegistry } from '../task.js';
 import type { Completer, Outcome, RecordResult } from './completer.js';
 import { MiddlewareChain, RecordedMeta } from '../middleware.js';
 import type { SandboxRunner } from '../sandbox/sandbox-runner.js';
-import type { ProgressWriter } from './progress.js';
+import type { ProgressReporter, ProgressWriter } from './progress.js';
 
 /** Events a worker emits about the jobs it runs: each reports what was written, not what was attempted. */
 export interface WorkerEvents {
@@ -191,7 +191,7 @@ const CONTEXT_ACCESSORS: PropertyDescriptorMap = {
   ),
   progress: contextAccessor<JobContext['progress']>(
     'progress',
-    (s) => (s.progress ??= s.progressWriter.reporter(s.entry.job.id, s.entry.job.attempts)),
+    (s) => (s.progress ??= (s.entry.progress ??= s.progressWriter.reporter(s.entry.job.id, s.entry.job.attempts)).report),
     (s, value) => (s.progress = value),
   ),
 };
@@ -204,6 +204,8 @@ interface RunningAttempt {
   timers: NodeJS.Timeout[];
   /** Keys the attempt recorded for `jobs.meta` (`ctx.recordMeta`); made on the first one. */
   recorded?: RecordedMeta;
+  /** Its `ctx.progress` writes; made on the first read of `ctx.progress`. */
+  progress?: ProgressReporter;
 }
 
 export class Executor {
@@ -407,6 +409,8 @@ export class Executor {
     this.#release(entry);
     let written: RecordResult;
     try {
+      // A progress report still waiting for its interval is written first: after the outcome it would find the job finished.
+      if (entry.progress) await entry.progress.flush();
       written = await this.completer.record(outcome);
       if (written.status === 'not-recorded') this.#unrecorded.add(job.id);
     } finally {

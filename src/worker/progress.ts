@@ -7,7 +7,8 @@
  * Writes are throttled per attempt: the first report is written at once,
  * later ones at most every `minIntervalMs`; a report inside the interval
  * replaces the pending one, and the last pending value is always written
- * when the interval ends. Reporting never throws for database trouble (it is
+ * when the interval ends, or before the attempt's outcome, whichever comes
+ * first. Reporting never throws for database trouble (it is
  * logged): a handler's work does not fail because a progress bar could not be
  * saved. A bad value (not 0–100, not JSON, too large) throws a ValidationError.
  */
@@ -23,8 +24,19 @@ export const MAX_PROGRESS_BYTES = 4_096;
 /** Default least time between two progress writes of one attempt. */
 export const PROGRESS_MIN_INTERVAL_MS = 250;
 
-/** Reports progress of one attempt; resolves once this value (or a later one) was written or given up. */
-export type ProgressReporter = (value: JobProgress) => Promise<void>;
+/** The progress of one attempt. */
+export interface ProgressReporter {
+  /** `ctx.progress`: resolves once this value (or a later one) was written or given up. */
+  report: (value: JobProgress) => Promise<void>;
+  /**
+   * Writes a value still waiting for its interval now, and resolves once
+   * every write is done (never rejects). The attempt's outcome waits for it:
+   * written later, the value found the job no longer running and was lost
+   * (a handler that returned within 250 ms of its last report kept an
+   * earlier one).
+   */
+  flush: () => Promise<void>;
+}
 
 /** Makes the `ctx.progress` of each attempt a worker runs. */
 export class ProgressWriter {
@@ -61,6 +73,7 @@ export class ProgressWriter {
         .finally(() => waiters.forEach((w) => w()));
     };
     const flush = (): void => {
+      if (timer) clearTimeout(timer);
       timer = null;
       if (!pending) return;
       const { text, waiters } = pending;
@@ -68,14 +81,20 @@ export class ProgressWriter {
       write(text, waiters);
     };
 
-    return (value: JobProgress) => {
-      const text = progressText(value);
-      return new Promise<void>((resolve) => {
-        const wait = performance.now() - lastWriteAt;
-        if (!pending && wait >= this.minIntervalMs) return write(text, [resolve]);
-        pending = { text, waiters: [...(pending?.waiters ?? []), resolve] };
-        timer ??= setTimeout(flush, Math.max(0, this.minIntervalMs - wait)).unref();
-      });
+    return {
+      report: (value: JobProgress) => {
+        const text = progressText(value);
+        return new Promise<void>((resolve) => {
+          const wait = performance.now() - lastWriteAt;
+          if (!pending && wait >= this.minIntervalMs) return write(text, [resolve]);
+          pending = { text, waiters: [...(pending?.waiters ?? []), resolve] };
+          timer ??= setTimeout(flush, Math.max(0, this.minIntervalMs - wait)).unref();
+        });
+      },
+      flush: () => {
+        flush();
+        return writing;
+      },
     };
   }
 }
