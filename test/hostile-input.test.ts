@@ -307,6 +307,37 @@ describe('hostile input', () => {
     expect(done.errors[0]!.message).toMatch(/^the handler succeeded, but its result cannot be stored: result\.n: .*BigInt/);
     expect(runs).toBe(1);
   });
+
+  it('a result whose toJSON() or getter answers differently the second time is checked as stored: failed for good naming the field, not retried on a database error', async () => {
+    let runs = 0;
+    // Checked on the first read, written on the second: jsonb refused the write, and the attempt was recorded as a
+    // retryable "could not record" failure, so the handler's work ran again.
+    const flipping = (bad: string): { toJSON: () => string } => {
+      let reads = 0;
+      return { toJSON: () => ((reads += 1) === 1 ? 'fine' : bad) };
+    };
+    const nul = defineTask({ name: 'hostile-flip-nul', schema: z.object({}), maxAttempts: 2, backoff: { baseMs: 10 }, handler: () => ((runs += 1), { note: flipping('a\u0000b') }) });
+    const done = await runToEnd(nul);
+    expect(done).toMatchObject({ state: 'failed', attempts: 1 });
+    expect(done.errors[0]!.message).toMatch(/^the handler succeeded, but its result cannot be stored: result\.note: contains \\u0000/);
+    expect(runs).toBe(1);
+    const surrogate = defineTask({
+      name: 'hostile-flip-surrogate',
+      schema: z.object({}),
+      maxAttempts: 2,
+      handler: () => {
+        let reads = 0;
+        return { get x() { return (reads += 1) === 1 ? 'ok' : 'half \ud800'; } };
+      },
+    });
+    const second = await runToEnd(surrogate);
+    expect(second).toMatchObject({ state: 'failed', attempts: 1 });
+    expect(second.errors[0]!.message).toMatch(/result\.x: contains a lone UTF-16 surrogate/);
+    // A text that only looks like such an escape (a backslash before u0000) is stored as it is.
+    const pgq = await ctx.migrated({ tasks: [loose] });
+    const job = await pgq.enqueue(loose, { path: 'C:\\u0000\\ud800' });
+    expect((await pgq.getJob(job.id))!.payload).toEqual({ path: 'C:\\u0000\\ud800' });
+  });
 });
 
 describe('what JSON or PostgreSQL would change on the way in', () => {

@@ -177,6 +177,47 @@ describe('worker', () => {
     }
   });
 
+  it('a success whose result the database refuses as data fails for good (another attempt would do the work again), other refusals stay retryable', async () => {
+    let runs = 0;
+    const refused = defineTask({
+      name: 'refused-result',
+      queue: 'refused-result',
+      maxAttempts: 3,
+      backoff: { baseMs: 60_000 },
+      schema: z.object({ code: z.string() }),
+      handler: () => ((runs += 1), 'refuse-me'),
+    });
+    const pgq = await ctx.migrated({ tasks: [refused], logger: captureLogger([]) });
+    // Stands for what jsonb itself refuses (class 22, a data exception), or for a rule of the application's.
+    await ctx.admin.query(`
+      CREATE FUNCTION "${ctx.schema}".refuse_result() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF NEW.state = 'succeeded' AND NEW.result = '"refuse-me"' THEN
+          RAISE EXCEPTION 'result refused' USING ERRCODE = NEW.payload ->> 'code';
+        END IF;
+        RETURN NEW;
+      END $$;
+      CREATE TRIGGER refuse_result BEFORE UPDATE OF state ON "${ctx.schema}".jobs FOR EACH ROW EXECUTE FUNCTION "${ctx.schema}".refuse_result();`);
+    const worker = pgq.worker({ queues: ['refused-result'], pollIntervalMs: 20, leader: false });
+    await worker.start();
+    try {
+      const data = await pgq.enqueue(refused, { code: '22023' });
+      const failed = await pgq.waitForJob(data.id, { timeoutMs: 10_000 });
+      expect(failed).toMatchObject({ state: 'failed', attempts: 1 });
+      expect(failed.errors[0]!.message).toMatch(/^pgq could not record this attempt's complete: result refused/);
+      const other = await pgq.enqueue(refused, { code: 'P0001' });
+      const retryable = await until(async () => {
+        const j = await pgq.getJob(other.id);
+        return j?.state === 'retryable' ? j : null;
+      }, { what: 'the other refusal to be retryable' });
+      expect(retryable.attempts).toBe(1);
+      expect(runs).toBe(2);
+    } finally {
+      await worker.stop();
+      await ctx.admin.query(`DROP TRIGGER refuse_result ON "${ctx.schema}".jobs`);
+    }
+  });
+
   it('fails permanently on PermanentError', async () => {
     const perm = defineTask({
       name: 'perm',

@@ -30,12 +30,20 @@ export function toJson(value: unknown, field: string, maxBytes: number): { text:
     throw new ValidationError(field, `is not JSON-serialisable (${err instanceof Error ? err.message : String(err)})`);
   }
   if (text === undefined) throw new ValidationError(field, 'is not JSON-serialisable');
+  // The walk above and JSON.stringify each read the value: a getter or a
+  // toJSON() may answer the second time with what the first was checked not
+  // to be. What is stored is the text: one that holds an escape jsonb
+  // refuses is checked again, as parsed back, which names the field.
+  if (REFUSED_ESCAPE.test(text)) checkJsonValue(JSON.parse(text), field, maxBytes);
   const bytes = Buffer.byteLength(text, 'utf8');
   if (bytes > maxBytes) {
     throw new ValidationError(field, `is ${bytes} bytes of JSON, over the limit of ${maxBytes} bytes`);
   }
   return { text, changed };
 }
+
+/** In JSON text, an escape that may be a `\u0000` or a lone surrogate (or a backslash before such letters: the check that follows tells). */
+const REFUSED_ESCAPE = /\\u(?:0000|[dD][89a-fA-F])/;
 
 /** A UTF-16 surrogate without its pair: JSON.stringify writes it as `\udXXX`, which jsonb refuses. */
 const LONE_SURROGATE = /\p{Cs}/u;

@@ -220,7 +220,8 @@ export class Completer {
 
   /**
    * One outcome the database refused (not a connection error): logged once.
-   * A success or snooze becomes a failure that says why; a failure is
+   * A success or snooze becomes a failure that says why (for good when the
+   * database refused a success's result as data); a failure is
    * retried once as a bare message. The fallback leaves out recorded meta
    * keys (they may be what was refused). What still fails is left to the
    * rescuer.
@@ -235,7 +236,9 @@ export class Completer {
       attempt: outcome.attempt,
       error: JSON.stringify({ attempt: outcome.attempt, message, at: new Date().toISOString() }),
       delayMs: outcome.kind === 'fail' ? outcome.delayMs : 1_000,
-      permanent: outcome.kind === 'fail' ? outcome.permanent : false,
+      // A success whose result the database refused as data (class 22: a value jsonb will not hold) would be
+      // refused again: the handler did its work, and another attempt would do it again. Failed for good.
+      permanent: outcome.kind === 'fail' ? outcome.permanent : outcome.kind === 'complete' && isDataException(err),
     };
     try {
       const written = await this.#writeOnce([fallback]);
@@ -319,4 +322,10 @@ class PartlyWritten extends Error {
 /** Numeric order of job ids (strings of digits). */
 function compareIds(a: string, b: string): number {
   return a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
+}
+
+/** A PostgreSQL data exception (SQLSTATE class 22): the value was refused, not the connection or the statement. */
+function isDataException(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && code.startsWith('22');
 }
