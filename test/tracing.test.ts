@@ -163,6 +163,40 @@ describe('tracing', () => {
     expect(process.status.code).not.toBe(SpanStatusCode.ERROR);
   });
 
+  it('an attempt whose result cannot be stored is an ERROR, as the worker records it (failed for good), also when it returns after a stop signalled it', async () => {
+    const started = deferred();
+    const unstorable = defineTask({
+      name: 'unstorable',
+      queue: 'unstorable',
+      schema: z.object({ wait: z.boolean() }),
+      maxAttempts: 3,
+      handler: async ({ wait }, c) => {
+        if (wait) {
+          started.resolve();
+          await new Promise((resolve) => c.signal.addEventListener('abort', resolve, { once: true }));
+        }
+        return { n: 1n };
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [unstorable], middleware: [await tracing()] });
+    const worker = pgq.worker({ queues: ['unstorable'], pollIntervalMs: 50, leader: false });
+    await worker.start();
+    exporter.reset();
+    const job = await pgq.enqueue(unstorable, { wait: false });
+    const failed = await pgq.waitForJob(job.id, { timeoutMs: 10_000 });
+    expect(failed).toMatchObject({ state: 'failed', attempts: 1 });
+    expect(failed.errors[0]!.message).toMatch(/^the handler succeeded, but its result cannot be stored: result\.n: .*BigInt/);
+    // The span said "succeeded", status UNSET: the result was checked after the middleware had settled.
+    const process = await until(() => exporter.getFinishedSpans().find((s) => s.name === 'process unstorable'), { what: 'the process span' });
+    expect(process.attributes['messaging.pgq.outcome']).toBe('failed');
+    expect(process.status.code).toBe(SpanStatusCode.ERROR);
+    // Returned after a stop's signal: its work is done, so it fails for good rather than being given back to run again.
+    const late = await pgq.enqueue(unstorable, { wait: true });
+    await started.promise;
+    await worker.stop({ graceMs: 100 });
+    expect(await pgq.getJob(late.id)).toMatchObject({ state: 'failed', attempts: 1 });
+  });
+
   it('a handler that throws a value String() cannot convert: the job records the same error as without tracing, and the span is an ERROR', async () => {
     const odd = defineTask({
       name: 'odd-throw',

@@ -196,6 +196,12 @@ const CONTEXT_ACCESSORS: PropertyDescriptorMap = {
   ),
 };
 
+/** How a handler and its middleware settled. */
+type Settled = { ok: true; value: unknown } | { ok: false; error: unknown };
+
+/** A handler's result and its JSON text, or why it cannot be stored. */
+type StoredResult = { value: unknown; text: string } | { value: unknown; refused: unknown };
+
 interface RunningAttempt {
   job: ClaimedJob;
   controller: AttemptAbort;
@@ -504,27 +510,35 @@ export class Executor {
     const sandboxed = task.sandbox && sandbox ? { options: task.sandbox, runner: sandbox } : null;
     // A sandboxed handler's time limit starts when it leaves its pool's queue, not while it waits for a thread.
     if (!sandboxed) startTimeout();
-    let settled: { ok: true; value: unknown } | { ok: false; error: unknown };
+    let settled: Settled;
+    // The handler's result as stored, made as it returns: inside the middleware, so a result that cannot be
+    // stored is a failure they see (a tracing span said "succeeded" for a job then failed for good).
+    let stored: StoredResult | undefined;
     try {
       const ctx = this.#context(entry, payload);
       const handle = (): Promise<unknown> =>
-        Promise.resolve().then(() => (sandboxed ? sandboxed.runner.run(sandboxed.options, payload, ctx, startTimeout) : task.handler(payload, ctx)));
+        Promise.resolve()
+          .then(() => (sandboxed ? sandboxed.runner.run(sandboxed.options, payload, ctx, startTimeout) : task.handler(payload, ctx)))
+          .then((value) => {
+            try {
+              stored = { value, text: this.#resultText(value) };
+            } catch (err) {
+              stored = { value, refused: err };
+              throw err;
+            }
+            return value;
+          });
       settled = { ok: true, value: await this.middleware.attempt(ctx, handle) };
     } catch (err) {
       settled = { ok: false, error: err };
     }
-    const outcome = this.#decide(job, task, controller, settled);
+    const outcome = this.#decide(job, task, controller, settled, stored);
     // Read once the handler and middleware have settled: later calls change nothing.
     return entry.recorded ? { ...outcome, meta: entry.recorded.text() } : outcome;
   }
 
   /** The outcome of a settled handler, given why (if at all) its signal fired. */
-  #decide(
-    job: ClaimedJob,
-    task: AnyTask,
-    abort: AttemptAbort,
-    settled: { ok: true; value: unknown } | { ok: false; error: unknown },
-  ): Outcome {
+  #decide(job: ClaimedJob, task: AnyTask, abort: AttemptAbort, settled: Settled, stored: StoredResult | undefined): Outcome {
     const reason: unknown = abort.aborted ? abort.reason : undefined;
     // Cancelled or rescued: the guarded write will be discarded, but the
     // attempt still ends with one outcome like every other.
@@ -533,6 +547,8 @@ export class Executor {
     // A JobTimeoutError of the handler's own (a terminated sandbox) says more than the signal's.
     if (reason instanceof JobTimeoutError) return this.#failure(job, task, !settled.ok && settled.error instanceof JobTimeoutError ? settled.error : reason);
     if (!settled.ok) {
+      // The handler returned: its work is done, whatever a stop asked meanwhile.
+      if (stored && 'refused' in stored && settled.error === stored.refused) return this.#failure(job, task, settled.error);
       if (reason instanceof WorkerShutdownError) {
         return { kind: 'snooze', id: job.id, attempt: job.attempts, delayMs: 0, note: this.#errorEntry(job, reason, true) };
       }
@@ -541,10 +557,23 @@ export class Executor {
       return this.#failure(job, task, settled.error);
     }
     try {
-      return { kind: 'complete', id: job.id, attempt: job.attempts, result: toJsonText(settled.value, 'result', this.config.maxResultBytes) };
+      // A middleware may return another value than the handler's: that one is stored.
+      const result = stored && 'text' in stored && Object.is(stored.value, settled.value) ? stored.text : this.#resultText(settled.value);
+      return { kind: 'complete', id: job.id, attempt: job.attempts, result };
     } catch (err) {
-      // The handler did its work: another attempt would do it again and return the same. Failed for good.
-      return this.#failure(job, task, new PermanentError(`the handler succeeded, but its result cannot be stored: ${errorMessage(err)}`, { cause: err }));
+      return this.#failure(job, task, err);
+    }
+  }
+
+  /**
+   * A result's JSON text, or a PermanentError: the handler did its work, and
+   * another attempt would do it again and return the same.
+   */
+  #resultText(value: unknown): string {
+    try {
+      return toJsonText(value, 'result', this.config.maxResultBytes);
+    } catch (err) {
+      throw new PermanentError(`the handler succeeded, but its result cannot be stored: ${errorMessage(err)}`, { cause: err });
     }
   }
 
