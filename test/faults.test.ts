@@ -11,6 +11,7 @@ import { deferred, until, useTestSchema, withAppName } from './support/harness.j
 import { startEmbedded, type EmbeddedServer } from './support/embedded.js';
 import { Listener } from '../src/notify/listener.js';
 import { defaultLogger } from '../src/core/logger.js';
+import { captureLogger, type Line } from './support/logger.js';
 
 const ctx = useTestSchema('faults');
 
@@ -276,7 +277,8 @@ describe('a database that accepts connections and answers nothing', () => {
     const proxy = await freezableProxy(new URL(ctx.url));
     const { task, running, release } = gatedTask('silent-server');
     // A pool pgq makes (close() ends it), of four connections.
-    const pgq = new Pgq({ connectionString: proxy.url, poolSize: 4, schema: ctx.schema, tasks: [task] });
+    const lines: Line[] = [];
+    const pgq = new Pgq({ connectionString: proxy.url, poolSize: 4, schema: ctx.schema, tasks: [task], logger: captureLogger(lines) });
     try {
       const worker = pgq.worker({ concurrency: 1, heartbeatMs: 250, rescueAfterMs: 2_000 });
       const job = await pgq.enqueue(task, {});
@@ -302,6 +304,12 @@ describe('a database that accepts connections and answers nothing', () => {
       expect(await endsWithin(pgq.close(), 90_000)).toBe('ended');
       expect(Date.now() - closeStartedAt).toBeLessThan(6_000);
       expect(socketsTo(proxy.url)).toEqual([]);
+      // The stop names the job it leaves to the rescuer, once: the completer's own line, after "stopped",
+      // said it again as an error with a count and no ids.
+      expect(lines.filter((l) => l.level === 'warn' && /could not record the last outcomes/.test(l.msg ?? '')).map((l) => l.msg)).toEqual([
+        expect.stringContaining(`(jobs ${job.id}); the rescuer will retry those jobs`),
+      ]);
+      expect(lines.filter((l) => l.level === 'error' && /gave up recording/.test(l.msg ?? ''))).toEqual([]);
     } finally {
       release();
       await proxy.close();

@@ -59,6 +59,8 @@ const DISCARDED: RecordResult = Object.freeze({ status: 'discarded' });
 
 export class Completer {
   #pending: Pending[] = [];
+  /** The batch being written now (taken off #pending). */
+  #writing: readonly Pending[] = [];
   #flushing: Promise<void> | undefined;
   #scheduled = false;
   #giveUpAt = Infinity;
@@ -118,6 +120,11 @@ export class Completer {
     this.#abandoned = true;
   }
 
+  /** The jobs whose outcomes wait to be written or are being written. */
+  unwrittenJobIds(): string[] {
+    return [...this.#writing, ...this.#pending].map((p) => p.outcome.id);
+  }
+
   /** Writes everything queued. After `giveUpAfterMs` of failing writes, drops what is left (the rescuer will retry those jobs). */
   async flush(giveUpAfterMs = Infinity): Promise<void> {
     this.#giveUpAt = this.monotonicMs() + giveUpAfterMs;
@@ -148,7 +155,12 @@ export class Completer {
     while (this.#pending.length > 0) {
       const wasBacklogged = this.backlogged;
       const batch = this.#pending.splice(0, MAX_BATCH);
-      await this.#write(batch);
+      this.#writing = batch;
+      try {
+        await this.#write(batch);
+      } finally {
+        this.#writing = [];
+      }
       // Written (or split and written one by one, or left to the rescuer): either way this batch is done.
       this.#writtenListeners.forEach((listener) => listener());
       if (wasBacklogged && !this.backlogged) this.#drainedListeners.forEach((listener) => listener());
@@ -206,7 +218,12 @@ export class Completer {
         this.#failing = true;
         // A few tries first, even past the deadline: an outcome that settled late in a stop still gets them.
         if (this.#abandoned || (this.monotonicMs() >= this.#giveUpAt && failures >= MIN_TRIES)) {
-          this.logger.error({ err: errorSummary(err), jobs: batch.length }, 'pgq gave up recording job outcomes; the rescuer will retry those jobs');
+          const ids = batch.map((p) => p.outcome.id);
+          // After a stop gave up on them (abandon), its own line named these jobs already.
+          this.logger[this.#abandoned ? 'debug' : 'error'](
+            { err: errorSummary(err), jobs: ids },
+            `pgq gave up recording the outcomes of jobs ${ids.join(', ')}; the rescuer will retry those jobs`,
+          );
           batch.forEach((p) => p.resolve(NOT_RECORDED));
           return;
         }

@@ -50,6 +50,7 @@ import type { Completer, Outcome, RecordResult } from './completer.js';
 import { MiddlewareChain, RecordedMeta } from '../middleware.js';
 import type { SandboxRunner } from '../sandbox/sandbox-runner.js';
 import type { ProgressReporter, ProgressWriter } from './progress.js';
+import { settlesWithin } from '../core/sleep.js';
 
 /** Events a worker emits about the jobs it runs: each reports what was written, not what was attempted. */
 export interface WorkerEvents {
@@ -195,6 +196,9 @@ const CONTEXT_ACCESSORS: PropertyDescriptorMap = {
     (s, value) => (s.progress = value),
   ),
 };
+
+/** Longest an outcome waits for its attempt's last progress report to be written. */
+const PROGRESS_FLUSH_WAIT_MS = 1_000;
 
 /** How a handler and its middleware settled. */
 type Settled = { ok: true; value: unknown } | { ok: false; error: unknown };
@@ -415,8 +419,9 @@ export class Executor {
     this.#release(entry);
     let written: RecordResult;
     try {
-      // A progress report still waiting for its interval is written first: after the outcome it would find the job finished.
-      if (entry.progress) await entry.progress.flush();
+      // A progress report still waiting for its interval is written first (after the outcome it would find the
+      // job finished), but a database that does not answer it holds the outcome back a second at most.
+      if (entry.progress) await settlesWithin(entry.progress.flush(), PROGRESS_FLUSH_WAIT_MS);
       written = await this.completer.record(outcome);
       if (written.status === 'not-recorded') this.#unrecorded.add(job.id);
     } finally {

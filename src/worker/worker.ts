@@ -502,7 +502,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
     })();
     if (!(await settlesWithin(written, left()))) {
       this.#completer.abandon();
-      this.#logger.warn({ limitMs: writeLimitMs }, `pgq could not record the last outcomes within ${writeLimitMs} ms; the rescuer will retry those jobs`);
+      const jobs = this.#completer.unwrittenJobIds();
+      this.#logger.warn(
+        { limitMs: writeLimitMs, jobs },
+        `pgq could not record the last outcomes within ${writeLimitMs} ms${jobs.length ? ` (jobs ${jobs.join(', ')})` : ''}; the rescuer will retry those jobs`,
+      );
     }
     // A reconcile that cannot reach the database does not hold the stop either.
     if (this.#reconciling) await settlesWithin(this.#reconciling, left());
