@@ -103,6 +103,11 @@ export class MiddlewareChain {
     return this.#enqueue.length > 0;
   }
 
+  /** True when some middleware wraps attempts. */
+  get wrapsAttempts(): boolean {
+    return this.#attempt.length > 0;
+  }
+
   /**
    * Runs the enqueue middleware around `write`, which inserts the jobs (reading
    * their `meta` then) and returns their ids. Rejects if a middleware throws or
@@ -118,7 +123,7 @@ export class MiddlewareChain {
         if (writing) return Promise.reject(new PgqError('PGQ_MIDDLEWARE', 'an enqueue middleware called next() twice'));
         // After the call answered, a write would contradict what it said (nothing enqueued, or an error).
         if (ended) return Promise.reject(new PgqError('PGQ_MIDDLEWARE', 'an enqueue middleware called next() after the enqueue had ended: nothing was written'));
-        writing = write();
+        writing = handledLater(write());
         return writing;
       }
       return handledLater(Promise.resolve().then(() => m.enqueue!(call, () => step(i + 1))));
@@ -158,7 +163,7 @@ export class MiddlewareChain {
         // outcome written, its slot free, perhaps claimed elsewhere): the
         // handler must not run.
         if (ended) return Promise.reject(new PgqError('PGQ_MIDDLEWARE', 'an attempt middleware called next() after the attempt had ended: the handler did not run'));
-        running = handler();
+        running = handledLater(handler());
         return running;
       }
       return handledLater(Promise.resolve().then(() => m.attempt!(ctx, () => step(i + 1))));

@@ -42,6 +42,7 @@ import {
   isPermanentError,
   readableError,
   snoozeDelay,
+  UnstorableResultError,
 } from './core/errors.js';
 import type { JobMeta, Json } from './core/types.js';
 import type { EnqueueCall, Middleware } from './middleware.js';
@@ -182,6 +183,8 @@ function outcomeOf(err: unknown, ctx: JobContext): string {
   const reason: unknown = ctx.signal.aborted ? ctx.signal.reason : err;
   if (reason instanceof JobCancelledError) return 'cancelled';
   if (reason instanceof LeaseLostError) return 'lease_lost';
+  // The handler returned a result that cannot be stored: failed for good, whatever a stop asked meanwhile.
+  if (err instanceof UnstorableResultError && !(reason instanceof JobTimeoutError)) return 'failed';
   if (reason instanceof WorkerShutdownError) return 'requeued';
   if (snoozeDelay(reason) !== null) return 'snoozed';
   return !isPermanentError(reason) && ctx.attempt < ctx.job.maxAttempts ? 'retried' : 'failed';

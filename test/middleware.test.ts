@@ -200,6 +200,21 @@ describe('middleware', () => {
     expect(await count()).toBe(before + 2);
   });
 
+  it('a lone hook that does not await next() and returns later: a failed write reaches the caller, and the process does not hear of it', async () => {
+    const pgq = await ctx.migrated({ tasks: [echo] });
+    pgq.use({
+      async enqueue(call, next) {
+        for (const j of call.jobs) j.meta.bad = 1n as never;
+        void next();
+        await new Promise((r) => setTimeout(r, 100)); // the write fails meanwhile: its promise was nobody's
+        return [];
+      },
+    });
+    const before = await count();
+    await expect(pgq.enqueue(echo, { n: 1 })).rejects.toThrow(/BigInt/);
+    expect(await count()).toBe(before);
+  });
+
   it('meta made invalid by middleware is refused with a clear error', async () => {
     const pgq = await ctx.migrated({
       tasks: [echo],
@@ -252,6 +267,7 @@ describe('middleware', () => {
             return next();
           }
           void next(); // not awaited
+          if (c.job.meta.late === true) await new Promise((r) => setTimeout(r, 100)); // the handler fails meanwhile
           return 'middleware';
         },
       }, {
@@ -274,14 +290,39 @@ describe('middleware', () => {
       const failed = await pgq.waitForJob(bad.id, { timeoutMs: 10_000 });
       expect(failed.state).toBe('failed');
       expect(failed.errors[0]!.message).toBe('handler failed after the middleware returned');
+      // A handler that fails while the middleware that did not await it has not returned yet.
+      const lateFail = await pgq.enqueue(slow, { throws: true }, { meta: { late: true } });
+      expect(await pgq.waitForJob(lateFail.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'failed' });
       const twice = await pgq.enqueue(slow, { throws: false }, { meta: { twice: true } });
       const done = await pgq.waitForJob(twice.id, { timeoutMs: 10_000 });
       expect(done.state).toBe('failed');
       expect(done.errors[0]!.message).toMatch(/called next\(\) twice/);
-      expect(runs).toBe(3);
-      expect(settled).toBe(3);
+      expect(runs).toBe(4);
+      expect(settled).toBe(4);
     } finally {
       gate.resolve();
+      await worker.stop();
+    }
+  });
+
+  it('stores what attempt middleware returns, also a result it changed in place', async () => {
+    const made = defineTask({ name: 'mw-made', queue: 'mw-made', schema: z.object({}), handler: () => ({ n: 1 }) });
+    const pgq = await ctx.migrated({
+      tasks: [made],
+      middleware: [{
+        async attempt(_c, next) {
+          const result = (await next()) as { n: number; auditedBy?: string };
+          result.auditedBy = 'audit'; // the text made as the handler returned was stored: {"n":1}
+          return result;
+        },
+      }],
+    });
+    const worker = pgq.worker({ queues: ['mw-made'], pollIntervalMs: 50, leader: false });
+    await worker.start();
+    try {
+      const job = await pgq.enqueue(made, {});
+      expect(await pgq.waitForJob(job.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded', result: { n: 1, auditedBy: 'audit' } });
+    } finally {
       await worker.stop();
     }
   });

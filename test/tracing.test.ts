@@ -195,6 +195,10 @@ describe('tracing', () => {
     await started.promise;
     await worker.stop({ graceMs: 100 });
     expect(await pgq.getJob(late.id)).toMatchObject({ state: 'failed', attempts: 1 });
+    // Its span said "requeued", status UNSET, for a job failed for good.
+    const lateSpan = exporter.getFinishedSpans().find((s) => s.name === 'process unstorable' && s.attributes['messaging.message.id'] === late.id)!;
+    expect(lateSpan.attributes['messaging.pgq.outcome']).toBe('failed');
+    expect(lateSpan.status.code).toBe(SpanStatusCode.ERROR);
   });
 
   it('a handler that throws a value String() cannot convert: the job records the same error as without tracing, and the span is an ERROR', async () => {

@@ -368,6 +368,23 @@ describe('worker behaviour', () => {
       const waitMs = failed.runAt.getTime() - new Date(failed.errors[2]!.at).getTime();
       expect(waitMs).toBeGreaterThan(25_000);
       expect(waitMs).toBeLessThan(65_000);
+      // Notes that are no failure of this job: a workflow step's cancel each time a parent failed (attempt 0,
+      // failedStep), an expiry note (the number of an attempt already there). Its first failure waits 30–60 s.
+      const noted = await pgq.enqueue(flaky, {}, { delayMs: 3_600_000 }); // made due once its notes are in
+      const note = (attempt: number, extra: object) => ({ attempt, message: 'a note', at: new Date().toISOString(), ...extra });
+      const failedStep = { step: 'parent', jobId: '1', task: 'x', state: 'failed', message: 'boom' };
+      await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET errors = $2::jsonb, state = 'available', run_at = now() WHERE id = $1`, [
+        noted.id,
+        JSON.stringify([note(0, { failedStep }), note(0, { failedStep }), note(0, { failedStep }), note(0, {})]),
+      ]);
+      const firstFailure = await until(async () => {
+        const j = await pgq.getJob(noted.id);
+        return j?.state === 'retryable' ? j : null;
+      }, { what: 'the noted job to fail' });
+      expect(firstFailure.attempts).toBe(1);
+      const noteWait = firstFailure.runAt.getTime() - new Date(firstFailure.errors.at(-1)!.at).getTime();
+      expect(noteWait).toBeGreaterThan(25_000);
+      expect(noteWait).toBeLessThan(65_000);
     } finally {
       await worker.stop();
     }

@@ -104,6 +104,18 @@ export class PermanentError extends PgqError {
 }
 
 /**
+ * A handler's result that cannot be stored (not JSON, too large): the job
+ * fails for good, since another attempt would do the work again and return
+ * the same. Made by the worker, not by handlers.
+ */
+export class UnstorableResultError extends PermanentError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'UnstorableResultError';
+  }
+}
+
+/**
  * Thrown by a handler (or by `ctx.snooze(ms)`) to run the job again later
  * without counting the attempt as a failure.
  */

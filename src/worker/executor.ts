@@ -32,6 +32,7 @@ import {
   JobTimeoutError,
   LeaseLostError,
   PermanentError,
+  UnstorableResultError,
   SnoozeError,
   WorkerShutdownError,
   errorMessage,
@@ -562,8 +563,9 @@ export class Executor {
       return this.#failure(job, task, settled.error);
     }
     try {
-      // A middleware may return another value than the handler's: that one is stored.
-      const result = stored && 'text' in stored && Object.is(stored.value, settled.value) ? stored.text : this.#resultText(settled.value);
+      // Attempt middleware may return another value than the handler's, or change it in place: what it returns is
+      // stored, made into JSON again. Without any, the text made as the handler returned is the one.
+      const result = stored && 'text' in stored && !this.middleware.wrapsAttempts ? stored.text : this.#resultText(settled.value);
       return { kind: 'complete', id: job.id, attempt: job.attempts, result };
     } catch (err) {
       return this.#failure(job, task, err);
@@ -578,7 +580,7 @@ export class Executor {
     try {
       return toJsonText(value, 'result', this.config.maxResultBytes);
     } catch (err) {
-      throw new PermanentError(`the handler succeeded, but its result cannot be stored: ${errorMessage(err)}`, { cause: err });
+      throw new UnstorableResultError(`the handler succeeded, but its result cannot be stored: ${errorMessage(err)}`, { cause: err });
     }
   }
 
@@ -672,15 +674,19 @@ export class Executor {
  * the exponent of its retry backoff. Not `attempts`: a snooze and a
  * give-back at a stop take an attempt number too (they raise max_attempts),
  * and a job that snoozed twelve times waited half an hour after its first
- * failure. A give-back leaves a note in `errors` (`requeued`; a note of a
- * pgq before that field is known by its message), a snooze nothing.
+ * failure. The failed attempts are the attempt numbers in `errors`, less its
+ * notes: a give-back's (`requeued`; a note of a pgq before that field is
+ * known by its message), a workflow step's cancel (`failedStep`, one each
+ * time a parent failed), an expiry's (the number of an attempt already
+ * there). A snooze leaves none.
  */
 function failedAttempts(job: ClaimedJob): number {
-  let failed = 1;
+  const failed = new Set<number>();
   for (const entry of job.errors) {
-    if (entry.requeued !== true && entry.message !== SHUTDOWN_NOTE) failed += 1;
+    if (entry.requeued === true || entry.failedStep !== undefined || entry.message === SHUTDOWN_NOTE) continue;
+    if (typeof entry.attempt === 'number' && entry.attempt >= 1 && entry.attempt < job.attempts) failed.add(entry.attempt);
   }
-  return failed;
+  return failed.size + 1;
 }
 
 const SHUTDOWN_NOTE = new WorkerShutdownError().message;
