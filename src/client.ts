@@ -455,7 +455,7 @@ export class Pgq {
    * const failed = await pgq.countJobs({ state: 'failed', queue: 'emails' });
    * const toRetry = await pgq.countJobs({ queue: 'emails' }, { action: 'retry' });
    */
-  async countJobs(filter: JobFilter = {}, options: { max?: number; action?: BulkAction } = {}): Promise<number> {
+  async countJobs(filter: JobFilter = {}, options: { max?: number | undefined; action?: BulkAction | undefined } = {}): Promise<number> {
     return this.#call(async () => {
       return this.#jobs.count(filter, objectArgument(options, 'options').max, options.action);
     });

@@ -55,11 +55,11 @@ export interface TracingOptions {
    * (default: a new trace with a link, as the messaging conventions advise
    * for work that may run much later) or `child` (the same trace).
    */
-  propagation?: 'link' | 'child';
+  propagation?: 'link' | 'child' | undefined;
   /** Tracer name. Default `pgq`. */
-  tracerName?: string;
+  tracerName?: string | undefined;
   /** A tracer to use instead of the global provider's. */
-  tracer?: Tracer;
+  tracer?: Tracer | undefined;
 }
 
 type Api = typeof import('@opentelemetry/api');

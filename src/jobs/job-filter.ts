@@ -26,29 +26,29 @@ export type JsonMatch = { contains: Json } | { text: string };
 /** Which jobs. Every field narrows; an empty filter means every job. */
 export interface JobFilter {
   /** One state or several. */
-  state?: JobState | readonly JobState[];
-  queue?: string;
-  task?: string;
+  state?: JobState | readonly JobState[] | undefined;
+  queue?: string | undefined;
+  task?: string | undefined;
   /** Enqueued (`created_at`) at or after this time. */
-  since?: Date;
+  since?: Date | undefined;
   /** Enqueued before this time. */
-  until?: Date;
+  until?: Date | undefined;
   /** On the payload. */
-  payload?: JsonMatch;
+  payload?: JsonMatch | undefined;
   /** On the result. */
-  result?: JsonMatch;
+  result?: JsonMatch | undefined;
   /** On the errors (`{ text }` searches messages and stacks; `{ contains }` matches an entry, e.g. `{ "attempt": 3 }`, or the list, e.g. `[{ "attempt": 3 }]`). */
-  error?: JsonMatch;
+  error?: JsonMatch | undefined;
   /** Only jobs of this workflow. */
-  workflowId?: string;
+  workflowId?: string | undefined;
 }
 
 /** Filters of `listJobs`: a JobFilter plus keyset paging. */
 export interface ListJobsFilter extends JobFilter {
   /** Only jobs with a smaller id: pass the last id of a page to get the next one. */
-  before?: string;
+  before?: string | undefined;
   /** At most this many, newest first. Default 50, at most 1,000. */
-  limit?: number;
+  limit?: number | undefined;
 }
 
 /** The largest JSON a containment search may give. */

@@ -64,9 +64,9 @@ export interface SandboxOptions<Payload = never, Result = unknown> {
    */
   module: URL | string;
   /** `thread` (default) or `process`. */
-  kind?: SandboxKind;
+  kind?: SandboxKind | undefined;
   /** The export holding the handler. Default: the default export, else the export named `handler`. */
-  export?: string;
+  export?: string | undefined;
   /** Type only, never set: the handler's type, from `sandboxed<typeof handler>(...)`. */
   readonly [handlerType]?: (payload: Payload) => Result;
 }

@@ -21,7 +21,7 @@ export const ENQUEUED_STATES: readonly JobState[] = ['scheduled', 'available', '
 /** Narrows which jobs `assertEnqueued` and `refuteEnqueued` look at. */
 export interface EnqueuedFilter {
   /** Only jobs in this queue. */
-  queue?: string;
+  queue?: string | undefined;
 }
 
 /**

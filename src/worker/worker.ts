@@ -283,7 +283,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * const l = worker.liveness();
    * res.writeHead(l.live ? 200 : 503).end(JSON.stringify(l));
    */
-  liveness(options: { maxEventLoopDelayMs?: number } = {}): WorkerLiveness {
+  liveness(options: { maxEventLoopDelayMs?: number | undefined } = {}): WorkerLiveness {
     return this.#healthProbe().liveness(healthOptions(options, ['maxEventLoopDelayMs']).maxEventLoopDelayMs);
   }
 

@@ -35,11 +35,11 @@ import { inTransaction } from '../db/transaction.js';
 /** Options of `enqueueWorkflow`. */
 export interface EnqueueWorkflowOptions {
   /** Shown in `workflows.name`; default: the task of the first step. */
-  name?: string;
+  name?: string | undefined;
   /** Metadata stored in `jobs.meta` of every step (a JSON object, at most 64 KiB); middleware may add to it. */
-  meta?: JobMeta;
+  meta?: JobMeta | undefined;
   /** Your transaction: a `pg` client inside BEGIN or a Kysely transaction. The whole workflow commits or rolls back with it. */
-  db?: DbHandle;
+  db?: DbHandle | undefined;
 }
 
 /**
@@ -95,9 +95,9 @@ export interface WorkflowSummary {
 /** Filters of `listWorkflows`. */
 export interface ListWorkflowsFilter {
   /** Only workflows with a smaller id (the last id of the previous page). */
-  before?: string;
+  before?: string | undefined;
   /** At most this many, newest first. Default 50, at most 500. */
-  limit?: number;
+  limit?: number | undefined;
 }
 
 /** No workflow has this id (it may have been pruned with its last job). */
