@@ -179,8 +179,11 @@ describe('server settings', () => {
     const lines: Line[] = [];
     const pgq = new Pgq({ connectionString: via.toString(), schema: ctx.schema, tasks: [ping], logger: captureLogger(lines) });
     const worker = pgq.worker({ heartbeatMs: 500, rescueAfterMs: 30_000, pollIntervalMs: 200 });
+    // One whose lease runs out during the outage: nothing said so until the database answered again.
+    const shortLease = pgq.worker({ id: 'short-lease', queues: ['short-lease'], heartbeatMs: 250, rescueAfterMs: 2_000, leader: false });
     try {
       await worker.start();
+      await shortLease.start();
       await until(() => worker.isLeader, { what: 'the worker to lead' });
       // The database away for 6 s: every connection cut, new ones refused.
       const closed = new Promise((resolve) => proxy.close(resolve));
@@ -204,8 +207,13 @@ describe('server settings', () => {
       for (const w of warnings) times.set(w, (times.get(w) ?? 0) + 1);
       // The first failure of each loop, and the connections cut at once; before, the settings read alone wrote one a second.
       for (const [what, n] of times) expect(n, what).toBeLessThanOrEqual(3);
-      expect(times.get('pgq could not read queue settings (keeping the last ones)')).toBe(1);
+      expect(times.get('pgq could not read queue settings (keeping the last ones)')).toBe(2); // one per worker
+      const ranOut = lines.slice(from).filter((l) => /lease has run out/.test(l.msg ?? ''));
+      expect(ranOut.map((l) => [l.level, l.msg])).toEqual([
+        ['warn', expect.stringMatching(/^pgq worker short-lease's lease has run out \(not renewed for \d+ ms, rescueAfterMs 2000\): its running jobs may be rescued/)],
+      ]);
     } finally {
+      await shortLease.stop();
       await worker.stop();
       await pgq.close();
       await new Promise((resolve) => proxy.close(resolve));

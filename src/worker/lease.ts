@@ -103,6 +103,8 @@ export class Lease {
   #renewerFailing = false;
   /** Told that the pool renews while the renewer cannot (once per failing spell). */
   #toldPoolRenews = false;
+  /** Told that the lease ran out while renewals failed (once per failing spell). */
+  #toldExpired = false;
 
   constructor(
     private readonly config: LeaseConfig,
@@ -180,7 +182,10 @@ export class Lease {
     this.#shared[SLOTS.mainTick] = monotonicMs();
     this.#tick = setInterval(() => (this.#shared[SLOTS.mainTick] = monotonicMs()), TICK_MS);
     this.#tick.unref();
-    this.#fallbackTimer = setInterval(() => void this.#renewThroughPool(), Math.max(10, this.config.heartbeatMs / 4));
+    this.#fallbackTimer = setInterval(() => {
+      this.#tellIfExpired();
+      void this.#renewThroughPool();
+    }, Math.max(10, this.config.heartbeatMs / 4));
     this.#fallbackTimer.unref();
     const data: LeaseThreadData = {
       connection: this.config.connection ?? {},
@@ -409,6 +414,24 @@ export class Lease {
     }
   }
 
+  /**
+   * Says once when the lease has run out while renewals failed (a database
+   * out of reach): from then on the leader may rescue this worker's running
+   * attempts and have them run elsewhere, and nothing else said so until the
+   * database answered and the worker found its row gone.
+   */
+  #tellIfExpired(): void {
+    if (!this.#renewerFailing || this.#toldExpired || this.#lost || this.#stopped || !this.#registeredAt) return;
+    const sinceRenewMs = monotonicMs() - this.#shared[SLOTS.lastRenew]!;
+    if (sinceRenewMs < this.config.rescueAfterMs) return;
+    this.#toldExpired = true;
+    this.logger.warn(
+      { workerId: this.#workerId, sinceRenewMs: Math.round(sinceRenewMs) },
+      `pgq worker ${this.#workerId}'s lease has run out (not renewed for ${Math.round(sinceRenewMs)} ms, rescueAfterMs ${this.config.rescueAfterMs}): ` +
+        'its running jobs may be rescued and run again elsewhere; it claims nothing until it reaches the database and registers again',
+    );
+  }
+
   #onMessage(message: FromLeaseThread): void {
     switch (message.type) {
       case 'lost':
@@ -423,6 +446,7 @@ export class Lease {
       case 'recovered':
         this.#renewerFailing = false;
         this.#toldPoolRenews = false;
+        this.#toldExpired = false;
         this.logger.info({}, 'pgq renews the worker\'s lease again');
         return;
       case 'stall':
