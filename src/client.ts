@@ -89,6 +89,14 @@ export class Pgq {
   readonly #clients = trackedClients();
   readonly #unwatchPool: () => void;
   readonly #db: Queryable;
+  /**
+   * pgq's pool for enqueues with a `uniqueKey`, on a lane of at most half
+   * its connections: such an insert waits (in PostgreSQL) for any open
+   * transaction that enqueued the same key, and a few of them waiting on an
+   * application's long transaction held every connection, so the worker in
+   * the same process could claim nothing and every other call waited too.
+   */
+  readonly #uniqueDb: Queryable;
   readonly #statements: HotStatements;
   readonly #queueStatements: QueueStatements;
   readonly #queues: QueueStore;
@@ -146,6 +154,9 @@ export class Pgq {
     );
     this.kysely = new Kysely<PgqDatabase>({ dialect: new PostgresDialect({ pool: this.#pool }) }).withSchema(o.schema);
     this.#db = fromPg(this.#pool, o.preparedStatements);
+    const poolMax = (this.#pool as { options?: { max?: unknown } }).options?.max;
+    const connections = typeof poolMax === 'number' && poolMax >= 1 ? poolMax : o.poolSize;
+    this.#uniqueDb = fromPg(new PoolLane(this.#pool, Math.max(1, Math.floor(connections / 2))), o.preparedStatements);
     this.#statements = createStatements(o.schema);
     this.#queueStatements = createQueueStatements(o.schema);
     this.#queues = new QueueStore(this.kysely, o.schema);
@@ -157,7 +168,7 @@ export class Pgq {
         : { connectionString: o.connectionString };
     this.#listener = new Listener(o.listen ? { ...listenConfig, keepAlive: true } : null, this.logger);
     this.#middleware = new MiddlewareChain(o.middleware);
-    this.#enqueuer = new Enqueuer(this.#statements, (db) => this.#queryableFor(db), o.maxPayloadBytes, this.#middleware, (err) =>
+    this.#enqueuer = new Enqueuer(this.#statements, (db, uniqueKey) => this.#queryableFor(db, uniqueKey), o.maxPayloadBytes, this.#middleware, (err) =>
       this.logger.warn({ err: errorSummary(err) }, `pgq could not notify workers (they will poll): ${errorMessage(err)}`),
       createBulkInsert(o.schema),
     );
@@ -749,8 +760,10 @@ export class Pgq {
     };
   }
 
-  #queryableFor(db: DbHandle | undefined): Queryable {
-    return db === undefined ? this.#db : fromDbHandle(db);
+  /** The caller's handle, else pgq's pool (for an enqueue with a uniqueKey, its lane: see #uniqueDb). */
+  #queryableFor(db: DbHandle | undefined, uniqueKey = false): Queryable {
+    if (db !== undefined) return fromDbHandle(db);
+    return uniqueKey ? this.#uniqueDb : this.#db;
   }
 
   #assertOpen(): void {

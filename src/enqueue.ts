@@ -113,7 +113,7 @@ export class Enqueuer {
 
   constructor(
     private readonly statements: HotStatements,
-    private readonly queryableFor: (db: DbHandle | undefined) => Queryable,
+    private readonly queryableFor: (db: DbHandle | undefined, uniqueKey: boolean) => Queryable,
     private readonly maxPayloadBytes: number,
     private readonly middleware: MiddlewareChain,
     private readonly onNotifyError: (err: unknown) => void = () => undefined,
@@ -178,7 +178,7 @@ export class Enqueuer {
       const metas = this.middleware.wrapsEnqueues
         ? jobs.map((job, i) => metaText(job.meta, single === null ? `meta[${i}]` : 'meta'))
         : jobs.map(() => meta);
-      const db = this.queryableFor(rawOptions.db);
+      const db = this.queryableFor(rawOptions.db, options.uniqueKey !== undefined);
       if (this.bulk && options.uniqueKey === undefined && keys.every((k) => k === null) && metas.every((m) => m === metas[0])) {
         const bulk = (): Promise<JobRecord[]> => this.#insertBulk(db, task, texts, metas[0]!, jobs, options, rawOptions.db === undefined);
         records = rawOptions.db === undefined ? await retryConflicts(bulk) : await bulk();

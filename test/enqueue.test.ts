@@ -312,3 +312,33 @@ describe('enqueue', () => {
     await worker.stop();
   });
 });
+
+describe('enqueues of a uniqueKey an open transaction holds', () => {
+  it('wait on at most half of the pool: the worker, other enqueues and reads go on until the holder commits, then all get its job', async () => {
+    const keyed = defineTask({ name: 'keyed', queue: 'keyed', schema: z.object({ n: z.number() }), handler: ({ n }) => n });
+    const other = defineTask({ name: 'other-work', queue: 'other-work', schema: z.object({}), handler: () => 'done' });
+    const pgq = await ctx.migrated({ tasks: [keyed, other], poolSize: 4 });
+    const holder = await ctx.admin.connect();
+    const worker = pgq.worker({ queues: ['other-work'], concurrency: 2, leader: false });
+    await worker.start();
+    try {
+      await holder.query('BEGIN');
+      const held = await pgq.enqueue(keyed, { n: 0 }, { uniqueKey: 'k', db: holder });
+      // Each waits in PostgreSQL for the holder's transaction, holding a connection of the pool while it does.
+      const waiting = Array.from({ length: 6 }, (_, n) => pgq.enqueue(keyed, { n: n + 1 }, { uniqueKey: 'k' }));
+      await ctx.lockWaiters(2, 'two enqueues of the key to wait on the holder');
+      // With all four connections taken by them, none of this could run before the holder committed.
+      const stillBlocked = (work: Promise<unknown>) => Promise.race([work.then(() => 'ran'), new Promise((r) => setTimeout(() => r('blocked'), 15_000))]);
+      const job = await pgq.enqueue(other, {});
+      expect(await stillBlocked(pgq.waitForJob(job.id, { timeoutMs: 14_000 }))).toBe('ran');
+      expect((await pgq.getJob(job.id))!.state).toBe('succeeded');
+      await holder.query('COMMIT');
+      const got = await Promise.all(waiting);
+      expect(new Set(got.map((j) => j.id))).toEqual(new Set([held.id]));
+    } finally {
+      await holder.query('ROLLBACK').catch(() => undefined);
+      holder.release();
+      await worker.stop();
+    }
+  });
+});
