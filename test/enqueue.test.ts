@@ -342,3 +342,26 @@ describe('enqueues of a uniqueKey an open transaction holds', () => {
     }
   });
 });
+
+describe('a db handle that is not pg or Kysely', () => {
+  it('is refused naming options.db, whether it has no query() or a query() of another library (pg-promise answers with the rows; a callback-style one with nothing)', async () => {
+    const plain = defineTask({ name: 'plain-db', queue: 'plain-db', schema: z.object({}), handler: () => null });
+    const pgq = await ctx.migrated({ tasks: [plain] });
+    await expect(pgq.enqueue(plain, {}, { db: { execute: () => undefined } as never })).rejects.toMatchObject({ code: 'PGQ_BAD_DB' });
+    const client = await ctx.admin.connect();
+    try {
+      await client.query('BEGIN');
+      // Like pg-promise: the statement runs, and the answer is the rows alone.
+      const rowsOnly = { query: async (config: pg.QueryConfig) => (await client.query(config)).rows };
+      await expect(pgq.enqueue(plain, {}, { db: rowsOnly as never })).rejects.toMatchObject({
+        code: 'PGQ_BAD_DB',
+        message: expect.stringMatching(/^options\.db\.query\(\) did not answer as pg does .* roll it back$/),
+      });
+      await expect(pgq.enqueue(plain, {}, { db: { query: () => undefined } as never })).rejects.toMatchObject({ code: 'PGQ_BAD_DB' });
+      await client.query('ROLLBACK');
+    } finally {
+      client.release();
+    }
+    expect(await pgq.countJobs({ task: 'plain-db' })).toBe(0);
+  });
+});

@@ -48,17 +48,28 @@ export type DbHandle = PgQueryable | KyselyQueryable;
  * hot-path statements so pg prepares them once per connection. A
  * statement's `timeoutMs` becomes pg's `query_timeout`.
  */
-export function fromPg(db: PgQueryable, prepare = true): Queryable {
+export function fromPg(db: PgQueryable, prepare = true, callers = false): Queryable {
   return {
     async query<Row>(statement: Statement): Promise<Row[]> {
       // pg reads query_timeout from the query's config too; its types omit it.
       const config: pg.QueryConfig & { query_timeout?: number } = { text: statement.text, values: statement.values };
       if (prepare && statement.name) config.name = statement.name;
       if (statement.timeoutMs !== undefined) config.query_timeout = statement.timeoutMs;
-      const result = await db.query(config);
-      return result.rows as Row[];
+      const result = (await db.query(config)) as pg.QueryResult | undefined;
+      // A handle of another library with a query() of its own (pg-promise's answers with the rows, a
+      // callback-style one with nothing) failed further on with a TypeError that named nothing.
+      if (callers && (result === null || typeof result !== 'object' || !Array.isArray(result.rows))) throw notPgAnswer();
+      return result!.rows as Row[];
     },
   };
+}
+
+function notPgAnswer(): PgqError {
+  return new PgqError(
+    'PGQ_BAD_DB',
+    'options.db.query() did not answer as pg does (a result with rows): options.db must be a pg client, pool or pool client, or a Kysely instance or transaction. ' +
+      'The statement pgq sent may have run in your transaction: roll it back',
+  );
 }
 
 /** A `Kysely` instance or `Transaction`. */
@@ -78,7 +89,7 @@ export function fromKysely(db: KyselyQueryable): Queryable {
 export function fromDbHandle(db: DbHandle): Queryable {
   if (db !== null && typeof db === 'object') {
     if (typeof (db as KyselyQueryable).executeQuery === 'function') return fromKysely(db as KyselyQueryable);
-    if (typeof (db as PgQueryable).query === 'function') return fromPg(db as PgQueryable, false);
+    if (typeof (db as PgQueryable).query === 'function') return fromPg(db as PgQueryable, false, true);
   }
   throw new PgqError(
     'PGQ_BAD_DB',
