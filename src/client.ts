@@ -751,6 +751,8 @@ export class Pgq {
   #leaseConnection(worker: ResolvedWorkerOptions): pg.ClientConfig {
     const o = this.#options;
     const base: pg.ClientConfig = o.pool ? poolClientConfig(o.pool) : { connectionString: o.connectionString };
+    // The renewal reads a row count and numbers: the pool's type parsers (functions, which cannot go to a thread) are not needed.
+    delete base.types;
     const limitMs = heartbeatLimitMs(worker.heartbeatMs);
     return {
       ...base,

@@ -174,6 +174,33 @@ describe('pgq.close() on a pool it made', () => {
     }
   });
 
+  it("a pool with hooks of its own (onConnect, log, types) still has its lease renewed on a thread, not on the main one", async () => {
+    await ctx.migrated();
+    const pool = new pg.Pool({
+      connectionString: ctx.url,
+      max: 3,
+      // Functions: they could not go to the lease thread, and the renewal moved onto the main thread with a warning.
+      onConnect: async (client: pg.PoolClient) => void (await client.query('SET DateStyle = ISO')),
+      log: () => undefined,
+      types: { getTypeParser: pg.types.getTypeParser },
+    } as pg.PoolConfig);
+    const warnings: string[] = [];
+    const logger = { error: () => undefined, info: () => undefined, debug: () => undefined, warn: (_o: object, msg?: string) => void warnings.push(msg ?? ''), child: () => logger };
+    const pgq = new Pgq({ pool, schema: ctx.schema, tasks: [noop], logger });
+    const worker = pgq.worker({ heartbeatMs: 100, rescueAfterMs: 2_000 });
+    try {
+      await worker.start();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(warnings.filter((w) => /main thread/.test(w))).toEqual([]);
+      expect((await worker.health()).checks.lease.ok).toBe(true);
+    } finally {
+      await worker.stop();
+      await pgq.close();
+      await pool.end();
+    }
+    expect(Object.keys(poolClientConfig(pool))).not.toContain('onConnect');
+  });
+
   it('a second close() waits for the first: neither resolves before the workers have stopped', async () => {
     const gate = deferred();
     const started = deferred();

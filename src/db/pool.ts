@@ -11,6 +11,9 @@ import { ValidationError } from '../core/errors.js';
 import { destroyConnection } from './connection.js';
 import { isConnectionError, isTransactionConflict, markConnectFailure } from './errors.js';
 
+/** Settings of a `pg.Pool` that are the pool's, not its connections'. */
+const POOL_ONLY = ['Client', 'onConnect', 'log', 'Promise', 'max', 'min', 'idleTimeoutMillis', 'maxUses', 'allowExitOnIdle', 'maxLifetimeSeconds'] as const;
+
 /**
  * The connection settings of an application's `pg.Pool`, for the
  * connections pgq opens beside it (LISTEN, the lease thread). pg makes the
@@ -21,6 +24,9 @@ import { isConnectionError, isTransactionConflict, markConnectFailure } from './
 export function poolClientConfig(pool: pg.Pool): pg.ClientConfig {
   const options = pool.options as pg.ClientConfig;
   const config: pg.ClientConfig = { ...options };
+  // The pool's own settings and hooks: no connection's. Functions among them (a pool's
+  // onConnect, log or Client) cannot go to a thread, and moved the lease's renewal onto the main thread.
+  for (const key of POOL_ONLY) delete (config as Record<string, unknown>)[key];
   if (options.password !== undefined) config.password = options.password;
   if (options.ssl !== null && typeof options.ssl === 'object') {
     const ssl = options.ssl as Record<string, unknown>;
