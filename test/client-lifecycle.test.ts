@@ -180,7 +180,7 @@ describe('pgq.close() on a pool it made', () => {
       connectionString: ctx.url,
       max: 3,
       // Functions: they could not go to the lease thread, and the renewal moved onto the main thread with a warning.
-      onConnect: async (client: pg.PoolClient) => void (await client.query('SET DateStyle = ISO')),
+      onConnect: async (client: pg.ClientBase) => void (await client.query('SET DateStyle = ISO')),
       log: () => undefined,
       types: { getTypeParser: pg.types.getTypeParser },
     } as pg.PoolConfig);
