@@ -346,10 +346,12 @@ export class Pgq {
       syncSchedules: declared && (async () => this.#schedules.on(timedKysely).syncDeclared(await declared)),
       checkSchema: () => this.#call(() => checkSchemaVersion(timedDb, this.schema)),
       // Best effort: a server short of connections does not stop the
-      // worker from starting, it opens them on demand.
-      warmUp: () => this.warmUp(WORKER_WARM_CONNECTIONS).catch((err: unknown) =>
-        this.logger.warn({ err: errorSummary(err) }, `pgq could not open connections ahead: ${errorMessage(err)}`),
-      ),
+      // worker from starting, it opens them on demand. Not a call close()
+      // waits for: after a start that failed against a server that does not
+      // answer, close() waited out the pool's connect limit for it.
+      warmUp: () => warmUpPool(this.#pool, WORKER_WARM_CONNECTIONS, this.#options.poolSize).catch((err: unknown) => {
+        if (!this.#closed) this.logger.warn({ err: errorSummary(err) }, `pgq could not open connections ahead: ${errorMessage(err)}`);
+      }),
       leaseConnection: this.#leaseConnection(resolved),
       queueStatements: this.#queueStatements,
     });

@@ -396,7 +396,7 @@ describe('a worker starting against a database that accepts connections and answ
     }
   }, 200_000);
 
-  it('start() rejects with a WorkerStartError once its first statement gets no connection within its limit (10 s here), and close() then ends', async () => {
+  it('start() rejects with a WorkerStartError once its first statement gets no connection within its limit (10 s here), not the pool connect limit (30 s) its warm-up waits, and close() then ends at once', async () => {
     await ctx.migrated();
     const proxy = await freezableProxy(new URL(ctx.url));
     const { task } = gatedTask('silent-start');
@@ -404,12 +404,18 @@ describe('a worker starting against a database that accepts connections and answ
     try {
       proxy.silence();
       const worker = pgq.worker({ heartbeatMs: 250, rescueAfterMs: 2_000 });
+      const startedAt = Date.now();
       const started = worker.start().then(() => 'started', (err: unknown) => err);
       expect(await endsWithin(started, 90_000)).toBe('ended');
+      // At its own limit, not the pool's connect limit (30 s) that the warm-up of the pool's connections waited out.
+      expect(Date.now() - startedAt).toBeLessThan(20_000);
       const err = await started;
       expect(err).toBeInstanceOf(WorkerStartError);
       expect(String(err)).toMatch(/no database connection within \d+ ms/);
+      const closeAt = Date.now();
       expect(await endsWithin(pgq.close(), 30_000)).toBe('ended');
+      // It waited for that warm-up too.
+      expect(Date.now() - closeAt).toBeLessThan(6_000);
     } finally {
       await proxy.close();
       await pgq.close();

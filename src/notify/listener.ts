@@ -44,6 +44,8 @@ export class Listener {
   readonly #handlers = new Map<string, Set<NotificationHandler>>();
   readonly #connectHooks = new Set<() => void>();
   #client: pg.Client | undefined;
+  /** The client being connected, if any: close() ends it (a server that does not answer held close() for its connect limit). */
+  #connecting: pg.Client | undefined;
   #loop: Promise<void> | undefined;
   #closing = new AbortController();
   #connected = false;
@@ -122,6 +124,7 @@ export class Listener {
     this.#connectedWaiters.splice(0).forEach((resolve) => resolve());
     const client = this.#client;
     this.#client = undefined;
+    if (this.#connecting) destroyConnection(this.#connecting);
     if (client) await endClient(client);
     await this.#loop;
   }
@@ -150,7 +153,12 @@ export class Listener {
       client.on('end', () => lost());
       client.on('notification', (msg) => this.#dispatch(msg.channel, msg.payload ?? ''));
       try {
-        await client.connect();
+        this.#connecting = client;
+        try {
+          await client.connect();
+        } finally {
+          this.#connecting = undefined;
+        }
         this.#client = client;
         for (const channel of this.#handlers.keys()) await this.#query(client, `LISTEN ${quoteIdent(channel)}`);
         // Closed while it connected: ended below like any other (close() could
@@ -162,14 +170,20 @@ export class Listener {
           connects.succeeded();
           this.#connectedWaiters.splice(0).forEach((resolve) => resolve());
           for (const hook of this.#connectHooks) hook();
+          // Not AbortSignal.any: on Node 20 it leaves a WeakRef on the long-lived `signal` for every reconnect.
           const watching = new AbortController();
-          const stop = AbortSignal.any([signal, watching.signal]);
-          await Promise.race([
-            connectionLost,
-            new Promise((resolve) => stop.addEventListener('abort', resolve, { once: true })),
-            this.#watch(client, stop),
-          ]);
-          watching.abort();
+          const closing = (): void => watching.abort();
+          signal.addEventListener('abort', closing, { once: true });
+          try {
+            await Promise.race([
+              connectionLost,
+              new Promise((resolve) => watching.signal.addEventListener('abort', resolve, { once: true })),
+              this.#watch(client, watching.signal),
+            ]);
+          } finally {
+            signal.removeEventListener('abort', closing);
+            watching.abort();
+          }
         }
       } catch (err) {
         if (!signal.aborted) connects.failed(err);

@@ -355,6 +355,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
       await this.#gate.start();
     };
     const leaseStarted = this.#lease.start();
+    // Open the pool's connections now, not one by one under the first jobs;
+    // waited for only once the other steps have worked: against a server
+    // that accepts and never answers, the start failed when they gave up
+    // (10 s) but waited out the pool's own connect limit (30 s) for this.
+    const warming = this.#deps.warmUp?.();
+    warming?.catch(() => undefined);
     const steps = await Promise.allSettled([
       (async () => {
         await this.#deps.checkSchema();
@@ -365,12 +371,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
       })(),
       this.#sandbox.ready(),
       leaseStarted,
-      // Open the pool's connections now, not one by one under the first jobs.
-      this.#deps.warmUp?.(),
       subscribe(),
     ]);
     const failed = steps.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
+    await warming;
     await this.#producer.start();
     const watching = new AbortController();
     const watch = this.#watchCancels(watching.signal);
