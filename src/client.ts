@@ -354,6 +354,7 @@ export class Pgq {
       }),
       leaseConnection: this.#leaseConnection(resolved),
       queueStatements: this.#queueStatements,
+      onStopped: () => this.#workers.delete(worker),
     });
     this.#workers.add(worker);
     return worker;

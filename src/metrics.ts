@@ -156,6 +156,8 @@ export class PgqMetrics {
   observe(worker: Worker): void {
     // Once per worker: a second call would count every attempt twice.
     if (this.#workers.has(worker)) return;
+    // Stopped workers run nothing more: forgotten, so a process that replaces workers does not keep them all.
+    for (const w of this.#workers) if (w.state === 'stopped') this.#workers.delete(w);
     this.#workers.add(worker);
     worker.on('job:start', (job) => {
       if (job.startedAt) this.#wait.observe({ task: job.task, queue: job.queue }, Math.max(0, job.startedAt.getTime() - job.runAt.getTime()) / 1000);

@@ -6,8 +6,12 @@ import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { defineTask, Pgq, PgqError, WorkerStartError } from '../src/index.js';
-import { databaseUrl, deferred, useTestSchema, withAppName } from './support/harness.js';
+import { databaseUrl, deferred, until, useTestSchema, withAppName } from './support/harness.js';
 import { poolClientConfig } from '../src/db/pool.js';
+import v8 from 'node:v8';
+import vm from 'node:vm';
+import { Registry } from 'prom-client';
+import { PgqMetrics } from '../src/metrics.js';
 
 const ctx = useTestSchema('client_lifecycle');
 const noop = defineTask({ name: 'noop', schema: z.object({}), handler: () => undefined });
@@ -199,6 +203,30 @@ describe('pgq.close() on a pool it made', () => {
       await pool.end();
     }
     expect(Object.keys(poolClientConfig(pool))).not.toContain('onConnect');
+  });
+
+  it('forgets a worker once it has stopped (a process that replaced its workers kept every stopped one, ~66 KB each), in the Pgq and in PgqMetrics', async () => {
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    const pgq = await ctx.migrated({ tasks: [noop] });
+    const metrics = new PgqMetrics(pgq, { registry: new Registry(), queueGauges: false });
+    const refs: WeakRef<object>[] = [];
+    for (let i = 0; i < 8; i++) {
+      const worker = pgq.worker({ leader: false });
+      metrics.observe(worker);
+      await worker.start();
+      await worker.stop();
+      refs.push(new WeakRef(worker));
+    }
+    // PgqMetrics lets go of stopped workers as it observes the next one.
+    metrics.observe(pgq.worker({ leader: false }));
+    // None of them was ever collected; now all but the odd one a stack or a closure still holds for a while.
+    await until(async () => {
+      gc();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      return refs.filter((r) => r.deref() === undefined).length >= 4 || null;
+    }, { what: 'the stopped workers to be collected', timeoutMs: 20_000, everyMs: 100 });
+    metrics.close();
   });
 
   it('a second close() waits for the first: neither resolves before the workers have stopped', async () => {

@@ -86,6 +86,8 @@ export interface WorkerDeps {
   checkSchema: () => Promise<void>;
   /** Opens the pool's connections (run at start, beside the other start-up steps). */
   warmUp?: () => Promise<void>;
+  /** Called once the worker has stopped (its Pgq forgets it then: a process that replaced workers kept every stopped one). */
+  onStopped?: () => void;
   /** Connection settings for the lease thread; null renews on the main thread. */
   leaseConnection: pg.ClientConfig | null;
   /** Queue control: the limited claims. */
@@ -472,7 +474,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * write every outcome, resign leadership and deregister.
    */
   stop(options: { graceMs?: number } = {}): Promise<void> {
-    this.#stopping ??= this.#stop(options.graceMs ?? this.options.shutdownGraceMs);
+    this.#stopping ??= this.#stop(options.graceMs ?? this.options.shutdownGraceMs).finally(() => this.#deps.onStopped?.());
     return this.#stopping;
   }
 
