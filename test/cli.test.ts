@@ -304,6 +304,33 @@ describe('pgq dashboard', () => {
   });
 });
 
+/** libpq's variables left out: with one of them set, the CLI connects as they say. */
+const NO_LIBPQ = { PGHOST: undefined, PGDATABASE: undefined, PGUSER: undefined };
+
+describe("libpq's environment variables", () => {
+  it('are what the CLI connects with when no --database-url or DATABASE_URL is given (it started an embedded PostgreSQL of its own)', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgq-libpq-'));
+    try {
+      const url = new URL(ctx.url);
+      const env = {
+        DATABASE_URL: undefined,
+        PGHOST: url.hostname,
+        PGPORT: url.port || '5432',
+        PGUSER: decodeURIComponent(url.username) || 'postgres',
+        PGPASSWORD: decodeURIComponent(url.password) || undefined,
+        PGDATABASE: url.pathname.slice(1),
+      };
+      const migrated = pgq(['migrate'], { cwd: dir, env });
+      expect(migrated.stderr).toMatch(/connecting with libpq's environment variables \(PGHOST=/);
+      expect(migrated.code).toBe(0);
+      expect(pgq(['stats'], { cwd: dir, env }).code).toBe(0);
+      expect(fs.existsSync(path.join(dir, '.pgq'))).toBe(false);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('zero-setup start', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgq-zero-'));
   fs.chmodSync(dir, 0o755);
@@ -313,7 +340,7 @@ describe('zero-setup start', () => {
   });
 
   it('runs the demo on an embedded PostgreSQL when no database is configured', () => {
-    const demo = pgq(['demo', '--tasks', tasks], { cwd: dir, env: { DATABASE_URL: undefined, PGQ_TEST_DATABASE_URL: undefined } });
+    const demo = pgq(['demo', '--tasks', tasks], { cwd: dir, env: { DATABASE_URL: undefined, PGQ_TEST_DATABASE_URL: undefined, ...NO_LIBPQ } });
     expect(demo.stderr).toMatch(/started embedded PostgreSQL \(data in \.\/\.pgq\) at postgres:\/\//);
     expect(demo.code).toBe(0);
     expect(demo.stdout).toMatch(/call-flaky-api\s+succeeded\s+2/);
@@ -322,9 +349,9 @@ describe('zero-setup start', () => {
     expect(fs.existsSync(path.join(dir, '.pgq/data/PG_VERSION'))).toBe(true);
 
     // The next command starts it again from the same data; a second one reuses it.
-    const first = pgq(['jobs', 'list'], { cwd: dir, env: { DATABASE_URL: undefined } });
+    const first = pgq(['jobs', 'list'], { cwd: dir, env: { DATABASE_URL: undefined, ...NO_LIBPQ } });
     expect(first.stdout).toMatch(/build-report/);
-    const second = pgq(['stats'], { cwd: dir, env: { DATABASE_URL: undefined } });
+    const second = pgq(['stats'], { cwd: dir, env: { DATABASE_URL: undefined, ...NO_LIBPQ } });
     expect(second.stderr).toMatch(/reusing embedded PostgreSQL/);
     expect(pgq(['db', 'stop'], { cwd: dir }).stdout).toMatch(/stopped/);
   });

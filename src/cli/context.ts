@@ -56,7 +56,10 @@ export function plainLogger(level: string): Logger {
 /** Set when this process started the embedded server (the demo stops it again). */
 export const embeddedState = { startedHere: false };
 
-/** The database URL to use, starting the embedded server when none is configured. */
+/** The libpq environment variables that say where the database is (PGPORT, PGPASSWORD and the rest only refine it). */
+const LIBPQ_VARIABLES = ['PGHOST', 'PGDATABASE', 'PGUSER'] as const;
+
+/** The database URL to use: the flag, DATABASE_URL, libpq's PGHOST/PGDATABASE/PGUSER, else the embedded server (started when needed). */
 export async function resolveDatabaseUrl(opts: GlobalOptions, logger: Logger): Promise<string> {
   // Given but empty (an unset variable in `--database-url "$URL"`): an error, not the embedded server.
   if (opts.databaseUrl !== undefined && opts.databaseUrl.trim() === '') {
@@ -64,6 +67,14 @@ export async function resolveDatabaseUrl(opts: GlobalOptions, logger: Logger): P
   }
   const url = opts.databaseUrl ?? process.env.DATABASE_URL;
   if (url) return checkedUrl(url, opts.databaseUrl !== undefined ? '--database-url' : 'DATABASE_URL');
+  // libpq's variables, as psql and an application's `new pg.Pool()` read them: a container configured
+  // with them got an embedded database of its own here, and `pgq migrate` migrated that one.
+  const libpq = LIBPQ_VARIABLES.filter((name) => process.env[name]);
+  if (libpq.length > 0) {
+    const shown = ['PGHOST', 'PGPORT', 'PGDATABASE', 'PGUSER'].filter((name) => process.env[name]).map((name) => `${name}=${process.env[name]}`);
+    process.stderr.write(`pgq: no --database-url or DATABASE_URL; connecting with libpq's environment variables (${shown.join(', ')})\n`);
+    return 'postgres://';
+  }
   const info = await ensureEmbedded();
   if (info.started) embeddedState.startedHere = true;
   const how = info.started ? 'started' : 'reusing';
