@@ -667,9 +667,14 @@ describe('worker behaviour', () => {
     try {
       await b.start();
       await until(() => b.isLeader, { what: 'B to lead', timeoutMs: 10_000 });
-      done = await pgq.waitForJob(job.id, { timeoutMs: 10_000 });
+      // The job rescued and claimed again. On a loaded host A's lease thread may make its first renewal only
+      // after the rescue removed its row: A then registers again and may claim the job itself, its second
+      // attempt waiting (by design) for the first to settle. Either way the first attempt ends now, late.
+      await until(async () => ((await pgq.getJob(job.id))?.attempts ?? 0) >= 2 || null, { what: 'the second attempt', timeoutMs: 30_000 });
+      release.resolve();
+      done = await pgq.waitForJob(job.id, { timeoutMs: 30_000 });
     } finally {
-      // A's first attempt ends now, whatever happened: a handler left waiting would hold its worker's stop.
+      // A handler left waiting would hold its worker's stop.
       release.resolve();
     }
     expect(done).toMatchObject({ state: 'succeeded', attempts: 2, result: 'from the second attempt' });
