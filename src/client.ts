@@ -91,7 +91,7 @@ export class Pgq {
   readonly #db: Queryable;
   /**
    * pgq's pool for enqueues with a `uniqueKey`, on a lane of at most half
-   * its connections: such an insert waits (in PostgreSQL) for any open
+   * its connections (of a pool of two or more): such an insert waits (in PostgreSQL) for any open
    * transaction that enqueued the same key, and a few of them waiting on an
    * application's long transaction held every connection, so the worker in
    * the same process could claim nothing and every other call waited too.
@@ -154,9 +154,12 @@ export class Pgq {
     );
     this.kysely = new Kysely<PgqDatabase>({ dialect: new PostgresDialect({ pool: this.#pool }) }).withSchema(o.schema);
     this.#db = fromPg(this.#pool, o.preparedStatements);
-    const poolMax = (this.#pool as { options?: { max?: unknown } }).options?.max;
-    const connections = typeof poolMax === 'number' && poolMax >= 1 ? poolMax : o.poolSize;
-    this.#uniqueDb = fromPg(new PoolLane(this.#pool, Math.max(1, Math.floor(connections / 2))), o.preparedStatements);
+    const poolOptions = (this.#pool as { options?: { max?: unknown; connectionTimeoutMillis?: unknown } }).options;
+    const connections = typeof poolOptions?.max === 'number' && poolOptions.max >= 1 ? poolOptions.max : o.poolSize;
+    // A turn is waited for as long as a connection of the pool would be: an enqueue of the transaction the
+    // lane's statements wait for, made through the pool, would otherwise wait for a turn for ever.
+    const connectWaitMs = typeof poolOptions?.connectionTimeoutMillis === 'number' && poolOptions.connectionTimeoutMillis > 0 ? poolOptions.connectionTimeoutMillis : POOL_CONNECT_TIMEOUT_MS;
+    this.#uniqueDb = connections >= 2 ? fromPg(new PoolLane(this.#pool, Math.floor(connections / 2), connectWaitMs), o.preparedStatements) : this.#db;
     this.#statements = createStatements(o.schema);
     this.#queueStatements = createQueueStatements(o.schema);
     this.#queues = new QueueStore(this.kysely, o.schema);

@@ -185,6 +185,7 @@ describe('pgq.close() on a pool it made', () => {
       max: 3,
       // Functions: they could not go to the lease thread, and the renewal moved onto the main thread with a warning.
       onConnect: async (client: pg.ClientBase) => void (await client.query('SET DateStyle = ISO')),
+      verify: (_client: pg.ClientBase, done: (err?: Error) => void) => done(),
       log: () => undefined,
       types: { getTypeParser: pg.types.getTypeParser },
     } as pg.PoolConfig);

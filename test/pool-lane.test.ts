@@ -89,6 +89,17 @@ describe('a lane of a pool', () => {
     }
   });
 
+  it('with a wait limit, fails a turn not given within it as a connect would, and serves the next waiter after', async () => {
+    const lane = new PoolLane(ctx.admin, 1, 200);
+    const held = await lane.connect();
+    // A turn that could never come (its holder waits on the waiter's own transaction) waited for ever.
+    await expect(lane.query({ text: 'SELECT 1' })).rejects.toBeInstanceOf(ConnectTimeoutError);
+    const next = lane.query({ text: 'SELECT 2 AS n' });
+    held.release();
+    expect((await next).rows).toEqual([{ n: 2 }]);
+    expect((await lane.query({ text: 'SELECT 3 AS n' })).rows).toEqual([{ n: 3 }]);
+  });
+
   it('refuses a size below one', () => {
     expect(() => new PoolLane(ctx.admin, 0)).toThrow(/size: must be a whole number of at least 1/);
   });

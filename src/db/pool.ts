@@ -12,7 +12,7 @@ import { destroyConnection } from './connection.js';
 import { isConnectionError, isTransactionConflict, markConnectFailure } from './errors.js';
 
 /** Settings of a `pg.Pool` that are the pool's, not its connections'. */
-const POOL_ONLY = ['Client', 'onConnect', 'log', 'Promise', 'max', 'min', 'idleTimeoutMillis', 'maxUses', 'allowExitOnIdle', 'maxLifetimeSeconds'] as const;
+const POOL_ONLY = ['Client', 'onConnect', 'verify', 'log', 'Promise', 'max', 'min', 'poolSize', 'idleTimeoutMillis', 'maxUses', 'allowExitOnIdle', 'maxLifetimeSeconds'] as const;
 
 /**
  * The connection settings of an application's `pg.Pool`, for the
@@ -397,9 +397,17 @@ export class PoolLane implements PostgresPool {
   #free: number;
   readonly #waiting: (() => void)[] = [];
 
+  /**
+   * `waitMs`: how long a statement or checkout waits for a turn before it
+   * fails with a ConnectTimeoutError, as a pool's checkout would (default:
+   * as long as it takes). A lane whose work waits on other transactions
+   * needs one: its turns held by statements waiting for a transaction that
+   * itself waits for a turn never come back.
+   */
   constructor(
     private readonly pool: LanePool,
     size: number,
+    private readonly waitMs = Infinity,
   ) {
     if (!Number.isInteger(size) || size < 1) throw new ValidationError('size', 'must be a whole number of at least 1');
     this.#free = size;
@@ -410,7 +418,18 @@ export class PoolLane implements PostgresPool {
       this.#free -= 1;
       return;
     }
-    await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    if (!Number.isFinite(this.waitMs)) return new Promise<void>((resolve) => this.#waiting.push(resolve));
+    await new Promise<void>((resolve, reject) => {
+      const turn = (): void => {
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        this.#waiting.splice(this.#waiting.indexOf(turn), 1);
+        reject(new ConnectTimeoutError(this.waitMs));
+      }, this.waitMs);
+      this.#waiting.push(turn);
+    });
   }
 
   #release(): void {
