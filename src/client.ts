@@ -352,8 +352,8 @@ export class Pgq {
       // worker from starting, it opens them on demand. Not a call close()
       // waits for: after a start that failed against a server that does not
       // answer, close() waited out the pool's connect limit for it.
-      warmUp: () => warmUpPool(this.#pool, WORKER_WARM_CONNECTIONS, this.#options.poolSize).catch((err: unknown) => {
-        if (!this.#closed) this.logger.warn({ err: errorSummary(err) }, `pgq could not open connections ahead: ${errorMessage(err)}`);
+      warmUp: (quiet) => warmUpPool(this.#pool, WORKER_WARM_CONNECTIONS, this.#options.poolSize).catch((err: unknown) => {
+        if (!this.#closed && !quiet()) this.logger.warn({ err: errorSummary(err) }, `pgq could not open connections ahead: ${errorMessage(err)}`);
       }),
       leaseConnection: this.#leaseConnection(resolved),
       queueStatements: this.#queueStatements,

@@ -44,6 +44,14 @@ describe('worker.start()', () => {
     await worker.start();
     await worker.stop();
     await expect(worker.start()).rejects.toMatchObject({ code: 'PGQ_WORKER_STOPPED' });
+    // A start in the same tick as a stop, before it: the worker started, and no stop or close() ever ended it.
+    const again = pgq.worker({ leader: false });
+    const stopping = again.stop();
+    await expect(again.start()).rejects.toMatchObject({ code: 'PGQ_WORKER_STOPPED' });
+    await stopping;
+    expect(again.state).toBe('stopped');
+    const { rows } = await ctx.admin.query(`SELECT 1 FROM "${ctx.schema}".workers WHERE id = $1`, [again.id]);
+    expect(rows).toEqual([]);
   });
 });
 

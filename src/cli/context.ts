@@ -63,7 +63,7 @@ const LIBPQ_VARIABLES = ['PGHOST', 'PGDATABASE', 'PGUSER'] as const;
 export async function resolveDatabaseUrl(opts: GlobalOptions, logger: Logger): Promise<string> {
   // Given but empty (an unset variable in `--database-url "$URL"`): an error, not the embedded server.
   if (opts.databaseUrl !== undefined && opts.databaseUrl.trim() === '') {
-    throw new PgqError('PGQ_USAGE', '--database-url is empty; give a postgres:// URL, or leave the flag out to use DATABASE_URL or the embedded PostgreSQL');
+    throw new PgqError('PGQ_USAGE', '--database-url is empty; give a postgres:// URL, or leave the flag out to use DATABASE_URL, libpq\'s PG* variables or the embedded PostgreSQL');
   }
   const url = opts.databaseUrl ?? process.env.DATABASE_URL;
   if (url) return checkedUrl(url, opts.databaseUrl !== undefined ? '--database-url' : 'DATABASE_URL');

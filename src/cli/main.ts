@@ -31,7 +31,7 @@ export function buildProgram(): Command {
     .name('pgq')
     .description('pgq: a PostgreSQL job queue')
     .option('--schema <name>', "schema of pgq's tables", 'pgq')
-    .option('--database-url <url>', 'PostgreSQL URL (default: DATABASE_URL, else an embedded PostgreSQL in ./.pgq)')
+    .option('--database-url <url>', 'PostgreSQL URL (default: DATABASE_URL, else libpq\'s PGHOST/PGDATABASE/PGUSER, else an embedded PostgreSQL in ./.pgq)')
     .addOption(new Option('--log-level <level>', 'how much to log').choices(LOG_LEVELS).default(defaultLogLevel()))
     .option('--json', 'print JSON instead of tables')
     .version(packageVersion(), '-V, --version', "print pgq's version")

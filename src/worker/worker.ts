@@ -84,8 +84,8 @@ export interface WorkerDeps {
   syncSchedules?: () => Promise<void>;
   /** Checks (read-only) that the schema is migrated to this pgq's version; rejects when it is not. */
   checkSchema: () => Promise<void>;
-  /** Opens the pool's connections (run at start, beside the other start-up steps). */
-  warmUp?: () => Promise<void>;
+  /** Opens the pool's connections (best effort, at start); `quiet()` says when its failure is no longer worth a warning. */
+  warmUp?: (quiet: () => boolean) => Promise<void>;
   /** Called once the worker has stopped (its Pgq forgets it then: a process that replaced workers kept every stopped one). */
   onStopped?: () => void;
   /** Connection settings for the lease thread; null renews on the main thread. */
@@ -308,7 +308,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * reached, …).
    */
   start(): Promise<void> {
-    if (this.#state === 'stopping' || this.#state === 'stopped') {
+    // #stopping too: a stop() called in the same tick has not changed the state yet (the worker then started, and no stop ever ended it).
+    if (this.#stopping || this.#state === 'stopping' || this.#state === 'stopped') {
       return Promise.reject(new PgqError('PGQ_WORKER_STOPPED', 'this worker was stopped; create a new one with pgq.worker()'));
     }
     this.#starting ??= this.#start().catch(async (err: unknown) => {
@@ -361,7 +362,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
     // waited for only once the other steps have worked: against a server
     // that accepts and never answers, the start failed when they gave up
     // (10 s) but waited out the pool's own connect limit (30 s) for this.
-    const warming = this.#deps.warmUp?.();
+    // Its failure is not worth a warning once the start has failed (it said why) or a stop has begun.
+    let failedStart = false;
+    const warming = this.#deps.warmUp?.(() => failedStart || this.#state === 'stopping' || this.#state === 'stopped');
     warming?.catch(() => undefined);
     const steps = await Promise.allSettled([
       (async () => {
@@ -376,7 +379,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
       subscribe(),
     ]);
     const failed = steps.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) throw failed.reason;
+    if (failed) {
+      failedStart = true;
+      throw failed.reason;
+    }
     await warming;
     await this.#producer.start();
     const watching = new AbortController();
