@@ -12,6 +12,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import { Registry } from 'prom-client';
 import { PgqMetrics } from '../src/metrics.js';
+import { captureLogger, type Line } from './support/logger.js';
 
 const ctx = useTestSchema('client_lifecycle');
 const noop = defineTask({ name: 'noop', schema: z.object({}), handler: () => undefined });
@@ -169,16 +170,16 @@ describe('pgq.close() on a pool it made', () => {
     expect(poolClientConfig(withKey).ssl).toMatchObject({ rejectUnauthorized: false, key: 'KEY' });
     await withKey.end();
     await ctx.migrated();
-    const warnings: string[] = [];
-    const logger = { error: () => undefined, info: () => undefined, debug: () => undefined, warn: (_o: object, msg?: string) => void warnings.push(msg ?? ''), child: () => logger };
-    const pgq = new Pgq({ pool, schema: ctx.schema, tasks: [noop], logger });
+    const lines: Line[] = [];
+    const pgq = new Pgq({ pool, schema: ctx.schema, tasks: [noop], logger: captureLogger(lines) });
+    const warnings = (): string[] => lines.filter((l) => l.level === 'warn').map((l) => l.msg ?? '');
     const worker = pgq.worker({ heartbeatMs: 100, rescueAfterMs: 2_000 });
     try {
       await worker.start();
       const health = await worker.health();
       expect(health.checks.listener.ok, health.checks.listener.message).toBe(true);
       await new Promise((resolve) => setTimeout(resolve, 500));
-      expect(warnings.filter((w) => /listener could not connect|could not renew the worker's lease|lease thread cannot/.test(w))).toEqual([]);
+      expect(warnings().filter((w) => /listener could not connect|could not renew the worker's lease|lease thread cannot/.test(w))).toEqual([]);
     } finally {
       await worker.stop();
       await pgq.close();
@@ -197,14 +198,14 @@ describe('pgq.close() on a pool it made', () => {
       log: () => undefined,
       types: { getTypeParser: pg.types.getTypeParser },
     } as pg.PoolConfig);
-    const warnings: string[] = [];
-    const logger = { error: () => undefined, info: () => undefined, debug: () => undefined, warn: (_o: object, msg?: string) => void warnings.push(msg ?? ''), child: () => logger };
-    const pgq = new Pgq({ pool, schema: ctx.schema, tasks: [noop], logger });
+    const lines: Line[] = [];
+    const pgq = new Pgq({ pool, schema: ctx.schema, tasks: [noop], logger: captureLogger(lines) });
+    const warnings = (): string[] => lines.filter((l) => l.level === 'warn').map((l) => l.msg ?? '');
     const worker = pgq.worker({ heartbeatMs: 100, rescueAfterMs: 2_000 });
     try {
       await worker.start();
       await new Promise((resolve) => setTimeout(resolve, 300));
-      expect(warnings.filter((w) => /main thread/.test(w))).toEqual([]);
+      expect(warnings().filter((w) => /main thread/.test(w))).toEqual([]);
       expect((await worker.health()).checks.lease.ok).toBe(true);
     } finally {
       await worker.stop();

@@ -61,3 +61,9 @@ export function isCancelledByTimeout(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
   return code === '57014' || code === '55P03';
 }
+
+/** A data exception (SQLSTATE class 22): the value was refused, not the connection or the statement. */
+export function isDataException(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && code.startsWith('22');
+}

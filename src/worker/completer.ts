@@ -27,7 +27,7 @@ import { errorMessage, errorSummary } from '../core/errors.js';
 import { sleep } from '../core/sleep.js';
 import type { Queryable } from '../db/queryable.js';
 import type { HotStatements, WrittenOutcome } from '../db/statements.js';
-import { isCancelledByTimeout, isTransientError } from '../db/errors.js';
+import { isCancelledByTimeout, isDataException, isTransientError } from '../db/errors.js';
 
 /**
  * What one attempt ended with. `meta`, when present, is JSON text of the keys
@@ -339,10 +339,4 @@ class PartlyWritten extends Error {
 /** Numeric order of job ids (strings of digits). */
 function compareIds(a: string, b: string): number {
   return a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
-}
-
-/** A PostgreSQL data exception (SQLSTATE class 22): the value was refused, not the connection or the statement. */
-function isDataException(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && code.startsWith('22');
 }

@@ -573,7 +573,7 @@ export class Executor {
   }
 
   /**
-   * A result's JSON text, or a PermanentError: the handler did its work, and
+   * A result's JSON text, or an UnstorableResultError (a PermanentError): the handler did its work, and
    * another attempt would do it again and return the same.
    */
   #resultText(value: unknown): string {
