@@ -21,6 +21,7 @@ import { toJobRecord, type JobRow } from './db/rows.js';
 import type { BulkInsertParams, BulkInsertStatements, BulkInserted } from './db/bulk-insert.js';
 import { metaText, type EnqueueCall, type MiddlewareChain, type PendingJob } from './middleware.js';
 import { retryConflicts } from './db/transaction.js';
+import { scheduledPayload } from './notify/channels.js';
 
 /** Per-job options of `enqueue`; each overrides the task's own. */
 export interface EnqueueOptions {
@@ -108,7 +109,8 @@ type ParsedOptions = z.output<typeof optionsSchema>;
  */
 export class Enqueuer {
   #inFlight = 0;
-  readonly #toNotify = new Set<string>();
+  /** Queues owed a NOTIFY after commit: due jobs (null) or only delayed ones (the first's run_at). */
+  readonly #toNotify = new Map<string, Date | null>();
   #notifying: Promise<void> | undefined;
 
   constructor(
@@ -242,7 +244,7 @@ export class Enqueuer {
       } finally {
         this.#inFlight -= 1;
       }
-      if (quiet && inserted.state === 'available') this.#notifyAfterCommit(db, [{ state: inserted.state, queue: params.queue }]);
+      if (quiet) this.#notifyAfterCommit(db, [{ state: inserted.state, queue: params.queue, run_at: inserted.run_at }]);
     }
     return inserted.ids.map((id, i) => ({
       id: String(id),
@@ -274,14 +276,23 @@ export class Enqueuer {
     }));
   }
 
-  #notifyAfterCommit(db: Queryable, rows: Pick<JobRow, 'state' | 'queue'>[]): void {
-    for (const row of rows) if (row.state === 'available') this.#toNotify.add(row.queue);
+  /** As the insert trigger would have (it is off for quiet inserts): due jobs' queues, and delayed jobs' with the first one's run_at. */
+  #notifyAfterCommit(db: Queryable, rows: Pick<JobRow, 'state' | 'queue' | 'run_at'>[]): void {
+    for (const row of rows) {
+      const owed = this.#toNotify.get(row.queue);
+      if (row.state === 'available') this.#toNotify.set(row.queue, null);
+      else if (row.state === 'scheduled' && owed !== null) {
+        // A pool of the application's may read timestamps as text.
+        const dueAt = new Date(row.run_at);
+        if (!Number.isNaN(dueAt.getTime()) && (owed === undefined || dueAt < owed)) this.#toNotify.set(row.queue, dueAt);
+      }
+    }
     if (this.#toNotify.size === 0 || this.#notifying) return;
     this.#notifying = (async () => {
       while (this.#toNotify.size > 0) {
-        const queues = [...this.#toNotify];
+        const payloads = [...this.#toNotify].map(([queue, dueAt]) => (dueAt ? scheduledPayload(queue, dueAt) : queue));
         this.#toNotify.clear();
-        await this.statements.notifyQueues(db, queues).catch(this.onNotifyError);
+        await this.statements.notifyQueues(db, payloads).catch(this.onNotifyError);
       }
     })().finally(() => (this.#notifying = undefined));
   }

@@ -287,12 +287,19 @@ describe('enqueue', () => {
       await client.query('ROLLBACK');
       await client.query('BEGIN');
       await pgq.enqueueMany(email, [{ to: 'a@a.co' }, { to: 'b@a.co' }], { db: client });
-      await pgq.enqueue(email, { to: 'c@a.co' }, { db: client, delayMs: 60_000 }); // future: no notify
+      // A delayed job's NOTIFY says when it is due (a worker sets a timer for it).
+      const later = await pgq.enqueue(email, { to: 'c@a.co' }, { db: client, delayMs: 60_000 });
       await listener.query('SELECT 1');
       expect(got).toEqual([]);
       await client.query('COMMIT');
       await listener.query('SELECT 1'); // a round trip after the commit delivers the notification
-      expect(got).toEqual(['emails']);
+      expect(got).toHaveLength(2);
+      expect(got[0]).toBe('emails');
+      const [queue, dueAt] = got[1]!.split('\n');
+      expect(queue).toBe('emails');
+      // run_at in microseconds, rounded up to the millisecond; the record's is truncated to it.
+      expect(Number(dueAt) - later.runAt.getTime()).toBeGreaterThanOrEqual(0);
+      expect(Number(dueAt) - later.runAt.getTime()).toBeLessThanOrEqual(1);
     } finally {
       await client.end();
       await listener.end();
@@ -310,6 +317,49 @@ describe('enqueue', () => {
       for (const job of jobs) expect((await pgq.waitForJob(job.id, { timeoutMs: 15_000 })).state).toBe('succeeded');
     }
     await worker.stop();
+  });
+});
+
+describe('delayed jobs', () => {
+  it('run when due on a worker that would otherwise sleep for its whole poll interval, however they were enqueued', async () => {
+    const quick = defineTask({ name: 'later', schema: z.object({ n: z.number() }), handler: ({ n }) => n });
+    const elsewhere = defineTask({ name: 'elsewhere', queue: 'elsewhere', schema: z.object({}), handler: () => null });
+    const pgq = await ctx.migrated({ tasks: [quick, elsewhere] });
+    // A poll interval of an hour: only NOTIFY, or a due time the worker was told of, can wake it.
+    const worker = pgq.worker({ queues: ['default'], concurrency: 4, pollIntervalMs: 3_600_000 });
+    await worker.start();
+    const ranOnTime = async (jobs: { id: string }[]) => {
+      for (const { id } of jobs) {
+        const done = await pgq.waitForJob(id, { timeoutMs: 15_000 });
+        expect(done.state).toBe('succeeded');
+        expect(done.startedAt!.getTime()).toBeGreaterThanOrEqual(done.runAt.getTime());
+      }
+    };
+    const client = new pg.Client({ connectionString: ctx.url });
+    await client.connect();
+    try {
+      // One enqueue on pgq's pool (the insert trigger's NOTIFY).
+      await ranOnTime([await pgq.enqueue(quick, { n: 1 }, { delayMs: 300 })]);
+      // Overlapping an enqueue into a queue the worker does not serve (it inserts with
+      // the trigger's NOTIFY, these quietly, with one NOTIFY after they commit), one at a time and in bulk.
+      const overlapping = async <T>(delayed: () => Promise<T>[]) => (await Promise.all([pgq.enqueue(elsewhere, {}), ...delayed()])).slice(1) as T[];
+      await ranOnTime(await overlapping(() => Array.from({ length: 10 }, (_, n) => pgq.enqueue(quick, { n }, { delayMs: 300 + n * 20 }))));
+      await ranOnTime((await overlapping(() => [0, 1, 2].map(() => pgq.enqueueMany(quick, [{ n: 1 }, { n: 2 }], { delayMs: 400 })))).flat());
+      // In the caller's transaction, due before it commits.
+      await client.query('BEGIN');
+      const early = await pgq.enqueue(quick, { n: 3 }, { db: client, delayMs: 50 });
+      await new Promise((r) => setTimeout(r, 300));
+      await client.query('COMMIT');
+      await ranOnTime([early]);
+      // By plain SQL.
+      const { rows } = await ctx.admin.query<{ id: string }>(
+        `INSERT INTO "${ctx.schema}".jobs (task, queue, payload, state, run_at) VALUES ('later', 'default', '{"n": 4}', 'scheduled', now() + interval '300 ms') RETURNING id::text`,
+      );
+      await ranOnTime(rows);
+    } finally {
+      await client.end();
+      await worker.stop();
+    }
   });
 });
 

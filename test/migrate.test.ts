@@ -48,6 +48,7 @@ const COMMITTED: Record<string, string> = {
   '1764840000000_claim_limited_fill.sql': 'b5e20728ae425f0fab8a6bea20412197e6bb74c28cbe80a33df83de8a3d2f916',
   '1764850000000_enqueuer_ids.sql': '29b090bf073e1e24647de93bf88b97f3333b865d6a4e501154e100520b2f7d3f',
   '1764860000000_converge_edited_functions.sql': '7995894c961be932f728474fbc47a1e61be907d0f21cca9d6c7ca98885b883c5',
+  '1764870000000_notify_scheduled.sql': 'daee6d62bcae252252dfca32c89c6eef76315c8974a346386d1bb1df5f17f0a4',
 };
 
 /** node-pg-migrate's default advisory lock, which an application's own migrations hold while they run. */
@@ -140,7 +141,7 @@ ALTER INDEX jobs_state_queue_idx_new RENAME TO jobs_state_queue_idx;
       RETURNS TABLE (id bigint, concurrency_key text, priority integer, run_at timestamptz) LANGUAGE sql STABLE AS $$ SELECT NULL::bigint, NULL::text, 0, now() $$`);
     const pgq = new Pgq({ connectionString: ctx.url, schema, tasks: [] });
     try {
-      expect((await pgq.migrate()).applied).toEqual(['1764860000000_converge_edited_functions']);
+      expect((await pgq.migrate()).applied).toEqual(['1764860000000_converge_edited_functions', '1764870000000_notify_scheduled']);
       const source = (name: string) =>
         ctx.admin
           .query<{ src: string; lang: string }>(`SELECT p.prosrc AS src, l.lanname AS lang FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang WHERE p.oid = $1::regproc`, [`${s}.${name}`])

@@ -4,7 +4,11 @@
  * and `queues` names in the queue-control migration's trigger: keep them equal.
  */
 export interface ChannelNames {
-  /** Due jobs were inserted or made available; payload: the queue name. */
+  /**
+   * Due jobs were inserted or made available; payload: the queue name. Or
+   * delayed jobs were inserted; payload: `scheduledPayload` (the queue and
+   * the earliest `run_at`).
+   */
   jobs: string;
   /** Jobs reached a final state; payload: comma-separated ids, or '*'. */
   done: string;
@@ -24,6 +28,22 @@ export function channelNames(schema: string): ChannelNames {
     queues: `pgq:${schema}:queues`,
     schedules: `pgq:${schema}:schedules`,
   };
+}
+
+/** A `jobs` payload for delayed jobs of `queue`, the first due at `dueAt`: as the insert trigger sends it. */
+export function scheduledPayload(queue: string, dueAt: Date): string {
+  return `${queue}\n${Math.ceil(dueAt.getTime())}`;
+}
+
+/**
+ * A `jobs` payload for delayed jobs read back: the queue and when the first
+ * is due (epoch ms); undefined for a payload naming due jobs' queue.
+ */
+export function readScheduledPayload(payload: string): { queue: string; dueAt: number } | undefined {
+  const at = payload.lastIndexOf('\n');
+  if (at < 0) return undefined;
+  const digits = payload.slice(at + 1);
+  return /^\d{1,15}$/.test(digits) ? { queue: payload.slice(0, at), dueAt: Number(digits) } : undefined;
 }
 
 /**

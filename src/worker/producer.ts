@@ -5,7 +5,8 @@
  * time. It claims again at once while claims come back full (there is more),
  * and otherwise sleeps until woken by: a NOTIFY for one of its queues, a
  * freed slot while work is known to be waiting, the listener reconnecting,
- * the next scheduled `run_at`, or the poll interval.
+ * the next scheduled `run_at` (read when it goes to sleep, or heard of in a
+ * NOTIFY of a delayed insert since), or the poll interval.
  *
  * Claims read only `available` jobs. Scheduled and retryable jobs are made
  * available ("promoted") by the producer itself when the next one is due and
@@ -92,6 +93,9 @@ export class Producer extends LoopService {
   #needsReconcile = false;
   /** Monotonic time of the next promotion of due scheduled/retryable jobs. */
   #promoteAt = 0;
+  /** Wakes the loop when a delayed job heard of (`dueAt`) is due, at monotonic `#dueTimerAt`. */
+  #dueTimer: NodeJS.Timeout | undefined;
+  #dueTimerAt = 0;
   /** How many jobs to keep claimed ahead of the free slots while jobs are quick. */
   #ahead: number;
   /** Jobs started so far (the throughput the claim size follows). */
@@ -130,6 +134,27 @@ export class Producer extends LoopService {
   }
 
   /**
+   * A delayed job of one of its queues was inserted, due at `dueAt` (epoch
+   * ms, the database's clock): promote and claim then, if that comes before
+   * the next poll (which reads the next due time itself).
+   */
+  dueAt(dueAt: number): void {
+    const inMs = dueAt - this.clock.now().getTime() + 1;
+    if (inMs >= this.config.pollIntervalMs) return;
+    const at = this.clock.monotonicMs() + Math.max(0, inMs);
+    this.#promoteAt = Math.min(this.#promoteAt, at);
+    if (inMs <= 0) return this.wake();
+    if (this.#dueTimer && this.#dueTimerAt <= at) return;
+    clearTimeout(this.#dueTimer);
+    this.#dueTimerAt = at;
+    this.#dueTimer = setTimeout(() => {
+      this.#dueTimer = undefined;
+      this.wake();
+    }, inMs);
+    this.#dueTimer.unref();
+  }
+
+  /**
    * The database connection was re-established (possibly after a PostgreSQL
    * restart, which can undo outcomes that were committed without a flush):
    * give back any job still marked running for this worker that it no longer
@@ -158,6 +183,8 @@ export class Producer extends LoopService {
 
   override async stop(): Promise<void> {
     this.#draining = true;
+    clearTimeout(this.#dueTimer);
+    this.#dueTimer = undefined;
     await super.stop();
     this.#offSlotFree?.();
     this.#offSlotFree = undefined;

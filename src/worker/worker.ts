@@ -44,7 +44,7 @@ import type { Queryable } from '../db/queryable.js';
 import type { HotStatements } from '../db/statements.js';
 import type { PgqDatabase } from '../db/tables.js';
 import type { Listener } from '../notify/listener.js';
-import type { ChannelNames } from '../notify/channels.js';
+import { readScheduledPayload, type ChannelNames } from '../notify/channels.js';
 import type { TaskRegistry } from '../task.js';
 import { Completer } from './completer.js';
 import { HealthProbe, type HealthOptions, type WorkerHealth, type WorkerLiveness } from './health.js';
@@ -340,8 +340,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
     // (the trust window, lease.ts).
     const subscribe = async (): Promise<void> => {
       this.#unsubscribe.push(
-        await listener.subscribe(channels.jobs, (queue) => {
-          if (queues.has(queue)) this.#producer.wake();
+        await listener.subscribe(channels.jobs, (payload) => {
+          if (queues.has(payload)) return this.#producer.wake();
+          const delayed = readScheduledPayload(payload);
+          if (delayed && queues.has(delayed.queue)) this.#producer.dueAt(delayed.dueAt);
         }),
         await listener.subscribe(channels.cancel, (id) => this.#cancelHeard(id)),
       );
