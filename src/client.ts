@@ -24,6 +24,7 @@ import { ProgressWriter } from './worker/progress.js';
 import { listWorkers, type WorkerInfo } from './inspection/workers.js';
 import type { JobRecord } from './core/types.js';
 import { heartbeatLimitMs } from './core/defaults.js';
+import { onAbort, settlesWithin } from './core/sleep.js';
 import { fromDbHandle, fromPg, type DbHandle, type Queryable } from './db/queryable.js';
 import { createStatements, type HotStatements } from './db/statements.js';
 import { createQueueStatements, type QueueStatements } from './db/queue-statements.js';
@@ -41,7 +42,7 @@ import { MiddlewareChain, type Middleware } from './middleware.js';
 import { TaskRegistry, type AnyTask, type TaskInput, type TaskResult } from './task.js';
 import { Worker } from './worker/worker.js';
 import { findOrphanedTasks, type OrphanedTask } from './db/worker-tasks.js';
-import { setUpSession, settlesWithin, trackedClients } from './db/connection.js';
+import { setUpSession, trackedClients } from './db/connection.js';
 import {
   ScheduleStore,
   resolveDeclaredSchedules,
@@ -797,17 +798,19 @@ export class Pgq {
   /**
    * A wait on a signal of its own, aborted by the caller's `signal` or by
    * `close()`. (One per wait, dropped when it settles: a listener on a
-   * signal that lives as long as this instance would pile up.)
+   * signal that lives as long as this instance would pile up; the callers'
+   * signals are followed through `onAbort`, one listener per signal.)
    */
   #waitUntilClosed<T>(signal: AbortSignal | undefined, wait: (signal: AbortSignal) => Promise<T>): Promise<T> {
     const own = new AbortController();
     const follow = (): void => own.abort(signal?.reason);
+    let unfollow: (() => void) | undefined;
     if (signal?.aborted) follow();
-    else signal?.addEventListener('abort', follow, { once: true });
+    else if (signal) unfollow = onAbort(signal, follow);
     this.#waits.add(own);
     return wait(own.signal).finally(() => {
       this.#waits.delete(own);
-      signal?.removeEventListener('abort', follow);
+      unfollow?.();
     });
   }
 }

@@ -10,6 +10,7 @@ import { databaseUrl, deferred, until, useTestSchema, withAppName } from './supp
 import { poolClientConfig } from '../src/db/pool.js';
 import v8 from 'node:v8';
 import vm from 'node:vm';
+import { getEventListeners } from 'node:events';
 import { Registry } from 'prom-client';
 import { PgqMetrics } from '../src/metrics.js';
 import { captureLogger, type Line } from './support/logger.js';
@@ -330,6 +331,33 @@ describe('pgq.close() on a pool it made', () => {
       expect(warnings.filter((w) => w.name === 'MaxListenersExceededWarning')).toEqual([]);
     } finally {
       process.off('warning', onWarning);
+    }
+  });
+
+  it('follows one caller signal shared by many waits with one listener: no leak warning, all end when it aborts, none left after', async () => {
+    const warnings: Error[] = [];
+    const onWarning = (w: Error): void => void warnings.push(w);
+    process.on('warning', onWarning);
+    const pgq = await ctx.migrated({ tasks: [noop] });
+    try {
+      const job = await pgq.enqueue(noop, {}, { delayMs: 3_600_000 });
+      const request = new AbortController();
+      const waits = Array.from({ length: 30 }, () => pgq.waitForJob(job.id, { signal: request.signal }).then(() => 'finished', (e: unknown) => (e as Error).name));
+      // Waits that settled on their own take their follower back; the others still follow.
+      const short = Array.from({ length: 5 }, () => pgq.waitForJob(job.id, { signal: request.signal, timeoutMs: 50 }).catch((e: unknown) => (e as PgqError).code));
+      expect(await Promise.all(short)).toEqual(Array(5).fill('PGQ_WAIT_TIMEOUT'));
+      expect(getEventListeners(request.signal, 'abort')).toHaveLength(1);
+      request.abort();
+      expect(await Promise.all(waits)).toEqual(Array(30).fill('AbortError'));
+      expect(getEventListeners(request.signal, 'abort')).toHaveLength(0);
+      // A signal whose waits all ended keeps no listener of pgq's either.
+      const other = new AbortController();
+      await pgq.waitForJob(job.id, { signal: other.signal, timeoutMs: 20 }).catch(() => undefined);
+      expect(getEventListeners(other.signal, 'abort')).toHaveLength(0);
+      expect(warnings.filter((w) => w.name === 'MaxListenersExceededWarning')).toEqual([]);
+    } finally {
+      process.off('warning', onWarning);
+      await pgq.close();
     }
   });
 

@@ -15,17 +15,25 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-/** Whether `work` settles within `ms` (the timer is cleared either way: it does not keep the process up). */
+/**
+ * Whether `work` settles within `ms` (the timer is cleared either way: it
+ * does not keep the process up). A timer that fires late because the event
+ * loop was blocked gets one turn of the poll phase first, so an answer that
+ * arrived meanwhile (a database reply) is read before it counts as late.
+ */
 export async function settlesWithin(work: Promise<unknown>, ms: number): Promise<boolean> {
-  const timer = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
   const settled = work.then(
     () => true,
     () => true,
   );
+  const late = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => setImmediate(() => resolve(false)), ms);
+  });
   try {
-    return await Promise.race([settled, sleep(ms, timer.signal).then(() => false)]);
+    return await Promise.race([settled, late]);
   } finally {
-    timer.abort();
+    clearTimeout(timer);
   }
 }
 
@@ -66,4 +74,34 @@ export class Waker {
       this.#resolve = finish;
     });
   }
+}
+
+/** The callbacks following each signal (`onAbort`), and its one listener. */
+const followers = new WeakMap<AbortSignal, { listener: () => void; callbacks: Set<() => void> }>();
+
+/**
+ * Calls `callback` once `signal` aborts; returns the way to take it back.
+ * However many follow one signal (a request's signal passed to many
+ * `waitForJob` calls), the signal holds one listener of pgq's, removed when
+ * the last follower is: Node warns of a leak past ten listeners on one signal.
+ */
+export function onAbort(signal: AbortSignal, callback: () => void): () => void {
+  let entry = followers.get(signal);
+  if (!entry) {
+    const callbacks = new Set<() => void>();
+    const listener = (): void => {
+      followers.delete(signal);
+      for (const follow of callbacks) follow();
+    };
+    entry = { listener, callbacks };
+    followers.set(signal, entry);
+    signal.addEventListener('abort', listener, { once: true });
+  }
+  const { listener, callbacks } = entry;
+  callbacks.add(callback);
+  return () => {
+    if (!callbacks.delete(callback) || callbacks.size > 0 || followers.get(signal) !== entry) return;
+    followers.delete(signal);
+    signal.removeEventListener('abort', listener);
+  };
 }

@@ -24,24 +24,6 @@ export function destroyConnection(client: pg.Client): void {
   stream?.destroy();
 }
 
-/**
- * Whether `promise` settles within `ms`. A timer that fires late because the
- * event loop was blocked gets one turn of the poll phase first, so an answer
- * that arrived meanwhile is read before it counts as late.
- */
-export async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const settled = promise.then(() => true, () => true);
-  const late = new Promise<boolean>((resolve) => {
-    timer = setTimeout(() => setImmediate(() => resolve(false)), ms);
-  });
-  try {
-    return await Promise.race([settled, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /** A `pg.Client` class that keeps its instances until they end, and a way to close them all. */
 export interface TrackedClients {
   /** For `pg.Pool`'s `Client` option. */

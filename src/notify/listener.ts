@@ -23,8 +23,8 @@ import pg from 'pg';
 import type { Logger } from '../core/logger.js';
 import { errorMessage, errorSummary } from '../core/errors.js';
 import { quoteIdent } from '../db/identifiers.js';
-import { sleep } from '../core/sleep.js';
-import { destroyConnection, endClient, settlesWithin } from '../db/connection.js';
+import { settlesWithin, sleep } from '../core/sleep.js';
+import { destroyConnection, endClient } from '../db/connection.js';
 import { RepeatedFailure } from '../core/repeated-failure.js';
 
 export interface ListenerTiming {
