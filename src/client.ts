@@ -112,6 +112,8 @@ export class Pgq {
   readonly #workers = new Set<Worker>();
   readonly #middleware: MiddlewareChain;
   #closed = false;
+  /** The LISTEN connection was found on another database than the pool's, and said so. */
+  #listenDatabaseTold = false;
   /** Public calls under way (see #call). */
   readonly #calls = new Set<Promise<unknown>>();
   #closing: Promise<void> | undefined;
@@ -171,6 +173,7 @@ export class Pgq {
         ? poolClientConfig(o.pool)
         : { connectionString: o.connectionString };
     this.#listener = new Listener(o.listen ? { ...listenConfig, keepAlive: true } : null, this.logger);
+    if (o.listen && o.listenConnectionString) this.#listener.checkDatabase((name) => void this.#checkListenDatabase(name));
     this.#middleware = new MiddlewareChain(o.middleware);
     this.#enqueuer = new Enqueuer(this.#statements, (db, uniqueKey) => this.#queryableFor(db, uniqueKey), o.maxPayloadBytes, this.#middleware, (err) =>
       this.logger.warn({ err: errorSummary(err) }, `pgq could not notify workers (they will poll): ${errorMessage(err)}`),
@@ -793,6 +796,25 @@ export class Pgq {
     const settled = (): void => void this.#calls.delete(call);
     call.then(settled, settled);
     return call;
+  }
+
+  /**
+   * NOTIFY does not cross databases: a LISTEN connection to another database
+   * than the pool's hears nothing, and workers and waits fall back to polling
+   * without a word. Said once, as an error (a configuration to correct).
+   */
+  async #checkListenDatabase(listening: string): Promise<void> {
+    try {
+      const [row] = await this.#db.query<{ name: string }>({ text: 'SELECT current_database() AS name', values: [] });
+      if (!row || row.name === listening || this.#listenDatabaseTold) return;
+      this.#listenDatabaseTold = true;
+      this.logger.error(
+        { listenDatabase: listening, database: row.name },
+        `pgq's LISTEN connection (listenConnectionString) is to database ${listening}, its pool to ${row.name}: notifications sent in ${row.name} never reach it, so workers wait for their poll (pollIntervalMs) and waits poll too; point listenConnectionString at ${row.name}`,
+      );
+    } catch {
+      // The pool cannot answer now: its own errors say so.
+    }
   }
 
   /**

@@ -39,7 +39,8 @@ export interface PgqOptions {
   /**
    * Where the one LISTEN connection goes. Default: the same server as the
    * pool. Behind a transaction-pooling PgBouncer, point this at PostgreSQL
-   * directly (LISTEN needs a session).
+   * directly (LISTEN needs a session). It must reach the pool's database
+   * (NOTIFY does not cross databases): pgq logs an error once if it does not.
    */
   listenConnectionString?: string | undefined;
   /** False: no LISTEN at all; workers and waitForJob poll. Default true. */

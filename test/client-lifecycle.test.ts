@@ -361,6 +361,31 @@ describe('pgq.close() on a pool it made', () => {
     }
   });
 
+  it('says, once, when listenConnectionString names another database than the pool (nothing sent there reaches it)', async () => {
+    const other = `pgq_${ctx.schema}_listen`;
+    await ctx.admin.query(`CREATE DATABASE "${other}"`);
+    const elsewhere = new URL(databaseUrl());
+    elsewhere.pathname = `/${other}`;
+    const errors = (lines: Line[]) => lines.filter((l) => l.level === 'error').map((l) => l.msg ?? '');
+    const wrong: Line[] = [];
+    const right: Line[] = [];
+    const misdirected = new Pgq({ connectionString: ctx.url, schema: ctx.schema, tasks: [noop], listenConnectionString: elsewhere.href, logger: captureLogger(wrong) });
+    const direct = new Pgq({ connectionString: ctx.url, schema: ctx.schema, tasks: [noop], listenConnectionString: ctx.url, logger: captureLogger(right) });
+    try {
+      await misdirected.migrate();
+      const job = await misdirected.enqueue(noop, {}, { delayMs: 3_600_000 });
+      // A wait starts the LISTEN connection.
+      for (const pgq of [misdirected, direct]) await pgq.waitForJob(job.id, { timeoutMs: 1_500 }).catch(() => undefined);
+      await until(async () => errors(wrong).length > 0, { what: 'the error about the LISTEN database' });
+      expect(errors(wrong)).toEqual([expect.stringContaining(`is to database ${other}, its pool to `)]);
+      expect(errors(right)).toEqual([]);
+    } finally {
+      await misdirected.close();
+      await direct.close();
+      await ctx.admin.query(`DROP DATABASE "${other}"`);
+    }
+  });
+
   it('survives the server ending its connections while they close (no uncaught error)', async () => {
     // pool.end() resolves once each connection was asked to end, not once it
     // closed: a server shutting down in that window sends each an error.

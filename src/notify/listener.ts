@@ -55,10 +55,22 @@ export class Listener {
 
   readonly #timing: ListenerTiming;
 
+  /** Told the database of each new connection (`checkDatabase`). */
+  #onDatabase: ((name: string) => void) | undefined;
+
   constructor(config: pg.ClientConfig | null, logger: Logger, timing: ListenerTiming = DEFAULT_TIMING) {
     this.#config = config;
     this.#logger = logger;
     this.#timing = timing;
+  }
+
+  /**
+   * Reads the database of each connection it opens and gives its name to
+   * `check`: a LISTEN connection configured apart from the pool
+   * (`listenConnectionString`) hears nothing from another database.
+   */
+  checkDatabase(check: (name: string) => void): void {
+    this.#onDatabase = check;
   }
 
   get connected(): boolean {
@@ -161,6 +173,10 @@ export class Listener {
         }
         this.#client = client;
         for (const channel of this.#handlers.keys()) await this.#query(client, `LISTEN ${quoteIdent(channel)}`);
+        if (this.#onDatabase) {
+          const [row] = await this.#query(client, 'SELECT current_database() AS name');
+          this.#onDatabase(String(row?.name));
+        }
         // Closed while it connected: ended below like any other (close() could
         // not end a client it did not know yet; left open, it kept the process alive).
         if (!signal.aborted) {
@@ -219,16 +235,15 @@ export class Listener {
    * the client itself, which it deprecates); a connection that does not
    * answer within queryTimeoutMs is closed (the loop opens another).
    */
-  async #query(client: pg.Client, text: string): Promise<void> {
+  async #query(client: pg.Client, text: string): Promise<Record<string, unknown>[]> {
     const previous = this.#lastQuery;
     let ended!: () => void;
     this.#lastQuery = new Promise<void>((resolve) => (ended = resolve));
     try {
       await previous;
-      const running = client.query(text);
+      const running = client.query<Record<string, unknown>>(text);
       if (await settlesWithin(running, this.#timing.queryTimeoutMs)) {
-        await running;
-        return;
+        return (await running).rows;
       }
       running.catch(() => undefined);
       destroyConnection(client);
