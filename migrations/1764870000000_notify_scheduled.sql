@@ -1,7 +1,8 @@
 -- Up Migration
 -- The insert trigger also tells workers when a delayed job was inserted:
 -- one NOTIFY per queue per statement, `<queue>\n<epoch ms>` with the earliest
--- `run_at` among the statement's scheduled rows. A worker that would sleep
+-- `run_at` among the statement's scheduled rows due within the hour (the
+-- longest poll interval: later ones are found by a poll). A worker that would sleep
 -- past that time (its poll interval, or the next due time it read before the
 -- insert) sets a timer for it instead: before this, a job whose delay ended
 -- before the next poll waited for that poll (up to `pollIntervalMs`), and one
@@ -19,11 +20,13 @@ BEGIN
     FROM (SELECT DISTINCT queue AS payload FROM inserted WHERE state = 'available'
           UNION ALL
           SELECT queue || E'\n' || ceil(extract(epoch FROM min(run_at)) * 1000)::bigint
-            FROM inserted WHERE state = 'scheduled' GROUP BY queue) AS p;
+            FROM inserted
+           WHERE state = 'scheduled' AND isfinite(run_at) AND run_at < now() + interval '1 hour'
+           GROUP BY queue) AS p;
   RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION jobs_notify_inserted() IS 'Sends pgq:<schema>:jobs at commit: the queue name when due jobs are inserted, <queue>\n<epoch ms of the earliest run_at> when delayed ones are.';
+COMMENT ON FUNCTION jobs_notify_inserted() IS 'Sends pgq:<schema>:jobs at commit: the queue name when due jobs are inserted, <queue>\n<epoch ms of the earliest run_at> when delayed ones due within the hour are.';
 
 -- Down Migration
 CREATE OR REPLACE FUNCTION jobs_notify_inserted() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -21,7 +21,7 @@ import { toJobRecord, type JobRow } from './db/rows.js';
 import type { BulkInsertParams, BulkInsertStatements, BulkInserted } from './db/bulk-insert.js';
 import { metaText, type EnqueueCall, type MiddlewareChain, type PendingJob } from './middleware.js';
 import { retryConflicts } from './db/transaction.js';
-import { scheduledPayload } from './notify/channels.js';
+import { SCHEDULED_NOTIFY_AHEAD_MS, scheduledPayload } from './notify/channels.js';
 
 /** Per-job options of `enqueue`; each overrides the task's own. */
 export interface EnqueueOptions {
@@ -276,7 +276,7 @@ export class Enqueuer {
     }));
   }
 
-  /** As the insert trigger would have (it is off for quiet inserts): due jobs' queues, and delayed jobs' with the first one's run_at. */
+  /** As the insert trigger would have (it is off for quiet inserts): due jobs' queues, and delayed jobs' due within the hour with the first one's run_at. */
   #notifyAfterCommit(db: Queryable, rows: Pick<JobRow, 'state' | 'queue' | 'run_at'>[]): void {
     for (const row of rows) {
       const owed = this.#toNotify.get(row.queue);
@@ -284,7 +284,8 @@ export class Enqueuer {
       else if (row.state === 'scheduled' && owed !== null) {
         // A pool of the application's may read timestamps as text.
         const dueAt = new Date(row.run_at);
-        if (!Number.isNaN(dueAt.getTime()) && (owed === undefined || dueAt < owed)) this.#toNotify.set(row.queue, dueAt);
+        const soon = dueAt.getTime() < Date.now() + SCHEDULED_NOTIFY_AHEAD_MS;
+        if (soon && (owed === undefined || dueAt < owed)) this.#toNotify.set(row.queue, dueAt);
       }
     }
     if (this.#toNotify.size === 0 || this.#notifying) return;

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import pg from 'pg';
 import { CamelCasePlugin, Kysely, PostgresDialect, sql } from 'kysely';
 import { defineTask, ValidationError, type PgqDatabase } from '../src/index.js';
-import { useTestSchema } from './support/harness.js';
+import { deferred, until, useTestSchema } from './support/harness.js';
 
 const ctx = useTestSchema('enqueue');
 
@@ -359,6 +359,128 @@ describe('delayed jobs', () => {
     } finally {
       await client.end();
       await worker.stop();
+    }
+  });
+});
+
+describe('jobs due later wake the workers of their queue', () => {
+  it('take plain-SQL inserts at infinity and -infinity as before (no NOTIFY for them)', async () => {
+    const pgq = await ctx.migrated({ tasks: [] });
+    try {
+      const { rows } = await ctx.admin.query(
+        `INSERT INTO "${ctx.schema}".jobs (task, queue, payload, state, run_at)
+         VALUES ('t', 'default', '{}', 'scheduled', 'infinity'), ('t', 'default', '{}', 'scheduled', '-infinity'), ('t', 'default', '{}', 'scheduled', now() + interval '2 hours')
+         RETURNING run_at::text`,
+      );
+      expect(rows.map((r) => r.run_at).slice(0, 2)).toEqual(['infinity', '-infinity']);
+    } finally {
+      await pgq.close();
+    }
+  });
+
+  it('measure the wait on the database clock: a worker whose clock is ahead does not spin, one behind is not late', async () => {
+    const job = defineTask({ name: 'skewed', schema: z.object({}), handler: () => 'ran' });
+    const pgq = await ctx.migrated({ tasks: [job] });
+    const looks: string[] = [];
+    const query = pg.Client.prototype.query;
+    // Counts this process's look-ups of the next due time (the statement an idle worker spins on).
+    pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+      const config = args[0] as { name?: string } | undefined;
+      if (typeof config === 'object' && config?.name?.endsWith('next_run_at')) looks.push(config.name);
+      return (query as (...a: unknown[]) => unknown).apply(this, args);
+    } as typeof query;
+    try {
+      for (const offsetMs of [5_000, -10_000]) {
+        const skewed = ctx.pgq({ tasks: [job], clock: { now: () => new Date(Date.now() + offsetMs), monotonicMs: () => performance.now() } });
+        const worker = skewed.worker({ pollIntervalMs: 3_600_000, leader: false });
+        await worker.start();
+        try {
+          looks.length = 0;
+          const enqueued = await pgq.enqueue(job, {}, { delayMs: 2_000 });
+          const done = await pgq.waitForJob(enqueued.id, { timeoutMs: 8_000 });
+          expect(done.state).toBe('succeeded');
+          // Ahead by 5 s, it took the job for due at once and looked again and again until it was.
+          expect(looks.length, `next_run_at looks with a clock ${offsetMs} ms off`).toBeLessThan(20);
+        } finally {
+          await worker.stop();
+          await skewed.close();
+        }
+      }
+    } finally {
+      pg.Client.prototype.query = query;
+      await pgq.close();
+    }
+  });
+
+  it('a job rescued from a dead worker wakes an idle worker of its queue', async () => {
+    const orphaned = defineTask({ name: 'orphaned', schema: z.object({}), handler: () => 'ran again' });
+    const pgq = await ctx.migrated({ tasks: [orphaned] });
+    const idle = pgq.worker({ concurrency: 1, pollIntervalMs: 3_600_000, leader: false });
+    // The leader (whose rescuer finds the job) serves another queue.
+    const other = defineTask({ name: 'other', queue: 'elsewhere', schema: z.object({}), handler: () => null });
+    const leader = ctx.pgq({ tasks: [other] }).worker({ heartbeatMs: 100, rescueAfterMs: 1_000 });
+    await idle.start();
+    try {
+      await ctx.admin.query(
+        `INSERT INTO "${ctx.schema}".workers (id, hostname, pid, queues, concurrency, rescue_after_ms, lease_expires_at) VALUES ('dead', 'gone', 1, '{default}', 1, 1000, now() - interval '1 minute')`,
+      );
+      const { rows } = await ctx.admin.query<{ id: string }>(
+        `INSERT INTO "${ctx.schema}".jobs (task, queue, payload, state, attempts, worker_id, started_at) VALUES ('orphaned', 'default', '{}', 'running', 1, 'dead', now() - interval '1 minute') RETURNING id::text`,
+      );
+      await leader.start();
+      const done = await pgq.waitForJob(rows[0]!.id, { timeoutMs: 10_000 });
+      expect(done).toMatchObject({ state: 'succeeded', result: 'ran again', attempts: 2 });
+    } finally {
+      await leader.stop();
+      await idle.stop();
+    }
+  });
+
+  it('a retry and a snooze wake an idle worker of their queue while the one that ran them is busy', async () => {
+    const pgqA = await ctx.migrated({ tasks: [] });
+    let startB!: () => Promise<void>;
+    let release = deferred<void>();
+    const long = defineTask({ name: 'long', schema: z.object({}), handler: () => release.promise });
+    const flaky = defineTask({
+      name: 'flaky',
+      schema: z.object({ how: z.enum(['fail', 'snooze']) }),
+      backoff: { baseMs: 300, maxMs: 300 },
+      handler: async ({ how }, c) => {
+        if (c.attempt > 1) return `ran by ${c.job.workerId}`;
+        // The other worker starts only now (it cannot take this attempt), and this worker's one slot goes to a long job next.
+        await startB();
+        await pgqA.enqueue(long, {});
+        await new Promise((r) => setTimeout(r, 300)); // long enough that this worker claims nothing ahead
+        if (how === 'snooze') c.snooze(300);
+        throw new Error('first attempt fails');
+      },
+    });
+    const a = ctx.pgq({ tasks: [flaky, long] });
+    const b = ctx.pgq({ tasks: [flaky] });
+    const workerA = a.worker({ id: 'busy', concurrency: 1, pollIntervalMs: 3_600_000, leader: false });
+    const workerB = b.worker({ id: 'idle', concurrency: 1, pollIntervalMs: 3_600_000, leader: false });
+    let bStarted = false;
+    startB = async () => {
+      if (!bStarted) await workerB.start();
+      bStarted = true;
+    };
+    await workerA.start();
+    try {
+      for (const how of ['fail', 'snooze'] as const) {
+        const job = await a.enqueue(flaky, { how });
+        const done = await a.waitForJob(job.id, { timeoutMs: 10_000 });
+        expect(done.result).toBe('ran by idle');
+        release.resolve();
+        release = deferred<void>();
+        await until(async () => (await a.countJobs({ task: 'long', state: ['running', 'available'] })) === 0, { what: 'the long job to end' });
+      }
+    } finally {
+      release.resolve();
+      await workerA.stop();
+      await workerB.stop();
+      await a.close();
+      await b.close();
+      await pgqA.close();
     }
   });
 });

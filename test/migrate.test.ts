@@ -48,7 +48,7 @@ const COMMITTED: Record<string, string> = {
   '1764840000000_claim_limited_fill.sql': 'b5e20728ae425f0fab8a6bea20412197e6bb74c28cbe80a33df83de8a3d2f916',
   '1764850000000_enqueuer_ids.sql': '29b090bf073e1e24647de93bf88b97f3333b865d6a4e501154e100520b2f7d3f',
   '1764860000000_converge_edited_functions.sql': '7995894c961be932f728474fbc47a1e61be907d0f21cca9d6c7ca98885b883c5',
-  '1764870000000_notify_scheduled.sql': 'daee6d62bcae252252dfca32c89c6eef76315c8974a346386d1bb1df5f17f0a4',
+  '1764870000000_notify_scheduled.sql': '7802a957ff399f65859cc7c883c0a9dc75aa08f16d5246e5da17881429930418',
 };
 
 /** node-pg-migrate's default advisory lock, which an application's own migrations hold while they run. */

@@ -23,7 +23,7 @@
 import { quoteIdent, statementName } from './identifiers.js';
 import { CLAIM_COLUMNS, JOB_COLUMNS, type ClaimRow, type JobRow } from './rows.js';
 import type { Queryable, Statement } from './queryable.js';
-import { channelNames, notifyDoneSql } from '../notify/channels.js';
+import { channelNames, notifyDoneSql, notifyDueSql } from '../notify/channels.js';
 import { EXPIRABLE_STATES, LIVE_STATES } from '../core/types.js';
 
 /** One job to insert. */
@@ -235,6 +235,9 @@ export function createStatements(schema: string) {
   const name = (n: string): string => statementName(schema, n);
   const liveStates = `(${LIVE_STATES.map((state) => `'${state}'`).join(', ')})`;
   const notifyDone = (from: string): string => notifyDoneSql(channels.done, from);
+  // Retried, snoozed and rescued jobs wake the workers of their queues as
+  // inserted ones do: another worker may be idle while this one is busy.
+  const notifyDue = (from: string): string => notifyDueSql(channels.jobs, from);
   // The rows an outcome (or a give-back, an adoption) names, one per job, to
   // be joined with jobs by id. Each array goes through a sub-select so that
   // the planner does not size the rows from the values (a custom plan sees
@@ -377,10 +380,13 @@ export function createStatements(schema: string) {
     )
     SELECT count(*)::int AS n FROM promoted`;
 
+  // The next due time and the database's clock, both in epoch ms: a
+  // worker measures the wait on the database's clock (its own may differ).
   const nextRunAt = `
-    SELECT run_at FROM ${jobs}
-     WHERE state IN ('scheduled', 'retryable') AND queue = ANY($1::text[]) AND task = ANY($2::text[])
-     ORDER BY run_at LIMIT 1`;
+    SELECT (extract(epoch FROM (SELECT run_at FROM ${jobs}
+                                 WHERE state IN ('scheduled', 'retryable') AND queue = ANY($1::text[]) AND task = ANY($2::text[])
+                                 ORDER BY run_at LIMIT 1)) * 1000)::float8 AS run_at_ms,
+           (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS now_ms`;
 
   // Outcomes commit without waiting for the WAL flush (synchronous_commit
   // off for this statement's transaction only): if PostgreSQL crashes before
@@ -430,10 +436,12 @@ export function createStatements(schema: string) {
         FROM ${byRow('$1::bigint[]', '$2::int[]', '$3::jsonb[]', '$4::float8[]', '$5::bool[]', '$6::jsonb[]')}
           AS v(id, attempt, error, delay_ms, permanent, meta)
        WHERE j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
-      RETURNING j.id, j.state, j.workflow_id
+      RETURNING j.id, j.state, j.workflow_id, j.queue, j.run_at
     ), ${lockDependents('NULL', `ARRAY(SELECT id FROM done WHERE state IN ('failed', 'cancelled') AND workflow_id IS NOT NULL)`)},
-    notified AS (${notifyDone(`(SELECT id FROM done WHERE state IN ('failed', 'cancelled')) AS f`)})
-    SELECT id::text AS id, state FROM done, (SELECT count(*) FROM notified) AS n, (SELECT count(*) FROM locked) AS l`;
+    notified AS (${notifyDone(`(SELECT id FROM done WHERE state IN ('failed', 'cancelled')) AS f`)}),
+    woken AS (${notifyDue('done')})
+    SELECT id::text AS id, state FROM done, (SELECT count(*) FROM notified) AS n, (SELECT count(*) FROM locked) AS l,
+           (SELECT count(*) FROM woken) AS w`;
 
   // A snooze (and a requeue at shutdown) gives the attempt back by raising
   // max_attempts instead of lowering attempts, so attempt numbers only grow
@@ -450,10 +458,12 @@ export function createStatements(schema: string) {
              ${mergeMeta}
         FROM ${byRow('$1::bigint[]', '$2::int[]', '$3::float8[]', '$4::jsonb[]', '$5::jsonb[]')} AS v(id, attempt, delay_ms, note, meta)
        WHERE j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
-      RETURNING j.id, j.state, j.workflow_id
+      RETURNING j.id, j.state, j.workflow_id, j.queue, j.run_at
     ), ${lockDependents('NULL', `ARRAY(SELECT id FROM done WHERE state = 'cancelled' AND workflow_id IS NOT NULL)`)},
-    notified AS (${notifyDone(`(SELECT id FROM done WHERE state = 'cancelled') AS f`)})
-    SELECT id::text AS id, state FROM done, (SELECT count(*) FROM notified) AS n, (SELECT count(*) FROM locked) AS l`;
+    notified AS (${notifyDone(`(SELECT id FROM done WHERE state = 'cancelled') AS f`)}),
+    woken AS (${notifyDue('done')})
+    SELECT id::text AS id, state FROM done, (SELECT count(*) FROM notified) AS n, (SELECT count(*) FROM locked) AS l,
+           (SELECT count(*) FROM woken) AS w`;
 
   // Jobs of workers whose lease has passed: retried (the attempt they were
   // in is counted) or failed when none is left. Each lease was written by
@@ -489,12 +499,14 @@ export function createStatements(schema: string) {
          -- workers above are read as they stood when it began: a claim by a
          -- worker registered since (a live lease) would look ownerless.
          AND coalesce(j.started_at, '-infinity') < statement_timestamp()
-      RETURNING j.id, j.state, j.worker_id, j.workflow_id
+      RETURNING j.id, j.state, j.worker_id, j.workflow_id, j.queue, j.run_at
     ), ${lockDependents('NULL', `ARRAY(SELECT id FROM rescued WHERE state IN ('failed', 'cancelled') AND workflow_id IS NOT NULL)`)},
     notified AS (
       ${notifyDone(`(SELECT id FROM rescued WHERE state IN ('failed', 'cancelled')) AS f`)}
-    )
-    SELECT id::text AS id, state, worker_id FROM rescued, (SELECT count(*) FROM notified) AS n, (SELECT count(*) FROM locked) AS l`;
+    ),
+    woken AS (${notifyDue('rescued')})
+    SELECT id::text AS id, state, worker_id FROM rescued, (SELECT count(*) FROM notified) AS n, (SELECT count(*) FROM locked) AS l,
+           (SELECT count(*) FROM woken) AS w`;
 
   // A claimed job whose handler never ran goes back: available, due at once,
   // the attempt not counted; or, when its cancel was asked for meanwhile,
@@ -652,10 +664,15 @@ export function createStatements(schema: string) {
       return rows[0]?.n ?? 0;
     },
 
-    /** JobNextRunAt: when the earliest scheduled or retryable job of these queues becomes due. */
-    async nextRunAt(db: Queryable, p: { queues: string[]; tasks: string[] }): Promise<Date | null> {
-      const rows = await db.query<{ run_at: Date }>({ name: name('next_run_at'), text: nextRunAt, values: [p.queues, p.tasks] });
-      return rows[0]?.run_at ?? null;
+    /**
+     * JobNextRunAt: when the earliest scheduled or retryable job of these
+     * queues becomes due (null when none waits), and the database's clock,
+     * both epoch ms.
+     */
+    async nextRunAt(db: Queryable, p: { queues: string[]; tasks: string[] }): Promise<{ runAtMs: number | null; nowMs: number }> {
+      const [row] = await db.query<{ run_at_ms: number | null; now_ms: number }>({ name: name('next_run_at'), text: nextRunAt, values: [p.queues, p.tasks] });
+      // Numbers as pg reads float8 (an application's pool may read them as text).
+      return { runAtMs: row?.run_at_ms == null ? null : Number(row.run_at_ms), nowMs: row ? Number(row.now_ms) : Date.now() };
     },
 
     /**

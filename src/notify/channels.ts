@@ -30,9 +30,32 @@ export function channelNames(schema: string): ChannelNames {
   };
 }
 
+/**
+ * How far ahead a delayed job's NOTIFY is sent: a worker polls at least
+ * this often (`pollIntervalMs` is at most an hour), and each poll reads the
+ * next due time itself.
+ */
+export const SCHEDULED_NOTIFY_AHEAD_MS = 3_600_000;
+
 /** A `jobs` payload for delayed jobs of `queue`, the first due at `dueAt`: as the insert trigger sends it. */
 export function scheduledPayload(queue: string, dueAt: Date): string {
   return `${queue}\n${Math.ceil(dueAt.getTime())}`;
+}
+
+/**
+ * SQL that wakes the workers of the jobs in `from` (a relation with `queue`,
+ * `state` and `run_at`), as the insert trigger does: the queue name for
+ * `available` ones, `scheduledPayload` for `scheduled` and `retryable` ones
+ * due within SCHEDULED_NOTIFY_AHEAD_MS. Nothing when there are none.
+ */
+export function notifyDueSql(channel: string, from: string): string {
+  return `SELECT pg_notify('${channel}', p.payload) FROM (
+      SELECT DISTINCT queue AS payload FROM ${from} WHERE state = 'available'
+      UNION ALL
+      SELECT queue || E'\\n' || ceil(extract(epoch FROM min(run_at)) * 1000)::bigint FROM ${from}
+       WHERE state IN ('scheduled', 'retryable') AND isfinite(run_at)
+         AND run_at < now() + interval '${SCHEDULED_NOTIFY_AHEAD_MS} milliseconds'
+       GROUP BY queue) AS p`;
 }
 
 /**

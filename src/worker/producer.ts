@@ -96,6 +96,10 @@ export class Producer extends LoopService {
   /** Wakes the loop when a delayed job heard of (`dueAt`) is due, at monotonic `#dueTimerAt`. */
   #dueTimer: NodeJS.Timeout | undefined;
   #dueTimerAt = 0;
+  /** The database's clock less this host's, as last read (due times are on the database's). */
+  #databaseAheadMs = 0;
+  /** Idle looks in a row that found the next job already due (`#idleWaitMs`). */
+  #overdueLooks = 0;
   /** How many jobs to keep claimed ahead of the free slots while jobs are quick. */
   #ahead: number;
   /** Jobs started so far (the throughput the claim size follows). */
@@ -139,7 +143,7 @@ export class Producer extends LoopService {
    * the next poll (which reads the next due time itself).
    */
   dueAt(dueAt: number): void {
-    const inMs = dueAt - this.clock.now().getTime() + 1;
+    const inMs = dueAt - (this.clock.now().getTime() + this.#databaseAheadMs) + 1;
     if (inMs >= this.config.pollIntervalMs) return;
     const at = this.clock.monotonicMs() + Math.max(0, inMs);
     this.#promoteAt = Math.min(this.#promoteAt, at);
@@ -422,12 +426,29 @@ export class Producer extends LoopService {
     }
   }
 
-  /** How long to sleep when idle: until the next scheduled job is due, at most the poll interval. */
+  /**
+   * How long to sleep when idle: until the next scheduled job is due, at
+   * most the poll interval. Measured on the database's clock, which due
+   * times are written with (this host's may be ahead or behind).
+   */
   async #idleWaitMs(): Promise<number> {
     try {
-      const next = await this.statements.nextRunAt(this.db, { queues: [...this.config.queues], tasks: [...this.config.tasks] });
-      if (!next) return this.config.pollIntervalMs;
-      const inMs = Math.max(0, next.getTime() - this.clock.now().getTime() + 1);
+      const { runAtMs, nowMs } = await this.statements.nextRunAt(this.db, { queues: [...this.config.queues], tasks: [...this.config.tasks] });
+      // Half the round trip short at most: `dueAt` may wake that much early, and a look again is one more round.
+      this.#databaseAheadMs = nowMs - this.clock.now().getTime();
+      if (runAtMs === null) {
+        this.#overdueLooks = 0;
+        return this.config.pollIntervalMs;
+      }
+      let inMs = runAtMs - nowMs + 1;
+      if (inMs > 0) this.#overdueLooks = 0;
+      else {
+        // Due, and still waiting after a promotion (a row another transaction
+        // locks, a job of a task this worker does not run in a queue it
+        // promotes): look again at once the first time, then back off.
+        this.#overdueLooks += 1;
+        inMs = this.#overdueLooks === 1 ? 0 : Math.min(this.config.pollIntervalMs, 10 * 2 ** Math.min(this.#overdueLooks - 2, 10));
+      }
       this.#promoteAt = Math.min(this.#promoteAt, this.clock.monotonicMs() + inMs);
       return Math.min(this.config.pollIntervalMs, inMs);
     } catch {
@@ -439,7 +460,10 @@ export class Producer extends LoopService {
     const promoted = await this.statements.promoteDue(this.db, { queues: [...this.config.queues], limit: PROMOTE_BATCH });
     // A full batch means more are due: promote again before the next claim.
     this.#promoteAt = promoted >= PROMOTE_BATCH ? 0 : this.clock.monotonicMs() + this.config.pollIntervalMs;
-    if (promoted > 0) this.#moreWaiting = true;
+    if (promoted > 0) {
+      this.#moreWaiting = true;
+      this.#overdueLooks = 0;
+    }
   }
 
   async #releaseOrphans(): Promise<void> {
