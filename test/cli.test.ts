@@ -132,6 +132,9 @@ describe('pgq CLI', () => {
     const duplicate = pgq(['worker', '--tasks', path.join(root, 'test/fixtures/duplicate-tasks.ts')]);
     expect(duplicate.code).toBe(1);
     expect(duplicate.stderr).toMatch(/exports two different tasks named "dup": task names must be unique/);
+    // A .ts module in a package without "type": "module" (tsx compiles it to CommonJS): its default array and named exports.
+    const commonjs = path.join(root, 'test/fixtures/commonjs/tasks.ts');
+    expect(pgq(['enqueue', 'cjs-none', '--tasks', commonjs, '--payload', '{}']).stderr).toMatch(/has no task named "cjs-none"; its tasks are "cjs-default", "cjs-named"/);
     // One task exported twice is fine; a name the module lacks is refused with the names it has.
     const repeated = path.join(root, 'test/fixtures/repeated-export-tasks.ts');
     const typo = pgq(['enqueue', 'pnig', '--tasks', repeated]);

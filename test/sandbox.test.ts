@@ -49,6 +49,25 @@ describe.each<SandboxKind>(['thread', 'process'])('sandboxed %s', (kind) => {
     await worker.stop();
   });
 
+  it('runs a handler module compiled to CommonJS (a .ts file in a package without "type": "module")', async () => {
+    const double = defineTask({
+      name: `cjs-${kind}`,
+      schema: z.object({ n: z.number() }),
+      maxAttempts: 1,
+      sandbox: { module: new URL('./fixtures/commonjs/handler.ts', import.meta.url), kind },
+    });
+    const pgq = await ctx.migrated({ tasks: [double] });
+    const worker = pgq.worker({ concurrency: 1, sandbox: { threads: 1, processes: 1 } });
+    await worker.start();
+    try {
+      const job = await pgq.enqueue(double, { n: 21 });
+      const done = await pgq.waitForJob(job.id, { timeoutMs: 30_000 });
+      expect([done.state, done.result, done.errors[0]?.message]).toEqual(['succeeded', 42, undefined]);
+    } finally {
+      await worker.stop();
+    }
+  });
+
   it('forwards the abort into the handler: one that stops on its signal is not terminated', async () => {
     const lines: Line[] = [];
     const started = deferred();

@@ -11,12 +11,23 @@ function isTypeScript(file: string): boolean {
   return /\.[mc]?tsx?$/.test(file);
 }
 
-/** Imports a module by file path; a TypeScript module goes through tsx (an optional dependency). */
+/**
+ * Imports a module by file path; a TypeScript module goes through tsx (an
+ * optional dependency). Returns its exports as an ES module's: one compiled
+ * from ES module syntax to CommonJS (a `.ts` file in a package without
+ * `"type": "module"`, or a transpiled `.js`) comes as its `module.exports`,
+ * not as a default export holding them (where its `export default` was
+ * `default.default`).
+ */
 export async function importModule(file: string): Promise<Record<string, unknown>> {
   const url = pathToFileURL(path.resolve(file)).href;
+  let mod: Record<string, unknown>;
   if (isTypeScript(file)) {
     const { tsImport } = await importTsx();
-    return (await tsImport(url, import.meta.url)) as Record<string, unknown>;
+    mod = (await tsImport(url, import.meta.url)) as Record<string, unknown>;
+  } else {
+    mod = (await import(url)) as Record<string, unknown>;
   }
-  return (await import(url)) as Record<string, unknown>;
+  const exported = mod.default as { __esModule?: unknown } | null | undefined;
+  return exported !== null && typeof exported === 'object' && exported.__esModule === true ? (exported as Record<string, unknown>) : mod;
 }
