@@ -10,6 +10,8 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { defineTask, sandboxed, ValidationError, type Logger, type SandboxKind } from '../src/index.js';
 import type echoHandler from './fixtures/sandbox/handlers.js';
+import type { misbehave } from './fixtures/sandbox/handlers.js';
+import { misbehaveSchema } from './fixtures/sandbox/schemas.js';
 import { inheritedExecArgv } from '../src/sandbox/process-pool.js';
 import { computeTask, echoTask, misbehaveTask, progressTask, strayTask } from './fixtures/sandbox/tasks.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
@@ -131,6 +133,31 @@ describe.each<SandboxKind>(['thread', 'process'])('sandboxed %s', (kind) => {
       `job timed out after 10000 ms; the handler did not stop within 200 ms, so its ${kind} was terminated`,
     );
     await worker.stop();
+  });
+
+  it('runs a job that waited for a sandbox after the ones before it ended their sandboxes (process.exit, terminated busy loops)', async () => {
+    const module = new URL('./fixtures/sandbox/handlers.js', import.meta.url);
+    const task = defineTask({
+      name: `ends-sandbox-${kind}`,
+      schema: misbehaveSchema,
+      maxAttempts: 1,
+      timeoutMs: 3_000,
+      sandbox: sandboxed<typeof misbehave>({ module, kind, export: 'misbehave' }),
+    });
+    const pgq = await ctx.migrated({ tasks: [task] });
+    // More slots than sandboxes: the last job waits for one, and no other job comes after it.
+    const worker = pgq.worker({ concurrency: 4, pollIntervalMs: 50, sandbox: { threads: 2, processes: 2, terminateGraceMs: 100 } });
+    await worker.start();
+    try {
+      for (const ending of ['exit', 'spin'] as const) {
+        const [first, second, last] = await pgq.enqueueMany(task, [{ firstAttempt: ending }, { firstAttempt: ending }, { firstAttempt: 'ok' }]);
+        const done = await pgq.waitForJob(last!.id, { timeoutMs: 30_000 });
+        expect(done.state, ending).toBe('succeeded');
+        for (const job of [first!, second!]) expect((await pgq.waitForJob(job.id, { timeoutMs: 30_000 })).state).toBe('failed');
+      }
+    } finally {
+      await worker.stop();
+    }
   });
 
   // A process is killed (SIGKILL) at once; a thread ends only once its native call returns.

@@ -7,6 +7,14 @@
  * exited; piscina starts a new thread for the next task. A thread that dies (process.exit, out of memory under
  * `resourceLimits`) rejects only the task it ran; an error a handler left
  * behind does not end it (sandbox-entry.ts, `catchStrayErrors`).
+ *
+ * Attempts wait for a turn here, not in piscina's queue: piscina gives at
+ * most `size` tasks at a time. With no minimum of threads, piscina starts
+ * no thread in place of one it removed (a terminated attempt, a thread that
+ * died) until its next `run()`: a task in its queue meanwhile waited for
+ * another attempt to come, for ever on a quiet worker. A turn ends once the
+ * attempt's thread has exited, so a thread finishing a native call after its
+ * termination is never one more than `size` either.
  */
 import { MessageChannel, type ResourceLimits } from 'node:worker_threads';
 import { Piscina } from 'piscina';
@@ -35,10 +43,17 @@ export interface ThreadPoolOptions {
 
 export class ThreadPool implements SandboxPool {
   readonly #piscina: Piscina;
+  readonly #size: number;
+  /** Attempts given to piscina and not yet settled (their thread exited, for a terminated one). */
+  #running = 0;
+  /** Attempts waiting for a turn, first come first served. */
+  readonly #waiting = new Set<() => void>();
+  #closed = false;
 
   constructor(options: ThreadPoolOptions) {
     // From compiled output the entry is plain JS; from TypeScript sources a bootstrap loads it through tsx.
     const fromSource = import.meta.url.endsWith('.ts');
+    this.#size = options.size;
     this.#piscina = new Piscina({
       filename: new URL(fromSource ? './thread-bootstrap.mjs' : './thread-entry.js', import.meta.url).href,
       minThreads: 0,
@@ -63,7 +78,8 @@ export class ThreadPool implements SandboxPool {
     // The thread's end of the channel closes when the thread has exited.
     const exited = new Promise<void>((resolve) => port1.once('close', () => resolve()));
     const task: ThreadTask = { request, port: port2 };
-    const done = (this.#piscina.run(task, { transferList: [port2], signal: kill.signal }) as Promise<SandboxReply>)
+    const done = this.#turn(kill.signal)
+      .then(() => this.#piscina.run(task, { transferList: [port2], signal: kill.signal }) as Promise<SandboxReply>)
       .catch(async (err: unknown) => {
         if (kill.signal.aborted) {
           // piscina rejects at once and terminates the thread without
@@ -74,9 +90,13 @@ export class ThreadPool implements SandboxPool {
           if (started) await exited;
           throw new SandboxStopped(started);
         }
+        if (err instanceof SandboxStopped) throw err;
         throw crashError(err, request);
       })
-      .finally(() => port1.close());
+      .finally(() => {
+        port1.close();
+        this.#release();
+      });
     return {
       done,
       abort(reason: SerializedError): void {
@@ -90,7 +110,46 @@ export class ThreadPool implements SandboxPool {
   }
 
   async close(): Promise<void> {
+    this.#closed = true;
+    for (const wake of [...this.#waiting]) wake();
     await this.#piscina.destroy();
+  }
+
+  /**
+   * Resolves once this attempt may run (fewer than `size` running); rejects
+   * with SandboxStopped(false) when it is aborted or the pool closes first.
+   * Every call is matched by one `#release()`, whether it got a turn or not.
+   */
+  #turn(signal: AbortSignal): Promise<void> {
+    if (this.#closed || signal.aborted) {
+      this.#running += 1; // its release is a no-op turn
+      return Promise.reject(new SandboxStopped(false));
+    }
+    if (this.#running < this.#size && this.#waiting.size === 0) {
+      this.#running += 1;
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve, reject) => {
+      const wake = (): void => {
+        this.#waiting.delete(wake);
+        signal.removeEventListener('abort', wake);
+        if (this.#closed || signal.aborted) return reject(new SandboxStopped(false));
+        this.#running += 1;
+        resolve();
+      };
+      this.#waiting.add(wake);
+      signal.addEventListener('abort', wake, { once: true });
+    }).catch((err: unknown) => {
+      this.#running += 1; // its release is a no-op turn
+      throw err;
+    });
+  }
+
+  /** An attempt has settled: the next waiting one runs. */
+  #release(): void {
+    this.#running -= 1;
+    const [next] = this.#waiting;
+    if (next && this.#running < this.#size) next();
   }
 }
 
