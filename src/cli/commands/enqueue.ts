@@ -21,7 +21,7 @@ export function registerEnqueue(program: Command, rt: CliRuntime): void {
     .option('--run-at <iso>', 'run no sooner than this time', parseDate('--run-at'))
     .option('--max-attempts <n>', 'attempts before failing for good', parseIntOption('--max-attempts', 1, MAX_ATTEMPTS))
     .option('--unique-key <key>', 'return the live job with this key instead of adding another')
-    .option('--wait', 'wait for the job to finish and print it')
+    .option('--wait', 'wait for the job to finish and print it as JSON')
     .option('--timeout-ms <ms>', 'with --wait: give up after this long', parseIntOption('--timeout-ms', 1, 86_400_000))
     .action(async (taskName: string, opts: EnqueueCommandOptions) => {
       if (opts.timeoutMs !== undefined && !opts.wait) {
