@@ -13,6 +13,8 @@ import type echoHandler from './fixtures/sandbox/handlers.js';
 import type { misbehave } from './fixtures/sandbox/handlers.js';
 import { misbehaveSchema } from './fixtures/sandbox/schemas.js';
 import { inheritedExecArgv } from '../src/sandbox/process-pool.js';
+import { ThreadPool } from '../src/sandbox/thread-pool.js';
+import { SandboxStopped } from '../src/sandbox/protocol.js';
 import { computeTask, echoTask, misbehaveTask, progressTask, strayTask } from './fixtures/sandbox/tasks.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
 import { captureLogger, type Line } from './support/logger.js';
@@ -464,6 +466,35 @@ describe('sandbox lifecycle', () => {
     expect(() => defineTask({ ...base, sandbox: { module: '/x.js', kind: 'fiber' } })).toThrow(/task bad\.sandbox\.kind/);
     // @ts-expect-error a sandboxed task has no handler of its own
     expect(() => defineTask({ ...base, sandbox: { module: '/x.js' }, handler: () => 1 })).toThrow(/give handler or sandbox, not both/);
+  });
+
+  it('a thread attempt terminated before the loop read its start (busy) still ends only once its thread has exited', async () => {
+    const pool = new ThreadPool({ size: 1, resourceLimits: undefined });
+    const listener = { started: () => undefined, log: () => undefined, progress: async () => undefined };
+    const request = (firstAttempt: string) => ({
+      module: new URL('./fixtures/sandbox/handlers.js', import.meta.url).href,
+      exportName: 'misbehave',
+      payload: { firstAttempt },
+      job: { id: '1' } as never,
+      attempt: 1,
+      maxResultBytes: 1_000_000,
+    });
+    try {
+      await pool.run(request('ok'), listener).done; // a thread up and idle
+      const begun = Date.now();
+      const attempt = pool.run(request('native-block'), listener);
+      await new Promise((resolve) => setImmediate(resolve)); // handed to the thread
+      // The loop is busy while the thread says it started and enters its 4 s native call.
+      while (Date.now() - begun < 1_000);
+      attempt.terminate();
+      const stopped = (await attempt.done.catch((err: unknown) => err)) as SandboxStopped;
+      expect(stopped).toBeInstanceOf(SandboxStopped);
+      // Started, and settled only once the thread was out of its call: a give-back at once would let the job run again beside it.
+      expect(stopped.started).toBe(true);
+      expect(Date.now() - begun).toBeGreaterThanOrEqual(3_500);
+    } finally {
+      await pool.close();
+    }
   });
 
   it("a sandboxed task's handler called outside a worker runs the module in-process", async () => {

@@ -19,6 +19,7 @@
 import { MessageChannel, type ResourceLimits } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { SandboxCrashedError } from '../core/errors.js';
+import { sleep } from '../core/sleep.js';
 import type { ThreadTask } from './thread-entry.js';
 import {
   SandboxStopped,
@@ -35,6 +36,9 @@ import type { JobProgress } from '../core/types.js';
 
 /** Idle threads above none exit after this long. */
 const IDLE_TIMEOUT_MS = 30_000;
+
+/** How long an attempt aborted before its start was read waits for a `started` already sent. */
+const UNREAD_START_WAIT_MS = 100;
 
 export interface ThreadPoolOptions {
   size: number;
@@ -78,10 +82,20 @@ export class ThreadPool implements SandboxPool {
     // The thread's end of the channel closes when the thread has exited.
     const exited = new Promise<void>((resolve) => port1.once('close', () => resolve()));
     const task: ThreadTask = { request, port: port2 };
+    let dispatched = false;
     const done = this.#turn(kill.signal)
-      .then(() => this.#piscina.run(task, { transferList: [port2], signal: kill.signal }) as Promise<SandboxReply>)
+      .then(() => {
+        dispatched = true;
+        return this.#piscina.run(task, { transferList: [port2], signal: kill.signal }) as Promise<SandboxReply>;
+      })
       .catch(async (err: unknown) => {
         if (kill.signal.aborted) {
+          // The thread says `started` as it takes the attempt, before the
+          // handler runs; a loop that was busy (or blocked by a handler) when
+          // the abort came has not read it yet. Read now (or the thread's
+          // exit seen) before deciding the handler never ran: given back as
+          // unstarted, it would run elsewhere beside this thread.
+          if (dispatched && !started) await Promise.race([exited, sleep(UNREAD_START_WAIT_MS)]);
           // piscina rejects at once and terminates the thread without
           // waiting; a handler in a synchronous native call (a *Sync crypto
           // or zlib call, a child process waited for) runs on until that
