@@ -14,6 +14,8 @@ import type { misbehave } from './fixtures/sandbox/handlers.js';
 import { misbehaveSchema } from './fixtures/sandbox/schemas.js';
 import { inheritedExecArgv } from '../src/sandbox/process-pool.js';
 import { ThreadPool } from '../src/sandbox/thread-pool.js';
+import { importModule } from '../src/core/import-module.js';
+import { fileURLToPath } from 'node:url';
 import { SandboxStopped } from '../src/sandbox/protocol.js';
 import { computeTask, echoTask, misbehaveTask, progressTask, strayTask } from './fixtures/sandbox/tasks.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
@@ -466,6 +468,14 @@ describe('sandbox lifecycle', () => {
     expect(() => defineTask({ ...base, sandbox: { module: '/x.js', kind: 'fiber' } })).toThrow(/task bad\.sandbox\.kind/);
     // @ts-expect-error a sandboxed task has no handler of its own
     expect(() => defineTask({ ...base, sandbox: { module: '/x.js' }, handler: () => 1 })).toThrow(/give handler or sandbox, not both/);
+  });
+
+  it('loads modules as their exports: one compiled to CommonJS unwrapped, an ES module exporting such a module as its default kept whole', async () => {
+    const compiled = await importModule(fileURLToPath(new URL('./fixtures/commonjs/handler.ts', import.meta.url)));
+    expect(typeof compiled.default).toBe('function');
+    const esm = await importModule(fileURLToPath(new URL('./fixtures/commonjs/reexport.mjs', import.meta.url)));
+    expect(Object.keys(esm).sort()).toEqual(['default', 'handler']);
+    expect(typeof esm.handler).toBe('function');
   });
 
   it('a thread attempt terminated before the loop read its start (busy) still ends only once its thread has exited', async () => {
