@@ -412,6 +412,25 @@ describe('jobs due later wake the workers of their queue', () => {
     }
   });
 
+  it('run when due where the workers of their queue run different tasks (the one that promotes it may not run it)', async () => {
+    const x = defineTask({ name: 'x-only', schema: z.object({}), handler: () => 'x' });
+    const y = defineTask({ name: 'y-only', schema: z.object({}), handler: () => 'y' });
+    const pgq = await ctx.migrated({ tasks: [x, y] });
+    const workers = [ctx.pgq({ tasks: [x] }), ctx.pgq({ tasks: [y] })].map((p) => p.worker({ pollIntervalMs: 60_000, leader: false }));
+    for (const worker of workers) await worker.start();
+    try {
+      const late: string[] = [];
+      for (let n = 0; n < 20; n += 1) {
+        const job = await pgq.enqueue(y, {}, { delayMs: 200 });
+        const done = await pgq.waitForJob(job.id, { timeoutMs: 3_000 }).catch(() => undefined);
+        if (done?.state !== 'succeeded') late.push(job.id);
+      }
+      expect(late).toEqual([]);
+    } finally {
+      for (const worker of workers) await worker.stop();
+    }
+  });
+
   it('a job rescued from a dead worker wakes an idle worker of its queue', async () => {
     const orphaned = defineTask({ name: 'orphaned', schema: z.object({}), handler: () => 'ran again' });
     const pgq = await ctx.migrated({ tasks: [orphaned] });

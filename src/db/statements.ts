@@ -366,7 +366,9 @@ export function createStatements(schema: string) {
        FOR UPDATE SKIP LOCKED
     )${claimUpdate}`;
 
-  // Scheduled and retryable jobs whose time has come become available.
+  // Scheduled and retryable jobs whose time has come become available. A
+  // worker promotes every task's jobs of its queues, so the queues it
+  // promoted are told: the worker that runs them may be another, asleep.
   const promoteDue = `
     WITH promoted AS (
       UPDATE ${jobs} SET state = 'available'
@@ -376,9 +378,9 @@ export function createStatements(schema: string) {
                      ORDER BY run_at
                      LIMIT $3
                      FOR UPDATE SKIP LOCKED)
-      RETURNING 1
-    )
-    SELECT count(*)::int AS n FROM promoted`;
+      RETURNING queue, state, run_at
+    ), woken AS (${notifyDue('promoted')})
+    SELECT count(*)::int AS n FROM promoted, (SELECT count(*) FROM woken) AS w`;
 
   // The next due time and the database's clock, both in epoch ms: a
   // worker measures the wait on the database's clock (its own may differ).
