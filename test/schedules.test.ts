@@ -7,6 +7,9 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
 import { ScheduleNotFoundError, ValidationError, defineTask, type ScheduleOptions } from '../src/index.js';
 import { Pruner } from '../src/maintenance/pruner.js';
+import { OrphanReporter } from '../src/maintenance/orphan-reporter.js';
+import { Pgq } from '../src/index.js';
+import { captureLogger, type Line } from './support/logger.js';
 import { parseCron } from '../src/core/cron.js';
 import { until, useTestSchema } from './support/harness.js';
 import { jobsOf, manualClock, manualScheduler } from './support/schedules.js';
@@ -352,6 +355,25 @@ describe('retention', () => {
     );
     expect(await keepFailed.pruneOnce()).toBe(1);
     expect(await count('jobs')).toBe(6);
+  });
+
+  it('logs a pass that keeps failing (the database away) once, then every 20th, not at each pass; the orphan reporter too', async () => {
+    const lines: Line[] = [];
+    const away = new Pgq({ connectionString: 'postgres://postgres@127.0.0.1:1/postgres', tasks: [], logger: captureLogger(lines) });
+    const pruner = new Pruner({ succeededMs: 1, failedMs: null, cancelledMs: null, batchSize: 10, intervalMs: 5, maxBatchesPerPass: 1 }, away.kysely, away.logger);
+    const orphans = new OrphanReporter(5, away.kysely, away.logger);
+    const failures = (what: RegExp) => lines.filter((l) => what.test(l.msg ?? ''));
+    try {
+      await pruner.start();
+      await orphans.start();
+      await until(async () => failures(/pruner pass failed/).length >= 25 && failures(/could not look for jobs no worker runs/).length >= 25, { what: '25 failed passes of each' });
+    } finally {
+      await pruner.stop();
+      await orphans.stop();
+      await away.close();
+    }
+    expect(failures(/pruner pass failed/).filter((l) => l.level === 'warn').length).toBeLessThanOrEqual(2);
+    expect(failures(/could not look for jobs no worker runs/).filter((l) => l.level === 'warn').length).toBeLessThanOrEqual(2);
   });
 
   it("counts retention on the database clock: a leader whose clock runs two hours ahead keeps a job finished a minute ago under a one-hour retention", async () => {

@@ -10,11 +10,13 @@ import type { Kysely } from 'kysely';
 import type { Logger } from '../core/logger.js';
 import { LoopService } from '../core/service.js';
 import { sleep } from '../core/sleep.js';
-import { errorMessage, errorSummary } from '../core/errors.js';
+import { RepeatedFailure } from '../core/repeated-failure.js';
 import type { PgqDatabase } from '../db/tables.js';
 import { describeOrphan, findOrphanedTasks } from '../db/worker-tasks.js';
 
 export class OrphanReporter extends LoopService {
+  readonly #looks = new RepeatedFailure(this.logger, 'pgq could not look for jobs no worker runs', 'pgq looks for jobs no worker runs again');
+
   constructor(
     private readonly intervalMs: number,
     private readonly db: Kysely<PgqDatabase>,
@@ -28,11 +30,11 @@ export class OrphanReporter extends LoopService {
       await sleep(this.intervalMs, signal);
       if (signal.aborted) return;
       try {
-        for (const orphan of await findOrphanedTasks(this.db)) {
-          this.logger.warn({ task: orphan.task, queue: orphan.queue, jobs: orphan.jobs }, describeOrphan(orphan));
-        }
+        const orphans = await findOrphanedTasks(this.db);
+        this.#looks.succeeded();
+        for (const orphan of orphans) this.logger.warn({ task: orphan.task, queue: orphan.queue, jobs: orphan.jobs }, describeOrphan(orphan));
       } catch (err) {
-        this.logger.warn({ err: errorSummary(err) }, `pgq could not look for jobs no worker runs: ${errorMessage(err)}`);
+        this.#looks.failed(err);
       }
     }
   }

@@ -16,7 +16,7 @@ import type { Kysely, RawBuilder, SqlBool } from 'kysely';
 import type { Logger } from '../core/logger.js';
 import { LoopService } from '../core/service.js';
 import { sleep } from '../core/sleep.js';
-import { errorMessage, errorSummary } from '../core/errors.js';
+import { RepeatedFailure } from '../core/repeated-failure.js';
 import type { JobState } from '../core/types.js';
 import type { PgqDatabase } from '../db/tables.js';
 import { sql } from '../db/kysely.js';
@@ -37,6 +37,8 @@ export interface PrunerConfig {
 }
 
 export class Pruner extends LoopService {
+  readonly #passes = new RepeatedFailure(this.logger, 'pgq pruner pass failed', 'pgq pruner passes work again');
+
   constructor(
     private readonly config: PrunerConfig,
     private readonly db: Kysely<PgqDatabase>,
@@ -187,8 +189,9 @@ export class Pruner extends LoopService {
     while (!signal.aborted) {
       try {
         await this.pruneOnce(signal);
+        this.#passes.succeeded();
       } catch (err) {
-        this.logger.warn({ err: errorSummary(err) }, `pgq pruner pass failed: ${errorMessage(err)}`);
+        this.#passes.failed(err);
       }
       await sleep(this.config.intervalMs, signal);
     }
