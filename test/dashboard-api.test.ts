@@ -6,9 +6,10 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
-import { chain, defineTask, group, PermanentError, step, type Pgq } from '../src/index.js';
+import { chain, defineTask, group, PermanentError, Pgq, step } from '../src/index.js';
+import { captureLogger, type Line } from './support/logger.js';
 import { createDashboard, type Dashboard } from '../src/dashboard/index.js';
 import { buildConsoleApp } from '../src/dashboard/app.js';
 import { CONSOLE_COUNT_MAX } from '../src/dashboard/api.js';
@@ -401,6 +402,25 @@ describe('mounted in a node:http app under /admin/jobs', () => {
     } finally {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
+    }
+  });
+});
+
+describe('the console against a database it cannot reach', () => {
+  it("says so in pgq's log when an event stream cannot start, not through console.error", async () => {
+    const lines: Line[] = [];
+    const away = new Pgq({ connectionString: 'postgres://postgres@127.0.0.1:1/postgres', tasks: [], logger: captureLogger(lines) });
+    const console = createDashboard({ pgq: away, pollIntervalMs: 60_000 });
+    const printed = vi.spyOn(globalThis.console, 'error').mockImplementation(() => undefined);
+    try {
+      const events = await console.fetch(new Request('http://console.test/api/events'));
+      await events.text();
+      expect(printed).not.toHaveBeenCalled();
+      expect(lines.filter((l) => l.level === 'warn').map((l) => l.msg)).toContainEqual(expect.stringMatching(/^pgq console could not start an event stream: /));
+    } finally {
+      printed.mockRestore();
+      await console.close();
+      await away.close();
     }
   });
 });

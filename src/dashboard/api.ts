@@ -8,7 +8,7 @@
  */
 import { Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
-import { JobNotFoundError, ValidationError } from '../core/errors.js';
+import { errorMessage, errorSummary, JobNotFoundError, ValidationError } from '../core/errors.js';
 import type { BulkAction } from '../jobs/job-store.js';
 import { parseQueueName, parseRateText, type QueueSettings } from '../queues.js';
 import { ScheduleNotFoundError } from '../schedules.js';
@@ -157,6 +157,9 @@ export function apiRoutes(o: ResolvedDashboardOptions, live: LiveFeed, csrfToken
         unsubscribe();
         streams.delete(controller);
       }
+    }, async (err) => {
+      // Said in pgq's log, not by Hono's console.error; the browser's EventSource connects again.
+      pgq.logger.warn({ err: errorSummary(err) }, `pgq console could not start an event stream: ${errorMessage(err)}`);
     });
   });
   return api;
