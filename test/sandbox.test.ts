@@ -473,12 +473,14 @@ describe('sandbox lifecycle', () => {
   it('loads modules as their exports: one compiled to CommonJS unwrapped, an ES module exporting such a module as its default kept whole', async () => {
     const compiled = await importModule(fileURLToPath(new URL('./fixtures/commonjs/handler.ts', import.meta.url)));
     expect(typeof compiled.default).toBe('function');
+    const withNaN = await importModule(fileURLToPath(new URL('./fixtures/commonjs/nan.ts', import.meta.url)));
+    expect([typeof withNaN.default, withNaN.ratio]).toEqual(['function', NaN]);
     const esm = await importModule(fileURLToPath(new URL('./fixtures/commonjs/reexport.mjs', import.meta.url)));
     expect(Object.keys(esm).sort()).toEqual(['default', 'handler']);
     expect(typeof esm.handler).toBe('function');
   });
 
-  it('a thread attempt terminated before the loop read its start (busy) still ends only once its thread has exited', async () => {
+  it('a thread attempt terminated before the loop read its start (busy, before and after) still ends only once its thread has exited', async () => {
     const pool = new ThreadPool({ size: 1, resourceLimits: undefined });
     const listener = { started: () => undefined, log: () => undefined, progress: async () => undefined };
     const request = (firstAttempt: string) => ({
@@ -497,6 +499,10 @@ describe('sandbox lifecycle', () => {
       // The loop is busy while the thread says it started and enters its 4 s native call.
       while (Date.now() - begun < 1_000);
       attempt.terminate();
+      // And busy again before the message is read (longer than any grace the pool gives it).
+      for (let turn = 0; turn < 20; turn += 1) await null;
+      const again = Date.now();
+      while (Date.now() - again < 300);
       const stopped = (await attempt.done.catch((err: unknown) => err)) as SandboxStopped;
       expect(stopped).toBeInstanceOf(SandboxStopped);
       // Started, and settled only once the thread was out of its call: a give-back at once would let the job run again beside it.

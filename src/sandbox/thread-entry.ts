@@ -13,9 +13,12 @@ catchStrayErrors();
 export interface ThreadTask {
   request: SandboxRequest;
   port: MessagePort;
+  /** One Int32 on shared memory, set to 1 as the thread takes the attempt: readable by the pool whatever its event loop is doing. */
+  taken: Int32Array;
 }
 
-export default async function runInThread({ request, port }: ThreadTask): Promise<SandboxReply> {
+export default async function runInThread({ request, port, taken }: ThreadTask): Promise<SandboxReply> {
+  Atomics.store(taken, 0, 1);
   const controller = new AbortController();
   const send = (event: SandboxEvent): void => port.postMessage(event);
   const progress = new ProgressChannel(send);

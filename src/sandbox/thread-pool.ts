@@ -37,7 +37,7 @@ import type { JobProgress } from '../core/types.js';
 /** Idle threads above none exit after this long. */
 const IDLE_TIMEOUT_MS = 30_000;
 
-/** How long an attempt aborted before its start was read waits for a `started` already sent. */
+/** How long an attempt aborted before its thread marked it taken waits for the mark (or the thread's exit). */
 const UNREAD_START_WAIT_MS = 100;
 
 export interface ThreadPoolOptions {
@@ -81,7 +81,8 @@ export class ThreadPool implements SandboxPool {
     });
     // The thread's end of the channel closes when the thread has exited.
     const exited = new Promise<void>((resolve) => port1.once('close', () => resolve()));
-    const task: ThreadTask = { request, port: port2 };
+    const taken = new Int32Array(new SharedArrayBuffer(4));
+    const task: ThreadTask = { request, port: port2, taken };
     let dispatched = false;
     const done = this.#turn(kill.signal)
       .then(() => {
@@ -90,12 +91,15 @@ export class ThreadPool implements SandboxPool {
       })
       .catch(async (err: unknown) => {
         if (kill.signal.aborted) {
-          // The thread says `started` as it takes the attempt, before the
-          // handler runs; a loop that was busy (or blocked by a handler) when
-          // the abort came has not read it yet. Read now (or the thread's
-          // exit seen) before deciding the handler never ran: given back as
-          // unstarted, it would run elsewhere beside this thread.
-          if (dispatched && !started) await Promise.race([exited, sleep(UNREAD_START_WAIT_MS)]);
+          // The thread marks the attempt taken (shared memory) before its
+          // handler runs, and only then says `started`: a loop that was busy
+          // (or blocked by a handler) when the abort came has not read that
+          // message, and may not for a while. The mark decides; a thread about
+          // to take it when piscina terminated it is given a moment to.
+          // Given back as unstarted while its handler ran, the job would run
+          // elsewhere beside this thread.
+          if (dispatched && !started && Atomics.load(taken, 0) === 0) await Promise.race([exited, sleep(UNREAD_START_WAIT_MS)]);
+          if (Atomics.load(taken, 0) === 1) started = true;
           // piscina rejects at once and terminates the thread without
           // waiting; a handler in a synchronous native call (a *Sync crypto
           // or zlib call, a child process waited for) runs on until that
@@ -114,7 +118,8 @@ export class ThreadPool implements SandboxPool {
     return {
       done,
       abort(reason: SerializedError): void {
-        if (started) port1.postMessage({ type: 'abort', reason } satisfies ToSandbox);
+        // Taken, its `started` perhaps not read yet: the handler hears the abort (the port keeps it until it listens).
+        if (started || Atomics.load(taken, 0) === 1) port1.postMessage({ type: 'abort', reason } satisfies ToSandbox);
         else kill.abort();
       },
       terminate(): void {
