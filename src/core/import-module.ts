@@ -34,12 +34,13 @@ export async function importModule(file: string): Promise<Record<string, unknown
 /**
  * The `module.exports` of a module compiled from ES module syntax to
  * CommonJS, as Node gives it (its default export, marked `__esModule`,
- * holding the module's own `default`; any other export is a copy of one of
- * its properties); undefined for any other module, such as an ES module
+ * holding the module's own `default`; any other export is one of its
+ * properties, copied); undefined for any other module, such as an ES module
  * whose default export is such an object beside exports of its own.
  */
 function compiledToCommonJs(mod: Record<string, unknown>): Record<string, unknown> | undefined {
   const exported = mod.default as Record<string, unknown> | null | undefined;
   if (exported === null || typeof exported !== 'object' || exported.__esModule !== true || !('default' in exported)) return undefined;
-  return Object.keys(mod).every((key) => key === 'default' || exported[key] === mod[key]) ? exported : undefined;
+  // Names, not values: Node's names are a snapshot of module.exports (a NaN, or a `let` reassigned since, differ in value).
+  return Object.keys(mod).every((key) => key === 'default' || key in exported) ? exported : undefined;
 }
