@@ -431,6 +431,37 @@ describe('jobs due later wake the workers of their queue', () => {
     }
   });
 
+  it('a promotion of jobs its worker runs wakes no other worker (they heard when the jobs are due)', async () => {
+    const slow = defineTask({ name: 'slow-due', schema: z.object({}), handler: async () => new Promise((r) => setTimeout(() => r('done'), 300)) });
+    const pgq = await ctx.migrated({ tasks: [slow] });
+    const heard: string[] = [];
+    const listener = new pg.Client({ connectionString: ctx.url });
+    await listener.connect();
+    listener.on('notification', (n) => heard.push(n.payload ?? ''));
+    await listener.query(`LISTEN "pgq:${ctx.schema}:jobs"`);
+    const workers = ['w1', 'w2'].map((id) => ctx.pgq({ tasks: [slow] }).worker({ id, concurrency: 1, pollIntervalMs: 3_600_000, leader: false }));
+    await workers[0]!.start();
+    try {
+      // One due job, one worker: it promotes and claims it; nobody else needs waking. (A first
+      // round creates the queue's row, whose trigger wakes the queue's workers once.)
+      for (const round of ['first', 'second']) {
+        heard.length = 0;
+        const one = await pgq.enqueue(slow, {}, { delayMs: 200 });
+        expect((await pgq.waitForJob(one.id, { timeoutMs: 10_000 })).state).toBe('succeeded');
+        await listener.query('SELECT 1');
+        if (round === 'second') expect(heard.filter((p) => p === 'default')).toEqual([]);
+      }
+      // Four due at once, two idle workers of one slot: each heard when they are due, and takes some.
+      await workers[1]!.start();
+      const four = await pgq.enqueueMany(slow, [{}, {}, {}, {}], { delayMs: 300 });
+      const done = await Promise.all(four.map((job) => pgq.waitForJob(job.id, { timeoutMs: 10_000 })));
+      expect(new Set(done.map((job) => job.workerId))).toEqual(new Set(['w1', 'w2']));
+    } finally {
+      for (const worker of workers) await worker.stop();
+      await listener.end();
+    }
+  });
+
   it('a job rescued from a dead worker wakes an idle worker of its queue', async () => {
     const orphaned = defineTask({ name: 'orphaned', schema: z.object({}), handler: () => 'ran again' });
     const pgq = await ctx.migrated({ tasks: [orphaned] });

@@ -46,16 +46,18 @@ export function scheduledPayload(queue: string, dueAt: Date): string {
  * SQL that wakes the workers of the jobs in `from` (a relation with `queue`,
  * `state` and `run_at`), as the insert trigger does: the queue name for
  * `available` ones, `scheduledPayload` for `scheduled` and `retryable` ones
- * due within SCHEDULED_NOTIFY_AHEAD_MS. Nothing when there are none.
+ * due within SCHEDULED_NOTIFY_AHEAD_MS. Nothing when there are none, or
+ * when the SQL condition `when` is false.
  */
-export function notifyDueSql(channel: string, from: string): string {
+export function notifyDueSql(channel: string, from: string, when = 'true'): string {
   return `SELECT pg_notify('${channel}', p.payload) FROM (
       SELECT DISTINCT queue AS payload FROM ${from} WHERE state = 'available'
       UNION ALL
       SELECT queue || E'\\n' || ceil(extract(epoch FROM min(run_at)) * 1000)::bigint FROM ${from}
        WHERE state IN ('scheduled', 'retryable') AND isfinite(run_at)
          AND run_at < now() + interval '${SCHEDULED_NOTIFY_AHEAD_MS} milliseconds'
-       GROUP BY queue) AS p`;
+       GROUP BY queue) AS p
+     WHERE ${when}`;
 }
 
 /**

@@ -457,7 +457,7 @@ export class Producer extends LoopService {
   }
 
   async #promote(): Promise<void> {
-    const promoted = await this.statements.promoteDue(this.db, { queues: [...this.config.queues], limit: PROMOTE_BATCH });
+    const promoted = await this.statements.promoteDue(this.db, { queues: [...this.config.queues], limit: PROMOTE_BATCH, tasks: [...this.config.tasks] });
     // A full batch means more are due: promote again before the next claim.
     this.#promoteAt = promoted >= PROMOTE_BATCH ? 0 : this.clock.monotonicMs() + this.config.pollIntervalMs;
     if (promoted > 0) {
