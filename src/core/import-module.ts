@@ -42,5 +42,6 @@ function compiledToCommonJs(mod: Record<string, unknown>): Record<string, unknow
   const exported = mod.default as Record<string, unknown> | null | undefined;
   if (exported === null || typeof exported !== 'object' || exported.__esModule !== true || !('default' in exported)) return undefined;
   // Names, not values: Node's names are a snapshot of module.exports (a NaN, or a `let` reassigned since, differ in value).
-  return Object.keys(mod).every((key) => key === 'default' || key in exported) ? exported : undefined;
+  // Node 23 and later also name module.exports itself 'module.exports'.
+  return Object.keys(mod).every((key) => key === 'default' || key === 'module.exports' || key in exported) ? exported : undefined;
 }
