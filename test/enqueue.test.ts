@@ -431,7 +431,7 @@ describe('jobs due later wake the workers of their queue', () => {
     }
   });
 
-  it('a promotion of jobs its worker runs wakes no other worker (they heard when the jobs are due)', async () => {
+  it('a promotion wakes the other workers of the queue only for what its worker will not claim itself', async () => {
     const slow = defineTask({ name: 'slow-due', schema: z.object({}), handler: async () => new Promise((r) => setTimeout(() => r('done'), 300)) });
     const pgq = await ctx.migrated({ tasks: [slow] });
     const heard: string[] = [];
@@ -451,7 +451,8 @@ describe('jobs due later wake the workers of their queue', () => {
         await listener.query('SELECT 1');
         if (round === 'second') expect(heard.filter((p) => p === 'default')).toEqual([]);
       }
-      // Four due at once, two idle workers of one slot: each heard when they are due, and takes some.
+      // Four due at once, two idle workers of one slot: whichever promotes them claims two at most, and
+      // wakes the other, which may have looked before the promotion committed and found nothing.
       await workers[1]!.start();
       const four = await pgq.enqueueMany(slow, [{}, {}, {}, {}], { delayMs: 300 });
       const done = await Promise.all(four.map((job) => pgq.waitForJob(job.id, { timeoutMs: 10_000 })));

@@ -72,8 +72,9 @@ export interface PromoteDueParams {
   queues: string[];
   /** Most jobs made available in one statement. */
   limit: number;
-  /** The promoting worker's tasks: promoted jobs of other tasks wake the queue's other workers. */
+  /** The promoting worker's tasks, and how many it claims next: promoted jobs it will not take wake the queue's other workers. */
   tasks: string[];
+  claimable: number;
   now?: Date | null;
 }
 
@@ -369,12 +370,11 @@ export function createStatements(schema: string) {
     )${claimUpdate}`;
 
   // Scheduled and retryable jobs whose time has come become available. A
-  // worker promotes every task's jobs of its queues: the queues are told
-  // when it promoted jobs of a task it does not run ($4: its tasks), whose
-  // worker may be another, asleep. Its own it claims at once; the other
-  // workers of the queue heard of those when they were inserted, retried,
-  // snoozed or rescued (or read the next due time as they went idle), and
-  // a NOTIFY would wake each of them to claim nothing.
+  // worker promotes every task's jobs of its queues and then claims up to
+  // $5 of its tasks' ($4). The queues are told when it promoted jobs of a
+  // task it does not run, or more than it claims: the workers that would
+  // take them may have looked, found nothing and gone to sleep before this
+  // commits. Otherwise a NOTIFY would only wake each of them to claim nothing.
   const promoteDue = `
     WITH promoted AS (
       UPDATE ${jobs} SET state = 'available'
@@ -385,7 +385,7 @@ export function createStatements(schema: string) {
                      LIMIT $3
                      FOR UPDATE SKIP LOCKED)
       RETURNING queue, state, run_at, task
-    ), woken AS (${notifyDueSql(channels.jobs, 'promoted', `EXISTS (SELECT 1 FROM promoted WHERE task <> ALL($4::text[]))`)})
+    ), woken AS (${notifyDueSql(channels.jobs, 'promoted', `((SELECT count(*) FROM promoted) > $5 OR EXISTS (SELECT 1 FROM promoted WHERE task <> ALL($4::text[])))`)})
     SELECT count(*)::int AS n FROM promoted, (SELECT count(*) FROM woken) AS w`;
 
   // The next due time and the database's clock, both in epoch ms: a
@@ -668,7 +668,7 @@ export function createStatements(schema: string) {
 
     /** JobPromoteDue: scheduled and retryable jobs that are due become available; returns how many. */
     async promoteDue(db: Queryable, p: PromoteDueParams): Promise<number> {
-      const rows = await db.query<{ n: number }>({ name: name('promote_due'), text: promoteDue, values: [p.queues, p.now ?? null, p.limit, p.tasks] });
+      const rows = await db.query<{ n: number }>({ name: name('promote_due'), text: promoteDue, values: [p.queues, p.now ?? null, p.limit, p.tasks, p.claimable] });
       return rows[0]?.n ?? 0;
     },
 

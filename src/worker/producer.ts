@@ -348,8 +348,8 @@ export class Producer extends LoopService {
       }
       try {
         if (this.#needsReconcile) await this.#releaseOrphans();
-        if (this.clock.monotonicMs() >= this.#promoteAt) await this.#promote();
         const limit = Math.min(want, this.config.maxClaimBatch);
+        if (this.clock.monotonicMs() >= this.#promoteAt) await this.#promote(limit);
         const startedBefore = this.#started;
         // The lease may have been lost while the statements above ran: a
         // claim goes out only under a trusted lease, with the id read now.
@@ -456,8 +456,9 @@ export class Producer extends LoopService {
     }
   }
 
-  async #promote(): Promise<void> {
-    const promoted = await this.statements.promoteDue(this.db, { queues: [...this.config.queues], limit: PROMOTE_BATCH, tasks: [...this.config.tasks] });
+  /** Makes due scheduled and retryable jobs available; `claimable`: how many this worker claims next. */
+  async #promote(claimable: number): Promise<void> {
+    const promoted = await this.statements.promoteDue(this.db, { queues: [...this.config.queues], limit: PROMOTE_BATCH, tasks: [...this.config.tasks], claimable });
     // A full batch means more are due: promote again before the next claim.
     this.#promoteAt = promoted >= PROMOTE_BATCH ? 0 : this.clock.monotonicMs() + this.config.pollIntervalMs;
     if (promoted > 0) {
