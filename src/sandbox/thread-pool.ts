@@ -113,7 +113,7 @@ export class ThreadPool implements SandboxPool {
       })
       .finally(() => {
         port1.close();
-        this.#release();
+        if (dispatched) this.#release();
       });
     return {
       done,
@@ -137,13 +137,10 @@ export class ThreadPool implements SandboxPool {
   /**
    * Resolves once this attempt may run (fewer than `size` running); rejects
    * with SandboxStopped(false) when it is aborted or the pool closes first.
-   * Every call is matched by one `#release()`, whether it got a turn or not.
+   * A turn given is ended by one `#release()`.
    */
   #turn(signal: AbortSignal): Promise<void> {
-    if (this.#closed || signal.aborted) {
-      this.#running += 1; // its release is a no-op turn
-      return Promise.reject(new SandboxStopped(false));
-    }
+    if (this.#closed || signal.aborted) return Promise.reject(new SandboxStopped(false));
     if (this.#running < this.#size && this.#waiting.size === 0) {
       this.#running += 1;
       return Promise.resolve();
@@ -158,9 +155,6 @@ export class ThreadPool implements SandboxPool {
       };
       this.#waiting.add(wake);
       signal.addEventListener('abort', wake, { once: true });
-    }).catch((err: unknown) => {
-      this.#running += 1; // its release is a no-op turn
-      throw err;
     });
   }
 

@@ -443,9 +443,9 @@ export class Producer extends LoopService {
       let inMs = runAtMs - nowMs + 1;
       if (inMs > 0) this.#overdueLooks = 0;
       else {
-        // Due, and still waiting after a promotion (a row another transaction
-        // locks, a job of a task this worker does not run in a queue it
-        // promotes): look again at once the first time, then back off.
+        // Due, and still waiting after a promotion (a row another
+        // transaction holds locked): look again at once the first time,
+        // then back off.
         this.#overdueLooks += 1;
         inMs = this.#overdueLooks === 1 ? 0 : Math.min(this.config.pollIntervalMs, 10 * 2 ** Math.min(this.#overdueLooks - 2, 10));
       }
