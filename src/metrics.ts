@@ -24,6 +24,7 @@ import { EventLoopMonitor } from './core/event-loop.js';
 import { LiveStatsReader, type LiveStats } from './db/live-stats.js';
 import type { Middleware } from './middleware.js';
 import { LIVE_STATES } from './core/types.js';
+import { ValidationError } from './core/errors.js';
 
 export interface MetricsOptions {
   /** Where to register. Default: a new Registry (see `registry`). */
@@ -40,6 +41,19 @@ export interface MetricsOptions {
 
 const SECONDS = [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300];
 const WAIT_SECONDS = [0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1_800, 3_600, 21_600];
+
+/** The names of the metrics, less the prefix; the last three only with the queue gauges. */
+const PROCESS_METRICS = [
+  'jobs_enqueued_total',
+  'schedule_lag_seconds',
+  'jobs_finished_total',
+  'job_duration_seconds',
+  'job_wait_seconds',
+  'jobs_running',
+  'jobs_stuck',
+  'event_loop_lag_seconds',
+];
+const DATABASE_METRICS = ['stats_read_errors_total', 'queue_jobs', 'queue_oldest_waiting_seconds', 'stats_age_seconds'];
 
 /** How long a scrape waits for the database's reading behind the queue gauges before it serves the last one. */
 const STATS_READ_DEADLINE_MS = 2_000;
@@ -60,11 +74,29 @@ export class PgqMetrics {
   readonly #duration: Histogram<'task' | 'queue'>;
   readonly #wait: Histogram<'task' | 'queue'>;
   readonly #workers = new Set<Worker>();
-  readonly #loop = new EventLoopMonitor();
+  readonly #loop: EventLoopMonitor;
 
+  /**
+   * Registers pgq's metrics. Throws a `ValidationError`, registering
+   * nothing, when the prefix makes names Prometheus does not allow, or when
+   * the registry already holds one of these names (a second `PgqMetrics` on
+   * it, say for a second schema: give it another `prefix` or `registry`).
+   */
   constructor(pgq: Pgq, options: MetricsOptions = {}) {
     this.registry = options.registry ?? new Registry();
     const prefix = options.prefix ?? 'pgq_';
+    if (typeof prefix !== 'string' || !/^[a-zA-Z_:][a-zA-Z0-9_:]*$/.test(prefix)) {
+      throw new ValidationError('options.prefix', `must start a Prometheus metric name (letters, digits, _ and :, not starting with a digit), got ${JSON.stringify(prefix)}`);
+    }
+    const names = [...PROCESS_METRICS, ...(options.queueGauges === false ? [] : DATABASE_METRICS)].map((name) => prefix + name);
+    const taken = names.filter((name) => this.registry.getSingleMetric(name) !== undefined);
+    if (taken.length > 0) {
+      throw new ValidationError(
+        'options.registry',
+        `already holds ${taken.join(', ')} (another PgqMetrics registered there?): give this one another prefix or its own registry (prom-client's Registry.merge serves several at one endpoint)`,
+      );
+    }
+    this.#loop = new EventLoopMonitor();
     const host = options.host ?? os.hostname();
     const registers = [this.registry];
     const enqueued = new Counter({

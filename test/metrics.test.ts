@@ -113,6 +113,27 @@ describe('Prometheus metrics', () => {
     }
   });
 
+  it('refuses a second PgqMetrics on one registry, or a prefix Prometheus does not allow, registering nothing; another prefix works', async () => {
+    const { Registry } = await import('prom-client');
+    const pgq = await ctx.migrated({ tasks: [work] });
+    const registry = new Registry();
+    const first = new PgqMetrics(pgq, { registry, host: 'box-4' });
+    const before = registry.getMetricsAsArray().map((m) => m.name);
+    try {
+      expect(() => new PgqMetrics(pgq, { registry })).toThrow(/options\.registry: already holds pgq_jobs_enqueued_total, .*another prefix or its own registry/);
+      expect(() => new PgqMetrics(pgq, { registry: new Registry(), prefix: 'pgq-' })).toThrow(/options\.prefix: must start a Prometheus metric name.*"pgq-"/);
+      expect(registry.getMetricsAsArray().map((m) => m.name)).toEqual(before);
+      // The refused ones counted nothing: one enqueue is one, not two or three.
+      await pgq.enqueue(work, { fail: false }, { queue: 'reg' });
+      expect(value(await registry.metrics(), 'pgq_jobs_enqueued_total{task="work",queue="reg"}')).toBe(1);
+      const second = new PgqMetrics(pgq, { registry, prefix: 'other_', queueGauges: false });
+      expect(registry.getSingleMetric('other_jobs_enqueued_total')).toBeDefined();
+      second.close();
+    } finally {
+      first.close();
+    }
+  });
+
   it('answers a scrape while the database holds its reading, with the last reading (a hung database held every scrape for as long)', async () => {
     const pgq = await ctx.migrated({ tasks: [work] });
     const metrics = new PgqMetrics(pgq, { host: 'box-3', statsMaxAgeMs: 0, registry: new (await import('prom-client')).Registry() });
