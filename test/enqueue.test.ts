@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import pg from 'pg';
+import { setTimeout as sleepMs } from 'node:timers/promises';
 import { CamelCasePlugin, Kysely, PostgresDialect, sql } from 'kysely';
 import { defineTask, ValidationError, type PgqDatabase } from '../src/index.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
@@ -409,6 +410,42 @@ describe('jobs due later wake the workers of their queue', () => {
     } finally {
       pg.Client.prototype.query = query;
       await pgq.close();
+    }
+  });
+
+  it('a job announced as available is claimed before the periodic promotion, which comes after the claim', async () => {
+    const now = defineTask({ name: 'announced', schema: z.object({}), handler: () => 'ran' });
+    const pgq = await ctx.migrated({ tasks: [now] });
+    let aheadMs = 0;
+    const worker = ctx
+      .pgq({ tasks: [now], clock: { now: () => new Date(), monotonicMs: () => performance.now() + aheadMs } })
+      .worker({ pollIntervalMs: 3_600_000, leader: false });
+    const statements: string[] = [];
+    const query = pg.Client.prototype.query;
+    pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+      const config = args[0] as { name?: string } | undefined;
+      if (typeof config === 'object' && config?.name) statements.push(config.name);
+      return (query as (...a: unknown[]) => unknown).apply(this, args);
+    } as typeof query;
+    try {
+      await worker.start();
+      const first = await pgq.enqueue(now, {});
+      await pgq.waitForJob(first.id, { timeoutMs: 10_000 });
+      // Idle: its outcome written, its last look the next due time (or the outcome, written after it).
+      await until(async () => statements.some((name) => name.endsWith('_complete')), { what: 'the outcome to be written' });
+      await sleepMs(100);
+      await until(async () => /(_complete|next_run_at)$/.test(statements.at(-1) ?? ''), { what: 'the worker to go idle' });
+      // A poll interval later by the worker's clock: the periodic promotion is due at its next claim.
+      aheadMs = 3_600_001;
+      statements.length = 0;
+      const job = await pgq.enqueue(now, {});
+      expect((await pgq.waitForJob(job.id, { timeoutMs: 10_000 })).state).toBe('succeeded');
+      await until(async () => statements.some((name) => name.endsWith('promote_due')), { what: 'the periodic promotion' });
+      const order = statements.filter((name) => name.endsWith('_claim') || name.endsWith('promote_due'));
+      expect(order[0], order.join(', ')).toMatch(/_claim$/);
+    } finally {
+      pg.Client.prototype.query = query;
+      await worker.stop();
     }
   });
 

@@ -91,8 +91,17 @@ export class Producer extends LoopService {
   /** True while claims suggest more due jobs are waiting. */
   #moreWaiting = true;
   #needsReconcile = false;
-  /** Monotonic time of the next promotion of due scheduled/retryable jobs. */
+  /**
+   * Monotonic time a scheduled or retryable job is known to be due (heard
+   * of, looked up, or more left by a full batch): promoted before the claim.
+   */
   #promoteAt = 0;
+  /**
+   * Monotonic time of the periodic promotion (a poll interval after the
+   * last), which finds what no due time announced: made after the claim, so
+   * that a job announced as available does not wait a round trip for it.
+   */
+  #sweepAt = 0;
   /** Wakes the loop when a delayed job heard of (`dueAt`) is due, at monotonic `#dueTimerAt`. */
   #dueTimer: NodeJS.Timeout | undefined;
   #dueTimerAt = 0;
@@ -414,6 +423,7 @@ export class Producer extends LoopService {
         }
         this.#dispatch();
         if (rows.length < limit) this.#moreWaiting = false;
+        if (this.clock.monotonicMs() >= this.#sweepAt) await this.#promote(limit - rows.length);
       } catch (err) {
         failures += 1;
         // A claim that may have been made (its statement sent) is looked for later; one refused at connect was not.
@@ -460,7 +470,8 @@ export class Producer extends LoopService {
   async #promote(claimable: number): Promise<void> {
     const promoted = await this.statements.promoteDue(this.db, { queues: [...this.config.queues], limit: PROMOTE_BATCH, tasks: [...this.config.tasks], claimable });
     // A full batch means more are due: promote again before the next claim.
-    this.#promoteAt = promoted >= PROMOTE_BATCH ? 0 : this.clock.monotonicMs() + this.config.pollIntervalMs;
+    this.#promoteAt = promoted >= PROMOTE_BATCH ? 0 : Infinity;
+    this.#sweepAt = this.clock.monotonicMs() + this.config.pollIntervalMs;
     if (promoted > 0) {
       this.#moreWaiting = true;
       this.#overdueLooks = 0;
