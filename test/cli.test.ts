@@ -11,7 +11,9 @@ import { z } from 'zod';
 import { Pgq, defineTask } from '../src/index.js';
 import { main } from '../src/cli/main.js';
 import { isLoopback } from '../src/cli/commands/dashboard.js';
-import { until, useTestSchema } from './support/harness.js';
+import { logJobEvents, summaryLine } from '../src/cli/commands/worker.js';
+import { captureLogger, type Line } from './support/logger.js';
+import { deferred, until, useTestSchema } from './support/harness.js';
 import { alive } from './support/processes.js';
 
 const ctx = useTestSchema('cli');
@@ -175,6 +177,46 @@ describe('pgq CLI', () => {
     const state = pgq(['jobs', 'list', '--state', 'done']);
     expect(state.code).toBe(1);
     expect(state.stderr).toMatch(/--state must be one of/);
+  });
+});
+
+describe('the worker summary', () => {
+  it('counts every attempt started, those whose outcome did not stand or was not a success or failure included', async () => {
+    const entered = deferred<void>();
+    let snoozedOnce = false;
+    const step = defineTask({
+      name: 'summary-step',
+      schema: z.object({ how: z.enum(['ok', 'snooze', 'wait']) }),
+      handler: async ({ how }, c) => {
+        if (how === 'snooze' && !snoozedOnce) {
+          snoozedOnce = true;
+          c.snooze(10);
+        }
+        if (how === 'wait' && c.job.cancelRequestedAt === null) {
+          entered.resolve();
+          // Ends only once cancelled: its success is then discarded (the job ends cancelled).
+          await new Promise((resolve) => c.signal.addEventListener('abort', resolve, { once: true }));
+          return 'late';
+        }
+        return how;
+      },
+    });
+    const client = await ctx.migrated({ tasks: [step] });
+    const worker = client.worker({ concurrency: 3, pollIntervalMs: 50, leader: false });
+    const lines: Line[] = [];
+    const tally = logJobEvents(worker, captureLogger(lines));
+    await worker.start();
+    try {
+      const [ok, snoozed, waiting] = await client.enqueueMany(step, [{ how: 'ok' }, { how: 'snooze' }, { how: 'wait' }]);
+      await entered.promise;
+      await client.cancelJob(waiting!.id);
+      expect((await client.waitForJob(ok!.id, { timeoutMs: 10_000 })).state).toBe('succeeded');
+      expect((await client.waitForJob(snoozed!.id, { timeoutMs: 10_000 })).state).toBe('succeeded');
+      expect((await client.waitForJob(waiting!.id, { timeoutMs: 10_000 })).state).toBe('cancelled');
+    } finally {
+      await worker.stop();
+    }
+    expect(summaryLine(tally, 1_000)).toMatch(/processed 4 job attempts \(2 succeeded, 0 retried, 0 failed, 1 discarded, 1 snoozed, given back or not written\)$/);
   });
 });
 

@@ -108,9 +108,13 @@ interface WorkerCommandOptions {
 
 /** What a worker did, for the summary it logs when it stops. */
 export interface JobTally {
+  /** Attempts started; every one has settled by the time the summary is logged. */
+  started: number;
   succeeded: number;
   retried: number;
   failed: number;
+  /** Outcomes that did not stand: the job was cancelled or rescued from this worker first. */
+  discarded: number;
 }
 
 /**
@@ -119,8 +123,12 @@ export interface JobTally {
  * them for the summary at shutdown.
  */
 export function logJobEvents(worker: Worker, logger: Logger): JobTally {
-  const tally: JobTally = { succeeded: 0, retried: 0, failed: 0 };
-  worker.on('job:start', (job) => logger.debug({ jobId: job.id, task: job.task, attempt: job.attempts }, `job ${job.id} (${job.task}) started`));
+  const tally: JobTally = { started: 0, succeeded: 0, retried: 0, failed: 0, discarded: 0 };
+  worker.on('job:start', (job) => {
+    tally.started += 1;
+    logger.debug({ jobId: job.id, task: job.task, attempt: job.attempts }, `job ${job.id} (${job.task}) started`);
+  });
+  worker.on('job:discarded', () => void (tally.discarded += 1));
   worker.on('job:success', (job, ms) => {
     tally.succeeded += 1;
     logger.debug({ jobId: job.id, task: job.task, attempt: job.attempts, ms: Math.round(ms) }, `job ${job.id} (${job.task}) succeeded in ${humanDuration(ms)}`);
@@ -141,8 +149,11 @@ export function logJobEvents(worker: Worker, logger: Logger): JobTally {
 
 /** The line a worker logs when it has stopped: what it did and for how long. */
 export function summaryLine(tally: JobTally, durationMs: number): string {
-  const processed = tally.succeeded + tally.retried + tally.failed;
-  return `worker stopped after ${humanDuration(durationMs)}: processed ${processed} job attempt${processed === 1 ? '' : 's'} (${tally.succeeded} succeeded, ${tally.retried} retried, ${tally.failed} failed)`;
+  const { started, succeeded, retried, failed, discarded } = tally;
+  // The rest snoozed, were given back by the stop, or ended while the database was away (their outcome not written: the rescuer runs them again).
+  const other = Math.max(0, started - succeeded - retried - failed - discarded);
+  const more = `${discarded > 0 ? `, ${discarded} discarded` : ''}${other > 0 ? `, ${other} snoozed, given back or not written` : ''}`;
+  return `worker stopped after ${humanDuration(durationMs)}: processed ${started} job attempt${started === 1 ? '' : 's'} (${succeeded} succeeded, ${retried} retried, ${failed} failed${more})`;
 }
 
 function firstLine(text: string): string {
