@@ -5,6 +5,8 @@ import { setTimeout as sleepMs } from 'node:timers/promises';
 import { CamelCasePlugin, Kysely, PostgresDialect, sql } from 'kysely';
 import { defineTask, ValidationError, type PgqDatabase } from '../src/index.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
+import { createStatements } from '../src/db/statements.js';
+import { fromPg } from '../src/db/queryable.js';
 
 const ctx = useTestSchema('enqueue');
 
@@ -496,6 +498,46 @@ describe('jobs due later wake the workers of their queue', () => {
       expect(new Set(done.map((job) => job.workerId))).toEqual(new Set(['w1', 'w2']));
     } finally {
       for (const worker of workers) await worker.stop();
+      await listener.end();
+    }
+  });
+
+  it('a promotion that saw a due job and did not promote it tells the queue once it lets the row go', async () => {
+    // Two workers promote at one due time: the one whose snapshot came first reaches the row after the
+    // other made it available, locks it, finds it no longer scheduled and holds the lock to its commit;
+    // the other's claim meanwhile skips the row and its worker, which promoted its own task's job and
+    // sent no NOTIFY, slept. A row skipped locked is the same case: the promotion that saw it says so.
+    const later = defineTask({ name: 'seen-due', schema: z.object({}), handler: () => null });
+    await ctx.migrated({ tasks: [later] });
+    // Scheduled and due (an enqueue at a past time would be available at once).
+    const { rows } = await ctx.admin.query<{ id: string }>(
+      `INSERT INTO "${ctx.schema}".jobs (task, queue, payload, state, run_at) VALUES ('seen-due', 'seen', '{}', 'scheduled', now() - interval '1 second') RETURNING id::text`,
+    );
+    const job = rows[0]!;
+    const heard: string[] = [];
+    const listener = new pg.Client({ connectionString: ctx.url });
+    const holder = await ctx.admin.connect();
+    await listener.connect();
+    listener.on('notification', (n) => heard.push(n.payload ?? ''));
+    await listener.query(`LISTEN "pgq:${ctx.schema}:jobs"`);
+    try {
+      await holder.query('BEGIN');
+      await holder.query(`SELECT 1 FROM "${ctx.schema}".jobs WHERE id = $1 FOR UPDATE`, [job.id]);
+      const statements = createStatements(ctx.schema);
+      const promoted = await statements.promoteDue(fromPg(ctx.admin), { queues: ['seen'], limit: 100, tasks: ['seen-due'], claimable: 100 });
+      expect(promoted).toBe(0);
+      await listener.query('SELECT 1');
+      expect(heard).toContain('seen');
+      // Nothing seen due and left: nothing said.
+      await holder.query('ROLLBACK');
+      expect(await statements.promoteDue(fromPg(ctx.admin), { queues: ['seen'], limit: 100, tasks: ['seen-due'], claimable: 100 })).toBe(1);
+      heard.length = 0;
+      expect(await statements.promoteDue(fromPg(ctx.admin), { queues: ['seen'], limit: 100, tasks: ['seen-due'], claimable: 100 })).toBe(0);
+      await listener.query('SELECT 1');
+      expect(heard).toEqual([]);
+    } finally {
+      await holder.query('ROLLBACK').catch(() => undefined);
+      holder.release();
       await listener.end();
     }
   });

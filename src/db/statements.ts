@@ -375,6 +375,15 @@ export function createStatements(schema: string) {
   // task it does not run, or more than it claims: the workers that would
   // take them may have looked, found nothing and gone to sleep before this
   // commits. Otherwise a NOTIFY would only wake each of them to claim nothing.
+  //
+  // A due row this statement saw and did not promote was skipped locked, or
+  // another promotion made it available after this one's snapshot: the
+  // FOR UPDATE then locks the new version before its recheck fails, and
+  // holds that lock to commit. A claim meanwhile skips the row (SKIP
+  // LOCKED), and the promoting worker, which claims its own tasks' jobs
+  // without a NOTIFY, sleeps until its next poll. So its queues are told
+  // too (`missed`, read whether or not this promoted any), after this
+  // commits and lets the row go.
   const promoteDue = `
     WITH promoted AS (
       UPDATE ${jobs} SET state = 'available'
@@ -384,9 +393,18 @@ export function createStatements(schema: string) {
                      ORDER BY run_at
                      LIMIT $3
                      FOR UPDATE SKIP LOCKED)
-      RETURNING queue, state, run_at, task
-    ), woken AS (${notifyDueSql(channels.jobs, 'promoted', `((SELECT count(*) FROM promoted) > $5 OR EXISTS (SELECT 1 FROM promoted WHERE task <> ALL($4::text[])))`)})
-    SELECT count(*)::int AS n FROM promoted, (SELECT count(*) FROM woken) AS w`;
+      RETURNING id, queue, state, run_at, task
+    ), woken AS (${notifyDueSql(channels.jobs, 'promoted', `((SELECT count(*) FROM promoted) > $5 OR EXISTS (SELECT 1 FROM promoted WHERE task <> ALL($4::text[])))`)}),
+    missed AS (
+      SELECT pg_notify('${channels.jobs}', m.queue) FROM (
+        SELECT DISTINCT d.queue FROM (SELECT id, queue FROM ${jobs}
+                                       WHERE state IN ('scheduled', 'retryable') AND run_at <= coalesce($2::timestamptz, now())
+                                         AND queue = ANY($1::text[])
+                                       ORDER BY run_at
+                                       LIMIT $3) AS d
+         WHERE d.id NOT IN (SELECT id FROM promoted)) AS m
+    )
+    SELECT (SELECT count(*)::int FROM promoted) AS n, (SELECT count(*) FROM woken) AS w, (SELECT count(*) FROM missed) AS m`;
 
   // The next due time and the database's clock, both in epoch ms: a
   // worker measures the wait on the database's clock (its own may differ).
