@@ -502,11 +502,11 @@ describe('jobs due later wake the workers of their queue', () => {
     }
   });
 
-  it('a promotion that saw a due job and did not promote it tells the queue once it lets the row go', async () => {
+  it('a promotion that saw due jobs and did not promote them says so: to its worker, or to the queue when its worker will not claim them', async () => {
     // Two workers promote at one due time: the one whose snapshot came first reaches the row after the
     // other made it available, locks it, finds it no longer scheduled and holds the lock to its commit;
     // the other's claim meanwhile skips the row and its worker, which promoted its own task's job and
-    // sent no NOTIFY, slept. A row skipped locked is the same case: the promotion that saw it says so.
+    // sent no NOTIFY, slept. A row skipped locked is the same case for the promotion that saw it.
     const later = defineTask({ name: 'seen-due', schema: z.object({}), handler: () => null });
     await ctx.migrated({ tasks: [later] });
     // Scheduled and due (an enqueue at a past time would be available at once).
@@ -520,21 +520,28 @@ describe('jobs due later wake the workers of their queue', () => {
     await listener.connect();
     listener.on('notification', (n) => heard.push(n.payload ?? ''));
     await listener.query(`LISTEN "pgq:${ctx.schema}:jobs"`);
+    const statements = createStatements(ctx.schema);
+    const promote = (tasks: string[], claimable: number) => statements.promoteDue(fromPg(ctx.admin), { queues: ['seen'], limit: 100, tasks, claimable });
+    const told = async (): Promise<number> => {
+      await listener.query('SELECT 1');
+      return heard.splice(0).filter((payload) => payload === 'seen').length;
+    };
     try {
       await holder.query('BEGIN');
       await holder.query(`SELECT 1 FROM "${ctx.schema}".jobs WHERE id = $1 FOR UPDATE`, [job.id]);
-      const statements = createStatements(ctx.schema);
-      const promoted = await statements.promoteDue(fromPg(ctx.admin), { queues: ['seen'], limit: 100, tasks: ['seen-due'], claimable: 100 });
-      expect(promoted).toBe(0);
-      await listener.query('SELECT 1');
-      expect(heard).toContain('seen');
+      // A worker of its task that claims at least that many next: it is told, and claims; no NOTIFY wakes every worker.
+      expect(await promote(['seen-due'], 100)).toEqual({ promoted: 0, seen: 1 });
+      expect(await told()).toBe(0);
+      // A worker of other tasks, or one that claims none next: the queue is told.
+      expect(await promote(['other-task'], 100)).toEqual({ promoted: 0, seen: 1 });
+      expect(await told()).toBe(1);
+      expect(await promote(['seen-due'], 0)).toEqual({ promoted: 0, seen: 1 });
+      expect(await told()).toBe(1);
       // Nothing seen due and left: nothing said.
       await holder.query('ROLLBACK');
-      expect(await statements.promoteDue(fromPg(ctx.admin), { queues: ['seen'], limit: 100, tasks: ['seen-due'], claimable: 100 })).toBe(1);
-      heard.length = 0;
-      expect(await statements.promoteDue(fromPg(ctx.admin), { queues: ['seen'], limit: 100, tasks: ['seen-due'], claimable: 100 })).toBe(0);
-      await listener.query('SELECT 1');
-      expect(heard).toEqual([]);
+      expect(await promote(['seen-due'], 100)).toEqual({ promoted: 1, seen: 0 });
+      expect(await promote(['seen-due'], 100)).toEqual({ promoted: 0, seen: 0 });
+      expect(await told()).toBe(0);
     } finally {
       await holder.query('ROLLBACK').catch(() => undefined);
       holder.release();

@@ -376,14 +376,17 @@ export function createStatements(schema: string) {
   // take them may have looked, found nothing and gone to sleep before this
   // commits. Otherwise a NOTIFY would only wake each of them to claim nothing.
   //
-  // A due row this statement saw and did not promote was skipped locked, or
-  // another promotion made it available after this one's snapshot: the
-  // FOR UPDATE then locks the new version before its recheck fails, and
-  // holds that lock to commit. A claim meanwhile skips the row (SKIP
-  // LOCKED), and the promoting worker, which claims its own tasks' jobs
-  // without a NOTIFY, sleeps until its next poll. So its queues are told
-  // too (`missed`, read whether or not this promoted any), after this
-  // commits and lets the row go.
+  // A due row this statement saw and did not promote (`seen`) was skipped
+  // locked, or another promotion made it available after this one's
+  // snapshot: the FOR UPDATE then locks the new version before its recheck
+  // fails, and holds that lock to commit. A claim meanwhile skips the row
+  // (SKIP LOCKED), and the worker that promoted it, which claims its own
+  // tasks' jobs without a NOTIFY, may have found nothing and slept. So the
+  // worker of this statement claims next (it is told how many it saw), and
+  // the queues are told, after this commits and lets the rows go, when it
+  // will not take them itself: rows of a task it does not run, or more
+  // than it claims. (A NOTIFY for every such row woke every idle worker of
+  // the queue again at each due time: claims per delayed job doubled.)
   const promoteDue = `
     WITH promoted AS (
       UPDATE ${jobs} SET state = 'available'
@@ -395,16 +398,19 @@ export function createStatements(schema: string) {
                      FOR UPDATE SKIP LOCKED)
       RETURNING id, queue, state, run_at, task
     ), woken AS (${notifyDueSql(channels.jobs, 'promoted', `((SELECT count(*) FROM promoted) > $5 OR EXISTS (SELECT 1 FROM promoted WHERE task <> ALL($4::text[])))`)}),
-    missed AS (
-      SELECT pg_notify('${channels.jobs}', m.queue) FROM (
-        SELECT DISTINCT d.queue FROM (SELECT id, queue FROM ${jobs}
-                                       WHERE state IN ('scheduled', 'retryable') AND run_at <= coalesce($2::timestamptz, now())
-                                         AND queue = ANY($1::text[])
-                                       ORDER BY run_at
-                                       LIMIT $3) AS d
-         WHERE d.id NOT IN (SELECT id FROM promoted)) AS m
+    seen AS (
+      SELECT d.queue, d.task FROM (SELECT id, queue, task FROM ${jobs}
+                                    WHERE state IN ('scheduled', 'retryable') AND run_at <= coalesce($2::timestamptz, now())
+                                      AND queue = ANY($1::text[])
+                                    ORDER BY run_at
+                                    LIMIT $3) AS d
+       WHERE d.id NOT IN (SELECT id FROM promoted)
+    ), missed AS (
+      SELECT pg_notify('${channels.jobs}', m.queue) FROM (SELECT DISTINCT queue FROM seen) AS m
+       WHERE (SELECT count(*) FROM seen) > $5 OR EXISTS (SELECT 1 FROM seen WHERE task <> ALL($4::text[]))
     )
-    SELECT (SELECT count(*)::int FROM promoted) AS n, (SELECT count(*) FROM woken) AS w, (SELECT count(*) FROM missed) AS m`;
+    SELECT (SELECT count(*)::int FROM promoted) AS n, (SELECT count(*)::int FROM seen) AS seen,
+           (SELECT count(*) FROM woken) AS w, (SELECT count(*) FROM missed) AS m`;
 
   // The next due time and the database's clock, both in epoch ms: a
   // worker measures the wait on the database's clock (its own may differ).
@@ -684,10 +690,14 @@ export function createStatements(schema: string) {
       return db.query<ClaimRow>({ name: name('claim_many'), text: claimJobsMany, values: [p.queues, p.tasks, p.limit, p.workerId, p.registeredAt ?? null] });
     },
 
-    /** JobPromoteDue: scheduled and retryable jobs that are due become available; returns how many. */
-    async promoteDue(db: Queryable, p: PromoteDueParams): Promise<number> {
-      const rows = await db.query<{ n: number }>({ name: name('promote_due'), text: promoteDue, values: [p.queues, p.now ?? null, p.limit, p.tasks, p.claimable] });
-      return rows[0]?.n ?? 0;
+    /**
+     * JobPromoteDue: scheduled and retryable jobs that are due become
+     * available; returns how many, and how many due ones it saw and did not
+     * promote (another promotion's, or locked: the caller claims next).
+     */
+    async promoteDue(db: Queryable, p: PromoteDueParams): Promise<{ promoted: number; seen: number }> {
+      const rows = await db.query<{ n: number; seen: number }>({ name: name('promote_due'), text: promoteDue, values: [p.queues, p.now ?? null, p.limit, p.tasks, p.claimable] });
+      return { promoted: rows[0]?.n ?? 0, seen: rows[0]?.seen ?? 0 };
     },
 
     /**

@@ -468,7 +468,9 @@ export class Producer extends LoopService {
 
   /** Makes due scheduled and retryable jobs available; `claimable`: how many this worker claims next. */
   async #promote(claimable: number): Promise<void> {
-    const promoted = await this.statements.promoteDue(this.db, { queues: [...this.config.queues], limit: PROMOTE_BATCH, tasks: [...this.config.tasks], claimable });
+    const { promoted, seen } = await this.statements.promoteDue(this.db, { queues: [...this.config.queues], limit: PROMOTE_BATCH, tasks: [...this.config.tasks], claimable });
+    // Due jobs it saw and did not promote (another promotion's, whose worker's claim may have skipped them): claimed next here.
+    if (seen > 0) this.#moreWaiting = true;
     // A full batch means more are due: promote again before the next claim.
     this.#promoteAt = promoted >= PROMOTE_BATCH ? 0 : Infinity;
     this.#sweepAt = this.clock.monotonicMs() + this.config.pollIntervalMs;
