@@ -85,7 +85,7 @@ export class PgqMetrics {
   constructor(pgq: Pgq, options: MetricsOptions = {}) {
     this.registry = options.registry ?? new Registry();
     const prefix = options.prefix ?? 'pgq_';
-    if (typeof prefix !== 'string' || !/^[a-zA-Z_:][a-zA-Z0-9_:]*$/.test(prefix)) {
+    if (typeof prefix !== 'string' || !/^([a-zA-Z_:][a-zA-Z0-9_:]*)?$/.test(prefix)) {
       throw new ValidationError('options.prefix', `must start a Prometheus metric name (letters, digits, _ and :, not starting with a digit), got ${JSON.stringify(prefix)}`);
     }
     const names = [...PROCESS_METRICS, ...(options.queueGauges === false ? [] : DATABASE_METRICS)].map((name) => prefix + name);
@@ -96,6 +96,21 @@ export class PgqMetrics {
         `already holds ${taken.join(', ')} (another PgqMetrics registered there?): give this one another prefix or its own registry (prom-client's Registry.merge serves several at one endpoint)`,
       );
     }
+    // Added first: on a closed Pgq it throws, and nothing is registered yet. (The constructor runs to its end
+    // before any enqueue can call it, so the counters it names below exist by then.)
+    const counting: Middleware = {
+      name: 'metrics',
+      async enqueue(call, next) {
+        const ids = await next();
+        const now = Date.now();
+        for (const job of call.jobs) {
+          enqueued.inc({ task: job.task, queue: job.queue });
+          if (job.schedule) scheduleLag.observe({ schedule: job.schedule.name }, Math.max(0, now - job.schedule.tick.getTime()) / 1000);
+        }
+        return ids;
+      },
+    };
+    pgq.use(counting);
     this.#loop = new EventLoopMonitor();
     const host = options.host ?? os.hostname();
     const registers = [this.registry];
@@ -168,19 +183,6 @@ export class PgqMetrics {
         this.set({ host, stat: 'max' }, d.maxMs / 1000);
       },
     });
-    const counting: Middleware = {
-      name: 'metrics',
-      async enqueue(call, next) {
-        const ids = await next();
-        const now = Date.now();
-        for (const job of call.jobs) {
-          enqueued.inc({ task: job.task, queue: job.queue });
-          if (job.schedule) scheduleLag.observe({ schedule: job.schedule.name }, Math.max(0, now - job.schedule.tick.getTime()) / 1000);
-        }
-        return ids;
-      },
-    };
-    pgq.use(counting);
     if (options.queueGauges !== false) this.#queueGauges(pgq, prefix, options.statsMaxAgeMs ?? 10_000);
   }
 

@@ -113,7 +113,7 @@ describe('Prometheus metrics', () => {
     }
   });
 
-  it('refuses a second PgqMetrics on one registry, or a prefix Prometheus does not allow, registering nothing; another prefix works', async () => {
+  it('refuses a second PgqMetrics on one registry, a prefix Prometheus does not allow, or a closed Pgq, registering nothing; another prefix works', async () => {
     const { Registry } = await import('prom-client');
     const pgq = await ctx.migrated({ tasks: [work] });
     const registry = new Registry();
@@ -129,6 +129,16 @@ describe('Prometheus metrics', () => {
       const second = new PgqMetrics(pgq, { registry, prefix: 'other_', queueGauges: false });
       expect(registry.getSingleMetric('other_jobs_enqueued_total')).toBeDefined();
       second.close();
+      // No prefix at all makes valid names too.
+      const bare = new PgqMetrics(pgq, { registry: new Registry(), prefix: '' });
+      expect(bare.registry.getSingleMetric('jobs_enqueued_total')).toBeDefined();
+      bare.close();
+      // On a closed Pgq: refused before anything is registered, so the registry stays usable.
+      const closed = ctx.pgq({ tasks: [work] });
+      await closed.close();
+      const spare = new Registry();
+      expect(() => new PgqMetrics(closed, { registry: spare })).toThrow(/closed/);
+      expect(spare.getMetricsAsArray()).toEqual([]);
     } finally {
       first.close();
     }
