@@ -42,7 +42,7 @@ export interface MetricsOptions {
 const SECONDS = [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300];
 const WAIT_SECONDS = [0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1_800, 3_600, 21_600];
 
-/** The names of the metrics, less the prefix; the last three only with the queue gauges. */
+/** The names of the metrics, less the prefix: counted in this process, and read from the database (the queue gauges). */
 const PROCESS_METRICS = [
   'jobs_enqueued_total',
   'schedule_lag_seconds',
@@ -52,8 +52,9 @@ const PROCESS_METRICS = [
   'jobs_running',
   'jobs_stuck',
   'event_loop_lag_seconds',
-];
-const DATABASE_METRICS = ['stats_read_errors_total', 'queue_jobs', 'queue_oldest_waiting_seconds', 'stats_age_seconds'];
+] as const;
+const DATABASE_METRICS = ['stats_read_errors_total', 'queue_jobs', 'queue_oldest_waiting_seconds', 'stats_age_seconds'] as const;
+type MetricName = (typeof PROCESS_METRICS)[number] | (typeof DATABASE_METRICS)[number];
 
 /** How long a scrape waits for the database's reading behind the queue gauges before it serves the last one. */
 const STATS_READ_DEADLINE_MS = 2_000;
@@ -88,7 +89,9 @@ export class PgqMetrics {
     if (typeof prefix !== 'string' || !/^([a-zA-Z_:][a-zA-Z0-9_:]*)?$/.test(prefix)) {
       throw new ValidationError('options.prefix', `must start a Prometheus metric name (letters, digits, _ and :, not starting with a digit), got ${JSON.stringify(prefix)}`);
     }
-    const names = [...PROCESS_METRICS, ...(options.queueGauges === false ? [] : DATABASE_METRICS)].map((name) => prefix + name);
+    // Every registration names its metric through this, so the names checked here are the ones registered.
+    const metric = (name: MetricName): string => prefix + name;
+    const names = [...PROCESS_METRICS, ...(options.queueGauges === false ? [] : DATABASE_METRICS)].map(metric);
     const taken = names.filter((name) => this.registry.getSingleMetric(name) !== undefined);
     if (taken.length > 0) {
       throw new ValidationError(
@@ -115,33 +118,33 @@ export class PgqMetrics {
     const host = options.host ?? os.hostname();
     const registers = [this.registry];
     const enqueued = new Counter({
-      name: `${prefix}jobs_enqueued_total`,
+      name: metric('jobs_enqueued_total'),
       help: 'Jobs written by enqueues of this process (enqueue, enqueueMany, workflows, schedule ticks), by task and queue.',
       labelNames: ['task', 'queue'] as const,
       registers,
     });
     const scheduleLag = new Histogram({
-      name: `${prefix}schedule_lag_seconds`,
+      name: metric('schedule_lag_seconds'),
       help: 'How late each schedule tick was enqueued after its due time (observed by the leader).',
       labelNames: ['schedule'] as const,
       buckets: SECONDS,
       registers,
     });
     this.#finished = new Counter({
-      name: `${prefix}jobs_finished_total`,
+      name: metric('jobs_finished_total'),
       help: 'Job attempts that ended, by outcome (succeeded, retried, failed; discarded: cancelled while it ran, or rescued from this worker, so what it ended with did not stand).',
       labelNames: ['task', 'queue', 'outcome'] as const,
       registers,
     });
     this.#duration = new Histogram({
-      name: `${prefix}job_duration_seconds`,
+      name: metric('job_duration_seconds'),
       help: 'Handler time of each job attempt.',
       labelNames: ['task', 'queue'] as const,
       buckets: SECONDS,
       registers,
     });
     this.#wait = new Histogram({
-      name: `${prefix}job_wait_seconds`,
+      name: metric('job_wait_seconds'),
       help: 'Time each attempt waited in its queue: from run_at (due) to started_at (claimed).',
       labelNames: ['task', 'queue'] as const,
       buckets: WAIT_SECONDS,
@@ -149,7 +152,7 @@ export class PgqMetrics {
     });
     const workers = this.#workers;
     new Gauge({
-      name: `${prefix}jobs_running`,
+      name: metric('jobs_running'),
       help: 'Handlers running now in the observed workers of this process.',
       labelNames: ['host'] as const,
       registers,
@@ -160,7 +163,7 @@ export class PgqMetrics {
       },
     });
     new Gauge({
-      name: `${prefix}jobs_stuck`,
+      name: metric('jobs_stuck'),
       help: 'Handlers of the observed workers of this process that did not settle within their grace after their signal (timeout, cancel, shutdown).',
       labelNames: ['host'] as const,
       registers,
@@ -172,7 +175,7 @@ export class PgqMetrics {
     });
     const loop = this.#loop;
     new Gauge({
-      name: `${prefix}event_loop_lag_seconds`,
+      name: metric('event_loop_lag_seconds'),
       help: 'Event-loop delay of this process since the previous scrape (p50, p99, max).',
       labelNames: ['host', 'stat'] as const,
       registers,
@@ -183,7 +186,7 @@ export class PgqMetrics {
         this.set({ host, stat: 'max' }, d.maxMs / 1000);
       },
     });
-    if (options.queueGauges !== false) this.#queueGauges(pgq, prefix, options.statsMaxAgeMs ?? 10_000);
+    if (options.queueGauges !== false) this.#queueGauges(pgq, metric, options.statsMaxAgeMs ?? 10_000);
   }
 
   /** Counts this worker's attempts and running handlers from now on. */
@@ -214,11 +217,11 @@ export class PgqMetrics {
     this.#loop.stop();
   }
 
-  #queueGauges(pgq: Pgq, prefix: string, maxAgeMs: number): void {
+  #queueGauges(pgq: Pgq, metric: (name: MetricName) => string, maxAgeMs: number): void {
     const reader = new LiveStatsReader(pgq.kysely, pgq.schema, maxAgeMs);
     const registers = [this.registry];
     const readErrors = new Counter({
-      name: `${prefix}stats_read_errors_total`,
+      name: metric('stats_read_errors_total'),
       help: 'Database readings behind the queue gauges that failed (the gauges then keep the last reading, and stats_age_seconds grows).',
       registers,
       // A scrape collects every metric at once: this one waits for the gauges' reading it counts.
@@ -255,7 +258,7 @@ export class PgqMetrics {
         )
         .finally(() => setImmediate(() => (reading = undefined))));
     new Gauge({
-      name: `${prefix}queue_jobs`,
+      name: metric('queue_jobs'),
       help: 'Live jobs per queue and state (scheduled, available, running, retryable, blocked), read from the database.',
       labelNames: ['queue', 'state'] as const,
       registers,
@@ -268,7 +271,7 @@ export class PgqMetrics {
       },
     });
     new Gauge({
-      name: `${prefix}queue_oldest_waiting_seconds`,
+      name: metric('queue_oldest_waiting_seconds'),
       help: 'Age of the oldest job that is due and not yet claimed, per queue (0 when none), read from the database.',
       labelNames: ['queue'] as const,
       registers,
@@ -285,7 +288,7 @@ export class PgqMetrics {
       },
     });
     new Gauge({
-      name: `${prefix}stats_age_seconds`,
+      name: metric('stats_age_seconds'),
       help: 'Age of the shared database reading behind the queue gauges (at most about statsMaxAgeMs).',
       registers,
       async collect() {

@@ -387,27 +387,23 @@ export function createStatements(schema: string) {
   // will not take them itself: rows of a task it does not run, or more
   // than it claims. (A NOTIFY for every such row woke every idle worker of
   // the queue again at each due time: claims per delayed job doubled.)
+  const dueFirst = `state IN ('scheduled', 'retryable') AND run_at <= coalesce($2::timestamptz, now()) AND queue = ANY($1::text[])
+                     ORDER BY run_at
+                     LIMIT $3`;
+  // Jobs in `rel` (with `task`) that the promoting worker will not claim next itself.
+  const notAllOurs = (rel: string): string => `((SELECT count(*) FROM ${rel}) > $5 OR EXISTS (SELECT 1 FROM ${rel} WHERE task <> ALL($4::text[])))`;
   const promoteDue = `
     WITH promoted AS (
       UPDATE ${jobs} SET state = 'available'
-       WHERE id IN (SELECT id FROM ${jobs}
-                     WHERE state IN ('scheduled', 'retryable') AND run_at <= coalesce($2::timestamptz, now())
-                       AND queue = ANY($1::text[])
-                     ORDER BY run_at
-                     LIMIT $3
-                     FOR UPDATE SKIP LOCKED)
+       WHERE id IN (SELECT id FROM ${jobs} WHERE ${dueFirst} FOR UPDATE SKIP LOCKED)
       RETURNING id, queue, state, run_at, task
-    ), woken AS (${notifyDueSql(channels.jobs, 'promoted', `((SELECT count(*) FROM promoted) > $5 OR EXISTS (SELECT 1 FROM promoted WHERE task <> ALL($4::text[])))`)}),
+    ), woken AS (${notifyDueSql(channels.jobs, 'promoted', notAllOurs('promoted'))}),
     seen AS (
-      SELECT d.queue, d.task FROM (SELECT id, queue, task FROM ${jobs}
-                                    WHERE state IN ('scheduled', 'retryable') AND run_at <= coalesce($2::timestamptz, now())
-                                      AND queue = ANY($1::text[])
-                                    ORDER BY run_at
-                                    LIMIT $3) AS d
+      SELECT d.queue, d.task FROM (SELECT id, queue, task FROM ${jobs} WHERE ${dueFirst}) AS d
        WHERE d.id NOT IN (SELECT id FROM promoted)
     ), missed AS (
       SELECT pg_notify('${channels.jobs}', m.queue) FROM (SELECT DISTINCT queue FROM seen) AS m
-       WHERE (SELECT count(*) FROM seen) > $5 OR EXISTS (SELECT 1 FROM seen WHERE task <> ALL($4::text[]))
+       WHERE ${notAllOurs('seen')}
     )
     SELECT (SELECT count(*)::int FROM promoted) AS n, (SELECT count(*)::int FROM seen) AS seen,
            (SELECT count(*) FROM woken) AS w, (SELECT count(*) FROM missed) AS m`;
