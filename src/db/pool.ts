@@ -128,44 +128,49 @@ export class TimedPool implements PostgresPool, LanePool {
   ) {}
 
   /** One statement on one of the pool's connections. */
-  async query(config: pg.QueryConfig): Promise<pg.QueryResult> {
+  query(config: pg.QueryConfig): Promise<pg.QueryResult> {
     const { query_timeout: own, ...rest } = config as pg.QueryConfig & { query_timeout?: number };
     const withinMs = own ?? this.answerWithinMs;
-    const client = await this.#checkout(withinMs);
-    client.on('error', ignore);
-    const watch = this.#watch(client, withinMs);
-    // The callback form, so the client is back in the pool before anything
-    // awaiting this runs (as under pool.query): released a turn later, the
-    // next statement would find no idle client and open another connection.
     return new Promise((resolve, reject) => {
-      let settled = false;
-      const settle = (caught: Error | undefined, result?: pg.QueryResult, release: unknown = caught): void => {
-        // pg may call back twice (a parameter it cannot serialise: once with
-        // the error, again at ReadyForQuery); the client was released already.
-        if (settled) return;
-        settled = true;
-        this.#watches.delete(watch);
-        const err = caught && watch.silent ? new SilentConnectionError(watch.withinMs, watch.graceMs) : caught;
+      // Callbacks from the checkout to the answer: an idle worker woken for
+      // one job waits on this path, and every promise between the pool and
+      // the statement is a turn of the microtask queue on it.
+      this.#checkout(withinMs, (failed, client) => {
+        if (!client) return reject(failed);
+        client.on('error', ignore);
+        const watch = this.#watch(client, withinMs);
+        // The callback form, so the client is back in the pool before anything
+        // awaiting this runs (as under pool.query): released a turn later, the
+        // next statement would find no idle client and open another connection.
+        let settled = false;
+        const settle = (caught: Error | undefined, result?: pg.QueryResult, release: unknown = caught): void => {
+          // pg may call back twice (a parameter it cannot serialise: once with
+          // the error, again at ReadyForQuery); the client was released already.
+          if (settled) return;
+          settled = true;
+          this.#watches.delete(watch);
+          const err = caught && watch.silent ? new SilentConnectionError(watch.withinMs, watch.graceMs) : caught;
+          try {
+            this.#release(client, err === caught ? release : err);
+          } catch {
+            // never thrown back into pg's socket handlers
+          }
+          if (err) reject(err);
+          else resolve(result!);
+        };
         try {
-          this.#release(client, err === caught ? release : err);
-        } catch {
-          // never thrown back into pg's socket handlers
+          client.query(rest as pg.QueryConfig, (caught: Error | undefined, result: pg.QueryResult) => settle(caught ?? undefined, result));
+        } catch (err) {
+          // Thrown before or while it was sent: the connection may hold half a statement, so it is closed.
+          settle(err instanceof Error ? err : new Error(String(err)), undefined, true);
         }
-        if (err) reject(err);
-        else resolve(result!);
-      };
-      try {
-        client.query(rest as pg.QueryConfig, (caught: Error | undefined, result: pg.QueryResult) => settle(caught ?? undefined, result));
-      } catch (err) {
-        // Thrown before or while it was sent: the connection may hold half a statement, so it is closed.
-        settle(err instanceof Error ? err : new Error(String(err)), undefined, true);
-      }
+      });
     });
   }
 
   /** A client of the pool whose statements are watched the same way; one whose connection failed is closed when released. */
   async connect(): Promise<PostgresPoolClient> {
-    const client = await this.#checkout(this.answerWithinMs);
+    const client = await new Promise<pg.PoolClient>((resolve, reject) => this.#checkout(this.answerWithinMs, (err, got) => (got ? resolve(got) : reject(err))));
     client.on('error', ignore);
     let failed: unknown;
     let released = false;
@@ -207,31 +212,24 @@ export class TimedPool implements PostgresPool, LanePool {
    * its own (an idle client is handed over a tick later, and may by then
    * have gone to another checkout: every checkout is watched).
    */
-  #checkout(withinMs: number): Promise<pg.PoolClient> {
-    const connecting = this.pool.connect();
-    return new Promise((resolve, reject) => {
-      const checkout: Checkout = {
-        deadline: performance.now() + withinMs,
-        late: false,
-        fail: () => {
-          checkout.late = true;
-          this.#checkouts.delete(checkout);
-          reject(new ConnectTimeoutError(withinMs));
-        },
-      };
-      this.#checkouts.add(checkout);
-      this.#sweepAtLeastEvery(sweepFor(withinMs));
-      connecting.then(
-        (client) => {
-          this.#checkouts.delete(checkout);
-          if (checkout.late) client.release();
-          else resolve(client);
-        },
-        (err: unknown) => {
-          this.#checkouts.delete(checkout);
-          if (!checkout.late) reject(markConnectFailure(err));
-        },
-      );
+  #checkout(withinMs: number, done: (err: unknown, client?: pg.PoolClient) => void): void {
+    const checkout: Checkout = {
+      deadline: performance.now() + withinMs,
+      late: false,
+      fail: () => {
+        checkout.late = true;
+        this.#checkouts.delete(checkout);
+        done(new ConnectTimeoutError(withinMs));
+      },
+    };
+    this.#checkouts.add(checkout);
+    this.#sweepAtLeastEvery(sweepFor(withinMs));
+    this.pool.connect((err: Error | undefined, client: pg.PoolClient | undefined) => {
+      this.#checkouts.delete(checkout);
+      if (err || !client) {
+        if (!checkout.late) done(markConnectFailure(err ?? new Error('the pool gave no client')));
+      } else if (checkout.late) client.release();
+      else done(undefined, client);
     });
   }
 

@@ -442,6 +442,10 @@ export class Producer extends LoopService {
    * times are written with (this host's may be ahead or behind).
    */
   async #idleWaitMs(): Promise<number> {
+    // After the turn that started the jobs just claimed: sent before, this
+    // look's statement would delay their handlers' start by its checkout and
+    // its write, on the path of an idle worker's latency.
+    await new Promise<void>((resolve) => setImmediate(resolve));
     try {
       const { runAtMs, nowMs } = await this.statements.nextRunAt(this.db, { queues: [...this.config.queues], tasks: [...this.config.tasks] });
       // Half the round trip short at most: `dueAt` may wake that much early, and a look again is one more round.
