@@ -56,7 +56,8 @@ class RecordingPool extends pg.Pool {
       const entry: Recorded =
         typeof config === 'string'
           ? { name: '(unnamed)', text: config, values: [] }
-          : { name: config.name ?? '(unnamed)', text: config.text, values: config.values ?? [] };
+          : // pgq's names end with a hash of their text: recorded without it.
+            { name: config.name?.replace(/_[0-9a-f]{8}$/, '') ?? '(unnamed)', text: config.text, values: config.values ?? [] };
       this.recorded.push(entry);
       // Client-observed time of the statement: pool checkout + round trip + commit.
       if (result && typeof (result as Promise<unknown>).then === 'function') {

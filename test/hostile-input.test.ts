@@ -7,6 +7,8 @@ import { describe, expect, it, vi } from 'vitest';
 import fc from 'fast-check';
 import { z } from 'zod';
 import { Pgq, PgqError, ValidationError, defineTask, type JobRecord, type Task } from '../src/index.js';
+import pg from 'pg';
+import { statementName } from '../src/db/identifiers.js';
 import { useTestSchema } from './support/harness.js';
 
 const ctx = useTestSchema('hostile');
@@ -203,6 +205,25 @@ describe('hostile input', () => {
       spy.mockRestore();
       await pgq.close();
       await ctx.admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    }
+  });
+
+  it('prepares a statement whose text changed (another pgq version on the same connection) under a name of its own', async () => {
+    // Two pgq versions given one application pool prepare their statements on
+    // the same connections; pg refuses a name prepared before with other text.
+    const client = new pg.Client({ connectionString: ctx.url });
+    await client.connect();
+    try {
+      const older = { name: statementName(ctx.schema, 'claim', 'SELECT 1 AS n'), text: 'SELECT 1 AS n' };
+      const newer = { name: statementName(ctx.schema, 'claim', 'SELECT 2 AS n'), text: 'SELECT 2 AS n' };
+      expect(newer.name).not.toBe(older.name);
+      for (const statement of [older, newer, older, newer]) {
+        expect((await client.query(statement)).rows).toEqual([{ n: statement.text === older.text ? 1 : 2 }]);
+      }
+      // Within the 63 bytes PostgreSQL keeps, for the longest schema name too.
+      expect(statementName('s'.repeat(46), 'release_unstarted', 'SELECT 1').length).toBeLessThanOrEqual(63);
+    } finally {
+      await client.end();
     }
   });
 

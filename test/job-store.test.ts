@@ -545,7 +545,7 @@ describe('cancelling a running job', () => {
       (client as unknown as { query: (...args: unknown[]) => unknown }).query = (...args: unknown[]) => {
         const config = args[0] as { name?: string } | string;
         const callback = args.at(-1);
-        if (typeof config !== 'object' || config.name !== `pgq_${ctx.schema}_claim` || typeof callback !== 'function') return query(...args);
+        if (typeof config !== 'object' || !new RegExp(`^pgq_${ctx.schema}_claim_[0-9a-f]{8}$`).test(config.name ?? '') || typeof callback !== 'function') return query(...args);
         // pgq's statements use the callback form.
         return query(...args.slice(0, -1), (err: Error | undefined, result: { rows: unknown[] } | undefined) => {
           if (!holding || err || !result?.rows.length) return callback(err, result);

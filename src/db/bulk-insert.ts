@@ -84,10 +84,10 @@ export function createBulkInsert(schema: string) {
   const insertOne = one(false);
   const insertOneQuiet = one(true);
   const names = {
-    one: statementName(schema, 'insert_one'),
-    bulk: statementName(schema, 'insert_bulk'),
-    oneQuiet: statementName(schema, 'insert_one_quiet'),
-    bulkQuiet: statementName(schema, 'insert_bulk_quiet'),
+    one: statementName(schema, 'insert_one', insertOne),
+    bulk: statementName(schema, 'insert_bulk', insert),
+    oneQuiet: statementName(schema, 'insert_one_quiet', insertOneQuiet),
+    bulkQuiet: statementName(schema, 'insert_bulk_quiet', insertQuiet),
   };
   const values = (p: BulkInsertParams): unknown[] => [
     p.task, p.queue, p.payloads.length === 1 ? p.payloads[0] : p.payloads, p.priority, p.maxAttempts, p.runAt, p.delayMs,

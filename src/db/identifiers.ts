@@ -34,22 +34,27 @@ export function quoteIdent(name: string): string {
 const STATEMENT_NAME_MAX = 63;
 
 /**
- * The name pgq prepares statement `statement` under for `schema`:
- * `pgq_<schema>_<statement>`, or, where that is longer than PostgreSQL
- * keeps, `pgq_<10 hex digits of the schema's SHA-256>_<statement>` (pg
+ * The name pgq prepares statement `statement`, whose SQL is `text`, under
+ * for `schema`: `pgq_<schema>_<statement>_<8 hex digits of the text's
+ * SHA-256>`, or, where that is longer than PostgreSQL keeps,
+ * `pgq_<10 hex digits of the schema's SHA-256>_<statement>_<text hash>` (pg
  * writes a warning to the console for every longer name it prepares, and
- * names cut to one would clash).
+ * names cut to one would clash). The text's hash keeps two pgq versions
+ * whose statement of one name differs apart on one connection (an
+ * application's pool given to both): pg refuses a name prepared before
+ * with other text.
  */
-export function statementName(schema: string, statement: string): string {
-  const plain = `pgq_${schema}_${statement}`;
-  if (plain.length <= STATEMENT_NAME_MAX) return plain;
-  let hash = schemaHashes.get(schema);
-  if (hash === undefined) {
-    hash = createHash('sha256').update(schema).digest('hex').slice(0, 10);
-    schemaHashes.set(schema, hash);
-  }
-  return `pgq_${hash}_${statement}`;
+export function statementName(schema: string, statement: string, text: string): string {
+  const key = `${schema}\0${statement}`;
+  const known = names.get(key);
+  if (known?.text === text) return known.name;
+  const digest = createHash('sha256').update(text).digest('hex').slice(0, 8);
+  const plain = `pgq_${schema}_${statement}_${digest}`;
+  const schemaPart = plain.length <= STATEMENT_NAME_MAX ? schema : createHash('sha256').update(schema).digest('hex').slice(0, 10);
+  const name = `pgq_${schemaPart}_${statement}_${digest}`;
+  names.set(key, { text, name });
+  return name;
 }
 
-/** Each long schema's hash, made once (statement names are asked for at every call). */
-const schemaHashes = new Map<string, string>();
+/** Each statement's name with the text it was made for (names are asked for at every call: hashed once). */
+const names = new Map<string, { text: string; name: string }>();

@@ -56,7 +56,7 @@ export function createQueueStatements(schema: string) {
   const s = quoteIdent(schema);
   const jobs = `${s}.jobs`;
   const channels = channelNames(schema);
-  const name = (n: string): string => statementName(schema, n);
+  const name = (n: string, text: string): string => statementName(schema, n, text);
 
   // claim_limited returns whole rows (or one row without a job); the
   // columns every claim returns are made from them here. The function runs
@@ -93,7 +93,7 @@ export function createQueueStatements(schema: string) {
   return {
     /** JobClaimLimited: claims within the queue's concurrency, rate and per-key limits, in one statement. */
     async claimLimited(db: Queryable, p: ClaimLimitedParams): Promise<LimitedClaim> {
-      const rows = await db.query<LimitedClaimRow>({ name: name('claim_limited'), text: claimLimited, values: values(p) });
+      const rows = await db.query<LimitedClaimRow>({ name: name('claim_limited', claimLimited), text: claimLimited, values: values(p) });
       const first = rows[0];
       return {
         claimed: rows.filter((r) => r.id !== null),
@@ -104,7 +104,7 @@ export function createQueueStatements(schema: string) {
 
     /** JobExpire: cancels jobs whose expiry passed before they started; returns their ids. */
     expireJobs(db: Queryable, p: ExpireJobsParams): Promise<{ id: string }[]> {
-      return db.query<{ id: string }>({ name: name('expire_jobs'), text: expireJobs, values: [p.limit, p.now ?? null] });
+      return db.query<{ id: string }>({ name: name('expire_jobs', expireJobs), text: expireJobs, values: [p.limit, p.now ?? null] });
     },
   };
 }

@@ -235,7 +235,7 @@ export function createStatements(schema: string) {
   const channels = channelNames(schema);
   const cols = JOB_COLUMNS.join(', ');
   const jcols = JOB_COLUMNS.map((c) => `j.${c}`).join(', ');
-  const name = (n: string): string => statementName(schema, n);
+  const name = (n: string, text: string): string => statementName(schema, n, text);
   const liveStates = `(${LIVE_STATES.map((state) => `'${state}'`).join(', ')})`;
   const notifyDone = (from: string): string => notifyDoneSql(channels.done, from);
   // Retried, snoozed and rescued jobs wake the workers of their queues as
@@ -652,27 +652,27 @@ export function createStatements(schema: string) {
   return {
     /** JobInsertMany: inserts jobs, skipping those whose unique key matches a live job. */
     insertJobs(db: Queryable, p: InsertJobsParams): Promise<JobRow[]> {
-      return db.query<JobRow>({ name: name('insert_jobs'), text: insertJobs, values: insertValues(p) });
+      return db.query<JobRow>({ name: name('insert_jobs', insertJobs), text: insertJobs, values: insertValues(p) });
     },
 
     /** JobInsertManyQuiet: as insertJobs, without the NOTIFY (the caller notifies after commit). */
     insertJobsQuiet(db: Queryable, p: InsertJobsParams): Promise<JobRow[]> {
-      return db.query<JobRow>({ name: name('insert_jobs_quiet'), text: insertJobsQuiet, values: insertValues(p) });
+      return db.query<JobRow>({ name: name('insert_jobs_quiet', insertJobsQuiet), text: insertJobsQuiet, values: insertValues(p) });
     },
 
     /** JobsNotify: wakes the workers of these queues. */
     async notifyQueues(db: Queryable, queues: string[]): Promise<void> {
-      await db.query({ name: name('notify_queues'), text: notifyQueues, values: [queues] });
+      await db.query({ name: name('notify_queues', notifyQueues), text: notifyQueues, values: [queues] });
     },
 
     /** JobGetLiveByUniqueKey: the live jobs holding these (task, unique_key) pairs. */
     getLiveByUniqueKey(db: Queryable, p: { tasks: string[]; uniqueKeys: string[] }): Promise<JobRow[]> {
-      return db.query<JobRow>({ name: name('live_by_key'), text: getLiveByUniqueKey, values: [p.tasks, p.uniqueKeys] });
+      return db.query<JobRow>({ name: name('live_by_key', getLiveByUniqueKey), text: getLiveByUniqueKey, values: [p.tasks, p.uniqueKeys] });
     },
 
     /** JobExpireUniqueHolder: ends (cancelled, as the expirer does) a job not started by its expiry that holds `uniqueKey`; returns its id, or nothing. */
     expireUniqueHolder(db: Queryable, p: { task: string; uniqueKey: string }): Promise<{ id: string }[]> {
-      return db.query<{ id: string }>({ name: name('expire_key_holder'), text: expireUniqueHolder, values: [p.task, p.uniqueKey] });
+      return db.query<{ id: string }>({ name: name('expire_key_holder', expireUniqueHolder), text: expireUniqueHolder, values: [p.task, p.uniqueKey] });
     },
 
     /**
@@ -681,9 +681,9 @@ export function createStatements(schema: string) {
      */
     claimJobs(db: Queryable, p: ClaimJobsParams): Promise<ClaimRow[]> {
       if (p.queues.length === 1) {
-        return db.query<ClaimRow>({ name: name('claim'), text: claimJobs, values: [p.queues[0], p.tasks, p.limit, p.workerId, p.registeredAt ?? null] });
+        return db.query<ClaimRow>({ name: name('claim', claimJobs), text: claimJobs, values: [p.queues[0], p.tasks, p.limit, p.workerId, p.registeredAt ?? null] });
       }
-      return db.query<ClaimRow>({ name: name('claim_many'), text: claimJobsMany, values: [p.queues, p.tasks, p.limit, p.workerId, p.registeredAt ?? null] });
+      return db.query<ClaimRow>({ name: name('claim_many', claimJobsMany), text: claimJobsMany, values: [p.queues, p.tasks, p.limit, p.workerId, p.registeredAt ?? null] });
     },
 
     /**
@@ -692,7 +692,7 @@ export function createStatements(schema: string) {
      * promote (another promotion's, or locked: the caller claims next).
      */
     async promoteDue(db: Queryable, p: PromoteDueParams): Promise<{ promoted: number; seen: number }> {
-      const rows = await db.query<{ n: number; seen: number }>({ name: name('promote_due'), text: promoteDue, values: [p.queues, p.now ?? null, p.limit, p.tasks, p.claimable] });
+      const rows = await db.query<{ n: number; seen: number }>({ name: name('promote_due', promoteDue), text: promoteDue, values: [p.queues, p.now ?? null, p.limit, p.tasks, p.claimable] });
       return { promoted: rows[0]?.n ?? 0, seen: rows[0]?.seen ?? 0 };
     },
 
@@ -702,7 +702,7 @@ export function createStatements(schema: string) {
      * both epoch ms.
      */
     async nextRunAt(db: Queryable, p: { queues: string[]; tasks: string[] }): Promise<{ runAtMs: number | null; nowMs: number }> {
-      const [row] = await db.query<{ run_at_ms: number | null; now_ms: number }>({ name: name('next_run_at'), text: nextRunAt, values: [p.queues, p.tasks] });
+      const [row] = await db.query<{ run_at_ms: number | null; now_ms: number }>({ name: name('next_run_at', nextRunAt), text: nextRunAt, values: [p.queues, p.tasks] });
       // Numbers as pg reads float8 (an application's pool may read them as text).
       return { runAtMs: row?.run_at_ms == null ? null : Number(row.run_at_ms), nowMs: row ? Number(row.now_ms) : Date.now() };
     },
@@ -716,7 +716,7 @@ export function createStatements(schema: string) {
      */
     async completeJobs(db: Queryable, p: CompleteJobsParams): Promise<{ skipped: number[]; cancelled: number[] }> {
       const rows = await db.query<{ skipped: number[]; cancelled: number[] }>({
-        name: name('complete'),
+        name: name('complete', completeJobs),
         text: completeJobs,
         values: [p.ids, p.attempts, p.results, metasValue(p.metas)],
       });
@@ -726,7 +726,7 @@ export function createStatements(schema: string) {
     /** JobFailMany: retryable after the delay, or failed when permanent or out of attempts. */
     failJobs(db: Queryable, p: FailJobsParams): Promise<WrittenOutcome[]> {
       return db.query<WrittenOutcome>({
-        name: name('fail'),
+        name: name('fail', failJobs),
         text: failJobs,
         values: [p.ids, p.attempts, p.errors, p.delaysMs, p.permanent, metasValue(p.metas)],
       });
@@ -734,23 +734,23 @@ export function createStatements(schema: string) {
 
     /** JobSnoozeMany: due again after the delay; the attempt does not count. */
     snoozeJobs(db: Queryable, p: SnoozeJobsParams): Promise<WrittenOutcome[]> {
-      return db.query<WrittenOutcome>({ name: name('snooze'), text: snoozeJobs, values: [p.ids, p.attempts, p.delaysMs, p.notes, metasValue(p.metas)] });
+      return db.query<WrittenOutcome>({ name: name('snooze', snoozeJobs), text: snoozeJobs, values: [p.ids, p.attempts, p.delaysMs, p.notes, metasValue(p.metas)] });
     },
 
     /** JobRescue: retries or fails the running jobs of workers whose lease has passed. */
     rescueJobs(db: Queryable, p: RescueJobsParams): Promise<RescuedJob[]> {
-      return db.query<RescuedJob>({ name: name('rescue'), text: rescueJobs, values: [p.legacyRescueAfterMs, p.now ?? null] });
+      return db.query<RescuedJob>({ name: name('rescue', rescueJobs), text: rescueJobs, values: [p.legacyRescueAfterMs, p.now ?? null] });
     },
 
     /** JobReleaseOrphans: gives back running rows of this worker that it does not hold. */
     releaseOrphans(db: Queryable, p: ReleaseOrphansParams): Promise<{ id: string }[]> {
-      return db.query({ name: name('release_orphans'), text: releaseOrphans, values: [p.workerId, p.heldIds, p.registeredAt ?? null] });
+      return db.query({ name: name('release_orphans', releaseOrphans), text: releaseOrphans, values: [p.workerId, p.heldIds, p.registeredAt ?? null] });
     },
 
     /** JobReleaseUnstarted: gives back held attempts this worker never started; returns how many (the others were no longer running in that attempt). */
     async releaseUnstarted(db: Queryable, p: { workerIds: readonly string[]; attempts: readonly (readonly [string, number])[] }): Promise<number> {
       const rows = await db.query<{ released: number }>({
-        name: name('release_unstarted'),
+        name: name('release_unstarted', releaseUnstarted),
         text: releaseUnstarted,
         values: [p.workerIds, p.attempts.map(([id]) => id), p.attempts.map(([, attempt]) => attempt)],
       });
@@ -760,7 +760,7 @@ export function createStatements(schema: string) {
     /** WorkerRegister: a new lease for this id; null when the id is already registered. */
     async registerWorker(db: Queryable, p: RegisterWorkerParams): Promise<Registration | null> {
       const rows = await db.query<{ lease_expires_at: Date; registered_at: string }>({
-        name: name('register_worker'),
+        name: name('register_worker', registerWorker),
         text: registerWorker,
         values: [p.workerId, p.hostname, p.pid, p.queues, p.concurrency, p.rescueAfterMs, p.tasks ?? null],
       });
@@ -783,7 +783,7 @@ export function createStatements(schema: string) {
 
     /** Ids of the running jobs of `workerId` whose cancel was asked for. */
     async cancelRequested(db: Queryable, p: { workerId: string }): Promise<string[]> {
-      const rows = await db.query<{ id: string }>({ name: name('cancel_requested'), text: cancelRequested, values: [p.workerId] });
+      const rows = await db.query<{ id: string }>({ name: name('cancel_requested', cancelRequested), text: cancelRequested, values: [p.workerId] });
       return rows.map((r) => r.id);
     },
 
@@ -795,7 +795,7 @@ export function createStatements(schema: string) {
     /** JobAdopt: moves still-owned attempts from a lost lease's id to the new one; returns those moved (id, attempt). */
     adoptJobs(db: Queryable, p: AdoptJobsParams): Promise<{ id: string; attempts: number }[]> {
       return db.query<{ id: string; attempts: number }>({
-        name: name('adopt_jobs'),
+        name: name('adopt_jobs', adoptJobs),
         text: adoptJobs,
         values: [p.workerId, p.formerWorkerIds, p.ids, p.attempts],
       });

@@ -49,9 +49,9 @@ export class ProgressWriter {
     private readonly logger: Logger,
     private readonly minIntervalMs = PROGRESS_MIN_INTERVAL_MS,
   ) {
-    this.#name = statementName(schema, 'job_progress');
     this.#text = `UPDATE ${quoteIdent(schema)}.jobs SET progress = $1::jsonb, progress_at = now()
                   WHERE id = $2 AND state = 'running' AND attempts = $3`;
+    this.#name = statementName(schema, 'job_progress', this.#text);
   }
 
   /** The reporter for one attempt of one job. */
