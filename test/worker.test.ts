@@ -390,6 +390,47 @@ describe('worker behaviour', () => {
     }
   });
 
+  it('keeps the last 20 give-back notes of a job given back at every stop, and every failure', async () => {
+    let started = 0;
+    const long = defineTask({
+      name: 'longer-than-a-deploy',
+      queue: 'give-backs',
+      schema: z.object({}),
+      handler: async (_p, c) => {
+        started += 1;
+        await new Promise((_resolve, reject) => c.signal.addEventListener('abort', () => reject(c.signal.reason), { once: true }));
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [long] });
+    const job = await pgq.enqueue(long, {}, { delayMs: 3_600_000 });
+    // Given back at 20 stops already, after a failure of its first attempt and before one of its 12th.
+    const at = new Date().toISOString();
+    const failure = (attempt: number) => ({ attempt, message: `failure ${attempt}`, at });
+    const requeued = (attempt: number) => ({ attempt, message: 'pgq worker is shutting down', at, requeued: true });
+    const history = [failure(1), ...[2, 3, 4, 5, 6, 7, 8, 9, 10, 11].map(requeued), failure(12), ...Array.from({ length: 10 }, (_, i) => requeued(13 + i))];
+    await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET errors = $2::jsonb, attempts = 22, max_attempts = 40, state = 'available', run_at = now() WHERE id = $1`, [
+      job.id,
+      JSON.stringify(history),
+    ]);
+    for (let stop = 1; stop <= 2; stop += 1) {
+      const worker = pgq.worker({ queues: ['give-backs'], pollIntervalMs: 20, leader: false });
+      await worker.start();
+      await until(() => started === stop, { what: `attempt ${22 + stop} to start` });
+      await worker.stop({ graceMs: 0 });
+    }
+    const after = (await pgq.getJob(job.id))!;
+    expect(after.state).toBe('available');
+    expect(after.attempts).toBe(24);
+    // The two oldest notes went (attempts 2 and 3), the failures stayed, the two new notes are last.
+    expect(after.errors.map((e) => [e.attempt, e.requeued ?? false])).toEqual([
+      [1, false],
+      ...[4, 5, 6, 7, 8, 9, 10, 11].map((a) => [a, true]),
+      [12, false],
+      ...Array.from({ length: 12 }, (_, i) => [13 + i, true]),
+    ]);
+    expect(after.errors.filter((e) => e.requeued).length).toBe(20);
+  });
+
   it('aborts a handler past its timeout and retries it', async () => {
     const reasons: string[] = [];
     const slow = defineTask({

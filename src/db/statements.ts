@@ -227,6 +227,9 @@ export const EXPIRABLE_STATES_SQL = `(${EXPIRABLE_STATES.map((state) => `'${stat
 /** The name of the leadership row the maintenance runs under (`<schema>.leader.name`). */
 export const MAINTENANCE_LEASE = 'maintenance';
 
+/** Give-back notes (`requeued`) a job's `errors` keeps, the latest. */
+export const REQUEUED_NOTES_KEPT = 20;
+
 export function createStatements(schema: string) {
   const s = quoteIdent(schema);
   const jobs = `${s}.jobs`;
@@ -471,6 +474,17 @@ export function createStatements(schema: string) {
     SELECT id::text AS id, state FROM done, (SELECT count(*) FROM notified) AS n, (SELECT count(*) FROM locked) AS l,
            (SELECT count(*) FROM woken) AS w`;
 
+  // A give-back at a worker's stop notes it in `errors` (`requeued`); a job
+  // longer than the time between its workers' restarts is given back at
+  // every one. Its notes beyond the last REQUEUED_NOTES_KEPT go (the oldest
+  // first): `errors` comes back with every claim of the job. Failures,
+  // which the backoff counts, stay.
+  const requeuedNotes = `jsonb_path_query_array(j.errors, '$[*] ? (@.requeued == true)')`;
+  const withoutOldestRequeued = `j.errors - (SELECT (n - 1)::int FROM jsonb_array_elements(j.errors) WITH ORDINALITY AS e(entry, n)
+                                                WHERE e.entry @> '{"requeued": true}' ORDER BY n LIMIT 1)`;
+  const noteGiveBack = `CASE WHEN jsonb_array_length(${requeuedNotes}) >= ${REQUEUED_NOTES_KEPT}
+                             THEN ${withoutOldestRequeued} ELSE j.errors END || jsonb_build_array(v.note)`;
+
   // A snooze (and a requeue at shutdown) gives the attempt back by raising
   // max_attempts instead of lowering attempts, so attempt numbers only grow
   // and the guard above stays a sound fence.
@@ -482,7 +496,7 @@ export function createStatements(schema: string) {
              max_attempts = CASE WHEN ${cancelAsked} THEN j.max_attempts ELSE j.max_attempts + 1 END,
              finished_at = CASE WHEN ${cancelAsked} THEN now() END,
              cancel_requested_at = NULL,
-             errors = CASE WHEN v.note IS NULL THEN j.errors ELSE j.errors || jsonb_build_array(v.note) END,
+             errors = CASE WHEN v.note IS NULL THEN j.errors ELSE ${noteGiveBack} END,
              ${mergeMeta}
         FROM ${byRow('$1::bigint[]', '$2::int[]', '$3::float8[]', '$4::jsonb[]', '$5::jsonb[]')} AS v(id, attempt, delay_ms, note, meta)
        WHERE j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
