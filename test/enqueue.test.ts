@@ -7,6 +7,7 @@ import { defineTask, ValidationError, type PgqDatabase } from '../src/index.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
 import { createStatements } from '../src/db/statements.js';
 import { fromPg } from '../src/db/queryable.js';
+import { captureLogger, type Line } from './support/logger.js';
 
 const ctx = useTestSchema('enqueue');
 
@@ -448,6 +449,33 @@ describe('jobs due later wake the workers of their queue', () => {
       expect(order[0], order.join(', ')).toMatch(/_claim$/);
     } finally {
       pg.Client.prototype.query = query;
+      await worker.stop();
+    }
+  });
+
+  it('run the available jobs while due jobs cannot be made available, logged as that (not as a failed claim), and the due ones once they can', async () => {
+    const task = defineTask({ name: 'promote-refused', queue: 'promote-refused', schema: z.object({ n: z.number() }), handler: ({ n }) => n });
+    const lines: Line[] = [];
+    const pgq = await ctx.migrated({ tasks: [task], logger: captureLogger(lines) });
+    await ctx.admin.query(`
+      CREATE FUNCTION "${ctx.schema}".refuse_promotion() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN RAISE EXCEPTION 'promotions refused here'; END $$;
+      CREATE TRIGGER refuse_promotion BEFORE UPDATE ON "${ctx.schema}".jobs FOR EACH ROW
+        WHEN (OLD.state IN ('scheduled', 'retryable') AND NEW.state = 'available') EXECUTE FUNCTION "${ctx.schema}".refuse_promotion();`);
+    const worker = pgq.worker({ queues: ['promote-refused'], pollIntervalMs: 200, leader: false });
+    await worker.start();
+    try {
+      const delayed = await pgq.enqueue(task, { n: 1 }, { delayMs: 50 });
+      await until(() => lines.some((l) => l.msg?.startsWith('pgq could not make due scheduled and retryable jobs available')), { what: 'the failed promotion to be logged' });
+      // Claims go on: a job enqueued available runs.
+      const now = await pgq.enqueue(task, { n: 2 });
+      expect((await pgq.waitForJob(now.id, { timeoutMs: 10_000 })).state).toBe('succeeded');
+      expect((await pgq.getJob(delayed.id))?.state).toBe('scheduled');
+      await ctx.admin.query(`DROP TRIGGER refuse_promotion ON "${ctx.schema}".jobs`);
+      expect((await pgq.waitForJob(delayed.id, { timeoutMs: 10_000 })).state).toBe('succeeded');
+      expect(lines.some((l) => l.msg?.startsWith('pgq makes due scheduled and retryable jobs available again'))).toBe(true);
+      expect(lines.filter((l) => l.msg?.includes('could not claim'))).toEqual([]);
+    } finally {
       await worker.stop();
     }
   });

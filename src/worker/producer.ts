@@ -117,6 +117,13 @@ export class Producer extends LoopService {
   #holdOff = false;
   #draining = false;
   #offSlotFree: (() => void) | undefined;
+  readonly #promotions = new RepeatedFailure(
+    this.logger,
+    'pgq could not make due scheduled and retryable jobs available',
+    'pgq makes due scheduled and retryable jobs available again',
+    'it claims the jobs available meanwhile and tries again',
+  );
+  #promoteFailures = 0;
   readonly #orphanLooks = new RepeatedFailure(
     this.logger,
     'pgq could not look for jobs it may have claimed and does not hold (the rescuer takes any it leaves)',
@@ -358,7 +365,7 @@ export class Producer extends LoopService {
       try {
         if (this.#needsReconcile) await this.#releaseOrphans();
         const limit = Math.min(want, this.config.maxClaimBatch);
-        if (this.clock.monotonicMs() >= this.#promoteAt) await this.#promote(limit);
+        if (this.clock.monotonicMs() >= this.#promoteAt) await this.#promoteOrLater(limit);
         const startedBefore = this.#started;
         // The lease may have been lost while the statements above ran: a
         // claim goes out only under a trusted lease, with the id read now.
@@ -423,7 +430,7 @@ export class Producer extends LoopService {
         }
         this.#dispatch();
         if (rows.length < limit) this.#moreWaiting = false;
-        if (this.clock.monotonicMs() >= this.#sweepAt) await this.#promote(limit - rows.length);
+        if (this.clock.monotonicMs() >= this.#sweepAt) await this.#promoteOrLater(limit - rows.length);
       } catch (err) {
         failures += 1;
         // A claim that may have been made (its statement sent) is looked for later; one refused at connect was not.
@@ -467,6 +474,25 @@ export class Producer extends LoopService {
       return Math.min(this.config.pollIntervalMs, inMs);
     } catch {
       return this.config.pollIntervalMs;
+    }
+  }
+
+  /**
+   * #promote, a failure logged apart from the claim's and tried again later,
+   * backing off: the claim goes on with the jobs already available, and its
+   * own errors (a claim that may have been made) are not mistaken for it.
+   */
+  async #promoteOrLater(claimable: number): Promise<void> {
+    try {
+      await this.#promote(claimable);
+      this.#promoteFailures = 0;
+      this.#promotions.succeeded();
+    } catch (err) {
+      this.#promoteFailures += 1;
+      this.#promotions.failed(err);
+      const retryAt = this.clock.monotonicMs() + Math.min(this.config.pollIntervalMs, 50 * 2 ** Math.min(this.#promoteFailures, 6));
+      this.#promoteAt = Math.max(this.#promoteAt, retryAt);
+      this.#sweepAt = Math.max(this.#sweepAt, retryAt);
     }
   }
 
