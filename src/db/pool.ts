@@ -224,13 +224,19 @@ export class TimedPool implements PostgresPool, LanePool {
     };
     this.#checkouts.add(checkout);
     this.#sweepAtLeastEvery(sweepFor(withinMs));
-    this.pool.connect((err: Error | undefined, client: pg.PoolClient | undefined) => {
+    try {
+      this.pool.connect((err: Error | undefined, client: pg.PoolClient | undefined) => {
+        this.#checkouts.delete(checkout);
+        if (err || !client) {
+          if (!checkout.late) done(markConnectFailure(err ?? new Error('the pool gave no client')));
+        } else if (checkout.late) client.release();
+        else done(undefined, client);
+      });
+    } catch (err) {
+      // Thrown before any connection was tried (settings pg refuses, such as a port out of range): said as it is.
       this.#checkouts.delete(checkout);
-      if (err || !client) {
-        if (!checkout.late) done(markConnectFailure(err ?? new Error('the pool gave no client')));
-      } else if (checkout.late) client.release();
-      else done(undefined, client);
-    });
+      done(err);
+    }
   }
 
   /** The pool is not this wrapper's to end. */
