@@ -402,23 +402,29 @@ describe('worker behaviour', () => {
       },
     });
     const pgq = await ctx.migrated({ tasks: [long] });
-    const job = await pgq.enqueue(long, {}, { delayMs: 3_600_000 });
-    // Given back at 20 stops already, after a failure of its first attempt and before one of its 12th.
     const at = new Date().toISOString();
     const failure = (attempt: number) => ({ attempt, message: `failure ${attempt}`, at });
     const requeued = (attempt: number) => ({ attempt, message: 'pgq worker is shutting down', at, requeued: true });
-    const history = [failure(1), ...[2, 3, 4, 5, 6, 7, 8, 9, 10, 11].map(requeued), failure(12), ...Array.from({ length: 10 }, (_, i) => requeued(13 + i))];
-    await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET errors = $2::jsonb, attempts = 22, max_attempts = 40, state = 'available', run_at = now() WHERE id = $1`, [
-      job.id,
-      JSON.stringify(history),
-    ]);
+    const seed = async (history: object[]): Promise<string> => {
+      const job = await pgq.enqueue(long, {}, { delayMs: 3_600_000 });
+      await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET errors = $2::jsonb, attempts = $3, max_attempts = $3 + 20, state = 'available', run_at = now() WHERE id = $1`, [
+        job.id,
+        JSON.stringify(history),
+        history.length,
+      ]);
+      return job.id;
+    };
+    // Given back at 20 stops already, after a failure of its first attempt and before one of its 12th.
+    const one = await seed([failure(1), ...[2, 3, 4, 5, 6, 7, 8, 9, 10, 11].map(requeued), failure(12), ...Array.from({ length: 10 }, (_, i) => requeued(13 + i))]);
+    // Given back at 30 stops by a pgq that kept every note.
+    const legacy = await seed(Array.from({ length: 30 }, (_, i) => requeued(1 + i)));
     for (let stop = 1; stop <= 2; stop += 1) {
       const worker = pgq.worker({ queues: ['give-backs'], pollIntervalMs: 20, leader: false });
       await worker.start();
-      await until(() => started === stop, { what: `attempt ${22 + stop} to start` });
+      await until(() => started === 2 * stop, { what: `both jobs' attempts to start (stop ${stop})` });
       await worker.stop({ graceMs: 0 });
     }
-    const after = (await pgq.getJob(job.id))!;
+    const after = (await pgq.getJob(one))!;
     expect(after.state).toBe('available');
     expect(after.attempts).toBe(24);
     // The two oldest notes went (attempts 2 and 3), the failures stayed, the two new notes are last.
@@ -428,7 +434,8 @@ describe('worker behaviour', () => {
       [12, false],
       ...Array.from({ length: 12 }, (_, i) => [13 + i, true]),
     ]);
-    expect(after.errors.filter((e) => e.requeued).length).toBe(20);
+    // Cut back to the newest 20 at its first give-back here, and kept there.
+    expect((await pgq.getJob(legacy))!.errors.map((e) => e.attempt)).toEqual(Array.from({ length: 20 }, (_, i) => 13 + i));
   });
 
   it('aborts a handler past its timeout and retries it', async () => {

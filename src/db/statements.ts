@@ -476,14 +476,15 @@ export function createStatements(schema: string) {
 
   // A give-back at a worker's stop notes it in `errors` (`requeued`); a job
   // longer than the time between its workers' restarts is given back at
-  // every one. Its notes beyond the last REQUEUED_NOTES_KEPT go (the oldest
-  // first): `errors` comes back with every claim of the job. Failures,
-  // which the backoff counts, stay.
-  const requeuedNotes = `jsonb_path_query_array(j.errors, '$[*] ? (@.requeued == true)')`;
-  const withoutOldestRequeued = `j.errors - (SELECT (n - 1)::int FROM jsonb_array_elements(j.errors) WITH ORDINALITY AS e(entry, n)
-                                                WHERE e.entry @> '{"requeued": true}' ORDER BY n LIMIT 1)`;
-  const noteGiveBack = `CASE WHEN jsonb_array_length(${requeuedNotes}) >= ${REQUEUED_NOTES_KEPT}
-                             THEN ${withoutOldestRequeued} ELSE j.errors END || jsonb_build_array(v.note)`;
+  // every one. It keeps the newest REQUEUED_NOTES_KEPT notes, the one added
+  // included (a history grown longer by an older pgq is cut back at its
+  // next give-back): `errors` comes back with every claim of the job.
+  // Failures, which the backoff counts, and other notes stay, in order.
+  const noteGiveBack = `CASE WHEN jsonb_typeof(j.errors) <> 'array' THEN j.errors ELSE coalesce((
+      SELECT jsonb_agg(k.entry ORDER BY k.n) FROM (
+        SELECT e.entry, e.n, count(*) FILTER (WHERE e.entry @> '{"requeued": true}') OVER (ORDER BY e.n DESC) AS newer
+          FROM jsonb_array_elements(j.errors) WITH ORDINALITY AS e(entry, n)) AS k
+       WHERE NOT (k.entry @> '{"requeued": true}' AND k.newer >= ${REQUEUED_NOTES_KEPT})), '[]') END || jsonb_build_array(v.note)`;
 
   // A snooze (and a requeue at shutdown) gives the attempt back by raising
   // max_attempts instead of lowering attempts, so attempt numbers only grow
