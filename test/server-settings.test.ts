@@ -160,24 +160,9 @@ describe('server settings', () => {
 
   it('logs an outage of a few seconds in a few lines, not a warning with a stack per loop per second, and says what works again', async () => {
     await ctx.migrated({ tasks: [ping] });
-    const target = new URL(ctx.url);
-    const sockets = new Set<net.Socket>();
-    const proxy = net.createServer((client) => {
-      const server = net.connect(Number(target.port || 5432), target.hostname);
-      for (const socket of [client, server]) {
-        sockets.add(socket);
-        socket.on('error', () => undefined);
-        socket.on('close', () => sockets.delete(socket));
-      }
-      client.pipe(server).pipe(client);
-    });
-    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-    const port = (proxy.address() as net.AddressInfo).port;
-    const via = new URL(ctx.url);
-    via.hostname = '127.0.0.1';
-    via.port = String(port);
+    const proxy = await cuttableProxy();
     const lines: Line[] = [];
-    const pgq = new Pgq({ connectionString: via.toString(), schema: ctx.schema, tasks: [ping], logger: captureLogger(lines) });
+    const pgq = new Pgq({ connectionString: proxy.url, schema: ctx.schema, tasks: [ping], logger: captureLogger(lines) });
     const worker = pgq.worker({ heartbeatMs: 500, rescueAfterMs: 30_000, pollIntervalMs: 200 });
     // One whose lease runs out during the outage: nothing said so until the database answered again.
     const shortLease = pgq.worker({ id: 'short-lease', queues: ['short-lease'], heartbeatMs: 250, rescueAfterMs: 2_000, leader: false });
@@ -186,12 +171,10 @@ describe('server settings', () => {
       await shortLease.start();
       await until(() => worker.isLeader, { what: 'the worker to lead' });
       // The database away for 6 s: every connection cut, new ones refused.
-      const closed = new Promise((resolve) => proxy.close(resolve));
-      for (const socket of sockets) socket.destroy();
-      await closed;
+      await proxy.cut();
       const from = lines.length;
       await new Promise((resolve) => setTimeout(resolve, 6_000));
-      await new Promise<void>((resolve) => proxy.listen(port, '127.0.0.1', resolve));
+      await proxy.restore();
       const job = await pgq.enqueue(ping, {});
       await pgq.waitForJob(job, { timeoutMs: 30_000 });
       await until(() => lines.slice(from).some((l) => /^pgq reads queue settings again, after \d+ failure/.test(l.msg ?? '')), {
@@ -216,7 +199,66 @@ describe('server settings', () => {
       await shortLease.stop();
       await worker.stop();
       await pgq.close();
-      await new Promise((resolve) => proxy.close(resolve));
+      await proxy.close();
+    }
+  });
+
+  it('says an outage that meets a due promotion once, as the claim loop (not also as a promotion that failed), and promotes once it is over', async () => {
+    await ctx.migrated({ tasks: [ping] });
+    const proxy = await cuttableProxy();
+    const lines: Line[] = [];
+    const pgq = new Pgq({ connectionString: proxy.url, schema: ctx.schema, tasks: [ping], logger: captureLogger(lines) });
+    // No poll during the outage: the first statement the worker sends in it is the promotion at the job's due time.
+    const worker = pgq.worker({ queues: ['due-in-outage'], pollIntervalMs: 60_000, leader: false });
+    try {
+      await worker.start();
+      const delayed = await pgq.enqueue(ping, {}, { queue: 'due-in-outage', delayMs: 1_500 });
+      // Its NOTIFY's wake-up (a claim, a look for the next due time) over before the cut.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await proxy.cut();
+      const from = lines.length;
+      await new Promise((resolve) => setTimeout(resolve, 3_000));
+      await proxy.restore();
+      expect((await pgq.waitForJob(delayed, { timeoutMs: 30_000 })).state).toBe('succeeded');
+      const said = lines.slice(from).filter((l) => l.level === 'warn' && /^pgq could not (claim|make due)/.test(l.msg ?? ''));
+      expect(said.map((l) => (l.msg ?? '').split(':')[0])).toEqual(['pgq could not claim jobs, retrying']);
+    } finally {
+      await worker.stop();
+      await pgq.close();
+      await proxy.close();
     }
   });
 });
+
+/**
+ * A TCP proxy to the test database: `cut()` destroys every connection
+ * through it and refuses new ones until `restore()`.
+ */
+async function cuttableProxy(): Promise<{ url: string; cut(): Promise<void>; restore(): Promise<void>; close(): Promise<void> }> {
+  const target = new URL(ctx.url);
+  const sockets = new Set<net.Socket>();
+  const proxy = net.createServer((client) => {
+    const server = net.connect(Number(target.port || 5432), target.hostname);
+    for (const socket of [client, server]) {
+      sockets.add(socket);
+      socket.on('error', () => undefined);
+      socket.on('close', () => sockets.delete(socket));
+    }
+    client.pipe(server).pipe(client);
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  const port = (proxy.address() as net.AddressInfo).port;
+  const via = new URL(ctx.url);
+  via.hostname = '127.0.0.1';
+  via.port = String(port);
+  return {
+    url: via.toString(),
+    async cut() {
+      const closed = new Promise((resolve) => proxy.close(resolve));
+      for (const socket of sockets) socket.destroy();
+      await closed;
+    },
+    restore: () => new Promise<void>((resolve) => proxy.listen(port, '127.0.0.1', resolve)),
+    close: () => new Promise<void>((resolve) => (proxy.listening ? proxy.close(() => resolve()) : resolve())),
+  };
+}

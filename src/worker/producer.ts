@@ -60,7 +60,7 @@ import type { Completer } from './completer.js';
 import type { Lease } from './lease.js';
 import type { HeldJobs } from './held-jobs.js';
 import { RepeatedFailure } from '../core/repeated-failure.js';
-import { isConnectFailure } from '../db/errors.js';
+import { isConnectFailure, isConnectionError, isTransactionConflict } from '../db/errors.js';
 
 const PROMOTE_BATCH = 1_000;
 /** About how long a job claimed ahead waits in the buffer before it starts, at most. */
@@ -480,7 +480,9 @@ export class Producer extends LoopService {
   /**
    * #promote, a failure logged apart from the claim's and tried again later,
    * backing off: the claim goes on with the jobs already available, and its
-   * own errors (a claim that may have been made) are not mistaken for it.
+   * own errors (a claim that may have been made) are not mistaken for it. A
+   * connection error is the claim loop's, as before (it backs off, and says
+   * the database is away once).
    */
   async #promoteOrLater(claimable: number): Promise<void> {
     try {
@@ -488,6 +490,8 @@ export class Producer extends LoopService {
       this.#promoteFailures = 0;
       this.#promotions.succeeded();
     } catch (err) {
+      // The connection, not the promotion: the claim would fail the same way (its loop retries and logs it).
+      if (isConnectionError(err) && !isTransactionConflict(err)) throw err;
       this.#promoteFailures += 1;
       this.#promotions.failed(err);
       const retryAt = this.clock.monotonicMs() + Math.min(this.config.pollIntervalMs, 50 * 2 ** Math.min(this.#promoteFailures, 6));
