@@ -127,6 +127,23 @@ describe('a timed pool', () => {
   const running = async (tag: string): Promise<number> =>
     Number((await ctx.admin.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1 AND pid <> pg_backend_pid()`, [`%${tag}%`])).rows[0].n);
 
+  it('fails every checkout at once with what pg threw for settings it refuses (a port out of range), past the pool size too', async () => {
+    const pool = new pg.Pool({ host: '127.0.0.1', port: 70_000, max: 2 });
+    try {
+      const timed = new TimedPool(pool, 1_500);
+      for (let i = 0; i < 4; i += 1) {
+        const started = performance.now();
+        const err = await timed.query({ text: 'SELECT 1' }).then(() => null, (e: unknown) => e);
+        expect(err, `checkout ${i + 1}`).toBeInstanceOf(RangeError);
+        expect(performance.now() - started, `checkout ${i + 1}`).toBeLessThan(1_000);
+      }
+      await expect(timed.connect()).rejects.toBeInstanceOf(RangeError);
+    } finally {
+      // Not awaited: pg-pool waits for the clients it failed to connect, which never end.
+      void pool.end().catch(() => undefined);
+    }
+  });
+
   it('cancels a statement that is only slow: it fails with 57014 and stops on the server; its connection, which a late cancel could still reach, is not reused', async () => {
     const pool = new pg.Pool({ connectionString: ctx.url, max: 1 });
     try {

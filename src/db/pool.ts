@@ -120,6 +120,8 @@ export class TimedPool implements PostgresPool, LanePool {
   /** Checkouts waiting for a client (see #checkout). */
   readonly #checkouts = new Set<Checkout>();
   #sweeper: NodeJS.Timeout | undefined;
+  /** What the pool's `connect` threw at once, if it ever did (see #checkout). */
+  #refused: unknown;
   #sweepingEvery = Infinity;
 
   constructor(
@@ -213,6 +215,7 @@ export class TimedPool implements PostgresPool, LanePool {
    * have gone to another checkout: every checkout is watched).
    */
   #checkout(withinMs: number, done: (err: unknown, client?: pg.PoolClient) => void): void {
+    if (this.#refused !== undefined) return done(this.#refused);
     const checkout: Checkout = {
       deadline: performance.now() + withinMs,
       late: false,
@@ -233,8 +236,14 @@ export class TimedPool implements PostgresPool, LanePool {
         else done(undefined, client);
       });
     } catch (err) {
-      // Thrown before any connection was tried (settings pg refuses, such as a port out of range): said as it is.
+      // Thrown before any connection was tried (settings pg refuses, such as
+      // a port out of range): said as it is, and at once to every later
+      // checkout, as the settings do not change. pg-pool counts the client
+      // it failed to connect as one of its own: after `max` of them it
+      // would hold every later checkout until its deadline and fail it
+      // with a ConnectTimeoutError, the cause lost.
       this.#checkouts.delete(checkout);
+      this.#refused = err;
       done(err);
     }
   }
