@@ -24,9 +24,7 @@
  */
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
-import pg from 'pg';
-import { answers, startEmbedded, type EmbeddedServer } from './lib/embedded.js';
-import { median } from './lib/stats.js';
+import { benchServer, CLAIM_STATEMENT, medians as mediansOf, rotatingRounds } from './lib/rounds.js';
 import type { RunEnv } from './lib/types.js';
 import { loadSystem } from './systems/index.js';
 
@@ -87,19 +85,13 @@ function serverCpu(postmaster: number): ServerCpu {
 
 /** What a backend's statement is: pgq's claim or completion, or graphile-worker's (its getJobs update, its completeJobs delete). */
 function label(query: string): string {
-  if (/claim_candidates|claim_limited|update \S+\._private_jobs as jobs/.test(query)) return 'claim';
+  if (CLAIM_STATEMENT.test(query)) return 'claim';
   if (/SET state = 'succeeded'|delete from \S+\._private_jobs/.test(query)) return 'complete';
   return 'other';
 }
 
-let embedded: EmbeddedServer | null = null;
-let url = process.env.BENCH_DATABASE_URL ?? process.env.DATABASE_URL;
-if (!url || !(await answers(url))) {
-  embedded = await startEmbedded();
-  url = embedded.url;
-}
-const admin = new pg.Client({ connectionString: url });
-await admin.connect();
+const server = await benchServer();
+const { admin, dbUrl, dropDatabase } = server;
 const backendPid = (await admin.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
 // The server's processes, read from /proc: this backend and its parent must
 // be PostgreSQL's here (a server in a container has pids of its own).
@@ -117,12 +109,6 @@ for (const system of systems) if (system.backend !== 'postgres') throw new Error
 
 const FIELDS = ['jobsPerSec', 'firstJobMs', 'secondHalfPerSec', 'busy', 'worker', 'server', 'claim', 'complete', 'other'] as const;
 type Drain = Record<(typeof FIELDS)[number], number>;
-const results = new Map<string, Drain[]>(systemNames.map((n) => [n, []]));
-const dbUrl = (name: string): string => {
-  const u = new URL(url!);
-  u.pathname = `/${name}`;
-  return u.toString();
-};
 
 async function drainOnce(systemIndex: number): Promise<Drain> {
   const system = systems[systemIndex]!;
@@ -230,19 +216,6 @@ async function drainOnce(systemIndex: number): Promise<Drain> {
   }
 }
 
-/** Drops a run's database once the system's connections have gone (forcing it could make them emit errors nobody listens to). */
-async function dropDatabase(name: string): Promise<void> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      await admin.query(`DROP DATABASE IF EXISTS "${name}"`);
-      return;
-    } catch (err) {
-      if (attempt >= 100) throw err;
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
-}
-
 const row = (name: string, d: Drain): string =>
   `| ${name} | ${Math.round(d.jobsPerSec).toLocaleString('en-US')} | ${Math.round(d.firstJobMs)} | ${Math.round(d.secondHalfPerSec).toLocaleString('en-US')} | ${d.busy.toFixed(0)}% | ${d.worker.toFixed(1)} | ${d.server.toFixed(1)} | ${d.claim.toFixed(1)} | ${d.complete.toFixed(1)} | ${d.other.toFixed(1)} |\n`;
 const head =
@@ -250,21 +223,9 @@ const head =
   '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n';
 process.stdout.write(`${jobs} jobs, concurrency ${concurrency}, ${rounds} rounds, systems rotating; µs of CPU per job (the machine's busy share is of all its cores)\n\n${head}`);
 try {
-  for (let round = 0; round < rounds; round++) {
-    for (let k = 0; k < systems.length; k++) {
-      const index = (k + round) % systems.length;
-      const d = await drainOnce(index);
-      results.get(systemNames[index]!)!.push(d);
-      process.stdout.write(row(`${systemNames[index]} (round ${round + 1})`, d));
-    }
-  }
+  const results = await rotatingRounds(systemNames, rounds, drainOnce, (label, d) => process.stdout.write(row(label, d)));
   process.stdout.write(`\nMedians of ${rounds} rounds:\n\n${head}`);
-  const medians = new Map(
-    [...results].map(([name, ds]) => {
-      const d = Object.fromEntries(FIELDS.map((f) => [f, median(ds.map((x) => x[f])) ?? Number.NaN])) as Drain;
-      return [name, d];
-    }),
-  );
+  const medians = new Map([...results].map(([name, ds]) => [name, mediansOf(ds, FIELDS)]));
   for (const [name, d] of medians) process.stdout.write(row(name, d));
   const pgq = medians.get('pgq');
   if (pgq) {
@@ -278,6 +239,5 @@ try {
     }
   }
 } finally {
-  await admin.end();
-  await embedded?.stop();
+  await server.close();
 }

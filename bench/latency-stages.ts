@@ -28,7 +28,7 @@ import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { answers, startEmbedded, type EmbeddedServer } from './lib/embedded.js';
+import { benchServer, CLAIM_STATEMENT, medians as mediansOf, rotatingRounds } from './lib/rounds.js';
 import { median } from './lib/stats.js';
 import type { Payload, RunEnv } from './lib/types.js';
 import { loadSystem } from './systems/index.js';
@@ -52,11 +52,6 @@ type FromWorker = { type: 'ready' } | ({ type: 'job' } & Stamps);
 
 const now = (): number => performance.timeOrigin + performance.now();
 
-/** The claim statement of pgq (its claim functions) and of graphile-worker (its getJobs update). */
-function isClaim(text: string): boolean {
-  return /claim_candidates|claim_limited|update \S+\._private_jobs as jobs/.test(text);
-}
-
 async function workerRole(systemName: string, databaseUrl: string): Promise<void> {
   const send = (msg: FromWorker): void => {
     if (process.connected) process.send!(msg);
@@ -70,7 +65,7 @@ async function workerRole(systemName: string, databaseUrl: string): Promise<void
   proto.query = function (this: unknown, ...args: unknown[]) {
     const config = args[0];
     const text = typeof config === 'string' ? config : typeof config === 'object' && config !== null ? String((config as { text?: unknown }).text ?? '') : '';
-    if (!isClaim(text)) return query.apply(this, args);
+    if (!CLAIM_STATEMENT.test(text)) return query.apply(this, args);
     last.sent = now();
     const answered = (): void => void (last.reply = now());
     // pgq queries with a callback; graphile-worker awaits the promise.
@@ -137,30 +132,8 @@ async function main(): Promise<void> {
   const systems = await Promise.all(systemNames.map((name) => loadSystem(name)));
   for (const system of systems) if (system.backend !== 'postgres') throw new Error(`${system.name} does not run on PostgreSQL`);
 
-  let embedded: EmbeddedServer | null = null;
-  let url = process.env.BENCH_DATABASE_URL ?? process.env.DATABASE_URL;
-  if (!url || !(await answers(url))) {
-    embedded = await startEmbedded();
-    url = embedded.url;
-  }
-  const admin = new pg.Client({ connectionString: url });
-  await admin.connect();
-  const dbUrl = (name: string): string => {
-    const u = new URL(url!);
-    u.pathname = `/${name}`;
-    return u.toString();
-  };
-  const dropDatabase = async (name: string): Promise<void> => {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await admin.query(`DROP DATABASE IF EXISTS "${name}"`);
-        return;
-      } catch (err) {
-        if (attempt >= 100) throw err;
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
-    }
-  };
+  const server = await benchServer();
+  const { admin, dbUrl, dropDatabase } = server;
 
   const once = async (index: number): Promise<Medians> => {
     const system = systems[index]!;
@@ -219,21 +192,13 @@ async function main(): Promise<void> {
   const ms = (v: number): string => (Number.isFinite(v) ? v.toFixed(3) : 'n/a');
   const head = `| system | ${STAGES.map((s) => STAGE_NAMES[s]).join(' | ')} | samples split |\n|---|${STAGES.map(() => '---:').join('|')}|---:|\n`;
   const row = (name: string, m: Medians): string => `| ${name} | ${STAGES.map((s) => ms(m[s])).join(' | ')} | ${(100 * m.attributed).toFixed(0)}% |\n`;
-  const results = new Map<string, Medians[]>(systemNames.map((n) => [n, []]));
   process.stdout.write(`${samples} sequential jobs per run, an idle worker (concurrency ${CONCURRENCY}) in its own process, ${rounds} rounds, systems rotating; medians in ms\n\n${head}`);
   try {
-    for (let round = 0; round < rounds; round++) {
-      for (let k = 0; k < systems.length; k++) {
-        const index = (k + round) % systems.length;
-        const m = await once(index);
-        results.get(systemNames[index]!)!.push(m);
-        process.stdout.write(row(`${systemNames[index]} (round ${round + 1})`, m));
-      }
-    }
+    const results = await rotatingRounds(systemNames, rounds, once, (label, m) => process.stdout.write(row(label, m)));
     process.stdout.write(`\nMedians of ${rounds} rounds:\n\n${head}`);
     const medians = new Map<string, Medians>();
-    for (const [name, ms2] of results) {
-      const m = Object.fromEntries([...STAGES, 'attributed'].map((f) => [f, median(ms2.map((x) => x[f as Stage | 'attributed'])) ?? Number.NaN])) as Medians;
+    for (const [name, runs] of results) {
+      const m = mediansOf(runs, [...STAGES, 'attributed'] as const);
       medians.set(name, m);
       process.stdout.write(row(name, m));
     }
@@ -245,8 +210,7 @@ async function main(): Promise<void> {
       }
     }
   } finally {
-    await admin.end();
-    await embedded?.stop();
+    await server.close();
   }
 }
 
