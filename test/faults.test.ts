@@ -498,6 +498,44 @@ describe('LISTEN and UNLISTEN at once', () => {
   });
 });
 
+describe('a LISTEN connection, (re)connected', () => {
+  it('LISTENs on every channel in one statement, and hears each of them, also after the server ended it', async () => {
+    const appName = `pgq_relisten_${process.pid}`;
+    const url = new URL(ctx.url);
+    url.searchParams.set('application_name', appName);
+    const listener = new Listener({ connectionString: url.toString() }, defaultLogger(), { checkMs: 60_000, queryTimeoutMs: 5_000 });
+    const original = pg.Client.prototype.query;
+    const sent: string[] = [];
+    pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+      if (typeof args[0] === 'string' && args[0].includes('LISTEN')) sent.push(args[0]);
+      return (original as (...a: unknown[]) => unknown).apply(this, args);
+    } as typeof original;
+    const channels = [0, 1, 2].map((i) => `relisten_${i}_${ctx.schema}`);
+    const heard = new Set<string>();
+    try {
+      await Promise.all(channels.map((channel) => listener.subscribe(channel, (payload) => heard.add(`${channel}:${payload}`))));
+      expect(await listener.ready(10_000)).toBe(true);
+      const hearsAll = async (payload: string): Promise<void> => {
+        await until(async () => {
+          for (const channel of channels) await ctx.admin.query('SELECT pg_notify($1, $2)', [channel, payload]);
+          return channels.every((channel) => heard.has(`${channel}:${payload}`));
+        }, { timeoutMs: 15_000, everyMs: 200, what: `every channel to hear ${payload}` });
+      };
+      await hearsAll('first');
+      await ctx.admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [appName]);
+      await until(() => !listener.connected, { what: 'the listener to see its connection gone' });
+      expect(await listener.ready(10_000)).toBe(true);
+      await hearsAll('again');
+      // One statement per connection, naming every channel.
+      expect(sent).toHaveLength(2);
+      for (const text of sent) for (const channel of channels) expect(text).toContain(`LISTEN "${channel}"`);
+    } finally {
+      pg.Client.prototype.query = original;
+      await listener.close();
+    }
+  });
+});
+
 describe('a LISTEN connection closed while it reconnects', () => {
   it('ends the connection it was opening: nothing is left open to keep the process alive', async () => {
     // A proxy that passes each new connection on only after `delayMs`: a reconnect under way when close() comes.

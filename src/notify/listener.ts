@@ -3,9 +3,10 @@
  *
  * States: idle (no subscription) → connecting → listening → (connection lost)
  * → connecting … → closed. While connecting it retries with a capped backoff.
- * After every (re)connect it LISTENs on all subscribed channels and then calls
- * the `onConnect` hooks, so producers re-poll for what they may have missed:
- * NOTIFY is only a latency hint, never the sole source of truth.
+ * After every (re)connect it LISTENs on all subscribed channels, in one
+ * round trip, and then calls the `onConnect` hooks, so producers re-poll for
+ * what they may have missed: NOTIFY is only a latency hint, never the sole
+ * source of truth.
  *
  * Constructed with a null config (poll-only mode, `listen: false`), it never
  * connects: subscriptions are kept but never called, and `ready()` resolves
@@ -172,10 +173,12 @@ export class Listener {
           this.#connecting = undefined;
         }
         this.#client = client;
-        for (const channel of this.#handlers.keys()) await this.#query(client, `LISTEN ${quoteIdent(channel)}`);
-        if (this.#onDatabase) {
-          const [row] = await this.#query(client, 'SELECT current_database() AS name');
-          this.#onDatabase(String(row?.name));
+        // Every channel, and the database's name when asked, in one round trip (a simple query of several statements).
+        const statements = [...this.#handlers.keys()].map((channel) => `LISTEN ${quoteIdent(channel)}`);
+        if (this.#onDatabase) statements.push('SELECT current_database() AS name');
+        if (statements.length > 0) {
+          const rows = await this.#query(client, statements.join('; '));
+          if (this.#onDatabase) this.#onDatabase(String(rows[0]?.name));
         }
         // Closed while it connected: ended below like any other (close() could
         // not end a client it did not know yet; left open, it kept the process alive).
@@ -230,7 +233,8 @@ export class Listener {
   }
 
   /**
-   * Runs `text` on `client`, after the statement sent before it has ended
+   * Runs `text` on `client` (one statement, or several separated by `;`:
+   * the last one's rows), after the statement sent before it has ended
    * (LISTENs, UNLISTENs and the check may overlap: pg would queue them on
    * the client itself, which it deprecates); a connection that does not
    * answer within queryTimeoutMs is closed (the loop opens another).
@@ -243,7 +247,9 @@ export class Listener {
       await previous;
       const running = client.query<Record<string, unknown>>(text);
       if (await settlesWithin(running, this.#timing.queryTimeoutMs)) {
-        return (await running).rows;
+        // Several statements in one text answer with a result each (pg types it as one): the last one's rows.
+        const answered: pg.QueryResult<Record<string, unknown>> | pg.QueryResult<Record<string, unknown>>[] = await running;
+        return Array.isArray(answered) ? (answered.at(-1)?.rows ?? []) : answered.rows;
       }
       running.catch(() => undefined);
       destroyConnection(client);
