@@ -71,7 +71,11 @@ describe.skipIf(!PGBOUNCER_BIN)('through PgBouncer (transaction pooling)', () =>
       const jobs = await pgq.enqueueMany(add, [{ a: 1, b: 2 }, { a: 3, b: 4 }]);
       expect((await pgq.waitForJob(jobs[1]!.id, { timeoutMs: 10_000 })).result).toBe(7);
       const later = await pgq.enqueue(add, { a: 5, b: 5 }, { delayMs: 200 });
-      expect((await pgq.waitForJob(later.id, { timeoutMs: 10_000 })).result).toBe(10);
+      // Times read back: PgBouncer reports the server's DateStyle (ISO) to the client, which then sets none itself.
+      expect(later.runAt.getTime()).toBeGreaterThan(Date.now() - 60_000);
+      const done = await pgq.waitForJob(later.id, { timeoutMs: 10_000 });
+      expect(done.result).toBe(10);
+      expect(done.finishedAt).toBeInstanceOf(Date);
       await worker.stop();
     } finally {
       await pgq.close();

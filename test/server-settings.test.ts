@@ -5,6 +5,7 @@
  * repeatable read by default, idle sessions ended by the server.
  */
 import net from 'node:net';
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { Pgq, defineTask } from '../src/index.js';
@@ -44,6 +45,31 @@ describe('server settings', () => {
     } finally {
       await worker.stop();
       await pgq.close();
+    }
+  });
+
+  it('sets DateStyle on a new connection only where the server did not report ISO (a round trip less per connection)', async () => {
+    await ctx.migrated({ tasks: [ping] });
+    const original = pg.Client.prototype.query;
+    let sets = 0;
+    pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+      if (typeof args[0] === 'string' && args[0].includes('DateStyle')) sets += 1;
+      return (original as (...a: unknown[]) => unknown).apply(this, args);
+    } as typeof original;
+    const iso = new Pgq({ connectionString: ctx.url, schema: ctx.schema, tasks: [ping], poolSize: 3 });
+    const dmy = new Pgq({ connectionString: urlWith({ DateStyle: 'SQL, DMY' }), schema: ctx.schema, tasks: [ping], poolSize: 3 });
+    try {
+      await iso.warmUp();
+      const job = await iso.enqueue(ping, {});
+      expect(job.createdAt).toBeInstanceOf(Date);
+      expect(sets).toBe(0);
+      await dmy.warmUp();
+      expect(sets).toBe(3);
+      expect((await dmy.getJob(job.id))?.createdAt.getTime()).toBe(job.createdAt.getTime());
+    } finally {
+      pg.Client.prototype.query = original;
+      await iso.close();
+      await dmy.close();
     }
   });
 
@@ -144,7 +170,8 @@ describe('server settings', () => {
       client.on('close', () => server.destroy());
     });
     await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-    const via = new URL(ctx.url);
+    // A DateStyle that is not ISO: the settings statement is sent (on an ISO server it is not needed).
+    const via = new URL(urlWith({ DateStyle: 'SQL, DMY' }));
     via.hostname = '127.0.0.1';
     via.port = String((proxy.address() as net.AddressInfo).port);
     const pgq = new Pgq({ connectionString: via.toString(), schema: ctx.schema, tasks: [], logger: captureLogger([]) });
