@@ -416,6 +416,41 @@ describe('jobs due later wake the workers of their queue', () => {
     }
   });
 
+  it("a worker's start goes to its first claim in few round trips: one LISTEN for every channel, no look for orphans or promotion before the claim; a job due at start still runs", async () => {
+    const task = defineTask({ name: 'at-start', queue: 'at-start', schema: z.object({ n: z.number() }), handler: ({ n }) => n });
+    const pgq = await ctx.migrated({ tasks: [task] });
+    const due = await pgq.enqueue(task, { n: 1 }, { delayMs: 50 });
+    const available = await pgq.enqueue(task, { n: 2 });
+    await sleepMs(100); // due, and still scheduled: no worker made it available
+    // The queue's row made before (a worker's first use makes it, and its NOTIFY holds the first claim back for a re-read).
+    await ctx.admin.query(`INSERT INTO "${ctx.schema}".queues (name) VALUES ('at-start')`);
+    const statements: string[] = [];
+    const query = pg.Client.prototype.query;
+    pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+      const config = args[0] as string | { name?: string; text?: string } | undefined;
+      statements.push(typeof config === 'string' ? config : (config?.name?.replace(/_[0-9a-f]{8}$/, '') ?? config?.text ?? ''));
+      return (query as (...a: unknown[]) => unknown).apply(this, args);
+    } as typeof query;
+    // A poll interval of an hour: the due job runs by the promotion that follows the first claim, or not at all.
+    const worker = ctx.pgq({ tasks: [task] }).worker({ queues: ['at-start'], pollIntervalMs: 3_600_000, leader: false });
+    try {
+      await worker.start();
+      expect(await pgq.waitForJob(available.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded', result: 2 });
+      expect(await pgq.waitForJob(due.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded', result: 1 });
+      const firstClaim = statements.findIndex((text) => /_claim(_many)?$/.test(text));
+      expect(firstClaim).toBeGreaterThan(0);
+      const before = statements.slice(0, firstClaim);
+      expect(before.filter((text) => /(release_orphans|promote_due)$/.test(text))).toEqual([]);
+      expect(before.filter((text) => /to_regclass|DateStyle/.test(text))).toEqual([]);
+      const listens = before.filter((text) => text.includes('LISTEN'));
+      expect(listens).toHaveLength(1);
+      for (const channel of ['jobs', 'cancel', 'queues']) expect(listens[0]).toContain(`LISTEN "pgq:${ctx.schema}:${channel}"`);
+    } finally {
+      pg.Client.prototype.query = query;
+      await worker.stop();
+    }
+  });
+
   it('a job announced as available is claimed before the periodic promotion, which comes after the claim', async () => {
     const now = defineTask({ name: 'announced', schema: z.object({}), handler: () => 'ran' });
     const pgq = await ctx.migrated({ tasks: [now] });

@@ -67,13 +67,17 @@ export async function explainNotMigrated(err: unknown, db: Queryable, schema: st
 /** Resolves when `schema` has every migration this pgq ships; rejects with SchemaNotReadyError otherwise. */
 export async function checkSchemaVersion(db: Queryable, schema: string): Promise<void> {
   const table = `${quoteIdent(schema)}.pgq_migrations`;
-  const [found] = await db.query<{ present: boolean }>({ text: 'SELECT to_regclass($1) IS NOT NULL AS present', values: [table] });
   const needed = shippedMigrations();
   const latest = version(needed[needed.length - 1]);
-  if (!found?.present) {
-    throw new SchemaNotReadyError(`schema ${schema} is not migrated (this pgq needs version ${latest}): run pgq migrate (or pgq.migrate())`);
+  // One round trip: the table read straight away, its absence (42P01, the schema's or the table's) the error.
+  // Asked of the pool, never inside a caller's transaction, which the error would abort.
+  let rows: { name: string }[];
+  try {
+    rows = await db.query<{ name: string }>({ text: `SELECT name FROM ${table}`, values: [] });
+  } catch (err) {
+    if ((err as { code?: unknown } | null)?.code !== '42P01') throw err;
+    throw new SchemaNotReadyError(`schema ${schema} is not migrated (this pgq needs version ${latest}): run pgq migrate (or pgq.migrate())`, { cause: err });
   }
-  const rows = await db.query<{ name: string }>({ text: `SELECT name FROM ${table}`, values: [] });
   const applied = new Set(rows.map((r) => r.name));
   const missing = needed.filter((name) => !applied.has(name));
   if (missing.length === 0) return;

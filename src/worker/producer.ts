@@ -94,8 +94,12 @@ export class Producer extends LoopService {
   /**
    * Monotonic time a scheduled or retryable job is known to be due (heard
    * of, looked up, or more left by a full batch): promoted before the claim.
+   * None at start: the first claim takes what is available, and the
+   * periodic promotion (`#sweepAt`, due at once) follows it.
    */
-  #promoteAt = 0;
+  #promoteAt = Infinity;
+  /** A claim was sent: only then can a lost reply have left jobs running here that it does not hold. */
+  #claimSent = false;
   /**
    * Monotonic time of the periodic promotion (a poll interval after the
    * last), which finds what no due time announced: made after the claim, so
@@ -181,7 +185,8 @@ export class Producer extends LoopService {
    * holds, then claim.
    */
   reconnected(): void {
-    this.#needsReconcile = true;
+    // The listener's first connection, before any claim: nothing to look for (a round trip less before the first job).
+    if (this.#claimSent) this.#needsReconcile = true;
     this.wake();
   }
 
@@ -379,6 +384,7 @@ export class Producer extends LoopService {
           continue;
         }
         let rows: ClaimRow[];
+        this.#claimSent = true;
         try {
           rows = await this.statements.claimJobs(this.db, {
             queues: [...this.config.queues],

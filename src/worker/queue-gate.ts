@@ -51,6 +51,14 @@ interface Control {
   limited: boolean;
 }
 
+interface QueueSettingsRow {
+  name: string;
+  paused: boolean;
+  concurrency: number | null;
+  rate_limit: unknown;
+  key_concurrency: number | null;
+}
+
 export interface QueueGateDeps {
   kysely: Kysely<PgqDatabase>;
   statements: HotStatements;
@@ -93,24 +101,19 @@ export class QueueGate extends LoopService {
     return { ...this.#deps.statements, claimJobs: (db, p) => this.claim(db, p) };
   }
 
-  /** Creates the rows of this worker's queues, reads their settings and listens for changes. */
-  override async start(): Promise<void> {
+  /**
+   * Listens for changes, waits for `listening` (the listener's connection:
+   * subscribed before it is up, the queues channel is LISTENed on with the
+   * others in one statement), then reads the settings, creating the rows of
+   * this worker's queues that are missing.
+   */
+  override async start(listening?: () => Promise<unknown>): Promise<void> {
     if (this.running) return;
     const { kysely, listener, channels } = this.#deps;
-    const names = [...this.#queues];
-    // Only missing rows: an insert that conflicts would still fire the trigger's NOTIFY.
-    const existing = new Set(
-      (await kysely.selectFrom('queues').select('name').where('name', 'in', names).execute()).map((r) => r.name),
-    );
-    const missing = names.filter((n) => !existing.has(n));
-    if (missing.length > 0) {
-      await kysely.insertInto('queues').values(missing.map((name) => ({ name }))).onConflict((oc) => oc.column('name').doNothing()).execute();
-    }
-    await this.refresh();
-    const queues = new Set(names);
+    const queues = new Set(this.#queues);
     // The queues trigger notifies before any job NOTIFY that follows the
     // change, so a queue is held back here before a wake can claim it.
-    this.#offNotify = await listener.subscribe(channels.queues, (queue) => {
+    this.#offNotify ??= await listener.subscribe(channels.queues, (queue) => {
       if (!queues.has(queue)) return;
       this.#changing.set(queue, (this.#changing.get(queue) ?? 0) + 1);
       void this.refresh().then(() => {
@@ -120,6 +123,16 @@ export class QueueGate extends LoopService {
         this.#deps.wake();
       });
     });
+    await listening?.();
+    // The settings, and from them which rows are missing; only those are
+    // inserted (an insert that conflicts would still fire the trigger's NOTIFY).
+    let read = await this.#read();
+    const missing = this.#queues.filter((name) => !read.rows.some((r) => r.name === name));
+    if (missing.length > 0) {
+      await kysely.insertInto('queues').values(missing.map((name) => ({ name }))).onConflict((oc) => oc.column('name').doNothing()).execute();
+      read = await this.#read();
+    }
+    this.#apply(read);
     await super.start();
   }
 
@@ -146,27 +159,37 @@ export class QueueGate extends LoopService {
    * and ends later may have read older settings, so it is dropped.
    */
   async refresh(): Promise<void> {
-    const turn = ++this.#refreshes;
     try {
-      const rows = await this.#deps.kysely
-        .selectFrom('queues')
-        .select(['name', 'paused', 'concurrency', 'rate_limit', 'key_concurrency'])
-        .where('name', 'in', [...this.#queues])
-        .execute();
-      const next = new Map<string, Control>(
-        rows.map((r) => [r.name, { paused: r.paused, limited: r.concurrency !== null || r.rate_limit !== null || r.key_concurrency !== null }]),
-      );
-      if (turn < this.#applied) return;
-      this.#applied = turn;
-      const changed = this.#queues.some((q) => !sameControl(this.#controls.get(q), next.get(q)));
-      const paused = this.#queues.filter((q) => next.get(q)?.paused && !this.#controls.get(q)?.paused);
-      this.#controls = next;
-      for (const queue of paused) this.#deps.paused?.(queue);
-      if (changed) this.#deps.wake();
+      this.#apply(await this.#read());
       this.#readFailures.succeeded();
     } catch (err) {
       this.#readFailures.failed(err);
     }
+  }
+
+  /** The settings of this worker's queues, and which read this is (reads may overlap). */
+  async #read(): Promise<{ turn: number; rows: QueueSettingsRow[] }> {
+    const turn = ++this.#refreshes;
+    const rows = await this.#deps.kysely
+      .selectFrom('queues')
+      .select(['name', 'paused', 'concurrency', 'rate_limit', 'key_concurrency'])
+      .where('name', 'in', [...this.#queues])
+      .execute();
+    return { turn, rows };
+  }
+
+  /** Keeps what `read` found, unless a read that started after it was kept already. */
+  #apply({ turn, rows }: { turn: number; rows: QueueSettingsRow[] }): void {
+    const next = new Map<string, Control>(
+      rows.map((r) => [r.name, { paused: r.paused, limited: r.concurrency !== null || r.rate_limit !== null || r.key_concurrency !== null }]),
+    );
+    if (turn < this.#applied) return;
+    this.#applied = turn;
+    const changed = this.#queues.some((q) => !sameControl(this.#controls.get(q), next.get(q)));
+    const paused = this.#queues.filter((q) => next.get(q)?.paused && !this.#controls.get(q)?.paused);
+    this.#controls = next;
+    for (const queue of paused) this.#deps.paused?.(queue);
+    if (changed) this.#deps.wake();
   }
 
   /** JobClaim through the gate: paused queues skipped, limited ones one by one under their lock, the rest as usual. */

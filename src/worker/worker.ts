@@ -352,12 +352,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
         this.#missedCancels = true; // a cancel sent while it was down was not heard
       });
       this.#unsubscribe.push(async () => void offConnect());
-      // Listening is a latency hint: start without it rather than wait for it.
-      await listener.ready(this.options.pollIntervalMs);
-      // The gate reads the queues' settings once the listener is up, so that
-      // a change made after its reading is heard.
+      // The gate subscribes too before the listener is up (one LISTEN
+      // statement for every channel) and reads the queues' settings once it
+      // is, so that a change made after its reading is heard. Listening is a
+      // latency hint: start without it rather than wait for it.
       this.#unsubscribe.push(() => this.#gate.stop());
-      await this.#gate.start();
+      await this.#gate.start(() => listener.ready(this.options.pollIntervalMs));
     };
     const leaseStarted = this.#lease.start();
     // Open the pool's connections now, not one by one under the first jobs;
