@@ -416,7 +416,7 @@ describe('jobs due later wake the workers of their queue', () => {
     }
   });
 
-  it("a worker's start goes to its first claim in few round trips: one LISTEN for every channel, no look for orphans or promotion before the claim; a job due at start still runs", async () => {
+  it("a worker's start goes to its first claim in few round trips: one LISTEN for every channel, no look for orphans, promotion or election before the claim; a job due at start still runs", async () => {
     const task = defineTask({ name: 'at-start', queue: 'at-start', schema: z.object({ n: z.number() }), handler: ({ n }) => n });
     const pgq = await ctx.migrated({ tasks: [task] });
     const due = await pgq.enqueue(task, { n: 1 }, { delayMs: 50 });
@@ -428,13 +428,24 @@ describe('jobs due later wake the workers of their queue', () => {
     const query = pg.Client.prototype.query;
     pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
       const config = args[0] as string | { name?: string; text?: string } | undefined;
-      statements.push(typeof config === 'string' ? config : (config?.name?.replace(/_[0-9a-f]{8}$/, '') ?? config?.text ?? ''));
+      const text = typeof config === 'string' ? config : (config?.name?.replace(/_[0-9a-f]{8}$/, '') ?? config?.text ?? '');
+      statements.push(text);
+      const callback = args.at(-1);
+      if (/_claim(_many)?$/.test(text) && typeof callback === 'function') {
+        // The answer held back 200 ms: what waits for it waits that long.
+        args[args.length - 1] = (...answer: unknown[]) =>
+          setTimeout(() => {
+            statements.push('answered: claim');
+            (callback as (...a: unknown[]) => void)(...answer);
+          }, 200);
+      }
       return (query as (...a: unknown[]) => unknown).apply(this, args);
     } as typeof query;
     // A poll interval of an hour: the due job runs by the promotion that follows the first claim, or not at all.
-    const worker = ctx.pgq({ tasks: [task] }).worker({ queues: ['at-start'], pollIntervalMs: 3_600_000, leader: false });
+    const worker = ctx.pgq({ tasks: [task] }).worker({ queues: ['at-start'], pollIntervalMs: 3_600_000 });
     try {
       await worker.start();
+      await until(() => worker.isLeader, { what: 'the worker to lead' });
       expect(await pgq.waitForJob(available.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded', result: 2 });
       expect(await pgq.waitForJob(due.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded', result: 1 });
       const firstClaim = statements.findIndex((text) => /_claim(_many)?$/.test(text));
@@ -445,6 +456,10 @@ describe('jobs due later wake the workers of their queue', () => {
       const listens = before.filter((text) => text.includes('LISTEN'));
       expect(listens).toHaveLength(1);
       for (const channel of ['jobs', 'cancel', 'queues']) expect(listens[0]).toContain(`LISTEN "pgq:${ctx.schema}:${channel}"`);
+      // The leader's election and maintenance come after the first claim has been answered.
+      expect(before.filter((text) => /"leader"/.test(text))).toEqual([]);
+      expect(statements.indexOf('answered: claim')).toBeGreaterThan(firstClaim);
+      expect(statements.findIndex((text) => /"leader"/.test(text))).toBeGreaterThan(statements.indexOf('answered: claim'));
     } finally {
       pg.Client.prototype.query = query;
       await worker.stop();

@@ -41,6 +41,13 @@ export interface LeaderConfig {
   heartbeatMs: number;
   /** Lease length. */
   rescueAfterMs: number;
+  /**
+   * Resolves when the first election may go out: a worker's first claim is
+   * answered before its leader's election and first maintenance pass take
+   * the event loop and connections (they are not what a starting worker is
+   * waited on for).
+   */
+  firstAfter?: () => Promise<unknown>;
 }
 
 export class LeaderElector extends LoopService {
@@ -96,6 +103,9 @@ export class LeaderElector extends LoopService {
   }
 
   protected async run(signal: AbortSignal): Promise<void> {
+    if (this.config.firstAfter) {
+      await Promise.race([this.config.firstAfter(), new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }))]);
+    }
     while (!signal.aborted) {
       // After a step-down (by the trust timer, say) the lease is left alone
       // until the services have stopped: renewed meanwhile, it would keep

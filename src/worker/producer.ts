@@ -100,6 +100,9 @@ export class Producer extends LoopService {
   #promoteAt = Infinity;
   /** A claim was sent: only then can a lost reply have left jobs running here that it does not hold. */
   #claimSent = false;
+  #firstClaimDone!: () => void;
+  /** Resolves once the first claim has been answered (its jobs started), has failed, or the producer stops. */
+  readonly firstClaim = new Promise<void>((resolve) => (this.#firstClaimDone = resolve));
   /**
    * Monotonic time of the periodic promotion (a poll interval after the
    * last), which finds what no due time announced: made after the claim, so
@@ -207,6 +210,7 @@ export class Producer extends LoopService {
   }
 
   override async stop(): Promise<void> {
+    this.#firstClaimDone();
     this.#draining = true;
     clearTimeout(this.#dueTimer);
     this.#dueTimer = undefined;
@@ -435,9 +439,11 @@ export class Producer extends LoopService {
           continue;
         }
         this.#dispatch();
+        this.#firstClaimDone();
         if (rows.length < limit) this.#moreWaiting = false;
         if (this.clock.monotonicMs() >= this.#sweepAt) await this.#promoteOrLater(limit - rows.length);
       } catch (err) {
+        this.#firstClaimDone();
         failures += 1;
         // A claim that may have been made (its statement sent) is looked for later; one refused at connect was not.
         if (!isConnectFailure(err)) this.#needsReconcile = true;

@@ -213,6 +213,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
           identity: () => ({ workerId: this.#lease.workerId, registeredAt: this.#lease.registeredAt }),
           heartbeatMs: options.heartbeatMs,
           rescueAfterMs: options.rescueAfterMs,
+          // At most a heartbeat later whatever the claims do (a lease not trusted yet, a claim the database holds).
+          firstAfter: () => {
+            let timer: NodeJS.Timeout | undefined;
+            const late = new Promise((resolve) => (timer = setTimeout(resolve, options.heartbeatMs)));
+            return Promise.race([this.#producer.firstClaim, late]).finally(() => clearTimeout(timer));
+          },
         },
         deps.election,
         (held, timeoutMs) => deps.statements.releaseLeadership(deps.db, { ...held, timeoutMs }),
