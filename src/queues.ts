@@ -51,14 +51,18 @@ export interface QueueRecord {
   updatedAt: Date | null;
 }
 
-const limit = z.number({ error: 'must be a number' }).int('must be a whole number').min(1, 'must be at least 1').max(INT32_MAX);
+const limit = z.number({ error: 'must be a number' }).int('must be a whole number').min(1, 'must be at least 1').max(INT32_MAX, `must be at most ${INT32_MAX}`);
 
 const settingsSchema = z.strictObject({
   concurrency: limit.nullable().optional(),
   rateLimit: z
     .strictObject({
       limit,
-      periodMs: z.number({ error: 'must be a number' }).int('must be a whole number of milliseconds').min(1, 'must be at least 1 ms').max(INT32_MAX),
+      periodMs: z
+        .number({ error: 'must be a number' })
+        .int('must be a whole number of milliseconds')
+        .min(1, 'must be at least 1 ms')
+        .max(INT32_MAX, `must be at most ${INT32_MAX} ms (about 24.8 days)`),
     }, { error: 'must be { limit, periodMs } or null' })
     .nullable()
     .optional(),

@@ -9,7 +9,7 @@ import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { Pgq, defineTask } from '../src/index.js';
-import { until, useTestSchema } from './support/harness.js';
+import { deferred, until, useTestSchema } from './support/harness.js';
 import { captureLogger, type Line } from './support/logger.js';
 
 const ctx = useTestSchema('settings');
@@ -70,6 +70,52 @@ describe('server settings', () => {
       pg.Client.prototype.query = original;
       await iso.close();
       await dmy.close();
+    }
+  });
+
+  it('keeps a queue limited to 1 at one job when workers of two tasks claim at once under default repeatable read (both ran), and says nothing of the conflicts', async () => {
+    let running = 0;
+    let most = 0;
+    const release = deferred();
+    const body = async (): Promise<void> => {
+      running += 1;
+      most = Math.max(most, running);
+      await release.promise;
+      running -= 1;
+    };
+    const a = defineTask({ name: 'rr-a', queue: 'rr-one', schema: z.object({}), handler: body });
+    const b = defineTask({ name: 'rr-b', queue: 'rr-one', schema: z.object({}), handler: body });
+    const admin = await ctx.migrated({ tasks: [a, b] });
+    await admin.setQueue('rr-one', { concurrency: 1 });
+    const url = urlWith({ default_transaction_isolation: 'repeatable read' });
+    const lines: Line[] = [];
+    const options = { concurrency: 5, queues: ['rr-one'], leader: false } as const;
+    const pa = new Pgq({ connectionString: url, schema: ctx.schema, tasks: [a], logger: captureLogger(lines) });
+    const pb = new Pgq({ connectionString: url, schema: ctx.schema, tasks: [b], logger: captureLogger(lines) });
+    const [wa, wb] = [pa.worker(options), pb.worker(options)];
+    const holder = await ctx.admin.connect();
+    try {
+      await Promise.all([wa.start(), wb.start()]);
+      // The queue's row held while both jobs are enqueued: both workers' claims begin, then wait for it.
+      await holder.query('BEGIN');
+      await holder.query(`SELECT 1 FROM "${ctx.schema}".queues WHERE name = 'rr-one' FOR UPDATE`);
+      const jobs = [await admin.enqueue(a, {}), await admin.enqueue(b, {})];
+      await until(async () => (await ctx.admin.query(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = $1`, [`pgq_${ctx.schema}`])).rows.length >= 2, { what: 'both claims to wait for the queue row' });
+      await holder.query('COMMIT');
+      await until(() => running >= 1, { what: 'a job to run' });
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      const { rows } = await ctx.admin.query(`SELECT count(*)::int AS n FROM "${ctx.schema}".jobs WHERE queue = 'rr-one' AND state = 'running'`);
+      expect(rows[0].n).toBe(1);
+      release.resolve();
+      for (const job of jobs) expect((await admin.waitForJob(job, { timeoutMs: 10_000 })).state).toBe('succeeded');
+      expect(most).toBe(1);
+      expect(lines.filter((l) => l.level === 'warn' || l.level === 'error').map((l) => l.msg)).toEqual([]);
+    } finally {
+      release.resolve();
+      await holder.query('ROLLBACK').catch(() => undefined);
+      holder.release();
+      await Promise.all([wa.stop(), wb.stop()]);
+      await Promise.all([pa.close(), pb.close()]);
     }
   });
 

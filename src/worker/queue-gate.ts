@@ -40,6 +40,7 @@ import type { PgqDatabase } from '../db/tables.js';
 import type { Listener } from '../notify/listener.js';
 import type { ChannelNames } from '../notify/channels.js';
 import { RepeatedFailure } from '../core/repeated-failure.js';
+import { retryConflicts } from '../db/transaction.js';
 
 /** How often the settings are re-read without a NOTIFY. */
 export const QUEUE_REFRESH_MS = 1_000;
@@ -196,7 +197,10 @@ export class QueueGate extends LoopService {
   async claim(db: Queryable, p: ClaimJobsParams): Promise<ClaimRow[]> {
     const open = p.queues.filter((q) => !this.#controls.get(q)?.paused && !this.#changing.has(q));
     const limited = open.filter((q) => this.#controls.get(q)?.limited);
-    if (open.length === p.queues.length && limited.length === 0) return this.#deps.statements.claimJobs(db, p);
+    // Each statement is sent again at once if PostgreSQL ended it with 40001 or
+    // 40P01 (it claimed nothing): under a default isolation of repeatable read
+    // claims that meet rows, or a limited queue's row, committed after their start.
+    if (open.length === p.queues.length && limited.length === 0) return retryConflicts(() => this.#deps.statements.claimJobs(db, p));
     const rows: ClaimRow[] = [];
     let recheckMs: number | null = null;
     let waiting = false;
@@ -218,7 +222,7 @@ export class QueueGate extends LoopService {
     }
     const unlimited = open.filter((q) => !limited.includes(q));
     const left = p.limit - rows.length;
-    if (left > 0 && unlimited.length > 0) rows.push(...(await this.#deps.statements.claimJobs(db, { ...p, queues: unlimited, limit: left })));
+    if (left > 0 && unlimited.length > 0) rows.push(...(await retryConflicts(() => this.#deps.statements.claimJobs(db, { ...p, queues: unlimited, limit: left }))));
     this.#armRecheck(recheckMs, waiting);
     return rows;
   }
@@ -236,7 +240,9 @@ export class QueueGate extends LoopService {
     p: ClaimJobsParams,
     limit: number,
   ): Promise<{ claimed: ClaimRow[]; waitMs: number | null; more: boolean }> {
-    const { claimed, waiting, tokenMs } = await this.#deps.queueStatements.claimLimited(db, { queue, tasks: p.tasks, limit, workerId: p.workerId, registeredAt: p.registeredAt });
+    const { claimed, waiting, tokenMs } = await retryConflicts(() =>
+      this.#deps.queueStatements.claimLimited(db, { queue, tasks: p.tasks, limit, workerId: p.workerId, registeredAt: p.registeredAt }),
+    );
     return { claimed, waitMs: claimed.length < limit && waiting ? Math.max(RECHECK_MS, tokenMs ?? 0) : null, more: waiting };
   }
 
