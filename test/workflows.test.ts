@@ -411,6 +411,46 @@ describe('deleting steps', () => {
     expect(await pgq.deleteJobs({ workflowId: wf.id })).toBe(1);
   });
 
+  it('deleteJob of a parent racing retryJob of the step that cancelled its dependent: one of them is refused, whichever goes first (the dependent ran without that parent\'s result)', async () => {
+    const s = `"${ctx.schema}"`;
+    for (const first of ['delete', 'retry'] as const) {
+      const wf = await pgq.enqueueWorkflow(chord(group([step(manual, { n: 1 }), step(manual, { n: 2 })]), step(manualSum)));
+      const [parent, failing, callback] = wf.steps.map((st) => st.id) as [string, string, string];
+      await ctx.admin.query(`UPDATE ${s}.jobs SET state = 'succeeded', result = '10', attempts = 1, finished_at = now() WHERE id = $1`, [parent]);
+      await pgq.cancelJob(failing); // the callback is cancelled by it
+      // The parent's row held a moment by another session: both calls begin, then meet at it, in this order.
+      const holder = await ctx.admin.connect();
+      try {
+        await holder.query('BEGIN');
+        await holder.query(`SELECT 1 FROM ${s}.jobs WHERE id = $1 FOR UPDATE`, [parent]);
+        const calls: Promise<unknown>[] = [];
+        for (const call of first === 'delete' ? ['delete', 'retry'] : ['retry', 'delete']) {
+          const made = call === 'delete' ? pgq.deleteJob(parent) : pgq.retryJob(failing);
+          made.catch(() => undefined);
+          calls.push(made);
+          await ctx.lockWaiters(calls.length, `the ${call} to wait for the parent's row`);
+        }
+        await holder.query('COMMIT');
+        const [deleted, retried] = first === 'delete' ? await Promise.allSettled(calls) : (await Promise.allSettled(calls)).reverse();
+        if (first === 'delete') {
+          expect(deleted).toEqual({ status: 'fulfilled', value: true });
+          expect(retried).toMatchObject({ status: 'rejected', reason: { code: 'PGQ_NOT_RETRYABLE', message: expect.stringMatching(new RegExp(`includes the result of job ${parent}, which has been deleted`)) } });
+          expect((await pgq.getJob(callback))!.state).toBe('cancelled');
+        } else {
+          expect(retried).toMatchObject({ status: 'fulfilled', value: { state: 'available' } });
+          expect(deleted).toMatchObject({ status: 'rejected', reason: { code: 'PGQ_WORKFLOW_STEP_LIVE' } });
+          // The retried step settles: the callback's input has both results.
+          await ctx.admin.query(`UPDATE ${s}.jobs SET state = 'succeeded', result = '20', attempts = 2, finished_at = now() WHERE id = $1`, [failing]);
+          expect(await pgq.getJob(callback)).toMatchObject({ state: 'available', payload: [10, 20] });
+        }
+      } finally {
+        await holder.query('ROLLBACK').catch(() => undefined);
+        holder.release();
+        await pgq.cancelWorkflow(wf.id);
+      }
+    }
+  });
+
   it('a step whose input was made when it left blocked is retried with it though the parent it came from was deleted (it was refused, as if that input were lost)', async () => {
     const wf = await pgq.enqueueWorkflow(chain(step(manual, { n: 1 }), step(manualInc)));
     const [first, second] = wf.steps.map((st) => st.id);

@@ -36,15 +36,42 @@ export interface LostInput {
 export function lostInputs(schema: string, jobId: Expression<unknown>): RawBuilder<LostInput> {
   const jobs = sql.id(schema, 'jobs');
   const dependencies = sql.id(schema, 'job_dependencies');
-  return sql<LostInput>`WITH RECURSIVE resumed(id) AS (
-      SELECT ${jobId}::bigint
-      UNION
-      SELECT c.id FROM resumed r JOIN ${jobs} c ON c.cancelled_by = r.id AND c.state = 'cancelled'
-    )
+  return sql<LostInput>`${resumedSteps(schema, jobId)}
     SELECT c.id::text AS child, c.workflow_step AS step, d.parent_id::text AS parent
       FROM resumed r
       JOIN ${jobs} c ON c.id = r.id
       JOIN ${dependencies} d ON d.child_id = c.id
      WHERE c.attempts = 0 AND c.pending_parents > 0 AND c.pass_results <> 'none'
        AND NOT EXISTS (SELECT 1 FROM ${jobs} p WHERE p.id = d.parent_id)`;
+}
+
+/**
+ * Locks the parents of the steps a retry of job `jobId` resumes (as
+ * lostInputs reads them) against their deletion, in id order, for the rest
+ * of the retry's transaction: FOR KEY SHARE, which a delete waits on and
+ * claims and outcome writes do not. A concurrent `deleteJob` of one either
+ * committed first (lostInputs, asked after this, finds it gone) or waits
+ * for the retry (and then finds its dependent blocked on it and refuses):
+ * before, each checked while the other had not committed, the delete found
+ * the dependent cancelled, the retry found the parent there, and the
+ * dependent ran without that parent's result.
+ */
+export function lockInputParents(schema: string, jobId: Expression<unknown>): RawBuilder<unknown> {
+  const jobs = sql.id(schema, 'jobs');
+  const dependencies = sql.id(schema, 'job_dependencies');
+  return sql`${resumedSteps(schema, jobId)}
+    SELECT 1 FROM ${jobs} p
+     WHERE p.id IN (SELECT d.parent_id FROM resumed r JOIN ${dependencies} d ON d.child_id = r.id)
+     ORDER BY p.id
+       FOR KEY SHARE OF p`;
+}
+
+/** `resumed(id)`: job `jobId` and the dependents its success resumes (cancelled because it failed, and theirs in turn). */
+function resumedSteps(schema: string, jobId: Expression<unknown>): RawBuilder<unknown> {
+  const jobs = sql.id(schema, 'jobs');
+  return sql`WITH RECURSIVE resumed(id) AS (
+      SELECT ${jobId}::bigint
+      UNION
+      SELECT c.id FROM resumed r JOIN ${jobs} c ON c.cancelled_by = r.id AND c.state = 'cancelled'
+    )`;
 }

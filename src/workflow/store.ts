@@ -27,7 +27,7 @@ import { cancelLockedJobs } from '../jobs/cancel-jobs.js';
 import type { Listener } from '../notify/listener.js';
 import { nameSchema, zodToValidationError } from '../task.js';
 import { compileWorkflow, type CompiledWorkflow } from './compile.js';
-import { lostInputs, type LostInput } from './lost-inputs.js';
+import { lockInputParents, lostInputs, type LostInput } from './lost-inputs.js';
 import { metaText, type MiddlewareChain, type PendingJob } from '../middleware.js';
 import type { Flow } from './flow.js';
 import { inTransaction } from '../db/transaction.js';
@@ -289,6 +289,7 @@ export class WorkflowStore {
     // yet), or those of the dependents its success would resume (cancelled
     // because it failed, and theirs in turn). A step whose input was made
     // when it left blocked lost nothing (see lost-inputs.ts).
+    await lockInputParents(this.deps.schema, sql`${jobId}`).execute(trx);
     const lost = await sql<LostInput>`SELECT * FROM (${this.lostInputs(sql`${jobId}`)}) AS lost ORDER BY child::bigint, parent::bigint LIMIT 1`.execute(trx);
     const gone = lost.rows[0];
     if (gone) {
