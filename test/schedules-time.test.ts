@@ -106,6 +106,26 @@ describe('daylight saving', () => {
     expect(await localTicks(pgq, 'lh-0200-late', 'Australia/Lord_Howe')).toEqual(['2026-04-05 02:00', '2026-04-06 02:00']);
   });
 
+  it('Australia/Lord_Howe half-hour spring forward: a time inside the gap fires once that day, half an hour later (cron-parser skipped the day: no job)', async () => {
+    // 5 October 2025, 02:00 LHST (+10:30) goes forward to 02:30 LHDT (+11).
+    const { clock, pgq, scheduler } = await setup('2025-10-03T10:00:00Z');
+    await pgq.schedule({ name: 'lh-0215', cron: '15 2 * * *', timezone: 'Australia/Lord_Howe', task: report, payload: { kind: 'daily' } });
+    await pgq.schedule({ name: 'lh-sunday-0200', cron: '0 2 * * 0', timezone: 'Australia/Lord_Howe', task: report, payload: { kind: 'weekly' } });
+    await pgq.schedule({ name: 'lh-every-20m', cron: '*/20 * * * *', timezone: 'Australia/Lord_Howe', task: report, payload: { kind: 'often' } });
+    await runUntil(scheduler, clock, '2025-10-06T16:00:00Z');
+    expect(await localTicks(pgq, 'lh-0215', 'Australia/Lord_Howe')).toEqual(['2025-10-04 02:15', '2025-10-05 02:45', '2025-10-06 02:15', '2025-10-07 02:15']);
+    expect(await localTicks(pgq, 'lh-sunday-0200', 'Australia/Lord_Howe')).toEqual(['2025-10-05 02:30']);
+    // An expression matching every hour has no ticks in the missing half hour, and none added.
+    const often = await localTicks(pgq, 'lh-every-20m', 'Australia/Lord_Howe');
+    expect(often.filter((t) => t.startsWith('2025-10-05 0'))).toContain('2025-10-05 01:40');
+    expect(often.filter((t) => /^2025-10-05 0[1-3]:/.test(t))).toEqual(['2025-10-05 01:00', '2025-10-05 01:20', '2025-10-05 01:40', '2025-10-05 03:00', '2025-10-05 03:20', '2025-10-05 03:40']);
+    // America/Nuuk's change (28 March 2026, 23:00 -02 to 00:00 -01): a daily 23:00 fires at 00:00 -01, once.
+    const nuuk = cronTicks('0 23 * * *', 'America/Nuuk');
+    const fired: string[] = [];
+    for (let at = new Date('2026-03-27T12:00:00Z'), i = 0; i < 3; i += 1) fired.push((at = nuuk.next(at)).toISOString());
+    expect(fired).toEqual(['2026-03-28T01:00:00.000Z', '2026-03-29T01:00:00.000Z', '2026-03-30T00:00:00.000Z']);
+  });
+
   it('Antarctica/Troll two-hour fall back: a daily 02:00 fires once that day, at its first pass (cron-parser alone gives both)', () => {
     // 25 October 2026, 03:00 +02 goes back to 01:00 +00: 02:00 comes at 00:00Z and again at 02:00Z.
     const ticks = cronTicks('0 2 * * *', 'Antarctica/Troll');

@@ -209,7 +209,26 @@ export function cronTicks(expression: string, timezone: string): TickSource {
     if (!fixedHour) return tick;
     const from = wall(after);
     for (let i = 0; i < MAX_REPEATED_TICKS && wall(tick) <= from; i += 1) tick = step(tick);
-    return tick;
+    return inGap(after, tick) ?? tick;
+  };
+  /**
+   * A wall-clock time the expression matches inside a spring-forward gap
+   * between `after` and `tick`, moved one gap later (the rule of
+   * docs/schedules.md); null when there is none. cron-parser moves it so
+   * for a one-hour gap, not for Australia/Lord_Howe's half-hour one, where a
+   * daily 02:15 had no job on the day of the change.
+   */
+  const inGap = (after: Date, tick: Date): Date | null => {
+    const change = nextTransition(after.getTime());
+    if (change === null || change >= tick.getTime()) return null;
+    const gap = offsetAt(change) - offsetAt(change - 1);
+    if (gap <= 0) return null;
+    // Wall-clock times as UTC milliseconds: the first one skipped, and the first the expression matches from it.
+    const skipped = Date.parse(`${wall(new Date(change - 1))}Z`) + 1;
+    const matched = parser().parse(expression, { tz: 'UTC', currentDate: new Date(skipped - 1) }).next().toDate().getTime();
+    if (matched >= skipped + gap) return null;
+    const moved = new Date(change + (matched - skipped));
+    return moved.getTime() > after.getTime() && moved.getTime() < tick.getTime() ? moved : null;
   };
   const stepAround = (after: Date, cause: unknown): Date => {
     // A tick not after the time stepped from is cron-parser stepping wrong there too.
