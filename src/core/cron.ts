@@ -219,6 +219,8 @@ export function cronTicks(expression: string, timezone: string): TickSource {
    * daily 02:15 had no job on the day of the change.
    */
   const inGap = (after: Date, tick: Date): Date | null => {
+    // The same offset at both ends of a span no longer than the search below: no change between them (the common case, two readings).
+    if (tick.getTime() - after.getTime() <= TRANSITION_WITHIN_MS && offsetAt(after.getTime()) === offsetAt(tick.getTime())) return null;
     const change = nextTransition(after.getTime());
     if (change === null || change >= tick.getTime()) return null;
     const gap = offsetAt(change) - offsetAt(change - 1);
