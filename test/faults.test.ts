@@ -536,6 +536,34 @@ describe('a LISTEN connection, (re)connected', () => {
   });
 });
 
+describe('a channel subscribed while the connection LISTENs on the others', () => {
+  it('is LISTENed on after that statement, and heard (it was left out until the next reconnect)', async () => {
+    const listener = new Listener({ connectionString: ctx.url }, defaultLogger(), { checkMs: 60_000, queryTimeoutMs: 5_000 });
+    const original = pg.Client.prototype.query;
+    const heard: string[] = [];
+    let late: Promise<unknown> | undefined;
+    const channel = `late_${ctx.schema}`;
+    pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+      const result = (original as (...a: unknown[]) => unknown).apply(this, args);
+      // Another subscriber (a worker's start beside a waitForJob, say) comes while the connection's first LISTEN runs.
+      if (!late && typeof args[0] === 'string' && args[0].includes('LISTEN')) late = listener.subscribe(channel, (payload) => heard.push(payload));
+      return result;
+    } as typeof original;
+    try {
+      await listener.subscribe(`early_${ctx.schema}`, () => undefined);
+      expect(await listener.ready(10_000)).toBe(true);
+      await late;
+      await until(async () => {
+        await ctx.admin.query('SELECT pg_notify($1, $2)', [channel, 'x']);
+        return heard.includes('x');
+      }, { timeoutMs: 5_000, everyMs: 200, what: 'the late channel to be heard' });
+    } finally {
+      pg.Client.prototype.query = original;
+      await listener.close();
+    }
+  });
+});
+
 describe('a LISTEN connection closed while it reconnects', () => {
   it('ends the connection it was opening: nothing is left open to keep the process alive', async () => {
     // A proxy that passes each new connection on only after `delayMs`: a reconnect under way when close() comes.

@@ -88,15 +88,17 @@ export class Listener {
     }
     set.add(handler);
     this.#ensureLoop();
-    if (isNew && this.#client && this.#connected) {
-      // A connection that dropped or stops answering is closed: a new one LISTENs on every channel.
+    // Also while the connection's first statement (LISTEN on every channel
+    // then known) is in flight: this one goes after it. A connection that
+    // dropped or stops answering is closed: a new one LISTENs on every channel.
+    if (isNew && this.#client) {
       await this.#query(this.#client, `LISTEN ${quoteIdent(channel)}`).catch(() => undefined);
     }
     return async () => {
       set.delete(handler);
       if (set.size === 0 && this.#handlers.get(channel) === set) {
         this.#handlers.delete(channel);
-        if (this.#client && this.#connected) {
+        if (this.#client) {
           await this.#query(this.#client, `UNLISTEN ${quoteIdent(channel)}`).catch(() => undefined);
         }
       }
