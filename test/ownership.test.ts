@@ -982,6 +982,21 @@ describe('leases', () => {
     await ctx.admin.query(`DELETE FROM ${workers} WHERE id = 'fx'`);
   });
 
+  it('a worker of a fixed id gives back, at start, jobs an earlier process of that id left running (an outcome given up, its row deleted): its lease kept the rescuer from them', async () => {
+    const task = defineTask({ name: 'fixed-left', queue: 'fixed-left', schema: z.object({}), handler: () => 'ran' });
+    const pgq = await ctx.migrated({ tasks: [task] });
+    const job = await pgq.enqueue(task, {});
+    await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = 'running', attempts = 1, started_at = now() - interval '1 minute', worker_id = 'fixed-id' WHERE id = $1`, [job.id]);
+    // A poll interval of an hour and a long lease: nothing but the start's look gives it back in time.
+    const worker = pgq.worker({ id: 'fixed-id', queues: ['fixed-left'], pollIntervalMs: 3_600_000, rescueAfterMs: 600_000, leader: false });
+    await worker.start();
+    try {
+      expect(await pgq.waitForJob(job.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded', result: 'ran', attempts: 1 });
+    } finally {
+      await worker.stop();
+    }
+  });
+
   it('a claim over several queues locks only the rows it takes', async () => {
     const q = defineTask({ name: 'multi', schema: z.object({ q: z.string() }), handler: () => undefined });
     const pgq = await ctx.migrated({ tasks: [q] });

@@ -77,6 +77,8 @@ export interface ProducerConfig {
   pollIntervalMs: number;
   /** A claimed job not started within this long goes back to the queue. */
   prefetchTtlMs: number;
+  /** The worker's id was given (`options.id`), not made: jobs of an earlier process of that id may be running under it. */
+  fixedId: boolean;
 }
 
 /** A job claimed and not started yet. */
@@ -90,7 +92,13 @@ export class Producer extends LoopService {
   readonly #waker = new Waker();
   /** True while claims suggest more due jobs are waiting. */
   #moreWaiting = true;
-  #needsReconcile = false;
+  /**
+   * Look for jobs running here that it does not hold before the next claim.
+   * At start only for a worker of a fixed id: a process of that id before it
+   * may have left some (an outcome it gave up on), and this registration
+   * keeps the rescuer from them; a new id has none.
+   */
+  #needsReconcile: boolean;
   /**
    * Monotonic time a scheduled or retryable job is known to be due (heard
    * of, looked up, or more left by a full batch): promoted before the claim.
@@ -151,6 +159,7 @@ export class Producer extends LoopService {
   ) {
     super('producer', logger);
     this.#ahead = this.#minAhead();
+    this.#needsReconcile = config.fixedId;
     completer.onDrained(() => this.wake());
   }
 

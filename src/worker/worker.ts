@@ -186,6 +186,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         maxClaimBatch: options.maxClaimBatch,
         pollIntervalMs: options.pollIntervalMs,
         prefetchTtlMs: options.prefetchTtlMs,
+        fixedId: options.id !== undefined,
       },
       this.#lease,
       deps.db,
