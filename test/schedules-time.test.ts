@@ -119,6 +119,12 @@ describe('daylight saving', () => {
     const often = await localTicks(pgq, 'lh-every-20m', 'Australia/Lord_Howe');
     expect(often.filter((t) => t.startsWith('2025-10-05 0'))).toContain('2025-10-05 01:40');
     expect(often.filter((t) => /^2025-10-05 0[1-3]:/.test(t))).toEqual(['2025-10-05 01:00', '2025-10-05 01:20', '2025-10-05 01:40', '2025-10-05 03:00', '2025-10-05 03:20', '2025-10-05 03:40']);
+    // Weekly and yearly ticks come days after the one before: the change is looked for near the time matched, not near the last tick.
+    const first = (expression: string, from: string): string => localTime(cronTicks(expression, 'Australia/Lord_Howe').next(new Date(from)), 'Australia/Lord_Howe');
+    expect(first('15 2 * * 0', '2025-09-27T15:45:00Z')).toBe('2025-10-05 02:45');
+    expect(first('0 2 * * 0', '2025-09-27T15:30:00Z')).toBe('2025-10-05 02:30');
+    expect(first('15 2 5 10 *', '2024-10-10T00:00:00Z')).toBe('2025-10-05 02:45');
+    expect(first('15 2 * * *', '2025-10-01T12:00:00Z')).toBe('2025-10-02 02:15');
     // America/Nuuk's change (28 March 2026, 23:00 -02 to 00:00 -01): a daily 23:00 fires at 00:00 -01, once.
     const nuuk = cronTicks('0 23 * * *', 'America/Nuuk');
     const fired: string[] = [];

@@ -221,7 +221,10 @@ export function cronTicks(expression: string, timezone: string): TickSource {
   const inGap = (after: Date, tick: Date): Date | null => {
     // The same offset at both ends of a span no longer than the search below: no change between them (the common case, two readings).
     if (tick.getTime() - after.getTime() <= TRANSITION_WITHIN_MS && offsetAt(after.getTime()) === offsetAt(tick.getTime())) return null;
-    const change = nextTransition(after.getTime());
+    // The transition is searched for near the first wall-clock time the expression matches after `after` (a weekly or yearly tick is days past it).
+    const first = parser().parse(expression, { tz: 'UTC', currentDate: new Date(Date.parse(`${wall(after)}Z`)) }).next().toDate().getTime();
+    const near = Math.max(after.getTime(), first - offsetAt(after.getTime()) - TRANSITION_WITHIN_MS / 2);
+    const change = nextTransition(near);
     if (change === null || change >= tick.getTime()) return null;
     const gap = offsetAt(change) - offsetAt(change - 1);
     if (gap <= 0) return null;
