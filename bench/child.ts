@@ -22,6 +22,7 @@ import { loadSystem } from './systems/index.js';
 import type { ChildResult, ChildSpec, ParentMessage, WorkerMessage } from './lib/spec.js';
 import type { Payload, RunEnv, System } from './lib/types.js';
 import { epochMs, percentile, sleep } from './lib/stats.js';
+import { waitExit } from './lib/child-process.js';
 
 const HERE = fileURLToPath(import.meta.url);
 const MIN_LATENCY_SAMPLES = 5;
@@ -200,16 +201,6 @@ function nextMessage<T extends WorkerMessage['type']>(child: ChildProcess, type:
   });
 }
 
-function waitExit(child: ChildProcess, ms: number): Promise<boolean> {
-  if (child.exitCode !== null) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(false), ms);
-    child.once('exit', () => {
-      clearTimeout(timer);
-      resolve(true);
-    });
-  });
-}
 
 /**
  * Seeds `jobs` waiting jobs with the bulk API, then starts `processes` worker

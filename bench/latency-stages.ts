@@ -32,6 +32,7 @@ import { benchServer, CLAIM_STATEMENT, medians as mediansOf, rotatingRounds } fr
 import { median } from './lib/stats.js';
 import type { Payload, RunEnv } from './lib/types.js';
 import { loadSystem } from './systems/index.js';
+import { stopChild } from './lib/child-process.js';
 
 const HERE = fileURLToPath(import.meta.url);
 const WARMUP = 20;
@@ -178,9 +179,7 @@ async function main(): Promise<void> {
         }
       } finally {
         await producer.close();
-        const exited = new Promise((resolve) => worker.once('exit', resolve));
-        worker.send({ type: 'stop' } satisfies ToWorker);
-        await exited;
+        await stopChild(worker, { type: 'stop' } satisfies ToWorker, 15_000);
       }
       const m = Object.fromEntries(STAGES.map((stage) => [stage, median(rows[stage]) ?? Number.NaN])) as Record<Stage, number>;
       return { ...m, attributed: rows.claim.length / rows.total.length };

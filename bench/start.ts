@@ -26,6 +26,7 @@ import { benchServer, medians as mediansOf, rotatingRounds } from './lib/rounds.
 import { spawnDelayProxy, type DelayProxyProcess } from './lib/delay-proxy.js';
 import type { RunEnv } from './lib/types.js';
 import { loadSystem } from './systems/index.js';
+import { stopChild } from './lib/child-process.js';
 
 const HERE = fileURLToPath(import.meta.url);
 const CONCURRENCY = 10;
@@ -149,9 +150,7 @@ async function main(): Promise<void> {
         });
         return timing;
       } finally {
-        const exited = new Promise((resolve) => worker.once('exit', resolve));
-        worker.send({ type: 'stop' } satisfies ToWorker);
-        await exited;
+        await stopChild(worker, { type: 'stop' } satisfies ToWorker, 15_000);
       }
     } finally {
       await dropDatabase(dbName);

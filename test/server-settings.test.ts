@@ -99,7 +99,16 @@ describe('server settings', () => {
       // The queue's row held while both jobs are enqueued: both workers' claims begin, then wait for it.
       await holder.query('BEGIN');
       await holder.query(`SELECT 1 FROM "${ctx.schema}".queues WHERE name = 'rr-one' FOR UPDATE`);
-      const jobs = [await admin.enqueue(a, {}), await admin.enqueue(b, {})];
+      // Both in one transaction: each worker's claim (woken by either NOTIFY) takes a snapshot that holds both jobs.
+      const enqueuer = await ctx.admin.connect();
+      let jobs;
+      try {
+        await enqueuer.query('BEGIN');
+        jobs = [await admin.enqueue(a, {}, { db: enqueuer }), await admin.enqueue(b, {}, { db: enqueuer })];
+        await enqueuer.query('COMMIT');
+      } finally {
+        enqueuer.release();
+      }
       await until(async () => (await ctx.admin.query(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = $1`, [`pgq_${ctx.schema}`])).rows.length >= 2, { what: 'both claims to wait for the queue row' });
       await holder.query('COMMIT');
       await until(() => running >= 1, { what: 'a job to run' });
