@@ -28,7 +28,7 @@ import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { benchServer, CLAIM_STATEMENT, medians as mediansOf, rotatingRounds } from './lib/rounds.js';
+import { benchServer, CLAIM_STATEMENT, rotatingRounds, writeMediansAndRatios } from './lib/rounds.js';
 import { median } from './lib/stats.js';
 import type { Payload, RunEnv } from './lib/types.js';
 import { loadSystem } from './systems/index.js';
@@ -194,20 +194,7 @@ async function main(): Promise<void> {
   process.stdout.write(`${samples} sequential jobs per run, an idle worker (concurrency ${CONCURRENCY}) in its own process, ${rounds} rounds, systems rotating; medians in ms\n\n${head}`);
   try {
     const results = await rotatingRounds(systemNames, rounds, once, (label, m) => process.stdout.write(row(label, m)));
-    process.stdout.write(`\nMedians of ${rounds} rounds:\n\n${head}`);
-    const medians = new Map<string, Medians>();
-    for (const [name, runs] of results) {
-      const m = mediansOf(runs, [...STAGES, 'attributed'] as const);
-      medians.set(name, m);
-      process.stdout.write(row(name, m));
-    }
-    const pgq = medians.get('pgq');
-    if (pgq) {
-      for (const [name, m] of medians) {
-        if (name === 'pgq') continue;
-        process.stdout.write(`\npgq ÷ ${name}: ${STAGES.map((s) => `${STAGE_NAMES[s]} ${(pgq[s] / m[s]).toFixed(2)}x`).join(', ')}\n`);
-      }
-    }
+    writeMediansAndRatios<Stage | 'attributed'>(results, rounds, head, [...STAGES, 'attributed'], row, STAGES, STAGE_NAMES);
   } finally {
     await server.close();
   }

@@ -22,7 +22,7 @@
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { benchServer, medians as mediansOf, rotatingRounds } from './lib/rounds.js';
+import { benchServer, rotatingRounds, writeMediansAndRatios } from './lib/rounds.js';
 import { spawnDelayProxy, type DelayProxyProcess } from './lib/delay-proxy.js';
 import type { RunEnv } from './lib/types.js';
 import { loadSystem } from './systems/index.js';
@@ -164,20 +164,7 @@ async function main(): Promise<void> {
   process.stdout.write(`A new worker process (concurrency ${CONCURRENCY}) started on ${jobs} waiting job(s), over ${where}, ${rounds} rounds, systems rotating; ms from the call of start()\n\n${head}`);
   try {
     const results = await rotatingRounds(systemNames, rounds, once, (label, t) => process.stdout.write(row(label, t)));
-    process.stdout.write(`\nMedians of ${rounds} rounds:\n\n${head}`);
-    const medians = new Map<string, Timing>();
-    for (const [name, runs] of results) {
-      const m = mediansOf(runs, FIELDS);
-      medians.set(name, m);
-      process.stdout.write(row(name, m));
-    }
-    const pgq = medians.get('pgq');
-    if (pgq) {
-      for (const [name, m] of medians) {
-        if (name === 'pgq') continue;
-        process.stdout.write(`\npgq ÷ ${name}: ${FIELDS.map((f) => `${FIELD_NAMES[f]} ${(pgq[f] / m[f]).toFixed(2)}x`).join(', ')}\n`);
-      }
-    }
+    writeMediansAndRatios(results, rounds, head, FIELDS, row, FIELDS, FIELD_NAMES);
   } finally {
     await proxy?.stop();
     await server.close();

@@ -85,3 +85,34 @@ export async function rotatingRounds<R>(
 export function medians<K extends string>(runs: readonly Record<K, number>[], fields: readonly K[]): Record<K, number> {
   return Object.fromEntries(fields.map((f) => [f, median(runs.map((r) => r[f])) ?? Number.NaN])) as Record<K, number>;
 }
+
+/**
+ * Writes each system's medians of `fields` over its runs (a row each, by
+ * `row`, under `head`), then pgq's ratio to every other system for each of
+ * `ratioFields` (called by `names`). Returns the medians.
+ */
+export function writeMediansAndRatios<K extends string>(
+  results: Map<string, Record<K, number>[]>,
+  rounds: number,
+  head: string,
+  fields: readonly K[],
+  row: (name: string, m: Record<K, number>) => string,
+  ratioFields: readonly K[],
+  names: Partial<Record<K, string>>,
+): Map<string, Record<K, number>> {
+  process.stdout.write(`\nMedians of ${rounds} rounds:\n\n${head}`);
+  const all = new Map<string, Record<K, number>>();
+  for (const [name, runs] of results) {
+    const m = medians(runs, fields);
+    all.set(name, m);
+    process.stdout.write(row(name, m));
+  }
+  const pgq = all.get('pgq');
+  if (pgq) {
+    for (const [name, m] of all) {
+      if (name === 'pgq') continue;
+      process.stdout.write(`\npgq ÷ ${name}: ${ratioFields.map((f) => `${names[f] ?? f} ${(pgq[f] / m[f]).toFixed(2)}x`).join(', ')}\n`);
+    }
+  }
+  return all;
+}
