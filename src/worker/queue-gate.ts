@@ -28,7 +28,7 @@
  * committed (a job counts as running until then). Jobs ending on other
  * workers are seen at the next re-check.
  */
-import type { Kysely } from 'kysely';
+import type { Kysely, Selectable } from 'kysely';
 import type { Logger } from '../core/logger.js';
 import { LoopService } from '../core/service.js';
 import { sleep } from '../core/sleep.js';
@@ -36,7 +36,7 @@ import type { Queryable } from '../db/queryable.js';
 import type { ClaimJobsParams, HotStatements } from '../db/statements.js';
 import type { QueueStatements } from '../db/queue-statements.js';
 import type { ClaimRow } from '../db/rows.js';
-import type { PgqDatabase } from '../db/tables.js';
+import type { PgqDatabase, QueuesTable } from '../db/tables.js';
 import type { Listener } from '../notify/listener.js';
 import type { ChannelNames } from '../notify/channels.js';
 import { RepeatedFailure } from '../core/repeated-failure.js';
@@ -52,13 +52,8 @@ interface Control {
   limited: boolean;
 }
 
-interface QueueSettingsRow {
-  name: string;
-  paused: boolean;
-  concurrency: number | null;
-  rate_limit: unknown;
-  key_concurrency: number | null;
-}
+/** What the gate reads of a queue's row. */
+type QueueSettingsRow = Pick<Selectable<QueuesTable>, 'name' | 'paused' | 'concurrency' | 'rate_limit' | 'key_concurrency'>;
 
 export interface QueueGateDeps {
   kysely: Kysely<PgqDatabase>;

@@ -217,7 +217,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
           // At most a heartbeat later whatever the claims do (a lease not trusted yet, a claim the database holds).
           firstAfter: () => {
             let timer: NodeJS.Timeout | undefined;
-            const late = new Promise((resolve) => (timer = setTimeout(resolve, options.heartbeatMs)));
+            const late = new Promise((resolve) => (timer = setTimeout(resolve, options.heartbeatMs).unref()));
             return Promise.race([this.#producer.firstClaim, late]).finally(() => clearTimeout(timer));
           },
         },
