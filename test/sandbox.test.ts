@@ -17,7 +17,7 @@ import { ThreadPool } from '../src/sandbox/thread-pool.js';
 import { importModule } from '../src/core/import-module.js';
 import { fileURLToPath } from 'node:url';
 import { SandboxStopped } from '../src/sandbox/protocol.js';
-import { computeTask, echoTask, misbehaveTask, progressTask, strayTask } from './fixtures/sandbox/tasks.js';
+import { computeTask, echoTask, misbehaveTask, progressTask, strayRetryTask, strayTask } from './fixtures/sandbox/tasks.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
 import { captureLogger, type Line } from './support/logger.js';
 
@@ -358,6 +358,76 @@ describe.each<SandboxKind>(['thread', 'process'])('sandboxed %s', (kind) => {
       await worker.stop();
     }
   });
+  /** The ledger's lines as attempts with their start and end (ms since epoch), and where each ran. */
+  const readLedger = (file: string) => {
+    const attempts = new Map<number, { start?: number; end?: number; where: string }>();
+    for (const line of fs.readFileSync(file, 'utf8').trim().split('\n')) {
+      const [what, attempt, where, at] = line.split(' ');
+      const entry = attempts.get(Number(attempt)) ?? { where: where! };
+      entry[what as 'start' | 'end'] = Number(at);
+      attempts.set(Number(attempt), entry);
+    }
+    return attempts;
+  };
+
+  it("an error its own code leaves behind fails the attempt, whose retry waits until the handler has settled (one deaf to its signal runs on)", async () => {
+    const task = strayRetryTask(kind);
+    const pgq = await ctx.migrated({ tasks: [task] });
+    const worker = pgq.worker({ concurrency: 2, pollIntervalMs: 50, sandbox: { threads: 2, processes: 2, terminateGraceMs: 30_000 } });
+    await worker.start();
+    try {
+      const ledger = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'pgq-stray-')), 'ledger');
+      const job = await pgq.enqueue(task, { mode: 'own-throw-deaf', ms: 1_500, ledger });
+      const done = await pgq.waitForJob(job.id, { timeoutMs: 30_000 });
+      expect(done).toMatchObject({ state: 'succeeded', attempts: 2 });
+      expect(done.errors[0]!.message).toBe(`own timer of job ${job.id} threw`);
+      const attempts = readLedger(ledger);
+      const [first, second] = [attempts.get(1)!, attempts.get(2)!];
+      expect(first.end).toBeDefined();
+      // Never twice at once: the retry starts only once the first attempt's handler has ended.
+      expect(second.start!).toBeGreaterThanOrEqual(first.end!);
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it("an attempt failed by its own stray error whose handler never settles has its sandbox terminated after terminateGraceMs; then it is retried", async () => {
+    const task = strayRetryTask(kind);
+    const pgq = await ctx.migrated({ tasks: [task] });
+    const worker = pgq.worker({ concurrency: 1, pollIntervalMs: 50, sandbox: { threads: 1, processes: 1, terminateGraceMs: 300 } });
+    await worker.start();
+    try {
+      const ledger = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'pgq-stray-')), 'ledger');
+      const job = await pgq.enqueue(task, { mode: 'own-throw-hang', ledger });
+      const done = await pgq.waitForJob(job.id, { timeoutMs: 30_000 });
+      expect(done).toMatchObject({ state: 'succeeded', attempts: 2 });
+      expect(done.errors[0]!.message).toBe(
+        `own timer of job ${job.id} threw (the handler did not stop within 300 ms, so its ${kind} was terminated after that error)`,
+      );
+      const attempts = readLedger(ledger);
+      expect(attempts.get(1)!.end).toBeUndefined();
+      // The retry ran in another thread or process: the first one's was terminated.
+      expect(attempts.get(2)!.where).not.toBe(attempts.get(1)!.where);
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it.runIf(kind === 'process')("a message the handler sends on the process's IPC channel is not taken for its reply", async () => {
+    const task = strayRetryTask(kind);
+    const pgq = await ctx.migrated({ tasks: [task] });
+    const worker = pgq.worker({ concurrency: 1, pollIntervalMs: 50, sandbox: { processes: 1 } });
+    await worker.start();
+    try {
+      const ledger = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'pgq-ipc-')), 'ledger');
+      const job = await pgq.enqueue(task, { mode: 'ipc-send', ms: 500, ledger });
+      const done = await pgq.waitForJob(job.id, { timeoutMs: 30_000 });
+      expect(done).toMatchObject({ state: 'succeeded', attempts: 1, errors: [] });
+      expect(readLedger(ledger).get(1)!.end).toBeDefined();
+    } finally {
+      await worker.stop();
+    }
+  });
 });
 
 describe('a payload that cannot cross into a sandbox', () => {
@@ -482,7 +552,7 @@ describe('sandbox lifecycle', () => {
 
   it('a thread attempt terminated before the loop read its start (busy, before and after) still ends only once its thread has exited', async () => {
     const pool = new ThreadPool({ size: 1, resourceLimits: undefined });
-    const listener = { started: () => undefined, log: () => undefined, progress: async () => undefined };
+    const listener = { started: () => undefined, log: () => undefined, progress: async () => undefined, stray: () => undefined };
     const request = (firstAttempt: string) => ({
       module: new URL('./fixtures/sandbox/handlers.js', import.meta.url).href,
       exportName: 'misbehave',

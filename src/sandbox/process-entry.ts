@@ -4,7 +4,7 @@
  * channel closes), so no sandbox outlives its worker.
  */
 import { Worker as Thread } from 'node:worker_threads';
-import { RemoteError, type FromChild, type ToChild } from './protocol.js';
+import { RemoteError, type FromChild, type FromChildEnvelope, type ToChild } from './protocol.js';
 import { ProgressChannel, catchStrayErrors, runAttempt } from './sandbox-entry.js';
 
 catchStrayErrors();
@@ -23,8 +23,9 @@ watchdog.unref();
 let controller: AbortController | null = null;
 let progress: ProgressChannel | null = null;
 
+// Wrapped: the channel is the handler's too (see FromChildEnvelope).
 const send = (message: FromChild): void => {
-  if (process.connected) process.send!(message);
+  if (process.connected) process.send!({ pgqSandbox: message } satisfies FromChildEnvelope);
 };
 
 process.on('message', (message: ToChild) => {

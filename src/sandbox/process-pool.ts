@@ -29,6 +29,7 @@ import {
   type SandboxRequest,
   type SerializedError,
   type ToChild,
+  unwrapFromChild,
 } from './protocol.js';
 import type { JobProgress } from '../core/types.js';
 
@@ -166,9 +167,11 @@ export class ProcessPool implements SandboxPool {
       child.fatal ??= /FATAL ERROR[^\n]*(?=\n)/.exec(child.stderrTail.slice(-300) + text)?.[0] ?? null;
       child.stderrTail = (child.stderrTail + text).slice(-STDERR_TAIL);
     });
-    proc.on('message', (message: FromChild) => {
+    proc.on('message', (raw: unknown) => {
       const pending = child.pending;
-      if (!pending) return;
+      // What the handler sends on the channel itself is not pgq's: ignored.
+      const message = unwrapFromChild(raw);
+      if (!pending || !message) return;
       if (message.type === 'started') {
         pending.started = true;
         pending.listener.started();
@@ -178,7 +181,8 @@ export class ProcessPool implements SandboxPool {
         void pending.listener.progress(JSON.parse(message.valueJson) as JobProgress).then(() => {
           if (child.pending === pending) send(child, { type: 'progress-saved', seq });
         });
-      } else {
+      } else if (message.type === 'stray') pending.listener.stray(message.error);
+      else if (message.type === 'done') {
         child.pending = null;
         pending.resolve(message.reply);
         this.#dispatch();

@@ -38,11 +38,19 @@ export interface SerializedError {
 
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
 
-/** Sandbox → worker while the handler runs. `progress` carries a value already checked, as JSON text; `seq` pairs it with its acknowledgement. */
+/**
+ * Sandbox → worker while the handler runs. `progress` carries a value already
+ * checked, as JSON text; `seq` pairs it with its acknowledgement. `stray`: an
+ * error the attempt's own code left behind (a timer that threw) fails the
+ * attempt, and its signal fired; the reply waits for the handler to settle,
+ * and the worker terminates the sandbox if it does not within
+ * `terminateGraceMs`, as after an abort of its own.
+ */
 export type SandboxEvent =
   | { type: 'started' }
   | { type: 'log'; level: LogLevel; obj: Record<string, unknown>; msg?: string }
-  | { type: 'progress'; seq: number; valueJson: string };
+  | { type: 'progress'; seq: number; valueJson: string }
+  | { type: 'stray'; error: SerializedError };
 
 /** Worker → sandbox while the handler runs: the abort, and `progress-saved` once report `seq` was written (or given up). */
 export type ToSandbox = { type: 'abort'; reason: SerializedError } | { type: 'progress-saved'; seq: number };
@@ -50,6 +58,23 @@ export type ToSandbox = { type: 'abort'; reason: SerializedError } | { type: 'pr
 /** Child process protocol: the request, the abort and progress acknowledgements in, events and the reply out. */
 export type ToChild = { type: 'run'; request: SandboxRequest } | ToSandbox;
 export type FromChild = SandboxEvent | { type: 'done'; reply: SandboxReply };
+
+/**
+ * How a child process wraps what it sends, on the IPC channel it shares with
+ * the handler's own code: a message the handler sends with `process.send`
+ * (a library's `process.send('ready')`) lacks the wrapper and is ignored, so
+ * it is never taken for the attempt's reply.
+ */
+export interface FromChildEnvelope {
+  pgqSandbox: FromChild;
+}
+
+/** The sandbox's message in an IPC message, or null for one that is not pgq's. */
+export function unwrapFromChild(message: unknown): FromChild | null {
+  if (typeof message !== 'object' || message === null || !('pgqSandbox' in message)) return null;
+  const inner = (message as FromChildEnvelope).pgqSandbox;
+  return typeof inner === 'object' && inner !== null ? inner : null;
+}
 
 /** What a pool hands back for one attempt. */
 export interface SandboxAttempt {
@@ -68,6 +93,8 @@ export interface SandboxListener {
   log(level: LogLevel, obj: Record<string, unknown>, msg: string | undefined): void;
   /** A progress report; resolves once it was saved or given up (never rejects). */
   progress(value: JobProgress): Promise<void>;
+  /** An error the attempt's own code left behind failed it (its signal fired inside); the handler may still run. */
+  stray(error: SerializedError): void;
 }
 
 /** A pool of threads or processes. */

@@ -159,7 +159,14 @@ export async function runAttempt(
   const onAbort = (): void => stop.abort(signal.reason);
   if (signal.aborted) onAbort();
   else signal.addEventListener('abort', onAbort, { once: true });
+  // A stray error of the attempt's own fails it: the first is its error, the
+  // worker hears of it (and terminates the sandbox if the handler does not
+  // settle within its grace), and the reply waits for the handler to settle:
+  // until then the attempt still runs here, and its retry must not run beside it.
+  let strayed = false;
   const fail = (err: unknown): void => {
+    if (!strayed) send({ type: 'stray', error: serializeError(err) });
+    strayed = true;
     reject(err);
     if (!stop.signal.aborted) stop.abort(err);
   };
@@ -178,7 +185,14 @@ export async function runAttempt(
       },
       progress: (value) => progress.report(value),
     };
-    const result = await attemptScope.run(scope, () => Promise.race([handler(request.payload, ctx), escaped]));
+    const running = attemptScope.run(scope, async () => handler(request.payload, ctx));
+    let result: unknown;
+    try {
+      result = await Promise.race([running, escaped]);
+    } catch (err) {
+      if (strayed) await running.then(ignore, ignore);
+      throw err;
+    }
     // The worker's own limit (maxPayloadBytes), as on the main thread: a
     // result over it is refused here, before it is copied to the worker.
     try {
@@ -197,6 +211,8 @@ export async function runAttempt(
     progress.close();
   }
 }
+
+function ignore(): void {}
 
 /** A Logger whose lines go to the worker, which writes them with the job's own logger. Not a logger of its own. */
 function forwardingLogger(send: (event: SandboxEvent) => void, bindings: Record<string, unknown>): Logger {

@@ -20,7 +20,7 @@ import { JobTimeoutError, PermanentError, SandboxCrashedError, ValidationError, 
 import type { ResolvedSandboxOptions } from '../config.js';
 import type { JobContext, TaskRegistry } from '../task.js';
 import type { ResolvedSandbox } from './handler.js';
-import { RemoteError, SandboxStopped, serializeError, type SandboxPool, type SandboxReply } from './protocol.js';
+import { RemoteError, SandboxStopped, serializeError, type SandboxPool, type SandboxReply, type SerializedError } from './protocol.js';
 import { sourceFile } from './sandbox-entry.js';
 
 /**
@@ -70,6 +70,12 @@ export class SandboxRunner {
   async run(sandbox: ResolvedSandbox, payload: unknown, ctx: JobContext, started: () => void = () => {}): Promise<unknown> {
     const { signal } = ctx;
     if (signal.aborted) throw signal.reason;
+    let killTimer: NodeJS.Timeout | undefined;
+    /** The error the attempt's own code left behind (it failed the attempt inside the sandbox). */
+    let stray: SerializedError | undefined;
+    const terminateLater = (): void => {
+      killTimer ??= setTimeout(() => attempt.terminate(), this.#options.terminateGraceMs);
+    };
     const attempt = (await this.#pool(sandbox.kind)).run(
       { module: sandbox.module, exportName: sandbox.export, payload, job: ctx.job, attempt: ctx.attempt, maxResultBytes: this.#maxResultBytes },
       {
@@ -84,12 +90,16 @@ export class SandboxRunner {
             // already refused inside the sandbox
           }
         },
+        // The handler heard it through its signal; one that runs on is ended as after an abort.
+        stray: (error) => {
+          stray ??= error;
+          terminateLater();
+        },
       },
     );
-    let killTimer: NodeJS.Timeout | undefined;
     const onAbort = (): void => {
       attempt.abort(serializeError(signal.reason));
-      killTimer = setTimeout(() => attempt.terminate(), this.#options.terminateGraceMs);
+      terminateLater();
     };
     signal.addEventListener('abort', onAbort, { once: true });
     // Aborted while the pool was being made (the first attempt's await above): the event has fired already.
@@ -100,6 +110,8 @@ export class SandboxRunner {
     } catch (err) {
       if (!(err instanceof SandboxStopped)) throw this.#cannotSend(payload, ctx) ?? err;
       if (!err.started) throw signal.aborted ? signal.reason : new SandboxCrashedError('the sandbox pool closed before the attempt started');
+      // A stray error's: the attempt fails with it, as had the handler settled.
+      if (stray && !signal.aborted) throw new RemoteError({ ...stray, message: `${stray.message} (${this.#terminatedWhat(sandbox.kind)} after that error)` });
       throw this.#terminated(sandbox.kind, signal.reason);
     } finally {
       clearTimeout(killTimer);
@@ -144,8 +156,12 @@ export class SandboxRunner {
     ));
   }
 
+  #terminatedWhat(kind: ResolvedSandbox['kind']): string {
+    return `the handler did not stop within ${this.#options.terminateGraceMs} ms, so its ${kind} was terminated`;
+  }
+
   #terminated(kind: ResolvedSandbox['kind'], reason: unknown): unknown {
-    const what = `the handler did not stop within ${this.#options.terminateGraceMs} ms, so its ${kind} was terminated`;
+    const what = this.#terminatedWhat(kind);
     if (reason instanceof JobTimeoutError) return new JobTimeoutError(reason.timeoutMs, what);
     if (reason !== undefined) return reason;
     return new SandboxCrashedError(`the worker stopped: ${what}`);

@@ -77,6 +77,7 @@ export class ThreadPool implements SandboxPool {
         started = true;
         listener.started();
       } else if (event.type === 'log') listener.log(event.level, event.obj, event.msg);
+      else if (event.type === 'stray') listener.stray(event.error);
       else void listener.progress(JSON.parse(event.valueJson) as JobProgress).then(() => port1.postMessage({ type: 'progress-saved', seq: event.seq } satisfies ToSandbox));
     });
     // The thread's end of the channel closes when the thread has exited.
