@@ -287,7 +287,8 @@ const workerOptionsSchema = z
           .object({
             maxOldGenerationSizeMb: z.number().int().min(1).optional(),
             maxYoungGenerationSizeMb: z.number().int().min(1).optional(),
-            stackSizeMb: z.number().int().min(1).optional(),
+            // A thread's stack is reserved when it starts: far past what any handler needs, the thread cannot start at all.
+            stackSizeMb: z.number().int().min(1).max(1_024).optional(),
           })
           .strict()
           .optional(),

@@ -513,6 +513,29 @@ describe('sandbox lifecycle', () => {
     expect(after?.errors.at(-1)?.message).toMatch(/worker shut down/);
   });
 
+  it('a thread heap too small to load the handler fails the attempt as out of memory; the worker goes on and stops cleanly', async () => {
+    const task = echoTask('thread');
+    const pgq = await ctx.migrated({ tasks: [task] });
+    const worker = pgq.worker({ pollIntervalMs: 50, sandbox: { threads: 1, resourceLimits: { maxOldGenerationSizeMb: 2 } } });
+    await worker.start();
+    try {
+      const jobs = await pgq.enqueueMany(task, [{ text: 'a' }, { text: 'b' }]);
+      for (const job of jobs) {
+        const done = await pgq.waitForJob(job.id, { timeoutMs: 30_000 });
+        expect(done.state).toBe('failed');
+        expect(done.errors[0]!.message).toMatch(/^the sandbox thread running job \d+ ran out of memory \(.*memory limit.*\); raise the worker's sandbox\.resourceLimits$/);
+      }
+      expect(worker.state).toBe('running');
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it('refuses a thread stack past 1,024 MB, naming the option', () => {
+    const pgq = ctx.pgq({ tasks: [echoTask('thread')] });
+    expect(() => pgq.worker({ sandbox: { resourceLimits: { stackSizeMb: 100_000 } } })).toThrow(/sandbox\.resourceLimits\.stackSizeMb/);
+  });
+
   it('refuses a worker whose sandboxed task names a module that does not exist', async () => {
     const missing = defineTask({
       name: 'missing',

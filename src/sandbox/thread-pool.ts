@@ -52,6 +52,12 @@ export class ThreadPool implements SandboxPool {
   #running = 0;
   /** Attempts waiting for a turn, first come first served. */
   readonly #waiting = new Set<() => void>();
+  /**
+   * Attempts given to piscina that no thread has taken yet, oldest first:
+   * each fails with the error of a thread that died while starting (piscina
+   * leaves the task it was started for in its queue, for ever).
+   */
+  readonly #unstarted = new Set<(err: unknown) => boolean>();
   #closed = false;
 
   constructor(options: ThreadPoolOptions) {
@@ -66,6 +72,12 @@ export class ThreadPool implements SandboxPool {
       concurrentTasksPerWorker: 1,
       ...(options.resourceLimits ? { resourceLimits: options.resourceLimits } : {}),
     });
+    // A thread that dies before it takes a task (out of memory under a small
+    // resourceLimits while loading): piscina emits it on the pool, where
+    // Node would throw it, ending the worker's process.
+    this.#piscina.on('error', (err: unknown) => {
+      for (const failStart of this.#unstarted) if (failStart(err)) return;
+    });
   }
 
   run(request: SandboxRequest, listener: SandboxListener): SandboxAttempt {
@@ -75,6 +87,7 @@ export class ThreadPool implements SandboxPool {
     port1.on('message', (event: SandboxEvent) => {
       if (event.type === 'started') {
         started = true;
+        this.#unstarted.delete(failStart);
         listener.started();
       } else if (event.type === 'log') listener.log(event.level, event.obj, event.msg);
       else if (event.type === 'stray') listener.stray(event.error);
@@ -85,12 +98,23 @@ export class ThreadPool implements SandboxPool {
     const taken = new Int32Array(new SharedArrayBuffer(4));
     const task: ThreadTask = { request, port: port2, taken };
     let dispatched = false;
+    let startError: { err: unknown } | null = null;
+    /** Fails this attempt with a starting thread's death, unless a thread took it: says whether it did. */
+    const failStart = (err: unknown): boolean => {
+      this.#unstarted.delete(failStart);
+      if (started || Atomics.load(taken, 0) === 1) return false;
+      startError = { err };
+      kill.abort();
+      return true;
+    };
     const done = this.#turn(kill.signal)
       .then(() => {
         dispatched = true;
+        this.#unstarted.add(failStart);
         return this.#piscina.run(task, { transferList: [port2], signal: kill.signal }) as Promise<SandboxReply>;
       })
       .catch(async (err: unknown) => {
+        if (startError) throw crashError(startError.err, request);
         if (kill.signal.aborted) {
           // The thread marks the attempt taken (shared memory) before its
           // handler runs, and only then says `started`: a loop that was busy
@@ -113,6 +137,7 @@ export class ThreadPool implements SandboxPool {
         throw crashError(err, request);
       })
       .finally(() => {
+        this.#unstarted.delete(failStart);
         port1.close();
         if (dispatched) this.#release();
       });
@@ -173,6 +198,9 @@ function crashError(err: unknown, request: SandboxRequest): SandboxCrashedError 
   const where = `the sandbox thread running job ${request.job.id}`;
   if (code === 'ERR_WORKER_OUT_OF_MEMORY') {
     return new SandboxCrashedError(`${where} ran out of memory (${message}); raise the worker's sandbox.resourceLimits`, { cause: err });
+  }
+  if (code === 'ERR_WORKER_INIT_FAILED') {
+    return new SandboxCrashedError(`${where} could not start (${message}): the system's limit of threads or memory, or the worker's sandbox.resourceLimits`, { cause: err });
   }
   if (/exited with code/.test(message)) return new SandboxCrashedError(`${where} ${message.replace(/^worker /, '')} (process.exit() in the handler?)`, { cause: err });
   return new SandboxCrashedError(`${where} crashed: ${message}`, { cause: err });
