@@ -149,12 +149,18 @@ export class MiddlewareChain {
    * once (a second next() rejects), and the attempt lasts until it has
    * settled: a middleware that returns without awaiting next() does not end
    * the attempt (nor free its slot) early, and the handler's error, if it
-   * throws later, is the attempt's.
+   * throws later, is the attempt's. A hook that awaits next() (or catches
+   * it) and returns a value of its own recovers from the handler's error:
+   * its value is the result. One that let the error go by without taking
+   * it (next() not awaited) does not.
    */
   async attempt(ctx: JobContext, handler: AttemptNext): Promise<unknown> {
     if (this.#attempt.length === 0) return handler();
     let running: Promise<unknown> | undefined;
+    let handlerSettled = false;
     let ended = false;
+    /** What each hook's next() returned, to see whether one let a rejection go by. */
+    const given: NextPromise<unknown>[] = [];
     const step = (i: number): Promise<unknown> => {
       const m = this.#attempt[i];
       if (!m) {
@@ -164,9 +170,13 @@ export class MiddlewareChain {
         // handler must not run.
         if (ended) return Promise.reject(new PgqError('PGQ_MIDDLEWARE', 'an attempt middleware called next() after the attempt had ended: the handler did not run'));
         running = handledLater(handler());
+        running.then(
+          () => (handlerSettled = true),
+          () => (handlerSettled = true),
+        );
         return running;
       }
-      return handledLater(Promise.resolve().then(() => m.attempt!(ctx, () => step(i + 1))));
+      return handledLater(Promise.resolve().then(() => m.attempt!(ctx, () => NextPromise.of(step(i + 1), given))));
     };
     let value: unknown;
     try {
@@ -177,8 +187,45 @@ export class MiddlewareChain {
       throw err;
     }
     ended = true;
-    if (running) await running;
+    if (!running) return value;
+    // The chain answered before the handler settled: no hook can have seen its outcome.
+    const early = !handlerSettled;
+    try {
+      await running;
+    } catch (err) {
+      if (early || given.some((p) => p.rejected && !p.taken)) throw err;
+    }
     return value;
+  }
+}
+
+/**
+ * What an attempt hook's next() returns: a promise that notes whether it
+ * rejected and whether the hook took the rejection (awaited it, or gave it
+ * a rejection handler), so that a hook that recovered from the handler's
+ * error is told from one that let it go by without looking.
+ */
+class NextPromise<T> extends Promise<T> {
+  taken = false;
+  rejected = false;
+
+  /** `p` as a hook's next() returns it, recorded in `given`. */
+  static of<T>(p: Promise<T>, given: NextPromise<unknown>[]): NextPromise<T> {
+    const next = new NextPromise<T>((resolve, reject) => void p.then(resolve, reject));
+    // Promise.prototype.then itself, not this class's: noting the rejection is not taking it.
+    void Promise.prototype.then.call(next, undefined, () => {
+      next.rejected = true;
+    });
+    given.push(next as NextPromise<unknown>);
+    return next;
+  }
+
+  override then<R1 = T, R2 = never>(
+    onFulfilled?: ((value: T) => R1 | PromiseLike<R1>) | null,
+    onRejected?: ((reason: unknown) => R2 | PromiseLike<R2>) | null,
+  ): Promise<R1 | R2> {
+    if (typeof onRejected === 'function') this.taken = true;
+    return super.then(onFulfilled, onRejected);
   }
 }
 

@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { defineTask, chain, step, type JobContext, type Middleware, ValidationError } from '../src/index.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
+import { performJob } from '../src/testing/index.js';
 
 const ctx = useTestSchema('middleware');
 
@@ -301,6 +302,44 @@ describe('middleware', () => {
       expect(settled).toBe(4);
     } finally {
       gate.resolve();
+      await worker.stop();
+    }
+  });
+
+  it("a hook that awaits next() and returns a value of its own recovers from the handler's error (also one an inner hook passed on, and a result that cannot be stored); performJob the same", async () => {
+    const boom = defineTask({
+      name: 'mw-boom',
+      queue: 'mw-recover',
+      maxAttempts: 1,
+      schema: z.object({ unstorable: z.boolean() }),
+      handler: async ({ unstorable }) => {
+        if (unstorable) return { n: 1n };
+        throw new Error('boom');
+      },
+    });
+    const recover: Middleware = {
+      name: 'recover',
+      async attempt(_c, next) {
+        try {
+          return await next();
+        } catch (err) {
+          return { recovered: (err as Error).message.slice(0, 40) };
+        }
+      },
+    };
+    const passOn: Middleware = { name: 'pass-on', attempt: (_c, next) => next() };
+    const pgq = await ctx.migrated({ tasks: [boom], middleware: [recover, passOn] });
+    expect(await performJob(boom, { unstorable: false }, { middleware: [recover] })).toEqual({ recovered: 'boom' });
+    const worker = pgq.worker({ queues: ['mw-recover'], pollIntervalMs: 50, leader: false });
+    await worker.start();
+    try {
+      const thrown = await pgq.enqueue(boom, { unstorable: false });
+      expect(await pgq.waitForJob(thrown.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded', result: { recovered: 'boom' }, errors: [] });
+      const unstorable = await pgq.enqueue(boom, { unstorable: true });
+      const done = await pgq.waitForJob(unstorable.id, { timeoutMs: 10_000 });
+      expect(done.state).toBe('succeeded');
+      expect(done.result).toEqual({ recovered: expect.stringMatching(/./) });
+    } finally {
       await worker.stop();
     }
   });
