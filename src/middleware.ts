@@ -246,7 +246,10 @@ export function metaText(meta: unknown, field: string): string {
   if (meta === null || typeof meta !== 'object' || Array.isArray(meta) || (Object.getPrototypeOf(meta) !== Object.prototype && Object.getPrototypeOf(meta) !== null)) {
     throw new ValidationError(field, 'must be a plain JSON object, e.g. { requestId: "r-1" }');
   }
-  return toJsonText(meta, field, MAX_META_BYTES);
+  const text = toJsonText(meta, field, MAX_META_BYTES);
+  // A toJSON() of its own may make it anything else (null, a list, a string).
+  if (!text.startsWith('{')) throw new ValidationError(field, `must be a plain JSON object, e.g. { requestId: "r-1" }; its toJSON() made ${text.slice(0, 40)}`);
+  return text;
 }
 
 /** Longest key `ctx.recordMeta` accepts. */

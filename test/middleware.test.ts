@@ -41,12 +41,14 @@ describe('job meta', () => {
   it('rejects meta that is not a JSON object, or too large, and writes nothing', async () => {
     const pgq = await ctx.migrated({ tasks: [echo] });
     const before = await count();
-    const bad: unknown[] = [[1, 2], 'text', null, new Date(), { big: 'x'.repeat(70_000) }, { n: Number.NaN }];
+    // The last three: a toJSON() of their own makes them null, a list, a string.
+    const bad: unknown[] = [[1, 2], 'text', null, new Date(), { big: 'x'.repeat(70_000) }, { n: Number.NaN }, { toJSON: () => null }, { toJSON: () => [1] }, { toJSON: () => 'str' }];
     for (const meta of bad) {
       await expect(pgq.enqueue(echo, { n: 1 }, { meta: meta as never })).rejects.toThrow(ValidationError);
     }
     await expect(pgq.enqueue(echo, { n: 1 }, { meta: [1] as never })).rejects.toThrow(/options\.meta.*plain JSON object/);
     await expect(pgq.enqueue(echo, { n: 1 }, { meta: { big: 'x'.repeat(70_000) } })).rejects.toThrow(/options\.meta.*over the limit/);
+    await expect(pgq.enqueue(echo, { n: 1 }, { meta: { toJSON: () => null } as never })).rejects.toThrow(/options\.meta.*plain JSON object.*toJSON\(\) made null/);
     expect(await count()).toBe(before);
   });
 });
