@@ -105,6 +105,23 @@ describe('drain', () => {
     expect(outcome).toBe('PGQ_DRAIN_TIMEOUT');
     gate.resolve(); // the handler settles: its worker stops
   });
+
+  it('ends a job past its expiry cancelled, as the expirer would, instead of waiting for it until the timeout; a bad timeoutMs is refused', async () => {
+    const pgq = await ctx.migrated({ tasks: [double, flaky] });
+    const expired = await pgq.enqueue(double, { n: 1 }, { expiresInMs: 50 });
+    // A retry due after its expiry: drain makes retries due at once, and the claim still skips it.
+    const retry = await pgq.enqueue(flaky, { id: 'r' }, { expiresInMs: 60_000 });
+    await pgq.kysely.updateTable('jobs').set({ state: 'retryable', attempts: 1, expires_at: new Date(Date.now() - 1_000) }).where('id', '=', retry.id).execute();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const fresh = await pgq.enqueue(double, { n: 2 });
+    expect(await drain(pgq, { timeoutMs: 10_000 })).toEqual({ processed: 1, succeeded: 1, retried: 0, failed: 0 });
+    expect(await pgq.getJob(expired.id)).toMatchObject({ state: 'cancelled', errors: [{ message: expect.stringMatching(/^expired: not started by its expiry time/) }] });
+    expect((await pgq.getJob(retry.id))?.state).toBe('cancelled');
+    expect((await pgq.getJob(fresh.id))?.state).toBe('succeeded');
+    for (const timeoutMs of [Number.NaN, -1, Infinity, '5' as never]) {
+      await expect(drain(pgq, { timeoutMs })).rejects.toThrow(/drain: timeoutMs must be a number of milliseconds >= 0/);
+    }
+  });
 });
 
 describe('assertEnqueued / refuteEnqueued', () => {

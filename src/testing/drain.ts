@@ -8,11 +8,14 @@
  *
  * Done means: no job of these queues and tasks is `available`, `running` or
  * `retryable`. Jobs scheduled for later (`runAt`, `delayMs`, a snooze) are
- * not due and stay where they are; so do the jobs of a paused queue.
+ * not due and stay where they are; so do the jobs of a paused queue. Jobs
+ * past their expiry end `cancelled`, as the leader's expirer ends them (the
+ * drain's worker is no leader).
  */
 import { sql } from '../db/kysely.js';
 import type { Pgq } from '../client.js';
 import { PgqError } from '../core/errors.js';
+import { EXPIRABLE_STATES_SQL, EXPIRED_SET } from '../db/statements.js';
 
 /** Options of `drain`. */
 export interface DrainOptions {
@@ -66,6 +69,10 @@ const CHECK_EVERY_MS = 10;
  * expect(result).toMatchObject({ succeeded: 1, failed: 0 });
  */
 export async function drain(pgq: Pgq, options: DrainOptions = {}): Promise<DrainResult> {
+  const timeoutMs = options.timeoutMs ?? 30_000;
+  if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs < 0) {
+    throw new PgqError('PGQ_BAD_OPTION', `drain: timeoutMs must be a number of milliseconds >= 0, got ${String(options.timeoutMs)}`);
+  }
   const maxJobs = options.maxJobs ?? Infinity;
   if (maxJobs !== Infinity && (!Number.isInteger(maxJobs) || maxJobs < 1)) {
     throw new PgqError('PGQ_BAD_OPTION', `drain: maxJobs must be a whole number >= 1, got ${String(options.maxJobs)}`);
@@ -96,12 +103,17 @@ export async function drain(pgq: Pgq, options: DrainOptions = {}): Promise<Drain
   worker.on('job:success', () => count('succeeded'));
   worker.on('job:failure', (_job, _err, _ms, retry) => count(retry ? 'retried' : 'failed'));
 
-  const deadline = Date.now() + (options.timeoutMs ?? 30_000);
+  const deadline = Date.now() + timeoutMs;
   let timedOut = false;
   await worker.start();
   try {
     for (;;) {
       if (stopping) break;
+      // Expired before they started: cancelled as the leader's expirer would
+      // (claims never take them; they were "still to run" until the timeout).
+      await sql`UPDATE ${sql.id(pgq.schema, 'jobs')} AS j SET ${sql.raw(EXPIRED_SET)}
+                 WHERE j.expires_at <= now() AND j.state IN ${sql.raw(EXPIRABLE_STATES_SQL)}
+                   AND j.queue = ANY(${queues}::text[]) AND j.task = ANY(${tasks}::text[])`.execute(pgq.kysely);
       // A retry is due at once under drain: make retryable jobs available now.
       await pgq.kysely
         .updateTable('jobs')
@@ -127,7 +139,7 @@ export async function drain(pgq: Pgq, options: DrainOptions = {}): Promise<Drain
       if (Number(left.n) === 0) break;
       if (Date.now() > deadline) {
         timedOut = true;
-        throw new PgqError('PGQ_DRAIN_TIMEOUT', `drain: ${left.n} job(s) still to run after ${options.timeoutMs ?? 30_000} ms`);
+        throw new PgqError('PGQ_DRAIN_TIMEOUT', `drain: ${left.n} job(s) still to run after ${timeoutMs} ms`);
       }
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, CHECK_EVERY_MS);
