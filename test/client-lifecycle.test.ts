@@ -35,6 +35,23 @@ describe('worker.start()', () => {
     }
   });
 
+  it('an enqueue that meets a column a later migration adds says the schema is not migrated; the same column dropped from an up-to-date schema is the database error as it is', async () => {
+    const pgq = await ctx.migrated({ tasks: [noop] });
+    const jobs = `"${ctx.schema}".jobs`;
+    const { rows } = await ctx.admin.query<{ name: string }>(`SELECT name FROM "${ctx.schema}".pgq_migrations ORDER BY name DESC LIMIT 1`);
+    await ctx.admin.query(`ALTER TABLE ${jobs} RENAME COLUMN meta TO meta_gone`);
+    try {
+      // Still at this pgq's version: the missing column is someone's own change.
+      await expect(pgq.enqueue(noop, {})).rejects.toMatchObject({ code: '42703' });
+      await ctx.admin.query(`DELETE FROM "${ctx.schema}".pgq_migrations WHERE name = $1`, [rows[0]!.name]);
+      const err = await pgq.enqueue(noop, {}).then(() => null, (e: unknown) => e);
+      expect(err).toMatchObject({ code: 'PGQ_SCHEMA_NOT_READY' });
+      expect((err as Error).message).toMatch(/^schema \S+ is at version \d+, this pgq needs \d+ .*run pgq migrate.*column "meta"/);
+    } finally {
+      await ctx.admin.query(`ALTER TABLE ${jobs} RENAME COLUMN meta_gone TO meta`);
+    }
+  });
+
   it('rejects with its own PgqError as it is (schema not migrated), and PGQ_WORKER_STOPPED once stopped', async () => {
     const unmigrated = ctx.pgq({ tasks: [noop], schema: `${ctx.schema}_none` });
     const err = await unmigrated.worker().start().then(() => null, (e: unknown) => e);

@@ -44,7 +44,8 @@ export class SchemaNotReadyError extends PgqError {
 
 /**
  * For PostgreSQL's "relation/function does not exist" (42P01, 42883) naming
- * an object of `schema` itself: a SchemaNotReadyError when the schema is
+ * an object of `schema` itself, or "column does not exist" (42703, a column a
+ * later migration adds): a SchemaNotReadyError when the schema is
  * indeed not migrated to this pgq's version (asked of the database), the
  * error itself otherwise (a caller's own object gone missing, in a schema of
  * a similar name or in pgq's).
@@ -52,9 +53,11 @@ export class SchemaNotReadyError extends PgqError {
 export async function explainNotMigrated(err: unknown, db: Queryable, schema: string): Promise<unknown> {
   if (err === null || typeof err !== 'object') return err;
   const { code, message } = err as { code?: unknown; message?: unknown };
-  if ((code !== '42P01' && code !== '42883') || typeof message !== 'string') return err;
+  if ((code !== '42P01' && code !== '42883' && code !== '42703') || typeof message !== 'string') return err;
   const name = schema.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-  if (!new RegExp(`^(relation "${name}\\.[^".]+"|function ${name}\\.[^.(]+\\()`).test(message)) return err;
+  // A missing column's message names no schema ("column "meta" of relation "jobs" does not exist"):
+  // the version check below alone tells an older pgq schema from a caller's own mistake.
+  if (code !== '42703' && !new RegExp(`^(relation "${name}\\.[^".]+"|function ${name}\\.[^.(]+\\()`).test(message)) return err;
   try {
     await checkSchemaVersion(db, schema);
     return err;
