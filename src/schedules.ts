@@ -420,11 +420,13 @@ export class ScheduleStore {
 
   /** Deletes a schedule; true when it existed. Jobs it already made stay. */
   async remove(name: string): Promise<boolean> {
+    name = parseScheduleName(name);
     const row = await this.deps.kysely.deleteFrom('schedules').where('name', '=', name).returning('name').executeTakeFirst();
     return row !== undefined;
   }
 
   async get(name: string): Promise<ScheduleRecord | null> {
+    name = parseScheduleName(name);
     const row = await this.deps.kysely.selectFrom('schedules').selectAll().where('name', '=', name).executeTakeFirst();
     return row ? toScheduleRecord(row) : null;
   }
@@ -435,6 +437,7 @@ export class ScheduleStore {
   }
 
   async pause(name: string): Promise<ScheduleRecord> {
+    name = parseScheduleName(name);
     return this.deps.kysely.transaction().execute(async (trx) => {
       const row = await trx
         .updateTable('schedules')
@@ -450,6 +453,7 @@ export class ScheduleStore {
 
   /** Unpauses; the next tick is the first one after now (ticks inside the pause are not caught up). */
   async resume(name: string): Promise<ScheduleRecord> {
+    name = parseScheduleName(name);
     return this.deps.kysely.transaction().execute(async (trx) => {
       const row = await trx.selectFrom('schedules').selectAll().where('name', '=', name).forUpdate().executeTakeFirst();
       if (!row) throw new ScheduleNotFoundError(name);
@@ -470,6 +474,7 @@ export class ScheduleStore {
    * disabled included), without moving its next tick.
    */
   async runNow(name: string): Promise<JobRecord> {
+    name = parseScheduleName(name);
     return this.deps.kysely.transaction().execute(async (trx) => {
       const row = await trx.selectFrom('schedules').selectAll().where('name', '=', name).forUpdate().executeTakeFirst();
       if (!row) throw new ScheduleNotFoundError(name);
@@ -538,4 +543,11 @@ export class ScheduleStore {
   async #notify(trx: Trx, name: string): Promise<void> {
     await sql`SELECT pg_notify(${this.#channel}, ${name})`.execute(trx);
   }
+}
+
+/** A schedule name as given to a call, checked like every schedule name (1–200 characters, no control characters). */
+function parseScheduleName(name: unknown): string {
+  const parsed = nameSchema.safeParse(name);
+  if (!parsed.success) throw zodToValidationError(parsed.error, 'schedule');
+  return parsed.data;
 }

@@ -174,6 +174,15 @@ describe('JSON API', () => {
     expect(await (await post(dashboard, '/api/schedules/nightly/resume', { 'x-pgq-csrf': token })).json()).toMatchObject({ paused: false });
     expect(await (await post(dashboard, '/api/schedules/nightly/run', { 'x-pgq-csrf': token })).json()).toMatchObject({ task: 'mail', state: 'available' });
     expect((await post(dashboard, '/api/schedules/missing/pause', { 'x-pgq-csrf': token })).status).toBe(404);
+    // A name no schedule can have: refused by name (it was the database's encoding error, a 500).
+    for (const action of ['pause', 'resume', 'run']) {
+      const res = await post(dashboard, `/api/schedules/${encodeURIComponent('a\u0000b')}/${action}`, { 'x-pgq-csrf': token });
+      expect(res.status).toBe(400);
+      expect(await res.json()).toMatchObject({ error: { message: expect.stringMatching(/^schedule: must not contain control characters/) } });
+    }
+    await expect(pgq.getSchedule('a\u0000b')).rejects.toThrow(/^schedule: must not contain control characters/);
+    await expect(pgq.unschedule('x'.repeat(201))).rejects.toThrow(/^schedule: must be at most 200 characters/);
+    await expect(pgq.getSchedule(42 as never)).rejects.toThrow(/^schedule: /);
 
     const events = await get(dashboard, '/api/events');
     expect(events.headers.get('content-type')).toMatch(/text\/event-stream/);
