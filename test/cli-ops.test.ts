@@ -97,6 +97,9 @@ describe('pgq operator commands', { timeout: 180_000 }, () => {
     // The API's field names were printed ("settings: give at least one of concurrency, rateLimit…", "queue: must be…").
     expect(pgq(['queues', 'set', 'emails'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/give at least one of --concurrency, --rate, --key-concurrency/) });
     expect(pgq(['jobs', 'list', '--queue='])).toMatchObject({ code: 1, stderr: expect.stringMatching(/--queue must name a queue, got an empty value/) });
+    // Given twice: refused (the last one was kept, and `cancel --queue a --queue b` acted on b alone).
+    expect(pgq(['cancel', '--queue', 'a', '--queue', 'b'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/--queue is given twice; it takes one value/) });
+    expect(pgq(['jobs', 'list', '--since', '1h', '--since', '2h'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/--since is given twice/) });
     expect(pgq(['cancel', '--task', ' '])).toMatchObject({ code: 1, stderr: expect.stringMatching(/--task must name a task/) });
     // --metrics-host alone was ignored: no server, no word of it.
     expect(pgq(['worker', '--tasks', 'examples/tasks.ts', '--metrics-host', '0.0.0.0'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/--metrics-host needs --metrics-port/) });

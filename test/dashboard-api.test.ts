@@ -114,6 +114,12 @@ describe('JSON API', () => {
     const misspelt = await post(dashboard, '/api/jobs/delete?state=cancelled&queu=nope', { 'x-pgq-csrf': token });
     expect(misspelt.status).toBe(400);
     expect(await misspelt.json()).toMatchObject({ error: { message: expect.stringMatching(/^queu: is not a job filter/) } });
+    // A key given twice is refused, not read as its first value (a cancel then acted on that queue alone).
+    for (const [method, path] of [['GET', '/api/jobs/count?queue=q1&queue=nope'], ['POST', '/api/jobs/cancel?queue=emails&queue=nope']] as const) {
+      const twice = method === 'GET' ? await get(dashboard, path) : await post(dashboard, path, { 'x-pgq-csrf': token });
+      expect(twice.status).toBe(400);
+      expect(await twice.json()).toMatchObject({ error: { message: expect.stringMatching(/^queue: is given 2 times; it takes one value/) } });
+    }
     expect(await pgq.countJobs({})).toBe(jobsBefore);
     expect((await get(dashboard, `/api/jobs?until=${new Date(Date.now() + 60_000).toISOString()}`)).status).toBe(200);
 

@@ -55,18 +55,29 @@ function parseName(flag: string): (value: string) => string {
   };
 }
 
+/**
+ * A flag that takes one value: given twice it is refused (commander kept the
+ * last, and `pgq cancel --queue a --queue b` acted on queue b alone).
+ */
+function once<T>(flag: string, parse: (value: string) => T): (value: string, previous: T | undefined) => T {
+  return (value, previous) => {
+    if (previous !== undefined) throw new InvalidArgumentError(`${flag} is given twice; it takes one value (--state alone takes several)`);
+    return parse(value);
+  };
+}
+
 /** Adds the filter flags to a command. */
 export function addJobFilterOptions(command: Command): Command {
   return command
     .option('--state <states>', `one or more of ${JOB_STATES.join(', ')}, comma-separated`, parseStates)
-    .option('--queue <name>', 'only this queue', parseName('--queue'))
-    .option('--task <name>', 'only this task', parseName('--task'))
-    .option('--since <when>', 'enqueued at or after: a duration back from now (1h, 30m, 2d) or an ISO 8601 date', parseTimeAgo('--since'))
-    .option('--until <when>', 'enqueued before: a duration back from now or an ISO 8601 date', parseTimeAgo('--until'))
-    .option('--payload <json|text>', 'payload contains this JSON (e.g. \'{"to":"a@b.co"}\'), or this text', parseMatch('--payload'))
-    .option('--result <json|text>', 'result contains this JSON, or this text', parseMatch('--result'))
-    .option('--error <json|text>', 'an error message or stack contains this text, or an error entry contains this JSON (e.g. \'{"attempt":3}\')', parseMatch('--error'))
-    .option('--workflow <id>', 'only jobs of this workflow', parseIdFlag('--workflow', 'workflow'));
+    .option('--queue <name>', 'only this queue', once('--queue', parseName('--queue')))
+    .option('--task <name>', 'only this task', once('--task', parseName('--task')))
+    .option('--since <when>', 'enqueued at or after: a duration back from now (1h, 30m, 2d) or an ISO 8601 date', once('--since', parseTimeAgo('--since')))
+    .option('--until <when>', 'enqueued before: a duration back from now or an ISO 8601 date', once('--until', parseTimeAgo('--until')))
+    .option('--payload <json|text>', 'payload contains this JSON (e.g. \'{"to":"a@b.co"}\'), or this text', once('--payload', parseMatch('--payload')))
+    .option('--result <json|text>', 'result contains this JSON, or this text', once('--result', parseMatch('--result')))
+    .option('--error <json|text>', 'an error message or stack contains this text, or an error entry contains this JSON (e.g. \'{"attempt":3}\')', once('--error', parseMatch('--error')))
+    .option('--workflow <id>', 'only jobs of this workflow', once('--workflow', parseIdFlag('--workflow', 'workflow')));
 }
 
 export function toJobFilter(flags: JobFilterFlags): JobFilter {

@@ -7,9 +7,11 @@ const FILTER_KEYS = ['state', 'queue', 'task', 'since', 'until', 'payload', 'res
 
 /** The filter in `params`; empty values are ignored. With `hidePayloads`, payload and result searches are refused. */
 export function filterFromQuery(params: URLSearchParams, hidePayloads: boolean): JobFilter {
+  // One value per key but `state` (a union): a second one was dropped, and a bulk action then acted on the first alone.
   const get = (key: string): string | undefined => {
-    const value = params.get(key)?.trim();
-    return value ? value : undefined;
+    const values = params.getAll(key).map((v) => v.trim()).filter(Boolean);
+    if (values.length > 1) throw new ValidationError(key, `is given ${values.length} times; it takes one value (state alone takes several)`);
+    return values[0];
   };
   const filter: JobFilter = {};
   const states = params.getAll('state').flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
