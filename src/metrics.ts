@@ -25,6 +25,8 @@ import { LiveStatsReader, type LiveStats } from './db/live-stats.js';
 import type { Middleware } from './middleware.js';
 import { LIVE_STATES } from './core/types.js';
 import { ValidationError } from './core/errors.js';
+import { z } from 'zod';
+import { zodToValidationError } from './task.js';
 
 export interface MetricsOptions {
   /** Where to register. Default: a new Registry (see `registry`). */
@@ -38,6 +40,17 @@ export interface MetricsOptions {
   /** Value of the `host` label of per-process metrics: stable across restarts. Default: the host name. */
   host?: string | undefined;
 }
+
+/** MetricsOptions as checked at construction: a bad value is refused by name, not found at every scrape. */
+const optionsSchema = z
+  .object({
+    registry: z.custom<Registry>((v) => typeof (v as Registry | null)?.getSingleMetric === 'function', 'must be a prom-client Registry').optional(),
+    prefix: z.string().optional(),
+    queueGauges: z.boolean().optional(),
+    statsMaxAgeMs: z.number().int().min(0).max(86_400_000).optional(),
+    host: z.string().min(1).max(200).optional(),
+  })
+  .strict();
 
 const SECONDS = [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300];
 const WAIT_SECONDS = [0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1_800, 3_600, 21_600];
@@ -84,6 +97,8 @@ export class PgqMetrics {
    * it, say for a second schema: give it another `prefix` or `registry`).
    */
   constructor(pgq: Pgq, options: MetricsOptions = {}) {
+    const parsed = optionsSchema.safeParse(options);
+    if (!parsed.success) throw zodToValidationError(parsed.error, 'options');
     this.registry = options.registry ?? new Registry();
     const prefix = options.prefix ?? 'pgq_';
     if (typeof prefix !== 'string' || !/^([a-zA-Z_:][a-zA-Z0-9_:]*)?$/.test(prefix)) {

@@ -122,6 +122,18 @@ describe('Prometheus metrics', () => {
     try {
       expect(() => new PgqMetrics(pgq, { registry })).toThrow(/options\.registry: already holds pgq_jobs_enqueued_total, .*another prefix or its own registry/);
       expect(() => new PgqMetrics(pgq, { registry: new Registry(), prefix: 'pgq-' })).toThrow(/options\.prefix: must start a Prometheus metric name.*"pgq-"/);
+      // Refused by name at construction (a NaN age made every scrape's database reading fail, counted and never shown).
+      for (const [options, field] of [
+        [{ statsMaxAgeMs: Number.NaN }, 'statsMaxAgeMs'],
+        [{ statsMaxAgeMs: 'abc' }, 'statsMaxAgeMs'],
+        [{ statsMaxAgeMs: 1e300 }, 'statsMaxAgeMs'],
+        [{ queueGauges: 'no' }, 'queueGauges'],
+        [{ host: 42 }, 'host'],
+        [{ registry: {} }, 'registry'],
+        [{ statsMaxAge: 5_000 }, ''],
+      ] as const) {
+        expect(() => new PgqMetrics(pgq, { registry: new Registry(), ...options } as never)).toThrow(new RegExp(`^options${field ? `\\.${field}` : ''}: `));
+      }
       expect(registry.getMetricsAsArray().map((m) => m.name)).toEqual(before);
       // The refused ones counted nothing: one enqueue is one, not two or three.
       await pgq.enqueue(work, { fail: false }, { queue: 'reg' });
