@@ -329,6 +329,13 @@ describe('pages', () => {
     const hidden = make({ hidePayloads: true });
     const [xss] = await pgq.listJobs({ queue: 'xss' });
     expect(await (await get(hidden, `/api/jobs/${xss!.id}`)).json()).toMatchObject({ payload: null, payloadHidden: true });
+    // A workflow's steps say so too, as jobs do.
+    const wf = (await pgq.listWorkflows())[0]!;
+    const hiddenFlow = (await (await get(hidden, `/api/workflows/${wf.id}`)).json()) as { payloadHidden: boolean; steps: { payload: unknown; payloadHidden: boolean }[] };
+    expect(hiddenFlow.payloadHidden).toBe(true);
+    expect(hiddenFlow.steps.every((s) => s.payload === null && s.payloadHidden)).toBe(true);
+    const shownFlow = (await (await get(dashboard, `/api/workflows/${wf.id}`)).json()) as { payloadHidden: boolean; steps: { payloadHidden: boolean }[] };
+    expect([shownFlow.payloadHidden, ...shownFlow.steps.map((s) => s.payloadHidden)].every((h) => h === false)).toBe(true);
     expect((await get(hidden, '/api/jobs?payload=abc')).status).toBe(400);
     expect(await (await get(hidden, `/jobs/${xss!.id}`)).text()).not.toContain('alert(1)');
     // A schedule's payload is its jobs' payload: hidden too.

@@ -118,7 +118,12 @@ export function apiRoutes(o: ResolvedDashboardOptions, live: LiveFeed, csrfToken
   api.get('/workflows/:id{[0-9]+}', async (c) => {
     const workflow = await pgq.getWorkflow(c.req.param('id'));
     if (!workflow) throw new WorkflowNotFoundError(c.req.param('id'));
-    return c.json(hidePayloads ? { ...workflow, result: null, steps: workflow.steps.map((s) => ({ ...s, payload: null, result: null })) } : workflow);
+    // Steps say whether theirs were hidden, as jobs and schedules do.
+    return c.json(
+      hidePayloads
+        ? { ...workflow, result: null, payloadHidden: true, steps: workflow.steps.map((s) => ({ ...s, payload: null, result: null, payloadHidden: true })) }
+        : { ...workflow, payloadHidden: false, steps: workflow.steps.map((s) => ({ ...s, payloadHidden: false })) },
+    );
   });
   api.get('/workers', async (c) => c.json(await pgq.listWorkers()));
 
