@@ -531,6 +531,22 @@ describe('sandbox lifecycle', () => {
     }
   });
 
+  it('a process heap too small to start in fails the attempt with a hint at the memory limit (it said only "killed by SIGTRAP; its stderr: #")', async () => {
+    const task = echoTask('process');
+    const pgq = await ctx.migrated({ tasks: [task] });
+    const worker = pgq.worker({ pollIntervalMs: 50, sandbox: { processes: 1, resourceLimits: { maxOldGenerationSizeMb: 1 } } });
+    await worker.start();
+    try {
+      const job = await pgq.enqueue(task, { text: 'a' });
+      const done = await pgq.waitForJob(job.id, { timeoutMs: 30_000 });
+      expect(done.state).toBe('failed');
+      expect(done.errors[0]!.message).toMatch(/^the sandbox process \d+ running job \d+ was killed by SIG\w+ \((out of memory|a fatal error of Node\.js or V8, such as a heap too small).*maxOldGenerationSizeMb\)/);
+      expect(worker.state).toBe('running');
+    } finally {
+      await worker.stop();
+    }
+  });
+
   it('refuses a thread stack past 1,024 MB, naming the option', () => {
     const pgq = ctx.pgq({ tasks: [echoTask('thread')] });
     expect(() => pgq.worker({ sandbox: { resourceLimits: { stackSizeMb: 100_000 } } })).toThrow(/sandbox\.resourceLimits\.stackSizeMb/);

@@ -218,14 +218,18 @@ function describeDeath(
   const how = signal ? `was killed by ${signal}` : `exited with code ${code ?? 'unknown'}`;
   const lines = stderr.trim().split('\n').filter(Boolean);
   const lastLine = fatal ?? lines.find((line) => /FATAL ERROR/.test(line)) ?? lines.at(-1);
-  const hint = /heap out of memory/i.test(fatal ?? stderr)
-    ? ' (out of memory: raise the worker\'s sandbox.resourceLimits.maxOldGenerationSizeMb)'
-    : signal === 'SIGKILL'
-      ? ' (killed from outside, e.g. by the kernel\'s out-of-memory killer)'
-      : code !== null
-        ? ' (process.exit() in the handler?)'
-        : '';
+  const hint = deathHint(code, signal, fatal ?? stderr);
   return `the sandbox process ${pid ?? '?'} running job ${request.job.id} ${how}${hint}${lastLine ? `; its stderr: ${lastLine.slice(0, 500)}` : ''}`;
+}
+
+/** What a sandbox process's end most likely was, for its error message. */
+function deathHint(code: number | null, signal: NodeJS.Signals | null, stderr: string): string {
+  if (/heap out of memory/i.test(stderr)) return ' (out of memory: raise the worker\'s sandbox.resourceLimits.maxOldGenerationSizeMb)';
+  if (signal === 'SIGKILL') return ' (killed from outside, e.g. by the kernel\'s out-of-memory killer)';
+  // V8's fatal errors end the process so; a heap too small to start in says no more than "#" on stderr.
+  if (signal === 'SIGTRAP' || signal === 'SIGABRT') return ' (a fatal error of Node.js or V8, such as a heap too small under the worker\'s sandbox.resourceLimits.maxOldGenerationSizeMb)';
+  if (code !== null) return ' (process.exit() in the handler?)';
+  return '';
 }
 
 /** Node.js flags a sandbox process inherits: all but `--inspect*` and the code of `-e`/`--eval`/`-p`/`--print` (with its argument). */
