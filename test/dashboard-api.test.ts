@@ -301,6 +301,10 @@ describe('pages', () => {
     expect(fragment).not.toMatch(/<html/);
     expect((await get(dashboard, '/assets/console.js')).headers.get('content-type')).toMatch(/javascript/);
     expect((await get(dashboard, '/jobs/424242424')).status).toBe(404);
+    // A misspelt filter on the page is refused as in the API, not shown as an unfiltered list.
+    const misspeltPage = await get(dashboard, '/jobs?queu=emails');
+    expect(misspeltPage.status).toBe(400);
+    expect(await misspeltPage.text()).toMatch(/queu: is not a job filter/);
     // No such route: JSON under api/, the console's error page elsewhere.
     const noRoute = await get(dashboard, '/api/nope');
     expect(noRoute.status).toBe(404);

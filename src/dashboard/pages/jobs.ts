@@ -3,7 +3,7 @@ import type { Pgq } from '../../client.js';
 import { JOB_STATES, isFinalState, type JobRecord } from '../../core/types.js';
 import { RETRYABLE_STATES } from '../../jobs/job-store.js';
 import { html, type Html } from '../html.js';
-import { filterParams, hasFilterParams, listFromQuery } from '../query.js';
+import { filterParams, hasFilterParams, listFromQuery, refuseUnknownParams } from '../query.js';
 import { actionButton, jobBadge, progressBar, table, time, url, type PageContext } from './components.js';
 import type { Page } from './layout.js';
 
@@ -59,6 +59,8 @@ function bulkBar(ctx: PageContext): Html | null {
 }
 
 export async function jobsPage(ctx: PageContext, pgq: Pgq): Promise<Page> {
+  // As the API: a misspelt key (queu=) would be no filter, and the page would list every job as if filtered.
+  refuseUnknownParams(ctx.query, ['before', 'limit']);
   const filter = listFromQuery(ctx.query, ctx.hidePayloads);
   const limit = filter.limit ?? 50;
   const jobs = await pgq.listJobs({ ...filter, limit });
