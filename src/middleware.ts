@@ -193,39 +193,55 @@ export class MiddlewareChain {
     try {
       await running;
     } catch (err) {
-      if (early || given.some((p) => p.rejected && !p.taken)) throw err;
+      if (early) throw err;
+      // The hooks' own chains settle first (a finally() rethrowing a moment later).
+      await new Promise((resolve) => setImmediate(resolve));
+      if (given.some((p) => p.rejected && !p.chained)) throw err;
     }
     return value;
   }
 }
 
 /**
- * What an attempt hook's next() returns: a promise that notes whether it
- * rejected and whether the hook took the rejection (awaited it, or gave it
- * a rejection handler), so that a hook that recovered from the handler's
- * error is told from one that let it go by without looking.
+ * What an attempt hook's next() returns, and every promise a hook chains
+ * from it (then, catch, finally, await): each notes whether it rejected and
+ * whether anything was chained from it. A rejected one with nothing chained
+ * is an error a hook let go by without looking (next() not awaited, a
+ * finally() that rethrew to nobody): the handler's error stays the
+ * attempt's. Otherwise a hook caught it, and what the chain returned is the
+ * result. Each is marked handled: such an error is the attempt's, never an
+ * unhandled rejection of the process.
  */
 class NextPromise<T> extends Promise<T> {
-  taken = false;
+  #tracked: NextPromise<unknown>[] | null = null;
+  chained = false;
   rejected = false;
 
-  /** `p` as a hook's next() returns it, recorded in `given`. */
-  static of<T>(p: Promise<T>, given: NextPromise<unknown>[]): NextPromise<T> {
+  /** `p` as a hook's next() returns it, its chains recorded in `tracked`. */
+  static of<T>(p: Promise<T>, tracked: NextPromise<unknown>[]): NextPromise<T> {
     const next = new NextPromise<T>((resolve, reject) => void p.then(resolve, reject));
-    // Promise.prototype.then itself, not this class's: noting the rejection is not taking it.
-    void Promise.prototype.then.call(next, undefined, () => {
-      next.rejected = true;
-    });
-    given.push(next as NextPromise<unknown>);
+    next.#track(tracked);
     return next;
+  }
+
+  #track(tracked: NextPromise<unknown>[]): void {
+    this.#tracked = tracked;
+    tracked.push(this as NextPromise<unknown>);
+    // Promise.prototype.then itself, not this class's: noting the rejection chains nothing.
+    void Promise.prototype.then.call(this, undefined, () => {
+      this.rejected = true;
+    });
   }
 
   override then<R1 = T, R2 = never>(
     onFulfilled?: ((value: T) => R1 | PromiseLike<R1>) | null,
     onRejected?: ((reason: unknown) => R2 | PromiseLike<R2>) | null,
   ): Promise<R1 | R2> {
-    if (typeof onRejected === 'function') this.taken = true;
-    return super.then(onFulfilled, onRejected);
+    this.chained = true;
+    // A NextPromise too (Promise's species), tracked with this one.
+    const derived = super.then(onFulfilled, onRejected) as NextPromise<R1 | R2>;
+    if (this.#tracked) derived.#track(this.#tracked);
+    return derived;
   }
 }
 

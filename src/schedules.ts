@@ -545,9 +545,13 @@ export class ScheduleStore {
   }
 }
 
-/** A schedule name as given to a call, checked like every schedule name (1–200 characters, no control characters). */
+/**
+ * A schedule name given to a lookup (get, remove, pause, resume, run): a
+ * string PostgreSQL can compare. Not the rules for new names: a schedule an
+ * older pgq made under older rules ("..") must stay reachable.
+ */
 function parseScheduleName(name: unknown): string {
-  const parsed = nameSchema.safeParse(name);
-  if (!parsed.success) throw zodToValidationError(parsed.error, 'schedule');
-  return parsed.data;
+  if (typeof name !== 'string') throw new ValidationError('schedule', `must be a schedule name (a string), got ${typeof name}`);
+  if (name.includes('\u0000')) throw new ValidationError('schedule', 'must not contain a NUL character: no schedule name can hold one');
+  return name;
 }

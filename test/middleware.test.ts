@@ -332,6 +332,28 @@ describe('middleware', () => {
     const passOn: Middleware = { name: 'pass-on', attempt: (_c, next) => next() };
     const pgq = await ctx.migrated({ tasks: [boom], middleware: [recover, passOn] });
     expect(await performJob(boom, { unstorable: false }, { middleware: [recover] })).toEqual({ recovered: 'boom' });
+    // Caught through a chain of its own (then, then catch), or by an outer hook around an inner one that chains then(): recovered.
+    const chained: Middleware = { attempt: (_c, next) => next().then((v) => v).catch(() => 'caught in a chain') };
+    expect(await performJob(boom, { unstorable: false }, { middleware: [chained] })).toBe('caught in a chain');
+    const mapping: Middleware = { attempt: (_c, next) => next().then((v) => v) };
+    expect(await performJob(boom, { unstorable: false }, { middleware: [recover, mapping] })).toEqual({ recovered: 'boom' });
+    // A finally() rethrows to nobody: the hook never looked, and the handler's error stays the attempt's (no unhandled rejection).
+    const looksAway: Middleware = {
+      async attempt(_c, next) {
+        void next().finally(() => undefined);
+        await new Promise((r) => setTimeout(r, 50));
+        return 'not a recovery';
+      },
+    };
+    const slowBoom = defineTask({
+      name: 'mw-slow-boom',
+      schema: z.object({}),
+      handler: async () => {
+        await new Promise((r) => setTimeout(r, 10));
+        throw new Error('boom later');
+      },
+    });
+    await expect(performJob(slowBoom, {}, { middleware: [looksAway] })).rejects.toThrow('boom later');
     const worker = pgq.worker({ queues: ['mw-recover'], pollIntervalMs: 50, leader: false });
     await worker.start();
     try {

@@ -108,6 +108,14 @@ describe('drain', () => {
 
   it('ends a job past its expiry cancelled, as the expirer would, instead of waiting for it until the timeout; a bad timeoutMs is refused', async () => {
     const pgq = await ctx.migrated({ tasks: [double, flaky] });
+    // Alone (no other job's end to wake it), waited for since before it expired (the waiter has looked and
+    // waits): woken by the expirer's NOTIFY, before waitForJob's next look 5 s after its first.
+    const alone = await pgq.enqueue(double, { n: 0 }, { expiresInMs: 1_500 });
+    const waitedAlone = pgq.waitForJob(alone.id, { timeoutMs: 30_000 });
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    expect(await drain(pgq, { timeoutMs: 10_000 })).toEqual({ processed: 0, succeeded: 0, retried: 0, failed: 0 });
+    const woken = await Promise.race([waitedAlone.then((j) => j.state), new Promise((resolve) => setTimeout(() => resolve('not woken'), 2_000))]);
+    expect(woken).toBe('cancelled');
     const expired = await pgq.enqueue(double, { n: 1 }, { expiresInMs: 50 });
     // A retry due after its expiry: drain makes retries due at once, and the claim still skips it.
     const retry = await pgq.enqueue(flaky, { id: 'r' }, { expiresInMs: 60_000 });

@@ -47,6 +47,9 @@ export interface ExpireJobsParams {
   /** Most jobs cancelled in one statement. */
   limit: number;
   now?: Date | null;
+  /** Only jobs of these queues and tasks (drain's); null or absent: every job. */
+  queues?: readonly string[] | null;
+  tasks?: readonly string[] | null;
 }
 
 export type QueueStatements = ReturnType<typeof createQueueStatements>;
@@ -78,6 +81,7 @@ export function createQueueStatements(schema: string) {
        WHERE j.id IN (SELECT id FROM ${jobs}
                        WHERE expires_at IS NOT NULL AND expires_at <= coalesce($2::timestamptz, now())
                          AND state IN ${EXPIRABLE_STATES_SQL}
+                         AND ($3::text[] IS NULL OR queue = ANY($3::text[])) AND ($4::text[] IS NULL OR task = ANY($4::text[]))
                        ORDER BY expires_at
                        LIMIT $1
                        FOR UPDATE SKIP LOCKED)
@@ -104,7 +108,11 @@ export function createQueueStatements(schema: string) {
 
     /** JobExpire: cancels jobs whose expiry passed before they started; returns their ids. */
     expireJobs(db: Queryable, p: ExpireJobsParams): Promise<{ id: string }[]> {
-      return db.query<{ id: string }>({ name: name('expire_jobs', expireJobs), text: expireJobs, values: [p.limit, p.now ?? null] });
+      return db.query<{ id: string }>({
+        name: name('expire_jobs', expireJobs),
+        text: expireJobs,
+        values: [p.limit, p.now ?? null, p.queues ?? null, p.tasks ?? null],
+      });
     },
   };
 }

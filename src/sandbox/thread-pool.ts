@@ -114,7 +114,11 @@ export class ThreadPool implements SandboxPool {
         return this.#piscina.run(task, { transferList: [port2], signal: kill.signal }) as Promise<SandboxReply>;
       })
       .catch(async (err: unknown) => {
-        if (startError) throw crashError(startError.err, request);
+        if (startError) {
+          // A thread took it just as it was failed: its handler ends with that thread, before the retry runs.
+          if (Atomics.load(taken, 0) === 1) await exited;
+          throw crashError(startError.err, request);
+        }
         if (kill.signal.aborted) {
           // The thread marks the attempt taken (shared memory) before its
           // handler runs, and only then says `started`: a loop that was busy

@@ -15,7 +15,8 @@
 import { sql } from '../db/kysely.js';
 import type { Pgq } from '../client.js';
 import { PgqError } from '../core/errors.js';
-import { EXPIRABLE_STATES_SQL, EXPIRED_SET } from '../db/statements.js';
+import { createQueueStatements } from '../db/queue-statements.js';
+import { fromKysely } from '../db/queryable.js';
 
 /** Options of `drain`. */
 export interface DrainOptions {
@@ -56,6 +57,8 @@ export interface DrainResult {
 
 /** After a timeout, how long the drain waits for its signalled handlers to settle before it rejects. */
 const HARD_STOP_WAIT_MS = 1_000;
+/** Most expired jobs cancelled per statement (the expirer's default batch). */
+const EXPIRE_BATCH = 1_000;
 /** How often drain looks at the jobs table while jobs run. */
 const CHECK_EVERY_MS = 10;
 
@@ -104,16 +107,19 @@ export async function drain(pgq: Pgq, options: DrainOptions = {}): Promise<Drain
   worker.on('job:failure', (_job, _err, _ms, retry) => count(retry ? 'retried' : 'failed'));
 
   const deadline = Date.now() + timeoutMs;
+  const expirer = createQueueStatements(pgq.schema);
+  const db = fromKysely(pgq.kysely);
   let timedOut = false;
   await worker.start();
   try {
     for (;;) {
       if (stopping) break;
-      // Expired before they started: cancelled as the leader's expirer would
+      // Expired before they started: cancelled by the leader's expirer's own
+      // statement (its NOTIFY wakes waitForJob), for these queues and tasks
       // (claims never take them; they were "still to run" until the timeout).
-      await sql`UPDATE ${sql.id(pgq.schema, 'jobs')} AS j SET ${sql.raw(EXPIRED_SET)}
-                 WHERE j.expires_at <= now() AND j.state IN ${sql.raw(EXPIRABLE_STATES_SQL)}
-                   AND j.queue = ANY(${queues}::text[]) AND j.task = ANY(${tasks}::text[])`.execute(pgq.kysely);
+      let expired: number;
+      do expired = (await expirer.expireJobs(db, { limit: EXPIRE_BATCH, queues, tasks })).length;
+      while (expired === EXPIRE_BATCH);
       // A retry is due at once under drain: make retryable jobs available now.
       await pgq.kysely
         .updateTable('jobs')
