@@ -174,6 +174,7 @@ export class Enqueuer {
     });
     const stored = storedTexts(checks, values, this.maxPayloadBytes);
     const texts = Array.isArray(stored) ? stored : await stored;
+    checkCallSize(texts);
     const call: EnqueueCall = { kind: single === null ? 'enqueueMany' : 'enqueue', jobs };
     let records: JobRecord[] | undefined;
     await this.middleware.enqueue(call, async () => {
@@ -383,6 +384,27 @@ function sharedColumns(task: AnyTask, o: ParsedOptions): Required<Omit<JobInsert
     expiresAt: o.expiresAt ?? null,
     expiresInMs: o.expiresAt !== undefined ? null : (o.expiresInMs ?? task.expiresInMs ?? null),
   };
+}
+
+/**
+ * Most characters of payload JSON one call sends. Several payloads go as one
+ * array parameter, whose text (every quote escaped, so up to twice the JSON)
+ * must fit one JavaScript string (about 512 MiB); past it the driver failed
+ * with a bare "RangeError: Invalid string length".
+ */
+export const MAX_CALL_PAYLOAD_CHARS = 200 * 1024 * 1024;
+
+/** Refuses a call whose payloads together are too large for one statement. */
+function checkCallSize(texts: readonly string[]): void {
+  if (texts.length < 2) return;
+  let total = 0;
+  for (const text of texts) total += text.length;
+  if (total > MAX_CALL_PAYLOAD_CHARS) {
+    throw new ValidationError(
+      'payloads',
+      `are ${total} characters of JSON in all, over the ${MAX_CALL_PAYLOAD_CHARS} (200 MiB) one call sends in its statement: split them into several calls`,
+    );
+  }
 }
 
 /**

@@ -62,6 +62,19 @@ describe('hostile input', () => {
     );
   });
 
+  it('refuses an enqueueMany whose payloads together are more than one statement carries, naming it, writing nothing (it was a bare RangeError from the driver)', async () => {
+    const pgq = await ctx.migrated({ tasks: [loose] });
+    const before = await jobCount();
+    // 270 payloads of about 1 MB of JSON each (under maxPayloadBytes one by one), quotes all: the array
+    // parameter escapes each again, past the longest string Node.js makes (the driver's RangeError).
+    const big = '"'.repeat(499_990);
+    const payloads = Array.from({ length: 270 }, () => ({ big }));
+    await expect(pgq.enqueueMany(loose, payloads)).rejects.toThrow(/^payloads: are 269997300 characters of JSON in all, over the 209715200 \(200 MiB\) one call sends in its statement: split them into several calls$/);
+    expect(await jobCount()).toBe(before);
+    // In calls of fewer jobs, they go in.
+    expect((await pgq.enqueueMany(loose, payloads.slice(0, 20))).length).toBe(20);
+  });
+
   it('refuses nesting deeper than 1,000 levels and accepts 1,000', async () => {
     const pgq = await ctx.migrated({ tasks: [loose], maxPayloadBytes: 1_000_000 });
     const nest = (depth: number): unknown => {
