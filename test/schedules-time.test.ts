@@ -55,6 +55,21 @@ describe('daylight saving', () => {
     expect(new Set(hourly).size).toBe(hourly.length);
   });
 
+  it('Europe/Rome and New York spring forward: every match inside the skipped hour fires one hour later, not the first alone', () => {
+    const ticks = (expression: string, timezone: string, from: string, n: number): string[] => {
+      const source = cronTicks(expression, timezone);
+      const out: string[] = [];
+      let at = new Date(from);
+      for (let i = 0; i < n; i += 1) out.push(localTime((at = source.next(at)), timezone));
+      return out;
+    };
+    // cron-parser gave 03:15, then the next day's 02:15: 02:45's job was not made.
+    expect(ticks('15,45 2 * * *', 'Europe/Rome', '2025-03-29T12:00:00Z', 4)).toEqual(['2025-03-30 03:15', '2025-03-30 03:45', '2025-03-31 02:15', '2025-03-31 02:45']);
+    expect(ticks('*/20 2 * * *', 'America/New_York', '2026-03-07T12:00:00Z', 4)).toEqual(['2026-03-08 03:00', '2026-03-08 03:20', '2026-03-08 03:40', '2026-03-09 02:00']);
+    // A match that is also a real time after the gap fires once.
+    expect(ticks('15,45 2,3 * * *', 'Europe/Rome', '2025-03-29T12:00:00Z', 3)).toEqual(['2025-03-30 03:15', '2025-03-30 03:45', '2025-03-31 02:15']);
+  });
+
   it('Europe/Rome fall back: 02:30 fires once (first pass); hourly fires in both passes of the repeated hour', async () => {
     const { clock, pgq, scheduler } = await setup('2025-10-24T22:00:00Z');
     await pgq.schedule({ name: 'rome-0230', cron: '30 2 * * *', timezone: 'Europe/Rome', task: report, payload: { kind: 'daily' } });

@@ -173,6 +173,8 @@ const MAX_REPEATED_TICKS = 10_000;
 
 /** How far after a time cron-parser cannot step from pgq looks for the time zone's transition (two days). */
 const TRANSITION_WITHIN_MS = 2 * 86_400_000;
+/** The longest spring-forward any zone has had (two hours: Antarctica/Troll's summer), with room. */
+const MAX_GAP_MS = 3 * 3_600_000;
 /** Most ticks walked back from the first one found past a transition. */
 const MAX_WALK_BACK = 1_000;
 
@@ -219,6 +221,8 @@ export function cronTicks(expression: string, timezone: string): TickSource {
    * daily 02:15 had no job on the day of the change.
    */
   const inGap = (after: Date, tick: Date): Date | null => {
+    const sinceRecent = inRecentGap(after, tick);
+    if (sinceRecent) return sinceRecent;
     // The same offset at both ends of a span no longer than the search below: no change between them (the common case, two readings).
     if (tick.getTime() - after.getTime() <= TRANSITION_WITHIN_MS && offsetAt(after.getTime()) === offsetAt(tick.getTime())) return null;
     // The transition is searched for near the first wall-clock time the expression matches after `after` (a weekly or yearly tick is days past it).
@@ -231,6 +235,27 @@ export function cronTicks(expression: string, timezone: string): TickSource {
     // Wall-clock times as UTC milliseconds: the first one skipped, and the first the expression matches from it.
     const skipped = Date.parse(`${wall(new Date(change - 1))}Z`) + 1;
     const matched = parser().parse(expression, { tz: 'UTC', currentDate: new Date(skipped - 1) }).next().toDate().getTime();
+    if (matched >= skipped + gap) return null;
+    const moved = new Date(change + (matched - skipped));
+    return moved.getTime() > after.getTime() && moved.getTime() < tick.getTime() ? moved : null;
+  };
+  /**
+   * A later match inside a gap that `after` is itself one gap past: the
+   * tick moved from the gap's first match fired (cron-parser's 03:15 for a
+   * `15,45 2` in Europe/Rome), and its 02:45 fires at 03:45 (cron-parser
+   * went on to the next day). One more reading per tick: the offset a gap
+   * back, the same as now but within a gap of a change.
+   */
+  const inRecentGap = (after: Date, tick: Date): Date | null => {
+    if (offsetAt(after.getTime() - MAX_GAP_MS) === offsetAt(after.getTime())) return null;
+    const change = nextTransition(after.getTime() - MAX_GAP_MS);
+    if (change === null || change > after.getTime()) return null;
+    const gap = offsetAt(change) - offsetAt(change - 1);
+    if (gap <= 0 || after.getTime() >= change + gap) return null;
+    // Wall-clock times as UTC milliseconds: the first one skipped, `after` moved back into the gap, and the next match from there.
+    const skipped = Date.parse(`${wall(new Date(change - 1))}Z`) + 1;
+    const from = skipped + (after.getTime() - change);
+    const matched = parser().parse(expression, { tz: 'UTC', currentDate: new Date(from) }).next().toDate().getTime();
     if (matched >= skipped + gap) return null;
     const moved = new Date(change + (matched - skipped));
     return moved.getTime() > after.getTime() && moved.getTime() < tick.getTime() ? moved : null;
