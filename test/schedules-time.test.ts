@@ -145,6 +145,12 @@ describe('daylight saving', () => {
     const fired: string[] = [];
     for (let at = new Date('2026-03-27T12:00:00Z'), i = 0; i < 3; i += 1) fired.push((at = nuuk.next(at)).toISOString());
     expect(fired).toEqual(['2026-03-28T01:00:00.000Z', '2026-03-29T01:00:00.000Z', '2026-03-30T00:00:00.000Z']);
+    // The hour before that change: cron-parser went from the day before's 22:30 to the day after's, no job that day.
+    const late = cronTicks('30 22 * * *', 'America/Nuuk');
+    const lateFired: string[] = [];
+    for (let at = new Date('2026-03-27T12:00:00Z'), i = 0; i < 3; i += 1) lateFired.push(localTime((at = late.next(at)), 'America/Nuuk'));
+    expect(lateFired).toEqual(['2026-03-27 22:30', '2026-03-28 22:30', '2026-03-29 22:30']);
+    expect(localTime(cronTicks('0 22 * * 6', 'America/Nuuk').next(new Date('2026-03-22T12:00:00Z')), 'America/Nuuk')).toBe('2026-03-28 22:00');
   });
 
   it('Antarctica/Troll two-hour fall back: a daily 02:00 fires once that day, at its first pass (cron-parser alone gives both)', () => {

@@ -230,6 +230,10 @@ export function cronTicks(expression: string, timezone: string): TickSource {
     const near = Math.max(after.getTime(), first - offsetAt(after.getTime()) - TRANSITION_WITHIN_MS / 2);
     const change = nextTransition(near);
     if (change === null || change >= tick.getTime()) return null;
+    // A match still before the change that cron-parser stepped over (America/Nuuk springs forward at 23:00:
+    // from the day before, a daily 22:30 went on to the day after the change).
+    const beforeChange = first - offsetAt(change - 1);
+    if (beforeChange > after.getTime() && beforeChange < change) return new Date(beforeChange);
     const gap = offsetAt(change) - offsetAt(change - 1);
     if (gap <= 0) return null;
     // Wall-clock times as UTC milliseconds: the first one skipped, and the first the expression matches from it.
