@@ -50,6 +50,7 @@ const COMMITTED: Record<string, string> = {
   '1764860000000_converge_edited_functions.sql': '7995894c961be932f728474fbc47a1e61be907d0f21cca9d6c7ca98885b883c5',
   '1764870000000_notify_scheduled.sql': '7802a957ff399f65859cc7c883c0a9dc75aa08f16d5246e5da17881429930418',
   '1764880000000_claim_limited_isolation.sql': '495a6e9007ee0230502d04e1d3657641e6c2b6660d2296fd9b4b14714abdf05f',
+  '1764890000000_expire_unique_holder.sql': '49df3ff3e388eefa18ae77a71f4a0f5f2a93461795f84f15de7d509bc5dd9372',
 };
 
 /** node-pg-migrate's default advisory lock, which an application's own migrations hold while they run. */
@@ -142,7 +143,7 @@ ALTER INDEX jobs_state_queue_idx_new RENAME TO jobs_state_queue_idx;
       RETURNS TABLE (id bigint, concurrency_key text, priority integer, run_at timestamptz) LANGUAGE sql STABLE AS $$ SELECT NULL::bigint, NULL::text, 0, now() $$`);
     const pgq = new Pgq({ connectionString: ctx.url, schema, tasks: [] });
     try {
-      expect((await pgq.migrate()).applied).toEqual(['1764860000000_converge_edited_functions', '1764870000000_notify_scheduled', '1764880000000_claim_limited_isolation']);
+      expect((await pgq.migrate()).applied).toEqual(['1764860000000_converge_edited_functions', '1764870000000_notify_scheduled', '1764880000000_claim_limited_isolation', '1764890000000_expire_unique_holder']);
       const source = (name: string) =>
         ctx.admin
           .query<{ src: string; lang: string }>(`SELECT p.prosrc AS src, l.lanname AS lang FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang WHERE p.oid = $1::regproc`, [`${s}.${name}`])

@@ -79,6 +79,15 @@ describe('least-privilege roles', () => {
       const keyHolder = await owner.enqueue(echo, { secret: 'key' }, { uniqueKey: 'shared-key', delayMs: 3_600_000 });
       await expect(app.enqueue(echo, { secret: 'key' }, { uniqueKey: 'shared-key' })).rejects.toThrow(/a live job holds the key but this connection cannot read it \(a job enqueued by another role/);
       await owner.deleteJob(keyHolder.id);
+      // Its own key held by its own job past its expiry (no leader ran the expirer): that job ends and the
+      // enqueue inserts, as for any role (it was "permission denied for table jobs").
+      const expiring = await app.enqueue(echo, { secret: 'exp' }, { uniqueKey: 'own-key', expiresInMs: 50, queue: 'nobody-serves' });
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const again = await app.enqueue(echo, { secret: 'exp' }, { uniqueKey: 'own-key', queue: 'nobody-serves' });
+      expect(again.id).not.toBe(expiring.id);
+      expect(await app.getJob(expiring.id)).toMatchObject({ state: 'cancelled', errors: [{ message: expect.stringMatching(/^expired: not started by its expiry time/) }] });
+      await owner.deleteJob(again.id);
+      await owner.deleteJob(expiring.id);
       await expect(app.cancelJob(mine.id)).rejects.toThrow(/permission denied/);
       await expect(app.pauseQueue('default')).rejects.toThrow(/permission denied/);
       await expect(app.setQueue('default', { concurrency: 1 })).rejects.toThrow(/permission denied/);

@@ -301,14 +301,10 @@ export function createStatements(schema: string) {
 
   // An expired job that no expirer has ended yet (none runs without a
   // leader) still holds its unique key: ended here, as the expirer would,
-  // so that an enqueue of that key inserts a job that can run.
-  const expireUniqueHolder = `
-    WITH expired AS (
-      UPDATE ${jobs} j SET ${EXPIRED_SET}
-       WHERE j.task = $1 AND j.unique_key = $2 AND j.state IN ${EXPIRABLE_STATES_SQL} AND j.expires_at <= statement_timestamp()
-      RETURNING j.id
-    ), notified AS (${notifyDone('expired')})
-    SELECT id::text AS id FROM expired, (SELECT count(*) FROM notified) AS n`;
+  // so that an enqueue of that key inserts a job that can run. Through a
+  // function of the schema's owner (migration 1764890000000): an
+  // enqueue-only role may not update jobs.
+  const expireUniqueHolder = `SELECT e::text AS id FROM ${s}.expire_unique_holder($1, $2) AS e`;
 
   const getLiveByUniqueKey = `
     SELECT ${jcols}, j.cancel_requested_at
