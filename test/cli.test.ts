@@ -135,6 +135,14 @@ describe('pgq CLI', () => {
     expect(duplicate.code).toBe(1);
     expect(duplicate.stderr).toMatch(/exports two different tasks named "dup": task names must be unique/);
     // A .ts module in a package without "type": "module" (tsx compiles it to CommonJS): its default array and named exports.
+    // A plain CommonJS module: every task of module.exports, also those Node.js names no export for (a spread, a computed key).
+    // Loaded by Node.js itself, as the CLI loads it (the test runner's own loader reads CommonJS otherwise).
+    const loaded = spawnSync(
+      process.execPath,
+      ['--input-type=module', '-e', `const { loadTasks } = await import(${JSON.stringify(path.join(root, 'dist/cli/load-tasks.js'))}); console.log(JSON.stringify((await loadTasks(process.argv[1])).map((t) => t.name).sort()))`, path.join(root, 'test/fixtures/commonjs/exports-object.js')],
+      { encoding: 'utf8' },
+    );
+    expect(loaded.stdout.trim(), loaded.stderr).toBe('["cjs-a","cjs-computed","cjs-spread"]');
     const commonjs = path.join(root, 'test/fixtures/commonjs/tasks.ts');
     expect(pgq(['enqueue', 'cjs-none', '--tasks', commonjs, '--payload', '{}']).stderr).toMatch(/has no task named "cjs-none"; its tasks are "cjs-default", "cjs-named"/);
     // One task exported twice is fine; a name the module lacks is refused with the names it has.

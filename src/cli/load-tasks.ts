@@ -6,8 +6,10 @@ import { importModule } from '../core/import-module.js';
 import { defineTask, isTask, type AnyTask } from '../task.js';
 
 /**
- * Loads a tasks module: its named exports that are tasks, or a default export
- * that is a task or an array of tasks. A `.ts` module is loaded through tsx.
+ * Loads a tasks module: its named exports that are tasks, and a default
+ * export that is a task, an array of tasks or an object whose values are
+ * tasks (a CommonJS module's `module.exports`). A `.ts` module is loaded
+ * through tsx.
  */
 export async function loadTasks(modulePath: string): Promise<AnyTask[]> {
   const file = path.resolve(modulePath);
@@ -31,12 +33,15 @@ export async function loadTasks(modulePath: string): Promise<AnyTask[]> {
   };
   const def = mod.default;
   if (Array.isArray(def)) def.forEach(consider);
-  else consider(def);
+  else if (isTask(def)) consider(def);
+  // A CommonJS module's exports object (Node.js names only the exports it can find by reading the
+  // source: a spread or a computed one was left out), or an ES module's default object of tasks.
+  else if (def !== null && typeof def === 'object') Object.values(def).forEach(consider);
   for (const [key, value] of Object.entries(mod)) if (key !== 'default') consider(value);
   if (found.size === 0) {
     throw new PgqError(
       'PGQ_TASKS_MODULE',
-      `tasks module ${modulePath} exports no task: export tasks made by defineTask (named exports, or a default array)`,
+      `tasks module ${modulePath} exports no task: export tasks made by defineTask (named exports, a default array or object, or module.exports)`,
     );
   }
   return [...found.values()];
