@@ -727,3 +727,27 @@ describe('PostgreSQL restart', () => {
     }
   });
 });
+
+describe('waitForJob across a reconnect of its LISTEN connection', () => {
+  it('looks again as soon as the connection is back (a NOTIFY sent while it was down is lost): not at its next 5 s poll', async () => {
+    const task = defineTask({ name: 'waited', queue: 'nobody-runs-it', schema: z.object({}), handler: () => null });
+    const appName = `pgq_wait_${ctx.schema}`.slice(0, 60);
+    await ctx.migrated({ tasks: [task] });
+    const waiter = new Pgq({ connectionString: ctx.url, schema: ctx.schema, tasks: [task], listenConnectionString: withAppName(ctx.url, appName) });
+    try {
+      const job = await waiter.enqueue(task, {});
+      const waited = waiter.waitForJob(job.id, { timeoutMs: 30_000 });
+      const listening = async (): Promise<boolean> =>
+        (await ctx.admin.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1', [appName])).rows[0]!.n > 0;
+      await until(listening, { what: "the waiter's LISTEN connection" });
+      await new Promise((resolve) => setTimeout(resolve, 300)); // its first look done: it waits
+      await ctx.admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [appName]);
+      // Ended meanwhile, with no NOTIFY anyone hears.
+      await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = 'succeeded', finished_at = now() WHERE id = $1`, [job.id]);
+      const woken = await Promise.race([waited.then((j) => j.state), new Promise((resolve) => setTimeout(() => resolve('not woken'), 3_000))]);
+      expect(woken).toBe('succeeded');
+    } finally {
+      await waiter.close();
+    }
+  });
+});

@@ -43,6 +43,9 @@ export async function waitUntilDone<T>(deps: { listener: Listener; clock: Clock 
   const unsubscribe = await listener.subscribe(o.channel, (payload) => {
     if (o.wakesOn(payload)) waker.wake();
   });
+  // A NOTIFY sent while the connection was down is lost: a look at once after each reconnect (it waited for
+  // the next 5 s poll).
+  const unhook = listener.onConnect(() => waker.wake());
   try {
     await listener.ready(Math.min(left() / 2, 1_000));
     let state = 'unknown';
@@ -62,6 +65,7 @@ export async function waitUntilDone<T>(deps: { listener: Listener; clock: Clock 
       await waker.wait(Math.min(left(), listener.connected ? POLL_LISTENING_MS : POLL_NOT_LISTENING_MS), o.signal);
     }
   } finally {
+    unhook();
     await unsubscribe();
   }
 }
