@@ -68,6 +68,19 @@ describe('daylight saving', () => {
     expect(ticks('*/20 2 * * *', 'America/New_York', '2026-03-07T12:00:00Z', 4)).toEqual(['2026-03-08 03:00', '2026-03-08 03:20', '2026-03-08 03:40', '2026-03-09 02:00']);
     // A match that is also a real time after the gap fires once.
     expect(ticks('15,45 2,3 * * *', 'Europe/Rome', '2025-03-29T12:00:00Z', 3)).toEqual(['2025-03-30 03:15', '2025-03-30 03:45', '2025-03-31 02:15']);
+    // Antarctica/Troll's two-hour gap, where cron-parser moves a match one hour: once, not again a gap later.
+    expect(ticks('30 2 * * *', 'Antarctica/Troll', '2025-03-29T12:00:00Z', 2)).toEqual(['2025-03-30 03:30', '2025-03-31 02:30']);
+    expect(ticks('0 2 * * 0', 'Antarctica/Troll', '2025-03-25T12:00:00Z', 2)).toEqual(['2025-03-30 03:00', '2025-04-06 02:00']);
+    // America/Nuuk springs forward at 23:00: cron-parser went from the day before's 22:00 to the change itself.
+    expect(ticks('0 */2 * * *', 'America/Nuuk', '2025-03-28T23:30:00Z', 3)).toEqual(['2025-03-28 22:00', '2025-03-29 00:00', '2025-03-29 02:00']);
+  });
+
+  it('never steps back or finds no tick next to a change where cron-parser does (Pacific/Chatham, Australia/Lord_Howe)', () => {
+    // cron-parser gave 12:15Z after 13:00Z: a schedule would have fired that tick again and again.
+    const chatham = cronTicks('*/15 * * * *', 'Pacific/Chatham').next(new Date('2025-04-05T13:00:00Z'));
+    expect(chatham.toISOString()).toBe('2025-04-05T13:15:00.000Z');
+    // A week before Lord Howe's fall-back cron-parser finds no next Sunday 02:00 ("loop limit exceeded").
+    expect(localTime(cronTicks('0 2 * * 0', 'Australia/Lord_Howe').next(new Date('2025-03-29T15:00:00Z')), 'Australia/Lord_Howe')).toBe('2025-04-06 02:00');
   });
 
   it('Europe/Rome fall back: 02:30 fires once (first pass); hourly fires in both passes of the repeated hour', async () => {

@@ -173,6 +173,8 @@ const MAX_REPEATED_TICKS = 10_000;
 
 /** How far after a time cron-parser cannot step from pgq looks for the time zone's transition (two days). */
 const TRANSITION_WITHIN_MS = 2 * 86_400_000;
+/** How far ahead a change is looked for when cron-parser fails far from one (a yearly expression: a year and a day). */
+const FAR_TRANSITION_MS = 367 * 86_400_000;
 /** The longest spring-forward any zone has had (two hours: Antarctica/Troll's summer), with room. */
 const MAX_GAP_MS = 3 * 3_600_000;
 /** Most ticks walked back from the first one found past a transition. */
@@ -191,11 +193,15 @@ export function cronTicks(expression: string, timezone: string): TickSource {
    * `prev()`.
    */
   const step = (after: Date): Date => {
+    let tick: Date;
     try {
-      return at(after).next().toDate();
+      tick = at(after).next().toDate();
     } catch (err) {
       return stepAround(after, err);
     }
+    // Next to some changes cron-parser steps back (Pacific/Chatham's fall-back: a `*/15` gave a tick 45
+    // minutes before the time stepped from, and a schedule would have fired it again and again).
+    return tick.getTime() > after.getTime() ? tick : stepAround(after, new Error(`cron-parser stepped back to ${tick.toISOString()}`));
   };
   let fixedHour: boolean | undefined;
   /**
@@ -229,11 +235,12 @@ export function cronTicks(expression: string, timezone: string): TickSource {
     const first = parser().parse(expression, { tz: 'UTC', currentDate: new Date(Date.parse(`${wall(after)}Z`)) }).next().toDate().getTime();
     const near = Math.max(after.getTime(), first - offsetAt(after.getTime()) - TRANSITION_WITHIN_MS / 2);
     const change = nextTransition(near);
-    if (change === null || change >= tick.getTime()) return null;
+    if (change === null) return null;
     // A match still before the change that cron-parser stepped over (America/Nuuk springs forward at 23:00:
-    // from the day before, a daily 22:30 went on to the day after the change).
+    // from the day before, a daily 22:30 went on to the day after the change, an hourly one to the change itself).
     const beforeChange = first - offsetAt(change - 1);
-    if (beforeChange > after.getTime() && beforeChange < change) return new Date(beforeChange);
+    if (beforeChange > after.getTime() && beforeChange < change && beforeChange < tick.getTime()) return new Date(beforeChange);
+    if (change >= tick.getTime()) return null;
     const gap = offsetAt(change) - offsetAt(change - 1);
     if (gap <= 0) return null;
     // Wall-clock times as UTC milliseconds: the first one skipped, and the first the expression matches from it.
@@ -256,9 +263,11 @@ export function cronTicks(expression: string, timezone: string): TickSource {
     if (change === null || change > after.getTime()) return null;
     const gap = offsetAt(change) - offsetAt(change - 1);
     if (gap <= 0 || after.getTime() >= change + gap) return null;
-    // Wall-clock times as UTC milliseconds: the first one skipped, `after` moved back into the gap, and the next match from there.
+    // Wall-clock times as UTC milliseconds: the first one skipped, the match `after` fired for, and the next
+    // match from there. cron-parser moves a match one hour (Antarctica/Troll's two-hour gap too), pgq's
+    // inGap one gap (Lord Howe's half hour): the shorter of the two is how far `after` was moved.
     const skipped = Date.parse(`${wall(new Date(change - 1))}Z`) + 1;
-    const from = skipped + (after.getTime() - change);
+    const from = after.getTime() + offsetAt(after.getTime()) - Math.min(gap, 3_600_000);
     const matched = parser().parse(expression, { tz: 'UTC', currentDate: new Date(from) }).next().toDate().getTime();
     if (matched >= skipped + gap) return null;
     const moved = new Date(change + (matched - skipped));
@@ -274,7 +283,8 @@ export function cronTicks(expression: string, timezone: string): TickSource {
         return null;
       }
     };
-    const transition = nextTransition(after.getTime());
+    // The change is usually within two days; a weekly or yearly expression may fail from further before it.
+    const transition = nextTransition(after.getTime()) ?? nextTransition(after.getTime(), FAR_TRANSITION_MS);
     let found: Date | null = null;
     if (transition !== null) {
       for (const late of [0, 60_000, 3_600_000, 86_400_000]) {
@@ -298,12 +308,12 @@ export function cronTicks(expression: string, timezone: string): TickSource {
     }
     return tick;
   };
-  /** The first instant after `ms` (within two days) at which the zone's UTC offset changes, to the millisecond; null: none. */
-  const nextTransition = (ms: number): number | null => {
+  /** The first instant after `ms` (within `withinMs`, two days by default) at which the zone's UTC offset changes, to the millisecond; null: none. */
+  const nextTransition = (ms: number, withinMs = TRANSITION_WITHIN_MS): number | null => {
     const offset = offsetAt(ms);
     let before = ms;
-    while (before + 3_600_000 <= ms + TRANSITION_WITHIN_MS && offsetAt(before + 3_600_000) === offset) before += 3_600_000;
-    if (before + 3_600_000 > ms + TRANSITION_WITHIN_MS) return null;
+    while (before + 3_600_000 <= ms + withinMs && offsetAt(before + 3_600_000) === offset) before += 3_600_000;
+    if (before + 3_600_000 > ms + withinMs) return null;
     let after = before + 3_600_000;
     while (after - before > 1) {
       const middle = before + Math.floor((after - before) / 2);
