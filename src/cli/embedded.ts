@@ -40,8 +40,8 @@ export async function ensureEmbedded(dir = path.resolve('.pgq'), options: { unan
     if (again) return { ...again, started: false };
     // A daemon still starting (initdb takes seconds) whose command was interrupted: its lock was broken as
     // stale, and a second daemon on the same data only failed on PostgreSQL's lock. It is waited for.
-    const starting = readPid(path.join(dir, 'daemon.pid'));
-    if (starting !== null && isDaemon(starting, dir)) {
+    const starting = startingDaemon(dir);
+    if (starting !== null) {
       const started = await waitForDaemon(dir, () => alive(starting));
       if (started) return { ...started, started: false };
     }
@@ -54,11 +54,13 @@ export async function ensureEmbedded(dir = path.resolve('.pgq'), options: { unan
       const child = spawn(process.execPath, [...process.execArgv, daemonPath(), dir, String(port)], { detached: true, stdio: 'ignore' });
       child.unref();
       // A daemon ended by a signal has no exit code, only a signal code.
-      const started = await waitForDaemon(dir, () => child.exitCode === null && child.signalCode === null);
+      const exited = (): boolean => child.exitCode !== null || child.signalCode !== null;
+      const started = await waitForDaemon(dir, () => !exited());
       if (started) return { ...started, started: true };
       const log = readFrom(path.join(dir, 'postgres.log'), logFrom);
-      // The port was free when looked at, and taken before the server bound it (another project's server starting at once).
-      if (attempt < 3 && /Address already in use/.test(log)) {
+      // The port was free when looked at, and taken before the server bound it (another project's server
+      // starting at once): that daemon has exited, and another port is tried. Not one still running (timed out).
+      if (attempt < 3 && exited() && /could not create any TCP\/IP sockets/.test(log)) {
         port = await anyFreePort();
         continue;
       }
@@ -67,6 +69,21 @@ export async function ensureEmbedded(dir = path.resolve('.pgq'), options: { unan
     }
   } finally {
     release();
+  }
+}
+
+/** How long a daemon may take to set up and start before daemon.pid naming it is taken for a leftover. */
+const STARTING_MAX_MS = 5 * 60_000;
+
+/** The daemon of `dir` that is starting (daemon.pid, written as it starts, names it and is recent), or null. */
+function startingDaemon(dir: string): number | null {
+  const file = path.join(dir, 'daemon.pid');
+  const pid = readPid(file);
+  if (pid === null || !isDaemon(pid, dir)) return null;
+  try {
+    return Date.now() - fs.statSync(file).mtimeMs < STARTING_MAX_MS ? pid : null;
+  } catch {
+    return null;
   }
 }
 
@@ -106,7 +123,8 @@ function isPostmasterOf(pid: number, dataDir: string): boolean {
     const args = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
     return args.some((a) => /(^|\/)postgres$/.test(a)) && args.some((a) => path.resolve(a) === path.resolve(dataDir));
   } catch {
-    return true; // no /proc: trust postmaster.pid
+    // No /proc (macOS): a stale postmaster.pid may name any process since (pids are reused): never signalled.
+    return false;
   }
 }
 
@@ -135,16 +153,26 @@ function readFrom(file: string, offset: number): string {
  */
 export async function stopEmbedded(dir = path.resolve('.pgq')): Promise<boolean> {
   const info = readServerJson(dir);
-  if (!info || !isDaemon(info.pid, dir)) {
+  // A daemon still starting (no server.json yet) is stopped as a started one is.
+  const pid = info && isDaemon(info.pid, dir) ? info.pid : startingDaemon(dir);
+  if (pid === null) {
     fs.rmSync(path.join(dir, 'server.json'), { force: true });
     // Its daemon killed with SIGKILL, PostgreSQL runs on alone: that one is stopped.
     return stopOrphanedServer(dir);
   }
-  process.kill(info.pid, 'SIGTERM');
+  const stopped = await stopDaemon(dir, pid);
+  // A server its daemon did not take down with it (one in a crash loop) is stopped on its own.
+  await stopOrphanedServer(dir);
+  return stopped;
+}
+
+/** Signals the daemon to stop its server and waits (30 s) for it to exit. */
+async function stopDaemon(dir: string, pid: number): Promise<boolean> {
+  process.kill(pid, 'SIGTERM');
   const deadline = Date.now() + 30_000;
-  while (alive(info.pid) && Date.now() < deadline) await sleep(100);
-  if (alive(info.pid)) {
-    throw new PgqError('PGQ_EMBEDDED', `the embedded PostgreSQL in ${dir} (daemon pid ${info.pid}) did not stop within 30 s; see ${path.join(dir, 'postgres.log')}`);
+  while (alive(pid) && Date.now() < deadline) await sleep(100);
+  if (alive(pid)) {
+    throw new PgqError('PGQ_EMBEDDED', `the embedded PostgreSQL in ${dir} (daemon pid ${pid}) did not stop within 30 s; see ${path.join(dir, 'postgres.log')}`);
   }
   fs.rmSync(path.join(dir, 'server.json'), { force: true });
   return true;
