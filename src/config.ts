@@ -285,7 +285,8 @@ const workerOptionsSchema = z
         terminateGraceMs: z.number().int().min(0).max(3_600_000).default(DEFAULTS.sandboxTerminateGraceMs),
         resourceLimits: z
           .object({
-            maxOldGenerationSizeMb: z.number().int().min(1).optional(),
+            // Smaller, a thread cannot even start, and on Node.js 24 V8 then ends the whole process.
+            maxOldGenerationSizeMb: z.number().int().min(4, 'must be at least 4 (a smaller heap cannot start a thread, and on Node.js 24 ends the whole process)').optional(),
             maxYoungGenerationSizeMb: z.number().int().min(1).optional(),
             // A thread's stack is reserved when it starts: far past what any handler needs, the thread cannot start at all.
             stackSizeMb: z.number().int().min(1).max(1_024).optional(),

@@ -226,8 +226,11 @@ function describeDeath(
 function deathHint(code: number | null, signal: NodeJS.Signals | null, stderr: string): string {
   if (/heap out of memory/i.test(stderr)) return ' (out of memory: raise the worker\'s sandbox.resourceLimits.maxOldGenerationSizeMb)';
   if (signal === 'SIGKILL') return ' (killed from outside, e.g. by the kernel\'s out-of-memory killer)';
-  // V8's fatal errors end the process so; a heap too small to start in says no more than "#" on stderr.
-  if (signal === 'SIGTRAP' || signal === 'SIGABRT') return ' (a fatal error of Node.js or V8, such as a heap too small under the worker\'s sandbox.resourceLimits.maxOldGenerationSizeMb)';
+  // V8's fatal errors end the process so; a heap too small to start in says no more than "#" on stderr
+  // (Node.js 20: SIGTRAP), or nothing (Node.js 24: SIGSEGV, as a native addon's crash would).
+  if (signal === 'SIGTRAP' || signal === 'SIGABRT' || signal === 'SIGSEGV') {
+    return ' (a fatal error of Node.js or V8, such as a heap too small under the worker\'s sandbox.resourceLimits.maxOldGenerationSizeMb, or a native addon\'s crash)';
+  }
   if (code !== null) return ' (process.exit() in the handler?)';
   return '';
 }
