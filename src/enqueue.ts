@@ -392,7 +392,7 @@ function sharedColumns(task: AnyTask, o: ParsedOptions): Required<Omit<JobInsert
  * must fit one JavaScript string (about 512 MiB); past it the driver failed
  * with a bare "RangeError: Invalid string length".
  */
-export const MAX_CALL_PAYLOAD_CHARS = 200 * 1024 * 1024;
+const MAX_CALL_PAYLOAD_CHARS = 200 * 1024 * 1024;
 
 /** Refuses a call whose payloads together are too large for one statement. */
 function checkCallSize(texts: readonly string[]): void {

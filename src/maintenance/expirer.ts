@@ -31,11 +31,14 @@ export class Expirer extends LoopService {
     super('expirer', logger);
   }
 
-  /** One pass; returns how many jobs expired. `now` moves the database's clock for tests. */
-  async expireOnce(now?: Date): Promise<number> {
+  /**
+   * One pass; returns how many jobs expired. `now` moves the database's clock
+   * for tests; `scope` keeps to those queues and tasks (drain()'s).
+   */
+  async expireOnce(now?: Date, scope: { queues: readonly string[]; tasks: readonly string[] } | null = null): Promise<number> {
     let total = 0;
     for (;;) {
-      const expired = await this.statements.expireJobs(this.db, { limit: this.config.batchSize, now: now ?? null });
+      const expired = await this.statements.expireJobs(this.db, { limit: this.config.batchSize, now: now ?? null, ...scope });
       total += expired.length;
       if (expired.length < this.config.batchSize) break;
     }

@@ -45,7 +45,7 @@ export interface LeaderServicesDeps {
 }
 
 /** Expired jobs are looked for once a second, at most this many per statement. */
-const EXPIRER = { intervalMs: 1_000, batchSize: 1_000 };
+export const EXPIRER = { intervalMs: 1_000, batchSize: 1_000 };
 
 /** The leader-only services of a worker with these options, the rescuer first. */
 export function leaderServices(options: ResolvedWorkerOptions, deps: LeaderServicesDeps): Service[] {

@@ -17,6 +17,8 @@ import type { Pgq } from '../client.js';
 import { PgqError } from '../core/errors.js';
 import { createQueueStatements } from '../db/queue-statements.js';
 import { fromKysely } from '../db/queryable.js';
+import { Expirer } from '../maintenance/expirer.js';
+import { EXPIRER } from '../maintenance/leader-services.js';
 
 /** Options of `drain`. */
 export interface DrainOptions {
@@ -57,8 +59,6 @@ export interface DrainResult {
 
 /** After a timeout, how long the drain waits for its signalled handlers to settle before it rejects. */
 const HARD_STOP_WAIT_MS = 1_000;
-/** Most expired jobs cancelled per statement (the expirer's default batch). */
-const EXPIRE_BATCH = 1_000;
 /** How often drain looks at the jobs table while jobs run. */
 const CHECK_EVERY_MS = 10;
 
@@ -107,8 +107,8 @@ export async function drain(pgq: Pgq, options: DrainOptions = {}): Promise<Drain
   worker.on('job:failure', (_job, _err, _ms, retry) => count(retry ? 'retried' : 'failed'));
 
   const deadline = Date.now() + timeoutMs;
-  const expirer = createQueueStatements(pgq.schema);
-  const db = fromKysely(pgq.kysely);
+  // The leader's expirer, kept to these queues and tasks.
+  const expirer = new Expirer(EXPIRER, fromKysely(pgq.kysely), createQueueStatements(pgq.schema), pgq.logger);
   let timedOut = false;
   await worker.start();
   try {
@@ -117,9 +117,7 @@ export async function drain(pgq: Pgq, options: DrainOptions = {}): Promise<Drain
       // Expired before they started: cancelled by the leader's expirer's own
       // statement (its NOTIFY wakes waitForJob), for these queues and tasks
       // (claims never take them; they were "still to run" until the timeout).
-      let expired: number;
-      do expired = (await expirer.expireJobs(db, { limit: EXPIRE_BATCH, queues, tasks })).length;
-      while (expired === EXPIRE_BATCH);
+      await expirer.expireOnce(undefined, { queues, tasks });
       // A retry is due at once under drain: make retryable jobs available now.
       await pgq.kysely
         .updateTable('jobs')
