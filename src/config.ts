@@ -226,7 +226,12 @@ export interface ResolvedSandboxOptions {
 
 /** How long finished jobs are kept. Each age is in ms after `finished_at`; `null` keeps that state forever. */
 export interface RetentionOptions {
-  /** Default 1 day. */
+  /**
+   * Default 1 day. `0` keeps none: a job outside any workflow that succeeds
+   * is deleted by the statement that records its success (its result is not
+   * kept), as this worker completes it; workflow steps are pruned with their
+   * workflow as ever.
+   */
   succeededMs?: number | null | undefined;
   /** Default 7 days. */
   failedMs?: number | null | undefined;

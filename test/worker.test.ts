@@ -846,6 +846,93 @@ describe('worker behaviour', () => {
   });
 });
 
+describe('retention.succeededMs 0: succeeded jobs are not kept', () => {
+  it('deletes a job that succeeds outside a workflow as its success is recorded; failures, a cancel asked while it ran and workflow steps keep their rows', async () => {
+    const gate = deferred();
+    const started = deferred();
+    const work = defineTask({
+      name: 'keep-none',
+      queue: 'keep-none',
+      schema: z.object({ i: z.number() }),
+      maxAttempts: 1,
+      handler: ({ i }) => {
+        if (i % 4 === 0) throw new PermanentError(`refused ${i}`);
+        return { i };
+      },
+    });
+    const deaf = defineTask({
+      name: 'keep-none-deaf',
+      queue: 'keep-none',
+      schema: z.object({}),
+      handler: async () => {
+        started.resolve();
+        await gate.promise;
+        return 'finished anyway';
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [work, deaf] });
+    const schema = `"${ctx.schema}"`;
+    // No leader, so no pruner: whatever is gone was deleted by the completion.
+    const worker = pgq.worker({ concurrency: 10, queues: ['keep-none'], leader: false, retention: { succeededMs: 0 } });
+    await worker.start();
+    try {
+      const jobs = await pgq.enqueueMany(work, Array.from({ length: 40 }, (_, i) => ({ i })));
+      const ids = jobs.map((j) => j.id);
+      const left = async () =>
+        (await ctx.admin.query<{ id: string; state: string }>(`SELECT j.id::text AS id, j.state FROM ${schema}.jobs j WHERE j.id = ANY($1::bigint[]) ORDER BY j.id`, [ids])).rows;
+      await until(async () => (await left()).every((r) => r.state === 'failed'));
+      const kept = await left();
+      expect(kept.map((r) => r.id)).toEqual(jobs.filter((_, i) => i % 4 === 0).map((j) => j.id));
+
+      const wf = await pgq.enqueueWorkflow(chain(step(work, { i: 1 }), step(work, { i: 2 })));
+      expect((await pgq.waitForWorkflow(wf, { timeoutMs: 10_000 })).state).toBe('succeeded');
+      const { rows: steps } = await ctx.admin.query(`SELECT state, result FROM ${schema}.jobs WHERE workflow_id = $1 ORDER BY id`, [wf.id]);
+      expect(steps).toEqual([{ state: 'succeeded', result: { i: 1 } }, { state: 'succeeded', result: { i: 2 } }]);
+
+      // Cancelled while it ran, its handler took no notice and returned: it ends cancelled, and stays.
+      const job = await pgq.enqueue(deaf, {});
+      await started.promise;
+      await pgq.cancelJob(job.id);
+      gate.resolve();
+      const done = await pgq.waitForJob(job.id, { timeoutMs: 10_000 });
+      expect(done.state).toBe('cancelled');
+      expect(worker.runningJobs).toBe(0);
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it('a waitForJob that saw the job says it was deleted as it succeeded', async () => {
+    const gate = deferred();
+    const started = deferred();
+    const gated = defineTask({
+      name: 'keep-none-gated',
+      queue: 'keep-none-wait',
+      schema: z.object({}),
+      handler: async () => {
+        started.resolve();
+        await gate.promise;
+        return 'done';
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [gated] });
+    const worker = pgq.worker({ queues: ['keep-none-wait'], leader: false, retention: { succeededMs: 0 } });
+    await worker.start();
+    try {
+      const job = await pgq.enqueue(gated, {});
+      await started.promise;
+      const waiting = pgq.waitForJob(job.id, { timeoutMs: 10_000 });
+      waiting.catch(() => undefined);
+      // Its first look sees the job running.
+      await sleepMs(500);
+      gate.resolve();
+      await expect(waiting).rejects.toThrow(`job ${job.id} does not exist (it was running and was deleted while waited for: a worker with retention.succeededMs 0 deletes a job as it succeeds)`);
+    } finally {
+      await worker.stop();
+    }
+  });
+});
+
 describe('outcome statements and the planner', () => {
   it('an outcome batch reads its jobs by primary key even when the statistics say no job runs (custom plans, 20,000 jobs)', async () => {
     const noop = defineTask({ name: 'plan-noop', queue: 'plans', schema: z.object({ i: z.number() }), handler: () => null });

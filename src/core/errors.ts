@@ -75,8 +75,8 @@ export function objectArgument<T>(value: T, field: string, message = 'must be an
 
 /** A job id that names no job. */
 export class JobNotFoundError extends PgqError {
-  constructor(id: string) {
-    super('PGQ_JOB_NOT_FOUND', `job ${id} does not exist (it may have been pruned)`);
+  constructor(id: string, detail = 'it may have been pruned') {
+    super('PGQ_JOB_NOT_FOUND', `job ${id} does not exist (${detail})`);
     this.name = 'JobNotFoundError';
   }
 }

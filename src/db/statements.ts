@@ -92,6 +92,8 @@ export interface CompleteJobsParams {
   /** JSON text of each result. */
   results: string[];
   metas?: OutcomeMetas;
+  /** Delete the jobs that succeed outside workflows instead of keeping them (retention.succeededMs: 0). */
+  deleteSucceeded?: boolean;
 }
 
 export interface FailJobsParams {
@@ -449,6 +451,44 @@ export function createStatements(schema: string) {
                   WHERE u.id IN (SELECT id FROM done WHERE state = 'cancelled'))::int[] AS cancelled
       FROM (SELECT count(*) FROM notified) AS n, (SELECT count(*) FROM locked) AS l`;
 
+  // The same, for a worker whose retention keeps succeeded jobs 0 ms
+  // (\`retention.succeededMs: 0\`): a job outside any workflow that succeeds,
+  // with no cancel asked, is deleted by the statement that settles its
+  // attempt (one write, where the UPDATE and the pruner's later DELETE made
+  // two). The UPDATE takes the rest (workflow steps keep their row for their
+  // dependents; a cancel asked for ends \`cancelled\`), never a row the DELETE
+  // took (both read one snapshot).
+  const completeDeletingJobs = `
+    WITH async AS (SELECT set_config('synchronous_commit', 'off', true)),
+    v AS MATERIALIZED (
+      SELECT * FROM ${byRow('$1::bigint[]', '$2::int[]', '$3::jsonb[]', '$4::jsonb[]')} AS v(id, attempt, result, meta)
+    ),
+    gone AS (
+      DELETE FROM ${jobs} j USING v
+       WHERE j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
+         AND j.workflow_id IS NULL AND j.cancel_requested_at IS NULL
+         AND (SELECT count(*) FROM async) = 1
+      RETURNING j.id
+    ),
+    done AS (
+      UPDATE ${jobs} j
+         SET state = CASE WHEN ${cancelAsked} THEN 'cancelled' ELSE 'succeeded' END, cancel_requested_at = NULL,
+             finished_at = now(), result = v.result, ${mergeMeta}
+        FROM v
+       WHERE j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
+         AND j.id NOT IN (SELECT id FROM gone)
+      RETURNING j.id, j.workflow_id, j.state
+    ), ${lockDependents(
+      `ARRAY(SELECT id FROM done WHERE workflow_id IS NOT NULL AND state = 'succeeded')`,
+      `ARRAY(SELECT id FROM done WHERE workflow_id IS NOT NULL AND state = 'cancelled')`,
+    )},
+    notified AS (${notifyDone('(SELECT id FROM done UNION ALL SELECT id FROM gone) AS ended')})
+    SELECT ARRAY(SELECT u.n FROM unnest($1::bigint[]) WITH ORDINALITY AS u(id, n)
+                  WHERE u.id NOT IN (SELECT id FROM done) AND u.id NOT IN (SELECT id FROM gone))::int[] AS skipped,
+           ARRAY(SELECT u.n FROM unnest($1::bigint[]) WITH ORDINALITY AS u(id, n)
+                  WHERE u.id IN (SELECT id FROM done WHERE state = 'cancelled'))::int[] AS cancelled
+      FROM (SELECT count(*) FROM notified) AS n, (SELECT count(*) FROM locked) AS l`;
+
   const failJobs = `
     WITH done AS (
       UPDATE ${jobs} j
@@ -727,8 +767,9 @@ export function createStatements(schema: string) {
      */
     async completeJobs(db: Queryable, p: CompleteJobsParams): Promise<{ skipped: number[]; cancelled: number[] }> {
       const rows = await db.query<{ skipped: number[]; cancelled: number[] }>({
-        name: name('complete', completeJobs),
-        text: completeJobs,
+        ...(p.deleteSucceeded
+          ? { name: name('complete_deleting', completeDeletingJobs), text: completeDeletingJobs }
+          : { name: name('complete', completeJobs), text: completeJobs }),
         values: [p.ids, p.attempts, p.results, metasValue(p.metas)],
       });
       return { skipped: rows[0]?.skipped ?? [], cancelled: rows[0]?.cancelled ?? [] };

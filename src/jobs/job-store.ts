@@ -164,6 +164,7 @@ export class JobStore {
     options: { timeoutMs?: number; signal?: AbortSignal } = {},
   ): Promise<JobRecord<Payload, Result>> {
     const jobId = parseJobId(id);
+    let seen: string | undefined;
     return waitUntilDone(
       { listener: this.deps.listener, clock: this.deps.clock },
       {
@@ -171,7 +172,14 @@ export class JobStore {
         wakesOn: (payload) => doneMentions(payload, (id) => id === jobId),
         look: async () => {
           const job = await this.get<Payload, Result>(jobId);
-          if (!job) throw new JobNotFoundError(jobId);
+          if (!job) {
+            // Gone while waited for: deleted (a worker whose retention keeps succeeded jobs 0 ms deletes one as it
+            // succeeds; deleteJob; retention).
+            throw seen === undefined
+              ? new JobNotFoundError(jobId)
+              : new JobNotFoundError(jobId, `it was ${seen} and was deleted while waited for: a worker with retention.succeededMs 0 deletes a job as it succeeds`);
+          }
+          seen = job.state;
           return isFinalState(job.state) ? { done: true, value: job } : { done: false, state: job.state };
         },
         timeoutMs: options.timeoutMs,

@@ -75,6 +75,8 @@ export class Completer {
     private readonly logger: Logger,
     private readonly monotonicMs: () => number,
     private readonly maxBacklog = 10_000,
+    /** Delete jobs that succeed outside workflows instead of keeping them (retention.succeededMs: 0). */
+    private readonly deleteSucceeded = false,
   ) {}
 
   /** Queues an outcome; resolves with what became of it. */
@@ -286,6 +288,7 @@ export class Completer {
         attempts: complete.map((o) => o.attempt),
         results: complete.map((o) => o.result),
         metas: complete.map((o) => o.meta ?? null),
+        deleteSucceeded: this.deleteSucceeded,
       });
       const done = completed.then(({ skipped, cancelled }) => {
         const notWritten = new Set(skipped);

@@ -128,7 +128,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.#deps = deps;
     const baseId = options.id ?? `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
     this.#logger = deps.logger.child({ workerId: baseId });
-    this.#completer = new Completer(deps.db, deps.statements, this.#logger, () => deps.clock.monotonicMs(), Math.max(1_000, options.concurrency * 10));
+    this.#completer = new Completer(
+      deps.db,
+      deps.statements,
+      this.#logger,
+      () => deps.clock.monotonicMs(),
+      Math.max(1_000, options.concurrency * 10),
+      options.retention?.succeededMs === 0,
+    );
     // Claimed, not yet started: the producer's buffer, which the lease thread
     // gives back when a handler blocks the event loop (held-jobs.ts).
     const held = new HeldJobs<HeldJob>(options.concurrency + options.maxClaimBatch, (incomplete) => this.#producer.heldTaken(incomplete));
