@@ -8,6 +8,7 @@ import type { System } from '../lib/types.js';
 const LOADERS: Record<string, () => Promise<System>> = {
   pgq: async () => (await import('./pgq.js')).pgqSystem,
   'pgq-traced': async () => (await import('./pgq.js')).pgqTracedSystem,
+  'pgq-keep-none': async () => (await import('./pgq.js')).pgqKeepNoneSystem,
   floor: async () => (await import('./floor.js')).floorSystem,
   'graphile-worker': async () => (await import('./graphile-worker.js')).graphileWorkerSystem,
   'graphile-worker-tuned': async () => (await import('./graphile-worker.js')).graphileWorkerTunedSystem,
@@ -18,7 +19,7 @@ const LOADERS: Record<string, () => Promise<System>> = {
 };
 
 /** Run only when named in --systems. */
-const OPT_IN = new Set(['pgq-traced']);
+const OPT_IN = new Set(['pgq-traced', 'pgq-keep-none']);
 
 /** The systems a run without --systems compares. */
 export const SYSTEM_NAMES: readonly string[] = Object.keys(LOADERS).filter((name) => !OPT_IN.has(name));

@@ -30,7 +30,7 @@ function noopTask(options: HandlerOptions) {
 }
 
 /** pgq's adapter; `middleware` makes every Pgq of the run with it (the traced variant). */
-function pgqAdapter(name: string, settings: string, middleware: () => Promise<Middleware[]>): System {
+function pgqAdapter(name: string, settings: string, middleware: () => Promise<Middleware[]>, keepNone = false): System {
   return {
     name,
     settings,
@@ -65,7 +65,7 @@ function pgqAdapter(name: string, settings: string, middleware: () => Promise<Mi
     async consumer(env: RunEnv, options: ConsumerOptions): Promise<Consumer> {
       const task = noopTask(options);
       const pgq = new Pgq({ connectionString: env.databaseUrl, tasks: [task], middleware: await middleware() });
-      const worker = pgq.worker({ concurrency: options.concurrency });
+      const worker = pgq.worker({ concurrency: options.concurrency, ...(keepNone ? { retention: { succeededMs: 0 } } : {}) });
       return {
         start: () => worker.start(),
         async stop() {
@@ -75,7 +75,7 @@ function pgqAdapter(name: string, settings: string, middleware: () => Promise<Mi
       };
     },
 
-    probe: (env) => probe(env),
+    probe: (env) => probe(env, keepNone),
 
     async seedFinished(env: RunEnv, n: number): Promise<void> {
       const client = new pg.Client({ connectionString: env.setupDatabaseUrl ?? env.databaseUrl });
@@ -110,7 +110,26 @@ export const pgqTracedSystem: System = pgqAdapter(
   async () => [await tracing()],
 );
 
-function probe(env: RunEnv): Promise<Probe> {
+/**
+ * Opt-in (`--systems pgq,pgq-keep-none`): `retention: { succeededMs: 0 }`, so
+ * a job that succeeds is deleted by the statement that records it (as
+ * graphile-worker deletes its jobs), instead of kept for a day.
+ */
+export const pgqKeepNoneSystem: System = pgqAdapter(
+  'pgq-keep-none',
+  'defaults plus pgq.worker({ concurrency, retention: { succeededMs: 0 } }): a job that succeeds is deleted as it completes',
+  async () => [],
+  true,
+);
+
+function probe(env: RunEnv, keepNone: boolean): Promise<Probe> {
+  if (keepNone) {
+    // Succeeded jobs are deleted: what is left of the run's own jobs (positive ids) is what has not finished.
+    return sqlProbe(env, {
+      total: `SELECT count(*)::int AS n FROM pgq.jobs WHERE id > 0`,
+      finished: (expected) => `SELECT (${Number(expected)} - count(*))::int AS n FROM pgq.jobs WHERE id > 0`,
+    });
+  }
   return sqlProbe(env, {
     // The run's own jobs: those seeded as finished (drain-finished) have
     // negative ids, so both counts read the primary key's positive range.
