@@ -9,6 +9,7 @@ export type { JobFilter, JsonMatch, ListJobsFilter } from './jobs/job-filter.js'
 export type { WorkerInfo } from './inspection/workers.js';
 export { defineTask } from './task.js';
 export type { AnyTask, JobContext, SandboxTaskOptions, Task, TaskBaseOptions, TaskInput, TaskOptions, TaskResult } from './task.js';
+export type { Jsonified } from './core/json.js';
 export type { StandardSchemaV1 } from './core/standard-schema.js';
 export { defineSandboxHandler, sandboxed } from './sandbox/handler.js';
 export type { SandboxContext, SandboxHandler, SandboxKind, SandboxOptions } from './sandbox/handler.js';

@@ -3,7 +3,7 @@ import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
 import type { BackoffOptions } from './core/backoff.js';
 import { ValidationError } from './core/errors.js';
-import { hasLoneSurrogate, LONE_SURROGATE_MESSAGE } from './core/json.js';
+import { hasLoneSurrogate, LONE_SURROGATE_MESSAGE, type Jsonified } from './core/json.js';
 import type { StandardSchemaV1 } from './core/standard-schema.js';
 import { issuesToValidationError, isStandardSchema } from './core/validate-payloads.js';
 import { int32 } from './core/int32.js';
@@ -137,8 +137,13 @@ export type AnyTask = Task<StandardSchemaV1, unknown>;
 /** The payload type a task accepts at enqueue (its schema's input). */
 export type TaskInput<T> = T extends Task<infer S, unknown> ? StandardSchemaV1.InferInput<S> : never;
 
-/** The result type a task's handler resolves to. */
-export type TaskResult<T> = T extends Task<StandardSchemaV1, infer R> ? Awaited<R> : never;
+/**
+ * The result of a task's job as stored and read back: what its handler
+ * resolves to, through JSON (`Jsonified`: a `Date` is its ISO text,
+ * `undefined` is null). It is what `waitForJob` and `performJob` give, and
+ * what a workflow step passes on to the steps after it.
+ */
+export type TaskResult<T> = T extends Task<StandardSchemaV1, infer R> ? Jsonified<Awaited<R>> : never;
 
 export const NAME_LIMIT = 200;
 

@@ -806,3 +806,34 @@ describe('settling', () => {
     expect(await jobsOf(wf.id)).toEqual([]);
   });
 });
+
+describe('results through JSON', () => {
+  it("a step whose schema refuses its parents' stored results (a Date as text) fails for good, saying its input came from them; z.coerce.date() takes them", async () => {
+    const stamp = defineTask({ name: 'json-stamp', queue: 'json-results', schema: z.object({ n: z.number() }), handler: ({ n }) => ({ n, at: new Date(0) }) });
+    const strict = defineTask({ name: 'json-strict', queue: 'json-results', schema: z.object({ n: z.number(), at: z.date() }), maxAttempts: 3, handler: ({ at }) => at.getTime() });
+    const coerced = defineTask({ name: 'json-coerced', queue: 'json-results', schema: z.object({ n: z.number(), at: z.coerce.date() }), handler: ({ at }) => at.getTime() });
+    const own = ctx.pgq({ tasks: [stamp, strict, coerced] });
+    await own.migrate();
+    const jsonWorker = own.worker({ queues: ['json-results'], pollIntervalMs: 100 });
+    await jsonWorker.start();
+    try {
+      // tsc refuses this link (the stored result's `at` is text): the cast stands for code that slipped past it.
+      const bad = await own.enqueueWorkflow(chain(step(stamp, { n: 1 }), step(strict as never)));
+      const failed = await own.waitForWorkflow(bad, { timeoutMs: 20_000 });
+      expect(failed.state).toBe('failed');
+      const refused = failed.steps[1]!;
+      expect(refused).toMatchObject({ state: 'failed', attempts: 1 });
+      expect(refused.payload).toEqual({ n: 1, at: '1970-01-01T00:00:00.000Z' });
+      const job = await own.getJob(refused.id);
+      expect(job!.errors[0]!.message).toMatch(
+        /^the input of workflow step "json-strict" does not match the schema of task json-strict \(an input built from its parents' results has them as stored in JSON: a Date is its ISO text.*\): payload\.at: /,
+      );
+      const good = await own.enqueueWorkflow(chain(step(stamp, { n: 2 }), step(coerced)));
+      const done = await own.waitForWorkflow(good, { timeoutMs: 20_000 });
+      expect(done.state).toBe('succeeded');
+      expect(done.result).toBe(0);
+    } finally {
+      await jsonWorker.stop();
+    }
+  });
+});

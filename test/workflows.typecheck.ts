@@ -108,4 +108,25 @@ export async function typeTests(): Promise<void> {
   chunks(square, [{ n: 1 }], 2);
   // @ts-expect-error the callback gets number[][], not number[]
   chord(chunked, step(count));
+
+  // Results pass on as stored, through JSON: a Date is its ISO text, nothing (void) is null.
+  const stamp = defineTask({ name: 'stamp', schema: z.object({ n: z.number() }), handler: ({ n }) => ({ n, at: new Date(), note: undefined as string | undefined }) });
+  const useStamp = defineTask({ name: 'use-stamp', schema: z.object({ n: z.number(), at: z.date() }), handler: ({ at }) => at.getTime() });
+  const readStamp = defineTask({ name: 'read-stamp', schema: z.object({ n: z.number(), at: z.coerce.date() }), handler: ({ at }) => at.getTime() });
+  // @ts-expect-error use-stamp wants a Date; the stored result has its text
+  chain(step(stamp, { n: 1 }), step(useStamp));
+  await pgq.enqueueWorkflow(chain(step(stamp, { n: 1 }), step(readStamp)));
+  const stamped = await pgq.waitForJob(await pgq.enqueue(stamp, { n: 1 }));
+  const at: string | undefined = stamped.result?.at;
+  const note: string | undefined = stamped.result?.note;
+  void at;
+  void note;
+  // @ts-expect-error the result's at is text, not a Date
+  stamped.result?.at.getTime();
+  const noop = defineTask({ name: 'noop', schema: z.object({}), handler: () => undefined });
+  const cleanup = defineTask({ name: 'cleanup', schema: z.void(), handler: () => 1 });
+  const afterNothing = defineTask({ name: 'after-nothing', schema: z.null(), handler: () => 1 });
+  // @ts-expect-error noop's result is stored as null, which z.void() refuses
+  chain(step(noop, {}), step(cleanup));
+  await pgq.enqueueWorkflow(chain(step(noop, {}), step(afterNothing)));
 }

@@ -1,4 +1,5 @@
 import { ValidationError } from './errors.js';
+import type { Json } from './types.js';
 
 const MAX_DEPTH = 1_000;
 
@@ -146,3 +147,38 @@ function checkJsonValue(root: unknown, field: string, maxBytes: number): boolean
   }
   return changed;
 }
+
+type NotJson = undefined | void | symbol | ((...args: never[]) => unknown);
+
+/**
+ * The type a value of type `T` reads back as once stored as JSON (as
+ * `JSON.parse(JSON.stringify(value))` would give it), which is what a job's
+ * stored result is, and what a workflow step is given from its parents: a
+ * `Date` (anything with `toJSON()`) is what `toJSON()` returns, `undefined`,
+ * a function or a symbol is null on its own or in a list and left out of an
+ * object, a `Map` or `Set` is an empty object. `unknown` and `any` stay as
+ * they are.
+ */
+export type Jsonified<T> = unknown extends T ? T : JsonifiedValue<T>;
+
+// JSON as it is (a recursive JSON type among them) is left alone, not walked.
+type JsonifiedValue<T> = T extends Json
+  ? T
+  : T extends { toJSON(...args: never[]): infer J }
+  ? Jsonified<J>
+  : T extends string | number | boolean | null
+    ? T
+    : T extends NotJson
+      ? null
+      : T extends bigint
+        ? never
+        : T extends ReadonlyMap<unknown, unknown> | ReadonlySet<unknown>
+          ? Record<string, never>
+          : T extends readonly unknown[]
+            ? { [K in keyof T]: JsonifiedValue<T[K]> }
+            : T extends object
+              ? { [K in keyof T as JsonKey<T, K>]: Jsonified<Exclude<T[K], undefined>> }
+              : never;
+
+/** An object's key as JSON keeps it: a string (a number as its text), unless its value is never JSON. */
+type JsonKey<T, K extends keyof T> = [Exclude<T[K], undefined>] extends [NotJson] ? never : K extends string ? K : K extends number ? `${K}` : never;

@@ -502,7 +502,15 @@ export class Executor {
       const checked = isPromiseLike(pending) ? await pending : pending;
       if (checked.issues) {
         const { message } = issuesToValidationError(checked.issues, 'payload');
-        return this.#failure(job, task, new PermanentError(`stored payload no longer matches the schema of task ${job.task}: ${message}`));
+        // A workflow step's input is most often its parents' results, as stored: through JSON, so a Date there is
+        // text and undefined is null. Nothing stored changed then; the step's schema does not take what they give.
+        const why =
+          job.workflowId === null
+            ? `stored payload no longer matches the schema of task ${job.task}`
+            : `the input of workflow step ${JSON.stringify(job.workflowStep)} does not match the schema of task ${job.task} ` +
+              "(an input built from its parents' results has them as stored in JSON: a Date is its ISO text, undefined is null; " +
+              'z.coerce.date() takes the text)';
+        return this.#failure(job, task, new PermanentError(`${why}: ${message}`));
       }
       payload = checked.value;
     } catch (err) {
