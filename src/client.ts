@@ -17,7 +17,7 @@ import {
 } from './config.js';
 import { defaultLogger, type Logger } from './core/logger.js';
 import { systemClock, type Clock } from './core/clock.js';
-import { PgqError, ValidationError, errorMessage, errorSummary, objectArgument } from './core/errors.js';
+import { PgqError, ValidationError, errorMessage, errorSummary, optionsArgument } from './core/errors.js';
 import { JobStore, type BulkAction, type QueueStats } from './jobs/job-store.js';
 import type { JobFilter, ListJobsFilter } from './jobs/job-filter.js';
 import { ProgressWriter } from './worker/progress.js';
@@ -70,6 +70,8 @@ const CLOSE_POOL_WAIT_MS = 1_000;
 const MAINTENANCE_CONNECTIONS = 1;
 
 /** Options of `waitForJob`. */
+const WAIT_OPTIONS = ['timeoutMs', 'signal'];
+
 export interface WaitForJobOptions {
   /** Give up after this long with a `WaitTimeoutError`. Default: no limit. */
   timeoutMs?: number | undefined;
@@ -398,7 +400,9 @@ export class Pgq {
   async waitForJob<Payload = unknown, Result = unknown>(id: string, options?: WaitForJobOptions): Promise<JobRecord<Payload, Result>>;
   async waitForJob<Payload, Result>(job: string | JobRecord<Payload, Result>, options: WaitForJobOptions = {}): Promise<JobRecord<Payload, Result>> {
     const id = job !== null && typeof job === 'object' ? job.id : job;
-    return this.#call(async () => this.#waitUntilClosed(objectArgument(options, 'options').signal, (signal) => this.#jobs.wait<Payload, Result>(id, { ...options, signal })));
+    return this.#call(async () =>
+      this.#waitUntilClosed(optionsArgument(options, 'options', WAIT_OPTIONS).signal, (signal) => this.#jobs.wait<Payload, Result>(id, { ...options, signal })),
+    );
   }
 
   /**
@@ -478,7 +482,7 @@ export class Pgq {
    */
   async countJobs(filter: JobFilter = {}, options: { max?: number | undefined; action?: BulkAction | undefined } = {}): Promise<number> {
     return this.#call(async () => {
-      return this.#jobs.count(filter, objectArgument(options, 'options').max, options.action);
+      return this.#jobs.count(filter, optionsArgument(options, 'options', ['max', 'action']).max, options.action);
     });
   }
 
@@ -546,7 +550,9 @@ export class Pgq {
     workflow: string | WorkflowRecord<Out>,
     options: { timeoutMs?: number; signal?: AbortSignal } = {},
   ): Promise<WorkflowRecord<Out>> {
-    return this.#call(async () => this.#waitUntilClosed(objectArgument(options, 'options').signal, (signal) => this.#workflows.wait<Out>(workflow, { ...options, signal })));
+    return this.#call(async () =>
+      this.#waitUntilClosed(optionsArgument(options, 'options', WAIT_OPTIONS).signal, (signal) => this.#workflows.wait<Out>(workflow, { ...options, signal })),
+    );
   }
 
   /**

@@ -27,7 +27,7 @@
  */
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
-import { ValidationError } from './core/errors.js';
+import { ValidationError, optionsArgument } from './core/errors.js';
 import { quoteIdent, validateSchemaName } from './db/identifiers.js';
 
 export interface RolesOptions {
@@ -53,6 +53,7 @@ function policyName(prefix: string, role: string): string {
 /** The SQL that sets the roles up, idempotent; `pgq roles --print` shows it. */
 export function rolesSql(schema: string, options: RolesOptions): string[] {
   validateSchemaName(schema);
+  optionsArgument(options, 'roles', ['enqueuer', 'worker']);
   if (!options.enqueuer && !options.worker) throw new ValidationError('roles', 'name an enqueuer role, a worker role, or both');
   for (const [key, name] of Object.entries(options)) {
     if (name !== undefined && (typeof name !== 'string' || !ROLE.test(name))) {

@@ -153,6 +153,33 @@ describe('hostile input', () => {
     await expect(pgq.waitForJob('1', null as never)).rejects.toThrow(/^options: must be an object/);
   });
 
+  it("refuses an option it does not know in the options of waits, counts, stop(), setupRoles, drain() and performJob() (a misspelt timeout waited without limit)", async () => {
+    const pgq = await ctx.migrated({ tasks: [loose] });
+    const job = await pgq.enqueue(loose, {});
+    await expect(pgq.waitForJob(job.id, { timeout: 50 } as never)).rejects.toThrow('options.timeout: is not an option here (options: timeoutMs, signal)');
+    await expect(pgq.waitForWorkflow('1', { timeout: 50 } as never)).rejects.toThrow(/^options\.timeout: is not an option here/);
+    await expect(pgq.countJobs({}, { limit: 5 } as never)).rejects.toThrow('options.limit: is not an option here (options: max, action)');
+    await expect(pgq.setupRoles({ enqueuer: 'pgq_hostile_e', workers: 'pgq_hostile_w' } as never)).rejects.toThrow(/^roles\.workers: is not an option here/);
+    const { drain, performJob } = await import('../src/testing/index.js');
+    await expect(drain(pgq, { queue: 'elsewhere' } as never)).rejects.toThrow(/^options\.queue: is not an option here \(options: queues, /);
+    await expect(performJob(loose, {}, { attempts: 2 } as never)).rejects.toThrow(/^options\.attempts: is not an option here/);
+    // Given as undefined, an unknown key is as good as missing (`{ ...spread }` of optional fields).
+    expect(await pgq.countJobs({}, { other: undefined } as never)).toBeGreaterThan(0);
+    // The job was never run nor touched, and no role was made.
+    expect((await pgq.getJob(job.id))!.state).toBe('available');
+    expect((await ctx.admin.query(`SELECT 1 FROM pg_roles WHERE rolname LIKE 'pgq_hostile_%'`)).rowCount).toBe(0);
+
+    const worker = pgq.worker({ queues: ['nothing-here'], leader: false });
+    await worker.start();
+    await expect(worker.stop({ grace: 0 } as never)).rejects.toThrow(/^options\.grace: is not an option here/);
+    await expect(worker.stop({ graceMs: Number.NaN })).rejects.toThrow(/^options\.graceMs: must be a number of milliseconds/);
+    await expect(worker.stop({ graceMs: '5000' as never })).rejects.toThrow(/^options\.graceMs: must be a number/);
+    // Refused, the worker is still running; a good stop() stops it.
+    expect(worker.state).toBe('running');
+    await worker.stop({ graceMs: 1_000 });
+    expect(worker.state).toBe('stopped');
+  });
+
   it('keeps task and queue names with quotes, semicolons and unicode as plain data', async () => {
     const pgq = await ctx.migrated({ tasks: [loose] });
     const name = fc.string({ minLength: 1, maxLength: 40, unit: 'grapheme' }).filter((s) => !/[\u0000-\u001f\u007f]/.test(s));

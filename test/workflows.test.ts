@@ -818,7 +818,7 @@ describe('results through JSON', () => {
     await jsonWorker.start();
     try {
       // tsc refuses this link (the stored result's `at` is text): the cast stands for code that slipped past it.
-      const bad = await own.enqueueWorkflow(chain(step(stamp, { n: 1 }), step(strict as never)));
+      const bad = await own.enqueueWorkflow(chain(step(stamp, { n: 1 }), step(strict as unknown as typeof coerced)));
       const failed = await own.waitForWorkflow(bad, { timeoutMs: 20_000 });
       expect(failed.state).toBe('failed');
       const refused = failed.steps[1]!;

@@ -73,6 +73,21 @@ export function objectArgument<T>(value: T, field: string, message = 'must be an
   return value;
 }
 
+/**
+ * `objectArgument`, refusing a key that is not one of `allowed` (given as
+ * undefined it is left out, as a missing key): `{ timeout: 5000 }` for
+ * `{ timeoutMs }` would otherwise be no limit at all, in silence.
+ */
+export function optionsArgument<T>(value: T, field: string, allowed: readonly string[]): T {
+  objectArgument(value, field);
+  for (const [key, given] of Object.entries(value as object)) {
+    if (given !== undefined && !allowed.includes(key)) {
+      throw new ValidationError(`${field}.${key}`, `is not an option here (options: ${allowed.join(', ')})`);
+    }
+  }
+  return value;
+}
+
 /** A job id that names no job. */
 export class JobNotFoundError extends PgqError {
   constructor(id: string, detail = 'it may have been pruned') {

@@ -14,7 +14,7 @@
  */
 import { sql } from '../db/kysely.js';
 import type { Pgq } from '../client.js';
-import { PgqError } from '../core/errors.js';
+import { PgqError, optionsArgument } from '../core/errors.js';
 import { createQueueStatements } from '../db/queue-statements.js';
 import { fromKysely } from '../db/queryable.js';
 import { Expirer } from '../maintenance/expirer.js';
@@ -72,6 +72,8 @@ const CHECK_EVERY_MS = 10;
  * expect(result).toMatchObject({ succeeded: 1, failed: 0 });
  */
 export async function drain(pgq: Pgq, options: DrainOptions = {}): Promise<DrainResult> {
+  // `{ queue: 'emails' }` for `queues` would drain every queue, in silence.
+  optionsArgument(options, 'options', ['queues', 'maxJobs', 'concurrency', 'timeoutMs']);
   const timeoutMs = options.timeoutMs ?? 30_000;
   if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs < 0) {
     throw new PgqError('PGQ_BAD_OPTION', `drain: timeoutMs must be a number of milliseconds >= 0, got ${String(options.timeoutMs)}`);

@@ -5,7 +5,7 @@
  * database. For unit tests of a handler.
  */
 import { pino } from 'pino';
-import { JobTimeoutError, PermanentError, errorMessage } from '../core/errors.js';
+import { JobTimeoutError, PermanentError, errorMessage, optionsArgument } from '../core/errors.js';
 import { progressText } from '../worker/progress.js';
 import { toJsonText } from '../core/json.js';
 import type { JobMeta, JobProgress, JobRecord, Json } from '../core/types.js';
@@ -47,6 +47,7 @@ export interface PerformJobOptions {
  * expect(result).toEqual({ sent: true });
  */
 export async function performJob<T extends AnyTask>(task: T, payload: TaskInput<T>, options: PerformJobOptions = {}): Promise<TaskResult<T>> {
+  optionsArgument(options, 'options', ['attempt', 'signal', 'logger', 'job', 'maxPayloadBytes', 'middleware']);
   const validated = await validatePayload({ schema: task.schema, value: payload, field: 'payload' });
   // As a worker has it: stored as JSON, read back through the schema again
   // (a schema whose output it does not take again, a Date for a string say,

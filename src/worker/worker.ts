@@ -35,7 +35,7 @@ import {
   WorkerStartError,
   errorMessage,
   errorSummary,
-  objectArgument,
+  optionsArgument,
 } from '../core/errors.js';
 import { settlesWithin, sleep, Waker } from '../core/sleep.js';
 import { heartbeatLimitMs } from '../core/defaults.js';
@@ -496,7 +496,17 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * write every outcome, resign leadership and deregister.
    */
   stop(options: { graceMs?: number } = {}): Promise<void> {
-    this.#stopping ??= this.#stop(options.graceMs ?? this.options.shutdownGraceMs).finally(() => this.#deps.onStopped?.());
+    let graceMs: unknown;
+    try {
+      graceMs = optionsArgument(options, 'options', ['graceMs']).graceMs ?? this.options.shutdownGraceMs;
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+    // NaN or text would be a timer of 1 ms: every running job given back at once.
+    if (typeof graceMs !== 'number' || Number.isNaN(graceMs) || graceMs < 0) {
+      return Promise.reject(new ValidationError('options.graceMs', `must be a number of milliseconds, 0 or more (Infinity: no limit), got ${String(graceMs)}`));
+    }
+    this.#stopping ??= this.#stop(graceMs).finally(() => this.#deps.onStopped?.());
     return this.#stopping;
   }
 
@@ -691,10 +701,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
 /** The health checks' `maxEventLoopDelayMs` (default 5 s): a bad one would make a worker never live, a restart loop for a liveness probe. */
 /** The options of `health()` and `liveness()`, checked: unknown keys and bad values are refused by name. */
 function healthOptions(options: HealthOptions, allowed: readonly (keyof HealthOptions)[]): Required<HealthOptions> {
-  const given = objectArgument(options, 'options') as Record<string, unknown>;
-  for (const key of Object.keys(given)) {
-    if (!(allowed as readonly string[]).includes(key)) throw new ValidationError(`options.${key}`, `is not an option here (options: ${allowed.join(', ')})`);
-  }
+  const given = optionsArgument(options, 'options', allowed) as Record<string, unknown>;
   const number = (key: keyof HealthOptions, fallback: number, min: number): number => {
     const ms = given[key] ?? fallback;
     if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < min) throw new ValidationError(key, `must be a finite number of milliseconds, ${min} or more, got ${String(ms)}`);
