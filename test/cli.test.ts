@@ -131,6 +131,10 @@ describe('pgq CLI', () => {
     const empty = pgq(['worker', '--tasks', path.join(root, 'test/fixtures/no-tasks.ts')]);
     expect(empty.code).toBe(1);
     expect(empty.stderr).toMatch(/exports no task/);
+    // A syntax error in an ES module: Node.js 20 names neither file nor line; pgq finds them.
+    const syntax = pgq(['worker', '--tasks', path.join(root, 'test/fixtures/syntax-error-tasks.mjs')]);
+    expect(syntax.code).toBe(1);
+    expect(syntax.stderr).toContain(`could not load tasks module ${path.join(root, 'test/fixtures/syntax-error-tasks.mjs')}: ${path.join(root, 'test/fixtures/syntax-error-tasks.mjs')}:3: Unexpected token ';'\nexport const broken = ;\n`);
     const duplicate = pgq(['worker', '--tasks', path.join(root, 'test/fixtures/duplicate-tasks.ts')]);
     expect(duplicate.code).toBe(1);
     expect(duplicate.stderr).toMatch(/exports two different tasks named "dup": task names must be unique/);

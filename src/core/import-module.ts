@@ -2,8 +2,10 @@
  * The one loader for modules named by a file path: tasks modules (the CLI)
  * and sandboxed handler modules. A TypeScript module goes through tsx.
  */
+import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { promisify } from 'node:util';
 import { importTsx } from './optional-packages.js';
 
 /** Whether the file is TypeScript (`.ts`, `.mts`, `.cts`, `.tsx`), loaded through tsx. */
@@ -26,9 +28,35 @@ export async function importModule(file: string): Promise<Record<string, unknown
     const { tsImport } = await importTsx();
     mod = (await tsImport(url, import.meta.url)) as Record<string, unknown>;
   } else {
-    mod = (await import(url)) as Record<string, unknown>;
+    try {
+      mod = (await import(url)) as Record<string, unknown>;
+    } catch (err) {
+      throw await withSyntaxLocation(err, path.resolve(file));
+    }
   }
   return compiledToCommonJs(mod) ?? mod;
+}
+
+/**
+ * A SyntaxError of an ES module as Node.js 20 reports it has no file nor
+ * line ("Unexpected token ';'"): `node --check` on the file finds them, and
+ * they are put in front of the message, with the line and its caret. One
+ * whose location the error has already, or that is in a module the file
+ * imports (the file itself checks clean), is left as it is.
+ */
+async function withSyntaxLocation(err: unknown, file: string): Promise<unknown> {
+  if (!(err instanceof SyntaxError) || err.stack?.includes(file) || err.stack?.includes(pathToFileURL(file).href)) return err;
+  try {
+    await promisify(execFile)(process.execPath, ['--check', file], { timeout: 10_000 });
+    return err;
+  } catch (checked) {
+    const stderr = String((checked as { stderr?: unknown }).stderr ?? '');
+    // "<file>:<line>", the line, a caret under the place, a blank line, the error.
+    const [where, line, caret] = stderr.split('\n');
+    if (!where?.startsWith(`${file}:`)) return err;
+    const located = new SyntaxError(`${where}: ${err.message}\n${line ?? ''}\n${caret ?? ''}`, { cause: err });
+    return located;
+  }
 }
 
 /**
