@@ -902,6 +902,31 @@ describe('retention.succeededMs 0: succeeded jobs are not kept', () => {
     }
   });
 
+  it("a success reported for an attempt that no longer stands deletes nothing; the attempt that stands is deleted as it succeeds", async () => {
+    const noop = defineTask({ name: 'keep-none-stale', queue: 'keep-none-stale', schema: z.object({}), handler: () => null });
+    const pgq = await ctx.migrated({ tasks: [noop] });
+    const schema = `"${ctx.schema}"`;
+    const statements = createStatements(ctx.schema);
+    const db = fromPg(ctx.admin);
+    await statements.registerWorker(db, { workerId: 'stale', hostname: 'h', pid: 1, queues: ['keep-none-stale'], concurrency: 1, rescueAfterMs: 60_000 });
+    const job = await pgq.enqueue(noop, {});
+    const claim = () => statements.claimJobs(db, { queues: ['keep-none-stale'], tasks: ['keep-none-stale'], limit: 1, workerId: 'stale' });
+    const [first] = await claim();
+    expect(first!.attempts).toBe(1);
+    // Rescued (as the rescuer gives a job back) and claimed again: attempt 2 runs now.
+    await ctx.admin.query(`UPDATE ${schema}.jobs SET state = 'available', worker_id = NULL WHERE id = $1`, [job.id]);
+    const [second] = await claim();
+    expect(second!.attempts).toBe(2);
+    const complete = (attempt: number) =>
+      statements.completeJobs(db, { ids: [job.id], attempts: [attempt], results: ['1'], metas: [null], deleteSucceeded: true });
+    expect(await complete(1)).toEqual({ skipped: [1], cancelled: [] });
+    expect((await pgq.getJob(job.id))!.state).toBe('running');
+    expect(await complete(2)).toEqual({ skipped: [], cancelled: [] });
+    expect(await pgq.getJob(job.id)).toBeNull();
+    // Sent again (a reply lost on the way): nothing left to delete, and said so.
+    expect(await complete(2)).toEqual({ skipped: [1], cancelled: [] });
+  });
+
   it('a waitForJob that saw the job says it was deleted as it succeeded', async () => {
     const gate = deferred();
     const started = deferred();
