@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { defineTask } from '../src/index.js';
-import { useTestSchema } from './support/harness.js';
+import { until, useTestSchema } from './support/harness.js';
 import { spawnWorker } from './support/processes.js';
 import { createLedger, overlappingRuns } from './support/ledger.js';
 
@@ -71,6 +71,33 @@ describe('worker processes', () => {
     expect(done.errors).toHaveLength(1);
     expect(done.errors[0]!.message).toMatch(/rescued: the lease of worker .* expired \(no heartbeat for 1500 ms, its rescueAfterMs\)/);
     expect(done.result).toEqual({ pid: b.pid });
+    expect(await overlappingRuns(ctx.admin, ctx.schema)).toBe(0);
+    b.child.kill('SIGTERM');
+    await b.exited;
+  });
+
+  it('a fixed-id worker killed with SIGKILL, with no other worker to lead: its id is refused while its lease runs, and once it has run out the worker starts again under it, rescues its own job and reruns it', async () => {
+    const pgq = await setup();
+    const timing = { PGQ_RESCUE_AFTER_MS: '1500', PGQ_HEARTBEAT_MS: '200', PGQ_WORKER_ID: 'solo' };
+    const a = spawnWorker(env(timing));
+    await a.waitFor((e) => e.event === 'ready');
+    const job = await pgq.enqueue(ledgerTask, { sleepMs: 10, firstAttemptSleepMs: 600_000 });
+    await a.waitFor((e) => e.event === 'job-start' && e.id === job.id);
+    const twin = spawnWorker(env(timing));
+    expect(await twin.exited).not.toBe(0);
+    expect(twin.stderr()).toMatch(/worker id "solo" is already registered by a live worker \(its lease has not run out\)/);
+    expect((await pgq.getJob(job.id))!.state).toBe('running');
+    a.child.kill('SIGKILL');
+    await a.exited;
+    const { rows: killed } = await ctx.admin.query<{ now: Date }>('SELECT clock_timestamp() AS now');
+    await ctx.admin.query(`UPDATE "${ctx.schema}".ledger SET finished_at = $1 WHERE pid = $2 AND finished_at IS NULL`, [killed[0]!.now, a.pid]);
+    // No worker runs, so no leader: the row stays, its lease run out (it stayed there for good before).
+    await until(async () => (await ctx.admin.query(`SELECT 1 FROM "${ctx.schema}".workers WHERE id = 'solo' AND lease_expires_at < now()`)).rowCount === 1);
+    const b = spawnWorker(env(timing));
+    await b.waitFor((e) => e.event === 'ready');
+    const done = await pgq.waitForJob(job.id, { timeoutMs: 30_000 });
+    expect(done).toMatchObject({ state: 'succeeded', attempts: 2, result: { pid: b.pid }, workerId: 'solo' });
+    expect(done.errors[0]!.message).toMatch(/rescued: the lease of worker solo expired \(no heartbeat for 1500 ms, its rescueAfterMs\)/);
     expect(await overlappingRuns(ctx.admin, ctx.schema)).toBe(0);
     b.child.kill('SIGTERM');
     await b.exited;

@@ -47,6 +47,7 @@ import {
   type ToLeaseThread,
 } from './lease-thread.js';
 import { takeHeldJobs, type HeldJobsLayout } from './held-jobs.js';
+import { Rescuer } from '../maintenance/rescuer.js';
 
 export interface LeaseConfig {
   /** The id asked for; a re-registration after a lost lease appends `~2`, `~3`, … */
@@ -141,10 +142,10 @@ export class Lease {
 
   /** Registers the worker row (the first lease) and hands it to the renewer. Throws if the id is taken. */
   async register(): Promise<void> {
-    const sentAt = monotonicMs();
+    let sentAt = monotonicMs();
     this.#registering = true;
-    const registration = await this.statements
-      .registerWorker(this.db, {
+    const insert = () =>
+      this.statements.registerWorker(this.db, {
         workerId: this.#workerId,
         hostname: os.hostname(),
         pid: process.pid,
@@ -152,12 +153,26 @@ export class Lease {
         concurrency: this.config.concurrency,
         rescueAfterMs: this.config.rescueAfterMs,
         tasks: [...this.config.tasks],
-      })
-      .finally(() => (this.#registering = false));
+      });
+    let registration: Awaited<ReturnType<typeof insert>>;
+    try {
+      registration = await insert();
+      if (!registration) {
+        // The id's row may be a dead worker's (a fixed id, its process killed): its lease has run out, but only a
+        // leader's rescuer removes the row and gives its jobs back, and with no other worker running there is no
+        // leader. Do the rescuer's pass here (it touches only workers whose lease has run out), then try again.
+        const rescuer = new Rescuer({ rescueAfterMs: this.config.rescueAfterMs, intervalMs: 0 }, this.db, this.statements, this.logger);
+        await rescuer.rescueOnce();
+        sentAt = monotonicMs();
+        registration = await insert();
+      }
+    } finally {
+      this.#registering = false;
+    }
     if (!registration) {
       throw new PgqError(
         'PGQ_WORKER_ID_TAKEN',
-        `worker id ${JSON.stringify(this.#workerId)} is already registered: two live workers cannot share an id (a stopped worker's row is removed once its lease expires)`,
+        `worker id ${JSON.stringify(this.#workerId)} is already registered by a live worker (its lease has not run out): two live workers cannot share an id (the id of a stopped or killed worker is free once its lease, rescueAfterMs, has run out)`,
       );
     }
     this.#shared[SLOTS.lastRenew] = sentAt;
