@@ -132,7 +132,7 @@ describe('JSON API', () => {
     expect((await post(dashboard, '/api/jobs/delete', { 'x-pgq-csrf': token })).status).toBe(400); // no filter: refused
     // Filter keys that constrain nothing are no filter either; nothing is deleted.
     const before = await pgq.countJobs();
-    for (const q of ['state=,', 'state=%20,%20', 'queue=%20&task=']) {
+    for (const q of ['state=,', 'state=%20,%20', 'queue=&task=']) {
       const refused = await post(dashboard, `/api/jobs/delete?${q}`, { 'x-pgq-csrf': token });
       expect(refused.status).toBe(400);
       expect(((await refused.json()) as { error: { message: string } }).error.message).toMatch(/needs at least one filter/);
@@ -148,6 +148,38 @@ describe('JSON API', () => {
     expect(before).toBeGreaterThan(0);
     expect(await (await post(dashboard, `/api/jobs/${id}/delete`, { 'x-pgq-csrf': token })).json()).toEqual({ deleted: true });
     expect(await pgq.getJob(id)).toBeNull();
+  });
+
+  it('takes queue and task names in filters as they are: " sp " is not "sp", and " " is a queue, not no filter (its bulk delete deleted every queue\'s failed jobs)', async () => {
+    const odd = defineTask({ name: ' odd ', queue: ' sp ', maxAttempts: 1, schema: z.object({ n: z.number() }), handler: () => null });
+    await pgq.enqueue(odd, { n: 1 });
+    await pgq.enqueue(odd, { n: 2 }, { queue: ' ' });
+    await pgq.enqueue(odd, { n: 3 }, { queue: 'sp' });
+    const list = async (path: string) => ((await (await get(dashboard, path)).json()) as { jobs: { queue: string; task: string }[] }).jobs;
+    expect((await list('/api/jobs?queue=%20sp%20')).map((j) => j.queue)).toEqual([' sp ']);
+    expect((await list('/api/jobs?queue=sp')).map((j) => j.queue)).toEqual(['sp']);
+    expect((await list('/api/jobs?task=%20odd%20')).length).toBe(3);
+    expect((await list('/api/jobs?task=odd')).length).toBe(0);
+    // The overview's link to the queue keeps the spaces, and its page lists that queue's job alone.
+    const overview = await (await get(dashboard, '/')).text();
+    expect(overview).toContain('/jobs?queue=%20sp%20');
+    const page = await (await get(dashboard, '/jobs?queue=%20sp%20')).text();
+    expect(page).toContain('value=" sp "');
+    const before = await pgq.countJobs();
+    const count = await get(dashboard, '/api/jobs/count?queue=%20&action=delete');
+    expect(await count.json()).toEqual({ count: 1 });
+    const deleted = await post(dashboard, '/api/jobs/delete?queue=%20', { 'x-pgq-csrf': token });
+    expect(await deleted.json()).toEqual({ action: 'delete', count: 1 });
+    expect(await pgq.countJobs()).toBe(before - 1);
+    expect(await pgq.countJobs({ queue: ' ' })).toBe(0);
+    // Other values still lose the spaces around them; repeated page keys are refused as filter keys are.
+    expect((await get(dashboard, '/api/jobs?state=%20available%20&queue=sp')).status).toBe(200);
+    for (const path of ['/api/jobs?limit=1&limit=1000', '/api/jobs?before=3&before=2', '/api/jobs/count?action=retry&action=delete&state=failed', '/api/workflows?limit=1&limit=2', '/api/series?range=hour&range=day']) {
+      const twice = await get(dashboard, path);
+      expect(twice.status, path).toBe(400);
+      expect(await twice.json()).toMatchObject({ error: { message: expect.stringMatching(/^(limit|before|action|range): is given 2 times/) } });
+    }
+    await pgq.deleteJobs({ task: ' odd ' });
   });
 
   it("the overview's oldest waiting job counts scheduled ones past their time that no worker has made available (none runs), as the metrics do", async () => {

@@ -15,7 +15,7 @@ import { ScheduleNotFoundError } from '../schedules.js';
 import { WorkflowNotFoundError } from '../workflow/store.js';
 import type { LiveFeed } from './live.js';
 import type { ResolvedDashboardOptions } from './options.js';
-import { filterFromQuery, hasFilterParams, listFromQuery, refuseUnknownParams } from './query.js';
+import { filterFromQuery, hasFilterParams, listFromQuery, refuseUnknownParams, singleParam } from './query.js';
 import { consoleJob, consoleSchedule } from './serialize.js';
 
 /** `GET api/jobs/count` counts this many at most and then answers `{ count: 10000, more: true }`. */
@@ -56,9 +56,10 @@ export function apiRoutes(o: ResolvedDashboardOptions, live: LiveFeed, csrfToken
   api.post('/queues/:name/resume', async (c) => c.json(await pgq.resumeQueue(c.req.param('name'))));
   api.post('/queues/:name/limits', async (c) => c.json(await pgq.setQueue(c.req.param('name'), queueSettingsFrom(await c.req.text()))));
   api.get('/series', async (c) => {
-    const range = c.req.query('range') ?? 'hour';
+    const params = query(c.req.url);
+    const range = singleParam(params, 'range') ?? 'hour';
     if (range !== 'hour' && range !== 'day') throw new ValidationError('range', 'must be hour or day');
-    const queue = c.req.query('queue');
+    const queue = singleParam(params, 'queue');
     return c.json(await live.series(range, queue ? parseQueueName(queue) : undefined));
   });
 
@@ -76,7 +77,7 @@ export function apiRoutes(o: ResolvedDashboardOptions, live: LiveFeed, csrfToken
     const params = query(c.req.url);
     refuseUnknownParams(params, ['action']);
     const filter = filterFromQuery(params, hidePayloads);
-    const action = c.req.query('action');
+    const action = singleParam(params, 'action');
     // Bounded: a confirmation needs "more than 10,000", not a scan of every
     // matching row of a table of millions on each click. With an action,
     // what that action would change (its states, less the jobs it skips).
@@ -110,8 +111,9 @@ export function apiRoutes(o: ResolvedDashboardOptions, live: LiveFeed, csrfToken
   api.post('/schedules/:name/run', async (c) => c.json(consoleJob(await pgq.runSchedule(c.req.param('name')), hidePayloads)));
 
   api.get('/workflows', async (c) => {
-    const before = c.req.query('before') || undefined;
-    const limit = c.req.query('limit');
+    const params = query(c.req.url);
+    const before = singleParam(params, 'before');
+    const limit = singleParam(params, 'limit');
     if (limit !== undefined && !/^\d+$/.test(limit)) throw new ValidationError('limit', 'must be a whole number');
     return c.json(await pgq.listWorkflows({ before, limit: limit === undefined ? undefined : Number(limit) }));
   });

@@ -7,12 +7,7 @@ const FILTER_KEYS = ['state', 'queue', 'task', 'since', 'until', 'payload', 'res
 
 /** The filter in `params`; empty values are ignored. With `hidePayloads`, payload and result searches are refused. */
 export function filterFromQuery(params: URLSearchParams, hidePayloads: boolean): JobFilter {
-  // One value per key but `state` (a union): a second one was dropped, and a bulk action then acted on the first alone.
-  const get = (key: string): string | undefined => {
-    const values = params.getAll(key).map((v) => v.trim()).filter(Boolean);
-    if (values.length > 1) throw new ValidationError(key, `is given ${values.length} times; it takes one value (state alone takes several)`);
-    return values[0];
-  };
+  const get = (key: string): string | undefined => singleParam(params, key);
   const filter: JobFilter = {};
   const states = params.getAll('state').flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
   for (const state of states) {
@@ -38,11 +33,30 @@ export function filterFromQuery(params: URLSearchParams, hidePayloads: boolean):
   return filter;
 }
 
+/** Keys whose value is a name, matched exactly: a queue or task named " sp " is not "sp" (nor, as " ", no filter at all). */
+const EXACT_KEYS: readonly string[] = ['queue', 'task'];
+
+/**
+ * The one value of `key` in `params`, or undefined when it is not given or
+ * empty (a form's empty field). Names are taken as they are; other values
+ * lose the spaces around them. A key given twice is refused: one of the
+ * values was dropped before, and a bulk action then acted on it alone.
+ */
+export function singleParam(params: URLSearchParams, key: string): string | undefined {
+  const exact = EXACT_KEYS.includes(key);
+  const values = params
+    .getAll(key)
+    .map((v) => (exact ? v : v.trim()))
+    .filter((v) => v !== '');
+  if (values.length > 1) throw new ValidationError(key, `is given ${values.length} times; it takes one value (state alone takes several)`);
+  return values[0];
+}
+
 /** The filter plus `before` and `limit`. */
 export function listFromQuery(params: URLSearchParams, hidePayloads: boolean): ListJobsFilter {
   const filter: ListJobsFilter = filterFromQuery(params, hidePayloads);
-  const before = params.get('before')?.trim();
-  const limit = params.get('limit')?.trim();
+  const before = singleParam(params, 'before');
+  const limit = singleParam(params, 'limit');
   if (before) filter.before = before;
   if (limit) {
     if (!/^\d+$/.test(limit)) throw new ValidationError('limit', `must be a whole number, got ${JSON.stringify(limit)}`);
@@ -67,7 +81,7 @@ export function refuseUnknownParams(params: URLSearchParams, also: readonly stri
 /** The filter's own query-string entries (for links that keep it). */
 export function filterParams(params: URLSearchParams): URLSearchParams {
   const out = new URLSearchParams();
-  for (const key of FILTER_KEYS) for (const value of params.getAll(key)) if (value.trim()) out.append(key, value);
+  for (const key of FILTER_KEYS) for (const value of params.getAll(key)) if (EXACT_KEYS.includes(key) ? value !== '' : value.trim()) out.append(key, value);
   return out;
 }
 
