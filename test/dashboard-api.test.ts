@@ -314,6 +314,24 @@ describe('queue control', () => {
 });
 
 describe('pages', () => {
+  it('the Workers page marks a worker whose lease has run out (a killed one, its row kept while no leader runs), not a live one', async () => {
+    const worker = pgq.worker({ queues: ['emails'], leader: false });
+    await worker.start();
+    // What a worker killed a minute ago leaves when no leader's rescuer has run since.
+    await ctx.admin.query(
+      `INSERT INTO "${ctx.schema}".workers (id, hostname, pid, queues, concurrency, rescue_after_ms, lease_expires_at) VALUES ('killed-one', 'gone', 1, '{emails}', 4, 1000, now() - interval '1 minute')`,
+    );
+    try {
+      const page = await (await get(dashboard, '/workers')).text();
+      const rowOf = (id: string) => page.slice(page.indexOf(id), page.indexOf('</tr>', page.indexOf(id)));
+      expect(rowOf('killed-one')).toContain('lease expired');
+      expect(rowOf(worker.id)).not.toContain('lease expired');
+    } finally {
+      await ctx.admin.query(`DELETE FROM "${ctx.schema}".workers WHERE id = 'killed-one'`);
+      await worker.stop();
+    }
+  });
+
   it('renders every page, escaping a <script> payload', async () => {
     for (const path of ['/', '/?range=day', '/jobs', '/jobs?state=failed', '/workflows', '/schedules', '/queues', '/workers']) {
       const res = await get(dashboard, path);

@@ -358,6 +358,48 @@ describe.skipIf(!HAVE_CHROMIUM)('the console in headless Chromium', () => {
     }
   });
 
+  it('keeps the age of the oldest waiting job moving while nothing else changes (it stayed "3s" for good)', async () => {
+    const waiting = await pgq.enqueue(flaky, { to: 'nobody@example.com' }, { queue: 'unserved' });
+    try {
+      const page = await open('/admin/jobs/');
+      const row = page.locator('#live tr', { has: page.locator('a', { hasText: /^unserved$/ }) });
+      const age = row.locator('[data-age]');
+      await age.waitFor();
+      const seconds = async (): Promise<number> => {
+        const text = (await age.textContent()) ?? '';
+        if (text === 'just now') return 0;
+        const m = /^(\d+)s ago$/.exec(text);
+        if (!m) throw new Error(`unexpected age text ${JSON.stringify(text)}`);
+        return Number(m[1]);
+      };
+      const first = await seconds();
+      await expect.poll(seconds, { timeout: 20_000, interval: 500 }).toBeGreaterThanOrEqual(first + 5);
+      await page.screenshot({ path: join(tmpdir(), 'pgq-console-live-age.png'), fullPage: true });
+      await page.close();
+    } finally {
+      await pgq.deleteJob(waiting.id);
+    }
+  });
+
+  it("shows the charts' times in the viewer's zone, as every other time", async () => {
+    const zoned = await browser.newContext({ timezoneId: 'America/New_York', locale: 'en-US' });
+    try {
+      const page = await zoned.newPage();
+      await page.goto(`${origin}/admin/jobs/`);
+      const tick = page.locator('svg.chart text[data-at]').last();
+      await tick.waitFor();
+      const at = (await tick.getAttribute('data-at'))!;
+      const expected = new Date(at).toLocaleTimeString('en-US', { timeZone: 'America/New_York', hour: '2-digit', minute: '2-digit' });
+      await expect.poll(() => tick.textContent()).toBe(expected);
+      // The bar's tooltip too, its counts kept.
+      const title = page.locator('svg.chart g title[data-at]').last();
+      expect(await title.textContent()).toMatch(new RegExp(`^${expected.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} — \\d+ succeeded, \\d+ failed, \\d+ cancelled$`));
+      await page.close();
+    } finally {
+      await zoned.close();
+    }
+  });
+
   it('renders a <script> payload as text: visible, and nothing runs', async () => {
     const [job] = await pgq.listJobs({ queue: 'xss' });
     const page = await open(`/admin/jobs/jobs/${job!.id}`);

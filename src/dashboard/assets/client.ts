@@ -4,7 +4,8 @@
  * `consoleClient` is sent as it is, so it must stay self-contained (no
  * imports, nothing from this module's scope).
  *
- * - Times: `<time data-local>` in the viewer's zone, `<time data-ago>` as an age.
+ * - Times: `<time data-local>` in the viewer's zone, `<time data-ago>` as an age,
+ *   the charts' bucket times (`data-at`) in the viewer's zone.
  * - Live: one EventSource on `api/events`; each snapshot refreshes the page's
  *   live region when it changed (`data-live="change"`) or every time (`tick`).
  * - Actions: `button[data-post]` confirms in a dialog (after fetching a count
@@ -40,6 +41,20 @@ export function consoleClient(): void {
       el.textContent = ago((Date.now() - new Date(el.dateTime).getTime()) / 1000);
       el.title = new Date(el.dateTime).toLocaleString();
     });
+    // Ages as they were when the page was made (on the database's clock), moved on by this page's own clock since.
+    root.querySelectorAll<HTMLElement>('[data-age]').forEach((el) => {
+      el.dataset.seenAt ??= String(Date.now());
+      const text = ago(Number(el.dataset.age) + (Date.now() - Number(el.dataset.seenAt)) / 1000);
+      el.textContent = el.dataset.bare === undefined ? text : text.replace(' ago', '');
+    });
+    // The charts' bucket times (sent in UTC): hours and minutes, with the date for the day's range.
+    root.querySelectorAll<SVGElement>('[data-at]').forEach((el) => {
+      const d = new Date(el.dataset.at ?? '');
+      if (Number.isNaN(d.getTime())) return;
+      const hm = d.toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' });
+      const text = el.dataset.range === 'day' ? `${d.toLocaleDateString(undefined, { month: 'short', day: 'numeric' })} ${hm}` : hm;
+      el.textContent = `${text}${el.dataset.rest ?? ''}`;
+    });
   }
 
   let flashTimer: number | undefined;
@@ -55,6 +70,7 @@ export function consoleClient(): void {
   // dialog, an open form), is not dropped: it runs once that is over.
   let refreshing = false;
   let stale = false;
+  let refreshedAt = Date.now();
   async function refresh(): Promise<void> {
     if (!region) return;
     if (refreshing || document.hidden || dialog?.open || region.querySelector('details[open]')) {
@@ -63,6 +79,7 @@ export function consoleClient(): void {
     }
     refreshing = true;
     stale = false;
+    refreshedAt = Date.now();
     try {
       const res = await fetch(location.href, { headers: { 'X-Pgq-Fragment': '1' } });
       const fragment = res.ok ? await res.text() : null;
@@ -181,7 +198,8 @@ export function consoleClient(): void {
     const key = JSON.stringify(snapshot.queues);
     const changed = lastKey !== null && key !== lastKey;
     lastKey = key;
-    if (mode === 'tick' || (mode === 'change' && changed)) void refresh();
+    // Unchanged counts still move the charts on to new minutes: a refresh at least every 30 s.
+    if (mode === 'tick' || (mode === 'change' && (changed || Date.now() - refreshedAt > 30_000))) void refresh();
   });
   events.addEventListener('error', () => {
     if (status) {

@@ -50,7 +50,7 @@ code { background: #f1f3f7; padding: 1px 5px; border-radius: 4px; }
 .state-cancelled { background: #f1f3f5; color: #868e96; } .state-blocked { background: #fff9db; color: #946800; }
 .state-cancelling { background: #fff4e6; color: #c2410c; }
 .status-active { background: #ebfbee; color: var(--ok); } .status-paused { background: #fff4e6; color: var(--warn); } .status-disabled { background: #f1f3f5; color: #868e96; }
-.badge.leader { background: #fff3bf; color: #8a6100; }
+.badge.leader { background: #fff3bf; color: #8a6100; } .badge.status-dead { background: #fff5f5; color: #c92a2a; }
 .state-text-failed { color: var(--bad); } .state-text-running { color: var(--run); } .state-text-available { color: var(--wait); } .state-text-retryable { color: var(--warn); }
 .state-text-blocked { color: #946800; } .state-text-scheduled, .state-text-cancelled { color: #495057; }
 a.count { font-variant-numeric: tabular-nums; font-weight: 600; } a.count.zero { color: #ced4da; font-weight: 400; }

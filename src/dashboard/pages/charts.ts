@@ -8,7 +8,18 @@ const PAD = { left: 44, right: 8, top: 10, bottom: 22 };
 
 function label(date: Date, range: ThroughputSeries['range']): string {
   const iso = date.toISOString();
-  return range === 'hour' ? iso.slice(11, 16) : `${iso.slice(5, 10)} ${iso.slice(11, 16)}`;
+  return range === 'hour' ? `${iso.slice(11, 16)} UTC` : `${iso.slice(5, 10)} ${iso.slice(11, 16)} UTC`;
+}
+
+/**
+ * A bucket's time as text: UTC (so marked) from the server, put in the
+ * viewer's zone by the console's script (`data-at`, `data-range`; `data-rest`
+ * is what follows the time in a tooltip), as every other time shown is.
+ */
+function timeText(tag: 'text' | 'title', date: Date, range: ThroughputSeries['range'], rest = '', attrs: Html | null = null): Html {
+  return tag === 'text'
+    ? html`<text ${attrs} data-at="${date.toISOString()}" data-range="${range}">${label(date, range)}</text>`
+    : html`<title data-at="${date.toISOString()}" data-range="${range}" data-rest="${rest}">${label(date, range)}${rest}</title>`;
 }
 
 function axis(max: number, unit: string): Html {
@@ -20,7 +31,8 @@ function axis(max: number, unit: string): Html {
 function niceNumber(n: number): string {
   if (n >= 10_000) return `${Math.round(n / 1000)}k`;
   if (n >= 100 || Number.isInteger(n)) return String(Math.round(n));
-  return n.toFixed(1);
+  // Two significant digits: a wait axis up to 0.08 s read 0.1, 0.0 and 0.
+  return n >= 10 ? n.toFixed(1) : String(Number(n.toPrecision(2)));
 }
 
 function xLabels(series: ThroughputSeries, step: number): Html {
@@ -29,7 +41,7 @@ function xLabels(series: ThroughputSeries, step: number): Html {
   return html`${[0, Math.floor(n / 2), n - 1].map((i, k) => {
     const p = series.points[i];
     const x = k === 0 ? PAD.left : k === 2 ? W - PAD.right : PAD.left + (i + 0.5) * step;
-    return p ? html`<text class="tick" x="${x}" y="${H - 6}" text-anchor="${anchors[k]!}">${label(p.at, series.range)}</text>` : null;
+    return p ? timeText('text', p.at, series.range, '', html`class="tick" x="${x}" y="${H - 6}" text-anchor="${anchors[k]!}"`) : null;
   })}`;
 }
 
@@ -48,8 +60,8 @@ export function throughputChart(series: ThroughputSeries): Html {
       y -= h;
       return h > 0 ? html`<rect class="bar-${key}" x="${x.toFixed(1)}" y="${y.toFixed(1)}" width="${w.toFixed(1)}" height="${h.toFixed(1)}"/>` : null;
     });
-    const title = `${label(p.at, series.range)} — ${p.succeeded} succeeded, ${p.failed} failed, ${p.cancelled} cancelled`;
-    return html`<g><title>${title}</title>${parts}<rect class="hit" x="${(PAD.left + i * step).toFixed(1)}" y="${PAD.top}" width="${step.toFixed(1)}" height="${H - PAD.top - PAD.bottom}"/></g>`;
+    const title = timeText('title', p.at, series.range, ` — ${p.succeeded} succeeded, ${p.failed} failed, ${p.cancelled} cancelled`);
+    return html`<g>${title}${parts}<rect class="hit" x="${(PAD.left + i * step).toFixed(1)}" y="${PAD.top}" width="${step.toFixed(1)}" height="${H - PAD.top - PAD.bottom}"/></g>`;
   });
   return html`<svg class="chart" viewBox="0 0 ${W} ${H}" role="img" aria-label="Jobs finished per ${series.bucketSeconds === 60 ? 'minute' : '30 minutes'}">
     ${axis(max, '')}${bars}${xLabels(series, step)}</svg>`;
@@ -69,7 +81,7 @@ export function waitChart(series: ThroughputSeries): Html {
     d += `${d && values[i - 1] !== null ? 'L' : 'M'}${x.toFixed(1)},${y(v).toFixed(1)}`;
   });
   const dots = values.map((v, i) =>
-    v === null ? null : html`<circle class="dot" cx="${(PAD.left + (i + 0.5) * step).toFixed(1)}" cy="${y(v).toFixed(1)}" r="2"><title>${label(series.points[i]!.at, series.range)} — ${v.toFixed(3)} s</title></circle>`,
+    v === null ? null : html`<circle class="dot" cx="${(PAD.left + (i + 0.5) * step).toFixed(1)}" cy="${y(v).toFixed(1)}" r="2">${timeText('title', series.points[i]!.at, series.range, ` — ${v.toFixed(3)} s`)}</circle>`,
   );
   return html`<svg class="chart" viewBox="0 0 ${W} ${H}" role="img" aria-label="Mean wait from due to start, seconds">
     ${axis(max, 's')}<path class="line" d="${d}"/>${dots}${xLabels(series, step)}</svg>`;

@@ -83,6 +83,17 @@ export function table(headers: HtmlChild[], rows: HtmlChild[][], empty = 'Nothin
     <tbody>${rows.map((r) => html`<tr>${r.map((cell) => html`<td>${cell}</td>`)}</tr>`)}</tbody></table></div>`;
 }
 
+/**
+ * An age of `seconds` when the page was made, kept current by the console's
+ * script while the page stays open (a page re-renders only when its counts
+ * change: a queue stuck for an hour would still say "3s"). `bare` leaves out
+ * the " ago".
+ */
+export function liveAge(seconds: number, bare = false): Html {
+  const text = bare ? ago(seconds).replace(' ago', '') : ago(seconds);
+  return html`<span data-age="${seconds.toFixed(1)}" ${bare ? html`data-bare` : null}>${text}</span>`;
+}
+
 export function ago(seconds: number): string {
   if (seconds < 1) return 'just now';
   if (seconds < 90) return `${Math.round(seconds)}s ago`;

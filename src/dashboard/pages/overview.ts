@@ -4,7 +4,7 @@ import { formatRateText } from '../../queues.js';
 import { html, type Html } from '../html.js';
 import type { LiveFeed } from '../live.js';
 import { chartLegend, throughputChart, waitChart } from './charts.js';
-import { STATE_ORDER, ago, table, time, url, type PageContext } from './components.js';
+import { STATE_ORDER, liveAge, table, time, url, type PageContext } from './components.js';
 import type { Page } from './layout.js';
 
 /** The overview counts every state but succeeded (counted by time window in the charts instead). */
@@ -23,7 +23,7 @@ export function queueTable(ctx: PageContext, snapshot: OverviewSnapshot): Html {
     snapshot.queues.map((q) => [
       html`<a href="${url(ctx, `/jobs?queue=${encodeURIComponent(q.queue)}`)}"><strong>${q.queue}</strong></a>`,
       ...COUNTED_STATES.map((s) => countCell(ctx, q, s)),
-      q.oldestWaitingRunAt ? html`${ago((snapshot.at.getTime() - q.oldestWaitingRunAt.getTime()) / 1000)}` : html`<span class="muted">—</span>`,
+      q.oldestWaitingRunAt ? liveAge((snapshot.at.getTime() - q.oldestWaitingRunAt.getTime()) / 1000) : html`<span class="muted">—</span>`,
       queueControl(q),
     ]),
     'No jobs yet. Enqueue one and it shows up here.',
@@ -42,7 +42,7 @@ export function queueControl(q: QueueSnapshot): Html {
   }</span>`;
 }
 
-function tile(label: string, value: string | number, tone = '', href?: string): Html {
+function tile(label: string, value: string | number | Html, tone = '', href?: string): Html {
   const body = html`<div class="tile-value">${typeof value === 'number' ? value.toLocaleString('en-US') : value}</div><div class="tile-label">${label}</div>`;
   return href ? html`<a class="tile ${tone}" href="${href}">${body}</a>` : html`<div class="tile ${tone}">${body}</div>`;
 }
@@ -64,7 +64,7 @@ export async function overviewPage(ctx: PageContext, live: LiveFeed, workers: nu
       <section class="tiles">
         ${tile('running now', sum('running'), 'tone-running', url(ctx, '/jobs?state=running'))}
         ${tile('waiting (available)', sum('available'), 'tone-available', url(ctx, '/jobs?state=available'))}
-        ${tile('oldest waiting', oldest ? ago((snapshot.at.getTime() - oldest.getTime()) / 1000).replace(' ago', '') : '—')}
+        ${tile('oldest waiting', oldest ? liveAge((snapshot.at.getTime() - oldest.getTime()) / 1000, true) : '—')}
         ${tile(`succeeded, last ${range}`, finished, 'tone-succeeded', url(ctx, '/jobs?state=succeeded'))}
         ${tile(`failed, last ${range}`, failedInRange, failedInRange ? 'tone-failed' : '', url(ctx, '/jobs?state=failed'))}
         ${tile('failed (dead letters)', sum('failed'), sum('failed') ? 'tone-failed' : '', url(ctx, '/jobs?state=failed'))}

@@ -3,7 +3,7 @@ import type { QueueSnapshot } from '../../inspection/queue-stats.js';
 import { formatRateText } from '../../queues.js';
 import { html, type Html } from '../html.js';
 import type { LiveFeed } from '../live.js';
-import { actionButton, ago, table, url, type PageContext } from './components.js';
+import { actionButton, liveAge, table, url, type PageContext } from './components.js';
 import type { Page } from './layout.js';
 import { queueControl } from './overview.js';
 
@@ -34,7 +34,7 @@ export async function queuesPage(ctx: PageContext, live: LiveFeed): Promise<Page
         const n = q.counts[s];
         return html`<a class="count ${n ? `has state-text-${s}` : 'zero'}" href="${url(ctx, `/jobs?queue=${name}&state=${s}`)}">${n.toLocaleString('en-US')}</a>`;
       }),
-      q.oldestWaitingRunAt ? ago((snapshot.at.getTime() - q.oldestWaitingRunAt.getTime()) / 1000) : html`<span class="muted">—</span>`,
+      q.oldestWaitingRunAt ? liveAge((snapshot.at.getTime() - q.oldestWaitingRunAt.getTime()) / 1000) : html`<span class="muted">—</span>`,
       queueControl({ ...q, paused: false }),
       html`<div class="actions">${
         q.paused
