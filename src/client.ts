@@ -69,9 +69,10 @@ const CLOSE_POOL_WAIT_MS = 1_000;
  */
 const MAINTENANCE_CONNECTIONS = 1;
 
-/** Options of `waitForJob`. */
+/** The keys of `WaitForJobOptions` (and waitForWorkflow's), checked: a misspelt one is refused. */
 const WAIT_OPTIONS = ['timeoutMs', 'signal'];
 
+/** Options of `waitForJob`. */
 export interface WaitForJobOptions {
   /** Give up after this long with a `WaitTimeoutError`. Default: no limit. */
   timeoutMs?: number | undefined;

@@ -174,6 +174,8 @@ describe('hostile input', () => {
     await expect(worker.stop({ grace: 0 } as never)).rejects.toThrow(/^options\.grace: is not an option here/);
     await expect(worker.stop({ graceMs: Number.NaN })).rejects.toThrow(/^options\.graceMs: must be a number of milliseconds/);
     await expect(worker.stop({ graceMs: '5000' as never })).rejects.toThrow(/^options\.graceMs: must be a number/);
+    // More than a timer holds would be 1 ms: every running job signalled at once.
+    await expect(worker.stop({ graceMs: 3_000_000_000 })).rejects.toThrow(/^options\.graceMs: must be a number of milliseconds from 0 to 2147483647, or Infinity/);
     // Refused, the worker is still running; a good stop() stops it.
     expect(worker.state).toBe('running');
     await worker.stop({ graceMs: 1_000 });

@@ -927,6 +927,44 @@ describe('retention.succeededMs 0: succeeded jobs are not kept', () => {
     expect(await complete(2)).toEqual({ skipped: [1], cancelled: [] });
   });
 
+  it('a batch that deletes some jobs and updates others locks them in id order: a bulk cancel crossing it waits, no deadlock', async () => {
+    const task = defineTask({ name: 'keep-none-order', queue: 'keep-none-order', schema: z.object({ n: z.number() }), handler: () => null });
+    const pgq = await ctx.migrated({ tasks: [task] });
+    const schema = `"${ctx.schema}"`;
+    // A workflow step (kept: the UPDATE) with the lower id, a plain job (deleted) with the higher one.
+    const wf = await pgq.enqueueWorkflow(chain(step(task, { n: 1 })));
+    const plain = await pgq.enqueue(task, { n: 2 });
+    const statements = createStatements(ctx.schema);
+    const db = fromPg(ctx.admin);
+    await statements.registerWorker(db, { workerId: 'order', hostname: 'h', pid: 1, queues: ['keep-none-order'], concurrency: 2, rescueAfterMs: 60_000 });
+    const claimed = await statements.claimJobs(db, { queues: ['keep-none-order'], tasks: ['keep-none-order'], limit: 2, workerId: 'order' });
+    const ids = claimed.map((r) => String(r.id)).sort((a, b) => Number(a) - Number(b));
+    expect(ids).toEqual([wf.steps[0]!.id, plain.id]);
+    const waiting = async (): Promise<number> =>
+      (await ctx.admin.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1`, [`%${ctx.schema}%`])).rows[0]!.n;
+    // Someone holds the workflow step for a moment, so the order of the waits is fixed.
+    const holder = await ctx.admin.connect();
+    const completer = await ctx.admin.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query(`SELECT 1 FROM ${schema}.jobs WHERE id = $1 FOR UPDATE`, [ids[0]]);
+      const cancelling = pgq.cancelJobs({ queue: 'keep-none-order' });
+      await until(async () => (await waiting()) >= 1);
+      const completing = statements.completeJobs(fromPg(completer), { ids, attempts: [1, 1], results: ['1', '1'], metas: [null, null], deleteSucceeded: true });
+      await until(async () => (await waiting()) >= 2);
+      await holder.query('COMMIT');
+      // The cancel (first in line) asks both to stop; the batch then ends both cancelled, keeping them.
+      expect(await cancelling).toBe(2);
+      expect(await completing).toEqual({ skipped: [], cancelled: [1, 2] });
+      const { rows } = await ctx.admin.query(`SELECT id::text, state FROM ${schema}.jobs WHERE id = ANY($1::bigint[]) ORDER BY id`, [ids]);
+      expect(rows).toEqual([{ id: ids[0], state: 'cancelled' }, { id: ids[1], state: 'cancelled' }]);
+    } finally {
+      await holder.query('ROLLBACK').catch(() => undefined);
+      holder.release();
+      completer.release();
+    }
+  });
+
   it('a waitForJob that saw the job says it was deleted as it succeeded', async () => {
     const gate = deferred();
     const started = deferred();
@@ -951,7 +989,7 @@ describe('retention.succeededMs 0: succeeded jobs are not kept', () => {
       // Its first look sees the job running.
       await sleepMs(500);
       gate.resolve();
-      await expect(waiting).rejects.toThrow(`job ${job.id} does not exist (it was running and was deleted while waited for: a worker with retention.succeededMs 0 deletes a job as it succeeds)`);
+      await expect(waiting).rejects.toThrow(`job ${job.id} does not exist (it was running when last seen and was deleted since: by hand, or, had it succeeded, by a worker with retention.succeededMs 0, which deletes a job as it succeeds)`);
     } finally {
       await worker.stop();
     }
@@ -959,10 +997,11 @@ describe('retention.succeededMs 0: succeeded jobs are not kept', () => {
 });
 
 describe('outcome statements and the planner', () => {
-  it('an outcome batch reads its jobs by primary key even when the statistics say no job runs (custom plans, 20,000 jobs)', async () => {
+  it.each([false, true])('an outcome batch reads its jobs by primary key even when the statistics say no job runs (custom plans, 20,000 jobs; deleting succeeded jobs: %s)', async (deleteSucceeded) => {
     const noop = defineTask({ name: 'plan-noop', queue: 'plans', schema: z.object({ i: z.number() }), handler: () => null });
     const pgq = await ctx.migrated({ tasks: [noop] });
     const schema = `"${ctx.schema}"`;
+    await ctx.admin.query(`DELETE FROM ${schema}.jobs WHERE task = 'plan-noop'`);
     await ctx.admin.query(
       `INSERT INTO ${schema}.jobs (task, queue, payload) SELECT 'plan-noop', 'plans', jsonb_build_object('i', g) FROM generate_series(1, 20000) AS g`,
     );
@@ -977,23 +1016,28 @@ describe('outcome statements and the planner', () => {
       const ids = claimed.map((r) => String(r.id));
       let text = '';
       const capture = { query: async (s: { text: string }) => ((text = s.text), [{ skipped: [], cancelled: [] }]) } as unknown as Queryable;
-      await statements.completeJobs(capture, { ids: [], attempts: [], results: [], metas: [] });
+      await statements.completeJobs(capture, { ids: [], attempts: [], results: [], metas: [], deleteSucceeded });
       // What the first executions on a connection get: a plan made for these 500 values.
       await client.query('SET plan_cache_mode = force_custom_plan');
       await client.query(`PREPARE complete_plan AS ${text}`);
       const args = `'{${ids.join(',')}}'::bigint[], '{${claimed.map((r) => r.attempts).join(',')}}'::int[], array_fill('1'::jsonb, ARRAY[500]), array_fill(NULL::jsonb, ARRAY[500])`;
       const { rows } = await client.query<{ 'QUERY PLAN': string }>(`EXPLAIN EXECUTE complete_plan(${args})`);
       const plan = rows.map((r) => r['QUERY PLAN']).join('\n');
+      if (process.env.SHOW_PLAN) console.log(plan);
       expect(plan).not.toMatch(/Seq Scan on jobs/);
+      expect(plan).not.toMatch(/Index (Only )?Scan using jobs_pkey on jobs j\s*$/m);
       expect(plan).toMatch(/Index Scan using jobs_pkey on jobs j/);
-      // And it does its work: every one of them succeeded.
+      expect(plan, plan).toMatch(/Index Cond: \(id = /);
+      // And it does its work: every one of them succeeded (or, deleting, is gone).
       const done = await client.query<{ skipped: number[] }>(`EXECUTE complete_plan(${args})`);
       expect(done.rows[0]!.skipped).toEqual([]);
       const { rows: states } = await ctx.admin.query(`SELECT state, count(*)::int AS n FROM ${schema}.jobs WHERE id = ANY($1::bigint[]) GROUP BY state`, [ids]);
-      expect(states).toEqual([{ state: 'succeeded', n: 500 }]);
+      expect(states).toEqual(deleteSucceeded ? [] : [{ state: 'succeeded', n: 500 }]);
     } finally {
-      await client.query('DEALLOCATE ALL').catch(() => undefined);
+      // Not DEALLOCATE ALL: the pool's connection keeps pg's own prepared statements, which the next test uses.
+      await client.query('DEALLOCATE complete_plan').catch(() => undefined);
       await client.query('RESET plan_cache_mode').catch(() => undefined);
+      await client.query(`DELETE FROM ${schema}.workers WHERE id = 'planner'`).catch(() => undefined);
       client.release();
     }
   });

@@ -826,7 +826,7 @@ describe('results through JSON', () => {
       expect(refused.payload).toEqual({ n: 1, at: '1970-01-01T00:00:00.000Z' });
       const job = await own.getJob(refused.id);
       expect(job!.errors[0]!.message).toMatch(
-        /^the input of workflow step "json-strict" does not match the schema of task json-strict \(an input built from its parents' results has them as stored in JSON: a Date is its ISO text.*\): payload\.at: /,
+        /^stored payload no longer matches the schema of task json-strict \(a workflow step given its parents' results gets them as stored, through JSON: a Date is its ISO text.*\): payload\.at: /,
       );
       const good = await own.enqueueWorkflow(chain(step(stamp, { n: 2 }), step(coerced)));
       const done = await own.waitForWorkflow(good, { timeoutMs: 20_000 });

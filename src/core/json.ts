@@ -154,20 +154,20 @@ type NotJson = undefined | void | symbol | ((...args: never[]) => unknown);
  * The type a value of type `T` reads back as once stored as JSON (as
  * `JSON.parse(JSON.stringify(value))` would give it), which is what a job's
  * stored result is, and what a workflow step is given from its parents: a
- * `Date` (anything with `toJSON()`) is what `toJSON()` returns, `undefined`,
- * a function or a symbol is null on its own or in a list and left out of an
- * object, a `Map` or `Set` is an empty object. `unknown` and `any` stay as
- * they are.
+ * `Date` (anything with `toJSON()`) is what `toJSON()` returns; `undefined`,
+ * a function or a symbol is null on its own or in a list, and an object's
+ * key that may hold one is optional (JSON leaves it out); a `Map` or `Set`
+ * is an empty object. `unknown` and `any` stay as they are, and so does a
+ * type that is JSON already. A type cannot tell a getter from a field: a
+ * class instance keeps both (JSON keeps its own enumerable fields only).
  */
 export type Jsonified<T> = unknown extends T ? T : JsonifiedValue<T>;
 
-// JSON as it is (a recursive JSON type among them) is left alone, not walked.
-type JsonifiedValue<T> = T extends Json
+// JSON as it is, a recursive JSON type among them (optional keys allowed), is left alone, not walked.
+type JsonifiedValue<T> = T extends LooseJson
   ? T
   : T extends { toJSON(...args: never[]): infer J }
-  ? Jsonified<J>
-  : T extends string | number | boolean | null
-    ? T
+    ? Jsonified<J>
     : T extends NotJson
       ? null
       : T extends bigint
@@ -175,10 +175,35 @@ type JsonifiedValue<T> = T extends Json
         : T extends ReadonlyMap<unknown, unknown> | ReadonlySet<unknown>
           ? Record<string, never>
           : T extends readonly unknown[]
-            ? { [K in keyof T]: JsonifiedValue<T[K]> }
+            ? { [K in keyof T]: Jsonified<T[K]> }
             : T extends object
-              ? { [K in keyof T as JsonKey<T, K>]: Jsonified<Exclude<T[K], undefined>> }
+              ? Flat<
+                  { [K in keyof T as JsonKey<T, K, false>]: Jsonified<T[K]> } & {
+                    [K in keyof T as JsonKey<T, K, true>]?: Jsonified<Exclude<T[K], NotJson>>;
+                  }
+                >
               : never;
 
-/** An object's key as JSON keeps it: a string (a number as its text), unless its value is never JSON. */
-type JsonKey<T, K extends keyof T> = [Exclude<T[K], undefined>] extends [NotJson] ? never : K extends string ? K : K extends number ? `${K}` : never;
+/** JSON values, keys of objects optional: what `JsonifiedValue` passes through unchanged. */
+type LooseJson = string | number | boolean | null | readonly LooseJson[] | { readonly [key: string]: LooseJson | undefined };
+
+/** One type of an intersection's keys. */
+type Flat<T> = { [K in keyof T]: T[K] } & {};
+
+/**
+ * An object's key as JSON keeps it (a string; a number as its text), and
+ * whether it is optional there: a key whose value may be undefined, a
+ * function or a symbol is left out when it is; one that only ever is, is
+ * never there. `unknown` and `any` keep their key as it was.
+ */
+type JsonKey<T, K extends keyof T, Optional extends boolean> = K extends symbol
+  ? never
+  : unknown extends T[K]
+    ? Optional extends false ? JsonKeyName<K> : never
+    : [Exclude<T[K], NotJson>] extends [never]
+      ? never
+      : ([Extract<T[K], NotJson>] extends [never] ? false : true) extends Optional
+        ? JsonKeyName<K>
+        : never;
+
+type JsonKeyName<K> = K extends string ? K : K extends number ? `${K}` : never;

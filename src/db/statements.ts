@@ -457,17 +457,25 @@ export function createStatements(schema: string) {
   // attempt (one write, where the UPDATE and the pruner's later DELETE made
   // two). The UPDATE takes the rest (workflow steps keep their row for their
   // dependents; a cancel asked for ends \`cancelled\`), never a row the DELETE
-  // took (both read one snapshot).
+  // took: \`mine\` has locked and sorted them all first.
   const completeDeletingJobs = `
     WITH async AS (SELECT set_config('synchronous_commit', 'off', true)),
     v AS MATERIALIZED (
       SELECT * FROM ${byRow('$1::bigint[]', '$2::int[]', '$3::jsonb[]', '$4::jsonb[]')} AS v(id, attempt, result, meta)
     ),
-    gone AS (
-      DELETE FROM ${jobs} j USING v
-       WHERE j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
-         AND j.workflow_id IS NULL AND j.cancel_requested_at IS NULL
+    -- Every row the statement settles, locked first in id order (as every
+    -- statement that locks several jobs does: a bulk cancel crossing a
+    -- batch locked in two passes deadlocked), read as locked.
+    mine AS MATERIALIZED (
+      SELECT j.id, (j.workflow_id IS NULL AND j.cancel_requested_at IS NULL) AS deletable
+        FROM ${jobs} j JOIN v ON v.id = j.id
+       WHERE (j.state = 'running') IS TRUE AND j.attempts = v.attempt
          AND (SELECT count(*) FROM async) = 1
+       ORDER BY j.id
+         FOR UPDATE OF j
+    ),
+    gone AS (
+      DELETE FROM ${jobs} j WHERE j.id IN (SELECT id FROM mine WHERE deletable)
       RETURNING j.id
     ),
     done AS (
@@ -475,8 +483,7 @@ export function createStatements(schema: string) {
          SET state = CASE WHEN ${cancelAsked} THEN 'cancelled' ELSE 'succeeded' END, cancel_requested_at = NULL,
              finished_at = now(), result = v.result, ${mergeMeta}
         FROM v
-       WHERE j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
-         AND j.id NOT IN (SELECT id FROM gone)
+       WHERE j.id = v.id AND j.id IN (SELECT id FROM mine WHERE NOT deletable)
       RETURNING j.id, j.workflow_id, j.state
     ), ${lockDependents(
       `ARRAY(SELECT id FROM done WHERE workflow_id IS NOT NULL AND state = 'succeeded')`,

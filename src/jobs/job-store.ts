@@ -177,7 +177,11 @@ export class JobStore {
             // succeeds; deleteJob; retention).
             throw seen === undefined
               ? new JobNotFoundError(jobId)
-              : new JobNotFoundError(jobId, `it was ${seen} and was deleted while waited for: a worker with retention.succeededMs 0 deletes a job as it succeeds`);
+              : new JobNotFoundError(
+                  jobId,
+                  `it was ${seen} when last seen and was deleted since: ${seen === 'running' ? '' : 'by deleteJob, '}by hand, or, had it succeeded, ` +
+                    'by a worker with retention.succeededMs 0, which deletes a job as it succeeds',
+                );
           }
           seen = job.state;
           return isFinalState(job.state) ? { done: true, value: job } : { done: false, state: job.state };

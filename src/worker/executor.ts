@@ -387,6 +387,8 @@ export class Executor {
     if (this.#running.size === 0 && this.#waiting.size === 0) return true;
     let timer: NodeJS.Timeout | undefined;
     const idle = new Promise<boolean>((resolve) => this.#idleWaiters.push(() => resolve(true)));
+    // Infinity waits for the handlers however long they take (a timer that long would fire at once, as 1 ms).
+    if (ms === Infinity) return idle;
     const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
     const result = await Promise.race([idle, timeout]);
     clearTimeout(timer);
@@ -504,11 +506,12 @@ export class Executor {
         const { message } = issuesToValidationError(checked.issues, 'payload');
         // A workflow step's input is most often its parents' results, as stored: through JSON, so a Date there is
         // text and undefined is null. Nothing stored changed then; the step's schema does not take what they give.
+        // (Whether this step's input was built from them, the row does not say: the hint is for when it was.)
         const why =
           job.workflowId === null
             ? `stored payload no longer matches the schema of task ${job.task}`
-            : `the input of workflow step ${JSON.stringify(job.workflowStep)} does not match the schema of task ${job.task} ` +
-              "(an input built from its parents' results has them as stored in JSON: a Date is its ISO text, undefined is null; " +
+            : `stored payload no longer matches the schema of task ${job.task} ` +
+              "(a workflow step given its parents' results gets them as stored, through JSON: a Date is its ISO text, undefined is null; " +
               'z.coerce.date() takes the text)';
         return this.#failure(job, task, new PermanentError(`${why}: ${message}`));
       }

@@ -98,6 +98,9 @@ export interface WorkerDeps {
 
 type WorkerState = 'idle' | 'starting' | 'running' | 'stopping' | 'stopped';
 
+/** The longest delay a Node.js timer keeps; a longer one fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export class Worker extends EventEmitter<WorkerEvents> {
   readonly options: ResolvedWorkerOptions;
   readonly #deps: WorkerDeps;
@@ -502,9 +505,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
     } catch (err) {
       return Promise.reject(err as Error);
     }
-    // NaN or text would be a timer of 1 ms: every running job given back at once.
-    if (typeof graceMs !== 'number' || Number.isNaN(graceMs) || graceMs < 0) {
-      return Promise.reject(new ValidationError('options.graceMs', `must be a number of milliseconds, 0 or more (Infinity: no limit), got ${String(graceMs)}`));
+    // NaN, text or more than a timer holds (2^31 - 1 ms) would be a timer of 1 ms: every running job signalled at once.
+    if (typeof graceMs !== 'number' || !(graceMs === Infinity || (graceMs >= 0 && graceMs <= MAX_TIMER_MS))) {
+      return Promise.reject(
+        new ValidationError('options.graceMs', `must be a number of milliseconds from 0 to ${MAX_TIMER_MS}, or Infinity to wait for the handlers however long, got ${String(graceMs)}`),
+      );
     }
     this.#stopping ??= this.#stop(graceMs).finally(() => this.#deps.onStopped?.());
     return this.#stopping;
