@@ -1089,6 +1089,30 @@ describe('outcome statements and the planner', () => {
 });
 
 describe('stop() with a handler still running', () => {
+  it('stop({ graceMs: Infinity }) waits for the handler however long, never signalling it (a timer that long fired at once)', async () => {
+    const started = deferred();
+    let signalled = false;
+    const slow = defineTask({
+      name: 'slow-to-stop',
+      queue: 'slow-to-stop',
+      schema: z.object({}),
+      handler: async (_p, c) => {
+        started.resolve();
+        c.signal.addEventListener('abort', () => (signalled = true));
+        await sleepMs(400);
+        return 'finished';
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [slow] });
+    const worker = pgq.worker({ queues: ['slow-to-stop'] });
+    await worker.start();
+    const job = await pgq.enqueue(slow, {});
+    await started.promise;
+    await worker.stop({ graceMs: Infinity });
+    expect(signalled).toBe(false);
+    expect(await pgq.getJob(job.id)).toMatchObject({ state: 'succeeded', result: 'finished' });
+  });
+
   it('gives back a job whose handler stops on its signal, and logs its id (it left no trace in the log)', async () => {
     const started = deferred();
     const waits = defineTask({
