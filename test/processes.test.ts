@@ -106,7 +106,8 @@ describe('worker processes', () => {
   it('a worker frozen (SIGSTOP) past its rescueAfterMs thaws, registers again, signals its rescued attempts and works on; each job succeeds once', async () => {
     const pgq = await setup();
     const timing = { PGQ_RESCUE_AFTER_MS: '1500', PGQ_HEARTBEAT_MS: '200', PGQ_CONCURRENCY: '2' };
-    const a = spawnWorker(env(timing));
+    // A stall warning well within the freeze: the freeze must not be reported as one.
+    const a = spawnWorker(env({ ...timing, PGQ_STALL_WARN_MS: '1000' }));
     const { workerId } = await a.waitFor((e) => e.event === 'ready');
     // Two first attempts that only their signal ends.
     const held = await pgq.enqueueMany(ledgerTask, [0, 1].map((n) => ({ sleepMs: 10, firstAttemptSleepMs: 600_000, n })));
@@ -121,6 +122,9 @@ describe('worker processes', () => {
     a.child.kill('SIGCONT');
     // A finds its row gone, registers again, and its two attempts end on their LeaseLostError; their outcomes are discarded.
     for (const job of held) await a.waitFor((e) => e.event === 'discarded' && e.id === job.id && e.outcome === 'fail', 20_000);
+    // Said as what it was: the process did not run; no handler blocked its event loop, and its lease was not renewed.
+    expect(a.stderr()).toMatch(/pgq worker's process did not run for about \d+ ms \(stopped, as by SIGSTOP/);
+    expect(a.stderr()).not.toMatch(/event loop has been blocked|its lease is still renewed|CPU-bound handlers belong in a sandbox/);
     const { rows: frozen } = await ctx.admin.query<{ finished_at: Date | null }>(
       `SELECT finished_at FROM "${ctx.schema}".ledger WHERE pid = $1 AND attempt = 1 ORDER BY job_id`,
       [a.pid],

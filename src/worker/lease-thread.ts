@@ -89,6 +89,9 @@ export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr }:
   let tasks: Record<string, number> = {};
   let stallStartedLag = 0;
   let stallMaxLag = 0;
+  // When this thread found the whole process had not run (its own wait overslept): the main thread's lag counts
+  // from then, not from its last tick before the freeze.
+  let resumedAt = 0;
   let wake: (() => void) | null = null;
   const send = (message: FromLeaseThread): void => port.postMessage(message);
   port.on('message', (message: ToLeaseThread) => {
@@ -126,7 +129,7 @@ export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr }:
   let nextRenewAt = 0;
   send({ type: 'ready' });
   while (!stopping) {
-    const lag = Math.max(0, monotonicMs() - shared[data.slots.mainTick]! - data.tickMs);
+    const lag = Math.max(0, monotonicMs() - Math.max(shared[data.slots.mainTick]!, resumedAt) - data.tickMs);
     if (lag >= data.stallWarnMs) {
       if (stallStartedLag === 0) {
         stallStartedLag = lag;
@@ -205,6 +208,7 @@ export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr }:
     }
     if (stopping) break;
     const waitMs = Math.max(1, Math.min(checkMs, nextRenewAt - monotonicMs()));
+    const waitedFrom = monotonicMs();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(done, waitMs);
       function done(): void {
@@ -214,6 +218,18 @@ export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr }:
       }
       wake = done;
     });
+    // This thread's own wait overslept as much as a stall: not the event loop but the whole process did not run
+    // (stopped by SIGSTOP, its VM or container paused, the host starved it). No handler to blame; the lease may
+    // have run out meanwhile, which the next renewal finds.
+    const overslept = monotonicMs() - waitedFrom - waitMs;
+    if (overslept >= data.stallWarnMs) {
+      resumedAt = monotonicMs();
+      log(
+        40,
+        { frozenMs: Math.round(overslept) },
+        `pgq worker's process did not run for about ${Math.round(overslept)} ms (stopped, as by SIGSTOP, its VM or container paused, or the host starved it): not a handler blocking the event loop. If that was longer than its rescueAfterMs, its jobs were rescued and it registers again.`,
+      );
+    }
   }
   // A connection that went silent never answers the Terminate: the thread's end closes it.
   await Promise.race([client?.end().catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 1_000))]);
