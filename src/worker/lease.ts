@@ -443,7 +443,7 @@ export class Lease {
     this.logger.warn(
       { workerId: this.#workerId, sinceRenewMs: Math.round(sinceRenewMs) },
       `pgq worker ${this.#workerId}'s lease has run out (not renewed for ${Math.round(sinceRenewMs)} ms, rescueAfterMs ${this.config.rescueAfterMs}): ` +
-        'its running jobs may be rescued and run again elsewhere; it claims nothing until it reaches the database and registers again',
+        'its running jobs may be rescued and run again elsewhere; it claims nothing until it reaches the database, where it renews its row if no leader removed it meanwhile, or registers again',
     );
   }
 
