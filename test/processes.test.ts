@@ -76,28 +76,32 @@ describe('worker processes', () => {
     await b.exited;
   });
 
-  it('a fixed-id worker killed with SIGKILL, with no other worker to lead: its id is refused while its lease runs, and once it has run out the worker starts again under it, rescues its own job and reruns it', async () => {
+  it('a fixed-id worker killed with SIGKILL and started again at once, with no other worker to lead: the start waits out the dead lease, rescues its own job and reruns it; a live worker of the id is refused', async () => {
     const pgq = await setup();
-    const timing = { PGQ_RESCUE_AFTER_MS: '1500', PGQ_HEARTBEAT_MS: '200', PGQ_WORKER_ID: 'solo' };
+    // A lease longer than a process's start (tsx takes a second or two), so that the restart finds it still running.
+    const timing = { PGQ_RESCUE_AFTER_MS: '5000', PGQ_HEARTBEAT_MS: '200', PGQ_WORKER_ID: 'solo' };
     const a = spawnWorker(env(timing));
     await a.waitFor((e) => e.event === 'ready');
     const job = await pgq.enqueue(ledgerTask, { sleepMs: 10, firstAttemptSleepMs: 600_000 });
     await a.waitFor((e) => e.event === 'job-start' && e.id === job.id);
-    const twin = spawnWorker(env(timing));
+    // A second process under the id while the first lives: it waits for the lease, sees it renewed, and fails.
+    const twin = spawnWorker(env({ ...timing, PGQ_LOG_LEVEL: 'warn' }));
     expect(await twin.exited).not.toBe(0);
+    expect(twin.stderr()).toMatch(/is registered by a worker whose lease runs \d+ ms more: waiting for it to run out/);
     expect(twin.stderr()).toMatch(/worker id "solo" is already registered by a live worker \(its lease has not run out\)/);
     expect((await pgq.getJob(job.id))!.state).toBe('running');
     a.child.kill('SIGKILL');
     await a.exited;
     const { rows: killed } = await ctx.admin.query<{ now: Date }>('SELECT clock_timestamp() AS now');
     await ctx.admin.query(`UPDATE "${ctx.schema}".ledger SET finished_at = $1 WHERE pid = $2 AND finished_at IS NULL`, [killed[0]!.now, a.pid]);
-    // No worker runs, so no leader: the row stays, its lease run out (it stayed there for good before).
-    await until(async () => (await ctx.admin.query(`SELECT 1 FROM "${ctx.schema}".workers WHERE id = 'solo' AND lease_expires_at < now()`)).rowCount === 1);
-    const b = spawnWorker(env(timing));
+    // Started again at once: the dead worker's lease still runs, and no worker runs to lead (its row stayed for good before).
+    expect((await ctx.admin.query(`SELECT 1 FROM "${ctx.schema}".workers WHERE id = 'solo' AND lease_expires_at > now()`)).rowCount).toBe(1);
+    const b = spawnWorker(env({ ...timing, PGQ_LOG_LEVEL: 'warn' }));
     await b.waitFor((e) => e.event === 'ready');
+    expect(b.stderr()).toMatch(/is registered by a worker whose lease runs \d+ ms more: waiting for it to run out/);
     const done = await pgq.waitForJob(job.id, { timeoutMs: 30_000 });
     expect(done).toMatchObject({ state: 'succeeded', attempts: 2, result: { pid: b.pid }, workerId: 'solo' });
-    expect(done.errors[0]!.message).toMatch(/rescued: the lease of worker solo expired \(no heartbeat for 1500 ms, its rescueAfterMs\)/);
+    expect(done.errors[0]!.message).toMatch(/rescued: the lease of worker solo expired \(no heartbeat for 5000 ms, its rescueAfterMs\)/);
     expect(await overlappingRuns(ctx.admin, ctx.schema)).toBe(0);
     b.child.kill('SIGTERM');
     await b.exited;

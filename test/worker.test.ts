@@ -1088,6 +1088,28 @@ describe('outcome statements and the planner', () => {
   });
 });
 
+describe('a worker id held by a lease that still runs', () => {
+  it('start() waits for the lease to run out; stop() meanwhile ends that wait, and the start fails as stopped, not as an id taken', async () => {
+    const noop = defineTask({ name: 'held-id', queue: 'held-id', schema: z.object({}), handler: () => null });
+    const pgq = await ctx.migrated({ tasks: [noop] });
+    // The row a worker killed a moment ago leaves: its lease runs 20 s more.
+    await ctx.admin.query(
+      `INSERT INTO "${ctx.schema}".workers (id, hostname, pid, queues, concurrency, rescue_after_ms, lease_expires_at) VALUES ('held', 'gone', 1, '{held-id}', 1, 30000, now() + interval '20 seconds')`,
+    );
+    const worker = pgq.worker({ id: 'held', queues: ['held-id'], leader: false });
+    try {
+      const starting = worker.start();
+      starting.catch(() => undefined);
+      await sleepMs(300);
+      await worker.stop();
+      await expect(starting).rejects.toMatchObject({ code: 'PGQ_SHUTDOWN', message: 'the worker was stopped while its start waited for the lease of its id to run out' });
+      expect((await ctx.admin.query(`SELECT hostname FROM "${ctx.schema}".workers WHERE id = 'held'`)).rows).toEqual([{ hostname: 'gone' }]);
+    } finally {
+      await ctx.admin.query(`DELETE FROM "${ctx.schema}".workers WHERE id = 'held'`);
+    }
+  });
+});
+
 describe('stop() with a handler still running', () => {
   it('stop({ graceMs: Infinity }) waits for the handler however long, never signalling it (a timer that long fired at once)', async () => {
     const started = deferred();

@@ -672,6 +672,12 @@ export function createStatements(schema: string) {
     RETURNING lease_expires_at, to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS registered_at`;
 
   const deregisterWorker = `DELETE FROM ${workers} WHERE id = $1 AND started_at = $2::timestamptz`;
+  // The lease of the row registered under an id: ms left ($2 the rescueAfterMs of rows of older versions, which wrote
+  // no lease), and the lease as text, which a renewal changes.
+  const workerLease = `
+    SELECT (extract(epoch FROM coalesce(lease_expires_at, last_heartbeat_at + coalesce(rescue_after_ms, $2) * interval '1 millisecond') - now()) * 1000)::float8 AS left_ms,
+           coalesce(lease_expires_at, last_heartbeat_at)::text AS lease
+      FROM ${workers} WHERE id = $1`;
   // Not when another process has registered the id since ($2: the
   // registration it was held under): a fixed id restarted elsewhere may lead
   // under it now.
@@ -825,6 +831,13 @@ export function createStatements(schema: string) {
       });
       const row = rows[0];
       return row ? { leaseExpiresAt: row.lease_expires_at, registeredAt: row.registered_at } : null;
+    },
+
+    /** WorkerLease: how long the lease of the row under `workerId` has left, and the lease as text (a renewal changes it); null without a row. */
+    async workerLease(db: Queryable, p: { workerId: string; legacyRescueAfterMs: number }): Promise<{ leftMs: number; lease: string } | null> {
+      const rows = await db.query<{ left_ms: number; lease: string }>({ text: workerLease, values: [p.workerId, p.legacyRescueAfterMs] });
+      const row = rows[0];
+      return row ? { leftMs: Number(row.left_ms), lease: row.lease } : null;
     },
 
     /** WorkerDeregister: removes the worker's row (that registration's only) at the end of a stop, waiting at most `timeoutMs` for the answer. */

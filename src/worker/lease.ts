@@ -48,6 +48,7 @@ import {
 } from './lease-thread.js';
 import { takeHeldJobs, type HeldJobsLayout } from './held-jobs.js';
 import { Rescuer } from '../maintenance/rescuer.js';
+import { sleep } from '../core/sleep.js';
 
 export interface LeaseConfig {
   /** The id asked for; a re-registration after a lost lease appends `~2`, `~3`, … */
@@ -140,8 +141,15 @@ export class Lease {
     return monotonicMs() < this.#shared[SLOTS.lastRenew]! + this.config.rescueAfterMs - this.config.heartbeatMs;
   }
 
-  /** Registers the worker row (the first lease) and hands it to the renewer. Throws if the id is taken. */
-  async register(): Promise<void> {
+  /**
+   * Registers the worker row (the first lease) and hands it to the renewer.
+   * Throws if a live worker holds the id. A row whose lease has run out (a
+   * killed worker's) is rescued here, as a leader would; one whose lease runs
+   * at most this worker's rescueAfterMs more is waited out (a worker of a
+   * fixed id killed and started again at once), unless it is renewed
+   * meanwhile (a live worker) or `signal` aborts (a stop).
+   */
+  async register(signal?: AbortSignal): Promise<void> {
     let sentAt = monotonicMs();
     this.#registering = true;
     const insert = () =>
@@ -165,6 +173,22 @@ export class Lease {
         await rescuer.rescueOnce();
         sentAt = monotonicMs();
         registration = await insert();
+        const held = registration ? null : await this.statements.workerLease(this.db, { workerId: this.#workerId, legacyRescueAfterMs: this.config.rescueAfterMs });
+        if (held && held.leftMs <= this.config.rescueAfterMs) {
+          this.logger.warn(
+            { workerId: this.#workerId, leaseLeftMs: Math.round(held.leftMs) },
+            `pgq worker id ${JSON.stringify(this.#workerId)} is registered by a worker whose lease runs ${Math.round(Math.max(0, held.leftMs))} ms more: ` +
+              'waiting for it to run out (a worker killed and started again); if that worker lives, it renews the lease and this start fails',
+          );
+          await sleep(Math.max(0, held.leftMs) + 100, signal);
+          signal?.throwIfAborted();
+          const after = await this.statements.workerLease(this.db, { workerId: this.#workerId, legacyRescueAfterMs: this.config.rescueAfterMs });
+          if (after === null || after.lease === held.lease) {
+            await rescuer.rescueOnce();
+            sentAt = monotonicMs();
+            registration = await insert();
+          }
+        }
       }
     } finally {
       this.#registering = false;

@@ -114,6 +114,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   readonly #sandbox: SandboxRunner;
   #state: WorkerState = 'idle';
   #starting: Promise<void> | undefined;
+  readonly #startAbort = new AbortController();
   #stopping: Promise<void> | undefined;
   #unsubscribe: (() => Promise<void>)[] = [];
   #reconciling: Promise<void> | undefined;
@@ -390,7 +391,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         await this.#deps.checkSchema();
         // Registered once the schema is known to be pgq's, beside the other steps.
         await leaseStarted;
-        await this.#lease.register();
+        await this.#lease.register(this.#startAbort.signal);
         await this.#deps.syncSchedules?.();
       })(),
       this.#sandbox.ready(),
@@ -516,6 +517,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   async #stop(graceMs: number): Promise<void> {
+    // A start waiting out the lease of its id's last holder gives up.
+    this.#startAbort.abort(new PgqError('PGQ_SHUTDOWN', 'the worker was stopped while its start waited for the lease of its id to run out'));
     await this.#starting?.catch(() => undefined);
     if (this.#state === 'idle') {
       this.#state = 'stopped';
