@@ -321,13 +321,19 @@ describe('pages', () => {
     await ctx.admin.query(
       `INSERT INTO "${ctx.schema}".workers (id, hostname, pid, queues, concurrency, rescue_after_ms, lease_expires_at) VALUES ('killed-one', 'gone', 1, '{emails}', 4, 1000, now() - interval '1 minute')`,
     );
+    // A live worker of a pgq version before leases: no lease, no rescue_after_ms, a heartbeat just now.
+    await ctx.admin.query(
+      `INSERT INTO "${ctx.schema}".workers (id, hostname, pid, queues, concurrency, rescue_after_ms, lease_expires_at) VALUES ('older-pgq', 'old', 2, '{emails}', 4, NULL, NULL)`,
+    );
     try {
       const page = await (await get(dashboard, '/workers')).text();
       const rowOf = (id: string) => page.slice(page.indexOf(id), page.indexOf('</tr>', page.indexOf(id)));
       expect(rowOf('killed-one')).toContain('lease expired');
       expect(rowOf(worker.id)).not.toContain('lease expired');
+      expect(rowOf('older-pgq')).not.toContain('lease expired');
+      expect(rowOf('older-pgq')).toContain('pid 2');
     } finally {
-      await ctx.admin.query(`DELETE FROM "${ctx.schema}".workers WHERE id = 'killed-one'`);
+      await ctx.admin.query(`DELETE FROM "${ctx.schema}".workers WHERE id IN ('killed-one', 'older-pgq')`);
       await worker.stop();
     }
   });

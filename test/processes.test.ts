@@ -2,6 +2,7 @@
  * Workers as real processes: several over one queue, kill -9 mid-job, and
  * SIGTERM drains.
  */
+import { setTimeout as sleepMs } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { defineTask } from '../src/index.js';
@@ -16,6 +17,14 @@ const ledgerTask = defineTask({
   name: 'ledger',
   schema: z.object({ sleepMs: z.number().int().min(0), firstAttemptSleepMs: z.number().int().min(0).optional(), n: z.number().int().optional() }),
   maxAttempts: 10,
+  handler: () => undefined,
+});
+
+// The same name and schema as the fixture's `hog`, so this process can enqueue for it.
+const hogTask = defineTask({
+  name: 'hog',
+  schema: z.object({ ms: z.number().int().min(0), mode: z.enum(['block', 'ignore-abort']), untilFile: z.string().optional() }),
+  maxAttempts: 5,
   handler: () => undefined,
 });
 
@@ -105,6 +114,40 @@ describe('worker processes', () => {
     expect(await overlappingRuns(ctx.admin, ctx.schema)).toBe(0);
     b.child.kill('SIGTERM');
     await b.exited;
+  });
+
+  it('short freezes of a whole process (SIGSTOP) are not reported as a handler blocking the event loop; a handler that blocks it through a freeze is one stall', async () => {
+    const pgq = await setup();
+    const a = spawnWorker(env({ PGQ_RESCUE_AFTER_MS: '20000', PGQ_HEARTBEAT_MS: '1000', PGQ_STALL_WARN_MS: '1000', PGQ_CONCURRENCY: '2', PGQ_LOG_LEVEL: 'warn' }));
+    await a.waitFor((e) => e.event === 'ready');
+    await sleepMs(1_000);
+    // Freezes a little longer than the stall warning: whether the thread or the main loop ran first after each,
+    // one in ten was called a blocked event loop.
+    for (let i = 0; i < 6; i += 1) {
+      a.child.kill('SIGSTOP');
+      await sleepMs(1_300);
+      a.child.kill('SIGCONT');
+      await sleepMs(1_200);
+    }
+    expect(a.stderr()).not.toMatch(/event loop has been blocked/);
+    expect(a.stderr()).toMatch(/process did not run for about \d+ ms \(stopped, as by SIGSTOP.*\): not a handler blocking the event loop/);
+    const before = a.stderr().length;
+    // A handler blocks the loop 6 s; 2 s in, the process is frozen for 2 s.
+    const hog = await pgq.enqueue(hogTask, { ms: 6_000, mode: 'block' });
+    await a.waitFor((e) => e.event === 'job-start' && e.id === hog.id);
+    await sleepMs(2_000);
+    a.child.kill('SIGSTOP');
+    await sleepMs(2_000);
+    a.child.kill('SIGCONT');
+    await a.waitFor((e) => e.event === 'job-end' && e.id === hog.id, 30_000);
+    await until(() => /event loop was blocked for \d+ ms/.test(a.stderr().slice(before)));
+    const log = a.stderr().slice(before);
+    expect(log.match(/event loop has been blocked for/g)).toHaveLength(1);
+    expect(log.match(/event loop was blocked for \d+ ms/g)).toHaveLength(1);
+    expect(log).not.toMatch(/not a handler blocking the event loop/);
+    expect(log).toMatch(/process did not run for about \d+ ms .*, and its event loop was blocked before that/);
+    a.child.kill('SIGTERM');
+    await a.exited;
   });
 
   it('a worker frozen (SIGSTOP) past its rescueAfterMs thaws, registers again, signals its rescued attempts and works on; each job succeeds once', async () => {

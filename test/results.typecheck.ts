@@ -27,6 +27,16 @@ holds<Equal<Jsonified<readonly unknown[]>, readonly unknown[]>>(true);
 holds<Equal<Jsonified<{ a: unknown }>, { a: unknown }>>(true);
 // Maps and Sets are empty objects.
 holds<Equal<Jsonified<{ m: Map<string, number> }>, { m: Record<string, never> }>>(true);
+// A type alias and an interface of one shape come back alike (an alias of JSON values passed through unchanged, its
+// possibly-undefined key required).
+type AliasShape = { x: string | undefined; n: number; user: { name: string; email: string | undefined } };
+interface InterfaceShape {
+  x: string | undefined;
+  n: number;
+  user: { name: string; email: string | undefined };
+}
+holds<Equal<Jsonified<AliasShape>, { x?: string; n: number; user: { name: string; email?: string } }>>(true);
+holds<Equal<Jsonified<InterfaceShape>, { x?: string; n: number; user: { name: string; email?: string } }>>(true);
 // Recursive JSON types pass through as they are, type-fest's JsonValue (optional keys) among them.
 type JsonObject = { [Key in string]: JsonValue } & { [Key in string]?: JsonValue | undefined };
 type JsonArray = JsonValue[] | readonly JsonValue[];

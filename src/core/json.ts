@@ -163,7 +163,7 @@ type NotJson = undefined | void | symbol | ((...args: never[]) => unknown);
  */
 export type Jsonified<T> = unknown extends T ? T : JsonifiedValue<T>;
 
-// JSON as it is, a recursive JSON type among them (optional keys allowed), is left alone, not walked.
+// JSON as it is, a recursive JSON type among them, is left alone, not walked.
 type JsonifiedValue<T> = T extends LooseJson
   ? T
   : T extends { toJSON(...args: never[]): infer J }
@@ -184,8 +184,8 @@ type JsonifiedValue<T> = T extends LooseJson
                 >
               : never;
 
-/** JSON values, keys of objects optional: what `JsonifiedValue` passes through unchanged. */
-type LooseJson = string | number | boolean | null | readonly LooseJson[] | { readonly [key: string]: LooseJson | undefined };
+/** JSON values: what `JsonifiedValue` passes through unchanged (a key that may hold undefined is walked: it becomes optional). */
+type LooseJson = string | number | boolean | null | readonly LooseJson[] | { readonly [key: string]: LooseJson };
 
 /** One type of an intersection's keys. */
 type Flat<T> = { [K in keyof T]: T[K] } & {};

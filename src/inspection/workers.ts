@@ -6,6 +6,7 @@
 import type { Kysely } from 'kysely';
 import { sql } from '../db/kysely.js';
 import type { PgqDatabase } from '../db/tables.js';
+import { DEFAULTS } from '../core/defaults.js';
 
 /** One registered worker. */
 export interface WorkerInfo {
@@ -37,7 +38,11 @@ export async function listWorkers(kysely: Kysely<PgqDatabase>): Promise<WorkerIn
       .selectFrom('workers')
       .selectAll()
       .select(sql<number>`extract(epoch from now() - last_heartbeat_at)::float8`.as('age'))
-      .select(sql<boolean>`coalesce(lease_expires_at, last_heartbeat_at + rescue_after_ms * interval '1 millisecond') > now()`.as('live'))
+      // A row of a pgq version before leases has neither lease nor rescue_after_ms: judged by its heartbeat and
+      // the default rescueAfterMs, as a leader with default options judges it (the sum was null: listed as dead).
+      .select(
+        sql<boolean>`coalesce(lease_expires_at, last_heartbeat_at + coalesce(rescue_after_ms, ${DEFAULTS.rescueAfterMs}) * interval '1 millisecond') > now()`.as('live'),
+      )
       .orderBy('started_at')
       .orderBy('id')
       .execute(),

@@ -89,9 +89,12 @@ export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr }:
   let tasks: Record<string, number> = {};
   let stallStartedLag = 0;
   let stallMaxLag = 0;
-  // When this thread found the whole process had not run (its own wait overslept): the main thread's lag counts
-  // from then, not from its last tick before the freeze.
-  let resumedAt = 0;
+  // Time in which this thread's own waits overslept (the whole process did not run: SIGSTOP, a paused VM, a
+  // starved host) since the main thread's tick `frozenTick`: not counted in the main thread's lag, which would
+  // otherwise call a frozen process a handler blocking the event loop. Reset once the main thread ticks again;
+  // a stall under way before the freeze goes on, its frozen time left out.
+  let frozenTick = -1;
+  let frozenMs = 0;
   let wake: (() => void) | null = null;
   const send = (message: FromLeaseThread): void => port.postMessage(message);
   port.on('message', (message: ToLeaseThread) => {
@@ -129,7 +132,9 @@ export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr }:
   let nextRenewAt = 0;
   send({ type: 'ready' });
   while (!stopping) {
-    const lag = Math.max(0, monotonicMs() - Math.max(shared[data.slots.mainTick]!, resumedAt) - data.tickMs);
+    const mainTick = shared[data.slots.mainTick]!;
+    if (mainTick !== frozenTick) frozenMs = 0;
+    const lag = Math.max(0, monotonicMs() - mainTick - data.tickMs - frozenMs);
     if (lag >= data.stallWarnMs) {
       if (stallStartedLag === 0) {
         stallStartedLag = lag;
@@ -218,16 +223,27 @@ export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr }:
       }
       wake = done;
     });
-    // This thread's own wait overslept as much as a stall: not the event loop but the whole process did not run
-    // (stopped by SIGSTOP, its VM or container paused, the host starved it). No handler to blame; the lease may
-    // have run out meanwhile, which the next renewal finds.
+    // This thread's own wait overslept: for that long the process did not run (a message that ends the wait early
+    // leaves nothing to count). A freeze as long as a stall is said as what it is: no handler to blame; the lease
+    // may have run out meanwhile, which the next renewal finds.
     const overslept = monotonicMs() - waitedFrom - waitMs;
+    const tick = shared[data.slots.mainTick]!;
+    // Not once the main thread has ticked since this thread was due to wake: it ran after the freeze, so its lag
+    // from here on is its own.
+    if (overslept > 0 && tick <= waitedFrom + waitMs) {
+      if (tick !== frozenTick) {
+        frozenTick = tick;
+        frozenMs = 0;
+      }
+      frozenMs += overslept;
+    }
     if (overslept >= data.stallWarnMs) {
-      resumedAt = monotonicMs();
       log(
         40,
         { frozenMs: Math.round(overslept) },
-        `pgq worker's process did not run for about ${Math.round(overslept)} ms (stopped, as by SIGSTOP, its VM or container paused, or the host starved it): not a handler blocking the event loop. If that was longer than its rescueAfterMs, its jobs were rescued and it registers again.`,
+        `pgq worker's process did not run for about ${Math.round(overslept)} ms (stopped, as by SIGSTOP, its VM or container paused, or the host starved it)` +
+          (stallStartedLag > 0 ? ', and its event loop was blocked before that' : ': not a handler blocking the event loop') +
+          '. If that was longer than its rescueAfterMs, its jobs were rescued and it registers again.',
       );
     }
   }
