@@ -989,7 +989,7 @@ describe('retention.succeededMs 0: succeeded jobs are not kept', () => {
       // Its first look sees the job running.
       await sleepMs(500);
       gate.resolve();
-      await expect(waiting).rejects.toThrow(`job ${job.id} does not exist (it was running when last seen and was deleted since: by hand, or, had it succeeded, by a worker with retention.succeededMs 0, which deletes a job as it succeeds)`);
+      await expect(waiting).rejects.toThrow(`job ${job.id} does not exist (it was running when last seen and was deleted since: by deleteJob or deleteJobs, by retention or by hand, or, had it succeeded, by a worker with retention.succeededMs 0, which deletes a job as it succeeds)`);
     } finally {
       await worker.stop();
     }

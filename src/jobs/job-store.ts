@@ -179,8 +179,8 @@ export class JobStore {
               ? new JobNotFoundError(jobId)
               : new JobNotFoundError(
                   jobId,
-                  `it was ${seen} when last seen and was deleted since: ${seen === 'running' ? '' : 'by deleteJob, '}by hand, or, had it succeeded, ` +
-                    'by a worker with retention.succeededMs 0, which deletes a job as it succeeds',
+                  `it was ${seen} when last seen and was deleted since: by deleteJob or deleteJobs, by retention or by hand, or, had it ` +
+                    'succeeded, by a worker with retention.succeededMs 0, which deletes a job as it succeeds',
                 );
           }
           seen = job.state;
