@@ -1089,6 +1089,32 @@ describe('outcome statements and the planner', () => {
 });
 
 describe('a worker id held by a lease that still runs', () => {
+  it("a registration again after a lost lease takes the next id at once, never waiting out the live holder of the one it tried", async () => {
+    const noop = defineTask({ name: 'fx-noop', queue: 'fx', schema: z.object({}), handler: () => null });
+    await ctx.migrated({ tasks: [noop] });
+    const lines: Line[] = [];
+    const one = ctx.pgq({ tasks: [noop] });
+    const two = ctx.pgq({ tasks: [noop], logger: captureLogger(lines) });
+    const options = { id: 'fx', queues: ['fx'], heartbeatMs: 500, rescueAfterMs: 20_000, leader: false };
+    const w1 = one.worker(options);
+    await w1.start();
+    const w2 = two.worker(options);
+    try {
+      // W1's row taken away: it registers again as fx~2; then fx is free for W2.
+      await ctx.admin.query(`DELETE FROM "${ctx.schema}".workers WHERE id = 'fx'`);
+      await until(() => w1.id === 'fx~2');
+      await w2.start();
+      expect(w2.id).toBe('fx');
+      // W2's row taken away: fx~2 is W1's, live, so W2 goes on to fx~3 (it waited out W1's 20 s lease before).
+      await ctx.admin.query(`DELETE FROM "${ctx.schema}".workers WHERE id = 'fx'`);
+      await until(() => w2.id === 'fx~3', { timeoutMs: 10_000 });
+      expect(lines.filter((l) => /waiting for it to run out/.test(l.msg ?? ''))).toEqual([]);
+    } finally {
+      await w2.stop();
+      await w1.stop();
+    }
+  });
+
   it('start() waits for the lease to run out; stop() meanwhile ends that wait, and the start fails as stopped, not as an id taken', async () => {
     const noop = defineTask({ name: 'held-id', queue: 'held-id', schema: z.object({}), handler: () => null });
     const pgq = await ctx.migrated({ tasks: [noop] });

@@ -184,8 +184,15 @@ type JsonifiedValue<T> = T extends LooseJson
                 >
               : never;
 
-/** JSON values: what `JsonifiedValue` passes through unchanged (a key that may hold undefined is walked: it becomes optional). */
-type LooseJson = string | number | boolean | null | readonly LooseJson[] | { readonly [key: string]: LooseJson };
+/**
+ * JSON values, keys that may hold undefined among them: what `JsonifiedValue`
+ * passes through unchanged. Recursive JSON types (type-fest's, Supabase's
+ * `{ [key: string]: Json | undefined }`) must not be walked: tsc gives up on
+ * them. So a type alias of that shape keeps such a key required (typed with
+ * undefined, which reads right), where an interface, never assignable to an
+ * index signature, is walked and gets it optional.
+ */
+type LooseJson = string | number | boolean | null | readonly LooseJson[] | { readonly [key: string]: LooseJson | undefined };
 
 /** One type of an intersection's keys. */
 type Flat<T> = { [K in keyof T]: T[K] } & {};

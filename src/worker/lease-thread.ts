@@ -89,10 +89,11 @@ export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr }:
   let tasks: Record<string, number> = {};
   let stallStartedLag = 0;
   let stallMaxLag = 0;
-  // Time in which this thread's own waits overslept (the whole process did not run: SIGSTOP, a paused VM, a
-  // starved host) since the main thread's tick `frozenTick`: not counted in the main thread's lag, which would
-  // otherwise call a frozen process a handler blocking the event loop. Reset once the main thread ticks again;
-  // a stall under way before the freeze goes on, its frozen time left out.
+  // Time in which this thread's own waits overslept by half a stall warning or more (the whole process did not
+  // run: SIGSTOP, a paused VM, a starved host) since the main thread's tick `frozenTick`: not counted in the main
+  // thread's lag, which would otherwise call a frozen process a handler blocking the event loop. Reset once the
+  // main thread ticks again; a stall under way before the freeze goes on, its frozen time left out. Smaller
+  // oversleeps (a busy machine late with this thread's timers while the main thread runs) are counted as lag.
   let frozenTick = -1;
   let frozenMs = 0;
   let wake: (() => void) | null = null;
@@ -224,20 +225,22 @@ export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr }:
       wake = done;
     });
     // This thread's own wait overslept: for that long the process did not run (a message that ends the wait early
-    // leaves nothing to count). A freeze as long as a stall is said as what it is: no handler to blame; the lease
-    // may have run out meanwhile, which the next renewal finds.
+    // leaves nothing to count). A freeze about as long as a stall warning is said as what it is: no handler to
+    // blame; the lease may have run out meanwhile, which the next renewal finds.
     const overslept = monotonicMs() - waitedFrom - waitMs;
     const tick = shared[data.slots.mainTick]!;
-    // Not once the main thread has ticked since this thread was due to wake: it ran after the freeze, so its lag
-    // from here on is its own.
-    if (overslept > 0 && tick <= waitedFrom + waitMs) {
+    // A freeze that began late in a wait shows as up to a wait less (checkMs, at most half a stall warning) than
+    // it lasted. Not once the main thread has ticked since this thread was due to wake: it ran after the freeze,
+    // so its lag from here on is its own.
+    const frozen = overslept >= data.stallWarnMs - checkMs;
+    if (frozen && tick <= waitedFrom + waitMs) {
       if (tick !== frozenTick) {
         frozenTick = tick;
         frozenMs = 0;
       }
       frozenMs += overslept;
     }
-    if (overslept >= data.stallWarnMs) {
+    if (frozen) {
       log(
         40,
         { frozenMs: Math.round(overslept) },

@@ -145,9 +145,10 @@ export class Lease {
    * Registers the worker row (the first lease) and hands it to the renewer.
    * Throws if a live worker holds the id. A row whose lease has run out (a
    * killed worker's) is rescued here, as a leader would; one whose lease runs
-   * at most this worker's rescueAfterMs more is waited out (a worker of a
-   * fixed id killed and started again at once), unless it is renewed
-   * meanwhile (a live worker) or `signal` aborts (a stop).
+   * at most this worker's rescueAfterMs more is waited out when `signal` is
+   * given (a start: a worker of a fixed id killed and started again at
+   * once), unless it is renewed meanwhile (a live worker) or `signal`
+   * aborts (a stop).
    */
   async register(signal?: AbortSignal): Promise<void> {
     let sentAt = monotonicMs();
@@ -174,7 +175,9 @@ export class Lease {
         sentAt = monotonicMs();
         registration = await insert();
         const held = registration ? null : await this.statements.workerLease(this.db, { workerId: this.#workerId, legacyRescueAfterMs: this.config.rescueAfterMs });
-        if (held && held.leftMs <= this.config.rescueAfterMs) {
+        // Only a start waits (it passes the stop's signal): a registration again after a lost lease takes the next
+        // id at once, its rescued attempts waiting to be signalled.
+        if (held && signal && held.leftMs <= this.config.rescueAfterMs) {
           this.logger.warn(
             { workerId: this.#workerId, leaseLeftMs: Math.round(held.leftMs) },
             `pgq worker id ${JSON.stringify(this.#workerId)} is registered by a worker whose lease runs ${Math.round(Math.max(0, held.leftMs))} ms more: ` +
