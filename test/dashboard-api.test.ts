@@ -161,8 +161,8 @@ describe('JSON API', () => {
     expect((await list('/api/jobs?task=%20odd%20')).length).toBe(3);
     expect((await list('/api/jobs?task=odd')).length).toBe(0);
     // The overview's link to the queue keeps the spaces, and its page lists that queue's job alone.
-    const overview = await (await get(dashboard, '/')).text();
-    expect(overview).toContain('/jobs?queue=%20sp%20');
+    // (One snapshot serves every request for an interval: one taken before these enqueues may answer first.)
+    await until(async () => (await (await get(dashboard, '/')).text()).includes('/jobs?queue=%20sp%20'));
     const page = await (await get(dashboard, '/jobs?queue=%20sp%20')).text();
     expect(page).toContain('value=" sp "');
     const before = await pgq.countJobs();
@@ -186,7 +186,12 @@ describe('JSON API', () => {
     const late = await pgq.enqueue(mail, { to: 'late@x.y' }, { queue: 'due-late', delayMs: 600_000 });
     const runAt = new Date(Date.now() - 60_000);
     await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET run_at = $2 WHERE id = $1`, [late.id, runAt]);
-    const overview = (await (await get(dashboard, '/api/overview')).json()) as { queues: { queue: string; counts: Record<string, number>; oldestWaitingRunAt: string | null }[] };
+    type Overview = { queues: { queue: string; counts: Record<string, number>; oldestWaitingRunAt: string | null }[] };
+    // One snapshot serves every request for an interval (200 ms here): one taken before the change may answer first.
+    const overview = await until(async () => {
+      const answer = (await (await get(dashboard, '/api/overview')).json()) as Overview;
+      return answer.queues.some((q) => q.queue === 'due-late') ? answer : null;
+    });
     const due = overview.queues.find((q) => q.queue === 'due-late')!;
     expect(due.counts).toMatchObject({ scheduled: 1, available: 0 });
     expect(new Date(due.oldestWaitingRunAt!).getTime()).toBe(Math.floor(runAt.getTime()));
