@@ -89,13 +89,6 @@ export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr }:
   let tasks: Record<string, number> = {};
   let stallStartedLag = 0;
   let stallMaxLag = 0;
-  // Time in which this thread's own waits overslept by half a stall warning or more (the whole process did not
-  // run: SIGSTOP, a paused VM, a starved host) since the main thread's tick `frozenTick`: not counted in the main
-  // thread's lag, which would otherwise call a frozen process a handler blocking the event loop. Reset once the
-  // main thread ticks again; a stall under way before the freeze goes on, its frozen time left out. Smaller
-  // oversleeps (a busy machine late with this thread's timers while the main thread runs) are counted as lag.
-  let frozenTick = -1;
-  let frozenMs = 0;
   let wake: (() => void) | null = null;
   const send = (message: FromLeaseThread): void => port.postMessage(message);
   port.on('message', (message: ToLeaseThread) => {
@@ -133,9 +126,7 @@ export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr }:
   let nextRenewAt = 0;
   send({ type: 'ready' });
   while (!stopping) {
-    const mainTick = shared[data.slots.mainTick]!;
-    if (mainTick !== frozenTick) frozenMs = 0;
-    const lag = Math.max(0, monotonicMs() - mainTick - data.tickMs - frozenMs);
+    const lag = Math.max(0, monotonicMs() - shared[data.slots.mainTick]! - data.tickMs);
     if (lag >= data.stallWarnMs) {
       if (stallStartedLag === 0) {
         stallStartedLag = lag;
@@ -214,7 +205,6 @@ export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr }:
     }
     if (stopping) break;
     const waitMs = Math.max(1, Math.min(checkMs, nextRenewAt - monotonicMs()));
-    const waitedFrom = monotonicMs();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(done, waitMs);
       function done(): void {
@@ -224,31 +214,6 @@ export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr }:
       }
       wake = done;
     });
-    // This thread's own wait overslept: for that long the process did not run (a message that ends the wait early
-    // leaves nothing to count). A freeze about as long as a stall warning is said as what it is: no handler to
-    // blame; the lease may have run out meanwhile, which the next renewal finds.
-    const overslept = monotonicMs() - waitedFrom - waitMs;
-    const tick = shared[data.slots.mainTick]!;
-    // A freeze that began late in a wait shows as up to a wait less (checkMs, at most half a stall warning) than
-    // it lasted. Not once the main thread has ticked since this thread was due to wake: it ran after the freeze,
-    // so its lag from here on is its own.
-    const frozen = overslept >= data.stallWarnMs - checkMs;
-    if (frozen && tick <= waitedFrom + waitMs) {
-      if (tick !== frozenTick) {
-        frozenTick = tick;
-        frozenMs = 0;
-      }
-      frozenMs += overslept;
-    }
-    if (frozen) {
-      log(
-        40,
-        { frozenMs: Math.round(overslept) },
-        `pgq worker's process did not run for about ${Math.round(overslept)} ms (stopped, as by SIGSTOP, its VM or container paused, or the host starved it)` +
-          (stallStartedLag > 0 ? ', and its event loop was blocked before that' : ': not a handler blocking the event loop') +
-          '. If that was longer than its rescueAfterMs, its jobs were rescued and it registers again.',
-      );
-    }
   }
   // A connection that went silent never answers the Terminate: the thread's end closes it.
   await Promise.race([client?.end().catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 1_000))]);
