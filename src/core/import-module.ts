@@ -54,8 +54,7 @@ async function withSyntaxLocation(err: unknown, file: string): Promise<unknown> 
     // "<file>:<line>", the line, a caret under the place, a blank line, the error.
     const [where, line, caret] = stderr.split('\n');
     if (!where?.startsWith(`${file}:`)) return err;
-    const located = new SyntaxError(`${where}: ${err.message}\n${line ?? ''}\n${caret ?? ''}`, { cause: err });
-    return located;
+    return new SyntaxError(`${where}: ${err.message}\n${line ?? ''}\n${caret ?? ''}`, { cause: err });
   }
 }
 

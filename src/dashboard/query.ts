@@ -43,13 +43,17 @@ const EXACT_KEYS: readonly string[] = ['queue', 'task'];
  * values was dropped before, and a bulk action then acted on it alone.
  */
 export function singleParam(params: URLSearchParams, key: string): string | undefined {
-  const exact = EXACT_KEYS.includes(key);
   const values = params
     .getAll(key)
-    .map((v) => (exact ? v : v.trim()))
+    .map((v) => asGiven(key, v))
     .filter((v) => v !== '');
   if (values.length > 1) throw new ValidationError(key, `is given ${values.length} times; it takes one value (state alone takes several)`);
   return values[0];
+}
+
+/** A value as the filter reads it: a name as it is, anything else without the spaces around it; '' is not given. */
+function asGiven(key: string, value: string): string {
+  return EXACT_KEYS.includes(key) ? value : value.trim();
 }
 
 /** The filter plus `before` and `limit`. */
@@ -81,7 +85,7 @@ export function refuseUnknownParams(params: URLSearchParams, also: readonly stri
 /** The filter's own query-string entries (for links that keep it). */
 export function filterParams(params: URLSearchParams): URLSearchParams {
   const out = new URLSearchParams();
-  for (const key of FILTER_KEYS) for (const value of params.getAll(key)) if (EXACT_KEYS.includes(key) ? value !== '' : value.trim()) out.append(key, value);
+  for (const key of FILTER_KEYS) for (const value of params.getAll(key)) if (asGiven(key, value) !== '') out.append(key, value);
   return out;
 }
 

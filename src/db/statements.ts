@@ -431,20 +431,24 @@ export function createStatements(schema: string) {
   // cancelLockedJobs) ends `cancelled` whatever its attempt ended with: every
   // statement that ends an attempt says so, and clears the request.
   const cancelAsked = `j.cancel_requested_at IS NOT NULL`;
+  // What a completion writes, and the workflow jobs it locks first: the same
+  // whether the statement keeps the rows (completeJobs) or deletes some.
+  const completedSet = `state = CASE WHEN ${cancelAsked} THEN 'cancelled' ELSE 'succeeded' END, cancel_requested_at = NULL,
+             finished_at = now(), result = v.result, ${mergeMeta}`;
+  const completedLocks = lockDependents(
+    `ARRAY(SELECT id FROM done WHERE workflow_id IS NOT NULL AND state = 'succeeded')`,
+    `ARRAY(SELECT id FROM done WHERE workflow_id IS NOT NULL AND state = 'cancelled')`,
+  );
   const completeJobs = `
     WITH async AS (SELECT set_config('synchronous_commit', 'off', true)),
     done AS (
       UPDATE ${jobs} j
-         SET state = CASE WHEN ${cancelAsked} THEN 'cancelled' ELSE 'succeeded' END, cancel_requested_at = NULL,
-             finished_at = now(), result = v.result, ${mergeMeta}
+         SET ${completedSet}
         FROM ${byRow('$1::bigint[]', '$2::int[]', '$3::jsonb[]', '$4::jsonb[]')} AS v(id, attempt, result, meta)
        WHERE j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
         AND (SELECT count(*) FROM async) = 1
       RETURNING j.id, j.workflow_id, j.state
-    ), ${lockDependents(
-      `ARRAY(SELECT id FROM done WHERE workflow_id IS NOT NULL AND state = 'succeeded')`,
-      `ARRAY(SELECT id FROM done WHERE workflow_id IS NOT NULL AND state = 'cancelled')`,
-    )},
+    ), ${completedLocks},
     notified AS (${notifyDone('done')})
     SELECT ARRAY(SELECT u.n FROM unnest($1::bigint[]) WITH ORDINALITY AS u(id, n) WHERE u.id NOT IN (SELECT id FROM done))::int[] AS skipped,
            ARRAY(SELECT u.n FROM unnest($1::bigint[]) WITH ORDINALITY AS u(id, n)
@@ -480,15 +484,11 @@ export function createStatements(schema: string) {
     ),
     done AS (
       UPDATE ${jobs} j
-         SET state = CASE WHEN ${cancelAsked} THEN 'cancelled' ELSE 'succeeded' END, cancel_requested_at = NULL,
-             finished_at = now(), result = v.result, ${mergeMeta}
+         SET ${completedSet}
         FROM v
        WHERE j.id = v.id AND j.id IN (SELECT id FROM mine WHERE NOT deletable)
       RETURNING j.id, j.workflow_id, j.state
-    ), ${lockDependents(
-      `ARRAY(SELECT id FROM done WHERE workflow_id IS NOT NULL AND state = 'succeeded')`,
-      `ARRAY(SELECT id FROM done WHERE workflow_id IS NOT NULL AND state = 'cancelled')`,
-    )},
+    ), ${completedLocks},
     notified AS (${notifyDone('(SELECT id FROM done UNION ALL SELECT id FROM gone) AS ended')})
     SELECT ARRAY(SELECT u.n FROM unnest($1::bigint[]) WITH ORDINALITY AS u(id, n)
                   WHERE u.id NOT IN (SELECT id FROM done) AND u.id NOT IN (SELECT id FROM gone))::int[] AS skipped,
