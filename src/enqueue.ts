@@ -175,7 +175,7 @@ export class Enqueuer {
     const stored = storedTexts(checks, values, this.maxPayloadBytes);
     const texts = Array.isArray(stored) ? stored : await stored;
     checkCallSize(texts);
-    const call: EnqueueCall = { kind: single === null ? 'enqueueMany' : 'enqueue', jobs };
+    const call: EnqueueCall = { kind: single === null ? 'enqueueMany' : 'enqueue', jobs, db: rawOptions.db };
     let records: JobRecord[] | undefined;
     await this.middleware.enqueue(call, async () => {
       const metas = this.middleware.wrapsEnqueues

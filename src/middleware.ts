@@ -21,6 +21,7 @@ import { PgqError, ValidationError } from './core/errors.js';
 import { hasLoneSurrogate, toJsonText } from './core/json.js';
 import type { JobMeta, Json } from './core/types.js';
 import type { JobContext } from './task.js';
+import type { DbHandle } from './db/queryable.js';
 
 /** Largest `meta` accepted, as JSON bytes, after middleware has run. */
 export const MAX_META_BYTES = 64 * 1024;
@@ -49,6 +50,14 @@ export interface EnqueueCall {
   /** Which API wrote the jobs: one `enqueue`, an `enqueueMany`, a workflow, or a schedule firing (or run now). */
   readonly kind: 'enqueue' | 'enqueueMany' | 'workflow' | 'schedule';
   readonly jobs: readonly PendingJob[];
+  /**
+   * The caller's transaction the jobs are written in (the `db` option of
+   * `enqueue`, `enqueueMany` or `enqueueWorkflow`), or undefined when they
+   * are written on pgq's pool (and for a schedule's tick). Pass it on to
+   * what the hook writes itself (`pgq.enqueue(audit, payload, { db: call.db })`)
+   * so that it commits or rolls back with the jobs.
+   */
+  readonly db?: DbHandle | undefined;
 }
 
 /** Runs the rest of the enqueue chain and the insert; resolves to the jobs' ids, in the order of `call.jobs`. */

@@ -3,6 +3,7 @@
  * errors refusing an enqueue (nothing written) and failing an attempt.
  */
 import { describe, expect, it } from 'vitest';
+import pg from 'pg';
 import { z } from 'zod';
 import { defineTask, chain, step, type JobContext, type Middleware, ValidationError } from '../src/index.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
@@ -168,6 +169,47 @@ describe('middleware', () => {
       expect(ran).toEqual([]);
     } finally {
       await worker.stop();
+    }
+  });
+
+  it("gives hooks the caller's transaction, so what a hook writes commits or rolls back with the jobs", async () => {
+    const audit = defineTask({ name: 'audit', schema: z.object({ of: z.string() }), queue: 'mw', handler: () => null });
+    const pgq = await ctx.migrated({ tasks: [echo, audit] });
+    const seen: unknown[] = [];
+    pgq.use({
+      async enqueue(call, next) {
+        seen.push(call.db);
+        const ids = await next();
+        if (call.jobs.every((j) => j.task !== 'audit')) {
+          await pgq.enqueueMany(audit, ids.map((of) => ({ of })), { db: call.db });
+        }
+        return ids;
+      },
+    });
+    const client = new pg.Client({ connectionString: ctx.url });
+    await client.connect();
+    try {
+      const before = await count('audit');
+      await client.query('BEGIN');
+      await pgq.enqueue(echo, { n: 1 }, { db: client });
+      expect(await count('audit')).toBe(before); // not committed yet
+      await client.query('ROLLBACK');
+      expect(await count('audit')).toBe(before);
+      expect(seen[0]).toBe(client);
+
+      await client.query('BEGIN');
+      const flow = await pgq.enqueueWorkflow(step(echo, { n: 2 }), { db: client });
+      await client.query('COMMIT');
+      const { rows } = await ctx.admin.query<{ of: string }>(`SELECT payload->>'of' AS of FROM "${ctx.schema}".jobs WHERE task = 'audit'`);
+      expect(rows.map((r) => r.of)).toEqual([flow.steps[0]!.id]);
+
+      // On pgq's pool the hook sees no transaction, and its own write commits on the pool.
+      const job = await pgq.enqueue(echo, { n: 3 });
+      expect(seen.at(-2)).toBeUndefined();
+      expect(await count('audit')).toBe(before + 2);
+      expect(job.id).toBeTruthy();
+    } finally {
+      await client.end();
     }
   });
 

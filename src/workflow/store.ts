@@ -138,7 +138,7 @@ export class WorkflowStore {
     const { middleware } = this.deps;
     const jobs: PendingJob[] = compiled.steps.map((s) => pendingStep(s, JSON.parse(meta) as JobMeta));
     let record: WorkflowRecord | null = null;
-    await middleware.enqueue({ kind: 'workflow', jobs }, async () => {
+    await middleware.enqueue({ kind: 'workflow', jobs, db: handle }, async () => {
       const metas = middleware.wrapsEnqueues ? jobs.map((j, i) => metaText(j.meta, `steps[${i}].meta`)) : jobs.map(() => meta);
       const [row] = await run(db, this.#insert(compiled, metas));
       record = await this.#load(db, row!.id);
