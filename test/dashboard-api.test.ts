@@ -200,6 +200,30 @@ describe('JSON API', () => {
     await pgq.deleteJob(late.id);
   });
 
+  it('says the table has no size estimate before its first ANALYZE (PostgreSQL 14+ reads -1 there), not "About 0 jobs"', async () => {
+    const jobs = `"${ctx.schema}".jobs`;
+    const table = await (await get(dashboard, '/api/overview')).json() as { estimatedJobs: number | null };
+    expect(table).toHaveProperty('estimatedJobs');
+    // As a table looks before any ANALYZE or VACUUM has run on it.
+    await ctx.admin.query(`UPDATE pg_class SET reltuples = -1 WHERE oid = $1::regclass`, [jobs]);
+    const unknown = await until(async () => {
+      const answer = (await (await get(dashboard, '/api/overview')).json()) as { estimatedJobs: number | null };
+      return answer.estimatedJobs === null ? answer : null;
+    });
+    expect(unknown.estimatedJobs).toBeNull();
+    expect(await until(async () => {
+      const page = await (await get(dashboard, '/')).text();
+      return page.includes('has not been analyzed yet') ? page : null;
+    })).not.toContain('About -');
+    await ctx.admin.query(`ANALYZE ${jobs}`);
+    const { rows } = await ctx.admin.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${jobs}`);
+    const page = await until(async () => {
+      const text = await (await get(dashboard, '/')).text();
+      return text.includes(' jobs in the table (planner estimate)') ? text : null;
+    });
+    expect(page).toContain(`About ${rows[0]!.n.toLocaleString('en-US')} jobs in the table`);
+  });
+
   it('serves overview, series, queues, workflows, schedules, workers and live events', async () => {
     const overview = (await (await get(dashboard, '/api/overview')).json()) as { queues: { queue: string; counts: Record<string, number> }[] };
     expect(overview.queues.find((q) => q.queue === 'xss')!.counts.scheduled).toBe(1);

@@ -36,8 +36,8 @@ export interface QueueSnapshot {
 /** The overview: every queue, and an estimate of the table's size. */
 export interface OverviewSnapshot {
   queues: QueueSnapshot[];
-  /** Planner estimate of rows in `jobs` (from the last ANALYZE), not an exact count. */
-  estimatedJobs: number;
+  /** Planner estimate of rows in `jobs` (from the last ANALYZE or VACUUM), not an exact count; null before the table's first. */
+  estimatedJobs: number | null;
   /** Database time of the snapshot. */
   at: Date;
 }
@@ -81,8 +81,8 @@ export async function queueSnapshot(kysely: Kysely<PgqDatabase>, schema: string)
       .groupBy('queue')
       .execute(),
     kysely.selectFrom('queues').select(['name', 'paused', 'concurrency', 'rate_limit', 'rate_period_ms', 'key_concurrency']).execute(),
-    sql<{ estimate: number; at: Date }>`
-      SELECT greatest(reltuples, 0)::float8 AS estimate, now() AS at FROM pg_class
+    sql<{ estimate: number | null; at: Date }>`
+      SELECT CASE WHEN reltuples >= 0 THEN reltuples::float8 END AS estimate, now() AS at FROM pg_class
        WHERE oid = to_regclass(${`${quote(schema)}.jobs`})`.execute(kysely),
   ]);
   const byQueue = new Map<string, QueueSnapshot>();
@@ -103,7 +103,7 @@ export async function queueSnapshot(kysely: Kysely<PgqDatabase>, schema: string)
   const first = meta.rows[0];
   return {
     queues: [...byQueue.values()].sort((a, b) => a.queue.localeCompare(b.queue)),
-    estimatedJobs: Math.round(Number(first?.estimate ?? 0)),
+    estimatedJobs: first?.estimate == null ? null : Math.round(Number(first.estimate)),
     at: first?.at ?? new Date(),
   };
 }

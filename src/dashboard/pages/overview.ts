@@ -71,7 +71,7 @@ export async function overviewPage(ctx: PageContext, live: LiveFeed, workers: nu
         ${tile('workers', workers, '', url(ctx, '/workers'))}
       </section>
       <section class="card"><h2>Queues</h2>${queueTable(ctx, snapshot)}
-        <p class="footnote">About ${snapshot.estimatedJobs.toLocaleString('en-US')} jobs in the table (planner estimate). Succeeded jobs are counted per time window, in the charts. Updated ${time(snapshot.at, { ago: true })}.</p></section>
+        <p class="footnote">${snapshot.estimatedJobs === null ? 'The table has not been analyzed yet, so there is no estimate of its size.' : `About ${snapshot.estimatedJobs.toLocaleString('en-US')} jobs in the table (planner estimate).`} Succeeded jobs are counted per time window, in the charts. Updated ${time(snapshot.at, { ago: true })}.</p></section>
       <section class="grid-2">
         <div class="card"><h2>Finished per ${range === 'hour' ? 'minute' : '30 minutes'}</h2>${throughputChart(series)}${chartLegend}</div>
         <div class="card"><h2>Mean wait, due → started</h2>${waitChart(series)}<div class="legend"><span class="sw line-sw"></span>seconds, jobs finished in each bucket</div></div>
