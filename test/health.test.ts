@@ -130,6 +130,12 @@ describe('health checks', () => {
       expect(hung.checks.database.message).toBe('database unreachable: no answer within 900 ms');
       const shorter = await worker.health({ databaseTimeoutMs: 200 });
       expect(shorter.checks.database.message).toBe('database unreachable: no answer within 200 ms');
+      // Probes while the first read still waits join it: one connection waits, not one per probe (each held a pool connection).
+      for (let i = 0; i < 3; i += 1) expect((await worker.health({ databaseTimeoutMs: 100 })).ready).toBe(false);
+      const { rows: waiting } = await locker.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'pgq_health' AND wait_event_type = 'Lock' AND query LIKE '%left_ms%'`,
+      );
+      expect(waiting[0]!.n).toBe(1);
       await locker.query('ROLLBACK');
       await until(async () => (await worker.health()).ready || null, { timeoutMs: 20_000, everyMs: 100, what: 'ready again' });
       for (const bad of [0, -5, Number.NaN, '900' as unknown as number]) {

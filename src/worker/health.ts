@@ -76,6 +76,8 @@ export class HealthProbe {
   readonly #loop = new EventLoopMonitor();
   /** liveness()'s own window: a readiness probe's check must not hide a stall from the liveness probe, nor the other way round. */
   #liveLoop: EventLoopMonitor | undefined;
+  /** The database probe's read while it has not answered: later probes join it. */
+  #probing: Promise<{ left_ms: number; mine: boolean }[]> | undefined;
 
   constructor(
     private readonly config: HealthProbeConfig,
@@ -114,7 +116,9 @@ export class HealthProbe {
     const registeredAt = this.config.registeredAt();
     let timer: NodeJS.Timeout | undefined;
     try {
-      const query = this.kysely
+      // A probe whose read has not answered yet (a database that hangs, a lock on the table) is joined,
+      // not repeated: each probe sent anew would hold one more of the pool's connections until it answered.
+      this.#probing ??= this.kysely
         .selectFrom('workers')
         .select([
           sql<number>`(extract(epoch FROM coalesce(lease_expires_at, last_heartbeat_at + ${this.config.rescueAfterMs} * interval '1 millisecond') - now()) * 1000)::float8`.as('left_ms'),
@@ -123,7 +127,9 @@ export class HealthProbe {
           sql<boolean>`started_at = ${registeredAt || null}::timestamptz`.as('mine'),
         ])
         .where('id', '=', this.config.workerId())
-        .execute();
+        .execute()
+        .finally(() => (this.#probing = undefined));
+      const query = this.#probing;
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
       });
