@@ -480,7 +480,7 @@ export class ScheduleStore {
       if (!row) throw new ScheduleNotFoundError(name);
       const now = this.deps.clock.now();
       const [job] = await insertScheduleJobs(fromKysely(trx), this.deps.statements, this.deps.middleware, row, [
-        { tick: now, runAt: null, uniqueKey: `schedule:${name}:run:${now.toISOString()}`, runNow: true },
+        { tick: now, runAt: null, uniqueKey: runNowUniqueKey(name, now), runNow: true },
       ], this.deps.tasks);
       if (!job) throw new PgqError('PGQ_SCHEDULE_RUN', `could not run schedule ${JSON.stringify(name)} now: its job finished at once; try again`);
       await trx.updateTable('schedules').set({ last_run_at: now, last_job_id: job.id }).where('name', '=', name).execute();
@@ -550,6 +550,15 @@ export class ScheduleStore {
  * string PostgreSQL can compare. Not the rules for new names: a schedule an
  * older pgq made under older rules ("..") must stay reachable.
  */
+/**
+ * A run-now job's unique key. Its own prefix: `schedule:<name>:run:<time>`, as it
+ * was, is also the tick key of a schedule named `<name>:run` (of the same task),
+ * whose tick at that instant then found the run-now's job and took it for its own.
+ */
+export function runNowUniqueKey(schedule: string, at: Date): string {
+  return `schedule-run:${schedule}:${at.toISOString()}`;
+}
+
 function parseScheduleName(name: unknown): string {
   if (typeof name !== 'string') throw new ValidationError('schedule', `must be a schedule name (a string), got ${typeof name}`);
   if (name.includes('\u0000')) throw new ValidationError('schedule', 'must not contain a NUL character: no schedule name can hold one');

@@ -9,6 +9,7 @@ import { defineTask, type Pgq } from '../src/index.js';
 import { planTicks, tickUniqueKey } from '../src/maintenance/scheduler.js';
 import { cronTicks } from '../src/core/cron.js';
 import { until, useTestSchema } from './support/harness.js';
+import { captureLogger, type Line } from './support/logger.js';
 import { jobsOf, localTime, manualClock, manualScheduler, runUntil } from './support/schedules.js';
 
 const ctx = useTestSchema('schedules_time');
@@ -238,7 +239,12 @@ describe('daylight saving', () => {
 
 describe('missed ticks', () => {
   it('applies each catch-up policy after an outage, and fires late-but-in-grace ticks under every policy', async () => {
-    const { clock, pgq, scheduler } = await setup('2025-01-01T00:00:00Z');
+    const clock = manualClock('2025-01-01T00:00:00Z');
+    const lines: Line[] = [];
+    const pgq = await ctx.migrated({ tasks: [report], clock, logger: captureLogger(lines) });
+    const scheduler = manualScheduler(pgq, clock);
+    /** The schedules whose missed ticks the pass logged: every catch-up, also one that fires them all (`all`) or the only missed tick. */
+    const warned = () => lines.splice(0).filter((l) => l.level === 'warn' && /missed ticks/.test(l.msg ?? '')).map((l) => l.obj.schedule).sort();
     const base = { cron: '0 * * * *', task: report, payload: { kind: 'catch-up' } };
     await pgq.schedule({ ...base, name: 'skip' });
     await pgq.schedule({ ...base, name: 'once', catchUp: 'once' });
@@ -254,6 +260,7 @@ describe('missed ticks', () => {
     expect(await hours('all-3')).toEqual([8, 9, 10]);
     expect(await hours('all')).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     for (const s of await pgq.listSchedules()) expect(s.nextRunAt.toISOString()).toBe('2025-01-01T11:00:00.000Z');
+    expect(warned()).toEqual(['all', 'all-3', 'once', 'skip']);
 
     // 30 s late is within the default 60 s grace: on time for every policy.
     clock.set('2025-01-01T11:00:30Z');
@@ -261,12 +268,14 @@ describe('missed ticks', () => {
     expect(await hours('skip')).toEqual([11]);
     expect(await hours('once')).toEqual([10, 11]);
     expect(await hours('all-3')).toEqual([8, 9, 10, 11]);
+    expect(warned()).toEqual([]);
 
     // A missed tick next to an on-time one: `once` fires both, `skip` only the on-time one.
     clock.set('2025-01-01T13:00:10Z');
     await scheduler.runOnce();
     expect(await hours('skip')).toEqual([11, 13]);
     expect(await hours('once')).toEqual([10, 11, 12, 13]);
+    expect(warned()).toEqual(['all', 'all-3', 'once', 'skip']);
     const skip = await pgq.getSchedule('skip');
     expect(skip).toMatchObject({ lastRunAt: new Date('2025-01-01T13:00:00Z'), nextRunAt: new Date('2025-01-01T14:00:00Z') });
     const last = (await jobsOf(ctx.admin, pgq.schema, 'skip')).at(-1)!;

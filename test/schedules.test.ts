@@ -90,8 +90,19 @@ describe('schedule API', () => {
 
     await pgq.pauseSchedule('minutely');
     const job = await pgq.runSchedule('minutely');
-    expect(job).toMatchObject({ task: 'cleanup', state: 'available', payload: {}, uniqueKey: 'schedule:minutely:run:2025-05-10T12:06:00.000Z' });
+    expect(job).toMatchObject({ task: 'cleanup', state: 'available', payload: {}, uniqueKey: 'schedule-run:minutely:2025-05-10T12:06:00.000Z' });
     expect(await pgq.getSchedule('minutely')).toMatchObject({ lastJobId: job.id, nextRunAt: new Date('2025-05-10T12:07:00Z'), paused: true });
+
+    // A run-now's key is not another schedule's tick key: "minutely:run" (same task) fires its own job for
+    // its 12:07 tick, where it took the run-now's job made at that instant for its own.
+    await pgq.schedule({ name: 'minutely:run', cron: '* * * * *', task: cleanup });
+    clock.set('2025-05-10T12:07:00Z');
+    const runNow = await pgq.runSchedule('minutely');
+    const fired = (await scheduler.runOnce()).fired;
+    expect(fired.map((f) => [f.schedule, f.tick.toISOString()])).toEqual([['minutely:run', '2025-05-10T12:07:00.000Z']]);
+    expect(fired[0]!.jobId).not.toBe(runNow.id);
+    expect((await pgq.getJob(fired[0]!.jobId!))!.uniqueKey).toBe('schedule:minutely:run:2025-05-10T12:07:00.000Z');
+    await pgq.unschedule('minutely:run');
 
     expect(await pgq.unschedule('minutely')).toBe(true);
     expect(await pgq.unschedule('minutely')).toBe(false);
@@ -135,6 +146,13 @@ describe('schedule API', () => {
       [{ ...good, cron: 'H * * * *' }, 'cron', /uses H \(H\)/],
       [{ ...good, cron: '0 H(0-5) * * *' }, 'cron', /uses H/],
       [{ ...good, cron: '0,H/15 * * * *' }, 'cron', /uses H/],
+      // H as a range's end, inside a range, or as the step: random too (they passed).
+      [{ ...good, cron: 'H-59 * * * *' }, 'cron', /uses H \(H-59\)/],
+      [{ ...good, cron: '0/H * * * *' }, 'cron', /uses H/],
+      [{ ...good, cron: 'H(0-29)/H * * * *' }, 'cron', /uses H/],
+      [{ ...good, cron: '0 h-23 * * *' }, 'cron', /uses H/],
+      [{ ...good, cron: '0 0 H-28 * *' }, 'cron', /uses H/],
+      [{ ...good, cron: '0 0 * * MON-H' }, 'cron', /uses H/],
       // Valid, but longer than the schedules table keeps (a raw 23514 before).
       [{ ...good, cron: `${Array.from({ length: 60 }, (_, i) => i).join(',')} ${Array.from({ length: 24 }, (_, i) => i).join(',')} * * *` }, 'cron', /at most 200/],
       [{ ...good, timezone: 'Mars/Olympus' }, 'timezone', /not a known IANA time zone/],
@@ -167,6 +185,10 @@ describe('schedule API', () => {
     expect(await count('jobs')).toBe(0);
     // Day names with an H in them are not hashed values.
     expect(parseCron('0 9 * * THU,sat', 'UTC')).toBe('0 9 * * THU,sat');
+    expect(parseCron('0 9 * * MON-THU', 'UTC')).toBe('0 9 * * MON-THU');
+    // A macro in capitals passed pgq's check and then failed in cron-parser ("cannot resolve alias").
+    expect(parseCron('@DAILY', 'UTC')).toBe('@daily');
+    expect(parseCron(' @Hourly ', 'UTC')).toBe('@hourly');
 
     expect(() => pgq.worker({ schedules: [{ ...good, cron: '99 * * * *' }] })).toThrow(/worker\.schedules\[0\]\.cron/);
     expect(() => pgq.worker({ schedules: [good, { ...good, cron: '0 3 * * *' }] })).toThrow(/declared twice/);

@@ -102,9 +102,11 @@ export function parseTimeZone(timezone: unknown, field = 'timezone'): string {
 export function parseCron(expression: unknown, timezone: string, field = 'cron'): string {
   if (typeof expression !== 'string') throw new ValidationError(field, 'must be a cron expression string such as "0 2 * * *"');
   const fields = expression.trim().split(/\s+/).filter(Boolean);
-  const normalised = fields.join(' ');
-  if (fields.length === 1 && fields[0]!.startsWith('@')) {
-    if (!MACROS.has(fields[0]!.toLowerCase())) {
+  // A macro in any case (`@DAILY`) as cron-parser reads it, in lower case.
+  const macro = fields.length === 1 && fields[0]!.startsWith('@');
+  const normalised = macro ? fields[0]!.toLowerCase() : fields.join(' ');
+  if (macro) {
+    if (!MACROS.has(normalised)) {
       throw new ValidationError(field, `${JSON.stringify(expression)} is not a known macro (${[...MACROS].join(', ')})`);
     }
   } else if (fields.length !== 5 && fields.length !== 6) {
@@ -113,10 +115,11 @@ export function parseCron(expression: unknown, timezone: string, field = 'cron')
       `${JSON.stringify(expression)} has ${fields.length} field(s); give 5 (minute hour day-of-month month day-of-week) or 6 (with seconds first)`,
     );
   }
-  // cron-parser's hashed values (`H`, `H(0-29)`, `H/5`) are random unless
-  // seeded, and pgq parses the expression again for every tick: refused
-  // rather than fired at random times.
-  const hashed = fields.find((f) => f.split(',').some((item) => /^H(\([^)]*\))?([/#]\d+)?$/i.test(item)));
+  // cron-parser's hashed values (`H`, `H(0-29)`, `H/5`, and H as a range's
+  // end or a step: `H-59`, `0/H`) are random unless seeded, and pgq parses
+  // the expression again for every tick: refused rather than fired at
+  // random times. An H that is not part of a name (THU) is one.
+  const hashed = fields.find((f) => /(^|[^a-z])h(?![a-z])/i.test(f));
   if (hashed !== undefined) {
     throw new ValidationError(field, `${JSON.stringify(expression)} uses H (${hashed}), a hashed value pgq does not support: write the minute, hour or day itself`);
   }

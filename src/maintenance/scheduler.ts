@@ -61,8 +61,8 @@ export interface TickPlan {
   fire: Date[];
   /** The schedule's next tick: after `now`, or, when more ticks were due than one pass fires, the first one left (the next pass fires it at once). */
   next: Date;
-  /** Whether missed ticks were dropped (by the policy or its limit). */
-  dropped: boolean;
+  /** Whether ticks were missed (due before the grace window), fired by the policy or not. */
+  missed: boolean;
 }
 
 /** Which of a schedule's due ticks fire at `now`, and its next tick. Pure. */
@@ -103,10 +103,10 @@ export function planTicks(ticks: TickSource, policy: TickPolicy, now: Date): Tic
   }
   const chosen = policy.catchUp === 'all' ? missed.slice(-policy.catchUpLimit) : policy.catchUp === 'once' ? missed.slice(-1) : [];
   const fire = [...chosen, ...onTime];
-  const dropped = !walkedAll || chosen.length < missed.length;
+  const late = !walkedAll || missed.length > 0;
   // More than one pass makes: the oldest now, the rest from the next pass on (none is lost).
-  if (fire.length > MAX_TICKS_PER_PASS) return { fire: fire.slice(0, MAX_TICKS_PER_PASS), next: fire[MAX_TICKS_PER_PASS]!, dropped };
-  return { fire, next, dropped };
+  if (fire.length > MAX_TICKS_PER_PASS) return { fire: fire.slice(0, MAX_TICKS_PER_PASS), next: fire[MAX_TICKS_PER_PASS]!, missed: late };
+  return { fire, next, missed: late };
 }
 
 export interface SchedulerConfig {
@@ -273,7 +273,8 @@ export class Scheduler extends LoopService {
         { nextRunAt: row.next_run_at, catchUp: row.catch_up, catchUpLimit: row.catch_up_limit, misfireGraceMs: row.misfire_grace_ms },
         now,
       );
-      if (plan.dropped) {
+      // Every catch-up, whether the policy fires the missed ticks or drops them.
+      if (plan.missed) {
         this.logger.warn(
           { schedule: name, catchUp: row.catch_up, from: row.next_run_at, next: plan.next },
           `pgq schedule ${name} missed ticks; catch-up policy ${row.catch_up} fires ${plan.fire.length} job(s) now`,
