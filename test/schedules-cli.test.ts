@@ -33,6 +33,9 @@ describe('pgq schedules', () => {
     expect(added.stderr).toBe('');
     expect(JSON.parse(added.stdout)).toMatchObject({ name: 'digest', task: 'send-email', queue: 'emails', cron: '0 8 * * 1-5', timezone: 'America/New_York' });
     expect(pgq('schedules', 'add', 'sweep', '--task', 'sweep', '--every', '5m', '--catch-up', 'all', '--catch-up-limit', '3')).toMatchObject({ code: 0 });
+    // Milliseconds as the error message offers them (the text "5000" was no duration).
+    expect(JSON.parse(pgq('--json', 'schedules', 'add', 'tick', '--task', 'sweep', '--every', '5000').stdout)).toMatchObject({ name: 'tick', everyMs: 5000 });
+    expect(pgq('schedules', 'remove', 'tick')).toMatchObject({ code: 0 });
     const before = await rows();
 
     const badCron = pgq('schedules', 'add', 'digest', '--task', 'send-email', '--cron', '0 25 * * *');

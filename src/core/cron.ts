@@ -148,7 +148,8 @@ export function durationMs(text: string): number | null {
 
 /** Parses `every`: milliseconds, or a duration such as `30s`, `5m`, `1h30m`, `1d`. At least 1 s. */
 export function parseEvery(every: unknown, field = 'every'): number {
-  const ms = typeof every === 'number' ? every : typeof every === 'string' ? durationMs(every) : null;
+  // Digits alone are milliseconds, as a number is (the CLI's --every 5000).
+  const ms = typeof every === 'number' ? every : typeof every === 'string' ? (/^\s*\d+\s*$/.test(every) ? Number(every) : durationMs(every)) : null;
   if (ms === null) {
     throw new ValidationError(field, `${JSON.stringify(every)} is not a duration; use milliseconds or e.g. "30s", "5m", "1h30m", "1d" (units ms, s, m for minutes, h, d, in lower case)`);
   }
