@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { defineTask, sandboxed, ValidationError, type Logger, type SandboxKind } from '../src/index.js';
 import type echoHandler from './fixtures/sandbox/handlers.js';
-import type { misbehave } from './fixtures/sandbox/handlers.js';
+import type { lastWords, misbehave } from './fixtures/sandbox/handlers.js';
 import { misbehaveSchema } from './fixtures/sandbox/schemas.js';
 import { inheritedExecArgv } from '../src/sandbox/process-pool.js';
 import { ThreadPool } from '../src/sandbox/thread-pool.js';
@@ -53,6 +53,24 @@ describe.each<SandboxKind>(['thread', 'process'])('sandboxed %s', (kind) => {
     const dead = await pgq.waitForJob(permanent!.id, { timeoutMs: 30_000 });
     expect([dead.state, dead.errors[0]?.message]).toEqual(['failed', 'permanent failure of b']);
     await worker.stop();
+  });
+
+  it('keeps the log line and progress report a handler makes just before it returns (a thread\'s were lost when its reply came first)', async () => {
+    const lines: Line[] = [];
+    const last = defineTask({
+      name: `last-words-${kind}`,
+      schema: z.object({ n: z.number() }),
+      sandbox: sandboxed<typeof lastWords>({ module: new URL('./fixtures/sandbox/handlers.js', import.meta.url), kind, export: 'lastWords' }),
+    });
+    const pgq = await ctx.migrated({ tasks: [last], logger: captureLogger(lines) });
+    const worker = pgq.worker({ concurrency: 2, pollIntervalMs: 50, sandbox: { threads: 2, processes: 2 } });
+    await worker.start();
+    const jobs = await pgq.enqueueMany(last, Array.from({ length: 20 }, (_, n) => ({ n })));
+    const progress: unknown[] = [];
+    for (const job of jobs) progress.push((await pgq.waitForJob(job.id, { timeoutMs: 30_000 })).progress);
+    await worker.stop();
+    expect(progress).toEqual(Array.from({ length: 20 }, (_, n) => ({ n })));
+    expect(lines.filter((l) => l.msg === 'last words').map((l) => l.obj.n).sort((a, b) => Number(a) - Number(b))).toEqual(Array.from({ length: 20 }, (_, n) => n));
   });
 
   it('runs a handler module compiled to CommonJS (a .ts file in a package without "type": "module")', async () => {

@@ -50,7 +50,9 @@ export type SandboxEvent =
   | { type: 'started' }
   | { type: 'log'; level: LogLevel; obj: Record<string, unknown>; msg?: string }
   | { type: 'progress'; seq: number; valueJson: string }
-  | { type: 'stray'; error: SerializedError };
+  | { type: 'stray'; error: SerializedError }
+  /** A thread's last message on the attempt's port: its events before it are all read once this is. */
+  | { type: 'end' };
 
 /** Worker → sandbox while the handler runs: the abort, and `progress-saved` once report `seq` was written (or given up). */
 export type ToSandbox = { type: 'abort'; reason: SerializedError } | { type: 'progress-saved'; seq: number };

@@ -30,6 +30,9 @@ export default async function runInThread({ request, port, taken }: ThreadTask):
   try {
     return await runAttempt(request, controller.signal, send, progress);
   } finally {
+    // The reply goes on piscina's port, which keeps no order with this one: the pool waits for this
+    // mark before it closes its end, so that the attempt's last log lines and progress are read.
+    send({ type: 'end' });
     port.close();
   }
 }

@@ -39,6 +39,8 @@ const IDLE_TIMEOUT_MS = 30_000;
 
 /** How long an attempt aborted before its thread marked it taken waits for the mark (or the thread's exit). */
 const UNREAD_START_WAIT_MS = 100;
+/** How long a reply waits for its thread's end mark (sent before the reply, so only a busy main loop takes long). */
+const END_WAIT_MS = 1_000;
 
 export interface ThreadPoolOptions {
   size: number;
@@ -84,8 +86,11 @@ export class ThreadPool implements SandboxPool {
     const { port1, port2 } = new MessageChannel();
     const kill = new AbortController();
     let started = false;
+    let sawEnd!: () => void;
+    const ended = new Promise<void>((resolve) => (sawEnd = resolve));
     port1.on('message', (event: SandboxEvent) => {
-      if (event.type === 'started') {
+      if (event.type === 'end') sawEnd();
+      else if (event.type === 'started') {
         started = true;
         this.#unstarted.delete(failStart);
         listener.started();
@@ -108,10 +113,14 @@ export class ThreadPool implements SandboxPool {
       return true;
     };
     const done = this.#turn(kill.signal)
-      .then(() => {
+      .then(async () => {
         dispatched = true;
         this.#unstarted.add(failStart);
-        return this.#piscina.run(task, { transferList: [port2], signal: kill.signal }) as Promise<SandboxReply>;
+        const reply = (await this.#piscina.run(task, { transferList: [port2], signal: kill.signal })) as SandboxReply;
+        // The thread's last events (a log line, an unawaited progress report made just before the handler
+        // returned) are read before the port closes: they were lost when the reply came first.
+        await Promise.race([ended, exited, sleep(END_WAIT_MS)]);
+        return reply;
       })
       .catch(async (err: unknown) => {
         if (startError) {
