@@ -73,6 +73,29 @@ describe.each<SandboxKind>(['thread', 'process'])('sandboxed %s', (kind) => {
     expect(lines.filter((l) => l.msg === 'last words').map((l) => l.obj.n).sort((a, b) => Number(a) - Number(b))).toEqual(Array.from({ length: 20 }, (_, n) => n));
   });
 
+  it('loads a module again on the next attempt after it failed to load (it failed every attempt of that sandbox for good)', async () => {
+    const counter = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'pgq-flaky-')), 'loads');
+    process.env.PGQ_TEST_FLAKY_FILE = counter;
+    const flaky = defineTask({
+      name: `flaky-load-${kind}`,
+      schema: z.object({}),
+      maxAttempts: 3,
+      backoff: { baseMs: 10, maxMs: 20 },
+      sandbox: { module: new URL('./fixtures/sandbox/flaky-load.mjs', import.meta.url), kind },
+    });
+    const pgq = await ctx.migrated({ tasks: [flaky] });
+    const worker = pgq.worker({ concurrency: 1, pollIntervalMs: 50, sandbox: { threads: 1, processes: 1 } });
+    await worker.start();
+    try {
+      const done = await pgq.waitForJob((await pgq.enqueue(flaky, {})).id, { timeoutMs: 30_000 });
+      expect([done.state, done.attempts, done.errors[0]?.message]).toEqual(['succeeded', 2, expect.stringContaining('transient failure at load 1')]);
+      expect(done.result).toEqual({ loads: 2 });
+    } finally {
+      await worker.stop();
+      delete process.env.PGQ_TEST_FLAKY_FILE;
+    }
+  });
+
   it('runs a handler module compiled to CommonJS (a .ts file in a package without "type": "module")', async () => {
     const double = defineTask({
       name: `cjs-${kind}`,

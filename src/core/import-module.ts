@@ -21,8 +21,10 @@ function isTypeScript(file: string): boolean {
  * not as a default export holding them (where its `export default` was
  * `default.default`).
  */
-export async function importModule(file: string): Promise<Record<string, unknown>> {
-  const url = pathToFileURL(path.resolve(file)).href;
+export async function importModule(file: string, options: { reload?: number } = {}): Promise<Record<string, unknown>> {
+  // Node keeps an ES module whose evaluation threw, and throws its error again on every import of its URL: a
+  // load after such a failure asks for the module under another URL (`?pgq-reload=<n>`), which evaluates it anew.
+  const url = pathToFileURL(path.resolve(file)).href + (options.reload ? `?pgq-reload=${options.reload}` : '');
   let mod: Record<string, unknown>;
   if (isTypeScript(file)) {
     const { tsImport } = await importTsx();

@@ -20,24 +20,38 @@ import { serializeError, type LogLevel, type SandboxEvent, type SandboxReply, ty
 type AnyHandler = SandboxHandler<unknown, unknown>;
 
 const handlers = new Map<string, Promise<AnyHandler>>();
+/** Loads of a module that failed in this sandbox, by module: the next load evaluates it anew. */
+const failedLoads = new Map<string, number>();
+/**
+ * At most this many fresh loads of one module in one sandbox: each leaves the
+ * failed module's record behind, so a module that always fails at load (a
+ * missing variable at its top) keeps failing with its last error after these.
+ */
+const MAX_RELOADS = 20;
 
 /** The handler `exportName` (default: `default`, else `handler`) of `module`, loaded once per thread or process. */
 export function loadSandboxHandler(module: string, exportName: string | null): Promise<AnyHandler> {
   const key = `${module}#${exportName ?? ''}`;
   let loading = handlers.get(key);
   if (!loading) {
-    loading = importHandler(module, exportName);
+    // A load that failed (a config file replaced mid-deploy, a connection at the module's top that timed out)
+    // is tried again by the next attempt: it failed every attempt of this sandbox for good before.
+    loading = importHandler(module, exportName, Math.min(failedLoads.get(module) ?? 0, MAX_RELOADS));
     handlers.set(key, loading);
-    loading.catch(() => handlers.delete(key));
+    loading.catch((err: unknown) => {
+      handlers.delete(key);
+      // A module that loaded but lacks the handler is not evaluated again.
+      if (!(err instanceof PermanentError)) failedLoads.set(module, (failedLoads.get(module) ?? 0) + 1);
+    });
   }
   return loading;
 }
 
-async function importHandler(module: string, exportName: string | null): Promise<AnyHandler> {
+async function importHandler(module: string, exportName: string | null, reload: number): Promise<AnyHandler> {
   const file = sourceFile(fileURLToPath(module));
   let mod: Record<string, unknown>;
   try {
-    mod = await importModule(file);
+    mod = await importModule(file, { reload });
   } catch (err) {
     throw new Error(`could not load sandbox module ${module}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
