@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { defineTask, sandboxed, ValidationError, type Logger, type SandboxKind } from '../src/index.js';
 import type echoHandler from './fixtures/sandbox/handlers.js';
-import type { lastWords, misbehave } from './fixtures/sandbox/handlers.js';
+import type { lastWords, misbehave, unstorableOnStop } from './fixtures/sandbox/handlers.js';
 import { misbehaveSchema } from './fixtures/sandbox/schemas.js';
 import { inheritedExecArgv } from '../src/sandbox/process-pool.js';
 import { ThreadPool } from '../src/sandbox/thread-pool.js';
@@ -94,6 +94,23 @@ describe.each<SandboxKind>(['thread', 'process'])('sandboxed %s', (kind) => {
       await worker.stop();
       delete process.env.PGQ_TEST_FLAKY_FILE;
     }
+  });
+
+  it('fails for good a handler that returns an unstorable result after a stop signalled it, as on the main thread (it was given back to run again)', async () => {
+    const lines: Line[] = [];
+    const unstorable = defineTask({
+      name: `unstorable-on-stop-${kind}`,
+      schema: z.object({}),
+      sandbox: sandboxed<typeof unstorableOnStop>({ module: new URL('./fixtures/sandbox/handlers.js', import.meta.url), kind, export: 'unstorableOnStop' }),
+    });
+    const pgq = await ctx.migrated({ tasks: [unstorable], logger: captureLogger(lines) });
+    const worker = pgq.worker({ concurrency: 1, pollIntervalMs: 50, sandbox: { threads: 1, processes: 1 } });
+    await worker.start();
+    const job = await pgq.enqueue(unstorable, {});
+    await until(() => lines.some((l) => l.msg === 'waiting for the stop') || null, { timeoutMs: 30_000 });
+    await worker.stop({ graceMs: 100 });
+    const after = (await pgq.getJob(job.id))!;
+    expect([after.state, after.attempts, after.errors.at(-1)?.message]).toEqual(['failed', 1, expect.stringMatching(/the handler succeeded, but its result cannot be stored/)]);
   });
 
   it('runs a handler module compiled to CommonJS (a .ts file in a package without "type": "module")', async () => {

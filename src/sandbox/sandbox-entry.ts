@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { fileURLToPath } from 'node:url';
-import { PermanentError, SnoozeError } from '../core/errors.js';
+import { PermanentError, SnoozeError, UnstorableResultError } from '../core/errors.js';
 import { toJsonText } from '../core/json.js';
 import { importModule } from '../core/import-module.js';
 import type { Logger } from '../core/logger.js';
@@ -214,7 +214,8 @@ export async function runAttempt(
     } catch (err) {
       // The handler did its work: another attempt would do it again and
       // return the same. Failed for good, as on the main thread.
-      throw new PermanentError(`the handler succeeded, but its result cannot be stored: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      // Named as the main thread's: the worker fails it for good even when a stop asked meanwhile (the handler returned).
+      throw new UnstorableResultError(`the handler succeeded, but its result cannot be stored: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
     }
   } catch (err) {
     return { ok: false, error: serializeError(err) };

@@ -566,6 +566,8 @@ export class Executor {
     if (!settled.ok) {
       // The handler returned: its work is done, whatever a stop asked meanwhile.
       if (stored && 'refused' in stored && settled.error === stored.refused) return this.#failure(job, task, settled.error);
+      // A sandbox's handler that returned what cannot be stored: the sandbox refused it as the lines above do.
+      if (isPermanentError(settled.error) && (settled.error as Error).name === 'UnstorableResultError') return this.#failure(job, task, settled.error);
       if (reason instanceof WorkerShutdownError) {
         return { kind: 'snooze', id: job.id, attempt: job.attempts, delayMs: 0, note: this.#errorEntry(job, reason, true) };
       }
