@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { z } from 'zod';
 import type { BackoffOptions } from './core/backoff.js';
 import { ValidationError } from './core/errors.js';
@@ -292,6 +292,12 @@ function resolveSandbox(name: string, options: SandboxOptions<never, unknown>): 
   else if (module.startsWith('file:')) url = new URL(module);
   else throw new ValidationError(`task ${name}.sandbox.module`, `must be a file URL or an absolute path, got ${JSON.stringify(module)}; write new URL('./handler.js', import.meta.url)`);
   if (url.protocol !== 'file:') throw new ValidationError(`task ${name}.sandbox.module`, `must be a file: URL, got ${url.protocol}`);
+  try {
+    fileURLToPath(url);
+  } catch (err) {
+    // A host (file://server/share/x.js) or an encoded slash: no file this process can load.
+    throw new ValidationError(`task ${name}.sandbox.module`, `${JSON.stringify(url.href)} names no local file: ${err instanceof Error ? err.message : String(err)}`);
+  }
   return Object.freeze({ module: url.href, kind: kind satisfies SandboxKind, export: exportName ?? null });
 }
 

@@ -633,6 +633,10 @@ describe('sandbox lifecycle', () => {
     const base = { name: 'bad', schema: z.object({}) };
     expect(() => defineTask({ ...base, sandbox: { module: './relative.js' } })).toThrow(/sandbox\.module: must be a file URL or an absolute path/);
     expect(() => defineTask({ ...base, sandbox: { module: new URL('https://example.com/x.js') } })).toThrow(/must be a file: URL/);
+    // Refused by defineTask, naming the option (a bare TypeError from pgq.worker() before).
+    for (const module of ['file://server/share/x.js', 'file:///tmp/a%2Fb.js', new URL('file://otherhost/x.js')]) {
+      expect(() => defineTask({ ...base, sandbox: { module } }), String(module)).toThrow(/sandbox\.module: "file:\/\/.*" names no local file/);
+    }
     // @ts-expect-error kind is thread or process
     expect(() => defineTask({ ...base, sandbox: { module: '/x.js', kind: 'fiber' } })).toThrow(/task bad\.sandbox\.kind/);
     // @ts-expect-error a sandboxed task has no handler of its own
