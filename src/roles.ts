@@ -65,7 +65,16 @@ export function rolesSql(schema: string, options: RolesOptions): string[] {
   }
   const s = quoteIdent(schema);
   const workflowTables = [`${s}.workflows`, `${s}.job_dependencies`];
-  const statements: string[] = [`ALTER TABLE ${s}.jobs ENABLE ROW LEVEL SECURITY`];
+  // The owner of pgq's tables has every right on them already, and the grants below would take some of its
+  // own away (a worker role's REVOKE on pgq_migrations left the owner unable to migrate): refused, changing nothing.
+  const notOwner = (key: string, role: string): string =>
+    `DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner
+                             WHERE c.oid = to_regclass(${literal(`${s}.pgq_migrations`)}) AND r.rolname = ${literal(role)}) THEN
+       RAISE EXCEPTION ${literal(`roles.${key}: role ${role} owns pgq's tables in schema ${schema}: it needs no grants, and these would take its own rights away (it could no longer migrate); name a role of its own`)};
+     END IF; END $$`;
+  const statements: string[] = [];
+  for (const [key, role] of Object.entries(options)) if (typeof role === 'string') statements.push(notOwner(key, role));
+  statements.push(`ALTER TABLE ${s}.jobs ENABLE ROW LEVEL SECURITY`);
   for (const table of workflowTables) {
     statements.push(
       `ALTER TABLE ${table} ENABLE ROW LEVEL SECURITY`,

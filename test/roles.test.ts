@@ -289,6 +289,26 @@ describe('least-privilege roles', () => {
       expect(migrate().stdout).toMatch(/up to date/);
       const tables = await ctx.admin.query(`SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = 'jobs' AND tableowner = $2`, [schema, owner]);
       expect(tables.rowCount).toBe(1);
+
+      // The owner named as the worker role: refused, changing nothing (its REVOKE took the owner's own rights on
+      // pgq_migrations, and every later migrate failed "permission denied").
+      const acl = async () => (await ctx.admin.query(`SELECT relacl::text AS acl, relrowsecurity FROM pg_class WHERE oid IN ($1::regclass, $2::regclass) ORDER BY oid`, [`"${schema}".pgq_migrations`, `"${schema}".jobs`])).rows;
+      const before = await acl();
+      const roles = spawnSync(process.execPath, [bin, '--database-url', ctx.url, '--schema', schema, 'roles', '--worker', owner], { encoding: 'utf8', timeout: 120_000 });
+      expect(roles.status).toBe(1);
+      expect(roles.stderr).toMatch(new RegExp(`roles\\.worker: role ${owner} owns pgq's tables in schema ${schema}: it needs no grants`));
+      expect(await acl()).toEqual(before);
+      // An owner whose rights an earlier pgq took so: migrate says how to give them back.
+      await ctx.admin.query(`REVOKE ALL ON "${schema}".pgq_migrations FROM "${owner}"; GRANT SELECT ON "${schema}".pgq_migrations TO "${owner}"`);
+      // Behind by its newest migration's row (as after an upgrade of pgq): put back once the owner may write again.
+      const { rows: newest } = await ctx.admin.query(`DELETE FROM "${schema}".pgq_migrations WHERE name = (SELECT max(name) FROM "${schema}".pgq_migrations) RETURNING *`);
+      const refused = migrate();
+      expect(refused.status).toBe(1);
+      expect(refused.stderr).toMatch(new RegExp(`role ${owner} may not write ${schema}\\.pgq_migrations.*GRANT ALL ON "${schema}"\\.pgq_migrations TO "${owner}", then migrate`));
+      await ctx.admin.query(`GRANT ALL ON "${schema}".pgq_migrations TO "${owner}"`);
+      await ctx.admin.query(`INSERT INTO "${schema}".pgq_migrations SELECT * FROM json_populate_record(NULL::"${schema}".pgq_migrations, $1)`, [JSON.stringify(newest[0])]);
+      const again = migrate();
+      expect([again.status, again.stderr, again.stdout]).toEqual([0, '', expect.stringMatching(/up to date/)]);
     } finally {
       await ctx.admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
       await ctx.admin.query(`DROP OWNED BY "${owner}" CASCADE`).catch(() => undefined);

@@ -122,17 +122,24 @@ async function checkMayMigrate(client: pg.PoolClient, schema: string, exists: bo
     }
     return;
   }
-  const { rows } = await client.query<{ role: string; owner: string | null; may: boolean | null; schema_may: boolean }>(
+  const { rows } = await client.query<{ role: string; owner: string | null; may: boolean | null; schema_may: boolean; writes: boolean | null }>(
     `SELECT current_user AS role, c.relowner::regrole::text AS owner, pg_has_role(current_user, c.relowner, 'USAGE') AS may,
-            has_schema_privilege(current_user, $1, 'CREATE') AS schema_may
+            has_schema_privilege(current_user, $1, 'CREATE') AS schema_may,
+            has_table_privilege(current_user, c.oid, 'INSERT, UPDATE, DELETE') AS writes
        FROM (SELECT 1) AS one
        LEFT JOIN pg_class c ON c.relname = 'pgq_migrations' AND c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1)`,
     [schema],
   );
-  const { role, owner, may, schema_may } = rows[0]!;
+  const { role, owner, may, schema_may, writes } = rows[0]!;
   if (owner !== null ? !may : !schema_may) {
     const who = owner !== null ? `the owner of pgq's tables, role ${owner}` : `a role with CREATE on schema ${schema}`;
     throw new SchemaNotReadyError(`${behind.message}; migrations change pgq's tables, which only ${who} can: run pgq migrate as that role (this connection is role ${role})`);
+  }
+  if (owner !== null && writes === false) {
+    // The owner made a worker role of itself (pgq roles --worker <owner>, before that was refused): its REVOKE took the owner's own rights.
+    throw new SchemaNotReadyError(
+      `${behind.message}; role ${role} may not write ${schema}.pgq_migrations, the table that records migrations (its rights on it were revoked: pgq roles naming the owner as a worker role did that): GRANT ALL ON ${quoteIdent(schema)}.pgq_migrations TO ${quoteIdent(owner)}, then migrate`,
+    );
   }
 }
 
