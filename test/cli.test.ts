@@ -103,6 +103,10 @@ describe('pgq CLI', () => {
   });
 
   it('exits non-zero with a clear message on bad flags, bad modules and unreachable databases', () => {
+    // A bad PGQ_LOG_LEVEL is refused only where it would be used: --log-level overrides it, --version needs none.
+    expect(pgq(['--version'], { env: { PGQ_LOG_LEVEL: 'bogus' } })).toMatchObject({ code: 0, stdout: expect.stringMatching(/^\d+\.\d+\.\d+/) });
+    expect(pgq(['--log-level', 'warn', 'migrate'], { env: { PGQ_LOG_LEVEL: 'bogus' } })).toMatchObject({ code: 0, stderr: '' });
+    expect(pgq(['migrate'], { env: { PGQ_LOG_LEVEL: 'bogus' } })).toMatchObject({ code: 1, stderr: expect.stringMatching(/PGQ_LOG_LEVEL must be one of trace, .*got "bogus"/) });
     const flag = pgq(['worker', '--tasks', tasks, '--concurrency', 'lots']);
     expect(flag.code).toBe(1);
     expect(flag.stderr).toMatch(/--concurrency must be a whole number/);

@@ -63,6 +63,10 @@ describe('jobs no live worker runs', () => {
 
       const stats = cli(['stats']);
       expect(stats.stdout).toMatch(/waiting for a task no live worker runs:\n[^]*\n {2}2 jobs of task knwon wait in queue default; no live worker knows task knwon/);
+      // The same in JSON, in each queue (it printed the counts alone).
+      const asJson = JSON.parse(cli(['--json', 'stats']).stdout) as { queue: string; orphanedTasks: { task: string; jobs: number; reason: string }[] }[];
+      expect(asJson.find((q) => q.queue === 'default')!.orphanedTasks).toEqual([expect.objectContaining({ task: 'knwon', jobs: 2, reason: 'unknown-task' })]);
+      expect(asJson.find((q) => q.queue === 'elsewhere')!.orphanedTasks).toEqual([expect.objectContaining({ task: 'known', jobs: 1, reason: 'queue-not-served' })]);
       const warned = cli(['enqueue', 'knwon']);
       expect(warned.stderr).toMatch(/3 jobs of task knwon wait in queue default; no live worker knows task knwon; the job waits until a worker that runs it starts \(with --tasks <module>, enqueue uses the task's own queue, priority and attempts\)/);
       // With --queue given, the hint does not offer the task's queue.

@@ -32,13 +32,18 @@ export function buildProgram(): Command {
     .description('pgq: a PostgreSQL job queue')
     .option('--schema <name>', "schema of pgq's tables", 'pgq')
     .option('--database-url <url>', 'PostgreSQL URL (default: DATABASE_URL, else libpq\'s PGHOST/PGDATABASE/PGUSER, else an embedded PostgreSQL in ./.pgq)')
-    .addOption(new Option('--log-level <level>', 'how much to log').choices(LOG_LEVELS).default(defaultLogLevel()))
+    // Read from PGQ_LOG_LEVEL only when no --log-level is given, and only by a command that logs: a bad value
+    // there broke every invocation, --version and --help too, and --log-level could not override it.
+    .addOption(new Option('--log-level <level>', 'how much to log (default: PGQ_LOG_LEVEL, else info)').choices(LOG_LEVELS))
     .option('--json', 'print JSON instead of tables')
     .version(packageVersion(), '-V, --version', "print pgq's version")
     .showHelpAfterError('(pgq <command> --help lists its options)')
     .exitOverride();
   let logger: Logger | undefined;
-  const globals = (): GlobalOptions & { json?: boolean } => program.opts();
+  const globals = (): GlobalOptions & { json?: boolean } => {
+    const given = program.opts<GlobalOptions & { json?: boolean }>();
+    return { ...given, logLevel: given.logLevel ?? defaultLogLevel() };
+  };
   program.hook('preAction', async () => {
     logger ??= await makeLogger(globals().logLevel);
   });

@@ -60,9 +60,10 @@ export function registerJobs(program: Command, rt: CliRuntime): void {
     .action(async () => {
       await rt.using(async (pgq) => {
         const stats = await pgq.stats();
-        if (rt.json) return rt.out(json(stats));
-        if (stats.length === 0) return rt.out('no jobs');
         const orphans = await pgq.orphanedTasks();
+        // Each queue with the tasks of its waiting jobs that no live worker runs, as the text lists them under the table.
+        if (rt.json) return rt.out(json(stats.map((s) => ({ ...s, orphanedTasks: orphans.filter((o) => o.queue === s.queue) }))));
+        if (stats.length === 0) return rt.out('no jobs');
         const now = Date.now();
         rt.out(
           table(
