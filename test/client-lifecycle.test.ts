@@ -435,3 +435,24 @@ describe('pgq.close() on a pool it made', () => {
     expect(uncaught).toEqual([]);
   });
 });
+
+describe('the default logger', () => {
+  it('takes PGQ_LOG_LEVEL, and refuses a value that is no level with an error naming the levels (pino said "default level:bogus must be included in custom levels")', async () => {
+    const saved = process.env.PGQ_LOG_LEVEL;
+    try {
+      process.env.PGQ_LOG_LEVEL = 'bogus';
+      expect(() => new Pgq({ connectionString: databaseUrl() })).toThrow(/PGQ_LOG_LEVEL must be one of trace, debug, info, warn, error, fatal, silent, got "bogus"/);
+      process.env.PGQ_LOG_LEVEL = 'debug';
+      const pgq = new Pgq({ connectionString: databaseUrl() });
+      expect((pgq.logger as unknown as { level: string }).level).toBe('debug');
+      await pgq.close();
+      process.env.PGQ_LOG_LEVEL = '';
+      const quiet = new Pgq({ connectionString: databaseUrl() });
+      expect((quiet.logger as unknown as { level: string }).level).toBe('warn');
+      await quiet.close();
+    } finally {
+      if (saved === undefined) delete process.env.PGQ_LOG_LEVEL;
+      else process.env.PGQ_LOG_LEVEL = saved;
+    }
+  });
+});

@@ -20,7 +20,7 @@ export interface GlobalOptions {
 }
 
 /** The levels `--log-level` accepts, most verbose first. */
-export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+export { LOG_LEVELS } from '../core/logger.js';
 
 /**
  * The CLI's logger on stderr: JSON lines, or on a terminal one readable line

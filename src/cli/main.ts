@@ -7,7 +7,7 @@
  */
 import { createRequire } from 'node:module';
 import { Command, CommanderError, Option } from 'commander';
-import type { Logger } from '../core/logger.js';
+import { envLogLevel, type Logger } from '../core/logger.js';
 import { PgqError } from '../core/errors.js';
 import { LOG_LEVELS, makeLogger, openPgq, plainLogger, type GlobalOptions } from './context.js';
 import type { CliRuntime } from './runtime.js';
@@ -42,7 +42,7 @@ export function buildProgram(): Command {
   let logger: Logger | undefined;
   const globals = (): GlobalOptions & { json?: boolean } => {
     const given = program.opts<GlobalOptions & { json?: boolean }>();
-    return { ...given, logLevel: given.logLevel ?? defaultLogLevel() };
+    return { ...given, logLevel: given.logLevel ?? envLogLevel('info') };
   };
   program.hook('preAction', async () => {
     logger ??= await makeLogger(globals().logLevel);
@@ -86,16 +86,6 @@ export function buildProgram(): Command {
 /** The version in pgq's package.json (two levels up from src/cli and from dist/cli alike). */
 function packageVersion(): string {
   return (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
-}
-
-/** PGQ_LOG_LEVEL when it names a level (else an error listing them), or `info`. */
-function defaultLogLevel(): string {
-  const fromEnv = process.env.PGQ_LOG_LEVEL;
-  if (fromEnv === undefined || fromEnv === '') return 'info';
-  if (!(LOG_LEVELS as readonly string[]).includes(fromEnv)) {
-    throw new PgqError('PGQ_BAD_OPTION', `PGQ_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(fromEnv)}`);
-  }
-  return fromEnv;
 }
 
 /** Runs the program on `argv` (as `process.argv`); resolves to the exit code. */

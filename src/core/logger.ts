@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module';
+import { PgqError } from './errors.js';
 
 /** The logging methods pgq calls; a pino logger fits, and so does any compatible one. */
 export interface Logger {
@@ -17,6 +18,20 @@ export interface Logger {
  * so a synchronous require serves the constructor.
  */
 export function defaultLogger(): Logger {
+  const level = envLogLevel('warn');
   const { pino } = createRequire(import.meta.url)('pino') as typeof import('pino');
-  return pino({ name: 'pgq', level: process.env.PGQ_LOG_LEVEL ?? 'warn' }, pino.destination(2));
+  return pino({ name: 'pgq', level }, pino.destination(2));
+}
+
+/** The levels pgq's loggers take, most verbose first. */
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+
+/** PGQ_LOG_LEVEL when set (an error naming the levels when it names none), else `fallback`. */
+export function envLogLevel(fallback: (typeof LOG_LEVELS)[number]): string {
+  const fromEnv = process.env.PGQ_LOG_LEVEL;
+  if (fromEnv === undefined || fromEnv === '') return fallback;
+  if (!(LOG_LEVELS as readonly string[]).includes(fromEnv)) {
+    throw new PgqError('PGQ_BAD_OPTION', `PGQ_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(fromEnv)}`);
+  }
+  return fromEnv;
 }
