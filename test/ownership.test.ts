@@ -1095,7 +1095,7 @@ describe('schema version', () => {
 describe('worker processes', () => {
   const hog = defineTask({
     name: 'hog',
-    schema: z.object({ ms: z.number().int().min(0), mode: z.enum(['block', 'ignore-abort']), untilFile: z.string().optional() }),
+    schema: z.object({ ms: z.number().int().min(0), mode: z.enum(['block', 'wait-sync', 'ignore-abort']), untilFile: z.string().optional() }),
     maxAttempts: 5,
     handler: () => undefined,
   });
@@ -1149,6 +1149,33 @@ describe('worker processes', () => {
     }
     await pgq.waitForJob(hogJob.id, { timeoutMs: 60_000 });
     expect(worker.stderr()).toMatch(/event loop has been blocked for \d+ ms \(running: [^)]*hog ×1/);
+  });
+
+  it('a handler that blocks the event loop waiting, not computing (execSync, Atomics.wait), is reported as a synchronous wait or a paused process, not as CPU-bound work', async () => {
+    const pgq = await ctx.migrated({ tasks: [hog] });
+    await createLedger(ctx.admin, ctx.schema);
+    await ctx.admin.query(`TRUNCATE "${ctx.schema}".ledger`);
+    const worker = spawnWorker(env({ PGQ_LOG_LEVEL: 'warn', PGQ_STALL_WARN_MS: '1000', PGQ_RESCUE_AFTER_MS: '10000' }));
+    await worker.waitFor((e) => e.event === 'ready');
+    const waiting = await pgq.enqueue(hog, { ms: 3_000, mode: 'wait-sync' });
+    await pgq.waitForJob(waiting.id, { timeoutMs: 60_000 });
+    await until(() => /did not run for \d+ ms while the process used little CPU/.test(worker.stderr()) || null, { timeoutMs: 20_000 });
+    expect(worker.stderr()).toMatch(/event loop has not run for \d+ ms \(running: hog ×1\), and the process used little CPU meanwhile \(\d+ ms\): a handler waiting synchronously/);
+    expect(worker.stderr()).not.toMatch(/blocked for|CPU-bound/);
+    // Paused whole (a suspended VM): not blamed on a handler either (the lease thread, paused too, may see it or not).
+    process.kill(worker.child.pid!, 'SIGSTOP');
+    await new Promise((resolve) => setTimeout(resolve, 2_500));
+    process.kill(worker.child.pid!, 'SIGCONT');
+    const paused = await pgq.enqueue(hog, { ms: 0, mode: 'wait-sync' });
+    await pgq.waitForJob(paused.id, { timeoutMs: 60_000 });
+    expect(worker.stderr()).not.toMatch(/blocked for|CPU-bound/);
+    // Computing: reported as before.
+    const computing = await pgq.enqueue(hog, { ms: 3_000, mode: 'block' });
+    await pgq.waitForJob(computing.id, { timeoutMs: 60_000 });
+    await until(() => /event loop was blocked for \d+ ms; CPU-bound handlers belong in a sandbox/.test(worker.stderr()) || null, { timeoutMs: 20_000 });
+    expect(worker.stderr()).toMatch(/event loop has been blocked for \d+ ms \(running: hog ×1\); its lease is still renewed/);
+    worker.child.kill('SIGTERM');
+    await worker.exited;
   });
 
   it('jobs claimed ahead by a worker whose handler blocks its event loop go back to the queue and run elsewhere meanwhile, none twice, no attempt counted', async () => {

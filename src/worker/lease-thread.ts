@@ -63,8 +63,9 @@ export type FromLeaseThread =
   | { type: 'lost'; workerId: string }
   | { type: 'failing'; message: string }
   | { type: 'recovered' }
-  | { type: 'stall'; lagMs: number; tasks: Record<string, number> }
-  | { type: 'stall-end'; lagMs: number }
+  /** `idle`: the process used little CPU while the loop was out (a synchronous wait, or the process paused), not a computation. */
+  | { type: 'stall'; lagMs: number; tasks: Record<string, number>; idle: boolean }
+  | { type: 'stall-end'; lagMs: number; idle: boolean }
   | { type: 'stopped' };
 
 interface LeaseThreadDeps {
@@ -89,6 +90,17 @@ export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr }:
   let tasks: Record<string, number> = {};
   let stallStartedLag = 0;
   let stallMaxLag = 0;
+  // The process's CPU time when the main loop was last seen answering: a stall that used little of it since is
+  // a synchronous wait (execSync, Atomics.wait, a slow synchronous read) or a paused process (SIGSTOP, a
+  // suspended VM), not a handler computing, and is reported as such (it was blamed on CPU-bound handlers).
+  let answeredCpu = process.cpuUsage();
+  let answeredAt = monotonicMs();
+  const IDLE_CPU_SHARE = 0.2;
+  const idleSinceAnswered = (): { idle: boolean; cpuMs: number } => {
+    const used = process.cpuUsage(answeredCpu);
+    const cpuMs = (used.user + used.system) / 1000;
+    return { idle: cpuMs < (monotonicMs() - answeredAt) * IDLE_CPU_SHARE, cpuMs: Math.round(cpuMs) };
+  };
   let wake: (() => void) | null = null;
   const send = (message: FromLeaseThread): void => port.postMessage(message);
   port.on('message', (message: ToLeaseThread) => {
@@ -131,18 +143,26 @@ export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr }:
       if (stallStartedLag === 0) {
         stallStartedLag = lag;
         const running = Object.entries(tasks).map(([task, n]) => `${task} ×${n}`).join(', ') || 'no jobs';
+        const { idle, cpuMs } = idleSinceAnswered();
         log(
           40,
-          { lagMs: Math.round(lag), tasks },
-          `pgq worker's event loop has been blocked for ${Math.round(lag)} ms (running: ${running}); its lease is still renewed, but its other jobs wait. Run CPU-bound handlers in a sandbox.`,
+          { lagMs: Math.round(lag), tasks, cpuMs },
+          idle
+            ? `pgq worker's event loop has not run for ${Math.round(lag)} ms (running: ${running}), and the process used little CPU meanwhile (${cpuMs} ms): ` +
+                'a handler waiting synchronously (execSync, Atomics.wait, a synchronous read of a slow file or socket), or the process was paused (SIGSTOP, a suspended VM or container); its other jobs wait.'
+            : `pgq worker's event loop has been blocked for ${Math.round(lag)} ms (running: ${running}); its lease is still renewed, but its other jobs wait. Run CPU-bound handlers in a sandbox.`,
         );
-        send({ type: 'stall', lagMs: Math.round(lag), tasks });
+        send({ type: 'stall', lagMs: Math.round(lag), tasks, idle });
       }
       stallMaxLag = Math.max(stallMaxLag, lag);
-    } else if (stallStartedLag > 0) {
-      send({ type: 'stall-end', lagMs: Math.round(stallMaxLag + data.tickMs) });
-      stallStartedLag = 0;
-      stallMaxLag = 0;
+    } else {
+      if (stallStartedLag > 0) {
+        send({ type: 'stall-end', lagMs: Math.round(stallMaxLag + data.tickMs), idle: idleSinceAnswered().idle });
+        stallStartedLag = 0;
+        stallMaxLag = 0;
+      }
+      answeredCpu = process.cpuUsage();
+      answeredAt = monotonicMs();
     }
     // Jobs claimed ahead that a blocked loop cannot start go back to the
     // queue (attempt not counted), with a NOTIFY, for other workers to take.

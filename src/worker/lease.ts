@@ -71,7 +71,7 @@ export interface LeaseEvents {
   /** The lease was lost: the row is gone, its attempts may have been rescued. */
   lost(formerWorkerId: string): void;
   /** The main loop stopped answering (reported once it answers again), or came back after `lagMs`. */
-  stall(lagMs: number, tasks: Record<string, number>, ended: boolean): void;
+  stall(lagMs: number, tasks: Record<string, number>, ended: boolean, idle: boolean): void;
 }
 
 const TICK_MS = 100;
@@ -492,10 +492,10 @@ export class Lease {
         this.logger.info({}, 'pgq renews the worker\'s lease again');
         return;
       case 'stall':
-        this.events.stall(message.lagMs, message.tasks, false);
+        this.events.stall(message.lagMs, message.tasks, false, message.idle);
         return;
       case 'stall-end':
-        this.events.stall(message.lagMs, {}, true);
+        this.events.stall(message.lagMs, {}, true, message.idle);
         return;
       case 'ready':
       case 'stopped':

@@ -161,7 +161,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       this.#logger,
       {
         lost: (formerId) => this.#onLeaseLost(formerId),
-        stall: (lagMs, tasks, ended) => this.#onStall(lagMs, tasks, ended),
+        stall: (lagMs, tasks, ended, idle) => this.#onStall(lagMs, tasks, ended, idle),
       },
     );
     this.#sandbox = new SandboxRunner(options.sandbox, deps.tasks, deps.maxResultBytes);
@@ -683,13 +683,18 @@ export class Worker extends EventEmitter<WorkerEvents> {
       });
   }
 
-  #onStall(lagMs: number, tasks: Record<string, number>, ended: boolean): void {
+  #onStall(lagMs: number, tasks: Record<string, number>, ended: boolean, idle: boolean): void {
     this.#loopLagMs = lagMs;
     if (!ended) {
       this.#stallTasks = tasks; // the lease thread logged it while the loop was blocked
       return;
     }
-    this.#logger.warn({ lagMs, tasks: this.#stallTasks }, `pgq worker's event loop was blocked for ${lagMs} ms; CPU-bound handlers belong in a sandbox`);
+    this.#logger.warn(
+      { lagMs, tasks: this.#stallTasks },
+      idle
+        ? `pgq worker's event loop did not run for ${lagMs} ms while the process used little CPU: a handler waiting synchronously (execSync, Atomics.wait, a slow synchronous read) or a paused process (SIGSTOP, a suspended VM)`
+        : `pgq worker's event loop was blocked for ${lagMs} ms; CPU-bound handlers belong in a sandbox`,
+    );
     this.emit('loop:stall', lagMs, this.#stallTasks);
   }
 
