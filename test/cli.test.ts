@@ -170,6 +170,10 @@ describe('pgq CLI', () => {
     const emptyUrl = pgq(['--database-url', '', 'stats'], { env: { DATABASE_URL: undefined } });
     expect(emptyUrl).toMatchObject({ code: 1, stderr: expect.stringMatching(/--database-url is empty/) });
     expect(emptyUrl.stderr).not.toMatch(/(started|reusing) embedded PostgreSQL/);
+    // So is an empty DATABASE_URL (a deployment whose secret did not arrive: its worker served an embedded database).
+    const emptyEnv = pgq(['stats'], { env: { DATABASE_URL: ' ' } });
+    expect(emptyEnv).toMatchObject({ code: 1, stderr: expect.stringMatching(/DATABASE_URL is set but empty; give it a postgres:\/\/ URL, or unset it/) });
+    expect(emptyEnv.stderr).not.toMatch(/embedded PostgreSQL at/);
     const notUrl = pgq(['stats'], { env: { DATABASE_URL: 'notaurl' } });
     expect(notUrl).toMatchObject({ code: 1, stderr: expect.stringMatching(/DATABASE_URL is not a PostgreSQL URL \(postgres:\/\/.*\): it does not start with postgres:\/\//) });
     // libpq's socket form with an empty host is node-postgres's too: not refused as a URL (this socket directory does not exist).

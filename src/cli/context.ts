@@ -65,6 +65,11 @@ export async function resolveDatabaseUrl(opts: GlobalOptions, logger: Logger): P
   if (opts.databaseUrl !== undefined && opts.databaseUrl.trim() === '') {
     throw new PgqError('PGQ_USAGE', '--database-url is empty; give a postgres:// URL, or leave the flag out to use DATABASE_URL, libpq\'s PG* variables or the embedded PostgreSQL');
   }
+  // Set but empty (a deployment whose secret did not arrive): an error too, not a worker of an empty embedded
+  // database beside the real one, idle while the application's jobs wait.
+  if (opts.databaseUrl === undefined && process.env.DATABASE_URL !== undefined && process.env.DATABASE_URL.trim() === '') {
+    throw new PgqError('PGQ_USAGE', "DATABASE_URL is set but empty; give it a postgres:// URL, or unset it to use libpq's PG* variables or the embedded PostgreSQL");
+  }
   const url = opts.databaseUrl ?? process.env.DATABASE_URL;
   if (url) return checkedUrl(url, opts.databaseUrl !== undefined ? '--database-url' : 'DATABASE_URL');
   // libpq's variables, as psql and an application's `new pg.Pool()` read them: a container configured
