@@ -120,6 +120,11 @@ describe('least-privilege roles', () => {
       expect(listedIds).toContain(cliJob.id);
       expect(listedIds).not.toContain(ownersJob.id);
       expect(cli(urlAs(login.enq), ['jobs', 'show', cliJob.id])).toMatchObject({ code: 0, stdout: expect.stringContaining('from-cli') });
+      // Stats as an enqueuer: its own jobs' counts; the tasks no worker runs are read from workers, which it may not read.
+      const stats = cli(urlAs(login.enq), ['--json', 'stats']);
+      expect(stats, stats.stderr).toMatchObject({ code: 0 });
+      expect(JSON.parse(stats.stdout)).toEqual([expect.objectContaining({ queue: 'default', orphanedTasks: null })]);
+      expect(cli(urlAs(login.enq), ['stats'])).toMatchObject({ code: 0, stdout: expect.stringMatching(/^default\s/m) });
 
       // The worker role claims a limited queue (it locks and reads the queue's row).
       await owner.setQueue('default', { concurrency: 2 });

@@ -136,9 +136,10 @@ async function checkMayMigrate(client: pg.PoolClient, schema: string, exists: bo
     throw new SchemaNotReadyError(`${behind.message}; migrations change pgq's tables, which only ${who} can: run pgq migrate as that role (this connection is role ${role})`);
   }
   if (owner !== null && writes === false) {
-    // The owner made a worker role of itself (pgq roles --worker <owner>, before that was refused): its REVOKE took the owner's own rights.
+    // Its rights on the table were revoked (pgq roles --worker <owner> did that, before it refused the owner).
+    // `owner` is regrole text, quoted already where the name needs it.
     throw new SchemaNotReadyError(
-      `${behind.message}; role ${role} may not write ${schema}.pgq_migrations, the table that records migrations (its rights on it were revoked: pgq roles naming the owner as a worker role did that): GRANT ALL ON ${quoteIdent(schema)}.pgq_migrations TO ${quoteIdent(owner)}, then migrate`,
+      `${behind.message}; role ${role} may not write ${schema}.pgq_migrations, the table that records migrations (its rights on it were revoked, as pgq roles naming the owner as a worker role did before it refused that): GRANT ALL ON ${quoteIdent(schema)}.pgq_migrations TO ${owner}, then migrate`,
     );
   }
 }

@@ -19,7 +19,7 @@
 import { MessageChannel, type ResourceLimits } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { SandboxCrashedError } from '../core/errors.js';
-import { sleep } from '../core/sleep.js';
+import { settlesWithin, sleep } from '../core/sleep.js';
 import type { ThreadTask } from './thread-entry.js';
 import {
   SandboxStopped,
@@ -119,7 +119,7 @@ export class ThreadPool implements SandboxPool {
         const reply = (await this.#piscina.run(task, { transferList: [port2], signal: kill.signal })) as SandboxReply;
         // The thread's last events (a log line, an unawaited progress report made just before the handler
         // returned) are read before the port closes: they were lost when the reply came first.
-        await Promise.race([ended, exited, sleep(END_WAIT_MS)]);
+        await settlesWithin(Promise.race([ended, exited]), END_WAIT_MS);
         return reply;
       })
       .catch(async (err: unknown) => {

@@ -60,10 +60,14 @@ export function registerJobs(program: Command, rt: CliRuntime): void {
     .action(async () => {
       await rt.using(async (pgq) => {
         const stats = await pgq.stats();
-        const orphans = await pgq.orphanedTasks();
-        // Each queue with the tasks of its waiting jobs that no live worker runs, as the text lists them under the table.
-        if (rt.json) return rt.out(json(stats.map((s) => ({ ...s, orphanedTasks: orphans.filter((o) => o.queue === s.queue) }))));
-        if (stats.length === 0) return rt.out('no jobs');
+        if (stats.length === 0) return rt.out(rt.json ? json([]) : 'no jobs');
+        // Read from `workers`, which an enqueuer role may not read (pgq roles): then none are listed.
+        const orphans = await pgq.orphanedTasks().catch((err: unknown) => {
+          if ((err as { code?: unknown }).code === '42501') return null;
+          throw err;
+        });
+        // Each queue with the tasks of its waiting jobs that no live worker runs (null: not readable), as the text lists them under the table.
+        if (rt.json) return rt.out(json(stats.map((s) => ({ ...s, orphanedTasks: orphans && orphans.filter((o) => o.queue === s.queue) }))));
         const now = Date.now();
         rt.out(
           table(
@@ -75,7 +79,7 @@ export function registerJobs(program: Command, rt: CliRuntime): void {
             ]),
           ),
         );
-        if (orphans.length > 0) {
+        if (orphans && orphans.length > 0) {
           rt.out(`\nwaiting for a task no live worker runs:\n${orphans.map((o) => `  ${describeOrphan(o)}`).join('\n')}`);
         }
       });
