@@ -96,6 +96,29 @@ describe.each<SandboxKind>(['thread', 'process'])('sandboxed %s', (kind) => {
     }
   });
 
+  it.runIf(kind === 'process')('replaces a process whose handler module failed to load in a module it imports (that failure stays in its module map)', async () => {
+    const counter = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'pgq-flaky-')), 'loads');
+    process.env.PGQ_TEST_FLAKY_FILE = counter;
+    const flaky = defineTask({
+      name: `flaky-dependency-${kind}`,
+      schema: z.object({}),
+      maxAttempts: 3,
+      backoff: { baseMs: 10, maxMs: 20 },
+      sandbox: { module: new URL('./fixtures/sandbox/flaky-dependency.mjs', import.meta.url), kind },
+    });
+    const pgq = await ctx.migrated({ tasks: [flaky] });
+    const worker = pgq.worker({ concurrency: 1, pollIntervalMs: 50, sandbox: { processes: 1 } });
+    await worker.start();
+    try {
+      const done = await pgq.waitForJob((await pgq.enqueue(flaky, {})).id, { timeoutMs: 30_000 });
+      expect([done.state, done.attempts, done.errors[0]?.message]).toEqual(['succeeded', 2, expect.stringContaining('transient failure at load 1')]);
+      expect(done.result).toEqual({ loads: 2 });
+    } finally {
+      await worker.stop();
+      delete process.env.PGQ_TEST_FLAKY_FILE;
+    }
+  });
+
   it('fails for good a handler that returns an unstorable result after a stop signalled it, as on the main thread (it was given back to run again)', async () => {
     const lines: Line[] = [];
     const unstorable = defineTask({

@@ -184,6 +184,11 @@ export class ProcessPool implements SandboxPool {
       } else if (message.type === 'stray') pending.listener.stray(message.error);
       else if (message.type === 'done') {
         child.pending = null;
+        // A module that failed to load stays failed in this process's module map: replaced, not given the next attempt.
+        if (!message.reply.ok && message.reply.moduleFailed) {
+          child.dying = true;
+          proc.kill('SIGKILL');
+        }
         pending.resolve(message.reply);
         this.#dispatch();
       }

@@ -25,7 +25,12 @@ export interface SandboxRequest {
 }
 
 /** How an attempt ended inside its sandbox. The result is JSON text, already checked. */
-export type SandboxReply = { ok: true; resultJson: string } | { ok: false; error: SerializedError };
+/**
+ * `moduleFailed`: the handler's module (or one it imports) failed to load
+ * here. Node keeps a module whose evaluation threw and throws its error
+ * again on every import: a process sandbox that replies so is replaced.
+ */
+export type SandboxReply = { ok: true; resultJson: string } | { ok: false; error: SerializedError; moduleFailed?: true };
 
 /** An error as it crosses the boundary. */
 export interface SerializedError {

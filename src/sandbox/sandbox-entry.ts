@@ -35,7 +35,10 @@ export function loadSandboxHandler(module: string, exportName: string | null): P
   let loading = handlers.get(key);
   if (!loading) {
     // A load that failed (a config file replaced mid-deploy, a connection at the module's top that timed out)
-    // is tried again by the next attempt: it failed every attempt of this sandbox for good before.
+    // is tried again by the next attempt: it failed every attempt of this sandbox for good before. The
+    // module itself is loaded anew under another URL; a failure in a module it imports stays in this
+    // sandbox's module map, so a process sandbox is replaced after such a reply (process-pool.ts), and a
+    // thread keeps it until the pool lets the thread go (idle for 30 s).
     loading = importHandler(module, exportName, Math.min(failedLoads.get(module) ?? 0, MAX_RELOADS));
     handlers.set(key, loading);
     loading.catch((err: unknown) => {
@@ -53,7 +56,7 @@ async function importHandler(module: string, exportName: string | null, reload: 
   try {
     mod = await importModule(file, { reload });
   } catch (err) {
-    throw new Error(`could not load sandbox module ${module}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    throw new ModuleLoadError(`could not load sandbox module ${module}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
   const found = exportName ? mod[exportName] : typeof mod.default === 'function' ? mod.default : mod.handler;
   if (typeof found !== 'function') {
@@ -62,6 +65,14 @@ async function importHandler(module: string, exportName: string | null, reload: 
     throw new PermanentError(`sandbox module ${module} has no handler: it needs ${wanted} that is a function`);
   }
   return found as AnyHandler;
+}
+
+/** A module that failed to load (not one that loaded without the handler). */
+class ModuleLoadError extends Error {
+  constructor(message: string, options: { cause: unknown }) {
+    super(message, options);
+    this.name = 'Error'; // as the job's errors named it before
+  }
 }
 
 /** `x.js` that does not exist but whose `x.ts` does (a TypeScript source run through tsx): the `.ts`. */
@@ -218,7 +229,7 @@ export async function runAttempt(
       throw new UnstorableResultError(`the handler succeeded, but its result cannot be stored: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
     }
   } catch (err) {
-    return { ok: false, error: serializeError(err) };
+    return err instanceof ModuleLoadError ? { ok: false, error: serializeError(err), moduleFailed: true } : { ok: false, error: serializeError(err) };
   } finally {
     scope.ended = true;
     signal.removeEventListener('abort', onAbort);
