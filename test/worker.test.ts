@@ -128,7 +128,7 @@ describe('worker', () => {
     ]);
   });
 
-  it('a batch whose failure statement is refused once reports the success the other statement committed as a success, then writes the failure alone', async () => {
+  it('a batch whose failure statement is refused reports the success the other statement committed as a success, and records the failure with why it could not be written', async () => {
     const gate = deferred();
     let started = 0;
     const mixed = defineTask({
@@ -168,10 +168,10 @@ describe('worker', () => {
       await worker.stop();
       expect(events.sort()).toEqual([`failure ${bad!.id}`, `success ${good!.id}`].sort());
       expect(await pgq.getJob(good!.id)).toMatchObject({ state: 'succeeded', result: 'fine' });
-      // The refused statement's outcome, written alone after: what the handler threw.
+      // The refused statement's outcome: the job fails for good, saying why its failure could not be written.
       const failed = await pgq.getJob(bad!.id);
       expect(failed!.state).toBe('failed');
-      expect(failed!.errors[0]!.message).toBe('handler failed');
+      expect(failed!.errors[0]!.message).toMatch(/could not record this attempt's fail: refused once/);
     } finally {
       await ctx.admin.query(`DROP TRIGGER refuse_fail ON "${ctx.schema}".jobs; DROP FUNCTION "${ctx.schema}".refuse_fail(); DROP SEQUENCE "${ctx.schema}".refuse_once;`);
     }
@@ -1186,3 +1186,47 @@ describe('stop() with a handler still running', () => {
   });
 });
 
+
+describe('outcomes written side by side', () => {
+  it("a failure is settled as its statement commits, not held for a success in the same batch that another transaction's row lock holds up", async () => {
+    const lines: Line[] = [];
+    const gate = deferred<void>();
+    const starts: string[] = [];
+    const task = defineTask({
+      name: 'hol',
+      schema: z.object({ mode: z.enum(['fail', 'ok']) }),
+      maxAttempts: 3,
+      backoff: { baseMs: 1, maxMs: 2 },
+      async handler(p, c) {
+        starts.push(`${c.job.id}:${c.attempt}`);
+        if (c.attempt === 1) await gate.promise;
+        if (p.mode === 'fail' && c.attempt === 1) throw new Error('boom');
+        return 'ok';
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [task], logger: captureLogger(lines) });
+    const worker = pgq.worker({ concurrency: 4, pollIntervalMs: 20 });
+    const failures: string[] = [];
+    worker.on('job:failure', (job) => failures.push(`${job.id}:${job.attempts}`));
+    await worker.start();
+    const a = await pgq.enqueue(task, { mode: 'fail' });
+    const b = await pgq.enqueue(task, { mode: 'ok' });
+    await until(() => (starts.includes(`${a.id}:1`) && starts.includes(`${b.id}:1`)) || null);
+    const locker = await ctx.admin.connect();
+    try {
+      await locker.query('BEGIN');
+      await locker.query(`SELECT 1 FROM "${ctx.schema}".jobs WHERE id = $1 FOR UPDATE`, [b.id]);
+      gate.resolve(); // both settle in one turn: one batch, A's failure beside B's success
+      // While B's row stays locked, A's failure is settled and its second attempt runs.
+      await until(() => (failures.includes(`${a.id}:1`) && starts.includes(`${a.id}:2`)) || null, { timeoutMs: 10_000 });
+      expect((await pgq.getJob(b.id))!.state).toBe('running');
+      await locker.query('COMMIT');
+    } finally {
+      locker.release();
+    }
+    expect(await pgq.waitForJob(a.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded', attempts: 2 });
+    expect(await pgq.waitForJob(b.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded', attempts: 1 });
+    expect(lines.filter((l) => /claimed again while its attempt/.test(l.msg ?? ''))).toEqual([]);
+    await worker.stop();
+  });
+});

@@ -3,7 +3,9 @@
  * snoozed. Outcomes queue up while a write is in flight and go out together,
  * one statement per kind (rows in id order, so batches that touch the same
  * workflow parents lock them in the same order), so at high throughput a
- * statement carries hundreds of jobs. Each outcome's promise resolves with
+ * statement carries hundreds of jobs. The statements of a batch go out side
+ * by side and each settles its own outcomes (and is retried on its own).
+ * Each outcome's promise resolves with
  * what happened to it: written (and the state it left), discarded (the guard
  * found the job no longer running in that attempt) or not recorded.
  *
@@ -159,7 +161,11 @@ export class Completer {
       const batch = this.#pending.splice(0, MAX_BATCH);
       this.#writing = batch;
       try {
-        await this.#write(batch);
+        // One statement per kind of outcome, written side by side as before, each settling its own outcomes:
+        // a failure waited for a completion in the same batch held up by another transaction's row lock,
+        // its job (promoted meanwhile) claimed again while the worker still held its attempt.
+        const kinds = ['complete', 'fail', 'snooze'].map((kind) => batch.filter((p) => p.outcome.kind === kind)).filter((part) => part.length > 0);
+        await Promise.all(kinds.map((part) => this.#write(part)));
       } finally {
         this.#writing = [];
       }
@@ -169,8 +175,7 @@ export class Completer {
     }
   }
 
-  async #write(pending: Pending[]): Promise<void> {
-    let batch = pending;
+  async #write(batch: Pending[]): Promise<void> {
     let failures = 0;
     for (;;) {
       try {
@@ -182,20 +187,7 @@ export class Completer {
         if (this.#failing) this.logger.info({}, 'pgq is recording job outcomes again');
         this.#failing = false;
         return;
-      } catch (caught) {
-        let err = caught;
-        const partly = caught instanceof PartlyWritten;
-        if (caught instanceof PartlyWritten) {
-          // Each statement commits on its own: what the others wrote is done
-          // (sending it again would find it settled and call it discarded).
-          for (const p of batch) {
-            if (caught.unwritten.has(p.outcome)) continue;
-            const state = caught.written.get(p.outcome.id);
-            p.resolve(state === undefined ? DISCARDED : { status: 'written', state, outcome: p.outcome });
-          }
-          batch = batch.filter((p) => caught.unwritten.has(p.outcome));
-          err = caught.cause;
-        }
+      } catch (err) {
         failures += 1;
         if (batch.length > 1 && !this.#abandoned && isCancelledByTimeout(err)) {
           // Cancelled by statement_timeout or lock_timeout, or for not
@@ -210,7 +202,7 @@ export class Completer {
         if (!isTransientError(err)) {
           this.#failing = false;
           // Each outcome alone (as it was, first), so one bad row cannot hold the others back.
-          if (batch.length > 1 || partly) {
+          if (batch.length > 1) {
             for (const one of batch) await this.#write([one]);
             return;
           }
@@ -269,7 +261,11 @@ export class Completer {
     }
   }
 
-  /** Writes the outcomes; returns id → state for each row a guarded statement changed. */
+  /**
+   * Writes the outcomes, all of one kind (`#drain` splits a batch by kind, so
+   * that one statement's failure or wait settles no other's outcomes); returns
+   * id → state for each row the guarded statement changed.
+   */
   async #writeOnce(unsorted: Outcome[]): Promise<Map<string, string>> {
     const outcomes = [...unsorted].sort((a, b) => compareIds(a.id, b.id));
     const complete = outcomes.filter((o): o is Extract<Outcome, { kind: 'complete' }> => o.kind === 'complete');
@@ -280,7 +276,7 @@ export class Completer {
     const took = (rows: WrittenOutcome[]): void => {
       for (const row of rows) written.set(String(row.id), row.state);
     };
-    const writes: { done: Promise<void>; outcomes: Outcome[] }[] = [];
+    const writes: Promise<void>[] = [];
     if (complete.length > 0) {
       const ids = complete.map((o) => o.id);
       const completed = this.statements.completeJobs(this.db, {
@@ -297,7 +293,7 @@ export class Completer {
           if (!notWritten.has(i + 1)) written.set(id, cancelledNow.has(i + 1) ? 'cancelled' : 'succeeded');
         });
       });
-      writes.push({ done, outcomes: complete });
+      writes.push(done);
     }
     if (fail.length > 0) {
       const failing = this.statements.failJobs(this.db, {
@@ -308,7 +304,7 @@ export class Completer {
         permanent: fail.map((o) => o.permanent),
         metas: fail.map((o) => o.meta ?? null),
       });
-      writes.push({ done: failing.then(took), outcomes: fail });
+      writes.push(failing.then(took));
     }
     if (snooze.length > 0) {
       const snoozed = this.statements.snoozeJobs(this.db, {
@@ -318,24 +314,10 @@ export class Completer {
         notes: snooze.map((o) => o.note),
         metas: snooze.map((o) => o.meta ?? null),
       });
-      writes.push({ done: snoozed.then(took), outcomes: snooze });
+      writes.push(snoozed.then(took));
     }
-    const results = await Promise.allSettled(writes.map((w) => w.done));
-    const failed = results.flatMap((r, i) => (r.status === 'rejected' ? [{ reason: r.reason as unknown, outcomes: writes[i]!.outcomes }] : []));
-    if (failed.length === 0) return written;
-    if (failed.length === writes.length) throw failed[0]!.reason;
-    throw new PartlyWritten(written, new Set(failed.flatMap((f) => f.outcomes)), failed[0]!.reason);
-  }
-}
-
-/** Some of a batch's statements committed and others failed: what was written, and the outcomes still to write. */
-class PartlyWritten extends Error {
-  constructor(
-    readonly written: Map<string, string>,
-    readonly unwritten: Set<Outcome>,
-    override readonly cause: unknown,
-  ) {
-    super('some of the outcome statements failed');
+    await Promise.all(writes);
+    return written;
   }
 }
 
