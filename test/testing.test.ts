@@ -190,6 +190,10 @@ describe('performJob', () => {
   it('runs a handler with a validated payload and a real context, no database', async () => {
     expect(await performJob(double, { n: 21 })).toEqual({ doubled: 42 });
     expect(await performJob(flaky, { id: 'x' }, { attempt: 3 })).toEqual({ attempt: 3 });
+    // ctx.attempt and ctx.job.attempts are one number, given either way (job.attempts was 4 beside attempt 1).
+    const counted = defineTask({ name: 'counted', schema: z.object({}), handler: (_p, c) => [c.attempt, c.job.attempts] });
+    expect(await performJob(counted, {}, { job: { attempts: 4 } })).toEqual([4, 4]);
+    expect(await performJob(counted, {}, { attempt: 2, job: { attempts: undefined } })).toEqual([2, 2]);
     await expect(performJob(flaky, { id: 'x' })).rejects.toThrow('attempt 1 fails');
     await expect(performJob(double, { n: 1.5 } as never)).rejects.toBeInstanceOf(ValidationError);
     const seen = defineTask({
@@ -224,8 +228,9 @@ describe('performJob', () => {
     // A worker reads the stored JSON through the schema again: a Date is a string there.
     const dated = defineTask({ name: 'dated', schema: z.object({ at: z.date() }), handler: ({ at }) => at.getTime() });
     await expect(performJob(dated, { at: new Date(0) })).rejects.toThrow(/^stored payload no longer matches the schema of task dated .*at/);
-    const coerced = defineTask({ name: 'coerced', schema: z.object({ at: z.coerce.date() }), handler: ({ at }, c) => ({ ms: at.getTime(), stored: c.job.payload }) });
-    expect(await performJob(coerced, { at: new Date(0) })).toEqual({ ms: 0, stored: { at: '1970-01-01T00:00:00.000Z' } });
+    // ctx.job.payload is what the schema made of the stored JSON, as a worker gives it (it was the JSON: a string here).
+    const coerced = defineTask({ name: 'coerced', schema: z.object({ at: z.coerce.date() }), handler: ({ at }, c) => ({ ms: at.getTime(), date: c.job.payload.at instanceof Date }) });
+    expect(await performJob(coerced, { at: new Date(0) })).toEqual({ ms: 0, date: true });
     const progressing = defineTask({ name: 'progressing', schema: z.object({ to: z.number() }), handler: async ({ to }, c) => (await c.progress(to), 'ok') });
     expect(await performJob(progressing, { to: 50 })).toBe('ok');
     await expect(performJob(progressing, { to: 150 })).rejects.toThrow(/progress: a number must be from 0 to 100, got 150/);

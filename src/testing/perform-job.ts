@@ -24,8 +24,8 @@ export interface PerformJobOptions {
   signal?: AbortSignal | undefined;
   /** The handler's `ctx.logger`. Default: a silent logger. */
   logger?: Logger | undefined;
-  /** Fields of the job record the handler sees (`ctx.job`), e.g. `{ id: '42', workflowId: '7' }`. */
-  job?: Partial<Omit<JobRecord, 'payload'>> | undefined;
+  /** Fields of the job record the handler sees (`ctx.job`), e.g. `{ id: '42', workflowId: '7' }`; one given as undefined keeps its default. */
+  job?: { [K in keyof Omit<JobRecord, 'payload'>]?: JobRecord[K] | undefined } | undefined;
   /** The `maxPayloadBytes` of your `new Pgq()`: the largest result (JSON) stored. Default 1 MiB, pgq's. */
   maxPayloadBytes?: number | undefined;
   /**
@@ -60,7 +60,8 @@ export async function performJob<T extends AnyTask>(task: T, payload: TaskInput<
   } catch (err) {
     throw new PermanentError(`stored payload no longer matches the schema of task ${task.name} (a worker reads it back from its JSON): ${errorMessage(err)}`, { cause: err });
   }
-  const attempt = options.attempt ?? 1;
+  // One number, as a worker has it: ctx.attempt and ctx.job.attempts (given either way) are the same.
+  const attempt = options.attempt ?? options.job?.attempts ?? 1;
   const now = new Date();
   const defaults: JobRecord = {
     id: '1',
@@ -87,11 +88,12 @@ export async function performJob<T extends AnyTask>(task: T, payload: TaskInput<
     expiresAt: null,
     meta: {},
     attempts: attempt,
-    payload: stored,
+    payload: input,
   };
-  // Fields given as undefined keep their defaults.
+  // Fields given as undefined keep their defaults. The payload is the one the handler gets, validated by the
+  // schema, as a worker gives it (its coercions and defaults applied): it was the stored JSON.
   const given = Object.fromEntries(Object.entries(options.job ?? {}).filter(([, v]) => v !== undefined));
-  const job: JobRecord = { ...defaults, ...given, payload: stored };
+  const job: JobRecord = { ...defaults, ...given, attempts: attempt, payload: input };
   const recorded = new RecordedMeta();
   const controller = new AbortController();
   const onAbort = (): void => controller.abort(options.signal?.reason);
