@@ -106,6 +106,21 @@ describe('drain', () => {
     gate.resolve(); // the handler settles: its worker stops
   });
 
+  it('times out on a rate-limited queue as a worker waits on it, naming the limit', async () => {
+    const pgq = await ctx.migrated({ tasks: [double] });
+    await pgq.setQueue(double.queue, { rateLimit: { limit: 1, periodMs: 60_000 } });
+    try {
+      await pgq.enqueueMany(double, [{ n: 1 }, { n: 2 }]);
+      await expect(drain(pgq, { timeoutMs: 1_000 })).rejects.toThrow(
+        new RegExp(`drain: 1 job\\(s\\) still to run after 1000 ms \\(rate-limited, as under a worker: queue ${double.queue}; lift the limit`),
+      );
+      await pgq.setQueue(double.queue, { rateLimit: null });
+      expect(await drain(pgq)).toMatchObject({ processed: 1, succeeded: 1 });
+    } finally {
+      await pgq.setQueue(double.queue, { rateLimit: null });
+    }
+  });
+
   it('ends a job past its expiry cancelled, as the expirer would, instead of waiting for it until the timeout; a bad timeoutMs is refused', async () => {
     const pgq = await ctx.migrated({ tasks: [double, flaky] });
     // Alone (no other job's end to wake it), waited for since before it expired (the waiter has looked and

@@ -145,7 +145,10 @@ export async function drain(pgq: Pgq, options: DrainOptions = {}): Promise<Drain
       if (Number(left.n) === 0) break;
       if (Date.now() > deadline) {
         timedOut = true;
-        throw new PgqError('PGQ_DRAIN_TIMEOUT', `drain: ${left.n} job(s) still to run after ${timeoutMs} ms`);
+        // A rate limit holds drain's claims as a worker's: say so, it is the likely cause.
+        const limited = await pgq.kysely.selectFrom('queues').select('name').where('name', 'in', queues).where('rate_limit', 'is not', null).execute();
+        const hint = limited.length === 0 ? '' : ` (rate-limited, as under a worker: ${limited.map((q) => `queue ${q.name}`).join(', ')}; lift the limit in the test with setQueue(name, { rateLimit: null }))`;
+        throw new PgqError('PGQ_DRAIN_TIMEOUT', `drain: ${left.n} job(s) still to run after ${timeoutMs} ms${hint}`);
       }
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, CHECK_EVERY_MS);
