@@ -7,7 +7,6 @@
  * `Executor`, which runs handlers.)
  */
 import type pg from 'pg';
-import type { QueryResult } from 'kysely';
 import { CompiledQuery } from './kysely.js';
 import { PgqError } from '../core/errors.js';
 
@@ -30,9 +29,16 @@ export interface PgQueryable {
   query(config: pg.QueryConfig): Promise<pg.QueryResult>;
 }
 
-/** Anything with Kysely's `executeQuery`: a `Kysely` instance or a `Transaction`. */
+/**
+ * Anything with Kysely's `executeQuery`: a `Kysely` instance or a
+ * `Transaction`, of the application's own Kysely version. Typed by what pgq
+ * uses of it, not by Kysely's types: an application's Kysely 0.27 (its
+ * query nodes typed otherwise than pgq's 0.28) works at run time and
+ * type-checks as well.
+ */
 export interface KyselyQueryable {
-  executeQuery<R>(query: CompiledQuery<R>): Promise<QueryResult<R>>;
+  // `never`: any Kysely's own parameter type takes what pgq passes (a `CompiledQuery.raw`), whatever its version names it.
+  executeQuery<R>(query: never): Promise<{ readonly rows: R[] }>;
   /** Kysely's own: the same connection without the caller's plugins. */
   withoutPlugins?(): KyselyQueryable;
 }
@@ -79,7 +85,9 @@ export function fromKysely(db: KyselyQueryable): Queryable {
   const plain = typeof db.withoutPlugins === 'function' ? db.withoutPlugins() : db;
   return {
     async query<Row>(statement: Statement): Promise<Row[]> {
-      const result = await plain.executeQuery(CompiledQuery.raw(statement.text, statement.values));
+      // What every Kysely version's executeQuery takes (KyselyQueryable leaves its parameter to the version's own type).
+      const run = plain as unknown as { executeQuery(query: CompiledQuery): Promise<{ readonly rows: unknown[] }> };
+      const result = await run.executeQuery(CompiledQuery.raw(statement.text, statement.values));
       return result.rows as Row[];
     },
   };
