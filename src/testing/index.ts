@@ -7,6 +7,6 @@
 export { drain } from './drain.js';
 export type { DrainOptions, DrainResult } from './drain.js';
 export { assertEnqueued, refuteEnqueued, ENQUEUED_STATES } from './assertions.js';
-export type { EnqueuedFilter } from './assertions.js';
+export type { EnqueuedFilter, PayloadMatch } from './assertions.js';
 export { performJob } from './perform-job.js';
 export type { PerformJobOptions } from './perform-job.js';

@@ -1,0 +1,29 @@
+/**
+ * Type-level tests of `assertEnqueued` / `refuteEnqueued`'s `payloadMatch`,
+ * checked by `tsc --noEmit` (never run). Each `@ts-expect-error` line must
+ * fail to compile.
+ */
+import { z } from 'zod';
+import { defineTask, type Pgq } from '../src/index.js';
+import { assertEnqueued, refuteEnqueued } from '../src/testing/index.js';
+
+declare const pgq: Pgq;
+const sendEmail = defineTask({
+  name: 'send-email',
+  schema: z.object({ to: z.string(), subject: z.string(), tags: z.array(z.string()), meta: z.object({ campaign: z.string(), round: z.number() }) }),
+  handler: () => null,
+});
+
+// Any part of the payload, deeply; arrays whole.
+await assertEnqueued(pgq, sendEmail, { to: 'a@b.c' });
+await assertEnqueued(pgq, sendEmail, { meta: { round: 2 } });
+await assertEnqueued(pgq, sendEmail, { tags: ['x', 'y'] });
+await assertEnqueued(pgq, sendEmail);
+await refuteEnqueued(pgq, sendEmail, { subject: 'hi' }, { queue: 'emails' });
+// A misspelt key compiled, and the refute always passed.
+// @ts-expect-error no key "too" in the payload
+await refuteEnqueued(pgq, sendEmail, { too: 'x' });
+// @ts-expect-error a value of the wrong type
+await assertEnqueued(pgq, sendEmail, { meta: { round: 'two' } });
+// By name, the task's payload is not known: anything goes.
+await assertEnqueued(pgq, 'send-email', { anything: 1 });
