@@ -1155,9 +1155,10 @@ describe('worker processes', () => {
     const pgq = await ctx.migrated({ tasks: [hog] });
     await createLedger(ctx.admin, ctx.schema);
     await ctx.admin.query(`TRUNCATE "${ctx.schema}".ledger`);
-    const worker = spawnWorker(env({ PGQ_LOG_LEVEL: 'warn', PGQ_STALL_WARN_MS: '1000', PGQ_RESCUE_AFTER_MS: '10000' }));
+    // A warning well after the lease thread's check interval (500 ms here): the CPU it counts is the stall's, not the last interval's.
+    const worker = spawnWorker(env({ PGQ_LOG_LEVEL: 'warn', PGQ_STALL_WARN_MS: '2500', PGQ_RESCUE_AFTER_MS: '10000' }));
     await worker.waitFor((e) => e.event === 'ready');
-    const waiting = await pgq.enqueue(hog, { ms: 3_000, mode: 'wait-sync' });
+    const waiting = await pgq.enqueue(hog, { ms: 4_000, mode: 'wait-sync' });
     await pgq.waitForJob(waiting.id, { timeoutMs: 60_000 });
     await until(() => /did not run for \d+ ms while the process used little CPU/.test(worker.stderr()) || null, { timeoutMs: 20_000 });
     expect(worker.stderr()).toMatch(/event loop has not run for \d+ ms \(running: hog ×1\), and the process used little CPU meanwhile \(\d+ ms\): a handler waiting synchronously/);
@@ -1170,10 +1171,15 @@ describe('worker processes', () => {
     await pgq.waitForJob(paused.id, { timeoutMs: 60_000 });
     expect(worker.stderr()).not.toMatch(/blocked for|CPU-bound/);
     // Computing: reported as before.
-    const computing = await pgq.enqueue(hog, { ms: 3_000, mode: 'block' });
+    const computing = await pgq.enqueue(hog, { ms: 4_000, mode: 'block' });
     await pgq.waitForJob(computing.id, { timeoutMs: 60_000 });
     await until(() => /event loop was blocked for \d+ ms; CPU-bound handlers belong in a sandbox/.test(worker.stderr()) || null, { timeoutMs: 20_000 });
     expect(worker.stderr()).toMatch(/event loop has been blocked for \d+ ms \(running: hog ×1\); its lease is still renewed/);
+    // The CPU counted is the stall's own, from the loop's last tick: most of the stall for a computing handler (it
+    // was the last check interval's alone, a small part of it).
+    const reports = worker.stderr().split('\n').filter((l) => l.includes('"cpuMs"')).map((l) => JSON.parse(l) as { lagMs: number; cpuMs: number; msg: string });
+    const computed = reports.find((r) => r.msg.includes('has been blocked'))!;
+    expect(computed.cpuMs).toBeGreaterThan(computed.lagMs * 0.25);
     worker.child.kill('SIGTERM');
     await worker.exited;
   });

@@ -95,6 +95,7 @@ export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr }:
   // suspended VM), not a handler computing, and is reported as such (it was blamed on CPU-bound handlers).
   let answeredCpu = process.cpuUsage();
   let answeredAt = monotonicMs();
+  let answeredTick = shared[data.slots.mainTick]!;
   const IDLE_CPU_SHARE = 0.2;
   const idleSinceAnswered = (): { idle: boolean; cpuMs: number } => {
     const used = process.cpuUsage(answeredCpu);
@@ -155,12 +156,14 @@ export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr }:
         send({ type: 'stall', lagMs: Math.round(lag), tasks, idle });
       }
       stallMaxLag = Math.max(stallMaxLag, lag);
-    } else {
-      if (stallStartedLag > 0) {
-        send({ type: 'stall-end', lagMs: Math.round(stallMaxLag + data.tickMs), idle: idleSinceAnswered().idle });
-        stallStartedLag = 0;
-        stallMaxLag = 0;
-      }
+    } else if (stallStartedLag > 0) {
+      send({ type: 'stall-end', lagMs: Math.round(stallMaxLag + data.tickMs), idle: idleSinceAnswered().idle });
+      stallStartedLag = 0;
+      stallMaxLag = 0;
+    }
+    // Taken again each time the main loop has ticked since: a stall's CPU is counted from its last tick.
+    if (shared[data.slots.mainTick] !== answeredTick) {
+      answeredTick = shared[data.slots.mainTick]!;
       answeredCpu = process.cpuUsage();
       answeredAt = monotonicMs();
     }
