@@ -8,6 +8,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { processArgs } from './proc.js';
 
 const [dir, portText] = process.argv.slice(2);
 if (!dir || !portText) {
@@ -116,11 +117,12 @@ function endStrayInitdb(dataDir: string): void {
     return;
   }
   for (const pid of pids) {
+    const args = processArgs(pid); // null: gone, or not ours to read
+    if (!args || !/(^|\/)(initdb|postgres)$/.test(args[0] ?? '') || !args.some((a) => path.resolve(a) === path.resolve(dataDir))) continue;
     try {
-      const args = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-      if (/(^|\/)(initdb|postgres)$/.test(args[0] ?? '') && args.some((a) => path.resolve(a) === path.resolve(dataDir))) process.kill(Number(pid), 'SIGKILL');
+      process.kill(Number(pid), 'SIGKILL');
     } catch {
-      // gone, or not ours to read
+      // gone since
     }
   }
 }

@@ -14,6 +14,7 @@ import { PgqError } from '../core/errors.js';
 import { sleep } from '../core/sleep.js';
 import { isInstalled, missingPackageError } from '../core/optional-packages.js';
 import { redact } from './format.js';
+import { processArgs } from './proc.js';
 
 export interface EmbeddedInfo {
   url: string;
@@ -119,13 +120,9 @@ async function stopOrphanedServer(dir: string): Promise<boolean> {
 /** Whether `pid` is a PostgreSQL server on `dataDir` (on Linux, by its command line; elsewhere, by being alive). */
 function isPostmasterOf(pid: number, dataDir: string): boolean {
   if (!alive(pid)) return false;
-  try {
-    const args = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-    return args.some((a) => /(^|\/)postgres$/.test(a)) && args.some((a) => path.resolve(a) === path.resolve(dataDir));
-  } catch {
-    // No /proc (macOS): a stale postmaster.pid may name any process since (pids are reused): never signalled.
-    return false;
-  }
+  const args = processArgs(pid);
+  // No /proc (macOS): a stale postmaster.pid may name any process since (pids are reused): never signalled.
+  return args !== null && args.some((a) => /(^|\/)postgres$/.test(a)) && args.some((a) => path.resolve(a) === path.resolve(dataDir));
 }
 
 function fileSize(file: string): number {
@@ -254,13 +251,8 @@ async function findRunning(dir: string, waitMs: number): Promise<ServerJson | nu
 /** Whether `pid` is the embedded daemon of `dir` (on Linux, by its command line; elsewhere, by being alive). */
 function isDaemon(pid: number, dir: string): boolean {
   if (!alive(pid)) return false;
-  let cmdline: string;
-  try {
-    cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-  } catch {
-    return true; // no /proc: trust the pid
-  }
-  const args = cmdline.split('\0');
+  const args = processArgs(pid);
+  if (args === null) return true; // no /proc: trust the pid
   return args.some((a) => /embedded-daemon\.(js|ts)$/.test(a)) && args.includes(dir);
 }
 
