@@ -97,15 +97,15 @@ export function rolesSql(schema: string, options: RolesOptions): string[] {
       `DO $$ BEGIN EXECUTE format('GRANT USAGE ON SEQUENCE %s TO %I', pg_get_serial_sequence(${literal(`${s}.jobs`)}, 'id'), ${literal(options.enqueuer)}); END $$`,
       `DROP POLICY IF EXISTS ${policy} ON ${s}.jobs`,
       `CREATE POLICY ${policy} ON ${s}.jobs AS PERMISSIVE FOR ALL TO ${r}
-         USING (created_by = current_user::regrole)
-         WITH CHECK (created_by = current_user::regrole AND attempts = 0
+         USING (created_by = quote_ident(current_user)::regrole)
+         WITH CHECK (created_by = quote_ident(current_user)::regrole AND attempts = 0
                      AND (state IN ('available', 'scheduled') OR (state = 'blocked' AND workflow_id IS NOT NULL)))`,
     );
     for (const table of workflowTables) {
       statements.push(
         `DROP POLICY IF EXISTS ${policy} ON ${table}`,
         `CREATE POLICY ${policy} ON ${table} AS RESTRICTIVE FOR ALL TO ${r}
-           USING (created_by = current_user::regrole) WITH CHECK (created_by = current_user::regrole)`,
+           USING (created_by = quote_ident(current_user)::regrole) WITH CHECK (created_by = quote_ident(current_user)::regrole)`,
       );
     }
   }

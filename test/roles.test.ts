@@ -309,7 +309,7 @@ describe('least-privilege roles', () => {
       const { rows: newest } = await ctx.admin.query(`DELETE FROM "${schema}".pgq_migrations WHERE name = (SELECT max(name) FROM "${schema}".pgq_migrations) RETURNING *`);
       const refused = migrate();
       expect(refused.status).toBe(1);
-      expect(refused.stderr).toMatch(new RegExp(`role ${owner} may not write ${schema}\\.pgq_migrations.*GRANT ALL ON "${schema}"\\.pgq_migrations TO "${owner}", then migrate`));
+      expect(refused.stderr).toMatch(new RegExp(`role ${owner} may not write ${schema}\\.pgq_migrations.*GRANT ALL ON "${schema}"\\.pgq_migrations TO ${owner}, then migrate`));
       await ctx.admin.query(`GRANT ALL ON "${schema}".pgq_migrations TO "${owner}"`);
       await ctx.admin.query(`INSERT INTO "${schema}".pgq_migrations SELECT * FROM json_populate_record(NULL::"${schema}".pgq_migrations, $1)`, [JSON.stringify(newest[0])]);
       const again = migrate();
@@ -344,6 +344,43 @@ describe('least-privilege roles', () => {
       await ctx.admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
       await ctx.admin.query(`DROP OWNED BY "${other}" CASCADE`).catch(() => undefined);
       await ctx.admin.query(`DROP ROLE IF EXISTS "${other}"`);
+    }
+  });
+
+  it('a role whose name has capitals enqueues, as an enqueuer role and as a plain login ("role … does not exist" before); migrating a fresh schema as one says what to do', async () => {
+    const mixed = `PgqMixed_${suffix}`;
+    const app = `PgqApp_${suffix}`;
+    const owner = await ctx.migrated({ tasks: [echo] });
+    await ctx.admin.query(`CREATE ROLE "${mixed}" LOGIN PASSWORD 'pw'; CREATE ROLE "${app}" LOGIN PASSWORD 'pw'`);
+    const pgqs: Pgq[] = [];
+    try {
+      await owner.setupRoles({ enqueuer: mixed });
+      await ctx.admin.query(`GRANT USAGE ON SCHEMA "${ctx.schema}" TO "${app}"; GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA "${ctx.schema}" TO "${app}"; GRANT USAGE ON ALL SEQUENCES IN SCHEMA "${ctx.schema}" TO "${app}"`);
+      await ctx.admin.query(`CREATE POLICY app_all ON "${ctx.schema}".jobs FOR ALL TO "${app}" USING (true) WITH CHECK (true)`);
+      for (const role of [mixed, app]) {
+        const as = new Pgq({ connectionString: urlAs(role), schema: ctx.schema, tasks: [echo] });
+        pgqs.push(as);
+        const job = await as.enqueue(echo, { secret: role });
+        expect(await as.getJob(job.id)).toMatchObject({ payload: { secret: role } });
+        const { rows } = await ctx.admin.query<{ by: string }>(`SELECT created_by::text AS by FROM "${ctx.schema}".jobs WHERE id = $1`, [job.id]);
+        expect(rows[0]!.by).toBe(`"${role}"`);
+      }
+      // A fresh schema: pgq's first migrations read the role's name unquoted.
+      const fresh = `${ctx.schema}_mixed`;
+      await ctx.admin.query(`CREATE SCHEMA "${fresh}" AUTHORIZATION "${mixed}"`);
+      const migrating = new Pgq({ connectionString: urlAs(mixed), schema: fresh, tasks: [] });
+      pgqs.push(migrating);
+      await expect(migrating.migrate()).rejects.toThrow(new RegExp(`role "${mixed}" cannot make pgq's first migrations: its name needs quotes.*migrate as a role whose name is in lower case`));
+      const { rowCount } = await ctx.admin.query(`SELECT 1 FROM pg_tables WHERE schemaname = $1`, [fresh]);
+      expect(rowCount).toBe(0);
+    } finally {
+      await Promise.all(pgqs.map((p) => p.close()));
+      await ctx.admin.query(`DROP SCHEMA IF EXISTS "${ctx.schema}_mixed" CASCADE`);
+      await ctx.admin.query(`DROP POLICY IF EXISTS app_all ON "${ctx.schema}".jobs`);
+      for (const role of [mixed, app]) {
+        await ctx.admin.query(`DROP OWNED BY "${role}" CASCADE`).catch(() => undefined);
+        await ctx.admin.query(`DROP ROLE IF EXISTS "${role}"`);
+      }
     }
   });
 

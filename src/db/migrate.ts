@@ -103,6 +103,32 @@ export async function migrate(pool: pg.Pool, schema: string, logger: Logger): Pr
 }
 
 /**
+ * pgq's first migrations (committed, so never changed) read the migrating
+ * role's name as an identifier (`current_user::regrole`, folded to lower
+ * case): a role whose name needs quotes ("AppOwner") fails in them with
+ * "role appowner does not exist". Said before anything runs, with what to do.
+ */
+async function checkRoleNameReadable(client: pg.PoolClient, schema: string): Promise<void> {
+  const { rows } = await client.query<{ role: string; quoted: boolean; early: boolean }>(
+    `SELECT current_user AS role, to_regrole(current_user) IS DISTINCT FROM (SELECT oid FROM pg_roles WHERE rolname = current_user) AS quoted,
+            to_regclass(format('%I.pgq_migrations', $1::text)) IS NULL AS early`,
+    [schema],
+  );
+  const { role, quoted } = rows[0]!;
+  let early = rows[0]!.early;
+  if (!quoted) return;
+  if (!early) {
+    const ran = await client.query(`SELECT 1 FROM ${quoteIdent(schema)}.pgq_migrations WHERE name = '1764710000000_workflow_enqueuer'`);
+    early = ran.rowCount === 0;
+  }
+  if (early) {
+    throw new SchemaNotReadyError(
+      `role ${quoteIdent(role)} cannot make pgq's first migrations: its name needs quotes, and they read it unquoted (it fails there with "role ${role.toLowerCase()} does not exist"); migrate as a role whose name is in lower case (it may enqueue and work as this role afterwards)`,
+    );
+  }
+}
+
+/**
  * Refuses, with what to do, a migration this role cannot make: pgq's tables
  * belong to the role that migrated them first, and only it (or a member of
  * it) can change them; a schema that does not exist yet needs CREATE on the
@@ -110,6 +136,7 @@ export async function migrate(pool: pg.Pool, schema: string, logger: Logger): Pr
  * pgq_migrations" and a stack trace.)
  */
 async function checkMayMigrate(client: pg.PoolClient, schema: string, exists: boolean, behind: SchemaNotReadyError): Promise<void> {
+  await checkRoleNameReadable(client, schema);
   if (!exists) {
     const { rows } = await client.query<{ role: string; db: string; may: boolean }>(
       "SELECT current_user AS role, current_database() AS db, has_database_privilege(current_database(), 'CREATE') AS may",
