@@ -4,7 +4,7 @@
  * fail to compile.
  */
 import { z } from 'zod';
-import { defineTask, type Pgq } from '../src/index.js';
+import { defineTask, type AnyTask, type Pgq } from '../src/index.js';
 import { assertEnqueued, refuteEnqueued } from '../src/testing/index.js';
 
 declare const pgq: Pgq;
@@ -25,5 +25,15 @@ await refuteEnqueued(pgq, sendEmail, { subject: 'hi' }, { queue: 'emails' });
 await refuteEnqueued(pgq, sendEmail, { too: 'x' });
 // @ts-expect-error a value of the wrong type
 await assertEnqueued(pgq, sendEmail, { meta: { round: 'two' } });
-// By name, the task's payload is not known: anything goes.
+// By name, the task's payload is not known: anything goes; so for a value that may be a task or a name.
 await assertEnqueued(pgq, 'send-email', { anything: 1 });
+declare const either: AnyTask | string;
+await assertEnqueued(pgq, either, { anything: 1 });
+await refuteEnqueued(pgq, either);
+// Compared with the stored payload, the schema's output: a transform's output is what matches.
+const parsed = defineTask({ name: 'parsed', schema: z.object({ n: z.string().transform(Number), at: z.coerce.date() }), handler: () => null });
+await assertEnqueued(pgq, parsed, { n: 5 });
+await assertEnqueued(pgq, parsed, { at: new Date(0) });
+await assertEnqueued(pgq, parsed, { at: '1970-01-01T00:00:00.000Z' });
+// @ts-expect-error the input's form: stored as the number, it never matched
+await refuteEnqueued(pgq, parsed, { n: '5' });

@@ -1230,3 +1230,40 @@ describe('outcomes written side by side', () => {
     await worker.stop();
   });
 });
+
+describe('a stop whose last outcomes cannot all be written', () => {
+  it('names only the jobs whose outcomes are not written (it named a failure its own statement had written beside a locked success)', async () => {
+    const lines: Line[] = [];
+    const gate = deferred<void>();
+    const starts: string[] = [];
+    const task = defineTask({
+      name: 'stuck-write',
+      schema: z.object({ fail: z.boolean() }),
+      maxAttempts: 1,
+      async handler(p, c) {
+        starts.push(c.job.id);
+        await gate.promise;
+        if (p.fail) throw new Error('boom');
+        return 'ok';
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [task], logger: captureLogger(lines) });
+    const worker = pgq.worker({ concurrency: 2, pollIntervalMs: 20, heartbeatMs: 500, rescueAfterMs: 1_000 });
+    await worker.start();
+    const [failing, locked] = await pgq.enqueueMany(task, [{ fail: true }, { fail: false }]);
+    await until(() => starts.length === 2 || null);
+    const locker = await ctx.admin.connect();
+    try {
+      await locker.query('BEGIN');
+      await locker.query(`SELECT 1 FROM "${ctx.schema}".jobs WHERE id = $1 FOR UPDATE`, [locked!.id]);
+      gate.resolve();
+      await until(async () => (await pgq.getJob(failing!.id))!.state === 'failed' || null, { timeoutMs: 10_000 });
+      await worker.stop(); // its write limit (5 s) runs out on the locked success
+    } finally {
+      await locker.query('ROLLBACK');
+      locker.release();
+    }
+    const warned = lines.find((l) => /could not record the last outcomes/.test(l.msg ?? ''));
+    expect(warned?.obj.jobs).toEqual([locked!.id]);
+  });
+});

@@ -110,7 +110,9 @@ export async function migrate(pool: pg.Pool, schema: string, logger: Logger): Pr
  */
 async function checkRoleNameReadable(client: pg.PoolClient, schema: string): Promise<void> {
   const { rows } = await client.query<{ role: string; quoted: boolean; early: boolean }>(
-    `SELECT current_user AS role, to_regrole(current_user) IS DISTINCT FROM (SELECT oid FROM pg_roles WHERE rolname = current_user) AS quoted,
+    // A name that an unquoted reading folds (capitals) or cannot read (a dot, a space, an @): tested as text, since
+    // to_regrole() raises "invalid name syntax" on the latter before PostgreSQL 16.
+    `SELECT current_user AS role, current_user::text !~ '^[a-z_][a-z0-9_$]*$' AS quoted,
             to_regclass(format('%I.pgq_migrations', $1::text)) IS NULL AS early`,
     [schema],
   );
@@ -123,7 +125,7 @@ async function checkRoleNameReadable(client: pg.PoolClient, schema: string): Pro
   }
   if (early) {
     throw new SchemaNotReadyError(
-      `role ${quoteIdent(role)} cannot make pgq's first migrations: its name needs quotes, and they read it unquoted (it fails there with "role ${role.toLowerCase()} does not exist"); migrate as a role whose name is in lower case (it may enqueue and work as this role afterwards)`,
+      `role ${quoteIdent(role)} cannot make pgq's first migrations: its name needs quotes, and they read it unquoted (there it is "role ${role.toLowerCase()} does not exist" or "invalid name syntax"); migrate as a role whose name is lower-case letters, digits and underscores (it may enqueue and work as this role afterwards)`,
     );
   }
 }

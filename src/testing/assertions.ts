@@ -13,17 +13,28 @@ import type { Pgq } from '../client.js';
 import type { JobRecord, JobState } from '../core/types.js';
 import { toJobRecord, type JobRow } from '../db/rows.js';
 import { toJsonText } from '../core/json.js';
-import type { AnyTask, TaskInput } from '../task.js';
+import type { AnyTask, PayloadOf } from '../task.js';
 
 /** States in which a job counts as enqueued. */
 export const ENQUEUED_STATES: readonly JobState[] = ['scheduled', 'available', 'retryable', 'blocked'];
 
 /**
- * A part of a task's payload: any of its keys, deeply (arrays whole, as
+ * A part of a task's payload as it is stored (its schema's output, which is
+ * what the jobs are compared with): any of its keys, deeply (arrays whole, as
  * they are compared), so a misspelt key is a compile error rather than a
- * `refuteEnqueued` that always passes.
+ * `refuteEnqueued` that always passes. A `Date` may be given as itself or
+ * as its ISO text.
  */
-export type PayloadMatch<P> = P extends readonly unknown[] ? P : P extends object ? { [K in keyof P]?: PayloadMatch<P[K]> } : P;
+export type PayloadMatch<P> = P extends Date
+  ? Date | string
+  : P extends readonly unknown[]
+    ? P
+    : P extends object
+      ? { [K in keyof P]?: PayloadMatch<P[K]> }
+      : P;
+
+/** The stored payload of task `T`: its schema's output. */
+type StoredPayload<T> = T extends { readonly schema: infer S } ? PayloadOf<S> : unknown;
 
 /** Narrows which jobs `assertEnqueued` and `refuteEnqueued` look at. */
 export interface EnqueuedFilter {
@@ -40,9 +51,9 @@ export interface EnqueuedFilter {
  * await signUp(pgq, 'a@b.c');
  * await assertEnqueued(pgq, sendEmail, { to: 'a@b.c' });
  */
-export async function assertEnqueued<T extends AnyTask>(pgq: Pgq, task: T, payloadMatch?: PayloadMatch<TaskInput<T>>, filter?: EnqueuedFilter): Promise<JobRecord>;
-/** The same, for a task known by its name alone. */
-export async function assertEnqueued(pgq: Pgq, task: string, payloadMatch?: unknown, filter?: EnqueuedFilter): Promise<JobRecord>;
+export async function assertEnqueued<T extends AnyTask>(pgq: Pgq, task: T, payloadMatch?: PayloadMatch<StoredPayload<T>>, filter?: EnqueuedFilter): Promise<JobRecord>;
+/** The same, for a task known by its name (a string, or a value that may be one): its payload is not known. */
+export async function assertEnqueued<T extends AnyTask | string>(pgq: Pgq, task: [T] extends [string] ? T : string extends T ? T : never, payloadMatch?: unknown, filter?: EnqueuedFilter): Promise<JobRecord>;
 export async function assertEnqueued(pgq: Pgq, task: AnyTask | string, payloadMatch?: unknown, filter: EnqueuedFilter = {}): Promise<JobRecord> {
   const name = typeof task === 'string' ? task : task.name;
   payloadMatch = asStored(payloadMatch);
@@ -66,9 +77,9 @@ export async function assertEnqueued(pgq: Pgq, task: AnyTask | string, payloadMa
  * @example
  * await refuteEnqueued(pgq, sendEmail, { to: 'blocked@b.c' });
  */
-export async function refuteEnqueued<T extends AnyTask>(pgq: Pgq, task: T, payloadMatch?: PayloadMatch<TaskInput<T>>, filter?: EnqueuedFilter): Promise<void>;
-/** The same, for a task known by its name alone. */
-export async function refuteEnqueued(pgq: Pgq, task: string, payloadMatch?: unknown, filter?: EnqueuedFilter): Promise<void>;
+export async function refuteEnqueued<T extends AnyTask>(pgq: Pgq, task: T, payloadMatch?: PayloadMatch<StoredPayload<T>>, filter?: EnqueuedFilter): Promise<void>;
+/** The same, for a task known by its name (a string, or a value that may be one): its payload is not known. */
+export async function refuteEnqueued<T extends AnyTask | string>(pgq: Pgq, task: [T] extends [string] ? T : string extends T ? T : never, payloadMatch?: unknown, filter?: EnqueuedFilter): Promise<void>;
 export async function refuteEnqueued(pgq: Pgq, task: AnyTask | string, payloadMatch?: unknown, filter: EnqueuedFilter = {}): Promise<void> {
   const name = typeof task === 'string' ? task : task.name;
   payloadMatch = asStored(payloadMatch);

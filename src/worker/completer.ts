@@ -4,7 +4,8 @@
  * one statement per kind (rows in id order, so batches that touch the same
  * workflow parents lock them in the same order), so at high throughput a
  * statement carries hundreds of jobs. The statements of a batch go out side
- * by side and each settles its own outcomes (and is retried on its own).
+ * by side and each settles its own outcomes (and is retried on its own); the
+ * next batch goes out once all of them have.
  * Each outcome's promise resolves with
  * what happened to it: written (and the state it left), discarded (the guard
  * found the job no longer running in that attempt) or not recorded.
@@ -50,6 +51,8 @@ export type RecordResult =
 
 interface Pending {
   outcome: Outcome;
+  /** Resolved: what became of it is known (written, discarded, or not recorded). */
+  settled: boolean;
   resolve: (result: RecordResult) => void;
 }
 
@@ -84,7 +87,15 @@ export class Completer {
   /** Queues an outcome; resolves with what became of it. */
   record(outcome: Outcome): Promise<RecordResult> {
     return new Promise((resolve) => {
-      this.#pending.push({ outcome, resolve });
+      const pending: Pending = {
+        outcome,
+        settled: false,
+        resolve: (result) => {
+          pending.settled = true;
+          resolve(result);
+        },
+      };
+      this.#pending.push(pending);
       this.#schedule();
     });
   }
@@ -126,7 +137,8 @@ export class Completer {
 
   /** The jobs whose outcomes wait to be written or are being written. */
   unwrittenJobIds(): string[] {
-    return [...this.#writing, ...this.#pending].map((p) => p.outcome.id);
+    // Of the batch being written, those not settled yet: its statements settle their own outcomes one by one.
+    return [...this.#writing.filter((p) => !p.settled), ...this.#pending].map((p) => p.outcome.id);
   }
 
   /** Writes everything queued. After `giveUpAfterMs` of failing writes, drops what is left (the rescuer will retry those jobs). */
