@@ -3,6 +3,7 @@
  * leaves behind on a pool it was given.
  */
 import pg from 'pg';
+import { sql } from 'kysely';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { defineTask, Pgq, PgqError, WorkerStartError } from '../src/index.js';
@@ -136,6 +137,27 @@ describe('worker.start() failing after the registration', () => {
 describe('a Pgq given a pool', () => {
   const events = ['error', 'connect', 'acquire', 'release', 'remove'] as const;
   const poolListeners = (pool: pg.Pool): Record<string, number> => Object.fromEntries(events.map((e) => [e, pool.listenerCount(e)]));
+
+  it('watches the connections the pool opened before it: a backend terminated inside a transaction fails that transaction, not the process', async () => {
+    const pool = new pg.Pool({ connectionString: ctx.url, max: 2 });
+    pool.on('error', () => undefined);
+    try {
+      // Both connections opened before the Pgq (an application's pool, warmed by its own queries).
+      await Promise.all([pool.query('SELECT pg_sleep(0.05)'), pool.query('SELECT pg_sleep(0.05)')]);
+      expect(pool.totalCount).toBe(2);
+      const pgq = new Pgq({ pool, schema: ctx.schema, tasks: [noop] });
+      const ended = pgq.kysely.transaction().execute(async (trx) => {
+        const { rows } = await sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`.execute(trx);
+        await ctx.admin.query('SELECT pg_terminate_backend($1)', [rows[0]!.pid]);
+        await new Promise((resolve) => setTimeout(resolve, 300)); // the client hears of it while idle in the transaction
+        await sql`SELECT 1`.execute(trx);
+      });
+      await expect(ended).rejects.toThrow();
+      await pgq.close();
+    } finally {
+      await pool.end();
+    }
+  });
 
   it('removes the listeners it added to the pool and its clients on close(), and leaves the pool open', async () => {
     const pool = new pg.Pool({ connectionString: ctx.url, max: 3 });

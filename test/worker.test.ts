@@ -1267,3 +1267,35 @@ describe('a stop whose last outcomes cannot all be written', () => {
     expect(warned?.obj.jobs).toEqual([locked!.id]);
   });
 });
+
+describe('a loop:stall listener that throws', () => {
+  it('is logged, and the worker goes on (it ended the process)', async () => {
+    const lines: Line[] = [];
+    const block = defineTask({
+      name: 'block-loop',
+      schema: z.object({ ms: z.number() }),
+      handler: ({ ms }) => {
+        const until = Date.now() + ms;
+        while (Date.now() < until) {
+          // computing on the event loop
+        }
+        return 'done';
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [block], logger: captureLogger(lines) });
+    const worker = pgq.worker({ pollIntervalMs: 20, stallWarnMs: 200 });
+    const stalls: number[] = [];
+    worker.on('loop:stall', (lagMs) => {
+      stalls.push(lagMs);
+      throw new Error('listener boom');
+    });
+    await worker.start();
+    const job = await pgq.enqueue(block, { ms: 800 });
+    expect(await pgq.waitForJob(job.id, { timeoutMs: 20_000 })).toMatchObject({ state: 'succeeded' });
+    await until(() => stalls.length > 0 || null, { timeoutMs: 10_000 });
+    await until(() => lines.some((l) => /a pgq loop:stall listener threw: listener boom/.test(l.msg ?? '')) || null);
+    const after = await pgq.enqueue(block, { ms: 0 });
+    expect(await pgq.waitForJob(after.id, { timeoutMs: 20_000 })).toMatchObject({ state: 'succeeded' });
+    await worker.stop();
+  });
+});

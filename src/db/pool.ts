@@ -47,16 +47,21 @@ export function poolClientConfig(pool: pg.Pool): pg.ClientConfig {
 export function watchConnectionErrors(pool: pg.Pool, onError: (err: Error) => void, options: { idle: boolean }): () => void {
   const clients = new Set<pg.PoolClient>();
   const onConnect = (client: pg.PoolClient): void => {
+    if (clients.has(client)) return;
     clients.add(client);
     client.on('error', onError);
   };
   // A removed client has ended: it keeps its listener, and is no longer ours to clean up.
   const onRemove = (client: pg.PoolClient): void => void clients.delete(client);
   pool.on('connect', onConnect);
+  // And on checkout: a pool the application gave pgq may hold clients opened before (or watched by a Pgq
+  // closed since), which no 'connect' reaches; a backend terminated under one crashed the process.
+  pool.on('acquire', onConnect);
   pool.on('remove', onRemove);
   if (options.idle) pool.on('error', onError);
   return () => {
     pool.off('connect', onConnect);
+    pool.off('acquire', onConnect);
     pool.off('remove', onRemove);
     if (options.idle) pool.off('error', onError);
     for (const client of clients) client.off('error', onError);

@@ -695,7 +695,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
         ? `pgq worker's event loop did not run for ${lagMs} ms while the process used little CPU: a handler waiting synchronously (execSync, Atomics.wait, a slow synchronous read) or a paused process (SIGSTOP, a suspended VM)`
         : `pgq worker's event loop was blocked for ${lagMs} ms; CPU-bound handlers belong in a sandbox`,
     );
-    this.emit('loop:stall', lagMs, this.#stallTasks);
+    // As every worker event: a listener that throws is logged, and the worker goes on (it ended the process).
+    try {
+      this.emit('loop:stall', lagMs, this.#stallTasks);
+    } catch (err) {
+      this.#logger.error({ err: errorSummary(err), event: 'loop:stall' }, `a pgq loop:stall listener threw: ${errorMessage(err)}`);
+    }
   }
 
   /**
