@@ -1299,3 +1299,34 @@ describe('a loop:stall listener that throws', () => {
     await worker.stop();
   });
 });
+
+describe('a stop whose deregistration loses its connection', () => {
+  it('removes the worker row on another connection (it stayed, listed as live until its lease ran out)', async () => {
+    const lines: Line[] = [];
+    const idle = defineTask({ name: 'idle', schema: z.object({}), handler: () => null });
+    const pgq = await ctx.migrated({ tasks: [idle], logger: captureLogger(lines) });
+    const worker = pgq.worker({ leader: false, pollIntervalMs: 50 });
+    await worker.start();
+    const locker = await ctx.admin.connect();
+    try {
+      // The DELETE waits behind this lock, where its backend is terminated.
+      await locker.query('BEGIN');
+      await locker.query(`SELECT 1 FROM "${ctx.schema}".workers WHERE id = $1 FOR UPDATE`, [worker.id]);
+      const stopping = worker.stop();
+      const pid = await until(async () => {
+        const { rows } = await ctx.admin.query<{ pid: number }>(
+          `SELECT pid FROM pg_stat_activity WHERE query LIKE 'DELETE FROM "${ctx.schema}".workers%' AND wait_event_type = 'Lock'`,
+        );
+        return rows[0]?.pid ?? null;
+      });
+      await ctx.admin.query('SELECT pg_terminate_backend($1)', [pid]);
+      await locker.query('ROLLBACK');
+      await stopping;
+    } finally {
+      locker.release();
+    }
+    const { rowCount } = await ctx.admin.query(`SELECT 1 FROM "${ctx.schema}".workers WHERE id = $1`, [worker.id]);
+    expect(rowCount).toBe(0);
+    expect(lines.filter((l) => /could not deregister/.test(l.msg ?? ''))).toEqual([]);
+  });
+});

@@ -38,6 +38,7 @@ import {
   optionsArgument,
 } from '../core/errors.js';
 import { settlesWithin, sleep, Waker } from '../core/sleep.js';
+import { isConnectionError } from '../db/errors.js';
 import { heartbeatLimitMs } from '../core/defaults.js';
 import type { ResolvedWorkerOptions } from '../config.js';
 import type { Queryable } from '../db/queryable.js';
@@ -583,8 +584,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
     // Not registered under its current id (never, or a registration after a lost lease that failed): no row of its own to remove.
     const registeredAt = this.#lease.registeredAt;
     if (!registeredAt) return;
-    await this.#deps.statements
-      .deregisterWorker(this.#deps.db, { workerId: this.#lease.workerId, registeredAt, timeoutMs: Math.max(250, leftMs) })
+    const endBy = performance.now() + leftMs;
+    const remove = (): Promise<unknown> =>
+      this.#deps.statements.deregisterWorker(this.#deps.db, { workerId: this.#lease.workerId, registeredAt, timeoutMs: Math.max(250, endBy - performance.now()) });
+    await remove()
+      // A connection that broke (a backend terminated, a pooled connection the server had closed) is not a
+      // database that does not answer: once more on another, while the limit lasts. Else the row stayed,
+      // listed as live, and a fixed id started again waited out its lease.
+      .catch((err: unknown) => (isConnectionError(err) && endBy - performance.now() > 250 ? remove() : Promise.reject(err)))
       .catch((err: unknown) => this.#logger.warn({ err: errorSummary(err) }, `pgq could not deregister the worker: ${errorMessage(err)}`));
   }
 
