@@ -370,9 +370,20 @@ describe('least-privilege roles', () => {
       await ctx.admin.query(`CREATE SCHEMA "${fresh}" AUTHORIZATION "${mixed}"`);
       const migrating = new Pgq({ connectionString: urlAs(mixed), schema: fresh, tasks: [] });
       pgqs.push(migrating);
-      await expect(migrating.migrate()).rejects.toThrow(new RegExp(`role "${mixed}" cannot make pgq's first migrations: its name needs quotes.*migrate as a role whose name is lower-case letters, digits and underscores`));
+      await expect(migrating.migrate()).rejects.toThrow(new RegExp(`role "${mixed}" cannot make pgq's first migrations: its name needs quotes.*migrate as a role whose name has no capitals, dots or spaces`));
       const { rowCount } = await ctx.admin.query(`SELECT 1 FROM pg_tables WHERE schemaname = $1`, [fresh]);
       expect(rowCount).toBe(0);
+      // A name the unquoted reading takes as it is (a hyphen) migrates a fresh schema (the check refused it).
+      const hyphen = `pgq-app_${suffix}`;
+      await ctx.admin.query(`CREATE ROLE "${hyphen}" LOGIN SUPERUSER PASSWORD 'pw'`);
+      try {
+        const plain = new Pgq({ connectionString: urlAs(hyphen), schema: `${fresh}_h`, tasks: [] });
+        pgqs.push(plain);
+        expect((await plain.migrate()).applied.length).toBeGreaterThan(20);
+      } finally {
+        await ctx.admin.query(`DROP SCHEMA IF EXISTS "${fresh}_h" CASCADE`);
+        await ctx.admin.query(`DROP ROLE IF EXISTS "${hyphen}"`);
+      }
       // A role with a dot in its name, on a schema behind only by later migrations, migrates it (the check raised
       // "invalid name syntax" before PostgreSQL 16).
       const dotted = `pgq.deploy_${suffix}`;

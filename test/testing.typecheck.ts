@@ -37,3 +37,10 @@ await assertEnqueued(pgq, parsed, { at: new Date(0) });
 await assertEnqueued(pgq, parsed, { at: '1970-01-01T00:00:00.000Z' });
 // @ts-expect-error the input's form: stored as the number, it never matched
 await refuteEnqueued(pgq, parsed, { n: '5' });
+// A value with a toJSON() as itself or its JSON, in lists too.
+const linked = defineTask({ name: 'linked', schema: z.object({ u: z.string().transform((s) => new URL(s)), ats: z.array(z.coerce.date()) }), handler: () => null });
+await assertEnqueued(pgq, linked, { u: 'https://x.example/a' });
+await assertEnqueued(pgq, linked, { u: new URL('https://x.example/a') });
+await assertEnqueued(pgq, linked, { ats: ['1970-01-01T00:00:00.000Z', new Date(0)] });
+// @ts-expect-error a list's element of the wrong type
+await assertEnqueued(pgq, linked, { ats: [5] });

@@ -110,9 +110,11 @@ export async function migrate(pool: pg.Pool, schema: string, logger: Logger): Pr
  */
 async function checkRoleNameReadable(client: pg.PoolClient, schema: string): Promise<void> {
   const { rows } = await client.query<{ role: string; quoted: boolean; early: boolean }>(
-    // A name that an unquoted reading folds (capitals) or cannot read (a dot, a space, an @): tested as text, since
-    // to_regrole() raises "invalid name syntax" on the latter before PostgreSQL 16.
-    `SELECT current_user AS role, current_user::text !~ '^[a-z_][a-z0-9_$]*$' AS quoted,
+    // A name that the unquoted reading cannot read (a dot, a space, a leading quote: to_regrole() raises "invalid
+    // name syntax" on those before PostgreSQL 16, so they are told by their text) or reads as another name (capitals).
+    `SELECT current_user AS role,
+            CASE WHEN current_user::text ~ '[.[:space:]]|^"' THEN true
+                 ELSE to_regrole(current_user) IS DISTINCT FROM (SELECT oid FROM pg_roles WHERE rolname = current_user) END AS quoted,
             to_regclass(format('%I.pgq_migrations', $1::text)) IS NULL AS early`,
     [schema],
   );
@@ -125,7 +127,7 @@ async function checkRoleNameReadable(client: pg.PoolClient, schema: string): Pro
   }
   if (early) {
     throw new SchemaNotReadyError(
-      `role ${quoteIdent(role)} cannot make pgq's first migrations: its name needs quotes, and they read it unquoted (there it is "role ${role.toLowerCase()} does not exist" or "invalid name syntax"); migrate as a role whose name is lower-case letters, digits and underscores (it may enqueue and work as this role afterwards)`,
+      `role ${quoteIdent(role)} cannot make pgq's first migrations: its name needs quotes, and they read it unquoted (there it is "role ${role.toLowerCase()} does not exist" or "invalid name syntax"); migrate as a role whose name has no capitals, dots or spaces (it may enqueue and work as this role afterwards)`,
     );
   }
 }

@@ -14,6 +14,7 @@ import type { JobRecord, JobState } from '../core/types.js';
 import { toJobRecord, type JobRow } from '../db/rows.js';
 import { toJsonText } from '../core/json.js';
 import type { AnyTask, PayloadOf } from '../task.js';
+import type { Jsonified } from '../core/json.js';
 
 /** States in which a job counts as enqueued. */
 export const ENQUEUED_STATES: readonly JobState[] = ['scheduled', 'available', 'retryable', 'blocked'];
@@ -22,16 +23,19 @@ export const ENQUEUED_STATES: readonly JobState[] = ['scheduled', 'available', '
  * A part of a task's payload as it is stored (its schema's output, which is
  * what the jobs are compared with): any of its keys, deeply (arrays whole, as
  * they are compared), so a misspelt key is a compile error rather than a
- * `refuteEnqueued` that always passes. A `Date` may be given as itself or
- * as its ISO text.
+ * `refuteEnqueued` that always passes. A value with a `toJSON()` (a `Date`, a
+ * `URL`) may be given as itself or as its JSON (the ISO text), in lists too.
  */
-export type PayloadMatch<P> = P extends Date
-  ? Date | string
+export type PayloadMatch<P> = P extends { toJSON(...args: never[]): infer J }
+  ? P | Jsonified<J>
   : P extends readonly unknown[]
-    ? P
+    ? { [K in keyof P]: WholeMatch<P[K]> }
     : P extends object
       ? { [K in keyof P]?: PayloadMatch<P[K]> }
       : P;
+
+/** An element of a list in a `PayloadMatch`: whole (lists are compared whole), or as its JSON. */
+type WholeMatch<P> = P extends { toJSON(...args: never[]): infer J } ? P | Jsonified<J> : P extends object ? { [K in keyof P]: WholeMatch<P[K]> } : P;
 
 /** The stored payload of task `T`: its schema's output. */
 type StoredPayload<T> = T extends { readonly schema: infer S } ? PayloadOf<S> : unknown;
