@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { defineTask, sandboxed, ValidationError, type Logger, type SandboxKind } from '../src/index.js';
+import { defineTask, sandboxed, ValidationError, type JobRecord, type Logger, type SandboxKind } from '../src/index.js';
 import type echoHandler from './fixtures/sandbox/handlers.js';
 import type { lastWords, misbehave, unstorableOnStop } from './fixtures/sandbox/handlers.js';
 import { misbehaveSchema } from './fixtures/sandbox/schemas.js';
@@ -73,50 +73,37 @@ describe.each<SandboxKind>(['thread', 'process'])('sandboxed %s', (kind) => {
     expect(lines.filter((l) => l.msg === 'last words').map((l) => l.obj.n).sort((a, b) => Number(a) - Number(b))).toEqual(Array.from({ length: 20 }, (_, n) => n));
   });
 
-  it('loads a module again on the next attempt after it failed to load (it failed every attempt of that sandbox for good)', async () => {
-    const counter = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'pgq-flaky-')), 'loads');
-    process.env.PGQ_TEST_FLAKY_FILE = counter;
+  /** Runs one job of a task whose module (`fixture`) throws at its first load only: the finished job. */
+  const afterFlakyLoad = async (name: string, fixture: string): Promise<JobRecord> => {
+    process.env.PGQ_TEST_FLAKY_FILE = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'pgq-flaky-')), 'loads');
     const flaky = defineTask({
-      name: `flaky-load-${kind}`,
+      name: `${name}-${kind}`,
       schema: z.object({}),
       maxAttempts: 3,
       backoff: { baseMs: 10, maxMs: 20 },
-      sandbox: { module: new URL('./fixtures/sandbox/flaky-load.mjs', import.meta.url), kind },
+      sandbox: { module: new URL(`./fixtures/sandbox/${fixture}`, import.meta.url), kind },
     });
     const pgq = await ctx.migrated({ tasks: [flaky] });
     const worker = pgq.worker({ concurrency: 1, pollIntervalMs: 50, sandbox: { threads: 1, processes: 1 } });
     await worker.start();
     try {
-      const done = await pgq.waitForJob((await pgq.enqueue(flaky, {})).id, { timeoutMs: 30_000 });
-      expect([done.state, done.attempts, done.errors[0]?.message]).toEqual(['succeeded', 2, expect.stringContaining('transient failure at load 1')]);
-      expect(done.result).toEqual({ loads: 2 });
+      return await pgq.waitForJob((await pgq.enqueue(flaky, {})).id, { timeoutMs: 30_000 });
     } finally {
       await worker.stop();
       delete process.env.PGQ_TEST_FLAKY_FILE;
     }
+  };
+
+  it('loads a module again on the next attempt after it failed to load (it failed every attempt of that sandbox for good)', async () => {
+    const done = await afterFlakyLoad('flaky-load', 'flaky-load.mjs');
+    expect([done.state, done.attempts, done.errors[0]?.message]).toEqual(['succeeded', 2, expect.stringContaining('transient failure at load 1')]);
+    expect(done.result).toEqual({ loads: 2 });
   });
 
   it.runIf(kind === 'process')('replaces a process whose handler module failed to load in a module it imports (that failure stays in its module map)', async () => {
-    const counter = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'pgq-flaky-')), 'loads');
-    process.env.PGQ_TEST_FLAKY_FILE = counter;
-    const flaky = defineTask({
-      name: `flaky-dependency-${kind}`,
-      schema: z.object({}),
-      maxAttempts: 3,
-      backoff: { baseMs: 10, maxMs: 20 },
-      sandbox: { module: new URL('./fixtures/sandbox/flaky-dependency.mjs', import.meta.url), kind },
-    });
-    const pgq = await ctx.migrated({ tasks: [flaky] });
-    const worker = pgq.worker({ concurrency: 1, pollIntervalMs: 50, sandbox: { processes: 1 } });
-    await worker.start();
-    try {
-      const done = await pgq.waitForJob((await pgq.enqueue(flaky, {})).id, { timeoutMs: 30_000 });
-      expect([done.state, done.attempts, done.errors[0]?.message]).toEqual(['succeeded', 2, expect.stringContaining('transient failure at load 1')]);
-      expect(done.result).toEqual({ loads: 2 });
-    } finally {
-      await worker.stop();
-      delete process.env.PGQ_TEST_FLAKY_FILE;
-    }
+    const done = await afterFlakyLoad('flaky-dependency', 'flaky-dependency.mjs');
+    expect([done.state, done.attempts, done.errors[0]?.message]).toEqual(['succeeded', 2, expect.stringContaining('transient failure at load 1')]);
+    expect(done.result).toEqual({ loads: 2 });
   });
 
   it('fails for good a handler that returns an unstorable result after a stop signalled it, as on the main thread (it was given back to run again)', async () => {

@@ -1186,7 +1186,6 @@ describe('stop() with a handler still running', () => {
   });
 });
 
-
 describe('outcomes written side by side', () => {
   it("a failure is settled as its statement commits, not held for a success in the same batch that another transaction's row lock holds up", async () => {
     const lines: Line[] = [];
