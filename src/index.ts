@@ -16,7 +16,7 @@ export type { SandboxContext, SandboxHandler, SandboxKind, SandboxOptions } from
 export type { EnqueueManyOptions, EnqueueOptions } from './enqueue.js';
 export type { PgqOptions, WorkerOptions, RetentionOptions, SandboxWorkerOptions } from './config.js';
 export type { QueueRecord, QueueSettings, RateLimit } from './queues.js';
-export { ScheduleNotFoundError } from './schedules.js';
+export { ScheduleNotFoundError, defineSchedule } from './schedules.js';
 export type { CatchUpPolicy, ScheduleOptions, ScheduleRecord } from './schedules.js';
 export { chain, chord, chunks, group, map, step, stepOutcome, stepFailureSchema } from './workflow/flow.js';
 export type {

@@ -111,6 +111,22 @@ export interface ResolvedSchedule {
   readonly misfireGraceMs: number;
 }
 
+/**
+ * A schedule for a worker's `schedules` option, its payload checked by the
+ * compiler against the task's schema. The option takes schedules of any
+ * task, so a payload written inline there is checked only by `pgq.worker()`,
+ * at run time; through this function the compiler checks it too. Returns
+ * its argument.
+ *
+ * @example
+ * const nightly = defineSchedule({ name: 'nightly', cron: '0 2 * * *', task: sendEmail,
+ *   payload: { to: 'ops@example.com', subject: 'Nightly report' } });
+ * pgq.worker({ schedules: [nightly] });
+ */
+export function defineSchedule<T extends AnyTask>(options: ScheduleOptions<T> & { task: T }): ScheduleOptions<T> {
+  return options;
+}
+
 /** The range of `misfireGraceMs`: at least a second (a scheduler pass is always a few ms late, and a tick must not count as missed for that), at most a week. */
 export const MISFIRE_GRACE_MS = Object.freeze({ min: 1_000, max: 7 * 86_400_000 });
 
