@@ -476,6 +476,11 @@ describe('safety', () => {
     // URL paths collapse these segments: the console's links under /a/../b went to /b (404).
     expect(() => createDashboard({ pgq, basePath: '/a/../b' })).toThrow(/dashboard\.basePath: must not contain \. or \.\. segments/);
     expect(() => createDashboard({ pgq, basePath: '/a/./b' })).toThrow(/must not contain/);
+    // An empty segment: every link of the console (href="//evil.example/jobs") and every request of its script, CSRF token included, went to another host.
+    expect(() => createDashboard({ pgq, basePath: '//evil.example' })).toThrow(/dashboard\.basePath: must not contain \/\//);
+    expect(() => createDashboard({ pgq, basePath: '/admin//jobs' })).toThrow(/dashboard\.basePath: must not contain \/\//);
+    expect(make({ basePath: '/admin/jobs//' }).basePath).toBe('/admin/jobs');
+    expect(make({ basePath: '//' }).basePath).toBe('');
     expect(() => createDashboard({ pgq, pollIntervalMs: 5 })).toThrow(/pollIntervalMs/);
     expect(() => createDashboard({ pgq, allowedHosts: ['jobs.example:8080'] })).toThrow(/dashboard\.allowedHosts\[0\]: must be a host name or address without a port/);
     expect(() => createDashboard({ pgq, allowedHosts: [] })).toThrow(/dashboard\.allowedHosts/);

@@ -54,6 +54,9 @@ const schema = z
       .regex(/^\/[A-Za-z0-9._~\-/]*$/, 'must be a path such as / or /admin/jobs')
       // A URL path collapses these segments: the console's own links under /a/../b would lead elsewhere.
       .refine((p) => !p.split('/').some((segment) => segment === '.' || segment === '..'), 'must not contain . or .. segments')
+      // An empty segment: the console's links and its script's requests under //jobs went to the host "jobs"
+      // (a protocol-relative URL), the CSRF token with them.
+      .refine((p) => !p.replace(/\/+$/, '').includes('//'), 'must not contain // (an empty segment): a link to //name/… leads to the host "name"')
       .default('/'),
     readOnly: z.boolean().default(false),
     basicAuth: z.object({ username: z.string().min(1).refine((u) => !u.includes(':'), 'must not contain ":"'), password: z.string().min(1) }).optional(),
