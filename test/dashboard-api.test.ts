@@ -5,6 +5,7 @@
  * payloads, and escaping of a `<script>` payload.
  */
 import http from 'node:http';
+import pg from 'pg';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
@@ -418,6 +419,48 @@ describe('pages', () => {
     const form = await (await get(dashboard, `/jobs?state=succeeded,failed&workflow=${wf.id}&until=1d&limit=10`)).text();
     expect(form).toMatch(/<option value="succeeded,failed" selected>succeeded, failed<\/option>/);
     for (const [name, value] of [['workflow', wf.id], ['until', '1d'], ['limit', '10']]) expect(form).toContain(`<input type="hidden" name="${name}" value="${value}">`);
+  });
+
+  it('the Jobs page reads neither payloads nor results, nor errors before the last, which it does not show (a page of large jobs read gigabytes at every refresh)', async () => {
+    // A pool whose statements' answers are weighed: pgq reads through it, the dashboard through pgq.
+    const pool = new pg.Pool({ connectionString: ctx.url, max: 2 });
+    let bytesRead = 0;
+    const wrapped = new WeakSet<pg.PoolClient>();
+    pool.on('acquire', (client) => {
+      if (wrapped.has(client)) return;
+      wrapped.add(client);
+      const query = client.query.bind(client) as (...args: unknown[]) => Promise<pg.QueryResult>;
+      (client as unknown as { query: (...args: unknown[]) => Promise<pg.QueryResult> }).query = async (...args: unknown[]) => {
+        const result = await query(...args);
+        for (const r of [result].flat()) bytesRead += JSON.stringify(r?.rows ?? []).length;
+        return result;
+      };
+    });
+    const reader = new Pgq({ connectionString: undefined, pool, schema: ctx.schema });
+    const d = createDashboard({ pgq: reader, pollIntervalMs: 200 });
+    try {
+      const big = 'x'.repeat(200_000);
+      await ctx.admin.query(
+        `INSERT INTO ${ctx.schema}.jobs (task, queue, payload, result, state, errors)
+         SELECT 'mail', 'big-rows', jsonb_build_object('doc', $1::text), jsonb_build_object('doc', $1::text), 'failed',
+                jsonb_build_array(jsonb_build_object('attempt', 1, 'message', 'first', 'stack', $1::text, 'at', now()),
+                                  jsonb_build_object('attempt', 2, 'message', 'last error', 'at', now()))
+           FROM generate_series(1, 5)`,
+        [big],
+      );
+      bytesRead = 0;
+      const res = await d.fetch(new Request('http://console.test/jobs?queue=big-rows'));
+      const page = await res.text();
+      expect(res.status).toBe(200);
+      expect(page.match(/>last error</g)).toHaveLength(5); // the last error's first line is still shown
+      // Five jobs of 600 kB each: what the page needs is ids, states, times and the last error.
+      expect(bytesRead).toBeLessThan(50_000);
+    } finally {
+      await d.close();
+      await ctx.admin.query(`DELETE FROM ${ctx.schema}.jobs WHERE queue = 'big-rows'`);
+      await reader.close();
+      await pool.end();
+    }
   });
 
   it('hides payloads and refuses to search them when asked', async () => {
