@@ -421,7 +421,7 @@ describe('pages', () => {
     for (const [name, value] of [['workflow', wf.id], ['until', '1d'], ['limit', '10']]) expect(form).toContain(`<input type="hidden" name="${name}" value="${value}">`);
   });
 
-  it('the Jobs page reads neither payloads nor results, nor errors before the last, which it does not show (a page of large jobs read gigabytes at every refresh)', async () => {
+  it('the Jobs and Workflow pages read neither payloads nor results, nor errors before the last, which they do not show (a page of large jobs read gigabytes at every refresh)', async () => {
     // A pool whose statements' answers are weighed: pgq reads through it, the dashboard through pgq.
     const pool = new pg.Pool({ connectionString: ctx.url, max: 2 });
     let bytesRead = 0;
@@ -430,10 +430,22 @@ describe('pages', () => {
       if (wrapped.has(client)) return;
       wrapped.add(client);
       const query = client.query.bind(client) as (...args: unknown[]) => Promise<pg.QueryResult>;
-      (client as unknown as { query: (...args: unknown[]) => Promise<pg.QueryResult> }).query = async (...args: unknown[]) => {
-        const result = await query(...args);
-        for (const r of [result].flat()) bytesRead += JSON.stringify(r?.rows ?? []).length;
-        return result;
+      const weigh = (result: pg.QueryResult | pg.QueryResult[] | undefined): void => {
+        for (const r of [result ?? []].flat()) bytesRead += JSON.stringify(r.rows ?? []).length;
+      };
+      // Called with a callback (pool.query) or for a promise (Kysely).
+      (client as unknown as { query: (...args: unknown[]) => unknown }).query = (...args: unknown[]) => {
+        const callback = args.at(-1);
+        if (typeof callback === 'function') {
+          return query(...args.slice(0, -1), (err: unknown, result: pg.QueryResult) => {
+            if (!err) weigh(result);
+            (callback as (err: unknown, result: pg.QueryResult) => void)(err, result);
+          });
+        }
+        return query(...args).then((result) => {
+          weigh(result);
+          return result;
+        });
       };
     });
     const reader = new Pgq({ connectionString: undefined, pool, schema: ctx.schema });
@@ -455,6 +467,16 @@ describe('pages', () => {
       expect(page.match(/>last error</g)).toHaveLength(5); // the last error's first line is still shown
       // Five jobs of 600 kB each: what the page needs is ids, states, times and the last error.
       expect(bytesRead).toBeLessThan(50_000);
+      // A workflow's page likewise (read again at every tick while it runs): its steps' names, states and parents.
+      const wf = await pgq.enqueueWorkflow(chain(step(mail, { to: big }), step(mail, { to: big }), step(mail, { to: big })), { name: 'big-steps' });
+      bytesRead = 0;
+      const wfPage = await (await d.fetch(new Request(`http://console.test/workflows/${wf.id}`))).text();
+      expect(wfPage).toMatch(/<svg class="graph"/);
+      expect(wfPage.match(/class="node"/g)).toHaveLength(3);
+      expect(wfPage).toMatch(/big-steps/);
+      expect(bytesRead).toBeLessThan(50_000);
+      await pgq.cancelWorkflow(wf.id);
+      await pgq.deleteJobs({ workflowId: wf.id });
     } finally {
       await d.close();
       await ctx.admin.query(`DELETE FROM ${ctx.schema}.jobs WHERE queue = 'big-rows'`);

@@ -15,12 +15,20 @@ import { JOB_COLUMNS, toJobRecord, type JobRow } from '../db/rows.js';
 import type { PgqDatabase } from '../db/tables.js';
 import { jobFilterCondition, validateJobFilter, type ListJobsFilter } from '../jobs/job-filter.js';
 
-const SUMMARY_COLUMNS = [
+/** Every column a record is made from but payload, result and errors (the summaries' `errors` hold the last entry only). */
+export const SUMMARY_COLUMNS = [
   ...JOB_COLUMNS.filter((c): c is Exclude<(typeof JOB_COLUMNS)[number], 'payload' | 'result' | 'errors'> => c !== 'payload' && c !== 'result' && c !== 'errors'),
   'progress',
   'progress_at',
   'cancel_requested_at',
 ] as const;
+
+/** What stands for payload, result and errors in a summary. */
+export const SUMMARY_EXTRAS = [
+  sql<unknown>`NULL::jsonb`.as('payload'),
+  sql<unknown>`NULL::jsonb`.as('result'),
+  sql<unknown>`CASE WHEN jsonb_array_length(errors) > 0 THEN jsonb_build_array(errors -> -1) ELSE '[]'::jsonb END`.as('errors'),
+];
 
 /** The jobs `listJobs` would return, in its order, with `payload` and `result` null and `errors` holding the last entry only. */
 export async function listJobSummaries(kysely: Kysely<PgqDatabase>, filter: ListJobsFilter = {}): Promise<JobRecord[]> {
@@ -31,11 +39,7 @@ export async function listJobSummaries(kysely: Kysely<PgqDatabase>, filter: List
     .selectFrom('jobs')
     // Every column of the record but these three, named (selectAll would read them, whatever replaced them).
     .select(SUMMARY_COLUMNS)
-    .select([
-      sql<unknown>`NULL::jsonb`.as('payload'),
-      sql<unknown>`NULL::jsonb`.as('result'),
-      sql<unknown>`CASE WHEN jsonb_array_length(errors) > 0 THEN jsonb_build_array(errors -> -1) ELSE '[]'::jsonb END`.as('errors'),
-    ])
+    .select(SUMMARY_EXTRAS)
     .where((eb) => jobFilterCondition(eb, filter))
     .orderBy('id', 'desc')
     .limit(limit);

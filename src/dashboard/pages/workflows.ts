@@ -1,6 +1,7 @@
 /** Workflows: recent ones with their progress, and one drawn as a graph of its steps with each step's state. */
 import type { Pgq } from '../../client.js';
-import { WorkflowNotFoundError, type WorkflowRecord, type WorkflowStepRecord } from '../../workflow/store.js';
+import { WorkflowNotFoundError, type WorkflowStepRecord } from '../../workflow/store.js';
+import { workflowView } from '../../inspection/workflow-view.js';
 import { html, type Html } from '../html.js';
 import { badge, jobBadge, table, time, url, type PageContext } from './components.js';
 import type { Page } from './layout.js';
@@ -36,7 +37,7 @@ const GAP_X = 64;
 const GAP_Y = 22;
 
 /** Steps placed in columns by depth (longest path from a root), edges from each parent. */
-export function workflowGraph(ctx: PageContext, workflow: WorkflowRecord): Html {
+export function workflowGraph(ctx: PageContext, workflow: { steps: readonly WorkflowStepRecord[] }): Html {
   const byId = new Map(workflow.steps.map((s) => [s.id, s]));
   const depth = new Map<string, number>();
   const depthOf = (s: WorkflowStepRecord): number => {
@@ -86,15 +87,16 @@ export function workflowGraph(ctx: PageContext, workflow: WorkflowRecord): Html 
 const STEPS_SHOWN = 500;
 
 export async function workflowPage(ctx: PageContext, pgq: Pgq, id: string): Promise<Page> {
-  const workflow = await pgq.getWorkflow(id);
+  // Its first STEPS_SHOWN steps without payloads and results (getWorkflow read every column of every step, at every tick).
+  const workflow = await workflowView(pgq.kysely, id, STEPS_SHOWN);
   if (!workflow) throw new WorkflowNotFoundError(id);
   // One lookup (a search of the steps for each parent took seconds, the whole process blocked, for a chord of 5,000).
   const stepName = new Map(workflow.steps.map((s) => [s.id, s.step]));
   // A workflow may have 50,000 steps: the page draws and lists the first
   // STEPS_SHOWN (megabytes of HTML, rendered on the host's event loop, at
   // every tick of a running workflow's page); the jobs page pages through all.
-  const many = workflow.steps.length > STEPS_SHOWN;
-  const rows = workflow.steps.slice(0, STEPS_SHOWN).map((s) => [
+  const many = workflow.total > STEPS_SHOWN;
+  const rows = workflow.steps.map((s) => [
     html`<strong>${s.step}</strong>`,
     html`<a class="mono" href="${url(ctx, `/jobs/${s.id}`)}">${s.id}</a>`,
     s.task,
@@ -111,12 +113,12 @@ export async function workflowPage(ctx: PageContext, pgq: Pgq, id: string): Prom
         <a class="btn plain" href="${url(ctx, `/jobs?workflow=${workflow.id}`)}">Jobs of this workflow</a></div>
       <section class="card"><h2>Graph</h2>${
         many
-          ? html`<p class="muted">${workflow.steps.length.toLocaleString('en-US')} steps: drawn up to ${STEPS_SHOWN.toLocaleString('en-US')}.</p>`
+          ? html`<p class="muted">${workflow.total.toLocaleString('en-US')} steps: drawn up to ${STEPS_SHOWN.toLocaleString('en-US')}.</p>`
           : workflowGraph(ctx, workflow)
       }</section>
       <section class="card"><h2>Steps</h2>${
         many
-          ? html`<p class="muted">The first ${STEPS_SHOWN.toLocaleString('en-US')} of ${workflow.steps.length.toLocaleString('en-US')}; every one: <a href="${url(ctx, `/jobs?workflow=${workflow.id}`)}">the jobs of this workflow</a>.</p>`
+          ? html`<p class="muted">The first ${STEPS_SHOWN.toLocaleString('en-US')} of ${workflow.total.toLocaleString('en-US')}; every one: <a href="${url(ctx, `/jobs?workflow=${workflow.id}`)}">the jobs of this workflow</a>.</p>`
           : null
       }${table(['Step', 'Job', 'Task', 'State', 'Attempts', 'After', 'Finished'], rows)}</section>`,
   };

@@ -1,0 +1,77 @@
+/**
+ * What the console's page of one workflow reads: the workflow, its steps
+ * counted by state, and its first steps (in id order) without their
+ * payloads, results and errors before the last — the page shows none of
+ * them, draws and lists at most a few hundred steps, and is read again at
+ * every tick while the workflow runs. Through `pgq.getWorkflow` it read
+ * every column of every step (up to 50,000, each payload and result up to
+ * 1 MiB) each time.
+ */
+import type { Kysely } from 'kysely';
+import { parseWorkflowId } from '../core/ids.js';
+import { JOB_STATES, LIVE_STATES, type JobState } from '../core/types.js';
+import { sql } from '../db/kysely.js';
+import { toJobRecord, type JobRow } from '../db/rows.js';
+import type { PgqDatabase } from '../db/tables.js';
+import type { WorkflowState, WorkflowStepRecord } from '../workflow/store.js';
+import { SUMMARY_COLUMNS, SUMMARY_EXTRAS } from './job-list.js';
+
+/** A workflow as its page shows it. */
+export interface WorkflowView {
+  id: string;
+  name: string;
+  state: WorkflowState;
+  /** Jobs by state, of all its steps. */
+  counts: Record<JobState, number>;
+  /** Steps in all. */
+  total: number;
+  /** The first `maxSteps` steps, parents before children (id order), with `payload` and `result` null and `errors` holding the last entry only. */
+  steps: WorkflowStepRecord[];
+}
+
+/** The workflow as its page shows it, or null when there is none with this id. */
+export async function workflowView(kysely: Kysely<PgqDatabase>, id: string, maxSteps: number): Promise<WorkflowView | null> {
+  const workflowId = parseWorkflowId(id);
+  const [workflow, byState, rows] = await Promise.all([
+    kysely.selectFrom('workflows').select(['id', 'name']).where('id', '=', workflowId).executeTakeFirst(),
+    kysely
+      .selectFrom('jobs')
+      .select((eb) => ['state', eb.fn.countAll<string>().as('n')])
+      .where('workflow_id', '=', workflowId)
+      .groupBy('state')
+      .execute(),
+    kysely
+      .selectFrom('jobs as j')
+      .leftJoin('job_dependencies as d', 'd.child_id', 'j.id')
+      .select(SUMMARY_COLUMNS.map((c) => `j.${c}` as const))
+      .select(['j.pending_parents', 'j.on_parent_failure', 'j.cancelled_by'])
+      .select(SUMMARY_EXTRAS)
+      .select(
+        sql<string[]>`coalesce(array_agg(d.parent_id::text ORDER BY d.position NULLS LAST, d.parent_id)
+                        FILTER (WHERE d.parent_id IS NOT NULL), '{}')`.as('depends_on'),
+      )
+      .where('j.workflow_id', '=', workflowId)
+      .groupBy('j.id')
+      .orderBy('j.id')
+      .limit(maxSteps)
+      .execute(),
+  ]);
+  if (!workflow) return null;
+  const counts = Object.fromEntries(JOB_STATES.map((s) => [s, 0])) as Record<JobState, number>;
+  for (const row of byState) counts[row.state] = Number(row.n);
+  const total = JOB_STATES.reduce((sum, s) => sum + counts[s], 0);
+  // As getWorkflow says it: running while any step is live, then failed, cancelled or succeeded.
+  const state: WorkflowState = LIVE_STATES.some((s) => counts[s] > 0) ? 'running' : counts.failed > 0 ? 'failed' : counts.cancelled > 0 ? 'cancelled' : 'succeeded';
+  const steps = rows.map(
+    (row): WorkflowStepRecord => ({
+      ...toJobRecord(row as unknown as JobRow),
+      step: row.workflow_step ?? '',
+      workflowId: String(row.workflow_id),
+      dependsOn: row.depends_on,
+      pendingParents: row.pending_parents ?? 0,
+      onParentFailure: row.on_parent_failure,
+      cancelledBy: row.cancelled_by === null ? null : String(row.cancelled_by),
+    }),
+  );
+  return { id: String(workflow.id), name: workflow.name, state, counts, total, steps };
+}
