@@ -9,12 +9,11 @@
  */
 import type { Kysely } from 'kysely';
 import { parseWorkflowId } from '../core/ids.js';
-import { JOB_STATES, LIVE_STATES, type JobState } from '../core/types.js';
+import { JOB_STATES, type JobState } from '../core/types.js';
 import { sql } from '../db/kysely.js';
-import { toJobRecord, type JobRow } from '../db/rows.js';
 import type { PgqDatabase } from '../db/tables.js';
-import type { WorkflowState, WorkflowStepRecord } from '../workflow/store.js';
-import { SUMMARY_COLUMNS, SUMMARY_EXTRAS } from './job-list.js';
+import { toStepRecord, workflowStateOf, type StepRow, type WorkflowState, type WorkflowStepRecord } from '../workflow/store.js';
+import { SUMMARY_COLUMNS, SUMMARY_EXTRAS } from '../jobs/job-list.js';
 
 /** A workflow as its page shows it. */
 export interface WorkflowView {
@@ -60,18 +59,7 @@ export async function workflowView(kysely: Kysely<PgqDatabase>, id: string, maxS
   const counts = Object.fromEntries(JOB_STATES.map((s) => [s, 0])) as Record<JobState, number>;
   for (const row of byState) counts[row.state] = Number(row.n);
   const total = JOB_STATES.reduce((sum, s) => sum + counts[s], 0);
-  // As getWorkflow says it: running while any step is live, then failed, cancelled or succeeded.
-  const state: WorkflowState = LIVE_STATES.some((s) => counts[s] > 0) ? 'running' : counts.failed > 0 ? 'failed' : counts.cancelled > 0 ? 'cancelled' : 'succeeded';
-  const steps = rows.map(
-    (row): WorkflowStepRecord => ({
-      ...toJobRecord(row as unknown as JobRow),
-      step: row.workflow_step ?? '',
-      workflowId: String(row.workflow_id),
-      dependsOn: row.depends_on,
-      pendingParents: row.pending_parents ?? 0,
-      onParentFailure: row.on_parent_failure,
-      cancelledBy: row.cancelled_by === null ? null : String(row.cancelled_by),
-    }),
-  );
+  const state = workflowStateOf(counts);
+  const steps = rows.map((row) => toStepRecord(row as unknown as StepRow));
   return { id: String(workflow.id), name: workflow.name, state, counts, total, steps };
 }

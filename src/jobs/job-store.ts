@@ -27,6 +27,7 @@ import type { WorkflowStore } from '../workflow/store.js';
 import { parseJobId } from '../core/ids.js';
 import { inTransaction } from '../db/transaction.js';
 import { jobFilterCondition, validateJobFilter, type JobFilter, type ListJobsFilter } from './job-filter.js';
+import { listJobPage } from './job-list.js';
 
 /** States `retryJob` accepts. */
 export const RETRYABLE_STATES: readonly JobState[] = ['failed', 'cancelled', 'retryable', 'scheduled'];
@@ -194,18 +195,7 @@ export class JobStore {
   }
 
   async list(filter: ListJobsFilter = {}): Promise<JobRecord[]> {
-    validateJobFilter(filter, true);
-    const limit = filter.limit ?? 50;
-    if (!Number.isInteger(limit) || limit < 1 || limit > 1_000) throw new ValidationError('limit', 'must be an integer from 1 to 1000');
-    let query = this.deps.kysely
-      .selectFrom('jobs')
-      .selectAll()
-      .where((eb) => jobFilterCondition(eb, filter))
-      .orderBy('id', 'desc')
-      .limit(limit);
-    if (filter.before !== undefined) query = query.where('id', '<', parseJobId(filter.before, 'before'));
-    const rows = await query.execute();
-    return rows.map((r) => toJobRecord(r as unknown as JobRow));
+    return listJobPage(this.deps.kysely, filter, false);
   }
 
   /**

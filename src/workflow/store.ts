@@ -119,7 +119,7 @@ export interface WorkflowStoreDeps {
   queryableFor(db: DbHandle | undefined): Queryable;
 }
 
-type StepRow = Selectable<JobsTable> & { depends_on: string[] };
+export type StepRow = Selectable<JobsTable> & { depends_on: string[] };
 
 const enqueueOptionsSchema = z.object({ name: nameSchema.optional() }).strict();
 
@@ -411,7 +411,7 @@ function run<R>(db: Queryable, query: Compilable<R>): Promise<R[]> {
 }
 
 /** A workflow's state from its jobs' states: running while any is live, then failed, cancelled or succeeded. */
-function workflowStateOf(counts: Record<JobState, number>): WorkflowState {
+export function workflowStateOf(counts: Record<JobState, number>): WorkflowState {
   const live = LIVE_STATES.some((s) => counts[s] > 0);
   return live ? 'running' : counts.failed > 0 ? 'failed' : counts.cancelled > 0 ? 'cancelled' : 'succeeded';
 }
@@ -438,7 +438,7 @@ function toWorkflowRecord(workflow: Selectable<WorkflowsTable>, rows: StepRow[])
   };
 }
 
-function toStepRecord(row: StepRow): WorkflowStepRecord {
+export function toStepRecord(row: StepRow): WorkflowStepRecord {
   return {
     ...toJobRecord(row as unknown as JobRow),
     step: row.workflow_step ?? '',

@@ -1,7 +1,7 @@
 /** Jobs: filters (state, queue, task, time, payload/result/error), keyset pages, per-row and bulk actions. */
 import type { Pgq } from '../../client.js';
 import { JOB_STATES, isFinalState, type JobRecord } from '../../core/types.js';
-import { listJobSummaries } from '../../inspection/job-list.js';
+import { listJobPage } from '../../jobs/job-list.js';
 import { RETRYABLE_STATES } from '../../jobs/job-store.js';
 import { html, type Html } from '../html.js';
 import { filterParams, hasFilterParams, listFromQuery, refuseUnknownParams } from '../query.js';
@@ -65,7 +65,7 @@ export async function jobsPage(ctx: PageContext, pgq: Pgq): Promise<Page> {
   const filter = listFromQuery(ctx.query, ctx.hidePayloads);
   const limit = filter.limit ?? 50;
   // Without payloads and results, which this page never shows (a page of 1,000 large jobs read gigabytes, at every live refresh).
-  const jobs = await listJobSummaries(pgq.kysely, { ...filter, limit });
+  const jobs = await listJobPage(pgq.kysely, { ...filter, limit }, true);
   const keep = filterParams(ctx.query);
   // The page size travels with the pages, as the filter does.
   if (ctx.query.get('limit')?.trim()) keep.set('limit', ctx.query.get('limit')!.trim());

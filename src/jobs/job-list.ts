@@ -1,6 +1,6 @@
 /**
- * The rows of the console's Jobs page: what `pgq.listJobs` returns, less
- * what the page never shows. A payload and a result may each be up to
+ * A page of jobs, newest first: `pgq.listJobs` (every column), and the
+ * console's Jobs page (summaries: less what the page never shows). A payload and a result may each be up to
  * `maxPayloadBytes` (1 MiB by default), and a page lists up to 1,000 jobs
  * and is read again at every live refresh: read whole, one page of large
  * jobs was gigabytes held in the console's process for a table of ids,
@@ -13,7 +13,7 @@ import type { JobRecord } from '../core/types.js';
 import { sql } from '../db/kysely.js';
 import { JOB_COLUMNS, toJobRecord, type JobRow } from '../db/rows.js';
 import type { PgqDatabase } from '../db/tables.js';
-import { jobFilterCondition, validateJobFilter, type ListJobsFilter } from '../jobs/job-filter.js';
+import { jobFilterCondition, validateJobFilter, type ListJobsFilter } from './job-filter.js';
 
 /** Every column a record is made from but payload, result and errors (the summaries' `errors` hold the last entry only). */
 export const SUMMARY_COLUMNS = [
@@ -30,16 +30,18 @@ export const SUMMARY_EXTRAS = [
   sql<unknown>`CASE WHEN jsonb_array_length(errors) > 0 THEN jsonb_build_array(errors -> -1) ELSE '[]'::jsonb END`.as('errors'),
 ];
 
-/** The jobs `listJobs` would return, in its order, with `payload` and `result` null and `errors` holding the last entry only. */
-export async function listJobSummaries(kysely: Kysely<PgqDatabase>, filter: ListJobsFilter = {}): Promise<JobRecord[]> {
+/**
+ * The jobs matching the filter, newest first, a page of `limit` (default 50,
+ * at most 1,000) before `before`. As `summaries`, `payload` and `result` are
+ * null and `errors` holds the last entry only.
+ */
+export async function listJobPage(kysely: Kysely<PgqDatabase>, filter: ListJobsFilter, summaries: boolean): Promise<JobRecord[]> {
   validateJobFilter(filter, true);
   const limit = filter.limit ?? 50;
   if (!Number.isInteger(limit) || limit < 1 || limit > 1_000) throw new ValidationError('limit', 'must be an integer from 1 to 1000');
-  let query = kysely
-    .selectFrom('jobs')
-    // Every column of the record but these three, named (selectAll would read them, whatever replaced them).
-    .select(SUMMARY_COLUMNS)
-    .select(SUMMARY_EXTRAS)
+  const jobs = kysely.selectFrom('jobs');
+  // Every column of the record but the three replaced, named (selectAll would read them, whatever replaced them).
+  let query = (summaries ? jobs.select(SUMMARY_COLUMNS).select(SUMMARY_EXTRAS) : jobs.selectAll())
     .where((eb) => jobFilterCondition(eb, filter))
     .orderBy('id', 'desc')
     .limit(limit);
