@@ -249,6 +249,30 @@ describe('pause, limits and expiry on a worker', () => {
     }
   });
 
+  it('a limited queue beside an unlimited one with a backlog of quick jobs is not starved by the jobs claimed ahead for it', async () => {
+    const quickTask = defineTask({ name: 'quick-5ms', schema: z.object({}), queue: 'busy', handler: () => new Promise((r) => setTimeout(r, 5)) });
+    const pgq = await ctx.migrated({ tasks: [quickTask] });
+    await pgq.setQueue('capped-beside', { concurrency: 5 });
+    await pgq.enqueueMany(quickTask, Array.from({ length: 2_000 }, () => ({})));
+    await pgq.enqueueMany(quickTask, Array.from({ length: 300 }, () => ({})), { queue: 'capped-beside' });
+    const w = pgq.worker({ ...quick, concurrency: 10, queues: ['busy', 'capped-beside'] });
+    await w.start();
+    let done: Record<string, number>;
+    try {
+      await until(async () => (await pgq.getQueue('busy')).counts.available <= 1_000, { timeoutMs: 60_000, what: 'half of the busy backlog claimed' });
+      const { rows } = await ctx.admin.query<{ queue: string; n: number }>(
+        `SELECT queue, count(*)::int AS n FROM "${ctx.schema}".jobs WHERE state = 'succeeded' AND queue IN ('busy', 'capped-beside') GROUP BY 1`,
+      );
+      done = Object.fromEntries(rows.map((r) => [r.queue, r.n]));
+    } finally {
+      await w.stop();
+    }
+    // Half of the slots are the limited queue's to take. Before, the jobs the worker claimed ahead of
+    // the busy queue filled every slot as it freed, and the limited queue was asked only when that
+    // buffer ran dry: 5 to 26 of its jobs ran while the busy queue ran 1,000.
+    expect(done['capped-beside'] ?? 0).toBeGreaterThanOrEqual(Math.floor((done.busy ?? 0) / 25));
+  }, 90_000);
+
   it('an expired job is never claimed, even with no leader to cancel it', async () => {
     const pgq = await ctx.migrated({ tasks: [failOnce] });
     started.length = 0;
