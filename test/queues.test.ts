@@ -612,6 +612,15 @@ describe('pgq queues', () => {
       expect(bad.code).toBe(1);
       expect(bad.stderr).toMatch(/must/);
     }
+    // A limit given twice is refused (commander kept the last one and said nothing).
+    for (const flag of ['--concurrency', '--key-concurrency']) {
+      const twice = cli('queues', 'set', 'mail', flag, '5', flag, '50');
+      expect(twice.code).toBe(1);
+      expect(twice.stderr).toMatch(new RegExp(`${flag} is given twice`));
+    }
+    const rateTwice = cli('queues', 'set', 'mail', '--rate', 'none', '--rate', '5/s');
+    expect(rateTwice.code).toBe(1);
+    expect(rateTwice.stderr).toMatch(/--rate is given twice/);
     expect((await ctx.admin.query(`SELECT * FROM "${ctx.schema}".queues WHERE name = 'mail'`)).rows).toEqual(before);
     expect(cli('queues', 'resume', 'mail').stdout).toMatch(/resumed queue mail/);
     const set = cli('--json', 'queues', 'set', 'mail', '--rate', 'none', '--concurrency', 'none');

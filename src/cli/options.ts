@@ -11,6 +11,18 @@ export function parseIntOption(flag: string, min: number, max: number): (value: 
   };
 }
 
+/**
+ * A flag that takes one value: given twice it is refused, rather than
+ * commander keeping the last (`pgq queues set q --concurrency 3
+ * --concurrency 30` set 30 and said nothing).
+ */
+export function onceOption<T>(flag: string, parse: (value: string) => T): (value: string, previous: T | undefined) => T {
+  return (value, previous) => {
+    if (previous !== undefined) throw new InvalidArgumentError(`${flag} is given twice; it takes one value`);
+    return parse(value);
+  };
+}
+
 export function parseList(value: string): string[] {
   const items = value.split(',').map((s) => s.trim()).filter(Boolean);
   if (items.length === 0) throw new InvalidArgumentError('expected a comma-separated list, e.g. default,emails');

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 import type { CliRuntime } from '../runtime.js';
 import { json, nameCell, table } from '../format.js';
+import { onceOption } from '../options.js';
 import { formatEvery } from '../../core/cron.js';
 import { isInt32 } from '../../core/int32.js';
 import { PgqError } from '../../core/errors.js';
@@ -84,9 +85,9 @@ export function registerQueues(program: Command, rt: CliRuntime): void {
   queues
     .command('set <name>')
     .description('set limits enforced across all workers; "none" removes one')
-    .option('--concurrency <n>', 'most jobs of the queue running at once, or none', parseLimit('--concurrency'))
-    .option('--rate <n/period>', 'most job starts per period (token bucket), e.g. 100/1m, 20/s, or none', parseRate)
-    .option('--key-concurrency <n>', 'most running jobs per concurrency key, or none', parseLimit('--key-concurrency'))
+    .option('--concurrency <n>', 'most jobs of the queue running at once, or none', onceOption('--concurrency', parseLimit('--concurrency')))
+    .option('--rate <n/period>', 'most job starts per period (token bucket), e.g. 100/1m, 20/s, or none', onceOption('--rate', parseRate))
+    .option('--key-concurrency <n>', 'most running jobs per concurrency key, or none', onceOption('--key-concurrency', parseLimit('--key-concurrency')))
     .action(async (name: string, opts: QueueSettingsOptions) => {
       const settings: QueueSettings = {};
       const value = <V>(v: V | typeof NONE): V | null => (v === NONE ? null : v);
