@@ -122,6 +122,17 @@ describe('primitives', () => {
     expect((await jobsOf(wf.id)).every((j) => j.workflow_id === wf.id)).toBe(true);
   });
 
+  it('waitForWorkflow with a timeout longer than a timer holds (30 days) resolves once the workflow has ended', async () => {
+    const wf = await pgq.enqueueWorkflow(chain(step(add, { a: 1, b: 2 }), step(double)));
+    await pgq.waitForWorkflow(wf, { timeoutMs: 20_000 });
+    // Each look was raced against a timer of the time left, which Node fires
+    // after 1 ms when it is over 2^31 - 1 ms: every look was dropped, and the
+    // wait never ended. The signal only keeps this test from hanging.
+    const done = await pgq.waitForWorkflow(wf, { timeoutMs: 30 * 86_400_000, signal: AbortSignal.timeout(15_000) });
+    expect(done.state).toBe('succeeded');
+    expect(done.result).toBe(6);
+  });
+
   it('group: members run in parallel; the result lists theirs in member order', async () => {
     const wf = await pgq.enqueueWorkflow(group([step(add, { a: 1, b: 1 }), step(label, { text: 'x' }), step(add, { a: 5, b: 5 })]));
     expect(wf.steps.every((s) => s.dependsOn.length === 0 && s.state !== 'blocked')).toBe(true);

@@ -29,6 +29,8 @@ export interface WaitOptions<T> {
 const POLL_LISTENING_MS = 5_000;
 const POLL_NOT_LISTENING_MS = 250;
 const LOOK_GRACE_MS = 200;
+/** The longest delay setTimeout keeps: a longer one fires after 1 ms (Node's TimeoutOverflowWarning). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export async function waitUntilDone<T>(deps: { listener: Listener; clock: Clock }, o: WaitOptions<T>): Promise<T> {
   const { listener, clock } = deps;
@@ -70,9 +72,14 @@ export async function waitUntilDone<T>(deps: { listener: Listener; clock: Clock 
   }
 }
 
-/** The look's result, or undefined once the deadline passes first. */
+/**
+ * The look's result, or undefined once the deadline passes first. A deadline
+ * beyond what a timer holds (about 24.8 days) does not bound the look: such a
+ * timer fired after 1 ms, before any look could answer, so a wait with
+ * `timeoutMs` of 30 days discarded every look and never resolved.
+ */
 async function beforeDeadline<T>(work: Promise<T>, ms: number): Promise<T | undefined> {
-  if (!Number.isFinite(ms)) return work;
+  if (!Number.isFinite(ms) || ms > MAX_TIMER_MS) return work;
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), Math.max(0, ms))));
   work.catch(() => undefined);
