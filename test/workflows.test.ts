@@ -474,6 +474,28 @@ describe('deleting steps', () => {
     await pgq.cancelWorkflow(wf.id);
   });
 
+  it('two deletes of the last jobs of one workflow at once take its row (it stayed, listed as a succeeded workflow with no step)', async () => {
+    const s = `"${ctx.schema}"`;
+    const one = (wf: { id: string; steps: { id: string }[] }) => wf.steps.map((x) => pgq.deleteJob(x.id));
+    const bulk = (wf: { id: string; steps: { id: string }[] }) => [1, 2].map((n) => pgq.deleteJobs({ workflowId: wf.id, payload: { contains: { n } } }));
+    for (const deleteEach of [one, bulk]) {
+      const wf = await pgq.enqueueWorkflow(group([step(manual, { n: 1 }), step(manual, { n: 2 })]));
+      await pgq.cancelWorkflow(wf.id);
+      // Both deletes reach the trigger's DELETE of the workflow row while this lock holds them, and take their snapshots after it.
+      const holder = await ctx.admin.connect();
+      await holder.query('BEGIN');
+      await holder.query(`LOCK TABLE ${s}.workflows IN SHARE ROW EXCLUSIVE MODE`);
+      const deletes = deleteEach(wf);
+      await ctx.lockWaiters(2, 'both deletes to wait');
+      await holder.query('COMMIT');
+      holder.release();
+      expect((await Promise.all(deletes)).map(Number)).toEqual([1, 1]);
+      expect(await jobsOf(wf.id)).toEqual([]);
+      expect(await pgq.getWorkflow(wf.id)).toBeNull();
+      expect((await pgq.listWorkflows()).map((w) => w.id)).not.toContain(wf.id);
+    }
+  });
+
   it('one statement deleting jobs of two workflows takes their edges, and each workflow row once its last job is gone', async () => {
     const s = `"${ctx.schema}"`;
     const a = await pgq.enqueueWorkflow(chain(step(manual, { n: 1 }), step(double), step(double)));

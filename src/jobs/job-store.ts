@@ -303,6 +303,7 @@ export class JobStore {
         // Its result (or error) is part of the input a blocked dependent gets when its other parents finish.
         throw new PgqError('PGQ_WORKFLOW_STEP_LIVE', `job ${jobId} is a step of workflow ${before.workflow_id} whose dependents still wait (blocked) for their other parents, and its result is part of their input; delete it once they have left blocked`);
       }
+      await this.deps.workflows.lockForDelete(trx, [before.workflow_id]);
       await trx.deleteFrom('jobs').where('id', '=', jobId).execute();
       return true;
     });
@@ -356,6 +357,8 @@ export class JobStore {
       const waitedOn = await this.#waitedOn(trx, steps);
       const ids = rows.filter((r) => (r.workflow_id === null || FINAL_STATES.includes(r.state)) && !waitedOn.has(r.id)).map((r) => r.id);
       if (ids.length === 0) return 0;
+      const deleting = new Set(ids);
+      await this.deps.workflows.lockForDelete(trx, rows.filter((r) => deleting.has(r.id)).map((r) => r.workflow_id));
       await trx.deleteFrom('jobs').where(sql<boolean>`id = ANY(${ids}::bigint[])`).execute();
       return ids.length;
     });

@@ -331,6 +331,22 @@ export class WorkflowStore {
     await sql`SELECT ${sql.id(this.deps.schema, 'workflow_lock_dependents')}(NULL, ${[...cancelling]}::bigint[])`.execute(trx);
   }
 
+  /**
+   * Runs inside a transaction that holds jobs of these workflows locked and
+   * is about to delete them: locks the workflows' rows, in id order. The
+   * delete trigger drops a workflow's row once no job of it is left, asking
+   * so in the deleting statement's snapshot; two transactions deleting the
+   * last jobs of one workflow each saw the other's job still there, and the
+   * workflow row stayed with no job (listed as succeeded, with no step, and
+   * never pruned). Locked here, the second waits for the first to commit and
+   * its statement sees that job gone.
+   */
+  async lockForDelete(trx: Kysely<PgqDatabase>, workflowIds: readonly (string | null)[]): Promise<void> {
+    const ids = [...new Set(workflowIds.filter((id): id is string => id !== null))];
+    if (ids.length === 0) return;
+    await trx.selectFrom('workflows').select('id').where(sql<boolean>`id = ANY(${ids}::bigint[])`).orderBy('id').forUpdate().execute();
+  }
+
   /** The workflow row, its jobs and its dependency edges, in one statement. */
   #insert(c: CompiledWorkflow, metas: string[]): Compilable<{ id: string }> {
     const { schema } = this.deps;
