@@ -422,6 +422,21 @@ describe('deleting steps', () => {
     expect(await pgq.deleteJobs({ workflowId: wf.id })).toBe(1);
   });
 
+  it('a step cancelled while blocked is retried though a parent that only ordered it was deleted (its result was never part of the input)', async () => {
+    const s = `"${ctx.schema}"`;
+    const a = step(manual, { n: 7 }).named('a');
+    // `b` runs before `sum` in the chain but only orders it: sum's input is [a's result].
+    const wf = await pgq.enqueueWorkflow(chain(step(manual, { n: 1 }).named('b'), step(manualSum).named('sum').after(a)));
+    const ids = new Map(wf.steps.map((st) => [st.step, st.id]));
+    expect((await pgq.getWorkflow(wf.id))!.steps.find((st) => st.step === 'sum')!.dependsOn).toEqual([ids.get('a'), ids.get('b')]);
+    await pgq.cancelJob(ids.get('sum')!);
+    await ctx.admin.query(`UPDATE ${s}.jobs SET state = 'succeeded', result = to_jsonb(id), attempts = 1, finished_at = now() WHERE id = ANY($1::bigint[])`, [[ids.get('a'), ids.get('b')]]);
+    expect(await pgq.deleteJob(ids.get('b')!)).toBe(true);
+    expect(await pgq.countJobs({ workflowId: wf.id }, { action: 'retry' })).toBe(1);
+    const retried = await pgq.retryJob(ids.get('sum')!);
+    expect(retried).toMatchObject({ state: 'available', payload: [Number(ids.get('a'))] });
+  });
+
   it('deleteJob of a parent racing retryJob of the step that cancelled its dependent: one of them is refused, whichever goes first (the dependent ran without that parent\'s result)', async () => {
     const s = `"${ctx.schema}"`;
     for (const first of ['delete', 'retry'] as const) {

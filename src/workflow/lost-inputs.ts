@@ -42,6 +42,8 @@ export function lostInputs(schema: string, jobId: Expression<unknown>): RawBuild
       JOIN ${jobs} c ON c.id = r.id
       JOIN ${dependencies} d ON d.child_id = c.id
      WHERE c.attempts = 0 AND c.pending_parents > 0 AND c.pass_results <> 'none'
+       -- A parent that only orders the step (no position) gives nothing to its input.
+       AND d.position IS NOT NULL
        AND NOT EXISTS (SELECT 1 FROM ${jobs} p WHERE p.id = d.parent_id)`;
 }
 
