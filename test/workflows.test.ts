@@ -17,6 +17,7 @@ import {
   step,
   stepOutcome,
   ValidationError,
+  type Flow,
   type Pgq,
   type Worker,
 } from '../src/index.js';
@@ -201,6 +202,18 @@ describe('compositions', () => {
     const result: [string, number] | null = done.result;
     expect(result).toEqual(['n=32', 64]);
     expect(done.steps.find((s) => s.priority === 5)).toBeDefined();
+  });
+});
+
+describe('long chains', () => {
+  it('a chain nested as deep as it is long (10,000 steps built with reduce) is enqueued in order, each step after the one before', async () => {
+    // chain() types 8 links per call, so a long chain is built by nesting; placed by recursion, this one overflowed the stack.
+    const long = Array.from({ length: 9_999 }, () => step(manualInc)).reduce<Flow<unknown, number, false>>((c, s) => chain(c, s), step(manualInc, 0));
+    const wf = await pgq.enqueueWorkflow(long);
+    expect(wf.steps).toHaveLength(10_000);
+    expect(wf.steps.slice(0, 2).map((s) => s.state)).toEqual(['available', 'blocked']);
+    expect(wf.steps.every((s, i) => (i === 0 ? s.dependsOn.length === 0 : s.dependsOn.length === 1 && s.dependsOn[0] === wf.steps[i - 1]!.id))).toBe(true);
+    await pgq.cancelWorkflow(wf.id);
   });
 });
 
