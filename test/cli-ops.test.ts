@@ -9,6 +9,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { chain, defineTask, PermanentError, step, type Pgq } from '../src/index.js';
 import { useTestSchema } from './support/harness.js';
+import { workflowTree } from '../src/cli/job-text.js';
+import type { WorkflowRecord, WorkflowStepRecord } from '../src/workflow/store.js';
 import { boom } from './fixtures/mail-tasks.js';
 
 const ctx = useTestSchema('cliops');
@@ -176,5 +178,33 @@ describe('pgq operator commands', { timeout: 180_000 }, () => {
     const tree = pgq(['workflows', 'show', id]);
     expect(tree.stdout).toMatch(new RegExp(`^workflow ${id} doubling \\[succeeded\\]\\n└─ \\S+ \\[succeeded\\] job \\d+ \\(ok\\)\\n   └─ \\S+ \\[succeeded\\] job \\d+ \\(ok\\)`));
     expect(pgq(['workflows', 'show', '99999999']).stderr).toMatch(/workflow 99999999 does not exist/);
+  });
+});
+
+describe('pgq workflows show, the tree', () => {
+  const stepOf = (id: number, dependsOn: number[]) =>
+    ({ id: String(id), step: `s${id}`, state: 'blocked', task: 't', dependsOn: dependsOn.map(String) }) as unknown as WorkflowStepRecord;
+  const workflowOf = (steps: WorkflowStepRecord[]) => ({ id: '1', name: 'w', state: 'running', steps }) as unknown as WorkflowRecord;
+
+  it('draws each step under its first parent, naming the others beside it', () => {
+    // 1 → (2, 3) → 4; 5 on its own.
+    const tree = workflowTree(workflowOf([stepOf(1, []), stepOf(2, [1]), stepOf(3, [1]), stepOf(4, [2, 3]), stepOf(5, [])]));
+    expect(tree).toBe(
+      [
+        'workflow 1 w [running]',
+        '├─ s1 [blocked] job 1 (t)',
+        '│  ├─ s2 [blocked] job 2 (t)',
+        '│  │  └─ s4 [blocked] job 4 (t) also after s3',
+        '│  └─ s3 [blocked] job 3 (t)',
+        '└─ s5 [blocked] job 5 (t)',
+      ].join('\n'),
+    );
+  });
+
+  it('draws a chain of 5,000 steps (one level each: a recursion per level overflowed the stack at 3,000)', () => {
+    const steps = Array.from({ length: 5_000 }, (_, i) => stepOf(i + 1, i === 0 ? [] : [i]));
+    const lines = workflowTree(workflowOf(steps)).split('\n');
+    expect(lines).toHaveLength(5_001);
+    expect(lines.at(-1)).toBe(`${' '.repeat(3 * 4_999)}└─ s5000 [blocked] job 5000 (t)`);
   });
 });

@@ -71,13 +71,21 @@ export function workflowTree(workflow: WorkflowRecord): string {
     return `${s.step} [${s.state}] job ${s.id} (${s.task})${also.length ? ` also after ${also.join(', ')}` : ''}`;
   };
   const lines = [`workflow ${workflow.id} ${workflow.name} [${workflow.state}]`];
-  const walk = (list: WorkflowStepRecord[], prefix: string): void => {
-    list.forEach((s, i) => {
-      const last = i === list.length - 1;
-      lines.push(`${prefix}${last ? '└─ ' : '├─ '}${label(s)}`);
-      walk(children.get(s.id) ?? [], `${prefix}${last ? '   ' : '│  '}`);
-    });
-  };
-  walk(roots, '');
+  // Depth first with a stack of its own: a chain is as deep as it is long, and a recursion
+  // per level ended `pgq workflows show` with "Maximum call stack size exceeded" at 3,000 steps.
+  const stack: { list: WorkflowStepRecord[]; next: number; prefix: string }[] = [{ list: roots, next: 0, prefix: '' }];
+  while (stack.length > 0) {
+    const top = stack.at(-1)!;
+    if (top.next === top.list.length) {
+      stack.pop();
+      continue;
+    }
+    const s = top.list[top.next]!;
+    top.next += 1;
+    const last = top.next === top.list.length;
+    lines.push(`${top.prefix}${last ? '└─ ' : '├─ '}${label(s)}`);
+    const below = children.get(s.id);
+    if (below) stack.push({ list: below, next: 0, prefix: `${top.prefix}${last ? '   ' : '│  '}` });
+  }
   return lines.join('\n');
 }
