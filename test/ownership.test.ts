@@ -2,6 +2,7 @@
  * Attempt ownership: one owner per running attempt, one outcome on every
  * path. Each test here failed on pgq before attempts had owners.
  */
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -1177,9 +1178,39 @@ describe('worker processes', () => {
     expect(worker.stderr()).toMatch(/event loop has been blocked for \d+ ms \(running: hog ×1\); its lease is still renewed/);
     // The CPU counted is the stall's own, from the loop's last tick: most of the stall for a computing handler (it
     // was the last check interval's alone, a small part of it).
-    const reports = worker.stderr().split('\n').filter((l) => l.includes('"cpuMs"')).map((l) => JSON.parse(l) as { lagMs: number; cpuMs: number; msg: string });
+    const reports = worker.stderr().split('\n').filter((l) => l.includes('"cpuMs"')).map((l) => JSON.parse(l) as { lagMs: number; cpuMs: number; runnableMs: number | null; msg: string });
     const computed = reports.find((r) => r.msg.includes('has been blocked'))!;
-    expect(computed.cpuMs).toBeGreaterThan(computed.lagMs * 0.25);
+    // Where the kernel says how long the main thread ran or waited to run, that (the process's CPU time is
+    // load-dependent: a computing handler on a busy host gets a part of a core).
+    expect(computed.runnableMs ?? computed.cpuMs).toBeGreaterThan(computed.lagMs * 0.25);
+    worker.child.kill('SIGTERM');
+    await worker.exited;
+  });
+
+  // Linux: the worker is pinned to one CPU beside a busy loop that has a higher priority there.
+  const canStarve = fs.existsSync(`/proc/self/task/${process.pid}/schedstat`) && ['taskset', 'renice'].every((bin) => spawnSync(bin, ['--version']).status === 0);
+  it.skipIf(!canStarve)('a handler computing on a host short of CPU is reported as computing, not as a synchronous wait (its process got a sixth of a core under a load of 9, and its CPU time alone said it waited)', async () => {
+    const pgq = await ctx.migrated({ tasks: [hog] });
+    await createLedger(ctx.admin, ctx.schema);
+    await ctx.admin.query(`TRUNCATE "${ctx.schema}".ledger`);
+    const worker = spawnWorker(env({ PGQ_LOG_LEVEL: 'warn', PGQ_STALL_WARN_MS: '1500', PGQ_RESCUE_AFTER_MS: '20000' }));
+    await worker.waitFor((e) => e.event === 'ready');
+    // The busy loop at the default priority, the worker's threads at nice 12 on the same CPU: about 6% of it.
+    const busy = spawn('taskset', ['-c', '0', process.execPath, '-e', 'for (;;) {}'], { stdio: 'ignore' });
+    try {
+      expect(spawnSync('taskset', ['-a', '-p', '-c', '0', String(worker.pid)]).status).toBe(0);
+      for (const tid of fs.readdirSync(`/proc/${worker.pid}/task`)) spawnSync('renice', ['-n', '12', '-p', tid]);
+      const computing = await pgq.enqueue(hog, { ms: 4_000, mode: 'block' });
+      await pgq.waitForJob(computing.id, { timeoutMs: 120_000 });
+      await until(() => /event loop (was blocked|did not run) for \d+ ms/.test(worker.stderr()) || null, { timeoutMs: 60_000 });
+    } finally {
+      busy.kill('SIGKILL');
+    }
+    const report = worker.stderr().split('\n').filter((l) => l.includes('"lagMs"')).map((l) => JSON.parse(l) as { lagMs: number; cpuMs?: number; runnableMs?: number | null; msg: string })[0]!;
+    expect(report.msg).toMatch(/event loop has been blocked for \d+ ms \(running: hog ×1\); its lease is still renewed/);
+    // Starved: little CPU time, most of the stall spent running or waiting to run.
+    expect(report.cpuMs!).toBeLessThan(report.lagMs * 0.2);
+    expect(report.runnableMs!).toBeGreaterThan(report.lagMs * 0.5);
     worker.child.kill('SIGTERM');
     await worker.exited;
   });

@@ -75,10 +75,12 @@ interface LeaseThreadDeps {
   port: MessagePort;
   data: LeaseThreadData;
   writeStderr: (line: string) => void;
+  /** fs.readFileSync(path, 'utf8'): the main thread's scheduler statistics are read from /proc where there is one. */
+  readText: (path: string) => string;
 }
 
 /** The renewal loop. Runs on the lease thread (or, in fallback, on the main thread). */
-export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr }: LeaseThreadDeps): Promise<void> {
+export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr, readText }: LeaseThreadDeps): Promise<void> {
   const shared = new Float64Array(data.shared);
   const monotonicMs = (): number => Number(process.hrtime.bigint()) / 1e6;
   let workerId = data.workerId;
@@ -93,14 +95,31 @@ export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr }:
   // The process's CPU time when the main loop was last seen answering: a stall that used little of it since is
   // a synchronous wait (execSync, Atomics.wait, a slow synchronous read) or a paused process (SIGSTOP, a
   // suspended VM), not a handler computing, and is reported as such (it was blamed on CPU-bound handlers).
+  // Where the kernel tells it (Linux's schedstat), the main thread's own time on a CPU and waiting in a run
+  // queue for one decides instead: CPU time alone took a handler computing on a host short of CPU for a wait
+  // (its process got 494 ms of a 2.9 s stall under a load of 9 on two cores).
+  const schedstat = `/proc/self/task/${data.pid}/schedstat`;
+  const mainWantedMs = (): number | null => {
+    try {
+      const [ran, queued] = readText(schedstat).split(' ');
+      const ms = (Number(ran) + Number(queued)) / 1e6;
+      return Number.isFinite(ms) ? ms : null;
+    } catch {
+      return null;
+    }
+  };
   let answeredCpu = process.cpuUsage();
+  let answeredWanted = mainWantedMs();
   let answeredAt = monotonicMs();
   let answeredTick = shared[data.slots.mainTick]!;
   const IDLE_CPU_SHARE = 0.2;
-  const idleSinceAnswered = (): { idle: boolean; cpuMs: number } => {
+  /** `cpuMs`: the process's CPU time since the loop last answered; `runnableMs`: the main thread's time running or waiting to run (null where unknown). */
+  const idleSinceAnswered = (): { idle: boolean; cpuMs: number; runnableMs: number | null } => {
     const used = process.cpuUsage(answeredCpu);
     const cpuMs = (used.user + used.system) / 1000;
-    return { idle: cpuMs < (monotonicMs() - answeredAt) * IDLE_CPU_SHARE, cpuMs: Math.round(cpuMs) };
+    const wanted = mainWantedMs();
+    const runnableMs = wanted !== null && answeredWanted !== null ? Math.round(wanted - answeredWanted) : null;
+    return { idle: (runnableMs ?? cpuMs) < (monotonicMs() - answeredAt) * IDLE_CPU_SHARE, cpuMs: Math.round(cpuMs), runnableMs };
   };
   let wake: (() => void) | null = null;
   const send = (message: FromLeaseThread): void => port.postMessage(message);
@@ -144,10 +163,10 @@ export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr }:
       if (stallStartedLag === 0) {
         stallStartedLag = lag;
         const running = Object.entries(tasks).map(([task, n]) => `${task} ×${n}`).join(', ') || 'no jobs';
-        const { idle, cpuMs } = idleSinceAnswered();
+        const { idle, cpuMs, runnableMs } = idleSinceAnswered();
         log(
           40,
-          { lagMs: Math.round(lag), tasks, cpuMs },
+          { lagMs: Math.round(lag), tasks, cpuMs, runnableMs },
           idle
             ? `pgq worker's event loop has not run for ${Math.round(lag)} ms (running: ${running}), and the process used little CPU meanwhile (${cpuMs} ms): ` +
                 'a handler waiting synchronously (execSync, Atomics.wait, a synchronous read of a slow file or socket), or the process was paused (SIGSTOP, a suspended VM or container); its other jobs wait.'
@@ -165,6 +184,7 @@ export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr }:
     if (shared[data.slots.mainTick] !== answeredTick) {
       answeredTick = shared[data.slots.mainTick]!;
       answeredCpu = process.cpuUsage();
+      answeredWanted = mainWantedMs();
       answeredAt = monotonicMs();
     }
     // Jobs claimed ahead that a blocked loop cannot start go back to the

@@ -271,6 +271,7 @@ export class Lease {
       port: channel.port2,
       data: { ...data, connection: this.config.connection ?? {}, stallWarnMs: Number.MAX_SAFE_INTEGER, held: null },
       writeStderr: (line) => fs.writeSync(2, line),
+      readText: (file) => fs.readFileSync(file, 'utf8'),
     }).finally(() => channel.port2.close());
     this.#running = started;
     await started;
@@ -299,6 +300,7 @@ export class Lease {
         port: parentPort,
         data: workerData,
         writeStderr: (line) => require('node:fs').writeSync(2, line),
+        readText: (file) => require('node:fs').readFileSync(file, 'utf8'),
       }).catch((err) => { require('node:fs').writeSync(2, 'pgq lease thread failed: ' + (err && err.stack || err) + '\\n'); process.exit(1); });`;
     // No inherited loader flags (such as --import tsx): the source is plain JavaScript, and the thread must start fast.
     const thread = new Thread(source, { eval: true, workerData: data, execArgv: [], stdout: false, stderr: false });
