@@ -52,6 +52,7 @@ const COMMITTED: Record<string, string> = {
   '1764880000000_claim_limited_isolation.sql': '495a6e9007ee0230502d04e1d3657641e6c2b6660d2296fd9b4b14714abdf05f',
   '1764890000000_expire_unique_holder.sql': '49df3ff3e388eefa18ae77a71f4a0f5f2a93461795f84f15de7d509bc5dd9372',
   '1764900000000_created_by_role_names.sql': '771d29c91a54051d536469051959309a49c77506c8e697fb7f0c5135160ef706',
+  '1764910000000_workflow_cascade_levels.sql': '2b29a5536d594434f4d2aeec7bf8465fe7ec0e86453a373cc0e31c03996d323a',
 };
 
 /** node-pg-migrate's default advisory lock, which an application's own migrations hold while they run. */
@@ -144,12 +145,13 @@ ALTER INDEX jobs_state_queue_idx_new RENAME TO jobs_state_queue_idx;
       RETURNS TABLE (id bigint, concurrency_key text, priority integer, run_at timestamptz) LANGUAGE sql STABLE AS $$ SELECT NULL::bigint, NULL::text, 0, now() $$`);
     const pgq = new Pgq({ connectionString: ctx.url, schema, tasks: [] });
     try {
-      expect((await pgq.migrate()).applied).toEqual(['1764860000000_converge_edited_functions', '1764870000000_notify_scheduled', '1764880000000_claim_limited_isolation', '1764890000000_expire_unique_holder', '1764900000000_created_by_role_names']);
+      expect((await pgq.migrate()).applied).toEqual(['1764860000000_converge_edited_functions', '1764870000000_notify_scheduled', '1764880000000_claim_limited_isolation', '1764890000000_expire_unique_holder', '1764900000000_created_by_role_names', '1764910000000_workflow_cascade_levels']);
       const source = (name: string) =>
         ctx.admin
           .query<{ src: string; lang: string }>(`SELECT p.prosrc AS src, l.lanname AS lang FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang WHERE p.oid = $1::regproc`, [`${s}.${name}`])
           .then((r) => r.rows[0]!);
-      const final = readFileSync(path.join(MIGRATIONS_DIR, '1764820000000_workflow_revive_lock_order.sql'), 'utf8');
+      // Its current text: the one 1764910000000 gave it (the converging text, with the cascade found level by level).
+      const final = readFileSync(path.join(MIGRATIONS_DIR, '1764910000000_workflow_cascade_levels.sql'), 'utf8');
       const body = /workflow_job_state_changed\(\) RETURNS trigger LANGUAGE plpgsql AS \$\$([\s\S]*?)\$\$;/.exec(final)![1]!;
       expect((await source('workflow_job_state_changed')).src).toBe(body);
       expect(await source('claim_candidates_keyed')).toMatchObject({ lang: 'plpgsql', src: expect.stringContaining('RETURN QUERY') });
