@@ -8,7 +8,7 @@ import net from 'node:net';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { Pgq, defineTask } from '../src/index.js';
+import { Pgq, defineTask, group, step } from '../src/index.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
 import { captureLogger, type Line } from './support/logger.js';
 
@@ -344,3 +344,32 @@ async function cuttableProxy(): Promise<{ url: string; cut(): Promise<void>; res
     close: () => new Promise<void>((resolve) => (proxy.listening ? proxy.close(() => resolve()) : resolve())),
   };
 }
+
+describe('deleting workflow jobs under default repeatable read', () => {
+  const manual = defineTask({ name: 'manual', schema: z.object({ n: z.number() }), handler: ({ n }) => n });
+
+  it('two deletes of the last jobs of one workflow at once take its row (the lock taken before deleting did not refresh the second one’s snapshot)', async () => {
+    await ctx.migrated({ tasks: [manual] });
+    const s = `"${ctx.schema}"`;
+    const pgq = new Pgq({ connectionString: urlWith({ default_transaction_isolation: 'repeatable read' }), schema: ctx.schema, tasks: [manual] });
+    try {
+      const wf = await pgq.enqueueWorkflow(group([step(manual, { n: 1 }), step(manual, { n: 2 })]));
+      await pgq.cancelWorkflow(wf.id);
+      const holder = await ctx.admin.connect();
+      try {
+        await holder.query('BEGIN');
+        await holder.query(`LOCK TABLE ${s}.workflows IN SHARE ROW EXCLUSIVE MODE`);
+        const deletes = wf.steps.map((x) => pgq.deleteJob(x.id));
+        await ctx.lockWaiters(2, 'both deletes to wait');
+        await holder.query('COMMIT');
+        expect(await Promise.all(deletes)).toEqual([true, true]);
+      } finally {
+        await holder.query('ROLLBACK').catch(() => undefined);
+        holder.release();
+      }
+      expect((await ctx.admin.query(`SELECT id FROM ${s}.workflows WHERE id = $1`, [wf.id])).rows).toEqual([]);
+    } finally {
+      await pgq.close();
+    }
+  });
+});

@@ -344,7 +344,12 @@ export class WorkflowStore {
   async lockForDelete(trx: Kysely<PgqDatabase>, workflowIds: readonly (string | null)[]): Promise<void> {
     const ids = [...new Set(workflowIds.filter((id): id is string => id !== null))];
     if (ids.length === 0) return;
-    await trx.selectFrom('workflows').select('id').where(sql<boolean>`id = ANY(${ids}::bigint[])`).orderBy('id').forUpdate().execute();
+    // Written, not only locked: under a default isolation of repeatable read the second one's snapshot is
+    // older than the first one's commit, and a row only locked let it go on and see the first one's job
+    // still there; a row written ends it with 40001, and inTransaction runs it again with a new snapshot.
+    const workflows = sql.id(this.deps.schema, 'workflows');
+    await sql`UPDATE ${workflows} SET id = id
+               WHERE id IN (SELECT id FROM ${workflows} WHERE id = ANY(${ids}::bigint[]) ORDER BY id FOR UPDATE)`.execute(trx);
   }
 
   /** The workflow row, its jobs and its dependency edges, in one statement. */
