@@ -42,6 +42,14 @@ export interface LeaseThreadData {
   shared: SharedArrayBuffer;
   slots: typeof SLOTS;
   pid: number;
+  /**
+   * The kernel's id of the thread whose event loop is watched, where it is
+   * known: the process's main thread (its id is the pid). A worker started
+   * in a worker thread has another, which Node does not tell: null, and the
+   * process's CPU time decides (the main thread's schedstat, idle beside it,
+   * said every computing stall was a wait).
+   */
+  mainTask: number | null;
   hostname: string;
   /**
    * The jobs the worker holds claimed but not started (held-jobs.ts): given
@@ -98,12 +106,14 @@ export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr, r
   // Where the kernel tells it (Linux's schedstat), the main thread's own time on a CPU and waiting in a run
   // queue for one decides instead: CPU time alone took a handler computing on a host short of CPU for a wait
   // (its process got 494 ms of a 2.9 s stall under a load of 9 on two cores).
-  const schedstat = `/proc/self/task/${data.pid}/schedstat`;
+  const schedstat = data.mainTask === null ? null : `/proc/self/task/${data.mainTask}/schedstat`;
   const mainWantedMs = (): number | null => {
+    if (schedstat === null) return null;
     try {
       const [ran, queued] = readText(schedstat).split(' ');
       const ms = (Number(ran) + Number(queued)) / 1e6;
-      return Number.isFinite(ms) ? ms : null;
+      // "0 0 0": a kernel that keeps no such statistics (sched_info off), not a thread that never ran.
+      return Number.isFinite(ms) && ms > 0 ? ms : null;
     } catch {
       return null;
     }

@@ -30,7 +30,7 @@
  */
 import os from 'node:os';
 import { createRequire } from 'node:module';
-import { MessageChannel, Worker as Thread } from 'node:worker_threads';
+import { MessageChannel, Worker as Thread, isMainThread } from 'node:worker_threads';
 import fs from 'node:fs';
 import pg from 'pg';
 import type { Logger } from '../core/logger.js';
@@ -239,6 +239,7 @@ export class Lease {
       shared: this.#shared.buffer as SharedArrayBuffer,
       slots: SLOTS,
       pid: process.pid,
+      mainTask: isMainThread ? process.pid : null,
       hostname: os.hostname(),
       held: this.config.held && {
         ...this.config.held.layout,
