@@ -1187,6 +1187,21 @@ describe('worker processes', () => {
     await worker.exited;
   });
 
+  it('a handler computing in a worker started in a worker thread is reported as computing (the idle main thread\'s scheduler statistics were read, and it was called a synchronous wait)', async () => {
+    const pgq = await ctx.migrated({ tasks: [hog] });
+    await createLedger(ctx.admin, ctx.schema);
+    await ctx.admin.query(`TRUNCATE "${ctx.schema}".ledger`);
+    const worker = spawnWorker(env({ PGQ_LOG_LEVEL: 'warn', PGQ_STALL_WARN_MS: '1500', PGQ_RESCUE_AFTER_MS: '20000' }), path.resolve(import.meta.dirname, 'fixtures/worker-in-thread.ts'));
+    await worker.waitFor((e) => e.event === 'ready');
+    const computing = await pgq.enqueue(hog, { ms: 4_000, mode: 'block' });
+    await pgq.waitForJob(computing.id, { timeoutMs: 60_000 });
+    await until(() => /event loop (was blocked|did not run) for \d+ ms/.test(worker.stderr()) || null, { timeoutMs: 20_000 });
+    expect(worker.stderr()).toMatch(/event loop has been blocked for \d+ ms \(running: hog ×1\); its lease is still renewed/);
+    expect(worker.stderr()).not.toMatch(/waiting synchronously/);
+    worker.child.kill('SIGTERM');
+    await worker.exited;
+  });
+
   // Linux: the worker is pinned to one CPU beside a busy loop that has a higher priority there.
   const canStarve = fs.existsSync(`/proc/self/task/${process.pid}/schedstat`) && ['taskset', 'renice'].every((bin) => spawnSync(bin, ['--version']).status === 0);
   it.skipIf(!canStarve)('a handler computing on a host short of CPU is reported as computing, not as a synchronous wait (its process got a sixth of a core under a load of 9, and its CPU time alone said it waited)', async () => {
