@@ -15,8 +15,10 @@
 -- cannot serve, so the primary key (or the edges' index) is read for the
 -- ids; the cascade is found level by level, each lookup `= ANY (array)` on
 -- an index, and cancelled in one statement as before, so the row triggers
--- it fires find their own descendants settled. Nothing else changes: the
--- rows each statement changes, their order and their locks are the same.
+-- it fires find their own descendants settled. The rows each statement
+-- changes and their locks are the same. One value may differ: a step that
+-- two doomed parents of one level reach is cancelled_by the smaller id; the
+-- CTE's join named whichever its plan met first.
 CREATE OR REPLACE FUNCTION workflow_lock_dependents(succeeded bigint[], failed bigint[]) RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
   reached bigint[];

@@ -1204,6 +1204,8 @@ describe('worker processes', () => {
 
   // Linux: the worker is pinned to one CPU beside a busy loop that has a higher priority there.
   const canStarve = fs.existsSync(`/proc/self/task/${process.pid}/schedstat`) && ['taskset', 'renice'].every((bin) => spawnSync(bin, ['--version']).status === 0);
+  // The first CPU this process may run on (a runner's set need not hold CPU 0).
+  const firstCpu = /Cpus_allowed_list:\s*(\d+)/.exec(canStarve ? fs.readFileSync('/proc/self/status', 'utf8') : '')?.[1] ?? '0';
   it.skipIf(!canStarve)('a handler computing on a host short of CPU is reported as computing, not as a synchronous wait (its process got a sixth of a core under a load of 9, and its CPU time alone said it waited)', async () => {
     const pgq = await ctx.migrated({ tasks: [hog] });
     await createLedger(ctx.admin, ctx.schema);
@@ -1211,9 +1213,9 @@ describe('worker processes', () => {
     const worker = spawnWorker(env({ PGQ_LOG_LEVEL: 'warn', PGQ_STALL_WARN_MS: '1500', PGQ_RESCUE_AFTER_MS: '20000' }));
     await worker.waitFor((e) => e.event === 'ready');
     // The busy loop at the default priority, the worker's threads at nice 12 on the same CPU: about 6% of it.
-    const busy = spawn('taskset', ['-c', '0', process.execPath, '-e', 'for (;;) {}'], { stdio: 'ignore' });
+    const busy = spawn('taskset', ['-c', firstCpu, process.execPath, '-e', 'for (;;) {}'], { stdio: 'ignore' });
     try {
-      expect(spawnSync('taskset', ['-a', '-p', '-c', '0', String(worker.pid)]).status).toBe(0);
+      expect(spawnSync('taskset', ['-a', '-p', '-c', firstCpu, String(worker.pid)]).status).toBe(0);
       for (const tid of fs.readdirSync(`/proc/${worker.pid}/task`)) spawnSync('renice', ['-n', '12', '-p', tid]);
       const computing = await pgq.enqueue(hog, { ms: 4_000, mode: 'block' });
       await pgq.waitForJob(computing.id, { timeoutMs: 120_000 });
