@@ -15,7 +15,9 @@
 -- cannot serve, so the primary key (or the edges' index) is read for the
 -- ids; the cascade is found level by level, each lookup `= ANY (array)` on
 -- an index, and cancelled in one statement as before, so the row triggers
--- it fires find their own descendants settled. The rows each statement
+-- it fires find their own descendants settled. A retry's revive is found
+-- level by level too (a recursive CTE read every cancelled job once per
+-- level), and the jobs it locks are read once, not looked up per row. The rows each statement
 -- changes and their locks are the same. One value may differ: a step that
 -- two doomed parents of one level reach is cancelled_by the smaller id; the
 -- CTE's join named whichever its plan met first.
@@ -64,6 +66,8 @@ DECLARE
   level_bys bigint[];
   doomed_ids bigint[];
   doomed_bys bigint[];
+  kids bigint[];
+  their_parents bigint[];
   x record;
   bad bigint;
   revivable bigint[];
@@ -138,15 +142,20 @@ BEGIN
 
   -- NEW left failed or cancelled for a live state.
   -- The jobs it may revive (cancelled because of it), read without locks:
-  -- the loop below locks each and checks again.
-  WITH RECURSIVE revived(id) AS (
-    SELECT c.id FROM job_dependencies d JOIN jobs c ON c.id = d.child_id
-     WHERE d.parent_id = NEW.id AND c.state = 'cancelled' AND c.cancelled_by = NEW.id
-    UNION
-    SELECT c.id FROM revived r JOIN job_dependencies d ON d.parent_id = r.id JOIN jobs c ON c.id = d.child_id
-     WHERE c.state = 'cancelled' AND c.cancelled_by = r.id
-  )
-  SELECT array_agg(id ORDER BY id) INTO revivable FROM revived;
+  -- the loop below locks each and checks again. Found level by level, each
+  -- lookup by id (a recursive CTE read every cancelled job once per level).
+  frontier := ARRAY[NEW.id];
+  LOOP
+    SELECT array_agg(DISTINCT c.id) INTO level_ids FROM jobs c
+     WHERE c.id = ANY (ARRAY(SELECT d.child_id FROM job_dependencies d WHERE d.parent_id = ANY (frontier)))
+       AND (c.state = 'cancelled') IS TRUE AND c.cancelled_by = ANY (frontier)
+       AND EXISTS (SELECT 1 FROM job_dependencies e WHERE e.child_id = c.id AND e.parent_id = c.cancelled_by)
+       AND NOT c.id = ANY (coalesce(revivable, '{}'));
+    EXIT WHEN level_ids IS NULL;
+    revivable := revivable || level_ids;
+    frontier := level_ids;
+  END LOOP;
+  SELECT array_agg(r.id ORDER BY r.id) INTO revivable FROM unnest(revivable) AS r(id);
   -- Everything the rest of this branch locks, locked first in one pass in
   -- id order, each row in the mode it will need: the jobs it revives (FOR
   -- UPDATE), the blocked run-anyway children of NEW and of those jobs,
@@ -158,31 +167,34 @@ BEGIN
   -- child it had counted while it waited on a sibling parent whose
   -- completion waited on that child, and PostgreSQL aborted one (40P01).
   -- Only NEW itself, held by the statement that changed it, is out of order.
+  -- The children of NEW and of those jobs, and the parents of those jobs,
+  -- read once (a lookup of the parents for every row read them all again).
+  kids := ARRAY(SELECT d.child_id FROM job_dependencies d WHERE d.parent_id = ANY (array_prepend(NEW.id, coalesce(revivable, '{}'))));
+  their_parents := ARRAY(SELECT d.parent_id FROM job_dependencies d WHERE d.child_id = ANY (coalesce(revivable, '{}')));
   FOR y IN
     SELECT c.id,
            c.id = ANY (coalesce(revivable, '{}')) AS revive,
            c.state = 'blocked' AND c.on_parent_failure = 'run'
              AND EXISTS (SELECT 1 FROM job_dependencies e
-                          WHERE e.child_id = c.id AND (e.parent_id = NEW.id OR e.parent_id = ANY (coalesce(revivable, '{}')))) AS counted
+                          WHERE e.child_id = c.id AND (e.parent_id = NEW.id OR e.parent_id = ANY (coalesce(revivable, '{}')))) AS counted,
+           c.id = ANY (their_parents) AS shared
       FROM jobs c
-     WHERE c.id <> NEW.id
-       AND (c.id IN (SELECT d.child_id FROM job_dependencies d WHERE d.parent_id = NEW.id OR d.parent_id = ANY (coalesce(revivable, '{}')))
-            OR c.id IN (SELECT d.parent_id FROM job_dependencies d WHERE d.child_id = ANY (coalesce(revivable, '{}'))))
+     WHERE c.id <> NEW.id AND c.id = ANY (kids || their_parents)
      ORDER BY c.id
   LOOP
     IF y.revive THEN
       PERFORM 1 FROM jobs c WHERE c.id = y.id FOR UPDATE;
     ELSIF y.counted THEN
       PERFORM 1 FROM jobs c WHERE c.id = y.id FOR NO KEY UPDATE;
-    ELSIF y.id IN (SELECT d.parent_id FROM job_dependencies d WHERE d.child_id = ANY (coalesce(revivable, '{}'))) THEN
+    ELSIF y.shared THEN
       PERFORM 1 FROM jobs c WHERE c.id = y.id FOR SHARE;
     END IF;
   END LOOP;
 
   UPDATE jobs c
      SET pending_parents = c.pending_parents + 1
-    FROM job_dependencies d
-   WHERE d.parent_id = NEW.id AND c.id = d.child_id AND c.state = 'blocked' AND c.on_parent_failure = 'run';
+   WHERE c.id = ANY (ARRAY(SELECT d.child_id FROM job_dependencies d WHERE d.parent_id = NEW.id))
+     AND (c.state = 'blocked') IS TRUE AND c.on_parent_failure = 'run';
 
   FOR x IN SELECT r.id FROM unnest(revivable) AS r(id) ORDER BY r.id
   LOOP
@@ -191,7 +203,7 @@ BEGIN
     PERFORM 1 FROM job_dependencies d JOIN jobs p ON p.id = d.parent_id
      WHERE d.child_id = x.id ORDER BY p.id FOR SHARE OF p;
     SELECT p.id INTO bad FROM job_dependencies d JOIN jobs p ON p.id = d.parent_id
-     WHERE d.child_id = x.id AND p.state IN ('failed', 'cancelled') ORDER BY p.id LIMIT 1;
+     WHERE d.child_id = x.id AND (p.state IN ('failed', 'cancelled')) IS TRUE ORDER BY p.id LIMIT 1;
     IF bad IS NOT NULL THEN
       UPDATE jobs c
          SET cancelled_by = bad,
@@ -202,12 +214,12 @@ BEGIN
       UPDATE jobs c
          SET state = 'blocked', finished_at = NULL, cancelled_by = NULL,
              pending_parents = (SELECT count(*) FROM job_dependencies d JOIN jobs p ON p.id = d.parent_id
-                                 WHERE d.child_id = c.id AND p.state <> 'succeeded')
+                                 WHERE d.child_id = c.id AND (p.state <> 'succeeded') IS TRUE)
        WHERE c.id = x.id;
       UPDATE jobs c
          SET pending_parents = c.pending_parents + 1
-        FROM job_dependencies d
-       WHERE d.parent_id = x.id AND c.id = d.child_id AND c.state = 'blocked' AND c.on_parent_failure = 'run';
+       WHERE c.id = ANY (ARRAY(SELECT d.child_id FROM job_dependencies d WHERE d.parent_id = x.id))
+         AND (c.state = 'blocked') IS TRUE AND c.on_parent_failure = 'run';
     END IF;
   END LOOP;
   RETURN NULL;

@@ -52,7 +52,7 @@ const COMMITTED: Record<string, string> = {
   '1764880000000_claim_limited_isolation.sql': '495a6e9007ee0230502d04e1d3657641e6c2b6660d2296fd9b4b14714abdf05f',
   '1764890000000_expire_unique_holder.sql': '49df3ff3e388eefa18ae77a71f4a0f5f2a93461795f84f15de7d509bc5dd9372',
   '1764900000000_created_by_role_names.sql': '771d29c91a54051d536469051959309a49c77506c8e697fb7f0c5135160ef706',
-  '1764910000000_workflow_cascade_levels.sql': 'e20be60085715d41e6d1711248b3a0ee874fe283db7427038b19a81740148ebb',
+  '1764910000000_workflow_cascade_levels.sql': '0dd0cdb8937dc117afad1b8aaae3f4f5de98c3e72ceba1982169def484f663fa',
 };
 
 /** node-pg-migrate's default advisory lock, which an application's own migrations hold while they run. */
