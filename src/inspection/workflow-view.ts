@@ -10,9 +10,8 @@
 import type { Kysely } from 'kysely';
 import { parseWorkflowId } from '../core/ids.js';
 import { JOB_STATES, type JobState } from '../core/types.js';
-import { sql } from '../db/kysely.js';
 import type { PgqDatabase } from '../db/tables.js';
-import { toStepRecord, workflowStateOf, type StepRow, type WorkflowState, type WorkflowStepRecord } from '../workflow/store.js';
+import { DEPENDS_ON, toStepRecord, workflowStateOf, type StepRow, type WorkflowState, type WorkflowStepRecord } from '../workflow/store.js';
 import { SUMMARY_COLUMNS, SUMMARY_EXTRAS } from '../jobs/job-list.js';
 
 /** A workflow as its page shows it. */
@@ -45,10 +44,7 @@ export async function workflowView(kysely: Kysely<PgqDatabase>, id: string, maxS
       .select(SUMMARY_COLUMNS.map((c) => `j.${c}` as const))
       .select(['j.pending_parents', 'j.on_parent_failure', 'j.cancelled_by'])
       .select(SUMMARY_EXTRAS)
-      .select(
-        sql<string[]>`coalesce(array_agg(d.parent_id::text ORDER BY d.position NULLS LAST, d.parent_id)
-                        FILTER (WHERE d.parent_id IS NOT NULL), '{}')`.as('depends_on'),
-      )
+      .select(DEPENDS_ON)
       .where('j.workflow_id', '=', workflowId)
       .groupBy('j.id')
       .orderBy('j.id')

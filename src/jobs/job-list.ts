@@ -1,10 +1,11 @@
 /**
- * A page of jobs, newest first: `pgq.listJobs` (every column), and the
- * console's Jobs page (summaries: less what the page never shows). A payload and a result may each be up to
- * `maxPayloadBytes` (1 MiB by default), and a page lists up to 1,000 jobs
- * and is read again at every live refresh: read whole, one page of large
- * jobs was gigabytes held in the console's process for a table of ids,
- * states and the first line of the last error.
+ * A page of jobs, newest first: `pgq.listJobs` reads every column, the
+ * console's Jobs page reads summaries, without what it never shows. A
+ * payload and a result may each be up to `maxPayloadBytes` (1 MiB by
+ * default), and a page lists up to 1,000 jobs and is read again at every
+ * live refresh: read whole, one page of large jobs was gigabytes held in the
+ * console's process for a table of ids, states and the first line of the
+ * last error.
  */
 import type { Kysely } from 'kysely';
 import { ValidationError } from '../core/errors.js';

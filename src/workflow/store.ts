@@ -121,6 +121,10 @@ export interface WorkflowStoreDeps {
 
 export type StepRow = Selectable<JobsTable> & { depends_on: string[] };
 
+/** A step's parents in its input's order (then ordering-only ones), over `jobs as j` left-joined to `job_dependencies as d`, grouped by j.id. */
+export const DEPENDS_ON = sql<string[]>`coalesce(array_agg(d.parent_id::text ORDER BY d.position NULLS LAST, d.parent_id)
+                                        FILTER (WHERE d.parent_id IS NOT NULL), '{}')`.as('depends_on');
+
 const enqueueOptionsSchema = z.object({ name: nameSchema.optional() }).strict();
 
 /** Behind Pgq's workflow methods. */
@@ -333,20 +337,20 @@ export class WorkflowStore {
 
   /**
    * Runs inside a transaction that holds jobs of these workflows locked and
-   * is about to delete them: locks the workflows' rows, in id order. The
-   * delete trigger drops a workflow's row once no job of it is left, asking
-   * so in the deleting statement's snapshot; two transactions deleting the
-   * last jobs of one workflow each saw the other's job still there, and the
-   * workflow row stayed with no job (listed as succeeded, with no step, and
-   * never pruned). Locked here, the second waits for the first to commit and
-   * its statement sees that job gone.
+   * is about to delete them: writes the workflows' rows (a no-op update, in
+   * id order). The delete trigger drops a workflow's row once no job of it
+   * is left, asking so in the deleting statement's snapshot; two
+   * transactions deleting the last jobs of one workflow each saw the other's
+   * job still there, and the workflow row stayed with no job (listed as
+   * succeeded, with no step, and never pruned). Written here, the second
+   * waits for the first to commit, and its statement sees that job gone (or,
+   * under repeatable read, fails with 40001 and is run again).
    */
   async lockForDelete(trx: Kysely<PgqDatabase>, workflowIds: readonly (string | null)[]): Promise<void> {
     const ids = [...new Set(workflowIds.filter((id): id is string => id !== null))];
     if (ids.length === 0) return;
-    // Written, not only locked: under a default isolation of repeatable read the second one's snapshot is
-    // older than the first one's commit, and a row only locked let it go on and see the first one's job
-    // still there; a row written ends it with 40001, and inTransaction runs it again with a new snapshot.
+    // Written, not only locked: under repeatable read a row only locked let the second go on in its older
+    // snapshot, the first one's job still there in it.
     const workflows = sql.id(this.deps.schema, 'workflows');
     await sql`UPDATE ${workflows} SET id = id
                WHERE id IN (SELECT id FROM ${workflows} WHERE id = ANY(${ids}::bigint[]) ORDER BY id FOR UPDATE)`.execute(trx);
@@ -414,10 +418,7 @@ export class WorkflowStore {
         .selectFrom('jobs as j')
         .leftJoin('job_dependencies as d', 'd.child_id', 'j.id')
         .selectAll('j')
-        .select(
-          sql<string[]>`coalesce(array_agg(d.parent_id::text ORDER BY d.position NULLS LAST, d.parent_id)
-                          FILTER (WHERE d.parent_id IS NOT NULL), '{}')`.as('depends_on'),
-        )
+        .select(DEPENDS_ON)
         .where('j.workflow_id', '=', id)
         .groupBy('j.id')
         .orderBy('j.id'),
