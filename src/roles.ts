@@ -14,7 +14,9 @@
  *   statement.
  * - The worker role may run workers: claim, complete, heartbeat, lead, rescue,
  *   prune and fire schedules, and read `queues` (limited claims lock a
- *   queue's row and spend its rate tokens). It cannot change the schema.
+ *   queue's row and spend its rate tokens; a worker adds the row of a queue
+ *   it is the first to serve). It can neither pause a queue nor change a
+ *   limit, and it cannot change the schema.
  *
  * Row-level security applies to every role except the tables' owner (the role
  * that ran the migrations) and superusers, so the owner's own pgq keeps its
@@ -116,6 +118,12 @@ export function rolesSql(schema: string, options: RolesOptions): string[] {
       createRole(options.worker),
       `GRANT USAGE ON SCHEMA ${s} TO ${r}`,
       `GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA ${s} TO ${r}`,
+      // Queue control is the operator's: a worker reads the settings, adds the row of a queue it is the first
+      // to serve (name only: not paused, no limits) and spends the rate bucket (a limited claim locks the
+      // row FOR UPDATE, which column rights allow). It cannot pause, resume, change a limit or delete a row.
+      // REVOKE ALL also takes back column rights, so a second run grants exactly these.
+      `REVOKE ALL ON ${s}.queues FROM ${r}`,
+      `GRANT SELECT, INSERT (name), UPDATE (rate_tokens, rate_refilled_at) ON ${s}.queues TO ${r}`,
       `REVOKE ALL ON ${s}.pgq_migrations FROM ${r}`,
       `GRANT SELECT ON ${s}.pgq_migrations TO ${r}`,
       `GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA ${s} TO ${r}`,

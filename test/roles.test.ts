@@ -126,10 +126,14 @@ describe('least-privilege roles', () => {
       expect(JSON.parse(stats.stdout)).toEqual([expect.objectContaining({ queue: 'default', orphanedTasks: null })]);
       expect(cli(urlAs(login.enq), ['stats'])).toMatchObject({ code: 0, stdout: expect.stringMatching(/^default\s/m) });
 
-      // The worker role claims a limited queue (it locks and reads the queue's row).
-      await owner.setQueue('default', { concurrency: 2 });
-      const w = jobs.worker({ heartbeatMs: 50, rescueAfterMs: 500, pollIntervalMs: 20 });
+      // The worker role claims a limited queue (it locks and reads the queue's row, and spends its rate
+      // bucket), and adds the row of a queue it is the first to serve.
+      await owner.setQueue('default', { concurrency: 2, rateLimit: { limit: 1_000, periodMs: 1_000 } });
+      const fresh = `fresh-${suffix}`;
+      expect(await owner.getQueue(fresh)).toMatchObject({ paused: false, concurrency: null, createdAt: null });
+      const w = jobs.worker({ heartbeatMs: 50, rescueAfterMs: 500, pollIntervalMs: 20, queues: ['default', fresh] });
       await w.start();
+      expect((await ctx.admin.query(`SELECT name FROM "${ctx.schema}".queues WHERE name = $1`, [fresh])).rowCount).toBe(1);
       expect(await jobs.waitForJob(mine.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded', result: { seen: 3 } });
       expect(await jobs.waitForJob(ownersJob.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'succeeded' });
       expect(await app.getJob(mine.id)).toMatchObject({ state: 'succeeded', result: { seen: 3 } });
@@ -138,7 +142,13 @@ describe('least-privilege roles', () => {
       expect(await metrics.registry.metrics()).toMatch(/pgq_stats_age_seconds/);
       metrics.close();
       expect(await jobs.getQueue('default')).toMatchObject({ concurrency: 2, paused: false });
+      expect((await ctx.admin.query(`SELECT rate_tokens FROM "${ctx.schema}".queues WHERE name = 'default'`)).rows[0].rate_tokens).not.toBeNull();
       await w.stop();
+      // Queue control is the operator's: the worker role can neither pause a queue nor change its limits
+      // (it could, through its grant on every table, while the docs said it could not).
+      await expect(jobs.pauseQueue('default')).rejects.toThrow(/permission denied/);
+      await expect(jobs.setQueue('default', { concurrency: 50 })).rejects.toThrow(/permission denied/);
+      await expect(jobs.setQueue(`other-${suffix}`, { concurrency: 1 })).rejects.toThrow(/permission denied/);
       // An application that calls migrate() at every start, as the worker role, on a schema up to date: nothing to do
       // (it failed: "must be owner of table pgq_migrations").
       expect(await jobs.migrate()).toEqual({ applied: [] });
@@ -166,9 +176,16 @@ describe('least-privilege roles', () => {
         await expect(rawWorker.query(`ALTER TABLE "${ctx.schema}".jobs ADD COLUMN x int`)).rejects.toThrow(/must be owner/);
         await expect(rawWorker.query(`CREATE TABLE "${ctx.schema}".evil (x int)`)).rejects.toThrow(/permission denied/);
         await expect(rawWorker.query(`DELETE FROM "${ctx.schema}".pgq_migrations`)).rejects.toThrow(/permission denied/);
+        await expect(rawWorker.query(`UPDATE "${ctx.schema}".queues SET paused = true`)).rejects.toThrow(/permission denied/);
+        await expect(rawWorker.query(`UPDATE "${ctx.schema}".queues SET concurrency = NULL, rate_limit = NULL, rate_period_ms = NULL`)).rejects.toThrow(/permission denied/);
+        await expect(rawWorker.query(`DELETE FROM "${ctx.schema}".queues`)).rejects.toThrow(/permission denied/);
+        await expect(rawWorker.query(`INSERT INTO "${ctx.schema}".queues (name, paused) VALUES ('x', true)`)).rejects.toThrow(/permission denied/);
+        await expect(rawWorker.query(`INSERT INTO "${ctx.schema}".queues (name, concurrency) VALUES ('y', 1)`)).rejects.toThrow(/permission denied/);
       } finally {
         await rawWorker.end();
       }
+      expect(await owner.getQueue('default')).toMatchObject({ paused: false, concurrency: 2, rateLimit: { limit: 1_000, periodMs: 1_000 } });
+      expect(await owner.listQueues()).not.toContainEqual(expect.objectContaining({ name: 'x' }));
     } finally {
       await app.close();
       await jobs.close();
