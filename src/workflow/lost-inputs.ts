@@ -68,12 +68,12 @@ export function lockInputParents(schema: string, jobId: Expression<unknown>): Ra
        FOR KEY SHARE OF p`;
 }
 
-/** `resumed(id)`: job `jobId` and the dependents its success resumes (cancelled because it failed, and theirs in turn). */
+/**
+ * `resumed(id)`: job `jobId` and the dependents its success resumes (cancelled because it failed, and theirs
+ * in turn), found level by level through the edges (migrations/…_workflow_resumed_jobs.sql): a recursive CTE
+ * joining jobs on `cancelled_by` read every cancelled job once per level, and a bulk retry's filter once per
+ * step it matched (20 s to count 2,000 failed steps beside 6,000 cancelled jobs).
+ */
 function resumedSteps(schema: string, jobId: Expression<unknown>): RawBuilder<unknown> {
-  const jobs = sql.id(schema, 'jobs');
-  return sql`WITH RECURSIVE resumed(id) AS (
-      SELECT ${jobId}::bigint
-      UNION
-      SELECT c.id FROM resumed r JOIN ${jobs} c ON c.cancelled_by = r.id AND c.state = 'cancelled'
-    )`;
+  return sql`WITH resumed(id) AS (SELECT r FROM ${sql.id(schema, 'workflow_resumed_jobs')}(${jobId}::bigint) AS r)`;
 }
