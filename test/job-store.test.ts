@@ -14,6 +14,10 @@ import { Pruner } from '../src/maintenance/pruner.js';
 import { systemClock } from '../src/core/clock.js';
 import { fromPg } from '../src/db/queryable.js';
 import { createStatements } from '../src/db/statements.js';
+import { sql, type Expression, type Transaction } from 'kysely';
+import type { PgqDatabase } from '../src/db/tables.js';
+import { countQuery, uniqueKeyHolders } from '../src/jobs/job-store.js';
+import { lostInputs } from '../src/workflow/lost-inputs.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
 import { boom } from './fixtures/mail-tasks.js';
 
@@ -286,6 +290,56 @@ describe('retrying jobs that share a uniqueKey', () => {
       }
     }
     await pgq.deleteJobs({ queue: 'key-race' });
+  });
+});
+
+describe('a bulk retry of many jobs with unique keys', () => {
+  it('reads each job\'s key by index: rows read grow with the jobs, not with their square', async () => {
+    const n = 2_000;
+    const { rows: made } = await ctx.admin.query<{ id: string }>(
+      `INSERT INTO "${ctx.schema}".jobs (task, queue, state, payload, unique_key, finished_at)
+       SELECT 'mail', 'bulk-keys', 'failed', '{"to": "x"}', 'bulk-key-' || i, now() FROM generate_series(1, $1::int) AS i RETURNING id::text`,
+      [n],
+    );
+    const ids = made.map((r) => r.id);
+    // Statistics from before the retry, as a bulk retry's later batches see them, of a table that keeps its
+    // succeeded jobs.
+    await ctx.admin.query(`INSERT INTO "${ctx.schema}".jobs (task, queue, state, payload, finished_at)
+       SELECT 'mail', 'bulk-keys', 'succeeded', '{"to": "x"}', now() FROM generate_series(1, 50000)`);
+    await ctx.admin.query(`ANALYZE "${ctx.schema}".jobs`);
+    const rowsRead = async (trx: Transaction<PgqDatabase>): Promise<number> => {
+      const { rows } = await sql<{ n: string }>`SELECT coalesce(idx_tup_fetch, 0) + seq_tup_read AS n FROM pg_stat_xact_user_tables
+         WHERE schemaname = ${ctx.schema} AND relname = 'jobs'`.execute(trx);
+      return Number(rows[0]!.n);
+    };
+    try {
+      // The count a bulk retry confirms with (and the filter each of its batches applies): a newer failed job
+      // sharing a key is retried instead, looked up for each job. No index held failed jobs by key, so each
+      // read the newer failed jobs of the queue: about n²/2 rows (273 s to count 20,000 such jobs).
+      await pgq.kysely.transaction().execute(async (trx) => {
+        const workflows = { lostInputs: (id: Expression<unknown>) => lostInputs(ctx.schema, id) };
+        const counted = await countQuery(trx, workflows, { state: 'failed', queue: 'bulk-keys' }, undefined, 'retry').executeTakeFirstOrThrow();
+        expect(Number(counted.n)).toBe(n);
+        expect(await rowsRead(trx)).toBeLessThan(n * 10);
+      });
+      // A batch's check for live holders of its keys, once the batches before it made half the keys live again:
+      // as a join, the live keys (few, said the statistics) were walked against every job of the batch (501,000
+      // rows read here).
+      await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = 'available', finished_at = NULL WHERE id = ANY ($1::bigint[])`, [ids.slice(0, n / 2)]);
+      await pgq.kysely.transaction().execute(async (trx) => {
+        const batch = ids.slice(n / 2, n / 2 + 500);
+        expect(await uniqueKeyHolders(trx, batch)).toEqual(new Map());
+        expect(await rowsRead(trx)).toBeLessThan(batch.length * 10);
+        // And a holder is found.
+        await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET unique_key = 'bulk-key-1' WHERE id = $1`, [batch[0]]);
+      });
+      await pgq.kysely.transaction().execute(async (trx) => {
+        expect(await uniqueKeyHolders(trx, [ids[n - 1]!, ids[n / 2]!])).toEqual(new Map([[ids[n / 2]!, ids[0]!]]));
+      });
+      expect(await pgq.retryJobs({ queue: 'bulk-keys', state: 'failed' })).toBe(n / 2 - 1);
+    } finally {
+      await ctx.admin.query(`DELETE FROM "${ctx.schema}".jobs WHERE queue = 'bulk-keys'`);
+    }
   });
 });
 

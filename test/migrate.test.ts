@@ -54,6 +54,7 @@ const COMMITTED: Record<string, string> = {
   '1764900000000_created_by_role_names.sql': '771d29c91a54051d536469051959309a49c77506c8e697fb7f0c5135160ef706',
   '1764910000000_workflow_cascade_levels.sql': '0dd0cdb8937dc117afad1b8aaae3f4f5de98c3e72ceba1982169def484f663fa',
   '1764920000000_workflow_resumed_jobs.sql': '95fb050a75b2837ec188d8ede02eef2d374b8efaa7da2e1e0abdf91c427fc492',
+  '1764930000000_finished_unique_key_index.sql': '110904bee716b8c004510102595f159c49995326a6bab36f722eb2efe88a6d95',
 };
 
 /** node-pg-migrate's default advisory lock, which an application's own migrations hold while they run. */
@@ -146,7 +147,7 @@ ALTER INDEX jobs_state_queue_idx_new RENAME TO jobs_state_queue_idx;
       RETURNS TABLE (id bigint, concurrency_key text, priority integer, run_at timestamptz) LANGUAGE sql STABLE AS $$ SELECT NULL::bigint, NULL::text, 0, now() $$`);
     const pgq = new Pgq({ connectionString: ctx.url, schema, tasks: [] });
     try {
-      expect((await pgq.migrate()).applied).toEqual(['1764860000000_converge_edited_functions', '1764870000000_notify_scheduled', '1764880000000_claim_limited_isolation', '1764890000000_expire_unique_holder', '1764900000000_created_by_role_names', '1764910000000_workflow_cascade_levels', '1764920000000_workflow_resumed_jobs']);
+      expect((await pgq.migrate()).applied).toEqual(['1764860000000_converge_edited_functions', '1764870000000_notify_scheduled', '1764880000000_claim_limited_isolation', '1764890000000_expire_unique_holder', '1764900000000_created_by_role_names', '1764910000000_workflow_cascade_levels', '1764920000000_workflow_resumed_jobs', '1764930000000_finished_unique_key_index']);
       const source = (name: string) =>
         ctx.admin
           .query<{ src: string; lang: string }>(`SELECT p.prosrc AS src, l.lanname AS lang FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang WHERE p.oid = $1::regproc`, [`${s}.${name}`])

@@ -70,7 +70,7 @@ const FINISHED_RETRYABLE = RETRYABLE_STATES.filter((s) => FINAL_STATES.includes(
  * each batch applies again once its rows are locked (retryMany, cancelMany,
  * deleteMany below; a test holds the two to the same answers).
  */
-function changedBy(eb: ExpressionBuilder<PgqDatabase, 'jobs'>, action: BulkAction, filter: JobFilter, workflows: WorkflowStore) {
+function changedBy(eb: ExpressionBuilder<PgqDatabase, 'jobs'>, action: BulkAction, filter: JobFilter, workflows: Pick<WorkflowStore, 'lostInputs'>) {
   const inStates = eb('jobs.state', 'in', [...BULK_STATES[action]]);
   if (action === 'cancel') {
     // Asked once already: not counted again.
@@ -129,6 +129,42 @@ function changedBy(eb: ExpressionBuilder<PgqDatabase, 'jobs'>, action: BulkActio
       ]),
     ]),
   ]);
+}
+
+/** The jobs matching `filter` (those `action` would change, if given; at most `max`), counted: JobStore.count's query, checked already. */
+export function countQuery(kysely: Kysely<PgqDatabase>, workflows: Pick<WorkflowStore, 'lostInputs'>, filter: JobFilter, max?: number, action?: BulkAction) {
+  const matching = kysely
+    .selectFrom('jobs')
+    .select(sql<number>`1`.as('one'))
+    .where((eb) => (action === undefined ? jobFilterCondition(eb, filter) : eb.and([jobFilterCondition(eb, filter), changedBy(eb, action, filter, workflows)])));
+  return kysely.selectFrom((max === undefined ? matching : matching.limit(max)).as('m')).select((eb) => eb.fn.countAll<string>().as('n'));
+}
+
+/** Of these jobs, those whose uniqueKey another live job holds (made live again, they would break the key's uniqueness): id → that job's id. */
+export async function uniqueKeyHolders(trx: Kysely<PgqDatabase>, ids: string[]): Promise<Map<string, string>> {
+  if (ids.length === 0) return new Map();
+  // The holder is looked up for each of these jobs (a subquery per row, through the index of live keys). As a
+  // join, PostgreSQL, which counts the live jobs holding a key from statistics taken before the retry began,
+  // walked every key made live so far against the whole batch: a bulk retry of 20,000 keyed jobs slowed down
+  // batch by batch.
+  const rows = await trx
+    .selectFrom('jobs as j')
+    .select((eb) => [
+      sql<string>`j.id::text`.as('id'),
+      eb
+        .selectFrom('jobs as o')
+        .select(sql<string>`o.id::text`.as('holder'))
+        .whereRef('o.task', '=', 'j.task')
+        .whereRef('o.unique_key', '=', 'j.unique_key')
+        .whereRef('o.id', '<>', 'j.id')
+        .where('o.state', 'in', [...LIVE_STATES])
+        .limit(1)
+        .as('holder'),
+    ])
+    .where(sql<boolean>`j.id = ANY(${ids}::bigint[])`)
+    .where('j.unique_key', 'is not', null)
+    .execute();
+  return new Map(rows.flatMap((r) => (r.holder === null ? [] : [[r.id, r.holder] as const])));
 }
 
 /** Per queue: jobs by state, and the oldest due job still waiting. */
@@ -207,14 +243,7 @@ export class JobStore {
     validateJobFilter(filter);
     if (max !== undefined && (!Number.isInteger(max) || max < 1)) throw new ValidationError('max', 'must be a positive integer');
     if (action !== undefined && !Object.hasOwn(BULK_STATES, action)) throw new ValidationError('action', `must be retry, cancel or delete, got ${JSON.stringify(action)}`);
-    const matching = this.deps.kysely
-      .selectFrom('jobs')
-      .select(sql<number>`1`.as('one'))
-      .where((eb) => (action === undefined ? jobFilterCondition(eb, filter) : eb.and([jobFilterCondition(eb, filter), changedBy(eb, action, filter, this.deps.workflows)])));
-    const row = await this.deps.kysely
-      .selectFrom((max === undefined ? matching : matching.limit(max)).as('m'))
-      .select((eb) => eb.fn.countAll<string>().as('n'))
-      .executeTakeFirstOrThrow();
+    const row = await countQuery(this.deps.kysely, this.deps.workflows, filter, max, action).executeTakeFirstOrThrow();
     return Number(row.n);
   }
 
@@ -275,7 +304,7 @@ export class JobStore {
         const cancelling = before.state === 'running' && before.cancel_requested_at !== null ? ` (cancelled: it ends cancelled once its handler has settled, and can be retried then)` : '';
         throw new PgqError('PGQ_NOT_RETRYABLE', `job ${jobId} is ${before.state}${cancelling}; only failed, cancelled, retryable or scheduled jobs can be retried`);
       }
-      const holder = (await this.#uniqueKeyHolders(trx, [jobId])).get(jobId);
+      const holder = (await uniqueKeyHolders(trx, [jobId])).get(jobId);
       if (holder !== undefined) {
         throw new PgqError('PGQ_NOT_RETRYABLE', `job ${jobId} cannot run again while job ${holder} holds its uniqueKey (one live job per task and key); retry it once that one has finished`);
       }
@@ -313,7 +342,7 @@ export class JobStore {
   async retryMany(filter: JobFilter): Promise<number> {
     return this.#bulk(filter, RETRYABLE_STATES, async (trx, rows) => {
       const ids: string[] = [];
-      const held = await this.#uniqueKeyHolders(trx, rows.map((row) => row.id));
+      const held = await uniqueKeyHolders(trx, rows.map((row) => row.id));
       // Newest first. A live one (retryable, scheduled) holds its key
       // already, so a finished one sharing it is held (above); of finished
       // ones sharing a key that is free (it was used again after the first
@@ -401,20 +430,6 @@ export class JobStore {
       if (!full || last === null) return total;
       cursor = last;
     }
-  }
-
-  /** Of these jobs, those whose uniqueKey another live job holds (made live again, they would break the key's uniqueness): id → that job's id. */
-  async #uniqueKeyHolders(trx: Trx, ids: string[]): Promise<Map<string, string>> {
-    if (ids.length === 0) return new Map();
-    const rows = await trx
-      .selectFrom('jobs as j')
-      .innerJoin('jobs as o', (join) => join.onRef('o.task', '=', 'j.task').onRef('o.unique_key', '=', 'j.unique_key').onRef('o.id', '<>', 'j.id'))
-      .select([sql<string>`j.id::text`.as('id'), sql<string>`o.id::text`.as('holder')])
-      .where(sql<boolean>`j.id = ANY(${ids}::bigint[])`)
-      .where('j.unique_key', 'is not', null)
-      .where('o.state', 'in', [...LIVE_STATES])
-      .execute();
-    return new Map(rows.map((r) => [r.id, r.holder]));
   }
 
   /** Of these finished workflow jobs, those a blocked dependent still waits on (their results are part of its input). */
