@@ -243,8 +243,14 @@ export class JobStore {
     validateJobFilter(filter);
     if (max !== undefined && (!Number.isInteger(max) || max < 1)) throw new ValidationError('max', 'must be a positive integer');
     if (action !== undefined && !Object.hasOwn(BULK_STATES, action)) throw new ValidationError('action', `must be retry, cancel or delete, got ${JSON.stringify(action)}`);
-    const row = await countQuery(this.deps.kysely, this.deps.workflows, filter, max, action).executeTakeFirstOrThrow();
-    return Number(row.n);
+    if (action === undefined) return Number((await countQuery(this.deps.kysely, this.deps.workflows, filter, max).executeTakeFirstOrThrow()).n);
+    // A bulk action's count asks a few questions of each matching job, subqueries PostgreSQL prices by its row
+    // estimate: past jit_above_cost it compiled them first, 0.8 s of JIT to count 20,000 failed jobs that take
+    // 35 ms to count without it (PostgreSQL 15; jit is on by default).
+    return inTransaction(this.deps.kysely, async (trx) => {
+      await sql`SET LOCAL jit = off`.execute(trx);
+      return Number((await countQuery(trx, this.deps.workflows, filter, max, action).executeTakeFirstOrThrow()).n);
+    });
   }
 
   /** Per queue: counts by state and the oldest waiting due job. */
