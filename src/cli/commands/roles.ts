@@ -8,7 +8,7 @@ export function registerRoles(program: Command, rt: CliRuntime): void {
     .command('roles')
     .description('create least-privilege roles: an enqueue-only role and a worker role (run as the owner of the tables)')
     .option('--enqueuer <role>', 'role that may only add jobs and read its own')
-    .option('--worker <role>', 'role that may run workers but not change the schema')
+    .option('--worker <role>', 'role that may run workers, but neither change the schema nor pause a queue or change its limits')
     .option('--print', 'print the SQL instead of running it')
     .action(async (opts: { enqueuer?: string; worker?: string; print?: boolean }) => {
       const roles = { enqueuer: opts.enqueuer, worker: opts.worker };
