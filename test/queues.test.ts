@@ -273,6 +273,33 @@ describe('pause, limits and expiry on a worker', () => {
     expect(done['capped-beside'] ?? 0).toBeGreaterThanOrEqual(Math.floor((done.busy ?? 0) / 25));
   }, 90_000);
 
+  it('two limited queues with backlogs beside an unlimited one leave it a share of the free slots', async () => {
+    const quickTask = defineTask({ name: 'quick-5ms-two', schema: z.object({}), queue: 'busy-two', handler: () => new Promise((r) => setTimeout(r, 5)) });
+    const pgq = await ctx.migrated({ tasks: [quickTask] });
+    await pgq.setQueue('capped-a', { concurrency: 50 });
+    await pgq.setQueue('capped-b', { concurrency: 50 });
+    await pgq.enqueueMany(quickTask, Array.from({ length: 2_000 }, () => ({})));
+    for (const queue of ['capped-a', 'capped-b']) await pgq.enqueueMany(quickTask, Array.from({ length: 1_000 }, () => ({})), { queue });
+    const w = pgq.worker({ ...quick, concurrency: 4, queues: ['busy-two', 'capped-a', 'capped-b'] });
+    await w.start();
+    let done: Record<string, number>;
+    try {
+      const waiting = async () => (await pgq.getQueue('capped-a')).counts.available + (await pgq.getQueue('capped-b')).counts.available;
+      await until(async () => (await waiting()) <= 1_000, { timeoutMs: 60_000, what: 'half of the limited backlogs claimed' });
+      const { rows } = await ctx.admin.query<{ queue: string; n: number }>(
+        `SELECT queue, count(*)::int AS n FROM "${ctx.schema}".jobs WHERE state = 'succeeded' AND queue IN ('busy-two', 'capped-a', 'capped-b') GROUP BY 1`,
+      );
+      done = Object.fromEntries(rows.map((r) => [r.queue, r.n]));
+    } finally {
+      await w.stop();
+    }
+    // Before, the limited queues were always asked first and took every free slot between them, and
+    // with a limited queue left unasked nothing was claimed ahead for the others: the unlimited queue
+    // ran 0 jobs while they ran 1,000.
+    const limitedDone = (done['capped-a'] ?? 0) + (done['capped-b'] ?? 0);
+    expect(done['busy-two'] ?? 0).toBeGreaterThanOrEqual(Math.floor(limitedDone / 25));
+  }, 90_000);
+
   it('an expired job is never claimed, even with no leader to cancel it', async () => {
     const pgq = await ctx.migrated({ tasks: [failOnce] });
     started.length = 0;

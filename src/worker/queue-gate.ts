@@ -19,8 +19,9 @@
  *   (which skip a paused queue themselves, so a pause the cache has not
  *   caught up with still holds). A worker with no paused or limited queue
  *   passes every claim straight through.
- * Limited queues are claimed first (each takes at most what its limits
- * leave), then the others with the rest of the batch. A limited queue is
+ * The limited queues and the others (as one) take turns at being asked
+ * first for the free slots (each limited one takes at most what its limits
+ * leave); the others are then given the rest of the batch. A limited queue is
  * asked only for slots free now, so while one was left unasked for want of
  * them (and is not known to be at a limit or empty) the others are claimed
  * without claiming ahead, and slots free up for it: otherwise the jobs
@@ -209,17 +210,27 @@ export class QueueGate extends LoopService {
     const rows: ClaimRow[] = [];
     let recheckMs: number | null = null;
     let waiting = false;
-    const start = this.#turn++ % Math.max(1, limited.length);
+    const unlimited = open.filter((q) => !limited.includes(q));
+    // The unlimited queues together take a turn at the free slots like each
+    // limited queue (null in the order). Asked only after the limited ones,
+    // two limited queues with backlogs took every free slot between them and
+    // the others ran nothing (none is claimed ahead while one is unasked):
+    // 0 of 300 while they ran 1,000.
+    const members: (string | null)[] = unlimited.length > 0 ? [...limited, null] : limited;
+    const start = this.#turn++ % Math.max(1, members.length);
     // A limited queue's claimed jobs count against its limits at once: take
     // no more than the worker can start now, none to hold ahead.
     const limitedMax = Math.min(p.limit, p.startable ?? p.limit);
-    const order = [...limited.slice(start), ...limited.slice(0, start)];
+    const order = [...members.slice(start), ...members.slice(0, start)];
     let reserve = false;
+    /** The unlimited queues, asked in their turn, had fewer jobs than asked for: not asked again. */
+    let unlimitedDry = false;
     for (const [i, queue] of order.entries()) {
       const left = limitedMax - rows.length;
       if (left <= 0) {
+        const unasked = order.slice(i).filter((q): q is string => q !== null);
         // The free slots are taken: the queues not asked may have jobs waiting (the next claim starts with them).
-        waiting = true;
+        waiting ||= unasked.length > 0;
         // Not asked for want of free slots, and not known to be at a limit
         // or empty: the other queues' jobs are not claimed ahead this time,
         // so that slots free up for it. (A busy unlimited queue beside it
@@ -227,8 +238,16 @@ export class QueueGate extends LoopService {
         // limited queue was asked only when that buffer ran dry: 6 of its
         // jobs ran while the unlimited one ran 1,000.)
         const now = performance.now();
-        reserve = order.slice(i).some((q) => (this.#skipUntil.get(q) ?? 0) <= now);
+        reserve = unasked.some((q) => (this.#skipUntil.get(q) ?? 0) <= now);
         break;
+      }
+      if (queue === null) {
+        // Last in the order: asked below, with what may be claimed ahead.
+        if (i === order.length - 1) break;
+        const claimed = await retryConflicts(() => this.#deps.statements.claimJobs(db, { ...p, queues: unlimited, limit: left }));
+        rows.push(...claimed);
+        unlimitedDry = claimed.length < left;
+        continue;
       }
       const { claimed, waitMs, more } = await this.#claimLimited(db, queue, p, left);
       rows.push(...claimed);
@@ -238,9 +257,8 @@ export class QueueGate extends LoopService {
       else this.#skipUntil.delete(queue);
       waiting ||= more;
     }
-    const unlimited = open.filter((q) => !limited.includes(q));
     const left = (reserve ? limitedMax : p.limit) - rows.length;
-    if (left > 0 && unlimited.length > 0) rows.push(...(await retryConflicts(() => this.#deps.statements.claimJobs(db, { ...p, queues: unlimited, limit: left }))));
+    if (left > 0 && unlimited.length > 0 && !unlimitedDry) rows.push(...(await retryConflicts(() => this.#deps.statements.claimJobs(db, { ...p, queues: unlimited, limit: left }))));
     this.#armRecheck(recheckMs, waiting);
     return rows;
   }
