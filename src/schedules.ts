@@ -112,6 +112,13 @@ export interface ResolvedSchedule {
 }
 
 /**
+ * A declared schedule's payload: required unless the task takes the default,
+ * `{}` (optional, it compiled for a task whose schema wants `{ to }` and
+ * failed at run time with the schema's message).
+ */
+type DeclaredPayload<T extends AnyTask> = {} extends TaskInput<T> ? { payload?: TaskInput<T> | undefined } : { payload: TaskInput<T> };
+
+/**
  * A schedule for a worker's `schedules` option, its payload checked by the
  * compiler against the task's schema. The option takes schedules of any
  * task, so a payload written inline there is checked only by `pgq.worker()`,
@@ -123,7 +130,7 @@ export interface ResolvedSchedule {
  *   payload: { to: 'ops@example.com', subject: 'Nightly report' } });
  * pgq.worker({ schedules: [nightly] });
  */
-export function defineSchedule<T extends AnyTask>(options: ScheduleOptions<T> & { task: T }): ScheduleOptions<T> {
+export function defineSchedule<T extends AnyTask>(options: Omit<ScheduleOptions<T>, 'task' | 'payload'> & { task: T } & DeclaredPayload<T>): ScheduleOptions<T> {
   return options;
 }
 

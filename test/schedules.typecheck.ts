@@ -26,3 +26,12 @@ defineSchedule({ name: 'typo', every: '5m', task: sendEmail, payload: { too: 'x'
 defineSchedule({ name: 'wrong-type', every: '5m', task: sendEmail, payload: { to: 'a@b.c', subject: 5 } });
 // @ts-expect-error a task's name cannot be checked: defineSchedule takes the task itself
 defineSchedule({ name: 'by-name', every: '5m', task: 'send-email', payload: {} });
+
+// With no payload the job's is `{}`, which this task's schema refuses (pgq.worker() said so at run time): a task
+// that takes `{}` may leave it out, one that does not needs it.
+const optionalFields = defineTask({ name: 'optional-fields', schema: z.object({ to: z.string().optional() }), handler: () => null });
+pgq.worker({ schedules: [defineSchedule({ name: 'no-payload', every: '5m', task: optionalFields })] });
+// @ts-expect-error payload is missing: "to" and "subject" are required
+defineSchedule({ name: 'missing', every: '5m', task: sendEmail });
+// @ts-expect-error undefined is the default payload, {}, which the schema refuses
+defineSchedule({ name: 'undefined', every: '5m', task: sendEmail, payload: undefined });
