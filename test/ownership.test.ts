@@ -1202,6 +1202,24 @@ describe('worker processes', () => {
     await worker.exited;
   });
 
+  it.skipIf(!fs.existsSync('/proc/thread-self'))('a handler waiting synchronously in a worker started in a worker thread, beside a busy main thread, is reported as a wait (the process\'s CPU time, the main thread\'s, said it computed)', async () => {
+    const pgq = await ctx.migrated({ tasks: [hog] });
+    await createLedger(ctx.admin, ctx.schema);
+    await ctx.admin.query(`TRUNCATE "${ctx.schema}".ledger`);
+    const worker = spawnWorker(
+      env({ PGQ_LOG_LEVEL: 'warn', PGQ_STALL_WARN_MS: '1500', PGQ_RESCUE_AFTER_MS: '20000', PGQ_MAIN_BUSY: '1' }),
+      path.resolve(import.meta.dirname, 'fixtures/worker-in-thread.ts'),
+    );
+    await worker.waitFor((e) => e.event === 'ready');
+    const waiting = await pgq.enqueue(hog, { ms: 4_000, mode: 'wait-sync' });
+    await pgq.waitForJob(waiting.id, { timeoutMs: 60_000 });
+    await until(() => /event loop (was blocked|did not run) for \d+ ms/.test(worker.stderr()) || null, { timeoutMs: 20_000 });
+    expect(worker.stderr()).toMatch(/event loop has not run for \d+ ms \(running: hog ×1\), and the process used little CPU meanwhile \(\d+ ms\): a handler waiting synchronously/);
+    expect(worker.stderr()).not.toMatch(/blocked for|CPU-bound/);
+    worker.child.kill('SIGTERM');
+    await worker.exited;
+  });
+
   // Linux: the worker is pinned to one CPU beside a busy loop that has a higher priority there.
   const canStarve = fs.existsSync(`/proc/self/task/${process.pid}/schedstat`) && ['taskset', 'renice'].every((bin) => spawnSync(bin, ['--version']).status === 0);
   // The first CPU this process may run on (a runner's set need not hold CPU 0).

@@ -44,10 +44,10 @@ export interface LeaseThreadData {
   pid: number;
   /**
    * The kernel's id of the thread whose event loop is watched, where it is
-   * known: the process's main thread (its id is the pid). A worker started
-   * in a worker thread has another, which Node does not tell: null, and the
-   * process's CPU time decides (the main thread's schedstat, idle beside it,
-   * said every computing stall was a wait).
+   * known (Linux's /proc/thread-self, read on that thread; without it, the
+   * process's main thread is its pid). Null: the process's CPU time decides
+   * (a worker in a worker thread read the idle main thread's schedstat, and
+   * every computing stall was called a wait).
    */
   mainTask: number | null;
   hostname: string;

@@ -239,7 +239,7 @@ export class Lease {
       shared: this.#shared.buffer as SharedArrayBuffer,
       slots: SLOTS,
       pid: process.pid,
-      mainTask: isMainThread ? process.pid : null,
+      mainTask: watchedTask(),
       hostname: os.hostname(),
       held: this.config.held && {
         ...this.config.held.layout,
@@ -515,4 +515,22 @@ function transferable(config: pg.ClientConfig): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * The kernel's id of the thread this worker runs on (whose event loop the
+ * lease thread watches): Linux's /proc/thread-self names it, on a worker
+ * thread too. Without it, the process's main thread is its pid, and a worker
+ * thread's id is unknown (null: the process's CPU time decides, which took a
+ * worker thread waiting synchronously beside a busy main thread for one
+ * computing).
+ */
+function watchedTask(): number | null {
+  try {
+    const task = /\/task\/(\d+)$/.exec(fs.readlinkSync('/proc/thread-self'))?.[1];
+    if (task !== undefined) return Number(task);
+  } catch {
+    // Not Linux, or a kernel before 3.17.
+  }
+  return isMainThread ? process.pid : null;
 }
