@@ -8,7 +8,7 @@ import net from 'node:net';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { Pgq, defineTask, group, step } from '../src/index.js';
+import { Pgq, chord, defineTask, group, step } from '../src/index.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
 import { captureLogger, type Line } from './support/logger.js';
 
@@ -368,6 +368,45 @@ describe('deleting workflow jobs under default repeatable read', () => {
         holder.release();
       }
       expect((await ctx.admin.query(`SELECT id FROM ${s}.workflows WHERE id = $1`, [wf.id])).rows).toEqual([]);
+    } finally {
+      await pgq.close();
+    }
+  });
+
+  it('deleteJob and deleteJobs of a parent waiting on retryJob of the step that cancelled its dependent leave it (their snapshot, older than the retry, saw the dependent cancelled, and it ran without that parent\'s result)', async () => {
+    const sum = defineTask({ name: 'manual-sum', schema: z.array(z.number()), handler: (ns) => ns.reduce((a, b) => a + b, 0) });
+    await ctx.migrated({ tasks: [manual, sum] });
+    const s = `"${ctx.schema}"`;
+    const pgq = new Pgq({ connectionString: urlWith({ default_transaction_isolation: 'repeatable read' }), schema: ctx.schema, tasks: [manual, sum] });
+    try {
+      for (const bulk of [false, true]) {
+        const wf = await pgq.enqueueWorkflow(chord(group([step(manual, { n: 1 }), step(manual, { n: 2 })]), step(sum)));
+        const [parent, failing, callback] = wf.steps.map((st) => st.id) as [string, string, string];
+        await ctx.admin.query(`UPDATE ${s}.jobs SET state = 'succeeded', result = '10', attempts = 1, finished_at = now() WHERE id = $1`, [parent]);
+        await pgq.cancelJob(failing); // the callback is cancelled by it
+        // The parent's row held a moment: the retry, then the delete, begin and wait for it, in this order.
+        const holder = await ctx.admin.connect();
+        try {
+          await holder.query('BEGIN');
+          await holder.query(`SELECT 1 FROM ${s}.jobs WHERE id = $1 FOR UPDATE`, [parent]);
+          const retried = pgq.retryJob(failing);
+          retried.catch(() => undefined);
+          await ctx.lockWaiters(1, "the retry to wait for the parent's row");
+          const deleted = bulk ? pgq.deleteJobs({ workflowId: wf.id, state: 'succeeded' }) : pgq.deleteJob(parent);
+          deleted.catch(() => undefined);
+          await ctx.lockWaiters(2, "the delete to wait for the parent's row");
+          await holder.query('COMMIT');
+          expect(await retried).toMatchObject({ state: 'available' });
+          if (bulk) expect(await deleted).toBe(0);
+          else await expect(deleted).rejects.toMatchObject({ code: 'PGQ_WORKFLOW_STEP_LIVE' });
+        } finally {
+          await holder.query('ROLLBACK').catch(() => undefined);
+          holder.release();
+        }
+        // The retried step settles: the callback's input has both results.
+        await ctx.admin.query(`UPDATE ${s}.jobs SET state = 'succeeded', result = '20', attempts = 2, finished_at = now() WHERE id = $1`, [failing]);
+        expect(await pgq.getJob(callback)).toMatchObject({ state: 'available', payload: [10, 20] });
+      }
     } finally {
       await pgq.close();
     }

@@ -438,18 +438,28 @@ export class JobStore {
     }
   }
 
-  /** Of these finished workflow jobs, those a blocked dependent still waits on (their results are part of its input). */
+  /**
+   * Of these finished workflow jobs, those a blocked dependent still waits on
+   * (their results are part of its input). Every dependent is locked (FOR KEY
+   * SHARE, in id order) and its state read as locked, whatever it was in the
+   * transaction's snapshot: under a default isolation of repeatable read, a
+   * delete that waited for a retry (which revived a dependent to blocked)
+   * read that dependent as cancelled in its older snapshot, deleted the
+   * parent, and the dependent ran without its result. Locked, a dependent
+   * changed since the snapshot ends the statement with 40001 and the delete
+   * runs again.
+   */
   async #waitedOn(trx: Trx, ids: string[]): Promise<Set<string>> {
     if (ids.length === 0) return new Set();
     const rows = await trx
       .selectFrom('job_dependencies as d')
       .innerJoin('jobs as c', 'c.id', 'd.child_id')
-      .select(sql<string>`d.parent_id::text`.as('id'))
-      .distinct()
+      .select([sql<string>`d.parent_id::text`.as('id'), 'c.state'])
       .where(sql<boolean>`d.parent_id = ANY(${ids}::bigint[])`)
-      .where('c.state', '=', 'blocked')
+      .orderBy('c.id')
+      .forKeyShare('c')
       .execute();
-    return new Set(rows.map((r) => r.id));
+    return new Set(rows.filter((r) => r.state === 'blocked').map((r) => r.id));
   }
 
   /** Makes locked jobs available now with at least one more attempt, and wakes their queues' workers. */
