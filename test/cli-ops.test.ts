@@ -205,6 +205,15 @@ describe('pgq workflows show, the tree', () => {
     const steps = Array.from({ length: 5_000 }, (_, i) => stepOf(i + 1, i === 0 ? [] : [i]));
     const lines = workflowTree(workflowOf(steps)).split('\n');
     expect(lines).toHaveLength(5_001);
-    expect(lines.at(-1)).toBe(`${' '.repeat(3 * 4_999)}└─ s5000 [blocked] job 5000 (t)`);
+    expect(lines[101]).toBe(`${' '.repeat(3 * 100)}└─ s101 [blocked] job 101 (t)`);
+    // Past 100 levels a line is not indented further but names its level.
+    expect(lines.at(-1)).toBe(`${' '.repeat(3 * 100)}(level 4999) └─ s5000 [blocked] job 5000 (t)`);
+  });
+
+  it('draws a chain of 20,000 steps (indented a level each, its 600 million characters ended the command with "Invalid string length")', () => {
+    const steps = Array.from({ length: 20_000 }, (_, i) => stepOf(i + 1, i === 0 ? [] : [i]));
+    const lines = workflowTree(workflowOf(steps)).split('\n');
+    expect(lines).toHaveLength(20_001);
+    expect(lines.at(-1)).toBe(`${' '.repeat(3 * 100)}(level 19999) └─ s20000 [blocked] job 20000 (t)`);
   });
 });

@@ -56,6 +56,9 @@ export function jobText(job: JobRecord, now = new Date()): string {
   return lines.join('\n');
 }
 
+/** The levels of a workflow's tree drawn indented; deeper ones are named instead (`(level 250) └─ …`). */
+const DRAWN_LEVELS = 100;
+
 export function workflowTree(workflow: WorkflowRecord): string {
   const steps = new Map(workflow.steps.map((s) => [s.id, s]));
   const children = new Map<string, WorkflowStepRecord[]>();
@@ -78,7 +81,10 @@ export function workflowTree(workflow: WorkflowRecord): string {
   const lines = [`workflow ${workflow.id} ${workflow.name} [${workflow.state}]`];
   // Depth first with a stack of its own: a chain is as deep as it is long, and a recursion
   // per level ended `pgq workflows show` with "Maximum call stack size exceeded" at 3,000 steps.
-  const stack: { list: WorkflowStepRecord[]; next: number; prefix: string }[] = [{ list: roots, next: 0, prefix: '' }];
+  // Levels past DRAWN_LEVELS are not indented further but named: indented, a chain's lines grew
+  // with its length, its drawing with the square, and one of 20,000 steps (600 million
+  // characters) ended the command with "Invalid string length".
+  const stack: { list: WorkflowStepRecord[]; next: number; prefix: string; level: number }[] = [{ list: roots, next: 0, prefix: '', level: 0 }];
   while (stack.length > 0) {
     const top = stack.at(-1)!;
     if (top.next === top.list.length) {
@@ -88,9 +94,13 @@ export function workflowTree(workflow: WorkflowRecord): string {
     const s = top.list[top.next]!;
     top.next += 1;
     const last = top.next === top.list.length;
-    lines.push(`${top.prefix}${last ? '└─ ' : '├─ '}${label(s)}`);
+    const level = top.level > DRAWN_LEVELS ? `(level ${top.level}) ` : '';
+    lines.push(`${top.prefix}${level}${last ? '└─ ' : '├─ '}${label(s)}`);
     const below = children.get(s.id);
-    if (below) stack.push({ list: below, next: 0, prefix: `${top.prefix}${last ? '   ' : '│  '}` });
+    if (below) {
+      const prefix = top.level < DRAWN_LEVELS ? `${top.prefix}${last ? '   ' : '│  '}` : top.prefix;
+      stack.push({ list: below, next: 0, prefix, level: top.level + 1 });
+    }
   }
   return lines.join('\n');
 }
