@@ -21,7 +21,9 @@
 -- ROWS 10: a bulk retry's filter calls it once per job it matches, and the
 -- default estimate (1,000 rows a call) priced a count of a few thousand
 -- failed steps past jit_above_cost: 1.5–1.8 s of JIT compiling each time.
-CREATE FUNCTION workflow_resumed_jobs(p_job bigint) RETURNS SETOF bigint LANGUAGE plpgsql STABLE ROWS 10 AS $$
+--
+-- OR REPLACE: run again (its pgq_migrations row deleted), it succeeds.
+CREATE OR REPLACE FUNCTION workflow_resumed_jobs(p_job bigint) RETURNS SETOF bigint LANGUAGE plpgsql STABLE ROWS 10 AS $$
 DECLARE
   frontier bigint[] := ARRAY[p_job];
   resumed bigint;

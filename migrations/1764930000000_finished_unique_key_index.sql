@@ -12,8 +12,9 @@
 --
 -- On a large existing table, building it takes a lock that holds back
 -- writes to pgq.jobs (enqueues, claims, outcomes) while it reads the table;
--- run `pgq migrate` when a pause of that length is acceptable.
-CREATE INDEX jobs_finished_unique_key_idx ON jobs (task, unique_key, id)
+-- run `pgq migrate` when a pause of that length is acceptable. IF NOT EXISTS:
+-- run again (its pgq_migrations row deleted), it succeeds.
+CREATE INDEX IF NOT EXISTS jobs_finished_unique_key_idx ON jobs (task, unique_key, id)
   WHERE unique_key IS NOT NULL AND state IN ('failed', 'cancelled');
 
 -- Down Migration

@@ -53,8 +53,8 @@ const COMMITTED: Record<string, string> = {
   '1764890000000_expire_unique_holder.sql': '49df3ff3e388eefa18ae77a71f4a0f5f2a93461795f84f15de7d509bc5dd9372',
   '1764900000000_created_by_role_names.sql': '771d29c91a54051d536469051959309a49c77506c8e697fb7f0c5135160ef706',
   '1764910000000_workflow_cascade_levels.sql': '0dd0cdb8937dc117afad1b8aaae3f4f5de98c3e72ceba1982169def484f663fa',
-  '1764920000000_workflow_resumed_jobs.sql': '95fb050a75b2837ec188d8ede02eef2d374b8efaa7da2e1e0abdf91c427fc492',
-  '1764930000000_finished_unique_key_index.sql': '110904bee716b8c004510102595f159c49995326a6bab36f722eb2efe88a6d95',
+  '1764920000000_workflow_resumed_jobs.sql': '6153e70d12109ab245cc961e0ec5487826151036c0b5c2e28c730a3678b794c1',
+  '1764930000000_finished_unique_key_index.sql': '35f546b47957ae526ffb9f6d02eca4752e4c55d1a0700847b782c880143f98c3',
 };
 
 /** node-pg-migrate's default advisory lock, which an application's own migrations hold while they run. */
