@@ -55,6 +55,7 @@ const COMMITTED: Record<string, string> = {
   '1764910000000_workflow_cascade_levels.sql': '0dd0cdb8937dc117afad1b8aaae3f4f5de98c3e72ceba1982169def484f663fa',
   '1764920000000_workflow_resumed_jobs.sql': '6153e70d12109ab245cc961e0ec5487826151036c0b5c2e28c730a3678b794c1',
   '1764930000000_finished_unique_key_index.sql': '35f546b47957ae526ffb9f6d02eca4752e4c55d1a0700847b782c880143f98c3',
+  '1764940000000_workflow_revive_names_newest.sql': '33db466bb1fe5d899dbc143b8fe6459b4b7f11f805918e64be581e9c6b5d4542',
 };
 
 /** node-pg-migrate's default advisory lock, which an application's own migrations hold while they run. */
@@ -147,13 +148,14 @@ ALTER INDEX jobs_state_queue_idx_new RENAME TO jobs_state_queue_idx;
       RETURNS TABLE (id bigint, concurrency_key text, priority integer, run_at timestamptz) LANGUAGE sql STABLE AS $$ SELECT NULL::bigint, NULL::text, 0, now() $$`);
     const pgq = new Pgq({ connectionString: ctx.url, schema, tasks: [] });
     try {
-      expect((await pgq.migrate()).applied).toEqual(['1764860000000_converge_edited_functions', '1764870000000_notify_scheduled', '1764880000000_claim_limited_isolation', '1764890000000_expire_unique_holder', '1764900000000_created_by_role_names', '1764910000000_workflow_cascade_levels', '1764920000000_workflow_resumed_jobs', '1764930000000_finished_unique_key_index']);
+      expect((await pgq.migrate()).applied).toEqual(['1764860000000_converge_edited_functions', '1764870000000_notify_scheduled', '1764880000000_claim_limited_isolation', '1764890000000_expire_unique_holder', '1764900000000_created_by_role_names', '1764910000000_workflow_cascade_levels', '1764920000000_workflow_resumed_jobs', '1764930000000_finished_unique_key_index', '1764940000000_workflow_revive_names_newest']);
       const source = (name: string) =>
         ctx.admin
           .query<{ src: string; lang: string }>(`SELECT p.prosrc AS src, l.lanname AS lang FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang WHERE p.oid = $1::regproc`, [`${s}.${name}`])
           .then((r) => r.rows[0]!);
-      // Its current text: the one 1764910000000 gave it (the converging text, with the cascade found level by level).
-      const final = readFileSync(path.join(MIGRATIONS_DIR, '1764910000000_workflow_cascade_levels.sql'), 'utf8');
+      // Its current text: the one 1764940000000 gave it (the converging text, with the cascade found level by level,
+      // and a dependent re-pointed to its failed parent with the largest id).
+      const final = readFileSync(path.join(MIGRATIONS_DIR, '1764940000000_workflow_revive_names_newest.sql'), 'utf8');
       const body = /workflow_job_state_changed\(\) RETURNS trigger LANGUAGE plpgsql AS \$\$([\s\S]*?)\$\$;/.exec(final)![1]!;
       expect((await source('workflow_job_state_changed')).src).toBe(body);
       expect(await source('claim_candidates_keyed')).toMatchObject({ lang: 'plpgsql', src: expect.stringContaining('RETURN QUERY') });
