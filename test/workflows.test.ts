@@ -300,6 +300,67 @@ describe('bulk retry', () => {
   });
 });
 
+describe('retrying the failed branches of a wide chord', () => {
+  it('revisits the chord\'s last step once, not once per retried branch: rows read grow with the width, not its square', async () => {
+    const n = 200;
+    const wf = await pgq.enqueueWorkflow(chord(group(Array.from({ length: n }, (_, i) => chain(step(manual, { n: i }), step(manualInc)))), step(manualSum)));
+    const s = `"${ctx.schema}"`;
+    // Each branch's first step (no parents), in id order; the last step is the chord's.
+    const { rows: firsts } = await ctx.admin.query<{ id: string }>(
+      `SELECT j.id::text FROM ${s}.jobs j WHERE j.workflow_id = $1 AND NOT EXISTS (SELECT 1 FROM ${s}.job_dependencies d WHERE d.child_id = j.id) ORDER BY j.id`,
+      [wf.id],
+    );
+    expect(firsts).toHaveLength(n);
+    const last = wf.steps.at(-1)!.id;
+    const failed = firsts.map((r) => r.id).filter((_, i) => i % 2 === 0);
+    // Other finished jobs, so that reading a job by id is worth an index to PostgreSQL.
+    const { rows: others } = await ctx.admin.query<{ id: string }>(
+      `INSERT INTO ${s}.jobs (task, state, payload, finished_at) SELECT 'manual', 'succeeded', '{}', now() FROM generate_series(1, 5000) RETURNING id::text`,
+    );
+    const rowsRead = async (client: pg.PoolClient): Promise<number> => {
+      const { rows } = await client.query<{ n: string }>(
+        `SELECT coalesce(idx_tup_fetch, 0) + seq_tup_read AS n FROM pg_stat_xact_user_tables WHERE schemaname = $1 AND relname = 'jobs'`,
+        [ctx.schema],
+      );
+      return Number(rows[0]!.n);
+    };
+    try {
+      // Half the branches' first steps fail: their second steps are cancelled, and the last step by the
+      // second step with the smallest id.
+      await ctx.admin.query(`UPDATE ${s}.jobs SET state = 'failed', finished_at = now() WHERE id = ANY ($1::bigint[])`, [failed]);
+      expect(await pgq.getJob(last)).toMatchObject({ state: 'cancelled' });
+      const client = await ctx.admin.connect();
+      try {
+        await client.query('BEGIN');
+        // They are retried in ascending id order, as a bulk retry's UPDATE fires their triggers; each revives its
+        // branch's second step. Named the smallest of the failed parents left, the last step moved to the next one
+        // on each retry, and each visit read and locked all n of its parents: about n²/2 rows.
+        const before = await rowsRead(client);
+        await client.query(`UPDATE ${s}.jobs SET state = 'available', finished_at = NULL WHERE id = ANY ($1::bigint[])`, [failed]);
+        const read = (await rowsRead(client)) - before;
+        const { rows: revived } = await client.query<{ state: string; pending_parents: number }>(`SELECT state, pending_parents FROM ${s}.jobs WHERE id = $1`, [last]);
+        expect(revived[0]).toEqual({ state: 'blocked', pending_parents: n });
+        // (About 70 rows per retried branch since; 97,055 rows in all before.)
+        expect(read).toBeLessThan(n * 100);
+      } finally {
+        await client.query('ROLLBACK');
+        client.release();
+      }
+      // One retry alone: the last step stays cancelled, now naming the failed parent with the largest id.
+      await pgq.retryJob(failed[0]!);
+      const { rows: named } = await ctx.admin.query<{ state: string; cancelled_by: string; parent_of: string }>(
+        `SELECT c.state, c.cancelled_by::text, (SELECT d.parent_id::text FROM ${s}.job_dependencies d WHERE d.child_id = c.cancelled_by) AS parent_of
+           FROM ${s}.jobs c WHERE c.id = $1`,
+        [last],
+      );
+      expect(named[0]).toEqual({ state: 'cancelled', cancelled_by: expect.any(String), parent_of: failed.at(-1) });
+    } finally {
+      await pgq.cancelWorkflow(wf.id);
+      await ctx.admin.query(`DELETE FROM ${s}.jobs WHERE id = ANY ($1::bigint[])`, [others.map((r) => r.id)]);
+    }
+  });
+});
+
 describe('failure', () => {
   it('cancels what depends on a failed step, naming it; a run-anyway step gets the failure', async () => {
     const wf = await pgq.enqueueWorkflow(
