@@ -621,8 +621,9 @@ describe('the limited claim statement', () => {
 describe('pgq queues', () => {
   it('lists, pauses, resumes and sets limits; bad input exits 1 and changes nothing', async () => {
     await ctx.migrated();
+    // The built binary, as cli.test.ts runs it (npm test builds first).
     const cli = (...args: string[]) => {
-      const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'src/cli/bin.ts'), '--database-url', ctx.url, '--schema', ctx.schema, ...args], {
+      const r = spawnSync(process.execPath, [path.join(root, 'dist/cli/bin.js'), '--database-url', ctx.url, '--schema', ctx.schema, ...args], {
         env: { ...process.env, PGQ_LOG_LEVEL: 'warn' },
         cwd: root,
         encoding: 'utf8',

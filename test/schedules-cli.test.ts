@@ -1,5 +1,6 @@
 /**
- * `pgq schedules list|add|remove|pause|resume|run`, run from source with tsx.
+ * `pgq schedules list|add|remove|pause|resume|run`, as the built binary (npm
+ * test builds first; from source with tsx, each command took seconds to start).
  */
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
@@ -8,11 +9,11 @@ import { useTestSchema } from './support/harness.js';
 
 const ctx = useTestSchema('schedules_cli');
 const root = path.resolve(import.meta.dirname, '..');
-const main = path.join(root, 'src/cli/bin.ts');
+const bin = path.join(root, 'dist/cli/bin.js');
 const tasks = path.join(root, 'examples/tasks.ts');
 
 function pgq(...args: string[]): { code: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', main, '--database-url', ctx.url, '--schema', ctx.schema, ...args], {
+  const r = spawnSync(process.execPath, [bin, '--database-url', ctx.url, '--schema', ctx.schema, ...args], {
     env: { ...process.env, PGQ_LOG_LEVEL: 'warn' },
     cwd: root,
     encoding: 'utf8',
