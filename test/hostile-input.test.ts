@@ -71,8 +71,8 @@ describe('hostile input', () => {
     const payloads = Array.from({ length: 270 }, () => ({ big }));
     await expect(pgq.enqueueMany(loose, payloads)).rejects.toThrow(/^payloads: are 269997300 characters of JSON in all, over the 209715200 \(200 MiB\) one call sends in its statement: split them into several calls$/);
     expect(await jobCount()).toBe(before);
-    // In calls of fewer jobs, they go in.
-    expect((await pgq.enqueueMany(loose, payloads.slice(0, 20))).length).toBe(20);
+    // In calls of fewer jobs, they go in (five: each of these payloads takes the driver most of a second to escape).
+    expect((await pgq.enqueueMany(loose, payloads.slice(0, 5))).length).toBe(5);
   });
 
   it('refuses nesting deeper than 1,000 levels and accepts 1,000', async () => {
