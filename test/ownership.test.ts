@@ -1135,7 +1135,8 @@ describe('worker processes', () => {
     const pgq = await ctx.migrated({ tasks: [hog, ledgerTask] });
     await createLedger(ctx.admin, ctx.schema);
     await ctx.admin.query(`TRUNCATE "${ctx.schema}".ledger`);
-    const worker = spawnWorker(env({ PGQ_CONCURRENCY: '2', PGQ_RESCUE_AFTER_MS: '10000' }));
+    // A warning after 1.5 s of a 4 s block (the default, 5 s, took a 6 s block).
+    const worker = spawnWorker(env({ PGQ_CONCURRENCY: '2', PGQ_RESCUE_AFTER_MS: '10000', PGQ_STALL_WARN_MS: '1500' }));
     await worker.waitFor((e) => e.event === 'ready');
     // One claim takes both, in id order: the ledger job starts (and is reported), then the hog, within 250 ms.
     const client = await ctx.admin.connect();
@@ -1143,7 +1144,7 @@ describe('worker processes', () => {
     try {
       await client.query('BEGIN');
       await pgq.enqueue(ledgerTask, { sleepMs: 0 }, { priority: 10, db: client });
-      hogJob = await pgq.enqueue(hog, { ms: 6_000, mode: 'block' }, { db: client });
+      hogJob = await pgq.enqueue(hog, { ms: 4_000, mode: 'block' }, { db: client });
       await client.query('COMMIT');
     } finally {
       client.release();
