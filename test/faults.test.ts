@@ -657,17 +657,27 @@ describe('an outcome the database refuses for good, on a worker that does not li
 });
 
 describe('PostgreSQL restart', () => {
+  // One server for these tests, each in a schema of its own (an initdb and a start each took seconds); a test
+  // that did not end with the server up and answering gets a new one for the next.
   let server: EmbeddedServer | undefined;
+  let up = false;
+  const serverFor = async (): Promise<EmbeddedServer> => {
+    if (!up) {
+      await server?.stop();
+      server = await startEmbedded('restart');
+    }
+    up = false; // until the test that takes it says so
+    return server!;
+  };
   afterAll(async () => {
     await server?.stop();
   });
 
   it('stop() while the database is down gives up writing a finished job\'s outcome after a lease and resolves; the job is left running for the rescuer', async () => {
-    await server?.stop();
-    server = await startEmbedded('outage');
+    const server = await serverFor();
     const url = withAppName(server.url, 'pgq_outage');
     const { task, running, release } = gatedTask('gated');
-    const pgq = new Pgq({ connectionString: url, tasks: [task] });
+    const pgq = new Pgq({ connectionString: url, schema: 'outage', tasks: [task] });
     try {
       await pgq.migrate();
       const worker = pgq.worker({ concurrency: 2, heartbeatMs: 200, rescueAfterMs: 1_000 });
@@ -683,11 +693,12 @@ describe('PostgreSQL restart', () => {
       const admin = new pg.Client({ connectionString: server.url });
       await admin.connect();
       try {
-        const { rows } = await admin.query<{ state: string }>('SELECT state FROM pgq.jobs WHERE id = $1', [job.id]);
+        const { rows } = await admin.query<{ state: string }>('SELECT state FROM outage.jobs WHERE id = $1', [job.id]);
         expect(rows).toEqual([{ state: 'running' }]);
       } finally {
         await admin.end();
       }
+      up = true;
     } finally {
       release();
       await pgq.close();
@@ -695,12 +706,11 @@ describe('PostgreSQL restart', () => {
   });
 
   for (const mode of ['restart', 'crash'] as const) it(`keeps working across a ${mode === 'crash' ? 'crash (immediate shutdown)' : 'restart'}: every job completes, new jobs are picked up after it`, async () => {
-    await server?.stop();
-    server = await startEmbedded('restart');
+    const server = await serverFor();
     const url = withAppName(server.url, 'pgq_restart');
     const runs = new Map<string, number>();
     const task = countingTask(runs, 20);
-    const pgq = new Pgq({ connectionString: url, tasks: [task] });
+    const pgq = new Pgq({ connectionString: url, schema: mode, tasks: [task] });
     try {
       await pgq.migrate();
       const worker = pgq.worker({ concurrency: 4, pollIntervalMs: 100, heartbeatMs: 100, rescueAfterMs: 10_000 });
@@ -710,7 +720,7 @@ describe('PostgreSQL restart', () => {
       await admin.connect();
       // Restart once some but not all jobs are done.
       for (;;) {
-        const { rows } = await admin.query<{ n: string }>(`SELECT count(*) AS n FROM pgq.jobs WHERE state = 'succeeded'`);
+        const { rows } = await admin.query<{ n: string }>(`SELECT count(*) AS n FROM ${mode}.jobs WHERE state = 'succeeded'`);
         if (Number(rows[0]!.n) >= 10) break;
         await new Promise((r) => setTimeout(r, 20));
       }
@@ -722,6 +732,7 @@ describe('PostgreSQL restart', () => {
       expect((await pgq.waitForJob(late.id, { timeoutMs: 30_000 })).state).toBe('succeeded');
       expect(runs.size).toBe(101);
       await worker.stop();
+      up = true;
     } finally {
       await pgq.close();
     }
