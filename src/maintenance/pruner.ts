@@ -99,27 +99,38 @@ export class Pruner extends LoopService {
   /**
    * The DELETE of whole workflows whose jobs have all expired (each by its
    * own state's rule): until then a retry may still resume the workflow
-   * from the results it kept. Up to `limit` expired workflow jobs name the
-   * candidate workflows; every job of those is then locked, in id order, and
+   * from the results it kept. Up to `limit` workflows with an expired job
+   * and none unexpired are the candidates; every job of those is then locked, in id order, and
    * the expiry decided again on what the locks return, so a retry that
    * commits meanwhile keeps its whole workflow (never a workflow in part).
    */
   workflowBatchQuery(limit: number) {
     const rules = this.#rules();
     return this.db
-      .with('candidates', (db) =>
+      // Each workflow with an expired job, once: the check that none of its
+      // jobs is left unexpired is made per workflow. Made per expired job (a
+      // NOT EXISTS correlated with each), a workflow of 20,000 steps kept by
+      // one live step was read whole for each of its expired steps, 400
+      // million rows a pass (every minute, over 3 minutes each).
+      .with('expired_workflows', (db) =>
         db
           .selectFrom('jobs as o')
           .select('o.workflow_id')
+          .distinct()
           .where('o.workflow_id', 'is not', null)
-          .where(this.#expired('o', rules))
+          .where(this.#expired('o', rules)),
+      )
+      .with('candidates', (db) =>
+        db
+          .selectFrom('expired_workflows as e')
+          .select('e.workflow_id')
           .where((w) =>
             w.not(
               w.exists(
                 w
                   .selectFrom('jobs as s')
                   .select('s.id')
-                  .whereRef('s.workflow_id', '=', 'o.workflow_id')
+                  .whereRef('s.workflow_id', '=', 'e.workflow_id')
                   .where((x) => x.not(this.#expired('s', rules, true))),
               ),
             ),
