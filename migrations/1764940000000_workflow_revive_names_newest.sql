@@ -13,6 +13,9 @@
 -- order: ascending, when the largest is retried; descending, when the
 -- smallest, which cancelled it, is. Only which parent `cancelled_by` names
 -- changes (and so which parent's retry resumes it, as `lostInputs` counts).
+-- And the parent it is made to name is written, so that a retry of that
+-- parent under repeatable read which waited for this one runs again with a
+-- snapshot in which the dependent names it (it left it cancelled).
 CREATE OR REPLACE FUNCTION workflow_job_state_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
   ready bigint[];
@@ -167,6 +170,15 @@ BEGIN
              errors = c.errors || jsonb_build_array(workflow_cancel_entry(p, c.attempts))
         FROM jobs p
        WHERE c.id = x.id AND p.id = bad AND c.cancelled_by IS DISTINCT FROM bad;
+      IF FOUND THEN
+        -- Written, not only locked (a no-op update): a retry of that parent
+        -- which began meanwhile and waited for this transaction, under a
+        -- default isolation of repeatable read, went on in its older
+        -- snapshot, where the dependent did not name it yet, and left it
+        -- cancelled with every parent live. Written, its lock ends in
+        -- 40001 and it runs again, and revives the dependent.
+        UPDATE jobs p SET id = p.id WHERE p.id = bad;
+      END IF;
     ELSE
       UPDATE jobs c
          SET state = 'blocked', finished_at = NULL, cancelled_by = NULL,

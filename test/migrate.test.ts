@@ -55,7 +55,7 @@ const COMMITTED: Record<string, string> = {
   '1764910000000_workflow_cascade_levels.sql': '0dd0cdb8937dc117afad1b8aaae3f4f5de98c3e72ceba1982169def484f663fa',
   '1764920000000_workflow_resumed_jobs.sql': '6153e70d12109ab245cc961e0ec5487826151036c0b5c2e28c730a3678b794c1',
   '1764930000000_finished_unique_key_index.sql': '35f546b47957ae526ffb9f6d02eca4752e4c55d1a0700847b782c880143f98c3',
-  '1764940000000_workflow_revive_names_newest.sql': '33db466bb1fe5d899dbc143b8fe6459b4b7f11f805918e64be581e9c6b5d4542',
+  '1764940000000_workflow_revive_names_newest.sql': 'b531f65e9c5021deda203aff126024162682cb82b80843fd363bae9b42e07c60',
 };
 
 /** node-pg-migrate's default advisory lock, which an application's own migrations hold while they run. */

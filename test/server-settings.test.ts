@@ -412,3 +412,44 @@ describe('deleting workflow jobs under default repeatable read', () => {
     }
   });
 });
+
+describe('retrying workflow jobs under default repeatable read', () => {
+  const manual = defineTask({ name: 'manual', schema: z.object({ n: z.number() }), handler: ({ n }) => n });
+  const sum = defineTask({ name: 'manual-sum', schema: z.array(z.number()), handler: (ns) => ns.reduce((a, b) => a + b, 0) });
+
+  it('retryJob of the two failed parents of a chord step at once revives it (the second, waiting on the first, read the step in its older snapshot, not yet named after it, and left it cancelled with both parents live)', async () => {
+    await ctx.migrated({ tasks: [manual, sum] });
+    const s = `"${ctx.schema}"`;
+    const pgq = new Pgq({ connectionString: urlWith({ default_transaction_isolation: 'repeatable read' }), schema: ctx.schema, tasks: [manual, sum] });
+    try {
+      const wf = await pgq.enqueueWorkflow(chord(group([step(manual, { n: 1 }), step(manual, { n: 2 })]), step(sum)));
+      const [first, second, callback] = wf.steps.map((st) => st.id) as [string, string, string];
+      await ctx.admin.query(`UPDATE ${s}.jobs SET state = 'failed', attempts = 1, finished_at = now() WHERE id = ANY ($1::bigint[])`, [[first, second]]);
+      expect(await pgq.getJob(callback)).toMatchObject({ state: 'cancelled' });
+      // The callback's row held a moment: the retry of the first parent (which it names) waits for it holding the
+      // second parent's row, and the retry of the second begins and waits for that one.
+      const holder = await ctx.admin.connect();
+      try {
+        await holder.query('BEGIN');
+        await holder.query(`SELECT 1 FROM ${s}.jobs WHERE id = $1 FOR KEY SHARE`, [callback]);
+        const retriedFirst = pgq.retryJob(first);
+        retriedFirst.catch(() => undefined);
+        await ctx.lockWaiters(1, "the first retry to wait for the callback's row");
+        const retriedSecond = pgq.retryJob(second);
+        retriedSecond.catch(() => undefined);
+        await ctx.lockWaiters(2, "the second retry to wait for the second parent's row");
+        await holder.query('COMMIT');
+        expect(await retriedFirst).toMatchObject({ state: 'available' });
+        expect(await retriedSecond).toMatchObject({ state: 'available' });
+      } finally {
+        await holder.query('ROLLBACK').catch(() => undefined);
+        holder.release();
+      }
+      expect(await pgq.getJob(callback)).toMatchObject({ state: 'blocked' });
+      await ctx.admin.query(`UPDATE ${s}.jobs SET state = 'succeeded', result = to_jsonb(id - $2::bigint + 10), attempts = 2, finished_at = now() WHERE id = ANY ($1::bigint[])`, [[first, second], first]);
+      expect(await pgq.getJob(callback)).toMatchObject({ state: 'available', payload: [10, 11] });
+    } finally {
+      await pgq.close();
+    }
+  });
+});
