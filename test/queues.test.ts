@@ -273,6 +273,33 @@ describe('pause, limits and expiry on a worker', () => {
     expect(done['capped-beside'] ?? 0).toBeGreaterThanOrEqual(Math.floor((done.busy ?? 0) / 25));
   }, 90_000);
 
+  it('one limited queue with a backlog below its limit beside an unlimited one leaves it a share when nothing is claimed ahead (long jobs)', async () => {
+    // 300 ms jobs on 2 slots: what the full slots start within the worker's hold time is none, so nothing is
+    // claimed ahead, and a claim is for the free slots only.
+    const slowTask = defineTask({ name: 'slow-300ms', schema: z.object({}), queue: 'slow-free', handler: () => new Promise((r) => setTimeout(r, 300)) });
+    const pgq = await ctx.migrated({ tasks: [slowTask] });
+    await pgq.setQueue('slow-capped', { concurrency: 50 });
+    await pgq.enqueueMany(slowTask, Array.from({ length: 10 }, () => ({})));
+    await pgq.enqueueMany(slowTask, Array.from({ length: 30 }, () => ({})), { queue: 'slow-capped' });
+    const w = pgq.worker({ ...quick, concurrency: 2, queues: ['slow-free', 'slow-capped'] });
+    await w.start();
+    let done: Record<string, number>;
+    try {
+      const succeeded = async () =>
+        (await ctx.admin.query<{ n: number }>(`SELECT count(*)::int AS n FROM "${ctx.schema}".jobs WHERE state = 'succeeded' AND queue = 'slow-capped'`)).rows[0]!.n;
+      await until(async () => (await succeeded()) >= 10, { timeoutMs: 60_000, what: 'ten of the limited queue\'s jobs run' });
+      const { rows } = await ctx.admin.query<{ queue: string; n: number }>(
+        `SELECT queue, count(*)::int AS n FROM "${ctx.schema}".jobs WHERE state IN ('running', 'succeeded') AND queue IN ('slow-free', 'slow-capped') GROUP BY 1`,
+      );
+      done = Object.fromEntries(rows.map((r) => [r.queue, r.n]));
+    } finally {
+      await w.stop();
+    }
+    // Before, the limited queue was asked first and took every free slot, and with nothing to claim ahead
+    // the unlimited one got none of them until its backlog ran out: 0 of its jobs had run.
+    expect(done['slow-free'] ?? 0).toBeGreaterThanOrEqual(3);
+  }, 90_000);
+
   it('two limited queues with backlogs beside an unlimited one leave it a share of the free slots', async () => {
     const quickTask = defineTask({ name: 'quick-5ms-two', schema: z.object({}), queue: 'busy-two', handler: () => new Promise((r) => setTimeout(r, 5)) });
     const pgq = await ctx.migrated({ tasks: [quickTask] });

@@ -20,7 +20,8 @@
  *   caught up with still holds). A worker with no paused or limited queue
  *   passes every claim straight through.
  * Limited queues are claimed first (each takes at most what its limits
- * leave), taking turns at being asked first; beside several, the others (as
+ * leave), taking turns at being asked first; beside several, or when the
+ * claim is for the free slots only (nothing claimed ahead), the others (as
  * one) take a turn too. The others are then given the rest of the batch. A limited queue is
  * asked only for slots free now, so while one was left unasked for want of
  * them (and is not known to be at a limit or empty) the others are claimed
@@ -218,11 +219,17 @@ export class QueueGate extends LoopService {
     // one is unasked): 0 of 300 while they ran 1,000. Beside one, which is
     // always asked, the others are claimed ahead after it, and a turn of
     // their own took half its share (57 of its jobs ran to 1,037, against 71-125).
-    const members: (string | null)[] = unlimited.length > 0 && limited.length > 1 ? [...limited, null] : limited;
-    const start = this.#turn++ % Math.max(1, members.length);
+    // But when nothing may be claimed ahead (the claim is for the free slots
+    // only: no jobs have finished yet, or they are too long to hold any
+    // ahead), nothing is left for the others after it, and beside one
+    // limited queue with a backlog below its limits they ran nothing: they
+    // take a turn then too.
     // A limited queue's claimed jobs count against its limits at once: take
     // no more than the worker can start now, none to hold ahead.
     const limitedMax = Math.min(p.limit, p.startable ?? p.limit);
+    const turnForOthers = unlimited.length > 0 && (limited.length > 1 || p.limit <= limitedMax);
+    const members: (string | null)[] = turnForOthers ? [...limited, null] : limited;
+    const start = this.#turn++ % Math.max(1, members.length);
     const order = [...members.slice(start), ...members.slice(0, start)];
     let reserve = false;
     /** The unlimited queues, asked in their turn, had fewer jobs than asked for: not asked again. */
