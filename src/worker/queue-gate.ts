@@ -22,11 +22,12 @@
  * Limited queues are claimed first (each takes at most what its limits
  * leave), taking turns at being asked first; beside several, or when the
  * claim is for the free slots only (nothing claimed ahead), the others (as
- * one) take a turn too. The others are then given the rest of the batch. A limited queue is
- * asked only for slots free now, so while one was left unasked for want of
- * them (and is not known to be at a limit or empty) the others are claimed
- * without claiming ahead, and slots free up for it: otherwise the jobs
- * claimed ahead for a busy unlimited queue fill every slot as it frees.
+ * one) take a turn too. The others are then given the rest of the batch.
+ * A limited queue is asked only for slots free now, so while one was left
+ * unasked for want of them (and is not known to be at a limit or empty) the
+ * others are claimed without claiming ahead, and slots free up for it:
+ * otherwise the jobs claimed ahead for a busy unlimited queue fill every
+ * slot as it frees.
  *
  * A limited claim that left due jobs waiting (a limit was reached) arms a
  * re-check: after one token's time for a rate limit, after RECHECK_MS for a
