@@ -14,12 +14,11 @@ import { Pruner } from '../src/maintenance/pruner.js';
 import { systemClock } from '../src/core/clock.js';
 import { fromPg } from '../src/db/queryable.js';
 import { createStatements } from '../src/db/statements.js';
-import { sql, type Expression, type Transaction } from 'kysely';
-import type { PgqDatabase } from '../src/db/tables.js';
-import { BULK_BATCH, bulkCandidates, countQuery, lockDependents, uniqueKeyHolders } from '../src/jobs/job-store.js';
+import { sql, type Expression } from 'kysely';
+import { BULK_BATCH, bulkCandidates, countQuery, readDependentsLocked, uniqueKeyHolders } from '../src/jobs/job-store.js';
 import { jobFilterCondition } from '../src/jobs/job-filter.js';
 import { lostInputs } from '../src/workflow/lost-inputs.js';
-import { deferred, until, useTestSchema } from './support/harness.js';
+import { deferred, jobRowsRead, until, useTestSchema } from './support/harness.js';
 import { boom } from './fixtures/mail-tasks.js';
 
 const ctx = useTestSchema('jobstore');
@@ -308,11 +307,6 @@ describe('a bulk retry of many jobs with unique keys', () => {
     await ctx.admin.query(`INSERT INTO "${ctx.schema}".jobs (task, queue, state, payload, finished_at)
        SELECT 'mail', 'bulk-keys', 'succeeded', '{"to": "x"}', now() FROM generate_series(1, 50000)`);
     await ctx.admin.query(`ANALYZE "${ctx.schema}".jobs`);
-    const rowsRead = async (trx: Transaction<PgqDatabase>): Promise<number> => {
-      const { rows } = await sql<{ n: string }>`SELECT coalesce(idx_tup_fetch, 0) + seq_tup_read AS n FROM pg_stat_xact_user_tables
-         WHERE schemaname = ${ctx.schema} AND relname = 'jobs'`.execute(trx);
-      return Number(rows[0]!.n);
-    };
     try {
       // The count a bulk retry confirms with (and the filter each of its batches applies): a newer failed job
       // sharing a key is retried instead, looked up for each job. No index held failed jobs by key, so each
@@ -321,7 +315,7 @@ describe('a bulk retry of many jobs with unique keys', () => {
         const workflows = { lostInputs: (id: Expression<unknown>) => lostInputs(ctx.schema, id) };
         const counted = await countQuery(trx, workflows, { state: 'failed', queue: 'bulk-keys' }, undefined, 'retry').executeTakeFirstOrThrow();
         expect(Number(counted.n)).toBe(n);
-        expect(await rowsRead(trx)).toBeLessThan(n * 10);
+        expect(await jobRowsRead(trx, ctx.schema)).toBeLessThan(n * 10);
       });
       // A batch's check for live holders of its keys, once the batches before it made half the keys live again:
       // as a join, the live keys (few, said the statistics) were walked against every job of the batch (501,000
@@ -330,7 +324,7 @@ describe('a bulk retry of many jobs with unique keys', () => {
       await pgq.kysely.transaction().execute(async (trx) => {
         const batch = ids.slice(n / 2, n / 2 + 500);
         expect(await uniqueKeyHolders(trx, batch)).toEqual(new Map());
-        expect(await rowsRead(trx)).toBeLessThan(batch.length * 10);
+        expect(await jobRowsRead(trx, ctx.schema)).toBeLessThan(batch.length * 10);
         // And a holder is found.
         await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET unique_key = 'bulk-key-1' WHERE id = $1`, [batch[0]]);
       });
@@ -363,9 +357,7 @@ describe('a bulk action on a filter PostgreSQL misjudges', () => {
       pgq.kysely.transaction().execute(async (trx) => {
         const ids: string[] = [];
         for await (const candidates of bulkCandidates(trx, (eb) => jobFilterCondition(eb, filter), chunk)) ids.push(...candidates);
-        const { rows } = await sql<{ n: string }>`SELECT coalesce(idx_tup_fetch, 0) + seq_tup_read AS n FROM pg_stat_xact_user_tables
-           WHERE schemaname = ${ctx.schema} AND relname = 'jobs'`.execute(trx);
-        return { ids, rowsRead: Number(rows[0]!.n) };
+        return { ids, rowsRead: await jobRowsRead(trx, ctx.schema) };
       });
     try {
       const { ids, rowsRead } = await read();
@@ -415,20 +407,16 @@ describe('deleting the finished steps of a long chain', () => {
       const counted = await countQuery(trx, workflows, { workflowId: wf.id }, undefined, 'delete').executeTakeFirstOrThrow();
       // The last finished step is waited on by the first blocked one.
       expect(Number(counted.n)).toBe(n / 2 - 1);
-      const { rows } = await sql<{ n: string }>`SELECT coalesce(idx_tup_fetch, 0) + seq_tup_read AS n FROM pg_stat_xact_user_tables
-         WHERE schemaname = ${ctx.schema} AND relname = 'jobs'`.execute(trx);
-      expect(Number(rows[0]!.n)).toBeLessThan(n * 10);
+      expect(await jobRowsRead(trx, ctx.schema)).toBeLessThan(n * 10);
     });
     expect(await pgq.countJobs({ workflowId: wf.id }, { action: 'delete' })).toBe(n / 2 - 1);
     // What each batch of the delete locks: the dependents of its steps. As one join priced by statistics of
     // job_dependencies, PostgreSQL hashed the whole jobs table per batch (8.3 s to delete a chain of 10,000 beside
     // 850,000 other jobs; 0.4 s now).
     await pgq.kysely.transaction().execute(async (trx) => {
-      const dependents = await lockDependents(trx, half);
+      const dependents = await readDependentsLocked(trx, half);
       expect(dependents).toEqual(half.map((id, i) => ({ id, state: i === n / 2 - 1 ? 'blocked' : 'succeeded' })));
-      const { rows } = await sql<{ n: string }>`SELECT coalesce(idx_tup_fetch, 0) + seq_tup_read AS n FROM pg_stat_xact_user_tables
-         WHERE schemaname = ${ctx.schema} AND relname = 'jobs'`.execute(trx);
-      expect(Number(rows[0]!.n)).toBeLessThan(half.length * 10);
+      expect(await jobRowsRead(trx, ctx.schema)).toBeLessThan(half.length * 10);
     });
     expect(await pgq.deleteJobs({ workflowId: wf.id })).toBe(n / 2 - 1);
     await pgq.cancelWorkflow(wf.id);

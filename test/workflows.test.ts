@@ -26,7 +26,7 @@ import pg from 'pg';
 import type { PgqDatabase } from '../src/db/tables.js';
 import { Pruner } from '../src/maintenance/pruner.js';
 import { lostInputs } from '../src/workflow/lost-inputs.js';
-import { deferred, until, useTestSchema } from './support/harness.js';
+import { deferred, jobRowsRead, until, useTestSchema } from './support/harness.js';
 
 const ctx = useTestSchema('workflows');
 
@@ -289,9 +289,7 @@ describe('bulk retry', () => {
         expect(Number(rows[0]!.n)).toBe(n);
         // A recursive CTE joining jobs on cancelled_by (no index) read every cancelled job of the table once per
         // level for each step: about n × 4 × (3n + 5,000) rows here (20 s to count 2,000 such steps).
-        const { rows: read } = await sql<{ rows: string }>`SELECT coalesce(idx_tup_fetch, 0) + seq_tup_read AS rows FROM pg_stat_xact_user_tables
-           WHERE schemaname = ${ctx.schema} AND relname = 'jobs'`.execute(trx);
-        expect(Number(read[0]!.rows)).toBeLessThan(n * 40);
+        expect(await jobRowsRead(trx, ctx.schema)).toBeLessThan(n * 40);
       });
     } finally {
       await kysely.destroy();
@@ -317,13 +315,6 @@ describe('retrying the failed branches of a wide chord', () => {
     const { rows: others } = await ctx.admin.query<{ id: string }>(
       `INSERT INTO ${s}.jobs (task, state, payload, finished_at) SELECT 'manual', 'succeeded', '{}', now() FROM generate_series(1, 5000) RETURNING id::text`,
     );
-    const rowsRead = async (client: pg.PoolClient): Promise<number> => {
-      const { rows } = await client.query<{ n: string }>(
-        `SELECT coalesce(idx_tup_fetch, 0) + seq_tup_read AS n FROM pg_stat_xact_user_tables WHERE schemaname = $1 AND relname = 'jobs'`,
-        [ctx.schema],
-      );
-      return Number(rows[0]!.n);
-    };
     try {
       // Half the branches' first steps fail: their second steps are cancelled, and the last step by the
       // second step with the smallest id.
@@ -335,9 +326,9 @@ describe('retrying the failed branches of a wide chord', () => {
         // They are retried in ascending id order, as a bulk retry's UPDATE fires their triggers; each revives its
         // branch's second step. Named the smallest of the failed parents left, the last step moved to the next one
         // on each retry, and each visit read and locked all n of its parents: about n²/2 rows.
-        const before = await rowsRead(client);
+        const before = await jobRowsRead(client, ctx.schema);
         await client.query(`UPDATE ${s}.jobs SET state = 'available', finished_at = NULL WHERE id = ANY ($1::bigint[])`, [failed]);
-        const read = (await rowsRead(client)) - before;
+        const read = (await jobRowsRead(client, ctx.schema)) - before;
         const { rows: revived } = await client.query<{ state: string; pending_parents: number }>(`SELECT state, pending_parents FROM ${s}.jobs WHERE id = $1`, [last]);
         expect(revived[0]).toEqual({ state: 'blocked', pending_parents: n });
         // (About 70 rows per retried branch since; 97,055 rows in all before.)
@@ -1028,9 +1019,7 @@ describe('the pruner and a large workflow kept by one live step', () => {
         // Asked of each expired step whether a step of its workflow had not expired, PostgreSQL walked the
         // workflow's steps for each (a nested-loop anti join): 379,810 rows here, and over 3 minutes a pass
         // for a workflow of 20,000 steps (90 ms now).
-        const { rows } = await sql<{ n: string }>`SELECT coalesce(idx_tup_fetch, 0) + seq_tup_read AS n FROM pg_stat_xact_user_tables
-           WHERE schemaname = ${ctx.schema} AND relname = 'jobs'`.execute(trx);
-        expect(Number(rows[0]!.n)).toBeLessThan(n * 20);
+        expect(await jobRowsRead(trx, ctx.schema)).toBeLessThan(n * 20);
         // (The expired workflows of the tests before it may go; this one stays whole.)
         const { rows: kept } = await sql<{ n: string }>`SELECT count(*) AS n FROM ${sql.id(ctx.schema, 'jobs')} WHERE workflow_id = ${wf.id}`.execute(trx);
         expect(Number(kept[0]!.n)).toBe(n);

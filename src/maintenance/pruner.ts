@@ -100,9 +100,10 @@ export class Pruner extends LoopService {
    * The DELETE of whole workflows whose jobs have all expired (each by its
    * own state's rule): until then a retry may still resume the workflow
    * from the results it kept. Up to `limit` workflows with an expired job
-   * and none unexpired are the candidates; every job of those is then locked, in id order, and
-   * the expiry decided again on what the locks return, so a retry that
-   * commits meanwhile keeps its whole workflow (never a workflow in part).
+   * and none unexpired are the candidates; every job of those is then
+   * locked, in id order, and the expiry decided again on what the locks
+   * return, so a retry that commits meanwhile keeps its whole workflow
+   * (never a workflow in part).
    */
   workflowBatchQuery(limit: number) {
     const rules = this.#rules();

@@ -4,9 +4,11 @@
  * those made outside a test), and waits on events, never on fixed sleeps.
  */
 import { randomBytes } from 'node:crypto';
+import { Kysely, sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, afterEach, beforeEach, inject } from 'vitest';
 import { Pgq, type PgqOptions } from '../../src/index.js';
+import type { PgqDatabase } from '../../src/db/tables.js';
 
 export const databaseUrl = (): string => inject('databaseUrl');
 
@@ -94,4 +96,19 @@ export function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T)
     reject = rej;
   });
   return { promise, resolve, reject };
+}
+
+/**
+ * Rows of `<schema>.jobs` this transaction has read so far, fetched through
+ * indexes or read by scans (pg_stat_xact_user_tables): how a test tells a
+ * plan that reads by id from one that reads the table again and again,
+ * without timing anything. `db` is a client inside BEGIN or a Kysely
+ * transaction.
+ */
+export async function jobRowsRead(db: Pick<pg.ClientBase, 'query'> | Kysely<PgqDatabase>, schema: string): Promise<number> {
+  const { rows } =
+    db instanceof Kysely
+      ? await sql<{ n: string }>`SELECT coalesce(idx_tup_fetch, 0) + seq_tup_read AS n FROM pg_stat_xact_user_tables WHERE schemaname = ${schema} AND relname = 'jobs'`.execute(db)
+      : await db.query<{ n: string }>(`SELECT coalesce(idx_tup_fetch, 0) + seq_tup_read AS n FROM pg_stat_xact_user_tables WHERE schemaname = $1 AND relname = 'jobs'`, [schema]);
+  return Number(rows[0]!.n);
 }
