@@ -637,6 +637,43 @@ describe('deleting steps', () => {
     await pgq.cancelWorkflow(wf.id);
   });
 
+  it('a retry of a step and a delete of its parent at once do not deadlock: the delete goes first, the retry keeps the step\'s input', async () => {
+    const s = `"${ctx.schema}"`;
+    // Deadlocks are found only after a minute here: one would hold both calls, not end one of them (40P01) to be run again.
+    const url = new URL(ctx.url);
+    url.searchParams.set('options', '-c deadlock_timeout=60s');
+    const slow = ctx.pgq({ connectionString: url.toString(), tasks: [manual, manualInc] });
+    for (const retry of [(id: string) => slow.retryJob(id).then((j) => j.id), (_id: string, wf: string) => slow.retryJobs({ workflowId: wf, state: 'cancelled' })]) {
+      const wf = await pgq.enqueueWorkflow(chain(step(manual, { n: 1 }), step(manualInc)));
+      const [first, second] = wf.steps.map((st) => st.id);
+      await ctx.admin.query(`UPDATE ${s}.jobs SET state = 'succeeded', result = '41', attempts = 1, finished_at = now() WHERE id = $1`, [first]);
+      await pgq.cancelJob(second!);
+      // Both reach their first read of the edges holding their own job: the
+      // retry its step, the delete the parent.
+      const holder = await ctx.admin.connect();
+      try {
+        await holder.query('BEGIN');
+        await holder.query(`LOCK TABLE ${s}.job_dependencies IN ACCESS EXCLUSIVE MODE`);
+        const retried = retry(second!, wf.id);
+        retried.catch(() => undefined);
+        await ctx.lockWaiters(1, 'the retry to wait for the edges');
+        const deleted = slow.deleteJob(first!);
+        deleted.catch(() => undefined);
+        await ctx.lockWaiters(2, 'the delete to wait for the edges');
+        await holder.query('COMMIT');
+        // Holding the step FOR UPDATE, the retry made the delete wait for it while it waited for the parent.
+        expect(await Promise.race([deleted, wait(20_000).then(() => 'still waiting')])).toBe(true);
+        expect(await retried).toBeTruthy();
+      } finally {
+        await holder.query('ROLLBACK').catch(() => undefined);
+        holder.release();
+      }
+      expect(await pgq.getJob(first!)).toBeNull();
+      expect(await pgq.getJob(second!)).toMatchObject({ state: 'available', payload: 41 });
+      await pgq.cancelWorkflow(wf.id);
+    }
+  });
+
   it('two deletes of the last jobs of one workflow at once take its row (it stayed, listed as a succeeded workflow with no step)', async () => {
     const s = `"${ctx.schema}"`;
     const one = (wf: { id: string; steps: { id: string }[] }) => wf.steps.map((x) => pgq.deleteJob(x.id));

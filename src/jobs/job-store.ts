@@ -374,7 +374,12 @@ export class JobStore {
   async retry(id: string): Promise<JobRecord> {
     const jobId = parseJobId(id);
     const row = await againIfKeyTaken(() => inTransaction(this.deps.kysely, async (trx) => {
-      const before = await trx.selectFrom('jobs').select(['state', 'queue', 'cancel_requested_at']).where('id', '=', jobId).forUpdate().executeTakeFirst();
+      // FOR NO KEY UPDATE, not FOR UPDATE: a retry changes no key, and a
+      // delete of its parent reads it FOR KEY SHARE (#waitedOn). Held FOR
+      // UPDATE, the job made that delete wait for the retry while the retry
+      // waited to lock the parent the delete held (lockInputParents): a
+      // deadlock (40P01), one side run again.
+      const before = await trx.selectFrom('jobs').select(['state', 'queue', 'cancel_requested_at']).where('id', '=', jobId).forNoKeyUpdate().executeTakeFirst();
       if (!before) throw new JobNotFoundError(jobId);
       if (!RETRYABLE_STATES.includes(before.state)) {
         const cancelling = before.state === 'running' && before.cancel_requested_at !== null ? ` (cancelled: it ends cancelled once its handler has settled, and can be retried then)` : '';
@@ -416,7 +421,8 @@ export class JobStore {
 
   /** Retries every matching failed, cancelled, retryable or scheduled job; workflow steps that retryJob would refuse are skipped. */
   async retryMany(filter: JobFilter): Promise<number> {
-    return this.#bulk(filter, RETRYABLE_STATES, async (trx, rows) => {
+    // Locked FOR NO KEY UPDATE, as retry() locks its job.
+    return this.#bulk(filter, RETRYABLE_STATES, 'no key update', async (trx, rows) => {
       const ids: string[] = [];
       const held = await uniqueKeyHolders(trx, rows.map((row) => row.id));
       // Newest first. A live one (retryable, scheduled) holds its key
@@ -447,7 +453,7 @@ export class JobStore {
 
   /** Cancels every matching job that is not final; running handlers see their signal abort. */
   async cancelMany(filter: JobFilter): Promise<number> {
-    return this.#bulk(filter, LIVE_STATES, async (trx, all) => {
+    return this.#bulk(filter, LIVE_STATES, 'update', async (trx, all) => {
       // A running job whose cancel was asked for already is not counted again.
       const rows = all.filter((row) => !(row.state === 'running' && row.cancel_requested_at !== null));
       await this.deps.workflows.lockDependents(trx, rows.map((row) => row.id));
@@ -458,7 +464,7 @@ export class JobStore {
 
   /** Deletes every matching job that is not running; workflow steps that have not finished, or that a blocked dependent still waits on, are skipped (delete would refuse them). */
   async deleteMany(filter: JobFilter): Promise<number> {
-    return this.#bulk(filter, DELETABLE_STATES, async (trx, rows) => {
+    return this.#bulk(filter, DELETABLE_STATES, 'update', async (trx, rows) => {
       const steps = rows.filter((r) => r.workflow_id !== null && FINAL_STATES.includes(r.state)).map((r) => r.id);
       const waitedOn = await this.#waitedOn(trx, steps);
       const ids = rows.filter((r) => (r.workflow_id === null || FINAL_STATES.includes(r.state)) && !waitedOn.has(r.id)).map((r) => r.id);
@@ -470,10 +476,11 @@ export class JobStore {
     });
   }
 
-  /** Walks the matching jobs in `states` newest first, a locked batch per transaction, and sums what `apply` changed. */
+  /** Walks the matching jobs in `states` newest first, a batch locked in `mode` per transaction, and sums what `apply` changed. */
   async #bulk(
     filter: JobFilter,
     states: readonly JobState[],
+    mode: 'update' | 'no key update',
     apply: (trx: Trx, rows: { id: string; state: JobState; queue: string; task: string; unique_key: string | null; workflow_id: string | null; cancel_requested_at: Date | null }[]) => Promise<number>,
   ): Promise<number> {
     validateJobFilter(filter);
@@ -496,7 +503,7 @@ export class JobStore {
             .where(sql<boolean>`id = ANY(${batch}::bigint[])`)
             .where(matching)
             .orderBy('id')
-            .forUpdate()
+            .$call((q) => (mode === 'update' ? q.forUpdate() : q.forNoKeyUpdate()))
             .execute();
           return rows.length ? apply(trx, rows) : 0;
         }));
