@@ -453,3 +453,71 @@ describe('retrying workflow jobs under default repeatable read', () => {
     }
   });
 });
+
+describe('settling a workflow job under default repeatable read while a retry revives its dependent', () => {
+  it.each(['fails', 'succeeds'] as const)(
+    'a worker whose job %s, its outcome waiting on retryJob of the other parent of a chord step it revives, settles the step (its older snapshot saw the step cancelled, and it stayed blocked)',
+    async (how) => {
+      const gate = deferred();
+      // The retried parent runs on a queue the worker does not take, so that only the job it holds settles.
+      const held = defineTask({ name: 'rr-held', queue: 'rr-held', schema: z.object({ n: z.number() }), handler: ({ n }) => n });
+      const branch = defineTask({
+        name: 'rr-branch',
+        schema: z.object({ n: z.number() }),
+        maxAttempts: 1,
+        handler: async ({ n }) => {
+          await gate.promise;
+          if (how === 'fails') throw new Error('broke');
+          return n;
+        },
+      });
+      const sum = defineTask({ name: 'rr-sum', queue: 'rr-held', schema: z.array(z.number()), handler: (ns) => ns.reduce((a, b) => a + b, 0) });
+      await ctx.migrated({ tasks: [held, branch, sum] });
+      const s = `"${ctx.schema}"`;
+      const lines: Line[] = [];
+      const pgq = new Pgq({ connectionString: urlWith({ default_transaction_isolation: 'repeatable read' }), schema: ctx.schema, tasks: [held, branch, sum], logger: captureLogger(lines) });
+      const worker = pgq.worker({ concurrency: 1, queues: ['default'], leader: false });
+      const retry = await ctx.admin.connect();
+      try {
+        const wf = await pgq.enqueueWorkflow(chord(group([step(held, { n: 1 }), step(branch, { n: 2 })]), step(sum)));
+        const [first, second, callback] = wf.steps.map((st) => st.id) as [string, string, string];
+        const callbackRow = async (): Promise<unknown> =>
+          (await ctx.admin.query(`SELECT state, cancelled_by::text AS "cancelledBy", pending_parents AS "pendingParents", payload FROM ${s}.jobs WHERE id = $1`, [callback])).rows[0];
+        await ctx.admin.query(`UPDATE ${s}.jobs SET state = 'failed', attempts = 1, finished_at = now() WHERE id = $1`, [first]);
+        expect(await callbackRow()).toMatchObject({ state: 'cancelled', cancelledBy: first });
+        await worker.start();
+        await until(async () => (await pgq.getJob(second))?.state === 'running', { what: 'the second parent to run' });
+        // The retry of the first parent (retryJob's UPDATE), its transaction held open: it has revived the callback
+        // to blocked and holds the second parent's row.
+        await retry.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+        await retry.query(
+          `UPDATE ${s}.jobs SET state = 'available', run_at = now(), finished_at = NULL, max_attempts = greatest(max_attempts, attempts + 1),
+                  cancel_requested_at = NULL WHERE id = $1`,
+          [first],
+        );
+        expect((await retry.query(`SELECT state FROM ${s}.jobs WHERE id = $1`, [callback])).rows[0].state).toBe('blocked');
+        // The second parent's handler settles: the worker's outcome waits for that row, then the retry commits.
+        gate.resolve();
+        await ctx.lockWaiters(1, "the worker's outcome to wait for the second parent's row");
+        await retry.query('COMMIT');
+        await pgq.waitForJob(second, { timeoutMs: 10_000 });
+        if (how === 'fails') {
+          expect(await pgq.getJob(second)).toMatchObject({ state: 'failed' });
+          expect(await callbackRow()).toMatchObject({ state: 'cancelled', cancelledBy: second });
+        } else {
+          expect(await pgq.getJob(second)).toMatchObject({ state: 'succeeded', result: 2 });
+          expect(await callbackRow()).toMatchObject({ state: 'blocked', pendingParents: 1 });
+          await ctx.admin.query(`UPDATE ${s}.jobs SET state = 'succeeded', result = '1', attempts = 2, finished_at = now() WHERE id = $1`, [first]);
+          expect(await callbackRow()).toMatchObject({ state: 'available', payload: [1, 2] });
+        }
+        expect(lines.filter((l) => l.level === 'error').map((l) => l.msg)).toEqual([]);
+      } finally {
+        gate.resolve();
+        await retry.query('ROLLBACK').catch(() => undefined);
+        retry.release();
+        await worker.stop();
+        await pgq.close();
+      }
+    },
+  );
+});
