@@ -162,3 +162,47 @@ describe('lock order when parents settle together', () => {
     expect(Number(rows[0].n)).toBe(2);
   });
 });
+
+describe('lock order when retries revive steps together', () => {
+  it('two retries at once, each reviving a step that waits on the same live parent, both commit without a deadlock', async () => {
+    const pgq = await migratedPgq();
+    // s1 waits on p1 and p2, s3 on p3 and p2; p1 and p3 failed (s1 and s3 cancelled), p2 is live. Each retry
+    // writes p2, which its revived step waits for: locked FOR SHARE first and written later, both retries
+    // held it shared and then each waited for the other to write it (40P01).
+    const p = [1, 2, 3].map((n) => step(manual, { n }).named(`p${n}`));
+    const wf = await pgq.enqueueWorkflow(group([...p, step(manualSum).named('s1').after(p[0]!, p[1]!), step(manualSum).named('s3').after(p[2]!, p[1]!)]));
+    const id = (name: string): string => wf.steps.find((s) => s.step === name)!.id;
+    const s = `"${ctx.schema}"`;
+    await ctx.admin.query(`UPDATE ${s}.jobs SET state = 'failed', attempts = 1, finished_at = now() WHERE id = ANY ($1::bigint[])`, [[id('p1'), id('p3')]]);
+    const hold = await ctx.admin.connect();
+    const t1 = await ctx.admin.connect();
+    const t3 = await ctx.admin.connect();
+    const retry = async (client: pg.PoolClient, parent: string): Promise<unknown> => {
+      await client.query('BEGIN');
+      await client.query(`UPDATE ${s}.jobs SET state = 'available', run_at = now(), finished_at = NULL WHERE id = $1`, [parent]);
+      await client.query('COMMIT');
+      return 'committed';
+    };
+    try {
+      // Both revived steps held a moment: each retry has locked p2 by the time it waits for its step.
+      await hold.query('BEGIN');
+      await hold.query(`SELECT 1 FROM ${s}.jobs WHERE id = ANY ($1::bigint[]) FOR KEY SHARE`, [[id('s1'), id('s3')]]);
+      const first = retry(t1, id('p1')).catch((err: unknown) => err);
+      await waitingOnLock(t1);
+      const second = retry(t3, id('p3')).catch((err: unknown) => err);
+      await waitingOnLock(t3);
+      await hold.query('COMMIT');
+      expect(await Promise.all([first, second])).toEqual(['committed', 'committed']);
+    } finally {
+      for (const client of [hold, t1, t3]) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        client.release();
+      }
+    }
+    const done = (await pgq.getWorkflow(wf.id))!;
+    const byName = Object.fromEntries(done.steps.map((st) => [st.step, st]));
+    expect(byName.s1).toMatchObject({ state: 'blocked', pendingParents: 2 });
+    expect(byName.s3).toMatchObject({ state: 'blocked', pendingParents: 2 });
+    await pgq.cancelWorkflow(wf.id);
+  });
+});
