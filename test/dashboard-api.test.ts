@@ -536,6 +536,38 @@ describe('safety', () => {
     expect((await get(locked, '/api/jobs', { authorization: `Basic ${Buffer.from('ops:s3cret').toString('base64')}` })).status).toBe(200);
   });
 
+  it('every answer says nosniff, and none but the assets may be kept by a cache (an API answer holds payloads)', async () => {
+    const [xss] = await pgq.listJobs({ queue: 'xss' });
+    const locked = make({ basicAuth: { username: 'ops', password: 's3cret' } });
+    const strict = make({ allowedHosts: ['jobs.example'] });
+    const answers: [string, Response][] = [
+      ['a job', await get(dashboard, `/api/jobs/${xss!.id}`)],
+      ['the job list', await get(dashboard, '/api/jobs?queue=xss')],
+      ['the token', await get(dashboard, '/api/csrf')],
+      ['a bad filter', await get(dashboard, '/api/jobs?limit=x')],
+      ['no such route', await get(dashboard, '/api/nope')],
+      ['a POST without the token', await post(dashboard, '/api/schedules/nightly/pause')],
+      ['a page', await get(dashboard, `/jobs/${xss!.id}`)],
+      ['no credentials', await get(locked, '/api/jobs')],
+      ['another host', await get(strict, '/api/jobs')],
+    ];
+    for (const [what, res] of answers) {
+      expect(res.headers.get('x-content-type-options'), what).toBe('nosniff');
+      expect(res.headers.get('cache-control'), what).toBe('no-store');
+    }
+    const asset = await get(dashboard, '/assets/console.js');
+    expect(asset.headers.get('x-content-type-options')).toBe('nosniff');
+    expect(asset.headers.get('cache-control')).toBe('public, max-age=300');
+    const events = await get(dashboard, '/api/events', {});
+    expect(events.headers.get('cache-control')).toBe('no-cache');
+    expect(events.headers.get('x-content-type-options')).toBe('nosniff');
+    await events.body?.cancel();
+    // Where a markup injection would send a form or resolve relative URLs: nowhere else.
+    const csp = answers.find(([what]) => what === 'a page')![1].headers.get('content-security-policy');
+    expect(csp).toMatch(/form-action 'self'/);
+    expect(csp).toMatch(/base-uri 'none'/);
+  });
+
   it('rejects bad options with the field named', () => {
     expect(() => createDashboard({ pgq, basePath: 'admin' })).toThrow(/dashboard\.basePath: must be a path/);
     // URL paths collapse these segments: the console's links under /a/../b went to /b (404).

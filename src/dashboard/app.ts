@@ -1,8 +1,8 @@
 /**
- * The console as one Hono app under its base path: security first (basic
- * auth, then read-only and CSRF for anything that is not GET or HEAD), then
- * the assets, the JSON API and the pages. Both `fetch` and the Node handler
- * in index.ts run this one app.
+ * The console as one Hono app under its base path: security first (headers
+ * on every answer, the host check, basic auth, then read-only and CSRF for
+ * anything that is not GET or HEAD), then the assets, the JSON API and the
+ * pages. Both `fetch` and the Node handler in index.ts run this one app.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { Hono, type Context } from 'hono';
@@ -56,6 +56,13 @@ export function buildConsoleApp(o: ResolvedDashboardOptions): ConsoleApp {
   const streams = new Set<AbortController>();
   const app = new Hono({ strict: false }).basePath(o.basePath || '/');
 
+  // Every answer, refusals included: read as the type it says (a JSON answer
+  // holds payloads and error text), and kept by no cache but the assets.
+  app.use('*', async (c, next) => {
+    await next();
+    c.header('X-Content-Type-Options', 'nosniff');
+    if (!c.res.headers.has('Cache-Control')) c.header('Cache-Control', 'no-store');
+  });
   if (o.allowedHosts) {
     const allowed = o.allowedHosts;
     app.use('*', async (c, next) => {
@@ -82,7 +89,7 @@ export function buildConsoleApp(o: ResolvedDashboardOptions): ConsoleApp {
   const pageHeaders = (c: Context): void => {
     c.header('Cache-Control', 'no-store');
     c.header('X-Frame-Options', 'DENY');
-    c.header('Content-Security-Policy', "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'");
+    c.header('Content-Security-Policy', "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'");
   };
   const isApi = (c: Context): boolean => c.req.path === `${o.basePath}/api` || c.req.path.startsWith(`${o.basePath}/api/`);
   app.onError((err, c) => {
