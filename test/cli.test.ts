@@ -10,7 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { Pgq, defineTask } from '../src/index.js';
 import { main } from '../src/cli/main.js';
-import { isLoopback } from '../src/cli/commands/dashboard.js';
+import { isLoopback, listensOnLoopback } from '../src/cli/commands/dashboard.js';
 import { logJobEvents, summaryLine } from '../src/cli/commands/worker.js';
 import { captureLogger, type Line } from './support/logger.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
@@ -327,31 +327,50 @@ describe('pgq dashboard on a loopback address', () => {
     for (const host of ['127.0.0.1', '127.1.2.3', 'localhost', '::1', '[::1]', '0:0:0:0:0:0:0:1', '::ffff:127.0.0.1', '::ffff:7f00:1']) expect(isLoopback(host), host).toBe(true);
     for (const host of ['0.0.0.0', '::', '10.0.0.1', '::2', '::ffff:10.0.0.1', 'example.com']) expect(isLoopback(host), host).toBe(false);
   });
+
+  it('knows loopback by the address the server listens on: --host 127.1 listens on 127.0.0.1 (the host check was off there)', async () => {
+    // Short forms the resolver expands, as listen() does: 127.1 and 2130706433 are 127.0.0.1.
+    for (const host of ['127.1', '2130706433', '127.0.0.1', 'localhost', '[::1]']) expect(await listensOnLoopback(host), host).toBe(true);
+    for (const host of ['0.0.0.0', '::', '10.1', '::ffff:10.0.0.1']) expect(await listensOnLoopback(host), host).toBe(false);
+  });
 });
+
+/** `pgq dashboard` on a free port with `args`, until `use` settles; `status` asks it for `path` with a given Host header. */
+async function withConsole(args: string[], use: (status: (host: string, method?: string, path?: string) => Promise<number>, port: number) => Promise<void>): Promise<void> {
+  await ctx.migrated();
+  const console = spawn(process.execPath, [bin, '--schema', ctx.schema, 'dashboard', '--port', '0', ...args], {
+    env: { ...process.env, DATABASE_URL: ctx.url, PGQ_LOG_LEVEL: 'info' },
+    cwd: root,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let logs = '';
+  console.stderr.on('data', (d: Buffer) => (logs += d.toString()));
+  console.stdout.on('data', (d: Buffer) => (logs += d.toString()));
+  try {
+    await until(() => /console at http:\/\/[^/]+:\d+/.test(logs), { timeoutMs: 30_000, what: `the console to listen: ${logs}` });
+    const port = Number(/console at http:\/\/[^/]+:(\d+)/.exec(logs)![1]);
+    const status = (host: string, method = 'GET', path = '/api/overview'): Promise<number> =>
+      new Promise((resolve, reject) => {
+        const req = http.request({ host: '127.0.0.1', port, path, method, headers: { host } }, (res) => {
+          res.resume();
+          resolve(res.statusCode!);
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    await use(status, port);
+  } finally {
+    if (console.exitCode === null && console.signalCode === null) {
+      const exited = new Promise((resolve) => console.on('exit', resolve));
+      console.kill('SIGTERM');
+      await exited;
+    }
+  }
+}
 
 describe('pgq dashboard', () => {
   it('on loopback answers only loopback host names (a page rebound to 127.0.0.1 gets 421), and --allowed-host adds one', async () => {
-    await ctx.migrated();
-    const console = spawn(process.execPath, [bin, '--schema', ctx.schema, 'dashboard', '--port', '0', '--allowed-host', 'jobs.internal'], {
-      env: { ...process.env, DATABASE_URL: ctx.url, PGQ_LOG_LEVEL: 'info' },
-      cwd: root,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let logs = '';
-    console.stderr.on('data', (d: Buffer) => (logs += d.toString()));
-    console.stdout.on('data', (d: Buffer) => (logs += d.toString()));
-    try {
-      await until(() => /console at http:\/\/127\.0\.0\.1:\d+/.test(logs), { timeoutMs: 30_000, what: `the console to listen: ${logs}` });
-      const port = Number(/127\.0\.0\.1:(\d+)/.exec(logs)![1]);
-      const status = (host: string, method = 'GET', path = '/api/overview'): Promise<number> =>
-        new Promise((resolve, reject) => {
-          const req = http.request({ host: '127.0.0.1', port, path, method, headers: { host } }, (res) => {
-            res.resume();
-            resolve(res.statusCode!);
-          });
-          req.on('error', reject);
-          req.end();
-        });
+    await withConsole(['--allowed-host', 'jobs.internal'], async (status, port) => {
       expect(await status(`127.0.0.1:${port}`)).toBe(200);
       expect(await status(`localhost:${port}`)).toBe(200);
       expect(await status(`[::1]:${port}`)).toBe(200);
@@ -359,13 +378,14 @@ describe('pgq dashboard', () => {
       expect(await status(`attacker.example:${port}`)).toBe(421);
       expect(await status(`attacker.example:${port}`, 'GET', '/api/csrf')).toBe(421);
       expect(await status(`attacker.example:${port}`, 'POST', '/api/jobs/delete?state=failed')).toBe(421);
-    } finally {
-      if (console.exitCode === null && console.signalCode === null) {
-        const exited = new Promise((resolve) => console.on('exit', resolve));
-        console.kill('SIGTERM');
-        await exited;
-      }
-    }
+    });
+  });
+
+  it('--host 127.1 listens on 127.0.0.1 and checks host names there too (it answered any host: DNS rebinding reached it)', async () => {
+    await withConsole(['--host', '127.1'], async (status, port) => {
+      expect(await status(`127.0.0.1:${port}`)).toBe(200);
+      expect(await status(`attacker.example:${port}`, 'GET', '/api/csrf')).toBe(421);
+    });
   });
 });
 

@@ -1,5 +1,6 @@
 /** `pgq dashboard`: the operations console on its own HTTP server until SIGTERM/SIGINT. */
 import http from 'node:http';
+import dns from 'node:dns/promises';
 import net from 'node:net';
 import { InvalidArgumentError, type Command } from 'commander';
 import { HOST_NAME } from '../../dashboard/options.js';
@@ -26,6 +27,21 @@ export function isLoopback(host: string): boolean {
   // An IPv6 address however it is written (0:0:0:0:0:0:0:1 is ::1, ::ffff:7f00:1 is ::ffff:127.0.0.1).
   const address = net.isIPv6(bare) ? new net.SocketAddress({ address: bare, family: 'ipv6' }).address : bare;
   return address === 'localhost' || address === '::1' || /^(::ffff:)?127\.\d+\.\d+\.\d+$/.test(address);
+}
+
+/**
+ * Whether the server listens on loopback for `--host`: its own spelling, or
+ * the address the resolver gives, as listen() takes it (127.1 and 2130706433
+ * listen on 127.0.0.1). A name that does not resolve is not loopback; listen
+ * says why.
+ */
+export async function listensOnLoopback(host: string): Promise<boolean> {
+  if (isLoopback(host)) return true;
+  try {
+    return isLoopback((await dns.lookup(host.replace(/^\[(.*)\]$/, '$1'))).address);
+  } catch {
+    return false;
+  }
 }
 
 /** `--allowed-host`, repeatable, each value checked as given. */
@@ -60,7 +76,7 @@ export function registerDashboard(program: Command, rt: CliRuntime): void {
           basicAuth,
           // On a loopback address, only the loopback names: a web page whose
           // own name is rebound to 127.0.0.1 cannot use the console.
-          allowedHosts: isLoopback(opts.host) ? [...LOOPBACK_NAMES, opts.host, ...(opts.allowedHost ?? [])] : opts.allowedHost,
+          allowedHosts: (await listensOnLoopback(opts.host)) ? [...LOOPBACK_NAMES, opts.host, ...(opts.allowedHost ?? [])] : opts.allowedHost,
         });
         const server = http.createServer((req, res) => dashboard.node(req, res));
         await new Promise<void>((resolve, reject) => {
