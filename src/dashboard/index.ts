@@ -39,8 +39,9 @@ export interface Dashboard {
  * Builds the console on a Pgq instance.
  *
  * @example
- * const dashboard = createDashboard({ pgq, readOnly: true });
- * http.createServer(dashboard.node).listen(4100);
+ * // On loopback, answering only loopback names (listen(4100) alone is every interface, no auth).
+ * const dashboard = createDashboard({ pgq, readOnly: true, allowedHosts: ['localhost', '127.0.0.1'] });
+ * http.createServer(dashboard.node).listen(4100, '127.0.0.1');
  */
 export function createDashboard(options: DashboardOptions): Dashboard {
   const o = resolveDashboardOptions(options);
