@@ -10,7 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { Pgq, defineTask } from '../src/index.js';
 import { main } from '../src/cli/main.js';
-import { isLoopback, listensOnLoopback } from '../src/cli/commands/dashboard.js';
+import { exposureWarning, isLoopback, listensOnLoopback } from '../src/cli/commands/dashboard.js';
 import { logJobEvents, summaryLine } from '../src/cli/commands/worker.js';
 import { captureLogger, type Line } from './support/logger.js';
 import { deferred, until, useTestSchema } from './support/harness.js';
@@ -326,6 +326,14 @@ describe('pgq dashboard on a loopback address', () => {
   it('knows loopback however it is written, so the host check is on (it was off for ::ffff:127.0.0.1 or 0:0:0:0:0:0:0:1)', () => {
     for (const host of ['127.0.0.1', '127.1.2.3', 'localhost', '::1', '[::1]', '0:0:0:0:0:0:0:1', '::ffff:127.0.0.1', '::ffff:7f00:1']) expect(isLoopback(host), host).toBe(true);
     for (const host of ['0.0.0.0', '::', '10.0.0.1', '::2', '::ffff:10.0.0.1', 'example.com']) expect(isLoopback(host), host).toBe(false);
+  });
+
+  it('warns when it serves off loopback without basic auth (it said nothing), and says DNS rebinding reaches it without --allowed-host', () => {
+    const given = { loopback: false, basicAuth: false, readOnly: false, allowedHosts: [] as string[] };
+    expect(exposureWarning('0.0.0.0', given)).toMatch(/listens on 0\.0\.0\.0 without basic auth: anyone who can reach it can read every job and retry, cancel or delete jobs.*DNS rebinding: name its hosts with --allowed-host/);
+    expect(exposureWarning('0.0.0.0', { ...given, readOnly: true, allowedHosts: ['jobs.internal'] })).toMatch(/can read every job; set --basic-auth/);
+    expect(exposureWarning('0.0.0.0', { ...given, basicAuth: true })).toBeUndefined();
+    expect(exposureWarning('127.0.0.1', { ...given, loopback: true })).toBeUndefined();
   });
 
   it('knows loopback by the address the server listens on: --host 127.1 listens on 127.0.0.1 (the host check was off there)', async () => {

@@ -44,6 +44,20 @@ export async function listensOnLoopback(host: string): Promise<boolean> {
   }
 }
 
+/**
+ * What `pgq dashboard` warns of when it starts, if anything: off loopback
+ * without basic auth, anyone who reaches the address reads every job and,
+ * unless --read-only, acts on them; and without --allowed-host any Host name
+ * is answered, so a web page that a user of the console opens can rebind its
+ * own name to this address and do the same from their browser.
+ */
+export function exposureWarning(host: string, options: { loopback: boolean; basicAuth: boolean; readOnly: boolean; allowedHosts: readonly string[] }): string | undefined {
+  if (options.loopback || options.basicAuth) return undefined;
+  const what = options.readOnly ? 'read every job' : 'read every job and retry, cancel or delete jobs and pause queues';
+  const rebinding = options.allowedHosts.length === 0 ? ', and any host name is answered (a web page can reach it through DNS rebinding: name its hosts with --allowed-host)' : '';
+  return `the console listens on ${host} without basic auth: anyone who can reach it can ${what}${rebinding}; set --basic-auth (or PGQ_DASHBOARD_AUTH), or serve it on 127.0.0.1 behind a proxy that authenticates`;
+}
+
 /** `--allowed-host`, repeatable, each value checked as given. */
 function collectHost(value: string, previous: string[] | undefined): string[] {
   if (!HOST_NAME.test(value)) throw new InvalidArgumentError(`--allowed-host must be a host name or address without a port or scheme (e.g. jobs.example.com), got ${JSON.stringify(value)}`);
@@ -68,6 +82,7 @@ export function registerDashboard(program: Command, rt: CliRuntime): void {
       const basicAuth = auth ? parseBasicAuth(auth) : undefined;
       const pgq = await rt.open();
       try {
+        const loopback = await listensOnLoopback(opts.host);
         const dashboard = createDashboard({
           pgq,
           basePath: opts.basePath,
@@ -76,7 +91,7 @@ export function registerDashboard(program: Command, rt: CliRuntime): void {
           basicAuth,
           // On a loopback address, only the loopback names: a web page whose
           // own name is rebound to 127.0.0.1 cannot use the console.
-          allowedHosts: (await listensOnLoopback(opts.host)) ? [...LOOPBACK_NAMES, opts.host, ...(opts.allowedHost ?? [])] : opts.allowedHost,
+          allowedHosts: loopback ? [...LOOPBACK_NAMES, opts.host, ...(opts.allowedHost ?? [])] : opts.allowedHost,
         });
         const server = http.createServer((req, res) => dashboard.node(req, res));
         await new Promise<void>((resolve, reject) => {
@@ -86,6 +101,8 @@ export function registerDashboard(program: Command, rt: CliRuntime): void {
         const address = server.address();
         const port = typeof address === 'object' && address ? address.port : opts.port;
         const notes = [opts.readOnly ? 'read-only' : '', auth ? 'basic auth on' : '', opts.hidePayloads ? 'payloads hidden' : ''].filter(Boolean);
+        const warning = exposureWarning(opts.host, { loopback, basicAuth: Boolean(auth), readOnly: Boolean(opts.readOnly), allowedHosts: opts.allowedHost ?? [] });
+        if (warning) rt.logger.warn({}, `pgq: ${warning}`);
         rt.logger.info({}, `pgq console at ${httpBase(opts.host, port)}${dashboard.basePath || ''}/${notes.length ? ` (${notes.join(', ')})` : ''}; Ctrl-C to stop`);
         await new Promise<void>((resolve) => {
           const stop = (): void => {
