@@ -521,3 +521,52 @@ describe('settling a workflow job under default repeatable read while a retry re
     },
   );
 });
+
+describe('reporting progress under default repeatable read while a retry revives a dependent', () => {
+  it('ctx.progress of a running parent waiting on retryJob of the other parent of a chord step it revives is saved (the retry writes the parent: 40001, and the value was lost with a warning)', async () => {
+    const gate = deferred();
+    const reported = deferred();
+    const held = defineTask({ name: 'rr-held', queue: 'rr-held', schema: z.object({ n: z.number() }), handler: ({ n }) => n });
+    const branch = defineTask({
+      name: 'rr-branch',
+      schema: z.object({ n: z.number() }),
+      handler: async ({ n }, jobCtx) => {
+        await gate.promise;
+        await jobCtx.progress(50);
+        reported.resolve();
+        return n;
+      },
+    });
+    const sum = defineTask({ name: 'rr-sum', queue: 'rr-held', schema: z.array(z.number()), handler: (ns) => ns.reduce((a, b) => a + b, 0) });
+    await ctx.migrated({ tasks: [held, branch, sum] });
+    const s = `"${ctx.schema}"`;
+    const lines: Line[] = [];
+    const pgq = new Pgq({ connectionString: urlWith({ default_transaction_isolation: 'repeatable read' }), schema: ctx.schema, tasks: [held, branch, sum], logger: captureLogger(lines) });
+    const worker = pgq.worker({ concurrency: 1, queues: ['default'], leader: false });
+    const retry = await ctx.admin.connect();
+    try {
+      const wf = await pgq.enqueueWorkflow(chord(group([step(held, { n: 1 }), step(branch, { n: 2 })]), step(sum)));
+      const [first, second, callback] = wf.steps.map((st) => st.id) as [string, string, string];
+      await ctx.admin.query(`UPDATE ${s}.jobs SET state = 'failed', attempts = 1, finished_at = now() WHERE id = $1`, [first]);
+      await worker.start();
+      await until(async () => (await pgq.getJob(second))?.state === 'running', { what: 'the second parent to run' });
+      // The retry of the first parent, its transaction held open: it has revived the callback and holds the second parent's row.
+      await retry.query('BEGIN');
+      await retry.query(`UPDATE ${s}.jobs SET state = 'available', run_at = now(), finished_at = NULL WHERE id = $1`, [first]);
+      expect((await retry.query(`SELECT state FROM ${s}.jobs WHERE id = $1`, [callback])).rows[0].state).toBe('blocked');
+      gate.resolve();
+      await ctx.lockWaiters(1, "the progress write to wait for the second parent's row");
+      await retry.query('COMMIT');
+      await reported.promise;
+      expect((await ctx.admin.query(`SELECT progress FROM ${s}.jobs WHERE id = $1`, [second])).rows[0].progress).toBe(50);
+      expect(lines.filter((l) => l.level === 'warn' || l.level === 'error').map((l) => l.msg)).toEqual([]);
+      await pgq.waitForJob(second, { timeoutMs: 10_000 });
+    } finally {
+      gate.resolve();
+      await retry.query('ROLLBACK').catch(() => undefined);
+      retry.release();
+      await worker.stop();
+      await pgq.close();
+    }
+  });
+});

@@ -18,6 +18,7 @@ import type { Logger } from '../core/logger.js';
 import type { JobProgress } from '../core/types.js';
 import type { Queryable } from '../db/queryable.js';
 import { quoteIdent, statementName } from '../db/identifiers.js';
+import { retryConflicts } from '../db/transaction.js';
 
 /** Largest progress object, in bytes of JSON. */
 export const MAX_PROGRESS_BYTES = 4_096;
@@ -63,8 +64,14 @@ export class ProgressWriter {
 
     const write = (text: string, waiters: (() => void)[]): void => {
       lastWriteAt = performance.now();
+      // Sent again when PostgreSQL ended it with 40001 (or 40P01): under a
+      // default isolation of repeatable read, a write that waited for another
+      // transaction writing the row (a retry that revives a dependent of this
+      // job writes it, a cancel asks for its end) meets a version newer than
+      // its snapshot, and it wrote nothing. It sets one value: sent again, it
+      // sets the same.
       writing = writing
-        .then(() => this.db.query({ name: this.#name, text: this.#text, values: [text, jobId, attempt] }))
+        .then(() => retryConflicts(() => this.db.query({ name: this.#name, text: this.#text, values: [text, jobId, attempt] })))
         .then(
           () => undefined,
           (err: unknown) =>
