@@ -12,9 +12,14 @@
 -- Written, the parent's row ends that outcome's statement in 40001, and
 -- the completer writes it again. The parents that may be written are
 -- locked in the first pass FOR NO KEY UPDATE instead of FOR SHARE (still
--- in id order), so that writing them later waits on nothing new. A revive
--- costs one more row version per such parent: 4,999 for the callback of a
--- 5,000-wide chord whose other members are live.
+-- in id order), so that two retries holding one such parent shared do not
+-- each wait for the other to write it. The cost of that exclusive lock: two
+-- retries at once whose revived dependents share a live parent can now
+-- deadlock when one holds its own job (taken by its UPDATE, out of id
+-- order) that the other reaches after that parent; PostgreSQL ends one
+-- (40P01) and retryJob runs it again. A revive also costs one more row
+-- version per such parent: 4,999 for the callback of a 5,000-wide chord
+-- whose other members are live.
 CREATE OR REPLACE FUNCTION workflow_job_state_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
   ready bigint[];

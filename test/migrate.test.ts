@@ -56,7 +56,7 @@ const COMMITTED: Record<string, string> = {
   '1764920000000_workflow_resumed_jobs.sql': '6153e70d12109ab245cc961e0ec5487826151036c0b5c2e28c730a3678b794c1',
   '1764930000000_finished_unique_key_index.sql': '35f546b47957ae526ffb9f6d02eca4752e4c55d1a0700847b782c880143f98c3',
   '1764940000000_workflow_revive_names_newest.sql': 'b531f65e9c5021deda203aff126024162682cb82b80843fd363bae9b42e07c60',
-  '1764960000000_workflow_revive_writes_parents.sql': '8de675f16e5fa875c86413b3075afa4fd506db3d8f9c6a83818e43f9fd94dd55',
+  '1764960000000_workflow_revive_writes_parents.sql': 'f2493182672486036b90d3f252a05ee92a4b08b0d3e0ef48a985407e02ff10f7',
 };
 
 /** node-pg-migrate's default advisory lock, which an application's own migrations hold while they run. */
