@@ -388,9 +388,10 @@ function sharedColumns(task: AnyTask, o: ParsedOptions): Required<Omit<JobInsert
 
 /**
  * Most characters of payload JSON one call sends. Several payloads go as one
- * array parameter, whose text (every quote escaped, so up to twice the JSON)
- * must fit one JavaScript string (about 512 MiB); past it the driver failed
- * with a bare "RangeError: Invalid string length".
+ * parameter, the JSON array of their texts (`jsonArrayText`), which must fit
+ * one JavaScript string (about 512 MiB; past it the driver failed with a bare
+ * "RangeError: Invalid string length") and, at up to 3 bytes of UTF-8 a
+ * character, one parameter of PostgreSQL's (1 GB).
  */
 const MAX_CALL_PAYLOAD_CHARS = 200 * 1024 * 1024;
 

@@ -7,10 +7,14 @@
  * caller builds the records. Jobs are inserted in payload order, so the i-th
  * id belongs to the i-th payload.
  *
+ * Several payloads travel as one JSON array (`jsonArrayText`), split by
+ * `json_array_elements`, not as a `jsonb[]` parameter (see there why).
+ *
  * The insert trigger's NOTIFY works as for `insertJobs`; the quiet variant
  * switches it off for the transaction, as `insertJobsQuiet` does.
  */
 import { quoteIdent, statementName } from './identifiers.js';
+import { jsonArrayText } from '../core/json.js';
 import type { Queryable } from './queryable.js';
 import type { JobState } from '../core/types.js';
 
@@ -58,8 +62,8 @@ export function createBulkInsert(schema: string) {
     ), ins AS (
       INSERT INTO ${jobs} (task, queue, payload, priority, max_attempts, run_at, state,
                            timeout_ms, backoff_base_ms, backoff_max_ms, meta, expires_at)
-      SELECT $1::text, $2::text, u.p, $4::int, $5::int, c.at, c.state, $8::int, $9::int, $10::int, $11::jsonb, c.expires_at
-        FROM c CROSS JOIN unnest($3::jsonb[]) WITH ORDINALITY AS u(p, n)
+      SELECT $1::text, $2::text, u.p::jsonb, $4::int, $5::int, c.at, c.state, $8::int, $9::int, $10::int, $11::jsonb, c.expires_at
+        FROM c CROSS JOIN json_array_elements($3::json) WITH ORDINALITY AS u(p, n)
        ${quiet ? 'WHERE (SELECT count(*) FROM quiet) = 1' : ''}
        ORDER BY u.n
       RETURNING id
@@ -90,7 +94,7 @@ export function createBulkInsert(schema: string) {
     bulkQuiet: statementName(schema, 'insert_bulk_quiet', insertQuiet),
   };
   const values = (p: BulkInsertParams): unknown[] => [
-    p.task, p.queue, p.payloads.length === 1 ? p.payloads[0] : p.payloads, p.priority, p.maxAttempts, p.runAt, p.delayMs,
+    p.task, p.queue, p.payloads.length === 1 ? p.payloads[0] : jsonArrayText(p.payloads), p.priority, p.maxAttempts, p.runAt, p.delayMs,
     p.timeoutMs, p.backoffBaseMs, p.backoffMaxMs, p.meta, p.expiresAt, p.expiresInMs,
   ];
   const run = async (db: Queryable, name: string, text: string, p: BulkInsertParams): Promise<BulkInserted> => {
