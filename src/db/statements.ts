@@ -25,6 +25,7 @@ import { CLAIM_COLUMNS, JOB_COLUMNS, type ClaimRow, type JobRow } from './rows.j
 import type { Queryable, Statement } from './queryable.js';
 import { channelNames, notifyDoneSql, notifyDueSql } from '../notify/channels.js';
 import { EXPIRABLE_STATES, LIVE_STATES } from '../core/types.js';
+import { jsonArrayText } from '../core/json.js';
 
 /** One job to insert. */
 export interface JobInsert {
@@ -179,13 +180,17 @@ export interface WrittenOutcome {
 
 export type HotStatements = ReturnType<typeof createStatements>;
 
-/** The insert statements' parameters: one array per column ($1 … $15), in `JobInsert` order. */
+/**
+ * The insert statements' parameters ($1 … $15), in `JobInsert` order: one
+ * array per column, but the payloads and the metas, JSON texts, each as one
+ * JSON array (`jsonArrayText`).
+ */
 function insertValues({ jobs }: InsertJobsParams): unknown[] {
   const column = <K extends keyof JobInsert>(key: K): (JobInsert[K] | null)[] => jobs.map((job) => job[key] ?? null);
   return [
-    column('task'), column('queue'), column('payload'), column('priority'), column('maxAttempts'), column('runAt'),
+    column('task'), column('queue'), jsonArrayText(jobs.map((job) => job.payload)), column('priority'), column('maxAttempts'), column('runAt'),
     column('delayMs'), column('uniqueKey'), column('timeoutMs'), column('backoffBaseMs'), column('backoffMaxMs'),
-    column('meta'), column('concurrencyKey'), column('expiresAt'), column('expiresInMs'),
+    jsonArrayText(jobs.map((job) => job.meta)), column('concurrencyKey'), column('expiresAt'), column('expiresInMs'),
   ];
 }
 
@@ -269,17 +274,20 @@ export function createStatements(schema: string) {
         FROM (SELECT (${succeeded})::bigint[] AS succeeded, (${failed})::bigint[] AS failed) AS x
        WHERE coalesce(cardinality(x.succeeded), 0) + coalesce(cardinality(x.failed), 0) > 0)`;
 
+  // One row per job: ROWS FROM zips the columns' lists as unnest of several
+  // arrays does, and the payloads and metas come from their JSON arrays.
   const insertSelect = (where: string): string => `
     INSERT INTO ${jobs} (task, queue, payload, priority, max_attempts, run_at, state, unique_key,
                          timeout_ms, backoff_base_ms, backoff_max_ms, meta, concurrency_key, expires_at)
-    SELECT t.task, t.queue, t.payload, t.priority, t.max_attempts, t.at,
+    SELECT t.task, t.queue, t.payload::jsonb, t.priority, t.max_attempts, t.at,
            CASE WHEN t.at <= statement_timestamp() THEN 'available' ELSE 'scheduled' END,
-           t.unique_key, t.timeout_ms, t.backoff_base_ms, t.backoff_max_ms, t.meta, t.concurrency_key,
+           t.unique_key, t.timeout_ms, t.backoff_base_ms, t.backoff_max_ms, t.meta::jsonb, t.concurrency_key,
            coalesce(t.expires_at, statement_timestamp() + t.expires_in_ms * interval '1 millisecond')
       FROM (SELECT u.*, coalesce(u.run_at, statement_timestamp() + u.delay_ms * interval '1 millisecond') AS at
-              FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::int[], $5::int[], $6::timestamptz[],
-                          $7::float8[], $8::text[], $9::int[], $10::int[], $11::int[], $12::jsonb[],
-                          $13::text[], $14::timestamptz[], $15::float8[])
+              FROM ROWS FROM (unnest($1::text[]), unnest($2::text[]), json_array_elements($3::json), unnest($4::int[]),
+                              unnest($5::int[]), unnest($6::timestamptz[]), unnest($7::float8[]), unnest($8::text[]),
+                              unnest($9::int[]), unnest($10::int[]), unnest($11::int[]), json_array_elements($12::json),
+                              unnest($13::text[]), unnest($14::timestamptz[]), unnest($15::float8[]))
                 AS u(task, queue, payload, priority, max_attempts, run_at, delay_ms, unique_key,
                      timeout_ms, backoff_base_ms, backoff_max_ms, meta, concurrency_key, expires_at, expires_in_ms)) AS t
     ${where}
