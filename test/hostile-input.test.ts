@@ -6,7 +6,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import fc from 'fast-check';
 import { z } from 'zod';
-import { Pgq, PgqError, ValidationError, defineTask, type JobRecord, type Task } from '../src/index.js';
+import { Pgq, PgqError, ValidationError, defineTask, group, step, type JobRecord, type Task } from '../src/index.js';
 import pg from 'pg';
 import { statementName } from '../src/db/identifiers.js';
 import { useTestSchema } from './support/harness.js';
@@ -71,11 +71,15 @@ describe('hostile input', () => {
     const payload = fc.jsonValue({ maxDepth: 3, stringUnit: unit });
     const edge: unknown[] = ['"', '\\', '\\"', '\\u0000', '\\ud800', '\\\\u0041', 'NULL', '', null, 0.1, 1e308, [[], [['"', ['\\']]]], { '"k"': '\\', 'a,b': '{x}', '': [null] }];
     await fc.assert(
-      fc.asyncProperty(fc.array(payload, { minLength: 2, maxLength: 6 }), fc.boolean(), async (payloads, keyed) => {
-        // With a concurrency key the jobs go in by the per-job insert (insertJobs), without one by the shared-options insert.
-        const jobs = await pgq.enqueueMany(loose, payloads, keyed ? { concurrencyKey: 'k' } : {});
+      fc.asyncProperty(fc.array(payload, { minLength: 2, maxLength: 6 }), fc.constantFrom('shared', 'per-job', 'workflow'), async (payloads, by) => {
+        // With a concurrency key the jobs go in by the per-job insert (insertJobs), without one by the shared-options
+        // insert; a workflow's steps by its own insert.
+        const jobs =
+          by === 'workflow'
+            ? (await pgq.enqueueWorkflow(group(payloads.map((p) => step(loose, p))))).steps
+            : await pgq.enqueueMany(loose, payloads, by === 'per-job' ? { concurrencyKey: 'k' } : {});
         const expected = payloads.map((p) => JSON.parse(JSON.stringify(p)) as unknown);
-        expect(jobs.map((j) => j.payload)).toEqual(expected);
+        if (by !== 'workflow') expect(jobs.map((j) => (j as { payload: unknown }).payload)).toEqual(expected);
         const { rows } = await ctx.admin.query<{ id: string; payload: unknown }>(
           `SELECT id, payload FROM "${ctx.schema}".jobs WHERE id = ANY($1::bigint[]) ORDER BY id`,
           [jobs.map((j) => j.id)],
@@ -83,7 +87,7 @@ describe('hostile input', () => {
         expect(rows.map((r) => r.id)).toEqual(jobs.map((j) => j.id));
         expect(rows.map((r) => r.payload)).toEqual(expected);
       }),
-      { numRuns: 80, examples: [[edge, false], [edge, true]] },
+      { numRuns: 80, examples: [[edge, 'shared'], [edge, 'per-job'], [edge, 'workflow']] },
     );
   });
 

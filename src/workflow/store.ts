@@ -31,6 +31,7 @@ import { lockInputParents, lostInputs, type LostInput } from './lost-inputs.js';
 import { metaText, type MiddlewareChain, type PendingJob } from '../middleware.js';
 import type { Flow } from './flow.js';
 import { inTransaction } from '../db/transaction.js';
+import { jsonArrayText } from '../core/json.js';
 
 /** Options of `enqueueWorkflow`. */
 export interface EnqueueWorkflowOptions {
@@ -363,6 +364,7 @@ export class WorkflowStore {
     const steps = c.steps;
     const col = <V>(pick: (s: (typeof steps)[number]) => V): V[] => steps.map(pick);
     const edges = steps.flatMap((s, child) => s.parents.map((p) => ({ child: child + 1, parent: p.index + 1, position: p.position })));
+    // Payloads and metas go as JSON arrays, as enqueueMany's do (jsonArrayText says why).
     // Ids are drawn first and handed out in ascending order along the
     // topological order of the steps, so a parent's id is always smaller than
     // its children's: the trigger relies on it when it revives a workflow.
@@ -381,14 +383,15 @@ export class WorkflowStore {
       ), inserted AS (
         INSERT INTO ${jobs} (id, task, queue, payload, priority, max_attempts, state, timeout_ms, backoff_base_ms,
                              backoff_max_ms, workflow_id, workflow_step, pending_parents, on_parent_failure, pass_results, meta)
-        SELECT ids.id, u.task, u.queue, u.payload, u.priority, u.max_attempts,
+        SELECT ids.id, u.task, u.queue, u.payload::jsonb, u.priority, u.max_attempts,
                CASE WHEN u.pending > 0 THEN 'blocked' ELSE 'available' END,
-               u.timeout_ms, u.backoff_base_ms, u.backoff_max_ms, wf.id, u.step, u.pending, u.on_parent_failure, u.pass_results, u.meta
-          FROM unnest(${col((s) => s.name)}::text[], ${col((s) => s.task)}::text[], ${col((s) => s.queue)}::text[],
-                      ${col((s) => s.payloadText)}::jsonb[], ${col((s) => s.priority)}::int[], ${col((s) => s.maxAttempts)}::int[],
-                      ${col((s) => s.timeoutMs)}::int[], ${col((s) => s.backoffBaseMs)}::int[], ${col((s) => s.backoffMaxMs)}::int[],
-                      ${col((s) => s.parents.length)}::int[], ${col((s) => s.onParentFailure)}::text[], ${col((s) => s.passResults)}::text[],
-                      ${metas}::jsonb[])
+               u.timeout_ms, u.backoff_base_ms, u.backoff_max_ms, wf.id, u.step, u.pending, u.on_parent_failure, u.pass_results, u.meta::jsonb
+          FROM ROWS FROM (unnest(${col((s) => s.name)}::text[]), unnest(${col((s) => s.task)}::text[]), unnest(${col((s) => s.queue)}::text[]),
+                          json_array_elements(${jsonArrayText(col((s) => s.payloadText))}::json), unnest(${col((s) => s.priority)}::int[]),
+                          unnest(${col((s) => s.maxAttempts)}::int[]), unnest(${col((s) => s.timeoutMs)}::int[]),
+                          unnest(${col((s) => s.backoffBaseMs)}::int[]), unnest(${col((s) => s.backoffMaxMs)}::int[]),
+                          unnest(${col((s) => s.parents.length)}::int[]), unnest(${col((s) => s.onParentFailure)}::text[]),
+                          unnest(${col((s) => s.passResults)}::text[]), json_array_elements(${jsonArrayText(metas)}::json))
                WITH ORDINALITY AS u(step, task, queue, payload, priority, max_attempts, timeout_ms, backoff_base_ms,
                                     backoff_max_ms, pending, on_parent_failure, pass_results, meta, ord)
           JOIN ids ON ids.ord = u.ord
