@@ -387,13 +387,14 @@ function sharedColumns(task: AnyTask, o: ParsedOptions): Required<Omit<JobInsert
 }
 
 /**
- * Most characters of payload JSON one call sends. Several payloads go as one
- * parameter, the JSON array of their texts (`jsonArrayText`), which must fit
- * one JavaScript string (about 512 MiB; past it the driver failed with a bare
- * "RangeError: Invalid string length") and, at up to 3 bytes of UTF-8 a
- * character, one parameter of PostgreSQL's (1 GB).
+ * Most characters of payload JSON one call (an enqueueMany, a workflow)
+ * sends. Several payloads go as one parameter, the JSON array of their texts
+ * (`jsonArrayText`), which must fit one JavaScript string (about 512 MiB;
+ * past it the driver failed with a bare "RangeError: Invalid string length")
+ * and, at up to 3 bytes of UTF-8 a character, one parameter of PostgreSQL's
+ * (1 GB; past it the server closed the connection).
  */
-const MAX_CALL_PAYLOAD_CHARS = 200 * 1024 * 1024;
+export const MAX_CALL_PAYLOAD_CHARS = 200 * 1024 * 1024;
 
 /** Refuses a call whose payloads together are too large for one statement. */
 function checkCallSize(texts: readonly string[]): void {

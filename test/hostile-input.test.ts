@@ -104,6 +104,22 @@ describe('hostile input', () => {
     expect((await pgq.enqueueMany(loose, payloads.slice(0, 5))).length).toBe(5);
   });
 
+  it('refuses a workflow whose steps\' payloads together are more than one statement carries, naming it, writing nothing (it sent them: past 512 MiB a bare RangeError, past 1 GB of UTF-8 a closed connection)', async () => {
+    const pgq = await ctx.migrated({ tasks: [loose] });
+    const workflows = async (): Promise<number> => Number((await ctx.admin.query(`SELECT count(*) FROM "${ctx.schema}".workflows`)).rows[0].count);
+    const before = await jobCount();
+    const workflowsBefore = await workflows();
+    // As the enqueueMany above: 270 steps of about 1 MB of JSON each, one statement.
+    const big = '"'.repeat(499_990);
+    const steps = Array.from({ length: 270 }, () => step(loose, { big }));
+    await expect(pgq.enqueueWorkflow(group(steps))).rejects.toThrow(
+      /^workflow: its steps' payloads are 269997300 characters of JSON in all, over the 209715200 \(200 MiB\) one workflow sends in its statement: split it into several workflows$/,
+    );
+    expect(await jobCount()).toBe(before);
+    expect(await workflows()).toBe(workflowsBefore);
+    expect((await pgq.enqueueWorkflow(group(steps.slice(0, 5)))).steps.length).toBe(5);
+  });
+
   it('refuses nesting deeper than 1,000 levels and accepts 1,000', async () => {
     const pgq = await ctx.migrated({ tasks: [loose], maxPayloadBytes: 1_000_000 });
     const nest = (depth: number): unknown => {
