@@ -21,7 +21,7 @@ import type { JobRecord } from './core/types.js';
 import { fromKysely, type Queryable } from './db/queryable.js';
 import { toJobRecord, type JobRow } from './db/rows.js';
 import { metaText, type MiddlewareChain, type PendingJob } from './middleware.js';
-import { jobOptionsShape, taskConcurrencyKey } from './enqueue.js';
+import { MAX_CALL_PAYLOAD_CHARS, jobOptionsShape, taskConcurrencyKey } from './enqueue.js';
 import type { HotStatements } from './db/statements.js';
 import type { PgqDatabase, SchedulesTable } from './db/tables.js';
 import { CATCH_UP_POLICIES, MAX_TICKS_PER_PASS, formatEvery, parseCron, parseEvery, parseTimeZone, ticksOf, type CatchUpPolicy } from './core/cron.js';
@@ -327,12 +327,24 @@ export async function insertScheduleJobs(
   const expiresInMs = definition?.expiresInMs ?? null;
   const pending: PendingJob[] = firings.map((f) => ({ task, queue, payload: schedule.payload, meta: {}, schedule: { name, tick: f.tick, runNow: f.runNow === true } }));
   let inserted: JobRow[] = [];
+  const payload = JSON.stringify(schedule.payload);
+  // A catch-up of up to catchUpLimit (1,000) firings of a payload of up to
+  // maxPayloadBytes goes in several statements, each carrying at most what
+  // one enqueueMany call does: one statement with 600 payloads of 1 MB
+  // failed to be built (RangeError) at every pass, and the schedule never
+  // fired again.
+  const perStatement = Math.max(1, Math.floor(MAX_CALL_PAYLOAD_CHARS / Math.max(1, payload.length)));
   const write = async (): Promise<string[]> => {
-    inserted = await statements.insertJobs(db, {
-      jobs: firings.map((f, i) => ({
+    inserted = [];
+    for (let from = 0; from < firings.length; from += perStatement) inserted.push(...(await insertFirings(from, firings.slice(from, from + perStatement))));
+    return inserted.map((job) => String(job.id));
+  };
+  const insertFirings = (from: number, some: readonly ScheduleFiring[]): Promise<JobRow[]> =>
+    statements.insertJobs(db, {
+      jobs: some.map((f, k) => ({
         task,
         queue,
-        payload: JSON.stringify(schedule.payload),
+        payload,
         priority: schedule.priority,
         maxAttempts: schedule.max_attempts,
         runAt: f.runAt,
@@ -341,13 +353,11 @@ export async function insertScheduleJobs(
         timeoutMs: null,
         backoffBaseMs: null,
         backoffMaxMs: null,
-        meta: metaText(pending[i]!.meta, firings.length === 1 ? 'meta' : `meta[${i}]`),
+        meta: metaText(pending[from + k]!.meta, firings.length === 1 ? 'meta' : `meta[${from + k}]`),
         concurrencyKey,
         expiresInMs,
       })),
     });
-    return inserted.map((job) => String(job.id));
-  };
   await (middleware ? middleware.enqueue({ kind: 'schedule', jobs: pending }, write) : write());
   const byKey = new Map(inserted.map((job) => [job.unique_key, job]));
   const missing = firings.map((f) => f.uniqueKey).filter((key) => !byKey.has(key));
