@@ -90,8 +90,10 @@ export function registerDashboard(program: Command, rt: CliRuntime): void {
           hidePayloads: Boolean(opts.hidePayloads),
           basicAuth,
           // On a loopback address, only the loopback names: a web page whose
-          // own name is rebound to 127.0.0.1 cannot use the console.
-          allowedHosts: loopback ? [...LOOPBACK_NAMES, opts.host, ...(opts.allowedHost ?? [])] : opts.allowedHost,
+          // own name is rebound to 127.0.0.1 cannot use the console. --host
+          // too where a Host header can name it (not a hosts-file name with `_`:
+          // added, the console refused to start).
+          allowedHosts: loopback ? [...LOOPBACK_NAMES, ...(HOST_NAME.test(opts.host) ? [opts.host] : []), ...(opts.allowedHost ?? [])] : opts.allowedHost,
         });
         const server = http.createServer((req, res) => dashboard.node(req, res));
         await new Promise<void>((resolve, reject) => {
