@@ -103,7 +103,10 @@ export function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T)
  * indexes or read by scans (pg_stat_xact_user_tables): how a test tells a
  * plan that reads by id from one that reads the table again and again,
  * without timing anything. `db` is a client inside BEGIN or a Kysely
- * transaction.
+ * transaction. On PostgreSQL 15 it includes what the connection's earlier
+ * transactions read and the server has not reported yet (it reports at most
+ * once a second): on a connection used before, subtract a reading taken at
+ * the start.
  */
 export async function jobRowsRead(db: Pick<pg.ClientBase, 'query'> | Kysely<PgqDatabase>, schema: string): Promise<number> {
   const { rows } =
