@@ -23,7 +23,11 @@
 -- smaller it planned it per call again for thousands of calls: 10,622 of
 -- the 40,001 calls of a 40,000-step chord's cancel that came after cancels
 -- of 10,000 and 20,000 steps in the same session (2.3-5.3 s of CPU, against
--- 1.1-1.3 s for that cancel first in its session).
+-- 1.1-1.3 s for that cancel first in its session). And without sequential
+-- scans (enable_seqscan off, for its statement only): a plan made once, when
+-- the session first called it on a small table, read the whole table at
+-- every call after the table had grown (100,300 rows read for one lookup
+-- until the next ANALYZE); by the primary key it reads the children alone.
 CREATE OR REPLACE FUNCTION workflow_has_blocked_child(parent bigint) RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
   RETURN EXISTS (SELECT 1 FROM jobs c
@@ -37,6 +41,7 @@ BEGIN
 END
 $$;
 ALTER FUNCTION workflow_has_blocked_child(bigint) SET plan_cache_mode = force_generic_plan;
+ALTER FUNCTION workflow_has_blocked_child(bigint) SET enable_seqscan = off;
 COMMENT ON FUNCTION workflow_has_blocked_child(bigint) IS 'Whether a child of this workflow job is blocked: the state trigger returns at once when none is, since settling changes blocked children only.';
 
 CREATE OR REPLACE FUNCTION workflow_job_state_changed() RETURNS trigger LANGUAGE plpgsql AS $$

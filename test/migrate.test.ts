@@ -57,7 +57,7 @@ const COMMITTED: Record<string, string> = {
   '1764930000000_finished_unique_key_index.sql': '35f546b47957ae526ffb9f6d02eca4752e4c55d1a0700847b782c880143f98c3',
   '1764940000000_workflow_revive_names_newest.sql': 'b531f65e9c5021deda203aff126024162682cb82b80843fd363bae9b42e07c60',
   '1764960000000_workflow_revive_writes_parents.sql': 'f2493182672486036b90d3f252a05ee92a4b08b0d3e0ef48a985407e02ff10f7',
-  '1764980000000_workflow_settle_without_blocked_children.sql': 'c196fa7626a8332f595d1c4c6e503b060dfecc78740fe3ff0ab9bfc2309960c9',
+  '1764980000000_workflow_settle_without_blocked_children.sql': '12bb7019824b0c23910d57d12ea5e409d1adced23a40c95ca268a3f21ca376b7',
 };
 
 /** node-pg-migrate's default advisory lock, which an application's own migrations hold while they run. */
