@@ -58,6 +58,7 @@ const COMMITTED: Record<string, string> = {
   '1764940000000_workflow_revive_names_newest.sql': 'b531f65e9c5021deda203aff126024162682cb82b80843fd363bae9b42e07c60',
   '1764960000000_workflow_revive_writes_parents.sql': 'f2493182672486036b90d3f252a05ee92a4b08b0d3e0ef48a985407e02ff10f7',
   '1764980000000_workflow_settle_without_blocked_children.sql': '12bb7019824b0c23910d57d12ea5e409d1adced23a40c95ca268a3f21ca376b7',
+  '1764990000000_workflow_cancelled_descendants.sql': '3ca5784f41c369b8464eacac79e2eea89c7b51211c75124565dff5d235de36ae',
 };
 
 /** node-pg-migrate's default advisory lock, which an application's own migrations hold while they run. */
@@ -150,15 +151,15 @@ ALTER INDEX jobs_state_queue_idx_new RENAME TO jobs_state_queue_idx;
       RETURNS TABLE (id bigint, concurrency_key text, priority integer, run_at timestamptz) LANGUAGE sql STABLE AS $$ SELECT NULL::bigint, NULL::text, 0, now() $$`);
     const pgq = new Pgq({ connectionString: ctx.url, schema, tasks: [] });
     try {
-      expect((await pgq.migrate()).applied).toEqual(['1764860000000_converge_edited_functions', '1764870000000_notify_scheduled', '1764880000000_claim_limited_isolation', '1764890000000_expire_unique_holder', '1764900000000_created_by_role_names', '1764910000000_workflow_cascade_levels', '1764920000000_workflow_resumed_jobs', '1764930000000_finished_unique_key_index', '1764940000000_workflow_revive_names_newest', '1764960000000_workflow_revive_writes_parents', '1764980000000_workflow_settle_without_blocked_children']);
+      expect((await pgq.migrate()).applied).toEqual(['1764860000000_converge_edited_functions', '1764870000000_notify_scheduled', '1764880000000_claim_limited_isolation', '1764890000000_expire_unique_holder', '1764900000000_created_by_role_names', '1764910000000_workflow_cascade_levels', '1764920000000_workflow_resumed_jobs', '1764930000000_finished_unique_key_index', '1764940000000_workflow_revive_names_newest', '1764960000000_workflow_revive_writes_parents', '1764980000000_workflow_settle_without_blocked_children', '1764990000000_workflow_cancelled_descendants']);
       const source = (name: string) =>
         ctx.admin
           .query<{ src: string; lang: string }>(`SELECT p.prosrc AS src, l.lanname AS lang FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang WHERE p.oid = $1::regproc`, [`${s}.${name}`])
           .then((r) => r.rows[0]!);
-      // Its current text: the one 1764980000000 gave it (the converging text, with the cascade found level by level,
+      // Its current text: the one 1764990000000 gave it (the converging text, with the cascade found level by level,
       // a dependent re-pointed to its failed parent with the largest id, a revived dependent's live parents written,
-      // and a settling without blocked children returning at once).
-      const final = readFileSync(path.join(MIGRATIONS_DIR, '1764980000000_workflow_settle_without_blocked_children.sql'), 'utf8');
+      // a settling without blocked children returning at once, and the cascade's walk in a function of its own).
+      const final = readFileSync(path.join(MIGRATIONS_DIR, '1764990000000_workflow_cancelled_descendants.sql'), 'utf8');
       const body = /workflow_job_state_changed\(\) RETURNS trigger LANGUAGE plpgsql AS \$\$([\s\S]*?)\$\$;/.exec(final)![1]!;
       expect((await source('workflow_job_state_changed')).src).toBe(body);
       expect(await source('claim_candidates_keyed')).toMatchObject({ lang: 'plpgsql', src: expect.stringContaining('RETURN QUERY') });
