@@ -7,34 +7,45 @@
 -- level, each lookup by id); inline, PostgreSQL planned its two statements
 -- afresh at every level, each planning the jobs table with its ten indexes:
 -- cancelling the first step of a 10,000-step chain ran 10,000 levels in
--- 8.9-15.7 s (2,500 steps 1.2-1.5 s, 5,000 3.1-3.9 s); with one plan, 2.6-3.8 s
--- (0.6-1.7 s, 1.3-1.8 s), on a host loaded with other work.
+-- 8.9-15.7 s (2,500 steps 1.2-1.5 s, 5,000 3.1-3.9 s); with one plan, 2.7-5.1 s
+-- against 11.7-13.3 s in the same minutes, on a host loaded with other
+-- work. A step failing above a group of 20,000 and its chord's callback
+-- (20,001 cancelled) took 1.3-2.2 s, as before (1.3-2.0 s).
 --
 -- OR REPLACE: run again (its pgq_migrations row deleted), it succeeds.
 CREATE OR REPLACE FUNCTION workflow_cancelled_descendants(parent bigint, OUT ids bigint[], OUT bys bigint[]) LANGUAGE plpgsql AS $$
 DECLARE
   frontier bigint[] := ARRAY[parent];
   children bigint[];
+  child_bys bigint[];
   level_ids bigint[];
   level_bys bigint[];
 BEGIN
   LOOP
-    -- The children, looked up one parent at a time (OFFSET 0 keeps the
-    -- lookup apart): as `d.parent_id = ANY (frontier)`, the plan made when
-    -- the session first called this on a table of no more than ten edges
-    -- read all of job_dependencies through its primary key at every level,
-    -- once the table had grown (a 5,000-step chain: 25 million rows
-    -- read, 6.5 s, until the next ANALYZE).
-    SELECT array_agg(DISTINCT x.child_id) INTO children
-      FROM unnest(frontier) AS f(id)
-      CROSS JOIN LATERAL (SELECT d.child_id FROM job_dependencies d WHERE d.parent_id = f.id OFFSET 0) x;
+    -- The level's children, each with the smallest of its parents on the
+    -- level (the one it is cancelled by), the edges read once, one parent
+    -- at a time (OFFSET 0 keeps each lookup apart): as
+    -- `d.parent_id = ANY (frontier)`, the plan made when the session first
+    -- called this on a table of no more than ten edges read all of
+    -- job_dependencies through its primary key at every level once the
+    -- table had grown (a 5,000-step chain: 25 million rows read, 6.5 s,
+    -- until the next ANALYZE); and a lookup of each child's parents on the
+    -- level, `d.parent_id = ANY (frontier)` as a filter of the generic
+    -- plan, checked every parent of a chord's callback against the whole
+    -- level (20,000 x 20,000).
+    SELECT array_agg(x.child_id ORDER BY x.child_id), array_agg(x.by ORDER BY x.child_id) INTO children, child_bys
+      FROM (SELECT e.child_id, min(f.id) AS by
+              FROM unnest(frontier) AS f(id)
+              CROSS JOIN LATERAL (SELECT d.child_id FROM job_dependencies d WHERE d.parent_id = f.id OFFSET 0) e
+             GROUP BY e.child_id) x;
     EXIT WHEN children IS NULL;
-    SELECT array_agg(c.id ORDER BY c.id), array_agg(p.by ORDER BY c.id) INTO level_ids, level_bys
-      FROM jobs c
-      CROSS JOIN LATERAL (SELECT min(d.parent_id) AS by FROM job_dependencies d
-                           WHERE d.child_id = c.id AND d.parent_id = ANY (frontier)) p
-     WHERE c.id = ANY (children) AND (c.state = 'blocked') IS TRUE AND c.on_parent_failure = 'cancel'
-       AND NOT c.id = ANY (coalesce(ids, '{}'));
+    -- Those blocked in cancel mode and not found before, each read by id.
+    SELECT array_agg(j.id ORDER BY j.id), array_agg(ch.by ORDER BY j.id) INTO level_ids, level_bys
+      FROM unnest(children, child_bys) AS ch(id, by)
+      CROSS JOIN LATERAL (SELECT c.id FROM jobs c
+                           WHERE c.id = ch.id AND (c.state = 'blocked') IS TRUE AND c.on_parent_failure = 'cancel'
+                           OFFSET 0) j
+     WHERE NOT ch.id = ANY (coalesce(ids, '{}'));
     EXIT WHEN level_ids IS NULL;
     ids := ids || level_ids;
     bys := bys || level_bys;

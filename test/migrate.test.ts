@@ -58,7 +58,7 @@ const COMMITTED: Record<string, string> = {
   '1764940000000_workflow_revive_names_newest.sql': 'b531f65e9c5021deda203aff126024162682cb82b80843fd363bae9b42e07c60',
   '1764960000000_workflow_revive_writes_parents.sql': 'f2493182672486036b90d3f252a05ee92a4b08b0d3e0ef48a985407e02ff10f7',
   '1764980000000_workflow_settle_without_blocked_children.sql': '12bb7019824b0c23910d57d12ea5e409d1adced23a40c95ca268a3f21ca376b7',
-  '1764990000000_workflow_cancelled_descendants.sql': '1ae8eb823d76a75b88899b2b1eba126f2d98adbffb139533a69055ac0564193f',
+  '1764990000000_workflow_cancelled_descendants.sql': '8b477d8763e066ec1c4ccbc458f1ce3bff32cad0806ab15ae38453f664b901d3',
 };
 
 /** node-pg-migrate's default advisory lock, which an application's own migrations hold while they run. */
