@@ -399,14 +399,20 @@ export const MAX_CALL_PAYLOAD_CHARS = 200 * 1024 * 1024;
 /** Refuses a call whose payloads together are too large for one statement. */
 function checkCallSize(texts: readonly string[]): void {
   if (texts.length < 2) return;
-  let total = 0;
-  for (const text of texts) total += text.length;
-  if (total > MAX_CALL_PAYLOAD_CHARS) {
+  const total = payloadCharsOver(texts);
+  if (total !== undefined) {
     throw new ValidationError(
       'payloads',
       `are ${total} characters of JSON in all, over the ${MAX_CALL_PAYLOAD_CHARS} (200 MiB) one call sends in its statement: split them into several calls`,
     );
   }
+}
+
+/** The characters of these payload texts in all, where that is over MAX_CALL_PAYLOAD_CHARS. */
+export function payloadCharsOver(texts: readonly string[]): number | undefined {
+  let total = 0;
+  for (const text of texts) total += text.length;
+  return total > MAX_CALL_PAYLOAD_CHARS ? total : undefined;
 }
 
 /**

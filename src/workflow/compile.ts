@@ -16,7 +16,7 @@ import { z } from 'zod';
 import { ValidationError } from '../core/errors.js';
 import { storedTexts, validatePayloads } from '../core/validate-payloads.js';
 import { isTask, NAME_LIMIT, nameSchema, zodToValidationError } from '../task.js';
-import { MAX_CALL_PAYLOAD_CHARS, jobOptionsShape } from '../enqueue.js';
+import { MAX_CALL_PAYLOAD_CHARS, jobOptionsShape, payloadCharsOver } from '../enqueue.js';
 import { MAX_WORKFLOW_STEPS, type AnyFlow, type ParentFailurePolicy, type StepSpec } from './flow.js';
 
 
@@ -236,9 +236,8 @@ class Layout {
 
 /** Refuses a workflow whose steps' payloads together are too large for its one statement (as enqueueMany refuses a call). */
 function checkWorkflowSize(texts: readonly string[]): void {
-  let total = 0;
-  for (const text of texts) total += text.length;
-  if (total > MAX_CALL_PAYLOAD_CHARS) {
+  const total = payloadCharsOver(texts);
+  if (total !== undefined) {
     throw new ValidationError(
       'workflow',
       `its steps' payloads are ${total} characters of JSON in all, over the ${MAX_CALL_PAYLOAD_CHARS} (200 MiB) one workflow sends in its statement: split it into several workflows`,
