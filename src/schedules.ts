@@ -334,11 +334,6 @@ export async function insertScheduleJobs(
   // failed to be built (RangeError) at every pass, and the schedule never
   // fired again.
   const perStatement = Math.max(1, Math.floor(MAX_CALL_PAYLOAD_CHARS / Math.max(1, payload.length)));
-  const write = async (): Promise<string[]> => {
-    inserted = [];
-    for (let from = 0; from < firings.length; from += perStatement) inserted.push(...(await insertFirings(from, firings.slice(from, from + perStatement))));
-    return inserted.map((job) => String(job.id));
-  };
   const insertFirings = (from: number, some: readonly ScheduleFiring[]): Promise<JobRow[]> =>
     statements.insertJobs(db, {
       jobs: some.map((f, k) => ({
@@ -358,6 +353,11 @@ export async function insertScheduleJobs(
         expiresInMs,
       })),
     });
+  const write = async (): Promise<string[]> => {
+    inserted = [];
+    for (let from = 0; from < firings.length; from += perStatement) inserted.push(...(await insertFirings(from, firings.slice(from, from + perStatement))));
+    return inserted.map((job) => String(job.id));
+  };
   await (middleware ? middleware.enqueue({ kind: 'schedule', jobs: pending }, write) : write());
   const byKey = new Map(inserted.map((job) => [job.unique_key, job]));
   const missing = firings.map((f) => f.uniqueKey).filter((key) => !byKey.has(key));
