@@ -9,6 +9,8 @@ import { z } from 'zod';
 import { Pgq, PgqError, ValidationError, defineTask, group, step, type JobRecord, type Task } from '../src/index.js';
 import pg from 'pg';
 import { statementName } from '../src/db/identifiers.js';
+import { fromPg } from '../src/db/queryable.js';
+import { createStatements } from '../src/db/statements.js';
 import { useTestSchema } from './support/harness.js';
 
 const ctx = useTestSchema('hostile');
@@ -88,6 +90,55 @@ describe('hostile input', () => {
         expect(rows.map((r) => r.payload)).toEqual(expected);
       }),
       { numRuns: 80, examples: [[edge, 'shared'], [edge, 'per-job'], [edge, 'workflow']] },
+    );
+  });
+
+  it('writes every outcome of a batch as given, whatever quotes, backslashes and escape-like text its results, errors, notes and metas hold, with metas and notes missing for some', async () => {
+    const pgq = await ctx.migrated({ tasks: [loose] });
+    const db = fromPg(ctx.admin);
+    const statements = createStatements(ctx.schema);
+    const unit = fc.constantFrom('"', '\\', '\\u', '0000', 'd800', '{', '}', '[', ']', ',', 'NULL', 'null', ' ', 'é', '\u{1F600}', '\n', 'a');
+    const value = fc.jsonValue({ maxDepth: 3, stringUnit: unit });
+    const meta = fc.option(fc.dictionary(fc.string({ unit, maxLength: 4 }), value, { maxKeys: 3 }), { nil: null });
+    const outcome = fc.record({ kind: fc.constantFrom('complete', 'fail', 'snooze'), value, meta, note: fc.boolean() });
+    await fc.assert(
+      fc.asyncProperty(fc.array(outcome, { minLength: 1, maxLength: 8 }), async (outcomes) => {
+        const jobs = await pgq.enqueueMany(loose, outcomes.map(() => ({})), { maxAttempts: 5 });
+        const ids = jobs.map((j) => j.id);
+        await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = 'running', attempts = 1, meta = '{"kept": "\\\\"}' WHERE id = ANY($1::bigint[])`, [ids]);
+        const text = (v: unknown): string => JSON.stringify(v);
+        const of = (kind: string) => outcomes.map((o, i) => ({ ...o, id: ids[i]! })).filter((o) => o.kind === kind);
+        const complete = of('complete');
+        const fail = of('fail');
+        const snooze = of('snooze');
+        // Each kind as one statement, with more than one outcome when the batch has them, as the completer sends them.
+        const skipped = (await statements.completeJobs(db, { ids: complete.map((o) => o.id), attempts: complete.map(() => 1), results: complete.map((o) => text(o.value)), metas: complete.map((o) => (o.meta ? text(o.meta) : null)) })).skipped;
+        expect(skipped).toEqual([]);
+        const failed = await statements.failJobs(db, {
+          ids: fail.map((o) => o.id), attempts: fail.map(() => 1), errors: fail.map((o) => text({ message: o.value })),
+          delaysMs: fail.map(() => 60_000), permanent: fail.map(() => false), metas: fail.map((o) => (o.meta ? text(o.meta) : null)),
+        });
+        expect(failed).toHaveLength(fail.length);
+        const snoozed = await statements.snoozeJobs(db, {
+          ids: snooze.map((o) => o.id), attempts: snooze.map(() => 1), delaysMs: snooze.map(() => 60_000),
+          notes: snooze.map((o) => (o.note ? text({ note: o.value }) : null)), metas: snooze.map((o) => (o.meta ? text(o.meta) : null)),
+        });
+        expect(snoozed).toHaveLength(snooze.length);
+        const { rows } = await ctx.admin.query<{ id: string; state: string; result: unknown; errors: unknown[]; meta: unknown }>(
+          `SELECT id, state, result, errors, meta FROM "${ctx.schema}".jobs WHERE id = ANY($1::bigint[]) ORDER BY id`,
+          [ids],
+        );
+        const parsed = (v: unknown): unknown => JSON.parse(text(v));
+        rows.forEach((row, i) => {
+          const o = outcomes[i]!;
+          expect(row.state).toBe({ complete: 'succeeded', fail: 'retryable', snooze: 'scheduled' }[o.kind]);
+          expect(row.meta).toEqual({ kept: '\\', ...(parsed(o.meta ?? {}) as object) });
+          if (o.kind === 'complete') expect(row.result).toEqual(parsed(o.value));
+          if (o.kind === 'fail') expect(row.errors).toEqual([{ message: parsed(o.value) }]);
+          if (o.kind === 'snooze') expect(row.errors).toEqual(o.note ? [{ note: parsed(o.value) }] : []);
+        });
+      }),
+      { numRuns: 60 },
     );
   });
 

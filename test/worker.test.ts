@@ -1020,7 +1020,7 @@ describe('outcome statements and the planner', () => {
       // What the first executions on a connection get: a plan made for these 500 values.
       await client.query('SET plan_cache_mode = force_custom_plan');
       await client.query(`PREPARE complete_plan AS ${text}`);
-      const args = `'{${ids.join(',')}}'::bigint[], '{${claimed.map((r) => r.attempts).join(',')}}'::int[], array_fill('1'::jsonb, ARRAY[500]), array_fill(NULL::jsonb, ARRAY[500])`;
+      const args = `'{${ids.join(',')}}'::bigint[], '{${claimed.map((r) => r.attempts).join(',')}}'::int[], '[${ids.map(() => '1').join(',')}]', NULL`;
       const { rows } = await client.query<{ 'QUERY PLAN': string }>(`EXPLAIN EXECUTE complete_plan(${args})`);
       const plan = rows.map((r) => r['QUERY PLAN']).join('\n');
       if (process.env.SHOW_PLAN) console.log(plan);

@@ -46,7 +46,8 @@ export function toJson(value: unknown, field: string, maxBytes: number): { text:
 /**
  * One JSON array of the values whose JSON texts are `texts`: the texts as
  * they are, between brackets and commas. Statements that insert many
- * payloads (or metas) take them so, split by `json_array_elements`, rather
+ * payloads (or metas), and those that write many outcomes (results, errors,
+ * notes, metas), take them so, split by `json_array_elements`, rather
  * than as a `jsonb[]` parameter: pg writes an array parameter's text by
  * escaping every `"` and `\` of every element with two regular-expression
  * replaces, and JSON is full of both (every key is quoted; a quote in a

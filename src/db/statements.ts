@@ -199,8 +199,13 @@ function insertValues({ jobs }: InsertJobsParams): unknown[] {
  * keys, else NULL (`unnest` reads a NULL array as empty and pads the column
  * with NULLs), so a batch of ordinary jobs binds one NULL instead of a list.
  */
-function metasValue(metas: OutcomeMetas | undefined): OutcomeMetas | null {
-  return metas?.some((m) => m !== null) ? metas : null;
+function metasValue(metas: OutcomeMetas | undefined): string | null {
+  return metas?.some((m) => m !== null) ? nullableJsonArrayText(metas) : null;
+}
+
+/** One JSON array of texts some of which are missing: a missing one is JSON null (read back as SQL NULL by outcomeRows' `json?`). */
+function nullableJsonArrayText(texts: readonly (string | null)[]): string {
+  return jsonArrayText(texts.map((text) => text ?? 'null'));
 }
 
 /**
@@ -261,6 +266,29 @@ export function createStatements(schema: string) {
   // 100 ms for 500 outcomes on a table of 20,000 jobs, in the first five
   // executions on each connection (before the plan cache goes generic).
   const byRow = (...arrays: string[]): string => `unnest(${arrays.map((a) => `(SELECT ${a})`).join(', ')})`;
+  // The same, for outcomes, whose JSON columns (a result, an error, a note,
+  // a meta) each come as one JSON array (jsonArrayText), split by
+  // json_array_elements, not as a jsonb[] parameter: pg escapes every `"`
+  // and `\` of every element of an array parameter, and a result of 1 MB of
+  // quotes held the worker's event loop for 310–520 ms. Each JSON array is
+  // gathered back into an array (json[]) before the rows are unnested, so
+  // the planner counts the rows as it counts an array's (10), not as a
+  // set-returning function's (100): counting on 100 outcomes it read a
+  // table of 20,000 jobs whole (see byRow). `column` is a name and the
+  // parameter, with `json` (cast to jsonb) or `json?` (and a JSON null read
+  // as SQL NULL: no meta recorded, no note) for the JSON ones.
+  // The guard of a write that ends (or moves) an attempt: the job still
+  // runs that attempt. See the claim's comment below for why it is one test.
+  const stillRunning = (j: string, v: string): string => `(${j}.state = 'running' AND ${j}.attempts = ${v}.attempt) IS TRUE`;
+  const outcomeRows = (...columns: (readonly [name: string, param: string, json?: 'json' | 'json?'])[]): string => {
+    const from = columns.map(([, param, json]) =>
+      json ? `(SELECT array_agg(e.value ORDER BY e.n) FROM json_array_elements(${param}::json) WITH ORDINALITY AS e(value, n))` : `(SELECT ${param})`,
+    );
+    const select = columns.map(([column, , json]) =>
+      json === 'json' ? `r.${column}::jsonb AS ${column}` : json === 'json?' ? `nullif(r.${column}::jsonb, 'null') AS ${column}` : `r.${column}`,
+    );
+    return `(SELECT ${select.join(', ')} FROM unnest(${from.join(', ')}) AS r(${columns.map(([column]) => column).join(', ')}))`;
+  };
 
   // A CTE named `locked`: after the statement's UPDATE has taken the rows
   // it settles, and before their row triggers run, the workflow jobs those
@@ -328,9 +356,16 @@ export function createStatements(schema: string) {
   // update finds the picked rows by `id = ANY(ARRAY(...))`: a join there can
   // turn, under a generic plan, into a hash join over the whole table.
   //
-  // Writes that end an attempt test `(state = 'running') IS TRUE`, which no
-  // partial index matches, so the planner cannot prefer an index over
-  // running rows (full of dead entries between vacuums) to the primary key.
+  // Writes that end an attempt test `(state = 'running' AND attempts = n)
+  // IS TRUE` (stillRunning), which no partial index matches, so the planner
+  // cannot prefer an index over running rows (full of dead entries between
+  // vacuums) to the primary key. The attempt in the same test makes it a
+  // test of the join, not of the jobs alone: as a test of the jobs alone,
+  // statistics taken while none ran made it look like one row, and on a
+  // table of 1,000 jobs the planner read the table once and, for each row,
+  // every outcome (a batch of 1,000 took 500 ms, comparing a million pairs).
+  // Counted as the whole table, the jobs are read by primary key, one probe
+  // per outcome, or (a small table) hashed against the outcomes once.
   // A job past its expires_at is never claimed (the claim functions skip
   // it; the expirer cancels it).
   // The live lease must be the claiming worker's own registration ($5, as
@@ -452,8 +487,8 @@ export function createStatements(schema: string) {
     done AS (
       UPDATE ${jobs} j
          SET ${completedSet}
-        FROM ${byRow('$1::bigint[]', '$2::int[]', '$3::jsonb[]', '$4::jsonb[]')} AS v(id, attempt, result, meta)
-       WHERE j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
+        FROM ${outcomeRows(['id', '$1::bigint[]'], ['attempt', '$2::int[]'], ['result', '$3', 'json'], ['meta', '$4', 'json?'])} AS v
+       WHERE j.id = v.id AND ${stillRunning('j', 'v')}
         AND (SELECT count(*) FROM async) = 1
       RETURNING j.id, j.workflow_id, j.state
     ), ${completedLocks},
@@ -473,7 +508,7 @@ export function createStatements(schema: string) {
   const completeDeletingJobs = `
     WITH async AS (SELECT set_config('synchronous_commit', 'off', true)),
     v AS MATERIALIZED (
-      SELECT * FROM ${byRow('$1::bigint[]', '$2::int[]', '$3::jsonb[]', '$4::jsonb[]')} AS v(id, attempt, result, meta)
+      SELECT * FROM ${outcomeRows(['id', '$1::bigint[]'], ['attempt', '$2::int[]'], ['result', '$3', 'json'], ['meta', '$4', 'json?'])} AS v
     ),
     -- Every row the statement settles, locked first in id order (as every
     -- statement that locks several jobs does: a bulk cancel crossing a
@@ -481,7 +516,7 @@ export function createStatements(schema: string) {
     mine AS MATERIALIZED (
       SELECT j.id, (j.workflow_id IS NULL AND j.cancel_requested_at IS NULL) AS deletable
         FROM ${jobs} j JOIN v ON v.id = j.id
-       WHERE (j.state = 'running') IS TRUE AND j.attempts = v.attempt
+       WHERE ${stillRunning('j', 'v')}
          AND (SELECT count(*) FROM async) = 1
        ORDER BY j.id
          FOR UPDATE OF j
@@ -515,9 +550,9 @@ export function createStatements(schema: string) {
              cancel_requested_at = NULL,
              errors = j.errors || jsonb_build_array(v.error),
              ${mergeMeta}
-        FROM ${byRow('$1::bigint[]', '$2::int[]', '$3::jsonb[]', '$4::float8[]', '$5::bool[]', '$6::jsonb[]')}
-          AS v(id, attempt, error, delay_ms, permanent, meta)
-       WHERE j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
+        FROM ${outcomeRows(['id', '$1::bigint[]'], ['attempt', '$2::int[]'], ['error', '$3', 'json'], ['delay_ms', '$4::float8[]'],
+                           ['permanent', '$5::bool[]'], ['meta', '$6', 'json?'])} AS v
+       WHERE j.id = v.id AND ${stillRunning('j', 'v')}
       RETURNING j.id, j.state, j.workflow_id, j.queue, j.run_at
     ), ${lockDependents('NULL', `ARRAY(SELECT id FROM done WHERE state IN ('failed', 'cancelled') AND workflow_id IS NOT NULL)`)},
     notified AS (${notifyDone(`(SELECT id FROM done WHERE state IN ('failed', 'cancelled')) AS f`)}),
@@ -550,8 +585,8 @@ export function createStatements(schema: string) {
              cancel_requested_at = NULL,
              errors = CASE WHEN v.note IS NULL THEN j.errors ELSE ${noteGiveBack} END,
              ${mergeMeta}
-        FROM ${byRow('$1::bigint[]', '$2::int[]', '$3::float8[]', '$4::jsonb[]', '$5::jsonb[]')} AS v(id, attempt, delay_ms, note, meta)
-       WHERE j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
+        FROM ${outcomeRows(['id', '$1::bigint[]'], ['attempt', '$2::int[]'], ['delay_ms', '$3::float8[]'], ['note', '$4', 'json?'], ['meta', '$5', 'json?'])} AS v
+       WHERE j.id = v.id AND ${stillRunning('j', 'v')}
       RETURNING j.id, j.state, j.workflow_id, j.queue, j.run_at
     ), ${lockDependents('NULL', `ARRAY(SELECT id FROM done WHERE state = 'cancelled' AND workflow_id IS NOT NULL)`)},
     notified AS (${notifyDone(`(SELECT id FROM done WHERE state = 'cancelled') AS f`)}),
@@ -639,7 +674,7 @@ export function createStatements(schema: string) {
       UPDATE ${jobs} j
          SET ${giveBack}
         FROM ${byRow('$2::bigint[]', '$3::int[]')} AS h(id, attempt)
-       WHERE j.id = h.id AND j.attempts = h.attempt AND (j.state = 'running') IS TRUE AND j.worker_id = ANY($1::text[])
+       WHERE j.id = h.id AND ${stillRunning('j', 'h')} AND j.worker_id = ANY($1::text[])
       RETURNING j.id, j.state, j.workflow_id
     ), ${settleCancelled('released')}
     SELECT (SELECT count(*) FROM released)::int AS released, (SELECT count(*) FROM notified) AS n, (SELECT count(*) FROM locked) AS l`;
@@ -717,7 +752,7 @@ export function createStatements(schema: string) {
   const adoptJobs = `
     UPDATE ${jobs} j SET worker_id = $1
       FROM ${byRow('$3::bigint[]', '$4::int[]')} AS v(id, attempt)
-     WHERE j.id = v.id AND (j.state = 'running') IS TRUE AND j.attempts = v.attempt
+     WHERE j.id = v.id AND ${stillRunning('j', 'v')}
        AND (j.worker_id = $1 OR j.worker_id = ANY($2::text[]))
     RETURNING j.id::text AS id, j.attempts`;
 
@@ -791,7 +826,7 @@ export function createStatements(schema: string) {
         ...(p.deleteSucceeded
           ? { name: name('complete_deleting', completeDeletingJobs), text: completeDeletingJobs }
           : { name: name('complete', completeJobs), text: completeJobs }),
-        values: [p.ids, p.attempts, p.results, metasValue(p.metas)],
+        values: [p.ids, p.attempts, jsonArrayText(p.results), metasValue(p.metas)],
       });
       return { skipped: rows[0]?.skipped ?? [], cancelled: rows[0]?.cancelled ?? [] };
     },
@@ -801,13 +836,13 @@ export function createStatements(schema: string) {
       return db.query<WrittenOutcome>({
         name: name('fail', failJobs),
         text: failJobs,
-        values: [p.ids, p.attempts, p.errors, p.delaysMs, p.permanent, metasValue(p.metas)],
+        values: [p.ids, p.attempts, jsonArrayText(p.errors), p.delaysMs, p.permanent, metasValue(p.metas)],
       });
     },
 
     /** JobSnoozeMany: due again after the delay; the attempt does not count. */
     snoozeJobs(db: Queryable, p: SnoozeJobsParams): Promise<WrittenOutcome[]> {
-      return db.query<WrittenOutcome>({ name: name('snooze', snoozeJobs), text: snoozeJobs, values: [p.ids, p.attempts, p.delaysMs, p.notes, metasValue(p.metas)] });
+      return db.query<WrittenOutcome>({ name: name('snooze', snoozeJobs), text: snoozeJobs, values: [p.ids, p.attempts, p.delaysMs, nullableJsonArrayText(p.notes), metasValue(p.metas)] });
     },
 
     /** JobRescue: retries or fails the running jobs of workers whose lease has passed. */
