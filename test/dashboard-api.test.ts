@@ -536,10 +536,11 @@ describe('safety', () => {
     expect((await get(locked, '/api/jobs', { authorization: `Basic ${Buffer.from('ops:s3cret').toString('base64')}` })).status).toBe(200);
   });
 
-  it('every answer says nosniff, and none but the assets may be kept by a cache (an API answer holds payloads)', async () => {
+  it('every answer says nosniff and no-referrer, and none but the assets may be kept by a cache (an API answer holds payloads)', async () => {
     const [xss] = await pgq.listJobs({ queue: 'xss' });
     const locked = make({ basicAuth: { username: 'ops', password: 's3cret' } });
     const strict = make({ allowedHosts: ['jobs.example'] });
+    const mounted = make({ basePath: '/admin/jobs' });
     const answers: [string, Response][] = [
       ['a job', await get(dashboard, `/api/jobs/${xss!.id}`)],
       ['the job list', await get(dashboard, '/api/jobs?queue=xss')],
@@ -550,10 +551,13 @@ describe('safety', () => {
       ['a page', await get(dashboard, `/jobs/${xss!.id}`)],
       ['no credentials', await get(locked, '/api/jobs')],
       ['another host', await get(strict, '/api/jobs')],
+      ['no such page', await get(dashboard, '/nope')],
+      ['a path outside the base path', await get(mounted, '/elsewhere')],
     ];
     for (const [what, res] of answers) {
       expect(res.headers.get('x-content-type-options'), what).toBe('nosniff');
       expect(res.headers.get('cache-control'), what).toBe('no-store');
+      expect(res.headers.get('referrer-policy'), what).toBe('no-referrer');
     }
     const asset = await get(dashboard, '/assets/console.js');
     expect(asset.headers.get('x-content-type-options')).toBe('nosniff');
@@ -618,6 +622,19 @@ describe('mounted in a node:http app under /admin/jobs', () => {
       const ran = await fetch(`${base}/admin/jobs/api/schedules/nightly/run`, { method: 'POST', headers: { 'x-pgq-csrf': csrf } });
       expect(await ran.json()).toMatchObject({ state: 'available' });
       expect((await mounted.fetch(new Request('http://x/other'))).status).toBe(404);
+      // Without next(), a path outside the base path is the console's 404, with its headers.
+      const alone = http.createServer((req, res) => mounted.node(req, res));
+      await new Promise<void>((resolve) => alone.listen(0, '127.0.0.1', resolve));
+      try {
+        const outside = await fetch(`http://127.0.0.1:${(alone.address() as AddressInfo).port}/elsewhere`);
+        expect(outside.status).toBe(404);
+        expect(outside.headers.get('x-content-type-options')).toBe('nosniff');
+        expect(outside.headers.get('referrer-policy')).toBe('no-referrer');
+        expect(outside.headers.get('cache-control')).toBe('no-store');
+      } finally {
+        alone.closeAllConnections();
+        await new Promise((resolve) => alone.close(resolve));
+      }
     } finally {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));

@@ -44,6 +44,9 @@ function sameSecret(given: string, expected: string): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
+/** Headers on every answer of the console (Cache-Control: no-store too, but on its assets). */
+export const EVERY_ANSWER_HEADERS: Readonly<Record<string, string>> = { 'X-Content-Type-Options': 'nosniff', 'Referrer-Policy': 'no-referrer' };
+
 export function buildConsoleApp(o: ResolvedDashboardOptions): ConsoleApp {
   const { pgq } = o;
   const csrfToken = createHmac('sha256', o.secret).update('pgq-dashboard-csrf').digest('base64url');
@@ -56,11 +59,13 @@ export function buildConsoleApp(o: ResolvedDashboardOptions): ConsoleApp {
   const streams = new Set<AbortController>();
   const app = new Hono({ strict: false }).basePath(o.basePath || '/');
 
-  // Every answer, refusals included: read as the type it says (a JSON answer
-  // holds payloads and error text), and kept by no cache but the assets.
+  // Every answer, refusals included (and the 404 of a path outside the base
+  // path, index.ts): read as the type it says (a JSON answer holds payloads
+  // and error text), kept by no cache but the assets, and its address (job
+  // ids, filters) told to no site a link leads to.
   app.use('*', async (c, next) => {
     await next();
-    c.header('X-Content-Type-Options', 'nosniff');
+    for (const [name, value] of Object.entries(EVERY_ANSWER_HEADERS)) c.header(name, value);
     if (!c.res.headers.has('Cache-Control')) c.header('Cache-Control', 'no-store');
   });
   if (o.allowedHosts) {

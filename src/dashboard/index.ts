@@ -13,7 +13,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { getRequestListener } from '@hono/node-server';
-import { buildConsoleApp } from './app.js';
+import { buildConsoleApp, EVERY_ANSWER_HEADERS } from './app.js';
 import { resolveDashboardOptions, type DashboardOptions } from './options.js';
 
 export type { DashboardOptions } from './options.js';
@@ -43,6 +43,9 @@ export interface Dashboard {
  * const dashboard = createDashboard({ pgq, readOnly: true, allowedHosts: ['localhost', '127.0.0.1'] });
  * http.createServer(dashboard.node).listen(4100, '127.0.0.1');
  */
+/** The 404 of a path outside the base path: the headers of every answer of the console. */
+const NOT_FOUND_HEADERS: Readonly<Record<string, string>> = { ...EVERY_ANSWER_HEADERS, 'Cache-Control': 'no-store', 'Content-Type': 'text/plain; charset=utf-8' };
+
 export function createDashboard(options: DashboardOptions): Dashboard {
   const o = resolveDashboardOptions(options);
   const { app, live, streams } = buildConsoleApp(o);
@@ -52,14 +55,14 @@ export function createDashboard(options: DashboardOptions): Dashboard {
   return {
     basePath: base,
     async fetch(request: Request): Promise<Response> {
-      if (!under(new URL(request.url).pathname)) return new Response('Not Found', { status: 404 });
+      if (!under(new URL(request.url).pathname)) return new Response('Not Found', { status: 404, headers: NOT_FOUND_HEADERS });
       return app.fetch(request);
     },
     node(req, res, next) {
       const full = (req as IncomingMessage & { originalUrl?: string }).originalUrl ?? req.url ?? '/';
       if (!under(full.split('?')[0] ?? '/')) {
         if (next) return next();
-        res.statusCode = 404;
+        res.writeHead(404, NOT_FOUND_HEADERS);
         res.end('Not Found');
         return;
       }
