@@ -83,7 +83,7 @@ export interface PromoteDueParams {
  * Keys an attempt recorded for `jobs.meta` (`ctx.recordMeta`), one entry per
  * job: JSON text of an object merged into the job's meta by the statement
  * that writes the outcome, or null to leave the meta as it is. Omitted (or
- * all null): the statement binds one NULL array and changes no meta.
+ * all null): the statement binds one NULL and changes no meta.
  */
 export type OutcomeMetas = (string | null)[];
 
@@ -195,8 +195,8 @@ function insertValues({ jobs }: InsertJobsParams): unknown[] {
 }
 
 /**
- * The outcome statements' meta parameter: the list when some job recorded
- * keys, else NULL (`unnest` reads a NULL array as empty and pads the column
+ * The outcome statements' meta parameter: one JSON array when some job
+ * recorded keys, else NULL (read as no elements: `unnest` pads the column
  * with NULLs), so a batch of ordinary jobs binds one NULL instead of a list.
  */
 function metasValue(metas: OutcomeMetas | undefined): string | null {
@@ -278,8 +278,10 @@ export function createStatements(schema: string) {
   // parameter, with `json` (cast to jsonb) or `json?` (and a JSON null read
   // as SQL NULL: no meta recorded, no note) for the JSON ones.
   // The guard of a write that ends (or moves) an attempt: the job still
-  // runs that attempt. See the claim's comment below for why it is one test.
-  const stillRunning = (j: string, v: string): string => `(${j}.state = 'running' AND ${j}.attempts = ${v}.attempt) IS TRUE`;
+  // runs that attempt (and, given `also`, that holds too). See the claim's
+  // comment below for why it is one test.
+  const stillRunning = (j: string, v: string, also?: string): string =>
+    `(${j}.state = 'running' AND ${j}.attempts = ${v}.attempt${also ? ` AND ${also}` : ''}) IS TRUE`;
   const outcomeRows = (...columns: (readonly [name: string, param: string, json?: 'json' | 'json?'])[]): string => {
     const from = columns.map(([, param, json]) =>
       json ? `(SELECT array_agg(e.value ORDER BY e.n) FROM json_array_elements(${param}::json) WITH ORDINALITY AS e(value, n))` : `(SELECT ${param})`,
@@ -360,12 +362,13 @@ export function createStatements(schema: string) {
   // IS TRUE` (stillRunning), which no partial index matches, so the planner
   // cannot prefer an index over running rows (full of dead entries between
   // vacuums) to the primary key. The attempt in the same test makes it a
-  // test of the join, not of the jobs alone: as a test of the jobs alone,
-  // statistics taken while none ran made it look like one row, and on a
-  // table of 1,000 jobs the planner read the table once and, for each row,
-  // every outcome (a batch of 1,000 took 500 ms, comparing a million pairs).
-  // Counted as the whole table, the jobs are read by primary key, one probe
-  // per outcome, or (a small table) hashed against the outcomes once.
+  // test of the join, not of the jobs alone (a test of the worker's id too,
+  // where there is one): as a test of the jobs alone, statistics taken
+  // while none ran made it look like one row, and on a table of 1,000 jobs
+  // the planner read the table once and, for each row, every outcome (a
+  // batch of 1,000 took 500 ms, comparing a million pairs). Counted as the
+  // whole table, the jobs are read by primary key, one probe per outcome,
+  // or (a small table) hashed against the outcomes once.
   // A job past its expires_at is never claimed (the claim functions skip
   // it; the expirer cancels it).
   // The live lease must be the claiming worker's own registration ($5, as
@@ -674,7 +677,7 @@ export function createStatements(schema: string) {
       UPDATE ${jobs} j
          SET ${giveBack}
         FROM ${byRow('$2::bigint[]', '$3::int[]')} AS h(id, attempt)
-       WHERE j.id = h.id AND ${stillRunning('j', 'h')} AND j.worker_id = ANY($1::text[])
+       WHERE j.id = h.id AND ${stillRunning('j', 'h', 'j.worker_id = ANY($1::text[])')}
       RETURNING j.id, j.state, j.workflow_id
     ), ${settleCancelled('released')}
     SELECT (SELECT count(*) FROM released)::int AS released, (SELECT count(*) FROM notified) AS n, (SELECT count(*) FROM locked) AS l`;
@@ -752,8 +755,7 @@ export function createStatements(schema: string) {
   const adoptJobs = `
     UPDATE ${jobs} j SET worker_id = $1
       FROM ${byRow('$3::bigint[]', '$4::int[]')} AS v(id, attempt)
-     WHERE j.id = v.id AND ${stillRunning('j', 'v')}
-       AND (j.worker_id = $1 OR j.worker_id = ANY($2::text[]))
+     WHERE j.id = v.id AND ${stillRunning('j', 'v', '(j.worker_id = $1 OR j.worker_id = ANY($2::text[]))')}
     RETURNING j.id::text AS id, j.attempts`;
 
   return {
