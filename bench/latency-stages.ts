@@ -18,7 +18,10 @@
  * the handler's start. A sample whose stamps are out of that order (a
  * claim sent before its NOTIFY came, by a poll or a claim ahead) counts in
  * the total only. Medians per round, then over the rounds, and pgq's
- * ratios.
+ * ratios. Each round also prints, for the slowest 5% of its split samples,
+ * each stage's median there (where the tail goes), and the WAL the server
+ * wrote and flushed per job over the samples (`pg_stat_wal`, PostgreSQL 14
+ * and later; the whole server's, so other work on it counts too).
  *
  * BENCH_DATABASE_URL or DATABASE_URL, else an embedded PostgreSQL.
  * Options: --systems a,b (pgq,graphile-worker-tuned), --rounds N (3),
@@ -156,12 +159,22 @@ async function main(): Promise<void> {
       await ready;
       const producer = await system.producer(env, { poolSize: 1 });
       const rows: Record<Stage, number[]> = { total: [], toNotify: [], toClaim: [], claim: [], toStart: [] };
+      // The server's WAL written and flushed over the samples (the whole server's: other work on it counts too).
+      const walNow = async (): Promise<{ bytes: number; syncs: number }> => {
+        const { rows: [w] } = await admin.query<{ bytes: string; syncs: string }>(
+          `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::text AS bytes, (SELECT wal_sync FROM pg_stat_wal)::text AS syncs`,
+        );
+        return { bytes: Number(w!.bytes), syncs: Number(w!.syncs) };
+      };
+      let walFrom: { bytes: number; syncs: number } | undefined;
+      let walTo: { bytes: number; syncs: number } | undefined;
       try {
         for (let i = 0; i < WARMUP + samples; i++) {
           const stamped = new Promise<Stamps>((resolve, reject) => {
             waiting.set(i, resolve);
             setTimeout(() => reject(new Error(`${system.name}: job ${i} did not start within 10 s`)), 10_000).unref();
           });
+          if (i === WARMUP) walFrom = await walNow().catch(() => undefined);
           const t = now();
           await producer.add({ i, t });
           const s = await stamped;
@@ -177,11 +190,21 @@ async function main(): Promise<void> {
           }
           await new Promise((resolve) => setTimeout(resolve, 5 + Math.random() * 10));
         }
+        walTo = await walNow().catch(() => undefined);
       } finally {
         await producer.close();
         await stopChild(worker, { type: 'stop' } satisfies ToWorker, 15_000);
       }
       const m = Object.fromEntries(STAGES.map((stage) => [stage, median(rows[stage]) ?? Number.NaN])) as Record<Stage, number>;
+      // Where the tail goes: of the split samples, the slowest 5% by total, each stage's median there.
+      const split = rows.claim.map((_, k) => k);
+      const totalOf = (k: number): number => rows.toNotify[k]! + rows.toClaim[k]! + rows.claim[k]! + rows.toStart[k]!;
+      const slow = split.sort((a, b) => totalOf(b) - totalOf(a)).slice(0, Math.max(1, Math.ceil(split.length / 20)));
+      const tail = STAGES.filter((stage) => stage !== 'total').map((stage) => `${STAGE_NAMES[stage]} ${(median(slow.map((k) => rows[stage][k]!)) ?? Number.NaN).toFixed(3)}`);
+      if (walFrom && walTo) {
+        process.stdout.write(`  ${system.name}: per job, ${((walTo.bytes - walFrom.bytes) / samples).toFixed(0)} bytes of WAL and ${((walTo.syncs - walFrom.syncs) / samples).toFixed(2)} WAL flushes (pg_stat_wal.wal_sync), the whole server's\n`);
+      }
+      process.stdout.write(`  ${system.name}, the slowest ${slow.length} split samples (from ${median(slow.map(totalOf))?.toFixed(3)} ms at their median), medians: ${tail.join(', ')}\n`);
       return { ...m, attributed: rows.claim.length / rows.total.length };
     } finally {
       await dropDatabase(dbName);
