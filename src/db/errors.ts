@@ -45,6 +45,11 @@ export function isTransactionConflict(err: unknown): boolean {
   return code === '40P01' || code === '40001';
 }
 
+/** Whether PostgreSQL ended the transaction for a serialization conflict (40001: under repeatable read, a row another transaction changed since the snapshot). */
+export function isSerializationFailure(err: unknown): boolean {
+  return err !== null && typeof err === 'object' && (err as { code?: unknown }).code === '40001';
+}
+
 /**
  * An error after which the same write may succeed if sent again: a
  * connection error, a statement cancelled by `statement_timeout` (57014)

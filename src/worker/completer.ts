@@ -10,7 +10,10 @@
  * what happened to it: written (and the state it left), discarded (the guard
  * found the job no longer running in that attempt) or not recorded.
  *
- * Connection errors keep the batch and retry with a capped backoff until the
+ * A statement PostgreSQL ended for a serialization failure (40001, under
+ * repeatable read) is sent again after a few milliseconds, a few times,
+ * quietly. Connection
+ * errors keep the batch and retry with a capped backoff until the
  * database takes it. A statement cancelled by `statement_timeout` or
  * `lock_timeout` (another transaction held a row), or for not answering
  * within the worker's limit (TimedPool, db/pool.ts), is sent again in halves,
@@ -30,7 +33,7 @@ import { errorMessage, errorSummary } from '../core/errors.js';
 import { sleep } from '../core/sleep.js';
 import type { Queryable } from '../db/queryable.js';
 import type { HotStatements, WrittenOutcome } from '../db/statements.js';
-import { isCancelledByTimeout, isDataException, isTransientError } from '../db/errors.js';
+import { isCancelledByTimeout, isDataException, isSerializationFailure, isTransientError } from '../db/errors.js';
 
 /**
  * What one attempt ended with. `meta`, when present, is JSON text of the keys
@@ -59,6 +62,8 @@ interface Pending {
 const MAX_BATCH = 1_000;
 /** Tries of a failing write before a stop's deadline may give it up. */
 const MIN_TRIES = 3;
+/** Serialization failures (40001) a write is sent again after without a warning, before they count as failures. */
+const MAX_QUIET_CONFLICTS = 3;
 const NOT_RECORDED: RecordResult = Object.freeze({ status: 'not-recorded' });
 const DISCARDED: RecordResult = Object.freeze({ status: 'discarded' });
 
@@ -189,6 +194,7 @@ export class Completer {
 
   async #write(batch: Pending[]): Promise<void> {
     let failures = 0;
+    let conflicts = 0;
     for (;;) {
       try {
         const written = await this.#writeOnce(batch.map((p) => p.outcome));
@@ -200,6 +206,19 @@ export class Completer {
         this.#failing = false;
         return;
       } catch (err) {
+        if (isSerializationFailure(err) && !this.#abandoned && conflicts < MAX_QUIET_CONFLICTS) {
+          // Under repeatable read PostgreSQL ended the statement for a row
+          // another transaction changed since its snapshot (40001; a retry
+          // reviving a step writes its parents): it wrote nothing, and is
+          // sent again after a moment, without a warning and without
+          // holding the producer back. One that keeps coming is handled as
+          // any transient error. A deadlock (40P01) still warns: pgq locks
+          // in one order, and one is worth seeing.
+          conflicts += 1;
+          this.logger.debug({ err: errorSummary(err), jobs: batch.length }, `pgq records job outcomes again: ${errorMessage(err)}`);
+          await sleep(5 * conflicts);
+          continue;
+        }
         failures += 1;
         if (batch.length > 1 && !this.#abandoned && isCancelledByTimeout(err)) {
           // Cancelled by statement_timeout or lock_timeout, or for not
