@@ -20,8 +20,8 @@
  * the total only. Medians per round, then over the rounds, and pgq's
  * ratios. Each round also prints, for the slowest 5% of its split samples,
  * each stage's median there (where the tail goes), and the WAL the server
- * wrote and flushed per job over the samples (`pg_stat_wal`, PostgreSQL 14
- * and later; the whole server's, so other work on it counts too).
+ * wrote and flushed per job over the samples (flushes from `pg_stat_wal`,
+ * PostgreSQL 14–17; the whole server's, so other work on it counts too).
  *
  * BENCH_DATABASE_URL or DATABASE_URL, else an embedded PostgreSQL.
  * Options: --systems a,b (pgq,graphile-worker-tuned), --rounds N (3),
@@ -159,12 +159,16 @@ async function main(): Promise<void> {
       await ready;
       const producer = await system.producer(env, { poolSize: 1 });
       const rows: Record<Stage, number[]> = { total: [], toNotify: [], toClaim: [], claim: [], toStart: [] };
-      // The server's WAL written and flushed over the samples (the whole server's: other work on it counts too).
+      // The server's WAL written and flushed over the samples (the whole
+      // server's: other work on it counts too). Flushes from pg_stat_wal,
+      // PostgreSQL 14–17 (18 moved them to pg_stat_io, whose counts read
+      // here came out near zero: left out).
       const walNow = async (): Promise<{ bytes: number; syncs: number }> => {
-        const { rows: [w] } = await admin.query<{ bytes: string; syncs: string }>(
-          `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::text AS bytes, (SELECT wal_sync FROM pg_stat_wal)::text AS syncs`,
-        );
-        return { bytes: Number(w!.bytes), syncs: Number(w!.syncs) };
+        const { rows: [w] } = await admin.query<{ bytes: string }>(`SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::text AS bytes`);
+        const flushed = await admin
+          .query<{ n: string }>(`SELECT wal_sync::text AS n FROM pg_stat_wal`)
+          .then(({ rows }) => Number(rows[0]!.n), () => Number.NaN);
+        return { bytes: Number(w!.bytes), syncs: flushed };
       };
       let walFrom: { bytes: number; syncs: number } | undefined;
       let walTo: { bytes: number; syncs: number } | undefined;
@@ -202,7 +206,8 @@ async function main(): Promise<void> {
       const slow = split.sort((a, b) => totalOf(b) - totalOf(a)).slice(0, Math.max(1, Math.ceil(split.length / 20)));
       const tail = STAGES.filter((stage) => stage !== 'total').map((stage) => `${STAGE_NAMES[stage]} ${(median(slow.map((k) => rows[stage][k]!)) ?? Number.NaN).toFixed(3)}`);
       if (walFrom && walTo) {
-        process.stdout.write(`  ${system.name}: per job, ${((walTo.bytes - walFrom.bytes) / samples).toFixed(0)} bytes of WAL and ${((walTo.syncs - walFrom.syncs) / samples).toFixed(2)} WAL flushes (pg_stat_wal.wal_sync), the whole server's\n`);
+        const flushes = (walTo.syncs - walFrom.syncs) / samples;
+        process.stdout.write(`  ${system.name}: per job, ${((walTo.bytes - walFrom.bytes) / samples).toFixed(0)} bytes of WAL and ${Number.isFinite(flushes) ? flushes.toFixed(2) : 'n/a'} WAL flushes, the whole server's\n`);
       }
       process.stdout.write(`  ${system.name}, the slowest ${slow.length} split samples (from ${median(slow.map(totalOf))?.toFixed(3)} ms at their median), medians: ${tail.join(', ')}\n`);
       return { ...m, attributed: rows.claim.length / rows.total.length };

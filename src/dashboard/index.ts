@@ -35,6 +35,9 @@ export interface Dashboard {
   close(): Promise<void>;
 }
 
+/** The 404 of a path outside the base path: the headers of every answer of the console. */
+const NOT_FOUND_HEADERS: Readonly<Record<string, string>> = { ...EVERY_ANSWER_HEADERS, 'Cache-Control': 'no-store', 'Content-Type': 'text/plain; charset=utf-8' };
+
 /**
  * Builds the console on a Pgq instance.
  *
@@ -43,9 +46,6 @@ export interface Dashboard {
  * const dashboard = createDashboard({ pgq, readOnly: true, allowedHosts: ['localhost', '127.0.0.1'] });
  * http.createServer(dashboard.node).listen(4100, '127.0.0.1');
  */
-/** The 404 of a path outside the base path: the headers of every answer of the console. */
-const NOT_FOUND_HEADERS: Readonly<Record<string, string>> = { ...EVERY_ANSWER_HEADERS, 'Cache-Control': 'no-store', 'Content-Type': 'text/plain; charset=utf-8' };
-
 export function createDashboard(options: DashboardOptions): Dashboard {
   const o = resolveDashboardOptions(options);
   const { app, live, streams } = buildConsoleApp(o);

@@ -260,9 +260,10 @@ export function createStatements(schema: string) {
   // be joined with jobs by id. Each array goes through a sub-select so that
   // the planner does not size the rows from the values (a custom plan sees
   // 500 of them): it then drives the join from them, one primary-key probe
-  // each, whatever the statistics say. Sized from the values, with
-  // statistics taken while no job ran (so "state = 'running'" looks like one
-  // row), it read the whole table and compared every row with every value:
+  // each (on a small table, only with the guard as one test of the join:
+  // stillRunning). Sized from the values, with statistics taken while no
+  // job ran (so "state = 'running'" looks like one row), it read the whole
+  // table and compared every row with every value:
   // 100 ms for 500 outcomes on a table of 20,000 jobs, in the first five
   // executions on each connection (before the plan cache goes generic).
   const byRow = (...arrays: string[]): string => `unnest(${arrays.map((a) => `(SELECT ${a})`).join(', ')})`;
@@ -270,18 +271,13 @@ export function createStatements(schema: string) {
   // a meta) each come as one JSON array (jsonArrayText), split by
   // json_array_elements, not as a jsonb[] parameter: pg escapes every `"`
   // and `\` of every element of an array parameter, and a result of 1 MB of
-  // quotes held the worker's event loop for 310–520 ms. Each JSON array is
+  // quotes held the worker's event loop for 270–370 ms. Each JSON array is
   // gathered back into an array (json[]) before the rows are unnested, so
   // the planner counts the rows as it counts an array's (10), not as a
   // set-returning function's (100): counting on 100 outcomes it read a
   // table of 20,000 jobs whole (see byRow). `column` is a name and the
   // parameter, with `json` (cast to jsonb) or `json?` (and a JSON null read
   // as SQL NULL: no meta recorded, no note) for the JSON ones.
-  // The guard of a write that ends (or moves) an attempt: the job still
-  // runs that attempt (and, given `also`, that holds too). See the claim's
-  // comment below for why it is one test.
-  const stillRunning = (j: string, v: string, also?: string): string =>
-    `(${j}.state = 'running' AND ${j}.attempts = ${v}.attempt${also ? ` AND ${also}` : ''}) IS TRUE`;
   const outcomeRows = (...columns: (readonly [name: string, param: string, json?: 'json' | 'json?'])[]): string => {
     const from = columns.map(([, param, json]) =>
       json ? `(SELECT array_agg(e.value ORDER BY e.n) FROM json_array_elements(${param}::json) WITH ORDINALITY AS e(value, n))` : `(SELECT ${param})`,
@@ -291,6 +287,11 @@ export function createStatements(schema: string) {
     );
     return `(SELECT ${select.join(', ')} FROM unnest(${from.join(', ')}) AS r(${columns.map(([column]) => column).join(', ')}))`;
   };
+  // The guard of a write that ends (or moves) an attempt: the job still
+  // runs that attempt (and, given `also`, that holds too). See the claim's
+  // comment below for why it is one test.
+  const stillRunning = (j: string, v: string, also?: string): string =>
+    `(${j}.state = 'running' AND ${j}.attempts = ${v}.attempt${also ? ` AND ${also}` : ''}) IS TRUE`;
 
   // A CTE named `locked`: after the statement's UPDATE has taken the rows
   // it settles, and before their row triggers run, the workflow jobs those

@@ -12,9 +12,8 @@
  *
  * A statement PostgreSQL ended for a serialization failure (40001, under
  * repeatable read) is sent again after a few milliseconds, a few times,
- * quietly. Connection
- * errors keep the batch and retry with a capped backoff until the
- * database takes it. A statement cancelled by `statement_timeout` or
+ * quietly. Connection errors keep the batch and retry with a capped backoff
+ * until the database takes it. A statement cancelled by `statement_timeout` or
  * `lock_timeout` (another transaction held a row), or for not answering
  * within the worker's limit (TimedPool, db/pool.ts), is sent again in halves,
  * down to one outcome, which is retried like a connection error. Any other
@@ -206,7 +205,7 @@ export class Completer {
         this.#failing = false;
         return;
       } catch (err) {
-        if (isSerializationFailure(err) && !this.#abandoned && conflicts < MAX_QUIET_CONFLICTS) {
+        if (isSerializationFailure(err) && !this.#abandoned && conflicts < MAX_QUIET_CONFLICTS && this.monotonicMs() < this.#giveUpAt) {
           // Under repeatable read PostgreSQL ended the statement for a row
           // another transaction changed since its snapshot (40001; a retry
           // reviving a step writes its parents): it wrote nothing, and is
