@@ -12,6 +12,7 @@
 import pg from 'pg';
 import { z } from 'zod';
 import { Pgq, defineTask } from '../src/index.js';
+import { jsonArrayText } from '../src/core/json.js';
 const ADMIN = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const DB = `exp_insert_${process.pid}`;
 const dbUrl = new URL(ADMIN);
@@ -37,7 +38,7 @@ const base = (conflict: boolean, returning: string) => `
     ${returning}`;
 const params = (n: number, from: number) => {
   const fill = <V>(v: V) => Array.from({ length: n }, () => v);
-  return [fill('bench-noop'), fill('default'), `[${Array.from({ length: n }, (_, k) => JSON.stringify({ i: from + k })).join(',')}]`, fill(0), fill(25), fill(null), fill(0), fill(null), fill(null), fill(null), fill(null)];
+  return [fill('bench-noop'), fill('default'), jsonArrayText(Array.from({ length: n }, (_, k) => JSON.stringify({ i: from + k }))), fill(0), fill(25), fill(null), fill(0), fill(null), fill(null), fill(null), fill(null)];
 };
 let counter = 0;
 async function timeIt(label: string, calls: number, conns: number, fn: () => Promise<unknown>, perCall: number): Promise<void> {
@@ -60,7 +61,7 @@ if (mode === 'all' || mode === 'bulk') {
   for (const [label, sql] of variants) await timeIt(label, 40, 1, () => pool.query(sql, params(1000, counter += 1000)), 1000);
   await admin.query(`SELECT 1`);
   const scalar = `INSERT INTO pgq.jobs (task, queue, payload, priority, max_attempts) SELECT $1, $2, p::jsonb, $4, $5 FROM json_array_elements($3::json) AS p RETURNING id`;
-  const sparams = () => ['bench-noop', 'default', `[${Array.from({ length: 1000 }, (_, k) => JSON.stringify({ i: k })).join(',')}]`, 0, 25];
+  const sparams = () => ['bench-noop', 'default', jsonArrayText(Array.from({ length: 1000 }, (_, k) => JSON.stringify({ i: k }))), 0, 25];
   await timeIt('scalars for per-call options + one JSON array of payloads, RETURNING id', 40, 1, () => pool.query(scalar, sparams()), 1000);
   const c = new pg.Client({ connectionString: URL_ }); await c.connect(); await c.query('ALTER TABLE pgq.jobs DISABLE TRIGGER jobs_notify_inserted'); 
   await timeIt('no ON CONFLICT, no RETURNING, no trigger', 40, 1, () => pool.query(variants[3]![1], params(1000, counter += 1000)), 1000);

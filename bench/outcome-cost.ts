@@ -18,6 +18,7 @@ import { z } from 'zod';
 import { Pgq, defineTask } from '../src/index.js';
 import { fromPg } from '../src/db/queryable.js';
 import { createStatements } from '../src/db/statements.js';
+import { median } from './lib/stats.js';
 
 const url = process.env.BENCH_DATABASE_URL ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const schema = 'bench_outcome_cost';
@@ -27,7 +28,6 @@ await pgq.migrate();
 const pool = new pg.Pool({ connectionString: url, max: 1 });
 const db = fromPg(pool);
 const statements = createStatements(schema);
-const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 
 async function run(label: string, n: number, result: string, rounds: number): Promise<void> {
   await pool.query(`TRUNCATE "${schema}".jobs CASCADE`);
@@ -47,7 +47,8 @@ async function run(label: string, n: number, result: string, rounds: number): Pr
     cpu.push((used.user + used.system) / 1000);
     if (skipped.length > 0) throw new Error(`${label}: ${skipped.length} outcomes not written`);
   }
-  console.log(`${label.padEnd(24)} wall ${median(wall).toFixed(1).padStart(7)} ms, this process's CPU ${median(cpu).toFixed(1).padStart(7)} ms (medians of ${rounds})`);
+  const ms = (values: number[]): string => (median(values) ?? Number.NaN).toFixed(1).padStart(7);
+  console.log(`${label.padEnd(24)} wall ${ms(wall)} ms, this process's CPU ${ms(cpu)} ms (medians of ${rounds})`);
 }
 
 try {

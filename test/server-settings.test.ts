@@ -511,7 +511,7 @@ describe('settling a workflow job under default repeatable read while a retry re
           expect(await callbackRow()).toMatchObject({ state: 'available', payload: [1, 2] });
         }
         expect(lines.filter((l) => l.level === 'error').map((l) => l.msg)).toEqual([]);
-        // The outcome ended by 40001 was written again at once: a conflict the completer expects, not a failing database.
+        // The outcome ended by 40001 was written again quietly: a conflict the completer expects, not a failing database.
         expect(lines.filter((l) => l.level === 'warn').map((l) => l.msg)).toEqual([]);
       } finally {
         gate.resolve();
