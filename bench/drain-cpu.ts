@@ -86,7 +86,8 @@ function serverCpu(postmaster: number): ServerCpu {
 /** What a backend's statement is: pgq's claim or completion, or graphile-worker's (its getJobs update, its completeJobs delete). */
 function label(query: string): string {
   if (CLAIM_STATEMENT.test(query)) return 'claim';
-  if (/SET state = 'succeeded'|delete from \S+\._private_jobs/.test(query)) return 'complete';
+  // pgq's completion sets `state = CASE WHEN <cancel asked> THEN 'cancelled' ELSE 'succeeded' END`.
+  if (/ELSE 'succeeded' END|delete from \S+\._private_jobs/.test(query)) return 'complete';
   return 'other';
 }
 
