@@ -59,6 +59,7 @@ const COMMITTED: Record<string, string> = {
   '1764960000000_workflow_revive_writes_parents.sql': 'f2493182672486036b90d3f252a05ee92a4b08b0d3e0ef48a985407e02ff10f7',
   '1764980000000_workflow_settle_without_blocked_children.sql': '12bb7019824b0c23910d57d12ea5e409d1adced23a40c95ca268a3f21ca376b7',
   '1764990000000_workflow_cancelled_descendants.sql': '8b477d8763e066ec1c4ccbc458f1ce3bff32cad0806ab15ae38453f664b901d3',
+  '1765000000000_jobs_state_queue_statistics.sql': '90c2f947ee0b90751f38a11d6b9c6cc7feda042aa778feaa94c169b9051153b4',
 };
 
 /** node-pg-migrate's default advisory lock, which an application's own migrations hold while they run. */
@@ -151,7 +152,7 @@ ALTER INDEX jobs_state_queue_idx_new RENAME TO jobs_state_queue_idx;
       RETURNS TABLE (id bigint, concurrency_key text, priority integer, run_at timestamptz) LANGUAGE sql STABLE AS $$ SELECT NULL::bigint, NULL::text, 0, now() $$`);
     const pgq = new Pgq({ connectionString: ctx.url, schema, tasks: [] });
     try {
-      expect((await pgq.migrate()).applied).toEqual(['1764860000000_converge_edited_functions', '1764870000000_notify_scheduled', '1764880000000_claim_limited_isolation', '1764890000000_expire_unique_holder', '1764900000000_created_by_role_names', '1764910000000_workflow_cascade_levels', '1764920000000_workflow_resumed_jobs', '1764930000000_finished_unique_key_index', '1764940000000_workflow_revive_names_newest', '1764960000000_workflow_revive_writes_parents', '1764980000000_workflow_settle_without_blocked_children', '1764990000000_workflow_cancelled_descendants']);
+      expect((await pgq.migrate()).applied).toEqual(['1764860000000_converge_edited_functions', '1764870000000_notify_scheduled', '1764880000000_claim_limited_isolation', '1764890000000_expire_unique_holder', '1764900000000_created_by_role_names', '1764910000000_workflow_cascade_levels', '1764920000000_workflow_resumed_jobs', '1764930000000_finished_unique_key_index', '1764940000000_workflow_revive_names_newest', '1764960000000_workflow_revive_writes_parents', '1764980000000_workflow_settle_without_blocked_children', '1764990000000_workflow_cancelled_descendants', '1765000000000_jobs_state_queue_statistics']);
       const source = (name: string) =>
         ctx.admin
           .query<{ src: string; lang: string }>(`SELECT p.prosrc AS src, l.lanname AS lang FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang WHERE p.oid = $1::regproc`, [`${s}.${name}`])
