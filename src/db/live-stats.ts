@@ -8,7 +8,12 @@
  *
  * The query reads live states only, one arm per partial index (claim,
  * future, blocked; the running rows through jobs_state_queue_idx), so
- * finished jobs — nearly all rows of a busy table — are never read. Every
+ * finished jobs — nearly all rows of a busy table — are never read. Delayed
+ * jobs are counted from jobs_state_queue_idx, which holds their queue and
+ * state, and only those already due are read through the future index for
+ * the oldest: counted through the future index, each of them was a read of
+ * its row (50,000 delayed jobs spread over a million-row table, 617 ms of
+ * the query's 667; now 124 in all, most of it counting 200,000 waiting). Every
  * queue of the `queues` table is in the reading too, with no live jobs
  * when it has none: a queue a worker serves or someone configured has its
  * series from the first scrape, also right after a restart.
@@ -48,8 +53,11 @@ export function liveStatsQuery(schema: string): string {
     SELECT queue, 'available' AS state, count(*)::int AS n, min(run_at) AS oldest
       FROM ${jobs} WHERE state = 'available' GROUP BY queue
     UNION ALL
-    SELECT queue, state, count(*)::int, min(run_at) FILTER (WHERE run_at <= now())
-      FROM ${jobs} WHERE state IN ('scheduled', 'retryable') GROUP BY queue, state
+    SELECT c.queue, c.state, c.n, d.oldest
+      FROM (SELECT queue, state, count(*)::int AS n FROM ${jobs} WHERE state IN ('scheduled', 'retryable') GROUP BY queue, state) AS c
+      LEFT JOIN (SELECT queue, state, min(run_at) AS oldest FROM ${jobs}
+                  WHERE state IN ('scheduled', 'retryable') AND run_at <= now() GROUP BY queue, state) AS d
+        ON d.queue = c.queue AND d.state = c.state
     UNION ALL
     SELECT queue, 'running', count(*)::int, NULL FROM ${jobs} WHERE state = 'running' GROUP BY queue
     UNION ALL

@@ -3,8 +3,9 @@
  * seconds on a large table:
  *
  * - `queueSnapshot`: per queue, jobs by state for every state but
- *   `succeeded` (an index-only walk of the partial `jobs_state_queue_idx`,
- *   which leaves succeeded rows out), the oldest due waiting job, the pause
+ *   `succeeded` (index-only walks of the claim index and of the partial
+ *   `jobs_state_queue_idx`, which leaves succeeded rows out), the oldest due
+ *   waiting job, the pause
  *   switch and limits (the small `queues` table), and the planner's estimate
  *   of the whole table. Succeeded jobs are counted by
  *   time window in `throughputSeries` instead of all-time.
@@ -18,6 +19,7 @@ import { sql } from '../db/kysely.js';
 import { JOB_STATES, type JobState } from '../core/types.js';
 import type { PgqDatabase } from '../db/tables.js';
 import type { RateLimit } from '../queues.js';
+import { quoteIdent } from '../db/identifiers.js';
 
 /** One queue's live picture. */
 export interface QueueSnapshot {
@@ -61,29 +63,38 @@ export interface ThroughputSeries {
   points: SeriesPoint[];
 }
 
+/** The states counted from jobs_state_queue_idx: all but succeeded (not in it) and available (counted from the claim index). */
+const COUNTED_ELSEWHERE = JOB_STATES.filter((s) => s !== 'succeeded' && s !== 'available');
+
 const zeroCounts = (): Record<JobState, number> => Object.fromEntries(JOB_STATES.map((s) => [s, 0])) as Record<JobState, number>;
 
+/**
+ * The overview's counts and oldest due jobs, one arm per index, none reading
+ * finished rows: waiting jobs and the oldest of them from the claim index;
+ * every other state but succeeded from jobs_state_queue_idx; the oldest
+ * delayed job already due (a worker serving the queue would have made it
+ * available; with none, it is what waits longest, as in pgq.stats() and the
+ * metrics) from the future index, reading only those. The oldest found with
+ * one condition over both states was a read of the whole table, every poll
+ * (250 ms of a million rows). One fixed text per schema (EXPLAIN-tested).
+ */
+export function overviewCountsQuery(schema: string): string {
+  const jobs = `${quoteIdent(schema)}.jobs`;
+  return `
+    SELECT queue, 'available' AS state, count(*)::int AS n, min(run_at) AS oldest FROM ${jobs} WHERE state = 'available' GROUP BY queue
+    UNION ALL
+    SELECT queue, state, count(*)::int, NULL FROM ${jobs} WHERE state IN (${COUNTED_ELSEWHERE.map((s) => `'${s}'`).join(', ')}) GROUP BY queue, state
+    UNION ALL
+    SELECT queue, NULL, 0, min(run_at) FROM ${jobs} WHERE state IN ('scheduled', 'retryable') AND run_at <= now() GROUP BY queue`;
+}
+
 export async function queueSnapshot(kysely: Kysely<PgqDatabase>, schema: string): Promise<OverviewSnapshot> {
-  const [rows, oldest, settings, meta] = await Promise.all([
-    kysely
-      .selectFrom('jobs')
-      .select((eb) => ['queue', 'state', eb.fn.countAll<string>().as('n')])
-      .where('state', '<>', 'succeeded')
-      .groupBy(['state', 'queue'])
-      .execute(),
-    kysely
-      .selectFrom('jobs')
-      .select((eb) => ['queue', eb.fn.min<Date>('run_at').as('oldest')])
-      // Due: available, or scheduled / retryable past their time (a worker
-      // serving the queue would have made them available; with none, they
-      // are what waits longest), as in pgq.stats() and the metrics.
-      .where((eb) => eb.or([eb('state', '=', 'available'), eb.and([eb('state', 'in', ['scheduled', 'retryable']), sql<boolean>`run_at <= now()`])]))
-      .groupBy('queue')
-      .execute(),
+  const [counted, settings, meta] = await Promise.all([
+    sql<{ queue: string; state: JobState | null; n: number; oldest: Date | null }>`${sql.raw(overviewCountsQuery(schema))}`.execute(kysely),
     kysely.selectFrom('queues').select(['name', 'paused', 'concurrency', 'rate_limit', 'rate_period_ms', 'key_concurrency']).execute(),
     sql<{ estimate: number | null; at: Date }>`
       SELECT CASE WHEN reltuples >= 0 THEN reltuples::float8 END AS estimate, now() AS at FROM pg_class
-       WHERE oid = to_regclass(${`${quote(schema)}.jobs`})`.execute(kysely),
+       WHERE oid = to_regclass(${`${quoteIdent(schema)}.jobs`})`.execute(kysely),
   ]);
   const byQueue = new Map<string, QueueSnapshot>();
   const get = (queue: string): QueueSnapshot => {
@@ -91,8 +102,11 @@ export async function queueSnapshot(kysely: Kysely<PgqDatabase>, schema: string)
     if (!q) byQueue.set(queue, (q = { queue, counts: zeroCounts(), oldestWaitingRunAt: null, paused: false, concurrency: null, rateLimit: null, keyConcurrency: null }));
     return q;
   };
-  for (const row of rows) get(row.queue).counts[row.state] = Number(row.n);
-  for (const row of oldest) get(row.queue).oldestWaitingRunAt = row.oldest;
+  for (const row of counted.rows) {
+    const q = get(row.queue);
+    if (row.state !== null) q.counts[row.state] = row.n;
+    if (row.oldest !== null && (q.oldestWaitingRunAt === null || row.oldest < q.oldestWaitingRunAt)) q.oldestWaitingRunAt = row.oldest;
+  }
   for (const row of settings) {
     const q = get(row.name);
     q.paused = row.paused;
@@ -159,6 +173,3 @@ function floorTo(date: Date, seconds: number): Date {
   return new Date(Math.floor(date.getTime() / (seconds * 1_000)) * seconds * 1_000);
 }
 
-function quote(name: string): string {
-  return `"${name.replaceAll('"', '""')}"`;
-}
