@@ -3,6 +3,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { defineTask, type Logger } from '../src/index.js';
+import { orphanedTasksQuery } from '../src/db/worker-tasks.js';
 import { until, useTestSchema } from './support/harness.js';
 
 const ctx = useTestSchema('orphans');
@@ -89,5 +90,40 @@ describe('jobs no live worker runs', () => {
     expect(without).toMatchObject({ queue: 'default', priority: 0, maxAttempts: 25 });
     expect(withTasks.queue).toBe('emails');
     expect(withTasks.maxAttempts).toBe(5);
+  });
+});
+
+describe('the orphan check', () => {
+  it('counts waiting jobs by task and queue first, then asks the workers once per pair, not once per job', async () => {
+    const pgq = await ctx.migrated();
+    const s = `"${ctx.schema}"`;
+    await ctx.admin.query(`DELETE FROM ${s}.jobs`);
+    await ctx.admin.query(`INSERT INTO ${s}.jobs (task, queue, payload) SELECT 'orphan-' || (g % 2), 'orphans', '{}' FROM generate_series(1, 2000) AS g`);
+    await ctx.admin.query(
+      `INSERT INTO ${s}.workers (id, hostname, pid, queues, concurrency, rescue_after_ms, lease_expires_at, tasks)
+       VALUES ('orphan-check', 'h', 1, '{elsewhere}', 1, 30000, now() + interval '1 minute', '{orphan-0}')`,
+    );
+    try {
+      await ctx.admin.query(`ANALYZE ${s}.jobs`);
+      const compiled = orphanedTasksQuery(pgq.kysely).compile();
+      const { rows } = await ctx.admin.query<{ 'QUERY PLAN': string }>(`EXPLAIN (ANALYZE, FORMAT JSON) ${compiled.sql}`, compiled.parameters as unknown[]);
+      // How often each step ran: the checks against workers (a subplan, or
+      // the inner side of a join) once per pair, not once per waiting job.
+      const loops: string[] = [];
+      const visit = (node: { 'Node Type'?: string; 'Relation Name'?: string; 'Actual Loops'?: number; Plans?: unknown[] }): void => {
+        loops.push(`${node['Node Type']} ${node['Relation Name'] ?? ''} ×${node['Actual Loops']}`);
+        for (const child of node.Plans ?? []) visit(child as typeof node);
+      };
+      visit((rows[0]!['QUERY PLAN'] as unknown as { Plan: Parameters<typeof visit>[0] }[])[0]!.Plan);
+      expect(loops.some((l) => l.includes(' workers '))).toBe(true);
+      for (const step of loops) expect(Number(step.slice(step.lastIndexOf('×') + 1)), loops.join(', ')).toBeLessThanOrEqual(3);
+      expect(await pgq.orphanedTasks()).toEqual([
+        { task: 'orphan-0', queue: 'orphans', jobs: 1000, reason: 'queue-not-served' },
+        { task: 'orphan-1', queue: 'orphans', jobs: 1000, reason: 'unknown-task' },
+      ]);
+    } finally {
+      await ctx.admin.query(`DELETE FROM ${s}.workers WHERE id = 'orphan-check'`);
+      await ctx.admin.query(`DELETE FROM ${s}.jobs WHERE queue = 'orphans'`);
+    }
   });
 });

@@ -30,24 +30,35 @@ export async function findOrphanedTasks(
   kysely: Kysely<PgqDatabase>,
   options: { tasks?: readonly string[]; evenWithNoWorkers?: boolean } = {},
 ): Promise<OrphanedTask[]> {
+  const rows = await orphanedTasksQuery(kysely, options).execute();
+  return rows.map((r) => ({ task: r.task, queue: r.queue, jobs: Number(r.jobs), reason: r.known ? 'queue-not-served' : 'unknown-task' }));
+}
+
+/** The statement of `findOrphanedTasks` (EXPLAIN-tested). */
+export function orphanedTasksQuery(kysely: Kysely<PgqDatabase>, options: { tasks?: readonly string[]; evenWithNoWorkers?: boolean } = {}) {
   // Subqueries through the builder, not raw SQL, so `workers` gets pgq's schema.
   const live = sql<boolean>`(w.lease_expires_at IS NULL OR w.lease_expires_at > now())`;
   const knows = sql<boolean>`(w.tasks IS NULL OR j.task = ANY(w.tasks))`;
+  // Waiting jobs counted by task and queue first, then each pair checked
+  // against the workers: checked job by job, a table of 250,000 waiting
+  // jobs took 0.7–1.5 s (the leader asks every orphanCheckMs).
+  let waiting = kysely
+    .selectFrom('jobs')
+    .select(['task', 'queue', (eb) => eb.fn.countAll<string>().as('jobs')])
+    .where('state', 'in', ['available', 'scheduled', 'retryable'])
+    .groupBy(['task', 'queue']);
+  if (options.tasks) waiting = waiting.where('task', 'in', options.tasks.length > 0 ? [...options.tasks] : ['']);
   let query = kysely
-    .selectFrom('jobs as j')
-    .select(['j.task', 'j.queue', (eb) => eb.fn.countAll<string>().as('jobs')])
+    .selectFrom(waiting.as('j'))
+    .select(['j.task', 'j.queue', 'j.jobs'])
     .select((eb) => eb.exists(eb.selectFrom('workers as w').select(sql`1`.as('one')).where(live).where(knows)).as('known'))
-    .where('j.state', 'in', ['available', 'scheduled', 'retryable'])
     .where((eb) =>
       eb.not(eb.exists(eb.selectFrom('workers as w').select(sql`1`.as('one')).where(live).where(knows).where(sql<boolean>`j.queue = ANY(w.queues)`))),
     )
-    .groupBy(['j.task', 'j.queue'])
     .orderBy('j.task')
     .orderBy('j.queue');
   if (!options.evenWithNoWorkers) query = query.where((eb) => eb.exists(eb.selectFrom('workers as w').select(sql`1`.as('one')).where(live)));
-  if (options.tasks) query = query.where('j.task', 'in', options.tasks.length > 0 ? [...options.tasks] : ['']);
-  const rows = await query.execute();
-  return rows.map((r) => ({ task: r.task, queue: r.queue, jobs: Number(r.jobs), reason: r.known ? 'queue-not-served' : 'unknown-task' }));
+  return query;
 }
 
 /** The sentence pgq logs and prints about an orphaned task. */
