@@ -3,7 +3,7 @@
  * the mean wait from due to start, bucketed on the database's clock.
  */
 import { describe, expect, it } from 'vitest';
-import { throughputSeries } from '../src/inspection/queue-stats.js';
+import { throughputReading, throughputSeries } from '../src/inspection/queue-stats.js';
 import { useTestSchema } from './support/harness.js';
 
 const ctx = useTestSchema('throughput_series');
@@ -47,5 +47,42 @@ describe('throughputSeries', () => {
     expect(day.bucketSeconds).toBe(1_800);
     expect(day.points).toHaveLength(48);
     expect(day.points.reduce((n, p) => n + p.succeeded + p.failed + p.cancelled, 0)).toBe(6);
+  });
+
+  it('reads again only the buckets from the one closed last before the previous reading, and all of them after ten minutes', async () => {
+    const pgq = await ctx.migrated();
+    const s = `"${ctx.schema}"`;
+    await ctx.admin.query(`DELETE FROM ${s}.jobs`);
+    const { rows } = await ctx.admin.query<{ left: number }>(`SELECT 60 - date_part('second', now()) AS left`);
+    if (rows[0]!.left < 10) await new Promise((resolve) => setTimeout(resolve, (rows[0]!.left + 0.5) * 1_000));
+    const finish = (ago: string, queue = 'a') =>
+      ctx.admin.query(
+        `INSERT INTO ${s}.jobs (task, queue, payload, state, attempts, run_at, started_at, finished_at)
+         SELECT 't', $1, '{}', 'succeeded', 1, t - interval '2 s', t - interval '1 s', t
+           FROM (SELECT to_timestamp(floor(date_part('epoch', now()) / 60) * 60) + interval '1 s' - $2::interval AS t) AS at`,
+        [queue, ago],
+      );
+    await finish('0 s');
+    await finish('10 min');
+    const first = await throughputReading(pgq.kysely, ctx.schema, 'hour', null, null, 0);
+    const total = (r: { series: { points: { succeeded: number }[] } }) => r.series.points.reduce((n, p) => n + p.succeeded, 0);
+    expect(total(first)).toBe(2);
+    // A job finished now is read; one written into a bucket closed before (rows of another process's long transaction, say) is not, yet.
+    await finish('0 s');
+    await finish('1 min');
+    await finish('20 min');
+    const second = await throughputReading(pgq.kysely, ctx.schema, 'hour', null, first, 60_000);
+    expect(second.series.points.at(-1)!.succeeded).toBe(2);
+    expect(second.series.points.at(-2)!.succeeded).toBe(1);
+    expect(total(second)).toBe(4);
+    expect(second.fullAt).toBe(0);
+    // Another queue's reading, or the other range, is read whole.
+    expect(total(await throughputReading(pgq.kysely, ctx.schema, 'hour', 'a', first, 60_000))).toBe(5);
+    expect(total(await throughputReading(pgq.kysely, ctx.schema, 'day', null, first, 60_000))).toBe(5);
+    // Ten minutes after the last full reading, every bucket is read again.
+    const third = await throughputReading(pgq.kysely, ctx.schema, 'hour', null, second, 600_001);
+    expect(total(third)).toBe(5);
+    expect(third.fullAt).toBe(600_001);
+    expect(third.series).toEqual(await throughputSeries(pgq.kysely, ctx.schema, 'hour'));
   });
 });

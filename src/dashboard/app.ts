@@ -9,7 +9,7 @@ import { Hono, type Context } from 'hono';
 import { basicAuth } from 'hono/basic-auth';
 import { HTTPException } from 'hono/http-exception';
 import { errorMessage, errorSummary } from '../core/errors.js';
-import { queueSnapshot, throughputSeries } from '../inspection/queue-stats.js';
+import { queueSnapshot, throughputReading } from '../inspection/queue-stats.js';
 import { apiRoutes, statusOf } from './api.js';
 import { consoleClient } from './assets/client.js';
 import { CONSOLE_CSS, FAVICON_SVG } from './assets/styles.js';
@@ -52,7 +52,7 @@ export function buildConsoleApp(o: ResolvedDashboardOptions): ConsoleApp {
   const csrfToken = createHmac('sha256', o.secret).update('pgq-dashboard-csrf').digest('base64url');
   const live = new LiveFeed(
     () => queueSnapshot(pgq.kysely, pgq.schema),
-    (range, queue) => throughputSeries(pgq.kysely, pgq.schema, range, queue),
+    (range, queue, previous) => throughputReading(pgq.kysely, pgq.schema, range, queue, previous),
     o.pollIntervalMs,
     (err) => pgq.logger.warn({}, `pgq console could not read its live snapshot: ${errorMessage(err)}`),
   );

@@ -5,20 +5,20 @@
  * all of them; API reads in between get the cached one. Chart series are
  * cached the same way, for longer.
  */
-import type { OverviewSnapshot, SeriesRange, ThroughputSeries } from '../inspection/queue-stats.js';
+import type { OverviewSnapshot, SeriesRange, ThroughputReading, ThroughputSeries } from '../inspection/queue-stats.js';
 
 type Listener = (snapshot: OverviewSnapshot) => void;
 
 export class LiveFeed {
   readonly #listeners = new Set<Listener>();
   #cached: { at: number; value: Promise<OverviewSnapshot> } | null = null;
-  readonly #series = new Map<string, { at: number; value: Promise<ThroughputSeries> }>();
+  readonly #series = new Map<string, { at: number; value: Promise<ThroughputReading>; done: ThroughputReading | null }>();
   #timer: NodeJS.Timeout | null = null;
   #closed = false;
 
   constructor(
     private readonly loadSnapshot: () => Promise<OverviewSnapshot>,
-    private readonly loadSeries: (range: SeriesRange, queue?: string) => Promise<ThroughputSeries>,
+    private readonly loadSeries: (range: SeriesRange, queue: string | null, previous: ThroughputReading | null) => Promise<ThroughputReading>,
     private readonly intervalMs: number,
     private readonly onError: (err: unknown) => void,
   ) {}
@@ -34,17 +34,20 @@ export class LiveFeed {
     return this.#cached.value;
   }
 
-  /** Throughput series, cached for ten intervals (at least 10 s). */
+  /** Throughput series, cached for ten intervals (at least 10 s); each new reading reuses the buckets of the last that closed before it. */
   series(range: SeriesRange, queue?: string): Promise<ThroughputSeries> {
     const key = `${range}\u0000${queue ?? ''}`;
     const now = performance.now();
     const hit = this.#series.get(key);
-    if (hit && now - hit.at < Math.max(10_000, this.intervalMs * 10)) return hit.value;
-    const value = this.loadSeries(range, queue);
-    value.catch(() => this.#series.delete(key));
+    if (hit && now - hit.at < Math.max(10_000, this.intervalMs * 10)) return hit.value.then((r) => r.series);
+    const entry = { at: now, value: this.loadSeries(range, queue ?? null, hit?.done ?? null), done: hit?.done ?? null };
+    entry.value.then(
+      (reading) => (entry.done = reading),
+      () => this.#series.get(key) === entry && this.#series.delete(key),
+    );
     if (this.#series.size > 100) this.#series.clear();
-    this.#series.set(key, { at: now, value });
-    return value;
+    this.#series.set(key, entry);
+    return entry.value.then((r) => r.series);
   }
 
   /** Calls `listener` with every new snapshot until the returned function is called. */
