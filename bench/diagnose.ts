@@ -43,31 +43,52 @@ interface Recorded {
   ms?: number;
 }
 
-/** A pg.Pool that remembers every named statement it runs (pgq's hot path names all of its statements). */
+/**
+ * A pg.Pool that remembers every statement its clients run (pgq's hot path
+ * names all of its statements). Recorded on each client as it connects, not
+ * on the pool's query(): pgq's worker checks its clients out and sends on
+ * them, so a pool-level record saw none of its statements.
+ */
 class RecordingPool extends pg.Pool {
   readonly recorded: Recorded[] = [];
   recording = false;
-  // pg.Pool's query has many overloads; pgq only calls query(config).
-  override query(...args: unknown[]): never {
-    const [config] = args as [pg.QueryConfig | string];
+
+  constructor(config: pg.PoolConfig) {
+    super(config);
+    this.on('connect', (client) => {
+      const send = client.query.bind(client) as (...a: unknown[]) => unknown;
+      (client as unknown as { query: (...a: unknown[]) => unknown }).query = (...args: unknown[]) => this.#record(args, () => send(...args));
+    });
+  }
+
+  #record(args: unknown[], send: () => unknown): unknown {
+    if (!this.recording) return send();
+    const [config, values] = args as [pg.QueryConfig | string, unknown[] | undefined];
+    const entry: Recorded =
+      typeof config === 'string'
+        ? { name: '(unnamed)', text: config, values: Array.isArray(values) ? values : [] }
+        : // pgq's names end with a hash of their text: recorded without it.
+          { name: config.name?.replace(/_[0-9a-f]{8}$/, '') ?? '(unnamed)', text: config.text, values: config.values ?? [] };
+    this.recorded.push(entry);
+    // Client-observed time of the statement: the round trip and the commit,
+    // whether its answer comes by callback (pgq's worker, pool.query) or promise.
     const t0 = performance.now();
-    const result = (super.query as (...a: unknown[]) => unknown)(...args);
-    if (this.recording) {
-      const entry: Recorded =
-        typeof config === 'string'
-          ? { name: '(unnamed)', text: config, values: [] }
-          : // pgq's names end with a hash of their text: recorded without it.
-            { name: config.name?.replace(/_[0-9a-f]{8}$/, '') ?? '(unnamed)', text: config.text, values: config.values ?? [] };
-      this.recorded.push(entry);
-      // Client-observed time of the statement: pool checkout + round trip + commit.
-      if (result && typeof (result as Promise<unknown>).then === 'function') {
-        (result as Promise<unknown>).then(
-          () => (entry.ms = performance.now() - t0),
-          () => undefined,
-        );
-      }
+    const last = args.length - 1;
+    const callback = args[last];
+    if (typeof callback === 'function') {
+      args[last] = (...answer: unknown[]) => {
+        entry.ms = performance.now() - t0;
+        return (callback as (...a: unknown[]) => unknown)(...answer);
+      };
     }
-    return result as never;
+    const result = send();
+    if (result && typeof (result as Promise<unknown>).then === 'function') {
+      (result as Promise<unknown>).then(
+        () => (entry.ms = performance.now() - t0),
+        () => undefined,
+      );
+    }
+    return result;
   }
 }
 
