@@ -225,6 +225,22 @@ describe('JSON API', () => {
     expect(page).toContain(`About ${rows[0]!.n.toLocaleString('en-US')} jobs in the table`);
   });
 
+  it("shows a retry made through the console on the next chart, though the chart's readings are cached and reused", async () => {
+    const { rows } = await ctx.admin.query<{ id: string }>(
+      `INSERT INTO "${ctx.schema}".jobs (task, queue, payload, state, attempts, max_attempts, run_at, started_at, finished_at, errors)
+       VALUES ('mail', 'chart', '{"to": "c@x.y"}', 'failed', 1, 1, now() - interval '6 min', now() - interval '6 min', now() - interval '5 min',
+               '[{"attempt": 1, "message": "no", "at": "2026-01-01T00:00:00Z"}]') RETURNING id::text`,
+    );
+    type Series = { points: { failed: number }[] };
+    const failed = async (): Promise<number> =>
+      ((await (await get(dashboard, '/api/series?range=hour&queue=chart')).json()) as Series).points.reduce((n, p) => n + p.failed, 0);
+    expect(await failed()).toBe(1);
+    expect((await post(dashboard, `/api/jobs/${rows[0]!.id}/retry`, { 'x-pgq-csrf': token })).status).toBe(200);
+    // No longer failed: out of the bucket it finished in, at once.
+    expect(await failed()).toBe(0);
+    await ctx.admin.query(`DELETE FROM "${ctx.schema}".jobs WHERE queue = 'chart'`);
+  });
+
   it('serves overview, series, queues, workflows, schedules, workers and live events', async () => {
     const overview = (await (await get(dashboard, '/api/overview')).json()) as { queues: { queue: string; counts: Record<string, number> }[] };
     expect(overview.queues.find((q) => q.queue === 'xss')!.counts.scheduled).toBe(1);

@@ -268,7 +268,7 @@ describe('Prometheus metrics', () => {
     for (const m of [a, b, fresh]) m.close();
   });
 
-  it("reads live states through indexes (the metrics' and the console's overview), never scanning 1,000,000 finished jobs or reading delayed jobs' rows", async () => {
+  it("reads live states through indexes (the metrics' and the console's overview), never scanning 1,000,000 finished jobs or reading delayed jobs' rows", async (context) => {
     const pgq = await ctx.migrated({ tasks: [work] });
     // Every 50th row a job delayed by a year, and as many waiting (no worker
     // runs here), spread through the finished ones.
@@ -280,13 +280,19 @@ describe('Prometheus metrics', () => {
               LATERAL (SELECT CASE g % 50 WHEN 0 THEN 'scheduled' WHEN 25 THEN 'available' ELSE 'succeeded' END AS state) AS s`,
     );
     await pgq.enqueueMany(work, [{ fail: false }, { fail: false }], { delayMs: 60_000 });
-    // As autovacuum keeps a table: pages whose rows every transaction sees are marked so (the visibility map).
-    await ctx.admin.query(`VACUUM ANALYZE "${ctx.schema}".jobs`);
-    const { rows: sizes } = await ctx.admin.query<{ visible: number }>(
-      `SELECT relallvisible::float8 / greatest(relpages, 1) AS visible FROM pg_class WHERE oid = '"${ctx.schema}".jobs'::regclass`,
-    );
-    // A transaction open elsewhere on the server keeps VACUUM from marking them; without the map, reads of rows are cheaper than index-only ones.
-    const mapped = sizes[0]!.visible > 0.9;
+    // As autovacuum keeps a table: pages whose rows every transaction sees
+    // are marked so (the visibility map). A transaction open elsewhere on the
+    // server (another test file's) keeps VACUUM from marking them: tried again
+    // a few times.
+    let mapped = false;
+    for (let attempt = 0; attempt < 5 && !mapped; attempt += 1) {
+      if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, 1_000));
+      await ctx.admin.query(`VACUUM ANALYZE "${ctx.schema}".jobs`);
+      const { rows: sizes } = await ctx.admin.query<{ visible: number }>(
+        `SELECT relallvisible::float8 / greatest(relpages, 1) AS visible FROM pg_class WHERE oid = '"${ctx.schema}".jobs'::regclass`,
+      );
+      mapped = sizes[0]!.visible > 0.9;
+    }
     for (const [what, query] of [['metrics', liveStatsQuery(ctx.schema)], ['overview', overviewCountsQuery(ctx.schema)]]) {
       const { rows } = await ctx.admin.query<{ 'QUERY PLAN': string }>(`EXPLAIN ${query}`);
       const plan = rows.map((r) => r['QUERY PLAN']).join('\n');
@@ -296,13 +302,15 @@ describe('Prometheus metrics', () => {
       // Every read of jobs is an index-only one, but for the delayed jobs
       // already due (their rows give their queue): the 20,000 waiting and the
       // 20,000 delayed are counted without reading their rows.
+      // Without the map, reads of rows are as cheap as index-only ones to the planner: nothing to check.
       if (!mapped) continue;
       const reads = [...plan.matchAll(/(?:Seq Scan|Index Scan|Index Only Scan|Bitmap Heap Scan)[^\n]* on jobs\b[^\n]*(?:\n +(?! |->)[^\n]*)*/g)].map((m) => m[0]);
       expect(reads.length, what).toBeGreaterThan(0);
       for (const node of reads) {
-        if (!node.startsWith('Index Only Scan')) expect(node, what).toMatch(/(Index|Recheck) Cond: \(run_at <= now\(\)\)/);
+        if (!node.startsWith('Index Only Scan')) expect(node, what).toMatch(/(Index|Recheck) Cond: \(+run_at <= now\(\)\)/);
       }
     }
+    if (!mapped) context.skip('VACUUM could not mark the pages visible (a transaction open elsewhere on the server): the index-only reads were not checked');
   }, 120_000);
 
   it("import 'pgq' loads neither prom-client nor @opentelemetry/api, and of other packages only pg and zod", () => {

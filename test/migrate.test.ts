@@ -59,7 +59,7 @@ const COMMITTED: Record<string, string> = {
   '1764960000000_workflow_revive_writes_parents.sql': 'f2493182672486036b90d3f252a05ee92a4b08b0d3e0ef48a985407e02ff10f7',
   '1764980000000_workflow_settle_without_blocked_children.sql': '12bb7019824b0c23910d57d12ea5e409d1adced23a40c95ca268a3f21ca376b7',
   '1764990000000_workflow_cancelled_descendants.sql': '8b477d8763e066ec1c4ccbc458f1ce3bff32cad0806ab15ae38453f664b901d3',
-  '1765000000000_jobs_state_queue_statistics.sql': '90c2f947ee0b90751f38a11d6b9c6cc7feda042aa778feaa94c169b9051153b4',
+  '1765000000000_jobs_state_queue_statistics.sql': '50550b75cce3003ec4bb822c0ebad90d128465ab5d5df07845eff06d5f092223',
 };
 
 /** node-pg-migrate's default advisory lock, which an application's own migrations hold while they run. */

@@ -88,7 +88,12 @@ export function buildConsoleApp(o: ResolvedDashboardOptions): ConsoleApp {
     if (!sameSecret(c.req.header('x-pgq-csrf') ?? '', csrfToken)) {
       return c.json({ error: { code: 'PGQ_CSRF', message: 'missing or wrong X-Pgq-Csrf header (GET api/csrf gives the token)' } }, 403);
     }
-    return next();
+    try {
+      await next();
+    } finally {
+      // A retry or a delete may have changed buckets of the chart already read.
+      live.forgetSeries();
+    }
   });
   /** The headers every page of the console answers with. */
   const pageHeaders = (c: Context): void => {

@@ -50,6 +50,16 @@ export class LiveFeed {
     return entry.value.then((r) => r.series);
   }
 
+  /**
+   * Forgets the series read so far: a change made through the console (a
+   * retry takes a failed job out of the bucket it finished in, a delete
+   * takes jobs out of theirs) is on the next chart, read whole. Changes made
+   * elsewhere show once the closed buckets are read again (ten minutes).
+   */
+  forgetSeries(): void {
+    this.#series.clear();
+  }
+
   /** Calls `listener` with every new snapshot until the returned function is called. */
   subscribe(listener: Listener): () => void {
     this.#listeners.add(listener);

@@ -142,7 +142,7 @@ export interface ThroughputReading {
   fullAt: number;
 }
 
-/** How long a reading's closed buckets are reused before all are read again (rows deleted since, late commits). */
+/** How long a reading's closed buckets are reused before all are read again (jobs retried or deleted since, late commits). */
 const SERIES_REUSE_MS = 10 * 60_000;
 
 export async function throughputSeries(kysely: Kysely<PgqDatabase>, schema: string, range: SeriesRange, queue?: string): Promise<ThroughputSeries> {
@@ -154,9 +154,11 @@ export async function throughputSeries(kysely: Kysely<PgqDatabase>, schema: stri
  * range and queue): the buckets from the one closed last before it was read,
  * the older ones taken from it. A day of a busy table is hundreds of
  * thousands of finished rows (730,000: 580 ms); the console asks again every
- * few seconds while the chart is shown, and a closed bucket changes only
- * when jobs are deleted or an outcome's transaction outlives a bucket, so
- * every `SERIES_REUSE_MS` all are read again.
+ * few seconds while the chart is shown. A closed bucket changes only when
+ * finished jobs are retried (no longer finished) or deleted, or an
+ * outcome's transaction outlives a bucket: every `SERIES_REUSE_MS` all are
+ * read again, and the console reads all after each change made through it
+ * (`LiveFeed.forgetSeries`).
  */
 export async function throughputReading(
   kysely: Kysely<PgqDatabase>,
