@@ -73,6 +73,7 @@ class RecordingPool extends pg.Pool {
     // Client-observed time of the statement: the round trip and the commit,
     // whether its answer comes by callback (pgq's worker, pool.query) or promise.
     const t0 = performance.now();
+    // The callback is swapped in `args` itself: `send` passes that same array on.
     const last = args.length - 1;
     const callback = args[last];
     if (typeof callback === 'function') {

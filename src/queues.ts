@@ -185,10 +185,10 @@ export class QueueStore {
   }
 
   /**
-   * Live jobs per queue and state, one part per state, each of which
-   * jobs_state_queue_idx (every state but succeeded) can answer, or the
-   * claim index (available), the future index (scheduled and retryable) and
-   * the workflow index (blocked jobs all belong to workflows).
+   * Live jobs per queue and state, one part per state, none reading
+   * finished rows: each can be read from jobs_state_queue_idx (every state
+   * but succeeded), and from the claim index (available), the future index
+   * (scheduled and retryable) or jobs_blocked_idx (blocked).
    */
   async #counts(queue: string | null): Promise<Map<string, Record<LiveState, number>>> {
     const jobs = sql.id(this.schema, 'jobs');

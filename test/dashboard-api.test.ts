@@ -234,11 +234,14 @@ describe('JSON API', () => {
     type Series = { points: { failed: number }[] };
     const failed = async (): Promise<number> =>
       ((await (await get(dashboard, '/api/series?range=hour&queue=chart')).json()) as Series).points.reduce((n, p) => n + p.failed, 0);
-    expect(await failed()).toBe(1);
-    expect((await post(dashboard, `/api/jobs/${rows[0]!.id}/retry`, { 'x-pgq-csrf': token })).status).toBe(200);
-    // No longer failed: out of the bucket it finished in, at once.
-    expect(await failed()).toBe(0);
-    await ctx.admin.query(`DELETE FROM "${ctx.schema}".jobs WHERE queue = 'chart'`);
+    try {
+      expect(await failed()).toBe(1);
+      expect((await post(dashboard, `/api/jobs/${rows[0]!.id}/retry`, { 'x-pgq-csrf': token })).status).toBe(200);
+      // No longer failed: out of the bucket it finished in, at once.
+      expect(await failed()).toBe(0);
+    } finally {
+      await ctx.admin.query(`DELETE FROM "${ctx.schema}".jobs WHERE queue = 'chart'`);
+    }
   });
 
   it('serves overview, series, queues, workflows, schedules, workers and live events', async () => {

@@ -34,7 +34,7 @@ export class LiveFeed {
     return this.#cached.value;
   }
 
-  /** Throughput series, cached for ten intervals (at least 10 s); each new reading reuses the buckets of the last that closed before it. */
+  /** Throughput series, cached for ten intervals (at least 10 s); a new reading reuses the previous one's buckets that had closed before it (`throughputReading`). */
   series(range: SeriesRange, queue?: string): Promise<ThroughputSeries> {
     const key = `${range}\u0000${queue ?? ''}`;
     const now = performance.now();

@@ -6,14 +6,14 @@
  * wins a transaction-level advisory lock, otherwise it serves the stale
  * reading (someone else is refreshing it).
  *
- * The query reads live states only, one arm per partial index (claim,
- * future, blocked; the running rows through jobs_state_queue_idx), so
- * finished jobs — nearly all rows of a busy table — are never read. Delayed
- * jobs are counted from jobs_state_queue_idx, which holds their queue and
- * state, and only those already due are read through the future index for
- * the oldest: counted through the future index, each of them was a read of
- * its row (50,000 delayed jobs spread over a million-row table, 617 ms of
- * the query's 667; now 124 in all, most of it counting 200,000 waiting). Every
+ * The query reads live states only, through partial indexes that leave
+ * finished jobs out (nearly all rows of a busy table): waiting jobs through
+ * the claim index, running and delayed ones through jobs_state_queue_idx
+ * (which holds their queue and state), blocked ones through theirs, and
+ * for the oldest due delayed job, the rows of the delayed jobs already due
+ * through the future index. Counted through the future index, each delayed
+ * job was a read of its row (50,000 spread over a million-row table: 617 ms
+ * of the query's 667; now 124 in all, most of it counting 200,000 waiting). Every
  * queue of the `queues` table is in the reading too, with no live jobs
  * when it has none: a queue a worker serves or someone configured has its
  * series from the first scrape, also right after a restart.

@@ -3,16 +3,17 @@
  * seconds on a large table:
  *
  * - `queueSnapshot`: per queue, jobs by state for every state but
- *   `succeeded` (index-only walks of the claim index and of the partial
- *   `jobs_state_queue_idx`, which leaves succeeded rows out), the oldest due
- *   waiting job, the pause
- *   switch and limits (the small `queues` table), and the planner's estimate
- *   of the whole table. Succeeded jobs are counted by
- *   time window in `throughputSeries` instead of all-time.
- * - `throughputSeries`: finished jobs per bucket (succeeded, failed,
- *   cancelled) and the mean wait from due (`run_at`) to start, over the last
- *   hour (1-minute buckets) or day (30-minute buckets), read through the
- *   `state, finished_at` index over finished rows (jobs_state_finished_idx).
+ *   `succeeded` and the oldest due waiting job (`overviewCountsQuery`:
+ *   walks of the claim index and of the partial `jobs_state_queue_idx`,
+ *   which leave succeeded rows out, and the rows of delayed jobs already
+ *   due), the pause switch and limits (the small `queues` table), and the
+ *   planner's estimate of the whole table. Succeeded jobs are counted by
+ *   time window in the throughput series instead of all-time.
+ * - `throughputReading` (the console's; `throughputSeries` reads the same
+ *   whole): finished jobs per bucket (succeeded, failed, cancelled) and the
+ *   mean wait from due (`run_at`) to start, over the last hour (1-minute
+ *   buckets) or day (30-minute buckets), read through the `state,
+ *   finished_at` index over finished rows (jobs_state_finished_idx).
  */
 import type { Kysely } from 'kysely';
 import { sql } from '../db/kysely.js';
@@ -63,8 +64,8 @@ export interface ThroughputSeries {
   points: SeriesPoint[];
 }
 
-/** The states counted from jobs_state_queue_idx: all but succeeded (not in it) and available (counted from the claim index). */
-const COUNTED_ELSEWHERE = JOB_STATES.filter((s) => s !== 'succeeded' && s !== 'available');
+/** The states the overview counts from jobs_state_queue_idx: all but succeeded (not in it) and available (counted from the claim index). */
+const STATE_QUEUE_IDX_STATES = JOB_STATES.filter((s) => s !== 'succeeded' && s !== 'available');
 
 const zeroCounts = (): Record<JobState, number> => Object.fromEntries(JOB_STATES.map((s) => [s, 0])) as Record<JobState, number>;
 
@@ -75,15 +76,16 @@ const zeroCounts = (): Record<JobState, number> => Object.fromEntries(JOB_STATES
  * delayed job already due (a worker serving the queue would have made it
  * available; with none, it is what waits longest, as in pgq.stats() and the
  * metrics) from the future index, reading only those. The oldest found with
- * one condition over both states was a read of the whole table, every poll
- * (250 ms of a million rows). One fixed text per schema (EXPLAIN-tested).
+ * one condition over both states was a parallel read of the whole table
+ * every poll (250 ms of the snapshot's 440 on a million rows). One fixed
+ * text per schema (EXPLAIN-tested).
  */
 export function overviewCountsQuery(schema: string): string {
   const jobs = `${quoteIdent(schema)}.jobs`;
   return `
     SELECT queue, 'available' AS state, count(*)::int AS n, min(run_at) AS oldest FROM ${jobs} WHERE state = 'available' GROUP BY queue
     UNION ALL
-    SELECT queue, state, count(*)::int, NULL FROM ${jobs} WHERE state IN (${COUNTED_ELSEWHERE.map((s) => `'${s}'`).join(', ')}) GROUP BY queue, state
+    SELECT queue, state, count(*)::int, NULL FROM ${jobs} WHERE state IN (${STATE_QUEUE_IDX_STATES.map((s) => `'${s}'`).join(', ')}) GROUP BY queue, state
     UNION ALL
     SELECT queue, NULL, 0, min(run_at) FROM ${jobs} WHERE state IN ('scheduled', 'retryable') AND run_at <= now() GROUP BY queue`;
 }
@@ -145,6 +147,7 @@ export interface ThroughputReading {
 /** How long a reading's closed buckets are reused before all are read again (jobs retried or deleted since, late commits). */
 const SERIES_REUSE_MS = 10 * 60_000;
 
+/** The series, read whole (`throughputReading` without a previous reading). */
 export async function throughputSeries(kysely: Kysely<PgqDatabase>, schema: string, range: SeriesRange, queue?: string): Promise<ThroughputSeries> {
   return (await throughputReading(kysely, schema, range, queue ?? null, null)).series;
 }
