@@ -3,12 +3,16 @@
  * the mean wait from due to start, bucketed on the database's clock.
  */
 import { describe, expect, it } from 'vitest';
-import { throughputReading, throughputSeries } from '../src/inspection/queue-stats.js';
+import { throughputReading, type SeriesRange } from '../src/inspection/queue-stats.js';
 import { useTestSchema } from './support/harness.js';
 
 const ctx = useTestSchema('throughput_series');
 
-describe('throughputSeries', () => {
+/** The series read whole (no previous reading to reuse). */
+const throughputSeries = async (pgq: { kysely: Parameters<typeof throughputReading>[0] }, range: SeriesRange, queue?: string) =>
+  (await throughputReading(pgq.kysely, ctx.schema, range, queue ?? null, null)).series;
+
+describe('throughputReading', () => {
   it('counts finished jobs into the bucket their finish falls in, with the mean wait from due to start, per queue or all', async () => {
     const pgq = await ctx.migrated();
     const s = `"${ctx.schema}"`;
@@ -27,7 +31,7 @@ describe('throughputSeries', () => {
                         ('a', 'failed', interval '0.5 s', interval '1 s'),
                         ('a', 'cancelled', interval '0 s', interval '1 s'),
                         ('a', 'succeeded', interval '-3600 s', interval '1 s')) AS v(queue, state, fin, wait)`);
-    const all = await throughputSeries(pgq.kysely, ctx.schema, 'hour');
+    const all = await throughputSeries(pgq, 'hour');
     expect(all.bucketSeconds).toBe(60);
     expect(all.points).toHaveLength(60);
     const [previous, current] = all.points.slice(-2);
@@ -40,10 +44,10 @@ describe('throughputSeries', () => {
     // The job finished an hour before the current bucket began is outside the 60 buckets.
     expect(all.points.reduce((n, p) => n + p.succeeded + p.failed + p.cancelled, 0)).toBe(5);
     expect(all.points.slice(0, -2).every((p) => p.meanWaitSeconds === null)).toBe(true);
-    const onlyB = await throughputSeries(pgq.kysely, ctx.schema, 'hour', 'b');
+    const onlyB = await throughputSeries(pgq, 'hour', 'b');
     expect(onlyB.points.at(-2)).toMatchObject({ succeeded: 1, meanWaitSeconds: 6 });
     expect(onlyB.points.reduce((n, p) => n + p.succeeded + p.failed + p.cancelled, 0)).toBe(1);
-    const day = await throughputSeries(pgq.kysely, ctx.schema, 'day');
+    const day = await throughputSeries(pgq, 'day');
     expect(day.bucketSeconds).toBe(1_800);
     expect(day.points).toHaveLength(48);
     expect(day.points.reduce((n, p) => n + p.succeeded + p.failed + p.cancelled, 0)).toBe(6);
@@ -83,6 +87,6 @@ describe('throughputSeries', () => {
     const third = await throughputReading(pgq.kysely, ctx.schema, 'hour', null, second, 600_001);
     expect(total(third)).toBe(5);
     expect(third.fullAt).toBe(600_001);
-    expect(third.series).toEqual(await throughputSeries(pgq.kysely, ctx.schema, 'hour'));
+    expect(third.series).toEqual(await throughputSeries(pgq, 'hour'));
   });
 });

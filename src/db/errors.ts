@@ -1,3 +1,9 @@
+/** The SQLSTATE a database error carries (`code`), if any. */
+function sqlState(err: unknown): string | undefined {
+  const code = err !== null && typeof err === 'object' ? (err as { code?: unknown }).code : undefined;
+  return typeof code === 'string' ? code : undefined;
+}
+
 /**
  * Whether a database error is about the connection (worth retrying the same
  * statement once the database answers again) rather than the statement.
@@ -41,13 +47,13 @@ export function markConnectFailure<E>(err: E): E {
 
 /** Whether PostgreSQL ended the transaction to break a deadlock (40P01) or a serialization conflict (40001). */
 export function isTransactionConflict(err: unknown): boolean {
-  const code = err !== null && typeof err === 'object' ? (err as { code?: unknown }).code : undefined;
+  const code = sqlState(err);
   return code === '40P01' || code === '40001';
 }
 
 /** Whether PostgreSQL ended the transaction for a serialization conflict (40001: under repeatable read, a row another transaction changed since the snapshot). */
 export function isSerializationFailure(err: unknown): boolean {
-  return err !== null && typeof err === 'object' && (err as { code?: unknown }).code === '40001';
+  return sqlState(err) === '40001';
 }
 
 /**
@@ -58,17 +64,16 @@ export function isSerializationFailure(err: unknown): boolean {
  * replica, or a primary on its way down, behind the address for a while).
  */
 export function isTransientError(err: unknown): boolean {
-  return isConnectionError(err) || isCancelledByTimeout(err) || (err as { code?: unknown } | null)?.code === '25006';
+  return isConnectionError(err) || isCancelledByTimeout(err) || sqlState(err) === '25006';
 }
 
 /** A statement cancelled by `statement_timeout` (57014) or `lock_timeout` (55P03). */
 export function isCancelledByTimeout(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
+  const code = sqlState(err);
   return code === '57014' || code === '55P03';
 }
 
 /** A data exception (SQLSTATE class 22): the value was refused, not the connection or the statement. */
 export function isDataException(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && code.startsWith('22');
+  return sqlState(err)?.startsWith('22') ?? false;
 }

@@ -9,8 +9,7 @@
  *   due), the pause switch and limits (the small `queues` table), and the
  *   planner's estimate of the whole table. Succeeded jobs are counted by
  *   time window in the throughput series instead of all-time.
- * - `throughputReading` (the console's; `throughputSeries` reads the same
- *   whole): finished jobs per bucket (succeeded, failed, cancelled) and the
+ * - `throughputReading`: finished jobs per bucket (succeeded, failed, cancelled) and the
  *   mean wait from due (`run_at`) to start, over the last hour (1-minute
  *   buckets) or day (30-minute buckets), read through the `state,
  *   finished_at` index over finished rows (jobs_state_finished_idx).
@@ -25,7 +24,7 @@ import { quoteIdent } from '../db/identifiers.js';
 /** One queue's live picture. */
 export interface QueueSnapshot {
   queue: string;
-  /** Jobs by state; `succeeded` is always 0 here (see `throughputSeries`). */
+  /** Jobs by state; `succeeded` is always 0 here (see `throughputReading`). */
   counts: Record<JobState, number>;
   /** `run_at` of the oldest due job not yet claimed. */
   oldestWaitingRunAt: Date | null;
@@ -146,11 +145,6 @@ export interface ThroughputReading {
 
 /** How long a reading's closed buckets are reused before all are read again (jobs retried or deleted since, late commits). */
 const SERIES_REUSE_MS = 10 * 60_000;
-
-/** The series, read whole (`throughputReading` without a previous reading). */
-export async function throughputSeries(kysely: Kysely<PgqDatabase>, schema: string, range: SeriesRange, queue?: string): Promise<ThroughputSeries> {
-  return (await throughputReading(kysely, schema, range, queue ?? null, null)).series;
-}
 
 /**
  * The series, reading only what may have changed since `previous` (same
