@@ -22,10 +22,11 @@ function timeText(tag: 'text' | 'title', date: Date, range: ThroughputSeries['ra
     : html`<title data-at="${date.toISOString()}" data-range="${range}" data-rest="${rest}">${label(date, range)}${rest}</title>`;
 }
 
-function axis(max: number, unit: string): Html {
+/** Grid lines and their labels at 0, half and the top; a label is the value times `scale`, then `unit`. */
+function axis(max: number, unit: string, scale = 1): Html {
   const y = (v: number): number => PAD.top + (H - PAD.top - PAD.bottom) * (1 - v / max);
   return html`${[0, 0.5, 1].map((f) => html`<line class="grid" x1="${PAD.left}" x2="${W - PAD.right}" y1="${y(max * f)}" y2="${y(max * f)}"/>
-    <text class="tick" x="${PAD.left - 6}" y="${y(max * f) + 4}" text-anchor="end">${niceNumber(max * f)}${unit}</text>`)}`;
+    <text class="tick" x="${PAD.left - 6}" y="${y(max * f) + 4}" text-anchor="end">${niceNumber(max * f * scale)}${unit}</text>`)}`;
 }
 
 function niceNumber(n: number): string {
@@ -84,7 +85,7 @@ export function waitChart(series: ThroughputSeries): Html {
     v === null ? null : html`<circle class="dot" cx="${(PAD.left + (i + 0.5) * step).toFixed(1)}" cy="${y(v).toFixed(1)}" r="2">${timeText('title', series.points[i]!.at, series.range, ` — ${v.toFixed(3)} s`)}</circle>`,
   );
   return html`<svg class="chart" viewBox="0 0 ${W} ${H}" role="img" aria-label="Mean wait from due to start, seconds">
-    ${axis(max, 's')}<path class="line" d="${d}"/>${dots}${xLabels(series, step)}</svg>`;
+    ${max < 1 ? axis(max, 'ms', 1_000) : axis(max, 's')}<path class="line" d="${d}"/>${dots}${xLabels(series, step)}</svg>`;
 }
 
 export const chartLegend = raw(

@@ -1,0 +1,25 @@
+/** The console's server-drawn charts: the wait axis reads in milliseconds below a second. */
+import { describe, expect, it } from 'vitest';
+import { waitChart } from '../src/dashboard/pages/charts.js';
+import type { ThroughputSeries } from '../src/inspection/queue-stats.js';
+
+function series(waits: (number | null)[]): ThroughputSeries {
+  const start = Date.UTC(2026, 11, 7, 12, 0);
+  return {
+    range: 'hour',
+    bucketSeconds: 60,
+    points: waits.map((w, i) => ({ at: new Date(start + i * 60_000), succeeded: 1, failed: 0, cancelled: 0, meanWaitSeconds: w })),
+  };
+}
+
+const ticks = (svg: string): string[] => [...svg.matchAll(/<text class="tick"[^>]*text-anchor="end">([^<]*)<\/text>/g)].map((m) => m[1]!);
+
+describe('waitChart', () => {
+  it('labels an axis under a second in milliseconds (a millisecond wait read 0.0011s, too wide for the margin)', () => {
+    expect(ticks(String(waitChart(series([0.001, null, 0.0005]))))).toEqual(['0ms', '0.55ms', '1.1ms']);
+  });
+
+  it('labels an axis of a second or more in seconds', () => {
+    expect(ticks(String(waitChart(series([12, 3, null]))))).toEqual(['0s', '6.6s', '13.2s']);
+  });
+});
