@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { PermanentError, defineTask } from '../src/index.js';
 import { PgqMetrics } from '../src/metrics.js';
 import { liveStatsQuery } from '../src/db/live-stats.js';
-import { overviewCountsQuery } from '../src/inspection/queue-stats.js';
+import { finishedCountsQuery, overviewCountsQuery } from '../src/inspection/queue-stats.js';
 import { deferred, useTestSchema } from './support/harness.js';
 
 const ctx = useTestSchema('metrics');
@@ -268,16 +268,16 @@ describe('Prometheus metrics', () => {
     for (const m of [a, b, fresh]) m.close();
   });
 
-  it("reads live states through indexes (the metrics' and the console's overview), never scanning 960,000 finished jobs or reading delayed jobs' rows", async (context) => {
+  it("reads live states through indexes (the metrics' and the console's overview), never scanning 960,000 finished jobs or reading delayed jobs' rows; the console's failed jobs index-only", async (context) => {
     const pgq = await ctx.migrated({ tasks: [work] });
     // Every 50th row a job delayed by a year, and as many waiting (no worker
-    // runs here), spread through the finished ones.
+    // runs here) and failed, spread through the succeeded ones.
     await ctx.admin.query(
       `INSERT INTO "${ctx.schema}".jobs (task, queue, state, run_at, finished_at)
        SELECT 'work', 'q' || (g % 10), s.state, CASE WHEN s.state = 'scheduled' THEN now() + interval '1 year' ELSE now() END,
-              CASE WHEN s.state = 'succeeded' THEN now() END
+              CASE WHEN s.state IN ('succeeded', 'failed') THEN now() END
          FROM generate_series(1, 1000000) AS g,
-              LATERAL (SELECT CASE g % 50 WHEN 0 THEN 'scheduled' WHEN 25 THEN 'available' ELSE 'succeeded' END AS state) AS s`,
+              LATERAL (SELECT CASE g % 50 WHEN 0 THEN 'scheduled' WHEN 25 THEN 'available' WHEN 10 THEN 'failed' ELSE 'succeeded' END AS state) AS s`,
     );
     await pgq.enqueueMany(work, [{ fail: false }, { fail: false }], { delayMs: 60_000 });
     // As autovacuum keeps a table: pages whose rows every transaction sees
@@ -293,15 +293,15 @@ describe('Prometheus metrics', () => {
       );
       mapped = sizes[0]!.visible > 0.9;
     }
-    for (const [what, query] of [['metrics', liveStatsQuery(ctx.schema)], ['overview', overviewCountsQuery(ctx.schema)]]) {
+    for (const [what, query] of [['metrics', liveStatsQuery(ctx.schema)], ['overview', overviewCountsQuery(ctx.schema)], ['overview, failed and cancelled', finishedCountsQuery(ctx.schema)]]) {
       const { rows } = await ctx.admin.query<{ 'QUERY PLAN': string }>(`EXPLAIN ${query}`);
       const plan = rows.map((r) => r['QUERY PLAN']).join('\n');
       // (The queues table, one row per queue, may be read whole.)
       expect(plan, what).not.toMatch(/Seq Scan on jobs/);
       expect(plan, what).toMatch(/Index/);
       // Every read of jobs is an index-only one, but for the delayed jobs
-      // already due (their rows give their queue): the 20,000 waiting and the
-      // 20,000 delayed are counted without reading their rows.
+      // already due (their rows give their queue): the 20,000 waiting, the
+      // 20,000 delayed and the 20,000 failed are counted without reading their rows.
       // Without the map, reads of rows are as cheap as index-only ones to the planner: nothing to check.
       if (!mapped) continue;
       const reads = [...plan.matchAll(/(?:Seq Scan|Index Scan|Index Only Scan|Bitmap Heap Scan)[^\n]* on jobs\b[^\n]*(?:\n +(?! |->)[^\n]*)*/g)].map((m) => m[0]);

@@ -9,7 +9,7 @@ import { Hono, type Context } from 'hono';
 import { basicAuth } from 'hono/basic-auth';
 import { HTTPException } from 'hono/http-exception';
 import { errorMessage, errorSummary } from '../core/errors.js';
-import { queueSnapshot, throughputReading } from '../inspection/queue-stats.js';
+import { OverviewReader, throughputReading } from '../inspection/queue-stats.js';
 import { apiRoutes, statusOf } from './api.js';
 import { consoleClient } from './assets/client.js';
 import { CONSOLE_CSS, FAVICON_SVG } from './assets/styles.js';
@@ -50,8 +50,9 @@ export const EVERY_ANSWER_HEADERS: Readonly<Record<string, string>> = { 'X-Conte
 export function buildConsoleApp(o: ResolvedDashboardOptions): ConsoleApp {
   const { pgq } = o;
   const csrfToken = createHmac('sha256', o.secret).update('pgq-dashboard-csrf').digest('base64url');
+  const overview = new OverviewReader(pgq.kysely, pgq.schema);
   const live = new LiveFeed(
-    () => queueSnapshot(pgq.kysely, pgq.schema),
+    () => overview.read(),
     (range, queue, previous) => throughputReading(pgq.kysely, pgq.schema, range, queue, previous),
     o.pollIntervalMs,
     (err) => pgq.logger.warn({}, `pgq console could not read its live snapshot: ${errorMessage(err)}`),
@@ -91,7 +92,8 @@ export function buildConsoleApp(o: ResolvedDashboardOptions): ConsoleApp {
     try {
       await next();
     } finally {
-      // A retry or a delete may have changed buckets of the chart already read.
+      // A retry or a delete may have changed the failed count and buckets of the chart already read.
+      overview.forgetFinished();
       live.forgetSeries();
     }
   });

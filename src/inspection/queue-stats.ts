@@ -2,13 +2,15 @@
  * What the console's overview reads, kept cheap enough to run every few
  * seconds on a large table:
  *
- * - `queueSnapshot`: per queue, jobs by state for every state but
+ * - `OverviewReader`: per queue, jobs by state for every state but
  *   `succeeded` and the oldest due waiting job (`overviewCountsQuery`:
  *   walks of the claim index and of the partial `jobs_state_queue_idx`,
  *   which leave succeeded rows out, and the rows of delayed jobs already
  *   due), the pause switch and limits (the small `queues` table), and the
- *   planner's estimate of the whole table. Succeeded jobs are counted by
- *   time window in the throughput series instead of all-time.
+ *   planner's estimate of the whole table. Failed and cancelled jobs, kept
+ *   for days, are counted apart (`finishedCountsQuery`) and less often the
+ *   longer counting them takes. Succeeded jobs are counted by time window
+ *   in the throughput series instead of all-time.
  * - `throughputReading`: finished jobs per bucket (succeeded, failed, cancelled) and the
  *   mean wait from due (`run_at`) to start, over the last hour (1-minute
  *   buckets) or day (30-minute buckets), read through the `state,
@@ -42,6 +44,8 @@ export interface OverviewSnapshot {
   estimatedJobs: number | null;
   /** Database time of the snapshot. */
   at: Date;
+  /** Database time the failed and cancelled jobs were counted: `at`, or earlier where counting them is slow (`OverviewReader`). */
+  finishedCountedAt: Date;
 }
 
 /** Range of a throughput series. */
@@ -63,64 +67,132 @@ export interface ThroughputSeries {
   points: SeriesPoint[];
 }
 
-/** The states the overview counts from jobs_state_queue_idx: all but succeeded (not in it) and available (counted from the claim index). */
-const STATE_QUEUE_IDX_STATES = JOB_STATES.filter((s) => s !== 'succeeded' && s !== 'available');
+/** The live states the overview counts from jobs_state_queue_idx: not succeeded (not in it), available (counted from the claim index), failed and cancelled (`finishedCountsQuery`). */
+const LIVE_STATE_QUEUE_IDX_STATES = JOB_STATES.filter((s) => s !== 'succeeded' && s !== 'available' && s !== 'failed' && s !== 'cancelled');
 
 const zeroCounts = (): Record<JobState, number> => Object.fromEntries(JOB_STATES.map((s) => [s, 0])) as Record<JobState, number>;
 
 /**
- * The overview's counts and oldest due jobs, one arm per index, none reading
- * finished rows: waiting jobs and the oldest of them from the claim index;
- * every other state but succeeded from jobs_state_queue_idx; the oldest
- * delayed job already due (a worker serving the queue would have made it
- * available; with none, it is what waits longest, as in pgq.stats() and the
- * metrics) from the future index, reading only those. The oldest found with
- * one condition over both states was a parallel read of the whole table
- * every poll (250 ms of the snapshot's 440 on a million rows). One fixed
- * text per schema (EXPLAIN-tested).
+ * The overview's live counts and oldest due jobs, one arm per index, none
+ * reading finished rows: waiting jobs and the oldest of them from the claim
+ * index; running, delayed and blocked ones from jobs_state_queue_idx; the
+ * oldest delayed job already due (a worker serving the queue would have
+ * made it available; with none, it is what waits longest, as in
+ * pgq.stats() and the metrics) from the future index, reading only those.
+ * The oldest found with one condition over both states was a parallel read
+ * of the whole table every poll (250 ms of the snapshot's 440 on a million
+ * rows). One fixed text per schema (EXPLAIN-tested).
  */
 export function overviewCountsQuery(schema: string): string {
   const jobs = `${quoteIdent(schema)}.jobs`;
   return `
     SELECT queue, 'available' AS state, count(*)::int AS n, min(run_at) AS oldest FROM ${jobs} WHERE state = 'available' GROUP BY queue
     UNION ALL
-    SELECT queue, state, count(*)::int, NULL FROM ${jobs} WHERE state IN (${STATE_QUEUE_IDX_STATES.map((s) => `'${s}'`).join(', ')}) GROUP BY queue, state
+    SELECT queue, state, count(*)::int, NULL FROM ${jobs} WHERE state IN (${LIVE_STATE_QUEUE_IDX_STATES.map((s) => `'${s}'`).join(', ')}) GROUP BY queue, state
     UNION ALL
     SELECT queue, NULL, 0, min(run_at) FROM ${jobs} WHERE state IN ('scheduled', 'retryable') AND run_at <= now() GROUP BY queue`;
 }
 
-export async function queueSnapshot(kysely: Kysely<PgqDatabase>, schema: string): Promise<OverviewSnapshot> {
-  const [counted, settings, meta] = await Promise.all([
-    sql<{ queue: string; state: JobState | null; n: number; oldest: Date | null }>`${sql.raw(overviewCountsQuery(schema))}`.execute(kysely),
-    kysely.selectFrom('queues').select(['name', 'paused', 'concurrency', 'rate_limit', 'rate_period_ms', 'key_concurrency']).execute(),
-    sql<{ estimate: number | null; at: Date }>`
-      SELECT CASE WHEN reltuples >= 0 THEN reltuples::float8 END AS estimate, now() AS at FROM pg_class
-       WHERE oid = to_regclass(${`${quoteIdent(schema)}.jobs`})`.execute(kysely),
-  ]);
-  const byQueue = new Map<string, QueueSnapshot>();
-  const get = (queue: string): QueueSnapshot => {
-    let q = byQueue.get(queue);
-    if (!q) byQueue.set(queue, (q = { queue, counts: zeroCounts(), oldestWaitingRunAt: null, paused: false, concurrency: null, rateLimit: null, keyConcurrency: null }));
-    return q;
-  };
-  for (const row of counted.rows) {
-    const q = get(row.queue);
-    if (row.state !== null) q.counts[row.state] = row.n;
-    if (row.oldest !== null && (q.oldestWaitingRunAt === null || row.oldest < q.oldestWaitingRunAt)) q.oldestWaitingRunAt = row.oldest;
+/**
+ * Failed and cancelled jobs by queue, from jobs_state_queue_idx (index-only
+ * where the visibility map allows): a walk of every such entry, kept for
+ * days (a million failed jobs: 250–310 ms). EXPLAIN-tested.
+ */
+export function finishedCountsQuery(schema: string): string {
+  return `SELECT queue, state, count(*)::int AS n FROM ${quoteIdent(schema)}.jobs WHERE state IN ('failed', 'cancelled') GROUP BY queue, state`;
+}
+
+/**
+ * Failed and cancelled jobs are counted again once the time since their last
+ * count is this many times what that count took: every snapshot while it
+ * takes a few milliseconds, every 30 s once it takes 300 ms (a million
+ * failed jobs). Counting them stays under about 1% of a connection's time,
+ * however many are kept.
+ */
+const FINISHED_COUNT_SPACING = 100;
+
+interface FinishedCount {
+  rows: { queue: string; state: JobState; n: number }[];
+  /** This process's clock (ms) when the count was sent, and what it took. */
+  sentAt: number;
+  tookMs: number;
+  /** Database time of the snapshot that read it. */
+  at: Date | null;
+}
+
+/**
+ * The console's overview snapshots (one reader per console): live states
+ * every call, failed and cancelled jobs as often as their cost allows
+ * (`FINISHED_COUNT_SPACING`). `forgetFinished()` makes the next snapshot
+ * count them again: the console calls it after every change it makes (a
+ * retry or delete of failed jobs shows on the next snapshot); one made
+ * elsewhere shows when they are counted next.
+ */
+export class OverviewReader {
+  #finished: FinishedCount | null = null;
+  /** Counts up on every forgetFinished(): a count sent before one is not kept. */
+  #generation = 0;
+
+  constructor(
+    private readonly kysely: Kysely<PgqDatabase>,
+    private readonly schema: string,
+    private readonly clock: () => number = () => performance.now(),
+  ) {}
+
+  forgetFinished(): void {
+    this.#finished = null;
+    this.#generation += 1;
   }
-  for (const row of settings) {
-    const q = get(row.name);
-    q.paused = row.paused;
-    q.concurrency = row.concurrency;
-    q.rateLimit = row.rate_limit !== null && row.rate_period_ms !== null ? { limit: row.rate_limit, periodMs: row.rate_period_ms } : null;
-    q.keyConcurrency = row.key_concurrency;
+
+  async read(): Promise<OverviewSnapshot> {
+    const previous = this.#finished;
+    const generation = this.#generation;
+    const sentAt = this.clock();
+    const countFinished = previous === null || sentAt - previous.sentAt >= previous.tookMs * FINISHED_COUNT_SPACING;
+    const finished = countFinished
+      ? sql<{ queue: string; state: JobState; n: number }>`${sql.raw(finishedCountsQuery(this.schema))}`
+          .execute(this.kysely)
+          .then(({ rows }): FinishedCount => ({ rows, sentAt, tookMs: this.clock() - sentAt, at: null }))
+      : Promise.resolve(previous);
+    const [counted, finishedCount, settings, meta] = await Promise.all([
+      sql<{ queue: string; state: JobState | null; n: number; oldest: Date | null }>`${sql.raw(overviewCountsQuery(this.schema))}`.execute(this.kysely),
+      finished,
+      this.kysely.selectFrom('queues').select(['name', 'paused', 'concurrency', 'rate_limit', 'rate_period_ms', 'key_concurrency']).execute(),
+      sql<{ estimate: number | null; at: Date }>`
+        SELECT CASE WHEN reltuples >= 0 THEN reltuples::float8 END AS estimate, now() AS at FROM pg_class
+         WHERE oid = to_regclass(${`${quoteIdent(this.schema)}.jobs`})`.execute(this.kysely),
+    ]);
+    const first = meta.rows[0];
+    const at = first?.at ?? new Date();
+    if (finishedCount.at === null) finishedCount.at = at;
+    // After a forgetFinished() while this count was out, the next read counts again.
+    if (countFinished && generation === this.#generation) this.#finished = finishedCount;
+    const byQueue = new Map<string, QueueSnapshot>();
+    const get = (queue: string): QueueSnapshot => {
+      let q = byQueue.get(queue);
+      if (!q) byQueue.set(queue, (q = { queue, counts: zeroCounts(), oldestWaitingRunAt: null, paused: false, concurrency: null, rateLimit: null, keyConcurrency: null }));
+      return q;
+    };
+    for (const row of counted.rows) {
+      const q = get(row.queue);
+      if (row.state !== null) q.counts[row.state] = row.n;
+      if (row.oldest !== null && (q.oldestWaitingRunAt === null || row.oldest < q.oldestWaitingRunAt)) q.oldestWaitingRunAt = row.oldest;
+    }
+    for (const row of finishedCount.rows) get(row.queue).counts[row.state] = row.n;
+    for (const row of settings) {
+      const q = get(row.name);
+      q.paused = row.paused;
+      q.concurrency = row.concurrency;
+      q.rateLimit = row.rate_limit !== null && row.rate_period_ms !== null ? { limit: row.rate_limit, periodMs: row.rate_period_ms } : null;
+      q.keyConcurrency = row.key_concurrency;
+    }
+    return {
+      queues: [...byQueue.values()].sort((a, b) => a.queue.localeCompare(b.queue)),
+      estimatedJobs: first?.estimate == null ? null : Math.round(Number(first.estimate)),
+      at,
+      finishedCountedAt: finishedCount.at,
+    };
   }
-  const first = meta.rows[0];
-  return {
-    queues: [...byQueue.values()].sort((a, b) => a.queue.localeCompare(b.queue)),
-    estimatedJobs: first?.estimate == null ? null : Math.round(Number(first.estimate)),
-    at: first?.at ?? new Date(),
-  };
 }
 
 /** Finished jobs of one bucket and state, and their mean wait: a row of the series query. */

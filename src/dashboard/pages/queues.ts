@@ -5,7 +5,7 @@ import { html, type Html } from '../html.js';
 import type { LiveFeed } from '../live.js';
 import { actionButton, liveAge, table, url, type PageContext } from './components.js';
 import type { Page } from './layout.js';
-import { queueControl } from './overview.js';
+import { finishedCountNote, queueControl } from './overview.js';
 
 const COUNTED = ['available', 'running', 'scheduled', 'retryable', 'blocked', 'failed'] as const;
 
@@ -53,6 +53,6 @@ export async function queuesPage(ctx: PageContext, live: LiveFeed): Promise<Page
       rows,
       'No queues yet. A queue appears when a worker serves it, a job is enqueued to it, or it is paused or limited.',
     )}
-    <p class="footnote">Limits hold across every worker: concurrency is the most jobs of the queue running at once, the rate limit the most starts per period (a token bucket, so bursts up to the limit), per key the most running jobs sharing one concurrency key.</p></div>`,
+    <p class="footnote">Limits hold across every worker: concurrency is the most jobs of the queue running at once, the rate limit the most starts per period (a token bucket, so bursts up to the limit), per key the most running jobs sharing one concurrency key.${finishedCountNote(snapshot)}</p></div>`,
   };
 }
