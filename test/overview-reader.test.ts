@@ -1,8 +1,8 @@
 /**
  * The console's overview snapshots: live states on every read; failed and
  * cancelled jobs (kept for days, so possibly millions) counted again only
- * once the time since their last count is a hundred times what it took, or
- * after forgetFinished().
+ * once the time since their last count is a hundred times what it took (at
+ * most five minutes), or after forgetFinished().
  */
 import { describe, expect, it } from 'vitest';
 import { OverviewReader } from '../src/inspection/queue-stats.js';
@@ -60,6 +60,18 @@ describe('OverviewReader', () => {
     reader.forgetFinished();
     const forgotten = await reader.read();
     expect(forgotten.queues.find((q) => q.queue === 'q')?.counts.failed).toBe(6);
+  });
+
+  it('counts them again within five minutes however long the last count took', async () => {
+    const pgq = await ctx.migrated();
+    const s = `"${ctx.schema}"`;
+    await ctx.admin.query(`DELETE FROM ${s}.jobs`);
+    // The first count "took" 10 s (a hundred times that would be 1,000 s): not counted at 299,999, counted at 300,000.
+    const reader = new OverviewReader(pgq.kysely, ctx.schema, scriptedClock([0, 10_000, 299_999, 300_000, 300_001]));
+    await reader.read();
+    await ctx.admin.query(`INSERT INTO ${s}.jobs (task, queue, state, attempts, finished_at) VALUES ('t', 'q', 'cancelled', 1, now())`);
+    expect((await reader.read()).queues.find((q) => q.queue === 'q')?.counts.cancelled ?? 0).toBe(0);
+    expect((await reader.read()).queues.find((q) => q.queue === 'q')?.counts.cancelled).toBe(1);
   });
 
   it('does not keep a count that was out when forgetFinished() was called: the next read counts again', async () => {

@@ -106,10 +106,13 @@ export function finishedCountsQuery(schema: string): string {
  * Failed and cancelled jobs are counted again once the time since their last
  * count is this many times what that count took: every snapshot while it
  * takes a few milliseconds, every 30 s once it takes 300 ms (a million
- * failed jobs). Counting them stays under about 1% of a connection's time,
- * however many are kept.
+ * failed jobs). Counting them stays under about 1% of a connection's time
+ * while a count takes up to 3 s (millions of failed jobs); longer ones come
+ * every five minutes all the same.
  */
 const FINISHED_COUNT_SPACING = 100;
+/** However long the last count took (a stall waiting for a connection counts too), the next comes within five minutes. */
+const FINISHED_COUNT_MAX_AGE_MS = 5 * 60_000;
 
 interface FinishedCount {
   rows: { queue: string; state: JobState; n: number }[];
@@ -148,7 +151,7 @@ export class OverviewReader {
     const previous = this.#finished;
     const generation = this.#generation;
     const sentAt = this.clock();
-    const countFinished = previous === null || sentAt - previous.sentAt >= previous.tookMs * FINISHED_COUNT_SPACING;
+    const countFinished = previous === null || sentAt - previous.sentAt >= Math.min(previous.tookMs * FINISHED_COUNT_SPACING, FINISHED_COUNT_MAX_AGE_MS);
     const finished = countFinished
       ? sql<{ queue: string; state: JobState; n: number }>`${sql.raw(finishedCountsQuery(this.schema))}`
           .execute(this.kysely)
