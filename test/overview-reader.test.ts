@@ -1,16 +1,22 @@
 /**
  * The console's overview snapshots: live states on every read; failed and
  * cancelled jobs (kept for days, so possibly millions) counted again only
- * once the time since their last count is a hundred times what it took (at
- * most five minutes), or after forgetFinished().
+ * once the time since their last count is a hundred times what its
+ * statement took (at most five minutes), or after forgetFinished(); one
+ * count at a time.
  */
+import type { KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs, QueryResult, RootOperationNode, UnknownRow } from 'kysely';
 import { describe, expect, it } from 'vitest';
 import { OverviewReader } from '../src/inspection/queue-stats.js';
 import { useTestSchema } from './support/harness.js';
 
 const ctx = useTestSchema('overview_reader');
 
-/** A clock that answers the given times in turn (ms): the reader asks once when it reads, and once more when a count of finished jobs comes back. */
+/**
+ * A clock that answers the given times in turn (ms): the reader asks once
+ * when it reads, and a count asks twice, when its statement goes out and
+ * when it is answered.
+ */
 function scriptedClock(times: number[]): () => number {
   return () => {
     const t = times.shift();
@@ -19,10 +25,46 @@ function scriptedClock(times: number[]): () => number {
   };
 }
 
+/** Counts the failed-and-cancelled counts sent through it, and can hold their answers back. */
+class CountWatch implements KyselyPlugin {
+  sent = 0;
+  /** Answers every count with an error. */
+  failing = false;
+  #held: Promise<void> | null = null;
+  #release: () => void = () => undefined;
+
+  hold(): void {
+    this.#held = new Promise((resolve) => (this.#release = resolve));
+  }
+
+  release(): void {
+    this.#release();
+    this.#held = null;
+  }
+
+  transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
+    if (JSON.stringify(args.node).includes("IN ('failed', 'cancelled')")) this.sent += 1;
+    return args.node;
+  }
+
+  async transformResult(args: PluginTransformResultArgs): Promise<QueryResult<UnknownRow>> {
+    const row = args.result.rows[0];
+    if (row && 'at' in row && 'n' in row) {
+      if (this.#held) await this.#held;
+      if (this.failing) throw new Error('the count failed');
+    }
+    return args.result;
+  }
+}
+
+const failedOf = (snapshot: Awaited<ReturnType<OverviewReader['read']>>, state: 'failed' | 'cancelled' | 'available' = 'failed'): number =>
+  snapshot.queues.find((q) => q.queue === 'q')?.counts[state] ?? 0;
+
 describe('OverviewReader', () => {
   it('counts failed and cancelled jobs again once a hundred times their last count has passed, or after forgetFinished(); live states every read', async () => {
     const pgq = await ctx.migrated();
     const s = `"${ctx.schema}"`;
+    await ctx.admin.query(`DELETE FROM ${s}.jobs`);
     const add = (state: string, n: number): Promise<unknown> =>
       ctx.admin.query(
         `INSERT INTO ${s}.jobs (task, queue, state, attempts, started_at, finished_at)
@@ -32,11 +74,16 @@ describe('OverviewReader', () => {
       );
     await add('failed', 2);
     await add('available', 1);
-    // First read: counts (nothing counted yet); the count "took" 300 ms, so the next is due at 30,000.
-    const reader = new OverviewReader(pgq.kysely, ctx.schema, scriptedClock([0, 300, 10_000, 29_999, 30_000, 30_001, 30_002, 40_000, 40_001]));
+    const reader = new OverviewReader(
+      pgq.kysely,
+      ctx.schema,
+      undefined,
+      scriptedClock([0, 0, 300, 10_000, 29_999, 30_000, 30_000, 30_001, 30_002, 30_003, 30_003, 30_004]),
+    );
+    // Read at 0: counted (nothing counted yet); the statement "took" 300 ms, so the next count is due at 30,000.
     const first = await reader.read();
     expect(first.queues.find((q) => q.queue === 'q')?.counts).toMatchObject({ failed: 2, cancelled: 0, available: 1 });
-    expect(first.finishedCountedAt).toEqual(first.at);
+    expect(Math.abs(first.finishedCountedAt.getTime() - first.at.getTime())).toBeLessThan(1_000);
 
     await add('failed', 3);
     await add('cancelled', 1);
@@ -45,21 +92,18 @@ describe('OverviewReader', () => {
     for (let i = 0; i < 2; i += 1) {
       const reused = await reader.read();
       expect(reused.queues.find((q) => q.queue === 'q')?.counts).toMatchObject({ failed: 2, cancelled: 0, available: 5 });
-      expect(reused.finishedCountedAt).toEqual(first.at);
-      expect(reused.at.getTime()).toBeGreaterThanOrEqual(first.at.getTime());
+      expect(reused.finishedCountedAt).toEqual(first.finishedCountedAt);
     }
-    // At 30,000: due; this count "took" 1 ms, so the next is due 100 ms after it was sent.
+    // At 30,000: due; this statement "took" 1 ms, so the next count is due at 30,100.
     const counted = await reader.read();
     expect(counted.queues.find((q) => q.queue === 'q')?.counts).toMatchObject({ failed: 5, cancelled: 1, available: 5 });
-    expect(counted.finishedCountedAt).toEqual(counted.at);
+    expect(counted.finishedCountedAt.getTime()).toBeGreaterThan(first.finishedCountedAt.getTime());
 
     await add('failed', 1);
-    // At 30,002: not due (30,100), but forgotten (the console changed something): counted.
-    const notDue = await reader.read();
-    expect(notDue.queues.find((q) => q.queue === 'q')?.counts.failed).toBe(5);
+    // At 30,002: not due; at 30,003, not due either, but forgotten (the console changed something): counted.
+    expect(failedOf(await reader.read())).toBe(5);
     reader.forgetFinished();
-    const forgotten = await reader.read();
-    expect(forgotten.queues.find((q) => q.queue === 'q')?.counts.failed).toBe(6);
+    expect(failedOf(await reader.read())).toBe(6);
   });
 
   it('counts them again within five minutes however long the last count took', async () => {
@@ -67,11 +111,11 @@ describe('OverviewReader', () => {
     const s = `"${ctx.schema}"`;
     await ctx.admin.query(`DELETE FROM ${s}.jobs`);
     // The first count "took" 10 s (a hundred times that would be 1,000 s): not counted at 299,999, counted at 300,000.
-    const reader = new OverviewReader(pgq.kysely, ctx.schema, scriptedClock([0, 10_000, 299_999, 300_000, 300_001]));
+    const reader = new OverviewReader(pgq.kysely, ctx.schema, undefined, scriptedClock([0, 0, 10_000, 299_999, 300_000, 300_000, 300_001]));
     await reader.read();
     await ctx.admin.query(`INSERT INTO ${s}.jobs (task, queue, state, attempts, finished_at) VALUES ('t', 'q', 'cancelled', 1, now())`);
-    expect((await reader.read()).queues.find((q) => q.queue === 'q')?.counts.cancelled ?? 0).toBe(0);
-    expect((await reader.read()).queues.find((q) => q.queue === 'q')?.counts.cancelled).toBe(1);
+    expect(failedOf(await reader.read(), 'cancelled')).toBe(0);
+    expect(failedOf(await reader.read(), 'cancelled')).toBe(1);
   });
 
   it('does not keep a count that was out when forgetFinished() was called: the next read counts again', async () => {
@@ -79,14 +123,54 @@ describe('OverviewReader', () => {
     const s = `"${ctx.schema}"`;
     await ctx.admin.query(`DELETE FROM ${s}.jobs`);
     await ctx.admin.query(`INSERT INTO ${s}.jobs (task, queue, state, attempts, finished_at) VALUES ('t', 'q', 'failed', 1, now())`);
-    // Every count "takes" 1,000 ms: without the forget, the second read (at 1,001) would not count.
-    const reader = new OverviewReader(pgq.kysely, ctx.schema, scriptedClock([0, 1_000, 1_001, 2_001]));
+    // Every count "takes" 1,000 ms: kept, the first would serve the second read (at 1,001).
+    const reader = new OverviewReader(pgq.kysely, ctx.schema, undefined, scriptedClock([0, 0, 1_000, 1_001, 1_001, 1_002]));
     const out = reader.read();
     reader.forgetFinished();
     // The count that was out saw the failed job; the console's change (here, a delete) came after.
-    expect((await out).queues.find((q) => q.queue === 'q')?.counts.failed).toBe(1);
+    expect(failedOf(await out)).toBe(1);
     await ctx.admin.query(`DELETE FROM ${s}.jobs`);
-    const next = await reader.read();
-    expect(next.queues.find((q) => q.queue === 'q')?.counts.failed ?? 0).toBe(0);
+    expect(failedOf(await reader.read())).toBe(0);
+  });
+
+  it('sends one count at a time: reads while it is out wait for it (none before) or show the last; a failed count leaves the last in place', async () => {
+    const pgq = await ctx.migrated();
+    const s = `"${ctx.schema}"`;
+    await ctx.admin.query(`DELETE FROM ${s}.jobs`);
+    await ctx.admin.query(`INSERT INTO ${s}.jobs (task, queue, state, attempts, finished_at) VALUES ('t', 'q', 'failed', 1, now())`);
+    const watch = new CountWatch();
+    const errors: unknown[] = [];
+    // Every statement "takes" 0 ms: without the rule of one at a time, every read would send a count.
+    const reader = new OverviewReader(pgq.kysely.withPlugin(watch), ctx.schema, (err) => errors.push(err), () => 0);
+    watch.hold();
+    const reads = [reader.read(), reader.read(), reader.read()];
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    watch.release();
+    expect((await Promise.all(reads)).map((r) => failedOf(r))).toEqual([1, 1, 1]);
+    expect(watch.sent).toBe(1);
+
+    // Due again (0 ms spacing): a count is sent and held; reads meanwhile show the last count and send none.
+    await ctx.admin.query(`INSERT INTO ${s}.jobs (task, queue, state, attempts, finished_at) VALUES ('t', 'q', 'failed', 1, now())`);
+    watch.hold();
+    const due = reader.read();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(failedOf(await reader.read())).toBe(1);
+    expect(failedOf(await reader.read())).toBe(1);
+    expect(watch.sent).toBe(2);
+    watch.release();
+    expect(failedOf(await due)).toBe(2);
+    expect(failedOf(await reader.read())).toBe(2);
+
+    // A count that fails: the snapshot keeps the last count and says so to onCountError.
+    watch.failing = true;
+    const kept = await reader.read();
+    expect(failedOf(kept)).toBe(2);
+    expect(errors.map((e) => String(e))).toEqual(['Error: the count failed']);
+    watch.failing = false;
+    expect(failedOf(await reader.read())).toBe(2);
+    // With no count to keep (forgotten), the snapshot fails.
+    reader.forgetFinished();
+    watch.failing = true;
+    await expect(reader.read()).rejects.toThrow('the count failed');
   });
 });

@@ -50,7 +50,9 @@ export const EVERY_ANSWER_HEADERS: Readonly<Record<string, string>> = { 'X-Conte
 export function buildConsoleApp(o: ResolvedDashboardOptions): ConsoleApp {
   const { pgq } = o;
   const csrfToken = createHmac('sha256', o.secret).update('pgq-dashboard-csrf').digest('base64url');
-  const overview = new OverviewReader(pgq.kysely, pgq.schema);
+  const overview = new OverviewReader(pgq.kysely, pgq.schema, (err) =>
+    pgq.logger.warn({}, `pgq console could not count failed and cancelled jobs (showing the last count): ${errorMessage(err)}`),
+  );
   const live = new LiveFeed(
     () => overview.read(),
     (range, queue, previous) => throughputReading(pgq.kysely, pgq.schema, range, queue, previous),

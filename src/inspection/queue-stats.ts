@@ -96,67 +96,90 @@ export function overviewCountsQuery(schema: string): string {
 /**
  * Failed and cancelled jobs by queue, from jobs_state_queue_idx (index-only
  * where the visibility map allows): a walk of every such entry, kept for
- * days (a million failed jobs: 250–310 ms). EXPLAIN-tested.
+ * days (a million failed jobs: 250–310 ms). One row at least, with the
+ * database's time (`queue` null when there are none). EXPLAIN-tested.
  */
 export function finishedCountsQuery(schema: string): string {
-  return `SELECT queue, state, count(*)::int AS n FROM ${quoteIdent(schema)}.jobs WHERE state IN ('failed', 'cancelled') GROUP BY queue, state`;
+  return `
+    SELECT now() AS at, c.queue, c.state, c.n
+      FROM (SELECT 1) AS one
+      LEFT JOIN (SELECT queue, state, count(*)::int AS n FROM ${quoteIdent(schema)}.jobs
+                  WHERE state IN ('failed', 'cancelled') GROUP BY queue, state) AS c ON true`;
 }
 
 /**
  * Failed and cancelled jobs are counted again once the time since their last
- * count is this many times what that count took: every snapshot while it
- * takes a few milliseconds, every 30 s once it takes 300 ms (a million
- * failed jobs). Counting them stays under about 1% of a connection's time
- * while a count takes up to 3 s (millions of failed jobs); longer ones come
- * every five minutes all the same.
+ * count was sent is this many times what its statement took: every snapshot
+ * while it takes up to 20 ms (at the default 2 s interval), every 25–30 s
+ * once it takes 250–300 ms (a million failed jobs). Counting them stays
+ * under about 1% of a connection's time while a count takes up to 3 s;
+ * longer ones come every five minutes all the same.
  */
 const FINISHED_COUNT_SPACING = 100;
-/** However long the last count took (a stall waiting for a connection counts too), the next comes within five minutes. */
+/** However long the last count took, the next comes within five minutes. */
 const FINISHED_COUNT_MAX_AGE_MS = 5 * 60_000;
 
 interface FinishedCount {
   rows: { queue: string; state: JobState; n: number }[];
-  /** This process's clock (ms) when the count was sent, and what it took. */
+  /** Database time of the count. */
+  at: Date;
+}
+
+/** When the last count was sent (this process's clock, ms) and how long its statement took, answered or failed. */
+interface CountTry {
   sentAt: number;
   tookMs: number;
-  /** Database time of the snapshot that read it. */
-  at: Date | null;
 }
 
 /**
- * The console's overview snapshots (one reader per console): live states
- * every call, failed and cancelled jobs as often as their cost allows
- * (`FINISHED_COUNT_SPACING`). `forgetFinished()` makes the next snapshot
- * count them again: the console calls it after every change it makes (a
- * retry or delete of failed jobs shows on the next snapshot); one made
- * elsewhere shows when they are counted next.
+ * The console's overview snapshots (one reader per console process): live
+ * states every call, failed and cancelled jobs as often as their cost allows
+ * (`FINISHED_COUNT_SPACING`), one count at a time. A snapshot that finds
+ * the count due waits for it; one that finds a count out uses the last.
+ * `forgetFinished()` makes the next snapshot count them again: the console
+ * calls it after every change it makes (a retry or delete of failed jobs
+ * shows on that process's next snapshot); one made elsewhere shows when
+ * they are counted next. A count that fails (a statement timeout on
+ * millions of rows, say) leaves the last count in the snapshot, and is
+ * tried again no sooner than a count that took as long.
  */
 export class OverviewReader {
   #finished: FinishedCount | null = null;
+  #lastTry: CountTry | null = null;
+  /** The count out now, and the generation it was sent in. */
+  #counting: { promise: Promise<FinishedCount>; generation: number } | null = null;
   /** Counts up on every forgetFinished(): a count sent before one is not kept. */
   #generation = 0;
 
   constructor(
     private readonly kysely: Kysely<PgqDatabase>,
     private readonly schema: string,
+    private readonly onCountError: (err: unknown) => void = () => undefined,
     private readonly clock: () => number = () => performance.now(),
   ) {}
 
   forgetFinished(): void {
     this.#finished = null;
+    this.#lastTry = null;
     this.#generation += 1;
   }
 
   async read(): Promise<OverviewSnapshot> {
-    const previous = this.#finished;
-    const generation = this.#generation;
-    const sentAt = this.clock();
-    const countFinished = previous === null || sentAt - previous.sentAt >= Math.min(previous.tookMs * FINISHED_COUNT_SPACING, FINISHED_COUNT_MAX_AGE_MS);
-    const finished = countFinished
-      ? sql<{ queue: string; state: JobState; n: number }>`${sql.raw(finishedCountsQuery(this.schema))}`
-          .execute(this.kysely)
-          .then(({ rows }): FinishedCount => ({ rows, sentAt, tookMs: this.clock() - sentAt, at: null }))
-      : Promise.resolve(previous);
+    const now = this.clock();
+    const last = this.#finished;
+    const tried = this.#lastTry;
+    const due = tried === null || now - tried.sentAt >= Math.min(tried.tookMs * FINISHED_COUNT_SPACING, FINISHED_COUNT_MAX_AGE_MS);
+    const out = this.#counting !== null && this.#counting.generation === this.#generation ? this.#counting.promise : null;
+    // One count at a time: while one is out, the last one serves (or, with none yet, the one out).
+    const counting = out ?? (due || last === null ? this.#count() : null);
+    const finished: Promise<FinishedCount> =
+      counting === null || (out !== null && last !== null)
+        ? Promise.resolve(last!)
+        : counting.catch((err: unknown) => {
+            if (last === null) throw err;
+            this.onCountError(err);
+            return last;
+          });
     const [counted, finishedCount, settings, meta] = await Promise.all([
       sql<{ queue: string; state: JobState | null; n: number; oldest: Date | null }>`${sql.raw(overviewCountsQuery(this.schema))}`.execute(this.kysely),
       finished,
@@ -166,10 +189,6 @@ export class OverviewReader {
          WHERE oid = to_regclass(${`${quoteIdent(this.schema)}.jobs`})`.execute(this.kysely),
     ]);
     const first = meta.rows[0];
-    const at = first?.at ?? new Date();
-    if (finishedCount.at === null) finishedCount.at = at;
-    // After a forgetFinished() while this count was out, the next read counts again.
-    if (countFinished && generation === this.#generation) this.#finished = finishedCount;
     const byQueue = new Map<string, QueueSnapshot>();
     const get = (queue: string): QueueSnapshot => {
       let q = byQueue.get(queue);
@@ -192,9 +211,37 @@ export class OverviewReader {
     return {
       queues: [...byQueue.values()].sort((a, b) => a.queue.localeCompare(b.queue)),
       estimatedJobs: first?.estimate == null ? null : Math.round(Number(first.estimate)),
-      at,
+      at: first?.at ?? new Date(),
       finishedCountedAt: finishedCount.at,
     };
+  }
+
+  /** Sends a count; its statement alone is timed (not the wait for a connection). Kept unless forgetFinished() was called meanwhile. */
+  #count(): Promise<FinishedCount> {
+    const generation = this.#generation;
+    let tryOf: CountTry | null = null;
+    const promise = this.kysely.connection().execute(async (db) => {
+      const sentAt = this.clock();
+      try {
+        const { rows } = await sql<{ at: Date; queue: string | null; state: JobState | null; n: number | null }>`${sql.raw(finishedCountsQuery(this.schema))}`.execute(db);
+        return {
+          rows: rows.flatMap((r) => (r.queue !== null && r.state !== null && r.n !== null ? [{ queue: r.queue, state: r.state, n: r.n }] : [])),
+          at: rows[0]!.at,
+        };
+      } finally {
+        tryOf = { sentAt, tookMs: this.clock() - sentAt };
+      }
+    });
+    const entry = { promise, generation };
+    this.#counting = entry;
+    const settle = (count: FinishedCount | null): void => {
+      if (this.#counting === entry) this.#counting = null;
+      if (generation !== this.#generation) return;
+      if (tryOf !== null) this.#lastTry = tryOf;
+      if (count !== null) this.#finished = count;
+    };
+    promise.then(settle, () => settle(null));
+    return promise;
   }
 }
 

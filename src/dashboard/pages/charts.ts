@@ -81,11 +81,14 @@ export function waitChart(series: ThroughputSeries): Html {
     const x = PAD.left + (i + 0.5) * step;
     d += `${d && values[i - 1] !== null ? 'L' : 'M'}${x.toFixed(1)},${y(v).toFixed(1)}`;
   });
+  // Below a second, in milliseconds: axis, tooltips and label alike.
+  const inMs = max < 1;
+  const value = (v: number): string => (inMs ? `${(v * 1_000).toFixed(1)} ms` : `${v.toFixed(3)} s`);
   const dots = values.map((v, i) =>
-    v === null ? null : html`<circle class="dot" cx="${(PAD.left + (i + 0.5) * step).toFixed(1)}" cy="${y(v).toFixed(1)}" r="2">${timeText('title', series.points[i]!.at, series.range, ` — ${v.toFixed(3)} s`)}</circle>`,
+    v === null ? null : html`<circle class="dot" cx="${(PAD.left + (i + 0.5) * step).toFixed(1)}" cy="${y(v).toFixed(1)}" r="2">${timeText('title', series.points[i]!.at, series.range, ` — ${value(v)}`)}</circle>`,
   );
-  return html`<svg class="chart" viewBox="0 0 ${W} ${H}" role="img" aria-label="Mean wait from due to start, seconds">
-    ${max < 1 ? axis(max, 'ms', 1_000) : axis(max, 's')}<path class="line" d="${d}"/>${dots}${xLabels(series, step)}</svg>`;
+  return html`<svg class="chart" viewBox="0 0 ${W} ${H}" role="img" aria-label="Mean wait from due to start, ${inMs ? 'milliseconds' : 'seconds'}">
+    ${inMs ? axis(max, 'ms', 1_000) : axis(max, 's')}<path class="line" d="${d}"/>${dots}${xLabels(series, step)}</svg>`;
 }
 
 export const chartLegend = raw(

@@ -30,10 +30,10 @@ export function queueTable(ctx: PageContext, snapshot: OverviewSnapshot): Html {
   );
 }
 
-/** Said where the failed and cancelled counts are older than the snapshot (a large count is read less often: `OverviewReader`). */
+/** Said where the failed and cancelled counts are older than the snapshot (a slow count is made less often: `OverviewReader`). */
 export function finishedCountNote(snapshot: OverviewSnapshot): Html | null {
   if (snapshot.at.getTime() - snapshot.finishedCountedAt.getTime() < 1_000) return null;
-  return html` Failed and cancelled jobs as counted ${time(snapshot.finishedCountedAt, { ago: true })}: there are many, so they are counted less often.`;
+  return html` Failed and cancelled jobs as counted ${time(snapshot.finishedCountedAt, { ago: true })}: counting them takes a while, so it is done less often.`;
 }
 
 /** The pause switch and limits of a queue, as badges. */
@@ -80,7 +80,7 @@ export async function overviewPage(ctx: PageContext, live: LiveFeed, workers: nu
         <p class="footnote">${snapshot.estimatedJobs === null ? 'The table has not been analyzed yet, so there is no estimate of its size.' : `About ${snapshot.estimatedJobs.toLocaleString('en-US')} jobs in the table (planner estimate).`} Succeeded jobs are counted per time window, in the charts. Updated ${time(snapshot.at, { ago: true })}.${finishedCountNote(snapshot)}</p></section>
       <section class="grid-2">
         <div class="card"><h2>Finished per ${range === 'hour' ? 'minute' : '30 minutes'}</h2>${throughputChart(series)}${chartLegend}</div>
-        <div class="card"><h2>Mean wait, due → started</h2>${waitChart(series)}<div class="legend"><span class="sw line-sw"></span>seconds, jobs finished in each bucket</div></div>
+        <div class="card"><h2>Mean wait, due → started</h2>${waitChart(series)}<div class="legend"><span class="sw line-sw"></span>mean of the jobs finished in each bucket</div></div>
       </section>`,
   };
 }
