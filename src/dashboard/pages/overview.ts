@@ -30,9 +30,14 @@ export function queueTable(ctx: PageContext, snapshot: OverviewSnapshot): Html {
   );
 }
 
-/** Said where the failed and cancelled counts are older than the snapshot (a slow count is made less often: `OverviewReader`). */
+/**
+ * Said where the failed and cancelled counts are ten seconds or more older
+ * than the snapshot (a slow count is made less often: `OverviewReader`); a
+ * count one or two snapshots old (a connection's first statement is slower)
+ * is as fresh as the page.
+ */
 export function finishedCountNote(snapshot: OverviewSnapshot): Html | null {
-  if (snapshot.at.getTime() - snapshot.finishedCountedAt.getTime() < 1_000) return null;
+  if (snapshot.at.getTime() - snapshot.finishedCountedAt.getTime() < 10_000) return null;
   return html` Failed and cancelled jobs as counted ${time(snapshot.finishedCountedAt, { ago: true })}: counting them takes a while, so it is done less often.`;
 }
 
