@@ -6,7 +6,10 @@
  * count at a time.
  */
 import type { KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs, QueryResult, RootOperationNode, UnknownRow } from 'kysely';
+import { Kysely, PostgresDialect } from 'kysely';
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
+import type { PgqDatabase } from '../src/db/tables.js';
 import { OverviewReader } from '../src/inspection/queue-stats.js';
 import { useTestSchema } from './support/harness.js';
 
@@ -28,6 +31,9 @@ function scriptedClock(times: number[]): () => number {
 /** Counts the failed-and-cancelled counts sent through it, and can hold their answers back. */
 class CountWatch implements KyselyPlugin {
   sent = 0;
+  /** Counts sent and not yet answered, now and at most. */
+  inFlight = 0;
+  maxInFlight = 0;
   /** Answers every count with an error. */
   failing = false;
   #held: Promise<void> | null = null;
@@ -43,7 +49,11 @@ class CountWatch implements KyselyPlugin {
   }
 
   transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
-    if (JSON.stringify(args.node).includes("IN ('failed', 'cancelled')")) this.sent += 1;
+    if (JSON.stringify(args.node).includes("IN ('failed', 'cancelled')")) {
+      this.sent += 1;
+      this.inFlight += 1;
+      this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    }
     return args.node;
   }
 
@@ -51,6 +61,7 @@ class CountWatch implements KyselyPlugin {
     const row = args.result.rows[0];
     if (row && 'at' in row && 'n' in row) {
       if (this.#held) await this.#held;
+      this.inFlight -= 1;
       if (this.failing) throw new Error('the count failed');
     }
     return args.result;
@@ -172,5 +183,97 @@ describe('OverviewReader', () => {
     reader.forgetFinished();
     watch.failing = true;
     await expect(reader.read()).rejects.toThrow('the count failed');
+  });
+  it('tries a count that failed, with no count to show, again no sooner than one that took as long: the snapshots between fail at once', async () => {
+    const pgq = await ctx.migrated();
+    await ctx.admin.query(`DELETE FROM "${ctx.schema}".jobs`);
+    const watch = new CountWatch();
+    watch.failing = true;
+    // The failed count "took" 1,000 ms: not sent again at 1,001 or 99,999, sent at 100,000.
+    const reader = new OverviewReader(pgq.kysely.withPlugin(watch), ctx.schema, undefined, scriptedClock([0, 0, 1_000, 1_001, 99_999, 100_000, 100_000, 100_001]));
+    await expect(reader.read()).rejects.toThrow('the count failed');
+    await expect(reader.read()).rejects.toThrow('the count failed');
+    await expect(reader.read()).rejects.toThrow('the count failed');
+    expect(watch.sent).toBe(1);
+    watch.failing = false;
+    expect(failedOf(await reader.read())).toBe(0);
+    expect(watch.sent).toBe(2);
+  });
+
+  it('after forgetFinished() with a count still out, sends the next once that one has ended, one statement at a time; one forgotten while waiting its turn is not sent', async () => {
+    const pgq = await ctx.migrated();
+    const s = `"${ctx.schema}"`;
+    await ctx.admin.query(`DELETE FROM ${s}.jobs`);
+    await ctx.admin.query(`INSERT INTO ${s}.jobs (task, queue, state, attempts, finished_at) VALUES ('t', 'q', 'failed', 1, now())`);
+    const watch = new CountWatch();
+    const reader = new OverviewReader(pgq.kysely.withPlugin(watch), ctx.schema, undefined, () => 0);
+    watch.hold();
+    const before = reader.read();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    // Two changes through the console while the count is out, a read after each.
+    await ctx.admin.query(`INSERT INTO ${s}.jobs (task, queue, state, attempts, finished_at) VALUES ('t', 'q', 'failed', 1, now())`);
+    reader.forgetFinished();
+    const afterOne = reader.read();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await ctx.admin.query(`INSERT INTO ${s}.jobs (task, queue, state, attempts, finished_at) VALUES ('t', 'q', 'failed', 1, now())`);
+    reader.forgetFinished();
+    const afterTwo = reader.read();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(watch.sent).toBe(1);
+    watch.release();
+    const [b, one, two] = await Promise.all([before, afterOne, afterTwo]);
+    expect(failedOf(b)).toBe(1);
+    // The reads after the changes show them: the count waiting its turn at the second change was not sent, its read asked again.
+    expect(failedOf(one)).toBe(3);
+    expect(failedOf(two)).toBe(3);
+    expect(watch.sent).toBe(2);
+    expect(watch.maxInFlight).toBe(1);
+  });
+
+  it('times the count statement alone, not the wait for a connection', async () => {
+    await ctx.migrated();
+    const pool = new pg.Pool({ connectionString: ctx.url, max: 1 });
+    const kysely = new Kysely<PgqDatabase>({ dialect: new PostgresDialect({ pool }) }).withSchema(ctx.schema);
+    try {
+      const calls: number[] = [];
+      // Each call's real time is kept; the statement "took" 300 ms by the script, which is not what is checked here.
+      const times = [0, 0, 300];
+      const reader = new OverviewReader(kysely, ctx.schema, undefined, () => {
+        calls.push(performance.now());
+        return times.shift() ?? 0;
+      });
+      const held = await pool.connect();
+      const read = reader.read();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const releasedAt = performance.now();
+      held.release();
+      await read;
+      // The clock is asked when the read begins, then when the count's statement goes out: after the connection was free.
+      expect(calls).toHaveLength(3);
+      expect(calls[0]!).toBeLessThan(releasedAt);
+      expect(calls[1]!).toBeGreaterThanOrEqual(releasedAt);
+    } finally {
+      await kysely.destroy();
+    }
+  });
+  it('abandons a count out for five minutes: the next goes out without waiting for it', async () => {
+    const pgq = await ctx.migrated();
+    const watch = new CountWatch();
+    // Asked for at 0 and held; at 299,999 the next read waits for it, at 300,000 a new one goes out beside it.
+    let now = 0;
+    const reader = new OverviewReader(pgq.kysely.withPlugin(watch), ctx.schema, undefined, () => now);
+    watch.hold();
+    const stuck = reader.read();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    now = 299_999;
+    const waiting = reader.read();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(watch.sent).toBe(1);
+    now = 300_000;
+    const fresh = reader.read();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(watch.sent).toBe(2);
+    watch.release();
+    await Promise.all([stuck, waiting, fresh]);
   });
 });

@@ -131,23 +131,30 @@ interface CountTry {
   tookMs: number;
 }
 
+/** A count that was waiting its turn when forgetFinished() was called: not sent (its readers ask again). */
+class SupersededCount extends Error {}
+
 /**
  * The console's overview snapshots (one reader per console process): live
  * states every call, failed and cancelled jobs as often as their cost allows
- * (`FINISHED_COUNT_SPACING`), one count at a time. A snapshot that finds
- * the count due waits for it; one that finds a count out uses the last.
- * `forgetFinished()` makes the next snapshot count them again: the console
- * calls it after every change it makes (a retry or delete of failed jobs
- * shows on that process's next snapshot); one made elsewhere shows when
- * they are counted next. A count that fails (a statement timeout on
- * millions of rows, say) leaves the last count in the snapshot, and is
- * tried again no sooner than a count that took as long.
+ * (`FINISHED_COUNT_SPACING`), one count statement at a time. A snapshot
+ * that finds the count due waits for it; one that finds a count out uses
+ * the last (with none yet, it waits for the one out). `forgetFinished()`
+ * makes the next snapshot count them again, once any count still out has
+ * ended: the console calls it after every change it makes (a retry or
+ * delete of failed jobs shows on that process's next snapshot); one made
+ * elsewhere shows when they are counted next. A count that fails (a
+ * statement timeout on millions of rows, say) leaves the last count in the
+ * snapshot, or with none fails it, and is tried again no sooner than a
+ * count that took as long. A count out longer than five minutes is
+ * abandoned: the next goes out without waiting for it.
  */
 export class OverviewReader {
   #finished: FinishedCount | null = null;
   #lastTry: CountTry | null = null;
-  /** The count out now, and the generation it was sent in. */
-  #counting: { promise: Promise<FinishedCount>; generation: number } | null = null;
+  #lastError: unknown = null;
+  /** The count out or waiting its turn, the generation it is for, and when it was asked for (this process's clock). */
+  #out: { promise: Promise<FinishedCount>; generation: number; askedAt: number } | null = null;
   /** Counts up on every forgetFinished(): a count sent before one is not kept. */
   #generation = 0;
 
@@ -161,28 +168,14 @@ export class OverviewReader {
   forgetFinished(): void {
     this.#finished = null;
     this.#lastTry = null;
+    this.#lastError = null;
     this.#generation += 1;
   }
 
   async read(): Promise<OverviewSnapshot> {
-    const now = this.clock();
-    const last = this.#finished;
-    const tried = this.#lastTry;
-    const due = tried === null || now - tried.sentAt >= Math.min(tried.tookMs * FINISHED_COUNT_SPACING, FINISHED_COUNT_MAX_AGE_MS);
-    const out = this.#counting !== null && this.#counting.generation === this.#generation ? this.#counting.promise : null;
-    // One count at a time: while one is out, the last one serves (or, with none yet, the one out).
-    const counting = out ?? (due || last === null ? this.#count() : null);
-    const finished: Promise<FinishedCount> =
-      counting === null || (out !== null && last !== null)
-        ? Promise.resolve(last!)
-        : counting.catch((err: unknown) => {
-            if (last === null) throw err;
-            this.onCountError(err);
-            return last;
-          });
     const [counted, finishedCount, settings, meta] = await Promise.all([
       sql<{ queue: string; state: JobState | null; n: number; oldest: Date | null }>`${sql.raw(overviewCountsQuery(this.schema))}`.execute(this.kysely),
-      finished,
+      this.#finishedCount(),
       this.kysely.selectFrom('queues').select(['name', 'paused', 'concurrency', 'rate_limit', 'rate_period_ms', 'key_concurrency']).execute(),
       sql<{ estimate: number | null; at: Date }>`
         SELECT CASE WHEN reltuples >= 0 THEN reltuples::float8 END AS estimate, now() AS at FROM pg_class
@@ -216,31 +209,69 @@ export class OverviewReader {
     };
   }
 
-  /** Sends a count; its statement alone is timed (not the wait for a connection). Kept unless forgetFinished() was called meanwhile. */
-  #count(): Promise<FinishedCount> {
+  /** The failed and cancelled counts for a snapshot: the last, or a new one when due (see the class). */
+  async #finishedCount(): Promise<FinishedCount> {
+    for (;;) {
+      const generation = this.#generation;
+      const now = this.clock();
+      const last = this.#finished;
+      const tried = this.#lastTry;
+      const due = tried === null || now - tried.sentAt >= Math.min(tried.tookMs * FINISHED_COUNT_SPACING, FINISHED_COUNT_MAX_AGE_MS);
+      const out = this.#out !== null && now - this.#out.askedAt < FINISHED_COUNT_MAX_AGE_MS ? this.#out : null;
+      let counting: Promise<FinishedCount> | null = null;
+      if (out !== null && out.generation === generation) counting = last === null ? out.promise : null;
+      else if (due || (last === null && this.#lastError === null)) counting = this.#count(now, out?.promise ?? null);
+      if (counting === null) {
+        if (last !== null) return last;
+        // Not due, and the last try of this generation failed.
+        throw this.#lastError;
+      }
+      try {
+        return await counting;
+      } catch (err) {
+        if (err instanceof SupersededCount) continue;
+        if (last === null) throw err;
+        this.onCountError(err);
+        return last;
+      }
+    }
+  }
+
+  /** Sends a count once `prior` (a count still out) has ended; its statement alone is timed (not the wait for a connection). */
+  #count(now: number, prior: Promise<unknown> | null): Promise<FinishedCount> {
     const generation = this.#generation;
     let tryOf: CountTry | null = null;
-    const promise = this.kysely.connection().execute(async (db) => {
-      const sentAt = this.clock();
-      try {
-        const { rows } = await sql<{ at: Date; queue: string | null; state: JobState | null; n: number | null }>`${sql.raw(finishedCountsQuery(this.schema))}`.execute(db);
-        return {
-          rows: rows.flatMap((r) => (r.queue !== null && r.state !== null && r.n !== null ? [{ queue: r.queue, state: r.state, n: r.n }] : [])),
-          at: rows[0]!.at,
-        };
-      } finally {
-        tryOf = { sentAt, tookMs: this.clock() - sentAt };
-      }
-    });
-    const entry = { promise, generation };
-    this.#counting = entry;
-    const settle = (count: FinishedCount | null): void => {
-      if (this.#counting === entry) this.#counting = null;
+    const send = (): Promise<FinishedCount> => {
+      if (generation !== this.#generation) throw new SupersededCount('forgotten while it waited for the count before it');
+      return this.kysely.connection().execute(async (db) => {
+        const sentAt = this.clock();
+        try {
+          const { rows } = await sql<{ at: Date; queue: string | null; state: JobState | null; n: number | null }>`${sql.raw(finishedCountsQuery(this.schema))}`.execute(db);
+          return {
+            rows: rows.flatMap((r) => (r.queue !== null && r.state !== null && r.n !== null ? [{ queue: r.queue, state: r.state, n: r.n }] : [])),
+            at: rows[0]!.at,
+          };
+        } finally {
+          tryOf = { sentAt, tookMs: this.clock() - sentAt };
+        }
+      });
+    };
+    const promise = prior === null ? send() : prior.then(send, send);
+    const entry = { promise, generation, askedAt: now };
+    this.#out = entry;
+    const settle = (count: FinishedCount | null, err: unknown): void => {
+      if (this.#out === entry) this.#out = null;
       if (generation !== this.#generation) return;
       if (tryOf !== null) this.#lastTry = tryOf;
-      if (count !== null) this.#finished = count;
+      if (count !== null) {
+        this.#finished = count;
+        this.#lastError = null;
+      } else this.#lastError = err;
     };
-    promise.then(settle, () => settle(null));
+    promise.then(
+      (count) => settle(count, null),
+      (err: unknown) => settle(null, err),
+    );
     return promise;
   }
 }
