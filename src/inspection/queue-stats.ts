@@ -155,6 +155,9 @@ export class OverviewReader {
   #lastError: unknown = null;
   /** The count out or waiting its turn, the generation it is for, and when it was asked for (this process's clock). */
   #out: { promise: Promise<FinishedCount>; generation: number; askedAt: number } | null = null;
+  /** Counts in the order they were asked for, and the newest one kept: an abandoned count that answers late does not replace a newer one. */
+  #asked = 0;
+  #kept = 0;
   /** Counts up on every forgetFinished(): a count sent before one is not kept. */
   #generation = 0;
 
@@ -240,6 +243,7 @@ export class OverviewReader {
   /** Sends a count once `prior` (a count still out) has ended; its statement alone is timed (not the wait for a connection). */
   #count(now: number, prior: Promise<unknown> | null): Promise<FinishedCount> {
     const generation = this.#generation;
+    const order = ++this.#asked;
     let tryOf: CountTry | null = null;
     const send = (): Promise<FinishedCount> => {
       if (generation !== this.#generation) throw new SupersededCount('forgotten while it waited for the count before it');
@@ -261,7 +265,8 @@ export class OverviewReader {
     this.#out = entry;
     const settle = (count: FinishedCount | null, err: unknown): void => {
       if (this.#out === entry) this.#out = null;
-      if (generation !== this.#generation) return;
+      if (generation !== this.#generation || order < this.#kept) return;
+      this.#kept = order;
       if (tryOf !== null) this.#lastTry = tryOf;
       if (count !== null) {
         this.#finished = count;
