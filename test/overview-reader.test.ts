@@ -155,7 +155,7 @@ describe('OverviewReader', () => {
     const reader = new OverviewReader(pgq.kysely.withPlugin(watch), ctx.schema, (err) => errors.push(err), () => 0);
     watch.hold();
     const reads = [reader.read(), reader.read(), reader.read()];
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await expect.poll(() => watch.sent).toBe(1);
     watch.release();
     expect((await Promise.all(reads)).map((r) => failedOf(r))).toEqual([1, 1, 1]);
     expect(watch.sent).toBe(1);
@@ -164,7 +164,7 @@ describe('OverviewReader', () => {
     await ctx.admin.query(`INSERT INTO ${s}.jobs (task, queue, state, attempts, finished_at) VALUES ('t', 'q', 'failed', 1, now())`);
     watch.hold();
     const due = reader.read();
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await expect.poll(() => watch.sent).toBe(2);
     expect(failedOf(await reader.read())).toBe(1);
     expect(failedOf(await reader.read())).toBe(1);
     expect(watch.sent).toBe(2);
@@ -209,7 +209,7 @@ describe('OverviewReader', () => {
     const reader = new OverviewReader(pgq.kysely.withPlugin(watch), ctx.schema, undefined, () => 0);
     watch.hold();
     const before = reader.read();
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await expect.poll(() => watch.sent).toBe(1); // sent, and held, before the changes below
     // Two changes through the console while the count is out, a read after each.
     await ctx.admin.query(`INSERT INTO ${s}.jobs (task, queue, state, attempts, finished_at) VALUES ('t', 'q', 'failed', 1, now())`);
     reader.forgetFinished();
@@ -264,15 +264,14 @@ describe('OverviewReader', () => {
     const reader = new OverviewReader(pgq.kysely.withPlugin(watch), ctx.schema, undefined, () => now);
     watch.hold();
     const stuck = reader.read();
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await expect.poll(() => watch.sent).toBe(1);
     now = 299_999;
     const waiting = reader.read();
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect(watch.sent).toBe(1);
     now = 300_000;
     const fresh = reader.read();
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    expect(watch.sent).toBe(2);
+    await expect.poll(() => watch.sent).toBe(2);
     watch.release();
     await Promise.all([stuck, waiting, fresh]);
   });
