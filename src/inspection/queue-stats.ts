@@ -44,7 +44,7 @@ export interface OverviewSnapshot {
   estimatedJobs: number | null;
   /** Database time of the snapshot. */
   at: Date;
-  /** Database time the failed and cancelled jobs were counted: `at`, or earlier where counting them is slow (`OverviewReader`). */
+  /** Database time of the failed and cancelled counts: `at` when counted for this snapshot, otherwise when the count reused was made (`OverviewReader`). */
   finishedCountedAt: Date;
 }
 
