@@ -68,6 +68,12 @@ class CountWatch implements KyselyPlugin {
   }
 }
 
+/** Empties the schema's jobs (the tests of this file share it). */
+const emptyJobs = (): Promise<unknown> => ctx.admin.query(`DELETE FROM "${ctx.schema}".jobs`);
+/** One failed job in queue 'q'. */
+const addFailed = (): Promise<unknown> =>
+  ctx.admin.query(`INSERT INTO "${ctx.schema}".jobs (task, queue, state, attempts, finished_at) VALUES ('t', 'q', 'failed', 1, now())`);
+
 const failedOf = (snapshot: Awaited<ReturnType<OverviewReader['read']>>, state: 'failed' | 'cancelled' | 'available' = 'failed'): number =>
   snapshot.queues.find((q) => q.queue === 'q')?.counts[state] ?? 0;
 
@@ -75,7 +81,7 @@ describe('OverviewReader', () => {
   it('counts failed and cancelled jobs again once a hundred times their last count has passed, or after forgetFinished(); live states every read', async () => {
     const pgq = await ctx.migrated();
     const s = `"${ctx.schema}"`;
-    await ctx.admin.query(`DELETE FROM ${s}.jobs`);
+    await emptyJobs();
     const add = (state: string, n: number): Promise<unknown> =>
       ctx.admin.query(
         `INSERT INTO ${s}.jobs (task, queue, state, attempts, started_at, finished_at)
@@ -120,7 +126,7 @@ describe('OverviewReader', () => {
   it('counts them again within five minutes however long the last count took', async () => {
     const pgq = await ctx.migrated();
     const s = `"${ctx.schema}"`;
-    await ctx.admin.query(`DELETE FROM ${s}.jobs`);
+    await emptyJobs();
     // The first count "took" 10 s (a hundred times that would be 1,000 s): not counted at 299,999, counted at 300,000.
     const reader = new OverviewReader(pgq.kysely, ctx.schema, undefined, scriptedClock([0, 0, 10_000, 299_999, 300_000, 300_000, 300_001]));
     await reader.read();
@@ -131,24 +137,22 @@ describe('OverviewReader', () => {
 
   it('does not keep a count that was out when forgetFinished() was called: the next read counts again', async () => {
     const pgq = await ctx.migrated();
-    const s = `"${ctx.schema}"`;
-    await ctx.admin.query(`DELETE FROM ${s}.jobs`);
-    await ctx.admin.query(`INSERT INTO ${s}.jobs (task, queue, state, attempts, finished_at) VALUES ('t', 'q', 'failed', 1, now())`);
+    await emptyJobs();
+    await addFailed();
     // Every count "takes" 1,000 ms: kept, the first would serve the second read (at 1,001).
     const reader = new OverviewReader(pgq.kysely, ctx.schema, undefined, scriptedClock([0, 0, 1_000, 1_001, 1_001, 1_002]));
     const out = reader.read();
     reader.forgetFinished();
     // The count that was out saw the failed job; the console's change (here, a delete) came after.
     expect(failedOf(await out)).toBe(1);
-    await ctx.admin.query(`DELETE FROM ${s}.jobs`);
+    await emptyJobs();
     expect(failedOf(await reader.read())).toBe(0);
   });
 
   it('sends one count at a time: reads while it is out wait for it (none before) or show the last; a failed count leaves the last in place', async () => {
     const pgq = await ctx.migrated();
-    const s = `"${ctx.schema}"`;
-    await ctx.admin.query(`DELETE FROM ${s}.jobs`);
-    await ctx.admin.query(`INSERT INTO ${s}.jobs (task, queue, state, attempts, finished_at) VALUES ('t', 'q', 'failed', 1, now())`);
+    await emptyJobs();
+    await addFailed();
     const watch = new CountWatch();
     const errors: unknown[] = [];
     // Every statement "takes" 0 ms: without the rule of one at a time, every read would send a count.
@@ -161,7 +165,7 @@ describe('OverviewReader', () => {
     expect(watch.sent).toBe(1);
 
     // Due again (0 ms spacing): a count is sent and held; reads meanwhile show the last count and send none.
-    await ctx.admin.query(`INSERT INTO ${s}.jobs (task, queue, state, attempts, finished_at) VALUES ('t', 'q', 'failed', 1, now())`);
+    await addFailed();
     watch.hold();
     const due = reader.read();
     await expect.poll(() => watch.sent).toBe(2);
@@ -202,20 +206,19 @@ describe('OverviewReader', () => {
 
   it('after forgetFinished() with a count still out, sends the next once that one has ended, one statement at a time; one forgotten while waiting its turn is not sent', async () => {
     const pgq = await ctx.migrated();
-    const s = `"${ctx.schema}"`;
-    await ctx.admin.query(`DELETE FROM ${s}.jobs`);
-    await ctx.admin.query(`INSERT INTO ${s}.jobs (task, queue, state, attempts, finished_at) VALUES ('t', 'q', 'failed', 1, now())`);
+    await emptyJobs();
+    await addFailed();
     const watch = new CountWatch();
     const reader = new OverviewReader(pgq.kysely.withPlugin(watch), ctx.schema, undefined, () => 0);
     watch.hold();
     const before = reader.read();
     await expect.poll(() => watch.sent).toBe(1); // sent, and held, before the changes below
     // Two changes through the console while the count is out, a read after each.
-    await ctx.admin.query(`INSERT INTO ${s}.jobs (task, queue, state, attempts, finished_at) VALUES ('t', 'q', 'failed', 1, now())`);
+    await addFailed();
     reader.forgetFinished();
     const afterOne = reader.read();
     await new Promise((resolve) => setTimeout(resolve, 100));
-    await ctx.admin.query(`INSERT INTO ${s}.jobs (task, queue, state, attempts, finished_at) VALUES ('t', 'q', 'failed', 1, now())`);
+    await addFailed();
     reader.forgetFinished();
     const afterTwo = reader.read();
     await new Promise((resolve) => setTimeout(resolve, 100));
