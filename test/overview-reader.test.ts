@@ -31,6 +31,8 @@ function scriptedClock(times: number[]): () => number {
 /** Counts the failed-and-cancelled counts sent through it, and can hold their answers back. */
 class CountWatch implements KyselyPlugin {
   sent = 0;
+  /** Counts the database has answered (held or not): their statement saw the table as it was then. */
+  answered = 0;
   /** Counts sent and not yet answered, now and at most. */
   inFlight = 0;
   maxInFlight = 0;
@@ -60,6 +62,7 @@ class CountWatch implements KyselyPlugin {
   async transformResult(args: PluginTransformResultArgs): Promise<QueryResult<UnknownRow>> {
     const row = args.result.rows[0];
     if (row && 'at' in row && 'n' in row) {
+      this.answered += 1;
       if (this.#held) await this.#held;
       this.inFlight -= 1;
       if (this.failing) throw new Error('the count failed');
@@ -212,7 +215,7 @@ describe('OverviewReader', () => {
     const reader = new OverviewReader(pgq.kysely.withPlugin(watch), ctx.schema, undefined, () => 0);
     watch.hold();
     const before = reader.read();
-    await expect.poll(() => watch.sent).toBe(1); // sent, and held, before the changes below
+    await expect.poll(() => watch.answered).toBe(1); // answered by the database, and held, before the changes below
     // Two changes through the console while the count is out, a read after each.
     await addFailed();
     reader.forgetFinished();
