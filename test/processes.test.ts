@@ -141,12 +141,21 @@ describe('worker processes', () => {
     // The only overlapping runs are the frozen attempts with their reruns: a handler runs twice at once only after its process stopped renewing for its rescueAfterMs.
     const { rows: overlaps } = await ctx.admin.query<{ job_id: string; pids: number[] }>(`
       SELECT a.job_id, ARRAY[a.pid, b.pid] AS pids FROM "${ctx.schema}".ledger a JOIN "${ctx.schema}".ledger b
-        ON a.job_id = b.job_id AND (a.attempt, a.pid) < (b.attempt, b.pid)
+        ON a.job_id = b.job_id AND (a.attempt, a.pid, a.started_at) < (b.attempt, b.pid, b.started_at)
        WHERE a.started_at < coalesce(b.finished_at, 'infinity') AND b.started_at < coalesce(a.finished_at, 'infinity')
        ORDER BY a.job_id`);
     expect(overlaps).toEqual(held.map((job) => ({ job_id: job.id, pids: [a.pid, b.pid] })));
-    const { rows: runs } = await ctx.admin.query(`SELECT 1 FROM "${ctx.schema}".ledger`);
-    expect(runs).toHaveLength(7);
+    // Every run: the frozen first attempts and their reruns, then one run of each later job.
+    const { rows: runs } = await ctx.admin.query<{ job_id: string; attempt: number; pid: number }>(
+      `SELECT job_id, attempt, pid FROM "${ctx.schema}".ledger ORDER BY job_id, attempt, started_at`,
+    );
+    expect(runs).toEqual([
+      ...held.flatMap((job) => [
+        { job_id: job.id, attempt: 1, pid: a.pid },
+        { job_id: job.id, attempt: 2, pid: b.pid },
+      ]),
+      ...later.map((job) => ({ job_id: job.id, attempt: 1, pid: a.pid })),
+    ]);
     a.child.kill('SIGTERM');
     expect(await a.exited).toBe(0);
   });
