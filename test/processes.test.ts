@@ -78,7 +78,7 @@ describe('worker processes', () => {
 
   it('a fixed-id worker killed with SIGKILL and started again at once, with no other worker to lead: the start waits out the dead lease, rescues its own job and reruns it; a live worker of the id is refused', async () => {
     const pgq = await setup();
-    // A lease longer than a process's start (tsx takes a second or two), so that the restart finds it still running.
+    // A lease long enough that the restart, started right after the kill, finds it still running.
     const timing = { PGQ_RESCUE_AFTER_MS: '5000', PGQ_HEARTBEAT_MS: '200', PGQ_WORKER_ID: 'solo' };
     const a = spawnWorker(env(timing));
     await a.waitFor((e) => e.event === 'ready');
@@ -90,13 +90,17 @@ describe('worker processes', () => {
     expect(twin.stderr()).toMatch(/is registered by a worker whose lease runs \d+ ms more: waiting for it to run out/);
     expect(twin.stderr()).toMatch(/worker id "solo" is already registered by a live worker \(its lease has not run out\)/);
     expect((await pgq.getJob(job.id))!.state).toBe('running');
+    // The restart, loaded before the kill and started just after it: a start
+    // through tsx can take longer than the lease on a loaded machine.
+    const b = spawnWorker(env({ ...timing, PGQ_LOG_LEVEL: 'warn', PGQ_START_ON_SIGUSR2: '1' }));
+    await b.waitFor((e) => e.event === 'loaded');
     a.child.kill('SIGKILL');
     await a.exited;
     const { rows: killed } = await ctx.admin.query<{ now: Date }>('SELECT clock_timestamp() AS now');
     await ctx.admin.query(`UPDATE "${ctx.schema}".ledger SET finished_at = $1 WHERE pid = $2 AND finished_at IS NULL`, [killed[0]!.now, a.pid]);
     // Started again at once: the dead worker's lease still runs, and no worker runs to lead (its row stayed for good before).
     expect((await ctx.admin.query(`SELECT 1 FROM "${ctx.schema}".workers WHERE id = 'solo' AND lease_expires_at > now()`)).rowCount).toBe(1);
-    const b = spawnWorker(env({ ...timing, PGQ_LOG_LEVEL: 'warn' }));
+    b.child.kill('SIGUSR2');
     await b.waitFor((e) => e.event === 'ready');
     expect(b.stderr()).toMatch(/is registered by a worker whose lease runs \d+ ms more: waiting for it to run out/);
     const done = await pgq.waitForJob(job.id, { timeoutMs: 30_000 });
