@@ -801,14 +801,19 @@ describe('leases', () => {
     try {
       await until(() => worker.isLeader, { what: 'the worker to lead', timeoutMs: 10_000 });
       // Another process took the id (its row registered again) and holds the leadership under it until a fixed time.
+      // Its transaction stays open for five of the worker's election rounds: a round that began meanwhile read the
+      // worker's row as it stood before and waited on the leader row; let through once the takeover commits, it
+      // renewed that process's lease as its own.
       const other = await ctx.admin.connect();
       try {
         await other.query('BEGIN');
         await other.query(`DELETE FROM ${schema}.workers WHERE id = 'fixed-leader'`);
         await other.query(registeredElsewhere(`${schema}.workers`, 'fixed-leader', 'fixed-leader'));
         await other.query(`UPDATE ${schema}.leader SET expires_at = '2100-01-01T00:00:00Z' WHERE name = 'maintenance'`);
+        await new Promise((r) => setTimeout(r, 500));
         await other.query('COMMIT');
       } finally {
+        await other.query('ROLLBACK').catch(() => undefined);
         other.release();
       }
       await until(() => !worker.isLeader, { what: 'the worker to step down', timeoutMs: 5_000 });
@@ -822,6 +827,29 @@ describe('leases', () => {
     } finally {
       await worker.stop();
       await ctx.admin.query(`DELETE FROM ${schema}.workers WHERE id LIKE 'fixed-leader%'`);
+      await ctx.admin.query(`DELETE FROM ${schema}.leader`);
+    }
+  });
+
+  it("a leader's release at stop leaves the lease another process took under its fixed id while the release waited on it", async () => {
+    // Renewals 20 s apart: the worker is still leader when it stops (an election round would end it first).
+    const { worker, schema } = await startFixedWorker('fixed-release', { heartbeatMs: 20_000, rescueAfterMs: 60_000 });
+    try {
+      await until(() => worker.isLeader, { what: 'the worker to lead', timeoutMs: 10_000 });
+      // The takeover holds the leader row while the stop's release begins: the release read the workers as they stood
+      // before it committed (no other registration), and once let through it deleted the lease renewed under it.
+      await stopWhileHolding(
+        worker,
+        `DELETE FROM ${schema}.workers WHERE id = 'fixed-release';
+         ${registeredElsewhere(`${schema}.workers`, 'fixed-release', 'fixed-release')};
+         UPDATE ${schema}.leader SET expires_at = '2100-01-01T00:00:00Z' WHERE name = 'maintenance';`,
+        500,
+      );
+      const rows = await ctx.admin.query<{ leader_id: string; expires_at: Date }>(`SELECT leader_id, expires_at FROM ${schema}.leader`);
+      expect(rows.rows.map((r) => [r.leader_id, r.expires_at.toISOString()])).toEqual([['fixed-release', '2100-01-01T00:00:00.000Z']]);
+    } finally {
+      await worker.stop();
+      await ctx.admin.query(`DELETE FROM ${schema}.workers WHERE id LIKE 'fixed-release%'`);
       await ctx.admin.query(`DELETE FROM ${schema}.leader`);
     }
   });

@@ -727,10 +727,14 @@ export function createStatements(schema: string) {
       FROM ${workers} WHERE id = $1`;
   // Not when another process has registered the id since ($2: the
   // registration it was held under): a fixed id restarted elsewhere may lead
-  // under it now.
+  // under it now. Only the lease this worker last wrote ($3, its
+  // expires_at): the registration is read from the statement's snapshot, so
+  // a takeover that committed while the DELETE waited on the leader row
+  // passed that test; its renewal of the lease did not pass this one (the
+  // row is tested again, as it stands, once the wait ends).
   const releaseLeadership = `
     DELETE FROM ${s}.leader
-     WHERE name = '${MAINTENANCE_LEASE}' AND leader_id = $1
+     WHERE name = '${MAINTENANCE_LEASE}' AND leader_id = $1 AND expires_at = $3::timestamptz
        AND NOT EXISTS (SELECT 1 FROM ${workers} w WHERE w.id = $1 AND w.started_at <> $2::timestamptz)`;
 
   // The jobs this worker holds whose cancel was asked for: read when the
@@ -892,8 +896,8 @@ export function createStatements(schema: string) {
     },
 
     /** LeaderRelease: a stopping leader deletes the maintenance lease it holds under `leaderId` (registered at `registeredAt`), so a successor need not wait it out. */
-    async releaseLeadership(db: Queryable, p: { leaderId: string; registeredAt: string; timeoutMs: number }): Promise<void> {
-      await db.query({ text: releaseLeadership, values: [p.leaderId, p.registeredAt], timeoutMs: p.timeoutMs });
+    async releaseLeadership(db: Queryable, p: { leaderId: string; registeredAt: string; expiresAt: string; timeoutMs: number }): Promise<void> {
+      await db.query({ text: releaseLeadership, values: [p.leaderId, p.registeredAt, p.expiresAt], timeoutMs: p.timeoutMs });
     },
 
     /** JobReleaseHeld's text (run by the lease thread): $1 the worker id, $2 the ids, $3 the last claim taken in (epoch µs) when one is in flight, $4 the registration (`Registration.registeredAt`: nothing is given back under a row of the id registered since by another process); one row: `n` given back, `held` of them from $2. */

@@ -18,6 +18,11 @@
  *   fixed id, and thawed after another process took the id, neither renews
  *   the other's leadership nor takes a lapsed one under the other's id;
  *   after a lost lease it runs as `<id>~2`.
+ * - Both hold under concurrent change: an election locks the worker's own
+ *   row (FOR KEY SHARE) rather than reading it from its snapshot, so a
+ *   takeover of the id committed while it waited stops it; and the release
+ *   at stop deletes only the lease this worker last wrote (its `expires_at`),
+ *   not one renewed under the same id while the release waited on the row.
  * - On stop the leader deletes its row so a successor need not wait.
  *
  * Leader-only services start when leadership is gained and stop when it is
@@ -56,6 +61,8 @@ export class LeaderElector extends LoopService {
   /** The id this worker last won or renewed the lease under, and that id's registration (`workers.started_at`). */
   #heldAs = '';
   #heldUnder = '';
+  /** The `expires_at` this worker last wrote (ISO 8601 to the microsecond): its release deletes only that lease. */
+  #heldUntil = '';
   /** Local monotonic instant after which the lease may have passed elsewhere. */
   #trustUntil = 0;
   /** Steps down at `#trustUntil` even while an election statement is still out. */
@@ -77,7 +84,7 @@ export class LeaderElector extends LoopService {
   constructor(
     private readonly config: LeaderConfig,
     private readonly db: Kysely<PgqDatabase>,
-    private readonly release: (held: { leaderId: string; registeredAt: string }, timeoutMs: number) => Promise<void>,
+    private readonly release: (held: { leaderId: string; registeredAt: string; expiresAt: string }, timeoutMs: number) => Promise<void>,
     private readonly services: readonly Service[],
     private readonly clock: Clock,
     logger: Logger,
@@ -96,7 +103,7 @@ export class LeaderElector extends LoopService {
     await this.#steppingDown; // one the trust timer began: its services stop before the stop returns
     if (this.#leader) {
       await this.#stepDown('stopping');
-      await this.release({ leaderId: this.#heldAs, registeredAt: this.#heldUnder }, releaseWithinMs()).catch((err: unknown) =>
+      await this.release({ leaderId: this.#heldAs, registeredAt: this.#heldUnder, expiresAt: this.#heldUntil }, releaseWithinMs()).catch((err: unknown) =>
         this.logger.warn({ err: errorSummary(err) }, `pgq could not release leadership: ${errorMessage(err)}`),
       );
     }
@@ -149,13 +156,20 @@ export class LeaderElector extends LoopService {
       .columns(['name', 'leader_id', 'term', 'elected_at', 'expires_at'])
       // One row to insert (or to update the lease with) only while its own
       // registration holds the id: not under the row of the id another
-      // process registered since, whether or not a leader row exists.
+      // process registered since, whether or not a leader row exists. The
+      // row is locked, not only read: read from the statement's snapshot, it
+      // let through a round that then waited on the leader row for a
+      // takeover of the id (the row deleted and registered again, the lease
+      // renewed under it) and, once that committed, renewed the lease as its
+      // own. Locked, the round waits for the takeover and finds the row gone.
+      // (KEY SHARE: the heartbeat's UPDATE of the row does not wait on it.)
       .expression((eb) =>
         eb
           .selectFrom('workers')
           .select([sql<string>`${MAINTENANCE_LEASE}::text`.as('name'), sql<string>`${me}::text`.as('leader_id'), sql<number>`1`.as('term'), sql<Date>`now()`.as('elected_at'), expires.as('expires_at')])
           .where('workers.id', '=', me)
-          .where(sql<boolean>`workers.started_at = ${registeredAt}::timestamptz`),
+          .where(sql<boolean>`workers.started_at = ${registeredAt}::timestamptz`)
+          .forKeyShare(),
       )
       .onConflict((oc) =>
         oc
@@ -168,12 +182,13 @@ export class LeaderElector extends LoopService {
           })
           .where((eb) => eb.or([eb('leader.leader_id', '=', me), eb('leader.expires_at', '<', sql<Date>`now()`)])),
       )
-      .returning(['term'])
+      .returning(['term', sql<string>`to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`.as('expires_at_text')])
       .executeTakeFirst();
     if (row) {
       this.#term = String(row.term);
       this.#heldAs = me;
       this.#heldUnder = registeredAt;
+      this.#heldUntil = row.expires_at_text;
     }
     return row !== undefined;
   }
