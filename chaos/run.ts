@@ -153,7 +153,7 @@ async function main(): Promise<void> {
   try {
     await pgq.migrate();
     await pgq.setQueue(LIMITED.queue, { concurrency: LIMITED.concurrency, keyConcurrency: LIMITED.keyConcurrency });
-    await admin.query(`CREATE TABLE pgq.ledger (job_id bigint NOT NULL, attempt int NOT NULL, pid int NOT NULL,
+    await admin.query(`CREATE TABLE pgq.ledger (run uuid NOT NULL DEFAULT gen_random_uuid() UNIQUE, job_id bigint NOT NULL, attempt int NOT NULL, pid int NOT NULL,
                        started_at timestamptz NOT NULL, finished_at timestamptz, frozen_at timestamptz)`);
     const spawnWorker = (): WorkerHandle => {
       const child = spawn(process.execPath, ['--import', 'tsx', FIXTURE], {
@@ -457,7 +457,7 @@ async function main(): Promise<void> {
           SELECT coalesce(a.frozen_at IS NOT NULL AND b.pid <> a.pid AND b.attempt > a.attempt AND b.started_at >= a.frozen_at, false)
               OR coalesce(b.frozen_at IS NOT NULL AND a.pid <> b.pid AND a.attempt > b.attempt AND a.started_at >= b.frozen_at, false) AS excused
             FROM pgq.ledger a JOIN pgq.ledger b
-              ON a.job_id = b.job_id AND (a.attempt, a.pid, a.started_at) < (b.attempt, b.pid, b.started_at)
+              ON a.job_id = b.job_id AND (a.attempt, a.pid, a.started_at, a.run) < (b.attempt, b.pid, b.started_at, b.run)
            WHERE a.started_at < coalesce(b.finished_at, 'infinity') AND b.started_at < coalesce(a.finished_at, 'infinity')) o`)
     ).rows[0]!;
     const overlaps = overlapRows.n;

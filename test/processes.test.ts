@@ -145,7 +145,7 @@ describe('worker processes', () => {
     // The only overlapping runs are the frozen attempts with their reruns: a handler runs twice at once only after its process stopped renewing for its rescueAfterMs.
     const { rows: overlaps } = await ctx.admin.query<{ job_id: string; pids: number[] }>(`
       SELECT a.job_id, ARRAY[a.pid, b.pid] AS pids FROM "${ctx.schema}".ledger a JOIN "${ctx.schema}".ledger b
-        ON a.job_id = b.job_id AND (a.attempt, a.pid, a.started_at) < (b.attempt, b.pid, b.started_at)
+        ON a.job_id = b.job_id AND (a.attempt, a.pid, a.started_at, a.run) < (b.attempt, b.pid, b.started_at, b.run)
        WHERE a.started_at < coalesce(b.finished_at, 'infinity') AND b.started_at < coalesce(a.finished_at, 'infinity')
        ORDER BY a.job_id`);
     expect(overlaps).toEqual(held.map((job) => ({ job_id: job.id, pids: [a.pid, b.pid] })));
