@@ -3,7 +3,7 @@
  *
  * Several worker processes serve one queue on a PostgreSQL of the run's own
  * (embedded, so it can be restarted) while a producer enqueues continuously
- * and handlers write one ledger row per attempt (start and end, with pid).
+ * and handlers write one ledger row per run (start and end, with pid).
  * Faults are injected at random: kill -9 of a worker (restarted),
  * pg_terminate_backend of pgq's connections, a PostgreSQL restart, a session
  * idle in a transaction, the connection limit nearly exhausted, a handler

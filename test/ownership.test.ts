@@ -897,11 +897,10 @@ describe('leases', () => {
     try {
       await until(() => worker.isLeader, { what: 'the worker to lead', timeoutMs: 10_000 });
       // Another process took the id (its row registered again), and the leadership row is gone (expired and
-      // removed). Then, in the same breath, for a second the worker's renewals wait (they write workers; the
-      // election only reads it): it has not yet found its lease lost, and its election runs ten times meanwhile.
-      // (The leadership table is held while that happens, so no election is under way across it: one that read
-      // the worker's registration just before could still insert after. That narrower window is not what this
-      // checks.)
+      // removed). Then, in the same breath, for a second the worker's renewals wait (they write workers: SHARE
+      // mode holds them; the election's FOR KEY SHARE lock of its row goes through it): it has not yet found its
+      // lease lost, and its election runs ten times meanwhile. (The leadership table is held while the takeover
+      // commits, so no election is under way across it; the test above holds one across it.)
       const holder = await ctx.admin.connect();
       try {
         await holder.query(
@@ -912,7 +911,7 @@ describe('leases', () => {
            ${registeredElsewhere(`${schema}.workers`, 'fixed-none', 'fixed-none')};
            COMMIT;
            BEGIN;
-           LOCK TABLE ${schema}.workers IN EXCLUSIVE MODE;`,
+           LOCK TABLE ${schema}.workers IN SHARE MODE;`,
         );
         generation += 1;
         seen.clear();
