@@ -67,10 +67,22 @@ export function useTestSchema(label: string): TestContext {
       return instance;
     },
     async lockWaiters(n, what) {
-      await until(async () => {
-        const { rows } = await admin.query(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = $1`, [`pgq_${schema}`]);
-        return rows.length === n;
-      }, { what });
+      try {
+        await until(async () => {
+          const { rows } = await admin.query(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = $1`, [`pgq_${schema}`]);
+          return rows.length === n;
+        }, { what });
+      } catch (err) {
+        // What the sessions were doing when the wait gave up: which statement waited, or none did.
+        const { rows } = await admin.query<{ pid: number; state: string; wait: string | null; xact_age_ms: number | null; query: string }>(
+          `SELECT pid, state, wait_event_type || ':' || wait_event AS wait,
+                  (extract(epoch FROM clock_timestamp() - xact_start) * 1000)::int AS xact_age_ms, left(query, 200) AS query
+             FROM pg_stat_activity WHERE application_name = $1 ORDER BY pid`,
+          [`pgq_${schema}`],
+        );
+        const sessions = rows.map((r) => `  pid ${r.pid} ${r.state}${r.wait ? ` waiting on ${r.wait}` : ''}${r.xact_age_ms !== null ? `, in a transaction for ${r.xact_age_ms} ms` : ''}: ${r.query.replace(/\s+/g, ' ')}`);
+        throw new Error(`${(err as Error).message} (${n} session(s) waiting on a lock expected); pgq's sessions then:\n${sessions.join('\n') || '  none'}`);
+      }
     },
   };
   return ctx;
