@@ -1010,6 +1010,53 @@ describe('leases', () => {
     await ctx.admin.query(`DELETE FROM ${workers} WHERE id = 'fx'`);
   });
 
+  it.each(['the reconcile', "the lease thread's give-back"] as const)(
+    '%s of a process whose id another process takes over while it waits on the job gives back nothing of that process',
+    async (which) => {
+      const noop = defineTask({ name: 'fx-wait-noop', queue: 'fx-wait', schema: z.object({}), handler: () => 'ok' });
+      const pgq = await ctx.migrated({ tasks: [noop] });
+      const statements = createStatements(ctx.schema);
+      const db = fromPg(ctx.admin);
+      const workers = `"${ctx.schema}".workers`;
+      const register = async (on = db): Promise<string> =>
+        (await statements.registerWorker(on, { workerId: 'fxw', hostname: 'h', pid: 1, queues: ['fx-wait'], concurrency: 1, rescueAfterMs: 60_000 }))!.registeredAt;
+      await ctx.admin.query(`DELETE FROM ${workers} WHERE id = 'fxw'`);
+      const mine = await register();
+      // A job running under the id that the first process does not hold (its claim's reply lost, say).
+      const job = await pgq.enqueue(noop, {});
+      await ctx.admin.query(`UPDATE "${ctx.schema}".jobs SET state = 'running', attempts = 1, started_at = now(), worker_id = 'fxw' WHERE id = $1`, [job.id]);
+      // Another process takes the id over in one transaction, held open: the row removed (a rescue), the id
+      // registered again, the job claimed again under it (its next attempt).
+      const takeover = await ctx.admin.connect();
+      try {
+        await takeover.query('BEGIN');
+        await takeover.query(`DELETE FROM ${workers} WHERE id = 'fxw'`);
+        await register(fromPg(takeover));
+        await takeover.query(`UPDATE "${ctx.schema}".jobs SET attempts = 2, started_at = now() WHERE id = $1`, [job.id]);
+        // The first process's give-back begins meanwhile: its snapshot still has its own registration.
+        const given =
+          which === 'the reconcile'
+            ? statements.releaseOrphans(db, { workerId: 'fxw', registeredAt: mine, heldIds: [] }).then((rows) => rows.length)
+            : ctx.admin.query<{ n: number }>({ text: statements.releaseHeldText, values: ['fxw', [job.id], 0, mine] }).then((r) => r.rows[0]!.n);
+        given.catch(() => undefined);
+        await until(
+          async () => (await ctx.admin.query(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%released AS%' AND query LIKE '%${ctx.schema}%'`)).rowCount === 1,
+          { what: 'the give-back to wait on the takeover' },
+        );
+        await takeover.query('COMMIT');
+        // Read from its snapshot, the registration let it through, and the job's row, read again once the takeover
+        // committed, looked like its own: it gave back the other process's attempt.
+        expect(await given).toBe(0);
+      } finally {
+        await takeover.query('ROLLBACK').catch(() => undefined);
+        takeover.release();
+      }
+      expect((await pgq.getJob(job.id))!).toMatchObject({ state: 'running', attempts: 2, workerId: 'fxw' });
+      await ctx.admin.query(`DELETE FROM ${workers} WHERE id = 'fxw'`);
+      await ctx.admin.query(`DELETE FROM "${ctx.schema}".jobs WHERE id = $1`, [job.id]);
+    },
+  );
+
   it('a worker of a fixed id gives back, at start, jobs an earlier process of that id left running (an outcome given up, its row deleted): its lease kept the rescuer from them', async () => {
     const task = defineTask({ name: 'fixed-left', queue: 'fixed-left', schema: z.object({}), handler: () => 'ran' });
     const pgq = await ctx.migrated({ tasks: [task] });

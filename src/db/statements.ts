@@ -215,9 +215,22 @@ function nullableJsonArrayText(texts: readonly (string | null)[]): string {
  * so a statement tests it once, before reading anything else: a process
  * that froze past its lease with a fixed id acts on nothing under the row
  * another process has registered under that id since.
+ *
+ * With `lock`, the row is locked (FOR KEY SHARE), not only read, for the
+ * give-backs, which take running rows by worker id: read from the
+ * statement's snapshot, a registration removed by a takeover of the id
+ * still in progress passed, the statement then waited on a job row the
+ * takeover had claimed again under the same id, and once that committed the
+ * row, read again, matched: a give-back took the other process's running
+ * attempt. Locked, the test waits for the takeover and finds the row gone,
+ * and the rescuer's removal of the row waits for the statement (a
+ * heartbeat's UPDATE of the row does not wait on this lock). A claim reads
+ * it without the lock (a lock writes the row, and claims are the hot path):
+ * it takes only available rows, which a takeover's claim leaves running,
+ * and only under a live lease, which a takeover needs to have run out.
  */
-export function registrationHolds(workers: string, id: string, at: string): string {
-  return `(${at}::timestamptz IS NULL OR EXISTS (SELECT 1 FROM ${workers} w WHERE w.id = ${id} AND w.started_at = ${at}::timestamptz))`;
+export function registrationHolds(workers: string, id: string, at: string, lock: 'lock' | 'read' = 'read'): string {
+  return `(${at}::timestamptz IS NULL OR EXISTS (SELECT 1 FROM ${workers} w WHERE w.id = ${id} AND w.started_at = ${at}::timestamptz${lock === 'lock' ? ' FOR KEY SHARE' : ''}))`;
 }
 
 /**
@@ -663,7 +676,7 @@ export function createStatements(schema: string) {
       UPDATE ${jobs}
          SET ${giveBack}
        WHERE state = 'running' AND worker_id = $1 AND id <> ALL($2::bigint[])
-         AND ${registrationHolds(workers, '$1', '$3')}
+         AND ${registrationHolds(workers, '$1', '$3', 'lock')}
       RETURNING id, state, workflow_id
     ), ${settleCancelled('released')}
     SELECT id FROM released, (SELECT count(*) FROM notified) AS n, (SELECT count(*) FROM locked) AS l`;
@@ -695,7 +708,7 @@ export function createStatements(schema: string) {
        WHERE worker_id = $1 AND state = 'running'
          AND (id = ANY($2::bigint[])
               OR ($3::int8 IS NOT NULL AND started_at > 'epoch'::timestamptz + $3::int8 * interval '1 microsecond'))
-         AND ${registrationHolds(workers, '$1', '$4')}
+         AND ${registrationHolds(workers, '$1', '$4', 'lock')}
       RETURNING id, queue, state, workflow_id
     ), woken AS (
       SELECT pg_notify('${channels.jobs}', q.queue) FROM (SELECT DISTINCT queue FROM released WHERE state = 'available') AS q
