@@ -1057,6 +1057,57 @@ describe('leases', () => {
     },
   );
 
+  it("a limited claim that waits on its queue's row while its lease runs out and another process takes the id over claims nothing under that process's registration", async () => {
+    const noop = defineTask({ name: 'fx-lim-noop', queue: 'fx-lim', schema: z.object({}), handler: () => 'ok' });
+    const pgq = await ctx.migrated({ tasks: [noop] });
+    await pgq.setQueue('fx-lim', { concurrency: 5 });
+    const statements = createStatements(ctx.schema);
+    const queueStatements = createQueueStatements(ctx.schema);
+    const workers = `"${ctx.schema}".workers`;
+    const register = async (on: pg.PoolClient | pg.Pool, rescueAfterMs: number): Promise<string> =>
+      (await statements.registerWorker(fromPg(on), { workerId: 'fxl', hostname: 'h', pid: 1, queues: ['fx-lim'], concurrency: 5, rescueAfterMs }))!.registeredAt;
+    await ctx.admin.query(`DELETE FROM ${workers} WHERE id = 'fxl'`);
+    const mine = await register(ctx.admin, 1_000);
+    const job = await pgq.enqueue(noop, {});
+    const holder = await ctx.admin.connect();
+    const takeover = await ctx.admin.connect();
+    try {
+      // Another claim holds the queue's row; this process's claim waits for it.
+      await holder.query('BEGIN');
+      await holder.query(`SELECT 1 FROM "${ctx.schema}".queues WHERE name = 'fx-lim' FOR UPDATE`);
+      const claimed = queueStatements.claimLimited(fromPg(ctx.admin), { queue: 'fx-lim', tasks: ['fx-lim-noop'], limit: 5, workerId: 'fxl', registeredAt: mine });
+      claimed.catch(() => undefined);
+      await until(
+        async () => (await ctx.admin.query(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%claim_limited%' AND query LIKE '%${ctx.schema}%'`)).rowCount === 1,
+        { what: 'the claim to wait on the queue row' },
+      );
+      // Meanwhile its lease runs out, and another process takes the id over: the row removed (a rescue), the id
+      // registered again with a live lease. (Once the claim holds its registration, the removal waits for it.)
+      await new Promise((resolve) => setTimeout(resolve, 1_200));
+      const takenOver = (async () => {
+        await takeover.query('BEGIN');
+        await takeover.query(`DELETE FROM ${workers} WHERE id = 'fxl'`);
+        const theirs = await register(takeover, 60_000);
+        await takeover.query('COMMIT');
+        return theirs;
+      })();
+      takenOver.catch(() => undefined);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await holder.query('COMMIT');
+      // Its lease was tested by id alone once the queue's row was free: the other process's live lease let it
+      // claim under that process's registration.
+      expect((await claimed).claimed).toEqual([]);
+      expect(await takenOver).not.toBe(mine);
+      expect((await pgq.getJob(job.id))!.state).toBe('available');
+    } finally {
+      await holder.query('ROLLBACK').catch(() => undefined);
+      await takeover.query('ROLLBACK').catch(() => undefined);
+      holder.release();
+      takeover.release();
+      await ctx.admin.query(`DELETE FROM ${workers} WHERE id = 'fxl'`);
+    }
+  });
+
   it('a worker of a fixed id gives back, at start, jobs an earlier process of that id left running (an outcome given up, its row deleted): its lease kept the rescuer from them', async () => {
     const task = defineTask({ name: 'fixed-left', queue: 'fixed-left', schema: z.object({}), handler: () => 'ran' });
     const pgq = await ctx.migrated({ tasks: [task] });

@@ -64,12 +64,19 @@ export function createQueueStatements(schema: string) {
   // claim_limited returns whole rows (or one row without a job); the
   // columns every claim returns are made from them here. The function runs
   // only under the worker's own registration ($5: a one-time filter, checked
-  // before the function scan), as the other claims check it.
+  // before the function scan), as the other claims check it. Unlike theirs,
+  // the registration's row is locked (FOR KEY SHARE), not only read: the
+  // function waits for the queue's row, then tests the lease by id alone, at
+  // that time; a registration read from the statement's snapshot let through
+  // a claim that waited while its lease ran out and another process took the
+  // id over, and it claimed under that process's live lease. Locked, the row
+  // stays this registration's until the claim commits (a rescuer's removal
+  // waits), and its lease, run out, lets nothing be claimed.
   const claimLimited = `
     SELECT ${CLAIM_COLUMNS}, c.waiting, c.token_ms
       FROM ${s}.claim_limited($1, $2::text[], $3, $4) AS c
      CROSS JOIN LATERAL (SELECT (c.job).*) AS j
-     WHERE ${registrationHolds(`${s}.workers`, '$4', '$5')}`;
+     WHERE ${registrationHolds(`${s}.workers`, '$4', '$5', 'lock')}`;
 
   // Jobs whose expiry passed before they started: cancelled with an error
   // entry, one NOTIFY on the done channel for waiters. Retries due after the

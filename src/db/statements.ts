@@ -224,10 +224,13 @@ function nullableJsonArrayText(texts: readonly (string | null)[]): string {
  * row, read again, matched: a give-back took the other process's running
  * attempt. Locked, the test waits for the takeover and finds the row gone,
  * and the rescuer's removal of the row waits for the statement (a
- * heartbeat's UPDATE of the row does not wait on this lock). A claim reads
- * it without the lock (a lock writes the row, and claims are the hot path):
- * it takes only available rows, which a takeover's claim leaves running,
- * and only under a live lease, which a takeover needs to have run out.
+ * heartbeat's UPDATE of the row does not wait on this lock). The limited
+ * claim locks it too (queue-statements.ts: it waits on its queue's row and
+ * then tests the lease by id alone). The other claims read it without the
+ * lock (a lock writes the row, and they are the hot path): they never wait
+ * on a row (SKIP LOCKED), take only available rows, which a takeover's claim
+ * leaves running, and test the lease at the statement's start, under the
+ * registration, with at least a heartbeat of it left (a trusted lease).
  */
 export function registrationHolds(workers: string, id: string, at: string, lock: 'lock' | 'read' = 'read'): string {
   return `(${at}::timestamptz IS NULL OR EXISTS (SELECT 1 FROM ${workers} w WHERE w.id = ${id} AND w.started_at = ${at}::timestamptz${lock === 'lock' ? ' FOR KEY SHARE' : ''}))`;
