@@ -1044,16 +1044,17 @@ describe('leases', () => {
           { what: 'the give-back to wait on the takeover' },
         );
         await takeover.query('COMMIT');
-        // Read from its snapshot, the registration let it through, and the job's row, read again once the takeover
-        // committed, looked like its own: it gave back the other process's attempt.
+        // Had it read its registration from its snapshot (as before), the registration would have let it through,
+        // and the job's row, read again once the takeover committed, would have looked like its own: it gave back
+        // the other process's attempt.
         expect(await given).toBe(0);
+        expect((await pgq.getJob(job.id))!).toMatchObject({ state: 'running', attempts: 2, workerId: 'fxw' });
       } finally {
         await takeover.query('ROLLBACK').catch(() => undefined);
         takeover.release();
+        await ctx.admin.query(`DELETE FROM ${workers} WHERE id = 'fxw'`);
+        await ctx.admin.query(`DELETE FROM "${ctx.schema}".jobs WHERE id = $1`, [job.id]);
       }
-      expect((await pgq.getJob(job.id))!).toMatchObject({ state: 'running', attempts: 2, workerId: 'fxw' });
-      await ctx.admin.query(`DELETE FROM ${workers} WHERE id = 'fxw'`);
-      await ctx.admin.query(`DELETE FROM "${ctx.schema}".jobs WHERE id = $1`, [job.id]);
     },
   );
 
@@ -1071,6 +1072,7 @@ describe('leases', () => {
     const job = await pgq.enqueue(noop, {});
     const holder = await ctx.admin.connect();
     const takeover = await ctx.admin.connect();
+    let takenOver: Promise<string> | undefined;
     try {
       // Another claim holds the queue's row; this process's claim waits for it.
       await holder.query('BEGIN');
@@ -1084,7 +1086,7 @@ describe('leases', () => {
       // Meanwhile its lease runs out, and another process takes the id over: the row removed (a rescue), the id
       // registered again with a live lease. (Once the claim holds its registration, the removal waits for it.)
       await new Promise((resolve) => setTimeout(resolve, 1_200));
-      const takenOver = (async () => {
+      takenOver = (async () => {
         await takeover.query('BEGIN');
         await takeover.query(`DELETE FROM ${workers} WHERE id = 'fxl'`);
         const theirs = await register(takeover, 60_000);
@@ -1094,17 +1096,21 @@ describe('leases', () => {
       takenOver.catch(() => undefined);
       await new Promise((resolve) => setTimeout(resolve, 300));
       await holder.query('COMMIT');
-      // Its lease was tested by id alone once the queue's row was free: the other process's live lease let it
-      // claim under that process's registration.
+      // Had its registration only been read (as before), its lease would have been tested by id alone once the
+      // queue's row was free, and the other process's live lease let it claim under that process's registration.
       expect((await claimed).claimed).toEqual([]);
       expect(await takenOver).not.toBe(mine);
       expect((await pgq.getJob(job.id))!.state).toBe('available');
     } finally {
       await holder.query('ROLLBACK').catch(() => undefined);
+      // The takeover's statements end first (they wait for the claim, which waited for the holder).
+      await takenOver?.catch(() => undefined);
       await takeover.query('ROLLBACK').catch(() => undefined);
       holder.release();
       takeover.release();
       await ctx.admin.query(`DELETE FROM ${workers} WHERE id = 'fxl'`);
+      await ctx.admin.query(`DELETE FROM "${ctx.schema}".jobs WHERE id = $1`, [job.id]);
+      await ctx.admin.query(`DELETE FROM "${ctx.schema}".queues WHERE name = 'fx-lim'`);
     }
   });
 

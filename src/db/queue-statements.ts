@@ -2,7 +2,8 @@
  * Named statements of queue control: the claim of a limited queue and the
  * expiry of jobs that never started. They keep the invariants written at
  * the top of statements.ts (lease-gated claims that lock only the rows they
- * take, attempt counted in the claiming statement, one fixed shape per
+ * take, and the queue's row and the worker's registration, attempt counted
+ * in the claiming statement, one fixed shape per
  * name). Queues without limits never reach these: they are claimed by
  * JobClaim / JobClaimMany unchanged.
  *

@@ -7,7 +7,9 @@
  * - A claim counts the attempt in the same statement that marks the job
  *   running, and takes rows with FOR UPDATE SKIP LOCKED so two workers never
  *   claim the same job. It succeeds only for a worker whose lease
- *   (`workers.lease_expires_at`) is live, and locks only the rows it takes.
+ *   (`workers.lease_expires_at`) is live, and locks only the rows it takes
+ *   (a limited claim also its queue's row and, FOR KEY SHARE, its worker's
+ *   registration: see registrationHolds).
  * - A worker's lease is written by that worker alone, from its own
  *   rescueAfterMs; the rescuer takes attempts away only from workers whose
  *   lease has passed, in the same statement that removes their row.
