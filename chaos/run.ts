@@ -457,7 +457,7 @@ async function main(): Promise<void> {
           SELECT coalesce(a.frozen_at IS NOT NULL AND b.pid <> a.pid AND b.attempt > a.attempt AND b.started_at >= a.frozen_at, false)
               OR coalesce(b.frozen_at IS NOT NULL AND a.pid <> b.pid AND a.attempt > b.attempt AND a.started_at >= b.frozen_at, false) AS excused
             FROM pgq.ledger a JOIN pgq.ledger b
-              ON a.job_id = b.job_id AND (a.attempt, a.pid, a.started_at, a.run) < (b.attempt, b.pid, b.started_at, b.run)
+              ON a.job_id = b.job_id AND a.run < b.run
            WHERE a.started_at < coalesce(b.finished_at, 'infinity') AND b.started_at < coalesce(a.finished_at, 'infinity')) o`)
     ).rows[0]!;
     const overlaps = overlapRows.n;

@@ -211,6 +211,15 @@ function nullableJsonArrayText(texts: readonly (string | null)[]): string {
 }
 
 /**
+ * A timestamptz SQL expression as UTC ISO 8601 text to the microsecond,
+ * which `::timestamptz` reads back equal whatever the session's settings
+ * (a registration's started_at, a leader's expires_at).
+ */
+export function utcMicrosText(expr: string): string {
+  return `to_char(${expr} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+}
+
+/**
  * SQL that holds while the row of worker `id` in `workers` (both SQL
  * expressions) is the registration `at` (its started_at; a parameter of
  * `Registration.registeredAt`), or always when `at` is null. Uncorrelated,
@@ -734,7 +743,7 @@ export function createStatements(schema: string) {
     INSERT INTO ${workers} (id, hostname, pid, queues, concurrency, rescue_after_ms, tasks, lease_expires_at)
     VALUES ($1, $2, $3, $4::text[], $5, $6::int, $7::text[], now() + $6::int * interval '1 millisecond')
     ON CONFLICT (id) DO NOTHING
-    RETURNING lease_expires_at, to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS registered_at`;
+    RETURNING lease_expires_at, ${utcMicrosText('started_at')} AS registered_at`;
 
   const deregisterWorker = `DELETE FROM ${workers} WHERE id = $1 AND started_at = $2::timestamptz`;
   // The lease of the row registered under an id: ms left ($2 the rescueAfterMs of rows of older versions, which wrote

@@ -37,7 +37,7 @@ import { Waker } from '../core/sleep.js';
 import { errorMessage, errorSummary } from '../core/errors.js';
 import { heartbeatLimitMs } from '../core/defaults.js';
 import type { PgqDatabase } from '../db/tables.js';
-import { MAINTENANCE_LEASE } from '../db/statements.js';
+import { MAINTENANCE_LEASE, utcMicrosText } from '../db/statements.js';
 import { RepeatedFailure } from '../core/repeated-failure.js';
 
 export interface LeaderConfig {
@@ -182,7 +182,7 @@ export class LeaderElector extends LoopService {
           })
           .where((eb) => eb.or([eb('leader.leader_id', '=', me), eb('leader.expires_at', '<', sql<Date>`now()`)])),
       )
-      .returning(['term', sql<string>`to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`.as('expires_at_text')])
+      .returning(['term', sql<string>`${sql.raw(utcMicrosText('expires_at'))}`.as('expires_at_text')])
       .executeTakeFirst();
     if (row) {
       this.#term = String(row.term);

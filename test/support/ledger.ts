@@ -12,13 +12,13 @@ export async function createLedger(admin: pg.Pool, schema: string): Promise<void
 
 /**
  * Pairs of ledger rows of the same job whose run intervals overlap (an
- * unfinished row runs forever). Two runs of one attempt number in one process
- * are two rows too, told apart by their start and run id.
+ * unfinished row runs forever), each pair once (by run id): two runs of one
+ * attempt number in one process are two rows too.
  */
 export async function overlappingRuns(admin: pg.Pool, schema: string): Promise<number> {
   const { rows } = await admin.query<{ n: string }>(`
     SELECT count(*) AS n FROM "${schema}".ledger a JOIN "${schema}".ledger b
-      ON a.job_id = b.job_id AND (a.attempt, a.pid, a.started_at, a.run) < (b.attempt, b.pid, b.started_at, b.run)
+      ON a.job_id = b.job_id AND a.run < b.run
      WHERE a.started_at < coalesce(b.finished_at, 'infinity') AND b.started_at < coalesce(a.finished_at, 'infinity')`);
   return Number(rows[0]!.n);
 }
