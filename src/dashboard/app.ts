@@ -11,7 +11,7 @@ import { HTTPException } from 'hono/http-exception';
 import { errorMessage, errorSummary } from '../core/errors.js';
 import { OverviewReader, throughputReading } from '../inspection/queue-stats.js';
 import { apiRoutes, statusOf } from './api.js';
-import { consoleClient } from './assets/client.js';
+import { consoleClient, liveKey } from './assets/client.js';
 import { CONSOLE_CSS, FAVICON_SVG } from './assets/styles.js';
 import { html } from './html.js';
 import { LiveFeed } from './live.js';
@@ -29,7 +29,7 @@ import { workflowPage, workflowsPage } from './pages/workflows.js';
 // The client's source as this process holds it. Run from TypeScript through
 // esbuild with keepNames (tsx), functions carry calls to esbuild's `__name`
 // helper, which the browser lacks: define it there as the identity.
-const CLIENT_JS = `var __name = function (f) { return f; };\n(${consoleClient.toString()})();\n`;
+const CLIENT_JS = `var __name = function (f) { return f; };\n(${consoleClient.toString()})(${liveKey.toString()});\n`;
 
 /** The app, and what must be closed with it. */
 export interface ConsoleApp {
@@ -140,10 +140,22 @@ export function buildConsoleApp(o: ResolvedDashboardOptions): ConsoleApp {
   });
   const page = (render: (ctx: PageContext, c: Context) => Promise<Page>) => async (c: Context) => {
     const ctx = context(c);
+    if (c.req.header('x-pgq-fragment') === '1') {
+      const result = await render(ctx, c);
+      pageHeaders(c);
+      return c.html(result.region.value);
+    }
+    // The snapshot current before the page reads its own rows (the overview
+    // and queues pages are drawn from it): the browser refreshes the page on
+    // the first snapshot of its event stream that differs. Without one (it
+    // failed), the stream's first snapshot is the reference, as before.
+    const beside = await live.snapshot().then(
+      (snapshot) => liveKey(snapshot.queues),
+      () => undefined,
+    );
     const result = await render(ctx, c);
     pageHeaders(c);
-    if (c.req.header('x-pgq-fragment') === '1') return c.html(result.region.value);
-    return c.html(layout(ctx, result, pgq.schema).value);
+    return c.html(layout(ctx, result, pgq.schema, beside).value);
   };
   app.get('/', page(async (ctx) => overviewPage(ctx, live, (await pgq.listWorkers()).filter((w) => w.live).length)));
   app.get('/jobs', page((ctx) => jobsPage(ctx, pgq)));

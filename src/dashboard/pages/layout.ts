@@ -22,7 +22,8 @@ const NAV: [Page['nav'], string, string][] = [
   ['workers', 'Workers', '/workers'],
 ];
 
-export function layout(ctx: PageContext, page: Page, schema: string): Html {
+/** `liveKey`: the key (`liveKey()` of assets/client.ts) of the snapshot the page was drawn beside, if one was read. */
+export function layout(ctx: PageContext, page: Page, schema: string, liveKey?: string): Html {
   return html`<!doctype html>
 <html lang="en">
 <head>
@@ -46,7 +47,7 @@ export function layout(ctx: PageContext, page: Page, schema: string): Html {
 <main>
   <div id="flash" role="status" aria-live="polite"></div>
   ${page.head ?? null}
-  <div id="live" data-live="${page.live}">${page.region}</div>
+  <div id="live" data-live="${page.live}" ${liveKey === undefined ? null : html`data-key="${liveKey}"`}>${page.region}</div>
 </main>
 <dialog id="confirm"><form method="dialog"><p class="message"></p>
   <menu><button value="cancel" class="btn plain">Cancel</button><button value="ok" class="btn primary" id="confirm-ok">Confirm</button></menu></form></dialog>
