@@ -95,8 +95,10 @@ describe.skipIf(!HAVE_CHROMIUM)('the console in headless Chromium', () => {
   let main: Dashboard;
   let readOnly: Dashboard;
   let locked: Dashboard;
-  /** Snapshots read at most every 5 s, for the test of a page drawn from an older one than its event stream starts with. */
+  /** Snapshots read at most every 5 s, for the tests of a page drawn before the first snapshot its event stream sends. */
   let slow: Dashboard;
+  /** The same, its first snapshot read by the test that uses it. */
+  let fresh: Dashboard;
   let server: http.Server;
   let origin: string;
   let browser: Browser;
@@ -129,14 +131,17 @@ describe.skipIf(!HAVE_CHROMIUM)('the console in headless Chromium', () => {
     readOnly = createDashboard({ pgq, basePath: '/ro', readOnly: true, pollIntervalMs: 200 });
     locked = createDashboard({ pgq, basePath: '/locked', basicAuth: { username: 'ops', password: 'hunter22' }, pollIntervalMs: 200 });
     slow = createDashboard({ pgq, basePath: '/slow', pollIntervalMs: 5_000 });
+    fresh = createDashboard({ pgq, basePath: '/fresh', pollIntervalMs: 5_000 });
     server = http.createServer((req, res) =>
       main.node(req, res, () =>
         readOnly.node(req, res, () =>
           locked.node(req, res, () =>
-            slow.node(req, res, () => {
-              res.setHeader('content-type', 'text/plain');
-              res.end('the app itself');
-            }),
+            slow.node(req, res, () =>
+              fresh.node(req, res, () => {
+                res.setHeader('content-type', 'text/plain');
+                res.end('the app itself');
+              }),
+            ),
           ),
         ),
       ),
@@ -168,7 +173,7 @@ describe.skipIf(!HAVE_CHROMIUM)('the console in headless Chromium', () => {
 
   afterAll(async () => {
     await browser?.close();
-    await Promise.all([main, readOnly, locked, slow].map((d) => d?.close()));
+    await Promise.all([main, readOnly, locked, slow, fresh].map((d) => d?.close()));
     server?.closeAllConnections();
     if (server) await new Promise((resolve) => server.close(resolve));
     await worker?.stop();
@@ -407,6 +412,28 @@ describe.skipIf(!HAVE_CHROMIUM)('the console in headless Chromium', () => {
     } finally {
       await page.close();
       await pgq.deleteJob(late.id);
+    }
+  });
+
+  it('shows a job enqueued between its page and the first snapshot its event stream sent, when no snapshot was read before the page (it kept the page for 30 s)', async () => {
+    const page = await context.newPage();
+    const released = deferred();
+    let late: { id: string } | undefined;
+    try {
+      page.setDefaultTimeout(20_000);
+      await page.route('**/fresh/api/events', async (route) => {
+        await released.promise;
+        await route.continue();
+      });
+      await page.goto(`${origin}/fresh/jobs?queue=fresh-arrival`);
+      await page.locator('#live .empty:has-text("No jobs match this filter.")').waitFor();
+      late = await pgq.enqueue(flaky, { to: 'fresh@example.com' }, { queue: 'fresh-arrival' });
+      released.resolve();
+      await page.locator(`#live a[href$="/jobs/${late.id}"]`).first().waitFor({ timeout: 12_000 });
+    } finally {
+      released.resolve();
+      await page.close();
+      if (late) await pgq.deleteJob(late.id);
     }
   });
 

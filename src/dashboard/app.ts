@@ -145,14 +145,14 @@ export function buildConsoleApp(o: ResolvedDashboardOptions): ConsoleApp {
       pageHeaders(c);
       return c.html(result.region.value);
     }
-    // The snapshot current before the page reads its own rows (the overview
-    // and queues pages are drawn from it): the browser refreshes the page on
-    // the first snapshot of its event stream that differs. Without one (it
-    // failed), the stream's first snapshot is the reference, as before.
-    const beside = await live.snapshot().then(
-      (snapshot) => liveKey(snapshot.queues),
-      () => undefined,
-    );
+    // The newest snapshot read before the page reads its own rows (or the
+    // overview's and queues pages' snapshot): no newer than what the page
+    // shows. The browser refreshes the page on the first snapshot of its
+    // event stream that differs from it, and on the first one when there was
+    // none yet (''). Taken as it is, not waited for: a page does not wait
+    // on the counts.
+    const latest = live.latest();
+    const beside = latest ? liveKey(latest.queues) : '';
     const result = await render(ctx, c);
     pageHeaders(c);
     return c.html(layout(ctx, result, pgq.schema, beside).value);

@@ -12,6 +12,9 @@ type Listener = (snapshot: OverviewSnapshot) => void;
 export class LiveFeed {
   readonly #listeners = new Set<Listener>();
   #cached: { at: number; value: Promise<OverviewSnapshot> } | null = null;
+  /** The newest snapshot read so far (by when its read began), and that read's number. */
+  #latest: { read: number; snapshot: OverviewSnapshot } | null = null;
+  #reads = 0;
   readonly #series = new Map<string, { at: number; value: Promise<ThroughputReading>; done: ThroughputReading | null }>();
   #timer: NodeJS.Timeout | null = null;
   #closed = false;
@@ -27,11 +30,22 @@ export class LiveFeed {
   snapshot(): Promise<OverviewSnapshot> {
     const now = performance.now();
     if (!this.#cached || now - this.#cached.at >= this.intervalMs) {
+      const read = ++this.#reads;
       const value = this.loadSnapshot();
-      value.catch(() => (this.#cached = null));
+      value.then(
+        (snapshot) => {
+          if (!this.#latest || this.#latest.read < read) this.#latest = { read, snapshot };
+        },
+        () => (this.#cached = null),
+      );
       this.#cached = { at: now, value };
     }
     return this.#cached.value;
+  }
+
+  /** The newest snapshot read so far, however old; null before the first. Never waits. */
+  latest(): OverviewSnapshot | null {
+    return this.#latest?.snapshot ?? null;
   }
 
   /** Throughput series, cached for ten intervals (at least 10 s); a new reading reuses the previous one's buckets that had closed before it (`throughputReading`). */

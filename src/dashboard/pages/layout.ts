@@ -22,7 +22,7 @@ const NAV: [Page['nav'], string, string][] = [
   ['workers', 'Workers', '/workers'],
 ];
 
-/** `liveKey`: the key (`liveKey()` of assets/client.ts) of the snapshot the page was drawn beside, if one was read. */
+/** `liveKey`: the key (`liveKey()` of assets/client.ts) of the newest snapshot read before the page was drawn, '' when none was. */
 export function layout(ctx: PageContext, page: Page, schema: string, liveKey?: string): Html {
   return html`<!doctype html>
 <html lang="en">
