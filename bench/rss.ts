@@ -11,7 +11,9 @@
  * the drain process reports its peak RSS (the kernel's high-water mark).
  * Each round also loads each package alone in a fresh process: the RSS that
  * zod (pgq's dependency) and the package's own modules add, the start-up
- * share of the gap.
+ * share of the gap; and, after pgq, a bare worker thread: the floor of what
+ * pgq's lease thread (started by start(), so after "RSS before the drain")
+ * adds during the drain.
  *
  * Options: --rounds N (default 3), --jobs N (default 20,000),
  * --concurrency N (default 100). Builds pgq first (npm run build).
@@ -62,10 +64,12 @@ function step(mode: 'migrate' | 'seed' | 'drain', system: string, url: string): 
   return execFileSync(process.execPath, [SCRIPT, mode, system, url, String(jobs), String(concurrency)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
 }
 
-/** What importing costs, in a fresh process: zod (pgq's dependency) and the package's own code. */
+/** What importing costs, in a fresh process: zod (pgq's dependency) and the package's own code; for pgq, a bare worker thread. */
 interface Imports {
   zodMiB: number;
   ownMiB: number;
+  /** pgq only: a bare Node.js worker thread (pgq's lease thread runs on one). */
+  threadMiB: number | null;
 }
 function imports(system: string): Imports {
   const out = execFileSync(process.execPath, ['--expose-gc', SCRIPT, 'imports', system], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
@@ -123,5 +127,6 @@ const lines = [
     const of = (system: string): number => median(loaded.get(system)!.map((i) => i[key]))!;
     return `| ${title} | ${fmt(of('pgq'))} | ${fmt(of('graphile-worker-tuned'))} | |`;
   }),
+  `| A bare Node.js worker thread, started after the package (MiB; pgq renews its lease on one, during the drain, not before it) | ${fmt(median(loaded.get('pgq')!.map((i) => i.threadMiB ?? Number.NaN))!)} | n/a | |`,
 ];
 process.stdout.write(`${lines.join('\n')}\n`);

@@ -16,7 +16,9 @@
  * (MiB) every 50 ms to stderr. `imports` loads, in a fresh process (with `pg`
  * loaded, as this file imports it), zod (pgq's dependency; graphile-worker
  * has none), then the system's package, and prints the RSS each added:
- * { zodMiB, ownMiB }. Run by bench/rss.ts (`npm run bench:rss`);
+ * { zodMiB, ownMiB, threadMiB } (threadMiB, pgq only: a bare Node.js worker
+ * thread started after it, the floor of pgq's lease thread, which runs on
+ * one). Run by bench/rss.ts (`npm run bench:rss`);
  * kept as JavaScript on purpose.
  */
 import pg from 'pg';
@@ -37,7 +39,18 @@ if (mode === 'imports' && ['pgq', 'graphile-worker-tuned'].includes(system ?? ''
   const afterZod = rss();
   await import(system === 'pgq' ? '../dist/index.js' : 'graphile-worker');
   const afterOwn = rss();
-  process.stdout.write(`${JSON.stringify({ zodMiB: mib(afterZod - afterPg), ownMiB: mib(afterOwn - afterZod) })}\n`);
+  // pgq renews its lease on a thread of its own (so that a handler blocking
+  // the event loop does not cost the lease): what a Node.js worker thread
+  // costs by itself, before pgq's renewer loads pg into it and connects.
+  let threadMiB = null;
+  if (system === 'pgq') {
+    const { Worker } = await import('node:worker_threads');
+    const thread = new Worker("require('node:worker_threads').parentPort.postMessage('up'); setInterval(() => {}, 1000);", { eval: true, execArgv: [] });
+    await new Promise((resolve) => thread.once('message', resolve));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    threadMiB = mib(rss() - afterOwn);
+  }
+  process.stdout.write(`${JSON.stringify({ zodMiB: mib(afterZod - afterPg), ownMiB: mib(afterOwn - afterZod), threadMiB })}\n`);
   process.exit(0);
 }
 if (!['migrate', 'seed', 'drain'].includes(mode ?? '') || !['pgq', 'graphile-worker-tuned'].includes(system ?? '') || !databaseUrl) {
