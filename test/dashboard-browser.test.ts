@@ -231,10 +231,12 @@ describe.skipIf(!HAVE_CHROMIUM)('the console in headless Chromium', () => {
     );
     await pgq.waitForWorkflow(wf, { timeoutMs: 20_000 }).catch(() => undefined);
     const page = await open(`/admin/jobs/workflows/${wf.id}`);
-    // Read in one go: the page may be refreshed (its region replaced) between two reads.
-    const nodes = await page
-      .locator('svg.graph a.node')
-      .evaluateAll((all) => all.map((n) => [n.getAttribute('data-step'), n.getAttribute('data-state'), n.querySelector('rect')?.getBoundingClientRect().width ?? 0]));
+    // Found and measured in one call: the page may be refreshed (its region
+    // replaced) between two, and a detached node measures 0 (evaluateAll
+    // finds the nodes in one call and runs the function in another).
+    const nodes = await page.evaluate(() =>
+      Array.from(document.querySelectorAll('svg.graph a.node'), (n) => [n.getAttribute('data-step'), n.getAttribute('data-state'), n.querySelector('rect')?.getBoundingClientRect().width ?? 0] as const),
+    );
     expect(nodes.map(([name, state]) => [name, state])).toEqual([
       ['fetch', 'succeeded'],
       ['render', 'failed'],
@@ -396,7 +398,9 @@ describe.skipIf(!HAVE_CHROMIUM)('the console in headless Chromium', () => {
     // feed keeps one for its poll interval, 5 s here); its event stream,
     // held back past that, starts from a newer snapshot, and every one after
     // it is the same.
-    expect((await fetch(`${origin}/slow/`)).status).toBe(200);
+    const drawn = await fetch(`${origin}/slow/`);
+    await drawn.text();
+    expect(drawn.status).toBe(200);
     const late = await pgq.enqueue(flaky, { to: 'late@example.com' }, { queue: 'late-arrival' });
     const page = await context.newPage();
     try {

@@ -145,17 +145,17 @@ export function buildConsoleApp(o: ResolvedDashboardOptions): ConsoleApp {
       pageHeaders(c);
       return c.html(result.region.value);
     }
-    // The newest snapshot read before the page reads its own rows (or the
-    // overview's and queues pages' snapshot): no newer than what the page
-    // shows. The browser refreshes the page on the first snapshot of its
+    // A snapshot no newer than what the page shows: the one its region was
+    // drawn from (overview, queues), else the newest read before the page
+    // reads its own rows, taken as it is (a page does not wait on the
+    // counts). The browser refreshes the page on the first snapshot of its
     // event stream that differs from it, and on the first one when there was
-    // none yet (''). Taken as it is, not waited for: a page does not wait
-    // on the counts.
+    // none yet ('').
     const latest = live.latest();
-    const beside = latest ? liveKey(latest.queues) : '';
     const result = await render(ctx, c);
+    const beside = result.drawnFrom ?? latest;
     pageHeaders(c);
-    return c.html(layout(ctx, result, pgq.schema, beside).value);
+    return c.html(layout(ctx, result, pgq.schema, beside ? liveKey(beside.queues) : '').value);
   };
   app.get('/', page(async (ctx) => overviewPage(ctx, live, (await pgq.listWorkers()).filter((w) => w.live).length)));
   app.get('/jobs', page((ctx) => jobsPage(ctx, pgq)));

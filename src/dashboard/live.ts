@@ -36,7 +36,9 @@ export class LiveFeed {
         (snapshot) => {
           if (!this.#latest || this.#latest.read < read) this.#latest = { read, snapshot };
         },
-        () => (this.#cached = null),
+        () => {
+          if (this.#cached?.value === value) this.#cached = null;
+        },
       );
       this.#cached = { at: now, value };
     }

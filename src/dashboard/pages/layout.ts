@@ -1,4 +1,5 @@
 /** The page frame: navigation, the live region the client refreshes, and the assets. */
+import type { OverviewSnapshot } from '../../inspection/queue-stats.js';
 import { html, type Html } from '../html.js';
 import { url, type PageContext } from './components.js';
 
@@ -11,6 +12,8 @@ export interface Page {
   /** Refreshed without reload: on every snapshot that changed (`change`), on every tick (`tick`), or never. */
   live: 'change' | 'tick' | 'none';
   region: Html;
+  /** The snapshot the region was drawn from, where it was (its key goes on the region: `layout`). */
+  drawnFrom?: OverviewSnapshot;
 }
 
 const NAV: [Page['nav'], string, string][] = [
@@ -22,8 +25,12 @@ const NAV: [Page['nav'], string, string][] = [
   ['workers', 'Workers', '/workers'],
 ];
 
-/** `liveKey`: the key (`liveKey()` of assets/client.ts) of the newest snapshot read before the page was drawn, '' when none was. */
-export function layout(ctx: PageContext, page: Page, schema: string, liveKey?: string): Html {
+/**
+ * `snapshotKey`: the key (`liveKey()` of assets/client.ts) of a snapshot no
+ * newer than what the page shows ('' when there is none): the browser
+ * refreshes the page on the first snapshot of its event stream that differs.
+ */
+export function layout(ctx: PageContext, page: Page, schema: string, snapshotKey: string): Html {
   return html`<!doctype html>
 <html lang="en">
 <head>
@@ -47,7 +54,7 @@ export function layout(ctx: PageContext, page: Page, schema: string, liveKey?: s
 <main>
   <div id="flash" role="status" aria-live="polite"></div>
   ${page.head ?? null}
-  <div id="live" data-live="${page.live}" ${liveKey === undefined ? null : html`data-key="${liveKey}"`}>${page.region}</div>
+  <div id="live" data-live="${page.live}" data-key="${snapshotKey}">${page.region}</div>
 </main>
 <dialog id="confirm"><form method="dialog"><p class="message"></p>
   <menu><button value="cancel" class="btn plain">Cancel</button><button value="ok" class="btn primary" id="confirm-ok">Confirm</button></menu></form></dialog>

@@ -70,6 +70,7 @@ export async function overviewPage(ctx: PageContext, live: LiveFeed, workers: nu
     title: 'Overview',
     nav: 'overview',
     live: 'change',
+    drawnFrom: snapshot,
     head: html`<div class="page-head"><h1>Overview</h1><div class="segmented">${rangeLink('hour', 'Last hour')}${rangeLink('day', 'Last day')}</div></div>`,
     region: html`
       <section class="tiles">

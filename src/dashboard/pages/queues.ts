@@ -47,6 +47,7 @@ export async function queuesPage(ctx: PageContext, live: LiveFeed): Promise<Page
     title: 'Queues',
     nav: 'queues',
     live: 'change',
+    drawnFrom: snapshot,
     head: html`<div class="page-head"><h1>Queues</h1></div>`,
     region: html`<div class="queues-page">${table(
       ['Queue', 'Status', ...COUNTED.map((s) => html`<span class="state-text-${s}">${s}</span>`), 'Oldest waiting', 'Limits', ''],
