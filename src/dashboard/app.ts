@@ -140,21 +140,17 @@ export function buildConsoleApp(o: ResolvedDashboardOptions): ConsoleApp {
   });
   const page = (render: (ctx: PageContext, c: Context) => Promise<Page>) => async (c: Context) => {
     const ctx = context(c);
-    if (c.req.header('x-pgq-fragment') === '1') {
-      const result = await render(ctx, c);
-      pageHeaders(c);
-      return c.html(result.region.value);
-    }
     // A snapshot no newer than what the page shows: the one its region was
     // drawn from (overview, queues), else the newest read before the page
     // reads its own rows, taken as it is (a page does not wait on the
     // counts). The browser refreshes the page on the first snapshot of its
     // event stream that differs from it, and on the first one when there was
-    // none yet ('').
+    // none yet (''). A fragment (a refresh) needs none.
     const latest = live.latest();
     const result = await render(ctx, c);
-    const beside = result.drawnFrom ?? latest;
     pageHeaders(c);
+    if (c.req.header('x-pgq-fragment') === '1') return c.html(result.region.value);
+    const beside = result.drawnFrom ?? latest;
     return c.html(layout(ctx, result, pgq.schema, beside ? liveKey(beside.queues) : '').value);
   };
   app.get('/', page(async (ctx) => overviewPage(ctx, live, (await pgq.listWorkers()).filter((w) => w.live).length)));

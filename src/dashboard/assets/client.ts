@@ -187,10 +187,10 @@ export function consoleClient(keyOf: (queues: unknown) => string): void {
   window.setInterval(() => formatTimes(document), 5_000);
 
   const mode = region?.dataset.live ?? 'none';
-  // The newest snapshot read before the page was drawn ('' when there was
-  // none): the stream's first snapshot is news when it differs (a page
-  // drawn from a snapshot read just before a change kept it until the 30 s
-  // refresh).
+  // The snapshot the page was drawn from, or the newest read before it ('' when
+  // there was none): the stream's first snapshot is news when it differs (a
+  // page drawn from a snapshot read just before a change kept it until the
+  // 30 s refresh).
   let lastKey: string | null = region?.dataset.key ?? null;
   const events = new EventSource(`${base}/api/events`);
   events.addEventListener('snapshot', (event) => {
