@@ -493,8 +493,14 @@ describe('leases', () => {
       await b.start();
       const job = await app.enqueue(steady, {});
       await started.promise;
-      // A healthy lease thread: the pool did not renew in its stead.
+      // A healthy lease thread: the pool did not renew in its stead. The
+      // thread connects at its first renewal, half a heartbeat after the
+      // registration: its connection is there before logins are refused.
       expect(warnings.filter((w) => /through its pool/.test(w))).toEqual([]);
+      await until(async () => {
+        const { rowCount } = await ctx.admin.query(`SELECT 1 FROM pg_stat_activity WHERE usename = $1 AND query = $2`, [role, renewText]);
+        return rowCount! > 0;
+      }, { what: 'the lease thread\'s first renewal' });
       // The lease thread's connection breaks, and no new connection of this login is accepted.
       await ctx.admin.query(`ALTER ROLE "${role}" NOLOGIN`);
       await until(async () => {

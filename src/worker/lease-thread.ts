@@ -13,8 +13,12 @@
  * [STUCK] the stuck handler count, written by the main thread.
  * The thread starts with no id and renews nothing until told `renew-as`
  * (right after the main thread registers the row, which may be before the
- * thread is up: the message waits for it, and the thread renews at once when
- * it takes it, whether or not the main loop runs by then).
+ * thread is up: the message waits for it). The registration is the lease's
+ * first renewal (the main thread writes its time to LAST_RENEW before it
+ * sends `renew-as`): the thread renews half a heartbeat after it, or at once if
+ * that has passed by the time it takes the message, whether or not the main
+ * loop runs by then. It loads pg and opens its connection on first use, so
+ * neither competes with the worker's start for CPU.
  * Messages to the thread: `renew-as` (the worker id to renew, the first one
  * or a new one after a lost lease, and its registration's time: a row of the
  * same id registered since by another process is not renewed),
@@ -77,7 +81,8 @@ export type FromLeaseThread =
   | { type: 'stopped' };
 
 interface LeaseThreadDeps {
-  pg: typeof import('pg').default;
+  /** pg, loaded on the renewer's first use of the database. */
+  loadPg: () => typeof import('pg').default;
   /** held-jobs.ts's takeHeldJobs (shipped to the thread as source text too). */
   takeHeld: typeof takeHeldJobs;
   port: MessagePort;
@@ -88,12 +93,13 @@ interface LeaseThreadDeps {
 }
 
 /** The renewal loop. Runs on the lease thread (or, in fallback, on the main thread). */
-export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr, readText }: LeaseThreadDeps): Promise<void> {
+export async function leaseThreadMain({ loadPg, takeHeld, port, data, writeStderr, readText }: LeaseThreadDeps): Promise<void> {
   const shared = new Float64Array(data.shared);
   const monotonicMs = (): number => Number(process.hrtime.bigint()) / 1e6;
   let workerId = data.workerId;
   let registeredAt = '';
-  let client = null as InstanceType<typeof pg.Client> | null; // set inside connected(): no narrowing to null
+  type Client = InstanceType<ReturnType<typeof loadPg>['Client']>;
+  let client = null as Client | null; // set inside connected(): no narrowing to null
   let lost = false;
   let failing = false;
   let stopping = false;
@@ -138,7 +144,10 @@ export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr, r
       workerId = message.workerId;
       registeredAt = message.registeredAt;
       lost = false;
-      nextRenewAt = 0;
+      // Registered just now: the registration renewed the lease. Half a
+      // heartbeat on, the first use loads pg and connects well before the
+      // pool's fallback would renew instead (lease.ts, #renewThroughPool).
+      nextRenewAt = shared[data.slots.lastRenew]! + data.heartbeatMs / 2;
     } else if (message.type === 'running') {
       tasks = message.tasks;
       return;
@@ -150,9 +159,9 @@ export async function leaseThreadMain({ pg, takeHeld, port, data, writeStderr, r
   const held = data.held;
   const heldControl = held && new Int32Array(held.control);
   // The thread's one connection, opened on first use and again after it broke (client = null).
-  const connected = async (): Promise<InstanceType<typeof pg.Client>> => {
+  const connected = async (): Promise<Client> => {
     if (client) return client;
-    const fresh = new pg.Client(data.connection);
+    const fresh = new (loadPg().Client)(data.connection);
     // A connection the server ended while idle (idle_session_timeout, a restart) is let go at once: the next
     // renewal opens another rather than failing on this one first.
     fresh.on('error', () => {

@@ -267,7 +267,7 @@ export class Lease {
     channel.port1.unref();
     this.#port = channel.port1;
     this.#inProcess = leaseThreadMain({
-      pg,
+      loadPg: () => pg,
       takeHeld: takeHeldJobs,
       port: channel.port2,
       data: { ...data, connection: this.config.connection ?? {}, stallWarnMs: Number.MAX_SAFE_INTEGER, held: null },
@@ -296,7 +296,7 @@ export class Lease {
       globalThis.navigator ??= { userAgent: 'Node.js' };
       const { parentPort, workerData } = require('node:worker_threads');
       (${leaseThreadMain.toString()})({
-        pg: require(${JSON.stringify(pgPath)}),
+        loadPg: () => require(${JSON.stringify(pgPath)}),
         takeHeld: (${takeHeldJobs.toString()}),
         port: parentPort,
         data: workerData,

@@ -16,10 +16,12 @@
  * in a local buffer, so the next claim's round trip overlaps the running
  * jobs and no slot waits on the database. How many it keeps ahead follows
  * measured throughput, not the slot count: four times the jobs this worker
- * started during the last claim's round trip (twice the previous figure
- * when the buffer ran dry meanwhile), at least `concurrency`, at most
- * `maxClaimBatch`. It claims again once the buffer is down to half of that,
- * so one claim is in flight while the buffered half runs.
+ * started during the last claim's round trip (when the buffer ran dry
+ * meanwhile, at least twice the previous figure and four times what the
+ * full slots would have started in that round trip at the average job
+ * time), at least `concurrency`, at most `maxClaimBatch`. It claims again
+ * once the buffer is down to half of that, so one claim is in flight while
+ * the buffered half runs.
  *
  * A buffered job must not wait long behind running ones while another
  * worker is idle: while recent jobs average under 50 ms that holds on its
@@ -314,10 +316,22 @@ export class Producer extends LoopService {
     return Math.min(this.#ahead, cap);
   }
 
-  /** After a claim: keep ahead what covers a few round trips at the rate just seen. */
-  #resize(startedDuringClaim: number, ranDry: boolean): void {
+  /**
+   * After a claim: keep ahead what covers a few round trips at the rate just
+   * seen. When the buffer ran dry meanwhile, the rate seen was bounded by
+   * what was held, not by the slots: then at least what the full slots
+   * start in a few such round trips (concurrency ÷ average job time × the
+   * claim's time), so a worker of quick jobs reaches its full claim size at
+   * its second claim instead of doubling its way there.
+   */
+  #resize(startedDuringClaim: number, ranDry: boolean, claimMs: number): void {
     const seen = AHEAD_PER_ROUND_TRIP * startedDuringClaim;
-    const next = ranDry ? Math.max(2 * this.#ahead, seen) : Math.ceil(0.7 * this.#ahead + 0.3 * seen);
+    let next = Math.ceil(0.7 * this.#ahead + 0.3 * seen);
+    if (ranDry) {
+      const avg = this.executor.averageDurationMs;
+      const couldStart = avg === null ? 0 : (this.config.concurrency / Math.max(avg, 0.001)) * claimMs;
+      next = Math.max(2 * this.#ahead, seen, Math.ceil(AHEAD_PER_ROUND_TRIP * couldStart));
+    }
     this.#ahead = Math.max(this.#minAhead(), Math.min(this.config.maxClaimBatch, next));
   }
 
@@ -398,6 +412,7 @@ export class Producer extends LoopService {
         }
         let rows: ClaimRow[];
         this.#claimSent = true;
+        const sentAt = this.clock.monotonicMs();
         try {
           rows = await this.statements.claimJobs(this.db, {
             queues: [...this.config.queues],
@@ -433,7 +448,7 @@ export class Producer extends LoopService {
           continue;
         }
         const ranDry = this.held.length === 0 && this.executor.freeSlots > 0;
-        if (ahead > 0) this.#resize(this.#started - startedBefore, ranDry);
+        if (ahead > 0) this.#resize(this.#started - startedBefore, ranDry, this.clock.monotonicMs() - sentAt);
         const heldAt = this.clock.monotonicMs();
         // The claim's started_at (a gate's claim of several queues may have several: the latest).
         let startedAt: number | null = null;
