@@ -19,7 +19,9 @@
  * started during the last claim's round trip (when the buffer ran dry
  * meanwhile, at least twice the previous figure and four times what the
  * full slots would have started in that round trip at the average job
- * time), at least `concurrency`, at most `maxClaimBatch`. It claims again
+ * time; the first claims, before any job's time is known, take the free
+ * slots only, and the figure is first set by that), at least
+ * `concurrency`, at most `maxClaimBatch`. It claims again
  * once the buffer is down to half of that, so one claim is in flight while
  * the buffered half runs.
  *
@@ -133,6 +135,10 @@ export class Producer extends LoopService {
   /** Set when held jobs aged out: claim nothing ahead until a job starts. */
   #holdOff = false;
   #draining = false;
+  /** The last claim's round trip, ms. */
+  #claimMs = 0;
+  /** No claim was sized by a known job time yet. */
+  #unsized = true;
   #offSlotFree: (() => void) | undefined;
   readonly #promotions = new RepeatedFailure(
     this.logger,
@@ -310,6 +316,12 @@ export class Producer extends LoopService {
   #aheadTarget(): number {
     const avg = this.executor.averageDurationMs;
     if (this.#holdOff || avg === null) return 0;
+    if (this.#unsized) {
+      // The first claims went out before any job's time was known, so they
+      // took the free slots only: the first ahead sizes itself by it.
+      this.#unsized = false;
+      this.#ahead = this.#bounded(this.#couldStart(avg, this.#claimMs));
+    }
     if (avg < MAX_HOLD_MS) return this.#ahead;
     // What the full slots start within MAX_HOLD_MS: more would wait longer.
     const cap = Math.floor((this.config.concurrency / avg) * MAX_HOLD_MS);
@@ -321,18 +333,24 @@ export class Producer extends LoopService {
    * seen. When the buffer ran dry meanwhile, the rate seen was bounded by
    * what was held, not by the slots: then at least what the full slots
    * start in a few such round trips (concurrency ÷ average job time × the
-   * claim's time), so a worker of quick jobs reaches its full claim size at
-   * its second claim instead of doubling its way there.
+   * claim's time), so a worker of quick jobs reaches its full claim size
+   * within a few claims instead of doubling its way there.
    */
   #resize(startedDuringClaim: number, ranDry: boolean, claimMs: number): void {
     const seen = AHEAD_PER_ROUND_TRIP * startedDuringClaim;
     let next = Math.ceil(0.7 * this.#ahead + 0.3 * seen);
-    if (ranDry) {
-      const avg = this.executor.averageDurationMs;
-      const couldStart = avg === null ? 0 : (this.config.concurrency / Math.max(avg, 0.001)) * claimMs;
-      next = Math.max(2 * this.#ahead, seen, Math.ceil(AHEAD_PER_ROUND_TRIP * couldStart));
-    }
-    this.#ahead = Math.max(this.#minAhead(), Math.min(this.config.maxClaimBatch, next));
+    const avg = this.executor.averageDurationMs;
+    if (ranDry) next = Math.max(2 * this.#ahead, seen, avg === null ? 0 : this.#couldStart(avg, claimMs));
+    this.#ahead = this.#bounded(next);
+  }
+
+  /** Jobs kept ahead for a few round trips of `claimMs` with every slot starting jobs of `avgMs`. */
+  #couldStart(avgMs: number, claimMs: number): number {
+    return Math.ceil(AHEAD_PER_ROUND_TRIP * (this.config.concurrency / Math.max(avgMs, 0.001)) * claimMs);
+  }
+
+  #bounded(ahead: number): number {
+    return Math.max(this.#minAhead(), Math.min(this.config.maxClaimBatch, ahead));
   }
 
   /**
@@ -448,7 +466,8 @@ export class Producer extends LoopService {
           continue;
         }
         const ranDry = this.held.length === 0 && this.executor.freeSlots > 0;
-        if (ahead > 0) this.#resize(this.#started - startedBefore, ranDry, this.clock.monotonicMs() - sentAt);
+        this.#claimMs = this.clock.monotonicMs() - sentAt;
+        if (ahead > 0) this.#resize(this.#started - startedBefore, ranDry, this.#claimMs);
         const heldAt = this.clock.monotonicMs();
         // The claim's started_at (a gate's claim of several queues may have several: the latest).
         let startedAt: number | null = null;
