@@ -810,6 +810,45 @@ describe('worker behaviour', () => {
     }
   });
 
+  it('a quick job finishing first among long ones does not size the claim: a new worker holds at most twice its slots of them claimed ahead', async () => {
+    const gate = deferred();
+    let started = 0;
+    const mixed = defineTask({
+      name: 'mixed-length',
+      queue: 'mixed-length',
+      schema: z.object({ long: z.boolean() }),
+      handler: async ({ long }) => {
+        started += 1;
+        if (long) await gate.promise;
+      },
+    });
+    const pgq = await ctx.migrated({ tasks: [mixed] });
+    // The quick one first (claimed first), then long ones that run until the gate opens.
+    await pgq.enqueue(mixed, { long: false });
+    await pgq.enqueueMany(mixed, Array.from({ length: 600 }, () => ({ long: true })));
+    const worker = pgq.worker({ concurrency: 20, pollIntervalMs: 20 });
+    let mostHeld = 0;
+    try {
+      await worker.start();
+      await until(() => started >= 21, { what: 'the quick job and 20 long ones started' });
+      // Claimed and not started: rows running for the worker less the handlers that ran. Sampled for
+      // 600 ms, within prefetchTtlMs (1 s), before anything held ages out and goes back.
+      const until600 = performance.now() + 600;
+      while (performance.now() < until600) {
+        const { rows } = await ctx.admin.query<{ n: number }>(`SELECT count(*)::int AS n FROM "${ctx.schema}".jobs WHERE state = 'running'`);
+        mostHeld = Math.max(mostHeld, rows[0]!.n - (started - 1));
+        await sleepMs(20);
+      }
+    } finally {
+      gate.resolve();
+      await worker.stop();
+    }
+    // Sized by the quick job's time alone it took up to `maxClaimBatch` (500) of them; until as many
+    // jobs as there are slots have finished, the figure kept ahead grows by doubling from the slots.
+    expect(mostHeld).toBeGreaterThan(0);
+    expect(mostHeld).toBeLessThanOrEqual(40);
+  });
+
   it('prefetches quick jobs; a cancelled prefetched job never runs, and a stop gives the others back', async () => {
     const gate = deferred();
     const ran: string[] = [];

@@ -241,6 +241,8 @@ export class Executor {
   readonly #slotListeners = new Set<() => void>();
   #idleWaiters: (() => void)[] = [];
   #avgMs: number | null = null;
+  /** Attempts whose handler has settled here (what the average is over). */
+  #finished = 0;
   #stuck = 0;
 
   constructor(
@@ -261,6 +263,11 @@ export class Executor {
   /** Moving average of recent handler times, or null before the first job. */
   get averageDurationMs(): number | null {
     return this.#avgMs;
+  }
+
+  /** How many handlers have settled here so far. */
+  get finishedCount(): number {
+    return this.#finished;
   }
 
   /** Handlers running now, stuck ones included. */
@@ -419,6 +426,7 @@ export class Executor {
     }
     const ms = this.clock.monotonicMs() - startedAt;
     this.#avgMs = this.#avgMs === null ? ms : this.#avgMs * 0.9 + ms * 0.1;
+    this.#finished += 1;
     this.#release(entry);
     let written: RecordResult;
     try {

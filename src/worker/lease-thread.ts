@@ -13,12 +13,15 @@
  * [STUCK] the stuck handler count, written by the main thread.
  * The thread starts with no id and renews nothing until told `renew-as`
  * (right after the main thread registers the row, which may be before the
- * thread is up: the message waits for it). The registration is the lease's
- * first renewal (the main thread writes its time to LAST_RENEW before it
- * sends `renew-as`): the thread renews half a heartbeat after it, or at once if
- * that has passed by the time it takes the message, whether or not the main
- * loop runs by then. It loads pg and opens its connection on first use, so
- * neither competes with the worker's start for CPU.
+ * thread is up: the message waits for it). A registration renews the
+ * lease (the main thread writes its time to LAST_RENEW before it sends
+ * `renew-as`): the thread renews half a heartbeat after LAST_RENEW (the
+ * registration's, or for a thread started again after one died, the last
+ * renewal's), or at once if that has passed by the time it takes the
+ * message, whether or not the main loop runs by then. It loads pg and opens
+ * its connection on its first use of the database (that renewal, or a
+ * give-back of held jobs while the loop is blocked before it), so neither
+ * competes with the worker's start for CPU.
  * Messages to the thread: `renew-as` (the worker id to renew, the first one
  * or a new one after a lost lease, and its registration's time: a row of the
  * same id registered since by another process is not renewed),

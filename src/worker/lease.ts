@@ -425,7 +425,8 @@ export class Lease {
    * heartbeat, so within a heartbeat and a half, before a lease of two
    * heartbeats, the shortest allowed, runs out); a row found gone is a lost
    * lease, as when the renewer finds it. A renewer that is only starting
-   * (its thread boots in 70–150 ms) is covered the same way, silently.
+   * (its thread boots in 20–40 ms, then renews half a heartbeat after the
+   * registration) is covered the same way, silently.
    */
   async #renewThroughPool(): Promise<void> {
     if (this.#fallbackInFlight || !this.#registeredAt || this.#registering || this.#lost || this.#stopped) return;

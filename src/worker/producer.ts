@@ -19,8 +19,9 @@
  * started during the last claim's round trip (when the buffer ran dry
  * meanwhile, at least twice the previous figure and four times what the
  * full slots would have started in that round trip at the average job
- * time; the first claims, before any job's time is known, take the free
- * slots only, and the figure is first set by that), at least
+ * time, which counts once as many jobs as there are slots have finished;
+ * the first claims, before any job's time is known, take the free slots
+ * only), at least
  * `concurrency`, at most `maxClaimBatch`. It claims again
  * once the buffer is down to half of that, so one claim is in flight while
  * the buffered half runs.
@@ -316,11 +317,16 @@ export class Producer extends LoopService {
   #aheadTarget(): number {
     const avg = this.executor.averageDurationMs;
     if (this.#holdOff || avg === null) return 0;
-    if (this.#unsized) {
-      // The first claims went out before any job's time was known, so they
-      // took the free slots only: the first ahead sizes itself by it.
+    // The first claims went out before any job's time was known, so they
+    // took the free slots only: the first ahead sizes itself by it, once as
+    // many jobs as there are slots have finished. The first to finish is the
+    // quickest: sized by it alone, a queue of a few quick jobs among long
+    // ones had up to `maxClaimBatch` long jobs claimed and held behind the
+    // running ones until they aged out, while other workers sat idle.
+    const settled = this.#unsized ? this.#settledAverageMs() : null;
+    if (settled !== null) {
       this.#unsized = false;
-      this.#ahead = this.#bounded(this.#couldStart(avg, this.#claimMs));
+      this.#ahead = this.#bounded(this.#couldStart(settled, this.#claimMs));
     }
     if (avg < MAX_HOLD_MS) return this.#ahead;
     // What the full slots start within MAX_HOLD_MS: more would wait longer.
@@ -339,9 +345,18 @@ export class Producer extends LoopService {
   #resize(startedDuringClaim: number, ranDry: boolean, claimMs: number): void {
     const seen = AHEAD_PER_ROUND_TRIP * startedDuringClaim;
     let next = Math.ceil(0.7 * this.#ahead + 0.3 * seen);
-    const avg = this.executor.averageDurationMs;
+    const avg = this.#settledAverageMs();
     if (ranDry) next = Math.max(2 * this.#ahead, seen, avg === null ? 0 : this.#couldStart(avg, claimMs));
     this.#ahead = this.#bounded(next);
+  }
+
+  /**
+   * The average job time once as many jobs as there are slots have
+   * finished (null before): what the claim size may follow. The first jobs
+   * to finish are the quickest of the first claim.
+   */
+  #settledAverageMs(): number | null {
+    return this.executor.finishedCount >= this.#minAhead() ? this.executor.averageDurationMs : null;
   }
 
   /** Jobs kept ahead for a few round trips of `claimMs` with every slot starting jobs of `avgMs`. */

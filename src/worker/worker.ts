@@ -351,12 +351,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const { listener, channels, tasks } = this.#deps;
     const queues = new Set(this.options.queues);
     // The lease thread starts beside the other steps and may still be
-    // booting (the slowest step, 70–150 ms) when the lease is registered and
-    // the first claim goes out: the thread is spawned first and takes its
-    // `renew-as` once it is up, off the main loop, so a handler that blocks
-    // the loop from the first job on does not cost the lease; until the
-    // thread's first renewal the registration's own expiry covers the claims
-    // (the trust window, lease.ts).
+    // booting (20–40 ms of CPU) when the lease is registered and the first
+    // claim goes out: the thread is spawned first and takes its `renew-as`
+    // once it is up, off the main loop, so a handler that blocks the loop
+    // from the first job on does not cost the lease; until the thread's
+    // first renewal, half a heartbeat after the registration, the
+    // registration's own expiry covers the claims (the trust window,
+    // lease.ts).
     const subscribe = async (): Promise<void> => {
       this.#unsubscribe.push(
         await listener.subscribe(channels.jobs, (payload) => {
