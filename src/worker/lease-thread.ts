@@ -147,9 +147,10 @@ export async function leaseThreadMain({ loadPg, takeHeld, port, data, writeStder
       workerId = message.workerId;
       registeredAt = message.registeredAt;
       lost = false;
-      // Registered just now: the registration renewed the lease. Half a
-      // heartbeat on, the first use loads pg and connects well before the
-      // pool's fallback would renew instead (lease.ts, #renewThroughPool).
+      // LAST_RENEW is the registration just made (or, for a thread started
+      // again after one died, the last renewal). Half a heartbeat on, the
+      // first use loads pg and connects well before the pool's fallback
+      // would renew instead (lease.ts, #renewThroughPool).
       nextRenewAt = shared[data.slots.lastRenew]! + data.heartbeatMs / 2;
     } else if (message.type === 'running') {
       tasks = message.tasks;

@@ -21,8 +21,7 @@
  * full slots would have started in that round trip at the average job
  * time, which counts once as many jobs as there are slots have finished;
  * the first claims, before any job's time is known, take the free slots
- * only), at least
- * `concurrency`, at most `maxClaimBatch`. It claims again
+ * only), at least `concurrency`, at most `maxClaimBatch`. It claims again
  * once the buffer is down to half of that, so one claim is in flight while
  * the buffered half runs.
  *
