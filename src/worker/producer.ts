@@ -341,11 +341,11 @@ export class Producer extends LoopService {
    * claim's time), so a worker of quick jobs reaches its full claim size
    * within a few claims instead of doubling its way there.
    */
-  #resize(startedDuringClaim: number, ranDry: boolean, claimMs: number): void {
+  #resize(startedDuringClaim: number, ranDry: boolean): void {
     const seen = AHEAD_PER_ROUND_TRIP * startedDuringClaim;
     let next = Math.ceil(0.7 * this.#ahead + 0.3 * seen);
     const avg = this.#settledAverageMs();
-    if (ranDry) next = Math.max(2 * this.#ahead, seen, avg === null ? 0 : this.#couldStart(avg, claimMs));
+    if (ranDry) next = Math.max(2 * this.#ahead, seen, avg === null ? 0 : this.#couldStart(avg, this.#claimMs));
     this.#ahead = this.#bounded(next);
   }
 
@@ -481,7 +481,7 @@ export class Producer extends LoopService {
         }
         const ranDry = this.held.length === 0 && this.executor.freeSlots > 0;
         this.#claimMs = this.clock.monotonicMs() - sentAt;
-        if (ahead > 0) this.#resize(this.#started - startedBefore, ranDry, this.#claimMs);
+        if (ahead > 0) this.#resize(this.#started - startedBefore, ranDry);
         const heldAt = this.clock.monotonicMs();
         // The claim's started_at (a gate's claim of several queues may have several: the latest).
         let startedAt: number | null = null;
